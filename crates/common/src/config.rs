@@ -1,0 +1,285 @@
+//! Service configuration: a TOML file, every key overridable by an environment variable.
+//!
+//! For a service `moray`, the key `listen` is overridden by `MORAY_LISTEN`, and a nested key
+//! `pool.max_connections` by `MORAY_POOL__MAX_CONNECTIONS`. Environment values are read as
+//! TOML values when they parse as one (`5`, `true`, `["a"]`) and as strings otherwise.
+//! Every bad key is reported at once, each with its source and the rule it broke.
+
+use std::fmt;
+use std::path::Path;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use toml::{Table, Value};
+
+/// One problem with one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyProblem {
+    /// Dotted key path, e.g. `pool.max_connections`.
+    pub key: String,
+    /// Where the value came from: the file path or the environment variable.
+    pub source: String,
+    pub problem: String,
+}
+
+impl fmt::Display for KeyProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (from {}): {}", self.key, self.source, self.problem)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid configuration:\n  {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
+    Invalid(Vec<KeyProblem>),
+}
+
+/// Loads the config of `service` from `path` (when given) and the environment.
+///
+/// `T::default()` supplies every key that neither sets.
+pub fn load<T>(service: &str, path: Option<&Path>) -> Result<T, ConfigError>
+where
+    T: Serialize + DeserializeOwned + Default,
+{
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    load_from(service, path, &env)
+}
+
+/// [`load`] with the environment given explicitly (for tests).
+pub fn load_from<T>(
+    service: &str,
+    path: Option<&Path>,
+    env: &[(String, String)],
+) -> Result<T, ConfigError>
+where
+    T: Serialize + DeserializeOwned + Default,
+{
+    let defaults = match Value::try_from(T::default()) {
+        Ok(Value::Table(t)) => t,
+        _ => Table::new(),
+    };
+    let mut merged = defaults.clone();
+    let mut sources: Vec<(String, String)> = Vec::new();
+    let mut problems = Vec::new();
+
+    if let Some(path) = path {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let table: Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse {
+            path: shown.clone(),
+            message: e.message().to_string(),
+        })?;
+        overlay(&mut merged, &defaults, table, "", &shown, &mut sources, &mut problems);
+    }
+
+    let prefix = format!("{}_", service.to_ascii_uppercase().replace('-', "_"));
+    let mut env_table = Table::new();
+    for (name, raw) in env {
+        let Some(rest) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+        // Only variables that name a known top-level key are config; others with the
+        // same prefix (MORAY_URL for the client, say) belong to someone else.
+        if !defaults.contains_key(&path[0]) {
+            continue;
+        }
+        let value = parse_env_value(raw);
+        insert_path(&mut env_table, &path, value);
+        sources.push((path.join("."), name.clone()));
+    }
+    overlay(&mut merged, &defaults, env_table, "", "environment", &mut sources, &mut problems);
+
+    // Try each top-level key on its own over the defaults, so every bad value is named.
+    for (key, value) in &merged {
+        let mut alone = defaults.clone();
+        alone.insert(key.clone(), value.clone());
+        if let Err(e) = Value::Table(alone).try_into::<T>() {
+            let source = sources
+                .iter()
+                .rev()
+                .find(|(k, _)| k == key || k.starts_with(&format!("{key}.")))
+                .map(|(_, s)| s.clone())
+                .unwrap_or_else(|| "defaults".to_string());
+            problems.push(KeyProblem {
+                key: key.clone(),
+                source,
+                problem: e.message().trim().to_string(),
+            });
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid(problems));
+    }
+    Value::Table(merged).try_into::<T>().map_err(|e| {
+        ConfigError::Invalid(vec![KeyProblem {
+            key: "(whole config)".to_string(),
+            source: "merged".to_string(),
+            problem: e.message().to_string(),
+        }])
+    })
+}
+
+fn parse_env_value(raw: &str) -> Value {
+    match format!("v = {raw}").parse::<Table>() {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| Value::String(raw.to_string())),
+        Err(_) => Value::String(raw.to_string()),
+    }
+}
+
+fn insert_path(table: &mut Table, path: &[String], value: Value) {
+    if path.len() == 1 {
+        table.insert(path[0].clone(), value);
+        return;
+    }
+    let entry = table
+        .entry(path[0].clone())
+        .or_insert_with(|| Value::Table(Table::new()));
+    if !entry.is_table() {
+        *entry = Value::Table(Table::new());
+    }
+    if let Value::Table(inner) = entry {
+        insert_path(inner, &path[1..], value);
+    }
+}
+
+/// Lays `layer` over `merged`, reporting keys that the defaults do not know.
+fn overlay(
+    merged: &mut Table,
+    known: &Table,
+    layer: Table,
+    prefix: &str,
+    source: &str,
+    sources: &mut Vec<(String, String)>,
+    problems: &mut Vec<KeyProblem>,
+) {
+    for (key, value) in layer {
+        let full = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match known.get(&key) {
+            None => problems.push(KeyProblem {
+                key: full,
+                source: source.to_string(),
+                problem: "unknown key".to_string(),
+            }),
+            Some(Value::Table(known_inner)) => match value {
+                Value::Table(inner) => {
+                    let target = merged
+                        .entry(key.clone())
+                        .or_insert_with(|| Value::Table(Table::new()));
+                    if let Value::Table(target) = target {
+                        overlay(target, known_inner, inner, &full, source, sources, problems);
+                    }
+                }
+                other => problems.push(KeyProblem {
+                    key: full,
+                    source: source.to_string(),
+                    problem: format!("expected a table, found {}", other.type_str()),
+                }),
+            },
+            Some(_) => {
+                if source != "environment" {
+                    sources.push((full.clone(), source.to_string()));
+                }
+                merged.insert(key, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    #[serde(default)]
+    struct Pool {
+        max_connections: u32,
+    }
+    impl Default for Pool {
+        fn default() -> Self {
+            Pool { max_connections: 5 }
+        }
+    }
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    #[serde(default)]
+    struct Conf {
+        listen: String,
+        port: u16,
+        verbose: bool,
+        pool: Pool,
+    }
+    impl Default for Conf {
+        fn default() -> Self {
+            Conf {
+                listen: "127.0.0.1".into(),
+                port: 2020,
+                verbose: false,
+                pool: Pool::default(),
+            }
+        }
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn environment_overrides_file_and_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("moray.toml");
+        std::fs::write(&path, "port = 3000\n[pool]\nmax_connections = 9\n").unwrap();
+        let conf: Conf = load_from(
+            "moray",
+            Some(&path),
+            &env(&[("MORAY_PORT", "4000"), ("MORAY_URL", "ignored"), ("OTHER_PORT", "1")]),
+        )
+        .unwrap();
+        assert_eq!(conf.port, 4000);
+        assert_eq!(conf.pool.max_connections, 9);
+        assert_eq!(conf.listen, "127.0.0.1");
+    }
+
+    #[test]
+    fn nested_key_from_environment() {
+        let conf: Conf =
+            load_from("moray", None, &env(&[("MORAY_POOL__MAX_CONNECTIONS", "16")])).unwrap();
+        assert_eq!(conf.pool.max_connections, 16);
+    }
+
+    #[test]
+    fn every_bad_key_is_reported_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("moray.toml");
+        std::fs::write(&path, "port = \"high\"\nbogus = 1\n[pool]\nmax_conns = 2\n").unwrap();
+        let err = load_from::<Conf>("moray", Some(&path), &env(&[("MORAY_VERBOSE", "maybe")]))
+            .unwrap_err();
+        let ConfigError::Invalid(problems) = err else {
+            panic!("expected Invalid, got {err:?}");
+        };
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"port"), "{problems:?}");
+        assert!(keys.contains(&"bogus"), "{problems:?}");
+        assert!(keys.contains(&"pool.max_conns"), "{problems:?}");
+        assert!(keys.contains(&"verbose"), "{problems:?}");
+        let verbose = problems.iter().find(|p| p.key == "verbose").unwrap();
+        assert_eq!(verbose.source, "MORAY_VERBOSE");
+    }
+
+}

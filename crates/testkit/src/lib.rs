@@ -1,0 +1,40 @@
+//! Real PostgreSQL and etcd for tests: each started from Debian's packaged binaries in its
+//! own temp dir on a free loopback port, and stopped (with everything it wrote removed)
+//! when dropped. Child processes also die with the test process (PR_SET_PDEATHSIG), so a
+//! killed test run leaves nothing behind.
+
+mod etcd;
+mod port;
+mod postgres;
+mod process;
+
+pub use etcd::Etcd;
+pub use port::free_port;
+pub use postgres::{Postgres, PostgresOptions, pg_bin_dir};
+pub use process::wait_until;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TestkitError {
+    #[error("{what} is not installed ({hint})")]
+    NotInstalled { what: &'static str, hint: &'static str },
+    #[error("cannot run {command}")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{command} failed: {output}")]
+    Failed { command: String, output: String },
+    #[error("{what} did not become ready within {seconds} s; its log:\n{log}")]
+    NotReady {
+        what: String,
+        seconds: u64,
+        log: String,
+    },
+    #[error("i/o on {path}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,244 @@
+//! A throwaway PostgreSQL cluster: `initdb` into a temp dir, `postgres` on a free port.
+//! PostgreSQL refuses to run as root, so as root the cluster belongs to the `postgres`
+//! user that Debian's package creates.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::TestkitError;
+use crate::process::{die_with_parent, tail, wait_until};
+
+/// How a test cluster is set up.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// `fsync` (off by default in tests: the OS keeps the data across a crash of
+    /// PostgreSQL itself, which is the failure tests simulate).
+    pub fsync: bool,
+    /// Extra `postgresql.conf` lines.
+    pub extra_conf: Vec<String>,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions {
+            fsync: false,
+            extra_conf: Vec::new(),
+        }
+    }
+}
+
+/// A running PostgreSQL. Stopped and removed on drop.
+pub struct Postgres {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+/// The directory of the packaged PostgreSQL binaries: `$PG_BINDIR`, else the newest
+/// `/usr/lib/postgresql/<version>/bin`.
+pub fn pg_bin_dir() -> Result<PathBuf, TestkitError> {
+    if let Ok(dir) = std::env::var("PG_BINDIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .map_err(|_| not_installed())?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let v = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("postgres").exists().then_some((v, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, p)| p).ok_or_else(not_installed)
+}
+
+fn not_installed() -> TestkitError {
+    TestkitError::NotInstalled {
+        what: "PostgreSQL",
+        hint: "apt-get install postgresql, or run scripts/setup",
+    }
+}
+
+/// (uid, gid) to run PostgreSQL as: ourselves, or `postgres` when we are root.
+fn run_as() -> Option<(u32, u32)> {
+    // SAFETY: getuid never fails.
+    if unsafe { libc::getuid() } != 0 {
+        return None;
+    }
+    let name = c"postgres";
+    // SAFETY: getpwnam returns a pointer into static storage or null; read at once.
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    if pw.is_null() {
+        return None;
+    }
+    // SAFETY: non-null result of getpwnam.
+    unsafe { Some(((*pw).pw_uid, (*pw).pw_gid)) }
+}
+
+fn command(bin: &Path, name: &str) -> Command {
+    let mut c = Command::new(bin.join(name));
+    if let Some((uid, gid)) = run_as() {
+        c.uid(uid).gid(gid);
+    }
+    c
+}
+
+fn chown_tree(path: &Path) -> Result<(), TestkitError> {
+    let Some((uid, gid)) = run_as() else {
+        return Ok(());
+    };
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|source| TestkitError::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+impl Postgres {
+    /// initdb + start with default options.
+    pub fn start() -> Result<Postgres, TestkitError> {
+        Self::start_with(PostgresOptions::default())
+    }
+
+    pub fn start_with(options: PostgresOptions) -> Result<Postgres, TestkitError> {
+        let bin = pg_bin_dir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("triton-pg-")
+            .tempdir()
+            .map_err(|source| TestkitError::Io {
+                path: std::env::temp_dir().display().to_string(),
+                source,
+            })?;
+        chown_tree(dir.path())?;
+        let data = dir.path().join("data");
+        let out = command(&bin, "initdb")
+            .args(["-D"])
+            .arg(&data)
+            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"])
+            .output()
+            .map_err(|source| TestkitError::Spawn {
+                command: "initdb".into(),
+                source,
+            })?;
+        if !out.status.success() {
+            return Err(TestkitError::Failed {
+                command: "initdb".into(),
+                output: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        let port = crate::free_port();
+        let mut conf = vec![
+            format!("port = {port}"),
+            "listen_addresses = '127.0.0.1'".to_string(),
+            format!("unix_socket_directories = '{}'", dir.path().display()),
+            format!("fsync = {}", if options.fsync { "on" } else { "off" }),
+            "max_connections = 200".to_string(),
+            "shared_buffers = 64MB".to_string(),
+        ];
+        conf.extend(options.extra_conf.iter().cloned());
+        let conf_path = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf_path).unwrap_or_default();
+        text.push_str("\n# triton-testkit\n");
+        text.push_str(&conf.join("\n"));
+        text.push('\n');
+        std::fs::write(&conf_path, text).map_err(|source| TestkitError::Io {
+            path: conf_path.display().to_string(),
+            source,
+        })?;
+
+        let log = dir.path().join("postgres.log");
+        let log_file = std::fs::File::create(&log).map_err(|source| TestkitError::Io {
+            path: log.display().to_string(),
+            source,
+        })?;
+        chown_tree(&log)?;
+        let mut cmd = command(&bin, "postgres");
+        cmd.arg("-D")
+            .arg(&data)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file);
+        die_with_parent(&mut cmd);
+        let child = cmd.spawn().map_err(|source| TestkitError::Spawn {
+            command: "postgres".into(),
+            source,
+        })?;
+        let mut pg = Postgres {
+            dir,
+            port,
+            child: Some(child),
+        };
+        let ready = wait_until(Duration::from_secs(30), || {
+            command(&bin, "pg_isready")
+                .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        if !ready {
+            pg.stop();
+            return Err(TestkitError::NotReady {
+                what: "PostgreSQL".into(),
+                seconds: 30,
+                log: tail(&log, 30),
+            });
+        }
+        Ok(pg)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A URL for the superuser on database `db` (which must exist; `postgres` always does).
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Creates database `name` and returns its URL.
+    pub fn create_database(&self, name: &str) -> Result<String, TestkitError> {
+        let bin = pg_bin_dir()?;
+        let out = command(&bin, "createdb")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", name])
+            .output()
+            .map_err(|source| TestkitError::Spawn {
+                command: "createdb".into(),
+                source,
+            })?;
+        if !out.status.success() {
+            return Err(TestkitError::Failed {
+                command: format!("createdb {name}"),
+                output: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        Ok(self.url(name))
+    }
+
+    /// The cluster's directory (data is in `data/`, the log in `postgres.log`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The postmaster's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Fast shutdown (SIGINT), waiting for the postmaster to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: signalling our own child by pid.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGINT);
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,30 @@
+//! The test kit really starts what it says, and cleans up after itself.
+
+use triton_testkit::{Etcd, Postgres};
+
+#[test]
+fn postgres_accepts_connections_and_is_removed_on_drop() {
+    let pg = Postgres::start().expect("start PostgreSQL");
+    let dir = pg.dir().to_path_buf();
+    let url = pg.create_database("moray").expect("createdb");
+    assert!(url.ends_with("/moray"));
+    let out = std::process::Command::new(triton_testkit::pg_bin_dir().unwrap().join("psql"))
+        .args([&url, "-tAc", "select 40 + 2"])
+        .output()
+        .expect("psql");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42", "{out:?}");
+    drop(pg);
+    assert!(!dir.exists(), "the cluster's directory must be removed");
+}
+
+#[test]
+fn etcd_serves_its_client_port() {
+    let etcd = Etcd::start().expect("start etcd");
+    let out = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", &etcd.endpoint(), "put", "/k", "v"])
+        .output()
+        .expect("etcdctl");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK");
+}
