@@ -1,0 +1,52 @@
+# Shared helpers for the scripts in this folder. Sourced, not run.
+
+# The repository's top folder.
+TRITON_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export TRITON_ROOT
+
+# Progress lines: "[coal 12s] starting moray" on stderr, so stdout stays clean for `env`.
+_TRITON_T0=$(date +%s)
+step() {
+    local now; now=$(date +%s)
+    printf '[%s %3ss] %s\n' "${TRITON_TOOL:-triton}" "$((now - _TRITON_T0))" "$*" >&2
+}
+die() {
+    printf '%s: error: %s\n' "${TRITON_TOOL:-triton}" "$*" >&2
+    exit 1
+}
+
+# System packages every command needs on a fresh Debian 12 machine. Installed only when
+# missing, so a second run costs nothing.
+TRITON_PACKAGES=(postgresql etcd-server etcd-client iproute2 procps psmisc)
+
+ensure_packages() {
+    local missing=()
+    for p in "${TRITON_PACKAGES[@]}" "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' \
+            || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    [ "$(id -u)" -eq 0 ] || die "missing packages ${missing[*]}; run as root or install them"
+    step "installing ${missing[*]} (apt-get)"
+    if [ -z "${_TRITON_APT_UPDATED:-}" ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || die "apt-get update failed"
+        _TRITON_APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 \
+        || die "apt-get install ${missing[*]} failed"
+    # Debian's postgresql package starts a cluster of its own on 5432; our PostgreSQL
+    # instances run from their own directories and ports, so that one is not needed.
+}
+
+ensure_rust() {
+    command -v cargo >/dev/null || die "cargo is not installed (rustup, Rust 1.95 or newer)"
+}
+
+# PostgreSQL's binaries: the newest /usr/lib/postgresql/<v>/bin.
+pg_bindir() {
+    if [ -n "${PG_BINDIR:-}" ]; then echo "$PG_BINDIR"; return; fi
+    local d
+    d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+    [ -n "$d" ] || die "PostgreSQL binaries not found under /usr/lib/postgresql"
+    echo "$d"
+}
