@@ -1,1 +1,20 @@
-//! cnapi
+//! CNAPI: the compute nodes of a datacenter.
+//!
+//! * [`model`]: the server record (Moray bucket `cnapi_servers`);
+//! * [`capacity`]: provisionable memory as Triton computes it, and the ops-portal figures;
+//! * [`allocation`]: the DAPI chain, a pure function with its own tests;
+//! * [`status`]: registration, heartbeats and the 11-second staleness rule;
+//! * [`store`]: Moray (or memory) behind one trait, every write etag-conditional;
+//! * [`service`]: the gRPC API (`triton.cnapi.v1.Cnapi`); [`app::start`] runs it.
+
+pub mod allocation;
+pub mod app;
+pub mod capacity;
+pub mod config;
+pub mod error;
+pub mod model;
+pub mod service;
+pub mod status;
+pub mod store;
+
+pub use error::{Error, Result};

@@ -11,22 +11,13 @@ use crate::TestkitError;
 use crate::process::{die_with_parent, tail, wait_until};
 
 /// How a test cluster is set up.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct PostgresOptions {
     /// `fsync` (off by default in tests: the OS keeps the data across a crash of
     /// PostgreSQL itself, which is the failure tests simulate).
     pub fsync: bool,
     /// Extra `postgresql.conf` lines.
     pub extra_conf: Vec<String>,
-}
-
-impl Default for PostgresOptions {
-    fn default() -> Self {
-        PostgresOptions {
-            fsync: false,
-            extra_conf: Vec::new(),
-        }
-    }
 }
 
 /// A running PostgreSQL. Stopped and removed on drop.

@@ -1,0 +1,161 @@
+//! The one error type of the client: a failure reported by Moray keeps Triton's error
+//! name (`EtagConflictError`, `BucketNotFoundError`, ...) so callers match on the name,
+//! as node-moray callers do with `VError.findCauseByName`.
+
+use tonic::{Code, Status};
+
+/// A failed Moray call.
+#[derive(Debug, thiserror::Error)]
+pub enum MorayError {
+    /// The Moray address could not be understood.
+    #[error("invalid Moray URL {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: &'static str },
+
+    /// No connection could be made within the connect deadline.
+    #[error("cannot connect to Moray at {url} (attempts: {attempts})")]
+    Connect {
+        url: String,
+        attempts: u32,
+        #[source]
+        source: tonic::transport::Error,
+    },
+
+    /// Moray (or the transport under it) answered with an error.
+    #[error("{name}: {message}")]
+    Server {
+        /// Triton's error name from the `x-triton-error` metadata; for statuses that
+        /// carry none (transport failures), the gRPC code's name, e.g. `Unavailable`.
+        name: String,
+        message: String,
+        code: Code,
+    },
+
+    /// Moray answered with something that is not what the contract promises.
+    #[error("invalid response from Moray: {what}")]
+    InvalidResponse {
+        what: String,
+        #[source]
+        source: Option<serde_json::Error>,
+    },
+}
+
+/// What a `Result` of this crate fails with.
+pub type Result<T, E = MorayError> = std::result::Result<T, E>;
+
+impl MorayError {
+    /// Triton's name for this error, e.g. `"EtagConflictError"`. Errors that never
+    /// reached Moray have names of their own: `InvalidUrlError`, `ConnectionError`,
+    /// `InvalidResponseError`.
+    pub fn name(&self) -> &str {
+        match self {
+            MorayError::InvalidUrl { .. } => "InvalidUrlError",
+            MorayError::Connect { .. } => "ConnectionError",
+            MorayError::Server { name, .. } => name,
+            MorayError::InvalidResponse { .. } => "InvalidResponseError",
+        }
+    }
+
+    /// The message without the name.
+    pub fn message(&self) -> String {
+        match self {
+            MorayError::Server { message, .. } => message.clone(),
+            other => {
+                let mut text = other.to_string();
+                let mut source = std::error::Error::source(other);
+                while let Some(s) = source {
+                    // Transport errors repeat their cause in their own text.
+                    let s_text = s.to_string();
+                    if !text.ends_with(&s_text) {
+                        text.push_str(": ");
+                        text.push_str(&s_text);
+                    }
+                    source = s.source();
+                }
+                text
+            }
+        }
+    }
+
+    /// The gRPC code, when Moray answered.
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            MorayError::Server { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// True when the request certainly did not change anything and may be sent again:
+    /// no connection, the transport or Moray is unavailable, or Moray has no database
+    /// peer (`NoDatabasePeersError`). The client itself never resends a request; a
+    /// caller that retries does it knowingly.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            MorayError::Connect { .. } => true,
+            MorayError::Server { name, code, .. } => {
+                *code == Code::Unavailable || name == "NoDatabasePeersError"
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn invalid_response(what: impl Into<String>, source: serde_json::Error) -> Self {
+        MorayError::InvalidResponse {
+            what: what.into(),
+            source: Some(source),
+        }
+    }
+}
+
+impl From<Status> for MorayError {
+    fn from(status: Status) -> Self {
+        let code = status.code();
+        let name = triton_common::status::error_name(&status)
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("{code:?}"));
+        let message = triton_common::status::error_message(&status).to_owned();
+        MorayError::Server {
+            name,
+            message,
+            code,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_status_keeps_its_name_and_message() {
+        let status = triton_common::status::named(
+            Code::FailedPrecondition,
+            "EtagConflictError",
+            "expected etag A, found B",
+        );
+        let err = MorayError::from(status);
+        assert_eq!(err.name(), "EtagConflictError");
+        assert_eq!(err.message(), "expected etag A, found B");
+        assert_eq!(
+            err.to_string(),
+            "EtagConflictError: expected etag A, found B"
+        );
+        assert!(!err.is_retryable());
+    }
+
+    #[test]
+    fn unnamed_unavailable_is_retryable() {
+        let err = MorayError::from(Status::unavailable("connection refused"));
+        assert_eq!(err.name(), "Unavailable");
+        assert!(err.is_retryable());
+    }
+
+    #[test]
+    fn no_database_peers_is_retryable_whatever_its_code() {
+        let status = triton_common::status::named(
+            Code::ResourceExhausted,
+            "NoDatabasePeersError",
+            "queue full",
+        );
+        assert!(MorayError::from(status).is_retryable());
+    }
+}

@@ -1,0 +1,310 @@
+//! The library against a real Moray and PostgreSQL.
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestMoray;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use moray_client::{
+    BatchOp, BucketConfig, ChangeEvent, ChangeOp, ConnectOptions, EtagCondition, FindOptions,
+    IndexDef, MorayClient,
+};
+use serde_json::json;
+
+fn vms_config(version: u32) -> BucketConfig {
+    BucketConfig::versioned(version)
+        .with_index("owner_uuid", IndexDef::new("string"))
+        .with_index("ram", IndexDef::new("number"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_bucket_is_idempotent_and_survives_racing_creators() {
+    let moray = TestMoray::start().await;
+    let client = moray.client().await;
+    let racers: Vec<_> = (0..4)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.put_bucket("vmapi_vms", &vms_config(1)).await })
+        })
+        .collect();
+    for racer in racers {
+        racer
+            .await
+            .expect("racer task")
+            .expect("every racer succeeds");
+    }
+    let bucket = client.get_bucket("vmapi_vms").await.expect("bucket exists");
+    assert_eq!(bucket.options.version, 1);
+    assert_eq!(bucket.index, vms_config(1).index);
+
+    // Equal non-zero versions: no update, even with a different config.
+    let other = BucketConfig::versioned(1).with_index("state", IndexDef::new("string"));
+    client.put_bucket("vmapi_vms", &other).await.expect("no-op");
+    assert_eq!(
+        client.get_bucket("vmapi_vms").await.expect("get").index,
+        vms_config(1).index
+    );
+
+    // Higher version: updated; lower: BucketVersionError.
+    let v2 = vms_config(2).with_index("state", IndexDef::new("string"));
+    client.put_bucket("vmapi_vms", &v2).await.expect("upgrade");
+    assert!(
+        client
+            .get_bucket("vmapi_vms")
+            .await
+            .expect("get")
+            .index
+            .contains_key("state")
+    );
+    let err = client
+        .put_bucket("vmapi_vms", &vms_config(1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), "BucketVersionError", "{err}");
+    assert!(!err.is_retryable());
+
+    let err = client.create_bucket("vmapi_vms", &v2).await.unwrap_err();
+    assert_eq!(err.name(), "BucketConflictError");
+    let err = client.get_bucket("nope").await.unwrap_err();
+    assert_eq!(err.name(), "BucketNotFoundError");
+    let err = client.create_bucket("9bad", &v2).await.unwrap_err();
+    assert_eq!(err.name(), "InvalidBucketNameError");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_put_get_find_delete_with_etags() {
+    let moray = TestMoray::start().await;
+    let client = moray.client().await;
+    client
+        .put_bucket("vms", &vms_config(1))
+        .await
+        .expect("bucket");
+
+    assert_eq!(client.get_object("vms", "vm1").await.expect("get"), None);
+    let value = json!({"owner_uuid": "o1", "ram": 1024, "alias": "web"});
+    let etag = client
+        .put_object("vms", "vm1", &value, EtagCondition::MustNotExist)
+        .await
+        .expect("create");
+    let object = client
+        .get_object("vms", "vm1")
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(object.value, value);
+    assert_eq!(object.etag, etag);
+
+    let err = client
+        .put_object("vms", "vm1", &value, EtagCondition::MustNotExist)
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), "EtagConflictError");
+    let err = client
+        .put_object("vms", "vm1", &value, EtagCondition::Is("00000000".into()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), "EtagConflictError");
+    let newer = json!({"owner_uuid": "o1", "ram": 2048});
+    let etag2 = client
+        .put_object("vms", "vm1", &newer, EtagCondition::Is(etag.clone()))
+        .await
+        .expect("conditional update");
+    assert_ne!(etag, etag2);
+
+    for i in 2..=5 {
+        let v = json!({"owner_uuid": "o2", "ram": i * 256});
+        client
+            .put_object("vms", &format!("vm{i}"), &v, EtagCondition::Any)
+            .await
+            .expect("put");
+    }
+    let found = client
+        .find_objects("vms", "(owner_uuid=o2)", &FindOptions::limit(3))
+        .await
+        .expect("find");
+    assert_eq!(found.len(), 3);
+    assert!(
+        found
+            .iter()
+            .all(|o| o.count == Some(4) && o.value["owner_uuid"] == "o2")
+    );
+    let mut stream = client
+        .find_objects_stream("vms", "(ram>=1024)", &FindOptions::default())
+        .await
+        .expect("find stream");
+    let mut keys = Vec::new();
+    while let Some(object) = stream.next().await {
+        keys.push(object.expect("object").key);
+    }
+    keys.sort();
+    assert_eq!(keys, ["vm1", "vm4", "vm5"]);
+
+    let err = client
+        .delete_object("vms", "vm1", EtagCondition::Is(etag))
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), "EtagConflictError");
+    client
+        .delete_object("vms", "vm1", EtagCondition::Is(etag2))
+        .await
+        .expect("conditional delete");
+    let err = client
+        .delete_object("vms", "vm1", EtagCondition::Any)
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), "ObjectNotFoundError");
+
+    let updated = client
+        .update_objects(
+            "vms",
+            &json!({"ram": 1}),
+            "(owner_uuid=o2)",
+            &FindOptions::default(),
+        )
+        .await
+        .expect("update");
+    assert_eq!(updated.count, 4);
+    assert_eq!(
+        client
+            .delete_many("vms", "(ram=1)", &FindOptions::default())
+            .await
+            .expect("delete many"),
+        4
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_is_all_or_nothing() {
+    let moray = TestMoray::start().await;
+    let client = moray.client().await;
+    client
+        .put_bucket("vms", &vms_config(1))
+        .await
+        .expect("bucket");
+    let put = |key: &str, etag| BatchOp::Put {
+        bucket: "vms".into(),
+        key: key.into(),
+        value: json!({"owner_uuid": "o", "ram": 1}),
+        etag,
+    };
+
+    let results = client
+        .batch(&[
+            put("a", EtagCondition::Any),
+            put("b", EtagCondition::MustNotExist),
+        ])
+        .await
+        .expect("batch");
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0].key, "a");
+    assert_eq!(results[0].etag.len(), 8);
+
+    // The second op fails: the first must not be applied.
+    let err = client
+        .batch(&[
+            put("c", EtagCondition::Any),
+            put("b", EtagCondition::MustNotExist),
+        ])
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), "EtagConflictError");
+    assert_eq!(client.get_object("vms", "c").await.expect("get"), None);
+
+    let results = client
+        .batch(&[
+            BatchOp::Update {
+                bucket: "vms".into(),
+                fields: json!({"ram": 2}),
+                filter: "(owner_uuid=o)".into(),
+                options: FindOptions::default(),
+            },
+            BatchOp::Delete {
+                bucket: "vms".into(),
+                key: "a".into(),
+                etag: EtagCondition::Any,
+            },
+        ])
+        .await
+        .expect("update + delete");
+    assert_eq!(results[0].count, 2);
+    assert_eq!(client.get_object("vms", "a").await.expect("get"), None);
+}
+
+/// The next change of a feed, within 10 s.
+async fn next(feed: &mut BoxStream<'static, moray_client::Result<ChangeEvent>>) -> ChangeEvent {
+    tokio::time::timeout(Duration::from_secs(10), feed.next())
+        .await
+        .expect("a change within 10 s")
+        .expect("feed open")
+        .expect("a valid change")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_sees_puts_and_deletes_and_resumes() {
+    let moray = TestMoray::start().await;
+    let client = moray.client().await;
+    client
+        .put_bucket("vms", &vms_config(1))
+        .await
+        .expect("bucket");
+    let mut feed = client.watch("vms", 0).await.expect("watch");
+    let v = json!({"owner_uuid": "o", "ram": 1});
+    client
+        .put_object("vms", "a", &v, EtagCondition::Any)
+        .await
+        .expect("put");
+    client
+        .delete_object("vms", "a", EtagCondition::Any)
+        .await
+        .expect("delete");
+
+    let put = next(&mut feed).await;
+    assert_eq!((put.op, put.key.as_str()), (ChangeOp::Put, "a"));
+    assert_eq!(put.value, Some(v));
+    let del = next(&mut feed).await;
+    assert_eq!((del.op, del.value), (ChangeOp::Delete, None));
+    assert!(del.seq > put.seq);
+
+    // Resuming after the put delivers the delete again, and nothing before it.
+    let mut resumed = client.watch("vms", put.seq).await.expect("watch");
+    let first = next(&mut resumed).await;
+    assert_eq!(first.seq, del.seq);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_waits_for_a_late_server_within_its_bound() {
+    // Nothing listens: one attempt fails at once, retryably.
+    let port = triton_testkit::free_port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let once = ConnectOptions {
+        connect_for: Duration::ZERO,
+        request_timeout: None,
+    };
+    let err = MorayClient::connect_with(&url, once).await.unwrap_err();
+    assert_eq!(err.name(), "ConnectionError");
+    assert!(err.is_retryable());
+
+    let err = MorayClient::connect("ftp://x").await.unwrap_err();
+    assert_eq!(err.name(), "InvalidUrlError");
+
+    // A Moray that goes away: calls fail retryably, without the client resending them.
+    let moray = TestMoray::start().await;
+    let client = moray.client().await;
+    client.ping(true).await.expect("deep ping");
+    assert_eq!(client.version().await.expect("version").version, 2);
+    drop(moray);
+    let mut last = None;
+    for _ in 0..50 {
+        match client.ping(false).await {
+            Ok(()) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => {
+                last = Some(e);
+                break;
+            }
+        }
+    }
+    let err = last.expect("ping fails once Moray is gone");
+    assert!(err.is_retryable(), "{err} ({:?})", err.code());
+}

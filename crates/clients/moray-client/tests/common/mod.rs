@@ -1,0 +1,134 @@
+//! A real Moray on a real PostgreSQL, both on free loopback ports, for one test.
+
+#![allow(dead_code)] // each test binary uses part of it
+
+use std::process::Output;
+
+use tokio_util::sync::CancellationToken;
+use triton_testkit::Postgres;
+
+pub struct TestMoray {
+    /// `tcp://127.0.0.1:PORT`, as Triton's MORAY_URL.
+    pub url: String,
+    shutdown: CancellationToken,
+    _postgres: Postgres,
+}
+
+impl TestMoray {
+    pub async fn start() -> TestMoray {
+        let postgres = tokio::task::spawn_blocking(Postgres::start)
+            .await
+            .expect("postgres start-up task")
+            .expect("PostgreSQL starts");
+        let postgres_url = postgres.create_database("moray").expect("createdb moray");
+        let shutdown = CancellationToken::new();
+        let config = moray::Config {
+            listen: "127.0.0.1:0".into(),
+            postgres_url,
+            ..Default::default()
+        };
+        let running = moray::start(config, shutdown.clone())
+            .await
+            .expect("Moray starts");
+        TestMoray {
+            url: format!("tcp://{}", running.addr),
+            shutdown,
+            _postgres: postgres,
+        }
+    }
+
+    pub async fn client(&self) -> moray_client::MorayClient {
+        moray_client::MorayClient::connect(&self.url)
+            .await
+            .expect("client connects")
+    }
+
+    /// Runs `moray-cli ARGS` against this Moray (through MORAY_URL).
+    pub async fn cli(&self, args: &[&str]) -> Cli {
+        cli_with_env(args, Some(&self.url), None).await
+    }
+
+    /// Runs `moray-cli ARGS` with `stdin` as its standard input.
+    pub async fn cli_stdin(&self, args: &[&str], stdin: &str) -> Cli {
+        cli_with_env(args, Some(&self.url), Some(stdin)).await
+    }
+}
+
+impl Drop for TestMoray {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// The outcome of one moray-cli run.
+#[derive(Debug)]
+pub struct Cli {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Cli {
+    /// Asserts success and returns stdout.
+    #[track_caller]
+    pub fn ok(&self) -> &str {
+        assert_eq!(self.code, 0, "moray-cli failed: {self:#?}");
+        &self.stdout
+    }
+
+    /// Asserts success and parses stdout as one JSON document.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(self.ok())
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:#?}"))
+    }
+
+    /// Asserts success and parses each stdout line as JSON.
+    #[track_caller]
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.ok()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("line {l:?}: {e}")))
+            .collect()
+    }
+
+    /// Asserts failure (exit 1) naming `error`: `moray-cli: <error>: ...` on stderr.
+    #[track_caller]
+    pub fn fails_with(&self, error: &str) {
+        assert_eq!(self.code, 1, "expected exit 1: {self:#?}");
+        assert!(
+            self.stderr.starts_with(&format!("moray-cli: {error}: ")),
+            "expected {error} on stderr: {self:#?}"
+        );
+    }
+}
+
+pub async fn cli_with_env(args: &[&str], moray_url: Option<&str>, stdin: Option<&str>) -> Cli {
+    use tokio::io::AsyncWriteExt;
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_moray-cli"));
+    command
+        .args(args)
+        .env_remove("MORAY_URL")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Some(url) = moray_url {
+        command.env("MORAY_URL", url);
+    }
+    let mut child = command.spawn().expect("spawn moray-cli");
+    let mut input = child.stdin.take().expect("stdin is piped");
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).await.expect("write stdin");
+    }
+    drop(input);
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().await.expect("moray-cli runs");
+    Cli {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}

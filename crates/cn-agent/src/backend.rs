@@ -1,0 +1,467 @@
+//! The zone backend: what turns cn-agent's tasks into instances. Two implementations keep
+//! one contract (tests/contract.rs runs the same suite against both): [`crate::linux`]
+//! builds real containers, [`crate::sim`] only keeps their state.
+//!
+//! The agent serializes the tasks of one instance, so a backend never sees two calls for
+//! the same instance at once; calls for different instances do run concurrently.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+
+/// One NIC of an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct NicSpec {
+    /// Name inside the instance: eth0, eth1, ...
+    pub interface: String,
+    /// `aa:bb:cc:dd:ee:ff`; empty lets the kernel pick one.
+    pub mac: String,
+    pub ip: Option<Ipv4Addr>,
+    /// Prefix length of the NIC's network.
+    pub prefix_len: u8,
+    pub gateway: Option<Ipv4Addr>,
+    pub resolvers: Vec<Ipv4Addr>,
+    /// Names the bridge the NIC is plugged into.
+    pub nic_tag: String,
+    pub vlan_id: u16,
+    pub mtu: u32,
+    /// The primary NIC carries the default route.
+    pub primary: bool,
+}
+
+/// What an instance is: the `vmadm create` payload, reduced to what a Linux zone uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceSpec {
+    pub uuid: Uuid,
+    #[serde(default)]
+    pub owner_uuid: String,
+    #[serde(default)]
+    pub alias: String,
+    pub hostname: String,
+    #[serde(default)]
+    pub brand: String,
+    pub image_uuid: Uuid,
+    /// MiB; the memory limit.
+    pub ram: u64,
+    /// Percent of one CPU; 0 is uncapped.
+    #[serde(default)]
+    pub cpu_cap: u32,
+    /// GiB of disk.
+    #[serde(default)]
+    pub quota: u64,
+    /// 0 is unlimited.
+    #[serde(default)]
+    pub max_lwps: u64,
+    #[serde(default)]
+    pub nics: Vec<NicSpec>,
+    /// argv of pid 1; empty means [`DEFAULT_INIT`].
+    #[serde(default)]
+    pub init: Vec<String>,
+    #[serde(default)]
+    pub customer_metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    pub internal_metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Boot at create and whenever cn-agent starts; as with `vmadm`, boot sets it and
+    /// shutdown clears it, so it says whether the instance should be running.
+    #[serde(default = "yes")]
+    pub autoboot: bool,
+    #[serde(default)]
+    pub billing_id: String,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// pid 1 of an instance whose spec names none.
+pub const DEFAULT_INIT: &str = "/sbin/init";
+
+/// Longest hostname the kernel accepts (`HOST_NAME_MAX`).
+const HOSTNAME_MAX: usize = 64;
+
+impl InstanceSpec {
+    /// Rejects a spec that no backend could honour, naming the field.
+    pub fn validate(&self) -> Result<()> {
+        if self.uuid.is_nil() {
+            return Err(Error::invalid("uuid", "must not be the nil uuid"));
+        }
+        if self.hostname.is_empty() || self.hostname.len() > HOSTNAME_MAX {
+            return Err(Error::invalid("hostname", "must be 1 to 64 characters"));
+        }
+        if !self
+            .hostname
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
+            return Err(Error::invalid(
+                "hostname",
+                "may hold only letters, digits, '-' and '.'",
+            ));
+        }
+        if self.ram == 0 {
+            return Err(Error::invalid("ram", "must be at least 1 MiB"));
+        }
+        let mut interfaces = std::collections::BTreeSet::new();
+        for (i, nic) in self.nics.iter().enumerate() {
+            nic.validate(i)?;
+            if !interfaces.insert(nic.interface_name(i)) {
+                return Err(Error::invalid(
+                    &format!("nics[{i}].interface"),
+                    "is used by another NIC",
+                ));
+            }
+        }
+        if self.init.iter().any(|a| a.contains('\0')) {
+            return Err(Error::invalid("init", "must not contain NUL bytes"));
+        }
+        Ok(())
+    }
+
+    pub fn init_argv(&self) -> Vec<String> {
+        if self.init.is_empty() {
+            vec![DEFAULT_INIT.to_string()]
+        } else {
+            self.init.clone()
+        }
+    }
+}
+
+impl NicSpec {
+    pub fn validate(&self, index: usize) -> Result<()> {
+        let field = |f: &str| format!("nics[{index}].{f}");
+        if self.nic_tag.is_empty() {
+            return Err(Error::invalid(&field("nic_tag"), "is required"));
+        }
+        if !self.mac.is_empty() && parse_mac(&self.mac).is_none() {
+            return Err(Error::invalid(&field("mac"), "is not a MAC address"));
+        }
+        if self.prefix_len > 32 {
+            return Err(Error::invalid(&field("netmask"), "prefix longer than 32"));
+        }
+        let name = self.interface_name(index);
+        if name.is_empty()
+            || name.len() > 15
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(Error::invalid(
+                &field("interface"),
+                "must be 1 to 15 letters, digits or '_'",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The interface name inside the instance (`eth<index>` when unset).
+    pub fn interface_name(&self, index: usize) -> String {
+        if self.interface.is_empty() {
+            format!("eth{index}")
+        } else {
+            self.interface.clone()
+        }
+    }
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(mac: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = mac.split(':');
+    for byte in &mut out {
+        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+/// Parses a netmask as a dotted quad or a prefix length.
+pub fn parse_netmask(netmask: &str) -> Option<u8> {
+    if netmask.is_empty() {
+        return Some(24);
+    }
+    if let Ok(len) = netmask.parse::<u8>() {
+        return (len <= 32).then_some(len);
+    }
+    let mask: Ipv4Addr = netmask.parse().ok()?;
+    let bits = u32::from(mask);
+    let len = bits.leading_ones();
+    (bits.checked_shl(len).unwrap_or(0) == 0).then_some(len as u8)
+}
+
+/// States as VMAPI spells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceState {
+    Provisioning,
+    Running,
+    Stopped,
+    Failed,
+}
+
+impl InstanceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::Provisioning => "provisioning",
+            InstanceState::Running => "running",
+            InstanceState::Stopped => "stopped",
+            InstanceState::Failed => "failed",
+        }
+    }
+}
+
+/// An instance as the backend sees it now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    pub spec: InstanceSpec,
+    pub state: InstanceState,
+    /// Host pid of pid 1 while running (linux only).
+    pub pid: Option<u32>,
+    /// Unix seconds of the last boot.
+    pub last_boot: Option<u64>,
+    /// Unix seconds of the last change.
+    pub last_modified: u64,
+}
+
+/// A `machine_update`: every field that is set changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstanceUpdate {
+    pub ram: Option<u64>,
+    pub cpu_cap: Option<u32>,
+    pub quota: Option<u64>,
+    pub max_lwps: Option<u64>,
+    pub alias: Option<String>,
+    /// Applied at the next boot, as on SmartOS.
+    pub hostname: Option<String>,
+    pub add_nics: Vec<NicSpec>,
+    /// MACs of the NICs to remove.
+    pub remove_nics: Vec<String>,
+}
+
+impl InstanceUpdate {
+    /// The spec after the update (NIC changes included), validated.
+    pub fn apply_to(&self, spec: &InstanceSpec) -> Result<InstanceSpec> {
+        let mut next = spec.clone();
+        if let Some(ram) = self.ram {
+            next.ram = ram;
+        }
+        if let Some(cap) = self.cpu_cap {
+            next.cpu_cap = cap;
+        }
+        if let Some(quota) = self.quota {
+            next.quota = quota;
+        }
+        if let Some(lwps) = self.max_lwps {
+            next.max_lwps = lwps;
+        }
+        if let Some(alias) = &self.alias {
+            next.alias = alias.clone();
+        }
+        if let Some(hostname) = &self.hostname {
+            next.hostname = hostname.clone();
+        }
+        for mac in &self.remove_nics {
+            let before = next.nics.len();
+            next.nics.retain(|n| !n.mac.eq_ignore_ascii_case(mac));
+            if next.nics.len() == before {
+                return Err(Error::invalid(
+                    "remove_nics",
+                    format!("the instance has no NIC {mac}"),
+                ));
+            }
+        }
+        for nic in &self.add_nics {
+            let mut nic = nic.clone();
+            if nic.interface.is_empty() {
+                nic.interface = free_interface_name(&next.nics);
+            }
+            next.nics.push(nic);
+        }
+        // Name the interfaces explicitly so removing one does not rename the others.
+        for (i, nic) in next.nics.iter_mut().enumerate() {
+            if nic.interface.is_empty() {
+                nic.interface = format!("eth{i}");
+            }
+        }
+        next.validate()?;
+        Ok(next)
+    }
+}
+
+fn free_interface_name(nics: &[NicSpec]) -> String {
+    let used: Vec<String> = nics
+        .iter()
+        .enumerate()
+        .map(|(i, n)| n.interface_name(i))
+        .collect();
+    (0..)
+        .map(|i| format!("eth{i}"))
+        .find(|name| !used.contains(name))
+        .unwrap_or_default()
+}
+
+/// Where an image comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSource {
+    pub image_uuid: Uuid,
+    /// A tarball of the image's root (gzip or not) or a directory holding it.
+    pub path: PathBuf,
+}
+
+/// Resource use of one instance, for heartbeats and CMon.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceUsage {
+    pub uuid: Uuid,
+    pub cpu_usage_ns: u64,
+    pub memory_bytes: u64,
+    pub memory_limit_bytes: u64,
+    /// Bytes received by the instance.
+    pub net_rx_bytes: u64,
+    /// Bytes sent by the instance.
+    pub net_tx_bytes: u64,
+    pub processes: u64,
+}
+
+/// Turns tasks into instances. See the module documentation for the contract.
+pub trait ZoneBackend: Send + Sync + 'static {
+    /// "linux" or "sim".
+    fn kind(&self) -> &'static str;
+
+    /// Installs the image once; later calls for the same image do nothing.
+    fn image_ensure_present(&self, image: ImageSource) -> impl Future<Output = Result<()>> + Send;
+
+    /// Whether the image is installed.
+    fn image_present(&self, image_uuid: Uuid) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Creates the instance from its (installed) image, and boots it when `autoboot`.
+    fn create(&self, spec: InstanceSpec) -> impl Future<Output = Result<Instance>> + Send;
+
+    /// Boots a stopped instance; a running one is left alone.
+    fn boot(&self, uuid: Uuid) -> impl Future<Output = Result<Instance>> + Send;
+
+    /// Stops the instance: SIGTERM to pid 1, SIGKILL to everything after `timeout`. Its
+    /// disk is kept.
+    fn shutdown(
+        &self,
+        uuid: Uuid,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Instance>> + Send;
+
+    /// Shutdown then boot.
+    fn reboot(
+        &self,
+        uuid: Uuid,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Instance>> + Send;
+
+    /// Resizes (at once, also while running), renames, and adds or removes NICs.
+    fn update(
+        &self,
+        uuid: Uuid,
+        update: InstanceUpdate,
+    ) -> impl Future<Output = Result<Instance>> + Send;
+
+    /// Stops the instance and removes everything it had.
+    fn destroy(&self, uuid: Uuid) -> impl Future<Output = Result<()>> + Send;
+
+    fn get(&self, uuid: Uuid) -> impl Future<Output = Result<Instance>> + Send;
+
+    fn list(&self) -> impl Future<Output = Result<Vec<Instance>>> + Send;
+
+    fn usage(&self, uuid: Uuid) -> impl Future<Output = Result<InstanceUsage>> + Send;
+}
+
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> InstanceSpec {
+        InstanceSpec {
+            uuid: Uuid::new_v4(),
+            owner_uuid: String::new(),
+            alias: "web0".into(),
+            hostname: "web0".into(),
+            brand: "joyent-minimal".into(),
+            image_uuid: Uuid::new_v4(),
+            ram: 128,
+            cpu_cap: 50,
+            quota: 1,
+            max_lwps: 100,
+            nics: vec![NicSpec {
+                mac: "02:00:00:00:00:01".into(),
+                nic_tag: "admin".into(),
+                ..Default::default()
+            }],
+            init: vec![],
+            customer_metadata: Default::default(),
+            internal_metadata: Default::default(),
+            tags: Default::default(),
+            autoboot: true,
+            billing_id: String::new(),
+        }
+    }
+
+    #[test]
+    fn netmasks_parse_as_quads_or_lengths() {
+        assert_eq!(parse_netmask("255.255.255.0"), Some(24));
+        assert_eq!(parse_netmask("255.255.0.0"), Some(16));
+        assert_eq!(parse_netmask("20"), Some(20));
+        assert_eq!(parse_netmask("255.0.255.0"), None);
+        assert_eq!(parse_netmask("33"), None);
+    }
+
+    #[test]
+    fn bad_specs_name_the_field() {
+        let mut s = spec();
+        s.hostname = "bad host".into();
+        assert!(matches!(s.validate(), Err(Error::Invalid { field, .. }) if field == "hostname"));
+        let mut s = spec();
+        s.nics[0].mac = "zz".into();
+        assert!(
+            matches!(s.validate(), Err(Error::Invalid { field, .. }) if field == "nics[0].mac")
+        );
+        assert!(spec().validate().is_ok());
+    }
+
+    #[test]
+    fn update_adds_and_removes_nics_without_renaming_the_others() {
+        let s = spec();
+        let update = InstanceUpdate {
+            ram: Some(256),
+            add_nics: vec![NicSpec {
+                mac: "02:00:00:00:00:02".into(),
+                nic_tag: "external".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let s2 = update.apply_to(&s).unwrap();
+        assert_eq!(s2.ram, 256);
+        assert_eq!(s2.nics[1].interface, "eth1");
+        let remove = InstanceUpdate {
+            remove_nics: vec!["02:00:00:00:00:01".into()],
+            ..Default::default()
+        };
+        let s3 = remove.apply_to(&s2).unwrap();
+        assert_eq!(s3.nics.len(), 1);
+        assert_eq!(s3.nics[0].interface, "eth1");
+        let missing = InstanceUpdate {
+            remove_nics: vec!["02:00:00:00:00:09".into()],
+            ..Default::default()
+        };
+        assert!(missing.apply_to(&s3).is_err());
+    }
+}

@@ -1,0 +1,156 @@
+//! cn-agent's configuration: `/etc/triton/cn-agent.toml` (or `--config`), every key
+//! overridable by `CN_AGENT_<KEY>` (nested: `CN_AGENT_LINUX__CGROUP_PARENT`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::sim::SimDelays;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    Linux,
+    Sim,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Server UUID, zones, images (linux) or simulated state (sim).
+    pub state_dir: PathBuf,
+    pub backend: BackendKind,
+    /// Task API address; Triton's cn-agent port is 5309.
+    pub listen: String,
+    /// How CNAPI reaches the task API; empty means `http://<listen address>`.
+    pub advertise_url: String,
+    /// CNAPI's gRPC URL; empty means no registration and no heartbeats.
+    pub cnapi_url: String,
+    pub datacenter: String,
+    /// Fixed server UUID; empty means the one in `<state_dir>/server_uuid`, made once.
+    pub server_uuid: String,
+    pub heartbeat_interval_ms: u64,
+    /// Boot instances whose autoboot is set when the agent starts.
+    pub autoboot: bool,
+    /// `"<nic tag>=<bridge>"`: the Linux bridge each nic tag's NICs are plugged into.
+    pub nic_tags: Vec<String>,
+    pub linux: LinuxSection,
+    pub sim: SimSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LinuxSection {
+    pub cgroup_root: PathBuf,
+    pub cgroup_parent: String,
+    pub netns_prefix: String,
+    pub link_prefix: String,
+    pub create_bridges: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SimSection {
+    /// Simulated compute nodes in this process, each with its own UUID and listener
+    /// (ports from `listen`'s port upwards, or all picked when it is 0).
+    pub nodes: u32,
+    pub hostname_prefix: String,
+    pub ram_mib: u64,
+    pub cpus: u32,
+    pub disk_gib: u64,
+    pub delays: SimDelays,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            state_dir: PathBuf::from("/var/lib/cn-agent"),
+            backend: BackendKind::Linux,
+            listen: "0.0.0.0:5309".into(),
+            advertise_url: String::new(),
+            cnapi_url: String::new(),
+            datacenter: "coal".into(),
+            server_uuid: String::new(),
+            heartbeat_interval_ms: 5000,
+            autoboot: true,
+            nic_tags: vec!["admin=br-admin".into(), "external=br-external".into()],
+            linux: LinuxSection::default(),
+            sim: SimSection::default(),
+        }
+    }
+}
+
+impl Default for LinuxSection {
+    fn default() -> Self {
+        LinuxSection {
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            cgroup_parent: "triton".into(),
+            netns_prefix: "triton-".into(),
+            link_prefix: "z".into(),
+            create_bridges: true,
+        }
+    }
+}
+
+impl Default for SimSection {
+    fn default() -> Self {
+        SimSection {
+            nodes: 1,
+            hostname_prefix: "sim".into(),
+            ram_mib: 256 * 1024,
+            cpus: 48,
+            disk_gib: 4096,
+            delays: SimDelays::default(),
+        }
+    }
+}
+
+impl Config {
+    /// The `nic_tags` entries as tag -> bridge.
+    pub fn bridges(&self) -> Result<BTreeMap<String, String>> {
+        let mut out = BTreeMap::new();
+        for (i, entry) in self.nic_tags.iter().enumerate() {
+            let Some((tag, bridge)) = entry.split_once('=') else {
+                return Err(Error::invalid(
+                    &format!("nic_tags[{i}]"),
+                    format!("{entry:?} is not \"<tag>=<bridge>\""),
+                ));
+            };
+            out.insert(tag.trim().to_string(), bridge.trim().to_string());
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_and_environment_set_the_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cn-agent.toml");
+        std::fs::write(
+            &path,
+            "backend = \"sim\"\nnic_tags = [\"admin=br0\"]\n[sim]\nnodes = 3\n[sim.delays]\nboot = 250\n",
+        )
+        .unwrap();
+        let env = vec![(
+            "CN_AGENT_CNAPI_URL".to_string(),
+            "http://10.0.0.1:8080".to_string(),
+        )];
+        let c: Config = triton_common::config::load_from("cn-agent", Some(&path), &env).unwrap();
+        assert_eq!(c.backend, BackendKind::Sim);
+        assert_eq!(c.sim.nodes, 3);
+        assert_eq!(c.sim.delays.boot, std::time::Duration::from_millis(250));
+        assert_eq!(c.cnapi_url, "http://10.0.0.1:8080");
+        assert_eq!(c.bridges().unwrap()["admin"], "br0");
+        let bad = Config {
+            nic_tags: vec!["nobridge".into()],
+            ..Default::default()
+        };
+        assert!(bad.bridges().is_err());
+    }
+}

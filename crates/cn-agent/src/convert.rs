@@ -1,0 +1,335 @@
+//! Between the wire (`triton.cnagent.v1`) and the backend's types. Bad input is an
+//! [`Error::Invalid`] naming the field.
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use triton_proto::cnagent::v1 as pb;
+use uuid::Uuid;
+
+use crate::backend::{ImageSource, Instance, InstanceSpec, InstanceUpdate, NicSpec, parse_netmask};
+use crate::error::{Error, Result};
+use crate::tasks::{TaskKind, TaskRecord};
+
+pub fn parse_uuid(field: &str, text: &str) -> Result<Uuid> {
+    Uuid::parse_str(text).map_err(|_| Error::invalid(field, format!("{text:?} is not a UUID")))
+}
+
+fn parse_ip(field: &str, text: &str) -> Result<Option<Ipv4Addr>> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|_| Error::invalid(field, format!("{text:?} is not an IPv4 address")))
+}
+
+pub fn nic_from_pb(field: &str, nic: &pb::Nic) -> Result<NicSpec> {
+    let prefix_len = parse_netmask(&nic.netmask).ok_or_else(|| {
+        Error::invalid(
+            &format!("{field}.netmask"),
+            format!("{:?} is not a netmask", nic.netmask),
+        )
+    })?;
+    let resolvers = nic
+        .resolvers
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            parse_ip(&format!("{field}.resolvers[{i}]"), r)?
+                .ok_or_else(|| Error::invalid(&format!("{field}.resolvers[{i}]"), "is empty"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let vlan_id = u16::try_from(nic.vlan_id)
+        .ok()
+        .filter(|v| *v < 4095)
+        .ok_or_else(|| Error::invalid(&format!("{field}.vlan_id"), "must be below 4095"))?;
+    Ok(NicSpec {
+        interface: nic.interface.clone(),
+        mac: nic.mac.to_ascii_lowercase(),
+        ip: parse_ip(&format!("{field}.ip"), &nic.ip)?,
+        prefix_len,
+        gateway: parse_ip(&format!("{field}.gateway"), &nic.gateway)?,
+        resolvers,
+        nic_tag: nic.nic_tag.clone(),
+        vlan_id,
+        mtu: nic.mtu,
+        primary: nic.primary,
+    })
+}
+
+pub fn nic_to_pb(nic: &NicSpec) -> pb::Nic {
+    pb::Nic {
+        interface: nic.interface.clone(),
+        mac: nic.mac.clone(),
+        ip: nic.ip.map(|i| i.to_string()).unwrap_or_default(),
+        netmask: nic.prefix_len.to_string(),
+        gateway: nic.gateway.map(|g| g.to_string()).unwrap_or_default(),
+        resolvers: nic.resolvers.iter().map(|r| r.to_string()).collect(),
+        nic_tag: nic.nic_tag.clone(),
+        vlan_id: u32::from(nic.vlan_id),
+        mtu: nic.mtu,
+        primary: nic.primary,
+    }
+}
+
+pub fn spec_from_pb(spec: &pb::InstanceSpec) -> Result<InstanceSpec> {
+    let nics = spec
+        .nics
+        .iter()
+        .enumerate()
+        .map(|(i, n)| nic_from_pb(&format!("nics[{i}]"), n))
+        .collect::<Result<Vec<_>>>()?;
+    let out = InstanceSpec {
+        uuid: parse_uuid("uuid", &spec.uuid)?,
+        owner_uuid: spec.owner_uuid.clone(),
+        alias: spec.alias.clone(),
+        hostname: if spec.hostname.is_empty() {
+            spec.uuid.clone()
+        } else {
+            spec.hostname.clone()
+        },
+        brand: spec.brand.clone(),
+        image_uuid: parse_uuid("image_uuid", &spec.image_uuid)?,
+        ram: spec.ram,
+        cpu_cap: spec.cpu_cap,
+        quota: spec.quota,
+        max_lwps: spec.max_lwps,
+        nics,
+        init: spec.init.clone(),
+        customer_metadata: spec.customer_metadata.clone().into_iter().collect(),
+        internal_metadata: spec.internal_metadata.clone().into_iter().collect(),
+        tags: spec.tags.clone().into_iter().collect(),
+        autoboot: spec.autoboot,
+        billing_id: spec.billing_id.clone(),
+    };
+    out.validate()?;
+    Ok(out)
+}
+
+pub fn spec_to_pb(spec: &InstanceSpec) -> pb::InstanceSpec {
+    pb::InstanceSpec {
+        uuid: spec.uuid.to_string(),
+        owner_uuid: spec.owner_uuid.clone(),
+        alias: spec.alias.clone(),
+        hostname: spec.hostname.clone(),
+        brand: spec.brand.clone(),
+        image_uuid: spec.image_uuid.to_string(),
+        ram: spec.ram,
+        cpu_cap: spec.cpu_cap,
+        quota: spec.quota,
+        max_lwps: spec.max_lwps,
+        nics: spec.nics.iter().map(nic_to_pb).collect(),
+        init: spec.init.clone(),
+        customer_metadata: spec.customer_metadata.clone().into_iter().collect(),
+        internal_metadata: spec.internal_metadata.clone().into_iter().collect(),
+        tags: spec.tags.clone().into_iter().collect(),
+        autoboot: spec.autoboot,
+        billing_id: spec.billing_id.clone(),
+    }
+}
+
+pub fn instance_to_pb(i: &Instance) -> pb::Instance {
+    pb::Instance {
+        spec: Some(spec_to_pb(&i.spec)),
+        state: i.state.as_str().to_string(),
+        pid: i.pid.unwrap_or(0),
+        last_boot: i.last_boot.unwrap_or(0),
+        last_modified: rfc3339(UNIX_EPOCH + Duration::from_secs(i.last_modified)),
+    }
+}
+
+fn timeout(seconds: u32) -> Option<Duration> {
+    (seconds > 0).then(|| Duration::from_secs(u64::from(seconds)))
+}
+
+pub fn task_from_pb(req: &pb::CreateTaskRequest) -> Result<TaskKind> {
+    use pb::create_task_request::Task;
+    let task = req
+        .task
+        .as_ref()
+        .ok_or_else(|| Error::invalid("task", "is required"))?;
+    Ok(match task {
+        Task::MachineCreate(c) => {
+            let spec = c
+                .spec
+                .as_ref()
+                .ok_or_else(|| Error::invalid("machine_create.spec", "is required"))?;
+            TaskKind::MachineCreate {
+                spec: Box::new(spec_from_pb(spec)?),
+                image_source: (!c.image_source.is_empty()).then(|| c.image_source.clone().into()),
+            }
+        }
+        Task::MachineBoot(b) => TaskKind::MachineBoot {
+            uuid: parse_uuid("machine_boot.uuid", &b.uuid)?,
+        },
+        Task::MachineShutdown(s) => TaskKind::MachineShutdown {
+            uuid: parse_uuid("machine_shutdown.uuid", &s.uuid)?,
+            timeout: timeout(s.timeout_seconds),
+        },
+        Task::MachineReboot(r) => TaskKind::MachineReboot {
+            uuid: parse_uuid("machine_reboot.uuid", &r.uuid)?,
+            timeout: timeout(r.timeout_seconds),
+        },
+        Task::MachineUpdate(u) => TaskKind::MachineUpdate {
+            uuid: parse_uuid("machine_update.uuid", &u.uuid)?,
+            update: Box::new(InstanceUpdate {
+                ram: u.ram,
+                cpu_cap: u.cpu_cap,
+                quota: u.quota,
+                max_lwps: u.max_lwps,
+                alias: u.alias.clone(),
+                hostname: u.hostname.clone(),
+                add_nics: u
+                    .add_nics
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| nic_from_pb(&format!("machine_update.add_nics[{i}]"), n))
+                    .collect::<Result<_>>()?,
+                remove_nics: u
+                    .remove_nics
+                    .iter()
+                    .map(|m| m.to_ascii_lowercase())
+                    .collect(),
+            }),
+        },
+        Task::MachineDestroy(d) => TaskKind::MachineDestroy {
+            uuid: parse_uuid("machine_destroy.uuid", &d.uuid)?,
+        },
+        Task::ImageEnsurePresent(i) => {
+            if i.source.is_empty() {
+                return Err(Error::invalid("image_ensure_present.source", "is required"));
+            }
+            TaskKind::ImageEnsurePresent {
+                source: ImageSource {
+                    image_uuid: parse_uuid("image_ensure_present.image_uuid", &i.image_uuid)?,
+                    path: i.source.clone().into(),
+                },
+            }
+        }
+    })
+}
+
+pub fn task_to_pb(t: &TaskRecord, server_uuid: Uuid) -> pb::Task {
+    let (error_name, error_message) = t.error.clone().unwrap_or_default();
+    pb::Task {
+        id: t.id.clone(),
+        req_id: t.req_id.clone(),
+        task: t.task.to_string(),
+        server_uuid: server_uuid.to_string(),
+        target_uuid: t.target.to_string(),
+        status: t.status.as_str().to_string(),
+        progress: t.progress,
+        history: t
+            .history
+            .iter()
+            .map(|e| pb::TaskEvent {
+                name: e.name.to_string(),
+                timestamp: rfc3339(e.timestamp),
+                message: e.message.clone(),
+            })
+            .collect(),
+        error_name,
+        error_message,
+        instance: t.instance.as_ref().map(instance_to_pb),
+        created: rfc3339(t.created),
+        finished: t.finished.map(rfc3339).unwrap_or_default(),
+    }
+}
+
+/// `2024-04-24T12:34:56.789Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_713_962_096_789);
+        assert_eq!(rfc3339(t), "2024-04-24T12:34:56.789Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn bad_wire_specs_name_the_field() {
+        let spec = pb::InstanceSpec {
+            uuid: Uuid::new_v4().to_string(),
+            image_uuid: "not-a-uuid".into(),
+            ram: 64,
+            ..Default::default()
+        };
+        let err = spec_from_pb(&spec).unwrap_err();
+        assert!(
+            matches!(err, Error::Invalid { ref field, .. } if field == "image_uuid"),
+            "{err}"
+        );
+        let spec = pb::InstanceSpec {
+            uuid: Uuid::new_v4().to_string(),
+            image_uuid: Uuid::new_v4().to_string(),
+            ram: 64,
+            nics: vec![pb::Nic {
+                ip: "10.0.0.300".into(),
+                nic_tag: "admin".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let err = spec_from_pb(&spec).unwrap_err();
+        assert!(
+            matches!(err, Error::Invalid { ref field, .. } if field == "nics[0].ip"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn specs_round_trip() {
+        let spec = pb::InstanceSpec {
+            uuid: Uuid::new_v4().to_string(),
+            image_uuid: Uuid::new_v4().to_string(),
+            hostname: "web".into(),
+            ram: 64,
+            nics: vec![pb::Nic {
+                interface: "eth0".into(),
+                mac: "02:00:00:00:00:01".into(),
+                ip: "10.0.0.5".into(),
+                netmask: "255.255.255.0".into(),
+                gateway: "10.0.0.1".into(),
+                resolvers: vec!["10.0.0.1".into()],
+                nic_tag: "admin".into(),
+                primary: true,
+                ..Default::default()
+            }],
+            autoboot: true,
+            ..Default::default()
+        };
+        let domain = spec_from_pb(&spec).unwrap();
+        assert_eq!(domain.nics[0].prefix_len, 24);
+        let back = spec_to_pb(&domain);
+        assert_eq!(back.nics[0].netmask, "24");
+        assert_eq!(spec_from_pb(&back).unwrap(), domain);
+    }
+}

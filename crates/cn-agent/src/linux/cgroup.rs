@@ -1,0 +1,378 @@
+//! Cgroup limits and accounting of instances: memory = ram, cpu quota = cpu_cap,
+//! pids = max_lwps. Works on cgroup v2 (a unified hierarchy with the controllers) and on
+//! cgroup v1 (one hierarchy per controller), whichever the host has.
+//!
+//! An instance's cgroup is `<parent>/<uuid>` in each hierarchy. Whether an instance runs
+//! is read from its cgroup: it runs while the cgroup holds processes. That holds across
+//! restarts of cn-agent, which keeps no pids of its own.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+
+/// CPU period for the CFS quota: 100 ms, the kernel default.
+const CPU_PERIOD_US: u64 = 100_000;
+const MIB: u64 = 1024 * 1024;
+
+/// v1 controllers an instance joins: the three that limit, and cpuacct for CPU time.
+const V1_CONTROLLERS: [&str; 4] = ["memory", "cpu", "cpuacct", "pids"];
+
+/// The limits of one instance, as written to (and read back from) its cgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub memory_bytes: u64,
+    /// Percent of one CPU; `None` is uncapped.
+    pub cpu_percent: Option<u32>,
+    /// `None` is unlimited.
+    pub pids_max: Option<u64>,
+}
+
+impl Limits {
+    pub fn from_package(ram_mib: u64, cpu_cap: u32, max_lwps: u64) -> Limits {
+        Limits {
+            memory_bytes: ram_mib * MIB,
+            cpu_percent: (cpu_cap > 0).then_some(cpu_cap),
+            pids_max: (max_lwps > 0).then_some(max_lwps),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hierarchy {
+    /// The unified hierarchy mounted at this path.
+    V2(PathBuf),
+    /// Controller name and the directory of its hierarchy (deduplicated: on hosts that
+    /// mount `cpu,cpuacct` together, both names lead to one directory).
+    V1(Vec<(String, PathBuf)>),
+}
+
+/// The cgroups of the instances of one node.
+#[derive(Debug, Clone)]
+pub struct Cgroups {
+    hierarchy: Hierarchy,
+    parent: String,
+}
+
+impl Cgroups {
+    /// Detects the host's cgroup version under `root` (normally `/sys/fs/cgroup`).
+    pub fn detect(root: &Path, parent: &str) -> Result<Cgroups> {
+        let hierarchy = if root.join("cgroup.controllers").exists() {
+            Hierarchy::V2(root.to_path_buf())
+        } else {
+            let mut dirs: Vec<(String, PathBuf)> = Vec::new();
+            for name in V1_CONTROLLERS {
+                let dir = root.join(name);
+                let canonical = std::fs::canonicalize(&dir).map_err(|e| Error::io(&dir, e))?;
+                if !dirs.iter().any(|(_, d)| *d == canonical) {
+                    dirs.push((name.to_string(), canonical));
+                }
+            }
+            Hierarchy::V1(dirs)
+        };
+        Ok(Cgroups {
+            hierarchy,
+            parent: parent.to_string(),
+        })
+    }
+
+    pub fn hierarchy(&self) -> &Hierarchy {
+        &self.hierarchy
+    }
+
+    /// Every directory of the instance's cgroup (one on v2, one per hierarchy on v1).
+    pub fn dirs(&self, uuid: Uuid) -> Vec<PathBuf> {
+        let rel = Path::new(&self.parent).join(uuid.to_string());
+        match &self.hierarchy {
+            Hierarchy::V2(root) => vec![root.join(rel)],
+            Hierarchy::V1(dirs) => dirs.iter().map(|(_, d)| d.join(&rel)).collect(),
+        }
+    }
+
+    /// The `cgroup.procs` files a process writes its pid to, to join the instance.
+    pub fn procs_files(&self, uuid: Uuid) -> Vec<PathBuf> {
+        self.dirs(uuid)
+            .into_iter()
+            .map(|d| d.join("cgroup.procs"))
+            .collect()
+    }
+
+    fn controller_dir(&self, uuid: Uuid, controller: &str) -> PathBuf {
+        let rel = Path::new(&self.parent).join(uuid.to_string());
+        match &self.hierarchy {
+            Hierarchy::V2(root) => root.join(rel),
+            Hierarchy::V1(dirs) => {
+                let base = dirs
+                    .iter()
+                    .find(|(name, _)| name == controller)
+                    .or_else(|| dirs.first())
+                    .map(|(_, d)| d.clone())
+                    .unwrap_or_default();
+                base.join(rel)
+            }
+        }
+    }
+
+    /// Creates the instance's cgroup (idempotent) and sets its limits.
+    pub fn create(&self, uuid: Uuid, limits: Limits) -> Result<()> {
+        if let Hierarchy::V2(root) = &self.hierarchy {
+            // Controllers must be enabled in every ancestor's subtree_control.
+            let parent = root.join(&self.parent);
+            mkdir(&parent)?;
+            enable_controllers(root)?;
+            enable_controllers(&parent)?;
+        }
+        for dir in self.dirs(uuid) {
+            mkdir(&dir)?;
+        }
+        self.set_limits(uuid, limits)
+    }
+
+    pub fn set_limits(&self, uuid: Uuid, limits: Limits) -> Result<()> {
+        match &self.hierarchy {
+            Hierarchy::V2(_) => {
+                let dir = self.controller_dir(uuid, "memory");
+                write(&dir.join("memory.max"), &limits.memory_bytes.to_string())?;
+                // No swap beyond the memory limit, as a zone's max_swap = ram.
+                let _ = write(&dir.join("memory.swap.max"), "0");
+                let cpu = match limits.cpu_percent {
+                    Some(pct) => format!("{} {CPU_PERIOD_US}", cpu_quota_us(pct)),
+                    None => format!("max {CPU_PERIOD_US}"),
+                };
+                write(&dir.join("cpu.max"), &cpu)?;
+                write(&dir.join("pids.max"), &pids_value(limits.pids_max))?;
+            }
+            Hierarchy::V1(_) => {
+                let mem = self.controller_dir(uuid, "memory");
+                write(
+                    &mem.join("memory.limit_in_bytes"),
+                    &limits.memory_bytes.to_string(),
+                )?;
+                let cpu = self.controller_dir(uuid, "cpu");
+                write(&cpu.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+                let quota = match limits.cpu_percent {
+                    Some(pct) => cpu_quota_us(pct).to_string(),
+                    None => "-1".to_string(),
+                };
+                write(&cpu.join("cpu.cfs_quota_us"), &quota)?;
+                let pids = self.controller_dir(uuid, "pids");
+                write(&pids.join("pids.max"), &pids_value(limits.pids_max))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The limits as the kernel has them now.
+    pub fn read_limits(&self, uuid: Uuid) -> Result<Limits> {
+        match &self.hierarchy {
+            Hierarchy::V2(_) => {
+                let dir = self.controller_dir(uuid, "memory");
+                let memory_bytes = read_u64(&dir.join("memory.max"))?.unwrap_or(u64::MAX);
+                let cpu = read(&dir.join("cpu.max"))?;
+                let mut parts = cpu.split_whitespace();
+                let quota = parts.next().unwrap_or("max");
+                let period = parts
+                    .next()
+                    .and_then(|p| p.parse::<u64>().ok())
+                    .unwrap_or(CPU_PERIOD_US);
+                let cpu_percent = quota
+                    .parse::<u64>()
+                    .ok()
+                    .map(|q| (q * 100 / period.max(1)) as u32);
+                let pids_max = read_u64(&dir.join("pids.max"))?;
+                Ok(Limits {
+                    memory_bytes,
+                    cpu_percent,
+                    pids_max,
+                })
+            }
+            Hierarchy::V1(_) => {
+                let mem = self.controller_dir(uuid, "memory");
+                let memory_bytes =
+                    read_u64(&mem.join("memory.limit_in_bytes"))?.unwrap_or(u64::MAX);
+                let cpu = self.controller_dir(uuid, "cpu");
+                let period = read_u64(&cpu.join("cpu.cfs_period_us"))?.unwrap_or(CPU_PERIOD_US);
+                let quota = read(&cpu.join("cpu.cfs_quota_us"))?;
+                let cpu_percent = quota
+                    .trim()
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|q| *q > 0)
+                    .map(|q| (q as u64 * 100 / period.max(1)) as u32);
+                let pids = self.controller_dir(uuid, "pids");
+                let pids_max = read_u64(&pids.join("pids.max"))?;
+                Ok(Limits {
+                    memory_bytes,
+                    cpu_percent,
+                    pids_max,
+                })
+            }
+        }
+    }
+
+    pub fn exists(&self, uuid: Uuid) -> bool {
+        self.dirs(uuid).iter().any(|d| d.exists())
+    }
+
+    /// Pids of every process in the instance (the union over hierarchies).
+    pub fn pids(&self, uuid: Uuid) -> Vec<u32> {
+        let mut pids: Vec<u32> = Vec::new();
+        for file in self.procs_files(uuid) {
+            if let Ok(text) = std::fs::read_to_string(&file) {
+                pids.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+            }
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    /// SIGKILLs every process of the instance and waits up to `wait` for them to go.
+    pub fn kill_all(&self, uuid: Uuid, wait: Duration) -> Result<()> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let pids = self.pids(uuid);
+            if pids.is_empty() {
+                return Ok(());
+            }
+            if let Hierarchy::V2(_) = &self.hierarchy {
+                let kill = self.controller_dir(uuid, "memory").join("cgroup.kill");
+                if kill.exists() {
+                    let _ = write(&kill, "1");
+                }
+            }
+            for pid in pids {
+                // SAFETY: kill(2) has no memory-safety preconditions.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout(format!(
+                    "processes of instance {uuid} survived SIGKILL for {wait:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Removes the instance's cgroup (its processes must be gone).
+    pub fn remove(&self, uuid: Uuid) -> Result<()> {
+        for dir in self.dirs(uuid) {
+            // A cgroup whose last process just exited can be busy for a moment.
+            let mut tries = 0;
+            loop {
+                match std::fs::remove_dir(&dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    Err(e) if tries < 50 => {
+                        tries += 1;
+                        tracing::debug!(dir = %dir.display(), error = %e, "cgroup busy, retrying");
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(e) => return Err(Error::io(&dir, e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// CPU time (ns), memory in use (bytes) and process count.
+    pub fn usage(&self, uuid: Uuid) -> (u64, u64, u64) {
+        let processes = self.pids(uuid).len() as u64;
+        match &self.hierarchy {
+            Hierarchy::V2(_) => {
+                let dir = self.controller_dir(uuid, "memory");
+                let cpu = read(&dir.join("cpu.stat"))
+                    .ok()
+                    .and_then(|s| {
+                        s.lines()
+                            .find_map(|l| l.strip_prefix("usage_usec "))
+                            .and_then(|v| v.trim().parse::<u64>().ok())
+                    })
+                    .map(|us| us * 1000)
+                    .unwrap_or(0);
+                let mem = read_u64(&dir.join("memory.current"))
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0);
+                (cpu, mem, processes)
+            }
+            Hierarchy::V1(_) => {
+                let cpu = read_u64(&self.controller_dir(uuid, "cpuacct").join("cpuacct.usage"))
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0);
+                let mem = read_u64(
+                    &self
+                        .controller_dir(uuid, "memory")
+                        .join("memory.usage_in_bytes"),
+                )
+                .ok()
+                .flatten()
+                .unwrap_or(0);
+                (cpu, mem, processes)
+            }
+        }
+    }
+}
+
+fn cpu_quota_us(percent: u32) -> u64 {
+    u64::from(percent) * CPU_PERIOD_US / 100
+}
+
+fn pids_value(max: Option<u64>) -> String {
+    max.map(|m| m.to_string()).unwrap_or_else(|| "max".into())
+}
+
+fn enable_controllers(dir: &Path) -> Result<()> {
+    let available = read(&dir.join("cgroup.controllers"))?;
+    for controller in ["memory", "cpu", "pids"] {
+        if available.split_whitespace().any(|c| c == controller) {
+            write(
+                &dir.join("cgroup.subtree_control"),
+                &format!("+{controller}"),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn mkdir(dir: &Path) -> Result<()> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
+        }
+        Err(e) => Err(Error::io(dir, e)),
+    }
+}
+
+fn write(path: &Path, value: &str) -> Result<()> {
+    std::fs::write(path, value).map_err(|e| Error::io(path, e))
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
+}
+
+/// A number, or `None` for "max" and v1's "unlimited" (huge) values.
+fn read_u64(path: &Path) -> Result<Option<u64>> {
+    let text = read(path)?;
+    let text = text.trim();
+    if text == "max" {
+        return Ok(None);
+    }
+    match text.parse::<u64>() {
+        // v1 reports "no limit" as the largest page-aligned i64.
+        Ok(v) if v >= i64::MAX as u64 - 4096 => Ok(None),
+        Ok(v) => Ok(Some(v)),
+        Err(_) => Err(Error::invalid(
+            &path.display().to_string(),
+            format!("unexpected value {text:?}"),
+        )),
+    }
+}

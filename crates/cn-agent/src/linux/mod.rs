@@ -1,0 +1,662 @@
+//! The `linux` backend: every instance is a real container.
+//!
+//! * root: an overlayfs whose lower layer is the image, extracted once per image and
+//!   shared ([`image`]), and whose upper layer is the instance's own disk
+//!   (`<state_dir>/zones/<uuid>/upper`), kept across stop, start and reboot;
+//! * namespaces: mount, pid, uts (the instance's hostname), ipc and net ([`launch`]);
+//! * cgroup limits from the package: memory = ram, cpu quota = cpu_cap,
+//!   pids = max_lwps, on cgroup v1 or v2 ([`cgroup`]);
+//! * one veth per NIC into the Linux bridge of its nic tag, the NIC's address,
+//!   gateway and resolvers configured inside ([`net`]);
+//! * the image's init command as pid 1.
+//!
+//! The backend keeps nothing in memory that matters: an instance's spec is
+//! `<state_dir>/zones/<uuid>/zone.json`, and whether it runs is read from its cgroup. A
+//! new backend object (cn-agent restarted) finds every instance as it is.
+
+pub mod cgroup;
+mod command;
+pub mod image;
+pub mod launch;
+pub mod net;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use self::cgroup::{Cgroups, Limits};
+use self::launch::LaunchPlan;
+use self::net::Network;
+use crate::backend::{
+    ImageSource, Instance, InstanceSpec, InstanceState, InstanceUpdate, InstanceUsage, ZoneBackend,
+    unix_now,
+};
+use crate::error::{Error, Result};
+use crate::sim::write_atomically;
+
+/// How long a booting instance has to show its pid 1.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long processes get to die after SIGKILL before the stop is an error.
+const KILL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest `link_prefix`: with 8 hex digits and a NIC number it must fit IFNAMSIZ.
+const LINK_PREFIX_MAX: usize = 4;
+
+/// Where the linux backend keeps things, and how it names what it creates on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LinuxConfig {
+    /// `zones/` and `images/` live here.
+    pub state_dir: PathBuf,
+    /// Mount point of the cgroup file systems.
+    pub cgroup_root: PathBuf,
+    /// Instances' cgroups are `<cgroup_parent>/<uuid>` in each hierarchy.
+    pub cgroup_parent: String,
+    /// `ip netns` names are `<netns_prefix><uuid>`.
+    pub netns_prefix: String,
+    /// Host ends of veths are `<link_prefix><8 hex of the uuid><nic number>`.
+    pub link_prefix: String,
+    /// nic tag -> Linux bridge.
+    pub bridges: BTreeMap<String, String>,
+    /// Create a configured bridge that does not exist yet.
+    pub create_bridges: bool,
+}
+
+impl Default for LinuxConfig {
+    fn default() -> Self {
+        LinuxConfig {
+            state_dir: PathBuf::from("/var/lib/cn-agent"),
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            cgroup_parent: "triton".into(),
+            netns_prefix: "triton-".into(),
+            link_prefix: "z".into(),
+            bridges: BTreeMap::from([("admin".to_string(), "br-admin".to_string())]),
+            create_bridges: true,
+        }
+    }
+}
+
+/// What zone.json holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ZoneRecord {
+    spec: InstanceSpec,
+    /// The last state the agent set. `running` and `stopped` are checked against the
+    /// cgroup on every read; `provisioning` and `failed` are taken as they are.
+    state: InstanceState,
+    last_boot: Option<u64>,
+    last_modified: u64,
+}
+
+#[derive(Clone)]
+pub struct LinuxBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    zones_dir: PathBuf,
+    images_dir: PathBuf,
+    cgroups: Cgroups,
+    net: Network,
+    unshare: PathBuf,
+    image_locks: Mutex<HashMap<Uuid, Arc<Mutex<()>>>>,
+}
+
+impl LinuxBackend {
+    /// Opens (and creates) the state directory and detects the host's cgroups. Instances
+    /// already there are found as they are, running or not.
+    pub fn new(config: LinuxConfig) -> Result<LinuxBackend> {
+        if config.link_prefix.is_empty() || config.link_prefix.len() > LINK_PREFIX_MAX {
+            return Err(Error::invalid("link_prefix", "must be 1 to 4 characters"));
+        }
+        if config.cgroup_parent.is_empty() || config.cgroup_parent.contains("..") {
+            return Err(Error::invalid("cgroup_parent", "must be a relative path"));
+        }
+        for (tag, bridge) in &config.bridges {
+            if bridge.is_empty() || bridge.len() > net::IFNAME_MAX {
+                return Err(Error::invalid(
+                    &format!("bridges.{tag}"),
+                    "must be 1 to 15 characters",
+                ));
+            }
+        }
+        let zones_dir = config.state_dir.join("zones");
+        let images_dir = config.state_dir.join("images");
+        for dir in [&zones_dir, &images_dir] {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let unshare = ["/usr/bin/unshare", "/bin/unshare"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+            .ok_or_else(|| Error::Spawn {
+                command: "unshare".into(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "util-linux unshare is not installed",
+                ),
+            })?;
+        let cgroups = Cgroups::detect(&config.cgroup_root, &config.cgroup_parent)?;
+        Ok(LinuxBackend {
+            inner: Arc::new(Inner {
+                zones_dir,
+                images_dir,
+                cgroups,
+                net: Network {
+                    netns_prefix: config.netns_prefix,
+                    link_prefix: config.link_prefix,
+                    bridges: config.bridges,
+                    create_bridges: config.create_bridges,
+                },
+                unshare,
+                image_locks: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    pub fn cgroups(&self) -> &Cgroups {
+        &self.inner.cgroups
+    }
+
+    pub fn network(&self) -> &Network {
+        &self.inner.net
+    }
+
+    /// The directory of the instance (disk, config, console log).
+    pub fn zone_dir(&self, uuid: Uuid) -> PathBuf {
+        self.inner.zone_dir(uuid)
+    }
+
+    async fn blocking<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| Error::Join(e.to_string()))?
+    }
+}
+
+impl Inner {
+    fn zone_dir(&self, uuid: Uuid) -> PathBuf {
+        self.zones_dir.join(uuid.to_string())
+    }
+
+    fn record_path(&self, uuid: Uuid) -> PathBuf {
+        self.zone_dir(uuid).join("zone.json")
+    }
+
+    fn read_record(&self, uuid: Uuid) -> Result<ZoneRecord> {
+        let path = self.record_path(uuid);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::VmNotFound(uuid));
+            }
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+            what: path.display().to_string(),
+            source,
+        })
+    }
+
+    fn write_record(&self, record: &ZoneRecord) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(record).map_err(|source| Error::Json {
+            what: "zone record".into(),
+            source,
+        })?;
+        write_atomically(&self.record_path(record.spec.uuid), &bytes)
+    }
+
+    fn set_state(&self, uuid: Uuid, state: InstanceState, booted: bool) -> Result<()> {
+        let mut record = self.read_record(uuid)?;
+        record.state = state;
+        record.last_modified = unix_now();
+        if booted {
+            record.last_boot = Some(unix_now());
+            // As `vmadm start`: a started instance comes back after a reboot of the node.
+            record.spec.autoboot = true;
+        }
+        self.write_record(&record)
+    }
+
+    fn instance(&self, record: ZoneRecord) -> Instance {
+        let uuid = record.spec.uuid;
+        let (state, pid) = match record.state {
+            InstanceState::Provisioning | InstanceState::Failed => (record.state, None),
+            InstanceState::Running | InstanceState::Stopped => {
+                let pids = self.cgroups.pids(uuid);
+                if pids.is_empty() {
+                    (InstanceState::Stopped, None)
+                } else {
+                    (InstanceState::Running, launch::find_init(&pids))
+                }
+            }
+        };
+        Instance {
+            spec: record.spec,
+            state,
+            pid,
+            last_boot: record.last_boot,
+            last_modified: record.last_modified,
+        }
+    }
+
+    fn get(&self, uuid: Uuid) -> Result<Instance> {
+        let record = self.read_record(uuid)?;
+        Ok(self.instance(record))
+    }
+
+    fn list(&self) -> Result<Vec<Instance>> {
+        let entries =
+            std::fs::read_dir(&self.zones_dir).map_err(|e| Error::io(&self.zones_dir, e))?;
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let Some(uuid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| Uuid::parse_str(n).ok())
+            else {
+                continue;
+            };
+            match self.get(uuid) {
+                Ok(instance) => out.push(instance),
+                // Being created or destroyed right now.
+                Err(Error::VmNotFound(_)) => {}
+                Err(e) => {
+                    tracing::warn!(%uuid, error = %e.chain(), "skipping unreadable zone")
+                }
+            }
+        }
+        out.sort_by_key(|i| i.spec.uuid);
+        Ok(out)
+    }
+
+    fn image_lock(&self, uuid: Uuid) -> Arc<Mutex<()>> {
+        let mut locks = self.image_locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry(uuid).or_default().clone()
+    }
+
+    fn image_ensure_present(&self, source: &ImageSource) -> Result<()> {
+        let lock = self.image_lock(source.image_uuid);
+        let _held = lock.lock().unwrap_or_else(|e| e.into_inner());
+        image::ensure_present(&self.images_dir, source)
+    }
+
+    fn create(&self, spec: &InstanceSpec) -> Result<()> {
+        spec.validate()?;
+        self.net.check_tags(&spec.nics)?;
+        if !image::is_present(&self.images_dir, spec.image_uuid) {
+            return Err(Error::ImageNotFound(spec.image_uuid));
+        }
+        let dir = self.zone_dir(spec.uuid);
+        if let Err(e) = std::fs::create_dir(&dir) {
+            return Err(if e.kind() == std::io::ErrorKind::AlreadyExists {
+                Error::VmExists(spec.uuid)
+            } else {
+                Error::io(&dir, e)
+            });
+        }
+        let record = ZoneRecord {
+            spec: spec.clone(),
+            state: InstanceState::Provisioning,
+            last_boot: None,
+            last_modified: unix_now(),
+        };
+        self.write_record(&record)?;
+        let lower = image::image_root(&self.images_dir, spec.image_uuid);
+        for sub in ["upper", "work", "root"] {
+            let path = dir.join(sub);
+            std::fs::create_dir(&path).map_err(|e| Error::io(&path, e))?;
+        }
+        // Mount points the image may lack.
+        for mount_point in ["dev", "proc", "sys", "etc"] {
+            if std::fs::symlink_metadata(lower.join(mount_point)).is_err() {
+                let path = dir.join("upper").join(mount_point);
+                std::fs::create_dir(&path).map_err(|e| Error::io(&path, e))?;
+            }
+        }
+        self.set_state(spec.uuid, InstanceState::Stopped, false)
+    }
+
+    /// /etc/hostname, /etc/hosts and /etc/resolv.conf on the instance's disk.
+    fn write_etc(&self, spec: &InstanceSpec) -> Result<()> {
+        let etc = self.zone_dir(spec.uuid).join("upper").join("etc");
+        std::fs::create_dir_all(&etc).map_err(|e| Error::io(&etc, e))?;
+        let mut hosts = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost\n");
+        for nic in &spec.nics {
+            if let Some(ip) = nic.ip {
+                hosts.push_str(&format!("{ip}\t{}\n", spec.hostname));
+            }
+        }
+        let mut resolvers: Vec<String> = Vec::new();
+        for r in spec.nics.iter().flat_map(|n| n.resolvers.iter()) {
+            let r = r.to_string();
+            if !resolvers.contains(&r) {
+                resolvers.push(r);
+            }
+        }
+        let resolv: String = resolvers
+            .iter()
+            .map(|r| format!("nameserver {r}\n"))
+            .collect();
+        for (name, contents) in [
+            ("hostname", format!("{}\n", spec.hostname)),
+            ("hosts", hosts),
+            ("resolv.conf", resolv),
+        ] {
+            let path = etc.join(name);
+            // A symlink in the image (systemd-resolved's) would lead the write astray.
+            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+                std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+            }
+            std::fs::write(&path, contents).map_err(|e| Error::io(&path, e))?;
+        }
+        Ok(())
+    }
+
+    fn boot(&self, uuid: Uuid) -> Result<Instance> {
+        let instance = self.get(uuid)?;
+        match instance.state {
+            InstanceState::Running => return Ok(instance),
+            InstanceState::Stopped => {}
+            _ => {
+                return Err(Error::WrongState {
+                    uuid,
+                    state: instance.state.as_str().into(),
+                    action: "boot",
+                });
+            }
+        }
+        let spec = &instance.spec;
+        let result = self.start_processes(spec);
+        match result {
+            Ok(()) => {
+                self.set_state(uuid, InstanceState::Running, true)?;
+                self.get(uuid)
+            }
+            Err(e) => {
+                // Leave nothing half-started behind.
+                if let Err(cleanup) = self.stop_processes(uuid, None) {
+                    tracing::warn!(%uuid, error = %cleanup.chain(), "cleanup after a failed boot failed");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn start_processes(&self, spec: &InstanceSpec) -> Result<()> {
+        let uuid = spec.uuid;
+        let dir = self.zone_dir(uuid);
+        self.cgroups.create(
+            uuid,
+            Limits::from_package(spec.ram, spec.cpu_cap, spec.max_lwps),
+        )?;
+        if !self.cgroups.pids(uuid).is_empty() {
+            // Leftovers of a crashed boot: never run two copies.
+            self.cgroups.kill_all(uuid, KILL_TIMEOUT)?;
+        }
+        self.write_etc(spec)?;
+        self.net.setup(uuid, &spec.nics)?;
+        let plan = LaunchPlan {
+            uuid,
+            netns: self.net.netns_path(uuid),
+            root: dir.join("root"),
+            lower: image::image_root(&self.images_dir, spec.image_uuid),
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+            hostname: spec.hostname.clone(),
+            cgroup_procs: self.cgroups.procs_files(uuid),
+            init: spec.init_argv(),
+            console: dir.join("console.log"),
+            unshare: self.unshare.clone(),
+        };
+        let wrapper = launch::launch(&plan)?;
+        let deadline = Instant::now() + BOOT_TIMEOUT;
+        loop {
+            if launch::find_init(&self.cgroups.pids(uuid)).is_some() {
+                return Ok(());
+            }
+            let wrapper_alive = std::fs::read_to_string(format!("/proc/{wrapper}/stat"))
+                .map(|s| !s.contains(") Z "))
+                .unwrap_or(false);
+            if !wrapper_alive || Instant::now() >= deadline {
+                let console = std::fs::read_to_string(&plan.console).unwrap_or_default();
+                let tail: String = console
+                    .lines()
+                    .rev()
+                    .take(10)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                return Err(Error::Command {
+                    command: format!("boot of instance {uuid}"),
+                    output: if wrapper_alive {
+                        format!("pid 1 did not appear within {BOOT_TIMEOUT:?}; console: {tail}")
+                    } else {
+                        format!("the instance exited at once; console: {tail}")
+                    },
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGTERM to pid 1 (when `grace` is set), SIGKILL to whatever is left after it, then
+    /// the network namespace and its veths go.
+    fn stop_processes(&self, uuid: Uuid, grace: Option<Duration>) -> Result<()> {
+        if let Some(grace) = grace {
+            let pids = self.cgroups.pids(uuid);
+            if let Some(init) = launch::find_init(&pids) {
+                // SAFETY: kill(2) has no memory-safety preconditions.
+                unsafe {
+                    libc::kill(init as libc::pid_t, libc::SIGTERM);
+                }
+                let deadline = Instant::now() + grace;
+                while Instant::now() < deadline && !self.cgroups.pids(uuid).is_empty() {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+        if self.cgroups.exists(uuid) {
+            self.cgroups.kill_all(uuid, KILL_TIMEOUT)?;
+        }
+        self.net.teardown(uuid)
+    }
+
+    fn shutdown(&self, uuid: Uuid, grace: Duration) -> Result<Instance> {
+        let instance = self.get(uuid)?;
+        if instance.state == InstanceState::Running {
+            self.stop_processes(uuid, Some(grace))?;
+        }
+        if matches!(
+            instance.state,
+            InstanceState::Running | InstanceState::Stopped
+        ) {
+            // As `vmadm stop`: a stopped instance stays stopped after a reboot of the node.
+            let mut record = self.read_record(uuid)?;
+            record.state = InstanceState::Stopped;
+            record.spec.autoboot = false;
+            record.last_modified = unix_now();
+            self.write_record(&record)?;
+        }
+        self.get(uuid)
+    }
+
+    fn update(&self, uuid: Uuid, update: &InstanceUpdate) -> Result<Instance> {
+        let mut record = self.read_record(uuid)?;
+        let instance = self.instance(record.clone());
+        let next = update.apply_to(&record.spec)?;
+        self.net.check_tags(&next.nics)?;
+        if self.cgroups.exists(uuid) {
+            self.cgroups.set_limits(
+                uuid,
+                Limits::from_package(next.ram, next.cpu_cap, next.max_lwps),
+            )?;
+        }
+        if instance.state == InstanceState::Running {
+            for (index, nic) in record.spec.nics.iter().enumerate() {
+                if update
+                    .remove_nics
+                    .iter()
+                    .any(|m| m.eq_ignore_ascii_case(&nic.mac))
+                {
+                    self.net.remove_nic(uuid, nic, index)?;
+                }
+            }
+            let first_new = next.nics.len() - update.add_nics.len();
+            for (index, nic) in next.nics.iter().enumerate().skip(first_new) {
+                self.net.add_nic(uuid, nic, index)?;
+            }
+        }
+        record.spec = next;
+        record.last_modified = unix_now();
+        self.write_record(&record)?;
+        self.get(uuid)
+    }
+
+    fn destroy(&self, uuid: Uuid) -> Result<()> {
+        self.read_record(uuid)?;
+        self.stop_processes(uuid, None)?;
+        self.cgroups.remove(uuid)?;
+        let dir = self.zone_dir(uuid);
+        // The overlay and /dev mounts live in the instance's own mount namespace and
+        // went with its processes; unmount anything an operator mounted here by hand.
+        for mount_point in mounts_under(&dir) {
+            let Ok(c) = std::ffi::CString::new(mount_point.as_os_str().as_encoded_bytes()) else {
+                continue;
+            };
+            // SAFETY: umount2(2) on a NUL-terminated path.
+            unsafe {
+                libc::umount2(c.as_ptr(), libc::MNT_DETACH);
+            }
+        }
+        std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))
+    }
+
+    fn usage(&self, uuid: Uuid) -> Result<InstanceUsage> {
+        let instance = self.get(uuid)?;
+        let (cpu, memory, processes) = if self.cgroups.exists(uuid) {
+            self.cgroups.usage(uuid)
+        } else {
+            (0, 0, 0)
+        };
+        let limit = self
+            .cgroups
+            .read_limits(uuid)
+            .map(|l| l.memory_bytes)
+            .unwrap_or(instance.spec.ram * 1024 * 1024);
+        let (rx, tx) = self.net.counters(uuid);
+        Ok(InstanceUsage {
+            uuid,
+            cpu_usage_ns: cpu,
+            memory_bytes: memory,
+            memory_limit_bytes: limit,
+            net_rx_bytes: rx,
+            net_tx_bytes: tx,
+            processes,
+        })
+    }
+}
+
+/// Mount points at or below `dir` in this process's mount namespace.
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    // Deepest first.
+    out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    out
+}
+
+impl ZoneBackend for LinuxBackend {
+    fn kind(&self) -> &'static str {
+        "linux"
+    }
+
+    async fn image_ensure_present(&self, image: ImageSource) -> Result<()> {
+        self.blocking(move |inner| inner.image_ensure_present(&image))
+            .await
+    }
+
+    async fn image_present(&self, image_uuid: Uuid) -> Result<bool> {
+        Ok(image::is_present(&self.inner.images_dir, image_uuid))
+    }
+
+    async fn create(&self, spec: InstanceSpec) -> Result<Instance> {
+        let uuid = spec.uuid;
+        let autoboot = spec.autoboot;
+        self.blocking(move |inner| inner.create(&spec)).await?;
+        if !autoboot {
+            return self.get(uuid).await;
+        }
+        match self.boot(uuid).await {
+            Ok(instance) => Ok(instance),
+            Err(e) => {
+                let _ = self
+                    .blocking(move |inner| inner.set_state(uuid, InstanceState::Failed, false))
+                    .await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn boot(&self, uuid: Uuid) -> Result<Instance> {
+        self.blocking(move |inner| inner.boot(uuid)).await
+    }
+
+    async fn shutdown(&self, uuid: Uuid, timeout: Duration) -> Result<Instance> {
+        self.blocking(move |inner| inner.shutdown(uuid, timeout))
+            .await
+    }
+
+    async fn reboot(&self, uuid: Uuid, timeout: Duration) -> Result<Instance> {
+        self.blocking(move |inner| {
+            let instance = inner.get(uuid)?;
+            if instance.state != InstanceState::Running {
+                return Err(Error::WrongState {
+                    uuid,
+                    state: instance.state.as_str().into(),
+                    action: "reboot",
+                });
+            }
+            inner.shutdown(uuid, timeout)?;
+            inner.boot(uuid)
+        })
+        .await
+    }
+
+    async fn update(&self, uuid: Uuid, update: InstanceUpdate) -> Result<Instance> {
+        self.blocking(move |inner| inner.update(uuid, &update))
+            .await
+    }
+
+    async fn destroy(&self, uuid: Uuid) -> Result<()> {
+        self.blocking(move |inner| inner.destroy(uuid)).await
+    }
+
+    async fn get(&self, uuid: Uuid) -> Result<Instance> {
+        self.blocking(move |inner| inner.get(uuid)).await
+    }
+
+    async fn list(&self) -> Result<Vec<Instance>> {
+        self.blocking(|inner| inner.list()).await
+    }
+
+    async fn usage(&self, uuid: Uuid) -> Result<InstanceUsage> {
+        self.blocking(move |inner| inner.usage(uuid)).await
+    }
+}

@@ -1,0 +1,724 @@
+//! One contract, two zone backends. `contract` drives a backend through an instance's
+//! life and checks each step through a probe that looks at what the backend made: for
+//! `linux` the kernel itself (UTS namespace, addresses answering TCP from the host, cgroup
+//! files, mounts, links), for `sim` what the simulator recorded.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cn_agent::linux::{LinuxBackend, LinuxConfig};
+use cn_agent::sim::{SimBackend, SimConfig, SimDelays};
+use cn_agent::{
+    Error, ImageSource, InstanceSpec, InstanceState, InstanceUpdate, NicSpec, ZoneBackend,
+};
+use uuid::Uuid;
+
+const MIB: u64 = 1024 * 1024;
+const STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// Limits as read back: memory bytes, cpu percent, pids max.
+type Limits = (u64, Option<u32>, Option<u64>);
+
+trait Harness {
+    type B: ZoneBackend;
+    /// A new backend object over the same state (as after a restart of cn-agent).
+    fn backend(&self) -> Self::B;
+    fn image(&self) -> ImageSource;
+    /// The `n`th test NIC: on the test nic tag, with its own address.
+    fn nic(&self, n: u8) -> NicSpec;
+    fn init(&self) -> Vec<String>;
+    async fn hostname(&self, b: &Self::B, uuid: Uuid) -> Option<String>;
+    /// Whether the instance answers on `ip` (waits a little for a booting one).
+    async fn reachable(&self, b: &Self::B, uuid: Uuid, ip: Ipv4Addr, wait: Duration) -> bool;
+    fn limits(&self, b: &Self::B, uuid: Uuid) -> Option<Limits>;
+    async fn write_file(&self, b: &Self::B, uuid: Uuid, path: &str, contents: &str);
+    async fn read_file(&self, b: &Self::B, uuid: Uuid, path: &str) -> Option<String>;
+    /// Whatever of the instance is still around after destroy.
+    fn leftovers(&self, b: &Self::B, uuid: Uuid) -> Vec<String>;
+}
+
+fn spec(h: &impl Harness, hostname: &str, nics: Vec<NicSpec>) -> InstanceSpec {
+    InstanceSpec {
+        uuid: Uuid::new_v4(),
+        owner_uuid: Uuid::new_v4().to_string(),
+        alias: hostname.to_string(),
+        hostname: hostname.to_string(),
+        brand: "joyent-minimal".into(),
+        image_uuid: h.image().image_uuid,
+        ram: 64,
+        cpu_cap: 50,
+        quota: 1,
+        max_lwps: 64,
+        nics,
+        init: h.init(),
+        customer_metadata: Default::default(),
+        internal_metadata: Default::default(),
+        tags: Default::default(),
+        autoboot: true,
+        billing_id: String::new(),
+    }
+}
+
+async fn contract<H: Harness>(h: &H) {
+    let b = h.backend();
+    let image = h.image();
+
+    // Images install once.
+    b.image_ensure_present(image.clone())
+        .await
+        .expect("install image");
+    b.image_ensure_present(image.clone())
+        .await
+        .expect("install image again");
+    assert!(b.image_present(image.image_uuid).await.unwrap());
+
+    // Bad requests are refused before anything is built.
+    let mut no_image = spec(h, "noimage", vec![]);
+    no_image.image_uuid = Uuid::new_v4();
+    assert!(matches!(
+        b.create(no_image).await,
+        Err(Error::ImageNotFound(_))
+    ));
+    let mut bad_tag = h.nic(9);
+    bad_tag.nic_tag = "no-such-tag".into();
+    let bad = spec(h, "badtag", vec![bad_tag]);
+    let bad_uuid = bad.uuid;
+    assert!(matches!(b.create(bad).await, Err(Error::UnknownNicTag(_))));
+    assert!(matches!(b.get(bad_uuid).await, Err(Error::VmNotFound(_))));
+
+    // create -> running, hostname set, address answering, limits as packaged.
+    let nic0 = h.nic(0);
+    let ip0 = nic0.ip.unwrap();
+    let web = spec(h, "web0", vec![nic0]);
+    let uuid = web.uuid;
+    let created = b.create(web.clone()).await.expect("create");
+    assert_eq!(created.state, InstanceState::Running);
+    let first_boot = created.last_boot.expect("booted");
+    assert!(matches!(
+        b.create(web.clone()).await,
+        Err(Error::VmExists(_))
+    ));
+    assert_eq!(h.hostname(&b, uuid).await.as_deref(), Some("web0"));
+    assert!(
+        h.reachable(&b, uuid, ip0, Duration::from_secs(5)).await,
+        "{ip0} answers"
+    );
+    assert_eq!(h.limits(&b, uuid), Some((64 * MIB, Some(50), Some(64))));
+
+    // stop keeps the disk; start brings the instance back with it.
+    h.write_file(&b, uuid, "/disk-test.txt", "kept").await;
+    let stopped = b.shutdown(uuid, STOP_GRACE).await.expect("stop");
+    assert_eq!(stopped.state, InstanceState::Stopped);
+    assert!(
+        !stopped.spec.autoboot,
+        "a stopped instance stays stopped at node boot"
+    );
+    assert_eq!(h.hostname(&b, uuid).await, None);
+    assert!(
+        !h.reachable(&b, uuid, ip0, Duration::ZERO).await,
+        "stopped answers"
+    );
+    let stopped_again = b
+        .shutdown(uuid, STOP_GRACE)
+        .await
+        .expect("stop a stopped one");
+    assert_eq!(stopped_again.state, InstanceState::Stopped);
+    let booted = b.boot(uuid).await.expect("start");
+    assert_eq!(booted.state, InstanceState::Running);
+    assert!(booted.spec.autoboot);
+    assert_eq!(
+        h.read_file(&b, uuid, "/disk-test.txt").await.as_deref(),
+        Some("kept")
+    );
+    assert!(h.reachable(&b, uuid, ip0, Duration::from_secs(5)).await);
+
+    // reboot: running again, disk kept.
+    let rebooted = b.reboot(uuid, STOP_GRACE).await.expect("reboot");
+    assert_eq!(rebooted.state, InstanceState::Running);
+    assert!(rebooted.last_boot.unwrap() >= first_boot);
+    assert_eq!(
+        h.read_file(&b, uuid, "/disk-test.txt").await.as_deref(),
+        Some("kept")
+    );
+    assert!(h.reachable(&b, uuid, ip0, Duration::from_secs(5)).await);
+
+    // update: resize at once, rename, add and remove a NIC while running.
+    let nic1 = h.nic(1);
+    let ip1 = nic1.ip.unwrap();
+    let mac1 = nic1.mac.clone();
+    let updated = b
+        .update(
+            uuid,
+            InstanceUpdate {
+                ram: Some(128),
+                cpu_cap: Some(150),
+                max_lwps: Some(200),
+                alias: Some("web-renamed".into()),
+                add_nics: vec![nic1],
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("update");
+    assert_eq!(updated.spec.alias, "web-renamed");
+    assert_eq!(updated.spec.nics.len(), 2);
+    assert_eq!(h.limits(&b, uuid), Some((128 * MIB, Some(150), Some(200))));
+    assert!(
+        h.reachable(&b, uuid, ip1, Duration::from_secs(5)).await,
+        "added NIC answers"
+    );
+    let updated = b
+        .update(
+            uuid,
+            InstanceUpdate {
+                remove_nics: vec![mac1],
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("remove NIC");
+    assert_eq!(updated.spec.nics.len(), 1);
+    assert!(
+        !h.reachable(&b, uuid, ip1, Duration::ZERO).await,
+        "removed NIC answers"
+    );
+    assert!(h.reachable(&b, uuid, ip0, Duration::from_secs(5)).await);
+    let bad_update = InstanceUpdate {
+        remove_nics: vec!["02:99:99:99:99:99".into()],
+        ..Default::default()
+    };
+    assert!(matches!(
+        b.update(uuid, bad_update).await,
+        Err(Error::Invalid { .. })
+    ));
+
+    // A second instance, created without booting.
+    let mut idle = spec(h, "idle0", vec![h.nic(2)]);
+    idle.autoboot = false;
+    let idle_uuid = idle.uuid;
+    assert_eq!(b.create(idle).await.unwrap().state, InstanceState::Stopped);
+
+    // The agent restarts: instances are found as they are, and keep running.
+    let pid_before = b.get(uuid).await.unwrap().pid;
+    drop(b);
+    let b = h.backend();
+    let listed = b.list().await.expect("list");
+    let states: Vec<(Uuid, InstanceState)> =
+        listed.iter().map(|i| (i.spec.uuid, i.state)).collect();
+    assert!(
+        states.contains(&(uuid, InstanceState::Running)),
+        "{states:?}"
+    );
+    assert!(
+        states.contains(&(idle_uuid, InstanceState::Stopped)),
+        "{states:?}"
+    );
+    assert_eq!(b.get(uuid).await.unwrap().pid, pid_before);
+    assert_eq!(b.get(uuid).await.unwrap().spec.alias, "web-renamed");
+    assert!(h.reachable(&b, uuid, ip0, Duration::from_secs(5)).await);
+    let usage = b.usage(uuid).await.expect("usage");
+    assert_eq!(usage.memory_limit_bytes, 128 * MIB);
+    assert!(usage.processes >= 1, "{usage:?}");
+
+    // destroy removes everything.
+    b.destroy(uuid).await.expect("destroy");
+    b.destroy(idle_uuid).await.expect("destroy idle");
+    assert!(matches!(b.get(uuid).await, Err(Error::VmNotFound(_))));
+    assert!(matches!(b.destroy(uuid).await, Err(Error::VmNotFound(_))));
+    assert_eq!(h.leftovers(&b, uuid), Vec::<String>::new());
+    assert_eq!(h.leftovers(&b, idle_uuid), Vec::<String>::new());
+    assert!(b.list().await.unwrap().is_empty());
+}
+
+// ------------------------------------------------------------------------- sim
+
+struct SimHarness {
+    dir: tempfile::TempDir,
+    image: ImageSource,
+}
+
+impl SimHarness {
+    fn new() -> SimHarness {
+        SimHarness {
+            dir: tempfile::tempdir().unwrap(),
+            image: ImageSource {
+                image_uuid: Uuid::new_v4(),
+                path: PathBuf::from("/nonexistent/sim-image.tar"),
+            },
+        }
+    }
+}
+
+impl Harness for SimHarness {
+    type B = SimBackend;
+
+    fn backend(&self) -> SimBackend {
+        let delays = SimDelays {
+            boot: Duration::from_millis(5),
+            shutdown: Duration::from_millis(5),
+            ..Default::default()
+        };
+        let config = SimConfig {
+            delays,
+            ..Default::default()
+        };
+        SimBackend::persistent(self.dir.path().join("sim.json"), config).unwrap()
+    }
+    fn image(&self) -> ImageSource {
+        self.image.clone()
+    }
+    fn nic(&self, n: u8) -> NicSpec {
+        NicSpec {
+            interface: String::new(),
+            mac: format!("02:00:00:00:00:{n:02x}"),
+            ip: Some(Ipv4Addr::new(10, 99, 0, 10 + n)),
+            prefix_len: 24,
+            gateway: Some(Ipv4Addr::new(10, 99, 0, 1)),
+            resolvers: vec![Ipv4Addr::new(10, 99, 0, 1)],
+            nic_tag: "admin".into(),
+            vlan_id: 0,
+            mtu: 0,
+            primary: n == 0,
+        }
+    }
+    fn init(&self) -> Vec<String> {
+        vec![]
+    }
+    async fn hostname(&self, b: &SimBackend, uuid: Uuid) -> Option<String> {
+        b.observe(uuid)?.hostname
+    }
+    async fn reachable(&self, b: &SimBackend, uuid: Uuid, ip: Ipv4Addr, _: Duration) -> bool {
+        b.observe(uuid)
+            .is_some_and(|o| o.addresses.iter().any(|(_, a)| *a == ip))
+    }
+    fn limits(&self, b: &SimBackend, uuid: Uuid) -> Option<Limits> {
+        let o = b.observe(uuid)?;
+        Some((o.memory_limit_bytes, o.cpu_quota_percent, o.pids_max))
+    }
+    async fn write_file(&self, b: &SimBackend, uuid: Uuid, path: &str, contents: &str) {
+        b.disk_write(uuid, path, contents).unwrap();
+    }
+    async fn read_file(&self, b: &SimBackend, uuid: Uuid, path: &str) -> Option<String> {
+        b.disk_read(uuid, path)
+    }
+    fn leftovers(&self, b: &SimBackend, uuid: Uuid) -> Vec<String> {
+        match b.observe(uuid) {
+            Some(_) => vec![format!("sim still has {uuid}")],
+            None => vec![],
+        }
+    }
+}
+
+#[tokio::test]
+async fn sim_backend_keeps_the_contract() {
+    contract(&SimHarness::new()).await;
+}
+
+#[tokio::test]
+async fn sim_nodes_scale_to_hundreds_in_one_process() {
+    // 300 simulated nodes, each with a few instances, all booting concurrently.
+    let h = SimHarness::new();
+    let image = h.image();
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..300 {
+        let image = image.clone();
+        let specs: Vec<InstanceSpec> = (0..3)
+            .map(|i| spec(&h, &format!("vm{i}"), vec![]))
+            .collect();
+        tasks.spawn(async move {
+            let delays = SimDelays {
+                create: Duration::from_millis(20),
+                boot: Duration::from_millis(20),
+                ..Default::default()
+            };
+            let node = SimBackend::in_memory(SimConfig {
+                delays,
+                ..Default::default()
+            });
+            node.image_ensure_present(image).await.unwrap();
+            for s in specs {
+                node.create(s).await.unwrap();
+            }
+            node.list().await.unwrap().len()
+        });
+    }
+    let mut total = 0;
+    while let Some(n) = tasks.join_next().await {
+        total += n.unwrap();
+    }
+    assert_eq!(total, 900);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+// ------------------------------------------------------------------------- linux
+
+/// Everything the linux test creates on the host carries a name unique to the run, and
+/// the guard removes all of it, also when the test fails.
+struct LinuxHarness {
+    config: LinuxConfig,
+    image: ImageSource,
+    bridge: String,
+    subnet: u8,
+    _dir: tempfile::TempDir,
+}
+
+impl LinuxHarness {
+    fn new() -> LinuxHarness {
+        // SAFETY: geteuid(2) has no preconditions.
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "the linux backend test needs root"
+        );
+        assert!(
+            Path::new("/bin/busybox").exists(),
+            "the linux backend test builds its image from /bin/busybox: apt-get install busybox-static"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let id = Uuid::new_v4().simple().to_string();
+        // A /24 of 10.99 that no route on this machine uses yet (tests run in parallel).
+        let routes = run("ip", &["-4", "route", "show"]);
+        let mut subnet = u8::from_str_radix(&id[6..8], 16).unwrap();
+        while routes.contains(&format!("10.99.{subnet}.")) {
+            subnet = subnet.wrapping_add(1);
+        }
+        let bridge = format!("tb{}", &id[..6]);
+        let config = LinuxConfig {
+            state_dir: dir.path().join("state"),
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            cgroup_parent: format!("triton-test-{}", &id[..6]),
+            netns_prefix: format!("tt{}-", &id[..6]),
+            link_prefix: format!("t{}", &id[..3]),
+            bridges: [("admin".to_string(), bridge.clone())].into(),
+            create_bridges: true,
+        };
+        let h = LinuxHarness {
+            image: ImageSource {
+                image_uuid: Uuid::new_v4(),
+                path: build_image(dir.path()),
+            },
+            config,
+            bridge: bridge.clone(),
+            subnet,
+            _dir: dir,
+        };
+        // The bridge is the test's; the host gets the .1 of the subnet on it.
+        run("ip", &["link", "add", "name", &bridge, "type", "bridge"]);
+        run(
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("10.99.{subnet}.1/24"),
+                "dev",
+                &bridge,
+            ],
+        );
+        run("ip", &["link", "set", "dev", &bridge, "up"]);
+        h
+    }
+}
+
+impl Drop for LinuxHarness {
+    fn drop(&mut self) {
+        // Processes and cgroups.
+        for dir in cgroup_dirs(&self.config.cgroup_parent) {
+            for child in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if child.path().is_dir() {
+                    kill_cgroup(&child.path());
+                    let _ = std::fs::remove_dir(child.path());
+                }
+            }
+            let _ = std::fs::remove_dir(&dir);
+        }
+        // Network namespaces, links, the bridge.
+        for entry in std::fs::read_dir("/run/netns")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&self.config.netns_prefix) {
+                let _ = std::process::Command::new("ip")
+                    .args(["netns", "del", &name])
+                    .output();
+            }
+        }
+        for entry in std::fs::read_dir("/sys/class/net")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&self.config.link_prefix) || name == self.bridge {
+                let _ = std::process::Command::new("ip")
+                    .args(["link", "del", &name])
+                    .output();
+            }
+        }
+    }
+}
+
+fn run(program: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{program} {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A tiny image: busybox, its applets, and a web root for httpd as pid 1.
+fn build_image(dir: &Path) -> PathBuf {
+    let root = dir.join("rootfs");
+    for sub in ["bin", "www", "etc", "tmp"] {
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    for applet in [
+        "sh", "httpd", "hostname", "sleep", "cat", "ls", "ip", "ps", "mkdir",
+    ] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(
+        root.join("www/index.html"),
+        "hello from a triton instance\n",
+    )
+    .unwrap();
+    let tarball = dir.join("image.tar.gz");
+    run(
+        "tar",
+        &[
+            "-czf",
+            tarball.to_str().unwrap(),
+            "-C",
+            root.to_str().unwrap(),
+            ".",
+        ],
+    );
+    tarball
+}
+
+fn cgroup_dirs(parent: &str) -> Vec<PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    if root.join("cgroup.controllers").exists() {
+        return vec![root.join(parent)];
+    }
+    ["memory", "cpu", "cpuacct", "pids"]
+        .iter()
+        .map(|c| root.join(c).join(parent))
+        .collect()
+}
+
+fn kill_cgroup(dir: &Path) {
+    for _ in 0..100 {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        if procs.trim().is_empty() {
+            return;
+        }
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn read_trim(path: PathBuf) -> String {
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .to_string()
+}
+
+impl Harness for LinuxHarness {
+    type B = LinuxBackend;
+
+    fn backend(&self) -> LinuxBackend {
+        LinuxBackend::new(self.config.clone()).expect("linux backend")
+    }
+    fn image(&self) -> ImageSource {
+        self.image.clone()
+    }
+    fn nic(&self, n: u8) -> NicSpec {
+        NicSpec {
+            interface: String::new(),
+            mac: format!("02:99:00:{:02x}:00:{n:02x}", self.subnet),
+            ip: Some(Ipv4Addr::new(10, 99, self.subnet, 10 + n)),
+            prefix_len: 24,
+            gateway: Some(Ipv4Addr::new(10, 99, self.subnet, 1)),
+            resolvers: vec![Ipv4Addr::new(10, 99, self.subnet, 1)],
+            nic_tag: "admin".into(),
+            vlan_id: 0,
+            mtu: 0,
+            primary: n == 0,
+        }
+    }
+    fn init(&self) -> Vec<String> {
+        ["/bin/httpd", "-f", "-p", "80", "-h", "/www"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+    async fn hostname(&self, b: &LinuxBackend, uuid: Uuid) -> Option<String> {
+        let pid = b.get(uuid).await.ok()?.pid?;
+        let out = std::process::Command::new("nsenter")
+            .args(["--target", &pid.to_string(), "--uts", "uname", "-n"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        // The address is configured on the right interface inside, too.
+        let addrs = run(
+            "nsenter",
+            &[
+                "--target",
+                &pid.to_string(),
+                "--net",
+                "ip",
+                "-4",
+                "-o",
+                "addr",
+                "show",
+            ],
+        );
+        assert!(addrs.contains(" eth0 "), "{addrs}");
+        Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+    async fn reachable(&self, _: &LinuxBackend, _: Uuid, ip: Ipv4Addr, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        let addr = SocketAddr::from((ip, 80));
+        loop {
+            let answered = tokio::task::spawn_blocking(move || {
+                use std::io::{Read, Write};
+                let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(500))
+                else {
+                    return false;
+                };
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                if s.write_all(b"GET / HTTP/1.0\r\n\r\n").is_err() {
+                    return false;
+                }
+                let mut body = String::new();
+                let _ = s.read_to_string(&mut body);
+                body.contains("hello from a triton instance")
+            })
+            .await
+            .unwrap();
+            if answered || Instant::now() >= deadline {
+                return answered;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    fn limits(&self, _: &LinuxBackend, uuid: Uuid) -> Option<Limits> {
+        let root = Path::new("/sys/fs/cgroup");
+        let rel = Path::new(&self.config.cgroup_parent).join(uuid.to_string());
+        if root.join("cgroup.controllers").exists() {
+            let dir = root.join(rel);
+            let memory = read_trim(dir.join("memory.max")).parse().ok()?;
+            let cpu = read_trim(dir.join("cpu.max"));
+            let mut parts = cpu.split(' ');
+            let quota: Option<u64> = parts.next()?.parse().ok();
+            let period: u64 = parts.next()?.parse().ok()?;
+            let pids = read_trim(dir.join("pids.max")).parse().ok();
+            return Some((memory, quota.map(|q| (q * 100 / period) as u32), pids));
+        }
+        let memory = read_trim(root.join("memory").join(&rel).join("memory.limit_in_bytes"))
+            .parse()
+            .ok()?;
+        let cpu_dir = root.join("cpu").join(&rel);
+        let quota: i64 = read_trim(cpu_dir.join("cpu.cfs_quota_us")).parse().ok()?;
+        let period: i64 = read_trim(cpu_dir.join("cpu.cfs_period_us")).parse().ok()?;
+        let pids = read_trim(root.join("pids").join(&rel).join("pids.max"))
+            .parse()
+            .ok();
+        let cpu = (quota > 0).then(|| (quota * 100 / period) as u32);
+        Some((memory, cpu, pids))
+    }
+    async fn write_file(&self, b: &LinuxBackend, uuid: Uuid, path: &str, contents: &str) {
+        let pid = b.get(uuid).await.unwrap().pid.expect("running");
+        let host_path = format!("/proc/{pid}/root{path}");
+        std::fs::write(&host_path, contents).unwrap_or_else(|e| panic!("{host_path}: {e}"));
+    }
+    async fn read_file(&self, b: &LinuxBackend, uuid: Uuid, path: &str) -> Option<String> {
+        let pid = b.get(uuid).await.ok()?.pid?;
+        std::fs::read_to_string(format!("/proc/{pid}/root{path}")).ok()
+    }
+    fn leftovers(&self, b: &LinuxBackend, uuid: Uuid) -> Vec<String> {
+        let mut left = Vec::new();
+        if b.zone_dir(uuid).exists() {
+            left.push(format!("zone dir {}", b.zone_dir(uuid).display()));
+        }
+        for dir in cgroup_dirs(&self.config.cgroup_parent) {
+            let dir = dir.join(uuid.to_string());
+            if dir.exists() {
+                left.push(format!("cgroup {}", dir.display()));
+            }
+        }
+        let netns = Path::new("/run/netns").join(format!("{}{uuid}", self.config.netns_prefix));
+        if netns.exists() {
+            left.push(format!("netns {}", netns.display()));
+        }
+        let stem = format!(
+            "{}{}",
+            self.config.link_prefix,
+            &uuid.simple().to_string()[..8]
+        );
+        for entry in std::fs::read_dir("/sys/class/net")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&stem) {
+                left.push(format!("link {name}"));
+            }
+        }
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        for line in mounts.lines().filter(|l| l.contains(&uuid.to_string())) {
+            left.push(format!("mount {line}"));
+        }
+        left
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linux_backend_keeps_the_contract() {
+    let h = LinuxHarness::new();
+    contract(&h).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linux_failed_boot_leaves_nothing_running() {
+    let h = LinuxHarness::new();
+    let b = h.backend();
+    b.image_ensure_present(h.image()).await.unwrap();
+    let mut broken = spec(&h, "broken", vec![h.nic(3)]);
+    broken.init = vec!["/bin/no-such-init".into()];
+    let uuid = broken.uuid;
+    let err = b
+        .create(broken)
+        .await
+        .expect_err("an init that does not exist");
+    assert!(err.chain().contains("exited at once"), "{}", err.chain());
+    let failed = b.get(uuid).await.unwrap();
+    assert_eq!(failed.state, InstanceState::Failed);
+    // No process, namespace or veth is left; only the record, until destroy.
+    let left: Vec<String> = h
+        .leftovers(&b, uuid)
+        .into_iter()
+        .filter(|l| !l.starts_with("zone dir") && !l.starts_with("cgroup"))
+        .collect();
+    assert_eq!(left, Vec::<String>::new());
+    assert!(b.cgroups().pids(uuid).is_empty());
+    b.destroy(uuid).await.unwrap();
+    assert_eq!(h.leftovers(&b, uuid), Vec::<String>::new());
+}

@@ -1,0 +1,65 @@
+//! One CNAPI in-process: the gRPC service on a listener and the heartbeat reconciler.
+//! The `cnapi` binary runs one; tests start them on port 0.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use triton_proto::cnapi::v1::cnapi_server::CnapiServer;
+
+use crate::error::{Error, Result};
+use crate::service::{CnapiService, Settings};
+use crate::store::Store;
+
+pub const SERVICE_NAME: &str = "triton.cnapi.v1.Cnapi";
+
+pub struct Running {
+    pub addr: SocketAddr,
+    /// Ends once the server has stopped (after `shutdown` is cancelled).
+    pub task: JoinHandle<()>,
+}
+
+pub async fn start<S: Store>(
+    store: S,
+    settings: Settings,
+    listen: &str,
+    shutdown: CancellationToken,
+) -> Result<Running> {
+    let listener = triton_common::grpc::bind(listen)
+        .await
+        .map_err(|e| Error::Store(format!("cannot listen on {listen}: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Store(format!("cannot listen on {listen}: {e}")))?;
+    let service = Arc::new(CnapiService::new(Arc::new(store), settings));
+    let reconciler = {
+        let service = service.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(service.settings().reconcile_period);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = ticker.tick() => {}
+                }
+                if let Err(e) = service.reconcile().await {
+                    tracing::warn!(error = %e, "heartbeat reconciliation failed; retrying next period");
+                }
+            }
+        })
+    };
+    let routes = tonic::service::Routes::new(CnapiServer::from_arc(service));
+    let task = tokio::spawn(async move {
+        if let Err(e) =
+            triton_common::grpc::serve(listener, routes, &[SERVICE_NAME], shutdown.clone()).await
+        {
+            tracing::error!(error = %e, "cnapi's gRPC server failed");
+        }
+        shutdown.cancel();
+        let _ = reconciler.await;
+    });
+    tracing::info!(%addr, "cnapi started");
+    Ok(Running { addr, task })
+}

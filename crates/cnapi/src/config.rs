@@ -1,0 +1,85 @@
+//! cnapi's configuration: `/etc/triton/cnapi.toml` (or `--config`), every key overridable
+//! by `CNAPI_<KEY>` (nested: `CNAPI_ALLOC__WEIGHT_UNRESERVED_RAM`).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::allocation::AllocConfig;
+use crate::service::Settings;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    Moray,
+    /// Nothing survives a restart: for trying things out only.
+    Memory,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub listen: String,
+    pub storage: Storage,
+    pub moray_url: String,
+    pub datacenter: String,
+    pub heartbeat_lifetime_ms: u64,
+    pub reconcile_period_ms: u64,
+    pub reservation_ttl_s: u64,
+    pub auto_setup: bool,
+    pub alloc: AllocConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "0.0.0.0:2030".into(),
+            storage: Storage::Moray,
+            moray_url: "tcp://127.0.0.1:2020".into(),
+            datacenter: "coal".into(),
+            heartbeat_lifetime_ms: 11_000,
+            reconcile_period_ms: 5_000,
+            reservation_ttl_s: 600,
+            auto_setup: false,
+            alloc: AllocConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    pub fn settings(&self) -> Settings {
+        Settings {
+            datacenter: self.datacenter.clone(),
+            heartbeat_lifetime: Duration::from_millis(self.heartbeat_lifetime_ms),
+            reconcile_period: Duration::from_millis(self.reconcile_period_ms.max(100)),
+            reservation_ttl: Duration::from_secs(self.reservation_ttl_s),
+            auto_setup: self.auto_setup,
+            alloc: self.alloc.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alloc_weights_come_from_file_and_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cnapi.toml");
+        std::fs::write(
+            &path,
+            "storage = \"memory\"\n[alloc]\nweight_unreserved_ram = -2.0\n",
+        )
+        .unwrap();
+        let env = vec![(
+            "CNAPI_ALLOC__FILTER_HEADNODE".to_string(),
+            "false".to_string(),
+        )];
+        let c: Config = triton_common::config::load_from("cnapi", Some(&path), &env).unwrap();
+        assert_eq!(c.storage, Storage::Memory);
+        assert_eq!(c.alloc.weight_unreserved_ram, -2.0);
+        assert!(!c.alloc.filter_headnode);
+        assert_eq!(c.settings().heartbeat_lifetime, Duration::from_secs(11));
+    }
+}

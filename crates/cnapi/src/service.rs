@@ -1,0 +1,859 @@
+//! The gRPC service `triton.cnapi.v1.Cnapi`: request handlers over a [`Store`], plus the
+//! heartbeat reconciler that [`crate::app::start`] runs in the background.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Map, Value};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+use triton_proto::cnagent::v1 as agent_pb;
+use triton_proto::cnagent::v1::cn_agent_client::CnAgentClient;
+use triton_proto::cnapi::v1 as pb;
+use triton_proto::cnapi::v1::cnapi_server::Cnapi;
+use uuid::Uuid;
+
+use crate::allocation::{
+    self, AffinityOp, AffinityRule, AllocConfig, AllocationRequest, ImageRequest, Locality,
+    PackageRequest, VmRequest,
+};
+use crate::error::{Error, Result};
+use crate::model::{OverprovisionRatios, ServerRecord, ServerVm};
+use crate::status::{self, apply_heartbeat, apply_sysinfo, materially_changed, unix_ms};
+use crate::store::{Cond, Reservation, ReservationDoc, Store, Versioned};
+
+/// Read-modify-write attempts before an etag conflict is the caller's problem.
+const WRITE_ATTEMPTS: usize = 8;
+/// Allocation attempts when another allocation took the same server meanwhile.
+const ALLOCATE_ATTEMPTS: usize = 16;
+/// ListServers' default and maximum page (Triton: 1000).
+const MAX_LIMIT: u32 = 1000;
+/// Deadline of a call to a cn-agent (WaitTask adds its own wait).
+const AGENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest WaitTask CNAPI forwards.
+const MAX_WAIT_MS: u32 = 60_000;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub datacenter: String,
+    pub heartbeat_lifetime: Duration,
+    pub reconcile_period: Duration,
+    pub reservation_ttl: Duration,
+    /// Mark newly registered servers set up at once (CoaL convenience).
+    pub auto_setup: bool,
+    pub alloc: AllocConfig,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            datacenter: "coal".into(),
+            heartbeat_lifetime: status::HEARTBEAT_LIFETIME,
+            reconcile_period: status::RECONCILE_PERIOD,
+            reservation_ttl: Duration::from_secs(600),
+            auto_setup: false,
+            alloc: AllocConfig::default(),
+        }
+    }
+}
+
+pub struct CnapiService<S> {
+    store: Arc<S>,
+    settings: Settings,
+    agents: Mutex<HashMap<String, Channel>>,
+    /// One allocation at a time in this process; etags cover other processes.
+    alloc_lock: tokio::sync::Mutex<()>,
+}
+
+fn parse_uuid(field: &str, text: &str) -> Result<Uuid> {
+    Uuid::parse_str(text).map_err(|_| Error::invalid(field, format!("{text:?} is not a UUID")))
+}
+
+fn parse_json_object(field: &str, text: &str) -> Result<Option<Map<String, Value>>> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(m)) => Ok(Some(m)),
+        _ => Err(Error::invalid(field, "must be a JSON object")),
+    }
+}
+
+impl<S: Store> CnapiService<S> {
+    pub fn new(store: Arc<S>, settings: Settings) -> Self {
+        CnapiService {
+            store,
+            settings,
+            agents: Mutex::new(HashMap::new()),
+            alloc_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    async fn server(&self, uuid: Uuid) -> Result<Versioned<ServerRecord>> {
+        self.store
+            .get_server(uuid)
+            .await?
+            .ok_or(Error::ServerNotFound(uuid))
+    }
+
+    /// Read, change, write with the etag read; again on a conflict.
+    async fn modify(
+        &self,
+        uuid: Uuid,
+        mut change: impl FnMut(&mut ServerRecord) -> Result<()>,
+    ) -> Result<(ServerRecord, String)> {
+        for _ in 0..WRITE_ATTEMPTS {
+            let Versioned { mut value, etag } = self.server(uuid).await?;
+            change(&mut value)?;
+            match self.store.put_server(&value, Cond::Is(etag)).await {
+                Ok(etag) => return Ok((value, etag)),
+                Err(Error::EtagConflict) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::EtagConflict)
+    }
+
+    /// One pass of the reconciler: running servers without a heartbeat for the lifetime
+    /// become `unknown`. Returns the servers it marked.
+    pub async fn reconcile(&self) -> Result<Vec<Uuid>> {
+        let now = unix_ms(SystemTime::now());
+        let servers = self.store.list_servers().await?;
+        let stale = status::stale_servers(
+            now,
+            servers.iter().map(|v| &v.value),
+            self.settings.heartbeat_lifetime,
+        );
+        let mut marked = Vec::new();
+        for v in servers {
+            if !stale.contains(&v.value.uuid) {
+                continue;
+            }
+            let mut record = v.value;
+            record.status = "unknown".into();
+            // A heartbeat that lands meanwhile wins: its write changes the etag.
+            match self.store.put_server(&record, Cond::Is(v.etag)).await {
+                Ok(_) => {
+                    tracing::warn!(server_uuid = %record.uuid, hostname = %record.hostname, "no heartbeat: status unknown");
+                    marked.push(record.uuid);
+                }
+                Err(Error::EtagConflict) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(marked)
+    }
+
+    fn agent(&self, server: &ServerRecord) -> Result<CnAgentClient<Channel>> {
+        if server.agent_url.is_empty() {
+            return Err(Error::invalid(
+                "server_uuid",
+                format!("server {} has no cn-agent registered", server.uuid),
+            ));
+        }
+        let mut agents = self.agents.lock().unwrap_or_else(|e| e.into_inner());
+        let channel = match agents.get(&server.agent_url) {
+            Some(c) => c.clone(),
+            None => {
+                let endpoint = Endpoint::from_shared(server.agent_url.clone()).map_err(|e| {
+                    Error::AgentUnreachable {
+                        server: server.uuid,
+                        url: server.agent_url.clone(),
+                        source: e,
+                    }
+                })?;
+                let channel = endpoint
+                    .connect_timeout(Duration::from_secs(5))
+                    .connect_lazy();
+                agents.insert(server.agent_url.clone(), channel.clone());
+                channel
+            }
+        };
+        Ok(CnAgentClient::new(channel))
+    }
+
+    fn agent_error(server: Uuid) -> impl Fn(Status) -> Error {
+        move |status| Error::Agent { server, status }
+    }
+
+    /// The live reservations per server: expired ones and ones already in the server's
+    /// heartbeats are dropped.
+    fn live_reservations(
+        servers: &[ServerRecord],
+        docs: &[Versioned<ReservationDoc>],
+        now_ms: u64,
+    ) -> BTreeMap<Uuid, Vec<ServerVm>> {
+        let mut out = BTreeMap::new();
+        for doc in docs {
+            let seen = servers
+                .iter()
+                .find(|s| s.uuid == doc.value.server_uuid)
+                .map(|s| &s.vms);
+            let live: Vec<ServerVm> = doc
+                .value
+                .reservations
+                .iter()
+                .filter(|r| r.expires_at_ms > now_ms)
+                .filter(|r| seen.is_none_or(|vms| !vms.contains_key(&r.vm.uuid)))
+                .map(|r| r.vm.clone())
+                .collect();
+            if !live.is_empty() {
+                out.insert(doc.value.server_uuid, live);
+            }
+        }
+        out
+    }
+
+    /// Allocation and the reservation that makes it stick.
+    pub async fn allocate(
+        &self,
+        req: &AllocationRequest,
+        ttl: Duration,
+    ) -> Result<allocation::Allocation> {
+        let _one_at_a_time = self.alloc_lock.lock().await;
+        for _ in 0..ALLOCATE_ATTEMPTS {
+            let servers: Vec<ServerRecord> = self
+                .store
+                .list_servers()
+                .await?
+                .into_iter()
+                .map(|v| v.value)
+                .collect();
+            let docs = self.store.list_reservations().await?;
+            let now = unix_ms(SystemTime::now());
+            let reservations = Self::live_reservations(&servers, &docs, now);
+            let seed = u64::from_le_bytes(
+                Uuid::new_v4().as_bytes()[..8]
+                    .try_into()
+                    .expect("a uuid has 16 bytes"),
+            );
+            let chosen =
+                allocation::allocate(&servers, &reservations, req, &self.settings.alloc, seed)
+                    .map_err(|no| Error::NoAllocatableServers {
+                        message: no.to_string(),
+                        reasons: no.reasons.clone(),
+                    })?;
+            // Record the reservation on the chosen server, conditional on the document
+            // the allocation read: if another allocation reserved on that server
+            // meanwhile, the write fails and the allocation runs again with it counted.
+            let existing = docs.iter().find(|d| d.value.server_uuid == chosen.server);
+            let mut doc = existing.map(|d| d.value.clone()).unwrap_or(ReservationDoc {
+                server_uuid: chosen.server,
+                reservations: Vec::new(),
+            });
+            let vm = req.as_server_vm();
+            let still_live = reservations.get(&chosen.server);
+            doc.reservations.retain(|r| {
+                r.vm.uuid != vm.uuid
+                    && still_live.is_some_and(|l| l.iter().any(|v| v.uuid == r.vm.uuid))
+            });
+            doc.reservations.push(Reservation {
+                vm,
+                expires_at_ms: now + ttl.as_millis() as u64,
+            });
+            let cond = match existing {
+                Some(d) => Cond::Is(d.etag.clone()),
+                None => Cond::MustNotExist,
+            };
+            match self.store.put_reservations(&doc, cond).await {
+                Ok(_) => {
+                    tracing::info!(vm_uuid = %req.vm.vm_uuid, server_uuid = %chosen.server, "allocated");
+                    return Ok(chosen);
+                }
+                Err(Error::EtagConflict) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::EtagConflict)
+    }
+
+    pub async fn release(&self, vm_uuid: &str, server: Option<Uuid>) -> Result<bool> {
+        for _ in 0..WRITE_ATTEMPTS {
+            let docs = self.store.list_reservations().await?;
+            let Some(doc) = docs.into_iter().find(|d| {
+                server.is_none_or(|s| s == d.value.server_uuid)
+                    && d.value.reservations.iter().any(|r| r.vm.uuid == vm_uuid)
+            }) else {
+                return Ok(false);
+            };
+            let mut value = doc.value;
+            value.reservations.retain(|r| r.vm.uuid != vm_uuid);
+            match self
+                .store
+                .put_reservations(&value, Cond::Is(doc.etag))
+                .await
+            {
+                Ok(_) => return Ok(true),
+                Err(Error::EtagConflict) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::EtagConflict)
+    }
+
+    async fn heartbeat(&self, req: &pb::HeartbeatRequest) -> Result<()> {
+        let uuid = parse_uuid("server_uuid", &req.server_uuid)?;
+        let now = SystemTime::now();
+        for _ in 0..WRITE_ATTEMPTS {
+            let Versioned { value, etag } = self.server(uuid).await?;
+            let mut next = value.clone();
+            apply_heartbeat(&mut next, req, now);
+            // Keep the stored heartbeat time fresh enough for the staleness rule even
+            // when nothing else changed.
+            let refresh_ms = self.settings.heartbeat_lifetime.as_millis() as u64 / 3;
+            if !materially_changed(&value, &next)
+                && next
+                    .last_heartbeat_ms
+                    .saturating_sub(value.last_heartbeat_ms)
+                    < refresh_ms
+            {
+                return Ok(());
+            }
+            if value.status != "running" {
+                tracing::info!(server_uuid = %uuid, "heartbeat: status running");
+            }
+            match self.store.put_server(&next, Cond::Is(etag)).await {
+                Ok(_) => return Ok(()),
+                Err(Error::EtagConflict) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::EtagConflict)
+    }
+
+    async fn register(&self, req: &pb::RegisterServerRequest) -> Result<ServerRecord> {
+        let sysinfo: Value = serde_json::from_str(&req.sysinfo_json)
+            .map_err(|_| Error::invalid("sysinfo_json", "is not JSON"))?;
+        let uuid = status::sysinfo_uuid(&sysinfo)?;
+        let datacenter = if req.datacenter.is_empty() {
+            self.settings.datacenter.clone()
+        } else {
+            req.datacenter.clone()
+        };
+        for _ in 0..WRITE_ATTEMPTS {
+            let existing = self.store.get_server(uuid).await?;
+            let (old, cond) = match existing {
+                Some(v) => (Some(v.value), Cond::Is(v.etag)),
+                None => (None, Cond::MustNotExist),
+            };
+            let created = old.is_none();
+            let mut record = apply_sysinfo(
+                old,
+                sysinfo.clone(),
+                &req.agent_url,
+                &datacenter,
+                SystemTime::now(),
+            )?;
+            if created && self.settings.auto_setup {
+                record.setup = true;
+            }
+            match self.store.put_server(&record, cond).await {
+                Ok(_) => {
+                    if created {
+                        tracing::info!(server_uuid = %uuid, hostname = %record.hostname, "new server registered");
+                    }
+                    return Ok(record);
+                }
+                Err(Error::EtagConflict) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::EtagConflict)
+    }
+}
+
+// ---------------------------------------------------------------- wire conversions
+
+pub fn server_to_pb(s: &ServerRecord, etag: &str) -> pb::Server {
+    pb::Server {
+        uuid: s.uuid.to_string(),
+        hostname: s.hostname.clone(),
+        datacenter: s.datacenter.clone(),
+        status: s.status.clone(),
+        transitional_status: s.transitional_status.clone(),
+        setup: s.setup,
+        setting_up: s.setting_up,
+        headnode: s.headnode,
+        reserved: s.reserved,
+        reservoir: s.reservoir,
+        reservation_ratio: s.reservation_ratio,
+        overprovision_ratios: s.overprovision_ratios.map(|r| pb::OverprovisionRatios {
+            cpu: r.cpu,
+            ram: r.ram,
+            disk: r.disk,
+        }),
+        traits_json: Value::Object(s.traits.clone()).to_string(),
+        sysinfo_json: s.sysinfo.to_string(),
+        ram: s.ram,
+        memory_total_bytes: s.memory_total_bytes,
+        memory_available_bytes: s.memory_available_bytes,
+        memory_arc_bytes: s.memory_arc_bytes,
+        memory_provisionable_bytes: s.memory_provisionable_bytes,
+        disk_pool_size_bytes: s.disk_pool_size_bytes,
+        disk_pool_alloc_bytes: s.disk_pool_alloc_bytes,
+        disk_installed_images_used_bytes: s.disk_installed_images_used_bytes,
+        disk_zone_quota_bytes: s.disk_zone_quota_bytes,
+        disk_zone_quota_used_bytes: s.disk_zone_quota_used_bytes,
+        disk_system_used_bytes: s.disk_system_used_bytes,
+        last_heartbeat: s.last_heartbeat.clone().unwrap_or_default(),
+        last_boot: s.last_boot.clone().unwrap_or_default(),
+        created: s.created.clone(),
+        current_platform: s.current_platform.clone(),
+        boot_platform: s.boot_platform.clone(),
+        rack_identifier: s.rack_identifier.clone(),
+        comments: s.comments.clone(),
+        next_reboot: s.next_reboot.clone(),
+        vms: s
+            .vms
+            .iter()
+            .map(|(k, vm)| {
+                (
+                    k.clone(),
+                    pb::ServerVm {
+                        uuid: vm.uuid.clone(),
+                        owner_uuid: vm.owner_uuid.clone(),
+                        alias: vm.alias.clone(),
+                        brand: vm.brand.clone(),
+                        state: vm.state.clone(),
+                        max_physical_memory: vm.max_physical_memory,
+                        quota: vm.quota,
+                        cpu_cap: vm.cpu_cap.unwrap_or(0),
+                        last_modified: vm.last_modified.clone(),
+                        tags: vm.tags.clone().into_iter().collect(),
+                    },
+                )
+            })
+            .collect(),
+        agent_url: s.agent_url.clone(),
+        nic_tags: s.nic_tags.clone(),
+        etag: etag.to_string(),
+    }
+}
+
+fn ratio(field: &str, value: f64) -> Result<Option<f64>> {
+    if value == 0.0 {
+        Ok(None)
+    } else if value.is_finite() && value > 0.0 {
+        Ok(Some(value))
+    } else {
+        Err(Error::invalid(field, "must be a positive number"))
+    }
+}
+
+pub fn allocation_request_from_pb(req: &pb::AllocateRequest) -> Result<AllocationRequest> {
+    let vm = req
+        .vm
+        .as_ref()
+        .ok_or_else(|| Error::invalid("vm", "is required"))?;
+    if vm.owner_uuid.is_empty() {
+        return Err(Error::invalid("vm.owner_uuid", "is required"));
+    }
+    let package = req
+        .package
+        .as_ref()
+        .map(|p| -> Result<PackageRequest> {
+            Ok(PackageRequest {
+                uuid: (!p.uuid.is_empty())
+                    .then(|| parse_uuid("package.uuid", &p.uuid))
+                    .transpose()?,
+                max_physical_memory: p.max_physical_memory,
+                quota: p.quota,
+                cpu_cap: (p.cpu_cap > 0).then_some(p.cpu_cap),
+                traits: parse_json_object("package.traits_json", &p.traits_json)?,
+                overprovision_cpu: ratio("package.overprovision_cpu", p.overprovision_cpu)?,
+                overprovision_ram: ratio("package.overprovision_ram", p.overprovision_ram)?,
+                overprovision_disk: ratio("package.overprovision_disk", p.overprovision_disk)?,
+                alloc_server_spread: p.alloc_server_spread.clone(),
+            })
+        })
+        .transpose()?;
+    let affinity = vm
+        .affinity
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let op = match r.operator.as_str() {
+                "==" => AffinityOp::Equal,
+                "!=" => AffinityOp::NotEqual,
+                other => {
+                    return Err(Error::invalid(
+                        &format!("vm.affinity[{i}].operator"),
+                        format!("{other:?} is not == or !="),
+                    ));
+                }
+            };
+            Ok(AffinityRule {
+                key: r.key.clone(),
+                op,
+                value: r.value.clone(),
+                is_soft: r.is_soft,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let out = AllocationRequest {
+        vm: VmRequest {
+            vm_uuid: parse_uuid("vm.vm_uuid", &vm.vm_uuid)?,
+            owner_uuid: vm.owner_uuid.clone(),
+            ram: vm.ram,
+            quota: vm.quota,
+            cpu_cap: (vm.cpu_cap > 0).then_some(vm.cpu_cap),
+            brand: vm.brand.clone(),
+            traits: parse_json_object("vm.traits_json", &vm.traits_json)?,
+            locality: vm.locality.as_ref().map(|l| Locality {
+                near: l.near.clone(),
+                far: l.far.clone(),
+                strict: l.strict,
+            }),
+            affinity,
+            internal_metadata: vm.internal_metadata.clone().into_iter().collect(),
+        },
+        image: req
+            .image
+            .as_ref()
+            .map(|i| -> Result<ImageRequest> {
+                Ok(ImageRequest {
+                    uuid: (!i.uuid.is_empty())
+                        .then(|| parse_uuid("image.uuid", &i.uuid))
+                        .transpose()?,
+                    traits: parse_json_object("image.traits_json", &i.traits_json)?,
+                    min_platform: i.min_platform.clone(),
+                    max_platform: i.max_platform.clone(),
+                })
+            })
+            .transpose()?
+            .unwrap_or_default(),
+        package,
+        nic_tags: req.nic_tags.clone(),
+        nic_tag_requirements: req
+            .nic_tag_requirements
+            .iter()
+            .map(|a| a.tags.clone())
+            .collect(),
+        servers: req
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| parse_uuid(&format!("servers[{i}]"), s))
+            .collect::<Result<_>>()?,
+    };
+    if out.ram() == 0 {
+        return Err(Error::invalid(
+            "vm.ram",
+            "is required (or package.max_physical_memory)",
+        ));
+    }
+    Ok(out)
+}
+
+fn keep(s: &ServerRecord, f: &pb::ListServersRequest) -> bool {
+    (f.uuids.is_empty() || f.uuids.iter().any(|u| *u == s.uuid.to_string()))
+        && f.setup.is_none_or(|v| v == s.setup)
+        && f.headnode.is_none_or(|v| v == s.headnode)
+        && f.reserved.is_none_or(|v| v == s.reserved)
+        && f.reservoir.is_none_or(|v| v == s.reservoir)
+        && (f.hostname.is_empty() || f.hostname == s.hostname)
+        && (f.status.is_empty() || f.status == s.status)
+}
+
+type Reply<T> = std::result::Result<Response<T>, Status>;
+
+fn st<T>(r: Result<T>) -> std::result::Result<T, Status> {
+    r.map_err(|e| {
+        if matches!(e, Error::Store(_) | Error::Json { .. }) {
+            tracing::error!(error = %e, "storage failure");
+        }
+        e.to_status()
+    })
+}
+
+#[tonic::async_trait]
+impl<S: Store> Cnapi for CnapiService<S> {
+    async fn list_servers(
+        &self,
+        request: Request<pb::ListServersRequest>,
+    ) -> Reply<pb::ListServersResponse> {
+        let f = request.into_inner();
+        let limit = match f.limit {
+            0 => MAX_LIMIT,
+            n => n.min(MAX_LIMIT),
+        } as usize;
+        let mut servers = st(self.store.list_servers().await)?;
+        servers.sort_by(|a, b| {
+            a.value
+                .hostname
+                .cmp(&b.value.hostname)
+                .then(a.value.uuid.cmp(&b.value.uuid))
+        });
+        let servers = servers
+            .iter()
+            .filter(|v| keep(&v.value, &f))
+            .skip(f.offset as usize)
+            .take(limit)
+            .map(|v| server_to_pb(&v.value, &v.etag))
+            .collect();
+        Ok(Response::new(pb::ListServersResponse { servers }))
+    }
+
+    async fn get_server(&self, request: Request<pb::GetServerRequest>) -> Reply<pb::Server> {
+        let uuid = st(parse_uuid("uuid", &request.into_inner().uuid))?;
+        let v = st(self.server(uuid).await)?;
+        Ok(Response::new(server_to_pb(&v.value, &v.etag)))
+    }
+
+    async fn update_server(&self, request: Request<pb::UpdateServerRequest>) -> Reply<pb::Server> {
+        let req = request.into_inner();
+        let uuid = st(parse_uuid("uuid", &req.uuid))?;
+        let traits = st(req
+            .traits_json
+            .as_deref()
+            .map(|t| parse_json_object("traits_json", t).map(|o| o.unwrap_or_default()))
+            .transpose())?;
+        if let Some(r) = req.reservation_ratio
+            && !(0.0..1.0).contains(&r)
+        {
+            return Err(Error::invalid("reservation_ratio", "must be in [0, 1)").to_status());
+        }
+        let ratios = match &req.overprovision_ratios {
+            Some(r) => {
+                for (field, v) in [("cpu", r.cpu), ("ram", r.ram), ("disk", r.disk)] {
+                    if !(v.is_finite() && v > 0.0) {
+                        return Err(Error::invalid(
+                            &format!("overprovision_ratios.{field}"),
+                            "must be a positive number",
+                        )
+                        .to_status());
+                    }
+                }
+                Some(OverprovisionRatios {
+                    cpu: r.cpu,
+                    ram: r.ram,
+                    disk: r.disk,
+                })
+            }
+            None => None,
+        };
+        let (record, etag) = st(self
+            .modify(uuid, |s| {
+                if let Some(v) = req.reserved {
+                    s.reserved = v;
+                }
+                if let Some(v) = req.reservoir {
+                    s.reservoir = v;
+                }
+                if let Some(t) = &traits {
+                    s.traits = t.clone();
+                }
+                if let Some(r) = ratios {
+                    s.overprovision_ratios = Some(r);
+                }
+                if let Some(r) = req.reservation_ratio {
+                    s.reservation_ratio = r;
+                }
+                if let Some(v) = &req.rack_identifier {
+                    s.rack_identifier = v.clone();
+                }
+                if let Some(v) = &req.comments {
+                    s.comments = v.clone();
+                }
+                if let Some(v) = &req.next_reboot {
+                    s.next_reboot = v.clone();
+                }
+                if let Some(v) = req.headnode {
+                    s.headnode = v;
+                }
+                crate::capacity::refresh(s);
+                Ok(())
+            })
+            .await)?;
+        Ok(Response::new(server_to_pb(&record, &etag)))
+    }
+
+    async fn server_setup(&self, request: Request<pb::ServerSetupRequest>) -> Reply<pb::Server> {
+        let req = request.into_inner();
+        let uuid = st(parse_uuid("uuid", &req.uuid))?;
+        let (record, etag) = st(self
+            .modify(uuid, |s| {
+                if !req.hostname.is_empty() {
+                    if s.setup && s.hostname != req.hostname {
+                        return Err(Error::invalid(
+                            "hostname",
+                            "cannot change once the server is set up",
+                        ));
+                    }
+                    s.hostname = req.hostname.clone();
+                }
+                s.setup = true;
+                s.setting_up = false;
+                Ok(())
+            })
+            .await)?;
+        tracing::info!(server_uuid = %uuid, "server set up");
+        Ok(Response::new(server_to_pb(&record, &etag)))
+    }
+
+    async fn server_reboot(&self, request: Request<pb::ServerRebootRequest>) -> Reply<pb::Server> {
+        let uuid = st(parse_uuid("uuid", &request.into_inner().uuid))?;
+        let (record, etag) = st(self
+            .modify(uuid, |s| {
+                s.transitional_status = "rebooting".into();
+                Ok(())
+            })
+            .await)?;
+        Ok(Response::new(server_to_pb(&record, &etag)))
+    }
+
+    async fn delete_server(
+        &self,
+        request: Request<pb::DeleteServerRequest>,
+    ) -> Reply<pb::DeleteServerResponse> {
+        let uuid = st(parse_uuid("uuid", &request.into_inner().uuid))?;
+        if !st(self.store.delete_server(uuid).await)? {
+            return Err(Error::ServerNotFound(uuid).to_status());
+        }
+        st(self.store.delete_reservations(uuid).await)?;
+        tracing::info!(server_uuid = %uuid, "server deleted");
+        Ok(Response::new(pb::DeleteServerResponse {}))
+    }
+
+    async fn register_server(
+        &self,
+        request: Request<pb::RegisterServerRequest>,
+    ) -> Reply<pb::Server> {
+        let record = st(self.register(&request.into_inner()).await)?;
+        let v = st(self.server(record.uuid).await)?;
+        Ok(Response::new(server_to_pb(&v.value, &v.etag)))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Reply<pb::HeartbeatResponse> {
+        st(self.heartbeat(&request.into_inner()).await)?;
+        Ok(Response::new(pb::HeartbeatResponse {}))
+    }
+
+    async fn allocate(&self, request: Request<pb::AllocateRequest>) -> Reply<pb::AllocateResponse> {
+        let req = request.into_inner();
+        let parsed = st(allocation_request_from_pb(&req))?;
+        let ttl = match req.reservation_ttl_seconds {
+            0 => self.settings.reservation_ttl,
+            s => Duration::from_secs(u64::from(s)),
+        };
+        let chosen = st(self.allocate(&parsed, ttl).await)?;
+        Ok(Response::new(pb::AllocateResponse {
+            server_uuid: chosen.server.to_string(),
+            steps: chosen
+                .steps
+                .into_iter()
+                .map(|s| pb::AllocationStep {
+                    step: s.step,
+                    remaining: s.remaining.iter().map(|u| u.to_string()).collect(),
+                    reasons: s.reasons.into_iter().collect(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn release_reservation(
+        &self,
+        request: Request<pb::ReleaseReservationRequest>,
+    ) -> Reply<pb::ReleaseReservationResponse> {
+        let req = request.into_inner();
+        let server = if req.server_uuid.is_empty() {
+            None
+        } else {
+            Some(st(parse_uuid("server_uuid", &req.server_uuid))?)
+        };
+        let released = st(self.release(&req.vm_uuid, server).await)?;
+        Ok(Response::new(pb::ReleaseReservationResponse { released }))
+    }
+
+    async fn capacity(&self, request: Request<pb::CapacityRequest>) -> Reply<pb::CapacityResponse> {
+        let req = request.into_inner();
+        let wanted: Vec<Uuid> = st(req
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| parse_uuid(&format!("servers[{i}]"), s))
+            .collect::<Result<_>>())?;
+        let servers: Vec<ServerRecord> = st(self.store.list_servers().await)?
+            .into_iter()
+            .map(|v| v.value)
+            .filter(|s| wanted.is_empty() || wanted.contains(&s.uuid))
+            .collect();
+        let docs = st(self.store.list_reservations().await)?;
+        let reservations = Self::live_reservations(&servers, &docs, unix_ms(SystemTime::now()));
+        let capacities = servers
+            .iter()
+            .filter(|s| s.setup && s.status == "running")
+            .map(|s| {
+                let (cpu, ram, disk) = allocation::unreserved(
+                    s,
+                    reservations.get(&s.uuid).map(Vec::as_slice).unwrap_or(&[]),
+                    &self.settings.alloc,
+                );
+                pb::ServerCapacity {
+                    server_uuid: s.uuid.to_string(),
+                    cpu,
+                    ram,
+                    disk,
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::CapacityResponse { capacities }))
+    }
+
+    async fn server_task(&self, request: Request<pb::ServerTaskRequest>) -> Reply<agent_pb::Task> {
+        let req = request.into_inner();
+        let uuid = st(parse_uuid("server_uuid", &req.server_uuid))?;
+        let task = req
+            .task
+            .ok_or_else(|| Error::invalid("task", "is required").to_status())?;
+        let server = st(self.server(uuid).await)?.value;
+        let mut agent = st(self.agent(&server))?;
+        let mut call = Request::new(task);
+        call.set_timeout(AGENT_TIMEOUT);
+        let task = st(agent
+            .create_task(call)
+            .await
+            .map_err(Self::agent_error(uuid)))?;
+        Ok(Response::new(task.into_inner()))
+    }
+
+    async fn get_task(&self, request: Request<pb::GetServerTaskRequest>) -> Reply<agent_pb::Task> {
+        let req = request.into_inner();
+        let uuid = st(parse_uuid("server_uuid", &req.server_uuid))?;
+        let server = st(self.server(uuid).await)?.value;
+        let mut agent = st(self.agent(&server))?;
+        let mut call = Request::new(agent_pb::GetTaskRequest { id: req.task_id });
+        call.set_timeout(AGENT_TIMEOUT);
+        let task = st(agent.get_task(call).await.map_err(Self::agent_error(uuid)))?;
+        Ok(Response::new(task.into_inner()))
+    }
+
+    async fn wait_task(
+        &self,
+        request: Request<pb::WaitServerTaskRequest>,
+    ) -> Reply<agent_pb::Task> {
+        let req = request.into_inner();
+        let uuid = st(parse_uuid("server_uuid", &req.server_uuid))?;
+        let server = st(self.server(uuid).await)?.value;
+        let mut agent = st(self.agent(&server))?;
+        let wait_ms = match req.timeout_ms {
+            0 => MAX_WAIT_MS,
+            ms => ms.min(MAX_WAIT_MS),
+        };
+        let mut call = Request::new(agent_pb::WaitTaskRequest {
+            id: req.task_id,
+            timeout_ms: wait_ms,
+        });
+        call.set_timeout(AGENT_TIMEOUT + Duration::from_millis(u64::from(wait_ms)));
+        let task = st(agent.wait_task(call).await.map_err(Self::agent_error(uuid)))?;
+        Ok(Response::new(task.into_inner()))
+    }
+}

@@ -1,0 +1,341 @@
+//! Where CNAPI keeps its records: Moray (buckets `cnapi_servers` and
+//! `cnapi_reservations`) in production, memory for unit tests. Every write can be
+//! conditional on the etag read, which is what keeps concurrent CNAPIs (and concurrent
+//! requests in one) from clobbering each other or over-committing a server.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use moray_client::{BucketConfig, EtagCondition, FindOptions, IndexDef, MorayClient};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::model::{ServerRecord, ServerVm};
+
+pub const SERVERS_BUCKET: &str = "cnapi_servers";
+pub const RESERVATIONS_BUCKET: &str = "cnapi_reservations";
+/// Version of our bucket schemas; raise it when an index is added.
+const BUCKET_VERSION: u32 = 1;
+/// Most servers one list reads (Moray's find limit).
+const LIST_LIMIT: u64 = 100_000;
+
+/// A value with the etag it was read at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Versioned<T> {
+    pub value: T,
+    pub etag: String,
+}
+
+/// The condition of a write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cond {
+    Any,
+    MustNotExist,
+    Is(String),
+}
+
+/// Instances allocated to a server but not yet seen in its heartbeats.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct ReservationDoc {
+    pub server_uuid: Uuid,
+    pub reservations: Vec<Reservation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    pub vm: ServerVm,
+    /// Unix milliseconds after which the reservation no longer counts.
+    pub expires_at_ms: u64,
+}
+
+pub trait Store: Send + Sync + 'static {
+    fn get_server(
+        &self,
+        uuid: Uuid,
+    ) -> impl Future<Output = Result<Option<Versioned<ServerRecord>>>> + Send;
+    fn list_servers(&self) -> impl Future<Output = Result<Vec<Versioned<ServerRecord>>>> + Send;
+    /// Writes the record if `cond` holds ([`Error::EtagConflict`] otherwise).
+    fn put_server(
+        &self,
+        server: &ServerRecord,
+        cond: Cond,
+    ) -> impl Future<Output = Result<String>> + Send;
+    /// Whether there was a record.
+    fn delete_server(&self, uuid: Uuid) -> impl Future<Output = Result<bool>> + Send;
+    fn list_reservations(
+        &self,
+    ) -> impl Future<Output = Result<Vec<Versioned<ReservationDoc>>>> + Send;
+    fn put_reservations(
+        &self,
+        doc: &ReservationDoc,
+        cond: Cond,
+    ) -> impl Future<Output = Result<String>> + Send;
+    fn delete_reservations(&self, server: Uuid) -> impl Future<Output = Result<()>> + Send;
+}
+
+fn to_json<T: Serialize>(what: &str, value: &T) -> Result<serde_json::Value> {
+    serde_json::to_value(value).map_err(|source| Error::Json {
+        what: what.to_string(),
+        source,
+    })
+}
+
+fn from_json<T: for<'de> Deserialize<'de>>(what: &str, value: serde_json::Value) -> Result<T> {
+    serde_json::from_value(value).map_err(|source| Error::Json {
+        what: what.to_string(),
+        source,
+    })
+}
+
+// ---------------------------------------------------------------- memory
+
+/// Records in memory, with etags: for unit tests and a CNAPI without Moray.
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<MemoryInner>>,
+}
+
+#[derive(Default)]
+struct MemoryInner {
+    servers: BTreeMap<Uuid, (serde_json::Value, String)>,
+    reservations: BTreeMap<Uuid, (serde_json::Value, String)>,
+}
+
+impl MemoryStore {
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn check(current: Option<&String>, cond: &Cond) -> Result<()> {
+    match (cond, current) {
+        (Cond::Any, _) | (Cond::MustNotExist, None) => Ok(()),
+        (Cond::Is(want), Some(have)) if want == have => Ok(()),
+        _ => Err(Error::EtagConflict),
+    }
+}
+
+impl Store for MemoryStore {
+    async fn get_server(&self, uuid: Uuid) -> Result<Option<Versioned<ServerRecord>>> {
+        let found = self.lock().servers.get(&uuid).cloned();
+        found
+            .map(|(v, etag)| {
+                Ok(Versioned {
+                    value: from_json("server", v)?,
+                    etag,
+                })
+            })
+            .transpose()
+    }
+
+    async fn list_servers(&self) -> Result<Vec<Versioned<ServerRecord>>> {
+        let all: Vec<_> = self.lock().servers.values().cloned().collect();
+        all.into_iter()
+            .map(|(v, etag)| {
+                Ok(Versioned {
+                    value: from_json("server", v)?,
+                    etag,
+                })
+            })
+            .collect()
+    }
+
+    async fn put_server(&self, server: &ServerRecord, cond: Cond) -> Result<String> {
+        let value = to_json("server", server)?;
+        let mut inner = self.lock();
+        check(inner.servers.get(&server.uuid).map(|(_, e)| e), &cond)?;
+        let etag = Uuid::new_v4().simple().to_string();
+        inner.servers.insert(server.uuid, (value, etag.clone()));
+        Ok(etag)
+    }
+
+    async fn delete_server(&self, uuid: Uuid) -> Result<bool> {
+        Ok(self.lock().servers.remove(&uuid).is_some())
+    }
+
+    async fn list_reservations(&self) -> Result<Vec<Versioned<ReservationDoc>>> {
+        let all: Vec<_> = self.lock().reservations.values().cloned().collect();
+        all.into_iter()
+            .map(|(v, etag)| {
+                Ok(Versioned {
+                    value: from_json("reservations", v)?,
+                    etag,
+                })
+            })
+            .collect()
+    }
+
+    async fn put_reservations(&self, doc: &ReservationDoc, cond: Cond) -> Result<String> {
+        let value = to_json("reservations", doc)?;
+        let mut inner = self.lock();
+        check(
+            inner.reservations.get(&doc.server_uuid).map(|(_, e)| e),
+            &cond,
+        )?;
+        let etag = Uuid::new_v4().simple().to_string();
+        inner
+            .reservations
+            .insert(doc.server_uuid, (value, etag.clone()));
+        Ok(etag)
+    }
+
+    async fn delete_reservations(&self, server: Uuid) -> Result<()> {
+        self.lock().reservations.remove(&server);
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- moray
+
+/// Records in Moray.
+#[derive(Clone)]
+pub struct MorayStore {
+    moray: MorayClient,
+}
+
+fn moray_error(e: moray_client::MorayError) -> Error {
+    if e.name() == "EtagConflictError" {
+        Error::EtagConflict
+    } else {
+        Error::Store(e.to_string())
+    }
+}
+
+fn etag(cond: Cond) -> EtagCondition {
+    match cond {
+        Cond::Any => EtagCondition::Any,
+        Cond::MustNotExist => EtagCondition::MustNotExist,
+        Cond::Is(e) => EtagCondition::Is(e),
+    }
+}
+
+impl MorayStore {
+    /// Connects and creates (or upgrades) the buckets.
+    pub async fn connect(url: &str) -> Result<MorayStore> {
+        let moray = MorayClient::connect(url).await.map_err(moray_error)?;
+        let servers = BucketConfig::versioned(BUCKET_VERSION)
+            .with_index("uuid", IndexDef::unique("string"))
+            .with_index("hostname", IndexDef::new("string"))
+            .with_index("datacenter", IndexDef::new("string"))
+            .with_index("status", IndexDef::new("string"))
+            .with_index("setup", IndexDef::new("boolean"))
+            .with_index("headnode", IndexDef::new("boolean"))
+            .with_index("reserved", IndexDef::new("boolean"))
+            .with_index("reservoir", IndexDef::new("boolean"));
+        moray
+            .put_bucket(SERVERS_BUCKET, &servers)
+            .await
+            .map_err(moray_error)?;
+        let reservations = BucketConfig::versioned(BUCKET_VERSION)
+            .with_index("server_uuid", IndexDef::unique("string"));
+        moray
+            .put_bucket(RESERVATIONS_BUCKET, &reservations)
+            .await
+            .map_err(moray_error)?;
+        Ok(MorayStore { moray })
+    }
+}
+
+impl Store for MorayStore {
+    async fn get_server(&self, uuid: Uuid) -> Result<Option<Versioned<ServerRecord>>> {
+        let object = self
+            .moray
+            .get_object(SERVERS_BUCKET, &uuid.to_string())
+            .await
+            .map_err(moray_error)?;
+        object
+            .map(|o| {
+                Ok(Versioned {
+                    value: from_json("server", o.value)?,
+                    etag: o.etag,
+                })
+            })
+            .transpose()
+    }
+
+    async fn list_servers(&self) -> Result<Vec<Versioned<ServerRecord>>> {
+        let objects = self
+            .moray
+            .find_objects(SERVERS_BUCKET, "(uuid=*)", &FindOptions::limit(LIST_LIMIT))
+            .await
+            .map_err(moray_error)?;
+        objects
+            .into_iter()
+            .map(|o| {
+                Ok(Versioned {
+                    value: from_json("server", o.value)?,
+                    etag: o.etag,
+                })
+            })
+            .collect()
+    }
+
+    async fn put_server(&self, server: &ServerRecord, cond: Cond) -> Result<String> {
+        let value = to_json("server", server)?;
+        self.moray
+            .put_object(SERVERS_BUCKET, &server.uuid.to_string(), &value, etag(cond))
+            .await
+            .map_err(moray_error)
+    }
+
+    async fn delete_server(&self, uuid: Uuid) -> Result<bool> {
+        match self
+            .moray
+            .delete_object(SERVERS_BUCKET, &uuid.to_string(), EtagCondition::Any)
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(e) if e.name() == "ObjectNotFoundError" => Ok(false),
+            Err(e) => Err(moray_error(e)),
+        }
+    }
+
+    async fn list_reservations(&self) -> Result<Vec<Versioned<ReservationDoc>>> {
+        let objects = self
+            .moray
+            .find_objects(
+                RESERVATIONS_BUCKET,
+                "(server_uuid=*)",
+                &FindOptions::limit(LIST_LIMIT),
+            )
+            .await
+            .map_err(moray_error)?;
+        objects
+            .into_iter()
+            .map(|o| {
+                Ok(Versioned {
+                    value: from_json("reservations", o.value)?,
+                    etag: o.etag,
+                })
+            })
+            .collect()
+    }
+
+    async fn put_reservations(&self, doc: &ReservationDoc, cond: Cond) -> Result<String> {
+        let value = to_json("reservations", doc)?;
+        self.moray
+            .put_object(
+                RESERVATIONS_BUCKET,
+                &doc.server_uuid.to_string(),
+                &value,
+                etag(cond),
+            )
+            .await
+            .map_err(moray_error)
+    }
+
+    async fn delete_reservations(&self, server: Uuid) -> Result<()> {
+        match self
+            .moray
+            .delete_object(RESERVATIONS_BUCKET, &server.to_string(), EtagCondition::Any)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if e.name() == "ObjectNotFoundError" => Ok(()),
+            Err(e) => Err(moray_error(e)),
+        }
+    }
+}

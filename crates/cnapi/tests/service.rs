@@ -1,0 +1,608 @@
+//! CNAPI end to end: real cn-agents (sim backend) registering and heartbeating over gRPC,
+//! status going `unknown` when heartbeats stop, allocation with reservations that never
+//! over-commit a server even with two CNAPIs, tasks forwarded to the agents, and the
+//! records in a real Moray on a real PostgreSQL.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cn_agent::agent::AgentOptions;
+use cn_agent::sim::{SimBackend, SimConfig};
+use cn_agent::sysinfo::NodeFacts;
+use cnapi::service::Settings;
+use cnapi::store::{MemoryStore, MorayStore, Store};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use triton_proto::cnagent::v1 as agent_pb;
+use triton_proto::cnapi::v1 as pb;
+use triton_proto::cnapi::v1::cnapi_client::CnapiClient;
+use uuid::Uuid;
+
+const MIB: i64 = 1 << 20;
+
+fn fast_settings() -> Settings {
+    Settings {
+        heartbeat_lifetime: Duration::from_millis(1500),
+        reconcile_period: Duration::from_millis(200),
+        ..Default::default()
+    }
+}
+
+async fn client(addr: std::net::SocketAddr) -> CnapiClient<Channel> {
+    CnapiClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect to cnapi")
+}
+
+/// Polls `check` until it holds or `timeout` passes, then fails with `what`.
+async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn start_sim_agent(cnapi_url: &str, n: u32) -> (Uuid, CancellationToken) {
+    let shutdown = CancellationToken::new();
+    let uuid = Uuid::new_v4();
+    let backend = Arc::new(SimBackend::in_memory(SimConfig::default()));
+    let running = cn_agent::agent::start(
+        backend,
+        move |agent_port| NodeFacts::Sim {
+            uuid,
+            hostname: format!("sim{n}"),
+            ram_mib: 16384,
+            cpus: 8,
+            disk_bytes: 1 << 40,
+            nic_tags: vec!["admin".into(), "external".into()],
+            datacenter: "test".into(),
+            agent_port,
+            boot_time: 1_700_000_000,
+        },
+        AgentOptions {
+            cnapi_url: cnapi_url.to_string(),
+            heartbeat_interval: Duration::from_millis(200),
+            ..Default::default()
+        },
+        shutdown.clone(),
+    )
+    .await
+    .expect("start cn-agent");
+    assert_eq!(running.server_uuid, uuid);
+    (uuid, shutdown)
+}
+
+fn alloc_request(ram: u64) -> pb::AllocateRequest {
+    pb::AllocateRequest {
+        vm: Some(pb::AllocVm {
+            vm_uuid: Uuid::new_v4().to_string(),
+            owner_uuid: Uuid::new_v4().to_string(),
+            ram,
+            quota: 10,
+            ..Default::default()
+        }),
+        nic_tags: vec!["admin".into()],
+        ..Default::default()
+    }
+}
+
+async fn server(c: &mut CnapiClient<Channel>, uuid: Uuid) -> pb::Server {
+    c.get_server(pb::GetServerRequest {
+        uuid: uuid.to_string(),
+    })
+    .await
+    .expect("get server")
+    .into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_register_heartbeat_run_tasks_and_go_unknown() {
+    let shutdown = CancellationToken::new();
+    let cnapi = cnapi::app::start(
+        MemoryStore::default(),
+        fast_settings(),
+        "127.0.0.1:0",
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let url = format!("http://{}", cnapi.addr);
+    let mut c = client(cnapi.addr).await;
+    let mut agents = Vec::new();
+    for n in 0..3 {
+        agents.push(start_sim_agent(&url, n).await);
+    }
+
+    // Registered, running, not set up.
+    eventually("three servers running", Duration::from_secs(10), || {
+        let mut c = c.clone();
+        async move {
+            let list = c
+                .list_servers(pb::ListServersRequest::default())
+                .await
+                .unwrap()
+                .into_inner();
+            list.servers.len() == 3 && list.servers.iter().all(|s| s.status == "running")
+        }
+    })
+    .await;
+    let s0 = server(&mut c, agents[0].0).await;
+    assert!(!s0.setup);
+    assert_eq!(s0.hostname, "sim0");
+    assert_eq!(s0.ram, 16384);
+    assert_eq!(s0.nic_tags, vec!["admin", "external"]);
+    assert_eq!(
+        s0.memory_provisionable_bytes,
+        (16384.0 * 0.85 * MIB as f64) as i64
+    );
+    assert!(s0.agent_url.starts_with("http://127.0.0.1:"));
+
+    // Nothing is set up: no allocation, and the error says why for each server.
+    let err = c.allocate(alloc_request(4096)).await.unwrap_err();
+    assert_eq!(
+        triton_common::status::error_name(&err),
+        Some("NoAllocatableServersError")
+    );
+    for (uuid, _) in &agents {
+        assert!(
+            err.message()
+                .contains(&format!("{uuid}: server is not set up")),
+            "{}",
+            err.message()
+        );
+    }
+
+    for (uuid, _) in &agents {
+        let s = c
+            .server_setup(pb::ServerSetupRequest {
+                uuid: uuid.to_string(),
+                hostname: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(s.setup);
+    }
+    let listed = c
+        .list_servers(pb::ListServersRequest {
+            setup: Some(true),
+            hostname: "sim1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.servers.len(), 1);
+    assert_eq!(listed.servers[0].uuid, agents[1].0.to_string());
+
+    // Allocate, then create the instance there through CNAPI's task pass-through.
+    let req = alloc_request(4096);
+    let vm_uuid = req.vm.as_ref().unwrap().vm_uuid.clone();
+    let chosen = c.allocate(req).await.unwrap().into_inner();
+    let target: Uuid = chosen.server_uuid.parse().unwrap();
+    assert!(chosen.steps.iter().any(|s| s.step == "hard-filter-min-ram"));
+    // The reservation already counts in the capacity.
+    let cap = c
+        .capacity(pb::CapacityRequest {
+            servers: vec![target.to_string()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cap.capacities[0].ram, 13926 - 4096);
+    assert_eq!(
+        cap.capacities[0].cpu, 0,
+        "an uncapped reservation takes every CPU"
+    );
+
+    let image = Uuid::new_v4().to_string();
+    let task = c
+        .server_task(pb::ServerTaskRequest {
+            server_uuid: target.to_string(),
+            task: Some(agent_pb::CreateTaskRequest {
+                req_id: "test".into(),
+                task: Some(agent_pb::create_task_request::Task::MachineCreate(
+                    agent_pb::MachineCreate {
+                        spec: Some(agent_pb::InstanceSpec {
+                            uuid: vm_uuid.clone(),
+                            hostname: "web0".into(),
+                            image_uuid: image,
+                            ram: 4096,
+                            autoboot: true,
+                            nics: vec![agent_pb::Nic {
+                                nic_tag: "admin".into(),
+                                ip: "10.99.0.5".into(),
+                                netmask: "24".into(),
+                                ..Default::default()
+                            }],
+                            ..Default::default()
+                        }),
+                        image_source: "/images/base.tar.gz".into(),
+                    },
+                )),
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(task.task, "machine_create");
+    let done = c
+        .wait_task(pb::WaitServerTaskRequest {
+            server_uuid: target.to_string(),
+            task_id: task.id.clone(),
+            timeout_ms: 10_000,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(done.status, "complete", "{done:?}");
+    assert_eq!(done.instance.unwrap().state, "running");
+
+    // The heartbeats bring the instance into the server record.
+    eventually(
+        "the instance in the heartbeat",
+        Duration::from_secs(5),
+        || {
+            let mut c = c.clone();
+            let vm_uuid = vm_uuid.clone();
+            async move {
+                let s = server(&mut c, target).await;
+                s.vms.get(&vm_uuid).is_some_and(|vm| vm.state == "running")
+            }
+        },
+    )
+    .await;
+    let s = server(&mut c, target).await;
+    assert_eq!(
+        s.memory_provisionable_bytes,
+        (16384.0 * 0.85 * MIB as f64) as i64 - 4096 * MIB
+    );
+    // Seen in heartbeats, the reservation no longer counts twice.
+    let cap = c
+        .capacity(pb::CapacityRequest {
+            servers: vec![target.to_string()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cap.capacities[0].ram, 13926 - 4096);
+
+    // A task error from the agent reaches the caller with its name.
+    let err = c
+        .server_task(pb::ServerTaskRequest {
+            server_uuid: target.to_string(),
+            task: Some(agent_pb::CreateTaskRequest {
+                req_id: String::new(),
+                task: Some(agent_pb::create_task_request::Task::MachineBoot(
+                    agent_pb::MachineBoot { uuid: "bad".into() },
+                )),
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        triton_common::status::error_name(&err),
+        Some("ValidationFailedError")
+    );
+
+    // An agent stops: its server goes unknown after the heartbeat lifetime; others stay.
+    let stopped = agents[2].0;
+    agents[2].1.cancel();
+    eventually(
+        "the stopped agent's server unknown",
+        Duration::from_secs(6),
+        || {
+            let mut c = c.clone();
+            async move { server(&mut c, stopped).await.status == "unknown" }
+        },
+    )
+    .await;
+    assert_eq!(server(&mut c, agents[0].0).await.status, "running");
+    let unknown = c
+        .list_servers(pb::ListServersRequest {
+            status: "unknown".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(unknown.servers.len(), 1);
+
+    // An operator deletes a server whose agent still runs: the agent registers again.
+    let deleted = agents[0].0;
+    c.delete_server(pb::DeleteServerRequest {
+        uuid: deleted.to_string(),
+    })
+    .await
+    .unwrap();
+    let err = c
+        .get_server(pb::GetServerRequest {
+            uuid: deleted.to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        triton_common::status::error_name(&err),
+        Some("ResourceNotFoundError")
+    );
+    eventually("the deleted server back", Duration::from_secs(5), || {
+        let mut c = c.clone();
+        async move {
+            c.get_server(pb::GetServerRequest {
+                uuid: deleted.to_string(),
+            })
+            .await
+            .is_ok()
+        }
+    })
+    .await;
+    assert!(!server(&mut c, deleted).await.setup);
+
+    for (_, token) in &agents {
+        token.cancel();
+    }
+    shutdown.cancel();
+}
+
+/// Registers a 16 GiB / 8 CPU server directly (no agent) and sets it up.
+async fn register(c: &mut CnapiClient<Channel>, n: u32) -> Uuid {
+    let uuid = Uuid::new_v4();
+    let sysinfo = json!({
+        "UUID": uuid.to_string(),
+        "Hostname": format!("cn{n}"),
+        "MiB of Memory": "16384",
+        "CPU Online Count": 8,
+        "Network Interfaces": {"eth0": {"NIC Names": ["admin"]}},
+    });
+    c.register_server(pb::RegisterServerRequest {
+        sysinfo_json: sysinfo.to_string(),
+        agent_url: String::new(),
+        datacenter: String::new(),
+    })
+    .await
+    .unwrap();
+    c.server_setup(pb::ServerSetupRequest {
+        uuid: uuid.to_string(),
+        hostname: String::new(),
+    })
+    .await
+    .unwrap();
+    // Give it a disk, as its heartbeats would.
+    c.heartbeat(pb::HeartbeatRequest {
+        server_uuid: uuid.to_string(),
+        vms: vec![],
+        meminfo: Some(pb::MemoryInfo {
+            total_bytes: 16384 << 20,
+            available_bytes: 0,
+            arc_bytes: 0,
+        }),
+        diskinfo: Some(pb::DiskInfo {
+            pool_size_bytes: 1 << 40,
+            ..Default::default()
+        }),
+        boot_time: 1_700_000_000,
+    })
+    .await
+    .unwrap();
+    uuid
+}
+
+/// Two CNAPIs on one store take 16 concurrent allocations of 4 GiB for two servers
+/// with room for three each: exactly six succeed, three per server.
+async fn concurrent_allocations_never_overcommit<S: Store + Clone>(store: S, other: S) {
+    let shutdown = CancellationToken::new();
+    let settings = Settings {
+        heartbeat_lifetime: Duration::from_secs(600),
+        ..Default::default()
+    };
+    let a = cnapi::app::start(store, settings.clone(), "127.0.0.1:0", shutdown.clone())
+        .await
+        .unwrap();
+    let b = cnapi::app::start(other, settings, "127.0.0.1:0", shutdown.clone())
+        .await
+        .unwrap();
+    let mut ca = client(a.addr).await;
+    let cb = client(b.addr).await;
+    let s1 = register(&mut ca, 1).await;
+    let s2 = register(&mut ca, 2).await;
+
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..16 {
+        let mut c = if i % 2 == 0 { ca.clone() } else { cb.clone() };
+        calls.spawn(async move { c.allocate(alloc_request(4096)).await });
+    }
+    let mut placed: BTreeMap<String, usize> = BTreeMap::new();
+    let mut refused = 0;
+    while let Some(r) = calls.join_next().await {
+        match r.unwrap() {
+            Ok(ok) => *placed.entry(ok.into_inner().server_uuid).or_default() += 1,
+            Err(status) => {
+                assert_eq!(
+                    triton_common::status::error_name(&status),
+                    Some("NoAllocatableServersError"),
+                    "{status:?}"
+                );
+                assert!(
+                    status.message().contains("unreserved RAM"),
+                    "{}",
+                    status.message()
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(placed.get(&s1.to_string()), Some(&3), "{placed:?}");
+    assert_eq!(placed.get(&s2.to_string()), Some(&3), "{placed:?}");
+    assert_eq!(refused, 10);
+
+    // The servers are full: one more is refused, and the capacity shows what is left.
+    let mut one = alloc_request(4096);
+    one.servers = vec![s1.to_string()];
+    assert!(ca.allocate(one.clone()).await.is_err());
+    let cap = ca
+        .capacity(pb::CapacityRequest {
+            servers: vec![s1.to_string()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cap.capacities[0].ram, 13926 - 3 * 4096);
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_allocations_in_memory() {
+    let store = MemoryStore::default();
+    concurrent_allocations_never_overcommit(store.clone(), store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reservations_release_and_expire() {
+    let shutdown = CancellationToken::new();
+    let cnapi = cnapi::app::start(
+        MemoryStore::default(),
+        Settings::default(),
+        "127.0.0.1:0",
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let mut c = client(cnapi.addr).await;
+    let s = register(&mut c, 1).await;
+    let mut big = alloc_request(12_000);
+    let vm = big.vm.as_ref().unwrap().vm_uuid.clone();
+    big.reservation_ttl_seconds = 600;
+    c.allocate(big.clone()).await.unwrap();
+    assert!(c.allocate(alloc_request(12_000)).await.is_err());
+    let released = c
+        .release_reservation(pb::ReleaseReservationRequest {
+            vm_uuid: vm.clone(),
+            server_uuid: s.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(released.released);
+    assert!(
+        !c.release_reservation(pb::ReleaseReservationRequest {
+            vm_uuid: vm,
+            server_uuid: String::new()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .released
+    );
+    // A reservation with a 1 s lifetime stops counting after it.
+    let mut short = alloc_request(12_000);
+    short.reservation_ttl_seconds = 1;
+    c.allocate(short).await.unwrap();
+    assert!(c.allocate(alloc_request(12_000)).await.is_err());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    c.allocate(alloc_request(12_000)).await.unwrap();
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_live_in_moray() {
+    let pg = triton_testkit::Postgres::start().expect("start PostgreSQL");
+    let url = pg.create_database("moray").expect("createdb");
+    let shutdown = CancellationToken::new();
+    let moray = moray::start(
+        moray::Config {
+            listen: "127.0.0.1:0".into(),
+            postgres_url: url,
+            ..Default::default()
+        },
+        shutdown.clone(),
+    )
+    .await
+    .expect("start moray");
+    let moray_url = format!("tcp://{}", moray.addr);
+
+    // Two CNAPIs, each with its own Moray connection: etags are all that keeps them apart.
+    let a = MorayStore::connect(&moray_url).await.unwrap();
+    let b = MorayStore::connect(&moray_url).await.unwrap();
+    concurrent_allocations_never_overcommit(a, b).await;
+
+    // Operator updates and a restart of CNAPI: the record is in Moray.
+    let store = MorayStore::connect(&moray_url).await.unwrap();
+    let first = cnapi::app::start(store, Settings::default(), "127.0.0.1:0", shutdown.clone())
+        .await
+        .unwrap();
+    let mut c = client(first.addr).await;
+    let uuid = register(&mut c, 9).await;
+    let updated = c
+        .update_server(pb::UpdateServerRequest {
+            uuid: uuid.to_string(),
+            reserved: Some(true),
+            traits_json: Some(r#"{"ssd": true}"#.into()),
+            reservation_ratio: Some(0.25),
+            overprovision_ratios: Some(pb::OverprovisionRatios {
+                cpu: 4.0,
+                ram: 1.0,
+                disk: 1.0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(updated.reserved);
+    assert_eq!(updated.memory_provisionable_bytes, 16384 * 3 / 4 * MIB);
+    let bad = c
+        .update_server(pb::UpdateServerRequest {
+            uuid: uuid.to_string(),
+            traits_json: Some("[1]".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        triton_common::status::error_name(&bad),
+        Some("ValidationFailedError")
+    );
+
+    let second = cnapi::app::start(
+        MorayStore::connect(&moray_url).await.unwrap(),
+        Settings::default(),
+        "127.0.0.1:0",
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let mut c2 = client(second.addr).await;
+    let s = server(&mut c2, uuid).await;
+    assert!(s.reserved && s.setup);
+    assert_eq!(s.traits_json, r#"{"ssd":true}"#);
+    assert_eq!(s.reservation_ratio, 0.25);
+    let reserved = c2
+        .list_servers(pb::ListServersRequest {
+            reserved: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reserved.servers.len(), 1);
+    c2.delete_server(pb::DeleteServerRequest {
+        uuid: uuid.to_string(),
+    })
+    .await
+    .unwrap();
+    assert!(
+        c2.get_server(pb::GetServerRequest {
+            uuid: uuid.to_string()
+        })
+        .await
+        .is_err()
+    );
+    shutdown.cancel();
+}

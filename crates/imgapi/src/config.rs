@@ -1,0 +1,60 @@
+//! IMGAPI's configuration: a TOML file, every key overridable by `IMGAPI_<KEY>`
+//! (see [`triton_common::config`]).
+
+use serde::{Deserialize, Serialize};
+
+/// Default gRPC listen address (one port per service on a CoaL host, next to Moray's
+/// 2020 and NAPI's 2023).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:2024";
+/// Default plain-HTTP listen address, for compute nodes fetching image files with curl.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8081";
+pub const DEFAULT_MORAY_URL: &str = "tcp://127.0.0.1:2020";
+/// Where image files live (`<data_dir>/images/<uuid>/file`) and uploads are staged
+/// (`<data_dir>/tmp`); the same file system, so finishing an upload is a rename.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/triton/imgapi";
+/// IMGAPI's limit on an image file: 20 GiB (`MAX_IMAGE_SIZE`).
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 20 * 1024 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// gRPC listen address (`IMGAPI_LISTEN`); port 0 picks a free one.
+    pub listen: String,
+    /// HTTP listen address for `GET /images/:uuid/file` (`IMGAPI_HTTP_LISTEN`).
+    pub http_listen: String,
+    /// Moray holding the `imgapi_images` bucket (`IMGAPI_MORAY_URL`).
+    pub moray_url: String,
+    /// Image files and upload staging (`IMGAPI_DATA_DIR`); created at start-up.
+    pub data_dir: String,
+    /// Largest image file accepted, bytes (`IMGAPI_MAX_FILE_BYTES`).
+    pub max_file_bytes: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: DEFAULT_LISTEN.to_string(),
+            http_listen: DEFAULT_HTTP_LISTEN.to_string(),
+            moray_url: DEFAULT_MORAY_URL.to_string(),
+            data_dir: DEFAULT_DATA_DIR.to_string(),
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_overrides_defaults() {
+        let env = vec![
+            ("IMGAPI_DATA_DIR".to_string(), "/tmp/x".to_string()),
+            ("IMGAPI_MAX_FILE_BYTES".to_string(), "10".to_string()),
+        ];
+        let c: Config = triton_common::config::load_from("imgapi", None, &env).unwrap();
+        assert_eq!(c.data_dir, "/tmp/x");
+        assert_eq!(c.max_file_bytes, 10);
+        assert_eq!(c.http_listen, DEFAULT_HTTP_LISTEN);
+    }
+}

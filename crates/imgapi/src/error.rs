@@ -1,0 +1,234 @@
+//! IMGAPI's one error type, mapped once to a gRPC status and to the REST body
+//! `{"code", "message"}` with IMGAPI's names and HTTP statuses.
+
+use std::fmt;
+
+use tonic::{Code, Status};
+use triton_common::status::named;
+
+/// Why one manifest or request field was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    /// `Missing` or `Invalid`, as IMGAPI's `errors[].code`.
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            code: "Invalid",
+            message: message.into(),
+        }
+    }
+
+    pub fn missing(field: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            code: "Missing",
+            message: "is required".into(),
+        }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Validation(Vec<FieldError>),
+
+    #[error("{kind} {id} not found")]
+    NotFound { kind: &'static str, id: String },
+
+    #[error("image uuid {0} already exists")]
+    UuidExists(String),
+
+    #[error("image {0} is already activated")]
+    AlreadyActivated(String),
+
+    #[error("image {0} cannot be activated: it has no file")]
+    NoActivationNoFile(String),
+
+    #[error("image {0} is activated: its file cannot change")]
+    FilesImmutable(String),
+
+    #[error("image {uuid} is {state}: only an activated image can be {action}")]
+    NotActivated {
+        uuid: String,
+        state: String,
+        action: &'static str,
+    },
+
+    #[error("image {uuid} is the origin of image {dependent}")]
+    HasDependents { uuid: String, dependent: String },
+
+    #[error("origin: image {0} does not exist")]
+    OriginDoesNotExist(String),
+
+    #[error("sha1: the file's sha1 is {actual}, expected {expected}")]
+    Checksum { expected: String, actual: String },
+
+    #[error("size: the file is {actual} bytes, expected {expected}")]
+    SizeMismatch { expected: u64, actual: u64 },
+
+    /// The client's upload stream failed or broke the protocol.
+    #[error("upload failed: {0}")]
+    Upload(String),
+
+    #[error("{what}: gave up after {attempts} conflicting concurrent updates; try again")]
+    Contention { what: String, attempts: u32 },
+
+    #[error("Moray {what} failed")]
+    Moray {
+        what: String,
+        #[source]
+        source: moray_client::MorayError,
+    },
+
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("stored {what} is invalid: {reason}")]
+    Corrupt { what: String, reason: String },
+
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    #[error("cannot start the gRPC server")]
+    Serve(#[source] triton_common::grpc::ServeError),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Validation(vec![FieldError::invalid(field, message)])
+    }
+
+    pub fn moray(what: impl Into<String>) -> impl FnOnce(moray_client::MorayError) -> Error {
+        let what = what.into();
+        move |source| Error::Moray { what, source }
+    }
+
+    pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let what = what.into();
+        move |source| Error::Io { what, source }
+    }
+
+    /// IMGAPI's error code.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Error::Validation(_) => "ValidationFailed",
+            Error::NotFound { .. } => "ResourceNotFound",
+            Error::UuidExists(_) => "ImageUuidAlreadyExists",
+            Error::AlreadyActivated(_) => "ImageAlreadyActivated",
+            Error::NoActivationNoFile(_) => "NoActivationNoFile",
+            Error::FilesImmutable(_) => "ImageFilesImmutable",
+            Error::NotActivated { .. } => "ImageNotActivated",
+            Error::HasDependents { .. } => "ImageHasDependentImages",
+            Error::OriginDoesNotExist(_) => "OriginDoesNotExist",
+            Error::Checksum { .. } => "ChecksumError",
+            Error::SizeMismatch { .. } => "SizeMismatch",
+            Error::Contention { .. } => "ConcurrentUpdate",
+            Error::Upload(_) => "UploadError",
+            Error::Moray { source, .. } if source.is_retryable() => "StorageIsDown",
+            _ => "InternalError",
+        }
+    }
+
+    pub fn code(&self) -> Code {
+        match self {
+            Error::Validation(_) | Error::Checksum { .. } | Error::SizeMismatch { .. } => {
+                Code::InvalidArgument
+            }
+            Error::NotFound { .. } => Code::NotFound,
+            Error::UuidExists(_) => Code::AlreadyExists,
+            Error::AlreadyActivated(_)
+            | Error::NoActivationNoFile(_)
+            | Error::FilesImmutable(_)
+            | Error::NotActivated { .. }
+            | Error::HasDependents { .. }
+            | Error::OriginDoesNotExist(_) => Code::FailedPrecondition,
+            Error::Contention { .. } => Code::Aborted,
+            Error::Upload(_) => Code::Cancelled,
+            Error::Moray { source, .. } if source.is_retryable() => Code::Unavailable,
+            _ => Code::Internal,
+        }
+    }
+
+    /// The HTTP status of IMGAPI's REST API for this error.
+    pub fn http_status(&self) -> u16 {
+        match self.code() {
+            Code::InvalidArgument | Code::FailedPrecondition => 422,
+            Code::NotFound => 404,
+            Code::AlreadyExists | Code::Aborted => 409,
+            Code::Unavailable => 503,
+            Code::Cancelled => 400,
+            _ => 500,
+        }
+    }
+
+    /// The message with every cause appended.
+    pub fn full_message(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        text
+    }
+
+    fn log(&self) {
+        if matches!(
+            self,
+            Error::Moray { .. } | Error::Io { .. } | Error::Corrupt { .. }
+        ) {
+            tracing::warn!(error = %self.full_message(), "request failed");
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Status {
+        e.log();
+        named(e.code(), e.name(), e.full_message())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_codes_and_statuses() {
+        let e = Error::Validation(vec![
+            FieldError::invalid("os", "must be one of smartos, linux"),
+            FieldError::missing("owner"),
+        ]);
+        assert_eq!(e.http_status(), 422);
+        let s = Status::from(e);
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert_eq!(
+            s.message(),
+            "ValidationFailed: os: must be one of smartos, linux; owner: is required"
+        );
+        assert_eq!(Error::UuidExists("u".into()).http_status(), 409);
+        assert_eq!(
+            Status::from(Error::NoActivationNoFile("u".into())).message(),
+            "NoActivationNoFile: image u cannot be activated: it has no file"
+        );
+    }
+}

@@ -1,0 +1,93 @@
+//! IMGAPI, the image API of a Triton datacenter: image manifests (v2) in Moray
+//! (`imgapi_images`) and their files on local disk, over gRPC, plus plain HTTP for
+//! compute nodes to download files. See `docs/imgapi.md`.
+
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod files;
+pub mod http;
+pub mod manifest;
+pub mod server;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use triton_proto::imgapi::v1::imgapi_server::ImgapiServer;
+
+pub use app::Imgapi;
+pub use config::Config;
+pub use error::{Error, Result};
+
+/// Largest gRPC request: an upload chunk. Clients send 1 MiB chunks; 8 MiB leaves room.
+const MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
+
+/// A started IMGAPI.
+pub struct Running {
+    /// gRPC address (the real port when the config said 0).
+    pub addr: SocketAddr,
+    /// HTTP file server address.
+    pub http_addr: SocketAddr,
+    /// The gRPC server; ends after shutdown once in-flight requests are done.
+    pub task: JoinHandle<Result<()>>,
+    /// The HTTP server; same.
+    pub http_task: JoinHandle<Result<()>>,
+    pub app: Arc<Imgapi>,
+}
+
+/// Prepares the data directory, connects to Moray, ensures the `imgapi_images`
+/// bucket, and serves gRPC and HTTP until `shutdown` is cancelled.
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
+    if config.max_file_bytes == 0 {
+        return Err(Error::Config("max_file_bytes must be above 0".into()));
+    }
+    let files = files::Files::open(&config.data_dir).await?;
+    let moray = moray_client::MorayClient::connect(&config.moray_url)
+        .await
+        .map_err(Error::moray(format!("connect to {}", config.moray_url)))?;
+    let store = store::Store::new(moray);
+    store.ensure_bucket().await?;
+    let app = Arc::new(Imgapi::new(store, files, config.max_file_bytes));
+
+    let listener = triton_common::grpc::bind(&config.listen)
+        .await
+        .map_err(Error::Serve)?;
+    let addr = listener
+        .local_addr()
+        .map_err(Error::io(format!("cannot read the address of {}", config.listen)))?;
+    let http_listener = tokio::net::TcpListener::bind(&config.http_listen)
+        .await
+        .map_err(Error::io(format!("cannot listen on {}", config.http_listen)))?;
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(Error::io(format!("cannot read the address of {}", config.http_listen)))?;
+
+    let service = ImgapiServer::new(server::ImgapiService::new(app.clone()))
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let routes = Routes::new(service);
+    let grpc_shutdown = shutdown.clone();
+    let task = tokio::spawn(async move {
+        triton_common::grpc::serve(listener, routes, &[server::SERVICE_NAME], grpc_shutdown)
+            .await
+            .map_err(Error::Serve)
+    });
+    let router = http::router(app.clone());
+    let http_task = tokio::spawn(async move {
+        axum::serve(http_listener, router)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+            .map_err(Error::io("HTTP server failed"))
+    });
+    tracing::info!(%addr, %http_addr, data_dir = %config.data_dir, "imgapi started");
+    Ok(Running {
+        addr,
+        http_addr,
+        task,
+        http_task,
+        app,
+    })
+}

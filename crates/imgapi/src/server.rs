@@ -1,0 +1,179 @@
+//! The gRPC service: thin handlers over [`Imgapi`], with the upload streams turned into
+//! a header plus a stream of chunks.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use tokio_util::io::ReaderStream;
+use tonic::{Request, Response, Status, Streaming};
+use triton_proto::imgapi::v1 as proto;
+use triton_proto::imgapi::v1::imgapi_server::Imgapi as ImgapiRpc;
+
+use crate::app::Imgapi;
+use crate::error::Error;
+
+/// Full gRPC service name, for the health service.
+pub const SERVICE_NAME: &str = "triton.imgapi.v1.Imgapi";
+/// Bytes per message when sending a file: well under gRPC's 4 MiB default message cap.
+pub const FILE_CHUNK_BYTES: usize = 1024 * 1024;
+
+pub struct ImgapiService {
+    app: Arc<Imgapi>,
+}
+
+impl ImgapiService {
+    pub fn new(app: Arc<Imgapi>) -> Self {
+        ImgapiService { app }
+    }
+}
+
+type R<T> = Result<Response<T>, Status>;
+
+fn image(m: crate::manifest::Manifest) -> R<proto::Image> {
+    Ok(Response::new(m.into()))
+}
+
+/// The first message of an upload, which must be its header.
+fn header_first<T>(first: Option<T>, header: impl FnOnce(T) -> Option<T::Header>) -> Result<T::Header, Error>
+where
+    T: Part,
+{
+    first
+        .and_then(header)
+        .ok_or_else(|| Error::invalid("header", "the first message of an upload must be its header"))
+}
+
+/// Upload messages: a header or a chunk.
+trait Part {
+    type Header;
+    fn chunk(self) -> Option<Vec<u8>>;
+}
+
+impl Part for proto::ImportImageRequest {
+    type Header = proto::ImportImageHeader;
+    fn chunk(self) -> Option<Vec<u8>> {
+        match self.part {
+            Some(proto::import_image_request::Part::Chunk(c)) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+impl Part for proto::AddImageFileRequest {
+    type Header = proto::AddImageFileHeader;
+    fn chunk(self) -> Option<Vec<u8>> {
+        match self.part {
+            Some(proto::add_image_file_request::Part::Chunk(c)) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// The messages after the header, as file chunks.
+fn chunks<T: Part + Send + 'static>(
+    stream: Streaming<T>,
+) -> impl Stream<Item = Result<Vec<u8>, Error>> + Unpin + Send {
+    stream.map(|m| match m {
+        Ok(m) => m
+            .chunk()
+            .ok_or_else(|| Error::invalid("chunk", "only the first message may be a header")),
+        Err(status) => Err(Error::Upload(status.message().to_string())),
+    })
+}
+
+#[tonic::async_trait]
+impl ImgapiRpc for ImgapiService {
+    async fn ping(&self, _: Request<proto::PingRequest>) -> R<proto::PingResponse> {
+        self.app.ping().await?;
+        Ok(Response::new(proto::PingResponse {
+            status: "OK".into(),
+        }))
+    }
+
+    async fn create_image(&self, r: Request<proto::CreateImageRequest>) -> R<proto::Image> {
+        let manifest = r
+            .into_inner()
+            .manifest
+            .ok_or_else(|| Error::invalid("manifest", "is required"))?;
+        image(self.app.create_image(manifest).await?)
+    }
+
+    async fn import_image(
+        &self,
+        r: Request<Streaming<proto::ImportImageRequest>>,
+    ) -> R<proto::Image> {
+        let mut stream = r.into_inner();
+        let first = stream.message().await?;
+        let header = header_first(first, |m| match m.part {
+            Some(proto::import_image_request::Part::Header(h)) => Some(h),
+            _ => None,
+        })?;
+        image(self.app.import_image(header, chunks(stream)).await?)
+    }
+
+    async fn add_image_file(
+        &self,
+        r: Request<Streaming<proto::AddImageFileRequest>>,
+    ) -> R<proto::Image> {
+        let mut stream = r.into_inner();
+        let first = stream.message().await?;
+        let header = header_first(first, |m| match m.part {
+            Some(proto::add_image_file_request::Part::Header(h)) => Some(h),
+            _ => None,
+        })?;
+        image(self.app.add_image_file(header, chunks(stream)).await?)
+    }
+
+    async fn activate_image(&self, r: Request<proto::ImageRequest>) -> R<proto::Image> {
+        image(self.app.activate_image(&r.into_inner().uuid).await?)
+    }
+
+    async fn disable_image(&self, r: Request<proto::ImageRequest>) -> R<proto::Image> {
+        image(self.app.disable_image(&r.into_inner().uuid).await?)
+    }
+
+    async fn enable_image(&self, r: Request<proto::ImageRequest>) -> R<proto::Image> {
+        image(self.app.enable_image(&r.into_inner().uuid).await?)
+    }
+
+    async fn get_image(&self, r: Request<proto::ImageRequest>) -> R<proto::Image> {
+        image(self.app.get_image(&r.into_inner().uuid).await?)
+    }
+
+    async fn list_images(
+        &self,
+        r: Request<proto::ListImagesRequest>,
+    ) -> R<proto::ListImagesResponse> {
+        let images = self.app.list_images(r.into_inner()).await?;
+        Ok(Response::new(proto::ListImagesResponse {
+            images: images.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    type GetImageFileStream =
+        Pin<Box<dyn Stream<Item = Result<proto::ImageFileChunk, Status>> + Send + 'static>>;
+
+    async fn get_image_file(
+        &self,
+        r: Request<proto::ImageRequest>,
+    ) -> R<Self::GetImageFileStream> {
+        let (_, file) = self.app.open_file(&r.into_inner().uuid).await?;
+        let stream = ReaderStream::with_capacity(file, FILE_CHUNK_BYTES).map(|chunk| {
+            chunk
+                .map(|data| proto::ImageFileChunk {
+                    data: data.to_vec(),
+                })
+                .map_err(|e| Status::from(Error::io("cannot read the image file")(e)))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn delete_image(
+        &self,
+        r: Request<proto::ImageRequest>,
+    ) -> R<proto::DeleteImageResponse> {
+        self.app.delete_image(&r.into_inner().uuid).await?;
+        Ok(Response::new(proto::DeleteImageResponse {}))
+    }
+}

@@ -1,0 +1,97 @@
+//! Moray's configuration: a TOML file, every key overridable by `MORAY_<KEY>`
+//! (see [`triton_common::config`]).
+
+use serde::{Deserialize, Serialize};
+
+/// Default listen address (Triton's Moray port).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:2020";
+/// PostgreSQL connections per Moray process. Triton defaults to 5; more lets one process
+/// keep a 16-way PostgreSQL busy, which is what a 64-client benchmark needs.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16;
+/// Requests waiting for a connection beyond this are refused at once (Triton's
+/// `maxQueueLength`), so an overload shows as errors rather than unbounded memory.
+pub const DEFAULT_MAX_QUEUE: usize = 2000;
+/// Largest serialized object value accepted. PostgreSQL takes up to 1 GB per text field, but
+/// objects are read whole into memory on every get and find, and Triton's consumers keep
+/// them small; 1 MiB fits every Triton object with room to spare.
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
+/// Largest gRPC request accepted (a Batch carries many values).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
+/// Per-request timeout when the request gives none (Triton's documented default).
+pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+/// Time allowed to open one PostgreSQL connection (Triton's template: 4000 ms).
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 4_000;
+/// How long changes stay in the change feed. Consumers that fall further behind must resync.
+pub const DEFAULT_CHANGE_RETENTION_SECS: u64 = 24 * 3600;
+/// How often each Moray numbers and trims the change log even without watchers.
+pub const DEFAULT_CHANGE_TRIM_INTERVAL_SECS: u64 = 60;
+/// How long a bucket's config is trusted without re-reading it. Writes never depend on it
+/// (each put checks the config's mtime in the same statement); a find may use an index
+/// another Moray added a little later than it could.
+pub const DEFAULT_BUCKET_CACHE_TTL_MS: u64 = 60_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// gRPC listen address, host:port (`MORAY_LISTEN`); port 0 picks a free one.
+    pub listen: String,
+    /// PostgreSQL URL in standalone mode (`MORAY_POSTGRES_URL`), e.g.
+    /// `postgres://postgres@127.0.0.1:5432/moray`.
+    pub postgres_url: String,
+    /// Pool size (`MORAY_MAX_CONNECTIONS`).
+    pub max_connections: usize,
+    /// Requests allowed to wait for a connection (`MORAY_MAX_QUEUE`).
+    pub max_queue: usize,
+    /// Largest serialized object value in bytes (`MORAY_MAX_VALUE_BYTES`).
+    pub max_value_bytes: usize,
+    /// Largest gRPC request in bytes (`MORAY_MAX_MESSAGE_BYTES`).
+    pub max_message_bytes: usize,
+    /// Per-request timeout when a request gives none (`MORAY_DEFAULT_TIMEOUT_MS`).
+    pub default_timeout_ms: u64,
+    /// Timeout to open a PostgreSQL connection (`MORAY_CONNECT_TIMEOUT_MS`).
+    pub connect_timeout_ms: u64,
+    /// How long the change feed keeps changes (`MORAY_CHANGE_RETENTION_SECS`).
+    pub change_retention_secs: u64,
+    /// How often the change log is trimmed (`MORAY_CHANGE_TRIM_INTERVAL_SECS`).
+    pub change_trim_interval_secs: u64,
+    /// How long a cached bucket config is used for finds (`MORAY_BUCKET_CACHE_TTL_MS`).
+    pub bucket_cache_ttl_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: DEFAULT_LISTEN.to_string(),
+            postgres_url: String::new(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_queue: DEFAULT_MAX_QUEUE,
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            default_timeout_ms: DEFAULT_TIMEOUT_MS,
+            connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
+            change_retention_secs: DEFAULT_CHANGE_RETENTION_SECS,
+            change_trim_interval_secs: DEFAULT_CHANGE_TRIM_INTERVAL_SECS,
+            bucket_cache_ttl_ms: DEFAULT_BUCKET_CACHE_TTL_MS,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_overrides_defaults() {
+        let env = vec![
+            (
+                "MORAY_POSTGRES_URL".to_string(),
+                "postgres://x/y".to_string(),
+            ),
+            ("MORAY_MAX_CONNECTIONS".to_string(), "4".to_string()),
+        ];
+        let c: Config = triton_common::config::load_from("moray", None, &env).unwrap();
+        assert_eq!(c.postgres_url, "postgres://x/y");
+        assert_eq!(c.max_connections, 4);
+        assert_eq!(c.listen, DEFAULT_LISTEN);
+    }
+}

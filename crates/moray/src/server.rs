@@ -1,0 +1,277 @@
+//! The gRPC service: thin handlers that call the [`Store`] and map errors once.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+use triton_proto::moray::v1 as pb;
+use triton_proto::moray::v1::moray_server::Moray;
+
+use crate::feed::WATCH_CHANNEL;
+use crate::store::Store;
+
+/// The Moray protocol version, as Triton's (`API_VERSION`).
+pub const API_VERSION: u32 = 2;
+/// Rows buffered per streaming call before the reader waits for the client.
+const STREAM_CHANNEL: usize = 64;
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+pub struct MorayService {
+    store: Arc<Store>,
+    shutdown: CancellationToken,
+}
+
+impl MorayService {
+    pub fn new(store: Arc<Store>, shutdown: CancellationToken) -> MorayService {
+        MorayService { store, shutdown }
+    }
+}
+
+fn req_id(options: Option<&pb::RequestOptions>) -> String {
+    options
+        .map(|o| o.req_id.clone())
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+fn span(rpc: &'static str, options: Option<&pb::RequestOptions>, bucket: &str) -> tracing::Span {
+    tracing::info_span!("moray", rpc, req_id = %req_id(options), bucket)
+}
+
+/// Streams what a task sends; an error before the first item becomes the call's status.
+async fn stream_from<T: Send + 'static>(
+    mut rx: mpsc::Receiver<Result<T, Status>>,
+) -> Result<Response<BoxStream<T>>, Status> {
+    match rx.recv().await {
+        None => Ok(Response::new(Box::pin(tokio_stream::empty()))),
+        Some(Err(status)) => Err(status),
+        Some(Ok(first)) => Ok(Response::new(Box::pin(
+            tokio_stream::once(Ok(first)).chain(ReceiverStream::new(rx)),
+        ))),
+    }
+}
+
+#[tonic::async_trait]
+impl Moray for MorayService {
+    async fn create_bucket(
+        &self,
+        request: Request<pb::CreateBucketRequest>,
+    ) -> Result<Response<pb::CreateBucketResponse>, Status> {
+        let req = request.into_inner();
+        let span = span("CreateBucket", req.options.as_ref(), &req.name);
+        self.store.create_bucket(req).instrument(span).await?;
+        Ok(Response::new(pb::CreateBucketResponse {}))
+    }
+
+    async fn get_bucket(
+        &self,
+        request: Request<pb::GetBucketRequest>,
+    ) -> Result<Response<pb::Bucket>, Status> {
+        let req = request.into_inner();
+        let span = span("GetBucket", req.options.as_ref(), &req.name);
+        Ok(Response::new(
+            self.store.get_bucket(req).instrument(span).await?,
+        ))
+    }
+
+    async fn update_bucket(
+        &self,
+        request: Request<pb::UpdateBucketRequest>,
+    ) -> Result<Response<pb::UpdateBucketResponse>, Status> {
+        let req = request.into_inner();
+        let span = span("UpdateBucket", req.options.as_ref(), &req.name);
+        self.store.update_bucket(req).instrument(span).await?;
+        Ok(Response::new(pb::UpdateBucketResponse {}))
+    }
+
+    async fn delete_bucket(
+        &self,
+        request: Request<pb::DeleteBucketRequest>,
+    ) -> Result<Response<pb::DeleteBucketResponse>, Status> {
+        let req = request.into_inner();
+        let span = span("DeleteBucket", req.options.as_ref(), &req.name);
+        self.store.delete_bucket(req).instrument(span).await?;
+        Ok(Response::new(pb::DeleteBucketResponse {}))
+    }
+
+    type ListBucketsStream = BoxStream<pb::Bucket>;
+
+    async fn list_buckets(
+        &self,
+        request: Request<pb::ListBucketsRequest>,
+    ) -> Result<Response<Self::ListBucketsStream>, Status> {
+        let req = request.into_inner();
+        let span = span("ListBuckets", req.options.as_ref(), "");
+        let buckets = self.store.list_buckets(req).instrument(span).await?;
+        Ok(Response::new(Box::pin(tokio_stream::iter(
+            buckets.into_iter().map(Ok),
+        ))))
+    }
+
+    async fn put_object(
+        &self,
+        request: Request<pb::PutObjectRequest>,
+    ) -> Result<Response<pb::PutObjectResponse>, Status> {
+        let req = request.into_inner();
+        let span = span("PutObject", req.options.as_ref(), &req.bucket);
+        Ok(Response::new(
+            self.store.put_object(req).instrument(span).await?,
+        ))
+    }
+
+    async fn get_object(
+        &self,
+        request: Request<pb::GetObjectRequest>,
+    ) -> Result<Response<pb::MorayObject>, Status> {
+        let req = request.into_inner();
+        let span = span("GetObject", req.options.as_ref(), &req.bucket);
+        Ok(Response::new(
+            self.store.get_object(req).instrument(span).await?,
+        ))
+    }
+
+    async fn delete_object(
+        &self,
+        request: Request<pb::DeleteObjectRequest>,
+    ) -> Result<Response<pb::DeleteObjectResponse>, Status> {
+        let req = request.into_inner();
+        let span = span("DeleteObject", req.options.as_ref(), &req.bucket);
+        self.store.delete_object(req).instrument(span).await?;
+        Ok(Response::new(pb::DeleteObjectResponse {}))
+    }
+
+    type FindObjectsStream = BoxStream<pb::MorayObject>;
+
+    async fn find_objects(
+        &self,
+        request: Request<pb::FindObjectsRequest>,
+    ) -> Result<Response<Self::FindObjectsStream>, Status> {
+        let req = request.into_inner();
+        let span = span("FindObjects", req.options.as_ref(), &req.bucket);
+        let (tx, rx) = mpsc::channel(STREAM_CHANNEL);
+        let store = self.store.clone();
+        tokio::spawn(
+            async move {
+                if let Err(e) = store.find(req, &tx).await {
+                    let _ = tx.send(Err(e.into())).await;
+                }
+            }
+            .instrument(span),
+        );
+        stream_from(rx).await
+    }
+
+    async fn update_objects(
+        &self,
+        request: Request<pb::UpdateObjectsRequest>,
+    ) -> Result<Response<pb::UpdateObjectsResponse>, Status> {
+        let req = request.into_inner();
+        let span = span("UpdateObjects", req.options.as_ref(), &req.bucket);
+        Ok(Response::new(
+            self.store.update_objects(req).instrument(span).await?,
+        ))
+    }
+
+    async fn delete_many(
+        &self,
+        request: Request<pb::DeleteManyRequest>,
+    ) -> Result<Response<pb::DeleteManyResponse>, Status> {
+        let req = request.into_inner();
+        let span = span("DeleteMany", req.options.as_ref(), &req.bucket);
+        Ok(Response::new(
+            self.store.delete_many(req).instrument(span).await?,
+        ))
+    }
+
+    async fn reindex_objects(
+        &self,
+        request: Request<pb::ReindexObjectsRequest>,
+    ) -> Result<Response<pb::ReindexObjectsResponse>, Status> {
+        let req = request.into_inner();
+        let span = span("ReindexObjects", req.options.as_ref(), &req.bucket);
+        Ok(Response::new(
+            self.store.reindex_objects(req).instrument(span).await?,
+        ))
+    }
+
+    async fn batch(
+        &self,
+        request: Request<pb::BatchRequest>,
+    ) -> Result<Response<pb::BatchResponse>, Status> {
+        let req = request.into_inner();
+        let span = span("Batch", req.options.as_ref(), "");
+        Ok(Response::new(self.store.batch(req).instrument(span).await?))
+    }
+
+    type SqlStream = BoxStream<pb::SqlRow>;
+
+    async fn sql(
+        &self,
+        request: Request<pb::SqlRequest>,
+    ) -> Result<Response<Self::SqlStream>, Status> {
+        let req = request.into_inner();
+        let span = span("Sql", req.options.as_ref(), "");
+        let (tx, rx) = mpsc::channel(STREAM_CHANNEL);
+        let store = self.store.clone();
+        tokio::spawn(
+            async move {
+                if let Err(e) = store.sql(req, &tx).await {
+                    let _ = tx.send(Err(e.into())).await;
+                }
+            }
+            .instrument(span),
+        );
+        stream_from(rx).await
+    }
+
+    async fn ping(
+        &self,
+        request: Request<pb::PingRequest>,
+    ) -> Result<Response<pb::PingResponse>, Status> {
+        let req = request.into_inner();
+        let span = span("Ping", req.options.as_ref(), "");
+        self.store.ping(req).instrument(span).await?;
+        Ok(Response::new(pb::PingResponse {}))
+    }
+
+    async fn version(
+        &self,
+        _request: Request<pb::VersionRequest>,
+    ) -> Result<Response<pb::VersionResponse>, Status> {
+        Ok(Response::new(pb::VersionResponse {
+            version: API_VERSION,
+            server: format!("triton-rs moray {}", env!("CARGO_PKG_VERSION")),
+        }))
+    }
+
+    type WatchStream = BoxStream<pb::ChangeEvent>;
+
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let req = request.into_inner();
+        let span = span("Watch", None, &req.bucket);
+        let since = self
+            .store
+            .watch_start(&req)
+            .instrument(span.clone())
+            .await?;
+        let (tx, rx) = mpsc::channel(WATCH_CHANNEL);
+        let store = self.store.clone();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(
+            store
+                .watch(req.bucket, since, tx, shutdown)
+                .instrument(span),
+        );
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

@@ -1,0 +1,531 @@
+//! Objects: put, get, delete, etags, unique indexes, value checks, every index type stored
+//! and merged back, updateObjects, deleteMany and batch.
+
+mod common;
+
+use common::{expect_err, start, start_with};
+use serde_json::{Value, json};
+use triton_proto::moray::v1 as pb;
+
+#[tokio::test]
+async fn put_get_delete_round_trip_with_envelope() {
+    let mut m = start().await;
+    m.create_bucket("vms", &[("owner", "string")], 0)
+        .await
+        .unwrap();
+    let value = json!({"owner": "alice", "ram": 1024, "nested": {"a": [1, 2]}});
+    let etag = m.put("vms", "vm1", value.clone()).await.unwrap();
+    assert_eq!(etag.len(), 8);
+    assert_eq!(etag, format!("{:08X}", crc32fast_hash(&value.to_string())));
+
+    let o = m.get("vms", "vm1").await.unwrap();
+    assert_eq!(o.bucket, "vms");
+    assert_eq!(o.key, "vm1");
+    assert_eq!(o.etag, etag);
+    assert!(o.id > 0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!(
+        (now - o.mtime).abs() < 60_000,
+        "mtime {} is now-ish",
+        o.mtime
+    );
+    assert_eq!(o.txn_snap, None);
+    assert_eq!(serde_json::from_str::<Value>(&o.value).unwrap(), value);
+
+    // An update keeps _id and changes etag; delete then put gives a new _id.
+    let etag2 = m.put("vms", "vm1", json!({"owner": "bob"})).await.unwrap();
+    assert_ne!(etag2, etag);
+    let o2 = m.get("vms", "vm1").await.unwrap();
+    assert_eq!(o2.id, o.id);
+    m.delete("vms", "vm1", None).await.unwrap();
+    expect_err(m.get("vms", "vm1").await, "ObjectNotFoundError");
+    expect_err(m.delete("vms", "vm1", None).await, "ObjectNotFoundError");
+    m.put("vms", "vm1", json!({"owner": "carol"}))
+        .await
+        .unwrap();
+    assert!(m.get("vms", "vm1").await.unwrap().id > o.id);
+
+    expect_err(m.get("nope", "x").await, "BucketNotFoundError");
+    expect_err(m.put("nope", "x", json!({})).await, "BucketNotFoundError");
+}
+
+fn crc32fast_hash(s: &str) -> u32 {
+    // The etag rule, computed independently of the server: CRC-32 (IEEE).
+    let mut crc: u32 = 0xFFFF_FFFF;
+    for b in s.bytes() {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+#[tokio::test]
+async fn etag_conditions() {
+    let mut m = start().await;
+    m.create_bucket("b", &[], 0).await.unwrap();
+    // etag null: must not exist.
+    let e1 = m.put_raw("b", "k", "{\"v\":1}", Some(None)).await.unwrap();
+    let msg = expect_err(
+        m.put_raw("b", "k", "{\"v\":2}", Some(None)).await,
+        "EtagConflictError",
+    );
+    assert!(msg.contains("expected null") && msg.contains(&e1), "{msg}");
+    // etag string: must match.
+    let msg = expect_err(
+        m.put_raw("b", "k", "{\"v\":2}", Some(Some("AAAAAAAA")))
+            .await,
+        "EtagConflictError",
+    );
+    assert!(
+        msg.contains("expected AAAAAAAA") && msg.contains(&e1),
+        "{msg}"
+    );
+    let e2 = m
+        .put_raw("b", "k", "{\"v\":2}", Some(Some(&e1)))
+        .await
+        .unwrap();
+    assert_eq!(m.get_value("b", "k").await, json!({"v": 2}));
+    // A missing object counts as etag "null".
+    let msg = expect_err(
+        m.put_raw("b", "new", "{}", Some(Some("AAAAAAAA"))).await,
+        "EtagConflictError",
+    );
+    assert!(msg.contains("found null"), "{msg}");
+    // Conditional deletes.
+    expect_err(
+        m.delete("b", "k", Some(Some(&e1))).await,
+        "EtagConflictError",
+    );
+    expect_err(m.delete("b", "k", Some(None)).await, "EtagConflictError");
+    m.delete("b", "k", Some(Some(&e2))).await.unwrap();
+    expect_err(m.get("b", "k").await, "ObjectNotFoundError");
+    let status = m
+        .put_raw("b", "k", "{}", Some(Some("X")))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Aborted);
+}
+
+#[tokio::test]
+async fn unique_indexes_name_the_attribute_and_value() {
+    let mut m = start().await;
+    m.create_bucket("users", &[("email", "string!")], 0)
+        .await
+        .unwrap();
+    m.put("users", "a", json!({"email": "x@y.z"}))
+        .await
+        .unwrap();
+    let status = m
+        .put("users", "b", json!({"email": "x@y.z"}))
+        .await
+        .unwrap_err();
+    assert_eq!(common::name(&status), "UniqueAttributeError");
+    assert_eq!(status.code(), tonic::Code::AlreadyExists);
+    assert!(
+        status.message().contains("email") && status.message().contains("x@y.z"),
+        "{status:?}"
+    );
+    expect_err(m.get("users", "b").await, "ObjectNotFoundError");
+    // Re-putting the holder of the value is fine.
+    m.put("users", "a", json!({"email": "x@y.z", "n": 1}))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn values_are_checked() {
+    let mut m = start_with(|c| c.max_value_bytes = 1000).await;
+    m.create_bucket("b", &[("n", "number"), ("ok", "boolean")], 0)
+        .await
+        .unwrap();
+    let msg = expect_err(
+        m.put_raw("b", "k", "{not json", None).await,
+        "InvalidArgumentError",
+    );
+    assert!(
+        msg.contains("value") && msg.contains("not valid JSON"),
+        "{msg}"
+    );
+    let msg = expect_err(
+        m.put_raw("b", "k", "[1,2]", None).await,
+        "InvalidArgumentError",
+    );
+    assert!(msg.contains("JSON object"), "{msg}");
+    let big = json!({"blob": "x".repeat(2000)});
+    let status = m.put("b", "k", big).await.unwrap_err();
+    assert_eq!(common::name(&status), "ValueTooLargeError");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("1000"), "{status:?}");
+    let msg = expect_err(
+        m.put("b", "k", json!({"ok": "maybe"})).await,
+        "InvalidIndexTypeError",
+    );
+    assert!(msg.contains("\"ok\"") && msg.contains("boolean"), "{msg}");
+    expect_err(m.put("b", "", json!({})).await, "InvalidArgumentError");
+    // Nothing was written by any of these.
+    expect_err(m.get("b", "k").await, "ObjectNotFoundError");
+}
+
+/// Every index type: a value is stored in its column (findable by equality) and read back
+/// normalized.
+#[tokio::test]
+async fn every_index_type_is_stored_and_merged_back() {
+    let mut m = start().await;
+    let defs = [
+        ("s", "string"),
+        ("n", "number"),
+        ("b", "boolean"),
+        ("d", "date"),
+        ("u", "uuid"),
+        ("ip", "ip"),
+        ("mac", "mac"),
+        ("net", "subnet"),
+        ("nr", "numrange"),
+        ("dr", "daterange"),
+        ("ss", "[string]"),
+        ("ns", "[number]"),
+        ("bs", "[boolean]"),
+        ("ds", "[date]"),
+        ("ips", "[ip]"),
+        ("macs", "[mac]"),
+        ("nets", "[subnet]"),
+    ];
+    m.create_bucket("t", &defs, 0).await.unwrap();
+    let value = json!({
+        "s": "hello", "n": 42.5, "b": "TRUE", "d": "2012-01-02T03:04:05Z",
+        "u": "4a8e1d8b-34a5-4b5a-9f6a-000000000001", "ip": "::ffff:10.0.0.1",
+        "mac": "AA-BB-CC-DD-EE-0F", "net": "10.1.2.3/8", "nr": "[1,10)",
+        "dr": "[2012-01-01T00:00:00Z,2013-01-01T00:00:00Z)",
+        "ss": ["a", "b"], "ns": [1, 2.5], "bs": [true, false],
+        "ds": ["2012-01-01T00:00:00.123Z"], "ips": ["192.168.0.1", "fd00::1"],
+        "macs": ["00:00:00:00:00:01"], "nets": ["192.168.0.0/16"],
+        "other": {"kept": true}
+    });
+    m.put("t", "k", value).await.unwrap();
+    let got = m.get_value("t", "k").await;
+    assert_eq!(
+        got,
+        json!({
+            "s": "hello", "n": 42.5, "b": true, "d": "2012-01-02T03:04:05.000Z",
+            "u": "4a8e1d8b-34a5-4b5a-9f6a-000000000001", "ip": "10.0.0.1",
+            "mac": "aa:bb:cc:dd:ee:0f", "net": "10.0.0.0/8", "nr": "[1,10)",
+            "dr": "[2012-01-01T00:00:00.000Z,2013-01-01T00:00:00.000Z)",
+            "ss": ["a", "b"], "ns": [1, 2.5], "bs": [true, false],
+            "ds": ["2012-01-01T00:00:00.123Z"], "ips": ["192.168.0.1", "fd00::1"],
+            "macs": ["00:00:00:00:00:01"], "nets": ["192.168.0.0/16"],
+            "other": {"kept": true}
+        })
+    );
+    for f in [
+        "(s=hello)",
+        "(n=42.5)",
+        "(b=true)",
+        "(d=2012-01-02T03:04:05.000Z)",
+        "(u=4a8e1d8b-34a5-4b5a-9f6a-000000000001)",
+        "(ip=10.0.0.1)",
+        "(mac=aa:bb:cc:dd:ee:0f)",
+        "(net=10.0.0.0/8)",
+        "(ss=b)",
+        "(ns=2.5)",
+        "(bs=false)",
+        "(ds=2012-01-01T00:00:00.123Z)",
+        "(ips=fd00::1)",
+        "(macs=00:00:00:00:00:01)",
+        "(nets=192.168.0.0/16)",
+    ] {
+        assert_eq!(m.keys("t", f).await, vec!["k"], "{f}");
+    }
+    // Values the type cannot hold are refused, naming the field.
+    for (field, bad) in [
+        ("d", json!("yesterday")),
+        ("u", json!("not-a-uuid")),
+        ("ip", json!("300.1.1.1")),
+        ("mac", json!("zz")),
+        ("net", json!("10.0.0.0")),
+        ("nr", json!("1..2")),
+        ("dr", json!("[x,y)")),
+        ("ips", json!(["1.2.3.4", "nope"])),
+    ] {
+        let msg = expect_err(
+            m.put("t", "bad", json!({ field: bad })).await,
+            "InvalidIndexTypeError",
+        );
+        assert!(msg.contains(&format!("\"{field}\"")), "{msg}");
+    }
+    // Triton quirks: an unparseable number is NULL (the field disappears on read), an
+    // array under a scalar string index is stored joined and left alone in the value.
+    m.put("t", "q", json!({"n": "abc", "s": ["x", "y"]}))
+        .await
+        .unwrap();
+    assert_eq!(m.get_value("t", "q").await, json!({"s": ["x", "y"]}));
+    assert_eq!(m.keys("t", "(s=x,y)").await, vec!["q"]);
+}
+
+#[tokio::test]
+async fn update_objects_and_delete_many() {
+    let mut m = start().await;
+    m.create_bucket("vms", &[("state", "string"), ("ram", "number")], 0)
+        .await
+        .unwrap();
+    for i in 0..5 {
+        m.put(
+            "vms",
+            &format!("vm{i}"),
+            json!({"state": "running", "ram": i * 100, "x": i}),
+        )
+        .await
+        .unwrap();
+    }
+    let r = m
+        .client
+        .update_objects(pb::UpdateObjectsRequest {
+            bucket: "vms".into(),
+            fields: json!({"state": "stopped"}).to_string(),
+            filter: "(ram>=200)".into(),
+            find: None,
+            options: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.count, 3);
+    assert!(r.etag.starts_with('u') && r.etag.len() == 8, "{}", r.etag);
+    assert_eq!(
+        m.keys("vms", "(state=stopped)").await,
+        vec!["vm2", "vm3", "vm4"]
+    );
+    let o = m.get("vms", "vm3").await.unwrap();
+    assert_eq!(o.etag, r.etag);
+    assert_eq!(
+        serde_json::from_str::<Value>(&o.value).unwrap(),
+        json!({"state": "stopped", "ram": 300, "x": 3})
+    );
+
+    let update = |fields: Value, filter: &str| pb::UpdateObjectsRequest {
+        bucket: "vms".into(),
+        fields: fields.to_string(),
+        filter: filter.into(),
+        find: None,
+        options: None,
+    };
+    expect_err(
+        m.client.update_objects(update(json!({}), "(ram>=0)")).await,
+        "FieldUpdateError",
+    );
+    expect_err(
+        m.client
+            .update_objects(update(json!({"x": 1}), "(ram>=0)"))
+            .await,
+        "NotIndexedError",
+    );
+    expect_err(
+        m.client
+            .update_objects(update(json!({"state": null}), "(ram>=0)"))
+            .await,
+        "NotNullableError",
+    );
+    expect_err(
+        m.client
+            .update_objects(update(json!({"state": "a"}), "(x=1)"))
+            .await,
+        "NotIndexedError",
+    );
+    expect_err(
+        m.client
+            .update_objects(update(json!({"state": "a"}), "(ram>="))
+            .await,
+        "InvalidQueryError",
+    );
+
+    let r = m
+        .client
+        .delete_many(pb::DeleteManyRequest {
+            bucket: "vms".into(),
+            filter: "(state=stopped)".into(),
+            find: Some(pb::FindOptions {
+                limit: Some(2),
+                ..Default::default()
+            }),
+            options: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.count, 2, "the limit applies to deleteMany");
+    assert_eq!(m.keys("vms", "(ram>=0)").await.len(), 3);
+    expect_err(
+        m.client
+            .delete_many(pb::DeleteManyRequest {
+                bucket: "vms".into(),
+                filter: "(x=1)".into(),
+                find: None,
+                options: None,
+            })
+            .await,
+        "NotIndexedError",
+    );
+}
+
+fn put_op(bucket: &str, key: &str, value: Value, etag: Option<Option<&str>>) -> pb::BatchOperation {
+    pb::BatchOperation {
+        operation: Some(pb::batch_operation::Operation::Put(pb::BatchPut {
+            bucket: bucket.into(),
+            key: key.into(),
+            value: value.to_string(),
+            etag: etag.map(|e| pb::EtagCondition {
+                etag: e.map(String::from),
+            }),
+        })),
+    }
+}
+
+#[tokio::test]
+async fn batch_is_all_or_nothing() {
+    let mut m = start().await;
+    m.create_bucket("a", &[("n", "number")], 0).await.unwrap();
+    m.create_bucket("b", &[("email", "string!")], 0)
+        .await
+        .unwrap();
+    m.put("a", "old", json!({"n": 1})).await.unwrap();
+    m.put("b", "taken", json!({"email": "e"})).await.unwrap();
+
+    // The last op fails (unique violation): nothing of the batch remains.
+    let r = m
+        .client
+        .batch(pb::BatchRequest {
+            requests: vec![
+                put_op("a", "x", json!({"n": 5}), None),
+                pb::BatchOperation {
+                    operation: Some(pb::batch_operation::Operation::Delete(pb::BatchDelete {
+                        bucket: "a".into(),
+                        key: "old".into(),
+                        etag: None,
+                    })),
+                },
+                put_op("b", "y", json!({"email": "e"}), None),
+            ],
+            options: None,
+        })
+        .await;
+    expect_err(r, "UniqueAttributeError");
+    expect_err(m.get("a", "x").await, "ObjectNotFoundError");
+    m.get("a", "old").await.expect("the delete was rolled back");
+
+    // An etag conflict in the middle also rolls back.
+    let r = m
+        .client
+        .batch(pb::BatchRequest {
+            requests: vec![
+                put_op("a", "x", json!({"n": 5}), None),
+                put_op("a", "old", json!({"n": 2}), Some(Some("00000000"))),
+            ],
+            options: None,
+        })
+        .await;
+    expect_err(r, "EtagConflictError");
+    expect_err(m.get("a", "x").await, "ObjectNotFoundError");
+
+    // A good batch applies every op, in order, and reports each.
+    let r = m
+        .client
+        .batch(pb::BatchRequest {
+            requests: vec![
+                put_op("a", "x", json!({"n": 5}), Some(None)),
+                put_op("a", "x", json!({"n": 6}), None),
+                put_op("b", "y", json!({"email": "f"}), None),
+                pb::BatchOperation {
+                    operation: Some(pb::batch_operation::Operation::Update(pb::BatchUpdate {
+                        bucket: "a".into(),
+                        fields: json!({"n": 7}).to_string(),
+                        filter: "(n>=6)".into(),
+                        find: None,
+                    })),
+                },
+                pb::BatchOperation {
+                    operation: Some(pb::batch_operation::Operation::DeleteMany(
+                        pb::BatchDeleteMany {
+                            bucket: "a".into(),
+                            filter: "(n<=1)".into(),
+                            find: None,
+                        },
+                    )),
+                },
+            ],
+            options: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.etags.len(), 5);
+    assert_eq!(r.etags[1].key, "x");
+    assert_eq!(r.etags[3].count, 1);
+    assert_eq!(r.etags[4].count, 1);
+    assert_eq!(m.get_value("a", "x").await, json!({"n": 7}));
+    expect_err(m.get("a", "old").await, "ObjectNotFoundError");
+    assert_eq!(m.get_value("b", "y").await, json!({"email": "f"}));
+
+    // A bad value anywhere refuses the batch before anything runs.
+    let r = m
+        .client
+        .batch(pb::BatchRequest {
+            requests: vec![
+                put_op("a", "z", json!({"n": 1}), None),
+                pb::BatchOperation {
+                    operation: Some(pb::batch_operation::Operation::Put(pb::BatchPut {
+                        bucket: "a".into(),
+                        key: "w".into(),
+                        value: "nope".into(),
+                        etag: None,
+                    })),
+                },
+            ],
+            options: None,
+        })
+        .await;
+    let msg = expect_err(r, "InvalidArgumentError");
+    assert!(msg.contains("requests[1].value"), "{msg}");
+    expect_err(m.get("a", "z").await, "ObjectNotFoundError");
+}
+
+#[tokio::test]
+async fn guarantee_order_buckets_number_their_writes() {
+    let mut m = start().await;
+    m.client
+        .create_bucket(pb::CreateBucketRequest {
+            name: "ordered".into(),
+            config: Some(pb::BucketConfig {
+                index: common::index(&[("n", "number")]),
+                options: Some(pb::BucketOptions {
+                    version: 0,
+                    guarantee_order: true,
+                }),
+            }),
+            options: None,
+        })
+        .await
+        .unwrap();
+    m.put("ordered", "a", json!({"n": 1})).await.unwrap();
+    m.put("ordered", "b", json!({"n": 2})).await.unwrap();
+    let a = m
+        .get("ordered", "a")
+        .await
+        .unwrap()
+        .txn_snap
+        .expect("txn_snap set");
+    let b = m
+        .get("ordered", "b")
+        .await
+        .unwrap()
+        .txn_snap
+        .expect("txn_snap set");
+    assert!(b > a);
+}

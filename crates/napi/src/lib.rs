@@ -1,0 +1,80 @@
+//! NAPI, the network API of a Triton datacenter: nic tags, networks, IP allocation,
+//! NICs, and per-account fabrics (overlay VLANs with a VXLAN id, and their networks).
+//! Every record is kept in Moray (`napi_*` buckets); see `docs/napi.md`.
+//!
+//! The one property that matters most: an address is never handed to two NICs. Each
+//! IP in use is one Moray object keyed `<network_uuid>/<ip>`, written together with its
+//! NIC in one batch with "must not exist", so of concurrent allocators picking the
+//! same address exactly one wins ([`allocation`]).
+
+pub mod allocation;
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod ip;
+pub mod mac;
+pub mod model;
+pub mod server;
+pub mod store;
+pub mod validate;
+
+use std::net::SocketAddr;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use triton_proto::napi::v1::napi_server::NapiServer;
+
+pub use app::Napi;
+pub use config::Config;
+pub use error::{Error, Result};
+
+/// A started NAPI.
+pub struct Running {
+    /// Where the gRPC server listens (the real port when the config said 0).
+    pub addr: SocketAddr,
+    /// The server; ends after the shutdown token is cancelled and in-flight requests
+    /// are done.
+    pub task: JoinHandle<Result<()>>,
+    /// The application, for in-process callers (tests, seeding).
+    pub app: Napi,
+}
+
+/// Connects to Moray, ensures the `napi_*` buckets, seeds CoaL's networks when
+/// configured, and serves gRPC on `config.listen` until `shutdown` is cancelled.
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
+    let oui = mac::parse_oui(&config.mac_oui).map_err(Error::Config)?;
+    let admin_uuid = if config.admin_uuid.is_empty() {
+        String::new()
+    } else {
+        validate::uuid("admin_uuid", &config.admin_uuid)
+            .map_err(|e| Error::Config(e.to_string()))?
+    };
+    let moray = moray_client::MorayClient::connect(&config.moray_url)
+        .await
+        .map_err(Error::moray(format!("connect to {}", config.moray_url)))?;
+    let store = store::Store::new(moray);
+    store.ensure_buckets().await?;
+    let app = Napi::new(store, oui, admin_uuid);
+    if config.seed.enabled {
+        app.seed(&config.seed).await?;
+    }
+
+    let listener = triton_common::grpc::bind(&config.listen)
+        .await
+        .map_err(Error::Serve)?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Serve(triton_common::grpc::ServeError::Bind {
+            addr: config.listen.clone(),
+            source: e,
+        }))?;
+    let routes = Routes::new(NapiServer::new(server::NapiService::new(app.clone())));
+    let task = tokio::spawn(async move {
+        triton_common::grpc::serve(listener, routes, &[server::SERVICE_NAME], shutdown)
+            .await
+            .map_err(Error::Serve)
+    });
+    tracing::info!(%addr, "napi started");
+    Ok(Running { addr, task, app })
+}

@@ -1,0 +1,180 @@
+//! The one error type of PAPI, mapped once to a gRPC status carrying Triton's error name
+//! (`ResourceNotFound`, `InvalidArgument`, `MissingParameter`, `ConflictError`,
+//! `BadMethod`, ...).
+
+use std::fmt;
+
+use tonic::{Code, Status};
+
+/// What is wrong with one field of a request: Triton's `errors[]` entry
+/// (`{field, code: Missing|Invalid, message}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub code: FieldCode,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldCode {
+    Missing,
+    Invalid,
+}
+
+impl FieldError {
+    pub fn missing(field: &str) -> Self {
+        FieldError {
+            field: field.to_string(),
+            code: FieldCode::Missing,
+            message: "is missing".to_string(),
+        }
+    }
+
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.to_string(),
+            code: FieldCode::Invalid,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.field, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad or missing request fields, every one of them at once.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<FieldError>),
+
+    #[error("package {0} does not exist")]
+    PackageNotFound(String),
+
+    /// An operation Triton refuses outright (deleting a package without `force`).
+    #[error("{0}")]
+    BadMethod(String),
+
+    /// A unique value already taken: `field` names it.
+    #[error("{field} {value} is already in use{detail}")]
+    Conflict {
+        field: &'static str,
+        value: String,
+        detail: String,
+    },
+
+    /// A write lost every race against concurrent changes; the caller may retry.
+    #[error("{0}")]
+    Busy(String),
+
+    #[error("Moray {op} failed")]
+    Moray {
+        op: &'static str,
+        #[source]
+        source: moray_client::MorayError,
+    },
+
+    #[error("stored {what} cannot be read: {reason}")]
+    Corrupt { what: String, reason: String },
+
+    #[error("gRPC server")]
+    Serve(#[source] triton_common::grpc::ServeError),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn invalid(field: &str, message: impl Into<String>) -> Error {
+        Error::Invalid(vec![FieldError::invalid(field, message)])
+    }
+
+    pub fn missing(field: &str) -> Error {
+        Error::Invalid(vec![FieldError::missing(field)])
+    }
+
+    pub fn moray(op: &'static str) -> impl FnOnce(moray_client::MorayError) -> Error {
+        move |source| Error::Moray { op, source }
+    }
+
+    /// Triton's name for this error.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Error::Invalid(errors) if errors.iter().all(|e| e.code == FieldCode::Missing) => {
+                "MissingParameter"
+            }
+            Error::Invalid(_) => "InvalidArgument",
+            Error::PackageNotFound(_) => "ResourceNotFound",
+            Error::BadMethod(_) => "BadMethod",
+            Error::Conflict { .. } | Error::Busy(_) => "ConflictError",
+            Error::Moray { source, .. } if source.is_retryable() => "ServiceUnavailable",
+            Error::Moray { .. } | Error::Corrupt { .. } | Error::Serve(_) => "InternalError",
+        }
+    }
+
+    pub fn code(&self) -> Code {
+        match self {
+            Error::Invalid(_) => Code::InvalidArgument,
+            Error::PackageNotFound(_) => Code::NotFound,
+            Error::BadMethod(_) => Code::FailedPrecondition,
+            Error::Conflict { .. } => Code::AlreadyExists,
+            Error::Busy(_) => Code::Aborted,
+            Error::Moray { source, .. } if source.is_retryable() => Code::Unavailable,
+            Error::Moray { .. } | Error::Corrupt { .. } | Error::Serve(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Status {
+        let message = match &e {
+            // The Moray error's own text says what happened; ours only says where.
+            Error::Moray { op, source } => format!("Moray {op}: {source}"),
+            other => other.to_string(),
+        };
+        if e.code() == Code::Internal || e.code() == Code::Unavailable {
+            tracing::error!(error = %message, "request failed");
+        }
+        triton_common::status::named(e.code(), e.name(), message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use triton_common::status::{error_message, error_name};
+
+    #[test]
+    fn all_missing_is_missing_parameter() {
+        let s = Status::from(Error::Invalid(vec![
+            FieldError::missing("name"),
+            FieldError::missing("version"),
+        ]));
+        assert_eq!(error_name(&s), Some("MissingParameter"));
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert_eq!(error_message(&s), "name is missing; version is missing");
+    }
+
+    #[test]
+    fn any_invalid_is_invalid_argument() {
+        let s = Status::from(Error::Invalid(vec![
+            FieldError::missing("name"),
+            FieldError::invalid("quota", "must be a multiple of 1024"),
+        ]));
+        assert_eq!(error_name(&s), Some("InvalidArgument"));
+    }
+
+    #[test]
+    fn conflict_names_the_field() {
+        let s = Status::from(Error::Conflict {
+            field: "uuid",
+            value: "\"x\"".into(),
+            detail: String::new(),
+        });
+        assert_eq!(s.code(), Code::AlreadyExists);
+        assert_eq!(error_name(&s), Some("ConflictError"));
+        assert_eq!(error_message(&s), "uuid \"x\" is already in use");
+    }
+}

@@ -1,0 +1,66 @@
+//! PAPI: packages, the named sizes instances are provisioned with, in Moray.
+//!
+//! [`start`] connects to Moray, makes sure the `papi_packages` bucket exists, and serves the
+//! `triton.papi.v1.Papi` gRPC service (plus health and reflection) until the shutdown
+//! token is cancelled. See `docs/papi.md`.
+
+pub mod config;
+pub mod error;
+pub mod package;
+pub mod server;
+pub mod service;
+pub mod timestamp;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+pub use error::{Error, Result};
+
+/// Full gRPC name of the service, as the health service reports it.
+pub const SERVICE_NAME: &str = "triton.papi.v1.Papi";
+
+/// A started PAPI.
+#[derive(Debug)]
+pub struct Running {
+    /// The address it listens on (the real port when the config said 0).
+    pub addr: SocketAddr,
+    /// The server; ends after the shutdown token is cancelled and requests drain.
+    pub task: JoinHandle<Result<()>>,
+}
+
+/// Connects to Moray, ensures the bucket, binds and serves until `shutdown`.
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
+    let moray = moray_client::MorayClient::connect_with(
+        &config.moray_url,
+        moray_client::ConnectOptions {
+            connect_for: Duration::from_secs(config.moray_connect_secs),
+            ..Default::default()
+        },
+    )
+    .await
+    .map_err(Error::moray("connect"))?;
+    let papi = service::Papi::new(moray, config.ignore_cpu_cap);
+    papi.ensure_buckets().await?;
+
+    let listener = triton_common::grpc::bind(&config.listen)
+        .await
+        .map_err(Error::Serve)?;
+    let addr = listener.local_addr().map_err(|source| {
+        Error::Serve(triton_common::grpc::ServeError::Bind {
+            addr: config.listen.clone(),
+            source,
+        })
+    })?;
+    let routes = tonic::service::Routes::new(server::service(papi));
+    let task = tokio::spawn(async move {
+        triton_common::grpc::serve(listener, routes, &[SERVICE_NAME], shutdown)
+            .await
+            .map_err(Error::Serve)
+    });
+    tracing::info!(%addr, moray = %config.moray_url, "papi started");
+    Ok(Running { addr, task })
+}

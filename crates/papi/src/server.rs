@@ -1,0 +1,116 @@
+//! The gRPC face of PAPI: thin handlers that call [`Papi`] and convert to wire types.
+
+use tonic::{Request, Response, Status};
+use triton_proto::papi::v1 as proto;
+use triton_proto::papi::v1::papi_server::{Papi as PapiRpc, PapiServer};
+
+use crate::package::{self, PACKAGE_FORMAT_VERSION, Package};
+use crate::service::Papi;
+
+/// The tonic service for `papi`.
+pub fn service(papi: Papi) -> PapiServer<Handler> {
+    PapiServer::new(Handler { papi })
+}
+
+#[derive(Debug, Clone)]
+pub struct Handler {
+    papi: Papi,
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl PapiRpc for Handler {
+    #[tracing::instrument(skip_all, fields(uuid = %request.get_ref().uuid))]
+    async fn create_package(
+        &self,
+        request: Request<proto::CreatePackageRequest>,
+    ) -> Reply<proto::Package> {
+        let pkg = self.papi.create(request.into_inner()).await?;
+        tracing::info!(uuid = %pkg.uuid, name = %pkg.name, version = %pkg.version, "package created");
+        Ok(Response::new(to_proto(pkg)))
+    }
+
+    #[tracing::instrument(skip_all, fields(uuid = %request.get_ref().uuid))]
+    async fn get_package(
+        &self,
+        request: Request<proto::GetPackageRequest>,
+    ) -> Reply<proto::Package> {
+        let r = request.get_ref();
+        let pkg = self.papi.get(&r.uuid, &r.owner_uuids).await?;
+        Ok(Response::new(to_proto(pkg)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_packages(
+        &self,
+        request: Request<proto::ListPackagesRequest>,
+    ) -> Reply<proto::ListPackagesResponse> {
+        let (packages, total) = self.papi.list(request.get_ref()).await?;
+        Ok(Response::new(proto::ListPackagesResponse {
+            packages: packages.into_iter().map(to_proto).collect(),
+            total,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(uuid = %request.get_ref().uuid))]
+    async fn update_package(
+        &self,
+        request: Request<proto::UpdatePackageRequest>,
+    ) -> Reply<proto::Package> {
+        let pkg = self.papi.update(request.into_inner()).await?;
+        tracing::info!("package updated");
+        Ok(Response::new(to_proto(pkg)))
+    }
+
+    #[tracing::instrument(skip_all, fields(uuid = %request.get_ref().uuid))]
+    async fn delete_package(
+        &self,
+        request: Request<proto::DeletePackageRequest>,
+    ) -> Reply<proto::DeletePackageResponse> {
+        let r = request.get_ref();
+        self.papi.delete(&r.uuid, r.force).await?;
+        tracing::info!("package deleted");
+        Ok(Response::new(proto::DeletePackageResponse {}))
+    }
+}
+
+pub fn to_proto(p: Package) -> proto::Package {
+    proto::Package {
+        v: PACKAGE_FORMAT_VERSION,
+        uuid: p.uuid,
+        name: p.name,
+        version: p.version,
+        active: p.active,
+        max_physical_memory: p.max_physical_memory,
+        max_swap: p.max_swap,
+        quota: p.quota,
+        cpu_cap: p.cpu_cap,
+        vcpus: p.vcpus,
+        max_lwps: p.max_lwps,
+        zfs_io_priority: p.zfs_io_priority,
+        fss: p.fss,
+        default: p.default,
+        group: p.group.unwrap_or_default(),
+        description: p.description.unwrap_or_default(),
+        common_name: p.common_name.unwrap_or_default(),
+        owner_uuids: p.owner_uuids.unwrap_or_default(),
+        networks: p.networks.unwrap_or_default(),
+        traits: p.traits.as_ref().map(package::json_to_struct),
+        billing_tag: p.billing_tag.unwrap_or_default(),
+        brand: p.brand.unwrap_or_default(),
+        os: p.os.unwrap_or_default(),
+        parent: p.parent.unwrap_or_default(),
+        min_platform: p.min_platform.unwrap_or_default().into_iter().collect(),
+        flexible_disk: p.flexible_disk.unwrap_or(false),
+        disks: p
+            .disks
+            .unwrap_or_default()
+            .iter()
+            .map(package::disk_from_json)
+            .collect(),
+        alloc_server_spread: p.alloc_server_spread.unwrap_or_default(),
+        created_at: p.created_at,
+        updated_at: p.updated_at,
+    }
+}

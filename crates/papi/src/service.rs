@@ -1,0 +1,501 @@
+//! PAPI's operations on packages, all state in Moray's `papi_packages` bucket (key: the
+//! package uuid; unique indexes on `uuid` and `name_version`).
+
+use moray_client::{
+    BucketConfig, EtagCondition, FindOptions, IndexDef, MorayClient, MorayError, Object, Sort,
+    SortOrder,
+};
+use triton_proto::papi::v1 as proto;
+
+use crate::error::{Error, FieldError, Result};
+use crate::package::{self, Package};
+use crate::timestamp;
+
+pub const BUCKET: &str = "papi_packages";
+/// Version of the bucket config; raise it when an index is added.
+pub const BUCKET_VERSION: u32 = 1;
+/// Most packages one ListPackages returns (Triton's internal-API page limit).
+pub const MAX_LIMIT: u32 = 1000;
+/// Longest raw LDAP filter accepted.
+pub const MAX_FILTER_LEN: usize = 4096;
+/// Tries of an update that lost a race with another update of the same package.
+const WRITE_ATTEMPTS: usize = 3;
+
+/// Indexed fields and their Moray types: what ListPackages can filter and sort on.
+pub const INDEXES: &[(&str, &str)] = &[
+    ("name", "string"),
+    ("version", "string"),
+    ("active", "boolean"),
+    ("default", "boolean"),
+    ("max_physical_memory", "number"),
+    ("max_swap", "number"),
+    ("quota", "number"),
+    ("cpu_cap", "number"),
+    ("vcpus", "number"),
+    ("max_lwps", "number"),
+    ("zfs_io_priority", "number"),
+    ("fss", "number"),
+    ("group", "string"),
+    ("description", "string"),
+    ("common_name", "string"),
+    ("owner_uuids", "[string]"),
+    ("networks", "[string]"),
+    ("billing_tag", "string"),
+    ("brand", "string"),
+    ("os", "string"),
+    ("parent", "string"),
+    ("flexible_disk", "boolean"),
+    ("alloc_server_spread", "string"),
+    ("created_at", "string"),
+    ("updated_at", "string"),
+];
+
+pub fn bucket_config() -> BucketConfig {
+    INDEXES.iter().fold(
+        BucketConfig::versioned(BUCKET_VERSION)
+            .with_index("uuid", IndexDef::unique("string"))
+            .with_index("name_version", IndexDef::unique("string")),
+        |config, (field, kind)| config.with_index(*field, IndexDef::new(*kind)),
+    )
+}
+
+#[derive(Debug, Clone)]
+pub struct Papi {
+    moray: MorayClient,
+    ignore_cpu_cap: bool,
+}
+
+impl Papi {
+    pub fn new(moray: MorayClient, ignore_cpu_cap: bool) -> Self {
+        Papi {
+            moray,
+            ignore_cpu_cap,
+        }
+    }
+
+    pub async fn ensure_buckets(&self) -> Result<()> {
+        self.moray
+            .put_bucket(BUCKET, &bucket_config())
+            .await
+            .map_err(Error::moray("putBucket"))
+    }
+
+    pub async fn create(&self, req: proto::CreatePackageRequest) -> Result<Package> {
+        let fields = req.fields.unwrap_or_default();
+        let set = package::set_fields(&fields);
+        let mut required: Vec<&str> = package::REQUIRED.to_vec();
+        if !self.ignore_cpu_cap {
+            required.push("cpu_cap");
+        }
+        let missing: Vec<FieldError> = required
+            .iter()
+            .filter(|f| !set.contains(f))
+            .map(|f| FieldError::missing(f))
+            .collect();
+        let now = timestamp::now();
+        let mut pkg = Package {
+            uuid: if req.uuid.is_empty() {
+                uuid::Uuid::new_v4().to_string()
+            } else {
+                req.uuid
+            },
+            created_at: now.clone(),
+            updated_at: now,
+            ..Default::default()
+        };
+        package::apply(&mut pkg, fields);
+        if !missing.is_empty() {
+            // Rules on fields that are missing would only repeat that they are missing.
+            let mut errors = missing;
+            errors.extend(
+                package::validate(&pkg, self.ignore_cpu_cap)
+                    .into_iter()
+                    .filter(|e| set.contains(&e.field.as_str()) || e.field == "uuid"),
+            );
+            return Err(Error::Invalid(errors));
+        }
+        let errors = package::validate(&pkg, self.ignore_cpu_cap);
+        if !errors.is_empty() {
+            return Err(Error::Invalid(errors));
+        }
+        let value = to_value(&pkg)?;
+        match self
+            .moray
+            .put_object(BUCKET, &pkg.uuid, &value, EtagCondition::MustNotExist)
+            .await
+        {
+            Ok(_) => Ok(pkg),
+            Err(e) if e.name() == "EtagConflictError" || unique_violation(&e, "uuid") => {
+                Err(Error::Conflict {
+                    field: "uuid",
+                    value: format!("{:?}", pkg.uuid),
+                    detail: " (a package with this uuid exists)".to_string(),
+                })
+            }
+            Err(e) if unique_violation(&e, "name_version") => Err(Error::Conflict {
+                field: "name, version",
+                value: format!("{:?}, {:?}", pkg.name, pkg.version),
+                detail: " (a package with this name and version exists)".to_string(),
+            }),
+            Err(e) => Err(Error::moray("putObject")(e)),
+        }
+    }
+
+    /// The package; with `owner_uuids`, only if public or owned by one of them.
+    pub async fn get(&self, uuid: &str, owner_uuids: &[String]) -> Result<Package> {
+        check_uuid("uuid", uuid)?;
+        for (i, owner) in owner_uuids.iter().enumerate() {
+            check_uuid(&format!("owner_uuids[{i}]"), owner)?;
+        }
+        let (pkg, _) = self.load(uuid).await?;
+        let visible = owner_uuids.is_empty()
+            || pkg
+                .owner_uuids
+                .as_ref()
+                .is_none_or(|owners| owners.iter().any(|o| owner_uuids.contains(o)));
+        if !visible {
+            return Err(Error::PackageNotFound(uuid.to_string()));
+        }
+        Ok(pkg)
+    }
+
+    pub async fn list(&self, req: &proto::ListPackagesRequest) -> Result<(Vec<Package>, u64)> {
+        let filter = list_filter(req)?;
+        let mut errors = Vec::new();
+        if req.limit > MAX_LIMIT {
+            errors.push(FieldError::invalid(
+                "limit",
+                format!("must be at most {MAX_LIMIT}"),
+            ));
+        }
+        let order = match req.order.to_ascii_uppercase().as_str() {
+            "" | "ASC" => SortOrder::Asc,
+            "DESC" => SortOrder::Desc,
+            other => {
+                errors.push(FieldError::invalid(
+                    "order",
+                    format!("{other:?} is neither ASC nor DESC"),
+                ));
+                SortOrder::Asc
+            }
+        };
+        let sort_field = if req.sort.is_empty() {
+            "_id"
+        } else if req.sort == "uuid" || INDEXES.iter().any(|(f, _)| *f == req.sort) {
+            req.sort.as_str()
+        } else {
+            errors.push(FieldError::invalid(
+                "sort",
+                format!("{:?} is not an indexed package field", req.sort),
+            ));
+            "_id"
+        };
+        if !errors.is_empty() {
+            return Err(Error::Invalid(errors));
+        }
+        let options = FindOptions {
+            limit: Some(u64::from(if req.limit == 0 {
+                MAX_LIMIT
+            } else {
+                req.limit
+            })),
+            offset: u64::from(req.offset),
+            sort: vec![Sort {
+                attribute: sort_field.to_string(),
+                order,
+            }],
+            ..Default::default()
+        };
+        let objects = match self.moray.find_objects(BUCKET, &filter, &options).await {
+            Ok(o) => o,
+            Err(e) if matches!(e.name(), "InvalidQueryError" | "NotIndexedError") => {
+                return Err(Error::invalid(
+                    "filter",
+                    format!("is not a valid search filter: {}", e.message()),
+                ));
+            }
+            Err(e) => return Err(Error::moray("findObjects")(e)),
+        };
+        let total = objects.first().and_then(|o| o.count).unwrap_or(0);
+        let packages = objects
+            .iter()
+            .map(from_object)
+            .collect::<Result<Vec<_>>>()?;
+        Ok((packages, total))
+    }
+
+    pub async fn update(&self, req: proto::UpdatePackageRequest) -> Result<Package> {
+        check_uuid("uuid", &req.uuid)?;
+        let fields = req.fields.unwrap_or_default();
+        for _ in 0..WRITE_ATTEMPTS {
+            let (stored, etag) = self.load(&req.uuid).await?;
+            let mut errors = package::immutable_changes(&stored, &fields);
+            let mut pkg = stored.clone();
+            package::apply(&mut pkg, fields.clone());
+            for field in &req.remove {
+                if let Err(e) = package::remove(&mut pkg, field) {
+                    errors.push(e);
+                }
+            }
+            if !errors.is_empty() {
+                return Err(Error::Invalid(errors));
+            }
+            let errors = package::validate(&pkg, self.ignore_cpu_cap);
+            if !errors.is_empty() {
+                return Err(Error::Invalid(errors));
+            }
+            pkg.updated_at = timestamp::now();
+            match self
+                .moray
+                .put_object(BUCKET, &pkg.uuid, &to_value(&pkg)?, EtagCondition::Is(etag))
+                .await
+            {
+                Ok(_) => return Ok(pkg),
+                Err(e) if e.name() == "EtagConflictError" => continue,
+                Err(e) => return Err(Error::moray("putObject")(e)),
+            }
+        }
+        Err(Error::Busy(format!(
+            "package {} changed {WRITE_ATTEMPTS} times during the request; try again",
+            req.uuid
+        )))
+    }
+
+    pub async fn delete(&self, uuid: &str, force: bool) -> Result<()> {
+        check_uuid("uuid", uuid)?;
+        let (_, etag) = self.load(uuid).await?;
+        if !force {
+            return Err(Error::BadMethod(
+                "Packages cannot be deleted: instances made from them bill against them; \
+                 set active=false instead, or force=true"
+                    .to_string(),
+            ));
+        }
+        match self
+            .moray
+            .delete_object(BUCKET, uuid, EtagCondition::Is(etag))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if e.name() == "ObjectNotFoundError" => {
+                Err(Error::PackageNotFound(uuid.to_string()))
+            }
+            Err(e) if e.name() == "EtagConflictError" => Err(Error::Busy(format!(
+                "package {uuid} changed during the delete; try again"
+            ))),
+            Err(e) => Err(Error::moray("delObject")(e)),
+        }
+    }
+
+    async fn load(&self, uuid: &str) -> Result<(Package, String)> {
+        let object = self
+            .moray
+            .get_object(BUCKET, uuid)
+            .await
+            .map_err(Error::moray("getObject"))?;
+        match object {
+            Some(o) => Ok((from_object(&o)?, o.etag)),
+            None => Err(Error::PackageNotFound(uuid.to_string())),
+        }
+    }
+}
+
+/// The Moray filter of a ListPackages request.
+pub fn list_filter(req: &proto::ListPackagesRequest) -> Result<String> {
+    if !req.filter.is_empty() {
+        if req.filter.len() > MAX_FILTER_LEN {
+            return Err(Error::invalid(
+                "filter",
+                format!("must be at most {MAX_FILTER_LEN} bytes"),
+            ));
+        }
+        return Ok(req.filter.clone());
+    }
+    let mut errors = Vec::new();
+    let mut terms = Vec::new();
+    for (field, value) in [
+        ("name", &req.name),
+        ("version", &req.version),
+        ("group", &req.group),
+        ("brand", &req.brand),
+        ("os", &req.os),
+        ("billing_tag", &req.billing_tag),
+    ] {
+        if !value.is_empty() {
+            terms.push(format!("({field}={})", ldap_value(value, true)));
+        }
+    }
+    for (field, value) in [
+        ("active", req.active),
+        ("flexible_disk", req.flexible_disk),
+        ("default", req.default),
+    ] {
+        if let Some(v) = value {
+            terms.push(format!("({field}={v})"));
+        }
+    }
+    for (field, value) in [
+        ("max_physical_memory", req.max_physical_memory),
+        ("max_swap", req.max_swap),
+        ("quota", req.quota),
+        ("vcpus", req.vcpus.map(u64::from)),
+        ("max_lwps", req.max_lwps.map(u64::from)),
+    ] {
+        if let Some(v) = value {
+            terms.push(format!("({field}={v})"));
+        }
+    }
+    let mut owners = Vec::new();
+    for (i, owner) in req.owner_uuids.iter().enumerate() {
+        if package::is_uuid(owner) {
+            owners.push(format!("(owner_uuids={owner})"));
+        } else {
+            errors.push(FieldError::invalid(
+                &format!("owner_uuids[{i}]"),
+                format!("{owner:?} is not a UUID"),
+            ));
+        }
+    }
+    match owners.len() {
+        0 => {}
+        1 => terms.append(&mut owners),
+        _ => terms.push(format!("(|{})", owners.concat())),
+    }
+    if !req.visible_to.is_empty() {
+        if package::is_uuid(&req.visible_to) {
+            terms.push(format!(
+                "(|(owner_uuids={})(!(owner_uuids=*)))",
+                req.visible_to
+            ));
+        } else {
+            errors.push(FieldError::invalid(
+                "visible_to",
+                format!("{:?} is not a UUID", req.visible_to),
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Error::Invalid(errors));
+    }
+    Ok(match terms.len() {
+        0 => "(uuid=*)".to_string(),
+        1 => terms.concat(),
+        _ => format!("(&{})", terms.concat()),
+    })
+}
+
+fn check_uuid(field: &str, value: &str) -> Result<()> {
+    if value.is_empty() {
+        return Err(Error::missing(field));
+    }
+    if !package::is_uuid(value) {
+        return Err(Error::invalid(field, format!("{value:?} is not a UUID")));
+    }
+    Ok(())
+}
+
+/// Whether `e` is Moray's unique-index violation on `attribute`.
+fn unique_violation(e: &MorayError, attribute: &str) -> bool {
+    e.name() == "UniqueAttributeError"
+        && e.message()
+            .split_whitespace()
+            .next()
+            .is_some_and(|first| first == attribute)
+}
+
+fn to_value(p: &Package) -> Result<serde_json::Value> {
+    serde_json::to_value(p).map_err(|e| Error::Corrupt {
+        what: format!("package {}", p.uuid),
+        reason: e.to_string(),
+    })
+}
+
+fn from_object(o: &Object) -> Result<Package> {
+    serde_json::from_value(o.value.clone()).map_err(|e| Error::Corrupt {
+        what: format!("{}/{}", o.bucket, o.key),
+        reason: e.to_string(),
+    })
+}
+
+/// A value for an LDAP filter: special characters escaped as `\XX`; with `glob`, `*`
+/// stays a wildcard (Triton's ListPackages allows `*` and escapes the rest).
+pub fn ldap_value(value: &str, glob: bool) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '*' if glob => out.push('*'),
+            '(' | ')' | '\\' | '*' | '=' | '\0' => out.push_str(&format!("\\{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_filters_lists_everything() {
+        assert_eq!(
+            list_filter(&<proto::ListPackagesRequest as Default>::default()).unwrap(),
+            "(uuid=*)"
+        );
+    }
+
+    #[test]
+    fn filters_combine_and_escape() {
+        let req = proto::ListPackagesRequest {
+            name: "sdc_*".into(),
+            group: "a(b)".into(),
+            active: Some(true),
+            max_physical_memory: Some(1024),
+            owner_uuids: vec![
+                "7fc87f43-2def-4e6f-9f8c-980b0385b36e".into(),
+                "ecc73356-f797-4cd2-8f80-514c27031efe".into(),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            list_filter(&req).unwrap(),
+            "(&(name=sdc_*)(group=a\\28b\\29)(active=true)(max_physical_memory=1024)\
+             (|(owner_uuids=7fc87f43-2def-4e6f-9f8c-980b0385b36e)(owner_uuids=ecc73356-f797-4cd2-8f80-514c27031efe)))"
+        );
+    }
+
+    #[test]
+    fn visible_to_includes_public_packages() {
+        let req = proto::ListPackagesRequest {
+            visible_to: "7fc87f43-2def-4e6f-9f8c-980b0385b36e".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            list_filter(&req).unwrap(),
+            "(|(owner_uuids=7fc87f43-2def-4e6f-9f8c-980b0385b36e)(!(owner_uuids=*)))"
+        );
+    }
+
+    #[test]
+    fn bad_owner_uuids_are_named() {
+        let req = proto::ListPackagesRequest {
+            owner_uuids: vec!["nope".into()],
+            visible_to: "x".into(),
+            ..Default::default()
+        };
+        let Err(Error::Invalid(errors)) = list_filter(&req) else {
+            panic!("expected Invalid");
+        };
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["owner_uuids[0]", "visible_to"]);
+    }
+
+    #[test]
+    fn raw_filter_overrides() {
+        let req = proto::ListPackagesRequest {
+            name: "ignored".into(),
+            filter: "(max_physical_memory>=1024)".into(),
+            ..Default::default()
+        };
+        assert_eq!(list_filter(&req).unwrap(), "(max_physical_memory>=1024)");
+    }
+}

@@ -1,0 +1,127 @@
+//! A real PostgreSQL, a real Moray on it and PAPI on that, all in-process on loopback
+//! ports, for one test; and helpers to check Triton-style errors.
+
+#![allow(dead_code)] // each test binary uses part of it
+
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use triton_proto::papi::v1::papi_client::PapiClient;
+use triton_testkit::Postgres;
+
+pub struct Stack {
+    /// Where the service listens.
+    pub addr: std::net::SocketAddr,
+    pub client: PapiClient<Channel>,
+    pub moray_url: String,
+    shutdown: CancellationToken,
+    _postgres: Postgres,
+}
+
+impl Stack {
+    pub async fn start() -> Stack {
+        // Started on the test's own thread: the testkit ties PostgreSQL's life to the
+        // thread that spawned it (PR_SET_PDEATHSIG), and this thread outlives the test.
+        let postgres = Postgres::start().expect("PostgreSQL starts");
+        let postgres_url = postgres.create_database("moray").expect("createdb moray");
+        let shutdown = CancellationToken::new();
+        let moray = moray::start(
+            moray::Config {
+                listen: "127.0.0.1:0".into(),
+                postgres_url,
+                ..Default::default()
+            },
+            shutdown.clone(),
+        )
+        .await
+        .expect("Moray starts");
+        let moray_url = format!("tcp://{}", moray.addr);
+        let papi = papi::start(
+            papi::Config {
+                listen: "127.0.0.1:0".into(),
+                moray_url: moray_url.clone(),
+                ..Default::default()
+            },
+            shutdown.clone(),
+        )
+        .await
+        .expect("PAPI starts");
+        let client = PapiClient::connect(format!("http://{}", papi.addr))
+            .await
+            .expect("client connects");
+        Stack {
+            addr: papi.addr,
+            client,
+            moray_url,
+            shutdown,
+            _postgres: postgres,
+        }
+    }
+}
+
+impl Stack {
+    /// Another PAPI on the same Moray, with `ignore_cpu_cap` as given.
+    pub async fn another_papi(&self, ignore_cpu_cap: bool) -> PapiClient<Channel> {
+        let papi = papi::start(
+            papi::Config {
+                listen: "127.0.0.1:0".into(),
+                moray_url: self.moray_url.clone(),
+                ignore_cpu_cap,
+                ..Default::default()
+            },
+            self.shutdown.clone(),
+        )
+        .await
+        .expect("second PAPI starts");
+        PapiClient::connect(format!("http://{}", papi.addr))
+            .await
+            .expect("client connects")
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Asserts that `result` failed with Triton error `name` and a message containing every
+/// one of `fragments`; returns the message.
+#[track_caller]
+pub fn assert_error<T: std::fmt::Debug>(
+    result: Result<tonic::Response<T>, tonic::Status>,
+    name: &str,
+    fragments: &[&str],
+) -> String {
+    let status = match result {
+        Ok(r) => panic!("expected {name}, got {:?}", r.into_inner()),
+        Err(s) => s,
+    };
+    assert_eq!(
+        triton_common::status::error_name(&status),
+        Some(name),
+        "status: {status:?}"
+    );
+    let message = triton_common::status::error_message(&status).to_string();
+    for f in fragments {
+        assert!(message.contains(f), "{message:?} should contain {f:?}");
+    }
+    message
+}
+
+/// The health service's answer for `service` on `addr`.
+pub async fn health(addr: std::net::SocketAddr, service: &str) -> i32 {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("health client connects");
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    client
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.to_string(),
+        })
+        .await
+        .expect("health check answers")
+        .into_inner()
+        .status
+}

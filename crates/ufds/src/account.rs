@@ -1,0 +1,245 @@
+//! Accounts (UFDS `sdcperson`): the stored form and the rules a new or changed account
+//! must follow. Login rules are sdc-ufds's (`schema/sdcperson.js`): 3 to 32 characters,
+//! a letter first, then letters, digits, `_`, `.` or `@`; `local` is reserved.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::FieldError;
+
+pub const MIN_LOGIN_LEN: usize = 3;
+pub const MAX_LOGIN_LEN: usize = 32;
+/// Logins no account may take (sdc-ufds: `local` names images without an origin).
+pub const RESERVED_LOGINS: &[&str] = &["local"];
+/// Longest email accepted (RFC 5321's path limit).
+pub const MAX_EMAIL_LEN: usize = 254;
+/// Longest profile field (name, company, address, ...): far past any real one, short
+/// enough that an account stays a small Moray object.
+pub const MAX_FIELD_LEN: usize = 1024;
+
+/// An account as stored in `ufds_accounts` (key: uuid). Empty profile fields are left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub uuid: String,
+    pub login: String,
+    pub email: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cn: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub givenname: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sn: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub company: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub address: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub city: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub state: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub postalcode: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub country: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub phone: String,
+    #[serde(default)]
+    pub approved_for_provisioning: bool,
+    #[serde(default)]
+    pub triton_cns_enabled: bool,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl Account {
+    /// Every rule the account breaks, each naming its field.
+    pub fn validate(&self) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        if let Some(e) = check_uuid("uuid", &self.uuid) {
+            errors.push(e);
+        }
+        if let Some(e) = check_login(&self.login) {
+            errors.push(e);
+        }
+        if let Some(e) = check_email(&self.email) {
+            errors.push(e);
+        }
+        for (field, value) in self.profile_fields() {
+            if let Some(e) = check_text(field, value) {
+                errors.push(e);
+            }
+        }
+        errors
+    }
+
+    fn profile_fields(&self) -> [(&'static str, &str); 10] {
+        [
+            ("cn", &self.cn),
+            ("givenname", &self.givenname),
+            ("sn", &self.sn),
+            ("company", &self.company),
+            ("address", &self.address),
+            ("city", &self.city),
+            ("state", &self.state),
+            ("postalcode", &self.postalcode),
+            ("country", &self.country),
+            ("phone", &self.phone),
+        ]
+    }
+}
+
+/// A lower-case hyphenated UUID, as every Triton API writes them.
+pub fn is_uuid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, &c)| match i {
+            8 | 13 | 18 | 23 => c == b'-',
+            _ => c.is_ascii_digit() || (b'a'..=b'f').contains(&c),
+        })
+}
+
+pub fn check_uuid(field: &str, value: &str) -> Option<FieldError> {
+    if value.is_empty() {
+        return Some(FieldError::missing(field));
+    }
+    (!is_uuid(value)).then(|| {
+        FieldError::invalid(
+            field,
+            format!("{value:?} is not a UUID (lower-case, xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"),
+        )
+    })
+}
+
+pub fn check_login(login: &str) -> Option<FieldError> {
+    if login.is_empty() {
+        return Some(FieldError::missing("login"));
+    }
+    let len = login.chars().count();
+    let reason = if !(MIN_LOGIN_LEN..=MAX_LOGIN_LEN).contains(&len) {
+        format!("must be {MIN_LOGIN_LEN} to {MAX_LOGIN_LEN} characters long")
+    } else if !login.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        "must start with a letter".to_string()
+    } else if !login
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '@'))
+    {
+        "may only contain letters, digits, '_', '.' and '@'".to_string()
+    } else if RESERVED_LOGINS.contains(&login) {
+        "is reserved".to_string()
+    } else {
+        return None;
+    };
+    Some(FieldError::invalid(
+        "login",
+        format!("{login:?} is invalid: {reason}"),
+    ))
+}
+
+/// Email: `local@domain.tld`, no spaces, the domain with a dot and a TLD of two or more
+/// letters (sdc-ufds's former `EMAIL_RE`, without its four-letter TLD cap).
+pub fn check_email(email: &str) -> Option<FieldError> {
+    if email.is_empty() {
+        return Some(FieldError::missing("email"));
+    }
+    let valid = email.len() <= MAX_EMAIL_LEN
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            let local_ok = !local.is_empty()
+                && local
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._%+-".contains(c));
+            let domain_ok = domain.rsplit_once('.').is_some_and(|(host, tld)| {
+                !host.is_empty()
+                    && !host.starts_with('.')
+                    && host
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+                    && tld.len() >= 2
+                    && tld.chars().all(|c| c.is_ascii_alphabetic())
+            });
+            local_ok && domain_ok
+        });
+    (!valid)
+        .then(|| FieldError::invalid("email", format!("{email:?} is not a valid email address")))
+}
+
+/// A free-text profile field: bounded, no control characters.
+pub fn check_text(field: &str, value: &str) -> Option<FieldError> {
+    if value.chars().count() > MAX_FIELD_LEN {
+        return Some(FieldError::invalid(
+            field,
+            format!("is longer than {MAX_FIELD_LEN} characters"),
+        ));
+    }
+    value
+        .chars()
+        .any(char::is_control)
+        .then(|| FieldError::invalid(field, "must not contain control characters"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logins_follow_sdcperson() {
+        for ok in ["bob", "Bob_1", "a.b@c", "abc", &"a".repeat(32)] {
+            assert_eq!(check_login(ok), None, "{ok}");
+        }
+        for (bad, why) in [
+            ("ab", "3 to 32"),
+            (&"a".repeat(33) as &str, "3 to 32"),
+            ("1bob", "start with a letter"),
+            ("_bob", "start with a letter"),
+            ("bob-smith", "may only contain"),
+            ("bob smith", "may only contain"),
+            ("local", "reserved"),
+        ] {
+            let e = check_login(bad).expect(bad);
+            assert_eq!(e.field, "login");
+            assert!(e.message.contains(why), "{bad}: {e}");
+        }
+        assert_eq!(check_login(""), Some(FieldError::missing("login")));
+    }
+
+    #[test]
+    fn a_login_never_looks_like_a_uuid() {
+        assert!(check_login("a0b1c2d3-0000-4000-8000-000000000000").is_some());
+        assert!(is_uuid("a0b1c2d3-0000-4000-8000-000000000000"));
+        assert!(!is_uuid("A0B1C2D3-0000-4000-8000-000000000000"));
+        assert!(!is_uuid("a0b1c2d3000040008000000000000000"));
+    }
+
+    #[test]
+    fn emails() {
+        for ok in [
+            "a@b.co",
+            "first.last+tag@mail.example.museum",
+            "x_y%z@a-b.org",
+        ] {
+            assert_eq!(check_email(ok), None, "{ok}");
+        }
+        for bad in [
+            "a",
+            "a@b",
+            "@b.com",
+            "a b@c.com",
+            "a@b.c",
+            "a@.com",
+            "a@b.c0m",
+        ] {
+            assert!(check_email(bad).is_some(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn validate_reports_every_field() {
+        let account = Account {
+            uuid: "nope".into(),
+            login: "1x".into(),
+            email: "bad".into(),
+            phone: "1\n2".into(),
+            ..Default::default()
+        };
+        let fields: Vec<String> = account.validate().into_iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["uuid", "login", "email", "phone"]);
+    }
+}

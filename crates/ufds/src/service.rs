@@ -1,0 +1,582 @@
+//! UFDS's operations on accounts and keys, all state in Moray.
+//!
+//! Buckets: `ufds_accounts` (key: account uuid; unique `login`) and `ufds_keys` (key:
+//! `<account_uuid>/<md5 fingerprint>`; unique `account_name`). Every write that spans
+//! both buckets is one Moray batch conditioned on the account's etag, so a key is never
+//! added to an account being deleted, and an account is never deleted half-way.
+
+use moray_client::{
+    BatchOp, BucketConfig, EtagCondition, FindOptions, IndexDef, MorayClient, MorayError, Object,
+    Sort, SortOrder,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use triton_proto::ufds::v1 as proto;
+
+use crate::account::{self, Account};
+use crate::error::{Error, FieldError, Result};
+use crate::key::{self, StoredKey};
+use crate::ssh_key::{Fingerprint, PublicKey, normalize_fingerprint};
+use crate::timestamp;
+
+pub const ACCOUNTS_BUCKET: &str = "ufds_accounts";
+pub const KEYS_BUCKET: &str = "ufds_keys";
+/// Version of both bucket configs; raise it when an index is added.
+pub const BUCKET_VERSION: u32 = 1;
+/// Most accounts one ListAccounts returns (Triton's internal-API page limit).
+pub const MAX_LIMIT: u32 = 1000;
+/// Most keys one account may hold; ListKeys returns them all.
+pub const MAX_KEYS_PER_ACCOUNT: u64 = 1000;
+/// Tries of a write that lost a race with a change to its account.
+const WRITE_ATTEMPTS: usize = 3;
+
+/// The bucket configs UFDS needs.
+pub fn buckets() -> [(&'static str, BucketConfig); 2] {
+    [
+        (
+            ACCOUNTS_BUCKET,
+            BucketConfig::versioned(BUCKET_VERSION)
+                .with_index("uuid", IndexDef::unique("string"))
+                .with_index("login", IndexDef::unique("string"))
+                .with_index("email", IndexDef::new("string"))
+                .with_index("approved_for_provisioning", IndexDef::new("boolean"))
+                .with_index("created_at", IndexDef::new("string")),
+        ),
+        (
+            KEYS_BUCKET,
+            BucketConfig::versioned(BUCKET_VERSION)
+                .with_index("account_uuid", IndexDef::new("string"))
+                .with_index("name", IndexDef::new("string"))
+                .with_index("fingerprint", IndexDef::new("string"))
+                .with_index("sha256_fingerprint", IndexDef::new("string"))
+                .with_index("account_name", IndexDef::unique("string")),
+        ),
+    ]
+}
+
+#[derive(Debug, Clone)]
+pub struct Ufds {
+    moray: MorayClient,
+}
+
+impl Ufds {
+    pub fn new(moray: MorayClient) -> Self {
+        Ufds { moray }
+    }
+
+    /// Creates or upgrades the buckets.
+    pub async fn ensure_buckets(&self) -> Result<()> {
+        for (name, config) in buckets() {
+            self.moray
+                .put_bucket(name, &config)
+                .await
+                .map_err(Error::moray("putBucket"))?;
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ accounts
+
+    pub async fn create_account(&self, req: proto::CreateAccountRequest) -> Result<Account> {
+        let now = timestamp::now();
+        let account = Account {
+            uuid: if req.uuid.is_empty() {
+                uuid::Uuid::new_v4().to_string()
+            } else {
+                req.uuid
+            },
+            login: req.login,
+            email: req.email,
+            cn: req.cn,
+            givenname: req.givenname,
+            sn: req.sn,
+            company: req.company,
+            address: req.address,
+            city: req.city,
+            state: req.state,
+            postalcode: req.postalcode,
+            country: req.country,
+            phone: req.phone,
+            approved_for_provisioning: req.approved_for_provisioning,
+            triton_cns_enabled: req.triton_cns_enabled,
+            created_at: now.clone(),
+            updated_at: now,
+        };
+        let errors = account.validate();
+        if !errors.is_empty() {
+            return Err(Error::Invalid(errors));
+        }
+        let result = self
+            .moray
+            .put_object(
+                ACCOUNTS_BUCKET,
+                &account.uuid,
+                &to_value(&account)?,
+                EtagCondition::MustNotExist,
+            )
+            .await;
+        match result {
+            Ok(_) => Ok(account),
+            Err(e) if e.name() == "EtagConflictError" => Err(Error::Conflict {
+                field: "uuid",
+                value: account.uuid,
+                detail: String::new(),
+            }),
+            Err(e) if unique_violation(&e, "login") => Err(Error::Conflict {
+                field: "login",
+                value: account.login,
+                detail: String::new(),
+            }),
+            Err(e) => Err(Error::moray("putObject")(e)),
+        }
+    }
+
+    pub async fn get_account(&self, reference: &str) -> Result<Account> {
+        self.resolve(reference).await.map(|(a, _)| a)
+    }
+
+    pub async fn list_accounts(
+        &self,
+        req: &proto::ListAccountsRequest,
+    ) -> Result<(Vec<Account>, u64)> {
+        let mut errors = Vec::new();
+        for (field, value) in [("login", &req.login), ("email", &req.email)] {
+            if let Some(e) = account::check_text(field, value) {
+                errors.push(e);
+            }
+        }
+        if req.limit > MAX_LIMIT {
+            errors.push(FieldError::invalid(
+                "limit",
+                format!("must be at most {MAX_LIMIT}"),
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(Error::Invalid(errors));
+        }
+        let mut terms = Vec::new();
+        if !req.login.is_empty() {
+            terms.push(format!("(login={})", ldap_value(&req.login, true)));
+        }
+        if !req.email.is_empty() {
+            terms.push(format!("(email={})", ldap_value(&req.email, true)));
+        }
+        if let Some(approved) = req.approved_for_provisioning {
+            terms.push(format!("(approved_for_provisioning={approved})"));
+        }
+        let filter = and_filter(terms, "(login=*)");
+        let options = FindOptions {
+            limit: Some(u64::from(if req.limit == 0 {
+                MAX_LIMIT
+            } else {
+                req.limit
+            })),
+            offset: u64::from(req.offset),
+            sort: vec![Sort {
+                attribute: "login".to_string(),
+                order: SortOrder::Asc,
+            }],
+            ..Default::default()
+        };
+        let objects = self
+            .moray
+            .find_objects(ACCOUNTS_BUCKET, &filter, &options)
+            .await
+            .map_err(Error::moray("findObjects"))?;
+        let total = objects.first().and_then(|o| o.count).unwrap_or(0);
+        let accounts = objects
+            .iter()
+            .map(from_object::<Account>)
+            .collect::<Result<Vec<_>>>()?;
+        Ok((accounts, total))
+    }
+
+    pub async fn update_account(&self, req: proto::UpdateAccountRequest) -> Result<Account> {
+        for _ in 0..WRITE_ATTEMPTS {
+            let (mut account, etag) = self.resolve(&req.account).await?;
+            let req = req.clone();
+            let sets = [
+                (req.cn, &mut account.cn),
+                (req.givenname, &mut account.givenname),
+                (req.sn, &mut account.sn),
+                (req.company, &mut account.company),
+                (req.address, &mut account.address),
+                (req.city, &mut account.city),
+                (req.state, &mut account.state),
+                (req.postalcode, &mut account.postalcode),
+                (req.country, &mut account.country),
+                (req.phone, &mut account.phone),
+                (req.email, &mut account.email),
+            ];
+            for (value, slot) in sets {
+                if let Some(value) = value {
+                    *slot = value;
+                }
+            }
+            if let Some(v) = req.approved_for_provisioning {
+                account.approved_for_provisioning = v;
+            }
+            if let Some(v) = req.triton_cns_enabled {
+                account.triton_cns_enabled = v;
+            }
+            account.updated_at = timestamp::now();
+            let errors = account.validate();
+            if !errors.is_empty() {
+                return Err(Error::Invalid(errors));
+            }
+            let result = self
+                .moray
+                .put_object(
+                    ACCOUNTS_BUCKET,
+                    &account.uuid,
+                    &to_value(&account)?,
+                    EtagCondition::Is(etag),
+                )
+                .await;
+            match result {
+                Ok(_) => return Ok(account),
+                Err(e) if e.name() == "EtagConflictError" => continue,
+                Err(e) => return Err(Error::moray("putObject")(e)),
+            }
+        }
+        Err(busy(&req.account))
+    }
+
+    /// Deletes the account and its keys in one batch; returns how many keys went.
+    pub async fn delete_account(&self, reference: &str) -> Result<u64> {
+        for _ in 0..WRITE_ATTEMPTS {
+            let (account, etag) = self.resolve(reference).await?;
+            let ops = [
+                BatchOp::Delete {
+                    bucket: ACCOUNTS_BUCKET.to_string(),
+                    key: account.uuid.clone(),
+                    etag: EtagCondition::Is(etag),
+                },
+                BatchOp::DeleteMany {
+                    bucket: KEYS_BUCKET.to_string(),
+                    filter: format!("(account_uuid={})", ldap_value(&account.uuid, false)),
+                    options: FindOptions {
+                        no_limit: true,
+                        ..Default::default()
+                    },
+                },
+            ];
+            match self.moray.batch(&ops).await {
+                Ok(results) => return Ok(results.get(1).map(|r| r.count).unwrap_or(0)),
+                Err(e) if e.name() == "EtagConflictError" => continue,
+                Err(e) if e.name() == "ObjectNotFoundError" => {
+                    return Err(Error::AccountNotFound(reference.to_string()));
+                }
+                Err(e) => return Err(Error::moray("batch")(e)),
+            }
+        }
+        Err(busy(reference))
+    }
+
+    /// The account named by uuid or login, with its etag.
+    async fn resolve(&self, reference: &str) -> Result<(Account, String)> {
+        if reference.is_empty() {
+            return Err(Error::missing("account"));
+        }
+        if account::is_uuid(reference) {
+            let object = self
+                .moray
+                .get_object(ACCOUNTS_BUCKET, reference)
+                .await
+                .map_err(Error::moray("getObject"))?;
+            return match object {
+                Some(o) => Ok((from_object(&o)?, o.etag)),
+                None => Err(Error::AccountNotFound(reference.to_string())),
+            };
+        }
+        if reference.contains('-') {
+            // Not a login (logins have no '-'), and not a well-formed uuid either.
+            return Err(Error::invalid(
+                "account",
+                format!("{reference:?} is neither a UUID nor a login"),
+            ));
+        }
+        if let Some(e) = account::check_text("account", reference) {
+            return Err(Error::Invalid(vec![e]));
+        }
+        let filter = format!("(login={})", ldap_value(reference, false));
+        let found = self
+            .moray
+            .find_objects(ACCOUNTS_BUCKET, &filter, &FindOptions::limit(1))
+            .await
+            .map_err(Error::moray("findObjects"))?;
+        match found.first() {
+            Some(o) => Ok((from_object(o)?, o.etag.clone())),
+            None => Err(Error::AccountNotFound(reference.to_string())),
+        }
+    }
+
+    // ------------------------------------------------------------ keys
+
+    pub async fn create_key(&self, req: proto::CreateKeyRequest) -> Result<StoredKey> {
+        let mut errors = Vec::new();
+        if req.account.is_empty() {
+            errors.push(FieldError::missing("account"));
+        }
+        if let Some(e) = key::check_key_name(&req.name) {
+            errors.push(e);
+        }
+        let parsed = if req.key.trim().is_empty() {
+            errors.push(FieldError::missing("key"));
+            None
+        } else {
+            match PublicKey::parse_openssh(&req.key) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    errors.push(FieldError::invalid("key", format!("is invalid: {e}")));
+                    None
+                }
+            }
+        };
+        let Some(parsed) = parsed.filter(|_| errors.is_empty()) else {
+            return Err(Error::Invalid(errors));
+        };
+
+        for _ in 0..WRITE_ATTEMPTS {
+            let (account, etag) = self.resolve(&req.account).await?;
+            let record = StoredKey::new(&account.uuid, &req.name, &parsed, &timestamp::now());
+            let existing = self.account_keys(&account.uuid).await?;
+            if existing.len() as u64 >= MAX_KEYS_PER_ACCOUNT {
+                return Err(Error::invalid(
+                    "key",
+                    format!("account already holds {MAX_KEYS_PER_ACCOUNT} keys, the most allowed"),
+                ));
+            }
+            if existing.iter().any(|k| k.fingerprint == record.fingerprint) {
+                return Err(fingerprint_conflict(&record));
+            }
+            if existing.iter().any(|k| k.name == record.name) {
+                return Err(name_conflict(&record));
+            }
+            // Re-writing the account unchanged, conditioned on its etag, fences off a
+            // concurrent DeleteAccount.
+            let ops = [
+                BatchOp::Put {
+                    bucket: ACCOUNTS_BUCKET.to_string(),
+                    key: account.uuid.clone(),
+                    value: to_value(&account)?,
+                    etag: EtagCondition::Is(etag),
+                },
+                BatchOp::Put {
+                    bucket: KEYS_BUCKET.to_string(),
+                    key: record.moray_key(),
+                    value: to_value(&record)?,
+                    etag: EtagCondition::MustNotExist,
+                },
+            ];
+            match self.moray.batch(&ops).await {
+                Ok(_) => return Ok(record),
+                Err(e) if unique_violation(&e, "account_name") => {
+                    return Err(name_conflict(&record));
+                }
+                Err(e) if e.name() == "EtagConflictError" => {
+                    // Either the account changed (try again) or the key appeared.
+                    let stored = self
+                        .moray
+                        .get_object(KEYS_BUCKET, &record.moray_key())
+                        .await
+                        .map_err(Error::moray("getObject"))?;
+                    if stored.is_some() {
+                        return Err(fingerprint_conflict(&record));
+                    }
+                }
+                Err(e) => return Err(Error::moray("batch")(e)),
+            }
+        }
+        Err(busy(&req.account))
+    }
+
+    pub async fn get_key(&self, account: &str, key: &str) -> Result<StoredKey> {
+        let (account, _) = self.resolve(account).await?;
+        self.find_account_key(&account.uuid, key).await
+    }
+
+    pub async fn list_keys(&self, account: &str) -> Result<Vec<StoredKey>> {
+        let (account, _) = self.resolve(account).await?;
+        self.account_keys(&account.uuid).await
+    }
+
+    pub async fn delete_key(&self, account: &str, key: &str) -> Result<()> {
+        let (account, _) = self.resolve(account).await?;
+        let record = self.find_account_key(&account.uuid, key).await?;
+        match self
+            .moray
+            .delete_object(KEYS_BUCKET, &record.moray_key(), EtagCondition::Any)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if e.name() == "ObjectNotFoundError" => Err(Error::KeyNotFound {
+                account: account.login,
+                key: key.to_string(),
+            }),
+            Err(e) => Err(Error::moray("delObject")(e)),
+        }
+    }
+
+    /// Keys with `fingerprint` (MD5 or SHA256) in any account.
+    pub async fn find_keys(&self, fingerprint: &str) -> Result<Vec<StoredKey>> {
+        if fingerprint.is_empty() {
+            return Err(Error::missing("fingerprint"));
+        }
+        let filter = match normalize_fingerprint(fingerprint) {
+            Some(Fingerprint::Md5(fp)) => format!("(fingerprint={})", ldap_value(&fp, false)),
+            Some(Fingerprint::Sha256(fp)) => {
+                format!("(sha256_fingerprint={})", ldap_value(&fp, false))
+            }
+            None => {
+                return Err(Error::invalid(
+                    "fingerprint",
+                    format!(
+                        "{fingerprint:?} is neither an MD5 (aa:bb:...) nor a SHA256:... fingerprint"
+                    ),
+                ));
+            }
+        };
+        self.find_keys_by(&filter).await
+    }
+
+    async fn account_keys(&self, account_uuid: &str) -> Result<Vec<StoredKey>> {
+        self.find_keys_by(&format!(
+            "(account_uuid={})",
+            ldap_value(account_uuid, false)
+        ))
+        .await
+    }
+
+    async fn find_keys_by(&self, filter: &str) -> Result<Vec<StoredKey>> {
+        let options = FindOptions {
+            limit: Some(MAX_KEYS_PER_ACCOUNT),
+            sort: vec![Sort {
+                attribute: "name".to_string(),
+                order: SortOrder::Asc,
+            }],
+            no_count: true,
+            ..Default::default()
+        };
+        let objects = self
+            .moray
+            .find_objects(KEYS_BUCKET, filter, &options)
+            .await
+            .map_err(Error::moray("findObjects"))?;
+        objects.iter().map(from_object).collect()
+    }
+
+    /// The key of an account named by fingerprint (MD5 or SHA256) or by name. A
+    /// fingerprint match wins over a name match, as a name may look like a fingerprint.
+    async fn find_account_key(&self, account_uuid: &str, reference: &str) -> Result<StoredKey> {
+        if reference.is_empty() {
+            return Err(Error::missing("key"));
+        }
+        if let Some(e) = account::check_text("key", reference) {
+            return Err(Error::Invalid(vec![e]));
+        }
+        let keys = self.account_keys(account_uuid).await?;
+        let by_fingerprint = match normalize_fingerprint(reference) {
+            Some(Fingerprint::Md5(fp)) => keys.iter().find(|k| k.fingerprint == fp),
+            Some(Fingerprint::Sha256(fp)) => keys.iter().find(|k| k.sha256_fingerprint == fp),
+            None => None,
+        };
+        by_fingerprint
+            .or_else(|| keys.iter().find(|k| k.name == reference))
+            .cloned()
+            .ok_or_else(|| Error::KeyNotFound {
+                account: account_uuid.to_string(),
+                key: reference.to_string(),
+            })
+    }
+}
+
+fn fingerprint_conflict(record: &StoredKey) -> Error {
+    Error::Conflict {
+        field: "fingerprint",
+        value: record.fingerprint.clone(),
+        detail: " (the account already has this key)".to_string(),
+    }
+}
+
+fn name_conflict(record: &StoredKey) -> Error {
+    Error::Conflict {
+        field: "name",
+        value: record.name.clone(),
+        detail: " (the account already has a key of this name)".to_string(),
+    }
+}
+
+fn busy(account: &str) -> Error {
+    Error::Busy(format!(
+        "account {account} changed {WRITE_ATTEMPTS} times during the request; try again"
+    ))
+}
+
+/// Whether `e` is Moray's unique-index violation on `attribute`.
+fn unique_violation(e: &MorayError, attribute: &str) -> bool {
+    e.name() == "UniqueAttributeError"
+        && e.message()
+            .split_whitespace()
+            .next()
+            .is_some_and(|first| first == attribute)
+}
+
+fn to_value<T: Serialize>(v: &T) -> Result<Value> {
+    serde_json::to_value(v).map_err(|e| Error::Corrupt {
+        what: "record".to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn from_object<T: DeserializeOwned>(o: &Object) -> Result<T> {
+    serde_json::from_value(o.value.clone()).map_err(|e| Error::Corrupt {
+        what: format!("{}/{}", o.bucket, o.key),
+        reason: e.to_string(),
+    })
+}
+
+/// `(&t1 t2 ...)`, the one term alone, or `all` when there is none.
+fn and_filter(terms: Vec<String>, all: &str) -> String {
+    match terms.len() {
+        0 => all.to_string(),
+        1 => terms.into_iter().next().unwrap_or_default(),
+        _ => format!("(&{})", terms.concat()),
+    }
+}
+
+/// A value for an LDAP filter: special characters escaped as `\XX`; with `glob`, `*`
+/// stays a wildcard.
+pub fn ldap_value(value: &str, glob: bool) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '*' if glob => out.push('*'),
+            '(' | ')' | '\\' | '*' | '=' | '\0' => out.push_str(&format!("\\{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ldap_values_are_escaped() {
+        assert_eq!(ldap_value("a(b)*c\\=", false), "a\\28b\\29\\2ac\\5c\\3d");
+        assert_eq!(ldap_value("bo*", true), "bo*");
+    }
+
+    #[test]
+    fn filters_combine() {
+        assert_eq!(and_filter(vec![], "(x=*)"), "(x=*)");
+        assert_eq!(and_filter(vec!["(a=1)".into()], "(x=*)"), "(a=1)");
+        assert_eq!(
+            and_filter(vec!["(a=1)".into(), "(b=2)".into()], "(x=*)"),
+            "(&(a=1)(b=2))"
+        );
+    }
+}

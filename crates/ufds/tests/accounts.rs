@@ -1,0 +1,287 @@
+//! Accounts through the gRPC API, on a real Moray and PostgreSQL.
+
+mod common;
+
+use common::{Stack, assert_error};
+use triton_proto::ufds::v1 as proto;
+
+fn bob() -> proto::CreateAccountRequest {
+    proto::CreateAccountRequest {
+        login: "bob".into(),
+        email: "bob@example.com".into(),
+        givenname: "Bob".into(),
+        sn: "Smith".into(),
+        company: "Acme".into(),
+        approved_for_provisioning: true,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn account_lifecycle() {
+    let mut stack = Stack::start().await;
+    // SERVING (1) in the standard health service, under the service's full name.
+    assert_eq!(common::health(stack.addr, ufds::SERVICE_NAME).await, 1);
+    let c = &mut stack.client;
+
+    let created = c.create_account(bob()).await.unwrap().into_inner();
+    assert_eq!(created.uuid.len(), 36);
+    assert_eq!(created.login, "bob");
+    assert_eq!(created.givenname, "Bob");
+    assert!(created.created_at.ends_with('Z'), "{}", created.created_at);
+    assert_eq!(created.created_at, created.updated_at);
+
+    // By uuid and by login.
+    for reference in [created.uuid.clone(), "bob".to_string()] {
+        let got = c
+            .get_account(proto::GetAccountRequest { account: reference })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(got, created);
+    }
+
+    let alice_uuid = "a0b1c2d3-0000-4000-8000-000000000001";
+    c.create_account(proto::CreateAccountRequest {
+        uuid: alice_uuid.into(),
+        login: "alice".into(),
+        email: "alice@example.org".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    c.create_account(proto::CreateAccountRequest {
+        login: "bobby".into(),
+        email: "bobby@example.org".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+
+    let all = c
+        .list_accounts(proto::ListAccountsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let logins: Vec<&str> = all.accounts.iter().map(|a| a.login.as_str()).collect();
+    assert_eq!(logins, ["alice", "bob", "bobby"]);
+    assert_eq!(all.total, 3);
+
+    let bobs = c
+        .list_accounts(proto::ListAccountsRequest {
+            login: "bob*".into(),
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(bobs.accounts.len(), 1);
+    assert_eq!(bobs.accounts[0].login, "bob");
+    assert_eq!(bobs.total, 2);
+
+    let approved = c
+        .list_accounts(proto::ListAccountsRequest {
+            approved_for_provisioning: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(approved.accounts.len(), 1);
+    assert_eq!(approved.accounts[0].login, "bob");
+
+    let by_email = c
+        .list_accounts(proto::ListAccountsRequest {
+            email: "*@example.org".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(by_email.total, 2);
+
+    // Update: set some fields, clear one, keep the rest.
+    let updated = c
+        .update_account(proto::UpdateAccountRequest {
+            account: "bob".into(),
+            email: Some("robert@example.com".into()),
+            company: Some(String::new()),
+            phone: Some("+1 555 0100".into()),
+            triton_cns_enabled: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(updated.email, "robert@example.com");
+    assert_eq!(updated.company, "");
+    assert_eq!(updated.phone, "+1 555 0100");
+    assert_eq!(updated.givenname, "Bob");
+    assert!(updated.triton_cns_enabled);
+    assert!(updated.approved_for_provisioning);
+    assert_eq!(updated.created_at, created.created_at);
+    assert!(updated.updated_at >= created.updated_at);
+    let got = c
+        .get_account(proto::GetAccountRequest {
+            account: created.uuid.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got, updated);
+
+    c.delete_account(proto::DeleteAccountRequest {
+        account: "bob".into(),
+    })
+    .await
+    .unwrap();
+    assert_error(
+        c.get_account(proto::GetAccountRequest {
+            account: created.uuid.clone(),
+        })
+        .await,
+        "ResourceNotFound",
+        &[&created.uuid],
+    );
+    // The login is free again.
+    c.create_account(bob()).await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_account_input_is_refused_naming_the_field() {
+    let mut stack = Stack::start().await;
+    let c = &mut stack.client;
+
+    assert_error(
+        c.create_account(proto::CreateAccountRequest::default())
+            .await,
+        "MissingParameter",
+        &["login is missing", "email is missing"],
+    );
+    assert_error(
+        c.create_account(proto::CreateAccountRequest {
+            login: "9lives".into(),
+            ..bob()
+        })
+        .await,
+        "InvalidArgument",
+        &["login", "must start with a letter"],
+    );
+    assert_error(
+        c.create_account(proto::CreateAccountRequest {
+            login: "local".into(),
+            ..bob()
+        })
+        .await,
+        "InvalidArgument",
+        &["login", "reserved"],
+    );
+    assert_error(
+        c.create_account(proto::CreateAccountRequest {
+            email: "bob-at-example".into(),
+            ..bob()
+        })
+        .await,
+        "InvalidArgument",
+        &["email"],
+    );
+    assert_error(
+        c.create_account(proto::CreateAccountRequest {
+            uuid: "1234".into(),
+            ..bob()
+        })
+        .await,
+        "InvalidArgument",
+        &["uuid", "\"1234\" is not a UUID"],
+    );
+
+    let first = c.create_account(bob()).await.unwrap().into_inner();
+    assert_error(
+        c.create_account(proto::CreateAccountRequest {
+            email: "other@example.com".into(),
+            ..bob()
+        })
+        .await,
+        "ConflictError",
+        &["login \"bob\""],
+    );
+    assert_error(
+        c.create_account(proto::CreateAccountRequest {
+            uuid: first.uuid.clone(),
+            login: "robert".into(),
+            ..bob()
+        })
+        .await,
+        "ConflictError",
+        &["uuid", &first.uuid],
+    );
+
+    assert_error(
+        c.get_account(proto::GetAccountRequest {
+            account: "nobody".into(),
+        })
+        .await,
+        "ResourceNotFound",
+        &["nobody"],
+    );
+    assert_error(
+        c.get_account(proto::GetAccountRequest {
+            account: "abc-not-a-uuid".into(),
+        })
+        .await,
+        "InvalidArgument",
+        &["account", "neither a UUID nor a login"],
+    );
+    assert_error(
+        c.get_account(proto::GetAccountRequest::default()).await,
+        "MissingParameter",
+        &["account"],
+    );
+    assert_error(
+        c.update_account(proto::UpdateAccountRequest {
+            account: "bob".into(),
+            email: Some(String::new()),
+            ..Default::default()
+        })
+        .await,
+        "MissingParameter",
+        &["email is missing"],
+    );
+    assert_error(
+        c.update_account(proto::UpdateAccountRequest {
+            account: "bob".into(),
+            city: Some("a\u{7}b".into()),
+            ..Default::default()
+        })
+        .await,
+        "InvalidArgument",
+        &["city", "control characters"],
+    );
+    assert_error(
+        c.list_accounts(proto::ListAccountsRequest {
+            limit: 5000,
+            ..Default::default()
+        })
+        .await,
+        "InvalidArgument",
+        &["limit"],
+    );
+    assert_error(
+        c.delete_account(proto::DeleteAccountRequest {
+            account: "b0b1c2d3-0000-4000-8000-000000000009".into(),
+        })
+        .await,
+        "ResourceNotFound",
+        &[],
+    );
+    // Nothing above changed the one good account.
+    let got = c
+        .get_account(proto::GetAccountRequest {
+            account: "bob".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got, first);
+}
