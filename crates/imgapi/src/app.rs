@@ -113,6 +113,7 @@ impl Imgapi {
         Ok(())
     }
 
+    #[tracing::instrument(skip_all, fields(name = %image.name, version = %image.version))]
     pub async fn create_image(&self, image: proto::Image) -> Result<Manifest> {
         let m = manifest::validate(&image, Origin::Create, self.max_file_bytes)
             .map_err(Error::Validation)?;
@@ -136,7 +137,12 @@ impl Imgapi {
         upload.finish().await
     }
 
-    pub async fn import_image<S>(&self, header: proto::ImportImageHeader, chunks: S) -> Result<Manifest>
+    #[tracing::instrument(skip_all, fields(uuid = header.manifest.as_ref().map(|m| m.uuid.as_str()).unwrap_or("")))]
+    pub async fn import_image<S>(
+        &self,
+        header: proto::ImportImageHeader,
+        chunks: S,
+    ) -> Result<Manifest>
     where
         S: Stream<Item = Result<Vec<u8>>> + Unpin,
     {
@@ -176,7 +182,12 @@ impl Imgapi {
         Ok(m)
     }
 
-    pub async fn add_image_file<S>(&self, header: proto::AddImageFileHeader, chunks: S) -> Result<Manifest>
+    #[tracing::instrument(skip_all, fields(uuid = %header.uuid))]
+    pub async fn add_image_file<S>(
+        &self,
+        header: proto::AddImageFileHeader,
+        chunks: S,
+    ) -> Result<Manifest>
     where
         S: Stream<Item = Result<Vec<u8>>> + Unpin,
     {
@@ -267,6 +278,7 @@ impl Imgapi {
         })
     }
 
+    #[tracing::instrument(skip(self))]
     pub async fn activate_image(&self, uuid: &str) -> Result<Manifest> {
         self.modify(uuid, "activated", |m| {
             if m.activated {
@@ -422,6 +434,7 @@ impl Imgapi {
 
     /// Deletes the manifest, then the file. Refused while another image names this
     /// one as its origin.
+    #[tracing::instrument(skip(self))]
     pub async fn delete_image(&self, uuid: &str) -> Result<()> {
         let stored = self.stored(uuid).await?;
         let uuid = stored.manifest.uuid.clone();
@@ -433,7 +446,11 @@ impl Imgapi {
             });
         }
         let _guard = self.finalize.lock().await;
-        match self.store.delete(&uuid, EtagCondition::Is(stored.etag)).await {
+        match self
+            .store
+            .delete(&uuid, EtagCondition::Is(stored.etag))
+            .await
+        {
             Ok(()) => {}
             Err(e) if e.name() == "ObjectNotFoundError" => return Err(not_found(&uuid)),
             Err(e) if store::is_conflict(&e) => {

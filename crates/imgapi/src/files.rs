@@ -81,7 +81,9 @@ impl Files {
 
     /// Checks that the data directory takes writes.
     pub async fn check_writable(&self) -> Result<()> {
-        let probe = self.tmp_dir().join(format!(".probe-{}", uuid::Uuid::new_v4()));
+        let probe = self
+            .tmp_dir()
+            .join(format!(".probe-{}", uuid::Uuid::new_v4()));
         tokio::fs::write(&probe, b"ok")
             .await
             .map_err(Error::io(format!("cannot write {}", probe.display())))?;
@@ -131,7 +133,9 @@ impl Upload {
     /// Flushes the file to disk and gives its SHA-1 and size.
     pub async fn finish(mut self) -> Result<Uploaded> {
         if let Some(mut file) = self.file.take() {
-            file.flush().await.map_err(Error::io("cannot flush the upload"))?;
+            file.flush()
+                .await
+                .map_err(Error::io("cannot flush the upload"))?;
             file.sync_all()
                 .await
                 .map_err(Error::io("cannot sync the upload"))?;
@@ -163,11 +167,13 @@ impl TempFile {
                 .await
                 .map_err(Error::io(format!("cannot create {}", dir.display())))?;
             let to = files.path(uuid);
-            tokio::fs::rename(&from, &to).await.map_err(Error::io(format!(
-                "cannot move {} to {}",
-                from.display(),
-                to.display()
-            )))
+            tokio::fs::rename(&from, &to)
+                .await
+                .map_err(Error::io(format!(
+                    "cannot move {} to {}",
+                    from.display(),
+                    to.display()
+                )))
         }
         .await;
         if result.is_err() {
@@ -231,6 +237,9 @@ mod tests {
         assert_eq!(e.name(), "ValidationFailed");
         assert!(e.to_string().starts_with("size: "));
         drop(up);
-        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
     }
 }

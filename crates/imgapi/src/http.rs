@@ -68,7 +68,11 @@ async fn get_image_file(State(app): State<Arc<Imgapi>>, Path(uuid): Path<String>
         Ok(m) => m.len(),
         Err(e) => return error(Error::io("cannot stat the image file")(e)),
     };
-    let sha1 = manifest.files.first().map(|f| f.sha1.clone()).unwrap_or_default();
+    let sha1 = manifest
+        .files
+        .first()
+        .map(|f| f.sha1.clone())
+        .unwrap_or_default();
     let body = Body::from_stream(ReaderStream::with_capacity(file, FILE_CHUNK_BYTES));
     let mut response = Response::new(body);
     let headers = response.headers_mut();

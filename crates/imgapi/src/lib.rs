@@ -56,15 +56,20 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let listener = triton_common::grpc::bind(&config.listen)
         .await
         .map_err(Error::Serve)?;
-    let addr = listener
-        .local_addr()
-        .map_err(Error::io(format!("cannot read the address of {}", config.listen)))?;
+    let addr = listener.local_addr().map_err(Error::io(format!(
+        "cannot read the address of {}",
+        config.listen
+    )))?;
     let http_listener = tokio::net::TcpListener::bind(&config.http_listen)
         .await
-        .map_err(Error::io(format!("cannot listen on {}", config.http_listen)))?;
-    let http_addr = http_listener
-        .local_addr()
-        .map_err(Error::io(format!("cannot read the address of {}", config.http_listen)))?;
+        .map_err(Error::io(format!(
+            "cannot listen on {}",
+            config.http_listen
+        )))?;
+    let http_addr = http_listener.local_addr().map_err(Error::io(format!(
+        "cannot read the address of {}",
+        config.http_listen
+    )))?;
 
     let service = ImgapiServer::new(server::ImgapiService::new(app.clone()))
         .max_decoding_message_size(MAX_REQUEST_BYTES);

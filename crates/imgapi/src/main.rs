@@ -18,7 +18,8 @@ struct Args {
 async fn main() -> ExitCode {
     let args = Args::parse();
     let _telemetry = triton_common::telemetry::init("imgapi");
-    let config: imgapi::Config = match triton_common::config::load("imgapi", args.config.as_deref()) {
+    let config: imgapi::Config = match triton_common::config::load("imgapi", args.config.as_deref())
+    {
         Ok(c) => c,
         Err(e) => {
             eprintln!("imgapi: {e}");

@@ -8,7 +8,14 @@ use triton_proto::imgapi::v1 as proto;
 
 use crate::error::FieldError;
 
-pub const TYPES: &[&str] = &["zone-dataset", "lx-dataset", "zvol", "docker", "lxd", "other"];
+pub const TYPES: &[&str] = &[
+    "zone-dataset",
+    "lx-dataset",
+    "zvol",
+    "docker",
+    "lxd",
+    "other",
+];
 pub const OSES: &[&str] = &["smartos", "linux", "windows", "bsd", "illumos", "other"];
 pub const COMPRESSIONS: &[&str] = &["gzip", "bzip2", "xz", "none"];
 pub const STATES: &[&str] = &["unactivated", "active", "disabled", "creating", "failed"];
@@ -190,7 +197,10 @@ pub fn uuid(field: &str, value: &str) -> Result<String, FieldError> {
     if is_uuid(&lower) {
         Ok(lower)
     } else {
-        Err(FieldError::invalid(field, format!("{value:?} is not a UUID")))
+        Err(FieldError::invalid(
+            field,
+            format!("{value:?} is not a UUID"),
+        ))
     }
 }
 
@@ -224,7 +234,8 @@ pub fn one_of(field: &str, value: &str, allowed: &[&str]) -> Result<String, Fiel
 /// fraction).
 fn is_timestamp(s: &str) -> bool {
     let b = s.as_bytes();
-    let digits = |r: std::ops::Range<usize>| r.clone().all(|i| b.get(i).is_some_and(u8::is_ascii_digit));
+    let digits =
+        |r: std::ops::Range<usize>| r.clone().all(|i| b.get(i).is_some_and(u8::is_ascii_digit));
     b.len() >= 20
         && digits(0..4)
         && b[4] == b'-'
@@ -259,7 +270,10 @@ pub fn validate(
         }
     };
     if image.v != 0 && image.v != 2 {
-        check(Err(FieldError::invalid("v", "only manifest version 2 is supported")));
+        check(Err(FieldError::invalid(
+            "v",
+            "only manifest version 2 is supported",
+        )));
     }
     let uuid_value = match origin {
         Origin::Create if !image.uuid.is_empty() => check(Err(FieldError::invalid(
@@ -343,7 +357,8 @@ pub fn validate(
                         format!("must be between 1 and {max_file_bytes} bytes"),
                     )));
                 }
-                let compression = check(one_of("files.0.compression", &f.compression, COMPRESSIONS));
+                let compression =
+                    check(one_of("files.0.compression", &f.compression, COMPRESSIONS));
                 files.push(ImageFile {
                     sha1,
                     size: f.size,
@@ -355,7 +370,10 @@ pub fn validate(
                 check(Err(FieldError::missing("files")));
             }
             _ => {
-                check(Err(FieldError::invalid("files", "an image has exactly one file")));
+                check(Err(FieldError::invalid(
+                    "files",
+                    "an image has exactly one file",
+                )));
             }
         },
     }
@@ -426,7 +444,10 @@ pub fn validate(
         )));
     }
     if image_type != "zvol" && !image_type.is_empty() && image.image_size.is_some() {
-        check(Err(FieldError::invalid("image_size", "applies to zvol images only")));
+        check(Err(FieldError::invalid(
+            "image_size",
+            "applies to zvol images only",
+        )));
     }
     if !errors.is_empty() {
         return Err(errors);
@@ -492,10 +513,7 @@ fn text(
         ));
     }
     if let Some(c) = value.chars().find(|c| !allowed(*c)) {
-        return Err(FieldError::invalid(
-            field,
-            format!("may not contain {c:?}"),
-        ));
+        return Err(FieldError::invalid(field, format!("may not contain {c:?}")));
     }
     Ok(value.to_string())
 }

@@ -35,13 +35,19 @@ fn image(m: crate::manifest::Manifest) -> R<proto::Image> {
 }
 
 /// The first message of an upload, which must be its header.
-fn header_first<T>(first: Option<T>, header: impl FnOnce(T) -> Option<T::Header>) -> Result<T::Header, Error>
+fn header_first<T>(
+    first: Option<T>,
+    header: impl FnOnce(T) -> Option<T::Header>,
+) -> Result<T::Header, Error>
 where
     T: Part,
 {
-    first
-        .and_then(header)
-        .ok_or_else(|| Error::invalid("header", "the first message of an upload must be its header"))
+    first.and_then(header).ok_or_else(|| {
+        Error::invalid(
+            "header",
+            "the first message of an upload must be its header",
+        )
+    })
 }
 
 /// Upload messages: a header or a chunk.
@@ -154,10 +160,7 @@ impl ImgapiRpc for ImgapiService {
     type GetImageFileStream =
         Pin<Box<dyn Stream<Item = Result<proto::ImageFileChunk, Status>> + Send + 'static>>;
 
-    async fn get_image_file(
-        &self,
-        r: Request<proto::ImageRequest>,
-    ) -> R<Self::GetImageFileStream> {
+    async fn get_image_file(&self, r: Request<proto::ImageRequest>) -> R<Self::GetImageFileStream> {
         let (_, file) = self.app.open_file(&r.into_inner().uuid).await?;
         let stream = ReaderStream::with_capacity(file, FILE_CHUNK_BYTES).map(|chunk| {
             chunk
@@ -169,10 +172,7 @@ impl ImgapiRpc for ImgapiService {
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn delete_image(
-        &self,
-        r: Request<proto::ImageRequest>,
-    ) -> R<proto::DeleteImageResponse> {
+    async fn delete_image(&self, r: Request<proto::ImageRequest>) -> R<proto::DeleteImageResponse> {
         self.app.delete_image(&r.into_inner().uuid).await?;
         Ok(Response::new(proto::DeleteImageResponse {}))
     }

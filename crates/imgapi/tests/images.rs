@@ -92,22 +92,39 @@ impl TestImgapi {
 
     /// `GET path` over HTTP/1.1: status, headers (lower-case names), body.
     async fn http_get(&self, path: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
-        let mut s = tokio::net::TcpStream::connect(self.http).await.expect("connect HTTP");
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: imgapi\r\nConnection: close\r\n\r\n").as_bytes())
+        let mut s = tokio::net::TcpStream::connect(self.http)
             .await
-            .unwrap();
+            .expect("connect HTTP");
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: imgapi\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
         let mut raw = Vec::new();
         s.read_to_end(&mut raw).await.unwrap();
-        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("end of headers");
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("end of headers");
         let head = String::from_utf8_lossy(&raw[..split]).to_string();
         let mut lines = head.lines();
-        let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+        let status: u16 = lines
+            .next()
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
         let headers: Vec<(String, String)> = lines
             .filter_map(|l| l.split_once(':'))
             .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
             .collect();
         let mut body = raw[split + 4..].to_vec();
-        if headers.iter().any(|(k, v)| k == "transfer-encoding" && v == "chunked") {
+        if headers
+            .iter()
+            .any(|(k, v)| k == "transfer-encoding" && v == "chunked")
+        {
             body = dechunk(&body);
         }
         (status, headers, body)
@@ -124,7 +141,8 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
         let line_end = b.windows(2).position(|w| w == b"\r\n").unwrap();
-        let size = usize::from_str_radix(std::str::from_utf8(&b[..line_end]).unwrap().trim(), 16).unwrap();
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&b[..line_end]).unwrap().trim(), 16).unwrap();
         if size == 0 {
             return out;
         }
@@ -134,7 +152,10 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
 }
 
 fn sha1_hex(data: &[u8]) -> String {
-    Sha1::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+    Sha1::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Deterministic bytes that are not all alike.
@@ -167,12 +188,18 @@ fn new_uuid() -> String {
 }
 
 /// The import stream: header, then the data in 64 KiB chunks.
-fn import_stream(image: proto::Image, activate: bool, data: &[u8]) -> impl futures::Stream<Item = proto::ImportImageRequest> + use<> {
+fn import_stream(
+    image: proto::Image,
+    activate: bool,
+    data: &[u8],
+) -> impl futures::Stream<Item = proto::ImportImageRequest> + use<> {
     let mut msgs = vec![proto::ImportImageRequest {
-        part: Some(proto::import_image_request::Part::Header(proto::ImportImageHeader {
-            manifest: Some(image),
-            activate,
-        })),
+        part: Some(proto::import_image_request::Part::Header(
+            proto::ImportImageHeader {
+                manifest: Some(image),
+                activate,
+            },
+        )),
     }];
     for chunk in data.chunks(64 * 1024) {
         msgs.push(proto::ImportImageRequest {
@@ -182,7 +209,10 @@ fn import_stream(image: proto::Image, activate: bool, data: &[u8]) -> impl futur
     futures::stream::iter(msgs)
 }
 
-fn add_file_stream(header: proto::AddImageFileHeader, data: &[u8]) -> impl futures::Stream<Item = proto::AddImageFileRequest> + use<> {
+fn add_file_stream(
+    header: proto::AddImageFileHeader,
+    data: &[u8],
+) -> impl futures::Stream<Item = proto::AddImageFileRequest> + use<> {
     let mut msgs = vec![proto::AddImageFileRequest {
         part: Some(proto::add_image_file_request::Part::Header(header)),
     }];
@@ -195,11 +225,23 @@ fn add_file_stream(header: proto::AddImageFileHeader, data: &[u8]) -> impl futur
 }
 
 #[track_caller]
-fn assert_error<T: std::fmt::Debug>(result: Result<tonic::Response<T>, tonic::Status>, name: &str, words: &[&str]) {
+fn assert_error<T: std::fmt::Debug>(
+    result: Result<tonic::Response<T>, tonic::Status>,
+    name: &str,
+    words: &[&str],
+) {
     let status = result.expect_err("the call should fail");
-    assert_eq!(triton_common::status::error_name(&status), Some(name), "unexpected error: {status:?}");
+    assert_eq!(
+        triton_common::status::error_name(&status),
+        Some(name),
+        "unexpected error: {status:?}"
+    );
     for w in words {
-        assert!(status.message().contains(w), "{:?} does not mention {w:?}", status.message());
+        assert!(
+            status.message().contains(w),
+            "{:?} does not mention {w:?}",
+            status.message()
+        );
     }
 }
 
@@ -236,27 +278,66 @@ async fn import_activate_and_fetch_over_grpc_and_http() {
     // A wrong sha1 is refused and leaves nothing: no manifest, no file.
     let mut wrong = image.clone();
     wrong.files[0].sha1 = sha1_hex(b"something else");
-    assert_error(c.import_image(import_stream(wrong, false, &data)).await, "ChecksumError", &["sha1", &sha1_hex(&data)]);
-    assert_error(c.get_image(proto::ImageRequest { uuid: uuid.clone() }).await, "ResourceNotFound", &[]);
-    assert!(t.files_on_disk().is_empty(), "left behind: {:?}", t.files_on_disk());
+    assert_error(
+        c.import_image(import_stream(wrong, false, &data)).await,
+        "ChecksumError",
+        &["sha1", &sha1_hex(&data)],
+    );
+    assert_error(
+        c.get_image(proto::ImageRequest { uuid: uuid.clone() })
+            .await,
+        "ResourceNotFound",
+        &[],
+    );
+    assert!(
+        t.files_on_disk().is_empty(),
+        "left behind: {:?}",
+        t.files_on_disk()
+    );
     // So is a wrong size.
     let mut short = image.clone();
     short.files[0].size += 1;
-    assert_error(c.import_image(import_stream(short, false, &data)).await, "SizeMismatch", &["size"]);
+    assert_error(
+        c.import_image(import_stream(short, false, &data)).await,
+        "SizeMismatch",
+        &["size"],
+    );
     assert!(t.files_on_disk().is_empty());
 
     // The right file: imported with its uuid, unactivated until activated.
-    let imported = c.import_image(import_stream(image.clone(), false, &data)).await.unwrap().into_inner();
+    let imported = c
+        .import_image(import_stream(image.clone(), false, &data))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(imported.uuid, uuid);
     assert_eq!(imported.state, "unactivated");
     assert_eq!(imported.published_at, "");
     assert_eq!(std::fs::read(t.file_path(&uuid)).unwrap(), data);
-    assert_error(c.import_image(import_stream(image.clone(), false, &data)).await, "ImageUuidAlreadyExists", &[&uuid]);
+    assert_error(
+        c.import_image(import_stream(image.clone(), false, &data))
+            .await,
+        "ImageUuidAlreadyExists",
+        &[&uuid],
+    );
 
-    let active = c.activate_image(proto::ImageRequest { uuid: uuid.clone() }).await.unwrap().into_inner();
+    let active = c
+        .activate_image(proto::ImageRequest { uuid: uuid.clone() })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(active.state, "active");
-    assert!(active.published_at.ends_with('Z'), "{}", active.published_at);
-    assert_error(c.activate_image(proto::ImageRequest { uuid: uuid.clone() }).await, "ImageAlreadyActivated", &[]);
+    assert!(
+        active.published_at.ends_with('Z'),
+        "{}",
+        active.published_at
+    );
+    assert_error(
+        c.activate_image(proto::ImageRequest { uuid: uuid.clone() })
+            .await,
+        "ImageAlreadyActivated",
+        &[],
+    );
 
     // The same bytes over gRPC and over HTTP.
     let over_grpc = get_file_grpc(&mut c, &uuid).await;
@@ -264,8 +345,14 @@ async fn import_activate_and_fetch_over_grpc_and_http() {
     let (status, headers, over_http) = t.http_get(&format!("/images/{uuid}/file")).await;
     assert_eq!(status, 200);
     assert_eq!(over_http, over_grpc);
-    assert!(headers.contains(&("content-length".into(), data.len().to_string())), "{headers:?}");
-    assert!(headers.contains(&("x-image-sha1".into(), sha1_hex(&data))), "{headers:?}");
+    assert!(
+        headers.contains(&("content-length".into(), data.len().to_string())),
+        "{headers:?}"
+    );
+    assert!(
+        headers.contains(&("x-image-sha1".into(), sha1_hex(&data))),
+        "{headers:?}"
+    );
     let (status, _, body) = t.http_get(&format!("/images/{uuid}")).await;
     assert_eq!(status, 200);
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -283,24 +370,60 @@ async fn import_activate_and_fetch_over_grpc_and_http() {
     assert_eq!(status, 200);
 
     // An activated image's file cannot change.
-    let header = proto::AddImageFileHeader { uuid: uuid.clone(), compression: "none".into(), ..Default::default() };
-    assert_error(c.add_image_file(add_file_stream(header, b"new")).await, "ImageFilesImmutable", &[&uuid]);
+    let header = proto::AddImageFileHeader {
+        uuid: uuid.clone(),
+        compression: "none".into(),
+        ..Default::default()
+    };
+    assert_error(
+        c.add_image_file(add_file_stream(header, b"new")).await,
+        "ImageFilesImmutable",
+        &[&uuid],
+    );
 
     // Disable and enable.
-    let disabled = c.disable_image(proto::ImageRequest { uuid: uuid.clone() }).await.unwrap().into_inner();
+    let disabled = c
+        .disable_image(proto::ImageRequest { uuid: uuid.clone() })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(disabled.state, "disabled");
     assert!(disabled.disabled);
-    let listed = c.list_images(proto::ListImagesRequest::default()).await.unwrap().into_inner().images;
-    assert!(listed.is_empty(), "a disabled image is not listed by default");
-    let enabled = c.enable_image(proto::ImageRequest { uuid: uuid.clone() }).await.unwrap().into_inner();
+    let listed = c
+        .list_images(proto::ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    assert!(
+        listed.is_empty(),
+        "a disabled image is not listed by default"
+    );
+    let enabled = c
+        .enable_image(proto::ImageRequest { uuid: uuid.clone() })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(enabled.state, "active");
 
     // Delete removes the manifest and the file.
-    c.delete_image(proto::ImageRequest { uuid: uuid.clone() }).await.unwrap();
+    c.delete_image(proto::ImageRequest { uuid: uuid.clone() })
+        .await
+        .unwrap();
     assert!(!t.file_path(&uuid).exists());
     assert!(t.files_on_disk().is_empty());
-    assert_error(c.get_image(proto::ImageRequest { uuid: uuid.clone() }).await, "ResourceNotFound", &[]);
-    assert_error(c.get_image_file(proto::ImageRequest { uuid: uuid.clone() }).await, "ResourceNotFound", &[]);
+    assert_error(
+        c.get_image(proto::ImageRequest { uuid: uuid.clone() })
+            .await,
+        "ResourceNotFound",
+        &[],
+    );
+    assert_error(
+        c.get_image_file(proto::ImageRequest { uuid: uuid.clone() })
+            .await,
+        "ResourceNotFound",
+        &[],
+    );
 }
 
 #[tokio::test]
@@ -315,13 +438,18 @@ async fn create_upload_transitions_and_list_filters() {
     bad.os = "plan9".into();
     bad.uuid = new_uuid();
     assert_error(
-        c.create_image(proto::CreateImageRequest { manifest: Some(bad) }).await,
+        c.create_image(proto::CreateImageRequest {
+            manifest: Some(bad),
+        })
+        .await,
         "ValidationFailed",
         &["uuid:", "owner:", "name:", "version:", "type:", "os:"],
     );
 
     let created = c
-        .create_image(proto::CreateImageRequest { manifest: Some(manifest("ubuntu", "22.04")) })
+        .create_image(proto::CreateImageRequest {
+            manifest: Some(manifest("ubuntu", "22.04")),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -330,9 +458,24 @@ async fn create_upload_transitions_and_list_filters() {
     assert_eq!(created.v, 2);
 
     // Illegal transitions from unactivated.
-    assert_error(c.activate_image(proto::ImageRequest { uuid: uuid.clone() }).await, "NoActivationNoFile", &[&uuid]);
-    assert_error(c.disable_image(proto::ImageRequest { uuid: uuid.clone() }).await, "ImageNotActivated", &["unactivated"]);
-    assert_error(c.enable_image(proto::ImageRequest { uuid: uuid.clone() }).await, "ImageNotActivated", &[]);
+    assert_error(
+        c.activate_image(proto::ImageRequest { uuid: uuid.clone() })
+            .await,
+        "NoActivationNoFile",
+        &[&uuid],
+    );
+    assert_error(
+        c.disable_image(proto::ImageRequest { uuid: uuid.clone() })
+            .await,
+        "ImageNotActivated",
+        &["unactivated"],
+    );
+    assert_error(
+        c.enable_image(proto::ImageRequest { uuid: uuid.clone() })
+            .await,
+        "ImageNotActivated",
+        &[],
+    );
 
     // Uploads: bad header, wrong sha1, too big; none leaves a file.
     let data = payload(300_000);
@@ -345,28 +488,54 @@ async fn create_upload_transitions_and_list_filters() {
     };
     let mut bad_header = header(Some("zz".into()), Some(0));
     bad_header.compression = "rar".into();
-    assert_error(c.add_image_file(add_file_stream(bad_header, &data)).await, "ValidationFailed", &["compression", "sha1", "size"]);
     assert_error(
-        c.add_image_file(add_file_stream(header(Some(sha1_hex(b"x")), None), &data)).await,
+        c.add_image_file(add_file_stream(bad_header, &data)).await,
+        "ValidationFailed",
+        &["compression", "sha1", "size"],
+    );
+    assert_error(
+        c.add_image_file(add_file_stream(header(Some(sha1_hex(b"x")), None), &data))
+            .await,
         "ChecksumError",
         &[],
     );
     assert_error(
-        c.add_image_file(add_file_stream(header(None, None), &payload(1024 * 1024 + 1))).await,
+        c.add_image_file(add_file_stream(
+            header(None, None),
+            &payload(1024 * 1024 + 1),
+        ))
+        .await,
         "ValidationFailed",
         &["size", "limit"],
     );
     let no_header = futures::stream::iter(vec![proto::AddImageFileRequest {
         part: Some(proto::add_image_file_request::Part::Chunk(vec![1, 2, 3])),
     }]);
-    assert_error(c.add_image_file(no_header).await, "ValidationFailed", &["header"]);
+    assert_error(
+        c.add_image_file(no_header).await,
+        "ValidationFailed",
+        &["header"],
+    );
     assert!(t.files_on_disk().is_empty(), "{:?}", t.files_on_disk());
-    assert_eq!(c.get_image(proto::ImageRequest { uuid: uuid.clone() }).await.unwrap().into_inner().files.len(), 0);
+    assert_eq!(
+        c.get_image(proto::ImageRequest { uuid: uuid.clone() })
+            .await
+            .unwrap()
+            .into_inner()
+            .files
+            .len(),
+        0
+    );
 
     // A good upload (replacing an earlier one is fine while unactivated).
-    c.add_image_file(add_file_stream(header(None, None), b"first try")).await.unwrap();
+    c.add_image_file(add_file_stream(header(None, None), b"first try"))
+        .await
+        .unwrap();
     let with_file = c
-        .add_image_file(add_file_stream(header(Some(sha1_hex(&data)), Some(data.len() as u64)), &data))
+        .add_image_file(add_file_stream(
+            header(Some(sha1_hex(&data)), Some(data.len() as u64)),
+            &data,
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -374,7 +543,11 @@ async fn create_upload_transitions_and_list_filters() {
     assert_eq!(with_file.files[0].compression, "xz");
     assert_eq!(with_file.state, "unactivated");
     assert_eq!(get_file_grpc(&mut c, &uuid).await, data);
-    let active = c.activate_image(proto::ImageRequest { uuid: uuid.clone() }).await.unwrap().into_inner();
+    let active = c
+        .activate_image(proto::ImageRequest { uuid: uuid.clone() })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(active.state, "active");
 
     // More images for the filters.
@@ -383,13 +556,29 @@ async fn create_upload_transitions_and_list_filters() {
     linux.r#type = "lx-dataset".into();
     linux.public = false;
     linux.tags = [("role".to_string(), "db".to_string())].into();
-    let centos = c.create_image(proto::CreateImageRequest { manifest: Some(linux) }).await.unwrap().into_inner();
+    let centos = c
+        .create_image(proto::CreateImageRequest {
+            manifest: Some(linux),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let mut other_owner = manifest("ubuntu", "24.04");
     other_owner.owner = new_uuid();
-    let ubuntu24 = c.create_image(proto::CreateImageRequest { manifest: Some(other_owner.clone()) }).await.unwrap().into_inner();
+    let ubuntu24 = c
+        .create_image(proto::CreateImageRequest {
+            manifest: Some(other_owner.clone()),
+        })
+        .await
+        .unwrap()
+        .into_inner();
 
     let names = |r: proto::ListImagesResponse| -> Vec<String> {
-        let mut v: Vec<String> = r.images.into_iter().map(|i| format!("{}@{}", i.name, i.version)).collect();
+        let mut v: Vec<String> = r
+            .images
+            .into_iter()
+            .map(|i| format!("{}@{}", i.name, i.version))
+            .collect();
         v.sort();
         v
     };
@@ -398,44 +587,132 @@ async fn create_upload_transitions_and_list_filters() {
         async move { names(c.list_images(req).await.unwrap().into_inner()) }
     };
     assert_eq!(list(Default::default()).await, vec!["ubuntu@22.04"]);
-    let all = |req: proto::ListImagesRequest| proto::ListImagesRequest { state: Some("all".into()), ..req };
-    assert_eq!(list(all(Default::default())).await, vec!["centos@7", "ubuntu@22.04", "ubuntu@24.04"]);
+    let all = |req: proto::ListImagesRequest| proto::ListImagesRequest {
+        state: Some("all".into()),
+        ..req
+    };
     assert_eq!(
-        list(proto::ListImagesRequest { state: Some("unactivated".into()), ..Default::default() }).await,
+        list(all(Default::default())).await,
+        vec!["centos@7", "ubuntu@22.04", "ubuntu@24.04"]
+    );
+    assert_eq!(
+        list(proto::ListImagesRequest {
+            state: Some("unactivated".into()),
+            ..Default::default()
+        })
+        .await,
         vec!["centos@7", "ubuntu@24.04"]
     );
-    assert_eq!(list(all(proto::ListImagesRequest { name: Some("ubuntu".into()), ..Default::default() })).await, vec!["ubuntu@22.04", "ubuntu@24.04"]);
-    assert_eq!(list(all(proto::ListImagesRequest { name: Some("~ent".into()), ..Default::default() })).await, vec!["centos@7"]);
-    assert_eq!(list(all(proto::ListImagesRequest { version: Some("24.04".into()), ..Default::default() })).await, vec!["ubuntu@24.04"]);
-    assert_eq!(list(all(proto::ListImagesRequest { os: Some("linux".into()), ..Default::default() })).await, vec!["centos@7"]);
-    assert_eq!(list(all(proto::ListImagesRequest { r#type: Some("!zone-dataset".into()), ..Default::default() })).await, vec!["centos@7"]);
-    assert_eq!(list(all(proto::ListImagesRequest { r#type: Some("zone-dataset".into()), ..Default::default() })).await, vec!["ubuntu@22.04", "ubuntu@24.04"]);
-    assert_eq!(list(all(proto::ListImagesRequest { owner: Some(OWNER.into()), ..Default::default() })).await, vec!["centos@7", "ubuntu@22.04"]);
-    assert_eq!(list(all(proto::ListImagesRequest { public: Some(false), ..Default::default() })).await, vec!["centos@7"]);
     assert_eq!(
-        list(all(proto::ListImagesRequest { tags: [("role".to_string(), "db".to_string())].into(), ..Default::default() })).await,
+        list(all(proto::ListImagesRequest {
+            name: Some("ubuntu".into()),
+            ..Default::default()
+        }))
+        .await,
+        vec!["ubuntu@22.04", "ubuntu@24.04"]
+    );
+    assert_eq!(
+        list(all(proto::ListImagesRequest {
+            name: Some("~ent".into()),
+            ..Default::default()
+        }))
+        .await,
+        vec!["centos@7"]
+    );
+    assert_eq!(
+        list(all(proto::ListImagesRequest {
+            version: Some("24.04".into()),
+            ..Default::default()
+        }))
+        .await,
+        vec!["ubuntu@24.04"]
+    );
+    assert_eq!(
+        list(all(proto::ListImagesRequest {
+            os: Some("linux".into()),
+            ..Default::default()
+        }))
+        .await,
+        vec!["centos@7"]
+    );
+    assert_eq!(
+        list(all(proto::ListImagesRequest {
+            r#type: Some("!zone-dataset".into()),
+            ..Default::default()
+        }))
+        .await,
+        vec!["centos@7"]
+    );
+    assert_eq!(
+        list(all(proto::ListImagesRequest {
+            r#type: Some("zone-dataset".into()),
+            ..Default::default()
+        }))
+        .await,
+        vec!["ubuntu@22.04", "ubuntu@24.04"]
+    );
+    assert_eq!(
+        list(all(proto::ListImagesRequest {
+            owner: Some(OWNER.into()),
+            ..Default::default()
+        }))
+        .await,
+        vec!["centos@7", "ubuntu@22.04"]
+    );
+    assert_eq!(
+        list(all(proto::ListImagesRequest {
+            public: Some(false),
+            ..Default::default()
+        }))
+        .await,
+        vec!["centos@7"]
+    );
+    assert_eq!(
+        list(all(proto::ListImagesRequest {
+            tags: [("role".to_string(), "db".to_string())].into(),
+            ..Default::default()
+        }))
+        .await,
         vec!["centos@7"]
     );
     // Paging by uuid.
-    let mut uuids = vec![uuid.clone(), centos.uuid.clone(), ubuntu24.uuid.clone()];
+    let mut uuids = [uuid.clone(), centos.uuid.clone(), ubuntu24.uuid.clone()];
     uuids.sort();
     let page = c
-        .list_images(all(proto::ListImagesRequest { limit: Some(2), ..Default::default() }))
+        .list_images(all(proto::ListImagesRequest {
+            limit: Some(2),
+            ..Default::default()
+        }))
         .await
         .unwrap()
         .into_inner()
         .images;
-    assert_eq!(page.iter().map(|i| i.uuid.clone()).collect::<Vec<_>>(), uuids[..2]);
+    assert_eq!(
+        page.iter().map(|i| i.uuid.clone()).collect::<Vec<_>>(),
+        uuids[..2]
+    );
     let rest = c
-        .list_images(all(proto::ListImagesRequest { marker: Some(uuids[1].clone()), ..Default::default() }))
+        .list_images(all(proto::ListImagesRequest {
+            marker: Some(uuids[1].clone()),
+            ..Default::default()
+        }))
         .await
         .unwrap()
         .into_inner()
         .images;
-    assert_eq!(rest.iter().map(|i| i.uuid.clone()).collect::<Vec<_>>(), uuids[2..]);
+    assert_eq!(
+        rest.iter().map(|i| i.uuid.clone()).collect::<Vec<_>>(),
+        uuids[2..]
+    );
     assert_error(
-        c.list_images(proto::ListImagesRequest { os: Some("beos".into()), state: Some("gone".into()), limit: Some(5000), owner: Some("x".into()), ..Default::default() })
-            .await,
+        c.list_images(proto::ListImagesRequest {
+            os: Some("beos".into()),
+            state: Some("gone".into()),
+            limit: Some(5000),
+            owner: Some("x".into()),
+            ..Default::default()
+        })
+        .await,
         "ValidationFailed",
         &["os", "state", "limit", "owner"],
     );
@@ -443,13 +720,49 @@ async fn create_upload_transitions_and_list_filters() {
     // Origins: must exist; an origin cannot be deleted under its children.
     let mut child = manifest("ubuntu-custom", "1");
     child.origin = new_uuid();
-    assert_error(c.create_image(proto::CreateImageRequest { manifest: Some(child.clone()) }).await, "OriginDoesNotExist", &["origin"]);
+    assert_error(
+        c.create_image(proto::CreateImageRequest {
+            manifest: Some(child.clone()),
+        })
+        .await,
+        "OriginDoesNotExist",
+        &["origin"],
+    );
     child.origin = uuid.clone();
-    let child = c.create_image(proto::CreateImageRequest { manifest: Some(child) }).await.unwrap().into_inner();
-    assert_error(c.delete_image(proto::ImageRequest { uuid: uuid.clone() }).await, "ImageHasDependentImages", &[&child.uuid]);
-    c.delete_image(proto::ImageRequest { uuid: child.uuid.clone() }).await.unwrap();
-    c.delete_image(proto::ImageRequest { uuid: uuid.clone() }).await.unwrap();
+    let child = c
+        .create_image(proto::CreateImageRequest {
+            manifest: Some(child),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_error(
+        c.delete_image(proto::ImageRequest { uuid: uuid.clone() })
+            .await,
+        "ImageHasDependentImages",
+        &[&child.uuid],
+    );
+    c.delete_image(proto::ImageRequest {
+        uuid: child.uuid.clone(),
+    })
+    .await
+    .unwrap();
+    c.delete_image(proto::ImageRequest { uuid: uuid.clone() })
+        .await
+        .unwrap();
     assert!(t.files_on_disk().is_empty(), "{:?}", t.files_on_disk());
-    assert_error(c.delete_image(proto::ImageRequest { uuid: uuid.clone() }).await, "ResourceNotFound", &[]);
-    assert_error(c.get_image(proto::ImageRequest { uuid: "nope".into() }).await, "ValidationFailed", &["uuid"]);
+    assert_error(
+        c.delete_image(proto::ImageRequest { uuid: uuid.clone() })
+            .await,
+        "ResourceNotFound",
+        &[],
+    );
+    assert_error(
+        c.get_image(proto::ImageRequest {
+            uuid: "nope".into(),
+        })
+        .await,
+        "ValidationFailed",
+        &["uuid"],
+    );
 }

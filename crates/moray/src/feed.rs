@@ -55,7 +55,7 @@ WITH base AS (
     FROM moray_changes WHERE seq IS NULL ORDER BY id LIMIT $1::int8
 ), upd AS (
     UPDATE moray_changes c SET seq = base.m + todo.rn FROM base, todo
-    WHERE c.id = todo.id RETURNING c.seq
+    WHERE c.id = todo.id AND c.seq IS NULL RETURNING c.seq
 )
 SELECT (SELECT m FROM base) + (SELECT count(*) FROM upd), (SELECT count(*) FROM upd)";
 

@@ -19,7 +19,7 @@ CREATE TABLE IF NOT EXISTS buckets_config (
 );
 ALTER TABLE buckets_config ADD COLUMN IF NOT EXISTS reindex_active TEXT;
 CREATE TABLE IF NOT EXISTS moray_changes (
-    id BIGSERIAL PRIMARY KEY,
+    id BIGSERIAL NOT NULL,
     seq BIGINT,
     bucket TEXT NOT NULL,
     key TEXT NOT NULL,

@@ -71,7 +71,14 @@ mod tests {
     #[test]
     fn stops_at_want_and_handles_the_top_of_the_space() {
         let mut out = Vec::new();
-        assert!(collect_free(u32::MAX - 3, u32::MAX, &[u32::MAX - 2], &[], 2, &mut out));
+        assert!(collect_free(
+            u32::MAX - 3,
+            u32::MAX,
+            &[u32::MAX - 2],
+            &[],
+            2,
+            &mut out
+        ));
         assert_eq!(out, vec![u32::MAX - 3, u32::MAX - 1]);
         let mut out = Vec::new();
         assert!(!collect_free(u32::MAX - 1, u32::MAX, &[], &[], 5, &mut out));

@@ -118,10 +118,7 @@ impl Napi {
     pub async fn create_nic_tag(&self, req: proto::CreateNicTagRequest) -> Result<NicTag> {
         let mut c = Checks::new();
         let name = c.take(validate::nic_tag_name("name", &req.name));
-        let mtu = c.take(validate::nic_tag_mtu(
-            "mtu",
-            req.mtu.unwrap_or(MTU_DEFAULT),
-        ));
+        let mtu = c.take(validate::nic_tag_mtu("mtu", req.mtu.unwrap_or(MTU_DEFAULT)));
         c.finish()?;
         let (Some(name), Some(mtu)) = (name, mtu) else {
             return Err(Error::invalid("name", "invalid"));
@@ -137,9 +134,12 @@ impl Napi {
             .await?
         {
             Ok(_) => Ok(tag),
-            Err(e) if store::conflict(&e).is_some() => Err(Error::InvalidParameters(vec![
-                FieldError::duplicate("name", format!("nic tag {name:?} already exists")),
-            ])),
+            Err(e) if store::conflict(&e).is_some() => {
+                Err(Error::InvalidParameters(vec![FieldError::duplicate(
+                    "name",
+                    format!("nic tag {name:?} already exists"),
+                )]))
+            }
             Err(e) => Err(Error::moray("putObject napi_nic_tags")(e)),
         }
     }
@@ -250,6 +250,7 @@ impl Napi {
 
     // ------------------------------------------------------------ networks
 
+    #[tracing::instrument(skip_all, fields(name = %req.name, subnet = %req.subnet))]
     pub async fn create_network(&self, req: proto::CreateNetworkRequest) -> Result<Network> {
         let mut c = Checks::new();
         let uuid = match &req.uuid {
@@ -359,7 +360,10 @@ impl Napi {
             )
             .await?
         {
-            Ok(_) => Ok(network),
+            Ok(_) => {
+                tracing::info!(uuid = %network.uuid, name = %network.name, subnet = %network.subnet, "network created");
+                Ok(network)
+            }
             Err(e) => Err(self.network_write_error(e, &network)),
         }
     }
@@ -508,8 +512,7 @@ impl Napi {
                 Some(g) => Some(g.clone()),
                 None => n.gateway.clone(),
             };
-            if let Some((s, e, gw)) =
-                check_range(&mut c, &subnet, &start, &end, gateway.as_deref())
+            if let Some((s, e, gw)) = check_range(&mut c, &subnet, &start, &end, gateway.as_deref())
             {
                 n.provision_start_ip = ip::format_ip(s);
                 n.provision_end_ip = ip::format_ip(e);
@@ -534,6 +537,7 @@ impl Napi {
         })
     }
 
+    #[tracing::instrument(skip(self))]
     pub async fn delete_network(&self, uuid: &str) -> Result<()> {
         validate::uuid("uuid", uuid).map_err(one)?;
         let stored = self
@@ -610,7 +614,10 @@ impl Napi {
     }
 
     pub async fn get_ip(&self, network_uuid: &str, ip: &str) -> Result<IpRecord> {
-        let network = self.network_for_field("network_uuid", network_uuid).await?.value;
+        let network = self
+            .network_for_field("network_uuid", network_uuid)
+            .await?
+            .value;
         let subnet = network.parsed_subnet()?;
         let n = validate::ip_in("ip", ip, &subnet).map_err(one)?;
         Ok(self
@@ -636,7 +643,10 @@ impl Napi {
             let current = self.store.get::<IpRecord>(IPS, &key).await?;
             let (mut record, cond) = match current {
                 Some(s) => (s.value, EtagCondition::Is(s.etag)),
-                None => (IpRecord::free(&network.uuid, n), EtagCondition::MustNotExist),
+                None => (
+                    IpRecord::free(&network.uuid, n),
+                    EtagCondition::MustNotExist,
+                ),
             };
             record.reserved = reserved;
             let result = if !reserved && record.belongs_to_uuid.is_none() {
@@ -698,6 +708,7 @@ impl Napi {
 
     // ------------------------------------------------------------ NICs
 
+    #[tracing::instrument(skip_all, fields(network_uuid = req.network_uuid.as_deref().unwrap_or(""), owner_uuid = %req.owner_uuid, belongs_to_uuid = %req.belongs_to_uuid))]
     pub async fn create_nic(&self, req: proto::CreateNicRequest) -> Result<(Nic, Option<Network>)> {
         let mut c = Checks::new();
         let given_mac = match &req.mac {
@@ -787,8 +798,13 @@ impl Napi {
             }
         }
         c.finish()?;
-        let (Some(owner_uuid), Some(belongs_to_uuid), Some(belongs_to_type), Some(state), Some(vlan_id)) =
-            (owner_uuid, belongs_to_uuid, belongs_to_type, state, vlan_id)
+        let (
+            Some(owner_uuid),
+            Some(belongs_to_uuid),
+            Some(belongs_to_type),
+            Some(state),
+            Some(vlan_id),
+        ) = (owner_uuid, belongs_to_uuid, belongs_to_type, state, vlan_id)
         else {
             return Err(Error::invalid("nic", "invalid"));
         };
@@ -860,9 +876,13 @@ impl Napi {
                 EtagCondition::MustNotExist,
             )?);
             if nic.primary {
-                ops.extend(self.clear_primary_ops(&nic.belongs_to_uuid, &nic.mac).await?);
+                ops.extend(
+                    self.clear_primary_ops(&nic.belongs_to_uuid, &nic.mac)
+                        .await?,
+                );
             }
             let Err(e) = self.store.batch(&ops).await else {
+                tracing::info!(mac = %nic.mac, ip = ?nic.ip, attempt, "NIC provisioned");
                 return Ok((nic, network));
             };
             match store::conflict(&e) {
@@ -890,7 +910,10 @@ impl Napi {
                             None => None,
                         };
                         let by = holder
-                            .and_then(|h| h.belongs_to_uuid.or(h.reserved.then(|| "reservation".to_string())))
+                            .and_then(|h| {
+                                h.belongs_to_uuid
+                                    .or(h.reserved.then(|| "reservation".to_string()))
+                            })
                             .unwrap_or_else(|| "another NIC".into());
                         return Err(Error::InvalidParameters(vec![FieldError::used_by(
                             "ip",
@@ -950,7 +973,11 @@ impl Napi {
 
     async fn with_network(&self, nic: Nic) -> Result<(Nic, Option<Network>)> {
         let network = match &nic.network_uuid {
-            Some(u) => self.store.get::<Network>(NETWORKS, u).await?.map(|s| s.value),
+            Some(u) => self
+                .store
+                .get::<Network>(NETWORKS, u)
+                .await?
+                .map(|s| s.value),
             None => None,
         };
         Ok((nic, network))
@@ -961,7 +988,10 @@ impl Napi {
         self.with_network(nic).await
     }
 
-    pub async fn list_nics(&self, req: proto::ListNicsRequest) -> Result<Vec<(Nic, Option<Network>)>> {
+    pub async fn list_nics(
+        &self,
+        req: proto::ListNicsRequest,
+    ) -> Result<Vec<(Nic, Option<Network>)>> {
         let mut c = Checks::new();
         let limit = c.take(validate::limit("limit", req.limit));
         let mut terms = Vec::new();
@@ -978,7 +1008,11 @@ impl Napi {
             }
         }
         if let Some(t) = &req.belongs_to_type
-            && let Some(t) = c.take(validate::one_of("belongs_to_type", t, validate::BELONGS_TO_TYPES))
+            && let Some(t) = c.take(validate::one_of(
+                "belongs_to_type",
+                t,
+                validate::BELONGS_TO_TYPES,
+            ))
         {
             terms.push(format!("(belongs_to_type={t})"));
         }
@@ -1006,7 +1040,11 @@ impl Napi {
             let network = match &nic.network_uuid {
                 Some(u) => {
                     if !networks.contains_key(u) {
-                        let n = self.store.get::<Network>(NETWORKS, u).await?.map(|s| s.value);
+                        let n = self
+                            .store
+                            .get::<Network>(NETWORKS, u)
+                            .await?
+                            .map(|s| s.value);
                         networks.insert(u.clone(), n);
                     }
                     networks.get(u).cloned().flatten()
@@ -1057,8 +1095,14 @@ impl Napi {
                 (req.allow_dhcp_spoofing, &mut nic.allow_dhcp_spoofing),
                 (req.allow_ip_spoofing, &mut nic.allow_ip_spoofing),
                 (req.allow_mac_spoofing, &mut nic.allow_mac_spoofing),
-                (req.allow_restricted_traffic, &mut nic.allow_restricted_traffic),
-                (req.allow_unfiltered_promisc, &mut nic.allow_unfiltered_promisc),
+                (
+                    req.allow_restricted_traffic,
+                    &mut nic.allow_restricted_traffic,
+                ),
+                (
+                    req.allow_unfiltered_promisc,
+                    &mut nic.allow_unfiltered_promisc,
+                ),
                 (req.underlay, &mut nic.underlay),
             ] {
                 if let Some(v) = value {
@@ -1069,7 +1113,10 @@ impl Napi {
             let mut ops = Vec::new();
             if let Some(p) = req.primary {
                 if p && !nic.primary {
-                    ops.extend(self.clear_primary_ops(&nic.belongs_to_uuid, &nic.mac).await?);
+                    ops.extend(
+                        self.clear_primary_ops(&nic.belongs_to_uuid, &nic.mac)
+                            .await?,
+                    );
                 }
                 nic.primary = p;
             }
@@ -1092,6 +1139,7 @@ impl Napi {
 
     /// Deletes the NIC and frees its IP in one transaction (a reserved IP stays
     /// reserved, only unassigned).
+    #[tracing::instrument(skip(self))]
     pub async fn delete_nic(&self, mac_text: &str) -> Result<()> {
         for _ in 0..UPDATE_ATTEMPTS {
             let stored = self.nic(mac_text).await?;
@@ -1115,14 +1163,22 @@ impl Napi {
                             reserved: true,
                             ..IpRecord::free(net, ip_num)
                         };
-                        ops.push(store::put_op(IPS, &key, &freed, EtagCondition::Is(rec.etag))?);
+                        ops.push(store::put_op(
+                            IPS,
+                            &key,
+                            &freed,
+                            EtagCondition::Is(rec.etag),
+                        )?);
                     } else {
                         ops.push(store::delete_op(IPS, &key, EtagCondition::Is(rec.etag)));
                     }
                 }
             }
             match self.store.batch(&ops).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    tracing::info!(mac = %nic.mac, ip = ?nic.ip, "NIC deleted, IP released");
+                    return Ok(());
+                }
                 Err(e) if e.name() == "ObjectNotFoundError" => {
                     return Err(not_found("nic", nic.mac));
                 }
@@ -1147,7 +1203,11 @@ impl Napi {
             .ok_or_else(|| not_found("fabric", owner))
     }
 
-    pub async fn create_fabric_vlan(&self, req: proto::CreateFabricVlanRequest) -> Result<FabricVlan> {
+    #[tracing::instrument(skip_all, fields(owner_uuid = %req.owner_uuid, vlan_id = req.vlan_id))]
+    pub async fn create_fabric_vlan(
+        &self,
+        req: proto::CreateFabricVlanRequest,
+    ) -> Result<FabricVlan> {
         let mut c = Checks::new();
         let owner = c.take(validate::uuid("owner_uuid", &req.owner_uuid));
         let vlan_id = c.take(validate::vlan_id("vlan_id", req.vlan_id));
@@ -1240,7 +1300,10 @@ impl Napi {
         Ok(found.into_iter().map(|s| s.value).collect())
     }
 
-    pub async fn update_fabric_vlan(&self, req: proto::UpdateFabricVlanRequest) -> Result<FabricVlan> {
+    pub async fn update_fabric_vlan(
+        &self,
+        req: proto::UpdateFabricVlanRequest,
+    ) -> Result<FabricVlan> {
         for _ in 0..UPDATE_ATTEMPTS {
             let stored = self.fabric_vlan(&req.owner_uuid, req.vlan_id).await?;
             let mut vlan = stored.value;
@@ -1304,7 +1367,11 @@ impl Napi {
         Ok(found.into_iter().map(|s| s.value).collect())
     }
 
-    pub async fn create_fabric_network(&self, req: proto::CreateFabricNetworkRequest) -> Result<Network> {
+    #[tracing::instrument(skip_all, fields(owner_uuid = %req.owner_uuid, vlan_id = req.vlan_id, name = %req.name))]
+    pub async fn create_fabric_network(
+        &self,
+        req: proto::CreateFabricNetworkRequest,
+    ) -> Result<Network> {
         let vlan = self.fabric_vlan(&req.owner_uuid, req.vlan_id).await?.value;
         let mut c = Checks::new();
         let name = c.take(validate::name("name", &req.name));
@@ -1376,7 +1443,12 @@ impl Napi {
         self.insert_network(network).await
     }
 
-    async fn fabric_network(&self, owner: &str, vlan_id: u32, uuid: &str) -> Result<Stored<Network>> {
+    async fn fabric_network(
+        &self,
+        owner: &str,
+        vlan_id: u32,
+        uuid: &str,
+    ) -> Result<Stored<Network>> {
         let vlan = self.fabric_vlan(owner, vlan_id).await?.value;
         let stored = self
             .network(uuid)
@@ -1389,7 +1461,12 @@ impl Napi {
         Ok(stored)
     }
 
-    pub async fn get_fabric_network(&self, owner: &str, vlan_id: u32, uuid: &str) -> Result<Network> {
+    pub async fn get_fabric_network(
+        &self,
+        owner: &str,
+        vlan_id: u32,
+        uuid: &str,
+    ) -> Result<Network> {
         Ok(self.fabric_network(owner, vlan_id, uuid).await?.value)
     }
 
@@ -1449,7 +1526,9 @@ impl Napi {
                 })
                 .await;
             match created {
-                Ok(n) => tracing::info!(network = %n.uuid, name, subnet = %n.subnet, "seeded network"),
+                Ok(n) => {
+                    tracing::info!(network = %n.uuid, name, subnet = %n.subnet, "seeded network")
+                }
                 // Another NAPI seeded it at the same moment.
                 Err(Error::InvalidParameters(e)) if e.iter().all(|e| e.code == "Duplicate") => {}
                 Err(e) => return Err(e),

@@ -191,7 +191,10 @@ mod tests {
             "nic tag \"admin\" already exists",
         )]));
         assert_eq!(s.code(), Code::AlreadyExists);
-        assert_eq!(triton_common::status::error_name(&s), Some("InvalidParameters"));
+        assert_eq!(
+            triton_common::status::error_name(&s),
+            Some("InvalidParameters")
+        );
     }
 
     #[test]

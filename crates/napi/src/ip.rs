@@ -115,8 +115,16 @@ mod tests {
     #[test]
     fn refuses_bad_subnets_with_a_reason() {
         assert!(Subnet::parse("10.0.0.0").unwrap_err().contains("CIDR"));
-        assert!(Subnet::parse("10.0.0.5/24").unwrap_err().contains("10.0.0.0/24"));
-        assert!(Subnet::parse("10.0.0.0/4").unwrap_err().contains("prefix length"));
+        assert!(
+            Subnet::parse("10.0.0.5/24")
+                .unwrap_err()
+                .contains("10.0.0.0/24")
+        );
+        assert!(
+            Subnet::parse("10.0.0.0/4")
+                .unwrap_err()
+                .contains("prefix length")
+        );
         assert!(Subnet::parse("10.0.0.0/31").is_err());
         assert!(Subnet::parse("10.0.0.300/24").is_err());
         assert!(Subnet::parse("10.0.0.0/x").is_err());

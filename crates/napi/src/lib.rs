@@ -63,12 +63,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let listener = triton_common::grpc::bind(&config.listen)
         .await
         .map_err(Error::Serve)?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Error::Serve(triton_common::grpc::ServeError::Bind {
+    let addr = listener.local_addr().map_err(|e| {
+        Error::Serve(triton_common::grpc::ServeError::Bind {
             addr: config.listen.clone(),
             source: e,
-        }))?;
+        })
+    })?;
     let routes = Routes::new(NapiServer::new(server::NapiService::new(app.clone())));
     let task = tokio::spawn(async move {
         triton_common::grpc::serve(listener, routes, &[server::SERVICE_NAME], shutdown)

@@ -23,7 +23,9 @@ pub fn format(mac: u64) -> String {
 pub fn parse_oui(text: &str) -> Result<u64, String> {
     let hex: String = text.chars().filter(|c| *c != ':' && *c != '-').collect();
     if hex.len() != 6 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(format!("mac_oui {text:?} must be 6 hex digits, e.g. 90b8d0"));
+        return Err(format!(
+            "mac_oui {text:?} must be 6 hex digits, e.g. 90b8d0"
+        ));
     }
     u64::from_str_radix(&hex, 16).map_err(|_| format!("mac_oui {text:?} is not hex"))
 }

@@ -7,7 +7,10 @@ use std::process::ExitCode;
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(name = "napi", about = "Triton NAPI: nic tags, networks, IPs, NICs and fabrics")]
+#[command(
+    name = "napi",
+    about = "Triton NAPI: nic tags, networks, IPs, NICs and fabrics"
+)]
 struct Args {
     /// TOML config file; every key can also be set with NAPI_<KEY>.
     #[arg(long, short = 'f', env = "NAPI_CONFIG")]

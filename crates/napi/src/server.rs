@@ -143,7 +143,11 @@ impl NapiRpc for NapiService {
     }
 
     async fn get_fabric(&self, r: Request<proto::GetFabricRequest>) -> R<proto::Fabric> {
-        ok(self.app.get_fabric(&r.into_inner().owner_uuid).await?.into())
+        ok(self
+            .app
+            .get_fabric(&r.into_inner().owner_uuid)
+            .await?
+            .into())
     }
 
     async fn create_fabric_vlan(
@@ -158,14 +162,21 @@ impl NapiRpc for NapiService {
         r: Request<proto::GetFabricVlanRequest>,
     ) -> R<proto::FabricVlan> {
         let r = r.into_inner();
-        ok(self.app.get_fabric_vlan(&r.owner_uuid, r.vlan_id).await?.into())
+        ok(self
+            .app
+            .get_fabric_vlan(&r.owner_uuid, r.vlan_id)
+            .await?
+            .into())
     }
 
     async fn list_fabric_vlans(
         &self,
         r: Request<proto::ListFabricVlansRequest>,
     ) -> R<proto::ListFabricVlansResponse> {
-        let vlans = self.app.list_fabric_vlans(&r.into_inner().owner_uuid).await?;
+        let vlans = self
+            .app
+            .list_fabric_vlans(&r.into_inner().owner_uuid)
+            .await?;
         ok(proto::ListFabricVlansResponse {
             vlans: vlans.into_iter().map(Into::into).collect(),
         })
@@ -183,7 +194,9 @@ impl NapiRpc for NapiService {
         r: Request<proto::DeleteFabricVlanRequest>,
     ) -> R<proto::DeleteResponse> {
         let r = r.into_inner();
-        self.app.delete_fabric_vlan(&r.owner_uuid, r.vlan_id).await?;
+        self.app
+            .delete_fabric_vlan(&r.owner_uuid, r.vlan_id)
+            .await?;
         ok(proto::DeleteResponse {})
     }
 
@@ -212,7 +225,9 @@ impl NapiRpc for NapiService {
     ) -> R<proto::ListNetworksResponse> {
         let r = r.into_inner();
         ok(networks(
-            self.app.list_fabric_networks(&r.owner_uuid, r.vlan_id).await?,
+            self.app
+                .list_fabric_networks(&r.owner_uuid, r.vlan_id)
+                .await?,
         ))
     }
 

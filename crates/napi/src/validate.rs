@@ -69,7 +69,10 @@ pub fn uuid(field: &str, value: &str) -> Result<String, FieldError> {
     if ok {
         Ok(lower)
     } else {
-        Err(FieldError::invalid(field, format!("{value:?} is not a UUID")))
+        Err(FieldError::invalid(
+            field,
+            format!("{value:?} is not a UUID"),
+        ))
     }
 }
 
@@ -307,8 +310,18 @@ mod tests {
     fn ip_in_subnet() {
         let s = Subnet::parse("10.0.0.0/24").unwrap();
         assert!(ip_in("gateway", "10.0.0.1", &s).is_ok());
-        assert!(ip_in("gateway", "10.0.1.1", &s).unwrap_err().message.contains("outside"));
-        assert!(ip_in("gateway", "10.0.0.255", &s).unwrap_err().message.contains("broadcast"));
+        assert!(
+            ip_in("gateway", "10.0.1.1", &s)
+                .unwrap_err()
+                .message
+                .contains("outside")
+        );
+        assert!(
+            ip_in("gateway", "10.0.0.255", &s)
+                .unwrap_err()
+                .message
+                .contains("broadcast")
+        );
         assert!(ip_in("gateway", "10.0.0.0", &s).is_err());
     }
 

@@ -28,7 +28,10 @@ async fn concurrent_provisions_get_distinct_ips_until_the_network_is_full() {
         let nic = t.await.expect("task").expect("provision").into_inner();
         let ip: Ipv4Addr = nic.ip.parse().expect("an IPv4 address");
         assert_eq!(ip.octets()[..3], [10, 20, 30]);
-        assert!(ip.octets()[3] >= 2 && ip.octets()[3] <= 254, "{ip} outside the range or the gateway");
+        assert!(
+            ip.octets()[3] >= 2 && ip.octets()[3] <= 254,
+            "{ip} outside the range or the gateway"
+        );
         assert!(nic.mac.starts_with("90:b8:d0:"), "{}", nic.mac);
         assert_eq!(nic.netmask, "255.255.255.0");
         assert_eq!(nic.gateway, "10.20.30.1");
@@ -64,7 +67,9 @@ async fn concurrent_provisions_get_distinct_ips_until_the_network_is_full() {
     assert_eq!(ips.len(), 253);
     assert_eq!(full, 7);
     assert_error(
-        napi.client().create_nic(nic_on(&net.uuid, &new_uuid())).await,
+        napi.client()
+            .create_nic(nic_on(&net.uuid, &new_uuid()))
+            .await,
         "SubnetFull",
         &["no more free IPs", &net.uuid],
     );
@@ -124,7 +129,11 @@ async fn concurrent_provisions_get_distinct_ips_until_the_network_is_full() {
         .into_inner();
     assert_eq!(again.ip, "10.20.30.77");
     assert_error(
-        napi.client().get_nic(proto::GetNicRequest { mac: victim.mac.clone() }).await,
+        napi.client()
+            .get_nic(proto::GetNicRequest {
+                mac: victim.mac.clone(),
+            })
+            .await,
         "ResourceNotFound",
         &[&victim.mac],
     );
@@ -136,7 +145,11 @@ async fn lowest_free_first_reservations_and_requested_ips() {
     let net = napi.network("small", "192.168.7", "external").await;
     let mut client = napi.client();
 
-    let first = client.create_nic(nic_on(&net.uuid, &new_uuid())).await.unwrap().into_inner();
+    let first = client
+        .create_nic(nic_on(&net.uuid, &new_uuid()))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(first.ip, "192.168.7.2", "lowest address after the gateway");
 
     // A reserved address is skipped by automatic allocation.
@@ -150,7 +163,11 @@ async fn lowest_free_first_reservations_and_requested_ips() {
         .unwrap()
         .into_inner();
     assert!(reserved.reserved && !reserved.free);
-    let second = client.create_nic(nic_on(&net.uuid, &new_uuid())).await.unwrap().into_inner();
+    let second = client
+        .create_nic(nic_on(&net.uuid, &new_uuid()))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(second.ip, "192.168.7.4");
 
     // A requested address is taken as asked, once.
@@ -159,7 +176,11 @@ async fn lowest_free_first_reservations_and_requested_ips() {
     let asked = client.create_nic(req.clone()).await.unwrap().into_inner();
     assert_eq!(asked.ip, "192.168.7.100");
     req.belongs_to_uuid = new_uuid();
-    let status = assert_error(client.create_nic(req).await, "InvalidParameters", &["ip", "in use"]);
+    let status = assert_error(
+        client.create_nic(req).await,
+        "InvalidParameters",
+        &["ip", "in use"],
+    );
     assert_eq!(status.code(), tonic::Code::AlreadyExists);
 
     let ip = client
@@ -177,7 +198,9 @@ async fn lowest_free_first_reservations_and_requested_ips() {
     // A network with NICs cannot go; without them it can, and its IPs go with it.
     assert_error(
         client
-            .delete_network(proto::DeleteNetworkRequest { uuid: net.uuid.clone() })
+            .delete_network(proto::DeleteNetworkRequest {
+                uuid: net.uuid.clone(),
+            })
             .await,
         "InUse",
         &[&net.uuid],
@@ -199,12 +222,16 @@ async fn lowest_free_first_reservations_and_requested_ips() {
         .into_inner();
     assert!(still.reserved);
     client
-        .delete_network(proto::DeleteNetworkRequest { uuid: net.uuid.clone() })
+        .delete_network(proto::DeleteNetworkRequest {
+            uuid: net.uuid.clone(),
+        })
         .await
         .unwrap();
     assert_error(
         client
-            .get_network(proto::GetNetworkRequest { uuid: net.uuid.clone() })
+            .get_network(proto::GetNetworkRequest {
+                uuid: net.uuid.clone(),
+            })
             .await,
         "ResourceNotFound",
         &[&net.uuid],

@@ -27,24 +27,38 @@ async fn nic_tags_and_networks_refuse_bad_input_naming_the_field() {
     let tag = napi.nic_tag("external").await;
     assert_eq!(tag.mtu, 1500);
     let s = assert_error(
-        c.create_nic_tag(proto::CreateNicTagRequest { name: "external".into(), mtu: None }).await,
+        c.create_nic_tag(proto::CreateNicTagRequest {
+            name: "external".into(),
+            mtu: None,
+        })
+        .await,
         "InvalidParameters",
         &["name", "already exists"],
     );
     assert_eq!(s.code(), tonic::Code::AlreadyExists);
     assert_error(
-        c.create_nic_tag(proto::CreateNicTagRequest { name: "bad-name!".into(), mtu: Some(10_000) }).await,
+        c.create_nic_tag(proto::CreateNicTagRequest {
+            name: "bad-name!".into(),
+            mtu: Some(10_000),
+        })
+        .await,
         "InvalidParameters",
         &["name:", "mtu:"],
     );
     let big = c
-        .update_nic_tag(proto::UpdateNicTagRequest { name: "external".into(), mtu: Some(9000) })
+        .update_nic_tag(proto::UpdateNicTagRequest {
+            name: "external".into(),
+            mtu: Some(9000),
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(big.mtu, 9000);
     assert_error(
-        c.get_nic_tag(proto::GetNicTagRequest { name: "nope".into() }).await,
+        c.get_nic_tag(proto::GetNicTagRequest {
+            name: "nope".into(),
+        })
+        .await,
         "ResourceNotFound",
         &["nope"],
     );
@@ -62,7 +76,14 @@ async fn nic_tags_and_networks_refuse_bad_input_naming_the_field() {
         })
         .await,
         "InvalidParameters",
-        &["name:", "vlan_id:", "subnet:", "nic_tag:", "mtu:", "owner_uuids:"],
+        &[
+            "name:",
+            "vlan_id:",
+            "subnet:",
+            "nic_tag:",
+            "mtu:",
+            "owner_uuids:",
+        ],
     );
     assert_eq!(s.code(), tonic::Code::InvalidArgument);
     let mut req = network_req("n1");
@@ -72,35 +93,65 @@ async fn nic_tags_and_networks_refuse_bad_input_naming_the_field() {
     assert_error(
         c.create_network(req).await,
         "InvalidParameters",
-        &["provision_start_ip: 10.2.0.10 is outside", "provision_end_ip: 10.1.0.255 is the broadcast", "gateway:"],
+        &[
+            "provision_start_ip: 10.2.0.10 is outside",
+            "provision_end_ip: 10.1.0.255 is the broadcast",
+            "gateway:",
+        ],
     );
     let mut req = network_req("n1");
     req.provision_start_ip = "10.1.0.200".into();
     req.provision_end_ip = "10.1.0.100".into();
-    assert_error(c.create_network(req).await, "InvalidParameters", &["provision_start_ip must be before provision_end_ip"]);
+    assert_error(
+        c.create_network(req).await,
+        "InvalidParameters",
+        &["provision_start_ip must be before provision_end_ip"],
+    );
     let mut req = network_req("n1");
     req.nic_tag = "unknown".into();
-    assert_error(c.create_network(req).await, "InvalidParameters", &["nic_tag", "does not exist"]);
+    assert_error(
+        c.create_network(req).await,
+        "InvalidParameters",
+        &["nic_tag", "does not exist"],
+    );
 
-    let n1 = c.create_network(network_req("n1")).await.unwrap().into_inner();
+    let n1 = c
+        .create_network(network_req("n1"))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(n1.netmask, "255.255.255.0");
     assert_eq!(n1.family, "ipv4");
     assert!(n1.public);
     assert_eq!(n1.mtu, 1500);
-    let s = assert_error(c.create_network(network_req("n1")).await, "InvalidParameters", &["name", "already exists"]);
+    let s = assert_error(
+        c.create_network(network_req("n1")).await,
+        "InvalidParameters",
+        &["name", "already exists"],
+    );
     assert_eq!(s.code(), tonic::Code::AlreadyExists);
 
     assert_error(
-        c.get_network(proto::GetNetworkRequest { uuid: "12345".into() }).await,
+        c.get_network(proto::GetNetworkRequest {
+            uuid: "12345".into(),
+        })
+        .await,
         "InvalidParameters",
         &["uuid", "not a UUID"],
     );
     assert_error(
-        c.get_network(proto::GetNetworkRequest { uuid: new_uuid() }).await,
+        c.get_network(proto::GetNetworkRequest { uuid: new_uuid() })
+            .await,
         "ResourceNotFound",
         &["network"],
     );
-    let got = c.get_network(proto::GetNetworkRequest { uuid: n1.uuid.to_uppercase() }).await.unwrap().into_inner();
+    let got = c
+        .get_network(proto::GetNetworkRequest {
+            uuid: n1.uuid.to_uppercase(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(got, n1);
 
     // Updates are validated too, and a nic tag's mtu cannot drop under its networks'.
@@ -108,8 +159,12 @@ async fn nic_tags_and_networks_refuse_bad_input_naming_the_field() {
         .update_network(proto::UpdateNetworkRequest {
             uuid: n1.uuid.clone(),
             description: Some("the first".into()),
-            resolvers: Some(proto::StringList { values: vec!["1.1.1.1".into()] }),
-            owner_uuids: Some(proto::StringList { values: vec![OWNER.into()] }),
+            resolvers: Some(proto::StringList {
+                values: vec!["1.1.1.1".into()],
+            }),
+            owner_uuids: Some(proto::StringList {
+                values: vec![OWNER.into()],
+            }),
             mtu: Some(9000),
             ..Default::default()
         })
@@ -129,12 +184,19 @@ async fn nic_tags_and_networks_refuse_bad_input_naming_the_field() {
         &["gateway", "outside"],
     );
     assert_error(
-        c.update_nic_tag(proto::UpdateNicTagRequest { name: "external".into(), mtu: Some(1500) }).await,
+        c.update_nic_tag(proto::UpdateNicTagRequest {
+            name: "external".into(),
+            mtu: Some(1500),
+        })
+        .await,
         "InvalidParameters",
         &["mtu", &n1.uuid],
     );
     assert_error(
-        c.delete_nic_tag(proto::DeleteNicTagRequest { name: "external".into() }).await,
+        c.delete_nic_tag(proto::DeleteNicTagRequest {
+            name: "external".into(),
+        })
+        .await,
         "InUse",
         &["external", &n1.uuid],
     );
@@ -146,29 +208,49 @@ async fn nic_tags_and_networks_refuse_bad_input_naming_the_field() {
     public.provision_end_ip = "10.3.0.9".into();
     public.gateway = None;
     c.create_network(public).await.unwrap();
-    let names = |r: proto::ListNetworksResponse| -> Vec<String> { r.networks.into_iter().map(|n| n.name).collect() };
-    let all = c.list_networks(proto::ListNetworksRequest::default()).await.unwrap().into_inner();
+    let names = |r: proto::ListNetworksResponse| -> Vec<String> {
+        r.networks.into_iter().map(|n| n.name).collect()
+    };
+    let all = c
+        .list_networks(proto::ListNetworksRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(names(all), vec!["n1", "public"]);
     let other = c
-        .list_networks(proto::ListNetworksRequest { provisionable_by: Some(new_uuid()), ..Default::default() })
+        .list_networks(proto::ListNetworksRequest {
+            provisionable_by: Some(new_uuid()),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(names(other), vec!["public"]);
     let mine = c
-        .list_networks(proto::ListNetworksRequest { provisionable_by: Some(OWNER.into()), ..Default::default() })
+        .list_networks(proto::ListNetworksRequest {
+            provisionable_by: Some(OWNER.into()),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(names(mine), vec!["n1", "public"]);
     let by_name = c
-        .list_networks(proto::ListNetworksRequest { name: Some("public".into()), ..Default::default() })
+        .list_networks(proto::ListNetworksRequest {
+            name: Some("public".into()),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(names(by_name), vec!["public"]);
     assert_error(
-        c.list_networks(proto::ListNetworksRequest { limit: Some(0), owner_uuid: Some("x".into()), ..Default::default() }).await,
+        c.list_networks(proto::ListNetworksRequest {
+            limit: Some(0),
+            owner_uuid: Some("x".into()),
+            ..Default::default()
+        })
+        .await,
         "InvalidParameters",
         &["limit", "owner_uuid"],
     );
@@ -177,10 +259,16 @@ async fn nic_tags_and_networks_refuse_bad_input_naming_the_field() {
     let stranger = new_uuid();
     let mut req = nic_on(&n1.uuid, &new_uuid());
     req.owner_uuid = stranger.clone();
-    assert_error(c.create_nic(req).await, "InvalidParameters", &["owner_uuid", "cannot provision"]);
+    assert_error(
+        c.create_nic(req).await,
+        "InvalidParameters",
+        &["owner_uuid", "cannot provision"],
+    );
     let mut req = nic_on(&n1.uuid, &new_uuid());
     req.owner_uuid = ADMIN.into();
-    c.create_nic(req).await.expect("the admin provisions anywhere");
+    c.create_nic(req)
+        .await
+        .expect("the admin provisions anywhere");
     assert_error(
         c.create_nic(nic_on(&new_uuid(), &new_uuid())).await,
         "InvalidParameters",
@@ -194,12 +282,22 @@ async fn nic_tags_and_networks_refuse_bad_input_naming_the_field() {
     assert_error(
         c.create_nic(req).await,
         "InvalidParameters",
-        &["mac:", "belongs_to_uuid:", "belongs_to_type:", "state:", "ip: 10.9.9.9 is outside"],
+        &[
+            "mac:",
+            "belongs_to_uuid:",
+            "belongs_to_type:",
+            "state:",
+            "ip: 10.9.9.9 is outside",
+        ],
     );
     let mut req = nic_on(&n1.uuid, &new_uuid());
     req.network_uuid = None;
     req.ip = Some("10.1.0.20".into());
-    assert_error(c.create_nic(req).await, "InvalidParameters", &["ip", "requires network_uuid"]);
+    assert_error(
+        c.create_nic(req).await,
+        "InvalidParameters",
+        &["ip", "requires network_uuid"],
+    );
 
     // A given MAC is kept and unique.
     let vm = new_uuid();
@@ -210,14 +308,24 @@ async fn nic_tags_and_networks_refuse_bad_input_naming_the_field() {
     assert_eq!(first.mac, "02:08:20:aa:bb:01");
     assert!(first.primary);
     assert_eq!(first.state, "running");
-    assert_error(c.create_nic(req).await, "InvalidParameters", &["mac", "already exists"]);
+    assert_error(
+        c.create_nic(req).await,
+        "InvalidParameters",
+        &["mac", "already exists"],
+    );
 
     // One primary NIC per VM: a new primary clears the old one.
     let mut req = nic_on(&n1.uuid, &vm);
     req.primary = true;
     let second = c.create_nic(req).await.unwrap().into_inner();
     assert!(second.primary);
-    let first_now = c.get_nic(proto::GetNicRequest { mac: "020820aabb01".into() }).await.unwrap().into_inner();
+    let first_now = c
+        .get_nic(proto::GetNicRequest {
+            mac: "020820aabb01".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(!first_now.primary);
     let back = c
         .update_nic(proto::UpdateNicRequest {
@@ -232,7 +340,10 @@ async fn nic_tags_and_networks_refuse_bad_input_naming_the_field() {
     assert!(back.primary);
     assert_eq!(back.state, "stopped");
     let vm_nics = c
-        .list_nics(proto::ListNicsRequest { belongs_to_uuid: Some(vm.clone()), ..Default::default() })
+        .list_nics(proto::ListNicsRequest {
+            belongs_to_uuid: Some(vm.clone()),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()
@@ -240,7 +351,12 @@ async fn nic_tags_and_networks_refuse_bad_input_naming_the_field() {
     assert_eq!(vm_nics.len(), 2);
     assert_eq!(vm_nics.iter().filter(|n| n.primary).count(), 1);
     assert_error(
-        c.update_nic(proto::UpdateNicRequest { mac: first.mac.clone(), state: Some("gone".into()), ..Default::default() }).await,
+        c.update_nic(proto::UpdateNicRequest {
+            mac: first.mac.clone(),
+            state: Some("gone".into()),
+            ..Default::default()
+        })
+        .await,
         "InvalidParameters",
         &["state"],
     );
@@ -253,7 +369,11 @@ async fn nic_tags_and_networks_refuse_bad_input_naming_the_field() {
         nic_tags_provided: vec!["external".into(), "nosuch".into()],
         ..Default::default()
     };
-    assert_error(c.create_nic(server_nic.clone()).await, "InvalidParameters", &["nic_tags_provided", "nosuch"]);
+    assert_error(
+        c.create_nic(server_nic.clone()).await,
+        "InvalidParameters",
+        &["nic_tags_provided", "nosuch"],
+    );
     server_nic.nic_tags_provided = vec!["external".into()];
     let s = c.create_nic(server_nic).await.unwrap().into_inner();
     assert_eq!(s.ip, "");
@@ -286,7 +406,11 @@ async fn fabric_vnet_ids_are_unique_per_account() {
     for t in tasks {
         let vlan = t.await.unwrap().expect("create VLAN").into_inner();
         assert!(vlan.vnet_id >= 1 && vlan.vnet_id < (1 << 24));
-        assert!(vnets.insert(vlan.vnet_id), "vnet_id {} given twice", vlan.vnet_id);
+        assert!(
+            vnets.insert(vlan.vnet_id),
+            "vnet_id {} given twice",
+            vlan.vnet_id
+        );
     }
 
     // One account creating many VLANs at once gets one fabric, one vnet_id.
@@ -314,20 +438,47 @@ async fn fabric_vnet_ids_are_unique_per_account() {
     let vnet_id = *own.iter().next().unwrap();
     assert!(!vnets.contains(&vnet_id));
     let mut c = napi.client();
-    let fabric = c.get_fabric(proto::GetFabricRequest { owner_uuid: owner.clone() }).await.unwrap().into_inner();
+    let fabric = c
+        .get_fabric(proto::GetFabricRequest {
+            owner_uuid: owner.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(fabric.vnet_id, vnet_id);
-    let listed = c.list_fabric_vlans(proto::ListFabricVlansRequest { owner_uuid: owner.clone() }).await.unwrap().into_inner();
-    assert_eq!(listed.vlans.iter().map(|v| v.vlan_id).collect::<Vec<_>>(), (10..20).collect::<Vec<_>>());
+    let listed = c
+        .list_fabric_vlans(proto::ListFabricVlansRequest {
+            owner_uuid: owner.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        listed.vlans.iter().map(|v| v.vlan_id).collect::<Vec<_>>(),
+        (10..20).collect::<Vec<_>>()
+    );
 
     // Bad VLANs.
     let s = assert_error(
-        c.create_fabric_vlan(proto::CreateFabricVlanRequest { owner_uuid: owner.clone(), vlan_id: 10, name: "again".into(), description: String::new() }).await,
+        c.create_fabric_vlan(proto::CreateFabricVlanRequest {
+            owner_uuid: owner.clone(),
+            vlan_id: 10,
+            name: "again".into(),
+            description: String::new(),
+        })
+        .await,
         "InvalidParameters",
         &["vlan_id", "already in use"],
     );
     assert_eq!(s.code(), tonic::Code::AlreadyExists);
     assert_error(
-        c.create_fabric_vlan(proto::CreateFabricVlanRequest { owner_uuid: "x".into(), vlan_id: 4095, name: "".into(), description: String::new() }).await,
+        c.create_fabric_vlan(proto::CreateFabricVlanRequest {
+            owner_uuid: "x".into(),
+            vlan_id: 4095,
+            name: "".into(),
+            description: String::new(),
+        })
+        .await,
         "InvalidParameters",
         &["owner_uuid", "vlan_id", "name"],
     );
@@ -343,15 +494,27 @@ async fn fabric_vnet_ids_are_unique_per_account() {
         gateway: Some("8.8.0.1".into()),
         ..Default::default()
     };
-    assert_error(c.create_fabric_network(req.clone()).await, "InvalidParameters", &["subnet", "private"]);
+    assert_error(
+        c.create_fabric_network(req.clone()).await,
+        "InvalidParameters",
+        &["subnet", "private"],
+    );
     req.subnet = "192.168.128.0/24".into();
     req.provision_start_ip = "192.168.128.5".into();
     req.provision_end_ip = "192.168.128.250".into();
     req.gateway = Some("192.168.128.1".into());
     let mut missing = req.clone();
     missing.vlan_id = 99;
-    assert_error(c.create_fabric_network(missing).await, "ResourceNotFound", &["fabric VLAN"]);
-    let web = c.create_fabric_network(req.clone()).await.unwrap().into_inner();
+    assert_error(
+        c.create_fabric_network(missing).await,
+        "ResourceNotFound",
+        &["fabric VLAN"],
+    );
+    let web = c
+        .create_fabric_network(req.clone())
+        .await
+        .unwrap()
+        .into_inner();
     assert!(web.fabric);
     assert_eq!(web.vnet_id, Some(vnet_id));
     assert_eq!(web.vlan_id, 10);
@@ -359,12 +522,18 @@ async fn fabric_vnet_ids_are_unique_per_account() {
     assert!(web.internet_nat);
     assert_eq!(web.owner_uuids, vec![owner.clone()]);
     assert!(!web.public);
-    assert_error(c.create_fabric_network(req.clone()).await, "InvalidParameters", &["name", "already exists"]);
+    assert_error(
+        c.create_fabric_network(req.clone()).await,
+        "InvalidParameters",
+        &["name", "already exists"],
+    );
     // Another account may use the same name and subnet on its own fabric.
     let mut theirs = req.clone();
     theirs.owner_uuid = accounts[0].clone();
     theirs.vlan_id = 2;
-    c.create_fabric_network(theirs).await.expect("same name on another fabric");
+    c.create_fabric_network(theirs)
+        .await
+        .expect("same name on another fabric");
 
     // Provisioning on a fabric network: only its owner.
     let mut nic = nic_on(&web.uuid, &new_uuid());
@@ -374,39 +543,76 @@ async fn fabric_vnet_ids_are_unique_per_account() {
     assert_eq!(on_fabric.vnet_id, Some(vnet_id));
     assert!(on_fabric.fabric);
     nic.owner_uuid = OWNER.into();
-    assert_error(c.create_nic(nic).await, "InvalidParameters", &["owner_uuid"]);
+    assert_error(
+        c.create_nic(nic).await,
+        "InvalidParameters",
+        &["owner_uuid"],
+    );
 
     let nets = c
-        .list_fabric_networks(proto::ListFabricNetworksRequest { owner_uuid: owner.clone(), vlan_id: 10 })
+        .list_fabric_networks(proto::ListFabricNetworksRequest {
+            owner_uuid: owner.clone(),
+            vlan_id: 10,
+        })
         .await
         .unwrap()
         .into_inner()
         .networks;
     assert_eq!(nets.len(), 1);
     assert_error(
-        c.get_fabric_network(proto::GetFabricNetworkRequest { owner_uuid: accounts[1].clone(), vlan_id: 2, uuid: web.uuid.clone() }).await,
+        c.get_fabric_network(proto::GetFabricNetworkRequest {
+            owner_uuid: accounts[1].clone(),
+            vlan_id: 2,
+            uuid: web.uuid.clone(),
+        })
+        .await,
         "ResourceNotFound",
         &[],
     );
 
     // A VLAN with networks cannot go; a network with NICs cannot go.
     assert_error(
-        c.delete_fabric_vlan(proto::DeleteFabricVlanRequest { owner_uuid: owner.clone(), vlan_id: 10 }).await,
+        c.delete_fabric_vlan(proto::DeleteFabricVlanRequest {
+            owner_uuid: owner.clone(),
+            vlan_id: 10,
+        })
+        .await,
         "InUse",
         &[],
     );
     assert_error(
-        c.delete_fabric_network(proto::DeleteFabricNetworkRequest { owner_uuid: owner.clone(), vlan_id: 10, uuid: web.uuid.clone() }).await,
+        c.delete_fabric_network(proto::DeleteFabricNetworkRequest {
+            owner_uuid: owner.clone(),
+            vlan_id: 10,
+            uuid: web.uuid.clone(),
+        })
+        .await,
         "InUse",
         &[],
     );
-    c.delete_nic(proto::DeleteNicRequest { mac: on_fabric.mac }).await.unwrap();
-    c.delete_fabric_network(proto::DeleteFabricNetworkRequest { owner_uuid: owner.clone(), vlan_id: 10, uuid: web.uuid.clone() })
+    c.delete_nic(proto::DeleteNicRequest { mac: on_fabric.mac })
         .await
         .unwrap();
-    c.delete_fabric_vlan(proto::DeleteFabricVlanRequest { owner_uuid: owner.clone(), vlan_id: 10 }).await.unwrap();
+    c.delete_fabric_network(proto::DeleteFabricNetworkRequest {
+        owner_uuid: owner.clone(),
+        vlan_id: 10,
+        uuid: web.uuid.clone(),
+    })
+    .await
+    .unwrap();
+    c.delete_fabric_vlan(proto::DeleteFabricVlanRequest {
+        owner_uuid: owner.clone(),
+        vlan_id: 10,
+    })
+    .await
+    .unwrap();
     let renamed = c
-        .update_fabric_vlan(proto::UpdateFabricVlanRequest { owner_uuid: owner.clone(), vlan_id: 11, name: Some("eleven".into()), description: None })
+        .update_fabric_vlan(proto::UpdateFabricVlanRequest {
+            owner_uuid: owner.clone(),
+            vlan_id: 11,
+            name: Some("eleven".into()),
+            description: None,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -418,7 +624,12 @@ async fn fabric_vnet_ids_are_unique_per_account() {
 async fn coal_seeds_admin_and_external_networks_once() {
     let napi = TestNapi::start_with(|c| c.seed.enabled = true).await;
     let mut c = napi.client();
-    let nets = c.list_networks(proto::ListNetworksRequest::default()).await.unwrap().into_inner().networks;
+    let nets = c
+        .list_networks(proto::ListNetworksRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .networks;
     let names: Vec<_> = nets.iter().map(|n| n.name.as_str()).collect();
     assert_eq!(names, vec!["admin", "external"]);
     let admin = &nets[0];
@@ -431,14 +642,37 @@ async fn coal_seeds_admin_and_external_networks_once() {
     assert!(external.public);
 
     // Seeding again (a restart) changes nothing.
-    napi.app.seed(&napi::config::SeedConfig { enabled: true, ..Default::default() }).await.unwrap();
-    let again = c.list_networks(proto::ListNetworksRequest::default()).await.unwrap().into_inner().networks;
+    napi.app
+        .seed(&napi::config::SeedConfig {
+            enabled: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let again = c
+        .list_networks(proto::ListNetworksRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .networks;
     assert_eq!(again, nets);
-    let tags = c.list_nic_tags(proto::ListNicTagsRequest::default()).await.unwrap().into_inner().nic_tags;
-    assert_eq!(tags.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), vec!["admin", "external"]);
+    let tags = c
+        .list_nic_tags(proto::ListNicTagsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .nic_tags;
+    assert_eq!(
+        tags.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        vec!["admin", "external"]
+    );
 
     // An instance on the external network gets CoaL's first external address.
-    let nic = c.create_nic(nic_on(&external.uuid, &new_uuid())).await.unwrap().into_inner();
+    let nic = c
+        .create_nic(nic_on(&external.uuid, &new_uuid()))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(nic.ip, "10.88.88.3");
     assert_eq!(nic.resolvers, vec!["8.8.8.8", "8.8.4.4"]);
     let ping = c.ping(proto::PingRequest {}).await.unwrap().into_inner();

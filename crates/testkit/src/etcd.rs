@@ -4,7 +4,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::TestkitError;
-use crate::process::{die_with_parent, tail, wait_until};
+use crate::process::{spawn_tied, tail, wait_until};
 
 /// A running etcd member. Killed and its data removed on drop.
 pub struct Etcd {
@@ -44,8 +44,7 @@ impl Etcd {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file);
-        die_with_parent(&mut cmd);
-        let child = cmd.spawn().map_err(|source| match source.kind() {
+        let child = spawn_tied(cmd).map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => TestkitError::NotInstalled {
                 what: "etcd",
                 hint: "apt-get install etcd-server, or run scripts/setup",

@@ -16,7 +16,10 @@ pub use process::wait_until;
 #[derive(Debug, thiserror::Error)]
 pub enum TestkitError {
     #[error("{what} is not installed ({hint})")]
-    NotInstalled { what: &'static str, hint: &'static str },
+    NotInstalled {
+        what: &'static str,
+        hint: &'static str,
+    },
     #[error("cannot run {command}")]
     Spawn {
         command: String,

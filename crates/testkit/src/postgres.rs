@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::TestkitError;
-use crate::process::{die_with_parent, tail, wait_until};
+use crate::process::{spawn_tied, tail, wait_until};
 
 /// How a test cluster is set up.
 #[derive(Debug, Clone, Default)]
@@ -151,8 +151,7 @@ impl Postgres {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file);
-        die_with_parent(&mut cmd);
-        let child = cmd.spawn().map_err(|source| TestkitError::Spawn {
+        let child = spawn_tied(cmd).map_err(|source| TestkitError::Spawn {
             command: "postgres".into(),
             source,
         })?;
@@ -191,7 +190,15 @@ impl Postgres {
     pub fn create_database(&self, name: &str) -> Result<String, TestkitError> {
         let bin = pg_bin_dir()?;
         let out = command(&bin, "createdb")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", name])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                name,
+            ])
             .output()
             .map_err(|source| TestkitError::Spawn {
                 command: "createdb".into(),

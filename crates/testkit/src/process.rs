@@ -1,10 +1,48 @@
 use std::os::unix::process::CommandExt;
-use std::process::Command;
+use std::process::{Child, Command};
+use std::sync::Mutex;
+use std::sync::OnceLock;
+use std::sync::mpsc::{Sender, channel};
 use std::time::{Duration, Instant};
 
-/// Makes the child receive SIGKILL when the process that started it dies, so a killed
-/// test never leaves a database running. Set after any uid change, which would clear it.
-pub(crate) fn die_with_parent(command: &mut Command) {
+type SpawnRequest = (Command, Sender<std::io::Result<Child>>);
+
+/// Spawns `command` so that it dies with the test process, never earlier.
+///
+/// The kernel's parent-death signal fires when the *thread* that forked the child exits,
+/// not the process: a database started from a short-lived thread (tokio's blocking pool
+/// ends idle threads after 10 s) would be killed under a running test. So every child is
+/// forked by one spawner thread that lives as long as the process.
+pub(crate) fn spawn_tied(mut command: Command) -> std::io::Result<Child> {
+    die_with_parent(&mut command);
+    static SPAWNER: OnceLock<Mutex<Sender<SpawnRequest>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = channel::<SpawnRequest>();
+        std::thread::Builder::new()
+            .name("testkit-spawner".into())
+            .spawn(move || {
+                for (mut command, reply) in rx {
+                    let _ = reply.send(command.spawn());
+                }
+            })
+            .expect("the test kit needs one thread to spawn its servers from");
+        Mutex::new(tx)
+    });
+    let (reply, answer) = channel();
+    spawner
+        .lock()
+        .map_err(|_| std::io::Error::other("test kit spawner lock poisoned"))?
+        .send((command, reply))
+        .map_err(|_| std::io::Error::other("test kit spawner thread is gone"))?;
+    answer
+        .recv()
+        .map_err(|_| std::io::Error::other("test kit spawner thread is gone"))?
+}
+
+/// Makes the child receive SIGKILL when the thread that forked it dies (see [`spawn_tied`]),
+/// so a killed test never leaves a database running. Set after any uid change, which would
+/// clear it.
+fn die_with_parent(command: &mut Command) {
     // SAFETY: prctl is async-signal-safe and touches only the calling (child) process.
     unsafe {
         command.pre_exec(|| {

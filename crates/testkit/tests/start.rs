@@ -28,3 +28,21 @@ fn etcd_serves_its_client_port() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK");
 }
+
+#[test]
+fn postgres_outlives_the_thread_that_started_it() {
+    // tokio's blocking pool ends idle threads; a server started there must keep running.
+    let pg = std::thread::spawn(|| Postgres::start().expect("start PostgreSQL"))
+        .join()
+        .expect("starter thread");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let ready =
+        std::process::Command::new(triton_testkit::pg_bin_dir().unwrap().join("pg_isready"))
+            .args(["-h", "127.0.0.1", "-p", &pg.port().to_string()])
+            .status()
+            .expect("pg_isready");
+    assert!(
+        ready.success(),
+        "PostgreSQL died with the thread that started it"
+    );
+}

@@ -92,11 +92,11 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 /// xorshift64*: a fast, deterministic key picker per client.
 struct Rng(u64);
 impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
+    fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 }
 
@@ -116,10 +116,10 @@ impl Measured {
     }
 }
 
-/// Runs `op(client_index, rng)` in `clients` concurrent loops for `secs`, after a warm-up.
+/// Runs `op(random)` in `clients` concurrent loops for `run_for`, after a warm-up.
 async fn measure<F, Fut>(clients: usize, run_for: Duration, op: F) -> Measured
 where
-    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), BoxError>> + Send,
 {
     let op = Arc::new(op);
@@ -136,14 +136,14 @@ where
             tokio::spawn(async move {
                 let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
                     .expect("valid histogram bounds");
-                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (c as u64 + 1) * 0x1000_0001);
+                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((c as u64 + 1) * 0x1000_0001));
                 let mut ops = 0u64;
                 loop {
                     let t0 = Instant::now();
                     if t0 >= end {
                         break;
                     }
-                    let result = op(c, rng.below(u64::MAX)).await;
+                    let result = op(rng.next()).await;
                     let t1 = Instant::now();
                     match result {
                         Ok(()) if t0 >= measure_from => {
@@ -347,13 +347,19 @@ async fn load(moray: &MorayClient) -> Result<(), BoxError> {
 }
 
 fn main() -> Result<(), BoxError> {
+    eprintln!("starting PostgreSQL (fsync on) ...");
+    // On the main thread: the testkit ties PostgreSQL's life to the spawning thread.
+    let postgres = Postgres::start_with(PostgresOptions {
+        fsync: true,
+        ..Default::default()
+    })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(bench())
+    runtime.block_on(bench(&postgres))
 }
 
-async fn bench() -> Result<(), BoxError> {
+async fn bench(postgres: &Postgres) -> Result<(), BoxError> {
     let run_for = Duration::from_secs(env_or("MORAY_BENCH_SECS", 5));
     let pool_size: usize = env_or("MORAY_BENCH_POOL", 16);
     let client_counts: Vec<usize> = std::env::var("MORAY_BENCH_CLIENTS")
@@ -362,14 +368,6 @@ async fn bench() -> Result<(), BoxError> {
         .filter_map(|c| c.trim().parse().ok())
         .collect();
 
-    eprintln!("starting PostgreSQL (fsync on) and Moray ...");
-    let postgres = tokio::task::spawn_blocking(|| {
-        Postgres::start_with(PostgresOptions {
-            fsync: true,
-            ..Default::default()
-        })
-    })
-    .await??;
     let url = postgres.create_database("moray")?;
     let shutdown = CancellationToken::new();
     let running = moray::start(
@@ -393,7 +391,7 @@ async fn bench() -> Result<(), BoxError> {
             eprintln!("{} x{clients}: moray ...", op.name());
             let m = {
                 let moray = moray.clone();
-                measure(clients, run_for, move |_, r| {
+                measure(clients, run_for, move |r| {
                     let moray = moray.clone();
                     async move { moray_op(&moray, op, r).await }
                 })
@@ -402,7 +400,7 @@ async fn bench() -> Result<(), BoxError> {
             eprintln!("{} x{clients}: raw ...", op.name());
             let r = {
                 let raw = raw.clone();
-                measure(clients, run_for, move |_, r| {
+                measure(clients, run_for, move |r| {
                     let raw = raw.clone();
                     async move { raw_op(&raw, op, r).await }
                 })
@@ -444,6 +442,5 @@ async fn bench() -> Result<(), BoxError> {
     }
     shutdown.cancel();
     let _ = running.task.await;
-    drop(postgres);
     Ok(())
 }

@@ -16,10 +16,10 @@ pub struct TestMoray {
 
 impl TestMoray {
     pub async fn start() -> TestMoray {
-        let postgres = tokio::task::spawn_blocking(Postgres::start)
-            .await
-            .expect("postgres start-up task")
-            .expect("PostgreSQL starts");
+        // Started on the test's own thread, not in spawn_blocking: the testkit ties
+        // PostgreSQL's life to the thread that spawns it (PR_SET_PDEATHSIG), and tokio
+        // ends idle blocking threads after 10 s.
+        let postgres = Postgres::start().expect("PostgreSQL starts");
         let postgres_url = postgres.create_database("moray").expect("createdb moray");
         let shutdown = CancellationToken::new();
         let config = moray::Config {
