@@ -104,6 +104,17 @@ impl Imgapi {
         Ok(self.stored(uuid).await?.manifest)
     }
 
+    /// The image, if `account` may see it (else `ResourceNotFound`, as IMGAPI answers).
+    pub async fn get_image_for(&self, uuid: &str, account: &str) -> Result<Manifest> {
+        let account = manifest::uuid("account", account).map_err(|e| Error::Validation(vec![e]))?;
+        let m = self.get_image(uuid).await?;
+        if m.visible_to(&account) {
+            Ok(m)
+        } else {
+            Err(not_found(&m.uuid))
+        }
+    }
+
     async fn check_origin(&self, m: &Manifest) -> Result<()> {
         if let Some(origin) = &m.origin
             && self.store.get(origin).await?.is_none()
@@ -383,6 +394,14 @@ impl Imgapi {
         tags.sort();
         for (k, v) in tags {
             terms.push(format!("(tags_search={})", esc(&format!("{k}={v}"))));
+        }
+        if let Some(account) = &req.account {
+            match manifest::uuid("account", account) {
+                Ok(a) => terms.push(format!(
+                    "(|(owner={a})(&(activated=true)(|(public=true)(acl={a}))))"
+                )),
+                Err(e) => errors.push(e),
+            }
         }
         if let Some(marker) = &req.marker {
             match manifest::uuid("marker", marker) {

@@ -160,6 +160,13 @@ impl Manifest {
         self.tags_search = self.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
     }
 
+    /// Whether `account` may see this image: it owns it, or the image is activated
+    /// and public or has the account in its acl.
+    pub fn visible_to(&self, account: &str) -> bool {
+        self.owner == account
+            || (self.activated && (self.public || self.acl.iter().any(|a| a == account)))
+    }
+
     /// IMGAPI's JSON form (no internal fields).
     pub fn to_api_json(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).unwrap_or_default();

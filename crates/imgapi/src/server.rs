@@ -144,7 +144,11 @@ impl ImgapiRpc for ImgapiService {
     }
 
     async fn get_image(&self, r: Request<proto::ImageRequest>) -> R<proto::Image> {
-        image(self.app.get_image(&r.into_inner().uuid).await?)
+        let r = r.into_inner();
+        match &r.account {
+            Some(account) => image(self.app.get_image_for(&r.uuid, account).await?),
+            None => image(self.app.get_image(&r.uuid).await?),
+        }
     }
 
     async fn list_images(

@@ -25,6 +25,7 @@ fn bucket() -> BucketConfig {
         .with_index("origin", IndexDef::new("uuid"))
         .with_index("published_at", IndexDef::new("date"))
         .with_index("tags_search", IndexDef::new("[string]"))
+        .with_index("acl", IndexDef::new("[string]"))
 }
 
 #[derive(Debug, Clone)]

@@ -183,6 +183,13 @@ fn manifest(name: &str, version: &str) -> proto::Image {
     }
 }
 
+fn img(uuid: impl Into<String>) -> proto::ImageRequest {
+    proto::ImageRequest {
+        uuid: uuid.into(),
+        account: None,
+    }
+}
+
 fn new_uuid() -> String {
     uuid::Uuid::new_v4().to_string()
 }
@@ -247,7 +254,7 @@ fn assert_error<T: std::fmt::Debug>(
 
 async fn get_file_grpc(c: &mut ImgapiClient<Channel>, uuid: &str) -> Vec<u8> {
     let mut stream = c
-        .get_image_file(proto::ImageRequest { uuid: uuid.into() })
+        .get_image_file(img(uuid))
         .await
         .expect("GetImageFile")
         .into_inner();
@@ -284,8 +291,7 @@ async fn import_activate_and_fetch_over_grpc_and_http() {
         &["sha1", &sha1_hex(&data)],
     );
     assert_error(
-        c.get_image(proto::ImageRequest { uuid: uuid.clone() })
-            .await,
+        c.get_image(img(uuid.clone())).await,
         "ResourceNotFound",
         &[],
     );
@@ -322,7 +328,7 @@ async fn import_activate_and_fetch_over_grpc_and_http() {
     );
 
     let active = c
-        .activate_image(proto::ImageRequest { uuid: uuid.clone() })
+        .activate_image(img(uuid.clone()))
         .await
         .unwrap()
         .into_inner();
@@ -333,8 +339,7 @@ async fn import_activate_and_fetch_over_grpc_and_http() {
         active.published_at
     );
     assert_error(
-        c.activate_image(proto::ImageRequest { uuid: uuid.clone() })
-            .await,
+        c.activate_image(img(uuid.clone())).await,
         "ImageAlreadyActivated",
         &[],
     );
@@ -383,7 +388,7 @@ async fn import_activate_and_fetch_over_grpc_and_http() {
 
     // Disable and enable.
     let disabled = c
-        .disable_image(proto::ImageRequest { uuid: uuid.clone() })
+        .disable_image(img(uuid.clone()))
         .await
         .unwrap()
         .into_inner();
@@ -400,27 +405,23 @@ async fn import_activate_and_fetch_over_grpc_and_http() {
         "a disabled image is not listed by default"
     );
     let enabled = c
-        .enable_image(proto::ImageRequest { uuid: uuid.clone() })
+        .enable_image(img(uuid.clone()))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(enabled.state, "active");
 
     // Delete removes the manifest and the file.
-    c.delete_image(proto::ImageRequest { uuid: uuid.clone() })
-        .await
-        .unwrap();
+    c.delete_image(img(uuid.clone())).await.unwrap();
     assert!(!t.file_path(&uuid).exists());
     assert!(t.files_on_disk().is_empty());
     assert_error(
-        c.get_image(proto::ImageRequest { uuid: uuid.clone() })
-            .await,
+        c.get_image(img(uuid.clone())).await,
         "ResourceNotFound",
         &[],
     );
     assert_error(
-        c.get_image_file(proto::ImageRequest { uuid: uuid.clone() })
-            .await,
+        c.get_image_file(img(uuid.clone())).await,
         "ResourceNotFound",
         &[],
     );
@@ -459,20 +460,17 @@ async fn create_upload_transitions_and_list_filters() {
 
     // Illegal transitions from unactivated.
     assert_error(
-        c.activate_image(proto::ImageRequest { uuid: uuid.clone() })
-            .await,
+        c.activate_image(img(uuid.clone())).await,
         "NoActivationNoFile",
         &[&uuid],
     );
     assert_error(
-        c.disable_image(proto::ImageRequest { uuid: uuid.clone() })
-            .await,
+        c.disable_image(img(uuid.clone())).await,
         "ImageNotActivated",
         &["unactivated"],
     );
     assert_error(
-        c.enable_image(proto::ImageRequest { uuid: uuid.clone() })
-            .await,
+        c.enable_image(img(uuid.clone())).await,
         "ImageNotActivated",
         &[],
     );
@@ -518,7 +516,7 @@ async fn create_upload_transitions_and_list_filters() {
     );
     assert!(t.files_on_disk().is_empty(), "{:?}", t.files_on_disk());
     assert_eq!(
-        c.get_image(proto::ImageRequest { uuid: uuid.clone() })
+        c.get_image(img(uuid.clone()))
             .await
             .unwrap()
             .into_inner()
@@ -544,7 +542,7 @@ async fn create_upload_transitions_and_list_filters() {
     assert_eq!(with_file.state, "unactivated");
     assert_eq!(get_file_grpc(&mut c, &uuid).await, data);
     let active = c
-        .activate_image(proto::ImageRequest { uuid: uuid.clone() })
+        .activate_image(img(uuid.clone()))
         .await
         .unwrap()
         .into_inner();
@@ -717,6 +715,51 @@ async fn create_upload_transitions_and_list_filters() {
         &["os", "state", "limit", "owner"],
     );
 
+    // What an account may see: its own images, activated public ones, and activated
+    // ones with it on the ACL.
+    let stranger = new_uuid();
+    let mut shared = manifest("shared", "1");
+    shared.public = false;
+    shared.acl = vec![stranger.clone()];
+    let shared = c
+        .create_image(proto::CreateImageRequest {
+            manifest: Some(shared),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let as_account = |account: &str| {
+        all(proto::ListImagesRequest {
+            account: Some(account.to_string()),
+            ..Default::default()
+        })
+    };
+    assert_eq!(list(as_account(&stranger)).await, vec!["ubuntu@22.04"]);
+    assert_eq!(
+        list(as_account(OWNER)).await,
+        vec!["centos@7", "shared@1", "ubuntu@22.04"]
+    );
+    let mine = proto::ImageRequest {
+        uuid: shared.uuid.clone(),
+        account: Some(OWNER.into()),
+    };
+    c.get_image(mine)
+        .await
+        .expect("the owner sees an unactivated image");
+    let theirs = proto::ImageRequest {
+        uuid: centos.uuid.clone(),
+        account: Some(stranger.clone()),
+    };
+    assert_error(c.get_image(theirs).await, "ResourceNotFound", &[]);
+    let public = proto::ImageRequest {
+        uuid: uuid.clone(),
+        account: Some(stranger.clone()),
+    };
+    c.get_image(public)
+        .await
+        .expect("an active public image is everyone's");
+    c.delete_image(img(shared.uuid.clone())).await.unwrap();
+
     // Origins: must exist; an origin cannot be deleted under its children.
     let mut child = manifest("ubuntu-custom", "1");
     child.origin = new_uuid();
@@ -737,31 +780,20 @@ async fn create_upload_transitions_and_list_filters() {
         .unwrap()
         .into_inner();
     assert_error(
-        c.delete_image(proto::ImageRequest { uuid: uuid.clone() })
-            .await,
+        c.delete_image(img(uuid.clone())).await,
         "ImageHasDependentImages",
         &[&child.uuid],
     );
-    c.delete_image(proto::ImageRequest {
-        uuid: child.uuid.clone(),
-    })
-    .await
-    .unwrap();
-    c.delete_image(proto::ImageRequest { uuid: uuid.clone() })
-        .await
-        .unwrap();
+    c.delete_image(img(child.uuid.clone())).await.unwrap();
+    c.delete_image(img(uuid.clone())).await.unwrap();
     assert!(t.files_on_disk().is_empty(), "{:?}", t.files_on_disk());
     assert_error(
-        c.delete_image(proto::ImageRequest { uuid: uuid.clone() })
-            .await,
+        c.delete_image(img(uuid.clone())).await,
         "ResourceNotFound",
         &[],
     );
     assert_error(
-        c.get_image(proto::ImageRequest {
-            uuid: "nope".into(),
-        })
-        .await,
+        c.get_image(img("nope")).await,
         "ValidationFailed",
         &["uuid"],
     );

@@ -50,7 +50,7 @@ async fn faults_lose_no_acknowledged_write() {
         "SIGKILL of the primary: writes resumed after {:.2} s",
         first.duration_since(killed_at).as_secs_f64()
     );
-    check_acked(&shard, &writer.acked.lock().expect("lock").keys.clone(), "after SIGKILL of the primary").await;
+    check_acked(&shard, &writer.snapshot(), "after SIGKILL of the primary").await;
     // It comes back deposed; rebuild lets it rejoin.
     shard.spawn(p);
     let id = shard.sitters[p].id.clone();
@@ -66,7 +66,7 @@ async fn faults_lose_no_acknowledged_write() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     shard.wait_healthy(SETTLE, "after rebuild of the killed primary").await;
-    check_acked(&shard, &writer.acked.lock().expect("lock").keys.clone(), "after rebuild 1").await;
+    check_acked(&shard, &writer.snapshot(), "after rebuild 1").await;
 
     // 2. SIGSTOP of the primary past its lease, then SIGCONT.
     let before = shard.state().await.expect("state");
@@ -104,7 +104,7 @@ async fn faults_lose_no_acknowledged_write() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     shard.wait_healthy(SETTLE, "after rebuild of the paused primary").await;
-    let acked = writer.acked.lock().expect("lock").keys.clone();
+    let acked = writer.snapshot();
     check_acked(&shard, &acked, "after SIGSTOP of the primary").await;
     assert!(!acked.contains_key("stale"));
 
@@ -120,7 +120,7 @@ async fn faults_lose_no_acknowledged_write() {
     writer.wait_progress(20, SETTLE, "writes after SIGKILL of the sync").await;
     shard.spawn(s);
     shard.wait_healthy(SETTLE, "after the killed sync restarted").await;
-    check_acked(&shard, &writer.acked.lock().expect("lock").keys.clone(), "after SIGKILL of the sync").await;
+    check_acked(&shard, &writer.snapshot(), "after SIGKILL of the sync").await;
 
     // 4. SIGKILL of the async: nothing changes for writers; it rejoins by itself.
     let before = shard.state().await.expect("state");

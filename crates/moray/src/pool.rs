@@ -151,15 +151,11 @@ impl Pool {
                 }
             }
         };
-        let Some(url) = inner.target.borrow().clone() else {
-            return Err(MorayError::NoDatabasePeers {
-                reason: "no primary is known".into(),
-            });
-        };
         loop {
             let candidate = lock(&inner.idle).pop();
+            let current = |c: &Conn| inner.target.borrow().as_deref() == Some(c.url.as_str());
             match candidate {
-                Some(c) if c.url == url && !c.client.is_closed() => {
+                Some(c) if current(&c) && !c.client.is_closed() => {
                     return Ok(PooledConn {
                         conn: Some(c),
                         pool: inner.clone(),
@@ -173,6 +169,11 @@ impl Pool {
                 None => break,
             }
         }
+        let Some(url) = inner.target.borrow().clone() else {
+            return Err(MorayError::NoDatabasePeers {
+                reason: "no primary is known".into(),
+            });
+        };
         let shown = redact(&url);
         let conn = tokio::time::timeout_at(deadline, connect(url, &inner.options))
             .await

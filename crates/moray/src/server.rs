@@ -41,8 +41,14 @@ fn req_id(options: Option<&pb::RequestOptions>) -> String {
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
+/// The request's span; its id (generated when the request has none) only when the span is
+/// recorded, so unlogged requests cost no random number.
 fn span(rpc: &'static str, options: Option<&pb::RequestOptions>, bucket: &str) -> tracing::Span {
-    tracing::info_span!("moray", rpc, req_id = %req_id(options), bucket)
+    let span = tracing::info_span!("moray", rpc, req_id = tracing::field::Empty, bucket);
+    if !span.is_disabled() {
+        span.record("req_id", req_id(options).as_str());
+    }
+    span
 }
 
 /// Streams what a task sends; an error before the first item becomes the call's status.

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use triton_proto::moray::v1 as pb;
 
-const CLIENTS: usize = 64;
 const DURATION: Duration = Duration::from_secs(5);
 const KEYS: usize = 1000;
 
@@ -24,8 +23,9 @@ where
     let op = Arc::new(op);
     let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
+    let clients: usize = std::env::var("BENCH_CLIENTS").ok().and_then(|c| c.parse().ok()).unwrap_or(64);
     let mut tasks = Vec::new();
-    for c in 0..CLIENTS {
+    for c in 0..clients {
         let (op, done) = (op.clone(), done.clone());
         tasks.push(tokio::spawn(async move {
             let mut i = 0u64;
@@ -56,6 +56,14 @@ async fn put_get_against_raw_postgres() {
         clients.push(common::connect(m.addr).await);
     }
     let clients = Arc::new(clients);
+    let c2 = clients.clone();
+    run("grpc version", move |c, _| {
+        let mut client = c2[c % 8].clone();
+        async move {
+            client.version(pb::VersionRequest {}).await.unwrap();
+        }
+    })
+    .await;
     let c2 = clients.clone();
     let moray_put = run("moray put", move |c, i| {
         let mut client = c2[c % 8].clone();

@@ -10,11 +10,12 @@ use crate::error::{Error, FieldError, Result};
 use crate::ip::{self, Subnet};
 use crate::mac;
 use crate::model::{
-    FABRIC_MTU_DEFAULT, Fabric, FabricVlan, IpRecord, MAX_VNET_ID, MTU_DEFAULT, Network, Nic,
-    NicTag, OVERLAY_NIC_TAG, now_rfc3339,
+    FABRIC_MTU_DEFAULT, Fabric, FabricVlan, IpRecord, MAX_VNET_ID, MTU_DEFAULT, Network,
+    NetworkPool, Nic, NicTag, OVERLAY_NIC_TAG, now_rfc3339,
 };
 use crate::store::{
-    self, Conflict, FABRIC_VLANS, FABRICS, IPS, NETWORKS, NIC_TAGS, NICS, Store, Stored,
+    self, Conflict, FABRIC_VLANS, FABRICS, IPS, NETWORK_POOLS, NETWORKS, NIC_TAGS, NICS, Store,
+    Stored,
 };
 use crate::validate::{self, Checks, ldap_escape as esc};
 
@@ -549,6 +550,20 @@ impl Napi {
 
     async fn delete_network_record(&self, stored: Stored<Network>) -> Result<()> {
         let uuid = stored.value.uuid.clone();
+        let pools = self
+            .store
+            .find::<NetworkPool>(
+                NETWORK_POOLS,
+                &format!("(networks={uuid})"),
+                &FindOptions::limit(1),
+            )
+            .await?;
+        if let Some(p) = pools.first() {
+            return Err(Error::InUse(format!(
+                "network {uuid} is in network pool {} ({})",
+                p.value.uuid, p.value.name
+            )));
+        }
         let nics = self
             .store
             .find::<Nic>(
@@ -584,6 +599,196 @@ impl Napi {
             }),
             Err(e) => Err(Error::moray("batch delete network")(e)),
         }
+    }
+
+    // ------------------------------------------------------------ network pools
+
+    /// Checks a pool's network list: at least one, each an existing network, all on one
+    /// nic tag. Gives the normalized uuids and that tag.
+    async fn check_pool_networks(
+        &self,
+        c: &mut Checks,
+        networks: &[String],
+    ) -> Result<Option<(Vec<String>, String)>> {
+        if networks.is_empty() {
+            c.push(FieldError::invalid(
+                "networks",
+                "network pool must contain at least one network",
+            ));
+            return Ok(None);
+        }
+        let Some(uuids) = c.take(validate::uuids("networks", networks)) else {
+            return Ok(None);
+        };
+        let mut tags = Vec::new();
+        for u in &uuids {
+            match self.store.get::<Network>(NETWORKS, u).await? {
+                Some(n) => tags.push(n.value.nic_tag),
+                None => {
+                    c.push(FieldError::invalid(
+                        "networks",
+                        format!("network {u} does not exist"),
+                    ));
+                    return Ok(None);
+                }
+            }
+        }
+        if tags.iter().any(|t| *t != tags[0]) {
+            c.push(FieldError::invalid(
+                "networks",
+                "nic tags of all networks in a network pool must match",
+            ));
+            return Ok(None);
+        }
+        Ok(Some((uuids, tags.swap_remove(0))))
+    }
+
+    fn pool_write_error(e: MorayError, pool: &NetworkPool) -> Error {
+        match store::conflict(&e) {
+            Some(Conflict::Unique { attribute }) if attribute == "name" => {
+                Error::InvalidParameters(vec![FieldError::duplicate(
+                    "name",
+                    format!("a network pool named {:?} already exists", pool.name),
+                )])
+            }
+            Some(_) => Error::Contention {
+                what: format!("write network pool {}", pool.uuid),
+                attempts: 1,
+            },
+            None => Error::moray("putObject napi_network_pools")(e),
+        }
+    }
+
+    pub async fn create_network_pool(
+        &self,
+        req: proto::CreateNetworkPoolRequest,
+    ) -> Result<NetworkPool> {
+        let mut c = Checks::new();
+        let name = c.take(validate::name("name", &req.name));
+        let description = c.take(validate::description("description", &req.description));
+        let owner_uuids = c.take(validate::uuids("owner_uuids", &req.owner_uuids));
+        let networks = self.check_pool_networks(&mut c, &req.networks).await?;
+        c.finish()?;
+        let (Some(name), Some(description), Some(owner_uuids), Some((networks, nic_tag))) =
+            (name, description, owner_uuids, networks)
+        else {
+            return Err(Error::invalid("network pool", "invalid"));
+        };
+        let pool = NetworkPool {
+            uuid: new_uuid(),
+            name,
+            description,
+            networks,
+            nic_tag,
+            owner_uuids,
+        };
+        match self
+            .store
+            .put(
+                NETWORK_POOLS,
+                &pool.uuid,
+                &pool,
+                EtagCondition::MustNotExist,
+            )
+            .await?
+        {
+            Ok(_) => Ok(pool),
+            Err(e) => Err(Self::pool_write_error(e, &pool)),
+        }
+    }
+
+    async fn network_pool(&self, uuid: &str) -> Result<Stored<NetworkPool>> {
+        let u = validate::uuid("uuid", uuid).map_err(one)?;
+        self.store
+            .get::<NetworkPool>(NETWORK_POOLS, &u)
+            .await?
+            .ok_or_else(|| not_found("network pool", u))
+    }
+
+    pub async fn get_network_pool(&self, uuid: &str) -> Result<NetworkPool> {
+        Ok(self.network_pool(uuid).await?.value)
+    }
+
+    pub async fn list_network_pools(
+        &self,
+        req: proto::ListNetworkPoolsRequest,
+    ) -> Result<Vec<NetworkPool>> {
+        let mut c = Checks::new();
+        let limit = c.take(validate::limit("limit", req.limit));
+        let provisionable_by = match &req.provisionable_by {
+            Some(p) => c.take(validate::uuid("provisionable_by", p)),
+            None => None,
+        };
+        c.finish()?;
+        let found = self
+            .store
+            .find_all::<NetworkPool>(NETWORK_POOLS, "(uuid=*)", "name")
+            .await?;
+        Ok(found
+            .into_iter()
+            .map(|s| s.value)
+            .filter(|p| match &provisionable_by {
+                Some(o) => p.provisionable_by(o, &self.admin_uuid),
+                None => true,
+            })
+            .skip(req.offset as usize)
+            .take(limit.unwrap_or(validate::MAX_LIMIT) as usize)
+            .collect())
+    }
+
+    pub async fn update_network_pool(
+        &self,
+        req: proto::UpdateNetworkPoolRequest,
+    ) -> Result<NetworkPool> {
+        let stored = self.network_pool(&req.uuid).await?;
+        let mut pool = stored.value;
+        let mut c = Checks::new();
+        if let Some(n) = &req.name
+            && let Some(n) = c.take(validate::name("name", n))
+        {
+            pool.name = n;
+        }
+        if let Some(d) = &req.description
+            && let Some(d) = c.take(validate::description("description", d))
+        {
+            pool.description = d;
+        }
+        if let Some(o) = &req.owner_uuids
+            && let Some(o) = c.take(validate::uuids("owner_uuids", &o.values))
+        {
+            pool.owner_uuids = o;
+        }
+        if let Some(n) = &req.networks
+            && let Some((networks, tag)) = self.check_pool_networks(&mut c, &n.values).await?
+        {
+            pool.networks = networks;
+            pool.nic_tag = tag;
+        }
+        c.finish()?;
+        match self
+            .store
+            .put(
+                NETWORK_POOLS,
+                &pool.uuid,
+                &pool,
+                EtagCondition::Is(stored.etag),
+            )
+            .await?
+        {
+            Ok(_) => Ok(pool),
+            Err(e) => Err(Self::pool_write_error(e, &pool)),
+        }
+    }
+
+    pub async fn delete_network_pool(&self, uuid: &str) -> Result<()> {
+        let stored = self.network_pool(uuid).await?;
+        self.delete(
+            NETWORK_POOLS,
+            &stored.value.uuid,
+            EtagCondition::Is(stored.etag),
+            "network pool",
+        )
+        .await
     }
 
     // ------------------------------------------------------------ IPs
@@ -747,32 +952,60 @@ impl Napi {
                 tags_provided.push(t);
             }
         }
-        let mut network = None;
+        // The networks to try, in order: one, or a pool's.
+        let mut targets: Vec<Network> = Vec::new();
+        let mut pool: Option<NetworkPool> = None;
         let mut requested_ip = None;
         match &req.network_uuid {
             Some(nu) => {
                 if let Some(nu) = c.take(validate::uuid("network_uuid", nu)) {
-                    match self.store.get::<Network>(NETWORKS, &nu).await? {
-                        None => c.push(FieldError::invalid(
+                    if let Some(n) = self.store.get::<Network>(NETWORKS, &nu).await? {
+                        let n = n.value;
+                        if let Some(owner) = &owner_uuid
+                            && !n.provisionable_by(owner, &self.admin_uuid)
+                        {
+                            c.push(FieldError::invalid(
+                                "owner_uuid",
+                                format!("owner cannot provision on network {}", n.uuid),
+                            ));
+                        }
+                        if let Some(ip) = &req.ip {
+                            requested_ip = c.take(validate::ip_in("ip", ip, &n.parsed_subnet()?));
+                        }
+                        targets.push(n);
+                    } else if let Some(p) =
+                        self.store.get::<NetworkPool>(NETWORK_POOLS, &nu).await?
+                    {
+                        let p = p.value;
+                        if let Some(owner) = &owner_uuid
+                            && !p.provisionable_by(owner, &self.admin_uuid)
+                        {
+                            c.push(FieldError::invalid(
+                                "owner_uuid",
+                                format!("owner cannot provision on network pool {}", p.uuid),
+                            ));
+                        }
+                        if req.ip.is_some() {
+                            c.push(FieldError::invalid(
+                                "ip",
+                                "IP cannot be specified with a network pool",
+                            ));
+                        }
+                        for u in &p.networks {
+                            if let Some(n) = self.store.get::<Network>(NETWORKS, u).await?
+                                && owner_uuid
+                                    .as_ref()
+                                    .is_none_or(|o| n.value.provisionable_by(o, &self.admin_uuid))
+                            {
+                                targets.push(n.value);
+                            }
+                        }
+                        pool = Some(p);
+                    } else {
+                        c.push(FieldError::invalid(
                             "network_uuid",
                             format!("network {nu} does not exist"),
-                        )),
-                        Some(n) => {
-                            let n = n.value;
-                            if let Some(owner) = &owner_uuid
-                                && !n.provisionable_by(owner, &self.admin_uuid)
-                            {
-                                c.push(FieldError::invalid(
-                                    "owner_uuid",
-                                    format!("owner cannot provision on network {}", n.uuid),
-                                ));
-                            }
-                            if let Some(ip) = &req.ip {
-                                requested_ip =
-                                    c.take(validate::ip_in("ip", ip, &n.parsed_subnet()?));
-                            }
-                            network = Some(n);
-                        }
+                        ));
                     }
                 }
                 if req.nic_tag.is_some() {
@@ -809,8 +1042,8 @@ impl Napi {
             return Err(Error::invalid("nic", "invalid"));
         };
         let now = now_rfc3339();
-        let mut nic = Nic {
-            mac: String::new(),
+        let nic = Nic {
+            mac: given_mac.map(mac::format).unwrap_or_default(),
             owner_uuid: owner_uuid.clone(),
             belongs_to_uuid: belongs_to_uuid.clone(),
             belongs_to_type: belongs_to_type.clone(),
@@ -818,13 +1051,10 @@ impl Napi {
             state,
             cn_uuid,
             model: req.model.clone().filter(|m| !m.is_empty()),
-            network_uuid: network.as_ref().map(|n| n.uuid.clone()),
+            network_uuid: None,
             ip: None,
-            nic_tag: match &network {
-                Some(n) => Some(n.nic_tag.clone()),
-                None => req.nic_tag.clone(),
-            },
-            vlan_id: network.as_ref().map(|n| n.vlan_id).unwrap_or(vlan_id),
+            nic_tag: req.nic_tag.clone(),
+            vlan_id,
             nic_tags_provided: tags_provided,
             allow_dhcp_spoofing: req.allow_dhcp_spoofing,
             allow_ip_spoofing: req.allow_ip_spoofing,
@@ -836,6 +1066,53 @@ impl Napi {
             modified_timestamp: now,
         };
 
+        let Some(pool) = pool else {
+            let network = targets.pop();
+            return self
+                .provision_on(nic, network, requested_ip, given_mac.is_some())
+                .await;
+        };
+        for network in targets {
+            match self
+                .provision_on(nic.clone(), Some(network), None, given_mac.is_some())
+                .await
+            {
+                Err(Error::SubnetFull { what }) => {
+                    tracing::debug!(pool = %pool.uuid, %what, "pool network full; trying the next");
+                }
+                other => return other,
+            }
+        }
+        Err(Error::SubnetFull {
+            what: format!("network pool {} (all its networks are full)", pool.uuid),
+        })
+    }
+
+    /// Writes `nic` (and, on a network, its IP: `requested_ip` or a free one) in one
+    /// batch, retrying lost races. `mac_given`: the NIC's MAC came from the caller (a
+    /// taken one is then an error, not a reason to draw another).
+    async fn provision_on(
+        &self,
+        mut nic: Nic,
+        network: Option<Network>,
+        requested_ip: Option<u32>,
+        mac_given: bool,
+    ) -> Result<(Nic, Option<Network>)> {
+        let given_mac = if mac_given {
+            Some(mac::parse(&nic.mac).map_err(|e| Error::invalid("mac", e))?)
+        } else {
+            None
+        };
+        if let Some(n) = &network {
+            nic.network_uuid = Some(n.uuid.clone());
+            nic.nic_tag = Some(n.nic_tag.clone());
+            nic.vlan_id = n.vlan_id;
+        }
+        let (owner_uuid, belongs_to_uuid, belongs_to_type) = (
+            nic.owner_uuid.clone(),
+            nic.belongs_to_uuid.clone(),
+            nic.belongs_to_type.clone(),
+        );
         for attempt in 0..IP_PROVISION_ATTEMPTS {
             nic.mac = mac::format(given_mac.unwrap_or_else(|| mac::random(self.oui)));
             let mut ops = Vec::new();
@@ -848,7 +1125,7 @@ impl Napi {
                             Some(ip) => ip,
                             None => {
                                 return Err(Error::SubnetFull {
-                                    network_uuid: net.uuid.clone(),
+                                    what: format!("network {}", net.uuid),
                                 });
                             }
                         }

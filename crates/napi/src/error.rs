@@ -68,8 +68,9 @@ pub enum Error {
     #[error("{0}")]
     InUse(String),
 
-    #[error("no more free IPs in network {network_uuid}")]
-    SubnetFull { network_uuid: String },
+    /// `what`: "network <uuid>" or "network pool <uuid> (all its networks are full)".
+    #[error("no more free IPs in {what}")]
+    SubnetFull { what: String },
 
     /// Concurrent writers kept winning for longer than the retry bound.
     #[error("{what}: gave up after {attempts} conflicting concurrent updates; try again")]
@@ -200,7 +201,7 @@ mod tests {
     #[test]
     fn subnet_full_says_so() {
         let s = Status::from(Error::SubnetFull {
-            network_uuid: "n".into(),
+            what: "network n".into(),
         });
         assert_eq!(s.code(), Code::ResourceExhausted);
         assert_eq!(s.message(), "SubnetFull: no more free IPs in network n");

@@ -151,6 +151,42 @@ impl From<Network> for proto::Network {
     }
 }
 
+/// A network pool; key: its uuid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkPool {
+    pub uuid: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub networks: Vec<String>,
+    pub nic_tag: String,
+    #[serde(default)]
+    pub owner_uuids: Vec<String>,
+}
+
+impl NetworkPool {
+    pub fn provisionable_by(&self, owner: &str, admin_uuid: &str) -> bool {
+        self.owner_uuids.is_empty()
+            || self.owner_uuids.iter().any(|o| o == owner)
+            || (!admin_uuid.is_empty() && owner == admin_uuid)
+    }
+}
+
+impl From<NetworkPool> for proto::NetworkPool {
+    fn from(p: NetworkPool) -> Self {
+        proto::NetworkPool {
+            uuid: p.uuid,
+            name: p.name,
+            description: p.description,
+            networks: p.networks,
+            nic_tags_present: vec![p.nic_tag.clone()],
+            nic_tag: p.nic_tag,
+            family: "ipv4".into(),
+            owner_uuids: p.owner_uuids,
+        }
+    }
+}
+
 /// One IP in use or reserved on a network; key `<network_uuid>/<ip>`. A free IP has no
 /// record, so "at most one record per key" is "never one address for two NICs".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

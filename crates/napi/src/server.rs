@@ -102,6 +102,49 @@ impl NapiRpc for NapiService {
         ok(proto::DeleteResponse {})
     }
 
+    async fn create_network_pool(
+        &self,
+        r: Request<proto::CreateNetworkPoolRequest>,
+    ) -> R<proto::NetworkPool> {
+        ok(self.app.create_network_pool(r.into_inner()).await?.into())
+    }
+
+    async fn get_network_pool(
+        &self,
+        r: Request<proto::GetNetworkPoolRequest>,
+    ) -> R<proto::NetworkPool> {
+        ok(self
+            .app
+            .get_network_pool(&r.into_inner().uuid)
+            .await?
+            .into())
+    }
+
+    async fn list_network_pools(
+        &self,
+        r: Request<proto::ListNetworkPoolsRequest>,
+    ) -> R<proto::ListNetworkPoolsResponse> {
+        let pools = self.app.list_network_pools(r.into_inner()).await?;
+        ok(proto::ListNetworkPoolsResponse {
+            pools: pools.into_iter().map(Into::into).collect(),
+        })
+    }
+
+    async fn update_network_pool(
+        &self,
+        r: Request<proto::UpdateNetworkPoolRequest>,
+    ) -> R<proto::NetworkPool> {
+        ok(self.app.update_network_pool(r.into_inner()).await?.into())
+    }
+
+    async fn delete_network_pool(
+        &self,
+        r: Request<proto::DeleteNetworkPoolRequest>,
+    ) -> R<proto::DeleteResponse> {
+        self.app.delete_network_pool(&r.into_inner().uuid).await?;
+        ok(proto::DeleteResponse {})
+    }
+
     async fn list_ips(&self, r: Request<proto::ListIpsRequest>) -> R<proto::ListIpsResponse> {
         let ips = self.app.list_ips(r.into_inner()).await?;
         ok(proto::ListIpsResponse {

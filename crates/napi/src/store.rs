@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 
 pub const NIC_TAGS: &str = "napi_nic_tags";
 pub const NETWORKS: &str = "napi_networks";
+pub const NETWORK_POOLS: &str = "napi_network_pools";
 pub const IPS: &str = "napi_ips";
 pub const NICS: &str = "napi_nics";
 pub const FABRICS: &str = "napi_fabrics";
@@ -39,6 +40,14 @@ fn buckets() -> Vec<(&'static str, BucketConfig)> {
                 .with_index("fabric_owner", IndexDef::new("uuid"))
                 .with_index("owner_uuids", IndexDef::new("[string]"))
                 .with_index("subnet", IndexDef::new("subnet")),
+        ),
+        (
+            NETWORK_POOLS,
+            v().with_index("uuid", IndexDef::unique("uuid"))
+                .with_index("name", IndexDef::unique("string"))
+                .with_index("networks", IndexDef::new("[string]"))
+                .with_index("nic_tag", IndexDef::new("string"))
+                .with_index("owner_uuids", IndexDef::new("[string]")),
         ),
         (
             IPS,

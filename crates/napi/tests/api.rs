@@ -678,3 +678,177 @@ async fn coal_seeds_admin_and_external_networks_once() {
     let ping = c.ping(proto::PingRequest {}).await.unwrap().into_inner();
     assert_eq!(ping.status, "OK");
 }
+
+#[tokio::test]
+async fn network_pools_provision_on_the_first_network_with_room() {
+    let napi = TestNapi::start().await;
+    let mut c = napi.client();
+    napi.nic_tag("external").await;
+    napi.nic_tag("internal").await;
+    let small = |name: &str, prefix: &str, tag: &str| proto::CreateNetworkRequest {
+        name: name.into(),
+        subnet: format!("{prefix}.0/24"),
+        provision_start_ip: format!("{prefix}.10"),
+        provision_end_ip: format!("{prefix}.11"),
+        nic_tag: tag.into(),
+        ..Default::default()
+    };
+    let a = c
+        .create_network(small("a", "10.5.1", "external"))
+        .await
+        .unwrap()
+        .into_inner();
+    let b = c
+        .create_network(small("b", "10.5.2", "external"))
+        .await
+        .unwrap()
+        .into_inner();
+    let other = c
+        .create_network(small("other", "10.5.3", "internal"))
+        .await
+        .unwrap()
+        .into_inner();
+
+    assert_error(
+        c.create_network_pool(proto::CreateNetworkPoolRequest {
+            name: "mixed".into(),
+            networks: vec![a.uuid.clone(), other.uuid.clone()],
+            ..Default::default()
+        })
+        .await,
+        "InvalidParameters",
+        &["networks", "nic tags"],
+    );
+    assert_error(
+        c.create_network_pool(proto::CreateNetworkPoolRequest {
+            name: "empty".into(),
+            ..Default::default()
+        })
+        .await,
+        "InvalidParameters",
+        &["networks", "at least one"],
+    );
+    assert_error(
+        c.create_network_pool(proto::CreateNetworkPoolRequest {
+            name: "ghost".into(),
+            networks: vec![new_uuid()],
+            owner_uuids: vec!["bad".into()],
+            ..Default::default()
+        })
+        .await,
+        "InvalidParameters",
+        &["networks", "owner_uuids"],
+    );
+    let pool = c
+        .create_network_pool(proto::CreateNetworkPoolRequest {
+            name: "public".into(),
+            networks: vec![a.uuid.clone(), b.uuid.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pool.nic_tag, "external");
+    assert_error(
+        c.create_network_pool(proto::CreateNetworkPoolRequest {
+            name: "public".into(),
+            networks: vec![b.uuid.clone()],
+            ..Default::default()
+        })
+        .await,
+        "InvalidParameters",
+        &["name", "already exists"],
+    );
+
+    // Two addresses per network: a, a, b, b, then full.
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        let nic = c
+            .create_nic(nic_on(&pool.uuid, &new_uuid()))
+            .await
+            .unwrap()
+            .into_inner();
+        got.push((nic.network_uuid, nic.ip));
+    }
+    assert_eq!(
+        got,
+        vec![
+            (a.uuid.clone(), "10.5.1.10".to_string()),
+            (a.uuid.clone(), "10.5.1.11".to_string()),
+            (b.uuid.clone(), "10.5.2.10".to_string()),
+            (b.uuid.clone(), "10.5.2.11".to_string()),
+        ]
+    );
+    assert_error(
+        c.create_nic(nic_on(&pool.uuid, &new_uuid())).await,
+        "SubnetFull",
+        &["network pool", &pool.uuid],
+    );
+    let mut with_ip = nic_on(&pool.uuid, &new_uuid());
+    with_ip.ip = Some("10.5.1.10".into());
+    assert_error(
+        c.create_nic(with_ip).await,
+        "InvalidParameters",
+        &["ip", "network pool"],
+    );
+
+    // A network in a pool cannot be deleted; the pool can, then the network's turn.
+    assert_error(
+        c.delete_network(proto::DeleteNetworkRequest {
+            uuid: b.uuid.clone(),
+        })
+        .await,
+        "InUse",
+        &[&pool.uuid],
+    );
+    let updated = c
+        .update_network_pool(proto::UpdateNetworkPoolRequest {
+            uuid: pool.uuid.clone(),
+            networks: Some(proto::StringList {
+                values: vec![a.uuid.clone()],
+            }),
+            owner_uuids: Some(proto::StringList {
+                values: vec![OWNER.into()],
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(updated.networks, vec![a.uuid.clone()]);
+    let visible = |who: String| proto::ListNetworkPoolsRequest {
+        provisionable_by: Some(who),
+        ..Default::default()
+    };
+    assert_eq!(
+        c.list_network_pools(visible(OWNER.into()))
+            .await
+            .unwrap()
+            .into_inner()
+            .pools
+            .len(),
+        1
+    );
+    assert_eq!(
+        c.list_network_pools(visible(new_uuid()))
+            .await
+            .unwrap()
+            .into_inner()
+            .pools
+            .len(),
+        0
+    );
+    c.delete_network_pool(proto::DeleteNetworkPoolRequest {
+        uuid: pool.uuid.clone(),
+    })
+    .await
+    .unwrap();
+    assert_error(
+        c.get_network_pool(proto::GetNetworkPoolRequest {
+            uuid: pool.uuid.clone(),
+        })
+        .await,
+        "ResourceNotFound",
+        &[],
+    );
+}

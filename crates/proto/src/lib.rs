@@ -56,3 +56,9 @@ pub mod papi {
         tonic::include_proto!("triton.papi.v1");
     }
 }
+
+pub mod vmapi {
+    pub mod v1 {
+        tonic::include_proto!("triton.vmapi.v1");
+    }
+}

@@ -8,8 +8,9 @@
 //!
 //! Run: `cargo bench -p moray-client --bench moray`
 //! Knobs (environment): MORAY_BENCH_SECS (per measurement, default 5),
-//! MORAY_BENCH_CLIENTS (default "1,16,64"), MORAY_BENCH_POOL (PostgreSQL connections
-//! for Moray and for the raw baseline, default 16).
+//! MORAY_BENCH_CLIENTS (default "1,16,64"), MORAY_BENCH_OPS (default "put,get,find"),
+//! MORAY_BENCH_POOL (PostgreSQL connections for Moray and for the raw baseline,
+//! default 16, Moray's default pool size).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -385,8 +386,18 @@ async fn bench(postgres: &Postgres) -> Result<(), BoxError> {
     load(&moray).await?;
     let raw = Arc::new(RawPool::connect(&url, pool_size).await?);
 
+    let ops: Vec<Op> = std::env::var("MORAY_BENCH_OPS")
+        .unwrap_or_else(|_| "put,get,find".into())
+        .split(',')
+        .filter_map(|o| match o.trim() {
+            "put" => Some(Op::Put),
+            "get" => Some(Op::Get),
+            "find" => Some(Op::Find),
+            _ => None,
+        })
+        .collect();
     let mut rows = Vec::new();
-    for op in [Op::Put, Op::Get, Op::Find] {
+    for op in ops {
         for &clients in &client_counts {
             eprintln!("{} x{clients}: moray ...", op.name());
             let m = {

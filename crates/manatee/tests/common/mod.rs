@@ -288,6 +288,11 @@ impl Writer {
         Writer { acked, cancel, task }
     }
 
+    /// A copy of the acknowledged keys (the lock is not held after this returns).
+    pub fn snapshot(&self) -> BTreeMap<String, String> {
+        self.acked.lock().map(|a| a.keys.clone()).unwrap_or_default()
+    }
+
     pub fn count(&self) -> usize {
         self.acked.lock().map(|a| a.keys.len()).unwrap_or(0)
     }

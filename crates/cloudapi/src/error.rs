@@ -1,0 +1,169 @@
+//! CloudAPI's errors: Triton's REST error body `{"code": ..., "message": ...}` with the
+//! restify status of each code, and the one place backend (gRPC) errors are mapped to
+//! it.
+
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+
+/// An error as a tenant sees it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// Triton's restCode: `ResourceNotFound`, `InvalidArgument`, ...
+    pub code: &'static str,
+    pub message: String,
+    /// Sent with `InvalidVersion` and friends; none for most errors.
+    pub body_extra: Option<serde_json::Value>,
+}
+
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            body_extra: None,
+        }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "ResourceNotFound", message)
+    }
+    pub fn invalid_argument(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "InvalidArgument", message)
+    }
+    pub fn missing_parameter(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "MissingParameter", message)
+    }
+    pub fn invalid_credentials(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "InvalidCredentials", message)
+    }
+    pub fn not_authorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "NotAuthorized", message)
+    }
+    pub fn invalid_header(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "InvalidHeader", message)
+    }
+    pub fn invalid_state(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "InvalidState", message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "BadRequest", message)
+    }
+
+    /// A backend call failed. Triton passes on only validation and not-found errors
+    /// with their messages; anything else keeps its class but hides its text
+    /// (`lib/errors.js` vmapiErrorWrap / napiErrorWrap).
+    pub fn backend(service: &'static str, status: tonic::Status) -> Self {
+        let name = triton_common::status::error_name(&status).unwrap_or("");
+        let message = triton_common::status::error_message(&status).to_string();
+        use tonic::Code;
+        match (name, status.code()) {
+            ("ResourceNotFound", _) | (_, Code::NotFound) => Self::not_found(message),
+            ("MissingParameter", _) => Self::missing_parameter(message),
+            ("ValidationFailed" | "InvalidParameters" | "InvalidArgument", _)
+            | (_, Code::InvalidArgument) => Self::invalid_argument(message),
+            ("Duplicate" | "ConflictError" | "ImageUuidAlreadyExists", _)
+            | (_, Code::AlreadyExists) => Self::invalid_argument(message),
+            ("NoAllocatableServersError", _) => {
+                Self::new(StatusCode::CONFLICT, "NoAllocatableServersError", message)
+            }
+            ("InsufficientCapacity" | "SubnetFull", _) | (_, Code::ResourceExhausted) => {
+                Self::new(StatusCode::CONFLICT, "InsufficientCapacity", message)
+            }
+            ("InUse", _) => Self::new(StatusCode::CONFLICT, "InUseError", message),
+            ("VmStateError", _) => Self::invalid_state(message),
+            ("VmDestroyed", _) => Self::new(StatusCode::GONE, "ResourceNotFound", message),
+            (_, Code::FailedPrecondition) => Self::invalid_state(message),
+            (_, Code::Unavailable) => {
+                tracing::warn!(service, error = %status.message(), "backend unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    format!("{service} is unavailable"),
+                )
+            }
+            _ => {
+                tracing::error!(service, code = ?status.code(), error = %status.message(), "backend error");
+                Self::internal("Internal error")
+            }
+        }
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> serde_json::Value {
+        let mut body = serde_json::json!({"code": self.code, "message": self.message});
+        if let (Some(serde_json::Value::Object(extra)), Some(map)) =
+            (&self.body_extra, body.as_object_mut())
+        {
+            for (k, v) in extra {
+                map.insert(k.clone(), v.clone());
+            }
+        }
+        body
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        crate::server::json_response(self.status, &self.body())
+    }
+}
+
+/// Errors of start-up (bad config, cannot bind, bad certificate).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read TLS {what} {path}")]
+    ReadTls {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("bad TLS {what} {path}: {message}")]
+    BadTls {
+        what: &'static str,
+        path: String,
+        message: String,
+    },
+    #[error("bad backend URL {url} for {service}")]
+    BadUrl {
+        service: &'static str,
+        url: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_errors_keep_triton_codes() {
+        let s = triton_common::status::named(
+            tonic::Code::InvalidArgument,
+            "ValidationFailed",
+            "alias: bad",
+        );
+        let e = ApiError::backend("vmapi", s);
+        assert_eq!((e.status, e.code, e.message.as_str()), (StatusCode::CONFLICT, "InvalidArgument", "alias: bad"));
+        let s = triton_common::status::named(tonic::Code::NotFound, "ResourceNotFound", "vm x not found");
+        assert_eq!(ApiError::backend("vmapi", s).status, StatusCode::NOT_FOUND);
+        let e = ApiError::backend("vmapi", tonic::Status::internal("secret detail"));
+        assert_eq!(e.code, "InternalError");
+        assert!(!e.message.contains("secret"));
+    }
+}

@@ -1,0 +1,250 @@
+//! The VM record (Moray bucket `vmapi_vms`, key = uuid) with Triton's field names, and
+//! its wire form. Times are epoch milliseconds in Moray (as Triton's VMAPI stores
+//! `create_timestamp`), RFC 3339 on the wire. `tag_pairs` and `tag_keys` exist only to
+//! index tags for `tag.NAME=value` filters.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use triton_proto::vmapi::v1 as pb;
+
+use crate::time::format_ms;
+
+/// VM states as Triton spells them.
+pub mod state {
+    pub const PROVISIONING: &str = "provisioning";
+    pub const RUNNING: &str = "running";
+    pub const STOPPED: &str = "stopped";
+    pub const FAILED: &str = "failed";
+    pub const DESTROYED: &str = "destroyed";
+    pub const UNKNOWN: &str = "unknown";
+    /// A filter only: neither destroyed nor failed.
+    pub const ACTIVE: &str = "active";
+    pub const ALL: &[&str] = &[
+        PROVISIONING,
+        RUNNING,
+        STOPPED,
+        FAILED,
+        DESTROYED,
+        UNKNOWN,
+        "incomplete",
+        "stopping",
+        "shutting_down",
+        "ready",
+        "configured",
+        "down",
+        "receiving",
+    ];
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VmNic {
+    pub interface: String,
+    pub mac: String,
+    pub ip: String,
+    pub netmask: String,
+    pub gateway: String,
+    pub nic_tag: String,
+    pub vlan_id: u32,
+    pub network_uuid: String,
+    pub primary: bool,
+    pub mtu: u32,
+    pub resolvers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VmRecord {
+    pub uuid: String,
+    pub owner_uuid: String,
+    pub alias: String,
+    pub brand: String,
+    pub state: String,
+    pub image_uuid: String,
+    pub billing_id: String,
+    pub server_uuid: String,
+    pub ram: u64,
+    pub max_physical_memory: u64,
+    pub max_swap: u64,
+    pub quota: u64,
+    pub cpu_cap: u32,
+    pub max_lwps: u64,
+    pub zfs_io_priority: u32,
+    pub nics: Vec<VmNic>,
+    pub resolvers: Vec<String>,
+    pub tags: Map<String, Value>,
+    pub customer_metadata: BTreeMap<String, String>,
+    pub internal_metadata: BTreeMap<String, String>,
+    pub autoboot: bool,
+    pub firewall_enabled: bool,
+    pub hostname: String,
+    /// Epoch ms.
+    pub create_timestamp: i64,
+    /// Epoch ms of the last change VMAPI made or learnt of.
+    pub last_modified: i64,
+    /// Epoch ms of the destruction.
+    pub destroyed: Option<i64>,
+    pub failure_reason: String,
+    pub boot_timestamp: u64,
+    /// Index fields: `name=value` and `name` of every tag.
+    pub tag_pairs: Vec<String>,
+    pub tag_keys: Vec<String>,
+}
+
+/// A tag value as text, for the tag index and filters (`true`, `42`, `web`).
+pub fn tag_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+impl VmRecord {
+    /// Brings the index fields in line with the tags; call before every write.
+    pub fn refresh_index(&mut self) {
+        self.tag_keys = self.tags.keys().cloned().collect();
+        self.tag_pairs = self
+            .tags
+            .iter()
+            .map(|(k, v)| format!("{k}={}", tag_text(v)))
+            .collect();
+    }
+
+    pub fn to_value(&self) -> Value {
+        let mut vm = self.clone();
+        vm.refresh_index();
+        serde_json::to_value(&vm).expect("a VM record always serializes")
+    }
+
+    pub fn is_destroyed(&self) -> bool {
+        self.state == state::DESTROYED
+    }
+
+    pub fn to_pb(&self) -> pb::Vm {
+        pb::Vm {
+            uuid: self.uuid.clone(),
+            owner_uuid: self.owner_uuid.clone(),
+            alias: self.alias.clone(),
+            brand: self.brand.clone(),
+            state: self.state.clone(),
+            image_uuid: self.image_uuid.clone(),
+            billing_id: self.billing_id.clone(),
+            server_uuid: self.server_uuid.clone(),
+            ram: self.ram,
+            max_physical_memory: self.max_physical_memory,
+            max_swap: self.max_swap,
+            quota: self.quota,
+            cpu_cap: self.cpu_cap,
+            max_lwps: self.max_lwps,
+            zfs_io_priority: self.zfs_io_priority,
+            nics: self.nics.iter().map(VmNic::to_pb).collect(),
+            resolvers: self.resolvers.clone(),
+            tags: self
+                .tags
+                .iter()
+                .map(|(k, v)| (k.clone(), json_to_pb(v)))
+                .collect(),
+            customer_metadata: self.customer_metadata.clone().into_iter().collect(),
+            internal_metadata: self.internal_metadata.clone().into_iter().collect(),
+            autoboot: self.autoboot,
+            firewall_enabled: self.firewall_enabled,
+            hostname: self.hostname.clone(),
+            create_timestamp: format_ms(self.create_timestamp),
+            last_modified: format_ms(self.last_modified),
+            destroyed: self.destroyed.map(format_ms).unwrap_or_default(),
+            failure_reason: self.failure_reason.clone(),
+            boot_timestamp: self.boot_timestamp,
+        }
+    }
+}
+
+impl VmNic {
+    pub fn to_pb(&self) -> pb::Nic {
+        pb::Nic {
+            interface: self.interface.clone(),
+            mac: self.mac.clone(),
+            ip: self.ip.clone(),
+            netmask: self.netmask.clone(),
+            gateway: self.gateway.clone(),
+            nic_tag: self.nic_tag.clone(),
+            vlan_id: self.vlan_id,
+            network_uuid: self.network_uuid.clone(),
+            primary: self.primary,
+            mtu: self.mtu,
+            resolvers: self.resolvers.clone(),
+        }
+    }
+}
+
+/// google.protobuf.Value -> JSON. Tags hold only scalars in Triton; lists and objects
+/// are kept as given anyway.
+pub fn pb_to_json(v: &prost_types::Value) -> Value {
+    use prost_types::value::Kind;
+    match &v.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::BoolValue(b)) => Value::Bool(*b),
+        Some(Kind::NumberValue(n)) => {
+            if n.fract() == 0.0 && n.abs() < 9.0e15 {
+                Value::from(*n as i64)
+            } else {
+                serde_json::Number::from_f64(*n)
+                    .map(Value::Number)
+                    .unwrap_or(Value::Null)
+            }
+        }
+        Some(Kind::StringValue(s)) => Value::String(s.clone()),
+        Some(Kind::ListValue(l)) => Value::Array(l.values.iter().map(pb_to_json).collect()),
+        Some(Kind::StructValue(s)) => Value::Object(
+            s.fields
+                .iter()
+                .map(|(k, v)| (k.clone(), pb_to_json(v)))
+                .collect(),
+        ),
+    }
+}
+
+pub fn json_to_pb(v: &Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match v {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(b) => Kind::BoolValue(*b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+        Value::String(s) => Kind::StringValue(s.clone()),
+        Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.iter().map(json_to_pb).collect(),
+        }),
+        Value::Object(o) => Kind::StructValue(prost_types::Struct {
+            fields: o.iter().map(|(k, v)| (k.clone(), json_to_pb(v))).collect(),
+        }),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn tags_are_indexed_as_pairs_and_keys() {
+        let mut vm = VmRecord {
+            tags: json!({"role": "web", "prod": true, "n": 3})
+                .as_object()
+                .cloned()
+                .unwrap(),
+            ..Default::default()
+        };
+        vm.refresh_index();
+        assert_eq!(vm.tag_pairs, vec!["n=3", "prod=true", "role=web"]);
+        assert_eq!(vm.tag_keys, vec!["n", "prod", "role"]);
+    }
+
+    #[test]
+    fn tag_values_keep_their_type_on_the_wire() {
+        for v in [json!("web"), json!(true), json!(3), json!(2.5)] {
+            assert_eq!(pb_to_json(&json_to_pb(&v)), v);
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! VMAPI's two Moray buckets. `vmapi_vms`: one VM per key, indexed for the ListVms
+//! filters. `vmapi_jobs`: one job per key, indexed for ListJobs and for finding
+//! unfinished jobs at start-up. Every write that replaces something read is conditional
+//! on the etag read, so two writers never silently overwrite each other.
+
+use moray_client::{
+    BatchOp, BucketConfig, EtagCondition, FindOptions, IndexDef, MorayClient, Sort, SortOrder,
+};
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+use crate::job::JobRecord;
+use crate::model::VmRecord;
+
+pub const VMS_BUCKET: &str = "vmapi_vms";
+pub const JOBS_BUCKET: &str = "vmapi_jobs";
+/// Conditional read-modify-write attempts before giving up on a busy record.
+const WRITE_ATTEMPTS: usize = 20;
+
+/// A record and the etag it was read with.
+#[derive(Debug, Clone)]
+pub struct Versioned<T> {
+    pub value: T,
+    pub etag: String,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    moray: MorayClient,
+}
+
+fn vms_bucket() -> BucketConfig {
+    let s = || IndexDef::new("string");
+    let n = || IndexDef::new("number");
+    BucketConfig::versioned(1)
+        .with_index("uuid", IndexDef::unique("string"))
+        .with_index("owner_uuid", s())
+        .with_index("alias", s())
+        .with_index("brand", s())
+        .with_index("state", s())
+        .with_index("server_uuid", s())
+        .with_index("image_uuid", s())
+        .with_index("billing_id", s())
+        .with_index("ram", n())
+        .with_index("quota", n())
+        .with_index("cpu_cap", n())
+        .with_index("create_timestamp", n())
+        .with_index("last_modified", n())
+        .with_index("tag_pairs", IndexDef::new("[string]"))
+        .with_index("tag_keys", IndexDef::new("[string]"))
+}
+
+fn jobs_bucket() -> BucketConfig {
+    BucketConfig::versioned(1)
+        .with_index("uuid", IndexDef::unique("string"))
+        .with_index("vm_uuid", IndexDef::new("string"))
+        .with_index("owner_uuid", IndexDef::new("string"))
+        .with_index("name", IndexDef::new("string"))
+        .with_index("execution", IndexDef::new("string"))
+        .with_index("runner", IndexDef::new("string"))
+        .with_index("created_at", IndexDef::new("number"))
+        .with_index("lease_until", IndexDef::new("number"))
+}
+
+/// Escapes a value for an LDAP filter.
+pub fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '(' => out.push_str("\\28"),
+            ')' => out.push_str("\\29"),
+            '*' => out.push_str("\\2a"),
+            '\\' => out.push_str("\\5c"),
+            '=' => out.push_str("\\3d"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn decode<T: DeserializeOwned>(what: &str, value: serde_json::Value) -> Result<T> {
+    serde_json::from_value(value)
+        .map_err(|e| Error::Internal(format!("stored {what} does not parse: {e}")))
+}
+
+impl Store {
+    pub fn new(moray: MorayClient) -> Store {
+        Store { moray }
+    }
+
+    pub async fn ensure_buckets(&self) -> Result<()> {
+        self.moray
+            .put_bucket(VMS_BUCKET, &vms_bucket())
+            .await
+            .map_err(Error::moray("put bucket vmapi_vms"))?;
+        self.moray
+            .put_bucket(JOBS_BUCKET, &jobs_bucket())
+            .await
+            .map_err(Error::moray("put bucket vmapi_jobs"))?;
+        Ok(())
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        self.moray.ping(true).await.map_err(Error::moray("ping"))
+    }
+
+    // ---- VMs
+
+    pub async fn get_vm(&self, uuid: &str) -> Result<Option<Versioned<VmRecord>>> {
+        let found = self
+            .moray
+            .get_object(VMS_BUCKET, uuid)
+            .await
+            .map_err(Error::moray(format!("get VM {uuid}")))?;
+        found
+            .map(|o| {
+                Ok(Versioned {
+                    value: decode("VM", o.value)?,
+                    etag: o.etag,
+                })
+            })
+            .transpose()
+    }
+
+    pub async fn put_vm(&self, vm: &VmRecord, cond: EtagCondition) -> Result<String> {
+        self.moray
+            .put_object(VMS_BUCKET, &vm.uuid, &vm.to_value(), cond)
+            .await
+            .map_err(Error::moray(format!("VM {}", vm.uuid)))
+    }
+
+    /// Reads the VM, applies `change` and writes it back conditionally, again on a
+    /// lost race. `change` returns false to leave the record as it is. The VM's
+    /// `last_modified` is set on every write.
+    pub async fn update_vm(
+        &self,
+        uuid: &str,
+        mut change: impl FnMut(&mut VmRecord) -> Result<bool>,
+    ) -> Result<VmRecord> {
+        for _ in 0..WRITE_ATTEMPTS {
+            let Some(Versioned { mut value, etag }) = self.get_vm(uuid).await? else {
+                return Err(Error::NotFound(format!("VM {uuid} does not exist")));
+            };
+            if !change(&mut value)? {
+                return Ok(value);
+            }
+            value.last_modified = crate::time::now_ms().max(value.last_modified + 1);
+            match self.put_vm(&value, EtagCondition::Is(etag)).await {
+                Ok(_) => return Ok(value),
+                Err(Error::Conflict(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Conflict(format!("VM {uuid}")))
+    }
+
+    pub async fn find_vms(&self, filter: &str, options: &FindOptions) -> Result<Vec<VmRecord>> {
+        self.moray
+            .find_objects(VMS_BUCKET, filter, options)
+            .await
+            .map_err(|e| {
+                if e.name() == "InvalidQueryError" || e.name() == "NotIndexedError" {
+                    Error::invalid("query", e.message())
+                } else {
+                    Error::moray("find VMs")(e)
+                }
+            })?
+            .into_iter()
+            .map(|o| decode("VM", o.value))
+            .collect()
+    }
+
+    /// Writes a new VM and its first job in one transaction.
+    pub async fn create_vm_with_job(&self, vm: &VmRecord, job: &JobRecord) -> Result<String> {
+        let ops = [
+            BatchOp::Put {
+                bucket: VMS_BUCKET.into(),
+                key: vm.uuid.clone(),
+                value: vm.to_value(),
+                etag: EtagCondition::MustNotExist,
+            },
+            BatchOp::Put {
+                bucket: JOBS_BUCKET.into(),
+                key: job.uuid.clone(),
+                value: job_value(job),
+                etag: EtagCondition::MustNotExist,
+            },
+        ];
+        match self.moray.batch(&ops).await {
+            Ok(results) => Ok(results.get(1).map(|r| r.etag.clone()).unwrap_or_default()),
+            Err(e) if e.name() == "EtagConflictError" || e.name() == "UniqueAttributeError" => {
+                Err(Error::Duplicate(format!("uuid: VM {} already exists", vm.uuid)))
+            }
+            Err(e) => Err(Error::moray(format!("create VM {}", vm.uuid))(e)),
+        }
+    }
+
+    // ---- jobs
+
+    pub async fn get_job(&self, uuid: &str) -> Result<Option<Versioned<JobRecord>>> {
+        let found = self
+            .moray
+            .get_object(JOBS_BUCKET, uuid)
+            .await
+            .map_err(Error::moray(format!("get job {uuid}")))?;
+        found
+            .map(|o| {
+                Ok(Versioned {
+                    value: decode("job", o.value)?,
+                    etag: o.etag,
+                })
+            })
+            .transpose()
+    }
+
+    pub async fn put_job(&self, job: &JobRecord, cond: EtagCondition) -> Result<String> {
+        self.moray
+            .put_object(JOBS_BUCKET, &job.uuid, &job_value(job), cond)
+            .await
+            .map_err(Error::moray(format!("job {}", job.uuid)))
+    }
+
+    pub async fn find_jobs(&self, filter: &str, options: &FindOptions) -> Result<Vec<JobRecord>> {
+        self.moray
+            .find_objects(JOBS_BUCKET, filter, options)
+            .await
+            .map_err(Error::moray("find jobs"))?
+            .into_iter()
+            .map(|o| decode("job", o.value))
+            .collect()
+    }
+
+    /// Every queued or running job, oldest first.
+    pub async fn unfinished_jobs(&self) -> Result<Vec<JobRecord>> {
+        let options = FindOptions {
+            no_limit: true,
+            no_count: true,
+            sort: vec![Sort {
+                attribute: "created_at".into(),
+                order: SortOrder::Asc,
+            }],
+            ..Default::default()
+        };
+        self.find_jobs("(|(execution=queued)(execution=running))", &options)
+            .await
+    }
+}
+
+fn job_value(job: &JobRecord) -> serde_json::Value {
+    serde_json::to_value(job).expect("a job record always serializes")
+}
