@@ -1,5 +1,131 @@
+//! CloudAPI: Triton's public REST API, compatible with the `triton` CLI (node-triton 7).
+//!
+//! Stateless: every request is authenticated with an HTTP Signature against the
+//! account's SSH keys in UFDS, and served from the other services over gRPC (PAPI,
+//! IMGAPI, NAPI, VMAPI). [`start`] serves plain HTTP on `listen` and, when a
+//! certificate is configured, HTTPS on `tls_listen`, until the shutdown token is
+//! cancelled. See `docs/cloudapi.md`.
+
+pub mod auth;
+pub mod backends;
 pub mod config;
+pub mod endpoints;
 pub mod error;
 pub mod http_signature;
+pub mod machine;
+pub mod params;
+pub mod server;
+pub mod tls;
 pub mod version;
-pub mod server { pub fn json_response(s: http::StatusCode, v: &serde_json::Value) -> axum::response::Response { let _=(s,v); todo!() } }
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use backends::Backends;
+pub use config::Config;
+pub use error::{ApiError, StartError};
+
+/// What every handler shares.
+#[derive(Debug)]
+pub struct AppState {
+    pub config: Config,
+    pub backends: Backends,
+    /// The URL tenants reach this CloudAPI at (ListDatacenters, ListServices).
+    pub external_url: String,
+}
+
+/// A started CloudAPI.
+#[derive(Debug)]
+pub struct Running {
+    /// The plain HTTP address (the real port when the config said 0), if serving one.
+    pub addr: Option<SocketAddr>,
+    /// The HTTPS address, if serving one.
+    pub tls_addr: Option<SocketAddr>,
+    /// The servers; end after the shutdown token is cancelled and requests drain.
+    pub task: JoinHandle<()>,
+}
+
+/// Binds the listeners and serves until `shutdown`.
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
+    let backends = Backends::connect(&config)?;
+    let plain = if config.listen.is_empty() {
+        None
+    } else {
+        let l = tokio::net::TcpListener::bind(&config.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.listen.clone(),
+                source,
+            })?;
+        Some(l)
+    };
+    let secure = if config.tls_enabled() {
+        let acceptor = tls::acceptor(&config.tls_cert, &config.tls_key)?;
+        let l = tokio::net::TcpListener::bind(&config.tls_listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.tls_listen.clone(),
+                source,
+            })?;
+        Some((l, acceptor))
+    } else {
+        None
+    };
+    let addr = plain.as_ref().and_then(|l| l.local_addr().ok());
+    let tls_addr = secure.as_ref().and_then(|(l, _)| l.local_addr().ok());
+    let external_url = if !config.external_url.is_empty() {
+        config.external_url.clone()
+    } else if let Some(a) = tls_addr {
+        format!("https://{a}")
+    } else if let Some(a) = addr {
+        format!("http://{a}")
+    } else {
+        String::new()
+    };
+    let state = Arc::new(AppState {
+        config: config.clone(),
+        backends,
+        external_url,
+    });
+    let app = server::router(state);
+
+    let mut servers = Vec::new();
+    if let Some(listener) = plain {
+        let app = app.clone();
+        let token = shutdown.clone();
+        servers.push(tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        }));
+    }
+    if let Some((listener, acceptor)) = secure {
+        let token = shutdown.clone();
+        let listener = tls::TlsListener::new(listener, acceptor, shutdown.clone());
+        servers.push(tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "HTTPS server failed");
+            }
+        }));
+    }
+    let task = tokio::spawn(async move {
+        for s in servers {
+            let _ = s.await;
+        }
+    });
+    tracing::info!(?addr, ?tls_addr, datacenter = %config.datacenter, "cloudapi started");
+    Ok(Running {
+        addr,
+        tls_addr,
+        task,
+    })
+}

@@ -13,11 +13,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::{Parser, Subcommand};
+use manatee_client::Observed;
 use manatee_client::etcd::Etcd;
 use manatee_client::state::{
     ClusterState, Freeze, HistoryEntry, Peer, Promote, PromoteRole, ShardKeys, StateRole,
 };
-use manatee_client::Observed;
 use triton_proto::manatee::v1 as pb;
 
 use crate::Error;
@@ -35,10 +35,22 @@ const WRITER: &str = "manatee-adm";
 #[command(name = "manatee-adm", version, about = "Administer a Manatee shard")]
 pub struct Cli {
     /// etcd endpoints, comma-separated.
-    #[arg(long, global = true, env = "MANATEE_ADM_ETCD", default_value = "http://127.0.0.1:2379", value_delimiter = ',')]
+    #[arg(
+        long,
+        global = true,
+        env = "MANATEE_ADM_ETCD",
+        default_value = "http://127.0.0.1:2379",
+        value_delimiter = ','
+    )]
     pub etcd: Vec<String>,
     /// The shard (its keys are under /manatee/SHARD/ in etcd).
-    #[arg(short = 's', long, global = true, env = "MANATEE_ADM_SHARD", default_value = "1")]
+    #[arg(
+        short = 's',
+        long,
+        global = true,
+        env = "MANATEE_ADM_SHARD",
+        default_value = "1"
+    )]
     pub shard: String,
     #[command(subcommand)]
     pub command: Command,
@@ -179,7 +191,12 @@ pub enum Command {
 pub async fn run(cli: Cli) -> Result<u8, Error> {
     let etcd = Etcd::new(&cli.etcd)?;
     let keys = ShardKeys::new(&cli.shard);
-    let adm = Adm { etcd, keys, cli_etcd: cli.etcd.join(","), shard: cli.shard.clone() };
+    let adm = Adm {
+        etcd,
+        keys,
+        cli_etcd: cli.etcd.join(","),
+        shard: cli.shard.clone(),
+    };
     let mut out = std::io::stdout().lock();
     match cli.command {
         Command::Show { verbose } => adm.show(verbose, &mut out).await,
@@ -193,7 +210,8 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
             } else {
                 columns
             };
-            adm.table(&cols, omit_header, role.as_deref(), &mut out).await?;
+            adm.table(&cols, omit_header, role.as_deref(), &mut out)
+                .await?;
             Ok(0)
         }
         Command::PgStatus {
@@ -205,8 +223,14 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
         } => {
             let cols = if columns.is_empty() {
                 [
-                    "role", "peername", "pg-online", "pg-repl", "pg-sent", "pg-flush",
-                    "pg-replay", "pg-lag",
+                    "role",
+                    "peername",
+                    "pg-online",
+                    "pg-repl",
+                    "pg-sent",
+                    "pg-flush",
+                    "pg-replay",
+                    "pg-lag",
                 ]
                 .iter()
                 .map(|s| s.to_string())
@@ -224,7 +248,8 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
                     tokio::time::sleep(Duration::from_secs_f64(period.unwrap_or(1.0))).await;
                     let _ = writeln!(out);
                 }
-                adm.table(&cols, omit_header, role.as_deref(), &mut out).await?;
+                adm.table(&cols, omit_header, role.as_deref(), &mut out)
+                    .await?;
             }
             Ok(0)
         }
@@ -237,7 +262,9 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
         Command::SetOnwm { mode, yes } => match mode.as_str() {
             "on" => adm.set_onwm(yes, &mut out).await,
             "off" => adm.unset_onwm(yes, &mut out).await,
-            other => Err(Error::Refused(format!("-m must be on or off, not {other:?}"))),
+            other => Err(Error::Refused(format!(
+                "-m must be on or off, not {other:?}"
+            ))),
         },
         Command::UnsetOnwm { yes } => adm.unset_onwm(yes, &mut out).await,
         Command::Promote {
@@ -291,10 +318,12 @@ pub async fn peer_status(peer: &Peer) -> Result<pb::StatusResponse, String> {
         .map_err(|e| format!("bad status URL {url}: {e}"))?
         .connect_timeout(STATUS_TIMEOUT)
         .timeout(STATUS_TIMEOUT);
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| format!("status endpoint {url} unreachable: {}", manatee_client::error_chain(&e)))?;
+    let channel = endpoint.connect().await.map_err(|e| {
+        format!(
+            "status endpoint {url} unreachable: {}",
+            manatee_client::error_chain(&e)
+        )
+    })?;
     let mut client = pb::sitter_client::SitterClient::new(channel);
     client
         .status(pb::StatusRequest {})
@@ -320,12 +349,7 @@ impl Adm {
         }
     }
 
-    async fn write(
-        &self,
-        revision: i64,
-        state: &ClusterState,
-        reason: &str,
-    ) -> Result<(), Error> {
+    async fn write(&self, revision: i64, state: &ClusterState, reason: &str) -> Result<(), Error> {
         match write_state(&self.etcd, &self.keys, revision, state, WRITER, reason).await? {
             Some(_) => Ok(()),
             None => Err(Error::Refused(
@@ -376,21 +400,34 @@ impl Adm {
         let state = match &snap.state {
             Observed::State { state, .. } => Some(state.clone()),
             Observed::Corrupt { reason, .. } => {
-                w(out, format!("error: the cluster state in etcd is not valid: {reason}"));
+                w(
+                    out,
+                    format!("error: the cluster state in etcd is not valid: {reason}"),
+                );
                 None
             }
             _ => {
-                w(out, "generation:  - (no cluster state: the shard is not set up)");
+                w(
+                    out,
+                    "generation:  - (no cluster state: the shard is not set up)",
+                );
                 None
             }
         };
         if let Some(z) = &state {
-            w(out, format!("generation:  {} ({})", z.generation, z.init_wal));
+            w(
+                out,
+                format!("generation:  {} ({})", z.generation, z.init_wal),
+            );
             w(
                 out,
                 format!(
                     "mode:        {}",
-                    if z.one_node_write_mode { "singleton (one-node-write)" } else { "normal" }
+                    if z.one_node_write_mode {
+                        "singleton (one-node-write)"
+                    } else {
+                        "normal"
+                    }
                 ),
             );
             match &z.freeze {
@@ -405,13 +442,25 @@ impl Adm {
                 None => w(out, "freeze:      not frozen"),
             }
             if let Some(p) = &z.promote {
-                w(out, format!("promote:     {} to move up from {:?} (expires {})", p.id, p.role, p.expire_time));
+                w(
+                    out,
+                    format!(
+                        "promote:     {} to move up from {:?} (expires {})",
+                        p.id, p.role, p.expire_time
+                    ),
+                );
             }
         }
         w(out, "");
         let reports = self.reports(state.as_ref(), &snap.active).await;
         let cols: Vec<String> = [
-            "role", "peername", "pg-online", "pg-repl", "pg-sent", "pg-flush", "pg-replay",
+            "role",
+            "peername",
+            "pg-online",
+            "pg-repl",
+            "pg-sent",
+            "pg-flush",
+            "pg-replay",
             "pg-lag",
         ]
         .iter()
@@ -425,18 +474,67 @@ impl Adm {
                 w(out, format!("    id:        {}", r.peer.id));
                 w(out, format!("    ip:        {}", r.peer.ip));
                 w(out, format!("    pgUrl:     {}", r.peer.pg_url));
-                w(out, format!("    status:    {}", r.peer.backup_url.as_deref().unwrap_or("-")));
-                w(out, format!("    in etcd:   {}", if r.active { "registered" } else { "not registered (sitter down)" }));
+                w(
+                    out,
+                    format!(
+                        "    status:    {}",
+                        r.peer.backup_url.as_deref().unwrap_or("-")
+                    ),
+                );
+                w(
+                    out,
+                    format!(
+                        "    in etcd:   {}",
+                        if r.active {
+                            "registered"
+                        } else {
+                            "not registered (sitter down)"
+                        }
+                    ),
+                );
                 match &r.status {
                     Ok(s) => {
-                        w(out, format!("    sitter:    role {} generation {} upstream {}", s.role, s.generation, or_dash(&s.upstream_id)));
-                        w(out, format!("    pg:        {} online={} read-only={}", s.pg_state, s.pg_online, s.pg_read_only));
-                        w(out, format!("    wal:       current {} receive {} replay {}", or_dash(&s.wal_current), or_dash(&s.wal_receive), or_dash(&s.wal_replay)));
+                        w(
+                            out,
+                            format!(
+                                "    sitter:    role {} generation {} upstream {}",
+                                s.role,
+                                s.generation,
+                                or_dash(&s.upstream_id)
+                            ),
+                        );
+                        w(
+                            out,
+                            format!(
+                                "    pg:        {} online={} read-only={}",
+                                s.pg_state, s.pg_online, s.pg_read_only
+                            ),
+                        );
+                        w(
+                            out,
+                            format!(
+                                "    wal:       current {} receive {} replay {}",
+                                or_dash(&s.wal_current),
+                                or_dash(&s.wal_receive),
+                                or_dash(&s.wal_replay)
+                            ),
+                        );
                         if !s.wal_receiver_status.is_empty() {
                             w(out, format!("    receiver:  {}", s.wal_receiver_status));
                         }
                         for rep in &s.replicas {
-                            w(out, format!("    replica:   {} {} {} sent {} flush {} replay {}", rep.application_name, rep.state, rep.sync_state, rep.sent_lsn, rep.flush_lsn, rep.replay_lsn));
+                            w(
+                                out,
+                                format!(
+                                    "    replica:   {} {} {} sent {} flush {} replay {}",
+                                    rep.application_name,
+                                    rep.state,
+                                    rep.sync_state,
+                                    rep.sent_lsn,
+                                    rep.flush_lsn,
+                                    rep.replay_lsn
+                                ),
+                            );
                         }
                         if !s.rebuild.is_empty() {
                             w(out, format!("    rebuild:   {}", s.rebuild));
@@ -500,14 +598,21 @@ impl Adm {
         if verbose && issues.errors.is_empty() && issues.warnings.is_empty() {
             w(out, "no issues found");
         }
-        Ok(if issues.errors.is_empty() && issues.warnings.is_empty() { 0 } else { 1 })
+        Ok(if issues.errors.is_empty() && issues.warnings.is_empty() {
+            0
+        } else {
+            1
+        })
     }
 
     async fn history(&self, json: bool, verbose: bool, out: &mut dyn Write) -> Result<u8, Error> {
         let (kvs, _) = self.etcd.get_prefix(&self.keys.history_prefix()).await?;
         let mut prev: Option<ClusterState> = None;
         if !json {
-            w(out, format!("{:<24}  {:>4}  {:<24}  SUMMARY", "TIME", "GEN", "WRITER"));
+            w(
+                out,
+                format!("{:<24}  {:>4}  {:<24}  SUMMARY", "TIME", "GEN", "WRITER"),
+            );
         }
         for kv in kvs {
             let key = String::from_utf8_lossy(&kv.key).into_owned();
@@ -519,7 +624,10 @@ impl Adm {
                 }
             };
             if json {
-                w(out, serde_json::to_string(&entry).expect("history serializes"));
+                w(
+                    out,
+                    serde_json::to_string(&entry).expect("history serializes"),
+                );
             } else {
                 w(
                     out,
@@ -532,7 +640,10 @@ impl Adm {
                     ),
                 );
                 if verbose {
-                    w(out, format!("    {}", String::from_utf8_lossy(&entry.state.to_json())));
+                    w(
+                        out,
+                        format!("    {}", String::from_utf8_lossy(&entry.state.to_json())),
+                    );
                 }
             }
             prev = Some(entry.state);
@@ -542,7 +653,9 @@ impl Adm {
 
     async fn freeze(&self, reason: String, out: &mut dyn Write) -> Result<u8, Error> {
         if reason.trim().is_empty() {
-            return Err(Error::Refused("a reason is required: freeze -r REASON".into()));
+            return Err(Error::Refused(
+                "a reason is required: freeze -r REASON".into(),
+            ));
         }
         let (mut z, rev) = self.valid_state().await?;
         if let Some(f) = &z.freeze {
@@ -564,7 +677,9 @@ impl Adm {
     async fn unfreeze(&self, out: &mut dyn Write) -> Result<u8, Error> {
         let (mut z, rev) = self.valid_state().await?;
         if z.freeze.is_none() {
-            return Err(Error::Refused("the cluster is not frozen; nothing was changed".into()));
+            return Err(Error::Refused(
+                "the cluster is not frozen; nothing was changed".into(),
+            ));
         }
         z.freeze = None;
         self.write(rev, &z, "unfrozen").await?;
@@ -573,10 +688,15 @@ impl Adm {
     }
 
     /// Finds the peer a [`Target`] names among `candidates`.
-    fn find_target<'a>(&self, t: &Target, candidates: impl Iterator<Item = &'a Peer>) -> Result<Option<Peer>, Error> {
+    fn find_target<'a>(
+        &self,
+        t: &Target,
+        candidates: impl Iterator<Item = &'a Peer>,
+    ) -> Result<Option<Peer>, Error> {
         let id = match &t.config {
             Some(path) => {
-                let cfg: crate::SitterConfig = triton_common::config::load("manatee-sitter", Some(path))?;
+                let cfg: crate::SitterConfig =
+                    triton_common::config::load("manatee-sitter", Some(path))?;
                 Some(cfg.peer().id)
             }
             None => t.id.clone(),
@@ -601,16 +721,28 @@ impl Adm {
             _ => Err(Error::Refused(format!(
                 "{} peers match; name one with --id ({})",
                 matches.len(),
-                matches.iter().map(|p| p.id.as_str()).collect::<Vec<_>>().join(", ")
+                matches
+                    .iter()
+                    .map(|p| p.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))),
         }
     }
 
     /// The deposed peer `t` names, or a refusal saying what it is instead.
-    async fn deposed_target(&self, t: &Target, what: &str) -> Result<(ClusterState, i64, Peer), Error> {
+    async fn deposed_target(
+        &self,
+        t: &Target,
+        what: &str,
+    ) -> Result<(ClusterState, i64, Peer), Error> {
         let (z, rev) = self.valid_state().await?;
         let snap = snapshot(&self.etcd, &self.keys).await?;
-        let everyone: Vec<Peer> = z.all_peers().cloned().chain(snap.active.iter().cloned()).collect();
+        let everyone: Vec<Peer> = z
+            .all_peers()
+            .cloned()
+            .chain(snap.active.iter().cloned())
+            .collect();
         let Some(peer) = self.find_target(t, everyone.iter())? else {
             return Err(Error::Refused(format!(
                 "no such peer in shard {:?} (neither in the cluster state nor registered); nothing to {what}",
@@ -634,10 +766,18 @@ impl Adm {
         }
     }
 
-    async fn rebuild(&self, t: Target, yes: bool, wait: u64, out: &mut dyn Write) -> Result<u8, Error> {
+    async fn rebuild(
+        &self,
+        t: Target,
+        yes: bool,
+        wait: u64,
+        out: &mut dyn Write,
+    ) -> Result<u8, Error> {
         let (z, _, peer) = self.deposed_target(&t, "rebuild").await?;
         if z.primary.id == peer.id {
-            return Err(Error::Refused("this peer is the primary; it cannot be rebuilt".into()));
+            return Err(Error::Refused(
+                "this peer is the primary; it cannot be rebuilt".into(),
+            ));
         }
         let snap = snapshot(&self.etcd, &self.keys).await?;
         let registered = snap.active.iter().find(|p| p.id == peer.id).cloned();
@@ -661,22 +801,38 @@ impl Adm {
                 }
             }
         }
-        if !yes && !confirm(&format!(
-            "Rebuild peer {} ({})? Its data is replaced by a copy from its upstream. [y/N] ",
-            peer.name(),
-            peer.id
-        )) {
-            return Err(Error::Refused("not confirmed (use -y); nothing was changed".into()));
+        if !yes
+            && !confirm(&format!(
+                "Rebuild peer {} ({})? Its data is replaced by a copy from its upstream. [y/N] ",
+                peer.name(),
+                peer.id
+            ))
+        {
+            return Err(Error::Refused(
+                "not confirmed (use -y); nothing was changed".into(),
+            ));
         }
         let (mut z, rev) = self.valid_state().await?;
         if !z.deposed.iter().any(|p| p.id == peer.id) {
-            return Err(Error::Refused("the peer left the deposed list meanwhile; nothing was changed".into()));
+            return Err(Error::Refused(
+                "the peer left the deposed list meanwhile; nothing was changed".into(),
+            ));
         }
         z.deposed.retain(|p| p.id != peer.id);
-        self.write(rev, &z, &format!("rebuild of {}", peer.id)).await?;
-        w(out, format!("Peer {} removed from the deposed list; it rebuilds from its upstream and rejoins as an async.", peer.id));
+        self.write(rev, &z, &format!("rebuild of {}", peer.id))
+            .await?;
+        w(
+            out,
+            format!(
+                "Peer {} removed from the deposed list; it rebuilds from its upstream and rejoins as an async.",
+                peer.id
+            ),
+        );
         if registered.is_none() {
-            w(out, "Its sitter is not running: the rebuild starts when it does.");
+            w(
+                out,
+                "Its sitter is not running: the rebuild starts when it does.",
+            );
             return Ok(0);
         }
         if wait == 0 {
@@ -697,7 +853,12 @@ impl Adm {
                 let now = if !s.rebuild.is_empty() {
                     format!("rebuilding: {}", s.rebuild)
                 } else {
-                    format!("role {}, PostgreSQL {}, receiver {}", s.role, s.pg_state, or_dash(&s.wal_receiver_status))
+                    format!(
+                        "role {}, PostgreSQL {}, receiver {}",
+                        s.role,
+                        s.pg_state,
+                        or_dash(&s.wal_receiver_status)
+                    )
                 };
                 if now != last {
                     w(out, format!("  {now}"));
@@ -722,7 +883,10 @@ impl Adm {
         let (mut z, rev, peer) = self.deposed_target(&t, "reap").await?;
         z.deposed.retain(|p| p.id != peer.id);
         self.write(rev, &z, &format!("reaped {}", peer.id)).await?;
-        w(out, format!("Peer {} removed from the deposed list.", peer.id));
+        w(
+            out,
+            format!("Peer {} removed from the deposed list.", peer.id),
+        );
         Ok(0)
     }
 
@@ -748,15 +912,26 @@ impl Adm {
     async fn unset_onwm(&self, yes: bool, out: &mut dyn Write) -> Result<u8, Error> {
         let (mut z, rev) = self.valid_state().await?;
         if !z.one_node_write_mode {
-            return Err(Error::Refused("the shard is not in one-node-write mode; nothing was changed".into()));
+            return Err(Error::Refused(
+                "the shard is not in one-node-write mode; nothing was changed".into(),
+            ));
         }
-        if !yes && !confirm("Leave one-node-write mode? The primary's sitter must run with one_node_write_mode = false. [y/N] ") {
-            return Err(Error::Refused("not confirmed (use -y); nothing was changed".into()));
+        if !yes
+            && !confirm(
+                "Leave one-node-write mode? The primary's sitter must run with one_node_write_mode = false. [y/N] ",
+            )
+        {
+            return Err(Error::Refused(
+                "not confirmed (use -y); nothing was changed".into(),
+            ));
         }
         if z.freeze.take().is_some() {
             self.write(rev, &z, "leaving one-node-write mode").await?;
         }
-        w(out, "Unfrozen. Once the primary runs with one_node_write_mode = false and another peer is registered, it declares a new generation with that peer as its sync.");
+        w(
+            out,
+            "Unfrozen. Once the primary runs with one_node_write_mode = false and another peer is registered, it declares a new generation with that peer as its sync.",
+        );
         Ok(0)
     }
 
@@ -782,20 +957,34 @@ impl Adm {
         };
         let (z, rev) = self.valid_state().await?;
         if z.freeze.is_some() {
-            return Err(Error::Refused("the cluster is frozen; unfreeze it first; nothing was changed".into()));
+            return Err(Error::Refused(
+                "the cluster is frozen; unfreeze it first; nothing was changed".into(),
+            ));
         }
         if z.one_node_write_mode {
-            return Err(Error::Refused("the shard is in one-node-write mode; there is nobody to promote".into()));
+            return Err(Error::Refused(
+                "the shard is in one-node-write mode; there is nobody to promote".into(),
+            ));
         }
-        let t = Target { id, name, ..Default::default() };
+        let t = Target {
+            id,
+            name,
+            ..Default::default()
+        };
         let Some(peer) = self.find_target(&t, z.chain())? else {
-            return Err(Error::Refused("no such peer in the chain; nothing was changed".into()));
+            return Err(Error::Refused(
+                "no such peer in the chain; nothing was changed".into(),
+            ));
         };
         let index = match (role, z.role_of(&peer.id)) {
             (PromoteRole::Sync, Some(StateRole::Sync)) => None,
             (PromoteRole::Async, Some(StateRole::Async(i))) => {
                 if async_index.is_some_and(|a| a != i) {
-                    return Err(Error::Refused(format!("peer {} is async {i}, not async {}", peer.id, async_index.unwrap_or(0))));
+                    return Err(Error::Refused(format!(
+                        "peer {} is async {i}, not async {}",
+                        peer.id,
+                        async_index.unwrap_or(0)
+                    )));
                 }
                 Some(i)
             }
@@ -803,7 +992,9 @@ impl Adm {
                 return Err(Error::Refused(format!(
                     "peer {} is {}, not {role:?}; nothing was changed",
                     peer.id,
-                    actual.map(|r| r.to_string()).unwrap_or_else(|| "unassigned".into())
+                    actual
+                        .map(|r| r.to_string())
+                        .unwrap_or_else(|| "unassigned".into())
                 )));
             }
         };
@@ -812,7 +1003,12 @@ impl Adm {
         let reports = self.reports(Some(&z), &snap.active).await;
         let problems = issues(&snap.state, &reports);
         if !problems.errors.is_empty() || !problems.warnings.is_empty() {
-            let all: Vec<String> = problems.errors.iter().chain(problems.warnings.iter()).cloned().collect();
+            let all: Vec<String> = problems
+                .errors
+                .iter()
+                .chain(problems.warnings.iter())
+                .cloned()
+                .collect();
             return Err(Error::Refused(format!(
                 "the shard is not healthy; nothing was changed:\n  {}",
                 all.join("\n  ")
@@ -837,8 +1033,15 @@ impl Adm {
             generation: z.generation,
             expire_time: manatee_client::time::format(SystemTime::now() + PROMOTE_EXPIRY),
         });
-        self.write(rev, &next, &format!("promote request for {}", peer.id)).await?;
-        w(out, format!("Promote request for {} written; waiting for it to be carried out.", peer.id));
+        self.write(rev, &next, &format!("promote request for {}", peer.id))
+            .await?;
+        w(
+            out,
+            format!(
+                "Promote request for {} written; waiting for it to be carried out.",
+                peer.id
+            ),
+        );
         let deadline = Instant::now() + Duration::from_secs(wait.max(1));
         loop {
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -846,13 +1049,24 @@ impl Adm {
             let done = match role {
                 PromoteRole::Sync => now.generation > z.generation && now.primary.id == peer.id,
                 PromoteRole::Async => match index {
-                    Some(0) => now.generation > z.generation && now.sync.as_ref().is_some_and(|s| s.id == peer.id),
+                    Some(0) => {
+                        now.generation > z.generation
+                            && now.sync.as_ref().is_some_and(|s| s.id == peer.id)
+                    }
                     Some(i) => now.asyncs.get(i - 1).is_some_and(|a| a.id == peer.id),
                     None => false,
                 },
             };
             if done {
-                w(out, format!("Done: generation {}, primary {}, sync {}.", now.generation, now.primary.id, now.sync.as_ref().map_or("-", |s| s.id.as_str())));
+                w(
+                    out,
+                    format!(
+                        "Done: generation {}, primary {}, sync {}.",
+                        now.generation,
+                        now.primary.id,
+                        now.sync.as_ref().map_or("-", |s| s.id.as_str())
+                    ),
+                );
                 return Ok(0);
             }
             if now.promote.is_none() && now.generation == z.generation {
@@ -869,7 +1083,9 @@ impl Adm {
     async fn clear_promote(&self, out: &mut dyn Write) -> Result<u8, Error> {
         let (mut z, rev) = self.valid_state().await?;
         if z.promote.take().is_none() {
-            return Err(Error::Refused("there is no promote request; nothing was changed".into()));
+            return Err(Error::Refused(
+                "there is no promote request; nothing was changed".into(),
+            ));
         }
         self.write(rev, &z, "promote request cleared").await?;
         w(out, "Promote request cleared.");
@@ -879,10 +1095,16 @@ impl Adm {
     async fn raw_state(&self, out: &mut dyn Write) -> Result<u8, Error> {
         let (kv, _) = self.etcd.get(&self.keys.state()).await?;
         let Some(kv) = kv else {
-            return Err(Error::Refused(format!("shard {:?} has no cluster state", self.shard)));
+            return Err(Error::Refused(format!(
+                "shard {:?} has no cluster state",
+                self.shard
+            )));
         };
         match serde_json::from_slice::<serde_json::Value>(&kv.value) {
-            Ok(v) => w(out, serde_json::to_string_pretty(&v).expect("JSON values serialize")),
+            Ok(v) => w(
+                out,
+                serde_json::to_string_pretty(&v).expect("JSON values serialize"),
+            ),
             Err(_) => w(out, String::from_utf8_lossy(&kv.value)),
         }
         if let Err(reason) = ClusterState::parse(&kv.value) {
@@ -897,18 +1119,32 @@ impl Adm {
         let values: Vec<serde_json::Value> = kvs
             .iter()
             .map(|kv| {
-                serde_json::from_slice(&kv.value)
-                    .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&kv.value).into_owned()))
+                serde_json::from_slice(&kv.value).unwrap_or_else(|_| {
+                    serde_json::Value::String(String::from_utf8_lossy(&kv.value).into_owned())
+                })
             })
             .collect();
-        w(out, serde_json::to_string_pretty(&values).expect("JSON values serialize"));
+        w(
+            out,
+            serde_json::to_string_pretty(&values).expect("JSON values serialize"),
+        );
         Ok(0)
     }
 }
 
 const COLUMNS: &[&str] = &[
-    "role", "peername", "peerabbr", "ip", "id", "pg-online", "pg-repl", "pg-sent", "pg-write",
-    "pg-flush", "pg-replay", "pg-lag",
+    "role",
+    "peername",
+    "peerabbr",
+    "ip",
+    "id",
+    "pg-online",
+    "pg-repl",
+    "pg-sent",
+    "pg-write",
+    "pg-flush",
+    "pg-replay",
+    "pg-lag",
 ];
 
 fn or_dash(s: &str) -> &str {
@@ -1028,15 +1264,24 @@ fn issues(state: &Observed, reports: &[PeerReport]) -> Issues {
         let who = format!("{} {} ({})", r.role, r.peer.name(), r.peer.id);
         let critical = r.role == "primary" || r.role == "sync";
         if r.role == "deposed" {
-            found.push((false, format!("{who}: rebuild it (manatee-adm rebuild) or reap it")));
+            found.push((
+                false,
+                format!("{who}: rebuild it (manatee-adm rebuild) or reap it"),
+            ));
             continue;
         }
         if r.role == "unassigned" {
-            found.push((false, format!("{who} is registered but not in the cluster state")));
+            found.push((
+                false,
+                format!("{who} is registered but not in the cluster state"),
+            ));
             continue;
         }
         if !r.active {
-            found.push((critical, format!("{who}: its sitter is not registered in etcd (down?)")));
+            found.push((
+                critical,
+                format!("{who}: its sitter is not registered in etcd (down?)"),
+            ));
             continue;
         }
         let s = match &r.status {
@@ -1047,20 +1292,35 @@ fn issues(state: &Observed, reports: &[PeerReport]) -> Issues {
             }
         };
         if !s.pg_online {
-            found.push((critical, format!("{who}: PostgreSQL is not online ({})", s.pg_state)));
+            found.push((
+                critical,
+                format!("{who}: PostgreSQL is not online ({})", s.pg_state),
+            ));
             continue;
         }
         if s.generation != z.generation || s.role != r.role {
-            found.push((critical, format!(
-                "{who}: its sitter is at generation {} as {} (the state says generation {})",
-                s.generation, s.role, z.generation
-            )));
+            found.push((
+                critical,
+                format!(
+                    "{who}: its sitter is at generation {} as {} (the state says generation {})",
+                    s.generation, s.role, z.generation
+                ),
+            ));
         }
         if r.role == "primary" && s.pg_read_only && !z.one_node_write_mode {
-            found.push((true, format!("{who}: read-only, waiting for its sync to catch up")));
+            found.push((
+                true,
+                format!("{who}: read-only, waiting for its sync to catch up"),
+            ));
         }
         if r.role != "primary" && s.wal_receiver_status != "streaming" {
-            found.push((critical, format!("{who}: not streaming from its upstream ({})", or_dash(&s.wal_receiver_status))));
+            found.push((
+                critical,
+                format!(
+                    "{who}: not streaming from its upstream ({})",
+                    or_dash(&s.wal_receiver_status)
+                ),
+            ));
         }
         if !s.last_error.is_empty() {
             found.push((false, format!("{who}: {}", s.last_error)));
@@ -1069,7 +1329,13 @@ fn issues(state: &Observed, reports: &[PeerReport]) -> Issues {
             Some(d) => {
                 let want = if r.role == "primary" { "sync" } else { "async" };
                 if d.sync_state != want {
-                    found.push((critical, format!("{who}: its downstream replicates as {:?}, expected {want:?}", d.sync_state)));
+                    found.push((
+                        critical,
+                        format!(
+                            "{who}: its downstream replicates as {:?}, expected {want:?}",
+                            d.sync_state
+                        ),
+                    ));
                 }
             }
             None => {
@@ -1080,7 +1346,10 @@ fn issues(state: &Observed, reports: &[PeerReport]) -> Issues {
                     _ => false,
                 };
                 if has_down {
-                    found.push((false, format!("{who}: its downstream is not replicating from it")));
+                    found.push((
+                        false,
+                        format!("{who}: its downstream is not replicating from it"),
+                    ));
                 }
             }
         }
@@ -1100,8 +1369,17 @@ fn issues(state: &Observed, reports: &[PeerReport]) -> Issues {
 
 /// One line saying what changed from `prev` to `next`.
 fn summarize(prev: Option<&ClusterState>, next: &ClusterState, reason: &str) -> String {
-    let ids = |v: &[Peer]| v.iter().map(|p| p.name().to_string()).collect::<Vec<_>>().join(", ");
-    let sync = |z: &ClusterState| z.sync.as_ref().map_or("-".to_string(), |s| s.name().to_string());
+    let ids = |v: &[Peer]| {
+        v.iter()
+            .map(|p| p.name().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let sync = |z: &ClusterState| {
+        z.sync
+            .as_ref()
+            .map_or("-".to_string(), |s| s.name().to_string())
+    };
     let Some(prev) = prev else {
         return format!(
             "{reason}: primary {}, sync {}, asyncs [{}]",
@@ -1117,7 +1395,11 @@ fn summarize(prev: Option<&ClusterState>, next: &ClusterState, reason: &str) -> 
             next.generation,
             next.init_wal,
             next.primary.name(),
-            if next.primary.id != prev.primary.id { format!(" (was {})", prev.primary.name()) } else { String::new() },
+            if next.primary.id != prev.primary.id {
+                format!(" (was {})", prev.primary.name())
+            } else {
+                String::new()
+            },
             sync(next)
         ));
     }
@@ -1153,4 +1435,3 @@ where
     }
     out
 }
-

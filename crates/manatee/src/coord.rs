@@ -31,7 +31,9 @@ pub async fn write_state(
     writer: &str,
     reason: &str,
 ) -> Result<Option<i64>, Error> {
-    state.validate().map_err(|reason| Error::InvalidState { reason })?;
+    state
+        .validate()
+        .map_err(|reason| Error::InvalidState { reason })?;
     let history = HistoryEntry {
         time: manatee_client::time::now(),
         writer: writer.to_string(),
@@ -41,7 +43,10 @@ pub async fn write_state(
     let history_json = serde_json::to_vec(&history).expect("history entries always serialize");
     let puts = vec![
         (keys.state(), state.to_json()),
-        (keys.history(state.generation, expected_revision), history_json),
+        (
+            keys.history(state.generation, expected_revision),
+            history_json,
+        ),
     ];
     Ok(etcd
         .put_if_mod_revision(&keys.state(), expected_revision, puts)
@@ -128,7 +133,11 @@ pub async fn run_session(
                 }
             }
         };
-        tracing::info!(lease = lease, ttl_s = ttl.as_secs_f64(), "registered in etcd");
+        tracing::info!(
+            lease = lease,
+            ttl_s = ttl.as_secs_f64(),
+            "registered in etcd"
+        );
         let end = tokio::select! {
             _ = cancel.cancelled() => None,
             r = session(&etcd, &keys, lease, ttl, &events) => Some(r),

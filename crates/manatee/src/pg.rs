@@ -77,6 +77,7 @@ pub struct PgOptions {
 }
 
 /// What the state machine asks of PostgreSQL.
+#[allow(clippy::large_enum_variant)] // one at a time, through a channel
 #[derive(Debug, Clone)]
 pub enum PgCommand {
     Apply(PgConfig),
@@ -128,9 +129,15 @@ enum Mode {
 
 /// What `manatee.conf` says.
 enum Conf<'a> {
-    Primary { sync: Option<&'a str>, read_only: bool },
+    Primary {
+        sync: Option<&'a str>,
+        read_only: bool,
+    },
     /// `upstream: None`: fenced, streaming from nobody.
-    Standby { upstream: Option<&'a Peer>, name: &'a str },
+    Standby {
+        upstream: Option<&'a Peer>,
+        name: &'a str,
+    },
 }
 
 struct PrimaryWait {
@@ -359,7 +366,10 @@ impl Pg {
                     ),
                     None => String::new(),
                 };
-                lines.push(format!("primary_conninfo = '{}'", conninfo.replace('\'', "''")));
+                lines.push(format!(
+                    "primary_conninfo = '{}'",
+                    conninfo.replace('\'', "''")
+                ));
             }
         }
         lines.extend(o.extra_conf.iter().cloned());
@@ -404,7 +414,9 @@ impl Pg {
         let mut text = std::fs::read_to_string(&hba).map_err(|e| Error::io(&hba, e))?;
         text.push_str("\n# manatee: peers and consumers\n");
         for net in &self.opts.trust_networks {
-            text.push_str(&format!("host all all {net} trust\nhost replication all {net} trust\n"));
+            text.push_str(&format!(
+                "host all all {net} trust\nhost replication all {net} trust\n"
+            ));
         }
         std::fs::write(&hba, text).map_err(|e| Error::io(&hba, e))?;
         Ok(())
@@ -488,7 +500,10 @@ impl Pg {
                 libc::kill(pid as i32, libc::SIGQUIT);
             }
         }
-        if tokio::time::timeout(STOP_TIMEOUT, child.wait()).await.is_err() {
+        if tokio::time::timeout(STOP_TIMEOUT, child.wait())
+            .await
+            .is_err()
+        {
             let _ = child.kill().await;
         }
         tracing::info!("PostgreSQL stopped");
@@ -538,10 +553,13 @@ impl Pg {
     async fn query_one_text(&mut self, sql: &str) -> Result<Option<String>, Error> {
         let url = self.url();
         let client = self.client().await?;
-        let row = client.query_one(sql, &[]).await.map_err(|source| Error::Postgres {
-            url: url.clone(),
-            source,
-        });
+        let row = client
+            .query_one(sql, &[])
+            .await
+            .map_err(|source| Error::Postgres {
+                url: url.clone(),
+                source,
+            });
         if row.is_err() {
             self.client = None;
         }
@@ -631,7 +649,12 @@ impl Pg {
             complained: false,
         });
         self.view.send_modify(|v| {
-            v.state = if read_only { "primary-read-only" } else { "primary" }.into();
+            v.state = if read_only {
+                "primary-read-only"
+            } else {
+                "primary"
+            }
+            .into();
             v.read_only = read_only;
         });
         Ok(())
@@ -707,7 +730,11 @@ impl Pg {
             Ok(Err(e)) => return Err(e),
             Err(_) => {
                 return Err(Error::Pg {
-                    what: format!("pg_basebackup from {} took longer than {} s", up.id, REBUILD_TIMEOUT.as_secs()),
+                    what: format!(
+                        "pg_basebackup from {} took longer than {} s",
+                        up.id,
+                        REBUILD_TIMEOUT.as_secs()
+                    ),
                 });
             }
         }
@@ -783,7 +810,8 @@ impl Pg {
                 v.state = "primary-read-only".into();
                 v.read_only = true;
             });
-            self.query_one_text("SELECT pg_current_wal_lsn()::text").await?
+            self.query_one_text("SELECT pg_current_wal_lsn()::text")
+                .await?
         };
         let text = text.unwrap_or_else(|| "0/0".into());
         text.parse::<Lsn>().map_err(|what| Error::Pg { what })
@@ -792,9 +820,7 @@ impl Pg {
     // ---- polling ----
 
     async fn poll(&mut self) -> Option<Event> {
-        if self.child.is_none() {
-            return None;
-        }
+        self.child.as_ref()?;
         match self.mode {
             Mode::Primary => {
                 self.poll_primary().await;
@@ -962,7 +988,11 @@ impl Pg {
             }
             // The state machine reapplies its configuration (and the right replication
             // name) on the next change; until then this standby streams as an async.
-            self.mode = if self.child.is_some() { Mode::Standby } else { Mode::Stopped };
+            self.mode = if self.child.is_some() {
+                Mode::Standby
+            } else {
+                Mode::Stopped
+            };
             self.standby = Some(StandbyWatch {
                 upstream: up,
                 not_streaming_since: Instant::now(),
@@ -973,7 +1003,9 @@ impl Pg {
 }
 
 /// The standbys streaming from this PostgreSQL.
-async fn replicas(client: &tokio_postgres::Client) -> Result<Vec<ReplicaRow>, tokio_postgres::Error> {
+async fn replicas(
+    client: &tokio_postgres::Client,
+) -> Result<Vec<ReplicaRow>, tokio_postgres::Error> {
     let rows = client
         .query(
             "SELECT coalesce(application_name, ''), coalesce(client_addr::text, ''), \
@@ -1000,7 +1032,10 @@ async fn replicas(client: &tokio_postgres::Client) -> Result<Vec<ReplicaRow>, to
 
 /// The PostgreSQL port of a peer, from its URL.
 pub fn peer_pg_port(p: &Peer) -> Option<u16> {
-    let rest = p.pg_url.split_once("://").map_or(p.pg_url.as_str(), |(_, r)| r);
+    let rest = p
+        .pg_url
+        .split_once("://")
+        .map_or(p.pg_url.as_str(), |(_, r)| r);
     let authority = rest.split('/').next()?;
     let hostport = authority.rsplit('@').next()?;
     hostport.rsplit_once(':')?.1.parse().ok()

@@ -96,7 +96,10 @@ impl SitterConfig {
         Peer {
             id: format!("{}:{}:{}", self.ip, self.pg_port, self.status_port),
             ip: self.ip.clone(),
-            pg_url: format!("postgresql://postgres@{}:{}/postgres", self.ip, self.pg_port),
+            pg_url: format!(
+                "postgresql://postgres@{}:{}/postgres",
+                self.ip, self.pg_port
+            ),
             zone_id: self.name.clone(),
             backup_url: Some(format!("http://{}:{}", self.ip, self.status_port)),
         }
@@ -122,7 +125,10 @@ impl SitterConfig {
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(Error::Fatal(format!("invalid configuration:\n  {}", problems.join("\n  "))))
+            Err(Error::Fatal(format!(
+                "invalid configuration:\n  {}",
+                problems.join("\n  ")
+            )))
         }
     }
 }
@@ -161,7 +167,10 @@ pub async fn run(cfg: SitterConfig, cancel: CancellationToken) -> Result<Running
     let me = cfg.peer();
     let bin_dir = if cfg.pg_bin_dir.is_empty() {
         crate::pg::default_bin_dir().ok_or_else(|| {
-            Error::Fatal("PostgreSQL is not installed (apt-get install postgresql), or set pg_bin_dir".into())
+            Error::Fatal(
+                "PostgreSQL is not installed (apt-get install postgresql), or set pg_bin_dir"
+                    .into(),
+            )
         })?
     } else {
         PathBuf::from(&cfg.pg_bin_dir)
@@ -375,7 +384,9 @@ fn update_view(machine: &PeerMachine, view: &Arc<Mutex<MachineView>>) {
             .map(|p| p.id.clone())
             .unwrap_or_default(),
         refusal: match (machine.observed(), &machine.last_refusal) {
-            (Observed::Corrupt { reason, .. }, _) => format!("the cluster state in etcd is not valid: {reason}"),
+            (Observed::Corrupt { reason, .. }, _) => {
+                format!("the cluster state in etcd is not valid: {reason}")
+            }
             (_, Some(r)) => r.to_string(),
             _ => String::new(),
         },
@@ -397,11 +408,7 @@ impl pb::sitter_server::Sitter for StatusService {
         &self,
         _request: tonic::Request<pb::StatusRequest>,
     ) -> Result<tonic::Response<pb::StatusResponse>, tonic::Status> {
-        let m = self
-            .machine
-            .lock()
-            .map(|g| g.clone())
-            .unwrap_or_default();
+        let m = self.machine.lock().map(|g| g.clone()).unwrap_or_default();
         let pg = self.pg.borrow().clone();
         let lsn = |l: Option<manatee_client::Lsn>| l.map(|l| l.to_string()).unwrap_or_default();
         let last_error = if pg.last_error.is_empty() {

@@ -15,8 +15,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use manatee_client::state::{ClusterState, Freeze, Lsn, Peer, PromoteRole};
 use manatee_client::Observed;
+use manatee_client::state::{ClusterState, Freeze, Lsn, Peer, PromoteRole};
 
 /// Pause before a failed state write, takeover or PostgreSQL reconfiguration is retried
 /// (the reference's 1 s).
@@ -135,6 +135,7 @@ pub enum Event {
 }
 
 /// What to do.
+#[allow(clippy::large_enum_variant)] // a few per event, consumed at once
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Fence PostgreSQL, then answer [`Event::WalPosition`] with its WAL position: a
@@ -384,7 +385,13 @@ impl PeerMachine {
         }
     }
 
-    fn write(&mut self, expected_revision: i64, state: ClusterState, reason: String, out: &mut Vec<Action>) {
+    fn write(
+        &mut self,
+        expected_revision: i64,
+        state: ClusterState,
+        reason: String,
+        out: &mut Vec<Action>,
+    ) {
         debug_assert!(state.validate().is_ok(), "{state:?}");
         self.updating = true;
         self.written = Some(state.clone());
@@ -426,7 +433,12 @@ impl PeerMachine {
         }
         pending.state.init_wal = wal.unwrap_or_default();
         self.last_refusal = None;
-        self.write(pending.expected_revision, pending.state, pending.reason, out);
+        self.write(
+            pending.expected_revision,
+            pending.state,
+            pending.reason,
+            out,
+        );
     }
 
     fn evaluate(&mut self, now: SystemTime, out: &mut Vec<Action>) {
@@ -500,7 +512,12 @@ impl PeerMachine {
                     if self.role == Role::Primary && !backoff {
                         let mut next = z.clone();
                         next.promote = None;
-                        self.write(revision, next, format!("removing invalid promote request: {why}"), out);
+                        self.write(
+                            revision,
+                            next,
+                            format!("removing invalid promote request: {why}"),
+                            out,
+                        );
                         return;
                     }
                 }
@@ -536,7 +553,8 @@ impl PeerMachine {
                                 one_node_write_mode: false,
                                 promote: None,
                             };
-                            let reason = format!("sync took over from primary {} (gone)", z.primary.id);
+                            let reason =
+                                format!("sync took over from primary {} (gone)", z.primary.id);
                             self.declare(
                                 PendingGeneration {
                                     state: next,
@@ -621,7 +639,12 @@ impl PeerMachine {
     /// R10a/b/d: the new sync (the first present async) and the new asyncs (the other
     /// present ones) of a new generation.
     fn takeover_plan(&self, z: &ClusterState) -> Result<(Peer, Vec<Peer>), Refusal> {
-        let mut present: Vec<Peer> = z.asyncs.iter().filter(|p| self.present(p)).cloned().collect();
+        let mut present: Vec<Peer> = z
+            .asyncs
+            .iter()
+            .filter(|p| self.present(p))
+            .cloned()
+            .collect();
         if present.is_empty() {
             return Err(Refusal::NoAsyncPresent);
         }
@@ -712,7 +735,12 @@ impl PeerMachine {
             }
         }
         // R9d: async maintenance in the same generation.
-        let mut asyncs: Vec<Peer> = z.asyncs.iter().filter(|p| self.present(p)).cloned().collect();
+        let mut asyncs: Vec<Peer> = z
+            .asyncs
+            .iter()
+            .filter(|p| self.present(p))
+            .cloned()
+            .collect();
         for p in &self.active {
             let known = p.id == z.primary.id
                 || z.sync.as_ref().is_some_and(|s| s.id == p.id)
@@ -916,4 +944,260 @@ fn older(a: &Observed, b: &Observed) -> bool {
         _ => None,
     };
     matches!((rev(a), rev(b)), (Some(x), Some(y)) if x < y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(n: u8) -> Peer {
+        Peer {
+            id: format!("10.0.0.{n}:5432:5433"),
+            ip: format!("10.0.0.{n}"),
+            pg_url: format!("postgresql://postgres@10.0.0.{n}:5432/postgres"),
+            zone_id: format!("z{n}"),
+            backup_url: None,
+        }
+    }
+
+    fn machine(n: u8, onwm: bool) -> PeerMachine {
+        PeerMachine::new(PeerConfig {
+            me: peer(n),
+            one_node_write_mode: onwm,
+        })
+    }
+
+    fn state(generation: u64, p: u8, s: u8, asyncs: &[u8]) -> ClusterState {
+        ClusterState {
+            generation,
+            primary: peer(p),
+            sync: Some(peer(s)),
+            asyncs: asyncs.iter().map(|n| peer(*n)).collect(),
+            deposed: vec![],
+            init_wal: Lsn(100),
+            freeze: None,
+            one_node_write_mode: false,
+            promote: None,
+        }
+    }
+
+    fn init(m: &mut PeerMachine, z: Option<ClusterState>, active: &[u8]) -> Vec<Action> {
+        let now = SystemTime::now();
+        let state = match z {
+            Some(state) => Observed::State {
+                state,
+                revision: 10,
+            },
+            None => Observed::Absent,
+        };
+        let mut a = m.handle(
+            Event::CoordInit {
+                state,
+                active: active.iter().map(|n| peer(*n)).collect(),
+            },
+            now,
+        );
+        a.extend(m.handle(Event::PgInit { setup: true }, now));
+        a
+    }
+
+    fn writes(actions: &[Action]) -> Vec<&ClusterState> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::WriteState { state, .. } => Some(state),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn first_peer_sets_the_shard_up_with_a_sync() {
+        let mut m = machine(1, false);
+        let now = SystemTime::now();
+        m.handle(Event::PgInit { setup: false }, now);
+        let a = m.handle(
+            Event::CoordInit {
+                state: Observed::Absent,
+                active: vec![peer(2), peer(1), peer(3)],
+            },
+            now,
+        );
+        let w = writes(&a);
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].generation, 1);
+        assert_eq!(w[0].primary.id, peer(1).id);
+        assert_eq!(w[0].sync.as_ref().map(|s| s.id.clone()), Some(peer(2).id));
+        // Alone, a normal peer waits.
+        let mut alone = machine(1, false);
+        alone.handle(Event::PgInit { setup: false }, now);
+        let a = alone.handle(
+            Event::CoordInit {
+                state: Observed::Absent,
+                active: vec![peer(1)],
+            },
+            now,
+        );
+        assert!(writes(&a).is_empty());
+        assert_eq!(alone.role(), Role::Unassigned);
+    }
+
+    #[test]
+    fn sync_takes_over_only_after_streaming_past_init_wal() {
+        let mut m = machine(2, false);
+        let z = state(3, 1, 2, &[3]);
+        let a = init(&mut m, Some(z.clone()), &[2, 3]);
+        assert_eq!(m.role(), Role::Sync);
+        assert!(
+            !a.contains(&Action::FenceWal),
+            "never streamed in this generation: {a:?}"
+        );
+        assert_eq!(m.last_refusal, Some(Refusal::NotStreamedThisGeneration));
+        let now = SystemTime::now();
+        // Streaming from someone other than the primary does not count.
+        let a = m.handle(
+            Event::Streaming {
+                upstream: peer(3).id,
+                flushed: Lsn(500),
+            },
+            now,
+        );
+        assert!(!a.contains(&Action::FenceWal));
+        let a = m.handle(
+            Event::Streaming {
+                upstream: peer(1).id,
+                flushed: Lsn(100),
+            },
+            now,
+        );
+        assert!(a.contains(&Action::FenceWal), "{a:?}");
+        let a = m.handle(Event::WalPosition(Some(Lsn(150))), now);
+        let w = writes(&a);
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].generation, 4);
+        assert_eq!(w[0].primary.id, peer(2).id);
+        assert_eq!(w[0].sync.as_ref().map(|s| s.id.clone()), Some(peer(3).id));
+        assert_eq!(w[0].deposed.len(), 1);
+        assert_eq!(w[0].init_wal, Lsn(150));
+    }
+
+    #[test]
+    fn no_takeover_without_an_async_or_while_frozen() {
+        let mut m = machine(2, false);
+        init(&mut m, Some(state(3, 1, 2, &[])), &[2]);
+        let a = m.handle(
+            Event::Streaming {
+                upstream: peer(1).id,
+                flushed: Lsn(100),
+            },
+            SystemTime::now(),
+        );
+        assert!(!a.contains(&Action::FenceWal));
+        assert_eq!(m.last_refusal, Some(Refusal::NoAsyncPresent));
+
+        let mut m = machine(2, false);
+        let mut z = state(3, 1, 2, &[3]);
+        z.freeze = Some(Freeze::default());
+        init(&mut m, Some(z), &[2, 3]);
+        let a = m.handle(
+            Event::Streaming {
+                upstream: peer(1).id,
+                flushed: Lsn(100),
+            },
+            SystemTime::now(),
+        );
+        assert!(!a.contains(&Action::FenceWal));
+        assert_eq!(m.last_refusal, Some(Refusal::ClusterFrozen));
+    }
+
+    #[test]
+    fn a_primary_that_sees_another_primary_is_deposed_and_stops() {
+        let mut m = machine(1, false);
+        init(&mut m, Some(state(3, 1, 2, &[3])), &[1, 2, 3]);
+        assert_eq!(m.role(), Role::Primary);
+        m.handle(Event::PgApplied { ok: true }, SystemTime::now());
+        let mut next = state(4, 2, 3, &[]);
+        next.deposed = vec![peer(1)];
+        let a = m.handle(
+            Event::StateChanged(Observed::State {
+                state: next,
+                revision: 20,
+            }),
+            SystemTime::now(),
+        );
+        assert_eq!(m.role(), Role::Deposed);
+        assert!(a.contains(&Action::ApplyPg(PgConfig::stopped())), "{a:?}");
+    }
+
+    #[test]
+    fn primary_replaces_a_lost_sync_and_appends_new_peers() {
+        let mut m = machine(1, false);
+        let a = init(&mut m, Some(state(3, 1, 2, &[3])), &[1, 3]);
+        assert!(a.contains(&Action::FenceWal), "{a:?}");
+        let a = m.handle(Event::WalPosition(Some(Lsn(900))), SystemTime::now());
+        let w = writes(&a);
+        assert_eq!(w[0].generation, 4);
+        assert_eq!(w[0].sync.as_ref().map(|s| s.id.clone()), Some(peer(3).id));
+        assert!(w[0].deposed.is_empty(), "a lost sync is not deposed");
+
+        let mut m = machine(1, false);
+        let a = init(&mut m, Some(state(3, 1, 2, &[])), &[1, 2, 4]);
+        let w = writes(&a);
+        assert_eq!(w[0].generation, 3, "same generation");
+        assert_eq!(
+            w[0].asyncs.iter().map(|p| p.id.clone()).collect::<Vec<_>>(),
+            vec![peer(4).id]
+        );
+    }
+
+    #[test]
+    fn one_node_write_mode_setup_and_conflict() {
+        let mut m = machine(1, true);
+        let now = SystemTime::now();
+        m.handle(Event::PgInit { setup: false }, now);
+        let a = m.handle(
+            Event::CoordInit {
+                state: Observed::Absent,
+                active: vec![peer(1)],
+            },
+            now,
+        );
+        let w = writes(&a);
+        assert!(w[0].one_node_write_mode && w[0].sync.is_none() && w[0].freeze.is_some());
+
+        let mut m = machine(1, true);
+        let a = init(&mut m, Some(state(3, 1, 2, &[])), &[1, 2]);
+        assert!(matches!(a.last(), Some(Action::Fatal(_))), "{a:?}");
+    }
+
+    #[test]
+    fn invalid_promote_is_removed_by_the_primary_and_async_swap_is_done_in_place() {
+        let mut m = machine(1, false);
+        let mut z = state(3, 1, 2, &[3, 4]);
+        z.promote = Some(manatee_client::state::Promote {
+            id: peer(4).id,
+            role: PromoteRole::Async,
+            async_index: Some(1),
+            generation: 3,
+            expire_time: manatee_client::time::format(SystemTime::now() + Duration::from_secs(60)),
+        });
+        let a = init(&mut m, Some(z.clone()), &[1, 2, 3, 4]);
+        let w = writes(&a);
+        assert_eq!(w[0].generation, 3);
+        assert_eq!(w[0].asyncs[0].id, peer(4).id);
+        assert!(w[0].promote.is_none());
+
+        let mut m = machine(1, false);
+        if let Some(p) = z.promote.as_mut() {
+            p.generation = 2;
+        }
+        let a = init(&mut m, Some(z), &[1, 2, 3, 4]);
+        let w = writes(&a);
+        assert!(w[0].promote.is_none());
+        assert_eq!(
+            w[0].asyncs[0].id,
+            peer(3).id,
+            "an invalid promote changes nothing else"
+        );
+    }
 }

@@ -33,10 +33,13 @@ async fn faults_lose_no_acknowledged_write() {
     // 1. SIGKILL of the primary.
     let before = shard.state().await.expect("state");
     let p = shard.index_of(&before.primary.id);
+    shard.sitters[p].signal(libc::SIGKILL);
     let killed_at = Instant::now();
     shard.sitters[p].kill();
     let after = shard
-        .wait_state(SETTLE, "takeover after SIGKILL", |s| s.generation > before.generation)
+        .wait_state(SETTLE, "takeover after SIGKILL", |s| {
+            s.generation > before.generation
+        })
         .await;
     assert_eq!(
         after.primary.id,
@@ -44,8 +47,12 @@ async fn faults_lose_no_acknowledged_write() {
         "only the sync may take over"
     );
     assert!(after.deposed.iter().any(|d| d.id == before.primary.id));
-    writer.wait_progress(20, SETTLE, "writes after SIGKILL of the primary").await;
-    let first = writer.first_success_after(killed_at).expect("a write after the kill");
+    writer
+        .wait_progress(20, SETTLE, "writes after SIGKILL of the primary")
+        .await;
+    let first = writer
+        .first_success_after(killed_at)
+        .expect("a write after the kill");
     eprintln!(
         "SIGKILL of the primary: writes resumed after {:.2} s",
         first.duration_since(killed_at).as_secs_f64()
@@ -61,11 +68,20 @@ async fn faults_lose_no_acknowledged_write() {
             break;
         }
         // Refused until its sitter runs and reports itself deposed.
-        assert!(out.contains("not yet stopped") || out.contains("does not answer"), "rebuild: {out}");
-        assert!(Instant::now() < deadline, "rebuild kept refusing: {out}\n{}", shard.logs());
+        assert!(
+            out.contains("not yet stopped") || out.contains("does not answer"),
+            "rebuild: {out}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "rebuild kept refusing: {out}\n{}",
+            shard.logs()
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    shard.wait_healthy(SETTLE, "after rebuild of the killed primary").await;
+    shard
+        .wait_healthy(SETTLE, "after rebuild of the killed primary")
+        .await;
     check_acked(&shard, &writer.snapshot(), "after rebuild 1").await;
 
     // 2. SIGSTOP of the primary past its lease, then SIGCONT.
@@ -73,10 +89,14 @@ async fn faults_lose_no_acknowledged_write() {
     let p = shard.index_of(&before.primary.id);
     shard.sitters[p].signal(libc::SIGSTOP);
     let after = shard
-        .wait_state(SETTLE, "takeover after SIGSTOP", |s| s.generation > before.generation)
+        .wait_state(SETTLE, "takeover after SIGSTOP", |s| {
+            s.generation > before.generation
+        })
         .await;
     assert_eq!(after.primary.id, before.sync.as_ref().expect("sync").id);
-    writer.wait_progress(20, SETTLE, "writes after SIGSTOP of the primary").await;
+    writer
+        .wait_progress(20, SETTLE, "writes after SIGSTOP of the primary")
+        .await;
     shard.sitters[p].signal(libc::SIGCONT);
     // It must never acknowledge a write again: try one straight at its PostgreSQL.
     let stale = shard.sitters[p].url();
@@ -100,10 +120,16 @@ async fn faults_lose_no_acknowledged_write() {
             break;
         }
         assert!(out.contains("not yet stopped"), "rebuild: {out}");
-        assert!(Instant::now() < deadline, "the resumed primary never stopped as deposed: {out}\n{}", shard.logs());
+        assert!(
+            Instant::now() < deadline,
+            "the resumed primary never stopped as deposed: {out}\n{}",
+            shard.logs()
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    shard.wait_healthy(SETTLE, "after rebuild of the paused primary").await;
+    shard
+        .wait_healthy(SETTLE, "after rebuild of the paused primary")
+        .await;
     let acked = writer.snapshot();
     check_acked(&shard, &acked, "after SIGSTOP of the primary").await;
     assert!(!acked.contains_key("stale"));
@@ -113,29 +139,53 @@ async fn faults_lose_no_acknowledged_write() {
     let s = shard.index_of(&before.sync.as_ref().expect("sync").id);
     shard.sitters[s].kill();
     let after = shard
-        .wait_state(SETTLE, "new sync after SIGKILL of the sync", |z| z.generation > before.generation)
+        .wait_state(SETTLE, "new sync after SIGKILL of the sync", |z| {
+            z.generation > before.generation
+        })
         .await;
     assert_eq!(after.primary.id, before.primary.id, "the primary stays");
-    assert_eq!(after.sync.as_ref().map(|x| &x.id), before.asyncs.first().map(|x| &x.id));
-    writer.wait_progress(20, SETTLE, "writes after SIGKILL of the sync").await;
+    assert_eq!(
+        after.sync.as_ref().map(|x| &x.id),
+        before.asyncs.first().map(|x| &x.id)
+    );
+    writer
+        .wait_progress(20, SETTLE, "writes after SIGKILL of the sync")
+        .await;
     shard.spawn(s);
-    shard.wait_healthy(SETTLE, "after the killed sync restarted").await;
+    shard
+        .wait_healthy(SETTLE, "after the killed sync restarted")
+        .await;
     check_acked(&shard, &writer.snapshot(), "after SIGKILL of the sync").await;
 
     // 4. SIGKILL of the async: nothing changes for writers; it rejoins by itself.
     let before = shard.state().await.expect("state");
     let a = shard.index_of(&before.asyncs.first().expect("an async").id);
     shard.sitters[a].kill();
-    writer.wait_progress(20, SETTLE, "writes after SIGKILL of the async").await;
+    writer
+        .wait_progress(20, SETTLE, "writes after SIGKILL of the async")
+        .await;
     shard.spawn(a);
-    shard.wait_healthy(SETTLE, "after the killed async restarted").await;
+    shard
+        .wait_healthy(SETTLE, "after the killed async restarted")
+        .await;
     let after = shard.state().await.expect("state");
-    assert_eq!(after.generation, before.generation, "losing the async declares no generation");
+    assert_eq!(
+        after.generation, before.generation,
+        "losing the async declares no generation"
+    );
 
     let acked = writer.stop().await;
-    assert!(acked.keys.len() > 200, "only {} writes acknowledged", acked.keys.len());
+    assert!(
+        acked.keys.len() > 200,
+        "only {} writes acknowledged",
+        acked.keys.len()
+    );
     check_acked(&shard, &acked.keys, "at the end").await;
-    eprintln!("{} writes acknowledged, {} failed or unknown", acked.keys.len(), acked.failures);
+    eprintln!(
+        "{} writes acknowledged, {} failed or unknown",
+        acked.keys.len(),
+        acked.failures
+    );
 
     bad_input(&mut shard).await;
 }
@@ -186,7 +236,10 @@ async fn bad_input(shard: &mut Shard) {
     assert!(out.contains("not valid"), "{out}");
     let (_, out) = shard.adm(&["show"]);
     assert!(out.contains("not valid"), "{out}");
-    tokio::time::sleep(Duration::from_secs(u64::from(common::LEASE_TTL_SECS as u32) + 1)).await;
+    tokio::time::sleep(Duration::from_secs(
+        u64::from(common::LEASE_TTL_SECS as u32) + 1,
+    ))
+    .await;
     let (kv, _) = etcd.get(&key).await.expect("get state");
     assert_eq!(
         kv.expect("state").value,
@@ -194,7 +247,9 @@ async fn bad_input(shard: &mut Shard) {
         "nobody rewrote the corrupt state"
     );
     etcd.put(&key, good, 0).await.expect("restore the state");
-    shard.wait_healthy(SETTLE, "after the state was restored").await;
+    shard
+        .wait_healthy(SETTLE, "after the state was restored")
+        .await;
     let after = shard.state().await.expect("state");
     assert_eq!(after.generation, before.generation);
 }
@@ -226,14 +281,24 @@ async fn sitter_with_unreachable_etcd_says_so_and_touches_nothing() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("cannot register with etcd") && text.contains(&format!("127.0.0.1:{dead}")) {
+        if text.contains("cannot register with etcd") && text.contains(&format!("127.0.0.1:{dead}"))
+        {
             break;
         }
-        assert!(Instant::now() < deadline, "no clear message about etcd:\n{text}");
+        assert!(
+            Instant::now() < deadline,
+            "no clear message about etcd:\n{text}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(child.try_wait().expect("wait").is_none(), "the sitter keeps retrying");
-    assert!(!data.join("pgdata").exists(), "PostgreSQL was not set up without etcd");
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "the sitter keeps retrying"
+    );
+    assert!(
+        !data.join("pgdata").exists(),
+        "PostgreSQL was not set up without etcd"
+    );
     let _ = child.kill();
     let _ = child.wait();
 

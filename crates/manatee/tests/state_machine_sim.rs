@@ -10,8 +10,9 @@
 //!   the sync of G writes G+1; a sync takes over only at a WAL position >= initWal; a new
 //!   primary always has a sync; a deposed peer has no role;
 //! - every acknowledged write is on every PostgreSQL that becomes a writable primary,
-//!   and on the final primary;
-//! and, once every fault is healed and the operator has rebuilt the deposed peers, that
+//!   and on the final primary.
+//!
+//! And, once every fault is healed and the operator has rebuilt the deposed peers, that
 //! the shard comes back to a writable primary, a streaming sync and every peer in the chain.
 //!
 //! A failure prints the seed and the last steps; `SIM_SEED=<seed>` replays one run.
@@ -22,8 +23,8 @@ use std::time::{Duration, SystemTime};
 use manatee::state_machine::{
     Action, Event, PeerConfig, PeerMachine, PgConfig, PgRole, Role, async_name, sync_name,
 };
-use manatee_client::state::{ClusterState, Freeze, Lsn, Peer, Promote, PromoteRole};
 use manatee_client::Observed;
+use manatee_client::state::{ClusterState, Freeze, Lsn, Peer, Promote, PromoteRole};
 
 /// splitmix64: tiny, deterministic, good enough to shuffle events.
 struct Rng(u64);
@@ -45,9 +46,16 @@ impl Rng {
 enum PgMode {
     Stopped,
     /// `sync`: the replication name it waits for (`None`: one-node-write mode).
-    Primary { writable: bool, sync: Option<String>, generation: u64 },
+    Primary {
+        writable: bool,
+        sync: Option<String>,
+        generation: u64,
+    },
     /// `name`: the replication name it connects with.
-    Standby { upstream: String, name: String },
+    Standby {
+        upstream: String,
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -220,23 +228,35 @@ impl Sim {
                     || next.sync.as_ref().map(|s| &s.id) != prev.sync.as_ref().map(|s| &s.id)
                     || next.init_wal != prev.init_wal
                 {
-                    self.fail(format!("primary/sync/initWal changed within generation {}", next.generation));
+                    self.fail(format!(
+                        "primary/sync/initWal changed within generation {}",
+                        next.generation
+                    ));
                 }
             } else {
                 if next.generation != prev.generation + 1 {
-                    self.fail(format!("generation jumped from {} to {}", prev.generation, next.generation));
+                    self.fail(format!(
+                        "generation jumped from {} to {}",
+                        prev.generation, next.generation
+                    ));
                 }
                 let w = writer.map(|i| self.peers[i].peer.id.clone());
                 let by_primary = w.as_deref() == Some(prev.primary.id.as_str());
                 let by_sync = w.is_some() && prev.sync.as_ref().map(|s| &s.id) == w.as_ref();
                 if !by_primary && !by_sync {
-                    self.fail(format!("generation {} written by {w:?}, neither primary nor sync of {}", next.generation, prev.generation));
+                    self.fail(format!(
+                        "generation {} written by {w:?}, neither primary nor sync of {}",
+                        next.generation, prev.generation
+                    ));
                 }
                 if w.as_deref() != Some(next.primary.id.as_str()) {
                     self.fail("a new generation names a primary other than its writer".into());
                 }
                 if by_sync && next.init_wal < prev.init_wal {
-                    self.fail(format!("sync took over at {} < initWal {}", next.init_wal, prev.init_wal));
+                    self.fail(format!(
+                        "sync took over at {} < initWal {}",
+                        next.init_wal, prev.init_wal
+                    ));
                 }
                 if next.sync.is_none() && !next.one_node_write_mode {
                     self.fail("new primary without a sync".into());
@@ -312,7 +332,13 @@ impl Sim {
             None => return,
         };
         let role = self.peers[i].machine.as_ref().map(|m| m.role());
-        self.note(format!("{i} <- {} => {:?} role {:?} gen {:?}", short(&ev), actions.iter().map(short_action).collect::<Vec<_>>(), role, gen_before));
+        self.note(format!(
+            "{i} <- {} => {:?} role {:?} gen {:?}",
+            short(&ev),
+            actions.iter().map(short_action).collect::<Vec<_>>(),
+            role,
+            gen_before
+        ));
         for a in actions {
             if let Action::Fatal(msg) = &a {
                 self.fail(format!("peer {i} fatal: {msg}"));
@@ -367,7 +393,11 @@ impl Sim {
             }
             Action::ApplyPg(cfg) => {
                 let ok = self.apply_pg(i, &cfg, generation);
-                self.note(format!("{i} apply {:?} up {:?} -> {ok}", cfg.role, cfg.upstream.as_ref().map(|p| &p.id)));
+                self.note(format!(
+                    "{i} apply {:?} up {:?} -> {ok}",
+                    cfg.role,
+                    cfg.upstream.as_ref().map(|p| &p.id)
+                ));
                 Event::PgApplied { ok }
             }
             Action::RetryAfter(_) => Event::Timer,
@@ -396,7 +426,11 @@ impl Sim {
                 }
                 let sync = cfg.sync.as_ref().map(|s| sync_name(&s.id, cfg.generation));
                 match &mut pg.mode {
-                    PgMode::Primary { writable, sync: s, generation: g } => {
+                    PgMode::Primary {
+                        writable,
+                        sync: s,
+                        generation: g,
+                    } => {
                         if *s != sync {
                             *writable = false;
                             *s = sync;
@@ -484,7 +518,10 @@ impl Sim {
         let writable: Vec<usize> = (0..self.peers.len())
             .filter(|&i| {
                 self.peers[i].life == Life::Up
-                    && matches!(self.peers[i].pg.mode, PgMode::Primary { writable: true, .. })
+                    && matches!(
+                        self.peers[i].pg.mode,
+                        PgMode::Primary { writable: true, .. }
+                    )
             })
             .collect();
         if writable.is_empty() {
@@ -516,7 +553,11 @@ impl Sim {
             let ok = match &self.peers[i].pg.mode {
                 PgMode::Primary { sync: Some(s), .. } if self.peers[i].life == Life::Up => {
                     self.sync_standby(i, s).is_some_and(|j| {
-                        self.peers[j].pg.log.as_ref().is_some_and(|l| l.get(pos) == Some(&w))
+                        self.peers[j]
+                            .pg
+                            .log
+                            .as_ref()
+                            .is_some_and(|l| l.get(pos) == Some(&w))
                     })
                 }
                 PgMode::Primary { sync: None, .. } => true,
@@ -554,22 +595,20 @@ impl Sim {
         if !caught_up {
             return;
         }
-        let log: BTreeSet<u64> = self.peers[i]
-            .pg
-            .log
-            .iter()
-            .flatten()
-            .copied()
-            .collect();
+        let log: BTreeSet<u64> = self.peers[i].pg.log.iter().flatten().copied().collect();
         if let Some(lost) = self.acked.iter().find(|w| !log.contains(w)) {
-            self.fail(format!("peer {i} became a writable primary without acknowledged write {lost}"));
+            self.fail(format!(
+                "peer {i} became a writable primary without acknowledged write {lost}"
+            ));
         }
         let id = self.peers[i].peer.id.clone();
         let set = self.writable_in_gen.entry(generation).or_default();
         set.insert(id.clone());
         if set.len() > 1 {
             let set = set.clone();
-            self.fail(format!("two writable primaries in generation {generation}: {set:?}"));
+            self.fail(format!(
+                "two writable primaries in generation {generation}: {set:?}"
+            ));
         }
         let named = self
             .etcd
@@ -578,7 +617,9 @@ impl Sim {
             .find(|s| s.generation == generation)
             .map(|s| s.primary.id.clone());
         if named.as_deref() != Some(id.as_str()) {
-            self.fail(format!("peer {i} writable in generation {generation} whose primary is {named:?}"));
+            self.fail(format!(
+                "peer {i} writable in generation {generation} whose primary is {named:?}"
+            ));
         }
         if let PgMode::Primary { writable, .. } = &mut self.peers[i].pg.mode {
             *writable = true;
@@ -609,7 +650,10 @@ impl Sim {
         // it is deposed with PostgreSQL stopped.
         let k = self.index_of(&d.id);
         let p = &self.peers[k];
-        let stopped = p.machine.as_ref().is_some_and(|m| m.role() == Role::Deposed)
+        let stopped = p
+            .machine
+            .as_ref()
+            .is_some_and(|m| m.role() == Role::Deposed)
             && p.pg.mode == PgMode::Stopped
             && p.life == Life::Up;
         if p.registered && !stopped {
@@ -637,26 +681,17 @@ impl Sim {
             .count();
         let i = self.rng.below(n);
         match self.rng.below(100) {
-            0..=34 => {
-                if self.peers[i].life == Life::Up {
-                    self.deliver(i);
-                }
-            }
-            35..=59 => {
-                if self.peers[i].life == Life::Up {
-                    self.complete(i);
-                }
-            }
+            0..=34 if self.peers[i].life == Life::Up => self.deliver(i),
+            35..=59 if self.peers[i].life == Life::Up => self.complete(i),
+            0..=59 => {}
             60..=69 => self.replicate(i),
             70..=76 => self.client_write(),
             77..=82 => self.acknowledge(),
             83..=87 => self.enable_writes(i),
-            88..=90 => {
-                // lease expiry of a dead or paused sitter
-                if self.peers[i].life != Life::Up && self.peers[i].registered {
-                    self.note(format!("lease of {i} expired"));
-                    self.set_registered(i, false);
-                }
+            // lease expiry of a dead or paused sitter
+            88..=90 if self.peers[i].life != Life::Up && self.peers[i].registered => {
+                self.note(format!("lease of {i} expired"));
+                self.set_registered(i, false);
             }
             91..=93 => {
                 // recovery
@@ -722,10 +757,7 @@ impl Sim {
                 },
                 "freeze",
             ),
-            1 => self.operator_write(
-                |s| s.freeze.take().is_some(),
-                "unfreeze",
-            ),
+            1 => self.operator_write(|s| s.freeze.take().is_some(), "unfreeze"),
             2 => {
                 let Some(sync) = s.sync.clone() else { return };
                 self.operator_write(
@@ -794,9 +826,19 @@ impl Sim {
             let roles: Vec<_> = self
                 .peers
                 .iter()
-                .map(|p| (p.machine.as_ref().map(|m| m.role()), p.pg.mode.clone(), p.inbox.len(), p.pending.clone(), p.pg.log.as_ref().map(|l| (l.len(), l.last().copied()))))
+                .map(|p| {
+                    (
+                        p.machine.as_ref().map(|m| m.role()),
+                        p.pg.mode.clone(),
+                        p.inbox.len(),
+                        p.pending.clone(),
+                        p.pg.log.as_ref().map(|l| (l.len(), l.last().copied())),
+                    )
+                })
                 .collect();
-            self.fail(format!("the shard did not become whole after healing: {roles:?}"));
+            self.fail(format!(
+                "the shard did not become whole after healing: {roles:?}"
+            ));
         }
         // One more write must be acknowledged, and every acknowledged write is there.
         let before = self.acked.len();
@@ -817,7 +859,9 @@ impl Sim {
         let p = self.index_of(&s.primary.id);
         let log: BTreeSet<u64> = self.peers[p].pg.log.iter().flatten().copied().collect();
         if let Some(lost) = self.acked.iter().find(|w| !log.contains(w)) {
-            self.fail(format!("acknowledged write {lost} is not on the final primary"));
+            self.fail(format!(
+                "acknowledged write {lost} is not on the final primary"
+            ));
         }
     }
 
@@ -835,7 +879,9 @@ impl Sim {
         let writable = matches!(&self.peers[p].pg.mode, PgMode::Primary { writable: true, sync: ps, .. } if *ps == sync);
         let settled = self.peers.iter().all(|p| {
             p.inbox.iter().all(|e| matches!(e, Event::Streaming { .. }))
-                && p.pending.iter().all(|(a, _)| matches!(a, Action::RetryAfter(_)))
+                && p.pending
+                    .iter()
+                    .all(|(a, _)| matches!(a, Action::RetryAfter(_)))
         });
         let streaming = s.chain().skip(1).all(|x| {
             let j = self.index_of(&x.id);
@@ -843,9 +889,11 @@ impl Sim {
             matches!(&self.peers[j].pg.mode, PgMode::Standby { upstream, .. } if Some(upstream) == up.as_ref())
         });
         let roles_ok = self.peers.iter().all(|p| {
-            p.machine
-                .as_ref()
-                .is_some_and(|m| m.role() != Role::Unknown && m.role() != Role::Unassigned && m.role() != Role::Deposed)
+            p.machine.as_ref().is_some_and(|m| {
+                m.role() != Role::Unknown
+                    && m.role() != Role::Unassigned
+                    && m.role() != Role::Deposed
+            })
         });
         settled && writable && streaming && roles_ok
     }
@@ -855,7 +903,9 @@ fn short(ev: &Event) -> String {
     match ev {
         Event::CoordInit { active, .. } => format!("init(active {})", active.len()),
         Event::StateChanged(o) => match o {
-            Observed::State { state, revision } => format!("state(gen {} rev {revision})", state.generation),
+            Observed::State { state, revision } => {
+                format!("state(gen {} rev {revision})", state.generation)
+            }
             other => format!("{other:?}"),
         },
         Event::ActiveChanged(a) => format!("active({})", a.len()),
@@ -865,7 +915,9 @@ fn short(ev: &Event) -> String {
 
 fn short_action(a: &Action) -> String {
     match a {
-        Action::WriteState { state, reason, .. } => format!("write(gen {}: {reason})", state.generation),
+        Action::WriteState { state, reason, .. } => {
+            format!("write(gen {}: {reason})", state.generation)
+        }
         Action::ApplyPg(c) => format!("pg({:?})", c.role),
         other => format!("{other:?}"),
     }
@@ -903,7 +955,10 @@ fn one_failure_at_a_time_loses_no_acknowledged_write() {
         generations += sim.etcd.state.as_ref().map_or(0, |(s, _)| s.generation);
     }
     // The runs must actually exercise takeovers, not idle.
-    assert!(generations > 300, "only {generations} generations over all runs");
+    assert!(
+        generations > 300,
+        "only {generations} generations over all runs"
+    );
 }
 
 #[test]

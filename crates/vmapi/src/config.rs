@@ -82,7 +82,7 @@ impl Default for Config {
             ufds_url: String::new(),
             instance_id: String::new(),
             job_lease_ms: 30_000,
-            max_running_jobs: 1024,
+            max_running_jobs: 256,
             reconcile_period_ms: 5_000,
             orphan_scan_ms: 10_000,
             timeouts: Timeouts::default(),

@@ -253,16 +253,21 @@ impl Engine {
             if older.is_empty() {
                 break;
             }
-            let local = Self::lock(&self.local);
-            if older.iter().any(|o| local.contains(&o.uuid)) {
+            let queued_here = {
+                let local = Self::lock(&self.local);
+                older.iter().any(|o| local.contains(&o.uuid))
+            };
+            if queued_here {
                 return Ok(true);
             }
-            drop(local);
-            // Not ours: run it here if its runner is gone, else wait for it.
-            for o in &older {
-                if o.lease_until <= now_ms() && o.created_at + self.lease.as_millis() as i64 <= now_ms() {
-                    return Ok(true).inspect(|_| self.enqueue(&o.vm_uuid, &o.uuid));
-                }
+            // Not ours: take it over if its runner is gone (it runs first), else wait.
+            let lease = self.lease.as_millis() as i64;
+            if let Some(o) = older
+                .iter()
+                .find(|o| o.lease_until <= now_ms() && o.created_at + lease <= now_ms())
+            {
+                self.enqueue(&o.vm_uuid, &o.uuid);
+                return Ok(true);
             }
             tokio::select! {
                 _ = self.shutdown.cancelled() => return Ok(false),

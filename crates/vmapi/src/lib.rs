@@ -1,1 +1,112 @@
-pub mod x {}
+//! VMAPI: the instances of a datacenter and the jobs that change them.
+//!
+//! * [`model`]: the VM record (Moray bucket `vmapi_vms`);
+//! * [`job`]: the job record and [`job::next_action`], the engine's pure policy;
+//! * [`jobs`]: the durable job engine (leases, per-VM order, resume after restart);
+//! * [`steps`]: what each step of each job does, and its undo;
+//! * [`service`]: the gRPC API (`triton.vmapi.v1.Vmapi`), thin handlers;
+//! * [`reconcile`]: VM states kept current from the servers' heartbeats;
+//! * [`start`] runs it all (the `vmapi` binary; tests on port 0).
+
+pub mod clients;
+pub mod config;
+pub mod error;
+pub mod job;
+pub mod jobs;
+pub mod model;
+pub mod params;
+pub mod reconcile;
+pub mod service;
+pub mod steps;
+pub mod store;
+pub mod time;
+pub mod validate;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use triton_proto::vmapi::v1::vmapi_server::VmapiServer;
+
+pub use config::Config;
+pub use error::{Error, Result};
+
+pub const SERVICE_NAME: &str = "triton.vmapi.v1.Vmapi";
+
+pub struct Running {
+    /// Where the gRPC server listens (the real port when the config said 0).
+    pub addr: SocketAddr,
+    /// Ends after shutdown, once in-flight requests and job steps have stopped.
+    pub task: JoinHandle<Result<()>>,
+    pub engine: Arc<jobs::Engine>,
+}
+
+/// Connects to Moray, ensures the buckets, starts the job engine (resuming unfinished
+/// jobs), the reconciler and the gRPC server.
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
+    config.check().map_err(Error::Config)?;
+    let clients = clients::Clients::from_config(&config)?;
+    let moray = moray_client::MorayClient::connect(&config.moray_url)
+        .await
+        .map_err(Error::moray(format!("connect to {}", config.moray_url)))?;
+    let store = store::Store::new(moray);
+    store.ensure_buckets().await?;
+
+    let steps = steps::Steps {
+        store: store.clone(),
+        clients: clients.clone(),
+        timeouts: config.timeouts.clone(),
+    };
+    let engine = jobs::Engine::new(
+        store.clone(),
+        steps,
+        config.instance_id(),
+        config.lease(),
+        config.max_running_jobs,
+        shutdown.clone(),
+    );
+    let scanner = tokio::spawn(
+        engine
+            .clone()
+            .scan_loop(Duration::from_millis(config.orphan_scan_ms.max(100))),
+    );
+    let reconciler = (config.reconcile_period_ms > 0).then(|| {
+        tokio::spawn(reconcile::run(
+            store.clone(),
+            clients.clone(),
+            Duration::from_millis(config.reconcile_period_ms),
+            shutdown.clone(),
+        ))
+    });
+
+    let listener = triton_common::grpc::bind(&config.listen)
+        .await
+        .map_err(|e| Error::Config(format!("listen: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Config(format!("listen: {e}")))?;
+    let service = service::VmapiService {
+        create_permits: tokio::sync::Semaphore::new(service::MAX_CONCURRENT_CREATES),
+        store,
+        clients,
+        engine: engine.clone(),
+        timeouts: config.timeouts.clone(),
+    };
+    let routes = tonic::service::Routes::new(VmapiServer::new(service));
+    let serving_engine = engine.clone();
+    let task = tokio::spawn(async move {
+        let served =
+            triton_common::grpc::serve(listener, routes, &[SERVICE_NAME], shutdown.clone()).await;
+        shutdown.cancel();
+        let _ = scanner.await;
+        if let Some(r) = reconciler {
+            let _ = r.await;
+        }
+        serving_engine.drained().await;
+        served.map_err(|e| Error::Internal(format!("gRPC server failed: {e}")))
+    });
+    tracing::info!(%addr, instance_id = %engine.instance_id(), "vmapi started");
+    Ok(Running { addr, task, engine })
+}

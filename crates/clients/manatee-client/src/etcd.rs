@@ -45,7 +45,9 @@ pub struct Etcd {
 
 impl std::fmt::Debug for Etcd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Etcd").field("endpoints", &self.endpoints).finish()
+        f.debug_struct("Etcd")
+            .field("endpoints", &self.endpoints)
+            .finish()
     }
 }
 
@@ -176,7 +178,10 @@ impl Etcd {
             key: key.as_bytes().to_vec(),
             ..Default::default()
         };
-        Ok(self.call("delete", self.kv().delete_range(req)).await?.deleted)
+        Ok(self
+            .call("delete", self.kv().delete_range(req))
+            .await?
+            .deleted)
     }
 
     /// Puts every `(key, value)` if and only if `guard`'s modification revision is
@@ -218,7 +223,9 @@ impl Etcd {
     /// Grants a lease of `ttl` seconds; returns its id and the TTL etcd granted.
     pub async fn lease_grant(&self, ttl: i64) -> Result<(i64, i64), Error> {
         let req = rpc::LeaseGrantRequest { ttl, id: 0 };
-        let resp = self.call("lease grant", self.lease().lease_grant(req)).await?;
+        let resp = self
+            .call("lease grant", self.lease().lease_grant(req))
+            .await?;
         if !resp.error.is_empty() {
             return Err(Error::Lease {
                 endpoints: self.endpoints.clone(),
@@ -231,7 +238,8 @@ impl Etcd {
     /// Revokes a lease, deleting every key attached to it at once.
     pub async fn lease_revoke(&self, id: i64) -> Result<(), Error> {
         let req = rpc::LeaseRevokeRequest { id };
-        self.call("lease revoke", self.lease().lease_revoke(req)).await?;
+        self.call("lease revoke", self.lease().lease_revoke(req))
+            .await?;
         Ok(())
     }
 

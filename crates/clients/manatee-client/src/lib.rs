@@ -39,7 +39,9 @@ pub enum Error {
         #[source]
         source: tonic::Status,
     },
-    #[error("etcd at {endpoints} did not answer {op} within {timeout_ms} ms (is it running and reachable?)")]
+    #[error(
+        "etcd at {endpoints} did not answer {op} within {timeout_ms} ms (is it running and reachable?)"
+    )]
     Timeout {
         endpoints: String,
         op: &'static str,

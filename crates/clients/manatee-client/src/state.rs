@@ -199,10 +199,7 @@ impl ClusterState {
         let mut seen = std::collections::HashSet::new();
         for p in self.chain().chain(self.deposed.iter()) {
             if p.id.is_empty() || p.ip.is_empty() || p.pg_url.is_empty() {
-                return Err(format!(
-                    "peer {:?} lacks one of id, ip, pgUrl",
-                    p.id
-                ));
+                return Err(format!("peer {:?} lacks one of id, ip, pgUrl", p.id));
             }
             if !seen.insert(p.id.as_str()) {
                 return Err(format!("peer {} appears more than once", p.id));
@@ -396,7 +393,11 @@ mod tests {
         assert!(err.contains("more than once"), "{err}");
         let mut no_sync = dup.clone();
         no_sync.sync = None;
-        assert!(ClusterState::parse(&no_sync.to_json()).unwrap_err().contains("sync"));
+        assert!(
+            ClusterState::parse(&no_sync.to_json())
+                .unwrap_err()
+                .contains("sync")
+        );
     }
 
     #[test]

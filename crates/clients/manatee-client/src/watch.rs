@@ -11,15 +11,17 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::Error;
 use crate::etcd::{Etcd, EventType, KeyValue};
 use crate::state::{ClusterState, ShardKeys};
-use crate::Error;
 
 /// Pause before re-reading after an etcd error: short, because a consumer waits on it
 /// after a takeover, but long enough not to spin against a dead etcd.
 pub const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
 /// What the state key holds, as last seen.
+// Only a handful exist at a time; boxing the state would burden every match.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Observed {
     /// Not read yet.
@@ -29,10 +31,7 @@ pub enum Observed {
     /// The key holds something that is not a valid state; nothing acts on it.
     Corrupt { revision: i64, reason: String },
     /// A valid state at etcd modification revision `revision`.
-    State {
-        state: ClusterState,
-        revision: i64,
-    },
+    State { state: ClusterState, revision: i64 },
 }
 
 impl Observed {
@@ -144,7 +143,9 @@ pub fn with_database(url: &str, database: &str) -> String {
     let (authority, query) = match rest.split_once('/') {
         Some((authority, path)) => (
             authority,
-            path.split_once('?').map(|(_, q)| format!("?{q}")).unwrap_or_default(),
+            path.split_once('?')
+                .map(|(_, q)| format!("?{q}"))
+                .unwrap_or_default(),
         ),
         None => (rest, String::new()),
     };
@@ -208,7 +209,10 @@ mod tests {
             "postgresql://postgres@10.0.0.2:5432/moray"
         );
         assert_eq!(
-            with_database("postgresql://postgres@h:1/postgres?sslmode=disable", "moray"),
+            with_database(
+                "postgresql://postgres@h:1/postgres?sslmode=disable",
+                "moray"
+            ),
             "postgresql://postgres@h:1/moray?sslmode=disable"
         );
         assert_eq!(

@@ -1,16 +1,20 @@
 //! Moray throughput and latency against raw tokio-postgres on the same database.
 //!
-//! Starts a real PostgreSQL (fsync on) and a real Moray in-process, loads a bucket,
-//! then measures PutObject, GetObject and FindObjects (indexed equality, 100 rows) at
-//! 1, 16 and 64 concurrent clients, each for a fixed time, through moray-client and
-//! through tokio-postgres running the equivalent SQL on the same table with as many
-//! PostgreSQL connections as Moray's pool. Prints a markdown table on stdout.
+//! Starts a real PostgreSQL (fsync on) and a real Moray in-process (on a runtime of its
+//! own), loads a bucket, then measures PutObject, GetObject and FindObjects (indexed
+//! equality, 100 rows) at 1, 16 and 64 concurrent clients, each for a fixed time, through
+//! moray-client and through tokio-postgres running the equivalent SQL on the same table
+//! with as many PostgreSQL connections as Moray's pool. The two sides alternate in short
+//! slices so that other load on the machine disturbs both alike. Prints a markdown
+//! table on stdout (progress on stderr).
 //!
 //! Run: `cargo bench -p moray-client --bench moray`
 //! Knobs (environment): MORAY_BENCH_SECS (per measurement, default 5),
 //! MORAY_BENCH_CLIENTS (default "1,16,64"), MORAY_BENCH_OPS (default "put,get,find"),
 //! MORAY_BENCH_POOL (PostgreSQL connections for Moray and for the raw baseline,
-//! default 16, Moray's default pool size).
+//! default 16, Moray's default pool size), MORAY_BENCH_SERVER_THREADS (Moray's runtime:
+//! 0 = multi-thread with a worker per core, as the `moray` binary; 1 = current-thread;
+//! N = N workers).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -29,7 +33,11 @@ const BUCKET: &str = "bench_vms";
 const OBJECTS: u64 = 10_000;
 /// Objects per owner: FindObjects on one owner returns exactly this many.
 const PER_OWNER: u64 = 100;
-const WARMUP: Duration = Duration::from_millis(500);
+/// Unrecorded start of every slice, while the clients ramp up.
+const WARMUP: Duration = Duration::from_millis(200);
+/// Each measurement alternates Moray and raw slices this many times, so that load from
+/// elsewhere on the machine hits both sides alike.
+const ROUNDS: u32 = 5;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -83,6 +91,14 @@ fn value(i: u64, generation: u64) -> Value {
     })
 }
 
+/// The 1-minute load average, to tell a quiet run from a disturbed one.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
         .ok()
@@ -106,19 +122,118 @@ struct Measured {
     elapsed: Duration,
     hist: Histogram<u64>,
     errors: u64,
+    /// Operations including the warm-up, and the CPU they took.
+    all_ops: u64,
+    cpu: Cpu,
+}
+
+/// CPU seconds used by Moray's threads, the client threads and PostgreSQL.
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    server: f64,
+    client: f64,
+    postgres: f64,
+}
+
+impl Cpu {
+    /// CPU time so far (Linux /proc, in USER_HZ = 1/100 s ticks).
+    fn now(postgres_pid: u32) -> Cpu {
+        let ticks = |stat: &str| -> Option<(String, u32, f64)> {
+            let (head, rest) = stat.rsplit_once(')')?;
+            let comm = head.split_once('(')?.1.to_string();
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ppid = f.get(1)?.parse().ok()?;
+            let t: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+            Some((comm, ppid, t / 100.0))
+        };
+        let mut cpu = Cpu::default();
+        for task in std::fs::read_dir("/proc/self/task")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Some((comm, _, t)) = std::fs::read_to_string(task.path().join("stat"))
+                .ok()
+                .and_then(|s| ticks(&s))
+            {
+                match comm.as_str() {
+                    "moray-server" => cpu.server += t,
+                    "bench-client" => cpu.client += t,
+                    _ => {}
+                }
+            }
+        }
+        for proc in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = proc
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if let Some((_, ppid, t)) = std::fs::read_to_string(proc.path().join("stat"))
+                .ok()
+                .and_then(|s| ticks(&s))
+                && (pid == postgres_pid || ppid == postgres_pid)
+            {
+                cpu.postgres += t;
+            }
+        }
+        cpu
+    }
+
+    fn since(self, before: Cpu) -> Cpu {
+        Cpu {
+            server: self.server - before.server,
+            client: self.client - before.client,
+            postgres: self.postgres - before.postgres,
+        }
+    }
 }
 
 impl Measured {
+    fn empty() -> Measured {
+        Measured {
+            ops: 0,
+            elapsed: Duration::ZERO,
+            hist: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
+            errors: 0,
+            all_ops: 0,
+            cpu: Cpu::default(),
+        }
+    }
+
+    fn add(&mut self, other: Measured) {
+        self.ops += other.ops;
+        self.all_ops += other.all_ops;
+        self.cpu.server += other.cpu.server;
+        self.cpu.client += other.cpu.client;
+        self.cpu.postgres += other.cpu.postgres;
+        self.elapsed += other.elapsed;
+        self.errors += other.errors;
+        self.hist.add(other.hist).expect("same histogram bounds");
+    }
+
     fn ops_per_sec(&self) -> f64 {
         self.ops as f64 / self.elapsed.as_secs_f64()
     }
+    /// CPU microseconds per operation of (server, client, postgres).
+    fn cpu_us(&self) -> (f64, f64, f64) {
+        let n = self.all_ops.max(1) as f64 / 1e6;
+        (
+            self.cpu.server / n,
+            self.cpu.client / n,
+            self.cpu.postgres / n,
+        )
+    }
+
     fn ms(&self, q: f64) -> f64 {
         self.hist.value_at_quantile(q) as f64 / 1000.0
     }
 }
 
 /// Runs `op(random)` in `clients` concurrent loops for `run_for`, after a warm-up.
-async fn measure<F, Fut>(clients: usize, run_for: Duration, op: F) -> Measured
+async fn measure<F, Fut>(clients: usize, run_for: Duration, postgres_pid: u32, op: F) -> Measured
 where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), BoxError>> + Send,
@@ -126,6 +241,7 @@ where
     let op = Arc::new(op);
     let errors = Arc::new(AtomicU64::new(0));
     let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
+    let cpu_before = Cpu::now(postgres_pid);
     let start = Instant::now();
     let measure_from = start + WARMUP;
     let end = measure_from + run_for;
@@ -138,7 +254,7 @@ where
                 let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
                     .expect("valid histogram bounds");
                 let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((c as u64 + 1) * 0x1000_0001));
-                let mut ops = 0u64;
+                let (mut ops, mut all_ops) = (0u64, 0u64);
                 loop {
                     let t0 = Instant::now();
                     if t0 >= end {
@@ -149,9 +265,10 @@ where
                     match result {
                         Ok(()) if t0 >= measure_from => {
                             ops += 1;
+                            all_ops += 1;
                             let _ = hist.record((t1 - t0).as_micros().max(1) as u64);
                         }
-                        Ok(()) => {}
+                        Ok(()) => all_ops += 1,
                         Err(e) => {
                             errors.fetch_add(1, Ordering::Relaxed);
                             if let Ok(mut first) = first_error.lock() {
@@ -160,17 +277,19 @@ where
                         }
                     }
                 }
-                (ops, hist)
+                (ops, all_ops, hist)
             })
         })
         .collect();
     let mut total = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
-    let mut ops = 0;
+    let (mut ops, mut all_ops) = (0, 0);
     for task in tasks {
-        let (n, hist) = task.await.expect("bench client task");
+        let (n, all, hist) = task.await.expect("bench client task");
         ops += n;
+        all_ops += all;
         total.add(hist).expect("same bounds");
     }
+    let cpu = Cpu::now(postgres_pid).since(cpu_before);
     let errors = errors.load(Ordering::Relaxed);
     if let Ok(first) = first_error.lock()
         && let Some(e) = first.as_ref()
@@ -182,6 +301,8 @@ where
         elapsed: run_for,
         hist: total,
         errors,
+        all_ops,
+        cpu,
     }
 }
 
@@ -348,43 +469,102 @@ async fn load(moray: &MorayClient) -> Result<(), BoxError> {
 }
 
 fn main() -> Result<(), BoxError> {
+    let pool_size: usize = env_or("MORAY_BENCH_POOL", 16);
     eprintln!("starting PostgreSQL (fsync on) ...");
     // On the main thread: the testkit ties PostgreSQL's life to the spawning thread.
     let postgres = Postgres::start_with(PostgresOptions {
         fsync: true,
         ..Default::default()
     })?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let url = postgres.create_database("moray")?;
+    let postgres_pid = postgres.pid().ok_or("PostgreSQL is not running")?;
+
+    // Moray gets a runtime (and threads) of its own, as in its own process, so the
+    // clients do not run on its threads and a profile tells the two apart by name.
+    let shutdown = CancellationToken::new();
+    let config = moray::Config {
+        listen: "127.0.0.1:0".into(),
+        postgres_url: url.clone(),
+        max_connections: pool_size,
+        ..Default::default()
+    };
+    let server_threads: usize = env_or("MORAY_BENCH_SERVER_THREADS", 0);
+    let (server, moray_addr) = start_moray(config, server_threads, shutdown.clone())?;
+
+    let clients = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("bench-client")
         .enable_all()
         .build()?;
-    runtime.block_on(bench(&postgres))
+    let result = clients.block_on(bench(
+        moray_addr,
+        &url,
+        pool_size,
+        server_threads,
+        postgres_pid,
+    ));
+    shutdown.cancel();
+    let _ = server.join();
+    result
 }
 
-async fn bench(postgres: &Postgres) -> Result<(), BoxError> {
+/// Runs Moray on its own thread(s) until `shutdown`: a multi-thread runtime with
+/// `threads` workers (0: one per core, as the `moray` binary), or with `threads` = 1 a
+/// current-thread runtime (one thread does everything, like one node.js Moray process).
+fn start_moray(
+    config: moray::Config,
+    threads: usize,
+    shutdown: CancellationToken,
+) -> Result<(std::thread::JoinHandle<()>, std::net::SocketAddr), BoxError> {
+    let runtime = match threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            if n > 1 {
+                b.worker_threads(n);
+            }
+            b.thread_name("moray-server").enable_all().build()?
+        }
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("moray-server".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match moray::start(config, shutdown.clone()).await {
+                    Ok(running) => {
+                        let _ = tx.send(Ok(running.addr));
+                        let _ = running.task.await;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e.to_string()));
+                    }
+                }
+            })
+        })?;
+    let addr = rx.recv()??;
+    Ok((thread, addr))
+}
+
+async fn bench(
+    moray_addr: std::net::SocketAddr,
+    url: &str,
+    pool_size: usize,
+    server_threads: usize,
+    postgres_pid: u32,
+) -> Result<(), BoxError> {
     let run_for = Duration::from_secs(env_or("MORAY_BENCH_SECS", 5));
-    let pool_size: usize = env_or("MORAY_BENCH_POOL", 16);
     let client_counts: Vec<usize> = std::env::var("MORAY_BENCH_CLIENTS")
         .unwrap_or_else(|_| "1,16,64".into())
         .split(',')
         .filter_map(|c| c.trim().parse().ok())
         .collect();
 
-    let url = postgres.create_database("moray")?;
-    let shutdown = CancellationToken::new();
-    let running = moray::start(
-        moray::Config {
-            listen: "127.0.0.1:0".into(),
-            postgres_url: url.clone(),
-            max_connections: pool_size,
-            ..Default::default()
-        },
-        shutdown.clone(),
-    )
-    .await?;
-    let moray = MorayClient::connect(&format!("tcp://{}", running.addr)).await?;
+    let moray = MorayClient::connect(&format!("tcp://{moray_addr}")).await?;
     eprintln!("loading {OBJECTS} objects ...");
     load(&moray).await?;
-    let raw = Arc::new(RawPool::connect(&url, pool_size).await?);
+    let raw = Arc::new(RawPool::connect(url, pool_size).await?);
 
     let ops: Vec<Op> = std::env::var("MORAY_BENCH_OPS")
         .unwrap_or_else(|_| "put,get,find".into())
@@ -396,38 +576,49 @@ async fn bench(postgres: &Postgres) -> Result<(), BoxError> {
             _ => None,
         })
         .collect();
+    let load_before = load_average();
     let mut rows = Vec::new();
+    let slice = run_for / ROUNDS;
     for op in ops {
         for &clients in &client_counts {
-            eprintln!("{} x{clients}: moray ...", op.name());
-            let m = {
+            eprintln!("{} x{clients} ...", op.name());
+            let (mut m, mut r) = (Measured::empty(), Measured::empty());
+            for _ in 0..ROUNDS {
                 let moray = moray.clone();
-                measure(clients, run_for, move |r| {
-                    let moray = moray.clone();
-                    async move { moray_op(&moray, op, r).await }
-                })
-                .await
-            };
-            eprintln!("{} x{clients}: raw ...", op.name());
-            let r = {
+                m.add(
+                    measure(clients, slice, postgres_pid, move |r| {
+                        let moray = moray.clone();
+                        async move { moray_op(&moray, op, r).await }
+                    })
+                    .await,
+                );
                 let raw = raw.clone();
-                measure(clients, run_for, move |r| {
-                    let raw = raw.clone();
-                    async move { raw_op(&raw, op, r).await }
-                })
-                .await
-            };
+                r.add(
+                    measure(clients, slice, postgres_pid, move |r| {
+                        let raw = raw.clone();
+                        async move { raw_op(&raw, op, r).await }
+                    })
+                    .await,
+                );
+            }
             rows.push((op, clients, m, r));
         }
     }
 
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
-        "Moray vs raw tokio-postgres: PostgreSQL with fsync on, {pool_size} PostgreSQL \
-         connections for each, {} s per measurement after {} ms warm-up, {cores} cores, \
-         {OBJECTS} objects of ~600 bytes; latencies in ms.\n",
+        "Moray (gRPC via moray-client) vs raw tokio-postgres (prepared statements) on the \
+         same PostgreSQL (fsync on), {pool_size} PostgreSQL connections each; {} s per side \
+         and cell, in {ROUNDS} alternating slices; {cores} cores shared by clients, Moray \
+         and PostgreSQL; Moray runtime: {}; {OBJECTS} objects of ~600 bytes; FindObjects with _count; \
+         latencies in ms; load average {load_before} before, {} after.\n",
         run_for.as_secs(),
-        WARMUP.as_millis()
+        match server_threads {
+            0 => "multi-thread, a worker per core".to_string(),
+            1 => "current-thread".to_string(),
+            n => format!("multi-thread, {n} workers"),
+        },
+        load_average(),
     );
     println!(
         "| operation | clients | moray ops/s | p50 | p99 | raw ops/s | p50 | p99 | moray/raw |"
@@ -451,7 +642,24 @@ async fn bench(postgres: &Postgres) -> Result<(), BoxError> {
             m.ops_per_sec() / r.ops_per_sec().max(f64::MIN_POSITIVE),
         );
     }
-    shutdown.cancel();
-    let _ = running.task.await;
+    println!(
+        "\nCPU per operation in µs (all cores; what bounds throughput when the cores are \
+         saturated):\n"
+    );
+    println!(
+        "| operation | clients | moray: server | moray: client | moray: postgres | moray: total \
+         | raw: client | raw: postgres | raw: total |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (op, clients, m, r) in &rows {
+        let (ms, mc, mp) = m.cpu_us();
+        let (_, rc, rp) = r.cpu_us();
+        println!(
+            "| {} | {clients} | {ms:.0} | {mc:.0} | {mp:.0} | {:.0} | {rc:.0} | {rp:.0} | {:.0} |",
+            op.name(),
+            ms + mc + mp,
+            rc + rp,
+        );
+    }
     Ok(())
 }

@@ -9,7 +9,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(name = "manatee-sitter", version, about = "Runs one PostgreSQL peer of a Manatee shard")]
+#[command(
+    name = "manatee-sitter",
+    version,
+    about = "Runs one PostgreSQL peer of a Manatee shard"
+)]
 struct Args {
     /// The sitter's TOML configuration file.
     #[arg(short, long, env = "MANATEE_SITTER_CONFIG")]

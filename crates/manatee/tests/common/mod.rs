@@ -39,12 +39,16 @@ impl Sitter {
         self.child.as_ref().map(|c| c.id() as i32)
     }
 
-    /// Signals the sitter's whole process group (sitter, PostgreSQL, backends).
+    /// Signals the sitter and every process below it: PostgreSQL's backends and
+    /// walsenders each run in their own session (PostgreSQL calls setsid), so the
+    /// process group alone would leave them running.
     pub fn signal(&self, sig: i32) {
         if let Some(pid) = self.pid() {
-            // SAFETY: signalling a process group we created.
-            unsafe {
-                libc::kill(-pid, sig);
+            for p in process_tree(pid) {
+                // SAFETY: signalling processes we started (and their children).
+                unsafe {
+                    libc::kill(p, sig);
+                }
             }
         }
     }
@@ -59,7 +63,10 @@ impl Sitter {
     }
 
     pub fn url(&self) -> String {
-        format!("host=127.0.0.1 port={} user=postgres dbname=postgres connect_timeout=2", self.pg_port)
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres connect_timeout=2",
+            self.pg_port
+        )
     }
 }
 
@@ -68,6 +75,40 @@ impl Drop for Sitter {
         self.signal(libc::SIGCONT);
         self.kill();
     }
+}
+
+/// `root` and all its descendants, parents first.
+pub fn process_tree(root: i32) -> Vec<i32> {
+    let mut parent_of = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                continue;
+            };
+            // "pid (comm) state ppid ...": comm may hold spaces; split after ')'.
+            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+                continue;
+            };
+            if let Some(ppid) = rest
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse::<i32>().ok())
+            {
+                parent_of.push((pid, ppid));
+            }
+        }
+    }
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let p = tree[i];
+        tree.extend(parent_of.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    tree
 }
 
 pub struct Shard {
@@ -85,7 +126,8 @@ fn bin(name: &str) -> PathBuf {
 
 impl Shard {
     pub fn start(n: usize) -> Shard {
-        let etcd = triton_testkit::Etcd::start().expect("etcd starts (apt-get install etcd-server)");
+        let etcd =
+            triton_testkit::Etcd::start().expect("etcd starts (apt-get install etcd-server)");
         let dir = tempfile::Builder::new()
             .prefix("manatee-test-")
             .tempdir()
@@ -205,14 +247,22 @@ impl Shard {
             }
             if Instant::now() > deadline {
                 let (_, show) = self.adm(&["show", "-v"]);
-                panic!("{what}: the shard is not healthy after {timeout:?}:\n{out}\n{show}\n{}", self.logs());
+                panic!(
+                    "{what}: the shard is not healthy after {timeout:?}:\n{out}\n{show}\n{}",
+                    self.logs()
+                );
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
 
     /// Waits for a state matching `f`.
-    pub async fn wait_state(&self, timeout: Duration, what: &str, f: impl Fn(&ClusterState) -> bool) -> ClusterState {
+    pub async fn wait_state(
+        &self,
+        timeout: Duration,
+        what: &str,
+        f: impl Fn(&ClusterState) -> bool,
+    ) -> ClusterState {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(s) = self.state().await
@@ -222,7 +272,10 @@ impl Shard {
             }
             if Instant::now() > deadline {
                 let (_, show) = self.adm(&["show", "-v"]);
-                panic!("{what}: not reached after {timeout:?}:\n{show}\n{}", self.logs());
+                panic!(
+                    "{what}: not reached after {timeout:?}:\n{show}\n{}",
+                    self.logs()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -246,8 +299,8 @@ impl Shard {
 #[derive(Default)]
 pub struct Acked {
     pub keys: BTreeMap<String, String>,
-    /// Successful commits, with their time.
-    pub successes: Vec<Instant>,
+    /// Successful commits: when each was sent and when it was acknowledged.
+    pub successes: Vec<(Instant, Instant)>,
     pub failures: u64,
 }
 
@@ -267,9 +320,10 @@ pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(3);
 impl Writer {
     pub async fn start(shard: &Shard) -> Writer {
         let primary_url = shard.sitters[0].url();
-        let (client, conn) = tokio_postgres::connect(&primary_url_for(shard).await.unwrap_or(primary_url), NoTls)
-            .await
-            .expect("connect to the primary");
+        let (client, conn) =
+            tokio_postgres::connect(&primary_url_for(shard).await.unwrap_or(primary_url), NoTls)
+                .await
+                .expect("connect to the primary");
         tokio::spawn(conn);
         client
             .batch_execute("CREATE TABLE IF NOT EXISTS acked (k text PRIMARY KEY, v text NOT NULL)")
@@ -277,20 +331,23 @@ impl Writer {
             .expect("create table");
         drop(client);
         let cancel = CancellationToken::new();
-        let (primary, _follow) = watch_primary(
-            shard.client(),
-            ShardKeys::new(SHARD),
-            None,
-            cancel.clone(),
-        );
+        let (primary, _follow) =
+            watch_primary(shard.client(), ShardKeys::new(SHARD), None, cancel.clone());
         let acked = Arc::new(Mutex::new(Acked::default()));
         let task = tokio::spawn(write_loop(primary, acked.clone(), cancel.clone()));
-        Writer { acked, cancel, task }
+        Writer {
+            acked,
+            cancel,
+            task,
+        }
     }
 
     /// A copy of the acknowledged keys (the lock is not held after this returns).
     pub fn snapshot(&self) -> BTreeMap<String, String> {
-        self.acked.lock().map(|a| a.keys.clone()).unwrap_or_default()
+        self.acked
+            .lock()
+            .map(|a| a.keys.clone())
+            .unwrap_or_default()
     }
 
     pub fn count(&self) -> usize {
@@ -298,15 +355,18 @@ impl Writer {
     }
 
     pub fn last_success(&self) -> Option<Instant> {
-        self.acked.lock().ok().and_then(|a| a.successes.last().copied())
+        self.acked
+            .lock()
+            .ok()
+            .and_then(|a| a.successes.last().map(|s| s.1))
     }
 
-    /// The first successful commit after `t`.
+    /// When the first commit sent after `t` was acknowledged.
     pub fn first_success_after(&self, t: Instant) -> Option<Instant> {
         self.acked
             .lock()
             .ok()
-            .and_then(|a| a.successes.iter().find(|s| **s > t).copied())
+            .and_then(|a| a.successes.iter().find(|s| s.0 > t).map(|s| s.1))
     }
 
     /// Waits until at least `n` more commits succeed.
@@ -350,7 +410,10 @@ async fn write_loop(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        if conn.as_ref().is_none_or(|(u, c)| *u != url || c.is_closed()) {
+        if conn
+            .as_ref()
+            .is_none_or(|(u, c)| *u != url || c.is_closed())
+        {
             conn = None;
             let cfg = format!("{url}?connect_timeout=2");
             match tokio::time::timeout(COMMIT_TIMEOUT, tokio_postgres::connect(&cfg, NoTls)).await {
@@ -364,10 +427,13 @@ async fn write_loop(
                 }
             }
         }
-        let Some((_, client)) = conn.as_ref() else { continue };
+        let Some((_, client)) = conn.as_ref() else {
+            continue;
+        };
         n += 1;
         let key = format!("k{n:08}");
         let value = format!("v{n}-{}", n * 7919 % 1000);
+        let sent = Instant::now();
         let r = tokio::time::timeout(
             COMMIT_TIMEOUT,
             client.execute("INSERT INTO acked (k, v) VALUES ($1, $2)", &[&key, &value]),
@@ -377,7 +443,7 @@ async fn write_loop(
             Ok(Ok(1)) => {
                 if let Ok(mut a) = acked.lock() {
                     a.keys.insert(key, value);
-                    a.successes.push(Instant::now());
+                    a.successes.push((sent, Instant::now()));
                 }
             }
             _ => {

@@ -1,0 +1,156 @@
+//! ListImages, GetImage: IMGAPI's images visible to the account (public, owned by
+//! it, or shared with it through the ACL).
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::{Path, State};
+use http::StatusCode;
+use serde_json::{Map, Value, json};
+use triton_proto::imgapi::v1 as imgapi;
+
+use super::{Reply, put_str};
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::params::Params;
+use crate::server::json_response;
+
+pub fn visible_to(image: &imgapi::Image, owner: &str) -> bool {
+    image.public || image.owner == owner || image.acl.iter().any(|a| a == owner)
+}
+
+pub fn image_json(i: &imgapi::Image) -> Value {
+    let mut o = Map::new();
+    o.insert("id".into(), json!(i.uuid));
+    o.insert("name".into(), json!(i.name));
+    o.insert("version".into(), json!(i.version));
+    o.insert("os".into(), json!(i.os));
+    o.insert("type".into(), json!(i.r#type));
+    put_str(&mut o, "description", &i.description);
+    put_str(&mut o, "homepage", &i.homepage);
+    put_str(&mut o, "eula", &i.eula);
+    put_str(&mut o, "origin", &i.origin);
+    let mut req = Map::new();
+    if let Some(r) = &i.requirements {
+        if let Some(v) = r.min_ram {
+            req.insert("min_ram".into(), json!(v));
+            req.insert("min_memory".into(), json!(v));
+        }
+        if let Some(v) = r.max_ram {
+            req.insert("max_ram".into(), json!(v));
+            req.insert("max_memory".into(), json!(v));
+        }
+        put_str(&mut req, "brand", &r.brand);
+        put_str(&mut req, "bootrom", &r.bootrom);
+    }
+    o.insert("requirements".into(), Value::Object(req));
+    o.insert(
+        "files".into(),
+        Value::Array(
+            i.files
+                .iter()
+                .map(|f| json!({"compression": f.compression, "sha1": f.sha1, "size": f.size}))
+                .collect(),
+        ),
+    );
+    put_str(&mut o, "published_at", &i.published_at);
+    o.insert("owner".into(), json!(i.owner));
+    o.insert("public".into(), json!(i.public));
+    o.insert("state".into(), json!(i.state));
+    o.insert("tags".into(), json!(i.tags));
+    if !i.acl.is_empty() {
+        o.insert("acl".into(), json!(i.acl));
+    }
+    if let Some(e) = &i.error {
+        o.insert("error".into(), json!({"code": e.code, "message": e.message}));
+    }
+    Value::Object(o)
+}
+
+pub async fn list(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    params: Params,
+) -> Reply {
+    let owner = caller.account.uuid.clone();
+    let mut req = imgapi::ListImagesRequest {
+        name: params.str("name"),
+        version: params.str("version"),
+        os: params.str("os"),
+        r#type: params.str("type"),
+        public: params.bool("public")?,
+        state: Some(params.str("state").unwrap_or_else(|| "active".into())),
+        owner: params.str("owner"),
+        account: Some(owner.clone()),
+        ..Default::default()
+    };
+    for (k, v) in params.prefixed("tag") {
+        req.tags.insert(k, v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
+    }
+    // Page through IMGAPI (ordered by uuid) so no visible image is left out.
+    let mut images = Vec::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let page = app
+            .backends
+            .imgapi
+            .clone()
+            .list_images(imgapi::ListImagesRequest {
+                marker: marker.clone(),
+                limit: Some(1000),
+                ..req.clone()
+            })
+            .await
+            .map_err(|s| ApiError::backend("imgapi", s))?
+            .into_inner()
+            .images;
+        let n = page.len();
+        marker = page.last().map(|i| i.uuid.clone());
+        images.extend(page.into_iter().filter(|i| visible_to(i, &owner)));
+        if n < 1000 {
+            break;
+        }
+    }
+    // Oldest first, as Triton lists them.
+    images.sort_by(|a, b| a.published_at.cmp(&b.published_at).then(a.name.cmp(&b.name)));
+    Ok(json_response(
+        StatusCode::OK,
+        &Value::Array(images.iter().map(image_json).collect()),
+    ))
+}
+
+/// An image visible to `owner`, or 404.
+pub async fn fetch(app: &AppState, owner: &str, id: &str) -> Result<imgapi::Image, ApiError> {
+    let not_found = || ApiError::not_found(format!("Image {id} does not exist"));
+    if !super::is_uuid(id) {
+        return Err(not_found());
+    }
+    let image = app
+        .backends
+        .imgapi
+        .clone()
+        .get_image(imgapi::ImageRequest {
+            uuid: id.to_string(),
+            account: Some(owner.to_string()),
+        })
+        .await
+        .map_err(|s| match ApiError::backend("imgapi", s) {
+            e if e.status == StatusCode::NOT_FOUND => not_found(),
+            e => e,
+        })?
+        .into_inner();
+    if !visible_to(&image, owner) {
+        return Err(not_found());
+    }
+    Ok(image)
+}
+
+pub async fn get(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((_login, id)): Path<(String, String)>,
+) -> Reply {
+    let image = fetch(&app, &caller.account.uuid, &id).await?;
+    Ok(json_response(StatusCode::OK, &image_json(&image)))
+}

@@ -1,0 +1,865 @@
+//! Machines (instances): list, get, create, actions (start, stop, reboot, resize,
+//! rename, firewall, deletion protection), delete, audit, tags and metadata. Backed by
+//! VMAPI; every change is a VMAPI job, so writes answer at once (202/204) and the
+//! change shows once the job has run.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::{Path, State};
+use http::{HeaderValue, StatusCode, header};
+use serde_json::{Value, json};
+use triton_proto::vmapi::v1 as vmapi;
+
+use super::{Reply, is_uuid, tags_json, to_proto_value};
+use crate::AppState;
+use crate::auth::Caller;
+use crate::endpoints::{images, networks, packages};
+use crate::error::ApiError;
+use crate::machine::{self, DELETION_PROTECTION_KEY, machine_json};
+use crate::params::Params;
+use crate::server::{empty_response, json_response};
+
+/// Page size of ListMachines, and the most it returns (Triton's).
+pub const MAX_LIMIT: u64 = 1000;
+/// Longest instance name (VMAPI alias).
+const MAX_NAME_LEN: usize = 189;
+
+fn vmapi_err(s: tonic::Status) -> ApiError {
+    ApiError::backend("vmapi", s)
+}
+
+/// A VM of `owner` (destroyed ones included), or 404.
+pub async fn fetch_vm(app: &AppState, owner: &str, id: &str) -> Result<vmapi::Vm, ApiError> {
+    let not_found = || ApiError::not_found(format!("{id} does not exist"));
+    if !is_uuid(id) {
+        return Err(not_found());
+    }
+    let vm = app
+        .backends
+        .vmapi
+        .clone()
+        .get_vm(vmapi::GetVmRequest {
+            uuid: id.to_string(),
+            owner_uuid: owner.to_string(),
+        })
+        .await
+        .map_err(|s| match vmapi_err(s) {
+            e if e.status == StatusCode::NOT_FOUND => not_found(),
+            e => e,
+        })?
+        .into_inner();
+    if vm.owner_uuid != owner {
+        return Err(not_found());
+    }
+    Ok(vm)
+}
+
+/// A VM of `owner` that still exists: a destroyed one answers 410 Gone.
+async fn live_vm(app: &AppState, owner: &str, id: &str) -> Result<vmapi::Vm, ApiError> {
+    let vm = fetch_vm(app, owner, id).await?;
+    if vm.state == "destroyed" {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "ResourceNotFound",
+            format!("{id} has been deleted"),
+        ));
+    }
+    Ok(vm)
+}
+
+/// Package names by uuid, for the machines' `package` field.
+async fn package_names(app: &AppState, owner: &str, vms: &[vmapi::Vm]) -> HashMap<String, String> {
+    let mut names = HashMap::new();
+    for vm in vms {
+        if vm.billing_id.is_empty() || names.contains_key(&vm.billing_id) {
+            continue;
+        }
+        let name = packages::resolve(app, owner, &vm.billing_id)
+            .await
+            .map(|p| p.name)
+            .unwrap_or_default();
+        names.insert(vm.billing_id.clone(), name);
+    }
+    names
+}
+
+async fn machine_of(app: &AppState, owner: &str, vm: &vmapi::Vm) -> Value {
+    let names = package_names(app, owner, std::slice::from_ref(vm)).await;
+    machine_json(vm, names.get(&vm.billing_id).map(String::as_str).unwrap_or(""))
+}
+
+// ------------------------------------------------------------------ list / get
+
+pub async fn list(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    params: Params,
+) -> Reply {
+    let owner = caller.account.uuid.clone();
+    let limit = params.u64("limit")?.unwrap_or(MAX_LIMIT).clamp(1, MAX_LIMIT);
+    let offset = params.u64("offset")?.unwrap_or(0);
+    let state = params.str("state");
+    let memory = params.u64("memory")?;
+    let wanted_states: Option<Vec<&str>> = state.as_deref().map(machine::vmapi_states);
+    let mut req = vmapi::ListVmsRequest {
+        owner_uuid: owner.clone(),
+        alias: params.str("name").unwrap_or_default(),
+        brand: params.str("brand").unwrap_or_default(),
+        image_uuid: params.str("image").unwrap_or_default(),
+        limit: MAX_LIMIT as u32,
+        ..Default::default()
+    };
+    if let Some(states) = &wanted_states
+        && states.len() == 1
+    {
+        req.state = states[0].to_string();
+    }
+    for (k, v) in params.prefixed("tag") {
+        let v = match v {
+            Value::String(s) => s,
+            other => other.to_string(),
+        };
+        req.tags.insert(k, v);
+    }
+    let any_tags = params.str("tags").as_deref() == Some("*");
+
+    let mut vms = Vec::new();
+    loop {
+        let page = app
+            .backends
+            .vmapi
+            .clone()
+            .list_vms(req.clone())
+            .await
+            .map_err(vmapi_err)?
+            .into_inner()
+            .vms;
+        let n = page.len();
+        if let Some(last) = page.last() {
+            req.marker = last.uuid.clone();
+        }
+        vms.extend(page);
+        if n < MAX_LIMIT as usize {
+            break;
+        }
+    }
+    vms.retain(|vm| {
+        vm.owner_uuid == owner
+            && match &wanted_states {
+                Some(states) => states.contains(&vm.state.as_str()),
+                None => vm.state != "destroyed",
+            }
+            && memory.is_none_or(|m| vm.ram == m)
+            && (!any_tags || !vm.tags.is_empty())
+    });
+    vms.sort_by(|a, b| {
+        a.create_timestamp
+            .cmp(&b.create_timestamp)
+            .then(a.uuid.cmp(&b.uuid))
+    });
+    let total = vms.len();
+    let page: Vec<vmapi::Vm> = vms
+        .into_iter()
+        .skip(offset as usize)
+        .take(limit as usize)
+        .collect();
+    let names = package_names(&app, &owner, &page).await;
+    let body: Vec<Value> = page
+        .iter()
+        .map(|vm| machine_json(vm, names.get(&vm.billing_id).map(String::as_str).unwrap_or("")))
+        .collect();
+    let mut response = json_response(StatusCode::OK, &Value::Array(body));
+    let h = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&total.to_string()) {
+        h.insert("x-resource-count", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&limit.to_string()) {
+        h.insert("x-query-limit", v);
+    }
+    Ok(response)
+}
+
+/// GetMachine: 410 Gone with the machine for a deleted one.
+pub async fn get(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((_login, id)): Path<(String, String)>,
+) -> Reply {
+    let owner = caller.account.uuid.clone();
+    let vm = fetch_vm(&app, &owner, &id).await?;
+    let body = machine_of(&app, &owner, &vm).await;
+    let status = if vm.state == "destroyed" {
+        StatusCode::GONE
+    } else {
+        StatusCode::OK
+    };
+    Ok(json_response(status, &body))
+}
+
+// ------------------------------------------------------------------ create
+
+fn validate_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_argument(format!(
+            "name: {name:?} is invalid: up to {MAX_NAME_LEN} of [a-zA-Z0-9_.-], starting with a letter or digit"
+        )))
+    }
+}
+
+/// `tags` object plus flattened `tag.<k>` parameters.
+fn tags_param(params: &Params) -> Result<BTreeMap<String, Value>, ApiError> {
+    let mut tags = BTreeMap::new();
+    match params.get("tags") {
+        None => {}
+        Some(Value::Object(o)) => tags.extend(o.clone()),
+        Some(Value::String(s)) if s == "*" => {}
+        Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
+            Ok(Value::Object(o)) => tags.extend(o),
+            _ => return Err(ApiError::invalid_argument("tags must be an object")),
+        },
+        Some(_) => return Err(ApiError::invalid_argument("tags must be an object")),
+    }
+    tags.extend(params.prefixed("tag"));
+    for (k, v) in &tags {
+        if !matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_)) {
+            return Err(ApiError::invalid_argument(format!(
+                "tag {k}: values must be strings, numbers or booleans"
+            )));
+        }
+    }
+    Ok(tags)
+}
+
+fn metadata_value(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `metadata` object plus flattened `metadata.<k>` parameters.
+fn metadata_param(params: &Params) -> Result<BTreeMap<String, String>, ApiError> {
+    let mut md = BTreeMap::new();
+    match params.get("metadata") {
+        None => {}
+        Some(Value::Object(o)) => {
+            md.extend(o.iter().map(|(k, v)| (k.clone(), metadata_value(v))));
+        }
+        Some(_) => return Err(ApiError::invalid_argument("metadata must be an object")),
+    }
+    md.extend(params.prefixed("metadata").iter().map(|(k, v)| (k.clone(), metadata_value(v))));
+    if md.contains_key("credentials") {
+        return Err(ApiError::invalid_argument("metadata: credentials is a reserved key"));
+    }
+    Ok(md)
+}
+
+async fn network_specs(
+    app: &AppState,
+    owner: &str,
+    params: &Params,
+) -> Result<Vec<vmapi::NetworkSpec>, ApiError> {
+    let mut specs = Vec::new();
+    match params.list("networks") {
+        Some(list) if !list.is_empty() => {
+            for entry in list {
+                let (uuid, ips, primary) = match &entry {
+                    Value::String(s) => (s.clone(), Vec::new(), None),
+                    Value::Object(o) => {
+                        let uuid = o
+                            .get("ipv4_uuid")
+                            .or_else(|| o.get("uuid"))
+                            .and_then(Value::as_str)
+                            .ok_or_else(|| ApiError::invalid_argument("networks: each object needs ipv4_uuid"))?
+                            .to_string();
+                        let ips: Vec<String> = match o.get("ipv4_ips").or_else(|| o.get("ip")) {
+                            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+                            Some(Value::String(s)) => vec![s.clone()],
+                            _ => Vec::new(),
+                        };
+                        if ips.len() > 1 {
+                            return Err(ApiError::invalid_argument("networks: ipv4_ips takes at most one IP"));
+                        }
+                        (uuid, ips, o.get("primary").and_then(Value::as_bool))
+                    }
+                    _ => return Err(ApiError::invalid_argument("networks must be uuids or objects")),
+                };
+                let n = networks::fetch(app, owner, &uuid).await.map_err(|e| {
+                    if e.status == StatusCode::NOT_FOUND {
+                        ApiError::invalid_argument(format!("Invalid Networks: {uuid}"))
+                    } else {
+                        e
+                    }
+                })?;
+                if !ips.is_empty() && n.public {
+                    return Err(ApiError::invalid_argument(format!(
+                        "Invalid Networks: cannot specify an IP on public network {uuid}"
+                    )));
+                }
+                specs.push(vmapi::NetworkSpec {
+                    ipv4_uuid: n.uuid,
+                    ipv4_ips: ips,
+                    primary,
+                    ..Default::default()
+                });
+            }
+        }
+        _ => {
+            let n = crate::endpoints::account::default_network(app, owner)
+                .await?
+                .ok_or_else(|| ApiError::invalid_argument("no network is available to provision on"))?;
+            specs.push(vmapi::NetworkSpec {
+                ipv4_uuid: n.uuid,
+                primary: Some(true),
+                ..Default::default()
+            });
+        }
+    }
+    Ok(specs)
+}
+
+pub async fn create(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(login): Path<String>,
+    params: Params,
+) -> Reply {
+    let owner = caller.account.uuid.clone();
+    let image_id = params.required_str("image")?;
+    let package_id = params.required_str("package")?;
+    let image = images::fetch(&app, &owner, &image_id).await?;
+    if image.state != "active" {
+        return Err(ApiError::invalid_argument(format!(
+            "image {image_id} is not active"
+        )));
+    }
+    let package = packages::resolve(&app, &owner, &package_id).await?;
+    if !package.active {
+        return Err(ApiError::invalid_argument(format!("package {package_id} is not active")));
+    }
+    if let Some(min) = image.requirements.as_ref().and_then(|r| r.min_ram)
+        && package.max_physical_memory < min
+    {
+        return Err(ApiError::invalid_argument(format!(
+            "You must use a package with at least {min} MiB of memory with image {image_id}"
+        )));
+    }
+    if let Some(max) = image.requirements.as_ref().and_then(|r| r.max_ram)
+        && package.max_physical_memory > max
+    {
+        return Err(ApiError::invalid_argument(format!(
+            "You must use a package with at most {max} MiB of memory with image {image_id}"
+        )));
+    }
+    if !package.os.is_empty() && !image.os.is_empty() && package.os != image.os {
+        return Err(ApiError::invalid_argument(format!(
+            "The package and image must have the same OS, but package.os={} and image.os={}",
+            package.os, image.os
+        )));
+    }
+    let image_brand = image.requirements.as_ref().map(|r| r.brand.clone()).unwrap_or_default();
+    let brand = params
+        .str("brand")
+        .or_else(|| Some(package.brand.clone()).filter(|b| !b.is_empty()))
+        .or_else(|| Some(image_brand).filter(|b| !b.is_empty()))
+        .unwrap_or_else(|| match image.r#type.as_str() {
+            "lx-dataset" | "docker" => "lx".to_string(),
+            "zvol" => "bhyve".to_string(),
+            _ => "joyent".to_string(),
+        });
+
+    let uuid = uuid::Uuid::new_v4().to_string();
+    let short = uuid[..8].to_string();
+    let name = match params.str("name") {
+        Some(n) if !n.is_empty() => n.replace("{{shortId}}", &short),
+        _ => short.clone(),
+    };
+    validate_name(&name)?;
+
+    let tags = tags_param(&params)?;
+    let metadata = metadata_param(&params)?;
+    let mut affinity = Vec::new();
+    if let Some(rules) = params.list("affinity") {
+        for r in rules {
+            let r = r
+                .as_str()
+                .ok_or_else(|| ApiError::invalid_argument("affinity must be a list of strings"))?;
+            affinity.push(machine::parse_affinity(r).map_err(ApiError::invalid_argument)?);
+        }
+    }
+    let locality = match params.get("locality") {
+        Some(Value::Object(o)) => {
+            let list = |k: &str| -> Vec<String> {
+                match o.get(k) {
+                    Some(Value::String(s)) => vec![s.clone()],
+                    Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+                    _ => Vec::new(),
+                }
+            };
+            Some(vmapi::LocalityHints {
+                near: list("near"),
+                far: list("far"),
+                strict: o.get("strict").and_then(Value::as_bool).unwrap_or(false),
+            })
+        }
+        _ => None,
+    };
+    let networks = network_specs(&app, &owner, &params).await?;
+    let mut internal_metadata = HashMap::new();
+    if params.bool("deletion_protection")?.unwrap_or(false) {
+        internal_metadata.insert(DELETION_PROTECTION_KEY.to_string(), "true".to_string());
+    }
+
+    let request = vmapi::CreateVmRequest {
+        uuid: uuid.clone(),
+        owner_uuid: owner.clone(),
+        alias: name,
+        brand,
+        image_uuid: image.uuid.clone(),
+        billing_id: package.uuid.clone(),
+        networks,
+        tags: tags.iter().map(|(k, v)| (k.clone(), to_proto_value(v))).collect(),
+        customer_metadata: metadata.into_iter().collect(),
+        internal_metadata,
+        firewall_enabled: params.bool("firewall_enabled")?.unwrap_or(false),
+        locality,
+        affinity,
+        ..Default::default()
+    };
+    let job = app
+        .backends
+        .vmapi
+        .clone()
+        .create_vm(request)
+        .await
+        .map_err(vmapi_err)?
+        .into_inner();
+    tracing::info!(vm = %job.vm_uuid, job = %job.job_uuid, image = %image.uuid, package = %package.name, "provision accepted");
+    let vm = fetch_vm(&app, &owner, &job.vm_uuid).await?;
+    let body = machine_json(&vm, &package.name);
+    let mut response = json_response(StatusCode::CREATED, &body);
+    if let Ok(v) = HeaderValue::from_str(&format!("/{login}/machines/{}", vm.uuid)) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(response)
+}
+
+// ------------------------------------------------------------------ actions
+
+fn update_request(vm: &vmapi::Vm) -> vmapi::UpdateVmRequest {
+    vmapi::UpdateVmRequest {
+        uuid: vm.uuid.clone(),
+        owner_uuid: vm.owner_uuid.clone(),
+        ..Default::default()
+    }
+}
+
+async fn update(app: &AppState, req: vmapi::UpdateVmRequest) -> Result<vmapi::JobRef, ApiError> {
+    app.backends
+        .vmapi
+        .clone()
+        .update_vm(req)
+        .await
+        .map(|r| r.into_inner())
+        .map_err(vmapi_err)
+}
+
+/// POST /:login/machines/:id?action=...
+pub async fn action(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((_login, id)): Path<(String, String)>,
+    params: Params,
+) -> Reply {
+    let owner = caller.account.uuid.clone();
+    let action = params.required_str("action")?;
+    let vm = live_vm(&app, &owner, &id).await?;
+    let act = vmapi::VmActionRequest {
+        uuid: vm.uuid.clone(),
+        owner_uuid: owner.clone(),
+        ..Default::default()
+    };
+    let mut client = app.backends.vmapi.clone();
+    let job = match action.as_str() {
+        "start" => client.start_vm(act).await.map_err(vmapi_err)?.into_inner(),
+        "stop" => client.stop_vm(act).await.map_err(vmapi_err)?.into_inner(),
+        "reboot" => client.reboot_vm(act).await.map_err(vmapi_err)?.into_inner(),
+        "resize" => {
+            let pkg_id = params.required_str("package")?;
+            if vm.brand == "kvm" {
+                return Err(ApiError::invalid_argument("resize is not supported for kvm instances"));
+            }
+            let pkg = packages::resolve(&app, &owner, &pkg_id).await?;
+            if !pkg.active {
+                return Err(ApiError::invalid_argument(format!("package {pkg_id} is not active")));
+            }
+            let mut req = update_request(&vm);
+            req.billing_id = Some(pkg.uuid.clone());
+            update(&app, req).await?
+        }
+        "rename" => {
+            let name = params.required_str("name")?;
+            validate_name(&name)?;
+            let mut req = update_request(&vm);
+            req.alias = Some(name);
+            update(&app, req).await?
+        }
+        "enable_firewall" | "disable_firewall" => {
+            let mut req = update_request(&vm);
+            req.firewall_enabled = Some(action == "enable_firewall");
+            update(&app, req).await?
+        }
+        "enable_deletion_protection" => {
+            let mut req = update_request(&vm);
+            req.set_internal_metadata
+                .insert(DELETION_PROTECTION_KEY.to_string(), "true".to_string());
+            update(&app, req).await?
+        }
+        "disable_deletion_protection" => {
+            let mut req = update_request(&vm);
+            req.remove_internal_metadata.push(DELETION_PROTECTION_KEY.to_string());
+            update(&app, req).await?
+        }
+        other => {
+            return Err(ApiError::invalid_argument(format!("{other} is not a valid action")));
+        }
+    };
+    tracing::info!(vm = %vm.uuid, job = %job.job_uuid, action = %action, "machine action accepted");
+    Ok(empty_response(StatusCode::ACCEPTED))
+}
+
+pub async fn delete(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((_login, id)): Path<(String, String)>,
+) -> Reply {
+    let owner = caller.account.uuid.clone();
+    let vm = live_vm(&app, &owner, &id).await?;
+    if machine::deletion_protection(&vm) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "CannotDestroyMachine",
+            "Instance has \"deletion_protection\" enabled, preventing deletion",
+        ));
+    }
+    let job = app
+        .backends
+        .vmapi
+        .clone()
+        .delete_vm(vmapi::DeleteVmRequest {
+            uuid: vm.uuid.clone(),
+            owner_uuid: owner,
+        })
+        .await
+        .map_err(vmapi_err)?
+        .into_inner();
+    tracing::info!(vm = %vm.uuid, job = %job.job_uuid, "delete accepted");
+    Ok(empty_response(StatusCode::NO_CONTENT))
+}
+
+// ------------------------------------------------------------------ audit
+
+/// The Triton audit action of a VMAPI job, from its name and parameters.
+fn audit_action(job: &vmapi::Job) -> String {
+    if job.name != "update" {
+        return job.name.clone();
+    }
+    let params: Value = serde_json::from_str(&job.params_json).unwrap_or(Value::Null);
+    let has = |k: &str| {
+        params
+            .get(k)
+            .is_some_and(|v| !v.is_null() && v != &json!({}) && v != &json!([]) && v != &json!(false))
+    };
+    if has("alias") {
+        "rename".into()
+    } else if has("billing_id") {
+        "resize".into()
+    } else if has("replace_tags") {
+        "replace_tags".into()
+    } else if has("set_tags") {
+        "set_tags".into()
+    } else if has("remove_tags") {
+        "remove_tags".into()
+    } else if has("set_customer_metadata") {
+        "set_metadata".into()
+    } else if has("remove_customer_metadata") {
+        "remove_metadata".into()
+    } else if let Some(fw) = params.get("firewall_enabled").and_then(Value::as_bool) {
+        if fw { "enable_firewall".into() } else { "disable_firewall".into() }
+    } else if params
+        .get("set_internal_metadata")
+        .is_some_and(|m| m.get(DELETION_PROTECTION_KEY).is_some())
+    {
+        "enable_deletion_protection".into()
+    } else if has("remove_internal_metadata") {
+        "disable_deletion_protection".into()
+    } else {
+        "update".into()
+    }
+}
+
+/// MachineAudit: the VM's finished jobs, newest first.
+pub async fn audit(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((_login, id)): Path<(String, String)>,
+) -> Reply {
+    let owner = caller.account.uuid.clone();
+    let vm = fetch_vm(&app, &owner, &id).await?;
+    let jobs = app
+        .backends
+        .vmapi
+        .clone()
+        .list_jobs(vmapi::ListJobsRequest {
+            vm_uuid: vm.uuid.clone(),
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .map_err(vmapi_err)?
+        .into_inner()
+        .jobs;
+    let mut records: Vec<(String, Value)> = jobs
+        .iter()
+        .filter(|j| matches!(j.execution.as_str(), "succeeded" | "failed" | "canceled"))
+        .map(|j| {
+            let time = if j.finished_at.is_empty() { &j.created_at } else { &j.finished_at };
+            (
+                time.clone(),
+                json!({
+                    "id": j.uuid,
+                    "action": audit_action(j),
+                    "success": if j.execution == "succeeded" { "yes" } else { "no" },
+                    "caller": {"type": "signature", "keyId": caller.key_id},
+                    "time": time,
+                }),
+            )
+        })
+        .collect();
+    records.sort_by(|a, b| b.0.cmp(&a.0));
+    Ok(json_response(
+        StatusCode::OK,
+        &Value::Array(records.into_iter().map(|(_, v)| v).collect()),
+    ))
+}
+
+// ------------------------------------------------------------------ tags
+
+pub async fn list_tags(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((_login, id)): Path<(String, String)>,
+) -> Reply {
+    let vm = live_vm(&app, &caller.account.uuid, &id).await?;
+    Ok(json_response(StatusCode::OK, &tags_json(&vm.tags)))
+}
+
+/// Tag parameters of a tags write: every parameter but the reserved ones.
+fn tag_body(params: &Params) -> Result<BTreeMap<String, Value>, ApiError> {
+    let mut tags = BTreeMap::new();
+    for (k, v) in &params.map {
+        if k == "action" || k.is_empty() {
+            continue;
+        }
+        if !matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_)) {
+            return Err(ApiError::invalid_argument(format!(
+                "tag {k}: values must be strings, numbers or booleans"
+            )));
+        }
+        tags.insert(k.clone(), v.clone());
+    }
+    Ok(tags)
+}
+
+async fn write_tags(app: &AppState, caller: &Caller, id: &str, params: &Params, replace: bool) -> Reply {
+    let vm = live_vm(app, &caller.account.uuid, id).await?;
+    let tags = tag_body(params)?;
+    let mut req = update_request(&vm);
+    req.replace_tags = replace;
+    req.set_tags = tags.iter().map(|(k, v)| (k.clone(), to_proto_value(v))).collect();
+    update(app, req).await?;
+    // Answer with the tags as they will be once the job has run.
+    let mut result: BTreeMap<String, Value> = if replace {
+        BTreeMap::new()
+    } else {
+        vm.tags
+            .iter()
+            .map(|(k, v)| (k.clone(), super::from_proto_value(v)))
+            .collect()
+    };
+    result.extend(tags);
+    Ok(json_response(StatusCode::OK, &json!(result)))
+}
+
+pub async fn add_tags(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((_login, id)): Path<(String, String)>,
+    params: Params,
+) -> Reply {
+    write_tags(&app, &caller, &id, &params, false).await
+}
+
+pub async fn replace_tags(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((_login, id)): Path<(String, String)>,
+    params: Params,
+) -> Reply {
+    write_tags(&app, &caller, &id, &params, true).await
+}
+
+pub async fn delete_tags(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((_login, id)): Path<(String, String)>,
+) -> Reply {
+    let vm = live_vm(&app, &caller.account.uuid, &id).await?;
+    let mut req = update_request(&vm);
+    req.replace_tags = true;
+    update(&app, req).await?;
+    Ok(empty_response(StatusCode::NO_CONTENT))
+}
+
+pub async fn get_tag(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((_login, id, tag)): Path<(String, String, String)>,
+) -> Reply {
+    let vm = live_vm(&app, &caller.account.uuid, &id).await?;
+    let v = vm
+        .tags
+        .get(&tag)
+        .ok_or_else(|| ApiError::not_found(format!("tag {tag} does not exist")))?;
+    Ok(json_response(StatusCode::OK, &super::from_proto_value(v)))
+}
+
+pub async fn delete_tag(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((_login, id, tag)): Path<(String, String, String)>,
+) -> Reply {
+    let vm = live_vm(&app, &caller.account.uuid, &id).await?;
+    if !vm.tags.contains_key(&tag) {
+        return Err(ApiError::not_found(format!("tag {tag} does not exist")));
+    }
+    let mut req = update_request(&vm);
+    req.remove_tags.push(tag);
+    update(&app, req).await?;
+    Ok(empty_response(StatusCode::NO_CONTENT))
+}
+
+// ------------------------------------------------------------------ metadata
+
+pub async fn list_metadata(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((_login, id)): Path<(String, String)>,
+) -> Reply {
+    let vm = live_vm(&app, &caller.account.uuid, &id).await?;
+    let md: BTreeMap<&String, &String> = vm.customer_metadata.iter().collect();
+    Ok(json_response(StatusCode::OK, &json!(md)))
+}
+
+pub async fn add_metadata(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((_login, id)): Path<(String, String)>,
+    params: Params,
+) -> Reply {
+    let vm = live_vm(&app, &caller.account.uuid, &id).await?;
+    let mut set = BTreeMap::new();
+    for (k, v) in &params.map {
+        if k == "credentials" {
+            return Err(ApiError::invalid_argument("metadata: credentials is a reserved key"));
+        }
+        set.insert(k.clone(), metadata_value(v));
+    }
+    let mut req = update_request(&vm);
+    req.set_customer_metadata = set.clone().into_iter().collect();
+    update(&app, req).await?;
+    let mut result: BTreeMap<String, String> = vm.customer_metadata.into_iter().collect();
+    result.extend(set);
+    Ok(json_response(StatusCode::OK, &json!(result)))
+}
+
+pub async fn get_metadata(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((_login, id, key)): Path<(String, String, String)>,
+) -> Reply {
+    let vm = live_vm(&app, &caller.account.uuid, &id).await?;
+    let v = vm
+        .customer_metadata
+        .get(&key)
+        .ok_or_else(|| ApiError::not_found(format!("{key} is not present")))?;
+    Ok(json_response(StatusCode::OK, &json!(v)))
+}
+
+pub async fn delete_metadata(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((_login, id, key)): Path<(String, String, String)>,
+) -> Reply {
+    let vm = live_vm(&app, &caller.account.uuid, &id).await?;
+    if key == "credentials" {
+        return Err(ApiError::invalid_argument("metadata: credentials is a reserved key"));
+    }
+    if !vm.customer_metadata.contains_key(&key) {
+        return Err(ApiError::not_found(format!("{key} is not present")));
+    }
+    let mut req = update_request(&vm);
+    req.remove_customer_metadata.push(key);
+    update(&app, req).await?;
+    Ok(empty_response(StatusCode::NO_CONTENT))
+}
+
+pub async fn delete_all_metadata(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((_login, id)): Path<(String, String)>,
+) -> Reply {
+    let vm = live_vm(&app, &caller.account.uuid, &id).await?;
+    let mut req = update_request(&vm);
+    req.remove_customer_metadata = vm.customer_metadata.keys().cloned().collect();
+    if !req.remove_customer_metadata.is_empty() {
+        update(&app, req).await?;
+    }
+    Ok(empty_response(StatusCode::NO_CONTENT))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(validate_name("web-0.example_1").is_ok());
+        assert!(validate_name("-web").is_err());
+        assert!(validate_name("a b").is_err());
+        assert!(validate_name(&"a".repeat(190)).is_err());
+    }
+
+    #[test]
+    fn audit_actions_from_update_params() {
+        let job = |name: &str, params: Value| vmapi::Job {
+            name: name.into(),
+            params_json: params.to_string(),
+            ..Default::default()
+        };
+        assert_eq!(audit_action(&job("reboot", json!({}))), "reboot");
+        assert_eq!(audit_action(&job("update", json!({"alias": "x"}))), "rename");
+        assert_eq!(audit_action(&job("update", json!({"billing_id": "p"}))), "resize");
+        assert_eq!(audit_action(&job("update", json!({"set_customer_metadata": {"a": "b"}}))), "set_metadata");
+    }
+}

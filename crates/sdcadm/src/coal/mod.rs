@@ -1,0 +1,820 @@
+//! CoaL: a whole datacenter on this machine, from `deploy/services.toml`.
+//!
+//! `$COAL_DIR` (default `/var/tmp/triton-coal`) holds everything:
+//!
+//! ```text
+//! bin/            release binaries (copied by scripts/coal, so a rebuild never changes what runs)
+//! etc/<svc>.toml  each service's config, rendered from services.toml
+//! data/<svc>/     each service's state
+//! logs/<svc>.log  each service's output
+//! run/<svc>.pid   "<pid> <start time>"; run/<svc>.skipped says why an optional one is not running
+//! ssh/            the admin's key pair and the ssh-agent socket holding it
+//! images/         the base image tarball
+//! coal.json       the options of the last `up` (--sim-cns, --one-node)
+//! ```
+
+pub mod cleanup;
+pub mod health;
+pub mod process;
+pub mod seed;
+pub mod setup;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use toml::Value;
+
+use crate::deploy::{Context, ContextKind, Deployment, Rendered, Service};
+use crate::error::Error;
+use process::Pid;
+
+pub const DEFAULT_COAL_DIR: &str = "/var/tmp/triton-coal";
+/// How long a service has to become healthy after it was started.
+pub const START_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long a running but unhealthy service gets before `up` restarts it.
+const UNHEALTHY_GRACE: Duration = Duration::from_secs(10);
+/// How long `up` waits for every compute node to register and heartbeat.
+const CN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Progress lines on stderr: `[coal  12s] napi: healthy at 127.0.0.1:2023`. The clock
+/// starts at `$COAL_T0` (unix seconds, set by scripts/coal) so it counts the build too.
+pub struct Progress {
+    t0: Instant,
+    offset: u64,
+}
+
+impl Progress {
+    pub fn new() -> Progress {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let offset = std::env::var("COAL_T0")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|t0| now.saturating_sub(t0))
+            .unwrap_or(0);
+        Progress { t0: Instant::now(), offset }
+    }
+
+    pub fn secs(&self) -> u64 {
+        self.offset + self.t0.elapsed().as_secs()
+    }
+
+    pub fn step(&self, msg: impl AsRef<str>) {
+        eprintln!("[coal {:3}s] {}", self.secs(), msg.as_ref());
+    }
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress::new()
+    }
+}
+
+/// Options of `coal up` that persist for later commands.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct State {
+    pub sim_cns: u32,
+    pub one_node: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub coal_dir: Option<PathBuf>,
+    pub sim_cns: Option<u32>,
+    pub one_node: Option<bool>,
+}
+
+pub struct Coal {
+    pub deployment: Deployment,
+    pub ctx: Context,
+    pub dir: PathBuf,
+    pub state: State,
+    pub pg_bindir: PathBuf,
+    pub progress: Progress,
+}
+
+/// One line of `coal status`.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub service: String,
+    pub address: String,
+    pub pid: Option<u32>,
+    pub health: String,
+    pub ok: bool,
+}
+
+impl Coal {
+    pub fn open(root: &Path, opts: &Options) -> Result<Coal, Error> {
+        let deployment = Deployment::load(&root.join(crate::deploy::SERVICES_TOML))?;
+        let dir = opts
+            .coal_dir
+            .clone()
+            .or_else(|| std::env::var_os("COAL_DIR").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_COAL_DIR));
+        let saved: Option<State> = std::fs::read_to_string(dir.join("coal.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        let default_sim = deployment.vars.get("sim_cns").and_then(Value::as_integer).unwrap_or(0);
+        let default_one = deployment.vars.get("one_node").and_then(Value::as_bool).unwrap_or(false);
+        let state = State {
+            sim_cns: opts
+                .sim_cns
+                .or(saved.as_ref().map(|s| s.sim_cns))
+                .unwrap_or(u32::try_from(default_sim).unwrap_or(0)),
+            one_node: opts.one_node.or(saved.as_ref().map(|s| s.one_node)).unwrap_or(default_one),
+        };
+        let pg_bindir = setup::pg_bindir();
+        let mut ctx = Context::new(ContextKind::Coal, &deployment);
+        ctx.coal_dir = dir.clone();
+        ctx.vars.insert("sim_cns".into(), Value::Integer(i64::from(state.sim_cns)));
+        ctx.vars.insert("one_node".into(), Value::Boolean(state.one_node));
+        ctx.vars.insert("pg_bindir".into(), Value::String(pg_bindir.display().to_string()));
+        Ok(Coal { deployment, ctx, dir, state, pg_bindir, progress: Progress::new() })
+    }
+
+    fn sub(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+    fn log_path(&self, svc: &str) -> PathBuf {
+        self.sub("logs").join(format!("{svc}.log"))
+    }
+    fn pid_path(&self, svc: &str) -> PathBuf {
+        self.sub("run").join(format!("{svc}.pid"))
+    }
+    fn skipped_path(&self, svc: &str) -> PathBuf {
+        self.sub("run").join(format!("{svc}.skipped"))
+    }
+
+    /// The services this CoaL runs (their `when`/`unless` hold), in start order.
+    pub fn active(&self) -> Result<Vec<&Service>, Error> {
+        let names: Vec<String> = self
+            .deployment
+            .services
+            .iter()
+            .filter(|s| s.when.as_ref().is_none_or(|v| self.ctx.var_is_set(v)))
+            .filter(|s| s.unless.as_ref().is_none_or(|v| !self.ctx.var_is_set(v)))
+            .map(|s| s.name.clone())
+            .collect();
+        let order = self.deployment.start_order(&names)?;
+        Ok(order.iter().filter_map(|n| self.deployment.service(n)).collect())
+    }
+
+    /// `<crate> <binary>` for every program scripts/coal builds and installs.
+    pub fn binaries(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for s in &self.deployment.services {
+            if let Some(k) = &s.krate {
+                out.push((k.clone(), s.binary.clone()));
+            }
+        }
+        for t in &self.deployment.coal.tools {
+            if let Some((k, b)) = t.split_once(':') {
+                out.push((k.to_string(), b.to_string()));
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    fn render(&self, s: &Service) -> Result<Rendered, Error> {
+        self.deployment.render(s, &self.ctx)
+    }
+
+    fn program(&self, s: &Service, r: &Rendered) -> Option<PathBuf> {
+        if s.krate.is_some() {
+            let p = self.sub("bin").join(&r.program);
+            p.is_file().then_some(p)
+        } else {
+            process::which(&r.program)
+        }
+    }
+
+    /// host:port of the service's health port.
+    pub fn address(&self, s: &Service) -> String {
+        let port = s.ports.get(&s.health.port).copied().unwrap_or(0);
+        format!("127.0.0.1:{port}")
+    }
+
+    fn addr_of(&self, svc: &str, port: &str) -> Option<String> {
+        let s = self.deployment.service(svc)?;
+        Some(format!("127.0.0.1:{}", s.ports.get(port)?))
+    }
+
+    async fn healthy(&self, s: &Service) -> Result<(), String> {
+        health::check(s.health.kind, &self.address(s), s.health.path.as_deref(), &self.pg_bindir).await
+    }
+
+    fn running(&self, s: &Service) -> Option<Pid> {
+        process::read_pid(&self.pid_path(&s.name)).filter(Pid::alive)
+    }
+
+    fn cn_agent_prefixes(&self) -> cleanup::Prefixes {
+        let mut p = cleanup::Prefixes {
+            coal_dir: self.dir.clone(),
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            cgroup_parent: "triton".into(),
+            netns_prefix: "triton-".into(),
+            link_prefix: "z".into(),
+            bridges: self.deployment.coal.bridges.iter().map(|b| b.name.clone()).collect(),
+        };
+        let linux = self
+            .deployment
+            .services
+            .iter()
+            .filter(|s| s.binary == "cn-agent")
+            .filter_map(|s| self.render(s).ok())
+            .find(|r| r.config.get("backend").and_then(Value::as_str) == Some("linux"))
+            .and_then(|r| r.config.get("linux").and_then(Value::as_table).cloned())
+            .unwrap_or_default();
+        if let Some(v) = linux.get("cgroup_root").and_then(Value::as_str) {
+            p.cgroup_root = PathBuf::from(v);
+        }
+        if let Some(v) = linux.get("cgroup_parent").and_then(Value::as_str) {
+            p.cgroup_parent = v.into();
+        }
+        if let Some(v) = linux.get("netns_prefix").and_then(Value::as_str) {
+            p.netns_prefix = v.into();
+        }
+        if let Some(v) = linux.get("link_prefix").and_then(Value::as_str) {
+            p.link_prefix = v.into();
+        }
+        p
+    }
+
+    // --- up ---------------------------------------------------------------------------------
+
+    pub async fn up(&self) -> Result<(), Error> {
+        let p = &self.progress;
+        for d in ["bin", "etc", "logs", "run", "data", "ssh", "images"] {
+            let path = self.sub(d);
+            std::fs::create_dir_all(&path).map_err(|e| Error::io("create", &path, e))?;
+        }
+        set_mode(&self.dir, 0o755)?;
+        set_mode(&self.sub("data"), 0o755)?;
+        set_mode(&self.sub("ssh"), 0o700)?;
+        let state = serde_json::to_string(&self.state).map_err(|e| Error::Check(e.to_string()))?;
+        crate::images::write_atomically(&self.dir.join("coal.json"), state.as_bytes())?;
+        p.step(format!(
+            "bringing up CoaL in {} ({} simulated compute node(s), Manatee {})",
+            self.dir.display(),
+            self.state.sim_cns,
+            if self.state.one_node { "one-node" } else { "three peers" }
+        ));
+
+        let (key, made) = setup::ssh_key(&self.sub("ssh"))?;
+        let public = std::fs::read_to_string(key.with_extension("pub")).map_err(|e| Error::io("read", key.with_extension("pub"), e))?;
+        let fingerprint = setup::md5_fingerprint(&public)?;
+        if made {
+            p.step(format!("ssh: made the admin key {} ({fingerprint})", key.display()));
+        }
+        self.ssh_agent(&key, &fingerprint)?;
+
+        let mut skipped: Vec<(String, String)> = Vec::new();
+        for s in self.active()? {
+            if let Err(e) = self.up_one(s).await {
+                if s.optional {
+                    let why = crate::error::chain(&e);
+                    p.step(format!("WARNING {}: skipped (optional, still being written): {why}", s.name));
+                    let _ = std::fs::write(self.skipped_path(&s.name), &why);
+                    skipped.push((s.name.clone(), why));
+                    continue;
+                }
+                return Err(e);
+            }
+        }
+
+        self.seed(&public, &fingerprint).await?;
+        self.wait_for_cns().await?;
+        self.print_usage(&skipped);
+        Ok(())
+    }
+
+    async fn up_one(&self, s: &Service) -> Result<(), Error> {
+        let p = &self.progress;
+        let addr = self.address(s);
+        let _ = std::fs::remove_file(self.skipped_path(&s.name));
+        let r = self.render(s)?;
+        let Some(program) = self.program(s, &r) else {
+            let hint = match &s.krate {
+                Some(k) => format!("{} is not built (crate {k}; scripts/coal up builds it)", self.sub("bin").join(&r.program).display()),
+                None => format!("{} is not installed (scripts/coal up installs the system packages)", r.program),
+            };
+            return Err(Error::Service { service: s.name.clone(), message: hint, log: None });
+        };
+        if let Some(pid) = self.running(s) {
+            let deadline = Instant::now() + UNHEALTHY_GRACE;
+            loop {
+                match self.healthy(s).await {
+                    Ok(()) => {
+                        p.step(format!("{}: already running (pid {}) and healthy at {addr}", s.name, pid.pid));
+                        return Ok(());
+                    }
+                    Err(why) if Instant::now() >= deadline => {
+                        p.step(format!("{}: running (pid {}) but unhealthy ({why}); restarting", s.name, pid.pid));
+                        process::stop(pid, process::signal_number(s.stop_signal.as_deref()));
+                        break;
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                }
+            }
+        } else if self.pid_path(&s.name).exists() {
+            p.step(format!("{}: was not running any more (crashed?); starting it again", s.name));
+        }
+        // Something else on the port (a CoaL whose pid files were lost) is not ours to use.
+        if self.healthy(s).await.is_ok() {
+            return Err(Error::Service {
+                service: s.name.clone(),
+                message: format!("{addr} already answers, but not from a process CoaL started; stop it (or run scripts/coal down) first"),
+                log: None,
+            });
+        }
+        self.pre_start(s, &r)?;
+        let mut args = r.args.clone();
+        if !r.config.is_empty() {
+            let path = self.sub("etc").join(format!("{}.toml", s.name));
+            let text = format!(
+                "# {}: made by `sdcadm coal up` from deploy/services.toml; rewritten at every up.\n{}",
+                s.name,
+                toml::to_string(&r.config).map_err(|e| Error::Check(e.to_string()))?
+            );
+            std::fs::write(&path, text).map_err(|e| Error::io("write the config", &path, e))?;
+            args.insert(0, path.display().to_string());
+            args.insert(0, "--config".into());
+        }
+        let data = self.ctx.data_dir(&s.name);
+        std::fs::create_dir_all(&data).map_err(|e| Error::io("create", &data, e))?;
+        if let Some(user) = &s.run_as {
+            setup::run("chown", &[&format!("{user}:"), &data.display().to_string()])?;
+        }
+        let log = self.log_path(&s.name);
+        p.step(format!("{}: starting on {addr}", s.name));
+        let (pid, mut child) = process::spawn(&process::Spawn {
+            program: &program,
+            args: &args,
+            env: &[("RUST_LOG".into(), std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))],
+            log: &log,
+            run_as: s.run_as.as_deref(),
+            cwd: &data,
+        })?;
+        process::write_pid(&self.pid_path(&s.name), pid)?;
+        let started = Instant::now();
+        let mut last_note = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(Error::Service {
+                    service: s.name.clone(),
+                    message: format!("exited during start-up ({status}); last lines of its log:\n{}", indent(&process::tail(&log, 15))),
+                    log: Some(log),
+                });
+            }
+            match self.healthy(s).await {
+                Ok(()) => break,
+                Err(why) => {
+                    if started.elapsed() > START_TIMEOUT {
+                        process::stop(pid, process::signal_number(s.stop_signal.as_deref()));
+                        return Err(Error::Service {
+                            service: s.name.clone(),
+                            message: format!(
+                                "not healthy after {}s ({why}); last lines of its log:\n{}",
+                                START_TIMEOUT.as_secs(),
+                                indent(&process::tail(&log, 15))
+                            ),
+                            log: Some(log),
+                        });
+                    }
+                    if last_note.elapsed() > Duration::from_secs(10) {
+                        p.step(format!("{}: still waiting ({}s: {why})", s.name, started.elapsed().as_secs()));
+                        last_note = Instant::now();
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        self.post_start(s)?;
+        p.step(format!("{}: healthy at {addr} ({:.1}s)", s.name, started.elapsed().as_secs_f32()));
+        Ok(())
+    }
+
+    fn pre_start(&self, s: &Service, _r: &Rendered) -> Result<(), Error> {
+        let p = &self.progress;
+        for step in &s.coal_setup {
+            match step.as_str() {
+                "postgres" => {
+                    let port = s.ports.values().next().copied().unwrap_or(5432);
+                    let user = s.run_as.as_deref().unwrap_or("postgres");
+                    if setup::postgres_initdb(&self.pg_bindir, &self.ctx.data_dir(&s.name), port, user)? {
+                        p.step(format!("{}: initdb in {}", s.name, self.ctx.data_dir(&s.name).join("data").display()));
+                    }
+                }
+                "bridges" => {
+                    for b in setup::bridges(&self.deployment.coal.bridges)? {
+                        p.step(format!("{}: made bridge {b}", s.name));
+                    }
+                }
+                "tls" => {
+                    let dir = self.ctx.data_dir(&s.name).join("tls");
+                    if setup::tls(&dir)? {
+                        p.step(format!("{}: made a self-signed certificate in {}", s.name, dir.display()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn post_start(&self, s: &Service) -> Result<(), Error> {
+        if s.coal_setup.iter().any(|x| x == "createdb") {
+            let port = s.ports.values().next().copied().unwrap_or(5432);
+            let user = s.run_as.as_deref().unwrap_or("postgres");
+            if setup::createdb(&self.pg_bindir, port, user, "moray")? {
+                self.progress.step(format!("{}: created database moray", s.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// An ssh-agent holding the admin key at `ssh/agent.sock`: `coal env` points
+    /// SSH_AUTH_SOCK at it, which is where node-triton (smartdc-auth) finds the key.
+    fn ssh_agent(&self, key: &Path, fingerprint: &str) -> Result<(), Error> {
+        let sock = self.sub("ssh").join("agent.sock");
+        let pid_path = self.pid_path("ssh-agent");
+        let running = process::read_pid(&pid_path).filter(Pid::alive);
+        if running.is_none() {
+            let _ = std::fs::remove_file(&sock);
+            let program = process::which("ssh-agent").ok_or_else(|| Error::Service {
+                service: "ssh-agent".into(),
+                message: "ssh-agent is not installed (openssh-client)".into(),
+                log: None,
+            })?;
+            let (pid, _child) = process::spawn(&process::Spawn {
+                program: &program,
+                args: &["-D".into(), "-a".into(), sock.display().to_string()],
+                env: &[],
+                log: &self.log_path("ssh-agent"),
+                run_as: None,
+                cwd: &self.dir,
+            })?;
+            process::write_pid(&pid_path, pid)?;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !sock.exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let listed = std::process::Command::new("ssh-add")
+            .arg("-l")
+            .arg("-E")
+            .arg("md5")
+            .env("SSH_AUTH_SOCK", &sock)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        if !listed.contains(fingerprint) {
+            let out = std::process::Command::new("ssh-add")
+                .arg(key)
+                .env("SSH_AUTH_SOCK", &sock)
+                .output()
+                .map_err(|e| Error::Command { command: "ssh-add".into(), detail: e.to_string() })?;
+            if !out.status.success() {
+                return Err(Error::Command { command: format!("ssh-add {}", key.display()), detail: String::from_utf8_lossy(&out.stderr).into_owned() });
+            }
+            self.progress.step(format!("ssh: admin key loaded into the agent at {}", sock.display()));
+        }
+        Ok(())
+    }
+
+    fn is_up(&self, name: &str) -> bool {
+        self.deployment.service(name).is_some_and(|s| self.running(s).is_some())
+    }
+
+    async fn seed(&self, public: &str, fingerprint: &str) -> Result<(), Error> {
+        let p = &self.progress;
+        let coal = &self.deployment.coal;
+        let admin_uuid = self.ctx.vars.get("admin_uuid").and_then(Value::as_str).unwrap_or_default().to_string();
+        let need = |svc: &str, port: &str| -> Result<String, Error> {
+            self.addr_of(svc, port).ok_or_else(|| Error::Seed { what: svc.into(), message: "not in deploy/services.toml".into() })
+        };
+        if self.is_up("ufds") {
+            let ch = seed::channel(&need("ufds", "grpc")?).await?;
+            let did = seed::admin(ch, &admin_uuid, &coal.admin_login, &coal.admin_email, public, fingerprint).await?;
+            for d in &did {
+                p.step(format!("ufds: seeded {d}"));
+            }
+            if did.is_empty() {
+                p.step(format!("ufds: account {} with key {fingerprint} already there", coal.admin_login));
+            }
+        }
+        if self.is_up("papi") {
+            let ch = seed::channel(&need("papi", "grpc")?).await?;
+            let did = seed::packages(ch, &coal.packages).await?;
+            for d in &did {
+                p.step(format!("papi: seeded {d}"));
+            }
+            if did.is_empty() {
+                p.step(format!("papi: {} sample packages already there", coal.packages.len()));
+            }
+        }
+        if self.is_up("imgapi") {
+            let busybox = process::which("busybox").ok_or_else(|| Error::Seed {
+                what: "base image".into(),
+                message: "busybox is not installed (busybox-static)".into(),
+            })?;
+            let file = crate::images::base_image(&busybox)?;
+            let m = crate::images::manifest(&coal.image.name, &coal.image.version, &coal.image.description, &admin_uuid, &file, false);
+            let (tarball, manifest_path) = crate::images::artifact_paths(&self.sub("images"), &coal.image.name, &coal.image.version);
+            crate::images::write_atomically(&tarball, &file)?;
+            let text = serde_json::to_string_pretty(&m).map_err(|e| Error::Check(e.to_string()))?;
+            crate::images::write_atomically(&manifest_path, text.as_bytes())?;
+            let ch = seed::channel(&need("imgapi", "grpc")?).await?;
+            match seed::image(ch, &coal.image, &m, file).await? {
+                Some(d) => p.step(format!("imgapi: seeded {d}")),
+                None => p.step(format!("imgapi: image {} {} already there", coal.image.name, coal.image.version)),
+            }
+        }
+        if self.is_up("napi") {
+            let ch = seed::channel(&need("napi", "grpc")?).await?;
+            let wanted = ["admin", "external"];
+            let have = seed::networks(ch, &wanted).await?;
+            for (name, subnet, uuid) in &have {
+                p.step(format!("napi: network {name} {subnet} ({uuid})"));
+            }
+            if have.len() < wanted.len() {
+                return Err(Error::Seed {
+                    what: "napi networks".into(),
+                    message: format!("NAPI has {} of the admin and external networks; its seed.enabled should make them (log: {})", have.len(), self.log_path("napi").display()),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn wait_for_cns(&self) -> Result<(), Error> {
+        let Some(cnapi) = self.addr_of("cnapi", "grpc") else { return Ok(()) };
+        let mut expected = 0usize;
+        for s in self.active()? {
+            if s.binary == "cn-agent" && self.running(s).is_some() {
+                let r = self.render(s)?;
+                expected += if r.config.get("backend").and_then(Value::as_str) == Some("sim") { self.state.sim_cns as usize } else { 1 };
+            }
+        }
+        if expected == 0 {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut last = String::new();
+        loop {
+            let ch = seed::channel(&cnapi).await?;
+            let servers = seed::servers(ch).await?;
+            let running = servers.iter().filter(|(_, st, setup)| st == "running" && *setup).count();
+            let note = format!("cnapi: {running} of {expected} compute node(s) running and set up");
+            if note != last {
+                self.progress.step(&note);
+                last = note;
+            }
+            if running >= expected {
+                return Ok(());
+            }
+            if started.elapsed() > CN_TIMEOUT {
+                return Err(Error::Service {
+                    service: "cn-agent".into(),
+                    message: format!("only {running} of {expected} compute nodes registered within {}s", CN_TIMEOUT.as_secs()),
+                    log: Some(self.log_path("cn-agent")),
+                });
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    fn print_usage(&self, skipped: &[(String, String)]) {
+        let secs = self.progress.secs();
+        let mut text = format!("\nCoaL is up after {secs}s (state in {}).\n\n", self.dir.display());
+        text.push_str("    eval \"$(scripts/coal env)\"     # TRITON_*, SDC_*, MORAY_URL, SSH_AUTH_SOCK, PATH\n");
+        let cloudapi_up = self.is_up("cloudapi");
+        if cloudapi_up {
+            text.push_str(&format!(
+                "    triton info\n    triton instance create -w --name web0 {} {}\n    curl http://$(triton instance ip web0)/    # busybox httpd in the instance\n",
+                self.deployment.coal.image.name,
+                self.deployment.coal.packages.first().map(|p| p.name.as_str()).unwrap_or("g1-small")
+            ));
+        }
+        text.push_str("    moray-cli ping\n    manatee-adm show\n\n");
+        text.push_str("scripts/coal status          every service, its address and health\nscripts/coal logs SERVICE    follow one service's log\nscripts/coal down            stop everything and remove what CoaL made\n");
+        for (name, why) in skipped {
+            text.push_str(&format!("\nNot running: {name} (optional, skipped): {}\n", why.lines().next().unwrap_or("")));
+        }
+        if !cloudapi_up {
+            text.push_str("\nCloudAPI is not running, so the triton CLI has nothing to talk to yet.\n");
+        }
+        println!("{text}");
+    }
+
+    // --- status -----------------------------------------------------------------------------
+
+    pub async fn status(&self) -> Result<Vec<Row>, Error> {
+        let mut rows = Vec::new();
+        for s in self.active()? {
+            let pid = self.running(s);
+            let address = self.address(s);
+            let (health, ok) = match pid {
+                None => match std::fs::read_to_string(self.skipped_path(&s.name)) {
+                    Ok(why) => (format!("skipped: {}", why.lines().next().unwrap_or("")), true),
+                    Err(_) => ("down".to_string(), false),
+                },
+                Some(_) => match self.healthy(s).await {
+                    Ok(()) => ("healthy".to_string(), true),
+                    Err(why) => (format!("unhealthy: {why}"), false),
+                },
+            };
+            rows.push(Row { service: s.name.clone(), address, pid: pid.map(|p| p.pid), health, ok });
+        }
+        Ok(rows)
+    }
+
+    /// `manatee-adm show` of the shard, when both are there.
+    pub fn manatee_show(&self) -> Option<String> {
+        let adm = self.sub("bin").join("manatee-adm");
+        let etcd = self.addr_of("etcd", "client")?;
+        if !adm.is_file() {
+            return None;
+        }
+        let shard = self.ctx.vars.get("shard").and_then(Value::as_str).unwrap_or("1");
+        let out = std::process::Command::new(adm)
+            .args(["--etcd", &format!("http://{etcd}"), "--shard", shard, "show"])
+            .output()
+            .ok()?;
+        Some(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    }
+
+    // --- env --------------------------------------------------------------------------------
+
+    pub fn env(&self) -> Result<String, Error> {
+        let mut out = String::new();
+        let mut put = |k: &str, v: &str| out.push_str(&format!("export {k}={}\n", shell_quote(v)));
+        put("COAL_DIR", &self.dir.display().to_string());
+        out.push_str(&format!("export PATH={}:\"$PATH\"\n", shell_quote(&self.sub("bin").display().to_string())));
+        let mut put = |k: &str, v: &str| out.push_str(&format!("export {k}={}\n", shell_quote(v)));
+        if let Some(m) = self.addr_of("moray", "grpc") {
+            put("MORAY_URL", &format!("tcp://{m}"));
+        }
+        if let Some(e) = self.addr_of("etcd", "client") {
+            put("MANATEE_ADM_ETCD", &format!("http://{e}"));
+        }
+        if let Some(shard) = self.ctx.vars.get("shard").and_then(Value::as_str) {
+            put("MANATEE_ADM_SHARD", shard);
+        }
+        if let Some(s) = self.deployment.service("cloudapi") {
+            let r = self.render(s)?;
+            let tls = !r.config.get("tls_cert").and_then(Value::as_str).unwrap_or_default().is_empty();
+            let url = match (tls, s.ports.get("https"), s.ports.get("http")) {
+                (true, Some(p), _) => format!("https://127.0.0.1:{p}"),
+                (_, _, Some(p)) => format!("http://127.0.0.1:{p}"),
+                _ => String::new(),
+            };
+            let login = self.deployment.coal.admin_login.clone();
+            let key = self.sub("ssh").join("id_ecdsa.pub");
+            let fp = std::fs::read_to_string(&key).ok().and_then(|t| setup::md5_fingerprint(&t).ok()).unwrap_or_default();
+            for (a, b) in [("TRITON_URL", "SDC_URL"), ("TRITON_ACCOUNT", "SDC_ACCOUNT"), ("TRITON_KEY_ID", "SDC_KEY_ID")] {
+                let v = match a {
+                    "TRITON_URL" => url.clone(),
+                    "TRITON_ACCOUNT" => login.clone(),
+                    _ => fp.clone(),
+                };
+                put(a, &v);
+                put(b, &v);
+            }
+            if tls {
+                put("TRITON_TLS_INSECURE", "1");
+                put("SDC_TLS_INSECURE", "1");
+                put("SDC_TESTING", "1");
+            }
+            put("SSH_AUTH_SOCK", &self.sub("ssh").join("agent.sock").display().to_string());
+            out.push_str("unset TRITON_PROFILE\n");
+        }
+        Ok(out)
+    }
+
+    // --- logs -------------------------------------------------------------------------------
+
+    pub fn log_file(&self, svc: &str) -> Result<PathBuf, Error> {
+        let known: Vec<&str> = self.deployment.services.iter().map(|s| s.name.as_str()).chain(["ssh-agent"]).collect();
+        if !known.contains(&svc) {
+            return Err(Error::Usage(format!("no service {svc:?}; one of: {}", known.join(", "))));
+        }
+        let log = self.log_path(svc);
+        if !log.is_file() {
+            return Err(Error::Usage(format!("no log for {svc} in {} (has it been started?)", self.sub("logs").display())));
+        }
+        Ok(log)
+    }
+
+    // --- down -------------------------------------------------------------------------------
+
+    pub async fn down(&self) -> Result<(), Error> {
+        let p = &self.progress;
+        // 1. Instances, through the agents while they still run.
+        for s in self.deployment.services.iter().filter(|s| s.binary == "cn-agent") {
+            if self.running(s).is_none() {
+                continue;
+            }
+            if let Err(e) = self.destroy_instances(s).await {
+                p.step(format!("{}: could not remove instances through the agent ({}); sweeping instead", s.name, crate::error::chain(&e)));
+            }
+        }
+        // 2. Services, in reverse start order (every service, whatever the options were).
+        let all: Vec<String> = self.deployment.services.iter().map(|s| s.name.clone()).collect();
+        let mut order = self.deployment.start_order(&all)?;
+        order.reverse();
+        order.push("ssh-agent".into());
+        for name in order {
+            let path = self.pid_path(&name);
+            let Some(pid) = process::read_pid(&path) else { continue };
+            if pid.alive() {
+                let sig = process::signal_number(self.deployment.service(&name).and_then(|s| s.stop_signal.as_deref()));
+                p.step(format!("{name}: stopping (pid {})", pid.pid));
+                if process::stop(pid, sig) {
+                    p.step(format!("{name}: did not stop within {}s; killed", process::STOP_TIMEOUT.as_secs()));
+                }
+            }
+            let _ = std::fs::remove_file(path);
+        }
+        // 3. Anything else with CoaL's names.
+        let prefixes = self.cn_agent_prefixes();
+        let left = cleanup::find(&prefixes);
+        for d in left.describe() {
+            p.step(format!("removing {d}"));
+        }
+        let failed = cleanup::remove(&left);
+        for f in &failed {
+            p.step(format!("WARNING: {f}"));
+        }
+        if self.dir.exists() {
+            p.step(format!("removing {}", self.dir.display()));
+            std::fs::remove_dir_all(&self.dir).map_err(|e| Error::io("remove", &self.dir, e))?;
+        }
+        // 4. Check.
+        let after = cleanup::find(&prefixes);
+        if !after.is_empty() {
+            return Err(Error::Check(format!("CoaL left these behind:\n  {}", after.describe().join("\n  "))));
+        }
+        p.step("CoaL is down: no process, mount, cgroup, network namespace, veth or bridge of CoaL's is left");
+        Ok(())
+    }
+
+    async fn destroy_instances(&self, s: &Service) -> Result<(), Error> {
+        use triton_proto::cnagent::v1 as agent;
+        let addr = self.address(s);
+        let ch = seed::channel(&addr).await?;
+        let mut c = agent::cn_agent_client::CnAgentClient::new(ch);
+        let list = c
+            .list_instances(agent::ListInstancesRequest {})
+            .await
+            .map_err(|st| Error::Seed { what: "cn-agent instances".into(), message: st.message().into() })?
+            .into_inner()
+            .instances;
+        for inst in list {
+            let Some(spec) = inst.spec else { continue };
+            let task = c
+                .create_task(agent::CreateTaskRequest {
+                    req_id: format!("coal-down-{}", spec.uuid),
+                    task: Some(agent::create_task_request::Task::MachineDestroy(agent::MachineDestroy { uuid: spec.uuid.clone() })),
+                })
+                .await
+                .map_err(|st| Error::Seed { what: format!("destroy {}", spec.uuid), message: st.message().into() })?
+                .into_inner();
+            let mut status = task.status.clone();
+            let deadline = Instant::now() + Duration::from_secs(90);
+            while status == "active" || status == "queued" {
+                if Instant::now() > deadline {
+                    break;
+                }
+                let t = c
+                    .wait_task(agent::WaitTaskRequest { id: task.id.clone(), timeout_ms: 30_000 })
+                    .await
+                    .map_err(|st| Error::Seed { what: format!("destroy {}", spec.uuid), message: st.message().into() })?
+                    .into_inner();
+                status = t.status;
+            }
+            self.progress.step(format!("{}: removed instance {} ({}) [{status}]", s.name, spec.uuid, spec.alias));
+        }
+        Ok(())
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| Error::io("chmod", path, e))
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+}
+
+/// `'...'` unless the value is plainly safe.
+pub fn shell_quote(v: &str) -> String {
+    if !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || "/:._-@,+=".contains(c)) {
+        v.to_string()
+    } else {
+        format!("'{}'", v.replace('\'', "'\\''"))
+    }
+}

@@ -1,0 +1,191 @@
+//! CoaL's seed data, written through the services' own gRPC APIs and only when missing, so
+//! a second `coal up` changes nothing: the admin account and its key (UFDS), the sample
+//! packages (PAPI), the base image (IMGAPI); the networks NAPI seeds itself (its
+//! `seed.enabled`) and are only checked here.
+
+use std::time::Duration;
+
+use tonic::Code;
+use tonic::transport::Channel;
+use triton_proto::cnapi::v1 as cnapi;
+use triton_proto::imgapi::v1 as imgapi;
+use triton_proto::napi::v1 as napi;
+use triton_proto::papi::v1 as papi;
+use triton_proto::ufds::v1 as ufds;
+
+use crate::deploy::{SeedImage, SeedPackage};
+use crate::error::Error;
+
+/// Each seeding call's bound.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Image upload chunk (IMGAPI recommends 1 MiB).
+const CHUNK: usize = 1024 * 1024;
+
+pub async fn channel(addr: &str) -> Result<Channel, Error> {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| Error::Seed { what: addr.into(), message: e.to_string() })?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(CALL_TIMEOUT)
+        .connect()
+        .await
+        .map_err(|e| Error::Seed { what: format!("connecting to {addr}"), message: crate::error::chain(&e) })
+}
+
+fn seed_err(what: &str, s: tonic::Status) -> Error {
+    Error::Seed { what: what.into(), message: format!("{:?}: {}", s.code(), s.message()) }
+}
+
+/// The admin account (with `uuid`) and `public_key` as key "coal". Returns what changed.
+pub async fn admin(ch: Channel, uuid: &str, login: &str, email: &str, public_key: &str, fingerprint: &str) -> Result<Vec<String>, Error> {
+    let mut c = ufds::ufds_client::UfdsClient::new(ch);
+    let mut did = Vec::new();
+    match c.get_account(ufds::GetAccountRequest { account: login.into() }).await {
+        Ok(_) => {}
+        Err(s) if s.code() == Code::NotFound => {
+            c.create_account(ufds::CreateAccountRequest {
+                uuid: uuid.into(),
+                login: login.into(),
+                email: email.into(),
+                cn: "CoaL Administrator".into(),
+                approved_for_provisioning: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(|s| seed_err("ufds account", s))?;
+            did.push(format!("account {login} ({uuid})"));
+        }
+        Err(s) => return Err(seed_err("ufds account", s)),
+    }
+    let keys = c
+        .list_keys(ufds::ListKeysRequest { account: login.into() })
+        .await
+        .map_err(|s| seed_err("ufds keys", s))?
+        .into_inner()
+        .keys;
+    if keys.iter().any(|k| k.fingerprint == fingerprint) {
+        return Ok(did);
+    }
+    // A key named "coal" from an earlier key pair is replaced.
+    if keys.iter().any(|k| k.name == "coal") {
+        c.delete_key(ufds::DeleteKeyRequest { account: login.into(), key: "coal".into() })
+            .await
+            .map_err(|s| seed_err("ufds old key", s))?;
+    }
+    c.create_key(ufds::CreateKeyRequest { account: login.into(), name: "coal".into(), key: public_key.trim().into() })
+        .await
+        .map_err(|s| seed_err("ufds key", s))?;
+    did.push(format!("key coal ({fingerprint})"));
+    Ok(did)
+}
+
+pub async fn packages(ch: Channel, packages: &[SeedPackage]) -> Result<Vec<String>, Error> {
+    let mut c = papi::papi_client::PapiClient::new(ch);
+    let mut did = Vec::new();
+    for p in packages {
+        let have = c
+            .list_packages(papi::ListPackagesRequest { name: p.name.clone(), ..Default::default() })
+            .await
+            .map_err(|s| seed_err("papi packages", s))?
+            .into_inner();
+        if !have.packages.is_empty() {
+            continue;
+        }
+        c.create_package(papi::CreatePackageRequest {
+            uuid: String::new(),
+            fields: Some(papi::PackageFields {
+                name: Some(p.name.clone()),
+                version: Some("1.0.0".into()),
+                active: Some(true),
+                max_physical_memory: Some(p.max_physical_memory),
+                max_swap: Some(p.max_swap),
+                quota: Some(p.quota),
+                cpu_cap: Some(p.cpu_cap),
+                max_lwps: Some(4000),
+                zfs_io_priority: Some(100),
+                description: Some(format!("CoaL sample package, {} MiB", p.max_physical_memory)),
+                ..Default::default()
+            }),
+        })
+        .await
+        .map_err(|s| seed_err(&format!("papi package {}", p.name), s))?;
+        did.push(format!("package {}", p.name));
+    }
+    Ok(did)
+}
+
+/// Imports and activates the base image unless it is there.
+pub async fn image(ch: Channel, img: &SeedImage, manifest: &serde_json::Value, file: Vec<u8>) -> Result<Option<String>, Error> {
+    let mut c = imgapi::imgapi_client::ImgapiClient::new(ch);
+    let uuid = manifest["uuid"].as_str().unwrap_or_default().to_string();
+    match c.get_image(imgapi::ImageRequest { uuid: uuid.clone(), account: None }).await {
+        Ok(found) => {
+            let found = found.into_inner();
+            if found.state == "unactivated" {
+                c.activate_image(imgapi::ImageRequest { uuid: uuid.clone(), account: None })
+                    .await
+                    .map_err(|s| seed_err("imgapi activate", s))?;
+                return Ok(Some(format!("activated image {} {}", img.name, img.version)));
+            }
+            return Ok(None);
+        }
+        Err(s) if s.code() == Code::NotFound => {}
+        Err(s) => return Err(seed_err("imgapi image", s)),
+    }
+    let f = &manifest["files"][0];
+    let m = imgapi::Image {
+        v: 2,
+        uuid: uuid.clone(),
+        owner: manifest["owner"].as_str().unwrap_or_default().into(),
+        name: img.name.clone(),
+        version: img.version.clone(),
+        description: img.description.clone(),
+        public: true,
+        r#type: manifest["type"].as_str().unwrap_or_default().into(),
+        os: manifest["os"].as_str().unwrap_or_default().into(),
+        files: vec![imgapi::ImageFile {
+            sha1: f["sha1"].as_str().unwrap_or_default().into(),
+            size: f["size"].as_u64().unwrap_or_default(),
+            compression: "gzip".into(),
+            dataset_guid: String::new(),
+        }],
+        ..Default::default()
+    };
+    let mut parts = vec![imgapi::ImportImageRequest {
+        part: Some(imgapi::import_image_request::Part::Header(imgapi::ImportImageHeader { manifest: Some(m), activate: true })),
+    }];
+    for chunk in file.chunks(CHUNK) {
+        parts.push(imgapi::ImportImageRequest { part: Some(imgapi::import_image_request::Part::Chunk(chunk.to_vec())) });
+    }
+    c.import_image(futures::stream::iter(parts))
+        .await
+        .map_err(|s| seed_err(&format!("imgapi import of {}", img.name), s))?;
+    Ok(Some(format!("image {} {} ({uuid})", img.name, img.version)))
+}
+
+/// The names of NAPI's networks among `wanted` that exist, with their subnets.
+pub async fn networks(ch: Channel, wanted: &[&str]) -> Result<Vec<(String, String, String)>, Error> {
+    let mut c = napi::napi_client::NapiClient::new(ch);
+    let mut out = Vec::new();
+    for name in wanted {
+        let got = c
+            .list_networks(napi::ListNetworksRequest { name: Some((*name).into()), ..Default::default() })
+            .await
+            .map_err(|s| seed_err("napi networks", s))?
+            .into_inner();
+        if let Some(n) = got.networks.into_iter().next() {
+            out.push((n.name, n.subnet, n.uuid));
+        }
+    }
+    Ok(out)
+}
+
+/// Compute nodes CNAPI knows: (hostname, status, setup).
+pub async fn servers(ch: Channel) -> Result<Vec<(String, String, bool)>, Error> {
+    let mut c = cnapi::cnapi_client::CnapiClient::new(ch);
+    let got = c
+        .list_servers(cnapi::ListServersRequest::default())
+        .await
+        .map_err(|s| seed_err("cnapi servers", s))?
+        .into_inner();
+    Ok(got.servers.into_iter().map(|s| (s.hostname, s.status, s.setup)).collect())
+}

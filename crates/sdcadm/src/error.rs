@@ -1,0 +1,65 @@
+//! sdcadm's one error type: each variant names what failed and where to look.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot {what}: {}", path.display())]
+    Io {
+        what: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is not a valid deployment description:\n  {}", path.display(), problems.join("\n  "))]
+    Description {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+    #[error("service {service}: placeholder {{{{{placeholder}}}}}: {why}")]
+    Placeholder {
+        service: String,
+        placeholder: String,
+        why: String,
+    },
+    #[error("services depend on each other in a cycle: {}", .0.join(", "))]
+    Cycle(Vec<String>),
+    #[error("no deploy/services.toml in {} or above it (set TRITON_ROOT)", .0.display())]
+    NoRepo(PathBuf),
+    #[error("{command} failed: {detail}")]
+    Command { command: String, detail: String },
+    #[error("{service}: {message}{}", log.as_ref().map(|l| format!(" (log: {})", l.display())).unwrap_or_default())]
+    Service {
+        service: String,
+        message: String,
+        log: Option<PathBuf>,
+    },
+    #[error("seeding {what}: {message}")]
+    Seed { what: String, message: String },
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Check(String),
+}
+
+impl Error {
+    pub fn io(what: impl Into<String>, path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io {
+            what: what.into(),
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// `e` and its causes, joined with ": ".
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

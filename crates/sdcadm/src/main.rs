@@ -1,0 +1,220 @@
+//! `sdcadm`: the operator CLI (see `sdcadm --help`, docs/coal.md and docs/deploy.md).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sdcadm::coal::{Coal, Options};
+use sdcadm::deploy::{Deployment, SERVICES_TOML, repo_root};
+use sdcadm::error::{Error, chain};
+
+#[derive(Parser)]
+#[command(name = "sdcadm", version, about = "Triton-rs operator CLI: CoaL, zone images, docker-compose")]
+struct Cli {
+    /// The repository's top folder (default: $TRITON_ROOT, or found from the current directory).
+    #[arg(long, global = true)]
+    root: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// CoaL: a whole datacenter on this machine.
+    Coal {
+        /// CoaL's state directory (default: $COAL_DIR or /var/tmp/triton-coal).
+        #[arg(long, global = true)]
+        coal_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        command: CoalCommand,
+    },
+    /// Write deploy/docker-compose.yml from deploy/services.toml.
+    Compose {
+        /// Do not write: exit 1 if the committed file differs from what would be written.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Zone images.
+    Images {
+        #[command(subcommand)]
+        command: ImagesCommand,
+    },
+    /// Check deploy/services.toml and list its services in start order.
+    Services,
+}
+
+#[derive(Subcommand)]
+enum CoalCommand {
+    /// Start every service (idempotent: healthy ones are left alone, dead ones restarted),
+    /// seed the admin account, packages, base image and networks, and say how to use it.
+    Up {
+        /// Simulated compute nodes beside the real one (kept for later `up`s).
+        #[arg(long)]
+        sim_cns: Option<u32>,
+        /// One Manatee peer in one-node-write mode instead of three.
+        #[arg(long)]
+        one_node: bool,
+    },
+    /// Every service, its address, pid and health, and the Manatee roles; exit 0 only if
+    /// all are healthy.
+    Status,
+    /// Shell exports for the CoaL: eval "$(sdcadm coal env)".
+    Env,
+    /// Follow one service's log.
+    Logs { service: String },
+    /// Stop everything and remove every instance, mount, cgroup, veth, bridge, namespace
+    /// and file CoaL made.
+    Down,
+    /// "<crate> <binary>" per line: what scripts/coal builds and installs.
+    Binaries,
+}
+
+#[derive(Subcommand)]
+enum ImagesCommand {
+    /// Build every service's zone image from the release binaries.
+    Build {
+        /// Where the images go.
+        #[arg(long, default_value = "images/out")]
+        out: PathBuf,
+        /// Where the release binaries are (default: $CARGO_TARGET_DIR/release or target/release).
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+        /// Only these services.
+        services: Vec<String>,
+    },
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sdcadm: error: {}", chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, Error> {
+    let root = match cli.root {
+        Some(r) => r,
+        None => repo_root()?,
+    };
+    match cli.command {
+        Command::Coal { coal_dir, command } => {
+            let mut opts = Options { coal_dir, ..Default::default() };
+            if let CoalCommand::Up { sim_cns, one_node } = &command {
+                opts.sim_cns = *sim_cns;
+                opts.one_node = one_node.then_some(true);
+            }
+            let coal = Coal::open(&root, &opts)?;
+            match command {
+                CoalCommand::Up { .. } => {
+                    require_root("coal up")?;
+                    coal.up().await?;
+                }
+                CoalCommand::Status => {
+                    let rows = coal.status().await?;
+                    println!("{:<13} {:<16} {:<8} HEALTH", "SERVICE", "ADDRESS", "PID");
+                    for r in &rows {
+                        let pid = r.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+                        println!("{:<13} {:<16} {:<8} {}", r.service, r.address, pid, r.health);
+                    }
+                    if let Some(show) = coal.manatee_show() {
+                        println!("\nManatee (manatee-adm show):\n{}", show.trim_end());
+                    }
+                    if !rows.iter().all(|r| r.ok) {
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
+                CoalCommand::Env => print!("{}", coal.env()?),
+                CoalCommand::Logs { service } => {
+                    let log = coal.log_file(&service)?;
+                    use std::os::unix::process::CommandExt;
+                    let e = std::process::Command::new("tail").arg("-n").arg("50").arg("-F").arg(&log).exec();
+                    return Err(Error::Command { command: "tail".into(), detail: e.to_string() });
+                }
+                CoalCommand::Down => {
+                    require_root("coal down")?;
+                    coal.down().await?;
+                }
+                CoalCommand::Binaries => {
+                    for (k, b) in coal.binaries() {
+                        println!("{k} {b}");
+                    }
+                }
+            }
+        }
+        Command::Compose { check } => {
+            let deployment = Deployment::load(&root.join(SERVICES_TOML))?;
+            let text = sdcadm::compose::render(&deployment, env!("CARGO_PKG_VERSION"))?;
+            let path = root.join(sdcadm::compose::COMPOSE_FILE);
+            if check {
+                let have = std::fs::read_to_string(&path).unwrap_or_default();
+                if have != text {
+                    eprintln!("sdcadm: {} differs from deploy/services.toml; run `sdcadm compose`", path.display());
+                    return Ok(ExitCode::FAILURE);
+                }
+                eprintln!("{} matches deploy/services.toml", path.display());
+            } else {
+                sdcadm::images::write_atomically(&path, text.as_bytes())?;
+                eprintln!("wrote {}", path.display());
+            }
+        }
+        Command::Images { command: ImagesCommand::Build { out, bin_dir, services } } => {
+            let deployment = Deployment::load(&root.join(SERVICES_TOML))?;
+            let out = if out.is_absolute() { out } else { root.join(out) };
+            let bin_dir = bin_dir.unwrap_or_else(|| {
+                std::env::var_os("CARGO_TARGET_DIR")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| root.join("target"))
+                    .join("release")
+            });
+            let progress = sdcadm::coal::Progress::new();
+            let mut missing = Vec::new();
+            for s in deployment.services.iter().filter(|s| s.krate.is_some()) {
+                if !services.is_empty() && !services.contains(&s.name) {
+                    continue;
+                }
+                let bin = bin_dir.join(&s.binary);
+                if !bin.is_file() {
+                    progress.step(format!("{}: skipped, {} is not built", s.name, bin.display()));
+                    missing.push(s.name.clone());
+                    continue;
+                }
+                let built = sdcadm::images::build_service_image(&deployment, s, &bin, &out, env!("CARGO_PKG_VERSION"))?;
+                progress.step(format!(
+                    "{}: {} ({} bytes, uuid {})",
+                    built.name,
+                    built.tarball.display(),
+                    built.manifest["files"][0]["size"],
+                    built.manifest["uuid"].as_str().unwrap_or("")
+                ));
+            }
+            if !missing.is_empty() {
+                eprintln!("sdcadm: not built, so no image: {}", missing.join(", "));
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Services => {
+            let deployment = Deployment::load(&root.join(SERVICES_TOML))?;
+            let names: Vec<String> = deployment.services.iter().map(|s| s.name.clone()).collect();
+            for n in deployment.start_order(&names)? {
+                if let Some(s) = deployment.service(&n) {
+                    let ports: Vec<String> = s.ports.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    println!("{:<13} {:<22} {}", s.name, ports.join(","), s.description);
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn require_root(what: &str) -> Result<(), Error> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(Error::Usage(format!("{what} runs as root (it starts services, bridges and instances)")));
+    }
+    Ok(())
+}

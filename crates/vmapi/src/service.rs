@@ -1,0 +1,999 @@
+//! The gRPC API (`triton.vmapi.v1.Vmapi`). Handlers are thin and fast: they validate,
+//! read or write records, and hand state changes to the job engine. They never retry
+//! and never wait on a compute node (except WaitJob, which waits on purpose).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use moray_client::{EtagCondition, FindOptions, Sort, SortOrder};
+use serde_json::{Map, Value};
+use tonic::{Request, Response, Status};
+use triton_proto::vmapi::v1 as pb;
+use triton_proto::vmapi::v1::vmapi_server::Vmapi;
+use uuid::Uuid;
+
+use crate::clients::{Clients, request};
+use crate::config::Timeouts;
+use crate::error::{Error, Result};
+use crate::job::{Execution, JobRecord};
+use crate::jobs::Engine;
+use crate::model::{VmRecord, pb_to_json, state};
+use crate::params::{
+    ActionParams, Affinity, ImageParam, Locality, NetworkParam, PackageParam, ProvisionParams,
+    UpdateParams,
+};
+use crate::steps;
+use crate::store::{Store, escape};
+use crate::time::now_ms;
+use crate::validate::{self, Checker};
+
+/// Page size of ListVms and ListJobs: Triton's default and maximum.
+pub const MAX_LIMIT: u32 = 1000;
+/// WaitJob without a timeout waits this long; no call waits longer than the maximum.
+const DEFAULT_WAIT: Duration = Duration::from_secs(60);
+const MAX_WAIT: Duration = Duration::from_secs(600);
+
+type Reply<T> = std::result::Result<Response<T>, Status>;
+
+/// CreateVm calls resolving their references at once; more wait their turn, so a burst
+/// of provisions does not flood UFDS, IMGAPI, PAPI and NAPI (and their Moray).
+pub const MAX_CONCURRENT_CREATES: usize = 64;
+
+pub struct VmapiService {
+    pub create_permits: tokio::sync::Semaphore,
+    pub store: Store,
+    pub clients: Clients,
+    pub engine: Arc<Engine>,
+    pub timeouts: Timeouts,
+}
+
+fn req_id<T>(r: &Request<T>) -> String {
+    r.metadata()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| Uuid::new_v4().to_string())
+}
+
+/// Marks a reference check that failed because the service did not answer.
+const UPSTREAM: &str = "\u{0}upstream: ";
+
+fn upstream(service: &'static str, s: Status) -> String {
+    let e = Error::upstream(service)(s);
+    let callers_fault = matches!(
+        e.code(),
+        tonic::Code::NotFound | tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition
+    );
+    if !callers_fault {
+        format!("{UPSTREAM}{e}")
+    } else {
+        e.to_string()
+    }
+}
+
+/// Reference problems found while resolving a request, each naming its field.
+fn not_usable(field: &str, what: impl std::fmt::Display) -> String {
+    format!("{field}: {what}")
+}
+
+impl VmapiService {
+    fn new_job(&self, name: &str, vm: &VmRecord, params: Value) -> JobRecord {
+        JobRecord {
+            uuid: Uuid::new_v4().to_string(),
+            name: name.to_string(),
+            vm_uuid: vm.uuid.clone(),
+            owner_uuid: vm.owner_uuid.clone(),
+            execution: Execution::Queued,
+            params,
+            chain: steps::chain(name, &self.timeouts),
+            data: Map::new(),
+            error: None,
+            runner: String::new(),
+            lease_until: 0,
+            created_at: now_ms(),
+            started_at: None,
+            finished_at: None,
+        }
+    }
+
+    async fn load_vm(&self, uuid: &str, owner_uuid: &str) -> Result<VmRecord> {
+        let mut c = Checker::default();
+        let uuid = c.uuid("uuid", uuid);
+        let owner = c.opt_uuid("owner_uuid", owner_uuid);
+        c.finish()?;
+        let uuid = uuid.unwrap_or_default();
+        let vm = self
+            .store
+            .get_vm(&uuid)
+            .await?
+            .map(|v| v.value)
+            .ok_or_else(|| Error::NotFound(format!("VM {uuid} does not exist")))?;
+        if owner.is_some_and(|o| o != vm.owner_uuid) {
+            return Err(Error::NotFound(format!("VM {uuid} does not exist")));
+        }
+        Ok(vm)
+    }
+
+    /// The VM, refusing destroyed VMs and those that never got a server.
+    async fn actionable_vm(&self, uuid: &str, owner_uuid: &str) -> Result<VmRecord> {
+        let vm = self.load_vm(uuid, owner_uuid).await?;
+        if vm.is_destroyed() {
+            return Err(Error::Destroyed {
+                uuid: vm.uuid,
+                at: vm.destroyed.map(crate::time::format_ms).unwrap_or_default(),
+            });
+        }
+        Ok(vm)
+    }
+
+    async fn submit(&self, job: JobRecord) -> Result<pb::JobRef> {
+        self.store.put_job(&job, EtagCondition::MustNotExist).await?;
+        self.engine.enqueue(&job.vm_uuid, &job.uuid);
+        Ok(pb::JobRef {
+            vm_uuid: job.vm_uuid,
+            job_uuid: job.uuid,
+        })
+    }
+
+    async fn action(&self, name: &str, r: Request<pb::VmActionRequest>) -> Result<pb::JobRef> {
+        let rid = req_id(&r);
+        let req = r.into_inner();
+        let vm = self.actionable_vm(&req.uuid, &req.owner_uuid).await?;
+        let verb = match name {
+            "start" => "start",
+            "stop" => "stop",
+            _ => "reboot",
+        };
+        match vm.state.as_str() {
+            state::PROVISIONING => {
+                return Err(Error::State(format!(
+                    "cannot {verb}: VM {} is still provisioning",
+                    vm.uuid
+                )));
+            }
+            state::FAILED => {
+                return Err(Error::State(format!(
+                    "cannot {verb}: VM {} failed to provision ({})",
+                    vm.uuid, vm.failure_reason
+                )));
+            }
+            _ => {}
+        }
+        if vm.server_uuid.is_empty() {
+            return Err(Error::Unallocated(vm.uuid));
+        }
+        let already = match name {
+            "start" => vm.state == state::RUNNING,
+            "stop" => vm.state == state::STOPPED,
+            _ => false,
+        };
+        if already && !req.idempotent {
+            return Err(Error::State(format!(
+                "cannot {verb}: VM {} is already {} (set idempotent to accept this)",
+                vm.uuid, vm.state
+            )));
+        }
+        if name == "reboot" && vm.state == state::STOPPED {
+            return Err(Error::State(format!(
+                "cannot reboot: VM {} is stopped",
+                vm.uuid
+            )));
+        }
+        let params = ActionParams {
+            idempotent: req.idempotent,
+            timeout_seconds: req.timeout_seconds,
+            req_id: rid,
+        };
+        let job = self.new_job(name, &vm, to_value(&params));
+        self.submit(job).await
+    }
+
+    // ------------------------------------------------------------ CreateVm
+
+    async fn create(&self, r: Request<pb::CreateVmRequest>) -> Result<pb::JobRef> {
+        let _permit = self
+            .create_permits
+            .acquire()
+            .await
+            .map_err(|_| Error::Internal("shutting down".into()))?;
+        let rid = req_id(&r);
+        let req = r.into_inner();
+        let mut c = Checker::default();
+        let uuid = if req.uuid.is_empty() {
+            Some(Uuid::new_v4().to_string())
+        } else {
+            c.opt_uuid("uuid", &req.uuid)
+        };
+        let owner = c.uuid("owner_uuid", &req.owner_uuid);
+        validate::alias(&mut c, "alias", &req.alias);
+        validate::hostname(&mut c, "hostname", &req.hostname);
+        let brand = validate::brand(&mut c, &req.brand);
+        let image_uuid = c.uuid("image_uuid", &req.image_uuid);
+        let billing_id = c.opt_uuid("billing_id", &req.billing_id);
+        if req.billing_id.is_empty() && req.ram.is_none() {
+            c.add("ram", "is required without billing_id");
+        }
+        let ram = c.range("ram", req.ram, validate::RAM_MIN, validate::RAM_MAX, " MiB");
+        let quota = c.range("quota", req.quota, validate::QUOTA_MIN, validate::QUOTA_MAX, " GiB");
+        let cpu_cap = c.range("cpu_cap", req.cpu_cap, 0, validate::CPU_CAP_MAX, "");
+        let max_lwps = c.range(
+            "max_lwps",
+            req.max_lwps,
+            validate::MAX_LWPS_MIN,
+            validate::MAX_LWPS_MAX,
+            "",
+        );
+        let max_swap = c.range(
+            "max_swap",
+            req.max_swap,
+            validate::MAX_SWAP_MIN,
+            validate::RAM_MAX * 4,
+            " MiB",
+        );
+        let server_uuid = c.opt_uuid("server_uuid", &req.server_uuid);
+        let tags: Map<String, Value> = req
+            .tags
+            .iter()
+            .map(|(k, v)| (k.clone(), pb_to_json(v)))
+            .collect();
+        validate::tags(&mut c, "tags", &tags);
+        validate::metadata(&mut c, "customer_metadata", req.customer_metadata.iter());
+        validate::metadata(&mut c, "internal_metadata", req.internal_metadata.iter());
+        if req.networks.len() > validate::MAX_NETWORKS {
+            c.add("networks", format!("at most {} networks", validate::MAX_NETWORKS));
+        }
+        if req.networks.iter().filter(|n| n.primary == Some(true)).count() > 1 {
+            c.add("networks", "at most one network may be primary");
+        }
+        let mut wanted_networks = Vec::new();
+        for (i, n) in req.networks.iter().enumerate() {
+            let field = format!("networks[{i}]");
+            let id = match (n.ipv4_uuid.is_empty(), n.name.is_empty()) {
+                (true, true) => {
+                    c.add(&field, "needs ipv4_uuid or name");
+                    None
+                }
+                (false, _) => c.opt_uuid(&format!("{field}.ipv4_uuid"), &n.ipv4_uuid).map(NetRef::Uuid),
+                (true, false) => Some(NetRef::Name(n.name.clone())),
+            };
+            if n.ipv4_ips.len() > 1 {
+                c.add(&format!("{field}.ipv4_ips"), "at most one address per NIC");
+            }
+            let ip = n
+                .ipv4_ips
+                .first()
+                .and_then(|ip| validate::ipv4(&mut c, &format!("{field}.ipv4_ips[0]"), ip));
+            wanted_networks.push((i, id, ip, n));
+        }
+        if let (Some(ram), Some(swap)) = (ram, max_swap)
+            && swap < ram
+        {
+            c.add("max_swap", format!("must be at least ram ({ram} MiB)"));
+        }
+        c.finish()?;
+        let (uuid, owner, image_uuid) = (
+            uuid.unwrap_or_default(),
+            owner.unwrap_or_default(),
+            image_uuid.unwrap_or_default(),
+        );
+
+        // References, all looked up at once; every unusable one is named.
+        let (account, image, package, networks, server) = tokio::join!(
+            self.check_owner(&owner, &rid),
+            self.resolve_image(&image_uuid, &owner, &rid),
+            self.resolve_package(billing_id.as_deref(), &owner, &rid),
+            self.resolve_networks(&wanted_networks, &owner, &rid),
+            self.check_server(server_uuid.as_deref(), &rid),
+        );
+        let mut problems = Vec::new();
+        let mut take = |r: Result<(), Vec<String>>| {
+            if let Err(p) = r {
+                problems.extend(p)
+            }
+        };
+        take(account);
+        take(server);
+        let image = image.map_err(|p| problems.extend(p)).ok();
+        let package = package.map_err(|p| problems.extend(p)).ok().flatten();
+        let networks = networks.map_err(|p| problems.extend(p)).ok();
+        // A service that could not answer is not the caller's fault: say so, as
+        // retryable, rather than as bad input.
+        if let Some(p) = problems.iter().find(|p| p.starts_with(UPSTREAM)) {
+            return Err(Error::Upstream {
+                service: "vmapi",
+                name: "ServiceUnavailable".into(),
+                message: p.trim_start_matches(UPSTREAM).to_string(),
+                code: tonic::Code::Unavailable,
+            });
+        }
+        let (Some(image), Some(networks)) = (image, networks) else {
+            return Err(Error::Validation(problems));
+        };
+        if !problems.is_empty() {
+            return Err(Error::Validation(problems));
+        }
+
+        let ram = ram
+            .or(package.as_ref().map(|p| p.0.max_physical_memory))
+            .unwrap_or(validate::RAM_MIN);
+        let hostname = if !req.hostname.is_empty() {
+            req.hostname.clone()
+        } else if validate::is_hostname(&req.alias) {
+            req.alias.clone()
+        } else {
+            uuid.clone()
+        };
+        let now = now_ms();
+        let vm = VmRecord {
+            uuid: uuid.clone(),
+            owner_uuid: owner.clone(),
+            alias: req.alias.clone(),
+            brand,
+            state: state::PROVISIONING.into(),
+            image_uuid: image_uuid.clone(),
+            billing_id: billing_id.clone().unwrap_or_default(),
+            server_uuid: String::new(),
+            ram,
+            max_physical_memory: ram,
+            max_swap: max_swap
+                .or(package.as_ref().map(|p| p.1.max_swap))
+                .unwrap_or((2 * ram).max(validate::MAX_SWAP_MIN)),
+            quota: quota
+                .or(package.as_ref().map(|p| p.0.quota / 1024))
+                .unwrap_or(validate::DEFAULT_QUOTA),
+            cpu_cap: cpu_cap
+                .or(package.as_ref().map(|p| p.0.cpu_cap))
+                .unwrap_or(0),
+            max_lwps: max_lwps
+                .or(package.as_ref().map(|p| u64::from(p.1.max_lwps)))
+                .unwrap_or(validate::DEFAULT_MAX_LWPS),
+            zfs_io_priority: package.as_ref().map(|p| p.1.zfs_io_priority).unwrap_or(100),
+            nics: Vec::new(),
+            resolvers: Vec::new(),
+            tags,
+            customer_metadata: req.customer_metadata.clone().into_iter().collect(),
+            internal_metadata: req.internal_metadata.clone().into_iter().collect(),
+            autoboot: req.autoboot.unwrap_or(true),
+            firewall_enabled: req.firewall_enabled,
+            hostname,
+            create_timestamp: now,
+            last_modified: now,
+            destroyed: None,
+            failure_reason: String::new(),
+            boot_timestamp: 0,
+            tag_pairs: Vec::new(),
+            tag_keys: Vec::new(),
+        };
+        let params = ProvisionParams {
+            networks,
+            image,
+            package: package.map(|p| p.0),
+            server_uuid,
+            locality: req.locality.as_ref().map(|l| Locality {
+                near: l.near.clone(),
+                far: l.far.clone(),
+                strict: l.strict,
+            }),
+            affinity: req
+                .affinity
+                .iter()
+                .map(|a| Affinity {
+                    key: a.key.clone(),
+                    operator: a.operator.clone(),
+                    value: a.value.clone(),
+                    is_soft: a.is_soft,
+                })
+                .collect(),
+            req_id: rid,
+        };
+        let job = self.new_job("provision", &vm, to_value(&params));
+        self.store.create_vm_with_job(&vm, &job).await?;
+        tracing::info!(vm_uuid = %vm.uuid, job_uuid = %job.uuid, owner_uuid = %owner, "provision accepted");
+        self.engine.enqueue(&vm.uuid, &job.uuid);
+        Ok(pb::JobRef {
+            vm_uuid: vm.uuid,
+            job_uuid: job.uuid,
+        })
+    }
+
+    async fn check_owner(&self, owner: &str, rid: &str) -> Result<(), Vec<String>> {
+        let Some(ufds) = self.clients.ufds.clone() else {
+            return Ok(());
+        };
+        let account = ufds
+            .clone()
+            .get_account(request(
+                triton_proto::ufds::v1::GetAccountRequest {
+                    account: owner.to_string(),
+                },
+                rid,
+            ))
+            .await;
+        match account {
+            Ok(a) if a.get_ref().approved_for_provisioning => Ok(()),
+            Ok(a) => Err(vec![not_usable(
+                "owner_uuid",
+                format!(
+                    "account {} ({owner}) is not approved for provisioning",
+                    a.get_ref().login
+                ),
+            )]),
+            Err(s) if s.code() == tonic::Code::NotFound => Err(vec![not_usable(
+                "owner_uuid",
+                format!("account {owner} does not exist"),
+            )]),
+            Err(s) => Err(vec![upstream("ufds", s)]),
+        }
+    }
+
+    async fn resolve_image(
+        &self,
+        image_uuid: &str,
+        owner: &str,
+        rid: &str,
+    ) -> Result<ImageParam, Vec<String>> {
+        let Some(imgapi) = self.clients.imgapi.clone() else {
+            return Ok(ImageParam {
+                uuid: image_uuid.to_string(),
+                ..Default::default()
+            });
+        };
+        let image = imgapi
+            .clone()
+            .get_image(request(
+                triton_proto::imgapi::v1::ImageRequest {
+                    uuid: image_uuid.to_string(),
+                    account: None,
+                },
+                rid,
+            ))
+            .await;
+        let image = match image {
+            Ok(i) => i.into_inner(),
+            Err(s) if s.code() == tonic::Code::NotFound => {
+                return Err(vec![not_usable(
+                    "image_uuid",
+                    format!("image {image_uuid} does not exist"),
+                )]);
+            }
+            Err(s) => return Err(vec![upstream("imgapi", s)]),
+        };
+        if image.state != "active" {
+            return Err(vec![not_usable(
+                "image_uuid",
+                format!("image {image_uuid} is {}, not active", image.state),
+            )]);
+        }
+        if !(image.public || image.owner == owner || image.acl.iter().any(|a| a == owner)) {
+            return Err(vec![not_usable(
+                "image_uuid",
+                format!("image {image_uuid} is not available to owner {owner}"),
+            )]);
+        }
+        let traits: Map<String, Value> = image
+            .traits
+            .iter()
+            .map(|(k, v)| {
+                let value = match v.as_str() {
+                    "true" => Value::Bool(true),
+                    "false" => Value::Bool(false),
+                    other => Value::String(other.to_string()),
+                };
+                (k.clone(), value)
+            })
+            .collect();
+        Ok(ImageParam {
+            uuid: image.uuid,
+            traits_json: if traits.is_empty() {
+                String::new()
+            } else {
+                Value::Object(traits).to_string()
+            },
+            image_size: image.image_size.unwrap_or(0),
+        })
+    }
+
+    /// The package's allocation figures and the sizes it gives the VM.
+    async fn resolve_package(
+        &self,
+        billing_id: Option<&str>,
+        owner: &str,
+        rid: &str,
+    ) -> Result<Option<(PackageParam, triton_proto::papi::v1::Package)>, Vec<String>> {
+        let Some(billing_id) = billing_id else {
+            return Ok(None);
+        };
+        let Some(papi) = self.clients.papi.clone() else {
+            return Err(vec![not_usable(
+                "billing_id",
+                "packages are not available (no papi_url)",
+            )]);
+        };
+        let package = papi
+            .clone()
+            .get_package(request(
+                triton_proto::papi::v1::GetPackageRequest {
+                    uuid: billing_id.to_string(),
+                    owner_uuids: vec![owner.to_string()],
+                },
+                rid,
+            ))
+            .await;
+        let package = match package {
+            Ok(p) => p.into_inner(),
+            Err(s) if s.code() == tonic::Code::NotFound => {
+                return Err(vec![not_usable(
+                    "billing_id",
+                    format!("package {billing_id} does not exist"),
+                )]);
+            }
+            Err(s) => return Err(vec![upstream("papi", s)]),
+        };
+        if !package.active {
+            return Err(vec![not_usable(
+                "billing_id",
+                format!("package {billing_id} ({}) is not active", package.name),
+            )]);
+        }
+        let param = PackageParam {
+            uuid: package.uuid.clone(),
+            max_physical_memory: package.max_physical_memory,
+            quota: package.quota,
+            cpu_cap: package.cpu_cap.unwrap_or(0),
+            traits_json: package
+                .traits
+                .as_ref()
+                .filter(|t| !t.fields.is_empty())
+                .map(|t| {
+                    Value::Object(
+                        t.fields
+                            .iter()
+                            .map(|(k, v)| (k.clone(), pb_to_json(v)))
+                            .collect(),
+                    )
+                    .to_string()
+                })
+                .unwrap_or_default(),
+            alloc_server_spread: package.alloc_server_spread.clone(),
+        };
+        Ok(Some((param, package)))
+    }
+
+    async fn resolve_networks(
+        &self,
+        wanted: &[(usize, Option<NetRef>, Option<String>, &pb::NetworkSpec)],
+        owner: &str,
+        rid: &str,
+    ) -> Result<Vec<NetworkParam>, Vec<String>> {
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Some(napi) = self.clients.napi.clone() else {
+            return Err(vec![not_usable("networks", "networks are not available (no napi_url)")]);
+        };
+        let explicit_primary = wanted.iter().any(|w| w.3.primary == Some(true));
+        let mut problems = Vec::new();
+        let mut out = Vec::new();
+        for (i, id, ip, spec) in wanted {
+            let field = format!("networks[{i}]");
+            let found = match id {
+                Some(NetRef::Uuid(u)) => napi
+                    .clone()
+                    .get_network(request(
+                        triton_proto::napi::v1::GetNetworkRequest { uuid: u.clone() },
+                        rid,
+                    ))
+                    .await
+                    .map(|n| Some(n.into_inner())),
+                Some(NetRef::Name(name)) => napi
+                    .clone()
+                    .list_networks(request(
+                        triton_proto::napi::v1::ListNetworksRequest {
+                            name: Some(name.clone()),
+                            ..Default::default()
+                        },
+                        rid,
+                    ))
+                    .await
+                    .map(|l| l.into_inner().networks.into_iter().next()),
+                None => continue,
+            };
+            let network = match found {
+                Ok(Some(n)) => n,
+                Ok(None) => {
+                    problems.push(not_usable(&format!("{field}.name"), "no network has that name"));
+                    continue;
+                }
+                Err(s) if s.code() == tonic::Code::NotFound => {
+                    problems.push(not_usable(
+                        &format!("{field}.ipv4_uuid"),
+                        "network does not exist",
+                    ));
+                    continue;
+                }
+                Err(s) => {
+                    problems.push(upstream("napi", s));
+                    continue;
+                }
+            };
+            if !network.public && !network.owner_uuids.iter().any(|o| o == owner) {
+                // NAPI's own rule also lets its operator account use any network.
+                let allowed = napi
+                    .clone()
+                    .list_networks(request(
+                        triton_proto::napi::v1::ListNetworksRequest {
+                            provisionable_by: Some(owner.to_string()),
+                            ..Default::default()
+                        },
+                        rid,
+                    ))
+                    .await
+                    .map(|l| l.into_inner().networks.iter().any(|n| n.uuid == network.uuid))
+                    .unwrap_or(false);
+                if !allowed {
+                    problems.push(not_usable(
+                        &field,
+                        format!("network {} is not available to owner {owner}", network.uuid),
+                    ));
+                    continue;
+                }
+            }
+            out.push(NetworkParam {
+                network_uuid: network.uuid.clone(),
+                ip: ip.clone(),
+                primary: spec.primary.unwrap_or(!explicit_primary && out.is_empty()),
+                nic_tag: network.nic_tag.clone(),
+                allow_ip_spoofing: spec.allow_ip_spoofing,
+                allow_mac_spoofing: spec.allow_mac_spoofing,
+                allow_dhcp_spoofing: spec.allow_dhcp_spoofing,
+                allow_restricted_traffic: spec.allow_restricted_traffic,
+            });
+        }
+        if problems.is_empty() {
+            Ok(out)
+        } else {
+            Err(problems)
+        }
+    }
+
+    async fn check_server(&self, server: Option<&str>, rid: &str) -> Result<(), Vec<String>> {
+        let Some(server) = server else {
+            return Ok(());
+        };
+        match self
+            .clients
+            .cnapi
+            .clone()
+            .get_server(request(
+                triton_proto::cnapi::v1::GetServerRequest {
+                    uuid: server.to_string(),
+                },
+                rid,
+            ))
+            .await
+        {
+            Ok(s) if s.get_ref().setup => Ok(()),
+            Ok(_) => Err(vec![not_usable(
+                "server_uuid",
+                format!("server {server} is not set up"),
+            )]),
+            Err(s) if s.code() == tonic::Code::NotFound => Err(vec![not_usable(
+                "server_uuid",
+                format!("server {server} does not exist"),
+            )]),
+            Err(s) => Err(vec![upstream("cnapi", s)]),
+        }
+    }
+
+    // ------------------------------------------------------------ UpdateVm / DeleteVm
+
+    async fn update(&self, r: Request<pb::UpdateVmRequest>) -> Result<pb::JobRef> {
+        let rid = req_id(&r);
+        let req = r.into_inner();
+        let vm = self.actionable_vm(&req.uuid, &req.owner_uuid).await?;
+        let mut c = Checker::default();
+        if let Some(a) = &req.alias {
+            validate::alias(&mut c, "alias", a);
+        }
+        let billing_id = req
+            .billing_id
+            .as_deref()
+            .and_then(|b| c.uuid("billing_id", b));
+        let mut ram = c.range("ram", req.ram, validate::RAM_MIN, validate::RAM_MAX, " MiB");
+        let mut quota = c.range("quota", req.quota, validate::QUOTA_MIN, validate::QUOTA_MAX, " GiB");
+        let mut cpu_cap = c.range("cpu_cap", req.cpu_cap, 0, validate::CPU_CAP_MAX, "");
+        let mut max_lwps = c.range(
+            "max_lwps",
+            req.max_lwps,
+            validate::MAX_LWPS_MIN,
+            validate::MAX_LWPS_MAX,
+            "",
+        );
+        let mut max_swap = c.range(
+            "max_swap",
+            req.max_swap,
+            validate::MAX_SWAP_MIN,
+            validate::RAM_MAX * 4,
+            " MiB",
+        );
+        let set_tags: Map<String, Value> = req
+            .set_tags
+            .iter()
+            .map(|(k, v)| (k.clone(), pb_to_json(v)))
+            .collect();
+        validate::tags(&mut c, "set_tags", &set_tags);
+        validate::metadata(&mut c, "set_customer_metadata", req.set_customer_metadata.iter());
+        validate::metadata(&mut c, "set_internal_metadata", req.set_internal_metadata.iter());
+        c.finish()?;
+        if matches!(vm.state.as_str(), state::PROVISIONING | state::FAILED) {
+            return Err(Error::State(format!(
+                "cannot update: VM {} is {}",
+                vm.uuid, vm.state
+            )));
+        }
+        if let Some(b) = &billing_id {
+            match self.resolve_package(Some(b), &vm.owner_uuid, &rid).await {
+                Ok(Some((_, pkg))) => {
+                    ram = ram.or(Some(pkg.max_physical_memory));
+                    quota = quota.or(Some(pkg.quota / 1024));
+                    cpu_cap = cpu_cap.or(pkg.cpu_cap);
+                    max_lwps = max_lwps.or(Some(u64::from(pkg.max_lwps)));
+                    max_swap = max_swap.or(Some(pkg.max_swap));
+                }
+                Ok(None) => {}
+                Err(p) => return Err(Error::Validation(p)),
+            }
+        }
+        let new_ram = ram.unwrap_or(vm.ram);
+        if max_swap.unwrap_or(vm.max_swap) < new_ram {
+            // Resizing up drags swap along, as Triton's package resize does.
+            max_swap = Some((2 * new_ram).max(validate::MAX_SWAP_MIN));
+        }
+        let params = UpdateParams {
+            alias: req.alias,
+            billing_id,
+            ram,
+            quota,
+            cpu_cap,
+            max_lwps,
+            max_swap,
+            set_tags,
+            remove_tags: req.remove_tags,
+            replace_tags: req.replace_tags,
+            set_customer_metadata: req.set_customer_metadata.into_iter().collect(),
+            remove_customer_metadata: req.remove_customer_metadata,
+            set_internal_metadata: req.set_internal_metadata.into_iter().collect(),
+            remove_internal_metadata: req.remove_internal_metadata,
+            firewall_enabled: req.firewall_enabled,
+            req_id: rid,
+        };
+        let job = self.new_job("update", &vm, to_value(&params));
+        self.submit(job).await
+    }
+
+    async fn delete(&self, r: Request<pb::DeleteVmRequest>) -> Result<pb::JobRef> {
+        let rid = req_id(&r);
+        let req = r.into_inner();
+        let vm = self.actionable_vm(&req.uuid, &req.owner_uuid).await?;
+        let params = ActionParams {
+            req_id: rid,
+            ..Default::default()
+        };
+        let job = self.new_job("destroy", &vm, to_value(&params));
+        self.submit(job).await
+    }
+
+    // ------------------------------------------------------------ lists
+
+    async fn list_vms(&self, req: pb::ListVmsRequest) -> Result<pb::ListVmsResponse> {
+        let mut c = Checker::default();
+        let mut parts = Vec::new();
+        for (field, value) in [
+            ("owner_uuid", &req.owner_uuid),
+            ("server_uuid", &req.server_uuid),
+            ("image_uuid", &req.image_uuid),
+            ("billing_id", &req.billing_id),
+        ] {
+            if let Some(u) = c.opt_uuid(field, value) {
+                parts.push(format!("({field}={u})"));
+            }
+        }
+        match req.state.as_str() {
+            "" => {}
+            state::ACTIVE => parts.push("(!(|(state=destroyed)(state=failed)))".into()),
+            s if state::ALL.contains(&s) => parts.push(format!("(state={s})")),
+            s => c.add("state", format!("{s:?} is not a VM state (or \"active\")")),
+        }
+        if !req.alias.is_empty() {
+            let glob: Vec<String> = req.alias.split('*').map(escape).collect();
+            parts.push(format!("(alias={})", glob.join("*")));
+        }
+        if !req.brand.is_empty() {
+            parts.push(format!("(brand={})", escape(&req.brand)));
+        }
+        if !req.uuids.is_empty() {
+            let mut any = String::from("(|");
+            for (i, u) in req.uuids.iter().enumerate() {
+                if let Some(u) = c.opt_uuid(&format!("uuids[{i}]"), u) {
+                    any.push_str(&format!("(uuid={u})"));
+                }
+            }
+            any.push(')');
+            parts.push(any);
+        }
+        for (k, v) in &req.tags {
+            if k.is_empty() {
+                c.add("tags", "a tag name is empty");
+            } else if v == "*" {
+                parts.push(format!("(tag_keys={})", escape(k)));
+            } else {
+                parts.push(format!("(tag_pairs={})", escape(&format!("{k}={v}"))));
+            }
+        }
+        if !req.query.is_empty() {
+            let q = req.query.trim();
+            if !q.starts_with('(') || !q.ends_with(')') {
+                c.add("query", "must be an LDAP filter in parentheses, e.g. (ram>=1024)");
+            } else {
+                parts.push(q.to_string());
+            }
+        }
+        if let Some(m) = c.opt_uuid("marker", &req.marker) {
+            parts.push(format!("(uuid>={m})(!(uuid={m}))"));
+        }
+        let limit = match req.limit {
+            0 => MAX_LIMIT,
+            l if l <= MAX_LIMIT => l,
+            l => {
+                c.add("limit", format!("must be 1 to {MAX_LIMIT} (got {l})"));
+                MAX_LIMIT
+            }
+        };
+        c.finish()?;
+        let filter = match parts.len() {
+            0 => "(uuid=*)".to_string(),
+            _ => format!("(&{})", parts.concat()),
+        };
+        let options = FindOptions {
+            limit: Some(u64::from(limit)),
+            no_count: true,
+            sort: vec![Sort {
+                attribute: "uuid".into(),
+                order: SortOrder::Asc,
+            }],
+            ..Default::default()
+        };
+        let vms = self.store.find_vms(&filter, &options).await?;
+        Ok(pb::ListVmsResponse {
+            vms: vms.iter().map(VmRecord::to_pb).collect(),
+        })
+    }
+
+    async fn list_jobs(&self, req: pb::ListJobsRequest) -> Result<pb::ListJobsResponse> {
+        let mut c = Checker::default();
+        let mut parts = Vec::new();
+        if let Some(u) = c.opt_uuid("vm_uuid", &req.vm_uuid) {
+            parts.push(format!("(vm_uuid={u})"));
+        }
+        if !req.execution.is_empty() {
+            match Execution::parse(&req.execution) {
+                Some(e) => parts.push(format!("(execution={})", e.as_str())),
+                None => c.add(
+                    "execution",
+                    "must be queued, running, succeeded, failed or canceled",
+                ),
+            }
+        }
+        if !req.name.is_empty() {
+            if steps::chain(&req.name, &self.timeouts).is_empty() {
+                c.add(
+                    "name",
+                    "must be provision, start, stop, reboot, update or destroy",
+                );
+            } else {
+                parts.push(format!("(name={})", escape(&req.name)));
+            }
+        }
+        if req.limit > MAX_LIMIT {
+            c.add("limit", format!("must be 1 to {MAX_LIMIT}"));
+        }
+        c.finish()?;
+        let filter = match parts.len() {
+            0 => "(uuid=*)".to_string(),
+            _ => format!("(&{})", parts.concat()),
+        };
+        let options = FindOptions {
+            limit: Some(u64::from(if req.limit == 0 { MAX_LIMIT } else { req.limit })),
+            offset: u64::from(req.offset),
+            no_count: true,
+            sort: vec![Sort {
+                attribute: "created_at".into(),
+                order: SortOrder::Desc,
+            }],
+            ..Default::default()
+        };
+        let jobs = self.store.find_jobs(&filter, &options).await?;
+        Ok(pb::ListJobsResponse {
+            jobs: jobs.iter().map(JobRecord::to_pb).collect(),
+        })
+    }
+}
+
+enum NetRef {
+    Uuid(String),
+    Name(String),
+}
+
+fn to_value(v: &impl serde::Serialize) -> Value {
+    serde_json::to_value(v).expect("job params always serialize")
+}
+
+#[tonic::async_trait]
+impl Vmapi for VmapiService {
+    async fn ping(&self, _: Request<pb::PingRequest>) -> Reply<pb::PingResponse> {
+        self.store.ping().await?;
+        Ok(Response::new(pb::PingResponse {
+            status: "OK".into(),
+            running_jobs: u32::try_from(self.engine.running_jobs()).unwrap_or(u32::MAX),
+        }))
+    }
+
+    async fn list_vms(&self, r: Request<pb::ListVmsRequest>) -> Reply<pb::ListVmsResponse> {
+        Ok(Response::new(self.list_vms(r.into_inner()).await?))
+    }
+
+    async fn get_vm(&self, r: Request<pb::GetVmRequest>) -> Reply<pb::Vm> {
+        let req = r.into_inner();
+        Ok(Response::new(
+            self.load_vm(&req.uuid, &req.owner_uuid).await?.to_pb(),
+        ))
+    }
+
+    async fn create_vm(&self, r: Request<pb::CreateVmRequest>) -> Reply<pb::JobRef> {
+        Ok(Response::new(self.create(r).await?))
+    }
+
+    async fn start_vm(&self, r: Request<pb::VmActionRequest>) -> Reply<pb::JobRef> {
+        Ok(Response::new(self.action("start", r).await?))
+    }
+
+    async fn stop_vm(&self, r: Request<pb::VmActionRequest>) -> Reply<pb::JobRef> {
+        Ok(Response::new(self.action("stop", r).await?))
+    }
+
+    async fn reboot_vm(&self, r: Request<pb::VmActionRequest>) -> Reply<pb::JobRef> {
+        Ok(Response::new(self.action("reboot", r).await?))
+    }
+
+    async fn update_vm(&self, r: Request<pb::UpdateVmRequest>) -> Reply<pb::JobRef> {
+        Ok(Response::new(self.update(r).await?))
+    }
+
+    async fn delete_vm(&self, r: Request<pb::DeleteVmRequest>) -> Reply<pb::JobRef> {
+        Ok(Response::new(self.delete(r).await?))
+    }
+
+    async fn list_jobs(&self, r: Request<pb::ListJobsRequest>) -> Reply<pb::ListJobsResponse> {
+        Ok(Response::new(self.list_jobs(r.into_inner()).await?))
+    }
+
+    async fn get_job(&self, r: Request<pb::GetJobRequest>) -> Reply<pb::Job> {
+        let uuid = validate::uuid("uuid", &r.get_ref().uuid)?;
+        let job = self
+            .store
+            .get_job(&uuid)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("job {uuid} does not exist")))?;
+        Ok(Response::new(job.value.to_pb()))
+    }
+
+    async fn wait_job(&self, r: Request<pb::WaitJobRequest>) -> Reply<pb::Job> {
+        let req = r.into_inner();
+        let uuid = validate::uuid("uuid", &req.uuid)?;
+        let timeout = match req.timeout_ms {
+            0 => DEFAULT_WAIT,
+            ms => Duration::from_millis(u64::from(ms)).min(MAX_WAIT),
+        };
+        Ok(Response::new(self.engine.wait(&uuid, timeout).await?.to_pb()))
+    }
+}

@@ -1,0 +1,983 @@
+//! What each step of each job does, and its undo. Every step is idempotent: run again
+//! after a crash it finds what its earlier attempt did (the server in the job's data,
+//! the VM's NICs in NAPI, the task id in the job's data, an instance that exists) and
+//! carries on from there.
+//!
+//! | job | steps (undo) |
+//! |---|---|
+//! | provision | validate, allocate (release), provision_nics (delete NICs), ensure_image, machine_create (destroy on the server), record |
+//! | start / stop / reboot | check, machine_boot / machine_shutdown / machine_reboot, record |
+//! | update | check, machine_update, record |
+//! | destroy | check, machine_destroy, release_nics, release_allocation, record |
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tonic::Code;
+use triton_proto::cnagent::v1 as agent;
+use triton_proto::cnapi::v1 as cnapi;
+use triton_proto::napi::v1 as napi;
+
+use crate::clients::{Clients, request};
+use crate::config::Timeouts;
+use crate::error::{Error, Result};
+use crate::job::StepRecord;
+use crate::jobs::JobCtx;
+use crate::model::{VmNic, VmRecord, state, tag_text};
+use crate::params::{ActionParams, ProvisionParams, UpdateParams};
+use crate::store::Store;
+
+/// WaitTask asks the agent to block at most this long per call (its maximum is 60 s).
+const WAIT_TASK_SLICE_MS: u32 = 20_000;
+
+/// The steps of a job, with their undo flags and timeouts, as stored at creation.
+pub fn chain(job: &str, t: &Timeouts) -> Vec<StepRecord> {
+    let d = t.default_s;
+    match job {
+        "provision" => vec![
+            StepRecord::new("validate", false, d),
+            StepRecord::new("allocate", true, d),
+            StepRecord::new("provision_nics", true, d),
+            StepRecord::new("ensure_image", false, t.image_s),
+            StepRecord::new("machine_create", true, t.create_s),
+            StepRecord::new("record", false, d),
+        ],
+        "start" => vec![
+            StepRecord::new("check", false, d),
+            StepRecord::new("machine_boot", false, t.task_s),
+            StepRecord::new("record", false, d),
+        ],
+        "stop" => vec![
+            StepRecord::new("check", false, d),
+            StepRecord::new("machine_shutdown", false, t.task_s),
+            StepRecord::new("record", false, d),
+        ],
+        "reboot" => vec![
+            StepRecord::new("check", false, d),
+            StepRecord::new("machine_reboot", false, t.task_s),
+            StepRecord::new("record", false, d),
+        ],
+        "update" => vec![
+            StepRecord::new("check", false, d),
+            StepRecord::new("machine_update", false, t.task_s),
+            StepRecord::new("record", false, d),
+        ],
+        "destroy" => vec![
+            StepRecord::new("check", false, d),
+            StepRecord::new("machine_destroy", false, t.task_s),
+            StepRecord::new("release_nics", false, d),
+            StepRecord::new("release_allocation", false, d),
+            StepRecord::new("record", false, d),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+#[derive(Clone)]
+pub struct Steps {
+    pub store: Store,
+    pub clients: Clients,
+    pub timeouts: Timeouts,
+}
+
+fn params<T: serde::de::DeserializeOwned + Default>(v: &Value) -> Result<T> {
+    serde_json::from_value(v.clone())
+        .map_err(|e| Error::Internal(format!("job params do not parse: {e}")))
+}
+
+fn cnapi_err(status: tonic::Status) -> Error {
+    Error::upstream("cnapi")(status)
+}
+
+fn napi_err(status: tonic::Status) -> Error {
+    Error::upstream("napi")(status)
+}
+
+/// A task that ended in failure, as an error that is not retried.
+fn task_failed(task: &agent::Task) -> Error {
+    Error::Upstream {
+        service: "cn-agent",
+        name: task.error_name.clone(),
+        message: format!("{} failed: {}", task.task, task.error_message),
+        code: Code::FailedPrecondition,
+    }
+}
+
+fn is_named(e: &Error, wanted: &str) -> bool {
+    matches!(e, Error::Upstream { name, .. } if name == wanted)
+}
+
+impl Steps {
+    pub fn default_timeout(&self) -> Duration {
+        Duration::from_secs(self.timeouts.default_s)
+    }
+
+    pub async fn run(&self, ctx: &JobCtx, step: &str) -> Result<Value> {
+        let job = ctx.record().await;
+        match (job.name.as_str(), step) {
+            ("provision", "validate") => self.validate(ctx).await,
+            ("provision", "allocate") => self.allocate(ctx).await,
+            ("provision", "provision_nics") => self.provision_nics(ctx).await,
+            ("provision", "ensure_image") => self.ensure_image(ctx).await,
+            ("provision", "machine_create") => self.machine_create(ctx).await,
+            ("provision", "record") => self.record_provisioned(ctx).await,
+            (_, "check") => self.check(ctx).await,
+            ("start", "machine_boot") => {
+                self.vm_task(ctx, step, |uuid, _| {
+                    agent::create_task_request::Task::MachineBoot(agent::MachineBoot { uuid })
+                })
+                .await
+            }
+            ("stop", "machine_shutdown") => {
+                self.vm_task(ctx, step, |uuid, p| {
+                    agent::create_task_request::Task::MachineShutdown(agent::MachineShutdown {
+                        uuid,
+                        timeout_seconds: p.timeout_seconds,
+                    })
+                })
+                .await
+            }
+            ("reboot", "machine_reboot") => {
+                self.vm_task(ctx, step, |uuid, p| {
+                    agent::create_task_request::Task::MachineReboot(agent::MachineReboot {
+                        uuid,
+                        timeout_seconds: p.timeout_seconds,
+                    })
+                })
+                .await
+            }
+            ("update", "machine_update") => self.machine_update(ctx).await,
+            ("destroy", "machine_destroy") => self.machine_destroy(ctx).await,
+            ("destroy", "release_nics") => self.release_nics(&job.vm_uuid, &req_id(&job.params)).await,
+            ("destroy", "release_allocation") => self.release_allocation(&job.vm_uuid).await,
+            (_, "record") => self.record_action(ctx).await,
+            (name, step) => Err(Error::Internal(format!("job {name} has no step {step}"))),
+        }
+    }
+
+    pub async fn undo(&self, ctx: &JobCtx, step: &str) -> Result<()> {
+        let job = ctx.record().await;
+        match step {
+            "allocate" => self.release_allocation(&job.vm_uuid).await.map(|_| ()),
+            "provision_nics" => self
+                .release_nics(&job.vm_uuid, &req_id(&job.params))
+                .await
+                .map(|_| ()),
+            "machine_create" => self.undo_machine_create(ctx).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// After an unwound failure: a failed provision leaves the VM `failed` with the
+    /// reason and without the NICs it no longer has; other jobs leave the VM as it is
+    /// (its state is refreshed from the server).
+    pub async fn on_failure(&self, ctx: &JobCtx) -> Result<()> {
+        let job = ctx.record().await;
+        let reason = job.error.clone().unwrap_or_else(|| "failed".into());
+        if job.name == "provision" {
+            self.store
+                .update_vm(&job.vm_uuid, |vm| {
+                    if vm.state == state::FAILED && vm.failure_reason == reason {
+                        return Ok(false);
+                    }
+                    vm.state = state::FAILED.into();
+                    vm.failure_reason = reason.clone();
+                    vm.nics.clear();
+                    Ok(true)
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ provision
+
+    async fn validate(&self, ctx: &JobCtx) -> Result<Value> {
+        let job = ctx.record().await;
+        let p: ProvisionParams = params(&job.params)?;
+        let rid = p.req_id.clone();
+        let vm = self.vm(&job.vm_uuid).await?;
+        if vm.is_destroyed() {
+            return Err(Error::Destroyed {
+                uuid: vm.uuid,
+                at: vm.destroyed.map(crate::time::format_ms).unwrap_or_default(),
+            });
+        }
+        if let Some(ufds) = &self.clients.ufds {
+            let account = ufds
+                .clone()
+                .get_account(request(
+                    triton_proto::ufds::v1::GetAccountRequest {
+                        account: job.owner_uuid.clone(),
+                    },
+                    &rid,
+                ))
+                .await
+                .map_err(Error::upstream("ufds"))?
+                .into_inner();
+            if !account.approved_for_provisioning {
+                return Err(Error::invalid(
+                    "owner_uuid",
+                    format!("account {} is not approved for provisioning", account.login),
+                ));
+            }
+        }
+        if let Some(imgapi) = &self.clients.imgapi {
+            let image = imgapi
+                .clone()
+                .get_image(request(
+                    triton_proto::imgapi::v1::ImageRequest {
+                        uuid: p.image.uuid.clone(),
+                        account: None,
+                    },
+                    &rid,
+                ))
+                .await
+                .map_err(Error::upstream("imgapi"))?
+                .into_inner();
+            if image.state != "active" {
+                return Err(Error::invalid(
+                    "image_uuid",
+                    format!("image {} is {}, not active", image.uuid, image.state),
+                ));
+            }
+        }
+        if let (Some(papi), Some(pkg)) = (&self.clients.papi, &p.package) {
+            let package = papi
+                .clone()
+                .get_package(request(
+                    triton_proto::papi::v1::GetPackageRequest {
+                        uuid: pkg.uuid.clone(),
+                        owner_uuids: vec![job.owner_uuid.clone()],
+                    },
+                    &rid,
+                ))
+                .await
+                .map_err(Error::upstream("papi"))?
+                .into_inner();
+            if !package.active {
+                return Err(Error::invalid(
+                    "billing_id",
+                    format!("package {} is not active", package.uuid),
+                ));
+            }
+        }
+        Ok(json!({}))
+    }
+
+    async fn allocate(&self, ctx: &JobCtx) -> Result<Value> {
+        let job = ctx.record().await;
+        let p: ProvisionParams = params(&job.params)?;
+        if let Some(server) = ctx.data::<String>("server_uuid").await {
+            return Ok(json!({ "server_uuid": server }));
+        }
+        let server_uuid = match &p.server_uuid {
+            Some(s) => s.clone(),
+            None => {
+                let vm = self.vm(&job.vm_uuid).await?;
+                // A reservation left by an attempt that died before recording its
+                // server must not count twice.
+                self.release_allocation(&job.vm_uuid).await?;
+                let req = cnapi::AllocateRequest {
+                    vm: Some(cnapi::AllocVm {
+                        vm_uuid: vm.uuid.clone(),
+                        owner_uuid: vm.owner_uuid.clone(),
+                        ram: vm.ram,
+                        quota: vm.quota,
+                        cpu_cap: vm.cpu_cap,
+                        brand: vm.brand.clone(),
+                        traits_json: String::new(),
+                        locality: p.locality.as_ref().map(|l| cnapi::LocalityHints {
+                            near: l.near.clone(),
+                            far: l.far.clone(),
+                            strict: l.strict,
+                        }),
+                        affinity: p
+                            .affinity
+                            .iter()
+                            .map(|a| cnapi::AffinityRule {
+                                key: a.key.clone(),
+                                operator: a.operator.clone(),
+                                value: a.value.clone(),
+                                is_soft: a.is_soft,
+                            })
+                            .collect(),
+                        internal_metadata: vm.internal_metadata.clone().into_iter().collect(),
+                    }),
+                    image: Some(cnapi::AllocImage {
+                        uuid: p.image.uuid.clone(),
+                        traits_json: p.image.traits_json.clone(),
+                        min_platform: String::new(),
+                        max_platform: String::new(),
+                        image_size: p.image.image_size,
+                    }),
+                    package: p.package.as_ref().map(|pkg| cnapi::AllocPackage {
+                        uuid: pkg.uuid.clone(),
+                        max_physical_memory: pkg.max_physical_memory,
+                        quota: pkg.quota / 1024,
+                        cpu_cap: pkg.cpu_cap,
+                        traits_json: pkg.traits_json.clone(),
+                        alloc_server_spread: pkg.alloc_server_spread.clone(),
+                        ..Default::default()
+                    }),
+                    nic_tags: nic_tags(&p),
+                    ..Default::default()
+                };
+                let chosen = self
+                    .clients
+                    .cnapi
+                    .clone()
+                    .allocate(request(req, &p.req_id))
+                    .await
+                    .map_err(cnapi_err)?
+                    .into_inner();
+                chosen.server_uuid
+            }
+        };
+        ctx.set_data("server_uuid", &server_uuid).await?;
+        let server = server_uuid.clone();
+        self.store
+            .update_vm(&job.vm_uuid, |vm| {
+                if vm.server_uuid == server {
+                    return Ok(false);
+                }
+                vm.server_uuid = server.clone();
+                Ok(true)
+            })
+            .await?;
+        Ok(json!({ "server_uuid": server_uuid }))
+    }
+
+    async fn provision_nics(&self, ctx: &JobCtx) -> Result<Value> {
+        let job = ctx.record().await;
+        let p: ProvisionParams = params(&job.params)?;
+        if p.networks.is_empty() {
+            ctx.set_data("nics", Vec::<VmNic>::new()).await?;
+            return Ok(json!({ "nics": [] }));
+        }
+        let Some(napi) = self.clients.napi.clone() else {
+            return Err(Error::Config("networks need NAPI (napi_url)".into()));
+        };
+        let server: String = ctx.data("server_uuid").await.unwrap_or_default();
+        // NICs an earlier attempt made are found and kept, not made twice.
+        let mut existing = self.vm_nics(&job.vm_uuid, &p.req_id).await?;
+        let mut nics = Vec::new();
+        for (i, net) in p.networks.iter().enumerate() {
+            let found = existing
+                .iter()
+                .position(|n| n.network_uuid == net.network_uuid)
+                .map(|at| existing.remove(at));
+            let nic = match found {
+                Some(nic) => nic,
+                None => napi
+                    .clone()
+                    .create_nic(request(
+                        napi::CreateNicRequest {
+                            owner_uuid: job.owner_uuid.clone(),
+                            belongs_to_uuid: job.vm_uuid.clone(),
+                            belongs_to_type: "zone".into(),
+                            network_uuid: Some(net.network_uuid.clone()),
+                            ip: net.ip.clone(),
+                            primary: net.primary,
+                            state: Some("provisioning".into()),
+                            cn_uuid: (!server.is_empty()).then(|| server.clone()),
+                            allow_ip_spoofing: net.allow_ip_spoofing,
+                            allow_mac_spoofing: net.allow_mac_spoofing,
+                            allow_dhcp_spoofing: net.allow_dhcp_spoofing,
+                            allow_restricted_traffic: net.allow_restricted_traffic,
+                            ..Default::default()
+                        },
+                        &p.req_id,
+                    ))
+                    .await
+                    .map_err(napi_err)?
+                    .into_inner(),
+            };
+            nics.push(VmNic {
+                interface: format!("net{i}"),
+                mac: nic.mac,
+                ip: nic.ip,
+                netmask: nic.netmask,
+                gateway: nic.gateway,
+                nic_tag: nic.nic_tag,
+                vlan_id: nic.vlan_id,
+                network_uuid: nic.network_uuid,
+                primary: nic.primary,
+                mtu: nic.mtu,
+                resolvers: nic.resolvers,
+            });
+        }
+        ctx.set_data("nics", &nics).await?;
+        let recorded = nics.clone();
+        self.store
+            .update_vm(&job.vm_uuid, |vm| {
+                if vm.nics == recorded {
+                    return Ok(false);
+                }
+                vm.nics = recorded.clone();
+                vm.resolvers = Vec::new();
+                for r in recorded.iter().flat_map(|n| n.resolvers.iter()) {
+                    if !vm.resolvers.contains(r) {
+                        vm.resolvers.push(r.clone());
+                    }
+                }
+                Ok(true)
+            })
+            .await?;
+        Ok(json!({ "nics": nics.iter().map(|n| json!({"mac": n.mac, "ip": n.ip, "network_uuid": n.network_uuid})).collect::<Vec<_>>() }))
+    }
+
+    async fn ensure_image(&self, ctx: &JobCtx) -> Result<Value> {
+        let job = ctx.record().await;
+        let p: ProvisionParams = params(&job.params)?;
+        if self.clients.imgapi_file_url.is_empty() {
+            // No image server: the image must be on the server already
+            // (machine_create says so if it is not).
+            return Ok(json!({ "skipped": "no imgapi_file_url" }));
+        }
+        let server = self.server_of(ctx).await?;
+        let task = agent::create_task_request::Task::ImageEnsurePresent(agent::ImageEnsurePresent {
+            image_uuid: p.image.uuid.clone(),
+            source: self.image_source(&p.image.uuid),
+        });
+        let done = self
+            .cn_task(ctx, &server, "task.ensure_image", task, &p.req_id)
+            .await?;
+        Ok(json!({ "task_id": done.id }))
+    }
+
+    fn image_source(&self, image_uuid: &str) -> String {
+        if self.clients.imgapi_file_url.is_empty() {
+            String::new()
+        } else {
+            format!("{}/images/{image_uuid}/file", self.clients.imgapi_file_url)
+        }
+    }
+
+    async fn machine_create(&self, ctx: &JobCtx) -> Result<Value> {
+        let job = ctx.record().await;
+        let p: ProvisionParams = params(&job.params)?;
+        let server = self.server_of(ctx).await?;
+        let vm = self.vm(&job.vm_uuid).await?;
+        let nics: Vec<VmNic> = ctx.data("nics").await.unwrap_or_default();
+        let spec = instance_spec(&vm, &nics);
+        let task = agent::create_task_request::Task::MachineCreate(agent::MachineCreate {
+            spec: Some(spec),
+            image_source: self.image_source(&p.image.uuid),
+        });
+        let instance = match self
+            .cn_task(ctx, &server, "task.machine_create", task, &p.req_id)
+            .await
+        {
+            Ok(done) => done.instance,
+            // An earlier attempt created it (VMAPI died before recording the task):
+            // carry on with the instance as it is.
+            Err(e) if is_named(&e, "VmExistsError") => self.load(ctx, &server, &vm.uuid).await?,
+            Err(e) => return Err(e),
+        };
+        let instance = instance.ok_or_else(|| {
+            Error::Internal("machine_create finished without the instance".into())
+        })?;
+        if instance.state == state::FAILED {
+            return Err(Error::Upstream {
+                service: "cn-agent",
+                name: "VmStateError".into(),
+                message: "the instance failed to boot".into(),
+                code: Code::FailedPrecondition,
+            });
+        }
+        ctx.set_data("instance_state", &instance.state).await?;
+        ctx.set_data("boot_timestamp", instance.last_boot).await?;
+        Ok(json!({ "state": instance.state }))
+    }
+
+    /// The instance as its server has it now (an update that changes nothing).
+    async fn load(&self, ctx: &JobCtx, server: &str, uuid: &str) -> Result<Option<agent::Instance>> {
+        let task = agent::create_task_request::Task::MachineUpdate(agent::MachineUpdate {
+            uuid: uuid.to_string(),
+            ..Default::default()
+        });
+        let rid = req_id(&ctx.record().await.params);
+        ctx.remove_data("task.load").await?;
+        Ok(self.cn_task(ctx, server, "task.load", task, &rid).await?.instance)
+    }
+
+    async fn undo_machine_create(&self, ctx: &JobCtx) -> Result<()> {
+        let job = ctx.record().await;
+        let Some(server) = ctx.data::<String>("server_uuid").await else {
+            return Ok(());
+        };
+        // Destroy whatever the create left on the server (a failed instance still
+        // holds memory and disk there).
+        ctx.remove_data("task.undo_create").await?;
+        let task = agent::create_task_request::Task::MachineDestroy(agent::MachineDestroy {
+            uuid: job.vm_uuid.clone(),
+        });
+        match self
+            .cn_task(ctx, &server, "task.undo_create", task, &req_id(&job.params))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_named(&e, "VmNotFoundError") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn record_provisioned(&self, ctx: &JobCtx) -> Result<Value> {
+        let job = ctx.record().await;
+        let server = self.server_of(ctx).await?;
+        let nics: Vec<VmNic> = ctx.data("nics").await.unwrap_or_default();
+        let instance_state: String = ctx
+            .data("instance_state")
+            .await
+            .unwrap_or_else(|| state::RUNNING.to_string());
+        let boot: u64 = ctx.data("boot_timestamp").await.unwrap_or(0);
+        let vm = self
+            .store
+            .update_vm(&job.vm_uuid, |vm| {
+                if vm.state != state::PROVISIONING {
+                    return Ok(false);
+                }
+                vm.state = instance_state.clone();
+                vm.server_uuid = server.clone();
+                vm.nics = nics.clone();
+                vm.boot_timestamp = boot;
+                vm.failure_reason.clear();
+                Ok(true)
+            })
+            .await?;
+        // NICs follow the instance: running.
+        if let Some(napi) = &self.clients.napi {
+            for nic in &nics {
+                let r = napi
+                    .clone()
+                    .update_nic(request(
+                        napi::UpdateNicRequest {
+                            mac: nic.mac.clone(),
+                            state: Some("running".into()),
+                            ..Default::default()
+                        },
+                        &req_id(&job.params),
+                    ))
+                    .await;
+                if let Err(s) = r {
+                    tracing::warn!(mac = %nic.mac, error = %s, "cannot mark the NIC running");
+                }
+            }
+        }
+        Ok(json!({ "state": vm.state, "server_uuid": vm.server_uuid }))
+    }
+
+    // ------------------------------------------------------------ actions
+
+    /// Re-checks at run time what the request checked when it was accepted: the VM
+    /// exists, is not destroyed, has a server, and (for start/stop with `idempotent`)
+    /// whether there is anything to do.
+    async fn check(&self, ctx: &JobCtx) -> Result<Value> {
+        let job = ctx.record().await;
+        let vm = self.vm(&job.vm_uuid).await?;
+        if vm.is_destroyed() {
+            return Err(Error::Destroyed {
+                uuid: vm.uuid,
+                at: vm.destroyed.map(crate::time::format_ms).unwrap_or_default(),
+            });
+        }
+        if vm.server_uuid.is_empty() && job.name != "destroy" {
+            return Err(Error::Unallocated(vm.uuid));
+        }
+        let p: ActionParams = params(&job.params).unwrap_or_default();
+        let nothing_to_do = match job.name.as_str() {
+            "start" => p.idempotent && vm.state == state::RUNNING,
+            "stop" => p.idempotent && vm.state == state::STOPPED,
+            "update" => !params::<UpdateParams>(&job.params)?.touches_instance(),
+            // A VM that never reached a server has nothing there to destroy.
+            "destroy" => vm.server_uuid.is_empty(),
+            _ => false,
+        };
+        ctx.set_data("server_uuid", &vm.server_uuid).await?;
+        ctx.set_data("skip_task", nothing_to_do).await?;
+        Ok(json!({ "state": vm.state, "skip_task": nothing_to_do }))
+    }
+
+    async fn vm_task(
+        &self,
+        ctx: &JobCtx,
+        step: &str,
+        make: impl FnOnce(String, &ActionParams) -> agent::create_task_request::Task,
+    ) -> Result<Value> {
+        if ctx.data::<bool>("skip_task").await.unwrap_or(false) {
+            return Ok(json!({ "skipped": true }));
+        }
+        let job = ctx.record().await;
+        let p: ActionParams = params(&job.params)?;
+        let server = self.server_of(ctx).await?;
+        let task = make(job.vm_uuid.clone(), &p);
+        let done = self
+            .cn_task(ctx, &server, &format!("task.{step}"), task, &p.req_id)
+            .await?;
+        self.keep_instance(ctx, done.instance.as_ref()).await?;
+        Ok(json!({ "task_id": done.id }))
+    }
+
+    async fn keep_instance(&self, ctx: &JobCtx, instance: Option<&agent::Instance>) -> Result<()> {
+        if let Some(i) = instance {
+            ctx.set_data("instance_state", &i.state).await?;
+            ctx.set_data("boot_timestamp", i.last_boot).await?;
+        }
+        Ok(())
+    }
+
+    async fn machine_update(&self, ctx: &JobCtx) -> Result<Value> {
+        if ctx.data::<bool>("skip_task").await.unwrap_or(false) {
+            return Ok(json!({ "skipped": true }));
+        }
+        let job = ctx.record().await;
+        let p: UpdateParams = params(&job.params)?;
+        let server = self.server_of(ctx).await?;
+        let task = agent::create_task_request::Task::MachineUpdate(agent::MachineUpdate {
+            uuid: job.vm_uuid.clone(),
+            ram: p.ram,
+            cpu_cap: p.cpu_cap,
+            quota: p.quota,
+            max_lwps: p.max_lwps,
+            alias: p.alias.clone(),
+            ..Default::default()
+        });
+        let done = self
+            .cn_task(ctx, &server, "task.machine_update", task, &p.req_id)
+            .await?;
+        self.keep_instance(ctx, done.instance.as_ref()).await?;
+        Ok(json!({ "task_id": done.id }))
+    }
+
+    async fn machine_destroy(&self, ctx: &JobCtx) -> Result<Value> {
+        if ctx.data::<bool>("skip_task").await.unwrap_or(false) {
+            return Ok(json!({ "skipped": true }));
+        }
+        let job = ctx.record().await;
+        let server = self.server_of(ctx).await?;
+        let task = agent::create_task_request::Task::MachineDestroy(agent::MachineDestroy {
+            uuid: job.vm_uuid.clone(),
+        });
+        match self
+            .cn_task(ctx, &server, "task.machine_destroy", task, &req_id(&job.params))
+            .await
+        {
+            Ok(done) => Ok(json!({ "task_id": done.id })),
+            Err(e) if is_named(&e, "VmNotFoundError") => Ok(json!({ "gone": true })),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes what an action did into the VM record.
+    async fn record_action(&self, ctx: &JobCtx) -> Result<Value> {
+        let job = ctx.record().await;
+        let instance_state: Option<String> = ctx.data("instance_state").await;
+        let boot: Option<u64> = ctx.data("boot_timestamp").await;
+        let update: Option<UpdateParams> = if job.name == "update" {
+            Some(params(&job.params)?)
+        } else {
+            None
+        };
+        let destroy = job.name == "destroy";
+        let vm = self
+            .store
+            .update_vm(&job.vm_uuid, |vm| {
+                if vm.is_destroyed() {
+                    return Ok(false);
+                }
+                if destroy {
+                    vm.state = state::DESTROYED.into();
+                    vm.destroyed = Some(crate::time::now_ms());
+                    vm.nics.clear();
+                    return Ok(true);
+                }
+                if let Some(s) = &instance_state {
+                    vm.state = s.clone();
+                }
+                if let Some(b) = boot.filter(|b| *b > 0) {
+                    vm.boot_timestamp = b;
+                }
+                if let Some(u) = &update {
+                    apply_update(vm, u);
+                }
+                Ok(true)
+            })
+            .await?;
+        Ok(json!({ "state": vm.state }))
+    }
+
+    // ------------------------------------------------------------ shared
+
+    async fn vm(&self, uuid: &str) -> Result<VmRecord> {
+        self.store
+            .get_vm(uuid)
+            .await?
+            .map(|v| v.value)
+            .ok_or_else(|| Error::NotFound(format!("VM {uuid} does not exist")))
+    }
+
+    async fn server_of(&self, ctx: &JobCtx) -> Result<String> {
+        match ctx.data::<String>("server_uuid").await {
+            Some(s) if !s.is_empty() => Ok(s),
+            _ => {
+                let job = ctx.record().await;
+                Err(Error::Unallocated(job.vm_uuid))
+            }
+        }
+    }
+
+    async fn vm_nics(&self, vm_uuid: &str, rid: &str) -> Result<Vec<napi::Nic>> {
+        let Some(napi) = self.clients.napi.clone() else {
+            return Ok(Vec::new());
+        };
+        Ok(napi
+            .clone()
+            .list_nics(request(
+                napi::ListNicsRequest {
+                    belongs_to_uuid: Some(vm_uuid.to_string()),
+                    belongs_to_type: Some("zone".into()),
+                    ..Default::default()
+                },
+                rid,
+            ))
+            .await
+            .map_err(napi_err)?
+            .into_inner()
+            .nics)
+    }
+
+    /// Deletes every NIC of the VM (its IPs go back to their networks).
+    async fn release_nics(&self, vm_uuid: &str, rid: &str) -> Result<Value> {
+        let Some(napi) = self.clients.napi.clone() else {
+            return Ok(json!({ "released": 0 }));
+        };
+        let nics = self.vm_nics(vm_uuid, rid).await?;
+        for nic in &nics {
+            match napi
+                .clone()
+                .delete_nic(request(
+                    napi::DeleteNicRequest {
+                        mac: nic.mac.clone(),
+                    },
+                    rid,
+                ))
+                .await
+            {
+                Ok(_) => {}
+                Err(s) if s.code() == Code::NotFound => {}
+                Err(s) => return Err(napi_err(s)),
+            }
+        }
+        Ok(json!({ "released": nics.len() }))
+    }
+
+    /// Drops the VM's reservation on every server (CNAPI drops it by itself once the
+    /// instance is in the server's heartbeats).
+    async fn release_allocation(&self, vm_uuid: &str) -> Result<Value> {
+        let released = self
+            .clients
+            .cnapi
+            .clone()
+            .release_reservation(request(
+                cnapi::ReleaseReservationRequest {
+                    vm_uuid: vm_uuid.to_string(),
+                    server_uuid: String::new(),
+                },
+                "",
+            ))
+            .await
+            .map_err(cnapi_err)?
+            .into_inner()
+            .released;
+        Ok(json!({ "released": released }))
+    }
+
+    /// Sends a task to the server's cn-agent (through CNAPI) once, recording its id
+    /// under `key` before waiting, and waits for its end. A resumed step waits for the
+    /// recorded task instead of sending another; a task the agent no longer knows
+    /// (it restarted) is sent again.
+    async fn cn_task(
+        &self,
+        ctx: &JobCtx,
+        server: &str,
+        key: &str,
+        task: agent::create_task_request::Task,
+        rid: &str,
+    ) -> Result<agent::Task> {
+        let cnapi = self.clients.cnapi.clone();
+        let task_id = match ctx.data::<String>(key).await {
+            Some(id) => id,
+            None => {
+                let sent = cnapi
+                    .clone()
+                    .server_task(request(
+                        cnapi::ServerTaskRequest {
+                            server_uuid: server.to_string(),
+                            task: Some(agent::CreateTaskRequest {
+                                req_id: rid.to_string(),
+                                task: Some(task.clone()),
+                            }),
+                        },
+                        rid,
+                    ))
+                    .await
+                    .map_err(cnapi_err)?
+                    .into_inner();
+                ctx.set_data(key, &sent.id).await?;
+                sent.id
+            }
+        };
+        loop {
+            let mut call = request(
+                cnapi::WaitServerTaskRequest {
+                    server_uuid: server.to_string(),
+                    task_id: task_id.clone(),
+                    timeout_ms: WAIT_TASK_SLICE_MS,
+                },
+                rid,
+            );
+            call.set_timeout(Duration::from_millis(u64::from(WAIT_TASK_SLICE_MS) + 30_000));
+            let waited = cnapi.clone().wait_task(call).await;
+            let t = match waited {
+                Ok(t) => t.into_inner(),
+                Err(s) if triton_common::status::error_name(&s) == Some("TaskNotFoundError") => {
+                    ctx.remove_data(key).await?;
+                    return Err(Error::Conflict(format!(
+                        "task {task_id} is unknown to the agent (restarted?); sending it again"
+                    )));
+                }
+                Err(s) => return Err(cnapi_err(s)),
+            };
+            match t.status.as_str() {
+                "complete" => return Ok(t),
+                "failure" => {
+                    let e = task_failed(&t);
+                    // A task that failed because the agent was busy may be sent again.
+                    if t.error_name == "ServiceUnavailableError" {
+                        ctx.remove_data(key).await?;
+                        return Err(Error::Upstream {
+                            service: "cn-agent",
+                            name: t.error_name.clone(),
+                            message: t.error_message.clone(),
+                            code: Code::Unavailable,
+                        });
+                    }
+                    return Err(e);
+                }
+                _ => continue,
+            }
+        }
+    }
+}
+
+fn req_id(params: &Value) -> String {
+    params
+        .get("req_id")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
+}
+
+fn nic_tags(p: &ProvisionParams) -> Vec<String> {
+    let mut tags: Vec<String> = Vec::new();
+    for n in &p.networks {
+        if !n.nic_tag.is_empty() && !tags.contains(&n.nic_tag) {
+            tags.push(n.nic_tag.clone());
+        }
+    }
+    tags
+}
+
+/// The cn-agent spec of a VM: what `vmadm create` gets in Triton.
+pub fn instance_spec(vm: &VmRecord, nics: &[VmNic]) -> agent::InstanceSpec {
+    agent::InstanceSpec {
+        uuid: vm.uuid.clone(),
+        owner_uuid: vm.owner_uuid.clone(),
+        alias: vm.alias.clone(),
+        hostname: vm.hostname.clone(),
+        brand: vm.brand.clone(),
+        image_uuid: vm.image_uuid.clone(),
+        ram: vm.ram,
+        cpu_cap: vm.cpu_cap,
+        quota: vm.quota,
+        max_lwps: vm.max_lwps,
+        nics: nics
+            .iter()
+            .enumerate()
+            .map(|(i, n)| agent::Nic {
+                interface: format!("eth{i}"),
+                mac: n.mac.clone(),
+                ip: n.ip.clone(),
+                netmask: n.netmask.clone(),
+                gateway: n.gateway.clone(),
+                resolvers: n.resolvers.clone(),
+                nic_tag: n.nic_tag.clone(),
+                vlan_id: n.vlan_id,
+                mtu: n.mtu,
+                primary: n.primary,
+            })
+            .collect(),
+        init: Vec::new(),
+        customer_metadata: vm.customer_metadata.clone().into_iter().collect(),
+        internal_metadata: vm.internal_metadata.clone().into_iter().collect(),
+        tags: vm
+            .tags
+            .iter()
+            .map(|(k, v)| (k.clone(), tag_text(v)))
+            .collect(),
+        autoboot: vm.autoboot,
+        billing_id: vm.billing_id.clone(),
+    }
+}
+
+/// An accepted update, applied to the record.
+pub fn apply_update(vm: &mut VmRecord, u: &UpdateParams) {
+    if let Some(a) = &u.alias {
+        vm.alias = a.clone();
+    }
+    if let Some(b) = &u.billing_id {
+        vm.billing_id = b.clone();
+    }
+    if let Some(ram) = u.ram {
+        vm.ram = ram;
+        vm.max_physical_memory = ram;
+    }
+    if let Some(q) = u.quota {
+        vm.quota = q;
+    }
+    if let Some(c) = u.cpu_cap {
+        vm.cpu_cap = c;
+    }
+    if let Some(l) = u.max_lwps {
+        vm.max_lwps = l;
+    }
+    if let Some(s) = u.max_swap {
+        vm.max_swap = s;
+    }
+    if let Some(f) = u.firewall_enabled {
+        vm.firewall_enabled = f;
+    }
+    if u.replace_tags {
+        vm.tags = u.set_tags.clone();
+    } else {
+        for (k, v) in &u.set_tags {
+            vm.tags.insert(k.clone(), v.clone());
+        }
+    }
+    for k in &u.remove_tags {
+        vm.tags.remove(k);
+    }
+    merge(&mut vm.customer_metadata, &u.set_customer_metadata, &u.remove_customer_metadata);
+    merge(&mut vm.internal_metadata, &u.set_internal_metadata, &u.remove_internal_metadata);
+}
+
+fn merge(map: &mut BTreeMap<String, String>, set: &BTreeMap<String, String>, remove: &[String]) {
+    for (k, v) in set {
+        map.insert(k.clone(), v.clone());
+    }
+    for k in remove {
+        map.remove(k);
+    }
+}
