@@ -44,11 +44,7 @@ impl RequestHead {
 
 /// Checks the request's signature and the path's account; the caller on success.
 pub async fn authenticate(app: &AppState, req: &RequestHead) -> Result<Caller, ApiError> {
-    let url = req
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
+    let url = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let http_version = match req.version {
         http::Version::HTTP_10 => "1.0",
         http::Version::HTTP_2 => "2.0",
@@ -79,7 +75,9 @@ pub async fn authenticate(app: &AppState, req: &RequestHead) -> Result<Caller, A
     })?;
     if let Some(user) = &key_id.subuser {
         // Sub-users (RBAC) are not kept in UFDS yet.
-        return Err(ApiError::invalid_credentials(format!("Invalid account {user}")));
+        return Err(ApiError::invalid_credentials(format!(
+            "Invalid account {user}"
+        )));
     }
 
     let mut ufds_client = app.backends.ufds.clone();
@@ -118,7 +116,10 @@ pub async fn authenticate(app: &AppState, req: &RequestHead) -> Result<Caller, A
     {
         Ok(k) => k.into_inner(),
         Err(s) if is_not_found(&s) || s.code() == tonic::Code::InvalidArgument => {
-            return Err(ApiError::invalid_credentials(format!("Invalid key {}", key_id.key)));
+            return Err(ApiError::invalid_credentials(format!(
+                "Invalid key {}",
+                key_id.key
+            )));
         }
         Err(s) => {
             tracing::error!(error = %s, "UFDS GetKey failed during authentication");
@@ -155,7 +156,11 @@ fn is_not_found(s: &tonic::Status) -> bool {
 /// The first path segment names the account acted on: `my` or the caller's login.
 /// Another existing account is forbidden (Triton: NotAuthorized), an unknown one not
 /// found.
-async fn check_path_account(app: &AppState, path: &str, caller: &ufds::Account) -> Result<(), ApiError> {
+async fn check_path_account(
+    app: &AppState,
+    path: &str,
+    caller: &ufds::Account,
+) -> Result<(), ApiError> {
     let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
     let login = percent_decode(first);
     if login.is_empty() || login == "my" || login == caller.login {
@@ -163,7 +168,9 @@ async fn check_path_account(app: &AppState, path: &str, caller: &ufds::Account) 
     }
     let mut ufds_client = app.backends.ufds.clone();
     match ufds_client
-        .get_account(ufds::GetAccountRequest { account: login.clone() })
+        .get_account(ufds::GetAccountRequest {
+            account: login.clone(),
+        })
         .await
     {
         Ok(_) => Err(ApiError::not_authorized(format!(

@@ -159,8 +159,15 @@ mod tests {
             "alias: bad",
         );
         let e = ApiError::backend("vmapi", s);
-        assert_eq!((e.status, e.code, e.message.as_str()), (StatusCode::CONFLICT, "InvalidArgument", "alias: bad"));
-        let s = triton_common::status::named(tonic::Code::NotFound, "ResourceNotFound", "vm x not found");
+        assert_eq!(
+            (e.status, e.code, e.message.as_str()),
+            (StatusCode::CONFLICT, "InvalidArgument", "alias: bad")
+        );
+        let s = triton_common::status::named(
+            tonic::Code::NotFound,
+            "ResourceNotFound",
+            "vm x not found",
+        );
         assert_eq!(ApiError::backend("vmapi", s).status, StatusCode::NOT_FOUND);
         let e = ApiError::backend("vmapi", tonic::Status::internal("secret detail"));
         assert_eq!(e.code, "InternalError");

@@ -138,7 +138,9 @@ pub fn parse_request(
                     .filter_map(|v| v.to_str().ok())
                     .collect();
                 if values.is_empty() {
-                    return Err(ParseError::MissingHeader(format!("{name} was not in the request")));
+                    return Err(ParseError::MissingHeader(format!(
+                        "{name} was not in the request"
+                    )));
                 }
                 let value = values.join(", ");
                 match grammar {
@@ -152,13 +154,17 @@ pub fn parse_request(
     let signing_string = parts.join("\n");
 
     if !headers.iter().any(|h| h == date_header) {
-        return Err(ParseError::MissingHeader(format!("{date_header} was not a signed header")));
+        return Err(ParseError::MissingHeader(format!(
+            "{date_header} was not a signed header"
+        )));
     }
     let date = req
         .headers
         .get(date_header)
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ParseError::MissingHeader(format!("{date_header} was not in the request")))?;
+        .ok_or_else(|| {
+            ParseError::MissingHeader(format!("{date_header} was not in the request"))
+        })?;
     let date = httpdate::parse_http_date(date)
         .map_err(|_| ParseError::Invalid(format!("{date_header} is not a valid HTTP date")))?;
     let skew = match now.duration_since(date) {
@@ -173,7 +179,9 @@ pub fn parse_request(
     }
 
     if !ALGORITHMS.contains(&algorithm.as_str()) {
-        return Err(ParseError::UnsupportedAlgorithm(algorithm.to_ascii_uppercase()));
+        return Err(ParseError::UnsupportedAlgorithm(
+            algorithm.to_ascii_uppercase(),
+        ));
     }
     let signature = base64::engine::general_purpose::STANDARD
         .decode(signature_b64.trim())
@@ -318,9 +326,15 @@ pub enum VerifyError {
 /// A public key, from its SSH wire-format blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PublicKey {
-    Rsa { n: Vec<u8>, e: Vec<u8> },
+    Rsa {
+        n: Vec<u8>,
+        e: Vec<u8>,
+    },
     /// `curve` is `nistp256`, `nistp384` or `nistp521`; `point` is SEC1 uncompressed.
-    Ecdsa { curve: String, point: Vec<u8> },
+    Ecdsa {
+        curve: String,
+        point: Vec<u8>,
+    },
     Ed25519([u8; 32]),
 }
 
@@ -370,7 +384,12 @@ struct SshReader<'a>(&'a [u8]);
 impl<'a> SshReader<'a> {
     fn string(&mut self) -> Result<&'a [u8], VerifyError> {
         let short = || VerifyError::BadKey("truncated key blob".into());
-        let len_bytes: [u8; 4] = self.0.get(..4).ok_or_else(short)?.try_into().map_err(|_| short())?;
+        let len_bytes: [u8; 4] = self
+            .0
+            .get(..4)
+            .ok_or_else(short)?
+            .try_into()
+            .map_err(|_| short())?;
         let len = u32::from_be_bytes(len_bytes) as usize;
         let data = self.0.get(4..4 + len).ok_or_else(short)?;
         self.0 = &self.0[4 + len..];
@@ -423,13 +442,15 @@ pub fn verify(
                 &rs::EcdsaVerificationAlgorithm,
                 Option<&rs::EcdsaVerificationAlgorithm>,
             ) = match (curve.as_str(), hash) {
-                ("nistp256", "sha256") => {
-                    (&rs::ECDSA_P256_SHA256_ASN1, Some(&rs::ECDSA_P256_SHA256_FIXED))
-                }
+                ("nistp256", "sha256") => (
+                    &rs::ECDSA_P256_SHA256_ASN1,
+                    Some(&rs::ECDSA_P256_SHA256_FIXED),
+                ),
                 ("nistp256", "sha384") => (&rs::ECDSA_P256_SHA384_ASN1, None),
-                ("nistp384", "sha384") => {
-                    (&rs::ECDSA_P384_SHA384_ASN1, Some(&rs::ECDSA_P384_SHA384_FIXED))
-                }
+                ("nistp384", "sha384") => (
+                    &rs::ECDSA_P384_SHA384_ASN1,
+                    Some(&rs::ECDSA_P384_SHA384_FIXED),
+                ),
                 ("nistp384", "sha256") => (&rs::ECDSA_P384_SHA256_ASN1, None),
                 ("nistp521", "sha512") => return verify_p521(point, message, signature),
                 _ => return Err(wrong()),
@@ -442,7 +463,11 @@ pub fn verify(
                         .verify(message, signature)
                         .is_ok()
                 });
-            if ok { Ok(()) } else { Err(VerifyError::Mismatch) }
+            if ok {
+                Ok(())
+            } else {
+                Err(VerifyError::Mismatch)
+            }
         }
         PublicKey::Ed25519(k) => {
             if family != "ed25519" || hash != "sha512" {
@@ -480,7 +505,9 @@ fn der_ecdsa_to_fixed(der: &[u8], width: usize) -> Option<Vec<u8>> {
         if n == 0 || n > 2 || b.len() < 1 + n {
             return None;
         }
-        let len = b[1..1 + n].iter().fold(0usize, |acc, &x| (acc << 8) | x as usize);
+        let len = b[1..1 + n]
+            .iter()
+            .fold(0usize, |acc, &x| (acc << 8) | x as usize);
         Some((len, &b[1 + n..]))
     }
     fn integer(b: &[u8]) -> Option<(&[u8], &[u8])> {
@@ -650,22 +677,34 @@ mod tests {
                 r#"keyId="/bob/keys/k",algorithm="rsa-sha256",signature="AAAA""#,
             ),
         ]);
-        assert_eq!(parse_request(&view(&h), SKEW, now).unwrap().key_id, "/bob/keys/k");
+        assert_eq!(
+            parse_request(&view(&h), SKEW, now).unwrap().key_id,
+            "/bob/keys/k"
+        );
     }
 
     #[test]
     fn refusals() {
         let (now, date) = now_date();
         let none = headers(&[("date", &date)]);
-        assert_eq!(parse_request(&view(&none), SKEW, now), Err(ParseError::Missing));
+        assert_eq!(
+            parse_request(&view(&none), SKEW, now),
+            Err(ParseError::Missing)
+        );
 
         let basic = headers(&[("date", &date), ("authorization", "Basic Ym9iOnB3")]);
-        assert_eq!(parse_request(&view(&basic), SKEW, now), Err(ParseError::Missing));
+        assert_eq!(
+            parse_request(&view(&basic), SKEW, now),
+            Err(ParseError::Missing)
+        );
 
         let stale = httpdate::fmt_http_date(now - Duration::from_secs(301));
         let h = headers(&[
             ("date", &stale),
-            ("authorization", r#"Signature keyId="/b/keys/k",algorithm="rsa-sha256",signature="AAAA""#),
+            (
+                "authorization",
+                r#"Signature keyId="/b/keys/k",algorithm="rsa-sha256",signature="AAAA""#,
+            ),
         ]);
         assert!(matches!(
             parse_request(&view(&h), SKEW, now),
@@ -674,29 +713,48 @@ mod tests {
         let future = httpdate::fmt_http_date(now + Duration::from_secs(400));
         let h = headers(&[
             ("date", &future),
-            ("authorization", r#"Signature keyId="/b/keys/k",algorithm="rsa-sha256",signature="AAAA""#),
+            (
+                "authorization",
+                r#"Signature keyId="/b/keys/k",algorithm="rsa-sha256",signature="AAAA""#,
+            ),
         ]);
-        assert!(matches!(parse_request(&view(&h), SKEW, now), Err(ParseError::Expired { .. })));
+        assert!(matches!(
+            parse_request(&view(&h), SKEW, now),
+            Err(ParseError::Expired { .. })
+        ));
 
         let h = headers(&[
             ("date", &date),
             ("host", "x"),
-            ("authorization", r#"Signature keyId="/b/keys/k",algorithm="rsa-sha256",headers="host",signature="AAAA""#),
+            (
+                "authorization",
+                r#"Signature keyId="/b/keys/k",algorithm="rsa-sha256",headers="host",signature="AAAA""#,
+            ),
         ]);
         assert_eq!(
             parse_request(&view(&h), SKEW, now),
-            Err(ParseError::MissingHeader("date was not a signed header".into()))
+            Err(ParseError::MissingHeader(
+                "date was not a signed header".into()
+            ))
         );
 
-        let h = headers(&[("authorization", r#"Signature keyId="/b/keys/k",algorithm="rsa-sha256",signature="AAAA""#)]);
+        let h = headers(&[(
+            "authorization",
+            r#"Signature keyId="/b/keys/k",algorithm="rsa-sha256",signature="AAAA""#,
+        )]);
         assert_eq!(
             parse_request(&view(&h), SKEW, now),
-            Err(ParseError::MissingHeader("date was not in the request".into()))
+            Err(ParseError::MissingHeader(
+                "date was not in the request".into()
+            ))
         );
 
         let h = headers(&[
             ("date", &date),
-            ("authorization", r#"Signature keyId="/b/keys/k",algorithm="hmac-sha256",signature="AAAA""#),
+            (
+                "authorization",
+                r#"Signature keyId="/b/keys/k",algorithm="hmac-sha256",signature="AAAA""#,
+            ),
         ]);
         assert_eq!(
             parse_request(&view(&h), SKEW, now),
@@ -704,16 +762,29 @@ mod tests {
         );
 
         let h = headers(&[("date", &date), ("authorization", "Signature garbage")]);
-        assert!(matches!(parse_request(&view(&h), SKEW, now), Err(ParseError::Invalid(_))));
+        assert!(matches!(
+            parse_request(&view(&h), SKEW, now),
+            Err(ParseError::Invalid(_))
+        ));
     }
 
     #[test]
     fn key_ids() {
         assert_eq!(
             KeyId::parse("/bob/keys/aa:bb").unwrap(),
-            KeyId { login: "bob".into(), subuser: None, key: "aa:bb".into() }
+            KeyId {
+                login: "bob".into(),
+                subuser: None,
+                key: "aa:bb".into()
+            }
         );
-        assert_eq!(KeyId::parse("/acme/users/ann/keys/k").unwrap().subuser.as_deref(), Some("ann"));
+        assert_eq!(
+            KeyId::parse("/acme/users/ann/keys/k")
+                .unwrap()
+                .subuser
+                .as_deref(),
+            Some("ann")
+        );
         assert!(KeyId::parse("bob/keys/k").is_none());
         assert!(KeyId::parse("/bob/key/k").is_none());
         assert!(KeyId::parse("/bob/keys/").is_none());
@@ -729,8 +800,14 @@ mod tests {
         ssh_string(&mut blob, pair.public_key().as_ref());
         let key = PublicKey::from_ssh_blob(&blob).unwrap();
         let sig = pair.sign(b"date: x");
-        assert_eq!(verify(&key, "ed25519-sha512", b"date: x", sig.as_ref()), Ok(()));
-        assert_eq!(verify(&key, "ed25519-sha512", b"date: y", sig.as_ref()), Err(VerifyError::Mismatch));
+        assert_eq!(
+            verify(&key, "ed25519-sha512", b"date: x", sig.as_ref()),
+            Ok(())
+        );
+        assert_eq!(
+            verify(&key, "ed25519-sha512", b"date: y", sig.as_ref()),
+            Err(VerifyError::Mismatch)
+        );
         assert!(matches!(
             verify(&key, "rsa-sha256", b"date: x", sig.as_ref()),
             Err(VerifyError::WrongAlgorithm { .. })
@@ -741,22 +818,44 @@ mod tests {
     fn ecdsa_p256_and_p384_asn1_and_fixed() {
         let rng = SystemRandom::new();
         for (signing, fixed_signing, curve, alg) in [
-            (&rs::ECDSA_P256_SHA256_ASN1_SIGNING, &rs::ECDSA_P256_SHA256_FIXED_SIGNING, "nistp256", "ecdsa-sha256"),
-            (&rs::ECDSA_P384_SHA384_ASN1_SIGNING, &rs::ECDSA_P384_SHA384_FIXED_SIGNING, "nistp384", "ecdsa-sha384"),
+            (
+                &rs::ECDSA_P256_SHA256_ASN1_SIGNING,
+                &rs::ECDSA_P256_SHA256_FIXED_SIGNING,
+                "nistp256",
+                "ecdsa-sha256",
+            ),
+            (
+                &rs::ECDSA_P384_SHA384_ASN1_SIGNING,
+                &rs::ECDSA_P384_SHA384_FIXED_SIGNING,
+                "nistp384",
+                "ecdsa-sha384",
+            ),
         ] {
             let pkcs8 = rs::EcdsaKeyPair::generate_pkcs8(signing, &rng).unwrap();
             let pair = rs::EcdsaKeyPair::from_pkcs8(signing, pkcs8.as_ref(), &rng).unwrap();
-            let fixed_pair = rs::EcdsaKeyPair::from_pkcs8(fixed_signing, pkcs8.as_ref(), &rng).unwrap();
+            let fixed_pair =
+                rs::EcdsaKeyPair::from_pkcs8(fixed_signing, pkcs8.as_ref(), &rng).unwrap();
             let mut blob = Vec::new();
             ssh_string(&mut blob, format!("ecdsa-sha2-{curve}").as_bytes());
             ssh_string(&mut blob, curve.as_bytes());
             ssh_string(&mut blob, pair.public_key().as_ref());
             let key = PublicKey::from_ssh_blob(&blob).unwrap();
             let sig = pair.sign(&rng, b"hello").unwrap();
-            assert_eq!(verify(&key, alg, b"hello", sig.as_ref()), Ok(()), "{curve} asn1");
+            assert_eq!(
+                verify(&key, alg, b"hello", sig.as_ref()),
+                Ok(()),
+                "{curve} asn1"
+            );
             let sig = fixed_pair.sign(&rng, b"hello").unwrap();
-            assert_eq!(verify(&key, alg, b"hello", sig.as_ref()), Ok(()), "{curve} fixed");
-            assert_eq!(verify(&key, alg, b"hellO", sig.as_ref()), Err(VerifyError::Mismatch));
+            assert_eq!(
+                verify(&key, alg, b"hello", sig.as_ref()),
+                Ok(()),
+                "{curve} fixed"
+            );
+            assert_eq!(
+                verify(&key, alg, b"hellO", sig.as_ref()),
+                Err(VerifyError::Mismatch)
+            );
         }
     }
 

@@ -28,9 +28,23 @@ pub fn translate_state(state: &str) -> &'static str {
 /// The VMAPI states a CloudAPI state filter stands for.
 pub fn vmapi_states(cloudapi_state: &str) -> Vec<&'static str> {
     const ALL: &[&str] = &[
-        "configured", "incomplete", "unavailable", "provisioning", "ready", "running",
-        "halting", "stopping", "shutting_down", "off", "down", "installed", "stopped",
-        "unreachable", "destroyed", "failed", "unknown",
+        "configured",
+        "incomplete",
+        "unavailable",
+        "provisioning",
+        "ready",
+        "running",
+        "halting",
+        "stopping",
+        "shutting_down",
+        "off",
+        "down",
+        "installed",
+        "stopped",
+        "unreachable",
+        "destroyed",
+        "failed",
+        "unknown",
     ];
     ALL.iter()
         .copied()
@@ -54,7 +68,12 @@ pub fn primary_ip(vm: &vmapi::Vm) -> String {
     vm.nics
         .iter()
         .find(|n| n.primary && !n.ip.is_empty())
-        .or_else(|| vm.nics.iter().rev().find(|n| n.nic_tag == "external" && !n.ip.is_empty()))
+        .or_else(|| {
+            vm.nics
+                .iter()
+                .rev()
+                .find(|n| n.nic_tag == "external" && !n.ip.is_empty())
+        })
         .or_else(|| vm.nics.iter().find(|n| !n.ip.is_empty()))
         .map(|n| n.ip.clone())
         .unwrap_or_default()
@@ -87,26 +106,53 @@ pub fn machine_json(vm: &vmapi::Vm, package: &str) -> Value {
     o.insert("name".into(), json!(vm.alias));
     o.insert(
         "type".into(),
-        json!(if is_hvm(&vm.brand) { "virtualmachine" } else { "smartmachine" }),
+        json!(if is_hvm(&vm.brand) {
+            "virtualmachine"
+        } else {
+            "smartmachine"
+        }),
     );
     o.insert("brand".into(), json!(vm.brand));
     o.insert("state".into(), json!(translate_state(&vm.state)));
     o.insert("image".into(), json!(vm.image_uuid));
-    o.insert("ips".into(), json!(vm.nics.iter().filter(|n| !n.ip.is_empty()).map(|n| &n.ip).collect::<Vec<_>>()));
+    o.insert(
+        "ips".into(),
+        json!(
+            vm.nics
+                .iter()
+                .filter(|n| !n.ip.is_empty())
+                .map(|n| &n.ip)
+                .collect::<Vec<_>>()
+        ),
+    );
     o.insert("memory".into(), json!(vm.ram));
     o.insert("disk".into(), json!(vm.quota * 1024));
     o.insert("deletion_protection".into(), json!(deletion_protection(vm)));
     o.insert("metadata".into(), json!(vm.customer_metadata));
     o.insert("tags".into(), tags_json(&vm.tags));
     o.insert("created".into(), json!(vm.create_timestamp));
-    o.insert("updated".into(), json!(if vm.last_modified.is_empty() { &vm.create_timestamp } else { &vm.last_modified }));
+    o.insert(
+        "updated".into(),
+        json!(if vm.last_modified.is_empty() {
+            &vm.create_timestamp
+        } else {
+            &vm.last_modified
+        }),
+    );
     o.insert(
         "networks".into(),
         json!(vm.nics.iter().map(|n| &n.network_uuid).collect::<Vec<_>>()),
     );
     o.insert("primaryIp".into(), json!(primary_ip(vm)));
     o.insert("firewall_enabled".into(), json!(vm.firewall_enabled));
-    o.insert("compute_node".into(), if vm.server_uuid.is_empty() { Value::Null } else { json!(vm.server_uuid) });
+    o.insert(
+        "compute_node".into(),
+        if vm.server_uuid.is_empty() {
+            Value::Null
+        } else {
+            json!(vm.server_uuid)
+        },
+    );
     o.insert("package".into(), json!(package));
     o.insert(
         "nics".into(),
@@ -122,10 +168,16 @@ pub fn parse_affinity(rule: &str) -> Result<vmapi::AffinityRule, String> {
         .iter()
         .filter_map(|op| rule.find(op).map(|p| (p, *op)))
         .min_by_key(|(p, op)| (*p, std::cmp::Reverse(op.len())))
-        .ok_or_else(|| format!("could not find operator in affinity rule {rule:?}: use ==, !=, ==~ or !=~"))?;
+        .ok_or_else(|| {
+            format!("could not find operator in affinity rule {rule:?}: use ==, !=, ==~ or !=~")
+        })?;
     let key = rule[..pos].trim();
     let value = rule[pos + op.len()..].trim();
-    if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) {
+    if key.is_empty()
+        || !key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+    {
         return Err(format!("invalid key in affinity rule {rule:?}"));
     }
     if value.is_empty() {
@@ -159,9 +211,25 @@ mod tests {
     #[test]
     fn affinity_rules() {
         let r = parse_affinity("instance!=db*").unwrap();
-        assert_eq!((r.key.as_str(), r.operator.as_str(), r.value.as_str(), r.is_soft), ("instance", "!=", "db*", false));
+        assert_eq!(
+            (
+                r.key.as_str(),
+                r.operator.as_str(),
+                r.value.as_str(),
+                r.is_soft
+            ),
+            ("instance", "!=", "db*", false)
+        );
         let r = parse_affinity("role==~/^web/").unwrap();
-        assert_eq!((r.key.as_str(), r.operator.as_str(), r.value.as_str(), r.is_soft), ("role", "==", "/^web/", true));
+        assert_eq!(
+            (
+                r.key.as_str(),
+                r.operator.as_str(),
+                r.value.as_str(),
+                r.is_soft
+            ),
+            ("role", "==", "/^web/", true)
+        );
         assert!(parse_affinity("instance<>x").is_err());
         assert!(parse_affinity("==x").is_err());
     }
@@ -176,8 +244,18 @@ mod tests {
             quota: 10,
             ram: 1024,
             nics: vec![
-                vmapi::Nic { ip: "10.0.0.5".into(), nic_tag: "admin".into(), network_uuid: "n1".into(), ..Default::default() },
-                vmapi::Nic { ip: "192.168.1.5".into(), nic_tag: "external".into(), network_uuid: "n2".into(), ..Default::default() },
+                vmapi::Nic {
+                    ip: "10.0.0.5".into(),
+                    nic_tag: "admin".into(),
+                    network_uuid: "n1".into(),
+                    ..Default::default()
+                },
+                vmapi::Nic {
+                    ip: "192.168.1.5".into(),
+                    nic_tag: "external".into(),
+                    network_uuid: "n2".into(),
+                    ..Default::default()
+                },
             ],
             ..Default::default()
         };

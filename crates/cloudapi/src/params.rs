@@ -123,7 +123,9 @@ impl Params {
             Some(Value::Bool(b)) => Ok(Some(*b)),
             Some(Value::String(s)) if s == "true" => Ok(Some(true)),
             Some(Value::String(s)) if s == "false" => Ok(Some(false)),
-            Some(_) => Err(ApiError::invalid_argument(format!("{key} must be a boolean"))),
+            Some(_) => Err(ApiError::invalid_argument(format!(
+                "{key} must be a boolean"
+            ))),
         }
     }
 
@@ -191,7 +193,10 @@ mod tests {
         let body = Bytes::from_static(b"networks=a,b&tag.role=db");
         let p = Params::parse("", "application/x-www-form-urlencoded", &body).unwrap();
         assert_eq!(p.list("networks").unwrap().len(), 2);
-        assert_eq!(p.prefixed("tag"), vec![("role".into(), Value::String("db".into()))]);
+        assert_eq!(
+            p.prefixed("tag"),
+            vec![("role".into(), Value::String("db".into()))]
+        );
         let p = Params::parse("x=1&x=2", "", &Bytes::new()).unwrap();
         assert_eq!(p.list("x").unwrap().len(), 2);
     }

@@ -33,9 +33,15 @@ pub struct ApiVersion(pub &'static str);
 pub fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
         .route("/--ping", get(ping))
-        .route("/{login}", get(account::get).post(account::update).head(account::get))
+        .route(
+            "/{login}",
+            get(account::get).post(account::update).head(account::get),
+        )
         .route("/{login}/limits", get(account::limits))
-        .route("/{login}/config", get(account::get_config).put(account::update_config))
+        .route(
+            "/{login}/config",
+            get(account::get_config).put(account::update_config),
+        )
         .route("/{login}/keys", get(keys::list).post(keys::create))
         .route("/{login}/keys/{key}", get(keys::get).delete(keys::delete))
         .route("/{login}/datacenters", get(datacenters::list))
@@ -45,10 +51,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/{login}/images/{id}", get(images::get))
         .route("/{login}/packages", get(packages::list))
         .route("/{login}/packages/{id}", get(packages::get))
-        .route("/{login}/machines", get(machines::list).post(machines::create))
+        .route(
+            "/{login}/machines",
+            get(machines::list).post(machines::create),
+        )
         .route(
             "/{login}/machines/{id}",
-            get(machines::get).post(machines::action).delete(machines::delete),
+            get(machines::get)
+                .post(machines::action)
+                .delete(machines::delete),
         )
         .route("/{login}/machines/{id}/audit", get(machines::audit))
         .route(
@@ -72,8 +83,14 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/{login}/machines/{id}/metadata/{key}",
             get(machines::get_metadata).delete(machines::delete_metadata),
         )
-        .route("/{login}/machines/{id}/nics", get(nics::list).post(nics::add))
-        .route("/{login}/machines/{id}/nics/{mac}", get(nics::get).delete(nics::remove))
+        .route(
+            "/{login}/machines/{id}/nics",
+            get(nics::list).post(nics::add),
+        )
+        .route(
+            "/{login}/machines/{id}/nics/{mac}",
+            get(nics::get).delete(nics::remove),
+        )
         .route("/{login}/networks", get(networks::list))
         .route("/{login}/networks/{id}", get(networks::get))
         .route("/{login}/networks/{id}/ips", get(networks::list_ips))
@@ -138,7 +155,10 @@ pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
     let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(&bytes));
     let mut response = (status, bytes).into_response();
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if let Ok(v) = HeaderValue::from_str(&md5) {
         h.insert(HeaderName::from_static("content-md5"), v);
     }
@@ -227,7 +247,11 @@ async fn triton_layer(State(app): State<Arc<AppState>>, mut req: Request, next: 
         "access-control-allow-headers",
         "Accept, Accept-Version, Content-Length, Content-MD5, Content-Type, Date, Api-Version, Response-Time, Authorization",
     );
-    set(h, "access-control-allow-methods", "GET, HEAD, POST, PUT, DELETE");
+    set(
+        h,
+        "access-control-allow-methods",
+        "GET, HEAD, POST, PUT, DELETE",
+    );
     set(
         h,
         "access-control-expose-headers",

@@ -41,10 +41,14 @@ pub fn acceptor(cert_path: &str, key_path: &str) -> Result<TlsAcceptor, StartErr
         .collect::<Result<_, _>>()
         .map_err(|e| bad("certificate", cert_path, e.to_string()))?;
     if certs.is_empty() {
-        return Err(bad("certificate", cert_path, "no CERTIFICATE in the file".into()));
+        return Err(bad(
+            "certificate",
+            cert_path,
+            "no CERTIFICATE in the file".into(),
+        ));
     }
-    let key = PrivateKeyDer::from_pem_slice(&key_pem)
-        .map_err(|e| bad("key", key_path, e.to_string()))?;
+    let key =
+        PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| bad("key", key_path, e.to_string()))?;
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

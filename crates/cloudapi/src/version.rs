@@ -9,9 +9,7 @@
 
 /// Versions this CloudAPI speaks, oldest first. Only majors change the API (8.0.0 covers
 /// all of 8.x), but the 7.x minors are listed as Triton lists them.
-pub const SUPPORTED: &[&str] = &[
-    "7.0.0", "7.1.0", "7.2.0", "7.3.0", "8.0.0", "9.0.0",
-];
+pub const SUPPORTED: &[&str] = &["7.0.0", "7.1.0", "7.2.0", "7.3.0", "8.0.0", "9.0.0"];
 
 type Version = (u64, u64, u64);
 
@@ -106,7 +104,9 @@ impl Range {
             let mut tokens: Vec<String> = Vec::new();
             for t in alt.split_whitespace() {
                 match tokens.last_mut() {
-                    Some(last) if matches!(last.as_str(), ">=" | "<=" | ">" | "<" | "=" | "~" | "^") => {
+                    Some(last)
+                        if matches!(last.as_str(), ">=" | "<=" | ">" | "<" | "=" | "~" | "^") =>
+                    {
                         last.push_str(t)
                     }
                     _ => tokens.push(t.to_string()),
@@ -121,7 +121,9 @@ impl Range {
     }
 
     fn contains(&self, v: Version) -> bool {
-        self.0.iter().any(|bounds| bounds.iter().all(|b| b.holds(v)))
+        self.0
+            .iter()
+            .any(|bounds| bounds.iter().all(|b| b.holds(v)))
     }
 }
 

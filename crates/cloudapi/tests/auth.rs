@@ -39,7 +39,13 @@ async fn ping_needs_no_auth_and_carries_tritons_headers() {
     let r = raw_request(stack.cloudapi, "GET", "/--ping", &[], "").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["ping"], "pong");
-    assert!(r.json()["cloudapi"]["versions"].as_array().unwrap().iter().any(|v| v == "9.0.0"));
+    assert!(
+        r.json()["cloudapi"]["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v == "9.0.0")
+    );
     assert_eq!(r.header("api-version"), Some("9.0.0"));
     assert!(r.header("server").unwrap().starts_with("cloudapi/"));
     assert!(r.header("request-id").is_some_and(|v| v.len() == 36));
@@ -48,11 +54,32 @@ async fn ping_needs_no_auth_and_carries_tritons_headers() {
     assert!(r.header("content-md5").is_some());
     assert_eq!(r.header("triton-datacenter-name"), Some("coal-test"));
 
-    let r = raw_request(stack.cloudapi, "GET", "/--ping", &[("Accept-Version", "~8||~7".into())], "").await;
+    let r = raw_request(
+        stack.cloudapi,
+        "GET",
+        "/--ping",
+        &[("Accept-Version", "~8||~7".into())],
+        "",
+    )
+    .await;
     assert_eq!(r.header("api-version"), Some("8.0.0"));
-    let r = raw_request(stack.cloudapi, "GET", "/--ping", &[("Accept-Version", "~6".into())], "").await;
+    let r = raw_request(
+        stack.cloudapi,
+        "GET",
+        "/--ping",
+        &[("Accept-Version", "~6".into())],
+        "",
+    )
+    .await;
     r.assert_error(400, "InvalidVersion");
-    let r = raw_request(stack.cloudapi, "GET", "/--ping", &[("x-request-id", "abc-123".into())], "").await;
+    let r = raw_request(
+        stack.cloudapi,
+        "GET",
+        "/--ping",
+        &[("x-request-id", "abc-123".into())],
+        "",
+    )
+    .await;
     assert_eq!(r.header("request-id"), Some("abc-123"));
 }
 
@@ -67,7 +94,14 @@ async fn unsigned_wrong_key_stale_and_tampered_requests_are_refused() {
     let r = raw_request(stack.cloudapi, "GET", "/my", &key.sign(&key_id, 0), "").await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["login"], "carol");
-    let r = raw_request(stack.cloudapi, "GET", "/carol/keys", &key.sign("/carol/keys/hand", 0), "").await;
+    let r = raw_request(
+        stack.cloudapi,
+        "GET",
+        "/carol/keys",
+        &key.sign("/carol/keys/hand", 0),
+        "",
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.body);
 
     // No signature.
@@ -80,14 +114,35 @@ async fn unsigned_wrong_key_stale_and_tampered_requests_are_refused() {
     let r = raw_request(stack.cloudapi, "GET", "/my", &other.sign(&key_id, 0), "").await;
     r.assert_error(401, "InvalidCredentials");
     // ...or naming a key carol does not have.
-    let r = raw_request(stack.cloudapi, "GET", "/my", &other.sign("/carol/keys/aa:bb:cc", 0), "").await;
+    let r = raw_request(
+        stack.cloudapi,
+        "GET",
+        "/my",
+        &other.sign("/carol/keys/aa:bb:cc", 0),
+        "",
+    )
+    .await;
     let msg = r.assert_error(401, "InvalidCredentials");
     assert!(msg.contains("aa:bb:cc"), "{msg}");
     // ...or an account that does not exist.
-    let r = raw_request(stack.cloudapi, "GET", "/my", &key.sign(&format!("/nobody/keys/{fp}"), 0), "").await;
+    let r = raw_request(
+        stack.cloudapi,
+        "GET",
+        "/my",
+        &key.sign(&format!("/nobody/keys/{fp}"), 0),
+        "",
+    )
+    .await;
     r.assert_error(401, "InvalidCredentials");
     // A keyId of the wrong shape.
-    let r = raw_request(stack.cloudapi, "GET", "/my", &key.sign(&format!("carol/{fp}"), 0), "").await;
+    let r = raw_request(
+        stack.cloudapi,
+        "GET",
+        "/my",
+        &key.sign(&format!("carol/{fp}"), 0),
+        "",
+    )
+    .await;
     let msg = r.assert_error(401, "InvalidCredentials");
     assert!(msg.contains("Invalid KeyId"), "{msg}");
 
@@ -106,13 +161,21 @@ async fn unsigned_wrong_key_stale_and_tampered_requests_are_refused() {
     let auth = headers[1].1.clone();
     let sig_start = auth.find("signature=\"").unwrap() + "signature=\"".len();
     let mut bytes = auth.into_bytes();
-    bytes[sig_start + 3] = if bytes[sig_start + 3] == b'A' { b'B' } else { b'A' };
+    bytes[sig_start + 3] = if bytes[sig_start + 3] == b'A' {
+        b'B'
+    } else {
+        b'A'
+    };
     headers[1].1 = String::from_utf8(bytes).unwrap();
     let r = raw_request(stack.cloudapi, "GET", "/my", &headers, "").await;
     let msg = r.assert_error(401, "InvalidCredentials");
-    assert!(msg.contains("signature we calculated does not match"), "{msg}");
+    assert!(
+        msg.contains("signature we calculated does not match"),
+        "{msg}"
+    );
     let mut headers = key.sign(&key_id, 0);
-    headers[0].1 = httpdate::fmt_http_date(std::time::SystemTime::now() + std::time::Duration::from_secs(5));
+    headers[0].1 =
+        httpdate::fmt_http_date(std::time::SystemTime::now() + std::time::Duration::from_secs(5));
     let r = raw_request(stack.cloudapi, "GET", "/my", &headers, "").await;
     r.assert_error(401, "InvalidCredentials");
 
@@ -135,7 +198,10 @@ async fn unsigned_wrong_key_stale_and_tampered_requests_are_refused() {
     let sig = base64::engine::general_purpose::STANDARD.encode(sig.as_ref());
     let headers = vec![
         ("Date", date),
-        ("Authorization", format!(r#"Signature keyId="{key_id}",algorithm="ed25519-sha512" {sig}"#)),
+        (
+            "Authorization",
+            format!(r#"Signature keyId="{key_id}",algorithm="ed25519-sha512" {sig}"#),
+        ),
     ];
     let r = raw_request(stack.cloudapi, "GET", "/my", &headers, "").await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -163,12 +229,21 @@ async fn one_account_cannot_reach_another() {
     let r = raw_request(stack.cloudapi, "GET", "/my/keys/hand", &as_dave(()), "").await;
     assert_eq!(r.status, 200, "dave has his own key named hand");
     assert_eq!(r.json()["fingerprint"], dave_fp.as_str());
-    let r = raw_request(stack.cloudapi, "DELETE", &format!("/my/keys/{carol_fp}"), &as_dave(()), "").await;
+    let r = raw_request(
+        stack.cloudapi,
+        "DELETE",
+        &format!("/my/keys/{carol_fp}"),
+        &as_dave(()),
+        "",
+    )
+    .await;
     r.assert_error(404, "ResourceNotFound");
     let keys = stack
         .ufds
         .clone()
-        .list_keys(ufds::ListKeysRequest { account: "carol".into() })
+        .list_keys(ufds::ListKeysRequest {
+            account: "carol".into(),
+        })
         .await
         .unwrap()
         .into_inner()

@@ -21,11 +21,15 @@ async fn account_get_and_update() {
     let out = alice.ok(&["account", "get"]).await;
     assert!(out.stdout.contains("login: alice"), "{}", out.stdout);
 
-    alice.ok(&["account", "update", "companyName=Acme", "firstName=Alice"]).await;
+    alice
+        .ok(&["account", "update", "companyName=Acme", "firstName=Alice"])
+        .await;
     let stored = stack
         .ufds
         .clone()
-        .get_account(ufds::GetAccountRequest { account: "alice".into() })
+        .get_account(ufds::GetAccountRequest {
+            account: "alice".into(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -40,7 +44,10 @@ async fn every_key_type_signs_requests() {
     let stack = Stack::start().await;
     // P-384 is verified too (unit tests), but node-triton 7 cannot sign with it
     // ("SHA384 is not a supported hash algorithm"), so the CLI cannot show it.
-    for (i, key_type) in ["rsa", "ecdsa-256", "ecdsa-521", "ed25519"].iter().enumerate() {
+    for (i, key_type) in ["rsa", "ecdsa-256", "ecdsa-521", "ed25519"]
+        .iter()
+        .enumerate()
+    {
         let tenant = stack.tenant(&format!("user{i}"), key_type).await;
         let out = tenant.triton(&["account", "get", "-j"]).await;
         assert!(out.success, "{key_type}: {}", out.stderr);
@@ -75,7 +82,9 @@ async fn keys_add_list_delete() {
     let in_ufds = stack
         .ufds
         .clone()
-        .list_keys(ufds::ListKeysRequest { account: alice.uuid.clone() })
+        .list_keys(ufds::ListKeysRequest {
+            account: alice.uuid.clone(),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -89,7 +98,11 @@ async fn keys_add_list_delete() {
     let listed = alice.ok(&["key", "list", "-j"]).await.json_lines();
     assert_eq!(listed.len(), 1);
     let out = alice.fails(&["key", "get", "laptop"]).await;
-    assert!(out.stderr.contains("ResourceNotFound") || out.stderr.contains("does not exist"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("ResourceNotFound") || out.stderr.contains("does not exist"),
+        "{}",
+        out.stderr
+    );
 
     // A key that does not parse is refused with the reason.
     let bad = alice.home.path().join("bad.pub");
@@ -108,33 +121,63 @@ async fn packages_images_and_networks() {
 
     let pkgs = alice.ok(&["package", "list", "-j"]).await.json_lines();
     let names: Vec<&str> = pkgs.iter().map(|p| p["name"].as_str().unwrap()).collect();
-    assert!(names.contains(&"g1-small") && names.contains(&"alice-only"), "{names:?}");
+    assert!(
+        names.contains(&"g1-small") && names.contains(&"alice-only"),
+        "{names:?}"
+    );
     let small = pkgs.iter().find(|p| p["name"] == "g1-small").unwrap();
     assert_eq!(small["memory"], 1024);
     assert_eq!(small["disk"], 10240);
     let bobs = bob.ok(&["package", "list", "-j"]).await.json_lines();
     assert!(!bobs.iter().any(|p| p["name"] == "alice-only"));
     let out = alice.ok(&["package", "list"]).await;
-    assert!(out.stdout.contains("g1-large") && out.stdout.contains("4G"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("g1-large") && out.stdout.contains("4G"),
+        "{}",
+        out.stdout
+    );
     let got = alice.ok(&["package", "get", "-j", "g1-small"]).await.json();
     assert_eq!(got["name"], "g1-small");
 
-    let public = stack.image("base-64-lts", "24.4.1", true, common::ADMIN_UUID, b"base".to_vec()).await;
-    let private = stack.image("alice-app", "1.0.0", false, &alice.uuid, b"app".to_vec()).await;
+    let public = stack
+        .image(
+            "base-64-lts",
+            "24.4.1",
+            true,
+            common::ADMIN_UUID,
+            b"base".to_vec(),
+        )
+        .await;
+    let private = stack
+        .image("alice-app", "1.0.0", false, &alice.uuid, b"app".to_vec())
+        .await;
     let imgs = alice.ok(&["image", "list", "-j"]).await.json_lines();
     let ids: Vec<&str> = imgs.iter().map(|i| i["id"].as_str().unwrap()).collect();
-    assert!(ids.contains(&public.uuid.as_str()) && ids.contains(&private.uuid.as_str()), "{ids:?}");
+    assert!(
+        ids.contains(&public.uuid.as_str()) && ids.contains(&private.uuid.as_str()),
+        "{ids:?}"
+    );
     let bobs = bob.ok(&["image", "list", "-j"]).await.json_lines();
     let ids: Vec<&str> = bobs.iter().map(|i| i["id"].as_str().unwrap()).collect();
-    assert!(ids.contains(&public.uuid.as_str()) && !ids.contains(&private.uuid.as_str()), "{ids:?}");
-    let got = alice.ok(&["image", "get", "-j", "base-64-lts"]).await.json();
+    assert!(
+        ids.contains(&public.uuid.as_str()) && !ids.contains(&private.uuid.as_str()),
+        "{ids:?}"
+    );
+    let got = alice
+        .ok(&["image", "get", "-j", "base-64-lts"])
+        .await
+        .json();
     assert_eq!(got["id"], public.uuid.as_str());
     assert_eq!(got["version"], "24.4.1");
     bob.fails(&["image", "get", &private.uuid]).await;
 
     let nets = alice.ok(&["network", "list", "-j"]).await.json_lines();
     let names: Vec<&str> = nets.iter().map(|n| n["name"].as_str().unwrap()).collect();
-    assert_eq!(names, vec!["external"], "the admin network is the operator's");
+    assert_eq!(
+        names,
+        vec!["external"],
+        "the admin network is the operator's"
+    );
     let external = &nets[0];
     assert_eq!(external["public"], true);
     let got = alice.ok(&["network", "get", "-j", "external"]).await.json();
@@ -147,27 +190,53 @@ async fn fabric_vlans_and_networks() {
     let alice = stack.tenant("alice", "ed25519").await;
     let bob = stack.tenant("bob", "ed25519").await;
 
-    let out = alice.ok(&["vlan", "create", "-n", "web", "-D", "web tier", "-j", "100"]).await;
+    let out = alice
+        .ok(&["vlan", "create", "-n", "web", "-D", "web tier", "-j", "100"])
+        .await;
     assert_eq!(out.json()["vlan_id"], 100);
     let vlans = alice.ok(&["vlan", "list", "-j"]).await.json_lines();
-    assert!(vlans.iter().any(|v| v["vlan_id"] == 100 && v["name"] == "web"));
+    assert!(
+        vlans
+            .iter()
+            .any(|v| v["vlan_id"] == 100 && v["name"] == "web")
+    );
     let in_napi = stack
         .napi
         .clone()
-        .list_fabric_vlans(napi::ListFabricVlansRequest { owner_uuid: alice.uuid.clone() })
+        .list_fabric_vlans(napi::ListFabricVlansRequest {
+            owner_uuid: alice.uuid.clone(),
+        })
         .await
         .unwrap()
         .into_inner()
         .vlans;
     assert!(in_napi.iter().any(|v| v.vlan_id == 100));
-    assert!(bob.ok(&["vlan", "list", "-j"]).await.json_lines().iter().all(|v| v["vlan_id"] != 100));
+    assert!(
+        bob.ok(&["vlan", "list", "-j"])
+            .await
+            .json_lines()
+            .iter()
+            .all(|v| v["vlan_id"] != 100)
+    );
 
     let out = alice
         .ok(&[
-            "network", "create", "-j", "--name", "web-net",
-            "--subnet", "192.168.100.0/24", "--start-ip", "192.168.100.10",
-            "--end-ip", "192.168.100.250", "--gateway", "192.168.100.1",
-            "-r", "8.8.8.8", "100",
+            "network",
+            "create",
+            "-j",
+            "--name",
+            "web-net",
+            "--subnet",
+            "192.168.100.0/24",
+            "--start-ip",
+            "192.168.100.10",
+            "--end-ip",
+            "192.168.100.250",
+            "--gateway",
+            "192.168.100.1",
+            "-r",
+            "8.8.8.8",
+            "100",
         ])
         .await;
     let net = out.json();
@@ -183,7 +252,10 @@ async fn fabric_vlans_and_networks() {
     let bobs = bob.ok(&["network", "list", "-j"]).await.json_lines();
     assert!(!bobs.iter().any(|n| n["id"] == id.as_str()));
     bob.fails(&["network", "get", &id]).await;
-    let listed = alice.ok(&["vlan", "networks", "-j", "100"]).await.json_lines();
+    let listed = alice
+        .ok(&["vlan", "networks", "-j", "100"])
+        .await
+        .json_lines();
     assert!(listed.iter().any(|n| n["id"] == id.as_str()));
 
     // A VLAN with networks cannot go; deleting the network first works.
@@ -196,7 +268,11 @@ async fn fabric_vlans_and_networks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_with_a_self_made_certificate() {
-    let stack = Stack::start_with(Options { tls: true, ..Default::default() }).await;
+    let stack = Stack::start_with(Options {
+        tls: true,
+        ..Default::default()
+    })
+    .await;
     let mut alice = stack.tenant("alice", "rsa").await;
     alice.url = format!("https://{}", stack.tls.expect("HTTPS listener"));
     alice.insecure = true;

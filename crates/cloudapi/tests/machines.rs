@@ -22,14 +22,31 @@ async fn instance_lifecycle_through_the_cli() {
     let small = stack.package("g1-small", 1024, &[]).await;
     let large = stack.package("g1-large", 2048, &[]).await;
     let image = stack
-        .image("base-64-lts", "24.4.1", true, common::ADMIN_UUID, b"simulated".to_vec())
+        .image(
+            "base-64-lts",
+            "24.4.1",
+            true,
+            common::ADMIN_UUID,
+            b"simulated".to_vec(),
+        )
         .await;
 
     // Create: answers at once in `provisioning`; -w waits until it runs.
     let out = alice
         .ok(&[
-            "instance", "create", "-j", "-n", "web0", "-t", "role=web", "-t", "count=3",
-            "-m", "foo=bar", "base-64-lts", "g1-small",
+            "instance",
+            "create",
+            "-j",
+            "-n",
+            "web0",
+            "-t",
+            "role=web",
+            "-t",
+            "count=3",
+            "-m",
+            "foo=bar",
+            "base-64-lts",
+            "g1-small",
         ])
         .await;
     let created = out.json_lines();
@@ -42,10 +59,24 @@ async fn instance_lifecycle_through_the_cli() {
     assert_eq!(vm.owner_uuid, alice.uuid);
     assert_eq!(vm.billing_id, small.uuid);
     assert_eq!(vm.image_uuid, image.uuid);
-    assert_eq!(vm.customer_metadata.get("foo").map(String::as_str), Some("bar"));
+    assert_eq!(
+        vm.customer_metadata.get("foo").map(String::as_str),
+        Some("bar")
+    );
 
     // And one made with -w from the start.
-    let out = alice.ok(&["instance", "create", "-w", "-j", "-n", "db0", "base-64-lts", "g1-small"]).await;
+    let out = alice
+        .ok(&[
+            "instance",
+            "create",
+            "-w",
+            "-j",
+            "-n",
+            "db0",
+            "base-64-lts",
+            "g1-small",
+        ])
+        .await;
     let lines = out.json_lines();
     let db = lines.last().unwrap();
     assert_eq!(db["state"], "running", "{}", out.stdout);
@@ -57,7 +88,11 @@ async fn instance_lifecycle_through_the_cli() {
     assert_eq!(names.len(), 2, "{names:?}");
     assert!(names.contains(&"web0") && names.contains(&"db0"));
     let out = alice.ok(&["instance", "list"]).await;
-    assert!(out.stdout.contains("web0") && out.stdout.contains("running"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("web0") && out.stdout.contains("running"),
+        "{}",
+        out.stdout
+    );
     let got = alice.ok(&["instance", "get", "-j", "web0"]).await.json();
     assert_eq!(got["id"], id.as_str());
     assert_eq!(got["state"], "running");
@@ -66,7 +101,12 @@ async fn instance_lifecycle_through_the_cli() {
     assert_eq!(got["image"], image.uuid.as_str());
     assert_eq!(got["tags"], json!({"role": "web", "count": 3}));
     assert_eq!(got["metadata"]["foo"], "bar");
-    let ip = alice.ok(&["instance", "ip", "web0"]).await.stdout.trim().to_string();
+    let ip = alice
+        .ok(&["instance", "ip", "web0"])
+        .await
+        .stdout
+        .trim()
+        .to_string();
     assert!(ip.starts_with("10.88.88."), "{ip}");
     assert_eq!(got["primaryIp"], ip.as_str());
     assert_eq!(vm.nics.len(), 1);
@@ -74,27 +114,49 @@ async fn instance_lifecycle_through_the_cli() {
     assert_eq!(vm.nics[0].ip, ip);
 
     // Tags.
-    alice.ok(&["instance", "tag", "set", "-w", "web0", "env=prod", "tier=1"]).await;
-    let tags = alice.ok(&["instance", "tag", "list", "-j", "web0"]).await.json();
-    assert_eq!(tags, json!({"role": "web", "count": 3, "env": "prod", "tier": 1}));
+    alice
+        .ok(&["instance", "tag", "set", "-w", "web0", "env=prod", "tier=1"])
+        .await;
+    let tags = alice
+        .ok(&["instance", "tag", "list", "-j", "web0"])
+        .await
+        .json();
+    assert_eq!(
+        tags,
+        json!({"role": "web", "count": 3, "env": "prod", "tier": 1})
+    );
     let out = alice.ok(&["instance", "tag", "get", "web0", "env"]).await;
     assert_eq!(out.stdout.trim(), "prod");
-    alice.ok(&["instance", "tag", "delete", "-w", "web0", "env"]).await;
-    let tags = alice.ok(&["instance", "tag", "list", "-j", "web0"]).await.json();
+    alice
+        .ok(&["instance", "tag", "delete", "-w", "web0", "env"])
+        .await;
+    let tags = alice
+        .ok(&["instance", "tag", "list", "-j", "web0"])
+        .await
+        .json();
     assert_eq!(tags, json!({"role": "web", "count": 3, "tier": 1}));
     let vm = stack.vm(&id).await;
     assert!(!vm.tags.contains_key("env"));
 
     // Metadata.
-    alice.ok(&["instance", "metadata", "update", "-w", "web0", "color=blue"]).await;
-    let md = alice.ok(&["instance", "metadata", "list", "-j", "web0"]).await.json();
+    alice
+        .ok(&["instance", "metadata", "set", "-w", "web0", "color=blue"])
+        .await;
+    let md = alice
+        .ok(&["instance", "metadata", "list", "-j", "web0"])
+        .await
+        .json();
     assert_eq!(md["color"], "blue");
     assert_eq!(md["foo"], "bar");
 
     // Rename and resize.
-    alice.ok(&["instance", "rename", "-w", "web0", "web1"]).await;
+    alice
+        .ok(&["instance", "rename", "-w", "web0", "web1"])
+        .await;
     assert_eq!(stack.vm(&id).await.alias, "web1");
-    alice.ok(&["instance", "resize", "-w", "web1", "g1-large"]).await;
+    alice
+        .ok(&["instance", "resize", "-w", "web1", "g1-large"])
+        .await;
     let got = alice.ok(&["instance", "get", "-j", "web1"]).await.json();
     assert_eq!(got["package"], "g1-large");
     assert_eq!(got["memory"], 2048);
@@ -104,7 +166,10 @@ async fn instance_lifecycle_through_the_cli() {
     let out = alice.ok(&["instance", "stop", "-w", "web1"]).await;
     assert!(out.stdout.contains("Stop instance web1"), "{}", out.stdout);
     assert_eq!(stack.vm(&id).await.state, "stopped");
-    assert_eq!(alice.ok(&["instance", "get", "-j", "web1"]).await.json()["state"], "stopped");
+    assert_eq!(
+        alice.ok(&["instance", "get", "-j", "web1"]).await.json()["state"],
+        "stopped"
+    );
     alice.ok(&["instance", "start", "-w", "web1"]).await;
     assert_eq!(stack.vm(&id).await.state, "running");
     let boot = stack.vm(&id).await.boot_timestamp;
@@ -117,23 +182,37 @@ async fn instance_lifecycle_through_the_cli() {
     let bobs = bob.ok(&["instance", "list", "-j"]).await.json_lines();
     assert!(bobs.is_empty(), "{bobs:?}");
     let out = bob.fails(&["instance", "get", &id]).await;
-    assert!(out.stderr.contains("ResourceNotFound") || out.stderr.contains("not found"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("ResourceNotFound") || out.stderr.contains("not found"),
+        "{}",
+        out.stderr
+    );
     bob.fails(&["instance", "stop", &id]).await;
-    bob.fails(&["instance", "delete", &id]).await;
-    bob.fails(&["instance", "tag", "set", &id, "owner=bob"]).await;
+    bob.fails(&["instance", "delete", "-f", &id]).await;
+    bob.fails(&["instance", "tag", "set", &id, "owner=bob"])
+        .await;
     let vm = stack.vm(&id).await;
     assert_eq!(vm.state, "running");
     assert!(!vm.tags.contains_key("owner"));
 
     // Deletion protection.
-    alice.ok(&["instance", "enable-deletion-protection", "-w", "web1"]).await;
-    assert_eq!(alice.ok(&["instance", "get", "-j", "web1"]).await.json()["deletion_protection"], true);
-    let out = alice.fails(&["instance", "delete", "web1"]).await;
+    alice
+        .ok(&["instance", "enable-deletion-protection", "-w", "web1"])
+        .await;
+    assert_eq!(
+        alice.ok(&["instance", "get", "-j", "web1"]).await.json()["deletion_protection"],
+        true
+    );
+    let out = alice.fails(&["instance", "delete", "-f", "web1"]).await;
     assert!(out.stderr.contains("deletion_protection"), "{}", out.stderr);
-    alice.ok(&["instance", "disable-deletion-protection", "-w", "web1"]).await;
+    alice
+        .ok(&["instance", "disable-deletion-protection", "-w", "web1"])
+        .await;
 
     // Delete.
-    let out = alice.ok(&["instance", "delete", "-w", "web1", &db_id]).await;
+    let out = alice
+        .ok(&["instance", "delete", "-f", "-w", "web1", &db_id])
+        .await;
     assert!(out.stdout.contains("Delete instance"), "{}", out.stdout);
     assert_eq!(stack.vm(&id).await.state, "destroyed");
     assert_eq!(stack.vm(&db_id).await.state, "destroyed");
@@ -153,26 +232,61 @@ async fn a_real_instance_runs_answers_and_stops() {
     .await;
     let alice = stack.tenant("alice", "ed25519").await;
     stack.package("g1-small", 256, &[]).await;
-    stack.image("base-64-lts", "24.4.1", true, common::ADMIN_UUID, tarball).await;
+    stack
+        .image("base-64-lts", "24.4.1", true, common::ADMIN_UUID, tarball)
+        .await;
 
-    let out = alice.ok(&["instance", "create", "-w", "-j", "-n", "www", "base-64-lts", "g1-small"]).await;
+    let out = alice
+        .ok(&[
+            "instance",
+            "create",
+            "-w",
+            "-j",
+            "-n",
+            "www",
+            "base-64-lts",
+            "g1-small",
+        ])
+        .await;
     let created = out.json_lines();
-    assert_eq!(created.last().unwrap()["state"], "running", "{}", out.stdout);
-    let ip = alice.ok(&["instance", "ip", "www"]).await.stdout.trim().to_string();
+    assert_eq!(
+        created.last().unwrap()["state"],
+        "running",
+        "{}",
+        out.stdout
+    );
+    let ip = alice
+        .ok(&["instance", "ip", "www"])
+        .await
+        .stdout
+        .trim()
+        .to_string();
     let subnet = match &stack.compute {
         Compute::Linux(h) => h.subnet,
         _ => unreachable!(),
     };
     assert!(ip.starts_with(&format!("10.99.{subnet}.")), "{ip}");
-    assert!(eventually_http(&ip, true).await, "the instance answers HTTP on {ip}");
+    assert!(
+        eventually_http(&ip, true).await,
+        "the instance answers HTTP on {ip}"
+    );
 
     alice.ok(&["instance", "stop", "-w", "www"]).await;
-    assert!(eventually_http(&ip, false).await, "a stopped instance does not answer");
+    assert!(
+        eventually_http(&ip, false).await,
+        "a stopped instance does not answer"
+    );
     alice.ok(&["instance", "start", "-w", "www"]).await;
-    assert!(eventually_http(&ip, true).await, "a started instance answers again");
+    assert!(
+        eventually_http(&ip, true).await,
+        "a started instance answers again"
+    );
 
-    alice.ok(&["instance", "delete", "-w", "www"]).await;
-    assert!(eventually_http(&ip, false).await, "a deleted instance is gone");
+    alice.ok(&["instance", "delete", "-f", "-w", "www"]).await;
+    assert!(
+        eventually_http(&ip, false).await,
+        "a deleted instance is gone"
+    );
 }
 
 async fn eventually_http(ip: &str, want: bool) -> bool {

@@ -34,7 +34,10 @@ pub fn document(deployment: &Deployment, version: &str) -> Result<Json, Error> {
         let mut c = Map::new();
         match &s.krate {
             Some(_) => {
-                c.insert("image".into(), json!(format!("triton-rs/{}:{version}", s.name)));
+                c.insert(
+                    "image".into(),
+                    json!(format!("triton-rs/{}:{version}", s.name)),
+                );
                 c.insert(
                     "build".into(),
                     json!({
@@ -51,7 +54,10 @@ pub fn document(deployment: &Deployment, version: &str) -> Result<Json, Error> {
                 c.insert("environment".into(), json!(env));
             }
             None => {
-                c.insert("image".into(), json!(s.compose.image.clone().unwrap_or_default()));
+                c.insert(
+                    "image".into(),
+                    json!(s.compose.image.clone().unwrap_or_default()),
+                );
                 // compose.command is the whole command; else the program and its args.
                 let command: Vec<String> = s.compose.command.clone().unwrap_or_else(|| {
                     std::iter::once(rendered.program.clone())
@@ -92,5 +98,6 @@ pub fn parse(text: &str) -> Result<Json, Error> {
         .filter(|l| !l.trim_start().starts_with('#'))
         .collect::<Vec<_>>()
         .join("\n");
-    serde_json::from_str(&body).map_err(|e| Error::Check(format!("{COMPOSE_FILE} is not JSON-style YAML: {e}")))
+    serde_json::from_str(&body)
+        .map_err(|e| Error::Check(format!("{COMPOSE_FILE} is not JSON-style YAML: {e}")))
 }

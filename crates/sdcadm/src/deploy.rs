@@ -219,9 +219,7 @@ impl Context {
     pub fn data_dir(&self, service: &str) -> PathBuf {
         match self.kind {
             ContextKind::Coal => self.coal_dir.join("data").join(service),
-            ContextKind::Compose | ContextKind::Zone => {
-                Path::new("/var/lib/triton").join(service)
-            }
+            ContextKind::Compose | ContextKind::Zone => Path::new("/var/lib/triton").join(service),
         }
     }
 
@@ -298,11 +296,17 @@ impl Deployment {
                 ));
             }
             if s.health.kind == HealthKind::Http && s.health.path.is_none() {
-                problems.push(format!("service {}: an http health check needs a path", s.name));
+                problems.push(format!(
+                    "service {}: an http health check needs a path",
+                    s.name
+                ));
             }
             for d in &s.depends_on {
                 if self.service(d).is_none() {
-                    problems.push(format!("service {}: depends on unknown service {d}", s.name));
+                    problems.push(format!(
+                        "service {}: depends on unknown service {d}",
+                        s.name
+                    ));
                 }
             }
             for key in s.context.keys() {
@@ -315,16 +319,25 @@ impl Deployment {
             }
             for var in s.when.iter().chain(s.unless.iter()) {
                 if !self.vars.contains_key(var) {
-                    problems.push(format!("service {}: when/unless names unknown var {var}", s.name));
+                    problems.push(format!(
+                        "service {}: when/unless names unknown var {var}",
+                        s.name
+                    ));
                 }
             }
             for step in &s.coal_setup {
                 if !["postgres", "createdb", "bridges", "tls"].contains(&step.as_str()) {
-                    problems.push(format!("service {}: unknown coal_setup step {step}", s.name));
+                    problems.push(format!(
+                        "service {}: unknown coal_setup step {step}",
+                        s.name
+                    ));
                 }
             }
             if s.krate.is_some() && s.config.is_none() {
-                problems.push(format!("service {}: a crate's service needs a config", s.name));
+                problems.push(format!(
+                    "service {}: a crate's service needs a config",
+                    s.name
+                ));
             }
             if s.krate.is_none() && s.compose.image.is_none() {
                 problems.push(format!(
@@ -339,7 +352,13 @@ impl Deployment {
                 }
             }
         }
-        if let Err(e) = self.start_order(&self.services.iter().map(|s| s.name.clone()).collect::<Vec<_>>()) {
+        if let Err(e) = self.start_order(
+            &self
+                .services
+                .iter()
+                .map(|s| s.name.clone())
+                .collect::<Vec<_>>(),
+        ) {
             problems.push(e.to_string());
         }
         if problems.is_empty() {
@@ -441,7 +460,9 @@ impl Renderer<'_> {
                 }
                 Value::String(self.string(s)?)
             }
-            Value::Array(a) => Value::Array(a.iter().map(|x| self.value(x)).collect::<Result<_, _>>()?),
+            Value::Array(a) => {
+                Value::Array(a.iter().map(|x| self.value(x)).collect::<Result<_, _>>()?)
+            }
             Value::Table(t) => {
                 let mut out = Table::new();
                 for (k, x) in t {
@@ -459,7 +480,9 @@ impl Renderer<'_> {
         while let Some(start) = rest.find("{{") {
             out.push_str(&rest[..start]);
             let after = &rest[start + 2..];
-            let end = after.find("}}").ok_or_else(|| self.bad(s, "an unclosed {{"))?;
+            let end = after
+                .find("}}")
+                .ok_or_else(|| self.bad(s, "an unclosed {{"))?;
             let v = self.lookup(after[..end].trim())?;
             match v {
                 Value::String(x) => out.push_str(&x),

@@ -163,12 +163,31 @@ pub fn service_entries(
         desc = service.description,
     );
     Ok(vec![
-        Entry::Dir { path: "opt".into(), mode: 0o755 },
-        Entry::Dir { path: "opt/triton".into(), mode: 0o755 },
-        Entry::Dir { path: root.clone(), mode: 0o755 },
-        Entry::Dir { path: format!("{root}/bin"), mode: 0o755 },
-        Entry::File { path: format!("{root}/bin/{bin}"), mode: 0o755, data: binary.to_vec() },
-        Entry::Dir { path: format!("{root}/etc"), mode: 0o755 },
+        Entry::Dir {
+            path: "opt".into(),
+            mode: 0o755,
+        },
+        Entry::Dir {
+            path: "opt/triton".into(),
+            mode: 0o755,
+        },
+        Entry::Dir {
+            path: root.clone(),
+            mode: 0o755,
+        },
+        Entry::Dir {
+            path: format!("{root}/bin"),
+            mode: 0o755,
+        },
+        Entry::File {
+            path: format!("{root}/bin/{bin}"),
+            mode: 0o755,
+            data: binary.to_vec(),
+        },
+        Entry::Dir {
+            path: format!("{root}/etc"),
+            mode: 0o755,
+        },
         Entry::File {
             path: format!("{root}/etc/{name}.toml"),
             mode: 0o644,
@@ -177,12 +196,26 @@ pub fn service_entries(
         Entry::File {
             path: format!("{root}/etc/{name}.toml.in"),
             mode: 0o644,
-            data: format!("{header}# Placeholders as in deploy/services.toml.\n\n{template}").into_bytes(),
+            data: format!("{header}# Placeholders as in deploy/services.toml.\n\n{template}")
+                .into_bytes(),
         },
-        Entry::File { path: format!("{root}/start"), mode: 0o755, data: start.into_bytes() },
-        Entry::Dir { path: "etc".into(), mode: 0o755 },
-        Entry::Dir { path: "etc/systemd".into(), mode: 0o755 },
-        Entry::Dir { path: "etc/systemd/system".into(), mode: 0o755 },
+        Entry::File {
+            path: format!("{root}/start"),
+            mode: 0o755,
+            data: start.into_bytes(),
+        },
+        Entry::Dir {
+            path: "etc".into(),
+            mode: 0o755,
+        },
+        Entry::Dir {
+            path: "etc/systemd".into(),
+            mode: 0o755,
+        },
+        Entry::Dir {
+            path: "etc/systemd/system".into(),
+            mode: 0o755,
+        },
         Entry::File {
             path: format!("etc/systemd/system/triton-{name}.service"),
             mode: 0o644,
@@ -276,22 +309,41 @@ pub fn base_image(busybox: &Path) -> Result<Vec<u8>, Error> {
         });
     }
     let mut entries = Vec::new();
-    for d in ["bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "tmp", "root", "var", "var/www"] {
+    for d in [
+        "bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "tmp", "root",
+        "var", "var/www",
+    ] {
         let mode = if d == "tmp" { 0o1777 } else { 0o755 };
-        entries.push(Entry::Dir { path: d.into(), mode });
+        entries.push(Entry::Dir {
+            path: d.into(),
+            mode,
+        });
     }
-    entries.push(Entry::File { path: "bin/busybox".into(), mode: 0o755, data: bin });
+    entries.push(Entry::File {
+        path: "bin/busybox".into(),
+        mode: 0o755,
+        data: bin,
+    });
     let mut applets: Vec<String> = String::from_utf8_lossy(&list.stdout)
         .lines()
         .map(|l| l.trim().to_string())
-        .filter(|l| !l.is_empty() && l != "bin/busybox" && l != "sbin/init" && l.matches('/').count() <= 2)
+        .filter(|l| {
+            !l.is_empty() && l != "bin/busybox" && l != "sbin/init" && l.matches('/').count() <= 2
+        })
         .collect();
     applets.sort();
     applets.dedup();
     for a in applets {
-        entries.push(Entry::Symlink { path: a, target: "/bin/busybox".into() });
+        entries.push(Entry::Symlink {
+            path: a,
+            target: "/bin/busybox".into(),
+        });
     }
-    entries.push(Entry::File { path: "sbin/init".into(), mode: 0o755, data: BASE_INIT.as_bytes().to_vec() });
+    entries.push(Entry::File {
+        path: "sbin/init".into(),
+        mode: 0o755,
+        data: BASE_INIT.as_bytes().to_vec(),
+    });
     entries.push(Entry::File {
         path: "etc/passwd".into(),
         mode: 0o644,

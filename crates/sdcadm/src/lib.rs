@@ -3,7 +3,7 @@
 //!
 //! * [`coal`]: CoaL, a whole datacenter as processes on this machine;
 //! * [`images`]: a zone image (tarball + IMGAPI manifest) per service;
-//! * [`compose`]: `deploy/docker-compose.yml`.
+//! * [`compose`]: writes `deploy/docker-compose.yml`.
 
 pub mod coal;
 pub mod compose;

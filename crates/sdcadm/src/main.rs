@@ -9,7 +9,11 @@ use sdcadm::deploy::{Deployment, SERVICES_TOML, repo_root};
 use sdcadm::error::{Error, chain};
 
 #[derive(Parser)]
-#[command(name = "sdcadm", version, about = "Triton-rs operator CLI: CoaL, zone images, docker-compose")]
+#[command(
+    name = "sdcadm",
+    version,
+    about = "Triton-rs operator CLI: CoaL, zone images, docker-compose"
+)]
 struct Cli {
     /// The repository's top folder (default: $TRITON_ROOT, or found from the current directory).
     #[arg(long, global = true)]
@@ -103,7 +107,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
     };
     match cli.command {
         Command::Coal { coal_dir, command } => {
-            let mut opts = Options { coal_dir, ..Default::default() };
+            let mut opts = Options {
+                coal_dir,
+                ..Default::default()
+            };
             if let CoalCommand::Up { sim_cns, one_node } = &command {
                 opts.sim_cns = *sim_cns;
                 opts.one_node = one_node.then_some(true);
@@ -119,7 +126,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                     println!("{:<13} {:<16} {:<8} HEALTH", "SERVICE", "ADDRESS", "PID");
                     for r in &rows {
                         let pid = r.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
-                        println!("{:<13} {:<16} {:<8} {}", r.service, r.address, pid, r.health);
+                        println!(
+                            "{:<13} {:<16} {:<8} {}",
+                            r.service, r.address, pid, r.health
+                        );
                     }
                     if let Some(show) = coal.manatee_show() {
                         println!("\nManatee (manatee-adm show):\n{}", show.trim_end());
@@ -132,8 +142,16 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 CoalCommand::Logs { service } => {
                     let log = coal.log_file(&service)?;
                     use std::os::unix::process::CommandExt;
-                    let e = std::process::Command::new("tail").arg("-n").arg("50").arg("-F").arg(&log).exec();
-                    return Err(Error::Command { command: "tail".into(), detail: e.to_string() });
+                    let e = std::process::Command::new("tail")
+                        .arg("-n")
+                        .arg("50")
+                        .arg("-F")
+                        .arg(&log)
+                        .exec();
+                    return Err(Error::Command {
+                        command: "tail".into(),
+                        detail: e.to_string(),
+                    });
                 }
                 CoalCommand::Down => {
                     require_root("coal down")?;
@@ -153,7 +171,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             if check {
                 let have = std::fs::read_to_string(&path).unwrap_or_default();
                 if have != text {
-                    eprintln!("sdcadm: {} differs from deploy/services.toml; run `sdcadm compose`", path.display());
+                    eprintln!(
+                        "sdcadm: {} differs from deploy/services.toml; run `sdcadm compose`",
+                        path.display()
+                    );
                     return Ok(ExitCode::FAILURE);
                 }
                 eprintln!("{} matches deploy/services.toml", path.display());
@@ -162,9 +183,20 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 eprintln!("wrote {}", path.display());
             }
         }
-        Command::Images { command: ImagesCommand::Build { out, bin_dir, services } } => {
+        Command::Images {
+            command:
+                ImagesCommand::Build {
+                    out,
+                    bin_dir,
+                    services,
+                },
+        } => {
             let deployment = Deployment::load(&root.join(SERVICES_TOML))?;
-            let out = if out.is_absolute() { out } else { root.join(out) };
+            let out = if out.is_absolute() {
+                out
+            } else {
+                root.join(out)
+            };
             let bin_dir = bin_dir.unwrap_or_else(|| {
                 std::env::var_os("CARGO_TARGET_DIR")
                     .map(PathBuf::from)
@@ -179,11 +211,21 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 }
                 let bin = bin_dir.join(&s.binary);
                 if !bin.is_file() {
-                    progress.step(format!("{}: skipped, {} is not built", s.name, bin.display()));
+                    progress.step(format!(
+                        "{}: skipped, {} is not built",
+                        s.name,
+                        bin.display()
+                    ));
                     missing.push(s.name.clone());
                     continue;
                 }
-                let built = sdcadm::images::build_service_image(&deployment, s, &bin, &out, env!("CARGO_PKG_VERSION"))?;
+                let built = sdcadm::images::build_service_image(
+                    &deployment,
+                    s,
+                    &bin,
+                    &out,
+                    env!("CARGO_PKG_VERSION"),
+                )?;
                 progress.step(format!(
                     "{}: {} ({} bytes, uuid {})",
                     built.name,
@@ -202,7 +244,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             let names: Vec<String> = deployment.services.iter().map(|s| s.name.clone()).collect();
             for n in deployment.start_order(&names)? {
                 if let Some(s) = deployment.service(&n) {
-                    let ports: Vec<String> = s.ports.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    let ports: Vec<String> =
+                        s.ports.iter().map(|(k, v)| format!("{k}={v}")).collect();
                     println!("{:<13} {:<22} {}", s.name, ports.join(","), s.description);
                 }
             }
@@ -214,7 +257,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
 fn require_root(what: &str) -> Result<(), Error> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        return Err(Error::Usage(format!("{what} runs as root (it starts services, bridges and instances)")));
+        return Err(Error::Usage(format!(
+            "{what} runs as root (it starts services, bridges and instances)"
+        )));
     }
     Ok(())
 }

@@ -7,9 +7,19 @@ use std::io::Write;
 pub const MTIME: u64 = 1_577_836_800;
 
 pub enum Entry {
-    Dir { path: String, mode: u32 },
-    File { path: String, mode: u32, data: Vec<u8> },
-    Symlink { path: String, target: String },
+    Dir {
+        path: String,
+        mode: u32,
+    },
+    File {
+        path: String,
+        mode: u32,
+        data: Vec<u8>,
+    },
+    Symlink {
+        path: String,
+        target: String,
+    },
 }
 
 impl Entry {
@@ -106,25 +116,56 @@ mod tests {
         let tarball = dir.path().join("t.tar");
         let long = format!("{}/file", "d".repeat(120));
         let entries = vec![
-            Entry::Dir { path: "bin".into(), mode: 0o755 },
-            Entry::File { path: "bin/hello".into(), mode: 0o755, data: b"#!/bin/sh\necho hi\n".to_vec() },
-            Entry::Symlink { path: "bin/hi".into(), target: "hello".into() },
-            Entry::File { path: long.clone(), mode: 0o644, data: vec![7u8; 1000] },
+            Entry::Dir {
+                path: "bin".into(),
+                mode: 0o755,
+            },
+            Entry::File {
+                path: "bin/hello".into(),
+                mode: 0o755,
+                data: b"#!/bin/sh\necho hi\n".to_vec(),
+            },
+            Entry::Symlink {
+                path: "bin/hi".into(),
+                target: "hello".into(),
+            },
+            Entry::File {
+                path: long.clone(),
+                mode: 0o644,
+                data: vec![7u8; 1000],
+            },
         ];
         let mut bytes = Vec::new();
         write(&mut bytes, &entries).unwrap();
         std::fs::write(&tarball, &bytes).unwrap();
-        let out = std::process::Command::new("tar").arg("-tvf").arg(&tarball).output().unwrap();
+        let out = std::process::Command::new("tar")
+            .arg("-tvf")
+            .arg(&tarball)
+            .output()
+            .unwrap();
         let listing = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(listing.contains("bin/hi -> hello"), "{listing}");
         assert!(listing.contains(&long), "{listing}");
         let x = dir.path().join("x");
         std::fs::create_dir(&x).unwrap();
-        let st = std::process::Command::new("tar").arg("-xf").arg(&tarball).arg("-C").arg(&x).status().unwrap();
+        let st = std::process::Command::new("tar")
+            .arg("-xf")
+            .arg(&tarball)
+            .arg("-C")
+            .arg(&x)
+            .status()
+            .unwrap();
         assert!(st.success());
         assert_eq!(std::fs::read(x.join(&long)).unwrap(), vec![7u8; 1000]);
-        assert_eq!(std::fs::read_link(x.join("bin/hi")).unwrap().to_str(), Some("hello"));
+        assert_eq!(
+            std::fs::read_link(x.join("bin/hi")).unwrap().to_str(),
+            Some("hello")
+        );
         // Reproducible: the same entries give the same bytes.
         let mut again = Vec::new();
         write(&mut again, &entries).unwrap();

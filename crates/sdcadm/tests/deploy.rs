@@ -5,31 +5,58 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use sdcadm::deploy::{Context, ContextKind, Deployment, SERVICES_TOML, config_env, env_ambiguous_strings};
+use sdcadm::deploy::{
+    Context, ContextKind, Deployment, SERVICES_TOML, config_env, env_ambiguous_strings,
+};
 use sha1::Digest;
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 fn deployment() -> Deployment {
-    Deployment::load(&root().join(SERVICES_TOML)).unwrap_or_else(|e| panic!("{}", sdcadm::error::chain(&e)))
+    Deployment::load(&root().join(SERVICES_TOML))
+        .unwrap_or_else(|e| panic!("{}", sdcadm::error::chain(&e)))
 }
 
-/// The `[[bin]]` names of a crate (or its package name when it declares none).
+/// The binaries a crate builds: its `[[bin]]` names and the ones Cargo discovers.
 fn crate_binaries(krate: &str) -> BTreeSet<String> {
-    let dir = [root().join("crates").join(krate), root().join("crates/clients").join(krate)]
-        .into_iter()
-        .find(|d| d.join("Cargo.toml").is_file())
-        .unwrap_or_else(|| panic!("no crate {krate} in the workspace"));
-    let manifest: toml::Table = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap().parse().unwrap();
+    let dir = [
+        root().join("crates").join(krate),
+        root().join("crates/clients").join(krate),
+    ]
+    .into_iter()
+    .find(|d| d.join("Cargo.toml").is_file())
+    .unwrap_or_else(|| panic!("no crate {krate} in the workspace"));
+    let manifest: toml::Table = std::fs::read_to_string(dir.join("Cargo.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
     let mut bins: BTreeSet<String> = manifest
         .get("bin")
         .and_then(|b| b.as_array())
-        .map(|a| a.iter().filter_map(|b| b.get("name")?.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|b| b.get("name")?.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
-    if bins.is_empty() {
+    // Cargo's auto-discovered binaries: src/main.rs and src/bin/*.rs.
+    if bins.is_empty() && dir.join("src/main.rs").is_file() {
         bins.insert(manifest["package"]["name"].as_str().unwrap().to_string());
+    }
+    if let Ok(rd) = std::fs::read_dir(dir.join("src/bin")) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "rs") {
+                bins.insert(p.file_stem().unwrap().to_string_lossy().into_owned());
+            } else if p.join("main.rs").is_file() {
+                bins.insert(e.file_name().to_string_lossy().into_owned());
+            }
+        }
     }
     bins
 }
@@ -42,11 +69,18 @@ fn description_parses_and_is_consistent() {
     for s in &d.services {
         for (name, p) in &s.ports {
             for q in *p..p + s.port_span {
-                assert!(ports.insert(q, format!("{}.{name}", s.name)).is_none(), "port {q} used twice");
+                assert!(
+                    ports.insert(q, format!("{}.{name}", s.name)).is_none(),
+                    "port {q} used twice"
+                );
             }
         }
         for dep in &s.depends_on {
-            assert!(d.service(dep).is_some(), "{} depends on unknown {dep}", s.name);
+            assert!(
+                d.service(dep).is_some(),
+                "{} depends on unknown {dep}",
+                s.name
+            );
         }
     }
     let all: Vec<String> = d.services.iter().map(|s| s.name.clone()).collect();
@@ -54,12 +88,35 @@ fn description_parses_and_is_consistent() {
     for s in &d.services {
         let at = order.iter().position(|n| n == &s.name).unwrap();
         for dep in &s.depends_on {
-            assert!(order.iter().position(|n| n == dep).unwrap() < at, "{} starts before {dep}", s.name);
+            assert!(
+                order.iter().position(|n| n == dep).unwrap() < at,
+                "{} starts before {dep}",
+                s.name
+            );
         }
     }
     // The issue's datacenter: every one of these is described.
-    for name in ["etcd", "postgres", "manatee-1", "manatee-2", "manatee-3", "moray", "ufds", "papi", "imgapi", "napi", "cnapi", "vmapi", "cloudapi", "cn-agent", "cn-agent-sim"] {
-        assert!(d.service(name).is_some(), "{name} is missing from services.toml");
+    for name in [
+        "etcd",
+        "postgres",
+        "manatee-1",
+        "manatee-2",
+        "manatee-3",
+        "moray",
+        "ufds",
+        "papi",
+        "imgapi",
+        "napi",
+        "cnapi",
+        "vmapi",
+        "cloudapi",
+        "cn-agent",
+        "cn-agent-sim",
+    ] {
+        assert!(
+            d.service(name).is_some(),
+            "{name} is missing from services.toml"
+        );
     }
 }
 
@@ -68,12 +125,19 @@ fn every_named_binary_is_built_by_its_crate() {
     let d = deployment();
     for s in &d.services {
         if let Some(k) = &s.krate {
-            assert!(crate_binaries(k).contains(&s.binary), "crate {k} builds no binary {}", s.binary);
+            assert!(
+                crate_binaries(k).contains(&s.binary),
+                "crate {k} builds no binary {}",
+                s.binary
+            );
         }
     }
     for t in &d.coal.tools {
         let (k, b) = t.split_once(':').unwrap();
-        assert!(crate_binaries(k).contains(b), "crate {k} builds no binary {b}");
+        assert!(
+            crate_binaries(k).contains(b),
+            "crate {k} builds no binary {b}"
+        );
     }
 }
 
@@ -87,7 +151,12 @@ fn config_survives_the_environment() {
         for s in &d.services {
             let r = d.render(s, &ctx).unwrap();
             let bad = env_ambiguous_strings(&r.config);
-            assert!(bad.is_empty(), "{} ({}): {bad:?} would change type through the environment", s.name, kind.name());
+            assert!(
+                bad.is_empty(),
+                "{} ({}): {bad:?} would change type through the environment",
+                s.name,
+                kind.name()
+            );
         }
     }
 }
@@ -96,22 +165,45 @@ fn config_survives_the_environment() {
 fn placeholders_render_per_context() {
     let d = deployment();
     let moray = d.service("moray").unwrap();
-    let coal = d.render(moray, &Context::new(ContextKind::Coal, &d)).unwrap();
+    let coal = d
+        .render(moray, &Context::new(ContextKind::Coal, &d))
+        .unwrap();
     assert_eq!(coal.config["listen"].as_str(), Some("127.0.0.1:2020"));
-    assert_eq!(coal.config["postgres_url"].as_str(), Some("postgres://postgres@127.0.0.1:15432/moray"));
-    let compose = d.render(moray, &Context::new(ContextKind::Compose, &d)).unwrap();
+    assert_eq!(
+        coal.config["postgres_url"].as_str(),
+        Some("postgres://postgres@127.0.0.1:15432/moray")
+    );
+    let compose = d
+        .render(moray, &Context::new(ContextKind::Compose, &d))
+        .unwrap();
     assert_eq!(compose.config["listen"].as_str(), Some("0.0.0.0:2020"));
-    assert_eq!(compose.config["postgres_url"].as_str(), Some("postgres://postgres@postgres:15432/moray"));
+    assert_eq!(
+        compose.config["postgres_url"].as_str(),
+        Some("postgres://postgres@postgres:15432/moray")
+    );
     // A string that is one placeholder takes the value's type.
-    let sitter = d.render(d.service("manatee-1").unwrap(), &Context::new(ContextKind::Coal, &d)).unwrap();
+    let sitter = d
+        .render(
+            d.service("manatee-1").unwrap(),
+            &Context::new(ContextKind::Coal, &d),
+        )
+        .unwrap();
     assert_eq!(sitter.config["pg_port"].as_integer(), Some(6432));
     assert_eq!(sitter.config["one_node_write_mode"].as_bool(), Some(false));
     // Context overrides merge into nested tables.
-    let sim = d.render(d.service("cn-agent-sim").unwrap(), &Context::new(ContextKind::Compose, &d)).unwrap();
+    let sim = d
+        .render(
+            d.service("cn-agent-sim").unwrap(),
+            &Context::new(ContextKind::Compose, &d),
+        )
+        .unwrap();
     assert_eq!(sim.config["sim"]["nodes"].as_integer(), Some(2));
     let env = config_env("cn-agent", &sim.config);
     assert_eq!(env["CN_AGENT_SIM__NODES"], "2");
-    assert_eq!(env["CN_AGENT_NIC_TAGS"], r#"["admin=coal-admin", "external=coal-external"]"#);
+    assert_eq!(
+        env["CN_AGENT_NIC_TAGS"],
+        r#"["admin=coal-admin", "external=coal-external"]"#
+    );
 }
 
 #[test]
@@ -119,8 +211,14 @@ fn bad_descriptions_are_refused_with_every_problem() {
     let text = std::fs::read_to_string(root().join(SERVICES_TOML)).unwrap();
     let broken = text
         .replace("ports = { grpc = 2022 }", "ports = { grpc = 2020 }")
-        .replace("depends_on = [\"cnapi\"]\nhealth", "depends_on = [\"nosuch\"]\nhealth")
-        .replace("{{addr:moray.grpc}}\"\nadmin_uuid", "{{addr:moray.nope}}\"\nadmin_uuid");
+        .replace(
+            "depends_on = [\"cnapi\"]\nhealth",
+            "depends_on = [\"nosuch\"]\nhealth",
+        )
+        .replace(
+            "{{addr:moray.grpc}}\"\nadmin_uuid",
+            "{{addr:moray.nope}}\"\nadmin_uuid",
+        );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("services.toml");
     std::fs::write(&path, broken).unwrap();
@@ -136,7 +234,11 @@ fn committed_compose_file_matches_the_description() {
     let path = root().join(sdcadm::compose::COMPOSE_FILE);
     let text = std::fs::read_to_string(&path).unwrap();
     let fresh = sdcadm::compose::render(&d, env!("CARGO_PKG_VERSION")).unwrap();
-    assert!(text == fresh, "{} is stale: run `cargo run -p sdcadm -- compose`", path.display());
+    assert!(
+        text == fresh,
+        "{} is stale: run `cargo run -p sdcadm -- compose`",
+        path.display()
+    );
 
     // And, read back as a compose file, it says what services.toml says.
     let doc = sdcadm::compose::parse(&text).unwrap();
@@ -147,19 +249,43 @@ fn committed_compose_file_matches_the_description() {
     let ctx = Context::new(ContextKind::Compose, &d);
     for s in &d.services {
         let c = &services[&s.name];
-        let ports: Vec<String> = c["ports"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_string()).collect();
+        let ports: Vec<String> = c["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_string())
+            .collect();
         let want: Vec<String> = s.ports.values().map(|p| format!("{p}:{p}")).collect();
         assert_eq!(ports, want, "{} ports", s.name);
-        let deps: Vec<&str> = c["depends_on"].as_array().map(|a| a.iter().filter_map(|x| x.as_str()).collect()).unwrap_or_default();
-        assert_eq!(deps, s.depends_on.iter().map(String::as_str).collect::<Vec<_>>(), "{} depends_on", s.name);
+        let deps: Vec<&str> = c["depends_on"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            deps,
+            s.depends_on.iter().map(String::as_str).collect::<Vec<_>>(),
+            "{} depends_on",
+            s.name
+        );
         if s.krate.is_some() {
-            let env: BTreeMap<String, String> = serde_json::from_value(c["environment"].clone()).unwrap();
+            let env: BTreeMap<String, String> =
+                serde_json::from_value(c["environment"].clone()).unwrap();
             let want = config_env(&s.binary, &d.render(s, &ctx).unwrap().config);
             assert_eq!(env, want, "{} environment", s.name);
             assert_eq!(c["build"]["args"]["SERVICE"], s.name.as_str());
-            assert!(root().join(c["build"]["dockerfile"].as_str().unwrap()).is_file(), "images/Dockerfile is missing");
+            assert!(
+                root()
+                    .join(c["build"]["dockerfile"].as_str().unwrap())
+                    .is_file(),
+                "images/Dockerfile is missing"
+            );
         } else {
-            assert_eq!(c["image"].as_str(), s.compose.image.as_deref(), "{} image", s.name);
+            assert_eq!(
+                c["image"].as_str(),
+                s.compose.image.as_deref(),
+                "{} image",
+                s.name
+            );
         }
     }
 }
@@ -173,10 +299,14 @@ fn service_image_manifest_describes_its_tarball() {
     let out = dir.path().join("out");
     let papi = d.service("papi").unwrap();
     let built = sdcadm::images::build_service_image(&d, papi, &bin, &out, "9.9.9").unwrap();
-    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&built.manifest_path).unwrap()).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&built.manifest_path).unwrap()).unwrap();
     let file = std::fs::read(&built.tarball).unwrap();
     assert_eq!(m["files"][0]["size"].as_u64(), Some(file.len() as u64));
-    let sha1: String = sha1::Sha1::digest(&file).iter().map(|b| format!("{b:02x}")).collect();
+    let sha1: String = sha1::Sha1::digest(&file)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     assert_eq!(m["files"][0]["sha1"].as_str(), Some(sha1.as_str()));
     assert_eq!(m["files"][0]["compression"], "gzip");
     assert_eq!(m["name"], "papi");
@@ -185,16 +315,38 @@ fn service_image_manifest_describes_its_tarball() {
     assert_eq!(m["os"], "linux");
     assert_eq!(m["type"], "lx-dataset");
     assert_eq!(m["tags"]["smartdc_service"], true);
-    assert_eq!(m["uuid"].as_str(), Some(sdcadm::images::image_uuid("papi", "9.9.9").to_string().as_str()));
-    assert_ne!(sdcadm::images::image_uuid("papi", "9.9.9"), sdcadm::images::image_uuid("papi", "9.9.10"));
+    assert_eq!(
+        m["uuid"].as_str(),
+        Some(
+            sdcadm::images::image_uuid("papi", "9.9.9")
+                .to_string()
+                .as_str()
+        )
+    );
+    assert_ne!(
+        sdcadm::images::image_uuid("papi", "9.9.9"),
+        sdcadm::images::image_uuid("papi", "9.9.10")
+    );
 
     // The tarball holds what a zone needs, and GNU tar reads it.
     let x = dir.path().join("root");
     std::fs::create_dir(&x).unwrap();
-    let st = std::process::Command::new("tar").arg("-xzf").arg(&built.tarball).arg("-C").arg(&x).status().unwrap();
+    let st = std::process::Command::new("tar")
+        .arg("-xzf")
+        .arg(&built.tarball)
+        .arg("-C")
+        .arg(&x)
+        .status()
+        .unwrap();
     assert!(st.success());
-    assert_eq!(std::fs::read(x.join("opt/triton/papi/bin/papi")).unwrap(), std::fs::read(&bin).unwrap());
-    let config: toml::Table = std::fs::read_to_string(x.join("opt/triton/papi/etc/papi.toml")).unwrap().parse().unwrap();
+    assert_eq!(
+        std::fs::read(x.join("opt/triton/papi/bin/papi")).unwrap(),
+        std::fs::read(&bin).unwrap()
+    );
+    let config: toml::Table = std::fs::read_to_string(x.join("opt/triton/papi/etc/papi.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(config["listen"].as_str(), Some("0.0.0.0:2022"));
     assert_eq!(config["moray_url"].as_str(), Some("tcp://moray:2020"));
     let template = std::fs::read_to_string(x.join("opt/triton/papi/etc/papi.toml.in")).unwrap();
@@ -202,7 +354,10 @@ fn service_image_manifest_describes_its_tarball() {
     let unit = std::fs::read_to_string(x.join("etc/systemd/system/triton-papi.service")).unwrap();
     assert!(unit.contains("ExecStart=/opt/triton/papi/start"), "{unit}");
     let start = std::fs::read_to_string(x.join("opt/triton/papi/start")).unwrap();
-    assert!(start.contains("exec /opt/triton/papi/bin/papi --config /opt/triton/papi/etc/papi.toml"), "{start}");
+    assert!(
+        start.contains("exec /opt/triton/papi/bin/papi --config /opt/triton/papi/etc/papi.toml"),
+        "{start}"
+    );
 
     // Reproducible: a rebuild of the same binary is byte for byte the same image.
     let again = sdcadm::images::build_service_image(&d, papi, &bin, &out, "9.9.9").unwrap();
@@ -211,7 +366,11 @@ fn service_image_manifest_describes_its_tarball() {
 
 #[test]
 fn base_image_runs_an_http_init() {
-    let Some(busybox) = ["/bin/busybox", "/usr/bin/busybox"].iter().map(PathBuf::from).find(|p| p.is_file()) else {
+    let Some(busybox) = ["/bin/busybox", "/usr/bin/busybox"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+    else {
         eprintln!("busybox-static is not installed; skipping");
         return;
     };
@@ -221,12 +380,25 @@ fn base_image_runs_an_http_init() {
     std::fs::write(&t, &file).unwrap();
     let x = dir.path().join("root");
     std::fs::create_dir(&x).unwrap();
-    let st = std::process::Command::new("tar").arg("-xzf").arg(&t).arg("-C").arg(&x).status().unwrap();
+    let st = std::process::Command::new("tar")
+        .arg("-xzf")
+        .arg(&t)
+        .arg("-C")
+        .arg(&x)
+        .status()
+        .unwrap();
     assert!(st.success());
     let init = std::fs::read_to_string(x.join("sbin/init")).unwrap();
     assert!(init.contains("httpd -p 80"), "{init}");
-    assert_eq!(std::fs::read_link(x.join("bin/sh")).unwrap(), Path::new("/bin/busybox"));
+    assert_eq!(
+        std::fs::read_link(x.join("bin/sh")).unwrap(),
+        Path::new("/bin/busybox")
+    );
     // The init is valid shell.
-    let st = std::process::Command::new(&busybox).args(["sh", "-n"]).arg(x.join("sbin/init")).status().unwrap();
+    let st = std::process::Command::new(&busybox)
+        .args(["sh", "-n"])
+        .arg(x.join("sbin/init"))
+        .status()
+        .unwrap();
     assert!(st.success());
 }

@@ -98,7 +98,10 @@ impl Error {
             Error::Upstream { name, code, .. } => {
                 if !name.is_empty() {
                     name
-                } else if *code == Code::Unavailable || *code == Code::DeadlineExceeded {
+                } else if matches!(
+                    code,
+                    Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled
+                ) {
                     "ServiceUnavailable"
                 } else {
                     "InternalError"
@@ -120,7 +123,7 @@ impl Error {
             Error::Moray { source, .. } if source.is_retryable() => Code::Unavailable,
             Error::Moray { .. } => Code::Internal,
             Error::Upstream { code, .. } => match code {
-                Code::Unavailable | Code::DeadlineExceeded => Code::Unavailable,
+                Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => Code::Unavailable,
                 Code::NotFound => Code::NotFound,
                 Code::InvalidArgument => Code::InvalidArgument,
                 Code::FailedPrecondition | Code::ResourceExhausted => Code::FailedPrecondition,
@@ -136,8 +139,12 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Moray { source, .. } => source.is_retryable(),
+            // Cancelled: the call's own deadline passed (tonic's "Timeout expired").
             Error::Upstream { code, .. } => {
-                matches!(code, Code::Unavailable | Code::DeadlineExceeded)
+                matches!(
+                    code,
+                    Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled
+                )
             }
             Error::Conflict(_) => true,
             _ => false,

@@ -324,11 +324,15 @@ impl Steps {
                     nic_tags: nic_tags(&p),
                     ..Default::default()
                 };
+                // CNAPI allocates one at a time; waiting in its queue is not a failure,
+                // so the call may take the whole step.
+                let mut call = request(req, &p.req_id);
+                call.set_timeout(self.default_timeout());
                 let chosen = self
                     .clients
                     .cnapi
                     .clone()
-                    .allocate(request(req, &p.req_id))
+                    .allocate(call)
                     .await
                     .map_err(cnapi_err)?
                     .into_inner();

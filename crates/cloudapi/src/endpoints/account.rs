@@ -38,7 +38,10 @@ pub fn account_json(a: &ufds::Account) -> Value {
 }
 
 pub async fn get(Extension(caller): Extension<Caller>) -> Reply {
-    Ok(json_response(StatusCode::OK, &account_json(&caller.account)))
+    Ok(json_response(
+        StatusCode::OK,
+        &account_json(&caller.account),
+    ))
 }
 
 /// Fields of UpdateAccount: CloudAPI name, UFDS name.
@@ -99,7 +102,10 @@ pub async fn limits(Extension(_caller): Extension<Caller>) -> Reply {
 
 /// The network used when a provision names none: the first public network
 /// (`external` preferred).
-pub async fn default_network(app: &AppState, owner: &str) -> Result<Option<napi::Network>, ApiError> {
+pub async fn default_network(
+    app: &AppState,
+    owner: &str,
+) -> Result<Option<napi::Network>, ApiError> {
     let networks = app
         .backends
         .napi
@@ -121,7 +127,10 @@ pub async fn default_network(app: &AppState, owner: &str) -> Result<Option<napi:
         .cloned())
 }
 
-pub async fn get_config(State(app): State<Arc<AppState>>, Extension(caller): Extension<Caller>) -> Reply {
+pub async fn get_config(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> Reply {
     let net = default_network(&app, &caller.account.uuid).await?;
     let mut o = Map::new();
     if let Some(n) = net {
@@ -140,7 +149,9 @@ pub async fn update_config(
     let current = default_network(&app, &caller.account.uuid).await?;
     match (params.str("default_network"), current) {
         (None, _) => get_config(State(app), Extension(caller)).await,
-        (Some(asked), Some(n)) if asked == n.uuid => get_config(State(app), Extension(caller)).await,
+        (Some(asked), Some(n)) if asked == n.uuid => {
+            get_config(State(app), Extension(caller)).await
+        }
         (Some(_), _) => Err(ApiError::invalid_argument(
             "default_network cannot be changed in this datacenter",
         )),

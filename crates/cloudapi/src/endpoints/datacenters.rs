@@ -25,7 +25,10 @@ fn datacenters(app: &AppState) -> Map<String, Value> {
 }
 
 pub async fn list(State(app): State<Arc<AppState>>, Extension(_c): Extension<Caller>) -> Reply {
-    Ok(json_response(StatusCode::OK, &Value::Object(datacenters(&app))))
+    Ok(json_response(
+        StatusCode::OK,
+        &Value::Object(datacenters(&app)),
+    ))
 }
 
 pub async fn get(

@@ -63,7 +63,10 @@ pub fn image_json(i: &imgapi::Image) -> Value {
         o.insert("acl".into(), json!(i.acl));
     }
     if let Some(e) = &i.error {
-        o.insert("error".into(), json!({"code": e.code, "message": e.message}));
+        o.insert(
+            "error".into(),
+            json!({"code": e.code, "message": e.message}),
+        );
     }
     Value::Object(o)
 }
@@ -86,7 +89,12 @@ pub async fn list(
         ..Default::default()
     };
     for (k, v) in params.prefixed("tag") {
-        req.tags.insert(k, v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
+        req.tags.insert(
+            k,
+            v.as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string()),
+        );
     }
     // Page through IMGAPI (ordered by uuid) so no visible image is left out.
     let mut images = Vec::new();
@@ -113,7 +121,11 @@ pub async fn list(
         }
     }
     // Oldest first, as Triton lists them.
-    images.sort_by(|a, b| a.published_at.cmp(&b.published_at).then(a.name.cmp(&b.name)));
+    images.sort_by(|a, b| {
+        a.published_at
+            .cmp(&b.published_at)
+            .then(a.name.cmp(&b.name))
+    });
     Ok(json_response(
         StatusCode::OK,
         &Value::Array(images.iter().map(image_json).collect()),

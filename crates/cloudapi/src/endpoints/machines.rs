@@ -87,7 +87,10 @@ async fn package_names(app: &AppState, owner: &str, vms: &[vmapi::Vm]) -> HashMa
 
 async fn machine_of(app: &AppState, owner: &str, vm: &vmapi::Vm) -> Value {
     let names = package_names(app, owner, std::slice::from_ref(vm)).await;
-    machine_json(vm, names.get(&vm.billing_id).map(String::as_str).unwrap_or(""))
+    machine_json(
+        vm,
+        names.get(&vm.billing_id).map(String::as_str).unwrap_or(""),
+    )
 }
 
 // ------------------------------------------------------------------ list / get
@@ -98,7 +101,10 @@ pub async fn list(
     params: Params,
 ) -> Reply {
     let owner = caller.account.uuid.clone();
-    let limit = params.u64("limit")?.unwrap_or(MAX_LIMIT).clamp(1, MAX_LIMIT);
+    let limit = params
+        .u64("limit")?
+        .unwrap_or(MAX_LIMIT)
+        .clamp(1, MAX_LIMIT);
     let offset = params.u64("offset")?.unwrap_or(0);
     let state = params.str("state");
     let memory = params.u64("memory")?;
@@ -168,7 +174,12 @@ pub async fn list(
     let names = package_names(&app, &owner, &page).await;
     let body: Vec<Value> = page
         .iter()
-        .map(|vm| machine_json(vm, names.get(&vm.billing_id).map(String::as_str).unwrap_or("")))
+        .map(|vm| {
+            machine_json(
+                vm,
+                names.get(&vm.billing_id).map(String::as_str).unwrap_or(""),
+            )
+        })
         .collect();
     let mut response = json_response(StatusCode::OK, &Value::Array(body));
     let h = response.headers_mut();
@@ -203,7 +214,10 @@ pub async fn get(
 fn validate_name(name: &str) -> Result<(), ApiError> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-');
@@ -257,9 +271,16 @@ fn metadata_param(params: &Params) -> Result<BTreeMap<String, String>, ApiError>
         }
         Some(_) => return Err(ApiError::invalid_argument("metadata must be an object")),
     }
-    md.extend(params.prefixed("metadata").iter().map(|(k, v)| (k.clone(), metadata_value(v))));
+    md.extend(
+        params
+            .prefixed("metadata")
+            .iter()
+            .map(|(k, v)| (k.clone(), metadata_value(v))),
+    );
     if md.contains_key("credentials") {
-        return Err(ApiError::invalid_argument("metadata: credentials is a reserved key"));
+        return Err(ApiError::invalid_argument(
+            "metadata: credentials is a reserved key",
+        ));
     }
     Ok(md)
 }
@@ -280,19 +301,31 @@ async fn network_specs(
                             .get("ipv4_uuid")
                             .or_else(|| o.get("uuid"))
                             .and_then(Value::as_str)
-                            .ok_or_else(|| ApiError::invalid_argument("networks: each object needs ipv4_uuid"))?
+                            .ok_or_else(|| {
+                                ApiError::invalid_argument("networks: each object needs ipv4_uuid")
+                            })?
                             .to_string();
                         let ips: Vec<String> = match o.get("ipv4_ips").or_else(|| o.get("ip")) {
-                            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+                            Some(Value::Array(a)) => a
+                                .iter()
+                                .filter_map(Value::as_str)
+                                .map(str::to_string)
+                                .collect(),
                             Some(Value::String(s)) => vec![s.clone()],
                             _ => Vec::new(),
                         };
                         if ips.len() > 1 {
-                            return Err(ApiError::invalid_argument("networks: ipv4_ips takes at most one IP"));
+                            return Err(ApiError::invalid_argument(
+                                "networks: ipv4_ips takes at most one IP",
+                            ));
                         }
                         (uuid, ips, o.get("primary").and_then(Value::as_bool))
                     }
-                    _ => return Err(ApiError::invalid_argument("networks must be uuids or objects")),
+                    _ => {
+                        return Err(ApiError::invalid_argument(
+                            "networks must be uuids or objects",
+                        ));
+                    }
                 };
                 let n = networks::fetch(app, owner, &uuid).await.map_err(|e| {
                     if e.status == StatusCode::NOT_FOUND {
@@ -317,7 +350,9 @@ async fn network_specs(
         _ => {
             let n = crate::endpoints::account::default_network(app, owner)
                 .await?
-                .ok_or_else(|| ApiError::invalid_argument("no network is available to provision on"))?;
+                .ok_or_else(|| {
+                    ApiError::invalid_argument("no network is available to provision on")
+                })?;
             specs.push(vmapi::NetworkSpec {
                 ipv4_uuid: n.uuid,
                 primary: Some(true),
@@ -345,7 +380,9 @@ pub async fn create(
     }
     let package = packages::resolve(&app, &owner, &package_id).await?;
     if !package.active {
-        return Err(ApiError::invalid_argument(format!("package {package_id} is not active")));
+        return Err(ApiError::invalid_argument(format!(
+            "package {package_id} is not active"
+        )));
     }
     if let Some(min) = image.requirements.as_ref().and_then(|r| r.min_ram)
         && package.max_physical_memory < min
@@ -367,7 +404,11 @@ pub async fn create(
             package.os, image.os
         )));
     }
-    let image_brand = image.requirements.as_ref().map(|r| r.brand.clone()).unwrap_or_default();
+    let image_brand = image
+        .requirements
+        .as_ref()
+        .map(|r| r.brand.clone())
+        .unwrap_or_default();
     let brand = params
         .str("brand")
         .or_else(|| Some(package.brand.clone()).filter(|b| !b.is_empty()))
@@ -402,7 +443,11 @@ pub async fn create(
             let list = |k: &str| -> Vec<String> {
                 match o.get(k) {
                     Some(Value::String(s)) => vec![s.clone()],
-                    Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+                    Some(Value::Array(a)) => a
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect(),
                     _ => Vec::new(),
                 }
             };
@@ -428,7 +473,10 @@ pub async fn create(
         image_uuid: image.uuid.clone(),
         billing_id: package.uuid.clone(),
         networks,
-        tags: tags.iter().map(|(k, v)| (k.clone(), to_proto_value(v))).collect(),
+        tags: tags
+            .iter()
+            .map(|(k, v)| (k.clone(), to_proto_value(v)))
+            .collect(),
         customer_metadata: metadata.into_iter().collect(),
         internal_metadata,
         firewall_enabled: params.bool("firewall_enabled")?.unwrap_or(false),
@@ -497,11 +545,15 @@ pub async fn action(
         "resize" => {
             let pkg_id = params.required_str("package")?;
             if vm.brand == "kvm" {
-                return Err(ApiError::invalid_argument("resize is not supported for kvm instances"));
+                return Err(ApiError::invalid_argument(
+                    "resize is not supported for kvm instances",
+                ));
             }
             let pkg = packages::resolve(&app, &owner, &pkg_id).await?;
             if !pkg.active {
-                return Err(ApiError::invalid_argument(format!("package {pkg_id} is not active")));
+                return Err(ApiError::invalid_argument(format!(
+                    "package {pkg_id} is not active"
+                )));
             }
             let mut req = update_request(&vm);
             req.billing_id = Some(pkg.uuid.clone());
@@ -527,11 +579,14 @@ pub async fn action(
         }
         "disable_deletion_protection" => {
             let mut req = update_request(&vm);
-            req.remove_internal_metadata.push(DELETION_PROTECTION_KEY.to_string());
+            req.remove_internal_metadata
+                .push(DELETION_PROTECTION_KEY.to_string());
             update(&app, req).await?
         }
         other => {
-            return Err(ApiError::invalid_argument(format!("{other} is not a valid action")));
+            return Err(ApiError::invalid_argument(format!(
+                "{other} is not a valid action"
+            )));
         }
     };
     tracing::info!(vm = %vm.uuid, job = %job.job_uuid, action = %action, "machine action accepted");
@@ -576,9 +631,9 @@ fn audit_action(job: &vmapi::Job) -> String {
     }
     let params: Value = serde_json::from_str(&job.params_json).unwrap_or(Value::Null);
     let has = |k: &str| {
-        params
-            .get(k)
-            .is_some_and(|v| !v.is_null() && v != &json!({}) && v != &json!([]) && v != &json!(false))
+        params.get(k).is_some_and(|v| {
+            !v.is_null() && v != &json!({}) && v != &json!([]) && v != &json!(false)
+        })
     };
     if has("alias") {
         "rename".into()
@@ -595,7 +650,11 @@ fn audit_action(job: &vmapi::Job) -> String {
     } else if has("remove_customer_metadata") {
         "remove_metadata".into()
     } else if let Some(fw) = params.get("firewall_enabled").and_then(Value::as_bool) {
-        if fw { "enable_firewall".into() } else { "disable_firewall".into() }
+        if fw {
+            "enable_firewall".into()
+        } else {
+            "disable_firewall".into()
+        }
     } else if params
         .get("set_internal_metadata")
         .is_some_and(|m| m.get(DELETION_PROTECTION_KEY).is_some())
@@ -633,7 +692,11 @@ pub async fn audit(
         .iter()
         .filter(|j| matches!(j.execution.as_str(), "succeeded" | "failed" | "canceled"))
         .map(|j| {
-            let time = if j.finished_at.is_empty() { &j.created_at } else { &j.finished_at };
+            let time = if j.finished_at.is_empty() {
+                &j.created_at
+            } else {
+                &j.finished_at
+            };
             (
                 time.clone(),
                 json!({
@@ -681,12 +744,21 @@ fn tag_body(params: &Params) -> Result<BTreeMap<String, Value>, ApiError> {
     Ok(tags)
 }
 
-async fn write_tags(app: &AppState, caller: &Caller, id: &str, params: &Params, replace: bool) -> Reply {
+async fn write_tags(
+    app: &AppState,
+    caller: &Caller,
+    id: &str,
+    params: &Params,
+    replace: bool,
+) -> Reply {
     let vm = live_vm(app, &caller.account.uuid, id).await?;
     let tags = tag_body(params)?;
     let mut req = update_request(&vm);
     req.replace_tags = replace;
-    req.set_tags = tags.iter().map(|(k, v)| (k.clone(), to_proto_value(v))).collect();
+    req.set_tags = tags
+        .iter()
+        .map(|(k, v)| (k.clone(), to_proto_value(v)))
+        .collect();
     update(app, req).await?;
     // Answer with the tags as they will be once the job has run.
     let mut result: BTreeMap<String, Value> = if replace {
@@ -781,7 +853,9 @@ pub async fn add_metadata(
     let mut set = BTreeMap::new();
     for (k, v) in &params.map {
         if k == "credentials" {
-            return Err(ApiError::invalid_argument("metadata: credentials is a reserved key"));
+            return Err(ApiError::invalid_argument(
+                "metadata: credentials is a reserved key",
+            ));
         }
         set.insert(k.clone(), metadata_value(v));
     }
@@ -813,7 +887,9 @@ pub async fn delete_metadata(
 ) -> Reply {
     let vm = live_vm(&app, &caller.account.uuid, &id).await?;
     if key == "credentials" {
-        return Err(ApiError::invalid_argument("metadata: credentials is a reserved key"));
+        return Err(ApiError::invalid_argument(
+            "metadata: credentials is a reserved key",
+        ));
     }
     if !vm.customer_metadata.contains_key(&key) {
         return Err(ApiError::not_found(format!("{key} is not present")));
@@ -858,8 +934,17 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(audit_action(&job("reboot", json!({}))), "reboot");
-        assert_eq!(audit_action(&job("update", json!({"alias": "x"}))), "rename");
-        assert_eq!(audit_action(&job("update", json!({"billing_id": "p"}))), "resize");
-        assert_eq!(audit_action(&job("update", json!({"set_customer_metadata": {"a": "b"}}))), "set_metadata");
+        assert_eq!(
+            audit_action(&job("update", json!({"alias": "x"}))),
+            "rename"
+        );
+        assert_eq!(
+            audit_action(&job("update", json!({"billing_id": "p"}))),
+            "resize"
+        );
+        assert_eq!(
+            audit_action(&job("update", json!({"set_customer_metadata": {"a": "b"}}))),
+            "set_metadata"
+        );
     }
 }

@@ -32,7 +32,9 @@ pub fn from_proto_value(v: &prost_types::Value) -> Value {
             if n.fract() == 0.0 && n.abs() < 9.0e15 {
                 Value::from(*n as i64)
             } else {
-                serde_json::Number::from_f64(*n).map(Value::Number).unwrap_or(Value::Null)
+                serde_json::Number::from_f64(*n)
+                    .map(Value::Number)
+                    .unwrap_or(Value::Null)
             }
         }
         Some(Kind::StringValue(s)) => Value::String(s.clone()),
@@ -58,15 +60,23 @@ pub fn to_proto_value(v: &Value) -> prost_types::Value {
             values: a.iter().map(to_proto_value).collect(),
         }),
         Value::Object(o) => Kind::StructValue(prost_types::Struct {
-            fields: o.iter().map(|(k, v)| (k.clone(), to_proto_value(v))).collect(),
+            fields: o
+                .iter()
+                .map(|(k, v)| (k.clone(), to_proto_value(v)))
+                .collect(),
         }),
     };
     prost_types::Value { kind: Some(kind) }
 }
 
 /// Tag map as JSON.
-pub fn tags_json<'a>(tags: impl IntoIterator<Item = (&'a String, &'a prost_types::Value)>) -> Value {
-    let sorted: BTreeMap<&String, Value> = tags.into_iter().map(|(k, v)| (k, from_proto_value(v))).collect();
+pub fn tags_json<'a>(
+    tags: impl IntoIterator<Item = (&'a String, &'a prost_types::Value)>,
+) -> Value {
+    let sorted: BTreeMap<&String, Value> = tags
+        .into_iter()
+        .map(|(k, v)| (k, from_proto_value(v)))
+        .collect();
     serde_json::to_value(sorted).unwrap_or(Value::Null)
 }
 

@@ -61,7 +61,10 @@ pub async fn usable_networks(app: &AppState, owner: &str) -> Result<Vec<napi::Ne
         .map_err(napi_err)?
         .into_inner()
         .networks;
-    Ok(networks.into_iter().filter(|n| usable_by(n, owner)).collect())
+    Ok(networks
+        .into_iter()
+        .filter(|n| usable_by(n, owner))
+        .collect())
 }
 
 pub async fn list(State(app): State<Arc<AppState>>, Extension(caller): Extension<Caller>) -> Reply {
@@ -82,7 +85,9 @@ pub async fn fetch(app: &AppState, owner: &str, id: &str) -> Result<napi::Networ
         .backends
         .napi
         .clone()
-        .get_network(napi::GetNetworkRequest { uuid: id.to_string() })
+        .get_network(napi::GetNetworkRequest {
+            uuid: id.to_string(),
+        })
         .await
         .map_err(|s| match napi_err(s) {
             e if e.status == StatusCode::NOT_FOUND => not_found(),
@@ -108,7 +113,10 @@ fn ip_json(ip: &napi::Ip) -> Value {
     let mut o = Map::new();
     o.insert("ip".into(), json!(ip.ip));
     o.insert("reserved".into(), json!(ip.reserved));
-    o.insert("managed".into(), json!(ip.belongs_to_type == "other" || ip.belongs_to_type == "server"));
+    o.insert(
+        "managed".into(),
+        json!(ip.belongs_to_type == "other" || ip.belongs_to_type == "server"),
+    );
     put_str(&mut o, "owner_uuid", &ip.owner_uuid);
     put_str(&mut o, "belongs_to_uuid", &ip.belongs_to_uuid);
     Value::Object(o)
@@ -195,14 +203,20 @@ fn parse_vlan_id(s: &str) -> Result<u32, ApiError> {
         .ok_or_else(|| ApiError::invalid_argument("vlan_id must be an integer from 0 to 4095"))
 }
 
-fn with_location(mut response: axum::response::Response, location: String) -> axum::response::Response {
+fn with_location(
+    mut response: axum::response::Response,
+    location: String,
+) -> axum::response::Response {
     if let Ok(v) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, v);
     }
     response
 }
 
-pub async fn list_vlans(State(app): State<Arc<AppState>>, Extension(caller): Extension<Caller>) -> Reply {
+pub async fn list_vlans(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> Reply {
     let vlans = app
         .backends
         .napi
@@ -368,9 +382,9 @@ pub async fn create_fabric_network(
         None => {}
         Some(Value::Object(routes)) => {
             for (dest, gw) in routes {
-                let gw = gw
-                    .as_str()
-                    .ok_or_else(|| ApiError::invalid_argument("routes values must be IP strings"))?;
+                let gw = gw.as_str().ok_or_else(|| {
+                    ApiError::invalid_argument("routes values must be IP strings")
+                })?;
                 req.routes.insert(dest.clone(), gw.to_string());
             }
         }
@@ -396,7 +410,10 @@ pub async fn create_fabric_network(
     tracing::info!(network = %n.uuid, vlan_id, "fabric network created");
     Ok(with_location(
         json_response(StatusCode::CREATED, &network_json(&n)),
-        format!("/{login}/fabrics/default/vlans/{vlan_id}/networks/{}", n.uuid),
+        format!(
+            "/{login}/fabrics/default/vlans/{vlan_id}/networks/{}",
+            n.uuid
+        ),
     ))
 }
 

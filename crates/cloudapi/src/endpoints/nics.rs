@@ -18,7 +18,11 @@ use crate::server::json_response;
 
 /// `aabbccddeeff` (CloudAPI's path form) or `aa:bb:...` to the colon form.
 fn normalize_mac(mac: &str) -> String {
-    let hex: String = mac.chars().filter(|c| c.is_ascii_hexdigit()).collect::<String>().to_ascii_lowercase();
+    let hex: String = mac
+        .chars()
+        .filter(|c| c.is_ascii_hexdigit())
+        .collect::<String>()
+        .to_ascii_lowercase();
     hex.as_bytes()
         .chunks(2)
         .map(|c| String::from_utf8_lossy(c).into_owned())
@@ -84,6 +88,9 @@ mod tests {
     #[test]
     fn macs() {
         assert_eq!(super::normalize_mac("90B8D0C0FFEE"), "90:b8:d0:c0:ff:ee");
-        assert_eq!(super::normalize_mac("90:b8:d0:c0:ff:ee"), "90:b8:d0:c0:ff:ee");
+        assert_eq!(
+            super::normalize_mac("90:b8:d0:c0:ff:ee"),
+            "90:b8:d0:c0:ff:ee"
+        );
     }
 }

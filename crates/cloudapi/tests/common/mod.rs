@@ -132,12 +132,23 @@ impl Stack {
             napi_config.seed.external.provision_end_ip = format!("10.99.{s}.250");
             napi_config.seed.external.gateway = format!("10.99.{s}.1");
         }
-        let napi = napi::start(napi_config, shutdown.clone()).await.expect("NAPI starts");
+        let napi = napi::start(napi_config, shutdown.clone())
+            .await
+            .expect("NAPI starts");
         let vmapi_addr = match &options.compute {
             Compute::None => None,
             compute => Some(
-                start_compute(compute, &moray_url, ufds, papi.addr, imgapi.addr, imgapi.http_addr, napi.addr, &shutdown)
-                    .await,
+                start_compute(
+                    compute,
+                    &moray_url,
+                    ufds,
+                    papi.addr,
+                    imgapi.addr,
+                    imgapi.http_addr,
+                    napi.addr,
+                    &shutdown,
+                )
+                .await,
             ),
         };
 
@@ -179,7 +190,9 @@ impl Stack {
             imgapi: ImgapiClient::new(connect(imgapi.addr).await),
             napi: NapiClient::new(connect(napi.addr).await),
             vmapi: match vmapi_addr {
-                Some(a) => Some(triton_proto::vmapi::v1::vmapi_client::VmapiClient::new(connect(a).await)),
+                Some(a) => Some(triton_proto::vmapi::v1::vmapi_client::VmapiClient::new(
+                    connect(a).await,
+                )),
                 None => None,
             },
             cloudapi_config: config,
@@ -271,7 +284,14 @@ impl Stack {
     }
 
     /// Imports and activates an image whose file is `data` (gzip'd tar for real nodes).
-    pub async fn image(&self, name: &str, version: &str, public: bool, owner: &str, data: Vec<u8>) -> imgapi::Image {
+    pub async fn image(
+        &self,
+        name: &str,
+        version: &str,
+        public: bool,
+        owner: &str,
+        data: Vec<u8>,
+    ) -> imgapi::Image {
         let sha1 = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &data);
         let sha1: String = sha1.as_ref().iter().map(|b| format!("{b:02x}")).collect();
         let manifest = imgapi::Image {
@@ -292,10 +312,12 @@ impl Stack {
             ..Default::default()
         };
         let mut msgs = vec![imgapi::ImportImageRequest {
-            part: Some(imgapi::import_image_request::Part::Header(imgapi::ImportImageHeader {
-                manifest: Some(manifest),
-                activate: true,
-            })),
+            part: Some(imgapi::import_image_request::Part::Header(
+                imgapi::ImportImageHeader {
+                    manifest: Some(manifest),
+                    activate: true,
+                },
+            )),
         }];
         msgs.push(imgapi::ImportImageRequest {
             part: Some(imgapi::import_image_request::Part::Chunk(data)),
@@ -350,7 +372,9 @@ async fn start_compute(
         auto_setup: true,
         ..Default::default()
     };
-    let store = cnapi::store::MorayStore::connect(moray_url).await.expect("CNAPI store");
+    let store = cnapi::store::MorayStore::connect(moray_url)
+        .await
+        .expect("CNAPI store");
     let cnapi_run = cnapi::app::start(store, settings, "127.0.0.1:0", shutdown.clone())
         .await
         .expect("CNAPI starts");
@@ -364,10 +388,12 @@ async fn start_compute(
     match compute {
         Compute::None => unreachable!("no compute asked for"),
         Compute::Sim => {
-            let backend = std::sync::Arc::new(cn_agent::sim::SimBackend::in_memory(cn_agent::sim::SimConfig {
-                delays: cn_agent::sim::SimDelays::default(),
-                nic_tags: vec!["admin".into(), "external".into()],
-            }));
+            let backend = std::sync::Arc::new(cn_agent::sim::SimBackend::in_memory(
+                cn_agent::sim::SimConfig {
+                    delays: cn_agent::sim::SimDelays::default(),
+                    nic_tags: vec!["admin".into(), "external".into()],
+                },
+            ));
             cn_agent::agent::start(
                 backend,
                 move |agent_port| cn_agent::sysinfo::NodeFacts::Sim {
@@ -410,7 +436,9 @@ async fn start_compute(
         }
     }
     let cnapi_client = triton_proto::cnapi::v1::cnapi_client::CnapiClient::new(
-        tonic::transport::Endpoint::from_shared(cnapi_url.clone()).expect("url").connect_lazy(),
+        tonic::transport::Endpoint::from_shared(cnapi_url.clone())
+            .expect("url")
+            .connect_lazy(),
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -427,7 +455,10 @@ async fn start_compute(
         if up == 1 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the compute node did not come up");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the compute node did not come up"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let vmapi_run = vmapi::start(
@@ -489,7 +520,16 @@ impl LinuxHost {
         }
         let bridge = format!("cb{}", &id[..6]);
         run("ip", &["link", "add", "name", &bridge, "type", "bridge"]);
-        run("ip", &["addr", "add", &format!("10.99.{subnet}.1/24"), "dev", &bridge]);
+        run(
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("10.99.{subnet}.1/24"),
+                "dev",
+                &bridge,
+            ],
+        );
         run("ip", &["link", "set", "dev", &bridge, "up"]);
         let config = cn_agent::linux::LinuxConfig {
             state_dir: dir.path().join("cn"),
@@ -500,7 +540,12 @@ impl LinuxHost {
             bridges: [("external".to_string(), bridge.clone())].into(),
             create_bridges: false,
         };
-        LinuxHost { config, bridge, subnet, _dir: dir }
+        LinuxHost {
+            config,
+            bridge,
+            subnet,
+            _dir: dir,
+        }
     }
 
     /// A gzip'd tar root: busybox, and an init that serves HTTP on port 80.
@@ -513,7 +558,11 @@ impl LinuxHost {
         for applet in ["sh", "httpd", "hostname", "sleep", "cat", "ls", "ip", "ps"] {
             let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
         }
-        std::fs::write(root.join("www/index.html"), "hello from a triton instance\n").expect("index");
+        std::fs::write(
+            root.join("www/index.html"),
+            "hello from a triton instance\n",
+        )
+        .expect("index");
         let init = root.join("sbin/init");
         std::fs::write(&init, "#!/bin/sh\nexec /bin/httpd -f -p 80 -h /www\n").expect("init");
         use std::os::unix::fs::PermissionsExt;
@@ -521,7 +570,13 @@ impl LinuxHost {
         let tarball = self._dir.path().join("image.tar.gz");
         run(
             "tar",
-            &["-czf", tarball.to_str().expect("utf-8"), "-C", root.to_str().expect("utf-8"), "."],
+            &[
+                "-czf",
+                tarball.to_str().expect("utf-8"),
+                "-C",
+                root.to_str().expect("utf-8"),
+                ".",
+            ],
         );
         std::fs::read(&tarball).expect("read tarball")
     }
@@ -555,16 +610,28 @@ impl Drop for LinuxHost {
             }
             let _ = std::fs::remove_dir(&dir);
         }
-        for entry in std::fs::read_dir("/run/netns").into_iter().flatten().flatten() {
+        for entry in std::fs::read_dir("/run/netns")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with(&self.config.netns_prefix) {
-                let _ = std::process::Command::new("ip").args(["netns", "del", &name]).output();
+                let _ = std::process::Command::new("ip")
+                    .args(["netns", "del", &name])
+                    .output();
             }
         }
-        for entry in std::fs::read_dir("/sys/class/net").into_iter().flatten().flatten() {
+        for entry in std::fs::read_dir("/sys/class/net")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with(&self.config.link_prefix) || name == self.bridge {
-                let _ = std::process::Command::new("ip").args(["link", "del", &name]).output();
+                let _ = std::process::Command::new("ip")
+                    .args(["link", "del", &name])
+                    .output();
             }
         }
     }
@@ -606,7 +673,8 @@ pub fn triton_cli() -> PathBuf {
 
 fn ssh_keygen(path: &Path, key_type: &str) {
     let mut cmd = std::process::Command::new("ssh-keygen");
-    cmd.args(["-q", "-N", "", "-C", "cloudapi-test", "-f"]).arg(path);
+    cmd.args(["-q", "-N", "", "-C", "cloudapi-test", "-f"])
+        .arg(path);
     match key_type {
         "rsa" => cmd.args(["-t", "rsa", "-b", "2048", "-m", "PEM"]),
         "ecdsa-256" => cmd.args(["-t", "ecdsa", "-b", "256", "-m", "PEM"]),
@@ -615,15 +683,31 @@ fn ssh_keygen(path: &Path, key_type: &str) {
         "ed25519" => cmd.args(["-t", "ed25519"]),
         other => panic!("unknown key type {other}"),
     };
-    let out = cmd.output().expect("ssh-keygen runs (install openssh-client)");
-    assert!(out.status.success(), "ssh-keygen: {}", String::from_utf8_lossy(&out.stderr));
+    let out = cmd
+        .output()
+        .expect("ssh-keygen runs (install openssh-client)");
+    assert!(
+        out.status.success(),
+        "ssh-keygen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn self_signed_certificate(dir: &Path) -> (PathBuf, PathBuf) {
     let cert = dir.join("cloudapi-cert.pem");
     let key = dir.join("cloudapi-key.pem");
     let out = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=cloudapi.coal"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=cloudapi.coal",
+        ])
         .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
         .arg("-keyout")
         .arg(&key)
@@ -631,7 +715,11 @@ fn self_signed_certificate(dir: &Path) -> (PathBuf, PathBuf) {
         .arg(&cert)
         .output()
         .expect("openssl runs (install openssl)");
-    assert!(out.status.success(), "openssl req: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "openssl req: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     (cert, key)
 }
 
@@ -750,7 +838,8 @@ impl RawResponse {
             .map(|(_, v)| v.as_str())
     }
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
     }
     /// Asserts a Triton error body with `code` and `status`.
     #[track_caller]
@@ -763,19 +852,33 @@ impl RawResponse {
 }
 
 /// Sends one HTTP/1.1 request (Connection: close) and reads the whole response.
-pub async fn raw_request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, String)], body: &str) -> RawResponse {
+pub async fn raw_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &str,
+) -> RawResponse {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect to CloudAPI");
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to CloudAPI");
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     if !body.is_empty() {
-        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
     }
     req.push_str("\r\n");
     req.push_str(body);
-    stream.write_all(req.as_bytes()).await.expect("write request");
+    stream
+        .write_all(req.as_bytes())
+        .await
+        .expect("write request");
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await.expect("read response");
     let text = String::from_utf8_lossy(&raw).into_owned();
@@ -793,8 +896,16 @@ pub async fn raw_request(addr: SocketAddr, method: &str, path: &str, headers: &[
     let chunked = headers
         .iter()
         .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let body = if chunked { dechunk(rest) } else { rest.to_string() };
-    RawResponse { status, headers, body }
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    RawResponse {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn dechunk(s: &str) -> String {
@@ -851,7 +962,9 @@ impl HandKey {
             ("Date", date),
             (
                 "Authorization",
-                format!(r#"Signature keyId="{key_id}",algorithm="ed25519-sha512",headers="date",signature="{sig}""#),
+                format!(
+                    r#"Signature keyId="{key_id}",algorithm="ed25519-sha512",headers="date",signature="{sig}""#
+                ),
             ),
         ]
     }

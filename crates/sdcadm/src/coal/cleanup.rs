@@ -147,7 +147,8 @@ pub fn find(p: &Prefixes) -> Leftovers {
             }
         }
     }
-    l.mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+    l.mounts
+        .sort_by_key(|m| std::cmp::Reverse(m.components().count()));
     l.cgroups = cgroup_dirs(p);
     if let Ok(rd) = std::fs::read_dir("/run/netns") {
         for e in rd.filter_map(|e| e.ok()) {

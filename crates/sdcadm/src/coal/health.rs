@@ -5,9 +5,9 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::time::Duration;
 
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 use crate::deploy::HealthKind;
 
@@ -15,7 +15,12 @@ use crate::deploy::HealthKind;
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Ok(()) when healthy; Err(why not) otherwise.
-pub async fn check(kind: HealthKind, addr: &str, path: Option<&str>, pg_bindir: &Path) -> Result<(), String> {
+pub async fn check(
+    kind: HealthKind,
+    addr: &str,
+    path: Option<&str>,
+    pg_bindir: &Path,
+) -> Result<(), String> {
     match kind {
         HealthKind::Grpc => grpc(addr).await,
         HealthKind::Http => {
@@ -44,16 +49,26 @@ pub async fn grpc(addr: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .connect_timeout(PROBE_TIMEOUT)
         .timeout(PROBE_TIMEOUT);
-    let channel = endpoint.connect().await.map_err(|e| crate::error::chain(&e))?;
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| crate::error::chain(&e))?;
     let reply = HealthClient::new(channel)
-        .check(HealthCheckRequest { service: String::new() })
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
         .await
         .map_err(|s| format!("health check: {}", s.message()))?;
     let status = reply.into_inner().status;
     if status == ServingStatus::Serving as i32 {
         Ok(())
     } else {
-        Err(format!("health status {}", ServingStatus::try_from(status).map(|s| s.as_str_name()).unwrap_or("unknown")))
+        Err(format!(
+            "health status {}",
+            ServingStatus::try_from(status)
+                .map(|s| s.as_str_name())
+                .unwrap_or("unknown")
+        ))
     }
 }
 
@@ -63,7 +78,8 @@ fn connect(addr: &str) -> Result<TcpStream, String> {
         .map_err(|e| format!("{addr}: {e}"))?
         .next()
         .ok_or_else(|| format!("{addr}: no address"))?;
-    let s = TcpStream::connect_timeout(&sock, PROBE_TIMEOUT).map_err(|e| format!("connect {addr}: {e}"))?;
+    let s = TcpStream::connect_timeout(&sock, PROBE_TIMEOUT)
+        .map_err(|e| format!("connect {addr}: {e}"))?;
     let _ = s.set_read_timeout(Some(PROBE_TIMEOUT));
     let _ = s.set_write_timeout(Some(PROBE_TIMEOUT));
     Ok(s)
@@ -72,23 +88,34 @@ fn connect(addr: &str) -> Result<TcpStream, String> {
 /// A minimal HTTP/1.0 GET: (status, body).
 pub fn http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
     let mut s = connect(addr)?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
-    s.take(64 * 1024).read_to_end(&mut buf).map_err(|e| format!("read {addr}: {e}"))?;
+    s.take(64 * 1024)
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("read {addr}: {e}"))?;
     let text = String::from_utf8_lossy(&buf).into_owned();
     let status = text
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| format!("{addr}: not an HTTP answer"))?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
 /// `pg_isready` when PostgreSQL's binaries are there; else PostgreSQL's SSLRequest, which
 /// any postmaster answers with one byte.
 fn postgres(addr: &str, pg_bindir: &Path) -> Result<(), String> {
-    let (host, port) = addr.rsplit_once(':').ok_or_else(|| format!("{addr}: not host:port"))?;
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{addr}: not host:port"))?;
     let isready = pg_bindir.join("pg_isready");
     if isready.is_file() {
         let out = std::process::Command::new(&isready)
@@ -102,9 +129,11 @@ fn postgres(addr: &str, pg_bindir: &Path) -> Result<(), String> {
         };
     }
     let mut s = connect(addr)?;
-    s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).map_err(|e| e.to_string())?;
+    s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+        .map_err(|e| e.to_string())?;
     let mut b = [0u8; 1];
-    s.read_exact(&mut b).map_err(|e| format!("read {addr}: {e}"))?;
+    s.read_exact(&mut b)
+        .map_err(|e| format!("read {addr}: {e}"))?;
     if b[0] == b'N' || b[0] == b'S' {
         Ok(())
     } else {

@@ -46,13 +46,19 @@ pub struct Progress {
 
 impl Progress {
     pub fn new() -> Progress {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let offset = std::env::var("COAL_T0")
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
             .map(|t0| now.saturating_sub(t0))
             .unwrap_or(0);
-        Progress { t0: Instant::now(), offset }
+        Progress {
+            t0: Instant::now(),
+            offset,
+        }
     }
 
     pub fn secs(&self) -> u64 {
@@ -114,22 +120,45 @@ impl Coal {
         let saved: Option<State> = std::fs::read_to_string(dir.join("coal.json"))
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok());
-        let default_sim = deployment.vars.get("sim_cns").and_then(Value::as_integer).unwrap_or(0);
-        let default_one = deployment.vars.get("one_node").and_then(Value::as_bool).unwrap_or(false);
+        let default_sim = deployment
+            .vars
+            .get("sim_cns")
+            .and_then(Value::as_integer)
+            .unwrap_or(0);
+        let default_one = deployment
+            .vars
+            .get("one_node")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         let state = State {
             sim_cns: opts
                 .sim_cns
                 .or(saved.as_ref().map(|s| s.sim_cns))
                 .unwrap_or(u32::try_from(default_sim).unwrap_or(0)),
-            one_node: opts.one_node.or(saved.as_ref().map(|s| s.one_node)).unwrap_or(default_one),
+            one_node: opts
+                .one_node
+                .or(saved.as_ref().map(|s| s.one_node))
+                .unwrap_or(default_one),
         };
         let pg_bindir = setup::pg_bindir();
         let mut ctx = Context::new(ContextKind::Coal, &deployment);
         ctx.coal_dir = dir.clone();
-        ctx.vars.insert("sim_cns".into(), Value::Integer(i64::from(state.sim_cns)));
-        ctx.vars.insert("one_node".into(), Value::Boolean(state.one_node));
-        ctx.vars.insert("pg_bindir".into(), Value::String(pg_bindir.display().to_string()));
-        Ok(Coal { deployment, ctx, dir, state, pg_bindir, progress: Progress::new() })
+        ctx.vars
+            .insert("sim_cns".into(), Value::Integer(i64::from(state.sim_cns)));
+        ctx.vars
+            .insert("one_node".into(), Value::Boolean(state.one_node));
+        ctx.vars.insert(
+            "pg_bindir".into(),
+            Value::String(pg_bindir.display().to_string()),
+        );
+        Ok(Coal {
+            deployment,
+            ctx,
+            dir,
+            state,
+            pg_bindir,
+            progress: Progress::new(),
+        })
     }
 
     fn sub(&self, name: &str) -> PathBuf {
@@ -156,7 +185,10 @@ impl Coal {
             .map(|s| s.name.clone())
             .collect();
         let order = self.deployment.start_order(&names)?;
-        Ok(order.iter().filter_map(|n| self.deployment.service(n)).collect())
+        Ok(order
+            .iter()
+            .filter_map(|n| self.deployment.service(n))
+            .collect())
     }
 
     /// `<crate> <binary>` for every program scripts/coal builds and installs.
@@ -202,7 +234,13 @@ impl Coal {
     }
 
     async fn healthy(&self, s: &Service) -> Result<(), String> {
-        health::check(s.health.kind, &self.address(s), s.health.path.as_deref(), &self.pg_bindir).await
+        health::check(
+            s.health.kind,
+            &self.address(s),
+            s.health.path.as_deref(),
+            &self.pg_bindir,
+        )
+        .await
     }
 
     fn running(&self, s: &Service) -> Option<Pid> {
@@ -216,7 +254,13 @@ impl Coal {
             cgroup_parent: "triton".into(),
             netns_prefix: "triton-".into(),
             link_prefix: "z".into(),
-            bridges: self.deployment.coal.bridges.iter().map(|b| b.name.clone()).collect(),
+            bridges: self
+                .deployment
+                .coal
+                .bridges
+                .iter()
+                .map(|b| b.name.clone())
+                .collect(),
         };
         let linux = self
             .deployment
@@ -259,14 +303,22 @@ impl Coal {
             "bringing up CoaL in {} ({} simulated compute node(s), Manatee {})",
             self.dir.display(),
             self.state.sim_cns,
-            if self.state.one_node { "one-node" } else { "three peers" }
+            if self.state.one_node {
+                "one-node"
+            } else {
+                "three peers"
+            }
         ));
 
         let (key, made) = setup::ssh_key(&self.sub("ssh"))?;
-        let public = std::fs::read_to_string(key.with_extension("pub")).map_err(|e| Error::io("read", key.with_extension("pub"), e))?;
+        let public = std::fs::read_to_string(key.with_extension("pub"))
+            .map_err(|e| Error::io("read", key.with_extension("pub"), e))?;
         let fingerprint = setup::md5_fingerprint(&public)?;
         if made {
-            p.step(format!("ssh: made the admin key {} ({fingerprint})", key.display()));
+            p.step(format!(
+                "ssh: made the admin key {} ({fingerprint})",
+                key.display()
+            ));
         }
         self.ssh_agent(&key, &fingerprint)?;
 
@@ -275,7 +327,10 @@ impl Coal {
             if let Err(e) = self.up_one(s).await {
                 if s.optional {
                     let why = crate::error::chain(&e);
-                    p.step(format!("WARNING {}: skipped (optional, still being written): {why}", s.name));
+                    p.step(format!(
+                        "WARNING {}: skipped (optional, still being written): {why}",
+                        s.name
+                    ));
                     let _ = std::fs::write(self.skipped_path(&s.name), &why);
                     skipped.push((s.name.clone(), why));
                     continue;
@@ -297,21 +352,37 @@ impl Coal {
         let r = self.render(s)?;
         let Some(program) = self.program(s, &r) else {
             let hint = match &s.krate {
-                Some(k) => format!("{} is not built (crate {k}; scripts/coal up builds it)", self.sub("bin").join(&r.program).display()),
-                None => format!("{} is not installed (scripts/coal up installs the system packages)", r.program),
+                Some(k) => format!(
+                    "{} is not built (crate {k}; scripts/coal up builds it)",
+                    self.sub("bin").join(&r.program).display()
+                ),
+                None => format!(
+                    "{} is not installed (scripts/coal up installs the system packages)",
+                    r.program
+                ),
             };
-            return Err(Error::Service { service: s.name.clone(), message: hint, log: None });
+            return Err(Error::Service {
+                service: s.name.clone(),
+                message: hint,
+                log: None,
+            });
         };
         if let Some(pid) = self.running(s) {
             let deadline = Instant::now() + UNHEALTHY_GRACE;
             loop {
                 match self.healthy(s).await {
                     Ok(()) => {
-                        p.step(format!("{}: already running (pid {}) and healthy at {addr}", s.name, pid.pid));
+                        p.step(format!(
+                            "{}: already running (pid {}) and healthy at {addr}",
+                            s.name, pid.pid
+                        ));
                         return Ok(());
                     }
                     Err(why) if Instant::now() >= deadline => {
-                        p.step(format!("{}: running (pid {}) but unhealthy ({why}); restarting", s.name, pid.pid));
+                        p.step(format!(
+                            "{}: running (pid {}) but unhealthy ({why}); restarting",
+                            s.name, pid.pid
+                        ));
                         process::stop(pid, process::signal_number(s.stop_signal.as_deref()));
                         break;
                     }
@@ -319,13 +390,18 @@ impl Coal {
                 }
             }
         } else if self.pid_path(&s.name).exists() {
-            p.step(format!("{}: was not running any more (crashed?); starting it again", s.name));
+            p.step(format!(
+                "{}: was not running any more (crashed?); starting it again",
+                s.name
+            ));
         }
         // Something else on the port (a CoaL whose pid files were lost) is not ours to use.
         if self.healthy(s).await.is_ok() {
             return Err(Error::Service {
                 service: s.name.clone(),
-                message: format!("{addr} already answers, but not from a process CoaL started; stop it (or run scripts/coal down) first"),
+                message: format!(
+                    "{addr} already answers, but not from a process CoaL started; stop it (or run scripts/coal down) first"
+                ),
                 log: None,
             });
         }
@@ -352,7 +428,10 @@ impl Coal {
         let (pid, mut child) = process::spawn(&process::Spawn {
             program: &program,
             args: &args,
-            env: &[("RUST_LOG".into(), std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))],
+            env: &[(
+                "RUST_LOG".into(),
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )],
             log: &log,
             run_as: s.run_as.as_deref(),
             cwd: &data,
@@ -364,7 +443,10 @@ impl Coal {
             if let Ok(Some(status)) = child.try_wait() {
                 return Err(Error::Service {
                     service: s.name.clone(),
-                    message: format!("exited during start-up ({status}); last lines of its log:\n{}", indent(&process::tail(&log, 15))),
+                    message: format!(
+                        "exited during start-up ({status}); last lines of its log:\n{}",
+                        indent(&process::tail(&log, 15))
+                    ),
                     log: Some(log),
                 });
             }
@@ -384,7 +466,11 @@ impl Coal {
                         });
                     }
                     if last_note.elapsed() > Duration::from_secs(10) {
-                        p.step(format!("{}: still waiting ({}s: {why})", s.name, started.elapsed().as_secs()));
+                        p.step(format!(
+                            "{}: still waiting ({}s: {why})",
+                            s.name,
+                            started.elapsed().as_secs()
+                        ));
                         last_note = Instant::now();
                     }
                 }
@@ -392,7 +478,11 @@ impl Coal {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         self.post_start(s)?;
-        p.step(format!("{}: healthy at {addr} ({:.1}s)", s.name, started.elapsed().as_secs_f32()));
+        p.step(format!(
+            "{}: healthy at {addr} ({:.1}s)",
+            s.name,
+            started.elapsed().as_secs_f32()
+        ));
         Ok(())
     }
 
@@ -403,8 +493,17 @@ impl Coal {
                 "postgres" => {
                     let port = s.ports.values().next().copied().unwrap_or(5432);
                     let user = s.run_as.as_deref().unwrap_or("postgres");
-                    if setup::postgres_initdb(&self.pg_bindir, &self.ctx.data_dir(&s.name), port, user)? {
-                        p.step(format!("{}: initdb in {}", s.name, self.ctx.data_dir(&s.name).join("data").display()));
+                    if setup::postgres_initdb(
+                        &self.pg_bindir,
+                        &self.ctx.data_dir(&s.name),
+                        port,
+                        user,
+                    )? {
+                        p.step(format!(
+                            "{}: initdb in {}",
+                            s.name,
+                            self.ctx.data_dir(&s.name).join("data").display()
+                        ));
                     }
                 }
                 "bridges" => {
@@ -415,7 +514,11 @@ impl Coal {
                 "tls" => {
                     let dir = self.ctx.data_dir(&s.name).join("tls");
                     if setup::tls(&dir)? {
-                        p.step(format!("{}: made a self-signed certificate in {}", s.name, dir.display()));
+                        p.step(format!(
+                            "{}: made a self-signed certificate in {}",
+                            s.name,
+                            dir.display()
+                        ));
                     }
                 }
                 _ => {}
@@ -429,7 +532,8 @@ impl Coal {
             let port = s.ports.values().next().copied().unwrap_or(5432);
             let user = s.run_as.as_deref().unwrap_or("postgres");
             if setup::createdb(&self.pg_bindir, port, user, "moray")? {
-                self.progress.step(format!("{}: created database moray", s.name));
+                self.progress
+                    .step(format!("{}: created database moray", s.name));
             }
         }
         Ok(())
@@ -475,34 +579,65 @@ impl Coal {
                 .arg(key)
                 .env("SSH_AUTH_SOCK", &sock)
                 .output()
-                .map_err(|e| Error::Command { command: "ssh-add".into(), detail: e.to_string() })?;
+                .map_err(|e| Error::Command {
+                    command: "ssh-add".into(),
+                    detail: e.to_string(),
+                })?;
             if !out.status.success() {
-                return Err(Error::Command { command: format!("ssh-add {}", key.display()), detail: String::from_utf8_lossy(&out.stderr).into_owned() });
+                return Err(Error::Command {
+                    command: format!("ssh-add {}", key.display()),
+                    detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+                });
             }
-            self.progress.step(format!("ssh: admin key loaded into the agent at {}", sock.display()));
+            self.progress.step(format!(
+                "ssh: admin key loaded into the agent at {}",
+                sock.display()
+            ));
         }
         Ok(())
     }
 
     fn is_up(&self, name: &str) -> bool {
-        self.deployment.service(name).is_some_and(|s| self.running(s).is_some())
+        self.deployment
+            .service(name)
+            .is_some_and(|s| self.running(s).is_some())
     }
 
     async fn seed(&self, public: &str, fingerprint: &str) -> Result<(), Error> {
         let p = &self.progress;
         let coal = &self.deployment.coal;
-        let admin_uuid = self.ctx.vars.get("admin_uuid").and_then(Value::as_str).unwrap_or_default().to_string();
+        let admin_uuid = self
+            .ctx
+            .vars
+            .get("admin_uuid")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         let need = |svc: &str, port: &str| -> Result<String, Error> {
-            self.addr_of(svc, port).ok_or_else(|| Error::Seed { what: svc.into(), message: "not in deploy/services.toml".into() })
+            self.addr_of(svc, port).ok_or_else(|| Error::Seed {
+                what: svc.into(),
+                message: "not in deploy/services.toml".into(),
+            })
         };
         if self.is_up("ufds") {
             let ch = seed::channel(&need("ufds", "grpc")?).await?;
-            let did = seed::admin(ch, &admin_uuid, &coal.admin_login, &coal.admin_email, public, fingerprint).await?;
+            let did = seed::admin(
+                ch,
+                &admin_uuid,
+                &coal.admin_login,
+                &coal.admin_email,
+                public,
+                fingerprint,
+            )
+            .await?;
             for d in &did {
                 p.step(format!("ufds: seeded {d}"));
             }
             if did.is_empty() {
-                p.step(format!("ufds: account {} with key {fingerprint} already there", coal.admin_login));
+                p.step(format!(
+                    "ufds: account {} with key {fingerprint} already there",
+                    coal.admin_login
+                ));
             }
         }
         if self.is_up("papi") {
@@ -512,7 +647,10 @@ impl Coal {
                 p.step(format!("papi: seeded {d}"));
             }
             if did.is_empty() {
-                p.step(format!("papi: {} sample packages already there", coal.packages.len()));
+                p.step(format!(
+                    "papi: {} sample packages already there",
+                    coal.packages.len()
+                ));
             }
         }
         if self.is_up("imgapi") {
@@ -521,15 +659,29 @@ impl Coal {
                 message: "busybox is not installed (busybox-static)".into(),
             })?;
             let file = crate::images::base_image(&busybox)?;
-            let m = crate::images::manifest(&coal.image.name, &coal.image.version, &coal.image.description, &admin_uuid, &file, false);
-            let (tarball, manifest_path) = crate::images::artifact_paths(&self.sub("images"), &coal.image.name, &coal.image.version);
+            let m = crate::images::manifest(
+                &coal.image.name,
+                &coal.image.version,
+                &coal.image.description,
+                &admin_uuid,
+                &file,
+                false,
+            );
+            let (tarball, manifest_path) = crate::images::artifact_paths(
+                &self.sub("images"),
+                &coal.image.name,
+                &coal.image.version,
+            );
             crate::images::write_atomically(&tarball, &file)?;
             let text = serde_json::to_string_pretty(&m).map_err(|e| Error::Check(e.to_string()))?;
             crate::images::write_atomically(&manifest_path, text.as_bytes())?;
             let ch = seed::channel(&need("imgapi", "grpc")?).await?;
             match seed::image(ch, &coal.image, &m, file).await? {
                 Some(d) => p.step(format!("imgapi: seeded {d}")),
-                None => p.step(format!("imgapi: image {} {} already there", coal.image.name, coal.image.version)),
+                None => p.step(format!(
+                    "imgapi: image {} {} already there",
+                    coal.image.name, coal.image.version
+                )),
             }
         }
         if self.is_up("napi") {
@@ -542,7 +694,11 @@ impl Coal {
             if have.len() < wanted.len() {
                 return Err(Error::Seed {
                     what: "napi networks".into(),
-                    message: format!("NAPI has {} of the admin and external networks; its seed.enabled should make them (log: {})", have.len(), self.log_path("napi").display()),
+                    message: format!(
+                        "NAPI has {} of the admin and external networks; its seed.enabled should make them (log: {})",
+                        have.len(),
+                        self.log_path("napi").display()
+                    ),
                 });
             }
         }
@@ -550,12 +706,18 @@ impl Coal {
     }
 
     async fn wait_for_cns(&self) -> Result<(), Error> {
-        let Some(cnapi) = self.addr_of("cnapi", "grpc") else { return Ok(()) };
+        let Some(cnapi) = self.addr_of("cnapi", "grpc") else {
+            return Ok(());
+        };
         let mut expected = 0usize;
         for s in self.active()? {
             if s.binary == "cn-agent" && self.running(s).is_some() {
                 let r = self.render(s)?;
-                expected += if r.config.get("backend").and_then(Value::as_str) == Some("sim") { self.state.sim_cns as usize } else { 1 };
+                expected += if r.config.get("backend").and_then(Value::as_str) == Some("sim") {
+                    self.state.sim_cns as usize
+                } else {
+                    1
+                };
             }
         }
         if expected == 0 {
@@ -566,7 +728,10 @@ impl Coal {
         loop {
             let ch = seed::channel(&cnapi).await?;
             let servers = seed::servers(ch).await?;
-            let running = servers.iter().filter(|(_, st, setup)| st == "running" && *setup).count();
+            let running = servers
+                .iter()
+                .filter(|(_, st, setup)| st == "running" && *setup)
+                .count();
             let note = format!("cnapi: {running} of {expected} compute node(s) running and set up");
             if note != last {
                 self.progress.step(&note);
@@ -578,7 +743,10 @@ impl Coal {
             if started.elapsed() > CN_TIMEOUT {
                 return Err(Error::Service {
                     service: "cn-agent".into(),
-                    message: format!("only {running} of {expected} compute nodes registered within {}s", CN_TIMEOUT.as_secs()),
+                    message: format!(
+                        "only {running} of {expected} compute nodes registered within {}s",
+                        CN_TIMEOUT.as_secs()
+                    ),
                     log: Some(self.log_path("cn-agent")),
                 });
             }
@@ -588,7 +756,10 @@ impl Coal {
 
     fn print_usage(&self, skipped: &[(String, String)]) {
         let secs = self.progress.secs();
-        let mut text = format!("\nCoaL is up after {secs}s (state in {}).\n\n", self.dir.display());
+        let mut text = format!(
+            "\nCoaL is up after {secs}s (state in {}).\n\n",
+            self.dir.display()
+        );
         text.push_str("    eval \"$(scripts/coal env)\"     # TRITON_*, SDC_*, MORAY_URL, SSH_AUTH_SOCK, PATH\n");
         let cloudapi_up = self.is_up("cloudapi");
         if cloudapi_up {
@@ -601,10 +772,15 @@ impl Coal {
         text.push_str("    moray-cli ping\n    manatee-adm show\n\n");
         text.push_str("scripts/coal status          every service, its address and health\nscripts/coal logs SERVICE    follow one service's log\nscripts/coal down            stop everything and remove what CoaL made\n");
         for (name, why) in skipped {
-            text.push_str(&format!("\nNot running: {name} (optional, skipped): {}\n", why.lines().next().unwrap_or("")));
+            text.push_str(&format!(
+                "\nNot running: {name} (optional, skipped): {}\n",
+                why.lines().next().unwrap_or("")
+            ));
         }
         if !cloudapi_up {
-            text.push_str("\nCloudAPI is not running, so the triton CLI has nothing to talk to yet.\n");
+            text.push_str(
+                "\nCloudAPI is not running, so the triton CLI has nothing to talk to yet.\n",
+            );
         }
         println!("{text}");
     }
@@ -618,7 +794,10 @@ impl Coal {
             let address = self.address(s);
             let (health, ok) = match pid {
                 None => match std::fs::read_to_string(self.skipped_path(&s.name)) {
-                    Ok(why) => (format!("skipped: {}", why.lines().next().unwrap_or("")), true),
+                    Ok(why) => (
+                        format!("skipped: {}", why.lines().next().unwrap_or("")),
+                        true,
+                    ),
                     Err(_) => ("down".to_string(), false),
                 },
                 Some(_) => match self.healthy(s).await {
@@ -626,7 +805,13 @@ impl Coal {
                     Err(why) => (format!("unhealthy: {why}"), false),
                 },
             };
-            rows.push(Row { service: s.name.clone(), address, pid: pid.map(|p| p.pid), health, ok });
+            rows.push(Row {
+                service: s.name.clone(),
+                address,
+                pid: pid.map(|p| p.pid),
+                health,
+                ok,
+            });
         }
         Ok(rows)
     }
@@ -638,12 +823,27 @@ impl Coal {
         if !adm.is_file() {
             return None;
         }
-        let shard = self.ctx.vars.get("shard").and_then(Value::as_str).unwrap_or("1");
+        let shard = self
+            .ctx
+            .vars
+            .get("shard")
+            .and_then(Value::as_str)
+            .unwrap_or("1");
         let out = std::process::Command::new(adm)
-            .args(["--etcd", &format!("http://{etcd}"), "--shard", shard, "show"])
+            .args([
+                "--etcd",
+                &format!("http://{etcd}"),
+                "--shard",
+                shard,
+                "show",
+            ])
             .output()
             .ok()?;
-        Some(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+        Some(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
     }
 
     // --- env --------------------------------------------------------------------------------
@@ -652,7 +852,10 @@ impl Coal {
         let mut out = String::new();
         let mut put = |k: &str, v: &str| out.push_str(&format!("export {k}={}\n", shell_quote(v)));
         put("COAL_DIR", &self.dir.display().to_string());
-        out.push_str(&format!("export PATH={}:\"$PATH\"\n", shell_quote(&self.sub("bin").display().to_string())));
+        out.push_str(&format!(
+            "export PATH={}:\"$PATH\"\n",
+            shell_quote(&self.sub("bin").display().to_string())
+        ));
         let mut put = |k: &str, v: &str| out.push_str(&format!("export {k}={}\n", shell_quote(v)));
         if let Some(m) = self.addr_of("moray", "grpc") {
             put("MORAY_URL", &format!("tcp://{m}"));
@@ -665,7 +868,12 @@ impl Coal {
         }
         if let Some(s) = self.deployment.service("cloudapi") {
             let r = self.render(s)?;
-            let tls = !r.config.get("tls_cert").and_then(Value::as_str).unwrap_or_default().is_empty();
+            let tls = !r
+                .config
+                .get("tls_cert")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .is_empty();
             let url = match (tls, s.ports.get("https"), s.ports.get("http")) {
                 (true, Some(p), _) => format!("https://127.0.0.1:{p}"),
                 (_, _, Some(p)) => format!("http://127.0.0.1:{p}"),
@@ -673,8 +881,15 @@ impl Coal {
             };
             let login = self.deployment.coal.admin_login.clone();
             let key = self.sub("ssh").join("id_ecdsa.pub");
-            let fp = std::fs::read_to_string(&key).ok().and_then(|t| setup::md5_fingerprint(&t).ok()).unwrap_or_default();
-            for (a, b) in [("TRITON_URL", "SDC_URL"), ("TRITON_ACCOUNT", "SDC_ACCOUNT"), ("TRITON_KEY_ID", "SDC_KEY_ID")] {
+            let fp = std::fs::read_to_string(&key)
+                .ok()
+                .and_then(|t| setup::md5_fingerprint(&t).ok())
+                .unwrap_or_default();
+            for (a, b) in [
+                ("TRITON_URL", "SDC_URL"),
+                ("TRITON_ACCOUNT", "SDC_ACCOUNT"),
+                ("TRITON_KEY_ID", "SDC_KEY_ID"),
+            ] {
                 let v = match a {
                     "TRITON_URL" => url.clone(),
                     "TRITON_ACCOUNT" => login.clone(),
@@ -688,7 +903,10 @@ impl Coal {
                 put("SDC_TLS_INSECURE", "1");
                 put("SDC_TESTING", "1");
             }
-            put("SSH_AUTH_SOCK", &self.sub("ssh").join("agent.sock").display().to_string());
+            put(
+                "SSH_AUTH_SOCK",
+                &self.sub("ssh").join("agent.sock").display().to_string(),
+            );
             out.push_str("unset TRITON_PROFILE\n");
         }
         Ok(out)
@@ -697,13 +915,25 @@ impl Coal {
     // --- logs -------------------------------------------------------------------------------
 
     pub fn log_file(&self, svc: &str) -> Result<PathBuf, Error> {
-        let known: Vec<&str> = self.deployment.services.iter().map(|s| s.name.as_str()).chain(["ssh-agent"]).collect();
+        let known: Vec<&str> = self
+            .deployment
+            .services
+            .iter()
+            .map(|s| s.name.as_str())
+            .chain(["ssh-agent"])
+            .collect();
         if !known.contains(&svc) {
-            return Err(Error::Usage(format!("no service {svc:?}; one of: {}", known.join(", "))));
+            return Err(Error::Usage(format!(
+                "no service {svc:?}; one of: {}",
+                known.join(", ")
+            )));
         }
         let log = self.log_path(svc);
         if !log.is_file() {
-            return Err(Error::Usage(format!("no log for {svc} in {} (has it been started?)", self.sub("logs").display())));
+            return Err(Error::Usage(format!(
+                "no log for {svc} in {} (has it been started?)",
+                self.sub("logs").display()
+            )));
         }
         Ok(log)
     }
@@ -713,27 +943,50 @@ impl Coal {
     pub async fn down(&self) -> Result<(), Error> {
         let p = &self.progress;
         // 1. Instances, through the agents while they still run.
-        for s in self.deployment.services.iter().filter(|s| s.binary == "cn-agent") {
+        for s in self
+            .deployment
+            .services
+            .iter()
+            .filter(|s| s.binary == "cn-agent")
+        {
             if self.running(s).is_none() {
                 continue;
             }
             if let Err(e) = self.destroy_instances(s).await {
-                p.step(format!("{}: could not remove instances through the agent ({}); sweeping instead", s.name, crate::error::chain(&e)));
+                p.step(format!(
+                    "{}: could not remove instances through the agent ({}); sweeping instead",
+                    s.name,
+                    crate::error::chain(&e)
+                ));
             }
         }
         // 2. Services, in reverse start order (every service, whatever the options were).
-        let all: Vec<String> = self.deployment.services.iter().map(|s| s.name.clone()).collect();
+        let all: Vec<String> = self
+            .deployment
+            .services
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
         let mut order = self.deployment.start_order(&all)?;
         order.reverse();
         order.push("ssh-agent".into());
         for name in order {
             let path = self.pid_path(&name);
-            let Some(pid) = process::read_pid(&path) else { continue };
+            let Some(pid) = process::read_pid(&path) else {
+                continue;
+            };
             if pid.alive() {
-                let sig = process::signal_number(self.deployment.service(&name).and_then(|s| s.stop_signal.as_deref()));
+                let sig = process::signal_number(
+                    self.deployment
+                        .service(&name)
+                        .and_then(|s| s.stop_signal.as_deref()),
+                );
                 p.step(format!("{name}: stopping (pid {})", pid.pid));
                 if process::stop(pid, sig) {
-                    p.step(format!("{name}: did not stop within {}s; killed", process::STOP_TIMEOUT.as_secs()));
+                    p.step(format!(
+                        "{name}: did not stop within {}s; killed",
+                        process::STOP_TIMEOUT.as_secs()
+                    ));
                 }
             }
             let _ = std::fs::remove_file(path);
@@ -755,7 +1008,10 @@ impl Coal {
         // 4. Check.
         let after = cleanup::find(&prefixes);
         if !after.is_empty() {
-            return Err(Error::Check(format!("CoaL left these behind:\n  {}", after.describe().join("\n  "))));
+            return Err(Error::Check(format!(
+                "CoaL left these behind:\n  {}",
+                after.describe().join("\n  ")
+            )));
         }
         p.step("CoaL is down: no process, mount, cgroup, network namespace, veth or bridge of CoaL's is left");
         Ok(())
@@ -769,7 +1025,10 @@ impl Coal {
         let list = c
             .list_instances(agent::ListInstancesRequest {})
             .await
-            .map_err(|st| Error::Seed { what: "cn-agent instances".into(), message: st.message().into() })?
+            .map_err(|st| Error::Seed {
+                what: "cn-agent instances".into(),
+                message: st.message().into(),
+            })?
             .into_inner()
             .instances;
         for inst in list {
@@ -777,10 +1036,17 @@ impl Coal {
             let task = c
                 .create_task(agent::CreateTaskRequest {
                     req_id: format!("coal-down-{}", spec.uuid),
-                    task: Some(agent::create_task_request::Task::MachineDestroy(agent::MachineDestroy { uuid: spec.uuid.clone() })),
+                    task: Some(agent::create_task_request::Task::MachineDestroy(
+                        agent::MachineDestroy {
+                            uuid: spec.uuid.clone(),
+                        },
+                    )),
                 })
                 .await
-                .map_err(|st| Error::Seed { what: format!("destroy {}", spec.uuid), message: st.message().into() })?
+                .map_err(|st| Error::Seed {
+                    what: format!("destroy {}", spec.uuid),
+                    message: st.message().into(),
+                })?
                 .into_inner();
             let mut status = task.status.clone();
             let deadline = Instant::now() + Duration::from_secs(90);
@@ -789,13 +1055,22 @@ impl Coal {
                     break;
                 }
                 let t = c
-                    .wait_task(agent::WaitTaskRequest { id: task.id.clone(), timeout_ms: 30_000 })
+                    .wait_task(agent::WaitTaskRequest {
+                        id: task.id.clone(),
+                        timeout_ms: 30_000,
+                    })
                     .await
-                    .map_err(|st| Error::Seed { what: format!("destroy {}", spec.uuid), message: st.message().into() })?
+                    .map_err(|st| Error::Seed {
+                        what: format!("destroy {}", spec.uuid),
+                        message: st.message().into(),
+                    })?
                     .into_inner();
                 status = t.status;
             }
-            self.progress.step(format!("{}: removed instance {} ({}) [{status}]", s.name, spec.uuid, spec.alias));
+            self.progress.step(format!(
+                "{}: removed instance {} ({}) [{status}]",
+                s.name, spec.uuid, spec.alias
+            ));
         }
         Ok(())
     }
@@ -803,16 +1078,23 @@ impl Coal {
 
 fn set_mode(path: &Path, mode: u32) -> Result<(), Error> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| Error::io("chmod", path, e))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io("chmod", path, e))
 }
 
 fn indent(text: &str) -> String {
-    text.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+    text.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// `'...'` unless the value is plainly safe.
 pub fn shell_quote(v: &str) -> String {
-    if !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || "/:._-@,+=".contains(c)) {
+    if !v.is_empty()
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/:._-@,+=".contains(c))
+    {
         v.to_string()
     } else {
         format!("'{}'", v.replace('\'', "'\\''"))

@@ -78,7 +78,13 @@ pub fn spawn(s: &Spawn<'_>) -> Result<(Pid, std::process::Child), Error> {
         .map_err(|e| Error::io("open the log", s.log, e))?;
     let mut cmd = Command::new("setsid");
     if let Some(user) = s.run_as {
-        cmd.args(["setpriv", &format!("--reuid={user}"), &format!("--regid={user}"), "--init-groups", "--"]);
+        cmd.args([
+            "setpriv",
+            &format!("--reuid={user}"),
+            &format!("--regid={user}"),
+            "--init-groups",
+            "--",
+        ]);
     }
     cmd.arg(s.program)
         .args(s.args)

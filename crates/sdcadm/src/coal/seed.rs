@@ -23,23 +23,44 @@ const CHUNK: usize = 1024 * 1024;
 
 pub async fn channel(addr: &str) -> Result<Channel, Error> {
     tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| Error::Seed { what: addr.into(), message: e.to_string() })?
+        .map_err(|e| Error::Seed {
+            what: addr.into(),
+            message: e.to_string(),
+        })?
         .connect_timeout(Duration::from_secs(5))
         .timeout(CALL_TIMEOUT)
         .connect()
         .await
-        .map_err(|e| Error::Seed { what: format!("connecting to {addr}"), message: crate::error::chain(&e) })
+        .map_err(|e| Error::Seed {
+            what: format!("connecting to {addr}"),
+            message: crate::error::chain(&e),
+        })
 }
 
 fn seed_err(what: &str, s: tonic::Status) -> Error {
-    Error::Seed { what: what.into(), message: format!("{:?}: {}", s.code(), s.message()) }
+    Error::Seed {
+        what: what.into(),
+        message: format!("{:?}: {}", s.code(), s.message()),
+    }
 }
 
 /// The admin account (with `uuid`) and `public_key` as key "coal". Returns what changed.
-pub async fn admin(ch: Channel, uuid: &str, login: &str, email: &str, public_key: &str, fingerprint: &str) -> Result<Vec<String>, Error> {
+pub async fn admin(
+    ch: Channel,
+    uuid: &str,
+    login: &str,
+    email: &str,
+    public_key: &str,
+    fingerprint: &str,
+) -> Result<Vec<String>, Error> {
     let mut c = ufds::ufds_client::UfdsClient::new(ch);
     let mut did = Vec::new();
-    match c.get_account(ufds::GetAccountRequest { account: login.into() }).await {
+    match c
+        .get_account(ufds::GetAccountRequest {
+            account: login.into(),
+        })
+        .await
+    {
         Ok(_) => {}
         Err(s) if s.code() == Code::NotFound => {
             c.create_account(ufds::CreateAccountRequest {
@@ -57,7 +78,9 @@ pub async fn admin(ch: Channel, uuid: &str, login: &str, email: &str, public_key
         Err(s) => return Err(seed_err("ufds account", s)),
     }
     let keys = c
-        .list_keys(ufds::ListKeysRequest { account: login.into() })
+        .list_keys(ufds::ListKeysRequest {
+            account: login.into(),
+        })
         .await
         .map_err(|s| seed_err("ufds keys", s))?
         .into_inner()
@@ -67,13 +90,20 @@ pub async fn admin(ch: Channel, uuid: &str, login: &str, email: &str, public_key
     }
     // A key named "coal" from an earlier key pair is replaced.
     if keys.iter().any(|k| k.name == "coal") {
-        c.delete_key(ufds::DeleteKeyRequest { account: login.into(), key: "coal".into() })
-            .await
-            .map_err(|s| seed_err("ufds old key", s))?;
-    }
-    c.create_key(ufds::CreateKeyRequest { account: login.into(), name: "coal".into(), key: public_key.trim().into() })
+        c.delete_key(ufds::DeleteKeyRequest {
+            account: login.into(),
+            key: "coal".into(),
+        })
         .await
-        .map_err(|s| seed_err("ufds key", s))?;
+        .map_err(|s| seed_err("ufds old key", s))?;
+    }
+    c.create_key(ufds::CreateKeyRequest {
+        account: login.into(),
+        name: "coal".into(),
+        key: public_key.trim().into(),
+    })
+    .await
+    .map_err(|s| seed_err("ufds key", s))?;
     did.push(format!("key coal ({fingerprint})"));
     Ok(did)
 }
@@ -83,7 +113,10 @@ pub async fn packages(ch: Channel, packages: &[SeedPackage]) -> Result<Vec<Strin
     let mut did = Vec::new();
     for p in packages {
         let have = c
-            .list_packages(papi::ListPackagesRequest { name: p.name.clone(), ..Default::default() })
+            .list_packages(papi::ListPackagesRequest {
+                name: p.name.clone(),
+                ..Default::default()
+            })
             .await
             .map_err(|s| seed_err("papi packages", s))?
             .into_inner();
@@ -102,7 +135,10 @@ pub async fn packages(ch: Channel, packages: &[SeedPackage]) -> Result<Vec<Strin
                 cpu_cap: Some(p.cpu_cap),
                 max_lwps: Some(4000),
                 zfs_io_priority: Some(100),
-                description: Some(format!("CoaL sample package, {} MiB", p.max_physical_memory)),
+                description: Some(format!(
+                    "CoaL sample package, {} MiB",
+                    p.max_physical_memory
+                )),
                 ..Default::default()
             }),
         })
@@ -114,17 +150,34 @@ pub async fn packages(ch: Channel, packages: &[SeedPackage]) -> Result<Vec<Strin
 }
 
 /// Imports and activates the base image unless it is there.
-pub async fn image(ch: Channel, img: &SeedImage, manifest: &serde_json::Value, file: Vec<u8>) -> Result<Option<String>, Error> {
+pub async fn image(
+    ch: Channel,
+    img: &SeedImage,
+    manifest: &serde_json::Value,
+    file: Vec<u8>,
+) -> Result<Option<String>, Error> {
     let mut c = imgapi::imgapi_client::ImgapiClient::new(ch);
     let uuid = manifest["uuid"].as_str().unwrap_or_default().to_string();
-    match c.get_image(imgapi::ImageRequest { uuid: uuid.clone(), account: None }).await {
+    match c
+        .get_image(imgapi::ImageRequest {
+            uuid: uuid.clone(),
+            account: None,
+        })
+        .await
+    {
         Ok(found) => {
             let found = found.into_inner();
             if found.state == "unactivated" {
-                c.activate_image(imgapi::ImageRequest { uuid: uuid.clone(), account: None })
-                    .await
-                    .map_err(|s| seed_err("imgapi activate", s))?;
-                return Ok(Some(format!("activated image {} {}", img.name, img.version)));
+                c.activate_image(imgapi::ImageRequest {
+                    uuid: uuid.clone(),
+                    account: None,
+                })
+                .await
+                .map_err(|s| seed_err("imgapi activate", s))?;
+                return Ok(Some(format!(
+                    "activated image {} {}",
+                    img.name, img.version
+                )));
             }
             return Ok(None);
         }
@@ -151,10 +204,17 @@ pub async fn image(ch: Channel, img: &SeedImage, manifest: &serde_json::Value, f
         ..Default::default()
     };
     let mut parts = vec![imgapi::ImportImageRequest {
-        part: Some(imgapi::import_image_request::Part::Header(imgapi::ImportImageHeader { manifest: Some(m), activate: true })),
+        part: Some(imgapi::import_image_request::Part::Header(
+            imgapi::ImportImageHeader {
+                manifest: Some(m),
+                activate: true,
+            },
+        )),
     }];
     for chunk in file.chunks(CHUNK) {
-        parts.push(imgapi::ImportImageRequest { part: Some(imgapi::import_image_request::Part::Chunk(chunk.to_vec())) });
+        parts.push(imgapi::ImportImageRequest {
+            part: Some(imgapi::import_image_request::Part::Chunk(chunk.to_vec())),
+        });
     }
     c.import_image(futures::stream::iter(parts))
         .await
@@ -163,12 +223,18 @@ pub async fn image(ch: Channel, img: &SeedImage, manifest: &serde_json::Value, f
 }
 
 /// The names of NAPI's networks among `wanted` that exist, with their subnets.
-pub async fn networks(ch: Channel, wanted: &[&str]) -> Result<Vec<(String, String, String)>, Error> {
+pub async fn networks(
+    ch: Channel,
+    wanted: &[&str],
+) -> Result<Vec<(String, String, String)>, Error> {
     let mut c = napi::napi_client::NapiClient::new(ch);
     let mut out = Vec::new();
     for name in wanted {
         let got = c
-            .list_networks(napi::ListNetworksRequest { name: Some((*name).into()), ..Default::default() })
+            .list_networks(napi::ListNetworksRequest {
+                name: Some((*name).into()),
+                ..Default::default()
+            })
             .await
             .map_err(|s| seed_err("napi networks", s))?
             .into_inner();
@@ -187,5 +253,9 @@ pub async fn servers(ch: Channel) -> Result<Vec<(String, String, bool)>, Error> 
         .await
         .map_err(|s| seed_err("cnapi servers", s))?
         .into_inner();
-    Ok(got.servers.into_iter().map(|s| (s.hostname, s.status, s.setup)).collect())
+    Ok(got
+        .servers
+        .into_iter()
+        .map(|s| (s.hostname, s.status, s.setup))
+        .collect())
 }

@@ -13,10 +13,13 @@ use crate::error::Error;
 
 /// Runs a command; its output becomes the error on failure.
 pub fn run(program: &str, args: &[&str]) -> Result<String, Error> {
-    let out = Command::new(program).args(args).output().map_err(|e| Error::Command {
-        command: format!("{program} {}", args.join(" ")),
-        detail: e.to_string(),
-    })?;
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| Error::Command {
+            command: format!("{program} {}", args.join(" ")),
+            detail: e.to_string(),
+        })?;
     if !out.status.success() {
         return Err(Error::Command {
             command: format!("{program} {}", args.join(" ")),
@@ -33,7 +36,12 @@ pub fn run(program: &str, args: &[&str]) -> Result<String, Error> {
 
 /// initdb of `<data_dir>/data` (owned by `user`) listening on 127.0.0.1:`port` only, when
 /// not done yet. Returns whether it ran.
-pub fn postgres_initdb(pg_bindir: &Path, data_dir: &Path, port: u16, user: &str) -> Result<bool, Error> {
+pub fn postgres_initdb(
+    pg_bindir: &Path,
+    data_dir: &Path,
+    port: u16,
+    user: &str,
+) -> Result<bool, Error> {
     let data = data_dir.join("data");
     if data.join("PG_VERSION").is_file() {
         return Ok(false);
@@ -43,7 +51,12 @@ pub fn postgres_initdb(pg_bindir: &Path, data_dir: &Path, port: u16, user: &str)
     run("chown", &[&format!("{user}:"), &dir])?;
     let initdb = pg_bindir.join("initdb").display().to_string();
     let data_s = data.display().to_string();
-    run("runuser", &["-u", user, "--", &initdb, "-D", &data_s, "-U", "postgres", "-A", "trust", "-E", "UTF8"])?;
+    run(
+        "runuser",
+        &[
+            "-u", user, "--", &initdb, "-D", &data_s, "-U", "postgres", "-A", "trust", "-E", "UTF8",
+        ],
+    )?;
     let conf = data.join("postgresql.conf");
     let mut text = std::fs::read_to_string(&conf).map_err(|e| Error::io("read", &conf, e))?;
     text.push_str(&format!(
@@ -58,12 +71,43 @@ pub fn createdb(pg_bindir: &Path, port: u16, user: &str, db: &str) -> Result<boo
     let psql = pg_bindir.join("psql").display().to_string();
     let port_s = port.to_string();
     let q = format!("select 1 from pg_database where datname = '{db}'");
-    let have = run("runuser", &["-u", user, "--", &psql, "-h", "127.0.0.1", "-p", &port_s, "-U", "postgres", "-tAc", &q])?;
+    let have = run(
+        "runuser",
+        &[
+            "-u",
+            user,
+            "--",
+            &psql,
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port_s,
+            "-U",
+            "postgres",
+            "-tAc",
+            &q,
+        ],
+    )?;
     if have.trim() == "1" {
         return Ok(false);
     }
     let createdb = pg_bindir.join("createdb").display().to_string();
-    run("runuser", &["-u", user, "--", &createdb, "-h", "127.0.0.1", "-p", &port_s, "-U", "postgres", db])?;
+    run(
+        "runuser",
+        &[
+            "-u",
+            user,
+            "--",
+            &createdb,
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port_s,
+            "-U",
+            "postgres",
+            db,
+        ],
+    )?;
     Ok(true)
 }
 
@@ -123,9 +167,23 @@ pub fn tls(dir: &Path) -> Result<bool, Error> {
     run(
         "openssl",
         &[
-            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-keyout", &k, "-out", &c, "-days", "3650", "-subj", "/CN=cloudapi.coal",
-            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &k,
+            "-out",
+            &c,
+            "-days",
+            "3650",
+            "-subj",
+            "/CN=cloudapi.coal",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
         ],
     )?;
     Ok(true)
@@ -143,16 +201,37 @@ pub fn ssh_key(dir: &Path) -> Result<(PathBuf, bool), Error> {
     let _ = std::fs::remove_file(&key);
     let _ = std::fs::remove_file(key.with_extension("pub"));
     let k = key.display().to_string();
-    run("ssh-keygen", &["-q", "-t", "ecdsa", "-b", "256", "-N", "", "-C", "admin@coal", "-f", &k])?;
+    run(
+        "ssh-keygen",
+        &[
+            "-q",
+            "-t",
+            "ecdsa",
+            "-b",
+            "256",
+            "-N",
+            "",
+            "-C",
+            "admin@coal",
+            "-f",
+            &k,
+        ],
+    )?;
     Ok((key, true))
 }
 
 /// MD5 fingerprint of an OpenSSH public key line, `aa:bb:...` (Triton's key id).
 pub fn md5_fingerprint(public_line: &str) -> Result<String, Error> {
-    let b64 = public_line.split_whitespace().nth(1).ok_or_else(|| Error::Check("not an OpenSSH public key".into()))?;
+    let b64 = public_line
+        .split_whitespace()
+        .nth(1)
+        .ok_or_else(|| Error::Check("not an OpenSSH public key".into()))?;
     let blob = base64::engine::general_purpose::STANDARD
         .decode(b64)
         .map_err(|e| Error::Check(format!("public key is not base64: {e}")))?;
     let d = Md5::digest(&blob);
-    Ok(d.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"))
+    Ok(d.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":"))
 }
