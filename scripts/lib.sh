@@ -17,7 +17,7 @@ die() {
 
 # System packages every command needs on a fresh Debian 12 machine. Installed only when
 # missing, so a second run costs nothing.
-TRITON_PACKAGES=(postgresql etcd-server etcd-client iproute2 procps psmisc util-linux busybox-static openssh-client)
+TRITON_PACKAGES=(postgresql etcd-server etcd-client iproute2 procps psmisc util-linux busybox-static openssh-client openssl)
 
 ensure_packages() {
     local missing=()
@@ -36,6 +36,20 @@ ensure_packages() {
         || die "apt-get install ${missing[*]} failed"
     # Debian's postgresql package starts a cluster of its own on 5432; our PostgreSQL
     # instances run from their own directories and ports, so that one is not needed.
+}
+
+# The `triton` CLI (npm package triton, version 7): the tenants' client, used by the tests.
+ensure_triton_cli() {
+    if command -v triton >/dev/null && triton --version 2>/dev/null | grep -q '^Triton CLI 7\.'; then
+        return 0
+    fi
+    if ! command -v npm >/dev/null; then
+        TRITON_PACKAGES+=(nodejs npm)
+        ensure_packages
+    fi
+    step "installing the triton CLI (npm install -g triton@7)"
+    npm install -g --no-audit --no-fund --loglevel=error triton@7 >&2 \
+        || die "npm install -g triton@7 failed"
 }
 
 ensure_rust() {

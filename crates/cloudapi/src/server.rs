@@ -120,8 +120,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn ping(State(app): State<Arc<AppState>>) -> Response {
-    let _ = app;
+async fn ping() -> Response {
     json_response(
         StatusCode::OK,
         &serde_json::json!({

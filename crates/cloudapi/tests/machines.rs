@@ -226,7 +226,7 @@ async fn a_real_instance_runs_answers_and_stops() {
     let host = LinuxHost::new();
     let tarball = host.image_tarball();
     let stack = Stack::start_with(Options {
-        compute: Compute::Linux(host),
+        compute: Compute::Linux(Box::new(host)),
         ..Default::default()
     })
     .await;

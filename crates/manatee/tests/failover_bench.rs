@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{LEASE_TTL_SECS, Shard, Writer, check_acked};
+use common::{LEASE_TTL_SECS, Writer, check_acked};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark: run with --ignored"]
@@ -20,7 +20,7 @@ async fn failover_after_sigkill_of_the_primary() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
     let settle = Duration::from_secs(120);
-    let mut shard = Shard::start(3);
+    let mut shard = common::start_shard(3);
     shard.wait_healthy(settle, "setup").await;
     let writer = Writer::start(&shard).await;
     writer.wait_progress(50, settle, "initial writes").await;

@@ -25,7 +25,7 @@ const SETTLE: Duration = Duration::from_secs(90);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_lose_no_acknowledged_write() {
-    let mut shard = Shard::start(3);
+    let mut shard = common::start_shard(3);
     shard.wait_healthy(SETTLE, "initial setup").await;
     let writer = Writer::start(&shard).await;
     writer.wait_progress(50, SETTLE, "initial writes").await;

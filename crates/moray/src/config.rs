@@ -29,6 +29,10 @@ pub const DEFAULT_CHANGE_TRIM_INTERVAL_SECS: u64 = 60;
 /// (each put checks the config's mtime in the same statement); a find may use an index
 /// another Moray added a little later than it could.
 pub const DEFAULT_BUCKET_CACHE_TTL_MS: u64 = 60_000;
+/// The Manatee shard Moray follows when `manatee_etcd` is set (manatee-sitter's default).
+pub const DEFAULT_MANATEE_SHARD: &str = "1";
+/// The database Moray uses on the shard's primary (Triton's: `moray`).
+pub const DEFAULT_MANATEE_DATABASE: &str = "moray";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -38,6 +42,16 @@ pub struct Config {
     /// PostgreSQL URL in standalone mode (`MORAY_POSTGRES_URL`), e.g.
     /// `postgres://postgres@127.0.0.1:5432/moray`.
     pub postgres_url: String,
+    /// etcd endpoints of the Manatee shard to follow, comma-separated
+    /// (`MORAY_MANATEE_ETCD`), e.g. `http://10.0.0.5:2379,http://10.0.0.6:2379`. Empty:
+    /// standalone mode on `postgres_url`.
+    pub manatee_etcd: String,
+    /// The Manatee shard's name (`MORAY_MANATEE_SHARD`): its state is
+    /// `/manatee/<shard>/state` in etcd.
+    pub manatee_shard: String,
+    /// The database on the shard's primary (`MORAY_MANATEE_DATABASE`); created when
+    /// missing.
+    pub manatee_database: String,
     /// Pool size (`MORAY_MAX_CONNECTIONS`).
     pub max_connections: usize,
     /// Requests allowed to wait for a connection (`MORAY_MAX_QUEUE`).
@@ -63,6 +77,9 @@ impl Default for Config {
         Config {
             listen: DEFAULT_LISTEN.to_string(),
             postgres_url: String::new(),
+            manatee_etcd: String::new(),
+            manatee_shard: DEFAULT_MANATEE_SHARD.to_string(),
+            manatee_database: DEFAULT_MANATEE_DATABASE.to_string(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_queue: DEFAULT_MAX_QUEUE,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
@@ -73,6 +90,18 @@ impl Default for Config {
             change_trim_interval_secs: DEFAULT_CHANGE_TRIM_INTERVAL_SECS,
             bucket_cache_ttl_ms: DEFAULT_BUCKET_CACHE_TTL_MS,
         }
+    }
+}
+
+impl Config {
+    /// The etcd endpoints of `manatee_etcd` (empty: standalone mode).
+    pub fn manatee_endpoints(&self) -> Vec<String> {
+        self.manatee_etcd
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(str::to_string)
+            .collect()
     }
 }
 
@@ -93,5 +122,24 @@ mod tests {
         assert_eq!(c.postgres_url, "postgres://x/y");
         assert_eq!(c.max_connections, 4);
         assert_eq!(c.listen, DEFAULT_LISTEN);
+        assert!(c.manatee_endpoints().is_empty());
+    }
+
+    #[test]
+    fn manatee_keys() {
+        let env = vec![
+            (
+                "MORAY_MANATEE_ETCD".to_string(),
+                " http://10.0.0.5:2379, ,10.0.0.6:2379 ".to_string(),
+            ),
+            ("MORAY_MANATEE_SHARD".to_string(), "2".to_string()),
+        ];
+        let c: Config = triton_common::config::load_from("moray", None, &env).unwrap();
+        assert_eq!(
+            c.manatee_endpoints(),
+            vec!["http://10.0.0.5:2379", "10.0.0.6:2379"]
+        );
+        assert_eq!(c.manatee_shard, "2");
+        assert_eq!(c.manatee_database, DEFAULT_MANATEE_DATABASE);
     }
 }

@@ -205,8 +205,10 @@ impl From<MorayError> for Status {
 }
 
 /// PostgreSQL errors: unique violations become `UniqueAttributeError` naming the column and
-/// value, syntax errors `InternalError` "Invalid SQL", a lost connection
-/// `ConnectionLostError`; anything else keeps its SQLSTATE.
+/// value, syntax errors `InternalError` "Invalid SQL", a lost connection or a session the
+/// server ended (class 08, 57P01–57P03) `ConnectionLostError` (outcome unknown), a
+/// read-only primary (25006) `NoDatabasePeersError` (not applied, retryable); anything else
+/// keeps its SQLSTATE.
 impl From<tokio_postgres::Error> for MorayError {
     fn from(e: tokio_postgres::Error) -> MorayError {
         let Some(db) = e.as_db_error() else {
@@ -231,6 +233,21 @@ impl From<tokio_postgres::Error> for MorayError {
                         });
                 MorayError::UniqueAttribute { attribute, value }
             }
+            // A read-only transaction: a new primary still waiting for its sync to catch
+            // up (Manatee enables writes only then), or a deposed one. The transaction
+            // failed as a whole, so nothing was applied: retryable.
+            "25006" => MorayError::NoDatabasePeers {
+                reason: format!(
+                    "the primary is read-only (SQLSTATE 25006: {}; a new primary is waiting for its sync to catch up); the statement was not applied",
+                    db.message()
+                ),
+            },
+            // The server ended the session (shutdown, or Manatee terminating sessions when
+            // it reconfigures the primary). A commit that was waiting for the sync when
+            // this came is committed locally: the outcome is unknown, as for a lost
+            // connection.
+            "57P01" | "57P02" | "57P03" => MorayError::ConnectionLost(e),
+            c if c.starts_with("08") => MorayError::ConnectionLost(e),
             "42601" | "42701" => MorayError::Database {
                 code,
                 message: format!("Invalid SQL: {}", db.message()),

@@ -50,13 +50,25 @@ pub struct Running {
     pub task: JoinHandle<Result<(), MorayError>>,
 }
 
-/// Starts Moray in standalone mode on `config.postgres_url`: binds, creates Moray's own
-/// tables if missing, and serves until `shutdown` is cancelled.
+/// Starts Moray as configured: following a Manatee shard when `config.manatee_etcd` is
+/// set (see [`start_manatee`]), else standalone on `config.postgres_url`. Binds, creates
+/// Moray's own tables if missing, and serves until `shutdown` is cancelled.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, MorayError> {
+    if !config.manatee_endpoints().is_empty() {
+        if !config.postgres_url.is_empty() {
+            return Err(MorayError::invalid_argument(
+                "postgres_url",
+                "is set together with manatee_etcd: set postgres_url for standalone mode or \
+                 manatee_etcd to follow a Manatee shard, not both",
+            ));
+        }
+        return start_manatee(config, shutdown).await;
+    }
     if config.postgres_url.is_empty() {
         return Err(MorayError::invalid_argument(
             "postgres_url",
-            "is required in standalone mode (MORAY_POSTGRES_URL)",
+            "is required in standalone mode (MORAY_POSTGRES_URL), unless manatee_etcd \
+             (MORAY_MANATEE_ETCD) names the etcd of a Manatee shard to follow",
         ));
     }
     let (tx, rx) = watch::channel(Some(config.postgres_url.clone()));
@@ -71,6 +83,40 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         r
     });
     Ok(running)
+}
+
+/// Starts Moray following the Manatee shard `config.manatee_shard` through the etcd at
+/// `config.manatee_etcd`: requests go to the primary the shard's cluster state names (its
+/// database `config.manatee_database`), fail with `NoDatabasePeersError` while there is
+/// none, and move to the new primary after a takeover.
+pub async fn start_manatee(
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<Running, MorayError> {
+    let endpoints = config.manatee_endpoints();
+    let etcd = manatee_client::etcd::Etcd::new(&endpoints).map_err(|e| {
+        MorayError::invalid_argument("manatee_etcd", manatee_client::error_chain(&e))
+    })?;
+    if config.manatee_shard.is_empty() || config.manatee_shard.contains('/') {
+        return Err(MorayError::invalid_argument(
+            "manatee_shard",
+            "must be a shard name (non-empty, no '/')",
+        ));
+    }
+    if config.manatee_database.is_empty() {
+        return Err(MorayError::invalid_argument(
+            "manatee_database",
+            "must name a database",
+        ));
+    }
+    tracing::info!(etcd = %endpoints.join(","), shard = %config.manatee_shard, "following the manatee shard");
+    let (primary, _follow) = manatee_client::watch_primary(
+        etcd,
+        manatee_client::ShardKeys::new(&config.manatee_shard),
+        Some(config.manatee_database.clone()),
+        shutdown.child_token(),
+    );
+    start_following(config, primary, shutdown).await
 }
 
 /// Starts Moray following a changing primary: `primary` carries the current PostgreSQL
@@ -98,7 +144,11 @@ pub async fn start_following(
         shutdown.clone(),
     );
     let startup_deadline = Duration::from_millis(config.default_timeout_ms);
-    if primary.borrow().is_some() {
+    let initial = primary.borrow().clone();
+    if let Some(url) = initial {
+        if let Err(e) = ensure_database(&url, startup_deadline).await {
+            tracing::warn!(error = %e, "cannot check for (or create) Moray's database");
+        }
         set_up_schema(&pool, startup_deadline).await?;
     }
     tokio::spawn(follow_schema(
@@ -163,7 +213,12 @@ async fn follow_schema(
             _ = shutdown.cancelled() => return,
             changed = primary.changed() => if changed.is_err() { return },
         }
-        while primary.borrow().is_some() {
+        loop {
+            let url = primary.borrow().clone();
+            let Some(url) = url else { break };
+            if let Err(e) = ensure_database(&url, timeout).await {
+                tracing::warn!(error = %e, "cannot check for (or create) Moray's database on the new primary");
+            }
             match set_up_schema(&pool, timeout).await {
                 Ok(()) => break,
                 Err(e) => {
@@ -175,5 +230,53 @@ async fn follow_schema(
                 }
             }
         }
+    }
+}
+
+/// Creates the database `url` names when it does not exist, connecting to the same server's
+/// `postgres` database (a new Manatee shard has only that one). Best effort: a failure is
+/// reported, and connecting to the database then says what is wrong.
+async fn ensure_database(url: &str, timeout: Duration) -> Result<(), MorayError> {
+    use std::str::FromStr;
+    let mut config =
+        tokio_postgres::Config::from_str(url).map_err(|e| MorayError::NoDatabasePeers {
+            reason: format!("invalid PostgreSQL URL {}: {e}", pool::redact(url)),
+        })?;
+    let Some(database) = config.get_dbname().map(str::to_string) else {
+        return Ok(());
+    };
+    if database == "postgres" {
+        return Ok(());
+    }
+    config.dbname("postgres").connect_timeout(timeout);
+    let work = async {
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&database])
+            .await?
+            .is_some();
+        if !exists {
+            let quoted = format!("\"{}\"", database.replace('"', "\"\""));
+            match client
+                .batch_execute(&format!("CREATE DATABASE {quoted}"))
+                .await
+            {
+                Ok(()) => tracing::info!(%database, "created Moray's database"),
+                // Another Moray created it meanwhile.
+                Err(e)
+                    if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok::<(), tokio_postgres::Error>(())
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Ok(r) => r.map_err(MorayError::from),
+        Err(_) => Err(MorayError::QueryTimeout {
+            timeout_ms: timeout.as_millis() as u64,
+        }),
     }
 }

@@ -76,6 +76,21 @@ impl JobCtx {
         .await
     }
 
+    /// Sets `key` in memory only: it is written with the step's end (a step that dies
+    /// before that runs again and sets it again). For what a resumed step can find
+    /// again by itself; task ids, which it cannot, go through [`JobCtx::set_data`].
+    pub async fn stage(&self, key: &str, value: impl Serialize) -> Result<()> {
+        let value = serde_json::to_value(value)
+            .map_err(|e| Error::Internal(format!("job data {key}: {e}")))?;
+        self.inner
+            .lock()
+            .await
+            .value
+            .data
+            .insert(key.to_string(), value);
+        Ok(())
+    }
+
     pub async fn remove_data(&self, key: &str) -> Result<()> {
         self.change(|j| {
             j.data.remove(key);

@@ -58,6 +58,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         store: store.clone(),
         clients: clients.clone(),
         timeouts: config.timeouts.clone(),
+        images_present: Default::default(),
     };
     let engine = jobs::Engine::new(
         store.clone(),

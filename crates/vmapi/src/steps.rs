@@ -10,7 +10,8 @@
 //! | update | check, machine_update, record |
 //! | destroy | check, machine_destroy, release_nics, release_allocation, record |
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -79,6 +80,10 @@ pub struct Steps {
     pub store: Store,
     pub clients: Clients,
     pub timeouts: Timeouts,
+    /// (server, image) pairs this VMAPI has seen installed: ensure_image skips the
+    /// task for them. Should the image have gone from the server since,
+    /// machine_create carries the image's URL and the agent fetches it again.
+    pub images_present: Arc<Mutex<HashSet<(String, String)>>>,
 }
 
 fn params<T: serde::de::DeserializeOwned + Default>(v: &Value) -> Result<T> {
@@ -339,31 +344,22 @@ impl Steps {
                 chosen.server_uuid
             }
         };
+        // Durable at once: a resumed job must release this allocation, not make another.
         ctx.set_data("server_uuid", &server_uuid).await?;
-        let server = server_uuid.clone();
-        self.store
-            .update_vm(&job.vm_uuid, |vm| {
-                if vm.server_uuid == server {
-                    return Ok(false);
-                }
-                vm.server_uuid = server.clone();
-                Ok(true)
-            })
-            .await?;
         Ok(json!({ "server_uuid": server_uuid }))
     }
 
     async fn provision_nics(&self, ctx: &JobCtx) -> Result<Value> {
         let job = ctx.record().await;
         let p: ProvisionParams = params(&job.params)?;
+        let server: String = ctx.data("server_uuid").await.unwrap_or_default();
         if p.networks.is_empty() {
-            ctx.set_data("nics", Vec::<VmNic>::new()).await?;
+            ctx.stage("nics", Vec::<VmNic>::new()).await?;
             return Ok(json!({ "nics": [] }));
         }
         let Some(napi) = self.clients.napi.clone() else {
             return Err(Error::Config("networks need NAPI (napi_url)".into()));
         };
-        let server: String = ctx.data("server_uuid").await.unwrap_or_default();
         // NICs an earlier attempt made are found and kept, not made twice.
         let mut existing = self.vm_nics(&job.vm_uuid, &p.req_id).await?;
         let mut nics = Vec::new();
@@ -384,7 +380,6 @@ impl Steps {
                             network_uuid: Some(net.network_uuid.clone()),
                             ip: net.ip.clone(),
                             primary: net.primary,
-                            state: Some("provisioning".into()),
                             cn_uuid: (!server.is_empty()).then(|| server.clone()),
                             allow_ip_spoofing: net.allow_ip_spoofing,
                             allow_mac_spoofing: net.allow_mac_spoofing,
@@ -412,13 +407,14 @@ impl Steps {
                 resolvers: nic.resolvers,
             });
         }
-        ctx.set_data("nics", &nics).await?;
+        ctx.stage("nics", &nics).await?;
         let recorded = nics.clone();
         self.store
             .update_vm(&job.vm_uuid, |vm| {
-                if vm.nics == recorded {
+                if vm.nics == recorded && vm.server_uuid == server {
                     return Ok(false);
                 }
+                vm.server_uuid = server.clone();
                 vm.nics = recorded.clone();
                 vm.resolvers = Vec::new();
                 for r in recorded.iter().flat_map(|n| n.resolvers.iter()) {
@@ -441,6 +437,10 @@ impl Steps {
             return Ok(json!({ "skipped": "no imgapi_file_url" }));
         }
         let server = self.server_of(ctx).await?;
+        let key = (server.clone(), p.image.uuid.clone());
+        if self.images_present.lock().unwrap_or_else(|e| e.into_inner()).contains(&key) {
+            return Ok(json!({ "cached": true }));
+        }
         let task = agent::create_task_request::Task::ImageEnsurePresent(agent::ImageEnsurePresent {
             image_uuid: p.image.uuid.clone(),
             source: self.image_source(&p.image.uuid),
@@ -448,6 +448,10 @@ impl Steps {
         let done = self
             .cn_task(ctx, &server, "task.ensure_image", task, &p.req_id)
             .await?;
+        self.images_present
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key);
         Ok(json!({ "task_id": done.id }))
     }
 
@@ -491,8 +495,8 @@ impl Steps {
                 code: Code::FailedPrecondition,
             });
         }
-        ctx.set_data("instance_state", &instance.state).await?;
-        ctx.set_data("boot_timestamp", instance.last_boot).await?;
+        ctx.stage("instance_state", &instance.state).await?;
+        ctx.stage("boot_timestamp", instance.last_boot).await?;
         Ok(json!({ "state": instance.state }))
     }
 
@@ -551,25 +555,6 @@ impl Steps {
                 Ok(true)
             })
             .await?;
-        // NICs follow the instance: running.
-        if let Some(napi) = &self.clients.napi {
-            for nic in &nics {
-                let r = napi
-                    .clone()
-                    .update_nic(request(
-                        napi::UpdateNicRequest {
-                            mac: nic.mac.clone(),
-                            state: Some("running".into()),
-                            ..Default::default()
-                        },
-                        &req_id(&job.params),
-                    ))
-                    .await;
-                if let Err(s) = r {
-                    tracing::warn!(mac = %nic.mac, error = %s, "cannot mark the NIC running");
-                }
-            }
-        }
         Ok(json!({ "state": vm.state, "server_uuid": vm.server_uuid }))
     }
 
@@ -599,8 +584,8 @@ impl Steps {
             "destroy" => vm.server_uuid.is_empty(),
             _ => false,
         };
-        ctx.set_data("server_uuid", &vm.server_uuid).await?;
-        ctx.set_data("skip_task", nothing_to_do).await?;
+        ctx.stage("server_uuid", &vm.server_uuid).await?;
+        ctx.stage("skip_task", nothing_to_do).await?;
         Ok(json!({ "state": vm.state, "skip_task": nothing_to_do }))
     }
 
@@ -626,8 +611,8 @@ impl Steps {
 
     async fn keep_instance(&self, ctx: &JobCtx, instance: Option<&agent::Instance>) -> Result<()> {
         if let Some(i) = instance {
-            ctx.set_data("instance_state", &i.state).await?;
-            ctx.set_data("boot_timestamp", i.last_boot).await?;
+            ctx.stage("instance_state", &i.state).await?;
+            ctx.stage("boot_timestamp", i.last_boot).await?;
         }
         Ok(())
     }

@@ -86,13 +86,39 @@ impl MorayError {
 
     /// True when the request certainly did not change anything and may be sent again:
     /// no connection, the transport or Moray is unavailable, or Moray has no database
-    /// peer (`NoDatabasePeersError`). The client itself never resends a request; a
-    /// caller that retries does it knowingly.
+    /// peer (`NoDatabasePeersError`: no primary known, pool overloaded, cannot connect,
+    /// or a new Manatee primary still read-only). The client itself never resends a
+    /// request; a caller that retries does it knowingly.
+    ///
+    /// `ConnectionLostError` is UNAVAILABLE too but never retryable: the connection to
+    /// PostgreSQL broke mid-request, so a write may have been applied (see
+    /// [`MorayError::is_unknown_outcome`]).
     pub fn is_retryable(&self) -> bool {
         match self {
             MorayError::Connect { .. } => true,
             MorayError::Server { name, code, .. } => {
-                *code == Code::Unavailable || name == "NoDatabasePeersError"
+                name == "NoDatabasePeersError"
+                    || (*code == Code::Unavailable && name != "ConnectionLostError")
+            }
+            _ => false,
+        }
+    }
+
+    /// True when a write may or may not have been applied: the connection to PostgreSQL
+    /// broke mid-request (`ConnectionLostError`), the request timed out
+    /// (`QueryTimeoutError`, or the client's own deadline), or the call ended without
+    /// an answer. Read the object back (or write idempotently) before doing it again.
+    pub fn is_unknown_outcome(&self) -> bool {
+        match self {
+            MorayError::Server { name, code, .. } => {
+                name == "ConnectionLostError"
+                    || name == "QueryTimeoutError"
+                    || matches!(
+                        (name.as_str(), code),
+                        ("DeadlineExceeded", Code::DeadlineExceeded)
+                            | ("Cancelled", Code::Cancelled)
+                            | ("Unknown", Code::Unknown)
+                    )
             }
             _ => false,
         }
@@ -147,6 +173,32 @@ mod tests {
         let err = MorayError::from(Status::unavailable("connection refused"));
         assert_eq!(err.name(), "Unavailable");
         assert!(err.is_retryable());
+    }
+
+    #[test]
+    fn connection_lost_is_an_unknown_outcome_not_retryable() {
+        let status = triton_common::status::named(
+            Code::Unavailable,
+            "ConnectionLostError",
+            "the connection to PostgreSQL was lost during the request",
+        );
+        let err = MorayError::from(status);
+        assert!(!err.is_retryable());
+        assert!(err.is_unknown_outcome());
+        let timeout = MorayError::from(triton_common::status::named(
+            Code::DeadlineExceeded,
+            "QueryTimeoutError",
+            "the request did not complete within 5000 ms",
+        ));
+        assert!(!timeout.is_retryable());
+        assert!(timeout.is_unknown_outcome());
+        let read_only = MorayError::from(triton_common::status::named(
+            Code::Unavailable,
+            "NoDatabasePeersError",
+            "the primary is read-only (SQLSTATE 25006); the statement was not applied",
+        ));
+        assert!(read_only.is_retryable());
+        assert!(!read_only.is_unknown_outcome());
     }
 
     #[test]

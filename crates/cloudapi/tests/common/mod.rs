@@ -58,7 +58,7 @@ pub enum Compute {
     /// One simulated compute node (cn-agent's `sim` backend).
     Sim,
     /// One real node: cn-agent's `linux` backend, instances on a test bridge.
-    Linux(LinuxHost),
+    Linux(Box<LinuxHost>),
 }
 
 impl Stack {

@@ -1057,7 +1057,7 @@ impl Coal {
                 let t = c
                     .wait_task(agent::WaitTaskRequest {
                         id: task.id.clone(),
-                        timeout_ms: 30_000,
+                        timeout_ms: 20_000,
                     })
                     .await
                     .map_err(|st| Error::Seed {
