@@ -30,6 +30,9 @@ async fn moray_failover_after_sigkill_of_the_primary() {
         let p = env.shard.index_of(&before.primary.id);
         // Kill at a varying moment relative to the lease keep-alives.
         tokio::time::sleep(Duration::from_millis(500 + 137 * trial as u64 % 1000)).await;
+        // The clock starts once the signal is sent: writes sent before it may still be
+        // acknowledged by the old primary.
+        env.shard.sitters[p].signal(libc::SIGKILL);
         let killed = Instant::now();
         env.shard.sitters[p].kill();
         env.shard

@@ -33,6 +33,7 @@ async fn moray_on_manatee_loses_no_acknowledged_write() {
     // 1. SIGKILL of the primary.
     let before = env.shard.state().await.expect("state");
     let p = env.shard.index_of(&before.primary.id);
+    env.shard.sitters[p].signal(libc::SIGKILL);
     let killed_at = Instant::now();
     env.shard.sitters[p].kill();
     let after = env

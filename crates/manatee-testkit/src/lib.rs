@@ -260,14 +260,10 @@ impl Shard {
             .stdout(Stdio::null())
             .stderr(log)
             .process_group(0);
-        // SAFETY: prctl only affects the child; it dies with the test.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        s.child = Some(cmd.spawn().expect("spawn manatee-sitter"));
+        // Forked by testkit's long-lived spawner thread: the parent-death signal fires when
+        // the forking *thread* ends, and a sitter started from, say, tokio's blocking pool
+        // would be killed under the test a few seconds later.
+        s.child = Some(triton_testkit::spawn_tied(cmd).expect("spawn manatee-sitter"));
     }
 
     pub fn index_of(&self, id: &str) -> usize {
@@ -355,8 +351,7 @@ impl Shard {
         }
     }
 
-    /// Restarts nothing; runs `manatee-adm rebuild --id <id> -y --wait 120` until it is
-    /// accepted (it is refused until the deposed peer's sitter runs and has stopped its
+    /// Runs `manatee-adm rebuild --id <id> -y --wait 120` until it is accepted (it is refused until the deposed peer's sitter runs and has stopped its
     /// PostgreSQL). Panics after `timeout`, or on a refusal for any other reason.
     pub async fn rebuild(&self, id: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;

@@ -47,7 +47,9 @@ pub struct Config {
     /// standalone mode on `postgres_url`.
     pub manatee_etcd: String,
     /// The Manatee shard's name (`MORAY_MANATEE_SHARD`): its state is
-    /// `/manatee/<shard>/state` in etcd.
+    /// `/manatee/<shard>/state` in etcd. A number is taken as its text
+    /// (`MORAY_MANATEE_SHARD=1`).
+    #[serde(deserialize_with = "string_or_integer")]
     pub manatee_shard: String,
     /// The database on the shard's primary (`MORAY_MANATEE_DATABASE`); created when
     /// missing.
@@ -91,6 +93,21 @@ impl Default for Config {
             bucket_cache_ttl_ms: DEFAULT_BUCKET_CACHE_TTL_MS,
         }
     }
+}
+
+/// Environment values are read as TOML values, so `1` arrives as an integer; a shard name
+/// is text either way.
+fn string_or_integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        S(String),
+        I(i64),
+    }
+    Ok(match Text::deserialize(d)? {
+        Text::S(s) => s,
+        Text::I(i) => i.to_string(),
+    })
 }
 
 impl Config {

@@ -237,7 +237,17 @@ async fn connect(url: String, options: &PoolOptions) -> Result<Conn, MorayError>
             .connect(NoTls)
             .await
             .map_err(|e| MorayError::NoDatabasePeers {
-                reason: format!("cannot connect to {}: {e}", redact(&url)),
+                reason: format!(
+                    "cannot connect to {}: {}",
+                    redact(&url),
+                    match e.as_db_error() {
+                        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+                        None => match std::error::Error::source(&e) {
+                            Some(cause) => format!("{e}: {cause}"),
+                            None => e.to_string(),
+                        },
+                    }
+                ),
             })?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {

@@ -270,3 +270,104 @@ async fn follows_the_primary_url() {
     shutdown.cancel();
     running.task.await.unwrap().unwrap();
 }
+
+/// What Manatee does to a primary, as Moray's clients see it: a read-only primary (a new
+/// one waiting for its sync) is `NoDatabasePeersError`, retryable, "not applied"; a session
+/// the server terminates mid-request is `ConnectionLostError` (outcome unknown).
+#[tokio::test]
+async fn read_only_primary_and_terminated_sessions() {
+    let mut m = start().await;
+    m.create_bucket("b", &[("n", "number")], 0).await.unwrap();
+    m.put("b", "k1", json!({"n": 1})).await.unwrap();
+    let (db, conn) = tokio_postgres::connect(&m.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let terminate_moray = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                           WHERE application_name = 'moray' AND pid <> pg_backend_pid()";
+
+    // Read-only: new sessions of Moray's database start read-only (as on a Manatee primary
+    // before its sync caught up); Moray's old sessions are ended so it reconnects.
+    db.batch_execute("ALTER DATABASE moray SET default_transaction_read_only = on")
+        .await
+        .unwrap();
+    db.batch_execute(terminate_moray).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut status = None;
+    for _ in 0..20 {
+        // A pooled connection killed above may still be handed out once.
+        match m.put("b", "k2", json!({"n": 2})).await {
+            Err(s) if common::name(&s) == "ConnectionLostError" => continue,
+            Err(s) => {
+                status = Some(s);
+                break;
+            }
+            Ok(_) => panic!("a read-only database accepted a put"),
+        }
+    }
+    let status = status.expect("a read-only error");
+    assert_eq!(common::name(&status), "NoDatabasePeersError", "{status:?}");
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert!(status.message().contains("25006"), "{}", status.message());
+    assert!(
+        status.message().contains("not applied"),
+        "{}",
+        status.message()
+    );
+
+    // A session terminated mid-request: the outcome is unknown.
+    let mut client = m.client.clone();
+    let slow = tokio::spawn(async move {
+        let stream = client
+            .sql(pb::SqlRequest {
+                statement: "SELECT pg_sleep(30)".into(),
+                values: String::new(),
+                options: None,
+            })
+            .await;
+        match stream {
+            Err(s) => s,
+            Ok(mut s) => s.get_mut().message().await.unwrap_err(),
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let n: i64 = db
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow query never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    db.batch_execute(terminate_moray).await.unwrap();
+    let status = slow.await.unwrap();
+    assert_eq!(common::name(&status), "ConnectionLostError", "{status:?}");
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+
+    // Writable again: puts succeed once Moray has reconnected.
+    db.batch_execute("ALTER DATABASE moray RESET default_transaction_read_only")
+        .await
+        .unwrap();
+    db.batch_execute(terminate_moray).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match m.put("b", "k2", json!({"n": 2})).await {
+            Ok(_) => break,
+            Err(s) => assert!(
+                std::time::Instant::now() < deadline,
+                "puts did not resume: {s:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -11,7 +11,7 @@ mod process;
 pub use etcd::Etcd;
 pub use port::free_port;
 pub use postgres::{Postgres, PostgresOptions, pg_bin_dir};
-pub use process::wait_until;
+pub use process::{spawn_tied, wait_until};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TestkitError {

@@ -13,7 +13,7 @@ type SpawnRequest = (Command, Sender<std::io::Result<Child>>);
 /// not the process: a database started from a short-lived thread (tokio's blocking pool
 /// ends idle threads after 10 s) would be killed under a running test. So every child is
 /// forked by one spawner thread that lives as long as the process.
-pub(crate) fn spawn_tied(mut command: Command) -> std::io::Result<Child> {
+pub fn spawn_tied(mut command: Command) -> std::io::Result<Child> {
     die_with_parent(&mut command);
     static SPAWNER: OnceLock<Mutex<Sender<SpawnRequest>>> = OnceLock::new();
     let spawner = SPAWNER.get_or_init(|| {

@@ -192,8 +192,7 @@ impl Engine {
 
     /// Queues a stored job behind the VM's earlier jobs.
     pub fn enqueue(self: &Arc<Self>, vm_uuid: &str, job_uuid: &str) {
-        if self.shutdown.is_cancelled() || !Self::lock(&self.local).insert(job_uuid.to_string())
-        {
+        if self.shutdown.is_cancelled() || !Self::lock(&self.local).insert(job_uuid.to_string()) {
             return;
         }
         let mut queues = Self::lock(&self.queues);
@@ -376,7 +375,11 @@ impl Engine {
         let _ = renewer.0.await;
         let record = ctx.record().await;
         if record.execution.is_final() {
-            tracing::info!(execution = record.execution.as_str(), error = record.error.as_deref().unwrap_or(""), "job ended");
+            tracing::info!(
+                execution = record.execution.as_str(),
+                error = record.error.as_deref().unwrap_or(""),
+                "job ended"
+            );
             if let Some(n) = Self::lock(&self.waiters).remove(&record.uuid) {
                 n.notify_waiters();
             }
@@ -445,7 +448,8 @@ impl Engine {
                     if let Err(e) = outcome {
                         tracing::error!(error = %e, "cannot record the failure on the VM");
                     }
-                    ctx.change(|j| j.finish(Execution::Failed, now_ms())).await?;
+                    ctx.change(|j| j.finish(Execution::Failed, now_ms()))
+                        .await?;
                 }
             }
         }
@@ -521,7 +525,9 @@ impl Engine {
             match self.resume().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(jobs = n, "resuming unfinished jobs"),
-                Err(e) => tracing::warn!(error = %e.full_message(), "cannot scan for unfinished jobs"),
+                Err(e) => {
+                    tracing::warn!(error = %e.full_message(), "cannot scan for unfinished jobs")
+                }
             }
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,

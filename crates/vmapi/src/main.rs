@@ -17,8 +17,7 @@ struct Args {
 async fn main() -> ExitCode {
     let args = Args::parse();
     let _telemetry = triton_common::telemetry::init("vmapi");
-    let config: vmapi::Config = match triton_common::config::load("vmapi", args.config.as_deref())
-    {
+    let config: vmapi::Config = match triton_common::config::load("vmapi", args.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("vmapi: {e}");

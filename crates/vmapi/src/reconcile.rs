@@ -125,7 +125,9 @@ pub async fn reconcile_once(store: &Store, clients: &Clients) -> Result<usize> {
                 .await;
             match result {
                 Ok(_) => changed += 1,
-                Err(e) => tracing::warn!(vm_uuid = %vm.uuid, error = %e.full_message(), "cannot update VM state"),
+                Err(e) => {
+                    tracing::warn!(vm_uuid = %vm.uuid, error = %e.full_message(), "cannot update VM state")
+                }
             }
         }
         if n < PAGE as usize {

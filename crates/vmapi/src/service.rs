@@ -127,7 +127,9 @@ impl VmapiService {
     }
 
     async fn submit(&self, job: JobRecord) -> Result<pb::JobRef> {
-        self.store.put_job(&job, EtagCondition::MustNotExist).await?;
+        self.store
+            .put_job(&job, EtagCondition::MustNotExist)
+            .await?;
         self.engine.enqueue(&job.vm_uuid, &job.uuid);
         Ok(pb::JobRef {
             vm_uuid: job.vm_uuid,
@@ -214,7 +216,13 @@ impl VmapiService {
             c.add("ram", "is required without billing_id");
         }
         let ram = c.range("ram", req.ram, validate::RAM_MIN, validate::RAM_MAX, " MiB");
-        let quota = c.range("quota", req.quota, validate::QUOTA_MIN, validate::QUOTA_MAX, " GiB");
+        let quota = c.range(
+            "quota",
+            req.quota,
+            validate::QUOTA_MIN,
+            validate::QUOTA_MAX,
+            " GiB",
+        );
         let cpu_cap = c.range("cpu_cap", req.cpu_cap, 0, validate::CPU_CAP_MAX, "");
         let max_lwps = c.range(
             "max_lwps",
@@ -240,9 +248,18 @@ impl VmapiService {
         validate::metadata(&mut c, "customer_metadata", req.customer_metadata.iter());
         validate::metadata(&mut c, "internal_metadata", req.internal_metadata.iter());
         if req.networks.len() > validate::MAX_NETWORKS {
-            c.add("networks", format!("at most {} networks", validate::MAX_NETWORKS));
+            c.add(
+                "networks",
+                format!("at most {} networks", validate::MAX_NETWORKS),
+            );
         }
-        if req.networks.iter().filter(|n| n.primary == Some(true)).count() > 1 {
+        if req
+            .networks
+            .iter()
+            .filter(|n| n.primary == Some(true))
+            .count()
+            > 1
+        {
             c.add("networks", "at most one network may be primary");
         }
         let mut wanted_networks = Vec::new();
@@ -253,7 +270,9 @@ impl VmapiService {
                     c.add(&field, "needs ipv4_uuid or name");
                     None
                 }
-                (false, _) => c.opt_uuid(&format!("{field}.ipv4_uuid"), &n.ipv4_uuid).map(NetRef::Uuid),
+                (false, _) => c
+                    .opt_uuid(&format!("{field}.ipv4_uuid"), &n.ipv4_uuid)
+                    .map(NetRef::Uuid),
                 (true, false) => Some(NetRef::Name(n.name.clone())),
             };
             if n.ipv4_ips.len() > 1 {
@@ -569,7 +588,10 @@ impl VmapiService {
             return Ok(Vec::new());
         }
         let Some(napi) = self.clients.napi.clone() else {
-            return Err(vec![not_usable("networks", "networks are not available (no napi_url)")]);
+            return Err(vec![not_usable(
+                "networks",
+                "networks are not available (no napi_url)",
+            )]);
         };
         let explicit_primary = wanted.iter().any(|w| w.3.primary == Some(true));
         let mut problems = Vec::new();
@@ -601,7 +623,10 @@ impl VmapiService {
             let network = match found {
                 Ok(Some(n)) => n,
                 Ok(None) => {
-                    problems.push(not_usable(&format!("{field}.name"), "no network has that name"));
+                    problems.push(not_usable(
+                        &format!("{field}.name"),
+                        "no network has that name",
+                    ));
                     continue;
                 }
                 Err(s) if s.code() == tonic::Code::NotFound => {
@@ -628,7 +653,12 @@ impl VmapiService {
                         rid,
                     ))
                     .await
-                    .map(|l| l.into_inner().networks.iter().any(|n| n.uuid == network.uuid))
+                    .map(|l| {
+                        l.into_inner()
+                            .networks
+                            .iter()
+                            .any(|n| n.uuid == network.uuid)
+                    })
                     .unwrap_or(false);
                 if !allowed {
                     problems.push(not_usable(
@@ -700,7 +730,13 @@ impl VmapiService {
             .as_deref()
             .and_then(|b| c.uuid("billing_id", b));
         let mut ram = c.range("ram", req.ram, validate::RAM_MIN, validate::RAM_MAX, " MiB");
-        let mut quota = c.range("quota", req.quota, validate::QUOTA_MIN, validate::QUOTA_MAX, " GiB");
+        let mut quota = c.range(
+            "quota",
+            req.quota,
+            validate::QUOTA_MIN,
+            validate::QUOTA_MAX,
+            " GiB",
+        );
         let mut cpu_cap = c.range("cpu_cap", req.cpu_cap, 0, validate::CPU_CAP_MAX, "");
         let mut max_lwps = c.range(
             "max_lwps",
@@ -722,8 +758,16 @@ impl VmapiService {
             .map(|(k, v)| (k.clone(), pb_to_json(v)))
             .collect();
         validate::tags(&mut c, "set_tags", &set_tags);
-        validate::metadata(&mut c, "set_customer_metadata", req.set_customer_metadata.iter());
-        validate::metadata(&mut c, "set_internal_metadata", req.set_internal_metadata.iter());
+        validate::metadata(
+            &mut c,
+            "set_customer_metadata",
+            req.set_customer_metadata.iter(),
+        );
+        validate::metadata(
+            &mut c,
+            "set_internal_metadata",
+            req.set_internal_metadata.iter(),
+        );
         c.finish()?;
         if matches!(vm.state.as_str(), state::PROVISIONING | state::FAILED) {
             return Err(Error::State(format!(
@@ -833,7 +877,10 @@ impl VmapiService {
         if !req.query.is_empty() {
             let q = req.query.trim();
             if !q.starts_with('(') || !q.ends_with(')') {
-                c.add("query", "must be an LDAP filter in parentheses, e.g. (ram>=1024)");
+                c.add(
+                    "query",
+                    "must be an LDAP filter in parentheses, e.g. (ram>=1024)",
+                );
             } else {
                 parts.push(q.to_string());
             }
@@ -903,7 +950,11 @@ impl VmapiService {
             _ => format!("(&{})", parts.concat()),
         };
         let options = FindOptions {
-            limit: Some(u64::from(if req.limit == 0 { MAX_LIMIT } else { req.limit })),
+            limit: Some(u64::from(if req.limit == 0 {
+                MAX_LIMIT
+            } else {
+                req.limit
+            })),
             offset: u64::from(req.offset),
             no_count: true,
             sort: vec![Sort {
@@ -994,6 +1045,8 @@ impl Vmapi for VmapiService {
             0 => DEFAULT_WAIT,
             ms => Duration::from_millis(u64::from(ms)).min(MAX_WAIT),
         };
-        Ok(Response::new(self.engine.wait(&uuid, timeout).await?.to_pb()))
+        Ok(Response::new(
+            self.engine.wait(&uuid, timeout).await?.to_pb(),
+        ))
     }
 }

@@ -154,7 +154,9 @@ impl Steps {
             }
             ("update", "machine_update") => self.machine_update(ctx).await,
             ("destroy", "machine_destroy") => self.machine_destroy(ctx).await,
-            ("destroy", "release_nics") => self.release_nics(&job.vm_uuid, &req_id(&job.params)).await,
+            ("destroy", "release_nics") => {
+                self.release_nics(&job.vm_uuid, &req_id(&job.params)).await
+            }
             ("destroy", "release_allocation") => self.release_allocation(&job.vm_uuid).await,
             (_, "record") => self.record_action(ctx).await,
             (name, step) => Err(Error::Internal(format!("job {name} has no step {step}"))),
@@ -425,7 +427,9 @@ impl Steps {
                 Ok(true)
             })
             .await?;
-        Ok(json!({ "nics": nics.iter().map(|n| json!({"mac": n.mac, "ip": n.ip, "network_uuid": n.network_uuid})).collect::<Vec<_>>() }))
+        Ok(
+            json!({ "nics": nics.iter().map(|n| json!({"mac": n.mac, "ip": n.ip, "network_uuid": n.network_uuid})).collect::<Vec<_>>() }),
+        )
     }
 
     async fn ensure_image(&self, ctx: &JobCtx) -> Result<Value> {
@@ -438,13 +442,19 @@ impl Steps {
         }
         let server = self.server_of(ctx).await?;
         let key = (server.clone(), p.image.uuid.clone());
-        if self.images_present.lock().unwrap_or_else(|e| e.into_inner()).contains(&key) {
+        if self
+            .images_present
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&key)
+        {
             return Ok(json!({ "cached": true }));
         }
-        let task = agent::create_task_request::Task::ImageEnsurePresent(agent::ImageEnsurePresent {
-            image_uuid: p.image.uuid.clone(),
-            source: self.image_source(&p.image.uuid),
-        });
+        let task =
+            agent::create_task_request::Task::ImageEnsurePresent(agent::ImageEnsurePresent {
+                image_uuid: p.image.uuid.clone(),
+                source: self.image_source(&p.image.uuid),
+            });
         let done = self
             .cn_task(ctx, &server, "task.ensure_image", task, &p.req_id)
             .await?;
@@ -501,14 +511,22 @@ impl Steps {
     }
 
     /// The instance as its server has it now (an update that changes nothing).
-    async fn load(&self, ctx: &JobCtx, server: &str, uuid: &str) -> Result<Option<agent::Instance>> {
+    async fn load(
+        &self,
+        ctx: &JobCtx,
+        server: &str,
+        uuid: &str,
+    ) -> Result<Option<agent::Instance>> {
         let task = agent::create_task_request::Task::MachineUpdate(agent::MachineUpdate {
             uuid: uuid.to_string(),
             ..Default::default()
         });
         let rid = req_id(&ctx.record().await.params);
         ctx.remove_data("task.load").await?;
-        Ok(self.cn_task(ctx, server, "task.load", task, &rid).await?.instance)
+        Ok(self
+            .cn_task(ctx, server, "task.load", task, &rid)
+            .await?
+            .instance)
     }
 
     async fn undo_machine_create(&self, ctx: &JobCtx) -> Result<()> {
@@ -650,7 +668,13 @@ impl Steps {
             uuid: job.vm_uuid.clone(),
         });
         match self
-            .cn_task(ctx, &server, "task.machine_destroy", task, &req_id(&job.params))
+            .cn_task(
+                ctx,
+                &server,
+                "task.machine_destroy",
+                task,
+                &req_id(&job.params),
+            )
             .await
         {
             Ok(done) => Ok(json!({ "task_id": done.id })),
@@ -827,7 +851,9 @@ impl Steps {
                 },
                 rid,
             );
-            call.set_timeout(Duration::from_millis(u64::from(WAIT_TASK_SLICE_MS) + 30_000));
+            call.set_timeout(Duration::from_millis(
+                u64::from(WAIT_TASK_SLICE_MS) + 30_000,
+            ));
             let waited = cnapi.clone().wait_task(call).await;
             let t = match waited {
                 Ok(t) => t.into_inner(),
@@ -958,8 +984,16 @@ pub fn apply_update(vm: &mut VmRecord, u: &UpdateParams) {
     for k in &u.remove_tags {
         vm.tags.remove(k);
     }
-    merge(&mut vm.customer_metadata, &u.set_customer_metadata, &u.remove_customer_metadata);
-    merge(&mut vm.internal_metadata, &u.set_internal_metadata, &u.remove_internal_metadata);
+    merge(
+        &mut vm.customer_metadata,
+        &u.set_customer_metadata,
+        &u.remove_customer_metadata,
+    );
+    merge(
+        &mut vm.internal_metadata,
+        &u.set_internal_metadata,
+        &u.remove_internal_metadata,
+    );
 }
 
 fn merge(map: &mut BTreeMap<String, String>, set: &BTreeMap<String, String>, remove: &[String]) {

@@ -188,9 +188,9 @@ impl Store {
         ];
         match self.moray.batch(&ops).await {
             Ok(results) => Ok(results.get(1).map(|r| r.etag.clone()).unwrap_or_default()),
-            Err(e) if e.name() == "EtagConflictError" || e.name() == "UniqueAttributeError" => {
-                Err(Error::Duplicate(format!("uuid: VM {} already exists", vm.uuid)))
-            }
+            Err(e) if e.name() == "EtagConflictError" || e.name() == "UniqueAttributeError" => Err(
+                Error::Duplicate(format!("uuid: VM {} already exists", vm.uuid)),
+            ),
             Err(e) => Err(Error::moray(format!("create VM {}", vm.uuid))(e)),
         }
     }

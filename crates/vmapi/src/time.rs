@@ -98,7 +98,10 @@ mod tests {
         }
         assert_eq!(format_ms(951_782_400_123), "2000-02-29T00:00:00.123Z");
         assert_eq!(parse_ms("2017-01-27T17:48:34Z"), Some(1_485_539_314_000));
-        assert_eq!(parse_ms("2017-01-27T17:48:34.9+00:00"), Some(1_485_539_314_900));
+        assert_eq!(
+            parse_ms("2017-01-27T17:48:34.9+00:00"),
+            Some(1_485_539_314_900)
+        );
         assert_eq!(parse_ms("yesterday"), None);
         assert_eq!(parse_ms("2017-13-27T17:48:34Z"), None);
     }

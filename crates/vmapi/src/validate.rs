@@ -115,10 +115,7 @@ impl Checker {
 pub fn uuid(field: &str, value: &str) -> Result<String> {
     match Uuid::parse_str(value) {
         Ok(u) if value.len() == 36 => Ok(u.hyphenated().to_string()),
-        _ => Err(Error::invalid(
-            field,
-            format!("{value:?} is not a UUID"),
-        )),
+        _ => Err(Error::invalid(field, format!("{value:?} is not a UUID"))),
     }
 }
 
@@ -189,7 +186,10 @@ pub fn tags(c: &mut Checker, field: &str, tags: &Map<String, Value>) {
     }
     for (k, v) in tags {
         if k.is_empty() || k.len() > KEY_MAX {
-            c.add(field, format!("tag name {k:?} must be 1 to {KEY_MAX} characters"));
+            c.add(
+                field,
+                format!("tag name {k:?} must be 1 to {KEY_MAX} characters"),
+            );
         }
         match v {
             Value::String(s) if s.len() <= METADATA_VALUE_MAX => {}
@@ -209,7 +209,10 @@ pub fn metadata<'a>(
 ) {
     for (k, v) in entries {
         if k.is_empty() || k.len() > KEY_MAX {
-            c.add(field, format!("key {k:?} must be 1 to {KEY_MAX} characters"));
+            c.add(
+                field,
+                format!("key {k:?} must be 1 to {KEY_MAX} characters"),
+            );
         }
         if v.len() > METADATA_VALUE_MAX {
             c.add(
@@ -233,7 +236,13 @@ mod tests {
         c.range("ram", Some(1u64), RAM_MIN, RAM_MAX, " MiB");
         brand(&mut c, "kvm");
         let e = c.finish().unwrap_err().to_string();
-        for field in ["owner_uuid:", "image_uuid: is required", "alias:", "ram:", "brand:"] {
+        for field in [
+            "owner_uuid:",
+            "image_uuid: is required",
+            "alias:",
+            "ram:",
+            "brand:",
+        ] {
             assert!(e.contains(field), "{field} in {e}");
         }
     }

@@ -117,9 +117,11 @@ async fn linux_instances_through_vmapi() {
     for dir in host.cgroup_dirs() {
         kill_cgroup(&dir.join(&vm.uuid));
     }
-    eventually("VM stopped after its processes died", Duration::from_secs(30), || async {
-        dc.vm(&vm.uuid).await.state == "stopped"
-    })
+    eventually(
+        "VM stopped after its processes died",
+        Duration::from_secs(30),
+        || async { dc.vm(&vm.uuid).await.state == "stopped" },
+    )
     .await;
     act(&dc, "start", &vm.uuid).await;
     assert!(pings(&ip));

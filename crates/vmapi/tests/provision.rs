@@ -52,9 +52,20 @@ async fn a_vm_lives_its_whole_life_through_jobs() {
     let names: Vec<&str> = job.chain.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(
         names,
-        ["validate", "allocate", "provision_nics", "ensure_image", "machine_create", "record"]
+        [
+            "validate",
+            "allocate",
+            "provision_nics",
+            "ensure_image",
+            "machine_create",
+            "record"
+        ]
     );
-    assert!(job.chain.iter().all(|s| s.status == "succeeded" && !s.started_at.is_empty()));
+    assert!(
+        job.chain
+            .iter()
+            .all(|s| s.status == "succeeded" && !s.started_at.is_empty())
+    );
     let vm = dc.vm(&r.vm_uuid).await;
     assert_eq!(vm.state, "running");
     assert_eq!(vm.ram, 256, "from the package");
@@ -73,7 +84,10 @@ async fn a_vm_lives_its_whole_life_through_jobs() {
     let instance = sim.get(vm_id).await.expect("instance on the node");
     assert_eq!(instance.state.as_str(), "running");
     assert_eq!(instance.spec.ram, 256);
-    assert_eq!(instance.spec.nics[0].ip.map(|i| i.to_string()), Some(vm.nics[0].ip.clone()));
+    assert_eq!(
+        instance.spec.nics[0].ip.map(|i| i.to_string()),
+        Some(vm.nics[0].ip.clone())
+    );
 
     // Stop, start, reboot.
     assert_eq!(action(&dc, "stop", &vm.uuid).await.execution, "succeeded");
@@ -123,7 +137,10 @@ async fn a_vm_lives_its_whole_life_through_jobs() {
     assert!(updated.max_swap >= 512);
     assert_eq!(updated.alias, "web0-renamed");
     assert_eq!(updated.tags.keys().collect::<Vec<_>>(), vec!["tier"]);
-    assert_eq!(updated.customer_metadata.get("motd").map(String::as_str), Some("hi"));
+    assert_eq!(
+        updated.customer_metadata.get("motd").map(String::as_str),
+        Some("hi")
+    );
     let on_node = sim.get(vm_id).await.unwrap();
     assert_eq!(on_node.spec.ram, 512);
     assert_eq!(on_node.spec.alias, "web0-renamed");
@@ -143,12 +160,14 @@ async fn a_vm_lives_its_whole_life_through_jobs() {
     .await;
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].uuid, vm.uuid);
-    assert!(list(pb::ListVmsRequest {
-        tags: [("tier".to_string(), "back".to_string())].into(),
-        ..Default::default()
-    })
-    .await
-    .is_empty());
+    assert!(
+        list(pb::ListVmsRequest {
+            tags: [("tier".to_string(), "back".to_string())].into(),
+            ..Default::default()
+        })
+        .await
+        .is_empty()
+    );
     assert_eq!(
         list(pb::ListVmsRequest {
             query: "(&(ram>=512)(brand=joyent-minimal))".into(),
@@ -168,7 +187,10 @@ async fn a_vm_lives_its_whole_life_through_jobs() {
         .await,
     );
     assert_eq!(name, "ValidationFailed");
-    assert!(msg.contains("state:") && msg.contains("owner_uuid:"), "{msg}");
+    assert!(
+        msg.contains("state:") && msg.contains("owner_uuid:"),
+        "{msg}"
+    );
 
     // Jobs of the VM, newest first.
     let jobs = c
@@ -308,7 +330,11 @@ async fn bad_requests_are_refused_naming_the_field() {
     assert_eq!(name, "ResourceNotFound");
 
     // A VM of another owner is not found; an out-of-range resize names the field.
-    let r = c.create_vm(dc.create_request("mine")).await.unwrap().into_inner();
+    let r = c
+        .create_vm(dc.create_request("mine"))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(dc.wait_job(&r.job_uuid).await.execution, "succeeded");
     let (name, _) = error_of(
         c.get_vm(pb::GetVmRequest {
@@ -384,7 +410,11 @@ async fn a_provision_failing_on_the_node_leaves_no_ip_and_no_capacity() {
 
     let vm = dc.vm(&r.vm_uuid).await;
     assert_eq!(vm.state, "failed");
-    assert!(vm.failure_reason.contains("machine_create"), "{}", vm.failure_reason);
+    assert!(
+        vm.failure_reason.contains("machine_create"),
+        "{}",
+        vm.failure_reason
+    );
     assert!(vm.nics.is_empty());
     // No IP held, on either network.
     assert!(dc.napi_nics(&r.vm_uuid).await.is_empty());
@@ -398,7 +428,11 @@ async fn a_provision_failing_on_the_node_leaves_no_ip_and_no_capacity() {
             .unwrap()
             .into_inner()
             .ips;
-        assert!(ips.iter().all(|ip| ip.free || ip.belongs_to_uuid != r.vm_uuid), "{ips:?}");
+        assert!(
+            ips.iter()
+                .all(|ip| ip.free || ip.belongs_to_uuid != r.vm_uuid),
+            "{ips:?}"
+        );
     }
     // No capacity held: every server has what it had.
     eventually("capacity back", Duration::from_secs(10), || async {
@@ -453,7 +487,11 @@ async fn a_restart_of_vmapi_mid_provision_finishes_the_job() {
         let mut c = dc.vmapi.clone();
         let uuid = r.job_uuid.clone();
         async move {
-            let job = c.get_job(pb::GetJobRequest { uuid }).await.unwrap().into_inner();
+            let job = c
+                .get_job(pb::GetJobRequest { uuid })
+                .await
+                .unwrap()
+                .into_inner();
             job.chain
                 .iter()
                 .any(|s| s.name == "machine_create" && s.status == "running")
@@ -478,9 +516,11 @@ async fn a_restart_of_vmapi_mid_provision_finishes_the_job() {
     // The state follows the node: an instance that dies shows `stopped`.
     let sim = sim_of(&dc, &vm.server_uuid);
     sim.shutdown(vm_id, Duration::ZERO).await.unwrap();
-    eventually("VM stopped from heartbeats", Duration::from_secs(20), || async {
-        dc.vm(&vm.uuid).await.state == "stopped"
-    })
+    eventually(
+        "VM stopped from heartbeats",
+        Duration::from_secs(20),
+        || async { dc.vm(&vm.uuid).await.state == "stopped" },
+    )
     .await;
 }
 
@@ -519,7 +559,13 @@ async fn jobs_of_one_vm_run_one_at_a_time_in_order() {
     }
     let mut jobs = Vec::new();
     for h in handles {
-        jobs.push(h.await.unwrap().expect("update accepted").into_inner().job_uuid);
+        jobs.push(
+            h.await
+                .unwrap()
+                .expect("update accepted")
+                .into_inner()
+                .job_uuid,
+        );
     }
     let mut done = Vec::new();
     for j in &jobs {

@@ -29,6 +29,8 @@ use tokio_util::sync::CancellationToken;
 use triton_testkit::{Postgres, PostgresOptions};
 
 const BUCKET: &str = "bench_vms";
+/// The bucket is versioned, as Triton's services' buckets are (Moray then writes `_rver`).
+const BUCKET_VERSION: u32 = 1;
 /// Objects loaded before measuring; every key is read and rewritten during the run.
 const OBJECTS: u64 = 10_000;
 /// Objects per owner: FindObjects on one owner returns exactly this many.
@@ -330,15 +332,19 @@ impl RawPool {
                     eprintln!("raw connection failed: {e}");
                 }
             });
-            // Moray's put writes every column of the row; the upsert does the same in
-            // one statement. Get and find select whole rows, as Moray does.
+            // Moray's put writes every column of the row (and so every index); the
+            // upsert writes the same columns in one statement. Get and find select
+            // whole rows, and find counts the matches (`_count`) and orders by `_id`,
+            // as Moray's default find does.
             let put = client
                 .prepare(&format!(
-                    "INSERT INTO {BUCKET} (_key, _value, _etag, _mtime, _vnode, owner_uuid) \
-                     VALUES ($1, $2, $3, $4, NULL, $5) \
+                    "INSERT INTO {BUCKET} \
+                     (_key, _value, _etag, _mtime, _vnode, _rver, owner_uuid, state) \
+                     VALUES ($1, $2, $3, $4, NULL, $5, $6, $7) \
                      ON CONFLICT (_key) DO UPDATE SET _value = EXCLUDED._value, \
                      _etag = EXCLUDED._etag, _mtime = EXCLUDED._mtime, \
-                     _vnode = EXCLUDED._vnode, owner_uuid = EXCLUDED.owner_uuid"
+                     _vnode = EXCLUDED._vnode, _rver = EXCLUDED._rver, \
+                     owner_uuid = EXCLUDED.owner_uuid, state = EXCLUDED.state"
                 ))
                 .await?;
             let get = client
@@ -346,8 +352,8 @@ impl RawPool {
                 .await?;
             let find = client
                 .prepare(&format!(
-                    "SELECT * FROM {BUCKET} WHERE owner_uuid = $1 AND owner_uuid IS NOT NULL \
-                     LIMIT 100"
+                    "SELECT *, count(1) OVER () AS _count FROM {BUCKET} \
+                     WHERE owner_uuid = $1 AND owner_uuid IS NOT NULL ORDER BY _id LIMIT 100"
                 ))
                 .await?;
             conns.push(Arc::new(RawConn {
@@ -385,8 +391,12 @@ async fn raw_op(pool: &RawPool, op: Op, r: u64) -> Result<(), BoxError> {
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_millis() as i64;
             pool.with(async |c| {
+                let (rver, state) = (BUCKET_VERSION as i32, "running");
                 c.client
-                    .execute(&c.put, &[&key(i), &text, &etag, &mtime, &owner(i)])
+                    .execute(
+                        &c.put,
+                        &[&key(i), &text, &etag, &mtime, &rver, &owner(i), &state],
+                    )
                     .await?;
                 Ok(())
             })
@@ -443,7 +453,7 @@ async fn moray_op(moray: &MorayClient, op: Op, r: u64) -> Result<(), BoxError> {
 }
 
 async fn load(moray: &MorayClient) -> Result<(), BoxError> {
-    let config = BucketConfig::versioned(1)
+    let config = BucketConfig::versioned(BUCKET_VERSION)
         .with_index("owner_uuid", IndexDef::new("string"))
         .with_index("state", IndexDef::new("string"));
     moray.put_bucket(BUCKET, &config).await?;
@@ -610,7 +620,7 @@ async fn bench(
         "Moray (gRPC via moray-client) vs raw tokio-postgres (prepared statements) on the \
          same PostgreSQL (fsync on), {pool_size} PostgreSQL connections each; {} s per side \
          and cell, in {ROUNDS} alternating slices; {cores} cores shared by clients, Moray \
-         and PostgreSQL; Moray runtime: {}; {OBJECTS} objects of ~600 bytes; FindObjects with _count; \
+         and PostgreSQL; Moray runtime: {}; {OBJECTS} objects of ~600 bytes; FindObjects with _count (raw: count(1) OVER () too); \
          latencies in ms; load average {load_before} before, {} after.\n",
         run_for.as_secs(),
         match server_threads {

@@ -27,7 +27,11 @@ pub fn ensure_present(images_dir: &Path, source: &ImageSource) -> Result<()> {
     std::fs::create_dir_all(images_dir).map_err(|e| Error::io(images_dir, e))?;
     // An IMGAPI file URL (`http://imgapi/images/<uuid>/file`): download it first.
     if let Some(url) = source.path.to_str().filter(|p| p.starts_with("http://")) {
-        let file = images_dir.join(format!(".download-{}-{}", source.image_uuid, Uuid::new_v4()));
+        let file = images_dir.join(format!(
+            ".download-{}-{}",
+            source.image_uuid,
+            Uuid::new_v4()
+        ));
         let result = download::fetch(url, &file).and_then(|()| {
             ensure_present(
                 images_dir,
@@ -76,11 +80,16 @@ mod download {
     const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
     fn failed(url: &str, why: impl std::fmt::Display) -> Error {
-        Error::invalid("image_ensure_present.source", format!("cannot download {url}: {why}"))
+        Error::invalid(
+            "image_ensure_present.source",
+            format!("cannot download {url}: {why}"),
+        )
     }
 
     pub fn fetch(url: &str, dest: &Path) -> Result<()> {
-        let rest = url.strip_prefix("http://").ok_or_else(|| failed(url, "not http"))?;
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| failed(url, "not http"))?;
         let (host, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
@@ -89,7 +98,8 @@ mod download {
         stream
             .set_read_timeout(Some(READ_TIMEOUT))
             .map_err(|e| failed(url, e))?;
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").map_err(|e| failed(url, e))?;
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")
+            .map_err(|e| failed(url, e))?;
         let mut reader = BufReader::new(stream);
         let mut status = String::new();
         reader.read_line(&mut status).map_err(|e| failed(url, e))?;
@@ -116,7 +126,10 @@ mod download {
         let mut out = std::fs::File::create(dest).map_err(|e| Error::io(dest, e))?;
         let copied = std::io::copy(&mut reader, &mut out).map_err(|e| failed(url, e))?;
         if length.is_some_and(|l| l != copied) {
-            return Err(failed(url, format!("got {copied} of {} bytes", length.unwrap_or(0))));
+            return Err(failed(
+                url,
+                format!("got {copied} of {} bytes", length.unwrap_or(0)),
+            ));
         }
         out.sync_all().map_err(|e| Error::io(dest, e))
     }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use manatee_client::state::ShardKeys;
 use manatee_client::watch_primary;
-pub use manatee_testkit::{Binaries, LEASE_TTL_SECS, SHARD, Shard, Sitter, process_tree};
+pub use manatee_testkit::{Binaries, LEASE_TTL_SECS, SHARD, Shard};
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 

@@ -321,6 +321,19 @@ impl Coal {
             ));
         }
         self.ssh_agent(&key, &fingerprint)?;
+        // smartdc-auth (node-triton) scans $HOME/.ssh before asking the agent, and a
+        // missing directory is an error there ("ENOENT ... scandir"), not "no keys".
+        if let Some(home) = std::env::var_os("HOME").map(PathBuf::from) {
+            let dot_ssh = home.join(".ssh");
+            if home.is_dir() && !dot_ssh.exists() {
+                std::fs::create_dir(&dot_ssh).map_err(|e| Error::io("create", &dot_ssh, e))?;
+                set_mode(&dot_ssh, 0o700)?;
+                p.step(format!(
+                    "ssh: made an empty {} (the triton CLI fails without one)",
+                    dot_ssh.display()
+                ));
+            }
+        }
 
         let mut skipped: Vec<(String, String)> = Vec::new();
         for s in self.active()? {

@@ -37,7 +37,16 @@ impl Host {
         }
         let bridge = format!("vb{}", &id[..6]);
         run("ip", &["link", "add", "name", &bridge, "type", "bridge"]);
-        run("ip", &["addr", "add", &format!("10.99.{subnet}.1/24"), "dev", &bridge]);
+        run(
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("10.99.{subnet}.1/24"),
+                "dev",
+                &bridge,
+            ],
+        );
         run("ip", &["link", "set", "dev", &bridge, "up"]);
         let config = LinuxConfig {
             state_dir: dir.path().join("cn"),
@@ -92,16 +101,28 @@ impl Drop for Host {
             }
             let _ = std::fs::remove_dir(&dir);
         }
-        for entry in std::fs::read_dir("/run/netns").into_iter().flatten().flatten() {
+        for entry in std::fs::read_dir("/run/netns")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with(&self.config.netns_prefix) {
-                let _ = std::process::Command::new("ip").args(["netns", "del", &name]).output();
+                let _ = std::process::Command::new("ip")
+                    .args(["netns", "del", &name])
+                    .output();
             }
         }
-        for entry in std::fs::read_dir("/sys/class/net").into_iter().flatten().flatten() {
+        for entry in std::fs::read_dir("/sys/class/net")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with(&self.config.link_prefix) || name == self.bridge {
-                let _ = std::process::Command::new("ip").args(["link", "del", &name]).output();
+                let _ = std::process::Command::new("ip")
+                    .args(["link", "del", &name])
+                    .output();
             }
         }
     }
@@ -130,7 +151,9 @@ fn build_image(dir: &Path) -> PathBuf {
         std::fs::create_dir_all(root.join(sub)).unwrap();
     }
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    for applet in ["sh", "httpd", "hostname", "sleep", "cat", "ls", "ip", "ps", "ping"] {
+    for applet in [
+        "sh", "httpd", "hostname", "sleep", "cat", "ls", "ip", "ps", "ping",
+    ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
     std::fs::write(root.join("www/index.html"), "hello from vmapi\n").unwrap();
@@ -139,7 +162,10 @@ fn build_image(dir: &Path) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755)).unwrap();
     let tarball = dir.join("image.tar.gz");
-    run("tar", &["-czf", path_str(&tarball), "-C", path_str(&root), "."]);
+    run(
+        "tar",
+        &["-czf", path_str(&tarball), "-C", path_str(&root), "."],
+    );
     tarball
 }
 
@@ -150,4 +176,3 @@ pub fn pings(ip: &str) -> bool {
         .map(|o| o.status.success())
         .unwrap_or(false)
 }
-

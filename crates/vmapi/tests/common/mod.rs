@@ -106,7 +106,10 @@ impl Drop for Dc {
 }
 
 pub fn sha1_hex(data: &[u8]) -> String {
-    Sha1::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+    Sha1::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn grpc(addr: SocketAddr) -> Channel {
@@ -304,7 +307,7 @@ impl Dc {
         let mut sims = Vec::new();
         for n in 0..options.sim_nodes {
             let backend = Arc::new(SimBackend::in_memory(SimConfig {
-                delays: options.sim_delays.clone(),
+                delays: options.sim_delays,
                 nic_tags: vec!["admin".into()],
             }));
             let uuid = Uuid::new_v4();
@@ -337,8 +340,9 @@ impl Dc {
             sims.push(backend);
         }
         if let Some(linux) = &options.linux {
-            let backend =
-                Arc::new(cn_agent::linux::LinuxBackend::new(linux.config.clone()).expect("linux backend"));
+            let backend = Arc::new(
+                cn_agent::linux::LinuxBackend::new(linux.config.clone()).expect("linux backend"),
+            );
             let uuid = Uuid::new_v4();
             let state_dir = linux.config.state_dir.clone();
             let nic_tags = linux.config.bridges.clone();
@@ -364,22 +368,26 @@ impl Dc {
         }
         let mut cnapi = CnapiClient::new(grpc(cnapi_run.addr));
         let expected = servers.len();
-        eventually("every server registered and set up", Duration::from_secs(60), || {
-            let mut c = cnapi.clone();
-            async move {
-                let Ok(list) = c
-                    .list_servers(cnapi_pb::ListServersRequest {
-                        setup: Some(true),
-                        status: "running".into(),
-                        ..Default::default()
-                    })
-                    .await
-                else {
-                    return false;
-                };
-                list.into_inner().servers.len() == expected
-            }
-        })
+        eventually(
+            "every server registered and set up",
+            Duration::from_secs(60),
+            || {
+                let mut c = cnapi.clone();
+                async move {
+                    let Ok(list) = c
+                        .list_servers(cnapi_pb::ListServersRequest {
+                            setup: Some(true),
+                            status: "running".into(),
+                            ..Default::default()
+                        })
+                        .await
+                    else {
+                        return false;
+                    };
+                    list.into_inner().servers.len() == expected
+                }
+            },
+        )
         .await;
         let _ = &mut cnapi;
 
@@ -546,10 +554,14 @@ where
 }
 
 /// The Triton error name of a failed call, and its message.
-pub fn error_of<T: std::fmt::Debug>(r: Result<tonic::Response<T>, tonic::Status>) -> (String, String) {
+pub fn error_of<T: std::fmt::Debug>(
+    r: Result<tonic::Response<T>, tonic::Status>,
+) -> (String, String) {
     let s = r.expect_err("the call must fail");
     (
-        triton_common::status::error_name(&s).unwrap_or("").to_string(),
+        triton_common::status::error_name(&s)
+            .unwrap_or("")
+            .to_string(),
         s.message().to_string(),
     )
 }
