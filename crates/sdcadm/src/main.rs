@@ -88,7 +88,9 @@ enum ImagesCommand {
     },
 }
 
-#[tokio::main(flavor = "current_thread")]
+// Multi-threaded: gRPC connections must be closed by their background tasks while
+// CoaL blocks waiting for a process to stop, or the server waits for them.
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli).await {

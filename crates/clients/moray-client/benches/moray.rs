@@ -481,7 +481,6 @@ async fn load(moray: &MorayClient) -> Result<(), BoxError> {
 fn main() -> Result<(), BoxError> {
     let pool_size: usize = env_or("MORAY_BENCH_POOL", 16);
     eprintln!("starting PostgreSQL (fsync on) ...");
-    // On the main thread: the testkit ties PostgreSQL's life to the spawning thread.
     let postgres = Postgres::start_with(PostgresOptions {
         fsync: true,
         ..Default::default()

@@ -16,9 +16,7 @@ pub struct TestMoray {
 
 impl TestMoray {
     pub async fn start() -> TestMoray {
-        // Started on the test's own thread, not in spawn_blocking: the testkit ties
-        // PostgreSQL's life to the thread that spawns it (PR_SET_PDEATHSIG), and tokio
-        // ends idle blocking threads after 10 s.
+        // Blocks this thread for the second initdb takes; nothing else runs yet.
         let postgres = Postgres::start().expect("PostgreSQL starts");
         let postgres_url = postgres.create_database("moray").expect("createdb moray");
         let shutdown = CancellationToken::new();
