@@ -95,7 +95,12 @@ where
         if !defaults.contains_key(&path[0]) {
             continue;
         }
-        let value = parse_env_value(raw);
+        // A key whose default is a string takes the variable's text as it is: `SHARD=1`
+        // means the string "1", not the number.
+        let value = match lookup(&defaults, &path) {
+            Some(Value::String(_)) => Value::String(raw.clone()),
+            _ => parse_env_value(raw),
+        };
         insert_path(&mut env_table, &path, value);
         sources.push((path.join("."), name.clone()));
     }
@@ -129,6 +134,15 @@ where
             problem: e.message().to_string(),
         }])
     })
+}
+
+fn lookup<'a>(table: &'a Table, path: &[String]) -> Option<&'a Value> {
+    let value = table.get(&path[0])?;
+    match (path.len(), value) {
+        (1, v) => Some(v),
+        (_, Value::Table(inner)) => lookup(inner, &path[1..]),
+        _ => None,
+    }
 }
 
 fn parse_env_value(raw: &str) -> Value {
@@ -254,6 +268,12 @@ mod tests {
         assert_eq!(conf.port, 4000);
         assert_eq!(conf.pool.max_connections, 9);
         assert_eq!(conf.listen, "127.0.0.1");
+    }
+
+    #[test]
+    fn string_key_keeps_numeric_text_from_environment() {
+        let conf: Conf = load_from("moray", None, &env(&[("MORAY_LISTEN", "1")])).unwrap();
+        assert_eq!(conf.listen, "1");
     }
 
     #[test]
