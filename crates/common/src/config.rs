@@ -76,11 +76,21 @@ where
             path: shown.clone(),
             source,
         })?;
-        let table: Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse {
-            path: shown.clone(),
-            message: e.message().to_string(),
-        })?;
-        overlay(&mut merged, &defaults, table, "", &shown, &mut sources, &mut problems);
+        let table: Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                path: shown.clone(),
+                message: e.message().to_string(),
+            })?;
+        overlay(
+            &mut merged,
+            &defaults,
+            table,
+            "",
+            &shown,
+            &mut sources,
+            &mut problems,
+        );
     }
 
     let prefix = format!("{}_", service.to_ascii_uppercase().replace('-', "_"));
@@ -104,7 +114,15 @@ where
         insert_path(&mut env_table, &path, value);
         sources.push((path.join("."), name.clone()));
     }
-    overlay(&mut merged, &defaults, env_table, "", "environment", &mut sources, &mut problems);
+    overlay(
+        &mut merged,
+        &defaults,
+        env_table,
+        "",
+        "environment",
+        &mut sources,
+        &mut problems,
+    );
 
     // Try each top-level key on its own over the defaults, so every bad value is named.
     for (key, value) in &merged {
@@ -147,7 +165,9 @@ fn lookup<'a>(table: &'a Table, path: &[String]) -> Option<&'a Value> {
 
 fn parse_env_value(raw: &str) -> Value {
     match format!("v = {raw}").parse::<Table>() {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| Value::String(raw.to_string())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| Value::String(raw.to_string())),
         Err(_) => Value::String(raw.to_string()),
     }
 }
@@ -251,7 +271,10 @@ mod tests {
     }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
@@ -262,7 +285,11 @@ mod tests {
         let conf: Conf = load_from(
             "moray",
             Some(&path),
-            &env(&[("MORAY_PORT", "4000"), ("MORAY_URL", "ignored"), ("OTHER_PORT", "1")]),
+            &env(&[
+                ("MORAY_PORT", "4000"),
+                ("MORAY_URL", "ignored"),
+                ("OTHER_PORT", "1"),
+            ]),
         )
         .unwrap();
         assert_eq!(conf.port, 4000);
@@ -278,8 +305,12 @@ mod tests {
 
     #[test]
     fn nested_key_from_environment() {
-        let conf: Conf =
-            load_from("moray", None, &env(&[("MORAY_POOL__MAX_CONNECTIONS", "16")])).unwrap();
+        let conf: Conf = load_from(
+            "moray",
+            None,
+            &env(&[("MORAY_POOL__MAX_CONNECTIONS", "16")]),
+        )
+        .unwrap();
         assert_eq!(conf.pool.max_connections, 16);
     }
 
@@ -301,5 +332,4 @@ mod tests {
         let verbose = problems.iter().find(|p| p.key == "verbose").unwrap();
         assert_eq!(verbose.source, "MORAY_VERBOSE");
     }
-
 }

@@ -27,10 +27,12 @@ pub enum ServeError {
 
 /// Binds `addr` ("host:port"; port 0 picks a free one).
 pub async fn bind(addr: &str) -> Result<TcpListener, ServeError> {
-    TcpListener::bind(addr).await.map_err(|source| ServeError::Bind {
-        addr: addr.to_string(),
-        source,
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: addr.to_string(),
+            source,
+        })
 }
 
 /// Serves `routes` on `listener` until `shutdown` is cancelled, then waits for in-flight
@@ -53,9 +55,7 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(ServeError::Reflection)?;
-    let routes = routes
-        .add_service(health_service)
-        .add_service(reflection);
+    let routes = routes.add_service(health_service).add_service(reflection);
 
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(?addr, ?services, "gRPC server listening");

@@ -42,7 +42,11 @@ mod tests {
 
     #[test]
     fn name_round_trips_through_metadata() {
-        let s = named(Code::NotFound, "BucketNotFoundError", "bucket \"vms\" does not exist");
+        let s = named(
+            Code::NotFound,
+            "BucketNotFoundError",
+            "bucket \"vms\" does not exist",
+        );
         assert_eq!(s.code(), Code::NotFound);
         assert_eq!(error_name(&s), Some("BucketNotFoundError"));
         assert_eq!(error_message(&s), "bucket \"vms\" does not exist");
