@@ -72,6 +72,8 @@ pub struct SeedPackage {
 #[serde(rename_all = "lowercase")]
 pub enum HealthKind {
     Grpc,
+    /// Moray's deep Ping: healthy once its PostgreSQL answers too.
+    Moray,
     Http,
     Etcd,
     Postgres,

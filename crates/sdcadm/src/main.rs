@@ -205,7 +205,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                     .unwrap_or_else(|| root.join("target"))
                     .join("release")
             });
-            let progress = sdcadm::coal::Progress::new();
+            let progress = sdcadm::coal::Progress::named("images");
             let mut missing = Vec::new();
             for s in deployment.services.iter().filter(|s| s.krate.is_some()) {
                 if !services.is_empty() && !services.contains(&s.name) {

@@ -98,7 +98,6 @@ fn description_parses_and_is_consistent() {
     // The datacenter: every one of these is described.
     for name in [
         "etcd",
-        "postgres",
         "manatee-1",
         "manatee-2",
         "manatee-3",
@@ -170,16 +169,17 @@ fn placeholders_render_per_context() {
         .unwrap();
     assert_eq!(coal.config["listen"].as_str(), Some("127.0.0.1:2020"));
     assert_eq!(
-        coal.config["postgres_url"].as_str(),
-        Some("postgres://postgres@127.0.0.1:15432/moray")
+        coal.config["manatee_etcd"].as_str(),
+        Some("http://127.0.0.1:2379")
     );
+    assert_eq!(coal.config["manatee_shard"].as_str(), Some("coal"));
     let compose = d
         .render(moray, &Context::new(ContextKind::Compose, &d))
         .unwrap();
     assert_eq!(compose.config["listen"].as_str(), Some("0.0.0.0:2020"));
     assert_eq!(
-        compose.config["postgres_url"].as_str(),
-        Some("postgres://postgres@postgres:15432/moray")
+        compose.config["manatee_etcd"].as_str(),
+        Some("http://etcd:2379")
     );
     // A string that is one placeholder takes the value's type.
     let sitter = d

@@ -23,6 +23,7 @@ pub async fn check(
 ) -> Result<(), String> {
     match kind {
         HealthKind::Grpc => grpc(addr).await,
+        HealthKind::Moray => moray(addr).await,
         HealthKind::Http => {
             let (status, _) = http_get(addr, path.unwrap_or("/"))?;
             if status == 200 {
@@ -70,6 +71,26 @@ pub async fn grpc(addr: &str) -> Result<(), String> {
                 .unwrap_or("unknown")
         ))
     }
+}
+
+/// Moray's own deep ping: serving, and its PostgreSQL (the shard's primary) answers.
+pub async fn moray(addr: &str) -> Result<(), String> {
+    use triton_proto::moray::v1::{PingRequest, moray_client::MorayClient};
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(PROBE_TIMEOUT)
+        .timeout(PROBE_TIMEOUT)
+        .connect()
+        .await
+        .map_err(|e| crate::error::chain(&e))?;
+    MorayClient::new(channel)
+        .ping(PingRequest {
+            deep: true,
+            options: None,
+        })
+        .await
+        .map(|_| ())
+        .map_err(|s| format!("deep ping: {}", s.message()))
 }
 
 fn connect(addr: &str) -> Result<TcpStream, String> {

@@ -40,12 +40,18 @@ const CN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Progress lines on stderr: `[coal  12s] napi: healthy at 127.0.0.1:2023`. The clock
 /// starts at `$COAL_T0` (unix seconds, set by scripts/coal) so it counts the build too.
 pub struct Progress {
+    tool: &'static str,
     t0: Instant,
     offset: u64,
 }
 
 impl Progress {
     pub fn new() -> Progress {
+        Progress::named("coal")
+    }
+
+    /// Progress lines of another tool (`[images  3s] ...`).
+    pub fn named(tool: &'static str) -> Progress {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -56,6 +62,7 @@ impl Progress {
             .map(|t0| now.saturating_sub(t0))
             .unwrap_or(0);
         Progress {
+            tool,
             t0: Instant::now(),
             offset,
         }
@@ -66,7 +73,7 @@ impl Progress {
     }
 
     pub fn step(&self, msg: impl AsRef<str>) {
-        eprintln!("[coal {:3}s] {}", self.secs(), msg.as_ref());
+        eprintln!("[{} {:3}s] {}", self.tool, self.secs(), msg.as_ref());
     }
 }
 
