@@ -109,6 +109,9 @@ pub fn merge_columns(
     if bucket.columns.is_empty() && !want_map {
         return (raw, None);
     }
+    if !want_map && merge_is_noop(bucket, &raw, &columns) {
+        return (raw, None);
+    }
     let Ok(Value::Object(mut map)) = serde_json::from_str::<Value>(&raw) else {
         return (raw, None);
     };
@@ -140,6 +143,94 @@ pub fn merge_columns(
         raw
     };
     (text, Some(map))
+}
+
+/// Whether merging `columns` into the stored value `raw` changes nothing, decided by
+/// decoding only the indexed fields of `raw` (the rest is skipped without being built).
+/// Applies exactly the rules of [`merge_columns`]; false when unsure (e.g. `raw` is not
+/// a JSON object), so that the full merge decides.
+fn merge_is_noop(bucket: &Bucket, raw: &str, columns: &[Option<Value>]) -> bool {
+    let mut de = serde_json::Deserializer::from_str(raw);
+    let Ok(found) =
+        serde::de::DeserializeSeed::deserialize(IndexedFields(&bucket.columns), &mut de)
+    else {
+        return false;
+    };
+    if de.end().is_err() {
+        return false;
+    }
+    bucket
+        .columns
+        .iter()
+        .zip(columns)
+        .zip(&found)
+        .all(|((c, v), old)| {
+            c.reindexing
+                || match (v, old) {
+                    (None, old) => old.as_ref().is_none_or(Value::is_null),
+                    (Some(_), Some(Value::Array(_))) if !c.ty.array => true,
+                    (Some(v), Some(old)) => old == v,
+                    (Some(_), None) => false,
+                }
+        })
+}
+
+/// Deserializes a JSON object into the values of the given columns' fields (the last of
+/// duplicate keys wins, as in [`serde_json::Map`]); other fields are skipped.
+#[derive(Clone, Copy)]
+struct IndexedFields<'a>(&'a [crate::buckets::Column]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for IndexedFields<'_> {
+    type Value = Vec<Option<Value>>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for IndexedFields<'_> {
+    type Value = Vec<Option<Value>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+        let mut found = vec![None; self.0.len()];
+        while let Some(key) = m.next_key_seed(FieldKey(self.0))? {
+            match key {
+                Some(i) => found[i] = Some(m.next_value::<Value>()?),
+                None => {
+                    m.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// An object key, as the position of the column indexing it (if any); not allocated.
+#[derive(Clone, Copy)]
+struct FieldKey<'a>(&'a [crate::buckets::Column]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for FieldKey<'_> {
+    type Value = Option<usize>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for FieldKey<'_> {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(self.0.iter().position(|c| c.field == key))
+    }
 }
 
 fn index_columns(
@@ -229,6 +320,27 @@ impl FindOpts {
 
 fn parse_filter(text: &str) -> Result<filter::Filter, MorayError> {
     filter::parse(text).map_err(|e| MorayError::invalid_query(text, e.0))
+}
+
+/// The connection's prepared statement for a find's SQL (prepared on first use), so that
+/// PostgreSQL parses and plans a filter shape once per connection rather than per call.
+/// None (run the SQL unprepared, its parameters typed text) for a find with an offset
+/// (paging would fill the cache with one statement per page), when preparing fails (the
+/// unprepared run then reports the error) or when PostgreSQL inferred a parameter type
+/// other than text (the parameters are text).
+async fn find_statement(
+    conn: &mut PooledConn,
+    sql: &str,
+    opts: &FindOpts,
+) -> Option<tokio_postgres::Statement> {
+    if opts.offset > 0 {
+        return None;
+    }
+    let stmt = conn.prepare(sql).await.ok()?;
+    stmt.params()
+        .iter()
+        .all(|t| *t == Type::TEXT)
+        .then_some(stmt)
 }
 
 /// A find's rows go to this channel; an error ends the stream.
@@ -556,10 +668,14 @@ impl Store {
             let residual_at = count_at + usize::from(!opts.no_count);
             let mut sent_any = false;
             let result: Result<(), MorayError> = async {
-                let rows = conn
-                    .client
-                    .query_typed_raw(&sql, query.params.iter().map(|p| (p, Type::TEXT)))
-                    .await?;
+                let rows = match find_statement(conn, &sql, opts).await {
+                    Some(stmt) => conn.client.query_raw(&stmt, query.params.iter()).await?,
+                    None => {
+                        conn.client
+                            .query_typed_raw(&sql, query.params.iter().map(|p| (p, Type::TEXT)))
+                            .await?
+                    }
+                };
                 let mut rows = std::pin::pin!(rows);
                 while let Some(row) = rows.try_next().await? {
                     let count = if opts.no_count {
@@ -1028,5 +1144,58 @@ mod tests {
                 .chars()
                 .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_lowercase())
         );
+    }
+
+    /// The full merge, as `merge_columns` did before the no-op shortcut.
+    fn full_merge(bucket: &Bucket, raw: &str, columns: Vec<Option<Value>>) -> String {
+        merge_columns(bucket, raw.to_string(), columns, true).0
+    }
+
+    #[test]
+    fn merge_shortcut_agrees_with_full_merge() {
+        use serde_json::json;
+        let bucket = Bucket::from_row(
+            "b".into(),
+            r#"{"s":{"type":"string"},"n":{"type":"number"},"t":{"type":"[string]"}}"#,
+            None,
+            Some(r#"{"2":["t"]}"#),
+            "2024-01-01 00:00:00".into(),
+        )
+        .unwrap();
+        // Columns in the bucket's column order (n, s, t).
+        let fields: Vec<&str> = bucket.columns.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(fields, ["n", "s", "t"]);
+        let raws = [
+            r#"{"s":"a","n":1,"x":{"deep":[1,2,{"s":"no"}]},"t":["q"]}"#,
+            r#"{"s":"a","n":"1"}"#,
+            r#"{"s":"a","n":1.0}"#,
+            r#"{"s":null,"n":1}"#,
+            r#"{"s":["a"],"n":1}"#,
+            r#"{"n":1}"#,
+            r#"{"s":"b","s":"a","n":1}"#,
+            r#"{"s":"a","n":1} trailing"#,
+            r#"["s"]"#,
+            r#"{"s":"a\u0062","n":1,"\u0073":"a"}"#,
+            r#"{"s":"a\u0062","n":1}"#,
+            "{}",
+        ];
+        let column_sets = [
+            vec![Some(json!(1)), Some(json!("a")), None],
+            vec![Some(json!(1)), Some(json!("a")), Some(json!(["z"]))],
+            vec![Some(json!(1)), None, None],
+            vec![None, None, None],
+            vec![Some(json!(2)), Some(json!("a")), None],
+            vec![Some(json!(1)), Some(json!("ab")), None],
+        ];
+        for raw in raws {
+            for columns in &column_sets {
+                let fast = merge_columns(&bucket, raw.to_string(), columns.clone(), false).0;
+                assert_eq!(
+                    fast,
+                    full_merge(&bucket, raw, columns.clone()),
+                    "{raw} {columns:?}"
+                );
+            }
+        }
     }
 }
