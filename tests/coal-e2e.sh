@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# End to end, as a tenant would: bring up a CoaL from nothing, drive it with the real
+# `triton` CLI (provision, list, stop, start, resize, delete), check that the instance
+# really runs and answers on its IP, then `scripts/coal down` and check nothing is left.
+#
+# Run by scripts/test after the unit and integration tests. Uses its own COAL_DIR so a
+# developer's CoaL is never touched... but the same ports: stop yours first.
+set -euo pipefail
+TRITON_TOOL=e2e
+. "$(dirname "$0")/../scripts/lib.sh"
+cd "$TRITON_ROOT"
+
+export COAL_DIR=${E2E_COAL_DIR:-/var/tmp/triton-coal-e2e}
+name="e2e-$$"
+failed=1
+
+cleanup() {
+    if [ "$failed" -ne 0 ] && [ -d "$COAL_DIR/logs" ]; then
+        echo "--- e2e failed; last lines of every service log:" >&2
+        for log in "$COAL_DIR"/logs/*.log; do
+            echo "=== $log" >&2
+            tail -n 15 "$log" >&2 || true
+        done
+    fi
+    scripts/coal down >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+check() { # what, then a command that must succeed
+    local what=$1; shift
+    "$@" || die "$what"
+    step "ok: $what"
+}
+
+# Reads one field of `triton instance get -j`.
+field() {
+    triton instance get -j "$name" | python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"
+}
+
+answers() { curl -fsS --max-time 5 "http://$1/" 2>/dev/null | grep -q "hello from $name"; }
+
+wait_answers() { # ip: polls up to 20 s, the instance's init needs a moment to listen
+    local i
+    for i in $(seq 1 40); do answers "$1" && return 0; sleep 0.5; done
+    return 1
+}
+
+step "bringing up a CoaL in $COAL_DIR"
+scripts/coal up
+eval "$(scripts/coal env)"
+check "coal status reports every service healthy" scripts/coal status >/dev/null
+
+check "triton account get names the admin account" \
+    bash -c 'triton account get | grep -q "^login: admin$"'
+
+step "triton instance create -w -n $name base-64 g1-small"
+triton instance create -w -n "$name" base-64 g1-small
+check "the instance is running" test "$(field state)" = running
+ip=$(triton instance ip "$name")
+check "triton instance ip gives an address ($ip)" test -n "$ip"
+check "the instance answers on its IP" wait_answers "$ip"
+check "triton instance list shows it running" \
+    bash -c "triton instance list -H -o name,state | grep -Eq '^$name +running\$'"
+
+triton instance stop -w "$name"
+check "stopped after stop -w" test "$(field state)" = stopped
+check "a stopped instance does not answer" bash -c "! curl -fsS --max-time 3 http://$ip/ >/dev/null 2>&1"
+
+triton instance start -w "$name"
+check "running after start -w" test "$(field state)" = running
+check "it answers again after start" wait_answers "$ip"
+
+triton instance resize -w "$name" g1-medium
+check "the package is g1-medium after resize" test "$(field package)" = g1-medium
+check "memory is 1024 MiB after resize" test "$(field memory)" = 1024
+
+triton instance delete -w "$name"
+check "the instance is gone from the list" \
+    bash -c "! triton instance list -H -o name | grep -qx '$name'"
+check "a deleted instance does not answer" bash -c "! curl -fsS --max-time 3 http://$ip/ >/dev/null 2>&1"
+
+step "scripts/coal down"
+scripts/coal down
+check "$COAL_DIR is removed" test ! -e "$COAL_DIR"
+check "no process of CoaL is left" bash -c "! pgrep -f '$COAL_DIR/' >/dev/null"
+failed=0
+step "end-to-end passed"
