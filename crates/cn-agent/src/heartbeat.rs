@@ -12,8 +12,8 @@ use triton_proto::cnapi::v1 as cnapi;
 use triton_proto::cnapi::v1::cnapi_client::CnapiClient;
 
 use crate::backend::ZoneBackend;
-use crate::convert::rfc3339;
 use crate::sysinfo::NodeFacts;
+use triton_common::time::rfc3339;
 
 /// Triton's cn-agent heartbeat interval.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);

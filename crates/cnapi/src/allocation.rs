@@ -205,6 +205,9 @@ pub struct Allocation {
     pub steps: Vec<Step>,
 }
 
+/// Most per-server reasons a [`NoAllocation`] message lists.
+pub const MAX_REASONS_SHOWN: usize = 20;
+
 /// NoAllocatableServersError: why each server was dropped.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NoAllocation {
@@ -218,10 +221,20 @@ impl std::fmt::Display for NoAllocation {
         if self.reasons.is_empty() {
             return write!(f, ": no servers to choose from");
         }
+        // The message travels in an HTTP/2 header (grpc-message): with hundreds of
+        // servers, every reason would pass the peer's header limit and the call would
+        // end in a protocol error instead of this one. `reasons` keeps them all.
         let mut first = true;
-        for (uuid, reason) in &self.reasons {
+        for (uuid, reason) in self.reasons.iter().take(MAX_REASONS_SHOWN) {
             write!(f, "{} {uuid}: {reason}", if first { ":" } else { ";" })?;
             first = false;
+        }
+        if self.reasons.len() > MAX_REASONS_SHOWN {
+            write!(
+                f,
+                "; and {} more servers",
+                self.reasons.len() - MAX_REASONS_SHOWN
+            )?;
         }
         Ok(())
     }

@@ -298,6 +298,10 @@ impl<S: Store> CnapiService<S> {
 
     async fn heartbeat(&self, req: &pb::HeartbeatRequest) -> Result<()> {
         let uuid = parse_uuid("server_uuid", &req.server_uuid)?;
+        // A malformed heartbeat is refused whole: nothing of it reaches the record.
+        for (i, vm) in req.vms.iter().enumerate() {
+            parse_uuid(&format!("vms[{i}].uuid"), &vm.uuid)?;
+        }
         let now = SystemTime::now();
         for _ in 0..WRITE_ATTEMPTS {
             let Versioned { value, etag } = self.server(uuid).await?;

@@ -512,20 +512,9 @@ async fn reservations_release_and_expire() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_live_in_moray() {
-    let pg = triton_testkit::Postgres::start().expect("start PostgreSQL");
-    let url = pg.create_database("moray").expect("createdb");
+    let moray = triton_testkit::MorayFixture::start().await;
     let shutdown = CancellationToken::new();
-    let moray = moray::start(
-        moray::Config {
-            listen: "127.0.0.1:0".into(),
-            postgres_url: url,
-            ..Default::default()
-        },
-        shutdown.clone(),
-    )
-    .await
-    .expect("start moray");
-    let moray_url = format!("tcp://{}", moray.addr);
+    let moray_url = moray.url().to_string();
 
     // Two CNAPIs, each with its own Moray connection: etags are all that keeps them apart.
     let a = MorayStore::connect(&moray_url).await.unwrap();

@@ -49,33 +49,6 @@ fn esc(value: &str) -> String {
     out
 }
 
-fn now_rfc3339() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let millis = now.as_millis() as i64;
-    let secs = millis.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        millis.rem_euclid(1000)
-    )
-}
-
 impl Imgapi {
     pub fn new(store: Store, files: Files, max_file_bytes: u64) -> Self {
         Imgapi {
@@ -172,7 +145,7 @@ impl Imgapi {
         if header.activate {
             m.activated = true;
             if m.published_at.is_none() {
-                m.published_at = Some(now_rfc3339());
+                m.published_at = Some(triton_common::time::now_rfc3339());
             }
         }
         m.refresh();
@@ -307,7 +280,7 @@ impl Imgapi {
             }
             m.activated = true;
             if m.published_at.is_none() {
-                m.published_at = Some(now_rfc3339());
+                m.published_at = Some(triton_common::time::now_rfc3339());
             }
             Ok(())
         })

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use triton_proto::imgapi::v1 as proto;
 use triton_proto::imgapi::v1::imgapi_client::ImgapiClient;
-use triton_testkit::Postgres;
+use triton_testkit::MorayFixture;
 
 const OWNER: &str = "930896af-bf8c-48d4-885c-6573a94b1853";
 
@@ -19,33 +19,19 @@ struct TestImgapi {
     http: std::net::SocketAddr,
     data_dir: tempfile::TempDir,
     shutdown: CancellationToken,
-    _postgres: Postgres,
+    _moray: MorayFixture,
 }
 
 impl TestImgapi {
     async fn start(max_file_bytes: u64) -> TestImgapi {
-        let postgres = tokio::task::spawn_blocking(Postgres::start)
-            .await
-            .expect("postgres start-up task")
-            .expect("PostgreSQL starts");
-        let postgres_url = postgres.create_database("moray").expect("createdb moray");
+        let moray = MorayFixture::start().await;
         let shutdown = CancellationToken::new();
-        let moray = moray::start(
-            moray::Config {
-                listen: "127.0.0.1:0".into(),
-                postgres_url,
-                ..Default::default()
-            },
-            shutdown.clone(),
-        )
-        .await
-        .expect("Moray starts");
         let data_dir = tempfile::tempdir().expect("temp dir");
         let running = imgapi::start(
             imgapi::Config {
                 listen: "127.0.0.1:0".into(),
                 http_listen: "127.0.0.1:0".into(),
-                moray_url: format!("tcp://{}", moray.addr),
+                moray_url: moray.url().to_string(),
                 data_dir: data_dir.path().display().to_string(),
                 max_file_bytes,
             },
@@ -61,7 +47,7 @@ impl TestImgapi {
             http: running.http_addr,
             data_dir,
             shutdown,
-            _postgres: postgres,
+            _moray: moray,
         }
     }
 

@@ -666,7 +666,7 @@ impl Adm {
             )));
         }
         z.freeze = Some(Freeze {
-            date: Some(manatee_client::time::now()),
+            date: Some(triton_common::time::now_rfc3339()),
             reason: Some(reason.clone()),
         });
         self.write(rev, &z, &format!("frozen: {reason}")).await?;
@@ -1031,7 +1031,7 @@ impl Adm {
             role,
             async_index: index,
             generation: z.generation,
-            expire_time: manatee_client::time::format(SystemTime::now() + PROMOTE_EXPIRY),
+            expire_time: triton_common::time::rfc3339(SystemTime::now() + PROMOTE_EXPIRY),
         });
         self.write(rev, &next, &format!("promote request for {}", peer.id))
             .await?;

@@ -35,7 +35,7 @@ pub async fn write_state(
         .validate()
         .map_err(|reason| Error::InvalidState { reason })?;
     let history = HistoryEntry {
-        time: manatee_client::time::now(),
+        time: triton_common::time::now_rfc3339(),
         writer: writer.to_string(),
         reason: reason.to_string(),
         state: state.clone(),

@@ -704,7 +704,7 @@ impl Pg {
         let port = peer_pg_port(up).unwrap_or(5432);
         tracing::info!(upstream = %up.id, "rebuilding with pg_basebackup");
         self.last_rebuild = Some(Instant::now());
-        let started = manatee_client::time::now();
+        let started = triton_common::time::now_rfc3339();
         self.view.send_modify(|v| {
             v.state = "rebuilding".into();
             v.rebuild = format!("pg_basebackup from {} since {started}", up.id);

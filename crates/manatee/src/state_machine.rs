@@ -598,7 +598,7 @@ impl PeerMachine {
                     deposed: Vec::new(),
                     init_wal: Lsn(0),
                     freeze: Some(Freeze {
-                        date: Some(manatee_client::time::now()),
+                        date: Some(triton_common::time::now_rfc3339()),
                         reason: Some("manatee setup: one node write mode".into()),
                     }),
                     one_node_write_mode: true,
@@ -916,7 +916,7 @@ pub fn valid_promote(z: &ClusterState, now: SystemTime) -> Result<(), String> {
             p.generation, z.generation
         ));
     }
-    match manatee_client::time::parse(&p.expire_time) {
+    match triton_common::time::parse_rfc3339(&p.expire_time) {
         Some(t) if t > now => {}
         Some(_) => return Err(format!("it expired at {}", p.expire_time)),
         None => return Err(format!("expireTime {:?} is not a time", p.expire_time)),
@@ -1179,7 +1179,7 @@ mod tests {
             role: PromoteRole::Async,
             async_index: Some(1),
             generation: 3,
-            expire_time: manatee_client::time::format(SystemTime::now() + Duration::from_secs(60)),
+            expire_time: triton_common::time::rfc3339(SystemTime::now() + Duration::from_secs(60)),
         });
         let a = init(&mut m, Some(z.clone()), &[1, 2, 3, 4]);
         let w = writes(&a);

@@ -742,7 +742,7 @@ impl Sim {
         let Some((s, _)) = self.etcd.state.clone() else {
             return;
         };
-        let expire = manatee_client::time::format(self.now + Duration::from_secs(3600));
+        let expire = triton_common::time::rfc3339(self.now + Duration::from_secs(3600));
         match self.rng.below(4) {
             0 => self.operator_write(
                 |s| {
@@ -750,7 +750,7 @@ impl Sim {
                         return false;
                     }
                     s.freeze = Some(Freeze {
-                        date: Some(manatee_client::time::now()),
+                        date: Some(triton_common::time::now_rfc3339()),
                         reason: Some("sim".into()),
                     });
                     true

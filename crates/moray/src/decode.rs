@@ -11,6 +11,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde_json::{Number, Value};
 use tokio_postgres::types::{FromSql, Kind, Type};
+use triton_common::time::civil_from_days;
 
 type BoxError = Box<dyn Error + Sync + Send>;
 
@@ -264,20 +265,6 @@ fn timestamp_text(raw: &[u8], utc: bool) -> Result<String, BoxError> {
 fn date_text(days_since_2000: i32) -> String {
     let (y, m, d) = civil_from_days(i64::from(days_since_2000) + 10_957);
     format!("{y:04}-{m:02}-{d:02}")
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's method).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 fn inet_text(raw: &[u8], cidr: bool) -> Result<String, BoxError> {

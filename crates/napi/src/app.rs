@@ -11,7 +11,7 @@ use crate::ip::{self, Subnet};
 use crate::mac;
 use crate::model::{
     FABRIC_MTU_DEFAULT, Fabric, FabricVlan, IpRecord, MAX_VNET_ID, MTU_DEFAULT, Network,
-    NetworkPool, Nic, NicTag, OVERLAY_NIC_TAG, now_rfc3339,
+    NetworkPool, Nic, NicTag, OVERLAY_NIC_TAG,
 };
 use crate::store::{
     self, Conflict, FABRIC_VLANS, FABRICS, IPS, NETWORK_POOLS, NETWORKS, NIC_TAGS, NICS, Store,
@@ -1041,7 +1041,7 @@ impl Napi {
         else {
             return Err(Error::invalid("nic", "invalid"));
         };
-        let now = now_rfc3339();
+        let now = triton_common::time::now_rfc3339();
         let nic = Nic {
             mac: given_mac.map(mac::format).unwrap_or_default(),
             owner_uuid: owner_uuid.clone(),
@@ -1226,7 +1226,7 @@ impl Napi {
                 "mac",
             )
             .await?;
-        let now = now_rfc3339();
+        let now = triton_common::time::now_rfc3339();
         others
             .into_iter()
             .filter(|s| s.value.mac != except_mac)
@@ -1397,7 +1397,7 @@ impl Napi {
                 }
                 nic.primary = p;
             }
-            nic.modified_timestamp = now_rfc3339();
+            nic.modified_timestamp = triton_common::time::now_rfc3339();
             ops.insert(
                 0,
                 store::put_op(NICS, &nic.mac, &nic, EtagCondition::Is(stored.etag))?,

@@ -9,7 +9,6 @@ pub mod error;
 pub mod package;
 pub mod server;
 pub mod service;
-pub mod timestamp;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -5,11 +5,11 @@ use moray_client::{
     BucketConfig, EtagCondition, FindOptions, IndexDef, MorayClient, MorayError, Object, Sort,
     SortOrder,
 };
+use triton_common::time::now_rfc3339;
 use triton_proto::papi::v1 as proto;
 
 use crate::error::{Error, FieldError, Result};
 use crate::package::{self, Package};
-use crate::timestamp;
 
 pub const BUCKET: &str = "papi_packages";
 /// Version of the bucket config; raise it when an index is added.
@@ -92,7 +92,7 @@ impl Papi {
             .filter(|f| !set.contains(f))
             .map(|f| FieldError::missing(f))
             .collect();
-        let now = timestamp::now();
+        let now = now_rfc3339();
         let mut pkg = Package {
             uuid: if req.uuid.is_empty() {
                 uuid::Uuid::new_v4().to_string()
@@ -244,7 +244,7 @@ impl Papi {
             if !errors.is_empty() {
                 return Err(Error::Invalid(errors));
             }
-            pkg.updated_at = timestamp::now();
+            pkg.updated_at = now_rfc3339();
             match self
                 .moray
                 .put_object(BUCKET, &pkg.uuid, &to_value(&pkg)?, EtagCondition::Is(etag))

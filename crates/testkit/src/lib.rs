@@ -2,13 +2,21 @@
 //! own temp dir on a free loopback port, and stopped (with everything it wrote removed)
 //! when dropped. Child processes also die with the test process (PR_SET_PDEATHSIG), so a
 //! killed test run leaves nothing behind.
+//!
+//! With the `moray` feature, [`MorayFixture`] also starts a Moray in-process on such a
+//! PostgreSQL. The feature is off by default so that the test kit stays free of service
+//! crates (Moray's own tests use the test kit without it).
 
 mod etcd;
+#[cfg(feature = "moray")]
+mod moray_fixture;
 mod port;
 mod postgres;
 mod process;
 
 pub use etcd::Etcd;
+#[cfg(feature = "moray")]
+pub use moray_fixture::MorayFixture;
 pub use port::free_port;
 pub use postgres::{Postgres, PostgresOptions, pg_bin_dir};
 pub use process::{spawn_tied, wait_until};

@@ -11,7 +11,6 @@ pub mod key;
 pub mod server;
 pub mod service;
 pub mod ssh_key;
-pub mod timestamp;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -12,13 +12,13 @@ use moray_client::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use triton_common::time::now_rfc3339;
 use triton_proto::ufds::v1 as proto;
 
 use crate::account::{self, Account};
 use crate::error::{Error, FieldError, Result};
 use crate::key::{self, StoredKey};
 use crate::ssh_key::{Fingerprint, PublicKey, normalize_fingerprint};
-use crate::timestamp;
 
 pub const ACCOUNTS_BUCKET: &str = "ufds_accounts";
 pub const KEYS_BUCKET: &str = "ufds_keys";
@@ -79,7 +79,7 @@ impl Ufds {
     // ------------------------------------------------------------ accounts
 
     pub async fn create_account(&self, req: proto::CreateAccountRequest) -> Result<Account> {
-        let now = timestamp::now();
+        let now = now_rfc3339();
         let account = Account {
             uuid: if req.uuid.is_empty() {
                 uuid::Uuid::new_v4().to_string()
@@ -220,7 +220,7 @@ impl Ufds {
             if let Some(v) = req.triton_cns_enabled {
                 account.triton_cns_enabled = v;
             }
-            account.updated_at = timestamp::now();
+            account.updated_at = now_rfc3339();
             let errors = account.validate();
             if !errors.is_empty() {
                 return Err(Error::Invalid(errors));
@@ -340,7 +340,7 @@ impl Ufds {
 
         for _ in 0..WRITE_ATTEMPTS {
             let (account, etag) = self.resolve(&req.account).await?;
-            let record = StoredKey::new(&account.uuid, &req.name, &parsed, &timestamp::now());
+            let record = StoredKey::new(&account.uuid, &req.name, &parsed, &now_rfc3339());
             let existing = self.account_keys(&account.uuid).await?;
             if existing.len() as u64 >= MAX_KEYS_PER_ACCOUNT {
                 return Err(Error::invalid(

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use triton_proto::vmapi::v1 as pb;
 
-use crate::time::format_ms;
+use triton_common::time::rfc3339_millis;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -249,7 +249,7 @@ impl JobRecord {
     }
 
     pub fn to_pb(&self) -> pb::Job {
-        let t = |ms: Option<i64>| ms.map(format_ms).unwrap_or_default();
+        let t = |ms: Option<i64>| ms.map(rfc3339_millis).unwrap_or_default();
         pb::Job {
             uuid: self.uuid.clone(),
             name: self.name.clone(),
@@ -276,7 +276,7 @@ impl JobRecord {
                 })
                 .collect(),
             error: self.error.clone().unwrap_or_default(),
-            created_at: format_ms(self.created_at),
+            created_at: rfc3339_millis(self.created_at),
             started_at: t(self.started_at),
             finished_at: t(self.finished_at),
             runner: self.runner.clone(),

@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::job::{Action, Execution, JobRecord, next_action};
 use crate::steps::Steps;
 use crate::store::{Store, Versioned, escape};
-use crate::time::now_ms;
+use triton_common::time::now_millis;
 
 /// First pause before retrying a step's retryable error; doubled up to the maximum.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -103,7 +103,7 @@ impl JobCtx {
         let mut guard = self.inner.lock().await;
         let mut next = guard.value.clone();
         f(&mut next);
-        next.lease_until = now_ms() + self.lease.as_millis() as i64;
+        next.lease_until = now_millis() + self.lease.as_millis() as i64;
         let deadline = tokio::time::Instant::now() + SAVE_FOR;
         let mut backoff = FIRST_BACKOFF;
         loop {
@@ -257,7 +257,7 @@ impl Engine {
         if job.execution.is_final() {
             return Ok(false);
         }
-        let now = now_ms();
+        let now = now_millis();
         if job.runner != self.instance_id && job.lease_until > now {
             return Ok(false);
         }
@@ -278,7 +278,7 @@ impl Engine {
             let lease = self.lease.as_millis() as i64;
             if let Some(o) = older
                 .iter()
-                .find(|o| o.lease_until <= now_ms() && o.created_at + lease <= now_ms())
+                .find(|o| o.lease_until <= now_millis() && o.created_at + lease <= now_millis())
             {
                 self.enqueue(&o.vm_uuid, &o.uuid);
                 return Ok(true);
@@ -291,7 +291,7 @@ impl Engine {
 
         let mut claimed = found.value.clone();
         claimed.runner = self.instance_id.clone();
-        claimed.lease_until = now_ms() + self.lease.as_millis() as i64;
+        claimed.lease_until = now_millis() + self.lease.as_millis() as i64;
         let etag = match self
             .store
             .put_job(&claimed, EtagCondition::Is(found.etag.clone()))
@@ -396,7 +396,7 @@ impl Engine {
                 Action::Run(i) => {
                     let name = record.chain[i].name.clone();
                     let timeout = Duration::from_secs(record.chain[i].timeout_s.max(1));
-                    ctx.change(|j| j.begin_step(i, now_ms())).await?;
+                    ctx.change(|j| j.begin_step(i, now_millis())).await?;
                     tracing::debug!(step = %name, "step started");
                     let Some(outcome) = self
                         .attempt(ctx, timeout, |steps, ctx| {
@@ -410,7 +410,8 @@ impl Engine {
                     if let Err(e) = &outcome {
                         tracing::warn!(step = %name, error = %e, "step failed; unwinding");
                     }
-                    ctx.change(|j| j.finish_step(i, outcome, now_ms())).await?;
+                    ctx.change(|j| j.finish_step(i, outcome, now_millis()))
+                        .await?;
                 }
                 Action::Undo(i) => {
                     let name = record.chain[i].name.clone();
@@ -428,11 +429,11 @@ impl Engine {
                     if let Err(e) = &outcome {
                         tracing::error!(step = %name, error = %e, "undo failed; what the step made may be left over");
                     }
-                    ctx.change(|j| j.finish_undo(i, outcome.map(|_| ()), now_ms()))
+                    ctx.change(|j| j.finish_undo(i, outcome.map(|_| ()), now_millis()))
                         .await?;
                 }
                 Action::Succeed => {
-                    ctx.change(|j| j.finish(Execution::Succeeded, now_ms()))
+                    ctx.change(|j| j.finish(Execution::Succeeded, now_millis()))
                         .await?;
                 }
                 Action::Fail => {
@@ -448,7 +449,7 @@ impl Engine {
                     if let Err(e) = outcome {
                         tracing::error!(error = %e, "cannot record the failure on the VM");
                     }
-                    ctx.change(|j| j.finish(Execution::Failed, now_ms()))
+                    ctx.change(|j| j.finish(Execution::Failed, now_millis()))
                         .await?;
                 }
             }
@@ -501,7 +502,7 @@ impl Engine {
     /// Takes up unfinished jobs: this VMAPI's own (it restarted) and those whose
     /// runner's lease ran out (or that nobody claimed within a lease).
     pub async fn resume(self: &Arc<Self>) -> Result<usize> {
-        let now = now_ms();
+        let now = now_millis();
         let lease = self.lease.as_millis() as i64;
         let mut taken = 0;
         for job in self.store.unfinished_jobs().await? {

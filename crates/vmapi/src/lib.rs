@@ -19,7 +19,6 @@ pub mod reconcile;
 pub mod service;
 pub mod steps;
 pub mod store;
-pub mod time;
 pub mod validate;
 
 use std::net::SocketAddr;

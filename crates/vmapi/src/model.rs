@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use triton_proto::vmapi::v1 as pb;
 
-use crate::time::format_ms;
+use triton_common::time::rfc3339_millis;
 
 /// VM states as Triton spells them.
 pub mod state {
@@ -151,9 +151,9 @@ impl VmRecord {
             autoboot: self.autoboot,
             firewall_enabled: self.firewall_enabled,
             hostname: self.hostname.clone(),
-            create_timestamp: format_ms(self.create_timestamp),
-            last_modified: format_ms(self.last_modified),
-            destroyed: self.destroyed.map(format_ms).unwrap_or_default(),
+            create_timestamp: rfc3339_millis(self.create_timestamp),
+            last_modified: rfc3339_millis(self.last_modified),
+            destroyed: self.destroyed.map(rfc3339_millis).unwrap_or_default(),
             failure_reason: self.failure_reason.clone(),
             boot_timestamp: self.boot_timestamp,
         }

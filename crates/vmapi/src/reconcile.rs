@@ -53,7 +53,7 @@ pub async fn reconcile_once(store: &Store, clients: &Clients) -> Result<usize> {
             if s.status != "running" {
                 continue;
             }
-            let at = crate::time::parse_ms(&s.last_heartbeat).unwrap_or(0);
+            let at = triton_common::time::parse_rfc3339_millis(&s.last_heartbeat).unwrap_or(0);
             for (uuid, vm) in s.vms {
                 seen.insert(
                     uuid,

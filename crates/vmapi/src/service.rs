@@ -24,8 +24,8 @@ use crate::params::{
 };
 use crate::steps;
 use crate::store::{Store, escape};
-use crate::time::now_ms;
 use crate::validate::{self, Checker};
+use triton_common::time::now_millis;
 
 /// Page size of ListVms and ListJobs: Triton's default and maximum.
 pub const MAX_LIMIT: u32 = 1000;
@@ -90,7 +90,7 @@ impl VmapiService {
             error: None,
             runner: String::new(),
             lease_until: 0,
-            created_at: now_ms(),
+            created_at: now_millis(),
             started_at: None,
             finished_at: None,
         }
@@ -120,7 +120,10 @@ impl VmapiService {
         if vm.is_destroyed() {
             return Err(Error::Destroyed {
                 uuid: vm.uuid,
-                at: vm.destroyed.map(crate::time::format_ms).unwrap_or_default(),
+                at: vm
+                    .destroyed
+                    .map(triton_common::time::rfc3339_millis)
+                    .unwrap_or_default(),
             });
         }
         Ok(vm)
@@ -342,7 +345,7 @@ impl VmapiService {
         } else {
             uuid.clone()
         };
-        let now = now_ms();
+        let now = now_millis();
         let vm = VmRecord {
             uuid: uuid.clone(),
             owner_uuid: owner.clone(),

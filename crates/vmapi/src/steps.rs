@@ -208,7 +208,10 @@ impl Steps {
         if vm.is_destroyed() {
             return Err(Error::Destroyed {
                 uuid: vm.uuid,
-                at: vm.destroyed.map(crate::time::format_ms).unwrap_or_default(),
+                at: vm
+                    .destroyed
+                    .map(triton_common::time::rfc3339_millis)
+                    .unwrap_or_default(),
             });
         }
         if let Some(ufds) = &self.clients.ufds {
@@ -587,7 +590,10 @@ impl Steps {
         if vm.is_destroyed() {
             return Err(Error::Destroyed {
                 uuid: vm.uuid,
-                at: vm.destroyed.map(crate::time::format_ms).unwrap_or_default(),
+                at: vm
+                    .destroyed
+                    .map(triton_common::time::rfc3339_millis)
+                    .unwrap_or_default(),
             });
         }
         if vm.server_uuid.is_empty() && job.name != "destroy" {
@@ -702,7 +708,7 @@ impl Steps {
                 }
                 if destroy {
                     vm.state = state::DESTROYED.into();
-                    vm.destroyed = Some(crate::time::now_ms());
+                    vm.destroyed = Some(triton_common::time::now_millis());
                     vm.nics.clear();
                     return Ok(true);
                 }

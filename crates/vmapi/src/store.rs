@@ -144,7 +144,7 @@ impl Store {
             if !change(&mut value)? {
                 return Ok(value);
             }
-            value.last_modified = crate::time::now_ms().max(value.last_modified + 1);
+            value.last_modified = triton_common::time::now_millis().max(value.last_modified + 1);
             match self.put_vm(&value, EtagCondition::Is(etag)).await {
                 Ok(_) => return Ok(value),
                 Err(Error::Conflict(_)) => continue,

@@ -578,8 +578,8 @@ async fn jobs_of_one_vm_run_one_at_a_time_in_order() {
         .iter()
         .map(|j| {
             (
-                vmapi::time::parse_ms(&j.started_at).unwrap(),
-                vmapi::time::parse_ms(&j.finished_at).unwrap(),
+                triton_common::time::parse_rfc3339_millis(&j.started_at).unwrap(),
+                triton_common::time::parse_rfc3339_millis(&j.finished_at).unwrap(),
             )
         })
         .collect();

@@ -16,7 +16,6 @@
 
 pub mod etcd;
 pub mod state;
-pub mod time;
 pub mod watch;
 
 pub use state::{ClusterState, Lsn, Peer, ShardKeys};

@@ -21,7 +21,7 @@ use triton_proto::papi::v1 as papi;
 use triton_proto::papi::v1::papi_client::PapiClient;
 use triton_proto::ufds::v1 as ufds;
 use triton_proto::ufds::v1::ufds_client::UfdsClient;
-use triton_testkit::Postgres;
+use triton_testkit::MorayFixture;
 
 pub const ADMIN_UUID: &str = "930896af-bf8c-48d4-885c-6573a94b1853";
 
@@ -38,7 +38,7 @@ pub struct Stack {
     pub dir: tempfile::TempDir,
     pub compute: Compute,
     shutdown: CancellationToken,
-    _postgres: Postgres,
+    _moray: MorayFixture,
 }
 
 #[derive(Default)]
@@ -68,21 +68,10 @@ impl Stack {
 
     pub async fn start_with(options: Options) -> Stack {
         triton_cli();
-        let postgres = Postgres::start().expect("PostgreSQL starts");
-        let postgres_url = postgres.create_database("moray").expect("createdb moray");
+        let moray = MorayFixture::start().await;
         let dir = tempfile::tempdir().expect("temp dir");
         let shutdown = CancellationToken::new();
-        let moray = moray::start(
-            moray::Config {
-                listen: "127.0.0.1:0".into(),
-                postgres_url,
-                ..Default::default()
-            },
-            shutdown.clone(),
-        )
-        .await
-        .expect("Moray starts");
-        let moray_url = format!("tcp://{}", moray.addr);
+        let moray_url = moray.url().to_string();
         let ufds = ::ufds::start(
             ::ufds::Config {
                 listen: "127.0.0.1:0".into(),
@@ -199,7 +188,7 @@ impl Stack {
             dir,
             compute: options.compute,
             shutdown,
-            _postgres: postgres,
+            _moray: moray,
         }
     }
 

@@ -6,7 +6,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use triton_proto::napi::v1 as proto;
 use triton_proto::napi::v1::napi_client::NapiClient;
-use triton_testkit::Postgres;
+use triton_testkit::MorayFixture;
 
 pub const OWNER: &str = "930896af-bf8c-48d4-885c-6573a94b1853";
 pub const ADMIN: &str = "00000000-0000-0000-0000-00000000ad01";
@@ -16,7 +16,7 @@ pub struct TestNapi {
     pub app: napi::Napi,
     pub moray_url: String,
     shutdown: CancellationToken,
-    _postgres: Postgres,
+    _moray: MorayFixture,
 }
 
 impl TestNapi {
@@ -25,23 +25,9 @@ impl TestNapi {
     }
 
     pub async fn start_with(configure: impl FnOnce(&mut napi::Config)) -> TestNapi {
-        let postgres = tokio::task::spawn_blocking(Postgres::start)
-            .await
-            .expect("postgres start-up task")
-            .expect("PostgreSQL starts");
-        let postgres_url = postgres.create_database("moray").expect("createdb moray");
+        let moray = MorayFixture::start().await;
         let shutdown = CancellationToken::new();
-        let moray = moray::start(
-            moray::Config {
-                listen: "127.0.0.1:0".into(),
-                postgres_url,
-                ..Default::default()
-            },
-            shutdown.clone(),
-        )
-        .await
-        .expect("Moray starts");
-        let moray_url = format!("tcp://{}", moray.addr);
+        let moray_url = moray.url().to_string();
         let mut config = napi::Config {
             listen: "127.0.0.1:0".into(),
             moray_url: moray_url.clone(),
@@ -60,7 +46,7 @@ impl TestNapi {
             app: running.app,
             moray_url,
             shutdown,
-            _postgres: postgres,
+            _moray: moray,
         }
     }
 

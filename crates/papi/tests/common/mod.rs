@@ -6,7 +6,7 @@
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use triton_proto::papi::v1::papi_client::PapiClient;
-use triton_testkit::Postgres;
+use triton_testkit::MorayFixture;
 
 pub struct Stack {
     /// Where the service listens.
@@ -14,27 +14,14 @@ pub struct Stack {
     pub client: PapiClient<Channel>,
     pub moray_url: String,
     shutdown: CancellationToken,
-    _postgres: Postgres,
+    _moray: MorayFixture,
 }
 
 impl Stack {
     pub async fn start() -> Stack {
-        // Started on the test's own thread: the testkit ties PostgreSQL's life to the
-        // thread that spawned it (PR_SET_PDEATHSIG), and this thread outlives the test.
-        let postgres = Postgres::start().expect("PostgreSQL starts");
-        let postgres_url = postgres.create_database("moray").expect("createdb moray");
+        let moray = MorayFixture::start().await;
         let shutdown = CancellationToken::new();
-        let moray = moray::start(
-            moray::Config {
-                listen: "127.0.0.1:0".into(),
-                postgres_url,
-                ..Default::default()
-            },
-            shutdown.clone(),
-        )
-        .await
-        .expect("Moray starts");
-        let moray_url = format!("tcp://{}", moray.addr);
+        let moray_url = moray.url().to_string();
         let papi = papi::start(
             papi::Config {
                 listen: "127.0.0.1:0".into(),
@@ -53,7 +40,7 @@ impl Stack {
             client,
             moray_url,
             shutdown,
-            _postgres: postgres,
+            _moray: moray,
         }
     }
 }

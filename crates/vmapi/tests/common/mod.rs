@@ -30,7 +30,7 @@ use triton_proto::ufds::v1 as ufds_pb;
 use triton_proto::ufds::v1::ufds_client::UfdsClient;
 use triton_proto::vmapi::v1 as pb;
 use triton_proto::vmapi::v1::vmapi_client::VmapiClient;
-use triton_testkit::Postgres;
+use triton_testkit::MorayFixture;
 use uuid::Uuid;
 
 pub struct Options {
@@ -95,7 +95,7 @@ pub struct Dc {
     vmapi_task: Option<tokio::task::JoinHandle<vmapi::Result<()>>>,
     pub shutdown: CancellationToken,
     pub _dir: tempfile::TempDir,
-    _postgres: Postgres,
+    _moray: MorayFixture,
 }
 
 impl Drop for Dc {
@@ -121,23 +121,9 @@ fn grpc(addr: SocketAddr) -> Channel {
 impl Dc {
     pub async fn start(options: Options) -> Dc {
         let dir = tempfile::tempdir().expect("tempdir");
-        let postgres = tokio::task::spawn_blocking(Postgres::start)
-            .await
-            .expect("postgres task")
-            .expect("PostgreSQL starts");
-        let postgres_url = postgres.create_database("moray").expect("createdb moray");
+        let moray = MorayFixture::start().await;
         let shutdown = CancellationToken::new();
-        let moray = moray::start(
-            moray::Config {
-                listen: "127.0.0.1:0".into(),
-                postgres_url,
-                ..Default::default()
-            },
-            shutdown.clone(),
-        )
-        .await
-        .expect("Moray starts");
-        let moray_url = format!("tcp://{}", moray.addr);
+        let moray_url = moray.url().to_string();
 
         // Accounts.
         let ufds = ufds::start(
@@ -430,7 +416,7 @@ impl Dc {
             vmapi_task: Some(running.task),
             shutdown,
             _dir: dir,
-            _postgres: postgres,
+            _moray: moray,
         }
     }
 

@@ -4,34 +4,20 @@
 
 use std::process::Output;
 
-use tokio_util::sync::CancellationToken;
-use triton_testkit::Postgres;
+use triton_testkit::MorayFixture;
 
 pub struct TestMoray {
     /// `tcp://127.0.0.1:PORT`, as Triton's MORAY_URL.
     pub url: String,
-    shutdown: CancellationToken,
-    _postgres: Postgres,
+    _moray: MorayFixture,
 }
 
 impl TestMoray {
     pub async fn start() -> TestMoray {
-        // Blocks this thread for the second initdb takes; nothing else runs yet.
-        let postgres = Postgres::start().expect("PostgreSQL starts");
-        let postgres_url = postgres.create_database("moray").expect("createdb moray");
-        let shutdown = CancellationToken::new();
-        let config = moray::Config {
-            listen: "127.0.0.1:0".into(),
-            postgres_url,
-            ..Default::default()
-        };
-        let running = moray::start(config, shutdown.clone())
-            .await
-            .expect("Moray starts");
+        let moray = MorayFixture::start().await;
         TestMoray {
-            url: format!("tcp://{}", running.addr),
-            shutdown,
-            _postgres: postgres,
+            url: moray.url().to_string(),
+            _moray: moray,
         }
     }
 
@@ -49,12 +35,6 @@ impl TestMoray {
     /// Runs `moray-cli ARGS` with `stdin` as its standard input.
     pub async fn cli_stdin(&self, args: &[&str], stdin: &str) -> Cli {
         cli_with_env(args, Some(&self.url), Some(stdin)).await
-    }
-}
-
-impl Drop for TestMoray {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
     }
 }
 

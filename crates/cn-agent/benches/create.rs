@@ -1,0 +1,304 @@
+//! `cargo bench -p cn-agent --bench create`: a `machine_create` task accepted by the
+//! task API to the instance `running`, on the `linux` backend.
+//!
+//! p50/p99 of `CN_AGENT_BENCH_RUNS` (50) creates one after another of a busybox image
+//! (httpd as pid 1, one NIC on a bridge of the bench's own), each destroyed (not timed)
+//! before the next. The first create also extracts the image and is reported apart.
+//! Needs root and /bin/busybox; prints "skipped" otherwise. Target: p50 under 1 s.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cn_agent::agent::{AgentOptions, start};
+use cn_agent::linux::{LinuxBackend, LinuxConfig};
+use cn_agent::sysinfo::NodeFacts;
+use hdrhistogram::Histogram;
+use tokio_util::sync::CancellationToken;
+use triton_proto::cnagent::v1 as pb;
+use triton_proto::cnagent::v1::cn_agent_client::CnAgentClient;
+use triton_proto::cnagent::v1::create_task_request::Task;
+use uuid::Uuid;
+
+fn run(program: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(out.status.success(), "{program} {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The test image of crates/cn-agent/tests/contract.rs: busybox, httpd as pid 1.
+fn build_image(dir: &Path) -> PathBuf {
+    let root = dir.join("rootfs");
+    for sub in ["bin", "www", "etc", "tmp"] {
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    for applet in ["sh", "httpd", "hostname", "sleep", "cat", "ls", "ip"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(root.join("www/index.html"), "hello\n").unwrap();
+    let tarball = dir.join("image.tar.gz");
+    run(
+        "tar",
+        &[
+            "-czf",
+            tarball.to_str().unwrap(),
+            "-C",
+            root.to_str().unwrap(),
+            ".",
+        ],
+    );
+    tarball
+}
+
+/// The bench's bridge, cgroups, namespaces and links, removed on drop (also on panic).
+struct Host {
+    config: LinuxConfig,
+    bridge: String,
+    subnet: u8,
+    image: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Host {
+    fn new() -> Host {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Uuid::new_v4().simple().to_string();
+        let routes = run("ip", &["-4", "route", "show"]);
+        let mut subnet = u8::from_str_radix(&id[6..8], 16).unwrap();
+        while routes.contains(&format!("10.99.{subnet}.")) {
+            subnet = subnet.wrapping_add(1);
+        }
+        let bridge = format!("bb{}", &id[..6]);
+        let config = LinuxConfig {
+            state_dir: dir.path().join("state"),
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            cgroup_parent: format!("triton-bench-{}", &id[..6]),
+            netns_prefix: format!("tb{}-", &id[..6]),
+            link_prefix: format!("b{}", &id[..3]),
+            bridges: [("admin".to_string(), bridge.clone())].into(),
+            create_bridges: true,
+        };
+        let image = build_image(dir.path());
+        run("ip", &["link", "add", "name", &bridge, "type", "bridge"]);
+        let host = Host {
+            config,
+            bridge: bridge.clone(),
+            subnet,
+            image,
+            _dir: dir,
+        };
+        run(
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("10.99.{subnet}.1/24"),
+                "dev",
+                &bridge,
+            ],
+        );
+        run("ip", &["link", "set", "dev", &bridge, "up"]);
+        host
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let root = Path::new("/sys/fs/cgroup");
+        let dirs: Vec<PathBuf> = if root.join("cgroup.controllers").exists() {
+            vec![root.join(&self.config.cgroup_parent)]
+        } else {
+            ["memory", "cpu", "cpuacct", "pids"]
+                .iter()
+                .map(|c| root.join(c).join(&self.config.cgroup_parent))
+                .collect()
+        };
+        for dir in dirs {
+            for child in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = child.path();
+                if !path.is_dir() {
+                    continue;
+                }
+                for _ in 0..100 {
+                    let procs =
+                        std::fs::read_to_string(path.join("cgroup.procs")).unwrap_or_default();
+                    if procs.trim().is_empty() {
+                        break;
+                    }
+                    for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                        // SAFETY: kill(2) has no memory-safety preconditions.
+                        unsafe {
+                            libc::kill(pid, libc::SIGKILL);
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = std::fs::remove_dir(&path);
+            }
+            let _ = std::fs::remove_dir(&dir);
+        }
+        for entry in std::fs::read_dir("/run/netns")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&self.config.netns_prefix) {
+                let _ = std::process::Command::new("ip")
+                    .args(["netns", "del", &name])
+                    .output();
+            }
+        }
+        for entry in std::fs::read_dir("/sys/class/net")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&self.config.link_prefix) || name == self.bridge {
+                let _ = std::process::Command::new("ip")
+                    .args(["link", "del", &name])
+                    .output();
+            }
+        }
+    }
+}
+
+async fn wait(c: &mut CnAgentClient<tonic::transport::Channel>, id: &str) -> pb::Task {
+    loop {
+        let t = c
+            .wait_task(pb::WaitTaskRequest {
+                id: id.to_string(),
+                timeout_ms: 60_000,
+            })
+            .await
+            .expect("wait task")
+            .into_inner();
+        if t.status != "active" && t.status != "queued" {
+            return t;
+        }
+    }
+}
+
+async fn bench() {
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || !Path::new("/bin/busybox").exists() {
+        println!("| linux: machine_create to running | skipped: needs root and /bin/busybox |");
+        return;
+    }
+    let runs: usize = std::env::var("CN_AGENT_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let host = Host::new();
+    let backend = Arc::new(LinuxBackend::new(host.config.clone()).expect("linux backend"));
+    let shutdown = CancellationToken::new();
+    let server_uuid = Uuid::new_v4();
+    let agent = start(
+        backend,
+        move |agent_port| NodeFacts::Sim {
+            uuid: server_uuid,
+            hostname: "bench0".into(),
+            ram_mib: 4096,
+            cpus: 2,
+            disk_bytes: 1 << 40,
+            nic_tags: vec!["admin".into()],
+            datacenter: "bench".into(),
+            agent_port,
+            boot_time: 0,
+        },
+        AgentOptions::default(),
+        shutdown.clone(),
+    )
+    .await
+    .expect("start cn-agent");
+    let mut c = CnAgentClient::connect(agent.agent_url.clone())
+        .await
+        .expect("connect");
+    let image_uuid = Uuid::new_v4().to_string();
+    let s = host.subnet;
+    let mut hist = Histogram::<u64>::new(3).expect("histogram");
+    let mut first = Duration::ZERO;
+    for i in 0..runs {
+        let uuid = Uuid::new_v4().to_string();
+        let spec = pb::InstanceSpec {
+            uuid: uuid.clone(),
+            owner_uuid: Uuid::new_v4().to_string(),
+            hostname: format!("bench{i}"),
+            image_uuid: image_uuid.clone(),
+            ram: 64,
+            cpu_cap: 50,
+            max_lwps: 64,
+            autoboot: true,
+            init: ["/bin/httpd", "-f", "-p", "80", "-h", "/www"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            nics: vec![pb::Nic {
+                mac: format!("02:98:00:{s:02x}:00:01"),
+                ip: format!("10.99.{s}.10"),
+                netmask: "24".into(),
+                gateway: format!("10.99.{s}.1"),
+                nic_tag: "admin".into(),
+                primary: true,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let accepted = c
+            .create_task(pb::CreateTaskRequest {
+                req_id: format!("bench-{i}"),
+                task: Some(Task::MachineCreate(pb::MachineCreate {
+                    spec: Some(spec),
+                    image_source: host.image.to_string_lossy().into_owned(),
+                })),
+            })
+            .await
+            .expect("create task")
+            .into_inner();
+        let started = Instant::now();
+        let done = wait(&mut c, &accepted.id).await;
+        let took = started.elapsed();
+        assert_eq!(done.status, "complete", "{done:?}");
+        assert_eq!(
+            done.instance.as_ref().map(|i| i.state.as_str()),
+            Some("running")
+        );
+        if i == 0 {
+            first = took;
+        }
+        hist.record(took.as_micros() as u64).expect("record");
+        // Not timed: make room for the next.
+        let d = c
+            .create_task(pb::CreateTaskRequest {
+                req_id: String::new(),
+                task: Some(Task::MachineDestroy(pb::MachineDestroy { uuid })),
+            })
+            .await
+            .expect("destroy task")
+            .into_inner();
+        let d = wait(&mut c, &d.id).await;
+        assert_eq!(d.status, "complete", "{d:?}");
+    }
+    println!(
+        "| linux: machine_create accepted to running, {runs} in a row | p50 {:.0} ms | p99 {:.0} ms | max {:.0} ms | first (image extraction) {:.0} ms |",
+        hist.value_at_quantile(0.5) as f64 / 1000.0,
+        hist.value_at_quantile(0.99) as f64 / 1000.0,
+        hist.max() as f64 / 1000.0,
+        first.as_secs_f64() * 1000.0
+    );
+    shutdown.cancel();
+    let _ = agent.task.await;
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(bench());
+}

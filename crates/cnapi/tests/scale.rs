@@ -1,0 +1,259 @@
+//! CNAPI at scale on a real Moray: `CNAPI_SCALE_NODES` (500) simulated cn-agents register
+//! and heartbeat until every server is `running`; `CNAPI_SCALE_ALLOCS` (1000) concurrent
+//! allocations, twice as many as fit, never over-commit a server, which is checked from
+//! the reservations in Moray against each server's provisionable memory as CNAPI reports
+//! it; and a server whose agent stops goes `unknown` while the others stay `running`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cn_agent::agent::AgentOptions;
+use cn_agent::sim::{SimBackend, SimConfig};
+use cn_agent::sysinfo::NodeFacts;
+use cnapi::service::Settings;
+use cnapi::store::{MorayStore, Store};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use triton_proto::cnapi::v1 as pb;
+use triton_proto::cnapi::v1::cnapi_client::CnapiClient;
+use uuid::Uuid;
+
+const MIB: i64 = 1 << 20;
+const NODE_RAM_MIB: u64 = 16384;
+/// Eight GiB: one fits in a 16 GiB server's 13926 MiB, two do not.
+const VM_RAM_MIB: u64 = 8192;
+
+fn env_or(key: &str, default: usize) -> usize {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn list(c: &mut CnapiClient<Channel>) -> Vec<pb::Server> {
+    c.list_servers(pb::ListServersRequest::default())
+        .await
+        .expect("list servers")
+        .into_inner()
+        .servers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_nodes_on_moray_never_overcommit() {
+    let nodes = env_or("CNAPI_SCALE_NODES", 500);
+    let allocs = env_or("CNAPI_SCALE_ALLOCS", 1000);
+    let began = Instant::now();
+
+    let pg = triton_testkit::Postgres::start().expect("start PostgreSQL");
+    let url = pg.create_database("moray").expect("createdb");
+    let shutdown = CancellationToken::new();
+    let moray = moray::start(
+        moray::Config {
+            listen: "127.0.0.1:0".into(),
+            postgres_url: url,
+            ..Default::default()
+        },
+        shutdown.clone(),
+    )
+    .await
+    .expect("start moray");
+    let moray_url = format!("tcp://{}", moray.addr);
+    let settings = Settings {
+        heartbeat_lifetime: Duration::from_secs(8),
+        reconcile_period: Duration::from_millis(500),
+        auto_setup: true,
+        ..Default::default()
+    };
+    let cnapi = cnapi::app::start(
+        MorayStore::connect(&moray_url).await.unwrap(),
+        settings,
+        "127.0.0.1:0",
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let cnapi_url = format!("http://{}", cnapi.addr);
+    let mut c = CnapiClient::connect(cnapi_url.clone()).await.unwrap();
+
+    // The agents: each its own listener, heartbeats every 2 s.
+    let mut agents = Vec::new();
+    for n in 0..nodes {
+        let token = shutdown.child_token();
+        let uuid = Uuid::new_v4();
+        let backend = Arc::new(SimBackend::in_memory(SimConfig::default()));
+        cn_agent::agent::start(
+            backend,
+            move |agent_port| NodeFacts::Sim {
+                uuid,
+                hostname: format!("sim{n:04}"),
+                ram_mib: NODE_RAM_MIB,
+                cpus: 8,
+                disk_bytes: 1 << 40,
+                nic_tags: vec!["admin".into()],
+                datacenter: "test".into(),
+                agent_port,
+                boot_time: 1_700_000_000,
+            },
+            AgentOptions {
+                cnapi_url: cnapi_url.clone(),
+                heartbeat_interval: Duration::from_secs(2),
+                ..Default::default()
+            },
+            token.clone(),
+        )
+        .await
+        .expect("start cn-agent");
+        agents.push((uuid, token));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let servers = list(&mut c).await;
+        let running = servers.iter().filter(|s| s.status == "running").count();
+        if servers.len() == nodes && running == nodes {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{running} of {nodes} servers running ({} registered)",
+            servers.len()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let registered = began.elapsed();
+
+    eprintln!(
+        "{nodes} nodes running after {:.1} s",
+        registered.as_secs_f64()
+    );
+
+    // Twice as many allocations as fit, all at once, from 32 connections (a burst of
+    // more streams than a connection allows at first is reset by HTTP/2).
+    let mut conns = Vec::new();
+    for _ in 0..32 {
+        conns.push(CnapiClient::connect(cnapi_url.clone()).await.unwrap());
+    }
+    let alloc_started = Instant::now();
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..allocs {
+        let mut c = conns[i % conns.len()].clone();
+        calls.spawn(async move {
+            let vm_uuid = Uuid::new_v4().to_string();
+            let r = c
+                .allocate(pb::AllocateRequest {
+                    vm: Some(pb::AllocVm {
+                        vm_uuid: vm_uuid.clone(),
+                        owner_uuid: Uuid::new_v4().to_string(),
+                        ram: VM_RAM_MIB,
+                        quota: 10,
+                        ..Default::default()
+                    }),
+                    nic_tags: vec!["admin".into()],
+                    ..Default::default()
+                })
+                .await;
+            (vm_uuid, r)
+        });
+    }
+    let mut placed: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut refused = 0;
+    while let Some(r) = calls.join_next().await {
+        let (vm_uuid, r) = r.unwrap();
+        match r {
+            Ok(ok) => placed
+                .entry(ok.into_inner().server_uuid)
+                .or_default()
+                .push(vm_uuid),
+            Err(status) => {
+                assert_eq!(
+                    triton_common::status::error_name(&status),
+                    Some("NoAllocatableServersError"),
+                    "{status:?}"
+                );
+                assert!(status.message().len() < 4096, "{}", status.message());
+                refused += 1;
+            }
+        }
+    }
+    let allocated = alloc_started.elapsed();
+    let fit = nodes.min(allocs);
+    assert_eq!(placed.values().map(Vec::len).sum::<usize>(), fit);
+    assert_eq!(refused, allocs - fit);
+
+    // From the data: the reservations in Moray (read on a connection of our own) against
+    // each server's provisionable memory as CNAPI reports it.
+    let store = MorayStore::connect(&moray_url).await.unwrap();
+    let docs = store.list_reservations().await.unwrap();
+    let mut reserved: BTreeMap<String, (i64, Vec<String>)> = BTreeMap::new();
+    for doc in &docs {
+        let e = reserved
+            .entry(doc.value.server_uuid.to_string())
+            .or_default();
+        for r in &doc.value.reservations {
+            e.0 += r.vm.max_physical_memory as i64 * MIB;
+            e.1.push(r.vm.uuid.clone());
+        }
+    }
+    let servers = list(&mut c).await;
+    assert_eq!(servers.len(), nodes);
+    for s in &servers {
+        let (bytes, vms) = reserved.get(&s.uuid).cloned().unwrap_or_default();
+        let vm_bytes: i64 = s
+            .vms
+            .values()
+            .map(|v| v.max_physical_memory as i64 * MIB)
+            .sum();
+        // Provisionable memory already has the instances' RAM taken out.
+        assert!(
+            bytes <= s.memory_provisionable_bytes,
+            "{} over-committed: {bytes} reserved, {} provisionable",
+            s.uuid,
+            s.memory_provisionable_bytes
+        );
+        let budget = (s.ram as f64 * (1.0 - s.reservation_ratio)) as i64 * MIB;
+        assert!(
+            bytes + vm_bytes <= budget,
+            "{} over-committed: {bytes} reserved + {vm_bytes} in instances > {budget}",
+            s.uuid
+        );
+        let mut expected = placed.get(&s.uuid).cloned().unwrap_or_default();
+        let mut vms = vms;
+        expected.sort();
+        vms.sort();
+        assert_eq!(vms, expected, "reservations on {} as answered", s.uuid);
+    }
+
+    // One agent stops: its server goes unknown; the others stay running.
+    let (stopped, token) = &agents[nodes / 2];
+    token.cancel();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = c
+            .get_server(pb::GetServerRequest {
+                uuid: stopped.to_string(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if s.status == "unknown" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{stopped} still {}", s.status);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let servers = list(&mut c).await;
+    let unknown: Vec<&str> = servers
+        .iter()
+        .filter(|s| s.status != "running")
+        .map(|s| s.uuid.as_str())
+        .collect();
+    assert_eq!(unknown, vec![stopped.to_string().as_str()]);
+
+    eprintln!(
+        "{nodes} nodes running after {:.1} s; {allocs} allocations in {:.1} s ({fit} placed); total {:.1} s",
+        registered.as_secs_f64(),
+        allocated.as_secs_f64(),
+        began.elapsed().as_secs_f64()
+    );
+    shutdown.cancel();
+}
