@@ -4,6 +4,7 @@
 //! ([`status`]) and RFC 3339 timestamps ([`time`]).
 
 pub mod config;
+pub mod field_error;
 pub mod grpc;
 pub mod shutdown;
 pub mod status;

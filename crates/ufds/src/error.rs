@@ -1,48 +1,9 @@
 //! The one error type of UFDS, mapped once to a gRPC status carrying Triton's error name
 //! (`ResourceNotFound`, `InvalidArgument`, `MissingParameter`, `ConflictError`, ...).
 
-use std::fmt;
-
 use tonic::{Code, Status};
 
-/// What is wrong with one field of a request: Triton's `errors[]` entry
-/// (`{field, code: Missing|Invalid, message}`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    pub field: String,
-    pub code: FieldCode,
-    pub message: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FieldCode {
-    Missing,
-    Invalid,
-}
-
-impl FieldError {
-    pub fn missing(field: &str) -> Self {
-        FieldError {
-            field: field.to_string(),
-            code: FieldCode::Missing,
-            message: "is missing".to_string(),
-        }
-    }
-
-    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
-        FieldError {
-            field: field.to_string(),
-            code: FieldCode::Invalid,
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for FieldError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.field, self.message)
-    }
-}
+pub use triton_common::field_error::{FieldCode, FieldError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -1,0 +1,42 @@
+//! What is wrong with one field of a request: Triton's `errors[]` entry
+//! (`{field, code: Missing|Invalid, message}`). Services collect every one of them and
+//! report them at once.
+
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub code: FieldCode,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldCode {
+    Missing,
+    Invalid,
+}
+
+impl FieldError {
+    pub fn missing(field: &str) -> Self {
+        FieldError {
+            field: field.to_string(),
+            code: FieldCode::Missing,
+            message: "is missing".to_string(),
+        }
+    }
+
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.to_string(),
+            code: FieldCode::Invalid,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.field, self.message)
+    }
+}
