@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # End to end, as a tenant would: bring up a CoaL from nothing, drive it with the real
 # `triton` CLI (provision, list, stop, start, resize, delete), check that the instance
-# really runs and answers on its IP, then `scripts/coal down` and check nothing is left.
+# really runs and answers on its IP; then as an operator: build CloudAPI's zone image,
+# import it into IMGAPI, provision it through VMAPI as a zone (`sdcadm create`) and check
+# that this second CloudAPI serves the `triton` CLI from the zone's IP, reaching UFDS,
+# VMAPI and PAPI from there; then `scripts/coal down` and check nothing is left.
 #
 # Run by scripts/test after the unit and integration tests. Uses its own COAL_DIR so a
 # developer's CoaL is never touched... but the same ports: stop yours first.
@@ -78,6 +81,37 @@ triton instance delete -f -w "$name"
 check "the instance is gone from the list" \
     bash -c "! triton instance list -H -o name | grep -qx '$name'"
 check "a deleted instance does not answer" bash -c "! curl -fsS --max-time 3 http://$ip/ >/dev/null 2>&1"
+
+# --- the operator: a service deployed as a zone, as Triton deploys its own ---------------
+images=$(mktemp -d)
+zone_cleanup() { rm -rf "$images"; }
+trap 'zone_cleanup; cleanup' EXIT
+step "sdcadm images build cloudapi (from CoaL's release binary)"
+sdcadm images build --bin-dir "$COAL_DIR/bin" --out "$images" cloudapi
+manifest=$(ls "$images"/cloudapi-*.imgmanifest)
+step "sdcadm images import $(basename "$manifest")"
+sdcadm images import "$manifest" "${manifest%.imgmanifest}.tar.gz"
+step "sdcadm create cloudapi"
+created=$(sdcadm create cloudapi)
+read -r zone zone_uuid zone_ip zone_state <<< "$created"
+check "the cloudapi zone $zone ($zone_uuid) is $zone_state at $zone_ip" test "$zone_state" = running
+check "sdcadm instances lists it" \
+    bash -c "sdcadm instances cloudapi | grep -Eq '^cloudapi +$zone +$zone_uuid +$zone_ip +running'"
+check "the second CloudAPI answers on the zone's IP" \
+    bash -c "curl -fsS --max-time 5 http://$zone_ip:8080/--ping | grep -q pong"
+# The same tenant, its key checked against UFDS by the CloudAPI in the zone.
+zone_env="TRITON_URL=http://$zone_ip:8080 SDC_URL=http://$zone_ip:8080"
+check "through the zone, triton account get names the admin account (UFDS)" \
+    bash -c "$zone_env triton account get | grep -q '^login: admin\$'"
+check "through the zone, triton instance list shows the zone itself (VMAPI)" \
+    bash -c "$zone_env triton instance list -H -o name,state | grep -Eq '^$zone +running\$'"
+check "through the zone, triton package list shows g1-small (PAPI)" \
+    bash -c "$zone_env triton package list -H -o name | grep -qx g1-small"
+step "sdcadm delete $zone"
+sdcadm delete "$zone"
+check "sdcadm instances no longer lists it" bash -c "! sdcadm instances cloudapi | grep -q '$zone_uuid'"
+check "the deleted zone does not answer" \
+    bash -c "! curl -fsS --max-time 3 http://$zone_ip:8080/--ping >/dev/null 2>&1"
 
 step "scripts/coal down"
 scripts/coal down

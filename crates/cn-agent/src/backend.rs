@@ -54,7 +54,8 @@ pub struct InstanceSpec {
     /// Percent of one CPU; 0 is uncapped.
     #[serde(default)]
     pub cpu_cap: u32,
-    /// GiB of disk.
+    /// GiB of disk: what the instance can write (see [`check_quota_change`]); 0 is
+    /// unlimited.
     #[serde(default)]
     pub quota: u64,
     /// 0 is unlimited.
@@ -86,6 +87,9 @@ fn yes() -> bool {
 /// pid 1 of an instance whose spec names none.
 pub const DEFAULT_INIT: &str = "/sbin/init";
 
+/// Largest quota, GiB (1 PiB): far beyond any node, and its bytes fit a u64.
+pub const MAX_QUOTA_GIB: u64 = 1 << 20;
+
 /// Longest hostname the kernel accepts (`HOST_NAME_MAX`).
 const HOSTNAME_MAX: usize = 64;
 
@@ -110,6 +114,12 @@ impl InstanceSpec {
         }
         if self.ram == 0 {
             return Err(Error::invalid("ram", "must be at least 1 MiB"));
+        }
+        if self.quota > MAX_QUOTA_GIB {
+            return Err(Error::invalid(
+                "quota",
+                format!("must be at most {MAX_QUOTA_GIB} GiB"),
+            ));
         }
         let mut interfaces = std::collections::BTreeSet::new();
         for (i, nic) in self.nics.iter().enumerate() {
@@ -326,6 +336,52 @@ pub struct InstanceUsage {
     /// Bytes sent by the instance.
     pub net_tx_bytes: u64,
     pub processes: u64,
+    /// Bytes in use on the instance's disk.
+    #[serde(default)]
+    pub disk_used_bytes: u64,
+    /// Size of the instance's disk (its quota); 0 is unlimited.
+    #[serde(default)]
+    pub disk_limit_bytes: u64,
+}
+
+const GIB: u64 = 1024 * 1024 * 1024;
+
+/// Whether an instance whose disk has `from_gib` (`used_bytes` of it in use) may get a
+/// quota of `to_gib`; the one rule both backends apply. A quota grows, at once and also
+/// while the instance runs; it never shrinks (an XFS file system cannot), and an
+/// instance made without a quota (0) keeps none.
+pub fn check_quota_change(from_gib: u64, to_gib: u64, used_bytes: u64) -> Result<()> {
+    if to_gib == from_gib {
+        return Ok(());
+    }
+    if from_gib == 0 {
+        return Err(Error::invalid(
+            "quota",
+            "the instance was made without a quota (0, unlimited) and cannot get one",
+        ));
+    }
+    if to_gib == 0 {
+        return Err(Error::invalid(
+            "quota",
+            format!("0 (unlimited) cannot replace a quota of {from_gib} GiB"),
+        ));
+    }
+    if to_gib.saturating_mul(GIB) < used_bytes {
+        return Err(Error::invalid(
+            "quota",
+            format!(
+                "{to_gib} GiB is less than the {} MiB in use on the instance's disk",
+                used_bytes.div_ceil(1024 * 1024)
+            ),
+        ));
+    }
+    if to_gib < from_gib {
+        return Err(Error::invalid(
+            "quota",
+            format!("{to_gib} GiB is less than the current {from_gib} GiB; a disk can only grow"),
+        ));
+    }
+    Ok(())
 }
 
 /// Turns tasks into instances. See the module documentation for the contract.
@@ -412,6 +468,24 @@ mod tests {
             autoboot: true,
             billing_id: String::new(),
         }
+    }
+
+    #[test]
+    fn quotas_only_grow_and_never_below_what_is_used() {
+        assert!(check_quota_change(1, 1, 5 * GIB).is_ok());
+        assert!(check_quota_change(1, 2, GIB / 2).is_ok());
+        let field_and_message = |r: Result<()>| match r {
+            Err(Error::Invalid { field, message }) => (field, message),
+            other => panic!("{other:?}"),
+        };
+        let (field, message) = field_and_message(check_quota_change(2, 1, GIB + 1));
+        assert_eq!(field, "quota");
+        assert!(message.contains("in use"), "{message}");
+        let (field, message) = field_and_message(check_quota_change(2, 1, 0));
+        assert_eq!(field, "quota");
+        assert!(message.contains("only grow"), "{message}");
+        assert_eq!(field_and_message(check_quota_change(0, 1, 0)).0, "quota");
+        assert_eq!(field_and_message(check_quota_change(1, 0, 0)).0, "quota");
     }
 
     #[test]

@@ -127,6 +127,13 @@ impl<B: ZoneBackend> Heartbeater<B> {
         let mem = self.facts.meminfo(ram);
         let disk = self.facts.diskinfo();
         let zone_quota: u64 = instances.iter().map(|i| i.spec.quota << 30).sum();
+        let mut zone_quota_used = 0u64;
+        for i in &instances {
+            // An instance destroyed meanwhile uses nothing.
+            if let Ok(usage) = self.backend.usage(i.spec.uuid).await {
+                zone_quota_used += usage.disk_used_bytes;
+            }
+        }
         client
             .heartbeat(cnapi::HeartbeatRequest {
                 server_uuid: self.facts.uuid().to_string(),
@@ -141,7 +148,7 @@ impl<B: ZoneBackend> Heartbeater<B> {
                     pool_alloc_bytes: disk.pool_alloc_bytes,
                     installed_images_used_bytes: 0,
                     zone_quota_bytes: zone_quota,
-                    zone_quota_used_bytes: 0,
+                    zone_quota_used_bytes: zone_quota_used,
                     system_used_bytes: 0,
                 }),
                 boot_time: self.facts.boot_time(),

@@ -153,6 +153,8 @@ impl<B: ZoneBackend> CnAgent for AgentService<B> {
                     net_rx_bytes: u.net_rx_bytes,
                     net_tx_bytes: u.net_tx_bytes,
                     processes: u.processes,
+                    disk_used_bytes: u.disk_used_bytes,
+                    disk_limit_bytes: u.disk_limit_bytes,
                 }),
                 // Destroyed between list and usage: it simply has none any more.
                 Err(crate::Error::VmNotFound(_)) if req.uuid.is_empty() => {}

@@ -3,9 +3,9 @@
 //! compute nodes can run in one process. With a state file, instances survive a restart
 //! of the backend object (as real instances survive a restart of cn-agent).
 //!
-//! What the linux backend makes real (hostname, addresses, cgroup limits, the disk) the
-//! simulator records, and [`SimBackend::observe`] and the `disk_*` methods expose it so
-//! the contract suite can check both backends the same way.
+//! What the linux backend makes real (hostname, addresses, cgroup limits, the disk and
+//! its quota) the simulator records, and [`SimBackend::observe`] and the `disk_*` methods
+//! expose it so the contract suite can check both backends the same way.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::backend::{
     ImageSource, Instance, InstanceSpec, InstanceState, InstanceUpdate, InstanceUsage, ZoneBackend,
-    unix_now,
+    check_quota_change, unix_now,
 };
 use crate::error::{Error, Result};
 
@@ -102,6 +102,9 @@ struct SimZone {
     instance: Instance,
     /// The instance's disk: path to contents.
     disk: BTreeMap<String, String>,
+    /// Files written by size only ([`SimBackend::disk_fill`]): path to bytes.
+    #[serde(default)]
+    filled: BTreeMap<String, u64>,
     /// The hostname of the current boot (a changed spec hostname applies at next boot).
     booted_hostname: Option<String>,
     /// CPU time accumulated by earlier boots.
@@ -179,16 +182,53 @@ impl SimBackend {
         })
     }
 
-    /// Writes a file on the instance's disk (only while it runs, as on a real one).
+    /// Writes a file on the instance's disk (only while it runs, as on a real one). Past
+    /// the quota the write fails with ENOSPC, as on a real disk.
     pub fn disk_write(&self, uuid: Uuid, path: &str, contents: &str) -> Result<()> {
+        self.with_running_zone(uuid, |zone| {
+            let room = zone.room_for(path);
+            if contents.len() as u64 > room {
+                return Err(no_space(path));
+            }
+            zone.disk.insert(path.to_string(), contents.to_string());
+            Ok(())
+        })
+    }
+
+    /// Writes `bytes` of zeros to a file on the instance's disk (replacing the file), as
+    /// `dd` would: past the quota the disk ends up full and the write fails with ENOSPC.
+    pub fn disk_fill(&self, uuid: Uuid, path: &str, bytes: u64) -> Result<()> {
+        self.with_running_zone(uuid, |zone| {
+            let room = zone.room_for(path);
+            zone.disk.remove(path);
+            zone.filled.insert(path.to_string(), bytes.min(room));
+            if bytes > room {
+                return Err(no_space(path));
+            }
+            Ok(())
+        })
+    }
+
+    /// Size of the instance's disk in bytes; `None` when it has no quota.
+    pub fn disk_size(&self, uuid: Uuid) -> Option<u64> {
+        let quota = self.lock().zones.get(&uuid)?.instance.spec.quota;
+        (quota > 0).then_some(quota << 30)
+    }
+
+    fn with_running_zone(
+        &self,
+        uuid: Uuid,
+        f: impl FnOnce(&mut SimZone) -> Result<()>,
+    ) -> Result<()> {
         let mut state = self.lock();
         let zone = state.zones.get_mut(&uuid).ok_or(Error::VmNotFound(uuid))?;
         if zone.instance.state != InstanceState::Running {
             return Err(wrong_state(&zone.instance, "writing a file"));
         }
-        zone.disk.insert(path.to_string(), contents.to_string());
+        let result = f(zone);
         drop(state);
-        self.save()
+        self.save()?;
+        result
     }
 
     pub fn disk_read(&self, uuid: Uuid, path: &str) -> Option<String> {
@@ -252,6 +292,28 @@ impl SimBackend {
 }
 
 const MIB: u64 = 1024 * 1024;
+
+impl SimZone {
+    fn used_bytes(&self) -> u64 {
+        let written: u64 = self.disk.values().map(|c| c.len() as u64).sum();
+        written + self.filled.values().sum::<u64>()
+    }
+
+    /// Bytes a write to `path` may have (what the file holds now is freed first).
+    fn room_for(&self, path: &str) -> u64 {
+        let quota = self.instance.spec.quota;
+        if quota == 0 {
+            return u64::MAX;
+        }
+        let current = self.disk.get(path).map(|c| c.len() as u64).unwrap_or(0)
+            + self.filled.get(path).copied().unwrap_or(0);
+        (quota << 30).saturating_sub(self.used_bytes() - current)
+    }
+}
+
+fn no_space(path: &str) -> Error {
+    Error::io(path, std::io::Error::from_raw_os_error(libc::ENOSPC))
+}
 
 fn wrong_state(instance: &Instance, action: &'static str) -> Error {
     Error::WrongState {
@@ -321,6 +383,7 @@ impl ZoneBackend for SimBackend {
                         last_modified: unix_now(),
                     },
                     disk: BTreeMap::new(),
+                    filled: BTreeMap::new(),
                     booted_hostname: None,
                     cpu_ns_before: 0,
                 },
@@ -384,6 +447,7 @@ impl ZoneBackend for SimBackend {
         self.check_tags(&next)?;
         tokio::time::sleep(self.delays.update).await;
         self.with_zone(uuid, |zone| {
+            check_quota_change(zone.instance.spec.quota, next.quota, zone.used_bytes())?;
             zone.instance.spec = next;
             zone.instance.last_modified = unix_now();
             Ok(zone.instance.clone())
@@ -426,6 +490,8 @@ impl ZoneBackend for SimBackend {
             net_rx_bytes: 0,
             net_tx_bytes: 0,
             processes: u64::from(running),
+            disk_used_bytes: zone.used_bytes(),
+            disk_limit_bytes: spec.quota << 30,
         })
     }
 }

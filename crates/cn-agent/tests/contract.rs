@@ -1,7 +1,8 @@
 //! One contract, two zone backends. `contract` drives a backend through an instance's
 //! life and checks each step through a probe that looks at what the backend made: for
 //! `linux` the kernel itself (UTS namespace, addresses answering TCP from the host, cgroup
-//! files, mounts, links), for `sim` what the simulator recorded.
+//! files, `dd` inside the instance against its disk quota, mounts, loop devices, links),
+//! for `sim` what the simulator recorded.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use cn_agent::{
 use uuid::Uuid;
 
 const MIB: u64 = 1024 * 1024;
+const GIB: u64 = 1024 * MIB;
 const STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// Limits as read back: memory bytes, cpu percent, pids max.
@@ -34,6 +36,11 @@ trait Harness {
     fn limits(&self, b: &Self::B, uuid: Uuid) -> Option<Limits>;
     async fn write_file(&self, b: &Self::B, uuid: Uuid, path: &str, contents: &str);
     async fn read_file(&self, b: &Self::B, uuid: Uuid, path: &str) -> Option<String>;
+    /// Writes `mib` MiB of zeros to `path` from inside the instance (replacing the file);
+    /// the error text on failure.
+    async fn fill(&self, b: &Self::B, uuid: Uuid, path: &str, mib: u64) -> Result<(), String>;
+    /// Size of the instance's disk as the kernel (or the simulator) has it.
+    async fn disk_size(&self, b: &Self::B, uuid: Uuid) -> Option<u64>;
     /// Whatever of the instance is still around after destroy.
     fn leftovers(&self, b: &Self::B, uuid: Uuid) -> Vec<String>;
 }
@@ -133,7 +140,53 @@ async fn contract<H: Harness>(h: &H) {
     );
     assert!(h.reachable(&b, uuid, ip0, Duration::from_secs(5)).await);
 
-    // reboot: running again, disk kept.
+    // quota: the disk holds what the package says (1 GiB), grows at once while the
+    // instance runs, and never shrinks below what is on it.
+    assert_eq!(web.quota, 1);
+    let full = h
+        .fill(&b, uuid, "/big", 1100)
+        .await
+        .expect_err("1100 MiB on a 1 GiB disk");
+    assert!(full.contains("No space left on device"), "{full}");
+    let grown = b
+        .update(
+            uuid,
+            InstanceUpdate {
+                quota: Some(2),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("grow the quota");
+    assert_eq!(grown.spec.quota, 2);
+    let size = h.disk_size(&b, uuid).await.expect("a disk");
+    assert!(size > 3 * GIB / 2 && size <= 2 * GIB, "{size}");
+    h.fill(&b, uuid, "/big", 1100)
+        .await
+        .expect("1100 MiB on a 2 GiB disk");
+    let usage = b.usage(uuid).await.expect("usage");
+    assert!(usage.disk_used_bytes >= 1100 * MIB, "{usage:?}");
+    assert_eq!(usage.disk_limit_bytes, 2 * GIB);
+    match b
+        .update(
+            uuid,
+            InstanceUpdate {
+                quota: Some(1),
+                ..Default::default()
+            },
+        )
+        .await
+    {
+        Err(Error::Invalid { field, message }) => {
+            assert_eq!(field, "quota");
+            assert!(message.contains("in use"), "{message}");
+        }
+        other => panic!("shrinking below what is used: {other:?}"),
+    }
+    assert_eq!(b.get(uuid).await.unwrap().spec.quota, 2);
+    h.fill(&b, uuid, "/big", 0).await.expect("empty the file");
+
+    // reboot: running again, disk kept (and still of the grown size).
     let rebooted = b.reboot(uuid, STOP_GRACE).await.expect("reboot");
     assert_eq!(rebooted.state, InstanceState::Running);
     assert!(rebooted.last_boot.unwrap() >= first_boot);
@@ -141,6 +194,8 @@ async fn contract<H: Harness>(h: &H) {
         h.read_file(&b, uuid, "/disk-test.txt").await.as_deref(),
         Some("kept")
     );
+    let size = h.disk_size(&b, uuid).await.expect("a disk");
+    assert!(size > 3 * GIB / 2 && size <= 2 * GIB, "{size}");
     assert!(h.reachable(&b, uuid, ip0, Duration::from_secs(5)).await);
 
     // update: resize at once, rename, add and remove a NIC while running.
@@ -219,6 +274,9 @@ async fn contract<H: Harness>(h: &H) {
     assert!(h.reachable(&b, uuid, ip0, Duration::from_secs(5)).await);
     let usage = b.usage(uuid).await.expect("usage");
     assert_eq!(usage.memory_limit_bytes, 128 * MIB);
+    assert_eq!(usage.disk_limit_bytes, 2 * GIB);
+    let size = h.disk_size(&b, uuid).await.expect("a disk");
+    assert!(size > 3 * GIB / 2 && size <= 2 * GIB, "{size}");
     assert!(usage.processes >= 1, "{usage:?}");
 
     // destroy removes everything.
@@ -301,6 +359,12 @@ impl Harness for SimHarness {
     }
     async fn read_file(&self, b: &SimBackend, uuid: Uuid, path: &str) -> Option<String> {
         b.disk_read(uuid, path)
+    }
+    async fn fill(&self, b: &SimBackend, uuid: Uuid, path: &str, mib: u64) -> Result<(), String> {
+        b.disk_fill(uuid, path, mib * MIB).map_err(|e| e.chain())
+    }
+    async fn disk_size(&self, b: &SimBackend, uuid: Uuid) -> Option<u64> {
+        b.disk_size(uuid)
     }
     fn leftovers(&self, b: &SimBackend, uuid: Uuid) -> Vec<String> {
         match b.observe(uuid) {
@@ -437,6 +501,14 @@ impl Drop for LinuxHarness {
             }
             let _ = std::fs::remove_dir(&dir);
         }
+        // Instances' disks mounted on the host (their loop devices go with the mounts).
+        for mount_point in cn_agent::linux::mounts_under(self._dir.path()) {
+            let c = std::ffi::CString::new(mount_point.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: umount2(2) on a NUL-terminated path.
+            unsafe {
+                libc::umount2(c.as_ptr(), libc::MNT_DETACH);
+            }
+        }
         // Network namespaces, links, the bridge.
         for entry in std::fs::read_dir("/run/netns")
             .into_iter()
@@ -465,6 +537,21 @@ impl Drop for LinuxHarness {
     }
 }
 
+/// Runs `argv` inside the instance whose pid 1 has host pid `pid`: in its mount, PID,
+/// UTS, IPC and network namespaces. Entering the mount namespace makes its root the
+/// process's root, so the program and every path are the instance's.
+fn in_instance(pid: u32, argv: &[&str]) -> std::process::Output {
+    let target = pid.to_string();
+    let mut args = vec![
+        "--target", &target, "--mount", "--pid", "--uts", "--ipc", "--net", "--",
+    ];
+    args.extend_from_slice(argv);
+    std::process::Command::new("nsenter")
+        .args(&args)
+        .output()
+        .unwrap()
+}
+
 fn run(program: &str, args: &[&str]) -> String {
     let out = std::process::Command::new(program)
         .args(args)
@@ -482,7 +569,7 @@ fn build_image(dir: &Path) -> PathBuf {
     }
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
     for applet in [
-        "sh", "httpd", "hostname", "sleep", "cat", "ls", "ip", "ps", "mkdir",
+        "sh", "httpd", "hostname", "sleep", "cat", "ls", "ip", "ps", "mkdir", "dd", "readlink",
     ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
@@ -652,6 +739,28 @@ impl Harness for LinuxHarness {
         let pid = b.get(uuid).await.ok()?.pid?;
         std::fs::read_to_string(format!("/proc/{pid}/root{path}")).ok()
     }
+    async fn fill(&self, b: &LinuxBackend, uuid: Uuid, path: &str, mib: u64) -> Result<(), String> {
+        let pid = b.get(uuid).await.unwrap().pid.expect("running");
+        let of = format!("of={path}");
+        let count = format!("count={mib}");
+        let out = in_instance(pid, &["/bin/dd", "if=/dev/zero", &of, "bs=1M", &count]);
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+    async fn disk_size(&self, b: &LinuxBackend, uuid: Uuid) -> Option<u64> {
+        // The instance's root as the kernel reports it: the size of the file system under
+        // its overlay (what `df /` shows inside).
+        let pid = b.get(uuid).await.ok()?.pid?;
+        let c = std::ffi::CString::new(format!("/proc/{pid}/root/")).unwrap();
+        // SAFETY: statvfs(2) fills the zeroed struct we own from a NUL-terminated path.
+        unsafe {
+            let mut st: libc::statvfs = std::mem::zeroed();
+            (libc::statvfs(c.as_ptr(), &mut st) == 0).then(|| st.f_blocks * st.f_frsize)
+        }
+    }
     fn leftovers(&self, b: &LinuxBackend, uuid: Uuid) -> Vec<String> {
         let mut left = Vec::new();
         if b.zone_dir(uuid).exists() {
@@ -686,6 +795,21 @@ impl Harness for LinuxHarness {
         for line in mounts.lines().filter(|l| l.contains(&uuid.to_string())) {
             left.push(format!("mount {line}"));
         }
+        for entry in std::fs::read_dir("/sys/block")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let backing =
+                std::fs::read_to_string(entry.path().join("loop/backing_file")).unwrap_or_default();
+            if backing.contains(&uuid.to_string()) {
+                left.push(format!(
+                    "loop device {} on {}",
+                    entry.file_name().to_string_lossy(),
+                    backing.trim()
+                ));
+            }
+        }
         left
     }
 }
@@ -708,7 +832,11 @@ async fn linux_failed_boot_leaves_nothing_running() {
         .create(broken)
         .await
         .expect_err("an init that does not exist");
-    assert!(err.chain().contains("exited at once"), "{}", err.chain());
+    assert!(
+        err.chain().contains("could not start") && err.chain().contains("no-such-init"),
+        "{}",
+        err.chain()
+    );
     let failed = b.get(uuid).await.unwrap();
     assert_eq!(failed.state, InstanceState::Failed);
     // No process, namespace or veth is left; only the record, until destroy.
@@ -720,5 +848,112 @@ async fn linux_failed_boot_leaves_nothing_running() {
     assert_eq!(left, Vec::<String>::new());
     assert!(b.cgroups().pids(uuid).is_empty());
     b.destroy(uuid).await.unwrap();
+    assert_eq!(h.leftovers(&b, uuid), Vec::<String>::new());
+}
+
+/// What of the host an instance can reach, from inside (empty: nothing).
+fn host_reachable_from(pid: u32, host_marker: &Path) -> Vec<String> {
+    let mut breaches = Vec::new();
+    // Entering the instance's mount namespace lands at its root: the instance's files,
+    // and nothing else. (With a chroot the namespace's root would be the host's.)
+    let listing = in_instance(pid, &["/bin/ls", "-a", "/"]);
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    assert!(
+        listing.lines().any(|l| l == "www"),
+        "not the instance's root: {listing}"
+    );
+    let marker = host_marker.to_str().unwrap();
+    let seen = in_instance(pid, &["/bin/cat", marker]);
+    if seen.status.success() {
+        breaches.push(format!("the host's {marker} is readable inside"));
+    }
+    for path in ["/..", "/../..", "/proc/1/root/..", "/proc/1/root/../.."] {
+        let up = in_instance(pid, &["/bin/ls", "-a", path]);
+        let up = String::from_utf8_lossy(&up.stdout).into_owned();
+        if up != listing {
+            breaches.push(format!("{path} is not the instance's root: {up}"));
+        }
+    }
+    // pid 1's root is the root itself.
+    let root = in_instance(pid, &["/bin/readlink", "/proc/1/root"]);
+    let root = String::from_utf8_lossy(&root.stdout).trim().to_string();
+    if root != "/" {
+        breaches.push(format!("/proc/1/root is {root:?}"));
+    }
+    // No mount inside is the host's root file system.
+    let host_mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let host_root_dev = host_mounts
+        .lines()
+        .map(|l| l.split(' ').collect::<Vec<_>>())
+        .find(|f| f.get(4) == Some(&"/"))
+        .map(|f| f[2].to_string())
+        .expect("the host's root mount");
+    let inside = in_instance(pid, &["/bin/cat", "/proc/self/mountinfo"]);
+    assert!(inside.status.success(), "{inside:?}");
+    for line in String::from_utf8_lossy(&inside.stdout).lines() {
+        if line.split(' ').nth(2) == Some(host_root_dev.as_str()) {
+            breaches.push(format!(
+                "the host's root file system is mounted inside: {line}"
+            ));
+        }
+    }
+    breaches
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linux_instance_cannot_reach_the_host_filesystem() {
+    let h = LinuxHarness::new();
+    let b = h.backend();
+    b.image_ensure_present(h.image()).await.unwrap();
+    // A file on the host, outside the instance's root.
+    let marker = h
+        ._dir
+        .path()
+        .join(format!("host-marker-{}", Uuid::new_v4()));
+    std::fs::write(&marker, "the host's").unwrap();
+    let jail = spec(&h, "jail0", vec![h.nic(4)]);
+    let uuid = jail.uuid;
+    b.create(jail).await.expect("create");
+    let pid = b.get(uuid).await.unwrap().pid.expect("running");
+    assert_eq!(host_reachable_from(pid, &marker), Vec::<String>::new());
+
+    // Each boot makes the instance's root anew: still sealed after a stop and start, a
+    // reboot, and with a restarted agent; the disk is kept throughout.
+    h.write_file(&b, uuid, "/kept.txt", "kept").await;
+    b.shutdown(uuid, STOP_GRACE).await.expect("stop");
+    b.boot(uuid).await.expect("start");
+    b.reboot(uuid, STOP_GRACE).await.expect("reboot");
+    let b = h.backend();
+    let instance = b.get(uuid).await.unwrap();
+    assert_eq!(instance.state, InstanceState::Running);
+    assert_eq!(
+        h.read_file(&b, uuid, "/kept.txt").await.as_deref(),
+        Some("kept")
+    );
+    let pid = instance.pid.expect("running");
+    assert_eq!(host_reachable_from(pid, &marker), Vec::<String>::new());
+
+    // A reboot of the node: every process gone, nothing mounted, a new agent. The
+    // instance is found stopped (and meant to run), and boots with its disk.
+    for dir in cgroup_dirs(&h.config.cgroup_parent) {
+        kill_cgroup(&dir.join(uuid.to_string()));
+    }
+    b.disk(uuid)
+        .unmount()
+        .expect("unmount the disk as a reboot would");
+    assert!(!b.disk(uuid).is_mounted());
+    let b = h.backend();
+    let found = b.get(uuid).await.unwrap();
+    assert_eq!(found.state, InstanceState::Stopped);
+    assert!(found.spec.autoboot);
+    b.boot(uuid).await.expect("boot after a reboot of the node");
+    assert_eq!(
+        h.read_file(&b, uuid, "/kept.txt").await.as_deref(),
+        Some("kept")
+    );
+    let pid = b.get(uuid).await.unwrap().pid.expect("running");
+    assert_eq!(host_reachable_from(pid, &marker), Vec::<String>::new());
+
+    b.destroy(uuid).await.expect("destroy");
     assert_eq!(h.leftovers(&b, uuid), Vec::<String>::new());
 }

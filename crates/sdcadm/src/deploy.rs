@@ -189,6 +189,9 @@ pub struct Context {
     pub coal_dir: PathBuf,
     /// The vars, with any overrides (`--sim-cns`, `--one-node`, `pg_bindir`) applied.
     pub vars: Table,
+    /// Where other services are, by name, when not where the context puts them: a zone
+    /// made by `sdcadm create` reaches each API at the headnode's admin address.
+    pub hosts: BTreeMap<String, String>,
 }
 
 impl Context {
@@ -200,6 +203,7 @@ impl Context {
             kind,
             coal_dir: PathBuf::from("/var/tmp/triton-coal"),
             vars,
+            hosts: BTreeMap::new(),
         }
     }
 
@@ -211,6 +215,9 @@ impl Context {
     }
 
     fn host_of(&self, service: &str) -> String {
+        if let Some(host) = self.hosts.get(service) {
+            return host.clone();
+        }
         match self.kind {
             ContextKind::Coal => "127.0.0.1".to_string(),
             ContextKind::Compose | ContextKind::Zone => service.to_string(),
@@ -500,6 +507,11 @@ impl Renderer<'_> {
         let ctx = self.ctx;
         if name == "bind" {
             return Ok(Value::String(ctx.bind().into()));
+        }
+        if name == "bind_admin" {
+            // Every address, in every context: in CoaL the APIs answer on 127.0.0.1 and on
+            // the admin bridge, where service zones reach them.
+            return Ok(Value::String("0.0.0.0".into()));
         }
         if name == "data_dir" {
             return Ok(Value::String(

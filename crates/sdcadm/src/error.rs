@@ -36,6 +36,9 @@ pub enum Error {
     },
     #[error("seeding {what}: {message}")]
     Seed { what: String, message: String },
+    /// A call to one of the datacenter's APIs failed (or said no).
+    #[error("{what}: {message}")]
+    Api { what: String, message: String },
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]

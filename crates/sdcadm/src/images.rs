@@ -1,15 +1,25 @@
 //! Zone images: per service a gzipped tarball of the zone's files and an IMGAPI manifest;
 //! and CoaL's `base-64` instance image built from busybox-static.
 //!
-//! A service image's tarball holds, relative to the zone's root:
+//! A service image's tarball is the root file system of the service's zone (what the
+//! `linux` cn-agent mounts as the lower layer of the instance's overlay):
 //!
 //! ```text
 //! opt/triton/<svc>/bin/<binary>            the release binary
 //! opt/triton/<svc>/etc/<svc>.toml          its config for a zone (from deploy/services.toml)
 //! opt/triton/<svc>/etc/<svc>.toml.in       the same with the placeholders unfilled
-//! opt/triton/<svc>/start                   what starts it inside a zone (and a container)
+//! opt/triton/<svc>/start                   what starts it (a zone's init, systemd, docker)
 //! etc/systemd/system/triton-<svc>.service  the systemd unit, which runs `start`
+//! sbin/init -> /opt/triton/<svc>/start     pid 1 of the zone
+//! bin/busybox, bin/sh, ...                 a shell and its applets, for `start`
+//! lib/..., lib64/ld-linux-*.so.*           the shared libraries the binary needs (ldd)
+//! etc/passwd, etc/group, etc/nsswitch.conf
 //! ```
+//!
+//! The binary is linked against the build machine's glibc; the image carries exactly the
+//! libraries `ldd` resolves for it, so the zone needs nothing from the host. To run a
+//! service outside a zone (a container, a host), take only `opt/triton` and
+//! `etc/systemd` from the tarball: the rest would replace the host's own userland.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -123,12 +133,210 @@ pub fn manifest(
     m
 }
 
-/// The entries of one service's zone image.
+/// The key of `internal_metadata` holding a zone's config: `sdcadm create` renders the
+/// service's config for the datacenter and puts it there; cn-agent writes it into the
+/// zone as `/etc/triton/metadata/internal/<key>`, where `start` reads it.
+pub const CONFIG_METADATA_KEY: &str = "triton:config";
+
+/// Where cn-agent's `linux` backend puts an instance's `internal_metadata` inside it.
+pub const ZONE_INTERNAL_METADATA: &str = "/etc/triton/metadata/internal";
+
+/// What a service image carries beside the service itself.
+#[derive(Debug, Clone)]
+pub struct Userland {
+    /// busybox-static: `/bin/sh` and the applets `start` uses.
+    pub busybox: PathBuf,
+}
+
+impl Userland {
+    /// busybox from PATH (or /bin, /usr/bin).
+    pub fn find() -> Result<Userland, Error> {
+        let busybox = crate::coal::process::which("busybox")
+            .or_else(|| {
+                ["/bin/busybox", "/usr/bin/busybox"]
+                    .iter()
+                    .map(PathBuf::from)
+                    .find(|p| p.is_file())
+            })
+            .ok_or_else(|| Error::Command {
+                command: "busybox".into(),
+                detail: "not installed (busybox-static): a service zone's shell comes from it"
+                    .into(),
+            })?;
+        Ok(Userland { busybox })
+    }
+}
+
+/// The shared libraries `binary` loads, as `ldd` resolves them on this machine: (path in
+/// the zone, file on this machine). None for a static binary or a script.
+pub fn shared_libraries(binary: &Path) -> Result<Vec<(String, PathBuf)>, Error> {
+    let out = Command::new("ldd")
+        .arg(binary)
+        .output()
+        .map_err(|e| Error::Command {
+            command: format!("ldd {}", binary.display()),
+            detail: e.to_string(),
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() {
+        if text.contains("not a dynamic executable") || err.contains("not a dynamic executable") {
+            return Ok(Vec::new());
+        }
+        return Err(Error::Command {
+            command: format!("ldd {}", binary.display()),
+            detail: format!("{}{}", err.trim(), text.trim()),
+        });
+    }
+    let mut libs = Vec::new();
+    let mut missing = Vec::new();
+    for line in text.lines().map(str::trim) {
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)", or the loader itself,
+        // "/lib64/ld-linux-x86-64.so.2 (0x...)"; the vDSO has no file.
+        let path = match line.split_once("=>") {
+            Some((name, rest)) => {
+                let target = rest.split_whitespace().next().unwrap_or("");
+                if target == "not" || target.is_empty() {
+                    missing.push(name.trim().to_string());
+                    continue;
+                }
+                target
+            }
+            None => line.split_whitespace().next().unwrap_or(""),
+        };
+        if path.starts_with('/') {
+            libs.push((
+                path.trim_start_matches('/').to_string(),
+                PathBuf::from(path),
+            ));
+        }
+    }
+    if !missing.is_empty() {
+        return Err(Error::Command {
+            command: format!("ldd {}", binary.display()),
+            detail: format!("libraries not found: {}", missing.join(", ")),
+        });
+    }
+    libs.sort();
+    libs.dedup();
+    Ok(libs)
+}
+
+/// Directory entries for every parent of `path` not in `seen` yet, outermost first.
+fn parents(path: &str, seen: &mut std::collections::BTreeSet<String>, out: &mut Vec<Entry>) {
+    let mut at = String::new();
+    let parts: Vec<&str> = path.split('/').collect();
+    for part in &parts[..parts.len().saturating_sub(1)] {
+        if !at.is_empty() {
+            at.push('/');
+        }
+        at.push_str(part);
+        if seen.insert(at.clone()) {
+            out.push(Entry::Dir {
+                path: at.clone(),
+                mode: 0o755,
+            });
+        }
+    }
+}
+
+/// busybox at `bin/busybox` with a symlink per applet (but `sbin/init`, which is the
+/// image's own), the usual top-level directories, and a passwd and group for root.
+fn busybox_entries(busybox: &Path) -> Result<Vec<Entry>, Error> {
+    let bin = std::fs::read(busybox).map_err(|e| Error::io("read busybox", busybox, e))?;
+    let list = Command::new(busybox)
+        .arg("--list-full")
+        .output()
+        .map_err(|e| Error::Command {
+            command: format!("{} --list-full", busybox.display()),
+            detail: e.to_string(),
+        })?;
+    if !list.status.success() {
+        return Err(Error::Command {
+            command: format!("{} --list-full", busybox.display()),
+            detail: String::from_utf8_lossy(&list.stderr).into_owned(),
+        });
+    }
+    let mut entries = Vec::new();
+    for d in [
+        "bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "tmp", "root",
+        "var", "var/www",
+    ] {
+        let mode = if d == "tmp" { 0o1777 } else { 0o755 };
+        entries.push(Entry::Dir {
+            path: d.into(),
+            mode,
+        });
+    }
+    entries.push(Entry::File {
+        path: "bin/busybox".into(),
+        mode: 0o755,
+        data: bin,
+    });
+    let mut applets: Vec<String> = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| {
+            !l.is_empty() && l != "bin/busybox" && l != "sbin/init" && l.matches('/').count() <= 2
+        })
+        .collect();
+    applets.sort();
+    applets.dedup();
+    for a in applets {
+        entries.push(Entry::Symlink {
+            path: a,
+            target: "/bin/busybox".into(),
+        });
+    }
+    entries.push(Entry::File {
+        path: "etc/passwd".into(),
+        mode: 0o644,
+        data: b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n".to_vec(),
+    });
+    entries.push(Entry::File {
+        path: "etc/group".into(),
+        mode: 0o644,
+        data: b"root:x:0:\nnogroup:x:65534:\n".to_vec(),
+    });
+    Ok(entries)
+}
+
+/// The start script of a service: the zone's pid 1 (`/sbin/init` links to it), and what
+/// systemd and docker run. It takes the config `sdcadm create` left in the instance's
+/// metadata when there is one, else the image's own.
+pub fn start_script(service: &Service, data_dir: &Path) -> String {
+    let name = &service.name;
+    let bin = service.binary.rsplit('/').next().unwrap_or(&service.binary);
+    let root = format!("/opt/triton/{name}");
+    format!(
+        r#"#!/bin/sh
+# Starts {name}: pid 1 of its zone (/sbin/init), or run by systemd or docker.
+# The config is the one the datacenter gave this instance (`sdcadm create` puts it in the
+# instance's internal_metadata; cn-agent writes that into the zone), else the image's own.
+set -e
+config={root}/etc/{name}.toml
+if [ -f "{md}/{key}" ]; then
+    config="{md}/{key}"
+fi
+mkdir -p {data}
+exec {root}/bin/{bin} --config "$config" "$@"
+"#,
+        md = ZONE_INTERNAL_METADATA,
+        key = CONFIG_METADATA_KEY,
+        data = data_dir.display(),
+    )
+}
+
+/// The entries of one service's zone image: the service's own files, then its zone's
+/// userland (busybox, the binary's shared libraries, `/sbin/init`).
 pub fn service_entries(
     deployment: &Deployment,
     service: &Service,
-    binary: &[u8],
+    binary: &Path,
+    userland: &Userland,
 ) -> Result<Vec<Entry>, Error> {
+    let bin_data =
+        std::fs::read(binary).map_err(|e| Error::io("read the service binary", binary, e))?;
     let ctx = Context::new(ContextKind::Zone, deployment);
     let rendered = deployment.render(service, &ctx)?;
     let name = &service.name;
@@ -148,10 +356,7 @@ pub fn service_entries(
         service.description,
         crate::deploy::env_prefix(&service.binary)
     );
-    let start = format!(
-        "#!/bin/sh\n# Starts {name} in its zone (or container): systemd runs this, and so does docker.\nset -e\nmkdir -p {data}\nexec /{root}/bin/{bin} --config /{root}/etc/{name}.toml \"$@\"\n",
-        data = data_dir.display(),
-    );
+    let start = start_script(service, &data_dir);
     let kill_mode = if service.binary == "cn-agent" {
         // Instances are cn-agent's children and must outlive a restart of the agent.
         "KillMode=process\n"
@@ -162,7 +367,7 @@ pub fn service_entries(
         "[Unit]\nDescription=Triton {name}: {desc}\nAfter=network-online.target\nWants=network-online.target\n\n[Service]\nType=simple\nExecStart=/{root}/start\nRestart=always\nRestartSec=2\n{kill_mode}\n[Install]\nWantedBy=multi-user.target\n",
         desc = service.description,
     );
-    Ok(vec![
+    let mut entries = vec![
         Entry::Dir {
             path: "opt".into(),
             mode: 0o755,
@@ -182,7 +387,7 @@ pub fn service_entries(
         Entry::File {
             path: format!("{root}/bin/{bin}"),
             mode: 0o755,
-            data: binary.to_vec(),
+            data: bin_data,
         },
         Entry::Dir {
             path: format!("{root}/etc"),
@@ -221,7 +426,48 @@ pub fn service_entries(
             mode: 0o644,
             data: unit.into_bytes(),
         },
-    ])
+    ];
+    // The zone's userland.
+    let mut seen: std::collections::BTreeSet<String> = entries
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Dir { path, .. } => Some(path.clone()),
+            _ => None,
+        })
+        .collect();
+    for e in busybox_entries(&userland.busybox)? {
+        match &e {
+            Entry::Dir { path, .. } if !seen.insert(path.clone()) => {}
+            _ => entries.push(e),
+        }
+    }
+    entries.push(Entry::Symlink {
+        path: "sbin/init".into(),
+        target: format!("/{root}/start"),
+    });
+    entries.push(Entry::File {
+        path: "etc/nsswitch.conf".into(),
+        mode: 0o644,
+        data: b"passwd: files\ngroup: files\nhosts: files dns\n".to_vec(),
+    });
+    for d in ["var/lib", "var/lib/triton"] {
+        if seen.insert(d.to_string()) {
+            entries.push(Entry::Dir {
+                path: d.into(),
+                mode: 0o755,
+            });
+        }
+    }
+    for (path, file) in shared_libraries(binary)? {
+        parents(&path, &mut seen, &mut entries);
+        let data = std::fs::read(&file).map_err(|e| Error::io("read a library", &file, e))?;
+        entries.push(Entry::File {
+            path,
+            mode: 0o755,
+            data,
+        });
+    }
+    Ok(entries)
 }
 
 /// File names of a service image in `out`.
@@ -240,8 +486,7 @@ pub fn build_service_image(
     out: &Path,
     version: &str,
 ) -> Result<BuiltImage, Error> {
-    let bin = std::fs::read(binary).map_err(|e| Error::io("read the service binary", binary, e))?;
-    let entries = service_entries(deployment, service, &bin)?;
+    let entries = service_entries(deployment, service, binary, &Userland::find()?)?;
     let mut raw = Vec::new();
     tar::write(&mut raw, &entries).map_err(|e| Error::io("write the tarball", out, e))?;
     let file = gzip(&raw)?;
@@ -294,65 +539,11 @@ done
 /// CoaL's instance image: busybox-static, a symlink per applet, and [`BASE_INIT`] as
 /// `/sbin/init`. Returns the gzipped tarball.
 pub fn base_image(busybox: &Path) -> Result<Vec<u8>, Error> {
-    let bin = std::fs::read(busybox).map_err(|e| Error::io("read busybox", busybox, e))?;
-    let list = Command::new(busybox)
-        .arg("--list-full")
-        .output()
-        .map_err(|e| Error::Command {
-            command: format!("{} --list-full", busybox.display()),
-            detail: e.to_string(),
-        })?;
-    if !list.status.success() {
-        return Err(Error::Command {
-            command: format!("{} --list-full", busybox.display()),
-            detail: String::from_utf8_lossy(&list.stderr).into_owned(),
-        });
-    }
-    let mut entries = Vec::new();
-    for d in [
-        "bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "tmp", "root",
-        "var", "var/www",
-    ] {
-        let mode = if d == "tmp" { 0o1777 } else { 0o755 };
-        entries.push(Entry::Dir {
-            path: d.into(),
-            mode,
-        });
-    }
-    entries.push(Entry::File {
-        path: "bin/busybox".into(),
-        mode: 0o755,
-        data: bin,
-    });
-    let mut applets: Vec<String> = String::from_utf8_lossy(&list.stdout)
-        .lines()
-        .map(|l| l.trim().to_string())
-        .filter(|l| {
-            !l.is_empty() && l != "bin/busybox" && l != "sbin/init" && l.matches('/').count() <= 2
-        })
-        .collect();
-    applets.sort();
-    applets.dedup();
-    for a in applets {
-        entries.push(Entry::Symlink {
-            path: a,
-            target: "/bin/busybox".into(),
-        });
-    }
+    let mut entries = busybox_entries(busybox)?;
     entries.push(Entry::File {
         path: "sbin/init".into(),
         mode: 0o755,
         data: BASE_INIT.as_bytes().to_vec(),
-    });
-    entries.push(Entry::File {
-        path: "etc/passwd".into(),
-        mode: 0o644,
-        data: b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n".to_vec(),
-    });
-    entries.push(Entry::File {
-        path: "etc/group".into(),
-        mode: 0o644,
-        data: b"root:x:0:\nnogroup:x:65534:\n".to_vec(),
     });
     let mut raw = Vec::new();
     tar::write(&mut raw, &entries).map_err(|e| Error::io("write the base image", busybox, e))?;

@@ -3,6 +3,8 @@
 //!
 //! * [`coal`]: CoaL, a whole datacenter as processes on this machine;
 //! * [`images`]: a zone image (tarball + IMGAPI manifest) per service;
+//! * [`instances`]: a service's image imported into IMGAPI and provisioned through VMAPI
+//!   as a zone, where the service joins the datacenter;
 //! * [`compose`]: writes `deploy/docker-compose.yml`.
 
 pub mod coal;
@@ -10,6 +12,7 @@ pub mod compose;
 pub mod deploy;
 pub mod error;
 pub mod images;
+pub mod instances;
 pub mod tar;
 
 pub use error::Error;

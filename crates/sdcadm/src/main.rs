@@ -7,12 +7,13 @@ use clap::{Parser, Subcommand};
 use sdcadm::coal::{Coal, Options};
 use sdcadm::deploy::{Deployment, SERVICES_TOML, repo_root};
 use sdcadm::error::{Error, chain};
+use sdcadm::instances::{CreateOptions, Datacenter, Imported};
 
 #[derive(Parser)]
 #[command(
     name = "sdcadm",
     version,
-    about = "Triton-rs operator CLI: CoaL, zone images, docker-compose"
+    about = "Triton-rs operator CLI: CoaL, zone images, service zones, docker-compose"
 )]
 struct Cli {
     /// The repository's top folder (default: $TRITON_ROOT, or found from the current directory).
@@ -45,6 +46,60 @@ enum Command {
     },
     /// Check deploy/services.toml and list its services in start order.
     Services,
+    /// Provision a zone of a service from its image in IMGAPI, through VMAPI, on a linux
+    /// compute node; wait until the service in it is healthy.
+    Create {
+        /// The service (a name in deploy/services.toml).
+        service: String,
+        /// The image's uuid (default: the newest active image named after the service).
+        #[arg(long)]
+        image: Option<String>,
+        /// Default: <service><N>, the first N not taken.
+        #[arg(long)]
+        alias: Option<String>,
+        /// The compute node (default: a running, set-up one with a real agent).
+        #[arg(long)]
+        server: Option<String>,
+        /// Its address on the admin network (default: the first free one).
+        #[arg(long)]
+        ip: Option<std::net::Ipv4Addr>,
+        /// Memory, MiB.
+        #[arg(long, default_value_t = 512)]
+        ram: u64,
+        #[command(flatten)]
+        dc: DcArgs,
+    },
+    /// List service zones (instances tagged smartdc_role), of one service or all.
+    Instances {
+        service: Option<String>,
+        #[command(flatten)]
+        dc: DcArgs,
+    },
+    /// Delete a service zone (by uuid or alias) through VMAPI.
+    Delete {
+        instance: String,
+        #[command(flatten)]
+        dc: DcArgs,
+    },
+}
+
+/// Where the datacenter's APIs are.
+#[derive(clap::Args)]
+struct DcArgs {
+    /// Where sdcadm reaches the APIs (on the ports of deploy/services.toml).
+    #[arg(long, default_value = "127.0.0.1")]
+    api_host: String,
+    /// Where a zone on the admin network reaches them: the headnode's admin address
+    /// (default: the admin bridge's address in deploy/services.toml).
+    #[arg(long)]
+    admin_ip: Option<std::net::Ipv4Addr>,
+}
+
+impl DcArgs {
+    fn open(self, root: &std::path::Path) -> Result<Datacenter, Error> {
+        let deployment = Deployment::load(&root.join(SERVICES_TOML))?;
+        Datacenter::new(deployment, Some(self.api_host), self.admin_ip)
+    }
 }
 
 #[derive(Subcommand)]
@@ -85,6 +140,14 @@ enum ImagesCommand {
         bin_dir: Option<PathBuf>,
         /// Only these services.
         services: Vec<String>,
+    },
+    /// Import an image (its manifest and file) into IMGAPI, keeping its uuid, and
+    /// activate it.
+    Import {
+        manifest: PathBuf,
+        file: PathBuf,
+        #[command(flatten)]
+        dc: DcArgs,
     },
 }
 
@@ -240,6 +303,68 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 eprintln!("sdcadm: not built, so no image: {}", missing.join(", "));
                 return Ok(ExitCode::FAILURE);
             }
+        }
+        Command::Images {
+            command: ImagesCommand::Import { manifest, file, dc },
+        } => {
+            let dc = dc.open(&root)?;
+            let (m, done) = sdcadm::instances::import_files(&dc, &manifest, &file).await?;
+            let what = format!(
+                "{} {} ({})",
+                m["name"].as_str().unwrap_or(""),
+                m["version"].as_str().unwrap_or(""),
+                m["uuid"].as_str().unwrap_or("")
+            );
+            match done {
+                Imported::New => println!("imported and activated image {what}"),
+                Imported::Activated => println!("activated image {what} (it was there)"),
+                Imported::AlreadyThere => println!("image {what} is already in IMGAPI"),
+            }
+        }
+        Command::Create {
+            service,
+            image,
+            alias,
+            server,
+            ip,
+            ram,
+            dc,
+        } => {
+            let dc = dc.open(&root)?;
+            let progress = sdcadm::coal::Progress::named("create");
+            let made = sdcadm::instances::create(
+                &dc,
+                &CreateOptions {
+                    service,
+                    image,
+                    alias,
+                    server,
+                    ip,
+                    ram,
+                },
+                &progress,
+            )
+            .await?;
+            println!("{} {} {} {}", made.alias, made.uuid, made.ip, made.state);
+        }
+        Command::Instances { service, dc } => {
+            let dc = dc.open(&root)?;
+            let rows = sdcadm::instances::list(&dc, service.as_deref()).await?;
+            println!(
+                "{:<10} {:<14} {:<36} {:<15} {:<12} SERVER",
+                "SERVICE", "ALIAS", "UUID", "IP", "STATE"
+            );
+            for r in rows {
+                println!(
+                    "{:<10} {:<14} {:<36} {:<15} {:<12} {}",
+                    r.service, r.alias, r.uuid, r.ip, r.state, r.server_uuid
+                );
+            }
+        }
+        Command::Delete { instance, dc } => {
+            let dc = dc.open(&root)?;
+            let gone = sdcadm::instances::delete(&dc, &instance).await?;
+            println!("deleted {} ({})", gone.alias, gone.uuid);
         }
         Command::Services => {
             let deployment = Deployment::load(&root.join(SERVICES_TOML))?;

@@ -167,7 +167,21 @@ fn placeholders_render_per_context() {
     let coal = d
         .render(moray, &Context::new(ContextKind::Coal, &d))
         .unwrap();
-    assert_eq!(coal.config["listen"].as_str(), Some("127.0.0.1:2020"));
+    // Moray and the APIs answer on every address in CoaL: on 127.0.0.1 for the host's
+    // processes and on the admin bridge for service zones; etcd only on 127.0.0.1.
+    assert_eq!(coal.config["listen"].as_str(), Some("0.0.0.0:2020"));
+    let etcd = d
+        .render(
+            d.service("etcd").unwrap(),
+            &Context::new(ContextKind::Coal, &d),
+        )
+        .unwrap();
+    assert!(
+        etcd.args
+            .contains(&"--listen-client-urls=http://127.0.0.1:2379".to_string()),
+        "{:?}",
+        etcd.args
+    );
     assert_eq!(
         coal.config["manatee_etcd"].as_str(),
         Some("http://127.0.0.1:2379")
@@ -355,8 +369,19 @@ fn service_image_manifest_describes_its_tarball() {
     assert!(unit.contains("ExecStart=/opt/triton/papi/start"), "{unit}");
     let start = std::fs::read_to_string(x.join("opt/triton/papi/start")).unwrap();
     assert!(
-        start.contains("exec /opt/triton/papi/bin/papi --config /opt/triton/papi/etc/papi.toml"),
+        start.contains("config=/opt/triton/papi/etc/papi.toml")
+            && start.contains("exec /opt/triton/papi/bin/papi --config \"$config\""),
         "{start}"
+    );
+    // It is a zone's root: /sbin/init is the start script, with a shell to run it.
+    assert_eq!(
+        std::fs::read_link(x.join("sbin/init")).unwrap(),
+        Path::new("/opt/triton/papi/start")
+    );
+    assert!(x.join("bin/busybox").is_file());
+    assert_eq!(
+        std::fs::read_link(x.join("bin/sh")).unwrap(),
+        Path::new("/bin/busybox")
     );
 
     // Reproducible: a rebuild of the same binary is byte for byte the same image.
@@ -401,4 +426,133 @@ fn base_image_runs_an_http_init() {
         .status()
         .unwrap();
     assert!(st.success());
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| s.lines().any(|l| l.starts_with("Uid:\t0\t")))
+        .unwrap_or(false)
+}
+
+fn unpack(tarball: &Path, into: &Path) {
+    std::fs::create_dir_all(into).unwrap();
+    let st = std::process::Command::new("tar")
+        .arg("-xzf")
+        .arg(tarball)
+        .arg("-C")
+        .arg(into)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// Runs `argv` chrooted into `root`, with the environment a zone's pid 1 gets.
+fn in_root(root: &Path, argv: &[&str]) -> std::process::Output {
+    std::process::Command::new("chroot")
+        .arg(root)
+        .args(argv)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_service_image_is_a_root_its_binary_runs_in() {
+    if !is_root() {
+        eprintln!("not root, so no chroot; skipping");
+        return;
+    }
+    let d = deployment();
+    let papi = d.service("papi").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    // A real dynamically linked Rust binary (this crate's own) stands in for papi: in the
+    // image's root, with nothing from the host, it finds every library it needs.
+    let real = Path::new(env!("CARGO_BIN_EXE_sdcadm"));
+    let built =
+        sdcadm::images::build_service_image(&d, papi, real, &dir.path().join("out"), "1.0.0")
+            .unwrap();
+    let x = dir.path().join("real");
+    unpack(&built.tarball, &x);
+    let out = in_root(&x, &["/opt/triton/papi/bin/papi", "--version"]);
+    assert!(
+        out.status.success(),
+        "the binary does not run in its image: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("sdcadm "));
+
+    // The zone's init starts the service with the image's config, or with the one the
+    // datacenter gave the instance in its metadata (cn-agent writes it into the zone).
+    let echo = dir.path().join("echo-args");
+    std::fs::write(&echo, "#!/bin/sh\necho \"args: $*\"\n").unwrap();
+    let built =
+        sdcadm::images::build_service_image(&d, papi, &echo, &dir.path().join("out2"), "1.0.0")
+            .unwrap();
+    let x = dir.path().join("script");
+    unpack(&built.tarball, &x);
+    let out = in_root(&x, &["/sbin/init"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "args: --config /opt/triton/papi/etc/papi.toml",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        x.join("var/lib/triton/papi").is_dir(),
+        "start makes the data dir"
+    );
+    let md = x.join(sdcadm::images::ZONE_INTERNAL_METADATA.trim_start_matches('/'));
+    std::fs::create_dir_all(&md).unwrap();
+    std::fs::write(
+        md.join(sdcadm::images::CONFIG_METADATA_KEY),
+        "listen = \"0.0.0.0:2022\"\n",
+    )
+    .unwrap();
+    let out = in_root(&x, &["/sbin/init"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "args: --config /etc/triton/metadata/internal/triton:config"
+    );
+}
+
+#[test]
+fn a_zone_config_points_at_the_datacenter() {
+    let dc = sdcadm::instances::Datacenter::new(deployment(), None, None).unwrap();
+    assert_eq!(dc.admin_ip.to_string(), "10.99.99.7");
+    let cloudapi = dc.deployment.service("cloudapi").unwrap();
+    let text =
+        sdcadm::instances::zone_config(&dc, cloudapi, "10.99.99.40".parse().unwrap()).unwrap();
+    let config: toml::Table = text.parse().unwrap();
+    // Every API at the headnode's admin address, where CoaL's services answer.
+    for key in [
+        "ufds_url",
+        "papi_url",
+        "imgapi_url",
+        "napi_url",
+        "vmapi_url",
+        "cnapi_url",
+    ] {
+        let url = config[key].as_str().unwrap();
+        assert!(url.starts_with("http://10.99.99.7:"), "{key} = {url}");
+    }
+    assert_eq!(config["ufds_url"].as_str(), Some("http://10.99.99.7:1390"));
+    // The service itself: on every address of its zone, known by its own IP.
+    assert_eq!(config["listen"].as_str(), Some("0.0.0.0:8080"));
+    assert_eq!(
+        config["external_url"].as_str(),
+        Some("http://10.99.99.40:8080")
+    );
+    assert_eq!(config["tls_cert"].as_str(), Some(""));
+    // And the services it needs listen where the zone reaches them.
+    let coal = Context::new(ContextKind::Coal, &dc.deployment);
+    for svc in ["ufds", "papi", "imgapi", "napi", "vmapi", "cnapi"] {
+        let r = dc
+            .deployment
+            .render(dc.deployment.service(svc).unwrap(), &coal)
+            .unwrap();
+        let listen = r.config["listen"].as_str().unwrap();
+        assert!(listen.starts_with("0.0.0.0:"), "{svc} listens on {listen}");
+    }
 }

@@ -5,6 +5,10 @@
 //! An instance's cgroup is `<parent>/<uuid>` in each hierarchy. Whether an instance runs
 //! is read from its cgroup: it runs while the cgroup holds processes. That holds across
 //! restarts of cn-agent, which keeps no pids of its own.
+//!
+//! What is written where is one pure function, [`limit_files`], so both versions are
+//! checked by unit tests on any host. (CI and CoaL hosts here run cgroup v1; the v2 path
+//! is exercised by those tests, on a directory laid out like a cgroup2 mount, only.)
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -37,6 +41,73 @@ impl Limits {
             cpu_percent: (cpu_cap > 0).then_some(cpu_cap),
             pids_max: (max_lwps > 0).then_some(max_lwps),
         }
+    }
+}
+
+/// Which cgroup interface the files of [`limit_files`] belong to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    V1,
+    V2,
+}
+
+/// One file a limit is written to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitFile {
+    /// On v1, the hierarchy the file is in; on v2 every file is in the one directory.
+    pub controller: &'static str,
+    pub file: &'static str,
+    pub value: String,
+    /// A file the kernel may lack (`memory.swap.max` without swap accounting); failing
+    /// to write it is not an error.
+    pub optional: bool,
+}
+
+/// The files that carry `limits` and their values, in the order they are written.
+pub fn limit_files(version: Version, limits: Limits) -> Vec<LimitFile> {
+    let file = |controller, file, value: String| LimitFile {
+        controller,
+        file,
+        value,
+        optional: false,
+    };
+    let pids = pids_value(limits.pids_max);
+    match version {
+        Version::V2 => vec![
+            file("memory", "memory.max", limits.memory_bytes.to_string()),
+            // No swap beyond the memory limit, as a zone's max_swap = ram.
+            LimitFile {
+                optional: true,
+                ..file("memory", "memory.swap.max", "0".into())
+            },
+            file(
+                "cpu",
+                "cpu.max",
+                match limits.cpu_percent {
+                    Some(pct) => format!("{} {CPU_PERIOD_US}", cpu_quota_us(pct)),
+                    None => format!("max {CPU_PERIOD_US}"),
+                },
+            ),
+            file("pids", "pids.max", pids),
+        ],
+        Version::V1 => vec![
+            file(
+                "memory",
+                "memory.limit_in_bytes",
+                limits.memory_bytes.to_string(),
+            ),
+            // The period first: the kernel checks the quota against it.
+            file("cpu", "cpu.cfs_period_us", CPU_PERIOD_US.to_string()),
+            file(
+                "cpu",
+                "cpu.cfs_quota_us",
+                match limits.cpu_percent {
+                    Some(pct) => cpu_quota_us(pct).to_string(),
+                    None => "-1".into(),
+                },
+            ),
+            file("pids", "pids.max", pids),
+        ],
     }
 }
 
@@ -131,34 +202,17 @@ impl Cgroups {
     }
 
     pub fn set_limits(&self, uuid: Uuid, limits: Limits) -> Result<()> {
-        match &self.hierarchy {
-            Hierarchy::V2(_) => {
-                let dir = self.controller_dir(uuid, "memory");
-                write(&dir.join("memory.max"), &limits.memory_bytes.to_string())?;
-                // No swap beyond the memory limit, as a zone's max_swap = ram.
-                let _ = write(&dir.join("memory.swap.max"), "0");
-                let cpu = match limits.cpu_percent {
-                    Some(pct) => format!("{} {CPU_PERIOD_US}", cpu_quota_us(pct)),
-                    None => format!("max {CPU_PERIOD_US}"),
-                };
-                write(&dir.join("cpu.max"), &cpu)?;
-                write(&dir.join("pids.max"), &pids_value(limits.pids_max))?;
-            }
-            Hierarchy::V1(_) => {
-                let mem = self.controller_dir(uuid, "memory");
-                write(
-                    &mem.join("memory.limit_in_bytes"),
-                    &limits.memory_bytes.to_string(),
-                )?;
-                let cpu = self.controller_dir(uuid, "cpu");
-                write(&cpu.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
-                let quota = match limits.cpu_percent {
-                    Some(pct) => cpu_quota_us(pct).to_string(),
-                    None => "-1".to_string(),
-                };
-                write(&cpu.join("cpu.cfs_quota_us"), &quota)?;
-                let pids = self.controller_dir(uuid, "pids");
-                write(&pids.join("pids.max"), &pids_value(limits.pids_max))?;
+        let version = match &self.hierarchy {
+            Hierarchy::V2(_) => Version::V2,
+            Hierarchy::V1(_) => Version::V1,
+        };
+        for f in limit_files(version, limits) {
+            let path = self.controller_dir(uuid, f.controller).join(f.file);
+            match write(&path, &f.value) {
+                Err(e) if f.optional => {
+                    tracing::debug!(%uuid, error = %e.chain(), "optional cgroup limit not set")
+                }
+                other => other?,
             }
         }
         Ok(())
@@ -170,17 +224,7 @@ impl Cgroups {
             Hierarchy::V2(_) => {
                 let dir = self.controller_dir(uuid, "memory");
                 let memory_bytes = read_u64(&dir.join("memory.max"))?.unwrap_or(u64::MAX);
-                let cpu = read(&dir.join("cpu.max"))?;
-                let mut parts = cpu.split_whitespace();
-                let quota = parts.next().unwrap_or("max");
-                let period = parts
-                    .next()
-                    .and_then(|p| p.parse::<u64>().ok())
-                    .unwrap_or(CPU_PERIOD_US);
-                let cpu_percent = quota
-                    .parse::<u64>()
-                    .ok()
-                    .map(|q| (q * 100 / period.max(1)) as u32);
+                let cpu_percent = parse_cpu_max(&read(&dir.join("cpu.max"))?);
                 let pids_max = read_u64(&dir.join("pids.max"))?;
                 Ok(Limits {
                     memory_bytes,
@@ -319,6 +363,20 @@ impl Cgroups {
     }
 }
 
+/// Percent of one CPU from v2's `cpu.max` ("<quota> <period>" or "max <period>").
+fn parse_cpu_max(text: &str) -> Option<u32> {
+    let mut parts = text.split_whitespace();
+    let quota = parts.next().unwrap_or("max");
+    let period = parts
+        .next()
+        .and_then(|p| p.parse::<u64>().ok())
+        .unwrap_or(CPU_PERIOD_US);
+    quota
+        .parse::<u64>()
+        .ok()
+        .map(|q| (q * 100 / period.max(1)) as u32)
+}
+
 fn cpu_quota_us(percent: u32) -> u64 {
     u64::from(percent) * CPU_PERIOD_US / 100
 }
@@ -374,5 +432,147 @@ fn read_u64(path: &Path) -> Result<Option<u64>> {
             &path.display().to_string(),
             format!("unexpected value {text:?}"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(version: Version, limits: Limits) -> Vec<(&'static str, String)> {
+        limit_files(version, limits)
+            .into_iter()
+            .map(|f| (f.file, f.value))
+            .collect()
+    }
+
+    fn owned(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+        pairs.iter().map(|(f, v)| (*f, v.to_string())).collect()
+    }
+
+    #[test]
+    fn a_package_maps_to_v2_files() {
+        let capped = Limits::from_package(64, 50, 64);
+        assert_eq!(
+            pairs(Version::V2, capped),
+            owned(&[
+                ("memory.max", "67108864"),
+                ("memory.swap.max", "0"),
+                ("cpu.max", "50000 100000"),
+                ("pids.max", "64"),
+            ])
+        );
+        let uncapped = Limits::from_package(1024, 0, 0);
+        assert_eq!(
+            pairs(Version::V2, uncapped),
+            owned(&[
+                ("memory.max", "1073741824"),
+                ("memory.swap.max", "0"),
+                ("cpu.max", "max 100000"),
+                ("pids.max", "max"),
+            ])
+        );
+        // Only the swap limit may be missing from a kernel.
+        let optional: Vec<&str> = limit_files(Version::V2, capped)
+            .into_iter()
+            .filter(|f| f.optional)
+            .map(|f| f.file)
+            .collect();
+        assert_eq!(optional, ["memory.swap.max"]);
+    }
+
+    #[test]
+    fn a_package_maps_to_v1_files() {
+        assert_eq!(
+            pairs(Version::V1, Limits::from_package(64, 150, 200)),
+            owned(&[
+                ("memory.limit_in_bytes", "67108864"),
+                ("cpu.cfs_period_us", "100000"),
+                ("cpu.cfs_quota_us", "150000"),
+                ("pids.max", "200"),
+            ])
+        );
+        assert_eq!(
+            pairs(Version::V1, Limits::from_package(64, 0, 0)),
+            owned(&[
+                ("memory.limit_in_bytes", "67108864"),
+                ("cpu.cfs_period_us", "100000"),
+                ("cpu.cfs_quota_us", "-1"),
+                ("pids.max", "max"),
+            ])
+        );
+        for f in limit_files(Version::V1, Limits::from_package(64, 0, 0)) {
+            assert!(V1_CONTROLLERS.contains(&f.controller), "{f:?}");
+            assert!(f.file.starts_with(f.controller), "{f:?}");
+        }
+    }
+
+    #[test]
+    fn cpu_max_reads_back_as_percent() {
+        assert_eq!(parse_cpu_max("50000 100000"), Some(50));
+        assert_eq!(parse_cpu_max("150000 100000\n"), Some(150));
+        assert_eq!(parse_cpu_max("max 100000"), None);
+    }
+
+    /// A directory laid out like a cgroup2 mount (not a real one: the files are plain
+    /// files here), so the v2 code path runs end to end on a v1 host.
+    #[test]
+    fn v2_limits_go_to_one_directory_and_read_back() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(
+            root.path().join("cgroup.controllers"),
+            "cpu memory pids io\n",
+        )
+        .unwrap();
+        let parent = root.path().join("triton");
+        std::fs::create_dir(&parent).unwrap();
+        std::fs::write(parent.join("cgroup.controllers"), "cpu memory pids\n").unwrap();
+        let cgroups = Cgroups::detect(root.path(), "triton").unwrap();
+        assert_eq!(
+            cgroups.hierarchy(),
+            &Hierarchy::V2(root.path().to_path_buf())
+        );
+        let uuid = Uuid::new_v4();
+        let limits = Limits::from_package(64, 50, 64);
+        cgroups.create(uuid, limits).unwrap();
+        let dir = parent.join(uuid.to_string());
+        assert_eq!(cgroups.dirs(uuid), vec![dir.clone()]);
+        assert_eq!(cgroups.procs_files(uuid), vec![dir.join("cgroup.procs")]);
+        for (file, value) in pairs(Version::V2, limits) {
+            assert_eq!(std::fs::read_to_string(dir.join(file)).unwrap(), value);
+        }
+        // The controllers are enabled for the children of the root and of the parent
+        // (each write is one "+controller"; the last one stays in a plain file).
+        assert_eq!(
+            std::fs::read_to_string(parent.join("cgroup.subtree_control")).unwrap(),
+            "+pids"
+        );
+        assert_eq!(cgroups.read_limits(uuid).unwrap(), limits);
+        let resized = Limits::from_package(128, 0, 0);
+        cgroups.set_limits(uuid, resized).unwrap();
+        assert_eq!(cgroups.read_limits(uuid).unwrap(), resized);
+    }
+
+    #[test]
+    fn v1_limits_go_to_each_controller_and_read_back() {
+        let root = tempfile::tempdir().unwrap();
+        for controller in V1_CONTROLLERS {
+            std::fs::create_dir(root.path().join(controller)).unwrap();
+        }
+        let cgroups = Cgroups::detect(root.path(), "triton").unwrap();
+        let uuid = Uuid::new_v4();
+        let limits = Limits::from_package(64, 150, 200);
+        cgroups.create(uuid, limits).unwrap();
+        for f in limit_files(Version::V1, limits) {
+            let path = root
+                .path()
+                .join(f.controller)
+                .join("triton")
+                .join(uuid.to_string())
+                .join(f.file);
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), f.value, "{path:?}");
+        }
+        assert_eq!(cgroups.dirs(uuid).len(), V1_CONTROLLERS.len());
+        assert_eq!(cgroups.read_limits(uuid).unwrap(), limits);
     }
 }

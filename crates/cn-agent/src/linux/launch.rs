@@ -1,22 +1,27 @@
 //! Starting an instance's pid 1 inside its namespaces.
 //!
-//! The agent forks a child that, before it execs anything (`pre_exec`, so only raw
-//! system calls on data prepared beforehand):
+//! A thread of the agent unshares a PID namespace for its children (only its own: the
+//! rest of the agent is untouched, and the thread forks nothing else) and forks the
+//! instance's pid 1. Before it execs the init (`pre_exec`, so only raw system calls on
+//! data prepared beforehand), that child:
 //! 1. starts a new session (no signal from the agent's terminal reaches the instance);
 //! 2. joins the instance's network namespace (made by `ip netns add`, NICs configured);
-//! 3. unshares mount, UTS and IPC namespaces;
+//! 3. unshares mount, UTS and IPC namespaces and makes every mount private, so nothing
+//!    it mounts shows on the host and nothing the host mounts later shows inside;
 //! 4. mounts the overlay root (image as the lower layer, the instance's disk as the
-//!    upper one), a private /dev with the usual device nodes, /dev/shm, /dev/pts and a
-//!    read-only /sys, all visible inside the instance only: when its last process exits,
-//!    the kernel drops every one of these mounts, so none is ever left on the host;
-//! 5. sets the hostname;
-//! 6. joins the instance's cgroups (so everything it starts is limited and counted);
+//!    upper one) and, inside it, a private /dev with the usual device nodes, /dev/shm,
+//!    /dev/pts, the PID namespace's own /proc and a read-only /sys;
+//! 5. sets the hostname and joins the instance's cgroups;
+//! 6. `pivot_root`s into the overlay and detaches the old root, so no path inside
+//!    leads to the host's files (a chroot would leave the host's root mounted in the
+//!    namespace, reachable by a root process that escapes the chroot or by a process
+//!    that enters the namespace);
 //!
-//! then execs util-linux `unshare --pid --fork --mount-proc --root=<root>`, which makes
-//! the PID namespace and runs the image's init as pid 1 chrooted into the overlay.
-//! The `unshare` process stays as the parent of pid 1 (in the instance's cgroup), and a
-//! thread of the agent reaps it when the instance ends. Neither depends on the agent
-//! staying up: a restart of cn-agent leaves the instance running.
+//! then execs the init, which is pid 1 of its PID namespace. Every mount lives in the
+//! instance's mount namespace only: when its last process exits, the kernel drops them
+//! all, so none is ever left on the host. The thread reaps pid 1 when the instance
+//! ends; a restart of cn-agent leaves the instance running (pid 1 is then reaped by the
+//! host's init).
 
 use std::ffi::CString;
 use std::fs::File;
@@ -34,7 +39,11 @@ use crate::error::{Error, Result};
 const INIT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Device nodes bind-mounted from the host into the instance's /dev.
-const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+pub const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// Stack of the thread that forks and then reaps pid 1: it builds the command's argv
+/// and waits, nothing more.
+const LAUNCH_THREAD_STACK: usize = 256 * 1024;
 
 pub struct LaunchPlan {
     pub uuid: Uuid,
@@ -49,8 +58,6 @@ pub struct LaunchPlan {
     pub init: Vec<String>,
     /// pid 1's stdout and stderr are appended here.
     pub console: PathBuf,
-    /// util-linux `unshare`.
-    pub unshare: PathBuf,
 }
 
 fn cstr(what: &str, bytes: &[u8]) -> Result<CString> {
@@ -71,13 +78,14 @@ struct Prepared {
     shm: CString,
     pts: CString,
     ptmx: CString,
+    proc: CString,
     sys: CString,
     hostname: Vec<u8>,
     procs: Vec<CString>,
 }
 
-/// Starts the instance; returns the host pid of the `unshare` wrapper, whose child is the
-/// instance's pid 1.
+/// Starts the instance; returns the host pid of its pid 1. An error is what kept pid 1
+/// from starting (the child also notes a failed step on the console).
 pub fn launch(plan: &LaunchPlan) -> Result<u32> {
     for path in [&plan.lower, &plan.upper, &plan.work] {
         let text = path.display().to_string();
@@ -88,6 +96,9 @@ pub fn launch(plan: &LaunchPlan) -> Result<u32> {
             ));
         }
     }
+    let Some(program) = plan.init.first() else {
+        return Err(Error::invalid("init", "must name a program"));
+    };
     let netns = File::open(&plan.netns).map_err(|e| Error::io(&plan.netns, e))?;
     let dev_dir = plan.root.join("dev");
     let mut devices = Vec::new();
@@ -115,6 +126,7 @@ pub fn launch(plan: &LaunchPlan) -> Result<u32> {
         shm: cpath(&dev_dir.join("shm"))?,
         pts: cpath(&dev_dir.join("pts"))?,
         ptmx: cpath(&dev_dir.join("ptmx"))?,
+        proc: cpath(&plan.root.join("proc"))?,
         sys: cpath(&plan.root.join("sys"))?,
         hostname: plan.hostname.as_bytes().to_vec(),
         procs: plan
@@ -133,15 +145,11 @@ pub fn launch(plan: &LaunchPlan) -> Result<u32> {
         .try_clone()
         .map_err(|e| Error::io(&plan.console, e))?;
 
-    let mut command = Command::new(&plan.unshare);
+    // The program is looked up after the pivot (execvp in the child), so it is the
+    // image's, found on the PATH given here.
+    let mut command = Command::new(program);
     command
-        .arg("--pid")
-        .arg("--fork")
-        .arg("--mount-proc")
-        .arg(format!("--root={}", plan.root.display()))
-        .arg("--wd=/")
-        .arg("--")
-        .args(&plan.init)
+        .args(&plan.init[1..])
         .env_clear()
         .env("PATH", INIT_PATH)
         .env("HOME", "/root")
@@ -155,27 +163,42 @@ pub fn launch(plan: &LaunchPlan) -> Result<u32> {
     unsafe {
         command.pre_exec(move || enter(&prepared));
     }
-    let child = command.spawn().map_err(|source| Error::Launch {
-        uuid: plan.uuid,
-        source,
-    })?;
-    let pid = child.id();
+
     let uuid = plan.uuid;
-    // Reap the wrapper when the instance ends; a small stack is plenty for a wait.
-    let reaper = std::thread::Builder::new()
-        .name(format!("reap-{}", &uuid.simple().to_string()[..8]))
-        .stack_size(64 * 1024)
+    let (started_tx, started_rx) = std::sync::mpsc::channel::<std::io::Result<u32>>();
+    std::thread::Builder::new()
+        .name(format!("init-{}", &uuid.simple().to_string()[..8]))
+        .stack_size(LAUNCH_THREAD_STACK)
         .spawn(move || {
-            let mut child = child;
+            // SAFETY: unshare(2) takes no pointers. CLONE_NEWPID changes the PID
+            // namespace of this thread's future children only; it forks pid 1 and
+            // nothing else, then ends when pid 1 does.
+            if unsafe { libc::unshare(libc::CLONE_NEWPID) } < 0 {
+                let _ = started_tx.send(Err(std::io::Error::last_os_error()));
+                return;
+            }
+            let mut child = match command.spawn() {
+                Ok(child) => child,
+                Err(e) => {
+                    let _ = started_tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = started_tx.send(Ok(child.id()));
             match child.wait() {
                 Ok(status) => tracing::info!(%uuid, %status, "instance ended"),
                 Err(e) => tracing::warn!(%uuid, error = %e, "cannot wait for instance"),
             }
-        });
-    if let Err(e) = reaper {
-        tracing::warn!(%uuid, error = %e, "cannot start the reaper thread; the wrapper will be a zombie until cn-agent exits");
+        })
+        .map_err(|source| Error::Launch { uuid, source })?;
+    match started_rx.recv() {
+        Ok(Ok(pid)) => Ok(pid),
+        Ok(Err(source)) => Err(Error::Launch { uuid, source }),
+        Err(_) => Err(Error::Launch {
+            uuid,
+            source: std::io::Error::other("the launch thread ended without an answer"),
+        }),
     }
-    Ok(pid)
 }
 
 /// Writes a note to the console (fd 2) and returns the current errno as an error.
@@ -195,7 +218,8 @@ fn check(rc: libc::c_int, step: &[u8]) -> std::io::Result<()> {
     if rc < 0 { Err(fail(step)) } else { Ok(()) }
 }
 
-/// The child's side: see the module documentation.
+/// The child's side: see the module documentation. It is pid 1 of the new PID
+/// namespace already, so the /proc it mounts is that namespace's.
 fn enter(p: &Prepared) -> std::io::Result<()> {
     let null = std::ptr::null::<libc::c_char>();
     // SAFETY (whole block): plain system calls on NUL-terminated strings and buffers that
@@ -220,6 +244,8 @@ fn enter(p: &Prepared) -> std::io::Result<()> {
             ),
             b"make / private",
         )?;
+        // The overlay is a mount point of its own, which is what pivot_root asks of the
+        // new root (no bind mount of the root onto itself is needed).
         check(
             libc::mount(
                 c"overlay".as_ptr(),
@@ -285,6 +311,16 @@ fn enter(p: &Prepared) -> std::io::Result<()> {
             libc::symlink(c"pts/ptmx".as_ptr(), p.ptmx.as_ptr()),
             b"link /dev/ptmx",
         )?;
+        check(
+            libc::mount(
+                c"proc".as_ptr(),
+                p.proc.as_ptr(),
+                c"proc".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                std::ptr::null(),
+            ),
+            b"mount /proc",
+        )?;
         // /sys is optional: an image without the directory gets none.
         let rc = libc::mount(
             c"sysfs".as_ptr(),
@@ -300,33 +336,30 @@ fn enter(p: &Prepared) -> std::io::Result<()> {
             libc::sethostname(p.hostname.as_ptr().cast(), p.hostname.len()),
             b"sethostname",
         )?;
-        let mut digits = [0u8; 20];
-        let pid_text = format_pid(libc::getpid() as u32, &mut digits);
+        // "0" is the writing process itself, whatever PID namespace it is in.
         for file in &p.procs {
             let fd = libc::open(file.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
             check(fd, b"open cgroup.procs")?;
-            let rc = libc::write(fd, pid_text.as_ptr().cast(), pid_text.len());
+            let rc = libc::write(fd, c"0".as_ptr().cast(), 1);
             libc::close(fd);
             if rc < 0 {
                 return Err(fail(b"join cgroup"));
             }
         }
+        // pivot_root(".", "."): the old root ends up stacked on the new one, and the
+        // detaching unmount takes it (and every host mount under it) away.
+        check(libc::chdir(p.root_mount.as_ptr()), b"chdir to the root")?;
+        check(
+            libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) as libc::c_int,
+            b"pivot_root",
+        )?;
+        check(
+            libc::umount2(c".".as_ptr(), libc::MNT_DETACH),
+            b"detach the old root",
+        )?;
+        check(libc::chdir(c"/".as_ptr()), b"chdir /")?;
     }
     Ok(())
-}
-
-/// Decimal digits of `pid` in `buf`, without allocating.
-fn format_pid(mut pid: u32, buf: &mut [u8; 20]) -> &[u8] {
-    let mut start = buf.len();
-    loop {
-        start -= 1;
-        buf[start] = b'0' + (pid % 10) as u8;
-        pid /= 10;
-        if pid == 0 {
-            break;
-        }
-    }
-    &buf[start..]
 }
 
 /// The host pid of the instance's pid 1 among `pids` (the one that is pid 1 in its own
@@ -345,16 +378,4 @@ pub fn find_init(pids: &[u32]) -> Option<u32> {
             })
             .unwrap_or(false)
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pids_format_without_allocating() {
-        let mut buf = [0u8; 20];
-        assert_eq!(format_pid(0, &mut buf), b"0");
-        assert_eq!(format_pid(4194304, &mut buf), b"4194304");
-    }
 }

@@ -1,14 +1,17 @@
 //! The `linux` backend: every instance is a real container.
 //!
 //! * root: an overlayfs whose lower layer is the image, extracted once per image and
-//!   shared ([`image`]), and whose upper layer is the instance's own disk
-//!   (`<state_dir>/zones/<uuid>/upper`), kept across stop, start and reboot;
+//!   shared ([`image`]), and whose upper layer is the instance's own disk, kept across
+//!   stop, start and reboot: a file system of `quota` GiB of its own ([`disk`]);
+//!   entered with `pivot_root`, so the host's files are out of reach ([`launch`]);
 //! * namespaces: mount, pid, uts (the instance's hostname), ipc and net ([`launch`]);
 //! * cgroup limits from the package: memory = ram, cpu quota = cpu_cap,
 //!   pids = max_lwps, on cgroup v1 or v2 ([`cgroup`]);
 //! * one veth per NIC into the Linux bridge of its nic tag, the NIC's address,
 //!   gateway and resolvers configured inside ([`net`]);
 //! * the image's init command as pid 1.
+//! * the instance's metadata as files under `/etc/triton/metadata/`, rewritten at each
+//!   boot ([`metadata`]).
 //!
 //! The backend keeps nothing in memory that matters: an instance's spec is
 //! `<state_dir>/zones/<uuid>/zone.json`, and whether it runs is read from its cgroup. A
@@ -16,8 +19,10 @@
 
 pub mod cgroup;
 mod command;
+pub mod disk;
 pub mod image;
 pub mod launch;
+pub mod metadata;
 pub mod net;
 
 use std::collections::{BTreeMap, HashMap};
@@ -29,11 +34,12 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use self::cgroup::{Cgroups, Limits};
+use self::disk::Disk;
 use self::launch::LaunchPlan;
 use self::net::Network;
 use crate::backend::{
     ImageSource, Instance, InstanceSpec, InstanceState, InstanceUpdate, InstanceUsage, ZoneBackend,
-    unix_now,
+    check_quota_change, unix_now,
 };
 use crate::error::{Error, Result};
 use crate::sim::write_atomically;
@@ -100,7 +106,6 @@ struct Inner {
     images_dir: PathBuf,
     cgroups: Cgroups,
     net: Network,
-    unshare: PathBuf,
     image_locks: Mutex<HashMap<Uuid, Arc<Mutex<()>>>>,
 }
 
@@ -127,17 +132,6 @@ impl LinuxBackend {
         for dir in [&zones_dir, &images_dir] {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
-        let unshare = ["/usr/bin/unshare", "/bin/unshare"]
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.exists())
-            .ok_or_else(|| Error::Spawn {
-                command: "unshare".into(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "util-linux unshare is not installed",
-                ),
-            })?;
         let cgroups = Cgroups::detect(&config.cgroup_root, &config.cgroup_parent)?;
         Ok(LinuxBackend {
             inner: Arc::new(Inner {
@@ -150,7 +144,6 @@ impl LinuxBackend {
                     bridges: config.bridges,
                     create_bridges: config.create_bridges,
                 },
-                unshare,
                 image_locks: Mutex::new(HashMap::new()),
             }),
         })
@@ -169,6 +162,11 @@ impl LinuxBackend {
         self.inner.zone_dir(uuid)
     }
 
+    /// The instance's disk.
+    pub fn disk(&self, uuid: Uuid) -> Disk {
+        self.inner.disk(uuid)
+    }
+
     async fn blocking<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
@@ -184,6 +182,10 @@ impl LinuxBackend {
 impl Inner {
     fn zone_dir(&self, uuid: Uuid) -> PathBuf {
         self.zones_dir.join(uuid.to_string())
+    }
+
+    fn disk(&self, uuid: Uuid) -> Disk {
+        Disk::new(&self.zone_dir(uuid))
     }
 
     fn record_path(&self, uuid: Uuid) -> PathBuf {
@@ -308,25 +310,40 @@ impl Inner {
             last_boot: None,
             last_modified: unix_now(),
         };
-        self.write_record(&record)?;
-        let lower = image::image_root(&self.images_dir, spec.image_uuid);
-        for sub in ["upper", "work", "root"] {
-            let path = dir.join(sub);
-            std::fs::create_dir(&path).map_err(|e| Error::io(&path, e))?;
-        }
-        // Mount points the image may lack.
-        for mount_point in ["dev", "proc", "sys", "etc"] {
-            if std::fs::symlink_metadata(lower.join(mount_point)).is_err() {
-                let path = dir.join("upper").join(mount_point);
-                std::fs::create_dir(&path).map_err(|e| Error::io(&path, e))?;
+        let made = self
+            .write_record(&record)
+            .and_then(|()| self.make_disk(spec));
+        if let Err(e) = made {
+            // Leave nothing behind, so the create can be tried again.
+            self.disk(spec.uuid).release();
+            if let Err(cleanup) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(uuid = %spec.uuid, error = %cleanup, "cleanup after a failed create failed");
             }
+            return Err(e);
         }
         self.set_state(spec.uuid, InstanceState::Stopped, false)
     }
 
+    /// The instance's disk with the mount points the image may lack, left unmounted.
+    fn make_disk(&self, spec: &InstanceSpec) -> Result<()> {
+        let dir = self.zone_dir(spec.uuid);
+        let root = dir.join("root");
+        std::fs::create_dir(&root).map_err(|e| Error::io(&root, e))?;
+        let disk = self.disk(spec.uuid);
+        disk.create(spec.quota)?;
+        let lower = image::image_root(&self.images_dir, spec.image_uuid);
+        for mount_point in ["dev", "proc", "sys", "etc"] {
+            if std::fs::symlink_metadata(lower.join(mount_point)).is_err() {
+                let path = disk.upper().join(mount_point);
+                std::fs::create_dir(&path).map_err(|e| Error::io(&path, e))?;
+            }
+        }
+        disk.unmount()
+    }
+
     /// /etc/hostname, /etc/hosts and /etc/resolv.conf on the instance's disk.
     fn write_etc(&self, spec: &InstanceSpec) -> Result<()> {
-        let etc = self.zone_dir(spec.uuid).join("upper").join("etc");
+        let etc = self.disk(spec.uuid).upper().join("etc");
         std::fs::create_dir_all(&etc).map_err(|e| Error::io(&etc, e))?;
         let mut hosts = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost\n");
         for nic in &spec.nics {
@@ -401,47 +418,62 @@ impl Inner {
             // Leftovers of a crashed boot: never run two copies.
             self.cgroups.kill_all(uuid, KILL_TIMEOUT)?;
         }
+        let disk = self.disk(uuid);
+        disk.adopt_legacy()?;
+        disk.mount()?;
         self.write_etc(spec)?;
+        metadata::write(
+            uuid,
+            &disk.upper(),
+            &spec.customer_metadata,
+            &spec.internal_metadata,
+        )?;
         self.net.setup(uuid, &spec.nics)?;
         let plan = LaunchPlan {
             uuid,
             netns: self.net.netns_path(uuid),
             root: dir.join("root"),
             lower: image::image_root(&self.images_dir, spec.image_uuid),
-            upper: dir.join("upper"),
-            work: dir.join("work"),
+            upper: disk.upper(),
+            work: disk.work(),
             hostname: spec.hostname.clone(),
             cgroup_procs: self.cgroups.procs_files(uuid),
             init: spec.init_argv(),
             console: dir.join("console.log"),
-            unshare: self.unshare.clone(),
         };
-        let wrapper = launch::launch(&plan)?;
+        let console_tail = || {
+            let console = std::fs::read_to_string(&plan.console).unwrap_or_default();
+            let mut tail: Vec<&str> = console.lines().rev().take(10).collect();
+            tail.reverse();
+            tail.join("\n")
+        };
+        let init = launch::launch(&plan).map_err(|e| Error::Command {
+            command: format!("boot of instance {uuid}"),
+            output: format!(
+                "pid 1 {:?} could not start: {}; console: {}",
+                plan.init[0],
+                e.chain(),
+                console_tail()
+            ),
+        })?;
         let deadline = Instant::now() + BOOT_TIMEOUT;
         loop {
             if launch::find_init(&self.cgroups.pids(uuid)).is_some() {
                 return Ok(());
             }
-            let wrapper_alive = std::fs::read_to_string(format!("/proc/{wrapper}/stat"))
+            let init_alive = std::fs::read_to_string(format!("/proc/{init}/stat"))
                 .map(|s| !s.contains(") Z "))
                 .unwrap_or(false);
-            if !wrapper_alive || Instant::now() >= deadline {
-                let console = std::fs::read_to_string(&plan.console).unwrap_or_default();
-                let tail: String = console
-                    .lines()
-                    .rev()
-                    .take(10)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect::<Vec<_>>()
-                    .join("\n");
+            if !init_alive || Instant::now() >= deadline {
                 return Err(Error::Command {
                     command: format!("boot of instance {uuid}"),
-                    output: if wrapper_alive {
-                        format!("pid 1 did not appear within {BOOT_TIMEOUT:?}; console: {tail}")
+                    output: if init_alive {
+                        format!(
+                            "pid 1 did not appear within {BOOT_TIMEOUT:?}; console: {}",
+                            console_tail()
+                        )
                     } else {
-                        format!("the instance exited at once; console: {tail}")
+                        format!("the instance exited at once; console: {}", console_tail())
                     },
                 });
             }
@@ -450,7 +482,7 @@ impl Inner {
     }
 
     /// SIGTERM to pid 1 (when `grace` is set), SIGKILL to whatever is left after it, then
-    /// the network namespace and its veths go.
+    /// the network namespace and its veths go and the disk is unmounted.
     fn stop_processes(&self, uuid: Uuid, grace: Option<Duration>) -> Result<()> {
         if let Some(grace) = grace {
             let pids = self.cgroups.pids(uuid);
@@ -468,13 +500,26 @@ impl Inner {
         if self.cgroups.exists(uuid) {
             self.cgroups.kill_all(uuid, KILL_TIMEOUT)?;
         }
-        self.net.teardown(uuid)
+        self.net.teardown(uuid)?;
+        self.unmount_disk(uuid);
+        Ok(())
+    }
+
+    /// A disk that stays busy stays mounted; the next boot uses it as it is.
+    fn unmount_disk(&self, uuid: Uuid) {
+        if let Err(e) = self.disk(uuid).unmount() {
+            tracing::warn!(%uuid, error = %e.chain(), "the disk of a stopped instance stays mounted");
+        }
     }
 
     fn shutdown(&self, uuid: Uuid, grace: Duration) -> Result<Instance> {
         let instance = self.get(uuid)?;
         if instance.state == InstanceState::Running {
             self.stop_processes(uuid, Some(grace))?;
+        } else {
+            // Its processes died without a stop (killed, crashed): the disk is still in
+            // use by nothing.
+            self.unmount_disk(uuid);
         }
         if matches!(
             instance.state,
@@ -495,6 +540,11 @@ impl Inner {
         let instance = self.instance(record.clone());
         let next = update.apply_to(&record.spec)?;
         self.net.check_tags(&next.nics)?;
+        if next.quota != record.spec.quota {
+            let disk = self.disk(uuid);
+            check_quota_change(record.spec.quota, next.quota, disk.used_bytes())?;
+            disk.grow(next.quota)?;
+        }
         if self.cgroups.exists(uuid) {
             self.cgroups.set_limits(
                 uuid,
@@ -527,8 +577,10 @@ impl Inner {
         self.stop_processes(uuid, None)?;
         self.cgroups.remove(uuid)?;
         let dir = self.zone_dir(uuid);
-        // The overlay and /dev mounts live in the instance's own mount namespace and
-        // went with its processes; unmount anything an operator mounted here by hand.
+        // The disk is the one mount of the instance's on the host (the overlay, /dev,
+        // /proc and /sys live in its own mount namespace and went with its processes).
+        self.disk(uuid).release();
+        // Unmount anything an operator mounted here by hand.
         for mount_point in mounts_under(&dir) {
             let Ok(c) = std::ffi::CString::new(mount_point.as_os_str().as_encoded_bytes()) else {
                 continue;
@@ -562,6 +614,8 @@ impl Inner {
             net_rx_bytes: rx,
             net_tx_bytes: tx,
             processes,
+            disk_used_bytes: self.disk(uuid).used_bytes(),
+            disk_limit_bytes: instance.spec.quota << 30,
         })
     }
 }

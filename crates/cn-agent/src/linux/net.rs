@@ -111,6 +111,22 @@ impl Network {
         let ns = self.netns_name(uuid);
         run("ip", &["netns", "add", &ns])?;
         run("ip", &["-n", &ns, "link", "set", "dev", "lo", "up"])?;
+        // An instance with two NICs on one bridge must not answer ARP for one NIC's
+        // address on the other ("ARP flux"): peers would cache the wrong MAC, and lose
+        // the address once that NIC is removed.
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &ns,
+                "sysctl",
+                "-q",
+                "-w",
+                "net.ipv4.conf.all.arp_ignore=1",
+                "net.ipv4.conf.all.arp_announce=2",
+            ],
+        )?;
         for (index, nic) in nics.iter().enumerate() {
             self.add_nic(uuid, nic, index)?;
         }

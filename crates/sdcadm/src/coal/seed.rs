@@ -8,7 +8,6 @@ use std::time::Duration;
 use tonic::Code;
 use tonic::transport::Channel;
 use triton_proto::cnapi::v1 as cnapi;
-use triton_proto::imgapi::v1 as imgapi;
 use triton_proto::napi::v1 as napi;
 use triton_proto::papi::v1 as papi;
 use triton_proto::ufds::v1 as ufds;
@@ -18,8 +17,6 @@ use crate::error::Error;
 
 /// Each seeding call's bound.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Image upload chunk (IMGAPI recommends 1 MiB).
-const CHUNK: usize = 1024 * 1024;
 
 pub async fn channel(addr: &str) -> Result<Channel, Error> {
     tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
@@ -156,70 +153,19 @@ pub async fn image(
     manifest: &serde_json::Value,
     file: Vec<u8>,
 ) -> Result<Option<String>, Error> {
-    let mut c = imgapi::imgapi_client::ImgapiClient::new(ch);
-    let uuid = manifest["uuid"].as_str().unwrap_or_default().to_string();
-    match c
-        .get_image(imgapi::ImageRequest {
-            uuid: uuid.clone(),
-            account: None,
-        })
+    use crate::instances::{Imported, import_image};
+    let uuid = manifest["uuid"].as_str().unwrap_or_default();
+    let done = import_image(ch, manifest, file)
         .await
-    {
-        Ok(found) => {
-            let found = found.into_inner();
-            if found.state == "unactivated" {
-                c.activate_image(imgapi::ImageRequest {
-                    uuid: uuid.clone(),
-                    account: None,
-                })
-                .await
-                .map_err(|s| seed_err("imgapi activate", s))?;
-                return Ok(Some(format!(
-                    "activated image {} {}",
-                    img.name, img.version
-                )));
-            }
-            return Ok(None);
-        }
-        Err(s) if s.code() == Code::NotFound => {}
-        Err(s) => return Err(seed_err("imgapi image", s)),
-    }
-    let f = &manifest["files"][0];
-    let m = imgapi::Image {
-        v: 2,
-        uuid: uuid.clone(),
-        owner: manifest["owner"].as_str().unwrap_or_default().into(),
-        name: img.name.clone(),
-        version: img.version.clone(),
-        description: img.description.clone(),
-        public: true,
-        r#type: manifest["type"].as_str().unwrap_or_default().into(),
-        os: manifest["os"].as_str().unwrap_or_default().into(),
-        files: vec![imgapi::ImageFile {
-            sha1: f["sha1"].as_str().unwrap_or_default().into(),
-            size: f["size"].as_u64().unwrap_or_default(),
-            compression: "gzip".into(),
-            dataset_guid: String::new(),
-        }],
-        ..Default::default()
-    };
-    let mut parts = vec![imgapi::ImportImageRequest {
-        part: Some(imgapi::import_image_request::Part::Header(
-            imgapi::ImportImageHeader {
-                manifest: Some(m),
-                activate: true,
-            },
-        )),
-    }];
-    for chunk in file.chunks(CHUNK) {
-        parts.push(imgapi::ImportImageRequest {
-            part: Some(imgapi::import_image_request::Part::Chunk(chunk.to_vec())),
-        });
-    }
-    c.import_image(futures::stream::iter(parts))
-        .await
-        .map_err(|s| seed_err(&format!("imgapi import of {}", img.name), s))?;
-    Ok(Some(format!("image {} {} ({uuid})", img.name, img.version)))
+        .map_err(|e| Error::Seed {
+            what: format!("imgapi image {}", img.name),
+            message: crate::error::chain(&e),
+        })?;
+    Ok(match done {
+        Imported::New => Some(format!("image {} {} ({uuid})", img.name, img.version)),
+        Imported::Activated => Some(format!("activated image {} {}", img.name, img.version)),
+        Imported::AlreadyThere => None,
+    })
 }
 
 /// The names of NAPI's networks among `wanted` that exist, with their subnets.
