@@ -86,25 +86,76 @@ pub struct RequestView<'a> {
     pub headers: &'a HeaderMap,
 }
 
+/// An `Authorization` (or `Signature`) header value, parsed but not yet checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureHeader {
+    pub grammar: Grammar,
+    /// The parameters in the order sent, duplicates kept (the first one counts). In the
+    /// modern grammar `signature` is among them.
+    pub params: Vec<(String, String)>,
+    /// The signature, still base64.
+    pub signature: String,
+}
+
+impl SignatureHeader {
+    /// The first parameter called `name`.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The header in its own grammar, with the `Signature` scheme: `name="value"` pairs
+/// joined by commas, and in the legacy grammar the signature after a space. It parses
+/// back (with [`parse_authorization`]) to the same [`SignatureHeader`].
+impl std::fmt::Display for SignatureHeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Signature ")?;
+        for (i, (name, value)) in self.params.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{name}=\"{value}\"")?;
+        }
+        match self.grammar {
+            Grammar::Modern => Ok(()),
+            Grammar::Legacy => write!(f, " {}", self.signature),
+        }
+    }
+}
+
+/// Parses an `Authorization` header value: the `Signature` scheme (any case), then the
+/// parameters in the modern grammar, or failing that in the legacy one.
+/// [`ParseError::Missing`] for another scheme. Checks nothing about the request: see
+/// [`parse_request`].
+pub fn parse_authorization(value: &str) -> Result<SignatureHeader, ParseError> {
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("signature") {
+        return Err(ParseError::Missing);
+    }
+    parse_params(rest)
+}
+
 /// Parses the signature of a request and builds its signing string; checks the date.
 pub fn parse_request(
     req: &RequestView<'_>,
     clock_skew: Duration,
     now: SystemTime,
 ) -> Result<ParsedSignature, ParseError> {
-    let (grammar, params, signature_b64) = parse_header(req.headers)?;
+    let header = parse_header(req.headers)?;
+    let grammar = header.grammar;
 
-    let key_id = params
-        .iter()
-        .find(|(k, _)| k == "keyId")
-        .map(|(_, v)| v.clone())
+    let key_id = header
+        .param("keyId")
+        .map(str::to_string)
         .ok_or_else(|| ParseError::Invalid("keyId was not specified".into()))?;
-    let algorithm = params
-        .iter()
-        .find(|(k, _)| k == "algorithm")
-        .map(|(_, v)| v.to_ascii_lowercase())
+    let algorithm = header
+        .param("algorithm")
+        .map(str::to_ascii_lowercase)
         .ok_or_else(|| ParseError::Invalid("algorithm was not specified".into()))?;
-    if signature_b64.is_empty() {
+    if header.signature.is_empty() {
         return Err(ParseError::Invalid("signature was empty".into()));
     }
     let date_header = if req.headers.contains_key("x-date") {
@@ -112,8 +163,8 @@ pub fn parse_request(
     } else {
         "date"
     };
-    let headers: Vec<String> = match params.iter().find(|(k, _)| k == "headers") {
-        Some((_, v)) if !v.trim().is_empty() => v
+    let headers: Vec<String> = match header.param("headers") {
+        Some(v) if !v.trim().is_empty() => v
             .split(' ')
             .filter(|h| !h.is_empty())
             .map(|h| h.to_ascii_lowercase())
@@ -184,7 +235,7 @@ pub fn parse_request(
         ));
     }
     let signature = base64::engine::general_purpose::STANDARD
-        .decode(signature_b64.trim())
+        .decode(header.signature.trim())
         .map_err(|_| ParseError::Invalid("signature is not valid base64".into()))?;
 
     Ok(ParsedSignature {
@@ -199,42 +250,50 @@ pub fn parse_request(
 
 type Params = Vec<(String, String)>;
 
-/// The header's grammar, its parameters and the base64 signature.
-fn parse_header(headers: &HeaderMap) -> Result<(Grammar, Params, String), ParseError> {
-    let (value, had_scheme) = if let Some(v) = headers.get(http::header::AUTHORIZATION) {
-        (v, true)
+/// The request's `Authorization` header, or its `Signature` header (the parameters
+/// alone, a leading `Signature ` tolerated).
+fn parse_header(headers: &HeaderMap) -> Result<SignatureHeader, ParseError> {
+    fn ascii(v: &http::HeaderValue) -> Result<&str, ParseError> {
+        v.to_str()
+            .map_err(|_| ParseError::Invalid("header is not ASCII".into()))
+    }
+    if let Some(v) = headers.get(http::header::AUTHORIZATION) {
+        parse_authorization(ascii(v)?)
     } else if let Some(v) = headers.get("signature") {
-        (v, false)
-    } else {
-        return Err(ParseError::Missing);
-    };
-    let value = value
-        .to_str()
-        .map_err(|_| ParseError::Invalid("header is not ASCII".into()))?;
-    let rest = if had_scheme {
-        let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-        if !scheme.eq_ignore_ascii_case("signature") {
-            return Err(ParseError::Missing);
-        }
-        rest
-    } else {
-        value
+        let value = ascii(v)?;
+        let rest = value
             .strip_prefix("Signature ")
             .or_else(|| value.strip_prefix("signature "))
-            .unwrap_or(value)
-    };
+            .unwrap_or(value);
+        parse_params(rest)
+    } else {
+        Err(ParseError::Missing)
+    }
+}
+
+/// The parameters after the scheme, in the modern grammar or else the legacy one; the
+/// modern grammar's error when neither fits.
+fn parse_params(rest: &str) -> Result<SignatureHeader, ParseError> {
     match parse_modern(rest) {
         Ok(params) => {
-            let sig = params
+            let signature = params
                 .iter()
                 .find(|(k, _)| k == "signature")
                 .map(|(_, v)| v.clone())
                 .unwrap_or_default();
-            Ok((Grammar::Modern, params, sig))
+            Ok(SignatureHeader {
+                grammar: Grammar::Modern,
+                params,
+                signature,
+            })
         }
         Err(modern_err) => match parse_legacy(rest) {
-            Some((params, sig)) if !sig.is_empty() => Ok((Grammar::Legacy, params, sig)),
-            _ => Err(ParseError::Invalid(modern_err)),
+            Some((params, signature)) => Ok(SignatureHeader {
+                grammar: Grammar::Legacy,
+                params,
+                signature,
+            }),
+            None => Err(ParseError::Invalid(modern_err)),
         },
     }
 }
@@ -285,7 +344,10 @@ fn parse_modern(s: &str) -> Result<Params, String> {
 }
 
 /// The 0.9 state machine: names up to a quote (`=` and `,` skipped), quoted values, and
-/// after the first space outside a value, the signature.
+/// after the first space outside a value, the signature, which must be base64 (spaces
+/// around it aside). Anything else there is not a legacy header: without that check,
+/// `x= signature="..."` would read as a legacy header whose signature is a modern
+/// parameter (found by the fuzz target, `crates/cloudapi/fuzz`).
 fn parse_legacy(s: &str) -> Option<(Params, String)> {
     let mut params = Vec::new();
     let mut name = String::new();
@@ -309,7 +371,12 @@ fn parse_legacy(s: &str) -> Option<(Params, String)> {
             name.push(c);
         }
     }
-    Some((params, signature?))
+    let signature = signature?.trim().to_string();
+    let base64 = !signature.is_empty()
+        && signature
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='));
+    base64.then_some((params, signature))
 }
 
 /// Why a signature did not verify.
@@ -665,6 +732,51 @@ mod tests {
         assert_eq!(p.grammar, Grammar::Legacy);
         assert_eq!(p.key_id, "/bob/keys/mykey");
         assert_eq!(p.signing_string, date);
+    }
+
+    #[test]
+    fn printed_headers_parse_back() {
+        for input in [
+            r#"Signature keyId="/bob/keys/aa:bb",algorithm="rsa-sha256",headers="date host",signature="AAAA""#,
+            r#"signature  keyId="/bob/keys/k" , algorithm="x",keyId="second",signature="""#,
+            r#"Signature keyId="/bob/keys/mykey",algorithm="rsa-sha256"   AAAA== "#,
+            r#"SIGNATURE k1=="v",,"w" AAAA"#,
+        ] {
+            let header = parse_authorization(input).unwrap();
+            let printed = header.to_string();
+            assert_eq!(
+                parse_authorization(&printed),
+                Ok(header),
+                "{input} -> {printed}"
+            );
+        }
+        let legacy = parse_authorization(r#"Signature keyId="/b/keys/k" AAAA== "#).unwrap();
+        assert_eq!(legacy.grammar, Grammar::Legacy);
+        assert_eq!(legacy.signature, "AAAA==");
+        assert_eq!(legacy.to_string(), r#"Signature keyId="/b/keys/k" AAAA=="#);
+    }
+
+    #[test]
+    fn legacy_signature_must_be_base64() {
+        // Found by the fuzz target: a dangling name, then `signature=""` after the space,
+        // was taken for a legacy header with that text as its signature; printed, it
+        // read back as a modern header.
+        assert!(matches!(
+            parse_authorization(r#"Signature signatkeyIdureAAAA== signature="""#),
+            Err(ParseError::Invalid(_))
+        ));
+        assert!(matches!(
+            parse_authorization(r#"Signature keyId="/b/keys/k",algorithm="rsa-sha256" not base64"#),
+            Err(ParseError::Invalid(_))
+        ));
+        assert!(matches!(
+            parse_authorization(r#"Signature keyId="/b/keys/k",algorithm="rsa-sha256"   "#),
+            Err(ParseError::Invalid(_))
+        ));
+        assert_eq!(
+            parse_authorization("Basic Ym9iOnB3"),
+            Err(ParseError::Missing)
+        );
     }
 
     #[test]

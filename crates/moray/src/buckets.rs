@@ -114,6 +114,8 @@ pub struct BucketSql {
     pub put_if_absent: String,
     pub put_if_match: String,
     pub get: String,
+    /// `get` for several keys: $1 the keys, `text[]`
+    pub get_many: String,
     /// $1 key, $2 bucket name, $3 mtime
     pub delete: String,
     /// as `delete`, $4 expected etag
@@ -464,6 +466,7 @@ impl Bucket {
             "WITH {guard}{lock_cte}, up AS (UPDATE {t} AS o SET {set_params} FROM guard WHERE o._key = $3::text AND o._etag = {etag_param}::text RETURNING o._id), {change} SELECT _id FROM up"
         );
         let get = format!("SELECT {select} FROM {t} WHERE _key = $1::text");
+        let get_many = format!("SELECT {select} FROM {t} WHERE _key = ANY($1::text[])");
         let del_change = "ch AS (INSERT INTO moray_changes (bucket, key, op, value, etag, mtime) SELECT $2::text, $1::text, 2, NULL, _etag, $3::int8 FROM del)";
         let delete = format!(
             "WITH del AS (DELETE FROM {t} WHERE _key = $1::text RETURNING _etag), {del_change} SELECT _etag FROM del"
@@ -477,6 +480,7 @@ impl Bucket {
             put_if_absent,
             put_if_match,
             get,
+            get_many,
             delete,
             delete_if_match,
         }

@@ -26,6 +26,10 @@ use crate::types::{ColumnValue, coerce};
 pub const DEFAULT_LIMIT: u64 = 1000;
 /// Attempts of a put whose bucket config changed under it.
 const PUT_ATTEMPTS: usize = 3;
+/// Most keys one GetObjects may ask for: its keys go to PostgreSQL as one array per
+/// bucket and its answer is one message, so both stay small (clients that coalesce
+/// concurrent gets send far fewer).
+pub const MAX_GET_OBJECTS_KEYS: usize = 1000;
 
 /// Etag condition: None = no check; Some(None) = must not exist; Some(Some(e)) = must match.
 pub type EtagCondition = Option<Option<String>>;
@@ -270,6 +274,15 @@ fn row_to_object(
         },
         map,
     ))
+}
+
+/// A GetObjects result for a key whose read failed with `e`.
+fn object_error(e: &MorayError) -> pb::get_object_result::Result {
+    pb::get_object_result::Result::Error(pb::ObjectError {
+        name: e.name().to_string(),
+        message: e.to_string(),
+        code: e.code() as i32,
+    })
 }
 
 fn check_key(key: &str) -> Result<(), MorayError> {
@@ -584,6 +597,136 @@ impl Store {
             (conn, r)
         })
         .await
+    }
+
+    /// GetObjects: every key read as [`Store::get_object`] reads it, one statement per
+    /// bucket on one connection; per-key failures (no such object, no such bucket) are
+    /// results, failures of the call itself (no connection, timeout) the call's error.
+    pub async fn get_objects(
+        &self,
+        req: pb::GetObjectsRequest,
+    ) -> Result<pb::GetObjectsResponse, MorayError> {
+        if req.keys.len() > MAX_GET_OBJECTS_KEYS {
+            return Err(MorayError::invalid_argument(
+                "keys",
+                format!(
+                    "has {} keys; at most {MAX_GET_OBJECTS_KEYS} per call",
+                    req.keys.len()
+                ),
+            ));
+        }
+        if req.keys.is_empty() {
+            return Ok(pb::GetObjectsResponse::default());
+        }
+        let timeout = self.timeout(req.options.as_ref().map_or(0, |o| o.timeout_ms));
+        let keys = req.keys;
+        let results = self
+            .with_conn(timeout, |mut conn| async move {
+                let r = self.get_many_in(&mut conn, &keys).await;
+                (conn, r)
+            })
+            .await?;
+        Ok(pb::GetObjectsResponse { results })
+    }
+
+    async fn get_many_in(
+        &self,
+        conn: &mut PooledConn,
+        keys: &[pb::ObjectKey],
+    ) -> Result<Vec<pb::GetObjectResult>, MorayError> {
+        use std::collections::HashMap;
+        // Positions of each bucket's keys, buckets in order of first appearance.
+        let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
+        let mut group_of: HashMap<&str, usize> = HashMap::new();
+        for (i, k) in keys.iter().enumerate() {
+            let g = *group_of.entry(k.bucket.as_str()).or_insert_with(|| {
+                groups.push((k.bucket.as_str(), Vec::new()));
+                groups.len() - 1
+            });
+            groups[g].1.push(i);
+        }
+        let mut results: Vec<Option<pb::get_object_result::Result>> = vec![None; keys.len()];
+        for (bucket_name, positions) in groups {
+            let wanted: Vec<&str> = positions.iter().map(|&i| keys[i].key.as_str()).collect();
+            match self.get_bucket_keys(conn, bucket_name, &wanted).await {
+                Ok(mut found) => {
+                    for (&i, key) in positions.iter().zip(&wanted) {
+                        let result = match found.get_mut(*key) {
+                            // A repeated key gets a copy; the last one takes the object.
+                            Some((object, left)) if *left > 1 => {
+                                *left -= 1;
+                                pb::get_object_result::Result::Object(object.clone())
+                            }
+                            Some(_) => {
+                                let (object, _) =
+                                    found.remove(*key).expect("the entry was just found");
+                                pb::get_object_result::Result::Object(object)
+                            }
+                            None => object_error(&MorayError::ObjectNotFound {
+                                bucket: bucket_name.to_string(),
+                                key: key.to_string(),
+                            }),
+                        };
+                        results[i] = Some(result);
+                    }
+                }
+                // The connection is gone: so is every bucket still to read.
+                Err(e @ MorayError::ConnectionLost(_)) => return Err(e),
+                Err(e) => {
+                    let error = object_error(&e);
+                    for &i in &positions {
+                        results[i] = Some(error.clone());
+                    }
+                }
+            }
+        }
+        Ok(results
+            .into_iter()
+            .map(|result| pb::GetObjectResult { result })
+            .collect())
+    }
+
+    /// The objects of `bucket_name` under `keys` (one statement), by key, each with how
+    /// many times `keys` names it.
+    async fn get_bucket_keys(
+        &self,
+        conn: &mut PooledConn,
+        bucket_name: &str,
+        keys: &[&str],
+    ) -> Result<std::collections::HashMap<String, (pb::MorayObject, usize)>, MorayError> {
+        for attempt in 0..2 {
+            let bucket = if attempt == 0 {
+                self.bucket(conn, bucket_name).await?
+            } else {
+                self.load_bucket(conn, bucket_name).await?
+            };
+            let result = async {
+                let stmt = conn.prepare(&bucket.sql.get_many).await?;
+                Ok::<_, MorayError>(conn.client.query(&stmt, &[&keys]).await?)
+            }
+            .await;
+            match result {
+                Ok(rows) => {
+                    let mut found = std::collections::HashMap::with_capacity(rows.len());
+                    for row in &rows {
+                        let object = row_to_object(&bucket, row, None, false)?.0;
+                        found.insert(object.key.clone(), (object, 0));
+                    }
+                    for key in keys {
+                        if let Some((_, n)) = found.get_mut(*key) {
+                            *n += 1;
+                        }
+                    }
+                    return Ok(found);
+                }
+                Err(e) if is_stale_schema(&e) && attempt == 0 => {
+                    self.cache.invalidate(bucket_name);
+                    conn.forget_statements();
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(MorayError::Internal("get did not settle".into()))
     }
 
     pub async fn delete_object(&self, req: pb::DeleteObjectRequest) -> Result<(), MorayError> {

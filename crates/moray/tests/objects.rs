@@ -529,3 +529,183 @@ async fn guarantee_order_buckets_number_their_writes() {
         .expect("txn_snap set");
     assert!(b > a);
 }
+
+async fn get_objects(
+    m: &mut common::TestMoray,
+    keys: &[(&str, &str)],
+) -> Result<Vec<pb::get_object_result::Result>, tonic::Status> {
+    let response = m
+        .client
+        .get_objects(pb::GetObjectsRequest {
+            keys: keys
+                .iter()
+                .map(|(bucket, key)| pb::ObjectKey {
+                    bucket: bucket.to_string(),
+                    key: key.to_string(),
+                })
+                .collect(),
+            options: None,
+        })
+        .await?
+        .into_inner();
+    assert_eq!(response.results.len(), keys.len(), "one result per key");
+    Ok(response
+        .results
+        .into_iter()
+        .map(|r| r.result.expect("every result is an object or an error"))
+        .collect())
+}
+
+/// Asserts that each GetObjects result is exactly what GetObject answers for its key:
+/// the same envelope, or the same error name, code and message.
+async fn assert_same_as_get_object(
+    m: &mut common::TestMoray,
+    keys: &[(&str, &str)],
+    results: &[pb::get_object_result::Result],
+) {
+    use pb::get_object_result::Result as R;
+    for ((bucket, key), result) in keys.iter().zip(results) {
+        match (m.get(bucket, key).await, result) {
+            (Ok(single), R::Object(batched)) => assert_eq!(&single, batched, "{bucket}/{key}"),
+            (Err(status), R::Error(e)) => {
+                assert_eq!(e.name, common::name(&status), "{bucket}/{key}");
+                assert_eq!(e.code, status.code() as i32, "{bucket}/{key}");
+                assert_eq!(status.message(), format!("{}: {}", e.name, e.message));
+            }
+            (single, batched) => {
+                panic!("{bucket}/{key}: GetObject {single:?}, GetObjects {batched:?}")
+            }
+        }
+    }
+}
+
+fn error_name(result: &pb::get_object_result::Result) -> &str {
+    match result {
+        pb::get_object_result::Result::Error(e) => &e.name,
+        pb::get_object_result::Result::Object(o) => panic!("expected an error, got {o:?}"),
+    }
+}
+
+fn object(result: &pb::get_object_result::Result) -> &pb::MorayObject {
+    match result {
+        pb::get_object_result::Result::Object(o) => o,
+        pb::get_object_result::Result::Error(e) => panic!("expected an object, got {e:?}"),
+    }
+}
+
+#[tokio::test]
+async fn get_objects_answers_each_key_as_get_object_does() {
+    let mut m = start().await;
+    m.create_bucket("vms", &[("owner", "string"), ("ram", "number")], 0)
+        .await
+        .unwrap();
+    m.create_bucket("nets", &[], 0).await.unwrap();
+    m.put("vms", "vm1", json!({"owner": "alice", "ram": 1024}))
+        .await
+        .unwrap();
+    m.put("vms", "vm2", json!({"owner": "bob", "ram": "2048"}))
+        .await
+        .unwrap();
+    m.put("nets", "n1", json!({"vlan": 5})).await.unwrap();
+
+    // Found and missing keys, two buckets, a bucket that does not exist, a repeated key.
+    let keys = [
+        ("vms", "vm1"),
+        ("vms", "nope"),
+        ("nets", "n1"),
+        ("missing", "x"),
+        ("vms", "vm2"),
+        ("missing", "y"),
+        ("vms", "vm1"),
+        ("vms", ""),
+    ];
+    let results = get_objects(&mut m, &keys).await.unwrap();
+    assert_eq!(object(&results[0]).key, "vm1");
+    assert_eq!(object(&results[0]).bucket, "vms");
+    assert_eq!(error_name(&results[1]), "ObjectNotFoundError");
+    assert_eq!(object(&results[2]).value, "{\"vlan\":5}");
+    assert_eq!(error_name(&results[3]), "BucketNotFoundError");
+    // The index column's normalized value is merged back, as GetObject does.
+    assert_eq!(
+        serde_json::from_str::<Value>(&object(&results[4]).value).unwrap()["ram"],
+        json!(2048)
+    );
+    assert_eq!(error_name(&results[5]), "BucketNotFoundError");
+    assert_eq!(object(&results[6]), object(&results[0]));
+    assert_eq!(error_name(&results[7]), "ObjectNotFoundError");
+    assert_same_as_get_object(&mut m, &keys, &results).await;
+
+    // No keys: no results.
+    assert!(get_objects(&mut m, &[]).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn get_objects_sees_writes_made_between_calls() {
+    let mut m = start().await;
+    m.create_bucket("b", &[("state", "string")], 0)
+        .await
+        .unwrap();
+    let e1 = m.put("b", "k1", json!({"state": "running"})).await.unwrap();
+    m.put("b", "k2", json!({"state": "stopped"})).await.unwrap();
+    let keys = [("b", "k1"), ("b", "k2"), ("b", "k3")];
+    let before = get_objects(&mut m, &keys).await.unwrap();
+    assert_eq!(object(&before[0]).etag, e1);
+    assert_eq!(error_name(&before[2]), "ObjectNotFoundError");
+
+    let e1b = m.put("b", "k1", json!({"state": "stopped"})).await.unwrap();
+    m.delete("b", "k2", None).await.unwrap();
+    m.put("b", "k3", json!({"state": "provisioning"}))
+        .await
+        .unwrap();
+    let after = get_objects(&mut m, &keys).await.unwrap();
+    assert_eq!(object(&after[0]).etag, e1b);
+    assert_eq!(object(&after[0]).id, object(&before[0]).id);
+    assert_eq!(object(&after[0]).value, "{\"state\":\"stopped\"}");
+    assert_eq!(error_name(&after[1]), "ObjectNotFoundError");
+    assert_eq!(object(&after[2]).key, "k3");
+    assert_same_as_get_object(&mut m, &keys, &after).await;
+}
+
+#[tokio::test]
+async fn get_objects_takes_up_to_a_thousand_keys() {
+    let mut m = start().await;
+    m.create_bucket("many", &[], 0).await.unwrap();
+    let ops: Vec<pb::BatchOperation> = (0..300)
+        .map(|i| pb::BatchOperation {
+            operation: Some(pb::batch_operation::Operation::Put(pb::BatchPut {
+                bucket: "many".into(),
+                key: format!("k{i}"),
+                value: json!({"i": i}).to_string(),
+                etag: None,
+            })),
+        })
+        .collect();
+    m.client
+        .batch(pb::BatchRequest {
+            requests: ops,
+            options: None,
+        })
+        .await
+        .unwrap();
+    // k0..k999 in a scrambled order; k0..k299 exist.
+    let names: Vec<String> = (0..moray::objects::MAX_GET_OBJECTS_KEYS)
+        .map(|i| format!("k{}", i * 3 % 1000))
+        .collect();
+    let keys: Vec<(&str, &str)> = names.iter().map(|k| ("many", k.as_str())).collect();
+    let results = get_objects(&mut m, &keys).await.unwrap();
+    for ((_, key), result) in keys.iter().zip(&results) {
+        let n: usize = key[1..].parse().unwrap();
+        if n < 300 {
+            let o = object(result);
+            assert_eq!(o.key, *key);
+            assert_eq!(o.value, json!({"i": n}).to_string());
+        } else {
+            assert_eq!(error_name(result), "ObjectNotFoundError", "{key}");
+        }
+    }
+
+    let too_many: Vec<(&str, &str)> = (0..=moray::objects::MAX_GET_OBJECTS_KEYS)
+        .map(|_| ("many", "k1"))
+        .collect();
+    expect_err(get_objects(&mut m, &too_many).await, "InvalidArgumentError");
+}

@@ -10,11 +10,16 @@
 //!
 //! Run: `cargo bench -p moray-client --bench moray`
 //! Knobs (environment): MORAY_BENCH_SECS (per measurement, default 5),
-//! MORAY_BENCH_CLIENTS (default "1,16,64"), MORAY_BENCH_OPS (default "put,get,find"),
+//! MORAY_BENCH_CLIENTS (default "1,16,64"), MORAY_BENCH_OPS (default
+//! "put,get,get-single,find"; `get` is the default client, which coalesces concurrent
+//! gets, `get-single` a client sending one GetObject per get), MORAY_BENCH_COALESCE
+//! ("N,M": at most N get RPCs in flight, M keys per GetObjects; default the client's),
 //! MORAY_BENCH_POOL (PostgreSQL connections for Moray and for the raw baseline,
 //! default 16, Moray's default pool size), MORAY_BENCH_SERVER_THREADS (Moray's runtime:
 //! 0 = multi-thread with a worker per core, as the `moray` binary; 1 = current-thread;
-//! N = N workers).
+//! N = N workers), MORAY_BENCH_LOG (1: install the services' log subscriber, JSON
+//! lines at `RUST_LOG`, default info, so that request spans are recorded as in
+//! production; default 0: no subscriber).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -22,7 +27,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use moray_client::{BatchOp, BucketConfig, EtagCondition, FindOptions, IndexDef, MorayClient};
+use moray_client::{
+    BatchOp, BucketConfig, Coalescing, ConnectOptions, EtagCondition, FindOptions, IndexDef,
+    MorayClient,
+};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -46,7 +54,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Op {
     Put,
+    /// GetObject through the default client: concurrent gets coalesced into GetObjects.
     Get,
+    /// GetObject with coalescing off: one RPC per get.
+    GetSingle,
     Find,
 }
 
@@ -54,7 +65,8 @@ impl Op {
     fn name(self) -> &'static str {
         match self {
             Op::Put => "PutObject",
-            Op::Get => "GetObject",
+            Op::Get => "GetObject (coalesced)",
+            Op::GetSingle => "GetObject (one RPC per get)",
             Op::Find => "FindObjects (100 rows)",
         }
     }
@@ -402,7 +414,7 @@ async fn raw_op(pool: &RawPool, op: Op, r: u64) -> Result<(), BoxError> {
             })
             .await
         }
-        Op::Get => {
+        Op::Get | Op::GetSingle => {
             let row = pool
                 .with(async |c| Ok(c.client.query_opt(&c.get, &[&key(i)]).await?))
                 .await?
@@ -433,7 +445,7 @@ async fn moray_op(moray: &MorayClient, op: Op, r: u64) -> Result<(), BoxError> {
                 .put_object(BUCKET, &key(i), &value(i, r), EtagCondition::Any)
                 .await?;
         }
-        Op::Get => {
+        Op::Get | Op::GetSingle => {
             moray
                 .get_object(BUCKET, &key(i))
                 .await?
@@ -480,6 +492,10 @@ async fn load(moray: &MorayClient) -> Result<(), BoxError> {
 
 fn main() -> Result<(), BoxError> {
     let pool_size: usize = env_or("MORAY_BENCH_POOL", 16);
+    // As the services log (JSON lines, `RUST_LOG`, default info): every request then has
+    // its spans recorded. Off by default, so that runs compare with earlier ones.
+    let _telemetry =
+        (env_or("MORAY_BENCH_LOG", 0) == 1).then(|| triton_common::telemetry::init("moray-bench"));
     eprintln!("starting PostgreSQL (fsync on) ...");
     let postgres = Postgres::start_with(PostgresOptions {
         fsync: true,
@@ -570,17 +586,44 @@ async fn bench(
         .filter_map(|c| c.trim().parse().ok())
         .collect();
 
-    let moray = MorayClient::connect(&format!("tcp://{moray_addr}")).await?;
+    // The default client coalesces concurrent gets; `single` sends one RPC per get.
+    let coalescing = match std::env::var("MORAY_BENCH_COALESCE") {
+        Ok(v) => {
+            let (in_flight, batch) = v.split_once(',').ok_or("MORAY_BENCH_COALESCE=N,M")?;
+            Coalescing {
+                max_in_flight: in_flight.trim().parse()?,
+                max_batch: batch.trim().parse()?,
+            }
+        }
+        Err(_) => Coalescing::default(),
+    };
+    let moray = MorayClient::connect_with(
+        &format!("tcp://{moray_addr}"),
+        ConnectOptions {
+            coalesce_gets: Some(coalescing),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let single = MorayClient::connect_with(
+        &format!("tcp://{moray_addr}"),
+        ConnectOptions {
+            coalesce_gets: None,
+            ..Default::default()
+        },
+    )
+    .await?;
     eprintln!("loading {OBJECTS} objects ...");
     load(&moray).await?;
     let raw = Arc::new(RawPool::connect(url, pool_size).await?);
 
     let ops: Vec<Op> = std::env::var("MORAY_BENCH_OPS")
-        .unwrap_or_else(|_| "put,get,find".into())
+        .unwrap_or_else(|_| "put,get,get-single,find".into())
         .split(',')
         .filter_map(|o| match o.trim() {
             "put" => Some(Op::Put),
             "get" => Some(Op::Get),
+            "get-single" => Some(Op::GetSingle),
             "find" => Some(Op::Find),
             _ => None,
         })
@@ -593,7 +636,11 @@ async fn bench(
             eprintln!("{} x{clients} ...", op.name());
             let (mut m, mut r) = (Measured::empty(), Measured::empty());
             for _ in 0..ROUNDS {
-                let moray = moray.clone();
+                let moray = if op == Op::GetSingle {
+                    single.clone()
+                } else {
+                    moray.clone()
+                };
                 m.add(
                     measure(clients, slice, postgres_pid, move |r| {
                         let moray = moray.clone();
@@ -619,7 +666,8 @@ async fn bench(
         "Moray (gRPC via moray-client) vs raw tokio-postgres (prepared statements) on the \
          same PostgreSQL (fsync on), {pool_size} PostgreSQL connections each; {} s per side \
          and cell, in {ROUNDS} alternating slices; {cores} cores shared by clients, Moray \
-         and PostgreSQL; Moray runtime: {}; {OBJECTS} objects of ~600 bytes; FindObjects with _count (raw: count(1) OVER () too); \
+         and PostgreSQL; Moray runtime: {}; gets coalesced with at most {} RPCs in flight \
+         and {} keys per GetObjects; {OBJECTS} objects of ~600 bytes; FindObjects with _count (raw: count(1) OVER () too); \
          latencies in ms; load average {load_before} before, {} after.\n",
         run_for.as_secs(),
         match server_threads {
@@ -627,6 +675,8 @@ async fn bench(
             1 => "current-thread".to_string(),
             n => format!("multi-thread, {n} workers"),
         },
+        coalescing.max_in_flight,
+        coalescing.max_batch,
         load_average(),
     );
     println!(

@@ -21,14 +21,20 @@
 //! # }
 //! ```
 //!
+//! Concurrent `get_object` calls on a client and its clones are coalesced into
+//! `GetObjects` RPCs under load, each caller still getting its own object or error
+//! ([`Coalescing`], [`ConnectOptions::coalesce_gets`]; `None` turns it off).
+//!
 //! The crate also holds `moray-cli`, the operator CLI with node-moray's commands.
 
 mod client;
+mod coalesce;
 mod error;
 mod types;
 mod url;
 
 pub use client::{ConnectOptions, DEFAULT_CONNECT_FOR, MorayClient};
+pub use coalesce::{Coalescing, DEFAULT_MAX_BATCH, DEFAULT_MAX_IN_FLIGHT, GetStats};
 pub use error::{MorayError, Result};
 pub use types::{
     BatchOp, BatchResult, Bucket, BucketConfig, BucketOptions, ChangeEvent, ChangeOp,

@@ -8,8 +8,8 @@ use common::TestMoray;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use moray_client::{
-    BatchOp, BucketConfig, ChangeEvent, ChangeOp, ConnectOptions, EtagCondition, FindOptions,
-    IndexDef, MorayClient,
+    BatchOp, BucketConfig, ChangeEvent, ChangeOp, Coalescing, ConnectOptions, EtagCondition,
+    FindOptions, GetStats, IndexDef, MorayClient,
 };
 use serde_json::json;
 
@@ -280,7 +280,7 @@ async fn connect_waits_for_a_late_server_within_its_bound() {
     let url = format!("tcp://127.0.0.1:{port}");
     let once = ConnectOptions {
         connect_for: Duration::ZERO,
-        request_timeout: None,
+        ..Default::default()
     };
     let err = MorayClient::connect_with(&url, once).await.unwrap_err();
     assert_eq!(err.name(), "ConnectionError");
@@ -307,4 +307,140 @@ async fn connect_waits_for_a_late_server_within_its_bound() {
     }
     let err = last.expect("ping fails once Moray is gone");
     assert!(err.is_retryable(), "{err} ({:?})", err.code());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_gets_are_coalesced_and_each_returns_its_own_object() {
+    let moray = TestMoray::start().await;
+    // One get RPC in flight at most: whatever comes meanwhile waits and goes together.
+    let client = MorayClient::connect_with(
+        &moray.url,
+        ConnectOptions {
+            coalesce_gets: Some(Coalescing {
+                max_in_flight: 1,
+                max_batch: 16,
+            }),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    client.put_bucket("vms", &vms_config(1)).await.unwrap();
+    for i in 0..40 {
+        client
+            .put_object(
+                "vms",
+                &format!("vm{i}"),
+                &json!({"i": i, "ram": i * 128}),
+                EtagCondition::Any,
+            )
+            .await
+            .unwrap();
+    }
+
+    // 120 concurrent gets: existing keys, missing keys, and keys of a missing bucket.
+    let gets: Vec<_> = (0..120u64)
+        .map(|n| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let (i, bucket) = (n % 60, if n % 6 == 5 { "nope" } else { "vms" });
+                (
+                    i,
+                    bucket,
+                    client.get_object(bucket, &format!("vm{i}")).await,
+                )
+            })
+        })
+        .collect();
+    for get in gets {
+        let (i, bucket, result) = get.await.unwrap();
+        match (bucket, result) {
+            ("nope", Err(e)) => assert_eq!(e.name(), "BucketNotFoundError"),
+            ("vms", Ok(Some(object))) if i < 40 => {
+                assert_eq!(object.key, format!("vm{i}"));
+                assert_eq!(object.bucket, "vms");
+                assert_eq!(object.value, json!({"i": i, "ram": i * 128}));
+                assert_eq!(object.etag.len(), 8);
+            }
+            ("vms", Ok(None)) if i >= 40 => {}
+            (bucket, other) => panic!("{bucket}/vm{i}: {other:?}"),
+        }
+    }
+    let stats = client.get_stats();
+    assert_eq!(stats.direct + stats.coalesced, 120, "{stats:?}");
+    assert!(stats.coalesced > 0, "some gets waited: {stats:?}");
+    assert!(
+        stats.batches < stats.coalesced,
+        "a GetObjects carried several gets: {stats:?}"
+    );
+    assert!(
+        stats.batches * 16 >= stats.coalesced,
+        "batches are capped: {stats:?}"
+    );
+
+    // Gets abandoned while in flight or queued neither wedge nor confuse the others.
+    let abandoned: Vec<_> = (0..50)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move { client.get_object("vms", &format!("vm{i}")).await })
+        })
+        .collect();
+    for get in &abandoned {
+        get.abort();
+    }
+    let after: Vec<_> = (0..20u64)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move { (i, client.get_object("vms", &format!("vm{i}")).await) })
+        })
+        .collect();
+    for get in after {
+        let (i, result) = get.await.unwrap();
+        assert_eq!(result.unwrap().unwrap().value["i"], i);
+    }
+
+    // Off: one RPC per get, nothing counted.
+    let single = MorayClient::connect_with(
+        &moray.url,
+        ConnectOptions {
+            coalesce_gets: None,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        single
+            .get_object("vms", "vm3")
+            .await
+            .unwrap()
+            .unwrap()
+            .value["i"],
+        3
+    );
+    assert_eq!(single.get_stats(), GetStats::default());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_objects_returns_one_result_per_key() {
+    let moray = TestMoray::start().await;
+    let client = moray.client().await;
+    client.put_bucket("vms", &vms_config(1)).await.unwrap();
+    let etag = client
+        .put_object("vms", "a", &json!({"ram": 256}), EtagCondition::Any)
+        .await
+        .unwrap();
+    let results = client
+        .get_objects(&[("vms", "a"), ("vms", "b"), ("nope", "a")])
+        .await
+        .unwrap();
+    assert_eq!(results.len(), 3);
+    let a = results[0].as_ref().unwrap().as_ref().unwrap();
+    assert_eq!((a.key.as_str(), a.etag.as_str()), ("a", etag.as_str()));
+    assert_eq!(a.value, json!({"ram": 256}));
+    assert!(matches!(results[1], Ok(None)));
+    assert_eq!(
+        results[2].as_ref().unwrap_err().name(),
+        "BucketNotFoundError"
+    );
 }

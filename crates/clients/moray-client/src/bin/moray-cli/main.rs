@@ -75,6 +75,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         ConnectOptions {
             connect_for,
             request_timeout: None,
+            // One call per command: nothing to coalesce.
+            coalesce_gets: None,
         },
     )
     .await?;
