@@ -4,6 +4,7 @@
 mod common;
 
 use common::{Options, Stack};
+use serde_json::json;
 use triton_proto::napi::v1 as napi;
 use triton_proto::ufds::v1 as ufds;
 
@@ -281,4 +282,291 @@ async fn https_with_a_self_made_certificate() {
     // Without TRITON_TLS_INSECURE the CLI refuses the self-made certificate.
     alice.insecure = false;
     alice.fails(&["account", "get"]).await;
+}
+
+/// Polls `check` every 100 ms until it holds; fails naming `what` after a minute.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_nics_create_list_get_delete() {
+    let stack = Stack::start_with(Options {
+        compute: common::Compute::Sim,
+        ..Default::default()
+    })
+    .await;
+    let alice = stack.tenant("alice", "rsa").await;
+    let bob = stack.tenant("bob", "ed25519").await;
+    stack.package("g1-small", 1024, &[]).await;
+    stack
+        .image(
+            "base-64-lts",
+            "24.4.1",
+            true,
+            common::ADMIN_UUID,
+            b"simulated".to_vec(),
+        )
+        .await;
+    // A second public network on a nic tag the node has, and one only bob may use.
+    let mut napi_client = stack.napi.clone();
+    let internal = napi_client
+        .create_network(napi::CreateNetworkRequest {
+            name: "internal".into(),
+            subnet: "10.210.0.0/24".into(),
+            provision_start_ip: "10.210.0.10".into(),
+            provision_end_ip: "10.210.0.250".into(),
+            nic_tag: "external".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("internal network")
+        .into_inner();
+    let bobs = napi_client
+        .create_network(napi::CreateNetworkRequest {
+            name: "bobs".into(),
+            subnet: "10.211.0.0/24".into(),
+            provision_start_ip: "10.211.0.10".into(),
+            provision_end_ip: "10.211.0.250".into(),
+            nic_tag: "external".into(),
+            owner_uuids: vec![bob.uuid.clone()],
+            ..Default::default()
+        })
+        .await
+        .expect("bob's network")
+        .into_inner();
+    let out = alice
+        .ok(&[
+            "instance",
+            "create",
+            "-w",
+            "-j",
+            "-n",
+            "web0",
+            "base-64-lts",
+            "g1-small",
+        ])
+        .await;
+    let inst = out.json_lines().last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let vm = stack.vm(&inst).await;
+    assert_eq!(vm.nics.len(), 1);
+    let primary_mac = vm.nics[0].mac.clone();
+
+    // create: answered at once with the NIC, `provisioning`, by network name.
+    let out = alice
+        .ok(&["instance", "nic", "create", "-j", "web0", "internal"])
+        .await;
+    let nic = out.json();
+    assert_eq!(nic["state"], "provisioning", "{}", out.stdout);
+    assert_eq!(nic["network"], internal.uuid.as_str());
+    assert_eq!(nic["primary"], false);
+    let ip = nic["ip"].as_str().unwrap().to_string();
+    assert!(ip.starts_with("10.210.0."), "{ip}");
+    let mac = nic["mac"].as_str().unwrap().to_string();
+    let bare = mac.replace(':', "");
+    // ... and `running` once the job has put it on the instance.
+    eventually("the NIC runs", || async {
+        alice
+            .ok(&["instance", "nic", "get", "-j", &inst, &bare])
+            .await
+            .json()["state"]
+            == "running"
+    })
+    .await;
+    let vm = stack.vm(&inst).await;
+    assert_eq!(vm.nics.len(), 2, "{:?}", vm.nics);
+    assert!(vm.nics.iter().any(|n| n.mac == mac && n.ip == ip));
+    let in_napi = napi_client
+        .get_nic(napi::GetNicRequest { mac: mac.clone() })
+        .await
+        .expect("the NIC in NAPI")
+        .into_inner();
+    assert_eq!(in_napi.belongs_to_uuid, inst);
+    assert_eq!(in_napi.owner_uuid, alice.uuid);
+    assert_eq!(in_napi.state, "running");
+
+    // list, and get with the MAC's colons.
+    let out = alice.ok(&["instance", "nic", "list", "-j", "web0"]).await;
+    let listed = out.json_lines();
+    assert_eq!(listed.len(), 2, "{}", out.stdout);
+    let macs: Vec<&str> = listed.iter().filter_map(|n| n["mac"].as_str()).collect();
+    assert!(macs.contains(&mac.as_str()) && macs.contains(&primary_mac.as_str()));
+    let out = alice.ok(&["instance", "nic", "list", "web0"]).await;
+    assert!(out.stdout.contains(&ip), "{}", out.stdout);
+    let got = alice
+        .ok(&["instance", "nic", "get", "-j", &inst, &mac])
+        .await
+        .json();
+    assert_eq!(got["ip"], ip.as_str());
+    assert_eq!(got["network"], internal.uuid.as_str());
+
+    // Triton's answers, by hand: 302 to the NIC already on a network, and the codes
+    // of bad input.
+    let key = common::HandKey::new();
+    let fp = stack
+        .ufds
+        .clone()
+        .create_key(ufds::CreateKeyRequest {
+            account: alice.uuid.clone(),
+            name: "hand".into(),
+            key: key.openssh.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .fingerprint;
+    let signed = || key.sign(&format!("/alice/keys/{fp}"), 0);
+    let nics_path = format!("/alice/machines/{inst}/nics");
+    let r = common::raw_request(
+        stack.cloudapi,
+        "POST",
+        &nics_path,
+        &signed(),
+        &json!({ "network": internal.uuid }).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 302, "{}", r.body);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("{nics_path}/{bare}").as_str())
+    );
+    let r = common::raw_request(stack.cloudapi, "POST", &nics_path, &signed(), "{}").await;
+    let msg = r.assert_error(409, "MissingParameter");
+    assert!(msg.contains("network"), "{msg}");
+    let r = common::raw_request(
+        stack.cloudapi,
+        "POST",
+        &nics_path,
+        &signed(),
+        r#"{"network": "nope"}"#,
+    )
+    .await;
+    let msg = r.assert_error(409, "InvalidArgument");
+    assert!(msg.contains("network"), "{msg}");
+    let r = common::raw_request(
+        stack.cloudapi,
+        "DELETE",
+        &format!("{nics_path}/zz"),
+        &signed(),
+        "",
+    )
+    .await;
+    let msg = r.assert_error(409, "InvalidArgument");
+    assert!(msg.contains("mac"), "{msg}");
+    assert_eq!(stack.vm(&inst).await.nics.len(), 2, "nothing was added");
+
+    // Refusals: a network alice may not use, one that does not exist, another
+    // account's instance, an unknown NIC, the primary NIC while others remain.
+    let out = alice
+        .fails(&["instance", "nic", "create", &inst, &bobs.uuid])
+        .await;
+    assert!(
+        out.stderr.contains("InvalidArgument") && out.stderr.contains("not found"),
+        "{}",
+        out.stderr
+    );
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let out = alice
+        .fails(&[
+            "instance",
+            "nic",
+            "create",
+            &inst,
+            &format!("ipv4_uuid={unknown}"),
+        ])
+        .await;
+    assert!(
+        out.stderr.contains(&format!("network {unknown} not found")),
+        "{}",
+        out.stderr
+    );
+    let out = bob.fails(&["instance", "nic", "list", &inst]).await;
+    assert!(out.stderr.contains("ResourceNotFound"), "{}", out.stderr);
+    let out = bob
+        .fails(&["instance", "nic", "create", &inst, &bobs.uuid])
+        .await;
+    assert!(out.stderr.contains("ResourceNotFound"), "{}", out.stderr);
+    let out = bob
+        .fails(&["instance", "nic", "delete", "-f", &inst, &bare])
+        .await;
+    assert!(out.stderr.contains("ResourceNotFound"), "{}", out.stderr);
+    let out = alice
+        .fails(&["instance", "nic", "get", &inst, "90b8d0000001"])
+        .await;
+    assert!(out.stderr.contains("ResourceNotFound"), "{}", out.stderr);
+    let out = alice
+        .fails(&["instance", "nic", "delete", "-f", &inst, &primary_mac])
+        .await;
+    assert!(
+        out.stderr.contains("InvalidArgument") && out.stderr.contains("primary"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        stack.vm(&inst).await.nics.len(),
+        2,
+        "refusals change nothing"
+    );
+
+    // delete: gone from VMAPI and NAPI, the IP free again.
+    alice
+        .ok(&["instance", "nic", "delete", "-f", &inst, &mac])
+        .await;
+    eventually("the NIC is removed", || async {
+        stack.vm(&inst).await.nics.len() == 1
+    })
+    .await;
+    assert_eq!(stack.vm(&inst).await.nics[0].mac, primary_mac);
+    let gone = napi_client
+        .get_nic(napi::GetNicRequest { mac: mac.clone() })
+        .await
+        .expect_err("the NIC is deleted in NAPI");
+    assert_eq!(gone.code(), tonic::Code::NotFound);
+    let ips = napi_client
+        .list_ips(napi::ListIpsRequest {
+            network_uuid: internal.uuid.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ips;
+    assert!(
+        ips.iter().all(|i| i.ip != ip || i.free),
+        "{ip} still held: {ips:?}"
+    );
+    let out = alice.fails(&["instance", "nic", "get", &inst, &bare]).await;
+    assert!(out.stderr.contains("ResourceNotFound"), "{}", out.stderr);
+    let out = alice.ok(&["instance", "nic", "list", "-j", &inst]).await;
+    assert_eq!(out.json_lines().len(), 1);
+
+    // create -w waits until the NIC runs.
+    let out = alice
+        .ok(&[
+            "instance",
+            "nic",
+            "create",
+            "-w",
+            "-j",
+            &inst,
+            &internal.uuid,
+        ])
+        .await;
+    let waited = out.json_lines();
+    assert_eq!(waited.last().unwrap()["state"], "running", "{}", out.stdout);
+    assert_eq!(stack.vm(&inst).await.nics.len(), 2);
 }

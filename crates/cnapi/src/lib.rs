@@ -4,6 +4,7 @@
 //! * [`capacity`]: provisionable memory as Triton computes it, and the ops-portal figures;
 //! * [`allocation`]: the DAPI chain, a pure function with its own tests;
 //! * [`status`]: registration, heartbeats and the 11-second staleness rule;
+//! * [`fleet`]: the servers and reservations in memory, and the batched reservation writer;
 //! * [`store`]: Moray (or memory) behind one trait, every write etag-conditional;
 //! * [`service`]: the gRPC API (`triton.cnapi.v1.Cnapi`); [`app::start`] runs it.
 
@@ -12,6 +13,7 @@ pub mod app;
 pub mod capacity;
 pub mod config;
 pub mod error;
+pub mod fleet;
 pub mod model;
 pub mod service;
 pub mod status;

@@ -19,6 +19,7 @@ use crate::allocation::{
     PackageRequest, VmRequest,
 };
 use crate::error::{Error, Result};
+use crate::fleet::FleetView;
 use crate::model::{OverprovisionRatios, ServerRecord, ServerVm};
 use crate::status::{self, apply_heartbeat, apply_sysinfo, materially_changed, unix_ms};
 use crate::store::{Cond, Reservation, ReservationDoc, Store, Versioned};
@@ -62,8 +63,8 @@ pub struct CnapiService<S> {
     store: Arc<S>,
     settings: Settings,
     agents: Mutex<HashMap<String, Channel>>,
-    /// One allocation at a time in this process; etags cover other processes.
-    alloc_lock: tokio::sync::Mutex<()>,
+    /// Servers and reservations in memory, for allocations (see [`crate::fleet`]).
+    fleet: FleetView<S>,
 }
 
 fn parse_uuid(field: &str, text: &str) -> Result<Uuid> {
@@ -81,12 +82,13 @@ fn parse_json_object(field: &str, text: &str) -> Result<Option<Map<String, Value
 }
 
 impl<S: Store> CnapiService<S> {
+    /// Must be called inside a tokio runtime (it starts the reservation writer).
     pub fn new(store: Arc<S>, settings: Settings) -> Self {
         CnapiService {
+            fleet: FleetView::new(store.clone()),
             store,
             settings,
             agents: Mutex::new(HashMap::new()),
-            alloc_lock: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -111,7 +113,10 @@ impl<S: Store> CnapiService<S> {
             let Versioned { mut value, etag } = self.server(uuid).await?;
             change(&mut value)?;
             match self.store.put_server(&value, Cond::Is(etag)).await {
-                Ok(etag) => return Ok((value, etag)),
+                Ok(etag) => {
+                    self.fleet.lock().set_server(value.clone(), etag.clone());
+                    return Ok((value, etag));
+                }
                 Err(Error::EtagConflict) => continue,
                 Err(e) => return Err(e),
             }
@@ -122,8 +127,11 @@ impl<S: Store> CnapiService<S> {
     /// One pass of the reconciler: running servers without a heartbeat for the lifetime
     /// become `unknown`. Returns the servers it marked.
     pub async fn reconcile(&self) -> Result<Vec<Uuid>> {
-        let now = unix_ms(SystemTime::now());
+        let since = self.fleet.lock().begin_read();
         let servers = self.store.list_servers().await?;
+        let now = unix_ms(SystemTime::now());
+        // The same read keeps the allocation view current with other CNAPIs' writes.
+        self.fleet.lock().refresh_servers(servers.clone(), since);
         let stale = status::stale_servers(
             now,
             servers.iter().map(|v| &v.value),
@@ -138,7 +146,8 @@ impl<S: Store> CnapiService<S> {
             record.status = "unknown".into();
             // A heartbeat that lands meanwhile wins: its write changes the etag.
             match self.store.put_server(&record, Cond::Is(v.etag)).await {
-                Ok(_) => {
+                Ok(etag) => {
+                    self.fleet.lock().set_server(record.clone(), etag);
                     tracing::warn!(server_uuid = %record.uuid, hostname = %record.hostname, "no heartbeat: status unknown");
                     marked.push(record.uuid);
                 }
@@ -177,6 +186,20 @@ impl<S: Store> CnapiService<S> {
         Ok(CnAgentClient::new(channel))
     }
 
+    /// The cn-agent client of a server, found through the in-memory view when it has
+    /// the server (no read on the path of every task), else through the store.
+    async fn agent_of(&self, uuid: Uuid) -> Result<CnAgentClient<Channel>> {
+        let cached = self.fleet.lock().agent_url(uuid);
+        match cached {
+            Some(url) if !url.is_empty() => self.agent(&ServerRecord {
+                uuid,
+                agent_url: url,
+                ..Default::default()
+            }),
+            _ => self.agent(&self.server(uuid).await?.value),
+        }
+    }
+
     fn agent_error(server: Uuid) -> impl Fn(Status) -> Error {
         move |status| Error::Agent { server, status }
     }
@@ -209,59 +232,61 @@ impl<S: Store> CnapiService<S> {
         out
     }
 
-    /// Allocation and the reservation that makes it stick.
+    /// Allocation and the reservation that makes it stick: the chain runs on the
+    /// in-memory view under its lock, the chosen server gets the reservation in the view
+    /// at once (so concurrent allocations count it), and the answer waits until the
+    /// reservation is in the store. A write that lost to another CNAPI runs the
+    /// allocation again with that CNAPI's reservations read back; "no server" is only
+    /// answered after a fresh read of the store.
     pub async fn allocate(
         &self,
         req: &AllocationRequest,
         ttl: Duration,
     ) -> Result<allocation::Allocation> {
-        let _one_at_a_time = self.alloc_lock.lock().await;
+        self.fleet.ensure_loaded().await?;
+        let mut confirmed = false;
         for _ in 0..ALLOCATE_ATTEMPTS {
-            let servers: Vec<ServerRecord> = self
-                .store
-                .list_servers()
-                .await?
-                .into_iter()
-                .map(|v| v.value)
-                .collect();
-            let docs = self.store.list_reservations().await?;
-            let now = unix_ms(SystemTime::now());
-            let reservations = Self::live_reservations(&servers, &docs, now);
             let seed = u64::from_le_bytes(
                 Uuid::new_v4().as_bytes()[..8]
                     .try_into()
                     .expect("a uuid has 16 bytes"),
             );
-            let chosen =
-                allocation::allocate(&servers, &reservations, req, &self.settings.alloc, seed)
-                    .map_err(|no| Error::NoAllocatableServers {
+            let picked = {
+                let mut fleet = self.fleet.lock();
+                let now = unix_ms(SystemTime::now());
+                let (servers, reservations) = fleet.view(now);
+                match allocation::allocate(servers, reservations, req, &self.settings.alloc, seed) {
+                    Ok(chosen) => {
+                        let reservation = Reservation {
+                            vm: req.as_server_vm(),
+                            expires_at_ms: now + ttl.as_millis() as u64,
+                        };
+                        let generation = fleet.add_pending(chosen.server, reservation.clone());
+                        Ok((chosen, reservation, generation))
+                    }
+                    Err(no) => Err(no),
+                }
+            };
+            let (chosen, reservation, generation) = match picked {
+                Ok(p) => p,
+                Err(_) if !confirmed => {
+                    self.fleet.reload().await?;
+                    confirmed = true;
+                    continue;
+                }
+                Err(no) => {
+                    return Err(Error::NoAllocatableServers {
                         message: no.to_string(),
                         reasons: no.reasons.clone(),
-                    })?;
-            // Record the reservation on the chosen server, conditional on the document
-            // the allocation read: if another allocation reserved on that server
-            // meanwhile, the write fails and the allocation runs again with it counted.
-            let existing = docs.iter().find(|d| d.value.server_uuid == chosen.server);
-            let mut doc = existing.map(|d| d.value.clone()).unwrap_or(ReservationDoc {
-                server_uuid: chosen.server,
-                reservations: Vec::new(),
-            });
-            let vm = req.as_server_vm();
-            let still_live = reservations.get(&chosen.server);
-            doc.reservations.retain(|r| {
-                r.vm.uuid != vm.uuid
-                    && still_live.is_some_and(|l| l.iter().any(|v| v.uuid == r.vm.uuid))
-            });
-            doc.reservations.push(Reservation {
-                vm,
-                expires_at_ms: now + ttl.as_millis() as u64,
-            });
-            let cond = match existing {
-                Some(d) => Cond::Is(d.etag.clone()),
-                None => Cond::MustNotExist,
+                    });
+                }
             };
-            match self.store.put_reservations(&doc, cond).await {
-                Ok(_) => {
+            match self
+                .fleet
+                .reserve(chosen.server, reservation, generation)
+                .await
+            {
+                Ok(()) => {
                     tracing::info!(vm_uuid = %req.vm.vm_uuid, server_uuid = %chosen.server, "allocated");
                     return Ok(chosen);
                 }
@@ -274,23 +299,9 @@ impl<S: Store> CnapiService<S> {
 
     pub async fn release(&self, vm_uuid: &str, server: Option<Uuid>) -> Result<bool> {
         for _ in 0..WRITE_ATTEMPTS {
-            let docs = self.store.list_reservations().await?;
-            let Some(doc) = docs.into_iter().find(|d| {
-                server.is_none_or(|s| s == d.value.server_uuid)
-                    && d.value.reservations.iter().any(|r| r.vm.uuid == vm_uuid)
-            }) else {
-                return Ok(false);
-            };
-            let mut value = doc.value;
-            value.reservations.retain(|r| r.vm.uuid != vm_uuid);
-            match self
-                .store
-                .put_reservations(&value, Cond::Is(doc.etag))
-                .await
-            {
-                Ok(_) => return Ok(true),
+            match self.fleet.release(vm_uuid, server).await {
                 Err(Error::EtagConflict) => continue,
-                Err(e) => return Err(e),
+                other => return other,
             }
         }
         Err(Error::EtagConflict)
@@ -303,8 +314,19 @@ impl<S: Store> CnapiService<S> {
             parse_uuid(&format!("vms[{i}].uuid"), &vm.uuid)?;
         }
         let now = SystemTime::now();
+        // The view's copy first (no read); after a lost write race, the store's.
+        let mut cached = self.fleet.lock().server(uuid);
         for _ in 0..WRITE_ATTEMPTS {
-            let Versioned { value, etag } = self.server(uuid).await?;
+            let Versioned { value, etag } = match cached.take() {
+                Some(v) => v,
+                None => {
+                    let v = self.server(uuid).await?;
+                    self.fleet
+                        .lock()
+                        .set_server(v.value.clone(), v.etag.clone());
+                    v
+                }
+            };
             let mut next = value.clone();
             apply_heartbeat(&mut next, req, now);
             // Keep the stored heartbeat time fresh enough for the staleness rule even
@@ -322,7 +344,10 @@ impl<S: Store> CnapiService<S> {
                 tracing::info!(server_uuid = %uuid, "heartbeat: status running");
             }
             match self.store.put_server(&next, Cond::Is(etag)).await {
-                Ok(_) => return Ok(()),
+                Ok(etag) => {
+                    self.fleet.lock().set_server(next, etag);
+                    return Ok(());
+                }
                 Err(Error::EtagConflict) => continue,
                 Err(e) => return Err(e),
             }
@@ -357,7 +382,8 @@ impl<S: Store> CnapiService<S> {
                 record.setup = true;
             }
             match self.store.put_server(&record, cond).await {
-                Ok(_) => {
+                Ok(etag) => {
+                    self.fleet.lock().set_server(record.clone(), etag);
                     if created {
                         tracing::info!(server_uuid = %uuid, hostname = %record.hostname, "new server registered");
                     }
@@ -720,6 +746,7 @@ impl<S: Store> Cnapi for CnapiService<S> {
             return Err(Error::ServerNotFound(uuid).to_status());
         }
         st(self.store.delete_reservations(uuid).await)?;
+        self.fleet.lock().remove_server(uuid);
         tracing::info!(server_uuid = %uuid, "server deleted");
         Ok(Response::new(pb::DeleteServerResponse {}))
     }
@@ -818,8 +845,7 @@ impl<S: Store> Cnapi for CnapiService<S> {
         let task = req
             .task
             .ok_or_else(|| Error::invalid("task", "is required").to_status())?;
-        let server = st(self.server(uuid).await)?.value;
-        let mut agent = st(self.agent(&server))?;
+        let mut agent = st(self.agent_of(uuid).await)?;
         let mut call = Request::new(task);
         call.set_timeout(AGENT_TIMEOUT);
         let task = st(agent
@@ -832,8 +858,7 @@ impl<S: Store> Cnapi for CnapiService<S> {
     async fn get_task(&self, request: Request<pb::GetServerTaskRequest>) -> Reply<agent_pb::Task> {
         let req = request.into_inner();
         let uuid = st(parse_uuid("server_uuid", &req.server_uuid))?;
-        let server = st(self.server(uuid).await)?.value;
-        let mut agent = st(self.agent(&server))?;
+        let mut agent = st(self.agent_of(uuid).await)?;
         let mut call = Request::new(agent_pb::GetTaskRequest { id: req.task_id });
         call.set_timeout(AGENT_TIMEOUT);
         let task = st(agent.get_task(call).await.map_err(Self::agent_error(uuid)))?;
@@ -846,8 +871,7 @@ impl<S: Store> Cnapi for CnapiService<S> {
     ) -> Reply<agent_pb::Task> {
         let req = request.into_inner();
         let uuid = st(parse_uuid("server_uuid", &req.server_uuid))?;
-        let server = st(self.server(uuid).await)?.value;
-        let mut agent = st(self.agent(&server))?;
+        let mut agent = st(self.agent_of(uuid).await)?;
         let wait_ms = match req.timeout_ms {
             0 => MAX_WAIT_MS,
             ms => ms.min(MAX_WAIT_MS),

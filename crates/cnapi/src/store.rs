@@ -2,12 +2,16 @@
 //! `cnapi_reservations`) in production, memory for unit tests. Every write can be
 //! conditional on the etag read, which is what keeps concurrent CNAPIs (and concurrent
 //! requests in one) from clobbering each other or over-committing a server.
+//!
+//! A reservation document also carries `vm_uuids`, the instances it holds, as an
+//! indexed field, so the document holding one instance is found without reading them
+//! all (`ReleaseReservation` without a server).
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use moray_client::{BucketConfig, EtagCondition, FindOptions, IndexDef, MorayClient};
+use moray_client::{BatchOp, BucketConfig, EtagCondition, FindOptions, IndexDef, MorayClient};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -18,6 +22,8 @@ pub const SERVERS_BUCKET: &str = "cnapi_servers";
 pub const RESERVATIONS_BUCKET: &str = "cnapi_reservations";
 /// Version of our bucket schemas; raise it when an index is added.
 const BUCKET_VERSION: u32 = 1;
+/// Version of `cnapi_reservations`: 2 added the `vm_uuids` index.
+const RESERVATIONS_BUCKET_VERSION: u32 = 2;
 /// Most servers one list reads (Moray's find limit).
 const LIST_LIMIT: u64 = 100_000;
 
@@ -74,6 +80,52 @@ pub trait Store: Send + Sync + 'static {
         cond: Cond,
     ) -> impl Future<Output = Result<String>> + Send;
     fn delete_reservations(&self, server: Uuid) -> impl Future<Output = Result<()>> + Send;
+    fn get_reservations(
+        &self,
+        server: Uuid,
+    ) -> impl Future<Output = Result<Option<Versioned<ReservationDoc>>>> + Send;
+    /// Writes every document if every condition holds and none otherwise
+    /// ([`Error::EtagConflict`]), in one transaction; the new etags in order.
+    fn put_reservations_batch(
+        &self,
+        docs: &[(ReservationDoc, Cond)],
+    ) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// The documents that hold a reservation of `vm_uuid`.
+    fn find_reservations_of(
+        &self,
+        vm_uuid: &str,
+    ) -> impl Future<Output = Result<Vec<Versioned<ReservationDoc>>>> + Send;
+}
+
+/// A reservation document as stored: the document plus its indexed `vm_uuids`.
+fn reservations_json(doc: &ReservationDoc) -> Result<serde_json::Value> {
+    let mut value = to_json("reservations", doc)?;
+    if let serde_json::Value::Object(m) = &mut value {
+        let vms: Vec<serde_json::Value> = doc
+            .reservations
+            .iter()
+            .map(|r| serde_json::Value::String(r.vm.uuid.clone()))
+            .collect();
+        m.insert("vm_uuids".into(), serde_json::Value::Array(vms));
+    }
+    Ok(value)
+}
+
+/// `text` as a literal in an LDAP filter (RFC 4515 escapes).
+fn filter_literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '*' => out.push_str("\\2a"),
+            '(' => out.push_str("\\28"),
+            ')' => out.push_str("\\29"),
+            '\\' => out.push_str("\\5c"),
+            '=' => out.push_str("\\3d"),
+            '\0' => out.push_str("\\00"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn to_json<T: Serialize>(what: &str, value: &T) -> Result<serde_json::Value> {
@@ -169,7 +221,7 @@ impl Store for MemoryStore {
     }
 
     async fn put_reservations(&self, doc: &ReservationDoc, cond: Cond) -> Result<String> {
-        let value = to_json("reservations", doc)?;
+        let value = reservations_json(doc)?;
         let mut inner = self.lock();
         check(
             inner.reservations.get(&doc.server_uuid).map(|(_, e)| e),
@@ -185,6 +237,65 @@ impl Store for MemoryStore {
     async fn delete_reservations(&self, server: Uuid) -> Result<()> {
         self.lock().reservations.remove(&server);
         Ok(())
+    }
+
+    async fn get_reservations(&self, server: Uuid) -> Result<Option<Versioned<ReservationDoc>>> {
+        let found = self.lock().reservations.get(&server).cloned();
+        found
+            .map(|(v, etag)| {
+                Ok(Versioned {
+                    value: from_json("reservations", v)?,
+                    etag,
+                })
+            })
+            .transpose()
+    }
+
+    async fn put_reservations_batch(&self, docs: &[(ReservationDoc, Cond)]) -> Result<Vec<String>> {
+        let values = docs
+            .iter()
+            .map(|(d, _)| reservations_json(d))
+            .collect::<Result<Vec<_>>>()?;
+        let mut inner = self.lock();
+        for (doc, cond) in docs {
+            check(
+                inner.reservations.get(&doc.server_uuid).map(|(_, e)| e),
+                cond,
+            )?;
+        }
+        let mut etags = Vec::with_capacity(docs.len());
+        for ((doc, _), value) in docs.iter().zip(values) {
+            let etag = Uuid::new_v4().simple().to_string();
+            inner
+                .reservations
+                .insert(doc.server_uuid, (value, etag.clone()));
+            etags.push(etag);
+        }
+        Ok(etags)
+    }
+
+    async fn find_reservations_of(&self, vm_uuid: &str) -> Result<Vec<Versioned<ReservationDoc>>> {
+        // As Moray would: by the indexed field, decoding only the matches.
+        let matches: Vec<_> = self
+            .lock()
+            .reservations
+            .values()
+            .filter(|(v, _)| {
+                v.get("vm_uuids")
+                    .and_then(|u| u.as_array())
+                    .is_some_and(|u| u.iter().any(|u| u.as_str() == Some(vm_uuid)))
+            })
+            .cloned()
+            .collect();
+        matches
+            .into_iter()
+            .map(|(v, etag)| {
+                Ok(Versioned {
+                    value: from_json("reservations", v)?,
+                    etag,
+                })
+            })
+            .collect()
     }
 }
 
@@ -229,13 +340,41 @@ impl MorayStore {
             .put_bucket(SERVERS_BUCKET, &servers)
             .await
             .map_err(moray_error)?;
-        let reservations = BucketConfig::versioned(BUCKET_VERSION)
-            .with_index("server_uuid", IndexDef::unique("string"));
+        let reservations = BucketConfig::versioned(RESERVATIONS_BUCKET_VERSION)
+            .with_index("server_uuid", IndexDef::unique("string"))
+            .with_index("vm_uuids", IndexDef::new("[string]"));
         moray
             .put_bucket(RESERVATIONS_BUCKET, &reservations)
             .await
             .map_err(moray_error)?;
-        Ok(MorayStore { moray })
+        let store = MorayStore { moray };
+        store.index_old_reservations().await?;
+        Ok(store)
+    }
+
+    /// Documents written before the `vm_uuids` index are written again with it (each
+    /// conditional on its etag: a document someone rewrote meanwhile has it already).
+    async fn index_old_reservations(&self) -> Result<()> {
+        let objects = self
+            .moray
+            .find_objects(
+                RESERVATIONS_BUCKET,
+                "(server_uuid=*)",
+                &FindOptions::limit(LIST_LIMIT),
+            )
+            .await
+            .map_err(moray_error)?;
+        for o in objects {
+            if o.value.get("vm_uuids").is_some() {
+                continue;
+            }
+            let doc: ReservationDoc = from_json("reservations", o.value)?;
+            match self.put_reservations(&doc, Cond::Is(o.etag)).await {
+                Ok(_) | Err(Error::EtagConflict) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -315,7 +454,7 @@ impl Store for MorayStore {
     }
 
     async fn put_reservations(&self, doc: &ReservationDoc, cond: Cond) -> Result<String> {
-        let value = to_json("reservations", doc)?;
+        let value = reservations_json(doc)?;
         self.moray
             .put_object(
                 RESERVATIONS_BUCKET,
@@ -337,5 +476,58 @@ impl Store for MorayStore {
             Err(e) if e.name() == "ObjectNotFoundError" => Ok(()),
             Err(e) => Err(moray_error(e)),
         }
+    }
+
+    async fn get_reservations(&self, server: Uuid) -> Result<Option<Versioned<ReservationDoc>>> {
+        let object = self
+            .moray
+            .get_object(RESERVATIONS_BUCKET, &server.to_string())
+            .await
+            .map_err(moray_error)?;
+        object
+            .map(|o| {
+                Ok(Versioned {
+                    value: from_json("reservations", o.value)?,
+                    etag: o.etag,
+                })
+            })
+            .transpose()
+    }
+
+    async fn put_reservations_batch(&self, docs: &[(ReservationDoc, Cond)]) -> Result<Vec<String>> {
+        let ops = docs
+            .iter()
+            .map(|(doc, cond)| {
+                Ok(BatchOp::Put {
+                    bucket: RESERVATIONS_BUCKET.to_string(),
+                    key: doc.server_uuid.to_string(),
+                    value: reservations_json(doc)?,
+                    etag: etag(cond.clone()),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let results = self.moray.batch(&ops).await.map_err(moray_error)?;
+        Ok(results.into_iter().map(|r| r.etag).collect())
+    }
+
+    async fn find_reservations_of(&self, vm_uuid: &str) -> Result<Vec<Versioned<ReservationDoc>>> {
+        let objects = self
+            .moray
+            .find_objects(
+                RESERVATIONS_BUCKET,
+                &format!("(vm_uuids={})", filter_literal(vm_uuid)),
+                &FindOptions::limit(LIST_LIMIT),
+            )
+            .await
+            .map_err(moray_error)?;
+        objects
+            .into_iter()
+            .map(|o| {
+                Ok(Versioned {
+                    value: from_json("reservations", o.value)?,
+                    etag: o.etag,
+                })
+            })
+            .collect()
     }
 }

@@ -595,3 +595,64 @@ async fn servers_live_in_moray() {
     );
     shutdown.cancel();
 }
+
+/// A reservation answered by one CNAPI is in Moray: a CNAPI started afterwards (a
+/// restart) counts it and can release it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reservations_survive_a_restart_of_cnapi() {
+    let moray = triton_testkit::MorayFixture::start().await;
+    let moray_url = moray.url().to_string();
+    let first_down = CancellationToken::new();
+    let first = cnapi::app::start(
+        MorayStore::connect(&moray_url).await.unwrap(),
+        Settings::default(),
+        "127.0.0.1:0",
+        first_down.clone(),
+    )
+    .await
+    .unwrap();
+    let mut c = client(first.addr).await;
+    let s = register(&mut c, 1).await;
+    let big = alloc_request(12_000);
+    let vm = big.vm.as_ref().unwrap().vm_uuid.clone();
+    let placed = c.allocate(big).await.unwrap().into_inner();
+    assert_eq!(placed.server_uuid, s.to_string());
+    first_down.cancel();
+    let _ = first.task.await;
+
+    let shutdown = CancellationToken::new();
+    let second = cnapi::app::start(
+        MorayStore::connect(&moray_url).await.unwrap(),
+        Settings::default(),
+        "127.0.0.1:0",
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let mut c = client(second.addr).await;
+    let cap = c
+        .capacity(pb::CapacityRequest {
+            servers: vec![s.to_string()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cap.capacities[0].ram, 13926 - 12_000);
+    // Released through the CNAPI that did not make it (found by the instance's uuid).
+    let released = c
+        .release_reservation(pb::ReleaseReservationRequest {
+            vm_uuid: vm,
+            server_uuid: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(released.released);
+    c.allocate(alloc_request(12_000)).await.unwrap();
+    let refused = c.allocate(alloc_request(12_000)).await.unwrap_err();
+    assert_eq!(
+        triton_common::status::error_name(&refused),
+        Some("NoAllocatableServersError")
+    );
+    shutdown.cancel();
+}

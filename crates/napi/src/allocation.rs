@@ -3,10 +3,15 @@
 //! Correctness does not rest here: every IP in use is one Moray object keyed by
 //! `<network_uuid>/<ip>` and written with "must not exist", so of two allocators that
 //! pick the same address only one wins, and the loser picks again. This module only
-//! decides which addresses to try: the lowest free one first (NAPI's "lowest never used"
-//! choice, so a quiet network hands out addresses in order), then, after a conflict, a
-//! random one among the lowest free ones, so many concurrent allocators spread out
-//! instead of all colliding on the same next address round after round.
+//! decides which addresses to try: the lowest free ones first (NAPI's "lowest never used"
+//! choice, so a quiet network hands out addresses in order). A [`Cursor`] per network
+//! keeps the free addresses of the last scan and hands each to one of this NAPI's
+//! concurrent allocators, so a burst of provisions reads the network's used addresses
+//! once per [`CANDIDATES`] NICs (or [`CURSOR_TTL`]) rather than once per NIC and attempt,
+//! and its allocators do not collide with each other.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 /// How many free candidates one scan collects.
 pub const CANDIDATES: usize = 256;
@@ -43,22 +48,130 @@ pub fn collect_free(
     }
 }
 
-/// Which candidate to try on attempt `attempt` (0-based): the lowest first, then a
-/// random one. `random` is any random number.
-pub fn pick(candidates: &[u32], attempt: u32, random: u64) -> Option<u32> {
-    if candidates.is_empty() {
-        return None;
+/// How long the free addresses of one scan are handed out before a new scan (so that
+/// an address freed by another NAPI comes back into use soon).
+pub const CURSOR_TTL: Duration = Duration::from_secs(1);
+/// An address handed out whose write never reported back (its caller went away) is
+/// forgotten after this long; the next scan then says whether it is in use.
+const IN_FLIGHT_FOR: Duration = Duration::from_secs(120);
+
+/// The free addresses of one network as this NAPI last scanned them, handed out one by
+/// one to its concurrent allocators, so that they neither re-read the network's used
+/// addresses for every NIC nor all try the same lowest address. Correctness still rests
+/// on the "must not exist" write of the IP record; a hint that turns out taken (another
+/// NAPI took it) makes the caller [`Cursor::invalidate`] and scan again.
+#[derive(Debug, Default)]
+pub struct Cursor {
+    /// Free at the last scan and not handed out yet, lowest first.
+    free: VecDeque<u32>,
+    /// Handed out, and when: `None` while its write is in flight; `Some(n)` once
+    /// written, `n` being the number of scans begun by then. A scan begun later reads
+    /// it as used.
+    out: HashMap<u32, (Instant, Option<u64>)>,
+    scans_begun: u64,
+    /// When the last scan ended; `None`: none yet, or invalidated.
+    scanned_at: Option<Instant>,
+    /// The range and exclusions the scan was for (a network update changes them).
+    shape: (u32, u32, Vec<u32>),
+}
+
+impl Cursor {
+    /// The next address to try, or `None` when a scan is due first.
+    pub fn next(&mut self, now: Instant, shape: &(u32, u32, Vec<u32>)) -> Option<u32> {
+        let fresh = self
+            .scanned_at
+            .is_some_and(|at| now.saturating_duration_since(at) < CURSOR_TTL);
+        if !fresh || self.shape != *shape {
+            return None;
+        }
+        while let Some(ip) = self.free.pop_front() {
+            if let std::collections::hash_map::Entry::Vacant(e) = self.out.entry(ip) {
+                e.insert((now, None));
+                return Some(ip);
+            }
+        }
+        None
     }
-    if attempt == 0 {
-        return Some(candidates[0]);
+
+    /// A scan begins; pass the number to [`Cursor::end_scan`].
+    pub fn begin_scan(&mut self) -> u64 {
+        self.scans_begun += 1;
+        self.scans_begun
     }
-    let i = usize::try_from(random % candidates.len() as u64).unwrap_or(0);
-    Some(candidates[i])
+
+    /// `free`: the free addresses the scan numbered `n` read, lowest first.
+    pub fn end_scan(&mut self, n: u64, free: Vec<u32>, shape: (u32, u32, Vec<u32>), now: Instant) {
+        // Written before this scan began: it read them.
+        self.out.retain(|_, (at, written)| match written {
+            Some(w) => *w >= n,
+            None => now.saturating_duration_since(*at) < IN_FLIGHT_FOR,
+        });
+        self.free = free.into_iter().collect();
+        self.scanned_at = Some(now);
+        self.shape = shape;
+    }
+
+    /// The address's IP record is written.
+    pub fn written(&mut self, ip: u32) {
+        if let Some((_, w)) = self.out.get_mut(&ip) {
+            *w = Some(self.scans_begun);
+        }
+    }
+
+    /// The address was not used after all: it goes back, lowest first.
+    pub fn give_back(&mut self, ip: u32) {
+        if self.out.remove(&ip).is_some() {
+            self.free.push_front(ip);
+        }
+    }
+
+    /// The address was taken by someone else, or addresses were freed or reserved:
+    /// scan again before the next one.
+    pub fn invalidate(&mut self, taken: Option<u32>) {
+        if let Some(ip) = taken {
+            self.out.remove(&ip);
+        }
+        self.scanned_at = None;
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cursor_hands_out_each_free_address_once() {
+        let shape = (1, 10, vec![]);
+        let t0 = Instant::now();
+        let mut c = Cursor::default();
+        assert_eq!(c.next(t0, &shape), None, "no scan yet");
+        let n = c.begin_scan();
+        c.end_scan(n, vec![2, 3, 4], shape.clone(), t0);
+        assert_eq!(c.next(t0, &shape), Some(2));
+        assert_eq!(c.next(t0, &shape), Some(3));
+        c.written(2);
+        c.give_back(3);
+        assert_eq!(c.next(t0, &shape), Some(3), "given back, lowest first");
+        // A scan begun before 3 was written may still list it (and 2 is listed by a
+        // scan that raced with its write): neither is handed out twice.
+        let n = c.begin_scan();
+        c.written(3);
+        c.end_scan(n, vec![3, 4, 5], shape.clone(), t0);
+        assert_eq!(c.next(t0, &shape), Some(4));
+        // A scan begun after both writes frees their entries.
+        let n = c.begin_scan();
+        c.end_scan(n, vec![6], shape.clone(), t0);
+        assert!(c.out.keys().all(|ip| *ip == 4));
+        assert_eq!(c.next(t0, &shape), Some(6));
+        assert_eq!(c.next(t0, &shape), None, "used up: scan again");
+        // Stale, or another shape, or invalidated: scan again.
+        let n = c.begin_scan();
+        c.end_scan(n, vec![7, 8], shape.clone(), t0);
+        assert_eq!(c.next(t0 + CURSOR_TTL, &shape), None);
+        assert_eq!(c.next(t0, &(1, 20, vec![])), None);
+        c.invalidate(None);
+        assert_eq!(c.next(t0, &shape), None);
+    }
 
     #[test]
     fn skips_used_and_excluded() {
@@ -91,13 +204,6 @@ mod tests {
         assert!(!collect_free(5, 4, &[], &[], 1, &mut out));
         assert!(!collect_free(1, 3, &[1, 2, 3], &[], 1, &mut out));
         assert!(out.is_empty());
-    }
-
-    #[test]
-    fn pick_lowest_first_then_spread() {
-        assert_eq!(pick(&[], 0, 7), None);
-        assert_eq!(pick(&[4, 5, 6], 0, 7), Some(4));
-        assert_eq!(pick(&[4, 5, 6], 1, 7), Some(5));
     }
 
     /// Randomized: whatever the used set, candidates are exactly the free addresses in

@@ -1,6 +1,10 @@
 //! NAPI's operations: validation, then reads and conditional writes in Moray. Request
 //! handlers only; no background work.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
 use moray_client::{EtagCondition, FindOptions, MorayError, Sort, SortOrder};
 use triton_proto::napi::v1 as proto;
 
@@ -35,6 +39,8 @@ pub struct Napi {
     store: Store,
     oui: u64,
     admin_uuid: String,
+    /// Per network: the free addresses this NAPI hands out ([`allocation::Cursor`]).
+    cursors: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<allocation::Cursor>>>>>,
 }
 
 fn new_uuid() -> String {
@@ -107,7 +113,44 @@ impl Napi {
             store,
             oui,
             admin_uuid,
+            cursors: Arc::default(),
         }
+    }
+
+    fn cursor(&self, network_uuid: &str) -> Arc<tokio::sync::Mutex<allocation::Cursor>> {
+        self.cursors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(network_uuid.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// The network's IP records changed here other than by a provision (an address
+    /// freed or reserved): the next allocation scans again, lowest first.
+    async fn ips_changed(&self, network_uuid: &str) {
+        self.cursor(network_uuid).lock().await.invalidate(None);
+    }
+
+    /// A free address of `network` for a new NIC, from the network's cursor (scanning
+    /// when it has none left or its scan is old). `SubnetFull` when there is none.
+    async fn next_free(&self, network: &Network) -> Result<u32> {
+        let (start, end) = network.range()?;
+        let shape = (start, end, network.excluded()?);
+        let cursor = self.cursor(&network.uuid);
+        let mut c = cursor.lock().await;
+        if let Some(ip) = c.next(Instant::now(), &shape) {
+            return Ok(ip);
+        }
+        // Scanning with the cursor held: concurrent allocators wait for this scan
+        // instead of making their own.
+        let n = c.begin_scan();
+        let free = self.free_candidates(network).await?;
+        c.end_scan(n, free, shape.clone(), Instant::now());
+        c.next(Instant::now(), &shape)
+            .ok_or_else(|| Error::SubnetFull {
+                what: format!("network {}", network.uuid),
+            })
     }
 
     pub async fn ping(&self) -> Result<()> {
@@ -863,7 +906,10 @@ impl Napi {
                 self.store.put(IPS, &key, &record, cond).await?.map(|_| ())
             };
             match result {
-                Ok(()) => return Ok(record),
+                Ok(()) => {
+                    self.ips_changed(&network.uuid).await;
+                    return Ok(record);
+                }
                 Err(e) if store::conflict(&e).is_some() || e.name() == "ObjectNotFoundError" => {
                     continue;
                 }
@@ -1115,20 +1161,22 @@ impl Napi {
         );
         for attempt in 0..IP_PROVISION_ATTEMPTS {
             nic.mac = mac::format(given_mac.unwrap_or_else(|| mac::random(self.oui)));
+            let clear_primary = if nic.primary {
+                self.clear_primary_ops(&nic.belongs_to_uuid, &nic.mac)
+                    .await?
+            } else {
+                Vec::new()
+            };
             let mut ops = Vec::new();
+            // An address from the network's cursor, to give back or mark written.
+            let mut from_cursor = None;
             if let Some(net) = &network {
                 let ip_num = match requested_ip {
                     Some(ip) => ip,
                     None => {
-                        let candidates = self.free_candidates(net).await?;
-                        match allocation::pick(&candidates, attempt, random_u64()) {
-                            Some(ip) => ip,
-                            None => {
-                                return Err(Error::SubnetFull {
-                                    what: format!("network {}", net.uuid),
-                                });
-                            }
-                        }
+                        let ip = self.next_free(net).await?;
+                        from_cursor = Some((net.uuid.clone(), ip));
+                        ip
                     }
                 };
                 let record = IpRecord {
@@ -1144,21 +1192,41 @@ impl Napi {
                     &IpRecord::key(&net.uuid, ip_num),
                     &record,
                     EtagCondition::MustNotExist,
-                )?);
+                ));
             }
             ops.push(store::put_op(
                 NICS,
                 &nic.mac,
                 &nic,
                 EtagCondition::MustNotExist,
-            )?);
-            if nic.primary {
-                ops.extend(
-                    self.clear_primary_ops(&nic.belongs_to_uuid, &nic.mac)
-                        .await?,
-                );
+            ));
+            let ops = match ops.into_iter().collect::<Result<Vec<_>>>() {
+                Ok(mut ops) => {
+                    ops.extend(clear_primary);
+                    ops
+                }
+                Err(e) => {
+                    if let Some((net, ip)) = &from_cursor {
+                        self.cursor(net).lock().await.give_back(*ip);
+                    }
+                    return Err(e);
+                }
+            };
+            let written = self.store.batch(&ops).await;
+            if let Some((net, ip)) = &from_cursor {
+                let cursor = self.cursor(net);
+                let mut c = cursor.lock().await;
+                match &written {
+                    Ok(()) => c.written(*ip),
+                    Err(e) if matches!(store::conflict(e), Some(Conflict::Etag { bucket, .. }) if bucket == IPS) =>
+                    {
+                        // Taken by someone else: this scan is out of date.
+                        c.invalidate(Some(*ip));
+                    }
+                    Err(_) => c.give_back(*ip),
+                }
             }
-            let Err(e) = self.store.batch(&ops).await else {
+            let Err(e) = written else {
                 tracing::info!(mac = %nic.mac, ip = ?nic.ip, attempt, "NIC provisioned");
                 return Ok((nic, network));
             };
@@ -1218,18 +1286,16 @@ impl Napi {
         belongs_to_uuid: &str,
         except_mac: &str,
     ) -> Result<Vec<moray_client::BatchOp>> {
+        // By owner only, `primary` checked here: with `(primary=true)` in the filter
+        // PostgreSQL may walk the `primary` index, every primary NIC of every VM.
         let others = self
             .store
-            .find_all::<Nic>(
-                NICS,
-                &format!("(&(belongs_to_uuid={belongs_to_uuid})(primary=true))"),
-                "mac",
-            )
+            .find_all::<Nic>(NICS, &format!("(belongs_to_uuid={belongs_to_uuid})"), "mac")
             .await?;
         let now = triton_common::time::now_rfc3339();
         others
             .into_iter()
-            .filter(|s| s.value.mac != except_mac)
+            .filter(|s| s.value.primary && s.value.mac != except_mac)
             .map(|s| {
                 let mut n = s.value;
                 n.primary = false;
@@ -1302,14 +1368,37 @@ impl Napi {
             terms.push(format!("(nic_tag={})", esc(t)));
         }
         c.finish()?;
-        let found = self
-            .store
-            .find::<Nic>(
-                NICS,
-                &and(terms, "(mac=*)"),
-                &paged(limit.unwrap_or(validate::MAX_LIMIT), req.offset, "mac"),
-            )
-            .await?;
+        let limit = limit.unwrap_or(validate::MAX_LIMIT);
+        let found = if req.belongs_to_uuid.is_some() {
+            // One instance's NICs are few: read them all by the owner's index and page
+            // here. Sorted and limited in Moray, PostgreSQL may instead walk the `mac`
+            // index through every NIC of the datacenter.
+            let mut all = self
+                .store
+                .find::<Nic>(
+                    NICS,
+                    &and(terms, "(mac=*)"),
+                    &FindOptions {
+                        no_limit: true,
+                        no_count: true,
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            all.sort_by(|a, b| a.value.mac.cmp(&b.value.mac));
+            all.into_iter()
+                .skip(req.offset as usize)
+                .take(limit as usize)
+                .collect()
+        } else {
+            self.store
+                .find::<Nic>(
+                    NICS,
+                    &and(terms, "(mac=*)"),
+                    &paged(limit, req.offset, "mac"),
+                )
+                .await?
+        };
         let mut networks: std::collections::HashMap<String, Option<Network>> = Default::default();
         let mut out = Vec::with_capacity(found.len());
         for s in found {
@@ -1454,6 +1543,9 @@ impl Napi {
             match self.store.batch(&ops).await {
                 Ok(()) => {
                     tracing::info!(mac = %nic.mac, ip = ?nic.ip, "NIC deleted, IP released");
+                    if let Some(net) = &nic.network_uuid {
+                        self.ips_changed(net).await;
+                    }
                     return Ok(());
                 }
                 Err(e) if e.name() == "ObjectNotFoundError" => {

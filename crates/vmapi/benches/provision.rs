@@ -8,11 +8,15 @@
 //!   200/s. `VMAPI_SCALE_CNAPI_MORAY=1` keeps CNAPI's servers in Moray.
 //!
 //! Everything (PostgreSQL, Moray, UFDS, PAPI, IMGAPI, NAPI, CNAPI, agents, VMAPI) runs
-//! in this one process on loopback; the numbers include all of it.
+//! in this one process on loopback; the numbers include all of it. The sim case also
+//! prints the CPU time per provision of this process and PostgreSQL, how busy the
+//! machine was (other work included), and where a job's time went: waiting to start,
+//! and each step (from the jobs' records).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use common::host::Host;
@@ -99,6 +103,11 @@ async fn sim() {
         ..Default::default()
     })
     .await;
+    let moray = moray_client::MorayClient::connect(&dc.vmapi_config.moray_url)
+        .await
+        .expect("connect to Moray");
+    let before = table_stats(&moray).await;
+    let cpu = Cpu::now();
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..vms {
@@ -122,18 +131,182 @@ async fn sim() {
     }
     let accepted = started.elapsed();
     let mut failed = 0;
+    let mut jobs = Vec::new();
     for r in &refs {
-        if dc.wait_job(&r.job_uuid).await.execution != "succeeded" {
+        let job = dc.wait_job(&r.job_uuid).await;
+        if job.execution != "succeeded" {
             failed += 1;
         }
+        jobs.push(job);
     }
     let elapsed = started.elapsed();
+    let (ours, busy) = cpu.since();
     println!(
-        "| sim: {vms} concurrent CreateVm on {nodes} nodes | {:.1} provisions/s | all accepted after {:.1} s | all done after {:.1} s | {failed} failed |",
+        "| sim: {vms} concurrent CreateVm on {nodes} nodes | {:.1} provisions/s | all accepted after {:.1} s | all done after {:.1} s | {failed} failed | CPU {:.1} ms/provision (this process and PostgreSQL) | machine CPUs {:.0}% busy |",
         vms as f64 / elapsed.as_secs_f64(),
         accepted.as_secs_f64(),
-        elapsed.as_secs_f64()
+        elapsed.as_secs_f64(),
+        ours.as_secs_f64() * 1e3 / vms.max(1) as f64,
+        busy * 100.0
     );
+    step_times(&jobs);
+    let after = table_stats(&moray).await;
+    for (table, now) in &after {
+        let was = before.get(table).copied().unwrap_or_default();
+        let per = |i: usize| (now[i] - was[i]) as f64 / vms as f64;
+        if per(0) + per(1) + per(2) + per(3) >= 0.05 {
+            println!(
+                "|   {table} | {:.1} writes/provision | {:.1} index scans/provision | {:.1} rows read/provision |",
+                per(0),
+                per(1),
+                per(2) + per(3),
+            );
+        }
+    }
+}
+
+/// Per table: rows written (inserted, updated, deleted), index scans, rows fetched by
+/// them, rows read by sequential scans (PostgreSQL's statistics, which lag by up to
+/// half a second).
+async fn table_stats(moray: &moray_client::MorayClient) -> BTreeMap<String, [i64; 4]> {
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let rows = moray
+        .sql(
+            "SELECT relname, n_tup_ins + n_tup_upd + n_tup_del AS w, coalesce(idx_scan, 0) AS i, \
+             coalesce(idx_tup_fetch, 0) AS f, coalesce(seq_tup_read, 0) AS s \
+             FROM pg_stat_user_tables",
+            &[],
+        )
+        .await
+        .unwrap_or_default();
+    rows.iter()
+        .filter_map(|r| {
+            let n = |k: &str| {
+                r.get(k)
+                    .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()))
+            };
+            Some((
+                r.get("relname")?.as_str()?.to_string(),
+                [n("w")?, n("i")?, n("f")?, n("s")?],
+            ))
+        })
+        .collect()
+}
+
+/// Where the jobs' time went, from their records: queued (created to started) and each
+/// step (started to finished), mean and p50/p99 in ms.
+fn step_times(jobs: &[triton_proto::vmapi::v1::Job]) {
+    let ms = |t: &str| triton_common::time::parse_rfc3339_millis(t);
+    let mut spans: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let mut order: HashMap<String, usize> = HashMap::new();
+    for j in jobs {
+        if let (Some(c), Some(s)) = (ms(&j.created_at), ms(&j.started_at)) {
+            spans.entry("(queued)".into()).or_default().push(s - c);
+            order.insert("(queued)".into(), 0);
+        }
+        for (i, step) in j.chain.iter().enumerate() {
+            if let (Some(s), Some(f)) = (ms(&step.started_at), ms(&step.finished_at)) {
+                spans.entry(step.name.clone()).or_default().push(f - s);
+                order.insert(step.name.clone(), i + 1);
+            }
+        }
+    }
+    let mut spans: Vec<(String, Vec<i64>)> = spans.into_iter().collect();
+    spans.sort_by_key(|(n, _)| order.get(n).copied().unwrap_or(usize::MAX));
+    for (name, mut v) in spans {
+        v.sort_unstable();
+        let mean = v.iter().sum::<i64>() as f64 / v.len() as f64;
+        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+        println!(
+            "|   {name} | mean {mean:.0} ms | p50 {} ms | p99 {} ms |",
+            at(0.5),
+            at(0.99)
+        );
+    }
+}
+
+/// CPU time of this process and its descendants, and of the whole machine.
+#[derive(Clone, Copy)]
+struct Cpu {
+    ours: Duration,
+    machine: (u64, u64),
+}
+
+impl Cpu {
+    fn now() -> Cpu {
+        Cpu {
+            ours: tree_cpu(),
+            machine: machine_jiffies(),
+        }
+    }
+
+    /// CPU time used by this process tree since, and the machine's busy fraction.
+    fn since(self) -> (Duration, f64) {
+        let (busy, total) = machine_jiffies();
+        let (b0, t0) = self.machine;
+        let frac = (busy - b0) as f64 / (total - t0).max(1) as f64;
+        (tree_cpu().saturating_sub(self.ours), frac)
+    }
+}
+
+/// User + system time of this process and every process below it (PostgreSQL and its
+/// backends, exited ones through their parent's counts), from /proc (100 ticks a second).
+fn tree_cpu() -> Duration {
+    let me = std::process::id();
+    let mut parent: HashMap<u32, u32> = HashMap::new();
+    let mut ticks: HashMap<u32, u64> = HashMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        parent.insert(pid, num(1) as u32);
+        // utime, stime, cutime, cstime (fields 14-17).
+        ticks.insert(pid, num(11) + num(12) + num(13) + num(14));
+    }
+    let mine = |mut pid: u32| {
+        while pid > 1 {
+            if pid == me {
+                return true;
+            }
+            pid = parent.get(&pid).copied().unwrap_or(0);
+        }
+        false
+    };
+    let total: u64 = ticks
+        .iter()
+        .filter(|(p, _)| mine(**p))
+        .map(|(_, t)| t)
+        .sum();
+    Duration::from_secs_f64(total as f64 / 100.0)
+}
+
+/// (busy, total) jiffies of all CPUs, from /proc/stat.
+fn machine_jiffies() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().sum();
+    // idle and iowait.
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total - idle, total)
 }
 
 fn main() {

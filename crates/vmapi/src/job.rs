@@ -248,6 +248,27 @@ impl JobRecord {
         self.finished_at = Some(now);
     }
 
+    /// Records the start of `action`: a step or an undo begins, or the job succeeds.
+    /// Returns the action when it was recorded; `Fail` (its failure handler runs
+    /// before it is recorded) and `Done` record nothing.
+    pub fn begin(&mut self, action: Action, now: i64) -> Option<Action> {
+        match action {
+            Action::Run(i) => self.begin_step(i, now),
+            Action::Undo(i) => self.begin_undo(i),
+            Action::Succeed => self.finish(Execution::Succeeded, now),
+            Action::Fail | Action::Done => return None,
+        }
+        Some(action)
+    }
+
+    /// Begins whatever the policy says comes next, so that one write records both the
+    /// end of a transition and the start of the next (half the writes of recording
+    /// each apart). A runner that dies after that write finds the next step `running`
+    /// and runs it, as it would after a write of the start alone.
+    pub fn advance(&mut self, now: i64) -> Option<Action> {
+        self.begin(next_action(self), now)
+    }
+
     pub fn to_pb(&self) -> pb::Job {
         let t = |ms: Option<i64>| ms.map(rfc3339_millis).unwrap_or_default();
         pb::Job {
@@ -387,17 +408,26 @@ mod tests {
         let mut now = 0;
         'runner: loop {
             let mut j = persisted.clone();
+            // A new runner claims the job and records its first start with the claim.
+            let mut begun = j.advance(now);
+            persisted = j.clone();
             loop {
                 now += 1;
                 if rng.chance(15) {
                     crashes += 1;
                     continue 'runner;
                 }
-                match next_action(&j) {
+                let action = next_action(&j);
+                // As the engine does: a start recorded with the previous write (or
+                // the claim) is not written again.
+                let begun_before = begun.take() == Some(action);
+                match action {
                     Action::Done => break 'runner,
                     Action::Run(i) => {
-                        j.begin_step(i, now);
-                        persisted = j.clone();
+                        if !begun_before {
+                            j.begin_step(i, now);
+                            persisted = j.clone();
+                        }
                         if rng.chance(15) {
                             crashes += 1;
                             continue 'runner;
@@ -416,11 +446,14 @@ mod tests {
                             Ok(Value::Null)
                         };
                         j.finish_step(i, outcome, now);
+                        begun = j.advance(now);
                         persisted = j.clone();
                     }
                     Action::Undo(i) => {
-                        j.begin_undo(i);
-                        persisted = j.clone();
+                        if !begun_before {
+                            j.begin_undo(i);
+                            persisted = j.clone();
+                        }
                         if rng.chance(15) {
                             crashes += 1;
                             continue 'runner;
@@ -431,6 +464,7 @@ mod tests {
                             continue 'runner;
                         }
                         j.finish_undo(i, Ok(()), now);
+                        begun = j.advance(now);
                         persisted = j.clone();
                     }
                     Action::Succeed => {

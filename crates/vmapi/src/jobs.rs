@@ -250,7 +250,7 @@ impl Engine {
     }
 
     async fn claim_and_run(self: &Arc<Self>, job_uuid: &str) -> Result<bool> {
-        let Some(found) = self.store.get_job(job_uuid).await? else {
+        let Some(found) = self.store.job_to_claim(job_uuid).await? else {
             return Ok(false);
         };
         let job = &found.value;
@@ -292,6 +292,8 @@ impl Engine {
         let mut claimed = found.value.clone();
         claimed.runner = self.instance_id.clone();
         claimed.lease_until = now_millis() + self.lease.as_millis() as i64;
+        // The claim also records the start of the first step: one write, not two.
+        let begun = claimed.advance(now_millis());
         let etag = match self
             .store
             .put_job(&claimed, EtagCondition::Is(found.etag.clone()))
@@ -318,7 +320,7 @@ impl Engine {
             lost: CancellationToken::new(),
         });
         self.running.fetch_add(1, Ordering::Relaxed);
-        let result = self.drive(ctx.clone()).instrument(span).await;
+        let result = self.drive(ctx.clone(), begun).instrument(span).await;
         self.running.fetch_sub(1, Ordering::Relaxed);
         result.map(|()| false)
     }
@@ -348,7 +350,7 @@ impl Engine {
     }
 
     /// The runner loop: ask the policy, act, record, again.
-    async fn drive(self: &Arc<Self>, ctx: Arc<JobCtx>) -> Result<()> {
+    async fn drive(self: &Arc<Self>, ctx: Arc<JobCtx>, begun: Option<Action>) -> Result<()> {
         let renewer = {
             let ctx = ctx.clone();
             let every = self.lease / 3;
@@ -370,7 +372,7 @@ impl Engine {
             });
             (task, handle_stop)
         };
-        let result = self.drive_steps(&ctx).await;
+        let result = self.drive_steps(&ctx, begun).await;
         renewer.1.cancel();
         let _ = renewer.0.await;
         let record = ctx.record().await;
@@ -387,16 +389,26 @@ impl Engine {
         result
     }
 
-    async fn drive_steps(self: &Arc<Self>, ctx: &Arc<JobCtx>) -> Result<()> {
+    /// `begun`: an action whose start the last write already recorded (the end of one
+    /// transition and the start of the next go in one write, see
+    /// [`JobRecord::advance`]).
+    async fn drive_steps(
+        self: &Arc<Self>,
+        ctx: &Arc<JobCtx>,
+        mut begun: Option<Action>,
+    ) -> Result<()> {
         loop {
             let record = ctx.record().await;
             let action = next_action(&record);
+            let recorded = begun.take() == Some(action);
             match action {
                 Action::Done => return Ok(()),
                 Action::Run(i) => {
                     let name = record.chain[i].name.clone();
                     let timeout = Duration::from_secs(record.chain[i].timeout_s.max(1));
-                    ctx.change(|j| j.begin_step(i, now_millis())).await?;
+                    if !recorded {
+                        ctx.change(|j| j.begin_step(i, now_millis())).await?;
+                    }
                     tracing::debug!(step = %name, "step started");
                     let Some(outcome) = self
                         .attempt(ctx, timeout, |steps, ctx| {
@@ -410,13 +422,19 @@ impl Engine {
                     if let Err(e) = &outcome {
                         tracing::warn!(step = %name, error = %e, "step failed; unwinding");
                     }
-                    ctx.change(|j| j.finish_step(i, outcome, now_millis()))
-                        .await?;
+                    ctx.change(|j| {
+                        let now = now_millis();
+                        j.finish_step(i, outcome, now);
+                        begun = j.advance(now);
+                    })
+                    .await?;
                 }
                 Action::Undo(i) => {
                     let name = record.chain[i].name.clone();
                     let timeout = Duration::from_secs(record.chain[i].timeout_s.max(1));
-                    ctx.change(|j| j.begin_undo(i)).await?;
+                    if !recorded {
+                        ctx.change(|j| j.begin_undo(i)).await?;
+                    }
                     let Some(outcome) = self
                         .attempt(ctx, timeout, |steps, ctx| {
                             let name = name.clone();
@@ -429,8 +447,12 @@ impl Engine {
                     if let Err(e) = &outcome {
                         tracing::error!(step = %name, error = %e, "undo failed; what the step made may be left over");
                     }
-                    ctx.change(|j| j.finish_undo(i, outcome.map(|_| ()), now_millis()))
-                        .await?;
+                    ctx.change(|j| {
+                        let now = now_millis();
+                        j.finish_undo(i, outcome.map(|_| ()), now);
+                        begun = j.advance(now);
+                    })
+                    .await?;
                 }
                 Action::Succeed => {
                     ctx.change(|j| j.finish(Execution::Succeeded, now_millis()))

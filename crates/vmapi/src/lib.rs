@@ -74,8 +74,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     );
     let reconciler = (config.reconcile_period_ms > 0).then(|| {
         tokio::spawn(reconcile::run(
-            store.clone(),
-            clients.clone(),
+            reconcile::Reconciler::new(
+                store.clone(),
+                clients.clone(),
+                engine.clone(),
+                config.timeouts.clone(),
+            ),
             Duration::from_millis(config.reconcile_period_ms),
             shutdown.clone(),
         ))

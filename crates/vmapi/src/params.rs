@@ -113,3 +113,21 @@ impl UpdateParams {
             || self.max_lwps.is_some()
     }
 }
+
+/// add_nics: NICs to reserve on networks, or NICs already reserved in NAPI (by MAC).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AddNicsParams {
+    pub networks: Vec<NetworkParam>,
+    /// Lower-case, with colons.
+    pub macs: Vec<String>,
+    pub req_id: String,
+}
+
+/// remove_nics: MACs (lower-case, with colons) of the VM's NICs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RemoveNicsParams {
+    pub macs: Vec<String>,
+    pub req_id: String,
+}

@@ -5,18 +5,37 @@
 //! A heartbeat only overrides a VM when it is newer than the VM's last change (so a
 //! heartbeat sent just before a job's stop cannot undo the job's `stopped`), and VMs
 //! with an unfinished job are left to the job.
+//!
+//! A VM that its server no longer reports (destroyed behind VMAPI's back, as
+//! Triton's vm-agent reports such VMs `destroyed`) gets a `mark_destroyed` job, which
+//! asks the server itself before it frees the VM's NICs and marks it destroyed. Only
+//! VMs in a settled state (`running`, `stopped`) with no unfinished job, missing from
+//! two heartbeats in a row that are both newer than the VM's last change, qualify: a
+//! provision or any other job in flight is never raced.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
-use moray_client::{FindOptions, Sort, SortOrder};
+use moray_client::{EtagCondition, FindOptions, Sort, SortOrder};
+use serde_json::{Map, json};
 use tokio_util::sync::CancellationToken;
 use triton_proto::cnapi::v1 as cnapi;
+use uuid::Uuid;
 
 use crate::clients::{Clients, request};
+use crate::config::Timeouts;
 use crate::error::{Error, Result};
+use crate::job::{Execution, JobRecord};
+use crate::jobs::Engine;
 use crate::model::{VmRecord, state};
 use crate::store::Store;
+use triton_common::time::now_millis;
+
+/// A VM whose `mark_destroyed` job found it still on its server is not looked at again
+/// for this long (ms), so a node whose heartbeats leave out a live instance does not
+/// get a job every pass.
+const RETRY_MARK_AFTER_MS: i64 = 10 * 60 * 1000;
 
 /// States a heartbeat may set; others (provisioning) are the jobs' business.
 const HEARTBEAT_STATES: &[&str] = &[state::RUNNING, state::STOPPED, state::FAILED];
@@ -28,9 +47,105 @@ struct Seen {
     at: i64,
 }
 
-/// One pass; returns how many VMs changed.
-pub async fn reconcile_once(store: &Store, clients: &Clients) -> Result<usize> {
+/// What the reconciler remembers between passes.
+pub struct Reconciler {
+    pub store: Store,
+    pub clients: Clients,
+    pub engine: Arc<Engine>,
+    pub timeouts: Timeouts,
+    /// VMs missing from their server's heartbeats: the heartbeat time (ms) of the
+    /// first miss.
+    missing: HashMap<String, i64>,
+    /// VMs given a `mark_destroyed` job, and when (ms).
+    marked: HashMap<String, i64>,
+}
+
+impl Reconciler {
+    pub fn new(store: Store, clients: Clients, engine: Arc<Engine>, timeouts: Timeouts) -> Self {
+        Reconciler {
+            store,
+            clients,
+            engine,
+            timeouts,
+            missing: HashMap::new(),
+            marked: HashMap::new(),
+        }
+    }
+
+    /// One pass; returns how many VMs changed state (jobs made included).
+    pub async fn pass(&mut self) -> Result<usize> {
+        let (changed, gone) = reconcile_states(&self.store, &self.clients).await?;
+        let now = now_millis();
+        self.marked.retain(|_, at| *at + RETRY_MARK_AFTER_MS > now);
+        let mut still_missing = HashMap::new();
+        let mut made = 0;
+        for (uuid, at) in gone {
+            match self.missing.get(&uuid) {
+                Some(first) if at > *first => {
+                    if self.marked.contains_key(&uuid) {
+                        continue;
+                    }
+                    match self.mark_destroyed(&uuid).await {
+                        Ok(()) => {
+                            self.marked.insert(uuid, now);
+                            made += 1;
+                        }
+                        Err(e) => {
+                            tracing::warn!(vm_uuid = %uuid, error = %e.full_message(), "cannot queue mark_destroyed");
+                            still_missing.insert(uuid, *first);
+                        }
+                    }
+                }
+                Some(first) => {
+                    still_missing.insert(uuid, *first);
+                }
+                None => {
+                    still_missing.insert(uuid, at);
+                }
+            }
+        }
+        self.missing = still_missing;
+        Ok(changed + made)
+    }
+
+    /// Stores a `mark_destroyed` job for the VM and queues it.
+    async fn mark_destroyed(&self, vm_uuid: &str) -> Result<()> {
+        let Some(vm) = self.store.get_vm(vm_uuid).await? else {
+            return Ok(());
+        };
+        let vm = vm.value;
+        tracing::info!(vm_uuid, server_uuid = %vm.server_uuid, "VM missing from its server's heartbeats; checking whether it is gone");
+        let job = JobRecord {
+            uuid: Uuid::new_v4().to_string(),
+            name: "mark_destroyed".into(),
+            vm_uuid: vm.uuid.clone(),
+            owner_uuid: vm.owner_uuid.clone(),
+            execution: Execution::Queued,
+            params: json!({ "server_uuid": vm.server_uuid, "req_id": Uuid::new_v4().to_string() }),
+            chain: crate::steps::chain("mark_destroyed", &self.timeouts),
+            data: Map::new(),
+            error: None,
+            runner: String::new(),
+            lease_until: 0,
+            created_at: now_millis(),
+            started_at: None,
+            finished_at: None,
+        };
+        self.store
+            .put_job(&job, EtagCondition::MustNotExist)
+            .await?;
+        self.engine.enqueue(&job.vm_uuid, &job.uuid);
+        Ok(())
+    }
+}
+
+/// Sets VM states from the heartbeats. Returns how many VMs changed, and the VMs in a
+/// settled state that their (running) server's latest heartbeat, newer than the VM's
+/// last change, did not list, with that heartbeat's time.
+async fn reconcile_states(store: &Store, clients: &Clients) -> Result<(usize, Vec<(String, i64)>)> {
     let mut seen: HashMap<String, (String, Seen)> = HashMap::new();
+    // Running servers and the time (ms) of their last heartbeat.
+    let mut servers: HashMap<String, i64> = HashMap::new();
     let mut offset = 0;
     loop {
         let page = clients
@@ -54,6 +169,7 @@ pub async fn reconcile_once(store: &Store, clients: &Clients) -> Result<usize> {
                 continue;
             }
             let at = triton_common::time::parse_rfc3339_millis(&s.last_heartbeat).unwrap_or(0);
+            servers.insert(s.uuid.clone(), at);
             for (uuid, vm) in s.vms {
                 seen.insert(
                     uuid,
@@ -80,6 +196,7 @@ pub async fn reconcile_once(store: &Store, clients: &Clients) -> Result<usize> {
         .collect();
 
     let mut changed = 0;
+    let mut gone = Vec::new();
     let mut marker = String::new();
     loop {
         let mut filter =
@@ -103,6 +220,12 @@ pub async fn reconcile_once(store: &Store, clients: &Clients) -> Result<usize> {
                 continue;
             }
             let Some((server, hb)) = seen.get(&vm.uuid) else {
+                if let Some(at) = servers.get(&vm.server_uuid)
+                    && *at > vm.last_modified
+                    && matches!(vm.state.as_str(), state::RUNNING | state::STOPPED)
+                {
+                    gone.push((vm.uuid.clone(), *at));
+                }
                 continue;
             };
             if *server != vm.server_uuid || !needs_change(vm, hb) {
@@ -135,7 +258,7 @@ pub async fn reconcile_once(store: &Store, clients: &Clients) -> Result<usize> {
         }
         marker = vms.last().map(|v| v.uuid.clone()).unwrap_or_default();
     }
-    Ok(changed)
+    Ok((changed, gone))
 }
 
 fn needs_change(vm: &VmRecord, hb: &Seen) -> bool {
@@ -146,13 +269,13 @@ fn needs_change(vm: &VmRecord, hb: &Seen) -> bool {
         && vm.state != state::PROVISIONING
 }
 
-pub async fn run(store: Store, clients: Clients, every: Duration, shutdown: CancellationToken) {
+pub async fn run(mut reconciler: Reconciler, every: Duration, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
-        if let Err(e) = reconcile_once(&store, &clients).await {
+        if let Err(e) = reconciler.pass().await {
             tracing::warn!(error = %e.full_message(), "VM state reconciliation failed; retrying next period");
         }
     }

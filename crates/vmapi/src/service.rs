@@ -19,8 +19,8 @@ use crate::job::{Execution, JobRecord};
 use crate::jobs::Engine;
 use crate::model::{VmRecord, pb_to_json, state};
 use crate::params::{
-    ActionParams, Affinity, ImageParam, Locality, NetworkParam, PackageParam, ProvisionParams,
-    UpdateParams,
+    ActionParams, AddNicsParams, Affinity, ImageParam, Locality, NetworkParam, PackageParam,
+    ProvisionParams, RemoveNicsParams, UpdateParams,
 };
 use crate::steps;
 use crate::store::{Store, escape};
@@ -830,6 +830,270 @@ impl VmapiService {
         self.submit(job).await
     }
 
+    // ------------------------------------------------------------ AddNics / RemoveNics
+
+    /// A VM whose NICs may change: it has a server, and is neither provisioning nor
+    /// failed.
+    fn nics_changeable(vm: &VmRecord, verb: &str) -> Result<()> {
+        match vm.state.as_str() {
+            state::PROVISIONING => Err(Error::State(format!(
+                "cannot {verb}: VM {} is still provisioning",
+                vm.uuid
+            ))),
+            state::FAILED => Err(Error::State(format!(
+                "cannot {verb}: VM {} failed to provision ({})",
+                vm.uuid, vm.failure_reason
+            ))),
+            _ if vm.server_uuid.is_empty() => Err(Error::Unallocated(vm.uuid.clone())),
+            _ => Ok(()),
+        }
+    }
+
+    async fn accept_add_nics(&self, r: Request<pb::AddNicsRequest>) -> Result<pb::JobRef> {
+        let rid = req_id(&r);
+        let req = r.into_inner();
+        let vm = self.actionable_vm(&req.uuid, &req.owner_uuid).await?;
+        let mut c = Checker::default();
+        match (req.networks.is_empty(), req.macs.is_empty()) {
+            (true, true) => c.add("networks", "is required (or macs)"),
+            (false, false) => c.add("macs", "give networks or macs, not both"),
+            _ => {}
+        }
+        if req.networks.len() > validate::MAX_NETWORKS {
+            c.add(
+                "networks",
+                format!("at most {} networks", validate::MAX_NETWORKS),
+            );
+        }
+        let vm_primary = vm.nics.iter().find(|n| n.primary);
+        let mut wanted_networks = Vec::new();
+        for (i, n) in req.networks.iter().enumerate() {
+            let field = format!("networks[{i}]");
+            let id = match (n.ipv4_uuid.is_empty(), n.name.is_empty()) {
+                (true, true) => {
+                    c.add(&field, "needs ipv4_uuid or name");
+                    None
+                }
+                (false, _) => c
+                    .opt_uuid(&format!("{field}.ipv4_uuid"), &n.ipv4_uuid)
+                    .map(NetRef::Uuid),
+                (true, false) => Some(NetRef::Name(n.name.clone())),
+            };
+            if n.ipv4_ips.len() > 1 {
+                c.add(&format!("{field}.ipv4_ips"), "at most one address per NIC");
+            }
+            if let (Some(true), Some(p)) = (n.primary, vm_primary) {
+                c.add(
+                    &format!("{field}.primary"),
+                    format!("VM {} already has a primary NIC ({})", vm.uuid, p.mac),
+                );
+            }
+            let ip = n
+                .ipv4_ips
+                .first()
+                .and_then(|ip| validate::ipv4(&mut c, &format!("{field}.ipv4_ips[0]"), ip));
+            wanted_networks.push((i, id, ip, n));
+        }
+        if req
+            .networks
+            .iter()
+            .filter(|n| n.primary == Some(true))
+            .count()
+            > 1
+        {
+            c.add("networks", "at most one network may be primary");
+        }
+        let mut macs = Vec::new();
+        for (i, m) in req.macs.iter().enumerate() {
+            let field = format!("macs[{i}]");
+            if let Some(mac) = validate::mac(&mut c, &field, m) {
+                if vm.nics.iter().any(|n| n.mac == mac) {
+                    c.add(&field, format!("VM {} already has NIC {mac}", vm.uuid));
+                }
+                macs.push(mac);
+            }
+        }
+        c.finish()?;
+        Self::nics_changeable(&vm, "add NICs")?;
+
+        let mut networks = match self
+            .resolve_networks(&wanted_networks, &vm.owner_uuid, &rid)
+            .await
+        {
+            Ok(n) => n,
+            Err(problems) => {
+                if let Some(p) = problems.iter().find(|p| p.starts_with(UPSTREAM)) {
+                    return Err(Error::Upstream {
+                        service: "vmapi",
+                        name: "ServiceUnavailable".into(),
+                        message: p.trim_start_matches(UPSTREAM).to_string(),
+                        code: tonic::Code::Unavailable,
+                    });
+                }
+                return Err(Error::Validation(problems));
+            }
+        };
+        if vm_primary.is_some() {
+            for n in &mut networks {
+                n.primary = false;
+            }
+        }
+        let mut problems = Vec::new();
+        let server_tags = self
+            .clients
+            .cnapi
+            .clone()
+            .get_server(request(
+                triton_proto::cnapi::v1::GetServerRequest {
+                    uuid: vm.server_uuid.clone(),
+                },
+                &rid,
+            ))
+            .await
+            .map_err(Error::upstream("cnapi"))?
+            .into_inner()
+            .nic_tags;
+        for (i, n) in networks.iter().enumerate() {
+            let field = format!("networks[{i}]");
+            if vm.nics.iter().any(|v| v.network_uuid == n.network_uuid)
+                || networks[..i]
+                    .iter()
+                    .any(|o| o.network_uuid == n.network_uuid)
+            {
+                problems.push(not_usable(
+                    &field,
+                    format!(
+                        "VM {} already has a NIC on network {}",
+                        vm.uuid, n.network_uuid
+                    ),
+                ));
+            }
+            // Fabric NICs ride the overlay, which every node carries.
+            if !n.nic_tag.starts_with("sdc_overlay") && !server_tags.contains(&n.nic_tag) {
+                problems.push(not_usable(
+                    &field,
+                    format!(
+                        "server {} does not provide nic tag {} of network {}",
+                        vm.server_uuid, n.nic_tag, n.network_uuid
+                    ),
+                ));
+            }
+        }
+        if !macs.is_empty() {
+            let Some(napi) = self.clients.napi.clone() else {
+                return Err(Error::invalid(
+                    "macs",
+                    "NICs are not available (no napi_url)",
+                ));
+            };
+            for (i, mac) in macs.iter().enumerate() {
+                let field = format!("macs[{i}]");
+                match napi
+                    .clone()
+                    .get_nic(request(
+                        triton_proto::napi::v1::GetNicRequest { mac: mac.clone() },
+                        &rid,
+                    ))
+                    .await
+                {
+                    Ok(nic) => {
+                        let nic = nic.into_inner();
+                        if nic.belongs_to_uuid != vm.uuid || nic.owner_uuid != vm.owner_uuid {
+                            problems.push(not_usable(
+                                &field,
+                                format!("NIC {mac} is not reserved for VM {}", vm.uuid),
+                            ));
+                        } else if let (true, Some(p)) = (nic.primary, vm_primary) {
+                            problems.push(not_usable(
+                                &field,
+                                format!(
+                                    "NIC {mac} is primary, and VM {} already has a primary NIC ({})",
+                                    vm.uuid, p.mac
+                                ),
+                            ));
+                        } else if !nic.nic_tag.starts_with("sdc_overlay")
+                            && !server_tags.contains(&nic.nic_tag)
+                        {
+                            problems.push(not_usable(
+                                &field,
+                                format!(
+                                    "server {} does not provide nic tag {} of NIC {mac}",
+                                    vm.server_uuid, nic.nic_tag
+                                ),
+                            ));
+                        }
+                    }
+                    Err(s) if s.code() == tonic::Code::NotFound => {
+                        return Err(Error::NotFound(format!(
+                            "{field}: NIC {mac} does not exist"
+                        )));
+                    }
+                    Err(s) => return Err(Error::upstream("napi")(s)),
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(Error::Validation(problems));
+        }
+        let params = AddNicsParams {
+            networks,
+            macs,
+            req_id: rid,
+        };
+        let job = self.new_job("add_nics", &vm, to_value(&params));
+        self.submit(job).await
+    }
+
+    async fn accept_remove_nics(&self, r: Request<pb::RemoveNicsRequest>) -> Result<pb::JobRef> {
+        let rid = req_id(&r);
+        let req = r.into_inner();
+        let vm = self.actionable_vm(&req.uuid, &req.owner_uuid).await?;
+        let mut c = Checker::default();
+        if req.macs.is_empty() {
+            c.add("macs", "is required");
+        }
+        let mut macs: Vec<String> = Vec::new();
+        for (i, m) in req.macs.iter().enumerate() {
+            if let Some(mac) = validate::mac(&mut c, &format!("macs[{i}]"), m)
+                && !macs.contains(&mac)
+            {
+                macs.push(mac);
+            }
+        }
+        c.finish()?;
+        Self::nics_changeable(&vm, "remove NICs")?;
+        for mac in &macs {
+            if !vm.nics.iter().any(|n| n.mac.eq_ignore_ascii_case(mac)) {
+                return Err(Error::NotFound(format!(
+                    "macs: VM {} has no NIC {mac}",
+                    vm.uuid
+                )));
+            }
+        }
+        let remaining = vm
+            .nics
+            .iter()
+            .filter(|n| !macs.iter().any(|m| m.eq_ignore_ascii_case(&n.mac)))
+            .count();
+        if let Some(primary) = vm
+            .nics
+            .iter()
+            .find(|n| n.primary && macs.iter().any(|m| m.eq_ignore_ascii_case(&n.mac)))
+            && remaining > 0
+        {
+            return Err(Error::invalid(
+                "macs",
+                format!(
+                    "NIC {} is the primary NIC of VM {}; it can only be removed as the VM's last NIC",
+                    primary.mac, vm.uuid
+                ),
+            ));
+        }
+        let params = RemoveNicsParams { macs, req_id: rid };
+        let job = self.new_job("remove_nics", &vm, to_value(&params));
+        self.submit(job).await
+    }
+
     // ------------------------------------------------------------ lists
 
     async fn list_vms(&self, req: pb::ListVmsRequest) -> Result<pb::ListVmsResponse> {
@@ -938,7 +1202,7 @@ impl VmapiService {
             if steps::chain(&req.name, &self.timeouts).is_empty() {
                 c.add(
                     "name",
-                    "must be provision, start, stop, reboot, update or destroy",
+                    "must be provision, start, stop, reboot, update, destroy, add_nics, remove_nics or mark_destroyed",
                 );
             } else {
                 parts.push(format!("(name={})", escape(&req.name)));
@@ -1025,6 +1289,14 @@ impl Vmapi for VmapiService {
 
     async fn delete_vm(&self, r: Request<pb::DeleteVmRequest>) -> Reply<pb::JobRef> {
         Ok(Response::new(self.delete(r).await?))
+    }
+
+    async fn add_nics(&self, r: Request<pb::AddNicsRequest>) -> Reply<pb::JobRef> {
+        Ok(Response::new(self.accept_add_nics(r).await?))
+    }
+
+    async fn remove_nics(&self, r: Request<pb::RemoveNicsRequest>) -> Reply<pb::JobRef> {
+        Ok(Response::new(self.accept_remove_nics(r).await?))
     }
 
     async fn list_jobs(&self, r: Request<pb::ListJobsRequest>) -> Reply<pb::ListJobsResponse> {

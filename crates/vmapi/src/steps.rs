@@ -9,6 +9,9 @@
 //! | start / stop / reboot | check, machine_boot / machine_shutdown / machine_reboot, record |
 //! | update | check, machine_update, record |
 //! | destroy | check, machine_destroy, release_nics, release_allocation, record |
+//! | add_nics | check, provision_nics (delete the job's NICs), machine_update (remove them from the instance), record |
+//! | remove_nics | check, machine_update, release_nics, record |
+//! | mark_destroyed | confirm_gone, release_nics, release_allocation, record |
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -26,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::job::StepRecord;
 use crate::jobs::JobCtx;
 use crate::model::{VmNic, VmRecord, state, tag_text};
-use crate::params::{ActionParams, ProvisionParams, UpdateParams};
+use crate::params::{ActionParams, AddNicsParams, ProvisionParams, RemoveNicsParams, UpdateParams};
 use crate::store::Store;
 
 /// WaitTask asks the agent to block at most this long per call (its maximum is 60 s).
@@ -67,6 +70,25 @@ pub fn chain(job: &str, t: &Timeouts) -> Vec<StepRecord> {
         "destroy" => vec![
             StepRecord::new("check", false, d),
             StepRecord::new("machine_destroy", false, t.task_s),
+            StepRecord::new("release_nics", false, d),
+            StepRecord::new("release_allocation", false, d),
+            StepRecord::new("record", false, d),
+        ],
+        "add_nics" => vec![
+            StepRecord::new("check", false, d),
+            StepRecord::new("provision_nics", true, d),
+            StepRecord::new("machine_update", true, t.task_s),
+            StepRecord::new("record", false, d),
+        ],
+        "remove_nics" => vec![
+            StepRecord::new("check", false, d),
+            StepRecord::new("machine_update", false, t.task_s),
+            StepRecord::new("release_nics", false, d),
+            StepRecord::new("record", false, d),
+        ],
+        // Made by the reconciler for a VM its server no longer reports.
+        "mark_destroyed" => vec![
+            StepRecord::new("confirm_gone", false, t.task_s),
             StepRecord::new("release_nics", false, d),
             StepRecord::new("release_allocation", false, d),
             StepRecord::new("record", false, d),
@@ -157,7 +179,19 @@ impl Steps {
             ("destroy", "release_nics") => {
                 self.release_nics(&job.vm_uuid, &req_id(&job.params)).await
             }
-            ("destroy", "release_allocation") => self.release_allocation(&job.vm_uuid).await,
+            ("destroy" | "mark_destroyed", "release_allocation") => {
+                self.release_allocation(&job.vm_uuid).await
+            }
+            ("add_nics", "provision_nics") => self.reserve_added_nics(ctx).await,
+            ("add_nics", "machine_update") => self.add_nics_on_server(ctx).await,
+            ("add_nics", "record") => self.record_added_nics(ctx).await,
+            ("remove_nics", "machine_update") => self.remove_nics_on_server(ctx).await,
+            ("remove_nics", "release_nics") => self.delete_removed_nics(ctx).await,
+            ("remove_nics", "record") => self.record_removed_nics(ctx).await,
+            ("mark_destroyed", "confirm_gone") => self.confirm_gone(ctx).await,
+            ("mark_destroyed", "release_nics") => {
+                self.release_nics(&job.vm_uuid, &req_id(&job.params)).await
+            }
             (_, "record") => self.record_action(ctx).await,
             (name, step) => Err(Error::Internal(format!("job {name} has no step {step}"))),
         }
@@ -165,13 +199,15 @@ impl Steps {
 
     pub async fn undo(&self, ctx: &JobCtx, step: &str) -> Result<()> {
         let job = ctx.record().await;
-        match step {
-            "allocate" => self.release_allocation(&job.vm_uuid).await.map(|_| ()),
-            "provision_nics" => self
+        match (job.name.as_str(), step) {
+            ("provision", "allocate") => self.release_allocation(&job.vm_uuid).await.map(|_| ()),
+            ("provision", "provision_nics") => self
                 .release_nics(&job.vm_uuid, &req_id(&job.params))
                 .await
                 .map(|_| ()),
-            "machine_create" => self.undo_machine_create(ctx).await,
+            ("provision", "machine_create") => self.undo_machine_create(ctx).await,
+            ("add_nics", "provision_nics") => self.undo_reserve_added_nics(ctx).await,
+            ("add_nics", "machine_update") => self.undo_add_nics_on_server(ctx).await,
             _ => Ok(()),
         }
     }
@@ -699,7 +735,7 @@ impl Steps {
         } else {
             None
         };
-        let destroy = job.name == "destroy";
+        let destroy = job.name == "destroy" || job.name == "mark_destroyed";
         let vm = self
             .store
             .update_vm(&job.vm_uuid, |vm| {
@@ -1008,5 +1044,417 @@ fn merge(map: &mut BTreeMap<String, String>, set: &BTreeMap<String, String>, rem
     }
     for k in remove {
         map.remove(k);
+    }
+}
+
+// ---------------------------------------------------------------- NICs
+
+/// A NAPI NIC as the VM records it, under `interface` (net0, net1, ...).
+pub fn vm_nic(nic: napi::Nic, interface: String) -> VmNic {
+    VmNic {
+        interface,
+        mac: nic.mac,
+        ip: nic.ip,
+        netmask: nic.netmask,
+        gateway: nic.gateway,
+        nic_tag: nic.nic_tag,
+        vlan_id: nic.vlan_id,
+        network_uuid: nic.network_uuid,
+        primary: nic.primary,
+        mtu: nic.mtu,
+        resolvers: nic.resolvers,
+    }
+}
+
+/// The lowest `net<k>` no NIC in `used` has; it is added to `used`.
+pub fn free_interface(used: &mut Vec<String>) -> String {
+    let name = (0..)
+        .map(|k| format!("net{k}"))
+        .find(|n| !used.contains(n))
+        .expect("some interface name is free");
+    used.push(name.clone());
+    name
+}
+
+/// The NIC as cn-agent gets it: VMAPI's `net<k>` is `eth<k>` inside the instance.
+fn agent_nic(n: &VmNic) -> agent::Nic {
+    agent::Nic {
+        interface: n
+            .interface
+            .strip_prefix("net")
+            .map(|k| format!("eth{k}"))
+            .unwrap_or_default(),
+        mac: n.mac.clone(),
+        ip: n.ip.clone(),
+        netmask: n.netmask.clone(),
+        gateway: n.gateway.clone(),
+        resolvers: n.resolvers.clone(),
+        nic_tag: n.nic_tag.clone(),
+        vlan_id: n.vlan_id,
+        mtu: n.mtu,
+        primary: n.primary,
+    }
+}
+
+/// The VM's resolvers: every NIC's, in NIC order, once each.
+fn resolvers_of(nics: &[VmNic]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in nics.iter().flat_map(|n| n.resolvers.iter()) {
+        if !out.contains(r) {
+            out.push(r.clone());
+        }
+    }
+    out
+}
+
+fn instance_has(instance: &agent::Instance, mac: &str) -> bool {
+    instance
+        .spec
+        .as_ref()
+        .is_some_and(|s| s.nics.iter().any(|n| n.mac.eq_ignore_ascii_case(mac)))
+}
+
+impl Steps {
+    /// Attempts made of `step` so far (this one included).
+    fn attempts(job: &crate::job::JobRecord, step: &str) -> u32 {
+        job.chain
+            .iter()
+            .find(|s| s.name == step)
+            .map(|s| s.attempts)
+            .unwrap_or(0)
+    }
+
+    /// add_nics: reserves a NIC in NAPI on each network (state `provisioning`), or
+    /// takes the NICs already reserved for the VM by MAC. A re-run finds the NICs its
+    /// earlier attempt made (on the job's networks, not yet on the VM) and keeps them.
+    async fn reserve_added_nics(&self, ctx: &JobCtx) -> Result<Value> {
+        let job = ctx.record().await;
+        let p: AddNicsParams = params(&job.params)?;
+        let server: String = ctx.data("server_uuid").await.unwrap_or_default();
+        let Some(napi) = self.clients.napi.clone() else {
+            return Err(Error::Config("NICs need NAPI (napi_url)".into()));
+        };
+        let vm = self.vm(&job.vm_uuid).await?;
+        let on_vm = |mac: &str| vm.nics.iter().any(|n| n.mac.eq_ignore_ascii_case(mac));
+        let mut earlier: Vec<napi::Nic> = self
+            .vm_nics(&job.vm_uuid, &p.req_id)
+            .await?
+            .into_iter()
+            .filter(|n| !on_vm(&n.mac) && !p.macs.contains(&n.mac))
+            .collect();
+        let mut reserved = Vec::new();
+        for net in &p.networks {
+            let found = earlier
+                .iter()
+                .position(|n| n.network_uuid == net.network_uuid)
+                .map(|at| earlier.remove(at));
+            let nic = match found {
+                Some(nic) => nic,
+                None => napi
+                    .clone()
+                    .create_nic(request(
+                        napi::CreateNicRequest {
+                            owner_uuid: job.owner_uuid.clone(),
+                            belongs_to_uuid: job.vm_uuid.clone(),
+                            belongs_to_type: "zone".into(),
+                            network_uuid: Some(net.network_uuid.clone()),
+                            ip: net.ip.clone(),
+                            primary: net.primary,
+                            state: Some("provisioning".into()),
+                            cn_uuid: (!server.is_empty()).then(|| server.clone()),
+                            allow_ip_spoofing: net.allow_ip_spoofing,
+                            allow_mac_spoofing: net.allow_mac_spoofing,
+                            allow_dhcp_spoofing: net.allow_dhcp_spoofing,
+                            allow_restricted_traffic: net.allow_restricted_traffic,
+                            ..Default::default()
+                        },
+                        &p.req_id,
+                    ))
+                    .await
+                    .map_err(napi_err)?
+                    .into_inner(),
+            };
+            reserved.push(nic);
+        }
+        for mac in &p.macs {
+            let nic = match napi
+                .clone()
+                .get_nic(request(napi::GetNicRequest { mac: mac.clone() }, &p.req_id))
+                .await
+            {
+                Ok(n) => n.into_inner(),
+                Err(s) if s.code() == Code::NotFound => {
+                    return Err(Error::NotFound(format!(
+                        "macs: NIC {mac} does not exist in NAPI"
+                    )));
+                }
+                Err(s) => return Err(napi_err(s)),
+            };
+            if nic.belongs_to_uuid != job.vm_uuid {
+                return Err(Error::invalid(
+                    "macs",
+                    format!("NIC {mac} does not belong to VM {}", job.vm_uuid),
+                ));
+            }
+            reserved.push(nic);
+        }
+        let mut used: Vec<String> = vm.nics.iter().map(|n| n.interface.clone()).collect();
+        let nics: Vec<VmNic> = reserved
+            .into_iter()
+            .map(|n| vm_nic(n, free_interface(&mut used)))
+            .collect();
+        ctx.stage("add_nics", &nics).await?;
+        Ok(
+            json!({ "nics": nics.iter().map(|n| json!({"mac": n.mac, "ip": n.ip, "network_uuid": n.network_uuid, "interface": n.interface})).collect::<Vec<_>>() }),
+        )
+    }
+
+    /// Deletes in NAPI the NICs this job reserved or was given (their IPs are free
+    /// again), leaving the VM's own NICs and NICs reserved for other jobs alone.
+    async fn undo_reserve_added_nics(&self, ctx: &JobCtx) -> Result<()> {
+        let job = ctx.record().await;
+        let p: AddNicsParams = params(&job.params)?;
+        let Some(napi) = self.clients.napi.clone() else {
+            return Ok(());
+        };
+        let vm = self.vm(&job.vm_uuid).await?;
+        for nic in self.vm_nics(&job.vm_uuid, &p.req_id).await? {
+            let on_vm = vm.nics.iter().any(|n| n.mac.eq_ignore_ascii_case(&nic.mac));
+            let ours = p.macs.contains(&nic.mac)
+                || p.networks
+                    .iter()
+                    .any(|net| net.network_uuid == nic.network_uuid);
+            if on_vm || !ours {
+                continue;
+            }
+            match napi
+                .clone()
+                .delete_nic(request(
+                    napi::DeleteNicRequest {
+                        mac: nic.mac.clone(),
+                    },
+                    &p.req_id,
+                ))
+                .await
+            {
+                Ok(_) => {}
+                Err(s) if s.code() == Code::NotFound => {}
+                Err(s) => return Err(napi_err(s)),
+            }
+        }
+        Ok(())
+    }
+
+    /// add_nics: cn-agent `machine_update` with `add_nics`. A re-run that cannot find
+    /// its earlier task asks the node first and sends only the NICs it lacks.
+    async fn add_nics_on_server(&self, ctx: &JobCtx) -> Result<Value> {
+        let job = ctx.record().await;
+        let p: AddNicsParams = params(&job.params)?;
+        let server = self.server_of(ctx).await?;
+        let mut nics: Vec<VmNic> = ctx.data("add_nics").await.unwrap_or_default();
+        if ctx.data::<String>("task.add_nics").await.is_none()
+            && Self::attempts(&job, "machine_update") > 1
+            && let Some(instance) = self.load(ctx, &server, &job.vm_uuid).await?
+        {
+            nics.retain(|n| !instance_has(&instance, &n.mac));
+        }
+        if nics.is_empty() {
+            return Ok(json!({ "skipped": "the instance has the NICs" }));
+        }
+        let task = agent::create_task_request::Task::MachineUpdate(agent::MachineUpdate {
+            uuid: job.vm_uuid.clone(),
+            add_nics: nics.iter().map(agent_nic).collect(),
+            ..Default::default()
+        });
+        let done = self
+            .cn_task(ctx, &server, "task.add_nics", task, &p.req_id)
+            .await?;
+        self.keep_instance(ctx, done.instance.as_ref()).await?;
+        Ok(json!({ "task_id": done.id }))
+    }
+
+    /// Removes from the instance whichever of the job's NICs it has (a failed update
+    /// may have added some).
+    async fn undo_add_nics_on_server(&self, ctx: &JobCtx) -> Result<()> {
+        let job = ctx.record().await;
+        let nics: Vec<VmNic> = ctx.data("add_nics").await.unwrap_or_default();
+        let Some(server) = ctx
+            .data::<String>("server_uuid")
+            .await
+            .filter(|s| !s.is_empty())
+        else {
+            return Ok(());
+        };
+        if nics.is_empty() {
+            return Ok(());
+        }
+        let instance = match self.load(ctx, &server, &job.vm_uuid).await {
+            Ok(Some(i)) => i,
+            Ok(None) => return Ok(()),
+            Err(e) if is_named(&e, "VmNotFoundError") => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let present: Vec<String> = nics
+            .iter()
+            .filter(|n| instance_has(&instance, &n.mac))
+            .map(|n| n.mac.clone())
+            .collect();
+        if present.is_empty() {
+            return Ok(());
+        }
+        ctx.remove_data("task.undo_add_nics").await?;
+        let task = agent::create_task_request::Task::MachineUpdate(agent::MachineUpdate {
+            uuid: job.vm_uuid.clone(),
+            remove_nics: present,
+            ..Default::default()
+        });
+        self.cn_task(
+            ctx,
+            &server,
+            "task.undo_add_nics",
+            task,
+            &req_id(&job.params),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// add_nics: the NICs join the VM's record, and NAPI marks them `running`.
+    async fn record_added_nics(&self, ctx: &JobCtx) -> Result<Value> {
+        let job = ctx.record().await;
+        let p: AddNicsParams = params(&job.params)?;
+        let nics: Vec<VmNic> = ctx.data("add_nics").await.unwrap_or_default();
+        let server: String = ctx.data("server_uuid").await.unwrap_or_default();
+        let vm = self
+            .store
+            .update_vm(&job.vm_uuid, |vm| {
+                if vm.is_destroyed() {
+                    return Ok(false);
+                }
+                let mut changed = false;
+                for n in &nics {
+                    if !vm.nics.iter().any(|m| m.mac.eq_ignore_ascii_case(&n.mac)) {
+                        vm.nics.push(n.clone());
+                        changed = true;
+                    }
+                }
+                if changed {
+                    vm.resolvers = resolvers_of(&vm.nics);
+                }
+                Ok(changed)
+            })
+            .await?;
+        if let Some(napi) = self.clients.napi.clone() {
+            for n in &nics {
+                napi.clone()
+                    .update_nic(request(
+                        napi::UpdateNicRequest {
+                            mac: n.mac.clone(),
+                            state: Some("running".into()),
+                            cn_uuid: (!server.is_empty()).then(|| server.clone()),
+                            ..Default::default()
+                        },
+                        &p.req_id,
+                    ))
+                    .await
+                    .map_err(napi_err)?;
+            }
+        }
+        Ok(json!({ "nics": vm.nics.len() }))
+    }
+
+    /// remove_nics: cn-agent `machine_update` with `remove_nics`. A re-run that cannot
+    /// find its earlier task sends only the NICs the instance still has.
+    async fn remove_nics_on_server(&self, ctx: &JobCtx) -> Result<Value> {
+        let job = ctx.record().await;
+        let p: RemoveNicsParams = params(&job.params)?;
+        let server = self.server_of(ctx).await?;
+        let mut macs = p.macs.clone();
+        if ctx.data::<String>("task.remove_nics").await.is_none()
+            && Self::attempts(&job, "machine_update") > 1
+            && let Some(instance) = self.load(ctx, &server, &job.vm_uuid).await?
+        {
+            macs.retain(|m| instance_has(&instance, m));
+        }
+        if macs.is_empty() {
+            return Ok(json!({ "skipped": "the instance has none of the NICs" }));
+        }
+        let task = agent::create_task_request::Task::MachineUpdate(agent::MachineUpdate {
+            uuid: job.vm_uuid.clone(),
+            remove_nics: macs,
+            ..Default::default()
+        });
+        let done = self
+            .cn_task(ctx, &server, "task.remove_nics", task, &p.req_id)
+            .await?;
+        self.keep_instance(ctx, done.instance.as_ref()).await?;
+        Ok(json!({ "task_id": done.id }))
+    }
+
+    /// remove_nics: deletes the NICs in NAPI; their IPs are free again.
+    async fn delete_removed_nics(&self, ctx: &JobCtx) -> Result<Value> {
+        let job = ctx.record().await;
+        let p: RemoveNicsParams = params(&job.params)?;
+        let Some(napi) = self.clients.napi.clone() else {
+            return Ok(json!({ "released": 0 }));
+        };
+        for mac in &p.macs {
+            match napi
+                .clone()
+                .delete_nic(request(
+                    napi::DeleteNicRequest { mac: mac.clone() },
+                    &p.req_id,
+                ))
+                .await
+            {
+                Ok(_) => {}
+                Err(s) if s.code() == Code::NotFound => {}
+                Err(s) => return Err(napi_err(s)),
+            }
+        }
+        Ok(json!({ "released": p.macs.len() }))
+    }
+
+    async fn record_removed_nics(&self, ctx: &JobCtx) -> Result<Value> {
+        let job = ctx.record().await;
+        let p: RemoveNicsParams = params(&job.params)?;
+        let vm = self
+            .store
+            .update_vm(&job.vm_uuid, |vm| {
+                let before = vm.nics.len();
+                vm.nics
+                    .retain(|n| !p.macs.iter().any(|m| m.eq_ignore_ascii_case(&n.mac)));
+                if vm.nics.len() == before {
+                    return Ok(false);
+                }
+                vm.resolvers = resolvers_of(&vm.nics);
+                Ok(true)
+            })
+            .await?;
+        Ok(json!({ "nics": vm.nics.len() }))
+    }
+
+    /// mark_destroyed: asks the VM's server itself whether the instance is gone (the
+    /// heartbeats said so); an instance that is there fails the job, changing nothing.
+    async fn confirm_gone(&self, ctx: &JobCtx) -> Result<Value> {
+        let job = ctx.record().await;
+        let vm = self.vm(&job.vm_uuid).await?;
+        if vm.is_destroyed() {
+            return Ok(json!({ "skipped": "already destroyed" }));
+        }
+        if vm.server_uuid.is_empty() {
+            return Err(Error::Unallocated(vm.uuid));
+        }
+        ctx.stage("server_uuid", &vm.server_uuid).await?;
+        match self.load(ctx, &vm.server_uuid, &vm.uuid).await {
+            Ok(_) => Err(Error::State(format!(
+                "instance {} is on server {}: not destroyed",
+                vm.uuid, vm.server_uuid
+            ))),
+            Err(e) if is_named(&e, "VmNotFoundError") => {
+                Ok(json!({ "gone": true, "server_uuid": vm.server_uuid }))
+            }
+            Err(e) => Err(e),
+        }
     }
 }

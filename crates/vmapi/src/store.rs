@@ -3,6 +3,9 @@
 //! unfinished jobs at start-up. Every write that replaces something read is conditional
 //! on the etag read, so two writers never silently overwrite each other.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use moray_client::{
     BatchOp, BucketConfig, EtagCondition, FindOptions, IndexDef, MorayClient, Sort, SortOrder,
 };
@@ -27,7 +30,14 @@ pub struct Versioned<T> {
 #[derive(Clone)]
 pub struct Store {
     moray: MorayClient,
+    /// Jobs this process just created, as written, for the runner's claim: it is
+    /// conditional on this etag, so it need not read the job back first (a job changed
+    /// meanwhile fails the claim as a read would have).
+    created_jobs: Arc<Mutex<HashMap<String, Versioned<JobRecord>>>>,
 }
+
+/// Most created jobs remembered for their claim (beyond, the claim reads the job).
+const CREATED_JOBS_KEPT: usize = 10_000;
 
 fn vms_bucket() -> BucketConfig {
     let s = || IndexDef::new("string");
@@ -85,7 +95,38 @@ fn decode<T: DeserializeOwned>(what: &str, value: serde_json::Value) -> Result<T
 
 impl Store {
     pub fn new(moray: MorayClient) -> Store {
-        Store { moray }
+        Store {
+            moray,
+            created_jobs: Arc::default(),
+        }
+    }
+
+    fn remember_created(&self, job: &JobRecord, etag: &str) {
+        let mut created = self.created_jobs.lock().unwrap_or_else(|e| e.into_inner());
+        if created.len() >= CREATED_JOBS_KEPT {
+            created.clear();
+        }
+        created.insert(
+            job.uuid.clone(),
+            Versioned {
+                value: job.clone(),
+                etag: etag.to_string(),
+            },
+        );
+    }
+
+    /// The job for a runner to claim: as this process created it when it did (no
+    /// read), else as stored.
+    pub async fn job_to_claim(&self, uuid: &str) -> Result<Option<Versioned<JobRecord>>> {
+        let created = self
+            .created_jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(uuid);
+        match created {
+            Some(v) => Ok(Some(v)),
+            None => self.get_job(uuid).await,
+        }
     }
 
     pub async fn ensure_buckets(&self) -> Result<()> {
@@ -187,7 +228,11 @@ impl Store {
             },
         ];
         match self.moray.batch(&ops).await {
-            Ok(results) => Ok(results.get(1).map(|r| r.etag.clone()).unwrap_or_default()),
+            Ok(results) => {
+                let etag = results.get(1).map(|r| r.etag.clone()).unwrap_or_default();
+                self.remember_created(job, &etag);
+                Ok(etag)
+            }
             Err(e) if e.name() == "EtagConflictError" || e.name() == "UniqueAttributeError" => Err(
                 Error::Duplicate(format!("uuid: VM {} already exists", vm.uuid)),
             ),
@@ -214,10 +259,16 @@ impl Store {
     }
 
     pub async fn put_job(&self, job: &JobRecord, cond: EtagCondition) -> Result<String> {
-        self.moray
+        let created = cond == EtagCondition::MustNotExist;
+        let etag = self
+            .moray
             .put_object(JOBS_BUCKET, &job.uuid, &job_value(job), cond)
             .await
-            .map_err(Error::moray(format!("job {}", job.uuid)))
+            .map_err(Error::moray(format!("job {}", job.uuid)))?;
+        if created {
+            self.remember_created(job, &etag);
+        }
+        Ok(etag)
     }
 
     pub async fn find_jobs(&self, filter: &str, options: &FindOptions) -> Result<Vec<JobRecord>> {

@@ -180,6 +180,26 @@ pub fn ipv4(c: &mut Checker, field: &str, value: &str) -> Option<String> {
     }
 }
 
+/// A MAC address as NAPI keeps it (`aa:bb:cc:dd:ee:ff`), from that form or from
+/// CloudAPI's path form without colons (`aabbccddeeff`).
+pub fn mac(c: &mut Checker, field: &str, value: &str) -> Option<String> {
+    let hex: String = value.chars().filter(|ch| *ch != ':').collect();
+    let colons = value.chars().filter(|ch| *ch == ':').count();
+    if hex.len() != 12 || !hex.chars().all(|ch| ch.is_ascii_hexdigit()) || !matches!(colons, 0 | 5)
+    {
+        c.add(field, format!("{value:?} is not a MAC address"));
+        return None;
+    }
+    let hex = hex.to_ascii_lowercase();
+    Some(
+        hex.as_bytes()
+            .chunks(2)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect::<Vec<_>>()
+            .join(":"),
+    )
+}
+
 pub fn tags(c: &mut Checker, field: &str, tags: &Map<String, Value>) {
     if tags.len() > MAX_TAGS {
         c.add(field, format!("at most {MAX_TAGS} tags"));
@@ -245,6 +265,24 @@ mod tests {
         ] {
             assert!(e.contains(field), "{field} in {e}");
         }
+    }
+
+    #[test]
+    fn macs_take_both_forms() {
+        let mut c = Checker::default();
+        assert_eq!(
+            mac(&mut c, "m", "90B8D0C0FFEE").as_deref(),
+            Some("90:b8:d0:c0:ff:ee")
+        );
+        assert_eq!(
+            mac(&mut c, "m", "90:b8:d0:c0:ff:ee").as_deref(),
+            Some("90:b8:d0:c0:ff:ee")
+        );
+        assert!(c.is_empty());
+        assert_eq!(mac(&mut c, "macs[0]", "90:b8:d0"), None);
+        assert_eq!(mac(&mut c, "macs[1]", "90b8d0c0ffeg"), None);
+        let e = c.finish().unwrap_err().to_string();
+        assert!(e.contains("macs[0]:") && e.contains("macs[1]:"), "{e}");
     }
 
     #[test]

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use cn_agent::ZoneBackend;
 use cn_agent::linux::LinuxBackend;
 use common::host::{Host, kill_cgroup, pings};
-use common::{Dc, LinuxNode, Options, eventually};
+use common::{Dc, LinuxNode, Options, eventually, run};
+use triton_proto::napi::v1 as napi_pb;
 use triton_proto::vmapi::v1 as pb;
 use uuid::Uuid;
 
@@ -141,22 +142,113 @@ async fn linux_instances_through_vmapi() {
     assert_ne!(vm2.nics[0].ip, ip, "two VMs, two IPs");
     assert!(pings(&vm2.nics[0].ip));
 
-    // delete: gone from the node, IP released.
-    for uuid in [&vm.uuid, &vm2.uuid] {
-        let d = dc
-            .vmapi
-            .clone()
-            .delete_vm(pb::DeleteVmRequest {
-                uuid: uuid.clone(),
-                owner_uuid: String::new(),
-            })
+    // A second NIC on another network: the instance gets the interface at once;
+    // removed, it goes from the instance, VMAPI and NAPI.
+    let second = dc
+        .napi
+        .clone()
+        .create_network(napi_pb::CreateNetworkRequest {
+            name: "second".into(),
+            subnet: format!("10.98.{s}.0/24"),
+            provision_start_ip: format!("10.98.{s}.10"),
+            provision_end_ip: format!("10.98.{s}.250"),
+            nic_tag: "admin".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let a = dc
+        .vmapi
+        .clone()
+        .add_nics(pb::AddNicsRequest {
+            uuid: vm.uuid.clone(),
+            networks: vec![pb::NetworkSpec {
+                ipv4_uuid: second.uuid.clone(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let job = dc.wait_job(&a.job_uuid).await;
+    assert_eq!(job.execution, "succeeded", "{job:?}");
+    let with_two = dc.vm(&vm.uuid).await;
+    assert_eq!(with_two.nics.len(), 2);
+    let nic = with_two.nics[1].clone();
+    assert!(nic.ip.starts_with(&format!("10.98.{s}.")), "{nic:?}");
+    let napi_nics = dc.napi_nics(&vm.uuid).await;
+    assert!(
+        napi_nics
+            .iter()
+            .any(|n| n.mac == nic.mac && n.belongs_to_uuid == vm.uuid && n.state == "running"),
+        "{napi_nics:?}"
+    );
+    let netns = format!("{}{}", host.config.netns_prefix, vm.uuid);
+    let addrs = run("ip", &["-n", &netns, "-o", "addr", "show", "dev", "eth1"]);
+    assert!(addrs.contains(&format!("{}/24", nic.ip)), "{addrs}");
+    let link = run("ip", &["-n", &netns, "-o", "link", "show", "dev", "eth1"]);
+    assert!(link.contains(&nic.mac), "{link}");
+    // Both NICs hang off one bridge: asked anew, the host must learn the first
+    // address at the first NIC's MAC (the instance does not answer ARP for it on eth1).
+    run("ip", &["neigh", "flush", "to", &ip, "dev", &host.bridge]);
+    assert!(pings(&ip), "the first NIC still answers");
+    let neigh = run("ip", &["neigh", "show", "to", &ip, "dev", &host.bridge]);
+    assert!(
+        neigh.contains(&with_two.nics[0].mac),
+        "{ip} learnt as {neigh}, not at {}",
+        with_two.nics[0].mac
+    );
+    let d = dc
+        .vmapi
+        .clone()
+        .remove_nics(pb::RemoveNicsRequest {
+            uuid: vm.uuid.clone(),
+            macs: vec![nic.mac.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(dc.wait_job(&d.job_uuid).await.execution, "succeeded");
+    assert_eq!(dc.vm(&vm.uuid).await.nics.len(), 1);
+    assert!(
+        dc.napi_nics(&vm.uuid)
             .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(dc.wait_job(&d.job_uuid).await.execution, "succeeded");
-        assert_eq!(dc.vm(uuid).await.state, "destroyed");
-        assert!(node.get(uuid.parse().unwrap()).await.is_err());
-        assert!(dc.napi_nics(uuid).await.is_empty());
-    }
+            .iter()
+            .all(|n| n.mac != nic.mac)
+    );
+    let addrs = run("ip", &["-n", &netns, "-o", "addr", "show"]);
+    assert!(!addrs.contains(&nic.ip), "{addrs}");
+    assert!(pings(&ip));
+
+    // An instance destroyed on the node behind VMAPI's back shows `destroyed`, its
+    // IP back in NAPI.
+    let vm2_id: Uuid = vm2.uuid.parse().unwrap();
+    node.destroy(vm2_id).await.unwrap();
+    eventually(
+        "VM destroyed from heartbeats",
+        Duration::from_secs(60),
+        || async { dc.vm(&vm2.uuid).await.state == "destroyed" },
+    )
+    .await;
+    assert!(dc.napi_nics(&vm2.uuid).await.is_empty());
+
+    // delete: gone from the node, IP released.
+    let d = dc
+        .vmapi
+        .clone()
+        .delete_vm(pb::DeleteVmRequest {
+            uuid: vm.uuid.clone(),
+            owner_uuid: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(dc.wait_job(&d.job_uuid).await.execution, "succeeded");
+    assert_eq!(dc.vm(&vm.uuid).await.state, "destroyed");
+    assert!(node.get(id).await.is_err());
+    assert!(dc.napi_nics(&vm.uuid).await.is_empty());
     assert!(!pings(&ip));
 }

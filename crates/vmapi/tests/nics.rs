@@ -1,0 +1,518 @@
+//! NICs added to and removed from VMs through jobs (AddNics, RemoveNics), and VMs
+//! destroyed behind VMAPI's back, on simulated compute nodes: real PostgreSQL, Moray,
+//! UFDS, PAPI, IMGAPI, NAPI, CNAPI and cn-agents (sim backend) over gRPC.
+
+mod common;
+
+use std::time::Duration;
+
+use cn_agent::ZoneBackend;
+use common::{Dc, Options, error_of, eventually};
+use triton_proto::napi::v1 as napi_pb;
+use triton_proto::vmapi::v1 as pb;
+use uuid::Uuid;
+
+fn sim_of<'a>(dc: &'a Dc, server: &str) -> &'a cn_agent::sim::SimBackend {
+    let i = dc
+        .servers
+        .iter()
+        .position(|s| s.to_string() == server)
+        .expect("a known server");
+    &dc.sims[i]
+}
+
+async fn network(
+    dc: &Dc,
+    name: &str,
+    subnet: &str,
+    nic_tag: &str,
+    owners: Vec<String>,
+) -> napi_pb::Network {
+    let base = subnet.trim_end_matches("0/24");
+    dc.napi
+        .clone()
+        .create_network(napi_pb::CreateNetworkRequest {
+            name: name.into(),
+            subnet: subnet.into(),
+            provision_start_ip: format!("{base}10"),
+            provision_end_ip: format!("{base}250"),
+            nic_tag: nic_tag.into(),
+            owner_uuids: owners,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|s| panic!("network {name}: {s}"))
+        .into_inner()
+}
+
+async fn running_vm(dc: &Dc, alias: &str) -> pb::Vm {
+    let r = dc
+        .vmapi
+        .clone()
+        .create_vm(dc.create_request(alias))
+        .await
+        .expect("create")
+        .into_inner();
+    let job = dc.wait_job(&r.job_uuid).await;
+    assert_eq!(job.execution, "succeeded", "{job:?}");
+    dc.vm(&r.vm_uuid).await
+}
+
+fn on_network(net: &napi_pb::Network) -> pb::NetworkSpec {
+    pb::NetworkSpec {
+        ipv4_uuid: net.uuid.clone(),
+        ..Default::default()
+    }
+}
+
+/// Who holds `ip` on `network` in NAPI (empty when it is free).
+async fn ip_holder(dc: &Dc, network: &str, ip: &str) -> String {
+    let ips = dc
+        .napi
+        .clone()
+        .list_ips(napi_pb::ListIpsRequest {
+            network_uuid: network.to_string(),
+            ..Default::default()
+        })
+        .await
+        .expect("list ips")
+        .into_inner()
+        .ips;
+    ips.iter()
+        .find(|i| i.ip == ip && !i.free)
+        .map(|i| i.belongs_to_uuid.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nic_is_added_to_and_removed_from_a_running_vm() {
+    let dc = Dc::start(Options::default()).await;
+    let mut c = dc.vmapi.clone();
+    let data = network(&dc, "data", "10.202.0.0/24", "admin", vec![]).await;
+    let vm = running_vm(&dc, "web0").await;
+    let vm_id: Uuid = vm.uuid.parse().unwrap();
+    let sim = sim_of(&dc, &vm.server_uuid);
+
+    // Add: a NIC with the address asked for, on the node and in NAPI.
+    let r = c
+        .add_nics(pb::AddNicsRequest {
+            uuid: vm.uuid.clone(),
+            owner_uuid: dc.owner.clone(),
+            networks: vec![pb::NetworkSpec {
+                ipv4_ips: vec!["10.202.0.77".into()],
+                ..on_network(&data)
+            }],
+            ..Default::default()
+        })
+        .await
+        .expect("add nics")
+        .into_inner();
+    let job = dc.wait_job(&r.job_uuid).await;
+    assert_eq!(job.execution, "succeeded", "{job:?}");
+    assert_eq!(job.name, "add_nics");
+    let names: Vec<&str> = job.chain.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["check", "provision_nics", "machine_update", "record"]
+    );
+    let after = dc.vm(&vm.uuid).await;
+    assert_eq!(after.nics.len(), 2, "{:?}", after.nics);
+    let added = after.nics[1].clone();
+    assert_eq!(added.ip, "10.202.0.77");
+    assert_eq!(added.network_uuid, data.uuid);
+    assert_eq!(added.interface, "net1");
+    assert!(!added.primary);
+    assert!(after.nics[0].primary, "the first NIC stays primary");
+    let napi_nics = dc.napi_nics(&vm.uuid).await;
+    assert_eq!(napi_nics.len(), 2);
+    let in_napi = napi_nics
+        .iter()
+        .find(|n| n.mac == added.mac)
+        .expect("the new NIC in NAPI");
+    assert_eq!(in_napi.belongs_to_uuid, vm.uuid);
+    assert_eq!(in_napi.belongs_to_type, "zone");
+    assert_eq!(in_napi.owner_uuid, dc.owner);
+    assert_eq!(in_napi.state, "running");
+    assert_eq!(ip_holder(&dc, &data.uuid, "10.202.0.77").await, vm.uuid);
+    let on_node = sim.get(vm_id).await.unwrap();
+    assert_eq!(on_node.spec.nics.len(), 2);
+    assert_eq!(on_node.spec.nics[1].mac, added.mac);
+    assert_eq!(
+        on_node.spec.nics[1].ip.map(|i| i.to_string()).as_deref(),
+        Some("10.202.0.77")
+    );
+    assert_eq!(on_node.spec.nics[1].interface, "eth1");
+
+    // Refused, each naming the field: a second NIC on the network, a network of
+    // another account, an unknown one, a second primary.
+    let someone = Uuid::new_v4().to_string();
+    let private = network(&dc, "private", "10.204.0.0/24", "admin", vec![someone]).await;
+    let (name, msg) = error_of(
+        c.add_nics(pb::AddNicsRequest {
+            uuid: vm.uuid.clone(),
+            networks: vec![
+                on_network(&data),
+                on_network(&private),
+                pb::NetworkSpec {
+                    ipv4_uuid: Uuid::new_v4().to_string(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        })
+        .await,
+    );
+    assert_eq!(name, "ValidationFailed", "{msg}");
+    for part in [
+        "networks[1]: network",
+        "is not available to owner",
+        "networks[2].ipv4_uuid: network does not exist",
+    ] {
+        assert!(msg.contains(part), "{part} missing in {msg}");
+    }
+    let (name, msg) = error_of(
+        c.add_nics(pb::AddNicsRequest {
+            uuid: vm.uuid.clone(),
+            networks: vec![on_network(&data)],
+            ..Default::default()
+        })
+        .await,
+    );
+    assert_eq!(name, "ValidationFailed", "{msg}");
+    assert!(
+        msg.contains("networks[0]: VM") && msg.contains("already has a NIC on network"),
+        "{msg}"
+    );
+    let (name, msg) = error_of(
+        c.add_nics(pb::AddNicsRequest {
+            uuid: vm.uuid.clone(),
+            networks: vec![pb::NetworkSpec {
+                primary: Some(true),
+                ..on_network(&private)
+            }],
+            ..Default::default()
+        })
+        .await,
+    );
+    assert_eq!(name, "ValidationFailed", "{msg}");
+    assert!(msg.contains("networks[0].primary:"), "{msg}");
+    // Another owner's VM is not found.
+    let (name, _) = error_of(
+        c.add_nics(pb::AddNicsRequest {
+            uuid: vm.uuid.clone(),
+            owner_uuid: Uuid::new_v4().to_string(),
+            networks: vec![on_network(&data)],
+            ..Default::default()
+        })
+        .await,
+    );
+    assert_eq!(name, "ResourceNotFound");
+    assert_eq!(
+        dc.napi_nics(&vm.uuid).await.len(),
+        2,
+        "refusals reserve nothing"
+    );
+
+    // Remove: an unknown MAC is named; the primary NIC stays while others remain.
+    let (name, msg) = error_of(
+        c.remove_nics(pb::RemoveNicsRequest {
+            uuid: vm.uuid.clone(),
+            macs: vec!["90:b8:d0:00:00:01".into()],
+            ..Default::default()
+        })
+        .await,
+    );
+    assert_eq!(name, "ResourceNotFound", "{msg}");
+    assert!(msg.contains("90:b8:d0:00:00:01"), "{msg}");
+    let (name, msg) = error_of(
+        c.remove_nics(pb::RemoveNicsRequest {
+            uuid: vm.uuid.clone(),
+            macs: vec!["not-a-mac".into()],
+            ..Default::default()
+        })
+        .await,
+    );
+    assert_eq!(name, "ValidationFailed", "{msg}");
+    assert!(msg.contains("macs[0]:"), "{msg}");
+    let (name, msg) = error_of(
+        c.remove_nics(pb::RemoveNicsRequest {
+            uuid: vm.uuid.clone(),
+            macs: vec![after.nics[0].mac.clone()],
+            ..Default::default()
+        })
+        .await,
+    );
+    assert_eq!(name, "ValidationFailed", "{msg}");
+    assert!(msg.contains("macs:") && msg.contains("primary"), "{msg}");
+
+    // The MAC in CloudAPI's form, without colons.
+    let r = c
+        .remove_nics(pb::RemoveNicsRequest {
+            uuid: vm.uuid.clone(),
+            owner_uuid: dc.owner.clone(),
+            macs: vec![added.mac.replace(':', "").to_uppercase()],
+        })
+        .await
+        .expect("remove nics")
+        .into_inner();
+    let job = dc.wait_job(&r.job_uuid).await;
+    assert_eq!(job.execution, "succeeded", "{job:?}");
+    assert_eq!(job.name, "remove_nics");
+    let after = dc.vm(&vm.uuid).await;
+    assert_eq!(after.nics.len(), 1);
+    assert!(after.nics.iter().all(|n| n.mac != added.mac));
+    let napi_nics = dc.napi_nics(&vm.uuid).await;
+    assert_eq!(napi_nics.len(), 1);
+    assert_ne!(napi_nics[0].mac, added.mac);
+    assert_eq!(
+        ip_holder(&dc, &data.uuid, "10.202.0.77").await,
+        "",
+        "the IP is free"
+    );
+    let on_node = sim.get(vm_id).await.unwrap();
+    assert_eq!(on_node.spec.nics.len(), 1);
+    assert_ne!(on_node.spec.nics[0].mac, added.mac);
+
+    // The last NIC, primary or not, may go.
+    let r = c
+        .remove_nics(pb::RemoveNicsRequest {
+            uuid: vm.uuid.clone(),
+            macs: vec![after.nics[0].mac.clone()],
+            ..Default::default()
+        })
+        .await
+        .expect("remove the last nic")
+        .into_inner();
+    assert_eq!(dc.wait_job(&r.job_uuid).await.execution, "succeeded");
+    assert!(dc.vm(&vm.uuid).await.nics.is_empty());
+    assert!(dc.napi_nics(&vm.uuid).await.is_empty());
+    // ... and a NIC added to a VM without NICs is its primary.
+    let r = c
+        .add_nics(pb::AddNicsRequest {
+            uuid: vm.uuid.clone(),
+            networks: vec![on_network(&data)],
+            ..Default::default()
+        })
+        .await
+        .expect("add to a VM without NICs")
+        .into_inner();
+    assert_eq!(dc.wait_job(&r.job_uuid).await.execution, "succeeded");
+    let after = dc.vm(&vm.uuid).await;
+    assert_eq!(after.nics.len(), 1);
+    assert!(after.nics[0].primary);
+    assert_eq!(after.nics[0].interface, "net0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nic_the_node_cannot_take_leaves_no_nic_in_napi() {
+    let dc = Dc::start(Options::default()).await;
+    let mut napi = dc.napi.clone();
+    napi.create_nic_tag(napi_pb::CreateNicTagRequest {
+        name: "broken".into(),
+        mtu: None,
+    })
+    .await
+    .unwrap();
+    // The nodes claim the `broken` tag, but their backend has no such bridge: the
+    // node's machine_update fails.
+    let broken = network(&dc, "broken", "10.201.0.0/24", "broken", vec![]).await;
+    let vm = running_vm(&dc, "web0").await;
+    let sim = sim_of(&dc, &vm.server_uuid);
+    let vm_id: Uuid = vm.uuid.parse().unwrap();
+
+    let r = dc
+        .vmapi
+        .clone()
+        .add_nics(pb::AddNicsRequest {
+            uuid: vm.uuid.clone(),
+            networks: vec![on_network(&broken)],
+            ..Default::default()
+        })
+        .await
+        .expect("accepted")
+        .into_inner();
+    let job = dc.wait_job(&r.job_uuid).await;
+    assert_eq!(job.execution, "failed", "{job:?}");
+    assert!(job.error.starts_with("machine_update: "), "{}", job.error);
+    let status = |name: &str| {
+        job.chain
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.status.clone())
+            .unwrap()
+    };
+    assert_eq!(status("provision_nics"), "undone");
+    assert_eq!(status("machine_update"), "undone");
+    assert_eq!(status("record"), "pending");
+    // As it was: one NIC on the VM, in NAPI and on the node; no IP held on `broken`.
+    let after = dc.vm(&vm.uuid).await;
+    assert_eq!(after.state, "running");
+    assert_eq!(after.nics, vm.nics);
+    let napi_nics = dc.napi_nics(&vm.uuid).await;
+    assert_eq!(napi_nics.len(), 1);
+    assert_eq!(napi_nics[0].network_uuid, dc.network_uuid);
+    let ips = napi
+        .list_ips(napi_pb::ListIpsRequest {
+            network_uuid: broken.uuid.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ips;
+    assert!(
+        ips.iter()
+            .all(|ip| ip.free || ip.belongs_to_uuid != vm.uuid),
+        "{ips:?}"
+    );
+    assert_eq!(sim.get(vm_id).await.unwrap().spec.nics.len(), 1);
+
+    // The same with a NIC reserved beforehand (CloudAPI's way): it is deleted too.
+    let reserved = napi
+        .create_nic(napi_pb::CreateNicRequest {
+            owner_uuid: dc.owner.clone(),
+            belongs_to_uuid: vm.uuid.clone(),
+            belongs_to_type: "zone".into(),
+            network_uuid: Some(broken.uuid.clone()),
+            state: Some("provisioning".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let r = dc
+        .vmapi
+        .clone()
+        .add_nics(pb::AddNicsRequest {
+            uuid: vm.uuid.clone(),
+            macs: vec![reserved.mac.clone()],
+            ..Default::default()
+        })
+        .await
+        .expect("accepted")
+        .into_inner();
+    assert_eq!(dc.wait_job(&r.job_uuid).await.execution, "failed");
+    let gone = napi
+        .get_nic(napi_pb::GetNicRequest {
+            mac: reserved.mac.clone(),
+        })
+        .await
+        .expect_err("the reserved NIC is deleted");
+    assert_eq!(gone.code(), tonic::Code::NotFound);
+    assert_eq!(dc.napi_nics(&vm.uuid).await.len(), 1);
+    assert_eq!(dc.vm(&vm.uuid).await.nics, vm.nics);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_destroyed_behind_vmapis_back_is_marked_destroyed() {
+    let dc = Dc::start(Options::default()).await;
+    let gone = running_vm(&dc, "doomed").await;
+    let kept = running_vm(&dc, "kept").await;
+    let gone_id: Uuid = gone.uuid.parse().unwrap();
+    let ip = gone.nics[0].ip.clone();
+    assert_eq!(ip_holder(&dc, &dc.network_uuid, &ip).await, gone.uuid);
+
+    // The instance goes from its node without VMAPI knowing.
+    sim_of(&dc, &gone.server_uuid)
+        .destroy(gone_id)
+        .await
+        .expect("destroyed on the node");
+    eventually(
+        "VM destroyed from heartbeats",
+        Duration::from_secs(60),
+        || async { dc.vm(&gone.uuid).await.state == "destroyed" },
+    )
+    .await;
+    let vm = dc.vm(&gone.uuid).await;
+    assert!(!vm.destroyed.is_empty());
+    assert!(vm.nics.is_empty());
+    // Its NIC and IP are released in NAPI.
+    assert!(dc.napi_nics(&gone.uuid).await.is_empty());
+    assert_eq!(ip_holder(&dc, &dc.network_uuid, &ip).await, "");
+    // By a job, which says why.
+    let jobs = dc
+        .vmapi
+        .clone()
+        .list_jobs(pb::ListJobsRequest {
+            vm_uuid: gone.uuid.clone(),
+            name: "mark_destroyed".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0].execution, "succeeded");
+    // The other VM, still on its node, is left alone.
+    let other = dc.vm(&kept.uuid).await;
+    assert_eq!(other.state, "running");
+    assert_eq!(dc.napi_nics(&kept.uuid).await.len(), 1);
+    let kept_jobs = dc
+        .vmapi
+        .clone()
+        .list_jobs(pb::ListJobsRequest {
+            vm_uuid: kept.uuid.clone(),
+            name: "mark_destroyed".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert!(kept_jobs.is_empty(), "{kept_jobs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_of_vmapi_mid_add_finishes_the_job_once() {
+    let mut dc = Dc::start(Options {
+        sim_delays: cn_agent::sim::SimDelays {
+            update: Duration::from_millis(1500),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let data = network(&dc, "data", "10.202.0.0/24", "admin", vec![]).await;
+    let vm = running_vm(&dc, "phoenix").await;
+    let r = dc
+        .vmapi
+        .clone()
+        .add_nics(pb::AddNicsRequest {
+            uuid: vm.uuid.clone(),
+            networks: vec![on_network(&data)],
+            ..Default::default()
+        })
+        .await
+        .expect("add nics")
+        .into_inner();
+    // Restart VMAPI while the node is adding the NIC.
+    eventually("machine_update running", Duration::from_secs(30), || {
+        let mut c = dc.vmapi.clone();
+        let uuid = r.job_uuid.clone();
+        async move {
+            let job = c
+                .get_job(pb::GetJobRequest { uuid })
+                .await
+                .unwrap()
+                .into_inner();
+            job.chain
+                .iter()
+                .any(|s| s.name == "machine_update" && s.status == "running")
+        }
+    })
+    .await;
+    dc.restart_vmapi().await;
+    let job = dc.wait_job(&r.job_uuid).await;
+    assert_eq!(job.execution, "succeeded", "{job:?}");
+    // One new NIC everywhere: nothing reserved or added twice.
+    let after = dc.vm(&vm.uuid).await;
+    assert_eq!(after.nics.len(), 2, "{:?}", after.nics);
+    assert_eq!(dc.napi_nics(&vm.uuid).await.len(), 2);
+    let on_node = sim_of(&dc, &vm.server_uuid)
+        .get(vm.uuid.parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(on_node.spec.nics.len(), 2);
+    assert_eq!(on_node.spec.nics[1].mac, after.nics[1].mac);
+}
