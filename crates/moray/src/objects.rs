@@ -5,6 +5,8 @@
 //! (see `feed.rs`). A put is one statement: a guard that the bucket config it was built
 //! from is still current, the conditional insert/update, and the change-log insert.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio_postgres::Row;
@@ -30,6 +32,8 @@ const PUT_ATTEMPTS: usize = 3;
 /// bucket and its answer is one message, so both stay small (clients that coalesce
 /// concurrent gets send far fewer).
 pub const MAX_GET_OBJECTS_KEYS: usize = 1000;
+/// Most items one PutObjects may carry (its items share one transaction and one answer).
+pub const MAX_PUT_OBJECTS_ITEMS: usize = 1000;
 
 /// Etag condition: None = no check; Some(None) = must not exist; Some(Some(e)) = must match.
 pub type EtagCondition = Option<Option<String>>;
@@ -278,11 +282,40 @@ fn row_to_object(
 
 /// A GetObjects result for a key whose read failed with `e`.
 fn object_error(e: &MorayError) -> pb::get_object_result::Result {
-    pb::get_object_result::Result::Error(pb::ObjectError {
+    pb::get_object_result::Result::Error(error_of(e))
+}
+
+/// `e` as the error of one item of GetObjects or PutObjects.
+fn error_of(e: &MorayError) -> pb::ObjectError {
+    pb::ObjectError {
         name: e.name().to_string(),
         message: e.to_string(),
         code: e.code() as i32,
-    })
+    }
+}
+
+/// A PutObjects result: the item's etag, or its error.
+fn put_result(r: Result<String, pb::ObjectError>) -> pb::PutObjectResult {
+    use pb::put_object_result::Result as R;
+    pb::PutObjectResult {
+        result: Some(match r {
+            Ok(etag) => R::Object(pb::PutObjectResponse { etag }),
+            Err(e) => R::Error(e),
+        }),
+    }
+}
+
+/// Whether a put that failed with `e` left its transaction usable: these errors come
+/// from checks made before or after the statement (a zero-row conditional write and
+/// the follow-up read), not from a failed SQL statement, which aborts the transaction.
+fn keeps_transaction(e: &MorayError) -> bool {
+    matches!(
+        e,
+        MorayError::EtagConflict { .. }
+            | MorayError::BucketNotFound { .. }
+            | MorayError::InvalidArgument { .. }
+            | MorayError::InvalidIndexType { .. }
+    )
 }
 
 fn check_key(key: &str) -> Result<(), MorayError> {
@@ -354,6 +387,16 @@ async fn find_statement(
         .iter()
         .all(|t| *t == Type::TEXT)
         .then_some(stmt)
+}
+
+/// What [`Store::put_pipelined`] did.
+enum Pipelined {
+    /// Every item written; their etags in the order given.
+    Done(Vec<String>),
+    /// Nothing sent: the batch needs the item-by-item path.
+    NotTried,
+    /// Something sent and not every item written; the transaction must be rolled back.
+    Failed(MorayError),
 }
 
 /// A find's rows go to this channel; an error ends the stream.
@@ -585,6 +628,262 @@ impl Store {
             .await?;
         self.feed.wrote();
         Ok(pb::PutObjectResponse { etag })
+    }
+
+    /// PutObjects: every item written as [`Store::put_object`] writes it, answered with
+    /// its own etag or error. Fast path: all items in one transaction (one commit for
+    /// all), in (bucket, key) order so that concurrent calls take row locks in one
+    /// order, their statements pipelined (`put_pipelined`); if one of them
+    /// writes nothing, the transaction is redone one statement at a time, where an etag
+    /// conflict, missing bucket or bad value is that item's result and the others still
+    /// commit. If a statement fails (which aborts the transaction,
+    /// e.g. a unique index violation), everything is rolled back and every item is
+    /// redone as its own put, in request order, so that each outcome is exactly that of
+    /// a lone PutObject. A failed BEGIN or COMMIT fails the call.
+    pub async fn put_objects(
+        &self,
+        req: pb::PutObjectsRequest,
+    ) -> Result<pb::PutObjectsResponse, MorayError> {
+        if req.requests.len() > MAX_PUT_OBJECTS_ITEMS {
+            return Err(MorayError::invalid_argument(
+                "requests",
+                format!(
+                    "has {} items; at most {MAX_PUT_OBJECTS_ITEMS} per call",
+                    req.requests.len()
+                ),
+            ));
+        }
+        if req.requests.is_empty() {
+            return Ok(pb::PutObjectsResponse::default());
+        }
+        let values: Vec<_> = req
+            .requests
+            .iter()
+            .map(|p| self.parse_value("value", &p.value))
+            .collect();
+        let timeout = self.timeout(req.options.as_ref().map_or(0, |o| o.timeout_ms));
+        let items = req.requests;
+        let results = self
+            .with_conn(timeout, |mut conn| async move {
+                let r = self.put_many_in(&mut conn, &items, values).await;
+                (conn, r)
+            })
+            .await;
+        // Something may have been written even when the call failed (the fallback
+        // commits item by item).
+        self.feed.wrote();
+        Ok(pb::PutObjectsResponse { results: results? })
+    }
+
+    async fn put_many_in(
+        &self,
+        conn: &mut PooledConn,
+        items: &[pb::PutObjectRequest],
+        values: Vec<Result<Map<String, Value>, MorayError>>,
+    ) -> Result<Vec<pb::PutObjectResult>, MorayError> {
+        let mut outcomes: Vec<Option<Result<String, pb::ObjectError>>> =
+            (0..items.len()).map(|_| None).collect();
+        let mut parsed: Vec<Option<Map<String, Value>>> = Vec::with_capacity(items.len());
+        for (i, v) in values.into_iter().enumerate() {
+            match v {
+                Ok(map) => parsed.push(Some(map)),
+                Err(e) => {
+                    outcomes[i] = Some(Err(error_of(&e)));
+                    parsed.push(None);
+                }
+            }
+        }
+        // Items to write, in (bucket, key) order; a stable sort keeps puts of one key in
+        // request order.
+        let mut order: Vec<usize> = (0..items.len()).filter(|&i| parsed[i].is_some()).collect();
+        order.sort_by(|&a, &b| {
+            (items[a].bucket.as_str(), items[a].key.as_str())
+                .cmp(&(items[b].bucket.as_str(), items[b].key.as_str()))
+        });
+        if !order.is_empty() {
+            begin(conn, "BEGIN").await?;
+            match self.put_pipelined(conn, items, &parsed, &order).await {
+                Pipelined::Done(etags) => {
+                    finish(conn, Ok(())).await?;
+                    for (&i, etag) in order.iter().zip(etags) {
+                        outcomes[i] = Some(Ok(etag));
+                    }
+                    return Ok(outcomes
+                        .into_iter()
+                        .map(|o| put_result(o.expect("every item has an outcome")))
+                        .collect());
+                }
+                Pipelined::NotTried => {}
+                Pipelined::Failed(e) => {
+                    // Start over, one statement at a time, in a new transaction.
+                    let e = finish::<()>(conn, Err(e)).await.unwrap_err();
+                    if conn.in_transaction || matches!(e, MorayError::ConnectionLost(_)) {
+                        return Err(e);
+                    }
+                    begin(conn, "BEGIN").await?;
+                }
+            }
+            let mut aborted = None;
+            for &i in &order {
+                let p = &items[i];
+                let value = parsed[i].as_ref().expect("only parsed items are written");
+                let etag = etag_condition(p.etag.clone());
+                match self
+                    .put_in(conn, &p.bucket, &p.key, &p.value, value, &etag)
+                    .await
+                {
+                    Ok(etag) => outcomes[i] = Some(Ok(etag)),
+                    Err(e) if keeps_transaction(&e) => outcomes[i] = Some(Err(error_of(&e))),
+                    Err(e) => {
+                        aborted = Some(e);
+                        break;
+                    }
+                }
+            }
+            match aborted {
+                None => finish(conn, Ok(())).await?,
+                Some(e) => {
+                    let e = finish::<()>(conn, Err(e)).await.unwrap_err();
+                    if conn.in_transaction || matches!(e, MorayError::ConnectionLost(_)) {
+                        // No usable connection to redo the items on.
+                        return Err(e);
+                    }
+                    // Redo every item alone, as PutObject would (each commits by itself).
+                    for &i in &order {
+                        outcomes[i] = None;
+                    }
+                    let mut lost: Option<pb::ObjectError> = None;
+                    for i in 0..items.len() {
+                        let Some(value) = &parsed[i] else { continue };
+                        if let Some(e) = &lost {
+                            outcomes[i] = Some(Err(e.clone()));
+                            continue;
+                        }
+                        let p = &items[i];
+                        let etag = etag_condition(p.etag.clone());
+                        let r = self
+                            .put_in(conn, &p.bucket, &p.key, &p.value, value, &etag)
+                            .await;
+                        if let Err(e @ MorayError::ConnectionLost(_)) = &r {
+                            // The items before this one committed and keep their etags.
+                            lost = Some(error_of(e));
+                        }
+                        outcomes[i] = Some(r.map_err(|e| error_of(&e)));
+                    }
+                }
+            }
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|o| put_result(o.expect("every item has an outcome")))
+            .collect())
+    }
+
+    /// The common case of PutObjects, fast: every item's bucket config cached and every
+    /// item written (no etag conflict): the statements (PutObject's) are sent together,
+    /// pipelined on the connection inside the open transaction, so the batch costs one
+    /// round trip instead of one per item. Anything else (an item that wrote no row,
+    /// e.g. an etag conflict, or a failed statement) is `Failed`, after which the caller
+    /// rolls back and goes item by item; `NotTried` when nothing was sent.
+    async fn put_pipelined(
+        &self,
+        conn: &mut PooledConn,
+        items: &[pb::PutObjectRequest],
+        parsed: &[Option<Map<String, Value>>],
+        order: &[usize],
+    ) -> Pipelined {
+        struct Prepared {
+            bucket: Arc<Bucket>,
+            stmt: tokio_postgres::Statement,
+            columns: Vec<ColumnValue>,
+            etag: String,
+            vnode: Option<i64>,
+            rver: Option<i32>,
+            expected: Option<String>,
+        }
+        let mut prepared = Vec::with_capacity(order.len());
+        for &i in order {
+            let p = &items[i];
+            let Some(value) = &parsed[i] else {
+                return Pipelined::NotTried;
+            };
+            if p.key.is_empty() {
+                return Pipelined::NotTried;
+            }
+            let Some(bucket) = self.cache.get(&p.bucket) else {
+                return Pipelined::NotTried;
+            };
+            let Ok(columns) = column_values(&bucket, value) else {
+                return Pipelined::NotTried;
+            };
+            let etag = etag_condition(p.etag.clone());
+            let sql = match etag {
+                None => &bucket.sql.put,
+                Some(None) => &bucket.sql.put_if_absent,
+                Some(Some(_)) => &bucket.sql.put_if_match,
+            };
+            let stmt = match conn.prepare(sql).await {
+                Ok(stmt) => stmt,
+                Err(e) => return Pipelined::Failed(e.into()),
+            };
+            prepared.push(Prepared {
+                stmt,
+                columns,
+                etag: etag_of(&p.value),
+                vnode: vnode_of(value),
+                rver: bucket
+                    .versioned()
+                    .then(|| i32::try_from(bucket.config.options.version).unwrap_or(i32::MAX)),
+                expected: etag.flatten(),
+                bucket,
+            });
+        }
+        let mtime = now_ms();
+        let client = &conn.client;
+        let writes = prepared.iter().zip(order).map(|(pr, &i)| {
+            let p = &items[i];
+            async move {
+                let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+                    &pr.bucket.name,
+                    &pr.bucket.token,
+                    &p.key,
+                    &p.value,
+                    &pr.etag,
+                    &mtime,
+                    &pr.vnode,
+                    &pr.rver,
+                ];
+                for c in &pr.columns {
+                    params.push(c);
+                }
+                if let Some(e) = &pr.expected {
+                    params.push(e);
+                }
+                client.query_opt(&pr.stmt, &params).await
+            }
+        });
+        // Polled together: tokio-postgres sends every statement before the first answer.
+        let rows = futures::future::join_all(writes).await;
+        let mut etags = Vec::with_capacity(rows.len());
+        for (row, pr) in rows.into_iter().zip(prepared) {
+            match row {
+                Ok(Some(_)) => etags.push(pr.etag),
+                Ok(None) => {
+                    return Pipelined::Failed(MorayError::Internal(
+                        "an item of the batch wrote nothing".into(),
+                    ));
+                }
+                Err(e) => {
+                    let e = MorayError::from(e);
+                    if is_stale_schema(&e) {
+                        self.cache.invalidate(&pr.bucket.name);
+                        conn.forget_statements();
+                    }
+                    return Pipelined::Failed(e);
+                }
+            }
+        }
+        Pipelined::Done(etags)
     }
 
     pub async fn get_object(

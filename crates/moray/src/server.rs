@@ -180,6 +180,18 @@ impl Moray for MorayService {
         ))
     }
 
+    async fn put_objects(
+        &self,
+        request: Request<pb::PutObjectsRequest>,
+    ) -> Result<Response<pb::PutObjectsResponse>, Status> {
+        let req = request.into_inner();
+        let bucket = req.requests.first().map_or("", |p| p.bucket.as_str());
+        let span = span("PutObjects", req.options.as_ref(), bucket);
+        Ok(Response::new(
+            self.store.put_objects(req).instrument(span).await?,
+        ))
+    }
+
     async fn delete_object(
         &self,
         request: Request<pb::DeleteObjectRequest>,

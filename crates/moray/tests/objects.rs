@@ -709,3 +709,273 @@ async fn get_objects_takes_up_to_a_thousand_keys() {
         .collect();
     expect_err(get_objects(&mut m, &too_many).await, "InvalidArgumentError");
 }
+
+fn put_item(
+    bucket: &str,
+    key: &str,
+    value: &str,
+    etag: Option<Option<&str>>,
+) -> pb::PutObjectRequest {
+    pb::PutObjectRequest {
+        bucket: bucket.into(),
+        key: key.into(),
+        value: value.into(),
+        etag: etag.map(|e| pb::EtagCondition {
+            etag: e.map(String::from),
+        }),
+        options: None,
+    }
+}
+
+async fn put_objects(
+    m: &mut common::TestMoray,
+    items: Vec<pb::PutObjectRequest>,
+) -> Result<Vec<Result<String, pb::ObjectError>>, tonic::Status> {
+    use pb::put_object_result::Result as R;
+    let n = items.len();
+    let response = m
+        .client
+        .put_objects(pb::PutObjectsRequest {
+            requests: items,
+            options: None,
+        })
+        .await?
+        .into_inner();
+    assert_eq!(response.results.len(), n, "one result per item");
+    Ok(response
+        .results
+        .into_iter()
+        .map(
+            |r| match r.result.expect("every result is an etag or an error") {
+                R::Object(o) => Ok(o.etag),
+                R::Error(e) => Err(e),
+            },
+        )
+        .collect())
+}
+
+/// The change-feed rows of `bucket` after change id `after`: (key, etag, writing
+/// transaction), in id order.
+async fn changes_after(
+    m: &mut common::TestMoray,
+    bucket: &str,
+    after: i64,
+) -> Vec<(String, String, String)> {
+    m.sql(
+        "SELECT key, etag, xmin::text AS xid FROM moray_changes WHERE bucket = $1 AND id > $2::int8 ORDER BY id",
+        json!([bucket, after]),
+    )
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|r| {
+        (
+            r["key"].as_str().unwrap().to_string(),
+            r["etag"].as_str().unwrap().to_string(),
+            r["xid"].as_str().unwrap().to_string(),
+        )
+    })
+    .collect()
+}
+
+async fn last_change_id(m: &mut common::TestMoray) -> i64 {
+    let rows = m
+        .sql(
+            "SELECT coalesce(max(id), 0)::int8 AS id FROM moray_changes",
+            json!([]),
+        )
+        .await
+        .unwrap();
+    rows[0]["id"].as_i64().unwrap()
+}
+
+fn item_error_name(r: &Result<String, pb::ObjectError>) -> &str {
+    match r {
+        Err(e) => &e.name,
+        Ok(etag) => panic!("expected an error, got etag {etag}"),
+    }
+}
+
+/// The batch that cannot stay in one transaction (a unique index violation aborts
+/// it): every item still gets exactly its own outcome and only the good ones are
+/// stored, each with its change-feed row.
+#[tokio::test]
+async fn put_objects_answers_each_item_on_its_own() {
+    let mut m = start().await;
+    m.create_bucket("users", &[("email", "string!")], 0)
+        .await
+        .unwrap();
+    m.put("users", "holder", json!({"email": "taken@x"}))
+        .await
+        .unwrap();
+    let old = m
+        .put("users", "old", json!({"email": "old@x"}))
+        .await
+        .unwrap();
+    let before = last_change_id(&mut m).await;
+
+    let a = json!({"email": "a@x"}).to_string();
+    let b = json!({"email": "b@x"}).to_string();
+    let old2 = json!({"email": "old2@x"}).to_string();
+    let old3 = json!({"email": "old3@x"}).to_string();
+    let dup = json!({"email": "taken@x"}).to_string();
+    let results = put_objects(
+        &mut m,
+        vec![
+            put_item("users", "a", &a, None),
+            put_item("users", "old", &old2, Some(Some("WRONGTAG"))),
+            put_item("users", "dup", &dup, None),
+            put_item("nope", "x", "{}", None),
+            put_item("users", "b", &b, Some(None)),
+            put_item("users", "old", &old3, Some(Some(&old))),
+            put_item("users", "bad", "[1]", None),
+            put_item("users", "", "{}", None),
+            put_item("users", "holder", "{}", Some(None)),
+        ],
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(results[0].as_deref(), Ok(etag(&a).as_str()));
+    let conflict = results[1].as_ref().unwrap_err();
+    assert_eq!(conflict.name, "EtagConflictError");
+    assert_eq!(conflict.code, tonic::Code::Aborted as i32);
+    assert!(conflict.message.contains(&old), "{conflict:?}");
+    let unique = results[2].as_ref().unwrap_err();
+    assert_eq!(unique.name, "UniqueAttributeError");
+    assert_eq!(unique.code, tonic::Code::AlreadyExists as i32);
+    assert!(unique.message.contains("taken@x"), "{unique:?}");
+    assert_eq!(item_error_name(&results[3]), "BucketNotFoundError");
+    assert_eq!(results[4].as_deref(), Ok(etag(&b).as_str()));
+    assert_eq!(results[5].as_deref(), Ok(etag(&old3).as_str()));
+    assert_eq!(item_error_name(&results[6]), "InvalidArgumentError");
+    assert_eq!(item_error_name(&results[7]), "InvalidArgumentError");
+    assert_eq!(item_error_name(&results[8]), "EtagConflictError");
+
+    // Only the good ones are stored.
+    assert_eq!(m.get_value("users", "a").await, json!({"email": "a@x"}));
+    assert_eq!(m.get_value("users", "b").await, json!({"email": "b@x"}));
+    assert_eq!(
+        m.get_value("users", "old").await,
+        json!({"email": "old3@x"})
+    );
+    assert_eq!(
+        m.get_value("users", "holder").await,
+        json!({"email": "taken@x"})
+    );
+    expect_err(m.get("users", "dup").await, "ObjectNotFoundError");
+    expect_err(m.get("users", "bad").await, "ObjectNotFoundError");
+
+    // The change feed has a row for exactly those writes.
+    let mut written: Vec<(String, String)> = changes_after(&mut m, "users", before)
+        .await
+        .into_iter()
+        .map(|(key, etag, _)| (key, etag))
+        .collect();
+    written.sort();
+    let mut expected = vec![
+        ("a".to_string(), results[0].clone().unwrap()),
+        ("b".to_string(), results[4].clone().unwrap()),
+        ("old".to_string(), results[5].clone().unwrap()),
+    ];
+    expected.sort();
+    assert_eq!(written, expected);
+    assert!(changes_after(&mut m, "nope", before).await.is_empty());
+
+    // Each error is the one PutObject answers alone.
+    let status = m.put_raw("users", "dup2", &dup, None).await.unwrap_err();
+    assert_eq!(
+        status.message(),
+        format!("{}: {}", unique.name, unique.message).replace("dup", "dup2")
+    );
+}
+
+/// Without a failing statement all items commit in one transaction, etag conflicts
+/// and missing buckets being results of their own; puts of one key apply in order.
+#[tokio::test]
+async fn put_objects_commits_its_items_together() {
+    let mut m = start().await;
+    m.create_bucket("vms", &[("owner", "string")], 0)
+        .await
+        .unwrap();
+    let v1 = m.put("vms", "k", json!({"owner": "v1"})).await.unwrap();
+    let before = last_change_id(&mut m).await;
+    let v2 = json!({"owner": "v2"}).to_string();
+    let v3 = json!({"owner": "v3"}).to_string();
+    let items: Vec<_> = (0..20).map(|i| format!("{{\"owner\":\"o{i}\"}}")).collect();
+    let mut batch = vec![
+        put_item("vms", "k", &v2, Some(Some(&v1))),
+        put_item("vms", "k", &v3, Some(Some(&etag(&v2)))),
+        put_item("vms", "k", "{}", Some(Some(&v1))),
+        put_item("nope", "k", "{}", None),
+    ];
+    for (i, v) in items.iter().enumerate() {
+        batch.push(put_item("vms", &format!("z{i}"), v, Some(None)));
+    }
+    let results = put_objects(&mut m, batch).await.unwrap();
+    assert_eq!(results[0].as_deref(), Ok(etag(&v2).as_str()));
+    assert_eq!(results[1].as_deref(), Ok(etag(&v3).as_str()));
+    assert_eq!(item_error_name(&results[2]), "EtagConflictError");
+    assert_eq!(item_error_name(&results[3]), "BucketNotFoundError");
+    for (i, v) in items.iter().enumerate() {
+        assert_eq!(results[4 + i].as_deref(), Ok(etag(v).as_str()));
+        assert_eq!(
+            m.get_value("vms", &format!("z{i}")).await,
+            serde_json::from_str::<Value>(v).unwrap()
+        );
+    }
+    assert_eq!(m.get_value("vms", "k").await, json!({"owner": "v3"}));
+
+    let changes = changes_after(&mut m, "vms", before).await;
+    assert_eq!(changes.len(), 2 + items.len(), "{changes:?}");
+    assert_eq!(
+        changes
+            .iter()
+            .filter(|(key, _, _)| key == "k")
+            .map(|(_, etag, _)| etag.clone())
+            .collect::<Vec<_>>(),
+        [etag(&v2), etag(&v3)],
+        "puts of one key in request order"
+    );
+    let xids: std::collections::HashSet<_> = changes.iter().map(|(_, _, x)| x).collect();
+    assert_eq!(xids.len(), 1, "one transaction: {changes:?}");
+
+    // All good (the pipelined path): one transaction too, puts of one key in order.
+    let before = last_change_id(&mut m).await;
+    let v4 = json!({"owner": "v4"}).to_string();
+    let v5 = json!({"owner": "v5"}).to_string();
+    let mut batch = vec![
+        put_item("vms", "k", &v4, Some(Some(&etag(&v3)))),
+        put_item("vms", "k", &v5, Some(Some(&etag(&v4)))),
+    ];
+    for (i, v) in items.iter().enumerate() {
+        batch.push(put_item("vms", &format!("y{i}"), v, None));
+    }
+    let results = put_objects(&mut m, batch).await.unwrap();
+    assert_eq!(results[0].as_deref(), Ok(etag(&v4).as_str()));
+    assert_eq!(results[1].as_deref(), Ok(etag(&v5).as_str()));
+    for (i, v) in items.iter().enumerate() {
+        assert_eq!(results[2 + i].as_deref(), Ok(etag(v).as_str()));
+        assert_eq!(
+            m.get_value("vms", &format!("y{i}")).await,
+            serde_json::from_str::<Value>(v).unwrap()
+        );
+    }
+    assert_eq!(m.get_value("vms", "k").await, json!({"owner": "v5"}));
+    let changes = changes_after(&mut m, "vms", before).await;
+    assert_eq!(changes.len(), 2 + items.len(), "{changes:?}");
+    assert_eq!(changes[0].1, etag(&v4));
+    assert_eq!(changes[1].1, etag(&v5));
+    let xids: std::collections::HashSet<_> = changes.iter().map(|(_, _, x)| x).collect();
+    assert_eq!(xids.len(), 1, "one transaction: {changes:?}");
+
+    assert!(put_objects(&mut m, vec![]).await.unwrap().is_empty());
+    let too_many: Vec<_> = (0..1001)
+        .map(|i| put_item("vms", &format!("t{i}"), "{}", None))
+        .collect();
+    expect_err(put_objects(&mut m, too_many).await, "InvalidArgumentError");
+}
+
+fn etag(value: &str) -> String {
+    format!("{:08X}", crc32fast_hash(value))
+}

@@ -11,9 +11,10 @@
 //! Run: `cargo bench -p moray-client --bench moray`
 //! Knobs (environment): MORAY_BENCH_SECS (per measurement, default 5),
 //! MORAY_BENCH_CLIENTS (default "1,16,64"), MORAY_BENCH_OPS (default
-//! "put,get,get-single,find"; `get` is the default client, which coalesces concurrent
-//! gets, `get-single` a client sending one GetObject per get), MORAY_BENCH_COALESCE
-//! ("N,M": at most N get RPCs in flight, M keys per GetObjects; default the client's),
+//! "put,put-single,get,get-single,find"; `put` and `get` are the default client, which
+//! coalesces concurrent puts into PutObjects and gets into GetObjects, `put-single` and
+//! `get-single` a client sending one RPC per call), MORAY_BENCH_COALESCE ("N,M": at most
+//! N put (get) RPCs in flight, M items per PutObjects (GetObjects); default the client's),
 //! MORAY_BENCH_POOL (PostgreSQL connections for Moray and for the raw baseline,
 //! default 16, Moray's default pool size), MORAY_BENCH_SERVER_THREADS (Moray's runtime:
 //! 0 = multi-thread with a worker per core, as the `moray` binary; 1 = current-thread;
@@ -53,7 +54,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Op {
+    /// PutObject through the default client: concurrent puts coalesced into PutObjects.
     Put,
+    /// PutObject with coalescing off: one RPC per put.
+    PutSingle,
     /// GetObject through the default client: concurrent gets coalesced into GetObjects.
     Get,
     /// GetObject with coalescing off: one RPC per get.
@@ -64,7 +68,8 @@ enum Op {
 impl Op {
     fn name(self) -> &'static str {
         match self {
-            Op::Put => "PutObject",
+            Op::Put => "PutObject (coalesced)",
+            Op::PutSingle => "PutObject (one RPC per put)",
             Op::Get => "GetObject (coalesced)",
             Op::GetSingle => "GetObject (one RPC per get)",
             Op::Find => "FindObjects (100 rows)",
@@ -396,7 +401,7 @@ impl RawPool {
 async fn raw_op(pool: &RawPool, op: Op, r: u64) -> Result<(), BoxError> {
     let i = r % OBJECTS;
     match op {
-        Op::Put => {
+        Op::Put | Op::PutSingle => {
             let text = value(i, r).to_string();
             let etag = format!("{:08X}", crc32fast::hash(text.as_bytes()));
             let mtime = std::time::SystemTime::now()
@@ -440,7 +445,7 @@ async fn raw_op(pool: &RawPool, op: Op, r: u64) -> Result<(), BoxError> {
 async fn moray_op(moray: &MorayClient, op: Op, r: u64) -> Result<(), BoxError> {
     let i = r % OBJECTS;
     match op {
-        Op::Put => {
+        Op::Put | Op::PutSingle => {
             moray
                 .put_object(BUCKET, &key(i), &value(i, r), EtagCondition::Any)
                 .await?;
@@ -586,7 +591,8 @@ async fn bench(
         .filter_map(|c| c.trim().parse().ok())
         .collect();
 
-    // The default client coalesces concurrent gets; `single` sends one RPC per get.
+    // The default client coalesces concurrent puts and gets; `single` sends one RPC per
+    // call.
     let coalescing = match std::env::var("MORAY_BENCH_COALESCE") {
         Ok(v) => {
             let (in_flight, batch) = v.split_once(',').ok_or("MORAY_BENCH_COALESCE=N,M")?;
@@ -601,6 +607,7 @@ async fn bench(
         &format!("tcp://{moray_addr}"),
         ConnectOptions {
             coalesce_gets: Some(coalescing),
+            coalesce_puts: Some(coalescing),
             ..Default::default()
         },
     )
@@ -609,6 +616,7 @@ async fn bench(
         &format!("tcp://{moray_addr}"),
         ConnectOptions {
             coalesce_gets: None,
+            coalesce_puts: None,
             ..Default::default()
         },
     )
@@ -618,10 +626,11 @@ async fn bench(
     let raw = Arc::new(RawPool::connect(url, pool_size).await?);
 
     let ops: Vec<Op> = std::env::var("MORAY_BENCH_OPS")
-        .unwrap_or_else(|_| "put,get,get-single,find".into())
+        .unwrap_or_else(|_| "put,put-single,get,get-single,find".into())
         .split(',')
         .filter_map(|o| match o.trim() {
             "put" => Some(Op::Put),
+            "put-single" => Some(Op::PutSingle),
             "get" => Some(Op::Get),
             "get-single" => Some(Op::GetSingle),
             "find" => Some(Op::Find),
@@ -636,7 +645,7 @@ async fn bench(
             eprintln!("{} x{clients} ...", op.name());
             let (mut m, mut r) = (Measured::empty(), Measured::empty());
             for _ in 0..ROUNDS {
-                let moray = if op == Op::GetSingle {
+                let moray = if matches!(op, Op::GetSingle | Op::PutSingle) {
                     single.clone()
                 } else {
                     moray.clone()
@@ -666,8 +675,8 @@ async fn bench(
         "Moray (gRPC via moray-client) vs raw tokio-postgres (prepared statements) on the \
          same PostgreSQL (fsync on), {pool_size} PostgreSQL connections each; {} s per side \
          and cell, in {ROUNDS} alternating slices; {cores} cores shared by clients, Moray \
-         and PostgreSQL; Moray runtime: {}; gets coalesced with at most {} RPCs in flight \
-         and {} keys per GetObjects; {OBJECTS} objects of ~600 bytes; FindObjects with _count (raw: count(1) OVER () too); \
+         and PostgreSQL; Moray runtime: {}; puts (gets) coalesced with at most {} RPCs in \
+         flight and {} items per PutObjects (GetObjects); {OBJECTS} objects of ~600 bytes; FindObjects with _count (raw: count(1) OVER () too); \
          latencies in ms; load average {load_before} before, {} after.\n",
         run_for.as_secs(),
         match server_threads {

@@ -16,7 +16,9 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use triton_proto::moray::v1 as proto;
 
-use crate::coalesce::{Coalescer, Coalescing, GetStats, Ticket, answer_of_status};
+use crate::coalesce::{
+    Coalescer, Coalescing, GetStats, Gets, Kind, PutStats, Puts, Ticket, answer_of_status,
+};
 use crate::error::{MorayError, Result};
 use crate::types::{
     BatchOp, BatchResult, Bucket, BucketConfig, ChangeEvent, EtagCondition, FindOptions, Object,
@@ -53,6 +55,14 @@ pub struct ConnectOptions {
     /// one gRPC exchange and one SQL statement per batch instead of per get (less than
     /// half the CPU per get in `docs/benchmarks.md`, "Moray").
     pub coalesce_gets: Option<Coalescing>,
+    /// How concurrent [`MorayClient::put_object`] calls are coalesced into `PutObjects`
+    /// RPCs (see [`Coalescing`]); `None` sends one `PutObject` per call. On by default:
+    /// below `max_in_flight` concurrent puts it changes nothing, and under load the puts
+    /// of one batch commit in one PostgreSQL transaction (one WAL flush) instead of one
+    /// each. Each put still gets its own etag or error; a put is acknowledged only after
+    /// it committed. As with a lone put whose caller timed out, a coalesced put that was
+    /// already sent may commit after its caller gave up.
+    pub coalesce_puts: Option<Coalescing>,
 }
 
 impl Default for ConnectOptions {
@@ -61,6 +71,7 @@ impl Default for ConnectOptions {
             connect_for: DEFAULT_CONNECT_FOR,
             request_timeout: None,
             coalesce_gets: Some(Coalescing::default()),
+            coalesce_puts: Some(Coalescing::default()),
         }
     }
 }
@@ -77,7 +88,9 @@ pub struct MorayClient {
     timeout_ms: u32,
     request_timeout: Option<Duration>,
     /// Shared by clones, so that gets from every clone coalesce together.
-    gets: Option<Arc<Coalescer>>,
+    gets: Option<Arc<Coalescer<Gets>>>,
+    /// Likewise for puts.
+    puts: Option<Arc<Coalescer<Puts>>>,
 }
 
 impl MorayClient {
@@ -136,9 +149,13 @@ impl MorayClient {
             timeout_ms,
             request_timeout: options.request_timeout,
             gets: None,
+            puts: None,
         };
         client.gets = options
             .coalesce_gets
+            .map(|limits| Arc::new(Coalescer::new(client.grpc(), client.options(), limits)));
+        client.puts = options
+            .coalesce_puts
             .map(|limits| Arc::new(Coalescer::new(client.grpc(), client.options(), limits)));
         Ok(client)
     }
@@ -249,7 +266,9 @@ impl MorayClient {
     // ---- objects
 
     /// Writes `value` (a JSON object) under `key`, if `etag` holds; returns the new etag.
-    /// A failed condition is `EtagConflictError`.
+    /// A failed condition is `EtagConflictError`. Concurrent calls are coalesced into
+    /// `PutObjects` RPCs unless [`ConnectOptions::coalesce_puts`] is `None`; each still
+    /// gets its own etag or error, and only after its write committed.
     pub async fn put_object(
         &self,
         bucket: &str,
@@ -257,17 +276,77 @@ impl MorayClient {
         value: &Value,
         etag: EtagCondition,
     ) -> Result<String> {
+        let request = || proto::PutObjectRequest {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            value: value.to_string(),
+            etag: etag.to_proto(),
+            options: None,
+        };
+        match &self.puts {
+            None => Puts::one(self.grpc(), self.options(), request()).await,
+            Some(puts) => match puts.enter(request) {
+                Ticket::Now(slot) => {
+                    let answer = Puts::one(self.grpc(), self.options(), request()).await;
+                    drop(slot);
+                    answer
+                }
+                Ticket::Queued(answer) => self.queued_answer::<Puts>(answer).await,
+            },
+        }
+    }
+
+    /// How this client's (and its clones') puts were sent so far: at once, or coalesced
+    /// into `PutObjects`; all zero with coalescing off.
+    pub fn put_stats(&self) -> PutStats {
+        self.puts
+            .as_ref()
+            .map_or_else(PutStats::default, |p| p.stats())
+    }
+
+    /// Several puts in one `PutObjects` RPC, each applied as its own `put_object` would
+    /// be (not atomically: see [`MorayClient::batch`] for all-or-nothing): one result
+    /// per item, in order, its new etag or its own error. Items for the same key are
+    /// applied in order.
+    pub async fn put_objects(
+        &self,
+        puts: &[(&str, &str, &Value, EtagCondition)],
+    ) -> Result<Vec<Result<String>>> {
         let response = self
             .grpc()
-            .put_object(proto::PutObjectRequest {
-                bucket: bucket.to_string(),
-                key: key.to_string(),
-                value: value.to_string(),
-                etag: etag.to_proto(),
+            .put_objects(proto::PutObjectsRequest {
+                requests: puts
+                    .iter()
+                    .map(|(bucket, key, value, etag)| proto::PutObjectRequest {
+                        bucket: bucket.to_string(),
+                        key: key.to_string(),
+                        value: value.to_string(),
+                        etag: etag.to_proto(),
+                        options: None,
+                    })
+                    .collect(),
                 options: self.options(),
             })
-            .await?;
-        Ok(response.into_inner().etag)
+            .await?
+            .into_inner();
+        if response.results.len() != puts.len() {
+            return Err(MorayError::InvalidResponse {
+                what: format!(
+                    "PutObjects answered {} results for {} items",
+                    response.results.len(),
+                    puts.len()
+                ),
+                source: None,
+            });
+        }
+        Ok(response
+            .results
+            .into_iter()
+            .zip(puts)
+            .map(|(result, (bucket, key, _, _))| {
+                crate::coalesce::put_answer_of(result, bucket, key)
+            })
+            .collect())
     }
 
     /// The object under `key`, or `None` when there is none. (Moray's
@@ -278,13 +357,13 @@ impl MorayClient {
     pub async fn get_object(&self, bucket: &str, key: &str) -> Result<Option<Object>> {
         let answer = match &self.gets {
             None => self.get_object_rpc(bucket, key).await,
-            Some(gets) => match gets.enter(bucket, key) {
+            Some(gets) => match gets.enter(|| (bucket.to_string(), key.to_string())) {
                 Ticket::Now(slot) => {
                     let answer = self.get_object_rpc(bucket, key).await;
                     drop(slot);
                     answer
                 }
-                Ticket::Queued(answer) => self.queued_answer(answer).await,
+                Ticket::Queued(answer) => self.queued_answer::<Gets>(answer).await,
             },
         };
         answer?.map(Object::try_from).transpose()
@@ -338,7 +417,7 @@ impl MorayClient {
             .collect())
     }
 
-    async fn get_object_rpc(&self, bucket: &str, key: &str) -> crate::coalesce::Answer {
+    async fn get_object_rpc(&self, bucket: &str, key: &str) -> Result<Option<proto::MorayObject>> {
         answer_of_status(
             self.grpc()
                 .get_object(proto::GetObjectRequest {
@@ -350,16 +429,21 @@ impl MorayClient {
         )
     }
 
-    /// A queued get's answer, within the client's request timeout.
-    async fn queued_answer(
+    /// A queued call's answer, within the client's request timeout (which so bounds the
+    /// wait in the queue too).
+    async fn queued_answer<K: Kind>(
         &self,
-        answer: tokio::sync::oneshot::Receiver<crate::coalesce::Answer>,
-    ) -> crate::coalesce::Answer {
+        answer: tokio::sync::oneshot::Receiver<Result<K::Out>>,
+    ) -> Result<K::Out> {
         let wait = async {
             answer.await.unwrap_or_else(|_| {
                 Err(MorayError::Server {
                     name: "Cancelled".into(),
-                    message: "the coalesced GetObjects carrying this get was abandoned".into(),
+                    message: format!(
+                        "the coalesced {} carrying this {} was abandoned",
+                        K::BATCH_RPC,
+                        K::NAME
+                    ),
                     code: tonic::Code::Cancelled,
                 })
             })
@@ -372,8 +456,10 @@ impl MorayClient {
                     Err(MorayError::Server {
                         name: "DeadlineExceeded".into(),
                         message: format!(
-                            "the get did not complete within {} ms (queued for a coalesced GetObjects)",
-                            timeout.as_millis()
+                            "the {} did not complete within {} ms (queued for a coalesced {})",
+                            K::NAME,
+                            timeout.as_millis(),
+                            K::BATCH_RPC
                         ),
                         code: tonic::Code::DeadlineExceeded,
                     })

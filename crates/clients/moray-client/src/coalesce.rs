@@ -1,15 +1,19 @@
 //! Coalescing of concurrent [`MorayClient::get_object`](crate::MorayClient::get_object)
-//! calls into `GetObjects` RPCs.
+//! calls into `GetObjects` RPCs, and of concurrent
+//! [`MorayClient::put_object`](crate::MorayClient::put_object) calls into `PutObjects`.
 //!
-//! A get is sent at once, as its own `GetObject`, while fewer than
-//! [`Coalescing::max_in_flight`] get RPCs are in flight; so at low load nothing waits.
-//! Beyond that it is queued, and whenever a get RPC completes, everything queued (up to
-//! [`Coalescing::max_batch`] keys) goes out as one `GetObjects`. A queued get is sent
-//! after it was queued, so each caller still gets the object as committed at some point
-//! during its own call, with the envelope and the per-key error (`ObjectNotFoundError`,
-//! `BucketNotFoundError`, ...) its own `GetObject` would have had.
+//! A call is sent at once, as its own `GetObject` (`PutObject`), while fewer than
+//! [`Coalescing::max_in_flight`] RPCs of its kind are in flight; so at low load nothing
+//! waits. Beyond that it is queued, and whenever an RPC of its kind completes,
+//! everything queued (up to [`Coalescing::max_batch`] items) goes out as one
+//! `GetObjects` (`PutObjects`). A queued call is sent after it was queued, so each
+//! caller still gets the object as committed at some point during its own call (its
+//! put is applied after the call began), with the answer and the per-item error
+//! (`ObjectNotFoundError`, `EtagConflictError`, `BucketNotFoundError`, ...) its own RPC
+//! would have had. The kinds are [`Gets`] and [`Puts`]; [`Coalescer`] is shared.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -28,12 +32,15 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 4;
 /// `GetObjects`, and small enough that one batch's answer stays a modest message.
 pub const DEFAULT_MAX_BATCH: usize = 128;
 
-/// How concurrent gets share RPCs (see [`ConnectOptions::coalesce_gets`](crate::ConnectOptions::coalesce_gets)).
+/// How concurrent gets (puts) share RPCs (see
+/// [`ConnectOptions::coalesce_gets`](crate::ConnectOptions::coalesce_gets) and
+/// [`ConnectOptions::coalesce_puts`](crate::ConnectOptions::coalesce_puts)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Coalescing {
-    /// Get RPCs in flight before further gets wait to be sent together; at least 1.
+    /// RPCs of the kind in flight before further calls wait to be sent together; at
+    /// least 1.
     pub max_in_flight: usize,
-    /// Most keys in one `GetObjects`; at least 1.
+    /// Most items in one `GetObjects` (`PutObjects`); at least 1.
     pub max_batch: usize,
 }
 
@@ -46,80 +53,204 @@ impl Default for Coalescing {
     }
 }
 
-/// How a client's gets were sent so far (see [`MorayClient::get_stats`](crate::MorayClient::get_stats)).
+/// How a client's gets (puts) were sent so far (see
+/// [`MorayClient::get_stats`](crate::MorayClient::get_stats) and
+/// [`MorayClient::put_stats`](crate::MorayClient::put_stats)).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct GetStats {
-    /// Gets sent at once, each as its own `GetObject`.
+pub struct CoalesceStats {
+    /// Calls sent at once, each as its own `GetObject` (`PutObject`).
     pub direct: u64,
-    /// Gets that waited and went out in a `GetObjects`.
+    /// Calls that waited and went out in a `GetObjects` (`PutObjects`).
     pub coalesced: u64,
-    /// `GetObjects` RPCs sent for them.
+    /// `GetObjects` (`PutObjects`) RPCs sent for them.
     pub batches: u64,
 }
 
-/// What a get resolves to before its value is parsed (the caller parses it, so that
-/// parsing a batch's objects is spread over the callers' tasks).
-pub(crate) type Answer = Result<Option<proto::MorayObject>>;
+/// [`CoalesceStats`] of gets.
+pub type GetStats = CoalesceStats;
+/// [`CoalesceStats`] of puts.
+pub type PutStats = CoalesceStats;
 
-struct Pending {
-    bucket: String,
-    key: String,
-    reply: oneshot::Sender<Answer>,
+/// One kind of call that can be coalesced: its single RPC and its batched RPC.
+pub(crate) trait Kind: Send + Sync + 'static {
+    /// What one call asks for.
+    type Item: Send + 'static;
+    /// What one call resolves to before the caller post-processes it.
+    type Out: Send + 'static;
+    /// "get" or "put", for messages.
+    const NAME: &'static str;
+    /// The batched RPC's name, for messages.
+    const BATCH_RPC: &'static str;
+
+    /// The single RPC for one item.
+    fn one(
+        grpc: Grpc,
+        options: Option<proto::RequestOptions>,
+        item: Self::Item,
+    ) -> impl Future<Output = Result<Self::Out>> + Send;
+
+    /// The batched RPC for `items`: one answer per item, in order, or the status the
+    /// call failed with.
+    fn many(
+        grpc: Grpc,
+        options: Option<proto::RequestOptions>,
+        items: &[Self::Item],
+    ) -> impl Future<Output = std::result::Result<Vec<Result<Self::Out>>, tonic::Status>> + Send;
 }
 
-#[derive(Default)]
-struct State {
+/// Gets: a (bucket, key) resolves to the object, `None` for `ObjectNotFoundError`. (The
+/// caller parses the value, so that parsing a batch's objects is spread over the
+/// callers' tasks.)
+pub(crate) struct Gets;
+
+impl Kind for Gets {
+    type Item = (String, String);
+    type Out = Option<proto::MorayObject>;
+    const NAME: &'static str = "get";
+    const BATCH_RPC: &'static str = "GetObjects";
+
+    async fn one(
+        mut grpc: Grpc,
+        options: Option<proto::RequestOptions>,
+        (bucket, key): Self::Item,
+    ) -> Result<Self::Out> {
+        answer_of_status(
+            grpc.get_object(proto::GetObjectRequest {
+                bucket,
+                key,
+                options,
+            })
+            .await,
+        )
+    }
+
+    async fn many(
+        mut grpc: Grpc,
+        options: Option<proto::RequestOptions>,
+        items: &[Self::Item],
+    ) -> std::result::Result<Vec<Result<Self::Out>>, tonic::Status> {
+        let request = proto::GetObjectsRequest {
+            keys: items
+                .iter()
+                .map(|(bucket, key)| proto::ObjectKey {
+                    bucket: bucket.clone(),
+                    key: key.clone(),
+                })
+                .collect(),
+            options,
+        };
+        let response = grpc.get_objects(request).await?.into_inner();
+        Ok(response
+            .results
+            .into_iter()
+            .zip(items)
+            .map(|(result, (bucket, key))| answer_of(result, bucket, key))
+            .collect())
+    }
+}
+
+/// Puts: a `PutObjectRequest` (its `options` set by the coalescer) resolves to the new
+/// etag.
+pub(crate) struct Puts;
+
+impl Kind for Puts {
+    type Item = proto::PutObjectRequest;
+    type Out = String;
+    const NAME: &'static str = "put";
+    const BATCH_RPC: &'static str = "PutObjects";
+
+    async fn one(
+        mut grpc: Grpc,
+        options: Option<proto::RequestOptions>,
+        mut item: Self::Item,
+    ) -> Result<Self::Out> {
+        item.options = options;
+        Ok(grpc.put_object(item).await?.into_inner().etag)
+    }
+
+    async fn many(
+        mut grpc: Grpc,
+        options: Option<proto::RequestOptions>,
+        items: &[Self::Item],
+    ) -> std::result::Result<Vec<Result<Self::Out>>, tonic::Status> {
+        let request = proto::PutObjectsRequest {
+            requests: items
+                .iter()
+                .map(|p| proto::PutObjectRequest {
+                    options: None,
+                    ..p.clone()
+                })
+                .collect(),
+            options,
+        };
+        let response = grpc.put_objects(request).await?.into_inner();
+        Ok(response
+            .results
+            .into_iter()
+            .zip(items)
+            .map(|(result, p)| put_answer_of(result, &p.bucket, &p.key))
+            .collect())
+    }
+}
+
+struct Pending<K: Kind> {
+    item: K::Item,
+    reply: oneshot::Sender<Result<K::Out>>,
+}
+
+struct State<K: Kind> {
     in_flight: usize,
-    queue: VecDeque<Pending>,
+    queue: VecDeque<Pending<K>>,
 }
 
-pub(crate) struct Coalescer {
+pub(crate) struct Coalescer<K: Kind> {
     grpc: Grpc,
     options: Option<proto::RequestOptions>,
     limits: Coalescing,
-    state: Mutex<State>,
-    /// Set when Moray answers `GetObjects` with UNIMPLEMENTED (an older server): every
-    /// get is then sent as its own `GetObject`.
+    state: Mutex<State<K>>,
+    /// Set when Moray answers the batched RPC with UNIMPLEMENTED (an older server):
+    /// every call is then sent as its own RPC.
     unsupported: AtomicBool,
     direct: AtomicU64,
     coalesced: AtomicU64,
     batches: AtomicU64,
 }
 
-/// Either a slot to send a get at once, or a place in the queue.
-pub(crate) enum Ticket {
-    Now(InFlight),
-    Queued(oneshot::Receiver<Answer>),
+/// Either a slot to send the call at once, or a place in the queue.
+pub(crate) enum Ticket<K: Kind> {
+    Now(InFlight<K>),
+    Queued(oneshot::Receiver<Result<K::Out>>),
 }
 
-/// A get RPC counted in flight; dropping it (the call completed or was abandoned) hands
+/// An RPC counted in flight; dropping it (the call completed or was abandoned) hands
 /// its slot to whatever is queued.
-pub(crate) struct InFlight(Arc<Coalescer>);
+pub(crate) struct InFlight<K: Kind>(Arc<Coalescer<K>>);
 
-impl Drop for InFlight {
+impl<K: Kind> Drop for InFlight<K> {
     fn drop(&mut self) {
         self.0.finished();
     }
 }
 
-impl std::fmt::Debug for Coalescer {
+impl<K: Kind> std::fmt::Debug for Coalescer<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Coalescer")
+            .field("kind", &K::NAME)
             .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
 
-fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl Coalescer {
+impl<K: Kind> Coalescer<K> {
     pub(crate) fn new(
         grpc: Grpc,
         options: Option<proto::RequestOptions>,
         limits: Coalescing,
-    ) -> Coalescer {
+    ) -> Coalescer<K> {
         Coalescer {
             grpc,
             options,
@@ -127,7 +258,10 @@ impl Coalescer {
                 max_in_flight: limits.max_in_flight.max(1),
                 max_batch: limits.max_batch.max(1),
             },
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                in_flight: 0,
+                queue: VecDeque::new(),
+            }),
             unsupported: AtomicBool::new(false),
             direct: AtomicU64::new(0),
             coalesced: AtomicU64::new(0),
@@ -135,16 +269,17 @@ impl Coalescer {
         }
     }
 
-    pub(crate) fn stats(&self) -> GetStats {
-        GetStats {
+    pub(crate) fn stats(&self) -> CoalesceStats {
+        CoalesceStats {
             direct: self.direct.load(Ordering::Relaxed),
             coalesced: self.coalesced.load(Ordering::Relaxed),
             batches: self.batches.load(Ordering::Relaxed),
         }
     }
 
-    /// Where the get of `bucket`/`key` goes: sent now by the caller, or queued.
-    pub(crate) fn enter(self: &Arc<Self>, bucket: &str, key: &str) -> Ticket {
+    /// Where a call goes: sent now by the caller, or queued. `item` is built only when
+    /// the call is queued (the caller sends its own RPC otherwise).
+    pub(crate) fn enter(self: &Arc<Self>, item: impl FnOnce() -> K::Item) -> Ticket<K> {
         let mut state = lock(&self.state);
         if state.in_flight < self.limits.max_in_flight || self.unsupported.load(Ordering::Relaxed) {
             state.in_flight += 1;
@@ -153,14 +288,13 @@ impl Coalescer {
         }
         let (reply, answer) = oneshot::channel();
         state.queue.push_back(Pending {
-            bucket: bucket.to_string(),
-            key: key.to_string(),
+            item: item(),
             reply,
         });
         Ticket::Queued(answer)
     }
 
-    /// A get RPC completed: its slot goes to the next batch, if anything is queued.
+    /// An RPC completed: its slot goes to the next batch, if anything is queued.
     fn finished(self: &Arc<Self>) {
         let Some(mut batch) = self.next_batch() else {
             return;
@@ -169,12 +303,12 @@ impl Coalescer {
             runtime.spawn(self.clone().send_batches(batch));
             return;
         }
-        // Only when a client is dropped outside any runtime with gets queued.
+        // Only when a client is dropped outside any runtime with calls queued.
         loop {
             for p in batch {
                 let _ = p.reply.send(Err(MorayError::Server {
                     name: "Unavailable".into(),
-                    message: "no runtime left to send the coalesced get".into(),
+                    message: format!("no runtime left to send the coalesced {}", K::NAME),
                     code: Code::Unavailable,
                 }));
             }
@@ -185,9 +319,11 @@ impl Coalescer {
         }
     }
 
-    /// Up to `max_batch` queued gets whose callers still wait, keeping the in-flight
-    /// slot for them; or None, releasing the slot, when nothing waits.
-    fn next_batch(&self) -> Option<Vec<Pending>> {
+    /// Up to `max_batch` queued calls whose callers still wait, keeping the in-flight
+    /// slot for them; or None, releasing the slot, when nothing waits. A caller that
+    /// gave up (timed out, dropped its future) while queued is skipped: its call is
+    /// never sent.
+    fn next_batch(&self) -> Option<Vec<Pending<K>>> {
         let mut state = lock(&self.state);
         let mut batch = Vec::new();
         while batch.len() < self.limits.max_batch {
@@ -206,7 +342,7 @@ impl Coalescer {
     }
 
     /// Sends `batch`, then whatever was queued meanwhile, until the queue is empty.
-    async fn send_batches(self: Arc<Self>, mut batch: Vec<Pending>) {
+    async fn send_batches(self: Arc<Self>, mut batch: Vec<Pending<K>>) {
         loop {
             if self.unsupported.load(Ordering::Relaxed) {
                 self.send_one_by_one(batch).await;
@@ -220,65 +356,57 @@ impl Coalescer {
         }
     }
 
-    async fn send_batch(&self, batch: Vec<Pending>) {
+    async fn send_batch(&self, batch: Vec<Pending<K>>) {
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.coalesced
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        let request = proto::GetObjectsRequest {
-            keys: batch
-                .iter()
-                .map(|p| proto::ObjectKey {
-                    bucket: p.bucket.clone(),
-                    key: p.key.clone(),
-                })
-                .collect(),
-            options: self.options.clone(),
-        };
-        let response = match self.grpc.clone().get_objects(request).await {
-            Ok(r) => r.into_inner(),
+        let (items, replies): (Vec<K::Item>, Vec<_>) =
+            batch.into_iter().map(|p| (p.item, p.reply)).unzip();
+        let answers = match K::many(self.grpc.clone(), self.options.clone(), &items).await {
+            Ok(answers) => answers,
             Err(status) if status.code() == Code::Unimplemented => {
                 self.unsupported.store(true, Ordering::Relaxed);
+                let batch = items
+                    .into_iter()
+                    .zip(replies)
+                    .map(|(item, reply)| Pending { item, reply })
+                    .collect();
                 return self.send_one_by_one(batch).await;
             }
             Err(status) => {
-                for p in batch {
-                    let _ = p.reply.send(Err(MorayError::from(status.clone())));
+                for reply in replies {
+                    let _ = reply.send(Err(MorayError::from(status.clone())));
                 }
                 return;
             }
         };
-        if response.results.len() != batch.len() {
+        if answers.len() != replies.len() {
             let what = format!(
-                "GetObjects answered {} results for {} keys",
-                response.results.len(),
-                batch.len()
+                "{} answered {} results for {} items",
+                K::BATCH_RPC,
+                answers.len(),
+                replies.len()
             );
-            for p in batch {
-                let _ = p.reply.send(Err(MorayError::InvalidResponse {
+            for reply in replies {
+                let _ = reply.send(Err(MorayError::InvalidResponse {
                     what: what.clone(),
                     source: None,
                 }));
             }
             return;
         }
-        for (p, result) in batch.into_iter().zip(response.results) {
-            let _ = p.reply.send(answer_of(result, &p.bucket, &p.key));
+        for (reply, answer) in replies.into_iter().zip(answers) {
+            let _ = reply.send(answer);
         }
     }
 
-    /// For a server without `GetObjects`: each queued get as its own `GetObject`, all
-    /// at once.
-    async fn send_one_by_one(&self, batch: Vec<Pending>) {
+    /// For a server without the batched RPC: each queued call as its own RPC, all at
+    /// once.
+    async fn send_one_by_one(&self, batch: Vec<Pending<K>>) {
         let calls = batch.into_iter().map(|p| {
-            let mut grpc = self.grpc.clone();
-            let request = proto::GetObjectRequest {
-                bucket: p.bucket,
-                key: p.key,
-                options: self.options.clone(),
-            };
+            let call = K::one(self.grpc.clone(), self.options.clone(), p.item);
             async move {
-                let answer = answer_of_status(grpc.get_object(request).await);
-                let _ = p.reply.send(answer);
+                let _ = p.reply.send(call.await);
             }
         });
         futures::future::join_all(calls).await;
@@ -288,7 +416,7 @@ impl Coalescer {
 /// A `GetObject` outcome as the caller sees it: `ObjectNotFoundError` is `None`.
 pub(crate) fn answer_of_status(
     result: std::result::Result<tonic::Response<proto::MorayObject>, tonic::Status>,
-) -> Answer {
+) -> Result<Option<proto::MorayObject>> {
     match result {
         Ok(object) => Ok(Some(object.into_inner())),
         Err(status) => match MorayError::from(status) {
@@ -298,18 +426,44 @@ pub(crate) fn answer_of_status(
     }
 }
 
-pub(crate) fn answer_of(result: proto::GetObjectResult, bucket: &str, key: &str) -> Answer {
+fn item_error(e: proto::ObjectError) -> MorayError {
+    MorayError::Server {
+        name: e.name,
+        message: e.message,
+        code: Code::from(e.code),
+    }
+}
+
+pub(crate) fn answer_of(
+    result: proto::GetObjectResult,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<proto::MorayObject>> {
     use proto::get_object_result::Result as R;
     match result.result {
         Some(R::Object(object)) => Ok(Some(object)),
         Some(R::Error(e)) if e.name == "ObjectNotFoundError" => Ok(None),
-        Some(R::Error(e)) => Err(MorayError::Server {
-            name: e.name,
-            message: e.message,
-            code: Code::from(e.code),
-        }),
+        Some(R::Error(e)) => Err(item_error(e)),
         None => Err(MorayError::InvalidResponse {
             what: format!("GetObjects answered nothing for {bucket}/{key}"),
+            source: None,
+        }),
+    }
+}
+
+/// A `PutObjects` result as the caller of `put_object` sees it: the new etag or the
+/// item's error.
+pub(crate) fn put_answer_of(
+    result: proto::PutObjectResult,
+    bucket: &str,
+    key: &str,
+) -> Result<String> {
+    use proto::put_object_result::Result as R;
+    match result.result {
+        Some(R::Object(r)) => Ok(r.etag),
+        Some(R::Error(e)) => Err(item_error(e)),
+        None => Err(MorayError::InvalidResponse {
+            what: format!("PutObjects answered nothing for {bucket}/{key}"),
             source: None,
         }),
     }

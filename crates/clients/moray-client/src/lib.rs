@@ -23,7 +23,8 @@
 //!
 //! Concurrent `get_object` calls on a client and its clones are coalesced into
 //! `GetObjects` RPCs under load, each caller still getting its own object or error
-//! ([`Coalescing`], [`ConnectOptions::coalesce_gets`]; `None` turns it off).
+//! ([`Coalescing`], [`ConnectOptions::coalesce_gets`]; `None` turns it off), and
+//! concurrent `put_object` calls into `PutObjects` ([`ConnectOptions::coalesce_puts`]).
 //!
 //! The crate also holds `moray-cli`, the operator CLI with node-moray's commands.
 
@@ -34,7 +35,9 @@ mod types;
 mod url;
 
 pub use client::{ConnectOptions, DEFAULT_CONNECT_FOR, MorayClient};
-pub use coalesce::{Coalescing, DEFAULT_MAX_BATCH, DEFAULT_MAX_IN_FLIGHT, GetStats};
+pub use coalesce::{
+    CoalesceStats, Coalescing, DEFAULT_MAX_BATCH, DEFAULT_MAX_IN_FLIGHT, GetStats, PutStats,
+};
 pub use error::{MorayError, Result};
 pub use types::{
     BatchOp, BatchResult, Bucket, BucketConfig, BucketOptions, ChangeEvent, ChangeOp,

@@ -9,7 +9,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use moray_client::{
     BatchOp, BucketConfig, ChangeEvent, ChangeOp, Coalescing, ConnectOptions, EtagCondition,
-    FindOptions, GetStats, IndexDef, MorayClient,
+    FindOptions, GetStats, IndexDef, MorayClient, PutStats,
 };
 use serde_json::json;
 
@@ -443,4 +443,170 @@ async fn get_objects_returns_one_result_per_key() {
         results[2].as_ref().unwrap_err().name(),
         "BucketNotFoundError"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_puts_are_coalesced_and_each_gets_its_own_result() {
+    let moray = TestMoray::start().await;
+    // One put RPC in flight at most: whatever comes meanwhile waits and goes together.
+    let client = MorayClient::connect_with(
+        &moray.url,
+        ConnectOptions {
+            coalesce_puts: Some(Coalescing {
+                max_in_flight: 1,
+                max_batch: 16,
+            }),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    client.put_bucket("vms", &vms_config(1)).await.unwrap();
+    let mut etags = Vec::new();
+    for i in 0..40 {
+        etags.push(
+            client
+                .put_object(
+                    "vms",
+                    &format!("q{i}"),
+                    &json!({"v": 0}),
+                    EtagCondition::Any,
+                )
+                .await
+                .unwrap(),
+        );
+    }
+    let before = client.put_stats();
+
+    // 100 concurrent puts: right etags (q0..q19), wrong etags (q20..q39), new keys, and
+    // keys of a missing bucket.
+    let puts: Vec<_> = (0..100usize)
+        .map(|n| {
+            let client = client.clone();
+            let etag = etags.get(n).cloned();
+            tokio::spawn(async move {
+                let (bucket, key, condition) = match n {
+                    0..20 => ("vms", format!("q{n}"), EtagCondition::Is(etag.unwrap())),
+                    20..40 => ("vms", format!("q{n}"), EtagCondition::Is("WRONGTAG".into())),
+                    _ if n % 10 == 9 => ("nope", format!("n{n}"), EtagCondition::Any),
+                    _ => ("vms", format!("n{n}"), EtagCondition::MustNotExist),
+                };
+                let value = json!({"v": n});
+                let result = client.put_object(bucket, &key, &value, condition).await;
+                (n, bucket, key, result)
+            })
+        })
+        .collect();
+    let mut acknowledged = Vec::new();
+    for put in puts {
+        let (n, bucket, key, result) = put.await.unwrap();
+        match (n, bucket, result) {
+            (0..20, "vms", Ok(etag)) | (40.., "vms", Ok(etag)) => {
+                assert_eq!(etag.len(), 8);
+                acknowledged.push((n, key, etag));
+            }
+            (20..40, "vms", Err(e)) => {
+                assert_eq!(e.name(), "EtagConflictError", "{key}: {e}");
+                assert!(e.to_string().contains(&etags[n]), "{key}: {e}");
+            }
+            (_, "nope", Err(e)) => assert_eq!(e.name(), "BucketNotFoundError", "{key}: {e}"),
+            (n, bucket, other) => panic!("{n} {bucket}/{key}: {other:?}"),
+        }
+    }
+    assert_eq!(acknowledged.len(), 20 + 54);
+    // Every acknowledged put is readable; the rejected ones changed nothing.
+    for (n, key, etag) in &acknowledged {
+        let object = client.get_object("vms", key).await.unwrap().unwrap();
+        assert_eq!(object.value, json!({"v": n}), "{key}");
+        assert_eq!(&object.etag, etag, "{key}");
+    }
+    for i in 20..40 {
+        let object = client.get_object("vms", &format!("q{i}")).await.unwrap();
+        assert_eq!(object.unwrap().value, json!({"v": 0}));
+    }
+    let stats = client.put_stats();
+    let calls = stats.direct + stats.coalesced - before.direct - before.coalesced;
+    assert_eq!(calls, 100, "{stats:?}");
+    let rpcs = stats.direct + stats.batches - before.direct - before.batches;
+    assert!(rpcs < 100, "fewer RPCs than puts: {stats:?}");
+    assert!(
+        stats.batches < stats.coalesced,
+        "a PutObjects carried several puts: {stats:?}"
+    );
+
+    // Puts abandoned while in flight or queued neither wedge nor confuse the others.
+    let abandoned: Vec<_> = (0..50)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .put_object("vms", &format!("a{i}"), &json!({}), EtagCondition::Any)
+                    .await
+            })
+        })
+        .collect();
+    for put in &abandoned {
+        put.abort();
+    }
+    let after: Vec<_> = (0..20)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let key = format!("b{i}");
+                let r = client
+                    .put_object("vms", &key, &json!({"b": i}), EtagCondition::Any)
+                    .await;
+                (key, r)
+            })
+        })
+        .collect();
+    for put in after {
+        let (key, result) = put.await.unwrap();
+        let etag = result.unwrap();
+        assert_eq!(
+            client.get_object("vms", &key).await.unwrap().unwrap().etag,
+            etag
+        );
+    }
+
+    // Off: one RPC per put, nothing counted.
+    let single = MorayClient::connect_with(
+        &moray.url,
+        ConnectOptions {
+            coalesce_puts: None,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    single
+        .put_object("vms", "s", &json!({}), EtagCondition::Any)
+        .await
+        .unwrap();
+    assert_eq!(single.put_stats(), PutStats::default());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_objects_returns_one_result_per_item() {
+    let moray = TestMoray::start().await;
+    let client = moray.client().await;
+    client.put_bucket("vms", &vms_config(1)).await.unwrap();
+    let v = json!({"ram": 256});
+    let results = client
+        .put_objects(&[
+            ("vms", "a", &v, EtagCondition::MustNotExist),
+            ("vms", "a", &v, EtagCondition::MustNotExist),
+            ("nope", "a", &v, EtagCondition::Any),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(results.len(), 3);
+    let etag = results[0].as_ref().unwrap();
+    assert_eq!(results[1].as_ref().unwrap_err().name(), "EtagConflictError");
+    assert_eq!(
+        results[2].as_ref().unwrap_err().name(),
+        "BucketNotFoundError"
+    );
+    let a = client.get_object("vms", "a").await.unwrap().unwrap();
+    assert_eq!((&a.etag, &a.value), (etag, &v));
 }

@@ -77,6 +77,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             request_timeout: None,
             // One call per command: nothing to coalesce.
             coalesce_gets: None,
+            coalesce_puts: None,
         },
     )
     .await?;
