@@ -403,6 +403,29 @@ enum Pipelined {
 pub type RowSender = mpsc::Sender<Result<pb::MorayObject, tonic::Status>>;
 
 impl Store {
+    /// [`Store::put_in`] for a put that commits by itself (no open transaction), where
+    /// a unique violation is tried once more. Two puts creating the same key at once can
+    /// both pass `ON CONFLICT (_key)`'s check, and the loser may then trip over another
+    /// unique index (one holding a copy of the key, say) before the key's own: its second
+    /// statement sees the winner's committed row and gets the answer a lone put gets (an
+    /// etag conflict, or an update). A real clash with another key fails again.
+    async fn put_alone(
+        &self,
+        conn: &mut PooledConn,
+        bucket_name: &str,
+        key: &str,
+        raw: &str,
+        value: &Map<String, Value>,
+        etag: &EtagCondition,
+    ) -> Result<String, MorayError> {
+        match self.put_in(conn, bucket_name, key, raw, value, etag).await {
+            Err(MorayError::UniqueAttribute { .. }) => {
+                self.put_in(conn, bucket_name, key, raw, value, etag).await
+            }
+            r => r,
+        }
+    }
+
     pub(crate) async fn put_in(
         &self,
         conn: &mut PooledConn,
@@ -621,7 +644,7 @@ impl Store {
         let etag = self
             .with_conn(timeout, |mut conn| async move {
                 let r = self
-                    .put_in(&mut conn, &req.bucket, &req.key, &req.value, &value, &etag)
+                    .put_alone(&mut conn, &req.bucket, &req.key, &req.value, &value, &etag)
                     .await;
                 (conn, r)
             })
@@ -762,7 +785,7 @@ impl Store {
                         let p = &items[i];
                         let etag = etag_condition(p.etag.clone());
                         let r = self
-                            .put_in(conn, &p.bucket, &p.key, &p.value, value, &etag)
+                            .put_alone(conn, &p.bucket, &p.key, &p.value, value, &etag)
                             .await;
                         if let Err(e @ MorayError::ConnectionLost(_)) = &r {
                             // The items before this one committed and keep their etags.
@@ -1375,10 +1398,20 @@ impl Store {
         let requests = req.requests;
         let results = self
             .with_conn(timeout, |mut conn| async move {
+                // A unique violation is tried once more, as for a lone put
+                // (`put_alone`): it may be a race between two creators of one key.
                 let r = async {
-                    begin(&mut conn, "BEGIN").await?;
-                    let r = self.batch_in(&mut conn, requests, values).await;
-                    finish(&mut conn, r).await
+                    let mut retried = false;
+                    loop {
+                        begin(&mut conn, "BEGIN").await?;
+                        let r = self
+                            .batch_in(&mut conn, requests.clone(), values.clone())
+                            .await;
+                        match finish(&mut conn, r).await {
+                            Err(MorayError::UniqueAttribute { .. }) if !retried => retried = true,
+                            r => break r,
+                        }
+                    }
                 }
                 .await;
                 (conn, r)
