@@ -7,6 +7,7 @@
 //! PostgreSQL. The feature is off by default so that the test kit stays free of service
 //! crates (Moray's own tests use the test kit without it).
 
+pub mod cpu;
 mod etcd;
 #[cfg(feature = "moray")]
 mod moray_fixture;
