@@ -29,7 +29,9 @@ use crate::error::{Error, Result};
 use crate::job::StepRecord;
 use crate::jobs::JobCtx;
 use crate::model::{VmNic, VmRecord, state, tag_text};
-use crate::params::{ActionParams, AddNicsParams, ProvisionParams, RemoveNicsParams, UpdateParams};
+use crate::params::{
+    ActionParams, AddNicsParams, NetworkParam, ProvisionParams, RemoveNicsParams, UpdateParams,
+};
 use crate::store::Store;
 
 /// WaitTask asks the agent to block at most this long per call (its maximum is 60 s).
@@ -414,20 +416,7 @@ impl Steps {
                 None => napi
                     .clone()
                     .create_nic(request(
-                        napi::CreateNicRequest {
-                            owner_uuid: job.owner_uuid.clone(),
-                            belongs_to_uuid: job.vm_uuid.clone(),
-                            belongs_to_type: "zone".into(),
-                            network_uuid: Some(net.network_uuid.clone()),
-                            ip: net.ip.clone(),
-                            primary: net.primary,
-                            cn_uuid: (!server.is_empty()).then(|| server.clone()),
-                            allow_ip_spoofing: net.allow_ip_spoofing,
-                            allow_mac_spoofing: net.allow_mac_spoofing,
-                            allow_dhcp_spoofing: net.allow_dhcp_spoofing,
-                            allow_restricted_traffic: net.allow_restricted_traffic,
-                            ..Default::default()
-                        },
+                        nic_request(&job.owner_uuid, &job.vm_uuid, net, &server, None),
                         &p.req_id,
                     ))
                     .await
@@ -937,6 +926,31 @@ fn req_id(params: &Value) -> String {
         .to_string()
 }
 
+/// NAPI's CreateNic for one of a VM's networks (`state` None: NAPI's default, `running`).
+fn nic_request(
+    owner_uuid: &str,
+    vm_uuid: &str,
+    net: &NetworkParam,
+    server: &str,
+    state: Option<&str>,
+) -> napi::CreateNicRequest {
+    napi::CreateNicRequest {
+        owner_uuid: owner_uuid.to_string(),
+        belongs_to_uuid: vm_uuid.to_string(),
+        belongs_to_type: "zone".into(),
+        network_uuid: Some(net.network_uuid.clone()),
+        ip: net.ip.clone(),
+        primary: net.primary,
+        state: state.map(str::to_string),
+        cn_uuid: (!server.is_empty()).then(|| server.to_string()),
+        allow_ip_spoofing: net.allow_ip_spoofing,
+        allow_mac_spoofing: net.allow_mac_spoofing,
+        allow_dhcp_spoofing: net.allow_dhcp_spoofing,
+        allow_restricted_traffic: net.allow_restricted_traffic,
+        ..Default::default()
+    }
+}
+
 fn nic_tags(p: &ProvisionParams) -> Vec<String> {
     let mut tags: Vec<String> = Vec::new();
     for n in &p.networks {
@@ -1153,21 +1167,13 @@ impl Steps {
                 None => napi
                     .clone()
                     .create_nic(request(
-                        napi::CreateNicRequest {
-                            owner_uuid: job.owner_uuid.clone(),
-                            belongs_to_uuid: job.vm_uuid.clone(),
-                            belongs_to_type: "zone".into(),
-                            network_uuid: Some(net.network_uuid.clone()),
-                            ip: net.ip.clone(),
-                            primary: net.primary,
-                            state: Some("provisioning".into()),
-                            cn_uuid: (!server.is_empty()).then(|| server.clone()),
-                            allow_ip_spoofing: net.allow_ip_spoofing,
-                            allow_mac_spoofing: net.allow_mac_spoofing,
-                            allow_dhcp_spoofing: net.allow_dhcp_spoofing,
-                            allow_restricted_traffic: net.allow_restricted_traffic,
-                            ..Default::default()
-                        },
+                        nic_request(
+                            &job.owner_uuid,
+                            &job.vm_uuid,
+                            net,
+                            &server,
+                            Some("provisioning"),
+                        ),
                         &p.req_id,
                     ))
                     .await
