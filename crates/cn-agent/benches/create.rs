@@ -108,63 +108,7 @@ impl Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
-        let root = Path::new("/sys/fs/cgroup");
-        let dirs: Vec<PathBuf> = if root.join("cgroup.controllers").exists() {
-            vec![root.join(&self.config.cgroup_parent)]
-        } else {
-            ["memory", "cpu", "cpuacct", "pids"]
-                .iter()
-                .map(|c| root.join(c).join(&self.config.cgroup_parent))
-                .collect()
-        };
-        for dir in dirs {
-            for child in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                let path = child.path();
-                if !path.is_dir() {
-                    continue;
-                }
-                for _ in 0..100 {
-                    let procs =
-                        std::fs::read_to_string(path.join("cgroup.procs")).unwrap_or_default();
-                    if procs.trim().is_empty() {
-                        break;
-                    }
-                    for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                        // SAFETY: kill(2) has no memory-safety preconditions.
-                        unsafe {
-                            libc::kill(pid, libc::SIGKILL);
-                        }
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                let _ = std::fs::remove_dir(&path);
-            }
-            let _ = std::fs::remove_dir(&dir);
-        }
-        for entry in std::fs::read_dir("/run/netns")
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&self.config.netns_prefix) {
-                let _ = std::process::Command::new("ip")
-                    .args(["netns", "del", &name])
-                    .output();
-            }
-        }
-        for entry in std::fs::read_dir("/sys/class/net")
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&self.config.link_prefix) || name == self.bridge {
-                let _ = std::process::Command::new("ip")
-                    .args(["link", "del", &name])
-                    .output();
-            }
-        }
+        cn_agent::linux::leftovers::remove_all(&self.config, &self.bridge);
     }
 }
 

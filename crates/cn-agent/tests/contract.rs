@@ -8,6 +8,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use cn_agent::linux::leftovers::{cgroup_dirs, kill_cgroup};
 use cn_agent::linux::{LinuxBackend, LinuxConfig};
 use cn_agent::sim::{SimBackend, SimConfig, SimDelays};
 use cn_agent::{
@@ -491,49 +492,7 @@ impl LinuxHarness {
 
 impl Drop for LinuxHarness {
     fn drop(&mut self) {
-        // Processes and cgroups.
-        for dir in cgroup_dirs(&self.config.cgroup_parent) {
-            for child in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                if child.path().is_dir() {
-                    kill_cgroup(&child.path());
-                    let _ = std::fs::remove_dir(child.path());
-                }
-            }
-            let _ = std::fs::remove_dir(&dir);
-        }
-        // Instances' disks mounted on the host (their loop devices go with the mounts).
-        for mount_point in cn_agent::linux::mounts_under(self._dir.path()) {
-            let c = std::ffi::CString::new(mount_point.as_os_str().as_encoded_bytes()).unwrap();
-            // SAFETY: umount2(2) on a NUL-terminated path.
-            unsafe {
-                libc::umount2(c.as_ptr(), libc::MNT_DETACH);
-            }
-        }
-        // Network namespaces, links, the bridge.
-        for entry in std::fs::read_dir("/run/netns")
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&self.config.netns_prefix) {
-                let _ = std::process::Command::new("ip")
-                    .args(["netns", "del", &name])
-                    .output();
-            }
-        }
-        for entry in std::fs::read_dir("/sys/class/net")
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&self.config.link_prefix) || name == self.bridge {
-                let _ = std::process::Command::new("ip")
-                    .args(["link", "del", &name])
-                    .output();
-            }
-        }
+        cn_agent::linux::leftovers::remove_all(&self.config, &self.bridge);
     }
 }
 
@@ -590,33 +549,6 @@ fn build_image(dir: &Path) -> PathBuf {
         ],
     );
     tarball
-}
-
-fn cgroup_dirs(parent: &str) -> Vec<PathBuf> {
-    let root = Path::new("/sys/fs/cgroup");
-    if root.join("cgroup.controllers").exists() {
-        return vec![root.join(parent)];
-    }
-    ["memory", "cpu", "cpuacct", "pids"]
-        .iter()
-        .map(|c| root.join(c).join(parent))
-        .collect()
-}
-
-fn kill_cgroup(dir: &Path) {
-    for _ in 0..100 {
-        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-        if procs.trim().is_empty() {
-            return;
-        }
-        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-            // SAFETY: kill(2) has no memory-safety preconditions.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn read_trim(path: PathBuf) -> String {

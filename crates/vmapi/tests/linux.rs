@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use cn_agent::ZoneBackend;
 use cn_agent::linux::LinuxBackend;
-use common::host::{Host, kill_cgroup, pings};
+use cn_agent::linux::leftovers::kill_cgroup;
+use common::host::{Host, pings};
 use common::{Dc, LinuxNode, Options, eventually, run};
 use triton_proto::napi::v1 as napi_pb;
 use triton_proto::vmapi::v1 as pb;

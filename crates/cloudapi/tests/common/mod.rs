@@ -584,45 +584,7 @@ impl LinuxHost {
 
 impl Drop for LinuxHost {
     fn drop(&mut self) {
-        for dir in self.cgroup_dirs() {
-            for child in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                if child.path().is_dir() {
-                    if let Ok(pids) = std::fs::read_to_string(child.path().join("cgroup.procs")) {
-                        for pid in pids.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
-                            // SAFETY: kill(2) on a pid read from our own test cgroup.
-                            unsafe { libc::kill(pid, libc::SIGKILL) };
-                        }
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                    let _ = std::fs::remove_dir(child.path());
-                }
-            }
-            let _ = std::fs::remove_dir(&dir);
-        }
-        for entry in std::fs::read_dir("/run/netns")
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&self.config.netns_prefix) {
-                let _ = std::process::Command::new("ip")
-                    .args(["netns", "del", &name])
-                    .output();
-            }
-        }
-        for entry in std::fs::read_dir("/sys/class/net")
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&self.config.link_prefix) || name == self.bridge {
-                let _ = std::process::Command::new("ip")
-                    .args(["link", "del", &name])
-                    .output();
-            }
-        }
+        cn_agent::linux::leftovers::remove_all(&self.config, &self.bridge);
     }
 }
 

@@ -22,6 +22,7 @@ mod command;
 pub mod disk;
 pub mod image;
 pub mod launch;
+pub mod leftovers;
 pub mod metadata;
 pub mod net;
 

@@ -3,7 +3,6 @@
 //! the guard drops.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use cn_agent::linux::LinuxConfig;
 use uuid::Uuid;
@@ -92,55 +91,7 @@ impl Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
-        for dir in self.cgroup_dirs() {
-            for child in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                if child.path().is_dir() {
-                    kill_cgroup(&child.path());
-                    let _ = std::fs::remove_dir(child.path());
-                }
-            }
-            let _ = std::fs::remove_dir(&dir);
-        }
-        for entry in std::fs::read_dir("/run/netns")
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&self.config.netns_prefix) {
-                let _ = std::process::Command::new("ip")
-                    .args(["netns", "del", &name])
-                    .output();
-            }
-        }
-        for entry in std::fs::read_dir("/sys/class/net")
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&self.config.link_prefix) || name == self.bridge {
-                let _ = std::process::Command::new("ip")
-                    .args(["link", "del", &name])
-                    .output();
-            }
-        }
-    }
-}
-
-pub fn kill_cgroup(dir: &Path) {
-    for _ in 0..100 {
-        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-        if procs.trim().is_empty() {
-            return;
-        }
-        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-            // SAFETY: kill(2) has no memory-safety preconditions.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        cn_agent::linux::leftovers::remove_all(&self.config, &self.bridge);
     }
 }
 
