@@ -473,6 +473,8 @@ async fn bench() {
     println!("load average after: {}", load());
 }
 
+triton_common::global_allocator!();
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

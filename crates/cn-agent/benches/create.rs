@@ -239,6 +239,8 @@ async fn bench() {
     let _ = agent.task.await;
 }
 
+triton_common::global_allocator!();
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

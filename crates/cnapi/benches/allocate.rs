@@ -160,6 +160,8 @@ fn report(what: &str, servers: usize, done: usize, took: Duration, cpu: Cpu) {
     );
 }
 
+triton_common::global_allocator!();
+
 fn main() {
     let which: Vec<String> = std::env::args()
         .skip(1)

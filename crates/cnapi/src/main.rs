@@ -19,6 +19,8 @@ struct Args {
     config: Option<PathBuf>,
 }
 
+triton_common::global_allocator!();
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();

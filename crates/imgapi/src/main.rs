@@ -14,6 +14,8 @@ struct Args {
     config: Option<PathBuf>,
 }
 
+triton_common::global_allocator!();
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();

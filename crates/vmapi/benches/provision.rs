@@ -226,6 +226,8 @@ fn step_times(jobs: &[triton_proto::vmapi::v1::Job]) {
     }
 }
 
+triton_common::global_allocator!();
+
 fn main() {
     let which: Vec<String> = std::env::args()
         .skip(1)

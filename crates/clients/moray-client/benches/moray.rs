@@ -495,6 +495,8 @@ async fn load(moray: &MorayClient) -> Result<(), BoxError> {
     Ok(())
 }
 
+triton_common::global_allocator!();
+
 fn main() -> Result<(), BoxError> {
     let pool_size: usize = env_or("MORAY_BENCH_POOL", 16);
     // As the services log (JSON lines, `RUST_LOG`, default info): every request then has
