@@ -230,8 +230,10 @@ async fn connect(url: String, options: &PoolOptions) -> Result<Conn, MorayError>
     config
         .connect_timeout(options.connect_timeout)
         .application_name("moray")
-        // Dates are read and written in UTC, and text timestamps in ISO form.
-        .options("-c TimeZone=UTC -c DateStyle=ISO");
+        // Dates are read and written in UTC, and text timestamps in ISO form. Values
+        // over ~2 kB (a job with its chain) are compressed with lz4, not pglz: pglz
+        // was a visible share of PostgreSQL's CPU under load (docs/benchmarks.md).
+        .options("-c TimeZone=UTC -c DateStyle=ISO -c default_toast_compression=lz4");
     let (client, connection) =
         config
             .connect(NoTls)
