@@ -157,10 +157,11 @@ async fn sim() {
         let per = |i: usize| (now[i] - was[i]) as f64 / vms as f64;
         if per(0) + per(1) + per(2) + per(3) >= 0.05 {
             println!(
-                "|   {table} | {:.1} writes/provision | {:.1} index scans/provision | {:.1} rows read/provision |",
+                "|   {table} | {:.1} writes/provision | {:.1} index scans/provision | {:.1} rows read/provision ({:.1} by sequential scans) |",
                 per(0),
                 per(1),
                 per(2) + per(3),
+                per(3),
             );
         }
     }

@@ -14,7 +14,7 @@
 //!   before a restart) at once, other VMAPIs' once their lease has run out.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -49,9 +49,27 @@ pub struct JobCtx {
     lease: Duration,
     /// Cancelled when the lease is lost (another runner took the job).
     lost: CancellationToken,
+    /// Calls of the running step so far in this attempt (retryable errors call again).
+    tries: AtomicU32,
 }
 
 impl JobCtx {
+    /// Whether the running step `step` is on its first call ever: no earlier attempt
+    /// (by a runner that died) and no retry in this one, so it has left nothing behind
+    /// for this call to find.
+    pub async fn first_try(&self, step: &str) -> bool {
+        let attempts = self
+            .inner
+            .lock()
+            .await
+            .value
+            .chain
+            .iter()
+            .find(|s| s.name == step)
+            .map_or(0, |s| s.attempts);
+        attempts == 1 && self.tries.load(Ordering::Relaxed) == 1
+    }
+
     pub async fn record(&self) -> JobRecord {
         self.inner.lock().await.value.clone()
     }
@@ -261,8 +279,10 @@ impl Engine {
         if job.runner != self.instance_id && job.lease_until > now {
             return Ok(false);
         }
-        // Jobs of one VM run in the order they were accepted, across VMAPIs too.
-        loop {
+        // Jobs of one VM run in the order they were accepted, across VMAPIs too. A
+        // provision is its VM's first job (the VM record and the job are written in
+        // one batch), so it has nothing older to wait for and skips the query.
+        while job.name != "provision" {
             let older = self.older_unfinished(job).await?;
             if older.is_empty() {
                 break;
@@ -318,6 +338,7 @@ impl Engine {
             store: self.store.clone(),
             lease: self.lease,
             lost: CancellationToken::new(),
+            tries: AtomicU32::new(0),
         });
         self.running.fetch_add(1, Ordering::Relaxed);
         let result = self.drive(ctx.clone(), begun).instrument(span).await;
@@ -493,7 +514,9 @@ impl Engine {
     {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut backoff = FIRST_BACKOFF;
+        ctx.tries.store(0, Ordering::Relaxed);
         loop {
+            ctx.tries.fetch_add(1, Ordering::Relaxed);
             let call = tokio::time::timeout_at(deadline, f(self.steps.clone(), ctx.clone()));
             let outcome = tokio::select! {
                 _ = self.shutdown.cancelled() => return None,

@@ -403,8 +403,13 @@ impl Steps {
         let Some(napi) = self.clients.napi.clone() else {
             return Err(Error::Config("networks need NAPI (napi_url)".into()));
         };
-        // NICs an earlier attempt made are found and kept, not made twice.
-        let mut existing = self.vm_nics(&job.vm_uuid, &p.req_id).await?;
+        // NICs an earlier attempt or try made are found and kept, not made twice (the
+        // first try has none to find: a VM's NICs are made only here).
+        let mut existing = if ctx.first_try("provision_nics").await {
+            Vec::new()
+        } else {
+            self.vm_nics(&job.vm_uuid, &p.req_id).await?
+        };
         let mut nics = Vec::new();
         for (i, net) in p.networks.iter().enumerate() {
             let found = existing
