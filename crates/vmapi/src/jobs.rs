@@ -282,8 +282,12 @@ impl Engine {
         // Jobs of one VM run in the order they were accepted, across VMAPIs too. A
         // provision is its VM's first job (the VM record and the job are written in
         // one batch), so it has nothing older to wait for and skips the query.
-        while job.name != "provision" {
-            let older = self.older_unfinished(job).await?;
+        loop {
+            let older = if job.name == "provision" {
+                Vec::new()
+            } else {
+                self.older_unfinished(job).await?
+            };
             if older.is_empty() {
                 break;
             }
