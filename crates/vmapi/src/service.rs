@@ -250,43 +250,7 @@ impl VmapiService {
         validate::tags(&mut c, "tags", &tags);
         validate::metadata(&mut c, "customer_metadata", req.customer_metadata.iter());
         validate::metadata(&mut c, "internal_metadata", req.internal_metadata.iter());
-        if req.networks.len() > validate::MAX_NETWORKS {
-            c.add(
-                "networks",
-                format!("at most {} networks", validate::MAX_NETWORKS),
-            );
-        }
-        if req
-            .networks
-            .iter()
-            .filter(|n| n.primary == Some(true))
-            .count()
-            > 1
-        {
-            c.add("networks", "at most one network may be primary");
-        }
-        let mut wanted_networks = Vec::new();
-        for (i, n) in req.networks.iter().enumerate() {
-            let field = format!("networks[{i}]");
-            let id = match (n.ipv4_uuid.is_empty(), n.name.is_empty()) {
-                (true, true) => {
-                    c.add(&field, "needs ipv4_uuid or name");
-                    None
-                }
-                (false, _) => c
-                    .opt_uuid(&format!("{field}.ipv4_uuid"), &n.ipv4_uuid)
-                    .map(NetRef::Uuid),
-                (true, false) => Some(NetRef::Name(n.name.clone())),
-            };
-            if n.ipv4_ips.len() > 1 {
-                c.add(&format!("{field}.ipv4_ips"), "at most one address per NIC");
-            }
-            let ip = n
-                .ipv4_ips
-                .first()
-                .and_then(|ip| validate::ipv4(&mut c, &format!("{field}.ipv4_ips[0]"), ip));
-            wanted_networks.push((i, id, ip, n));
-        }
+        let wanted_networks = wanted_networks(&mut c, &req.networks);
         if let (Some(ram), Some(swap)) = (ram, max_swap)
             && swap < ram
         {
@@ -583,7 +547,7 @@ impl VmapiService {
 
     async fn resolve_networks(
         &self,
-        wanted: &[(usize, Option<NetRef>, Option<String>, &pb::NetworkSpec)],
+        wanted: &[WantedNetwork<'_>],
         owner: &str,
         rid: &str,
     ) -> Result<Vec<NetworkParam>, Vec<String>> {
@@ -859,49 +823,17 @@ impl VmapiService {
             (false, false) => c.add("macs", "give networks or macs, not both"),
             _ => {}
         }
-        if req.networks.len() > validate::MAX_NETWORKS {
-            c.add(
-                "networks",
-                format!("at most {} networks", validate::MAX_NETWORKS),
-            );
-        }
+        let wanted_networks = wanted_networks(&mut c, &req.networks);
         let vm_primary = vm.nics.iter().find(|n| n.primary);
-        let mut wanted_networks = Vec::new();
-        for (i, n) in req.networks.iter().enumerate() {
-            let field = format!("networks[{i}]");
-            let id = match (n.ipv4_uuid.is_empty(), n.name.is_empty()) {
-                (true, true) => {
-                    c.add(&field, "needs ipv4_uuid or name");
-                    None
+        if let Some(p) = vm_primary {
+            for (i, n) in req.networks.iter().enumerate() {
+                if n.primary == Some(true) {
+                    c.add(
+                        &format!("networks[{i}].primary"),
+                        format!("VM {} already has a primary NIC ({})", vm.uuid, p.mac),
+                    );
                 }
-                (false, _) => c
-                    .opt_uuid(&format!("{field}.ipv4_uuid"), &n.ipv4_uuid)
-                    .map(NetRef::Uuid),
-                (true, false) => Some(NetRef::Name(n.name.clone())),
-            };
-            if n.ipv4_ips.len() > 1 {
-                c.add(&format!("{field}.ipv4_ips"), "at most one address per NIC");
             }
-            if let (Some(true), Some(p)) = (n.primary, vm_primary) {
-                c.add(
-                    &format!("{field}.primary"),
-                    format!("VM {} already has a primary NIC ({})", vm.uuid, p.mac),
-                );
-            }
-            let ip = n
-                .ipv4_ips
-                .first()
-                .and_then(|ip| validate::ipv4(&mut c, &format!("{field}.ipv4_ips[0]"), ip));
-            wanted_networks.push((i, id, ip, n));
-        }
-        if req
-            .networks
-            .iter()
-            .filter(|n| n.primary == Some(true))
-            .count()
-            > 1
-        {
-            c.add("networks", "at most one network may be primary");
         }
         let mut macs = Vec::new();
         for (i, m) in req.macs.iter().enumerate() {
@@ -1240,6 +1172,48 @@ impl VmapiService {
 enum NetRef {
     Uuid(String),
     Name(String),
+}
+
+/// A network a request asks for: its index in the request, the network (by uuid or
+/// name; `None` when that is invalid), the address asked for, and the request's entry.
+type WantedNetwork<'a> = (usize, Option<NetRef>, Option<String>, &'a pb::NetworkSpec);
+
+/// The networks of a CreateVm or AddNics request, checked (each names a network by uuid
+/// or name and asks for at most one address; at most `MAX_NETWORKS` of them, at most one
+/// primary), its problems added to `c`.
+fn wanted_networks<'a>(c: &mut Checker, networks: &'a [pb::NetworkSpec]) -> Vec<WantedNetwork<'a>> {
+    if networks.len() > validate::MAX_NETWORKS {
+        c.add(
+            "networks",
+            format!("at most {} networks", validate::MAX_NETWORKS),
+        );
+    }
+    if networks.iter().filter(|n| n.primary == Some(true)).count() > 1 {
+        c.add("networks", "at most one network may be primary");
+    }
+    let mut wanted = Vec::new();
+    for (i, n) in networks.iter().enumerate() {
+        let field = format!("networks[{i}]");
+        let id = match (n.ipv4_uuid.is_empty(), n.name.is_empty()) {
+            (true, true) => {
+                c.add(&field, "needs ipv4_uuid or name");
+                None
+            }
+            (false, _) => c
+                .opt_uuid(&format!("{field}.ipv4_uuid"), &n.ipv4_uuid)
+                .map(NetRef::Uuid),
+            (true, false) => Some(NetRef::Name(n.name.clone())),
+        };
+        if n.ipv4_ips.len() > 1 {
+            c.add(&format!("{field}.ipv4_ips"), "at most one address per NIC");
+        }
+        let ip = n
+            .ipv4_ips
+            .first()
+            .and_then(|ip| validate::ipv4(c, &format!("{field}.ipv4_ips[0]"), ip));
+        wanted.push((i, id, ip, n));
+    }
+    wanted
 }
 
 fn to_value(v: &impl serde::Serialize) -> Value {

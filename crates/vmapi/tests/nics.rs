@@ -196,6 +196,35 @@ async fn a_nic_is_added_to_and_removed_from_a_running_vm() {
     );
     assert_eq!(name, "ValidationFailed", "{msg}");
     assert!(msg.contains("networks[0].primary:"), "{msg}");
+    let (name, msg) = error_of(
+        c.add_nics(pb::AddNicsRequest {
+            uuid: vm.uuid.clone(),
+            networks: vec![
+                pb::NetworkSpec::default(),
+                pb::NetworkSpec {
+                    primary: Some(true),
+                    ipv4_ips: vec!["10.202.0.78".into(), "10.202.0.79".into()],
+                    ..on_network(&data)
+                },
+                pb::NetworkSpec {
+                    primary: Some(true),
+                    ipv4_ips: vec!["10.202.0.300".into()],
+                    ..on_network(&private)
+                },
+            ],
+            ..Default::default()
+        })
+        .await,
+    );
+    assert_eq!(name, "ValidationFailed", "{msg}");
+    for part in [
+        "networks[0]: needs ipv4_uuid or name",
+        "networks: at most one network may be primary",
+        "networks[1].ipv4_ips: at most one address per NIC",
+        "networks[2].ipv4_ips[0]:",
+    ] {
+        assert!(msg.contains(part), "{part} missing in {msg}");
+    }
     // Another owner's VM is not found.
     let (name, _) = error_of(
         c.add_nics(pb::AddNicsRequest {
