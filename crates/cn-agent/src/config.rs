@@ -24,7 +24,10 @@ pub struct Config {
     pub backend: BackendKind,
     /// Task API address; Triton's cn-agent port is 5309.
     pub listen: String,
-    /// How CNAPI reaches the task API; empty means `http://<listen address>`.
+    /// How CNAPI reaches the task API; empty means `http://<listen address>`, which is
+    /// only reachable from elsewhere when `listen` names a real address (not 0.0.0.0).
+    /// With the sim backend, node `i` advertises this URL's port + `i` (as it listens
+    /// on `listen`'s port + `i`).
     pub advertise_url: String,
     /// CNAPI's gRPC URL; empty means no registration and no heartbeats.
     pub cnapi_url: String,
@@ -108,6 +111,30 @@ impl Default for SimSection {
 }
 
 impl Config {
+    /// The URL simulated node `node` advertises: `advertise_url` with its port moved up
+    /// by `node`; empty (the bound address) when `advertise_url` is.
+    pub fn sim_advertise_url(&self, node: u32) -> Result<String> {
+        let url = &self.advertise_url;
+        if url.is_empty() {
+            return Ok(String::new());
+        }
+        let bad = || {
+            Error::invalid(
+                "advertise_url",
+                format!("{url:?} is not scheme://host:port"),
+            )
+        };
+        let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        let (host, port) = authority.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        let port = u16::try_from(u32::from(port) + node).map_err(|_| bad())?;
+        Ok(format!("{scheme}://{host}:{port}{path}"))
+    }
+
     /// The `nic_tags` entries as tag -> bridge.
     pub fn bridges(&self) -> Result<BTreeMap<String, String>> {
         let mut out = BTreeMap::new();
@@ -152,5 +179,20 @@ mod tests {
             ..Default::default()
         };
         assert!(bad.bridges().is_err());
+    }
+
+    #[test]
+    fn sim_nodes_advertise_consecutive_ports() {
+        let mut c = Config::default();
+        assert_eq!(c.sim_advertise_url(3).unwrap(), "");
+        c.advertise_url = "http://cn-agent-sim:5400".into();
+        assert_eq!(c.sim_advertise_url(0).unwrap(), "http://cn-agent-sim:5400");
+        assert_eq!(c.sim_advertise_url(2).unwrap(), "http://cn-agent-sim:5402");
+        c.advertise_url = "http://[fd00::1]:5400/".into();
+        assert_eq!(c.sim_advertise_url(1).unwrap(), "http://[fd00::1]:5401/");
+        c.advertise_url = "cn-agent-sim:5400".into();
+        assert!(c.sim_advertise_url(0).is_err());
+        c.advertise_url = "http://cn-agent-sim:65535".into();
+        assert!(c.sim_advertise_url(1).is_err());
     }
 }

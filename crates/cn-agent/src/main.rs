@@ -104,6 +104,12 @@ async fn run(config: Config, shutdown: CancellationToken) -> cn_agent::Result<()
                 .rsplit_once(':')
                 .and_then(|(h, p)| p.parse::<u16>().ok().map(|p| (h.to_string(), p)))
                 .ok_or_else(|| cn_agent::Error::invalid("listen", "must be host:port"))?;
+            if base_port == 0 && !config.advertise_url.is_empty() {
+                return Err(cn_agent::Error::invalid(
+                    "advertise_url",
+                    "needs a fixed listen port with the sim backend (node i is on port + i)",
+                ));
+            }
             let tags: Vec<String> = bridges.keys().cloned().collect();
             for i in 0..config.sim.nodes {
                 let dir = config.state_dir.join("sim").join(i.to_string());
@@ -133,6 +139,9 @@ async fn run(config: Config, shutdown: CancellationToken) -> cn_agent::Result<()
                     .map(|d| d.as_secs())
                     .unwrap_or(0);
                 let hostname = format!("{}{i:04}", sim.hostname_prefix);
+                let mut opts = options(&config, format!("{host}:{port}"));
+                // One URL for every node would send CNAPI to node 0 for all of them.
+                opts.advertise_url = config.sim_advertise_url(i)?;
                 running.push(
                     start(
                         Arc::new(backend),
@@ -147,7 +156,7 @@ async fn run(config: Config, shutdown: CancellationToken) -> cn_agent::Result<()
                             agent_port,
                             boot_time,
                         },
-                        options(&config, format!("{host}:{port}")),
+                        opts,
                         shutdown.clone(),
                     )
                     .await?,

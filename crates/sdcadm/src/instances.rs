@@ -49,6 +49,9 @@ pub struct Datacenter {
     pub deployment: Deployment,
     /// Where sdcadm reaches the APIs (it runs on the headnode).
     pub api_host: String,
+    /// Services reached elsewhere than `api_host`: service -> host (a compose
+    /// deployment's containers, each at its own address).
+    pub hosts: BTreeMap<String, String>,
     /// Where a zone on the admin network reaches them: the headnode's admin address.
     pub admin_ip: Ipv4Addr,
     /// The admin account: owner of service zones.
@@ -86,18 +89,21 @@ impl Datacenter {
         Ok(Datacenter {
             deployment,
             api_host: api_host.unwrap_or_else(|| "127.0.0.1".into()),
+            hosts: BTreeMap::new(),
             admin_ip,
             admin_uuid,
         })
     }
 
-    fn addr(&self, service: &str, port: &str) -> Result<String, Error> {
+    /// host:port of port `port` of `service`: its entry in `hosts`, else `api_host`.
+    pub fn addr(&self, service: &str, port: &str) -> Result<String, Error> {
         let p = self
             .deployment
             .service(service)
             .and_then(|s| s.ports.get(port))
             .ok_or_else(|| Error::Usage(format!("deploy/services.toml has no {service}.{port}")))?;
-        Ok(format!("{}:{p}", self.api_host))
+        let host = self.hosts.get(service).unwrap_or(&self.api_host);
+        Ok(format!("{host}:{p}"))
     }
 
     async fn channel(&self, service: &str) -> Result<Channel, Error> {

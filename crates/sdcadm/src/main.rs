@@ -81,6 +81,36 @@ enum Command {
         #[command(flatten)]
         dc: DcArgs,
     },
+    /// Check one service's health (its `health` in deploy/services.toml) at an address;
+    /// exit 0 only if healthy.
+    Health {
+        service: String,
+        /// Where the service runs.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Default: the health port services.toml gives the service.
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// The compute nodes CNAPI knows, with the URL it reaches each one's agent at.
+    Servers {
+        /// Also call each agent at that URL (from where sdcadm runs) and check that the
+        /// node answering is that server; exit 1 if one does not.
+        #[arg(long)]
+        agents: bool,
+        #[command(flatten)]
+        dc: DcArgs,
+    },
+    /// Seed a running deployment as `coal up` seeds CoaL: the admin account with a public
+    /// key, the sample packages and the base image; check NAPI's networks. Only what is
+    /// missing is written. After `docker compose up`: `sdcadm seed --key ~/.ssh/id_ed25519.pub`.
+    Seed {
+        /// The admin account's SSH public key (a `.pub` file).
+        #[arg(long)]
+        key: PathBuf,
+        #[command(flatten)]
+        dc: DcArgs,
+    },
 }
 
 /// Where the datacenter's APIs are.
@@ -93,12 +123,29 @@ struct DcArgs {
     /// (default: the admin bridge's address in deploy/services.toml).
     #[arg(long)]
     admin_ip: Option<std::net::Ipv4Addr>,
+    /// A service reached at another host than --api-host (repeatable), e.g. one compose
+    /// container's address: --host ufds=10.97.0.15.
+    #[arg(long = "host", value_name = "SERVICE=HOST")]
+    hosts: Vec<String>,
 }
 
 impl DcArgs {
     fn open(self, root: &std::path::Path) -> Result<Datacenter, Error> {
         let deployment = Deployment::load(&root.join(SERVICES_TOML))?;
-        Datacenter::new(deployment, Some(self.api_host), self.admin_ip)
+        let mut dc = Datacenter::new(deployment, Some(self.api_host), self.admin_ip)?;
+        for h in &self.hosts {
+            let (service, host) = h
+                .split_once('=')
+                .filter(|(s, h)| !s.is_empty() && !h.is_empty())
+                .ok_or_else(|| Error::Usage(format!("--host {h}: not SERVICE=HOST")))?;
+            if dc.deployment.service(service).is_none() {
+                return Err(Error::Usage(format!(
+                    "--host {h}: no service {service} in deploy/services.toml"
+                )));
+            }
+            dc.hosts.insert(service.into(), host.into());
+        }
+        Ok(dc)
     }
 }
 
@@ -365,6 +412,79 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             let dc = dc.open(&root)?;
             let gone = sdcadm::instances::delete(&dc, &instance).await?;
             println!("deleted {} ({})", gone.alias, gone.uuid);
+        }
+        Command::Health {
+            service,
+            host,
+            port,
+        } => {
+            let deployment = Deployment::load(&root.join(SERVICES_TOML))?;
+            let s = deployment.service(&service).ok_or_else(|| {
+                Error::Usage(format!("no service {service} in deploy/services.toml"))
+            })?;
+            let port = match port {
+                Some(p) => p,
+                None => *s.ports.get(&s.health.port).ok_or_else(|| {
+                    Error::Check(format!("{service}: health port {} unknown", s.health.port))
+                })?,
+            };
+            let addr = format!("{host}:{port}");
+            let pg_bindir = sdcadm::coal::setup::pg_bindir();
+            match sdcadm::coal::health::check(
+                s.health.kind,
+                &addr,
+                s.health.path.as_deref(),
+                &pg_bindir,
+            )
+            .await
+            {
+                Ok(()) => println!("{service}: healthy at {addr}"),
+                Err(why) => {
+                    println!("{service}: not healthy at {addr}: {why}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+        Command::Servers { agents, dc } => {
+            let dc = dc.open(&root)?;
+            let ch = sdcadm::coal::seed::channel(&dc.addr("cnapi", "grpc")?).await?;
+            println!(
+                "{:<12} {:<36} {:<8} {:<6} {:<28}{}",
+                "HOSTNAME",
+                "UUID",
+                "STATUS",
+                "SETUP",
+                "AGENT_URL",
+                if agents { " AGENT" } else { "" }
+            );
+            let mut all_ok = true;
+            for s in sdcadm::coal::seed::server_records(ch).await? {
+                let agent = if agents {
+                    let seen = match sdcadm::coal::seed::agent_server_uuid(&s.agent_url).await {
+                        Ok(u) if u == s.uuid => "ok".to_string(),
+                        Ok(u) => format!("answered by another node ({u})"),
+                        Err(e) => format!("unreachable: {}", chain(&e)),
+                    };
+                    all_ok &= seen == "ok";
+                    format!(" {seen}")
+                } else {
+                    String::new()
+                };
+                println!(
+                    "{:<12} {:<36} {:<8} {:<6} {:<28}{agent}",
+                    s.hostname, s.uuid, s.status, s.setup, s.agent_url
+                );
+            }
+            if !all_ok {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Seed { key, dc } => {
+            let dc = dc.open(&root)?;
+            let public = std::fs::read_to_string(&key)
+                .map_err(|e| Error::io("read the public key", &key, e))?;
+            let progress = sdcadm::coal::Progress::named("seed");
+            sdcadm::coal::seed::datacenter(&dc, public.trim(), &progress).await?;
         }
         Command::Services => {
             let deployment = Deployment::load(&root.join(SERVICES_TOML))?;

@@ -12,8 +12,10 @@ use triton_proto::napi::v1 as napi;
 use triton_proto::papi::v1 as papi;
 use triton_proto::ufds::v1 as ufds;
 
+use crate::coal::Progress;
 use crate::deploy::{SeedImage, SeedPackage};
 use crate::error::Error;
+use crate::instances::Datacenter;
 
 /// Each seeding call's bound.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -193,15 +195,124 @@ pub async fn networks(
 
 /// Compute nodes CNAPI knows: (hostname, status, setup).
 pub async fn servers(ch: Channel) -> Result<Vec<(String, String, bool)>, Error> {
+    Ok(server_records(ch)
+        .await?
+        .into_iter()
+        .map(|s| (s.hostname, s.status, s.setup))
+        .collect())
+}
+
+/// The server uuid of the agent at `agent_url` (its GetSysinfo): which node answers there.
+pub async fn agent_server_uuid(agent_url: &str) -> Result<String, Error> {
+    use triton_proto::cnagent::v1::{GetSysinfoRequest, cn_agent_client::CnAgentClient};
+    let err = |message: String| Error::Api {
+        what: "cn-agent GetSysinfo".into(),
+        message,
+    };
+    let ch = tonic::transport::Endpoint::from_shared(agent_url.to_string())
+        .map_err(|e| err(e.to_string()))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| err(crate::error::chain(&e)))?;
+    let info = CnAgentClient::new(ch)
+        .get_sysinfo(GetSysinfoRequest {})
+        .await
+        .map_err(|s| err(format!("{:?}: {}", s.code(), s.message())))?
+        .into_inner();
+    Ok(info.server_uuid)
+}
+
+/// Compute nodes CNAPI knows, whole.
+pub async fn server_records(ch: Channel) -> Result<Vec<cnapi::Server>, Error> {
     let mut c = cnapi::cnapi_client::CnapiClient::new(ch);
     let got = c
         .list_servers(cnapi::ListServersRequest::default())
         .await
         .map_err(|s| seed_err("cnapi servers", s))?
         .into_inner();
-    Ok(got
-        .servers
-        .into_iter()
-        .map(|s| (s.hostname, s.status, s.setup))
-        .collect())
+    Ok(got.servers)
+}
+
+/// Seeds a deployment CoaL did not start (docker compose, say) as `coal up` seeds its own:
+/// the admin account with `public_key` (UFDS), the sample packages (PAPI) and the base
+/// image (IMGAPI) of services.toml's `[coal]`, only what is missing; then checks NAPI's
+/// admin and external networks and lists the compute nodes CNAPI knows.
+pub async fn datacenter(dc: &Datacenter, public_key: &str, p: &Progress) -> Result<(), Error> {
+    let seed = &dc.deployment.coal;
+    let fingerprint = super::setup::md5_fingerprint(public_key)?;
+    let ufds = dc.addr("ufds", "grpc")?;
+    let did = admin(
+        channel(&ufds).await?,
+        &dc.admin_uuid,
+        &seed.admin_login,
+        &seed.admin_email,
+        public_key,
+        &fingerprint,
+    )
+    .await?;
+    for d in &did {
+        p.step(format!("ufds ({ufds}): seeded {d}"));
+    }
+    if did.is_empty() {
+        p.step(format!(
+            "ufds ({ufds}): account {} with key {fingerprint} already there",
+            seed.admin_login
+        ));
+    }
+    let papi = dc.addr("papi", "grpc")?;
+    let did = packages(channel(&papi).await?, &seed.packages).await?;
+    p.step(format!(
+        "papi ({papi}): {}",
+        if did.is_empty() {
+            "the sample packages are already there".to_string()
+        } else {
+            format!("seeded {}", did.join(", "))
+        }
+    ));
+    let busybox = super::process::which("busybox").ok_or_else(|| Error::Seed {
+        what: "base image".into(),
+        message: "busybox is not installed (busybox-static)".into(),
+    })?;
+    let file = crate::images::base_image(&busybox)?;
+    let m = crate::images::manifest(
+        &seed.image.name,
+        &seed.image.version,
+        &seed.image.description,
+        &dc.admin_uuid,
+        &file,
+        false,
+    );
+    let imgapi = dc.addr("imgapi", "grpc")?;
+    match image(channel(&imgapi).await?, &seed.image, &m, file).await? {
+        Some(d) => p.step(format!("imgapi ({imgapi}): seeded {d}")),
+        None => p.step(format!(
+            "imgapi ({imgapi}): image {} {} already there",
+            seed.image.name, seed.image.version
+        )),
+    }
+    let napi = dc.addr("napi", "grpc")?;
+    let wanted = ["admin", "external"];
+    let have = networks(channel(&napi).await?, &wanted).await?;
+    for (name, subnet, uuid) in &have {
+        p.step(format!("napi ({napi}): network {name} {subnet} ({uuid})"));
+    }
+    if have.len() < wanted.len() {
+        return Err(Error::Seed {
+            what: "napi networks".into(),
+            message: format!(
+                "NAPI at {napi} has {} of the admin and external networks (its seed.enabled makes them)",
+                have.len()
+            ),
+        });
+    }
+    let cnapi = dc.addr("cnapi", "grpc")?;
+    for (host, status, setup) in servers(channel(&cnapi).await?).await? {
+        p.step(format!(
+            "cnapi ({cnapi}): compute node {host}, {status}{}",
+            if setup { ", set up" } else { ", not set up" }
+        ));
+    }
+    Ok(())
 }
