@@ -337,14 +337,14 @@ impl MorayStore {
             .with_index("reserved", IndexDef::new("boolean"))
             .with_index("reservoir", IndexDef::new("boolean"));
         moray
-            .put_bucket(SERVERS_BUCKET, &servers)
+            .ensure_bucket(SERVERS_BUCKET, &servers)
             .await
             .map_err(moray_error)?;
         let reservations = BucketConfig::versioned(RESERVATIONS_BUCKET_VERSION)
             .with_index("server_uuid", IndexDef::unique("string"))
             .with_index("vm_uuids", IndexDef::new("[string]"));
         moray
-            .put_bucket(RESERVATIONS_BUCKET, &reservations)
+            .ensure_bucket(RESERVATIONS_BUCKET, &reservations)
             .await
             .map_err(moray_error)?;
         let store = MorayStore { moray };

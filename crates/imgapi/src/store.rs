@@ -46,7 +46,7 @@ impl Store {
 
     pub async fn ensure_bucket(&self) -> Result<()> {
         self.moray
-            .put_bucket(IMAGES, &bucket())
+            .ensure_bucket(IMAGES, &bucket())
             .await
             .map_err(Error::moray(format!("putBucket {IMAGES}")))
     }

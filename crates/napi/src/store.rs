@@ -106,7 +106,7 @@ impl Store {
     pub async fn ensure_buckets(&self) -> Result<()> {
         for (name, config) in buckets() {
             self.moray
-                .put_bucket(name, &config)
+                .ensure_bucket(name, &config)
                 .await
                 .map_err(Error::moray(format!("putBucket {name}")))?;
         }

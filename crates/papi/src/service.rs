@@ -75,7 +75,7 @@ impl Papi {
 
     pub async fn ensure_buckets(&self) -> Result<()> {
         self.moray
-            .put_bucket(BUCKET, &bucket_config())
+            .ensure_bucket(BUCKET, &bucket_config())
             .await
             .map_err(Error::moray("putBucket"))
     }

@@ -131,11 +131,11 @@ impl Store {
 
     pub async fn ensure_buckets(&self) -> Result<()> {
         self.moray
-            .put_bucket(VMS_BUCKET, &vms_bucket())
+            .ensure_bucket(VMS_BUCKET, &vms_bucket())
             .await
             .map_err(Error::moray("put bucket vmapi_vms"))?;
         self.moray
-            .put_bucket(JOBS_BUCKET, &jobs_bucket())
+            .ensure_bucket(JOBS_BUCKET, &jobs_bucket())
             .await
             .map_err(Error::moray("put bucket vmapi_jobs"))?;
         Ok(())

@@ -87,6 +87,9 @@ pub struct MorayClient {
     addr: MorayAddr,
     timeout_ms: u32,
     request_timeout: Option<Duration>,
+    /// How long [`MorayClient::ensure_bucket`] waits for Moray's database
+    /// ([`ConnectOptions::connect_for`]).
+    ready_for: Duration,
     /// Shared by clones, so that gets from every clone coalesce together.
     gets: Option<Arc<Coalescer<Gets>>>,
     /// Likewise for puts.
@@ -148,6 +151,7 @@ impl MorayClient {
             addr,
             timeout_ms,
             request_timeout: options.request_timeout,
+            ready_for: options.connect_for,
             gets: None,
             puts: None,
         };
@@ -234,6 +238,26 @@ impl MorayClient {
                 }
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// [`MorayClient::put_bucket`] for a service's start-up: while Moray answers with a
+    /// retryable error (its PostgreSQL still starting, the `moray` database not made
+    /// yet, no Manatee primary yet) it tries again with backoff, for as long as the
+    /// client's [`ConnectOptions::connect_for`]. Safe to repeat: a put of the same
+    /// config changes nothing.
+    pub async fn ensure_bucket(&self, name: &str, config: &BucketConfig) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + self.ready_for;
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            match self.put_bucket(name, config).await {
+                Err(e) if e.is_retryable() && tokio::time::Instant::now() + backoff <= deadline => {
+                    tracing::info!(moray = %self.addr, bucket = name, error = %e, "Moray's database is not ready; waiting");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                other => return other,
+            }
         }
     }
 

@@ -73,6 +73,115 @@ async fn put_bucket_is_idempotent_and_survives_racing_creators() {
     assert_eq!(err.name(), "InvalidBucketNameError");
 }
 
+/// PostgreSQL as Moray sees it through a TCP relay that can be cut: while it is down,
+/// connections in flight are dropped and new ones are closed at once.
+struct Relay {
+    port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Relay {
+    async fn start(to: u16) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let relay = Relay {
+            port,
+            up: Default::default(),
+            links: Default::default(),
+        };
+        relay.up.store(true, std::sync::atomic::Ordering::SeqCst);
+        let (up, links) = (relay.up.clone(), relay.links.clone());
+        tokio::spawn(async move {
+            while let Ok((mut from, _)) = listener.accept().await {
+                if !up.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: closed at once
+                }
+                let link = tokio::spawn(async move {
+                    if let Ok(mut pg) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await {
+                        let _ = tokio::io::copy_bidirectional(&mut from, &mut pg).await;
+                    }
+                });
+                links.lock().expect("links").push(link);
+            }
+        });
+        relay
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.store(up, std::sync::atomic::Ordering::SeqCst);
+        if !up {
+            for link in self.links.lock().expect("links").drain(..) {
+                link.abort();
+            }
+        }
+    }
+}
+
+/// A service starting while Moray cannot reach its database (compose starts every
+/// container without waiting for health): `ensure_bucket` waits for the database
+/// instead of failing the start-up, and gives up with the retryable error once
+/// `connect_for` has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ensure_bucket_waits_for_morays_database() {
+    let postgres = tokio::task::spawn_blocking(|| {
+        let pg = triton_testkit::Postgres::start().expect("PostgreSQL starts");
+        pg.create_database("moray").expect("createdb moray");
+        pg
+    })
+    .await
+    .expect("start-up task");
+    let relay = Relay::start(postgres.port()).await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = moray::start(
+        moray::Config {
+            listen: "127.0.0.1:0".into(),
+            postgres_url: format!("postgres://postgres@127.0.0.1:{}/moray", relay.port),
+            ..Default::default()
+        },
+        shutdown.clone(),
+    )
+    .await
+    .expect("Moray starts");
+    let url = format!("tcp://{}", running.addr);
+    let connect = |secs| {
+        MorayClient::connect_with(
+            &url,
+            ConnectOptions {
+                connect_for: Duration::from_secs(secs),
+                ..Default::default()
+            },
+        )
+    };
+    relay.set_up(false);
+
+    let impatient = connect(1).await.expect("client connects");
+    let err = impatient
+        .ensure_bucket("vmapi_vms", &vms_config(1))
+        .await
+        .expect_err("no database");
+    assert!(err.is_retryable(), "{err}");
+
+    let patient = connect(60).await.expect("client connects");
+    let waiting =
+        tokio::spawn(async move { patient.ensure_bucket("vmapi_vms", &vms_config(1)).await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !waiting.is_finished(),
+        "ensure_bucket waits for the database"
+    );
+    relay.set_up(true);
+    waiting
+        .await
+        .expect("task")
+        .expect("the bucket is made once the database answers");
+    let bucket = impatient.get_bucket("vmapi_vms").await.expect("bucket");
+    assert_eq!(bucket.options.version, 1);
+    shutdown.cancel();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_put_get_find_delete_with_etags() {
     let moray = TestMoray::start().await;
