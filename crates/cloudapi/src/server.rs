@@ -15,7 +15,9 @@ use md5::Digest as _;
 use tracing::Instrument as _;
 
 use crate::AppState;
-use crate::endpoints::{account, datacenters, images, keys, machines, networks, nics, packages};
+use crate::endpoints::{
+    account, datacenters, images, keys, machines, networks, nics, packages, snapshots,
+};
 use crate::error::ApiError;
 use crate::version;
 
@@ -90,6 +92,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/{login}/machines/{id}/nics/{mac}",
             get(nics::get).delete(nics::remove),
+        )
+        .route(
+            "/{login}/machines/{id}/snapshots",
+            get(snapshots::list).post(snapshots::create),
+        )
+        .route(
+            "/{login}/machines/{id}/snapshots/{name}",
+            get(snapshots::get)
+                .post(snapshots::start_from)
+                .delete(snapshots::delete),
         )
         .route("/{login}/networks", get(networks::list))
         .route("/{login}/networks/{id}", get(networks::get))

@@ -570,3 +570,259 @@ async fn instance_nics_create_list_get_delete() {
     assert_eq!(waited.last().unwrap()["state"], "running", "{}", out.stdout);
     assert_eq!(stack.vm(&inst).await.nics.len(), 2);
 }
+
+/// The names of the instance's snapshots as its (simulated) node has them.
+async fn node_snapshots(sim: &cn_agent::sim::SimBackend, uuid: uuid::Uuid) -> Vec<String> {
+    use cn_agent::ZoneBackend;
+    sim.get(uuid)
+        .await
+        .expect("the instance on its node")
+        .snapshots
+        .into_iter()
+        .map(|s| s.name)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_snapshots_create_list_get_start_from_delete() {
+    let stack = Stack::start_with(Options {
+        compute: common::Compute::Sim,
+        ..Default::default()
+    })
+    .await;
+    let alice = stack.tenant("alice", "rsa").await;
+    let bob = stack.tenant("bob", "ed25519").await;
+    stack.package("g1-small", 1024, &[]).await;
+    stack
+        .image(
+            "base-64-lts",
+            "24.4.1",
+            true,
+            common::ADMIN_UUID,
+            b"simulated".to_vec(),
+        )
+        .await;
+    let out = alice
+        .ok(&[
+            "instance",
+            "create",
+            "-w",
+            "-j",
+            "-n",
+            "snappy",
+            "base-64-lts",
+            "g1-small",
+        ])
+        .await;
+    let inst = out.json_lines().last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sim = stack.sim.clone().expect("a simulated node");
+    let vm_id: uuid::Uuid = inst.parse().unwrap();
+    sim.disk_write(vm_id, "/etc/motd", "before").unwrap();
+
+    // create -w with a name: done when the CLI returns.
+    let out = alice
+        .ok(&[
+            "instance", "snapshot", "create", "-w", "-n", "first", "snappy",
+        ])
+        .await;
+    assert!(out.stdout.contains("first"), "{}", out.stdout);
+    let got = alice
+        .ok(&["instance", "snapshot", "get", "-j", "snappy", "first"])
+        .await
+        .json();
+    assert_eq!(got["name"], "first");
+    assert_eq!(got["state"], "created");
+    assert!(got["created"].as_str().is_some_and(|c| !c.is_empty()));
+    assert_eq!(node_snapshots(&sim, vm_id).await, ["first"]);
+
+    // create without a name or -w: Triton names it from the time; it is `created` soon.
+    let out = alice
+        .ok(&["instance", "snapshot", "create", "snappy"])
+        .await;
+    let auto = out
+        .stdout
+        .split_whitespace()
+        .nth(2)
+        .expect("\"Creating snapshot NAME of instance ...\"")
+        .to_string();
+    assert!(
+        auto.len() > 10 && auto.chars().all(|c| c.is_ascii_alphanumeric()),
+        "{}",
+        out.stdout
+    );
+    eventually("the unnamed snapshot is created", || async {
+        alice
+            .ok(&["instance", "snapshot", "get", "-j", "snappy", &auto])
+            .await
+            .json()["state"]
+            == "created"
+    })
+    .await;
+
+    // list, as JSON and as a table.
+    let listed = alice
+        .ok(&["instance", "snapshot", "list", "-j", "snappy"])
+        .await
+        .json_lines();
+    let names: Vec<&str> = listed.iter().filter_map(|s| s["name"].as_str()).collect();
+    assert_eq!(names, ["first", auto.as_str()]);
+    assert!(listed.iter().all(|s| s["state"] == "created"), "{listed:?}");
+    let table = alice
+        .ok(&["instance", "snapshot", "list", "snappy"])
+        .await
+        .stdout;
+    assert!(
+        table.contains("NAME") && table.contains("first") && table.contains("created"),
+        "{table}"
+    );
+
+    // Refused: a name in use, a bad name (InvalidArgument naming `name`), an unknown
+    // snapshot.
+    let out = alice
+        .fails(&["instance", "snapshot", "create", "-n", "first", "snappy"])
+        .await;
+    assert!(out.stderr.contains("already"), "{}", out.stderr);
+    let out = alice
+        .fails(&["instance", "snapshot", "create", "-n", "no/slash", "snappy"])
+        .await;
+    assert!(out.stderr.contains("name"), "{}", out.stderr);
+    let out = alice
+        .fails(&["instance", "snapshot", "get", "snappy", "nope"])
+        .await;
+    assert!(out.stderr.contains("not found"), "{}", out.stderr);
+
+    // start --snapshot: the instance goes back to the snapshot's disk and runs.
+    sim.disk_write(vm_id, "/etc/motd", "changed").unwrap();
+    sim.disk_write(vm_id, "/after", "after").unwrap();
+    alice
+        .ok(&["instance", "start", "--snapshot=first", "snappy"])
+        .await;
+    eventually("the rollback ran", || async {
+        sim.disk_read(vm_id, "/after").is_none()
+    })
+    .await;
+    assert_eq!(sim.disk_read(vm_id, "/etc/motd").as_deref(), Some("before"));
+    eventually("the instance runs again", || async {
+        alice.ok(&["instance", "get", "-j", "snappy"]).await.json()["state"] == "running"
+    })
+    .await;
+    let audit = alice
+        .ok(&["instance", "audit", "-j", "snappy"])
+        .await
+        .json_lines();
+    let actions: Vec<&str> = audit.iter().filter_map(|a| a["action"].as_str()).collect();
+    assert!(actions.contains(&"rollback_snapshot"), "{actions:?}");
+    assert!(actions.contains(&"create_snapshot"), "{actions:?}");
+
+    // Another account sees none of it.
+    let out = bob.fails(&["instance", "snapshot", "list", &inst]).await;
+    assert!(
+        out.stderr.contains(&format!("{inst} does not exist")),
+        "{}",
+        out.stderr
+    );
+    let out = bob
+        .fails(&["instance", "snapshot", "delete", "-f", &inst, "first"])
+        .await;
+    assert!(
+        out.stderr.contains(&format!("{inst} does not exist")),
+        "{}",
+        out.stderr
+    );
+
+    // Triton's status codes, by hand.
+    let key = common::HandKey::new();
+    let fp = stack
+        .ufds
+        .clone()
+        .create_key(ufds::CreateKeyRequest {
+            account: alice.uuid.clone(),
+            name: "hand".into(),
+            key: key.openssh.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .fingerprint;
+    let signed = || key.sign(&format!("/alice/keys/{fp}"), 0);
+    let snaps = format!("/alice/machines/{inst}/snapshots");
+    let r = common::raw_request(
+        stack.cloudapi,
+        "POST",
+        &snaps,
+        &signed(),
+        r#"{"name": "by-hand"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("{snaps}/by-hand").as_str())
+    );
+    let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(body["name"], "by-hand");
+    assert!(
+        body["state"] == "creating" || body["state"] == "created",
+        "{body}"
+    );
+    let r = common::raw_request(
+        stack.cloudapi,
+        "POST",
+        &snaps,
+        &signed(),
+        &json!({ "name": "x".repeat(65) }).to_string(),
+    )
+    .await;
+    let msg = r.assert_error(409, "InvalidArgument");
+    assert!(msg.contains("name"), "{msg}");
+    let r = common::raw_request(
+        stack.cloudapi,
+        "POST",
+        &format!("{snaps}/nope"),
+        &signed(),
+        "",
+    )
+    .await;
+    r.assert_error(404, "ResourceNotFound");
+
+    // delete -w: gone from the list and from the node.
+    eventually("the hand-made snapshot is created", || async {
+        alice
+            .ok(&["instance", "snapshot", "get", "-j", "snappy", "by-hand"])
+            .await
+            .json()["state"]
+            == "created"
+    })
+    .await;
+    alice
+        .ok(&[
+            "instance", "snapshot", "delete", "-w", "-f", "snappy", "first",
+        ])
+        .await;
+    let listed = alice
+        .ok(&["instance", "snapshot", "list", "-j", "snappy"])
+        .await
+        .json_lines();
+    let names: Vec<&str> = listed.iter().filter_map(|s| s["name"].as_str()).collect();
+    assert_eq!(names, [auto.as_str(), "by-hand"]);
+    assert_eq!(
+        node_snapshots(&sim, vm_id).await,
+        [auto.as_str(), "by-hand"]
+    );
+    let r = common::raw_request(
+        stack.cloudapi,
+        "DELETE",
+        &format!("{snaps}/by-hand"),
+        &signed(),
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    let out = alice
+        .fails(&["instance", "snapshot", "delete", "-f", "snappy", "first"])
+        .await;
+    assert!(out.stderr.contains("not found"), "{}", out.stderr);
+}

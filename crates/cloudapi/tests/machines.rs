@@ -282,6 +282,50 @@ async fn a_real_instance_runs_answers_and_stops() {
         "a started instance answers again"
     );
 
+    // A snapshot, the page changed inside the instance, and the instance started from
+    // the snapshot: it serves the page as it was.
+    alice
+        .ok(&[
+            "instance", "snapshot", "create", "-w", "-n", "pristine", "www",
+        ])
+        .await;
+    let host = match &stack.compute {
+        Compute::Linux(h) => h,
+        _ => unreachable!(),
+    };
+    let id = created.last().unwrap()["id"].as_str().unwrap().to_string();
+    let root = host.instance_root(&id).expect("the instance runs");
+    std::fs::write(root.join("www/index.html"), "defaced\n").unwrap();
+    assert!(
+        eventually_http(&ip, false).await,
+        "the changed page is served"
+    );
+    alice
+        .ok(&["instance", "start", "--snapshot=pristine", "www"])
+        .await;
+    assert!(
+        eventually_http(&ip, true).await,
+        "started from the snapshot, the instance serves the page as it was"
+    );
+    let listed = alice
+        .ok(&["instance", "snapshot", "list", "-j", "www"])
+        .await
+        .json_lines();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["state"], "created");
+    alice
+        .ok(&[
+            "instance", "snapshot", "delete", "-f", "-w", "www", "pristine",
+        ])
+        .await;
+    assert!(
+        alice
+            .ok(&["instance", "snapshot", "list", "-j", "www"])
+            .await
+            .json_lines()
+            .is_empty()
+    );
+
     alice.ok(&["instance", "delete", "-f", "-w", "www"]).await;
     assert!(
         eventually_http(&ip, false).await,

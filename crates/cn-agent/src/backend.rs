@@ -237,6 +237,76 @@ pub struct Instance {
     pub last_boot: Option<u64>,
     /// Unix seconds of the last change.
     pub last_modified: u64,
+    /// The instance's snapshots, oldest first.
+    #[serde(default)]
+    pub snapshots: Vec<Snapshot>,
+}
+
+/// A snapshot of an instance's disk (`vmadm create-snapshot`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub name: String,
+    /// Unix seconds of when it was taken.
+    pub created: u64,
+}
+
+/// Longest snapshot name (Triton's, which names ZFS snapshots `@vmsnap-<name>`).
+pub const SNAPSHOT_NAME_MAX: usize = 64;
+
+/// A snapshot name is 1 to 64 letters, digits, '_', '-' and '.' (Triton's rule), and
+/// never `.` or `..`, since on the linux backend it names a directory.
+pub fn validate_snapshot_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > SNAPSHOT_NAME_MAX {
+        return Err(Error::invalid("name", "must be 1 to 64 characters"));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        return Err(Error::invalid(
+            "name",
+            format!("{name:?} may hold only letters, digits, '_', '-' and '.'"),
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err(Error::invalid("name", format!("{name:?} is not a name")));
+    }
+    Ok(())
+}
+
+/// The checks of a new snapshot that both backends make: a valid name, not in use, and
+/// an instance that has a disk (running or stopped).
+pub fn check_new_snapshot(instance: &Instance, name: &str) -> Result<()> {
+    validate_snapshot_name(name)?;
+    if !matches!(
+        instance.state,
+        InstanceState::Running | InstanceState::Stopped
+    ) {
+        return Err(Error::WrongState {
+            uuid: instance.spec.uuid,
+            state: instance.state.as_str().into(),
+            action: "a snapshot",
+        });
+    }
+    if instance.snapshots.iter().any(|s| s.name == name) {
+        return Err(Error::invalid(
+            "name",
+            format!("the instance already has a snapshot named {name:?}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The snapshot named `name` of the instance, or [`Error::SnapshotNotFound`].
+pub fn find_snapshot<'a>(instance: &'a Instance, name: &str) -> Result<&'a Snapshot> {
+    instance
+        .snapshots
+        .iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| Error::SnapshotNotFound {
+            uuid: instance.spec.uuid,
+            name: name.to_string(),
+        })
 }
 
 /// A `machine_update`: every field that is set changes.
@@ -421,6 +491,31 @@ pub trait ZoneBackend: Send + Sync + 'static {
         &self,
         uuid: Uuid,
         update: InstanceUpdate,
+    ) -> impl Future<Output = Result<Instance>> + Send;
+
+    /// Takes a consistent snapshot of the instance's disk (its processes frozen while it
+    /// is copied), running or stopped; the instance stays as it was.
+    fn create_snapshot(
+        &self,
+        uuid: Uuid,
+        name: String,
+    ) -> impl Future<Output = Result<Instance>> + Send;
+
+    /// Stops the instance (SIGTERM, SIGKILL after `timeout`), puts its disk back as the
+    /// snapshot has it, and boots it when `boot`. The snapshot is kept.
+    fn rollback_snapshot(
+        &self,
+        uuid: Uuid,
+        name: String,
+        boot: bool,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Instance>> + Send;
+
+    /// Removes the snapshot and frees its space.
+    fn delete_snapshot(
+        &self,
+        uuid: Uuid,
+        name: String,
     ) -> impl Future<Output = Result<Instance>> + Send;
 
     /// Stops the instance and removes everything it had.

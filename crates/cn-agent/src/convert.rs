@@ -8,7 +8,10 @@ use triton_common::time::rfc3339;
 use triton_proto::cnagent::v1 as pb;
 use uuid::Uuid;
 
-use crate::backend::{ImageSource, Instance, InstanceSpec, InstanceUpdate, NicSpec, parse_netmask};
+use crate::backend::{
+    ImageSource, Instance, InstanceSpec, InstanceUpdate, NicSpec, parse_netmask,
+    validate_snapshot_name,
+};
 use crate::error::{Error, Result};
 use crate::tasks::{TaskKind, TaskRecord};
 
@@ -137,6 +140,14 @@ pub fn instance_to_pb(i: &Instance) -> pb::Instance {
         pid: i.pid.unwrap_or(0),
         last_boot: i.last_boot.unwrap_or(0),
         last_modified: rfc3339(UNIX_EPOCH + Duration::from_secs(i.last_modified)),
+        snapshots: i
+            .snapshots
+            .iter()
+            .map(|s| pb::Snapshot {
+                name: s.name.clone(),
+                created: rfc3339(UNIX_EPOCH + Duration::from_secs(s.created)),
+            })
+            .collect(),
     }
 }
 
@@ -197,6 +208,20 @@ pub fn task_from_pb(req: &pb::CreateTaskRequest) -> Result<TaskKind> {
         Task::MachineDestroy(d) => TaskKind::MachineDestroy {
             uuid: parse_uuid("machine_destroy.uuid", &d.uuid)?,
         },
+        Task::MachineCreateSnapshot(c) => TaskKind::MachineCreateSnapshot {
+            uuid: parse_uuid("machine_create_snapshot.uuid", &c.uuid)?,
+            name: snapshot_name(&c.name)?,
+        },
+        Task::MachineRollbackSnapshot(r) => TaskKind::MachineRollbackSnapshot {
+            uuid: parse_uuid("machine_rollback_snapshot.uuid", &r.uuid)?,
+            name: snapshot_name(&r.name)?,
+            boot: r.boot,
+            timeout: timeout(r.timeout_seconds),
+        },
+        Task::MachineDeleteSnapshot(d) => TaskKind::MachineDeleteSnapshot {
+            uuid: parse_uuid("machine_delete_snapshot.uuid", &d.uuid)?,
+            name: snapshot_name(&d.name)?,
+        },
         Task::ImageEnsurePresent(i) => {
             if i.source.is_empty() {
                 return Err(Error::invalid("image_ensure_present.source", "is required"));
@@ -209,6 +234,12 @@ pub fn task_from_pb(req: &pb::CreateTaskRequest) -> Result<TaskKind> {
             }
         }
     })
+}
+
+/// A snapshot name from the wire, checked at once so a bad one never becomes a task.
+fn snapshot_name(name: &str) -> Result<String> {
+    validate_snapshot_name(name)?;
+    Ok(name.to_string())
 }
 
 pub fn task_to_pb(t: &TaskRecord, server_uuid: Uuid) -> pb::Task {
@@ -271,6 +302,39 @@ mod tests {
             matches!(err, Error::Invalid { ref field, .. } if field == "nics[0].ip"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn bad_snapshot_names_never_become_tasks() {
+        use pb::create_task_request::Task;
+        let uuid = Uuid::new_v4().to_string();
+        for name in ["", "a b", "../x", "..", &"n".repeat(65)] {
+            let req = pb::CreateTaskRequest {
+                task: Some(Task::MachineCreateSnapshot(pb::MachineCreateSnapshot {
+                    uuid: uuid.clone(),
+                    name: name.to_string(),
+                })),
+                ..Default::default()
+            };
+            let err = task_from_pb(&req).unwrap_err();
+            assert!(
+                matches!(err, Error::Invalid { ref field, .. } if field == "name"),
+                "{name:?}: {err}"
+            );
+        }
+        let req = pb::CreateTaskRequest {
+            task: Some(Task::MachineRollbackSnapshot(pb::MachineRollbackSnapshot {
+                uuid,
+                name: "ok-1.2_3".into(),
+                boot: true,
+                timeout_seconds: 5,
+            })),
+            ..Default::default()
+        };
+        assert!(matches!(
+            task_from_pb(&req).unwrap(),
+            TaskKind::MachineRollbackSnapshot { boot: true, timeout: Some(t), .. } if t == Duration::from_secs(5)
+        ));
     }
 
     #[test]

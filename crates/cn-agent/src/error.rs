@@ -11,6 +11,8 @@ pub enum Error {
     VmNotFound(Uuid),
     #[error("instance {0} already exists on this node")]
     VmExists(Uuid),
+    #[error("instance {uuid} has no snapshot {name:?}")]
+    SnapshotNotFound { uuid: Uuid, name: String },
     #[error("image {0} is not installed on this node")]
     ImageNotFound(Uuid),
     #[error("invalid {field}: {message}")]
@@ -66,6 +68,7 @@ impl Error {
             Error::VmNotFound(_) => "VmNotFoundError",
             Error::VmExists(_) => "VmExistsError",
             Error::ImageNotFound(_) => "ImageNotFoundError",
+            Error::SnapshotNotFound { .. } => "SnapshotNotFoundError",
             Error::Invalid { .. } | Error::UnknownNicTag(_) => "ValidationFailedError",
             Error::WrongState { .. } => "VmStateError",
             Error::TaskNotFound(_) => "TaskNotFoundError",
@@ -79,9 +82,10 @@ impl Error {
     pub fn to_status(&self) -> tonic::Status {
         use tonic::Code;
         let code = match self {
-            Error::VmNotFound(_) | Error::ImageNotFound(_) | Error::TaskNotFound(_) => {
-                Code::NotFound
-            }
+            Error::VmNotFound(_)
+            | Error::ImageNotFound(_)
+            | Error::TaskNotFound(_)
+            | Error::SnapshotNotFound { .. } => Code::NotFound,
             Error::VmExists(_) => Code::AlreadyExists,
             Error::Invalid { .. } | Error::UnknownNicTag(_) => Code::InvalidArgument,
             Error::WrongState { .. } => Code::FailedPrecondition,

@@ -22,6 +22,6 @@ pub mod tasks;
 
 pub use backend::{
     ImageSource, Instance, InstanceSpec, InstanceState, InstanceUpdate, InstanceUsage, NicSpec,
-    ZoneBackend,
+    SNAPSHOT_NAME_MAX, Snapshot, ZoneBackend, validate_snapshot_name,
 };
 pub use error::{Error, Result};

@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::backend::{
-    ImageSource, Instance, InstanceSpec, InstanceState, InstanceUpdate, InstanceUsage, ZoneBackend,
-    check_quota_change, unix_now,
+    ImageSource, Instance, InstanceSpec, InstanceState, InstanceUpdate, InstanceUsage, Snapshot,
+    ZoneBackend, check_new_snapshot, check_quota_change, find_snapshot, unix_now,
 };
 use crate::error::{Error, Result};
 
@@ -38,6 +38,9 @@ pub struct SimDelays {
     pub update: Duration,
     #[serde(with = "millis")]
     pub destroy: Duration,
+    /// Taking, rolling back to or deleting a snapshot.
+    #[serde(with = "millis")]
+    pub snapshot: Duration,
 }
 
 impl Default for SimDelays {
@@ -49,6 +52,7 @@ impl Default for SimDelays {
             shutdown: Duration::ZERO,
             update: Duration::ZERO,
             destroy: Duration::ZERO,
+            snapshot: Duration::ZERO,
         }
     }
 }
@@ -109,6 +113,16 @@ struct SimZone {
     booted_hostname: Option<String>,
     /// CPU time accumulated by earlier boots.
     cpu_ns_before: u64,
+    /// The contents of each snapshot (the names and times are in `instance.snapshots`).
+    #[serde(default)]
+    snapshot_disks: BTreeMap<String, SimDisk>,
+}
+
+/// A snapshot's copy of the disk.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct SimDisk {
+    disk: BTreeMap<String, String>,
+    filled: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -294,9 +308,31 @@ impl SimBackend {
 const MIB: u64 = 1024 * 1024;
 
 impl SimZone {
+    /// What the disk and its snapshots use. A snapshot shares what has not changed
+    /// since it was taken (copy-on-write, as a reflink copy on XFS); what it holds that
+    /// the disk no longer has counts.
     fn used_bytes(&self) -> u64 {
         let written: u64 = self.disk.values().map(|c| c.len() as u64).sum();
-        written + self.filled.values().sum::<u64>()
+        let held: u64 = self
+            .snapshot_disks
+            .values()
+            .map(|snap| {
+                let files: u64 = snap
+                    .disk
+                    .iter()
+                    .filter(|(path, c)| self.disk.get(*path) != Some(*c))
+                    .map(|(_, c)| c.len() as u64)
+                    .sum();
+                let filled: u64 = snap
+                    .filled
+                    .iter()
+                    .filter(|(path, n)| self.filled.get(*path) != Some(*n))
+                    .map(|(_, n)| *n)
+                    .sum();
+                files + filled
+            })
+            .sum();
+        written + self.filled.values().sum::<u64>() + held
     }
 
     /// Bytes a write to `path` may have (what the file holds now is freed first).
@@ -381,11 +417,13 @@ impl ZoneBackend for SimBackend {
                         pid: None,
                         last_boot: None,
                         last_modified: unix_now(),
+                        snapshots: Vec::new(),
                     },
                     disk: BTreeMap::new(),
                     filled: BTreeMap::new(),
                     booted_hostname: None,
                     cpu_ns_before: 0,
+                    snapshot_disks: BTreeMap::new(),
                 },
             );
         }
@@ -449,6 +487,76 @@ impl ZoneBackend for SimBackend {
         self.with_zone(uuid, |zone| {
             check_quota_change(zone.instance.spec.quota, next.quota, zone.used_bytes())?;
             zone.instance.spec = next;
+            zone.instance.last_modified = unix_now();
+            Ok(zone.instance.clone())
+        })
+    }
+
+    async fn create_snapshot(&self, uuid: Uuid, name: String) -> Result<Instance> {
+        check_new_snapshot(&self.get(uuid).await?, &name)?;
+        tokio::time::sleep(self.delays.snapshot).await;
+        self.with_zone(uuid, |zone| {
+            // Checked again under the lock: the state may have moved during the delay.
+            check_new_snapshot(&zone.instance, &name)?;
+            let copy = SimDisk {
+                disk: zone.disk.clone(),
+                filled: zone.filled.clone(),
+            };
+            zone.snapshot_disks.insert(name.clone(), copy);
+            zone.instance.snapshots.push(Snapshot {
+                name,
+                created: unix_now(),
+            });
+            zone.instance.last_modified = unix_now();
+            Ok(zone.instance.clone())
+        })
+    }
+
+    async fn rollback_snapshot(
+        &self,
+        uuid: Uuid,
+        name: String,
+        boot: bool,
+        timeout: Duration,
+    ) -> Result<Instance> {
+        let instance = self.get(uuid).await?;
+        find_snapshot(&instance, &name)?;
+        if !matches!(
+            instance.state,
+            InstanceState::Running | InstanceState::Stopped
+        ) {
+            return Err(wrong_state(&instance, "a rollback"));
+        }
+        self.shutdown(uuid, timeout).await?;
+        tokio::time::sleep(self.delays.snapshot).await;
+        self.with_zone(uuid, |zone| {
+            let copy =
+                zone.snapshot_disks
+                    .get(&name)
+                    .cloned()
+                    .ok_or_else(|| Error::SnapshotNotFound {
+                        uuid,
+                        name: name.clone(),
+                    })?;
+            zone.disk = copy.disk;
+            zone.filled = copy.filled;
+            zone.instance.last_modified = unix_now();
+            Ok(())
+        })?;
+        if boot {
+            self.boot(uuid).await
+        } else {
+            self.get(uuid).await
+        }
+    }
+
+    async fn delete_snapshot(&self, uuid: Uuid, name: String) -> Result<Instance> {
+        find_snapshot(&self.get(uuid).await?, &name)?;
+        tokio::time::sleep(self.delays.snapshot).await;
+        self.with_zone(uuid, |zone| {
+            find_snapshot(&zone.instance, &name)?;
+            zone.snapshot_disks.remove(&name);
+            zone.instance.snapshots.retain(|s| s.name != name);
             zone.instance.last_modified = unix_now();
             Ok(zone.instance.clone())
         })

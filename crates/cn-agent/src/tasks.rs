@@ -49,6 +49,20 @@ pub enum TaskKind {
     MachineDestroy {
         uuid: Uuid,
     },
+    MachineCreateSnapshot {
+        uuid: Uuid,
+        name: String,
+    },
+    MachineRollbackSnapshot {
+        uuid: Uuid,
+        name: String,
+        boot: bool,
+        timeout: Option<Duration>,
+    },
+    MachineDeleteSnapshot {
+        uuid: Uuid,
+        name: String,
+    },
     ImageEnsurePresent {
         source: ImageSource,
     },
@@ -63,6 +77,9 @@ impl TaskKind {
             TaskKind::MachineReboot { .. } => "machine_reboot",
             TaskKind::MachineUpdate { .. } => "machine_update",
             TaskKind::MachineDestroy { .. } => "machine_destroy",
+            TaskKind::MachineCreateSnapshot { .. } => "machine_create_snapshot",
+            TaskKind::MachineRollbackSnapshot { .. } => "machine_rollback_snapshot",
+            TaskKind::MachineDeleteSnapshot { .. } => "machine_delete_snapshot",
             TaskKind::ImageEnsurePresent { .. } => "image_ensure_present",
         }
     }
@@ -75,7 +92,10 @@ impl TaskKind {
             | TaskKind::MachineShutdown { uuid, .. }
             | TaskKind::MachineReboot { uuid, .. }
             | TaskKind::MachineUpdate { uuid, .. }
-            | TaskKind::MachineDestroy { uuid } => *uuid,
+            | TaskKind::MachineDestroy { uuid }
+            | TaskKind::MachineCreateSnapshot { uuid, .. }
+            | TaskKind::MachineRollbackSnapshot { uuid, .. }
+            | TaskKind::MachineDeleteSnapshot { uuid, .. } => *uuid,
             TaskKind::ImageEnsurePresent { source } => source.image_uuid,
         }
     }
@@ -257,6 +277,21 @@ impl<B: ZoneBackend> TaskQueue<B> {
                 .map(Some),
             TaskKind::MachineUpdate { uuid, update } => b.update(uuid, *update).await.map(Some),
             TaskKind::MachineDestroy { uuid } => b.destroy(uuid).await.map(|()| None),
+            TaskKind::MachineCreateSnapshot { uuid, name } => {
+                b.create_snapshot(uuid, name).await.map(Some)
+            }
+            TaskKind::MachineRollbackSnapshot {
+                uuid,
+                name,
+                boot,
+                timeout,
+            } => b
+                .rollback_snapshot(uuid, name, boot, timeout.unwrap_or(DEFAULT_STOP_TIMEOUT))
+                .await
+                .map(Some),
+            TaskKind::MachineDeleteSnapshot { uuid, name } => {
+                b.delete_snapshot(uuid, name).await.map(Some)
+            }
             TaskKind::ImageEnsurePresent { source } => {
                 b.image_ensure_present(source).await.map(|()| None)
             }
@@ -410,6 +445,7 @@ mod tests {
                 shutdown: d,
                 update: d,
                 destroy: d,
+                snapshot: d,
             },
             ..Default::default()
         })))

@@ -44,6 +44,9 @@ trait Harness {
     async fn disk_size(&self, b: &Self::B, uuid: Uuid) -> Option<u64>;
     /// Whatever of the instance is still around after destroy.
     fn leftovers(&self, b: &Self::B, uuid: Uuid) -> Vec<String>;
+    /// After a snapshot of the running instance: how its processes were frozen for it
+    /// (and that they run again), or why that cannot be seen.
+    async fn was_frozen(&self, b: &Self::B, uuid: Uuid) -> Result<(), String>;
 }
 
 fn spec(h: &impl Harness, hostname: &str, nics: Vec<NicSpec>) -> InstanceSpec {
@@ -199,6 +202,8 @@ async fn contract<H: Harness>(h: &H) {
     assert!(size > 3 * GIB / 2 && size <= 2 * GIB, "{size}");
     assert!(h.reachable(&b, uuid, ip0, Duration::from_secs(5)).await);
 
+    snapshots(h, &b, uuid, ip0).await;
+
     // update: resize at once, rename, add and remove a NIC while running.
     let nic1 = h.nic(1);
     let ip1 = nic1.ip.unwrap();
@@ -272,6 +277,11 @@ async fn contract<H: Harness>(h: &H) {
     );
     assert_eq!(b.get(uuid).await.unwrap().pid, pid_before);
     assert_eq!(b.get(uuid).await.unwrap().spec.alias, "web-renamed");
+    assert_eq!(
+        snapshot_names(&b.get(uuid).await.unwrap()),
+        ["first.snap_1-a"],
+        "snapshots outlive a restart of the agent"
+    );
     assert!(h.reachable(&b, uuid, ip0, Duration::from_secs(5)).await);
     let usage = b.usage(uuid).await.expect("usage");
     assert_eq!(usage.memory_limit_bytes, 128 * MIB);
@@ -288,6 +298,115 @@ async fn contract<H: Harness>(h: &H) {
     assert_eq!(h.leftovers(&b, uuid), Vec::<String>::new());
     assert_eq!(h.leftovers(&b, idle_uuid), Vec::<String>::new());
     assert!(b.list().await.unwrap().is_empty());
+}
+
+fn snapshot_names(instance: &cn_agent::Instance) -> Vec<&str> {
+    instance.snapshots.iter().map(|s| s.name.as_str()).collect()
+}
+
+/// Snapshots of the running instance `uuid` (2 GiB disk, `/disk-test.txt` on it).
+async fn snapshots<H: Harness>(h: &H, b: &H::B, uuid: Uuid, ip: Ipv4Addr) {
+    const NAME: &str = "first.snap_1-a";
+    // Taken while running: the instance keeps running.
+    h.write_file(b, uuid, "/before.txt", "before").await;
+    let snapped = b
+        .create_snapshot(uuid, NAME.into())
+        .await
+        .expect("snapshot");
+    assert_eq!(snapped.state, InstanceState::Running);
+    assert_eq!(snapshot_names(&snapped), [NAME]);
+    h.was_frozen(b, uuid)
+        .await
+        .expect("frozen for the snapshot");
+    assert!(h.reachable(b, uuid, ip, Duration::from_secs(5)).await);
+
+    // Bad and duplicate names are refused, naming the field; unknown ones are not found.
+    let long = "x".repeat(65);
+    for bad in [NAME, "", "a/b", "..", "has space", long.as_str()] {
+        match b.create_snapshot(uuid, bad.into()).await {
+            Err(Error::Invalid { field, .. }) => assert_eq!(field, "name", "{bad:?}"),
+            other => panic!("snapshot named {bad:?}: {other:?}"),
+        }
+    }
+    assert_eq!(snapshot_names(&b.get(uuid).await.unwrap()), [NAME]);
+    assert!(matches!(
+        b.rollback_snapshot(uuid, "nope".into(), true, STOP_GRACE)
+            .await,
+        Err(Error::SnapshotNotFound { .. })
+    ));
+    assert!(matches!(
+        b.delete_snapshot(uuid, "nope".into()).await,
+        Err(Error::SnapshotNotFound { .. })
+    ));
+    assert_eq!(b.get(uuid).await.unwrap().state, InstanceState::Running);
+
+    // Rollback: what was written after the snapshot is gone, what was before is back.
+    h.write_file(b, uuid, "/before.txt", "changed").await;
+    h.write_file(b, uuid, "/after.txt", "after").await;
+    let rolled = b
+        .rollback_snapshot(uuid, NAME.into(), true, STOP_GRACE)
+        .await
+        .expect("rollback");
+    assert_eq!(rolled.state, InstanceState::Running);
+    assert_eq!(snapshot_names(&rolled), [NAME], "the snapshot is kept");
+    assert_eq!(
+        h.read_file(b, uuid, "/before.txt").await.as_deref(),
+        Some("before")
+    );
+    assert_eq!(h.read_file(b, uuid, "/after.txt").await, None);
+    assert_eq!(
+        h.read_file(b, uuid, "/disk-test.txt").await.as_deref(),
+        Some("kept")
+    );
+    assert!(h.reachable(b, uuid, ip, Duration::from_secs(5)).await);
+
+    // Of a stopped instance too; a rollback without boot leaves it stopped.
+    b.shutdown(uuid, STOP_GRACE).await.expect("stop");
+    let cold = b
+        .create_snapshot(uuid, "cold".into())
+        .await
+        .expect("snapshot of a stopped instance");
+    assert_eq!(cold.state, InstanceState::Stopped);
+    let rolled = b
+        .rollback_snapshot(uuid, NAME.into(), false, STOP_GRACE)
+        .await
+        .expect("rollback of a stopped instance");
+    assert_eq!(rolled.state, InstanceState::Stopped);
+    b.delete_snapshot(uuid, "cold".into())
+        .await
+        .expect("delete of a stopped instance's snapshot");
+    b.boot(uuid).await.expect("boot");
+
+    // A snapshot counts toward the disk: it holds what the instance deleted since, and
+    // deleting it frees that.
+    h.fill(b, uuid, "/big", 300).await.expect("300 MiB");
+    let filled = b.usage(uuid).await.unwrap().disk_used_bytes;
+    b.create_snapshot(uuid, "big".into())
+        .await
+        .expect("snapshot of 300 MiB");
+    // Copy-on-write (a reflink copy on XFS): the snapshot shares the file's blocks.
+    let shared = b.usage(uuid).await.unwrap().disk_used_bytes;
+    assert!(
+        shared < filled + 50 * MIB,
+        "a snapshot copies nothing: {filled} -> {shared}"
+    );
+    h.fill(b, uuid, "/big", 0).await.expect("empty the file");
+    let held = b.usage(uuid).await.unwrap().disk_used_bytes;
+    assert!(held >= 300 * MIB, "the snapshot holds the file: {held}");
+    let deleted = b.delete_snapshot(uuid, "big".into()).await.expect("delete");
+    assert_eq!(snapshot_names(&deleted), [NAME]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let used = b.usage(uuid).await.unwrap().disk_used_bytes;
+        if used + 250 * MIB <= held {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "deleting the snapshot freed too little: {held} -> {used}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 // ------------------------------------------------------------------------- sim
@@ -366,6 +485,9 @@ impl Harness for SimHarness {
     }
     async fn disk_size(&self, b: &SimBackend, uuid: Uuid) -> Option<u64> {
         b.disk_size(uuid)
+    }
+    async fn was_frozen(&self, _: &SimBackend, _: Uuid) -> Result<(), String> {
+        Ok(())
     }
     fn leftovers(&self, b: &SimBackend, uuid: Uuid) -> Vec<String> {
         match b.observe(uuid) {
@@ -692,6 +814,28 @@ impl Harness for LinuxHarness {
             let mut st: libc::statvfs = std::mem::zeroed();
             (libc::statvfs(c.as_ptr(), &mut st) == 0).then(|| st.f_blocks * st.f_frsize)
         }
+    }
+    async fn was_frozen(&self, b: &LinuxBackend, uuid: Uuid) -> Result<(), String> {
+        let pid = b.get(uuid).await.unwrap().pid.expect("running");
+        let root = Path::new("/sys/fs/cgroup");
+        let rel = Path::new(&self.config.cgroup_parent).join(uuid.to_string());
+        let (dir, state_file, thawed) = if root.join("cgroup.controllers").exists() {
+            (root.join(&rel), "cgroup.freeze", "0")
+        } else if root.join("freezer/cgroup.procs").exists() {
+            (root.join("freezer").join(&rel), "freezer.state", "THAWED")
+        } else {
+            // A v1 host without a freezer: SIGSTOP/SIGCONT leave nothing to look at.
+            return Ok(());
+        };
+        let state = read_trim(dir.join(state_file));
+        if state != thawed {
+            return Err(format!("{state_file} is {state:?}"));
+        }
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        if !procs.lines().any(|l| l.trim() == pid.to_string()) {
+            return Err(format!("pid 1 ({pid}) is not in {}", dir.display()));
+        }
+        Ok(())
     }
     fn leftovers(&self, b: &LinuxBackend, uuid: Uuid) -> Vec<String> {
         let mut left = Vec::new();

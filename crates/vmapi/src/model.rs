@@ -88,9 +88,30 @@ pub struct VmRecord {
     pub destroyed: Option<i64>,
     pub failure_reason: String,
     pub boot_timestamp: u64,
+    /// Oldest first.
+    pub snapshots: Vec<VmSnapshot>,
     /// Index fields: `name=value` and `name` of every tag.
     pub tag_pairs: Vec<String>,
     pub tag_keys: Vec<String>,
+}
+
+/// Snapshot states.
+pub mod snapshot_state {
+    pub const CREATING: &str = "creating";
+    pub const CREATED: &str = "created";
+    pub const DELETING: &str = "deleting";
+    pub const FAILED: &str = "failed";
+}
+
+/// One snapshot of the VM's disk.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VmSnapshot {
+    pub name: String,
+    /// See [`snapshot_state`].
+    pub state: String,
+    /// Epoch ms: asked for, then taken once created.
+    pub created_timestamp: i64,
 }
 
 /// A tag value as text, for the tag index and filters (`true`, `42`, `web`).
@@ -156,6 +177,15 @@ impl VmRecord {
             destroyed: self.destroyed.map(rfc3339_millis).unwrap_or_default(),
             failure_reason: self.failure_reason.clone(),
             boot_timestamp: self.boot_timestamp,
+            snapshots: self
+                .snapshots
+                .iter()
+                .map(|s| pb::Snapshot {
+                    name: s.name.clone(),
+                    state: s.state.clone(),
+                    created_timestamp: rfc3339_millis(s.created_timestamp),
+                })
+                .collect(),
         }
     }
 }

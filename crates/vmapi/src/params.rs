@@ -131,3 +131,16 @@ pub struct RemoveNicsParams {
     pub macs: Vec<String>,
     pub req_id: String,
 }
+
+/// create_snapshot, rollback_snapshot, delete_snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SnapshotParams {
+    pub name: String,
+    /// rollback_snapshot: boot after.
+    pub start: bool,
+    /// delete_snapshot: the snapshot's state when the delete was accepted (put back
+    /// should the delete fail; a `failed` one has nothing on the node to delete).
+    pub previous_state: String,
+    pub req_id: String,
+}

@@ -17,10 +17,10 @@ use crate::config::Timeouts;
 use crate::error::{Error, Result};
 use crate::job::{Execution, JobRecord};
 use crate::jobs::Engine;
-use crate::model::{VmRecord, pb_to_json, state};
+use crate::model::{VmRecord, VmSnapshot, pb_to_json, snapshot_state, state};
 use crate::params::{
     ActionParams, AddNicsParams, Affinity, ImageParam, Locality, NetworkParam, PackageParam,
-    ProvisionParams, RemoveNicsParams, UpdateParams,
+    ProvisionParams, RemoveNicsParams, SnapshotParams, UpdateParams,
 };
 use crate::steps;
 use crate::store::{Store, escape};
@@ -347,6 +347,7 @@ impl VmapiService {
             destroyed: None,
             failure_reason: String::new(),
             boot_timestamp: 0,
+            snapshots: Vec::new(),
             tag_pairs: Vec::new(),
             tag_keys: Vec::new(),
         };
@@ -1026,6 +1027,138 @@ impl VmapiService {
         self.submit(job).await
     }
 
+    // ------------------------------------------------------------ snapshots
+
+    /// CreateSnapshot, RollbackSnapshot and DeleteSnapshot: the jobs `create_snapshot`,
+    /// `rollback_snapshot` and `delete_snapshot`.
+    async fn accept_snapshot(
+        &self,
+        job_name: &str,
+        r: Request<pb::SnapshotRequest>,
+    ) -> Result<pb::JobRef> {
+        let rid = req_id(&r);
+        let req = r.into_inner();
+        let vm = self.actionable_vm(&req.uuid, &req.owner_uuid).await?;
+        let mut c = Checker::default();
+        validate::snapshot_name(&mut c, "name", &req.name);
+        c.finish()?;
+        let name = req.name;
+        let verb = match job_name {
+            "create_snapshot" => "snapshot",
+            "rollback_snapshot" => "roll back",
+            _ => "delete a snapshot of",
+        };
+        Self::nics_changeable(&vm, verb)?;
+        let mut params = SnapshotParams {
+            name: name.clone(),
+            start: req.start,
+            previous_state: String::new(),
+            req_id: rid,
+        };
+        let no_such = |vm: &VmRecord| {
+            Error::NotFound(format!("name: VM {} has no snapshot {name:?}", vm.uuid))
+        };
+        let busy = |vm: &VmRecord, s: &VmSnapshot| {
+            Error::State(format!(
+                "cannot {verb}: snapshot {name:?} of VM {} is {}",
+                vm.uuid, s.state
+            ))
+        };
+        // The snapshot's state as the job starts; what to put back should the job not
+        // be stored.
+        let (job, before) = match job_name {
+            "create_snapshot" => {
+                let job = self.new_job(job_name, &vm, to_value(&params));
+                let created = job.created_at;
+                // Recorded before the job, so a read right after the answer finds it;
+                // checked under the conditional write, so of two requests for one name
+                // only one passes.
+                self.store
+                    .update_vm(&vm.uuid, |vm| {
+                        if vm
+                            .snapshots
+                            .iter()
+                            .any(|s| s.name == name && s.state != snapshot_state::FAILED)
+                        {
+                            return Err(Error::invalid(
+                                "name",
+                                format!("VM {} already has a snapshot named {name:?}", vm.uuid),
+                            ));
+                        }
+                        vm.snapshots.retain(|s| s.name != name);
+                        vm.snapshots.push(VmSnapshot {
+                            name: name.clone(),
+                            state: snapshot_state::CREATING.into(),
+                            created_timestamp: created,
+                        });
+                        Ok(true)
+                    })
+                    .await?;
+                (job, None)
+            }
+            "rollback_snapshot" => {
+                let s = vm
+                    .snapshots
+                    .iter()
+                    .find(|s| s.name == name)
+                    .ok_or_else(|| no_such(&vm))?;
+                if s.state != snapshot_state::CREATED {
+                    return Err(busy(&vm, s));
+                }
+                return self
+                    .submit(self.new_job(job_name, &vm, to_value(&params)))
+                    .await;
+            }
+            _ => {
+                let mut before = String::new();
+                self.store
+                    .update_vm(&vm.uuid, |vm| {
+                        let Some(s) = vm.snapshots.iter().find(|s| s.name == name) else {
+                            return Err(no_such(vm));
+                        };
+                        if s.state == snapshot_state::CREATING
+                            || s.state == snapshot_state::DELETING
+                        {
+                            return Err(busy(vm, s));
+                        }
+                        before = s.state.clone();
+                        if let Some(s) = vm.snapshots.iter_mut().find(|s| s.name == name) {
+                            s.state = snapshot_state::DELETING.into();
+                        }
+                        Ok(true)
+                    })
+                    .await?;
+                params.previous_state = before.clone();
+                (self.new_job(job_name, &vm, to_value(&params)), Some(before))
+            }
+        };
+        match self.submit(job).await {
+            Ok(job_ref) => Ok(job_ref),
+            Err(e) => {
+                // No job will finish what the record says is under way: undo it.
+                let undone = self
+                    .store
+                    .update_vm(&vm.uuid, |vm| {
+                        match &before {
+                            None => vm.snapshots.retain(|s| s.name != name),
+                            Some(state) => {
+                                if let Some(s) = vm.snapshots.iter_mut().find(|s| s.name == name) {
+                                    s.state = state.clone();
+                                }
+                            }
+                        }
+                        Ok(true)
+                    })
+                    .await;
+                if let Err(undo) = undone {
+                    tracing::error!(vm_uuid = %vm.uuid, snapshot = %name, error = %undo,
+                        "a snapshot stays marked as in progress after its job could not be stored");
+                }
+                Err(e)
+            }
+        }
+    }
+
     // ------------------------------------------------------------ lists
 
     async fn list_vms(&self, req: pb::ListVmsRequest) -> Result<pb::ListVmsResponse> {
@@ -1271,6 +1404,24 @@ impl Vmapi for VmapiService {
 
     async fn remove_nics(&self, r: Request<pb::RemoveNicsRequest>) -> Reply<pb::JobRef> {
         Ok(Response::new(self.accept_remove_nics(r).await?))
+    }
+
+    async fn create_snapshot(&self, r: Request<pb::SnapshotRequest>) -> Reply<pb::JobRef> {
+        Ok(Response::new(
+            self.accept_snapshot("create_snapshot", r).await?,
+        ))
+    }
+
+    async fn rollback_snapshot(&self, r: Request<pb::SnapshotRequest>) -> Reply<pb::JobRef> {
+        Ok(Response::new(
+            self.accept_snapshot("rollback_snapshot", r).await?,
+        ))
+    }
+
+    async fn delete_snapshot(&self, r: Request<pb::SnapshotRequest>) -> Reply<pb::JobRef> {
+        Ok(Response::new(
+            self.accept_snapshot("delete_snapshot", r).await?,
+        ))
     }
 
     async fn list_jobs(&self, r: Request<pb::ListJobsRequest>) -> Reply<pb::ListJobsResponse> {

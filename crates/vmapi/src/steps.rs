@@ -11,6 +11,7 @@
 //! | destroy | check, machine_destroy, release_nics, release_allocation, record |
 //! | add_nics | check, provision_nics (delete the job's NICs), machine_update (remove them from the instance), record |
 //! | remove_nics | check, machine_update, release_nics, record |
+//! | create_snapshot / rollback_snapshot / delete_snapshot | check, machine_create_snapshot / machine_rollback_snapshot / machine_delete_snapshot, record |
 //! | mark_destroyed | confirm_gone, release_nics, release_allocation, record |
 
 use std::collections::{BTreeMap, HashSet};
@@ -28,9 +29,10 @@ use crate::config::Timeouts;
 use crate::error::{Error, Result};
 use crate::job::StepRecord;
 use crate::jobs::JobCtx;
-use crate::model::{VmNic, VmRecord, state, tag_text};
+use crate::model::{VmNic, VmRecord, VmSnapshot, snapshot_state, state, tag_text};
 use crate::params::{
-    ActionParams, AddNicsParams, NetworkParam, ProvisionParams, RemoveNicsParams, UpdateParams,
+    ActionParams, AddNicsParams, NetworkParam, ProvisionParams, RemoveNicsParams, SnapshotParams,
+    UpdateParams,
 };
 use crate::store::Store;
 
@@ -86,6 +88,19 @@ pub fn chain(job: &str, t: &Timeouts) -> Vec<StepRecord> {
             StepRecord::new("check", false, d),
             StepRecord::new("machine_update", false, t.task_s),
             StepRecord::new("release_nics", false, d),
+            StepRecord::new("record", false, d),
+        ],
+        "create_snapshot" | "rollback_snapshot" | "delete_snapshot" => vec![
+            StepRecord::new("check", false, d),
+            StepRecord::new(
+                match job {
+                    "create_snapshot" => "machine_create_snapshot",
+                    "rollback_snapshot" => "machine_rollback_snapshot",
+                    _ => "machine_delete_snapshot",
+                },
+                false,
+                t.task_s,
+            ),
             StepRecord::new("record", false, d),
         ],
         // Made by the reconciler for a VM its server no longer reports.
@@ -194,6 +209,13 @@ impl Steps {
             ("mark_destroyed", "release_nics") => {
                 self.release_nics(&job.vm_uuid, &req_id(&job.params)).await
             }
+            (
+                "create_snapshot" | "rollback_snapshot" | "delete_snapshot",
+                "machine_create_snapshot" | "machine_rollback_snapshot" | "machine_delete_snapshot",
+            ) => self.snapshot_task(ctx, step).await,
+            ("create_snapshot" | "rollback_snapshot" | "delete_snapshot", "record") => {
+                self.record_snapshot(ctx).await
+            }
             (_, "record") => self.record_action(ctx).await,
             (name, step) => Err(Error::Internal(format!("job {name} has no step {step}"))),
         }
@@ -229,6 +251,30 @@ impl Steps {
                     vm.state = state::FAILED.into();
                     vm.failure_reason = reason.clone();
                     vm.nics.clear();
+                    Ok(true)
+                })
+                .await?;
+        }
+        if job.name == "create_snapshot" || job.name == "delete_snapshot" {
+            // A snapshot that could not be taken is `failed` (it can be deleted, or
+            // its name used again); one that could not be deleted is still there.
+            let p: SnapshotParams = params(&job.params)?;
+            let to = if job.name == "create_snapshot" {
+                snapshot_state::FAILED
+            } else if p.previous_state.is_empty() {
+                snapshot_state::CREATED
+            } else {
+                p.previous_state.as_str()
+            };
+            self.store
+                .update_vm(&job.vm_uuid, |vm| {
+                    let Some(snap) = vm.snapshots.iter_mut().find(|s| s.name == p.name) else {
+                        return Ok(false);
+                    };
+                    if snap.state == to {
+                        return Ok(false);
+                    }
+                    snap.state = to.to_string();
                     Ok(true)
                 })
                 .await?;
@@ -740,6 +786,8 @@ impl Steps {
                     vm.state = state::DESTROYED.into();
                     vm.destroyed = Some(triton_common::time::now_millis());
                     vm.nics.clear();
+                    // They went with the instance's disk.
+                    vm.snapshots.clear();
                     return Ok(true);
                 }
                 if let Some(s) = &instance_state {
@@ -755,6 +803,101 @@ impl Steps {
             })
             .await?;
         Ok(json!({ "state": vm.state }))
+    }
+
+    // ------------------------------------------------------------ snapshots
+
+    /// The cn-agent task of a snapshot job. A re-run finds its task by the id kept in
+    /// the job; should that task be lost, a create that finds the snapshot taken, or a
+    /// delete that finds it gone, is done.
+    async fn snapshot_task(&self, ctx: &JobCtx, step: &str) -> Result<Value> {
+        use agent::create_task_request::Task;
+        let job = ctx.record().await;
+        let p: SnapshotParams = params(&job.params)?;
+        if job.name == "delete_snapshot" && p.previous_state == snapshot_state::FAILED {
+            return Ok(json!({ "skipped": "the snapshot was never taken" }));
+        }
+        let server = self.server_of(ctx).await?;
+        let uuid = job.vm_uuid.clone();
+        let name = p.name.clone();
+        let task = match job.name.as_str() {
+            "create_snapshot" => {
+                Task::MachineCreateSnapshot(agent::MachineCreateSnapshot { uuid, name })
+            }
+            "rollback_snapshot" => Task::MachineRollbackSnapshot(agent::MachineRollbackSnapshot {
+                uuid,
+                name,
+                boot: p.start,
+                timeout_seconds: 0,
+            }),
+            _ => Task::MachineDeleteSnapshot(agent::MachineDeleteSnapshot { uuid, name }),
+        };
+        let rerun = Self::attempts(&job, step) > 1;
+        let instance = match self
+            .cn_task(ctx, &server, &format!("task.{step}"), task, &p.req_id)
+            .await
+        {
+            Ok(done) => done.instance,
+            Err(e)
+                if rerun
+                    && job.name == "create_snapshot"
+                    && is_named(&e, "ValidationFailedError") =>
+            {
+                let instance = self.load(ctx, &server, &job.vm_uuid).await?;
+                if !instance
+                    .as_ref()
+                    .is_some_and(|i| i.snapshots.iter().any(|s| s.name == p.name))
+                {
+                    return Err(e);
+                }
+                instance
+            }
+            // Gone already (an earlier attempt deleted it), or never taken (the
+            // snapshot `failed`): either way it is not there any more.
+            Err(e) if job.name == "delete_snapshot" && is_named(&e, "SnapshotNotFoundError") => {
+                self.load(ctx, &server, &job.vm_uuid).await?
+            }
+            Err(e) => return Err(e),
+        };
+        self.keep_instance(ctx, instance.as_ref()).await?;
+        Ok(json!({ "snapshot": p.name }))
+    }
+
+    /// The VM after a snapshot job: its state as the server reports it, the snapshot
+    /// `created` (or gone after a delete).
+    async fn record_snapshot(&self, ctx: &JobCtx) -> Result<Value> {
+        let job = ctx.record().await;
+        let p: SnapshotParams = params(&job.params)?;
+        let instance_state: Option<String> = ctx.data("instance_state").await;
+        let boot: Option<u64> = ctx.data("boot_timestamp").await;
+        let vm = self
+            .store
+            .update_vm(&job.vm_uuid, |vm| {
+                if vm.is_destroyed() {
+                    return Ok(false);
+                }
+                if let Some(s) = &instance_state {
+                    vm.state = s.clone();
+                }
+                if let Some(b) = boot.filter(|b| *b > 0) {
+                    vm.boot_timestamp = b;
+                }
+                match job.name.as_str() {
+                    "create_snapshot" => match vm.snapshots.iter_mut().find(|s| s.name == p.name) {
+                        Some(snap) => snap.state = snapshot_state::CREATED.into(),
+                        None => vm.snapshots.push(VmSnapshot {
+                            name: p.name.clone(),
+                            state: snapshot_state::CREATED.into(),
+                            created_timestamp: job.created_at,
+                        }),
+                    },
+                    "delete_snapshot" => vm.snapshots.retain(|s| s.name != p.name),
+                    _ => {}
+                }
+                Ok(true)
+            })
+            .await?;
+        Ok(json!({ "state": vm.state, "snapshots": vm.snapshots.len() }))
     }
 
     // ------------------------------------------------------------ shared

@@ -136,6 +136,29 @@ pub fn alias(c: &mut Checker, field: &str, value: &str) {
     }
 }
 
+/// Longest snapshot name, as in Triton.
+pub const SNAPSHOT_NAME_MAX: usize = 64;
+
+/// A snapshot name: 1 to 64 letters, digits, '_', '-' and '.', and not `.` or `..`.
+pub fn snapshot_name(c: &mut Checker, field: &str, value: &str) {
+    let chars_ok = value
+        .chars()
+        .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.' | '-'));
+    if value.is_empty()
+        || value.len() > SNAPSHOT_NAME_MAX
+        || !chars_ok
+        || value == "."
+        || value == ".."
+    {
+        c.add(
+            field,
+            format!(
+                "{value:?} must be 1 to {SNAPSHOT_NAME_MAX} letters, digits, '_', '.' or '-' (and not \".\" or \"..\")"
+            ),
+        );
+    }
+}
+
 pub fn is_hostname(value: &str) -> bool {
     !value.is_empty()
         && value.len() <= HOSTNAME_MAX

@@ -224,6 +224,60 @@ async fn linux_instances_through_vmapi() {
     assert!(!addrs.contains(&nic.ip), "{addrs}");
     assert!(pings(&ip));
 
+    // A snapshot of the running instance, and a rollback to it: files inside the
+    // instance are as they were when it was taken.
+    let inside = |pid: u32, path: &str| format!("/proc/{pid}/root{path}");
+    let pid = node.get(id).await.unwrap().pid.expect("running");
+    std::fs::write(inside(pid, "/kept"), "before").unwrap();
+    let snap = |name: &str, start: bool| pb::SnapshotRequest {
+        uuid: vm.uuid.clone(),
+        name: name.into(),
+        start,
+        ..Default::default()
+    };
+    let r = dc
+        .vmapi
+        .clone()
+        .create_snapshot(snap("before-change", false))
+        .await
+        .unwrap()
+        .into_inner();
+    let job = dc.wait_job(&r.job_uuid).await;
+    assert_eq!(job.execution, "succeeded", "{job:?}");
+    assert_eq!(dc.vm(&vm.uuid).await.snapshots[0].state, "created");
+    let on_disk = node.disk(id).snapshots().join("before-change");
+    assert!(on_disk.join("kept").exists(), "{}", on_disk.display());
+    assert!(pings(&ip), "runs on after the snapshot");
+    std::fs::write(inside(pid, "/kept"), "changed").unwrap();
+    std::fs::write(inside(pid, "/new"), "new").unwrap();
+    let r = dc
+        .vmapi
+        .clone()
+        .rollback_snapshot(snap("before-change", true))
+        .await
+        .unwrap()
+        .into_inner();
+    let job = dc.wait_job(&r.job_uuid).await;
+    assert_eq!(job.execution, "succeeded", "{job:?}");
+    assert_eq!(dc.vm(&vm.uuid).await.state, "running");
+    let pid = node.get(id).await.unwrap().pid.expect("booted again");
+    assert_eq!(
+        std::fs::read_to_string(inside(pid, "/kept")).unwrap(),
+        "before"
+    );
+    assert!(!std::path::Path::new(&inside(pid, "/new")).exists());
+    assert!(pings(&ip), "answers after the rollback");
+    let r = dc
+        .vmapi
+        .clone()
+        .delete_snapshot(snap("before-change", false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(dc.wait_job(&r.job_uuid).await.execution, "succeeded");
+    assert!(dc.vm(&vm.uuid).await.snapshots.is_empty());
+    assert!(!on_disk.exists(), "{} is gone", on_disk.display());
+
     // An instance destroyed on the node behind VMAPI's back shows `destroyed`, its
     // IP back in NAPI.
     let vm2_id: Uuid = vm2.uuid.parse().unwrap();

@@ -57,7 +57,7 @@ pub async fn fetch_vm(app: &AppState, owner: &str, id: &str) -> Result<vmapi::Vm
 }
 
 /// A VM of `owner` that still exists: a destroyed one answers 410 Gone.
-async fn live_vm(app: &AppState, owner: &str, id: &str) -> Result<vmapi::Vm, ApiError> {
+pub async fn live_vm(app: &AppState, owner: &str, id: &str) -> Result<vmapi::Vm, ApiError> {
     let vm = fetch_vm(app, owner, id).await?;
     if vm.state == "destroyed" {
         return Err(ApiError::new(

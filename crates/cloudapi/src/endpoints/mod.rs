@@ -9,6 +9,7 @@ pub mod machines;
 pub mod networks;
 pub mod nics;
 pub mod packages;
+pub mod snapshots;
 
 use std::collections::BTreeMap;
 

@@ -37,6 +37,9 @@ pub struct Stack {
     pub cloudapi_config: cloudapi::Config,
     pub dir: tempfile::TempDir,
     pub compute: Compute,
+    /// The simulated node's backend (with `Compute::Sim`): what is on its instances'
+    /// disks.
+    pub sim: Option<std::sync::Arc<cn_agent::sim::SimBackend>>,
     shutdown: CancellationToken,
     _moray: MorayFixture,
 }
@@ -124,10 +127,10 @@ impl Stack {
         let napi = napi::start(napi_config, shutdown.clone())
             .await
             .expect("NAPI starts");
-        let vmapi_addr = match &options.compute {
-            Compute::None => None,
-            compute => Some(
-                start_compute(
+        let (vmapi_addr, sim) = match &options.compute {
+            Compute::None => (None, None),
+            compute => {
+                let (addr, sim) = start_compute(
                     compute,
                     &moray_url,
                     ufds,
@@ -137,8 +140,9 @@ impl Stack {
                     napi.addr,
                     &shutdown,
                 )
-                .await,
-            ),
+                .await;
+                (Some(addr), sim)
+            }
         };
 
         let mut config = cloudapi::Config {
@@ -187,6 +191,7 @@ impl Stack {
             cloudapi_config: config,
             dir,
             compute: options.compute,
+            sim,
             shutdown,
             _moray: moray,
         }
@@ -352,7 +357,11 @@ async fn start_compute(
     imgapi_http: SocketAddr,
     napi: SocketAddr,
     shutdown: &CancellationToken,
-) -> SocketAddr {
+) -> (
+    SocketAddr,
+    Option<std::sync::Arc<cn_agent::sim::SimBackend>>,
+) {
+    let mut sim = None;
     use triton_proto::cnapi::v1 as cnapi_pb;
     let heartbeat = Duration::from_millis(300);
     let settings = cnapi::service::Settings {
@@ -383,6 +392,7 @@ async fn start_compute(
                     nic_tags: vec!["admin".into(), "external".into()],
                 },
             ));
+            sim = Some(backend.clone());
             cn_agent::agent::start(
                 backend,
                 move |agent_port| cn_agent::sysinfo::NodeFacts::Sim {
@@ -470,7 +480,7 @@ async fn start_compute(
     )
     .await
     .expect("VMAPI starts");
-    vmapi_run.addr
+    (vmapi_run.addr, sim)
 }
 
 /// A real compute node's host side: a bridge for the `external` nic tag on a free
@@ -553,7 +563,13 @@ impl LinuxHost {
         )
         .expect("index");
         let init = root.join("sbin/init");
-        std::fs::write(&init, "#!/bin/sh\nexec /bin/httpd -f -p 80 -h /www\n").expect("init");
+        // pid 1 ignores SIGTERM unless it handles it: this one does, so a stop takes a
+        // moment instead of the whole grace period.
+        std::fs::write(
+            &init,
+            "#!/bin/sh\n/bin/httpd -f -p 80 -h /www &\ntrap 'kill $!; exit 0' TERM\nwait\n",
+        )
+        .expect("init");
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         let tarball = self._dir.path().join("image.tar.gz");
@@ -568,6 +584,16 @@ impl LinuxHost {
             ],
         );
         std::fs::read(&tarball).expect("read tarball")
+    }
+
+    /// The root of a running instance as the host sees it (`/proc/<pid>/root` of one of
+    /// its processes).
+    pub fn instance_root(&self, uuid: &str) -> Option<PathBuf> {
+        self.cgroup_dirs().iter().find_map(|dir| {
+            let procs = std::fs::read_to_string(dir.join(uuid).join("cgroup.procs")).ok()?;
+            let pid = procs.lines().next()?.trim().to_string();
+            Some(PathBuf::from(format!("/proc/{pid}/root")))
+        })
     }
 
     fn cgroup_dirs(&self) -> Vec<PathBuf> {

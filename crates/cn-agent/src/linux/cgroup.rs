@@ -125,6 +125,9 @@ pub enum Hierarchy {
 pub struct Cgroups {
     hierarchy: Hierarchy,
     parent: String,
+    /// v1: the freezer hierarchy, when the host mounts one. Instances join it only to
+    /// be frozen (for a snapshot), so a host without it still runs them.
+    v1_freezer: Option<PathBuf>,
 }
 
 impl Cgroups {
@@ -143,9 +146,16 @@ impl Cgroups {
             }
             Hierarchy::V1(dirs)
         };
+        let v1_freezer = match hierarchy {
+            Hierarchy::V1(_) => std::fs::canonicalize(root.join("freezer"))
+                .ok()
+                .filter(|d| d.join("cgroup.procs").exists()),
+            Hierarchy::V2(_) => None,
+        };
         Ok(Cgroups {
             hierarchy,
             parent: parent.to_string(),
+            v1_freezer,
         })
     }
 
@@ -302,9 +312,145 @@ impl Cgroups {
         }
     }
 
+    /// Stops every process of the instance where it stands, so its files can be copied
+    /// consistently (a snapshot); [`Cgroups::thaw`] lets them go on. On v2 this is the
+    /// cgroup freezer (`cgroup.freeze`, waited for in `cgroup.events`); on v1 the
+    /// freezer hierarchy (the instance's processes join `freezer/<parent>/<uuid>` for
+    /// it, `freezer.state` FROZEN), and on a v1 host without one every process gets
+    /// SIGSTOP (repeated until no new process appears) and SIGCONT at thaw.
+    pub fn freeze(&self, uuid: Uuid, wait: Duration) -> Result<()> {
+        let deadline = Instant::now() + wait;
+        match &self.hierarchy {
+            Hierarchy::V2(_) => {
+                let dir = self.controller_dir(uuid, "memory");
+                write(&dir.join("cgroup.freeze"), "1")?;
+                loop {
+                    let events = read(&dir.join("cgroup.events"))?;
+                    if events.lines().any(|l| l.trim() == "frozen 1") {
+                        return Ok(());
+                    }
+                    if Instant::now() >= deadline {
+                        let _ = write(&dir.join("cgroup.freeze"), "0");
+                        return Err(Error::Timeout(format!(
+                            "instance {uuid} did not freeze within {wait:?}"
+                        )));
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            Hierarchy::V1(_) => match self.v1_freezer_dir(uuid) {
+                Some(dir) => {
+                    mkdir(&dir)?;
+                    // Every process of the instance into its freezer cgroup; a child
+                    // forked meanwhile by one already moved is born there, one by a
+                    // process not yet moved is caught by the next round.
+                    loop {
+                        let inside = read(&dir.join("cgroup.procs"))?;
+                        let inside: Vec<u32> = inside
+                            .lines()
+                            .filter_map(|l| l.trim().parse().ok())
+                            .collect();
+                        let outside: Vec<u32> = self
+                            .pids(uuid)
+                            .into_iter()
+                            .filter(|p| !inside.contains(p))
+                            .collect();
+                        if outside.is_empty() {
+                            break;
+                        }
+                        for pid in outside {
+                            // A process that exited meanwhile cannot be moved: fine.
+                            let _ = write(&dir.join("cgroup.procs"), &pid.to_string());
+                        }
+                        if Instant::now() >= deadline {
+                            return Err(Error::Timeout(format!(
+                                "instance {uuid} kept starting processes for {wait:?}"
+                            )));
+                        }
+                    }
+                    write(&dir.join("freezer.state"), "FROZEN")?;
+                    loop {
+                        if read(&dir.join("freezer.state"))?.trim() == "FROZEN" {
+                            return Ok(());
+                        }
+                        if Instant::now() >= deadline {
+                            let _ = write(&dir.join("freezer.state"), "THAWED");
+                            return Err(Error::Timeout(format!(
+                                "instance {uuid} did not freeze within {wait:?}"
+                            )));
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+                None => {
+                    let mut stopped: Vec<u32> = Vec::new();
+                    loop {
+                        let new: Vec<u32> = self
+                            .pids(uuid)
+                            .into_iter()
+                            .filter(|p| !stopped.contains(p))
+                            .collect();
+                        if new.is_empty() {
+                            return Ok(());
+                        }
+                        for pid in new {
+                            // SAFETY: kill(2) has no memory-safety preconditions.
+                            unsafe {
+                                libc::kill(pid as libc::pid_t, libc::SIGSTOP);
+                            }
+                            stopped.push(pid);
+                        }
+                        if Instant::now() >= deadline {
+                            self.thaw(uuid);
+                            return Err(Error::Timeout(format!(
+                                "instance {uuid} kept starting processes for {wait:?}"
+                            )));
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+            },
+        }
+    }
+
+    /// Undoes [`Cgroups::freeze`]. A failure is logged: the instance may stay frozen,
+    /// which an operator must see.
+    pub fn thaw(&self, uuid: Uuid) {
+        match &self.hierarchy {
+            Hierarchy::V2(_) => {
+                let file = self.controller_dir(uuid, "memory").join("cgroup.freeze");
+                if let Err(e) = write(&file, "0") {
+                    tracing::error!(%uuid, error = %e.chain(), "cannot thaw the instance");
+                }
+            }
+            Hierarchy::V1(_) => match self.v1_freezer_dir(uuid) {
+                Some(dir) => {
+                    if let Err(e) = write(&dir.join("freezer.state"), "THAWED") {
+                        tracing::error!(%uuid, error = %e.chain(), "cannot thaw the instance");
+                    }
+                }
+                None => {
+                    for pid in self.pids(uuid) {
+                        // SAFETY: kill(2) has no memory-safety preconditions.
+                        unsafe {
+                            libc::kill(pid as libc::pid_t, libc::SIGCONT);
+                        }
+                    }
+                }
+            },
+        }
+    }
+
+    /// v1: the instance's cgroup in the freezer hierarchy, when the host has one.
+    fn v1_freezer_dir(&self, uuid: Uuid) -> Option<PathBuf> {
+        self.v1_freezer
+            .as_ref()
+            .map(|root| root.join(&self.parent).join(uuid.to_string()))
+    }
+
     /// Removes the instance's cgroup (its processes must be gone).
     pub fn remove(&self, uuid: Uuid) -> Result<()> {
-        for dir in self.dirs(uuid) {
+        for dir in self.dirs(uuid).into_iter().chain(self.v1_freezer_dir(uuid)) {
             // A cgroup whose last process just exited can be busy for a moment.
             let mut tries = 0;
             loop {

@@ -60,6 +60,34 @@ impl Disk {
         self.mount_point().join("work")
     }
 
+    /// Where the instance's snapshots are: on the disk's file system (so they count
+    /// toward its size and copy by reflink), beside the overlay's directories and out of
+    /// the instance's view.
+    pub fn snapshots(&self) -> PathBuf {
+        self.mount_point().join("snapshots")
+    }
+
+    /// A copy of the tree at `from` as `to` (which must not exist) on this disk: `cp -a
+    /// --reflink=auto`, so on XFS with reflink (mkfs.xfs's default since xfsprogs 5.1)
+    /// the copy shares every block until one side changes it. A failed copy leaves
+    /// nothing behind.
+    pub fn copy_tree(&self, from: &Path, to: &Path) -> Result<()> {
+        let copied = run(
+            "cp",
+            &[
+                "-a",
+                "--reflink=auto",
+                "--no-target-directory",
+                &path_str(from)?,
+                &path_str(to)?,
+            ],
+        );
+        if copied.is_err() {
+            remove_tree(to)?;
+        }
+        copied.map(|_| ())
+    }
+
     pub fn has_image(&self) -> bool {
         self.image().exists()
     }
@@ -228,6 +256,14 @@ impl Disk {
             let dash = fields.iter().position(|f| *f == "-")?;
             Some(fields.get(dash + 2)?.to_string())
         })
+    }
+}
+
+/// Removes a tree if it is there.
+pub fn remove_tree(path: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(path, e)),
+        _ => Ok(()),
     }
 }
 

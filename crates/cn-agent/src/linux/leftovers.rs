@@ -55,13 +55,13 @@ pub fn remove_all(config: &LinuxConfig, bridge: &str) {
 }
 
 /// The cgroup directories instances of `parent` live in: one on v2, one per controller
-/// on v1.
+/// on v1 (the freezer's, used for snapshots, included).
 pub fn cgroup_dirs(parent: &str) -> Vec<PathBuf> {
     let root = Path::new("/sys/fs/cgroup");
     if root.join("cgroup.controllers").exists() {
         return vec![root.join(parent)];
     }
-    ["memory", "cpu", "cpuacct", "pids"]
+    ["memory", "cpu", "cpuacct", "pids", "freezer"]
         .iter()
         .map(|c| root.join(c).join(parent))
         .collect()

@@ -39,8 +39,8 @@ use self::disk::Disk;
 use self::launch::LaunchPlan;
 use self::net::Network;
 use crate::backend::{
-    ImageSource, Instance, InstanceSpec, InstanceState, InstanceUpdate, InstanceUsage, ZoneBackend,
-    check_quota_change, unix_now,
+    ImageSource, Instance, InstanceSpec, InstanceState, InstanceUpdate, InstanceUsage, Snapshot,
+    ZoneBackend, check_new_snapshot, check_quota_change, find_snapshot, unix_now,
 };
 use crate::error::{Error, Result};
 use crate::sim::write_atomically;
@@ -49,6 +49,8 @@ use crate::sim::write_atomically;
 const BOOT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long processes get to die after SIGKILL before the stop is an error.
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a running instance's processes have to freeze for a snapshot.
+const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest `link_prefix`: with 8 hex digits and a NIC number it must fit IFNAMSIZ.
 const LINK_PREFIX_MAX: usize = 4;
 
@@ -95,6 +97,9 @@ struct ZoneRecord {
     state: InstanceState,
     last_boot: Option<u64>,
     last_modified: u64,
+    /// Names and times; each one's files are `<disk>/snapshots/<name>`.
+    #[serde(default)]
+    snapshots: Vec<Snapshot>,
 }
 
 #[derive(Clone)]
@@ -247,6 +252,7 @@ impl Inner {
             pid,
             last_boot: record.last_boot,
             last_modified: record.last_modified,
+            snapshots: record.snapshots,
         }
     }
 
@@ -310,6 +316,7 @@ impl Inner {
             state: InstanceState::Provisioning,
             last_boot: None,
             last_modified: unix_now(),
+            snapshots: Vec::new(),
         };
         let made = self
             .write_record(&record)
@@ -573,6 +580,111 @@ impl Inner {
         self.get(uuid)
     }
 
+    /// Runs `f` with the instance's disk mounted, and unmounts it after if it was not
+    /// mounted before (a stopped instance holds no loop device).
+    fn with_disk_mounted<T>(&self, uuid: Uuid, f: impl FnOnce(&Disk) -> Result<T>) -> Result<T> {
+        let disk = self.disk(uuid);
+        disk.adopt_legacy()?;
+        let was_mounted = disk.is_mounted();
+        disk.mount()?;
+        let result = f(&disk);
+        if !was_mounted {
+            self.unmount_disk(uuid);
+        }
+        result
+    }
+
+    /// A copy of the instance's upper layer, `<disk>/snapshots/<name>`, taken with its
+    /// processes frozen so what is copied is one moment's state.
+    fn create_snapshot(&self, uuid: Uuid, name: &str) -> Result<Instance> {
+        let mut record = self.read_record(uuid)?;
+        let instance = self.instance(record.clone());
+        check_new_snapshot(&instance, name)?;
+        let running = instance.state == InstanceState::Running;
+        self.with_disk_mounted(uuid, |disk| {
+            let dir = disk.snapshots();
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            let to = dir.join(name);
+            // Left over by a take that died half-way (its name was never recorded).
+            disk::remove_tree(&to)?;
+            if running {
+                self.cgroups.freeze(uuid, FREEZE_TIMEOUT)?;
+            }
+            let copied = disk.copy_tree(&disk.upper(), &to);
+            if running {
+                self.cgroups.thaw(uuid);
+            }
+            copied
+        })?;
+        record.snapshots.push(Snapshot {
+            name: name.to_string(),
+            created: unix_now(),
+        });
+        record.last_modified = unix_now();
+        self.write_record(&record)?;
+        self.get(uuid)
+    }
+
+    /// Stops the instance, makes its upper layer a copy of the snapshot (the snapshot
+    /// stays as it is, for the next rollback), and boots it when `boot`.
+    fn rollback_snapshot(
+        &self,
+        uuid: Uuid,
+        name: &str,
+        boot: bool,
+        grace: Duration,
+    ) -> Result<Instance> {
+        let instance = self.get(uuid)?;
+        find_snapshot(&instance, name)?;
+        if !matches!(
+            instance.state,
+            InstanceState::Running | InstanceState::Stopped
+        ) {
+            return Err(Error::WrongState {
+                uuid,
+                state: instance.state.as_str().into(),
+                action: "a rollback",
+            });
+        }
+        self.shutdown(uuid, grace)?;
+        self.with_disk_mounted(uuid, |disk| {
+            let base = disk.mount_point();
+            let (staged, old) = (base.join("rollback"), base.join("upper.old"));
+            disk::remove_tree(&staged)?;
+            disk::remove_tree(&old)?;
+            // Copy first: a copy that fails (no room) leaves the disk as it was.
+            disk.copy_tree(&disk.snapshots().join(name), &staged)?;
+            let upper = disk.upper();
+            std::fs::rename(&upper, &old).map_err(|e| Error::io(&upper, e))?;
+            if let Err(e) = std::fs::rename(&staged, &upper) {
+                // Put the instance's own files back rather than leave it without any.
+                if let Err(back) = std::fs::rename(&old, &upper) {
+                    tracing::error!(%uuid, error = %back, "the instance's files are left in upper.old");
+                }
+                return Err(Error::io(&upper, e));
+            }
+            disk::remove_tree(&old)
+        })?;
+        let mut record = self.read_record(uuid)?;
+        record.last_modified = unix_now();
+        self.write_record(&record)?;
+        if boot {
+            self.boot(uuid)
+        } else {
+            self.get(uuid)
+        }
+    }
+
+    fn delete_snapshot(&self, uuid: Uuid, name: &str) -> Result<Instance> {
+        let mut record = self.read_record(uuid)?;
+        find_snapshot(&self.instance(record.clone()), name)?;
+        self.with_disk_mounted(uuid, |disk| disk::remove_tree(&disk.snapshots().join(name)))?;
+        record.snapshots.retain(|s| s.name != name);
+        record.last_modified = unix_now();
+        self.write_record(&record)?;
+        self.get(uuid)
+    }
+
     fn destroy(&self, uuid: Uuid) -> Result<()> {
         self.read_record(uuid)?;
         self.stop_processes(uuid, None)?;
@@ -696,6 +808,27 @@ impl ZoneBackend for LinuxBackend {
 
     async fn update(&self, uuid: Uuid, update: InstanceUpdate) -> Result<Instance> {
         self.blocking(move |inner| inner.update(uuid, &update))
+            .await
+    }
+
+    async fn create_snapshot(&self, uuid: Uuid, name: String) -> Result<Instance> {
+        self.blocking(move |inner| inner.create_snapshot(uuid, &name))
+            .await
+    }
+
+    async fn rollback_snapshot(
+        &self,
+        uuid: Uuid,
+        name: String,
+        boot: bool,
+        timeout: Duration,
+    ) -> Result<Instance> {
+        self.blocking(move |inner| inner.rollback_snapshot(uuid, &name, boot, timeout))
+            .await
+    }
+
+    async fn delete_snapshot(&self, uuid: Uuid, name: String) -> Result<Instance> {
+        self.blocking(move |inner| inner.delete_snapshot(uuid, &name))
             .await
     }
 
