@@ -416,20 +416,7 @@ async fn instance_nics_create_list_get_delete() {
 
     // Triton's answers, by hand: 302 to the NIC already on a network, and the codes
     // of bad input.
-    let key = common::HandKey::new();
-    let fp = stack
-        .ufds
-        .clone()
-        .create_key(ufds::CreateKeyRequest {
-            account: alice.uuid.clone(),
-            name: "hand".into(),
-            key: key.openssh.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .fingerprint;
-    let signed = || key.sign(&format!("/alice/keys/{fp}"), 0);
+    let signed = stack.hand_signer("alice", &alice.uuid).await;
     let nics_path = format!("/alice/machines/{inst}/nics");
     let r = common::raw_request(
         stack.cloudapi,
@@ -734,20 +721,7 @@ async fn instance_snapshots_create_list_get_start_from_delete() {
     );
 
     // Triton's status codes, by hand.
-    let key = common::HandKey::new();
-    let fp = stack
-        .ufds
-        .clone()
-        .create_key(ufds::CreateKeyRequest {
-            account: alice.uuid.clone(),
-            name: "hand".into(),
-            key: key.openssh.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .fingerprint;
-    let signed = || key.sign(&format!("/alice/keys/{fp}"), 0);
+    let signed = stack.hand_signer("alice", &alice.uuid).await;
     let snaps = format!("/alice/machines/{inst}/snapshots");
     let r = common::raw_request(
         stack.cloudapi,

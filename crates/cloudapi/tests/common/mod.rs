@@ -901,6 +901,33 @@ fn dechunk(s: &str) -> String {
 
 /// An Ed25519 key made in the test, registered (or not) with an account, that signs
 /// requests by hand.
+impl Stack {
+    /// A new key of `login`'s account (uuid `account`), registered in UFDS, and a
+    /// function giving `Date` and `Authorization` headers signed with it now: for
+    /// requests made by hand, where the CLI cannot send what a test needs.
+    pub async fn hand_signer(
+        &self,
+        login: &str,
+        account: &str,
+    ) -> impl Fn() -> Vec<(&'static str, String)> + use<> {
+        let key = HandKey::new();
+        let fp = self
+            .ufds
+            .clone()
+            .create_key(ufds::CreateKeyRequest {
+                account: account.to_string(),
+                name: "hand".into(),
+                key: key.openssh.clone(),
+            })
+            .await
+            .expect("key created")
+            .into_inner()
+            .fingerprint;
+        let key_id = format!("/{login}/keys/{fp}");
+        move || key.sign(&key_id, 0)
+    }
+}
+
 pub struct HandKey {
     pub pair: ring::signature::Ed25519KeyPair,
     pub openssh: String,
