@@ -702,9 +702,21 @@ impl Steps {
         let p: ActionParams = params(&job.params)?;
         let server = self.server_of(ctx).await?;
         let task = make(job.vm_uuid.clone(), &p);
-        let done = self
-            .cn_task(ctx, &server, &format!("task.{step}"), task, &p.req_id)
-            .await?;
+        self.instance_task(ctx, &server, &format!("task.{step}"), task, &p.req_id)
+            .await
+    }
+
+    /// Runs a task that changes the instance ([`Steps::cn_task`]), keeps the instance's
+    /// state for the `record` step, and answers the step's result.
+    async fn instance_task(
+        &self,
+        ctx: &JobCtx,
+        server: &str,
+        key: &str,
+        task: agent::create_task_request::Task,
+        rid: &str,
+    ) -> Result<Value> {
+        let done = self.cn_task(ctx, server, key, task, rid).await?;
         self.keep_instance(ctx, done.instance.as_ref()).await?;
         Ok(json!({ "task_id": done.id }))
     }
@@ -733,11 +745,8 @@ impl Steps {
             alias: p.alias.clone(),
             ..Default::default()
         });
-        let done = self
-            .cn_task(ctx, &server, "task.machine_update", task, &p.req_id)
-            .await?;
-        self.keep_instance(ctx, done.instance.as_ref()).await?;
-        Ok(json!({ "task_id": done.id }))
+        self.instance_task(ctx, &server, "task.machine_update", task, &p.req_id)
+            .await
     }
 
     async fn machine_destroy(&self, ctx: &JobCtx) -> Result<Value> {
@@ -1420,11 +1429,8 @@ impl Steps {
             add_nics: nics.iter().map(agent_nic).collect(),
             ..Default::default()
         });
-        let done = self
-            .cn_task(ctx, &server, "task.add_nics", task, &p.req_id)
-            .await?;
-        self.keep_instance(ctx, done.instance.as_ref()).await?;
-        Ok(json!({ "task_id": done.id }))
+        self.instance_task(ctx, &server, "task.add_nics", task, &p.req_id)
+            .await
     }
 
     /// Removes from the instance whichever of the job's NICs it has (a failed update
@@ -1538,11 +1544,8 @@ impl Steps {
             remove_nics: macs,
             ..Default::default()
         });
-        let done = self
-            .cn_task(ctx, &server, "task.remove_nics", task, &p.req_id)
-            .await?;
-        self.keep_instance(ctx, done.instance.as_ref()).await?;
-        Ok(json!({ "task_id": done.id }))
+        self.instance_task(ctx, &server, "task.remove_nics", task, &p.req_id)
+            .await
     }
 
     /// remove_nics: deletes the NICs in NAPI; their IPs are free again.
