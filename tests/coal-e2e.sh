@@ -82,6 +82,10 @@ check "the instance is gone from the list" \
     bash -c "! triton instance list -H -o name | grep -qx '$name'"
 check "a deleted instance does not answer" bash -c "! curl -fsS --max-time 3 http://$ip/ >/dev/null 2>&1"
 
+# --- tenant isolation, on this same CoaL (tests/isolation.sh: from inside real instances) ---
+step "tenant isolation (tests/isolation.sh)"
+tests/isolation.sh
+
 # --- the operator: a service deployed as a zone, as Triton deploys its own ---------------
 images=$(mktemp -d)
 zone_cleanup() { rm -rf "$images"; }
