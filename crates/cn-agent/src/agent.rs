@@ -33,6 +33,8 @@ pub struct AgentOptions {
     pub heartbeat_interval: Duration,
     /// Boot the instances whose autoboot is set that are not running.
     pub autoboot: bool,
+    /// Who may connect to the task API, and reflection (the config's `[grpc]`).
+    pub grpc: triton_common::grpc::ServerConfig,
 }
 
 impl Default for AgentOptions {
@@ -44,6 +46,7 @@ impl Default for AgentOptions {
             datacenter: "coal".into(),
             heartbeat_interval: HEARTBEAT_INTERVAL,
             autoboot: true,
+            grpc: triton_common::grpc::ServerConfig::default(),
         }
     }
 }
@@ -105,10 +108,12 @@ pub async fn start<B: ZoneBackend>(
         datacenter: options.datacenter.clone(),
         interval: options.heartbeat_interval,
     });
+    let grpc = options.grpc.clone();
     let task = tokio::spawn(async move {
         let beats = heartbeater.map(|h| tokio::spawn(h.run(shutdown.clone())));
         if let Err(e) =
-            triton_common::grpc::serve(listener, routes, &[SERVICE_NAME], shutdown.clone()).await
+            triton_common::grpc::serve(listener, routes, &[SERVICE_NAME], &grpc, shutdown.clone())
+                .await
         {
             tracing::error!(error = %e, "cn-agent's gRPC server failed");
         }

@@ -24,6 +24,9 @@ pub struct Config {
     pub backend: BackendKind,
     /// Task API address; Triton's cn-agent port is 5309.
     pub listen: String,
+    /// Who may call the task API (CNAPI's address), and reflection (`[grpc]`;
+    /// `CN_AGENT_GRPC__ALLOW_FROM` takes comma-separated CIDRs).
+    pub grpc: triton_common::grpc::ServerConfig,
     /// How CNAPI reaches the task API; empty means `http://<listen address>`, which is
     /// only reachable from elsewhere when `listen` names a real address (not 0.0.0.0).
     /// With the sim backend, node `i` advertises this URL's port + `i` (as it listens
@@ -72,6 +75,7 @@ impl Default for Config {
             state_dir: PathBuf::from("/var/lib/cn-agent"),
             backend: BackendKind::Linux,
             listen: "0.0.0.0:5309".into(),
+            grpc: triton_common::grpc::ServerConfig::default(),
             advertise_url: String::new(),
             cnapi_url: String::new(),
             datacenter: "coal".into(),

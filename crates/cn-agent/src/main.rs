@@ -54,6 +54,7 @@ fn options(config: &Config, listen: String) -> AgentOptions {
         datacenter: config.datacenter.clone(),
         heartbeat_interval: Duration::from_millis(config.heartbeat_interval_ms.max(100)),
         autoboot: config.autoboot,
+        grpc: config.grpc.clone(),
     }
 }
 

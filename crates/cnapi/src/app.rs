@@ -32,6 +32,7 @@ pub async fn start<S: Store>(
     let addr = listener
         .local_addr()
         .map_err(|e| Error::Store(format!("cannot listen on {listen}: {e}")))?;
+    let grpc = settings.grpc.clone();
     let service = Arc::new(CnapiService::new(Arc::new(store), settings));
     let reconciler = {
         let service = service.clone();
@@ -53,7 +54,8 @@ pub async fn start<S: Store>(
     let routes = tonic::service::Routes::new(CnapiServer::from_arc(service));
     let task = tokio::spawn(async move {
         if let Err(e) =
-            triton_common::grpc::serve(listener, routes, &[SERVICE_NAME], shutdown.clone()).await
+            triton_common::grpc::serve(listener, routes, &[SERVICE_NAME], &grpc, shutdown.clone())
+                .await
         {
             tracing::error!(error = %e, "cnapi's gRPC server failed");
         }

@@ -20,6 +20,9 @@ pub enum Storage {
 #[serde(default)]
 pub struct Config {
     pub listen: String,
+    /// Who may connect and whether reflection is served (`[grpc]`; `CNAPI_GRPC__ALLOW_FROM`
+    /// takes comma-separated CIDRs).
+    pub grpc: triton_common::grpc::ServerConfig,
     pub storage: Storage,
     pub moray_url: String,
     pub datacenter: String,
@@ -34,6 +37,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: "0.0.0.0:2030".into(),
+            grpc: triton_common::grpc::ServerConfig::default(),
             storage: Storage::Moray,
             moray_url: "tcp://127.0.0.1:2020".into(),
             datacenter: "coal".into(),
@@ -55,6 +59,7 @@ impl Config {
             reservation_ttl: Duration::from_secs(self.reservation_ttl_s),
             auto_setup: self.auto_setup,
             alloc: self.alloc.clone(),
+            grpc: self.grpc.clone(),
         }
     }
 }

@@ -44,6 +44,8 @@ pub struct Settings {
     /// Mark newly registered servers set up at once (CoaL convenience).
     pub auto_setup: bool,
     pub alloc: AllocConfig,
+    /// Who may connect to the gRPC server, and reflection (the config's `[grpc]`).
+    pub grpc: triton_common::grpc::ServerConfig,
 }
 
 impl Default for Settings {
@@ -55,6 +57,7 @@ impl Default for Settings {
             reservation_ttl: Duration::from_secs(600),
             auto_setup: false,
             alloc: AllocConfig::default(),
+            grpc: triton_common::grpc::ServerConfig::default(),
         }
     }
 }

@@ -107,8 +107,23 @@ where
         }
         // A key whose default is a string takes the variable's text as it is: `SHARD=1`
         // means the string "1", not the number.
+        // A key whose default is a list takes a TOML array or comma-separated text:
+        // `MORAY_GRPC__ALLOW_FROM=10.99.99.0/24,127.0.0.0/8`.
         let value = match lookup(&defaults, &path) {
             Some(Value::String(_)) => Value::String(raw.clone()),
+            Some(Value::Array(_)) => match parse_env_value(raw) {
+                Value::Array(list) => Value::Array(list),
+                _ => Value::Array(
+                    raw.split(',')
+                        .map(str::trim)
+                        .filter(|item| !item.is_empty())
+                        .map(|item| match parse_env_value(item) {
+                            Value::Array(_) | Value::Table(_) => Value::String(item.to_string()),
+                            other => other,
+                        })
+                        .collect(),
+                ),
+            },
             _ => parse_env_value(raw),
         };
         insert_path(&mut env_table, &path, value);
@@ -124,23 +139,22 @@ where
         &mut problems,
     );
 
-    // Try each top-level key on its own over the defaults, so every bad value is named.
-    for (key, value) in &merged {
-        let mut alone = defaults.clone();
-        alone.insert(key.clone(), value.clone());
-        if let Err(e) = Value::Table(alone).try_into::<T>() {
-            let source = sources
-                .iter()
-                .rev()
-                .find(|(k, _)| k == key || k.starts_with(&format!("{key}.")))
-                .map(|(_, s)| s.clone())
-                .unwrap_or_else(|| "defaults".to_string());
-            problems.push(KeyProblem {
-                key: key.clone(),
-                source,
-                problem: e.message().trim().to_string(),
-            });
-        }
+    // Try each key on its own over the defaults, so every bad value is named; within a
+    // table, down to the key that is bad (`grpc.allow_from`, not `grpc`).
+    let mut bad = Vec::new();
+    find_bad::<T>(&defaults, &merged, &mut Vec::new(), &mut bad);
+    for (key, message) in bad {
+        let source = sources
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == key || k.starts_with(&format!("{key}.")))
+            .map(|(_, s)| s.clone())
+            .unwrap_or_else(|| "defaults".to_string());
+        problems.push(KeyProblem {
+            key,
+            source,
+            problem: message,
+        });
     }
     if !problems.is_empty() {
         return Err(ConfigError::Invalid(problems));
@@ -152,6 +166,32 @@ where
             problem: e.message().to_string(),
         }])
     })
+}
+
+/// Collects `(dotted key, message)` for each value of `layer` (at `path` in the config)
+/// that fails to deserialize when laid alone over the defaults.
+fn find_bad<T: DeserializeOwned>(
+    defaults: &Table,
+    layer: &Table,
+    path: &mut Vec<String>,
+    bad: &mut Vec<(String, String)>,
+) {
+    for (key, value) in layer {
+        path.push(key.clone());
+        let mut alone = defaults.clone();
+        insert_path(&mut alone, path, value.clone());
+        if let Err(e) = Value::Table(alone).try_into::<T>() {
+            let before = bad.len();
+            if let Value::Table(inner) = value {
+                find_bad::<T>(defaults, inner, path, bad);
+            }
+            // A table none of whose keys is bad alone is named as a whole.
+            if bad.len() == before {
+                bad.push((path.join("."), e.message().trim().to_string()));
+            }
+        }
+        path.pop();
+    }
 }
 
 fn lookup<'a>(table: &'a Table, path: &[String]) -> Option<&'a Value> {
@@ -268,6 +308,62 @@ mod tests {
                 pool: Pool::default(),
             }
         }
+    }
+
+    #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+    #[serde(default, deny_unknown_fields)]
+    struct WithGrpc {
+        listen: String,
+        grpc: crate::grpc::ServerConfig,
+    }
+
+    #[test]
+    fn list_from_environment_is_comma_separated_or_toml() {
+        let conf: WithGrpc = load_from(
+            "napi",
+            None,
+            &env(&[("NAPI_GRPC__ALLOW_FROM", "10.99.99.0/24, 127.0.0.1")]),
+        )
+        .unwrap();
+        let shown: Vec<String> = conf.grpc.allow_from.iter().map(|c| c.to_string()).collect();
+        assert_eq!(shown, ["10.99.99.0/24", "127.0.0.1/32"]);
+        assert!(conf.grpc.reflection);
+
+        let conf: WithGrpc = load_from(
+            "napi",
+            None,
+            &env(&[
+                ("NAPI_GRPC__ALLOW_FROM", r#"["::1/128"]"#),
+                ("NAPI_GRPC__REFLECTION", "false"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(conf.grpc.allow_from.len(), 1);
+        assert!(!conf.grpc.reflection);
+    }
+
+    #[test]
+    fn bad_cidr_names_the_nested_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("napi.toml");
+        std::fs::write(&path, "[grpc]\nallow_from = [\"10.0.0.0/33\"]\n").unwrap();
+        let err = load_from::<WithGrpc>("napi", Some(&path), &[]).unwrap_err();
+        let ConfigError::Invalid(problems) = err else {
+            panic!("expected Invalid, got {err:?}");
+        };
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].key, "grpc.allow_from");
+        assert!(problems[0].problem.contains("10.0.0.0/33"), "{problems:?}");
+        assert!(problems[0].problem.contains("prefix"), "{problems:?}");
+
+        let err = load_from::<WithGrpc>("napi", None, &env(&[("NAPI_GRPC__ALLOW_FROM", "ten")]))
+            .unwrap_err();
+        let shown = err.to_string();
+        assert!(
+            shown.contains("grpc.allow_from (from NAPI_GRPC__ALLOW_FROM)"),
+            "{shown}"
+        );
+        assert!(shown.contains("`ten` is not an IP address"), "{shown}");
     }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -20,6 +20,9 @@ pub const DEFAULT_MAX_FILE_BYTES: u64 = 20 * 1024 * 1024 * 1024;
 pub struct Config {
     /// gRPC listen address (`IMGAPI_LISTEN`); port 0 picks a free one.
     pub listen: String,
+    /// Who may connect and whether reflection is served (`[grpc]`; `IMGAPI_GRPC__ALLOW_FROM`
+    /// takes comma-separated CIDRs).
+    pub grpc: triton_common::grpc::ServerConfig,
     /// HTTP listen address for `GET /images/:uuid/file` (`IMGAPI_HTTP_LISTEN`).
     pub http_listen: String,
     /// Moray holding the `imgapi_images` bucket (`IMGAPI_MORAY_URL`).
@@ -34,6 +37,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: DEFAULT_LISTEN.to_string(),
+            grpc: triton_common::grpc::ServerConfig::default(),
             http_listen: DEFAULT_HTTP_LISTEN.to_string(),
             moray_url: DEFAULT_MORAY_URL.to_string(),
             data_dir: DEFAULT_DATA_DIR.to_string(),

@@ -17,6 +17,32 @@ use crate::app::Imgapi;
 use crate::error::Error;
 use crate::server::FILE_CHUNK_BYTES;
 
+/// The HTTP listener with the gRPC server's allow list (`[grpc] allow_from`): anyone
+/// else's connection is reset at accept.
+pub struct Admitted {
+    pub inner: tokio::net::TcpListener,
+    pub config: triton_common::grpc::ServerConfig,
+}
+
+impl axum::serve::Listener for Admitted {
+    type Io = tokio::net::TcpStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+            if triton_common::grpc::admit(&self.config, &stream, "HTTP") {
+                return (stream, addr);
+            }
+            let _ = stream.set_zero_linger();
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
 pub fn router(app: Arc<Imgapi>) -> Router {
     Router::new()
         .route("/ping", get(ping))

@@ -53,6 +53,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     store.ensure_bucket().await?;
     let app = Arc::new(Imgapi::new(store, files, config.max_file_bytes));
 
+    let grpc = config.grpc.clone();
     let listener = triton_common::grpc::bind(&config.listen)
         .await
         .map_err(Error::Serve)?;
@@ -76,11 +77,21 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let routes = Routes::new(service);
     let grpc_shutdown = shutdown.clone();
     let task = tokio::spawn(async move {
-        triton_common::grpc::serve(listener, routes, &[server::SERVICE_NAME], grpc_shutdown)
-            .await
-            .map_err(Error::Serve)
+        triton_common::grpc::serve(
+            listener,
+            routes,
+            &[server::SERVICE_NAME],
+            &grpc,
+            grpc_shutdown,
+        )
+        .await
+        .map_err(Error::Serve)
     });
     let router = http::router(app.clone());
+    let http_listener = http::Admitted {
+        inner: http_listener,
+        config: config.grpc.clone(),
+    };
     let http_task = tokio::spawn(async move {
         axum::serve(http_listener, router)
             .with_graceful_shutdown(shutdown.cancelled_owned())

@@ -53,6 +53,68 @@ pub const REBUILD_TIMEOUT: Duration = Duration::from_secs(1800);
 /// read-only and says so ("possible WAL corruption"; the reference's replicationTimeout).
 pub const REPLICATION_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// `"name"` for SQL.
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// `'text'` for SQL.
+fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// A value for a libpq key=value string.
+fn quote_conninfo(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// A user name for pg_hba.conf.
+fn quote_hba(s: &str) -> String {
+    if s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        s.to_string()
+    } else {
+        format!("\"{}\"", s.replace('"', ""))
+    }
+}
+
+/// The password in `path` (its first line), made first when the file is missing: 32
+/// random bytes as hex, mode 0600.
+pub fn password_from(path: &Path) -> Result<String, Error> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(mut file) => {
+            let mut bytes = [0u8; 32];
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut r| r.read_exact(&mut bytes))
+                .map_err(|e| Error::io(Path::new("/dev/urandom"), e))?;
+            let password: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            file.write_all(format!("{password}\n").as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(|e| Error::io(path, e))?;
+            tracing::info!(path = %path.display(), "made the password file of Moray's role");
+            Ok(password)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+            let password = text.lines().next().unwrap_or("").trim().to_string();
+            if password.is_empty() {
+                return Err(Error::Fatal(format!(
+                    "moray_password_file {}: is empty; its first line is the password",
+                    path.display()
+                )));
+            }
+            Ok(password)
+        }
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
 /// The `synchronous_standby_names` of a fenced primary: no standby has this name.
 const FENCED: &str = "manatee-fenced";
 
@@ -74,6 +136,20 @@ pub struct PgOptions {
     pub extra_conf: Vec<String>,
     /// The user PostgreSQL runs as when the sitter is root.
     pub user: String,
+    /// Moray's role and database, made on the primary; None: none is made.
+    pub moray: Option<MorayRole>,
+}
+
+/// Moray's PostgreSQL role (not a superuser) and the database it owns, which the primary
+/// makes (roles replicate, so once is enough) and keeps: the role's password is set from
+/// `password_file` (made, 0600, with a random password when missing), and tables of the
+/// database that another role owns (data dirs from before the role) are handed to it.
+#[derive(Debug, Clone)]
+pub struct MorayRole {
+    pub user: String,
+    pub database: String,
+    /// None: the role has no password (it logs in only where pg_hba trusts it).
+    pub password_file: Option<PathBuf>,
 }
 
 /// What the state machine asks of PostgreSQL.
@@ -180,6 +256,7 @@ pub fn spawn(
             primary_wait: None,
             standby: None,
             last_rebuild: None,
+            moray_ready: false,
         };
         let r = pg.run(rx, events, cancel).await;
         pg.stop().await;
@@ -197,6 +274,8 @@ struct Pg {
     primary_wait: Option<PrimaryWait>,
     standby: Option<StandbyWatch>,
     last_rebuild: Option<Instant>,
+    /// Moray's role and database are made (see [`MorayRole`]).
+    moray_ready: bool,
 }
 
 impl Pg {
@@ -419,10 +498,137 @@ impl Pg {
             ));
         }
         std::fs::write(&hba, text).map_err(|e| Error::io(&hba, e))?;
+        self.ensure_hba()
+    }
+
+    /// With a password for Moray's role, pg_hba asks it for one (scram-sha-256) before
+    /// any `trust` line can let it in; added to data dirs made before this line existed.
+    fn ensure_hba(&self) -> Result<(), Error> {
+        let Some(role) = self
+            .opts
+            .moray
+            .as_ref()
+            .filter(|r| r.password_file.is_some())
+        else {
+            return Ok(());
+        };
+        let hba = self.pgdata().join("pg_hba.conf");
+        let text = std::fs::read_to_string(&hba).map_err(|e| Error::io(&hba, e))?;
+        let line = format!("host all {} all scram-sha-256", quote_hba(&role.user));
+        if text.lines().any(|l| l.trim() == line) {
+            return Ok(());
+        }
+        let block = format!("# manatee: Moray's role logs in with its password\n{line}\n");
+        let text = match text.find("# manatee: peers and consumers") {
+            Some(at) => format!("{}{block}{}", &text[..at], &text[at..]),
+            None => format!("{text}\n{block}"),
+        };
+        std::fs::write(&hba, text).map_err(|e| Error::io(&hba, e))
+    }
+
+    /// Makes Moray's role and database on this primary (see [`MorayRole`]).
+    async fn ensure_moray_role(&mut self) -> Result<(), Error> {
+        let Some(role) = self.opts.moray.clone() else {
+            return Ok(());
+        };
+        let password = match &role.password_file {
+            Some(path) => Some(password_from(path)?),
+            None => None,
+        };
+        let user = quote_ident(&role.user);
+        let database = quote_ident(&role.database);
+        let admin = self.connect_to("postgres").await?;
+        let pg_err = |what: &str| {
+            let what = what.to_string();
+            move |source: tokio_postgres::Error| Error::Pg {
+                what: format!("{what}: {}", manatee_client::error_chain(&source)),
+            }
+        };
+        // The primary may still be read-only (its sync not caught up) and a commit would
+        // wait for the sync: this session's own changes need neither.
+        admin
+            .batch_execute(
+                "SET synchronous_commit = local; SET default_transaction_read_only = off",
+            )
+            .await
+            .map_err(pg_err("session settings"))?;
+        let exists = admin
+            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role.user])
+            .await
+            .map_err(pg_err("look up Moray's role"))?
+            .is_some();
+        if !exists {
+            admin
+                .batch_execute(&format!("CREATE ROLE {user} LOGIN"))
+                .await
+                .map_err(pg_err("create Moray's role"))?;
+            tracing::info!(role = %role.user, "created Moray's role");
+        }
+        admin
+            .batch_execute(&format!(
+                "ALTER ROLE {user} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
+            ))
+            .await
+            .map_err(pg_err("restrict Moray's role"))?;
+        if let Some(password) = password {
+            // The SCRAM verifier, not the password, goes to the server (and so to no log).
+            let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
+            admin
+                .batch_execute(&format!(
+                    "ALTER ROLE {user} PASSWORD {}",
+                    quote_literal(&verifier)
+                ))
+                .await
+                .map_err(pg_err("set the password of Moray's role"))?;
+        }
+        let has_db = admin
+            .query_opt(
+                "SELECT 1 FROM pg_database WHERE datname = $1",
+                &[&role.database],
+            )
+            .await
+            .map_err(pg_err("look up Moray's database"))?
+            .is_some();
+        if has_db {
+            admin
+                .batch_execute(&format!("ALTER DATABASE {database} OWNER TO {user}"))
+                .await
+                .map_err(pg_err("give Moray's database to its role"))?;
+        } else {
+            admin
+                .batch_execute(&format!("CREATE DATABASE {database} OWNER {user}"))
+                .await
+                .map_err(pg_err("create Moray's database"))?;
+            tracing::info!(database = %role.database, owner = %role.user, "created Moray's database");
+        }
+        drop(admin);
+        // Tables made before the role (by the superuser) become the role's.
+        let db = self.connect_to(&role.database).await?;
+        db.batch_execute("SET synchronous_commit = local; SET default_transaction_read_only = off")
+            .await
+            .map_err(pg_err("session settings"))?;
+        let rows = db
+            .query(
+                "SELECT format('%I.%I', n.nspname, c.relname), c.relkind::text FROM pg_class c \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') \
+                 AND n.nspname NOT LIKE 'pg_toast%' AND c.relkind IN ('r', 'p', 'v', 'm') \
+                 AND pg_get_userbyid(c.relowner) <> $1",
+                &[&role.user],
+            )
+            .await
+            .map_err(pg_err("list tables of Moray's database"))?;
+        for row in rows {
+            let name: String = row.get(0);
+            db.batch_execute(&format!("ALTER TABLE {name} OWNER TO {user}"))
+                .await
+                .map_err(pg_err(&format!("give {name} to Moray's role")))?;
+        }
         Ok(())
     }
 
     async fn start(&mut self) -> Result<(), Error> {
+        self.ensure_hba()?;
         let log = std::fs::OpenOptions::new()
             .append(true)
             .open(self.log_path())
@@ -527,6 +733,25 @@ impl Pg {
             "host={} port={} user=postgres dbname=postgres connect_timeout=2",
             self.opts.ip, self.opts.port
         )
+    }
+
+    async fn connect_to(&self, database: &str) -> Result<tokio_postgres::Client, Error> {
+        let url = format!(
+            "host={} port={} user=postgres dbname={} connect_timeout=2",
+            self.opts.ip,
+            self.opts.port,
+            quote_conninfo(database)
+        );
+        let (client, conn) = tokio_postgres::connect(&url, NoTls)
+            .await
+            .map_err(|source| Error::Postgres {
+                url: url.clone(),
+                source,
+            })?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(client)
     }
 
     async fn connect(&self) -> Result<tokio_postgres::Client, Error> {
@@ -639,6 +864,13 @@ impl Pg {
                 )
                 .await;
         }
+        self.moray_ready = match self.ensure_moray_role().await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %manatee_client::error_chain(&e), "cannot make Moray's role and database; retrying");
+                false
+            }
+        };
         self.mode = Mode::Primary;
         self.standby = None;
         self.primary_wait = name.map(|name| PrimaryWait {
@@ -832,6 +1064,14 @@ impl Pg {
     }
 
     async fn poll_primary(&mut self) {
+        if !self.moray_ready {
+            match self.ensure_moray_role().await {
+                Ok(()) => self.moray_ready = true,
+                Err(e) => {
+                    tracing::debug!(error = %manatee_client::error_chain(&e), "cannot make Moray's role and database yet")
+                }
+            }
+        }
         let url = self.url();
         let Ok(client) = self.client().await else {
             self.view.send_modify(|v| v.online = false);

@@ -60,6 +60,17 @@ pub struct SitterConfig {
     pub trust_networks: Vec<String>,
     /// Extra `postgresql.conf` lines.
     pub pg_extra_conf: Vec<String>,
+    /// Moray's role, made on the primary: not a superuser, the owner of `moray_database`
+    /// (Triton's manatee makes the same). Empty: none is made.
+    pub moray_user: String,
+    pub moray_database: String,
+    /// The password of Moray's role, one line, mode 0600; made with a random password
+    /// when missing. Set, pg_hba asks the role for it (scram-sha-256) from every address.
+    /// Empty: the role has no password (it logs in where `trust_networks` trust it).
+    pub moray_password_file: String,
+    /// Who may call the status server (manatee-adm's and the other peers' addresses),
+    /// and reflection (`[grpc]`).
+    pub grpc: triton_common::grpc::ServerConfig,
 }
 
 impl Default for SitterConfig {
@@ -80,6 +91,10 @@ impl Default for SitterConfig {
             fsync: true,
             trust_networks: vec!["127.0.0.1/32".into()],
             pg_extra_conf: Vec::new(),
+            moray_user: "moray".into(),
+            moray_database: "moray".into(),
+            moray_password_file: String::new(),
+            grpc: triton_common::grpc::ServerConfig::default(),
         }
     }
 }
@@ -194,6 +209,12 @@ pub async fn run(cfg: SitterConfig, cancel: CancellationToken) -> Result<Running
         trust_networks: cfg.trust_networks.clone(),
         extra_conf: cfg.pg_extra_conf.clone(),
         user: cfg.pg_user.clone(),
+        moray: (!cfg.moray_user.is_empty()).then(|| crate::pg::MorayRole {
+            user: cfg.moray_user.clone(),
+            database: cfg.moray_database.clone(),
+            password_file: (!cfg.moray_password_file.is_empty())
+                .then(|| PathBuf::from(&cfg.moray_password_file)),
+        }),
     };
     let pg_cancel = CancellationToken::new();
     let (pg_tx, pg_view, pg_task) = crate::pg::spawn(pg_opts, events_tx.clone(), pg_cancel.clone());
@@ -220,12 +241,18 @@ pub async fn run(cfg: SitterConfig, cancel: CancellationToken) -> Result<Running
     };
     let routes = tonic::service::Routes::new(pb::sitter_server::SitterServer::new(service));
     let serve_cancel = CancellationToken::new();
-    let server = tokio::spawn(triton_common::grpc::serve(
-        listener,
-        routes,
-        &["triton.manatee.v1.Sitter"],
-        serve_cancel.clone(),
-    ));
+    let grpc = cfg.grpc.clone();
+    let serve_shutdown = serve_cancel.clone();
+    let server = tokio::spawn(async move {
+        triton_common::grpc::serve(
+            listener,
+            routes,
+            &["triton.manatee.v1.Sitter"],
+            &grpc,
+            serve_shutdown,
+        )
+        .await
+    });
 
     let machine = PeerMachine::new(PeerConfig {
         me: me.clone(),

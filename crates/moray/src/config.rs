@@ -31,6 +31,8 @@ pub const DEFAULT_CHANGE_TRIM_INTERVAL_SECS: u64 = 60;
 pub const DEFAULT_BUCKET_CACHE_TTL_MS: u64 = 60_000;
 /// The Manatee shard Moray follows when `manatee_etcd` is set (manatee-sitter's default).
 pub const DEFAULT_MANATEE_SHARD: &str = "1";
+/// The role Moray connects to the shard's primary as (Triton's: `moray`).
+pub const DEFAULT_MANATEE_USER: &str = "moray";
 /// The database Moray uses on the shard's primary (Triton's: `moray`).
 pub const DEFAULT_MANATEE_DATABASE: &str = "moray";
 
@@ -39,9 +41,24 @@ pub const DEFAULT_MANATEE_DATABASE: &str = "moray";
 pub struct Config {
     /// gRPC listen address, host:port (`MORAY_LISTEN`); port 0 picks a free one.
     pub listen: String,
+    /// Who may connect and whether reflection is served (`[grpc]`; `MORAY_GRPC__ALLOW_FROM`
+    /// takes comma-separated CIDRs).
+    pub grpc: triton_common::grpc::ServerConfig,
     /// PostgreSQL URL in standalone mode (`MORAY_POSTGRES_URL`), e.g.
-    /// `postgres://postgres@127.0.0.1:5432/moray`.
+    /// `postgres://moray@127.0.0.1:5432/moray`; its user is the role Moray connects as.
+    /// Keep the password out of it: use `postgres_password_file`.
     pub postgres_url: String,
+    /// A file holding the password of Moray's PostgreSQL role (`MORAY_POSTGRES_PASSWORD_FILE`),
+    /// one line, mode 0600 (no access for group or others). Empty: no password is sent.
+    pub postgres_password_file: String,
+    /// The role Moray connects to the Manatee shard's primary as (`MORAY_MANATEE_USER`):
+    /// not a superuser; the owner of Moray's database (manatee-sitter makes it).
+    pub manatee_user: String,
+    /// Serve the `Sql` RPC (`MORAY_SQL_ENABLED`); off, it fails with InvocationError.
+    pub sql_enabled: bool,
+    /// Let `Sql` write (`MORAY_SQL_ALLOW_WRITES`); off, each statement runs in a
+    /// `READ ONLY` transaction.
+    pub sql_allow_writes: bool,
     /// etcd endpoints of the Manatee shard to follow, comma-separated
     /// (`MORAY_MANATEE_ETCD`), e.g. `http://10.0.0.5:2379,http://10.0.0.6:2379`. Empty:
     /// standalone mode on `postgres_url`.
@@ -78,7 +95,12 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: DEFAULT_LISTEN.to_string(),
+            grpc: triton_common::grpc::ServerConfig::default(),
             postgres_url: String::new(),
+            postgres_password_file: String::new(),
+            manatee_user: DEFAULT_MANATEE_USER.to_string(),
+            sql_enabled: true,
+            sql_allow_writes: false,
             manatee_etcd: String::new(),
             manatee_shard: DEFAULT_MANATEE_SHARD.to_string(),
             manatee_database: DEFAULT_MANATEE_DATABASE.to_string(),
@@ -111,6 +133,33 @@ fn string_or_integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D
 }
 
 impl Config {
+    /// Reads `postgres_password_file` (None when unset). The file must not be readable by
+    /// group or others; the error names the key and the rule, never the content.
+    pub fn postgres_password(&self) -> Result<Option<String>, String> {
+        if self.postgres_password_file.is_empty() {
+            return Ok(None);
+        }
+        let path = std::path::Path::new(&self.postgres_password_file);
+        let bad = |why: String| format!("postgres_password_file: {}: {why}", path.display());
+        let meta = std::fs::metadata(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(bad(format!(
+                    "has mode {mode:04o}; it must not be readable by group or others (chmod 600)"
+                )));
+            }
+        }
+        let text =
+            std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+        let password = text.lines().next().unwrap_or("").to_string();
+        if password.is_empty() {
+            return Err(bad("is empty; its first line is the password".to_string()));
+        }
+        Ok(Some(password))
+    }
+
     /// The etcd endpoints of `manatee_etcd` (empty: standalone mode).
     pub fn manatee_endpoints(&self) -> Vec<String> {
         self.manatee_etcd

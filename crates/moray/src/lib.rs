@@ -128,6 +128,14 @@ pub async fn start_following(
     primary: watch::Receiver<Option<String>>,
     shutdown: CancellationToken,
 ) -> Result<Running, MorayError> {
+    let grpc = config.grpc.clone();
+    let credentials = pool::Credentials {
+        // A Manatee shard's URLs name the superuser; Moray connects as its own role.
+        user: (!config.manatee_endpoints().is_empty()).then(|| config.manatee_user.clone()),
+        password: config
+            .postgres_password()
+            .map_err(|reason| MorayError::invalid_argument("postgres_password_file", reason))?,
+    };
     let listener = triton_common::grpc::bind(&config.listen)
         .await
         .map_err(|e| MorayError::Internal(format!("{e}: {}", source_text(&e))))?;
@@ -140,20 +148,33 @@ pub async fn start_following(
             max_connections: config.max_connections,
             max_queue: config.max_queue,
             connect_timeout: Duration::from_millis(config.connect_timeout_ms),
+            credentials: credentials.clone(),
         },
         shutdown.clone(),
     );
     let startup_deadline = Duration::from_millis(config.default_timeout_ms);
     let initial = primary.borrow().clone();
+    let mut retry_now = false;
     if let Some(url) = initial {
-        if let Err(e) = ensure_database(&url, startup_deadline).await {
+        if let Err(e) = ensure_database(&url, &credentials, startup_deadline).await {
             tracing::warn!(error = %e, "cannot check for (or create) Moray's database");
         }
-        set_up_schema(&pool, startup_deadline).await?;
+        match set_up_schema(&pool, startup_deadline).await {
+            Ok(()) => {}
+            // On a Manatee shard the primary's sitter makes Moray's role and database
+            // when it takes over, which may be just after Moray sees it: keep trying.
+            Err(e) if credentials.user.is_some() => {
+                tracing::warn!(error = %e, "cannot set up Moray's tables yet; retrying");
+                retry_now = true;
+            }
+            Err(e) => return Err(e),
+        }
     }
     tokio::spawn(follow_schema(
         pool.clone(),
         primary,
+        credentials,
+        retry_now,
         startup_deadline,
         shutdown.clone(),
     ));
@@ -175,7 +196,7 @@ pub async fn start_following(
         .max_encoding_message_size(max_message);
     let routes = tonic::service::Routes::new(service);
     let task = tokio::spawn(async move {
-        triton_common::grpc::serve(listener, routes, &[SERVICE_NAME], shutdown)
+        triton_common::grpc::serve(listener, routes, &[SERVICE_NAME], &grpc, shutdown)
             .await
             .map_err(|e| MorayError::Internal(format!("{e}: {}", source_text(&e))))
     });
@@ -205,18 +226,23 @@ async fn set_up_schema(pool: &Pool, timeout: Duration) -> Result<(), MorayError>
 async fn follow_schema(
     pool: Pool,
     mut primary: watch::Receiver<Option<String>>,
+    credentials: pool::Credentials,
+    mut retry_now: bool,
     timeout: Duration,
     shutdown: CancellationToken,
 ) {
     loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            changed = primary.changed() => if changed.is_err() { return },
+        if !retry_now {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = primary.changed() => if changed.is_err() { return },
+            }
         }
+        retry_now = false;
         loop {
             let url = primary.borrow().clone();
             let Some(url) = url else { break };
-            if let Err(e) = ensure_database(&url, timeout).await {
+            if let Err(e) = ensure_database(&url, &credentials, timeout).await {
                 tracing::warn!(error = %e, "cannot check for (or create) Moray's database on the new primary");
             }
             match set_up_schema(&pool, timeout).await {
@@ -236,7 +262,11 @@ async fn follow_schema(
 /// Creates the database `url` names when it does not exist, connecting to the same server's
 /// `postgres` database (a new Manatee shard has only that one). Best effort: a failure is
 /// reported, and connecting to the database then says what is wrong.
-async fn ensure_database(url: &str, timeout: Duration) -> Result<(), MorayError> {
+async fn ensure_database(
+    url: &str,
+    credentials: &pool::Credentials,
+    timeout: Duration,
+) -> Result<(), MorayError> {
     use std::str::FromStr;
     let mut config =
         tokio_postgres::Config::from_str(url).map_err(|e| MorayError::NoDatabasePeers {
@@ -248,6 +278,7 @@ async fn ensure_database(url: &str, timeout: Duration) -> Result<(), MorayError>
     if database == "postgres" {
         return Ok(());
     }
+    credentials.apply(&mut config);
     config.dbname("postgres").connect_timeout(timeout);
     let work = async {
         let (client, connection) = config.connect(tokio_postgres::NoTls).await?;

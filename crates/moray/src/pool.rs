@@ -37,6 +37,48 @@ pub struct PoolOptions {
     pub max_connections: usize,
     pub max_queue: usize,
     pub connect_timeout: Duration,
+    pub credentials: Credentials,
+}
+
+/// Who Moray connects as, laid over the target URL: a user that replaces the URL's (the
+/// Manatee shard's URLs name the superuser) and a password kept out of every URL, so out
+/// of logs and errors.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl Credentials {
+    pub fn apply(&self, config: &mut tokio_postgres::Config) {
+        if let Some(user) = &self.user {
+            config.user(user);
+        }
+        if let Some(password) = &self.password {
+            config.password(password);
+        }
+    }
+
+    /// The URL as connected to, with the user replaced, for logs and errors.
+    pub fn shown(&self, url: &str) -> String {
+        let url = redact(url);
+        let Some(user) = &self.user else {
+            return url;
+        };
+        match (url.find("://"), url.rfind('@')) {
+            (Some(s), Some(at)) if at > s => format!("{}{user}{}", &url[..s + 3], &url[at..]),
+            _ => url,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -227,6 +269,8 @@ async fn connect(url: String, options: &PoolOptions) -> Result<Conn, MorayError>
         tokio_postgres::Config::from_str(&url).map_err(|e| MorayError::NoDatabasePeers {
             reason: format!("invalid PostgreSQL URL {}: {e}", redact(&url)),
         })?;
+    options.credentials.apply(&mut config);
+    let shown = options.credentials.shown(&url);
     config
         .connect_timeout(options.connect_timeout)
         .application_name("moray")
@@ -240,8 +284,7 @@ async fn connect(url: String, options: &PoolOptions) -> Result<Conn, MorayError>
             .await
             .map_err(|e| MorayError::NoDatabasePeers {
                 reason: format!(
-                    "cannot connect to {}: {}",
-                    redact(&url),
+                    "cannot connect to {shown}: {}",
                     match e.as_db_error() {
                         Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
                         None => match std::error::Error::source(&e) {
@@ -359,6 +402,7 @@ mod tests {
                 max_connections: 2,
                 max_queue: 10,
                 connect_timeout: Duration::from_secs(1),
+                credentials: Credentials::default(),
             },
             CancellationToken::new(),
         );

@@ -64,6 +64,13 @@ fn params(values: &str) -> Result<Vec<TextParam>, MorayError> {
         .collect())
 }
 
+/// `DISCARD ALL` on a connection outside a transaction; the pool's statement cache goes too.
+async fn reset_session(conn: &mut crate::pool::PooledConn) -> Result<(), MorayError> {
+    conn.forget_statements();
+    conn.client.batch_execute("DISCARD ALL").await?;
+    Ok(())
+}
+
 impl Store {
     /// Runs one statement in a transaction and sends each row, as a JSON object, to `tx`.
     pub async fn sql(
@@ -71,21 +78,53 @@ impl Store {
         req: pb::SqlRequest,
         tx: &tokio::sync::mpsc::Sender<Result<pb::SqlRow, tonic::Status>>,
     ) -> Result<(), MorayError> {
+        if !self.config.sql_enabled {
+            return Err(MorayError::Invocation(
+                "Sql is switched off on this Moray (sql_enabled = false)".into(),
+            ));
+        }
         let params = params(&req.values)?;
         let timeout = self.timeout(req.options.as_ref().map_or(0, |o| o.timeout_ms));
         let statement = req.statement;
+        let begin_statement = if self.config.sql_allow_writes {
+            "BEGIN"
+        } else {
+            "BEGIN READ ONLY"
+        };
+        // A write in the read-only transaction is the caller's mistake, not a read-only
+        // primary (which is what SQLSTATE 25006 means elsewhere in Moray).
+        let read_only = !self.config.sql_allow_writes;
+        let refused = move |e: tokio_postgres::Error| match e.as_db_error() {
+            Some(db)
+                if read_only
+                    && *db.code() == tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION =>
+            {
+                MorayError::Invocation(format!(
+                    "{} (Sql is read-only on this Moray: sql_allow_writes = false)",
+                    db.message()
+                ))
+            }
+            _ => MorayError::from(e),
+        };
         self.with_conn(timeout, |mut conn| async move {
+            // Each Sql starts from a reset session and leaves one behind: nothing it SETs
+            // (search_path, role, ...) reaches the next request on this pooled connection.
+            // DISCARD ALL also drops the connection's prepared statements.
+            if let Err(e) = reset_session(&mut conn).await {
+                return (conn, Err(e));
+            }
             let r = async {
-                begin(&mut conn, "BEGIN").await?;
+                begin(&mut conn, begin_statement).await?;
                 let r = async {
                     use futures::TryStreamExt;
-                    let stmt = conn.client.prepare(&statement).await?;
+                    let stmt = conn.client.prepare(&statement).await.map_err(refused)?;
                     let rows = conn
                         .client
                         .query_raw(&stmt, params.iter().map(|p| p as &dyn ToSql))
-                        .await?;
+                        .await
+                        .map_err(refused)?;
                     let mut rows = std::pin::pin!(rows);
-                    while let Some(row) = rows.try_next().await? {
+                    while let Some(row) = rows.try_next().await.map_err(refused)? {
                         let mut object = Map::new();
                         for (i, column) in row.columns().iter().enumerate() {
                             let v = row.try_get::<_, Option<Json>>(i).map_err(|_| {
@@ -113,7 +152,8 @@ impl Store {
                 finish(&mut conn, r).await
             }
             .await;
-            (conn, r)
+            let reset = reset_session(&mut conn).await;
+            (conn, r.and(reset))
         })
         .await
     }

@@ -16,6 +16,9 @@ pub const DEFAULT_MAC_OUI: &str = "90b8d0";
 pub struct Config {
     /// gRPC listen address, host:port (`NAPI_LISTEN`); port 0 picks a free one.
     pub listen: String,
+    /// Who may connect and whether reflection is served (`[grpc]`; `NAPI_GRPC__ALLOW_FROM`
+    /// takes comma-separated CIDRs).
+    pub grpc: triton_common::grpc::ServerConfig,
     /// Moray to keep every record in (`NAPI_MORAY_URL`).
     pub moray_url: String,
     /// First three bytes of generated MAC addresses, 6 hex digits (`NAPI_MAC_OUI`).
@@ -31,6 +34,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: DEFAULT_LISTEN.to_string(),
+            grpc: triton_common::grpc::ServerConfig::default(),
             moray_url: DEFAULT_MORAY_URL.to_string(),
             mac_oui: DEFAULT_MAC_OUI.to_string(),
             admin_uuid: String::new(),

@@ -60,6 +60,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         app.seed(&config.seed).await?;
     }
 
+    let grpc = config.grpc.clone();
     let listener = triton_common::grpc::bind(&config.listen)
         .await
         .map_err(Error::Serve)?;
@@ -71,7 +72,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     })?;
     let routes = Routes::new(NapiServer::new(server::NapiService::new(app.clone())));
     let task = tokio::spawn(async move {
-        triton_common::grpc::serve(listener, routes, &[server::SERVICE_NAME], shutdown)
+        triton_common::grpc::serve(listener, routes, &[server::SERVICE_NAME], &grpc, shutdown)
             .await
             .map_err(Error::Serve)
     });

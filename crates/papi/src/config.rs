@@ -16,6 +16,9 @@ pub const DEFAULT_MORAY_CONNECT_SECS: u64 = 30;
 pub struct Config {
     /// gRPC listen address, host:port (`PAPI_LISTEN`); port 0 picks a free one.
     pub listen: String,
+    /// Who may connect and whether reflection is served (`[grpc]`; `PAPI_GRPC__ALLOW_FROM`
+    /// takes comma-separated CIDRs).
+    pub grpc: triton_common::grpc::ServerConfig,
     /// Moray to keep packages in (`PAPI_MORAY_URL`).
     pub moray_url: String,
     /// Seconds to keep trying Moray at start-up (`PAPI_MORAY_CONNECT_SECS`).
@@ -30,6 +33,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: DEFAULT_LISTEN.to_string(),
+            grpc: triton_common::grpc::ServerConfig::default(),
             moray_url: DEFAULT_MORAY_URL.to_string(),
             moray_connect_secs: DEFAULT_MORAY_CONNECT_SECS,
             ignore_cpu_cap: false,

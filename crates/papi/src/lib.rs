@@ -45,6 +45,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let papi = service::Papi::new(moray, config.ignore_cpu_cap);
     papi.ensure_buckets().await?;
 
+    let grpc = config.grpc.clone();
     let listener = triton_common::grpc::bind(&config.listen)
         .await
         .map_err(Error::Serve)?;
@@ -56,7 +57,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     })?;
     let routes = tonic::service::Routes::new(server::service(papi));
     let task = tokio::spawn(async move {
-        triton_common::grpc::serve(listener, routes, &[SERVICE_NAME], shutdown)
+        triton_common::grpc::serve(listener, routes, &[SERVICE_NAME], &grpc, shutdown)
             .await
             .map_err(Error::Serve)
     });

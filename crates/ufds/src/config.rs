@@ -16,6 +16,9 @@ pub const DEFAULT_MORAY_CONNECT_SECS: u64 = 30;
 pub struct Config {
     /// gRPC listen address, host:port (`UFDS_LISTEN`); port 0 picks a free one.
     pub listen: String,
+    /// Who may connect and whether reflection is served (`[grpc]`; `UFDS_GRPC__ALLOW_FROM`
+    /// takes comma-separated CIDRs).
+    pub grpc: triton_common::grpc::ServerConfig,
     /// Moray to keep accounts and keys in (`UFDS_MORAY_URL`).
     pub moray_url: String,
     /// Seconds to keep trying Moray at start-up (`UFDS_MORAY_CONNECT_SECS`).
@@ -26,6 +29,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: DEFAULT_LISTEN.to_string(),
+            grpc: triton_common::grpc::ServerConfig::default(),
             moray_url: DEFAULT_MORAY_URL.to_string(),
             moray_connect_secs: DEFAULT_MORAY_CONNECT_SECS,
         }

@@ -47,6 +47,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let ufds = service::Ufds::new(moray);
     ufds.ensure_buckets().await?;
 
+    let grpc = config.grpc.clone();
     let listener = triton_common::grpc::bind(&config.listen)
         .await
         .map_err(Error::Serve)?;
@@ -58,7 +59,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     })?;
     let routes = tonic::service::Routes::new(server::service(ufds));
     let task = tokio::spawn(async move {
-        triton_common::grpc::serve(listener, routes, &[SERVICE_NAME], shutdown)
+        triton_common::grpc::serve(listener, routes, &[SERVICE_NAME], &grpc, shutdown)
             .await
             .map_err(Error::Serve)
     });

@@ -38,6 +38,9 @@ impl Default for Timeouts {
 pub struct Config {
     /// gRPC listen address; port 0 picks a free one.
     pub listen: String,
+    /// Who may connect and whether reflection is served (`[grpc]`; `VMAPI_GRPC__ALLOW_FROM`
+    /// takes comma-separated CIDRs).
+    pub grpc: triton_common::grpc::ServerConfig,
     pub moray_url: String,
     /// CNAPI's gRPC URL (required).
     pub cnapi_url: String,
@@ -73,6 +76,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: DEFAULT_LISTEN.into(),
+            grpc: triton_common::grpc::ServerConfig::default(),
             moray_url: "tcp://127.0.0.1:2020".into(),
             cnapi_url: "http://127.0.0.1:2030".into(),
             napi_url: String::new(),

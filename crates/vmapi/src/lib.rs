@@ -85,6 +85,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         ))
     });
 
+    let grpc = config.grpc.clone();
     let listener = triton_common::grpc::bind(&config.listen)
         .await
         .map_err(|e| Error::Config(format!("listen: {e}")))?;
@@ -102,7 +103,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let serving_engine = engine.clone();
     let task = tokio::spawn(async move {
         let served =
-            triton_common::grpc::serve(listener, routes, &[SERVICE_NAME], shutdown.clone()).await;
+            triton_common::grpc::serve(listener, routes, &[SERVICE_NAME], &grpc, shutdown.clone())
+                .await;
         shutdown.cancel();
         let _ = scanner.await;
         if let Some(r) = reconciler {

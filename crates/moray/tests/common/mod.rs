@@ -38,6 +38,8 @@ pub async fn start_with(tune: impl FnOnce(&mut moray::Config)) -> TestMoray {
     let mut config = moray::Config {
         listen: "127.0.0.1:0".into(),
         postgres_url: url.clone(),
+        // The tests set data up through Sql; tests/role.rs checks the read-only default.
+        sql_allow_writes: true,
         ..Default::default()
     };
     tune(&mut config);
