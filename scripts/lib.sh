@@ -18,7 +18,8 @@ die() {
 # System packages every command needs on a fresh Debian 12 machine. Installed only when
 # missing, so a second run costs nothing.
 # xfsprogs: instances' disks (cn-agent's linux backend: mkfs.xfs, xfs_growfs).
-TRITON_PACKAGES=(postgresql etcd-server etcd-client iproute2 procps psmisc util-linux busybox-static openssh-client openssl xfsprogs)
+# nftables: cn-agent's anti-spoofing and tenant-network rules (`nft`).
+TRITON_PACKAGES=(postgresql etcd-server etcd-client iproute2 procps psmisc util-linux busybox-static openssh-client openssl xfsprogs nftables)
 
 ensure_packages() {
     local missing=()

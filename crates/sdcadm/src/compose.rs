@@ -22,6 +22,9 @@ const HEADER: &str = "\
 #
 #     scripts/build-images && docker compose -f deploy/docker-compose.yml up --build
 #
+# Each container has a fixed address on the network `triton` (services.toml's [compose]),
+# where the services listen; only CloudAPI's TLS port is published on the host.
+#
 # This is YAML written as JSON (YAML is a superset of JSON).
 ";
 
@@ -73,15 +76,39 @@ pub fn document(deployment: &Deployment, version: &str) -> Result<Json, Error> {
         if s.compose.privileged {
             c.insert("privileged".into(), json!(true));
         }
-        let ports: Vec<String> = s.ports.values().map(|p| format!("{p}:{p}")).collect();
-        c.insert("ports".into(), json!(ports));
+        // Only what the description publishes is on the host (CloudAPI's TLS port); the
+        // rest is reached on the compose network, at each container's fixed address.
+        let ports: Vec<String> = s
+            .compose
+            .publish
+            .iter()
+            .filter_map(|name| s.ports.get(name))
+            .map(|p| format!("{p}:{p}"))
+            .collect();
+        if !ports.is_empty() {
+            c.insert("ports".into(), json!(ports));
+        }
+        let address = ctx
+            .compose_addresses
+            .get(&s.name)
+            .cloned()
+            .unwrap_or_default();
+        c.insert(
+            "networks".into(),
+            json!({ deployment.compose.name.clone(): { "ipv4_address": address } }),
+        );
         if !s.depends_on.is_empty() {
             c.insert("depends_on".into(), json!(s.depends_on));
         }
         c.insert("restart".into(), json!("unless-stopped"));
         services.insert(s.name.clone(), Json::Object(c));
     }
-    Ok(json!({ "name": "triton-rs", "services": services }))
+    let networks = json!({
+        deployment.compose.name.clone(): {
+            "ipam": { "config": [{ "subnet": deployment.compose.subnet }] },
+        },
+    });
+    Ok(json!({ "name": "triton-rs", "networks": networks, "services": services }))
 }
 
 /// The file's text.

@@ -6,6 +6,7 @@
 //! config and arguments for a [`Context`].
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -15,6 +16,8 @@ use crate::error::Error;
 
 /// Where the description lives, relative to the repository's top folder.
 pub const SERVICES_TOML: &str = "deploy/services.toml";
+/// The nic tag of the admin network (`[coal] bridges`).
+pub const ADMIN_NIC_TAG: &str = "admin";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -22,8 +25,44 @@ pub struct Deployment {
     #[serde(default)]
     pub vars: Table,
     pub coal: CoalSeed,
+    #[serde(default)]
+    pub compose: ComposeNetwork,
     #[serde(rename = "service")]
     pub services: Vec<Service>,
+}
+
+/// The compose file's one network: every container at a fixed address of `subnet`, the
+/// `n`th service of the description at the subnet's address `10 + n`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComposeNetwork {
+    pub name: String,
+    /// CIDR, a /24 or larger.
+    pub subnet: String,
+}
+
+impl Default for ComposeNetwork {
+    fn default() -> Self {
+        ComposeNetwork {
+            name: "triton".into(),
+            subnet: "10.97.0.0/24".into(),
+        }
+    }
+}
+
+/// `a.b.c.d/n` as (address, prefix length).
+pub fn parse_cidr(cidr: &str) -> Option<(Ipv4Addr, u8)> {
+    let (ip, len) = cidr.split_once('/')?;
+    let ip: Ipv4Addr = ip.parse().ok()?;
+    let len: u8 = len.parse().ok().filter(|l| *l <= 32)?;
+    Some((ip, len))
+}
+
+/// The network of `cidr` (`10.99.99.7/24` -> `10.99.99.0/24`).
+pub fn network_of(cidr: &str) -> Option<String> {
+    let (ip, len) = parse_cidr(cidr)?;
+    let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+    Some(format!("{}/{len}", Ipv4Addr::from(u32::from(ip) & mask)))
 }
 
 /// What CoaL seeds and makes besides the services.
@@ -109,6 +148,9 @@ pub struct ComposeFacts {
     pub environment: BTreeMap<String, String>,
     #[serde(default)]
     pub privileged: bool,
+    /// Ports (by name) published on the host; the others stay on the compose network.
+    #[serde(default)]
+    pub publish: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -190,8 +232,17 @@ pub struct Context {
     /// The vars, with any overrides (`--sim-cns`, `--one-node`, `pg_bindir`) applied.
     pub vars: Table,
     /// Where other services are, by name, when not where the context puts them: a zone
-    /// made by `sdcadm create` reaches each API at the headnode's admin address.
+    /// made by `sdcadm create` reaches each API at the headnode's admin address, and
+    /// listens at its own (the entry of the service itself).
     pub hosts: BTreeMap<String, String>,
+    /// The host's address on the admin bridge (CoaL), from `[coal] bridges`.
+    pub admin_ip: String,
+    /// The admin network, CIDR: CoaL's admin bridge's network, the compose subnet.
+    pub admin_cidr: String,
+    /// Each container's address (compose).
+    pub compose_addresses: BTreeMap<String, String>,
+    /// Services that listen at `{{bind_admin}}`: in CoaL they are at `admin_ip`.
+    pub admin_services: BTreeSet<String>,
 }
 
 impl Context {
@@ -199,26 +250,102 @@ impl Context {
         let mut vars = deployment.vars.clone();
         vars.entry("pg_bindir")
             .or_insert_with(|| Value::String("/usr/lib/postgresql/15/bin".into()));
+        let admin_bridge = deployment
+            .coal
+            .bridges
+            .iter()
+            .find(|b| b.nic_tag == ADMIN_NIC_TAG)
+            .map(|b| b.address.clone())
+            .unwrap_or_else(|| "127.0.0.1/8".into());
+        let admin_ip = admin_bridge
+            .split('/')
+            .next()
+            .unwrap_or("127.0.0.1")
+            .to_string();
+        let compose_cidr =
+            network_of(&deployment.compose.subnet).unwrap_or_else(|| "127.0.0.0/8".into());
+        let admin_cidr = match kind {
+            ContextKind::Coal | ContextKind::Zone => {
+                network_of(&admin_bridge).unwrap_or_else(|| "127.0.0.0/8".into())
+            }
+            ContextKind::Compose => compose_cidr,
+        };
+        let mut compose_addresses = BTreeMap::new();
+        if let Some((net, _)) = parse_cidr(&deployment.compose.subnet) {
+            for (i, s) in deployment.services.iter().enumerate() {
+                let host = u32::try_from(i).unwrap_or(u32::MAX).saturating_add(10);
+                compose_addresses.insert(
+                    s.name.clone(),
+                    Ipv4Addr::from(u32::from(net).saturating_add(host)).to_string(),
+                );
+            }
+        }
+        let admin_services = deployment
+            .services
+            .iter()
+            .filter(|s| {
+                let config = s.config.as_ref().map(|c| c.to_string()).unwrap_or_default();
+                config.contains("{{bind_admin}}")
+                    || s.args.iter().any(|a| a.contains("{{bind_admin}}"))
+            })
+            .map(|s| s.name.clone())
+            .collect();
         Context {
             kind,
             coal_dir: PathBuf::from("/var/tmp/triton-coal"),
             vars,
             hosts: BTreeMap::new(),
+            admin_ip,
+            admin_cidr,
+            compose_addresses,
+            admin_services,
         }
     }
 
-    fn bind(&self) -> &'static str {
+    /// Where `service` listens: `{{bind}}`. CoaL: loopback. Compose: the container's
+    /// address. Zone: the zone's address when known (`sdcadm create`), else loopback
+    /// (an image's own config answers nobody until the datacenter configures it).
+    fn bind(&self, service: &str) -> String {
+        match self.kind {
+            ContextKind::Coal => "127.0.0.1".into(),
+            ContextKind::Compose => self
+                .compose_addresses
+                .get(service)
+                .cloned()
+                .unwrap_or_else(|| "127.0.0.1".into()),
+            ContextKind::Zone => self
+                .hosts
+                .get(service)
+                .cloned()
+                .unwrap_or_else(|| "127.0.0.1".into()),
+        }
+    }
+
+    /// `{{bind_admin}}`: as `{{bind}}`, but CoaL's admin bridge address in CoaL (where
+    /// zones on the admin network reach the service, and this host too).
+    fn bind_admin(&self, service: &str) -> String {
+        match self.kind {
+            ContextKind::Coal => self.admin_ip.clone(),
+            ContextKind::Compose | ContextKind::Zone => self.bind(service),
+        }
+    }
+
+    /// `{{bind_public}}`: every address in a container or zone (CloudAPI's public port),
+    /// loopback in CoaL.
+    fn bind_public(&self) -> &'static str {
         match self.kind {
             ContextKind::Coal => "127.0.0.1",
             ContextKind::Compose | ContextKind::Zone => "0.0.0.0",
         }
     }
 
-    fn host_of(&self, service: &str) -> String {
+    /// Where `service` is reached from the others (and from this machine in CoaL).
+    pub fn host_of(&self, service: &str) -> String {
         if let Some(host) = self.hosts.get(service) {
             return host.clone();
         }
         match self.kind {
+            ContextKind::Coal if self.admin_services.contains(service) => self.admin_ip.clone(),
             ContextKind::Coal => "127.0.0.1".to_string(),
             ContextKind::Compose | ContextKind::Zone => service.to_string(),
         }
@@ -286,8 +413,27 @@ impl Deployment {
                 problems.push(format!("service {}: defined twice", s.name));
             }
         }
+        match parse_cidr(&self.compose.subnet) {
+            Some((_, len)) if len <= 24 => {}
+            _ => problems.push(format!(
+                "compose.subnet {:?}: must be a CIDR of a /24 or larger (a.b.c.d/n, n <= 24)",
+                self.compose.subnet
+            )),
+        }
+        if self.services.len() > 240 {
+            problems
+                .push("compose: more than 240 services do not fit the subnet's addresses".into());
+        }
         let mut taken: BTreeMap<u16, String> = BTreeMap::new();
         for s in &self.services {
+            for p in &s.compose.publish {
+                if !s.ports.contains_key(p) {
+                    problems.push(format!(
+                        "service {}: compose.publish names {p:?}, not one of its ports",
+                        s.name
+                    ));
+                }
+            }
             for (pname, port) in &s.ports {
                 for p in *port..port.saturating_add(s.port_span) {
                     if let Some(other) = taken.insert(p, format!("{}.{pname}", s.name)) {
@@ -505,13 +651,13 @@ impl Renderer<'_> {
 
     fn lookup(&self, name: &str) -> Result<Value, Error> {
         let ctx = self.ctx;
-        if name == "bind" {
-            return Ok(Value::String(ctx.bind().into()));
-        }
-        if name == "bind_admin" {
-            // Every address, in every context: in CoaL the APIs answer on 127.0.0.1 and on
-            // the admin bridge, where service zones reach them.
-            return Ok(Value::String("0.0.0.0".into()));
+        let me = self.service.name.as_str();
+        match name {
+            "bind" => return Ok(Value::String(ctx.bind(me))),
+            "bind_admin" => return Ok(Value::String(ctx.bind_admin(me))),
+            "bind_public" => return Ok(Value::String(ctx.bind_public().into())),
+            "admin_cidr" => return Ok(Value::String(ctx.admin_cidr.clone())),
+            _ => {}
         }
         if name == "data_dir" {
             return Ok(Value::String(

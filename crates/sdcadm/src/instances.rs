@@ -59,8 +59,9 @@ pub struct Datacenter {
 }
 
 impl Datacenter {
-    /// `api_host` defaults to 127.0.0.1; `admin_ip` to the address of CoaL's admin bridge
-    /// in services.toml.
+    /// Without `api_host`, each service is where CoaL runs it (the internal APIs at the
+    /// admin bridge's address, the others at 127.0.0.1); `admin_ip` defaults to the
+    /// address of CoaL's admin bridge in services.toml.
     pub fn new(
         deployment: Deployment,
         api_host: Option<String>,
@@ -86,10 +87,17 @@ impl Datacenter {
             .and_then(|v| v.as_str())
             .unwrap_or_default()
             .to_string();
+        let mut hosts = BTreeMap::new();
+        if api_host.is_none() {
+            let coal = Context::new(ContextKind::Coal, &deployment);
+            for s in &deployment.services {
+                hosts.insert(s.name.clone(), coal.host_of(&s.name));
+            }
+        }
         Ok(Datacenter {
             deployment,
             api_host: api_host.unwrap_or_else(|| "127.0.0.1".into()),
-            hosts: BTreeMap::new(),
+            hosts,
             admin_ip,
             admin_uuid,
         })

@@ -85,9 +85,9 @@ enum Command {
     /// exit 0 only if healthy.
     Health {
         service: String,
-        /// Where the service runs.
-        #[arg(long, default_value = "127.0.0.1")]
-        host: String,
+        /// Where the service runs (default: where CoaL runs it).
+        #[arg(long)]
+        host: Option<String>,
         /// Default: the health port services.toml gives the service.
         #[arg(long)]
         port: Option<u16>,
@@ -116,9 +116,10 @@ enum Command {
 /// Where the datacenter's APIs are.
 #[derive(clap::Args)]
 struct DcArgs {
-    /// Where sdcadm reaches the APIs (on the ports of deploy/services.toml).
-    #[arg(long, default_value = "127.0.0.1")]
-    api_host: String,
+    /// Where sdcadm reaches the APIs (on the ports of deploy/services.toml); default:
+    /// where CoaL runs each (the internal APIs at the admin bridge's address).
+    #[arg(long)]
+    api_host: Option<String>,
     /// Where a zone on the admin network reaches them: the headnode's admin address
     /// (default: the admin bridge's address in deploy/services.toml).
     #[arg(long)]
@@ -132,7 +133,7 @@ struct DcArgs {
 impl DcArgs {
     fn open(self, root: &std::path::Path) -> Result<Datacenter, Error> {
         let deployment = Deployment::load(&root.join(SERVICES_TOML))?;
-        let mut dc = Datacenter::new(deployment, Some(self.api_host), self.admin_ip)?;
+        let mut dc = Datacenter::new(deployment, self.api_host, self.admin_ip)?;
         for h in &self.hosts {
             let (service, host) = h
                 .split_once('=')
@@ -428,6 +429,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                     Error::Check(format!("{service}: health port {} unknown", s.health.port))
                 })?,
             };
+            let host = host.unwrap_or_else(|| {
+                sdcadm::deploy::Context::new(sdcadm::deploy::ContextKind::Coal, &deployment)
+                    .host_of(&service)
+            });
             let addr = format!("{host}:{port}");
             let pg_bindir = sdcadm::coal::setup::pg_bindir();
             match sdcadm::coal::health::check(

@@ -167,9 +167,9 @@ fn placeholders_render_per_context() {
     let coal = d
         .render(moray, &Context::new(ContextKind::Coal, &d))
         .unwrap();
-    // Moray and the APIs answer on every address in CoaL: on 127.0.0.1 for the host's
-    // processes and on the admin bridge for service zones; etcd only on 127.0.0.1.
-    assert_eq!(coal.config["listen"].as_str(), Some("0.0.0.0:2020"));
+    // Moray and the APIs answer on the admin bridge's address in CoaL (where this host and
+    // service zones reach them, and no tenant network); etcd only on 127.0.0.1.
+    assert_eq!(coal.config["listen"].as_str(), Some("10.99.99.7:2020"));
     let etcd = d
         .render(
             d.service("etcd").unwrap(),
@@ -190,7 +190,11 @@ fn placeholders_render_per_context() {
     let compose = d
         .render(moray, &Context::new(ContextKind::Compose, &d))
         .unwrap();
-    assert_eq!(compose.config["listen"].as_str(), Some("0.0.0.0:2020"));
+    let moray_at = Context::new(ContextKind::Compose, &d).compose_addresses["moray"].clone();
+    assert_eq!(
+        compose.config["listen"].as_str(),
+        Some(format!("{moray_at}:2020").as_str())
+    );
     assert_eq!(
         compose.config["manatee_etcd"].as_str(),
         Some("http://etcd:2379")
@@ -257,6 +261,10 @@ fn committed_compose_file_matches_the_description() {
     // And, read back as a compose file, it says what services.toml says.
     let doc = sdcadm::compose::parse(&text).unwrap();
     let services = doc["services"].as_object().unwrap();
+    assert_eq!(
+        doc["networks"]["triton"]["ipam"]["config"][0]["subnet"].as_str(),
+        Some("10.97.0.0/24")
+    );
     let names: BTreeSet<&str> = services.keys().map(String::as_str).collect();
     let described: BTreeSet<&str> = d.services.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, described);
@@ -265,12 +273,20 @@ fn committed_compose_file_matches_the_description() {
         let c = &services[&s.name];
         let ports: Vec<String> = c["ports"]
             .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p.as_str().unwrap().to_string())
-            .collect();
-        let want: Vec<String> = s.ports.values().map(|p| format!("{p}:{p}")).collect();
+            .map(|a| a.iter().map(|p| p.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default();
+        // Only CloudAPI's TLS port is on the host; everything else on the compose network.
+        let want: Vec<String> = match s.name.as_str() {
+            "cloudapi" => vec!["8443:8443".to_string()],
+            _ => vec![],
+        };
         assert_eq!(ports, want, "{} ports", s.name);
+        assert_eq!(
+            c["networks"]["triton"]["ipv4_address"].as_str(),
+            Some(ctx.compose_addresses[&s.name].as_str()),
+            "{} address",
+            s.name
+        );
         let deps: Vec<&str> = c["depends_on"]
             .as_array()
             .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
@@ -361,7 +377,9 @@ fn service_image_manifest_describes_its_tarball() {
         .unwrap()
         .parse()
         .unwrap();
-    assert_eq!(config["listen"].as_str(), Some("0.0.0.0:2022"));
+    // The image's own config answers on loopback only: `sdcadm create` gives a zone its
+    // address.
+    assert_eq!(config["listen"].as_str(), Some("127.0.0.1:2022"));
     assert_eq!(config["moray_url"].as_str(), Some("tcp://moray:2020"));
     let template = std::fs::read_to_string(x.join("opt/triton/papi/etc/papi.toml.in")).unwrap();
     assert!(template.contains("{{addr:moray.grpc}}"), "{template}");
@@ -507,7 +525,7 @@ fn a_service_image_is_a_root_its_binary_runs_in() {
     std::fs::create_dir_all(&md).unwrap();
     std::fs::write(
         md.join(sdcadm::images::CONFIG_METADATA_KEY),
-        "listen = \"0.0.0.0:2022\"\n",
+        "listen = \"10.99.99.40:2022\"\n",
     )
     .unwrap();
     let out = in_root(&x, &["/sbin/init"]);
@@ -538,8 +556,8 @@ fn a_zone_config_points_at_the_datacenter() {
         assert!(url.starts_with("http://10.99.99.7:"), "{key} = {url}");
     }
     assert_eq!(config["ufds_url"].as_str(), Some("http://10.99.99.7:1390"));
-    // The service itself: on every address of its zone, known by its own IP.
-    assert_eq!(config["listen"].as_str(), Some("0.0.0.0:8080"));
+    // The service itself: on its zone's own address, known by it.
+    assert_eq!(config["listen"].as_str(), Some("10.99.99.40:8080"));
     assert_eq!(
         config["external_url"].as_str(),
         Some("http://10.99.99.40:8080")
@@ -553,6 +571,141 @@ fn a_zone_config_points_at_the_datacenter() {
             .render(dc.deployment.service(svc).unwrap(), &coal)
             .unwrap();
         let listen = r.config["listen"].as_str().unwrap();
-        assert!(listen.starts_with("0.0.0.0:"), "{svc} listens on {listen}");
+        assert!(
+            listen.starts_with("10.99.99.7:"),
+            "{svc} listens on {listen}"
+        );
     }
+    // A zone of an internal API listens on its own address only, and takes calls from the
+    // admin network.
+    let napi = dc.deployment.service("napi").unwrap();
+    let text = sdcadm::instances::zone_config(&dc, napi, "10.99.99.41".parse().unwrap()).unwrap();
+    let config: toml::Table = text.parse().unwrap();
+    assert_eq!(config["listen"].as_str(), Some("10.99.99.41:2023"));
+    assert_eq!(
+        config["grpc"]["allow_from"].as_array().unwrap()[0].as_str(),
+        Some("10.99.99.0/24")
+    );
+}
+
+/// Every listen address of a rendered config or argument list: values of keys ending in
+/// `listen` and `--listen-*=` URLs.
+fn listen_addresses(r: &sdcadm::deploy::Rendered) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (k, v) in &r.config {
+        if k.ends_with("listen")
+            && let Some(v) = v.as_str()
+        {
+            out.push((k.clone(), v.to_string()));
+        }
+    }
+    for a in &r.args {
+        if let Some((k, v)) = a.split_once('=')
+            && k.starts_with("--listen-")
+        {
+            out.push((k.to_string(), v.to_string()));
+        }
+    }
+    out
+}
+
+#[test]
+fn nothing_internal_listens_on_every_address() {
+    let d = deployment();
+    let mut zone = Context::new(ContextKind::Zone, &d);
+    for s in &d.services {
+        zone.hosts.insert(s.name.clone(), "10.99.99.50".into());
+    }
+    let contexts = [
+        Context::new(ContextKind::Coal, &d),
+        Context::new(ContextKind::Compose, &d),
+        Context::new(ContextKind::Zone, &d),
+        zone,
+    ];
+    let mut seen = 0;
+    for ctx in &contexts {
+        for s in &d.services {
+            let r = d.render(s, ctx).unwrap();
+            for (key, addr) in listen_addresses(&r) {
+                seen += 1;
+                let public = s.name == "cloudapi" && key == "tls_listen";
+                if addr.contains("0.0.0.0") {
+                    assert!(
+                        public && ctx.kind != ContextKind::Coal,
+                        "{} {key} = {addr} in {}",
+                        s.name,
+                        ctx.kind.name()
+                    );
+                }
+                if ctx.kind == ContextKind::Coal && !public {
+                    assert!(
+                        addr.contains("127.0.0.1:") || addr.contains("10.99.99.7:"),
+                        "{} {key} = {addr} in CoaL",
+                        s.name
+                    );
+                }
+            }
+            // Every gRPC server takes calls from the admin network and loopback only.
+            if s.health.kind == sdcadm::deploy::HealthKind::Grpc
+                || s.health.kind == sdcadm::deploy::HealthKind::Moray
+            {
+                let allow: Vec<&str> = r.config["grpc"]["allow_from"]
+                    .as_array()
+                    .unwrap_or_else(|| panic!("{} has no grpc.allow_from", s.name))
+                    .iter()
+                    .filter_map(|v| v.as_str())
+                    .collect();
+                assert_eq!(
+                    allow,
+                    [ctx.admin_cidr.as_str(), "127.0.0.0/8"],
+                    "{}",
+                    s.name
+                );
+                assert!(!allow.contains(&"0.0.0.0/0"), "{}", s.name);
+            }
+        }
+    }
+    assert!(seen > 40, "only {seen} listen addresses found");
+    // In a zone, each service listens at its own address; in compose, at its container's.
+    let compose = &contexts[1];
+    let vmapi = d.render(d.service("vmapi").unwrap(), compose).unwrap();
+    assert_eq!(
+        vmapi.config["listen"].as_str().unwrap(),
+        format!("{}:2025", compose.compose_addresses["vmapi"])
+    );
+    assert_eq!(compose.admin_cidr, "10.97.0.0/24");
+    let vmapi = d.render(d.service("vmapi").unwrap(), &contexts[3]).unwrap();
+    assert_eq!(vmapi.config["listen"].as_str(), Some("10.99.99.50:2025"));
+    // An image's own config, before the datacenter gives it an address: loopback.
+    let vmapi = d.render(d.service("vmapi").unwrap(), &contexts[2]).unwrap();
+    assert_eq!(vmapi.config["listen"].as_str(), Some("127.0.0.1:2025"));
+}
+
+#[test]
+fn coal_reaches_the_internal_apis_at_the_admin_address() {
+    let d = deployment();
+    let coal = Context::new(ContextKind::Coal, &d);
+    for svc in ["moray", "ufds", "papi", "napi", "imgapi", "cnapi", "vmapi"] {
+        assert_eq!(coal.host_of(svc), "10.99.99.7", "{svc}");
+    }
+    for svc in ["etcd", "manatee-1", "cloudapi", "cn-agent"] {
+        assert_eq!(coal.host_of(svc), "127.0.0.1", "{svc}");
+    }
+    // What the APIs are given to reach each other: the address each listens on.
+    let vmapi = d.render(d.service("vmapi").unwrap(), &coal).unwrap();
+    assert_eq!(
+        vmapi.config["moray_url"].as_str(),
+        Some("tcp://10.99.99.7:2020")
+    );
+    let agent = d.render(d.service("cn-agent").unwrap(), &coal).unwrap();
+    assert_eq!(agent.config["listen"].as_str(), Some("127.0.0.1:5309"));
+    assert_eq!(
+        agent.config["cnapi_url"].as_str(),
+        Some("http://10.99.99.7:2030")
+    );
+    // sdcadm without --api-host finds them there too.
+    let dc = sdcadm::instances::Datacenter::new(d.clone(), None, None).unwrap();
+    assert_eq!(dc.addr("napi", "grpc").unwrap(), "10.99.99.7:2023");
+    let dc = sdcadm::instances::Datacenter::new(d, Some("10.1.2.3".into()), None).unwrap();
+    assert_eq!(dc.addr("napi", "grpc").unwrap(), "10.1.2.3:2023");
 }

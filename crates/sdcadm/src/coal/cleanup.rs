@@ -1,7 +1,8 @@
 //! What `coal down` removes besides the services: anything carrying CoaL's names. The
 //! prefixes come from the headnode cn-agent's CoaL config in `deploy/services.toml`
 //! (`linux.cgroup_parent`, `linux.netns_prefix`, `linux.link_prefix`) and the bridges
-//! from `[coal] bridges`, so what is swept is exactly what CoaL told cn-agent to make.
+//! from `[coal] bridges`, so what is swept is exactly what CoaL told cn-agent to make,
+//! with cn-agent's nftables tables (`<netns_prefix>guard`, `<netns_prefix>host`).
 
 use std::path::{Path, PathBuf};
 
@@ -26,6 +27,8 @@ pub struct Leftovers {
     pub netns: Vec<String>,
     pub links: Vec<String>,
     pub bridges: Vec<String>,
+    /// nftables tables, "<family> <name>".
+    pub tables: Vec<String>,
 }
 
 impl Leftovers {
@@ -36,6 +39,7 @@ impl Leftovers {
             && self.netns.is_empty()
             && self.links.is_empty()
             && self.bridges.is_empty()
+            && self.tables.is_empty()
     }
 
     pub fn describe(&self) -> Vec<String> {
@@ -57,6 +61,9 @@ impl Leftovers {
         }
         for b in &self.bridges {
             out.push(format!("bridge {b}"));
+        }
+        for t in &self.tables {
+            out.push(format!("nftables table {t}"));
         }
         out
     }
@@ -173,7 +180,34 @@ pub fn find(p: &Prefixes) -> Leftovers {
     l.netns.sort();
     l.links.sort();
     l.bridges.sort();
+    l.tables = nft_tables(&p.netns_prefix);
     l
+}
+
+/// cn-agent's tables of this prefix that exist (its linux/firewall.rs names them so:
+/// the prefix with anything but letters, digits, `-`, `_` and `.` made `_`).
+fn nft_tables(netns_prefix: &str) -> Vec<String> {
+    let prefix: String = netns_prefix
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let wanted = [
+        format!("bridge {prefix}guard"),
+        format!("inet {prefix}host"),
+    ];
+    let listed = super::setup::run("nft", &["list", "tables"]).unwrap_or_default();
+    listed
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("table "))
+        .filter(|t| wanted.iter().any(|w| w == t))
+        .map(str::to_string)
+        .collect()
 }
 
 /// Removes what [`find`] found; returns what could not be removed, with why.
@@ -215,6 +249,13 @@ pub fn remove(l: &Leftovers) -> Vec<String> {
             && let Err(e) = super::setup::run("ip", &["link", "delete", n])
             && super::setup::link_exists(n)
         {
+            failed.push(e.to_string());
+        }
+    }
+    for t in &l.tables {
+        let mut args = vec!["delete", "table"];
+        args.extend(t.split(' '));
+        if let Err(e) = super::setup::run("nft", &args) {
             failed.push(e.to_string());
         }
     }

@@ -229,15 +229,16 @@ impl Coal {
         }
     }
 
-    /// host:port of the service's health port.
+    /// host:port of the service's health port: the admin bridge's address for the
+    /// services that listen there (`{{bind_admin}}`), else 127.0.0.1.
     pub fn address(&self, s: &Service) -> String {
         let port = s.ports.get(&s.health.port).copied().unwrap_or(0);
-        format!("127.0.0.1:{port}")
+        format!("{}:{port}", self.ctx.host_of(&s.name))
     }
 
     fn addr_of(&self, svc: &str, port: &str) -> Option<String> {
         let s = self.deployment.service(svc)?;
-        Some(format!("127.0.0.1:{}", s.ports.get(port)?))
+        Some(format!("{}:{}", self.ctx.host_of(svc), s.ports.get(port)?))
     }
 
     async fn healthy(&self, s: &Service) -> Result<(), String> {
@@ -297,11 +298,12 @@ impl Coal {
 
     pub async fn up(&self) -> Result<(), Error> {
         let p = &self.progress;
+        private_dir(&self.dir)?;
         for d in ["bin", "etc", "logs", "run", "data", "ssh", "images"] {
             let path = self.sub(d);
             std::fs::create_dir_all(&path).map_err(|e| Error::io("create", &path, e))?;
         }
-        set_mode(&self.dir, 0o755)?;
+        set_mode(&self.sub("etc"), 0o700)?;
         set_mode(&self.sub("data"), 0o755)?;
         set_mode(&self.sub("ssh"), 0o700)?;
         let state = serde_json::to_string(&self.state).map_err(|e| Error::Check(e.to_string()))?;
@@ -1094,6 +1096,63 @@ impl Coal {
         }
         Ok(())
     }
+}
+
+/// Makes `$COAL_DIR` ours alone: created 0700, refused when it is a symlink or another
+/// user's (/var/tmp is everyone's: someone could have made it first). PostgreSQL runs as
+/// `postgres` from a data directory inside, so that group may pass through (0710) and
+/// no more; nobody else can read or list it.
+pub fn private_dir(dir: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let refuse = |why: String| {
+        Err(Error::Usage(format!(
+            "COAL_DIR {}: {why}; remove it or set COAL_DIR to a directory of your own",
+            dir.display()
+        )))
+    };
+    match std::fs::symlink_metadata(dir) {
+        Ok(meta) => {
+            // SAFETY: geteuid(2) has no preconditions.
+            let me = unsafe { libc::geteuid() };
+            if meta.file_type().is_symlink() {
+                return refuse("is a symbolic link".into());
+            }
+            if !meta.is_dir() {
+                return refuse("is not a directory".into());
+            }
+            if meta.uid() != me {
+                return refuse(format!("is owned by uid {}, not by uid {me}", meta.uid()));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
+            }
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| Error::io("create", dir, e))?;
+        }
+        Err(e) => return Err(Error::io("look at", dir, e)),
+    }
+    match group_id("postgres") {
+        Some(gid) => {
+            std::os::unix::fs::chown(dir, None, Some(gid))
+                .map_err(|e| Error::io("chgrp postgres", dir, e))?;
+            set_mode(dir, 0o710)
+        }
+        None => set_mode(dir, 0o700),
+    }
+}
+
+/// The gid of a group in /etc/group.
+fn group_id(name: &str) -> Option<u32> {
+    std::fs::read_to_string("/etc/group")
+        .ok()?
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.first() == Some(&name))
+        .and_then(|f| f.get(2)?.parse().ok())
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<(), Error> {
