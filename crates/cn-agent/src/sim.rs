@@ -373,11 +373,9 @@ fn cpu_ns(zone: &SimZone) -> u64 {
     zone.cpu_ns_before + running_for * 1_000_000_000 * cap / 1000
 }
 
-pub(crate) fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-}
+/// The agent's one way of writing a state file: temporary file, fsync, rename, fsync of
+/// the directory.
+pub(crate) use crate::linux::safefs::write_atomically;
 
 impl ZoneBackend for SimBackend {
     fn kind(&self) -> &'static str {

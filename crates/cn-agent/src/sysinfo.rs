@@ -34,7 +34,7 @@ pub fn server_uuid(state_dir: &Path, configured: Option<Uuid>) -> Result<Uuid> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let uuid = configured.unwrap_or_else(Uuid::new_v4);
             std::fs::create_dir_all(state_dir).map_err(|e| Error::io(state_dir, e))?;
-            crate::sim::write_atomically(&path, format!("{uuid}\n").as_bytes())?;
+            crate::linux::safefs::write_atomically(&path, format!("{uuid}\n").as_bytes())?;
             Ok(uuid)
         }
         Err(e) => Err(Error::io(&path, e)),

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::command::run;
+use super::safefs;
 use crate::error::{Error, Result};
 
 const GIB: u64 = 1024 * 1024 * 1024;
@@ -259,12 +260,11 @@ impl Disk {
     }
 }
 
-/// Removes a tree if it is there.
+/// Removes a tree on the disk if it is there (a snapshot, a staged rollback): `path`
+/// itself is the agent's, what is below it is the tenant's, so nothing below is
+/// followed through a symlink or removed across a mount point ([`safefs`]).
 pub fn remove_tree(path: &Path) -> Result<()> {
-    match std::fs::remove_dir_all(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(path, e)),
-        _ => Ok(()),
-    }
+    safefs::remove_host_tree(path)
 }
 
 /// Total and available bytes of the file system holding `path`.

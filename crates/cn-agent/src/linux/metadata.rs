@@ -13,55 +13,44 @@
 //! cannot be a file name (empty, `.`, `..`, holding `/`) is left out with a warning.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use uuid::Uuid;
 
-use crate::error::{Error, Result};
+use super::safefs::{Owner, Tree};
+use crate::error::Result;
 
 /// Where the metadata is, relative to the instance's root.
 pub const METADATA_DIR: &str = "etc/triton/metadata";
 
-/// Writes both maps under `upper` (the instance's disk, the overlay's upper layer).
+/// Writes both maps under `upper` (the instance's disk, the overlay's upper layer), every
+/// file and directory owned by `owner` (the instance's root). The disk is the tenant's:
+/// paths resolve inside it as the instance sees them, so a symlink planted on the way
+/// leads to the instance's own files, never the host's ([`super::safefs`]).
 pub fn write(
     uuid: Uuid,
     upper: &Path,
     customer: &BTreeMap<String, String>,
     internal: &BTreeMap<String, String>,
+    owner: Owner,
 ) -> Result<()> {
-    // Every directory on the way must be a real one: the instance owns its disk, and a
-    // symlink planted there must not lead the agent's writes onto the host.
-    let mut dir = upper.to_path_buf();
-    for part in METADATA_DIR.split('/') {
-        dir.push(part);
-        match std::fs::symlink_metadata(&dir) {
-            Ok(m) if m.file_type().is_dir() => {}
-            Ok(_) => std::fs::remove_file(&dir).map_err(|e| Error::io(&dir, e))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(&dir, e)),
-        }
-        if !dir.exists() {
-            std::fs::create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
-        }
+    let tree = Tree::open(upper)?;
+    let dir = Path::new(METADATA_DIR);
+    if let Some(parent) = dir.parent() {
+        tree.create_dir_all(parent, 0o755, owner)?;
     }
-    std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    std::fs::create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+    tree.remove_tree(dir)?;
+    tree.create_dir(dir, 0o755, owner)?;
     for (sub, map, mode) in [("customer", customer, 0o644), ("internal", internal, 0o600)] {
         let sub_dir = dir.join(sub);
-        std::fs::create_dir(&sub_dir).map_err(|e| Error::io(&sub_dir, e))?;
         let dir_mode = if mode == 0o600 { 0o700 } else { 0o755 };
-        std::fs::set_permissions(&sub_dir, std::fs::Permissions::from_mode(dir_mode))
-            .map_err(|e| Error::io(&sub_dir, e))?;
+        tree.create_dir(&sub_dir, dir_mode, owner)?;
         for (key, value) in map {
             if key.is_empty() || key == "." || key == ".." || key.contains(['/', '\0']) {
                 tracing::warn!(%uuid, key, "metadata key cannot be a file name; not written");
                 continue;
             }
-            let path = sub_dir.join(key);
-            std::fs::write(&path, value).map_err(|e| Error::io(&path, e))?;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
-                .map_err(|e| Error::io(&path, e))?;
+            tree.write_file(&sub_dir.join(key), value.as_bytes(), mode, owner)?;
         }
     }
     Ok(())
@@ -70,6 +59,7 @@ pub fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
@@ -87,6 +77,7 @@ mod tests {
             upper.path(),
             &map(&[("user-script", "#!/bin/sh\n"), ("../escape", "x")]),
             &map(&[("triton:config", "listen = \"0.0.0.0:8080\"\n")]),
+            Owner::ROOT,
         )
         .unwrap();
         let md = upper.path().join(METADATA_DIR);
@@ -105,24 +96,61 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         assert!(!upper.path().join("etc/triton/escape").exists());
 
-        write(uuid, upper.path(), &map(&[]), &map(&[])).unwrap();
+        write(uuid, upper.path(), &map(&[]), &map(&[]), Owner::ROOT).unwrap();
         assert!(!md.join("customer/user-script").exists());
         assert!(!md.join("internal/triton:config").exists());
     }
 
     #[test]
-    fn a_symlink_planted_on_the_way_is_not_followed() {
+    fn a_symlink_planted_on_the_way_leads_inside_the_instance() {
         let upper = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
         std::fs::create_dir(upper.path().join("etc")).unwrap();
         std::os::unix::fs::symlink(outside.path(), upper.path().join("etc/triton")).unwrap();
-        write(Uuid::new_v4(), upper.path(), &map(&[("k", "v")]), &map(&[])).unwrap();
+        write(
+            Uuid::new_v4(),
+            upper.path(),
+            &map(&[("k", "v")]),
+            &map(&[]),
+            Owner::ROOT,
+        )
+        .unwrap();
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
-        assert!(
-            upper
-                .path()
-                .join("etc/triton/metadata/customer/k")
-                .is_file()
+        // As the instance sees it: /etc/triton -> <outside>, inside the instance.
+        let inside = upper
+            .path()
+            .join(outside.path().strip_prefix("/").unwrap())
+            .join("metadata/customer/k");
+        assert_eq!(std::fs::read_to_string(inside).unwrap(), "v");
+        let tree = Tree::open(upper.path()).unwrap();
+        assert_eq!(
+            tree.read_file(Path::new("etc/triton/metadata/customer/k"), 16)
+                .unwrap(),
+            b"v"
         );
+    }
+
+    #[test]
+    fn a_planted_metadata_link_is_replaced_and_its_target_kept() {
+        let upper = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("precious"), "keep").unwrap();
+        std::fs::create_dir_all(upper.path().join("etc/triton")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), upper.path().join(METADATA_DIR)).unwrap();
+        write(
+            Uuid::new_v4(),
+            upper.path(),
+            &map(&[("k", "v")]),
+            &map(&[]),
+            Owner::ROOT,
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(outside.path().join("precious")).unwrap(),
+            "keep"
+        );
+        let md = upper.path().join(METADATA_DIR);
+        assert!(std::fs::symlink_metadata(&md).unwrap().is_dir());
+        assert_eq!(std::fs::read_to_string(md.join("customer/k")).unwrap(), "v");
     }
 }

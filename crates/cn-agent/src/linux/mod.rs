@@ -25,6 +25,7 @@ pub mod launch;
 pub mod leftovers;
 pub mod metadata;
 pub mod net;
+pub mod safefs;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -43,7 +44,7 @@ use crate::backend::{
     ZoneBackend, check_new_snapshot, check_quota_change, find_snapshot, unix_now,
 };
 use crate::error::{Error, Result};
-use crate::sim::write_atomically;
+use self::safefs::{Owner, Tree, write_atomically};
 
 /// How long a booting instance has to show its pid 1.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -324,8 +325,8 @@ impl Inner {
         if let Err(e) = made {
             // Leave nothing behind, so the create can be tried again.
             self.disk(spec.uuid).release();
-            if let Err(cleanup) = std::fs::remove_dir_all(&dir) {
-                tracing::warn!(uuid = %spec.uuid, error = %cleanup, "cleanup after a failed create failed");
+            if let Err(cleanup) = safefs::remove_host_tree(&dir) {
+                tracing::warn!(uuid = %spec.uuid, error = %cleanup.chain(), "cleanup after a failed create failed");
             }
             return Err(e);
         }
@@ -340,19 +341,23 @@ impl Inner {
         let disk = self.disk(spec.uuid);
         disk.create(spec.quota)?;
         let lower = image::image_root(&self.images_dir, spec.image_uuid);
+        let upper = Tree::open(&disk.upper())?;
         for mount_point in ["dev", "proc", "sys", "etc"] {
             if std::fs::symlink_metadata(lower.join(mount_point)).is_err() {
-                let path = disk.upper().join(mount_point);
-                std::fs::create_dir(&path).map_err(|e| Error::io(&path, e))?;
+                upper.create_dir(Path::new(mount_point), 0o755, Owner::ROOT)?;
             }
         }
         disk.unmount()
     }
 
-    /// /etc/hostname, /etc/hosts and /etc/resolv.conf on the instance's disk.
-    fn write_etc(&self, spec: &InstanceSpec) -> Result<()> {
-        let etc = self.disk(spec.uuid).upper().join("etc");
-        std::fs::create_dir_all(&etc).map_err(|e| Error::io(&etc, e))?;
+    /// /etc/hostname, /etc/hosts and /etc/resolv.conf on the instance's disk, owned by
+    /// `owner` (the instance's root). The disk is the tenant's: paths resolve inside it
+    /// as the instance sees them (a planted `etc -> /host/dir` leads to the instance's
+    /// own `/host/dir`, never the host's), and a symlink at a file's name (as
+    /// systemd-resolved's `resolv.conf`) is replaced, not written through ([`safefs`]).
+    fn write_etc(&self, spec: &InstanceSpec, owner: Owner) -> Result<()> {
+        let upper = Tree::open(&self.disk(spec.uuid).upper())?;
+        upper.create_dir_all(Path::new("etc"), 0o755, owner)?;
         let mut hosts = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost\n");
         for nic in &spec.nics {
             if let Some(ip) = nic.ip {
@@ -375,12 +380,12 @@ impl Inner {
             ("hosts", hosts),
             ("resolv.conf", resolv),
         ] {
-            let path = etc.join(name);
-            // A symlink in the image (systemd-resolved's) would lead the write astray.
-            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
-                std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
-            }
-            std::fs::write(&path, contents).map_err(|e| Error::io(&path, e))?;
+            upper.write_file(
+                &Path::new("etc").join(name),
+                contents.as_bytes(),
+                0o644,
+                owner,
+            )?;
         }
         Ok(())
     }
@@ -429,12 +434,13 @@ impl Inner {
         let disk = self.disk(uuid);
         disk.adopt_legacy()?;
         disk.mount()?;
-        self.write_etc(spec)?;
+        self.write_etc(spec, Owner::ROOT)?;
         metadata::write(
             uuid,
             &disk.upper(),
             &spec.customer_metadata,
             &spec.internal_metadata,
+            Owner::ROOT,
         )?;
         self.net.setup(uuid, &spec.nics)?;
         let plan = LaunchPlan {
@@ -703,7 +709,8 @@ impl Inner {
                 libc::umount2(c.as_ptr(), libc::MNT_DETACH);
             }
         }
-        std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))
+        // Nothing below is followed through a symlink or removed across a mount point.
+        safefs::remove_host_tree(&dir)
     }
 
     fn usage(&self, uuid: Uuid) -> Result<InstanceUsage> {

@@ -388,6 +388,119 @@ impl Tree {
         empty_dir(&dir, &self.display_path(rel))
     }
 
+    /// Creates the file `rel` for writing (mode 0600 until [`set_attrs`] sets what it
+    /// should be): `O_CREAT|O_EXCL|O_NOFOLLOW` in its directory, after removing a file
+    /// or symlink already at the name (a directory there is an error).
+    pub fn create_file(&self, rel: &Path) -> Result<std::fs::File> {
+        let (parent, name) = self.parent_of(rel)?;
+        self.clear_name(&parent, name, rel)?;
+        let fd = rustix::fs::openat(
+            &parent,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| self.io(rel, e))?;
+        Ok(std::fs::File::from(fd))
+    }
+
+    /// Makes the symlink `rel` with `target` as its contents (which is never resolved
+    /// here), owned by `owner`, replacing a file or symlink at the name.
+    pub fn symlink(
+        &self,
+        rel: &Path,
+        target: &[u8],
+        owner: Owner,
+        mtime: Option<i64>,
+    ) -> Result<()> {
+        let (parent, name) = self.parent_of(rel)?;
+        self.clear_name(&parent, name, rel)?;
+        rustix::fs::symlinkat(OsStr::from_bytes(target), &parent, name)
+            .map_err(|e| self.io(rel, e))?;
+        rustix::fs::chownat(
+            &parent,
+            name,
+            Some(rustix::fs::Uid::from_raw(owner.uid)),
+            Some(rustix::fs::Gid::from_raw(owner.gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| self.io(rel, e))?;
+        if let Some(mtime) = mtime {
+            rustix::fs::utimensat(&parent, name, &timestamps(mtime), AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| self.io(rel, e))?;
+        }
+        Ok(())
+    }
+
+    /// Makes `rel` a hard link to `target` (both inside the tree, each reached by the
+    /// tree's rules; a symlink at `target` is linked as the link it is).
+    pub fn hard_link(&self, target: &Path, rel: &Path) -> Result<()> {
+        let (target_parent, target_name) = self.parent_of(target)?;
+        let (parent, name) = self.parent_of(rel)?;
+        self.clear_name(&parent, name, rel)?;
+        rustix::fs::linkat(&target_parent, target_name, &parent, name, AtFlags::empty())
+            .map_err(|e| self.io(rel, e))
+    }
+
+    /// Makes the FIFO `rel`, replacing a file or symlink at the name.
+    pub fn mkfifo(&self, rel: &Path, mode: u32, owner: Owner, mtime: Option<i64>) -> Result<()> {
+        let (parent, name) = self.parent_of(rel)?;
+        self.clear_name(&parent, name, rel)?;
+        rustix::fs::mkfifoat(&parent, name, Mode::from_raw_mode(0o600))
+            .map_err(|e| self.io(rel, e))?;
+        // Opened by its path only (O_PATH cannot chown); O_NONBLOCK so a FIFO never
+        // blocks the open.
+        let fd = rustix::fs::openat(
+            &parent,
+            name,
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| self.io(rel, e))?;
+        set_attrs(&fd, owner, mode, mtime).map_err(|e| Error::io(self.display_path(rel), e))
+    }
+
+    /// Sets owner, mode and modification time of the directory `rel` (`""`: the top).
+    pub fn set_dir_attrs(
+        &self,
+        rel: &Path,
+        owner: Owner,
+        mode: u32,
+        mtime: Option<i64>,
+    ) -> Result<()> {
+        let dir = self.open_dir(rel)?;
+        set_attrs(&dir, owner, mode, mtime).map_err(|e| Error::io(self.display_path(rel), e))
+    }
+
+    /// Sets the modification time of the directory `rel`.
+    pub fn set_dir_mtime(&self, rel: &Path, mtime: i64) -> Result<()> {
+        let dir = self.open_dir(rel)?;
+        rustix::fs::futimens(&dir, &timestamps(mtime)).map_err(|e| self.io(rel, e))
+    }
+
+    /// Makes room at `name` for something new: a file or symlink there is removed, a
+    /// directory is an error.
+    fn clear_name(&self, parent: &OwnedFd, name: &OsStr, rel: &Path) -> Result<()> {
+        match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Err(Errno::NOENT) => Ok(()),
+            Err(e) => Err(self.io(rel, e)),
+            Ok(st)
+                if rustix::fs::FileType::from_raw_mode(st.st_mode)
+                    == rustix::fs::FileType::Directory =>
+            {
+                Err(rule(
+                    &self.display_path(rel),
+                    Errno::ISDIR,
+                    "a directory is there; only a file or a symlink is replaced",
+                ))
+            }
+            Ok(_) => match rustix::fs::unlinkat(parent, name, AtFlags::empty()) {
+                Ok(()) | Err(Errno::NOENT) => Ok(()),
+                Err(e) => Err(self.io(rel, e)),
+            },
+        }
+    }
+
     fn io(&self, rel: &Path, e: Errno) -> Error {
         Error::io(self.display_path(rel), e.into())
     }
@@ -525,6 +638,32 @@ fn set_owner_mode(fd: &impl AsFd, owner: Owner, mode: u32) -> rustix::io::Result
     )?;
     // After the chown, which clears set-id bits.
     rustix::fs::fchmod(fd, Mode::from_raw_mode(mode))
+}
+
+/// Owner, then mode (a chown clears set-id bits), then modification time of an open
+/// file.
+pub fn set_attrs(
+    fd: &impl AsFd,
+    owner: Owner,
+    mode: u32,
+    mtime: Option<i64>,
+) -> std::io::Result<()> {
+    set_owner_mode(fd, owner, mode)?;
+    if let Some(mtime) = mtime {
+        rustix::fs::futimens(fd, &timestamps(mtime))?;
+    }
+    Ok(())
+}
+
+fn timestamps(mtime: i64) -> rustix::fs::Timestamps {
+    let at = rustix::fs::Timespec {
+        tv_sec: mtime,
+        tv_nsec: 0,
+    };
+    rustix::fs::Timestamps {
+        last_access: at,
+        last_modification: at,
+    }
 }
 
 /// Removes `name` in `parent`: a non-directory is unlinked, a directory emptied first.
