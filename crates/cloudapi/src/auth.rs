@@ -138,7 +138,13 @@ pub async fn authenticate(app: &AppState, req: &RequestHead) -> Result<Caller, A
     )
     .map_err(|e| {
         tracing::info!(error = %e, key_id = %parsed.key_id, "signature refused");
-        ApiError::invalid_credentials(INVALID_SIGNATURE)
+        match e {
+            // A key stored before the rule: say why it no longer signs.
+            http_signature::VerifyError::WeakKey { .. } => {
+                ApiError::invalid_credentials(format!("{e}; add a stronger key"))
+            }
+            _ => ApiError::invalid_credentials(INVALID_SIGNATURE),
+        }
     })?;
 
     check_path_account(app, req.uri.path(), &account).await?;

@@ -388,7 +388,12 @@ pub enum VerifyError {
     WrongAlgorithm { algorithm: String, key_type: String },
     #[error("the signature does not match")]
     Mismatch,
+    #[error("RSA keys must be at least {MIN_RSA_BITS} bits; this one has {bits}")]
+    WeakKey { bits: usize },
 }
+
+/// The smallest RSA modulus accepted, for new keys and for signatures by stored ones.
+pub const MIN_RSA_BITS: usize = 2048;
 
 /// A public key, from its SSH wire-format blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -435,6 +440,36 @@ impl PublicKey {
             }
         };
         Ok(key)
+    }
+
+    /// The modulus size of an RSA key; None for other key types.
+    pub fn rsa_bits(&self) -> Option<usize> {
+        match self {
+            PublicKey::Rsa { n, .. } => Some(match n.first() {
+                Some(top) => (n.len() - 1) * 8 + (8 - top.leading_zeros() as usize),
+                None => 0,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Refuses RSA keys under [`MIN_RSA_BITS`].
+    pub fn check_strength(&self) -> Result<(), VerifyError> {
+        match self.rsa_bits() {
+            Some(bits) if bits < MIN_RSA_BITS => Err(VerifyError::WeakKey { bits }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Parses an OpenSSH public key line (`ssh-rsa AAAA... comment`).
+    pub fn from_openssh(text: &str) -> Result<PublicKey, VerifyError> {
+        let mut fields = text.split_whitespace();
+        let _kind = fields.next();
+        let blob = fields
+            .next()
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .ok_or_else(|| VerifyError::BadKey("not an OpenSSH public key line".into()))?;
+        PublicKey::from_ssh_blob(&blob)
     }
 
     fn type_name(&self) -> String {
@@ -488,6 +523,7 @@ pub fn verify(
             if family != "rsa" {
                 return Err(wrong());
             }
+            key.check_strength()?;
             let params: &rs::RsaParameters = match hash {
                 "sha1" => &rs::RSA_PKCS1_1024_8192_SHA1_FOR_LEGACY_USE_ONLY,
                 "sha256" => &rs::RSA_PKCS1_1024_8192_SHA256_FOR_LEGACY_USE_ONLY,
@@ -986,5 +1022,22 @@ mod tests {
         let mut blob = Vec::new();
         ssh_string(&mut blob, b"ssh-dss");
         assert!(PublicKey::from_ssh_blob(&blob).is_err());
+    }
+
+    /// `ssh-keygen -t rsa -b 1024` public key.
+    const RSA_1024: &str = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQDWLDeAFt1OsFHZBkGjGD1Bq+ZKbukYSmMlD5ApAX5Xnchx8PV8emF6vNNheO4VxlCqF4k0MD1/vV2ti3D5oWgERzrP0+pKGkOENoFJvj65ri0pVnVfvQkFVIVmHqHlU1DOPwcg2bZP6NnfKoNLDHy91M+l28r2WAXjlEWGQoSmDw== weak";
+
+    #[test]
+    fn weak_rsa_keys_never_verify() {
+        let key = PublicKey::from_openssh(RSA_1024).unwrap();
+        assert_eq!(key.rsa_bits(), Some(1024));
+        let err = key.check_strength().unwrap_err();
+        assert_eq!(err, VerifyError::WeakKey { bits: 1024 });
+        assert!(err.to_string().contains("at least 2048 bits"), "{err}");
+        // Refused before the signature is even looked at.
+        assert_eq!(
+            verify(&key, "rsa-sha256", b"date: x", &[0u8; 128]),
+            Err(VerifyError::WeakKey { bits: 1024 })
+        );
     }
 }

@@ -256,3 +256,59 @@ async fn one_account_cannot_reach_another() {
     let r = raw_request(stack.cloudapi, "PATCH", "/my/keys", &as_dave(()), "").await;
     r.assert_error(405, "BadMethod");
 }
+
+fn rsa_public_key(bits: u32) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("id_rsa");
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-N", "", "-t", "rsa", "-b", &bits.to_string(), "-f"])
+        .arg(&path)
+        .output()
+        .expect("ssh-keygen runs (install openssh-client)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(path.with_extension("pub")).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsa_keys_under_2048_bits_are_refused() {
+    let stack = Stack::start().await;
+    let key = HandKey::new();
+    let fp = register(&stack, "erin", &key).await;
+    let key_id = format!("/erin/keys/{fp}");
+    let add = |name: &str, public: &str| {
+        let mut headers = key.sign(&key_id, 0);
+        headers.push(("content-type", "application/json".to_string()));
+        (
+            headers,
+            serde_json::json!({"name": name, "key": public}).to_string(),
+        )
+    };
+
+    let (headers, body) = add("weak", &rsa_public_key(1024));
+    let r = raw_request(stack.cloudapi, "POST", "/my/keys", &headers, &body).await;
+    let msg = r.assert_error(409, "InvalidArgument");
+    assert!(
+        msg.contains("at least 2048 bits") && msg.contains("1024"),
+        "{msg}"
+    );
+
+    let (headers, body) = add("strong", &rsa_public_key(2048));
+    let r = raw_request(stack.cloudapi, "POST", "/my/keys", &headers, &body).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+
+    let r = raw_request(stack.cloudapi, "GET", "/my/keys", &key.sign(&key_id, 0), "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let names: Vec<String> = r
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(names.contains(&"strong".to_string()), "{names:?}");
+    assert!(!names.contains(&"weak".to_string()), "{names:?}");
+}

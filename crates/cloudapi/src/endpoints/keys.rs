@@ -77,6 +77,13 @@ pub async fn create(
     params: Params,
 ) -> Reply {
     let key = params.required_str("key")?;
+    // UFDS checks the key's form; CloudAPI's own rule is its strength, which the
+    // signature check enforces too.
+    if let Ok(public) = crate::http_signature::PublicKey::from_openssh(&key)
+        && let Err(e) = public.check_strength()
+    {
+        return Err(ApiError::invalid_argument(format!("key: {e}")));
+    }
     let name = params.str("name").unwrap_or_default();
     let created = app
         .backends
