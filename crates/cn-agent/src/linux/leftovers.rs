@@ -1,6 +1,7 @@
 //! Removing everything a `linux` backend with one config made on this host: its
 //! instances' processes and cgroups, the disks mounted under its state dir (their loop
-//! devices go with the mounts), its network namespaces, veths and bridge. Test harnesses
+//! devices go with the mounts), its network namespaces, veths, bridge and nftables tables
+//! (`<netns_prefix>guard` and `<netns_prefix>host`). Test harnesses
 //! and benches call it when they end, whatever state a failed test left.
 
 use std::path::{Path, PathBuf};
@@ -52,6 +53,7 @@ pub fn remove_all(config: &LinuxConfig, bridge: &str) {
                 .output();
         }
     }
+    super::firewall::remove_tables(&config.netns_prefix);
 }
 
 /// The cgroup directories instances of `parent` live in: one on v2, one per controller
@@ -61,7 +63,7 @@ pub fn cgroup_dirs(parent: &str) -> Vec<PathBuf> {
     if root.join("cgroup.controllers").exists() {
         return vec![root.join(parent)];
     }
-    ["memory", "cpu", "cpuacct", "pids", "freezer"]
+    ["memory", "cpu", "cpuacct", "pids", "freezer", "blkio", "devices"]
         .iter()
         .map(|c| root.join(c).join(parent))
         .collect()

@@ -20,6 +20,7 @@
 pub mod cgroup;
 mod command;
 pub mod disk;
+pub mod firewall;
 pub mod image;
 pub mod launch;
 pub mod leftovers;
@@ -140,17 +141,20 @@ impl LinuxBackend {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
         let cgroups = Cgroups::detect(&config.cgroup_root, &config.cgroup_parent)?;
+        let net = Network {
+            netns_prefix: config.netns_prefix,
+            link_prefix: config.link_prefix,
+            bridges: config.bridges,
+            create_bridges: config.create_bridges,
+        };
+        // Tenant bridges closed to the host, instance ports guarded (firewall.rs).
+        net.install_firewall()?;
         Ok(LinuxBackend {
             inner: Arc::new(Inner {
                 zones_dir,
                 images_dir,
                 cgroups,
-                net: Network {
-                    netns_prefix: config.netns_prefix,
-                    link_prefix: config.link_prefix,
-                    bridges: config.bridges,
-                    create_bridges: config.create_bridges,
-                },
+                net,
                 image_locks: Mutex::new(HashMap::new()),
             }),
         })

@@ -1,7 +1,9 @@
 //! Networking of instances: a named network namespace per running instance
 //! (`ip netns`, so it exists before pid 1 starts and the NICs are configured when the
 //! image's init runs), one veth pair per NIC with the host end in the Linux bridge of the
-//! NIC's nic tag, and the NIC's MAC, address, MTU and default route inside.
+//! NIC's nic tag, and the NIC's MAC, address, MTU and default route inside. Each host end
+//! is guarded by nftables rules (see [`super::firewall`]) from before it is up until it
+//! is removed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,6 +11,7 @@ use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
 use super::command::run;
+use super::firewall::{Firewall, PortRules, normalize_mac};
 use crate::backend::NicSpec;
 use crate::error::{Error, Result};
 
@@ -34,6 +37,17 @@ impl Network {
 
     pub fn netns_path(&self, uuid: Uuid) -> PathBuf {
         Path::new("/run/netns").join(self.netns_name(uuid))
+    }
+
+    /// The agent's nftables rules (tables named from `netns_prefix`).
+    pub fn firewall(&self) -> Firewall {
+        Firewall::new(&self.netns_prefix, &self.bridges)
+    }
+
+    /// At the agent's start: the guard table kept (running instances' ports stay guarded),
+    /// the host table made again, stale ports' rules removed.
+    pub fn install_firewall(&self) -> Result<()> {
+        self.firewall().install()
     }
 
     fn link_stem(&self, uuid: Uuid) -> String {
@@ -157,13 +171,23 @@ impl Network {
                 &["-n", &ns, "link", "set", "dev", &inner, "mtu", &mtu],
             )?;
         }
-        run("ip", &["link", "set", "dev", &host, "master", bridge, "up"])?;
         if !nic.mac.is_empty() {
             run(
                 "ip",
                 &["-n", &ns, "link", "set", "dev", &inner, "address", &nic.mac],
             )?;
         }
+        // Guarded before the port is in the bridge and up.
+        let mac = match nic.mac.is_empty() {
+            true => link_mac(&ns, &inner)?,
+            false => normalize_mac(&nic.mac)?,
+        };
+        self.firewall().guard(&PortRules {
+            port: host.clone(),
+            mac,
+            ips: nic.ip.into_iter().collect(),
+        })?;
+        run("ip", &["link", "set", "dev", &host, "master", bridge, "up"])?;
         if let Some(ip) = nic.ip {
             let cidr = format!("{ip}/{}", nic.prefix_len);
             run("ip", &["-n", &ns, "addr", "add", &cidr, "dev", &inner])?;
@@ -190,10 +214,11 @@ impl Network {
         if Path::new("/sys/class/net").join(&host).exists() {
             run("ip", &["link", "del", "dev", &host])?;
         }
-        Ok(())
+        self.firewall().unguard(&[host])
     }
 
-    /// Removes the namespace and every host link of the instance.
+    /// Removes the namespace, every host link of the instance and their guard rules
+    /// (also those of links already gone).
     pub fn teardown(&self, uuid: Uuid) -> Result<()> {
         for link in self.existing_host_links(uuid) {
             if let Err(e) = run("ip", &["link", "del", "dev", &link]) {
@@ -206,7 +231,14 @@ impl Network {
         if self.netns_path(uuid).exists() {
             run("ip", &["netns", "del", &self.netns_name(uuid)])?;
         }
-        Ok(())
+        let firewall = self.firewall();
+        let stem = self.link_stem(uuid);
+        let ports: Vec<String> = firewall
+            .guarded_ports()?
+            .into_iter()
+            .filter(|p| p.starts_with(&stem))
+            .collect();
+        firewall.unguard(&ports)
     }
 
     /// Bytes (received, sent) by the instance over all its NICs, from the host ends.
@@ -227,4 +259,15 @@ impl Network {
         }
         (rx, tx)
     }
+}
+
+/// The MAC the kernel gave `dev` in namespace `ns`.
+fn link_mac(ns: &str, dev: &str) -> Result<String> {
+    let out = run("ip", &["-n", ns, "-o", "link", "show", "dev", dev])?;
+    let mac = out
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .unwrap_or_default();
+    normalize_mac(mac)
 }

@@ -1,0 +1,550 @@
+//! The linux backend's network isolation, with real instances on a tenant bridge (nic tag
+//! `external`) and the admin bridge of a test of its own: an instance cannot send with
+//! another's IP or MAC, nor as a DHCP server; it reaches its neighbours and pings its
+//! gateway, but no port of the host on any of its addresses and nothing on the admin
+//! network; the nftables rules of a NIC go with it.
+//!
+//! Packets are sent and received from inside the instances' network namespaces (a thread
+//! of the test in the namespace: `setns(2)`), and addresses or MACs changed there with
+//! `ip`, as root in the instance could.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cn_agent::linux::firewall::table_names;
+use cn_agent::linux::{LinuxBackend, LinuxConfig};
+use cn_agent::{ImageSource, InstanceSpec, NicSpec, ZoneBackend};
+use uuid::Uuid;
+
+/// A safety net for waits that end on an event; never what a check depends on.
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Net {
+    config: LinuxConfig,
+    image: ImageSource,
+    admin_bridge: String,
+    tenant_bridge: String,
+    /// The third octet of 10.99.x.0/24 (tenant) and 10.98.x.0/24 (admin).
+    tenant: u8,
+    admin: u8,
+    _dir: tempfile::TempDir,
+}
+
+fn run(program: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{program} {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn free_subnet(routes: &str, prefix: &str, start: u8) -> u8 {
+    let mut s = start;
+    while routes.contains(&format!("{prefix}.{s}.")) {
+        s = s.wrapping_add(1);
+    }
+    s
+}
+
+fn bridge(name: &str, address: &str) {
+    run("ip", &["link", "add", "name", name, "type", "bridge"]);
+    run("ip", &["addr", "add", address, "dev", name]);
+    run("ip", &["link", "set", "dev", name, "up"]);
+}
+
+impl Net {
+    fn new() -> Net {
+        // SAFETY: geteuid(2) has no preconditions.
+        assert_eq!(unsafe { libc::geteuid() }, 0, "this test needs root");
+        assert!(
+            Path::new("/bin/busybox").exists(),
+            "this test builds its image from /bin/busybox: apt-get install busybox-static"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let id = Uuid::new_v4().simple().to_string();
+        let routes = run("ip", &["-4", "route", "show"]);
+        let tenant = free_subnet(&routes, "10.99", u8::from_str_radix(&id[6..8], 16).unwrap());
+        let admin = free_subnet(
+            &routes,
+            "10.98",
+            u8::from_str_radix(&id[8..10], 16).unwrap(),
+        );
+        let admin_bridge = format!("tna{}", &id[..6]);
+        let tenant_bridge = format!("tne{}", &id[..6]);
+        let config = LinuxConfig {
+            state_dir: dir.path().join("state"),
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            cgroup_parent: format!("triton-test-{}", &id[..6]),
+            netns_prefix: format!("tn{}-", &id[..6]),
+            link_prefix: format!("n{}", &id[..3]),
+            bridges: [
+                ("admin".to_string(), admin_bridge.clone()),
+                ("external".to_string(), tenant_bridge.clone()),
+            ]
+            .into(),
+            create_bridges: false,
+        };
+        let net = Net {
+            image: ImageSource {
+                image_uuid: Uuid::new_v4(),
+                path: build_image(dir.path()),
+            },
+            config,
+            admin_bridge: admin_bridge.clone(),
+            tenant_bridge: tenant_bridge.clone(),
+            tenant,
+            admin,
+            _dir: dir,
+        };
+        bridge(&admin_bridge, &format!("10.98.{admin}.1/24"));
+        bridge(&tenant_bridge, &format!("10.99.{tenant}.1/24"));
+        net
+    }
+
+    fn backend(&self) -> LinuxBackend {
+        LinuxBackend::new(self.config.clone()).expect("linux backend")
+    }
+
+    fn gateway(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, 99, self.tenant, 1)
+    }
+
+    fn admin_address(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, 98, self.admin, 1)
+    }
+
+    fn tenant_nic(&self, n: u8) -> NicSpec {
+        NicSpec {
+            interface: String::new(),
+            mac: format!("02:99:00:{:02x}:00:{n:02x}", self.tenant),
+            ip: Some(Ipv4Addr::new(10, 99, self.tenant, 10 + n)),
+            prefix_len: 24,
+            gateway: Some(self.gateway()),
+            resolvers: vec![],
+            nic_tag: "external".into(),
+            vlan_id: 0,
+            mtu: 0,
+            primary: true,
+        }
+    }
+
+    fn admin_nic(&self, n: u8) -> NicSpec {
+        NicSpec {
+            mac: format!("02:98:00:{:02x}:00:{n:02x}", self.admin),
+            ip: Some(Ipv4Addr::new(10, 98, self.admin, 10 + n)),
+            gateway: Some(self.admin_address()),
+            nic_tag: "admin".into(),
+            ..self.tenant_nic(n)
+        }
+    }
+
+    fn spec(&self, name: &str, nic: NicSpec) -> InstanceSpec {
+        InstanceSpec {
+            uuid: Uuid::new_v4(),
+            owner_uuid: Uuid::new_v4().to_string(),
+            alias: name.into(),
+            hostname: name.into(),
+            brand: "joyent-minimal".into(),
+            image_uuid: self.image.image_uuid,
+            ram: 64,
+            cpu_cap: 50,
+            quota: 1,
+            max_lwps: 64,
+            nics: vec![nic],
+            init: ["/bin/httpd", "-f", "-p", "80", "-h", "/www"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            customer_metadata: Default::default(),
+            internal_metadata: Default::default(),
+            tags: Default::default(),
+            autoboot: true,
+            billing_id: String::new(),
+        }
+    }
+
+    fn netns(&self, uuid: Uuid) -> String {
+        format!("{}{uuid}", self.config.netns_prefix)
+    }
+
+    /// `ip ...` inside the instance's network namespace.
+    fn ip_in(&self, uuid: Uuid, args: &[&str]) {
+        let ns = self.netns(uuid);
+        let mut all = vec!["-n", ns.as_str()];
+        all.extend_from_slice(args);
+        run("ip", &all);
+    }
+
+    /// Whether `ping` from inside the instance gets an answer from `to`.
+    fn pings(&self, uuid: Uuid, to: Ipv4Addr) -> bool {
+        let to = to.to_string();
+        std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.netns(uuid),
+                "/bin/busybox",
+                "ping",
+                "-c",
+                "3",
+                "-W",
+                "2",
+                &to,
+            ])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    }
+
+    /// The whole ruleset, as `nft list ruleset` prints it.
+    fn ruleset() -> String {
+        run("nft", &["list", "ruleset"])
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        cn_agent::linux::leftovers::remove_all(&self.config, &self.admin_bridge);
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.tenant_bridge])
+            .output();
+    }
+}
+
+fn build_image(dir: &Path) -> PathBuf {
+    let root = dir.join("rootfs");
+    for sub in ["bin", "www", "etc", "tmp"] {
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    for applet in ["sh", "httpd", "sleep", "ip", "ping"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(
+        root.join("www/index.html"),
+        "hello from a triton instance\n",
+    )
+    .unwrap();
+    let tarball = dir.join("image.tar.gz");
+    run(
+        "tar",
+        &[
+            "-czf",
+            tarball.to_str().unwrap(),
+            "-C",
+            root.to_str().unwrap(),
+            ".",
+        ],
+    );
+    tarball
+}
+
+/// Runs `f` on a thread inside the network namespace `/run/netns/<ns>`.
+fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = Path::new("/run/netns").join(ns);
+    std::thread::spawn(move || {
+        let fd = std::fs::File::open(&path).unwrap();
+        // SAFETY: setns(2) on an open namespace file; it changes only this thread.
+        let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {}", path.display());
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// A UDP receiver at `addr` inside namespace `ns`: what it got before the datagram
+/// "end" (then a short drain, so a late datagram is not missed either).
+fn receiver(ns: &str, addr: SocketAddr) -> std::thread::JoinHandle<Vec<String>> {
+    let path = Path::new("/run/netns").join(ns);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        let fd = std::fs::File::open(&path).unwrap();
+        // SAFETY: setns(2) on an open namespace file; it changes only this thread.
+        let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0);
+        let socket = UdpSocket::bind(addr).unwrap();
+        socket.set_read_timeout(Some(WAIT)).unwrap();
+        ready_tx.send(()).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1500];
+        let mut ended = false;
+        loop {
+            match socket.recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    if text == "end" {
+                        ended = true;
+                        socket
+                            .set_read_timeout(Some(Duration::from_millis(300)))
+                            .unwrap();
+                    } else {
+                        got.push(format!("{text} from {from}"));
+                    }
+                }
+                Err(_) if ended => return got,
+                Err(e) => panic!("no \"end\" at {addr}: {e}; got {got:?}"),
+            }
+        }
+    });
+    ready_rx.recv().unwrap();
+    handle
+}
+
+/// Sends `what` from `from` (an address of the namespace) to `to`, inside `ns`.
+fn send_from(ns: &str, from: SocketAddr, to: SocketAddr, what: &str) {
+    let what = what.to_string();
+    in_netns(ns, move || {
+        let s = UdpSocket::bind(from).unwrap_or_else(|e| panic!("bind {from}: {e}"));
+        s.send_to(what.as_bytes(), to).unwrap();
+    });
+}
+
+/// Whether a TCP connection to `to` from inside namespace `ns` is accepted.
+fn connects_from(ns: &str, to: SocketAddr) -> bool {
+    in_netns(ns, move || {
+        TcpStream::connect_timeout(&to, Duration::from_secs(2)).is_ok()
+    })
+}
+
+fn http_get(ns: Option<&str>, to: SocketAddr) -> bool {
+    let get = move || {
+        let Ok(mut s) = TcpStream::connect_timeout(&to, Duration::from_secs(2)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        if s.write_all(b"GET / HTTP/1.0\r\n\r\n").is_err() {
+            return false;
+        }
+        let mut body = String::new();
+        let _ = s.read_to_string(&mut body);
+        body.contains("hello from a triton instance")
+    };
+    match ns {
+        Some(ns) => in_netns(ns, get),
+        None => get(),
+    }
+}
+
+fn set_forwarding(dev: &str, on: bool) {
+    let path = format!("/proc/sys/net/ipv4/conf/{dev}/forwarding");
+    std::fs::write(&path, if on { "1" } else { "0" }).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_cannot_spoof_or_reach_the_host_or_the_admin_network() {
+    let h = Net::new();
+    let b = h.backend();
+    b.image_ensure_present(h.image.clone()).await.unwrap();
+    let (nic_a, nic_b, nic_c) = (h.tenant_nic(0), h.tenant_nic(1), h.tenant_nic(2));
+    let (ip_a, ip_b, ip_c) = (nic_a.ip.unwrap(), nic_b.ip.unwrap(), nic_c.ip.unwrap());
+    let mac_a = nic_a.mac.clone();
+    let a = b
+        .create(h.spec("a", nic_a))
+        .await
+        .expect("create a")
+        .spec
+        .uuid;
+    let bb = b
+        .create(h.spec("b", nic_b))
+        .await
+        .expect("create b")
+        .spec
+        .uuid;
+    let c = b
+        .create(h.spec("c", nic_c))
+        .await
+        .expect("create c")
+        .spec
+        .uuid;
+    let z = b
+        .create(h.spec("z", h.admin_nic(0)))
+        .await
+        .expect("create an instance on the admin network")
+        .spec
+        .uuid;
+    let ip_z = h.admin_nic(0).ip.unwrap();
+    let (ns_b, ns_c) = (h.netns(bb), h.netns(c));
+
+    // What works: neighbours, the gateway, the instance's own web server from the host.
+    assert!(h.pings(a, ip_b), "a pings b");
+    assert!(h.pings(bb, ip_a), "b pings a");
+    assert!(h.pings(a, h.gateway()), "a pings its gateway");
+    assert!(
+        http_get(None, SocketAddr::from((ip_a, 80))),
+        "the host reaches a's httpd"
+    );
+    assert!(
+        http_get(Some(&h.netns(a)), SocketAddr::from((ip_b, 80))),
+        "a reaches b's httpd"
+    );
+
+    // B sends to C from its own address: received (the path works); then with A's
+    // address, as a DHCP server, with A's MAC, and with both: none of those received.
+    let at_c = SocketAddr::from((ip_c, 9999));
+    let got = receiver(&ns_c, at_c);
+    send_from(&ns_b, SocketAddr::from((ip_b, 0)), at_c, "b as itself");
+    h.ip_in(bb, &["addr", "add", &format!("{ip_a}/32"), "dev", "eth0"]);
+    send_from(&ns_b, SocketAddr::from((ip_a, 0)), at_c, "b with a's ip");
+    send_from(
+        &ns_b,
+        SocketAddr::from((ip_b, 67)),
+        at_c,
+        "b as a dhcp server",
+    );
+    h.ip_in(bb, &["link", "set", "dev", "eth0", "address", &mac_a]);
+    send_from(&ns_b, SocketAddr::from((ip_b, 0)), at_c, "b with a's mac");
+    send_from(
+        &ns_b,
+        SocketAddr::from((ip_a, 0)),
+        at_c,
+        "b with a's ip and mac",
+    );
+    h.ip_in(
+        bb,
+        &[
+            "link",
+            "set",
+            "dev",
+            "eth0",
+            "address",
+            &h.tenant_nic(1).mac,
+        ],
+    );
+    h.ip_in(bb, &["addr", "del", &format!("{ip_a}/32"), "dev", "eth0"]);
+    send_from(&ns_b, SocketAddr::from((ip_b, 0)), at_c, "end");
+    let got = got.join().unwrap();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].starts_with(&format!("b as itself from {ip_b}:")),
+        "{got:?}"
+    );
+    // Nor does the host get a ping from a spoofed address: B pings the gateway as A.
+    h.ip_in(bb, &["addr", "add", &format!("{ip_a}/32"), "dev", "eth0"]);
+    let spoofed_ping = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns_b,
+            "/bin/busybox",
+            "ping",
+            "-c",
+            "2",
+            "-W",
+            "2",
+            "-I",
+            &ip_a.to_string(),
+            &h.gateway().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!spoofed_ping.status.success(), "{spoofed_ping:?}");
+    h.ip_in(bb, &["addr", "del", &format!("{ip_a}/32"), "dev", "eth0"]);
+    assert!(h.pings(bb, h.gateway()), "b as itself pings the gateway");
+
+    // No port of the host answers an instance, on the tenant bridge's address or on the
+    // admin address, while both answer the host.
+    for host_addr in [h.gateway(), h.admin_address()] {
+        let listener = TcpListener::bind((host_addr, 0)).unwrap();
+        let at = listener.local_addr().unwrap();
+        assert!(
+            TcpStream::connect_timeout(&at, WAIT).is_ok(),
+            "the host connects to {at}"
+        );
+        assert!(
+            !connects_from(&h.netns(a), at),
+            "a connects to the host's {at}"
+        );
+    }
+
+    // The admin network is not reached through the host either: with forwarding on for
+    // the two bridges, Z on the admin network reaches A's httpd, A does not reach Z's.
+    set_forwarding(&h.admin_bridge, true);
+    set_forwarding(&h.tenant_bridge, true);
+    let z_to_a = http_get(Some(&h.netns(z)), SocketAddr::from((ip_a, 80)));
+    let a_to_z = http_get(Some(&h.netns(a)), SocketAddr::from((ip_z, 80)));
+    set_forwarding(&h.admin_bridge, false);
+    set_forwarding(&h.tenant_bridge, false);
+    assert!(
+        z_to_a,
+        "z (admin network) reaches a's httpd through the host"
+    );
+    assert!(!a_to_z, "a reaches z's httpd on the admin network");
+    assert!(
+        http_get(None, SocketAddr::from((ip_z, 80))),
+        "the host reaches z on the admin network"
+    );
+
+    // A restarted agent keeps the rules: B still cannot use A's address.
+    let b = h.backend();
+    let (guard, host_table) = table_names(&h.config.netns_prefix);
+    let port_a = b.network().existing_host_links(a);
+    assert_eq!(port_a.len(), 1, "{port_a:?}");
+    assert!(
+        Net::ruleset().contains(&format!("chain port-{}", port_a[0])),
+        "{}",
+        Net::ruleset()
+    );
+    let got = receiver(&ns_c, at_c);
+    h.ip_in(bb, &["addr", "add", &format!("{ip_a}/32"), "dev", "eth0"]);
+    send_from(
+        &ns_b,
+        SocketAddr::from((ip_a, 0)),
+        at_c,
+        "b with a's ip, after a restart",
+    );
+    h.ip_in(bb, &["addr", "del", &format!("{ip_a}/32"), "dev", "eth0"]);
+    send_from(&ns_b, SocketAddr::from((ip_b, 0)), at_c, "end");
+    assert_eq!(got.join().unwrap(), Vec::<String>::new());
+
+    // Stop and destroy: no chain, map element or mention of their ports is left.
+    let ports: Vec<String> = [a, bb, c, z]
+        .iter()
+        .flat_map(|u| b.network().existing_host_links(*u))
+        .collect();
+    assert_eq!(ports.len(), 4, "{ports:?}");
+    b.shutdown(a, Duration::from_secs(1)).await.expect("stop a");
+    let rules = Net::ruleset();
+    assert!(!rules.contains(&port_a[0]), "a stopped: {rules}");
+    for u in [a, bb, c, z] {
+        b.destroy(u).await.expect("destroy");
+    }
+    let rules = Net::ruleset();
+    for port in &ports {
+        assert!(!rules.contains(port.as_str()), "{port} left in {rules}");
+    }
+    assert!(rules.contains(&format!("table bridge {guard}")), "{rules}");
+    // The agent's own tables go with the leftovers.
+    cn_agent::linux::leftovers::remove_all(&h.config, &h.admin_bridge);
+    let rules = Net::ruleset();
+    assert!(
+        !rules.contains(&guard) && !rules.contains(&host_table),
+        "{rules}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_of_ports_gone_while_the_agent_was_down_are_removed_at_start() {
+    let h = Net::new();
+    let b = h.backend();
+    b.image_ensure_present(h.image.clone()).await.unwrap();
+    let a = b
+        .create(h.spec("a", h.tenant_nic(0)))
+        .await
+        .expect("create")
+        .spec
+        .uuid;
+    let port = b.network().existing_host_links(a).remove(0);
+    assert!(Net::ruleset().contains(&format!("chain port-{port}")));
+    // The veth goes without the agent (as with the namespace removed by hand).
+    run("ip", &["link", "del", &port]);
+    let b = h.backend();
+    let rules = Net::ruleset();
+    assert!(!rules.contains(&port), "{port} left in {rules}");
+    b.destroy(a).await.expect("destroy");
+}
