@@ -34,6 +34,7 @@ impl TestImgapi {
                 moray_url: moray.url().to_string(),
                 data_dir: data_dir.path().display().to_string(),
                 max_file_bytes,
+                ..Default::default()
             },
             shutdown.clone(),
         )

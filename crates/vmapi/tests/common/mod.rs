@@ -188,6 +188,7 @@ impl Dc {
                 moray_url: moray_url.clone(),
                 data_dir: dir.path().join("imgapi").display().to_string(),
                 max_file_bytes: 256 * 1024 * 1024,
+                ..Default::default()
             },
             shutdown.clone(),
         )
