@@ -82,6 +82,12 @@ pub async fn start<B: ZoneBackend>(
     } else {
         options.advertise_url.clone()
     };
+    // Before any task: a create the last agent did not finish is undone, so the task
+    // VMAPI sends again finds no half-made instance (and none stays `provisioning`).
+    let removed = backend.reconcile().await?;
+    if !removed.is_empty() {
+        tracing::warn!(?removed, "removed instances whose create did not finish");
+    }
     let queue = TaskQueue::new(backend.clone());
 
     if options.autoboot {

@@ -526,6 +526,13 @@ pub trait ZoneBackend: Send + Sync + 'static {
     fn list(&self) -> impl Future<Output = Result<Vec<Instance>>> + Send;
 
     fn usage(&self, uuid: Uuid) -> impl Future<Output = Result<InstanceUsage>> + Send;
+
+    /// Settles what a crash of the agent left half done; run once at agent start,
+    /// before any task. An instance whose create did not finish (still `provisioning`,
+    /// or a directory without its record) is removed with everything it had, so the
+    /// `machine_create` that VMAPI sends again (it finds the task unknown to the
+    /// restarted agent) starts afresh. Returns the instances removed.
+    fn reconcile(&self) -> impl Future<Output = Result<Vec<Uuid>>> + Send;
 }
 
 pub(crate) fn unix_now() -> u64 {

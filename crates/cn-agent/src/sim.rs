@@ -382,6 +382,26 @@ impl ZoneBackend for SimBackend {
         "sim"
     }
 
+    async fn reconcile(&self) -> Result<Vec<Uuid>> {
+        let removed: Vec<Uuid> = {
+            let mut state = self.lock();
+            let half_made: Vec<Uuid> = state
+                .zones
+                .iter()
+                .filter(|(_, z)| z.instance.state == InstanceState::Provisioning)
+                .map(|(uuid, _)| *uuid)
+                .collect();
+            for uuid in &half_made {
+                state.zones.remove(uuid);
+            }
+            half_made
+        };
+        if !removed.is_empty() {
+            self.save()?;
+        }
+        Ok(removed)
+    }
+
     async fn image_ensure_present(&self, image: ImageSource) -> Result<()> {
         if self.lock().images.contains(&image.image_uuid) {
             return Ok(());

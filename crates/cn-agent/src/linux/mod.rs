@@ -697,6 +697,62 @@ impl Inner {
 
     fn destroy(&self, uuid: Uuid) -> Result<()> {
         self.read_record(uuid)?;
+        self.remove_everything(uuid)
+    }
+
+    /// See [`ZoneBackend::reconcile`]. Also removes what image imports and downloads a
+    /// crash cut short. A zone whose record cannot be read is left for an operator.
+    fn reconcile(&self) -> Result<Vec<Uuid>> {
+        if let Ok(entries) = std::fs::read_dir(&self.images_dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with(".partial-") || name.starts_with(".download-") {
+                    tracing::info!(leftover = %name, "removing an image import that did not finish");
+                    if let Err(e) = safefs::remove_host_tree(&entry.path()) {
+                        tracing::warn!(error = %e.chain(), "cannot remove an unfinished image import");
+                    }
+                }
+            }
+        }
+        let entries =
+            std::fs::read_dir(&self.zones_dir).map_err(|e| Error::io(&self.zones_dir, e))?;
+        let mut removed = Vec::new();
+        for entry in entries.flatten() {
+            let Some(uuid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| Uuid::parse_str(n).ok())
+            else {
+                continue;
+            };
+            let unfinished = match self.read_record(uuid) {
+                Ok(record) => record.state == InstanceState::Provisioning,
+                // The directory without its record: a create cut short before the
+                // record was written, or a destroy after it was removed.
+                Err(Error::VmNotFound(_)) => true,
+                Err(e) => {
+                    tracing::warn!(%uuid, error = %e.chain(), "zone record unreadable; left as it is");
+                    false
+                }
+            };
+            if !unfinished {
+                continue;
+            }
+            tracing::warn!(%uuid, "removing an instance whose create (or destroy) did not finish");
+            match self.remove_everything(uuid) {
+                Ok(()) => removed.push(uuid),
+                Err(e) => {
+                    tracing::error!(%uuid, error = %e.chain(), "cannot remove an unfinished instance")
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Stops the instance and removes its processes, network, cgroups, disk and
+    /// directory, whatever of them there is.
+    fn remove_everything(&self, uuid: Uuid) -> Result<()> {
         self.stop_processes(uuid, None)?;
         self.cgroups.remove(uuid)?;
         let dir = self.zone_dir(uuid);
@@ -845,6 +901,10 @@ impl ZoneBackend for LinuxBackend {
 
     async fn destroy(&self, uuid: Uuid) -> Result<()> {
         self.blocking(move |inner| inner.destroy(uuid)).await
+    }
+
+    async fn reconcile(&self) -> Result<Vec<Uuid>> {
+        self.blocking(|inner| inner.reconcile()).await
     }
 
     async fn get(&self, uuid: Uuid) -> Result<Instance> {
