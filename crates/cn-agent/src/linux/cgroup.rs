@@ -1,6 +1,30 @@
 //! Cgroup limits and accounting of instances: memory = ram, cpu quota = cpu_cap,
-//! pids = max_lwps. Works on cgroup v2 (a unified hierarchy with the controllers) and on
-//! cgroup v1 (one hierarchy per controller), whichever the host has.
+//! pids = max_lwps, and an equal block I/O weight. Works on cgroup v2 (a unified
+//! hierarchy with the controllers) and on cgroup v1 (one hierarchy per controller),
+//! whichever the host has.
+//!
+//! Swap: a package's max_swap is not part of the spec (SmartOS sets it to ram by
+//! default), so memory + swap is held at ram: `memory.swap.max` 0 on v2,
+//! `memory.memsw.limit_in_bytes` = ram on v1 where the kernel accounts swap (the file
+//! exists); without swap accounting the line is skipped with a log line.
+//!
+//! Block I/O: `io.weight` (v2) or `blkio.weight` (v1) at the default weight, so every
+//! instance gets an equal share under contention. These files exist only with an I/O
+//! scheduler that weighs (BFQ; CFQ on old kernels): where the file is absent the limit
+//! is skipped with a log line (on this project's hosts, v1 with mq-deadline or none,
+//! it is absent).
+//!
+//! Devices (v1): the instance's `devices` cgroup denies every device but the ones its
+//! /dev holds (`devices.deny a`, then `c 1:3` null, `1:5` zero, `1:7` full, `1:8`
+//! random, `1:9` urandom, `5:0` tty, `5:2` ptmx and `136:*` the pty slaves). v2 has no
+//! devices file (it takes a BPF program); there the user namespace is what stops device
+//! access: root inside cannot make a device node (CAP_MKNOD counts only on the host),
+//! and every file system it can write is `nodev`.
+//!
+//! Root in the instance cannot lift any of it: the cgroup files stay owned by host
+//! root, the instance's processes have no capability on the host, and no cgroup file
+//! system is mounted inside (its /sys is read-only and its cgroup namespace starts at
+//! its own cgroup).
 //!
 //! An instance's cgroup is `<parent>/<uuid>` in each hierarchy. Whether an instance runs
 //! is read from its cgroup: it runs while the cgroup holds processes. That holds across
@@ -23,6 +47,23 @@ const MIB: u64 = 1024 * 1024;
 
 /// v1 controllers an instance joins: the three that limit, and cpuacct for CPU time.
 const V1_CONTROLLERS: [&str; 4] = ["memory", "cpu", "cpuacct", "pids"];
+/// v1 controllers an instance joins where the host mounts them.
+const V1_OPTIONAL: [&str; 2] = ["blkio", "devices"];
+/// The default block I/O weight of v1 (`blkio.weight`, 10..1000) and v2 (`io.weight`,
+/// 1..10000): an equal share.
+const BLKIO_WEIGHT_V1: u32 = 500;
+const IO_WEIGHT_V2: u32 = 100;
+/// v1 device rules: everything denied, then the nodes of an instance's /dev allowed.
+pub const V1_DEVICES_ALLOWED: [&str; 8] = [
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+];
 
 /// The limits of one instance, as written to (and read back from) its cgroup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +130,10 @@ pub fn limit_files(version: Version, limits: Limits) -> Vec<LimitFile> {
                 },
             ),
             file("pids", "pids.max", pids),
+            LimitFile {
+                optional: true,
+                ..file("io", "io.weight", format!("default {IO_WEIGHT_V2}"))
+            },
         ],
         Version::V1 => vec![
             file(
@@ -96,6 +141,16 @@ pub fn limit_files(version: Version, limits: Limits) -> Vec<LimitFile> {
                 "memory.limit_in_bytes",
                 limits.memory_bytes.to_string(),
             ),
+            // Memory + swap = ram (after memory.limit_in_bytes: the kernel wants memsw
+            // never below it). Absent without swap accounting.
+            LimitFile {
+                optional: true,
+                ..file(
+                    "memory",
+                    "memory.memsw.limit_in_bytes",
+                    limits.memory_bytes.to_string(),
+                )
+            },
             // The period first: the kernel checks the quota against it.
             file("cpu", "cpu.cfs_period_us", CPU_PERIOD_US.to_string()),
             file(
@@ -107,6 +162,10 @@ pub fn limit_files(version: Version, limits: Limits) -> Vec<LimitFile> {
                 },
             ),
             file("pids", "pids.max", pids),
+            LimitFile {
+                optional: true,
+                ..file("blkio", "blkio.weight", BLKIO_WEIGHT_V1.to_string())
+            },
         ],
     }
 }
@@ -141,6 +200,17 @@ impl Cgroups {
                 let dir = root.join(name);
                 let canonical = std::fs::canonicalize(&dir).map_err(|e| Error::io(&dir, e))?;
                 if !dirs.iter().any(|(_, d)| *d == canonical) {
+                    dirs.push((name.to_string(), canonical));
+                }
+            }
+            for name in V1_OPTIONAL {
+                let Ok(canonical) = std::fs::canonicalize(root.join(name)) else {
+                    tracing::info!(controller = name, "no cgroup v1 hierarchy; not used");
+                    continue;
+                };
+                if canonical.join("cgroup.procs").exists()
+                    && !dirs.iter().any(|(_, d)| *d == canonical)
+                {
                     dirs.push((name.to_string(), canonical));
                 }
             }
@@ -185,12 +255,21 @@ impl Cgroups {
         match &self.hierarchy {
             Hierarchy::V2(root) => root.join(rel),
             Hierarchy::V1(dirs) => {
+                // A controller the host lacks (optional ones) leads to a path that does
+                // not exist, so its files are skipped.
                 let base = dirs
                     .iter()
                     .find(|(name, _)| name == controller)
-                    .or_else(|| dirs.first())
+                    .or_else(|| {
+                        // Mounted together with another one ("cpu,cpuacct").
+                        dirs.iter().find(|(_, d)| {
+                            d.file_name()
+                                .and_then(|n| n.to_str())
+                                .is_some_and(|n| n.split(',').any(|c| c == controller))
+                        })
+                    })
                     .map(|(_, d)| d.clone())
-                    .unwrap_or_default();
+                    .unwrap_or_else(|| PathBuf::from("/nonexistent-cgroup").join(controller));
                 base.join(rel)
             }
         }
@@ -208,6 +287,7 @@ impl Cgroups {
         for dir in self.dirs(uuid) {
             mkdir(&dir)?;
         }
+        self.set_devices(uuid)?;
         self.set_limits(uuid, limits)
     }
 
@@ -218,12 +298,36 @@ impl Cgroups {
         };
         for f in limit_files(version, limits) {
             let path = self.controller_dir(uuid, f.controller).join(f.file);
-            match write(&path, &f.value) {
-                Err(e) if f.optional => {
-                    tracing::debug!(%uuid, error = %e.chain(), "optional cgroup limit not set")
-                }
-                other => other?,
+            if f.optional && !path.exists() {
+                tracing::info!(%uuid, file = f.file, "the host's cgroups lack this limit; skipped");
+                continue;
             }
+            let memsw = path.with_file_name("memory.memsw.limit_in_bytes");
+            if f.file == "memory.limit_in_bytes"
+                && memsw.exists()
+                && write(&path, &f.value).is_err()
+            {
+                // Raising: memory + swap may never be below memory, so it goes first.
+                write(&memsw, &f.value)?;
+            }
+            write(&path, &f.value)?;
+        }
+        Ok(())
+    }
+
+    /// v1: the instance's device allow-list (nothing without a devices hierarchy).
+    fn set_devices(&self, uuid: Uuid) -> Result<()> {
+        let Hierarchy::V1(dirs) = &self.hierarchy else {
+            return Ok(());
+        };
+        if !dirs.iter().any(|(name, _)| name == "devices") {
+            tracing::info!(%uuid, "no devices cgroup on this host; /dev is what limits devices");
+            return Ok(());
+        }
+        let dir = self.controller_dir(uuid, "devices");
+        write(&dir.join("devices.deny"), "a")?;
+        for rule in V1_DEVICES_ALLOWED {
+            write(&dir.join("devices.allow"), rule)?;
         }
         Ok(())
     }
@@ -533,7 +637,7 @@ fn pids_value(max: Option<u64>) -> String {
 
 fn enable_controllers(dir: &Path) -> Result<()> {
     let available = read(&dir.join("cgroup.controllers"))?;
-    for controller in ["memory", "cpu", "pids"] {
+    for controller in ["memory", "cpu", "pids", "io"] {
         if available.split_whitespace().any(|c| c == controller) {
             write(
                 &dir.join("cgroup.subtree_control"),
@@ -606,6 +710,7 @@ mod tests {
                 ("memory.swap.max", "0"),
                 ("cpu.max", "50000 100000"),
                 ("pids.max", "64"),
+                ("io.weight", "default 100"),
             ])
         );
         let uncapped = Limits::from_package(1024, 0, 0);
@@ -616,15 +721,16 @@ mod tests {
                 ("memory.swap.max", "0"),
                 ("cpu.max", "max 100000"),
                 ("pids.max", "max"),
+                ("io.weight", "default 100"),
             ])
         );
-        // Only the swap limit may be missing from a kernel.
+        // Only the swap limit and the I/O weight may be missing from a kernel.
         let optional: Vec<&str> = limit_files(Version::V2, capped)
             .into_iter()
             .filter(|f| f.optional)
             .map(|f| f.file)
             .collect();
-        assert_eq!(optional, ["memory.swap.max"]);
+        assert_eq!(optional, ["memory.swap.max", "io.weight"]);
     }
 
     #[test]
@@ -633,22 +739,29 @@ mod tests {
             pairs(Version::V1, Limits::from_package(64, 150, 200)),
             owned(&[
                 ("memory.limit_in_bytes", "67108864"),
+                ("memory.memsw.limit_in_bytes", "67108864"),
                 ("cpu.cfs_period_us", "100000"),
                 ("cpu.cfs_quota_us", "150000"),
                 ("pids.max", "200"),
+                ("blkio.weight", "500"),
             ])
         );
         assert_eq!(
             pairs(Version::V1, Limits::from_package(64, 0, 0)),
             owned(&[
                 ("memory.limit_in_bytes", "67108864"),
+                ("memory.memsw.limit_in_bytes", "67108864"),
                 ("cpu.cfs_period_us", "100000"),
                 ("cpu.cfs_quota_us", "-1"),
                 ("pids.max", "max"),
+                ("blkio.weight", "500"),
             ])
         );
         for f in limit_files(Version::V1, Limits::from_package(64, 0, 0)) {
-            assert!(V1_CONTROLLERS.contains(&f.controller), "{f:?}");
+            assert!(
+                V1_CONTROLLERS.contains(&f.controller) || V1_OPTIONAL.contains(&f.controller),
+                "{f:?}"
+            );
             assert!(f.file.starts_with(f.controller), "{f:?}");
         }
     }
@@ -684,8 +797,14 @@ mod tests {
         let dir = parent.join(uuid.to_string());
         assert_eq!(cgroups.dirs(uuid), vec![dir.clone()]);
         assert_eq!(cgroups.procs_files(uuid), vec![dir.join("cgroup.procs")]);
-        for (file, value) in pairs(Version::V2, limits) {
-            assert_eq!(std::fs::read_to_string(dir.join(file)).unwrap(), value);
+        // The optional files are absent in a plain directory: skipped, not an error.
+        for f in limit_files(Version::V2, limits) {
+            let written = std::fs::read_to_string(dir.join(f.file));
+            if f.optional {
+                assert!(written.is_err(), "{f:?}");
+            } else {
+                assert_eq!(written.unwrap(), f.value);
+            }
         }
         // The controllers are enabled for the children of the root and of the parent
         // (each write is one "+controller"; the last one stays in a plain file).
@@ -709,7 +828,10 @@ mod tests {
         let uuid = Uuid::new_v4();
         let limits = Limits::from_package(64, 150, 200);
         cgroups.create(uuid, limits).unwrap();
-        for f in limit_files(Version::V1, limits) {
+        for f in limit_files(Version::V1, limits)
+            .into_iter()
+            .filter(|f| !f.optional)
+        {
             let path = root
                 .path()
                 .join(f.controller)

@@ -1,31 +1,55 @@
-//! Starting an instance's pid 1 inside its namespaces.
+//! Starting an instance's pid 1 inside its namespaces and sandbox.
 //!
-//! A thread of the agent unshares a PID namespace for its children (only its own: the
-//! rest of the agent is untouched, and the thread forks nothing else) and forks the
-//! instance's pid 1. Before it execs the init (`pre_exec`, so only raw system calls on
-//! data prepared beforehand), that child:
+//! Before the fork the agent makes the instance's user namespace (its own uid/gid range,
+//! [`super::idmap::make_userns`]), a detached idmapped mount of the image's root through
+//! it ([`super::idmap::idmapped_tree`]) and the seccomp program
+//! ([`super::sandbox::Filter`]). A thread of the agent unshares a PID namespace for its
+//! children (only its own: the rest of the agent is untouched, and the thread forks
+//! nothing else) and forks the instance's pid 1. Before it execs the init (`pre_exec`,
+//! so only raw system calls on data prepared beforehand), that child, still host root:
 //! 1. starts a new session (no signal from the agent's terminal reaches the instance);
-//! 2. joins the instance's network namespace (made by `ip netns add`, NICs configured);
-//! 3. unshares mount, UTS and IPC namespaces and makes every mount private, so nothing
-//!    it mounts shows on the host and nothing the host mounts later shows inside;
-//! 4. mounts the overlay root (image as the lower layer, the instance's disk as the
-//!    upper one) and, inside it, a private /dev with the usual device nodes, /dev/shm,
-//!    /dev/pts, the PID namespace's own /proc and a read-only /sys;
-//! 5. sets the hostname and joins the instance's cgroups;
+//! 2. joins the instance's network namespace (made by `ip netns add`, NICs configured;
+//!    it stays owned by the host's user namespace, so the agent manages its NICs) and
+//!    sets there `net.ipv4.ip_unprivileged_port_start=0` and `net.ipv4.ping_group_range`
+//!    to every group, so a server on port 80 and ping work without host capabilities;
+//! 3. unshares a mount namespace and makes every mount private, so nothing it mounts
+//!    shows on the host and nothing the host mounts later shows inside. The namespace
+//!    belongs to the host's user namespace: root in the instance can neither mount nor
+//!    unmount anything in it (and the seccomp filter refuses the calls anyway);
+//! 4. attaches the idmapped image root in it and mounts the overlay root (that as the
+//!    lower layer, the instance's disk as the upper one; `nodev,nosuid`) and, inside it,
+//!    a private /dev with only the allowed device nodes, /dev/shm, /dev/pts, the PID
+//!    namespace's own /proc with its dangerous files read-only or masked, and a
+//!    read-only /sys (no cgroup file system at all);
+//! 5. joins the instance's cgroups and unshares a cgroup namespace, so its cgroup is `/`
+//!    inside;
 //! 6. `pivot_root`s into the overlay and detaches the old root, so no path inside
 //!    leads to the host's files (a chroot would leave the host's root mounted in the
 //!    namespace, reachable by a root process that escapes the chroot or by a process
 //!    that enters the namespace);
+//!
+//! then becomes the instance's root:
+//! 7. drops its supplementary groups, joins the instance's user namespace and takes
+//!    uid and gid 0 there (the host sees the range's base);
+//! 8. unshares UTS and IPC namespaces, which then belong to the instance's user
+//!    namespace (so its root may set its own hostname), and sets the hostname;
+//! 9. cuts its capabilities to the container set, sets `no_new_privs` and installs the
+//!    seccomp filter, last ([`super::sandbox::confine`]);
 //!
 //! then execs the init, which is pid 1 of its PID namespace. Every mount lives in the
 //! instance's mount namespace only: when its last process exits, the kernel drops them
 //! all, so none is ever left on the host. The thread reaps pid 1 when the instance
 //! ends; a restart of cn-agent leaves the instance running (pid 1 is then reaped by the
 //! host's init).
+//!
+//! The overlay is mounted by host root (before the user namespace is joined), so
+//! copy-ups and whiteouts keep working as before and existing upper layers keep their
+//! `trusted.overlay.*` attributes; the kernel creates each file in the upper layer with
+//! the creating process's host ids (`base + n`).
 
 use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -33,13 +57,30 @@ use std::process::{Command, Stdio};
 
 use uuid::Uuid;
 
+use super::idmap::{self, IdRange};
+use super::sandbox::{self, Filter};
 use crate::error::{Error, Result};
 
 /// Environment of pid 1.
-const INIT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub const INIT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Device nodes bind-mounted from the host into the instance's /dev.
+/// Device nodes bind-mounted from the host into the instance's /dev (with /dev/ptmx and
+/// /dev/pts from the instance's own devpts, nothing else).
 pub const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// /proc entries made read-only inside (a read-only bind of themselves).
+pub const PROC_READ_ONLY: [&str; 4] = ["sys", "sysrq-trigger", "irq", "bus"];
+/// /proc files hidden behind /dev/null.
+pub const PROC_MASKED_FILES: [&str; 6] = [
+    "kcore",
+    "keys",
+    "timer_list",
+    "sched_debug",
+    "kmsg",
+    "kallsyms",
+];
+/// /proc directories hidden behind an empty read-only tmpfs, where the kernel has them.
+pub const PROC_MASKED_DIRS: [&str; 2] = ["acpi", "scsi"];
 
 /// Stack of the thread that forks and then reaps pid 1: it builds the command's argv
 /// and waits, nothing more.
@@ -50,7 +91,11 @@ pub struct LaunchPlan {
     pub netns: PathBuf,
     /// The (empty) directory the overlay is mounted on.
     pub root: PathBuf,
+    /// The image's root, shared by the image's instances.
     pub lower: PathBuf,
+    /// An empty directory the idmapped image root is attached to (in the instance's
+    /// mount namespace only).
+    pub lower_mount: PathBuf,
     pub upper: PathBuf,
     pub work: PathBuf,
     pub hostname: String,
@@ -58,6 +103,8 @@ pub struct LaunchPlan {
     pub init: Vec<String>,
     /// pid 1's stdout and stderr are appended here.
     pub console: PathBuf,
+    /// The instance's host ids.
+    pub ids: IdRange,
 }
 
 fn cstr(what: &str, bytes: &[u8]) -> Result<CString> {
@@ -71,23 +118,32 @@ fn cpath(path: &Path) -> Result<CString> {
 /// Everything the child needs, allocated before the fork.
 struct Prepared {
     netns: File,
+    userns: OwnedFd,
+    lower_tree: OwnedFd,
+    lower_mount: CString,
     root_mount: CString,
     overlay_opts: CString,
     dev: CString,
+    dev_opts: CString,
+    shm_opts: CString,
     devices: Vec<(CString, CString)>,
     shm: CString,
     pts: CString,
     ptmx: CString,
     proc: CString,
+    proc_read_only: Vec<CString>,
+    proc_masked_files: Vec<CString>,
+    proc_masked_dirs: Vec<CString>,
     sys: CString,
     hostname: Vec<u8>,
     procs: Vec<CString>,
+    filter: Filter,
 }
 
 /// Starts the instance; returns the host pid of its pid 1. An error is what kept pid 1
 /// from starting (the child also notes a failed step on the console).
 pub fn launch(plan: &LaunchPlan) -> Result<u32> {
-    for path in [&plan.lower, &plan.upper, &plan.work] {
+    for path in [&plan.lower_mount, &plan.upper, &plan.work] {
         let text = path.display().to_string();
         if text.contains(',') || text.contains(':') {
             return Err(Error::invalid(
@@ -100,6 +156,8 @@ pub fn launch(plan: &LaunchPlan) -> Result<u32> {
         return Err(Error::invalid("init", "must name a program"));
     };
     let netns = File::open(&plan.netns).map_err(|e| Error::io(&plan.netns, e))?;
+    let userns = idmap::make_userns(plan.ids)?;
+    let lower_tree = idmap::idmapped_tree(&plan.lower, &userns)?;
     let dev_dir = plan.root.join("dev");
     let mut devices = Vec::new();
     for name in DEVICES {
@@ -108,25 +166,44 @@ pub fn launch(plan: &LaunchPlan) -> Result<u32> {
             cpath(&dev_dir.join(name))?,
         ));
     }
+    let proc_dir = plan.root.join("proc");
+    let in_proc = |names: &[&str]| -> Result<Vec<CString>> {
+        names.iter().map(|n| cpath(&proc_dir.join(n))).collect()
+    };
+    let base = plan.ids.base;
     let prepared = Prepared {
         netns,
+        userns,
+        lower_tree,
+        lower_mount: cpath(&plan.lower_mount)?,
         root_mount: cpath(&plan.root)?,
         overlay_opts: cstr(
             "overlay options",
             format!(
                 "lowerdir={},upperdir={},workdir={}",
-                plan.lower.display(),
+                plan.lower_mount.display(),
                 plan.upper.display(),
                 plan.work.display()
             )
             .as_bytes(),
         )?,
         dev: cpath(&dev_dir)?,
+        dev_opts: cstr(
+            "/dev options",
+            format!("mode=755,size=65536k,uid={base},gid={base}").as_bytes(),
+        )?,
+        shm_opts: cstr(
+            "/dev/shm options",
+            format!("mode=1777,size=65536k,uid={base},gid={base}").as_bytes(),
+        )?,
         devices,
         shm: cpath(&dev_dir.join("shm"))?,
         pts: cpath(&dev_dir.join("pts"))?,
         ptmx: cpath(&dev_dir.join("ptmx"))?,
-        proc: cpath(&plan.root.join("proc"))?,
+        proc: cpath(&proc_dir)?,
+        proc_read_only: in_proc(&PROC_READ_ONLY)?,
+        proc_masked_files: in_proc(&PROC_MASKED_FILES)?,
+        proc_masked_dirs: in_proc(&PROC_MASKED_DIRS)?,
         sys: cpath(&plan.root.join("sys"))?,
         hostname: plan.hostname.as_bytes().to_vec(),
         procs: plan
@@ -134,6 +211,7 @@ pub fn launch(plan: &LaunchPlan) -> Result<u32> {
             .iter()
             .map(|p| cpath(p))
             .collect::<Result<_>>()?,
+        filter: Filter::container(),
     };
 
     let console = std::fs::OpenOptions::new()
@@ -184,6 +262,8 @@ pub fn launch(plan: &LaunchPlan) -> Result<u32> {
                     return;
                 }
             };
+            // The user namespace and image handles went with `command` into the child.
+            drop(command);
             let _ = started_tx.send(Ok(child.id()));
             match child.wait() {
                 Ok(status) => tracing::info!(%uuid, %status, "instance ended"),
@@ -218,22 +298,92 @@ fn check(rc: libc::c_int, step: &[u8]) -> std::io::Result<()> {
     if rc < 0 { Err(fail(step)) } else { Ok(()) }
 }
 
+fn errno() -> Option<i32> {
+    std::io::Error::last_os_error().raw_os_error()
+}
+
+/// Writes `value` to the file at `path` (a sysctl under /proc/sys).
+///
+/// # Safety
+/// Raw system calls only: callable between fork and exec.
+unsafe fn write_file(path: &std::ffi::CStr, value: &[u8], step: &[u8]) -> std::io::Result<()> {
+    // SAFETY: open/write/close on a NUL-terminated path and a valid buffer.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        check(fd, step)?;
+        let rc = libc::write(fd, value.as_ptr().cast(), value.len());
+        libc::close(fd);
+        if rc < 0 {
+            return Err(fail(step));
+        }
+    }
+    Ok(())
+}
+
+/// A read-only bind of `target` onto itself, `nosuid,nodev,noexec` (a bind mount takes
+/// its flags from a remount). `ENOENT`: the kernel has no such entry, nothing to do.
+///
+/// # Safety
+/// Raw system calls only: callable between fork and exec.
+unsafe fn bind_read_only(source: &std::ffi::CStr, target: &std::ffi::CStr) -> std::io::Result<()> {
+    let null = std::ptr::null::<libc::c_char>();
+    // SAFETY: mount(2) with NUL-terminated strings.
+    unsafe {
+        if libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            null,
+            libc::MS_BIND | libc::MS_REC,
+            std::ptr::null(),
+        ) < 0
+        {
+            if errno() == Some(libc::ENOENT) {
+                return Ok(());
+            }
+            return Err(fail(b"bind a /proc entry"));
+        }
+        check(
+            libc::mount(
+                null,
+                target.as_ptr(),
+                null,
+                libc::MS_BIND
+                    | libc::MS_REMOUNT
+                    | libc::MS_RDONLY
+                    | libc::MS_NOSUID
+                    | libc::MS_NODEV
+                    | libc::MS_NOEXEC,
+                std::ptr::null(),
+            ),
+            b"make a /proc entry read-only",
+        )
+    }
+}
+
 /// The child's side: see the module documentation. It is pid 1 of the new PID
 /// namespace already, so the /proc it mounts is that namespace's.
 fn enter(p: &Prepared) -> std::io::Result<()> {
     let null = std::ptr::null::<libc::c_char>();
-    // SAFETY (whole block): plain system calls on NUL-terminated strings and buffers that
-    // `Prepared` owns and that outlive the calls.
+    // SAFETY (whole block): plain system calls on NUL-terminated strings, buffers and
+    // descriptors that `Prepared` owns and that outlive the calls.
     unsafe {
         check(libc::setsid(), b"setsid")?;
         check(
             libc::setns(p.netns.as_raw_fd(), libc::CLONE_NEWNET),
             b"setns(net)",
         )?;
-        check(
-            libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC),
-            b"unshare",
+        // /proc is still the host's, and its sys/net is the namespace's of the reader.
+        write_file(
+            c"/proc/sys/net/ipv4/ip_unprivileged_port_start",
+            b"0",
+            b"set net.ipv4.ip_unprivileged_port_start",
         )?;
+        write_file(
+            c"/proc/sys/net/ipv4/ping_group_range",
+            b"0 2147483647",
+            b"set net.ipv4.ping_group_range",
+        )?;
+        check(libc::unshare(libc::CLONE_NEWNS), b"unshare(mount)")?;
         check(
             libc::mount(
                 null,
@@ -244,6 +394,17 @@ fn enter(p: &Prepared) -> std::io::Result<()> {
             ),
             b"make / private",
         )?;
+        check(
+            libc::syscall(
+                libc::SYS_move_mount,
+                p.lower_tree.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                p.lower_mount.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            ) as libc::c_int,
+            b"attach the idmapped image",
+        )?;
         // The overlay is a mount point of its own, which is what pivot_root asks of the
         // new root (no bind mount of the root onto itself is needed).
         check(
@@ -251,18 +412,20 @@ fn enter(p: &Prepared) -> std::io::Result<()> {
                 c"overlay".as_ptr(),
                 p.root_mount.as_ptr(),
                 c"overlay".as_ptr(),
-                0,
+                libc::MS_NOSUID | libc::MS_NODEV,
                 p.overlay_opts.as_ptr().cast(),
             ),
             b"mount overlay",
         )?;
+        // /dev: no node but the bind mounts below works (nodev), and root inside cannot
+        // make one anyway (mknod of a device takes CAP_MKNOD on the host).
         check(
             libc::mount(
                 c"tmpfs".as_ptr(),
                 p.dev.as_ptr(),
                 c"tmpfs".as_ptr(),
-                libc::MS_NOSUID | libc::MS_STRICTATIME,
-                c"mode=755,size=65536k".as_ptr().cast(),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_STRICTATIME,
+                p.dev_opts.as_ptr().cast(),
             ),
             b"mount /dev",
         )?;
@@ -292,7 +455,7 @@ fn enter(p: &Prepared) -> std::io::Result<()> {
                 p.shm.as_ptr(),
                 c"tmpfs".as_ptr(),
                 libc::MS_NOSUID | libc::MS_NODEV,
-                c"mode=1777,size=65536k".as_ptr().cast(),
+                p.shm_opts.as_ptr().cast(),
             ),
             b"mount /dev/shm",
         )?;
@@ -321,6 +484,33 @@ fn enter(p: &Prepared) -> std::io::Result<()> {
             ),
             b"mount /proc",
         )?;
+        for entry in &p.proc_read_only {
+            bind_read_only(entry, entry)?;
+        }
+        for entry in &p.proc_masked_files {
+            let rc = libc::mount(
+                c"/dev/null".as_ptr(),
+                entry.as_ptr(),
+                null,
+                libc::MS_BIND,
+                std::ptr::null(),
+            );
+            if rc < 0 && errno() != Some(libc::ENOENT) {
+                return Err(fail(b"mask a /proc file"));
+            }
+        }
+        for entry in &p.proc_masked_dirs {
+            let rc = libc::mount(
+                c"tmpfs".as_ptr(),
+                entry.as_ptr(),
+                c"tmpfs".as_ptr(),
+                libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                c"size=0".as_ptr().cast(),
+            );
+            if rc < 0 && errno() != Some(libc::ENOENT) {
+                return Err(fail(b"mask a /proc directory"));
+            }
+        }
         // /sys is optional: an image without the directory gets none.
         let rc = libc::mount(
             c"sysfs".as_ptr(),
@@ -329,23 +519,14 @@ fn enter(p: &Prepared) -> std::io::Result<()> {
             libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
             std::ptr::null(),
         );
-        if rc < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOENT) {
+        if rc < 0 && errno() != Some(libc::ENOENT) {
             return Err(fail(b"mount /sys"));
         }
-        check(
-            libc::sethostname(p.hostname.as_ptr().cast(), p.hostname.len()),
-            b"sethostname",
-        )?;
         // "0" is the writing process itself, whatever PID namespace it is in.
         for file in &p.procs {
-            let fd = libc::open(file.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-            check(fd, b"open cgroup.procs")?;
-            let rc = libc::write(fd, c"0".as_ptr().cast(), 1);
-            libc::close(fd);
-            if rc < 0 {
-                return Err(fail(b"join cgroup"));
-            }
+            write_file(file, b"0", b"join cgroup")?;
         }
+        check(libc::unshare(libc::CLONE_NEWCGROUP), b"unshare(cgroup)")?;
         // pivot_root(".", "."): the old root ends up stacked on the new one, and the
         // detaching unmount takes it (and every host mount under it) away.
         check(libc::chdir(p.root_mount.as_ptr()), b"chdir to the root")?;
@@ -358,6 +539,37 @@ fn enter(p: &Prepared) -> std::io::Result<()> {
             b"detach the old root",
         )?;
         check(libc::chdir(c"/".as_ptr()), b"chdir /")?;
+        become_instance_root(p.userns.as_raw_fd())?;
+        check(
+            libc::unshare(libc::CLONE_NEWUTS | libc::CLONE_NEWIPC),
+            b"unshare(uts, ipc)",
+        )?;
+        check(
+            libc::sethostname(p.hostname.as_ptr().cast(), p.hostname.len()),
+            b"sethostname",
+        )?;
+        sandbox::confine(&p.filter).inspect_err(|_| {
+            fail(b"confine (capabilities, no_new_privs, seccomp)");
+        })?;
+    }
+    Ok(())
+}
+
+/// linux/mount.h.
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+
+/// Drops the supplementary groups, joins the user namespace `userns` and takes uid and
+/// gid 0 in it: the calling (single-threaded) process is then the instance's root,
+/// with every capability in the instance's namespaces and none on the host.
+///
+/// Raw system calls only: callable between fork and exec.
+pub fn become_instance_root(userns: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: system calls with integer arguments (setgroups with an empty list).
+    unsafe {
+        check(libc::setgroups(0, std::ptr::null()), b"setgroups")?;
+        check(libc::setns(userns, libc::CLONE_NEWUSER), b"setns(user)")?;
+        check(libc::setresgid(0, 0, 0), b"setresgid")?;
+        check(libc::setresuid(0, 0, 0), b"setresuid")?;
     }
     Ok(())
 }

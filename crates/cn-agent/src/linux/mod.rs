@@ -21,12 +21,15 @@ pub mod cgroup;
 mod command;
 pub mod disk;
 pub mod firewall;
+pub mod idmap;
 pub mod image;
 pub mod launch;
 pub mod leftovers;
 pub mod metadata;
 pub mod net;
 pub mod safefs;
+pub mod sandbox;
+pub mod zlogin;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -38,6 +41,7 @@ use uuid::Uuid;
 
 use self::cgroup::{Cgroups, Limits};
 use self::disk::Disk;
+use self::idmap::IdRange;
 use self::launch::LaunchPlan;
 use self::net::Network;
 use crate::backend::{
@@ -102,6 +106,10 @@ struct ZoneRecord {
     /// Names and times; each one's files are `<disk>/snapshots/<name>`.
     #[serde(default)]
     snapshots: Vec<Snapshot>,
+    /// The instance's host uid/gid range ([`idmap`]); absent in a record made before
+    /// instances had one, until its next boot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ids: Option<IdRange>,
 }
 
 #[derive(Clone)]
@@ -115,6 +123,8 @@ struct Inner {
     cgroups: Cgroups,
     net: Network,
     image_locks: Mutex<HashMap<Uuid, Arc<Mutex<()>>>>,
+    /// Held while a uid range is picked and recorded, so two instances never get one.
+    ids_lock: Mutex<()>,
 }
 
 impl LinuxBackend {
@@ -156,6 +166,7 @@ impl LinuxBackend {
                 cgroups,
                 net,
                 image_locks: Mutex::new(HashMap::new()),
+                ids_lock: Mutex::new(()),
             }),
         })
     }
@@ -316,16 +327,7 @@ impl Inner {
                 Error::io(&dir, e)
             });
         }
-        let record = ZoneRecord {
-            spec: spec.clone(),
-            state: InstanceState::Provisioning,
-            last_boot: None,
-            last_modified: unix_now(),
-            snapshots: Vec::new(),
-        };
-        let made = self
-            .write_record(&record)
-            .and_then(|()| self.make_disk(spec));
+        let made = self.record_new(spec).and_then(|ids| self.make_disk(spec, ids));
         if let Err(e) = made {
             // Leave nothing behind, so the create can be tried again.
             self.disk(spec.uuid).release();
@@ -337,20 +339,79 @@ impl Inner {
         self.set_state(spec.uuid, InstanceState::Stopped, false)
     }
 
-    /// The instance's disk with the mount points the image may lack, left unmounted.
-    fn make_disk(&self, spec: &InstanceSpec) -> Result<()> {
+    /// Writes the first record of a new instance, with a uid range of its own: the lowest
+    /// free slot among every record's, picked and written under `ids_lock`.
+    fn record_new(&self, spec: &InstanceSpec) -> Result<IdRange> {
+        let _held = self.ids_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let ids = idmap::free_slot(&self.ranges_in_use())?;
+        self.write_record(&ZoneRecord {
+            spec: spec.clone(),
+            state: InstanceState::Provisioning,
+            last_boot: None,
+            last_modified: unix_now(),
+            snapshots: Vec::new(),
+            ids: Some(ids),
+        })?;
+        Ok(ids)
+    }
+
+    /// The uid ranges of every instance on the node (a destroyed one's record is gone,
+    /// and its range with it).
+    fn ranges_in_use(&self) -> Vec<IdRange> {
+        let Ok(entries) = std::fs::read_dir(&self.zones_dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| Uuid::parse_str(e.file_name().to_str()?).ok())
+            .filter_map(|uuid| self.read_record(uuid).ok()?.ids)
+            .collect()
+    }
+
+    /// The instance's uid range. An instance made before instances had one gets one
+    /// now, and the files of its disk (its upper layer and snapshots, all owned by host
+    /// ids below 65536 until now) are moved into it, once.
+    fn ensure_ids(&self, uuid: Uuid) -> Result<IdRange> {
+        if let Some(ids) = self.read_record(uuid)?.ids {
+            return Ok(ids);
+        }
+        let ids = {
+            let _held = self.ids_lock.lock().unwrap_or_else(|e| e.into_inner());
+            let mut record = self.read_record(uuid)?;
+            let ids = idmap::free_slot(&self.ranges_in_use())?;
+            record.ids = Some(ids);
+            self.write_record(&record)?;
+            ids
+        };
+        let disk = self.disk(uuid);
+        tracing::info!(%uuid, base = ids.base, "moving the instance's files into its uid range");
+        idmap::shift_tree(&disk.upper(), ids)?;
+        if disk.snapshots().is_dir() {
+            idmap::shift_tree(&disk.snapshots(), ids)?;
+        }
+        Ok(ids)
+    }
+
+    /// The instance's disk with the mount points the image may lack, left unmounted. The
+    /// upper layer's top and what is made here belong to the instance's root.
+    fn make_disk(&self, spec: &InstanceSpec, ids: IdRange) -> Result<()> {
         let dir = self.zone_dir(spec.uuid);
         let root = dir.join("root");
         std::fs::create_dir(&root).map_err(|e| Error::io(&root, e))?;
         let disk = self.disk(spec.uuid);
         disk.create(spec.quota)?;
         let lower = image::image_root(&self.images_dir, spec.image_uuid);
-        let upper = Tree::open(&disk.upper())?;
+        let top = disk.upper();
+        std::os::unix::fs::lchown(&top, Some(ids.base), Some(ids.base))
+            .map_err(|e| Error::io(&top, e))?;
+        let upper = Tree::open(&top)?;
         for mount_point in ["dev", "proc", "sys", "etc"] {
             if std::fs::symlink_metadata(lower.join(mount_point)).is_err() {
-                upper.create_dir(Path::new(mount_point), 0o755, Owner::ROOT)?;
+                upper.create_dir(Path::new(mount_point), 0o755, owner(ids))?;
             }
         }
+        // The handle keeps the file system busy.
+        drop(upper);
         disk.unmount()
     }
 
@@ -438,26 +499,35 @@ impl Inner {
         let disk = self.disk(uuid);
         disk.adopt_legacy()?;
         disk.mount()?;
-        self.write_etc(spec, Owner::ROOT)?;
+        let ids = self.ensure_ids(uuid)?;
+        self.write_etc(spec, owner(ids))?;
         metadata::write(
             uuid,
             &disk.upper(),
             &spec.customer_metadata,
             &spec.internal_metadata,
-            Owner::ROOT,
+            owner(ids),
         )?;
+        let lower_mount = dir.join("lower");
+        if let Err(e) = std::fs::create_dir(&lower_mount)
+            && e.kind() != std::io::ErrorKind::AlreadyExists
+        {
+            return Err(Error::io(&lower_mount, e));
+        }
         self.net.setup(uuid, &spec.nics)?;
         let plan = LaunchPlan {
             uuid,
             netns: self.net.netns_path(uuid),
             root: dir.join("root"),
             lower: image::image_root(&self.images_dir, spec.image_uuid),
+            lower_mount,
             upper: disk.upper(),
             work: disk.work(),
             hostname: spec.hostname.clone(),
             cgroup_procs: self.cgroups.procs_files(uuid),
             init: spec.init_argv(),
             console: dir.join("console.log"),
+            ids,
         };
         let console_tail = || {
             let console = std::fs::read_to_string(&plan.console).unwrap_or_default();
@@ -797,6 +867,14 @@ impl Inner {
             disk_used_bytes: self.disk(uuid).used_bytes(),
             disk_limit_bytes: instance.spec.quota << 30,
         })
+    }
+}
+
+/// What the agent writes into an instance belongs to the instance's root.
+fn owner(ids: IdRange) -> Owner {
+    Owner {
+        uid: ids.base,
+        gid: ids.base,
     }
 }
 

@@ -1,0 +1,490 @@
+//! The instance sandbox of the linux backend, seen from inside a real instance through
+//! the `zlogin` binary (as an operator or a tenant would), and from the host.
+//!
+//! Needs root and /bin/busybox (busybox-static), as the linux tests of contract.rs.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use cn_agent::linux::idmap::{FIRST_BASE, IdRange, RANGE_SIZE};
+use cn_agent::linux::sandbox::default_caps_mask;
+use cn_agent::linux::{LinuxBackend, LinuxConfig};
+use cn_agent::{ImageSource, InstanceSpec, InstanceState, NicSpec, ZoneBackend};
+use uuid::Uuid;
+
+struct Host {
+    config: LinuxConfig,
+    image: ImageSource,
+    bridge: String,
+    subnet: u8,
+    dir: tempfile::TempDir,
+}
+
+fn run(program: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{program} {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Host {
+    fn new() -> Host {
+        // SAFETY: geteuid(2) has no preconditions.
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "the isolation test needs root"
+        );
+        assert!(
+            Path::new("/bin/busybox").exists(),
+            "the isolation test builds its image from /bin/busybox: apt-get install busybox-static"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let id = Uuid::new_v4().simple().to_string();
+        let routes = run("ip", &["-4", "route", "show"]);
+        let mut subnet = u8::from_str_radix(&id[6..8], 16).unwrap();
+        while routes.contains(&format!("10.99.{subnet}.")) {
+            subnet = subnet.wrapping_add(1);
+        }
+        let bridge = format!("ti{}", &id[..6]);
+        let config = LinuxConfig {
+            state_dir: dir.path().join("state"),
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            cgroup_parent: format!("triton-iso-{}", &id[..6]),
+            netns_prefix: format!("ti{}-", &id[..6]),
+            link_prefix: format!("i{}", &id[..3]),
+            bridges: [("admin".to_string(), bridge.clone())].into(),
+            create_bridges: true,
+        };
+        let image = ImageSource {
+            image_uuid: Uuid::new_v4(),
+            path: build_image(dir.path()),
+        };
+        run("ip", &["link", "add", "name", &bridge, "type", "bridge"]);
+        run(
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("10.99.{subnet}.1/24"),
+                "dev",
+                &bridge,
+            ],
+        );
+        run("ip", &["link", "set", "dev", &bridge, "up"]);
+        Host {
+            config,
+            image,
+            bridge,
+            subnet,
+            dir,
+        }
+    }
+
+    fn backend(&self) -> LinuxBackend {
+        LinuxBackend::new(self.config.clone()).expect("linux backend")
+    }
+
+    fn ip(&self, n: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, 99, self.subnet, 10 + n)
+    }
+
+    fn spec(&self, hostname: &str, n: u8) -> InstanceSpec {
+        InstanceSpec {
+            uuid: Uuid::new_v4(),
+            owner_uuid: Uuid::new_v4().to_string(),
+            alias: hostname.into(),
+            hostname: hostname.into(),
+            brand: "joyent-minimal".into(),
+            image_uuid: self.image.image_uuid,
+            ram: 128,
+            cpu_cap: 100,
+            quota: 1,
+            max_lwps: 200,
+            nics: vec![NicSpec {
+                interface: String::new(),
+                mac: format!("02:98:00:{:02x}:00:{n:02x}", self.subnet),
+                ip: Some(self.ip(n)),
+                prefix_len: 24,
+                gateway: Some(Ipv4Addr::new(10, 99, self.subnet, 1)),
+                resolvers: vec![],
+                nic_tag: "admin".into(),
+                vlan_id: 0,
+                mtu: 0,
+                primary: true,
+            }],
+            init: ["/bin/httpd", "-f", "-p", "80", "-h", "/www"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            customer_metadata: Default::default(),
+            internal_metadata: Default::default(),
+            tags: Default::default(),
+            autoboot: true,
+            billing_id: String::new(),
+        }
+    }
+
+    /// `zlogin UUID argv...` as an operator runs it on the node.
+    fn zlogin(&self, uuid: Uuid, argv: &[&str]) -> Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_zlogin"))
+            .env_remove("CN_AGENT_CONFIG")
+            .env("CN_AGENT_LINUX__CGROUP_PARENT", &self.config.cgroup_parent)
+            .arg("--state-dir")
+            .arg(&self.config.state_dir)
+            .arg(uuid.to_string())
+            .args(argv)
+            .output()
+            .unwrap()
+    }
+
+    /// stdout of a command that must succeed inside.
+    fn inside(&self, uuid: Uuid, argv: &[&str]) -> String {
+        let out = self.zlogin(uuid, argv);
+        assert!(out.status.success(), "zlogin {argv:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// What a command that must fail inside says.
+    fn refused(&self, uuid: Uuid, argv: &[&str]) -> String {
+        let out = self.zlogin(uuid, argv);
+        assert!(!out.status.success(), "zlogin {argv:?} worked: {out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    fn ids(&self, b: &LinuxBackend, uuid: Uuid) -> IdRange {
+        let record = std::fs::read(b.zone_dir(uuid).join("zone.json")).unwrap();
+        let record: serde_json::Value = serde_json::from_slice(&record).unwrap();
+        serde_json::from_value(record["ids"].clone()).unwrap()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        cn_agent::linux::leftovers::remove_all(&self.config, &self.bridge);
+    }
+}
+
+/// busybox and its applets, and a web root for httpd as pid 1.
+fn build_image(dir: &Path) -> PathBuf {
+    let root = dir.join("rootfs");
+    for sub in ["bin", "www", "etc", "tmp", "mnt"] {
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    for applet in [
+        "sh", "httpd", "id", "cat", "ls", "ps", "mknod", "mount", "touch", "chown", "echo", "stat",
+        "ping", "hostname", "sleep",
+    ] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(root.join("www/index.html"), "hello from a sandbox\n").unwrap();
+    let tarball = dir.join("image.tar.gz");
+    run(
+        "tar",
+        &[
+            "-czf",
+            tarball.to_str().unwrap(),
+            "-C",
+            root.to_str().unwrap(),
+            ".",
+        ],
+    );
+    tarball
+}
+
+fn status_field(pid: u32, field: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in {status}"))
+        .trim()
+        .to_string()
+}
+
+fn http_get(ip: Ipv4Addr) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let addr = SocketAddr::from((ip, 80));
+        if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
+            let mut body = String::new();
+            let _ = s.read_to_string(&mut body);
+            if body.contains("hello") {
+                return body;
+            }
+        }
+        assert!(Instant::now() < deadline, "no answer from {ip}:80");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_is_root_only_in_its_own_sandbox() {
+    let h = Host::new();
+    let b = h.backend();
+    b.image_ensure_present(h.image.clone()).await.unwrap();
+    let spec = h.spec("sandbox0", 1);
+    let uuid = spec.uuid;
+    b.create(spec).await.expect("create");
+    let init = b.get(uuid).await.unwrap().pid.expect("running");
+    let ids = h.ids(&b, uuid);
+    assert_eq!(ids.size, RANGE_SIZE);
+    assert!(ids.base >= FIRST_BASE, "{ids:?}");
+
+    // Root inside, the range's base on the host.
+    assert_eq!(h.inside(uuid, &["id", "-u"]).trim(), "0");
+    assert_eq!(h.inside(uuid, &["id", "-g"]).trim(), "0");
+    let uid = status_field(init, "Uid");
+    assert_eq!(
+        uid.split_whitespace().collect::<Vec<_>>(),
+        vec![ids.base.to_string(); 4],
+        "{uid}"
+    );
+    // The image's files belong to root inside (an idmapped image), none to nobody.
+    assert_eq!(
+        h.inside(uuid, &["stat", "-c", "%u %g", "/bin/busybox"])
+            .trim(),
+        "0 0"
+    );
+
+    // The init works: httpd on port 80, reached from the host.
+    assert!(http_get(h.ip(1)).contains("hello from a sandbox"));
+
+    // Files made inside belong to the range on the disk.
+    h.inside(
+        uuid,
+        &[
+            "sh",
+            "-c",
+            "touch /by-root && touch /by-1000 && chown 1000:1000 /by-1000",
+        ],
+    );
+    let upper = b.disk(uuid).upper();
+    let by_root = std::fs::symlink_metadata(upper.join("by-root")).unwrap();
+    assert_eq!((by_root.uid(), by_root.gid()), (ids.base, ids.base));
+    let by_1000 = std::fs::symlink_metadata(upper.join("by-1000")).unwrap();
+    assert_eq!(
+        (by_1000.uid(), by_1000.gid()),
+        (ids.base + 1000, ids.base + 1000)
+    );
+    // So do the files the agent writes into it.
+    let hosts = std::fs::symlink_metadata(upper.join("etc/hosts")).unwrap();
+    assert_eq!(hosts.uid(), ids.base);
+
+    // No device node, no write under /proc/sys, no mount of any kind.
+    h.refused(uuid, &["mknod", "/tmp/sda", "b", "8", "0"]);
+    h.refused(uuid, &["sh", "-c", "echo 3 > /proc/sys/vm/drop_caches"]);
+    h.refused(uuid, &["sh", "-c", "echo 1 > /proc/sysrq-trigger"]);
+    h.refused(uuid, &["mount", "-t", "tmpfs", "none", "/mnt"]);
+    h.refused(uuid, &["mount", "-t", "proc", "proc", "/mnt"]);
+    h.refused(uuid, &["mount", "-t", "sysfs", "sysfs", "/mnt"]);
+    h.refused(
+        uuid,
+        &["mount", "-t", "cgroup", "-o", "memory", "cg", "/mnt"],
+    );
+    // The host's kernel memory and keys are masked.
+    // (A kernel without one of them has nothing to hide.)
+    for file in [
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/kallsyms",
+        "/proc/timer_list",
+    ] {
+        if Path::new(file).exists() {
+            assert_eq!(h.inside(uuid, &["cat", file]), "", "{file}");
+        }
+    }
+    // Only the allowed devices are in /dev.
+    let dev = h.inside(uuid, &["ls", "/dev"]);
+    let mut dev: Vec<&str> = dev.split_whitespace().collect();
+    dev.sort();
+    assert_eq!(
+        dev,
+        [
+            "full", "null", "ptmx", "pts", "random", "shm", "tty", "urandom", "zero"
+        ]
+    );
+
+    // No host process is visible: pid 1 is the init, the rest is the command itself.
+    let ps = h.inside(uuid, &["ps", "-o", "pid,comm"]);
+    let procs: Vec<(u32, String)> = ps
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            Some((f.next()?.parse().ok()?, f.next()?.to_string()))
+        })
+        .collect();
+    assert!(procs.contains(&(1, "httpd".to_string())), "{ps}");
+    for (pid, comm) in &procs {
+        assert!(
+            comm == "httpd" || comm == "ps",
+            "a process not of the instance: {pid} {comm}"
+        );
+    }
+
+    // The container capability set, no_new_privs, the seccomp filter: for zlogin's
+    // commands and for the init alike.
+    let status = h.inside(uuid, &["cat", "/proc/self/status"]);
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let caps = format!("{:016x}", default_caps_mask());
+    assert_eq!(field("CapEff"), caps);
+    assert_eq!(field("CapBnd"), caps);
+    assert_eq!(field("CapAmb"), "0000000000000000");
+    assert_eq!(field("NoNewPrivs"), "1");
+    assert_eq!(field("Seccomp"), "2");
+    assert_eq!(status_field(init, "CapEff"), caps);
+    assert_eq!(status_field(init, "Seccomp"), "2");
+    // Its own cgroup namespace: its cgroup is the root.
+    let cgroup = h.inside(uuid, &["cat", "/proc/self/cgroup"]);
+    assert!(cgroup.lines().all(|l| l.ends_with(":/")), "{cgroup}");
+
+    // The limits cannot be lifted from inside: no cgroup file is there to write.
+    let limit = |file: &str| {
+        let root = Path::new("/sys/fs/cgroup");
+        let rel = Path::new(&h.config.cgroup_parent).join(uuid.to_string());
+        let path = if root.join("cgroup.controllers").exists() {
+            root.join(rel).join(file)
+        } else {
+            root.join(file.split('.').next().unwrap())
+                .join(rel)
+                .join(file)
+        };
+        std::fs::read_to_string(path).unwrap().trim().to_string()
+    };
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let (memory_file, pids_file) = if v2 {
+        ("memory.max", "pids.max")
+    } else {
+        ("memory.limit_in_bytes", "pids.max")
+    };
+    let (memory, pids) = (limit(memory_file), limit(pids_file));
+    assert_eq!(memory, (128u64 << 20).to_string());
+    assert_eq!(pids, "200");
+    assert_eq!(h.inside(uuid, &["ls", "/sys/fs/cgroup"]).trim(), "");
+    for path in [
+        format!("/sys/fs/cgroup/memory/{memory_file}"),
+        format!("/sys/fs/cgroup/{memory_file}"),
+        format!("/sys/fs/cgroup/pids/{pids_file}"),
+        format!("/sys/fs/cgroup/{pids_file}"),
+    ] {
+        h.refused(uuid, &["sh", "-c", &format!("echo 999999999 > {path}")]);
+    }
+    assert_eq!(limit(memory_file), memory);
+    assert_eq!(limit(pids_file), pids);
+
+    // zlogin passes the command's status through.
+    assert_eq!(
+        h.zlogin(uuid, &["sh", "-c", "exit 7"]).status.code(),
+        Some(7)
+    );
+    let missing = h.zlogin(uuid, &["/bin/no-such-command"]);
+    assert!(!missing.status.success(), "{missing:?}");
+
+    // Still all there after a reboot.
+    b.reboot(uuid, Duration::from_secs(5))
+        .await
+        .expect("reboot");
+    assert_eq!(h.ids(&b, uuid), ids);
+    assert_eq!(h.inside(uuid, &["id", "-u"]).trim(), "0");
+    assert!(http_get(h.ip(1)).contains("hello from a sandbox"));
+    b.destroy(uuid).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uid_ranges_are_disjoint_and_freed_by_destroy() {
+    let h = Host::new();
+    let b = h.backend();
+    b.image_ensure_present(h.image.clone()).await.unwrap();
+    let mut specs = Vec::new();
+    for n in 0..3 {
+        let mut spec = h.spec(&format!("range{n}"), 10 + n);
+        spec.autoboot = false;
+        specs.push(spec);
+    }
+    let mut ranges = Vec::new();
+    for spec in &specs[..2] {
+        b.create(spec.clone()).await.expect("create");
+        ranges.push(h.ids(&b, spec.uuid));
+    }
+    let (a, c) = (ranges[0], ranges[1]);
+    assert!(
+        a.base + a.size <= c.base || c.base + c.size <= a.base,
+        "{a:?} and {c:?} overlap"
+    );
+    assert_eq!((a.slot(), c.slot()), (Some(0), Some(1)));
+    // Destroy frees the range: the next instance gets it.
+    b.destroy(specs[0].uuid).await.unwrap();
+    b.create(specs[2].clone()).await.expect("create");
+    assert_eq!(h.ids(&b, specs[2].uuid), a);
+    for spec in &specs[1..] {
+        b.destroy(spec.uuid).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_from_before_ranges_is_moved_into_one_at_boot() {
+    let h = Host::new();
+    let b = h.backend();
+    b.image_ensure_present(h.image.clone()).await.unwrap();
+    let mut spec = h.spec("legacy0", 20);
+    spec.autoboot = false;
+    let uuid = spec.uuid;
+    b.create(spec).await.expect("create");
+    // As an instance made before: no range in its record, its files owned by host ids
+    // below 65536 (root's and a user's), a symlink to a host file among them.
+    let dir = b.zone_dir(uuid);
+    let record_path = dir.join("zone.json");
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&record_path).unwrap()).unwrap();
+    record.as_object_mut().unwrap().remove("ids");
+    std::fs::write(&record_path, serde_json::to_vec(&record).unwrap()).unwrap();
+    let host_file = h.dir.path().join("host-file");
+    std::fs::write(&host_file, "the host's").unwrap();
+    let disk = b.disk(uuid);
+    disk.mount().unwrap();
+    let upper = disk.upper();
+    std::os::unix::fs::lchown(&upper, Some(0), Some(0)).unwrap();
+    std::fs::create_dir(upper.join("home")).unwrap();
+    std::fs::write(upper.join("home/user-file"), "mine").unwrap();
+    std::os::unix::fs::lchown(upper.join("home/user-file"), Some(1000), Some(100)).unwrap();
+    std::os::unix::fs::symlink(&host_file, upper.join("home/link")).unwrap();
+    disk.unmount().unwrap();
+
+    b.boot(uuid).await.expect("boot");
+    let ids = h.ids(&b, uuid);
+    let meta = |rel: &str| std::fs::symlink_metadata(upper.join(rel)).unwrap();
+    assert_eq!(meta("").uid(), ids.base);
+    assert_eq!(meta("home").uid(), ids.base);
+    assert_eq!(
+        (meta("home/user-file").uid(), meta("home/user-file").gid()),
+        (ids.base + 1000, ids.base + 100)
+    );
+    assert_eq!(meta("home/link").uid(), ids.base);
+    // The link was not followed: the host's file is as it was.
+    let host = std::fs::metadata(&host_file).unwrap();
+    assert_eq!((host.uid(), host.gid()), (0, 0));
+    // Inside, the files are root's and the user's.
+    assert_eq!(
+        h.inside(uuid, &["stat", "-c", "%u %g", "/home/user-file"])
+            .trim(),
+        "1000 100"
+    );
+    assert_eq!(b.get(uuid).await.unwrap().state, InstanceState::Running);
+    b.destroy(uuid).await.unwrap();
+}
