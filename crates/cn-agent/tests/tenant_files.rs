@@ -57,7 +57,6 @@ impl Host {
             link_prefix: format!("f{}", &id[..3]),
             bridges: [("admin".to_string(), bridge.clone())].into(),
             create_bridges: true,
-            ..Default::default()
         };
         let image = ImageSource {
             image_uuid: Uuid::new_v4(),
