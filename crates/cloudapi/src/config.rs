@@ -4,7 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 /// Default plain-HTTP listen address (Triton's CloudAPI serves HTTPS on 443 behind its
-/// own haproxy; plain HTTP on 8080 is for local use and tests).
+/// own haproxy; plain HTTP on 8080 is for local use and tests, and only ever on a
+/// loopback address: see [`Config::check`]).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Default datacenter name, as CoaL's.
 pub const DEFAULT_DATACENTER: &str = "coal";
@@ -22,15 +23,21 @@ pub const DEFAULT_CLOCK_SKEW_SECS: u64 = 300;
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Plain HTTP listen address, host:port (`CLOUDAPI_LISTEN`); port 0 picks a free
-    /// one; empty: no plain HTTP.
+    /// one; empty: no plain HTTP. Only a loopback address (127.0.0.0/8, ::1, localhost):
+    /// tenants reach CloudAPI over TLS only.
     pub listen: String,
-    /// HTTPS listen address (`CLOUDAPI_TLS_LISTEN`); used when `tls_cert` and `tls_key`
-    /// are set. Port 0 picks a free one.
+    /// HTTPS listen address (`CLOUDAPI_TLS_LISTEN`); port 0 picks a free one; empty: no
+    /// HTTPS. Served with `tls_cert` and `tls_key` when they are set, else with a
+    /// self-signed certificate CloudAPI makes in `data_dir` (when that is set).
     pub tls_listen: String,
     /// PEM certificate chain file for HTTPS (`CLOUDAPI_TLS_CERT`).
     pub tls_cert: String,
     /// PEM private key file for HTTPS (`CLOUDAPI_TLS_KEY`).
     pub tls_key: String,
+    /// CloudAPI's own state (`CLOUDAPI_DATA_DIR`): with no `tls_cert`, its self-signed
+    /// certificate, `tls/cert.pem` and `tls/key.pem` (0600), made at the first start and
+    /// kept across restarts. Empty: none (no HTTPS without `tls_cert`).
+    pub data_dir: String,
     /// This datacenter's name (`Triton-Datacenter-Name`, ListDatacenters).
     pub datacenter: String,
     /// The URL tenants use to reach this CloudAPI, for ListDatacenters and
@@ -59,6 +66,7 @@ impl Default for Config {
             tls_listen: "127.0.0.1:8443".to_string(),
             tls_cert: String::new(),
             tls_key: String::new(),
+            data_dir: String::new(),
             datacenter: DEFAULT_DATACENTER.to_string(),
             external_url: String::new(),
             datacenters: Default::default(),
@@ -75,10 +83,54 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Whether HTTPS is configured.
+    /// Whether a certificate is configured (`tls_cert` and `tls_key`).
     pub fn tls_enabled(&self) -> bool {
         !self.tls_cert.is_empty() && !self.tls_key.is_empty()
     }
+
+    /// Whether HTTPS is served: a `tls_listen` and a certificate, configured or
+    /// self-signed in `data_dir`.
+    pub fn serves_tls(&self) -> bool {
+        !self.tls_listen.is_empty() && (self.tls_enabled() || !self.data_dir.is_empty())
+    }
+
+    /// Every problem at once, each naming its key and the rule.
+    pub fn check(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        if !self.listen.is_empty() && !is_loopback(&self.listen) {
+            problems.push(format!(
+                "listen: plain HTTP is served only on a loopback address (127.0.0.0/8, ::1, \
+                 localhost) or not at all (empty), not on {:?}; tenants reach CloudAPI over \
+                 TLS (tls_listen)",
+                self.listen
+            ));
+        }
+        if self.tls_cert.is_empty() != self.tls_key.is_empty() {
+            problems.push(
+                "tls_cert, tls_key: give both (a certificate and its key) or neither".to_string(),
+            );
+        }
+        if self.listen.is_empty() && !self.serves_tls() {
+            problems.push(
+                "tls_listen: with no plain listen, HTTPS needs tls_listen and a certificate \
+                 (tls_cert and tls_key, or data_dir for a self-signed one)"
+                    .to_string(),
+            );
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+}
+
+/// `host:port` whose host is a loopback address or `localhost`.
+fn is_loopback(addr: &str) -> bool {
+    if let Ok(a) = addr.parse::<std::net::SocketAddr>() {
+        return a.ip().is_loopback();
+    }
+    matches!(addr.rsplit_once(':'), Some(("localhost", port)) if port.parse::<u16>().is_ok())
 }
 
 /// `http://host:port` from the forms accepted in the config.
@@ -110,6 +162,54 @@ mod tests {
         assert_eq!(grpc_url(&c.vmapi_url), "http://10.0.0.5:2025");
         assert_eq!(c.ufds_url, DEFAULT_UFDS_URL);
         assert!(!c.tls_enabled());
+        let e = c.check().unwrap_err();
+        assert!(e.starts_with("listen: "), "{e}");
+        assert!(e.contains("loopback"), "{e}");
+    }
+
+    #[test]
+    fn plain_http_only_on_loopback() {
+        for ok in [
+            "127.0.0.1:8080",
+            "127.0.0.2:0",
+            "[::1]:8080",
+            "localhost:8080",
+            "",
+        ] {
+            let c = Config {
+                listen: ok.into(),
+                data_dir: "/var/lib/triton/cloudapi".into(),
+                ..Default::default()
+            };
+            assert!(c.check().is_ok(), "{ok}: {:?}", c.check());
+        }
+        for bad in [
+            "0.0.0.0:8080",
+            "10.99.99.40:8080",
+            "[::]:8080",
+            "cloudapi:8080",
+        ] {
+            let c = Config {
+                listen: bad.into(),
+                ..Default::default()
+            };
+            let e = c.check().unwrap_err();
+            assert!(
+                e.starts_with("listen: ") && e.contains("loopback"),
+                "{bad}: {e}"
+            );
+        }
+        // Neither plain HTTP nor HTTPS: nothing to serve.
+        let c = Config {
+            listen: String::new(),
+            ..Default::default()
+        };
+        assert!(c.check().unwrap_err().contains("tls_listen"));
+        let c = Config {
+            tls_cert: "/c.pem".into(),
+            ..Default::default()
+        };
+        assert!(c.check().unwrap_err().contains("tls_key"));
     }
 
     #[test]

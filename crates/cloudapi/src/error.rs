@@ -119,6 +119,17 @@ impl IntoResponse for ApiError {
 /// Errors of start-up (bad config, cannot bind, bad certificate).
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error("bad config: {0}")]
+    Config(String),
+    #[error("cannot {what} {path}")]
+    SelfSigned {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot make a self-signed certificate: {0}")]
+    MakeCertificate(String),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: String,

@@ -2,9 +2,9 @@
 //!
 //! Stateless: every request is authenticated with an HTTP Signature against the
 //! account's SSH keys in UFDS, and served from the other services over gRPC (PAPI,
-//! IMGAPI, NAPI, VMAPI). [`start`] serves plain HTTP on `listen` and, when a
-//! certificate is configured, HTTPS on `tls_listen`, until the shutdown token is
-//! cancelled. See `docs/cloudapi.md`.
+//! IMGAPI, NAPI, VMAPI). [`start`] serves plain HTTP on `listen` (loopback only) and
+//! HTTPS on `tls_listen` (with the configured certificate, or a self-signed one it makes
+//! in `data_dir`), until the shutdown token is cancelled. See `docs/cloudapi.md`.
 
 pub mod auth;
 pub mod backends;
@@ -19,6 +19,7 @@ pub mod tls;
 pub mod version;
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::task::JoinHandle;
@@ -44,12 +45,16 @@ pub struct Running {
     pub addr: Option<SocketAddr>,
     /// The HTTPS address, if serving one.
     pub tls_addr: Option<SocketAddr>,
+    /// The certificate HTTPS is served with (the configured one, or the self-signed
+    /// one in the data dir).
+    pub tls_cert: Option<PathBuf>,
     /// The servers; end after the shutdown token is cancelled and requests drain.
     pub task: JoinHandle<()>,
 }
 
 /// Binds the listeners and serves until `shutdown`.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
+    config.check().map_err(StartError::Config)?;
     let backends = Backends::connect(&config)?;
     let plain = if config.listen.is_empty() {
         None
@@ -62,8 +67,26 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             })?;
         Some(l)
     };
-    let secure = if config.tls_enabled() {
-        let acceptor = tls::acceptor(&config.tls_cert, &config.tls_key)?;
+    let tls_files = if !config.serves_tls() {
+        None
+    } else if config.tls_enabled() {
+        Some((
+            PathBuf::from(&config.tls_cert),
+            PathBuf::from(&config.tls_key),
+        ))
+    } else {
+        let (cert, key, made) = tls::self_signed(
+            Path::new(&config.data_dir),
+            &format!("cloudapi.{}", config.datacenter),
+            &certificate_names(&config),
+        )?;
+        if made {
+            tracing::info!(cert = %cert.display(), "made a self-signed certificate");
+        }
+        Some((cert, key))
+    };
+    let secure = if let Some((cert, key)) = &tls_files {
+        let acceptor = tls::acceptor(&cert.display().to_string(), &key.display().to_string())?;
         let l = tokio::net::TcpListener::bind(&config.tls_listen)
             .await
             .map_err(|source| StartError::Bind {
@@ -126,6 +149,45 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     Ok(Running {
         addr,
         tls_addr,
+        tls_cert: tls_files.map(|(cert, _)| cert),
         task,
     })
+}
+
+/// The names a self-signed certificate is made for: loopback, this host's name, and the
+/// hosts of `tls_listen` (unless every address) and `external_url`.
+fn certificate_names(config: &Config) -> Vec<String> {
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    let mut add = |name: &str| {
+        let name = name.trim_start_matches('[').trim_end_matches(']');
+        if !name.is_empty() && !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+    };
+    if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        add(h.trim());
+    }
+    if let Ok(a) = config.tls_listen.parse::<SocketAddr>() {
+        if !a.ip().is_unspecified() {
+            add(&a.ip().to_string());
+        }
+    } else if let Some((host, _)) = config.tls_listen.rsplit_once(':') {
+        add(host);
+    }
+    let url_host = config
+        .external_url
+        .split_once("://")
+        .map(|(_, rest)| rest.split('/').next().unwrap_or_default())
+        .map(|hostport| match hostport.rsplit_once(':') {
+            Some((h, p)) if p.parse::<u16>().is_ok() => h,
+            _ => hostport,
+        });
+    if let Some(h) = url_host {
+        add(h);
+    }
+    names
 }

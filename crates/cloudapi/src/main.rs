@@ -27,6 +27,10 @@ async fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+    if let Err(e) = config.check() {
+        eprintln!("cloudapi: bad config: {e}");
+        return ExitCode::FAILURE;
+    }
     let shutdown = triton_common::shutdown::on_signal();
     let running = match cloudapi::start(config, shutdown).await {
         Ok(r) => r,

@@ -1,8 +1,12 @@
 //! HTTPS: rustls (on ring) behind axum. Handshakes run in their own tasks, so a slow
 //! or silent client never holds up the accept loop; finished connections are handed
-//! to axum through a bounded channel.
+//! to axum through a bounded channel. With no certificate configured, CloudAPI makes
+//! a self-signed one in its data dir ([`self_signed`]) and keeps it across restarts.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +24,74 @@ use crate::error::StartError;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshaken connections waiting for axum to take them.
 const ACCEPT_QUEUE: usize = 128;
+
+/// The self-signed certificate's files under the data dir.
+pub const SELF_SIGNED_DIR: &str = "tls";
+pub const SELF_SIGNED_CERT: &str = "cert.pem";
+pub const SELF_SIGNED_KEY: &str = "key.pem";
+
+/// The certificate and key in `data_dir/tls/`: the ones there when both are, else a new
+/// ECDSA P-256 key (0600) and a self-signed certificate for `names` (DNS names and IP
+/// addresses) and `cn`, as CoaL's `openssl req` makes. Each file is written to a
+/// temporary name, synced and renamed, so a crash leaves either no file or a whole one.
+/// Returns (certificate, key) paths and whether they were made now.
+pub fn self_signed(
+    data_dir: &Path,
+    cn: &str,
+    names: &[String],
+) -> Result<(PathBuf, PathBuf, bool), StartError> {
+    let dir = data_dir.join(SELF_SIGNED_DIR);
+    let cert = dir.join(SELF_SIGNED_CERT);
+    let key = dir.join(SELF_SIGNED_KEY);
+    let io = |what: &'static str, path: &Path| {
+        let path = path.display().to_string();
+        move |source| StartError::SelfSigned { what, path, source }
+    };
+    if cert.is_file() && key.is_file() {
+        // Kept, but never readable by others, whoever made it.
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+            .map_err(io("set the mode of", &key))?;
+        return Ok((cert, key, false));
+    }
+    std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(io("set the mode of", &dir))?;
+    let made = |e: rcgen::Error| StartError::MakeCertificate(e.to_string());
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(made)?;
+    let mut params = rcgen::CertificateParams::new(names.to_vec()).map_err(made)?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    let certificate = params.self_signed(&pair).map_err(made)?;
+    write_atomic(&key, pair.serialize_pem().as_bytes(), 0o600).map_err(io("write", &key))?;
+    write_atomic(&cert, certificate.pem().as_bytes(), 0o644).map_err(io("write", &cert))?;
+    Ok((cert, key, true))
+}
+
+/// Writes `path` whole or not at all, created with `mode`.
+fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    if let Some(parent) = path.parent() {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
 
 /// A TLS acceptor from PEM files.
 pub fn acceptor(cert_path: &str, key_path: &str) -> Result<TlsAcceptor, StartError> {
