@@ -202,6 +202,9 @@ impl Network {
                 ],
             )?;
         }
+        if let Some(ip) = nic.ip {
+            source_route(&ns, &inner, ip, nic.prefix_len, nic.gateway, index)?;
+        }
         if nic.vlan_id != 0 {
             tracing::warn!(%uuid, vlan_id = nic.vlan_id, "VLAN tagging is not implemented; the NIC is untagged");
         }
@@ -259,6 +262,48 @@ impl Network {
         }
         (rx, tx)
     }
+}
+
+/// What the NIC's address sends leaves through the NIC: a routing table of its own (100 +
+/// its index: its network, and its gateway as default) chosen by source address. With two
+/// NICs on one network the main table sends everything through the first, and the guard
+/// (which lets a port send only its own NIC's address) would drop the second's replies.
+fn source_route(
+    ns: &str,
+    dev: &str,
+    ip: std::net::Ipv4Addr,
+    prefix_len: u8,
+    gateway: Option<std::net::Ipv4Addr>,
+    index: usize,
+) -> Result<()> {
+    let len = u32::from(prefix_len.min(32));
+    let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+    let network = format!("{}/{len}", std::net::Ipv4Addr::from(u32::from(ip) & mask));
+    let table = (100 + index).to_string();
+    let from = format!("{ip}/32");
+    let src = ip.to_string();
+    run(
+        "ip",
+        &[
+            "-n", ns, "route", "replace", &network, "dev", dev, "src", &src, "table", &table,
+        ],
+    )?;
+    if let Some(gw) = gateway {
+        let gw = gw.to_string();
+        run(
+            "ip",
+            &[
+                "-n", ns, "route", "replace", "default", "via", &gw, "dev", dev, "table", &table,
+            ],
+        )?;
+    }
+    // A rule left by an earlier NIC at this index (its table went with its device).
+    while run("ip", &["-n", ns, "rule", "del", "table", &table]).is_ok() {}
+    run(
+        "ip",
+        &["-n", ns, "rule", "add", "from", &from, "table", &table],
+    )?;
+    Ok(())
 }
 
 /// The MAC the kernel gave `dev` in namespace `ns`.
