@@ -18,14 +18,20 @@
 # tenant, provisions an instance onto a simulated node, stops, starts and deletes it.
 # Everything is removed on exit, and checked to be gone.
 #
+# Each namespace has its container's fixed address from the compose file's network (every
+# service listens there, not on 0.0.0.0), on a bridge with the network's first address as
+# Docker's would have; only CloudAPI's TLS port is published on the host in compose.
+#
 # Not covered: `cn-agent` (the linux backend) is left out. It is `privileged` in compose:
 # it makes cgroups, bridges, network namespaces and overlay mounts on its host, named
 # with CoaL's prefixes (triton-coal, coal-), which a network namespace does not isolate.
 # Nor are the images' Debian userland (the host's is used), restart policies, or the
-# published ports (every service is reached at its own address instead).
+# one published port (every service is reached at its own address instead, as the host
+# reaches a compose network).
 #
 # Run by scripts/test after tests/coal-e2e.sh (SKIP_COMPOSE_E2E=1 leaves it out). Runs as
-# root. Uses its own bridge (tcomp0, 10.97.0.0/24), namespaces (tcomp-<service>) and
+# root. Uses its own bridge (tcomp0, the compose network's subnet: 10.97.0.0/24, a /24 is
+# required), namespaces (tcomp-<service>) and
 # directory ($COMPOSE_E2E_DIR, default /var/tmp/triton-compose-e2e); every service
 # listens inside its namespace, so a CoaL on this machine is not disturbed.
 set -euo pipefail
@@ -135,14 +141,19 @@ chmod 755 "$WORK"
 # svc/<name>/env      the container's environment, NUL-separated KEY=VALUE
 # svc/<name>/cmd      its command, NUL-separated
 # svc/<name>/image    "<SERVICE>-<VERSION>" of a built service's image, else absent
-# plan                "<name> <address>" per line, in start order
+# plan                "<name> <address>" per line, in start order (the compose addresses)
 step "reading deploy/docker-compose.yml"
 python3 - "$WORK" "$NET" "${SKIP[*]}" <<'EOF'
-import json, os, sys
+import ipaddress, json, os, sys
 work, net, skip = sys.argv[1], sys.argv[2], sys.argv[3].split()
 text = open("deploy/docker-compose.yml").read()
 doc = json.loads("\n".join(l for l in text.splitlines() if not l.lstrip().startswith("#")))
 services = doc["services"]
+# The one network, its subnet: this test's bridge.
+(netname, network), = doc["networks"].items()
+subnet = ipaddress.ip_network(network["ipam"]["config"][0]["subnet"])
+if subnet != ipaddress.ip_network(f"{net}.0/24"):
+    sys.exit(f"the compose network is {subnet}; this test runs it on {net}.0/24 (set NET)")
 # What a built image runs: images/Dockerfile's CMD, with its ENV.
 cmd = None
 for line in open("images/Dockerfile"):
@@ -165,7 +176,7 @@ def visit(n, path=()):
 for n in sorted(services):
     visit(n)
 plan = []
-for i, n in enumerate(s for s in order if s not in skip):
+for n in (s for s in order if s not in skip):
     c = services[n]
     if c.get("privileged"):
         sys.exit(f"{n} is privileged; this test cannot give it that (add it to SKIP and say why)")
@@ -183,7 +194,10 @@ for i, n in enumerate(s for s in order if s not in skip):
     env.update(c.get("environment", {}))
     open(os.path.join(d, "env"), "w").write("".join(f"{k}={v}\0" for k, v in env.items()))
     open(os.path.join(d, "cmd"), "w").write("".join(f"{a}\0" for a in argv))
-    plan.append(f"{n} {net}.{10 + i}")
+    address = c["networks"][netname]["ipv4_address"]
+    if ipaddress.ip_address(address) not in subnet:
+        sys.exit(f"{n}: address {address} is not in {subnet}")
+    plan.append(f"{n} {address}")
 open(os.path.join(work, "plan"), "w").write("\n".join(plan) + "\n")
 EOF
 declare -A IP

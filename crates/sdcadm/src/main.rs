@@ -128,12 +128,21 @@ struct DcArgs {
     /// container's address: --host ufds=10.97.0.15.
     #[arg(long = "host", value_name = "SERVICE=HOST")]
     hosts: Vec<String>,
+    /// Reach each service at its container's address on the compose network (only
+    /// CloudAPI's TLS port is published on the host; the host reaches the network).
+    #[arg(long)]
+    compose: bool,
 }
 
 impl DcArgs {
     fn open(self, root: &std::path::Path) -> Result<Datacenter, Error> {
         let deployment = Deployment::load(&root.join(SERVICES_TOML))?;
         let mut dc = Datacenter::new(deployment, self.api_host, self.admin_ip)?;
+        if self.compose {
+            let ctx =
+                sdcadm::deploy::Context::new(sdcadm::deploy::ContextKind::Compose, &dc.deployment);
+            dc.hosts.extend(ctx.compose_addresses);
+        }
         for h in &self.hosts {
             let (service, host) = h
                 .split_once('=')

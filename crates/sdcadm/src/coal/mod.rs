@@ -344,8 +344,21 @@ impl Coal {
             }
         }
 
+        // Moray and the APIs listen on the admin bridge's address: it is there before the
+        // first of them starts (cn-agent's `bridges` step finds it made).
+        let active = self.active()?;
+        if active
+            .iter()
+            .any(|s| self.ctx.admin_services.contains(&s.name))
+        {
+            for b in setup::bridges(&self.deployment.coal.bridges)? {
+                p.step(format!(
+                    "made bridge {b} (the admin bridge's address is where the APIs listen)"
+                ));
+            }
+        }
         let mut skipped: Vec<(String, String)> = Vec::new();
-        for s in self.active()? {
+        for s in active {
             if let Err(e) = self.up_one(s).await {
                 if s.optional {
                     let why = crate::error::chain(&e);
