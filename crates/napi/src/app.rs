@@ -1016,7 +1016,17 @@ impl Napi {
                             ));
                         }
                         if let Some(ip) = &req.ip {
-                            requested_ip = c.take(validate::ip_in("ip", ip, &n.parsed_subnet()?));
+                            // The operator's own NICs may take any address of the
+                            // subnet; everyone else's stay in the provision range.
+                            let whole_subnet = owner_uuid.as_deref() == Some(&self.admin_uuid);
+                            requested_ip = c.take(validate::nic_ip(
+                                "ip",
+                                ip,
+                                &n.parsed_subnet()?,
+                                n.gateway_ip()?,
+                                n.range()?,
+                                whole_subnet,
+                            ));
                         }
                         targets.push(n);
                     } else if let Some(p) =
@@ -1249,20 +1259,12 @@ impl Napi {
                 }
                 Some(Conflict::Etag { bucket, .. }) if bucket == IPS => {
                     if requested_ip.is_some() {
+                        // Never who holds it (another tenant's VM, its owner, a
+                        // reservation): the caller may be anyone.
                         let ip = nic.ip.clone().unwrap_or_default();
-                        let holder = match &network {
-                            Some(n) => self.get_ip(&n.uuid, &ip).await.ok(),
-                            None => None,
-                        };
-                        let by = holder
-                            .and_then(|h| {
-                                h.belongs_to_uuid
-                                    .or(h.reserved.then(|| "reservation".to_string()))
-                            })
-                            .unwrap_or_else(|| "another NIC".into());
                         return Err(Error::InvalidParameters(vec![FieldError::used_by(
                             "ip",
-                            format!("IP {ip} is in use by {by}"),
+                            format!("ip {ip} is already in use"),
                         )]));
                     }
                 }

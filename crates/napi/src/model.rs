@@ -93,6 +93,14 @@ impl Network {
         Ok((start, end))
     }
 
+    /// The gateway's address, if the network has one.
+    pub fn gateway_ip(&self) -> Result<Option<u32>> {
+        match &self.gateway {
+            Some(g) => Ok(Some(ip::parse_ip(g).map_err(|r| self.corrupt(r))?)),
+            None => Ok(None),
+        }
+    }
+
     /// Addresses never handed out: the network and broadcast addresses and the gateway.
     pub fn excluded(&self) -> Result<Vec<u32>> {
         let subnet = self.parsed_subnet()?;

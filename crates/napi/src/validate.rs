@@ -202,6 +202,39 @@ pub fn ip_in(field: &str, value: &str, subnet: &Subnet) -> Result<u32, FieldErro
     Ok(n)
 }
 
+/// An address a NIC is given explicitly on a network: inside its subnet, not the
+/// network, broadcast or gateway address, and inside the provision range `range`
+/// (inclusive) unless `whole_subnet` (the operator's own NICs may sit anywhere in the
+/// subnet, as Triton's NAPI allows). Each error names `field` and the rule.
+pub fn nic_ip(
+    field: &str,
+    value: &str,
+    subnet: &Subnet,
+    gateway: Option<u32>,
+    range: (u32, u32),
+    whole_subnet: bool,
+) -> Result<u32, FieldError> {
+    let n = ip_in(field, value, subnet)?;
+    if gateway == Some(n) {
+        return Err(FieldError::invalid(
+            field,
+            format!("{value} is the gateway of {subnet}"),
+        ));
+    }
+    let (start, end) = range;
+    if !whole_subnet && !(start..=end).contains(&n) {
+        return Err(FieldError::invalid(
+            field,
+            format!(
+                "{value} is outside the provision range of {subnet} ({} to {})",
+                ip::format_ip(start),
+                ip::format_ip(end)
+            ),
+        ));
+    }
+    Ok(n)
+}
+
 /// A routes map: each destination an IP or CIDR, each gateway an IP.
 pub fn routes(
     field: &str,
@@ -323,6 +356,32 @@ mod tests {
                 .contains("broadcast")
         );
         assert!(ip_in("gateway", "10.0.0.0", &s).is_err());
+    }
+
+    #[test]
+    fn explicit_nic_ips() {
+        let s = Subnet::parse("10.0.0.0/24").unwrap();
+        let gw = ip::parse_ip("10.0.0.1").ok();
+        let range = (
+            ip::parse_ip("10.0.0.10").unwrap(),
+            ip::parse_ip("10.0.0.200").unwrap(),
+        );
+        let refused = |v: &str, whole: bool| {
+            let e = nic_ip("ip", v, &s, gw, range, whole).unwrap_err();
+            assert_eq!(e.field, "ip");
+            e.message
+        };
+        assert!(nic_ip("ip", "10.0.0.10", &s, gw, range, false).is_ok());
+        assert!(nic_ip("ip", "10.0.0.200", &s, gw, range, false).is_ok());
+        assert!(refused("10.0.0.1", false).contains("gateway"));
+        assert!(refused("10.0.0.1", true).contains("gateway"));
+        assert!(refused("10.0.0.0", false).contains("network address"));
+        assert!(refused("10.0.0.255", true).contains("broadcast"));
+        assert!(refused("10.0.1.5", true).contains("outside subnet"));
+        let m = refused("10.0.0.201", false);
+        assert!(m.contains("provision range") && m.contains("10.0.0.10 to 10.0.0.200"));
+        assert!(refused("10.0.0.9", false).contains("provision range"));
+        assert!(nic_ip("ip", "10.0.0.201", &s, gw, range, true).is_ok());
     }
 
     #[test]

@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
-use common::{TestNapi, assert_error, new_uuid, nic_on};
+use common::{ADMIN, TestNapi, assert_error, new_uuid, nic_on};
 use triton_proto::napi::v1 as proto;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -236,4 +236,89 @@ async fn lowest_free_first_reservations_and_requested_ips() {
         "ResourceNotFound",
         &[&net.uuid],
     );
+}
+
+/// An address asked for explicitly must be one a NIC may have: not the gateway, the
+/// network or broadcast address, and inside the provision range (the operator's own
+/// NICs may use the whole subnet). One already held is refused without saying by whom.
+#[tokio::test]
+async fn requested_ips_follow_the_networks_rules_and_never_name_the_holder() {
+    let napi = TestNapi::start().await;
+    let _ = napi.nic_tag("external").await;
+    let net = napi
+        .client()
+        .create_network(proto::CreateNetworkRequest {
+            name: "ranged".into(),
+            subnet: "192.168.9.0/24".into(),
+            provision_start_ip: "192.168.9.10".into(),
+            provision_end_ip: "192.168.9.200".into(),
+            gateway: Some("192.168.9.1".into()),
+            nic_tag: "external".into(),
+            resolvers: vec!["8.8.8.8".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut client = napi.client();
+    let ask = |ip: &str| {
+        let mut req = nic_on(&net.uuid, &new_uuid());
+        req.ip = Some(ip.into());
+        req
+    };
+    for (ip, rule) in [
+        ("192.168.9.1", "is the gateway of 192.168.9.0/24"),
+        ("192.168.9.0", "is the network address"),
+        ("192.168.9.255", "is the broadcast address"),
+        ("192.168.10.20", "is outside subnet"),
+        ("192.168.9.201", "is outside the provision range"),
+        ("192.168.9.9", "is outside the provision range"),
+    ] {
+        let status = assert_error(
+            client.create_nic(ask(ip)).await,
+            "InvalidParameters",
+            &["ip: ", ip, rule],
+        );
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{ip}");
+    }
+    // None of those left an IP record behind.
+    let used = client
+        .list_ips(proto::ListIpsRequest {
+            network_uuid: net.uuid.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ips;
+    assert!(used.iter().all(|i| i.free), "{used:?}");
+
+    // The operator may put its own NIC outside the range, never on the gateway.
+    let mut admin = ask("192.168.9.250");
+    admin.owner_uuid = ADMIN.into();
+    let outside = client.create_nic(admin.clone()).await.unwrap().into_inner();
+    assert_eq!(outside.ip, "192.168.9.250");
+    admin.ip = Some("192.168.9.1".into());
+    admin.belongs_to_uuid = new_uuid();
+    assert_error(
+        client.create_nic(admin).await,
+        "InvalidParameters",
+        &["ip: ", "gateway"],
+    );
+
+    // Held by one tenant's VM: another owner asking for it learns only that it is taken.
+    let mut first = ask("192.168.9.50");
+    first.owner_uuid = new_uuid();
+    let held = client.create_nic(first.clone()).await.unwrap().into_inner();
+    let mut second = ask("192.168.9.50");
+    second.owner_uuid = new_uuid();
+    let status = assert_error(
+        client.create_nic(second).await,
+        "InvalidParameters",
+        &["ip: ", "ip 192.168.9.50 is already in use"],
+    );
+    let text = format!("{status:?}");
+    for secret in [&first.belongs_to_uuid, &first.owner_uuid, &held.mac] {
+        assert!(!text.contains(secret.as_str()), "{secret} in {text}");
+    }
 }
