@@ -465,6 +465,34 @@ async fn an_instance_is_root_only_in_its_own_sandbox() {
     assert_eq!(limit(memory_file), memory);
     assert_eq!(limit(pids_file), pids);
 
+    // Without a command: a shell, reading the caller's input.
+    let mut shell = std::process::Command::new(env!("CARGO_BIN_EXE_zlogin"))
+        .env_remove("CN_AGENT_CONFIG")
+        .env("CN_AGENT_LINUX__CGROUP_PARENT", &h.config.cgroup_parent)
+        .arg("--state-dir")
+        .arg(&h.config.state_dir)
+        .arg(uuid.to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    shell
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"id -u; hostname; exit 3\n")
+        .unwrap();
+    let out = shell.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "0\nsandbox0\n");
+    // An instance that does not exist, or is not running, is a clear error.
+    let unknown = h.zlogin(Uuid::new_v4(), &["id"]);
+    assert_eq!(unknown.status.code(), Some(126));
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("zlogin: "),
+        "{unknown:?}"
+    );
+
     // zlogin passes the command's status through.
     assert_eq!(
         h.zlogin(uuid, &["sh", "-c", "exit 7"]).status.code(),
