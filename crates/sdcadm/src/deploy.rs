@@ -481,7 +481,9 @@ impl Deployment {
                 }
             }
             for step in &s.coal_setup {
-                if !["postgres", "createdb", "bridges", "tls"].contains(&step.as_str()) {
+                if !["postgres", "createdb", "bridges", "moray-password", "tls"]
+                    .contains(&step.as_str())
+                {
                     problems.push(format!(
                         "service {}: unknown coal_setup step {step}",
                         s.name

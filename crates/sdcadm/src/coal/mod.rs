@@ -33,6 +33,9 @@ pub const DEFAULT_COAL_DIR: &str = "/var/tmp/triton-coal";
 /// How long a service has to become healthy after it was started.
 pub const START_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long a running but unhealthy service gets before `up` restarts it.
+/// Moray's database password, beside the services' data dirs: `$COAL_DIR/data/<this>`,
+/// which services.toml names as `{{data_dir}}/../moray.password`.
+const MORAY_PASSWORD_FILE: &str = "moray.password";
 const UNHEALTHY_GRACE: Duration = Duration::from_secs(10);
 /// How long `up` waits for every compute node to register and heartbeat.
 const CN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -544,6 +547,16 @@ impl Coal {
                 "bridges" => {
                     for b in setup::bridges(&self.deployment.coal.bridges)? {
                         p.step(format!("{}: made bridge {b}", s.name));
+                    }
+                }
+                "moray-password" => {
+                    let path = self.ctx.data_dir(MORAY_PASSWORD_FILE);
+                    if setup::password_file(&path)? {
+                        p.step(format!(
+                            "{}: made the password file of Moray's database role, {}",
+                            s.name,
+                            path.display()
+                        ));
                     }
                 }
                 "tls" => {

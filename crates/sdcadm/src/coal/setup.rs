@@ -154,6 +154,36 @@ pub fn bridges(bridges: &[Bridge]) -> Result<Vec<String>, Error> {
     Ok(made)
 }
 
+/// The password file of Moray's PostgreSQL role at `path` (32 random bytes as hex, one
+/// line, mode 0600), unless there. Moray reads it (`postgres_password_file`) and the
+/// sitters set the role's password from it (`moray_password_file`); making it before
+/// either starts means neither waits on the other. Returns whether it made one.
+pub fn password_file(path: &Path) -> Result<bool, Error> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    if path.is_file() {
+        return Ok(false);
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+    }
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut r| r.read_exact(&mut bytes))
+        .map_err(|e| Error::io("read", Path::new("/dev/urandom"), e))?;
+    let password: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::io("create", path, e))?;
+    file.write_all(format!("{password}\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io("write", path, e))?;
+    Ok(true)
+}
+
 /// A self-signed ECDSA P-256 certificate for 127.0.0.1 and localhost in `dir`
 /// (cert.pem, key.pem), unless there. Returns whether it made one.
 pub fn tls(dir: &Path) -> Result<bool, Error> {
