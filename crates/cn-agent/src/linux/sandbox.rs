@@ -12,7 +12,9 @@
 //!   calling: kernel modules, kexec, mounts of any kind, swap, reboot, the clock, raw
 //!   I/O ports, file handles, keyrings, bpf, perf, userfaultfd, quotas, entering or
 //!   making namespaces, personalities other than Linux's, reading or writing another
-//!   process's memory (process_vm_*, kcmp). Denied calls fail with EPERM; clone3 fails
+//!   process's memory (process_vm_*, kcmp), and the ioctls that push input into a
+//!   terminal (TIOCSTI, TIOCLINUX), which would let a program inside type into the
+//!   shell of an operator whose terminal `zlogin` lent it. Denied calls fail with EPERM; clone3 fails
 //!   with ENOSYS so the C library falls back to clone, whose flags the filter can read
 //!   (clone3 passes them in memory). On x86_64 the x32 ABI and foreign architectures
 //!   (i386 through `int 0x80`, whose numbers differ) are refused too.
@@ -101,8 +103,14 @@ const BPF_RET_K: u16 = 0x06;
 /// Offsets in `struct seccomp_data`: nr, arch, then instruction_pointer and args[6].
 const DATA_NR: u32 = 0;
 const DATA_ARCH: u32 = 4;
-/// The low 32 bits of args[0] (little-endian).
+/// The low 32 bits of args[0] and args[1] (little-endian).
 const DATA_ARG0_LO: u32 = 16;
+const DATA_ARG1_LO: u32 = 24;
+
+/// ioctl requests refused: pushing input into a terminal (TIOCSTI) or a virtual
+/// console's selection (TIOCLINUX). Without this, a program inside could type commands
+/// into the shell of an operator whose terminal `zlogin` lent it.
+const DENIED_IOCTLS: [u32; 2] = [0x5412, 0x541c];
 
 #[cfg(target_arch = "x86_64")]
 const AUDIT_ARCH: u32 = 0xc000_003e;
@@ -225,6 +233,15 @@ impl Filter {
             p.push(stmt(BPF_RET_K, eperm));
             p.push(stmt(BPF_LD_W_ABS, DATA_NR));
         }
+        // ioctl with a refused request.
+        let pairs = 2 * DENIED_IOCTLS.len() as u8;
+        p.push(jump(BPF_JEQ_K, libc::SYS_ioctl as u32, 0, pairs + 2));
+        p.push(stmt(BPF_LD_W_ABS, DATA_ARG1_LO));
+        for request in DENIED_IOCTLS {
+            p.push(jump(BPF_JEQ_K, request, 0, 1));
+            p.push(stmt(BPF_RET_K, eperm));
+        }
+        p.push(stmt(BPF_LD_W_ABS, DATA_NR));
         // personality: one of PERSONALITIES, or EPERM.
         let n = PERSONALITIES.len() as u8;
         p.push(jump(BPF_JEQ_K, libc::SYS_personality as u32, 0, n + 3));
@@ -454,6 +471,28 @@ mod tests {
                 }
             }),
             libc::EPERM
+        );
+        // TIOCSTI is refused before the descriptor is even looked at (EBADF otherwise);
+        // other ioctls pass.
+        assert_eq!(
+            in_filtered_child(|| unsafe {
+                if libc::ioctl(-1, libc::TIOCSTI, c"x".as_ptr()) < 0 {
+                    errno()
+                } else {
+                    0
+                }
+            }),
+            libc::EPERM
+        );
+        assert_eq!(
+            in_filtered_child(|| unsafe {
+                if libc::ioctl(-1, libc::FIONREAD, std::ptr::null_mut::<libc::c_int>()) < 0 {
+                    errno()
+                } else {
+                    0
+                }
+            }),
+            libc::EBADF
         );
         assert_eq!(
             in_filtered_child(|| unsafe {

@@ -86,6 +86,26 @@ pub fn enter(target: &Target, argv: &[String]) -> Result<i32> {
         File::open(&path).map_err(|e| Error::io(&path, e))
     };
     let userns = open("user")?;
+    let same_userns = match (
+        std::fs::metadata(ns_dir.join("user")),
+        std::fs::metadata("/proc/self/ns/user"),
+    ) {
+        (Ok(a), Ok(b)) => {
+            use std::os::unix::fs::MetadataExt;
+            a.ino() == b.ino() && a.dev() == b.dev()
+        }
+        _ => false,
+    };
+    if same_userns {
+        return Err(Error::invalid(
+            "UUID",
+            format!(
+                "instance {} runs without a user namespace of its own (started before \
+                 instances had one); it can be entered after its next boot",
+                target.uuid
+            ),
+        ));
+    }
     let joined: Vec<(File, libc::c_int, &str)> = NAMESPACES
         .iter()
         .map(|(name, flag)| open(name).map(|f| (f, *flag, *name)))
