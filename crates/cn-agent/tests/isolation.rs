@@ -391,6 +391,30 @@ async fn an_instance_is_root_only_in_its_own_sandbox() {
         ]
     );
 
+    // On cgroup v1 the devices controller allows just those.
+    let devices = Path::new("/sys/fs/cgroup/devices")
+        .join(&h.config.cgroup_parent)
+        .join(uuid.to_string())
+        .join("devices.list");
+    if devices.exists() {
+        let list = std::fs::read_to_string(&devices).unwrap();
+        let mut list: Vec<&str> = list.lines().collect();
+        list.sort();
+        assert_eq!(
+            list,
+            [
+                "c 136:* rwm",
+                "c 1:3 rwm",
+                "c 1:5 rwm",
+                "c 1:7 rwm",
+                "c 1:8 rwm",
+                "c 1:9 rwm",
+                "c 5:0 rwm",
+                "c 5:2 rwm"
+            ]
+        );
+    }
+
     // No host process is visible: pid 1 is the init, the rest is the command itself.
     let ps = h.inside(uuid, &["ps", "-o", "pid,comm"]);
     let procs: Vec<(u32, String)> = ps
