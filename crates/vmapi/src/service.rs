@@ -636,6 +636,12 @@ impl VmapiService {
                     continue;
                 }
             }
+            if let Some(ip) = ip
+                && let Err(problem) = self.check_ip(&napi, &network, &field, ip, rid).await
+            {
+                problems.push(problem);
+                continue;
+            }
             out.push(NetworkParam {
                 network_uuid: network.uuid.clone(),
                 ip: ip.clone(),
@@ -651,6 +657,50 @@ impl VmapiService {
             Ok(out)
         } else {
             Err(problems)
+        }
+    }
+
+    /// An explicit IP on `network`, before the job: NAPI's rules for the address (inside
+    /// the subnet, not its network or broadcast address), not the gateway, and free. Who
+    /// holds a taken one is never said: the caller may be another tenant. NAPI checks
+    /// again (and the provision range) when the job makes the NIC.
+    async fn check_ip(
+        &self,
+        napi: &triton_proto::napi::v1::napi_client::NapiClient<tonic::transport::Channel>,
+        network: &triton_proto::napi::v1::Network,
+        field: &str,
+        ip: &str,
+        rid: &str,
+    ) -> Result<(), String> {
+        let field = format!("{field}.ipv4_ips[0]");
+        let parsed = ip.parse::<std::net::Ipv4Addr>().ok();
+        if parsed.is_some() && network.gateway.parse::<std::net::Ipv4Addr>().ok() == parsed {
+            return Err(not_usable(
+                &field,
+                format!("{ip} is the gateway of {}", network.subnet),
+            ));
+        }
+        let found = napi
+            .clone()
+            .get_ip(request(
+                triton_proto::napi::v1::GetIpRequest {
+                    network_uuid: network.uuid.clone(),
+                    ip: ip.to_string(),
+                },
+                rid,
+            ))
+            .await;
+        match found {
+            Ok(r) if r.get_ref().free => Ok(()),
+            Ok(_) => Err(not_usable(&field, format!("ip {ip} is already in use"))),
+            Err(s) if s.code() == tonic::Code::InvalidArgument => {
+                let message = triton_common::status::error_message(&s);
+                Err(not_usable(
+                    &field,
+                    message.strip_prefix("ip: ").unwrap_or(message),
+                ))
+            }
+            Err(s) => Err(upstream("napi", s)),
         }
     }
 

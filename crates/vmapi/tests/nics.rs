@@ -545,3 +545,85 @@ async fn a_restart_of_vmapi_mid_add_finishes_the_job_once() {
     assert_eq!(on_node.spec.nics.len(), 2);
     assert_eq!(on_node.spec.nics[1].mac, after.nics[1].mac);
 }
+
+/// An explicit address is checked before any job: not the gateway, the network or the
+/// broadcast address, not outside the subnet, and free; a taken one is refused without
+/// naming the VM or owner that holds it. Outside the provision range, NAPI refuses it
+/// when the job makes the NIC, and the job fails saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_ips_follow_the_networks_rules() {
+    let dc = Dc::start(Options::default()).await;
+    let mut c = dc.vmapi.clone();
+    let shared = dc
+        .napi
+        .clone()
+        .create_network(napi_pb::CreateNetworkRequest {
+            name: "shared".into(),
+            subnet: "10.203.0.0/24".into(),
+            provision_start_ip: "10.203.0.10".into(),
+            provision_end_ip: "10.203.0.200".into(),
+            gateway: Some("10.203.0.1".into()),
+            nic_tag: "admin".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("network")
+        .into_inner();
+    let on = |ip: &str| {
+        let mut req = dc.create_request("asked");
+        req.networks = vec![pb::NetworkSpec {
+            ipv4_uuid: shared.uuid.clone(),
+            ipv4_ips: vec![ip.into()],
+            ..Default::default()
+        }];
+        req
+    };
+    for (ip, rule) in [
+        ("10.203.0.1", "is the gateway of 10.203.0.0/24"),
+        ("10.203.0.0", "is the network address"),
+        ("10.203.0.255", "is the broadcast address"),
+        ("10.204.0.5", "is outside subnet"),
+    ] {
+        let (name, msg) = error_of(c.create_vm(on(ip)).await);
+        assert_eq!(name, "ValidationFailed", "{ip}: {msg}");
+        assert!(
+            msg.contains(&format!("networks[0].ipv4_ips[0]: {ip} {rule}")),
+            "{ip}: {msg}"
+        );
+    }
+
+    // One VM holds .50; another owner asking for it learns only that it is taken.
+    let r = c
+        .create_vm(on("10.203.0.50"))
+        .await
+        .expect("create")
+        .into_inner();
+    let job = dc.wait_job(&r.job_uuid).await;
+    assert_eq!(job.execution, "succeeded", "{job:?}");
+    let holder = dc.vm(&r.vm_uuid).await;
+    assert_eq!(holder.nics[0].ip, "10.203.0.50");
+    let mut req = on("10.203.0.50");
+    req.owner_uuid = Uuid::new_v4().to_string();
+    let (name, msg) = error_of(c.create_vm(req).await);
+    assert_eq!(name, "ValidationFailed", "{msg}");
+    assert!(
+        msg.contains("networks[0].ipv4_ips[0]: ip 10.203.0.50 is already in use"),
+        "{msg}"
+    );
+    assert!(!msg.contains(&holder.uuid), "{msg}");
+    assert!(!msg.contains(&holder.owner_uuid), "{msg}");
+
+    // Outside the provision range: NAPI's refusal ends the job.
+    let r = c
+        .create_vm(on("10.203.0.201"))
+        .await
+        .expect("accepted")
+        .into_inner();
+    let job = dc.wait_job(&r.job_uuid).await;
+    assert_eq!(job.execution, "failed", "{job:?}");
+    let text = format!("{job:?}");
+    assert!(
+        text.contains("10.203.0.201 is outside the provision range"),
+        "{text}"
+    );
+}
