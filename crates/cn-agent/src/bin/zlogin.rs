@@ -19,7 +19,7 @@ use cn_agent::linux::zlogin;
 )]
 struct Args {
     /// cn-agent's TOML config file (its state_dir and linux section are used); every key
-    /// can also be set with CN_AGENT_<KEY>, as for cn-agent.
+    /// can also be set with `CN_AGENT_<KEY>`, as for cn-agent.
     #[arg(long, short, env = "CN_AGENT_CONFIG")]
     config: Option<PathBuf>,
     /// cn-agent's state directory (default: the config's, /var/lib/cn-agent).

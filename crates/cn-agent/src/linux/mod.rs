@@ -4,7 +4,10 @@
 //!   shared ([`image`]), and whose upper layer is the instance's own disk, kept across
 //!   stop, start and reboot: a file system of `quota` GiB of its own ([`disk`]);
 //!   entered with `pivot_root`, so the host's files are out of reach ([`launch`]);
-//! * namespaces: mount, pid, uts (the instance's hostname), ipc and net ([`launch`]);
+//! * namespaces: user (a uid/gid range of the instance's own, [`idmap`]), mount, pid,
+//!   uts (the instance's hostname), ipc, net and cgroup ([`launch`]); the container
+//!   capability set, `no_new_privs` and a seccomp filter ([`sandbox`]); `zlogin` runs
+//!   commands inside the same way ([`zlogin`]);
 //! * cgroup limits from the package: memory = ram, cpu quota = cpu_cap,
 //!   pids = max_lwps, on cgroup v1 or v2 ([`cgroup`]);
 //! * one veth per NIC into the Linux bridge of its nic tag, the NIC's address,

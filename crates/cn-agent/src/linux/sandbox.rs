@@ -62,7 +62,7 @@ pub const DEFAULT_CAPS: [u32; 14] = [
     CAP_AUDIT_WRITE,
 ];
 
-/// [`DEFAULT_CAPS`] as a bit mask (bit n = capability n), as /proc/<pid>/status shows
+/// [`DEFAULT_CAPS`] as a bit mask (bit n = capability n), as `/proc/<pid>/status` shows
 /// `CapEff`.
 pub const fn default_caps_mask() -> u64 {
     let mut mask = 0u64;
