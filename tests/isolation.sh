@@ -63,11 +63,11 @@ else
     scripts/coal up
 fi
 eval "$(scripts/coal env)"
-agent_state="$COAL_DIR/data/cn-agent"
 zlogin_bin="$COAL_DIR/bin/zlogin"
 [ -x "$zlogin_bin" ] || die "$zlogin_bin is missing: CoaL installs zlogin beside cn-agent"
 
-zl() { "$zlogin_bin" --state-dir "$agent_state" "$@"; }
+# zlogin reads cn-agent's config for its state dir and cgroup parent.
+zl() { "$zlogin_bin" --config "$COAL_DIR/etc/cn-agent.toml" "$@"; }
 
 # Runs a shell command inside instance $1 and prints its exit status as the last line
 # ("rc=N"): zlogin itself must work for the answer to count.
@@ -186,45 +186,51 @@ must_fail "raising its pids limit from inside" "$A" \
 check "the memory limit seen on the host is unchanged ($mem_before)" test "$(cat "$mem_file")" = "$mem_before"
 
 # --- spoofing -------------------------------------------------------------------------------
-# An operator's view into B's network namespace plays a tenant that got past the sandbox
-# (B's own root cannot even change its addresses: checked first).
-must_fail "changing its own IP from inside (no host capability over its network)" "$B" \
-    "ip addr add ${ip[a]}/32 dev \$(ls /sys/class/net | grep -v lo | head -1)"
-nsb="coal-$B" nsc="coal-$C"
-ifb=$(ip -n "$nsb" -o link show | awk -F': ' '$2 !~ /^lo/ {sub(/@.*/, "", $2); print $2; exit}')
-mac_a=$(zl "$A" cat "/sys/class/net/$(zl "$A" ls /sys/class/net | grep -v lo | head -1)/address")
-mac_b=$(ip -n "$nsb" -o link show "$ifb" | grep -o 'link/ether [0-9a-f:]*' | awk '{print $2}')
-receive_at_c() { # source address, port: does C receive a UDP datagram B sends from it?
-    local src=$1 port=$2 got
+# B's root owns B's network stack (as a zone's root owns an exclusive IP stack), so it can
+# take A's IP or MAC; the port guard on the host's side of B's veth must keep such frames
+# off the bridge. C watches with a raw ICMP socket (an operator's view of C's namespace).
+nsc="coal-$C"
+first_nic() { zl "$1" ip -o link show | awk -F': ' '$2 != "lo" {sub(/@.*/, "", $2); print $2; exit}'; }
+nic_b=$(first_nic "$B")
+mac_a=$(zl "$A" cat "/sys/class/net/$(first_nic "$A")/address")
+mac_b=$(zl "$B" cat "/sys/class/net/$nic_b/address")
+echo_seen_at_c() { # source IP, then a command B runs inside: does C see an echo request from that source?
+    local src=$1 cmd=$2 got listener rc
     got=$(mktemp)
-    ip netns exec "$nsc" timeout 4 python3 -c "
-import socket,sys
-s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(('0.0.0.0',$port)); s.settimeout(3)
-try:
-    d,a=s.recvfrom(100); print(a[0])
-except socket.timeout: pass" >"$got" &
-    local listener=$!
+    ip netns exec "$nsc" timeout 8 python3 -c "
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+s.settimeout(1)
+end = time.time() + 6
+while time.time() < end:
+    try:
+        d, a = s.recvfrom(4096)
+    except socket.timeout:
+        continue
+    if d[20] == 8 and socket.inet_ntoa(d[12:16]) == '$src':
+        print('seen')
+        break" >"$got" &
+    listener=$!
     sleep 0.5
-    ip netns exec "$nsb" python3 -c "
-import socket
-s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(('$src',0))
-for _ in range(5): s.sendto(b'spoof',('${ip[c]}',$port))" 2>/dev/null || true
+    zl "$B" /bin/sh -c "$cmd" >/dev/null 2>&1 || true
     wait "$listener" || true
-    grep -q . "$got"; local rc=$?
+    grep -q seen "$got" && rc=0 || rc=1
     rm -f "$got"
     return $rc
 }
-check "a datagram B sends from its own IP reaches C (the receiver works)" receive_at_c "${ip[b]}" 9901
-ip -n "$nsb" addr add "${ip[a]}/32" dev "$ifb"
-not_received() { ! receive_at_c "$@"; }
-check "a datagram B sends with A's IP (${ip[a]}) does not reach C" not_received "${ip[a]}" 9902
-ip -n "$nsb" addr del "${ip[a]}/32" dev "$ifb"
-ip -n "$nsb" link set dev "$ifb" address "$mac_a"
-ip -n "$nsb" neigh flush all 2>/dev/null || true
-check "a datagram B sends with A's MAC ($mac_a) does not reach C" not_received "${ip[b]}" 9903
-ip -n "$nsb" link set dev "$ifb" address "$mac_b"
-ip -n "$nsb" neigh flush all 2>/dev/null || true
-check "after restoring B's MAC, its datagrams reach C again" receive_at_c "${ip[b]}" 9904
+not_seen_at_c() { ! echo_seen_at_c "$@"; }
+check "C sees B's echo requests from B's own IP (the watcher works)" \
+    echo_seen_at_c "${ip[b]}" "ping -c 3 -W 1 ${ip[c]}"
+must_work "B's root takes A's IP (${ip[a]}) on its own stack" "$B" "ip addr add ${ip[a]}/32 dev $nic_b"
+check "echo requests B sends with A's IP do not reach C" \
+    not_seen_at_c "${ip[a]}" "ping -c 3 -W 1 -I ${ip[a]} ${ip[c]}"
+zl "$B" ip addr del "${ip[a]}/32" dev "$nic_b" >/dev/null 2>&1 || true
+must_work "B's root takes A's MAC ($mac_a)" "$B" "ip link set dev $nic_b address $mac_a"
+check "with A's MAC, B's echo requests do not reach C" \
+    not_seen_at_c "${ip[b]}" "ip neigh flush all; ping -c 3 -W 1 ${ip[c]}"
+zl "$B" ip link set dev "$nic_b" address "$mac_b" >/dev/null 2>&1 || true
+check "with its own MAC back, B reaches C again" \
+    echo_seen_at_c "${ip[b]}" "ip neigh flush all; ping -c 3 -W 1 ${ip[c]}"
 
 # --- a planted etc symlink across a reboot ---------------------------------------------------
 probe=$(mktemp -d /var/tmp/iso-probe.XXXXXX)
