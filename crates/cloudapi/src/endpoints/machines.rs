@@ -339,6 +339,11 @@ async fn network_specs(
                         "Invalid Networks: cannot specify an IP on public network {uuid}"
                     )));
                 }
+                // The rest of the address rules (gateway, network and broadcast address,
+                // in use) are NAPI's, checked by VMAPI before it queues the job.
+                if let Some(ip) = ips.first() {
+                    in_provision_range(&n, ip)?;
+                }
                 specs.push(vmapi::NetworkSpec {
                     ipv4_uuid: n.uuid,
                     ipv4_ips: ips,
@@ -912,6 +917,41 @@ pub async fn delete_all_metadata(
         update(&app, req).await?;
     }
     Ok(empty_response(StatusCode::NO_CONTENT))
+}
+
+/// A tenant's explicit IP must be in the network's provision range (NAPI refuses it
+/// too, when the job makes the NIC; this says so before the machine exists). The
+/// gateway, network and broadcast addresses are left to VMAPI, which asks NAPI and
+/// names those rules.
+fn in_provision_range(n: &triton_proto::napi::v1::Network, ip: &str) -> Result<(), ApiError> {
+    let parse = |v: &str| v.parse::<std::net::Ipv4Addr>().ok();
+    let (Some(want), Some(start), Some(end)) = (
+        parse(ip),
+        parse(&n.provision_start_ip),
+        parse(&n.provision_end_ip),
+    ) else {
+        // Not an address: VMAPI names the field.
+        return Ok(());
+    };
+    let special = parse(&n.gateway) == Some(want)
+        || n.subnet
+            .split_once('/')
+            .and_then(|(net, prefix)| Some((parse(net)?, prefix.parse::<u32>().ok()?)))
+            .filter(|(_, prefix)| (1..=32).contains(prefix))
+            .is_some_and(|(net, prefix)| {
+                let host = u32::MAX >> prefix;
+                let net = u32::from(net) & !host;
+                let w = u32::from(want);
+                w & !host == net && (w == net || w == net | host)
+            });
+    if special || (start..=end).contains(&want) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_argument(format!(
+            "networks: ipv4_ips {ip} is outside the provision range of network {} ({start} to {end})",
+            n.uuid
+        )))
+    }
 }
 
 #[cfg(test)]

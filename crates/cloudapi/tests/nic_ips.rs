@@ -1,0 +1,188 @@
+//! Explicit IPs as a tenant asks for them: AddNic's `{ipv4_uuid, ipv4_ips}` and
+//! CreateMachine's networks refuse the network's gateway, network and broadcast
+//! addresses and addresses outside its provision range, each error naming the field and
+//! the rule; and an address another tenant's instance holds is refused without naming
+//! that instance, its account or its NIC.
+
+mod common;
+
+use common::{Options, Stack};
+use serde_json::json;
+use triton_proto::napi::v1 as napi;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_ips_follow_the_networks_rules_and_never_name_another_tenant() {
+    let stack = Stack::start_with(Options {
+        compute: common::Compute::Sim,
+        ..Default::default()
+    })
+    .await;
+    let alice = stack.tenant("alice", "rsa").await;
+    let bob = stack.tenant("bob", "ed25519").await;
+    stack.package("g1-small", 1024, &[]).await;
+    let image = stack
+        .image(
+            "base-64-lts",
+            "24.4.1",
+            true,
+            common::ADMIN_UUID,
+            b"simulated".to_vec(),
+        )
+        .await;
+    // A network both tenants may use.
+    let shared = stack
+        .napi
+        .clone()
+        .create_network(napi::CreateNetworkRequest {
+            name: "shared".into(),
+            subnet: "10.212.0.0/24".into(),
+            provision_start_ip: "10.212.0.10".into(),
+            provision_end_ip: "10.212.0.200".into(),
+            gateway: Some("10.212.0.1".into()),
+            nic_tag: "external".into(),
+            owner_uuids: vec![alice.uuid.clone(), bob.uuid.clone()],
+            ..Default::default()
+        })
+        .await
+        .expect("shared network")
+        .into_inner();
+    let create = |name: &'static str| ["instance", "create", "-w", "-j", "-n", name];
+    let mut args = create("web0").to_vec();
+    args.extend(["base-64-lts", "g1-small"]);
+    let web0 = alice.ok(&args).await.json_lines().last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut args = create("bob0").to_vec();
+    args.extend(["base-64-lts", "g1-small"]);
+    let bob0 = bob.ok(&args).await.json_lines().last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // alice asks for .50 with the triton CLI, and gets it.
+    let out = alice
+        .ok(&[
+            "instance",
+            "nic",
+            "create",
+            "-j",
+            "web0",
+            &format!("ipv4_uuid={}", shared.uuid),
+            "ipv4_ips=10.212.0.50",
+        ])
+        .await;
+    let nic = out.json();
+    assert_eq!(nic["ip"], "10.212.0.50", "{}", out.stdout);
+    let alices_mac = nic["mac"].as_str().unwrap().to_string();
+
+    // bob, by hand: each rule refused, with Triton's code and the field named.
+    let signed = stack.hand_signer("bob", &bob.uuid).await;
+    let nics_path = format!("/bob/machines/{bob0}/nics");
+    let add_nic = |ip: &str| json!({"network": {"ipv4_uuid": shared.uuid, "ipv4_ips": [ip]}});
+    for (ip, rule) in [
+        ("10.212.0.1", "is the gateway of 10.212.0.0/24"),
+        ("10.212.0.0", "is the network address of 10.212.0.0/24"),
+        ("10.212.0.255", "is the broadcast address of 10.212.0.0/24"),
+        ("10.212.0.201", "is outside the provision range"),
+        ("10.212.0.9", "is outside the provision range"),
+        ("10.213.0.20", "is outside subnet"),
+    ] {
+        let r = common::raw_request(
+            stack.cloudapi,
+            "POST",
+            &nics_path,
+            &signed(),
+            &add_nic(ip).to_string(),
+        )
+        .await;
+        let msg = r.assert_error(409, "InvalidArgument");
+        assert!(msg.contains(&format!("ip: {ip} {rule}")), "{ip}: {msg}");
+    }
+    // The CLI shows the same to a tenant.
+    let out = bob
+        .fails(&[
+            "instance",
+            "nic",
+            "create",
+            "bob0",
+            &format!("ipv4_uuid={}", shared.uuid),
+            "ipv4_ips=10.212.0.1",
+        ])
+        .await;
+    assert!(
+        out.stderr.contains("InvalidArgument") && out.stderr.contains("gateway"),
+        "{}",
+        out.stderr
+    );
+
+    // alice's address: taken, and nothing says by whom.
+    let secrets = [
+        web0.as_str(),
+        alice.uuid.as_str(),
+        alices_mac.as_str(),
+        "alice",
+    ];
+    let r = common::raw_request(
+        stack.cloudapi,
+        "POST",
+        &nics_path,
+        &signed(),
+        &add_nic("10.212.0.50").to_string(),
+    )
+    .await;
+    let msg = r.assert_error(409, "InvalidArgument");
+    assert!(msg.contains("ip 10.212.0.50 is already in use"), "{msg}");
+    for s in secrets {
+        assert!(!r.body.contains(s), "{s} in {}", r.body);
+    }
+
+    // CreateMachine with the same addresses: refused before any machine exists.
+    let create_body = |ip: &str| {
+        json!({
+            "image": image.uuid,
+            "package": "g1-small",
+            "name": "bob1",
+            "networks": [{"ipv4_uuid": shared.uuid, "ipv4_ips": [ip]}],
+        })
+        .to_string()
+    };
+    for (ip, words) in [
+        ("10.212.0.50", &["ip 10.212.0.50 is already in use"][..]),
+        (
+            "10.212.0.1",
+            &["ipv4_ips[0]: 10.212.0.1 is the gateway"][..],
+        ),
+        (
+            "10.212.0.255",
+            &["ipv4_ips[0]: 10.212.0.255 is the broadcast"][..],
+        ),
+        (
+            "10.212.0.201",
+            &["networks: ipv4_ips 10.212.0.201 is outside the provision range"][..],
+        ),
+    ] {
+        let r = common::raw_request(
+            stack.cloudapi,
+            "POST",
+            "/bob/machines",
+            &signed(),
+            &create_body(ip),
+        )
+        .await;
+        let msg = r.assert_error(409, "InvalidArgument");
+        for w in words {
+            assert!(msg.contains(w), "{ip}: {msg}");
+        }
+        for s in secrets {
+            assert!(!r.body.contains(s), "{s} in {}", r.body);
+        }
+    }
+    let listed = bob.ok(&["instance", "list", "-j"]).await.json_lines();
+    assert_eq!(listed.len(), 1, "no machine was made: {listed:?}");
+    assert_eq!(
+        stack.vm(&bob0).await.nics.len(),
+        1,
+        "no NIC was added to bob0"
+    );
+}
