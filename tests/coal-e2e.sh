@@ -101,10 +101,12 @@ read -r zone zone_uuid zone_ip zone_state <<< "$created"
 check "the cloudapi zone $zone ($zone_uuid) is $zone_state at $zone_ip" test "$zone_state" = running
 check "sdcadm instances lists it" \
     bash -c "sdcadm instances cloudapi | grep -Eq '^cloudapi +$zone +$zone_uuid +$zone_ip +running'"
-check "the second CloudAPI answers on the zone's IP" \
-    bash -c "curl -fsS --max-time 5 http://$zone_ip:8080/--ping | grep -q pong"
+check "the second CloudAPI answers over TLS on the zone's IP (its own self-signed certificate)" \
+    bash -c "curl -fsSk --max-time 5 https://$zone_ip:8443/--ping | grep -q pong"
+check "the zone's CloudAPI serves no plain HTTP on its IP" \
+    bash -c "! curl -fsS --max-time 3 http://$zone_ip:8080/--ping >/dev/null 2>&1"
 # The same tenant, its key checked against UFDS by the CloudAPI in the zone.
-zone_env="TRITON_URL=http://$zone_ip:8080 SDC_URL=http://$zone_ip:8080"
+zone_env="TRITON_URL=https://$zone_ip:8443 SDC_URL=https://$zone_ip:8443 TRITON_TLS_INSECURE=1 SDC_TLS_INSECURE=1"
 check "through the zone, triton account get names the admin account (UFDS)" \
     bash -c "$zone_env triton account get | grep -q '^login: admin\$'"
 check "through the zone, triton instance list shows the zone itself (VMAPI)" \
@@ -115,7 +117,7 @@ step "sdcadm delete $zone"
 sdcadm delete "$zone"
 check "sdcadm instances no longer lists it" bash -c "! sdcadm instances cloudapi | grep -q '$zone_uuid'"
 check "the deleted zone does not answer" \
-    bash -c "! curl -fsS --max-time 3 http://$zone_ip:8080/--ping >/dev/null 2>&1"
+    bash -c "! curl -fsSk --max-time 3 https://$zone_ip:8443/--ping >/dev/null 2>&1"
 
 step "scripts/coal down"
 scripts/coal down

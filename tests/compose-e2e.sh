@@ -322,8 +322,10 @@ check "every sitter's PostgreSQL answers at its service name, from Moray's names
     sitters_listen
 
 cloudapi=${IP[cloudapi]}
-check "CloudAPI answers GET /--ping at $cloudapi:8080" \
-    bash -c "curl -fsS --max-time 5 http://$cloudapi:8080/--ping | grep -q pong"
+check "CloudAPI answers GET /--ping over TLS at $cloudapi:8443 (its self-signed certificate)" \
+    bash -c "curl -fsSk --max-time 5 https://$cloudapi:8443/--ping | grep -q pong"
+check "CloudAPI serves no plain HTTP at $cloudapi:8080" \
+    bash -c "! curl -fsS --max-time 3 http://$cloudapi:8080/--ping >/dev/null 2>&1"
 
 dc_hosts=()
 for svc in "${order[@]}"; do dc_hosts+=(--host "$svc=${IP[$svc]}"); done
@@ -366,8 +368,9 @@ export SSH_AUTH_SOCK=$WORK/ssh/agent.sock HOME=$home
 ssh-add -q "$home/.ssh/id_ecdsa"
 fingerprint=$(ssh-keygen -l -E md5 -f "$home/.ssh/id_ecdsa.pub" | awk '{print $2}')
 unset TRITON_PROFILE
-export TRITON_URL=http://$cloudapi:8080 TRITON_ACCOUNT=admin TRITON_KEY_ID=${fingerprint#MD5:}
+export TRITON_URL=https://$cloudapi:8443 TRITON_ACCOUNT=admin TRITON_KEY_ID=${fingerprint#MD5:}
 export SDC_URL=$TRITON_URL SDC_ACCOUNT=$TRITON_ACCOUNT SDC_KEY_ID=$TRITON_KEY_ID
+export TRITON_TLS_INSECURE=1 SDC_TLS_INSECURE=1
 
 check "triton account get names the admin account" \
     bash -c 'triton account get | grep -q "^login: admin$"'

@@ -114,6 +114,9 @@ pub enum HealthKind {
     /// Moray's deep Ping: healthy once its PostgreSQL answers too.
     Moray,
     Http,
+    /// GET `path` over TLS, 200; the certificate is not checked (CloudAPI's own is
+    /// self-signed in zones and compose).
+    Https,
     Etcd,
     Postgres,
 }
@@ -450,7 +453,9 @@ impl Deployment {
                     s.name, s.health.port
                 ));
             }
-            if s.health.kind == HealthKind::Http && s.health.path.is_none() {
+            if matches!(s.health.kind, HealthKind::Http | HealthKind::Https)
+                && s.health.path.is_none()
+            {
                 problems.push(format!(
                     "service {}: an http health check needs a path",
                     s.name

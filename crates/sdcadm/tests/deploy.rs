@@ -556,13 +556,19 @@ fn a_zone_config_points_at_the_datacenter() {
         assert!(url.starts_with("http://10.99.99.7:"), "{key} = {url}");
     }
     assert_eq!(config["ufds_url"].as_str(), Some("http://10.99.99.7:1390"));
-    // The service itself: on its zone's own address, known by it.
-    assert_eq!(config["listen"].as_str(), Some("10.99.99.40:8080"));
+    // The service itself: known at its zone's own address, over TLS only (plain HTTP on
+    // loopback), with the certificate it makes itself in its data dir.
+    assert_eq!(config["listen"].as_str(), Some("127.0.0.1:8080"));
+    assert_eq!(config["tls_listen"].as_str(), Some("0.0.0.0:8443"));
     assert_eq!(
         config["external_url"].as_str(),
-        Some("http://10.99.99.40:8080")
+        Some("https://10.99.99.40:8443")
     );
     assert_eq!(config["tls_cert"].as_str(), Some(""));
+    assert_eq!(
+        config["data_dir"].as_str(),
+        Some("/var/lib/triton/cloudapi")
+    );
     // And the services it needs listen where the zone reaches them.
     let coal = Context::new(ContextKind::Coal, &dc.deployment);
     for svc in ["ufds", "papi", "imgapi", "napi", "vmapi", "cnapi"] {

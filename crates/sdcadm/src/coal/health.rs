@@ -3,7 +3,13 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -26,6 +32,14 @@ pub async fn check(
         HealthKind::Moray => moray(addr).await,
         HealthKind::Http => {
             let (status, _) = http_get(addr, path.unwrap_or("/"))?;
+            if status == 200 {
+                Ok(())
+            } else {
+                Err(format!("GET {} answered {status}", path.unwrap_or("/")))
+            }
+        }
+        HealthKind::Https => {
+            let (status, _) = https_get(addr, path.unwrap_or("/"))?;
             if status == 200 {
                 Ok(())
             } else {
@@ -118,7 +132,12 @@ pub fn http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
     s.take(64 * 1024)
         .read_to_end(&mut buf)
         .map_err(|e| format!("read {addr}: {e}"))?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
+    parse_response(addr, &buf)
+}
+
+/// (status, body) of an HTTP/1 answer.
+fn parse_response(addr: &str, buf: &[u8]) -> Result<(u16, String), String> {
+    let text = String::from_utf8_lossy(buf).into_owned();
     let status = text
         .split_whitespace()
         .nth(1)
@@ -129,6 +148,90 @@ pub fn http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Ok((status, body))
+}
+
+/// [`http_get`] over TLS. The certificate is not checked: the probe asks whether the
+/// service answers, and CloudAPI's certificate in a zone or container is self-signed.
+pub fn https_get(addr: &str, path: &str) -> Result<(u16, String), String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    let host = match addr.rsplit_once(':') {
+        Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
+        None => addr,
+    };
+    let name = ServerName::try_from(host.to_string())
+        .map_err(|e| format!("{addr}: not a server name: {e}"))?;
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name)
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let mut sock = connect(addr)?;
+    let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+    write!(
+        tls,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("TLS to {addr}: {e}"))?;
+    let mut buf = Vec::new();
+    match tls.take(64 * 1024).read_to_end(&mut buf) {
+        Ok(_) => {}
+        // A server may close without TLS's close_notify once it has answered.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !buf.is_empty() => {}
+        Err(e) => return Err(format!("read {addr}: {e}")),
+    }
+    parse_response(addr, &buf)
+}
+
+/// Accepts any server certificate (signatures in the handshake are still checked).
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// `pg_isready` when PostgreSQL's binaries are there; else PostgreSQL's SSLRequest, which
