@@ -327,9 +327,10 @@ async fn an_instance_is_root_only_in_its_own_sandbox() {
 
     // The init works: httpd on port 80, reached from the host.
     assert!(http_get(h.ip(1)).contains("hello from a sandbox"));
-    // ping works without host capabilities, with ICMP datagram sockets (iputils'
-    // ping; busybox's uses raw sockets only, which take CAP_NET_RAW on the host): an
-    // echo to the gateway from the instance's network namespace as its root.
+    // ping works for any user of the instance with ICMP datagram sockets (iputils'
+    // ping; net.ipv4.ping_group_range covers the instance's groups): an echo to the
+    // gateway from the instance's network namespace with its root's ids and no
+    // capability. busybox's raw-socket ping as root: network_isolation.rs.
     let netns = Path::new("/run/netns").join(format!("{}{uuid}", h.config.netns_prefix));
     assert_eq!(
         icmp_echo_as(&netns, ids.base, [10, 99, h.subnet, 1]),

@@ -201,6 +201,60 @@ impl Net {
             .success()
     }
 
+    /// `zlogin UUID argv...` as an operator runs it on the node: the command runs as the
+    /// instance's root, with its namespaces, capabilities and seccomp filter.
+    fn zlogin(&self, uuid: Uuid, argv: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_zlogin"))
+            .env_remove("CN_AGENT_CONFIG")
+            .env("CN_AGENT_LINUX__CGROUP_PARENT", &self.config.cgroup_parent)
+            .arg("--state-dir")
+            .arg(&self.config.state_dir)
+            .arg(uuid.to_string())
+            .args(argv)
+            .output()
+            .unwrap()
+    }
+
+    /// A command that must work inside.
+    fn inside(&self, uuid: Uuid, argv: &[&str]) -> String {
+        let out = self.zlogin(uuid, argv);
+        assert!(out.status.success(), "zlogin {argv:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Whether a command inside exits 0.
+    fn works_inside(&self, uuid: Uuid, argv: &[&str]) -> bool {
+        self.zlogin(uuid, argv).status.success()
+    }
+
+    /// Whether a command inside exits 0, or None if it is still running after `limit`
+    /// (then zlogin is killed).
+    fn ends_inside(&self, uuid: Uuid, argv: &[&str], limit: Duration) -> Option<bool> {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_zlogin"))
+            .env_remove("CN_AGENT_CONFIG")
+            .env("CN_AGENT_LINUX__CGROUP_PARENT", &self.config.cgroup_parent)
+            .arg("--state-dir")
+            .arg(&self.config.state_dir)
+            .arg(uuid.to_string())
+            .args(argv)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status.success());
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The whole ruleset, as `nft list ruleset` prints it.
     fn ruleset() -> String {
         run("nft", &["list", "ruleset"])
@@ -222,7 +276,7 @@ fn build_image(dir: &Path) -> PathBuf {
         std::fs::create_dir_all(root.join(sub)).unwrap();
     }
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    for applet in ["sh", "httpd", "sleep", "ip", "ping"] {
+    for applet in ["sh", "httpd", "sleep", "ip", "ping", "nc", "cat", "printf"] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
     std::fs::write(
@@ -328,6 +382,73 @@ fn http_get(ns: Option<&str>, to: SocketAddr) -> bool {
     match ns {
         Some(ns) => in_netns(ns, get),
         None => get(),
+    }
+}
+
+/// ICMP echo requests seen in namespace `ns` (a raw ICMP socket, as tcpdump would see
+/// them arrive) until `stop` is sent, and for 300 ms after: (source, ICMP length).
+struct EchoWatch {
+    stop: std::sync::mpsc::Sender<()>,
+    seen: std::thread::JoinHandle<Vec<(Ipv4Addr, usize)>>,
+}
+
+impl EchoWatch {
+    fn start(ns: &str) -> EchoWatch {
+        let path = Path::new("/run/netns").join(ns);
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let seen = std::thread::spawn(move || {
+            let fd = std::fs::File::open(&path).unwrap();
+            // SAFETY: setns(2) on an open namespace file changes only this thread; the
+            // socket calls use a buffer and a timeval we own.
+            unsafe {
+                assert_eq!(libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET), 0);
+                let sock = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP);
+                assert!(sock >= 0, "raw socket: {}", std::io::Error::last_os_error());
+                let timeout = libc::timeval {
+                    tv_sec: 0,
+                    tv_usec: 100_000,
+                };
+                libc::setsockopt(
+                    sock,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    (&timeout as *const libc::timeval).cast(),
+                    std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+                );
+                ready_tx.send(()).unwrap();
+                let mut seen = Vec::new();
+                let mut until: Option<std::time::Instant> = None;
+                let mut buf = [0u8; 2048];
+                loop {
+                    if until.is_none() && stopped.try_recv().is_ok() {
+                        until = Some(std::time::Instant::now() + Duration::from_millis(300));
+                    }
+                    if until.is_some_and(|t| std::time::Instant::now() >= t) {
+                        libc::close(sock);
+                        return seen;
+                    }
+                    let n = libc::recv(sock, buf.as_mut_ptr().cast(), buf.len(), 0);
+                    if n < 20 {
+                        continue;
+                    }
+                    let n = n as usize;
+                    let header = usize::from(buf[0] & 0x0f) * 4;
+                    // type 8: echo request.
+                    if n > header && buf[header] == 8 {
+                        let from = Ipv4Addr::new(buf[12], buf[13], buf[14], buf[15]);
+                        seen.push((from, n - header));
+                    }
+                }
+            }
+        });
+        ready_rx.recv().unwrap();
+        EchoWatch { stop, seen }
+    }
+
+    fn finish(self) -> Vec<(Ipv4Addr, usize)> {
+        self.stop.send(()).unwrap();
+        self.seen.join().unwrap()
     }
 }
 
@@ -547,4 +668,153 @@ async fn rules_of_ports_gone_while_the_agent_was_down_are_removed_at_start() {
     let rules = Net::ruleset();
     assert!(!rules.contains(&port), "{port} left in {rules}");
     b.destroy(a).await.expect("destroy");
+}
+
+/// Root in an instance owns its network stack (the namespace belongs to the instance's
+/// user namespace): busybox's ping (raw sockets) works, and so do changes of its own
+/// addresses and MAC, made from inside through zlogin. The guard on the host side of the
+/// veth still lets nothing spoofed through: a third instance receives nothing sent with
+/// a neighbour's address or MAC, and the host and the admin network stay out of reach.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_manages_its_own_stack_but_cannot_spoof_through_it() {
+    let h = Net::new();
+    let b = h.backend();
+    b.image_ensure_present(h.image.clone()).await.unwrap();
+    let (nic_a, nic_b, nic_c) = (h.tenant_nic(0), h.tenant_nic(1), h.tenant_nic(2));
+    let (ip_a, ip_b, ip_c) = (nic_a.ip.unwrap(), nic_b.ip.unwrap(), nic_c.ip.unwrap());
+    let (mac_a, mac_b) = (nic_a.mac.clone(), nic_b.mac.clone());
+    let mut uuids = Vec::new();
+    for (name, nic) in [("a", nic_a), ("b", nic_b), ("c", nic_c)] {
+        let spec = h.spec(name, nic);
+        uuids.push(spec.uuid);
+        b.create(spec).await.expect("create");
+    }
+    let z = h.spec("z", h.admin_nic(0));
+    let (z, ip_z) = (z.uuid, h.admin_nic(0).ip.unwrap());
+    b.create(InstanceSpec {
+        uuid: z,
+        ..h.spec("z", h.admin_nic(0))
+    })
+    .await
+    .expect("create z");
+    let (a, bb, c) = (uuids[0], uuids[1], uuids[2]);
+    let (ip_a_s, ip_b_s, ip_c_s) = (ip_a.to_string(), ip_b.to_string(), ip_c.to_string());
+    let gateway = h.gateway().to_string();
+
+    // busybox's ping (a raw socket: CAP_NET_RAW over its own namespace) from inside, as
+    // the instance's root: the gateway and a neighbour answer.
+    assert!(
+        h.works_inside(a, &["ping", "-c", "1", "-W", "5", &gateway]),
+        "a pings its gateway: {:?}",
+        h.zlogin(a, &["ping", "-c", "1", "-W", "5", &gateway])
+    );
+    assert!(
+        h.works_inside(a, &["ping", "-c", "1", "-W", "5", &ip_b_s]),
+        "a pings b"
+    );
+    // The namespace is the instance's: its root may change it (an address on lo, a
+    // route), which root in the host's namespace only could before.
+    h.inside(a, &["ip", "addr", "add", "192.0.2.1/32", "dev", "lo"]);
+    h.inside(
+        a,
+        &["ip", "route", "add", "198.51.100.0/24", "via", &gateway],
+    );
+    let routes = h.inside(a, &["ip", "route", "show"]);
+    assert!(routes.contains("198.51.100.0/24"), "{routes}");
+    // Its sysctls are set, and /proc/sys stays read-only.
+    assert_eq!(
+        h.inside(a, &["cat", "/proc/sys/net/ipv4/ping_group_range"])
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["0", "65535"]
+    );
+    assert!(!h.works_inside(a, &["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]));
+
+    // B takes A's address and pings C from it: C sees B's own echo (77-byte payloads
+    // mark the spoofed ones), none from A's address.
+    let watch = EchoWatch::start(&h.netns(c));
+    assert!(
+        h.works_inside(bb, &["ping", "-c", "1", "-W", "5", &ip_c_s]),
+        "b pings c as itself"
+    );
+    h.inside(
+        bb,
+        &["ip", "addr", "add", &format!("{ip_a}/32"), "dev", "eth0"],
+    );
+    assert!(
+        !h.works_inside(
+            bb,
+            &[
+                "ping", "-c", "2", "-W", "2", "-s", "77", "-I", &ip_a_s, &ip_c_s
+            ]
+        ),
+        "b's ping with a's address answered"
+    );
+    h.inside(
+        bb,
+        &["ip", "addr", "del", &format!("{ip_a}/32"), "dev", "eth0"],
+    );
+    let seen = watch.finish();
+    assert!(seen.contains(&(ip_b, 64)), "c saw b's own ping: {seen:?}");
+    assert!(
+        seen.iter().all(|(from, _)| *from != ip_a),
+        "c received a ping from a's address, sent by b: {seen:?}"
+    );
+
+    // B takes A's MAC: nothing it sends reaches C; with its own MAC back, it does.
+    let watch = EchoWatch::start(&h.netns(c));
+    h.inside(bb, &["ip", "link", "set", "dev", "eth0", "address", &mac_a]);
+    assert!(
+        !h.works_inside(bb, &["ping", "-c", "2", "-W", "2", "-s", "77", &ip_c_s]),
+        "b's ping with a's MAC answered"
+    );
+    h.inside(bb, &["ip", "link", "set", "dev", "eth0", "address", &mac_b]);
+    assert!(
+        h.works_inside(bb, &["ping", "-c", "1", "-W", "5", &ip_c_s]),
+        "b with its own MAC again pings c"
+    );
+    let seen = watch.finish();
+    assert!(seen.contains(&(ip_b, 64)), "c saw b's own ping: {seen:?}");
+    assert!(
+        !seen.iter().any(|(_, len)| *len == 8 + 77),
+        "c received a ping b sent with a's MAC: {seen:?}"
+    );
+    // A still has its traffic: B's attempts took nothing from it.
+    assert!(h.works_inside(a, &["ping", "-c", "1", "-W", "5", &ip_c_s]));
+
+    // The host and the admin network stay out of reach from inside: no host port on the
+    // tenant bridge's or the admin address takes a connection, and Z's httpd on the admin
+    // network is not reached through the host, while Z reaches A's.
+    for host_addr in [h.gateway(), h.admin_address()] {
+        let listener = TcpListener::bind((host_addr, 0)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let at = listener.local_addr().unwrap();
+        let port = at.port().to_string();
+        let tried = h.ends_inside(a, &["nc", "-w", "2", &host_addr.to_string(), &port], WAIT);
+        assert_eq!(tried, Some(false), "a's connect to the host's {at}");
+        assert!(
+            listener.accept().is_err(),
+            "the host's {at} took a connection from a"
+        );
+    }
+    let get = |ip: Ipv4Addr| format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {ip} 80");
+    set_forwarding(&h.admin_bridge, true);
+    set_forwarding(&h.tenant_bridge, true);
+    let z_to_a = h.zlogin(z, &["sh", "-c", &get(ip_a)]);
+    let a_to_z = h.ends_inside(a, &["sh", "-c", &get(ip_z)], WAIT);
+    set_forwarding(&h.admin_bridge, false);
+    set_forwarding(&h.tenant_bridge, false);
+    assert!(
+        String::from_utf8_lossy(&z_to_a.stdout).contains("hello from a triton instance"),
+        "z (admin network) reaches a's httpd through the host: {z_to_a:?}"
+    );
+    assert_eq!(
+        a_to_z,
+        Some(false),
+        "a's connect to z's httpd on the admin network"
+    );
+
+    for u in [a, bb, c, z] {
+        b.destroy(u).await.expect("destroy");
+    }
 }

@@ -172,10 +172,23 @@ impl Firewall {
 
     /// The script that (re)makes the chain of one port and its map element.
     pub fn guard_script(&self, rules: &PortRules) -> String {
+        self.guard_all_script(std::slice::from_ref(rules))
+    }
+
+    /// The script that (re)makes the chains of several ports and their map elements, in
+    /// one transaction.
+    pub fn guard_all_script(&self, ports: &[PortRules]) -> String {
+        let mut s = self.guard_base();
+        for rules in ports {
+            self.push_port(&mut s, rules);
+        }
+        s
+    }
+
+    fn push_port(&self, s: &mut String, rules: &PortRules) {
         let t = &self.guard_table;
         let c = Self::port_chain(&rules.port);
         let mac = &rules.mac;
-        let mut s = self.guard_base();
         s.push_str(&format!(
             "add chain bridge {t} {c}\nflush chain bridge {t} {c}\n"
         ));
@@ -202,12 +215,15 @@ impl Firewall {
             "add element bridge {t} ports {{ \"{}\" : jump {c} }}\n",
             rules.port
         ));
-        s
     }
 
-    /// Guards one port (before it is up, so nothing unguarded gets through).
-    pub fn guard(&self, rules: &PortRules) -> Result<()> {
-        nft_script(&self.guard_script(rules))
+    /// Guards ports before they are up, so nothing unguarded gets through. The rules key
+    /// on the port's name: they may be made before the port exists. One transaction.
+    pub fn guard(&self, ports: &[PortRules]) -> Result<()> {
+        if ports.is_empty() {
+            return Ok(());
+        }
+        nft_script(&self.guard_all_script(ports))
     }
 
     /// Removes the chains and map elements of `ports`; what is not there is fine.

@@ -1,17 +1,16 @@
 //! Starting an instance's pid 1 inside its namespaces and sandbox.
 //!
-//! Before the fork the agent makes the instance's user namespace (its own uid/gid range,
-//! [`super::idmap::make_userns`]), a detached idmapped mount of the image's root through
-//! it ([`super::idmap::idmapped_tree`]) and the seccomp program
+//! The instance's user namespace (its own uid/gid range, [`super::idmap::make_userns`])
+//! and its network namespace, owned by it ([`super::net::make_netns`]), are made before
+//! (the backend's boot). Before the fork the agent makes a detached idmapped mount of the
+//! image's root through the user namespace ([`super::idmap::idmapped_tree`]) and the
+//! seccomp program
 //! ([`super::sandbox::Filter`]). A thread of the agent unshares a PID namespace for its
 //! children (only its own: the rest of the agent is untouched, and the thread forks
 //! nothing else) and forks the instance's pid 1. Before it execs the init (`pre_exec`,
 //! so only raw system calls on data prepared beforehand), that child, still host root:
 //! 1. starts a new session (no signal from the agent's terminal reaches the instance);
-//! 2. joins the instance's network namespace (made by `ip netns add`, NICs configured;
-//!    it stays owned by the host's user namespace, so the agent manages its NICs) and
-//!    sets there `net.ipv4.ip_unprivileged_port_start=0` and `net.ipv4.ping_group_range`
-//!    to every group, so a server on port 80 and ping work without host capabilities;
+//! 2. joins the instance's network namespace (NICs configured, sysctls set);
 //! 3. unshares a mount namespace and makes every mount private, so nothing it mounts
 //!    shows on the host and nothing the host mounts later shows inside. The namespace
 //!    belongs to the host's user namespace: root in the instance can neither mount nor
@@ -105,6 +104,8 @@ pub struct LaunchPlan {
     pub console: PathBuf,
     /// The instance's host ids.
     pub ids: IdRange,
+    /// The instance's user namespace (with `ids` as its map).
+    pub userns: OwnedFd,
 }
 
 fn cstr(what: &str, bytes: &[u8]) -> Result<CString> {
@@ -156,7 +157,10 @@ pub fn launch(plan: &LaunchPlan) -> Result<u32> {
         return Err(Error::invalid("init", "must name a program"));
     };
     let netns = File::open(&plan.netns).map_err(|e| Error::io(&plan.netns, e))?;
-    let userns = idmap::make_userns(plan.ids)?;
+    let userns = plan
+        .userns
+        .try_clone()
+        .map_err(|e| Error::io(Path::new("user namespace handle"), e))?;
     let lower_tree = idmap::idmapped_tree(&plan.lower, &userns)?;
     let dev_dir = plan.root.join("dev");
     let mut devices = Vec::new();
@@ -302,7 +306,7 @@ fn errno() -> Option<i32> {
     std::io::Error::last_os_error().raw_os_error()
 }
 
-/// Writes `value` to the file at `path` (a sysctl under /proc/sys).
+/// Writes `value` to the file at `path` (a cgroup's procs file).
 ///
 /// # Safety
 /// Raw system calls only: callable between fork and exec.
@@ -371,17 +375,6 @@ fn enter(p: &Prepared) -> std::io::Result<()> {
         check(
             libc::setns(p.netns.as_raw_fd(), libc::CLONE_NEWNET),
             b"setns(net)",
-        )?;
-        // /proc is still the host's, and its sys/net is the namespace's of the reader.
-        write_file(
-            c"/proc/sys/net/ipv4/ip_unprivileged_port_start",
-            b"0",
-            b"set net.ipv4.ip_unprivileged_port_start",
-        )?;
-        write_file(
-            c"/proc/sys/net/ipv4/ping_group_range",
-            b"0 2147483647",
-            b"set net.ipv4.ping_group_range",
         )?;
         check(libc::unshare(libc::CLONE_NEWNS), b"unshare(mount)")?;
         check(

@@ -47,12 +47,12 @@ use self::disk::Disk;
 use self::idmap::IdRange;
 use self::launch::LaunchPlan;
 use self::net::Network;
+use self::safefs::{Owner, Tree, write_atomically};
 use crate::backend::{
     ImageSource, Instance, InstanceSpec, InstanceState, InstanceUpdate, InstanceUsage, Snapshot,
     ZoneBackend, check_new_snapshot, check_quota_change, find_snapshot, unix_now,
 };
 use crate::error::{Error, Result};
-use self::safefs::{Owner, Tree, write_atomically};
 
 /// How long a booting instance has to show its pid 1.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -330,7 +330,9 @@ impl Inner {
                 Error::io(&dir, e)
             });
         }
-        let made = self.record_new(spec).and_then(|ids| self.make_disk(spec, ids));
+        let made = self
+            .record_new(spec)
+            .and_then(|ids| self.make_disk(spec, ids));
         if let Err(e) = made {
             // Leave nothing behind, so the create can be tried again.
             self.disk(spec.uuid).release();
@@ -517,7 +519,9 @@ impl Inner {
         {
             return Err(Error::io(&lower_mount, e));
         }
-        self.net.setup(uuid, &spec.nics)?;
+        // The user namespace first: the network namespace belongs to it.
+        let userns = idmap::make_userns(ids)?;
+        self.net.setup(uuid, &spec.nics, &userns)?;
         let plan = LaunchPlan {
             uuid,
             netns: self.net.netns_path(uuid),
@@ -531,6 +535,7 @@ impl Inner {
             init: spec.init_argv(),
             console: dir.join("console.log"),
             ids,
+            userns,
         };
         let console_tail = || {
             let console = std::fs::read_to_string(&plan.console).unwrap_or_default();

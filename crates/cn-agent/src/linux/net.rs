@@ -1,17 +1,25 @@
-//! Networking of instances: a named network namespace per running instance
-//! (`ip netns`, so it exists before pid 1 starts and the NICs are configured when the
-//! image's init runs), one veth pair per NIC with the host end in the Linux bridge of the
-//! NIC's nic tag, and the NIC's MAC, address, MTU and default route inside. Each host end
-//! is guarded by nftables rules (see [`super::firewall`]) from before it is up until it
-//! is removed.
+//! Networking of instances: a named network namespace per running instance, owned by the
+//! instance's user namespace ([`make_netns`]: root inside manages its own interfaces,
+//! addresses, routes and firewall, as in a SmartOS zone with an exclusive IP stack) and
+//! named as `ip netns` names them, so it exists before pid 1 starts and the NICs are
+//! configured when the image's init runs; one veth pair per NIC with the host end in the
+//! Linux bridge of the NIC's nic tag, and the NIC's MAC, address, MTU and default route
+//! inside. Each host end is guarded by nftables rules (see [`super::firewall`]) from
+//! before it is up until it is removed. The guard is on the host side of the veth, out of
+//! the instance's reach: an instance that takes another address or MAC loses its traffic,
+//! nobody else's.
 
 use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
-use super::command::run;
+use super::command::{run, run_input};
 use super::firewall::{Firewall, PortRules, normalize_mac};
+use super::idmap::RANGE_SIZE;
 use crate::backend::NicSpec;
 use crate::error::{Error, Result};
 
@@ -117,97 +125,110 @@ impl Network {
         Ok(())
     }
 
-    /// Creates the instance's network namespace with every NIC configured. Anything
-    /// stale from an earlier run is removed first.
-    pub fn setup(&self, uuid: Uuid, nics: &[NicSpec]) -> Result<()> {
+    /// Creates the instance's network namespace, owned by the instance's user namespace
+    /// `userns` ([`make_netns`]), with every NIC configured. Links and a namespace left
+    /// from an earlier run are removed first.
+    pub fn setup(&self, uuid: Uuid, nics: &[NicSpec], userns: &OwnedFd) -> Result<()> {
         self.check_tags(nics)?;
-        self.teardown(uuid)?;
-        let ns = self.netns_name(uuid);
-        run("ip", &["netns", "add", &ns])?;
-        run("ip", &["-n", &ns, "link", "set", "dev", "lo", "up"])?;
-        // An instance with two NICs on one bridge must not answer ARP for one NIC's
-        // address on the other ("ARP flux"): peers would cache the wrong MAC, and lose
-        // the address once that NIC is removed.
-        run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &ns,
-                "sysctl",
-                "-q",
-                "-w",
-                "net.ipv4.conf.all.arp_ignore=1",
-                "net.ipv4.conf.all.arp_announce=2",
-            ],
-        )?;
-        for (index, nic) in nics.iter().enumerate() {
-            self.add_nic(uuid, nic, index)?;
-        }
-        Ok(())
+        self.remove_links(uuid)?;
+        make_netns(&self.netns_path(uuid), userns)?;
+        let all: Vec<(usize, &NicSpec)> = nics.iter().enumerate().collect();
+        self.plug(uuid, &all, true)
     }
 
     /// Plugs one NIC in (also into a running instance).
     pub fn add_nic(&self, uuid: Uuid, nic: &NicSpec, index: usize) -> Result<()> {
-        let bridge = self.bridge_for(&nic.nic_tag)?;
-        self.ensure_bridge(bridge)?;
+        self.plug(uuid, &[(index, nic)], false)
+    }
+
+    /// Plugs `nics` (each with its index among the instance's NICs) into the instance's
+    /// namespace: three commands whatever their number, one `nft -f -` transaction that
+    /// guards their host ends (before they exist: the rules key on the name), one
+    /// `ip -batch` on the host (the veth pairs, the inner ends made in the namespace with
+    /// the NIC's MAC and MTU, the host ends into their bridges and up) and one in the
+    /// namespace (addresses, links up, routes and the per-NIC source routing tables).
+    /// `fresh`: the namespace was just made, so no rule of an earlier NIC is left in it.
+    fn plug(&self, uuid: Uuid, nics: &[(usize, &NicSpec)], fresh: bool) -> Result<()> {
         let ns = self.netns_name(uuid);
-        let host = self.host_link(uuid, nic, index);
-        let inner = nic.interface_name(index);
-        if Path::new("/sys/class/net").join(&host).exists() {
-            run("ip", &["link", "del", "dev", &host])?;
+        let mut ports = Vec::new();
+        let mut unknown_macs = Vec::new();
+        let mut create = String::new();
+        let mut attach = String::new();
+        let mut inside = String::new();
+        for &(index, nic) in nics {
+            let bridge = self.bridge_for(&nic.nic_tag)?;
+            self.ensure_bridge(bridge)?;
+            let host = self.host_link(uuid, nic, index);
+            let inner = nic.interface_name(index);
+            if Path::new("/sys/class/net").join(&host).exists() {
+                run("ip", &["link", "del", "dev", &host])?;
+            }
+            let mtu = match nic.mtu {
+                0 => String::new(),
+                mtu => format!(" mtu {mtu}"),
+            };
+            let mac = match nic.mac.is_empty() {
+                true => String::new(),
+                false => format!(" address {}", normalize_mac(&nic.mac)?),
+            };
+            create.push_str(&format!(
+                "link add name {host}{mtu} type veth peer name {inner}{mtu}{mac} netns {ns}\n"
+            ));
+            attach.push_str(&format!("link set dev {host} master {bridge} up\n"));
+            let ips: Vec<std::net::Ipv4Addr> = nic.ip.into_iter().collect();
+            if nic.mac.is_empty() {
+                unknown_macs.push((host.clone(), inner.clone(), ips));
+            } else {
+                ports.push(PortRules {
+                    port: host.clone(),
+                    mac: normalize_mac(&nic.mac)?,
+                    ips,
+                });
+            }
+            if let Some(ip) = nic.ip {
+                inside.push_str(&format!(
+                    "address add {ip}/{} dev {inner}\n",
+                    nic.prefix_len
+                ));
+            }
+            inside.push_str(&format!("link set dev {inner} up\n"));
+            if let (true, Some(gw)) = (nic.primary, nic.gateway) {
+                inside.push_str(&format!("route replace default via {gw} dev {inner}\n"));
+            }
+            if let Some(ip) = nic.ip {
+                if !fresh {
+                    clear_rules(&ns, index);
+                }
+                inside.push_str(&source_route(
+                    &inner,
+                    ip,
+                    nic.prefix_len,
+                    nic.gateway,
+                    index,
+                ));
+            }
+            if nic.vlan_id != 0 {
+                tracing::warn!(%uuid, vlan_id = nic.vlan_id, "VLAN tagging is not implemented; the NIC is untagged");
+            }
         }
-        run(
-            "ip",
-            &[
-                "link", "add", "name", &host, "type", "veth", "peer", "name", &inner, "netns", &ns,
-            ],
-        )?;
-        let mtu = nic.mtu.to_string();
-        if nic.mtu > 0 {
-            run("ip", &["link", "set", "dev", &host, "mtu", &mtu])?;
-            run(
-                "ip",
-                &["-n", &ns, "link", "set", "dev", &inner, "mtu", &mtu],
-            )?;
+        let firewall = self.firewall();
+        if unknown_macs.is_empty() {
+            // Guarded before the ports exist, then made, put in their bridges and set up.
+            firewall.guard(&ports)?;
+            create.push_str(&attach);
+            run_input("ip", &["-batch", "-"], &create)?;
+        } else {
+            // The kernel picks the MACs of NICs without one: made first, guarded with
+            // what it picked, then set up.
+            run_input("ip", &["-batch", "-"], &create)?;
+            for (port, inner, ips) in unknown_macs {
+                let mac = link_mac(&ns, &inner)?;
+                ports.push(PortRules { port, mac, ips });
+            }
+            firewall.guard(&ports)?;
+            run_input("ip", &["-batch", "-"], &attach)?;
         }
-        if !nic.mac.is_empty() {
-            run(
-                "ip",
-                &["-n", &ns, "link", "set", "dev", &inner, "address", &nic.mac],
-            )?;
-        }
-        // Guarded before the port is in the bridge and up.
-        let mac = match nic.mac.is_empty() {
-            true => link_mac(&ns, &inner)?,
-            false => normalize_mac(&nic.mac)?,
-        };
-        self.firewall().guard(&PortRules {
-            port: host.clone(),
-            mac,
-            ips: nic.ip.into_iter().collect(),
-        })?;
-        run("ip", &["link", "set", "dev", &host, "master", bridge, "up"])?;
-        if let Some(ip) = nic.ip {
-            let cidr = format!("{ip}/{}", nic.prefix_len);
-            run("ip", &["-n", &ns, "addr", "add", &cidr, "dev", &inner])?;
-        }
-        run("ip", &["-n", &ns, "link", "set", "dev", &inner, "up"])?;
-        if let (true, Some(gw)) = (nic.primary, nic.gateway) {
-            let gw = gw.to_string();
-            run(
-                "ip",
-                &[
-                    "-n", &ns, "route", "replace", "default", "via", &gw, "dev", &inner,
-                ],
-            )?;
-        }
-        if let Some(ip) = nic.ip {
-            source_route(&ns, &inner, ip, nic.prefix_len, nic.gateway, index)?;
-        }
-        if nic.vlan_id != 0 {
-            tracing::warn!(%uuid, vlan_id = nic.vlan_id, "VLAN tagging is not implemented; the NIC is untagged");
-        }
+        run_input("ip", &["-n", &ns, "-batch", "-"], &inside)?;
         Ok(())
     }
 
@@ -223,17 +244,7 @@ impl Network {
     /// Removes the namespace, every host link of the instance and their guard rules
     /// (also those of links already gone).
     pub fn teardown(&self, uuid: Uuid) -> Result<()> {
-        for link in self.existing_host_links(uuid) {
-            if let Err(e) = run("ip", &["link", "del", "dev", &link]) {
-                // Deleting one end of a veth removes the other; it may be gone already.
-                if Path::new("/sys/class/net").join(&link).exists() {
-                    return Err(e);
-                }
-            }
-        }
-        if self.netns_path(uuid).exists() {
-            run("ip", &["netns", "del", &self.netns_name(uuid)])?;
-        }
+        self.remove_links(uuid)?;
         let firewall = self.firewall();
         let stem = self.link_stem(uuid);
         let ports: Vec<String> = firewall
@@ -242,6 +253,27 @@ impl Network {
             .filter(|p| p.starts_with(&stem))
             .collect();
         firewall.unguard(&ports)
+    }
+
+    /// Removes every host link of the instance (one `ip -batch`) and its namespace.
+    fn remove_links(&self, uuid: Uuid) -> Result<()> {
+        let links = self.existing_host_links(uuid);
+        if !links.is_empty() {
+            let script: String = links
+                .iter()
+                .map(|link| format!("link del dev {link}\n"))
+                .collect();
+            if let Err(e) = run_input("ip", &["-batch", "-"], &script) {
+                // Deleting one end of a veth removes the other; it may be gone already.
+                if links
+                    .iter()
+                    .any(|l| Path::new("/sys/class/net").join(l).exists())
+                {
+                    return Err(e);
+                }
+            }
+        }
+        remove_netns(&self.netns_path(uuid))
     }
 
     /// Bytes (received, sent) by the instance over all its NICs, from the host ends.
@@ -268,42 +300,33 @@ impl Network {
 /// its index: its network, and its gateway as default) chosen by source address. With two
 /// NICs on one network the main table sends everything through the first, and the guard
 /// (which lets a port send only its own NIC's address) would drop the second's replies.
+/// The lines of an `ip -batch` in the namespace.
 fn source_route(
-    ns: &str,
     dev: &str,
     ip: std::net::Ipv4Addr,
     prefix_len: u8,
     gateway: Option<std::net::Ipv4Addr>,
     index: usize,
-) -> Result<()> {
+) -> String {
     let len = u32::from(prefix_len.min(32));
     let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
     let network = format!("{}/{len}", std::net::Ipv4Addr::from(u32::from(ip) & mask));
-    let table = (100 + index).to_string();
-    let from = format!("{ip}/32");
-    let src = ip.to_string();
-    run(
-        "ip",
-        &[
-            "-n", ns, "route", "replace", &network, "dev", dev, "src", &src, "table", &table,
-        ],
-    )?;
+    let table = 100 + index;
+    let mut lines = format!("route replace {network} dev {dev} src {ip} table {table}\n");
     if let Some(gw) = gateway {
-        let gw = gw.to_string();
-        run(
-            "ip",
-            &[
-                "-n", ns, "route", "replace", "default", "via", &gw, "dev", dev, "table", &table,
-            ],
-        )?;
+        lines.push_str(&format!(
+            "route replace default via {gw} dev {dev} table {table}\n"
+        ));
     }
-    // A rule left by an earlier NIC at this index (its table went with its device).
+    lines.push_str(&format!("rule add from {ip}/32 table {table}\n"));
+    lines
+}
+
+/// Removes the rules an earlier NIC at `index` left in namespace `ns` (its table went with
+/// its device, its rule did not).
+fn clear_rules(ns: &str, index: usize) {
+    let table = (100 + index).to_string();
     while run("ip", &["-n", ns, "rule", "del", "table", &table]).is_ok() {}
-    run(
-        "ip",
-        &["-n", ns, "rule", "add", "from", &from, "table", &table],
-    )?;
-    Ok(())
 }
 
 /// The MAC the kernel gave `dev` in namespace `ns`.
@@ -315,4 +338,265 @@ fn link_mac(ns: &str, dev: &str) -> Result<String> {
         .nth(1)
         .unwrap_or_default();
     normalize_mac(mac)
+}
+
+/// Where `ip netns` keeps its names.
+const NETNS_RUN_DIR: &str = "/run/netns";
+
+/// What a namespace of an instance is set to before its first NIC: no ARP answer for one
+/// NIC's address on another (see [`Network::plug`]), a server on port 80 or a `ping`
+/// (ICMP datagram socket) without capabilities, as Docker sets them. Root inside cannot
+/// change them (`/proc/sys` is read-only there).
+fn sysctls() -> [(&'static std::ffi::CStr, Vec<u8>); 4] {
+    [
+        (c"/proc/sys/net/ipv4/conf/all/arp_ignore", b"1".to_vec()),
+        (c"/proc/sys/net/ipv4/conf/all/arp_announce", b"2".to_vec()),
+        (
+            c"/proc/sys/net/ipv4/ip_unprivileged_port_start",
+            b"0".to_vec(),
+        ),
+        // Every group of the instance, as the instance's user namespace sees them (the
+        // child writes it from inside).
+        (
+            c"/proc/sys/net/ipv4/ping_group_range",
+            format!("0 {}", RANGE_SIZE - 1).into_bytes(),
+        ),
+    ]
+}
+
+/// Makes the instance's network namespace, owned by its user namespace `userns`, and
+/// names it `path` (`/run/netns/<name>`) as `ip netns add` would, so `ip netns` and
+/// `ip -n` work on it as on any other and `ip netns del` removes it.
+///
+/// A forked child joins `userns`, unshares a network namespace (which the user namespace
+/// it is in then owns: root inside has `CAP_NET_ADMIN` and `CAP_NET_RAW` over its own
+/// network stack and over nothing of the host's), sets the namespace's sysctls and sets
+/// `lo` up; the agent bind-mounts `/proc/<child>/ns/net` on `path` and kills the child.
+/// The host's root keeps every capability over the namespace, which is how the agent
+/// still configures the NICs in it.
+pub fn make_netns(path: &Path, userns: &OwnedFd) -> Result<()> {
+    prepare_run_dir()?;
+    if let Err(e) = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o000)
+        .open(path)
+    {
+        return Err(Error::io(path, e));
+    }
+    let made = bind_new_netns(path, userns);
+    if made.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    made
+}
+
+/// `/run/netns` exists and is a shared mount point, as iproute2 makes it (so a namespace
+/// bound or unbound there shows in every mount namespace that sees it).
+fn prepare_run_dir() -> Result<()> {
+    let dir = Path::new(NETNS_RUN_DIR);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(|e| Error::io(dir, e))?;
+    let c_dir = c"/run/netns";
+    let mut bound = false;
+    loop {
+        // SAFETY: mount(2) with NUL-terminated strings.
+        let rc = unsafe {
+            libc::mount(
+                c"".as_ptr(),
+                c_dir.as_ptr(),
+                c"none".as_ptr(),
+                libc::MS_SHARED | libc::MS_REC,
+                std::ptr::null(),
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINVAL) || bound {
+            return Err(Error::io(dir, e));
+        }
+        // Not a mount point yet: made one, a bind of itself.
+        // SAFETY: as above.
+        let rc = unsafe {
+            libc::mount(
+                c_dir.as_ptr(),
+                c_dir.as_ptr(),
+                c"none".as_ptr(),
+                libc::MS_BIND | libc::MS_REC,
+                std::ptr::null(),
+            )
+        };
+        if rc < 0 {
+            return Err(Error::io(dir, std::io::Error::last_os_error()));
+        }
+        bound = true;
+    }
+}
+
+/// Steps of the child of [`bind_new_netns`], as it reports a failure.
+const CHILD_STEPS: [&str; 5] = [
+    "",
+    "setns(user)",
+    "unshare(CLONE_NEWNET)",
+    "a sysctl",
+    "setting lo up",
+];
+
+fn bind_new_netns(path: &Path, userns: &OwnedFd) -> Result<()> {
+    let fail = |what: String| Error::Command {
+        command: format!("making network namespace {}", path.display()),
+        output: what,
+    };
+    let target = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Error::invalid(&path.display().to_string(), "contains a NUL byte"))?;
+    let sysctls = sysctls();
+    // SAFETY: ifreq is plain data; all zeroes is a valid value.
+    let mut lo: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in lo.ifr_name.iter_mut().zip(b"lo") {
+        *dst = *src as libc::c_char;
+    }
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2(2) fills the two-int array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(fail(format!("pipe2: {}", std::io::Error::last_os_error())));
+    }
+    // SAFETY: pipe2 returned two fresh fds that nothing else owns.
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: the child makes system calls only, on memory prepared above (no
+    // allocation, no locks), and is killed: what a child of a multi-threaded process may
+    // do.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(fail(format!("fork: {}", std::io::Error::last_os_error())));
+    }
+    if pid == 0 {
+        // SAFETY: see above.
+        unsafe {
+            let step = child_make_netns(userns.as_raw_fd(), &sysctls, &mut lo);
+            let errno = *libc::__errno_location();
+            let mut report = [0u8; 5];
+            report[0] = step;
+            report[1..].copy_from_slice(&errno.to_le_bytes());
+            libc::write(write_end.as_raw_fd(), report.as_ptr().cast(), report.len());
+            loop {
+                libc::pause();
+            }
+        }
+    }
+    drop(write_end);
+    let result = (|| {
+        let mut report = [0u8; 5];
+        // SAFETY: read(2) into a buffer we own.
+        let n = unsafe { libc::read(read_end.as_raw_fd(), report.as_mut_ptr().cast(), 5) };
+        if n != 5 {
+            return Err(fail("the child ended without an answer".into()));
+        }
+        if report[0] != 0 {
+            let errno = i32::from_le_bytes([report[1], report[2], report[3], report[4]]);
+            let step = CHILD_STEPS.get(usize::from(report[0])).unwrap_or(&"?");
+            return Err(fail(format!(
+                "{step}: {}",
+                std::io::Error::from_raw_os_error(errno)
+            )));
+        }
+        let source = std::ffi::CString::new(format!("/proc/{pid}/ns/net"))
+            .map_err(|_| fail("pid path".into()))?;
+        // SAFETY: mount(2) with NUL-terminated strings.
+        let rc = unsafe {
+            libc::mount(
+                source.as_ptr(),
+                target.as_ptr(),
+                c"none".as_ptr(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            )
+        };
+        if rc < 0 {
+            return Err(Error::io(path, std::io::Error::last_os_error()));
+        }
+        Ok(())
+    })();
+    // SAFETY: kill(2) and waitpid(2) on our own child.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+    }
+    result
+}
+
+/// The child's side of [`bind_new_netns`]: 0 when done, else the failed step (errno
+/// tells why).
+///
+/// # Safety
+/// Raw system calls only: callable between fork and exec.
+unsafe fn child_make_netns(
+    userns: libc::c_int,
+    sysctls: &[(&std::ffi::CStr, Vec<u8>)],
+    lo: &mut libc::ifreq,
+) -> u8 {
+    // SAFETY: system calls on descriptors and memory the caller owns.
+    unsafe {
+        if libc::setns(userns, libc::CLONE_NEWUSER) < 0 {
+            return 1;
+        }
+        if libc::unshare(libc::CLONE_NEWNET) < 0 {
+            return 2;
+        }
+        // /proc/sys/net is the namespace's of the process that opens it.
+        for (file, value) in sysctls {
+            let fd = libc::open(file.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return 3;
+            }
+            let n = libc::write(fd, value.as_ptr().cast(), value.len());
+            libc::close(fd);
+            if n < 0 {
+                return 3;
+            }
+        }
+        let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if sock < 0 {
+            return 4;
+        }
+        let mut rc = libc::ioctl(sock, libc::SIOCGIFFLAGS, lo as *mut libc::ifreq);
+        if rc == 0 {
+            lo.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            rc = libc::ioctl(sock, libc::SIOCSIFFLAGS, lo as *mut libc::ifreq);
+        }
+        libc::close(sock);
+        if rc < 0 {
+            return 4;
+        }
+    }
+    0
+}
+
+/// Removes a namespace's name (as `ip netns del`): its bind mount, detached, and the
+/// file. What is not there is fine.
+fn remove_netns(path: &Path) -> Result<()> {
+    if std::fs::symlink_metadata(path).is_err() {
+        return Ok(());
+    }
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Error::invalid(&path.display().to_string(), "contains a NUL byte"))?;
+    // SAFETY: umount2(2) on a NUL-terminated path.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } < 0 {
+        let e = std::io::Error::last_os_error();
+        // EINVAL: not a mount point (a name whose namespace was never bound).
+        if !matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOENT)) {
+            return Err(Error::io(path, e));
+        }
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(path, e)),
+    }
 }

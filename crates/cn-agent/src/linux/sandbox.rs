@@ -3,8 +3,9 @@
 //! ([`super::launch`]) and every command `zlogin` runs ([`super::zlogin`]) go through
 //! [`confine`] as the last step before exec, so both hold exactly the same rights.
 //!
-//! * Capabilities: the container default set ([`DEFAULT_CAPS`], Docker's), in the
-//!   instance's user namespace only (they mean nothing to the host). Everything else is
+//! * Capabilities: the container default set ([`DEFAULT_CAPS`], Docker's, with
+//!   `CAP_NET_ADMIN` over the instance's own network namespace), in the instance's user
+//!   namespace only (they mean nothing to the host). Everything else is
 //!   dropped from the bounding set, so no exec (setuid file, file capabilities) gets it
 //!   back; the ambient set is cleared.
 //! * `no_new_privs`: an exec never grants more than the process has.
@@ -38,14 +39,20 @@ const CAP_SETGID: u32 = 6;
 const CAP_SETUID: u32 = 7;
 const CAP_SETPCAP: u32 = 8;
 const CAP_NET_BIND_SERVICE: u32 = 10;
+const CAP_NET_ADMIN: u32 = 12;
 const CAP_NET_RAW: u32 = 13;
 const CAP_SYS_CHROOT: u32 = 18;
 const CAP_MKNOD: u32 = 27;
 const CAP_AUDIT_WRITE: u32 = 29;
 const CAP_SETFCAP: u32 = 31;
 
-/// The container default set (Docker's), which an instance's processes hold.
-pub const DEFAULT_CAPS: [u32; 14] = [
+/// The container default set (Docker's) and `CAP_NET_ADMIN`, which an instance's
+/// processes hold. The instance's network namespace belongs to its user namespace
+/// ([`super::net::make_netns`]), so `CAP_NET_ADMIN` there is over its own network stack
+/// only (interfaces, addresses, routes, its own nftables), as a SmartOS zone with an
+/// exclusive IP stack; what it may send is still what the host-side port guard lets
+/// through ([`super::firewall`]).
+pub const DEFAULT_CAPS: [u32; 15] = [
     CAP_CHOWN,
     CAP_DAC_OVERRIDE,
     CAP_FSETID,
@@ -57,6 +64,7 @@ pub const DEFAULT_CAPS: [u32; 14] = [
     CAP_SETFCAP,
     CAP_SETPCAP,
     CAP_NET_BIND_SERVICE,
+    CAP_NET_ADMIN,
     CAP_SYS_CHROOT,
     CAP_KILL,
     CAP_AUDIT_WRITE,
@@ -342,9 +350,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_default_set_is_dockers() {
-        // CapEff of a Docker container: 00000000a80425fb.
-        assert_eq!(default_caps_mask(), 0xa804_25fb);
+    fn the_default_set_is_dockers_and_net_admin() {
+        // CapEff of a Docker container: 00000000a80425fb; NET_ADMIN is bit 12.
+        assert_eq!(default_caps_mask(), 0xa804_25fb | 1 << 12);
+        assert_eq!(default_caps_mask(), 0xa804_35fb);
     }
 
     #[test]
