@@ -341,6 +341,11 @@ impl Inner {
             }
             return Err(e);
         }
+        if spec.autoboot {
+            // Provisioning until its first boot is done (`first_boot`): a crash before
+            // then undoes the whole create, and the record is written once less.
+            return Ok(());
+        }
         self.set_state(spec.uuid, InstanceState::Stopped, false)
     }
 
@@ -461,10 +466,20 @@ impl Inner {
     }
 
     fn boot(&self, uuid: Uuid) -> Result<Instance> {
+        self.boot_from(uuid, InstanceState::Stopped)
+    }
+
+    /// The boot that ends a create with `autoboot`: from `provisioning`.
+    fn first_boot(&self, uuid: Uuid) -> Result<Instance> {
+        self.boot_from(uuid, InstanceState::Provisioning)
+    }
+
+    /// Boots the instance if it is in state `from` (running already is fine).
+    fn boot_from(&self, uuid: Uuid, from: InstanceState) -> Result<Instance> {
         let instance = self.get(uuid)?;
         match instance.state {
             InstanceState::Running => return Ok(instance),
-            InstanceState::Stopped => {}
+            state if state == from => {}
             _ => {
                 return Err(Error::WrongState {
                     uuid,
@@ -923,7 +938,7 @@ impl ZoneBackend for LinuxBackend {
         if !autoboot {
             return self.get(uuid).await;
         }
-        match self.boot(uuid).await {
+        match self.blocking(move |inner| inner.first_boot(uuid)).await {
             Ok(instance) => Ok(instance),
             Err(e) => {
                 let _ = self

@@ -216,7 +216,14 @@ impl Network {
             // Guarded before the ports exist, then made, put in their bridges and set up.
             firewall.guard(&ports)?;
             create.push_str(&attach);
-            run_input("ip", &["-batch", "-"], &create)?;
+            if let Err(e) = run_input("ip", &["-batch", "-"], &create) {
+                // No rules left for ports that were not made (a name taken inside, ...).
+                let names: Vec<String> = ports.into_iter().map(|p| p.port).collect();
+                if let Err(cleanup) = firewall.unguard(&names) {
+                    tracing::warn!(%uuid, error = %cleanup.chain(), "guard rules of ports not made are left");
+                }
+                return Err(e);
+            }
         } else {
             // The kernel picks the MACs of NICs without one: made first, guarded with
             // what it picked, then set up.

@@ -289,12 +289,15 @@ impl Tree {
     }
 
     /// Writes `contents` as the file `rel` atomically: a new file in the same
-    /// directory (`O_EXCL|O_NOFOLLOW`), with `owner` and `mode`, synced, renamed over
-    /// `rel`, and the directory synced. Whatever was at `rel` (a file, a symlink) is
-    /// replaced, never written through; a directory there is an error.
+    /// directory (`O_EXCL|O_NOFOLLOW`), with `owner` and `mode`, renamed over `rel`.
+    /// Whatever was at `rel` (a file, a symlink) is replaced, never written through; a
+    /// directory there is an error. Not synced: what the agent writes in an instance's
+    /// tree (its `etc` files, its metadata) is written again at every boot, so a crash
+    /// loses nothing the next boot does not make again (an fsync here cost the boot
+    /// a few ms per file).
     pub fn write_file(&self, rel: &Path, contents: &[u8], mode: u32, owner: Owner) -> Result<()> {
         let (parent, name) = self.parent_of(rel)?;
-        write_in(&parent, name, contents, mode, Some(owner)).map_err(|e| match e {
+        write_in(&parent, name, contents, mode, Some(owner), false).map_err(|e| match e {
             WriteError::At(e) if e.raw_os_error() == Some(libc::EISDIR) => rule(
                 &self.display_path(rel),
                 Errno::ISDIR,
@@ -544,7 +547,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         Mode::empty(),
     )
     .map_err(|e| Error::io(parent, e.into()))?;
-    write_in(&dir, name, bytes, 0o644, None).map_err(|e| match e {
+    write_in(&dir, name, bytes, 0o644, None, true).map_err(|e| match e {
         WriteError::At(e) | WriteError::Other(e) => Error::io(path, e),
     })
 }
@@ -557,12 +560,14 @@ enum WriteError {
 
 /// The atomic write of `name` in the directory `dir`. Without `owner` the new file
 /// belongs to the agent, with the mode the file had (or `mode` when it is new).
+/// `durable`: the file is synced before the rename and the directory after it.
 fn write_in(
     dir: &OwnedFd,
     name: &OsStr,
     contents: &[u8],
     mode: u32,
     owner: Option<Owner>,
+    durable: bool,
 ) -> std::result::Result<(), WriteError> {
     let mut tmp_name = b".".to_vec();
     tmp_name.extend_from_slice(name.as_bytes());
@@ -598,10 +603,15 @@ fn write_in(
         }
         let mut file = std::fs::File::from(fd);
         file.write_all(contents).map_err(WriteError::Other)?;
-        file.sync_all().map_err(WriteError::Other)?;
+        if durable {
+            file.sync_all().map_err(WriteError::Other)?;
+        }
         drop(file);
         rustix::fs::renameat(dir, tmp_name, dir, name).map_err(|e| WriteError::At(e.into()))?;
-        rustix::fs::fsync(dir).map_err(other)
+        if durable {
+            rustix::fs::fsync(dir).map_err(other)?;
+        }
+        Ok(())
     })();
     if written.is_err() {
         let _ = rustix::fs::unlinkat(dir, tmp_name, AtFlags::empty());
