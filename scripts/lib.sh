@@ -54,6 +54,19 @@ ensure_triton_cli() {
         || die "npm install -g triton@7 failed"
 }
 
+# cargo-fuzz (the fuzz targets in scripts/test, docs/fuzzing.md), and the C++ compiler
+# that libfuzzer-sys builds libFuzzer with. The sanitizer runtime comes with Rust's
+# x86_64-unknown-linux-gnu standard library; RUSTC_BOOTSTRAP=1 lets stable use it.
+ensure_cargo_fuzz() {
+    ensure_packages g++
+    if cargo fuzz --version 2>/dev/null | grep -q '^cargo-fuzz 0\.13\.'; then
+        return 0
+    fi
+    step "installing cargo-fuzz (cargo install cargo-fuzz --locked)"
+    cargo install --quiet --locked --version '^0.13' cargo-fuzz >&2 \
+        || die "cargo install cargo-fuzz failed"
+}
+
 ensure_rust() {
     command -v cargo >/dev/null || die "cargo is not installed (rustup, Rust 1.95 or newer)"
 }
