@@ -63,10 +63,12 @@ pub fn cgroup_dirs(parent: &str) -> Vec<PathBuf> {
     if root.join("cgroup.controllers").exists() {
         return vec![root.join(parent)];
     }
-    ["memory", "cpu", "cpuacct", "pids", "freezer", "blkio", "devices"]
-        .iter()
-        .map(|c| root.join(c).join(parent))
-        .collect()
+    [
+        "memory", "cpu", "cpuacct", "pids", "freezer", "blkio", "devices",
+    ]
+    .iter()
+    .map(|c| root.join(c).join(parent))
+    .collect()
 }
 
 /// SIGKILLs every process of the cgroup at `dir` until none is left (2 s at most).
