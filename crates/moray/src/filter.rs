@@ -329,14 +329,21 @@ fn hex(c: u8) -> u8 {
     }
 }
 
-/// Escapes a value for use in a filter string.
+/// Escapes a value for use in a filter string (RFC 4515): `*`, `(`, `)`, `\` and NUL as
+/// `\2a`, `\28`, `\29`, `\5c` and `\00`. The same escapes as the services' escaper,
+/// `moray_client::filter::escape` (its tests check that the two agree and that this
+/// parser reads every escaped value back exactly).
 pub fn escape(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for c in value.chars() {
-        if c.is_ascii() && SPECIAL.contains(&(c as u8)) {
-            out.push('\\');
+        match c {
+            '*' => out.push_str("\\2a"),
+            '(' => out.push_str("\\28"),
+            ')' => out.push_str("\\29"),
+            '\\' => out.push_str("\\5c"),
+            '\0' => out.push_str("\\00"),
+            c => out.push(c),
         }
-        out.push(c);
     }
     out
 }

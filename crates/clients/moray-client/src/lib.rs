@@ -31,6 +31,7 @@
 mod client;
 mod coalesce;
 mod error;
+pub mod filter;
 mod types;
 mod url;
 

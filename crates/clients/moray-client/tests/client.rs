@@ -719,3 +719,68 @@ async fn put_objects_returns_one_result_per_item() {
     let a = client.get_object("vms", "a").await.unwrap().unwrap();
     assert_eq!((&a.etag, &a.value), (etag, &v));
 }
+
+/// Values built into filters with `moray_client::filter` match only themselves: `*`, `)(`
+/// and `\` in a value neither widen the filter nor break it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filter_values_with_special_characters_match_only_themselves() {
+    use moray_client::filter::Filter;
+
+    let moray = TestMoray::start().await;
+    let client = moray.client().await;
+    let config = vms_config(1).with_index("alias", IndexDef::new("string"));
+    client.put_bucket("vms", &config).await.expect("bucket");
+    let aliases = [
+        "web",
+        "*",
+        "a)(owner_uuid=*",
+        "back\\slash",
+        "star*",
+        "paren(s)",
+    ];
+    for (i, alias) in aliases.iter().enumerate() {
+        let value = json!({"owner_uuid": format!("o{}", i % 2), "alias": alias});
+        client
+            .put_object("vms", &format!("vm{i}"), &value, EtagCondition::Any)
+            .await
+            .expect("put");
+    }
+    let keys = |filter: Filter| {
+        let client = client.clone();
+        async move {
+            let mut keys: Vec<String> = client
+                .find_objects("vms", &filter.to_string(), &FindOptions::limit(100))
+                .await
+                .unwrap_or_else(|e| panic!("{filter}: {e}"))
+                .into_iter()
+                .map(|o| o.key)
+                .collect();
+            keys.sort();
+            keys
+        }
+    };
+    for (i, alias) in aliases.iter().enumerate() {
+        assert_eq!(
+            keys(Filter::eq("alias", alias)).await,
+            vec![format!("vm{i}")],
+            "{alias:?}"
+        );
+        // Scoped to one owner, a value can't reach the other owner's objects.
+        let owner = format!("o{}", 1 - i % 2);
+        assert!(
+            keys(Filter::and([
+                Filter::eq("owner_uuid", &owner),
+                Filter::eq("alias", alias)
+            ]))
+            .await
+            .is_empty(),
+            "{alias:?} as {owner}"
+        );
+    }
+    assert_eq!(keys(Filter::contains("alias", ")(")).await, vec!["vm2"]);
+    assert_eq!(keys(Filter::glob("alias", "star*")).await, vec!["vm4"]);
+    assert_eq!(
+        keys(Filter::eq("alias", "nothing*")).await,
+        Vec::<String>::new()
+    );
+}
