@@ -9,7 +9,7 @@
 //!     [
 //!         Filter::eq("owner_uuid", "930896af-bf8c-48d4-885c-6573a94b1853"),
 //!         Filter::eq("alias", "a)(owner_uuid=*"),
-//!         Filter::not(Filter::eq("state", "destroyed")),
+//!         Filter::negate(Filter::eq("state", "destroyed")),
 //!     ],
 //!     Filter::present("uuid"),
 //! );
@@ -97,7 +97,7 @@ impl Filter {
         let value = value.to_string();
         Filter::And(vec![
             Filter::Ge(attribute.to_string(), value.clone()),
-            Filter::not(Filter::Eq(attribute.to_string(), value)),
+            Filter::negate(Filter::Eq(attribute.to_string(), value)),
         ])
     }
 
@@ -148,7 +148,7 @@ impl Filter {
     }
 
     /// `(!filter)`.
-    pub fn not(filter: Filter) -> Filter {
+    pub fn negate(filter: Filter) -> Filter {
         Filter::Not(Box::new(filter))
     }
 
@@ -337,7 +337,7 @@ mod tests {
         let f = Filter::and([
             Filter::eq("owner_uuid", "o"),
             Filter::or([Filter::eq("a", "x)(y"), Filter::present("b")]),
-            Filter::not(Filter::eq("state", "destroyed")),
+            Filter::negate(Filter::eq("state", "destroyed")),
         ]);
         assert_eq!(
             parse(&f),
