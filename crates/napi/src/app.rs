@@ -21,7 +21,8 @@ use crate::store::{
     self, Conflict, FABRIC_VLANS, FABRICS, IPS, NETWORK_POOLS, NETWORKS, NIC_TAGS, NICS, Store,
     Stored,
 };
-use crate::validate::{self, Checks, ldap_escape as esc};
+use crate::validate::{self, Checks};
+use moray_client::filter::Filter;
 
 /// Attempts at provisioning one NIC before giving up with `ConcurrentUpdate`. Each
 /// attempt that loses a race re-reads the network's used IPs, so the bound only matters
@@ -69,15 +70,6 @@ fn paged(limit: u32, offset: u32, sort: &str) -> FindOptions {
             order: SortOrder::Asc,
         }],
         ..Default::default()
-    }
-}
-
-/// `(&(a)(b))`, or the one term, or `fallback` with none.
-fn and(terms: Vec<String>, fallback: &str) -> String {
-    match terms.len() {
-        0 => fallback.to_string(),
-        1 => terms.into_iter().next().unwrap_or_default(),
-        _ => format!("(&{})", terms.concat()),
     }
 }
 
@@ -222,7 +214,11 @@ impl Napi {
                 let mtu = validate::nic_tag_mtu("mtu", mtu).map_err(one)?;
                 let networks = self
                     .store
-                    .find_all::<Network>(NETWORKS, &format!("(nic_tag={})", esc(&tag.name)), "uuid")
+                    .find_all::<Network>(
+                        NETWORKS,
+                        &Filter::eq("nic_tag", &tag.name).to_string(),
+                        "uuid",
+                    )
                     .await?;
                 if let Some(n) = networks.iter().find(|n| n.value.mtu > mtu) {
                     return Err(Error::invalid(
@@ -260,7 +256,7 @@ impl Napi {
             .store
             .find::<Network>(
                 NETWORKS,
-                &format!("(nic_tag={})", esc(name)),
+                &Filter::eq("nic_tag", name).to_string(),
                 &FindOptions::limit(1),
             )
             .await?;
@@ -450,21 +446,21 @@ impl Napi {
         let limit = c.take(validate::limit("limit", req.limit));
         let mut terms = Vec::new();
         if let Some(name) = &req.name {
-            terms.push(format!("(name={})", esc(name)));
+            terms.push(Filter::eq("name", name));
         }
         if let Some(v) = req.vlan_id {
-            terms.push(format!("(vlan_id={v})"));
+            terms.push(Filter::eq("vlan_id", v));
         }
         if let Some(tag) = &req.nic_tag {
-            terms.push(format!("(nic_tag={})", esc(tag)));
+            terms.push(Filter::eq("nic_tag", tag));
         }
         if let Some(f) = req.fabric {
-            terms.push(format!("(fabric={f})"));
+            terms.push(Filter::eq("fabric", f));
         }
         if let Some(o) = &req.owner_uuid
             && let Some(o) = c.take(validate::uuid("owner_uuid", o))
         {
-            terms.push(format!("(owner_uuids={o})"));
+            terms.push(Filter::eq("owner_uuids", o));
         }
         let provisionable_by = match &req.provisionable_by {
             Some(p) => c.take(validate::uuid("provisionable_by", p)),
@@ -473,7 +469,11 @@ impl Napi {
         c.finish()?;
         let found = self
             .store
-            .find_all::<Network>(NETWORKS, &and(terms, "(uuid=*)"), "name")
+            .find_all::<Network>(
+                NETWORKS,
+                &Filter::and_else(terms, Filter::present("uuid")).to_string(),
+                "name",
+            )
             .await?;
         Ok(found
             .into_iter()
@@ -597,7 +597,7 @@ impl Napi {
             .store
             .find::<NetworkPool>(
                 NETWORK_POOLS,
-                &format!("(networks={uuid})"),
+                &Filter::eq("networks", &uuid).to_string(),
                 &FindOptions::limit(1),
             )
             .await?;
@@ -611,7 +611,7 @@ impl Napi {
             .store
             .find::<Nic>(
                 NICS,
-                &format!("(network_uuid={uuid})"),
+                &Filter::eq("network_uuid", &uuid).to_string(),
                 &FindOptions::limit(1),
             )
             .await?;
@@ -625,7 +625,7 @@ impl Napi {
         let ops = vec![
             moray_client::BatchOp::DeleteMany {
                 bucket: IPS.into(),
-                filter: format!("(network_uuid={uuid})"),
+                filter: Filter::eq("network_uuid", &uuid).to_string(),
                 options: FindOptions {
                     no_limit: true,
                     ..Default::default()
@@ -854,7 +854,7 @@ impl Napi {
             .store
             .find::<IpRecord>(
                 IPS,
-                &format!("(network_uuid={})", network.uuid),
+                &Filter::eq("network_uuid", &network.uuid).to_string(),
                 &paged(limit, req.offset, "ip_num"),
             )
             .await?;
@@ -930,10 +930,12 @@ impl Napi {
         let mut out = Vec::new();
         let mut from = start;
         loop {
-            let filter = format!(
-                "(&(network_uuid={})(ip_num>={from})(ip_num<={end}))",
-                network.uuid
-            );
+            let filter = Filter::and([
+                Filter::eq("network_uuid", &network.uuid),
+                Filter::ge("ip_num", from),
+                Filter::le("ip_num", end),
+            ])
+            .to_string();
             let mut options = paged(IP_PAGE as u32, 0, "ip_num");
             options.limit = Some(IP_PAGE);
             let page = self.store.find::<IpRecord>(IPS, &filter, &options).await?;
@@ -1292,7 +1294,11 @@ impl Napi {
         // PostgreSQL may walk the `primary` index, every primary NIC of every VM.
         let others = self
             .store
-            .find_all::<Nic>(NICS, &format!("(belongs_to_uuid={belongs_to_uuid})"), "mac")
+            .find_all::<Nic>(
+                NICS,
+                &Filter::eq("belongs_to_uuid", belongs_to_uuid).to_string(),
+                "mac",
+            )
             .await?;
         let now = triton_common::time::now_rfc3339();
         others
@@ -1349,7 +1355,7 @@ impl Napi {
             if let Some(v) = value
                 && let Some(v) = c.take(validate::uuid(field, v))
             {
-                terms.push(format!("({field}={v})"));
+                terms.push(Filter::eq(field, v));
             }
         }
         if let Some(t) = &req.belongs_to_type
@@ -1359,18 +1365,19 @@ impl Napi {
                 validate::BELONGS_TO_TYPES,
             ))
         {
-            terms.push(format!("(belongs_to_type={t})"));
+            terms.push(Filter::eq("belongs_to_type", t));
         }
         if let Some(s) = &req.state
             && let Some(s) = c.take(validate::one_of("state", s, validate::NIC_STATES))
         {
-            terms.push(format!("(state={s})"));
+            terms.push(Filter::eq("state", s));
         }
         if let Some(t) = &req.nic_tag {
-            terms.push(format!("(nic_tag={})", esc(t)));
+            terms.push(Filter::eq("nic_tag", t));
         }
         c.finish()?;
         let limit = limit.unwrap_or(validate::MAX_LIMIT);
+        let filter = Filter::and_else(terms, Filter::present("mac")).to_string();
         let found = if req.belongs_to_uuid.is_some() {
             // One instance's NICs are few: read them all by the owner's index and page
             // here. Sorted and limited in Moray, PostgreSQL may instead walk the `mac`
@@ -1379,7 +1386,7 @@ impl Napi {
                 .store
                 .find::<Nic>(
                     NICS,
-                    &and(terms, "(mac=*)"),
+                    &filter,
                     &FindOptions {
                         no_limit: true,
                         no_count: true,
@@ -1394,11 +1401,7 @@ impl Napi {
                 .collect()
         } else {
             self.store
-                .find::<Nic>(
-                    NICS,
-                    &and(terms, "(mac=*)"),
-                    &paged(limit, req.offset, "mac"),
-                )
+                .find::<Nic>(NICS, &filter, &paged(limit, req.offset, "mac"))
                 .await?
         };
         let mut networks: std::collections::HashMap<String, Option<Network>> = Default::default();
@@ -1666,7 +1669,11 @@ impl Napi {
         let owner = validate::uuid("owner_uuid", owner_uuid).map_err(one)?;
         let found = self
             .store
-            .find_all::<FabricVlan>(FABRIC_VLANS, &format!("(owner_uuid={owner})"), "vlan_id")
+            .find_all::<FabricVlan>(
+                FABRIC_VLANS,
+                &Filter::eq("owner_uuid", &owner).to_string(),
+                "vlan_id",
+            )
             .await?;
         Ok(found.into_iter().map(|s| s.value).collect())
     }
@@ -1731,7 +1738,11 @@ impl Napi {
             .store
             .find_all::<Network>(
                 NETWORKS,
-                &format!("(&(fabric_owner={owner})(vlan_id={vlan_id}))"),
+                &Filter::and([
+                    Filter::eq("fabric_owner", owner),
+                    Filter::eq("vlan_id", vlan_id),
+                ])
+                .to_string(),
                 "name",
             )
             .await?;

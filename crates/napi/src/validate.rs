@@ -297,22 +297,6 @@ pub fn limit(field: &str, value: Option<u32>) -> Result<u32, FieldError> {
     }
 }
 
-/// Escapes a value for an LDAP filter (RFC 4515).
-pub fn ldap_escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '*' => out.push_str("\\2a"),
-            '(' => out.push_str("\\28"),
-            ')' => out.push_str("\\29"),
-            '\\' => out.push_str("\\5c"),
-            '\0' => out.push_str("\\00"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -391,10 +375,5 @@ mod tests {
         assert!(nic_tag_name("name", &"a".repeat(32)).is_err());
         assert!(name("name", "My net-1.a").is_ok());
         assert!(name("name", "a(b)").is_err());
-    }
-
-    #[test]
-    fn escaping() {
-        assert_eq!(ldap_escape("a*(b)\\"), "a\\2a\\28b\\29\\5c");
     }
 }

@@ -244,6 +244,30 @@ async fn nic_tags_and_networks_refuse_bad_input_naming_the_field() {
         .unwrap()
         .into_inner();
     assert_eq!(names(by_name), vec!["public"]);
+    // Filter values are taken literally: a `*`, `)(` or `\` neither matches every
+    // network nor widens the filter.
+    for name in [
+        "*",
+        "p*",
+        "public)(name=n1",
+        "public)(|(name=*",
+        "\\",
+        "n1\\",
+    ] {
+        for req in [
+            proto::ListNetworksRequest {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            proto::ListNetworksRequest {
+                nic_tag: Some(name.into()),
+                ..Default::default()
+            },
+        ] {
+            let found = c.list_networks(req).await.unwrap().into_inner();
+            assert_eq!(names(found), Vec::<String>::new(), "{name:?}");
+        }
+    }
     assert_error(
         c.list_networks(proto::ListNetworksRequest {
             limit: Some(0),
