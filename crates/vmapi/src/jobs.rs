@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use moray_client::filter::Filter;
 use moray_client::{EtagCondition, FindOptions, Sort, SortOrder};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -30,7 +31,7 @@ use tracing::Instrument;
 use crate::error::{Error, Result};
 use crate::job::{Action, Execution, JobRecord, next_action};
 use crate::steps::Steps;
-use crate::store::{Store, Versioned, escape};
+use crate::store::{Store, Versioned};
 use triton_common::time::now_millis;
 
 /// First pause before retrying a step's retryable error; doubled up to the maximum.
@@ -351,11 +352,15 @@ impl Engine {
     }
 
     async fn older_unfinished(&self, job: &JobRecord) -> Result<Vec<JobRecord>> {
-        let filter = format!(
-            "(&(vm_uuid={})(|(execution=queued)(execution=running))(created_at<={}))",
-            escape(&job.vm_uuid),
-            job.created_at
-        );
+        let filter = Filter::and([
+            Filter::eq("vm_uuid", &job.vm_uuid),
+            Filter::or([
+                Filter::eq("execution", Execution::Queued.as_str()),
+                Filter::eq("execution", Execution::Running.as_str()),
+            ]),
+            Filter::le("created_at", job.created_at),
+        ])
+        .to_string();
         let options = FindOptions {
             limit: Some(100),
             no_count: true,

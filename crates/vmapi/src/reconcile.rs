@@ -17,6 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use moray_client::filter::Filter;
 use moray_client::{EtagCondition, FindOptions, Sort, SortOrder};
 use serde_json::{Map, json};
 use tokio_util::sync::CancellationToken;
@@ -199,11 +200,17 @@ async fn reconcile_states(store: &Store, clients: &Clients) -> Result<(usize, Ve
     let mut gone = Vec::new();
     let mut marker = String::new();
     loop {
-        let mut filter =
-            String::from("(&(server_uuid=*)(!(|(state=destroyed)(state=provisioning))))");
+        let mut parts = vec![
+            Filter::present("server_uuid"),
+            Filter::negate(Filter::or([
+                Filter::eq("state", state::DESTROYED),
+                Filter::eq("state", state::PROVISIONING),
+            ])),
+        ];
         if !marker.is_empty() {
-            filter = format!("(&{filter}(uuid>={marker})(!(uuid={marker})))");
+            parts.push(Filter::gt("uuid", &marker));
         }
+        let filter = Filter::and(parts).to_string();
         let options = FindOptions {
             limit: Some(u64::from(PAGE)),
             no_count: true,

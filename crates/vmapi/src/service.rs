@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use moray_client::filter::Filter;
 use moray_client::{EtagCondition, FindOptions, Sort, SortOrder};
 use serde_json::{Map, Value};
 use tonic::{Request, Response, Status};
@@ -23,7 +24,7 @@ use crate::params::{
     ProvisionParams, RemoveNicsParams, SnapshotParams, UpdateParams,
 };
 use crate::steps;
-use crate::store::{Store, escape};
+use crate::store::Store;
 use crate::validate::{self, Checker};
 use triton_common::time::now_millis;
 
@@ -1221,39 +1222,40 @@ impl VmapiService {
             ("billing_id", &req.billing_id),
         ] {
             if let Some(u) = c.opt_uuid(field, value) {
-                parts.push(format!("({field}={u})"));
+                parts.push(Filter::eq(field, u));
             }
         }
         match req.state.as_str() {
             "" => {}
-            state::ACTIVE => parts.push("(!(|(state=destroyed)(state=failed)))".into()),
-            s if state::ALL.contains(&s) => parts.push(format!("(state={s})")),
+            state::ACTIVE => parts.push(Filter::negate(Filter::or([
+                Filter::eq("state", state::DESTROYED),
+                Filter::eq("state", state::FAILED),
+            ]))),
+            s if state::ALL.contains(&s) => parts.push(Filter::eq("state", s)),
             s => c.add("state", format!("{s:?} is not a VM state (or \"active\")")),
         }
         if !req.alias.is_empty() {
-            let glob: Vec<String> = req.alias.split('*').map(escape).collect();
-            parts.push(format!("(alias={})", glob.join("*")));
+            parts.push(Filter::glob("alias", &req.alias));
         }
         if !req.brand.is_empty() {
-            parts.push(format!("(brand={})", escape(&req.brand)));
+            parts.push(Filter::eq("brand", &req.brand));
         }
         if !req.uuids.is_empty() {
-            let mut any = String::from("(|");
+            let mut any = Vec::new();
             for (i, u) in req.uuids.iter().enumerate() {
                 if let Some(u) = c.opt_uuid(&format!("uuids[{i}]"), u) {
-                    any.push_str(&format!("(uuid={u})"));
+                    any.push(Filter::eq("uuid", u));
                 }
             }
-            any.push(')');
-            parts.push(any);
+            parts.push(Filter::Or(any));
         }
         for (k, v) in &req.tags {
             if k.is_empty() {
                 c.add("tags", "a tag name is empty");
             } else if v == "*" {
-                parts.push(format!("(tag_keys={})", escape(k)));
+                parts.push(Filter::eq("tag_keys", k));
             } else {
-                parts.push(format!("(tag_pairs={})", escape(&format!("{k}={v}"))));
+                parts.push(Filter::eq("tag_pairs", format!("{k}={v}")));
             }
         }
         if !req.query.is_empty() {
@@ -1264,11 +1266,11 @@ impl VmapiService {
                     "must be an LDAP filter in parentheses, e.g. (ram>=1024)",
                 );
             } else {
-                parts.push(q.to_string());
+                parts.push(Filter::Verbatim(q.to_string()));
             }
         }
         if let Some(m) = c.opt_uuid("marker", &req.marker) {
-            parts.push(format!("(uuid>={m})(!(uuid={m}))"));
+            parts.push(Filter::gt("uuid", m));
         }
         let limit = match req.limit {
             0 => MAX_LIMIT,
@@ -1279,10 +1281,7 @@ impl VmapiService {
             }
         };
         c.finish()?;
-        let filter = match parts.len() {
-            0 => "(uuid=*)".to_string(),
-            _ => format!("(&{})", parts.concat()),
-        };
+        let filter = Filter::and_else(parts, Filter::present("uuid")).to_string();
         let options = FindOptions {
             limit: Some(u64::from(limit)),
             no_count: true,
@@ -1302,11 +1301,11 @@ impl VmapiService {
         let mut c = Checker::default();
         let mut parts = Vec::new();
         if let Some(u) = c.opt_uuid("vm_uuid", &req.vm_uuid) {
-            parts.push(format!("(vm_uuid={u})"));
+            parts.push(Filter::eq("vm_uuid", u));
         }
         if !req.execution.is_empty() {
             match Execution::parse(&req.execution) {
-                Some(e) => parts.push(format!("(execution={})", e.as_str())),
+                Some(e) => parts.push(Filter::eq("execution", e.as_str())),
                 None => c.add(
                     "execution",
                     "must be queued, running, succeeded, failed or canceled",
@@ -1320,17 +1319,14 @@ impl VmapiService {
                     "must be provision, start, stop, reboot, update, destroy, add_nics, remove_nics or mark_destroyed",
                 );
             } else {
-                parts.push(format!("(name={})", escape(&req.name)));
+                parts.push(Filter::eq("name", &req.name));
             }
         }
         if req.limit > MAX_LIMIT {
             c.add("limit", format!("must be 1 to {MAX_LIMIT}"));
         }
         c.finish()?;
-        let filter = match parts.len() {
-            0 => "(uuid=*)".to_string(),
-            _ => format!("(&{})", parts.concat()),
-        };
+        let filter = Filter::and_else(parts, Filter::present("uuid")).to_string();
         let options = FindOptions {
             limit: Some(u64::from(if req.limit == 0 {
                 MAX_LIMIT

@@ -72,22 +72,6 @@ fn jobs_bucket() -> BucketConfig {
         .with_index("lease_until", IndexDef::new("number"))
 }
 
-/// Escapes a value for an LDAP filter.
-pub fn escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '(' => out.push_str("\\28"),
-            ')' => out.push_str("\\29"),
-            '*' => out.push_str("\\2a"),
-            '\\' => out.push_str("\\5c"),
-            '=' => out.push_str("\\3d"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 fn decode<T: DeserializeOwned>(what: &str, value: serde_json::Value) -> Result<T> {
     serde_json::from_value(value)
         .map_err(|e| Error::Internal(format!("stored {what} does not parse: {e}")))

@@ -160,6 +160,31 @@ async fn a_vm_lives_its_whole_life_through_jobs() {
     .await;
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].uuid, vm.uuid);
+    // Values are taken literally (the alias keeps its `*` globs): `)(`, `\` and `*` in
+    // them neither widen the filter nor break it.
+    for (alias, brand, tag) in [
+        ("web0-renamed)(owner_uuid=*", "", ""),
+        ("web0-renamed)(|(alias=*", "", ""),
+        ("web0-renamed\\", "", ""),
+        ("", "*", ""),
+        ("", "joyent-minimal)(brand=*", ""),
+        ("", "", "*)(tag_keys=*"),
+        ("", "", "fr*"),
+    ] {
+        let mut req = pb::ListVmsRequest {
+            owner_uuid: dc.owner.clone(),
+            alias: alias.into(),
+            brand: brand.into(),
+            ..Default::default()
+        };
+        if !tag.is_empty() {
+            req.tags = [("tier".to_string(), tag.to_string())].into();
+        }
+        assert!(
+            list(req).await.is_empty(),
+            "alias {alias:?} brand {brand:?} tag {tag:?}"
+        );
+    }
     assert!(
         list(pb::ListVmsRequest {
             tags: [("tier".to_string(), "back".to_string())].into(),
