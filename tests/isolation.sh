@@ -32,8 +32,13 @@ failures=()
 instances=()
 probe_dirs=()
 
+aborted_at=?
+trap 'aborted_at=$LINENO' ERR
 finish() {
     local rc=$?
+    if [ "$rc" -ne 0 ] && [ ${#failures[@]} -eq 0 ]; then
+        failures+=("the suite stopped early (exit $rc) at line $aborted_at")
+    fi
     for name in "${instances[@]}"; do
         triton instance delete -f -w "$name" >/dev/null 2>&1 || true
     done
@@ -131,12 +136,12 @@ must_work "a TCP connection to another instance's httpd from inside (nc works)" 
     "echo 'GET / HTTP/1.0' | nc -w 3 ${ip[b]} 80 | grep -q 'hello from'"
 
 # --- the control plane's ports -------------------------------------------------------------
-host_addrs=$(ip -4 -o addr show | awk '{print $4}' | cut -d/ -f1 | grep -v '^127\.' | sort -u)
-host_ports=$(ss -ltnH | awk '{print $4}' | sed 's/.*://' | sort -un)
-status_ports=$(scripts/coal status 2>/dev/null | grep -oE '[0-9.]+:[0-9]+' | sed 's/.*://' | sort -un)
-missing=$(comm -23 <(echo "$status_ports") <(echo "$host_ports") | tr '\n' ' ')
-check "every port coal status lists is among the host's listening ports tried (${missing:-none missing})" \
-    test -z "$missing"
+host_addrs=$(ip -4 -o addr show | awk '{print $4}' | cut -d/ -f1 | grep -v '^127\.' | sort -u || true)
+host_ports=$(ss -ltnH | awk '{print $4}' | sed 's/.*://' | sort -u || true)
+status_ports=$(scripts/coal status 2>/dev/null | grep -oE '[0-9.]+:[0-9]+' | sed 's/.*://' | sort -u || true)
+missing=$(comm -23 <(echo "$status_ports") <(echo "$host_ports") | tr '\n' ' ' || true)
+check "every port coal status lists ($(echo $status_ports)) is among the host's listening ports tried (${missing:-none missing})" \
+    test -n "$status_ports" -a -z "$missing"
 check "the host itself reaches the control plane (Moray answers on its admin address)" \
     timeout 3 bash -c '</dev/tcp/10.99.99.7/2020'
 tries=""
