@@ -5,6 +5,7 @@
 //! both buckets is one Moray batch conditioned on the account's etag, so a key is never
 //! added to an account being deleted, and an account is never deleted half-way.
 
+use moray_client::filter::Filter;
 use moray_client::{
     BatchOp, BucketConfig, EtagCondition, FindOptions, IndexDef, MorayClient, MorayError, Object,
     Sort, SortOrder,
@@ -157,15 +158,15 @@ impl Ufds {
         }
         let mut terms = Vec::new();
         if !req.login.is_empty() {
-            terms.push(format!("(login={})", ldap_value(&req.login, true)));
+            terms.push(Filter::glob("login", &req.login));
         }
         if !req.email.is_empty() {
-            terms.push(format!("(email={})", ldap_value(&req.email, true)));
+            terms.push(Filter::glob("email", &req.email));
         }
         if let Some(approved) = req.approved_for_provisioning {
-            terms.push(format!("(approved_for_provisioning={approved})"));
+            terms.push(Filter::eq("approved_for_provisioning", approved));
         }
-        let filter = and_filter(terms, "(login=*)");
+        let filter = Filter::and_else(terms, Filter::present("login")).to_string();
         let options = FindOptions {
             limit: Some(u64::from(if req.limit == 0 {
                 MAX_LIMIT
@@ -255,7 +256,7 @@ impl Ufds {
                 },
                 BatchOp::DeleteMany {
                     bucket: KEYS_BUCKET.to_string(),
-                    filter: format!("(account_uuid={})", ldap_value(&account.uuid, false)),
+                    filter: Filter::eq("account_uuid", &account.uuid).to_string(),
                     options: FindOptions {
                         no_limit: true,
                         ..Default::default()
@@ -300,7 +301,7 @@ impl Ufds {
         if let Some(e) = account::check_text("account", reference) {
             return Err(Error::Invalid(vec![e]));
         }
-        let filter = format!("(login={})", ldap_value(reference, false));
+        let filter = Filter::eq("login", reference).to_string();
         let found = self
             .moray
             .find_objects(ACCOUNTS_BUCKET, &filter, &FindOptions::limit(1))
@@ -425,10 +426,8 @@ impl Ufds {
             return Err(Error::missing("fingerprint"));
         }
         let filter = match normalize_fingerprint(fingerprint) {
-            Some(Fingerprint::Md5(fp)) => format!("(fingerprint={})", ldap_value(&fp, false)),
-            Some(Fingerprint::Sha256(fp)) => {
-                format!("(sha256_fingerprint={})", ldap_value(&fp, false))
-            }
+            Some(Fingerprint::Md5(fp)) => Filter::eq("fingerprint", &fp),
+            Some(Fingerprint::Sha256(fp)) => Filter::eq("sha256_fingerprint", &fp),
             None => {
                 return Err(Error::invalid(
                     "fingerprint",
@@ -438,15 +437,12 @@ impl Ufds {
                 ));
             }
         };
-        self.find_keys_by(&filter).await
+        self.find_keys_by(&filter.to_string()).await
     }
 
     async fn account_keys(&self, account_uuid: &str) -> Result<Vec<StoredKey>> {
-        self.find_keys_by(&format!(
-            "(account_uuid={})",
-            ldap_value(account_uuid, false)
-        ))
-        .await
+        self.find_keys_by(&Filter::eq("account_uuid", account_uuid).to_string())
+            .await
     }
 
     async fn find_keys_by(&self, filter: &str) -> Result<Vec<StoredKey>> {
@@ -535,48 +531,4 @@ fn from_object<T: DeserializeOwned>(o: &Object) -> Result<T> {
         what: format!("{}/{}", o.bucket, o.key),
         reason: e.to_string(),
     })
-}
-
-/// `(&t1 t2 ...)`, the one term alone, or `all` when there is none.
-fn and_filter(terms: Vec<String>, all: &str) -> String {
-    match terms.len() {
-        0 => all.to_string(),
-        1 => terms.into_iter().next().unwrap_or_default(),
-        _ => format!("(&{})", terms.concat()),
-    }
-}
-
-/// A value for an LDAP filter: special characters escaped as `\XX`; with `glob`, `*`
-/// stays a wildcard.
-pub fn ldap_value(value: &str, glob: bool) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '*' if glob => out.push('*'),
-            '(' | ')' | '\\' | '*' | '=' | '\0' => out.push_str(&format!("\\{:02x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ldap_values_are_escaped() {
-        assert_eq!(ldap_value("a(b)*c\\=", false), "a\\28b\\29\\2ac\\5c\\3d");
-        assert_eq!(ldap_value("bo*", true), "bo*");
-    }
-
-    #[test]
-    fn filters_combine() {
-        assert_eq!(and_filter(vec![], "(x=*)"), "(x=*)");
-        assert_eq!(and_filter(vec!["(a=1)".into()], "(x=*)"), "(a=1)");
-        assert_eq!(
-            and_filter(vec!["(a=1)".into(), "(b=2)".into()], "(x=*)"),
-            "(&(a=1)(b=2))"
-        );
-    }
 }

@@ -101,6 +101,37 @@ async fn account_lifecycle() {
         .into_inner();
     assert_eq!(by_email.total, 2);
 
+    // Besides the `*` globs, values are taken literally: `)(` and `\` neither widen the
+    // filter nor break it.
+    for (login, email) in [
+        ("bob)(login=*", ""),
+        ("bob)(|(login=*", ""),
+        ("bob\\", ""),
+        ("", "alice@example.org)(email=*"),
+        ("(", ""),
+    ] {
+        let found = c
+            .list_accounts(proto::ListAccountsRequest {
+                login: login.into(),
+                email: email.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(found.total, 0, "login {login:?} email {email:?}");
+    }
+    // A login reference with filter characters finds nothing.
+    for reference in ["*", "bob)(login=*", "b*"] {
+        let err = c
+            .get_account(proto::GetAccountRequest {
+                account: reference.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound, "{reference:?}: {err:?}");
+    }
+
     // Update: set some fields, clear one, keep the rest.
     let updated = c
         .update_account(proto::UpdateAccountRequest {
