@@ -1,6 +1,7 @@
 //! PAPI's operations on packages, all state in Moray's `papi_packages` bucket (key: the
 //! package uuid; unique indexes on `uuid` and `name_version`).
 
+use moray_client::filter::Filter;
 use moray_client::{
     BucketConfig, EtagCondition, FindOptions, IndexDef, MorayClient, MorayError, Object, Sort,
     SortOrder,
@@ -322,7 +323,7 @@ pub fn list_filter(req: &proto::ListPackagesRequest) -> Result<String> {
         ("billing_tag", &req.billing_tag),
     ] {
         if !value.is_empty() {
-            terms.push(format!("({field}={})", ldap_value(value, true)));
+            terms.push(Filter::glob(field, value));
         }
     }
     for (field, value) in [
@@ -331,7 +332,7 @@ pub fn list_filter(req: &proto::ListPackagesRequest) -> Result<String> {
         ("default", req.default),
     ] {
         if let Some(v) = value {
-            terms.push(format!("({field}={v})"));
+            terms.push(Filter::eq(field, v));
         }
     }
     for (field, value) in [
@@ -342,13 +343,13 @@ pub fn list_filter(req: &proto::ListPackagesRequest) -> Result<String> {
         ("max_lwps", req.max_lwps.map(u64::from)),
     ] {
         if let Some(v) = value {
-            terms.push(format!("({field}={v})"));
+            terms.push(Filter::eq(field, v));
         }
     }
     let mut owners = Vec::new();
     for (i, owner) in req.owner_uuids.iter().enumerate() {
         if package::is_uuid(owner) {
-            owners.push(format!("(owner_uuids={owner})"));
+            owners.push(Filter::eq("owner_uuids", owner));
         } else {
             errors.push(FieldError::invalid(
                 &format!("owner_uuids[{i}]"),
@@ -356,17 +357,15 @@ pub fn list_filter(req: &proto::ListPackagesRequest) -> Result<String> {
             ));
         }
     }
-    match owners.len() {
-        0 => {}
-        1 => terms.append(&mut owners),
-        _ => terms.push(format!("(|{})", owners.concat())),
+    if !owners.is_empty() {
+        terms.push(Filter::or(owners));
     }
     if !req.visible_to.is_empty() {
         if package::is_uuid(&req.visible_to) {
-            terms.push(format!(
-                "(|(owner_uuids={})(!(owner_uuids=*)))",
-                req.visible_to
-            ));
+            terms.push(Filter::or([
+                Filter::eq("owner_uuids", &req.visible_to),
+                Filter::negate(Filter::present("owner_uuids")),
+            ]));
         } else {
             errors.push(FieldError::invalid(
                 "visible_to",
@@ -377,11 +376,7 @@ pub fn list_filter(req: &proto::ListPackagesRequest) -> Result<String> {
     if !errors.is_empty() {
         return Err(Error::Invalid(errors));
     }
-    Ok(match terms.len() {
-        0 => "(uuid=*)".to_string(),
-        1 => terms.concat(),
-        _ => format!("(&{})", terms.concat()),
-    })
+    Ok(Filter::and_else(terms, Filter::present("uuid")).to_string())
 }
 
 fn check_uuid(field: &str, value: &str) -> Result<()> {
@@ -415,20 +410,6 @@ fn from_object(o: &Object) -> Result<Package> {
         what: format!("{}/{}", o.bucket, o.key),
         reason: e.to_string(),
     })
-}
-
-/// A value for an LDAP filter: special characters escaped as `\XX`; with `glob`, `*`
-/// stays a wildcard (Triton's ListPackages allows `*` and escapes the rest).
-pub fn ldap_value(value: &str, glob: bool) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '*' if glob => out.push('*'),
-            '(' | ')' | '\\' | '*' | '=' | '\0' => out.push_str(&format!("\\{:02x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -634,6 +634,43 @@ async fn list_filters_sort_and_page() {
             },
             vec![],
         ),
+        // Besides `*` globs, values are taken literally: `)(` and `\` neither widen the
+        // filter nor break it, and a `*` name stays within what the caller may see.
+        (
+            proto::ListPackagesRequest {
+                name: "sdc_128)(owner_uuids=*".into(),
+                visible_to: OWNER_A.into(),
+                ..all()
+            },
+            vec![],
+        ),
+        (
+            proto::ListPackagesRequest {
+                name: "x)(|(name=*".into(),
+                ..all()
+            },
+            vec![],
+        ),
+        (
+            proto::ListPackagesRequest {
+                group: "Standard\\".into(),
+                ..all()
+            },
+            vec![],
+        ),
+        (
+            proto::ListPackagesRequest {
+                name: "*".into(),
+                visible_to: OWNER_A.into(),
+                ..all()
+            },
+            vec![
+                "sdc_128@1.0.0",
+                "sdc_1024@1.0.0",
+                "sdc_1024@2.0.0",
+                "g4-bhyve-4G@1.0.0",
+            ],
+        ),
     ];
     for (req, want) in cases {
         let shown = format!("{req:?}");
