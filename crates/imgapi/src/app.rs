@@ -3,6 +3,7 @@
 
 use futures::{Stream, StreamExt};
 use moray_client::EtagCondition;
+use moray_client::filter::Filter;
 use tokio::sync::Mutex;
 use triton_proto::imgapi::v1 as proto;
 
@@ -32,21 +33,6 @@ fn not_found(uuid: &str) -> Error {
         kind: "image",
         id: uuid.to_string(),
     }
-}
-
-fn esc(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '*' => out.push_str("\\2a"),
-            '(' => out.push_str("\\28"),
-            ')' => out.push_str("\\29"),
-            '\\' => out.push_str("\\5c"),
-            '\0' => out.push_str("\\00"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 impl Imgapi {
@@ -320,21 +306,21 @@ impl Imgapi {
         let mut terms = Vec::new();
         if let Some(owner) = &req.owner {
             match manifest::uuid("owner", owner) {
-                Ok(o) => terms.push(format!("(owner={o})")),
+                Ok(o) => terms.push(Filter::eq("owner", o)),
                 Err(e) => errors.push(e),
             }
         }
         for (field, value) in [("name", &req.name), ("version", &req.version)] {
             if let Some(v) = value {
                 match v.strip_prefix('~') {
-                    Some(sub) => terms.push(format!("({field}=*{}*)", esc(sub))),
-                    None => terms.push(format!("({field}={})", esc(v))),
+                    Some(sub) => terms.push(Filter::contains(field, sub)),
+                    None => terms.push(Filter::eq(field, v)),
                 }
             }
         }
         if let Some(os) = &req.os {
             match manifest::one_of("os", os, manifest::OSES) {
-                Ok(os) => terms.push(format!("(os={os})")),
+                Ok(os) => terms.push(Filter::eq("os", os)),
                 Err(e) => errors.push(e),
             }
         }
@@ -344,19 +330,19 @@ impl Imgapi {
                 None => (false, t.as_str()),
             };
             match manifest::one_of("type", name, TYPES) {
-                Ok(n) if negate => terms.push(format!("(!(type={n}))")),
-                Ok(n) => terms.push(format!("(type={n})")),
+                Ok(n) if negate => terms.push(Filter::negate(Filter::eq("type", n))),
+                Ok(n) => terms.push(Filter::eq("type", n)),
                 Err(e) => errors.push(e),
             }
         }
         if let Some(p) = req.public {
-            terms.push(format!("(public={p})"));
+            terms.push(Filter::eq("public", p));
         }
         match req.state.as_deref() {
-            None => terms.push("(state=active)".into()),
+            None => terms.push(Filter::eq("state", "active")),
             Some("all") => {}
             Some(s) => match manifest::one_of("state", s, STATES) {
-                Ok(s) => terms.push(format!("(state={s})")),
+                Ok(s) => terms.push(Filter::eq("state", s)),
                 Err(_) => errors.push(FieldError::invalid(
                     "state",
                     format!("{s:?} must be one of all, {}", STATES.join(", ")),
@@ -366,19 +352,23 @@ impl Imgapi {
         let mut tags: Vec<_> = req.tags.iter().collect();
         tags.sort();
         for (k, v) in tags {
-            terms.push(format!("(tags_search={})", esc(&format!("{k}={v}"))));
+            terms.push(Filter::eq("tags_search", format!("{k}={v}")));
         }
         if let Some(account) = &req.account {
             match manifest::uuid("account", account) {
-                Ok(a) => terms.push(format!(
-                    "(|(owner={a})(&(activated=true)(|(public=true)(acl={a}))))"
-                )),
+                Ok(a) => terms.push(Filter::or([
+                    Filter::eq("owner", &a),
+                    Filter::and([
+                        Filter::eq("activated", true),
+                        Filter::or([Filter::eq("public", true), Filter::eq("acl", &a)]),
+                    ]),
+                ])),
                 Err(e) => errors.push(e),
             }
         }
         if let Some(marker) = &req.marker {
             match manifest::uuid("marker", marker) {
-                Ok(m) => terms.push(format!("(&(uuid>={m})(!(uuid={m})))")),
+                Ok(m) => terms.push(Filter::gt("uuid", m)),
                 Err(e) => errors.push(e),
             }
         }
@@ -396,11 +386,7 @@ impl Imgapi {
         if !errors.is_empty() {
             return Err(Error::Validation(errors));
         }
-        let filter = match terms.len() {
-            0 => "(uuid=*)".to_string(),
-            1 => terms.concat(),
-            _ => format!("(&{})", terms.concat()),
-        };
+        let filter = Filter::and_else(terms, Filter::present("uuid")).to_string();
         self.store.find(&filter, limit).await
     }
 
@@ -430,7 +416,10 @@ impl Imgapi {
     pub async fn delete_image(&self, uuid: &str) -> Result<()> {
         let stored = self.stored(uuid).await?;
         let uuid = stored.manifest.uuid.clone();
-        let dependents = self.store.find(&format!("(origin={uuid})"), 1).await?;
+        let dependents = self
+            .store
+            .find(&Filter::eq("origin", &uuid).to_string(), 1)
+            .await?;
         if let Some(d) = dependents.first() {
             return Err(Error::HasDependents {
                 uuid,

@@ -604,6 +604,38 @@ async fn create_upload_transitions_and_list_filters() {
         .await,
         vec!["centos@7"]
     );
+    // Values are taken literally: `*`, `)(` and `\` neither match every image nor widen
+    // the filter, also inside a `~` substring.
+    for name in [
+        "*",
+        "ubuntu)(name=*",
+        "ubuntu)(|(name=*",
+        "~*",
+        "~)(",
+        "ubuntu\\",
+        "~\\",
+    ] {
+        for req in [
+            proto::ListImagesRequest {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            proto::ListImagesRequest {
+                version: Some(name.into()),
+                ..Default::default()
+            },
+        ] {
+            assert_eq!(list(all(req)).await, Vec::<String>::new(), "{name:?}");
+        }
+    }
+    assert_eq!(
+        list(all(proto::ListImagesRequest {
+            tags: [("role".to_string(), "*)(name=*".to_string())].into(),
+            ..Default::default()
+        }))
+        .await,
+        Vec::<String>::new()
+    );
     assert_eq!(
         list(all(proto::ListImagesRequest {
             version: Some("24.04".into()),
