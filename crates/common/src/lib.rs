@@ -1,12 +1,14 @@
 //! What every Triton service shares: config loading ([`config`]), structured logs and
 //! traces ([`telemetry`]), gRPC server start-up with health and reflection ([`grpc`]),
-//! graceful shutdown ([`shutdown`]), the mapping of errors to gRPC statuses
+//! graceful shutdown ([`shutdown`]), the `main` every service binary shares and the
+//! error-chain printer ([`service`]), the mapping of errors to gRPC statuses
 //! ([`status`]), RFC 3339 timestamps ([`time`]) and the allocator every binary uses
 //! ([`global_allocator!`]).
 
 pub mod config;
 pub mod field_error;
 pub mod grpc;
+pub mod service;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;
