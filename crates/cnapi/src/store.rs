@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
+use moray_client::filter::Filter;
 use moray_client::{BatchOp, BucketConfig, EtagCondition, FindOptions, IndexDef, MorayClient};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -109,23 +110,6 @@ fn reservations_json(doc: &ReservationDoc) -> Result<serde_json::Value> {
         m.insert("vm_uuids".into(), serde_json::Value::Array(vms));
     }
     Ok(value)
-}
-
-/// `text` as a literal in an LDAP filter (RFC 4515 escapes).
-fn filter_literal(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '*' => out.push_str("\\2a"),
-            '(' => out.push_str("\\28"),
-            ')' => out.push_str("\\29"),
-            '\\' => out.push_str("\\5c"),
-            '=' => out.push_str("\\3d"),
-            '\0' => out.push_str("\\00"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 fn to_json<T: Serialize>(what: &str, value: &T) -> Result<serde_json::Value> {
@@ -515,7 +499,7 @@ impl Store for MorayStore {
             .moray
             .find_objects(
                 RESERVATIONS_BUCKET,
-                &format!("(vm_uuids={})", filter_literal(vm_uuid)),
+                &Filter::eq("vm_uuids", vm_uuid).to_string(),
                 &FindOptions::limit(LIST_LIMIT),
             )
             .await

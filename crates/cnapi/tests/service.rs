@@ -638,6 +638,21 @@ async fn reservations_survive_a_restart_of_cnapi() {
         .unwrap()
         .into_inner();
     assert_eq!(cap.capacities[0].ram, 13926 - 12_000);
+    // An instance uuid with filter characters finds no reservation: `*` or `)(` do not
+    // release the other instance's.
+    for other in ["*", "x)(vm_uuids=*", "\\", "x)(|(vm_uuids=*"] {
+        let released = c
+            .release_reservation(pb::ReleaseReservationRequest {
+                vm_uuid: other.into(),
+                server_uuid: String::new(),
+            })
+            .await;
+        assert!(
+            released.as_ref().is_err() || !released.unwrap().into_inner().released,
+            "{other:?}"
+        );
+    }
+    assert!(c.allocate(alloc_request(12_000)).await.is_err());
     // Released through the CNAPI that did not make it (found by the instance's uuid).
     let released = c
         .release_reservation(pb::ReleaseReservationRequest {
