@@ -1,0 +1,313 @@
+//! Fabrics: per-owner VLANs and the networks on them.
+
+use moray_client::EtagCondition;
+use triton_proto::napi::v1 as proto;
+
+use crate::error::{Error, FieldError, Result};
+use crate::ip;
+use crate::model::{FABRIC_MTU_DEFAULT, Fabric, FabricVlan, MAX_VNET_ID, Network, OVERLAY_NIC_TAG};
+use crate::store::{self, Conflict, FABRIC_VLANS, FABRICS, NETWORKS, Stored};
+use crate::validate::{self, Checks};
+use moray_client::filter::Filter;
+
+use super::{Napi, UPDATE_ATTEMPTS, check_range, new_uuid, not_found, one, random_u64};
+
+impl Napi {
+    pub async fn get_fabric(&self, owner_uuid: &str) -> Result<Fabric> {
+        let owner = validate::uuid("owner_uuid", owner_uuid).map_err(one)?;
+        self.store
+            .get::<Fabric>(FABRICS, &owner)
+            .await?
+            .map(|s| s.value)
+            .ok_or_else(|| not_found("fabric", owner))
+    }
+
+    #[tracing::instrument(skip_all, fields(owner_uuid = %req.owner_uuid, vlan_id = req.vlan_id))]
+    pub async fn create_fabric_vlan(
+        &self,
+        req: proto::CreateFabricVlanRequest,
+    ) -> Result<FabricVlan> {
+        let mut c = Checks::new();
+        let owner = c.take(validate::uuid("owner_uuid", &req.owner_uuid));
+        let vlan_id = c.take(validate::vlan_id("vlan_id", req.vlan_id));
+        let name = c.take(validate::name("name", &req.name));
+        let description = c.take(validate::description("description", &req.description));
+        c.finish()?;
+        let (Some(owner), Some(vlan_id), Some(name), Some(description)) =
+            (owner, vlan_id, name, description)
+        else {
+            return Err(Error::invalid("vlan", "invalid"));
+        };
+        for _ in 0..UPDATE_ATTEMPTS {
+            let mut ops = Vec::new();
+            let vnet_id = match self.store.get::<Fabric>(FABRICS, &owner).await? {
+                Some(f) => f.value.vnet_id,
+                None => {
+                    let fabric = Fabric {
+                        owner_uuid: owner.clone(),
+                        vnet_id: 1 + (random_u64() % u64::from(MAX_VNET_ID)) as u32,
+                    };
+                    ops.push(store::put_op(
+                        FABRICS,
+                        &owner,
+                        &fabric,
+                        EtagCondition::MustNotExist,
+                    )?);
+                    fabric.vnet_id
+                }
+            };
+            let vlan = FabricVlan {
+                owner_uuid: owner.clone(),
+                vlan_id,
+                name: name.clone(),
+                description: description.clone(),
+                vnet_id,
+            };
+            ops.push(store::put_op(
+                FABRIC_VLANS,
+                &FabricVlan::key(&owner, vlan_id),
+                &vlan,
+                EtagCondition::MustNotExist,
+            )?);
+            let Err(e) = self.store.batch(&ops).await else {
+                return Ok(vlan);
+            };
+            match store::conflict(&e) {
+                Some(Conflict::Etag { bucket, .. }) if bucket == FABRIC_VLANS => {
+                    return Err(Error::InvalidParameters(vec![FieldError::duplicate(
+                        "vlan_id",
+                        format!("VLAN ID {vlan_id} is already in use"),
+                    )]));
+                }
+                // Another request created this owner's fabric, or another owner holds
+                // the vnet_id drawn: read again and draw again.
+                Some(_) => continue,
+                None => return Err(Error::moray("batch create fabric VLAN")(e)),
+            }
+        }
+        Err(Error::Contention {
+            what: format!("create fabric VLAN {vlan_id} for {owner}"),
+            attempts: UPDATE_ATTEMPTS,
+        })
+    }
+
+    pub(super) async fn fabric_vlan(
+        &self,
+        owner_uuid: &str,
+        vlan_id: u32,
+    ) -> Result<Stored<FabricVlan>> {
+        let mut c = Checks::new();
+        let owner = c.take(validate::uuid("owner_uuid", owner_uuid));
+        let vlan_id = c.take(validate::vlan_id("vlan_id", vlan_id));
+        c.finish()?;
+        let (Some(owner), Some(vlan_id)) = (owner, vlan_id) else {
+            return Err(Error::invalid("vlan_id", "invalid"));
+        };
+        let key = FabricVlan::key(&owner, vlan_id);
+        self.store
+            .get::<FabricVlan>(FABRIC_VLANS, &key)
+            .await?
+            .ok_or_else(|| not_found("fabric VLAN", key))
+    }
+
+    pub async fn get_fabric_vlan(&self, owner_uuid: &str, vlan_id: u32) -> Result<FabricVlan> {
+        Ok(self.fabric_vlan(owner_uuid, vlan_id).await?.value)
+    }
+
+    pub async fn list_fabric_vlans(&self, owner_uuid: &str) -> Result<Vec<FabricVlan>> {
+        let owner = validate::uuid("owner_uuid", owner_uuid).map_err(one)?;
+        let found = self
+            .store
+            .find_all::<FabricVlan>(
+                FABRIC_VLANS,
+                &Filter::eq("owner_uuid", &owner).to_string(),
+                "vlan_id",
+            )
+            .await?;
+        Ok(found.into_iter().map(|s| s.value).collect())
+    }
+
+    pub async fn update_fabric_vlan(
+        &self,
+        req: proto::UpdateFabricVlanRequest,
+    ) -> Result<FabricVlan> {
+        for _ in 0..UPDATE_ATTEMPTS {
+            let stored = self.fabric_vlan(&req.owner_uuid, req.vlan_id).await?;
+            let mut vlan = stored.value;
+            let mut c = Checks::new();
+            if let Some(n) = &req.name
+                && let Some(n) = c.take(validate::name("name", n))
+            {
+                vlan.name = n;
+            }
+            if let Some(d) = &req.description
+                && let Some(d) = c.take(validate::description("description", d))
+            {
+                vlan.description = d;
+            }
+            c.finish()?;
+            let key = FabricVlan::key(&vlan.owner_uuid, vlan.vlan_id);
+            match self
+                .store
+                .put(FABRIC_VLANS, &key, &vlan, EtagCondition::Is(stored.etag))
+                .await?
+            {
+                Ok(_) => return Ok(vlan),
+                Err(e) if store::conflict(&e).is_some() => continue,
+                Err(e) => return Err(Error::moray("putObject napi_fabric_vlans")(e)),
+            }
+        }
+        Err(Error::Contention {
+            what: format!("update fabric VLAN {}", req.vlan_id),
+            attempts: UPDATE_ATTEMPTS,
+        })
+    }
+
+    pub async fn delete_fabric_vlan(&self, owner_uuid: &str, vlan_id: u32) -> Result<()> {
+        let stored = self.fabric_vlan(owner_uuid, vlan_id).await?;
+        let vlan = stored.value;
+        let nets = self.fabric_networks(&vlan.owner_uuid, vlan.vlan_id).await?;
+        if let Some(n) = nets.first() {
+            return Err(Error::InUse(format!(
+                "fabric VLAN {} has networks (e.g. {} {})",
+                vlan.vlan_id, n.uuid, n.name
+            )));
+        }
+        self.delete(
+            FABRIC_VLANS,
+            &FabricVlan::key(&vlan.owner_uuid, vlan.vlan_id),
+            EtagCondition::Is(stored.etag),
+            "fabric VLAN",
+        )
+        .await
+    }
+
+    pub(super) async fn fabric_networks(&self, owner: &str, vlan_id: u32) -> Result<Vec<Network>> {
+        let found = self
+            .store
+            .find_all::<Network>(
+                NETWORKS,
+                &Filter::and([
+                    Filter::eq("fabric_owner", owner),
+                    Filter::eq("vlan_id", vlan_id),
+                ])
+                .to_string(),
+                "name",
+            )
+            .await?;
+        Ok(found.into_iter().map(|s| s.value).collect())
+    }
+
+    #[tracing::instrument(skip_all, fields(owner_uuid = %req.owner_uuid, vlan_id = req.vlan_id, name = %req.name))]
+    pub async fn create_fabric_network(
+        &self,
+        req: proto::CreateFabricNetworkRequest,
+    ) -> Result<Network> {
+        let vlan = self.fabric_vlan(&req.owner_uuid, req.vlan_id).await?.value;
+        let mut c = Checks::new();
+        let name = c.take(validate::name("name", &req.name));
+        let subnet = c.take(validate::subnet("subnet", &req.subnet));
+        if let Some(s) = &subnet {
+            if !s.is_private() {
+                c.push(FieldError::invalid(
+                    "subnet",
+                    format!("{s} is not within a private (RFC 1918) range"),
+                ));
+            }
+            if s.prefix > 24 {
+                c.push(FieldError::invalid(
+                    "subnet",
+                    "a fabric subnet must be between /8 and /24",
+                ));
+            }
+        }
+        let resolvers = c.take(validate::resolvers("resolvers", &req.resolvers));
+        let routes = c.take(validate::routes("routes", &req.routes));
+        let description = c.take(validate::description("description", &req.description));
+        let mtu = c.take(validate::network_mtu(
+            "mtu",
+            req.mtu.unwrap_or(FABRIC_MTU_DEFAULT),
+        ));
+        let range = subnet.as_ref().and_then(|s| {
+            check_range(
+                &mut c,
+                s,
+                &req.provision_start_ip,
+                &req.provision_end_ip,
+                req.gateway.as_deref(),
+            )
+        });
+        c.finish()?;
+        let (
+            Some(name),
+            Some(subnet),
+            Some(resolvers),
+            Some(routes),
+            Some(description),
+            Some(mtu),
+            Some((start, end, gateway)),
+        ) = (name, subnet, resolvers, routes, description, mtu, range)
+        else {
+            return Err(Error::invalid("network", "invalid"));
+        };
+        let network = Network {
+            uuid: new_uuid(),
+            name_key: Network::name_key(&name, Some(&vlan.owner_uuid)),
+            name,
+            vlan_id: vlan.vlan_id,
+            family: "ipv4".into(),
+            subnet: subnet.to_string(),
+            provision_start_ip: ip::format_ip(start),
+            provision_end_ip: ip::format_ip(end),
+            nic_tag: OVERLAY_NIC_TAG.into(),
+            internet_nat: req.internet_nat.unwrap_or(gateway.is_some()),
+            gateway: gateway.map(ip::format_ip),
+            resolvers,
+            routes,
+            owner_uuids: vec![vlan.owner_uuid.clone()],
+            description,
+            mtu,
+            fabric: true,
+            vnet_id: Some(vlan.vnet_id),
+            fabric_owner: Some(vlan.owner_uuid.clone()),
+        };
+        self.insert_network(network).await
+    }
+
+    pub(super) async fn fabric_network(
+        &self,
+        owner: &str,
+        vlan_id: u32,
+        uuid: &str,
+    ) -> Result<Stored<Network>> {
+        let vlan = self.fabric_vlan(owner, vlan_id).await?.value;
+        let stored = self
+            .network(uuid)
+            .await?
+            .filter(|s| {
+                s.value.fabric_owner.as_deref() == Some(vlan.owner_uuid.as_str())
+                    && s.value.vlan_id == vlan.vlan_id
+            })
+            .ok_or_else(|| not_found("fabric network", uuid))?;
+        Ok(stored)
+    }
+
+    pub async fn get_fabric_network(
+        &self,
+        owner: &str,
+        vlan_id: u32,
+        uuid: &str,
+    ) -> Result<Network> {
+        Ok(self.fabric_network(owner, vlan_id, uuid).await?.value)
+    }
+
+    pub async fn list_fabric_networks(&self, owner: &str, vlan_id: u32) -> Result<Vec<Network>> {
+        let vlan = self.fabric_vlan(owner, vlan_id).await?.value;
+        self.fabric_networks(&vlan.owner_uuid, vlan.vlan_id).await
+    }
+
+    pub async fn delete_fabric_network(&self, owner: &str, vlan_id: u32, uuid: &str) -> Result<()> {
+        let stored = self.fabric_network(owner, vlan_id, uuid).await?;
+        self.delete_network_record(stored).await
+    }
+}

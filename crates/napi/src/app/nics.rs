@@ -1,0 +1,621 @@
+//! NICs: provisioning (MAC and IP), reads, updates and deletes.
+
+use moray_client::{EtagCondition, FindOptions};
+use triton_proto::napi::v1 as proto;
+
+use crate::error::{Error, FieldError, Result};
+use crate::ip;
+use crate::mac;
+use crate::model::{IpRecord, Network, NetworkPool, Nic};
+use crate::store::{self, Conflict, IPS, NETWORK_POOLS, NETWORKS, NICS, Stored};
+use crate::validate::{self, Checks};
+use moray_client::filter::Filter;
+
+use super::{IP_PROVISION_ATTEMPTS, Napi, UPDATE_ATTEMPTS, not_found, paged};
+
+impl Napi {
+    #[tracing::instrument(skip_all, fields(network_uuid = req.network_uuid.as_deref().unwrap_or(""), owner_uuid = %req.owner_uuid, belongs_to_uuid = %req.belongs_to_uuid))]
+    pub async fn create_nic(&self, req: proto::CreateNicRequest) -> Result<(Nic, Option<Network>)> {
+        let mut c = Checks::new();
+        let given_mac = match &req.mac {
+            Some(m) => c.take(mac::parse(m).map_err(|e| FieldError::invalid("mac", e))),
+            None => None,
+        };
+        let owner_uuid = c.take(validate::uuid("owner_uuid", &req.owner_uuid));
+        let belongs_to_uuid = c.take(validate::uuid("belongs_to_uuid", &req.belongs_to_uuid));
+        let belongs_to_type = c.take(validate::one_of(
+            "belongs_to_type",
+            &req.belongs_to_type,
+            validate::BELONGS_TO_TYPES,
+        ));
+        let state = c.take(validate::one_of(
+            "state",
+            req.state.as_deref().unwrap_or("running"),
+            validate::NIC_STATES,
+        ));
+        let cn_uuid = match &req.cn_uuid {
+            Some(u) if !u.is_empty() => c.take(validate::uuid("cn_uuid", u)),
+            _ => None,
+        };
+        let vlan_id = match req.vlan_id {
+            Some(v) => c.take(validate::vlan_id("vlan_id", v)),
+            None => Some(0),
+        };
+        let mut tags_provided = Vec::new();
+        for t in &req.nic_tags_provided {
+            if let Some(t) = c.take(validate::nic_tag_name("nic_tags_provided", t)) {
+                if self.nic_tag(&t).await?.is_none() {
+                    c.push(FieldError::invalid(
+                        "nic_tags_provided",
+                        format!("nic tag {t:?} does not exist"),
+                    ));
+                }
+                tags_provided.push(t);
+            }
+        }
+        // The networks to try, in order: one, or a pool's.
+        let mut targets: Vec<Network> = Vec::new();
+        let mut pool: Option<NetworkPool> = None;
+        let mut requested_ip = None;
+        match &req.network_uuid {
+            Some(nu) => {
+                if let Some(nu) = c.take(validate::uuid("network_uuid", nu)) {
+                    if let Some(n) = self.store.get::<Network>(NETWORKS, &nu).await? {
+                        let n = n.value;
+                        if let Some(owner) = &owner_uuid
+                            && !n.provisionable_by(owner, &self.admin_uuid)
+                        {
+                            c.push(FieldError::invalid(
+                                "owner_uuid",
+                                format!("owner cannot provision on network {}", n.uuid),
+                            ));
+                        }
+                        if let Some(ip) = &req.ip {
+                            // The operator's own NICs may take any address of the
+                            // subnet; everyone else's stay in the provision range.
+                            let whole_subnet = owner_uuid.as_deref() == Some(&self.admin_uuid);
+                            requested_ip = c.take(validate::nic_ip(
+                                "ip",
+                                ip,
+                                &n.parsed_subnet()?,
+                                n.gateway_ip()?,
+                                n.range()?,
+                                whole_subnet,
+                            ));
+                        }
+                        targets.push(n);
+                    } else if let Some(p) =
+                        self.store.get::<NetworkPool>(NETWORK_POOLS, &nu).await?
+                    {
+                        let p = p.value;
+                        if let Some(owner) = &owner_uuid
+                            && !p.provisionable_by(owner, &self.admin_uuid)
+                        {
+                            c.push(FieldError::invalid(
+                                "owner_uuid",
+                                format!("owner cannot provision on network pool {}", p.uuid),
+                            ));
+                        }
+                        if req.ip.is_some() {
+                            c.push(FieldError::invalid(
+                                "ip",
+                                "IP cannot be specified with a network pool",
+                            ));
+                        }
+                        for u in &p.networks {
+                            if let Some(n) = self.store.get::<Network>(NETWORKS, u).await?
+                                && owner_uuid
+                                    .as_ref()
+                                    .is_none_or(|o| n.value.provisionable_by(o, &self.admin_uuid))
+                            {
+                                targets.push(n.value);
+                            }
+                        }
+                        pool = Some(p);
+                    } else {
+                        c.push(FieldError::invalid(
+                            "network_uuid",
+                            format!("network {nu} does not exist"),
+                        ));
+                    }
+                }
+                if req.nic_tag.is_some() {
+                    c.push(FieldError::invalid(
+                        "nic_tag",
+                        "cannot be given with network_uuid (the network's is used)",
+                    ));
+                }
+            }
+            None => {
+                if req.ip.is_some() {
+                    c.push(FieldError::invalid("ip", "requires network_uuid"));
+                }
+                if let Some(tag) = &req.nic_tag
+                    && let Some(tag) = c.take(validate::nic_tag_name("nic_tag", tag))
+                    && self.nic_tag(&tag).await?.is_none()
+                {
+                    c.push(FieldError::invalid(
+                        "nic_tag",
+                        format!("nic tag {tag:?} does not exist"),
+                    ));
+                }
+            }
+        }
+        c.finish()?;
+        let (
+            Some(owner_uuid),
+            Some(belongs_to_uuid),
+            Some(belongs_to_type),
+            Some(state),
+            Some(vlan_id),
+        ) = (owner_uuid, belongs_to_uuid, belongs_to_type, state, vlan_id)
+        else {
+            return Err(Error::invalid("nic", "invalid"));
+        };
+        let now = triton_common::time::now_rfc3339();
+        let nic = Nic {
+            mac: given_mac.map(mac::format).unwrap_or_default(),
+            owner_uuid: owner_uuid.clone(),
+            belongs_to_uuid: belongs_to_uuid.clone(),
+            belongs_to_type: belongs_to_type.clone(),
+            primary: req.primary,
+            state,
+            cn_uuid,
+            model: req.model.clone().filter(|m| !m.is_empty()),
+            network_uuid: None,
+            ip: None,
+            nic_tag: req.nic_tag.clone(),
+            vlan_id,
+            nic_tags_provided: tags_provided,
+            allow_dhcp_spoofing: req.allow_dhcp_spoofing,
+            allow_ip_spoofing: req.allow_ip_spoofing,
+            allow_mac_spoofing: req.allow_mac_spoofing,
+            allow_restricted_traffic: req.allow_restricted_traffic,
+            allow_unfiltered_promisc: req.allow_unfiltered_promisc,
+            underlay: req.underlay,
+            created_timestamp: now.clone(),
+            modified_timestamp: now,
+        };
+
+        let Some(pool) = pool else {
+            let network = targets.pop();
+            return self
+                .provision_on(nic, network, requested_ip, given_mac.is_some())
+                .await;
+        };
+        for network in targets {
+            match self
+                .provision_on(nic.clone(), Some(network), None, given_mac.is_some())
+                .await
+            {
+                Err(Error::SubnetFull { what }) => {
+                    tracing::debug!(pool = %pool.uuid, %what, "pool network full; trying the next");
+                }
+                other => return other,
+            }
+        }
+        Err(Error::SubnetFull {
+            what: format!("network pool {} (all its networks are full)", pool.uuid),
+        })
+    }
+
+    /// Writes `nic` (and, on a network, its IP: `requested_ip` or a free one) in one
+    /// batch, retrying lost races. `mac_given`: the NIC's MAC came from the caller (a
+    /// taken one is then an error, not a reason to draw another).
+    pub(super) async fn provision_on(
+        &self,
+        mut nic: Nic,
+        network: Option<Network>,
+        requested_ip: Option<u32>,
+        mac_given: bool,
+    ) -> Result<(Nic, Option<Network>)> {
+        let given_mac = if mac_given {
+            Some(mac::parse(&nic.mac).map_err(|e| Error::invalid("mac", e))?)
+        } else {
+            None
+        };
+        if let Some(n) = &network {
+            nic.network_uuid = Some(n.uuid.clone());
+            nic.nic_tag = Some(n.nic_tag.clone());
+            nic.vlan_id = n.vlan_id;
+        }
+        let (owner_uuid, belongs_to_uuid, belongs_to_type) = (
+            nic.owner_uuid.clone(),
+            nic.belongs_to_uuid.clone(),
+            nic.belongs_to_type.clone(),
+        );
+        for attempt in 0..IP_PROVISION_ATTEMPTS {
+            nic.mac = mac::format(given_mac.unwrap_or_else(|| mac::random(self.oui)));
+            let clear_primary = if nic.primary {
+                self.clear_primary_ops(&nic.belongs_to_uuid, &nic.mac)
+                    .await?
+            } else {
+                Vec::new()
+            };
+            let mut ops = Vec::new();
+            // An address from the network's cursor, to give back or mark written.
+            let mut from_cursor = None;
+            if let Some(net) = &network {
+                let ip_num = match requested_ip {
+                    Some(ip) => ip,
+                    None => {
+                        let ip = self.next_free(net).await?;
+                        from_cursor = Some((net.uuid.clone(), ip));
+                        ip
+                    }
+                };
+                let record = IpRecord {
+                    belongs_to_uuid: Some(belongs_to_uuid.clone()),
+                    belongs_to_type: Some(belongs_to_type.clone()),
+                    owner_uuid: Some(owner_uuid.clone()),
+                    mac: Some(nic.mac.clone()),
+                    ..IpRecord::free(&net.uuid, ip_num)
+                };
+                nic.ip = Some(record.ip.clone());
+                ops.push(store::put_op(
+                    IPS,
+                    &IpRecord::key(&net.uuid, ip_num),
+                    &record,
+                    EtagCondition::MustNotExist,
+                ));
+            }
+            ops.push(store::put_op(
+                NICS,
+                &nic.mac,
+                &nic,
+                EtagCondition::MustNotExist,
+            ));
+            let ops = match ops.into_iter().collect::<Result<Vec<_>>>() {
+                Ok(mut ops) => {
+                    ops.extend(clear_primary);
+                    ops
+                }
+                Err(e) => {
+                    if let Some((net, ip)) = &from_cursor {
+                        self.cursor(net).lock().await.give_back(*ip);
+                    }
+                    return Err(e);
+                }
+            };
+            let written = self.store.batch(&ops).await;
+            if let Some((net, ip)) = &from_cursor {
+                let cursor = self.cursor(net);
+                let mut c = cursor.lock().await;
+                match &written {
+                    Ok(()) => c.written(*ip),
+                    Err(e) if matches!(store::conflict(e), Some(Conflict::Etag { bucket, .. }) if bucket == IPS) =>
+                    {
+                        // Taken by someone else: this scan is out of date.
+                        c.invalidate(Some(*ip));
+                    }
+                    Err(_) => c.give_back(*ip),
+                }
+            }
+            let Err(e) = written else {
+                tracing::info!(mac = %nic.mac, ip = ?nic.ip, attempt, "NIC provisioned");
+                return Ok((nic, network));
+            };
+            match store::conflict(&e) {
+                Some(Conflict::Etag { bucket, key }) if bucket == NICS && key == nic.mac => {
+                    if given_mac.is_some() {
+                        return Err(Error::InvalidParameters(vec![FieldError::duplicate(
+                            "mac",
+                            format!("a NIC with MAC {} already exists", nic.mac),
+                        )]));
+                    }
+                }
+                Some(Conflict::Unique { attribute }) if attribute == "mac" => {
+                    if given_mac.is_some() {
+                        return Err(Error::InvalidParameters(vec![FieldError::duplicate(
+                            "mac",
+                            format!("a NIC with MAC {} already exists", nic.mac),
+                        )]));
+                    }
+                }
+                Some(Conflict::Etag { bucket, .. }) if bucket == IPS => {
+                    if requested_ip.is_some() {
+                        // Never who holds it (another tenant's VM, its owner, a
+                        // reservation): the caller may be anyone.
+                        let ip = nic.ip.clone().unwrap_or_default();
+                        return Err(Error::InvalidParameters(vec![FieldError::used_by(
+                            "ip",
+                            format!("ip {ip} is already in use"),
+                        )]));
+                    }
+                }
+                Some(_) => {}
+                None => return Err(Error::moray("batch provision NIC")(e)),
+            }
+            tracing::debug!(attempt, mac = %nic.mac, ip = ?nic.ip, "provision conflict; retrying");
+        }
+        Err(Error::Contention {
+            what: format!(
+                "provision a NIC on network {}",
+                network.map(|n| n.uuid).unwrap_or_default()
+            ),
+            attempts: IP_PROVISION_ATTEMPTS,
+        })
+    }
+
+    /// Puts that clear `primary` on the other NICs of `belongs_to_uuid`.
+    pub(super) async fn clear_primary_ops(
+        &self,
+        belongs_to_uuid: &str,
+        except_mac: &str,
+    ) -> Result<Vec<moray_client::BatchOp>> {
+        // By owner only, `primary` checked here: with `(primary=true)` in the filter
+        // PostgreSQL may walk the `primary` index, every primary NIC of every VM.
+        let others = self
+            .store
+            .find_all::<Nic>(
+                NICS,
+                &Filter::eq("belongs_to_uuid", belongs_to_uuid).to_string(),
+                "mac",
+            )
+            .await?;
+        let now = triton_common::time::now_rfc3339();
+        others
+            .into_iter()
+            .filter(|s| s.value.primary && s.value.mac != except_mac)
+            .map(|s| {
+                let mut n = s.value;
+                n.primary = false;
+                n.modified_timestamp = now.clone();
+                store::put_op(NICS, &n.mac.clone(), &n, EtagCondition::Is(s.etag))
+            })
+            .collect()
+    }
+
+    pub(super) async fn nic(&self, mac_text: &str) -> Result<Stored<Nic>> {
+        let m = mac::parse(mac_text).map_err(|e| Error::invalid("mac", e))?;
+        let key = mac::format(m);
+        self.store
+            .get::<Nic>(NICS, &key)
+            .await?
+            .ok_or_else(|| not_found("nic", key))
+    }
+
+    pub(super) async fn with_network(&self, nic: Nic) -> Result<(Nic, Option<Network>)> {
+        let network = match &nic.network_uuid {
+            Some(u) => self
+                .store
+                .get::<Network>(NETWORKS, u)
+                .await?
+                .map(|s| s.value),
+            None => None,
+        };
+        Ok((nic, network))
+    }
+
+    pub async fn get_nic(&self, mac_text: &str) -> Result<(Nic, Option<Network>)> {
+        let nic = self.nic(mac_text).await?.value;
+        self.with_network(nic).await
+    }
+
+    pub async fn list_nics(
+        &self,
+        req: proto::ListNicsRequest,
+    ) -> Result<Vec<(Nic, Option<Network>)>> {
+        let mut c = Checks::new();
+        let limit = c.take(validate::limit("limit", req.limit));
+        let mut terms = Vec::new();
+        for (field, value) in [
+            ("belongs_to_uuid", &req.belongs_to_uuid),
+            ("owner_uuid", &req.owner_uuid),
+            ("network_uuid", &req.network_uuid),
+            ("cn_uuid", &req.cn_uuid),
+        ] {
+            if let Some(v) = value
+                && let Some(v) = c.take(validate::uuid(field, v))
+            {
+                terms.push(Filter::eq(field, v));
+            }
+        }
+        if let Some(t) = &req.belongs_to_type
+            && let Some(t) = c.take(validate::one_of(
+                "belongs_to_type",
+                t,
+                validate::BELONGS_TO_TYPES,
+            ))
+        {
+            terms.push(Filter::eq("belongs_to_type", t));
+        }
+        if let Some(s) = &req.state
+            && let Some(s) = c.take(validate::one_of("state", s, validate::NIC_STATES))
+        {
+            terms.push(Filter::eq("state", s));
+        }
+        if let Some(t) = &req.nic_tag {
+            terms.push(Filter::eq("nic_tag", t));
+        }
+        c.finish()?;
+        let limit = limit.unwrap_or(validate::MAX_LIMIT);
+        let filter = Filter::and_else(terms, Filter::present("mac")).to_string();
+        let found = if req.belongs_to_uuid.is_some() {
+            // One instance's NICs are few: read them all by the owner's index and page
+            // here. Sorted and limited in Moray, PostgreSQL may instead walk the `mac`
+            // index through every NIC of the datacenter.
+            let mut all = self
+                .store
+                .find::<Nic>(
+                    NICS,
+                    &filter,
+                    &FindOptions {
+                        no_limit: true,
+                        no_count: true,
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            all.sort_by(|a, b| a.value.mac.cmp(&b.value.mac));
+            all.into_iter()
+                .skip(req.offset as usize)
+                .take(limit as usize)
+                .collect()
+        } else {
+            self.store
+                .find::<Nic>(NICS, &filter, &paged(limit, req.offset, "mac"))
+                .await?
+        };
+        let mut networks: std::collections::HashMap<String, Option<Network>> = Default::default();
+        let mut out = Vec::with_capacity(found.len());
+        for s in found {
+            let nic = s.value;
+            let network = match &nic.network_uuid {
+                Some(u) => {
+                    if !networks.contains_key(u) {
+                        let n = self
+                            .store
+                            .get::<Network>(NETWORKS, u)
+                            .await?
+                            .map(|s| s.value);
+                        networks.insert(u.clone(), n);
+                    }
+                    networks.get(u).cloned().flatten()
+                }
+                None => None,
+            };
+            out.push((nic, network));
+        }
+        Ok(out)
+    }
+
+    pub async fn update_nic(&self, req: proto::UpdateNicRequest) -> Result<(Nic, Option<Network>)> {
+        for _ in 0..UPDATE_ATTEMPTS {
+            let stored = self.nic(&req.mac).await?;
+            let mut nic = stored.value;
+            let mut c = Checks::new();
+            if let Some(s) = &req.state
+                && let Some(s) = c.take(validate::one_of("state", s, validate::NIC_STATES))
+            {
+                nic.state = s;
+            }
+            if let Some(u) = &req.cn_uuid {
+                if u.is_empty() {
+                    nic.cn_uuid = None;
+                } else if let Some(u) = c.take(validate::uuid("cn_uuid", u)) {
+                    nic.cn_uuid = Some(u);
+                }
+            }
+            if let Some(m) = &req.model {
+                nic.model = Some(m.clone()).filter(|m| !m.is_empty());
+            }
+            if let Some(tags) = &req.nic_tags_provided {
+                let mut out = Vec::new();
+                for t in &tags.values {
+                    if let Some(t) = c.take(validate::nic_tag_name("nic_tags_provided", t)) {
+                        if self.nic_tag(&t).await?.is_none() {
+                            c.push(FieldError::invalid(
+                                "nic_tags_provided",
+                                format!("nic tag {t:?} does not exist"),
+                            ));
+                        }
+                        out.push(t);
+                    }
+                }
+                nic.nic_tags_provided = out;
+            }
+            for (value, field) in [
+                (req.allow_dhcp_spoofing, &mut nic.allow_dhcp_spoofing),
+                (req.allow_ip_spoofing, &mut nic.allow_ip_spoofing),
+                (req.allow_mac_spoofing, &mut nic.allow_mac_spoofing),
+                (
+                    req.allow_restricted_traffic,
+                    &mut nic.allow_restricted_traffic,
+                ),
+                (
+                    req.allow_unfiltered_promisc,
+                    &mut nic.allow_unfiltered_promisc,
+                ),
+                (req.underlay, &mut nic.underlay),
+            ] {
+                if let Some(v) = value {
+                    *field = v;
+                }
+            }
+            c.finish()?;
+            let mut ops = Vec::new();
+            if let Some(p) = req.primary {
+                if p && !nic.primary {
+                    ops.extend(
+                        self.clear_primary_ops(&nic.belongs_to_uuid, &nic.mac)
+                            .await?,
+                    );
+                }
+                nic.primary = p;
+            }
+            nic.modified_timestamp = triton_common::time::now_rfc3339();
+            ops.insert(
+                0,
+                store::put_op(NICS, &nic.mac, &nic, EtagCondition::Is(stored.etag))?,
+            );
+            match self.store.batch(&ops).await {
+                Ok(()) => return self.with_network(nic).await,
+                Err(e) if store::conflict(&e).is_some() => continue,
+                Err(e) => return Err(Error::moray("batch update NIC")(e)),
+            }
+        }
+        Err(Error::Contention {
+            what: format!("update NIC {}", req.mac),
+            attempts: UPDATE_ATTEMPTS,
+        })
+    }
+
+    /// Deletes the NIC and frees its IP in one transaction (a reserved IP stays
+    /// reserved, only unassigned).
+    #[tracing::instrument(skip(self))]
+    pub async fn delete_nic(&self, mac_text: &str) -> Result<()> {
+        for _ in 0..UPDATE_ATTEMPTS {
+            let stored = self.nic(mac_text).await?;
+            let nic = stored.value;
+            let mut ops = vec![store::delete_op(
+                NICS,
+                &nic.mac,
+                EtagCondition::Is(stored.etag),
+            )];
+            if let (Some(net), Some(ip)) = (&nic.network_uuid, &nic.ip) {
+                let ip_num = ip::parse_ip(ip).map_err(|reason| Error::Corrupt {
+                    what: format!("nic {}", nic.mac),
+                    reason,
+                })?;
+                let key = IpRecord::key(net, ip_num);
+                if let Some(rec) = self.store.get::<IpRecord>(IPS, &key).await?
+                    && rec.value.mac.as_deref() == Some(nic.mac.as_str())
+                {
+                    if rec.value.reserved {
+                        let freed = IpRecord {
+                            reserved: true,
+                            ..IpRecord::free(net, ip_num)
+                        };
+                        ops.push(store::put_op(
+                            IPS,
+                            &key,
+                            &freed,
+                            EtagCondition::Is(rec.etag),
+                        )?);
+                    } else {
+                        ops.push(store::delete_op(IPS, &key, EtagCondition::Is(rec.etag)));
+                    }
+                }
+            }
+            match self.store.batch(&ops).await {
+                Ok(()) => {
+                    tracing::info!(mac = %nic.mac, ip = ?nic.ip, "NIC deleted, IP released");
+                    if let Some(net) = &nic.network_uuid {
+                        self.ips_changed(net).await;
+                    }
+                    return Ok(());
+                }
+                Err(e) if e.name() == "ObjectNotFoundError" => {
+                    return Err(not_found("nic", nic.mac));
+                }
+                Err(e) if store::conflict(&e).is_some() => continue,
+                Err(e) => return Err(Error::moray("batch delete NIC")(e)),
+            }
+        }
+        Err(Error::Contention {
+            what: format!("delete NIC {mac_text}"),
+            attempts: UPDATE_ATTEMPTS,
+        })
+    }
+}
