@@ -1,12 +1,12 @@
-//! The `cn-agent` binary: reads its config, starts the agent on the configured backend,
-//! and runs until SIGTERM or SIGINT. Instances keep running when it stops.
+//! `cn-agent [-f|--config FILE] [--check-config]`: reads its config, starts the agent on
+//! the configured backend, and runs until SIGTERM or SIGINT; every config key can also be
+//! set as `CN_AGENT_<KEY>` (see `triton_common::service`). Instances keep running when it
+//! stops.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
 use cn_agent::agent::{AgentOptions, Running, start};
 use cn_agent::config::{BackendKind, Config};
 use cn_agent::linux::{LinuxBackend, LinuxConfig};
@@ -14,36 +14,13 @@ use cn_agent::sim::{SimBackend, SimConfig};
 use cn_agent::sysinfo::{NodeFacts, server_uuid};
 use tokio_util::sync::CancellationToken;
 
-#[derive(Parser)]
-#[command(name = "cn-agent", about = "Triton compute node agent", version)]
-struct Args {
-    /// TOML config file; every key can also be set with CN_AGENT_<KEY>.
-    #[arg(long, short, env = "CN_AGENT_CONFIG")]
-    config: Option<PathBuf>,
-}
-
 triton_common::global_allocator!();
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
-    let _telemetry = triton_common::telemetry::init("cn-agent");
-    let config: Config = match triton_common::config::load("cn-agent", args.config.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("cn-agent: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let shutdown = triton_common::shutdown::on_signal();
-    match run(config, shutdown).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e.chain(), "cn-agent failed");
-            eprintln!("cn-agent: {}", e.chain());
-            ExitCode::FAILURE
-        }
-    }
+    triton_common::service::Service::new("cn-agent", "Triton compute node agent")
+        .run(|config: Config, shutdown| async move { Ok(run(config, shutdown).await?) })
+        .await
 }
 
 fn options(config: &Config, listen: String) -> AgentOptions {

@@ -57,7 +57,7 @@ pub fn chain(e: &(dyn Error + 'static)) -> String {
     while let Some(s) = source {
         let next = s.to_string();
         // Some errors repeat their cause in their own message; say it once.
-        if !text.ends_with(&next) {
+        if !text.contains(&next) {
             text.push_str(": ");
             text.push_str(&next);
         }
