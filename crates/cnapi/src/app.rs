@@ -16,8 +16,9 @@ pub const SERVICE_NAME: &str = "triton.cnapi.v1.Cnapi";
 
 pub struct Running {
     pub addr: SocketAddr,
-    /// Ends once the server has stopped (after `shutdown` is cancelled).
-    pub task: JoinHandle<()>,
+    /// Ends once the server has stopped (after `shutdown` is cancelled), with the gRPC
+    /// server's error if it failed.
+    pub task: JoinHandle<Result<(), triton_common::grpc::ServeError>>,
 }
 
 pub async fn start<S: Store>(
@@ -53,14 +54,12 @@ pub async fn start<S: Store>(
     };
     let routes = tonic::service::Routes::new(CnapiServer::from_arc(service));
     let task = tokio::spawn(async move {
-        if let Err(e) =
+        let served =
             triton_common::grpc::serve(listener, routes, &[SERVICE_NAME], &grpc, shutdown.clone())
-                .await
-        {
-            tracing::error!(error = %e, "cnapi's gRPC server failed");
-        }
+                .await;
         shutdown.cancel();
         let _ = reconciler.await;
+        served
     });
     tracing::info!(%addr, "cnapi started");
     Ok(Running { addr, task })
