@@ -1,9 +1,9 @@
 //! VMAPI: the instances of a datacenter and the jobs that change them.
 //!
 //! * [`model`]: the VM record (Moray bucket `vmapi_vms`);
-//! * [`job`]: the job record and [`job::next_action`], the engine's pure policy;
 //! * [`jobs`]: the durable job engine (leases, per-VM order, resume after restart);
-//! * [`steps`]: what each step of each job does, and its undo;
+//!   [`jobs::record`] the job record and [`jobs::record::next_action`], the engine's
+//!   pure policy; [`jobs::steps`] the steps every job kind shares;
 //! * [`service`]: the gRPC API (`triton.vmapi.v1.Vmapi`), thin handlers;
 //! * [`reconcile`]: VM states kept current from the servers' heartbeats;
 //! * [`start`] runs it all (the `vmapi` binary; tests on port 0).
@@ -11,13 +11,11 @@
 pub mod clients;
 pub mod config;
 pub mod error;
-pub mod job;
 pub mod jobs;
 pub mod model;
 pub mod params;
 pub mod reconcile;
 pub mod service;
-pub mod steps;
 pub mod store;
 pub mod validate;
 
@@ -53,7 +51,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let store = store::Store::new(moray);
     store.ensure_buckets().await?;
 
-    let steps = steps::Steps {
+    let steps = jobs::steps::Steps {
         store: store.clone(),
         clients: clients.clone(),
         timeouts: config.timeouts.clone(),

@@ -27,8 +27,8 @@ use uuid::Uuid;
 use crate::clients::{Clients, request};
 use crate::config::Timeouts;
 use crate::error::{Error, Result};
-use crate::job::{Execution, JobRecord};
-use crate::jobs::Engine;
+use crate::jobs::record::{Execution, JobRecord};
+use crate::jobs::{Engine, JobKind};
 use crate::model::{VmRecord, state};
 use crate::store::Store;
 use triton_common::time::now_millis;
@@ -118,12 +118,12 @@ impl Reconciler {
         tracing::info!(vm_uuid, server_uuid = %vm.server_uuid, "VM missing from its server's heartbeats; checking whether it is gone");
         let job = JobRecord {
             uuid: Uuid::new_v4().to_string(),
-            name: "mark_destroyed".into(),
+            name: JobKind::MarkDestroyed,
             vm_uuid: vm.uuid.clone(),
             owner_uuid: vm.owner_uuid.clone(),
             execution: Execution::Queued,
             params: json!({ "server_uuid": vm.server_uuid, "req_id": Uuid::new_v4().to_string() }),
-            chain: crate::steps::chain("mark_destroyed", &self.timeouts),
+            chain: JobKind::MarkDestroyed.chain(&self.timeouts),
             data: Map::new(),
             error: None,
             runner: String::new(),

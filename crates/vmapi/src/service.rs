@@ -16,14 +16,13 @@ use uuid::Uuid;
 use crate::clients::{Clients, request};
 use crate::config::Timeouts;
 use crate::error::{Error, Result};
-use crate::job::{Execution, JobRecord};
-use crate::jobs::Engine;
+use crate::jobs::record::{Execution, JobRecord};
+use crate::jobs::{Engine, JobKind};
 use crate::model::{VmRecord, VmSnapshot, pb_to_json, snapshot_state, state};
 use crate::params::{
     ActionParams, AddNicsParams, Affinity, ImageParam, Locality, NetworkParam, PackageParam,
     ProvisionParams, RemoveNicsParams, SnapshotParams, UpdateParams,
 };
-use crate::steps;
 use crate::store::Store;
 use crate::validate::{self, Checker};
 use triton_common::time::now_millis;
@@ -78,15 +77,15 @@ fn not_usable(field: &str, what: impl std::fmt::Display) -> String {
 }
 
 impl VmapiService {
-    fn new_job(&self, name: &str, vm: &VmRecord, params: Value) -> JobRecord {
+    fn new_job(&self, name: JobKind, vm: &VmRecord, params: Value) -> JobRecord {
         JobRecord {
             uuid: Uuid::new_v4().to_string(),
-            name: name.to_string(),
+            name,
             vm_uuid: vm.uuid.clone(),
             owner_uuid: vm.owner_uuid.clone(),
             execution: Execution::Queued,
             params,
-            chain: steps::chain(name, &self.timeouts),
+            chain: name.chain(&self.timeouts),
             data: Map::new(),
             error: None,
             runner: String::new(),
@@ -141,13 +140,13 @@ impl VmapiService {
         })
     }
 
-    async fn action(&self, name: &str, r: Request<pb::VmActionRequest>) -> Result<pb::JobRef> {
+    async fn action(&self, name: JobKind, r: Request<pb::VmActionRequest>) -> Result<pb::JobRef> {
         let rid = req_id(&r);
         let req = r.into_inner();
         let vm = self.actionable_vm(&req.uuid, &req.owner_uuid).await?;
         let verb = match name {
-            "start" => "start",
-            "stop" => "stop",
+            JobKind::Start => "start",
+            JobKind::Stop => "stop",
             _ => "reboot",
         };
         match vm.state.as_str() {
@@ -169,8 +168,8 @@ impl VmapiService {
             return Err(Error::Unallocated(vm.uuid));
         }
         let already = match name {
-            "start" => vm.state == state::RUNNING,
-            "stop" => vm.state == state::STOPPED,
+            JobKind::Start => vm.state == state::RUNNING,
+            JobKind::Stop => vm.state == state::STOPPED,
             _ => false,
         };
         if already && !req.idempotent {
@@ -179,7 +178,7 @@ impl VmapiService {
                 vm.uuid, vm.state
             )));
         }
-        if name == "reboot" && vm.state == state::STOPPED {
+        if name == JobKind::Reboot && vm.state == state::STOPPED {
             return Err(Error::State(format!(
                 "cannot reboot: VM {} is stopped",
                 vm.uuid
@@ -374,7 +373,7 @@ impl VmapiService {
                 .collect(),
             req_id: rid,
         };
-        let job = self.new_job("provision", &vm, to_value(&params));
+        let job = self.new_job(JobKind::Provision, &vm, to_value(&params));
         self.store.create_vm_with_job(&vm, &job).await?;
         tracing::info!(vm_uuid = %vm.uuid, job_uuid = %job.uuid, owner_uuid = %owner, "provision accepted");
         self.engine.enqueue(&vm.uuid, &job.uuid);
@@ -830,7 +829,7 @@ impl VmapiService {
             firewall_enabled: req.firewall_enabled,
             req_id: rid,
         };
-        let job = self.new_job("update", &vm, to_value(&params));
+        let job = self.new_job(JobKind::Update, &vm, to_value(&params));
         self.submit(job).await
     }
 
@@ -842,7 +841,7 @@ impl VmapiService {
             req_id: rid,
             ..Default::default()
         };
-        let job = self.new_job("destroy", &vm, to_value(&params));
+        let job = self.new_job(JobKind::Destroy, &vm, to_value(&params));
         self.submit(job).await
     }
 
@@ -1024,7 +1023,7 @@ impl VmapiService {
             macs,
             req_id: rid,
         };
-        let job = self.new_job("add_nics", &vm, to_value(&params));
+        let job = self.new_job(JobKind::AddNics, &vm, to_value(&params));
         self.submit(job).await
     }
 
@@ -1074,7 +1073,7 @@ impl VmapiService {
             ));
         }
         let params = RemoveNicsParams { macs, req_id: rid };
-        let job = self.new_job("remove_nics", &vm, to_value(&params));
+        let job = self.new_job(JobKind::RemoveNics, &vm, to_value(&params));
         self.submit(job).await
     }
 
@@ -1084,7 +1083,7 @@ impl VmapiService {
     /// `rollback_snapshot` and `delete_snapshot`.
     async fn accept_snapshot(
         &self,
-        job_name: &str,
+        job_name: JobKind,
         r: Request<pb::SnapshotRequest>,
     ) -> Result<pb::JobRef> {
         let rid = req_id(&r);
@@ -1095,8 +1094,8 @@ impl VmapiService {
         c.finish()?;
         let name = req.name;
         let verb = match job_name {
-            "create_snapshot" => "snapshot",
-            "rollback_snapshot" => "roll back",
+            JobKind::CreateSnapshot => "snapshot",
+            JobKind::RollbackSnapshot => "roll back",
             _ => "delete a snapshot of",
         };
         Self::nics_changeable(&vm, verb)?;
@@ -1118,7 +1117,7 @@ impl VmapiService {
         // The snapshot's state as the job starts; what to put back should the job not
         // be stored.
         let (job, before) = match job_name {
-            "create_snapshot" => {
+            JobKind::CreateSnapshot => {
                 let job = self.new_job(job_name, &vm, to_value(&params));
                 let created = job.created_at;
                 // Recorded before the job, so a read right after the answer finds it;
@@ -1147,7 +1146,7 @@ impl VmapiService {
                     .await?;
                 (job, None)
             }
-            "rollback_snapshot" => {
+            JobKind::RollbackSnapshot => {
                 let s = vm
                     .snapshots
                     .iter()
@@ -1313,7 +1312,7 @@ impl VmapiService {
             }
         }
         if !req.name.is_empty() {
-            if steps::chain(&req.name, &self.timeouts).is_empty() {
+            if req.name.parse::<JobKind>().is_err() {
                 c.add(
                     "name",
                     "must be provision, start, stop, reboot, update, destroy, add_nics, remove_nics or mark_destroyed",
@@ -1425,15 +1424,15 @@ impl Vmapi for VmapiService {
     }
 
     async fn start_vm(&self, r: Request<pb::VmActionRequest>) -> Reply<pb::JobRef> {
-        Ok(Response::new(self.action("start", r).await?))
+        Ok(Response::new(self.action(JobKind::Start, r).await?))
     }
 
     async fn stop_vm(&self, r: Request<pb::VmActionRequest>) -> Reply<pb::JobRef> {
-        Ok(Response::new(self.action("stop", r).await?))
+        Ok(Response::new(self.action(JobKind::Stop, r).await?))
     }
 
     async fn reboot_vm(&self, r: Request<pb::VmActionRequest>) -> Reply<pb::JobRef> {
-        Ok(Response::new(self.action("reboot", r).await?))
+        Ok(Response::new(self.action(JobKind::Reboot, r).await?))
     }
 
     async fn update_vm(&self, r: Request<pb::UpdateVmRequest>) -> Reply<pb::JobRef> {
@@ -1454,19 +1453,19 @@ impl Vmapi for VmapiService {
 
     async fn create_snapshot(&self, r: Request<pb::SnapshotRequest>) -> Reply<pb::JobRef> {
         Ok(Response::new(
-            self.accept_snapshot("create_snapshot", r).await?,
+            self.accept_snapshot(JobKind::CreateSnapshot, r).await?,
         ))
     }
 
     async fn rollback_snapshot(&self, r: Request<pb::SnapshotRequest>) -> Reply<pb::JobRef> {
         Ok(Response::new(
-            self.accept_snapshot("rollback_snapshot", r).await?,
+            self.accept_snapshot(JobKind::RollbackSnapshot, r).await?,
         ))
     }
 
     async fn delete_snapshot(&self, r: Request<pb::SnapshotRequest>) -> Reply<pb::JobRef> {
         Ok(Response::new(
-            self.accept_snapshot("delete_snapshot", r).await?,
+            self.accept_snapshot(JobKind::DeleteSnapshot, r).await?,
         ))
     }
 

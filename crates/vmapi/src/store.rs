@@ -12,7 +12,7 @@ use moray_client::{
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-use crate::job::JobRecord;
+use crate::jobs::record::JobRecord;
 use crate::model::VmRecord;
 
 pub const VMS_BUCKET: &str = "vmapi_vms";

@@ -1,4 +1,4 @@
-//! The durable job engine. A job is a persisted chain of named steps (see [`crate::job`]
+//! The durable job engine. A job is a persisted chain of named steps (see [`record`]
 //! for the record and the pure policy [`next_action`]). The engine:
 //!
 //! * runs the jobs of one VM one after another, in the order they were accepted (one
@@ -12,6 +12,25 @@
 //!   anything else;
 //! * at start-up, and every `orphan_scan_ms`, takes up unfinished jobs: its own (from
 //!   before a restart) at once, other VMAPIs' once their lease has run out.
+
+pub mod kind;
+pub mod record;
+pub mod steps;
+
+mod add_nics;
+mod create_snapshot;
+mod delete_snapshot;
+mod destroy;
+mod mark_destroyed;
+mod provision;
+mod reboot;
+mod remove_nics;
+mod rollback_snapshot;
+mod start;
+mod stop;
+mod update;
+
+pub use kind::JobKind;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -29,8 +48,8 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::error::{Error, Result};
-use crate::job::{Action, Execution, JobRecord, next_action};
-use crate::steps::Steps;
+use crate::jobs::record::{Action, Execution, JobRecord, next_action};
+use crate::jobs::steps::Steps;
 use crate::store::{Store, Versioned};
 use triton_common::time::now_millis;
 
@@ -284,7 +303,7 @@ impl Engine {
         // provision is its VM's first job (the VM record and the job are written in
         // one batch), so it has nothing older to wait for and skips the query.
         loop {
-            let older = if job.name == "provision" {
+            let older = if job.name == JobKind::Provision {
                 Vec::new()
             } else {
                 self.older_unfinished(job).await?

@@ -6,6 +6,7 @@
 //! runner carries on: a step found `running` is run again (steps are idempotent), a
 //! failure found half unwound is unwound the rest of the way.
 
+use crate::jobs::kind::JobKind;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use triton_proto::vmapi::v1 as pb;
@@ -126,8 +127,8 @@ impl StepRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
     pub uuid: String,
-    /// provision, start, stop, reboot, update, destroy
-    pub name: String,
+    /// The kind, stored as its string (`provision`, `start`, ...).
+    pub name: JobKind,
     pub vm_uuid: String,
     pub owner_uuid: String,
     pub execution: Execution,
@@ -273,7 +274,7 @@ impl JobRecord {
         let t = |ms: Option<i64>| ms.map(rfc3339_millis).unwrap_or_default();
         pb::Job {
             uuid: self.uuid.clone(),
-            name: self.name.clone(),
+            name: self.name.as_str().to_string(),
             vm_uuid: self.vm_uuid.clone(),
             owner_uuid: self.owner_uuid.clone(),
             execution: self.execution.as_str().to_string(),
@@ -313,7 +314,7 @@ mod tests {
     fn job(steps: &[(&str, bool)]) -> JobRecord {
         JobRecord {
             uuid: "j".into(),
-            name: "provision".into(),
+            name: JobKind::Provision,
             vm_uuid: "v".into(),
             owner_uuid: "o".into(),
             execution: Execution::Queued,

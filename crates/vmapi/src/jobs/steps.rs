@@ -27,8 +27,8 @@ use triton_proto::napi::v1 as napi;
 use crate::clients::{Clients, request};
 use crate::config::Timeouts;
 use crate::error::{Error, Result};
-use crate::job::StepRecord;
 use crate::jobs::JobCtx;
+use crate::jobs::kind::JobKind;
 use crate::model::{VmNic, VmRecord, VmSnapshot, snapshot_state, state, tag_text};
 use crate::params::{
     ActionParams, AddNicsParams, NetworkParam, ProvisionParams, RemoveNicsParams, SnapshotParams,
@@ -38,81 +38,6 @@ use crate::store::Store;
 
 /// WaitTask asks the agent to block at most this long per call (its maximum is 60 s).
 const WAIT_TASK_SLICE_MS: u32 = 20_000;
-
-/// The steps of a job, with their undo flags and timeouts, as stored at creation.
-pub fn chain(job: &str, t: &Timeouts) -> Vec<StepRecord> {
-    let d = t.default_s;
-    match job {
-        "provision" => vec![
-            StepRecord::new("validate", false, d),
-            StepRecord::new("allocate", true, d),
-            StepRecord::new("provision_nics", true, d),
-            StepRecord::new("ensure_image", false, t.image_s),
-            StepRecord::new("machine_create", true, t.create_s),
-            StepRecord::new("record", false, d),
-        ],
-        "start" => vec![
-            StepRecord::new("check", false, d),
-            StepRecord::new("machine_boot", false, t.task_s),
-            StepRecord::new("record", false, d),
-        ],
-        "stop" => vec![
-            StepRecord::new("check", false, d),
-            StepRecord::new("machine_shutdown", false, t.task_s),
-            StepRecord::new("record", false, d),
-        ],
-        "reboot" => vec![
-            StepRecord::new("check", false, d),
-            StepRecord::new("machine_reboot", false, t.task_s),
-            StepRecord::new("record", false, d),
-        ],
-        "update" => vec![
-            StepRecord::new("check", false, d),
-            StepRecord::new("machine_update", false, t.task_s),
-            StepRecord::new("record", false, d),
-        ],
-        "destroy" => vec![
-            StepRecord::new("check", false, d),
-            StepRecord::new("machine_destroy", false, t.task_s),
-            StepRecord::new("release_nics", false, d),
-            StepRecord::new("release_allocation", false, d),
-            StepRecord::new("record", false, d),
-        ],
-        "add_nics" => vec![
-            StepRecord::new("check", false, d),
-            StepRecord::new("provision_nics", true, d),
-            StepRecord::new("machine_update", true, t.task_s),
-            StepRecord::new("record", false, d),
-        ],
-        "remove_nics" => vec![
-            StepRecord::new("check", false, d),
-            StepRecord::new("machine_update", false, t.task_s),
-            StepRecord::new("release_nics", false, d),
-            StepRecord::new("record", false, d),
-        ],
-        "create_snapshot" | "rollback_snapshot" | "delete_snapshot" => vec![
-            StepRecord::new("check", false, d),
-            StepRecord::new(
-                match job {
-                    "create_snapshot" => "machine_create_snapshot",
-                    "rollback_snapshot" => "machine_rollback_snapshot",
-                    _ => "machine_delete_snapshot",
-                },
-                false,
-                t.task_s,
-            ),
-            StepRecord::new("record", false, d),
-        ],
-        // Made by the reconciler for a VM its server no longer reports.
-        "mark_destroyed" => vec![
-            StepRecord::new("confirm_gone", false, t.task_s),
-            StepRecord::new("release_nics", false, d),
-            StepRecord::new("release_allocation", false, d),
-            StepRecord::new("record", false, d),
-        ],
-        _ => Vec::new(),
-    }
-}
 
 #[derive(Clone)]
 pub struct Steps {
@@ -157,134 +82,93 @@ impl Steps {
         Duration::from_secs(self.timeouts.default_s)
     }
 
+    /// Runs `step` of the job in `ctx`, as its kind says.
     pub async fn run(&self, ctx: &JobCtx, step: &str) -> Result<Value> {
-        let job = ctx.record().await;
-        match (job.name.as_str(), step) {
-            ("provision", "validate") => self.validate(ctx).await,
-            ("provision", "allocate") => self.allocate(ctx).await,
-            ("provision", "provision_nics") => self.provision_nics(ctx).await,
-            ("provision", "ensure_image") => self.ensure_image(ctx).await,
-            ("provision", "machine_create") => self.machine_create(ctx).await,
-            ("provision", "record") => self.record_provisioned(ctx).await,
-            (_, "check") => self.check(ctx).await,
-            ("start", "machine_boot") => {
-                self.vm_task(ctx, step, |uuid, _| {
-                    agent::create_task_request::Task::MachineBoot(agent::MachineBoot { uuid })
-                })
-                .await
-            }
-            ("stop", "machine_shutdown") => {
-                self.vm_task(ctx, step, |uuid, p| {
-                    agent::create_task_request::Task::MachineShutdown(agent::MachineShutdown {
-                        uuid,
-                        timeout_seconds: p.timeout_seconds,
-                    })
-                })
-                .await
-            }
-            ("reboot", "machine_reboot") => {
-                self.vm_task(ctx, step, |uuid, p| {
-                    agent::create_task_request::Task::MachineReboot(agent::MachineReboot {
-                        uuid,
-                        timeout_seconds: p.timeout_seconds,
-                    })
-                })
-                .await
-            }
-            ("update", "machine_update") => self.machine_update(ctx).await,
-            ("destroy", "machine_destroy") => self.machine_destroy(ctx).await,
-            ("destroy", "release_nics") => {
-                self.release_nics(&job.vm_uuid, &req_id(&job.params)).await
-            }
-            ("destroy" | "mark_destroyed", "release_allocation") => {
-                self.release_allocation(&job.vm_uuid).await
-            }
-            ("add_nics", "provision_nics") => self.reserve_added_nics(ctx).await,
-            ("add_nics", "machine_update") => self.add_nics_on_server(ctx).await,
-            ("add_nics", "record") => self.record_added_nics(ctx).await,
-            ("remove_nics", "machine_update") => self.remove_nics_on_server(ctx).await,
-            ("remove_nics", "release_nics") => self.delete_removed_nics(ctx).await,
-            ("remove_nics", "record") => self.record_removed_nics(ctx).await,
-            ("mark_destroyed", "confirm_gone") => self.confirm_gone(ctx).await,
-            ("mark_destroyed", "release_nics") => {
-                self.release_nics(&job.vm_uuid, &req_id(&job.params)).await
-            }
-            (
-                "create_snapshot" | "rollback_snapshot" | "delete_snapshot",
-                "machine_create_snapshot" | "machine_rollback_snapshot" | "machine_delete_snapshot",
-            ) => self.snapshot_task(ctx, step).await,
-            ("create_snapshot" | "rollback_snapshot" | "delete_snapshot", "record") => {
-                self.record_snapshot(ctx).await
-            }
-            (_, "record") => self.record_action(ctx).await,
-            (name, step) => Err(Error::Internal(format!("job {name} has no step {step}"))),
-        }
+        let kind = ctx.record().await.name;
+        kind.run(self, ctx, step).await
     }
 
+    /// Undoes `step` of the job in `ctx` (nothing for a step without an undo).
     pub async fn undo(&self, ctx: &JobCtx, step: &str) -> Result<()> {
-        let job = ctx.record().await;
-        match (job.name.as_str(), step) {
-            ("provision", "allocate") => self.release_allocation(&job.vm_uuid).await.map(|_| ()),
-            ("provision", "provision_nics") => self
-                .release_nics(&job.vm_uuid, &req_id(&job.params))
-                .await
-                .map(|_| ()),
-            ("provision", "machine_create") => self.undo_machine_create(ctx).await,
-            ("add_nics", "provision_nics") => self.undo_reserve_added_nics(ctx).await,
-            ("add_nics", "machine_update") => self.undo_add_nics_on_server(ctx).await,
-            _ => Ok(()),
-        }
+        let kind = ctx.record().await.name;
+        kind.undo(self, ctx, step).await
     }
 
     /// After an unwound failure: a failed provision leaves the VM `failed` with the
-    /// reason and without the NICs it no longer has; other jobs leave the VM as it is
-    /// (its state is refreshed from the server).
+    /// reason and without the NICs it no longer has; a failed snapshot job leaves the
+    /// snapshot as its kind says; other jobs leave the VM as it is (its state is
+    /// refreshed from the server).
     pub async fn on_failure(&self, ctx: &JobCtx) -> Result<()> {
+        let kind = ctx.record().await.name;
+        kind.on_failure(self, ctx).await
+    }
+
+    pub(super) async fn provision_failed(&self, ctx: &JobCtx) -> Result<()> {
         let job = ctx.record().await;
         let reason = job.error.clone().unwrap_or_else(|| "failed".into());
-        if job.name == "provision" {
-            self.store
-                .update_vm(&job.vm_uuid, |vm| {
-                    if vm.state == state::FAILED && vm.failure_reason == reason {
-                        return Ok(false);
-                    }
-                    vm.state = state::FAILED.into();
-                    vm.failure_reason = reason.clone();
-                    vm.nics.clear();
-                    Ok(true)
-                })
-                .await?;
-        }
-        if job.name == "create_snapshot" || job.name == "delete_snapshot" {
-            // A snapshot that could not be taken is `failed` (it can be deleted, or
-            // its name used again); one that could not be deleted is still there.
-            let p: SnapshotParams = params(&job.params)?;
-            let to = if job.name == "create_snapshot" {
-                snapshot_state::FAILED
-            } else if p.previous_state.is_empty() {
-                snapshot_state::CREATED
-            } else {
-                p.previous_state.as_str()
-            };
-            self.store
-                .update_vm(&job.vm_uuid, |vm| {
-                    let Some(snap) = vm.snapshots.iter_mut().find(|s| s.name == p.name) else {
-                        return Ok(false);
-                    };
-                    if snap.state == to {
-                        return Ok(false);
-                    }
-                    snap.state = to.to_string();
-                    Ok(true)
-                })
-                .await?;
-        }
+        self.store
+            .update_vm(&job.vm_uuid, |vm| {
+                if vm.state == state::FAILED && vm.failure_reason == reason {
+                    return Ok(false);
+                }
+                vm.state = state::FAILED.into();
+                vm.failure_reason = reason.clone();
+                vm.nics.clear();
+                Ok(true)
+            })
+            .await?;
         Ok(())
+    }
+
+    /// The job's snapshot put in the state `to` gives for the job's params.
+    pub(super) async fn snapshot_failed(
+        &self,
+        ctx: &JobCtx,
+        to: impl FnOnce(&SnapshotParams) -> String,
+    ) -> Result<()> {
+        let job = ctx.record().await;
+        let p: SnapshotParams = params(&job.params)?;
+        let to = to(&p);
+        self.store
+            .update_vm(&job.vm_uuid, |vm| {
+                let Some(snap) = vm.snapshots.iter_mut().find(|s| s.name == p.name) else {
+                    return Ok(false);
+                };
+                if snap.state == to {
+                    return Ok(false);
+                }
+                snap.state = to.clone();
+                Ok(true)
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The VM's NICs released in NAPI (the job's request id on the calls).
+    pub(super) async fn release_job_nics(&self, ctx: &JobCtx) -> Result<Value> {
+        let job = ctx.record().await;
+        self.release_nics(&job.vm_uuid, &req_id(&job.params)).await
+    }
+
+    /// The VM's allocation on its server released.
+    pub(super) async fn release_job_allocation(&self, ctx: &JobCtx) -> Result<Value> {
+        let job = ctx.record().await;
+        self.release_allocation(&job.vm_uuid).await
+    }
+
+    /// Undo of provision's `allocate`.
+    pub(super) async fn undo_allocate(&self, ctx: &JobCtx) -> Result<()> {
+        self.release_job_allocation(ctx).await.map(|_| ())
+    }
+
+    /// Undo of provision's `provision_nics`.
+    pub(super) async fn undo_provision_nics(&self, ctx: &JobCtx) -> Result<()> {
+        self.release_job_nics(ctx).await.map(|_| ())
     }
 
     // ------------------------------------------------------------ provision
 
-    async fn validate(&self, ctx: &JobCtx) -> Result<Value> {
+    pub(super) async fn validate(&self, ctx: &JobCtx) -> Result<Value> {
         let job = ctx.record().await;
         let p: ProvisionParams = params(&job.params)?;
         let rid = p.req_id.clone();
@@ -360,7 +244,7 @@ impl Steps {
         Ok(json!({}))
     }
 
-    async fn allocate(&self, ctx: &JobCtx) -> Result<Value> {
+    pub(super) async fn allocate(&self, ctx: &JobCtx) -> Result<Value> {
         let job = ctx.record().await;
         let p: ProvisionParams = params(&job.params)?;
         if let Some(server) = ctx.data::<String>("server_uuid").await {
@@ -438,7 +322,7 @@ impl Steps {
         Ok(json!({ "server_uuid": server_uuid }))
     }
 
-    async fn provision_nics(&self, ctx: &JobCtx) -> Result<Value> {
+    pub(super) async fn provision_nics(&self, ctx: &JobCtx) -> Result<Value> {
         let job = ctx.record().await;
         let p: ProvisionParams = params(&job.params)?;
         let server: String = ctx.data("server_uuid").await.unwrap_or_default();
@@ -511,7 +395,7 @@ impl Steps {
         )
     }
 
-    async fn ensure_image(&self, ctx: &JobCtx) -> Result<Value> {
+    pub(super) async fn ensure_image(&self, ctx: &JobCtx) -> Result<Value> {
         let job = ctx.record().await;
         let p: ProvisionParams = params(&job.params)?;
         if self.clients.imgapi_file_url.is_empty() {
@@ -552,7 +436,7 @@ impl Steps {
         }
     }
 
-    async fn machine_create(&self, ctx: &JobCtx) -> Result<Value> {
+    pub(super) async fn machine_create(&self, ctx: &JobCtx) -> Result<Value> {
         let job = ctx.record().await;
         let p: ProvisionParams = params(&job.params)?;
         let server = self.server_of(ctx).await?;
@@ -590,7 +474,7 @@ impl Steps {
     }
 
     /// The instance as its server has it now (an update that changes nothing).
-    async fn load(
+    pub(super) async fn load(
         &self,
         ctx: &JobCtx,
         server: &str,
@@ -608,7 +492,7 @@ impl Steps {
             .instance)
     }
 
-    async fn undo_machine_create(&self, ctx: &JobCtx) -> Result<()> {
+    pub(super) async fn undo_machine_create(&self, ctx: &JobCtx) -> Result<()> {
         let job = ctx.record().await;
         let Some(server) = ctx.data::<String>("server_uuid").await else {
             return Ok(());
@@ -629,7 +513,7 @@ impl Steps {
         }
     }
 
-    async fn record_provisioned(&self, ctx: &JobCtx) -> Result<Value> {
+    pub(super) async fn record_provisioned(&self, ctx: &JobCtx) -> Result<Value> {
         let job = ctx.record().await;
         let server = self.server_of(ctx).await?;
         let nics: Vec<VmNic> = ctx.data("nics").await.unwrap_or_default();
@@ -660,7 +544,7 @@ impl Steps {
     /// Re-checks at run time what the request checked when it was accepted: the VM
     /// exists, is not destroyed, has a server, and (for start/stop with `idempotent`)
     /// whether there is anything to do.
-    async fn check(&self, ctx: &JobCtx) -> Result<Value> {
+    pub(super) async fn check(&self, ctx: &JobCtx) -> Result<Value> {
         let job = ctx.record().await;
         let vm = self.vm(&job.vm_uuid).await?;
         if vm.is_destroyed() {
@@ -672,16 +556,16 @@ impl Steps {
                     .unwrap_or_default(),
             });
         }
-        if vm.server_uuid.is_empty() && job.name != "destroy" {
+        if vm.server_uuid.is_empty() && job.name != JobKind::Destroy {
             return Err(Error::Unallocated(vm.uuid));
         }
         let p: ActionParams = params(&job.params).unwrap_or_default();
-        let nothing_to_do = match job.name.as_str() {
-            "start" => p.idempotent && vm.state == state::RUNNING,
-            "stop" => p.idempotent && vm.state == state::STOPPED,
-            "update" => !params::<UpdateParams>(&job.params)?.touches_instance(),
+        let nothing_to_do = match job.name {
+            JobKind::Start => p.idempotent && vm.state == state::RUNNING,
+            JobKind::Stop => p.idempotent && vm.state == state::STOPPED,
+            JobKind::Update => !params::<UpdateParams>(&job.params)?.touches_instance(),
             // A VM that never reached a server has nothing there to destroy.
-            "destroy" => vm.server_uuid.is_empty(),
+            JobKind::Destroy => vm.server_uuid.is_empty(),
             _ => false,
         };
         ctx.stage("server_uuid", &vm.server_uuid).await?;
@@ -689,7 +573,7 @@ impl Steps {
         Ok(json!({ "state": vm.state, "skip_task": nothing_to_do }))
     }
 
-    async fn vm_task(
+    pub(super) async fn vm_task(
         &self,
         ctx: &JobCtx,
         step: &str,
@@ -708,7 +592,7 @@ impl Steps {
 
     /// Runs a task that changes the instance ([`Steps::cn_task`]), keeps the instance's
     /// state for the `record` step, and answers the step's result.
-    async fn instance_task(
+    pub(super) async fn instance_task(
         &self,
         ctx: &JobCtx,
         server: &str,
@@ -721,7 +605,11 @@ impl Steps {
         Ok(json!({ "task_id": done.id }))
     }
 
-    async fn keep_instance(&self, ctx: &JobCtx, instance: Option<&agent::Instance>) -> Result<()> {
+    pub(super) async fn keep_instance(
+        &self,
+        ctx: &JobCtx,
+        instance: Option<&agent::Instance>,
+    ) -> Result<()> {
         if let Some(i) = instance {
             ctx.stage("instance_state", &i.state).await?;
             ctx.stage("boot_timestamp", i.last_boot).await?;
@@ -729,7 +617,7 @@ impl Steps {
         Ok(())
     }
 
-    async fn machine_update(&self, ctx: &JobCtx) -> Result<Value> {
+    pub(super) async fn machine_update(&self, ctx: &JobCtx) -> Result<Value> {
         if ctx.data::<bool>("skip_task").await.unwrap_or(false) {
             return Ok(json!({ "skipped": true }));
         }
@@ -749,7 +637,7 @@ impl Steps {
             .await
     }
 
-    async fn machine_destroy(&self, ctx: &JobCtx) -> Result<Value> {
+    pub(super) async fn machine_destroy(&self, ctx: &JobCtx) -> Result<Value> {
         if ctx.data::<bool>("skip_task").await.unwrap_or(false) {
             return Ok(json!({ "skipped": true }));
         }
@@ -775,16 +663,16 @@ impl Steps {
     }
 
     /// Writes what an action did into the VM record.
-    async fn record_action(&self, ctx: &JobCtx) -> Result<Value> {
+    pub(super) async fn record_action(&self, ctx: &JobCtx) -> Result<Value> {
         let job = ctx.record().await;
         let instance_state: Option<String> = ctx.data("instance_state").await;
         let boot: Option<u64> = ctx.data("boot_timestamp").await;
-        let update: Option<UpdateParams> = if job.name == "update" {
+        let update: Option<UpdateParams> = if job.name == JobKind::Update {
             Some(params(&job.params)?)
         } else {
             None
         };
-        let destroy = job.name == "destroy" || job.name == "mark_destroyed";
+        let destroy = matches!(job.name, JobKind::Destroy | JobKind::MarkDestroyed);
         let vm = self
             .store
             .update_vm(&job.vm_uuid, |vm| {
@@ -819,26 +707,28 @@ impl Steps {
     /// The cn-agent task of a snapshot job. A re-run finds its task by the id kept in
     /// the job; should that task be lost, a create that finds the snapshot taken, or a
     /// delete that finds it gone, is done.
-    async fn snapshot_task(&self, ctx: &JobCtx, step: &str) -> Result<Value> {
+    pub(super) async fn snapshot_task(&self, ctx: &JobCtx, step: &str) -> Result<Value> {
         use agent::create_task_request::Task;
         let job = ctx.record().await;
         let p: SnapshotParams = params(&job.params)?;
-        if job.name == "delete_snapshot" && p.previous_state == snapshot_state::FAILED {
+        if job.name == JobKind::DeleteSnapshot && p.previous_state == snapshot_state::FAILED {
             return Ok(json!({ "skipped": "the snapshot was never taken" }));
         }
         let server = self.server_of(ctx).await?;
         let uuid = job.vm_uuid.clone();
         let name = p.name.clone();
-        let task = match job.name.as_str() {
-            "create_snapshot" => {
+        let task = match job.name {
+            JobKind::CreateSnapshot => {
                 Task::MachineCreateSnapshot(agent::MachineCreateSnapshot { uuid, name })
             }
-            "rollback_snapshot" => Task::MachineRollbackSnapshot(agent::MachineRollbackSnapshot {
-                uuid,
-                name,
-                boot: p.start,
-                timeout_seconds: 0,
-            }),
+            JobKind::RollbackSnapshot => {
+                Task::MachineRollbackSnapshot(agent::MachineRollbackSnapshot {
+                    uuid,
+                    name,
+                    boot: p.start,
+                    timeout_seconds: 0,
+                })
+            }
             _ => Task::MachineDeleteSnapshot(agent::MachineDeleteSnapshot { uuid, name }),
         };
         let rerun = Self::attempts(&job, step) > 1;
@@ -849,7 +739,7 @@ impl Steps {
             Ok(done) => done.instance,
             Err(e)
                 if rerun
-                    && job.name == "create_snapshot"
+                    && job.name == JobKind::CreateSnapshot
                     && is_named(&e, "ValidationFailedError") =>
             {
                 let instance = self.load(ctx, &server, &job.vm_uuid).await?;
@@ -863,7 +753,9 @@ impl Steps {
             }
             // Gone already (an earlier attempt deleted it), or never taken (the
             // snapshot `failed`): either way it is not there any more.
-            Err(e) if job.name == "delete_snapshot" && is_named(&e, "SnapshotNotFoundError") => {
+            Err(e)
+                if job.name == JobKind::DeleteSnapshot && is_named(&e, "SnapshotNotFoundError") =>
+            {
                 self.load(ctx, &server, &job.vm_uuid).await?
             }
             Err(e) => return Err(e),
@@ -874,7 +766,7 @@ impl Steps {
 
     /// The VM after a snapshot job: its state as the server reports it, the snapshot
     /// `created` (or gone after a delete).
-    async fn record_snapshot(&self, ctx: &JobCtx) -> Result<Value> {
+    pub(super) async fn record_snapshot(&self, ctx: &JobCtx) -> Result<Value> {
         let job = ctx.record().await;
         let p: SnapshotParams = params(&job.params)?;
         let instance_state: Option<String> = ctx.data("instance_state").await;
@@ -891,16 +783,18 @@ impl Steps {
                 if let Some(b) = boot.filter(|b| *b > 0) {
                     vm.boot_timestamp = b;
                 }
-                match job.name.as_str() {
-                    "create_snapshot" => match vm.snapshots.iter_mut().find(|s| s.name == p.name) {
-                        Some(snap) => snap.state = snapshot_state::CREATED.into(),
-                        None => vm.snapshots.push(VmSnapshot {
-                            name: p.name.clone(),
-                            state: snapshot_state::CREATED.into(),
-                            created_timestamp: job.created_at,
-                        }),
-                    },
-                    "delete_snapshot" => vm.snapshots.retain(|s| s.name != p.name),
+                match job.name {
+                    JobKind::CreateSnapshot => {
+                        match vm.snapshots.iter_mut().find(|s| s.name == p.name) {
+                            Some(snap) => snap.state = snapshot_state::CREATED.into(),
+                            None => vm.snapshots.push(VmSnapshot {
+                                name: p.name.clone(),
+                                state: snapshot_state::CREATED.into(),
+                                created_timestamp: job.created_at,
+                            }),
+                        }
+                    }
+                    JobKind::DeleteSnapshot => vm.snapshots.retain(|s| s.name != p.name),
                     _ => {}
                 }
                 Ok(true)
@@ -911,7 +805,7 @@ impl Steps {
 
     // ------------------------------------------------------------ shared
 
-    async fn vm(&self, uuid: &str) -> Result<VmRecord> {
+    pub(super) async fn vm(&self, uuid: &str) -> Result<VmRecord> {
         self.store
             .get_vm(uuid)
             .await?
@@ -919,7 +813,7 @@ impl Steps {
             .ok_or_else(|| Error::NotFound(format!("VM {uuid} does not exist")))
     }
 
-    async fn server_of(&self, ctx: &JobCtx) -> Result<String> {
+    pub(super) async fn server_of(&self, ctx: &JobCtx) -> Result<String> {
         match ctx.data::<String>("server_uuid").await {
             Some(s) if !s.is_empty() => Ok(s),
             _ => {
@@ -929,7 +823,7 @@ impl Steps {
         }
     }
 
-    async fn vm_nics(&self, vm_uuid: &str, rid: &str) -> Result<Vec<napi::Nic>> {
+    pub(super) async fn vm_nics(&self, vm_uuid: &str, rid: &str) -> Result<Vec<napi::Nic>> {
         let Some(napi) = self.clients.napi.clone() else {
             return Ok(Vec::new());
         };
@@ -950,7 +844,7 @@ impl Steps {
     }
 
     /// Deletes every NIC of the VM (its IPs go back to their networks).
-    async fn release_nics(&self, vm_uuid: &str, rid: &str) -> Result<Value> {
+    pub(super) async fn release_nics(&self, vm_uuid: &str, rid: &str) -> Result<Value> {
         let Some(napi) = self.clients.napi.clone() else {
             return Ok(json!({ "released": 0 }));
         };
@@ -976,7 +870,7 @@ impl Steps {
 
     /// Drops the VM's reservation on every server (CNAPI drops it by itself once the
     /// instance is in the server's heartbeats).
-    async fn release_allocation(&self, vm_uuid: &str) -> Result<Value> {
+    pub(super) async fn release_allocation(&self, vm_uuid: &str) -> Result<Value> {
         let released = self
             .clients
             .cnapi
@@ -999,7 +893,7 @@ impl Steps {
     /// under `key` before waiting, and waits for its end. A resumed step waits for the
     /// recorded task instead of sending another; a task the agent no longer knows
     /// (it restarted) is sent again.
-    async fn cn_task(
+    pub(super) async fn cn_task(
         &self,
         ctx: &JobCtx,
         server: &str,
@@ -1287,7 +1181,7 @@ fn instance_has(instance: &agent::Instance, mac: &str) -> bool {
 
 impl Steps {
     /// Attempts made of `step` so far (this one included).
-    fn attempts(job: &crate::job::JobRecord, step: &str) -> u32 {
+    pub(super) fn attempts(job: &crate::jobs::record::JobRecord, step: &str) -> u32 {
         job.chain
             .iter()
             .find(|s| s.name == step)
@@ -1298,7 +1192,7 @@ impl Steps {
     /// add_nics: reserves a NIC in NAPI on each network (state `provisioning`), or
     /// takes the NICs already reserved for the VM by MAC. A re-run finds the NICs its
     /// earlier attempt made (on the job's networks, not yet on the VM) and keeps them.
-    async fn reserve_added_nics(&self, ctx: &JobCtx) -> Result<Value> {
+    pub(super) async fn reserve_added_nics(&self, ctx: &JobCtx) -> Result<Value> {
         let job = ctx.record().await;
         let p: AddNicsParams = params(&job.params)?;
         let server: String = ctx.data("server_uuid").await.unwrap_or_default();
@@ -1374,7 +1268,7 @@ impl Steps {
 
     /// Deletes in NAPI the NICs this job reserved or was given (their IPs are free
     /// again), leaving the VM's own NICs and NICs reserved for other jobs alone.
-    async fn undo_reserve_added_nics(&self, ctx: &JobCtx) -> Result<()> {
+    pub(super) async fn undo_reserve_added_nics(&self, ctx: &JobCtx) -> Result<()> {
         let job = ctx.record().await;
         let p: AddNicsParams = params(&job.params)?;
         let Some(napi) = self.clients.napi.clone() else {
@@ -1410,7 +1304,7 @@ impl Steps {
 
     /// add_nics: cn-agent `machine_update` with `add_nics`. A re-run that cannot find
     /// its earlier task asks the node first and sends only the NICs it lacks.
-    async fn add_nics_on_server(&self, ctx: &JobCtx) -> Result<Value> {
+    pub(super) async fn add_nics_on_server(&self, ctx: &JobCtx) -> Result<Value> {
         let job = ctx.record().await;
         let p: AddNicsParams = params(&job.params)?;
         let server = self.server_of(ctx).await?;
@@ -1435,7 +1329,7 @@ impl Steps {
 
     /// Removes from the instance whichever of the job's NICs it has (a failed update
     /// may have added some).
-    async fn undo_add_nics_on_server(&self, ctx: &JobCtx) -> Result<()> {
+    pub(super) async fn undo_add_nics_on_server(&self, ctx: &JobCtx) -> Result<()> {
         let job = ctx.record().await;
         let nics: Vec<VmNic> = ctx.data("add_nics").await.unwrap_or_default();
         let Some(server) = ctx
@@ -1480,7 +1374,7 @@ impl Steps {
     }
 
     /// add_nics: the NICs join the VM's record, and NAPI marks them `running`.
-    async fn record_added_nics(&self, ctx: &JobCtx) -> Result<Value> {
+    pub(super) async fn record_added_nics(&self, ctx: &JobCtx) -> Result<Value> {
         let job = ctx.record().await;
         let p: AddNicsParams = params(&job.params)?;
         let nics: Vec<VmNic> = ctx.data("add_nics").await.unwrap_or_default();
@@ -1525,7 +1419,7 @@ impl Steps {
 
     /// remove_nics: cn-agent `machine_update` with `remove_nics`. A re-run that cannot
     /// find its earlier task sends only the NICs the instance still has.
-    async fn remove_nics_on_server(&self, ctx: &JobCtx) -> Result<Value> {
+    pub(super) async fn remove_nics_on_server(&self, ctx: &JobCtx) -> Result<Value> {
         let job = ctx.record().await;
         let p: RemoveNicsParams = params(&job.params)?;
         let server = self.server_of(ctx).await?;
@@ -1549,7 +1443,7 @@ impl Steps {
     }
 
     /// remove_nics: deletes the NICs in NAPI; their IPs are free again.
-    async fn delete_removed_nics(&self, ctx: &JobCtx) -> Result<Value> {
+    pub(super) async fn delete_removed_nics(&self, ctx: &JobCtx) -> Result<Value> {
         let job = ctx.record().await;
         let p: RemoveNicsParams = params(&job.params)?;
         let Some(napi) = self.clients.napi.clone() else {
@@ -1572,7 +1466,7 @@ impl Steps {
         Ok(json!({ "released": p.macs.len() }))
     }
 
-    async fn record_removed_nics(&self, ctx: &JobCtx) -> Result<Value> {
+    pub(super) async fn record_removed_nics(&self, ctx: &JobCtx) -> Result<Value> {
         let job = ctx.record().await;
         let p: RemoveNicsParams = params(&job.params)?;
         let vm = self
@@ -1593,7 +1487,7 @@ impl Steps {
 
     /// mark_destroyed: asks the VM's server itself whether the instance is gone (the
     /// heartbeats said so); an instance that is there fails the job, changing nothing.
-    async fn confirm_gone(&self, ctx: &JobCtx) -> Result<Value> {
+    pub(super) async fn confirm_gone(&self, ctx: &JobCtx) -> Result<Value> {
         let job = ctx.record().await;
         let vm = self.vm(&job.vm_uuid).await?;
         if vm.is_destroyed() {

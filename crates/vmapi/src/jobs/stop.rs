@@ -1,0 +1,39 @@
+//! stop: shuts the VM down on its server.
+
+use serde_json::Value;
+
+use super::JobCtx;
+use super::kind::JobKind;
+use super::record::StepRecord;
+use super::steps::Steps;
+use crate::config::Timeouts;
+use crate::error::Result;
+use triton_proto::cnagent::v1 as agent;
+use triton_proto::cnagent::v1::create_task_request::Task;
+
+/// The steps in order: (name, has an undo, timeout).
+pub(super) fn chain(t: &Timeouts) -> Vec<StepRecord> {
+    let d = t.default_s;
+    vec![
+        StepRecord::new("check", false, d),
+        StepRecord::new("machine_shutdown", false, t.task_s),
+        StepRecord::new("record", false, d),
+    ]
+}
+
+pub(super) async fn run(s: &Steps, ctx: &JobCtx, step: &str) -> Result<Value> {
+    match step {
+        "check" => s.check(ctx).await,
+        "machine_shutdown" => {
+            s.vm_task(ctx, step, |uuid, p| {
+                Task::MachineShutdown(agent::MachineShutdown {
+                    uuid,
+                    timeout_seconds: p.timeout_seconds,
+                })
+            })
+            .await
+        }
+        "record" => s.record_action(ctx).await,
+        _ => Err(JobKind::Stop.no_step(step)),
+    }
+}
