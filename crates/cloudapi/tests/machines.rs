@@ -87,6 +87,22 @@ async fn instance_lifecycle_through_the_cli() {
     let names: Vec<&str> = list.iter().map(|m| m["name"].as_str().unwrap()).collect();
     assert_eq!(names.len(), 2, "{names:?}");
     assert!(names.contains(&"web0") && names.contains(&"db0"));
+    // Filters are exact: `*`, `)(` and `\` in a name neither match every instance nor
+    // widen the filter.
+    let by_name = alice.ok(&["instance", "list", "-j", "name=web0"]).await;
+    assert_eq!(by_name.json_lines().len(), 1, "{}", by_name.stdout);
+    for name in [
+        "*",
+        "web*",
+        "web0)(alias=*",
+        "web0)(|(owner_uuid=*",
+        "web0\\",
+    ] {
+        let out = alice
+            .ok(&["instance", "list", "-j", &format!("name={name}")])
+            .await;
+        assert!(out.json_lines().is_empty(), "name={name}: {}", out.stdout);
+    }
     let out = alice.ok(&["instance", "list"]).await;
     assert!(
         out.stdout.contains("web0") && out.stdout.contains("running"),

@@ -109,9 +109,12 @@ pub async fn list(
     let state = params.str("state");
     let memory = params.u64("memory")?;
     let wanted_states: Option<Vec<&str>> = state.as_deref().map(machine::vmapi_states);
+    // An exact name: VMAPI's alias takes `*` globs, so what it finds is checked again
+    // below and a tenant's `name=*` matches only an instance named `*`.
+    let name = params.str("name");
     let mut req = vmapi::ListVmsRequest {
         owner_uuid: owner.clone(),
-        alias: params.str("name").unwrap_or_default(),
+        alias: name.clone().unwrap_or_default(),
         brand: params.str("brand").unwrap_or_default(),
         image_uuid: params.str("image").unwrap_or_default(),
         limit: MAX_LIMIT as u32,
@@ -159,6 +162,7 @@ pub async fn list(
             }
             && memory.is_none_or(|m| vm.ram == m)
             && (!any_tags || !vm.tags.is_empty())
+            && name.as_deref().is_none_or(|n| vm.alias == n)
     });
     vms.sort_by(|a, b| {
         a.create_timestamp
