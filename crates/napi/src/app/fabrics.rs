@@ -91,11 +91,7 @@ impl Napi {
         })
     }
 
-    pub(super) async fn fabric_vlan(
-        &self,
-        owner_uuid: &str,
-        vlan_id: u32,
-    ) -> Result<Stored<FabricVlan>> {
+    async fn fabric_vlan(&self, owner_uuid: &str, vlan_id: u32) -> Result<Stored<FabricVlan>> {
         let mut c = Checks::new();
         let owner = c.take(validate::uuid("owner_uuid", owner_uuid));
         let vlan_id = c.take(validate::vlan_id("vlan_id", vlan_id));
@@ -182,7 +178,7 @@ impl Napi {
         .await
     }
 
-    pub(super) async fn fabric_networks(&self, owner: &str, vlan_id: u32) -> Result<Vec<Network>> {
+    async fn fabric_networks(&self, owner: &str, vlan_id: u32) -> Result<Vec<Network>> {
         let found = self
             .store
             .find_all::<Network>(
@@ -274,7 +270,7 @@ impl Napi {
         self.insert_network(network).await
     }
 
-    pub(super) async fn fabric_network(
+    async fn fabric_network(
         &self,
         owner: &str,
         vlan_id: u32,

@@ -13,11 +13,7 @@ use moray_client::filter::Filter;
 use super::{IP_PAGE, Napi, UPDATE_ATTEMPTS, not_found, one, paged};
 
 impl Napi {
-    pub(super) async fn network_for_field(
-        &self,
-        field: &str,
-        uuid: &str,
-    ) -> Result<Stored<Network>> {
+    async fn network_for_field(&self, field: &str, uuid: &str) -> Result<Stored<Network>> {
         let u = validate::uuid(field, uuid).map_err(one)?;
         self.store
             .get::<Network>(NETWORKS, &u)

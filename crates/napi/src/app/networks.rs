@@ -131,7 +131,7 @@ impl Napi {
         }
     }
 
-    pub(super) fn network_write_error(&self, e: MorayError, network: &Network) -> Error {
+    fn network_write_error(&self, e: MorayError, network: &Network) -> Error {
         match store::conflict(&e) {
             Some(Conflict::Unique { attribute }) if attribute == "name_key" => {
                 Error::InvalidParameters(vec![FieldError::duplicate(

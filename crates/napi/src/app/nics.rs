@@ -202,7 +202,7 @@ impl Napi {
     /// Writes `nic` (and, on a network, its IP: `requested_ip` or a free one) in one
     /// batch, retrying lost races. `mac_given`: the NIC's MAC came from the caller (a
     /// taken one is then an error, not a reason to draw another).
-    pub(super) async fn provision_on(
+    async fn provision_on(
         &self,
         mut nic: Nic,
         network: Option<Network>,
@@ -338,7 +338,7 @@ impl Napi {
     }
 
     /// Puts that clear `primary` on the other NICs of `belongs_to_uuid`.
-    pub(super) async fn clear_primary_ops(
+    async fn clear_primary_ops(
         &self,
         belongs_to_uuid: &str,
         except_mac: &str,
@@ -366,7 +366,7 @@ impl Napi {
             .collect()
     }
 
-    pub(super) async fn nic(&self, mac_text: &str) -> Result<Stored<Nic>> {
+    async fn nic(&self, mac_text: &str) -> Result<Stored<Nic>> {
         let m = mac::parse(mac_text).map_err(|e| Error::invalid("mac", e))?;
         let key = mac::format(m);
         self.store
@@ -375,7 +375,7 @@ impl Napi {
             .ok_or_else(|| not_found("nic", key))
     }
 
-    pub(super) async fn with_network(&self, nic: Nic) -> Result<(Nic, Option<Network>)> {
+    async fn with_network(&self, nic: Nic) -> Result<(Nic, Option<Network>)> {
         let network = match &nic.network_uuid {
             Some(u) => self
                 .store

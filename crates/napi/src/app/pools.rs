@@ -13,7 +13,7 @@ use super::{Napi, new_uuid, not_found, one};
 impl Napi {
     /// Checks a pool's network list: at least one, each an existing network, all on one
     /// nic tag. Gives the normalized uuids and that tag.
-    pub(super) async fn check_pool_networks(
+    async fn check_pool_networks(
         &self,
         c: &mut Checks,
         networks: &[String],
@@ -51,7 +51,7 @@ impl Napi {
         Ok(Some((uuids, tags.swap_remove(0))))
     }
 
-    pub(super) fn pool_write_error(e: MorayError, pool: &NetworkPool) -> Error {
+    fn pool_write_error(e: MorayError, pool: &NetworkPool) -> Error {
         match store::conflict(&e) {
             Some(Conflict::Unique { attribute }) if attribute == "name" => {
                 Error::InvalidParameters(vec![FieldError::duplicate(
@@ -105,7 +105,7 @@ impl Napi {
         }
     }
 
-    pub(super) async fn network_pool(&self, uuid: &str) -> Result<Stored<NetworkPool>> {
+    async fn network_pool(&self, uuid: &str) -> Result<Stored<NetworkPool>> {
         let u = validate::uuid("uuid", uuid).map_err(one)?;
         self.store
             .get::<NetworkPool>(NETWORK_POOLS, &u)
