@@ -5,7 +5,6 @@
 //! [`start`] runs a Moray in-process (tests start one on `127.0.0.1:0`); the `moray`
 //! binary is a thin wrapper around it.
 
-pub mod bucket_ops;
 pub mod buckets;
 pub mod compile;
 pub mod config;

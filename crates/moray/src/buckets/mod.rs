@@ -1,10 +1,14 @@
 //! Buckets: validation of names and configs (spec A2.4), the `buckets_config` table and the
 //! per-bucket table with its indexes (A2.1, A2.2), create/update/delete/get/list (A6.7), and
-//! the in-process bucket cache (A9).
+//! the in-process bucket cache (A9). The operations themselves are in [`ops`].
 //!
 //! A bucket's table is its name in lower case (as Triton's unquoted DDL makes it); every
 //! identifier is validated and quoted. Each index column is named for its field, in lower
 //! case. Each loaded [`Bucket`] carries the SQL of its hot statements, built once.
+
+pub mod ops;
+
+pub use ops::bucket_to_proto;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
