@@ -1,14 +1,20 @@
 //! provision: a new VM placed on a server, given its NICs and image, and created
 //! there. A failure, once unwound, leaves the VM `failed` with the reason.
 
-use serde_json::Value;
+use serde_json::{Value, json};
+use tonic::Code;
+use triton_proto::cnagent::v1 as agent;
+use triton_proto::cnapi::v1 as cnapi;
 
 use super::JobCtx;
 use super::kind::JobKind;
 use super::record::StepRecord;
-use super::steps::Steps;
+use super::steps::*;
+use crate::clients::request;
 use crate::config::Timeouts;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::model::{VmNic, state};
+use crate::params::ProvisionParams;
 
 /// The steps in order: (name, has an undo, timeout).
 pub(super) fn chain(t: &Timeouts) -> Vec<StepRecord> {
@@ -49,4 +55,385 @@ pub(super) async fn undo(s: &Steps, ctx: &JobCtx, step: &str) -> Result<()> {
 
 pub(super) async fn on_failure(s: &Steps, ctx: &JobCtx) -> Result<()> {
     s.provision_failed(ctx).await
+}
+
+impl Steps {
+    pub(super) async fn provision_failed(&self, ctx: &JobCtx) -> Result<()> {
+        let job = ctx.record().await;
+        let reason = job.error.clone().unwrap_or_else(|| "failed".into());
+        self.store
+            .update_vm(&job.vm_uuid, |vm| {
+                if vm.state == state::FAILED && vm.failure_reason == reason {
+                    return Ok(false);
+                }
+                vm.state = state::FAILED.into();
+                vm.failure_reason = reason.clone();
+                vm.nics.clear();
+                Ok(true)
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Undo of provision's `allocate`.
+    pub(super) async fn undo_allocate(&self, ctx: &JobCtx) -> Result<()> {
+        self.release_job_allocation(ctx).await.map(|_| ())
+    }
+
+    /// Undo of provision's `provision_nics`.
+    pub(super) async fn undo_provision_nics(&self, ctx: &JobCtx) -> Result<()> {
+        self.release_job_nics(ctx).await.map(|_| ())
+    }
+
+    pub(super) async fn validate(&self, ctx: &JobCtx) -> Result<Value> {
+        let job = ctx.record().await;
+        let p: ProvisionParams = params(&job.params)?;
+        let rid = p.req_id.clone();
+        let vm = self.vm(&job.vm_uuid).await?;
+        if vm.is_destroyed() {
+            return Err(Error::Destroyed {
+                uuid: vm.uuid,
+                at: vm
+                    .destroyed
+                    .map(triton_common::time::rfc3339_millis)
+                    .unwrap_or_default(),
+            });
+        }
+        if let Some(ufds) = &self.clients.ufds {
+            let account = ufds
+                .clone()
+                .get_account(request(
+                    triton_proto::ufds::v1::GetAccountRequest {
+                        account: job.owner_uuid.clone(),
+                    },
+                    &rid,
+                ))
+                .await
+                .map_err(Error::upstream("ufds"))?
+                .into_inner();
+            if !account.approved_for_provisioning {
+                return Err(Error::invalid(
+                    "owner_uuid",
+                    format!("account {} is not approved for provisioning", account.login),
+                ));
+            }
+        }
+        if let Some(imgapi) = &self.clients.imgapi {
+            let image = imgapi
+                .clone()
+                .get_image(request(
+                    triton_proto::imgapi::v1::ImageRequest {
+                        uuid: p.image.uuid.clone(),
+                        account: None,
+                    },
+                    &rid,
+                ))
+                .await
+                .map_err(Error::upstream("imgapi"))?
+                .into_inner();
+            if image.state != "active" {
+                return Err(Error::invalid(
+                    "image_uuid",
+                    format!("image {} is {}, not active", image.uuid, image.state),
+                ));
+            }
+        }
+        if let (Some(papi), Some(pkg)) = (&self.clients.papi, &p.package) {
+            let package = papi
+                .clone()
+                .get_package(request(
+                    triton_proto::papi::v1::GetPackageRequest {
+                        uuid: pkg.uuid.clone(),
+                        owner_uuids: vec![job.owner_uuid.clone()],
+                    },
+                    &rid,
+                ))
+                .await
+                .map_err(Error::upstream("papi"))?
+                .into_inner();
+            if !package.active {
+                return Err(Error::invalid(
+                    "billing_id",
+                    format!("package {} is not active", package.uuid),
+                ));
+            }
+        }
+        Ok(json!({}))
+    }
+
+    pub(super) async fn allocate(&self, ctx: &JobCtx) -> Result<Value> {
+        let job = ctx.record().await;
+        let p: ProvisionParams = params(&job.params)?;
+        if let Some(server) = ctx.data::<String>("server_uuid").await {
+            return Ok(json!({ "server_uuid": server }));
+        }
+        let server_uuid = match &p.server_uuid {
+            Some(s) => s.clone(),
+            None => {
+                let vm = self.vm(&job.vm_uuid).await?;
+                // A reservation left by an attempt that died before recording its
+                // server must not count twice.
+                self.release_allocation(&job.vm_uuid).await?;
+                let req = cnapi::AllocateRequest {
+                    vm: Some(cnapi::AllocVm {
+                        vm_uuid: vm.uuid.clone(),
+                        owner_uuid: vm.owner_uuid.clone(),
+                        ram: vm.ram,
+                        quota: vm.quota,
+                        cpu_cap: vm.cpu_cap,
+                        brand: vm.brand.clone(),
+                        traits_json: String::new(),
+                        locality: p.locality.as_ref().map(|l| cnapi::LocalityHints {
+                            near: l.near.clone(),
+                            far: l.far.clone(),
+                            strict: l.strict,
+                        }),
+                        affinity: p
+                            .affinity
+                            .iter()
+                            .map(|a| cnapi::AffinityRule {
+                                key: a.key.clone(),
+                                operator: a.operator.clone(),
+                                value: a.value.clone(),
+                                is_soft: a.is_soft,
+                            })
+                            .collect(),
+                        internal_metadata: vm.internal_metadata.clone().into_iter().collect(),
+                    }),
+                    image: Some(cnapi::AllocImage {
+                        uuid: p.image.uuid.clone(),
+                        traits_json: p.image.traits_json.clone(),
+                        min_platform: String::new(),
+                        max_platform: String::new(),
+                        image_size: p.image.image_size,
+                    }),
+                    package: p.package.as_ref().map(|pkg| cnapi::AllocPackage {
+                        uuid: pkg.uuid.clone(),
+                        max_physical_memory: pkg.max_physical_memory,
+                        quota: pkg.quota / 1024,
+                        cpu_cap: pkg.cpu_cap,
+                        traits_json: pkg.traits_json.clone(),
+                        alloc_server_spread: pkg.alloc_server_spread.clone(),
+                        ..Default::default()
+                    }),
+                    nic_tags: nic_tags(&p),
+                    ..Default::default()
+                };
+                // CNAPI allocates one at a time; waiting in its queue is not a failure,
+                // so the call may take the whole step.
+                let mut call = request(req, &p.req_id);
+                call.set_timeout(self.default_timeout());
+                let chosen = self
+                    .clients
+                    .cnapi
+                    .clone()
+                    .allocate(call)
+                    .await
+                    .map_err(cnapi_err)?
+                    .into_inner();
+                chosen.server_uuid
+            }
+        };
+        // Durable at once: a resumed job must release this allocation, not make another.
+        ctx.set_data("server_uuid", &server_uuid).await?;
+        Ok(json!({ "server_uuid": server_uuid }))
+    }
+
+    pub(super) async fn provision_nics(&self, ctx: &JobCtx) -> Result<Value> {
+        let job = ctx.record().await;
+        let p: ProvisionParams = params(&job.params)?;
+        let server: String = ctx.data("server_uuid").await.unwrap_or_default();
+        if p.networks.is_empty() {
+            ctx.stage("nics", Vec::<VmNic>::new()).await?;
+            return Ok(json!({ "nics": [] }));
+        }
+        let Some(napi) = self.clients.napi.clone() else {
+            return Err(Error::Config("networks need NAPI (napi_url)".into()));
+        };
+        // NICs an earlier attempt or try made are found and kept, not made twice (the
+        // first try has none to find: a VM's NICs are made only here).
+        let mut existing = if ctx.first_try("provision_nics").await {
+            Vec::new()
+        } else {
+            self.vm_nics(&job.vm_uuid, &p.req_id).await?
+        };
+        let mut nics = Vec::new();
+        for (i, net) in p.networks.iter().enumerate() {
+            let found = existing
+                .iter()
+                .position(|n| n.network_uuid == net.network_uuid)
+                .map(|at| existing.remove(at));
+            let nic = match found {
+                Some(nic) => nic,
+                None => napi
+                    .clone()
+                    .create_nic(request(
+                        nic_request(&job.owner_uuid, &job.vm_uuid, net, &server, None),
+                        &p.req_id,
+                    ))
+                    .await
+                    .map_err(napi_err)?
+                    .into_inner(),
+            };
+            nics.push(VmNic {
+                interface: format!("net{i}"),
+                mac: nic.mac,
+                ip: nic.ip,
+                netmask: nic.netmask,
+                gateway: nic.gateway,
+                nic_tag: nic.nic_tag,
+                vlan_id: nic.vlan_id,
+                network_uuid: nic.network_uuid,
+                primary: nic.primary,
+                mtu: nic.mtu,
+                resolvers: nic.resolvers,
+            });
+        }
+        ctx.stage("nics", &nics).await?;
+        let recorded = nics.clone();
+        self.store
+            .update_vm(&job.vm_uuid, |vm| {
+                if vm.nics == recorded && vm.server_uuid == server {
+                    return Ok(false);
+                }
+                vm.server_uuid = server.clone();
+                vm.nics = recorded.clone();
+                vm.resolvers = Vec::new();
+                for r in recorded.iter().flat_map(|n| n.resolvers.iter()) {
+                    if !vm.resolvers.contains(r) {
+                        vm.resolvers.push(r.clone());
+                    }
+                }
+                Ok(true)
+            })
+            .await?;
+        Ok(
+            json!({ "nics": nics.iter().map(|n| json!({"mac": n.mac, "ip": n.ip, "network_uuid": n.network_uuid})).collect::<Vec<_>>() }),
+        )
+    }
+
+    pub(super) async fn ensure_image(&self, ctx: &JobCtx) -> Result<Value> {
+        let job = ctx.record().await;
+        let p: ProvisionParams = params(&job.params)?;
+        if self.clients.imgapi_file_url.is_empty() {
+            // No image server: the image must be on the server already
+            // (machine_create says so if it is not).
+            return Ok(json!({ "skipped": "no imgapi_file_url" }));
+        }
+        let server = self.server_of(ctx).await?;
+        let key = (server.clone(), p.image.uuid.clone());
+        if self
+            .images_present
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&key)
+        {
+            return Ok(json!({ "cached": true }));
+        }
+        let task =
+            agent::create_task_request::Task::ImageEnsurePresent(agent::ImageEnsurePresent {
+                image_uuid: p.image.uuid.clone(),
+                source: self.image_source(&p.image.uuid),
+            });
+        let done = self
+            .cn_task(ctx, &server, "task.ensure_image", task, &p.req_id)
+            .await?;
+        self.images_present
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key);
+        Ok(json!({ "task_id": done.id }))
+    }
+
+    pub(super) async fn machine_create(&self, ctx: &JobCtx) -> Result<Value> {
+        let job = ctx.record().await;
+        let p: ProvisionParams = params(&job.params)?;
+        let server = self.server_of(ctx).await?;
+        let vm = self.vm(&job.vm_uuid).await?;
+        let nics: Vec<VmNic> = ctx.data("nics").await.unwrap_or_default();
+        let spec = instance_spec(&vm, &nics);
+        let task = agent::create_task_request::Task::MachineCreate(agent::MachineCreate {
+            spec: Some(spec),
+            image_source: self.image_source(&p.image.uuid),
+        });
+        let instance = match self
+            .cn_task(ctx, &server, "task.machine_create", task, &p.req_id)
+            .await
+        {
+            Ok(done) => done.instance,
+            // An earlier attempt created it (VMAPI died before recording the task):
+            // carry on with the instance as it is.
+            Err(e) if is_named(&e, "VmExistsError") => self.load(ctx, &server, &vm.uuid).await?,
+            Err(e) => return Err(e),
+        };
+        let instance = instance.ok_or_else(|| {
+            Error::Internal("machine_create finished without the instance".into())
+        })?;
+        if instance.state == state::FAILED {
+            return Err(Error::Upstream {
+                service: "cn-agent",
+                name: "VmStateError".into(),
+                message: "the instance failed to boot".into(),
+                code: Code::FailedPrecondition,
+            });
+        }
+        ctx.stage("instance_state", &instance.state).await?;
+        ctx.stage("boot_timestamp", instance.last_boot).await?;
+        Ok(json!({ "state": instance.state }))
+    }
+
+    pub(super) fn image_source(&self, image_uuid: &str) -> String {
+        if self.clients.imgapi_file_url.is_empty() {
+            String::new()
+        } else {
+            format!("{}/images/{image_uuid}/file", self.clients.imgapi_file_url)
+        }
+    }
+
+    pub(super) async fn undo_machine_create(&self, ctx: &JobCtx) -> Result<()> {
+        let job = ctx.record().await;
+        let Some(server) = ctx.data::<String>("server_uuid").await else {
+            return Ok(());
+        };
+        // Destroy whatever the create left on the server (a failed instance still
+        // holds memory and disk there).
+        ctx.remove_data("task.undo_create").await?;
+        let task = agent::create_task_request::Task::MachineDestroy(agent::MachineDestroy {
+            uuid: job.vm_uuid.clone(),
+        });
+        match self
+            .cn_task(ctx, &server, "task.undo_create", task, &req_id(&job.params))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_named(&e, "VmNotFoundError") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(super) async fn record_provisioned(&self, ctx: &JobCtx) -> Result<Value> {
+        let job = ctx.record().await;
+        let server = self.server_of(ctx).await?;
+        let nics: Vec<VmNic> = ctx.data("nics").await.unwrap_or_default();
+        let instance_state: String = ctx
+            .data("instance_state")
+            .await
+            .unwrap_or_else(|| state::RUNNING.to_string());
+        let boot: u64 = ctx.data("boot_timestamp").await.unwrap_or(0);
+        let vm = self
+            .store
+            .update_vm(&job.vm_uuid, |vm| {
+                if vm.state != state::PROVISIONING {
+                    return Ok(false);
+                }
+                vm.state = instance_state.clone();
+                vm.server_uuid = server.clone();
+                vm.nics = nics.clone();
+                vm.boot_timestamp = boot;
+                vm.failure_reason.clear();
+                Ok(true)
+            })
+            .await?;
+        Ok(json!({ "state": vm.state, "server_uuid": vm.server_uuid }))
+    }
 }

@@ -1,18 +1,11 @@
-//! What each step of each job does, and its undo. Every step is idempotent: run again
+//! The steps job kinds share, and their helpers. Every step is idempotent: run again
 //! after a crash it finds what its earlier attempt did (the server in the job's data,
 //! the VM's NICs in NAPI, the task id in the job's data, an instance that exists) and
 //! carries on from there.
 //!
-//! | job | steps (undo) |
-//! |---|---|
-//! | provision | validate, allocate (release), provision_nics (delete NICs), ensure_image, machine_create (destroy on the server), record |
-//! | start / stop / reboot | check, machine_boot / machine_shutdown / machine_reboot, record |
-//! | update | check, machine_update, record |
-//! | destroy | check, machine_destroy, release_nics, release_allocation, record |
-//! | add_nics | check, provision_nics (delete the job's NICs), machine_update (remove them from the instance), record |
-//! | remove_nics | check, machine_update, release_nics, record |
-//! | create_snapshot / rollback_snapshot / delete_snapshot | check, machine_create_snapshot / machine_rollback_snapshot / machine_delete_snapshot, record |
-//! | mark_destroyed | confirm_gone, release_nics, release_allocation, record |
+//! Each job kind's file beside this one (`provision.rs`, `add_nics.rs`, ...) lists its
+//! steps and undos and holds the steps only it runs; the steps several kinds share
+//! (check, record, the cn-agent task helpers, NIC and allocation release) are here.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -30,14 +23,11 @@ use crate::error::{Error, Result};
 use crate::jobs::JobCtx;
 use crate::jobs::kind::JobKind;
 use crate::model::{VmNic, VmRecord, VmSnapshot, snapshot_state, state, tag_text};
-use crate::params::{
-    ActionParams, AddNicsParams, NetworkParam, ProvisionParams, RemoveNicsParams, SnapshotParams,
-    UpdateParams,
-};
+use crate::params::{ActionParams, NetworkParam, ProvisionParams, SnapshotParams, UpdateParams};
 use crate::store::Store;
 
 /// WaitTask asks the agent to block at most this long per call (its maximum is 60 s).
-const WAIT_TASK_SLICE_MS: u32 = 20_000;
+pub(super) const WAIT_TASK_SLICE_MS: u32 = 20_000;
 
 #[derive(Clone)]
 pub struct Steps {
@@ -50,21 +40,21 @@ pub struct Steps {
     pub images_present: Arc<Mutex<HashSet<(String, String)>>>,
 }
 
-fn params<T: serde::de::DeserializeOwned + Default>(v: &Value) -> Result<T> {
+pub(super) fn params<T: serde::de::DeserializeOwned + Default>(v: &Value) -> Result<T> {
     serde_json::from_value(v.clone())
         .map_err(|e| Error::Internal(format!("job params do not parse: {e}")))
 }
 
-fn cnapi_err(status: tonic::Status) -> Error {
+pub(super) fn cnapi_err(status: tonic::Status) -> Error {
     Error::upstream("cnapi")(status)
 }
 
-fn napi_err(status: tonic::Status) -> Error {
+pub(super) fn napi_err(status: tonic::Status) -> Error {
     Error::upstream("napi")(status)
 }
 
 /// A task that ended in failure, as an error that is not retried.
-fn task_failed(task: &agent::Task) -> Error {
+pub(super) fn task_failed(task: &agent::Task) -> Error {
     Error::Upstream {
         service: "cn-agent",
         name: task.error_name.clone(),
@@ -73,7 +63,7 @@ fn task_failed(task: &agent::Task) -> Error {
     }
 }
 
-fn is_named(e: &Error, wanted: &str) -> bool {
+pub(super) fn is_named(e: &Error, wanted: &str) -> bool {
     matches!(e, Error::Upstream { name, .. } if name == wanted)
 }
 
@@ -101,23 +91,6 @@ impl Steps {
     pub async fn on_failure(&self, ctx: &JobCtx) -> Result<()> {
         let kind = ctx.record().await.name;
         kind.on_failure(self, ctx).await
-    }
-
-    pub(super) async fn provision_failed(&self, ctx: &JobCtx) -> Result<()> {
-        let job = ctx.record().await;
-        let reason = job.error.clone().unwrap_or_else(|| "failed".into());
-        self.store
-            .update_vm(&job.vm_uuid, |vm| {
-                if vm.state == state::FAILED && vm.failure_reason == reason {
-                    return Ok(false);
-                }
-                vm.state = state::FAILED.into();
-                vm.failure_reason = reason.clone();
-                vm.nics.clear();
-                Ok(true)
-            })
-            .await?;
-        Ok(())
     }
 
     /// The job's snapshot put in the state `to` gives for the job's params.
@@ -156,323 +129,6 @@ impl Steps {
         self.release_allocation(&job.vm_uuid).await
     }
 
-    /// Undo of provision's `allocate`.
-    pub(super) async fn undo_allocate(&self, ctx: &JobCtx) -> Result<()> {
-        self.release_job_allocation(ctx).await.map(|_| ())
-    }
-
-    /// Undo of provision's `provision_nics`.
-    pub(super) async fn undo_provision_nics(&self, ctx: &JobCtx) -> Result<()> {
-        self.release_job_nics(ctx).await.map(|_| ())
-    }
-
-    // ------------------------------------------------------------ provision
-
-    pub(super) async fn validate(&self, ctx: &JobCtx) -> Result<Value> {
-        let job = ctx.record().await;
-        let p: ProvisionParams = params(&job.params)?;
-        let rid = p.req_id.clone();
-        let vm = self.vm(&job.vm_uuid).await?;
-        if vm.is_destroyed() {
-            return Err(Error::Destroyed {
-                uuid: vm.uuid,
-                at: vm
-                    .destroyed
-                    .map(triton_common::time::rfc3339_millis)
-                    .unwrap_or_default(),
-            });
-        }
-        if let Some(ufds) = &self.clients.ufds {
-            let account = ufds
-                .clone()
-                .get_account(request(
-                    triton_proto::ufds::v1::GetAccountRequest {
-                        account: job.owner_uuid.clone(),
-                    },
-                    &rid,
-                ))
-                .await
-                .map_err(Error::upstream("ufds"))?
-                .into_inner();
-            if !account.approved_for_provisioning {
-                return Err(Error::invalid(
-                    "owner_uuid",
-                    format!("account {} is not approved for provisioning", account.login),
-                ));
-            }
-        }
-        if let Some(imgapi) = &self.clients.imgapi {
-            let image = imgapi
-                .clone()
-                .get_image(request(
-                    triton_proto::imgapi::v1::ImageRequest {
-                        uuid: p.image.uuid.clone(),
-                        account: None,
-                    },
-                    &rid,
-                ))
-                .await
-                .map_err(Error::upstream("imgapi"))?
-                .into_inner();
-            if image.state != "active" {
-                return Err(Error::invalid(
-                    "image_uuid",
-                    format!("image {} is {}, not active", image.uuid, image.state),
-                ));
-            }
-        }
-        if let (Some(papi), Some(pkg)) = (&self.clients.papi, &p.package) {
-            let package = papi
-                .clone()
-                .get_package(request(
-                    triton_proto::papi::v1::GetPackageRequest {
-                        uuid: pkg.uuid.clone(),
-                        owner_uuids: vec![job.owner_uuid.clone()],
-                    },
-                    &rid,
-                ))
-                .await
-                .map_err(Error::upstream("papi"))?
-                .into_inner();
-            if !package.active {
-                return Err(Error::invalid(
-                    "billing_id",
-                    format!("package {} is not active", package.uuid),
-                ));
-            }
-        }
-        Ok(json!({}))
-    }
-
-    pub(super) async fn allocate(&self, ctx: &JobCtx) -> Result<Value> {
-        let job = ctx.record().await;
-        let p: ProvisionParams = params(&job.params)?;
-        if let Some(server) = ctx.data::<String>("server_uuid").await {
-            return Ok(json!({ "server_uuid": server }));
-        }
-        let server_uuid = match &p.server_uuid {
-            Some(s) => s.clone(),
-            None => {
-                let vm = self.vm(&job.vm_uuid).await?;
-                // A reservation left by an attempt that died before recording its
-                // server must not count twice.
-                self.release_allocation(&job.vm_uuid).await?;
-                let req = cnapi::AllocateRequest {
-                    vm: Some(cnapi::AllocVm {
-                        vm_uuid: vm.uuid.clone(),
-                        owner_uuid: vm.owner_uuid.clone(),
-                        ram: vm.ram,
-                        quota: vm.quota,
-                        cpu_cap: vm.cpu_cap,
-                        brand: vm.brand.clone(),
-                        traits_json: String::new(),
-                        locality: p.locality.as_ref().map(|l| cnapi::LocalityHints {
-                            near: l.near.clone(),
-                            far: l.far.clone(),
-                            strict: l.strict,
-                        }),
-                        affinity: p
-                            .affinity
-                            .iter()
-                            .map(|a| cnapi::AffinityRule {
-                                key: a.key.clone(),
-                                operator: a.operator.clone(),
-                                value: a.value.clone(),
-                                is_soft: a.is_soft,
-                            })
-                            .collect(),
-                        internal_metadata: vm.internal_metadata.clone().into_iter().collect(),
-                    }),
-                    image: Some(cnapi::AllocImage {
-                        uuid: p.image.uuid.clone(),
-                        traits_json: p.image.traits_json.clone(),
-                        min_platform: String::new(),
-                        max_platform: String::new(),
-                        image_size: p.image.image_size,
-                    }),
-                    package: p.package.as_ref().map(|pkg| cnapi::AllocPackage {
-                        uuid: pkg.uuid.clone(),
-                        max_physical_memory: pkg.max_physical_memory,
-                        quota: pkg.quota / 1024,
-                        cpu_cap: pkg.cpu_cap,
-                        traits_json: pkg.traits_json.clone(),
-                        alloc_server_spread: pkg.alloc_server_spread.clone(),
-                        ..Default::default()
-                    }),
-                    nic_tags: nic_tags(&p),
-                    ..Default::default()
-                };
-                // CNAPI allocates one at a time; waiting in its queue is not a failure,
-                // so the call may take the whole step.
-                let mut call = request(req, &p.req_id);
-                call.set_timeout(self.default_timeout());
-                let chosen = self
-                    .clients
-                    .cnapi
-                    .clone()
-                    .allocate(call)
-                    .await
-                    .map_err(cnapi_err)?
-                    .into_inner();
-                chosen.server_uuid
-            }
-        };
-        // Durable at once: a resumed job must release this allocation, not make another.
-        ctx.set_data("server_uuid", &server_uuid).await?;
-        Ok(json!({ "server_uuid": server_uuid }))
-    }
-
-    pub(super) async fn provision_nics(&self, ctx: &JobCtx) -> Result<Value> {
-        let job = ctx.record().await;
-        let p: ProvisionParams = params(&job.params)?;
-        let server: String = ctx.data("server_uuid").await.unwrap_or_default();
-        if p.networks.is_empty() {
-            ctx.stage("nics", Vec::<VmNic>::new()).await?;
-            return Ok(json!({ "nics": [] }));
-        }
-        let Some(napi) = self.clients.napi.clone() else {
-            return Err(Error::Config("networks need NAPI (napi_url)".into()));
-        };
-        // NICs an earlier attempt or try made are found and kept, not made twice (the
-        // first try has none to find: a VM's NICs are made only here).
-        let mut existing = if ctx.first_try("provision_nics").await {
-            Vec::new()
-        } else {
-            self.vm_nics(&job.vm_uuid, &p.req_id).await?
-        };
-        let mut nics = Vec::new();
-        for (i, net) in p.networks.iter().enumerate() {
-            let found = existing
-                .iter()
-                .position(|n| n.network_uuid == net.network_uuid)
-                .map(|at| existing.remove(at));
-            let nic = match found {
-                Some(nic) => nic,
-                None => napi
-                    .clone()
-                    .create_nic(request(
-                        nic_request(&job.owner_uuid, &job.vm_uuid, net, &server, None),
-                        &p.req_id,
-                    ))
-                    .await
-                    .map_err(napi_err)?
-                    .into_inner(),
-            };
-            nics.push(VmNic {
-                interface: format!("net{i}"),
-                mac: nic.mac,
-                ip: nic.ip,
-                netmask: nic.netmask,
-                gateway: nic.gateway,
-                nic_tag: nic.nic_tag,
-                vlan_id: nic.vlan_id,
-                network_uuid: nic.network_uuid,
-                primary: nic.primary,
-                mtu: nic.mtu,
-                resolvers: nic.resolvers,
-            });
-        }
-        ctx.stage("nics", &nics).await?;
-        let recorded = nics.clone();
-        self.store
-            .update_vm(&job.vm_uuid, |vm| {
-                if vm.nics == recorded && vm.server_uuid == server {
-                    return Ok(false);
-                }
-                vm.server_uuid = server.clone();
-                vm.nics = recorded.clone();
-                vm.resolvers = Vec::new();
-                for r in recorded.iter().flat_map(|n| n.resolvers.iter()) {
-                    if !vm.resolvers.contains(r) {
-                        vm.resolvers.push(r.clone());
-                    }
-                }
-                Ok(true)
-            })
-            .await?;
-        Ok(
-            json!({ "nics": nics.iter().map(|n| json!({"mac": n.mac, "ip": n.ip, "network_uuid": n.network_uuid})).collect::<Vec<_>>() }),
-        )
-    }
-
-    pub(super) async fn ensure_image(&self, ctx: &JobCtx) -> Result<Value> {
-        let job = ctx.record().await;
-        let p: ProvisionParams = params(&job.params)?;
-        if self.clients.imgapi_file_url.is_empty() {
-            // No image server: the image must be on the server already
-            // (machine_create says so if it is not).
-            return Ok(json!({ "skipped": "no imgapi_file_url" }));
-        }
-        let server = self.server_of(ctx).await?;
-        let key = (server.clone(), p.image.uuid.clone());
-        if self
-            .images_present
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(&key)
-        {
-            return Ok(json!({ "cached": true }));
-        }
-        let task =
-            agent::create_task_request::Task::ImageEnsurePresent(agent::ImageEnsurePresent {
-                image_uuid: p.image.uuid.clone(),
-                source: self.image_source(&p.image.uuid),
-            });
-        let done = self
-            .cn_task(ctx, &server, "task.ensure_image", task, &p.req_id)
-            .await?;
-        self.images_present
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key);
-        Ok(json!({ "task_id": done.id }))
-    }
-
-    fn image_source(&self, image_uuid: &str) -> String {
-        if self.clients.imgapi_file_url.is_empty() {
-            String::new()
-        } else {
-            format!("{}/images/{image_uuid}/file", self.clients.imgapi_file_url)
-        }
-    }
-
-    pub(super) async fn machine_create(&self, ctx: &JobCtx) -> Result<Value> {
-        let job = ctx.record().await;
-        let p: ProvisionParams = params(&job.params)?;
-        let server = self.server_of(ctx).await?;
-        let vm = self.vm(&job.vm_uuid).await?;
-        let nics: Vec<VmNic> = ctx.data("nics").await.unwrap_or_default();
-        let spec = instance_spec(&vm, &nics);
-        let task = agent::create_task_request::Task::MachineCreate(agent::MachineCreate {
-            spec: Some(spec),
-            image_source: self.image_source(&p.image.uuid),
-        });
-        let instance = match self
-            .cn_task(ctx, &server, "task.machine_create", task, &p.req_id)
-            .await
-        {
-            Ok(done) => done.instance,
-            // An earlier attempt created it (VMAPI died before recording the task):
-            // carry on with the instance as it is.
-            Err(e) if is_named(&e, "VmExistsError") => self.load(ctx, &server, &vm.uuid).await?,
-            Err(e) => return Err(e),
-        };
-        let instance = instance.ok_or_else(|| {
-            Error::Internal("machine_create finished without the instance".into())
-        })?;
-        if instance.state == state::FAILED {
-            return Err(Error::Upstream {
-                service: "cn-agent",
-                name: "VmStateError".into(),
-                message: "the instance failed to boot".into(),
-                code: Code::FailedPrecondition,
-            });
-        }
-        ctx.stage("instance_state", &instance.state).await?;
-        ctx.stage("boot_timestamp", instance.last_boot).await?;
-        Ok(json!({ "state": instance.state }))
-    }
-
     /// The instance as its server has it now (an update that changes nothing).
     pub(super) async fn load(
         &self,
@@ -490,53 +146,6 @@ impl Steps {
             .cn_task(ctx, server, "task.load", task, &rid)
             .await?
             .instance)
-    }
-
-    pub(super) async fn undo_machine_create(&self, ctx: &JobCtx) -> Result<()> {
-        let job = ctx.record().await;
-        let Some(server) = ctx.data::<String>("server_uuid").await else {
-            return Ok(());
-        };
-        // Destroy whatever the create left on the server (a failed instance still
-        // holds memory and disk there).
-        ctx.remove_data("task.undo_create").await?;
-        let task = agent::create_task_request::Task::MachineDestroy(agent::MachineDestroy {
-            uuid: job.vm_uuid.clone(),
-        });
-        match self
-            .cn_task(ctx, &server, "task.undo_create", task, &req_id(&job.params))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if is_named(&e, "VmNotFoundError") => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    pub(super) async fn record_provisioned(&self, ctx: &JobCtx) -> Result<Value> {
-        let job = ctx.record().await;
-        let server = self.server_of(ctx).await?;
-        let nics: Vec<VmNic> = ctx.data("nics").await.unwrap_or_default();
-        let instance_state: String = ctx
-            .data("instance_state")
-            .await
-            .unwrap_or_else(|| state::RUNNING.to_string());
-        let boot: u64 = ctx.data("boot_timestamp").await.unwrap_or(0);
-        let vm = self
-            .store
-            .update_vm(&job.vm_uuid, |vm| {
-                if vm.state != state::PROVISIONING {
-                    return Ok(false);
-                }
-                vm.state = instance_state.clone();
-                vm.server_uuid = server.clone();
-                vm.nics = nics.clone();
-                vm.boot_timestamp = boot;
-                vm.failure_reason.clear();
-                Ok(true)
-            })
-            .await?;
-        Ok(json!({ "state": vm.state, "server_uuid": vm.server_uuid }))
     }
 
     // ------------------------------------------------------------ actions
@@ -969,7 +578,7 @@ impl Steps {
     }
 }
 
-fn req_id(params: &Value) -> String {
+pub(super) fn req_id(params: &Value) -> String {
     params
         .get("req_id")
         .and_then(Value::as_str)
@@ -978,7 +587,7 @@ fn req_id(params: &Value) -> String {
 }
 
 /// NAPI's CreateNic for one of a VM's networks (`state` None: NAPI's default, `running`).
-fn nic_request(
+pub(super) fn nic_request(
     owner_uuid: &str,
     vm_uuid: &str,
     net: &NetworkParam,
@@ -1002,7 +611,7 @@ fn nic_request(
     }
 }
 
-fn nic_tags(p: &ProvisionParams) -> Vec<String> {
+pub(super) fn nic_tags(p: &ProvisionParams) -> Vec<String> {
     let mut tags: Vec<String> = Vec::new();
     for n in &p.networks {
         if !n.nic_tag.is_empty() && !tags.contains(&n.nic_tag) {
@@ -1103,7 +712,11 @@ pub fn apply_update(vm: &mut VmRecord, u: &UpdateParams) {
     );
 }
 
-fn merge(map: &mut BTreeMap<String, String>, set: &BTreeMap<String, String>, remove: &[String]) {
+pub(super) fn merge(
+    map: &mut BTreeMap<String, String>,
+    set: &BTreeMap<String, String>,
+    remove: &[String],
+) {
     for (k, v) in set {
         map.insert(k.clone(), v.clone());
     }
@@ -1142,7 +755,7 @@ pub fn free_interface(used: &mut Vec<String>) -> String {
 }
 
 /// The NIC as cn-agent gets it: VMAPI's `net<k>` is `eth<k>` inside the instance.
-fn agent_nic(n: &VmNic) -> agent::Nic {
+pub(super) fn agent_nic(n: &VmNic) -> agent::Nic {
     agent::Nic {
         interface: n
             .interface
@@ -1162,7 +775,7 @@ fn agent_nic(n: &VmNic) -> agent::Nic {
 }
 
 /// The VM's resolvers: every NIC's, in NIC order, once each.
-fn resolvers_of(nics: &[VmNic]) -> Vec<String> {
+pub(super) fn resolvers_of(nics: &[VmNic]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for r in nics.iter().flat_map(|n| n.resolvers.iter()) {
         if !out.contains(r) {
@@ -1172,7 +785,7 @@ fn resolvers_of(nics: &[VmNic]) -> Vec<String> {
     out
 }
 
-fn instance_has(instance: &agent::Instance, mac: &str) -> bool {
+pub(super) fn instance_has(instance: &agent::Instance, mac: &str) -> bool {
     instance
         .spec
         .as_ref()
@@ -1187,325 +800,5 @@ impl Steps {
             .find(|s| s.name == step)
             .map(|s| s.attempts)
             .unwrap_or(0)
-    }
-
-    /// add_nics: reserves a NIC in NAPI on each network (state `provisioning`), or
-    /// takes the NICs already reserved for the VM by MAC. A re-run finds the NICs its
-    /// earlier attempt made (on the job's networks, not yet on the VM) and keeps them.
-    pub(super) async fn reserve_added_nics(&self, ctx: &JobCtx) -> Result<Value> {
-        let job = ctx.record().await;
-        let p: AddNicsParams = params(&job.params)?;
-        let server: String = ctx.data("server_uuid").await.unwrap_or_default();
-        let Some(napi) = self.clients.napi.clone() else {
-            return Err(Error::Config("NICs need NAPI (napi_url)".into()));
-        };
-        let vm = self.vm(&job.vm_uuid).await?;
-        let on_vm = |mac: &str| vm.nics.iter().any(|n| n.mac.eq_ignore_ascii_case(mac));
-        let mut earlier: Vec<napi::Nic> = self
-            .vm_nics(&job.vm_uuid, &p.req_id)
-            .await?
-            .into_iter()
-            .filter(|n| !on_vm(&n.mac) && !p.macs.contains(&n.mac))
-            .collect();
-        let mut reserved = Vec::new();
-        for net in &p.networks {
-            let found = earlier
-                .iter()
-                .position(|n| n.network_uuid == net.network_uuid)
-                .map(|at| earlier.remove(at));
-            let nic = match found {
-                Some(nic) => nic,
-                None => napi
-                    .clone()
-                    .create_nic(request(
-                        nic_request(
-                            &job.owner_uuid,
-                            &job.vm_uuid,
-                            net,
-                            &server,
-                            Some("provisioning"),
-                        ),
-                        &p.req_id,
-                    ))
-                    .await
-                    .map_err(napi_err)?
-                    .into_inner(),
-            };
-            reserved.push(nic);
-        }
-        for mac in &p.macs {
-            let nic = match napi
-                .clone()
-                .get_nic(request(napi::GetNicRequest { mac: mac.clone() }, &p.req_id))
-                .await
-            {
-                Ok(n) => n.into_inner(),
-                Err(s) if s.code() == Code::NotFound => {
-                    return Err(Error::NotFound(format!(
-                        "macs: NIC {mac} does not exist in NAPI"
-                    )));
-                }
-                Err(s) => return Err(napi_err(s)),
-            };
-            if nic.belongs_to_uuid != job.vm_uuid {
-                return Err(Error::invalid(
-                    "macs",
-                    format!("NIC {mac} does not belong to VM {}", job.vm_uuid),
-                ));
-            }
-            reserved.push(nic);
-        }
-        let mut used: Vec<String> = vm.nics.iter().map(|n| n.interface.clone()).collect();
-        let nics: Vec<VmNic> = reserved
-            .into_iter()
-            .map(|n| vm_nic(n, free_interface(&mut used)))
-            .collect();
-        ctx.stage("add_nics", &nics).await?;
-        Ok(
-            json!({ "nics": nics.iter().map(|n| json!({"mac": n.mac, "ip": n.ip, "network_uuid": n.network_uuid, "interface": n.interface})).collect::<Vec<_>>() }),
-        )
-    }
-
-    /// Deletes in NAPI the NICs this job reserved or was given (their IPs are free
-    /// again), leaving the VM's own NICs and NICs reserved for other jobs alone.
-    pub(super) async fn undo_reserve_added_nics(&self, ctx: &JobCtx) -> Result<()> {
-        let job = ctx.record().await;
-        let p: AddNicsParams = params(&job.params)?;
-        let Some(napi) = self.clients.napi.clone() else {
-            return Ok(());
-        };
-        let vm = self.vm(&job.vm_uuid).await?;
-        for nic in self.vm_nics(&job.vm_uuid, &p.req_id).await? {
-            let on_vm = vm.nics.iter().any(|n| n.mac.eq_ignore_ascii_case(&nic.mac));
-            let ours = p.macs.contains(&nic.mac)
-                || p.networks
-                    .iter()
-                    .any(|net| net.network_uuid == nic.network_uuid);
-            if on_vm || !ours {
-                continue;
-            }
-            match napi
-                .clone()
-                .delete_nic(request(
-                    napi::DeleteNicRequest {
-                        mac: nic.mac.clone(),
-                    },
-                    &p.req_id,
-                ))
-                .await
-            {
-                Ok(_) => {}
-                Err(s) if s.code() == Code::NotFound => {}
-                Err(s) => return Err(napi_err(s)),
-            }
-        }
-        Ok(())
-    }
-
-    /// add_nics: cn-agent `machine_update` with `add_nics`. A re-run that cannot find
-    /// its earlier task asks the node first and sends only the NICs it lacks.
-    pub(super) async fn add_nics_on_server(&self, ctx: &JobCtx) -> Result<Value> {
-        let job = ctx.record().await;
-        let p: AddNicsParams = params(&job.params)?;
-        let server = self.server_of(ctx).await?;
-        let mut nics: Vec<VmNic> = ctx.data("add_nics").await.unwrap_or_default();
-        if ctx.data::<String>("task.add_nics").await.is_none()
-            && Self::attempts(&job, "machine_update") > 1
-            && let Some(instance) = self.load(ctx, &server, &job.vm_uuid).await?
-        {
-            nics.retain(|n| !instance_has(&instance, &n.mac));
-        }
-        if nics.is_empty() {
-            return Ok(json!({ "skipped": "the instance has the NICs" }));
-        }
-        let task = agent::create_task_request::Task::MachineUpdate(agent::MachineUpdate {
-            uuid: job.vm_uuid.clone(),
-            add_nics: nics.iter().map(agent_nic).collect(),
-            ..Default::default()
-        });
-        self.instance_task(ctx, &server, "task.add_nics", task, &p.req_id)
-            .await
-    }
-
-    /// Removes from the instance whichever of the job's NICs it has (a failed update
-    /// may have added some).
-    pub(super) async fn undo_add_nics_on_server(&self, ctx: &JobCtx) -> Result<()> {
-        let job = ctx.record().await;
-        let nics: Vec<VmNic> = ctx.data("add_nics").await.unwrap_or_default();
-        let Some(server) = ctx
-            .data::<String>("server_uuid")
-            .await
-            .filter(|s| !s.is_empty())
-        else {
-            return Ok(());
-        };
-        if nics.is_empty() {
-            return Ok(());
-        }
-        let instance = match self.load(ctx, &server, &job.vm_uuid).await {
-            Ok(Some(i)) => i,
-            Ok(None) => return Ok(()),
-            Err(e) if is_named(&e, "VmNotFoundError") => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let present: Vec<String> = nics
-            .iter()
-            .filter(|n| instance_has(&instance, &n.mac))
-            .map(|n| n.mac.clone())
-            .collect();
-        if present.is_empty() {
-            return Ok(());
-        }
-        ctx.remove_data("task.undo_add_nics").await?;
-        let task = agent::create_task_request::Task::MachineUpdate(agent::MachineUpdate {
-            uuid: job.vm_uuid.clone(),
-            remove_nics: present,
-            ..Default::default()
-        });
-        self.cn_task(
-            ctx,
-            &server,
-            "task.undo_add_nics",
-            task,
-            &req_id(&job.params),
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// add_nics: the NICs join the VM's record, and NAPI marks them `running`.
-    pub(super) async fn record_added_nics(&self, ctx: &JobCtx) -> Result<Value> {
-        let job = ctx.record().await;
-        let p: AddNicsParams = params(&job.params)?;
-        let nics: Vec<VmNic> = ctx.data("add_nics").await.unwrap_or_default();
-        let server: String = ctx.data("server_uuid").await.unwrap_or_default();
-        let vm = self
-            .store
-            .update_vm(&job.vm_uuid, |vm| {
-                if vm.is_destroyed() {
-                    return Ok(false);
-                }
-                let mut changed = false;
-                for n in &nics {
-                    if !vm.nics.iter().any(|m| m.mac.eq_ignore_ascii_case(&n.mac)) {
-                        vm.nics.push(n.clone());
-                        changed = true;
-                    }
-                }
-                if changed {
-                    vm.resolvers = resolvers_of(&vm.nics);
-                }
-                Ok(changed)
-            })
-            .await?;
-        if let Some(napi) = self.clients.napi.clone() {
-            for n in &nics {
-                napi.clone()
-                    .update_nic(request(
-                        napi::UpdateNicRequest {
-                            mac: n.mac.clone(),
-                            state: Some("running".into()),
-                            cn_uuid: (!server.is_empty()).then(|| server.clone()),
-                            ..Default::default()
-                        },
-                        &p.req_id,
-                    ))
-                    .await
-                    .map_err(napi_err)?;
-            }
-        }
-        Ok(json!({ "nics": vm.nics.len() }))
-    }
-
-    /// remove_nics: cn-agent `machine_update` with `remove_nics`. A re-run that cannot
-    /// find its earlier task sends only the NICs the instance still has.
-    pub(super) async fn remove_nics_on_server(&self, ctx: &JobCtx) -> Result<Value> {
-        let job = ctx.record().await;
-        let p: RemoveNicsParams = params(&job.params)?;
-        let server = self.server_of(ctx).await?;
-        let mut macs = p.macs.clone();
-        if ctx.data::<String>("task.remove_nics").await.is_none()
-            && Self::attempts(&job, "machine_update") > 1
-            && let Some(instance) = self.load(ctx, &server, &job.vm_uuid).await?
-        {
-            macs.retain(|m| instance_has(&instance, m));
-        }
-        if macs.is_empty() {
-            return Ok(json!({ "skipped": "the instance has none of the NICs" }));
-        }
-        let task = agent::create_task_request::Task::MachineUpdate(agent::MachineUpdate {
-            uuid: job.vm_uuid.clone(),
-            remove_nics: macs,
-            ..Default::default()
-        });
-        self.instance_task(ctx, &server, "task.remove_nics", task, &p.req_id)
-            .await
-    }
-
-    /// remove_nics: deletes the NICs in NAPI; their IPs are free again.
-    pub(super) async fn delete_removed_nics(&self, ctx: &JobCtx) -> Result<Value> {
-        let job = ctx.record().await;
-        let p: RemoveNicsParams = params(&job.params)?;
-        let Some(napi) = self.clients.napi.clone() else {
-            return Ok(json!({ "released": 0 }));
-        };
-        for mac in &p.macs {
-            match napi
-                .clone()
-                .delete_nic(request(
-                    napi::DeleteNicRequest { mac: mac.clone() },
-                    &p.req_id,
-                ))
-                .await
-            {
-                Ok(_) => {}
-                Err(s) if s.code() == Code::NotFound => {}
-                Err(s) => return Err(napi_err(s)),
-            }
-        }
-        Ok(json!({ "released": p.macs.len() }))
-    }
-
-    pub(super) async fn record_removed_nics(&self, ctx: &JobCtx) -> Result<Value> {
-        let job = ctx.record().await;
-        let p: RemoveNicsParams = params(&job.params)?;
-        let vm = self
-            .store
-            .update_vm(&job.vm_uuid, |vm| {
-                let before = vm.nics.len();
-                vm.nics
-                    .retain(|n| !p.macs.iter().any(|m| m.eq_ignore_ascii_case(&n.mac)));
-                if vm.nics.len() == before {
-                    return Ok(false);
-                }
-                vm.resolvers = resolvers_of(&vm.nics);
-                Ok(true)
-            })
-            .await?;
-        Ok(json!({ "nics": vm.nics.len() }))
-    }
-
-    /// mark_destroyed: asks the VM's server itself whether the instance is gone (the
-    /// heartbeats said so); an instance that is there fails the job, changing nothing.
-    pub(super) async fn confirm_gone(&self, ctx: &JobCtx) -> Result<Value> {
-        let job = ctx.record().await;
-        let vm = self.vm(&job.vm_uuid).await?;
-        if vm.is_destroyed() {
-            return Ok(json!({ "skipped": "already destroyed" }));
-        }
-        if vm.server_uuid.is_empty() {
-            return Err(Error::Unallocated(vm.uuid));
-        }
-        ctx.stage("server_uuid", &vm.server_uuid).await?;
-        match self.load(ctx, &vm.server_uuid, &vm.uuid).await {
-            Ok(_) => Err(Error::State(format!(
-                "instance {} is on server {}: not destroyed",
-                vm.uuid, vm.server_uuid
-            ))),
-            Err(e) if is_named(&e, "VmNotFoundError") => {
-                Ok(json!({ "gone": true, "server_uuid": vm.server_uuid }))
-            }
-            Err(e) => Err(e),
-        }
     }
 }

@@ -1,6 +1,8 @@
 //! stop: shuts the VM down on its server.
 
 use serde_json::Value;
+use triton_proto::cnagent::v1 as agent;
+use triton_proto::cnagent::v1::create_task_request::Task;
 
 use super::JobCtx;
 use super::kind::JobKind;
@@ -8,8 +10,6 @@ use super::record::StepRecord;
 use super::steps::Steps;
 use crate::config::Timeouts;
 use crate::error::Result;
-use triton_proto::cnagent::v1 as agent;
-use triton_proto::cnagent::v1::create_task_request::Task;
 
 /// The steps in order: (name, has an undo, timeout).
 pub(super) fn chain(t: &Timeouts) -> Vec<StepRecord> {
