@@ -6,12 +6,12 @@
 //! before the next. The first create also extracts the image and is reported apart.
 //! Needs root and /bin/busybox; prints "skipped" otherwise. Target: p50 under 1 s.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cn_agent::agent::{AgentOptions, start};
-use cn_agent::linux::{LinuxBackend, LinuxConfig};
+use cn_agent::linux::LinuxBackend;
 use cn_agent::sysinfo::NodeFacts;
 use hdrhistogram::Histogram;
 use tokio_util::sync::CancellationToken;
@@ -20,96 +20,32 @@ use triton_proto::cnagent::v1::cn_agent_client::CnAgentClient;
 use triton_proto::cnagent::v1::create_task_request::Task;
 use uuid::Uuid;
 
-fn run(program: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(out.status.success(), "{program} {args:?}: {out:?}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+#[path = "../tests/support/mod.rs"]
+mod support;
 
-/// The test image of crates/cn-agent/tests/contract.rs: busybox, httpd as pid 1.
-fn build_image(dir: &Path) -> PathBuf {
-    let root = dir.join("rootfs");
-    for sub in ["bin", "www", "etc", "tmp"] {
-        std::fs::create_dir_all(root.join(sub)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    for applet in ["sh", "httpd", "hostname", "sleep", "cat", "ls", "ip"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
-    std::fs::write(root.join("www/index.html"), "hello\n").unwrap();
-    let tarball = dir.join("image.tar.gz");
-    run(
-        "tar",
-        &[
-            "-czf",
-            tarball.to_str().unwrap(),
-            "-C",
-            root.to_str().unwrap(),
-            ".",
-        ],
-    );
-    tarball
-}
+use support::{BridgeSetup, Host, Image, Setup};
 
 /// The bench's bridge, cgroups, namespaces and links, removed on drop (also on panic).
-struct Host {
-    config: LinuxConfig,
-    bridge: String,
-    subnet: u8,
-    image: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Host {
-    fn new() -> Host {
-        let dir = tempfile::tempdir().unwrap();
-        let id = Uuid::new_v4().simple().to_string();
-        let routes = run("ip", &["-4", "route", "show"]);
-        let mut subnet = u8::from_str_radix(&id[6..8], 16).unwrap();
-        while routes.contains(&format!("10.99.{subnet}.")) {
-            subnet = subnet.wrapping_add(1);
-        }
-        let bridge = format!("bb{}", &id[..6]);
-        let config = LinuxConfig {
-            state_dir: dir.path().join("state"),
-            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
-            cgroup_parent: format!("triton-bench-{}", &id[..6]),
-            netns_prefix: format!("tb{}-", &id[..6]),
-            link_prefix: format!("b{}", &id[..3]),
-            bridges: [("admin".to_string(), bridge.clone())].into(),
-            create_bridges: true,
-        };
-        let image = build_image(dir.path());
-        run("ip", &["link", "add", "name", &bridge, "type", "bridge"]);
-        let host = Host {
-            config,
-            bridge: bridge.clone(),
-            subnet,
-            image,
-            _dir: dir,
-        };
-        run(
-            "ip",
-            &[
-                "addr",
-                "add",
-                &format!("10.99.{subnet}.1/24"),
-                "dev",
-                &bridge,
-            ],
-        );
-        run("ip", &["link", "set", "dev", &bridge, "up"]);
-        host
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        cn_agent::linux::leftovers::remove_all(&self.config, &self.bridge);
-    }
+fn host() -> Host {
+    Host::set_up(&Setup {
+        who: "the create bench",
+        cgroup: "triton-bench-",
+        netns: "tb",
+        link: "b",
+        bridges: &[BridgeSetup {
+            nic_tag: "admin",
+            stem: "bb",
+            net: 99,
+            seed: 6..8,
+        }],
+        create_bridges: true,
+        // The test image of crates/cn-agent/tests/contract.rs: busybox, httpd as pid 1.
+        image: Image {
+            dirs: &["bin", "www", "etc", "tmp"],
+            applets: &["sh", "httpd", "hostname", "sleep", "cat", "ls", "ip"],
+            index: "hello\n",
+        },
+    })
 }
 
 async fn wait(c: &mut CnAgentClient<tonic::transport::Channel>, id: &str) -> pb::Task {
@@ -138,7 +74,7 @@ async fn bench() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(50);
-    let host = Host::new();
+    let host = host();
     let backend = Arc::new(LinuxBackend::new(host.config.clone()).expect("linux backend"));
     let shutdown = CancellationToken::new();
     let server_uuid = Uuid::new_v4();
@@ -164,7 +100,7 @@ async fn bench() {
         .await
         .expect("connect");
     let image_uuid = Uuid::new_v4().to_string();
-    let s = host.subnet;
+    let s = host.subnet();
     let mut hist = Histogram::<u64>::new(3).expect("histogram");
     let mut first = Duration::ZERO;
     for i in 0..runs {
@@ -198,7 +134,7 @@ async fn bench() {
                 req_id: format!("bench-{i}"),
                 task: Some(Task::MachineCreate(pb::MachineCreate {
                     spec: Some(spec),
-                    image_source: host.image.to_string_lossy().into_owned(),
+                    image_source: host.image.path.to_string_lossy().into_owned(),
                 })),
             })
             .await

@@ -8,8 +8,8 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use cn_agent::linux::LinuxBackend;
 use cn_agent::linux::leftovers::{cgroup_dirs, kill_cgroup};
-use cn_agent::linux::{LinuxBackend, LinuxConfig};
 use cn_agent::sim::{SimBackend, SimConfig, SimDelays};
 use cn_agent::{
     Error, ImageSource, InstanceSpec, InstanceState, InstanceUpdate, NicSpec, ZoneBackend,
@@ -545,76 +545,37 @@ async fn sim_nodes_scale_to_hundreds_in_one_process() {
 
 // ------------------------------------------------------------------------- linux
 
+mod support;
+
+use support::{BridgeSetup, Image, Setup, run};
+
 /// Everything the linux test creates on the host carries a name unique to the run, and
 /// the guard removes all of it, also when the test fails.
-struct LinuxHarness {
-    config: LinuxConfig,
-    image: ImageSource,
-    bridge: String,
-    subnet: u8,
-    _dir: tempfile::TempDir,
-}
+type LinuxHarness = support::Host;
 
 impl LinuxHarness {
     fn new() -> LinuxHarness {
-        // SAFETY: geteuid(2) has no preconditions.
-        assert_eq!(
-            unsafe { libc::geteuid() },
-            0,
-            "the linux backend test needs root"
-        );
-        assert!(
-            Path::new("/bin/busybox").exists(),
-            "the linux backend test builds its image from /bin/busybox: apt-get install busybox-static"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let id = Uuid::new_v4().simple().to_string();
-        // A /24 of 10.99 that no route on this machine uses yet (tests run in parallel).
-        let routes = run("ip", &["-4", "route", "show"]);
-        let mut subnet = u8::from_str_radix(&id[6..8], 16).unwrap();
-        while routes.contains(&format!("10.99.{subnet}.")) {
-            subnet = subnet.wrapping_add(1);
-        }
-        let bridge = format!("tb{}", &id[..6]);
-        let config = LinuxConfig {
-            state_dir: dir.path().join("state"),
-            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
-            cgroup_parent: format!("triton-test-{}", &id[..6]),
-            netns_prefix: format!("tt{}-", &id[..6]),
-            link_prefix: format!("t{}", &id[..3]),
-            bridges: [("admin".to_string(), bridge.clone())].into(),
+        LinuxHarness::set_up(&Setup {
+            who: "the linux backend test",
+            cgroup: "triton-test-",
+            netns: "tt",
+            link: "t",
+            bridges: &[BridgeSetup {
+                nic_tag: "admin",
+                stem: "tb",
+                net: 99,
+                seed: 6..8,
+            }],
             create_bridges: true,
-        };
-        let h = LinuxHarness {
-            image: ImageSource {
-                image_uuid: Uuid::new_v4(),
-                path: build_image(dir.path()),
+            image: Image {
+                dirs: &["bin", "www", "etc", "tmp"],
+                applets: &[
+                    "sh", "httpd", "hostname", "sleep", "cat", "ls", "ip", "ps", "mkdir", "dd",
+                    "readlink",
+                ],
+                index: "hello from a triton instance\n",
             },
-            config,
-            bridge: bridge.clone(),
-            subnet,
-            _dir: dir,
-        };
-        // The bridge is the test's; the host gets the .1 of the subnet on it.
-        run("ip", &["link", "add", "name", &bridge, "type", "bridge"]);
-        run(
-            "ip",
-            &[
-                "addr",
-                "add",
-                &format!("10.99.{subnet}.1/24"),
-                "dev",
-                &bridge,
-            ],
-        );
-        run("ip", &["link", "set", "dev", &bridge, "up"]);
-        h
-    }
-}
-
-impl Drop for LinuxHarness {
-    fn drop(&mut self) {
-        cn_agent::linux::leftovers::remove_all(&self.config, &self.bridge);
+        })
     }
 }
 
@@ -631,46 +592,6 @@ fn in_instance(pid: u32, argv: &[&str]) -> std::process::Output {
         .args(&args)
         .output()
         .unwrap()
-}
-
-fn run(program: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new(program)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{program} {args:?}: {out:?}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A tiny image: busybox, its applets, and a web root for httpd as pid 1.
-fn build_image(dir: &Path) -> PathBuf {
-    let root = dir.join("rootfs");
-    for sub in ["bin", "www", "etc", "tmp"] {
-        std::fs::create_dir_all(root.join(sub)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    for applet in [
-        "sh", "httpd", "hostname", "sleep", "cat", "ls", "ip", "ps", "mkdir", "dd", "readlink",
-    ] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
-    std::fs::write(
-        root.join("www/index.html"),
-        "hello from a triton instance\n",
-    )
-    .unwrap();
-    let tarball = dir.join("image.tar.gz");
-    run(
-        "tar",
-        &[
-            "-czf",
-            tarball.to_str().unwrap(),
-            "-C",
-            root.to_str().unwrap(),
-            ".",
-        ],
-    );
-    tarball
 }
 
 fn read_trim(path: PathBuf) -> String {
@@ -692,11 +613,11 @@ impl Harness for LinuxHarness {
     fn nic(&self, n: u8) -> NicSpec {
         NicSpec {
             interface: String::new(),
-            mac: format!("02:99:00:{:02x}:00:{n:02x}", self.subnet),
-            ip: Some(Ipv4Addr::new(10, 99, self.subnet, 10 + n)),
+            mac: format!("02:99:00:{:02x}:00:{n:02x}", self.subnet()),
+            ip: Some(Ipv4Addr::new(10, 99, self.subnet(), 10 + n)),
             prefix_len: 24,
-            gateway: Some(Ipv4Addr::new(10, 99, self.subnet, 1)),
-            resolvers: vec![Ipv4Addr::new(10, 99, self.subnet, 1)],
+            gateway: Some(Ipv4Addr::new(10, 99, self.subnet(), 1)),
+            resolvers: vec![Ipv4Addr::new(10, 99, self.subnet(), 1)],
             nic_tag: "admin".into(),
             vlan_id: 0,
             mtu: 0,
@@ -982,10 +903,7 @@ async fn linux_instance_cannot_reach_the_host_filesystem() {
     let b = h.backend();
     b.image_ensure_present(h.image()).await.unwrap();
     // A file on the host, outside the instance's root.
-    let marker = h
-        ._dir
-        .path()
-        .join(format!("host-marker-{}", Uuid::new_v4()));
+    let marker = h.dir.path().join(format!("host-marker-{}", Uuid::new_v4()));
     std::fs::write(&marker, "the host's").unwrap();
     let jail = spec(&h, "jail0", vec![h.nic(4)]);
     let uuid = jail.uuid;

@@ -6,93 +6,43 @@
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use cn_agent::linux::LinuxBackend;
 use cn_agent::linux::idmap::{FIRST_BASE, IdRange, RANGE_SIZE};
 use cn_agent::linux::sandbox::default_caps_mask;
-use cn_agent::linux::{LinuxBackend, LinuxConfig};
-use cn_agent::{ImageSource, InstanceSpec, InstanceState, NicSpec, ZoneBackend};
+use cn_agent::{InstanceSpec, InstanceState, NicSpec, ZoneBackend};
 use uuid::Uuid;
 
-struct Host {
-    config: LinuxConfig,
-    image: ImageSource,
-    bridge: String,
-    subnet: u8,
-    dir: tempfile::TempDir,
-}
+mod support;
 
-fn run(program: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new(program)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{program} {args:?}: {out:?}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use support::{BridgeSetup, Host, Image, Setup};
 
 impl Host {
     fn new() -> Host {
-        // SAFETY: geteuid(2) has no preconditions.
-        assert_eq!(
-            unsafe { libc::geteuid() },
-            0,
-            "the isolation test needs root"
-        );
-        assert!(
-            Path::new("/bin/busybox").exists(),
-            "the isolation test builds its image from /bin/busybox: apt-get install busybox-static"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let id = Uuid::new_v4().simple().to_string();
-        let routes = run("ip", &["-4", "route", "show"]);
-        let mut subnet = u8::from_str_radix(&id[6..8], 16).unwrap();
-        while routes.contains(&format!("10.99.{subnet}.")) {
-            subnet = subnet.wrapping_add(1);
-        }
-        let bridge = format!("ti{}", &id[..6]);
-        let config = LinuxConfig {
-            state_dir: dir.path().join("state"),
-            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
-            cgroup_parent: format!("triton-iso-{}", &id[..6]),
-            netns_prefix: format!("ti{}-", &id[..6]),
-            link_prefix: format!("i{}", &id[..3]),
-            bridges: [("admin".to_string(), bridge.clone())].into(),
+        Host::set_up(&Setup {
+            who: "the isolation test",
+            cgroup: "triton-iso-",
+            netns: "ti",
+            link: "i",
+            bridges: &[BridgeSetup {
+                nic_tag: "admin",
+                stem: "ti",
+                net: 99,
+                seed: 6..8,
+            }],
             create_bridges: true,
-        };
-        let image = ImageSource {
-            image_uuid: Uuid::new_v4(),
-            path: build_image(dir.path()),
-        };
-        run("ip", &["link", "add", "name", &bridge, "type", "bridge"]);
-        run(
-            "ip",
-            &[
-                "addr",
-                "add",
-                &format!("10.99.{subnet}.1/24"),
-                "dev",
-                &bridge,
-            ],
-        );
-        run("ip", &["link", "set", "dev", &bridge, "up"]);
-        Host {
-            config,
-            image,
-            bridge,
-            subnet,
-            dir,
-        }
-    }
-
-    fn backend(&self) -> LinuxBackend {
-        LinuxBackend::new(self.config.clone()).expect("linux backend")
-    }
-
-    fn ip(&self, n: u8) -> Ipv4Addr {
-        Ipv4Addr::new(10, 99, self.subnet, 10 + n)
+            image: Image {
+                dirs: &["bin", "www", "etc", "tmp", "mnt"],
+                applets: &[
+                    "sh", "httpd", "id", "cat", "ls", "ps", "mknod", "mount", "touch", "chown",
+                    "echo", "stat", "hostname", "sleep",
+                ],
+                index: "hello from a sandbox\n",
+            },
+        })
     }
 
     fn spec(&self, hostname: &str, n: u8) -> InstanceSpec {
@@ -109,10 +59,10 @@ impl Host {
             max_lwps: 200,
             nics: vec![NicSpec {
                 interface: String::new(),
-                mac: format!("02:98:00:{:02x}:00:{n:02x}", self.subnet),
+                mac: format!("02:98:00:{:02x}:00:{n:02x}", self.subnet()),
                 ip: Some(self.ip(n)),
                 prefix_len: 24,
-                gateway: Some(Ipv4Addr::new(10, 99, self.subnet, 1)),
+                gateway: Some(Ipv4Addr::new(10, 99, self.subnet(), 1)),
                 resolvers: vec![],
                 nic_tag: "admin".into(),
                 vlan_id: 0,
@@ -163,40 +113,6 @@ impl Host {
         let record: serde_json::Value = serde_json::from_slice(&record).unwrap();
         serde_json::from_value(record["ids"].clone()).unwrap()
     }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        cn_agent::linux::leftovers::remove_all(&self.config, &self.bridge);
-    }
-}
-
-/// busybox and its applets, and a web root for httpd as pid 1.
-fn build_image(dir: &Path) -> PathBuf {
-    let root = dir.join("rootfs");
-    for sub in ["bin", "www", "etc", "tmp", "mnt"] {
-        std::fs::create_dir_all(root.join(sub)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    for applet in [
-        "sh", "httpd", "id", "cat", "ls", "ps", "mknod", "mount", "touch", "chown", "echo", "stat",
-        "hostname", "sleep",
-    ] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
-    std::fs::write(root.join("www/index.html"), "hello from a sandbox\n").unwrap();
-    let tarball = dir.join("image.tar.gz");
-    run(
-        "tar",
-        &[
-            "-czf",
-            tarball.to_str().unwrap(),
-            "-C",
-            root.to_str().unwrap(),
-            ".",
-        ],
-    );
-    tarball
 }
 
 fn status_field(pid: u32, field: &str) -> String {
@@ -333,7 +249,7 @@ async fn an_instance_is_root_only_in_its_own_sandbox() {
     // capability. busybox's raw-socket ping as root: network_isolation.rs.
     let netns = Path::new("/run/netns").join(format!("{}{uuid}", h.config.netns_prefix));
     assert_eq!(
-        icmp_echo_as(&netns, ids.base, [10, 99, h.subnet, 1]),
+        icmp_echo_as(&netns, ids.base, [10, 99, h.subnet(), 1]),
         Ok(())
     );
 

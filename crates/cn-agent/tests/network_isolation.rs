@@ -11,117 +11,83 @@
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use cn_agent::linux::firewall::table_names;
-use cn_agent::linux::{LinuxBackend, LinuxConfig};
-use cn_agent::{ImageSource, InstanceSpec, NicSpec, ZoneBackend};
+use cn_agent::{InstanceSpec, NicSpec, ZoneBackend};
 use uuid::Uuid;
 
 /// A safety net for waits that end on an event; never what a check depends on.
 const WAIT: Duration = Duration::from_secs(10);
 
-struct Net {
-    config: LinuxConfig,
-    image: ImageSource,
-    admin_bridge: String,
-    tenant_bridge: String,
-    /// The third octet of 10.99.x.0/24 (tenant) and 10.98.x.0/24 (admin).
-    tenant: u8,
-    admin: u8,
-    _dir: tempfile::TempDir,
-}
+mod support;
 
-fn run(program: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new(program)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{program} {args:?}: {out:?}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use support::{BridgeSetup, Image, Setup, run};
 
-fn free_subnet(routes: &str, prefix: &str, start: u8) -> u8 {
-    let mut s = start;
-    while routes.contains(&format!("{prefix}.{s}.")) {
-        s = s.wrapping_add(1);
-    }
-    s
-}
-
-fn bridge(name: &str, address: &str) {
-    run("ip", &["link", "add", "name", name, "type", "bridge"]);
-    run("ip", &["addr", "add", address, "dev", name]);
-    run("ip", &["link", "set", "dev", name, "up"]);
-}
+type Net = support::Host;
 
 impl Net {
     fn new() -> Net {
-        // SAFETY: geteuid(2) has no preconditions.
-        assert_eq!(unsafe { libc::geteuid() }, 0, "this test needs root");
-        assert!(
-            Path::new("/bin/busybox").exists(),
-            "this test builds its image from /bin/busybox: apt-get install busybox-static"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let id = Uuid::new_v4().simple().to_string();
-        let routes = run("ip", &["-4", "route", "show"]);
-        let tenant = free_subnet(&routes, "10.99", u8::from_str_radix(&id[6..8], 16).unwrap());
-        let admin = free_subnet(
-            &routes,
-            "10.98",
-            u8::from_str_radix(&id[8..10], 16).unwrap(),
-        );
-        let admin_bridge = format!("tna{}", &id[..6]);
-        let tenant_bridge = format!("tne{}", &id[..6]);
-        let config = LinuxConfig {
-            state_dir: dir.path().join("state"),
-            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
-            cgroup_parent: format!("triton-test-{}", &id[..6]),
-            netns_prefix: format!("tn{}-", &id[..6]),
-            link_prefix: format!("n{}", &id[..3]),
-            bridges: [
-                ("admin".to_string(), admin_bridge.clone()),
-                ("external".to_string(), tenant_bridge.clone()),
-            ]
-            .into(),
+        Net::set_up(&Setup {
+            who: "this test",
+            cgroup: "triton-test-",
+            netns: "tn",
+            link: "n",
+            bridges: &[
+                BridgeSetup {
+                    nic_tag: "admin",
+                    stem: "tna",
+                    net: 98,
+                    seed: 8..10,
+                },
+                BridgeSetup {
+                    nic_tag: "external",
+                    stem: "tne",
+                    net: 99,
+                    seed: 6..8,
+                },
+            ],
             create_bridges: false,
-        };
-        let net = Net {
-            image: ImageSource {
-                image_uuid: Uuid::new_v4(),
-                path: build_image(dir.path()),
+            image: Image {
+                dirs: &["bin", "www", "etc", "tmp"],
+                applets: &["sh", "httpd", "sleep", "ip", "ping", "nc", "cat", "printf"],
+                index: "hello from a triton instance\n",
             },
-            config,
-            admin_bridge: admin_bridge.clone(),
-            tenant_bridge: tenant_bridge.clone(),
-            tenant,
-            admin,
-            _dir: dir,
-        };
-        bridge(&admin_bridge, &format!("10.98.{admin}.1/24"));
-        bridge(&tenant_bridge, &format!("10.99.{tenant}.1/24"));
-        net
+        })
     }
 
-    fn backend(&self) -> LinuxBackend {
-        LinuxBackend::new(self.config.clone()).expect("linux backend")
+    fn admin_bridge(&self) -> &str {
+        &self.bridges[0].name
+    }
+
+    fn tenant_bridge(&self) -> &str {
+        &self.bridges[1].name
+    }
+
+    /// The third octet of 10.98.x.0/24 (admin).
+    fn admin(&self) -> u8 {
+        self.bridges[0].subnet
+    }
+
+    /// The third octet of 10.99.x.0/24 (tenant).
+    fn tenant(&self) -> u8 {
+        self.bridges[1].subnet
     }
 
     fn gateway(&self) -> Ipv4Addr {
-        Ipv4Addr::new(10, 99, self.tenant, 1)
+        Ipv4Addr::new(10, 99, self.tenant(), 1)
     }
 
     fn admin_address(&self) -> Ipv4Addr {
-        Ipv4Addr::new(10, 98, self.admin, 1)
+        Ipv4Addr::new(10, 98, self.admin(), 1)
     }
 
     fn tenant_nic(&self, n: u8) -> NicSpec {
         NicSpec {
             interface: String::new(),
-            mac: format!("02:99:00:{:02x}:00:{n:02x}", self.tenant),
-            ip: Some(Ipv4Addr::new(10, 99, self.tenant, 10 + n)),
+            mac: format!("02:99:00:{:02x}:00:{n:02x}", self.tenant()),
+            ip: Some(Ipv4Addr::new(10, 99, self.tenant(), 10 + n)),
             prefix_len: 24,
             gateway: Some(self.gateway()),
             resolvers: vec![],
@@ -134,8 +100,8 @@ impl Net {
 
     fn admin_nic(&self, n: u8) -> NicSpec {
         NicSpec {
-            mac: format!("02:98:00:{:02x}:00:{n:02x}", self.admin),
-            ip: Some(Ipv4Addr::new(10, 98, self.admin, 10 + n)),
+            mac: format!("02:98:00:{:02x}:00:{n:02x}", self.admin()),
+            ip: Some(Ipv4Addr::new(10, 98, self.admin(), 10 + n)),
             gateway: Some(self.admin_address()),
             nic_tag: "admin".into(),
             ..self.tenant_nic(n)
@@ -259,43 +225,6 @@ impl Net {
     fn ruleset() -> String {
         run("nft", &["list", "ruleset"])
     }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        cn_agent::linux::leftovers::remove_all(&self.config, &self.admin_bridge);
-        let _ = std::process::Command::new("ip")
-            .args(["link", "del", &self.tenant_bridge])
-            .output();
-    }
-}
-
-fn build_image(dir: &Path) -> PathBuf {
-    let root = dir.join("rootfs");
-    for sub in ["bin", "www", "etc", "tmp"] {
-        std::fs::create_dir_all(root.join(sub)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    for applet in ["sh", "httpd", "sleep", "ip", "ping", "nc", "cat", "printf"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
-    std::fs::write(
-        root.join("www/index.html"),
-        "hello from a triton instance\n",
-    )
-    .unwrap();
-    let tarball = dir.join("image.tar.gz");
-    run(
-        "tar",
-        &[
-            "-czf",
-            tarball.to_str().unwrap(),
-            "-C",
-            root.to_str().unwrap(),
-            ".",
-        ],
-    );
-    tarball
 }
 
 /// Runs `f` on a thread inside the network namespace `/run/netns/<ns>`.
@@ -585,12 +514,12 @@ async fn instances_cannot_spoof_or_reach_the_host_or_the_admin_network() {
 
     // The admin network is not reached through the host either: with forwarding on for
     // the two bridges, Z on the admin network reaches A's httpd, A does not reach Z's.
-    set_forwarding(&h.admin_bridge, true);
-    set_forwarding(&h.tenant_bridge, true);
+    set_forwarding(h.admin_bridge(), true);
+    set_forwarding(h.tenant_bridge(), true);
     let z_to_a = http_get(Some(&h.netns(z)), SocketAddr::from((ip_a, 80)));
     let a_to_z = http_get(Some(&h.netns(a)), SocketAddr::from((ip_z, 80)));
-    set_forwarding(&h.admin_bridge, false);
-    set_forwarding(&h.tenant_bridge, false);
+    set_forwarding(h.admin_bridge(), false);
+    set_forwarding(h.tenant_bridge(), false);
     assert!(
         z_to_a,
         "z (admin network) reaches a's httpd through the host"
@@ -641,7 +570,7 @@ async fn instances_cannot_spoof_or_reach_the_host_or_the_admin_network() {
     }
     assert!(rules.contains(&format!("table bridge {guard}")), "{rules}");
     // The agent's own tables go with the leftovers.
-    cn_agent::linux::leftovers::remove_all(&h.config, &h.admin_bridge);
+    cn_agent::linux::leftovers::remove_all(&h.config, h.admin_bridge());
     let rules = Net::ruleset();
     assert!(
         !rules.contains(&guard) && !rules.contains(&host_table),
@@ -798,12 +727,12 @@ async fn a_tenant_manages_its_own_stack_but_cannot_spoof_through_it() {
         );
     }
     let get = |ip: Ipv4Addr| format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {ip} 80");
-    set_forwarding(&h.admin_bridge, true);
-    set_forwarding(&h.tenant_bridge, true);
+    set_forwarding(h.admin_bridge(), true);
+    set_forwarding(h.tenant_bridge(), true);
     let z_to_a = h.zlogin(z, &["sh", "-c", &get(ip_a)]);
     let a_to_z = h.ends_inside(a, &["sh", "-c", &get(ip_z)], WAIT);
-    set_forwarding(&h.admin_bridge, false);
-    set_forwarding(&h.tenant_bridge, false);
+    set_forwarding(h.admin_bridge(), false);
+    set_forwarding(h.tenant_bridge(), false);
     assert!(
         String::from_utf8_lossy(&z_to_a.stdout).contains("hello from a triton instance"),
         "z (admin network) reaches a's httpd through the host: {z_to_a:?}"

@@ -9,12 +9,11 @@
 //!   is left `provisioning` and the create, sent again, succeeds.
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cn_agent::agent::{AgentOptions, start};
-use cn_agent::linux::{LinuxBackend, LinuxConfig};
 use cn_agent::sim::{SimBackend, SimConfig, SimDelays};
 use cn_agent::sysinfo::NodeFacts;
 use cn_agent::{Error, ImageSource, InstanceSpec, InstanceState, NicSpec, ZoneBackend};
@@ -23,69 +22,32 @@ use uuid::Uuid;
 
 const STOP_GRACE: Duration = Duration::from_secs(1);
 
+mod support;
+
+use support::{BridgeSetup, Host, Image, Setup};
+
 /// A linux host for one test: its own state directory, bridge, cgroup parent and
 /// names, all removed by the guard, also when the test fails.
-struct Host {
-    config: LinuxConfig,
-    image: ImageSource,
-    bridge: String,
-    subnet: u8,
-    dir: tempfile::TempDir,
-}
-
 impl Host {
     fn new() -> Host {
-        // SAFETY: geteuid(2) has no preconditions.
-        assert_eq!(unsafe { libc::geteuid() }, 0, "the linux tests need root");
-        assert!(
-            Path::new("/bin/busybox").exists(),
-            "the linux tests build their image from /bin/busybox: apt-get install busybox-static"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let id = Uuid::new_v4().simple().to_string();
-        let routes = run("ip", &["-4", "route", "show"]);
-        let mut subnet = u8::from_str_radix(&id[6..8], 16).unwrap();
-        while routes.contains(&format!("10.99.{subnet}.")) {
-            subnet = subnet.wrapping_add(1);
-        }
-        let bridge = format!("tf{}", &id[..6]);
-        let config = LinuxConfig {
-            state_dir: dir.path().join("state"),
-            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
-            cgroup_parent: format!("triton-test-{}", &id[..6]),
-            netns_prefix: format!("tf{}-", &id[..6]),
-            link_prefix: format!("f{}", &id[..3]),
-            bridges: [("admin".to_string(), bridge.clone())].into(),
+        Host::set_up(&Setup {
+            who: "the tenant-files test",
+            cgroup: "triton-test-",
+            netns: "tf",
+            link: "f",
+            bridges: &[BridgeSetup {
+                nic_tag: "admin",
+                stem: "tf",
+                net: 99,
+                seed: 6..8,
+            }],
             create_bridges: true,
-        };
-        let image = ImageSource {
-            image_uuid: Uuid::new_v4(),
-            path: build_image(dir.path()),
-        };
-        run("ip", &["link", "add", "name", &bridge, "type", "bridge"]);
-        run(
-            "ip",
-            &[
-                "addr",
-                "add",
-                &format!("10.99.{subnet}.1/24"),
-                "dev",
-                &bridge,
-            ],
-        );
-        run("ip", &["link", "set", "dev", &bridge, "up"]);
-        Host {
-            config,
-            image,
-            bridge,
-            subnet,
-            dir,
-        }
-    }
-
-    /// A new backend over the same state, as after a restart of cn-agent.
-    fn backend(&self) -> LinuxBackend {
-        LinuxBackend::new(self.config.clone()).expect("linux backend")
+            image: Image {
+                dirs: &["bin", "www", "etc", "tmp"],
+                applets: &["sh", "httpd", "cat", "ls", "readlink"],
+                index: "hello\n",
+            },
+        })
     }
 
     fn spec(&self, hostname: &str, n: u8) -> InstanceSpec {
@@ -102,11 +64,11 @@ impl Host {
             max_lwps: 64,
             nics: vec![NicSpec {
                 interface: String::new(),
-                mac: format!("02:98:00:{:02x}:00:{n:02x}", self.subnet),
-                ip: Some(Ipv4Addr::new(10, 99, self.subnet, 10 + n)),
+                mac: format!("02:98:00:{:02x}:00:{n:02x}", self.subnet()),
+                ip: Some(Ipv4Addr::new(10, 99, self.subnet(), 10 + n)),
                 prefix_len: 24,
-                gateway: Some(Ipv4Addr::new(10, 99, self.subnet, 1)),
-                resolvers: vec![Ipv4Addr::new(10, 99, self.subnet, 1)],
+                gateway: Some(Ipv4Addr::new(10, 99, self.subnet(), 1)),
+                resolvers: vec![Ipv4Addr::new(10, 99, self.subnet(), 1)],
                 nic_tag: "admin".into(),
                 vlan_id: 0,
                 mtu: 0,
@@ -123,46 +85,6 @@ impl Host {
             billing_id: String::new(),
         }
     }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        cn_agent::linux::leftovers::remove_all(&self.config, &self.bridge);
-    }
-}
-
-fn run(program: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new(program)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{program} {args:?}: {out:?}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A tiny image: busybox, its applets, and a web root for httpd as pid 1.
-fn build_image(dir: &Path) -> PathBuf {
-    let root = dir.join("rootfs");
-    for sub in ["bin", "www", "etc", "tmp"] {
-        std::fs::create_dir_all(root.join(sub)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    for applet in ["sh", "httpd", "cat", "ls", "readlink"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
-    std::fs::write(root.join("www/index.html"), "hello\n").unwrap();
-    let tarball = dir.join("image.tar.gz");
-    run(
-        "tar",
-        &[
-            "-czf",
-            tarball.to_str().unwrap(),
-            "-C",
-            root.to_str().unwrap(),
-            ".",
-        ],
-    );
-    tarball
 }
 
 /// `cat path` inside the instance whose pid 1 is `pid` (in its mount namespace, so
@@ -239,7 +161,7 @@ async fn linux_a_planted_etc_symlink_never_reaches_the_host() {
     assert!(hosts.contains(&format!("{ip}\tplanted")), "{hosts}");
     assert_eq!(cat_inside(pid, "/etc/hostname"), "planted\n");
     assert!(
-        cat_inside(pid, "/etc/resolv.conf").contains(&format!("nameserver 10.99.{}.1", h.subnet))
+        cat_inside(pid, "/etc/resolv.conf").contains(&format!("nameserver 10.99.{}.1", h.subnet()))
     );
 
     // A reboot writes them again: still inside.
