@@ -16,6 +16,16 @@
 //! watchers, and every minute regardless (so the table is numbered and trimmed even with
 //! no watcher anywhere). Changes older than the retention are deleted; `since` below what
 //! was deleted is answered with `ResyncRequiredError` rather than a silent gap.
+//!
+//! A snapshot ([`Store::snapshot`]) is a bucket's objects together with the feed position
+//! they are at. It takes the sequencer's lock as a session lock *before* it begins a
+//! `REPEATABLE READ` transaction, so that the transaction's snapshot, taken at its first
+//! statement, is frozen while no sequencer runs anywhere. In that snapshot it numbers the
+//! unsequenced rows it can see, as a pass does (the position `P` is the resulting head),
+//! and reads the objects. Every write visible in the snapshot has its change numbered at
+//! or below `P`; every write committed after it is numbered by a later pass, above `P`.
+//! The transaction commits and the lock is released before a single object is sent: the
+//! objects are held in memory, so a slow reader holds up no sequencer.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,7 +37,8 @@ use tokio_util::sync::CancellationToken;
 use triton_proto::moray::v1 as pb;
 
 use crate::error::MorayError;
-use crate::pool::Pool;
+use crate::objects::FindOpts;
+use crate::pool::{Pool, PooledConn};
 use crate::store::{Store, begin, finish};
 
 /// Advisory lock key of the sequencer ("moray_fq").
@@ -196,15 +207,7 @@ impl Feed {
                         let row = conn.client.query_one(HEAD, &[]).await?;
                         return Ok(u64::try_from(row.try_get::<_, i64>(0)?).unwrap_or(0));
                     }
-                    let stmt = conn.prepare(SEQUENCE).await?;
-                    let head = loop {
-                        let row = conn.client.query_one(&stmt, &[&SEQUENCE_BATCH]).await?;
-                        let head: i64 = row.try_get(0)?;
-                        let n: i64 = row.try_get(1)?;
-                        if n < SEQUENCE_BATCH {
-                            break head;
-                        }
-                    };
+                    let head = sequence(&mut conn).await?;
                     if housekeeping {
                         let secs = self.retention.as_secs_f64();
                         loop {
@@ -215,7 +218,7 @@ impl Feed {
                             }
                         }
                     }
-                    Ok::<_, MorayError>(u64::try_from(head).unwrap_or(0))
+                    Ok::<_, MorayError>(head)
                 }
                 .await;
                 finish(&mut conn, r).await
@@ -229,6 +232,20 @@ impl Feed {
             .unwrap_or(Err(MorayError::QueryTimeout {
                 timeout_ms: QUERY_TIMEOUT.as_millis() as u64,
             }))
+    }
+}
+
+/// Numbers every unsequenced row the transaction sees (the caller holds the sequencer's
+/// lock); returns the head.
+async fn sequence(conn: &mut PooledConn) -> Result<u64, MorayError> {
+    let stmt = conn.prepare(SEQUENCE).await?;
+    loop {
+        let row = conn.client.query_one(&stmt, &[&SEQUENCE_BATCH]).await?;
+        let head: i64 = row.try_get(0)?;
+        let n: i64 = row.try_get(1)?;
+        if n < SEQUENCE_BATCH {
+            return Ok(u64::try_from(head).unwrap_or(0));
+        }
     }
 }
 
@@ -351,5 +368,115 @@ impl Store {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
+    }
+}
+
+/// Objects per snapshot page.
+pub const SNAPSHOT_PAGE: usize = 500;
+
+/// A bucket's objects at a feed position (see the module's comment).
+pub struct Snapshot {
+    pub position: u64,
+    pub objects: Vec<pb::MorayObject>,
+}
+
+impl Snapshot {
+    /// The snapshot as the pages Moray sends: every page carries the position, the last
+    /// one says so; an empty snapshot is one empty last page.
+    pub fn into_pages(self) -> Vec<pb::SnapshotPage> {
+        let position = self.position;
+        let mut pages: Vec<pb::SnapshotPage> = Vec::new();
+        let mut objects = self.objects.into_iter().peekable();
+        while objects.peek().is_some() {
+            pages.push(pb::SnapshotPage {
+                objects: objects.by_ref().take(SNAPSHOT_PAGE).collect(),
+                position,
+                last: false,
+            });
+        }
+        match pages.last_mut() {
+            Some(page) => page.last = true,
+            None => pages.push(pb::SnapshotPage {
+                objects: Vec::new(),
+                position,
+                last: true,
+            }),
+        }
+        pages
+    }
+}
+
+impl Store {
+    /// The objects of a bucket matching a filter and the feed position they are at.
+    pub async fn snapshot(&self, req: pb::SnapshotRequest) -> Result<Snapshot, MorayError> {
+        let text = if req.filter.trim().is_empty() {
+            "(_id>=0)"
+        } else {
+            req.filter.as_str()
+        };
+        let filter =
+            crate::filter::parse(text).map_err(|e| MorayError::invalid_query(text, e.0))?;
+        let opts = FindOpts {
+            limit: None,
+            offset: 0,
+            sort: Vec::new(),
+            no_limit: true,
+            no_count: true,
+            require_indexes: false,
+        };
+        let timeout = self.timeout(req.options.as_ref().map_or(0, |o| o.timeout_ms));
+        let bucket = req.bucket;
+        self.with_conn(timeout, |mut conn| async move {
+            let r = async {
+                // The bucket's config as it is now, and BucketNotFoundError before any lock.
+                self.load_bucket(&mut conn, &bucket).await?;
+                conn.client
+                    .query_one("SELECT pg_advisory_lock($1::int8)", &[&SEQUENCER_LOCK])
+                    .await?;
+                let r = async {
+                    begin(&mut conn, "BEGIN ISOLATION LEVEL REPEATABLE READ").await?;
+                    let r = async {
+                        let position = sequence(&mut conn).await?;
+                        let (tx, mut rx) = mpsc::channel(WATCH_CHANNEL);
+                        let read = async {
+                            let r = self
+                                .find_in(&mut conn, &bucket, &filter, &opts, false, &tx)
+                                .await;
+                            drop(tx);
+                            r
+                        };
+                        let collect = async {
+                            let mut objects = Vec::new();
+                            while let Some(o) = rx.recv().await {
+                                objects.push(o);
+                            }
+                            objects
+                        };
+                        let (read, objects) = tokio::join!(read, collect);
+                        read?;
+                        let objects = objects
+                            .into_iter()
+                            .collect::<Result<Vec<_>, tonic::Status>>()
+                            .map_err(|s| MorayError::Internal(s.message().to_string()))?;
+                        Ok(Snapshot { position, objects })
+                    }
+                    .await;
+                    finish(&mut conn, r).await
+                }
+                .await;
+                conn.client
+                    .query_one("SELECT pg_advisory_unlock($1::int8)", &[&SEQUENCER_LOCK])
+                    .await?;
+                r
+            }
+            .await;
+            if r.is_err() {
+                // The session lock may still be held: the connection goes, and the lock
+                // with it.
+                conn.discard();
+            }
+            (conn, r)
+        })
+        .await
     }
 }

@@ -329,6 +329,20 @@ impl Moray for MorayService {
         );
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+
+    type SnapshotStream = BoxStream<pb::SnapshotPage>;
+
+    async fn snapshot(
+        &self,
+        request: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        let req = request.into_inner();
+        let span = span("Snapshot", req.options.as_ref(), &req.bucket);
+        let snapshot = self.store.snapshot(req).instrument(span).await?;
+        Ok(Response::new(Box::pin(tokio_stream::iter(
+            snapshot.into_pages().into_iter().map(Ok),
+        ))))
+    }
 }
 
 #[cfg(test)]

@@ -102,7 +102,7 @@ impl Store {
         .await
     }
 
-    async fn find_in(
+    pub(crate) async fn find_in(
         &self,
         conn: &mut PooledConn,
         bucket_name: &str,
