@@ -1,19 +1,19 @@
 //! gRPC server start-up shared by every service: the service's own routes plus the standard
 //! health service (`grpc.health.v1.Health`) and server reflection, so `grpcurl` works
 //! against every service; one span per request parented on the caller's trace context;
-//! graceful shutdown when the token is cancelled; connections from outside the config's
-//! `allow_from` closed at accept, before any HTTP/2.
+//! connections from outside the config's `allow_from` closed at accept, before any HTTP/2;
+//! and the limits of the `[grpc]` table ([`ServerConfig`]): open connections (the accept
+//! loop waits when full), concurrent requests per connection, a per-request timeout,
+//! HTTP/2 keep-alive, and a bounded drain when the shutdown token is cancelled.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::str::FromStr;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::transport::Server;
@@ -33,9 +33,30 @@ pub enum ServeError {
     Transport(#[source] tonic::transport::Error),
 }
 
-/// The `[grpc]` table of every gRPC service's config: who may connect, and whether server
-/// reflection is served. From the environment, `<SERVICE>_GRPC__ALLOW_FROM` takes a
-/// comma-separated list (`10.99.99.0/24,127.0.0.0/8`) or a TOML array.
+/// Open connections at once: every service has a handful of clients (the other services'
+/// channels, one per cn-agent for CNAPI), each keeping one connection; far more means a
+/// leak or a flood, and file descriptors are finite.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Concurrent requests (HTTP/2 streams) on one connection: hyper's own default, which a
+/// client's channel queues behind rather than fails.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 200;
+/// Longest a request may take before its response starts: above VMAPI's longest
+/// `WaitJob` (600 s), so only a stuck handler meets it. A stream's messages after the
+/// response has started (Moray's `Watch`, `FindObjects`) are not limited by it.
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 900_000;
+/// HTTP/2 PING on an idle connection this often, so a peer that vanished without a FIN
+/// (a rebooted compute node) is noticed and its connection and permit released.
+pub const DEFAULT_KEEPALIVE_INTERVAL_MS: u64 = 30_000;
+/// A PING unanswered this long closes the connection.
+pub const DEFAULT_KEEPALIVE_TIMEOUT_MS: u64 = 20_000;
+/// On shutdown, how long in-flight requests and open streams may take to finish before
+/// their connections are cut; under the 30 s most supervisors wait before SIGKILL.
+pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 20_000;
+
+/// The `[grpc]` table of every gRPC service's config: who may connect, whether server
+/// reflection is served, and the server's limits. From the environment,
+/// `<SERVICE>_GRPC__ALLOW_FROM` takes a comma-separated list (`10.99.99.0/24,127.0.0.0/8`)
+/// or a TOML array; `<SERVICE>_GRPC__MAX_CONNECTIONS=64` and so on for the others.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
@@ -44,6 +65,22 @@ pub struct ServerConfig {
     pub allow_from: Vec<Cidr>,
     /// Serve `grpc.reflection.v1.ServerReflection` (what `grpcurl list` uses).
     pub reflection: bool,
+    /// Connections open at once; when reached, new clients wait (in the kernel's accept
+    /// queue) until one closes. At least 1.
+    pub max_connections: NonZeroUsize,
+    /// Concurrent requests on one connection (HTTP/2 `MAX_CONCURRENT_STREAMS`); a client
+    /// queues the rest. At least 1.
+    pub max_concurrent_streams: NonZeroU32,
+    /// A request whose response has not started after this long fails with `CANCELLED`,
+    /// "Timeout expired"; 0 is no limit. A client's shorter `grpc-timeout` wins.
+    pub request_timeout_ms: u64,
+    /// HTTP/2 keep-alive PING interval on each connection; 0 is off.
+    pub keepalive_interval_ms: u64,
+    /// How long a keep-alive PING may go unanswered before the connection is closed.
+    pub keepalive_timeout_ms: u64,
+    /// On shutdown: stop accepting, let in-flight requests and streams finish for up to
+    /// this long, then close what is left.
+    pub drain_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +91,14 @@ impl Default for ServerConfig {
                 Cidr::new(IpAddr::from(std::net::Ipv6Addr::LOCALHOST), 128),
             ],
             reflection: true,
+            max_connections: NonZeroUsize::new(DEFAULT_MAX_CONNECTIONS)
+                .unwrap_or(NonZeroUsize::MIN),
+            max_concurrent_streams: NonZeroU32::new(DEFAULT_MAX_CONCURRENT_STREAMS)
+                .unwrap_or(NonZeroU32::MIN),
+            request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
+            keepalive_interval_ms: DEFAULT_KEEPALIVE_INTERVAL_MS,
+            keepalive_timeout_ms: DEFAULT_KEEPALIVE_TIMEOUT_MS,
+            drain_timeout_ms: DEFAULT_DRAIN_TIMEOUT_MS,
         }
     }
 }
@@ -167,32 +212,6 @@ impl<'de> Deserialize<'de> for Cidr {
     }
 }
 
-/// Accepted connections, less those from outside the allow list (closed unread).
-struct Admitted {
-    inner: tonic::transport::server::TcpIncoming,
-    config: Arc<ServerConfig>,
-}
-
-impl Stream for Admitted {
-    type Item = std::io::Result<TcpStream>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        loop {
-            match Pin::new(&mut self.inner).poll_next(cx) {
-                Poll::Ready(Some(Ok(stream))) => {
-                    if admit(&self.config, &stream, "gRPC") {
-                        return Poll::Ready(Some(Ok(stream)));
-                    }
-                    // Reset rather than close, so the client sees the refusal at once
-                    // (gRPC's UNAVAILABLE) instead of a half-opened HTTP/2 connection.
-                    let _ = stream.set_zero_linger();
-                }
-                other => return other,
-            }
-        }
-    }
-}
-
 /// Whether `stream`'s peer is allowed by `config`; logs a refusal (naming the peer) when
 /// it is not. A stream whose peer cannot be read is refused.
 pub fn admit(config: &ServerConfig, stream: &TcpStream, what: &str) -> bool {
@@ -219,9 +238,9 @@ pub async fn bind(addr: &str) -> Result<TcpListener, ServeError> {
         })
 }
 
-/// Serves `routes` on `listener` until `shutdown` is cancelled, then waits for in-flight
-/// requests. `services` are the full names (`triton.moray.v1.Moray`) reported as SERVING
-/// by the health service.
+/// Serves `routes` on `listener` until `shutdown` is cancelled, then drains (see
+/// [`serve_routes`]). `services` are the full names (`triton.moray.v1.Moray`) reported as
+/// SERVING by the health service.
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
@@ -244,24 +263,44 @@ pub async fn serve(
             .map_err(ServeError::Reflection)?;
         routes = routes.add_service(reflection);
     }
+    tracing::info!(?services, "gRPC services");
+    serve_routes(listener, routes, config, shutdown).await
+}
 
+/// Serves `routes` as they are (no health or reflection added) on `listener` within the
+/// limits of `config`, until `shutdown` is cancelled. Then it stops accepting, lets
+/// in-flight requests and open streams finish for up to `drain_timeout_ms`, and cuts the
+/// connections still open after that.
+pub async fn serve_routes(
+    listener: TcpListener,
+    routes: Routes,
+    config: &ServerConfig,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     let allow_from: Vec<String> = config.allow_from.iter().map(ToString::to_string).collect();
     tracing::info!(
         ?addr,
-        ?services,
         ?allow_from,
         reflection = config.reflection,
+        max_connections = config.max_connections.get(),
+        max_concurrent_streams = config.max_concurrent_streams.get(),
+        request_timeout_ms = config.request_timeout_ms,
         "gRPC server listening"
     );
-    // TCP_NODELAY on every accepted connection: with an incoming stream tonic ignores
-    // `Server::tcp_nodelay`, and Nagle holding a response's last frame until the
-    // client's delayed ACK adds ~40 ms to small unary calls.
-    let incoming = Admitted {
-        inner: tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-        config: Arc::new(config.clone()),
-    };
-    Server::builder()
+    let acceptor = crate::listen::Acceptor::new(listener, config.max_connections.get(), "gRPC");
+    let abort = acceptor.abort_token();
+    let incoming = admitted(acceptor, config.clone());
+
+    let millis = |ms: u64| (ms > 0).then(|| Duration::from_millis(ms));
+    let mut builder = Server::builder()
+        .max_concurrent_streams(config.max_concurrent_streams.get())
+        .http2_keepalive_interval(millis(config.keepalive_interval_ms))
+        .http2_keepalive_timeout(millis(config.keepalive_timeout_ms));
+    if let Some(timeout) = millis(config.request_timeout_ms) {
+        builder = builder.timeout(timeout);
+    }
+    let server = builder
         .trace_fn(|request: &http::Request<()>| {
             let span = tracing::info_span!(
                 "grpc",
@@ -276,7 +315,50 @@ pub async fn serve(
             span
         })
         .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
-        .await
-        .map_err(ServeError::Transport)
+        .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
+    tokio::pin!(server);
+    tokio::select! {
+        ended = &mut server => return ended.map_err(ServeError::Transport),
+        _ = shutdown.cancelled() => {}
+    }
+    let drain = Duration::from_millis(config.drain_timeout_ms);
+    match tokio::time::timeout(drain, &mut server).await {
+        Ok(ended) => ended.map_err(ServeError::Transport),
+        Err(_) => {
+            tracing::warn!(
+                ?addr,
+                drain_timeout_ms = config.drain_timeout_ms,
+                "gRPC drain timed out: closing the connections still open"
+            );
+            abort.cancel();
+            // The connections fail at their next read or write and end at once.
+            server.await.map_err(ServeError::Transport)
+        }
+    }
+}
+
+/// The acceptor's connections, less those from outside the allow list (reset unread, so
+/// the client sees the refusal at once, gRPC's UNAVAILABLE, rather than a half-opened
+/// HTTP/2 connection). The accept loop ends when the server drops the stream.
+fn admitted(
+    acceptor: crate::listen::Acceptor,
+    config: ServerConfig,
+) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<crate::listen::Conn<TcpStream>>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        loop {
+            let (conn, _peer) = tokio::select! {
+                _ = tx.closed() => return,
+                accepted = acceptor.accept() => accepted,
+            };
+            if !admit(&config, conn.get_ref(), "gRPC") {
+                let _ = conn.get_ref().set_zero_linger();
+                continue;
+            }
+            if tx.send(Ok(conn)).await.is_err() {
+                return;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod field_error;
 pub mod grpc;
+pub mod listen;
 pub mod service;
 pub mod shutdown;
 pub mod status;

@@ -62,6 +62,7 @@ fn allow(cidrs: &[&str], reflection: bool) -> ServerConfig {
     ServerConfig {
         allow_from: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
         reflection,
+        ..ServerConfig::default()
     }
 }
 
