@@ -169,11 +169,11 @@ impl MorayClient {
         &self.addr
     }
 
-    fn grpc(&self) -> Grpc {
+    pub(crate) fn grpc(&self) -> Grpc {
         self.grpc.clone()
     }
 
-    fn options(&self) -> Option<proto::RequestOptions> {
+    pub(crate) fn options(&self) -> Option<proto::RequestOptions> {
         Some(proto::RequestOptions {
             req_id: String::new(),
             timeout_ms: self.timeout_ms,

@@ -31,6 +31,7 @@
 mod client;
 mod coalesce;
 mod error;
+mod feed;
 pub mod filter;
 mod types;
 mod url;
@@ -40,6 +41,7 @@ pub use coalesce::{
     CoalesceStats, Coalescing, DEFAULT_MAX_BATCH, DEFAULT_MAX_IN_FLIGHT, GetStats, PutStats,
 };
 pub use error::{MorayError, Result};
+pub use feed::{FeedItem, RESYNC_REQUIRED};
 pub use types::{
     BatchOp, BatchResult, Bucket, BucketConfig, BucketOptions, ChangeEvent, ChangeOp,
     EtagCondition, FindOptions, IndexDef, Object, ReindexResult, Sort, SortOrder, UpdateResult,

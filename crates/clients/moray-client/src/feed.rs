@@ -1,0 +1,272 @@
+//! "Snapshot then follow": a bucket's objects at a change feed position, then every change
+//! after that position, in order. Every owner's Watch RPC (VMAPI's `WatchVms`, ...) is
+//! built on [`MorayClient::follow`]; the owner maps the objects and changes to its public
+//! records.
+//!
+//! ```no_run
+//! # async fn example(moray: moray_client::MorayClient) -> Result<(), moray_client::MorayError> {
+//! use futures::StreamExt;
+//! use moray_client::FeedItem;
+//!
+//! let mut position = 0; // kept by the follower across restarts
+//! let mut feed = moray.follow("vmapi_vms", None, position);
+//! while let Some(item) = feed.next().await {
+//!     match item? {
+//!         FeedItem::Snapshot { objects, .. } => { /* replace the state, page by page */ }
+//!         FeedItem::SnapshotDone { position: p } => position = p,
+//!         FeedItem::Put { seq, .. } | FeedItem::Delete { seq, .. } => position = seq,
+//!         FeedItem::ResyncRequired { .. } => position = 0, // start again from a snapshot
+//!     }
+//! }
+//! // The stream ended (Moray went away): follow again from `position`.
+//! # let _ = position;
+//! # Ok(())
+//! # }
+//! ```
+
+use futures::StreamExt;
+use futures::stream::{self, BoxStream};
+use serde_json::Value;
+use tonic::Streaming;
+use triton_proto::moray::v1 as proto;
+
+use crate::MorayClient;
+use crate::error::{MorayError, Result};
+use crate::types::{ChangeEvent, ChangeOp, Object};
+
+/// Triton's name of the answer to a position the feed no longer has.
+pub const RESYNC_REQUIRED: &str = "ResyncRequiredError";
+
+/// One item of [`MorayClient::follow`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum FeedItem {
+    /// A page of the snapshot: objects as they are at `position`. Pages come first, all
+    /// with the same position; together they are the whole state (matching the filter).
+    Snapshot { position: u64, objects: Vec<Object> },
+    /// The snapshot is complete; the changes after `position` follow.
+    SnapshotDone { position: u64 },
+    /// The object `key` was written; its value and etag after the write.
+    Put {
+        seq: u64,
+        key: String,
+        value: Value,
+        etag: String,
+    },
+    /// The object `key` was deleted.
+    Delete { seq: u64, key: String },
+    /// The position followed from is older than the oldest change Moray keeps (or is
+    /// not of this feed): changes were lost to the follower, which must start again from
+    /// a snapshot (follow from 0). The stream ends after it.
+    ResyncRequired { since: u64, message: String },
+}
+
+impl FeedItem {
+    /// The position a follower is at once it has applied this item (for a snapshot
+    /// page: only once it has applied every page, i.e. at `SnapshotDone`).
+    pub fn position(&self) -> u64 {
+        match self {
+            FeedItem::Snapshot { position, .. } | FeedItem::SnapshotDone { position } => *position,
+            FeedItem::Put { seq, .. } | FeedItem::Delete { seq, .. } => *seq,
+            FeedItem::ResyncRequired { since, .. } => *since,
+        }
+    }
+}
+
+enum State {
+    Start {
+        client: MorayClient,
+        bucket: String,
+        filter: String,
+    },
+    Pages {
+        client: MorayClient,
+        bucket: String,
+        pages: Box<Streaming<proto::SnapshotPage>>,
+    },
+    Watch {
+        client: MorayClient,
+        bucket: String,
+        since: u64,
+    },
+    Follow {
+        events: Box<Streaming<proto::ChangeEvent>>,
+        last: u64,
+    },
+    Done,
+}
+
+fn resync(e: MorayError, since: u64) -> FeedItem {
+    FeedItem::ResyncRequired {
+        since,
+        message: e.message(),
+    }
+}
+
+fn is_resync(e: &MorayError) -> bool {
+    e.name() == RESYNC_REQUIRED
+}
+
+/// The next item and the state after it; `None` ends the stream.
+async fn step(state: State) -> Option<(Result<FeedItem>, State)> {
+    match state {
+        State::Done => None,
+        State::Start {
+            client,
+            bucket,
+            filter,
+        } => {
+            let request = proto::SnapshotRequest {
+                bucket: bucket.clone(),
+                filter,
+                options: client.options(),
+            };
+            match client.grpc().snapshot(request).await {
+                Ok(pages) => {
+                    let pages = Box::new(pages.into_inner());
+                    Box::pin(step(State::Pages {
+                        client,
+                        bucket,
+                        pages,
+                    }))
+                    .await
+                }
+                Err(status) => Some((Err(status.into()), State::Done)),
+            }
+        }
+        State::Pages {
+            client,
+            bucket,
+            mut pages,
+        } => match pages.message().await {
+            Ok(Some(page)) => {
+                let objects = match page
+                    .objects
+                    .into_iter()
+                    .map(Object::try_from)
+                    .collect::<Result<Vec<_>>>()
+                {
+                    Ok(objects) => objects,
+                    Err(e) => return Some((Err(e), State::Done)),
+                };
+                let item = FeedItem::Snapshot {
+                    position: page.position,
+                    objects,
+                };
+                let next = if page.last {
+                    State::Watch {
+                        client,
+                        bucket,
+                        since: page.position,
+                    }
+                } else {
+                    State::Pages {
+                        client,
+                        bucket,
+                        pages,
+                    }
+                };
+                Some((Ok(item), next))
+            }
+            Ok(None) => Some((
+                Err(MorayError::InvalidResponse {
+                    what: format!("the snapshot of {bucket} ended before its last page"),
+                    source: None,
+                }),
+                State::Done,
+            )),
+            Err(status) => Some((Err(status.into()), State::Done)),
+        },
+        State::Watch {
+            client,
+            bucket,
+            since,
+        } => {
+            let request = proto::WatchRequest {
+                bucket: bucket.clone(),
+                since,
+            };
+            match client.grpc().watch(request).await {
+                Ok(events) => Some((
+                    Ok(FeedItem::SnapshotDone { position: since }),
+                    State::Follow {
+                        events: Box::new(events.into_inner()),
+                        last: since,
+                    },
+                )),
+                Err(status) => {
+                    let e = MorayError::from(status);
+                    if is_resync(&e) {
+                        Some((Ok(resync(e, since)), State::Done))
+                    } else {
+                        Some((Err(e), State::Done))
+                    }
+                }
+            }
+        }
+        State::Follow { mut events, last } => match events.message().await {
+            Ok(Some(event)) => match ChangeEvent::try_from(event) {
+                Ok(e) => {
+                    let seq = e.seq;
+                    let item = match (e.op, e.value) {
+                        (ChangeOp::Put, Some(value)) => FeedItem::Put {
+                            seq,
+                            key: e.key,
+                            value,
+                            etag: e.etag,
+                        },
+                        _ => FeedItem::Delete { seq, key: e.key },
+                    };
+                    Some((Ok(item), State::Follow { events, last: seq }))
+                }
+                Err(e) => Some((Err(e), State::Done)),
+            },
+            Ok(None) => None,
+            Err(status) => {
+                let e = MorayError::from(status);
+                if is_resync(&e) {
+                    Some((Ok(resync(e, last)), State::Done))
+                } else {
+                    Some((Err(e), State::Done))
+                }
+            }
+        },
+    }
+}
+
+impl MorayClient {
+    /// Snapshot then follow `bucket`'s change feed.
+    ///
+    /// From `position` 0 (nothing seen yet) the stream starts with the snapshot: pages of
+    /// the objects matching `filter` (every object without one) at a position `P`, then
+    /// [`FeedItem::SnapshotDone`] at `P`, then every put and delete after `P`, in order.
+    /// From any other position it skips the snapshot: `SnapshotDone` at that position,
+    /// then the changes after it. The filter applies to the snapshot only: changes are
+    /// the whole bucket's, and a follower that wants part of it drops the rest itself.
+    ///
+    /// A position the feed no longer has is answered with [`FeedItem::ResyncRequired`]
+    /// (never a silent gap). Any other failure is an `Err` item; after it, and when the
+    /// stream ends (Moray went away), follow again from the last position applied: the
+    /// changes after it come once each, in order.
+    pub fn follow(
+        &self,
+        bucket: &str,
+        filter: Option<&str>,
+        position: u64,
+    ) -> BoxStream<'static, Result<FeedItem>> {
+        let (client, bucket) = (self.clone(), bucket.to_string());
+        let start = if position == 0 {
+            State::Start {
+                client,
+                bucket,
+                filter: filter.unwrap_or_default().to_string(),
+            }
+        } else {
+            State::Watch {
+                client,
+                bucket,
+                since: position,
+            }
+        };
+        stream::unfold(start, step).boxed()
+    }
+}
