@@ -2,10 +2,9 @@
 //! starts (and answers `/--ping`) while a backend is still coming up; a call to a
 //! backend that is down fails with 503 ServiceUnavailable.
 
-use std::time::Duration;
-
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
+use triton_common::channel::ChannelBuilder;
 use triton_proto::cnapi::v1::cnapi_client::CnapiClient;
 use triton_proto::imgapi::v1::imgapi_client::ImgapiClient;
 use triton_proto::napi::v1::napi_client::NapiClient;
@@ -13,14 +12,8 @@ use triton_proto::papi::v1::papi_client::PapiClient;
 use triton_proto::ufds::v1::ufds_client::UfdsClient;
 use triton_proto::vmapi::v1::vmapi_client::VmapiClient;
 
-use crate::config::{Config, grpc_url};
+use crate::config::Config;
 use crate::error::StartError;
-
-/// How long a new connection to a backend may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long one backend call may take: every call CloudAPI makes is a short read or
-/// write (state changes are jobs that answer at once).
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Carries the caller's trace context to the backend.
 pub type Interceptor = fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>;
@@ -36,17 +29,12 @@ pub struct Backends {
     pub cnapi: CnapiClient<Chan>,
 }
 
+/// A backend's channel with the common defaults: every call CloudAPI makes is a short
+/// read or write (state changes are jobs that answer at once).
 fn channel(service: &'static str, url: &str) -> Result<Chan, StartError> {
-    let url = grpc_url(url);
-    let endpoint = Endpoint::from_shared(url.clone()).map_err(|source| StartError::BadUrl {
-        service,
-        url: url.clone(),
-        source,
-    })?;
-    let channel = endpoint
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(CALL_TIMEOUT)
-        .connect_lazy();
+    let channel = ChannelBuilder::new(url)
+        .lazy()
+        .map_err(|source| StartError::BadUrl { service, source })?;
     let interceptor: Interceptor = triton_common::telemetry::trace_interceptor;
     Ok(InterceptedService::new(channel, interceptor))
 }

@@ -135,13 +135,7 @@ fn is_loopback(addr: &str) -> bool {
 
 /// `http://host:port` from the forms accepted in the config.
 pub fn grpc_url(url: &str) -> String {
-    if let Some(rest) = url.strip_prefix("tcp://") {
-        format!("http://{rest}")
-    } else if url.starts_with("http://") || url.starts_with("https://") {
-        url.to_string()
-    } else {
-        format!("http://{url}")
-    }
+    triton_common::channel::ChannelBuilder::new(url).url()
 }
 
 #[cfg(test)]

@@ -149,12 +149,11 @@ pub enum StartError {
         path: String,
         message: String,
     },
-    #[error("bad backend URL {url} for {service}")]
+    #[error("bad backend URL for {service}")]
     BadUrl {
         service: &'static str,
-        url: String,
         #[source]
-        source: tonic::transport::Error,
+        source: triton_common::channel::ChannelError,
     },
 }
 

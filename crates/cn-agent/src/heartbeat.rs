@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
+use triton_common::channel::ChannelBuilder;
+use triton_common::service::chain;
 use triton_proto::cnapi::v1 as cnapi;
 use triton_proto::cnapi::v1::cnapi_client::CnapiClient;
 
@@ -35,13 +37,14 @@ pub struct Heartbeater<B> {
 impl<B: ZoneBackend> Heartbeater<B> {
     /// Beats until `shutdown`. Errors are logged and retried at the next beat.
     pub async fn run(self, shutdown: CancellationToken) {
-        let channel = match Endpoint::from_shared(self.cnapi_url.clone()) {
-            Ok(e) => e
-                .connect_timeout(HEARTBEAT_TIMEOUT)
-                .timeout(HEARTBEAT_TIMEOUT)
-                .connect_lazy(),
+        let channel = match ChannelBuilder::new(&self.cnapi_url)
+            .connect_timeout(HEARTBEAT_TIMEOUT)
+            .request_timeout(Some(HEARTBEAT_TIMEOUT))
+            .lazy()
+        {
+            Ok(channel) => channel,
             Err(e) => {
-                tracing::error!(url = %self.cnapi_url, error = %e, "bad cnapi_url; no heartbeats will be sent");
+                tracing::error!(error = %chain(&e), "bad cnapi_url; no heartbeats will be sent");
                 return;
             }
         };

@@ -25,7 +25,7 @@ pub enum Error {
         server: Uuid,
         url: String,
         #[source]
-        source: tonic::transport::Error,
+        source: triton_common::channel::ChannelError,
     },
     #[error("cn-agent of server {server}: {status}")]
     Agent { server: Uuid, status: tonic::Status },

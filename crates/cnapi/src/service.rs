@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use triton_proto::cnagent::v1 as agent_pb;
 use triton_proto::cnagent::v1::cn_agent_client::CnAgentClient;
@@ -172,16 +172,15 @@ impl<S: Store> CnapiService<S> {
         let channel = match agents.get(&server.agent_url) {
             Some(c) => c.clone(),
             None => {
-                let endpoint = Endpoint::from_shared(server.agent_url.clone()).map_err(|e| {
-                    Error::AgentUnreachable {
+                // No channel bound: WaitTask waits on purpose, up to its own timeout.
+                let channel = triton_common::channel::ChannelBuilder::new(&server.agent_url)
+                    .request_timeout(None)
+                    .lazy()
+                    .map_err(|source| Error::AgentUnreachable {
                         server: server.uuid,
                         url: server.agent_url.clone(),
-                        source: e,
-                    }
-                })?;
-                let channel = endpoint
-                    .connect_timeout(Duration::from_secs(5))
-                    .connect_lazy();
+                        source,
+                    })?;
                 agents.insert(server.agent_url.clone(), channel.clone());
                 channel
             }

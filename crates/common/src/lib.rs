@@ -5,6 +5,7 @@
 //! ([`status`]), RFC 3339 timestamps ([`time`]) and the allocator every binary uses
 //! ([`global_allocator!`]).
 
+pub mod channel;
 pub mod config;
 pub mod field_error;
 pub mod grpc;

@@ -314,16 +314,12 @@ pub async fn peer_status(peer: &Peer) -> Result<pb::StatusResponse, String> {
         .backup_url
         .clone()
         .ok_or_else(|| "no status URL (backupUrl) in its registration".to_string())?;
-    let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
-        .map_err(|e| format!("bad status URL {url}: {e}"))?
+    let channel = triton_common::channel::ChannelBuilder::new(&url)
         .connect_timeout(STATUS_TIMEOUT)
-        .timeout(STATUS_TIMEOUT);
-    let channel = endpoint.connect().await.map_err(|e| {
-        format!(
-            "status endpoint {url} unreachable: {}",
-            manatee_client::error_chain(&e)
-        )
-    })?;
+        .request_timeout(Some(STATUS_TIMEOUT))
+        .connect()
+        .await
+        .map_err(|e| format!("status endpoint: {}", triton_common::service::chain(&e)))?;
     let mut client = pb::sitter_client::SitterClient::new(channel);
     client
         .status(pb::StatusRequest {})

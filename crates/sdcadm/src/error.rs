@@ -56,13 +56,4 @@ impl Error {
 }
 
 /// `e` and its causes, joined with ": ".
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
+pub use triton_common::service::chain;

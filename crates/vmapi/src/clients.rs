@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
+use triton_common::channel::ChannelBuilder;
 use triton_proto::cnapi::v1::cnapi_client::CnapiClient;
 use triton_proto::imgapi::v1::imgapi_client::ImgapiClient;
 use triton_proto::napi::v1::napi_client::NapiClient;
@@ -14,8 +15,6 @@ use triton_proto::ufds::v1::ufds_client::UfdsClient;
 use crate::config::Config;
 use crate::error::{Error, Result};
 
-/// One connection attempt; a dead peer is found this fast.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound of any one call that does not wait on purpose (WaitTask sets its own).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -31,13 +30,13 @@ pub struct Clients {
     pub imgapi_file_url: String,
 }
 
+/// A lazy channel whose calls set their own bound ([`CALL_TIMEOUT`], or longer for
+/// WaitTask), so the channel has none.
 fn channel(key: &str, url: &str) -> Result<Channel> {
-    Ok(Endpoint::from_shared(url.to_string())
-        .map_err(|e| Error::Config(format!("{key}: {url:?} is not a URL: {e}")))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .connect_lazy())
+    ChannelBuilder::new(url)
+        .request_timeout(None)
+        .lazy()
+        .map_err(|e| Error::Config(format!("{key}: {}", triton_common::service::chain(&e))))
 }
 
 fn optional(key: &str, url: &str) -> Result<Option<Channel>> {

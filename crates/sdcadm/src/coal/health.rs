@@ -58,16 +58,19 @@ pub async fn check(
     }
 }
 
-/// `grpc.health.v1.Health/Check` for the whole server (service "").
-pub async fn grpc(addr: &str) -> Result<(), String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| e.to_string())?
+/// A channel to `addr` connected now, each step bounded by [`PROBE_TIMEOUT`].
+async fn probe_channel(addr: &str) -> Result<tonic::transport::Channel, String> {
+    triton_common::channel::ChannelBuilder::new(addr)
         .connect_timeout(PROBE_TIMEOUT)
-        .timeout(PROBE_TIMEOUT);
-    let channel = endpoint
+        .request_timeout(Some(PROBE_TIMEOUT))
         .connect()
         .await
-        .map_err(|e| crate::error::chain(&e))?;
+        .map_err(|e| crate::error::chain(&e))
+}
+
+/// `grpc.health.v1.Health/Check` for the whole server (service "").
+pub async fn grpc(addr: &str) -> Result<(), String> {
+    let channel = probe_channel(addr).await?;
     let reply = HealthClient::new(channel)
         .check(HealthCheckRequest {
             service: String::new(),
@@ -90,13 +93,7 @@ pub async fn grpc(addr: &str) -> Result<(), String> {
 /// Moray's own deep ping: serving, and its PostgreSQL (the shard's primary) answers.
 pub async fn moray(addr: &str) -> Result<(), String> {
     use triton_proto::moray::v1::{PingRequest, moray_client::MorayClient};
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| e.to_string())?
-        .connect_timeout(PROBE_TIMEOUT)
-        .timeout(PROBE_TIMEOUT)
-        .connect()
-        .await
-        .map_err(|e| crate::error::chain(&e))?;
+    let channel = probe_channel(addr).await?;
     MorayClient::new(channel)
         .ping(PingRequest {
             deep: true,

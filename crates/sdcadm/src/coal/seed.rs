@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tonic::Code;
 use tonic::transport::Channel;
+use triton_common::channel::ChannelBuilder;
 use triton_proto::cnapi::v1 as cnapi;
 use triton_proto::napi::v1 as napi;
 use triton_proto::papi::v1 as papi;
@@ -21,17 +22,12 @@ use crate::instances::Datacenter;
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub async fn channel(addr: &str) -> Result<Channel, Error> {
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| Error::Seed {
-            what: addr.into(),
-            message: e.to_string(),
-        })?
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(CALL_TIMEOUT)
+    ChannelBuilder::new(addr)
+        .request_timeout(Some(CALL_TIMEOUT))
         .connect()
         .await
         .map_err(|e| Error::Seed {
-            what: format!("connecting to {addr}"),
+            what: addr.into(),
             message: crate::error::chain(&e),
         })
 }
@@ -209,10 +205,8 @@ pub async fn agent_server_uuid(agent_url: &str) -> Result<String, Error> {
         what: "cn-agent GetSysinfo".into(),
         message,
     };
-    let ch = tonic::transport::Endpoint::from_shared(agent_url.to_string())
-        .map_err(|e| err(e.to_string()))?
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(5))
+    let ch = ChannelBuilder::new(agent_url)
+        .request_timeout(Some(Duration::from_secs(5)))
         .connect()
         .await
         .map_err(|e| err(crate::error::chain(&e)))?;
