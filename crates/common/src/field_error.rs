@@ -17,6 +17,25 @@ pub enum FieldCode {
     Invalid,
 }
 
+/// Every problem on one line, `a; b; c` (the message of a service's validation error).
+pub fn joined<E: fmt::Display>(errors: &[E]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Triton's name for a set of field problems where missing fields have their own name:
+/// `MissingParameter` when every one is missing, else `InvalidArgument`.
+pub fn missing_or_invalid(errors: &[FieldError]) -> &'static str {
+    if errors.iter().all(|e| e.code == FieldCode::Missing) {
+        "MissingParameter"
+    } else {
+        "InvalidArgument"
+    }
+}
+
 impl FieldError {
     pub fn missing(field: &str) -> Self {
         FieldError {

@@ -1,8 +1,51 @@
 //! Errors on the wire. Every service keeps Triton's error names (`BucketNotFoundError`,
 //! `EtagConflictError`, ...): a status's message starts with the name, and the metadata key
 //! [`ERROR_NAME_KEY`] carries it alone, so clients match on the name, not on the text.
+//!
+//! A service's error type implements [`ToStatus`] in its `error.rs`: one table from each
+//! variant to its gRPC code and Triton name. The message (the error and its causes), the
+//! log line for the server's own failures and the status itself come from here, and
+//! [`crate::status_from!`] gives the `From<Error> for Status` that `?` in a handler needs.
 
 use tonic::{Code, Status};
+
+/// An error that knows its place on the wire.
+pub trait ToStatus: std::error::Error + Sized + 'static {
+    /// The gRPC code and Triton's error name: the service's one table, a row per variant.
+    fn code_and_name(&self) -> (Code, &str);
+
+    /// The status message after the name: the error and its causes, `a: b: c`.
+    fn message(&self) -> String {
+        crate::service::chain(self)
+    }
+
+    /// The status, logged first (with causes) when the failure is the server's own
+    /// (`INTERNAL`, `UNAVAILABLE`, `UNKNOWN`, `DATA_LOSS`) rather than the caller's.
+    fn to_status(&self) -> Status {
+        let (code, name) = self.code_and_name();
+        let message = self.message();
+        if matches!(
+            code,
+            Code::Internal | Code::Unavailable | Code::Unknown | Code::DataLoss
+        ) {
+            tracing::error!(error = %message, name, "request failed");
+        }
+        named(code, name, message)
+    }
+}
+
+/// `impl From<$error> for tonic::Status` through [`ToStatus::to_status`], so a handler's
+/// `?` turns the service's error into its status.
+#[macro_export]
+macro_rules! status_from {
+    ($error:ty) => {
+        impl ::std::convert::From<$error> for ::tonic::Status {
+            fn from(e: $error) -> ::tonic::Status {
+                $crate::status::ToStatus::to_status(&e)
+            }
+        }
+    };
+}
 
 /// gRPC metadata key holding the Triton error name of a failed call.
 pub const ERROR_NAME_KEY: &str = "x-triton-error";
@@ -39,6 +82,35 @@ pub fn error_message(status: &Status) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    enum Failed {
+        #[error("widget {0} does not exist")]
+        Missing(String),
+        #[error("store failed")]
+        Store(#[source] std::io::Error),
+    }
+
+    impl ToStatus for Failed {
+        fn code_and_name(&self) -> (Code, &str) {
+            match self {
+                Failed::Missing(_) => (Code::NotFound, "ResourceNotFound"),
+                Failed::Store(_) => (Code::Internal, "InternalError"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_table_gives_code_name_and_the_causes() {
+        let s = Failed::Missing("w1".into()).to_status();
+        assert_eq!(s.code(), Code::NotFound);
+        assert_eq!(error_name(&s), Some("ResourceNotFound"));
+        assert_eq!(error_message(&s), "widget w1 does not exist");
+
+        let s = Failed::Store(std::io::Error::other("disk full")).to_status();
+        assert_eq!(s.code(), Code::Internal);
+        assert_eq!(s.message(), "InternalError: store failed: disk full");
+    }
 
     #[test]
     fn name_round_trips_through_metadata() {

@@ -2,14 +2,16 @@
 //! (`ResourceNotFound`, `InvalidArgument`, `MissingParameter`, `ConflictError`,
 //! `BadMethod`, ...).
 
-use tonic::{Code, Status};
+use tonic::Code;
+use triton_common::field_error::{joined, missing_or_invalid};
+use triton_common::status::ToStatus;
 
 pub use triton_common::field_error::{FieldCode, FieldError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Bad or missing request fields, every one of them at once.
-    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    #[error("{}", joined(.0))]
     Invalid(Vec<FieldError>),
 
     #[error("package {0} does not exist")]
@@ -59,52 +61,32 @@ impl Error {
     pub fn moray(op: &'static str) -> impl FnOnce(moray_client::MorayError) -> Error {
         move |source| Error::Moray { op, source }
     }
+}
 
-    /// Triton's name for this error.
-    pub fn name(&self) -> &'static str {
+impl ToStatus for Error {
+    fn code_and_name(&self) -> (Code, &str) {
         match self {
-            Error::Invalid(errors) if errors.iter().all(|e| e.code == FieldCode::Missing) => {
-                "MissingParameter"
+            Error::Invalid(errors) => (Code::InvalidArgument, missing_or_invalid(errors)),
+            Error::PackageNotFound(_) => (Code::NotFound, "ResourceNotFound"),
+            Error::BadMethod(_) => (Code::FailedPrecondition, "BadMethod"),
+            Error::Conflict { .. } => (Code::AlreadyExists, "ConflictError"),
+            Error::Busy(_) => (Code::Aborted, "ConflictError"),
+            Error::Moray { source, .. } if source.is_retryable() => {
+                (Code::Unavailable, "ServiceUnavailable")
             }
-            Error::Invalid(_) => "InvalidArgument",
-            Error::PackageNotFound(_) => "ResourceNotFound",
-            Error::BadMethod(_) => "BadMethod",
-            Error::Conflict { .. } | Error::Busy(_) => "ConflictError",
-            Error::Moray { source, .. } if source.is_retryable() => "ServiceUnavailable",
-            Error::Moray { .. } | Error::Corrupt { .. } | Error::Serve(_) => "InternalError",
-        }
-    }
-
-    pub fn code(&self) -> Code {
-        match self {
-            Error::Invalid(_) => Code::InvalidArgument,
-            Error::PackageNotFound(_) => Code::NotFound,
-            Error::BadMethod(_) => Code::FailedPrecondition,
-            Error::Conflict { .. } => Code::AlreadyExists,
-            Error::Busy(_) => Code::Aborted,
-            Error::Moray { source, .. } if source.is_retryable() => Code::Unavailable,
-            Error::Moray { .. } | Error::Corrupt { .. } | Error::Serve(_) => Code::Internal,
+            Error::Moray { .. } | Error::Corrupt { .. } | Error::Serve(_) => {
+                (Code::Internal, "InternalError")
+            }
         }
     }
 }
 
-impl From<Error> for Status {
-    fn from(e: Error) -> Status {
-        let message = match &e {
-            // The Moray error's own text says what happened; ours only says where.
-            Error::Moray { op, source } => format!("Moray {op}: {source}"),
-            other => other.to_string(),
-        };
-        if e.code() == Code::Internal || e.code() == Code::Unavailable {
-            tracing::error!(error = %message, "request failed");
-        }
-        triton_common::status::named(e.code(), e.name(), message)
-    }
-}
+triton_common::status_from!(Error);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tonic::Status;
     use triton_common::status::{error_message, error_name};
 
     #[test]
