@@ -543,10 +543,11 @@ pub(crate) fn unix_now() -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn spec() -> InstanceSpec {
+    /// A small valid spec for the unit tests.
+    pub(crate) fn spec() -> InstanceSpec {
         InstanceSpec {
             uuid: Uuid::new_v4(),
             owner_uuid: String::new(),

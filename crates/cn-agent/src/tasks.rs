@@ -407,31 +407,13 @@ impl<B: ZoneBackend> TaskQueue<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{InstanceState, NicSpec};
+    use crate::backend::InstanceState;
     use crate::sim::{SimBackend, SimConfig, SimDelays};
 
     fn spec(image: Uuid) -> InstanceSpec {
         InstanceSpec {
-            uuid: Uuid::new_v4(),
-            owner_uuid: String::new(),
-            alias: String::new(),
-            hostname: "h".into(),
-            brand: String::new(),
             image_uuid: image,
-            ram: 64,
-            cpu_cap: 0,
-            quota: 0,
-            max_lwps: 0,
-            nics: vec![NicSpec {
-                nic_tag: "admin".into(),
-                ..Default::default()
-            }],
-            init: vec![],
-            customer_metadata: Default::default(),
-            internal_metadata: Default::default(),
-            tags: Default::default(),
-            autoboot: true,
-            billing_id: String::new(),
+            ..crate::backend::tests::spec()
         }
     }
 

@@ -550,6 +550,27 @@ mod tests {
         }
     }
 
+    fn file<'a>(name: &'a str, data: &'a [u8]) -> Member<'a> {
+        Member {
+            data,
+            ..member(name, tar::EntryType::Regular)
+        }
+    }
+
+    fn symlink<'a>(name: &'a str, link: &'a [u8]) -> Member<'a> {
+        Member {
+            link,
+            ..member(name, tar::EntryType::Symlink)
+        }
+    }
+
+    fn hard_link<'a>(name: &'a str, link: &'a [u8]) -> Member<'a> {
+        Member {
+            link,
+            ..member(name, tar::EntryType::Link)
+        }
+    }
+
     fn tarball(members: &[Member<'_>]) -> Vec<u8> {
         let mut builder = tar::Builder::new(Vec::new());
         for m in members {
@@ -660,18 +681,9 @@ mod tests {
                 data: b"#!/bin/sh\n",
                 ..member("./bin/sh", tar::EntryType::Regular)
             },
-            Member {
-                link: b"./bin/sh",
-                ..member("./bin/ash", tar::EntryType::Link)
-            },
-            Member {
-                link: b"/bin/sh",
-                ..member("./bin/bash", tar::EntryType::Symlink)
-            },
-            Member {
-                link: b"../run/resolv.conf",
-                ..member("./etc/resolv.conf", tar::EntryType::Symlink)
-            },
+            hard_link("./bin/ash", b"./bin/sh"),
+            symlink("./bin/bash", b"/bin/sh"),
+            symlink("./etc/resolv.conf", b"../run/resolv.conf"),
             member("./run/", tar::EntryType::Directory),
             member("./run/initctl", tar::EntryType::Fifo),
         ]));
@@ -756,30 +768,21 @@ mod tests {
     fn dot_dot_and_absolute_members_are_refused() {
         let place = Place::new();
         place.refused(
-            &tarball(&[Member {
-                data: b"x",
-                ..member("../host/evil", tar::EntryType::Regular)
-            }]),
+            &tarball(&[file("../host/evil", b"x")]),
             "../host/evil",
             "may not hold '..'",
         );
         place.refused(
             &tarball(&[
                 member("a/", tar::EntryType::Directory),
-                Member {
-                    data: b"x",
-                    ..member("a/../../host/evil", tar::EntryType::Regular)
-                },
+                file("a/../../host/evil", b"x"),
             ]),
             "a/../../host/evil",
             "may not hold '..'",
         );
         let absolute = format!("{}/evil", place.host().display());
         place.refused(
-            &tarball(&[Member {
-                data: b"x",
-                ..member(&absolute, tar::EntryType::Regular)
-            }]),
+            &tarball(&[file(&absolute, b"x")]),
             &absolute,
             "absolute member names are refused",
         );
@@ -791,26 +794,14 @@ mod tests {
         let host = place.host().display().to_string();
         // An absolute link to a host directory, then a member through it.
         place.refused(
-            &tarball(&[
-                Member {
-                    link: host.as_bytes(),
-                    ..member("a", tar::EntryType::Symlink)
-                },
-                Member {
-                    data: b"evil",
-                    ..member("a/passwd", tar::EntryType::Regular)
-                },
-            ]),
+            &tarball(&[symlink("a", host.as_bytes()), file("a/passwd", b"evil")]),
             "a/passwd",
             "symlinks are not followed",
         );
         // A relative one up and out, then a directory through it.
         place.refused(
             &tarball(&[
-                Member {
-                    link: b"../../../../../../../../..",
-                    ..member("up", tar::EntryType::Symlink)
-                },
+                symlink("up", b"../../../../../../../../.."),
                 member("up/tmp/x/", tar::EntryType::Directory),
             ]),
             "up/tmp/x/",
@@ -820,14 +811,8 @@ mod tests {
         place.refused(
             &tarball(&[
                 member("real/", tar::EntryType::Directory),
-                Member {
-                    link: b"real",
-                    ..member("alias", tar::EntryType::Symlink)
-                },
-                Member {
-                    data: b"x",
-                    ..member("alias/file", tar::EntryType::Regular)
-                },
+                symlink("alias", b"real"),
+                file("alias/file", b"x"),
             ]),
             "alias/file",
             "symlinks are not followed",
@@ -838,19 +823,13 @@ mod tests {
     fn hard_links_outside_the_image_are_refused() {
         let place = Place::new();
         place.refused(
-            &tarball(&[Member {
-                link: b"../host/passwd",
-                ..member("passwd", tar::EntryType::Link)
-            }]),
+            &tarball(&[hard_link("passwd", b"../host/passwd")]),
             "passwd",
             "hard link target is refused",
         );
         let absolute = format!("{}/passwd", place.host().display());
         place.refused(
-            &tarball(&[Member {
-                link: absolute.as_bytes(),
-                ..member("passwd", tar::EntryType::Link)
-            }]),
+            &tarball(&[hard_link("passwd", absolute.as_bytes())]),
             "passwd",
             "absolute member names are refused",
         );
@@ -858,14 +837,8 @@ mod tests {
         let host = place.host().display().to_string();
         place.refused(
             &tarball(&[
-                Member {
-                    link: host.as_bytes(),
-                    ..member("h", tar::EntryType::Symlink)
-                },
-                Member {
-                    link: b"h/passwd",
-                    ..member("passwd", tar::EntryType::Link)
-                },
+                symlink("h", host.as_bytes()),
+                hard_link("passwd", b"h/passwd"),
             ]),
             "passwd",
             "symlinks are not followed",
@@ -875,10 +848,7 @@ mod tests {
     #[test]
     fn xz_tarballs_and_directories_import_too() {
         let place = Place::new();
-        let plain = tarball(&[Member {
-            data: b"hello",
-            ..member("etc/motd", tar::EntryType::Regular)
-        }]);
+        let plain = tarball(&[file("etc/motd", b"hello")]);
         let raw = place.top.path().join("raw.tar");
         std::fs::write(&raw, &plain).unwrap();
         let out = Command::new("xz")

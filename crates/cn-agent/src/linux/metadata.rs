@@ -101,20 +101,25 @@ mod tests {
         assert!(!md.join("internal/triton:config").exists());
     }
 
+    /// Writes one customer key, `k` = `v`, into the instance at `upper`.
+    fn write_k_v(upper: &Path) {
+        write(
+            Uuid::new_v4(),
+            upper,
+            &map(&[("k", "v")]),
+            &map(&[]),
+            Owner::ROOT,
+        )
+        .unwrap();
+    }
+
     #[test]
     fn a_symlink_planted_on_the_way_leads_inside_the_instance() {
         let upper = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
         std::fs::create_dir(upper.path().join("etc")).unwrap();
         std::os::unix::fs::symlink(outside.path(), upper.path().join("etc/triton")).unwrap();
-        write(
-            Uuid::new_v4(),
-            upper.path(),
-            &map(&[("k", "v")]),
-            &map(&[]),
-            Owner::ROOT,
-        )
-        .unwrap();
+        write_k_v(upper.path());
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
         // As the instance sees it: /etc/triton -> <outside>, inside the instance.
         let inside = upper
@@ -137,14 +142,7 @@ mod tests {
         std::fs::write(outside.path().join("precious"), "keep").unwrap();
         std::fs::create_dir_all(upper.path().join("etc/triton")).unwrap();
         std::os::unix::fs::symlink(outside.path(), upper.path().join(METADATA_DIR)).unwrap();
-        write(
-            Uuid::new_v4(),
-            upper.path(),
-            &map(&[("k", "v")]),
-            &map(&[]),
-            Owner::ROOT,
-        )
-        .unwrap();
+        write_k_v(upper.path());
         assert_eq!(
             std::fs::read_to_string(outside.path().join("precious")).unwrap(),
             "keep"

@@ -281,17 +281,8 @@ impl Inner {
     }
 
     fn list(&self) -> Result<Vec<Instance>> {
-        let entries =
-            std::fs::read_dir(&self.zones_dir).map_err(|e| Error::io(&self.zones_dir, e))?;
         let mut out = Vec::new();
-        for entry in entries.flatten() {
-            let Some(uuid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| Uuid::parse_str(n).ok())
-            else {
-                continue;
-            };
+        for uuid in self.zone_dirs()? {
             match self.get(uuid) {
                 Ok(instance) => out.push(instance),
                 // Being created or destroyed right now.
@@ -808,17 +799,8 @@ impl Inner {
                 }
             }
         }
-        let entries =
-            std::fs::read_dir(&self.zones_dir).map_err(|e| Error::io(&self.zones_dir, e))?;
         let mut removed = Vec::new();
-        for entry in entries.flatten() {
-            let Some(uuid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| Uuid::parse_str(n).ok())
-            else {
-                continue;
-            };
+        for uuid in self.zone_dirs()? {
             let unfinished = match self.read_record(uuid) {
                 Ok(record) => record.state == InstanceState::Provisioning,
                 // The directory without its record: a create cut short before the
@@ -841,6 +823,22 @@ impl Inner {
             }
         }
         Ok(removed)
+    }
+
+    /// The instances that have a directory under the zones directory (named by uuid;
+    /// anything else there is passed over).
+    fn zone_dirs(&self) -> Result<Vec<Uuid>> {
+        let entries =
+            std::fs::read_dir(&self.zones_dir).map_err(|e| Error::io(&self.zones_dir, e))?;
+        Ok(entries
+            .flatten()
+            .filter_map(|entry| {
+                entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| Uuid::parse_str(n).ok())
+            })
+            .collect())
     }
 
     /// Stops the instance and removes its processes, network, cgroups, disk and
