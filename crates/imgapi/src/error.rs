@@ -3,8 +3,9 @@
 
 use std::fmt;
 
-use tonic::{Code, Status};
-use triton_common::status::named;
+use tonic::Code;
+use triton_common::field_error::joined;
+use triton_common::status::ToStatus;
 
 /// Why one manifest or request field was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +42,7 @@ impl fmt::Display for FieldError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    #[error("{}", joined(.0))]
     Validation(Vec<FieldError>),
 
     #[error("{kind} {id} not found")]
@@ -127,44 +128,12 @@ impl Error {
     }
 
     /// IMGAPI's error code.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Error::Validation(_) => "ValidationFailed",
-            Error::NotFound { .. } => "ResourceNotFound",
-            Error::UuidExists(_) => "ImageUuidAlreadyExists",
-            Error::AlreadyActivated(_) => "ImageAlreadyActivated",
-            Error::NoActivationNoFile(_) => "NoActivationNoFile",
-            Error::FilesImmutable(_) => "ImageFilesImmutable",
-            Error::NotActivated { .. } => "ImageNotActivated",
-            Error::HasDependents { .. } => "ImageHasDependentImages",
-            Error::OriginDoesNotExist(_) => "OriginDoesNotExist",
-            Error::Checksum { .. } => "ChecksumError",
-            Error::SizeMismatch { .. } => "SizeMismatch",
-            Error::Contention { .. } => "ConcurrentUpdate",
-            Error::Upload(_) => "UploadError",
-            Error::Moray { source, .. } if source.is_retryable() => "StorageIsDown",
-            _ => "InternalError",
-        }
+    pub fn name(&self) -> &str {
+        self.code_and_name().1
     }
 
     pub fn code(&self) -> Code {
-        match self {
-            Error::Validation(_) | Error::Checksum { .. } | Error::SizeMismatch { .. } => {
-                Code::InvalidArgument
-            }
-            Error::NotFound { .. } => Code::NotFound,
-            Error::UuidExists(_) => Code::AlreadyExists,
-            Error::AlreadyActivated(_)
-            | Error::NoActivationNoFile(_)
-            | Error::FilesImmutable(_)
-            | Error::NotActivated { .. }
-            | Error::HasDependents { .. }
-            | Error::OriginDoesNotExist(_) => Code::FailedPrecondition,
-            Error::Contention { .. } => Code::Aborted,
-            Error::Upload(_) => Code::Cancelled,
-            Error::Moray { source, .. } if source.is_retryable() => Code::Unavailable,
-            _ => Code::Internal,
-        }
+        self.code_and_name().0
     }
 
     /// The HTTP status of IMGAPI's REST API for this error.
@@ -178,39 +147,42 @@ impl Error {
             _ => 500,
         }
     }
+}
 
-    /// The message with every cause appended.
-    pub fn full_message(&self) -> String {
-        let mut text = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(s) = source {
-            text.push_str(": ");
-            text.push_str(&s.to_string());
-            source = s.source();
-        }
-        text
-    }
-
-    fn log(&self) {
-        if matches!(
-            self,
-            Error::Moray { .. } | Error::Io { .. } | Error::Corrupt { .. }
-        ) {
-            tracing::warn!(error = %self.full_message(), "request failed");
+impl ToStatus for Error {
+    fn code_and_name(&self) -> (Code, &str) {
+        match self {
+            Error::Validation(_) => (Code::InvalidArgument, "ValidationFailed"),
+            Error::NotFound { .. } => (Code::NotFound, "ResourceNotFound"),
+            Error::UuidExists(_) => (Code::AlreadyExists, "ImageUuidAlreadyExists"),
+            Error::AlreadyActivated(_) => (Code::FailedPrecondition, "ImageAlreadyActivated"),
+            Error::NoActivationNoFile(_) => (Code::FailedPrecondition, "NoActivationNoFile"),
+            Error::FilesImmutable(_) => (Code::FailedPrecondition, "ImageFilesImmutable"),
+            Error::NotActivated { .. } => (Code::FailedPrecondition, "ImageNotActivated"),
+            Error::HasDependents { .. } => (Code::FailedPrecondition, "ImageHasDependentImages"),
+            Error::OriginDoesNotExist(_) => (Code::FailedPrecondition, "OriginDoesNotExist"),
+            Error::Checksum { .. } => (Code::InvalidArgument, "ChecksumError"),
+            Error::SizeMismatch { .. } => (Code::InvalidArgument, "SizeMismatch"),
+            Error::Contention { .. } => (Code::Aborted, "ConcurrentUpdate"),
+            Error::Upload(_) => (Code::Cancelled, "UploadError"),
+            Error::Moray { source, .. } if source.is_retryable() => {
+                (Code::Unavailable, "StorageIsDown")
+            }
+            Error::Moray { .. }
+            | Error::Io { .. }
+            | Error::Corrupt { .. }
+            | Error::Config(_)
+            | Error::Serve(_) => (Code::Internal, "InternalError"),
         }
     }
 }
 
-impl From<Error> for Status {
-    fn from(e: Error) -> Status {
-        e.log();
-        named(e.code(), e.name(), e.full_message())
-    }
-}
+triton_common::status_from!(Error);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tonic::Status;
 
     #[test]
     fn names_codes_and_statuses() {

@@ -16,6 +16,7 @@ use tokio_util::io::ReaderStream;
 use crate::app::Imgapi;
 use crate::error::Error;
 use crate::server::FILE_CHUNK_BYTES;
+use triton_common::status::ToStatus;
 
 /// The HTTP listener with the gRPC server's allow list (`[grpc] allow_from`): anyone
 /// else's connection is reset at accept.
@@ -62,12 +63,12 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Response {
 
 fn error(e: Error) -> Response {
     if e.http_status() >= 500 {
-        tracing::warn!(error = %e.full_message(), "HTTP request failed");
+        tracing::warn!(error = %e.message(), "HTTP request failed");
     }
     let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     json(
         status,
-        &serde_json::json!({"code": e.name(), "message": e.full_message()}),
+        &serde_json::json!({"code": e.name(), "message": e.message()}),
     )
 }
 

@@ -3,8 +3,9 @@
 
 use std::fmt;
 
-use tonic::{Code, Status};
-use triton_common::status::named;
+use tonic::Code;
+use triton_common::field_error::joined;
+use triton_common::status::ToStatus;
 
 /// Why one request field was refused (Triton's `errors[]` entry: field, code, message).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +59,7 @@ impl fmt::Display for FieldError {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Bad input; every bad field is named.
-    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    #[error("{}", joined(.0))]
     InvalidParameters(Vec<FieldError>),
 
     #[error("{kind} {id} not found")]
@@ -107,69 +108,43 @@ impl Error {
     }
 
     /// Triton's name for the error.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Error::InvalidParameters(_) => "InvalidParameters",
-            Error::NotFound { .. } => "ResourceNotFound",
-            Error::InUse(_) => "InUse",
-            Error::SubnetFull { .. } => "SubnetFull",
-            Error::Contention { .. } => "ConcurrentUpdate",
-            Error::Moray { source, .. } if source.is_retryable() => "StorageError",
-            Error::Moray { .. } | Error::Corrupt { .. } | Error::Config(_) | Error::Serve(_) => {
-                "InternalError"
-            }
-        }
+    pub fn name(&self) -> &str {
+        self.code_and_name().1
     }
+}
 
-    fn code(&self) -> Code {
+impl ToStatus for Error {
+    fn code_and_name(&self) -> (Code, &str) {
         match self {
-            Error::InvalidParameters(errors) => {
+            // Only taken values (a name in use, an IP used by): the thing exists already.
+            Error::InvalidParameters(errors)
                 if errors
                     .iter()
-                    .all(|e| e.code == "Duplicate" || e.code == "UsedBy")
-                {
-                    Code::AlreadyExists
-                } else {
-                    Code::InvalidArgument
-                }
+                    .all(|e| e.code == "Duplicate" || e.code == "UsedBy") =>
+            {
+                (Code::AlreadyExists, "InvalidParameters")
             }
-            Error::NotFound { .. } => Code::NotFound,
-            Error::InUse(_) => Code::FailedPrecondition,
-            Error::SubnetFull { .. } => Code::ResourceExhausted,
-            Error::Contention { .. } => Code::Aborted,
-            Error::Moray { source, .. } if source.is_retryable() => Code::Unavailable,
-            _ => Code::Internal,
+            Error::InvalidParameters(_) => (Code::InvalidArgument, "InvalidParameters"),
+            Error::NotFound { .. } => (Code::NotFound, "ResourceNotFound"),
+            Error::InUse(_) => (Code::FailedPrecondition, "InUse"),
+            Error::SubnetFull { .. } => (Code::ResourceExhausted, "SubnetFull"),
+            Error::Contention { .. } => (Code::Aborted, "ConcurrentUpdate"),
+            Error::Moray { source, .. } if source.is_retryable() => {
+                (Code::Unavailable, "StorageError")
+            }
+            Error::Moray { .. } | Error::Corrupt { .. } | Error::Config(_) | Error::Serve(_) => {
+                (Code::Internal, "InternalError")
+            }
         }
-    }
-
-    /// The message with every cause appended.
-    fn full_message(&self) -> String {
-        let mut text = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(s) = source {
-            text.push_str(": ");
-            text.push_str(&s.to_string());
-            source = s.source();
-        }
-        text
     }
 }
 
-impl From<Error> for Status {
-    fn from(e: Error) -> Status {
-        match &e {
-            Error::Moray { .. } | Error::Corrupt { .. } | Error::Contention { .. } => {
-                tracing::warn!(error = %e.full_message(), "request failed");
-            }
-            _ => {}
-        }
-        named(e.code(), e.name(), e.full_message())
-    }
-}
+triton_common::status_from!(Error);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tonic::Status;
 
     #[test]
     fn invalid_parameters_name_every_field() {
