@@ -18,13 +18,11 @@
 //! (PostgreSQL, Moray, UFDS, PAPI, IMGAPI, NAPI, CNAPI, a sim cn-agent, VMAPI,
 //! CloudAPI, and the clients) runs on this one host; the numbers include all of it.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{ADMIN_UUID, Compute, HandKey, Options, Stack, raw_request};
+use dc_testkit::cloudapi::{HandKey, raw_request};
+use dc_testkit::{ADMIN_UUID, Dc, Options};
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -243,9 +241,9 @@ fn load() -> String {
 async fn bench() {
     let clients = env_or("CLOUDAPI_BENCH_CLIENTS", 32) as usize;
     let secs = Duration::from_secs(env_or("CLOUDAPI_BENCH_SECS", 10));
-    let stack = Stack::start_with(Options {
-        compute: Compute::Sim,
-        ..Default::default()
+    let stack = Dc::start(Options {
+        compute: true,
+        ..Options::cloudapi()
     })
     .await;
 
@@ -253,8 +251,7 @@ async fn bench() {
     let login = "bench".to_string();
     let key = std::sync::Arc::new(HandKey::new());
     let account = stack
-        .ufds
-        .clone()
+        .ufds()
         .create_account(ufds::CreateAccountRequest {
             login: login.clone(),
             email: "bench@example.com".into(),
@@ -265,8 +262,7 @@ async fn bench() {
         .expect("CreateAccount")
         .into_inner();
     let fingerprint = stack
-        .ufds
-        .clone()
+        .ufds()
         .create_key(ufds::CreateKeyRequest {
             account: account.uuid.clone(),
             name: "bench".into(),
@@ -281,8 +277,7 @@ async fn bench() {
     // The machines' package caps CPU at half a core, so that 100 fit the one simulated
     // node (16 CPUs); the others as the tests make them.
     let small = stack
-        .papi
-        .clone()
+        .papi()
         .create_package(papi::CreatePackageRequest {
             uuid: String::new(),
             fields: Some(papi::PackageFields {
@@ -329,7 +324,7 @@ async fn bench() {
             .to_string();
             let headers = key.sign(&key_id, 0);
             let path = format!("/{login}/machines");
-            let addr = stack.cloudapi;
+            let addr = stack.cloudapi();
             creates.spawn(async move {
                 let r = raw_request(addr, "POST", &path, &headers, &body).await;
                 assert_eq!(r.status, 201, "CreateMachine: {}", r.body);
@@ -342,7 +337,7 @@ async fn bench() {
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let r = raw_request(
-            stack.cloudapi,
+            stack.cloudapi(),
             "GET",
             &format!("/{login}/machines"),
             &key.sign(&key_id, 0),
@@ -374,7 +369,7 @@ async fn bench() {
     let made = made.elapsed();
 
     // What the timed requests answer, checked once.
-    let mut conn = Conn::new(stack.cloudapi);
+    let mut conn = Conn::new(stack.cloudapi());
     let (_, body) = conn
         .get(&format!("/{login}/machines"), &key.sign(&key_id, 0))
         .await;
@@ -398,7 +393,7 @@ async fn bench() {
     println!("| request | clients | requests/s | p50 ms | p99 ms |");
     println!("|---|---|---|---|---|");
     let signed = Some((key.clone(), key_id.clone()));
-    let addr = stack.cloudapi;
+    let addr = stack.cloudapi();
     let http = |path: String, signed: Option<(std::sync::Arc<HandKey>, String)>| Case::Http {
         path,
         signed,
@@ -438,7 +433,7 @@ async fn bench() {
     run(
         "gRPC UFDS GetAccount + GetKey",
         Case::UfdsAuth {
-            client: stack.ufds.clone(),
+            client: stack.ufds(),
             login: login.clone(),
             fingerprint: fingerprint.clone(),
         },
@@ -450,7 +445,7 @@ async fn bench() {
     run(
         "gRPC PAPI ListPackages",
         Case::PapiList {
-            client: stack.papi.clone(),
+            client: stack.papi(),
             owner: account.uuid.clone(),
         },
         addr,
@@ -461,7 +456,7 @@ async fn bench() {
     run(
         "gRPC VMAPI ListVms",
         Case::VmapiList {
-            client: stack.vmapi.clone().expect("a stack with compute"),
+            client: stack.vmapi(),
             owner: account.uuid.clone(),
         },
         addr,

@@ -2,15 +2,13 @@
 //! signature, and one account reaching for another's resources. Built by hand, so each
 //! fault is exactly the one under test.
 
-mod common;
-
-use common::{HandKey, Stack, raw_request};
+use dc_testkit::cloudapi::{HandKey, raw_request};
+use dc_testkit::{Dc, Options};
 use triton_proto::ufds::v1 as ufds;
 
-async fn register(stack: &Stack, login: &str, key: &HandKey) -> String {
+async fn register(stack: &Dc, login: &str, key: &HandKey) -> String {
     let account = stack
-        .ufds
-        .clone()
+        .ufds()
         .create_account(ufds::CreateAccountRequest {
             login: login.into(),
             email: format!("{login}@example.com"),
@@ -20,8 +18,7 @@ async fn register(stack: &Stack, login: &str, key: &HandKey) -> String {
         .unwrap()
         .into_inner();
     stack
-        .ufds
-        .clone()
+        .ufds()
         .create_key(ufds::CreateKeyRequest {
             account: account.uuid.clone(),
             name: "hand".into(),
@@ -35,8 +32,8 @@ async fn register(stack: &Stack, login: &str, key: &HandKey) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ping_needs_no_auth_and_carries_tritons_headers() {
-    let stack = Stack::start().await;
-    let r = raw_request(stack.cloudapi, "GET", "/--ping", &[], "").await;
+    let stack = Dc::start(Options::cloudapi()).await;
+    let r = raw_request(stack.cloudapi(), "GET", "/--ping", &[], "").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["ping"], "pong");
     assert!(
@@ -55,7 +52,7 @@ async fn ping_needs_no_auth_and_carries_tritons_headers() {
     assert_eq!(r.header("triton-datacenter-name"), Some("coal-test"));
 
     let r = raw_request(
-        stack.cloudapi,
+        stack.cloudapi(),
         "GET",
         "/--ping",
         &[("Accept-Version", "~8||~7".into())],
@@ -64,7 +61,7 @@ async fn ping_needs_no_auth_and_carries_tritons_headers() {
     .await;
     assert_eq!(r.header("api-version"), Some("8.0.0"));
     let r = raw_request(
-        stack.cloudapi,
+        stack.cloudapi(),
         "GET",
         "/--ping",
         &[("Accept-Version", "~6".into())],
@@ -73,7 +70,7 @@ async fn ping_needs_no_auth_and_carries_tritons_headers() {
     .await;
     r.assert_error(400, "InvalidVersion");
     let r = raw_request(
-        stack.cloudapi,
+        stack.cloudapi(),
         "GET",
         "/--ping",
         &[("x-request-id", "abc-123".into())],
@@ -85,17 +82,17 @@ async fn ping_needs_no_auth_and_carries_tritons_headers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsigned_wrong_key_stale_and_tampered_requests_are_refused() {
-    let stack = Stack::start().await;
+    let stack = Dc::start(Options::cloudapi()).await;
     let key = HandKey::new();
     let fp = register(&stack, "carol", &key).await;
     let key_id = format!("/carol/keys/{fp}");
 
     // The right signature works, by fingerprint and by name.
-    let r = raw_request(stack.cloudapi, "GET", "/my", &key.sign(&key_id, 0), "").await;
+    let r = raw_request(stack.cloudapi(), "GET", "/my", &key.sign(&key_id, 0), "").await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["login"], "carol");
     let r = raw_request(
-        stack.cloudapi,
+        stack.cloudapi(),
         "GET",
         "/carol/keys",
         &key.sign("/carol/keys/hand", 0),
@@ -105,17 +102,17 @@ async fn unsigned_wrong_key_stale_and_tampered_requests_are_refused() {
     assert_eq!(r.status, 200, "{}", r.body);
 
     // No signature.
-    let r = raw_request(stack.cloudapi, "GET", "/my", &[], "").await;
+    let r = raw_request(stack.cloudapi(), "GET", "/my", &[], "").await;
     let msg = r.assert_error(401, "InvalidCredentials");
     assert!(msg.contains("authenticated requests"), "{msg}");
 
     // A key the account does not have: signed by another key under carol's keyId...
     let other = HandKey::new();
-    let r = raw_request(stack.cloudapi, "GET", "/my", &other.sign(&key_id, 0), "").await;
+    let r = raw_request(stack.cloudapi(), "GET", "/my", &other.sign(&key_id, 0), "").await;
     r.assert_error(401, "InvalidCredentials");
     // ...or naming a key carol does not have.
     let r = raw_request(
-        stack.cloudapi,
+        stack.cloudapi(),
         "GET",
         "/my",
         &other.sign("/carol/keys/aa:bb:cc", 0),
@@ -126,7 +123,7 @@ async fn unsigned_wrong_key_stale_and_tampered_requests_are_refused() {
     assert!(msg.contains("aa:bb:cc"), "{msg}");
     // ...or an account that does not exist.
     let r = raw_request(
-        stack.cloudapi,
+        stack.cloudapi(),
         "GET",
         "/my",
         &key.sign(&format!("/nobody/keys/{fp}"), 0),
@@ -136,7 +133,7 @@ async fn unsigned_wrong_key_stale_and_tampered_requests_are_refused() {
     r.assert_error(401, "InvalidCredentials");
     // A keyId of the wrong shape.
     let r = raw_request(
-        stack.cloudapi,
+        stack.cloudapi(),
         "GET",
         "/my",
         &key.sign(&format!("carol/{fp}"), 0),
@@ -147,13 +144,13 @@ async fn unsigned_wrong_key_stale_and_tampered_requests_are_refused() {
     assert!(msg.contains("Invalid KeyId"), "{msg}");
 
     // A stale date (and one from the future), signed correctly.
-    let r = raw_request(stack.cloudapi, "GET", "/my", &key.sign(&key_id, -301), "").await;
+    let r = raw_request(stack.cloudapi(), "GET", "/my", &key.sign(&key_id, -301), "").await;
     let msg = r.assert_error(400, "InvalidHeader");
     assert!(msg.contains("clock skew"), "{msg}");
-    let r = raw_request(stack.cloudapi, "GET", "/my", &key.sign(&key_id, 400), "").await;
+    let r = raw_request(stack.cloudapi(), "GET", "/my", &key.sign(&key_id, 400), "").await;
     r.assert_error(400, "InvalidHeader");
     // Within the skew is fine.
-    let r = raw_request(stack.cloudapi, "GET", "/my", &key.sign(&key_id, -200), "").await;
+    let r = raw_request(stack.cloudapi(), "GET", "/my", &key.sign(&key_id, -200), "").await;
     assert_eq!(r.status, 200, "{}", r.body);
 
     // A tampered signature: one bit flipped; or a signed date that was changed after.
@@ -167,7 +164,7 @@ async fn unsigned_wrong_key_stale_and_tampered_requests_are_refused() {
         b'A'
     };
     headers[1].1 = String::from_utf8(bytes).unwrap();
-    let r = raw_request(stack.cloudapi, "GET", "/my", &headers, "").await;
+    let r = raw_request(stack.cloudapi(), "GET", "/my", &headers, "").await;
     let msg = r.assert_error(401, "InvalidCredentials");
     assert!(
         msg.contains("signature we calculated does not match"),
@@ -176,19 +173,19 @@ async fn unsigned_wrong_key_stale_and_tampered_requests_are_refused() {
     let mut headers = key.sign(&key_id, 0);
     headers[0].1 =
         httpdate::fmt_http_date(std::time::SystemTime::now() + std::time::Duration::from_secs(5));
-    let r = raw_request(stack.cloudapi, "GET", "/my", &headers, "").await;
+    let r = raw_request(stack.cloudapi(), "GET", "/my", &headers, "").await;
     r.assert_error(401, "InvalidCredentials");
 
     // date not among the signed headers.
     let mut headers = key.sign(&key_id, 0);
     headers[1].1 = headers[1].1.replace("headers=\"date\"", "headers=\"host\"");
-    let r = raw_request(stack.cloudapi, "GET", "/my", &headers, "").await;
+    let r = raw_request(stack.cloudapi(), "GET", "/my", &headers, "").await;
     r.assert_error(400, "InvalidHeader");
 
     // An unsupported algorithm.
     let mut headers = key.sign(&key_id, 0);
     headers[1].1 = headers[1].1.replace("ed25519-sha512", "hmac-sha256");
-    let r = raw_request(stack.cloudapi, "GET", "/my", &headers, "").await;
+    let r = raw_request(stack.cloudapi(), "GET", "/my", &headers, "").await;
     r.assert_error(401, "InvalidCredentials");
 
     // The legacy (0.9) grammar: the signature after a space, over the bare date.
@@ -203,13 +200,13 @@ async fn unsigned_wrong_key_stale_and_tampered_requests_are_refused() {
             format!(r#"Signature keyId="{key_id}",algorithm="ed25519-sha512" {sig}"#),
         ),
     ];
-    let r = raw_request(stack.cloudapi, "GET", "/my", &headers, "").await;
+    let r = raw_request(stack.cloudapi(), "GET", "/my", &headers, "").await;
     assert_eq!(r.status, 200, "{}", r.body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_account_cannot_reach_another() {
-    let stack = Stack::start().await;
+    let stack = Dc::start(Options::cloudapi()).await;
     let carol_key = HandKey::new();
     let dave_key = HandKey::new();
     let carol_fp = register(&stack, "carol", &carol_key).await;
@@ -218,19 +215,19 @@ async fn one_account_cannot_reach_another() {
     let _ = carol_fp;
 
     // Dave naming carol's account in the path is refused; an unknown login is not found.
-    let r = raw_request(stack.cloudapi, "GET", "/carol", &as_dave(()), "").await;
+    let r = raw_request(stack.cloudapi(), "GET", "/carol", &as_dave(()), "").await;
     r.assert_error(403, "NotAuthorized");
-    let r = raw_request(stack.cloudapi, "GET", "/carol/keys", &as_dave(()), "").await;
+    let r = raw_request(stack.cloudapi(), "GET", "/carol/keys", &as_dave(()), "").await;
     r.assert_error(403, "NotAuthorized");
-    let r = raw_request(stack.cloudapi, "GET", "/nobody/keys", &as_dave(()), "").await;
+    let r = raw_request(stack.cloudapi(), "GET", "/nobody/keys", &as_dave(()), "").await;
     r.assert_error(404, "ResourceNotFound");
 
     // Carol's key, by name, is not dave's.
-    let r = raw_request(stack.cloudapi, "GET", "/my/keys/hand", &as_dave(()), "").await;
+    let r = raw_request(stack.cloudapi(), "GET", "/my/keys/hand", &as_dave(()), "").await;
     assert_eq!(r.status, 200, "dave has his own key named hand");
     assert_eq!(r.json()["fingerprint"], dave_fp.as_str());
     let r = raw_request(
-        stack.cloudapi,
+        stack.cloudapi(),
         "DELETE",
         &format!("/my/keys/{carol_fp}"),
         &as_dave(()),
@@ -239,8 +236,7 @@ async fn one_account_cannot_reach_another() {
     .await;
     r.assert_error(404, "ResourceNotFound");
     let keys = stack
-        .ufds
-        .clone()
+        .ufds()
         .list_keys(ufds::ListKeysRequest {
             account: "carol".into(),
         })
@@ -251,9 +247,16 @@ async fn one_account_cannot_reach_another() {
     assert_eq!(keys.len(), 1, "carol's key is still there");
 
     // Unknown paths and methods keep Triton's error shape.
-    let r = raw_request(stack.cloudapi, "GET", "/my/nothing-here", &as_dave(()), "").await;
+    let r = raw_request(
+        stack.cloudapi(),
+        "GET",
+        "/my/nothing-here",
+        &as_dave(()),
+        "",
+    )
+    .await;
     r.assert_error(404, "ResourceNotFound");
-    let r = raw_request(stack.cloudapi, "PATCH", "/my/keys", &as_dave(()), "").await;
+    let r = raw_request(stack.cloudapi(), "PATCH", "/my/keys", &as_dave(()), "").await;
     r.assert_error(405, "BadMethod");
 }
 
@@ -275,7 +278,7 @@ fn rsa_public_key(bits: u32) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rsa_keys_under_2048_bits_are_refused() {
-    let stack = Stack::start().await;
+    let stack = Dc::start(Options::cloudapi()).await;
     let key = HandKey::new();
     let fp = register(&stack, "erin", &key).await;
     let key_id = format!("/erin/keys/{fp}");
@@ -289,7 +292,7 @@ async fn rsa_keys_under_2048_bits_are_refused() {
     };
 
     let (headers, body) = add("weak", &rsa_public_key(1024));
-    let r = raw_request(stack.cloudapi, "POST", "/my/keys", &headers, &body).await;
+    let r = raw_request(stack.cloudapi(), "POST", "/my/keys", &headers, &body).await;
     let msg = r.assert_error(409, "InvalidArgument");
     assert!(
         msg.contains("at least 2048 bits") && msg.contains("1024"),
@@ -297,10 +300,17 @@ async fn rsa_keys_under_2048_bits_are_refused() {
     );
 
     let (headers, body) = add("strong", &rsa_public_key(2048));
-    let r = raw_request(stack.cloudapi, "POST", "/my/keys", &headers, &body).await;
+    let r = raw_request(stack.cloudapi(), "POST", "/my/keys", &headers, &body).await;
     assert_eq!(r.status, 201, "{}", r.body);
 
-    let r = raw_request(stack.cloudapi, "GET", "/my/keys", &key.sign(&key_id, 0), "").await;
+    let r = raw_request(
+        stack.cloudapi(),
+        "GET",
+        "/my/keys",
+        &key.sign(&key_id, 0),
+        "",
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let names: Vec<String> = r
         .json()

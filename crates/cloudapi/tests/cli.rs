@@ -1,16 +1,18 @@
 //! The `triton` CLI (npm `triton@7`) against CloudAPI, as a tenant uses it: what it
 //! prints, and what changed behind CloudAPI.
 
-mod common;
+use std::time::Duration;
 
-use common::{Options, Stack};
+use dc_testkit::cloudapi::raw_request;
+use dc_testkit::services::cn_agent;
+use dc_testkit::{Dc, Options, eventually};
 use serde_json::json;
 use triton_proto::napi::v1 as napi;
 use triton_proto::ufds::v1 as ufds;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn account_get_and_update() {
-    let stack = Stack::start().await;
+    let stack = Dc::start(Options::cloudapi()).await;
     let alice = stack.tenant("alice", "rsa").await;
 
     let out = alice.ok(&["account", "get", "-j"]).await;
@@ -26,8 +28,7 @@ async fn account_get_and_update() {
         .ok(&["account", "update", "companyName=Acme", "firstName=Alice"])
         .await;
     let stored = stack
-        .ufds
-        .clone()
+        .ufds()
         .get_account(ufds::GetAccountRequest {
             account: "alice".into(),
         })
@@ -42,7 +43,7 @@ async fn account_get_and_update() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_key_type_signs_requests() {
-    let stack = Stack::start().await;
+    let stack = Dc::start(Options::cloudapi()).await;
     // P-384 is verified too (unit tests), but node-triton 7 cannot sign with it
     // ("SHA384 is not a supported hash algorithm"), so the CLI cannot show it.
     for (i, key_type) in ["rsa", "ecdsa-256", "ecdsa-521", "ed25519"]
@@ -58,7 +59,7 @@ async fn every_key_type_signs_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_add_list_delete() {
-    let stack = Stack::start().await;
+    let stack = Dc::start(Options::cloudapi()).await;
     let alice = stack.tenant("alice", "ed25519").await;
 
     let keys = alice.ok(&["key", "list", "-j"]).await.json_lines();
@@ -81,8 +82,7 @@ async fn keys_add_list_delete() {
     let names: Vec<&str> = listed.iter().map(|k| k["name"].as_str().unwrap()).collect();
     assert!(names.contains(&"laptop"), "{names:?}");
     let in_ufds = stack
-        .ufds
-        .clone()
+        .ufds()
         .list_keys(ufds::ListKeysRequest {
             account: alice.uuid.clone(),
         })
@@ -113,7 +113,7 @@ async fn keys_add_list_delete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn packages_images_and_networks() {
-    let stack = Stack::start().await;
+    let stack = Dc::start(Options::cloudapi()).await;
     let alice = stack.tenant("alice", "rsa").await;
     let bob = stack.tenant("bob", "rsa").await;
     stack.package("g1-small", 1024, &[]).await;
@@ -145,7 +145,7 @@ async fn packages_images_and_networks() {
             "base-64-lts",
             "24.4.1",
             true,
-            common::ADMIN_UUID,
+            dc_testkit::ADMIN_UUID,
             b"base".to_vec(),
         )
         .await;
@@ -187,7 +187,7 @@ async fn packages_images_and_networks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fabric_vlans_and_networks() {
-    let stack = Stack::start().await;
+    let stack = Dc::start(Options::cloudapi()).await;
     let alice = stack.tenant("alice", "ed25519").await;
     let bob = stack.tenant("bob", "ed25519").await;
 
@@ -202,8 +202,7 @@ async fn fabric_vlans_and_networks() {
             .any(|v| v["vlan_id"] == 100 && v["name"] == "web")
     );
     let in_napi = stack
-        .napi
-        .clone()
+        .napi()
         .list_fabric_vlans(napi::ListFabricVlansRequest {
             owner_uuid: alice.uuid.clone(),
         })
@@ -269,13 +268,13 @@ async fn fabric_vlans_and_networks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_with_a_self_made_certificate() {
-    let stack = Stack::start_with(Options {
+    let stack = Dc::start(Options {
         tls: true,
-        ..Default::default()
+        ..Options::cloudapi()
     })
     .await;
     let mut alice = stack.tenant("alice", "rsa").await;
-    alice.url = format!("https://{}", stack.tls.expect("HTTPS listener"));
+    alice.url = format!("https://{}", stack.tls().expect("HTTPS listener"));
     alice.insecure = true;
     let out = alice.ok(&["account", "get", "-j"]).await;
     assert_eq!(out.json()["login"], "alice");
@@ -284,27 +283,11 @@ async fn https_with_a_self_made_certificate() {
     alice.fails(&["account", "get"]).await;
 }
 
-/// Polls `check` every 100 ms until it holds; fails naming `what` after a minute.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !check().await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instance_nics_create_list_get_delete() {
-    let stack = Stack::start_with(Options {
-        compute: common::Compute::Sim,
-        ..Default::default()
+    let stack = Dc::start(Options {
+        compute: true,
+        ..Options::cloudapi()
     })
     .await;
     let alice = stack.tenant("alice", "rsa").await;
@@ -315,12 +298,12 @@ async fn instance_nics_create_list_get_delete() {
             "base-64-lts",
             "24.4.1",
             true,
-            common::ADMIN_UUID,
+            dc_testkit::ADMIN_UUID,
             b"simulated".to_vec(),
         )
         .await;
     // A second public network on a nic tag the node has, and one only bob may use.
-    let mut napi_client = stack.napi.clone();
+    let mut napi_client = stack.napi();
     let internal = napi_client
         .create_network(napi::CreateNetworkRequest {
             name: "internal".into(),
@@ -379,7 +362,7 @@ async fn instance_nics_create_list_get_delete() {
     let mac = nic["mac"].as_str().unwrap().to_string();
     let bare = mac.replace(':', "");
     // ... and `running` once the job has put it on the instance.
-    eventually("the NIC runs", || async {
+    eventually("the NIC runs", Duration::from_secs(60), || async {
         alice
             .ok(&["instance", "nic", "get", "-j", &inst, &bare])
             .await
@@ -418,8 +401,8 @@ async fn instance_nics_create_list_get_delete() {
     // of bad input.
     let signed = stack.hand_signer("alice", &alice.uuid).await;
     let nics_path = format!("/alice/machines/{inst}/nics");
-    let r = common::raw_request(
-        stack.cloudapi,
+    let r = raw_request(
+        stack.cloudapi(),
         "POST",
         &nics_path,
         &signed(),
@@ -431,11 +414,11 @@ async fn instance_nics_create_list_get_delete() {
         r.header("location"),
         Some(format!("{nics_path}/{bare}").as_str())
     );
-    let r = common::raw_request(stack.cloudapi, "POST", &nics_path, &signed(), "{}").await;
+    let r = raw_request(stack.cloudapi(), "POST", &nics_path, &signed(), "{}").await;
     let msg = r.assert_error(409, "MissingParameter");
     assert!(msg.contains("network"), "{msg}");
-    let r = common::raw_request(
-        stack.cloudapi,
+    let r = raw_request(
+        stack.cloudapi(),
         "POST",
         &nics_path,
         &signed(),
@@ -444,8 +427,8 @@ async fn instance_nics_create_list_get_delete() {
     .await;
     let msg = r.assert_error(409, "InvalidArgument");
     assert!(msg.contains("network"), "{msg}");
-    let r = common::raw_request(
-        stack.cloudapi,
+    let r = raw_request(
+        stack.cloudapi(),
         "DELETE",
         &format!("{nics_path}/zz"),
         &signed(),
@@ -513,7 +496,7 @@ async fn instance_nics_create_list_get_delete() {
     alice
         .ok(&["instance", "nic", "delete", "-f", &inst, &mac])
         .await;
-    eventually("the NIC is removed", || async {
+    eventually("the NIC is removed", Duration::from_secs(60), || async {
         stack.vm(&inst).await.nics.len() == 1
     })
     .await;
@@ -572,9 +555,9 @@ async fn node_snapshots(sim: &cn_agent::sim::SimBackend, uuid: uuid::Uuid) -> Ve
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instance_snapshots_create_list_get_start_from_delete() {
-    let stack = Stack::start_with(Options {
-        compute: common::Compute::Sim,
-        ..Default::default()
+    let stack = Dc::start(Options {
+        compute: true,
+        ..Options::cloudapi()
     })
     .await;
     let alice = stack.tenant("alice", "rsa").await;
@@ -585,7 +568,7 @@ async fn instance_snapshots_create_list_get_start_from_delete() {
             "base-64-lts",
             "24.4.1",
             true,
-            common::ADMIN_UUID,
+            dc_testkit::ADMIN_UUID,
             b"simulated".to_vec(),
         )
         .await;
@@ -605,7 +588,7 @@ async fn instance_snapshots_create_list_get_start_from_delete() {
         .as_str()
         .unwrap()
         .to_string();
-    let sim = stack.sim.clone().expect("a simulated node");
+    let sim = stack.sims[0].clone();
     let vm_id: uuid::Uuid = inst.parse().unwrap();
     sim.disk_write(vm_id, "/etc/motd", "before").unwrap();
 
@@ -640,13 +623,17 @@ async fn instance_snapshots_create_list_get_start_from_delete() {
         "{}",
         out.stdout
     );
-    eventually("the unnamed snapshot is created", || async {
-        alice
-            .ok(&["instance", "snapshot", "get", "-j", "snappy", &auto])
-            .await
-            .json()["state"]
-            == "created"
-    })
+    eventually(
+        "the unnamed snapshot is created",
+        Duration::from_secs(60),
+        || async {
+            alice
+                .ok(&["instance", "snapshot", "get", "-j", "snappy", &auto])
+                .await
+                .json()["state"]
+                == "created"
+        },
+    )
     .await;
 
     // list, as JSON and as a table.
@@ -687,14 +674,18 @@ async fn instance_snapshots_create_list_get_start_from_delete() {
     alice
         .ok(&["instance", "start", "--snapshot=first", "snappy"])
         .await;
-    eventually("the rollback ran", || async {
+    eventually("the rollback ran", Duration::from_secs(60), || async {
         sim.disk_read(vm_id, "/after").is_none()
     })
     .await;
     assert_eq!(sim.disk_read(vm_id, "/etc/motd").as_deref(), Some("before"));
-    eventually("the instance runs again", || async {
-        alice.ok(&["instance", "get", "-j", "snappy"]).await.json()["state"] == "running"
-    })
+    eventually(
+        "the instance runs again",
+        Duration::from_secs(60),
+        || async {
+            alice.ok(&["instance", "get", "-j", "snappy"]).await.json()["state"] == "running"
+        },
+    )
     .await;
     let audit = alice
         .ok(&["instance", "audit", "-j", "snappy"])
@@ -723,8 +714,8 @@ async fn instance_snapshots_create_list_get_start_from_delete() {
     // Triton's status codes, by hand.
     let signed = stack.hand_signer("alice", &alice.uuid).await;
     let snaps = format!("/alice/machines/{inst}/snapshots");
-    let r = common::raw_request(
-        stack.cloudapi,
+    let r = raw_request(
+        stack.cloudapi(),
         "POST",
         &snaps,
         &signed(),
@@ -742,8 +733,8 @@ async fn instance_snapshots_create_list_get_start_from_delete() {
         body["state"] == "creating" || body["state"] == "created",
         "{body}"
     );
-    let r = common::raw_request(
-        stack.cloudapi,
+    let r = raw_request(
+        stack.cloudapi(),
         "POST",
         &snaps,
         &signed(),
@@ -752,8 +743,8 @@ async fn instance_snapshots_create_list_get_start_from_delete() {
     .await;
     let msg = r.assert_error(409, "InvalidArgument");
     assert!(msg.contains("name"), "{msg}");
-    let r = common::raw_request(
-        stack.cloudapi,
+    let r = raw_request(
+        stack.cloudapi(),
         "POST",
         &format!("{snaps}/nope"),
         &signed(),
@@ -763,13 +754,17 @@ async fn instance_snapshots_create_list_get_start_from_delete() {
     r.assert_error(404, "ResourceNotFound");
 
     // delete -w: gone from the list and from the node.
-    eventually("the hand-made snapshot is created", || async {
-        alice
-            .ok(&["instance", "snapshot", "get", "-j", "snappy", "by-hand"])
-            .await
-            .json()["state"]
-            == "created"
-    })
+    eventually(
+        "the hand-made snapshot is created",
+        Duration::from_secs(60),
+        || async {
+            alice
+                .ok(&["instance", "snapshot", "get", "-j", "snappy", "by-hand"])
+                .await
+                .json()["state"]
+                == "created"
+        },
+    )
     .await;
     alice
         .ok(&[
@@ -786,8 +781,8 @@ async fn instance_snapshots_create_list_get_start_from_delete() {
         node_snapshots(&sim, vm_id).await,
         [auto.as_str(), "by-hand"]
     );
-    let r = common::raw_request(
-        stack.cloudapi,
+    let r = raw_request(
+        stack.cloudapi(),
         "DELETE",
         &format!("{snaps}/by-hand"),
         &signed(),

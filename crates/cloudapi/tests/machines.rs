@@ -3,18 +3,17 @@
 //! simulated compute node and on a real linux one (the instance runs, answers on its
 //! IP, stops); and a second account that can see or touch none of it.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Compute, LinuxHost, Options, Stack, answers_http};
+use dc_testkit::linux::{LinuxHost, answers_http};
+use dc_testkit::{Dc, Options};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instance_lifecycle_through_the_cli() {
-    let stack = Stack::start_with(Options {
-        compute: Compute::Sim,
-        ..Default::default()
+    let stack = Dc::start(Options {
+        compute: true,
+        ..Options::cloudapi()
     })
     .await;
     let alice = stack.tenant("alice", "rsa").await;
@@ -26,7 +25,7 @@ async fn instance_lifecycle_through_the_cli() {
             "base-64-lts",
             "24.4.1",
             true,
-            common::ADMIN_UUID,
+            dc_testkit::ADMIN_UUID,
             b"simulated".to_vec(),
         )
         .await;
@@ -239,17 +238,25 @@ async fn instance_lifecycle_through_the_cli() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_instance_runs_answers_and_stops() {
-    let host = LinuxHost::new();
+    let host = LinuxHost::node("c", "external");
     let tarball = host.image_tarball();
-    let stack = Stack::start_with(Options {
-        compute: Compute::Linux(Box::new(host)),
-        ..Default::default()
+    let stack = Dc::start(Options {
+        compute: true,
+        sim_nodes: 0,
+        linux: Some(host.node_options()),
+        ..Options::cloudapi()
     })
     .await;
     let alice = stack.tenant("alice", "ed25519").await;
     stack.package("g1-small", 256, &[]).await;
     stack
-        .image("base-64-lts", "24.4.1", true, common::ADMIN_UUID, tarball)
+        .image(
+            "base-64-lts",
+            "24.4.1",
+            true,
+            dc_testkit::ADMIN_UUID,
+            tarball,
+        )
         .await;
 
     let out = alice
@@ -277,10 +284,7 @@ async fn a_real_instance_runs_answers_and_stops() {
         .stdout
         .trim()
         .to_string();
-    let subnet = match &stack.compute {
-        Compute::Linux(h) => h.subnet,
-        _ => unreachable!(),
-    };
+    let subnet = host.subnet();
     assert!(ip.starts_with(&format!("10.99.{subnet}.")), "{ip}");
     assert!(
         eventually_http(&ip, true).await,
@@ -305,10 +309,6 @@ async fn a_real_instance_runs_answers_and_stops() {
             "instance", "snapshot", "create", "-w", "-n", "pristine", "www",
         ])
         .await;
-    let host = match &stack.compute {
-        Compute::Linux(h) => h,
-        _ => unreachable!(),
-    };
     let id = created.last().unwrap()["id"].as_str().unwrap().to_string();
     let root = host.instance_root(&id).expect("the instance runs");
     std::fs::write(root.join("www/index.html"), "defaced\n").unwrap();

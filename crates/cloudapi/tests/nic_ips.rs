@@ -4,17 +4,16 @@
 //! the rule; and an address another tenant's instance holds is refused without naming
 //! that instance, its account or its NIC.
 
-mod common;
-
-use common::{Options, Stack};
+use dc_testkit::cloudapi::raw_request;
+use dc_testkit::{Dc, Options};
 use serde_json::json;
 use triton_proto::napi::v1 as napi;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explicit_ips_follow_the_networks_rules_and_never_name_another_tenant() {
-    let stack = Stack::start_with(Options {
-        compute: common::Compute::Sim,
-        ..Default::default()
+    let stack = Dc::start(Options {
+        compute: true,
+        ..Options::cloudapi()
     })
     .await;
     let alice = stack.tenant("alice", "rsa").await;
@@ -25,14 +24,13 @@ async fn explicit_ips_follow_the_networks_rules_and_never_name_another_tenant() 
             "base-64-lts",
             "24.4.1",
             true,
-            common::ADMIN_UUID,
+            dc_testkit::ADMIN_UUID,
             b"simulated".to_vec(),
         )
         .await;
     // A network both tenants may use.
     let shared = stack
-        .napi
-        .clone()
+        .napi()
         .create_network(napi::CreateNetworkRequest {
             name: "shared".into(),
             subnet: "10.212.0.0/24".into(),
@@ -88,8 +86,8 @@ async fn explicit_ips_follow_the_networks_rules_and_never_name_another_tenant() 
         ("10.212.0.9", "is outside the provision range"),
         ("10.213.0.20", "is outside subnet"),
     ] {
-        let r = common::raw_request(
-            stack.cloudapi,
+        let r = raw_request(
+            stack.cloudapi(),
             "POST",
             &nics_path,
             &signed(),
@@ -123,8 +121,8 @@ async fn explicit_ips_follow_the_networks_rules_and_never_name_another_tenant() 
         alices_mac.as_str(),
         "alice",
     ];
-    let r = common::raw_request(
-        stack.cloudapi,
+    let r = raw_request(
+        stack.cloudapi(),
         "POST",
         &nics_path,
         &signed(),
@@ -162,8 +160,8 @@ async fn explicit_ips_follow_the_networks_rules_and_never_name_another_tenant() 
             &["networks: ipv4_ips 10.212.0.201 is outside the provision range"][..],
         ),
     ] {
-        let r = common::raw_request(
-            stack.cloudapi,
+        let r = raw_request(
+            stack.cloudapi(),
             "POST",
             "/bob/machines",
             &signed(),

@@ -20,14 +20,11 @@ use triton_proto::cnagent::v1::cn_agent_client::CnAgentClient;
 use triton_proto::cnagent::v1::create_task_request::Task;
 use uuid::Uuid;
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
-use support::{BridgeSetup, Host, Image, Setup};
+use dc_testkit::linux::{BridgeSetup, Image, LinuxHost, Setup};
 
 /// The bench's bridge, cgroups, namespaces and links, removed on drop (also on panic).
-fn host() -> Host {
-    Host::set_up(&Setup {
+fn host() -> LinuxHost {
+    LinuxHost::set_up(&Setup {
         who: "the create bench",
         cgroup: "triton-bench-",
         netns: "tb",
@@ -44,6 +41,7 @@ fn host() -> Host {
             dirs: &["bin", "www", "etc", "tmp"],
             applets: &["sh", "httpd", "hostname", "sleep", "cat", "ls", "ip"],
             index: "hello\n",
+            init: None,
         },
     })
 }

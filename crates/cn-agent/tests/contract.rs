@@ -545,17 +545,23 @@ async fn sim_nodes_scale_to_hundreds_in_one_process() {
 
 // ------------------------------------------------------------------------- linux
 
-mod support;
-
-use support::{BridgeSetup, Image, Setup, run};
+use dc_testkit::linux::{BridgeSetup, Image, LinuxHost, Setup};
+use dc_testkit::run;
 
 /// Everything the linux test creates on the host carries a name unique to the run, and
 /// the guard removes all of it, also when the test fails.
-type LinuxHarness = support::Host;
+struct LinuxHarness(LinuxHost);
+
+impl std::ops::Deref for LinuxHarness {
+    type Target = LinuxHost;
+    fn deref(&self) -> &LinuxHost {
+        &self.0
+    }
+}
 
 impl LinuxHarness {
     fn new() -> LinuxHarness {
-        LinuxHarness::set_up(&Setup {
+        LinuxHarness(LinuxHost::set_up(&Setup {
             who: "the linux backend test",
             cgroup: "triton-test-",
             netns: "tt",
@@ -574,8 +580,9 @@ impl LinuxHarness {
                     "readlink",
                 ],
                 index: "hello from a triton instance\n",
+                init: None,
             },
-        })
+        }))
     }
 }
 

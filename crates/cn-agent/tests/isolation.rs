@@ -16,13 +16,21 @@ use cn_agent::linux::sandbox::default_caps_mask;
 use cn_agent::{InstanceSpec, InstanceState, NicSpec, ZoneBackend};
 use uuid::Uuid;
 
-mod support;
+use dc_testkit::linux::{BridgeSetup, Image, LinuxHost, Setup};
 
-use support::{BridgeSetup, Host, Image, Setup};
+/// The test's linux host, with what this test adds to it.
+struct Host(LinuxHost);
+
+impl std::ops::Deref for Host {
+    type Target = LinuxHost;
+    fn deref(&self) -> &LinuxHost {
+        &self.0
+    }
+}
 
 impl Host {
     fn new() -> Host {
-        Host::set_up(&Setup {
+        Host(LinuxHost::set_up(&Setup {
             who: "the isolation test",
             cgroup: "triton-iso-",
             netns: "ti",
@@ -41,8 +49,9 @@ impl Host {
                     "echo", "stat", "hostname", "sleep",
                 ],
                 index: "hello from a sandbox\n",
+                init: None,
             },
-        })
+        }))
     }
 
     fn spec(&self, hostname: &str, n: u8) -> InstanceSpec {

@@ -21,15 +21,22 @@ use uuid::Uuid;
 /// A safety net for waits that end on an event; never what a check depends on.
 const WAIT: Duration = Duration::from_secs(10);
 
-mod support;
+use dc_testkit::linux::{BridgeSetup, Image, LinuxHost, Setup};
+use dc_testkit::run;
 
-use support::{BridgeSetup, Image, Setup, run};
+/// The test's linux host, with what this test adds to it.
+struct Net(LinuxHost);
 
-type Net = support::Host;
+impl std::ops::Deref for Net {
+    type Target = LinuxHost;
+    fn deref(&self) -> &LinuxHost {
+        &self.0
+    }
+}
 
 impl Net {
     fn new() -> Net {
-        Net::set_up(&Setup {
+        Net(LinuxHost::set_up(&Setup {
             who: "this test",
             cgroup: "triton-test-",
             netns: "tn",
@@ -53,8 +60,9 @@ impl Net {
                 dirs: &["bin", "www", "etc", "tmp"],
                 applets: &["sh", "httpd", "sleep", "ip", "ping", "nc", "cat", "printf"],
                 index: "hello from a triton instance\n",
+                init: None,
             },
-        })
+        }))
     }
 
     fn admin_bridge(&self) -> &str {

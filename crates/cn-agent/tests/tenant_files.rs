@@ -22,15 +22,23 @@ use uuid::Uuid;
 
 const STOP_GRACE: Duration = Duration::from_secs(1);
 
-mod support;
-
-use support::{BridgeSetup, Host, Image, Setup};
+use dc_testkit::linux::{BridgeSetup, Image, LinuxHost, Setup};
 
 /// A linux host for one test: its own state directory, bridge, cgroup parent and
 /// names, all removed by the guard, also when the test fails.
+/// The test's linux host, with what this test adds to it.
+struct Host(LinuxHost);
+
+impl std::ops::Deref for Host {
+    type Target = LinuxHost;
+    fn deref(&self) -> &LinuxHost {
+        &self.0
+    }
+}
+
 impl Host {
     fn new() -> Host {
-        Host::set_up(&Setup {
+        Host(LinuxHost::set_up(&Setup {
             who: "the tenant-files test",
             cgroup: "triton-test-",
             netns: "tf",
@@ -46,8 +54,9 @@ impl Host {
                 dirs: &["bin", "www", "etc", "tmp"],
                 applets: &["sh", "httpd", "cat", "ls", "readlink"],
                 index: "hello\n",
+                init: None,
             },
-        })
+        }))
     }
 
     fn spec(&self, hostname: &str, n: u8) -> InstanceSpec {

@@ -189,20 +189,9 @@ fn main() {
             .await;
         }
         if wants("moray") {
-            let pg = triton_testkit::Postgres::start().expect("start PostgreSQL");
-            let url = pg.create_database("moray").expect("createdb");
+            let moray = triton_testkit::MorayFixture::start().await;
             let shutdown = CancellationToken::new();
-            let moray = moray::start(
-                moray::Config {
-                    listen: "127.0.0.1:0".into(),
-                    postgres_url: url,
-                    ..Default::default()
-                },
-                shutdown.clone(),
-            )
-            .await
-            .expect("start moray");
-            let store = MorayStore::connect(&format!("tcp://{}", moray.addr))
+            let store = MorayStore::connect(moray.url())
                 .await
                 .expect("connect moray");
             let allocs = env_or("CNAPI_BENCH_ALLOCS", 2000);

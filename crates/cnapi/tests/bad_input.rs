@@ -9,6 +9,7 @@ use cn_agent::sim::{SimBackend, SimConfig};
 use cn_agent::sysinfo::NodeFacts;
 use cnapi::service::Settings;
 use cnapi::store::MemoryStore;
+use dc_testkit::services::cn_agent;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use triton_common::status::error_name;

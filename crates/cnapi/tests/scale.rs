@@ -13,6 +13,7 @@ use cn_agent::sim::{SimBackend, SimConfig};
 use cn_agent::sysinfo::NodeFacts;
 use cnapi::service::Settings;
 use cnapi::store::{MorayStore, Store};
+use dc_testkit::services::cn_agent;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use triton_proto::cnapi::v1 as pb;
@@ -45,20 +46,9 @@ async fn hundreds_of_nodes_on_moray_never_overcommit() {
     let allocs = env_or("CNAPI_SCALE_ALLOCS", 1000);
     let began = Instant::now();
 
-    let pg = triton_testkit::Postgres::start().expect("start PostgreSQL");
-    let url = pg.create_database("moray").expect("createdb");
+    let moray = triton_testkit::MorayFixture::start().await;
     let shutdown = CancellationToken::new();
-    let moray = moray::start(
-        moray::Config {
-            listen: "127.0.0.1:0".into(),
-            postgres_url: url,
-            ..Default::default()
-        },
-        shutdown.clone(),
-    )
-    .await
-    .expect("start moray");
-    let moray_url = format!("tcp://{}", moray.addr);
+    let moray_url = moray.url().to_string();
     let settings = Settings {
         heartbeat_lifetime: Duration::from_secs(8),
         reconcile_period: Duration::from_millis(500),

@@ -5,13 +5,15 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cn_agent::agent::AgentOptions;
 use cn_agent::sim::{SimBackend, SimConfig};
 use cn_agent::sysinfo::NodeFacts;
 use cnapi::service::Settings;
 use cnapi::store::{MemoryStore, MorayStore, Store};
+use dc_testkit::eventually;
+use dc_testkit::services::cn_agent;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -34,19 +36,6 @@ async fn client(addr: std::net::SocketAddr) -> CnapiClient<Channel> {
     CnapiClient::connect(format!("http://{addr}"))
         .await
         .expect("connect to cnapi")
-}
-
-/// Polls `check` until it holds or `timeout` passes, then fails with `what`.
-async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn start_sim_agent(cnapi_url: &str, n: u32) -> (Uuid, CancellationToken) {

@@ -1,10 +1,8 @@
 //! Packages through the gRPC API, on a real Moray and PostgreSQL.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::{Stack, assert_error};
+use dc_testkit::{Dc, Options, Service, assert_error};
 use triton_proto::papi::v1 as proto;
 
 const OWNER_A: &str = "ecc73356-f797-4cd2-8f80-514c27031efe";
@@ -52,10 +50,17 @@ fn traits(pairs: &[(&str, bool)]) -> prost_types::Struct {
 
 #[tokio::test]
 async fn package_lifecycle() {
-    let mut stack = Stack::start().await;
+    let stack = Dc::start(Options {
+        papi: true,
+        ..Default::default()
+    })
+    .await;
     // SERVING (1) in the standard health service, under the service's full name.
-    assert_eq!(common::health(stack.addr, papi::SERVICE_NAME).await, 1);
-    let c = &mut stack.client;
+    assert_eq!(
+        dc_testkit::health(stack.addr(Service::Papi), papi::SERVICE_NAME).await,
+        1
+    );
+    let c = &mut stack.papi();
 
     let full = proto::PackageFields {
         vcpus: Some(1),
@@ -229,8 +234,12 @@ async fn package_lifecycle() {
 
 #[tokio::test]
 async fn bad_packages_are_refused_naming_the_fields() {
-    let mut stack = Stack::start().await;
-    let c = &mut stack.client;
+    let stack = Dc::start(Options {
+        papi: true,
+        ..Default::default()
+    })
+    .await;
+    let c = &mut stack.papi();
 
     let msg = assert_error(
         c.create_package(create("", <proto::PackageFields as Default>::default()))
@@ -248,7 +257,7 @@ async fn bad_packages_are_refused_naming_the_fields() {
             "cpu_cap is missing",
         ],
     );
-    assert!(!msg.contains("must be"), "{msg}");
+    assert!(!msg.message().contains("must be"), "{msg:?}");
 
     assert_error(
         c.create_package(create(
@@ -354,7 +363,20 @@ async fn bad_packages_are_refused_naming_the_fields() {
         .unwrap();
 
     // With ignore_cpu_cap (Triton's IGNORE_CPU_CAP) cpu_cap may be left out.
-    let mut lenient = stack.another_papi(true).await;
+    let lenient = papi::start(
+        papi::Config {
+            listen: "127.0.0.1:0".into(),
+            moray_url: stack.moray_url(),
+            ignore_cpu_cap: true,
+            ..Default::default()
+        },
+        stack.shutdown.clone(),
+    )
+    .await
+    .expect("second PAPI starts");
+    let mut lenient = proto::papi_client::PapiClient::connect(format!("http://{}", lenient.addr))
+        .await
+        .expect("client connects");
     let uncapped = lenient
         .create_package(create(
             "",
@@ -369,7 +391,7 @@ async fn bad_packages_are_refused_naming_the_fields() {
     assert_eq!(uncapped.cpu_cap, None);
 
     let list = stack
-        .client
+        .papi()
         .list_packages(<proto::ListPackagesRequest as Default>::default())
         .await
         .unwrap()
@@ -385,8 +407,12 @@ async fn bad_packages_are_refused_naming_the_fields() {
 
 #[tokio::test]
 async fn updates_refuse_immutable_fields_by_name() {
-    let mut stack = Stack::start().await;
-    let c = &mut stack.client;
+    let stack = Dc::start(Options {
+        papi: true,
+        ..Default::default()
+    })
+    .await;
+    let c = &mut stack.papi();
     let uuid = "b65b8ce2-29e7-4f63-b529-357f42bf0742";
     let created = c
         .create_package(create(uuid, fields("test-1", "1.0.0")))
@@ -480,8 +506,12 @@ async fn updates_refuse_immutable_fields_by_name() {
 
 #[tokio::test]
 async fn list_filters_sort_and_page() {
-    let mut stack = Stack::start().await;
-    let c = &mut stack.client;
+    let stack = Dc::start(Options {
+        papi: true,
+        ..Default::default()
+    })
+    .await;
+    let c = &mut stack.papi();
     let owned = |owner: &str| {
         Some(proto::UuidList {
             uuids: vec![owner.to_string()],

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use dc_testkit::services::cloudapi;
 use sdcadm::coal::health;
 use sdcadm::deploy::HealthKind;
 use tokio_util::sync::CancellationToken;

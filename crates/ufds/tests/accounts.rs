@@ -1,8 +1,6 @@
 //! Accounts through the gRPC API, on a real Moray and PostgreSQL.
 
-mod common;
-
-use common::{Stack, assert_error};
+use dc_testkit::{Dc, Options, Service, assert_error};
 use triton_proto::ufds::v1 as proto;
 
 fn bob() -> proto::CreateAccountRequest {
@@ -19,10 +17,17 @@ fn bob() -> proto::CreateAccountRequest {
 
 #[tokio::test]
 async fn account_lifecycle() {
-    let mut stack = Stack::start().await;
+    let stack = Dc::start(Options {
+        ufds: true,
+        ..Default::default()
+    })
+    .await;
     // SERVING (1) in the standard health service, under the service's full name.
-    assert_eq!(common::health(stack.addr, ufds::SERVICE_NAME).await, 1);
-    let c = &mut stack.client;
+    assert_eq!(
+        dc_testkit::health(stack.addr(Service::Ufds), ufds::SERVICE_NAME).await,
+        1
+    );
+    let c = &mut stack.ufds();
 
     let created = c.create_account(bob()).await.unwrap().into_inner();
     assert_eq!(created.uuid.len(), 36);
@@ -181,8 +186,12 @@ async fn account_lifecycle() {
 
 #[tokio::test]
 async fn bad_account_input_is_refused_naming_the_field() {
-    let mut stack = Stack::start().await;
-    let c = &mut stack.client;
+    let stack = Dc::start(Options {
+        ufds: true,
+        ..Default::default()
+    })
+    .await;
+    let c = &mut stack.ufds();
 
     assert_error(
         c.create_account(proto::CreateAccountRequest::default())

@@ -1,13 +1,11 @@
 //! SSH keys through the gRPC API, on a real Moray and PostgreSQL, with keys made by
 //! `ssh-keygen` and every fingerprint checked against what `ssh-keygen -l` prints.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use base64::Engine as _;
-use common::{Stack, assert_error};
+use dc_testkit::{Dc, Options, assert_error};
 use triton_proto::ufds::v1 as proto;
 
 struct GeneratedKey {
@@ -63,8 +61,8 @@ fn keygen_fingerprint(pub_path: &Path, hash: &str) -> (u32, String) {
     (bits, fp)
 }
 
-async fn account(c: &mut common::Stack, login: &str) -> proto::Account {
-    c.client
+async fn account(c: &Dc, login: &str) -> proto::Account {
+    c.ufds()
         .create_account(proto::CreateAccountRequest {
             login: login.into(),
             email: format!("{login}@example.com"),
@@ -77,8 +75,12 @@ async fn account(c: &mut common::Stack, login: &str) -> proto::Account {
 
 #[tokio::test]
 async fn fingerprints_match_ssh_keygen_for_every_key_type() {
-    let mut stack = Stack::start().await;
-    let bob = account(&mut stack, "bob").await;
+    let stack = Dc::start(Options {
+        ufds: true,
+        ..Default::default()
+    })
+    .await;
+    let bob = account(&stack, "bob").await;
     let dir = tempfile::tempdir().unwrap();
     let keys = [
         generate(dir.path(), "rsa", Some(2048), "bob@rsa"),
@@ -90,7 +92,7 @@ async fn fingerprints_match_ssh_keygen_for_every_key_type() {
     ];
     for (i, k) in keys.iter().enumerate() {
         let created = stack
-            .client
+            .ufds()
             .create_key(proto::CreateKeyRequest {
                 account: "bob".into(),
                 name: format!("key{i}"),
@@ -127,7 +129,7 @@ async fn fingerprints_match_ssh_keygen_for_every_key_type() {
         }
         // What comes back from storage is what was made.
         let got = stack
-            .client
+            .ufds()
             .get_key(proto::GetKeyRequest {
                 account: bob.uuid.clone(),
                 key: created.fingerprint.clone(),
@@ -141,14 +143,18 @@ async fn fingerprints_match_ssh_keygen_for_every_key_type() {
 
 #[tokio::test]
 async fn keys_are_found_by_name_fingerprint_login_and_uuid() {
-    let mut stack = Stack::start().await;
-    let bob = account(&mut stack, "bob").await;
-    let alice = account(&mut stack, "alice").await;
+    let stack = Dc::start(Options {
+        ufds: true,
+        ..Default::default()
+    })
+    .await;
+    let bob = account(&stack, "bob").await;
+    let alice = account(&stack, "alice").await;
     let dir = tempfile::tempdir().unwrap();
     let laptop = generate(dir.path(), "ed25519", None, "bob@laptop");
     let desktop = generate(dir.path(), "ecdsa", Some(256), "bob@desktop");
 
-    let c = &mut stack.client;
+    let c = &mut stack.ufds();
     let k1 = c
         .create_key(proto::CreateKeyRequest {
             account: "bob".into(),
@@ -291,13 +297,17 @@ async fn keys_are_found_by_name_fingerprint_login_and_uuid() {
 
 #[tokio::test]
 async fn bad_keys_are_refused_with_the_reason() {
-    let mut stack = Stack::start().await;
-    account(&mut stack, "bob").await;
+    let stack = Dc::start(Options {
+        ufds: true,
+        ..Default::default()
+    })
+    .await;
+    account(&stack, "bob").await;
     let dir = tempfile::tempdir().unwrap();
     let good = generate(dir.path(), "ed25519", None, "bob@good");
     let other = generate(dir.path(), "ed25519", None, "bob@other");
     let private_key = std::fs::read_to_string(&good.path).unwrap();
-    let c = &mut stack.client;
+    let c = &mut stack.ufds();
 
     let create = |name: &str, key: &str| proto::CreateKeyRequest {
         account: "bob".into(),

@@ -13,14 +13,11 @@
 //! machine was (other work included), and where a job's time went: waiting to start,
 //! and each step (from the jobs' records).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use common::host::Host;
-use common::{Dc, LinuxNode, Options};
+use dc_testkit::linux::LinuxHost;
+use dc_testkit::{Dc, Options, Seed};
 use hdrhistogram::Histogram;
 use triton_testkit::cpu::Cpu;
 
@@ -37,19 +34,19 @@ async fn linux() {
         println!("| linux | skipped: needs root and /bin/busybox |");
         return;
     }
-    let host = Host::new();
-    let s = host.subnet;
+    let host = LinuxHost::node("v", "admin");
+    let s = host.subnet();
     let dc = Dc::start(Options {
         sim_nodes: 0,
-        subnet: format!("10.99.{s}.0/24"),
-        first_ip: format!("10.99.{s}.10"),
-        last_ip: format!("10.99.{s}.250"),
-        gateway: Some(format!("10.99.{s}.1")),
-        linux: Some(LinuxNode {
-            config: host.config.clone(),
+        seed: Some(Seed {
+            subnet: format!("10.99.{s}.0/24"),
+            first_ip: format!("10.99.{s}.10"),
+            last_ip: format!("10.99.{s}.250"),
+            gateway: Some(format!("10.99.{s}.1")),
+            image_file: Some(host.image.path.clone()),
         }),
-        image_file: Some(host.image.clone()),
-        ..Default::default()
+        linux: Some(host.node_options()),
+        ..Options::vmapi()
     })
     .await;
     let runs = env_or("VMAPI_BENCH_LINUX_RUNS", 50);
@@ -58,8 +55,7 @@ async fn linux() {
     for i in 0..runs {
         let started = Instant::now();
         let r = dc
-            .vmapi
-            .clone()
+            .vmapi()
             .create_vm(dc.create_request(&format!("bench{i}")))
             .await
             .expect("create")
@@ -73,8 +69,7 @@ async fn linux() {
         hist.record(took.as_micros() as u64).expect("record");
         // Not timed: make room for the next (a small CI host fits only a few).
         let d = dc
-            .vmapi
-            .clone()
+            .vmapi()
             .delete_vm(triton_proto::vmapi::v1::DeleteVmRequest {
                 uuid: r.vm_uuid.clone(),
                 owner_uuid: String::new(),
@@ -100,11 +95,11 @@ async fn sim() {
         node_ram_mib: 1900,
         heartbeat: Duration::from_secs(2),
         cnapi_in_memory: std::env::var("VMAPI_SCALE_CNAPI_MORAY").is_err(),
-        vmapi: Box::new(|c| c.max_running_jobs = 512),
-        ..Default::default()
+        configure_vmapi: Box::new(|c| c.max_running_jobs = 512),
+        ..Options::vmapi()
     })
     .await;
-    let moray = moray_client::MorayClient::connect(&dc.vmapi_config.moray_url)
+    let moray = moray_client::MorayClient::connect(&dc.moray_url())
         .await
         .expect("connect to Moray");
     let before = table_stats(&moray).await;
@@ -112,7 +107,7 @@ async fn sim() {
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..vms {
-        let mut c = dc.vmapi.clone();
+        let mut c = dc.vmapi();
         let req = dc.create_request(&format!("vm{i}"));
         tasks.spawn(async move {
             loop {

@@ -2,15 +2,14 @@
 //! bridge, their addresses answer ping from the host, resizes show in the cgroups, and
 //! the image comes from IMGAPI over HTTP. Needs root and /bin/busybox (busybox-static).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use cn_agent::ZoneBackend;
 use cn_agent::linux::LinuxBackend;
 use cn_agent::linux::leftovers::kill_cgroup;
-use common::host::{Host, pings};
-use common::{Dc, LinuxNode, Options, eventually, run};
+use dc_testkit::linux::{LinuxHost, pings};
+use dc_testkit::services::cn_agent;
+use dc_testkit::{Dc, Options, Seed, eventually, run};
 use triton_proto::napi::v1 as napi_pb;
 use triton_proto::vmapi::v1 as pb;
 use uuid::Uuid;
@@ -21,7 +20,7 @@ async fn act(dc: &Dc, which: &str, uuid: &str) {
         timeout_seconds: 1,
         ..Default::default()
     };
-    let mut c = dc.vmapi.clone();
+    let mut c = dc.vmapi();
     let r = match which {
         "start" => c.start_vm(req).await,
         "stop" => c.stop_vm(req).await,
@@ -35,19 +34,19 @@ async fn act(dc: &Dc, which: &str, uuid: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn linux_instances_through_vmapi() {
-    let host = Host::new();
-    let s = host.subnet;
+    let host = LinuxHost::node("v", "admin");
+    let s = host.subnet();
     let dc = Dc::start(Options {
         sim_nodes: 0,
-        subnet: format!("10.99.{s}.0/24"),
-        first_ip: format!("10.99.{s}.10"),
-        last_ip: format!("10.99.{s}.250"),
-        gateway: Some(format!("10.99.{s}.1")),
-        linux: Some(LinuxNode {
-            config: host.config.clone(),
+        seed: Some(Seed {
+            subnet: format!("10.99.{s}.0/24"),
+            first_ip: format!("10.99.{s}.10"),
+            last_ip: format!("10.99.{s}.250"),
+            gateway: Some(format!("10.99.{s}.1")),
+            image_file: Some(host.image.path.clone()),
         }),
-        image_file: Some(host.image.clone()),
-        ..Default::default()
+        linux: Some(host.node_options()),
+        ..Options::vmapi()
     })
     .await;
     let node = LinuxBackend::new(host.config.clone()).unwrap();
@@ -55,8 +54,7 @@ async fn linux_instances_through_vmapi() {
     // Provision: the image comes from IMGAPI, the IP from NAPI, and it answers.
     let started = Instant::now();
     let r = dc
-        .vmapi
-        .clone()
+        .vmapi()
         .create_vm(dc.create_request("linux0"))
         .await
         .unwrap()
@@ -90,8 +88,7 @@ async fn linux_instances_through_vmapi() {
 
     // resize + rename + tag.
     let u = dc
-        .vmapi
-        .clone()
+        .vmapi()
         .update_vm(pb::UpdateVmRequest {
             uuid: vm.uuid.clone(),
             ram: Some(128),
@@ -131,8 +128,7 @@ async fn linux_instances_through_vmapi() {
     // A second provision, image already on the node: the speed target.
     let started = Instant::now();
     let r2 = dc
-        .vmapi
-        .clone()
+        .vmapi()
         .create_vm(dc.create_request("linux1"))
         .await
         .unwrap()
@@ -146,8 +142,7 @@ async fn linux_instances_through_vmapi() {
     // A second NIC on another network: the instance gets the interface at once;
     // removed, it goes from the instance, VMAPI and NAPI.
     let second = dc
-        .napi
-        .clone()
+        .napi()
         .create_network(napi_pb::CreateNetworkRequest {
             name: "second".into(),
             subnet: format!("10.98.{s}.0/24"),
@@ -160,8 +155,7 @@ async fn linux_instances_through_vmapi() {
         .unwrap()
         .into_inner();
     let a = dc
-        .vmapi
-        .clone()
+        .vmapi()
         .add_nics(pb::AddNicsRequest {
             uuid: vm.uuid.clone(),
             networks: vec![pb::NetworkSpec {
@@ -193,17 +187,16 @@ async fn linux_instances_through_vmapi() {
     assert!(link.contains(&nic.mac), "{link}");
     // Both NICs hang off one bridge: asked anew, the host must learn the first
     // address at the first NIC's MAC (the instance does not answer ARP for it on eth1).
-    run("ip", &["neigh", "flush", "to", &ip, "dev", &host.bridge]);
+    run("ip", &["neigh", "flush", "to", &ip, "dev", host.bridge()]);
     assert!(pings(&ip), "the first NIC still answers");
-    let neigh = run("ip", &["neigh", "show", "to", &ip, "dev", &host.bridge]);
+    let neigh = run("ip", &["neigh", "show", "to", &ip, "dev", host.bridge()]);
     assert!(
         neigh.contains(&with_two.nics[0].mac),
         "{ip} learnt as {neigh}, not at {}",
         with_two.nics[0].mac
     );
     let d = dc
-        .vmapi
-        .clone()
+        .vmapi()
         .remove_nics(pb::RemoveNicsRequest {
             uuid: vm.uuid.clone(),
             macs: vec![nic.mac.clone()],
@@ -236,8 +229,7 @@ async fn linux_instances_through_vmapi() {
         ..Default::default()
     };
     let r = dc
-        .vmapi
-        .clone()
+        .vmapi()
         .create_snapshot(snap("before-change", false))
         .await
         .unwrap()
@@ -251,8 +243,7 @@ async fn linux_instances_through_vmapi() {
     std::fs::write(inside(pid, "/kept"), "changed").unwrap();
     std::fs::write(inside(pid, "/new"), "new").unwrap();
     let r = dc
-        .vmapi
-        .clone()
+        .vmapi()
         .rollback_snapshot(snap("before-change", true))
         .await
         .unwrap()
@@ -268,8 +259,7 @@ async fn linux_instances_through_vmapi() {
     assert!(!std::path::Path::new(&inside(pid, "/new")).exists());
     assert!(pings(&ip), "answers after the rollback");
     let r = dc
-        .vmapi
-        .clone()
+        .vmapi()
         .delete_snapshot(snap("before-change", false))
         .await
         .unwrap()
@@ -292,8 +282,7 @@ async fn linux_instances_through_vmapi() {
 
     // delete: gone from the node, IP released.
     let d = dc
-        .vmapi
-        .clone()
+        .vmapi()
         .delete_vm(pb::DeleteVmRequest {
             uuid: vm.uuid.clone(),
             owner_uuid: String::new(),

@@ -2,12 +2,11 @@
 //! destroyed behind VMAPI's back, on simulated compute nodes: real PostgreSQL, Moray,
 //! UFDS, PAPI, IMGAPI, NAPI, CNAPI and cn-agents (sim backend) over gRPC.
 
-mod common;
-
 use std::time::Duration;
 
 use cn_agent::ZoneBackend;
-use common::{Dc, Options, error_of, eventually};
+use dc_testkit::services::cn_agent;
+use dc_testkit::{Dc, Options, error_of, eventually};
 use triton_proto::napi::v1 as napi_pb;
 use triton_proto::vmapi::v1 as pb;
 use uuid::Uuid;
@@ -29,8 +28,7 @@ async fn network(
     owners: Vec<String>,
 ) -> napi_pb::Network {
     let base = subnet.trim_end_matches("0/24");
-    dc.napi
-        .clone()
+    dc.napi()
         .create_network(napi_pb::CreateNetworkRequest {
             name: name.into(),
             subnet: subnet.into(),
@@ -47,8 +45,7 @@ async fn network(
 
 async fn running_vm(dc: &Dc, alias: &str) -> pb::Vm {
     let r = dc
-        .vmapi
-        .clone()
+        .vmapi()
         .create_vm(dc.create_request(alias))
         .await
         .expect("create")
@@ -68,8 +65,7 @@ fn on_network(net: &napi_pb::Network) -> pb::NetworkSpec {
 /// Who holds `ip` on `network` in NAPI (empty when it is free).
 async fn ip_holder(dc: &Dc, network: &str, ip: &str) -> String {
     let ips = dc
-        .napi
-        .clone()
+        .napi()
         .list_ips(napi_pb::ListIpsRequest {
             network_uuid: network.to_string(),
             ..Default::default()
@@ -86,8 +82,8 @@ async fn ip_holder(dc: &Dc, network: &str, ip: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nic_is_added_to_and_removed_from_a_running_vm() {
-    let dc = Dc::start(Options::default()).await;
-    let mut c = dc.vmapi.clone();
+    let dc = Dc::start(Options::vmapi()).await;
+    let mut c = dc.vmapi();
     let data = network(&dc, "data", "10.202.0.0/24", "admin", vec![]).await;
     let vm = running_vm(&dc, "web0").await;
     let vm_id: Uuid = vm.uuid.parse().unwrap();
@@ -97,7 +93,7 @@ async fn a_nic_is_added_to_and_removed_from_a_running_vm() {
     let r = c
         .add_nics(pb::AddNicsRequest {
             uuid: vm.uuid.clone(),
-            owner_uuid: dc.owner.clone(),
+            owner_uuid: dc.seed().owner.clone(),
             networks: vec![pb::NetworkSpec {
                 ipv4_ips: vec!["10.202.0.77".into()],
                 ..on_network(&data)
@@ -131,7 +127,7 @@ async fn a_nic_is_added_to_and_removed_from_a_running_vm() {
         .expect("the new NIC in NAPI");
     assert_eq!(in_napi.belongs_to_uuid, vm.uuid);
     assert_eq!(in_napi.belongs_to_type, "zone");
-    assert_eq!(in_napi.owner_uuid, dc.owner);
+    assert_eq!(in_napi.owner_uuid, dc.seed().owner);
     assert_eq!(in_napi.state, "running");
     assert_eq!(ip_holder(&dc, &data.uuid, "10.202.0.77").await, vm.uuid);
     let on_node = sim.get(vm_id).await.unwrap();
@@ -278,7 +274,7 @@ async fn a_nic_is_added_to_and_removed_from_a_running_vm() {
     let r = c
         .remove_nics(pb::RemoveNicsRequest {
             uuid: vm.uuid.clone(),
-            owner_uuid: dc.owner.clone(),
+            owner_uuid: dc.seed().owner.clone(),
             macs: vec![added.mac.replace(':', "").to_uppercase()],
         })
         .await
@@ -334,8 +330,8 @@ async fn a_nic_is_added_to_and_removed_from_a_running_vm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nic_the_node_cannot_take_leaves_no_nic_in_napi() {
-    let dc = Dc::start(Options::default()).await;
-    let mut napi = dc.napi.clone();
+    let dc = Dc::start(Options::vmapi()).await;
+    let mut napi = dc.napi();
     napi.create_nic_tag(napi_pb::CreateNicTagRequest {
         name: "broken".into(),
         mtu: None,
@@ -350,8 +346,7 @@ async fn a_nic_the_node_cannot_take_leaves_no_nic_in_napi() {
     let vm_id: Uuid = vm.uuid.parse().unwrap();
 
     let r = dc
-        .vmapi
-        .clone()
+        .vmapi()
         .add_nics(pb::AddNicsRequest {
             uuid: vm.uuid.clone(),
             networks: vec![on_network(&broken)],
@@ -379,7 +374,7 @@ async fn a_nic_the_node_cannot_take_leaves_no_nic_in_napi() {
     assert_eq!(after.nics, vm.nics);
     let napi_nics = dc.napi_nics(&vm.uuid).await;
     assert_eq!(napi_nics.len(), 1);
-    assert_eq!(napi_nics[0].network_uuid, dc.network_uuid);
+    assert_eq!(napi_nics[0].network_uuid, dc.seed().network_uuid);
     let ips = napi
         .list_ips(napi_pb::ListIpsRequest {
             network_uuid: broken.uuid.clone(),
@@ -399,7 +394,7 @@ async fn a_nic_the_node_cannot_take_leaves_no_nic_in_napi() {
     // The same with a NIC reserved beforehand (CloudAPI's way): it is deleted too.
     let reserved = napi
         .create_nic(napi_pb::CreateNicRequest {
-            owner_uuid: dc.owner.clone(),
+            owner_uuid: dc.seed().owner.clone(),
             belongs_to_uuid: vm.uuid.clone(),
             belongs_to_type: "zone".into(),
             network_uuid: Some(broken.uuid.clone()),
@@ -410,8 +405,7 @@ async fn a_nic_the_node_cannot_take_leaves_no_nic_in_napi() {
         .unwrap()
         .into_inner();
     let r = dc
-        .vmapi
-        .clone()
+        .vmapi()
         .add_nics(pb::AddNicsRequest {
             uuid: vm.uuid.clone(),
             macs: vec![reserved.mac.clone()],
@@ -434,12 +428,15 @@ async fn a_nic_the_node_cannot_take_leaves_no_nic_in_napi() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vm_destroyed_behind_vmapis_back_is_marked_destroyed() {
-    let dc = Dc::start(Options::default()).await;
+    let dc = Dc::start(Options::vmapi()).await;
     let gone = running_vm(&dc, "doomed").await;
     let kept = running_vm(&dc, "kept").await;
     let gone_id: Uuid = gone.uuid.parse().unwrap();
     let ip = gone.nics[0].ip.clone();
-    assert_eq!(ip_holder(&dc, &dc.network_uuid, &ip).await, gone.uuid);
+    assert_eq!(
+        ip_holder(&dc, &dc.seed().network_uuid, &ip).await,
+        gone.uuid
+    );
 
     // The instance goes from its node without VMAPI knowing.
     sim_of(&dc, &gone.server_uuid)
@@ -457,11 +454,10 @@ async fn a_vm_destroyed_behind_vmapis_back_is_marked_destroyed() {
     assert!(vm.nics.is_empty());
     // Its NIC and IP are released in NAPI.
     assert!(dc.napi_nics(&gone.uuid).await.is_empty());
-    assert_eq!(ip_holder(&dc, &dc.network_uuid, &ip).await, "");
+    assert_eq!(ip_holder(&dc, &dc.seed().network_uuid, &ip).await, "");
     // By a job, which says why.
     let jobs = dc
-        .vmapi
-        .clone()
+        .vmapi()
         .list_jobs(pb::ListJobsRequest {
             vm_uuid: gone.uuid.clone(),
             name: "mark_destroyed".into(),
@@ -478,8 +474,7 @@ async fn a_vm_destroyed_behind_vmapis_back_is_marked_destroyed() {
     assert_eq!(other.state, "running");
     assert_eq!(dc.napi_nics(&kept.uuid).await.len(), 1);
     let kept_jobs = dc
-        .vmapi
-        .clone()
+        .vmapi()
         .list_jobs(pb::ListJobsRequest {
             vm_uuid: kept.uuid.clone(),
             name: "mark_destroyed".into(),
@@ -499,14 +494,13 @@ async fn a_restart_of_vmapi_mid_add_finishes_the_job_once() {
             update: Duration::from_millis(1500),
             ..Default::default()
         },
-        ..Default::default()
+        ..Options::vmapi()
     })
     .await;
     let data = network(&dc, "data", "10.202.0.0/24", "admin", vec![]).await;
     let vm = running_vm(&dc, "phoenix").await;
     let r = dc
-        .vmapi
-        .clone()
+        .vmapi()
         .add_nics(pb::AddNicsRequest {
             uuid: vm.uuid.clone(),
             networks: vec![on_network(&data)],
@@ -517,7 +511,7 @@ async fn a_restart_of_vmapi_mid_add_finishes_the_job_once() {
         .into_inner();
     // Restart VMAPI while the node is adding the NIC.
     eventually("machine_update running", Duration::from_secs(30), || {
-        let mut c = dc.vmapi.clone();
+        let mut c = dc.vmapi();
         let uuid = r.job_uuid.clone();
         async move {
             let job = c
@@ -552,11 +546,10 @@ async fn a_restart_of_vmapi_mid_add_finishes_the_job_once() {
 /// when the job makes the NIC, and the job fails saying so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explicit_ips_follow_the_networks_rules() {
-    let dc = Dc::start(Options::default()).await;
-    let mut c = dc.vmapi.clone();
+    let dc = Dc::start(Options::vmapi()).await;
+    let mut c = dc.vmapi();
     let shared = dc
-        .napi
-        .clone()
+        .napi()
         .create_network(napi_pb::CreateNetworkRequest {
             name: "shared".into(),
             subnet: "10.203.0.0/24".into(),

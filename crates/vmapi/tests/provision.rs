@@ -1,14 +1,13 @@
 //! VMAPI end to end on simulated compute nodes: a real PostgreSQL and Moray, real
 //! UFDS, PAPI, IMGAPI, NAPI, CNAPI and cn-agents (sim backend) over gRPC.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use cn_agent::ZoneBackend;
 use cn_agent::sim::SimDelays;
-use common::{Dc, Options, error_of, eventually};
+use dc_testkit::services::cn_agent;
+use dc_testkit::{Dc, Options, error_of, eventually};
 use triton_proto::napi::v1 as napi_pb;
 use triton_proto::vmapi::v1 as pb;
 use uuid::Uuid;
@@ -27,7 +26,7 @@ async fn action(dc: &Dc, which: &str, uuid: &str) -> pb::Job {
         uuid: uuid.to_string(),
         ..Default::default()
     };
-    let mut c = dc.vmapi.clone();
+    let mut c = dc.vmapi();
     let r = match which {
         "start" => c.start_vm(req).await,
         "stop" => c.stop_vm(req).await,
@@ -40,8 +39,8 @@ async fn action(dc: &Dc, which: &str, uuid: &str) -> pb::Job {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vm_lives_its_whole_life_through_jobs() {
-    let dc = Dc::start(Options::default()).await;
-    let mut c = dc.vmapi.clone();
+    let dc = Dc::start(Options::vmapi()).await;
+    let mut c = dc.vmapi();
 
     // Provision: answered at once with a job, the VM `provisioning` until it ends.
     let mut req = dc.create_request("web0");
@@ -70,7 +69,7 @@ async fn a_vm_lives_its_whole_life_through_jobs() {
     assert_eq!(vm.state, "running");
     assert_eq!(vm.ram, 256, "from the package");
     assert_eq!(vm.quota, 2, "package quota 2048 MiB is 2 GiB");
-    assert_eq!(vm.billing_id, dc.package_uuid);
+    assert_eq!(vm.billing_id, dc.seed().package_uuid);
     assert_eq!(vm.nics.len(), 1);
     assert!(vm.nics[0].ip.starts_with("10.200."), "{:?}", vm.nics);
     assert!(vm.nics[0].primary);
@@ -147,11 +146,11 @@ async fn a_vm_lives_its_whole_life_through_jobs() {
 
     // ListVms filters.
     let list = |req: pb::ListVmsRequest| {
-        let mut c = dc.vmapi.clone();
+        let mut c = dc.vmapi();
         async move { c.list_vms(req).await.expect("list").into_inner().vms }
     };
     let found = list(pb::ListVmsRequest {
-        owner_uuid: dc.owner.clone(),
+        owner_uuid: dc.seed().owner.clone(),
         state: "active".into(),
         alias: "web0-*".into(),
         tags: [("tier".to_string(), "front".to_string())].into(),
@@ -172,7 +171,7 @@ async fn a_vm_lives_its_whole_life_through_jobs() {
         ("", "", "fr*"),
     ] {
         let mut req = pb::ListVmsRequest {
-            owner_uuid: dc.owner.clone(),
+            owner_uuid: dc.seed().owner.clone(),
             alias: alias.into(),
             brand: brand.into(),
             ..Default::default()
@@ -234,7 +233,7 @@ async fn a_vm_lives_its_whole_life_through_jobs() {
     let r = c
         .delete_vm(pb::DeleteVmRequest {
             uuid: vm.uuid.clone(),
-            owner_uuid: dc.owner.clone(),
+            owner_uuid: dc.seed().owner.clone(),
         })
         .await
         .expect("delete")
@@ -264,8 +263,8 @@ fn common_str(s: &str) -> prost_types::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_are_refused_naming_the_field() {
-    let dc = Dc::start(Options::default()).await;
-    let mut c = dc.vmapi.clone();
+    let dc = Dc::start(Options::vmapi()).await;
+    let mut c = dc.vmapi();
 
     // Malformed and out of range: every field at once.
     let (name, msg) = error_of(
@@ -389,8 +388,8 @@ async fn bad_requests_are_refused_naming_the_field() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provision_failing_on_the_node_leaves_no_ip_and_no_capacity() {
-    let dc = Dc::start(Options::default()).await;
-    let mut napi = dc.napi.clone();
+    let dc = Dc::start(Options::vmapi()).await;
+    let mut napi = dc.napi();
     napi.create_nic_tag(napi_pb::CreateNicTagRequest {
         name: "broken".into(),
         mtu: None,
@@ -416,7 +415,7 @@ async fn a_provision_failing_on_the_node_leaves_no_ip_and_no_capacity() {
         ipv4_uuid: broken.uuid.clone(),
         ..Default::default()
     });
-    let r = dc.vmapi.clone().create_vm(req).await.unwrap().into_inner();
+    let r = dc.vmapi().create_vm(req).await.unwrap().into_inner();
     let job = dc.wait_job(&r.job_uuid).await;
     assert_eq!(job.execution, "failed");
     assert!(job.error.starts_with("machine_create: "), "{}", job.error);
@@ -443,7 +442,7 @@ async fn a_provision_failing_on_the_node_leaves_no_ip_and_no_capacity() {
     assert!(vm.nics.is_empty());
     // No IP held, on either network.
     assert!(dc.napi_nics(&r.vm_uuid).await.is_empty());
-    for net in [&dc.network_uuid, &broken.uuid] {
+    for net in [&dc.seed().network_uuid, &broken.uuid] {
         let ips = napi
             .list_ips(napi_pb::ListIpsRequest {
                 network_uuid: net.clone(),
@@ -466,8 +465,7 @@ async fn a_provision_failing_on_the_node_leaves_no_ip_and_no_capacity() {
     .await;
     // Actions on a failed VM are refused with the reason; delete works.
     let (name, msg) = error_of(
-        dc.vmapi
-            .clone()
+        dc.vmapi()
             .start_vm(pb::VmActionRequest {
                 uuid: r.vm_uuid.clone(),
                 ..Default::default()
@@ -477,8 +475,7 @@ async fn a_provision_failing_on_the_node_leaves_no_ip_and_no_capacity() {
     assert_eq!(name, "VmStateError");
     assert!(msg.contains("failed to provision"), "{msg}");
     let d = dc
-        .vmapi
-        .clone()
+        .vmapi()
         .delete_vm(pb::DeleteVmRequest {
             uuid: r.vm_uuid.clone(),
             owner_uuid: String::new(),
@@ -497,19 +494,18 @@ async fn a_restart_of_vmapi_mid_provision_finishes_the_job() {
             create: Duration::from_millis(1500),
             ..Default::default()
         },
-        ..Default::default()
+        ..Options::vmapi()
     })
     .await;
     let r = dc
-        .vmapi
-        .clone()
+        .vmapi()
         .create_vm(dc.create_request("phoenix"))
         .await
         .unwrap()
         .into_inner();
     // Wait until the instance is being created on the node, then restart VMAPI.
     eventually("machine_create running", Duration::from_secs(30), || {
-        let mut c = dc.vmapi.clone();
+        let mut c = dc.vmapi();
         let uuid = r.job_uuid.clone();
         async move {
             let job = c
@@ -556,12 +552,11 @@ async fn jobs_of_one_vm_run_one_at_a_time_in_order() {
             update: Duration::from_millis(100),
             ..Default::default()
         },
-        ..Default::default()
+        ..Options::vmapi()
     })
     .await;
     let r = dc
-        .vmapi
-        .clone()
+        .vmapi()
         .create_vm(dc.create_request("busy"))
         .await
         .unwrap()
@@ -570,7 +565,7 @@ async fn jobs_of_one_vm_run_one_at_a_time_in_order() {
     // Five updates at once: accepted together, run one after another.
     let mut handles = Vec::new();
     for i in 0..5u64 {
-        let mut c = dc.vmapi.clone();
+        let mut c = dc.vmapi();
         let uuid = r.vm_uuid.clone();
         handles.push(tokio::spawn(async move {
             c.update_vm(pb::UpdateVmRequest {

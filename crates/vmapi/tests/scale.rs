@@ -5,12 +5,11 @@
 //! suite stays within two minutes on two cores; the full 200 nodes / 1000 VMs run with
 //! `VMAPI_SCALE_NODES=200 VMAPI_SCALE_VMS=1000` and in `cargo bench -p vmapi --bench provision`.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::{Dc, Options};
+use dc_testkit::services::cn_agent;
+use dc_testkit::{Dc, Options};
 use triton_proto::vmapi::v1 as pb;
 
 fn env_or(key: &str, default: usize) -> usize {
@@ -35,13 +34,13 @@ async fn many_concurrent_provisions_on_many_nodes() {
         // CNAPI's Moray store reads every server record for each allocation under one
         // lock (~250 ms at 200 nodes): that is CNAPI's limit, measured apart.
         cnapi_in_memory: std::env::var("VMAPI_SCALE_CNAPI_MORAY").is_err(),
-        ..Default::default()
+        ..Options::vmapi()
     })
     .await;
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..vms {
-        let mut c = dc.vmapi.clone();
+        let mut c = dc.vmapi();
         let req = dc.create_request(&format!("vm{i}"));
         tasks.spawn(async move {
             let mut backoff = Duration::from_millis(50);
@@ -87,10 +86,9 @@ async fn many_concurrent_provisions_on_many_nodes() {
     let mut marker = String::new();
     loop {
         let page = dc
-            .vmapi
-            .clone()
+            .vmapi()
             .list_vms(pb::ListVmsRequest {
-                owner_uuid: dc.owner.clone(),
+                owner_uuid: dc.seed().owner.clone(),
                 marker: marker.clone(),
                 ..Default::default()
             })

@@ -2,13 +2,12 @@
 //! and cn-agents (sim backend), the jobs `create_snapshot`, `rollback_snapshot` and
 //! `delete_snapshot`, checked against what the node has.
 
-mod common;
-
 use std::time::Duration;
 
 use cn_agent::ZoneBackend;
 use cn_agent::sim::SimDelays;
-use common::{Dc, Options, error_of};
+use dc_testkit::services::cn_agent;
+use dc_testkit::{Dc, Options, error_of};
 use triton_proto::vmapi::v1 as pb;
 use uuid::Uuid;
 
@@ -49,10 +48,10 @@ async fn snapshots_are_taken_rolled_back_to_and_deleted_on_the_node() {
             snapshot: Duration::from_millis(300),
             ..Default::default()
         },
-        ..Default::default()
+        ..Options::vmapi()
     })
     .await;
-    let mut c = dc.vmapi.clone();
+    let mut c = dc.vmapi();
     let r = c
         .create_vm(dc.create_request("snappy"))
         .await
@@ -184,10 +183,10 @@ async fn snapshots_are_taken_rolled_back_to_and_deleted_on_the_node() {
 async fn a_snapshot_that_cannot_be_taken_is_failed_and_can_be_deleted() {
     let dc = Dc::start(Options {
         sim_nodes: 1,
-        ..Default::default()
+        ..Options::vmapi()
     })
     .await;
-    let mut c = dc.vmapi.clone();
+    let mut c = dc.vmapi();
     let mut req = dc.create_request("lost");
     req.autoboot = Some(false);
     let r = c.create_vm(req).await.expect("create").into_inner();

@@ -1,12 +1,13 @@
-//! A real PostgreSQL, a real Moray and NAPI, all in-process on loopback ports.
+//! NAPI alone on the test kit's Moray, and what its tests make again and again.
 
 #![allow(dead_code)] // each test binary uses part of it
 
-use tokio_util::sync::CancellationToken;
+use dc_testkit::{Dc, Options};
 use tonic::transport::Channel;
 use triton_proto::napi::v1 as proto;
 use triton_proto::napi::v1::napi_client::NapiClient;
-use triton_testkit::MorayFixture;
+
+pub use dc_testkit::assert_error;
 
 pub const OWNER: &str = "930896af-bf8c-48d4-885c-6573a94b1853";
 pub const ADMIN: &str = "00000000-0000-0000-0000-00000000ad01";
@@ -14,9 +15,7 @@ pub const ADMIN: &str = "00000000-0000-0000-0000-00000000ad01";
 pub struct TestNapi {
     pub client: NapiClient<Channel>,
     pub app: napi::Napi,
-    pub moray_url: String,
-    shutdown: CancellationToken,
-    _moray: MorayFixture,
+    pub dc: Dc,
 }
 
 impl TestNapi {
@@ -24,29 +23,22 @@ impl TestNapi {
         Self::start_with(|_| {}).await
     }
 
-    pub async fn start_with(configure: impl FnOnce(&mut napi::Config)) -> TestNapi {
-        let moray = MorayFixture::start().await;
-        let shutdown = CancellationToken::new();
-        let moray_url = moray.url().to_string();
-        let mut config = napi::Config {
-            listen: "127.0.0.1:0".into(),
-            moray_url: moray_url.clone(),
-            admin_uuid: ADMIN.into(),
+    pub async fn start_with(
+        configure: impl Fn(&mut napi::Config) + Send + Sync + 'static,
+    ) -> TestNapi {
+        let dc = Dc::start(Options {
+            napi: true,
+            configure_napi: Box::new(move |c| {
+                c.admin_uuid = ADMIN.into();
+                configure(c);
+            }),
             ..Default::default()
-        };
-        configure(&mut config);
-        let running = napi::start(config, shutdown.clone())
-            .await
-            .expect("NAPI starts");
-        let client = NapiClient::connect(format!("http://{}", running.addr))
-            .await
-            .expect("client connects");
+        })
+        .await;
         TestNapi {
-            client,
-            app: running.app,
-            moray_url,
-            shutdown,
-            _moray: moray,
+            client: dc.napi(),
+            app: dc.napi_app.clone().expect("NAPI runs"),
+            dc,
         }
     }
 
@@ -92,12 +84,6 @@ impl TestNapi {
     }
 }
 
-impl Drop for TestNapi {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
 /// A NIC for VM `vm` (a uuid) on `network`.
 pub fn nic_on(network: &str, vm: &str) -> proto::CreateNicRequest {
     proto::CreateNicRequest {
@@ -111,28 +97,4 @@ pub fn nic_on(network: &str, vm: &str) -> proto::CreateNicRequest {
 
 pub fn new_uuid() -> String {
     uuid::Uuid::new_v4().to_string()
-}
-
-/// Asserts `result` failed with Triton error `name` and a message mentioning every one
-/// of `words` (field names, usually).
-#[track_caller]
-pub fn assert_error<T: std::fmt::Debug>(
-    result: Result<tonic::Response<T>, tonic::Status>,
-    name: &str,
-    words: &[&str],
-) -> tonic::Status {
-    let status = result.expect_err("the call should fail");
-    assert_eq!(
-        triton_common::status::error_name(&status),
-        Some(name),
-        "unexpected error: {status:?}"
-    );
-    for w in words {
-        assert!(
-            status.message().contains(w),
-            "{:?} does not mention {w:?}",
-            status.message()
-        );
-    }
-    status
 }

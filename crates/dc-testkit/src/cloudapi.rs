@@ -1,0 +1,420 @@
+//! CloudAPI in a test datacenter: tenants with SSH keys in their own `$HOME/.ssh`, the
+//! real `triton` CLI (npm `triton@7`) run as a tenant runs it, and raw HTTP requests
+//! signed by hand where the CLI cannot send what a test needs.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine as _;
+use ring::signature::KeyPair as _;
+use serde_json::Value;
+use triton_proto::ufds::v1 as ufds;
+
+use crate::{Dc, Service};
+
+impl Dc {
+    /// CloudAPI's plain HTTP address.
+    #[track_caller]
+    pub fn cloudapi(&self) -> SocketAddr {
+        self.addr(Service::Cloudapi)
+    }
+
+    /// CloudAPI's HTTPS address, with [`crate::Options::tls`].
+    pub fn tls(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// CloudAPI's plain HTTP URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.cloudapi())
+    }
+
+    /// An account with an SSH key of `key_type` (`rsa`, `ecdsa-256`, `ecdsa-384`,
+    /// `ecdsa-521`, `ed25519`) in its own `$HOME/.ssh`, registered in UFDS.
+    pub async fn tenant(&self, login: &str, key_type: &str) -> Tenant {
+        triton_cli();
+        let account = self
+            .ufds()
+            .create_account(ufds::CreateAccountRequest {
+                login: login.into(),
+                email: format!("{login}@example.com"),
+                approved_for_provisioning: true,
+                ..Default::default()
+            })
+            .await
+            .expect("CreateAccount")
+            .into_inner();
+        let home = tempfile::tempdir().expect("home dir");
+        let ssh = home.path().join(".ssh");
+        std::fs::create_dir_all(&ssh).expect("mkdir .ssh");
+        let key_path = ssh.join(format!("id_{}", key_type.replace('-', "_")));
+        ssh_keygen(&key_path, key_type);
+        let public = std::fs::read_to_string(key_path.with_extension("pub"))
+            .or_else(|_| std::fs::read_to_string(format!("{}.pub", key_path.display())))
+            .expect("public key");
+        let key = self
+            .ufds()
+            .create_key(ufds::CreateKeyRequest {
+                account: account.uuid.clone(),
+                name: "id".into(),
+                key: public.trim().into(),
+            })
+            .await
+            .expect("CreateKey")
+            .into_inner();
+        Tenant {
+            login: login.into(),
+            uuid: account.uuid,
+            home,
+            key_path,
+            fingerprint: key.fingerprint,
+            url: self.url(),
+            insecure: false,
+        }
+    }
+
+    /// A new key of `login`'s account (uuid `account`), registered in UFDS, and a
+    /// function giving `Date` and `Authorization` headers signed with it now: for
+    /// requests made by hand, where the CLI cannot send what a test needs.
+    pub async fn hand_signer(
+        &self,
+        login: &str,
+        account: &str,
+    ) -> impl Fn() -> Vec<(&'static str, String)> + use<> {
+        let key = HandKey::new();
+        let fp = self
+            .ufds()
+            .create_key(ufds::CreateKeyRequest {
+                account: account.to_string(),
+                name: "hand".into(),
+                key: key.openssh.clone(),
+            })
+            .await
+            .expect("key created")
+            .into_inner()
+            .fingerprint;
+        let key_id = format!("/{login}/keys/{fp}");
+        move || key.sign(&key_id, 0)
+    }
+}
+
+/// The `triton` CLI, or a failure saying how to install it.
+pub fn triton_cli() -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join("triton");
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!(
+        "the `triton` CLI is not installed: these tests drive the real node-triton client; \
+         install it with `npm install -g triton@7` (node and npm are needed)"
+    );
+}
+
+fn ssh_keygen(path: &Path, key_type: &str) {
+    let mut cmd = std::process::Command::new("ssh-keygen");
+    cmd.args(["-q", "-N", "", "-C", "cloudapi-test", "-f"])
+        .arg(path);
+    match key_type {
+        "rsa" => cmd.args(["-t", "rsa", "-b", "2048", "-m", "PEM"]),
+        "ecdsa-256" => cmd.args(["-t", "ecdsa", "-b", "256", "-m", "PEM"]),
+        "ecdsa-384" => cmd.args(["-t", "ecdsa", "-b", "384", "-m", "PEM"]),
+        "ecdsa-521" => cmd.args(["-t", "ecdsa", "-b", "521", "-m", "PEM"]),
+        "ed25519" => cmd.args(["-t", "ed25519"]),
+        other => panic!("unknown key type {other}"),
+    };
+    let out = cmd
+        .output()
+        .expect("ssh-keygen runs (install openssh-client)");
+    assert!(
+        out.status.success(),
+        "ssh-keygen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub(crate) fn self_signed_certificate(dir: &Path) -> (PathBuf, PathBuf) {
+    let cert = dir.join("cloudapi-cert.pem");
+    let key = dir.join("cloudapi-key.pem");
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=cloudapi.coal",
+        ])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs (install openssl)");
+    assert!(
+        out.status.success(),
+        "openssl req: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+/// A tenant: an account, its key, and a `$HOME` the `triton` CLI finds the key in.
+pub struct Tenant {
+    pub login: String,
+    pub uuid: String,
+    pub home: tempfile::TempDir,
+    pub key_path: PathBuf,
+    /// MD5, colon-hex: the keyId the CLI signs with.
+    pub fingerprint: String,
+    pub url: String,
+    pub insecure: bool,
+}
+
+/// What one `triton` run printed.
+#[derive(Debug)]
+pub struct CliOutput {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliOutput {
+    /// A list printed with `-j`: one JSON object per line.
+    pub fn json_lines(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    }
+
+    /// The output as JSON (`-j`): one document, or one per line.
+    pub fn json(&self) -> Value {
+        if let Ok(v) = serde_json::from_str(&self.stdout) {
+            return v;
+        }
+        Value::Array(
+            self.stdout
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+                .collect(),
+        )
+    }
+}
+
+impl Tenant {
+    /// Runs `triton <args>` as this tenant, in a fresh environment.
+    pub async fn triton(&self, args: &[&str]) -> CliOutput {
+        let mut cmd = tokio::process::Command::new(triton_cli());
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.home.path())
+            .env("TRITON_URL", &self.url)
+            .env("TRITON_ACCOUNT", &self.login)
+            .env("TRITON_KEY_ID", &self.fingerprint)
+            .kill_on_drop(true);
+        if self.insecure {
+            cmd.env("TRITON_TLS_INSECURE", "1");
+        }
+        let out = tokio::time::timeout(Duration::from_secs(600), cmd.output())
+            .await
+            .expect("triton finishes within 10 minutes")
+            .expect("triton runs");
+        CliOutput {
+            success: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `triton <args>`, which must succeed.
+    pub async fn ok(&self, args: &[&str]) -> CliOutput {
+        let out = self.triton(args).await;
+        assert!(
+            out.success,
+            "triton {} failed:\nstdout: {}\nstderr: {}",
+            args.join(" "),
+            out.stdout,
+            out.stderr
+        );
+        out
+    }
+
+    /// `triton <args>`, which must fail; its output.
+    pub async fn fails(&self, args: &[&str]) -> CliOutput {
+        let out = self.triton(args).await;
+        assert!(
+            !out.success,
+            "triton {} should fail but printed:\n{}",
+            args.join(" "),
+            out.stdout
+        );
+        out
+    }
+}
+
+// ------------------------------------------------------------------ raw HTTP
+
+/// A response read off the wire.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
+    }
+    /// Asserts a Triton error body with `code` and `status`.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, code: &str) -> String {
+        assert_eq!(self.status, status, "body: {}", self.body);
+        let body = self.json();
+        assert_eq!(body["code"], code, "body: {}", self.body);
+        body["message"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+/// Sends one HTTP/1.1 request (Connection: close) and reads the whole response.
+pub async fn raw_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &str,
+) -> RawResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to CloudAPI");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    stream
+        .write_all(req.as_bytes())
+        .await
+        .expect("write request");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read response");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    RawResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&after[..n.min(after.len())]);
+        rest = after.get(n + 2..).unwrap_or("");
+    }
+    out
+}
+
+/// An Ed25519 key made in the test, registered (or not) with an account, that signs
+/// requests by hand.
+pub struct HandKey {
+    pub pair: ring::signature::Ed25519KeyPair,
+    pub openssh: String,
+}
+
+impl Default for HandKey {
+    fn default() -> Self {
+        HandKey::new()
+    }
+}
+
+impl HandKey {
+    pub fn new() -> HandKey {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).expect("keygen");
+        let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("key");
+        let mut blob = Vec::new();
+        for part in [b"ssh-ed25519".as_slice(), pair.public_key().as_ref()] {
+            blob.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            blob.extend_from_slice(part);
+        }
+        let openssh = format!(
+            "ssh-ed25519 {} hand@test",
+            base64::engine::general_purpose::STANDARD.encode(&blob)
+        );
+        HandKey { pair, openssh }
+    }
+
+    /// `Date` and `Authorization` headers for a request signed with this key as
+    /// `key_id`, with the date `offset_secs` from now.
+    pub fn sign(&self, key_id: &str, offset_secs: i64) -> Vec<(&'static str, String)> {
+        let now = std::time::SystemTime::now();
+        let when = if offset_secs >= 0 {
+            now + Duration::from_secs(offset_secs as u64)
+        } else {
+            now - Duration::from_secs((-offset_secs) as u64)
+        };
+        let date = httpdate::fmt_http_date(when);
+        let sig = self.pair.sign(format!("date: {date}").as_bytes());
+        let sig = base64::engine::general_purpose::STANDARD.encode(sig.as_ref());
+        vec![
+            ("Date", date),
+            (
+                "Authorization",
+                format!(
+                    r#"Signature keyId="{key_id}",algorithm="ed25519-sha512",headers="date",signature="{sig}""#
+                ),
+            ),
+        ]
+    }
+}
