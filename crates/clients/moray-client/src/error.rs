@@ -30,6 +30,18 @@ pub enum MorayError {
         code: Code,
     },
 
+    /// A record of a typed bucket (`crate::typed`) does not decode as its type, or a
+    /// record does not encode as JSON.
+    #[error("record {key:?} of bucket {bucket}{}: {source}", field_text(field))]
+    InvalidRecord {
+        bucket: String,
+        key: String,
+        /// Where in the record, e.g. `nics[0].mac`; `None` for the record as a whole.
+        field: Option<String>,
+        #[source]
+        source: serde_json::Error,
+    },
+
     /// Moray answered with something that is not what the contract promises.
     #[error("invalid response from Moray: {what}")]
     InvalidResponse {
@@ -39,19 +51,27 @@ pub enum MorayError {
     },
 }
 
+fn field_text(field: &Option<String>) -> String {
+    match field {
+        Some(f) => format!(", field {f}"),
+        None => String::new(),
+    }
+}
+
 /// What a `Result` of this crate fails with.
 pub type Result<T, E = MorayError> = std::result::Result<T, E>;
 
 impl MorayError {
     /// Triton's name for this error, e.g. `"EtagConflictError"`. Errors that never
     /// reached Moray have names of their own: `InvalidUrlError`, `ConnectionError`,
-    /// `InvalidResponseError`.
+    /// `InvalidResponseError`, `InvalidRecordError`.
     pub fn name(&self) -> &str {
         match self {
             MorayError::InvalidUrl { .. } => "InvalidUrlError",
             MorayError::Connect { .. } => "ConnectionError",
             MorayError::Server { name, .. } => name,
             MorayError::InvalidResponse { .. } => "InvalidResponseError",
+            MorayError::InvalidRecord { .. } => "InvalidRecordError",
         }
     }
 

@@ -26,6 +26,10 @@
 //! ([`Coalescing`], [`ConnectOptions::coalesce_gets`]; `None` turns it off), and
 //! concurrent `put_object` calls into `PutObjects` ([`ConnectOptions::coalesce_puts`]).
 //!
+//! Services keep their records in typed buckets ([`typed::Bucket`]): records as their
+//! own types with their etags, and the one read-modify-write with retry on an etag
+//! conflict ([`typed::Bucket::update`], [`typed::RetryPolicy`]).
+//!
 //! The crate also holds `moray-cli`, the operator CLI with node-moray's commands.
 
 mod client;
@@ -33,6 +37,7 @@ mod coalesce;
 mod error;
 mod feed;
 pub mod filter;
+pub mod typed;
 mod types;
 mod url;
 
