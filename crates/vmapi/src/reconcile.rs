@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use moray_client::filter::Filter;
-use moray_client::{EtagCondition, FindOptions, Sort, SortOrder};
-use serde_json::{Map, json};
+use moray_client::{EtagCondition, FindOptions};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use triton_proto::cnapi::v1 as cnapi;
 use uuid::Uuid;
@@ -27,7 +27,7 @@ use uuid::Uuid;
 use crate::clients::{Clients, request};
 use crate::config::Timeouts;
 use crate::error::{Error, Result};
-use crate::jobs::record::{Execution, JobRecord};
+use crate::jobs::record::JobRecord;
 use crate::jobs::{Engine, JobKind};
 use crate::model::{VmRecord, state};
 use crate::store::Store;
@@ -116,22 +116,8 @@ impl Reconciler {
         };
         let vm = vm.value;
         tracing::info!(vm_uuid, server_uuid = %vm.server_uuid, "VM missing from its server's heartbeats; checking whether it is gone");
-        let job = JobRecord {
-            uuid: Uuid::new_v4().to_string(),
-            name: JobKind::MarkDestroyed,
-            vm_uuid: vm.uuid.clone(),
-            owner_uuid: vm.owner_uuid.clone(),
-            execution: Execution::Queued,
-            params: json!({ "server_uuid": vm.server_uuid, "req_id": Uuid::new_v4().to_string() }),
-            chain: JobKind::MarkDestroyed.chain(&self.timeouts),
-            data: Map::new(),
-            error: None,
-            runner: String::new(),
-            lease_until: 0,
-            created_at: now_millis(),
-            started_at: None,
-            finished_at: None,
-        };
+        let params = json!({ "server_uuid": vm.server_uuid, "req_id": Uuid::new_v4().to_string() });
+        let job = JobRecord::queued(JobKind::MarkDestroyed, &vm, params, &self.timeouts);
         self.store
             .put_job(&job, EtagCondition::MustNotExist)
             .await?;
@@ -211,15 +197,7 @@ async fn reconcile_states(store: &Store, clients: &Clients) -> Result<(usize, Ve
             parts.push(Filter::gt("uuid", &marker));
         }
         let filter = Filter::and(parts).to_string();
-        let options = FindOptions {
-            limit: Some(u64::from(PAGE)),
-            no_count: true,
-            sort: vec![Sort {
-                attribute: "uuid".into(),
-                order: SortOrder::Asc,
-            }],
-            ..Default::default()
-        };
+        let options = FindOptions::page("uuid", u64::from(PAGE));
         let vms = store.find_vms(&filter, &options).await?;
         let n = vms.len();
         for vm in &vms {

@@ -17,6 +17,7 @@ use crate::clients::{Clients, request};
 use crate::config::Timeouts;
 use crate::error::{Error, Result};
 use crate::jobs::record::{Execution, JobRecord};
+use crate::jobs::steps::not_destroyed;
 use crate::jobs::{Engine, JobKind};
 use crate::model::{VmRecord, VmSnapshot, pb_to_json, snapshot_state, state};
 use crate::params::{
@@ -76,24 +77,31 @@ fn not_usable(field: &str, what: impl std::fmt::Display) -> String {
     format!("{field}: {what}")
 }
 
+/// The answer of a look-up made to check a request: a thing that does not exist is a
+/// problem with `field`, any other failure is `service`'s.
+fn looked_up<T>(
+    answer: Result<Response<T>, Status>,
+    service: &'static str,
+    field: &str,
+    missing: impl FnOnce() -> String,
+) -> Result<T, Vec<String>> {
+    match answer {
+        Ok(r) => Ok(r.into_inner()),
+        Err(s) if s.code() == tonic::Code::NotFound => Err(vec![not_usable(field, missing())]),
+        Err(s) => Err(vec![upstream(service, s)]),
+    }
+}
+
 impl VmapiService {
-    fn new_job(&self, name: JobKind, vm: &VmRecord, params: Value) -> JobRecord {
-        JobRecord {
-            uuid: Uuid::new_v4().to_string(),
-            name,
-            vm_uuid: vm.uuid.clone(),
-            owner_uuid: vm.owner_uuid.clone(),
-            execution: Execution::Queued,
-            params,
-            chain: name.chain(&self.timeouts),
-            data: Map::new(),
-            error: None,
-            runner: String::new(),
-            lease_until: 0,
-            created_at: now_millis(),
-            started_at: None,
-            finished_at: None,
-        }
+    fn new_job(
+        &self,
+        name: JobKind,
+        vm: &VmRecord,
+        params: &impl serde::Serialize,
+    ) -> Result<JobRecord> {
+        let params = serde_json::to_value(params)
+            .map_err(|e| Error::Internal(format!("job params of {name}: {e}")))?;
+        Ok(JobRecord::queued(name, vm, params, &self.timeouts))
     }
 
     async fn load_vm(&self, uuid: &str, owner_uuid: &str) -> Result<VmRecord> {
@@ -117,15 +125,7 @@ impl VmapiService {
     /// The VM, refusing destroyed VMs and those that never got a server.
     async fn actionable_vm(&self, uuid: &str, owner_uuid: &str) -> Result<VmRecord> {
         let vm = self.load_vm(uuid, owner_uuid).await?;
-        if vm.is_destroyed() {
-            return Err(Error::Destroyed {
-                uuid: vm.uuid,
-                at: vm
-                    .destroyed
-                    .map(triton_common::time::rfc3339_millis)
-                    .unwrap_or_default(),
-            });
-        }
+        not_destroyed(&vm)?;
         Ok(vm)
     }
 
@@ -189,8 +189,7 @@ impl VmapiService {
             timeout_seconds: req.timeout_seconds,
             req_id: rid,
         };
-        let job = self.new_job(name, &vm, to_value(&params));
-        self.submit(job).await
+        self.submit(self.new_job(name, &vm, &params)?).await
     }
 
     // ------------------------------------------------------------ CreateVm
@@ -373,7 +372,7 @@ impl VmapiService {
                 .collect(),
             req_id: rid,
         };
-        let job = self.new_job(JobKind::Provision, &vm, to_value(&params));
+        let job = self.new_job(JobKind::Provision, &vm, &params)?;
         self.store.create_vm_with_job(&vm, &job).await?;
         tracing::info!(vm_uuid = %vm.uuid, job_uuid = %job.uuid, owner_uuid = %owner, "provision accepted");
         self.engine.enqueue(&vm.uuid, &job.uuid);
@@ -396,21 +395,19 @@ impl VmapiService {
                 rid,
             ))
             .await;
-        match account {
-            Ok(a) if a.get_ref().approved_for_provisioning => Ok(()),
-            Ok(a) => Err(vec![not_usable(
+        let account = looked_up(account, "ufds", "owner_uuid", || {
+            format!("account {owner} does not exist")
+        })?;
+        if !account.approved_for_provisioning {
+            return Err(vec![not_usable(
                 "owner_uuid",
                 format!(
                     "account {} ({owner}) is not approved for provisioning",
-                    a.get_ref().login
+                    account.login
                 ),
-            )]),
-            Err(s) if s.code() == tonic::Code::NotFound => Err(vec![not_usable(
-                "owner_uuid",
-                format!("account {owner} does not exist"),
-            )]),
-            Err(s) => Err(vec![upstream("ufds", s)]),
+            )]);
         }
+        Ok(())
     }
 
     async fn resolve_image(
@@ -435,16 +432,9 @@ impl VmapiService {
                 rid,
             ))
             .await;
-        let image = match image {
-            Ok(i) => i.into_inner(),
-            Err(s) if s.code() == tonic::Code::NotFound => {
-                return Err(vec![not_usable(
-                    "image_uuid",
-                    format!("image {image_uuid} does not exist"),
-                )]);
-            }
-            Err(s) => return Err(vec![upstream("imgapi", s)]),
-        };
+        let image = looked_up(image, "imgapi", "image_uuid", || {
+            format!("image {image_uuid} does not exist")
+        })?;
         if image.state != "active" {
             return Err(vec![not_usable(
                 "image_uuid",
@@ -506,16 +496,9 @@ impl VmapiService {
                 rid,
             ))
             .await;
-        let package = match package {
-            Ok(p) => p.into_inner(),
-            Err(s) if s.code() == tonic::Code::NotFound => {
-                return Err(vec![not_usable(
-                    "billing_id",
-                    format!("package {billing_id} does not exist"),
-                )]);
-            }
-            Err(s) => return Err(vec![upstream("papi", s)]),
-        };
+        let package = looked_up(package, "papi", "billing_id", || {
+            format!("package {billing_id} does not exist")
+        })?;
         if !package.active {
             return Err(vec![not_usable(
                 "billing_id",
@@ -829,8 +812,8 @@ impl VmapiService {
             firewall_enabled: req.firewall_enabled,
             req_id: rid,
         };
-        let job = self.new_job(JobKind::Update, &vm, to_value(&params));
-        self.submit(job).await
+        self.submit(self.new_job(JobKind::Update, &vm, &params)?)
+            .await
     }
 
     async fn delete(&self, r: Request<pb::DeleteVmRequest>) -> Result<pb::JobRef> {
@@ -841,8 +824,8 @@ impl VmapiService {
             req_id: rid,
             ..Default::default()
         };
-        let job = self.new_job(JobKind::Destroy, &vm, to_value(&params));
-        self.submit(job).await
+        self.submit(self.new_job(JobKind::Destroy, &vm, &params)?)
+            .await
     }
 
     // ------------------------------------------------------------ AddNics / RemoveNics
@@ -1023,8 +1006,8 @@ impl VmapiService {
             macs,
             req_id: rid,
         };
-        let job = self.new_job(JobKind::AddNics, &vm, to_value(&params));
-        self.submit(job).await
+        self.submit(self.new_job(JobKind::AddNics, &vm, &params)?)
+            .await
     }
 
     async fn accept_remove_nics(&self, r: Request<pb::RemoveNicsRequest>) -> Result<pb::JobRef> {
@@ -1073,8 +1056,8 @@ impl VmapiService {
             ));
         }
         let params = RemoveNicsParams { macs, req_id: rid };
-        let job = self.new_job(JobKind::RemoveNics, &vm, to_value(&params));
-        self.submit(job).await
+        self.submit(self.new_job(JobKind::RemoveNics, &vm, &params)?)
+            .await
     }
 
     // ------------------------------------------------------------ snapshots
@@ -1118,7 +1101,7 @@ impl VmapiService {
         // be stored.
         let (job, before) = match job_name {
             JobKind::CreateSnapshot => {
-                let job = self.new_job(job_name, &vm, to_value(&params));
+                let job = self.new_job(job_name, &vm, &params)?;
                 let created = job.created_at;
                 // Recorded before the job, so a read right after the answer finds it;
                 // checked under the conditional write, so of two requests for one name
@@ -1155,9 +1138,7 @@ impl VmapiService {
                 if s.state != snapshot_state::CREATED {
                     return Err(busy(&vm, s));
                 }
-                return self
-                    .submit(self.new_job(job_name, &vm, to_value(&params)))
-                    .await;
+                return self.submit(self.new_job(job_name, &vm, &params)?).await;
             }
             _ => {
                 let mut before = String::new();
@@ -1179,7 +1160,7 @@ impl VmapiService {
                     })
                     .await?;
                 params.previous_state = before.clone();
-                (self.new_job(job_name, &vm, to_value(&params)), Some(before))
+                (self.new_job(job_name, &vm, &params)?, Some(before))
             }
         };
         match self.submit(job).await {
@@ -1281,15 +1262,7 @@ impl VmapiService {
         };
         c.finish()?;
         let filter = Filter::and_else(parts, Filter::present("uuid")).to_string();
-        let options = FindOptions {
-            limit: Some(u64::from(limit)),
-            no_count: true,
-            sort: vec![Sort {
-                attribute: "uuid".into(),
-                order: SortOrder::Asc,
-            }],
-            ..Default::default()
-        };
+        let options = FindOptions::page("uuid", u64::from(limit));
         let vms = self.store.find_vms(&filter, &options).await?;
         Ok(pb::ListVmsResponse {
             vms: vms.iter().map(VmRecord::to_pb).collect(),
@@ -1392,10 +1365,6 @@ fn wanted_networks<'a>(c: &mut Checker, networks: &'a [pb::NetworkSpec]) -> Vec<
         wanted.push((i, id, ip, n));
     }
     wanted
-}
-
-fn to_value(v: &impl serde::Serialize) -> Value {
-    serde_json::to_value(v).expect("job params always serialize")
 }
 
 #[tonic::async_trait]

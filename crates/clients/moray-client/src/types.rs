@@ -252,6 +252,20 @@ impl FindOptions {
         }
     }
 
+    /// At most `limit` rows in ascending `attribute` order, without `_count`: one page
+    /// of a listing that continues from the last row's `attribute`.
+    pub fn page(attribute: &str, limit: u64) -> Self {
+        FindOptions {
+            limit: Some(limit),
+            no_count: true,
+            sort: vec![Sort {
+                attribute: attribute.to_string(),
+                order: SortOrder::Asc,
+            }],
+            ..Default::default()
+        }
+    }
+
     pub(crate) fn to_proto(&self) -> proto::FindOptions {
         proto::FindOptions {
             limit: self.limit,

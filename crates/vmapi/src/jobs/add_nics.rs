@@ -178,7 +178,10 @@ impl Steps {
         }
         let task = agent::create_task_request::Task::MachineUpdate(agent::MachineUpdate {
             uuid: job.vm_uuid.clone(),
-            add_nics: nics.iter().map(agent_nic).collect(),
+            add_nics: nics
+                .iter()
+                .map(|n| agent_nic(n, guest_interface(n)))
+                .collect(),
             ..Default::default()
         });
         self.instance_task(ctx, &server, "task.add_nics", task, &p.req_id)
@@ -274,4 +277,12 @@ impl Steps {
         }
         Ok(json!({ "nics": vm.nics.len() }))
     }
+}
+
+/// The guest's name for a NIC the VM records as `net<k>`: `eth<k>`.
+fn guest_interface(n: &VmNic) -> String {
+    n.interface
+        .strip_prefix("net")
+        .map(|k| format!("eth{k}"))
+        .unwrap_or_default()
 }

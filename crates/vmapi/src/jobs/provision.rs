@@ -90,15 +90,7 @@ impl Steps {
         let p: ProvisionParams = params(&job.params)?;
         let rid = p.req_id.clone();
         let vm = self.vm(&job.vm_uuid).await?;
-        if vm.is_destroyed() {
-            return Err(Error::Destroyed {
-                uuid: vm.uuid,
-                at: vm
-                    .destroyed
-                    .map(triton_common::time::rfc3339_millis)
-                    .unwrap_or_default(),
-            });
-        }
+        not_destroyed(&vm)?;
         if let Some(ufds) = &self.clients.ufds {
             let account = ufds
                 .clone()
@@ -275,19 +267,7 @@ impl Steps {
                     .map_err(napi_err)?
                     .into_inner(),
             };
-            nics.push(VmNic {
-                interface: format!("net{i}"),
-                mac: nic.mac,
-                ip: nic.ip,
-                netmask: nic.netmask,
-                gateway: nic.gateway,
-                nic_tag: nic.nic_tag,
-                vlan_id: nic.vlan_id,
-                network_uuid: nic.network_uuid,
-                primary: nic.primary,
-                mtu: nic.mtu,
-                resolvers: nic.resolvers,
-            });
+            nics.push(vm_nic(nic, format!("net{i}")));
         }
         ctx.stage("nics", &nics).await?;
         let recorded = nics.clone();

@@ -6,12 +6,15 @@
 //! runner carries on: a step found `running` is run again (steps are idempotent), a
 //! failure found half unwound is unwound the rest of the way.
 
+use crate::config::Timeouts;
 use crate::jobs::kind::JobKind;
+use crate::model::VmRecord;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use triton_proto::vmapi::v1 as pb;
 
-use triton_common::time::rfc3339_millis;
+use triton_common::time::{now_millis, rfc3339_millis};
+use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -149,6 +152,28 @@ pub struct JobRecord {
     pub started_at: Option<i64>,
     #[serde(default)]
     pub finished_at: Option<i64>,
+}
+
+impl JobRecord {
+    /// A new job of `kind` for `vm`, queued, with the kind's steps.
+    pub fn queued(kind: JobKind, vm: &VmRecord, params: Value, timeouts: &Timeouts) -> JobRecord {
+        JobRecord {
+            uuid: Uuid::new_v4().to_string(),
+            name: kind,
+            vm_uuid: vm.uuid.clone(),
+            owner_uuid: vm.owner_uuid.clone(),
+            execution: Execution::Queued,
+            params,
+            chain: kind.chain(timeouts),
+            data: Map::new(),
+            error: None,
+            runner: String::new(),
+            lease_until: 0,
+            created_at: now_millis(),
+            started_at: None,
+            finished_at: None,
+        }
+    }
 }
 
 /// What the runner does next.

@@ -156,15 +156,7 @@ impl Steps {
     pub(super) async fn check(&self, ctx: &JobCtx) -> Result<Value> {
         let job = ctx.record().await;
         let vm = self.vm(&job.vm_uuid).await?;
-        if vm.is_destroyed() {
-            return Err(Error::Destroyed {
-                uuid: vm.uuid,
-                at: vm
-                    .destroyed
-                    .map(triton_common::time::rfc3339_millis)
-                    .unwrap_or_default(),
-            });
-        }
+        not_destroyed(&vm)?;
         if vm.server_uuid.is_empty() && job.name != JobKind::Destroy {
             return Err(Error::Unallocated(vm.uuid));
         }
@@ -637,18 +629,7 @@ pub fn instance_spec(vm: &VmRecord, nics: &[VmNic]) -> agent::InstanceSpec {
         nics: nics
             .iter()
             .enumerate()
-            .map(|(i, n)| agent::Nic {
-                interface: format!("eth{i}"),
-                mac: n.mac.clone(),
-                ip: n.ip.clone(),
-                netmask: n.netmask.clone(),
-                gateway: n.gateway.clone(),
-                resolvers: n.resolvers.clone(),
-                nic_tag: n.nic_tag.clone(),
-                vlan_id: n.vlan_id,
-                mtu: n.mtu,
-                primary: n.primary,
-            })
+            .map(|(i, n)| agent_nic(n, format!("eth{i}")))
             .collect(),
         init: Vec::new(),
         customer_metadata: vm.customer_metadata.clone().into_iter().collect(),
@@ -725,6 +706,20 @@ pub(super) fn merge(
     }
 }
 
+/// Refuses a destroyed VM: `VmDestroyed`, with when it was destroyed.
+pub(crate) fn not_destroyed(vm: &VmRecord) -> Result<()> {
+    if !vm.is_destroyed() {
+        return Ok(());
+    }
+    Err(Error::Destroyed {
+        uuid: vm.uuid.clone(),
+        at: vm
+            .destroyed
+            .map(triton_common::time::rfc3339_millis)
+            .unwrap_or_default(),
+    })
+}
+
 // ---------------------------------------------------------------- NICs
 
 /// A NAPI NIC as the VM records it, under `interface` (net0, net1, ...).
@@ -746,22 +741,22 @@ pub fn vm_nic(nic: napi::Nic, interface: String) -> VmNic {
 
 /// The lowest `net<k>` no NIC in `used` has; it is added to `used`.
 pub fn free_interface(used: &mut Vec<String>) -> String {
-    let name = (0..)
-        .map(|k| format!("net{k}"))
-        .find(|n| !used.contains(n))
-        .expect("some interface name is free");
+    let mut k = 0;
+    let name = loop {
+        let name = format!("net{k}");
+        if !used.contains(&name) {
+            break name;
+        }
+        k += 1;
+    };
     used.push(name.clone());
     name
 }
 
 /// The NIC as cn-agent gets it: VMAPI's `net<k>` is `eth<k>` inside the instance.
-pub(super) fn agent_nic(n: &VmNic) -> agent::Nic {
+pub(super) fn agent_nic(n: &VmNic, interface: String) -> agent::Nic {
     agent::Nic {
-        interface: n
-            .interface
-            .strip_prefix("net")
-            .map(|k| format!("eth{k}"))
-            .unwrap_or_default(),
+        interface,
         mac: n.mac.clone(),
         ip: n.ip.clone(),
         netmask: n.netmask.clone(),
