@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use tonic::Code;
+use triton_common::status::ToStatus;
 use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
@@ -63,49 +65,13 @@ pub enum Error {
 
 impl Error {
     /// Triton's name for the error, as clients match on it.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Error::VmNotFound(_) => "VmNotFoundError",
-            Error::VmExists(_) => "VmExistsError",
-            Error::ImageNotFound(_) => "ImageNotFoundError",
-            Error::SnapshotNotFound { .. } => "SnapshotNotFoundError",
-            Error::Invalid { .. } | Error::UnknownNicTag(_) => "ValidationFailedError",
-            Error::WrongState { .. } => "VmStateError",
-            Error::TaskNotFound(_) => "TaskNotFoundError",
-            Error::QueueFull(_) => "ServiceUnavailableError",
-            Error::Timeout(_) => "TimeoutError",
-            _ => "InternalError",
-        }
-    }
-
-    /// The gRPC status for the error.
-    pub fn to_status(&self) -> tonic::Status {
-        use tonic::Code;
-        let code = match self {
-            Error::VmNotFound(_)
-            | Error::ImageNotFound(_)
-            | Error::TaskNotFound(_)
-            | Error::SnapshotNotFound { .. } => Code::NotFound,
-            Error::VmExists(_) => Code::AlreadyExists,
-            Error::Invalid { .. } | Error::UnknownNicTag(_) => Code::InvalidArgument,
-            Error::WrongState { .. } => Code::FailedPrecondition,
-            Error::QueueFull(_) => Code::Unavailable,
-            Error::Timeout(_) => Code::DeadlineExceeded,
-            _ => Code::Internal,
-        };
-        triton_common::status::named(code, self.name(), self.chain())
+    pub fn name(&self) -> &str {
+        self.code_and_name().1
     }
 
     /// The message with every source appended, for logs and task results.
     pub fn chain(&self) -> String {
-        let mut text = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(s) = source {
-            text.push_str(": ");
-            text.push_str(&s.to_string());
-            source = s.source();
-        }
-        text
+        triton_common::service::chain(self)
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
@@ -122,5 +88,26 @@ impl Error {
         }
     }
 }
+
+impl ToStatus for Error {
+    fn code_and_name(&self) -> (Code, &str) {
+        match self {
+            Error::VmNotFound(_) => (Code::NotFound, "VmNotFoundError"),
+            Error::VmExists(_) => (Code::AlreadyExists, "VmExistsError"),
+            Error::ImageNotFound(_) => (Code::NotFound, "ImageNotFoundError"),
+            Error::SnapshotNotFound { .. } => (Code::NotFound, "SnapshotNotFoundError"),
+            Error::Invalid { .. } | Error::UnknownNicTag(_) => {
+                (Code::InvalidArgument, "ValidationFailedError")
+            }
+            Error::WrongState { .. } => (Code::FailedPrecondition, "VmStateError"),
+            Error::TaskNotFound(_) => (Code::NotFound, "TaskNotFoundError"),
+            Error::QueueFull(_) => (Code::Unavailable, "ServiceUnavailableError"),
+            Error::Timeout(_) => (Code::DeadlineExceeded, "TimeoutError"),
+            _ => (Code::Internal, "InternalError"),
+        }
+    }
+}
+
+triton_common::status_from!(Error);
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

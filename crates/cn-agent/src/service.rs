@@ -12,6 +12,7 @@ use crate::backend::ZoneBackend;
 use crate::convert::{instance_to_pb, parse_uuid, task_from_pb, task_to_pb};
 use crate::sysinfo::NodeFacts;
 use crate::tasks::TaskQueue;
+use triton_common::status::ToStatus;
 
 /// Longest WaitTask: a client wanting longer waits again.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);

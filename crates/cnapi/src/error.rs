@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use tonic::{Code, Status};
+use triton_common::status::ToStatus;
 use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
@@ -44,41 +46,32 @@ impl Error {
             message: message.into(),
         }
     }
+}
 
-    pub fn name(&self) -> &'static str {
+impl ToStatus for Error {
+    fn code_and_name(&self) -> (Code, &str) {
         match self {
-            Error::ServerNotFound(_) => "ResourceNotFoundError",
-            Error::Invalid { .. } => "ValidationFailedError",
-            Error::NoAllocatableServers { .. } => "NoAllocatableServersError",
-            Error::EtagConflict => "EtagConflictError",
-            Error::AgentUnreachable { .. } => "ServiceUnavailableError",
-            _ => "InternalError",
+            Error::ServerNotFound(_) => (Code::NotFound, "ResourceNotFoundError"),
+            Error::Invalid { .. } => (Code::InvalidArgument, "ValidationFailedError"),
+            Error::NoAllocatableServers { .. } => {
+                (Code::ResourceExhausted, "NoAllocatableServersError")
+            }
+            Error::EtagConflict => (Code::Aborted, "EtagConflictError"),
+            Error::AgentUnreachable { .. } => (Code::Unavailable, "ServiceUnavailableError"),
+            Error::Agent { status, .. } => (status.code(), "InternalError"),
+            Error::Store(_) | Error::Json { .. } => (Code::Internal, "InternalError"),
         }
     }
 
-    pub fn to_status(&self) -> tonic::Status {
-        use tonic::Code;
-        if let Error::Agent { status, .. } = self {
-            // The agent's own error (VmNotFoundError, ...) goes to the caller as it is.
-            return status.clone();
+    /// The agent's own error (VmNotFoundError, ...) goes to the caller as it is.
+    fn relayed(&self) -> Option<&Status> {
+        match self {
+            Error::Agent { status, .. } => Some(status),
+            _ => None,
         }
-        let code = match self {
-            Error::ServerNotFound(_) => Code::NotFound,
-            Error::Invalid { .. } => Code::InvalidArgument,
-            Error::NoAllocatableServers { .. } => Code::ResourceExhausted,
-            Error::EtagConflict => Code::Aborted,
-            Error::AgentUnreachable { .. } => Code::Unavailable,
-            _ => Code::Internal,
-        };
-        let mut text = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(s) = source {
-            text.push_str(": ");
-            text.push_str(&s.to_string());
-            source = s.source();
-        }
-        triton_common::status::named(code, self.name(), text)
     }
 }
+
+triton_common::status_from!(Error);
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use moray_client::typed::RetryPolicy;
 use serde_json::{Map, Value};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -19,15 +20,12 @@ use crate::allocation::{
     PackageRequest, VmRequest,
 };
 use crate::error::{Error, Result};
+use triton_common::status::ToStatus;
 use crate::fleet::FleetView;
 use crate::model::{OverprovisionRatios, ServerRecord, ServerVm};
 use crate::status::{self, apply_heartbeat, apply_sysinfo, materially_changed, unix_ms};
 use crate::store::{Cond, Reservation, ReservationDoc, Store, Versioned};
 
-/// Read-modify-write attempts before an etag conflict is the caller's problem.
-const WRITE_ATTEMPTS: usize = 8;
-/// Allocation attempts when another allocation took the same server meanwhile.
-const ALLOCATE_ATTEMPTS: usize = 16;
 /// ListServers' default and maximum page (Triton: 1000).
 const MAX_LIMIT: u32 = 1000;
 /// Deadline of a call to a cn-agent (WaitTask adds its own wait).
@@ -112,7 +110,8 @@ impl<S: Store> CnapiService<S> {
         uuid: Uuid,
         mut change: impl FnMut(&mut ServerRecord) -> Result<()>,
     ) -> Result<(ServerRecord, String)> {
-        for _ in 0..WRITE_ATTEMPTS {
+        let mut tries = RetryPolicy::DEFAULT.start();
+        loop {
             let Versioned { mut value, etag } = self.server(uuid).await?;
             change(&mut value)?;
             match self.store.put_server(&value, Cond::Is(etag)).await {
@@ -120,11 +119,10 @@ impl<S: Store> CnapiService<S> {
                     self.fleet.lock().set_server(value.clone(), etag.clone());
                     return Ok((value, etag));
                 }
-                Err(Error::EtagConflict) => continue,
+                Err(Error::EtagConflict) if tries.again().await => continue,
                 Err(e) => return Err(e),
             }
         }
-        Err(Error::EtagConflict)
     }
 
     /// One pass of the reconciler: running servers without a heartbeat for the lifetime
@@ -247,12 +245,9 @@ impl<S: Store> CnapiService<S> {
     ) -> Result<allocation::Allocation> {
         self.fleet.ensure_loaded().await?;
         let mut confirmed = false;
-        for _ in 0..ALLOCATE_ATTEMPTS {
-            let seed = u64::from_le_bytes(
-                Uuid::new_v4().as_bytes()[..8]
-                    .try_into()
-                    .expect("a uuid has 16 bytes"),
-            );
+        let mut tries = RetryPolicy::DEFAULT.start();
+        loop {
+            let seed = Uuid::new_v4().as_u64_pair().0;
             let picked = {
                 let mut fleet = self.fleet.lock();
                 let now = unix_ms(SystemTime::now());
@@ -292,21 +287,20 @@ impl<S: Store> CnapiService<S> {
                     tracing::info!(vm_uuid = %req.vm.vm_uuid, server_uuid = %chosen.server, "allocated");
                     return Ok(chosen);
                 }
-                Err(Error::EtagConflict) => continue,
+                Err(Error::EtagConflict) if tries.again().await => continue,
                 Err(e) => return Err(e),
             }
         }
-        Err(Error::EtagConflict)
     }
 
     pub async fn release(&self, vm_uuid: &str, server: Option<Uuid>) -> Result<bool> {
-        for _ in 0..WRITE_ATTEMPTS {
+        let mut tries = RetryPolicy::DEFAULT.start();
+        loop {
             match self.fleet.release(vm_uuid, server).await {
-                Err(Error::EtagConflict) => continue,
+                Err(Error::EtagConflict) if tries.again().await => continue,
                 other => return other,
             }
         }
-        Err(Error::EtagConflict)
     }
 
     async fn heartbeat(&self, req: &pb::HeartbeatRequest) -> Result<()> {
@@ -318,7 +312,8 @@ impl<S: Store> CnapiService<S> {
         let now = SystemTime::now();
         // The view's copy first (no read); after a lost write race, the store's.
         let mut cached = self.fleet.lock().server(uuid);
-        for _ in 0..WRITE_ATTEMPTS {
+        let mut tries = RetryPolicy::DEFAULT.start();
+        loop {
             let Versioned { value, etag } = match cached.take() {
                 Some(v) => v,
                 None => {
@@ -350,11 +345,10 @@ impl<S: Store> CnapiService<S> {
                     self.fleet.lock().set_server(next, etag);
                     return Ok(());
                 }
-                Err(Error::EtagConflict) => continue,
+                Err(Error::EtagConflict) if tries.again().await => continue,
                 Err(e) => return Err(e),
             }
         }
-        Err(Error::EtagConflict)
     }
 
     async fn register(&self, req: &pb::RegisterServerRequest) -> Result<ServerRecord> {
@@ -366,7 +360,8 @@ impl<S: Store> CnapiService<S> {
         } else {
             req.datacenter.clone()
         };
-        for _ in 0..WRITE_ATTEMPTS {
+        let mut tries = RetryPolicy::DEFAULT.start();
+        loop {
             let existing = self.store.get_server(uuid).await?;
             let (old, cond) = match existing {
                 Some(v) => (Some(v.value), Cond::Is(v.etag)),
@@ -391,11 +386,10 @@ impl<S: Store> CnapiService<S> {
                     }
                     return Ok(record);
                 }
-                Err(Error::EtagConflict) => continue,
+                Err(Error::EtagConflict) if tries.again().await => continue,
                 Err(e) => return Err(e),
             }
         }
-        Err(Error::EtagConflict)
     }
 }
 

@@ -19,9 +19,18 @@ pub trait ToStatus: std::error::Error + Sized + 'static {
         crate::service::chain(self)
     }
 
+    /// A status passed on as it is (another service's own error, relayed), instead of
+    /// the table's.
+    fn relayed(&self) -> Option<&Status> {
+        None
+    }
+
     /// The status, logged first (with causes) when the failure is the server's own
     /// (`INTERNAL`, `UNAVAILABLE`, `UNKNOWN`, `DATA_LOSS`) rather than the caller's.
     fn to_status(&self) -> Status {
+        if let Some(status) = self.relayed() {
+            return status.clone();
+        }
         let (code, name) = self.code_and_name();
         let message = self.message();
         if matches!(

@@ -5,7 +5,8 @@
 //! the status message prefix and in the `x-triton-error` metadata by
 //! [`triton_common::status::named`].
 
-use tonic::{Code, Status};
+use tonic::Code;
+use triton_common::status::ToStatus;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MorayError {
@@ -198,11 +199,13 @@ impl MorayError {
     }
 }
 
-impl From<MorayError> for Status {
-    fn from(e: MorayError) -> Status {
-        triton_common::status::named(e.code(), e.name(), &e)
+impl ToStatus for MorayError {
+    fn code_and_name(&self) -> (Code, &str) {
+        (self.code(), self.name())
     }
 }
+
+triton_common::status_from!(MorayError);
 
 /// PostgreSQL errors: unique violations become `UniqueAttributeError` naming the column and
 /// value, syntax errors `InternalError` "Invalid SQL", a lost connection or a session the
@@ -280,6 +283,7 @@ fn parse_unique_detail(detail: &str) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tonic::Status;
 
     #[test]
     fn unique_detail_names_column_and_value() {

@@ -1,6 +1,7 @@
 //! The one error type of VMAPI, mapped once to a gRPC status with Triton's error name.
 
 use tonic::Code;
+use triton_common::status::ToStatus;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -86,52 +87,11 @@ impl Error {
 
     /// Triton's name for the error.
     pub fn name(&self) -> &str {
-        match self {
-            Error::Validation(_) => "ValidationFailed",
-            Error::NotFound(_) => "ResourceNotFound",
-            Error::Destroyed { .. } => "VmDestroyed",
-            Error::State(_) => "VmStateError",
-            Error::Unallocated(_) => "UnallocatedVm",
-            Error::Duplicate(_) => "Duplicate",
-            Error::Moray { source, .. } if source.is_retryable() => "ServiceUnavailable",
-            Error::Moray { .. } => "InternalError",
-            Error::Upstream { name, code, .. } => {
-                if !name.is_empty() {
-                    name
-                } else if matches!(
-                    code,
-                    Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled
-                ) {
-                    "ServiceUnavailable"
-                } else {
-                    "InternalError"
-                }
-            }
-            Error::Conflict(_) => "ConcurrentUpdate",
-            Error::Config(_) | Error::Internal(_) => "InternalError",
-        }
+        self.code_and_name().1
     }
 
     pub fn code(&self) -> Code {
-        match self {
-            Error::Validation(_) => Code::InvalidArgument,
-            Error::NotFound(_) => Code::NotFound,
-            Error::Destroyed { .. } | Error::State(_) | Error::Unallocated(_) => {
-                Code::FailedPrecondition
-            }
-            Error::Duplicate(_) => Code::AlreadyExists,
-            Error::Moray { source, .. } if source.is_retryable() => Code::Unavailable,
-            Error::Moray { .. } => Code::Internal,
-            Error::Upstream { code, .. } => match code {
-                Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => Code::Unavailable,
-                Code::NotFound => Code::NotFound,
-                Code::InvalidArgument => Code::InvalidArgument,
-                Code::FailedPrecondition | Code::ResourceExhausted => Code::FailedPrecondition,
-                _ => Code::Internal,
-            },
-            Error::Conflict(_) => Code::Aborted,
-            Error::Config(_) | Error::Internal(_) => Code::Internal,
-        }
+        self.code_and_name().0
     }
 
     /// Worth trying again (within a step's deadline): the other side was away, or a
@@ -153,26 +113,47 @@ impl Error {
 
     /// The message with its causes.
     pub fn full_message(&self) -> String {
-        let mut text = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(s) = source {
-            text.push_str(": ");
-            text.push_str(&s.to_string());
-            source = s.source();
-        }
-        text
-    }
-
-    pub fn to_status(&self) -> tonic::Status {
-        if self.code() == Code::Internal {
-            tracing::error!(error = %self.full_message(), "request failed");
-        }
-        triton_common::status::named(self.code(), self.name(), self.full_message())
+        triton_common::service::chain(self)
     }
 }
 
-impl From<Error> for tonic::Status {
-    fn from(e: Error) -> tonic::Status {
-        e.to_status()
+impl ToStatus for Error {
+    fn code_and_name(&self) -> (Code, &str) {
+        match self {
+            Error::Validation(_) => (Code::InvalidArgument, "ValidationFailed"),
+            Error::NotFound(_) => (Code::NotFound, "ResourceNotFound"),
+            Error::Destroyed { .. } => (Code::FailedPrecondition, "VmDestroyed"),
+            Error::State(_) => (Code::FailedPrecondition, "VmStateError"),
+            Error::Unallocated(_) => (Code::FailedPrecondition, "UnallocatedVm"),
+            Error::Duplicate(_) => (Code::AlreadyExists, "Duplicate"),
+            Error::Moray { source, .. } if source.is_retryable() => {
+                (Code::Unavailable, "ServiceUnavailable")
+            }
+            Error::Moray { .. } => (Code::Internal, "InternalError"),
+            // The other service's name, and its code where the caller can act on it.
+            Error::Upstream { name, code, .. } => {
+                let away = matches!(
+                    code,
+                    Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled
+                );
+                let code = match code {
+                    _ if away => Code::Unavailable,
+                    Code::NotFound => Code::NotFound,
+                    Code::InvalidArgument => Code::InvalidArgument,
+                    Code::FailedPrecondition | Code::ResourceExhausted => Code::FailedPrecondition,
+                    _ => Code::Internal,
+                };
+                let name = match name.as_str() {
+                    "" if away => "ServiceUnavailable",
+                    "" => "InternalError",
+                    name => name,
+                };
+                (code, name)
+            }
+            Error::Conflict(_) => (Code::Aborted, "ConcurrentUpdate"),
+            Error::Config(_) | Error::Internal(_) => (Code::Internal, "InternalError"),
+        }
     }
 }
+
+triton_common::status_from!(Error);
