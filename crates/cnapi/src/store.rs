@@ -12,7 +12,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use moray_client::filter::Filter;
-use moray_client::{BatchOp, BucketConfig, EtagCondition, FindOptions, IndexDef, MorayClient};
+use moray_client::typed::{Bucket, is_etag_conflict};
+use moray_client::{BucketConfig, FindOptions, IndexDef, MorayClient};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -28,20 +29,10 @@ const RESERVATIONS_BUCKET_VERSION: u32 = 2;
 /// Most servers one list reads (Moray's find limit).
 const LIST_LIMIT: u64 = 100_000;
 
-/// A value with the etag it was read at.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Versioned<T> {
-    pub value: T,
-    pub etag: String,
-}
-
-/// The condition of a write.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Cond {
-    Any,
-    MustNotExist,
-    Is(String),
-}
+/// The condition of a write: Moray's etag condition.
+pub use moray_client::EtagCondition as Cond;
+/// A record with the etag it was read at (moray-client's, also for [`MemoryStore`]).
+pub use moray_client::typed::Versioned;
 
 /// Instances allocated to a server but not yet seen in its heartbeats.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -100,7 +91,14 @@ pub trait Store: Send + Sync + 'static {
 
 /// A reservation document as stored: the document plus its indexed `vm_uuids`.
 fn reservations_json(doc: &ReservationDoc) -> Result<serde_json::Value> {
-    let mut value = to_json("reservations", doc)?;
+    encode_reservations(doc).map_err(|source| Error::Json {
+        what: "reservations".to_string(),
+        source,
+    })
+}
+
+fn encode_reservations(doc: &ReservationDoc) -> serde_json::Result<serde_json::Value> {
+    let mut value = serde_json::to_value(doc)?;
     if let serde_json::Value::Object(m) = &mut value {
         let vms: Vec<serde_json::Value> = doc
             .reservations
@@ -288,50 +286,48 @@ impl Store for MemoryStore {
 /// Records in Moray.
 #[derive(Clone)]
 pub struct MorayStore {
-    moray: MorayClient,
+    servers: Bucket<ServerRecord>,
+    reservations: Bucket<ReservationDoc>,
 }
 
 fn moray_error(e: moray_client::MorayError) -> Error {
-    if e.name() == "EtagConflictError" {
+    if is_etag_conflict(&e) {
         Error::EtagConflict
     } else {
         Error::Store(e.to_string())
     }
 }
 
-fn etag(cond: Cond) -> EtagCondition {
-    match cond {
-        Cond::Any => EtagCondition::Any,
-        Cond::MustNotExist => EtagCondition::MustNotExist,
-        Cond::Is(e) => EtagCondition::Is(e),
-    }
+fn servers_bucket(moray: MorayClient) -> Bucket<ServerRecord> {
+    let config = BucketConfig::versioned(BUCKET_VERSION)
+        .with_index("uuid", IndexDef::unique("string"))
+        .with_index("hostname", IndexDef::new("string"))
+        .with_index("datacenter", IndexDef::new("string"))
+        .with_index("status", IndexDef::new("string"))
+        .with_index("setup", IndexDef::new("boolean"))
+        .with_index("headnode", IndexDef::new("boolean"))
+        .with_index("reserved", IndexDef::new("boolean"))
+        .with_index("reservoir", IndexDef::new("boolean"));
+    Bucket::new(moray, SERVERS_BUCKET, config)
+}
+
+fn reservations_bucket(moray: MorayClient) -> Bucket<ReservationDoc> {
+    let config = BucketConfig::versioned(RESERVATIONS_BUCKET_VERSION)
+        .with_index("server_uuid", IndexDef::unique("string"))
+        .with_index("vm_uuids", IndexDef::new("[string]"));
+    Bucket::new(moray, RESERVATIONS_BUCKET, config).with_encoder(encode_reservations)
 }
 
 impl MorayStore {
     /// Connects and creates (or upgrades) the buckets.
     pub async fn connect(url: &str) -> Result<MorayStore> {
         let moray = MorayClient::connect(url).await.map_err(moray_error)?;
-        let servers = BucketConfig::versioned(BUCKET_VERSION)
-            .with_index("uuid", IndexDef::unique("string"))
-            .with_index("hostname", IndexDef::new("string"))
-            .with_index("datacenter", IndexDef::new("string"))
-            .with_index("status", IndexDef::new("string"))
-            .with_index("setup", IndexDef::new("boolean"))
-            .with_index("headnode", IndexDef::new("boolean"))
-            .with_index("reserved", IndexDef::new("boolean"))
-            .with_index("reservoir", IndexDef::new("boolean"));
-        moray
-            .ensure_bucket(SERVERS_BUCKET, &servers)
-            .await
-            .map_err(moray_error)?;
-        let reservations = BucketConfig::versioned(RESERVATIONS_BUCKET_VERSION)
-            .with_index("server_uuid", IndexDef::unique("string"))
-            .with_index("vm_uuids", IndexDef::new("[string]"));
-        moray
-            .ensure_bucket(RESERVATIONS_BUCKET, &reservations)
-            .await
-            .map_err(moray_error)?;
-        let store = MorayStore { moray };
+        let store = MorayStore {
+            servers: servers_bucket(moray.clone()),
+            reservations: reservations_bucket(moray),
+        };
+        store.servers.ensure().await.map_err(moray_error)?;
+        store.reservations.ensure().await.map_err(moray_error)?;
         store.index_old_reservations().await?;
         Ok(store)
     }
@@ -340,10 +336,11 @@ impl MorayStore {
     /// conditional on its etag: a document someone rewrote meanwhile has it already).
     async fn index_old_reservations(&self) -> Result<()> {
         let objects = self
-            .moray
+            .reservations
+            .client()
             .find_objects(
                 RESERVATIONS_BUCKET,
-                "(server_uuid=*)",
+                &Filter::present("server_uuid").to_string(),
                 &FindOptions::limit(LIST_LIMIT),
             )
             .await
@@ -352,7 +349,10 @@ impl MorayStore {
             if o.value.get("vm_uuids").is_some() {
                 continue;
             }
-            let doc: ReservationDoc = from_json("reservations", o.value)?;
+            let doc = self
+                .reservations
+                .decode(&o.key, o.value)
+                .map_err(moray_error)?;
             match self.put_reservations(&doc, Cond::Is(o.etag)).await {
                 Ok(_) | Err(Error::EtagConflict) => {}
                 Err(e) => return Err(e),
@@ -360,158 +360,91 @@ impl MorayStore {
         }
         Ok(())
     }
+
+    async fn find_reservations(&self, filter: &Filter) -> Result<Vec<Versioned<ReservationDoc>>> {
+        self.reservations
+            .find(filter, &FindOptions::limit(LIST_LIMIT))
+            .await
+            .map_err(moray_error)
+    }
 }
 
 impl Store for MorayStore {
     async fn get_server(&self, uuid: Uuid) -> Result<Option<Versioned<ServerRecord>>> {
-        let object = self
-            .moray
-            .get_object(SERVERS_BUCKET, &uuid.to_string())
+        self.servers
+            .get(&uuid.to_string())
             .await
-            .map_err(moray_error)?;
-        object
-            .map(|o| {
-                Ok(Versioned {
-                    value: from_json("server", o.value)?,
-                    etag: o.etag,
-                })
-            })
-            .transpose()
+            .map_err(moray_error)
     }
 
     async fn list_servers(&self) -> Result<Vec<Versioned<ServerRecord>>> {
-        let objects = self
-            .moray
-            .find_objects(SERVERS_BUCKET, "(uuid=*)", &FindOptions::limit(LIST_LIMIT))
+        self.servers
+            .find(&Filter::present("uuid"), &FindOptions::limit(LIST_LIMIT))
             .await
-            .map_err(moray_error)?;
-        objects
-            .into_iter()
-            .map(|o| {
-                Ok(Versioned {
-                    value: from_json("server", o.value)?,
-                    etag: o.etag,
-                })
-            })
-            .collect()
+            .map_err(moray_error)
     }
 
     async fn put_server(&self, server: &ServerRecord, cond: Cond) -> Result<String> {
-        let value = to_json("server", server)?;
-        self.moray
-            .put_object(SERVERS_BUCKET, &server.uuid.to_string(), &value, etag(cond))
+        self.servers
+            .put(&server.uuid.to_string(), server, cond)
             .await
             .map_err(moray_error)
     }
 
     async fn delete_server(&self, uuid: Uuid) -> Result<bool> {
-        match self
-            .moray
-            .delete_object(SERVERS_BUCKET, &uuid.to_string(), EtagCondition::Any)
+        self.servers
+            .remove(&uuid.to_string())
             .await
-        {
-            Ok(()) => Ok(true),
-            Err(e) if e.name() == "ObjectNotFoundError" => Ok(false),
-            Err(e) => Err(moray_error(e)),
-        }
+            .map_err(moray_error)
     }
 
     async fn list_reservations(&self) -> Result<Vec<Versioned<ReservationDoc>>> {
-        let objects = self
-            .moray
-            .find_objects(
-                RESERVATIONS_BUCKET,
-                "(server_uuid=*)",
-                &FindOptions::limit(LIST_LIMIT),
-            )
+        self.find_reservations(&Filter::present("server_uuid"))
             .await
-            .map_err(moray_error)?;
-        objects
-            .into_iter()
-            .map(|o| {
-                Ok(Versioned {
-                    value: from_json("reservations", o.value)?,
-                    etag: o.etag,
-                })
-            })
-            .collect()
     }
 
     async fn put_reservations(&self, doc: &ReservationDoc, cond: Cond) -> Result<String> {
-        let value = reservations_json(doc)?;
-        self.moray
-            .put_object(
-                RESERVATIONS_BUCKET,
-                &doc.server_uuid.to_string(),
-                &value,
-                etag(cond),
-            )
+        self.reservations
+            .put(&doc.server_uuid.to_string(), doc, cond)
             .await
             .map_err(moray_error)
     }
 
     async fn delete_reservations(&self, server: Uuid) -> Result<()> {
-        match self
-            .moray
-            .delete_object(RESERVATIONS_BUCKET, &server.to_string(), EtagCondition::Any)
+        self.reservations
+            .remove(&server.to_string())
             .await
-        {
-            Ok(()) => Ok(()),
-            Err(e) if e.name() == "ObjectNotFoundError" => Ok(()),
-            Err(e) => Err(moray_error(e)),
-        }
+            .map(|_| ())
+            .map_err(moray_error)
     }
 
     async fn get_reservations(&self, server: Uuid) -> Result<Option<Versioned<ReservationDoc>>> {
-        let object = self
-            .moray
-            .get_object(RESERVATIONS_BUCKET, &server.to_string())
+        self.reservations
+            .get(&server.to_string())
             .await
-            .map_err(moray_error)?;
-        object
-            .map(|o| {
-                Ok(Versioned {
-                    value: from_json("reservations", o.value)?,
-                    etag: o.etag,
-                })
-            })
-            .transpose()
+            .map_err(moray_error)
     }
 
     async fn put_reservations_batch(&self, docs: &[(ReservationDoc, Cond)]) -> Result<Vec<String>> {
         let ops = docs
             .iter()
             .map(|(doc, cond)| {
-                Ok(BatchOp::Put {
-                    bucket: RESERVATIONS_BUCKET.to_string(),
-                    key: doc.server_uuid.to_string(),
-                    value: reservations_json(doc)?,
-                    etag: etag(cond.clone()),
-                })
+                self.reservations
+                    .put_op(&doc.server_uuid.to_string(), doc, cond.clone())
             })
-            .collect::<Result<Vec<_>>>()?;
-        let results = self.moray.batch(&ops).await.map_err(moray_error)?;
+            .collect::<moray_client::Result<Vec<_>>>()
+            .map_err(moray_error)?;
+        let results = self
+            .reservations
+            .client()
+            .batch(&ops)
+            .await
+            .map_err(moray_error)?;
         Ok(results.into_iter().map(|r| r.etag).collect())
     }
 
     async fn find_reservations_of(&self, vm_uuid: &str) -> Result<Vec<Versioned<ReservationDoc>>> {
-        let objects = self
-            .moray
-            .find_objects(
-                RESERVATIONS_BUCKET,
-                &Filter::eq("vm_uuids", vm_uuid).to_string(),
-                &FindOptions::limit(LIST_LIMIT),
-            )
+        self.find_reservations(&Filter::eq("vm_uuids", vm_uuid))
             .await
-            .map_err(moray_error)?;
-        objects
-            .into_iter()
-            .map(|o| {
-                Ok(Versioned {
-                    value: from_json("reservations", o.value)?,
-                    etag: o.etag,
-                })
-            })
-            .collect()
     }
 }
