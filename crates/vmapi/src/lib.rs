@@ -6,6 +6,7 @@
 //!   pure policy; [`jobs::steps`] the steps every job kind shares;
 //! * [`service`]: the gRPC API (`triton.vmapi.v1.Vmapi`), thin handlers;
 //! * [`reconcile`]: VM states kept current from the servers' heartbeats;
+//! * [`watch`]: WatchVms, the VMs' change feed (snapshot then follow);
 //! * [`start`] runs it all (the `vmapi` binary; tests on port 0).
 
 pub mod clients;
@@ -18,6 +19,7 @@ pub mod reconcile;
 pub mod service;
 pub mod store;
 pub mod validate;
+pub mod watch;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,6 +50,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let moray = moray_client::MorayClient::connect(&config.moray_url)
         .await
         .map_err(Error::moray(format!("connect to {}", config.moray_url)))?;
+    let watch = watch::Watch::new(moray.clone(), shutdown.clone());
     let store = store::Store::new(moray);
     store.ensure_buckets().await?;
 
@@ -96,6 +99,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         clients,
         engine: engine.clone(),
         timeouts: config.timeouts.clone(),
+        watch,
     };
     let routes = tonic::service::Routes::new(VmapiServer::new(service));
     let serving_engine = engine.clone();

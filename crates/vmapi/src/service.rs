@@ -46,6 +46,7 @@ pub struct VmapiService {
     pub clients: Clients,
     pub engine: Arc<Engine>,
     pub timeouts: Timeouts,
+    pub watch: crate::watch::Watch,
 }
 
 fn req_id<T>(r: &Request<T>) -> String {
@@ -1369,6 +1370,12 @@ fn wanted_networks<'a>(c: &mut Checker, networks: &'a [pb::NetworkSpec]) -> Vec<
 
 #[tonic::async_trait]
 impl Vmapi for VmapiService {
+    type WatchVmsStream = crate::watch::WatchVmsStream;
+
+    async fn watch_vms(&self, r: Request<pb::WatchVmsRequest>) -> Reply<Self::WatchVmsStream> {
+        Ok(Response::new(self.watch.watch_vms(r.into_inner()).await?))
+    }
+
     async fn ping(&self, _: Request<pb::PingRequest>) -> Reply<pb::PingResponse> {
         self.store.ping().await?;
         Ok(Response::new(pb::PingResponse {
