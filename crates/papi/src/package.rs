@@ -8,6 +8,8 @@ use serde_json::{Map, Value};
 use triton_proto::papi::v1 as proto;
 
 use crate::error::FieldError;
+pub use triton_types::is_uuid;
+use triton_types::value::struct_to_json;
 
 pub const MIN_RAM: u64 = 64;
 pub const MIN_SWAP: u64 = 128;
@@ -269,7 +271,7 @@ pub fn apply(p: &mut Package, f: proto::PackageFields) {
     list(&mut p.owner_uuids, f.owner_uuids);
     list(&mut p.networks, f.networks);
     if let Some(t) = f.traits {
-        let map = struct_to_json(t);
+        let map = struct_to_json(&t);
         p.traits = (!map.is_empty()).then_some(map);
     }
     text(&mut p.billing_tag, f.billing_tag);
@@ -503,16 +505,6 @@ pub fn is_semver(v: &str) -> bool {
         && build.is_none_or(ident)
 }
 
-/// A lower-case hyphenated UUID.
-pub fn is_uuid(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 36
-        && b.iter().enumerate().all(|(i, &c)| match i {
-            8 | 13 | 18 | 23 => c == b'-',
-            _ => c.is_ascii_digit() || (b'a'..=b'f').contains(&c),
-        })
-}
-
 fn disk_to_json(d: &proto::Disk) -> Value {
     match d.size {
         Some(proto::disk::Size::Mib(mib)) => serde_json::json!({ "size": mib }),
@@ -528,56 +520,6 @@ pub fn disk_from_json(v: &Value) -> proto::Disk {
         _ => None,
     };
     proto::Disk { size }
-}
-
-pub fn struct_to_json(s: prost_types::Struct) -> Map<String, Value> {
-    s.fields
-        .into_iter()
-        .map(|(k, v)| (k, value_to_json(v)))
-        .collect()
-}
-
-fn value_to_json(v: prost_types::Value) -> Value {
-    use prost_types::value::Kind;
-    match v.kind {
-        None | Some(Kind::NullValue(_)) => Value::Null,
-        Some(Kind::BoolValue(b)) => Value::Bool(b),
-        Some(Kind::NumberValue(n)) => {
-            // Whole numbers stay integers, as they were written in Triton's JSON.
-            if n.fract() == 0.0 && n.abs() < 9.0e15 {
-                Value::from(n as i64)
-            } else {
-                serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number)
-            }
-        }
-        Some(Kind::StringValue(s)) => Value::String(s),
-        Some(Kind::ListValue(l)) => Value::Array(l.values.into_iter().map(value_to_json).collect()),
-        Some(Kind::StructValue(s)) => Value::Object(struct_to_json(s)),
-    }
-}
-
-pub fn json_to_struct(m: &Map<String, Value>) -> prost_types::Struct {
-    prost_types::Struct {
-        fields: m
-            .iter()
-            .map(|(k, v)| (k.clone(), json_to_value(v)))
-            .collect(),
-    }
-}
-
-fn json_to_value(v: &Value) -> prost_types::Value {
-    use prost_types::value::Kind;
-    let kind = match v {
-        Value::Null => Kind::NullValue(0),
-        Value::Bool(b) => Kind::BoolValue(*b),
-        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
-        Value::String(s) => Kind::StringValue(s.clone()),
-        Value::Array(a) => Kind::ListValue(prost_types::ListValue {
-            values: a.iter().map(json_to_value).collect(),
-        }),
-        Value::Object(o) => Kind::StructValue(json_to_struct(o)),
-    };
-    prost_types::Value { kind: Some(kind) }
 }
 
 #[cfg(test)]
@@ -740,14 +682,5 @@ mod tests {
                 .contains("required")
         );
         assert_eq!(remove(&mut p, "colour").unwrap_err().field, "remove");
-    }
-
-    #[test]
-    fn traits_round_trip() {
-        let json = serde_json::json!({"ssd": true, "img_mgmt": "yes", "hw": ["a", "b"], "n": 3});
-        let Value::Object(map) = json else {
-            unreachable!()
-        };
-        assert_eq!(struct_to_json(json_to_struct(&map)), map);
     }
 }

@@ -96,7 +96,7 @@ pub fn to_proto(p: Package) -> proto::Package {
         common_name: p.common_name.unwrap_or_default(),
         owner_uuids: p.owner_uuids.unwrap_or_default(),
         networks: p.networks.unwrap_or_default(),
-        traits: p.traits.as_ref().map(package::json_to_struct),
+        traits: p.traits.as_ref().map(triton_types::value::struct_from_json),
         billing_tag: p.billing_tag.unwrap_or_default(),
         brand: p.brand.unwrap_or_default(),
         os: p.os.unwrap_or_default(),

@@ -2,9 +2,9 @@
 //! package uuid; unique indexes on `uuid` and `name_version`).
 
 use moray_client::filter::Filter;
+use moray_client::typed::{Bucket, Change, RetryPolicy, UpdateError, Versioned, is_etag_conflict};
 use moray_client::{
-    BucketConfig, EtagCondition, FindOptions, IndexDef, MorayClient, MorayError, Object, Sort,
-    SortOrder,
+    BucketConfig, EtagCondition, FindOptions, IndexDef, MorayClient, MorayError, Sort, SortOrder,
 };
 use triton_common::time::now_rfc3339;
 use triton_proto::papi::v1 as proto;
@@ -19,8 +19,6 @@ pub const BUCKET_VERSION: u32 = 1;
 pub const MAX_LIMIT: u32 = 1000;
 /// Longest raw LDAP filter accepted.
 pub const MAX_FILTER_LEN: usize = 4096;
-/// Tries of an update that lost a race with another update of the same package.
-const WRITE_ATTEMPTS: usize = 3;
 
 /// Indexed fields and their Moray types: what ListPackages can filter and sort on.
 pub const INDEXES: &[(&str, &str)] = &[
@@ -62,21 +60,21 @@ pub fn bucket_config() -> BucketConfig {
 
 #[derive(Debug, Clone)]
 pub struct Papi {
-    moray: MorayClient,
+    packages: Bucket<Package>,
     ignore_cpu_cap: bool,
 }
 
 impl Papi {
     pub fn new(moray: MorayClient, ignore_cpu_cap: bool) -> Self {
         Papi {
-            moray,
+            packages: Bucket::new(moray, BUCKET, bucket_config()),
             ignore_cpu_cap,
         }
     }
 
     pub async fn ensure_buckets(&self) -> Result<()> {
-        self.moray
-            .ensure_bucket(BUCKET, &bucket_config())
+        self.packages
+            .ensure()
             .await
             .map_err(Error::moray("putBucket"))
     }
@@ -119,14 +117,9 @@ impl Papi {
         if !errors.is_empty() {
             return Err(Error::Invalid(errors));
         }
-        let value = to_value(&pkg)?;
-        match self
-            .moray
-            .put_object(BUCKET, &pkg.uuid, &value, EtagCondition::MustNotExist)
-            .await
-        {
+        match self.packages.insert(&pkg.uuid, &pkg).await {
             Ok(_) => Ok(pkg),
-            Err(e) if e.name() == "EtagConflictError" || unique_violation(&e, "uuid") => {
+            Err(e) if is_etag_conflict(&e) || unique_violation(&e, "uuid") => {
                 Err(Error::Conflict {
                     field: "uuid",
                     value: format!("{:?}", pkg.uuid),
@@ -148,7 +141,7 @@ impl Papi {
         for (i, owner) in owner_uuids.iter().enumerate() {
             check_uuid(&format!("owner_uuids[{i}]"), owner)?;
         }
-        let (pkg, _) = self.load(uuid).await?;
+        let pkg = self.load(uuid).await?.value;
         let visible = owner_uuids.is_empty()
             || pkg
                 .owner_uuids
@@ -207,7 +200,12 @@ impl Papi {
             }],
             ..Default::default()
         };
-        let objects = match self.moray.find_objects(BUCKET, &filter, &options).await {
+        let objects = match self
+            .packages
+            .client()
+            .find_objects(BUCKET, &filter, &options)
+            .await
+        {
             Ok(o) => o,
             Err(e) if matches!(e.name(), "InvalidQueryError" | "NotIndexedError") => {
                 return Err(Error::invalid(
@@ -219,52 +217,54 @@ impl Papi {
         };
         let total = objects.first().and_then(|o| o.count).unwrap_or(0);
         let packages = objects
-            .iter()
-            .map(from_object)
-            .collect::<Result<Vec<_>>>()?;
+            .into_iter()
+            .map(|o| self.packages.decode(&o.key, o.value))
+            .collect::<moray_client::Result<Vec<_>>>()
+            .map_err(Error::moray("findObjects"))?;
         Ok((packages, total))
     }
 
     pub async fn update(&self, req: proto::UpdatePackageRequest) -> Result<Package> {
         check_uuid("uuid", &req.uuid)?;
         let fields = req.fields.unwrap_or_default();
-        for _ in 0..WRITE_ATTEMPTS {
-            let (stored, etag) = self.load(&req.uuid).await?;
-            let mut errors = package::immutable_changes(&stored, &fields);
-            let mut pkg = stored.clone();
-            package::apply(&mut pkg, fields.clone());
-            for field in &req.remove {
-                if let Err(e) = package::remove(&mut pkg, field) {
-                    errors.push(e);
+        let updated = self
+            .packages
+            .update(&req.uuid, |pkg| {
+                let mut errors = package::immutable_changes(pkg, &fields);
+                package::apply(pkg, fields.clone());
+                for field in &req.remove {
+                    if let Err(e) = package::remove(pkg, field) {
+                        errors.push(e);
+                    }
                 }
+                if !errors.is_empty() {
+                    return Err(Error::Invalid(errors));
+                }
+                let errors = package::validate(pkg, self.ignore_cpu_cap);
+                if !errors.is_empty() {
+                    return Err(Error::Invalid(errors));
+                }
+                pkg.updated_at = now_rfc3339();
+                Ok(Change::Write)
+            })
+            .await;
+        match updated {
+            Ok(v) => Ok(v.value),
+            Err(UpdateError::Moray(e)) if e.name() == "ObjectNotFoundError" => {
+                Err(Error::PackageNotFound(req.uuid))
             }
-            if !errors.is_empty() {
-                return Err(Error::Invalid(errors));
-            }
-            let errors = package::validate(&pkg, self.ignore_cpu_cap);
-            if !errors.is_empty() {
-                return Err(Error::Invalid(errors));
-            }
-            pkg.updated_at = now_rfc3339();
-            match self
-                .moray
-                .put_object(BUCKET, &pkg.uuid, &to_value(&pkg)?, EtagCondition::Is(etag))
-                .await
-            {
-                Ok(_) => return Ok(pkg),
-                Err(e) if e.name() == "EtagConflictError" => continue,
-                Err(e) => return Err(Error::moray("putObject")(e)),
-            }
+            Err(UpdateError::Moray(e)) if is_etag_conflict(&e) => Err(Error::Busy(format!(
+                "package {} changed {} times during the request; try again",
+                req.uuid,
+                RetryPolicy::DEFAULT.attempts
+            ))),
+            Err(e) => Err(e.map_moray(Error::moray("putObject"))),
         }
-        Err(Error::Busy(format!(
-            "package {} changed {WRITE_ATTEMPTS} times during the request; try again",
-            req.uuid
-        )))
     }
 
     pub async fn delete(&self, uuid: &str, force: bool) -> Result<()> {
         check_uuid("uuid", uuid)?;
-        let (_, etag) = self.load(uuid).await?;
+        let etag = self.load(uuid).await?.etag;
         if !force {
             return Err(Error::BadMethod(
                 "Packages cannot be deleted: instances made from them bill against them; \
@@ -272,32 +272,24 @@ impl Papi {
                     .to_string(),
             ));
         }
-        match self
-            .moray
-            .delete_object(BUCKET, uuid, EtagCondition::Is(etag))
-            .await
-        {
+        match self.packages.delete(uuid, EtagCondition::Is(etag)).await {
             Ok(()) => Ok(()),
             Err(e) if e.name() == "ObjectNotFoundError" => {
                 Err(Error::PackageNotFound(uuid.to_string()))
             }
-            Err(e) if e.name() == "EtagConflictError" => Err(Error::Busy(format!(
+            Err(e) if is_etag_conflict(&e) => Err(Error::Busy(format!(
                 "package {uuid} changed during the delete; try again"
             ))),
             Err(e) => Err(Error::moray("delObject")(e)),
         }
     }
 
-    async fn load(&self, uuid: &str) -> Result<(Package, String)> {
-        let object = self
-            .moray
-            .get_object(BUCKET, uuid)
+    async fn load(&self, uuid: &str) -> Result<Versioned<Package>> {
+        self.packages
+            .get(uuid)
             .await
-            .map_err(Error::moray("getObject"))?;
-        match object {
-            Some(o) => Ok((from_object(&o)?, o.etag)),
-            None => Err(Error::PackageNotFound(uuid.to_string())),
-        }
+            .map_err(Error::moray("getObject"))?
+            .ok_or_else(|| Error::PackageNotFound(uuid.to_string()))
     }
 }
 
@@ -396,20 +388,6 @@ fn unique_violation(e: &MorayError, attribute: &str) -> bool {
             .split_whitespace()
             .next()
             .is_some_and(|first| first == attribute)
-}
-
-fn to_value(p: &Package) -> Result<serde_json::Value> {
-    serde_json::to_value(p).map_err(|e| Error::Corrupt {
-        what: format!("package {}", p.uuid),
-        reason: e.to_string(),
-    })
-}
-
-fn from_object(o: &Object) -> Result<Package> {
-    serde_json::from_value(o.value.clone()).map_err(|e| Error::Corrupt {
-        what: format!("{}/{}", o.bucket, o.key),
-        reason: e.to_string(),
-    })
 }
 
 #[cfg(test)]
