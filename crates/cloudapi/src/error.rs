@@ -121,33 +121,13 @@ impl IntoResponse for ApiError {
 pub enum StartError {
     #[error("bad config: {0}")]
     Config(String),
-    #[error("cannot {what} {path}")]
-    SelfSigned {
-        what: &'static str,
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot make a self-signed certificate: {0}")]
-    MakeCertificate(String),
+    #[error(transparent)]
+    Tls(#[from] triton_common::tls::TlsError),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: String,
         #[source]
         source: std::io::Error,
-    },
-    #[error("cannot read TLS {what} {path}")]
-    ReadTls {
-        what: &'static str,
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("bad TLS {what} {path}: {message}")]
-    BadTls {
-        what: &'static str,
-        path: String,
-        message: String,
     },
     #[error("bad backend URL for {service}")]
     BadUrl {

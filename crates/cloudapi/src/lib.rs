@@ -15,7 +15,6 @@ pub mod http_signature;
 pub mod machine;
 pub mod params;
 pub mod server;
-pub mod tls;
 pub mod version;
 
 use std::net::SocketAddr;
@@ -24,6 +23,8 @@ use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use triton_common::listen::Acceptor;
+use triton_common::tls;
 
 pub use backends::Backends;
 pub use config::Config;
@@ -120,6 +121,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         let app = app.clone();
         let token = shutdown.clone();
         servers.push(tokio::spawn(async move {
+            let listener = Acceptor::new(listener, tls::DEFAULT_MAX_CONNECTIONS, "HTTP");
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(async move { token.cancelled().await })
                 .await;
@@ -130,7 +132,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     }
     if let Some((listener, acceptor)) = secure {
         let token = shutdown.clone();
-        let listener = tls::TlsListener::new(listener, acceptor, shutdown.clone());
+        let listener = tls::TlsListener::new(
+            listener,
+            acceptor,
+            tls::DEFAULT_MAX_CONNECTIONS,
+            shutdown.clone(),
+        );
         servers.push(tokio::spawn(async move {
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(async move { token.cancelled().await })

@@ -15,6 +15,7 @@ pub mod shutdown;
 pub mod status;
 pub mod telemetry;
 pub mod time;
+pub mod tls;
 
 #[doc(hidden)]
 pub use mimalloc;

@@ -1,7 +1,11 @@
-//! HTTPS: rustls (on ring) behind axum. Handshakes run in their own tasks, so a slow
-//! or silent client never holds up the accept loop; finished connections are handed
-//! to axum through a bounded channel. With no certificate configured, CloudAPI makes
-//! a self-signed one in its data dir ([`self_signed`]) and keeps it across restarts.
+//! HTTPS for a service's REST API (CloudAPI now; CMon and the Docker API next): rustls (on
+//! ring) behind axum. Connections are bounded as the gRPC server's are
+//! ([`crate::listen`]: a permit per open connection, taken before accept, so a full
+//! listener makes new clients wait rather than fail). Handshakes run in their own tasks,
+//! each within [`HANDSHAKE_TIMEOUT`], so a slow or silent client never holds up the accept
+//! loop; finished connections are handed to axum through a bounded channel. With no
+//! certificate configured, a service makes a self-signed one in its data dir
+//! ([`self_signed`]) and keeps it across restarts.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -18,12 +22,43 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::StartError;
+use crate::listen::{Acceptor, Conn};
 
 /// A handshake that takes longer is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshaken connections waiting for axum to take them.
 const ACCEPT_QUEUE: usize = 128;
+/// Open connections (handshaking or handshaken) at once on one listener: far more than a
+/// datacenter's tenants keep open through their CLIs and portals; past it new clients
+/// wait in the kernel's accept queue until one closes.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// Why the certificate, its key or the TLS set-up could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot {what} {path}")]
+    SelfSigned {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot make a self-signed certificate: {0}")]
+    MakeCertificate(String),
+    #[error("cannot read TLS {what} {path}")]
+    ReadTls {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("bad TLS {what} {path}: {message}")]
+    BadTls {
+        what: &'static str,
+        path: String,
+        message: String,
+    },
+}
 
 /// The self-signed certificate's files under the data dir.
 pub const SELF_SIGNED_DIR: &str = "tls";
@@ -39,13 +74,13 @@ pub fn self_signed(
     data_dir: &Path,
     cn: &str,
     names: &[String],
-) -> Result<(PathBuf, PathBuf, bool), StartError> {
+) -> Result<(PathBuf, PathBuf, bool), TlsError> {
     let dir = data_dir.join(SELF_SIGNED_DIR);
     let cert = dir.join(SELF_SIGNED_CERT);
     let key = dir.join(SELF_SIGNED_KEY);
     let io = |what: &'static str, path: &Path| {
         let path = path.display().to_string();
-        move |source| StartError::SelfSigned { what, path, source }
+        move |source| TlsError::SelfSigned { what, path, source }
     };
     if cert.is_file() && key.is_file() {
         // Kept, but never readable by others, whoever made it.
@@ -56,7 +91,7 @@ pub fn self_signed(
     std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
         .map_err(io("set the mode of", &dir))?;
-    let made = |e: rcgen::Error| StartError::MakeCertificate(e.to_string());
+    let made = |e: rcgen::Error| TlsError::MakeCertificate(e.to_string());
     let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(made)?;
     let mut params = rcgen::CertificateParams::new(names.to_vec()).map_err(made)?;
     params
@@ -94,15 +129,15 @@ fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
 }
 
 /// A TLS acceptor from PEM files.
-pub fn acceptor(cert_path: &str, key_path: &str) -> Result<TlsAcceptor, StartError> {
+pub fn acceptor(cert_path: &str, key_path: &str) -> Result<TlsAcceptor, TlsError> {
     let read = |what: &'static str, path: &str| {
-        std::fs::read(path).map_err(|source| StartError::ReadTls {
+        std::fs::read(path).map_err(|source| TlsError::ReadTls {
             what,
             path: path.to_string(),
             source,
         })
     };
-    let bad = |what: &'static str, path: &str, message: String| StartError::BadTls {
+    let bad = |what: &'static str, path: &str, message: String| TlsError::BadTls {
         what,
         path: path.to_string(),
         message,
@@ -134,29 +169,27 @@ pub fn acceptor(cert_path: &str, key_path: &str) -> Result<TlsAcceptor, StartErr
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// An [`axum::serve::Listener`] of TLS connections.
+/// An [`axum::serve::Listener`] of TLS connections, at most `max_connections` open.
 pub struct TlsListener {
     local: std::io::Result<SocketAddr>,
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    ready: mpsc::Receiver<(TlsStream<Conn<TcpStream>>, SocketAddr)>,
 }
 
 impl TlsListener {
-    pub fn new(listener: TcpListener, acceptor: TlsAcceptor, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        listener: TcpListener,
+        acceptor: TlsAcceptor,
+        max_connections: usize,
+        shutdown: CancellationToken,
+    ) -> Self {
         let local = listener.local_addr();
         let (tx, ready) = mpsc::channel(ACCEPT_QUEUE);
+        let connections = Acceptor::new(listener, max_connections, "HTTPS");
         tokio::spawn(async move {
             loop {
-                let accepted = tokio::select! {
+                let (tcp, peer) = tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    a = listener.accept() => a,
-                };
-                let (tcp, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
+                    accepted = connections.accept() => accepted,
                 };
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
@@ -176,7 +209,7 @@ impl TlsListener {
 }
 
 impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
+    type Io = TlsStream<Conn<TcpStream>>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
@@ -192,5 +225,19 @@ impl axum::serve::Listener for TlsListener {
             Ok(a) => Ok(*a),
             Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
         }
+    }
+}
+
+/// Plain HTTP with the same bound: [`Acceptor`] as an [`axum::serve::Listener`].
+impl axum::serve::Listener for Acceptor {
+    type Io = Conn<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        Acceptor::accept(self).await
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Acceptor::local_addr(self)
     }
 }
