@@ -15,6 +15,9 @@
 //! retryable errors as "not applied" (and prove it: the resend is conditioned on the key
 //! not existing) and unknown outcomes as "maybe applied"; any other error fails the test.
 
+// Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::{Duration, Instant};
 
 use triton_e2e::{Load, MorayOnShard};

@@ -18,6 +18,9 @@
 //! (PostgreSQL, Moray, UFDS, PAPI, IMGAPI, NAPI, CNAPI, a sim cn-agent, VMAPI,
 //! CloudAPI, and the clients) runs on this one host; the numbers include all of it.
 
+// Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 

@@ -2,6 +2,9 @@
 //! signature, and one account reaching for another's resources. Built by hand, so each
 //! fault is exactly the one under test.
 
+// Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use dc_testkit::cloudapi::{HandKey, raw_request};
 use dc_testkit::{Dc, Options};
 use triton_proto::ufds::v1 as ufds;

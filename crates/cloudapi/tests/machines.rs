@@ -3,6 +3,9 @@
 //! simulated compute node and on a real linux one (the instance runs, answers on its
 //! IP, stops); and a second account that can see or touch none of it.
 
+// Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use dc_testkit::linux::{LinuxHost, answers_http};

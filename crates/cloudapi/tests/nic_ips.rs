@@ -4,6 +4,9 @@
 //! the rule; and an address another tenant's instance holds is refused without naming
 //! that instance, its account or its NIC.
 
+// Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use dc_testkit::cloudapi::raw_request;
 use dc_testkit::{Dc, Options};
 use serde_json::json;

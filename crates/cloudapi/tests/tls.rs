@@ -2,6 +2,9 @@
 //! and with no certificate configured CloudAPI makes a self-signed one in its data dir,
 //! serves HTTPS with it, and keeps it across restarts.
 
+// Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::sync::Arc;

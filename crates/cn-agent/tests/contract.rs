@@ -4,6 +4,9 @@
 //! files, `dd` inside the instance against its disk quota, mounts, loop devices, links),
 //! for `sim` what the simulator recorded.
 
+// Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -8,6 +8,9 @@
 //! of the test in the namespace: `setns(2)`), and addresses or MACs changed there with
 //! `ip`, as root in the instance could.
 
+// Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;

@@ -8,6 +8,9 @@
 //!   the agent gone during the step) is removed when the agent starts again, so nothing
 //!   is left `provisioning` and the create, sent again, succeeds.
 
+// Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::Arc;

@@ -3,6 +3,9 @@
 //! over-commit a server even with two CNAPIs, tasks forwarded to the agents, and the
 //! records in a real Moray on a real PostgreSQL.
 
+// Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;

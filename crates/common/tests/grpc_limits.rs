@@ -7,6 +7,9 @@
 //! test picks records the call and then answers, waits for the test, or never answers;
 //! `Watch` streams what the test sends.
 
+// Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,6 +1,9 @@
 //! The shared service `main`: exit code 2 for a bad config (naming the key), 0 for a good
 //! one under `--check-config`, 1 when the service fails, with the error's causes.
 
+// Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use serde::{Deserialize, Serialize};
 use triton_common::service::{EXIT_CONFIG, EXIT_FAILURE, Failure, Service};
 

@@ -168,21 +168,30 @@ pub(crate) fn self_signed_certificate(dir: &Path) -> (PathBuf, PathBuf) {
 
 /// A tenant: an account, its key, and a `$HOME` the `triton` CLI finds the key in.
 pub struct Tenant {
+    /// Its login, the `TRITON_ACCOUNT` the CLI runs as.
     pub login: String,
+    /// Its account's uuid.
     pub uuid: String,
+    /// Its `$HOME`, with the key in `.ssh`.
     pub home: tempfile::TempDir,
+    /// The private key's file.
     pub key_path: PathBuf,
     /// MD5, colon-hex: the keyId the CLI signs with.
     pub fingerprint: String,
+    /// The `TRITON_URL` the CLI is given (HTTPS with `https://`).
     pub url: String,
+    /// Sets `TRITON_TLS_INSECURE`, for a self-signed certificate.
     pub insecure: bool,
 }
 
 /// What one `triton` run printed.
 #[derive(Debug)]
 pub struct CliOutput {
+    /// Whether it exited 0.
     pub success: bool,
+    /// What it printed on standard output.
     pub stdout: String,
+    /// What it printed on standard error.
     pub stderr: String,
 }
 
@@ -268,18 +277,23 @@ impl Tenant {
 /// A response read off the wire.
 #[derive(Debug)]
 pub struct RawResponse {
+    /// The status code.
     pub status: u16,
+    /// The headers, in order, as sent.
     pub headers: Vec<(String, String)>,
+    /// The body, de-chunked.
     pub body: String,
 }
 
 impl RawResponse {
+    /// The first header named `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+    /// The body as JSON; fails the test when it is not.
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.body)
             .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
@@ -368,7 +382,9 @@ fn dechunk(s: &str) -> String {
 /// An Ed25519 key made in the test, registered (or not) with an account, that signs
 /// requests by hand.
 pub struct HandKey {
+    /// The key pair.
     pub pair: ring::signature::Ed25519KeyPair,
+    /// The public key in OpenSSH's one-line form, as UFDS takes it.
     pub openssh: String,
 }
 
@@ -379,6 +395,7 @@ impl Default for HandKey {
 }
 
 impl HandKey {
+    /// A new random key.
     pub fn new() -> HandKey {
         let rng = ring::rand::SystemRandom::new();
         let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).expect("keygen");

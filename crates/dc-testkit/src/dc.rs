@@ -35,14 +35,21 @@ pub const ADMIN_UUID: &str = "930896af-bf8c-48d4-885c-6573a94b1853";
 /// A service of the test datacenter, for [`Dc::addr`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Service {
+    /// UFDS (gRPC).
     Ufds,
+    /// PAPI (gRPC).
     Papi,
+    /// IMGAPI (gRPC).
     Imgapi,
     /// IMGAPI's HTTP file server.
     ImgapiFiles,
+    /// NAPI (gRPC).
     Napi,
+    /// CNAPI (gRPC).
     Cnapi,
+    /// VMAPI (gRPC); its address stays across restarts.
     Vmapi,
+    /// CloudAPI's plain HTTP listener.
     Cloudapi,
 }
 
@@ -53,9 +60,13 @@ type Configure<C> = Box<dyn Fn(&mut C) + Send + Sync>;
 /// CloudAPI brings the same), or start from [`Options::vmapi`] or
 /// [`Options::cloudapi`].
 pub struct Options {
+    /// UFDS: accounts and keys.
     pub ufds: bool,
+    /// PAPI: packages.
     pub papi: bool,
+    /// IMGAPI: images, over gRPC and HTTP.
     pub imgapi: bool,
+    /// NAPI: nic tags, networks and NICs.
     pub napi: bool,
     /// CNAPI, its nodes (`sim_nodes` and `linux`) and VMAPI.
     pub compute: bool,
@@ -70,14 +81,18 @@ pub struct Options {
     /// NAPI seeds CoaL's networks (owned by [`ADMIN_UUID`]); with a linux node, the
     /// external network is its host's bridge subnet, so the host reaches instances.
     pub coal_networks: bool,
+    /// How many simulated compute nodes `compute` starts.
     pub sim_nodes: usize,
+    /// Each sim node's RAM in MiB.
     pub node_ram_mib: u64,
     /// The nic tags the sim nodes have.
     pub nic_tags: Vec<String>,
     /// Nic tags the sim nodes claim but do not have: a NIC on one makes machine_create
     /// fail on the node itself.
     pub broken_nic_tags: Vec<String>,
+    /// How long each of the sim nodes' operations takes.
     pub sim_delays: SimDelays,
+    /// The agents' heartbeat interval; CNAPI's lifetime and reconcile period follow it.
     pub heartbeat: Duration,
     /// CNAPI keeps servers in memory instead of Moray (scale runs: CNAPI's Moray
     /// round trips per allocation are CNAPI's cost, not VMAPI's).
@@ -87,10 +102,15 @@ pub struct Options {
     /// One linux compute node ([`crate::linux::LinuxHost::node_options`]; the test keeps its
     /// `LinuxHost`, which removes what it made on drop).
     pub linux: Option<LinuxNode>,
+    /// Changes to UFDS's config before it starts.
     pub configure_ufds: Configure<ufds::Config>,
+    /// Changes to PAPI's config before it starts.
     pub configure_papi: Configure<papi::Config>,
+    /// Changes to NAPI's config before it starts.
     pub configure_napi: Configure<napi::Config>,
+    /// Changes to VMAPI's config before it starts (also kept for restarts).
     pub configure_vmapi: Configure<vmapi::Config>,
+    /// Changes to CloudAPI's config before it starts.
     pub configure_cloudapi: Configure<cloudapi::Config>,
 }
 
@@ -155,8 +175,11 @@ impl Options {
 pub struct Seed {
     /// `/16` or `/24` admin network, e.g. "10.200.0.0/16".
     pub subnet: String,
+    /// The first address handed out.
     pub first_ip: String,
+    /// The last address handed out.
     pub last_ip: String,
+    /// The network's gateway.
     pub gateway: Option<String>,
     /// The image's file (for sim nodes any bytes do).
     pub image_file: Option<PathBuf>,
@@ -178,9 +201,13 @@ impl Default for Seed {
 pub struct Seeded {
     /// The account's uuid.
     pub owner: String,
+    /// The account's login.
     pub login: String,
+    /// The active public image's uuid.
     pub image_uuid: String,
+    /// The package's uuid (`g1-small`, 256 MiB).
     pub package_uuid: String,
+    /// The `admin` network's uuid.
     pub network_uuid: String,
 }
 
@@ -201,6 +228,7 @@ pub struct Dc {
     /// The configuration CloudAPI runs with.
     pub cloudapi_config: Option<cloudapi::Config>,
     pub(crate) tls_addr: Option<SocketAddr>,
+    /// Cancelled on drop: every service and agent stops.
     pub shutdown: CancellationToken,
     /// A temp dir the datacenter's files live in (IMGAPI's data, certificates).
     pub dir: tempfile::TempDir,
@@ -612,26 +640,31 @@ impl Dc {
     }
 
     #[track_caller]
+    /// A UFDS client.
     pub fn ufds(&self) -> UfdsClient<Channel> {
         UfdsClient::new(grpc(self.addr(Service::Ufds)))
     }
 
     #[track_caller]
+    /// A PAPI client.
     pub fn papi(&self) -> PapiClient<Channel> {
         PapiClient::new(grpc(self.addr(Service::Papi)))
     }
 
     #[track_caller]
+    /// An IMGAPI client.
     pub fn imgapi(&self) -> ImgapiClient<Channel> {
         ImgapiClient::new(grpc(self.addr(Service::Imgapi)))
     }
 
     #[track_caller]
+    /// A NAPI client.
     pub fn napi(&self) -> NapiClient<Channel> {
         NapiClient::new(grpc(self.addr(Service::Napi)))
     }
 
     #[track_caller]
+    /// A CNAPI client.
     pub fn cnapi(&self) -> CnapiClient<Channel> {
         CnapiClient::new(grpc(self.addr(Service::Cnapi)))
     }
@@ -651,6 +684,7 @@ impl Dc {
         self.start_vmapi().await;
     }
 
+    /// Stops VMAPI and waits (up to 30 s) for it to end.
     pub async fn stop_vmapi(&mut self) {
         self.vmapi_shutdown.cancel();
         if let Some(task) = self.vmapi_task.take() {

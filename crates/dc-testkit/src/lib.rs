@@ -14,6 +14,7 @@
 
 // A test kit fails the test it serves by panicking, with a message saying what failed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+#![deny(missing_docs)]
 
 pub mod cloudapi;
 mod dc;

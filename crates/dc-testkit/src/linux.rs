@@ -25,12 +25,15 @@ pub struct Setup<'a> {
     pub link: &'a str,
     /// The bridges to make; the first one's is what `remove_all` is given.
     pub bridges: &'a [BridgeSetup<'a>],
+    /// Whether the backend makes missing bridges itself (the test's are made here either way).
     pub create_bridges: bool,
+    /// The image to build.
     pub image: Image<'a>,
 }
 
 /// A bridge of the host for a nic tag.
 pub struct BridgeSetup<'a> {
+    /// The nic tag it carries.
     pub nic_tag: &'a str,
     /// The start of its name, before the run's id.
     pub stem: &'a str,
@@ -43,9 +46,13 @@ pub struct BridgeSetup<'a> {
 /// The busybox test image: directories, applets, the web root's index and, when given,
 /// `/sbin/init`.
 pub struct Image<'a> {
+    /// Directories made under the root.
     pub dirs: &'a [&'a str],
+    /// busybox applets linked in `/bin`.
     pub applets: &'a [&'a str],
+    /// `/www/index.html`.
     pub index: &'a str,
+    /// `/sbin/init`, when the image has one.
     pub init: Option<&'a str>,
 }
 
@@ -68,10 +75,13 @@ pub struct LinuxNode {
 
 /// A bridge the host made for the test.
 pub struct Bridge {
+    /// The nic tag it carries.
     pub nic_tag: String,
+    /// Its name (run-unique).
     pub name: String,
     /// 10.`net`.`subnet`.0/24
     pub net: u8,
+    /// The third octet of its subnet.
     pub subnet: u8,
 }
 
@@ -89,9 +99,13 @@ impl Bridge {
 
 /// Everything a test made on the host; dropping it removes all of it.
 pub struct LinuxHost {
+    /// The `linux` backend's config: run-unique names, the bridges.
     pub config: LinuxConfig,
+    /// The busybox image.
     pub image: ImageSource,
+    /// The bridges made, in the order asked for.
     pub bridges: Vec<Bridge>,
+    /// The temp dir the state and the image live in.
     pub dir: tempfile::TempDir,
 }
 

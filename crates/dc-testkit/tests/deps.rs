@@ -3,6 +3,9 @@
 //! test kit (and the cross-service `tests` member) has service crates as dependencies;
 //! services take the kit as a dev-dependency only.
 
+// Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use serde_json::{Value, json};
 
 /// The crates that are services (or the operator tool that deploys them).

@@ -2,6 +2,9 @@
 //! upload, activation and the other transitions, listing, and the file over gRPC and
 //! plain HTTP.
 
+// Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 
 use sha1::{Digest, Sha1};

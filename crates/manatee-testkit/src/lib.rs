@@ -12,6 +12,9 @@
 //! process below it, so a fault hits the sitter and its PostgreSQL (and its backends) at
 //! once, as a crash or a pause of the host would.
 
+// A test kit fails the test it serves by panicking, with a message saying what failed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

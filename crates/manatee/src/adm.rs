@@ -622,7 +622,8 @@ impl Adm {
             if json {
                 w(
                     out,
-                    serde_json::to_string(&entry).expect("history serializes"),
+                    serde_json::to_string(&entry)
+                        .unwrap_or_else(|e| format!("(history entry {key}: {e})")),
                 );
             } else {
                 w(
@@ -1099,7 +1100,7 @@ impl Adm {
         match serde_json::from_slice::<serde_json::Value>(&kv.value) {
             Ok(v) => w(
                 out,
-                serde_json::to_string_pretty(&v).expect("JSON values serialize"),
+                serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string()),
             ),
             Err(_) => w(out, String::from_utf8_lossy(&kv.value)),
         }
@@ -1122,7 +1123,7 @@ impl Adm {
             .collect();
         w(
             out,
-            serde_json::to_string_pretty(&values).expect("JSON values serialize"),
+            serde_json::to_string_pretty(&values).unwrap_or_else(|e| format!("{e}")),
         );
         Ok(0)
     }

@@ -40,7 +40,9 @@ pub async fn write_state(
         reason: reason.to_string(),
         state: state.clone(),
     };
-    let history_json = serde_json::to_vec(&history).expect("history entries always serialize");
+    let history_json = serde_json::to_vec(&history).map_err(|e| Error::InvalidState {
+        reason: format!("its history entry does not serialize: {e}"),
+    })?;
     let puts = vec![
         (keys.state(), state.to_json()),
         (
@@ -158,6 +160,8 @@ pub async fn run_session(
 
 async fn register(etcd: &Etcd, keys: &ShardKeys, me: &Peer, ttl: Duration) -> Result<i64, Error> {
     let (lease, _) = etcd.lease_grant(ttl.as_secs().max(1) as i64).await?;
+    // A peer is strings and a number: it always serializes.
+    #[allow(clippy::expect_used)]
     let value = serde_json::to_vec(me).expect("a peer always serializes");
     etcd.put(&keys.election(&me.id), value, lease).await?;
     Ok(lease)

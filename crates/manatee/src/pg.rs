@@ -366,7 +366,8 @@ impl Pg {
     fn set_marker(&self, was_primary: bool) -> Result<(), Error> {
         let path = self.marker_path();
         let tmp = path.with_extension("json.tmp");
-        let body = serde_json::to_vec(&Marker { was_primary }).expect("a marker serializes");
+        let body = serde_json::to_vec(&Marker { was_primary }).map_err(std::io::Error::other);
+        let body = body.map_err(|e| Error::io(&tmp, e))?;
         std::fs::write(&tmp, body).map_err(|e| Error::io(&tmp, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
     }
@@ -769,10 +770,11 @@ impl Pg {
     }
 
     async fn client(&mut self) -> Result<&tokio_postgres::Client, Error> {
-        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
-            self.client = Some(self.connect().await?);
-        }
-        Ok(self.client.as_ref().expect("just set"))
+        let client = match self.client.take() {
+            Some(c) if !c.is_closed() => c,
+            _ => self.connect().await?,
+        };
+        Ok(self.client.insert(client))
     }
 
     async fn query_one_text(&mut self, sql: &str) -> Result<Option<String>, Error> {

@@ -6,6 +6,9 @@
 //!
 //! Run: `cargo test --release -p manatee --test failover_bench -- --ignored --nocapture`
 
+// Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -14,6 +14,9 @@
 //! Then bad input: manatee-adm on a frozen shard and on a healthy peer, and a corrupt
 //! cluster state, each refused with a clear message and no change.
 
+// Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -17,6 +17,9 @@
 //!
 //! A failure prints the seed and the last steps; `SIM_SEED=<seed>` replays one run.
 
+// Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, SystemTime};
 

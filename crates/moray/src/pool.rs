@@ -340,6 +340,8 @@ impl PooledConn {
     }
 }
 
+// `conn` is taken only in `drop`, so it is there whenever the guard is used.
+#[allow(clippy::expect_used)]
 impl std::ops::Deref for PooledConn {
     type Target = Conn;
     fn deref(&self) -> &Conn {
@@ -349,6 +351,7 @@ impl std::ops::Deref for PooledConn {
     }
 }
 
+#[allow(clippy::expect_used)]
 impl std::ops::DerefMut for PooledConn {
     fn deref_mut(&mut self) -> &mut Conn {
         self.conn

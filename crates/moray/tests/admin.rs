@@ -1,5 +1,8 @@
 //! Sql, Ping, Version, request timeouts, and following a changing primary.
 
+// Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

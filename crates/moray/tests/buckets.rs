@@ -1,5 +1,8 @@
 //! Buckets: create, get, list, update (version gate, reindexing), delete; name rules.
 
+// Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{expect_err, start};

@@ -1,6 +1,9 @@
 //! findObjects: every filter operator on every index type, the errors of bad filters,
 //! in-process checks of unindexed fields, sort, limit, offset and _count.
 
+// Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{TestMoray, expect_err, start};

@@ -1,6 +1,9 @@
 //! Objects: put, get, delete, etags, unique indexes, value checks, every index type stored
 //! and merged back, updateObjects, deleteMany and batch.
 
+// Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{expect_err, start, start_with};

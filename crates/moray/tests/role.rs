@@ -2,6 +2,9 @@
 //! with a scram-sha-256 password read from a 0600 file (never logged), and `Sql` runs as
 //! that role, read-only unless allowed, each call from a reset session.
 
+// Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::Write;

@@ -1,6 +1,9 @@
 //! Snapshot: a bucket's objects at a change feed position, so that a follower that takes a
 //! snapshot and then watches from its position ends with exactly the bucket's state.
 
+// Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -1,6 +1,9 @@
 //! NAPI's records through its gRPC API on a real Moray: nic tags, networks, NICs, and
 //! bad input refused with the field named.
 
+// Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{ADMIN, OWNER, TestNapi, assert_error, new_uuid, nic_on};

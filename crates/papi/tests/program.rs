@@ -1,6 +1,9 @@
 //! The `papi` program as an operator starts it: `--check-config` on a bad file exits 2
 //! naming the key, on a good one prints OK and exits 0; `-c` still names the config.
 
+// Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::Command;
 
 fn papi(args: &[&str]) -> std::process::Output {

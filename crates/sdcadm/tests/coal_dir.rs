@@ -1,5 +1,8 @@
 //! `$COAL_DIR` is CoaL's alone: made private, and refused when someone else made it first.
 
+// Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use sdcadm::coal::private_dir;

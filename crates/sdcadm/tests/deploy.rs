@@ -2,6 +2,9 @@
 //! docker-compose file says what the description says; a zone image's manifest describes
 //! its tarball.
 
+// Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 

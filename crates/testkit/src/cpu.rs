@@ -14,6 +14,7 @@ pub struct Cpu {
 }
 
 impl Cpu {
+    /// The CPU time used so far, by this process and by the whole machine.
     pub fn now() -> Cpu {
         Cpu {
             ours: tree_cpu(),

@@ -14,6 +14,8 @@ pub struct Etcd {
 }
 
 impl Etcd {
+    /// Starts a one-member etcd (`ETCD_BIN`, or `etcd` on the PATH) and waits until it
+    /// answers.
     pub fn start() -> Result<Etcd, TestkitError> {
         let bin = std::env::var("ETCD_BIN").unwrap_or_else(|_| "etcd".to_string());
         let dir = tempfile::Builder::new()
@@ -79,10 +81,12 @@ impl Etcd {
         format!("http://127.0.0.1:{}", self.client_port)
     }
 
+    /// Its data directory.
     pub fn dir(&self) -> &std::path::Path {
         self.dir.path()
     }
 
+    /// Kills it now (a crashed member), before the drop.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

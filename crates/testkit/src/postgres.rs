@@ -93,6 +93,7 @@ impl Postgres {
         Self::start_with(PostgresOptions::default())
     }
 
+    /// initdb + start with `options`.
     pub fn start_with(options: PostgresOptions) -> Result<Postgres, TestkitError> {
         let bin = pg_bin_dir()?;
         let dir = tempfile::Builder::new()
@@ -177,6 +178,7 @@ impl Postgres {
         Ok(pg)
     }
 
+    /// The loopback port it listens on.
     pub fn port(&self) -> u16 {
         self.port
     }

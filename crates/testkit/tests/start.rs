@@ -1,5 +1,8 @@
 //! The test kit really starts what it says, and cleans up after itself.
 
+// Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use triton_testkit::{Etcd, Postgres};
 
 #[test]

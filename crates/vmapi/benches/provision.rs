@@ -13,6 +13,9 @@
 //! machine was (other work included), and where a job's time went: waiting to start,
 //! and each step (from the jobs' records).
 
+// Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 

@@ -281,6 +281,8 @@ impl Store {
     }
 }
 
+// A derived Serialize with string keys into a Value: it always serializes.
+#[allow(clippy::expect_used)]
 fn job_value(job: &JobRecord) -> serde_json::Value {
     serde_json::to_value(job).expect("a job record always serializes")
 }

@@ -2,6 +2,9 @@
 //! destroyed behind VMAPI's back, on simulated compute nodes: real PostgreSQL, Moray,
 //! UFDS, PAPI, IMGAPI, NAPI, CNAPI and cn-agents (sim backend) over gRPC.
 
+// Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use cn_agent::ZoneBackend;

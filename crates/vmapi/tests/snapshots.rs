@@ -2,6 +2,9 @@
 //! and cn-agents (sim backend), the jobs `create_snapshot`, `rollback_snapshot` and
 //! `delete_snapshot`, checked against what the node has.
 
+// Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use cn_agent::ZoneBackend;

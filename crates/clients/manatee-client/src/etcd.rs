@@ -14,6 +14,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::Error;
 
 /// Generated etcd API types and clients.
+#[allow(missing_docs)]
 pub mod pb {
     pub mod mvccpb {
         tonic::include_proto!("mvccpb");

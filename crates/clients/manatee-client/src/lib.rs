@@ -14,6 +14,8 @@
 //! # Ok(()) }
 //! ```
 
+#![deny(missing_docs)]
+
 pub mod etcd;
 pub mod state;
 pub mod watch;
@@ -21,35 +23,58 @@ pub mod watch;
 pub use state::{ClusterState, Lsn, Peer, ShardKeys};
 pub use watch::{Observed, watch_primary, watch_state};
 
+/// What went wrong talking to etcd.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The endpoint list is empty.
     #[error("no etcd endpoint given")]
     NoEndpoints,
+    /// An endpoint is not a URL.
     #[error("invalid etcd endpoint {endpoint:?}")]
     Endpoint {
+        /// The endpoint as given.
         endpoint: String,
+        /// Why it is not one.
         #[source]
         source: tonic::transport::Error,
     },
+    /// etcd answered an RPC with an error.
     #[error("etcd at {endpoints}: {op} failed")]
     Rpc {
+        /// The endpoints, comma-separated.
         endpoints: String,
+        /// The operation.
         op: &'static str,
+        /// etcd's answer.
         #[source]
         source: tonic::Status,
     },
     #[error(
         "etcd at {endpoints} did not answer {op} within {timeout_ms} ms (is it running and reachable?)"
     )]
+    /// etcd did not answer in time.
     Timeout {
+        /// The endpoints, comma-separated.
         endpoints: String,
+        /// The operation.
         op: &'static str,
+        /// How long it was given.
         timeout_ms: u64,
     },
+    /// etcd refused to grant or keep a lease.
     #[error("etcd at {endpoints} refused a lease: {message}")]
-    Lease { endpoints: String, message: String },
+    Lease {
+        /// The endpoints, comma-separated.
+        endpoints: String,
+        /// etcd's reason.
+        message: String,
+    },
+    /// etcd cancelled a watch.
     #[error("the etcd watch ended: {reason}")]
-    WatchCanceled { reason: String },
+    WatchCanceled {
+        /// etcd's reason.
+        reason: String,
+    },
 }
 
 /// An error and its causes on one line, `a: b: c`, for messages to operators.

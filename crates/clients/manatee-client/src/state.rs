@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub struct Peer {
     /// `ip:pgPort:statusPort`, stable across restarts of the sitter.
     pub id: String,
+    /// The address it serves PostgreSQL on.
     pub ip: String,
     /// `postgresql://postgres@ip:port/postgres`.
     pub pg_url: String,
@@ -85,8 +86,10 @@ impl<'de> Deserialize<'de> for Lsn {
 /// Why and since when a shard is frozen (no new generation is declared while it is).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Freeze {
+    /// When it was frozen, RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub date: Option<String>,
+    /// The operator's reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
@@ -95,7 +98,9 @@ pub struct Freeze {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PromoteRole {
+    /// The sync becomes the primary.
     Sync,
+    /// An async (`async_index`) swaps with the peer ahead of it.
     Async,
 }
 
@@ -103,10 +108,14 @@ pub enum PromoteRole {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Promote {
+    /// The peer to promote.
     pub id: String,
+    /// Its role now.
     pub role: PromoteRole,
+    /// Its place in the async chain, for an async.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub async_index: Option<usize>,
+    /// The generation the request was made in; a request of another is ignored.
     pub generation: u64,
     /// RFC 3339 UTC; the request is ignored after this time.
     pub expire_time: String,
@@ -116,7 +125,9 @@ pub struct Promote {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterState {
+    /// Increases by one with every change of the primary or the sync.
     pub generation: u64,
+    /// The peer that takes writes.
     pub primary: Peer,
     /// Absent only in one-node-write mode.
     #[serde(default)]
@@ -133,9 +144,12 @@ pub struct ClusterState {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "freeze_value"
     )]
+    /// Set by an operator: no new generation is declared while it is.
     pub freeze: Option<Freeze>,
+    /// The primary writes without a sync (a one-node shard).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub one_node_write_mode: bool,
+    /// An operator's pending planned promotion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promote: Option<Promote>,
 }
@@ -158,9 +172,13 @@ fn freeze_value<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Freeze>, D::Er
 /// What a peer's role is in a state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StateRole {
+    /// It takes writes.
     Primary,
+    /// It replicates synchronously from the primary.
     Sync,
+    /// Its place in the async chain.
     Async(usize),
+    /// A former primary waiting for a rebuild.
     Deposed,
 }
 
@@ -184,6 +202,8 @@ impl ClusterState {
     }
 
     /// The JSON document as stored.
+    // Strings, numbers and lists of them, with string keys: it always serializes.
+    #[allow(clippy::expect_used)]
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a cluster state always serializes")
     }
@@ -262,6 +282,7 @@ impl ShardKeys {
         }
     }
 
+    /// `/manatee/<shard>/`, the prefix every key of the shard starts with.
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
@@ -304,7 +325,9 @@ pub struct HistoryEntry {
     pub time: String,
     /// The peer id of the writing sitter, or `manatee-adm`.
     pub writer: String,
+    /// Why it was written.
     pub reason: String,
+    /// The state written.
     pub state: ClusterState,
 }
 

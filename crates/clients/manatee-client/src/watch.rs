@@ -29,9 +29,19 @@ pub enum Observed {
     /// The shard has no state yet (it was never set up).
     Absent,
     /// The key holds something that is not a valid state; nothing acts on it.
-    Corrupt { revision: i64, reason: String },
+    Corrupt {
+        /// The etcd modification revision of the bad value.
+        revision: i64,
+        /// Why it is not a state.
+        reason: String,
+    },
     /// A valid state at etcd modification revision `revision`.
-    State { state: ClusterState, revision: i64 },
+    State {
+        /// The state.
+        state: ClusterState,
+        /// Its etcd modification revision.
+        revision: i64,
+    },
 }
 
 impl Observed {

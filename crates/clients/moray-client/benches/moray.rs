@@ -22,6 +22,9 @@
 //! lines at `RUST_LOG`, default info, so that request spans are recorded as in
 //! production; default 0: no subscriber).
 
+// Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

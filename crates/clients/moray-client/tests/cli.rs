@@ -1,5 +1,8 @@
 //! moray-cli against a real Moray and PostgreSQL: what an operator types, what they see.
 
+// Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{TestMoray, cli_with_env};

@@ -1,6 +1,9 @@
 //! `MorayClient::follow` against a real Moray and PostgreSQL: snapshot then follow,
 //! resume from a position, and the explicit resync answer.
 
+// Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use futures::StreamExt;
