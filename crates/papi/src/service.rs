@@ -2,9 +2,11 @@
 //! package uuid; unique indexes on `uuid` and `name_version`).
 
 use moray_client::filter::Filter;
-use moray_client::typed::{Bucket, Change, RetryPolicy, UpdateError, Versioned, is_etag_conflict};
+use moray_client::typed::{
+    Bucket, Change, RetryPolicy, UpdateError, Versioned, is_etag_conflict, is_unique_violation,
+};
 use moray_client::{
-    BucketConfig, EtagCondition, FindOptions, IndexDef, MorayClient, MorayError, Sort, SortOrder,
+    BucketConfig, EtagCondition, FindOptions, IndexDef, MorayClient, Sort, SortOrder,
 };
 use triton_common::time::now_rfc3339;
 use triton_proto::papi::v1 as proto;
@@ -119,14 +121,14 @@ impl Papi {
         }
         match self.packages.insert(&pkg.uuid, &pkg).await {
             Ok(_) => Ok(pkg),
-            Err(e) if is_etag_conflict(&e) || unique_violation(&e, "uuid") => {
+            Err(e) if is_etag_conflict(&e) || is_unique_violation(&e, "uuid") => {
                 Err(Error::Conflict {
                     field: "uuid",
                     value: format!("{:?}", pkg.uuid),
                     detail: " (a package with this uuid exists)".to_string(),
                 })
             }
-            Err(e) if unique_violation(&e, "name_version") => Err(Error::Conflict {
+            Err(e) if is_unique_violation(&e, "name_version") => Err(Error::Conflict {
                 field: "name, version",
                 value: format!("{:?}, {:?}", pkg.name, pkg.version),
                 detail: " (a package with this name and version exists)".to_string(),
@@ -379,15 +381,6 @@ fn check_uuid(field: &str, value: &str) -> Result<()> {
         return Err(Error::invalid(field, format!("{value:?} is not a UUID")));
     }
     Ok(())
-}
-
-/// Whether `e` is Moray's unique-index violation on `attribute`.
-fn unique_violation(e: &MorayError, attribute: &str) -> bool {
-    e.name() == "UniqueAttributeError"
-        && e.message()
-            .split_whitespace()
-            .next()
-            .is_some_and(|first| first == attribute)
 }
 
 #[cfg(test)]

@@ -87,15 +87,7 @@ impl Account {
     }
 }
 
-/// A lower-case hyphenated UUID, as every Triton API writes them.
-pub fn is_uuid(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 36
-        && b.iter().enumerate().all(|(i, &c)| match i {
-            8 | 13 | 18 | 23 => c == b'-',
-            _ => c.is_ascii_digit() || (b'a'..=b'f').contains(&c),
-        })
-}
+pub use triton_types::is_uuid;
 
 pub fn check_uuid(field: &str, value: &str) -> Option<FieldError> {
     if value.is_empty() {

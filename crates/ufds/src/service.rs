@@ -6,13 +6,12 @@
 //! added to an account being deleted, and an account is never deleted half-way.
 
 use moray_client::filter::Filter;
-use moray_client::{
-    BatchOp, BucketConfig, EtagCondition, FindOptions, IndexDef, MorayClient, MorayError, Object,
-    Sort, SortOrder,
+use moray_client::typed::{
+    Bucket, Change, RetryPolicy, UpdateError, Versioned, is_etag_conflict, is_unique_violation,
 };
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use serde_json::Value;
+use moray_client::{
+    BatchOp, BucketConfig, EtagCondition, FindOptions, IndexDef, MorayClient, Sort, SortOrder,
+};
 use triton_common::time::now_rfc3339;
 use triton_proto::ufds::v1 as proto;
 
@@ -29,8 +28,6 @@ pub const BUCKET_VERSION: u32 = 1;
 pub const MAX_LIMIT: u32 = 1000;
 /// Most keys one account may hold; ListKeys returns them all.
 pub const MAX_KEYS_PER_ACCOUNT: u64 = 1000;
-/// Tries of a write that lost a race with a change to its account.
-const WRITE_ATTEMPTS: usize = 3;
 
 /// The bucket configs UFDS needs.
 pub fn buckets() -> [(&'static str, BucketConfig); 2] {
@@ -58,23 +55,30 @@ pub fn buckets() -> [(&'static str, BucketConfig); 2] {
 
 #[derive(Debug, Clone)]
 pub struct Ufds {
-    moray: MorayClient,
+    accounts: Bucket<Account>,
+    keys: Bucket<StoredKey>,
 }
 
 impl Ufds {
     pub fn new(moray: MorayClient) -> Self {
-        Ufds { moray }
+        let [(accounts, accounts_config), (keys, keys_config)] = buckets();
+        Ufds {
+            accounts: Bucket::new(moray.clone(), accounts, accounts_config),
+            keys: Bucket::new(moray, keys, keys_config),
+        }
+    }
+
+    fn moray(&self) -> &MorayClient {
+        self.accounts.client()
     }
 
     /// Creates or upgrades the buckets.
     pub async fn ensure_buckets(&self) -> Result<()> {
-        for (name, config) in buckets() {
-            self.moray
-                .ensure_bucket(name, &config)
-                .await
-                .map_err(Error::moray("putBucket"))?;
-        }
-        Ok(())
+        self.accounts
+            .ensure()
+            .await
+            .map_err(Error::moray("putBucket"))?;
+        self.keys.ensure().await.map_err(Error::moray("putBucket"))
     }
 
     // ------------------------------------------------------------ accounts
@@ -108,23 +112,14 @@ impl Ufds {
         if !errors.is_empty() {
             return Err(Error::Invalid(errors));
         }
-        let result = self
-            .moray
-            .put_object(
-                ACCOUNTS_BUCKET,
-                &account.uuid,
-                &to_value(&account)?,
-                EtagCondition::MustNotExist,
-            )
-            .await;
-        match result {
+        match self.accounts.insert(&account.uuid, &account).await {
             Ok(_) => Ok(account),
-            Err(e) if e.name() == "EtagConflictError" => Err(Error::Conflict {
+            Err(e) if is_etag_conflict(&e) => Err(Error::Conflict {
                 field: "uuid",
                 value: account.uuid,
                 detail: String::new(),
             }),
-            Err(e) if unique_violation(&e, "login") => Err(Error::Conflict {
+            Err(e) if is_unique_violation(&e, "login") => Err(Error::Conflict {
                 field: "login",
                 value: account.login,
                 detail: String::new(),
@@ -134,7 +129,7 @@ impl Ufds {
     }
 
     pub async fn get_account(&self, reference: &str) -> Result<Account> {
-        self.resolve(reference).await.map(|(a, _)| a)
+        self.resolve(reference).await.map(|a| a.value)
     }
 
     pub async fn list_accounts(
@@ -181,73 +176,75 @@ impl Ufds {
             ..Default::default()
         };
         let objects = self
-            .moray
+            .moray()
             .find_objects(ACCOUNTS_BUCKET, &filter, &options)
             .await
             .map_err(Error::moray("findObjects"))?;
         let total = objects.first().and_then(|o| o.count).unwrap_or(0);
         let accounts = objects
-            .iter()
-            .map(from_object::<Account>)
-            .collect::<Result<Vec<_>>>()?;
+            .into_iter()
+            .map(|o| self.accounts.decode(&o.key, o.value))
+            .collect::<moray_client::Result<Vec<_>>>()
+            .map_err(Error::moray("findObjects"))?;
         Ok((accounts, total))
     }
 
     pub async fn update_account(&self, req: proto::UpdateAccountRequest) -> Result<Account> {
-        for _ in 0..WRITE_ATTEMPTS {
-            let (mut account, etag) = self.resolve(&req.account).await?;
-            let req = req.clone();
-            let sets = [
-                (req.cn, &mut account.cn),
-                (req.givenname, &mut account.givenname),
-                (req.sn, &mut account.sn),
-                (req.company, &mut account.company),
-                (req.address, &mut account.address),
-                (req.city, &mut account.city),
-                (req.state, &mut account.state),
-                (req.postalcode, &mut account.postalcode),
-                (req.country, &mut account.country),
-                (req.phone, &mut account.phone),
-                (req.email, &mut account.email),
-            ];
-            for (value, slot) in sets {
-                if let Some(value) = value {
-                    *slot = value;
+        let uuid = self.resolve(&req.account).await?.value.uuid;
+        let updated = self
+            .accounts
+            .update(&uuid, |account| {
+                let req = req.clone();
+                let sets = [
+                    (req.cn, &mut account.cn),
+                    (req.givenname, &mut account.givenname),
+                    (req.sn, &mut account.sn),
+                    (req.company, &mut account.company),
+                    (req.address, &mut account.address),
+                    (req.city, &mut account.city),
+                    (req.state, &mut account.state),
+                    (req.postalcode, &mut account.postalcode),
+                    (req.country, &mut account.country),
+                    (req.phone, &mut account.phone),
+                    (req.email, &mut account.email),
+                ];
+                for (value, slot) in sets {
+                    if let Some(value) = value {
+                        *slot = value;
+                    }
                 }
+                if let Some(v) = req.approved_for_provisioning {
+                    account.approved_for_provisioning = v;
+                }
+                if let Some(v) = req.triton_cns_enabled {
+                    account.triton_cns_enabled = v;
+                }
+                account.updated_at = now_rfc3339();
+                let errors = account.validate();
+                if !errors.is_empty() {
+                    return Err(Error::Invalid(errors));
+                }
+                Ok(Change::Write)
+            })
+            .await;
+        match updated {
+            Ok(v) => Ok(v.value),
+            Err(UpdateError::Moray(e)) if e.name() == "ObjectNotFoundError" => {
+                Err(Error::AccountNotFound(req.account))
             }
-            if let Some(v) = req.approved_for_provisioning {
-                account.approved_for_provisioning = v;
-            }
-            if let Some(v) = req.triton_cns_enabled {
-                account.triton_cns_enabled = v;
-            }
-            account.updated_at = now_rfc3339();
-            let errors = account.validate();
-            if !errors.is_empty() {
-                return Err(Error::Invalid(errors));
-            }
-            let result = self
-                .moray
-                .put_object(
-                    ACCOUNTS_BUCKET,
-                    &account.uuid,
-                    &to_value(&account)?,
-                    EtagCondition::Is(etag),
-                )
-                .await;
-            match result {
-                Ok(_) => return Ok(account),
-                Err(e) if e.name() == "EtagConflictError" => continue,
-                Err(e) => return Err(Error::moray("putObject")(e)),
-            }
+            Err(UpdateError::Moray(e)) if is_etag_conflict(&e) => Err(busy(&req.account)),
+            Err(e) => Err(e.map_moray(Error::moray("putObject"))),
         }
-        Err(busy(&req.account))
     }
 
     /// Deletes the account and its keys in one batch; returns how many keys went.
     pub async fn delete_account(&self, reference: &str) -> Result<u64> {
-        for _ in 0..WRITE_ATTEMPTS {
-            let (account, etag) = self.resolve(reference).await?;
+        let mut tries = RetryPolicy::DEFAULT.start();
+        loop {
+            let Versioned {
+                value: account,
+                etag,
+            } = self.resolve(reference).await?;
             let ops = [
                 BatchOp::Delete {
                     bucket: ACCOUNTS_BUCKET.to_string(),
@@ -263,33 +260,30 @@ impl Ufds {
                     },
                 },
             ];
-            match self.moray.batch(&ops).await {
+            match self.moray().batch(&ops).await {
                 Ok(results) => return Ok(results.get(1).map(|r| r.count).unwrap_or(0)),
-                Err(e) if e.name() == "EtagConflictError" => continue,
+                Err(e) if is_etag_conflict(&e) && tries.again().await => continue,
+                Err(e) if is_etag_conflict(&e) => return Err(busy(reference)),
                 Err(e) if e.name() == "ObjectNotFoundError" => {
                     return Err(Error::AccountNotFound(reference.to_string()));
                 }
                 Err(e) => return Err(Error::moray("batch")(e)),
             }
         }
-        Err(busy(reference))
     }
 
     /// The account named by uuid or login, with its etag.
-    async fn resolve(&self, reference: &str) -> Result<(Account, String)> {
+    async fn resolve(&self, reference: &str) -> Result<Versioned<Account>> {
         if reference.is_empty() {
             return Err(Error::missing("account"));
         }
         if account::is_uuid(reference) {
-            let object = self
-                .moray
-                .get_object(ACCOUNTS_BUCKET, reference)
+            return self
+                .accounts
+                .get(reference)
                 .await
-                .map_err(Error::moray("getObject"))?;
-            return match object {
-                Some(o) => Ok((from_object(&o)?, o.etag)),
-                None => Err(Error::AccountNotFound(reference.to_string())),
-            };
+                .map_err(Error::moray("getObject"))?
+                .ok_or_else(|| Error::AccountNotFound(reference.to_string()));
         }
         if reference.contains('-') {
             // Not a login (logins have no '-'), and not a well-formed uuid either.
@@ -301,16 +295,13 @@ impl Ufds {
         if let Some(e) = account::check_text("account", reference) {
             return Err(Error::Invalid(vec![e]));
         }
-        let filter = Filter::eq("login", reference).to_string();
-        let found = self
-            .moray
-            .find_objects(ACCOUNTS_BUCKET, &filter, &FindOptions::limit(1))
+        self.accounts
+            .find(&Filter::eq("login", reference), &FindOptions::limit(1))
             .await
-            .map_err(Error::moray("findObjects"))?;
-        match found.first() {
-            Some(o) => Ok((from_object(o)?, o.etag.clone())),
-            None => Err(Error::AccountNotFound(reference.to_string())),
-        }
+            .map_err(Error::moray("findObjects"))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::AccountNotFound(reference.to_string()))
     }
 
     // ------------------------------------------------------------ keys
@@ -339,8 +330,12 @@ impl Ufds {
             return Err(Error::Invalid(errors));
         };
 
-        for _ in 0..WRITE_ATTEMPTS {
-            let (account, etag) = self.resolve(&req.account).await?;
+        let mut tries = RetryPolicy::DEFAULT.start();
+        loop {
+            let Versioned {
+                value: account,
+                etag,
+            } = self.resolve(&req.account).await?;
             let record = StoredKey::new(&account.uuid, &req.name, &parsed, &now_rfc3339());
             let existing = self.account_keys(&account.uuid).await?;
             if existing.len() as u64 >= MAX_KEYS_PER_ACCOUNT {
@@ -358,57 +353,53 @@ impl Ufds {
             // Re-writing the account unchanged, conditioned on its etag, fences off a
             // concurrent DeleteAccount.
             let ops = [
-                BatchOp::Put {
-                    bucket: ACCOUNTS_BUCKET.to_string(),
-                    key: account.uuid.clone(),
-                    value: to_value(&account)?,
-                    etag: EtagCondition::Is(etag),
-                },
-                BatchOp::Put {
-                    bucket: KEYS_BUCKET.to_string(),
-                    key: record.moray_key(),
-                    value: to_value(&record)?,
-                    etag: EtagCondition::MustNotExist,
-                },
+                self.accounts
+                    .put_op(&account.uuid, &account, EtagCondition::Is(etag))
+                    .map_err(Error::moray("batch"))?,
+                self.keys
+                    .put_op(&record.moray_key(), &record, EtagCondition::MustNotExist)
+                    .map_err(Error::moray("batch"))?,
             ];
-            match self.moray.batch(&ops).await {
+            match self.moray().batch(&ops).await {
                 Ok(_) => return Ok(record),
-                Err(e) if unique_violation(&e, "account_name") => {
+                Err(e) if is_unique_violation(&e, "account_name") => {
                     return Err(name_conflict(&record));
                 }
-                Err(e) if e.name() == "EtagConflictError" => {
+                Err(e) if is_etag_conflict(&e) => {
                     // Either the account changed (try again) or the key appeared.
                     let stored = self
-                        .moray
+                        .moray()
                         .get_object(KEYS_BUCKET, &record.moray_key())
                         .await
                         .map_err(Error::moray("getObject"))?;
                     if stored.is_some() {
                         return Err(fingerprint_conflict(&record));
                     }
+                    if !tries.again().await {
+                        return Err(busy(&req.account));
+                    }
                 }
                 Err(e) => return Err(Error::moray("batch")(e)),
             }
         }
-        Err(busy(&req.account))
     }
 
     pub async fn get_key(&self, account: &str, key: &str) -> Result<StoredKey> {
-        let (account, _) = self.resolve(account).await?;
+        let account = self.resolve(account).await?.value;
         self.find_account_key(&account.uuid, key).await
     }
 
     pub async fn list_keys(&self, account: &str) -> Result<Vec<StoredKey>> {
-        let (account, _) = self.resolve(account).await?;
+        let account = self.resolve(account).await?.value;
         self.account_keys(&account.uuid).await
     }
 
     pub async fn delete_key(&self, account: &str, key: &str) -> Result<()> {
-        let (account, _) = self.resolve(account).await?;
+        let account = self.resolve(account).await?.value;
         let record = self.find_account_key(&account.uuid, key).await?;
         match self
-            .moray
-            .delete_object(KEYS_BUCKET, &record.moray_key(), EtagCondition::Any)
+            .keys
+            .delete(&record.moray_key(), EtagCondition::Any)
             .await
         {
             Ok(()) => Ok(()),
@@ -437,15 +428,15 @@ impl Ufds {
                 ));
             }
         };
-        self.find_keys_by(&filter.to_string()).await
+        self.find_keys_by(&filter).await
     }
 
     async fn account_keys(&self, account_uuid: &str) -> Result<Vec<StoredKey>> {
-        self.find_keys_by(&Filter::eq("account_uuid", account_uuid).to_string())
+        self.find_keys_by(&Filter::eq("account_uuid", account_uuid))
             .await
     }
 
-    async fn find_keys_by(&self, filter: &str) -> Result<Vec<StoredKey>> {
+    async fn find_keys_by(&self, filter: &Filter) -> Result<Vec<StoredKey>> {
         let options = FindOptions {
             limit: Some(MAX_KEYS_PER_ACCOUNT),
             sort: vec![Sort {
@@ -455,12 +446,10 @@ impl Ufds {
             no_count: true,
             ..Default::default()
         };
-        let objects = self
-            .moray
-            .find_objects(KEYS_BUCKET, filter, &options)
+        self.keys
+            .find_values(filter, &options)
             .await
-            .map_err(Error::moray("findObjects"))?;
-        objects.iter().map(from_object).collect()
+            .map_err(Error::moray("findObjects"))
     }
 
     /// The key of an account named by fingerprint (MD5 or SHA256) or by name. A
@@ -506,29 +495,7 @@ fn name_conflict(record: &StoredKey) -> Error {
 
 fn busy(account: &str) -> Error {
     Error::Busy(format!(
-        "account {account} changed {WRITE_ATTEMPTS} times during the request; try again"
+        "account {account} changed {} times during the request; try again",
+        RetryPolicy::DEFAULT.attempts
     ))
-}
-
-/// Whether `e` is Moray's unique-index violation on `attribute`.
-fn unique_violation(e: &MorayError, attribute: &str) -> bool {
-    e.name() == "UniqueAttributeError"
-        && e.message()
-            .split_whitespace()
-            .next()
-            .is_some_and(|first| first == attribute)
-}
-
-fn to_value<T: Serialize>(v: &T) -> Result<Value> {
-    serde_json::to_value(v).map_err(|e| Error::Corrupt {
-        what: "record".to_string(),
-        reason: e.to_string(),
-    })
-}
-
-fn from_object<T: DeserializeOwned>(o: &Object) -> Result<T> {
-    serde_json::from_value(o.value.clone()).map_err(|e| Error::Corrupt {
-        what: format!("{}/{}", o.bucket, o.key),
-        reason: e.to_string(),
-    })
 }

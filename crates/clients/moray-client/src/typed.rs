@@ -195,6 +195,16 @@ pub fn is_etag_conflict(e: &MorayError) -> bool {
     e.name() == "EtagConflictError"
 }
 
+/// True for Moray's answer to a write that would repeat a value of the unique index on
+/// `attribute` (`UniqueAttributeError`, whose message starts with the attribute).
+pub fn is_unique_violation(e: &MorayError, attribute: &str) -> bool {
+    e.name() == "UniqueAttributeError"
+        && e.message()
+            .split_whitespace()
+            .next()
+            .is_some_and(|first| first == attribute)
+}
+
 /// Why an [`Bucket::update`] failed: Moray's error (`ObjectNotFoundError`,
 /// `EtagConflictError` after the last attempt, ...) or the change's own.
 #[derive(Debug, thiserror::Error)]
