@@ -71,6 +71,24 @@ impl Store {
         }
     }
 
+    /// Runs `op` in a transaction on a connection, all within `timeout`: `BEGIN`, then
+    /// COMMIT when `op` succeeds, else ROLLBACK (see [`finish`]).
+    pub async fn with_tx<T, F, Fut>(&self, timeout: Duration, op: F) -> Result<T, MorayError>
+    where
+        F: FnOnce(PooledConn) -> Fut,
+        Fut: Future<Output = (PooledConn, Result<T, MorayError>)>,
+    {
+        self.with_conn(timeout, |mut conn| async move {
+            if let Err(e) = begin(&mut conn, "BEGIN").await {
+                return (conn, Err(e));
+            }
+            let (mut conn, r) = op(conn).await;
+            let r = finish(&mut conn, r).await;
+            (conn, r)
+        })
+        .await
+    }
+
     /// The bucket's config, from the cache when fresh.
     pub async fn bucket(
         &self,

@@ -140,56 +140,45 @@ impl IndexType {
         }
     }
 
+    /// The range a value of this type can be tested to be in (`$1::numrange @> col`).
     pub fn within(self) -> Option<RangeOp> {
-        match self.scalar {
-            Scalar::Number => Some(RangeOp {
-                arg: Scalar::NumRange,
-                sql: "@>",
-            }),
-            Scalar::Date => Some(RangeOp {
-                arg: Scalar::DateRange,
-                sql: "@>",
-            }),
-            Scalar::Ip => Some(RangeOp {
-                arg: Scalar::Subnet,
-                sql: ">>",
-            }),
-            _ => None,
-        }
+        RANGES
+            .iter()
+            .find(|(value, ..)| *value == self.scalar)
+            .map(|&(_, range, holds, _)| RangeOp {
+                arg: range,
+                sql: holds,
+            })
     }
 
+    /// The value a range of this type can be tested to hold (`$1::numeric <@ col`).
     pub fn contains(self) -> Option<RangeOp> {
-        match self.scalar {
-            Scalar::NumRange => Some(RangeOp {
-                arg: Scalar::Number,
-                sql: "<@",
-            }),
-            Scalar::DateRange => Some(RangeOp {
-                arg: Scalar::Date,
-                sql: "<@",
-            }),
-            Scalar::Subnet => Some(RangeOp {
-                arg: Scalar::Ip,
-                sql: "<<",
-            }),
-            _ => None,
-        }
+        RANGES
+            .iter()
+            .find(|(_, range, ..)| *range == self.scalar)
+            .map(|&(value, _, _, is_in)| RangeOp {
+                arg: value,
+                sql: is_in,
+            })
     }
 
+    /// A range of this type can be tested to overlap another of its type.
     pub fn overlaps(self) -> Option<RangeOp> {
-        match (self.scalar, self.array) {
-            (Scalar::NumRange, false) => Some(RangeOp {
-                arg: Scalar::NumRange,
-                sql: "&&",
-            }),
-            (Scalar::DateRange, false) => Some(RangeOp {
-                arg: Scalar::DateRange,
-                sql: "&&",
-            }),
-            _ => None,
-        }
+        let range = matches!(self.scalar, Scalar::NumRange | Scalar::DateRange);
+        (range && !self.array).then_some(RangeOp {
+            arg: self.scalar,
+            sql: "&&",
+        })
     }
 }
+
+/// The value types that have a range type: the value's, the range's, the operator for
+/// "the range holds the value" and the one for "the value is in the range".
+const RANGES: [(Scalar, Scalar, &str, &str); 3] = [
+    (Scalar::Number, Scalar::NumRange, "@>", "<@"),
+    (Scalar::Date, Scalar::DateRange, "@>", "<@"),
+    (Scalar::Ip, Scalar::Subnet, ">>", "<<"),
+];
 
 impl fmt::Display for IndexType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -460,16 +449,21 @@ fn days_in_month(year: u32, month: u32) -> u32 {
     }
 }
 
+/// A range's text split into its opening bracket, bounds and closing bracket:
+/// `[lo,hi)` is `("[", "lo", "hi", ")")`; either bound may be empty.
+fn range_parts(text: &str) -> Option<(&str, &str, &str, &str)> {
+    let (open, rest) = text.split_at_checked(1)?;
+    let (body, close) = rest.split_at_checked(rest.len().saturating_sub(1))?;
+    if !matches!(open, "[" | "(") || !matches!(close, "]" | ")") {
+        return None;
+    }
+    let (lo, hi) = body.split_once(',')?;
+    Some((open, lo, hi, close))
+}
+
 fn numrange(text: &str) -> Result<String, String> {
     let bad = || format!("invalid numeric range: {text:?} (expected e.g. [1,5) or (,10])");
-    let (open, rest) = text.split_at_checked(1).ok_or_else(bad)?;
-    let (body, close) = rest
-        .split_at_checked(rest.len().saturating_sub(1))
-        .ok_or_else(bad)?;
-    if !matches!(open, "[" | "(") || !matches!(close, "]" | ")") {
-        return Err(bad());
-    }
-    let (lo, hi) = body.split_once(',').ok_or_else(bad)?;
+    let (_, lo, hi, _) = range_parts(text).ok_or_else(bad)?;
     let number = |s: &str| {
         let s2 = s.strip_prefix('-').unwrap_or(s);
         let (int, frac) = match s2.split_once('.') {
@@ -492,14 +486,7 @@ fn daterange(text: &str) -> Result<String, String> {
             "invalid date range: {text:?} (expected e.g. [2012-01-01T00:00:00Z,2013-01-01T00:00:00Z))"
         )
     };
-    let (open, rest) = text.split_at_checked(1).ok_or_else(bad)?;
-    let (body, close) = rest
-        .split_at_checked(rest.len().saturating_sub(1))
-        .ok_or_else(bad)?;
-    if !matches!(open, "[" | "(") || !matches!(close, "]" | ")") {
-        return Err(bad());
-    }
-    let (lo, hi) = body.split_once(',').ok_or_else(bad)?;
+    let (open, lo, hi, close) = range_parts(text).ok_or_else(bad)?;
     let bound = |s: &str| -> Result<String, String> {
         if s.is_empty() {
             Ok(String::new())
@@ -617,61 +604,45 @@ mod tests {
     fn scalar_coercion() {
         let t = |s: &str| IndexType::parse(s).unwrap();
         let c = |s: &str, v: Value| coerce(t(s), Some(&v));
-        assert_eq!(
-            c("string", json!(["a", "b"])),
-            Ok(ColumnValue::Scalar(Some("a,b".into())))
-        );
-        assert_eq!(
-            c("string", json!(5)),
-            Ok(ColumnValue::Scalar(Some("5".into())))
-        );
-        assert_eq!(
-            c("number", json!("12abc")),
-            Ok(ColumnValue::Scalar(Some("12".into())))
-        );
+        let coerced = [
+            ("string", json!(["a", "b"]), "a,b"),
+            ("string", json!(5), "5"),
+            ("number", json!("12abc"), "12"),
+            ("number", json!(1.5), "1.5"),
+            ("boolean", json!("TRUE"), "true"),
+            (
+                "date",
+                json!("2012-01-02T03:04:05Z"),
+                "2012-01-02T03:04:05.000Z",
+            ),
+            ("ip", json!("::ffff:10.0.0.1"), "10.0.0.1"),
+            ("subnet", json!("10.1.2.3/8"), "10.0.0.0/8"),
+            ("mac", json!("AA-BB-CC-0-1-2"), "aa:bb:cc:00:01:02"),
+            ("numrange", json!("[1,5)"), "[1,5)"),
+            (
+                "daterange",
+                json!("[2012-01-01T00:00:00Z,)"),
+                "[2012-01-01T00:00:00.000Z,)",
+            ),
+        ];
+        for (ty, v, want) in coerced {
+            let got = c(ty, v.clone());
+            assert_eq!(got, Ok(ColumnValue::Scalar(Some(want.into()))), "{ty} {v}");
+        }
         assert_eq!(c("number", json!("abc")), Ok(ColumnValue::Scalar(None)));
-        assert_eq!(
-            c("number", json!(1.5)),
-            Ok(ColumnValue::Scalar(Some("1.5".into())))
-        );
-        assert_eq!(
-            c("boolean", json!("TRUE")),
-            Ok(ColumnValue::Scalar(Some("true".into())))
-        );
-        assert!(c("boolean", json!("yes")).is_err());
-        assert_eq!(
-            c("date", json!("2012-01-02T03:04:05Z")),
-            Ok(ColumnValue::Scalar(Some("2012-01-02T03:04:05.000Z".into())))
-        );
-        assert!(c("date", json!("2012-13-02T03:04:05Z")).is_err());
-        assert!(c("date", json!("yesterday")).is_err());
-        assert!(c("uuid", json!("A0000000-0000-0000-0000-000000000000")).is_err());
-        assert_eq!(
-            c("ip", json!("::ffff:10.0.0.1")),
-            Ok(ColumnValue::Scalar(Some("10.0.0.1".into())))
-        );
-        assert!(c("ip", json!("10.0.0.300")).is_err());
-        assert_eq!(
-            c("subnet", json!("10.1.2.3/8")),
-            Ok(ColumnValue::Scalar(Some("10.0.0.0/8".into())))
-        );
-        assert!(c("subnet", json!("10.0.0.0")).is_err());
-        assert_eq!(
-            c("mac", json!("AA-BB-CC-0-1-2")),
-            Ok(ColumnValue::Scalar(Some("aa:bb:cc:00:01:02".into())))
-        );
-        assert!(c("mac", json!("aa:bb")).is_err());
-        assert_eq!(
-            c("numrange", json!("[1,5)")),
-            Ok(ColumnValue::Scalar(Some("[1,5)".into())))
-        );
-        assert!(c("numrange", json!("1-5")).is_err());
-        assert_eq!(
-            c("daterange", json!("[2012-01-01T00:00:00Z,)")),
-            Ok(ColumnValue::Scalar(Some(
-                "[2012-01-01T00:00:00.000Z,)".into()
-            )))
-        );
+        let refused = [
+            ("boolean", json!("yes")),
+            ("date", json!("2012-13-02T03:04:05Z")),
+            ("date", json!("yesterday")),
+            ("uuid", json!("A0000000-0000-0000-0000-000000000000")),
+            ("ip", json!("10.0.0.300")),
+            ("subnet", json!("10.0.0.0")),
+            ("mac", json!("aa:bb")),
+            ("numrange", json!("1-5")),
+        ];
+        for (ty, v) in refused {
+            assert!(c(ty, v.clone()).is_err(), "{ty} {v}");
+        }
         assert_eq!(coerce(t("ip"), None), Ok(ColumnValue::Scalar(None)));
         assert_eq!(
             coerce(t("ip"), Some(&Value::Null)),

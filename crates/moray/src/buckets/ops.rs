@@ -11,7 +11,7 @@ use crate::buckets::{
 };
 use crate::error::MorayError;
 use crate::pool::PooledConn;
-use crate::store::{Store, begin, finish};
+use crate::store::Store;
 
 const SELECT_CONFIG: &str =
     "SELECT name, index, options, reindex_active, mtime::text FROM buckets_config";
@@ -27,6 +27,21 @@ fn config_from_proto(config: Option<pb::BucketConfig>) -> Result<BucketConfig, M
         options.version,
         options.guarantee_order,
     )
+}
+
+/// The bucket's stored config, its row locked until the transaction ends.
+async fn locked_config(conn: &mut PooledConn, name: &str) -> Result<Bucket, MorayError> {
+    let row = conn
+        .client
+        .query_opt(
+            &format!("{SELECT_CONFIG} WHERE name = $1::text FOR UPDATE"),
+            &[&name],
+        )
+        .await?
+        .ok_or_else(|| MorayError::BucketNotFound {
+            bucket: name.to_string(),
+        })?;
+    bucket_from_row(&row)
 }
 
 pub fn bucket_to_proto(b: &Bucket) -> pb::Bucket {
@@ -95,13 +110,8 @@ impl Store {
         let timeout = self.timeout(req.options.as_ref().map_or(0, |o| o.timeout_ms));
         let name = req.name;
         let n = name.as_str();
-        self.with_conn(timeout, |mut conn| async move {
-            let r = async {
-                begin(&mut conn, "BEGIN").await?;
-                let r = self.create_in(&mut conn, n, config).await;
-                finish(&mut conn, r).await
-            }
-            .await;
+        self.with_tx(timeout, |mut conn| async move {
+            let r = self.create_in(&mut conn, n, config).await;
             (conn, r)
         })
         .await?;
@@ -151,13 +161,8 @@ impl Store {
         let timeout = self.timeout(req.options.as_ref().map_or(0, |o| o.timeout_ms));
         let (name, no_reindex) = (req.name, req.no_reindex);
         let n = name.as_str();
-        self.with_conn(timeout, |mut conn| async move {
-            let r = async {
-                begin(&mut conn, "BEGIN").await?;
-                let r = self.update_in_tx(&mut conn, n, config, no_reindex).await;
-                finish(&mut conn, r).await
-            }
-            .await;
+        self.with_tx(timeout, |mut conn| async move {
+            let r = self.update_in_tx(&mut conn, n, config, no_reindex).await;
             (conn, r)
         })
         .await?;
@@ -172,17 +177,7 @@ impl Store {
         config: BucketConfig,
         no_reindex: bool,
     ) -> Result<(), MorayError> {
-        let row = conn
-            .client
-            .query_opt(
-                &format!("{SELECT_CONFIG} WHERE name = $1::text FOR UPDATE"),
-                &[&name],
-            )
-            .await?
-            .ok_or_else(|| MorayError::BucketNotFound {
-                bucket: name.to_string(),
-            })?;
-        let old = bucket_from_row(&row)?;
+        let old = locked_config(conn, name).await?;
         let stored = old.config.options.version;
         let requested = config.options.version;
         if stored != 0 && stored >= requested {
@@ -251,29 +246,14 @@ impl Store {
         let timeout = self.timeout(req.options.as_ref().map_or(0, |o| o.timeout_ms));
         let name = req.name;
         let n = name.as_str();
-        self.with_conn(timeout, |mut conn| async move {
+        self.with_tx(timeout, |mut conn| async move {
             let name = n;
             let r = async {
-                begin(&mut conn, "BEGIN").await?;
-                let r = async {
-                    let row = conn
-                        .client
-                        .query_opt(
-                            &format!("{SELECT_CONFIG} WHERE name = $1::text FOR UPDATE"),
-                            &[&name],
-                        )
-                        .await?
-                        .ok_or_else(|| MorayError::BucketNotFound {
-                            bucket: name.to_string(),
-                        })?;
-                    let bucket = bucket_from_row(&row)?;
-                    conn.client
-                        .execute("DELETE FROM buckets_config WHERE name = $1::text", &[&name])
-                        .await?;
-                    run_ddl(&mut conn, name, &bucket.drop_ddl()).await
-                }
-                .await;
-                finish(&mut conn, r).await
+                let bucket = locked_config(&mut conn, name).await?;
+                conn.client
+                    .execute("DELETE FROM buckets_config WHERE name = $1::text", &[&name])
+                    .await?;
+                run_ddl(&mut conn, name, &bucket.drop_ddl()).await
             }
             .await;
             (conn, r)

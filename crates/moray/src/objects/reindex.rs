@@ -6,7 +6,7 @@ use triton_proto::moray::v1 as pb;
 use crate::buckets::{COL_FIRST_INDEX, COL_KEY, COL_VALUE};
 use crate::error::MorayError;
 use crate::pool::PooledConn;
-use crate::store::{Store, begin, finish};
+use crate::store::Store;
 
 use super::rows::{column_values, index_columns, merge_columns};
 
@@ -21,15 +21,10 @@ impl Store {
             return Err(MorayError::invalid_argument("count", "must be at least 1"));
         }
         let timeout = self.timeout(req.options.as_ref().map_or(0, |o| o.timeout_ms));
-        self.with_conn(timeout, |mut conn| async move {
-            let r = async {
-                begin(&mut conn, "BEGIN").await?;
-                let r = self
-                    .reindex_in(&mut conn, &req.bucket, req.count, req.no_count)
-                    .await;
-                finish(&mut conn, r).await
-            }
-            .await;
+        self.with_tx(timeout, |mut conn| async move {
+            let r = self
+                .reindex_in(&mut conn, &req.bucket, req.count, req.no_count)
+                .await;
             (conn, r)
         })
         .await

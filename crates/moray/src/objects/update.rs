@@ -7,7 +7,7 @@ use triton_proto::moray::v1 as pb;
 use crate::compile;
 use crate::error::MorayError;
 use crate::pool::PooledConn;
-use crate::store::{Store, begin, finish, json_kind, now_ms};
+use crate::store::{Store, json_kind, now_ms};
 use crate::types::coerce;
 
 use super::find::{FindOpts, parse_filter};
@@ -171,15 +171,10 @@ impl Store {
         let opts = FindOpts::from(req.find);
         let timeout = self.timeout(req.options.as_ref().map_or(0, |o| o.timeout_ms));
         let (count, etag) = self
-            .with_conn(timeout, |mut conn| async move {
-                let r = async {
-                    begin(&mut conn, "BEGIN").await?;
-                    let r = self
-                        .update_in(&mut conn, &req.bucket, &req.fields, &req.filter, &opts)
-                        .await;
-                    finish(&mut conn, r).await
-                }
-                .await;
+            .with_tx(timeout, |mut conn| async move {
+                let r = self
+                    .update_in(&mut conn, &req.bucket, &req.fields, &req.filter, &opts)
+                    .await;
                 (conn, r)
             })
             .await?;
