@@ -24,7 +24,9 @@ pub fn is_uuid(s: &str) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {value:?} is not a UUID")]
 pub struct IdError {
+    /// The field it was given for.
     pub field: String,
+    /// What was given.
     pub value: String,
 }
 
@@ -60,6 +62,7 @@ macro_rules! id {
                 parse_uuid(field, text).map($name)
             }
 
+            /// The UUID itself.
             pub fn as_uuid(&self) -> &Uuid {
                 &self.0
             }

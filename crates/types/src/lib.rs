@@ -20,6 +20,8 @@
 //! assert!(!VmState::Destroyed.is_active());
 //! ```
 
+#![deny(missing_docs)]
+
 pub mod id;
 pub mod state;
 pub mod value;

@@ -12,8 +12,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {value:?} is not one of {}", known.join(", "))]
 pub struct StateError {
+    /// The field it was given for.
     pub field: &'static str,
+    /// What was given.
     pub value: String,
+    /// The values there are.
     pub known: Vec<&'static str>,
 }
 
@@ -22,7 +25,7 @@ macro_rules! states {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub enum $name {
-            $($(#[$vdoc])* $variant),+
+            $($(#[$vdoc])* #[doc = concat!("`", $text, "`")] $variant),+
         }
 
         impl $name {
