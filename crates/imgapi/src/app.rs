@@ -4,6 +4,7 @@
 use futures::{Stream, StreamExt};
 use moray_client::EtagCondition;
 use moray_client::filter::Filter;
+use moray_client::typed::{Change, RetryPolicy, UpdateError, is_etag_conflict};
 use tokio::sync::Mutex;
 use triton_proto::imgapi::v1 as proto;
 
@@ -12,8 +13,6 @@ use crate::files::{Files, Uploaded};
 use crate::manifest::{self, COMPRESSIONS, ImageFile, Manifest, Origin, STATES, TYPES};
 use crate::store::{self, Store, Stored};
 
-/// Read-modify-write attempts before giving up with `ConcurrentUpdate`.
-pub const UPDATE_ATTEMPTS: u32 = 10;
 /// List page bound (IMGAPI: `limit` at most 1000).
 pub const MAX_LIMIT: u32 = 1000;
 
@@ -60,7 +59,7 @@ impl Imgapi {
     }
 
     pub async fn get_image(&self, uuid: &str) -> Result<Manifest> {
-        Ok(self.stored(uuid).await?.manifest)
+        Ok(self.stored(uuid).await?.value)
     }
 
     /// The image, if `account` may see it (else `ResourceNotFound`, as IMGAPI answers).
@@ -88,7 +87,7 @@ impl Imgapi {
         let m = manifest::validate(&image, Origin::Create, self.max_file_bytes)
             .map_err(Error::Validation)?;
         self.check_origin(&m).await?;
-        match self.store.put(&m, EtagCondition::MustNotExist).await? {
+        match self.store.put(&m, EtagCondition::MustNotExist).await {
             Ok(_) => Ok(m),
             Err(e) if store::is_conflict(&e) => Err(Error::UuidExists(m.uuid)),
             Err(e) => Err(Error::moray("putObject imgapi_images")(e)),
@@ -136,7 +135,7 @@ impl Imgapi {
         }
         m.refresh();
         let _guard = self.finalize.lock().await;
-        match self.store.put(&m, EtagCondition::MustNotExist).await? {
+        match self.store.put(&m, EtagCondition::MustNotExist).await {
             Ok(_) => {}
             Err(e) if store::is_conflict(&e) => return Err(Error::UuidExists(m.uuid)),
             Err(e) => return Err(Error::moray("putObject imgapi_images")(e)),
@@ -183,7 +182,7 @@ impl Imgapi {
         if !errors.is_empty() {
             return Err(Error::Validation(errors));
         }
-        let before = self.stored(&uuid).await?.manifest;
+        let before = self.stored(&uuid).await?.value;
         if before.activated {
             return Err(Error::FilesImmutable(uuid));
         }
@@ -196,28 +195,18 @@ impl Imgapi {
             dataset_guid: header.dataset_guid.clone(),
         };
         let _guard = self.finalize.lock().await;
-        for _ in 0..UPDATE_ATTEMPTS {
-            let stored = self.stored(&uuid).await?;
-            let mut m = stored.manifest;
-            if m.activated {
-                return Err(Error::FilesImmutable(uuid));
-            }
-            m.files = vec![file.clone()];
-            m.refresh();
-            match self.store.put(&m, EtagCondition::Is(stored.etag)).await? {
-                Ok(_) => {
-                    uploaded.temp.persist(&self.files, &uuid).await?;
-                    tracing::info!(%uuid, sha1 = %file.sha1, size = file.size, "image file added");
-                    return Ok(m);
+        let m = self
+            .modify(&uuid, "file added", |m| {
+                if m.activated {
+                    return Err(Error::FilesImmutable(m.uuid.clone()));
                 }
-                Err(e) if store::is_conflict(&e) => continue,
-                Err(e) => return Err(Error::moray("putObject imgapi_images")(e)),
-            }
-        }
-        Err(Error::Contention {
-            what: format!("add the file of image {uuid}"),
-            attempts: UPDATE_ATTEMPTS,
-        })
+                m.files = vec![file.clone()];
+                Ok(())
+            })
+            .await?;
+        uploaded.temp.persist(&self.files, &uuid).await?;
+        tracing::info!(%uuid, sha1 = %file.sha1, size = file.size, "image file added");
+        Ok(m)
     }
 
     /// Reads, changes with `change` (which may refuse), and writes back the manifest,
@@ -228,24 +217,28 @@ impl Imgapi {
         what: &str,
         change: impl Fn(&mut Manifest) -> Result<()>,
     ) -> Result<Manifest> {
-        for _ in 0..UPDATE_ATTEMPTS {
-            let stored = self.stored(uuid).await?;
-            let mut m = stored.manifest;
-            change(&mut m)?;
-            m.refresh();
-            match self.store.put(&m, EtagCondition::Is(stored.etag)).await? {
-                Ok(_) => {
-                    tracing::info!(uuid = %m.uuid, state = %m.state, "image {what}");
-                    return Ok(m);
-                }
-                Err(e) if store::is_conflict(&e) => continue,
-                Err(e) => return Err(Error::moray("putObject imgapi_images")(e)),
+        let u = manifest::uuid("uuid", uuid).map_err(|e| Error::Validation(vec![e]))?;
+        let updated = self
+            .store
+            .images()
+            .update(&u, |m| {
+                change(m)?;
+                m.refresh();
+                Ok(Change::Write)
+            })
+            .await;
+        match updated {
+            Ok(v) => {
+                tracing::info!(uuid = %v.value.uuid, state = %v.value.state, "image {what}");
+                Ok(v.value)
             }
+            Err(UpdateError::Moray(e)) if e.name() == "ObjectNotFoundError" => Err(not_found(&u)),
+            Err(UpdateError::Moray(e)) if is_etag_conflict(&e) => Err(Error::Contention {
+                what: format!("{what} image {u}"),
+                attempts: RetryPolicy::DEFAULT.attempts,
+            }),
+            Err(e) => Err(e.map_moray(Error::moray("putObject imgapi_images"))),
         }
-        Err(Error::Contention {
-            what: format!("{what} image {uuid}"),
-            attempts: UPDATE_ATTEMPTS,
-        })
     }
 
     #[tracing::instrument(skip(self))]
@@ -386,7 +379,7 @@ impl Imgapi {
         if !errors.is_empty() {
             return Err(Error::Validation(errors));
         }
-        let filter = Filter::and_else(terms, Filter::present("uuid")).to_string();
+        let filter = Filter::and_else(terms, Filter::present("uuid"));
         self.store.find(&filter, limit).await
     }
 
@@ -415,11 +408,8 @@ impl Imgapi {
     #[tracing::instrument(skip(self))]
     pub async fn delete_image(&self, uuid: &str) -> Result<()> {
         let stored = self.stored(uuid).await?;
-        let uuid = stored.manifest.uuid.clone();
-        let dependents = self
-            .store
-            .find(&Filter::eq("origin", &uuid).to_string(), 1)
-            .await?;
+        let uuid = stored.value.uuid.clone();
+        let dependents = self.store.find(&Filter::eq("origin", &uuid), 1).await?;
         if let Some(d) = dependents.first() {
             return Err(Error::HasDependents {
                 uuid,

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use triton_proto::imgapi::v1 as proto;
 
 use crate::error::FieldError;
+use triton_types::is_uuid;
 
 pub const TYPES: &[&str] = &[
     "zone-dataset",
@@ -185,14 +186,6 @@ pub enum Origin {
     Create,
     /// ImportImage: uuid and one file are required; published_at is kept.
     Import,
-}
-
-fn is_uuid(s: &str) -> bool {
-    s.len() == 36
-        && s.char_indices().all(|(i, c)| match i {
-            8 | 13 | 18 | 23 => c == '-',
-            _ => c.is_ascii_digit() || ('a'..='f').contains(&c),
-        })
 }
 
 /// A lower-case canonical uuid, or the field's error.

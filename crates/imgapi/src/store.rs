@@ -1,5 +1,8 @@
 //! The `imgapi_images` bucket.
 
+use moray_client::filter::Filter;
+use moray_client::typed::Bucket;
+pub use moray_client::typed::Versioned;
 use moray_client::{
     BucketConfig, EtagCondition, FindOptions, IndexDef, MorayClient, MorayError, Sort, SortOrder,
 };
@@ -28,50 +31,49 @@ fn bucket() -> BucketConfig {
         .with_index("acl", IndexDef::new("[string]"))
 }
 
-#[derive(Debug, Clone)]
-pub struct Store {
-    moray: MorayClient,
-}
+/// A manifest with the etag it was read at.
+pub type Stored = Versioned<Manifest>;
 
 #[derive(Debug, Clone)]
-pub struct Stored {
-    pub manifest: Manifest,
-    pub etag: String,
+pub struct Store {
+    images: Bucket<Manifest>,
 }
 
 impl Store {
     pub fn new(moray: MorayClient) -> Self {
-        Store { moray }
+        Store {
+            images: Bucket::new(moray, IMAGES, bucket()),
+        }
+    }
+
+    /// The typed bucket, for read-modify-writes.
+    pub fn images(&self) -> &Bucket<Manifest> {
+        &self.images
     }
 
     pub async fn ensure_bucket(&self) -> Result<()> {
-        self.moray
-            .ensure_bucket(IMAGES, &bucket())
+        self.images
+            .ensure()
             .await
             .map_err(Error::moray(format!("putBucket {IMAGES}")))
     }
 
     pub async fn ping(&self) -> Result<()> {
-        self.moray.ping(false).await.map_err(Error::moray("ping"))
+        self.images
+            .client()
+            .ping(false)
+            .await
+            .map_err(Error::moray("ping"))
     }
 
     pub async fn get(&self, uuid: &str) -> Result<Option<Stored>> {
-        let object = self
-            .moray
-            .get_object(IMAGES, uuid)
+        self.images
+            .get(uuid)
             .await
-            .map_err(Error::moray(format!("getObject {IMAGES}/{uuid}")))?;
-        object
-            .map(|o| {
-                Ok(Stored {
-                    manifest: decode(&o.key, o.value)?,
-                    etag: o.etag,
-                })
-            })
-            .transpose()
+            .map_err(Error::moray(format!("getObject {IMAGES}/{uuid}")))
     }
 
-    pub async fn find(&self, filter: &str, limit: u32) -> Result<Vec<Manifest>> {
+    pub async fn find(&self, filter: &Filter, limit: u32) -> Result<Vec<Manifest>> {
         let options = FindOptions {
             limit: Some(u64::from(limit)),
             no_count: true,
@@ -81,15 +83,10 @@ impl Store {
             }],
             ..Default::default()
         };
-        let objects = self
-            .moray
-            .find_objects(IMAGES, filter, &options)
+        self.images
+            .find_values(filter, &options)
             .await
-            .map_err(Error::moray(format!("findObjects {IMAGES} {filter}")))?;
-        objects
-            .into_iter()
-            .map(|o| decode(&o.key, o.value))
-            .collect()
+            .map_err(Error::moray(format!("findObjects {IMAGES} {filter}")))
     }
 
     /// Writes `manifest` if `etag` holds; the raw Moray error tells conflicts apart.
@@ -97,27 +94,13 @@ impl Store {
         &self,
         manifest: &Manifest,
         etag: EtagCondition,
-    ) -> Result<Result<String, MorayError>> {
-        let value = serde_json::to_value(manifest).map_err(|e| Error::Corrupt {
-            what: format!("manifest {}", manifest.uuid),
-            reason: e.to_string(),
-        })?;
-        Ok(self
-            .moray
-            .put_object(IMAGES, &manifest.uuid, &value, etag)
-            .await)
+    ) -> Result<String, MorayError> {
+        self.images.put(&manifest.uuid, manifest, etag).await
     }
 
     pub async fn delete(&self, uuid: &str, etag: EtagCondition) -> Result<(), MorayError> {
-        self.moray.delete_object(IMAGES, uuid, etag).await
+        self.images.delete(uuid, etag).await
     }
-}
-
-fn decode(key: &str, value: serde_json::Value) -> Result<Manifest> {
-    serde_json::from_value(value).map_err(|e| Error::Corrupt {
-        what: format!("{IMAGES}/{key}"),
-        reason: e.to_string(),
-    })
 }
 
 /// True for a failed etag condition or unique index.
