@@ -248,12 +248,34 @@ pub async fn serve(
     config: &ServerConfig,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
+    serve_with_tasks(
+        listener,
+        routes,
+        services,
+        config,
+        &crate::periodic::Tasks::new(),
+        shutdown,
+    )
+    .await
+}
+
+/// [`serve`], with the health service also reporting each of `tasks` as `task:<name>`
+/// (SERVING while its last run succeeded; see [`crate::periodic`]).
+pub async fn serve_with_tasks(
+    listener: TcpListener,
+    routes: Routes,
+    services: &[&str],
+    config: &ServerConfig,
+    tasks: &crate::periodic::Tasks,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in services {
         health
             .set_service_status(*name, tonic_health::ServingStatus::Serving)
             .await;
     }
+    tasks.report_to(health, shutdown.clone());
     let mut routes = routes.add_service(health_service);
     if config.reflection {
         let reflection = tonic_reflection::server::Builder::configure()

@@ -10,6 +10,7 @@ pub mod config;
 pub mod field_error;
 pub mod grpc;
 pub mod listen;
+pub mod periodic;
 pub mod service;
 pub mod shutdown;
 pub mod status;
