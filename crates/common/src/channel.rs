@@ -25,17 +25,24 @@ pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// A PING unanswered this long closes the connection (the next call reconnects).
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Why a channel could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
+    /// The URL is not one a channel can be made to.
     #[error("{url:?} is not a gRPC URL (http://host:port, tcp://host:port or host:port)")]
     BadUrl {
+        /// The URL as given.
         url: String,
+        /// Why.
         #[source]
         source: tonic::transport::Error,
     },
+    /// The first connection failed.
     #[error("cannot connect to {url}")]
     Connect {
+        /// The URL.
         url: String,
+        /// Why.
         #[source]
         source: tonic::transport::Error,
     },
@@ -67,6 +74,7 @@ impl ChannelBuilder {
         }
     }
 
+    /// How long one connection attempt may take.
     pub fn connect_timeout(mut self, timeout: Duration) -> ChannelBuilder {
         self.connect_timeout = timeout;
         self

@@ -19,6 +19,7 @@ pub struct KeyProblem {
     pub key: String,
     /// Where the value came from: the file path or the environment variable.
     pub source: String,
+    /// What is wrong with it.
     pub problem: String,
 }
 
@@ -28,16 +29,27 @@ impl fmt::Display for KeyProblem {
     }
 }
 
+/// Why a service's configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file could not be read.
     #[error("cannot read config file {path}")]
     Read {
+        /// The file.
         path: String,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// The file is not TOML.
     #[error("config file {path} is not valid TOML: {message}")]
-    Parse { path: String, message: String },
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message, with the line.
+        message: String,
+    },
+    /// Keys with bad values or unknown keys, every one of them.
     #[error("invalid configuration:\n  {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
     Invalid(Vec<KeyProblem>),
 }

@@ -4,16 +4,23 @@
 
 use std::fmt;
 
+/// One problem with one field of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
+    /// The field, as the API names it.
     pub field: String,
+    /// Missing or invalid.
     pub code: FieldCode,
+    /// What is wrong, after the field's name (`is missing`, `must be ...`).
     pub message: String,
 }
 
+/// The kind of a field's problem.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FieldCode {
+    /// Required and not given.
     Missing,
+    /// Given, and not valid.
     Invalid,
 }
 
@@ -37,6 +44,7 @@ pub fn missing_or_invalid(errors: &[FieldError]) -> &'static str {
 }
 
 impl FieldError {
+    /// `field` is missing.
     pub fn missing(field: &str) -> Self {
         FieldError {
             field: field.to_string(),
@@ -45,6 +53,7 @@ impl FieldError {
         }
     }
 
+    /// `field` is invalid: `message` says why.
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
         FieldError {
             field: field.to_string(),

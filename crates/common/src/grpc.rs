@@ -19,16 +19,22 @@ use tonic::service::Routes;
 use tonic::transport::Server;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+/// Why a gRPC server did not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// The address could not be bound.
     #[error("cannot listen on {addr}")]
     Bind {
+        /// The address.
         addr: String,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// The reflection service could not be built from the descriptor set.
     #[error("cannot build the reflection service")]
     Reflection(#[source] tonic_reflection::server::Error),
+    /// The server failed while running.
     #[error("gRPC server failed")]
     Transport(#[source] tonic::transport::Error),
 }

@@ -5,6 +5,8 @@
 //! ([`status`]), RFC 3339 timestamps ([`time`]) and the allocator every binary uses
 //! ([`global_allocator!`]).
 
+#![deny(missing_docs)]
+
 pub mod channel;
 pub mod config;
 pub mod field_error;

@@ -45,6 +45,7 @@ impl Acceptor {
         self.abort.clone()
     }
 
+    /// The address it listens on.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
     }
@@ -92,6 +93,7 @@ pub struct Conn<IO> {
 }
 
 impl<IO> Conn<IO> {
+    /// The connection underneath.
     pub fn get_ref(&self) -> &IO {
         &self.io
     }

@@ -76,6 +76,7 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// The process's exit code for it: 2 for config, 1 for runtime.
     pub fn exit_code(&self) -> u8 {
         match self {
             Failure::Config(_) => EXIT_CONFIG,
@@ -106,6 +107,8 @@ impl<C> Service<C>
 where
     C: Serialize + DeserializeOwned + Default,
 {
+    /// The service `name` (its config's environment prefix, upper-cased), with `about`
+    /// for `--help`.
     pub fn new(name: &'static str, about: &'static str) -> Self {
         Service {
             name,

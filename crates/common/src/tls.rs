@@ -36,33 +36,48 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// Why the certificate, its key or the TLS set-up could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// The self-signed certificate's files could not be made or read.
     #[error("cannot {what} {path}")]
     SelfSigned {
+        /// What was being done.
         what: &'static str,
+        /// The file or directory.
         path: String,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// rcgen could not make the certificate.
     #[error("cannot make a self-signed certificate: {0}")]
     MakeCertificate(String),
+    /// A configured certificate or key could not be read.
     #[error("cannot read TLS {what} {path}")]
     ReadTls {
+        /// Certificate or key.
         what: &'static str,
+        /// The file.
         path: String,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// A configured certificate or key is not usable.
     #[error("bad TLS {what} {path}: {message}")]
     BadTls {
+        /// Certificate or key.
         what: &'static str,
+        /// The file.
         path: String,
+        /// Why.
         message: String,
     },
 }
 
 /// The self-signed certificate's files under the data dir.
 pub const SELF_SIGNED_DIR: &str = "tls";
+/// The self-signed certificate, under [`SELF_SIGNED_DIR`].
 pub const SELF_SIGNED_CERT: &str = "cert.pem";
+/// Its private key, under [`SELF_SIGNED_DIR`].
 pub const SELF_SIGNED_KEY: &str = "key.pem";
 
 /// The certificate and key in `data_dir/tls/`: the ones there when both are, else a new
@@ -176,6 +191,8 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
+    /// Accepts on `listener` until `shutdown`, handshakes with `acceptor`, and holds at
+    /// most `max_connections` open.
     pub fn new(
         listener: TcpListener,
         acceptor: TlsAcceptor,
