@@ -2,6 +2,9 @@
 //! row and next run in its state, and its health (`task:<name>`) going NOT_SERVING on a
 //! failure and back to SERVING on the next success, through a real gRPC server.
 
+// Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use tokio::sync::mpsc;
