@@ -72,6 +72,7 @@ impl Default for Tasks {
 }
 
 impl Tasks {
+    /// No tasks yet.
     pub fn new() -> Tasks {
         Tasks::default()
     }
