@@ -90,12 +90,8 @@ pub struct Store {
     moray: MorayClient,
 }
 
-/// A record and the etag it was read at.
-#[derive(Debug, Clone)]
-pub struct Stored<T> {
-    pub value: T,
-    pub etag: String,
-}
+/// A record and the etag it was read at (moray-client's [`Versioned`]).
+pub use moray_client::typed::Versioned as Stored;
 
 impl Store {
     pub fn new(moray: MorayClient) -> Self {

@@ -131,6 +131,7 @@ impl RetryPolicy {
         Attempts {
             policy: *self,
             attempt: 0,
+            started: false,
         }
     }
 
@@ -158,6 +159,7 @@ impl Default for RetryPolicy {
 pub struct Attempts {
     policy: RetryPolicy,
     attempt: u32,
+    started: bool,
 }
 
 impl Attempts {
@@ -166,9 +168,20 @@ impl Attempts {
         self.attempt
     }
 
+    /// For a loop that tries at its top (`while tries.next().await { ... continue ... }`):
+    /// true at once the first time; after that, [`Attempts::again`].
+    pub async fn next(&mut self) -> bool {
+        if !self.started {
+            self.started = true;
+            return true;
+        }
+        self.again().await
+    }
+
     /// After a conflict: false when that was the last attempt; else waits the backoff
     /// and answers true (try again).
     pub async fn again(&mut self) -> bool {
+        self.started = true;
         if self.attempt + 1 >= self.policy.attempts.max(1) {
             return false;
         }
@@ -555,6 +568,16 @@ mod tests {
             .await;
         assert_eq!(out, Err("conflict"));
         assert_eq!(calls, 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn next_gives_each_attempt_once() {
+        let mut tries = RetryPolicy::DEFAULT.with_attempts(3).start();
+        let mut seen = Vec::new();
+        while tries.next().await {
+            seen.push(tries.attempt());
+        }
+        assert_eq!(seen, [0, 1, 2]);
     }
 
     #[tokio::test(start_paused = true)]

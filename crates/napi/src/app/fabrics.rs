@@ -1,6 +1,7 @@
 //! Fabrics: per-owner VLANs and the networks on them.
 
 use moray_client::EtagCondition;
+use moray_client::typed::RetryPolicy;
 use triton_proto::napi::v1 as proto;
 
 use crate::error::{Error, FieldError, Result};
@@ -10,7 +11,7 @@ use crate::store::{self, Conflict, FABRIC_VLANS, FABRICS, NETWORKS, Stored};
 use crate::validate::{self, Checks};
 use moray_client::filter::Filter;
 
-use super::{Napi, UPDATE_ATTEMPTS, check_range, new_uuid, not_found, one, random_u64};
+use super::{Napi, check_range, new_uuid, not_found, one, random_u64};
 
 impl Napi {
     pub async fn get_fabric(&self, owner_uuid: &str) -> Result<Fabric> {
@@ -38,7 +39,8 @@ impl Napi {
         else {
             return Err(Error::invalid("vlan", "invalid"));
         };
-        for _ in 0..UPDATE_ATTEMPTS {
+        let mut tries = RetryPolicy::DEFAULT.start();
+        while tries.next().await {
             let mut ops = Vec::new();
             let vnet_id = match self.store.get::<Fabric>(FABRICS, &owner).await? {
                 Some(f) => f.value.vnet_id,
@@ -87,7 +89,7 @@ impl Napi {
         }
         Err(Error::Contention {
             what: format!("create fabric VLAN {vlan_id} for {owner}"),
-            attempts: UPDATE_ATTEMPTS,
+            attempts: RetryPolicy::DEFAULT.attempts,
         })
     }
 
@@ -127,7 +129,8 @@ impl Napi {
         &self,
         req: proto::UpdateFabricVlanRequest,
     ) -> Result<FabricVlan> {
-        for _ in 0..UPDATE_ATTEMPTS {
+        let mut tries = RetryPolicy::DEFAULT.start();
+        while tries.next().await {
             let stored = self.fabric_vlan(&req.owner_uuid, req.vlan_id).await?;
             let mut vlan = stored.value;
             let mut c = Checks::new();
@@ -155,7 +158,7 @@ impl Napi {
         }
         Err(Error::Contention {
             what: format!("update fabric VLAN {}", req.vlan_id),
-            attempts: UPDATE_ATTEMPTS,
+            attempts: RetryPolicy::DEFAULT.attempts,
         })
     }
 

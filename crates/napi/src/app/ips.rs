@@ -1,6 +1,7 @@
 //! IPs: the records of a network's addresses, and the scan for free ones.
 
 use moray_client::EtagCondition;
+use moray_client::typed::RetryPolicy;
 use triton_proto::napi::v1 as proto;
 
 use crate::allocation;
@@ -10,7 +11,7 @@ use crate::store::{self, IPS, NETWORKS, Stored};
 use crate::validate;
 use moray_client::filter::Filter;
 
-use super::{IP_PAGE, Napi, UPDATE_ATTEMPTS, not_found, one, paged};
+use super::{IP_PAGE, Napi, not_found, one, paged};
 
 impl Napi {
     async fn network_for_field(&self, field: &str, uuid: &str) -> Result<Stored<Network>> {
@@ -64,7 +65,8 @@ impl Napi {
         let Some(reserved) = req.reserved else {
             return self.get_ip(&network.uuid, &req.ip).await;
         };
-        for _ in 0..UPDATE_ATTEMPTS {
+        let mut tries = RetryPolicy::DEFAULT.start();
+        while tries.next().await {
             let current = self.store.get::<IpRecord>(IPS, &key).await?;
             let (mut record, cond) = match current {
                 Some(s) => (s.value, EtagCondition::Is(s.etag)),
@@ -95,7 +97,7 @@ impl Napi {
         }
         Err(Error::Contention {
             what: format!("update IP {key}"),
-            attempts: UPDATE_ATTEMPTS,
+            attempts: RetryPolicy::DEFAULT.attempts,
         })
     }
 

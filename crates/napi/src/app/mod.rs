@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use moray_client::typed::RetryPolicy;
 use moray_client::{FindOptions, Sort, SortOrder};
 
 use crate::allocation;
@@ -22,13 +23,13 @@ use crate::model::Network;
 use crate::store::Store;
 use crate::validate::{self, Checks};
 
-/// Attempts at provisioning one NIC before giving up with `ConcurrentUpdate`. Each
-/// attempt that loses a race re-reads the network's used IPs, so the bound only matters
-/// under heavy contention on one network; NAPI uses 20, and 200 concurrent provisions
-/// on one /24 (the tested worst case) settle in well under 30.
-pub const IP_PROVISION_ATTEMPTS: u32 = 50;
-/// Attempts of other read-modify-write cycles (updates, fabric creation).
-pub const UPDATE_ATTEMPTS: u32 = 10;
+/// Attempts at provisioning one NIC before giving up with `ConcurrentUpdate`: the one
+/// place that raises the one policy's 20 attempts. Each attempt that loses a race
+/// re-reads the network's used IPs and takes another free address, so many racers on
+/// one network each need several; 200 concurrent provisions on one /24 (the tested
+/// worst case) settle in well under 30. Other read-modify-writes (updates, fabric
+/// creation) use [`RetryPolicy::DEFAULT`].
+pub const IP_PROVISION: RetryPolicy = RetryPolicy::DEFAULT.with_attempts(50);
 /// IP records read per page while looking for free addresses.
 const IP_PAGE: u64 = 1000;
 

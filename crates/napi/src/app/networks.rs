@@ -1,5 +1,6 @@
 //! Networks: create, read, list, update and delete, with their provision ranges.
 
+use moray_client::typed::RetryPolicy;
 use moray_client::{EtagCondition, FindOptions, MorayError};
 use triton_proto::napi::v1 as proto;
 
@@ -10,7 +11,7 @@ use crate::store::{self, Conflict, IPS, NETWORK_POOLS, NETWORKS, NICS, Stored};
 use crate::validate::{self, Checks};
 use moray_client::filter::Filter;
 
-use super::{Napi, UPDATE_ATTEMPTS, check_range, new_uuid, not_found, one};
+use super::{Napi, check_range, new_uuid, not_found, one};
 
 impl Napi {
     #[tracing::instrument(skip_all, fields(name = %req.name, subnet = %req.subnet))]
@@ -212,7 +213,8 @@ impl Napi {
 
     pub async fn update_network(&self, req: proto::UpdateNetworkRequest) -> Result<Network> {
         validate::uuid("uuid", &req.uuid).map_err(one)?;
-        for _ in 0..UPDATE_ATTEMPTS {
+        let mut tries = RetryPolicy::DEFAULT.start();
+        while tries.next().await {
             let stored = self
                 .network(&req.uuid)
                 .await?
@@ -300,7 +302,7 @@ impl Napi {
         }
         Err(Error::Contention {
             what: format!("update network {}", req.uuid),
-            attempts: UPDATE_ATTEMPTS,
+            attempts: RetryPolicy::DEFAULT.attempts,
         })
     }
 

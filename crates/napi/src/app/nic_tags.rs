@@ -1,5 +1,6 @@
 //! Nic tags: create, read, list, update and delete; the shared conditional delete.
 
+use moray_client::typed::RetryPolicy;
 use moray_client::{EtagCondition, FindOptions};
 use triton_proto::napi::v1 as proto;
 
@@ -9,7 +10,7 @@ use crate::store::{self, NETWORKS, NIC_TAGS, Stored};
 use crate::validate::{self, Checks};
 use moray_client::filter::Filter;
 
-use super::{Napi, UPDATE_ATTEMPTS, new_uuid, not_found, one, paged};
+use super::{Napi, new_uuid, not_found, one, paged};
 
 impl Napi {
     pub async fn create_nic_tag(&self, req: proto::CreateNicTagRequest) -> Result<NicTag> {
@@ -65,7 +66,8 @@ impl Napi {
     }
 
     pub async fn update_nic_tag(&self, req: proto::UpdateNicTagRequest) -> Result<NicTag> {
-        for _ in 0..UPDATE_ATTEMPTS {
+        let mut tries = RetryPolicy::DEFAULT.start();
+        while tries.next().await {
             let stored = self
                 .nic_tag(&req.name)
                 .await?
@@ -104,7 +106,7 @@ impl Napi {
         }
         Err(Error::Contention {
             what: format!("update nic tag {}", req.name),
-            attempts: UPDATE_ATTEMPTS,
+            attempts: RetryPolicy::DEFAULT.attempts,
         })
     }
 

@@ -1,5 +1,6 @@
 //! NICs: provisioning (MAC and IP), reads, updates and deletes.
 
+use moray_client::typed::RetryPolicy;
 use moray_client::{EtagCondition, FindOptions};
 use triton_proto::napi::v1 as proto;
 
@@ -11,7 +12,7 @@ use crate::store::{self, Conflict, IPS, NETWORK_POOLS, NETWORKS, NICS, Stored};
 use crate::validate::{self, Checks};
 use moray_client::filter::Filter;
 
-use super::{IP_PROVISION_ATTEMPTS, Napi, UPDATE_ATTEMPTS, not_found, paged};
+use super::{IP_PROVISION, Napi, not_found, paged};
 
 impl Napi {
     #[tracing::instrument(skip_all, fields(network_uuid = req.network_uuid.as_deref().unwrap_or(""), owner_uuid = %req.owner_uuid, belongs_to_uuid = %req.belongs_to_uuid))]
@@ -224,7 +225,9 @@ impl Napi {
             nic.belongs_to_uuid.clone(),
             nic.belongs_to_type.clone(),
         );
-        for attempt in 0..IP_PROVISION_ATTEMPTS {
+        let mut tries = IP_PROVISION.start();
+        while tries.next().await {
+            let attempt = tries.attempt();
             nic.mac = mac::format(given_mac.unwrap_or_else(|| mac::random(self.oui)));
             let clear_primary = if nic.primary {
                 self.clear_primary_ops(&nic.belongs_to_uuid, &nic.mac)
@@ -333,7 +336,7 @@ impl Napi {
                 "provision a NIC on network {}",
                 network.map(|n| n.uuid).unwrap_or_default()
             ),
-            attempts: IP_PROVISION_ATTEMPTS,
+            attempts: IP_PROVISION.attempts,
         })
     }
 
@@ -481,7 +484,8 @@ impl Napi {
     }
 
     pub async fn update_nic(&self, req: proto::UpdateNicRequest) -> Result<(Nic, Option<Network>)> {
-        for _ in 0..UPDATE_ATTEMPTS {
+        let mut tries = RetryPolicy::DEFAULT.start();
+        while tries.next().await {
             let stored = self.nic(&req.mac).await?;
             let mut nic = stored.value;
             let mut c = Checks::new();
@@ -557,7 +561,7 @@ impl Napi {
         }
         Err(Error::Contention {
             what: format!("update NIC {}", req.mac),
-            attempts: UPDATE_ATTEMPTS,
+            attempts: RetryPolicy::DEFAULT.attempts,
         })
     }
 
@@ -565,7 +569,8 @@ impl Napi {
     /// reserved, only unassigned).
     #[tracing::instrument(skip(self))]
     pub async fn delete_nic(&self, mac_text: &str) -> Result<()> {
-        for _ in 0..UPDATE_ATTEMPTS {
+        let mut tries = RetryPolicy::DEFAULT.start();
+        while tries.next().await {
             let stored = self.nic(mac_text).await?;
             let nic = stored.value;
             let mut ops = vec![store::delete_op(
@@ -615,7 +620,7 @@ impl Napi {
         }
         Err(Error::Contention {
             what: format!("delete NIC {mac_text}"),
-            attempts: UPDATE_ATTEMPTS,
+            attempts: RetryPolicy::DEFAULT.attempts,
         })
     }
 }
