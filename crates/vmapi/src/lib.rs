@@ -73,17 +73,22 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             .clone()
             .scan_loop(Duration::from_millis(config.orphan_scan_ms.max(100))),
     );
+    // VM states kept current from the servers' heartbeats (health: `task:reconcile`).
+    let tasks = triton_common::periodic::Tasks::new();
     let reconciler = (config.reconcile_period_ms > 0).then(|| {
-        tokio::spawn(reconcile::run(
-            reconcile::Reconciler::new(
-                store.clone(),
-                clients.clone(),
-                engine.clone(),
-                config.timeouts.clone(),
-            ),
-            Duration::from_millis(config.reconcile_period_ms),
+        let every = Duration::from_millis(config.reconcile_period_ms);
+        let reconciler = reconcile::Reconciler::new(
+            store.clone(),
+            clients.clone(),
+            engine.clone(),
+            config.timeouts.clone(),
+        );
+        triton_common::periodic::Periodic::new("reconcile", every).spawn(
+            &tasks,
             shutdown.clone(),
-        ))
+            reconciler,
+            |r| Box::pin(async move { r.pass().await.map(drop) }),
+        )
     });
 
     let grpc = config.grpc.clone();
@@ -104,9 +109,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let routes = tonic::service::Routes::new(VmapiServer::new(service));
     let serving_engine = engine.clone();
     let task = tokio::spawn(async move {
-        let served =
-            triton_common::grpc::serve(listener, routes, &[SERVICE_NAME], &grpc, shutdown.clone())
-                .await;
+        let served = triton_common::grpc::serve_with_tasks(
+            listener,
+            routes,
+            &[SERVICE_NAME],
+            &grpc,
+            &tasks,
+            shutdown.clone(),
+        )
+        .await;
         shutdown.cancel();
         let _ = scanner.await;
         if let Some(r) = reconciler {

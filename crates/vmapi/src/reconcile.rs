@@ -15,12 +15,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use moray_client::filter::Filter;
 use moray_client::{EtagCondition, FindOptions};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 use triton_proto::cnapi::v1 as cnapi;
 use uuid::Uuid;
 
@@ -252,16 +250,4 @@ fn needs_change(vm: &VmRecord, hb: &Seen) -> bool {
         && hb.at > vm.last_modified
         && !vm.is_destroyed()
         && vm.state != state::PROVISIONING
-}
-
-pub async fn run(mut reconciler: Reconciler, every: Duration, shutdown: CancellationToken) {
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
-        }
-        if let Err(e) = reconciler.pass().await {
-            tracing::warn!(error = %e.full_message(), "VM state reconciliation failed; retrying next period");
-        }
-    }
 }
