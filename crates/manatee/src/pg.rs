@@ -459,6 +459,16 @@ impl Pg {
         chown(&path, self.run_as())
     }
 
+    /// Configures this PostgreSQL as a standby streaming from `up`, under the
+    /// application name `name` (takes effect at the next start or reload).
+    fn follow(&self, up: &Peer, name: &str) -> Result<(), Error> {
+        self.write_conf(Conf::Standby {
+            upstream: Some(up),
+            name,
+        })?;
+        self.set_standby_signal(true)
+    }
+
     fn set_standby_signal(&self, on: bool) -> Result<(), Error> {
         let path = self.pgdata().join("standby.signal");
         if on {
@@ -659,15 +669,7 @@ impl Pg {
         self.view.send_modify(|v| v.state = "starting".into());
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if let Some(c) = self.child.as_mut()
-                && let Ok(Some(status)) = c.try_wait()
-            {
-                self.child = None;
-                return Err(Error::PgExited {
-                    status: status.to_string(),
-                    log: tail(&self.log_path(), 20),
-                });
-            }
+            self.check_alive()?;
             if let Ok(client) = self.connect().await
                 && client.simple_query("SELECT 1").await.is_ok()
             {
@@ -756,17 +758,7 @@ impl Pg {
     }
 
     async fn connect(&self) -> Result<tokio_postgres::Client, Error> {
-        let url = self.url();
-        let (client, conn) = tokio_postgres::connect(&url, NoTls)
-            .await
-            .map_err(|source| Error::Postgres {
-                url: url.clone(),
-                source,
-            })?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(client)
+        self.connect_to("postgres").await
     }
 
     async fn client(&mut self) -> Result<&tokio_postgres::Client, Error> {
@@ -909,11 +901,7 @@ impl Pg {
             self.stop().await;
             self.rebuild(&up).await?;
         }
-        self.write_conf(Conf::Standby {
-            upstream: Some(&up),
-            name: &name,
-        })?;
-        self.set_standby_signal(true)?;
+        self.follow(&up, &name)?;
         if self.child.is_some() {
             // primary_conninfo is reloadable (PostgreSQL 13+): the walreceiver restarts.
             self.reload().await?;
@@ -1217,11 +1205,7 @@ impl Pg {
             self.stop().await;
             let r = async {
                 self.rebuild(&up).await?;
-                self.write_conf(Conf::Standby {
-                    upstream: Some(&up),
-                    name: &name,
-                })?;
-                self.set_standby_signal(true)?;
+                self.follow(&up, &name)?;
                 self.start().await
             }
             .await;

@@ -170,6 +170,29 @@ struct PendingGeneration {
     reason: String,
 }
 
+/// The generation after `z`: `primary` takes writes with `sync` and `asyncs` behind
+/// it and `deposed` waiting for a rebuild; no freeze, no promotion pending, not in
+/// one-node-write mode.
+fn next_generation(
+    z: &ClusterState,
+    primary: Peer,
+    sync: Peer,
+    asyncs: Vec<Peer>,
+    deposed: Vec<Peer>,
+) -> ClusterState {
+    ClusterState {
+        generation: z.generation + 1,
+        primary,
+        sync: Some(sync),
+        asyncs,
+        deposed,
+        init_wal: Lsn(0),
+        freeze: None,
+        one_node_write_mode: false,
+        promote: None,
+    }
+}
+
 /// Why a takeover was not attempted; logged by the sitter, visible in its status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -404,9 +427,21 @@ impl PeerMachine {
 
     /// Starts declaring a new generation: first fence PostgreSQL and read its WAL
     /// position (R10e).
-    fn declare(&mut self, pending: PendingGeneration, out: &mut Vec<Action>) {
+    fn declare(
+        &mut self,
+        state: ClusterState,
+        expected_revision: i64,
+        min_wal: Option<Lsn>,
+        reason: String,
+        out: &mut Vec<Action>,
+    ) {
         self.updating = true;
-        self.pending = Some(pending);
+        self.pending = Some(PendingGeneration {
+            state,
+            expected_revision,
+            min_wal,
+            reason,
+        });
         // Whatever happens next, PostgreSQL must be configured again.
         self.applied = None;
         self.fences += 1;
@@ -542,28 +577,11 @@ impl PeerMachine {
                         Ok((sync, asyncs)) => {
                             let mut deposed = z.deposed.clone();
                             deposed.push(z.primary.clone());
-                            let next = ClusterState {
-                                generation: z.generation + 1,
-                                primary: self.cfg.me.clone(),
-                                sync: Some(sync),
-                                asyncs,
-                                deposed,
-                                init_wal: Lsn(0),
-                                freeze: None,
-                                one_node_write_mode: false,
-                                promote: None,
-                            };
+                            let next =
+                                next_generation(&z, self.cfg.me.clone(), sync, asyncs, deposed);
                             let reason =
                                 format!("sync took over from primary {} (gone)", z.primary.id);
-                            self.declare(
-                                PendingGeneration {
-                                    state: next,
-                                    expected_revision: revision,
-                                    min_wal: Some(z.init_wal),
-                                    reason,
-                                },
-                                out,
-                            );
+                            self.declare(next, revision, Some(z.init_wal), reason, out);
                         }
                     }
                 }
@@ -677,24 +695,18 @@ impl PeerMachine {
             let Some((sync, asyncs)) = others.split_first() else {
                 return;
             };
-            let next = ClusterState {
-                generation: z.generation + 1,
-                primary: me.clone(),
-                sync: Some(sync.clone()),
-                asyncs: asyncs.to_vec(),
-                deposed: z.deposed.clone(),
-                init_wal: Lsn(0),
-                freeze: None,
-                one_node_write_mode: false,
-                promote: None,
-            };
+            let next = next_generation(
+                z,
+                me.clone(),
+                sync.clone(),
+                asyncs.to_vec(),
+                z.deposed.clone(),
+            );
             self.declare(
-                PendingGeneration {
-                    state: next,
-                    expected_revision: revision,
-                    min_wal: None,
-                    reason: "leaving one-node-write mode".into(),
-                },
+                next,
+                revision,
+                None,
+                "leaving one-node-write mode".into(),
                 out,
             );
             return;
@@ -705,27 +717,9 @@ impl PeerMachine {
         {
             match self.takeover_plan(z) {
                 Ok((new_sync, asyncs)) => {
-                    let next = ClusterState {
-                        generation: z.generation + 1,
-                        primary: me.clone(),
-                        sync: Some(new_sync),
-                        asyncs,
-                        deposed: z.deposed.clone(),
-                        init_wal: Lsn(0),
-                        freeze: None,
-                        one_node_write_mode: false,
-                        promote: None,
-                    };
+                    let next = next_generation(z, me.clone(), new_sync, asyncs, z.deposed.clone());
                     let reason = format!("primary replaced sync {} (gone)", sync.id);
-                    self.declare(
-                        PendingGeneration {
-                            state: next,
-                            expected_revision: revision,
-                            min_wal: None,
-                            reason,
-                        },
-                        out,
-                    );
+                    self.declare(next, revision, None, reason, out);
                     return;
                 }
                 Err(r) => {
@@ -773,24 +767,12 @@ impl PeerMachine {
                     Ok((sync, asyncs)) => {
                         let mut deposed = z.deposed.clone();
                         deposed.push(z.primary.clone());
-                        let next = ClusterState {
-                            generation: z.generation + 1,
-                            primary: me,
-                            sync: Some(sync),
-                            asyncs,
-                            deposed,
-                            init_wal: Lsn(0),
-                            freeze: None,
-                            one_node_write_mode: false,
-                            promote: None,
-                        };
+                        let next = next_generation(z, me, sync, asyncs, deposed);
                         self.declare(
-                            PendingGeneration {
-                                state: next,
-                                expected_revision: revision,
-                                min_wal: Some(z.init_wal),
-                                reason: "operator promoted the sync".into(),
-                            },
+                            next,
+                            revision,
+                            Some(z.init_wal),
+                            "operator promoted the sync".into(),
                             out,
                         );
                     }
@@ -804,24 +786,12 @@ impl PeerMachine {
                 let new_sync = z.asyncs[0].clone();
                 let mut asyncs: Vec<Peer> = z.sync.iter().cloned().collect();
                 asyncs.extend(z.asyncs[1..].iter().cloned());
-                let next = ClusterState {
-                    generation: z.generation + 1,
-                    primary: me,
-                    sync: Some(new_sync),
-                    asyncs,
-                    deposed: z.deposed.clone(),
-                    init_wal: Lsn(0),
-                    freeze: None,
-                    one_node_write_mode: false,
-                    promote: None,
-                };
+                let next = next_generation(z, me, new_sync, asyncs, z.deposed.clone());
                 self.declare(
-                    PendingGeneration {
-                        state: next,
-                        expected_revision: revision,
-                        min_wal: None,
-                        reason: "operator promoted async 0 to sync".into(),
-                    },
+                    next,
+                    revision,
+                    None,
+                    "operator promoted async 0 to sync".into(),
                     out,
                 );
             }
@@ -967,6 +937,14 @@ mod tests {
         })
     }
 
+    /// The sitter's PostgreSQL streams from peer `upstream`, flushed up to `flushed`.
+    fn streaming(upstream: u8, flushed: u64) -> Event {
+        Event::Streaming {
+            upstream: peer(upstream).id,
+            flushed: Lsn(flushed),
+        }
+    }
+
     fn state(generation: u64, p: u8, s: u8, asyncs: &[u8]) -> ClusterState {
         ClusterState {
             generation,
@@ -1055,21 +1033,9 @@ mod tests {
         assert_eq!(m.last_refusal, Some(Refusal::NotStreamedThisGeneration));
         let now = SystemTime::now();
         // Streaming from someone other than the primary does not count.
-        let a = m.handle(
-            Event::Streaming {
-                upstream: peer(3).id,
-                flushed: Lsn(500),
-            },
-            now,
-        );
+        let a = m.handle(streaming(3, 500), now);
         assert!(!a.contains(&Action::FenceWal));
-        let a = m.handle(
-            Event::Streaming {
-                upstream: peer(1).id,
-                flushed: Lsn(100),
-            },
-            now,
-        );
+        let a = m.handle(streaming(1, 100), now);
         assert!(a.contains(&Action::FenceWal), "{a:?}");
         let a = m.handle(Event::WalPosition(Some(Lsn(150))), now);
         let w = writes(&a);
@@ -1085,13 +1051,7 @@ mod tests {
     fn no_takeover_without_an_async_or_while_frozen() {
         let mut m = machine(2, false);
         init(&mut m, Some(state(3, 1, 2, &[])), &[2]);
-        let a = m.handle(
-            Event::Streaming {
-                upstream: peer(1).id,
-                flushed: Lsn(100),
-            },
-            SystemTime::now(),
-        );
+        let a = m.handle(streaming(1, 100), SystemTime::now());
         assert!(!a.contains(&Action::FenceWal));
         assert_eq!(m.last_refusal, Some(Refusal::NoAsyncPresent));
 
@@ -1099,13 +1059,7 @@ mod tests {
         let mut z = state(3, 1, 2, &[3]);
         z.freeze = Some(Freeze::default());
         init(&mut m, Some(z), &[2, 3]);
-        let a = m.handle(
-            Event::Streaming {
-                upstream: peer(1).id,
-                flushed: Lsn(100),
-            },
-            SystemTime::now(),
-        );
+        let a = m.handle(streaming(1, 100), SystemTime::now());
         assert!(!a.contains(&Action::FenceWal));
         assert_eq!(m.last_refusal, Some(Refusal::ClusterFrozen));
     }
