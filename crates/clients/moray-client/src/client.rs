@@ -103,6 +103,7 @@ impl MorayClient {
         Self::connect_with(url, ConnectOptions::default()).await
     }
 
+    /// `url` with `options` (timeouts, retries, channel settings).
     pub async fn connect_with(url: &str, options: ConnectOptions) -> Result<MorayClient> {
         let addr = MorayAddr::parse(url)?;
         let mut endpoint = Endpoint::from_shared(addr.endpoint_uri())
@@ -182,6 +183,7 @@ impl MorayClient {
 
     // ---- buckets
 
+    /// createBucket: a new bucket; an existing one is a `BucketConflictError`.
     pub async fn create_bucket(&self, name: &str, config: &BucketConfig) -> Result<()> {
         self.grpc()
             .create_bucket(proto::CreateBucketRequest {
@@ -193,6 +195,7 @@ impl MorayClient {
         Ok(())
     }
 
+    /// getBucket: the bucket's config.
     pub async fn get_bucket(&self, name: &str) -> Result<Bucket> {
         let bucket = self
             .grpc()
@@ -272,6 +275,7 @@ impl MorayClient {
         Ok(())
     }
 
+    /// listBuckets: every bucket, by name.
     pub async fn list_buckets(&self) -> Result<Vec<Bucket>> {
         let stream = self
             .grpc()
@@ -679,6 +683,7 @@ impl MorayClient {
         Ok(())
     }
 
+    /// version: the protocol version and the server's build.
     pub async fn version(&self) -> Result<Version> {
         let r = self
             .grpc()

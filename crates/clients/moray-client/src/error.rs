@@ -9,14 +9,22 @@ use tonic::{Code, Status};
 pub enum MorayError {
     /// The Moray address could not be understood.
     #[error("invalid Moray URL {url:?}: {reason}")]
-    InvalidUrl { url: String, reason: &'static str },
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 
     /// No connection could be made within the connect deadline.
     #[error("cannot connect to Moray at {url} (attempts: {attempts})")]
     Connect {
+        /// The URL.
         url: String,
+        /// How many connections were tried.
         attempts: u32,
         #[source]
+        /// The last attempt's error.
         source: tonic::transport::Error,
     },
 
@@ -26,7 +34,9 @@ pub enum MorayError {
         /// Triton's error name from the `x-triton-error` metadata; for statuses that
         /// carry none (transport failures), the gRPC code's name, e.g. `Unavailable`.
         name: String,
+        /// The server's message.
         message: String,
+        /// The gRPC code.
         code: Code,
     },
 
@@ -34,19 +44,24 @@ pub enum MorayError {
     /// record does not encode as JSON.
     #[error("record {key:?} of bucket {bucket}{}: {source}", field_text(field))]
     InvalidRecord {
+        /// The bucket.
         bucket: String,
+        /// The record's key.
         key: String,
         /// Where in the record, e.g. `nics[0].mac`; `None` for the record as a whole.
         field: Option<String>,
         #[source]
+        /// Why.
         source: serde_json::Error,
     },
 
     /// Moray answered with something that is not what the contract promises.
     #[error("invalid response from Moray: {what}")]
     InvalidResponse {
+        /// What was wrong.
         what: String,
         #[source]
+        /// The decoding error, when there is one.
         source: Option<serde_json::Error>,
     },
 }

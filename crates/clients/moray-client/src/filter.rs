@@ -63,9 +63,13 @@ pub enum Filter {
     Present(String),
     /// `(attr=initial*any1*any2*final)`; an empty part is left out.
     Substring {
+        /// The attribute.
         attribute: String,
+        /// What the value starts with.
         initial: String,
+        /// What it contains, in order, between.
         any: Vec<String>,
+        /// What it ends with.
         last: String,
     },
     /// `(attr:caseIgnoreMatch:=value)`.

@@ -16,12 +16,15 @@ use crate::error::{MorayError, Result};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexDef {
     #[serde(rename = "type")]
+    /// The index type: `string`, `number`, `boolean`, `ip`, `subnet`, or one of them in brackets for arrays.
     pub kind: String,
     #[serde(default)]
+    /// Values must be unique in the bucket.
     pub unique: bool,
 }
 
 impl IndexDef {
+    /// A non-unique index of `kind`.
     pub fn new(kind: impl Into<String>) -> Self {
         IndexDef {
             kind: kind.into(),
@@ -29,6 +32,7 @@ impl IndexDef {
         }
     }
 
+    /// A unique index of `kind`.
     pub fn unique(kind: impl Into<String>) -> Self {
         IndexDef {
             kind: kind.into(),
@@ -41,12 +45,14 @@ impl IndexDef {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BucketOptions {
     #[serde(default)]
+    /// The config's version: a write of a lower one is refused.
     pub version: u32,
     #[serde(
         default,
         rename = "guaranteeOrder",
         skip_serializing_if = "std::ops::Not::not"
     )]
+    /// Moray's `guaranteeOrder`: sort by `_id` when no sort is asked for.
     pub guarantee_order: bool,
 }
 
@@ -54,8 +60,10 @@ pub struct BucketOptions {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BucketConfig {
     #[serde(default)]
+    /// The secondary indexes, by field name.
     pub index: BTreeMap<String, IndexDef>,
     #[serde(default)]
+    /// Its options.
     pub options: BucketOptions,
 }
 
@@ -102,8 +110,11 @@ fn index_to_proto(def: &IndexDef) -> proto::IndexDefinition {
 /// A bucket as getBucket and listBuckets return it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Bucket {
+    /// The bucket's name.
     pub name: String,
+    /// Its secondary indexes, by field name.
     pub index: BTreeMap<String, IndexDef>,
+    /// Its options.
     pub options: BucketOptions,
     /// RFC 3339 time of the last change to the config.
     pub mtime: String,
@@ -147,17 +158,23 @@ impl From<proto::Bucket> for Bucket {
 /// An object with Moray's envelope. Serializes as node-moray prints it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Object {
+    /// The bucket it is in.
     pub bucket: String,
+    /// Its key.
     pub key: String,
+    /// The object itself.
     pub value: Value,
     #[serde(rename = "_id")]
+    /// Moray's row id, increasing with each insert.
     pub id: i64,
     #[serde(rename = "_etag")]
+    /// Its etag: changes with every write.
     pub etag: String,
     /// Epoch milliseconds of the last write.
     #[serde(rename = "_mtime")]
     pub mtime: i64,
     #[serde(rename = "_txn_snap")]
+    /// The transaction snapshot of the last write, when Moray has it.
     pub txn_snap: Option<i64>,
     /// findObjects only: rows matching the filter, ignoring limit and offset.
     #[serde(rename = "_count")]
@@ -216,14 +233,18 @@ impl EtagCondition {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum SortOrder {
     #[default]
+    /// Smallest first.
     Asc,
+    /// Largest first.
     Desc,
 }
 
 /// One ORDER BY term: an indexed field or `_id`, `_key`, `_mtime`, `_etag`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sort {
+    /// The field sorted by.
     pub attribute: String,
+    /// Which way.
     pub order: SortOrder,
 }
 
@@ -233,7 +254,9 @@ pub struct Sort {
 pub struct FindOptions {
     /// Row cap; `None` means Moray's 1000 unless `no_limit`.
     pub limit: Option<u64>,
+    /// Rows skipped first.
     pub offset: u64,
+    /// ORDER BY terms, in order.
     pub sort: Vec<Sort>,
     /// With no `limit`, return every row ("dangerous", says Moray).
     pub no_limit: bool,
@@ -292,6 +315,7 @@ impl FindOptions {
 /// What updateObjects did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UpdateResult {
+    /// How many rows changed.
     pub count: u64,
     /// The etag every updated row now has.
     pub etag: String,
@@ -300,6 +324,7 @@ pub struct UpdateResult {
 /// What one reindexObjects call did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct ReindexResult {
+    /// Rows reindexed by this call.
     pub processed: u64,
     /// Rows still to reindex (`None` when not counted).
     pub remaining: Option<u64>,
@@ -308,26 +333,44 @@ pub struct ReindexResult {
 /// One operation of a batch; all run in one transaction.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BatchOp {
+    /// putObject.
     Put {
+        /// The bucket.
         bucket: String,
+        /// The key.
         key: String,
+        /// The object.
         value: Value,
+        /// The etag condition.
         etag: EtagCondition,
     },
+    /// delObject.
     Delete {
+        /// The bucket.
         bucket: String,
+        /// The key.
         key: String,
+        /// The etag condition.
         etag: EtagCondition,
     },
+    /// updateObjects: set `fields` on the rows `filter` matches.
     Update {
+        /// The bucket.
         bucket: String,
+        /// The indexed fields to set.
         fields: Value,
+        /// Which rows.
         filter: String,
+        /// Limit, offset and sort.
         options: FindOptions,
     },
+    /// deleteMany: delete the rows `filter` matches.
     DeleteMany {
+        /// The bucket.
         bucket: String,
+        /// Which rows.
         filter: String,
+        /// Limit, offset and sort.
         options: FindOptions,
     },
 }
@@ -383,10 +426,15 @@ impl BatchOp {
 /// count (and etag) of an update or deleteMany. Fields that do not apply are empty.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BatchResult {
+    /// The bucket.
     pub bucket: String,
+    /// The key (put and delete).
     pub key: String,
+    /// The filter (update and deleteMany).
     pub filter: String,
+    /// The new etag (put, update).
     pub etag: String,
+    /// Rows changed (update, deleteMany).
     pub count: u64,
 }
 
@@ -405,7 +453,9 @@ impl From<proto::BatchResult> for BatchResult {
 /// Moray's protocol version (2) and the server's build.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Version {
+    /// The protocol version.
     pub version: u32,
+    /// The server's name and build.
     pub server: String,
 }
 
@@ -413,20 +463,28 @@ pub struct Version {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ChangeOp {
+    /// An object was written.
     Put,
+    /// An object was deleted.
     Delete,
 }
 
 /// One entry of a bucket's change feed. Resume a feed after `seq`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChangeEvent {
+    /// Its position in the feed.
     pub seq: u64,
+    /// Put or delete.
     pub op: ChangeOp,
+    /// The bucket.
     pub bucket: String,
+    /// The key.
     pub key: String,
     /// The object after a put; `None` after a delete.
     pub value: Option<Value>,
+    /// The etag after a put.
     pub etag: String,
+    /// Epoch milliseconds of the change.
     pub mtime: i64,
 }
 

@@ -11,6 +11,7 @@ pub const DEFAULT_PORT: u16 = 2020;
 pub struct MorayAddr {
     /// A name, an IPv4 address, or an IPv6 address without brackets.
     pub host: String,
+    /// The port.
     pub port: u16,
 }
 
