@@ -24,10 +24,13 @@
 //! # }
 //! ```
 
+use std::future::{Future, ready};
+use std::sync::Arc;
+
 use futures::StreamExt;
 use futures::stream::{self, BoxStream};
 use serde_json::Value;
-use tonic::Streaming;
+use tonic::{Status, Streaming};
 use triton_proto::moray::v1 as proto;
 
 use crate::MorayClient;
@@ -268,5 +271,130 @@ impl MorayClient {
             }
         };
         stream::unfold(start, step).boxed()
+    }
+}
+
+/// An owner's Watch RPC answer: its messages, or the status that ended the stream.
+pub type WatchStream<T> = BoxStream<'static, std::result::Result<T, Status>>;
+
+/// How an owner's Watch messages are made from its feed, for [`serve_follow`]: each owner
+/// (VMAPI's `WatchVms`, NAPI's `WatchNics`, ...) has its own proto messages of the same
+/// shape (a snapshot page, the snapshot-complete marker, a change, the resync answer).
+pub trait FeedMessages: Send + Sync + 'static {
+    /// The public record, as the owner's Get and List return it (e.g. VMAPI's `Vm`).
+    type Record: Send + 'static;
+    /// The stream's message (e.g. `WatchVmsEvent`).
+    type Message: Send + 'static;
+    /// Records per snapshot message: a page stays far below gRPC's 4 MiB message limit.
+    const PAGE: usize = 100;
+
+    /// The record stored under `key` with `etag`, or `None` for one this watcher did not
+    /// ask for (another owner's: changes are the whole bucket's).
+    fn record(
+        &self,
+        key: &str,
+        value: Value,
+        etag: &str,
+    ) -> impl Future<Output = std::result::Result<Option<Self::Record>, Status>> + Send;
+    /// A snapshot page: records as they are at `position`.
+    fn page(&self, records: Vec<Self::Record>, position: u64) -> Self::Message;
+    /// Every page has been sent; the changes after `position` follow.
+    fn snapshot_done(&self, position: u64) -> Self::Message;
+    /// `key` was written; `record` is what it is after the write.
+    fn put(&self, position: u64, key: String, record: Self::Record) -> Self::Message;
+    /// `key` was deleted.
+    fn delete(&self, position: u64, key: String) -> Self::Message;
+    /// `position` is older than the feed keeps; `message` starts with
+    /// [`RESYNC_REQUIRED`].
+    fn resync(&self, position: u64, message: String) -> Self::Message;
+    /// The status of a failure following the feed (it ends the stream).
+    fn error(&self, e: MorayError) -> Status;
+}
+
+/// The messages one feed item becomes (none for a change this watcher did not ask for).
+async fn messages_of<M: FeedMessages>(
+    m: &M,
+    item: Result<FeedItem>,
+) -> std::result::Result<Vec<M::Message>, Status> {
+    Ok(match item.map_err(|e| m.error(e))? {
+        FeedItem::Snapshot { position, objects } => {
+            let mut records = Vec::with_capacity(objects.len());
+            for Object {
+                key, value, etag, ..
+            } in objects
+            {
+                records.extend(m.record(&key, value, &etag).await?);
+            }
+            if records.is_empty() {
+                // An empty snapshot is still a page, so a follower knows it began.
+                return Ok(vec![m.page(Vec::new(), position)]);
+            }
+            let mut pages = Vec::with_capacity(records.len().div_ceil(M::PAGE.max(1)));
+            let mut records = records.into_iter().peekable();
+            while records.peek().is_some() {
+                let page = records.by_ref().take(M::PAGE.max(1)).collect();
+                pages.push(m.page(page, position));
+            }
+            pages
+        }
+        FeedItem::SnapshotDone { position } => vec![m.snapshot_done(position)],
+        FeedItem::Put {
+            seq,
+            key,
+            value,
+            etag,
+        } => match m.record(&key, value, &etag).await? {
+            Some(record) => vec![m.put(seq, key, record)],
+            None => Vec::new(),
+        },
+        FeedItem::Delete { seq, key } => vec![m.delete(seq, key)],
+        FeedItem::ResyncRequired { since, message } => {
+            vec![m.resync(since, format!("{RESYNC_REQUIRED}: {message}"))]
+        }
+    })
+}
+
+/// An owner's Watch RPC answer built from [`MorayClient::follow`]: each item becomes the
+/// owner's messages through `messages` ([`FeedMessages`]); a failure is sent as the
+/// stream's last item. The stream ends when the feed does or when `stop` completes (the
+/// service shuts down). The first message is awaited here, so a failure before it (an
+/// unknown bucket, Moray away) is the call's status rather than a stream that fails at
+/// once.
+pub async fn serve_follow<M, S>(
+    feed: BoxStream<'static, Result<FeedItem>>,
+    messages: M,
+    stop: S,
+) -> std::result::Result<WatchStream<M::Message>, Status>
+where
+    M: FeedMessages,
+    S: Future<Output = ()> + Send + 'static,
+{
+    let messages = Arc::new(messages);
+    let mut out = feed
+        .then(move |item| {
+            let messages = Arc::clone(&messages);
+            async move {
+                let out: Vec<std::result::Result<M::Message, Status>> =
+                    match messages_of(&*messages, item).await {
+                        Ok(messages) => messages.into_iter().map(Ok).collect(),
+                        Err(status) => vec![Err(status)],
+                    };
+                stream::iter(out)
+            }
+        })
+        .flatten()
+        .scan(false, |failed, message| {
+            if *failed {
+                return ready(None);
+            }
+            *failed = message.is_err();
+            ready(Some(message))
+        })
+        .take_until(Box::pin(stop))
+        .boxed();
+    match out.next().await {
+        None => Ok(stream::empty().boxed()),
+        Some(Err(status)) => Err(status),
+        Some(Ok(first)) => Ok(stream::once(ready(Ok(first))).chain(out).boxed()),
     }
 }
