@@ -18,5 +18,6 @@ pub mod model;
 pub mod service;
 pub mod status;
 pub mod store;
+pub mod watch;
 
 pub use error::{Error, Result};

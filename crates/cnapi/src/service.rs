@@ -599,6 +599,16 @@ fn st<T>(r: Result<T>) -> std::result::Result<T, Status> {
 
 #[tonic::async_trait]
 impl<S: Store> Cnapi for CnapiService<S> {
+    type WatchServersStream = crate::watch::WatchServersStream;
+
+    async fn watch_servers(
+        &self,
+        request: Request<pb::WatchServersRequest>,
+    ) -> Reply<Self::WatchServersStream> {
+        let stream = crate::watch::watch_servers(self.store.as_ref(), request.into_inner()).await?;
+        Ok(Response::new(stream))
+    }
+
     async fn list_servers(
         &self,
         request: Request<pb::ListServersRequest>,

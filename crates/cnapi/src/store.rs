@@ -50,6 +50,10 @@ pub struct Reservation {
 }
 
 pub trait Store: Send + Sync + 'static {
+    /// The servers' Moray bucket, for WatchServers; None when they are not in Moray.
+    fn servers_bucket(&self) -> Option<&Bucket<ServerRecord>> {
+        None
+    }
     fn get_server(
         &self,
         uuid: Uuid,
@@ -370,6 +374,10 @@ impl MorayStore {
 }
 
 impl Store for MorayStore {
+    fn servers_bucket(&self) -> Option<&Bucket<ServerRecord>> {
+        Some(&self.servers)
+    }
+
     async fn get_server(&self, uuid: Uuid) -> Result<Option<Versioned<ServerRecord>>> {
         self.servers
             .get(&uuid.to_string())

@@ -1,0 +1,94 @@
+//! WatchServers: the servers' change feed, Moray's snapshot then follow
+//! ([`moray_client::MorayClient::follow`]) over the `cnapi_servers` bucket, each record
+//! mapped to the `Server` GetServer returns. The position is Moray's change feed
+//! sequence. The stream ends when the caller goes away (or with the gRPC server's drain).
+
+use moray_client::typed::Bucket;
+use moray_client::{FeedMessages, MorayError, WatchStream};
+use tonic::{Code, Status};
+use triton_proto::cnapi::v1 as pb;
+use triton_proto::cnapi::v1::watch_servers_event::Event;
+
+use crate::error::Error;
+use crate::model::ServerRecord;
+use crate::service::server_to_pb;
+use crate::store::Store;
+
+pub type WatchServersStream = WatchStream<pb::WatchServersEvent>;
+
+fn event(event: Event) -> pb::WatchServersEvent {
+    pb::WatchServersEvent { event: Some(event) }
+}
+
+/// WatchServers's messages; records are decoded as the store decodes them.
+struct ServerMessages(Bucket<ServerRecord>);
+
+impl FeedMessages for ServerMessages {
+    type Record = pb::Server;
+    type Message = pb::WatchServersEvent;
+
+    async fn record(
+        &self,
+        key: &str,
+        value: serde_json::Value,
+        etag: &str,
+    ) -> Result<Option<pb::Server>, Status> {
+        let record = self
+            .0
+            .decode(key, value)
+            .map_err(|e| Error::Store(e.to_string()))?;
+        Ok(Some(server_to_pb(&record, etag)))
+    }
+
+    fn page(&self, servers: Vec<pb::Server>, position: u64) -> pb::WatchServersEvent {
+        event(Event::Page(pb::WatchServersPage { servers, position }))
+    }
+
+    fn snapshot_done(&self, position: u64) -> pb::WatchServersEvent {
+        event(Event::SnapshotDone(pb::WatchServersSnapshotDone {
+            position,
+        }))
+    }
+
+    fn put(&self, position: u64, uuid: String, server: pb::Server) -> pb::WatchServersEvent {
+        event(Event::Change(pb::ServerChange {
+            position,
+            op: pb::server_change::Op::Put as i32,
+            uuid,
+            server: Some(server),
+        }))
+    }
+
+    fn delete(&self, position: u64, uuid: String) -> pb::WatchServersEvent {
+        event(Event::Change(pb::ServerChange {
+            position,
+            op: pb::server_change::Op::Delete as i32,
+            uuid,
+            server: None,
+        }))
+    }
+
+    fn resync(&self, position: u64, message: String) -> pb::WatchServersEvent {
+        event(Event::Resync(pb::WatchServersResync { position, message }))
+    }
+
+    fn error(&self, e: MorayError) -> Status {
+        Error::Store(format!("follow the servers' change feed: {e}")).into()
+    }
+}
+
+/// Starts following; a failure before the first event is the call's error.
+pub async fn watch_servers<S: Store>(
+    store: &S,
+    req: pb::WatchServersRequest,
+) -> Result<WatchServersStream, Status> {
+    let Some(bucket) = store.servers_bucket() else {
+        return Err(triton_common::status::named(
+            Code::FailedPrecondition,
+            "PreconditionFailedError",
+            "WatchServers needs the servers in Moray; this CNAPI keeps them in memory",
+        ));
+    };
+    let feed = bucket.client().follow(bucket.name(), None, req.position);
+    moray_client::serve_follow(feed, ServerMessages(bucket.clone()), std::future::pending()).await
+}

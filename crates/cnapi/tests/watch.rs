@@ -1,0 +1,168 @@
+//! WatchServers: the servers as GetServer returns them, then every change in order,
+//! resumable from a position; refused by a CNAPI that keeps its servers in memory.
+
+// Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use cnapi::service::Settings;
+use cnapi::store::{MemoryStore, MorayStore};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tonic::Streaming;
+use tonic::transport::Channel;
+use triton_proto::cnapi::v1 as pb;
+use triton_proto::cnapi::v1::cnapi_client::CnapiClient;
+use triton_proto::cnapi::v1::watch_servers_event::Event;
+use uuid::Uuid;
+
+/// No reconciliation while the test runs: the only writes are the test's.
+fn quiet() -> Settings {
+    Settings {
+        heartbeat_lifetime: Duration::from_secs(3600),
+        reconcile_period: Duration::from_secs(3600),
+        ..Default::default()
+    }
+}
+
+async fn register(c: &mut CnapiClient<Channel>, n: u32) -> String {
+    let uuid = Uuid::new_v4().to_string();
+    let sysinfo = json!({
+        "UUID": uuid,
+        "Hostname": format!("cn{n}"),
+        "MiB of Memory": "16384",
+        "CPU Online Count": 8,
+    });
+    c.register_server(pb::RegisterServerRequest {
+        sysinfo_json: sysinfo.to_string(),
+        agent_url: String::new(),
+        datacenter: String::new(),
+    })
+    .await
+    .unwrap();
+    uuid
+}
+
+async fn get(c: &mut CnapiClient<Channel>, uuid: &str) -> pb::Server {
+    c.get_server(pb::GetServerRequest { uuid: uuid.into() })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn next(stream: &mut Streaming<pb::WatchServersEvent>) -> Event {
+    tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("an event within 10 s")
+        .expect("no stream error")
+        .expect("the stream goes on")
+        .event
+        .expect("an event kind")
+}
+
+async fn watch(c: &mut CnapiClient<Channel>, position: u64) -> Streaming<pb::WatchServersEvent> {
+    c.watch_servers(pb::WatchServersRequest { position })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_then_their_changes_in_order_and_resume() {
+    let moray = triton_testkit::MorayFixture::start().await;
+    let shutdown = CancellationToken::new();
+    let running = cnapi::app::start(
+        MorayStore::connect(moray.url()).await.unwrap(),
+        quiet(),
+        "127.0.0.1:0",
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let mut c = CnapiClient::connect(format!("http://{}", running.addr))
+        .await
+        .unwrap();
+    let first = register(&mut c, 1).await;
+
+    let mut stream = watch(&mut c, 0).await;
+    let Event::Page(page) = next(&mut stream).await else {
+        panic!("the snapshot comes first");
+    };
+    assert_eq!(page.servers, vec![get(&mut c, &first).await]);
+    let Event::SnapshotDone(done) = next(&mut stream).await else {
+        panic!("snapshot_done after the pages");
+    };
+    assert_eq!(done.position, page.position);
+
+    let second = register(&mut c, 2).await;
+    let Event::Change(added) = next(&mut stream).await else {
+        panic!("a change");
+    };
+    assert_eq!(added.op(), pb::server_change::Op::Put);
+    assert_eq!(added.uuid, second);
+    assert_eq!(added.server, Some(get(&mut c, &second).await));
+    assert!(added.position > done.position);
+
+    c.update_server(pb::UpdateServerRequest {
+        uuid: first.clone(),
+        reserved: Some(true),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let Event::Change(reserved) = next(&mut stream).await else {
+        panic!("a change");
+    };
+    assert_eq!(reserved.uuid, first);
+    assert!(reserved.server.as_ref().is_some_and(|s| s.reserved));
+    c.delete_server(pb::DeleteServerRequest {
+        uuid: first.clone(),
+    })
+    .await
+    .unwrap();
+    let Event::Change(deleted) = next(&mut stream).await else {
+        panic!("a change");
+    };
+    assert_eq!(
+        (deleted.op(), deleted.uuid.as_str(), deleted.server.as_ref()),
+        (pb::server_change::Op::Delete, first.as_str(), None)
+    );
+    assert!(added.position < reserved.position && reserved.position < deleted.position);
+    drop(stream);
+
+    // From the position of the second server's registration: the rest, once.
+    let mut resumed = watch(&mut c, added.position).await;
+    assert_eq!(
+        next(&mut resumed).await,
+        Event::SnapshotDone(pb::WatchServersSnapshotDone {
+            position: added.position
+        })
+    );
+    assert_eq!(next(&mut resumed).await, Event::Change(reserved));
+    assert_eq!(next(&mut resumed).await, Event::Change(deleted));
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cnapi_keeping_servers_in_memory_has_no_feed() {
+    let shutdown = CancellationToken::new();
+    let running = cnapi::app::start(
+        MemoryStore::default(),
+        quiet(),
+        "127.0.0.1:0",
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let mut c = CnapiClient::connect(format!("http://{}", running.addr))
+        .await
+        .unwrap();
+    let status = c
+        .watch_servers(pb::WatchServersRequest { position: 0 })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert!(status.message().contains("in memory"), "{status:?}");
+    shutdown.cancel();
+}
