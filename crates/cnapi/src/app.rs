@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use triton_common::periodic::{Periodic, Tasks};
 use triton_proto::cnapi::v1::cnapi_server::CnapiServer;
 
 use crate::error::{Error, Result};
@@ -35,28 +36,24 @@ pub async fn start<S: Store>(
         .map_err(|e| Error::Store(format!("cannot listen on {listen}: {e}")))?;
     let grpc = settings.grpc.clone();
     let service = Arc::new(CnapiService::new(Arc::new(store), settings));
-    let reconciler = {
-        let service = service.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(service.settings().reconcile_period);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = ticker.tick() => {}
-                }
-                if let Err(e) = service.reconcile().await {
-                    tracing::warn!(error = %e, "heartbeat reconciliation failed; retrying next period");
-                }
-            }
-        })
-    };
+    // Servers whose heartbeats stopped are marked `unknown` (health: `task:reconcile`).
+    let tasks = Tasks::new();
+    let reconciler = Periodic::new("reconcile", service.settings().reconcile_period)
+        .at_start()
+        .spawn(&tasks, shutdown.clone(), service.clone(), |service| {
+            Box::pin(async move { service.reconcile().await.map(drop) })
+        });
     let routes = tonic::service::Routes::new(CnapiServer::from_arc(service));
     let task = tokio::spawn(async move {
-        let served =
-            triton_common::grpc::serve(listener, routes, &[SERVICE_NAME], &grpc, shutdown.clone())
-                .await;
+        let served = triton_common::grpc::serve_with_tasks(
+            listener,
+            routes,
+            &[SERVICE_NAME],
+            &grpc,
+            &tasks,
+            shutdown.clone(),
+        )
+        .await;
         shutdown.cancel();
         let _ = reconciler.await;
         served
