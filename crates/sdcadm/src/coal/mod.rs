@@ -1081,6 +1081,10 @@ impl Coal {
             .instances;
         for inst in list {
             let Some(spec) = inst.spec else { continue };
+            let failed = |st: tonic::Status| Error::Seed {
+                what: format!("destroy {}", spec.uuid),
+                message: st.message().into(),
+            };
             let task = c
                 .create_task(agent::CreateTaskRequest {
                     req_id: format!("coal-down-{}", spec.uuid),
@@ -1091,10 +1095,7 @@ impl Coal {
                     )),
                 })
                 .await
-                .map_err(|st| Error::Seed {
-                    what: format!("destroy {}", spec.uuid),
-                    message: st.message().into(),
-                })?
+                .map_err(&failed)?
                 .into_inner();
             let mut status = task.status.clone();
             let deadline = Instant::now() + Duration::from_secs(90);
@@ -1108,10 +1109,7 @@ impl Coal {
                         timeout_ms: 20_000,
                     })
                     .await
-                    .map_err(|st| Error::Seed {
-                        what: format!("destroy {}", spec.uuid),
-                        message: st.message().into(),
-                    })?
+                    .map_err(&failed)?
                     .into_inner();
                 status = t.status;
             }

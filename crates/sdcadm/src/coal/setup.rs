@@ -68,46 +68,20 @@ pub fn postgres_initdb(
 
 /// Creates database `db` unless it exists. Returns whether it did.
 pub fn createdb(pg_bindir: &Path, port: u16, user: &str, db: &str) -> Result<bool, Error> {
-    let psql = pg_bindir.join("psql").display().to_string();
-    let port_s = port.to_string();
+    // A PostgreSQL client tool, run as `user` against the CoaL server as `postgres`.
+    let client = |tool: &str, args: &[&str]| {
+        let tool = pg_bindir.join(tool).display().to_string();
+        let port = port.to_string();
+        let mut argv = vec!["-u", user, "--", &tool, "-h", "127.0.0.1", "-p", &port];
+        argv.extend(["-U", "postgres"]);
+        argv.extend(args);
+        run("runuser", &argv)
+    };
     let q = format!("select 1 from pg_database where datname = '{db}'");
-    let have = run(
-        "runuser",
-        &[
-            "-u",
-            user,
-            "--",
-            &psql,
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port_s,
-            "-U",
-            "postgres",
-            "-tAc",
-            &q,
-        ],
-    )?;
-    if have.trim() == "1" {
+    if client("psql", &["-tAc", &q])?.trim() == "1" {
         return Ok(false);
     }
-    let createdb = pg_bindir.join("createdb").display().to_string();
-    run(
-        "runuser",
-        &[
-            "-u",
-            user,
-            "--",
-            &createdb,
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port_s,
-            "-U",
-            "postgres",
-            db,
-        ],
-    )?;
+    client("createdb", &[db])?;
     Ok(true)
 }
 
