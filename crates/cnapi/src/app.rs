@@ -9,9 +9,10 @@ use tokio_util::sync::CancellationToken;
 use triton_common::periodic::{Periodic, Tasks};
 use triton_proto::cnapi::v1::cnapi_server::CnapiServer;
 
+use crate::config::{Config, Storage};
 use crate::error::{Error, Result};
 use crate::service::{CnapiService, Settings};
-use crate::store::Store;
+use crate::store::{MemoryStore, MorayStore, Store};
 
 pub const SERVICE_NAME: &str = "triton.cnapi.v1.Cnapi";
 
@@ -20,6 +21,22 @@ pub struct Running {
     /// Ends once the server has stopped (after `shutdown` is cancelled), with the gRPC
     /// server's error if it failed.
     pub task: JoinHandle<Result<(), triton_common::grpc::ServeError>>,
+}
+
+/// Starts the CNAPI `config` describes: its store (Moray, or memory with a warning that
+/// nothing survives a restart), then [`start`]. What the `cnapi` binary runs.
+pub async fn start_configured(config: Config, shutdown: CancellationToken) -> Result<Running> {
+    let settings = config.settings();
+    match config.storage {
+        Storage::Moray => {
+            let store = MorayStore::connect(&config.moray_url).await?;
+            start(store, settings, &config.listen, shutdown).await
+        }
+        Storage::Memory => {
+            tracing::warn!("storage = memory: nothing survives a restart");
+            start(MemoryStore::default(), settings, &config.listen, shutdown).await
+        }
+    }
 }
 
 pub async fn start<S: Store>(

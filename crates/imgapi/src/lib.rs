@@ -39,6 +39,20 @@ pub struct Running {
     pub app: Arc<Imgapi>,
 }
 
+impl Running {
+    /// Waits for either server to end (after shutdown, or on failure), which ends IMGAPI;
+    /// the error names the server that failed.
+    pub async fn wait(self) -> std::result::Result<(), String> {
+        let (server, ended) = tokio::select! {
+            r = self.task => ("gRPC", r),
+            r = self.http_task => ("HTTP", r),
+        };
+        ended
+            .map_err(|e| format!("{server} server task failed: {e}"))?
+            .map_err(|e| format!("{server} server: {}", triton_common::service::chain(&e)))
+    }
+}
+
 /// Prepares the data directory, connects to Moray, ensures the `imgapi_images`
 /// bucket, and serves gRPC and HTTP until `shutdown` is cancelled.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
