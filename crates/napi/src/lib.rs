@@ -17,6 +17,7 @@ pub mod model;
 pub mod server;
 pub mod store;
 pub mod validate;
+pub mod watch;
 
 use std::net::SocketAddr;
 
@@ -53,7 +54,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let moray = moray_client::MorayClient::connect(&config.moray_url)
         .await
         .map_err(Error::moray(format!("connect to {}", config.moray_url)))?;
-    let store = store::Store::new(moray);
+    let store = store::Store::new(moray.clone());
     store.ensure_buckets().await?;
     let app = Napi::new(store, oui, admin_uuid);
     if config.seed.enabled {
@@ -70,7 +71,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             source: e,
         })
     })?;
-    let routes = Routes::new(NapiServer::new(server::NapiService::new(app.clone())));
+    let watch = watch::Watch::new(moray, app.clone(), shutdown.clone());
+    let routes = Routes::new(NapiServer::new(server::NapiService::new(
+        app.clone(),
+        watch,
+    )));
     let task = tokio::spawn(async move {
         triton_common::grpc::serve(listener, routes, &[server::SERVICE_NAME], &grpc, shutdown)
             .await

@@ -6,17 +6,19 @@ use triton_proto::napi::v1::napi_server::Napi as NapiRpc;
 
 use crate::app::Napi;
 use crate::model::{Network, Nic};
+use crate::watch::{Watch, WatchNetworksStream, WatchNicsStream};
 
 /// Full gRPC service name, for the health service.
 pub const SERVICE_NAME: &str = "triton.napi.v1.Napi";
 
 pub struct NapiService {
     app: Napi,
+    watch: Watch,
 }
 
 impl NapiService {
-    pub fn new(app: Napi) -> Self {
-        NapiService { app }
+    pub fn new(app: Napi, watch: Watch) -> Self {
+        NapiService { app, watch }
     }
 }
 
@@ -283,5 +285,20 @@ impl NapiRpc for NapiService {
             .delete_fabric_network(&r.owner_uuid, r.vlan_id, &r.uuid)
             .await?;
         ok(proto::DeleteResponse {})
+    }
+
+    type WatchNicsStream = WatchNicsStream;
+
+    async fn watch_nics(&self, r: Request<proto::WatchNicsRequest>) -> R<Self::WatchNicsStream> {
+        ok(self.watch.watch_nics(r.into_inner()).await?)
+    }
+
+    type WatchNetworksStream = WatchNetworksStream;
+
+    async fn watch_networks(
+        &self,
+        r: Request<proto::WatchNetworksRequest>,
+    ) -> R<Self::WatchNetworksStream> {
+        ok(self.watch.watch_networks(r.into_inner()).await?)
     }
 }

@@ -378,7 +378,8 @@ impl Napi {
             .ok_or_else(|| not_found("nic", key))
     }
 
-    async fn with_network(&self, nic: Nic) -> Result<(Nic, Option<Network>)> {
+    /// The NIC with its network (for the wire form's netmask, gateway, ...).
+    pub(crate) async fn with_network(&self, nic: Nic) -> Result<(Nic, Option<Network>)> {
         let network = match &nic.network_uuid {
             Some(u) => self
                 .store

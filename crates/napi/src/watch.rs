@@ -1,0 +1,257 @@
+//! WatchNics and WatchNetworks: the NICs' and the networks' change feeds, Moray's
+//! snapshot then follow ([`MorayClient::follow`]) over `napi_nics` and `napi_networks`,
+//! each record mapped to the public `Nic` or `Network` that Get and List return. The
+//! position is Moray's change feed sequence of the bucket.
+
+use moray_client::filter::Filter;
+use moray_client::{FeedMessages, MorayClient, MorayError, WatchStream};
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+use triton_proto::napi::v1 as proto;
+use triton_proto::napi::v1::watch_networks_event::Event as NetworkEvent;
+use triton_proto::napi::v1::watch_nics_event::Event as NicEvent;
+
+use crate::app::Napi;
+use crate::error::Error;
+use crate::model::{Network, Nic};
+use crate::store::{NETWORKS, NICS};
+use crate::validate::{self, Checks};
+
+pub type WatchNicsStream = WatchStream<proto::WatchNicsEvent>;
+pub type WatchNetworksStream = WatchStream<proto::WatchNetworksEvent>;
+
+/// Serves WatchNics and WatchNetworks calls until shutdown.
+#[derive(Debug, Clone)]
+pub struct Watch {
+    moray: MorayClient,
+    app: Napi,
+    shutdown: CancellationToken,
+}
+
+fn decode<T: DeserializeOwned>(
+    what: &str,
+    key: &str,
+    value: serde_json::Value,
+) -> Result<T, Status> {
+    serde_json::from_value(value).map_err(|e| {
+        Error::Corrupt {
+            what: format!("{what} {key}"),
+            reason: e.to_string(),
+        }
+        .into()
+    })
+}
+
+fn put_op() -> i32 {
+    proto::ChangeOp::Put as i32
+}
+
+fn delete_op() -> i32 {
+    proto::ChangeOp::Delete as i32
+}
+
+/// WatchNics's messages for one watcher: only NICs with these `(field, value)`s.
+struct NicMessages {
+    app: Napi,
+    only: Vec<(&'static str, String)>,
+}
+
+fn nic_event(event: NicEvent) -> proto::WatchNicsEvent {
+    proto::WatchNicsEvent { event: Some(event) }
+}
+
+impl FeedMessages for NicMessages {
+    type Record = proto::Nic;
+    type Message = proto::WatchNicsEvent;
+
+    async fn record(
+        &self,
+        mac: &str,
+        value: serde_json::Value,
+        _etag: &str,
+    ) -> Result<Option<proto::Nic>, Status> {
+        let nic: Nic = decode("NIC", mac, value)?;
+        let wanted = self.only.iter().all(|(field, v)| match *field {
+            "belongs_to_uuid" => nic.belongs_to_uuid == *v,
+            _ => nic.owner_uuid == *v,
+        });
+        if !wanted {
+            return Ok(None);
+        }
+        let (nic, network) = self.app.with_network(nic).await?;
+        Ok(Some(nic.into_proto(network.as_ref())))
+    }
+
+    fn page(&self, nics: Vec<proto::Nic>, position: u64) -> proto::WatchNicsEvent {
+        nic_event(NicEvent::Page(proto::WatchNicsPage { nics, position }))
+    }
+
+    fn snapshot_done(&self, position: u64) -> proto::WatchNicsEvent {
+        nic_event(NicEvent::SnapshotDone(proto::WatchSnapshotDone {
+            position,
+        }))
+    }
+
+    fn put(&self, position: u64, mac: String, nic: proto::Nic) -> proto::WatchNicsEvent {
+        nic_event(NicEvent::Change(proto::NicChange {
+            position,
+            op: put_op(),
+            mac,
+            nic: Some(nic),
+        }))
+    }
+
+    fn delete(&self, position: u64, mac: String) -> proto::WatchNicsEvent {
+        nic_event(NicEvent::Change(proto::NicChange {
+            position,
+            op: delete_op(),
+            mac,
+            nic: None,
+        }))
+    }
+
+    fn resync(&self, position: u64, message: String) -> proto::WatchNicsEvent {
+        nic_event(NicEvent::Resync(proto::WatchResync { position, message }))
+    }
+
+    fn error(&self, e: MorayError) -> Status {
+        Error::moray("follow the NICs' change feed")(e).into()
+    }
+}
+
+/// WatchNetworks's messages for one watcher (`owner`: only the networks listing it).
+struct NetworkMessages {
+    owner: Option<String>,
+}
+
+fn network_event(event: NetworkEvent) -> proto::WatchNetworksEvent {
+    proto::WatchNetworksEvent { event: Some(event) }
+}
+
+impl FeedMessages for NetworkMessages {
+    type Record = proto::Network;
+    type Message = proto::WatchNetworksEvent;
+
+    async fn record(
+        &self,
+        uuid: &str,
+        value: serde_json::Value,
+        _etag: &str,
+    ) -> Result<Option<proto::Network>, Status> {
+        let network: Network = decode("network", uuid, value)?;
+        Ok(self
+            .owner
+            .as_ref()
+            .is_none_or(|o| network.owner_uuids.contains(o))
+            .then(|| network.into()))
+    }
+
+    fn page(&self, networks: Vec<proto::Network>, position: u64) -> proto::WatchNetworksEvent {
+        network_event(NetworkEvent::Page(proto::WatchNetworksPage {
+            networks,
+            position,
+        }))
+    }
+
+    fn snapshot_done(&self, position: u64) -> proto::WatchNetworksEvent {
+        network_event(NetworkEvent::SnapshotDone(proto::WatchSnapshotDone {
+            position,
+        }))
+    }
+
+    fn put(
+        &self,
+        position: u64,
+        uuid: String,
+        network: proto::Network,
+    ) -> proto::WatchNetworksEvent {
+        network_event(NetworkEvent::Change(proto::NetworkChange {
+            position,
+            op: put_op(),
+            uuid,
+            network: Some(network),
+        }))
+    }
+
+    fn delete(&self, position: u64, uuid: String) -> proto::WatchNetworksEvent {
+        network_event(NetworkEvent::Change(proto::NetworkChange {
+            position,
+            op: delete_op(),
+            uuid,
+            network: None,
+        }))
+    }
+
+    fn resync(&self, position: u64, message: String) -> proto::WatchNetworksEvent {
+        network_event(NetworkEvent::Resync(proto::WatchResync {
+            position,
+            message,
+        }))
+    }
+
+    fn error(&self, e: MorayError) -> Status {
+        Error::moray("follow the networks' change feed")(e).into()
+    }
+}
+
+impl Watch {
+    pub fn new(moray: MorayClient, app: Napi, shutdown: CancellationToken) -> Watch {
+        Watch {
+            moray,
+            app,
+            shutdown,
+        }
+    }
+
+    /// Starts following the NICs; a failure before the first event is the call's error.
+    pub async fn watch_nics(
+        &self,
+        req: proto::WatchNicsRequest,
+    ) -> Result<WatchNicsStream, Status> {
+        let mut c = Checks::new();
+        let mut only = Vec::new();
+        for (field, value) in [
+            ("belongs_to_uuid", &req.belongs_to_uuid),
+            ("owner_uuid", &req.owner_uuid),
+        ] {
+            if let Some(v) = value
+                && let Some(v) = c.take(validate::uuid(field, v))
+            {
+                only.push((field, v));
+            }
+        }
+        c.finish()?;
+        let terms: Vec<Filter> = only.iter().map(|(f, v)| Filter::eq(f, v)).collect();
+        let filter = Filter::and_else(terms, Filter::present("mac")).to_string();
+        let feed = self.moray.follow(NICS, Some(&filter), req.position);
+        let messages = NicMessages {
+            app: self.app.clone(),
+            only,
+        };
+        moray_client::serve_follow(feed, messages, self.shutdown.clone().cancelled_owned()).await
+    }
+
+    /// Starts following the networks; a failure before the first event is the call's
+    /// error.
+    pub async fn watch_networks(
+        &self,
+        req: proto::WatchNetworksRequest,
+    ) -> Result<WatchNetworksStream, Status> {
+        let mut c = Checks::new();
+        let owner = req
+            .owner_uuid
+            .as_deref()
+            .and_then(|o| c.take(validate::uuid("owner_uuid", o)));
+        c.finish()?;
+        let terms: Vec<Filter> = owner.iter().map(|o| Filter::eq("owner_uuids", o)).collect();
+        let filter = Filter::and_else(terms, Filter::present("uuid")).to_string();
+        let feed = self.moray.follow(NETWORKS, Some(&filter), req.position);
+        moray_client::serve_follow(
+            feed,
+            NetworkMessages { owner },
+            self.shutdown.clone().cancelled_owned(),
+        )
+        .await
+    }
+}

@@ -1,0 +1,276 @@
+//! WatchNics and WatchNetworks: the snapshot equals List's answer, changes follow in
+//! order with increasing positions, a resume gets each later change once, the filters
+//! hold, and a bad filter is refused naming the field.
+
+// Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{OWNER, TestNapi, assert_error, new_uuid, nic_on};
+use tonic::Streaming;
+use triton_proto::napi::v1 as proto;
+use triton_proto::napi::v1::watch_networks_event::Event as NetworkEvent;
+use triton_proto::napi::v1::watch_nics_event::Event as NicEvent;
+
+async fn next<T>(stream: &mut Streaming<T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("an event within 10 s")
+        .expect("no stream error")
+        .expect("the stream goes on")
+}
+
+async fn next_nic(stream: &mut Streaming<proto::WatchNicsEvent>) -> NicEvent {
+    next(stream).await.event.expect("an event kind")
+}
+
+async fn next_network(stream: &mut Streaming<proto::WatchNetworksEvent>) -> NetworkEvent {
+    next(stream).await.event.expect("an event kind")
+}
+
+/// The snapshot's NICs (sorted by MAC) and its position.
+async fn nic_snapshot(stream: &mut Streaming<proto::WatchNicsEvent>) -> (Vec<proto::Nic>, u64) {
+    let mut nics = Vec::new();
+    let mut at = None;
+    loop {
+        match next_nic(stream).await {
+            NicEvent::Page(p) => {
+                assert!(at.is_none_or(|a| a == p.position), "pages share a position");
+                at = Some(p.position);
+                nics.extend(p.nics);
+            }
+            NicEvent::SnapshotDone(d) => {
+                assert_eq!(Some(d.position), at, "the marker is at the pages' position");
+                nics.sort_by(|a, b| a.mac.cmp(&b.mac));
+                return (nics, d.position);
+            }
+            other => panic!("expected the snapshot, got {other:?}"),
+        }
+    }
+}
+
+async fn nic_change(stream: &mut Streaming<proto::WatchNicsEvent>) -> proto::NicChange {
+    match next_nic(stream).await {
+        NicEvent::Change(c) => c,
+        other => panic!("expected a change, got {other:?}"),
+    }
+}
+
+async fn watch_nics(
+    napi: &TestNapi,
+    req: proto::WatchNicsRequest,
+) -> Streaming<proto::WatchNicsEvent> {
+    napi.client()
+        .watch_nics(req)
+        .await
+        .expect("WatchNics")
+        .into_inner()
+}
+
+async fn list_nics(napi: &TestNapi, req: proto::ListNicsRequest) -> Vec<proto::Nic> {
+    let mut nics = napi
+        .client()
+        .list_nics(req)
+        .await
+        .expect("ListNics")
+        .into_inner()
+        .nics;
+    nics.sort_by(|a, b| a.mac.cmp(&b.mac));
+    nics
+}
+
+async fn create_nic(napi: &TestNapi, network: &str, vm: &str) -> proto::Nic {
+    napi.client()
+        .create_nic(nic_on(network, vm))
+        .await
+        .expect("create NIC")
+        .into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nics_snapshot_then_changes_in_order_and_resume() {
+    let napi = TestNapi::start().await;
+    let network = napi.network("watched", "10.7.0", "external").await;
+    let (vm_a, vm_b) = (new_uuid(), new_uuid());
+    for vm in [&vm_a, &vm_a, &vm_b] {
+        create_nic(&napi, &network.uuid, vm).await;
+    }
+
+    // From an empty start: the snapshot is ListNics's answer.
+    let mut all = watch_nics(&napi, Default::default()).await;
+    let (snapshot, at) = nic_snapshot(&mut all).await;
+    assert_eq!(snapshot.len(), 3);
+    assert_eq!(snapshot, list_nics(&napi, Default::default()).await);
+    assert_eq!(snapshot[0].network_uuid, network.uuid);
+    assert_eq!(
+        snapshot[0].gateway, "10.7.0.1",
+        "with the network's settings"
+    );
+
+    // Only VM A's NICs with its filter.
+    let mut of_a = watch_nics(
+        &napi,
+        proto::WatchNicsRequest {
+            belongs_to_uuid: Some(vm_a.clone()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let (snapshot_a, _) = nic_snapshot(&mut of_a).await;
+    let list_a = list_nics(
+        &napi,
+        proto::ListNicsRequest {
+            belongs_to_uuid: Some(vm_a.clone()),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(snapshot_a.len(), 2);
+    assert_eq!(snapshot_a, list_a);
+
+    // A create, an update and a delete arrive in order with increasing positions.
+    let created = create_nic(&napi, &network.uuid, &vm_b).await;
+    let updated = napi
+        .client()
+        .update_nic(proto::UpdateNicRequest {
+            mac: created.mac.clone(),
+            state: Some("stopped".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("update NIC")
+        .into_inner();
+    napi.client()
+        .delete_nic(proto::DeleteNicRequest {
+            mac: created.mac.clone(),
+        })
+        .await
+        .expect("delete NIC");
+
+    let put = nic_change(&mut all).await;
+    assert!(put.position > at);
+    assert_eq!(put.op, proto::ChangeOp::Put as i32);
+    assert_eq!(put.mac, created.mac);
+    assert_eq!(put.nic.as_ref(), Some(&created));
+    let update = nic_change(&mut all).await;
+    assert!(update.position > put.position);
+    assert_eq!(update.op, proto::ChangeOp::Put as i32);
+    assert_eq!(update.nic.as_ref(), Some(&updated));
+    assert_eq!(updated.state, "stopped");
+    let delete = nic_change(&mut all).await;
+    assert!(delete.position > update.position);
+    assert_eq!(delete.op, proto::ChangeOp::Delete as i32);
+    assert_eq!(delete.mac, created.mac);
+    assert_eq!(delete.nic, None);
+
+    // VM B's changes are not VM A's watcher's: its next change is VM A's new NIC.
+    let of_a_new = create_nic(&napi, &network.uuid, &vm_a).await;
+    let mut seen = nic_change(&mut of_a).await;
+    if seen.op == proto::ChangeOp::Delete as i32 {
+        // A deleted NIC's owner is not known: every delete is sent.
+        assert_eq!(seen.mac, created.mac);
+        seen = nic_change(&mut of_a).await;
+    }
+    assert_eq!(seen.nic.as_ref(), Some(&of_a_new));
+
+    // Resuming from the create's position: the update and the delete once, then on.
+    let mut resumed = watch_nics(
+        &napi,
+        proto::WatchNicsRequest {
+            position: put.position,
+            ..Default::default()
+        },
+    )
+    .await;
+    match next_nic(&mut resumed).await {
+        NicEvent::SnapshotDone(d) => assert_eq!(d.position, put.position),
+        other => panic!("expected the marker, got {other:?}"),
+    }
+    assert_eq!(nic_change(&mut resumed).await, update);
+    assert_eq!(nic_change(&mut resumed).await, delete);
+    let after = nic_change(&mut resumed).await;
+    assert_eq!(after.nic.as_ref(), Some(&of_a_new));
+    assert_eq!(after, nic_change(&mut all).await);
+}
+
+#[tokio::test]
+async fn a_bad_filter_is_refused_naming_the_field() {
+    let napi = TestNapi::start().await;
+    let mut c = napi.client();
+    assert_error(
+        c.watch_nics(proto::WatchNicsRequest {
+            belongs_to_uuid: Some("not-a-uuid".into()),
+            owner_uuid: Some(OWNER.into()),
+            ..Default::default()
+        })
+        .await,
+        "InvalidParameters",
+        &["belongs_to_uuid"],
+    );
+    assert_error(
+        c.watch_networks(proto::WatchNetworksRequest {
+            owner_uuid: Some("nope".into()),
+            ..Default::default()
+        })
+        .await,
+        "InvalidParameters",
+        &["owner_uuid"],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn networks_snapshot_then_changes() {
+    let napi = TestNapi::start().await;
+    napi.network("first", "10.8.0", "external").await;
+    napi.network("second", "10.9.0", "external").await;
+
+    let mut stream = napi
+        .client()
+        .watch_networks(proto::WatchNetworksRequest::default())
+        .await
+        .expect("WatchNetworks")
+        .into_inner();
+    let mut snapshot = Vec::new();
+    let at = loop {
+        match next_network(&mut stream).await {
+            NetworkEvent::Page(p) => snapshot.extend(p.networks),
+            NetworkEvent::SnapshotDone(d) => break d.position,
+            other => panic!("expected the snapshot, got {other:?}"),
+        }
+    };
+    snapshot.sort_by(|a, b| a.name.cmp(&b.name));
+    let list = napi
+        .client()
+        .list_networks(proto::ListNetworksRequest::default())
+        .await
+        .expect("ListNetworks")
+        .into_inner()
+        .networks;
+    assert_eq!(snapshot, list);
+    assert_eq!(snapshot.len(), 2);
+
+    let third = napi.network("third", "10.10.0", "external").await;
+    napi.client()
+        .delete_network(proto::DeleteNetworkRequest {
+            uuid: third.uuid.clone(),
+        })
+        .await
+        .expect("delete network");
+    let put = match next_network(&mut stream).await {
+        NetworkEvent::Change(c) => c,
+        other => panic!("expected a change, got {other:?}"),
+    };
+    assert!(put.position > at);
+    assert_eq!(put.op, proto::ChangeOp::Put as i32);
+    assert_eq!(put.network.as_ref(), Some(&third));
+    let delete = match next_network(&mut stream).await {
+        NetworkEvent::Change(c) => c,
+        other => panic!("expected a change, got {other:?}"),
+    };
+    assert!(delete.position > put.position);
+    assert_eq!(delete.op, proto::ChangeOp::Delete as i32);
+    assert_eq!(delete.uuid, third.uuid);
+}
