@@ -436,11 +436,7 @@ fn strict_and_soft_locality() {
     let mut req = request(1024);
 
     // Strict far: never next to db.
-    req.vm.locality = Some(Locality {
-        far: vec!["db".into()],
-        strict: true,
-        ..Default::default()
-    });
+    req.vm.locality = far(&["db"], true);
     for seed in 0..20 {
         let a = allocate(
             &servers,
@@ -453,48 +449,24 @@ fn strict_and_soft_locality() {
         assert_ne!(a.server, uuid(2));
     }
     // Strict near: only next to web.
-    req.vm.locality = Some(Locality {
-        near: vec!["web".into()],
-        strict: true,
-        ..Default::default()
-    });
+    req.vm.locality = near(&["web"], true);
     assert_eq!(alloc(&servers, &req).unwrap().server, uuid(1));
     // Strict near to VMs on two servers: nothing fits.
-    req.vm.locality = Some(Locality {
-        near: vec!["web".into(), "db".into()],
-        strict: true,
-        ..Default::default()
-    });
+    req.vm.locality = near(&["web", "db"], true);
     let err = alloc(&servers, &req).unwrap_err();
     assert_eq!(reason(&err, 3), "exclude: inst==web,db");
     // Another owner's instance is not a hint.
-    req.vm.locality = Some(Locality {
-        near: vec!["web".into()],
-        strict: true,
-        ..Default::default()
-    });
+    req.vm.locality = near(&["web"], true);
     req.vm.owner_uuid = "someone-else".into();
     assert!(alloc(&servers, &req).is_err());
     req.vm.owner_uuid = OWNER.into();
 
     // Soft near prefers web's server, soft far avoids db's, and neither empties the list.
-    req.vm.locality = Some(Locality {
-        near: vec!["web".into()],
-        strict: false,
-        ..Default::default()
-    });
+    req.vm.locality = near(&["web"], false);
     assert_eq!(alloc(&servers, &req).unwrap().server, uuid(1));
-    req.vm.locality = Some(Locality {
-        far: vec!["web".into(), "db".into()],
-        strict: false,
-        ..Default::default()
-    });
+    req.vm.locality = far(&["web", "db"], false);
     assert_eq!(alloc(&servers, &req).unwrap().server, uuid(3));
-    req.vm.locality = Some(Locality {
-        near: vec!["missing".into()],
-        strict: false,
-        ..Default::default()
-    });
+    req.vm.locality = near(&["missing"], false);
     assert!(alloc(&servers, &req).is_ok());
 }
 
@@ -613,6 +585,31 @@ fn scoring_spreads_by_default_and_packs_with_min_ram() {
     );
 }
 
+/// A locality hint: place next to the instances `names`.
+fn near(names: &[&str], strict: bool) -> Option<Locality> {
+    Some(Locality {
+        near: names.iter().map(|n| n.to_string()).collect(),
+        strict,
+        ..Default::default()
+    })
+}
+
+/// A locality hint: place away from the instances `names`.
+fn far(names: &[&str], strict: bool) -> Option<Locality> {
+    Some(Locality {
+        far: names.iter().map(|n| n.to_string()).collect(),
+        strict,
+        ..Default::default()
+    })
+}
+
+/// The server a request for 64 MiB lands on, with nothing reserved.
+fn server_for_64(servers: &[ServerRecord], config: &AllocConfig, seed: u64) -> Uuid {
+    allocate(servers, &BTreeMap::new(), &request(64), config, seed)
+        .unwrap()
+        .server
+}
+
 #[test]
 fn owner_spread_and_platform_and_reboot_scores() {
     let config = AllocConfig {
@@ -622,14 +619,10 @@ fn owner_spread_and_platform_and_reboot_scores() {
     };
     let mine = with_vms(server(1), vec![vm("a", OWNER, 64, None)]);
     let other = with_vms(server(2), vec![vm("b", "other", 64, None)]);
-    let a = allocate(
-        &[mine.clone(), other.clone()],
-        &BTreeMap::new(),
-        &request(64),
-        &config,
-        1,
+    assert_eq!(
+        server_for_64(&[mine.clone(), other.clone()], &config, 1),
+        uuid(2)
     );
-    assert_eq!(a.unwrap().server, uuid(2));
 
     let newer = ServerRecord {
         current_platform: "20250101T000000Z".into(),
@@ -640,14 +633,7 @@ fn owner_spread_and_platform_and_reboot_scores() {
         weight_current_platform: 1.0,
         ..ram_only()
     };
-    let a = allocate(
-        &[newer, server(4)],
-        &BTreeMap::new(),
-        &request(64),
-        &config,
-        5,
-    );
-    assert_eq!(a.unwrap().server, uuid(3));
+    assert_eq!(server_for_64(&[newer, server(4)], &config, 5), uuid(3));
 
     let rebooting = ServerRecord {
         next_reboot: "2025-01-01T00:00:00Z".into(),
@@ -658,14 +644,7 @@ fn owner_spread_and_platform_and_reboot_scores() {
         weight_next_reboot: 0.5,
         ..ram_only()
     };
-    let a = allocate(
-        &[server(6), rebooting],
-        &BTreeMap::new(),
-        &request(64),
-        &config,
-        5,
-    );
-    assert_eq!(a.unwrap().server, uuid(6));
+    assert_eq!(server_for_64(&[server(6), rebooting], &config, 5), uuid(6));
 }
 
 #[test]
@@ -687,17 +666,7 @@ fn chunks_are_searched_until_one_fits_and_seeds_are_deterministic() {
     }
     // Equal servers: the choice depends on the seed alone.
     let same: Vec<ServerRecord> = (1..=5).map(server).collect();
-    let pick = |seed| {
-        allocate(
-            &same,
-            &BTreeMap::new(),
-            &request(64),
-            &AllocConfig::default(),
-            seed,
-        )
-        .unwrap()
-        .server
-    };
+    let pick = |seed| server_for_64(&same, &AllocConfig::default(), seed);
     assert_eq!(pick(11), pick(11));
     let distinct: BTreeSet<Uuid> = (0..40).map(pick).collect();
     assert!(
