@@ -11,6 +11,7 @@ pub mod key;
 pub mod server;
 pub mod service;
 pub mod ssh_key;
+pub mod watch;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -44,6 +45,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     )
     .await
     .map_err(Error::moray("connect"))?;
+    let watch = watch::Watch::new(moray.clone(), shutdown.clone());
     let ufds = service::Ufds::new(moray);
     ufds.ensure_buckets().await?;
 
@@ -57,7 +59,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             source,
         })
     })?;
-    let routes = tonic::service::Routes::new(server::service(ufds));
+    let routes = tonic::service::Routes::new(server::service(ufds, watch));
     let task = tokio::spawn(async move {
         triton_common::grpc::serve(listener, routes, &[SERVICE_NAME], &grpc, shutdown)
             .await

@@ -8,15 +8,17 @@ use crate::account::Account;
 use crate::error::Error;
 use crate::key::StoredKey;
 use crate::service::Ufds;
+use crate::watch::{Watch, WatchAccountsStream, WatchKeysStream};
 
 /// The tonic service for `ufds`.
-pub fn service(ufds: Ufds) -> UfdsServer<Handler> {
-    UfdsServer::new(Handler { ufds })
+pub fn service(ufds: Ufds, watch: Watch) -> UfdsServer<Handler> {
+    UfdsServer::new(Handler { ufds, watch })
 }
 
 #[derive(Debug, Clone)]
 pub struct Handler {
     ufds: Ufds,
+    watch: Watch,
 }
 
 type Reply<T> = Result<Response<T>, Status>;
@@ -115,6 +117,28 @@ impl UfdsRpc for Handler {
         let keys = self.ufds.find_keys(&request.get_ref().fingerprint).await?;
         keys_response(keys)
     }
+
+    type WatchAccountsStream = WatchAccountsStream;
+
+    async fn watch_accounts(
+        &self,
+        request: Request<proto::WatchAccountsRequest>,
+    ) -> Reply<Self::WatchAccountsStream> {
+        Ok(Response::new(
+            self.watch.watch_accounts(request.into_inner()).await?,
+        ))
+    }
+
+    type WatchKeysStream = WatchKeysStream;
+
+    async fn watch_keys(
+        &self,
+        request: Request<proto::WatchKeysRequest>,
+    ) -> Reply<Self::WatchKeysStream> {
+        Ok(Response::new(
+            self.watch.watch_keys(request.into_inner()).await?,
+        ))
+    }
 }
 
 fn keys_response(keys: Vec<StoredKey>) -> Reply<proto::ListKeysResponse> {
@@ -149,7 +173,7 @@ impl From<Account> for proto::Account {
     }
 }
 
-fn key_to_proto(k: StoredKey) -> Result<proto::Key, Error> {
+pub(crate) fn key_to_proto(k: StoredKey) -> Result<proto::Key, Error> {
     let blob = k.blob()?;
     Ok(proto::Key {
         account_uuid: k.account_uuid,

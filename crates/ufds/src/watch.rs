@@ -1,0 +1,255 @@
+//! WatchAccounts and WatchKeys: the accounts' and the keys' change feeds, Moray's
+//! snapshot then follow ([`MorayClient::follow`]) over `ufds_accounts` and `ufds_keys`,
+//! each record mapped to the public `Account` or `Key` that Get and List return. The
+//! position is Moray's change feed sequence of the bucket. Two feeds rather than keys
+//! inside accounts: each bucket has its own positions, and a follower of accounts (CNS)
+//! has no use for keys.
+
+use moray_client::filter::Filter;
+use moray_client::typed::Bucket;
+use moray_client::{FeedMessages, MorayClient, MorayError, WatchStream};
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+use triton_proto::ufds::v1 as proto;
+use triton_proto::ufds::v1::watch_accounts_event::Event as AccountEvent;
+use triton_proto::ufds::v1::watch_keys_event::Event as KeyEvent;
+
+use crate::account::{Account, check_uuid};
+use crate::error::Error;
+use crate::key::StoredKey;
+use crate::server::key_to_proto;
+use crate::service::buckets;
+
+pub type WatchAccountsStream = WatchStream<proto::WatchAccountsEvent>;
+pub type WatchKeysStream = WatchStream<proto::WatchKeysEvent>;
+
+/// Serves WatchAccounts and WatchKeys calls until shutdown.
+#[derive(Debug, Clone)]
+pub struct Watch {
+    accounts: Bucket<Account>,
+    keys: Bucket<StoredKey>,
+    shutdown: CancellationToken,
+}
+
+fn put_op() -> i32 {
+    proto::ChangeOp::Put as i32
+}
+
+fn delete_op() -> i32 {
+    proto::ChangeOp::Delete as i32
+}
+
+/// An optional uuid filter, refused naming `field` when it is not a uuid.
+fn uuid_filter(field: &str, value: Option<&str>) -> Result<Option<String>, Status> {
+    match value {
+        None => Ok(None),
+        Some(v) => match check_uuid(field, v) {
+            Some(e) => Err(Error::Invalid(vec![e]).into()),
+            None => Ok(Some(v.to_string())),
+        },
+    }
+}
+
+fn decode_error(e: MorayError) -> Status {
+    Error::moray("decode a watched record")(e).into()
+}
+
+/// WatchAccounts's messages for one watcher (`uuid`: only that account).
+struct AccountMessages {
+    bucket: Bucket<Account>,
+    uuid: Option<String>,
+}
+
+fn account_event(event: AccountEvent) -> proto::WatchAccountsEvent {
+    proto::WatchAccountsEvent { event: Some(event) }
+}
+
+impl FeedMessages for AccountMessages {
+    type Record = proto::Account;
+    type Message = proto::WatchAccountsEvent;
+
+    async fn record(
+        &self,
+        key: &str,
+        value: serde_json::Value,
+        _etag: &str,
+    ) -> Result<Option<proto::Account>, Status> {
+        let account = self.bucket.decode(key, value).map_err(decode_error)?;
+        Ok(self
+            .uuid
+            .as_ref()
+            .is_none_or(|u| account.uuid == *u)
+            .then(|| account.into()))
+    }
+
+    fn page(&self, accounts: Vec<proto::Account>, position: u64) -> proto::WatchAccountsEvent {
+        account_event(AccountEvent::Page(proto::WatchAccountsPage {
+            accounts,
+            position,
+        }))
+    }
+
+    fn snapshot_done(&self, position: u64) -> proto::WatchAccountsEvent {
+        account_event(AccountEvent::SnapshotDone(proto::WatchSnapshotDone {
+            position,
+        }))
+    }
+
+    fn put(
+        &self,
+        position: u64,
+        uuid: String,
+        account: proto::Account,
+    ) -> proto::WatchAccountsEvent {
+        account_event(AccountEvent::Change(proto::AccountChange {
+            position,
+            op: put_op(),
+            uuid,
+            account: Some(account),
+        }))
+    }
+
+    fn delete(&self, position: u64, uuid: String) -> proto::WatchAccountsEvent {
+        account_event(AccountEvent::Change(proto::AccountChange {
+            position,
+            op: delete_op(),
+            uuid,
+            account: None,
+        }))
+    }
+
+    fn resync(&self, position: u64, message: String) -> proto::WatchAccountsEvent {
+        account_event(AccountEvent::Resync(proto::WatchResync {
+            position,
+            message,
+        }))
+    }
+
+    fn error(&self, e: MorayError) -> Status {
+        Error::moray("follow the accounts' change feed")(e).into()
+    }
+}
+
+/// WatchKeys's messages for one watcher (`account`: only that account's keys).
+struct KeyMessages {
+    bucket: Bucket<StoredKey>,
+    account: Option<String>,
+}
+
+fn key_event(event: KeyEvent) -> proto::WatchKeysEvent {
+    proto::WatchKeysEvent { event: Some(event) }
+}
+
+impl FeedMessages for KeyMessages {
+    type Record = proto::Key;
+    type Message = proto::WatchKeysEvent;
+
+    async fn record(
+        &self,
+        id: &str,
+        value: serde_json::Value,
+        _etag: &str,
+    ) -> Result<Option<proto::Key>, Status> {
+        let key = self.bucket.decode(id, value).map_err(decode_error)?;
+        if self
+            .account
+            .as_ref()
+            .is_some_and(|a| key.account_uuid != *a)
+        {
+            return Ok(None);
+        }
+        Ok(Some(key_to_proto(key)?))
+    }
+
+    fn page(&self, keys: Vec<proto::Key>, position: u64) -> proto::WatchKeysEvent {
+        key_event(KeyEvent::Page(proto::WatchKeysPage { keys, position }))
+    }
+
+    fn snapshot_done(&self, position: u64) -> proto::WatchKeysEvent {
+        key_event(KeyEvent::SnapshotDone(proto::WatchSnapshotDone {
+            position,
+        }))
+    }
+
+    fn put(&self, position: u64, id: String, key: proto::Key) -> proto::WatchKeysEvent {
+        key_event(KeyEvent::Change(proto::KeyChange {
+            position,
+            op: put_op(),
+            id,
+            key: Some(key),
+        }))
+    }
+
+    fn delete(&self, position: u64, id: String) -> proto::WatchKeysEvent {
+        key_event(KeyEvent::Change(proto::KeyChange {
+            position,
+            op: delete_op(),
+            id,
+            key: None,
+        }))
+    }
+
+    fn resync(&self, position: u64, message: String) -> proto::WatchKeysEvent {
+        key_event(KeyEvent::Resync(proto::WatchResync { position, message }))
+    }
+
+    fn error(&self, e: MorayError) -> Status {
+        Error::moray("follow the keys' change feed")(e).into()
+    }
+}
+
+impl Watch {
+    pub fn new(moray: MorayClient, shutdown: CancellationToken) -> Watch {
+        let [(accounts, accounts_config), (keys, keys_config)] = buckets();
+        Watch {
+            accounts: Bucket::new(moray.clone(), accounts, accounts_config),
+            keys: Bucket::new(moray, keys, keys_config),
+            shutdown,
+        }
+    }
+
+    /// Starts following the accounts; a failure before the first event is the call's
+    /// error.
+    pub async fn watch_accounts(
+        &self,
+        req: proto::WatchAccountsRequest,
+    ) -> Result<WatchAccountsStream, Status> {
+        let uuid = uuid_filter("uuid", req.uuid.as_deref())?;
+        let filter = match &uuid {
+            Some(u) => Filter::eq("uuid", u),
+            None => Filter::present("uuid"),
+        }
+        .to_string();
+        let feed = self
+            .accounts
+            .client()
+            .follow(self.accounts.name(), Some(&filter), req.position);
+        let messages = AccountMessages {
+            bucket: self.accounts.clone(),
+            uuid,
+        };
+        moray_client::serve_follow(feed, messages, self.shutdown.clone().cancelled_owned()).await
+    }
+
+    /// Starts following the keys; a failure before the first event is the call's error.
+    pub async fn watch_keys(
+        &self,
+        req: proto::WatchKeysRequest,
+    ) -> Result<WatchKeysStream, Status> {
+        let account = uuid_filter("account_uuid", req.account_uuid.as_deref())?;
+        let filter = match &account {
+            Some(a) => Filter::eq("account_uuid", a),
+            None => Filter::present("account_uuid"),
+        }
+        .to_string();
+        let feed = self
+            .keys
+            .client()
+            .follow(self.keys.name(), Some(&filter), req.position);
+        let messages = KeyMessages {
+            bucket: self.keys.clone(),
+            account,
+        };
+        moray_client::serve_follow(feed, messages, self.shutdown.clone().cancelled_owned()).await
+    }
+}

@@ -1,0 +1,305 @@
+//! WatchAccounts and WatchKeys: the snapshot equals List's answer, changes follow in
+//! order with increasing positions, a resume gets each later change once, the filters
+//! hold, and a bad filter is refused naming the field.
+
+// Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+use std::time::Duration;
+
+use dc_testkit::{Dc, Options, assert_error};
+use tonic::Streaming;
+use triton_proto::ufds::v1 as proto;
+use triton_proto::ufds::v1::watch_accounts_event::Event as AccountEvent;
+use triton_proto::ufds::v1::watch_keys_event::Event as KeyEvent;
+
+async fn ufds() -> Dc {
+    Dc::start(Options {
+        ufds: true,
+        ..Default::default()
+    })
+    .await
+}
+
+async fn next<T>(stream: &mut Streaming<T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("an event within 10 s")
+        .expect("no stream error")
+        .expect("the stream goes on")
+}
+
+async fn next_account(stream: &mut Streaming<proto::WatchAccountsEvent>) -> AccountEvent {
+    next(stream).await.event.expect("an event kind")
+}
+
+async fn account_change(stream: &mut Streaming<proto::WatchAccountsEvent>) -> proto::AccountChange {
+    match next_account(stream).await {
+        AccountEvent::Change(c) => c,
+        other => panic!("expected a change, got {other:?}"),
+    }
+}
+
+/// The snapshot's accounts (by login) and its position.
+async fn account_snapshot(
+    stream: &mut Streaming<proto::WatchAccountsEvent>,
+) -> (Vec<proto::Account>, u64) {
+    let mut accounts = Vec::new();
+    let mut at = None;
+    loop {
+        match next_account(stream).await {
+            AccountEvent::Page(p) => {
+                assert!(at.is_none_or(|a| a == p.position), "pages share a position");
+                at = Some(p.position);
+                accounts.extend(p.accounts);
+            }
+            AccountEvent::SnapshotDone(d) => {
+                assert_eq!(Some(d.position), at, "the marker is at the pages' position");
+                accounts.sort_by(|a, b| a.login.cmp(&b.login));
+                return (accounts, d.position);
+            }
+            other => panic!("expected the snapshot, got {other:?}"),
+        }
+    }
+}
+
+async fn watch_accounts(
+    dc: &Dc,
+    req: proto::WatchAccountsRequest,
+) -> Streaming<proto::WatchAccountsEvent> {
+    dc.ufds()
+        .watch_accounts(req)
+        .await
+        .expect("WatchAccounts")
+        .into_inner()
+}
+
+async fn create(dc: &Dc, login: &str) -> proto::Account {
+    dc.ufds()
+        .create_account(proto::CreateAccountRequest {
+            login: login.into(),
+            email: format!("{login}@example.com"),
+            ..Default::default()
+        })
+        .await
+        .expect("create account")
+        .into_inner()
+}
+
+async fn set_email(dc: &Dc, account: &str, email: &str) -> proto::Account {
+    dc.ufds()
+        .update_account(proto::UpdateAccountRequest {
+            account: account.into(),
+            email: Some(email.into()),
+            ..Default::default()
+        })
+        .await
+        .expect("update account")
+        .into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_snapshot_then_changes_in_order_and_resume() {
+    let dc = ufds().await;
+    let bob = create(&dc, "bob").await;
+    create(&dc, "alice").await;
+
+    // From an empty start: the snapshot is ListAccounts's answer.
+    let mut all = watch_accounts(&dc, Default::default()).await;
+    let (snapshot, at) = account_snapshot(&mut all).await;
+    let listed = dc
+        .ufds()
+        .list_accounts(proto::ListAccountsRequest::default())
+        .await
+        .expect("ListAccounts")
+        .into_inner()
+        .accounts;
+    assert_eq!(snapshot.len(), 2);
+    assert_eq!(snapshot, listed);
+
+    // Only bob with his uuid.
+    let mut of_bob = watch_accounts(
+        &dc,
+        proto::WatchAccountsRequest {
+            uuid: Some(bob.uuid.clone()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let (only_bob, _) = account_snapshot(&mut of_bob).await;
+    assert_eq!(only_bob, vec![bob.clone()]);
+
+    // A create, an update and a delete arrive in order with increasing positions.
+    let carol = create(&dc, "carol").await;
+    let carol2 = set_email(&dc, "carol", "carol@example.org").await;
+    dc.ufds()
+        .delete_account(proto::DeleteAccountRequest {
+            account: "carol".into(),
+        })
+        .await
+        .expect("delete account");
+    let put = account_change(&mut all).await;
+    assert!(put.position > at);
+    assert_eq!(put.op, proto::ChangeOp::Put as i32);
+    assert_eq!(put.uuid, carol.uuid);
+    assert_eq!(put.account.as_ref(), Some(&carol));
+    let update = account_change(&mut all).await;
+    assert!(update.position > put.position);
+    assert_eq!(update.account.as_ref(), Some(&carol2));
+    let delete = account_change(&mut all).await;
+    assert!(delete.position > update.position);
+    assert_eq!(delete.op, proto::ChangeOp::Delete as i32);
+    assert_eq!(delete.uuid, carol.uuid);
+    assert_eq!(delete.account, None);
+
+    // Carol's puts are not bob's watcher's: its next change is bob's update (carol's
+    // delete may come first: a deleted account's uuid is all there is to match).
+    let bob2 = set_email(&dc, "bob", "bob@example.org").await;
+    let mut seen = account_change(&mut of_bob).await;
+    if seen.op == proto::ChangeOp::Delete as i32 {
+        assert_eq!(seen.uuid, carol.uuid);
+        seen = account_change(&mut of_bob).await;
+    }
+    assert_eq!(seen.account.as_ref(), Some(&bob2));
+
+    // Resuming from the create's position: the update and the delete once, then on.
+    let mut resumed = watch_accounts(
+        &dc,
+        proto::WatchAccountsRequest {
+            position: put.position,
+            ..Default::default()
+        },
+    )
+    .await;
+    match next_account(&mut resumed).await {
+        AccountEvent::SnapshotDone(d) => assert_eq!(d.position, put.position),
+        other => panic!("expected the marker, got {other:?}"),
+    }
+    assert_eq!(account_change(&mut resumed).await, update);
+    assert_eq!(account_change(&mut resumed).await, delete);
+    let after = account_change(&mut resumed).await;
+    assert_eq!(after.account.as_ref(), Some(&bob2));
+    assert_eq!(after, account_change(&mut all).await);
+}
+
+fn public_key(dir: &std::path::Path, name: &str) -> String {
+    let path = dir.join(name);
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&path)
+        .output()
+        .expect("ssh-keygen runs (package openssh-client)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(path.with_extension("pub"))
+        .expect("read .pub")
+        .trim()
+        .to_string()
+}
+
+async fn add_key(dc: &Dc, account: &str, name: &str, key: String) -> proto::Key {
+    dc.ufds()
+        .create_key(proto::CreateKeyRequest {
+            account: account.into(),
+            name: name.into(),
+            key,
+        })
+        .await
+        .expect("create key")
+        .into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_snapshot_then_changes_of_one_account() {
+    let dc = ufds().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bob = create(&dc, "bob").await;
+    let alice = create(&dc, "alice").await;
+    add_key(&dc, "bob", "one", public_key(dir.path(), "one")).await;
+    add_key(&dc, "bob", "two", public_key(dir.path(), "two")).await;
+    add_key(&dc, "alice", "hers", public_key(dir.path(), "hers")).await;
+
+    let mut stream = dc
+        .ufds()
+        .watch_keys(proto::WatchKeysRequest {
+            account_uuid: Some(bob.uuid.clone()),
+            ..Default::default()
+        })
+        .await
+        .expect("WatchKeys")
+        .into_inner();
+    let mut snapshot = Vec::new();
+    let at = loop {
+        match next(&mut stream).await.event.expect("an event kind") {
+            KeyEvent::Page(p) => snapshot.extend(p.keys),
+            KeyEvent::SnapshotDone(d) => break d.position,
+            other => panic!("expected the snapshot, got {other:?}"),
+        }
+    };
+    let mut listed = dc
+        .ufds()
+        .list_keys(proto::ListKeysRequest {
+            account: "bob".into(),
+        })
+        .await
+        .expect("ListKeys")
+        .into_inner()
+        .keys;
+    snapshot.sort_by(|a, b| a.name.cmp(&b.name));
+    listed.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(snapshot.len(), 2);
+    assert_eq!(snapshot, listed);
+
+    // Alice's new key is not bob's watcher's; bob's new key and its delete are.
+    add_key(&dc, "alice", "more", public_key(dir.path(), "more")).await;
+    let three = add_key(&dc, "bob", "three", public_key(dir.path(), "three")).await;
+    dc.ufds()
+        .delete_key(proto::DeleteKeyRequest {
+            account: "bob".into(),
+            key: "three".into(),
+        })
+        .await
+        .expect("delete key");
+    let change = |e: KeyEvent| match e {
+        KeyEvent::Change(c) => c,
+        other => panic!("expected a change, got {other:?}"),
+    };
+    let put = change(next(&mut stream).await.event.expect("an event kind"));
+    assert!(put.position > at);
+    assert_eq!(put.op, proto::ChangeOp::Put as i32);
+    assert_eq!(put.id, format!("{}/{}", bob.uuid, three.fingerprint));
+    assert_eq!(put.key.as_ref(), Some(&three));
+    let delete = change(next(&mut stream).await.event.expect("an event kind"));
+    assert!(delete.position > put.position);
+    assert_eq!(delete.op, proto::ChangeOp::Delete as i32);
+    assert_eq!(delete.id, put.id);
+    assert_ne!(alice.uuid, bob.uuid);
+}
+
+#[tokio::test]
+async fn a_bad_filter_is_refused_naming_the_field() {
+    let dc = ufds().await;
+    let mut c = dc.ufds();
+    assert_error(
+        c.watch_accounts(proto::WatchAccountsRequest {
+            uuid: Some("bob".into()),
+            ..Default::default()
+        })
+        .await,
+        "InvalidArgument",
+        &["uuid"],
+    );
+    assert_error(
+        c.watch_keys(proto::WatchKeysRequest {
+            account_uuid: Some("not-a-uuid".into()),
+            ..Default::default()
+        })
+        .await,
+        "InvalidArgument",
+        &["account_uuid"],
+    );
+}
