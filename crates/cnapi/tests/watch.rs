@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use cnapi::service::Settings;
-use cnapi::store::{MemoryStore, MorayStore};
+use cnapi::store::{MemoryStore, MorayStore, Store};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tonic::Streaming;
@@ -24,6 +24,18 @@ fn quiet() -> Settings {
         reconcile_period: Duration::from_secs(3600),
         ..Default::default()
     }
+}
+
+/// A CNAPI on `store` and a client of it; it stops when the guard is dropped.
+async fn start<S: Store>(store: S) -> (CnapiClient<Channel>, tokio_util::sync::DropGuard) {
+    let shutdown = CancellationToken::new();
+    let running = cnapi::app::start(store, quiet(), "127.0.0.1:0", shutdown.clone())
+        .await
+        .unwrap();
+    let c = CnapiClient::connect(format!("http://{}", running.addr))
+        .await
+        .unwrap();
+    (c, shutdown.drop_guard())
 }
 
 async fn register(c: &mut CnapiClient<Channel>, n: u32) -> String {
@@ -71,18 +83,7 @@ async fn watch(c: &mut CnapiClient<Channel>, position: u64) -> Streaming<pb::Wat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_then_their_changes_in_order_and_resume() {
     let moray = triton_testkit::MorayFixture::start().await;
-    let shutdown = CancellationToken::new();
-    let running = cnapi::app::start(
-        MorayStore::connect(moray.url()).await.unwrap(),
-        quiet(),
-        "127.0.0.1:0",
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
-    let mut c = CnapiClient::connect(format!("http://{}", running.addr))
-        .await
-        .unwrap();
+    let (mut c, _stop) = start(MorayStore::connect(moray.url()).await.unwrap()).await;
     let first = register(&mut c, 1).await;
 
     let mut stream = watch(&mut c, 0).await;
@@ -141,28 +142,15 @@ async fn servers_then_their_changes_in_order_and_resume() {
     );
     assert_eq!(next(&mut resumed).await, Event::Change(reserved));
     assert_eq!(next(&mut resumed).await, Event::Change(deleted));
-    shutdown.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cnapi_keeping_servers_in_memory_has_no_feed() {
-    let shutdown = CancellationToken::new();
-    let running = cnapi::app::start(
-        MemoryStore::default(),
-        quiet(),
-        "127.0.0.1:0",
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
-    let mut c = CnapiClient::connect(format!("http://{}", running.addr))
-        .await
-        .unwrap();
+    let (mut c, _stop) = start(MemoryStore::default()).await;
     let status = c
         .watch_servers(pb::WatchServersRequest { position: 0 })
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::FailedPrecondition);
     assert!(status.message().contains("in memory"), "{status:?}");
-    shutdown.cancel();
 }

@@ -331,9 +331,9 @@ async fn list_all(dc: &Dc) -> BTreeMap<String, pb::Vm> {
     }
 }
 
-/// Makes one job per VM at once (a call refused as unavailable, under load, is sent
-/// again), then waits for every job; all must succeed.
-async fn jobs<F, Fut>(dc: &Dc, what: &str, uuids: &[String], call: F)
+/// Makes one job per item (a VM's uuid, or a new VM's alias) at once (a call refused as
+/// unavailable, under load, is sent again), then waits for every job; all must succeed.
+async fn jobs<F, Fut>(dc: &Dc, what: &str, items: &[String], call: F) -> Vec<pb::JobRef>
 where
     F: Fn(VmapiClient<tonic::transport::Channel>, String) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = Result<tonic::Response<pb::JobRef>, tonic::Status>>
@@ -341,8 +341,8 @@ where
         + 'static,
 {
     let mut tasks = tokio::task::JoinSet::new();
-    for uuid in uuids {
-        let (vmapi, uuid, call) = (dc.vmapi(), uuid.clone(), call.clone());
+    for item in items {
+        let (vmapi, uuid, call) = (dc.vmapi(), item.clone(), call.clone());
         tasks.spawn(async move {
             let mut backoff = Duration::from_millis(50);
             loop {
@@ -364,7 +364,7 @@ where
             Err(e) => panic!("{what} {e}"),
         }
     }
-    for r in refs {
+    for r in &refs {
         let job = dc.wait_job(&r.job_uuid).await;
         assert_eq!(
             job.execution, "succeeded",
@@ -372,6 +372,7 @@ where
             r.vm_uuid, job.error
         );
     }
+    refs
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -397,44 +398,26 @@ async fn a_follower_killed_twice_ends_with_exactly_vmapis_state() {
     .await;
 
     // Create, killing the follower once the changes flow.
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..vms {
-        let mut c = dc.vmapi();
-        let req = dc.create_request(&format!("vm{i}"));
-        tasks.spawn(async move {
-            let mut backoff = Duration::from_millis(50);
-            loop {
-                match c.create_vm(req.clone()).await {
-                    Ok(r) => return r.into_inner(),
-                    Err(s) if s.code() == tonic::Code::Unavailable => {
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(2));
-                    }
-                    Err(s) => panic!("create vm{i}: {s}"),
-                }
-            }
-        });
-    }
-    eventually(
-        "the follower applies changes",
-        Duration::from_secs(60),
-        || async { applied(&state) > 100 },
-    )
-    .await;
-    kill(follower);
-    let follower = spawn_follower(addr, &state);
-    let mut refs = Vec::new();
-    while let Some(r) = tasks.join_next().await {
-        refs.push(r.expect("create task"));
-    }
-    for r in &refs {
-        let job = dc.wait_job(&r.job_uuid).await;
-        assert_eq!(
-            job.execution, "succeeded",
-            "create {}: {}",
-            r.vm_uuid, job.error
-        );
-    }
+    let aliases: Vec<String> = (0..vms).map(|i| format!("vm{i}")).collect();
+    let template = dc.create_request("");
+    let create = jobs(&dc, "create", &aliases, move |mut c, alias| {
+        let req = pb::CreateVmRequest {
+            alias,
+            ..template.clone()
+        };
+        async move { c.create_vm(req).await }
+    });
+    let kill_once = async {
+        eventually(
+            "the follower applies changes",
+            Duration::from_secs(60),
+            || async { applied(&state) > 100 },
+        )
+        .await;
+        kill(follower);
+        spawn_follower(addr, &state)
+    };
+    let (refs, follower) = tokio::join!(create, kill_once);
     let created = started.elapsed();
     let uuids: Vec<String> = refs.iter().map(|r| r.vm_uuid.clone()).collect();
 
