@@ -133,12 +133,17 @@ impl VmRecord {
             .collect();
     }
 
+    /// The record as stored: with `tag_pairs` and `tag_keys` made from the tags.
+    pub fn encode(&self) -> serde_json::Result<Value> {
+        let mut vm = self.clone();
+        vm.refresh_index();
+        serde_json::to_value(&vm)
+    }
+
     // A derived Serialize with string keys into a Value: it always serializes.
     #[allow(clippy::expect_used)]
     pub fn to_value(&self) -> Value {
-        let mut vm = self.clone();
-        vm.refresh_index();
-        serde_json::to_value(&vm).expect("a VM record always serializes")
+        self.encode().expect("a VM record always serializes")
     }
 
     pub fn is_destroyed(&self) -> bool {
@@ -210,49 +215,9 @@ impl VmNic {
     }
 }
 
-/// google.protobuf.Value -> JSON. Tags hold only scalars in Triton; lists and objects
-/// are kept as given anyway.
-pub fn pb_to_json(v: &prost_types::Value) -> Value {
-    use prost_types::value::Kind;
-    match &v.kind {
-        None | Some(Kind::NullValue(_)) => Value::Null,
-        Some(Kind::BoolValue(b)) => Value::Bool(*b),
-        Some(Kind::NumberValue(n)) => {
-            if n.fract() == 0.0 && n.abs() < 9.0e15 {
-                Value::from(*n as i64)
-            } else {
-                serde_json::Number::from_f64(*n)
-                    .map(Value::Number)
-                    .unwrap_or(Value::Null)
-            }
-        }
-        Some(Kind::StringValue(s)) => Value::String(s.clone()),
-        Some(Kind::ListValue(l)) => Value::Array(l.values.iter().map(pb_to_json).collect()),
-        Some(Kind::StructValue(s)) => Value::Object(
-            s.fields
-                .iter()
-                .map(|(k, v)| (k.clone(), pb_to_json(v)))
-                .collect(),
-        ),
-    }
-}
-
-pub fn json_to_pb(v: &Value) -> prost_types::Value {
-    use prost_types::value::Kind;
-    let kind = match v {
-        Value::Null => Kind::NullValue(0),
-        Value::Bool(b) => Kind::BoolValue(*b),
-        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
-        Value::String(s) => Kind::StringValue(s.clone()),
-        Value::Array(a) => Kind::ListValue(prost_types::ListValue {
-            values: a.iter().map(json_to_pb).collect(),
-        }),
-        Value::Object(o) => Kind::StructValue(prost_types::Struct {
-            fields: o.iter().map(|(k, v)| (k.clone(), json_to_pb(v))).collect(),
-        }),
-    };
-    prost_types::Value { kind: Some(kind) }
-}
+/// google.protobuf.Value <-> JSON (tags hold only scalars in Triton; lists and objects
+/// are kept as given anyway).
+pub use triton_types::value::{from_json as json_to_pb, to_json as pb_to_json};
 
 #[cfg(test)]
 mod tests {

@@ -6,10 +6,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use moray_client::filter::Filter;
+use moray_client::typed::{Bucket, Change, UpdateError, is_etag_conflict};
 use moray_client::{
-    BatchOp, BucketConfig, EtagCondition, FindOptions, IndexDef, MorayClient, Sort, SortOrder,
+    BucketConfig, EtagCondition, FindOptions, IndexDef, MorayClient, Sort, SortOrder,
 };
-use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 use crate::jobs::record::JobRecord;
@@ -17,19 +18,13 @@ use crate::model::VmRecord;
 
 pub const VMS_BUCKET: &str = "vmapi_vms";
 pub const JOBS_BUCKET: &str = "vmapi_jobs";
-/// Conditional read-modify-write attempts before giving up on a busy record.
-const WRITE_ATTEMPTS: usize = 20;
-
 /// A record and the etag it was read with.
-#[derive(Debug, Clone)]
-pub struct Versioned<T> {
-    pub value: T,
-    pub etag: String,
-}
+pub use moray_client::typed::Versioned;
 
 #[derive(Clone)]
 pub struct Store {
-    moray: MorayClient,
+    vms: Bucket<VmRecord>,
+    jobs: Bucket<JobRecord>,
     /// Jobs this process just created, as written, for the runner's claim: it is
     /// conditional on this etag, so it need not read the job back first (a job changed
     /// meanwhile fails the claim as a read would have).
@@ -72,15 +67,12 @@ fn jobs_bucket() -> BucketConfig {
         .with_index("lease_until", IndexDef::new("number"))
 }
 
-fn decode<T: DeserializeOwned>(what: &str, value: serde_json::Value) -> Result<T> {
-    serde_json::from_value(value)
-        .map_err(|e| Error::Internal(format!("stored {what} does not parse: {e}")))
-}
-
 impl Store {
     pub fn new(moray: MorayClient) -> Store {
         Store {
-            moray,
+            vms: Bucket::new(moray.clone(), VMS_BUCKET, vms_bucket())
+                .with_encoder(VmRecord::encode),
+            jobs: Bucket::new(moray, JOBS_BUCKET, jobs_bucket()),
             created_jobs: Arc::default(),
         }
     }
@@ -114,42 +106,37 @@ impl Store {
     }
 
     pub async fn ensure_buckets(&self) -> Result<()> {
-        self.moray
-            .ensure_bucket(VMS_BUCKET, &vms_bucket())
+        self.vms
+            .ensure()
             .await
             .map_err(Error::moray("put bucket vmapi_vms"))?;
-        self.moray
-            .ensure_bucket(JOBS_BUCKET, &jobs_bucket())
+        self.jobs
+            .ensure()
             .await
             .map_err(Error::moray("put bucket vmapi_jobs"))?;
         Ok(())
     }
 
     pub async fn ping(&self) -> Result<()> {
-        self.moray.ping(true).await.map_err(Error::moray("ping"))
+        self.vms
+            .client()
+            .ping(true)
+            .await
+            .map_err(Error::moray("ping"))
     }
 
     // ---- VMs
 
     pub async fn get_vm(&self, uuid: &str) -> Result<Option<Versioned<VmRecord>>> {
-        let found = self
-            .moray
-            .get_object(VMS_BUCKET, uuid)
+        self.vms
+            .get(uuid)
             .await
-            .map_err(Error::moray(format!("get VM {uuid}")))?;
-        found
-            .map(|o| {
-                Ok(Versioned {
-                    value: decode("VM", o.value)?,
-                    etag: o.etag,
-                })
-            })
-            .transpose()
+            .map_err(Error::moray(format!("get VM {uuid}")))
     }
 
     pub async fn put_vm(&self, vm: &VmRecord, cond: EtagCondition) -> Result<String> {
-        self.moray
-            .put_object(VMS_BUCKET, &vm.uuid, &vm.to_value(), cond)
+        self.vms
+            .put(&vm.uuid, vm, cond)
             .await
             .map_err(Error::moray(format!("VM {}", vm.uuid)))
     }
@@ -162,26 +149,28 @@ impl Store {
         uuid: &str,
         mut change: impl FnMut(&mut VmRecord) -> Result<bool>,
     ) -> Result<VmRecord> {
-        for _ in 0..WRITE_ATTEMPTS {
-            let Some(Versioned { mut value, etag }) = self.get_vm(uuid).await? else {
-                return Err(Error::NotFound(format!("VM {uuid} does not exist")));
-            };
-            if !change(&mut value)? {
-                return Ok(value);
+        let updated = self
+            .vms
+            .update(uuid, |vm| {
+                if !change(vm)? {
+                    return Ok(Change::Keep);
+                }
+                vm.last_modified = triton_common::time::now_millis().max(vm.last_modified + 1);
+                Ok(Change::Write)
+            })
+            .await;
+        match updated {
+            Ok(v) => Ok(v.value),
+            Err(UpdateError::Moray(e)) if e.name() == "ObjectNotFoundError" => {
+                Err(Error::NotFound(format!("VM {uuid} does not exist")))
             }
-            value.last_modified = triton_common::time::now_millis().max(value.last_modified + 1);
-            match self.put_vm(&value, EtagCondition::Is(etag)).await {
-                Ok(_) => return Ok(value),
-                Err(Error::Conflict(_)) => continue,
-                Err(e) => return Err(e),
-            }
+            Err(e) => Err(e.map_moray(Error::moray(format!("VM {uuid}")))),
         }
-        Err(Error::Conflict(format!("VM {uuid}")))
     }
 
     pub async fn find_vms(&self, filter: &str, options: &FindOptions) -> Result<Vec<VmRecord>> {
-        self.moray
-            .find_objects(VMS_BUCKET, filter, options)
+        self.vms
+            .find_values(&Filter::Verbatim(filter.to_string()), options)
             .await
             .map_err(|e| {
                 if e.name() == "InvalidQueryError" || e.name() == "NotIndexedError" {
@@ -189,64 +178,47 @@ impl Store {
                 } else {
                     Error::moray("find VMs")(e)
                 }
-            })?
-            .into_iter()
-            .map(|o| decode("VM", o.value))
-            .collect()
+            })
     }
 
     /// Writes a new VM and its first job in one transaction.
     pub async fn create_vm_with_job(&self, vm: &VmRecord, job: &JobRecord) -> Result<String> {
+        let what = || format!("create VM {}", vm.uuid);
         let ops = [
-            BatchOp::Put {
-                bucket: VMS_BUCKET.into(),
-                key: vm.uuid.clone(),
-                value: vm.to_value(),
-                etag: EtagCondition::MustNotExist,
-            },
-            BatchOp::Put {
-                bucket: JOBS_BUCKET.into(),
-                key: job.uuid.clone(),
-                value: job_value(job),
-                etag: EtagCondition::MustNotExist,
-            },
+            self.vms
+                .put_op(&vm.uuid, vm, EtagCondition::MustNotExist)
+                .map_err(Error::moray(what()))?,
+            self.jobs
+                .put_op(&job.uuid, job, EtagCondition::MustNotExist)
+                .map_err(Error::moray(what()))?,
         ];
-        match self.moray.batch(&ops).await {
+        match self.vms.client().batch(&ops).await {
             Ok(results) => {
                 let etag = results.get(1).map(|r| r.etag.clone()).unwrap_or_default();
                 self.remember_created(job, &etag);
                 Ok(etag)
             }
-            Err(e) if e.name() == "EtagConflictError" || e.name() == "UniqueAttributeError" => Err(
+            Err(e) if is_etag_conflict(&e) || e.name() == "UniqueAttributeError" => Err(
                 Error::Duplicate(format!("uuid: VM {} already exists", vm.uuid)),
             ),
-            Err(e) => Err(Error::moray(format!("create VM {}", vm.uuid))(e)),
+            Err(e) => Err(Error::moray(what())(e)),
         }
     }
 
     // ---- jobs
 
     pub async fn get_job(&self, uuid: &str) -> Result<Option<Versioned<JobRecord>>> {
-        let found = self
-            .moray
-            .get_object(JOBS_BUCKET, uuid)
+        self.jobs
+            .get(uuid)
             .await
-            .map_err(Error::moray(format!("get job {uuid}")))?;
-        found
-            .map(|o| {
-                Ok(Versioned {
-                    value: decode("job", o.value)?,
-                    etag: o.etag,
-                })
-            })
-            .transpose()
+            .map_err(Error::moray(format!("get job {uuid}")))
     }
 
     pub async fn put_job(&self, job: &JobRecord, cond: EtagCondition) -> Result<String> {
         let created = cond == EtagCondition::MustNotExist;
         let etag = self
-            .moray
-            .put_object(JOBS_BUCKET, &job.uuid, &job_value(job), cond)
+            .jobs
+            .put(&job.uuid, job, cond)
             .await
             .map_err(Error::moray(format!("job {}", job.uuid)))?;
         if created {
@@ -256,13 +228,10 @@ impl Store {
     }
 
     pub async fn find_jobs(&self, filter: &str, options: &FindOptions) -> Result<Vec<JobRecord>> {
-        self.moray
-            .find_objects(JOBS_BUCKET, filter, options)
+        self.jobs
+            .find_values(&Filter::Verbatim(filter.to_string()), options)
             .await
-            .map_err(Error::moray("find jobs"))?
-            .into_iter()
-            .map(|o| decode("job", o.value))
-            .collect()
+            .map_err(Error::moray("find jobs"))
     }
 
     /// Every queued or running job, oldest first.
@@ -279,10 +248,4 @@ impl Store {
         self.find_jobs("(|(execution=queued)(execution=running))", &options)
             .await
     }
-}
-
-// A derived Serialize with string keys into a Value: it always serializes.
-#[allow(clippy::expect_used)]
-fn job_value(job: &JobRecord) -> serde_json::Value {
-    serde_json::to_value(job).expect("a job record always serializes")
 }
