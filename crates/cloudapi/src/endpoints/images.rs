@@ -9,7 +9,7 @@ use http::StatusCode;
 use serde_json::{Map, Value, json};
 use triton_proto::imgapi::v1 as imgapi;
 
-use super::{Reply, put_str};
+use super::{Reply, found, put_str};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -138,7 +138,7 @@ pub async fn fetch(app: &AppState, owner: &str, id: &str) -> Result<imgapi::Imag
     if !super::is_uuid(id) {
         return Err(not_found());
     }
-    let image = app
+    let answer = app
         .backends
         .imgapi
         .clone()
@@ -146,12 +146,8 @@ pub async fn fetch(app: &AppState, owner: &str, id: &str) -> Result<imgapi::Imag
             uuid: id.to_string(),
             account: Some(owner.to_string()),
         })
-        .await
-        .map_err(|s| match ApiError::backend("imgapi", s) {
-            e if e.status == StatusCode::NOT_FOUND => not_found(),
-            e => e,
-        })?
-        .into_inner();
+        .await;
+    let image = found(answer, "imgapi", not_found)?;
     if !visible_to(&image, owner) {
         return Err(not_found());
     }

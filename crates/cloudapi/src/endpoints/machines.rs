@@ -12,7 +12,7 @@ use http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 use triton_proto::vmapi::v1 as vmapi;
 
-use super::{Reply, is_uuid, tags_json, to_proto_value};
+use super::{Reply, found, is_uuid, listing, tags_json, to_proto_value};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::endpoints::{images, networks, packages};
@@ -36,7 +36,7 @@ pub async fn fetch_vm(app: &AppState, owner: &str, id: &str) -> Result<vmapi::Vm
     if !is_uuid(id) {
         return Err(not_found());
     }
-    let vm = app
+    let answer = app
         .backends
         .vmapi
         .clone()
@@ -44,12 +44,8 @@ pub async fn fetch_vm(app: &AppState, owner: &str, id: &str) -> Result<vmapi::Vm
             uuid: id.to_string(),
             owner_uuid: owner.to_string(),
         })
-        .await
-        .map_err(|s| match vmapi_err(s) {
-            e if e.status == StatusCode::NOT_FOUND => not_found(),
-            e => e,
-        })?
-        .into_inner();
+        .await;
+    let vm = found(answer, "vmapi", not_found)?;
     if vm.owner_uuid != owner {
         return Err(not_found());
     }
@@ -185,15 +181,7 @@ pub async fn list(
             )
         })
         .collect();
-    let mut response = json_response(StatusCode::OK, &Value::Array(body));
-    let h = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&total.to_string()) {
-        h.insert("x-resource-count", v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&limit.to_string()) {
-        h.insert("x-query-limit", v);
-    }
-    Ok(response)
+    Ok(listing(body, total, Some(limit)))
 }
 
 /// GetMachine: 410 Gone with the machine for a deleted one.
@@ -513,15 +501,18 @@ pub async fn create(
 
 // ------------------------------------------------------------------ actions
 
-fn update_request(vm: &vmapi::Vm) -> vmapi::UpdateVmRequest {
-    vmapi::UpdateVmRequest {
+/// Asks VMAPI for an update of `vm`: the request `change` fills in.
+async fn update(
+    app: &AppState,
+    vm: &vmapi::Vm,
+    change: impl FnOnce(&mut vmapi::UpdateVmRequest),
+) -> Result<vmapi::JobRef, ApiError> {
+    let mut req = vmapi::UpdateVmRequest {
         uuid: vm.uuid.clone(),
         owner_uuid: vm.owner_uuid.clone(),
         ..Default::default()
-    }
-}
-
-async fn update(app: &AppState, req: vmapi::UpdateVmRequest) -> Result<vmapi::JobRef, ApiError> {
+    };
+    change(&mut req);
     app.backends
         .vmapi
         .clone()
@@ -564,33 +555,32 @@ pub async fn action(
                     "package {pkg_id} is not active"
                 )));
             }
-            let mut req = update_request(&vm);
-            req.billing_id = Some(pkg.uuid.clone());
-            update(&app, req).await?
+            update(&app, &vm, |r| r.billing_id = Some(pkg.uuid.clone())).await?
         }
         "rename" => {
             let name = params.required_str("name")?;
             validate_name(&name)?;
-            let mut req = update_request(&vm);
-            req.alias = Some(name);
-            update(&app, req).await?
+            update(&app, &vm, |r| r.alias = Some(name)).await?
         }
         "enable_firewall" | "disable_firewall" => {
-            let mut req = update_request(&vm);
-            req.firewall_enabled = Some(action == "enable_firewall");
-            update(&app, req).await?
+            update(&app, &vm, |r| {
+                r.firewall_enabled = Some(action == "enable_firewall")
+            })
+            .await?
         }
         "enable_deletion_protection" => {
-            let mut req = update_request(&vm);
-            req.set_internal_metadata
-                .insert(DELETION_PROTECTION_KEY.to_string(), "true".to_string());
-            update(&app, req).await?
+            update(&app, &vm, |r| {
+                r.set_internal_metadata
+                    .insert(DELETION_PROTECTION_KEY.to_string(), "true".to_string());
+            })
+            .await?
         }
         "disable_deletion_protection" => {
-            let mut req = update_request(&vm);
-            req.remove_internal_metadata
-                .push(DELETION_PROTECTION_KEY.to_string());
-            update(&app, req).await?
+            update(&app, &vm, |r| {
+                r.remove_internal_metadata
+                    .push(DELETION_PROTECTION_KEY.to_string())
+            })
+            .await?
         }
         other => {
             return Err(ApiError::invalid_argument(format!(
@@ -762,13 +752,14 @@ async fn write_tags(
 ) -> Reply {
     let vm = live_vm(app, &caller.account.uuid, id).await?;
     let tags = tag_body(params)?;
-    let mut req = update_request(&vm);
-    req.replace_tags = replace;
-    req.set_tags = tags
-        .iter()
-        .map(|(k, v)| (k.clone(), to_proto_value(v)))
-        .collect();
-    update(app, req).await?;
+    update(app, &vm, |r| {
+        r.replace_tags = replace;
+        r.set_tags = tags
+            .iter()
+            .map(|(k, v)| (k.clone(), to_proto_value(v)))
+            .collect();
+    })
+    .await?;
     // Answer with the tags as they will be once the job has run.
     let mut result: BTreeMap<String, Value> = if replace {
         BTreeMap::new()
@@ -806,9 +797,7 @@ pub async fn delete_tags(
     Path((_login, id)): Path<(String, String)>,
 ) -> Reply {
     let vm = live_vm(&app, &caller.account.uuid, &id).await?;
-    let mut req = update_request(&vm);
-    req.replace_tags = true;
-    update(&app, req).await?;
+    update(&app, &vm, |r| r.replace_tags = true).await?;
     Ok(empty_response(StatusCode::NO_CONTENT))
 }
 
@@ -834,9 +823,7 @@ pub async fn delete_tag(
     if !vm.tags.contains_key(&tag) {
         return Err(ApiError::not_found(format!("tag {tag} does not exist")));
     }
-    let mut req = update_request(&vm);
-    req.remove_tags.push(tag);
-    update(&app, req).await?;
+    update(&app, &vm, |r| r.remove_tags.push(tag)).await?;
     Ok(empty_response(StatusCode::NO_CONTENT))
 }
 
@@ -868,9 +855,10 @@ pub async fn add_metadata(
         }
         set.insert(k.clone(), metadata_value(v));
     }
-    let mut req = update_request(&vm);
-    req.set_customer_metadata = set.clone().into_iter().collect();
-    update(&app, req).await?;
+    update(&app, &vm, |r| {
+        r.set_customer_metadata = set.clone().into_iter().collect()
+    })
+    .await?;
     let mut result: BTreeMap<String, String> = vm.customer_metadata.into_iter().collect();
     result.extend(set);
     Ok(json_response(StatusCode::OK, &json!(result)))
@@ -903,9 +891,7 @@ pub async fn delete_metadata(
     if !vm.customer_metadata.contains_key(&key) {
         return Err(ApiError::not_found(format!("{key} is not present")));
     }
-    let mut req = update_request(&vm);
-    req.remove_customer_metadata.push(key);
-    update(&app, req).await?;
+    update(&app, &vm, |r| r.remove_customer_metadata.push(key)).await?;
     Ok(empty_response(StatusCode::NO_CONTENT))
 }
 
@@ -915,10 +901,9 @@ pub async fn delete_all_metadata(
     Path((_login, id)): Path<(String, String)>,
 ) -> Reply {
     let vm = live_vm(&app, &caller.account.uuid, &id).await?;
-    let mut req = update_request(&vm);
-    req.remove_customer_metadata = vm.customer_metadata.keys().cloned().collect();
-    if !req.remove_customer_metadata.is_empty() {
-        update(&app, req).await?;
+    let keys: Vec<String> = vm.customer_metadata.keys().cloned().collect();
+    if !keys.is_empty() {
+        update(&app, &vm, |r| r.remove_customer_metadata = keys).await?;
     }
     Ok(empty_response(StatusCode::NO_CONTENT))
 }

@@ -18,6 +18,34 @@ use serde_json::Value;
 /// Handler result: a response or a Triton error.
 pub type Reply = Result<axum::response::Response, crate::error::ApiError>;
 
+/// A backend's answer to a look-up, with its "not found" replaced by `not_found` (so a
+/// thing that does not exist reads the same as one the caller may not see).
+pub fn found<T>(
+    answer: Result<tonic::Response<T>, tonic::Status>,
+    service: &'static str,
+    not_found: impl FnOnce() -> crate::error::ApiError,
+) -> Result<T, crate::error::ApiError> {
+    match answer {
+        Ok(r) => Ok(r.into_inner()),
+        Err(s) => match crate::error::ApiError::backend(service, s) {
+            e if e.status == http::StatusCode::NOT_FOUND => Err(not_found()),
+            e => Err(e),
+        },
+    }
+}
+
+/// A listing's answer: `rows`, with `x-resource-count` (how many there are in all) and,
+/// for a paged listing, `x-query-limit` (the page size asked for).
+pub fn listing(rows: Vec<Value>, total: usize, limit: Option<u64>) -> axum::response::Response {
+    let mut response = crate::server::json_response(http::StatusCode::OK, &Value::Array(rows));
+    let h = response.headers_mut();
+    h.insert("x-resource-count", http::HeaderValue::from(total));
+    if let Some(limit) = limit {
+        h.insert("x-query-limit", http::HeaderValue::from(limit));
+    }
+    response
+}
+
 /// Whether `s` looks like a uuid (8-4-4-4-12 hex).
 pub fn is_uuid(s: &str) -> bool {
     uuid::Uuid::try_parse(s).is_ok() && s.len() == 36

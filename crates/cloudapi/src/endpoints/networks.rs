@@ -9,7 +9,7 @@ use http::{HeaderValue, StatusCode, header};
 use serde_json::{Map, Value, json};
 use triton_proto::napi::v1 as napi;
 
-use super::{Reply, is_uuid, put_str};
+use super::{Reply, found, is_uuid, listing, put_str};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -81,19 +81,15 @@ pub async fn fetch(app: &AppState, owner: &str, id: &str) -> Result<napi::Networ
     if !is_uuid(id) {
         return Err(not_found());
     }
-    let n = app
+    let answer = app
         .backends
         .napi
         .clone()
         .get_network(napi::GetNetworkRequest {
             uuid: id.to_string(),
         })
-        .await
-        .map_err(|s| match napi_err(s) {
-            e if e.status == StatusCode::NOT_FOUND => not_found(),
-            e => e,
-        })?
-        .into_inner();
+        .await;
+    let n = found(answer, "napi", not_found)?;
     if !usable_by(&n, owner) {
         return Err(not_found());
     }
@@ -151,15 +147,8 @@ pub async fn list_ips(
         .filter(|ip| !n.public || ip.owner_uuid == owner)
         .map(ip_json)
         .collect();
-    let mut response = json_response(StatusCode::OK, &Value::Array(shown.clone()));
-    let h = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&shown.len().to_string()) {
-        h.insert("x-resource-count", v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&limit.to_string()) {
-        h.insert("x-query-limit", v);
-    }
-    Ok(response)
+    let total = shown.len();
+    Ok(listing(shown, total, Some(u64::from(limit))))
 }
 
 pub async fn get_ip(

@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use triton_proto::napi::v1 as napi;
 use triton_proto::vmapi::v1 as vmapi;
 
-use super::{Reply, is_uuid, put_str};
+use super::{Reply, found, is_uuid, listing, put_str};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::endpoints::machines::fetch_vm;
@@ -104,17 +104,13 @@ async fn fetch_nic(
         return Err(ApiError::invalid_argument("mac has invalid format"));
     };
     let not_found = || ApiError::not_found(format!("nic {mac} not found"));
-    let nic = app
+    let answer = app
         .backends
         .napi
         .clone()
         .get_nic(napi::GetNicRequest { mac: wanted })
-        .await
-        .map_err(|s| match napi_err(s) {
-            e if e.status == StatusCode::NOT_FOUND => not_found(),
-            e => e,
-        })?
-        .into_inner();
+        .await;
+    let nic = found(answer, "napi", not_found)?;
     if nic.owner_uuid != owner || nic.belongs_to_uuid != vm_uuid {
         return Err(not_found());
     }
@@ -128,14 +124,8 @@ pub async fn list(
 ) -> Reply {
     let vm = fetch_vm(&app, &caller.account.uuid, &id).await?;
     let nics = vm_nics(&app, &vm.uuid).await?;
-    let mut response = json_response(
-        StatusCode::OK,
-        &Value::Array(nics.iter().map(|n| nic_json(n, &vm.state)).collect()),
-    );
-    response
-        .headers_mut()
-        .insert("x-resource-count", HeaderValue::from(nics.len()));
-    Ok(response)
+    let rows = nics.iter().map(|n| nic_json(n, &vm.state)).collect();
+    Ok(listing(rows, nics.len(), None))
 }
 
 pub async fn get(
@@ -224,19 +214,15 @@ pub async fn add(
     // The network must exist and be usable by the account (Triton answers
     // InvalidArgument, not 404, for one that is not).
     let not_found = || ApiError::invalid_argument(format!("network {network_uuid} not found"));
-    let network = app
+    let answer = app
         .backends
         .napi
         .clone()
         .get_network(napi::GetNetworkRequest {
             uuid: network_uuid.clone(),
         })
-        .await
-        .map_err(|s| match napi_err(s) {
-            e if e.status == StatusCode::NOT_FOUND => not_found(),
-            e => e,
-        })?
-        .into_inner();
+        .await;
+    let network = found(answer, "napi", not_found)?;
     if !usable_by(&network, &owner) {
         return Err(not_found());
     }

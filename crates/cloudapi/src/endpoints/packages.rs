@@ -9,7 +9,7 @@ use http::StatusCode;
 use serde_json::{Map, Value, json};
 use triton_proto::papi::v1 as papi;
 
-use super::{Reply, is_uuid, put_str};
+use super::{Reply, found, is_uuid, put_str};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -81,7 +81,7 @@ fn version_key(v: &str) -> Vec<u64> {
 pub async fn resolve(app: &AppState, owner: &str, id: &str) -> Result<papi::Package, ApiError> {
     let not_found = || ApiError::not_found(format!("Package {id} does not exist"));
     if is_uuid(id) {
-        return app
+        let answer = app
             .backends
             .papi
             .clone()
@@ -89,12 +89,8 @@ pub async fn resolve(app: &AppState, owner: &str, id: &str) -> Result<papi::Pack
                 uuid: id.to_string(),
                 owner_uuids: vec![owner.to_string()],
             })
-            .await
-            .map(|r| r.into_inner())
-            .map_err(|s| match ApiError::backend("papi", s) {
-                e if e.status == StatusCode::NOT_FOUND => not_found(),
-                e => e,
-            });
+            .await;
+        return found(answer, "papi", not_found);
     }
     let mut packages = app
         .backends
