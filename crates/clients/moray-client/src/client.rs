@@ -13,7 +13,8 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use serde_json::Value;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
+use triton_common::channel::ChannelBuilder;
 use triton_proto::moray::v1 as proto;
 
 use crate::coalesce::{
@@ -106,18 +107,17 @@ impl MorayClient {
     /// `url` with `options` (timeouts, retries, channel settings).
     pub async fn connect_with(url: &str, options: ConnectOptions) -> Result<MorayClient> {
         let addr = MorayAddr::parse(url)?;
-        let mut endpoint = Endpoint::from_shared(addr.endpoint_uri())
+        // The common channel settings; what is Moray's own is the retry of the first
+        // connection below, for as long as `connect_for`.
+        let endpoint = ChannelBuilder::new(&addr.endpoint_uri())
+            .connect_timeout(ATTEMPT_TIMEOUT)
+            .keepalive(Some(KEEPALIVE_INTERVAL), KEEPALIVE_TIMEOUT)
+            .request_timeout(options.request_timeout)
+            .endpoint()
             .map_err(|_| MorayError::InvalidUrl {
                 url: url.to_string(),
                 reason: "not a valid host",
-            })?
-            .connect_timeout(ATTEMPT_TIMEOUT)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-            .keep_alive_timeout(KEEPALIVE_TIMEOUT);
-        if let Some(timeout) = options.request_timeout {
-            endpoint = endpoint.timeout(timeout);
-        }
+            })?;
 
         let deadline = tokio::time::Instant::now() + options.connect_for;
         let mut backoff = FIRST_BACKOFF;
