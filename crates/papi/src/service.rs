@@ -202,28 +202,20 @@ impl Papi {
             }],
             ..Default::default()
         };
-        let objects = match self
+        match self
             .packages
-            .client()
-            .find_objects(BUCKET, &filter, &options)
+            .find_counted(&Filter::Verbatim(filter), &options)
             .await
         {
-            Ok(o) => o,
+            Ok(page) => Ok(page),
             Err(e) if matches!(e.name(), "InvalidQueryError" | "NotIndexedError") => {
-                return Err(Error::invalid(
+                Err(Error::invalid(
                     "filter",
                     format!("is not a valid search filter: {}", e.message()),
-                ));
+                ))
             }
-            Err(e) => return Err(Error::moray("findObjects")(e)),
-        };
-        let total = objects.first().and_then(|o| o.count).unwrap_or(0);
-        let packages = objects
-            .into_iter()
-            .map(|o| self.packages.decode(&o.key, o.value))
-            .collect::<moray_client::Result<Vec<_>>>()
-            .map_err(Error::moray("findObjects"))?;
-        Ok((packages, total))
+            Err(e) => Err(Error::moray("findObjects")(e)),
+        }
     }
 
     pub async fn update(&self, req: proto::UpdatePackageRequest) -> Result<Package> {

@@ -161,7 +161,7 @@ impl Ufds {
         if let Some(approved) = req.approved_for_provisioning {
             terms.push(Filter::eq("approved_for_provisioning", approved));
         }
-        let filter = Filter::and_else(terms, Filter::present("login")).to_string();
+        let filter = Filter::and_else(terms, Filter::present("login"));
         let options = FindOptions {
             limit: Some(u64::from(if req.limit == 0 {
                 MAX_LIMIT
@@ -175,18 +175,10 @@ impl Ufds {
             }],
             ..Default::default()
         };
-        let objects = self
-            .moray()
-            .find_objects(ACCOUNTS_BUCKET, &filter, &options)
+        self.accounts
+            .find_counted(&filter, &options)
             .await
-            .map_err(Error::moray("findObjects"))?;
-        let total = objects.first().and_then(|o| o.count).unwrap_or(0);
-        let accounts = objects
-            .into_iter()
-            .map(|o| self.accounts.decode(&o.key, o.value))
-            .collect::<moray_client::Result<Vec<_>>>()
-            .map_err(Error::moray("findObjects"))?;
-        Ok((accounts, total))
+            .map_err(Error::moray("findObjects"))
     }
 
     pub async fn update_account(&self, req: proto::UpdateAccountRequest) -> Result<Account> {

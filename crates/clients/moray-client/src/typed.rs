@@ -421,6 +421,25 @@ impl<T: Serialize + DeserializeOwned> Bucket<T> {
             .await
     }
 
+    /// The records matching `filter`, without their etags, and how many match in all
+    /// (Moray's `_count`; 0 when nothing matched or with `no_count`): a listing's page.
+    pub async fn find_counted(
+        &self,
+        filter: &Filter,
+        options: &FindOptions,
+    ) -> Result<(Vec<T>, u64)> {
+        let objects = self
+            .moray
+            .find_objects(&self.name, &filter.to_string(), options)
+            .await?;
+        let total = objects.first().and_then(|o| o.count).unwrap_or(0);
+        let records = objects
+            .into_iter()
+            .map(|o| self.decode(&o.key, o.value))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((records, total))
+    }
+
     /// A put of `record` under `key` for [`MorayClient::batch`].
     pub fn put_op(&self, key: &str, record: &T, cond: EtagCondition) -> Result<BatchOp> {
         Ok(BatchOp::Put {
