@@ -326,18 +326,27 @@ pub fn confine(filter: &Filter) -> io::Result<()> {
         {
             return Err(io::Error::last_os_error());
         }
-        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let fprog = libc::sock_fprog {
-            len: filter.program.len() as libc::c_ushort,
-            filter: filter.program.as_ptr().cast_mut(),
-        };
-        if libc::prctl(
-            libc::PR_SET_SECCOMP,
-            libc::SECCOMP_MODE_FILTER as libc::c_ulong,
-            &fprog as *const libc::sock_fprog,
-        ) < 0
+        install(filter)
+    }
+}
+
+/// Sets no_new_privs and installs `filter` on the calling thread.
+///
+/// # Safety
+/// Raw system calls only: callable between fork and exec.
+unsafe fn install(filter: &Filter) -> io::Result<()> {
+    let fprog = libc::sock_fprog {
+        len: filter.program.len() as libc::c_ushort,
+        filter: filter.program.as_ptr().cast_mut(),
+    };
+    // SAFETY: prctl(2) with a program that outlives the call.
+    unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0
+            || libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+                &fprog as *const libc::sock_fprog,
+            ) < 0
         {
             return Err(io::Error::last_os_error());
         }
@@ -379,17 +388,7 @@ mod tests {
             let pid = libc::fork();
             assert!(pid >= 0);
             if pid == 0 {
-                libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-                let fprog = libc::sock_fprog {
-                    len: f.program.len() as libc::c_ushort,
-                    filter: f.program.as_ptr().cast_mut(),
-                };
-                if libc::prctl(
-                    libc::PR_SET_SECCOMP,
-                    libc::SECCOMP_MODE_FILTER as libc::c_ulong,
-                    &fprog as *const libc::sock_fprog,
-                ) < 0
-                {
+                if install(&f).is_err() {
                     libc::_exit(100);
                 }
                 libc::_exit(check());
