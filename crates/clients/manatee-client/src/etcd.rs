@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
+use triton_common::channel::ChannelBuilder;
 
 use crate::Error;
 
@@ -35,6 +36,11 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long to wait for a TCP connection to an etcd member.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// HTTP/2 PING this often, also between calls, so a dead etcd member is noticed before a
+/// watch of the shard's state waits on it.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// A PING unanswered this long closes the connection (the balanced channel moves on).
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A cheap-to-clone handle on an etcd cluster (all endpoints share one balanced channel).
 #[derive(Clone)]
@@ -74,21 +80,17 @@ impl Etcd {
         }
         let mut list = Vec::new();
         for e in endpoints {
-            let url = if e.contains("://") {
-                e.clone()
-            } else {
-                format!("http://{e}")
-            };
-            let endpoint = Endpoint::from_shared(url)
+            let endpoint = ChannelBuilder::new(e)
+                .connect_timeout(CONNECT_TIMEOUT)
+                .keepalive(Some(KEEPALIVE_INTERVAL), KEEPALIVE_TIMEOUT)
+                .keepalive_while_idle(true)
+                // Each call has its own deadline ([`REQUEST_TIMEOUT`], none for a watch).
+                .request_timeout(None)
+                .endpoint()
                 .map_err(|source| Error::Endpoint {
                     endpoint: e.clone(),
                     source,
-                })?
-                .connect_timeout(CONNECT_TIMEOUT)
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(5))
-                .keep_alive_timeout(Duration::from_secs(5))
-                .keep_alive_while_idle(true);
+                })?;
             list.push(endpoint);
         }
         Ok(Etcd {

@@ -36,7 +36,7 @@ pub enum Error {
         endpoint: String,
         /// Why it is not one.
         #[source]
-        source: tonic::transport::Error,
+        source: triton_common::channel::ChannelError,
     },
     /// etcd answered an RPC with an error.
     #[error("etcd at {endpoints}: {op} failed")]
@@ -78,16 +78,4 @@ pub enum Error {
 }
 
 /// An error and its causes on one line, `a: b: c`, for messages to operators.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cur = s.source();
-    }
-    out
-}
+pub use triton_common::service::chain as error_chain;
