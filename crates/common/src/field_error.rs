@@ -68,3 +68,24 @@ impl fmt::Display for FieldError {
         write!(f, "{} {}", self.field, self.message)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_missing_is_missing_parameter() {
+        let errors = [FieldError::missing("name"), FieldError::missing("version")];
+        assert_eq!(missing_or_invalid(&errors), "MissingParameter");
+        assert_eq!(joined(&errors), "name is missing; version is missing");
+    }
+
+    #[test]
+    fn any_invalid_is_invalid_argument() {
+        let errors = [
+            FieldError::missing("name"),
+            FieldError::invalid("quota", "must be a multiple of 1024"),
+        ];
+        assert_eq!(missing_or_invalid(&errors), "InvalidArgument");
+    }
+}

@@ -90,26 +90,6 @@ mod tests {
     use triton_common::status::{error_message, error_name};
 
     #[test]
-    fn all_missing_is_missing_parameter() {
-        let s = Status::from(Error::Invalid(vec![
-            FieldError::missing("name"),
-            FieldError::missing("version"),
-        ]));
-        assert_eq!(error_name(&s), Some("MissingParameter"));
-        assert_eq!(s.code(), Code::InvalidArgument);
-        assert_eq!(error_message(&s), "name is missing; version is missing");
-    }
-
-    #[test]
-    fn any_invalid_is_invalid_argument() {
-        let s = Status::from(Error::Invalid(vec![
-            FieldError::missing("name"),
-            FieldError::invalid("quota", "must be a multiple of 1024"),
-        ]));
-        assert_eq!(error_name(&s), Some("InvalidArgument"));
-    }
-
-    #[test]
     fn conflict_names_the_field() {
         let s = Status::from(Error::Conflict {
             field: "uuid",

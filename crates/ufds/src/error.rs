@@ -89,26 +89,6 @@ mod tests {
     use triton_common::status::{error_message, error_name};
 
     #[test]
-    fn all_missing_is_missing_parameter() {
-        let s = Status::from(Error::Invalid(vec![
-            FieldError::missing("login"),
-            FieldError::missing("email"),
-        ]));
-        assert_eq!(error_name(&s), Some("MissingParameter"));
-        assert_eq!(s.code(), Code::InvalidArgument);
-        assert_eq!(error_message(&s), "login is missing; email is missing");
-    }
-
-    #[test]
-    fn any_invalid_is_invalid_argument() {
-        let s = Status::from(Error::Invalid(vec![
-            FieldError::missing("email"),
-            FieldError::invalid("login", "must start with a letter"),
-        ]));
-        assert_eq!(error_name(&s), Some("InvalidArgument"));
-    }
-
-    #[test]
     fn conflict_names_the_field() {
         let s = Status::from(Error::Conflict {
             field: "login",
