@@ -11,31 +11,29 @@ use triton_proto::vmapi::v1 as pb;
 
 use triton_common::time::rfc3339_millis;
 
-/// VM states as Triton spells them.
+/// VM states as Triton spells them (`triton_types::VmState`'s strings).
 pub mod state {
-    pub const PROVISIONING: &str = "provisioning";
-    pub const RUNNING: &str = "running";
-    pub const STOPPED: &str = "stopped";
-    pub const FAILED: &str = "failed";
-    pub const DESTROYED: &str = "destroyed";
-    pub const UNKNOWN: &str = "unknown";
+    use triton_types::VmState;
+
+    pub const PROVISIONING: &str = VmState::Provisioning.as_str();
+    pub const RUNNING: &str = VmState::Running.as_str();
+    pub const STOPPED: &str = VmState::Stopped.as_str();
+    pub const FAILED: &str = VmState::Failed.as_str();
+    pub const DESTROYED: &str = VmState::Destroyed.as_str();
+    pub const UNKNOWN: &str = VmState::Unknown.as_str();
     /// A filter only: neither destroyed nor failed.
-    pub const ACTIVE: &str = "active";
-    pub const ALL: &[&str] = &[
-        PROVISIONING,
-        RUNNING,
-        STOPPED,
-        FAILED,
-        DESTROYED,
-        UNKNOWN,
-        "incomplete",
-        "stopping",
-        "shutting_down",
-        "ready",
-        "configured",
-        "down",
-        "receiving",
-    ];
+    pub const ACTIVE: &str = VmState::ACTIVE_FILTER;
+    pub const ALL: &[&str] = &ALL_STATES;
+
+    const ALL_STATES: [&str; VmState::ALL.len()] = {
+        let mut out = [""; VmState::ALL.len()];
+        let mut i = 0;
+        while i < out.len() {
+            out[i] = VmState::ALL[i].as_str();
+            i += 1;
+        }
+        out
+    };
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
