@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use triton_proto::imgapi::v1 as proto;
 
 use crate::error::FieldError;
-use triton_types::is_uuid;
+use triton_types::{ImageState, is_uuid};
 
 pub const TYPES: &[&str] = &[
     "zone-dataset",
@@ -19,7 +19,7 @@ pub const TYPES: &[&str] = &[
 ];
 pub const OSES: &[&str] = &["smartos", "linux", "windows", "bsd", "illumos", "other"];
 pub const COMPRESSIONS: &[&str] = &["gzip", "bzip2", "xz", "none"];
-pub const STATES: &[&str] = &["unactivated", "active", "disabled", "creating", "failed"];
+pub const STATES: &[&str] = ImageState::NAMES;
 pub const MAX_NAME: usize = 512;
 pub const MAX_VERSION: usize = 128;
 pub const MAX_DESCRIPTION: usize = 512;

@@ -32,6 +32,9 @@ macro_rules! states {
             /// Every value, in declaration order.
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
 
+            /// Every value's string, in the same order.
+            pub const NAMES: &'static [&'static str] = &[$($text),+];
+
             /// The string as stored and on the wire.
             pub const fn as_str(self) -> &'static str {
                 match self {
@@ -254,6 +257,8 @@ mod tests {
         check(ServerStatus::ALL);
         check(NicState::ALL);
         check(ImageState::ALL);
+        let names: Vec<&str> = VmState::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(names, VmState::NAMES);
     }
 
     #[test]

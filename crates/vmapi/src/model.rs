@@ -23,17 +23,7 @@ pub mod state {
     pub const UNKNOWN: &str = VmState::Unknown.as_str();
     /// A filter only: neither destroyed nor failed.
     pub const ACTIVE: &str = VmState::ACTIVE_FILTER;
-    pub const ALL: &[&str] = &ALL_STATES;
-
-    const ALL_STATES: [&str; VmState::ALL.len()] = {
-        let mut out = [""; VmState::ALL.len()];
-        let mut i = 0;
-        while i < out.len() {
-            out[i] = VmState::ALL[i].as_str();
-            i += 1;
-        }
-        out
-    };
+    pub const ALL: &[&str] = VmState::NAMES;
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
