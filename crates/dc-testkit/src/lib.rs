@@ -18,6 +18,7 @@
 
 pub mod cloudapi;
 mod dc;
+pub mod feed;
 pub mod linux;
 
 use std::future::Future;

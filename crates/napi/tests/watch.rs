@@ -7,67 +7,24 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{OWNER, TestNapi, assert_error, new_uuid, nic_on};
-use tonic::Streaming;
+use dc_testkit::feed::Feed;
 use triton_proto::napi::v1 as proto;
-use triton_proto::napi::v1::watch_networks_event::Event as NetworkEvent;
-use triton_proto::napi::v1::watch_nics_event::Event as NicEvent;
 
-async fn next<T>(stream: &mut Streaming<T>) -> T {
-    tokio::time::timeout(Duration::from_secs(10), stream.message())
-        .await
-        .expect("an event within 10 s")
-        .expect("no stream error")
-        .expect("the stream goes on")
-}
-
-async fn next_nic(stream: &mut Streaming<proto::WatchNicsEvent>) -> NicEvent {
-    next(stream).await.event.expect("an event kind")
-}
-
-async fn next_network(stream: &mut Streaming<proto::WatchNetworksEvent>) -> NetworkEvent {
-    next(stream).await.event.expect("an event kind")
-}
-
-/// The snapshot's NICs (sorted by MAC) and its position.
-async fn nic_snapshot(stream: &mut Streaming<proto::WatchNicsEvent>) -> (Vec<proto::Nic>, u64) {
-    let mut nics = Vec::new();
-    let mut at = None;
-    loop {
-        match next_nic(stream).await {
-            NicEvent::Page(p) => {
-                assert!(at.is_none_or(|a| a == p.position), "pages share a position");
-                at = Some(p.position);
-                nics.extend(p.nics);
-            }
-            NicEvent::SnapshotDone(d) => {
-                assert_eq!(Some(d.position), at, "the marker is at the pages' position");
-                nics.sort_by(|a, b| a.mac.cmp(&b.mac));
-                return (nics, d.position);
-            }
-            other => panic!("expected the snapshot, got {other:?}"),
-        }
-    }
-}
-
-async fn nic_change(stream: &mut Streaming<proto::WatchNicsEvent>) -> proto::NicChange {
-    match next_nic(stream).await {
-        NicEvent::Change(c) => c,
-        other => panic!("expected a change, got {other:?}"),
-    }
-}
-
-async fn watch_nics(
-    napi: &TestNapi,
-    req: proto::WatchNicsRequest,
-) -> Streaming<proto::WatchNicsEvent> {
+async fn watch_nics(napi: &TestNapi, req: proto::WatchNicsRequest) -> Feed<proto::WatchNicsEvent> {
     napi.client()
         .watch_nics(req)
         .await
         .expect("WatchNics")
         .into_inner()
+        .into()
+}
+
+/// The snapshot's NICs, sorted by MAC, and its position.
+async fn nic_snapshot(feed: &mut Feed<proto::WatchNicsEvent>) -> (Vec<proto::Nic>, u64) {
+    let (mut nics, at) = feed.snapshot().await;
+    nics.sort_by(|a, b| a.mac.cmp(&b.mac));
+    (nics, at)
 }
 
 async fn list_nics(napi: &TestNapi, req: proto::ListNicsRequest) -> Vec<proto::Nic> {
@@ -150,17 +107,17 @@ async fn nics_snapshot_then_changes_in_order_and_resume() {
         .await
         .expect("delete NIC");
 
-    let put = nic_change(&mut all).await;
+    let put = all.change().await;
     assert!(put.position > at);
     assert_eq!(put.op, proto::ChangeOp::Put as i32);
     assert_eq!(put.mac, created.mac);
     assert_eq!(put.nic.as_ref(), Some(&created));
-    let update = nic_change(&mut all).await;
+    let update = all.change().await;
     assert!(update.position > put.position);
     assert_eq!(update.op, proto::ChangeOp::Put as i32);
     assert_eq!(update.nic.as_ref(), Some(&updated));
     assert_eq!(updated.state, "stopped");
-    let delete = nic_change(&mut all).await;
+    let delete = all.change().await;
     assert!(delete.position > update.position);
     assert_eq!(delete.op, proto::ChangeOp::Delete as i32);
     assert_eq!(delete.mac, created.mac);
@@ -168,11 +125,11 @@ async fn nics_snapshot_then_changes_in_order_and_resume() {
 
     // VM B's changes are not VM A's watcher's: its next change is VM A's new NIC.
     let of_a_new = create_nic(&napi, &network.uuid, &vm_a).await;
-    let mut seen = nic_change(&mut of_a).await;
+    let mut seen = of_a.change().await;
     if seen.op == proto::ChangeOp::Delete as i32 {
         // A deleted NIC's owner is not known: every delete is sent.
         assert_eq!(seen.mac, created.mac);
-        seen = nic_change(&mut of_a).await;
+        seen = of_a.change().await;
     }
     assert_eq!(seen.nic.as_ref(), Some(&of_a_new));
 
@@ -185,15 +142,12 @@ async fn nics_snapshot_then_changes_in_order_and_resume() {
         },
     )
     .await;
-    match next_nic(&mut resumed).await {
-        NicEvent::SnapshotDone(d) => assert_eq!(d.position, put.position),
-        other => panic!("expected the marker, got {other:?}"),
-    }
-    assert_eq!(nic_change(&mut resumed).await, update);
-    assert_eq!(nic_change(&mut resumed).await, delete);
-    let after = nic_change(&mut resumed).await;
+    assert_eq!(resumed.marker().await, put.position);
+    assert_eq!(resumed.change().await, update);
+    assert_eq!(resumed.change().await, delete);
+    let after = resumed.change().await;
     assert_eq!(after.nic.as_ref(), Some(&of_a_new));
-    assert_eq!(after, nic_change(&mut all).await);
+    assert_eq!(after, all.change().await);
 }
 
 #[tokio::test]
@@ -227,20 +181,14 @@ async fn networks_snapshot_then_changes() {
     napi.network("first", "10.8.0", "external").await;
     napi.network("second", "10.9.0", "external").await;
 
-    let mut stream = napi
+    let mut stream: Feed<_> = napi
         .client()
         .watch_networks(proto::WatchNetworksRequest::default())
         .await
         .expect("WatchNetworks")
-        .into_inner();
-    let mut snapshot = Vec::new();
-    let at = loop {
-        match next_network(&mut stream).await {
-            NetworkEvent::Page(p) => snapshot.extend(p.networks),
-            NetworkEvent::SnapshotDone(d) => break d.position,
-            other => panic!("expected the snapshot, got {other:?}"),
-        }
-    };
+        .into_inner()
+        .into();
+    let (mut snapshot, at) = stream.snapshot().await;
     snapshot.sort_by(|a, b| a.name.cmp(&b.name));
     let list = napi
         .client()
@@ -259,17 +207,11 @@ async fn networks_snapshot_then_changes() {
         })
         .await
         .expect("delete network");
-    let put = match next_network(&mut stream).await {
-        NetworkEvent::Change(c) => c,
-        other => panic!("expected a change, got {other:?}"),
-    };
+    let put = stream.change().await;
     assert!(put.position > at);
     assert_eq!(put.op, proto::ChangeOp::Put as i32);
     assert_eq!(put.network.as_ref(), Some(&third));
-    let delete = match next_network(&mut stream).await {
-        NetworkEvent::Change(c) => c,
-        other => panic!("expected a change, got {other:?}"),
-    };
+    let delete = stream.change().await;
     assert!(delete.position > put.position);
     assert_eq!(delete.op, proto::ChangeOp::Delete as i32);
     assert_eq!(delete.uuid, third.uuid);

@@ -6,13 +6,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
-use std::time::Duration;
 
+use dc_testkit::feed::Feed;
 use dc_testkit::{Dc, Options, assert_error};
-use tonic::Streaming;
 use triton_proto::ufds::v1 as proto;
-use triton_proto::ufds::v1::watch_accounts_event::Event as AccountEvent;
-use triton_proto::ufds::v1::watch_keys_event::Event as KeyEvent;
 
 async fn ufds() -> Dc {
     Dc::start(Options {
@@ -22,57 +19,16 @@ async fn ufds() -> Dc {
     .await
 }
 
-async fn next<T>(stream: &mut Streaming<T>) -> T {
-    tokio::time::timeout(Duration::from_secs(10), stream.message())
-        .await
-        .expect("an event within 10 s")
-        .expect("no stream error")
-        .expect("the stream goes on")
-}
-
-async fn next_account(stream: &mut Streaming<proto::WatchAccountsEvent>) -> AccountEvent {
-    next(stream).await.event.expect("an event kind")
-}
-
-async fn account_change(stream: &mut Streaming<proto::WatchAccountsEvent>) -> proto::AccountChange {
-    match next_account(stream).await {
-        AccountEvent::Change(c) => c,
-        other => panic!("expected a change, got {other:?}"),
-    }
-}
-
-/// The snapshot's accounts (by login) and its position.
-async fn account_snapshot(
-    stream: &mut Streaming<proto::WatchAccountsEvent>,
-) -> (Vec<proto::Account>, u64) {
-    let mut accounts = Vec::new();
-    let mut at = None;
-    loop {
-        match next_account(stream).await {
-            AccountEvent::Page(p) => {
-                assert!(at.is_none_or(|a| a == p.position), "pages share a position");
-                at = Some(p.position);
-                accounts.extend(p.accounts);
-            }
-            AccountEvent::SnapshotDone(d) => {
-                assert_eq!(Some(d.position), at, "the marker is at the pages' position");
-                accounts.sort_by(|a, b| a.login.cmp(&b.login));
-                return (accounts, d.position);
-            }
-            other => panic!("expected the snapshot, got {other:?}"),
-        }
-    }
-}
-
 async fn watch_accounts(
     dc: &Dc,
     req: proto::WatchAccountsRequest,
-) -> Streaming<proto::WatchAccountsEvent> {
+) -> Feed<proto::WatchAccountsEvent> {
     dc.ufds()
         .watch_accounts(req)
         .await
         .expect("WatchAccounts")
         .into_inner()
+        .into()
 }
 
 async fn create(dc: &Dc, login: &str) -> proto::Account {
@@ -107,7 +63,8 @@ async fn accounts_snapshot_then_changes_in_order_and_resume() {
 
     // From an empty start: the snapshot is ListAccounts's answer.
     let mut all = watch_accounts(&dc, Default::default()).await;
-    let (snapshot, at) = account_snapshot(&mut all).await;
+    let (mut snapshot, at) = all.snapshot().await;
+    snapshot.sort_by(|a, b| a.login.cmp(&b.login));
     let listed = dc
         .ufds()
         .list_accounts(proto::ListAccountsRequest::default())
@@ -127,7 +84,7 @@ async fn accounts_snapshot_then_changes_in_order_and_resume() {
         },
     )
     .await;
-    let (only_bob, _) = account_snapshot(&mut of_bob).await;
+    let (only_bob, _) = of_bob.snapshot().await;
     assert_eq!(only_bob, vec![bob.clone()]);
 
     // A create, an update and a delete arrive in order with increasing positions.
@@ -139,15 +96,15 @@ async fn accounts_snapshot_then_changes_in_order_and_resume() {
         })
         .await
         .expect("delete account");
-    let put = account_change(&mut all).await;
+    let put = all.change().await;
     assert!(put.position > at);
     assert_eq!(put.op, proto::ChangeOp::Put as i32);
     assert_eq!(put.uuid, carol.uuid);
     assert_eq!(put.account.as_ref(), Some(&carol));
-    let update = account_change(&mut all).await;
+    let update = all.change().await;
     assert!(update.position > put.position);
     assert_eq!(update.account.as_ref(), Some(&carol2));
-    let delete = account_change(&mut all).await;
+    let delete = all.change().await;
     assert!(delete.position > update.position);
     assert_eq!(delete.op, proto::ChangeOp::Delete as i32);
     assert_eq!(delete.uuid, carol.uuid);
@@ -156,10 +113,10 @@ async fn accounts_snapshot_then_changes_in_order_and_resume() {
     // Carol's puts are not bob's watcher's: its next change is bob's update (carol's
     // delete may come first: a deleted account's uuid is all there is to match).
     let bob2 = set_email(&dc, "bob", "bob@example.org").await;
-    let mut seen = account_change(&mut of_bob).await;
+    let mut seen = of_bob.change().await;
     if seen.op == proto::ChangeOp::Delete as i32 {
         assert_eq!(seen.uuid, carol.uuid);
-        seen = account_change(&mut of_bob).await;
+        seen = of_bob.change().await;
     }
     assert_eq!(seen.account.as_ref(), Some(&bob2));
 
@@ -172,15 +129,12 @@ async fn accounts_snapshot_then_changes_in_order_and_resume() {
         },
     )
     .await;
-    match next_account(&mut resumed).await {
-        AccountEvent::SnapshotDone(d) => assert_eq!(d.position, put.position),
-        other => panic!("expected the marker, got {other:?}"),
-    }
-    assert_eq!(account_change(&mut resumed).await, update);
-    assert_eq!(account_change(&mut resumed).await, delete);
-    let after = account_change(&mut resumed).await;
+    assert_eq!(resumed.marker().await, put.position);
+    assert_eq!(resumed.change().await, update);
+    assert_eq!(resumed.change().await, delete);
+    let after = resumed.change().await;
     assert_eq!(after.account.as_ref(), Some(&bob2));
-    assert_eq!(after, account_change(&mut all).await);
+    assert_eq!(after, all.change().await);
 }
 
 fn public_key(dir: &std::path::Path, name: &str) -> String {
@@ -223,7 +177,7 @@ async fn keys_snapshot_then_changes_of_one_account() {
     add_key(&dc, "bob", "two", public_key(dir.path(), "two")).await;
     add_key(&dc, "alice", "hers", public_key(dir.path(), "hers")).await;
 
-    let mut stream = dc
+    let mut stream: Feed<_> = dc
         .ufds()
         .watch_keys(proto::WatchKeysRequest {
             account_uuid: Some(bob.uuid.clone()),
@@ -231,15 +185,9 @@ async fn keys_snapshot_then_changes_of_one_account() {
         })
         .await
         .expect("WatchKeys")
-        .into_inner();
-    let mut snapshot = Vec::new();
-    let at = loop {
-        match next(&mut stream).await.event.expect("an event kind") {
-            KeyEvent::Page(p) => snapshot.extend(p.keys),
-            KeyEvent::SnapshotDone(d) => break d.position,
-            other => panic!("expected the snapshot, got {other:?}"),
-        }
-    };
+        .into_inner()
+        .into();
+    let (mut snapshot, at) = stream.snapshot().await;
     let mut listed = dc
         .ufds()
         .list_keys(proto::ListKeysRequest {
@@ -264,19 +212,36 @@ async fn keys_snapshot_then_changes_of_one_account() {
         })
         .await
         .expect("delete key");
-    let change = |e: KeyEvent| match e {
-        KeyEvent::Change(c) => c,
-        other => panic!("expected a change, got {other:?}"),
-    };
-    let put = change(next(&mut stream).await.event.expect("an event kind"));
+    let put = stream.change().await;
     assert!(put.position > at);
     assert_eq!(put.op, proto::ChangeOp::Put as i32);
     assert_eq!(put.id, format!("{}/{}", bob.uuid, three.fingerprint));
     assert_eq!(put.key.as_ref(), Some(&three));
-    let delete = change(next(&mut stream).await.event.expect("an event kind"));
+    let delete = stream.change().await;
     assert!(delete.position > put.position);
     assert_eq!(delete.op, proto::ChangeOp::Delete as i32);
     assert_eq!(delete.id, put.id);
+
+    // Deleting the account deletes its keys: a DELETE for each.
+    dc.ufds()
+        .delete_account(proto::DeleteAccountRequest {
+            account: "bob".into(),
+        })
+        .await
+        .expect("delete account");
+    let mut gone = Vec::new();
+    for _ in 0..2 {
+        let c = stream.change().await;
+        assert_eq!(c.op, proto::ChangeOp::Delete as i32);
+        gone.push(c.id);
+    }
+    gone.sort();
+    let mut held: Vec<String> = snapshot
+        .iter()
+        .map(|k| format!("{}/{}", bob.uuid, k.fingerprint))
+        .collect();
+    held.sort();
+    assert_eq!(gone, held);
     assert_ne!(alice.uuid, bob.uuid);
 }
 
