@@ -51,52 +51,8 @@ pub fn is_uuid(s: &str) -> bool {
     uuid::Uuid::try_parse(s).is_ok() && s.len() == 36
 }
 
-/// A protobuf `Value` as JSON.
-pub fn from_proto_value(v: &prost_types::Value) -> Value {
-    use prost_types::value::Kind;
-    match &v.kind {
-        None | Some(Kind::NullValue(_)) => Value::Null,
-        Some(Kind::BoolValue(b)) => Value::Bool(*b),
-        Some(Kind::NumberValue(n)) => {
-            if n.fract() == 0.0 && n.abs() < 9.0e15 {
-                Value::from(*n as i64)
-            } else {
-                serde_json::Number::from_f64(*n)
-                    .map(Value::Number)
-                    .unwrap_or(Value::Null)
-            }
-        }
-        Some(Kind::StringValue(s)) => Value::String(s.clone()),
-        Some(Kind::ListValue(l)) => Value::Array(l.values.iter().map(from_proto_value).collect()),
-        Some(Kind::StructValue(s)) => Value::Object(
-            s.fields
-                .iter()
-                .map(|(k, v)| (k.clone(), from_proto_value(v)))
-                .collect(),
-        ),
-    }
-}
-
-/// A JSON value as a protobuf `Value`.
-pub fn to_proto_value(v: &Value) -> prost_types::Value {
-    use prost_types::value::Kind;
-    let kind = match v {
-        Value::Null => Kind::NullValue(0),
-        Value::Bool(b) => Kind::BoolValue(*b),
-        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
-        Value::String(s) => Kind::StringValue(s.clone()),
-        Value::Array(a) => Kind::ListValue(prost_types::ListValue {
-            values: a.iter().map(to_proto_value).collect(),
-        }),
-        Value::Object(o) => Kind::StructValue(prost_types::Struct {
-            fields: o
-                .iter()
-                .map(|(k, v)| (k.clone(), to_proto_value(v)))
-                .collect(),
-        }),
-    };
-    prost_types::Value { kind: Some(kind) }
-}
+/// A protobuf `Value` as JSON, and JSON as a protobuf `Value`.
+pub use triton_types::value::{from_json as to_proto_value, to_json as from_proto_value};
 
 /// Tag map as JSON.
 pub fn tags_json<'a>(
