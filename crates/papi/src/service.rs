@@ -5,9 +5,7 @@ use moray_client::filter::Filter;
 use moray_client::typed::{
     Bucket, Change, RetryPolicy, UpdateError, Versioned, is_etag_conflict, is_unique_violation,
 };
-use moray_client::{
-    BucketConfig, EtagCondition, FindOptions, IndexDef, MorayClient, Sort, SortOrder,
-};
+use moray_client::{BucketConfig, EtagCondition, FindOptions, IndexDef, MorayClient, SortOrder};
 use triton_common::time::now_rfc3339;
 use triton_proto::papi::v1 as proto;
 
@@ -189,19 +187,7 @@ impl Papi {
         if !errors.is_empty() {
             return Err(Error::Invalid(errors));
         }
-        let options = FindOptions {
-            limit: Some(u64::from(if req.limit == 0 {
-                MAX_LIMIT
-            } else {
-                req.limit
-            })),
-            offset: u64::from(req.offset),
-            sort: vec![Sort {
-                attribute: sort_field.to_string(),
-                order,
-            }],
-            ..Default::default()
-        };
+        let options = FindOptions::listing(sort_field, order, req.limit, MAX_LIMIT, req.offset);
         match self
             .packages
             .find_counted(&Filter::Verbatim(filter), &options)

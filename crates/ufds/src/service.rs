@@ -162,19 +162,8 @@ impl Ufds {
             terms.push(Filter::eq("approved_for_provisioning", approved));
         }
         let filter = Filter::and_else(terms, Filter::present("login"));
-        let options = FindOptions {
-            limit: Some(u64::from(if req.limit == 0 {
-                MAX_LIMIT
-            } else {
-                req.limit
-            })),
-            offset: u64::from(req.offset),
-            sort: vec![Sort {
-                attribute: "login".to_string(),
-                order: SortOrder::Asc,
-            }],
-            ..Default::default()
-        };
+        let options =
+            FindOptions::listing("login", SortOrder::Asc, req.limit, MAX_LIMIT, req.offset);
         self.accounts
             .find_counted(&filter, &options)
             .await

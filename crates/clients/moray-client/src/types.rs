@@ -275,6 +275,20 @@ impl FindOptions {
         }
     }
 
+    /// One page of a listing API: `limit` rows (0: `max`) from `offset`, in `order` of
+    /// `attribute`, with `_count` (how many match in all).
+    pub fn listing(attribute: &str, order: SortOrder, limit: u32, max: u32, offset: u32) -> Self {
+        FindOptions {
+            limit: Some(u64::from(if limit == 0 { max } else { limit })),
+            offset: u64::from(offset),
+            sort: vec![Sort {
+                attribute: attribute.to_string(),
+                order,
+            }],
+            ..Default::default()
+        }
+    }
+
     /// At most `limit` rows in ascending `attribute` order, without `_count`: one page
     /// of a listing that continues from the last row's `attribute`.
     pub fn page(attribute: &str, limit: u64) -> Self {
