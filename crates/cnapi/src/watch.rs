@@ -4,7 +4,7 @@
 //! sequence. The stream ends when the caller goes away (or with the gRPC server's drain).
 
 use moray_client::typed::Bucket;
-use moray_client::{FeedMessages, MorayError, WatchStream};
+use moray_client::{FeedChange, FeedMessages, MorayError, WatchStream};
 use tonic::{Code, Status};
 use triton_proto::cnapi::v1 as pb;
 use triton_proto::cnapi::v1::watch_servers_event::Event;
@@ -50,21 +50,13 @@ impl FeedMessages for ServerMessages {
         }))
     }
 
-    fn put(&self, position: u64, uuid: String, server: pb::Server) -> pb::WatchServersEvent {
+    fn change(&self, c: FeedChange<pb::Server>) -> pb::WatchServersEvent {
+        let op = c.op();
         event(Event::Change(pb::ServerChange {
-            position,
-            op: pb::server_change::Op::Put as i32,
-            uuid,
-            server: Some(server),
-        }))
-    }
-
-    fn delete(&self, position: u64, uuid: String) -> pb::WatchServersEvent {
-        event(Event::Change(pb::ServerChange {
-            position,
-            op: pb::server_change::Op::Delete as i32,
-            uuid,
-            server: None,
+            position: c.position,
+            op,
+            uuid: c.key,
+            server: c.record,
         }))
     }
 

@@ -4,7 +4,7 @@
 //! position is Moray's change feed sequence of the bucket.
 
 use moray_client::filter::Filter;
-use moray_client::{FeedMessages, MorayClient, MorayError, WatchStream};
+use moray_client::{FeedChange, FeedMessages, MorayClient, MorayError, WatchStream};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
@@ -41,14 +41,6 @@ fn decode<T: DeserializeOwned>(
         }
         .into()
     })
-}
-
-fn put_op() -> i32 {
-    proto::ChangeOp::Put as i32
-}
-
-fn delete_op() -> i32 {
-    proto::ChangeOp::Delete as i32
 }
 
 /// WatchNics's messages for one watcher: only NICs with these `(field, value)`s.
@@ -93,21 +85,13 @@ impl FeedMessages for NicMessages {
         }))
     }
 
-    fn put(&self, position: u64, mac: String, nic: proto::Nic) -> proto::WatchNicsEvent {
+    fn change(&self, c: FeedChange<proto::Nic>) -> proto::WatchNicsEvent {
+        let op = c.op();
         nic_event(NicEvent::Change(proto::NicChange {
-            position,
-            op: put_op(),
-            mac,
-            nic: Some(nic),
-        }))
-    }
-
-    fn delete(&self, position: u64, mac: String) -> proto::WatchNicsEvent {
-        nic_event(NicEvent::Change(proto::NicChange {
-            position,
-            op: delete_op(),
-            mac,
-            nic: None,
+            position: c.position,
+            op,
+            mac: c.key,
+            nic: c.record,
         }))
     }
 
@@ -160,26 +144,13 @@ impl FeedMessages for NetworkMessages {
         }))
     }
 
-    fn put(
-        &self,
-        position: u64,
-        uuid: String,
-        network: proto::Network,
-    ) -> proto::WatchNetworksEvent {
+    fn change(&self, c: FeedChange<proto::Network>) -> proto::WatchNetworksEvent {
+        let op = c.op();
         network_event(NetworkEvent::Change(proto::NetworkChange {
-            position,
-            op: put_op(),
-            uuid,
-            network: Some(network),
-        }))
-    }
-
-    fn delete(&self, position: u64, uuid: String) -> proto::WatchNetworksEvent {
-        network_event(NetworkEvent::Change(proto::NetworkChange {
-            position,
-            op: delete_op(),
-            uuid,
-            network: None,
+            position: c.position,
+            op,
+            uuid: c.key,
+            network: c.record,
         }))
     }
 

@@ -7,7 +7,7 @@
 
 use moray_client::filter::Filter;
 use moray_client::typed::Bucket;
-use moray_client::{FeedMessages, MorayClient, MorayError, WatchStream};
+use moray_client::{FeedChange, FeedMessages, MorayClient, MorayError, WatchStream};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use triton_proto::ufds::v1 as proto;
@@ -29,14 +29,6 @@ pub struct Watch {
     accounts: Bucket<Account>,
     keys: Bucket<StoredKey>,
     shutdown: CancellationToken,
-}
-
-fn put_op() -> i32 {
-    proto::ChangeOp::Put as i32
-}
-
-fn delete_op() -> i32 {
-    proto::ChangeOp::Delete as i32
 }
 
 /// An optional uuid filter, refused naming `field` when it is not a uuid.
@@ -95,26 +87,13 @@ impl FeedMessages for AccountMessages {
         }))
     }
 
-    fn put(
-        &self,
-        position: u64,
-        uuid: String,
-        account: proto::Account,
-    ) -> proto::WatchAccountsEvent {
+    fn change(&self, c: FeedChange<proto::Account>) -> proto::WatchAccountsEvent {
+        let op = c.op();
         account_event(AccountEvent::Change(proto::AccountChange {
-            position,
-            op: put_op(),
-            uuid,
-            account: Some(account),
-        }))
-    }
-
-    fn delete(&self, position: u64, uuid: String) -> proto::WatchAccountsEvent {
-        account_event(AccountEvent::Change(proto::AccountChange {
-            position,
-            op: delete_op(),
-            uuid,
-            account: None,
+            position: c.position,
+            op,
+            uuid: c.key,
+            account: c.record,
         }))
     }
 
@@ -171,21 +150,13 @@ impl FeedMessages for KeyMessages {
         }))
     }
 
-    fn put(&self, position: u64, id: String, key: proto::Key) -> proto::WatchKeysEvent {
+    fn change(&self, c: FeedChange<proto::Key>) -> proto::WatchKeysEvent {
+        let op = c.op();
         key_event(KeyEvent::Change(proto::KeyChange {
-            position,
-            op: put_op(),
-            id,
-            key: Some(key),
-        }))
-    }
-
-    fn delete(&self, position: u64, id: String) -> proto::WatchKeysEvent {
-        key_event(KeyEvent::Change(proto::KeyChange {
-            position,
-            op: delete_op(),
-            id,
-            key: None,
+            position: c.position,
+            op,
+            id: c.key,
+            key: c.record,
         }))
     }
 

@@ -4,7 +4,7 @@
 
 use futures::stream::BoxStream;
 use moray_client::filter::Filter;
-use moray_client::{FeedMessages, MorayClient, MorayError};
+use moray_client::{FeedChange, FeedMessages, MorayClient, MorayError};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use triton_proto::vmapi::v1 as pb;
@@ -64,21 +64,13 @@ impl FeedMessages for VmMessages {
         event(Event::SnapshotDone(pb::WatchVmsSnapshotDone { position }))
     }
 
-    fn put(&self, position: u64, uuid: String, vm: pb::Vm) -> pb::WatchVmsEvent {
+    fn change(&self, c: FeedChange<pb::Vm>) -> pb::WatchVmsEvent {
+        let op = c.op();
         event(Event::Change(pb::VmChange {
-            position,
-            op: pb::vm_change::Op::Put as i32,
-            uuid,
-            vm: Some(vm),
-        }))
-    }
-
-    fn delete(&self, position: u64, uuid: String) -> pb::WatchVmsEvent {
-        event(Event::Change(pb::VmChange {
-            position,
-            op: pb::vm_change::Op::Delete as i32,
-            uuid,
-            vm: None,
+            position: c.position,
+            op,
+            uuid: c.key,
+            vm: c.record,
         }))
     }
 

@@ -277,6 +277,24 @@ impl MorayClient {
 /// An owner's Watch RPC answer: its messages, or the status that ended the stream.
 pub type WatchStream<T> = BoxStream<'static, std::result::Result<T, Status>>;
 
+/// A change as an owner's change message carries it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedChange<R> {
+    /// Strictly increasing along the stream; a follower resumes from it.
+    pub position: u64,
+    /// The object's key in the bucket.
+    pub key: String,
+    /// The record after a PUT; `None` for a DELETE.
+    pub record: Option<R>,
+}
+
+impl<R> FeedChange<R> {
+    /// The op as every owner's proto numbers it: `PUT` 1, `DELETE` 2.
+    pub fn op(&self) -> i32 {
+        if self.record.is_some() { 1 } else { 2 }
+    }
+}
+
 /// How an owner's Watch messages are made from its feed, for [`serve_follow`]: each owner
 /// (VMAPI's `WatchVms`, NAPI's `WatchNics`, ...) has its own proto messages of the same
 /// shape (a snapshot page, the snapshot-complete marker, a change, the resync answer).
@@ -300,10 +318,8 @@ pub trait FeedMessages: Send + Sync + 'static {
     fn page(&self, records: Vec<Self::Record>, position: u64) -> Self::Message;
     /// Every page has been sent; the changes after `position` follow.
     fn snapshot_done(&self, position: u64) -> Self::Message;
-    /// `key` was written; `record` is what it is after the write.
-    fn put(&self, position: u64, key: String, record: Self::Record) -> Self::Message;
-    /// `key` was deleted.
-    fn delete(&self, position: u64, key: String) -> Self::Message;
+    /// A PUT (with the record after it) or a DELETE.
+    fn change(&self, change: FeedChange<Self::Record>) -> Self::Message;
     /// `position` is older than the feed keeps; `message` starts with
     /// [`RESYNC_REQUIRED`].
     fn resync(&self, position: u64, message: String) -> Self::Message;
@@ -344,10 +360,18 @@ async fn messages_of<M: FeedMessages>(
             value,
             etag,
         } => match m.record(&key, value, &etag).await? {
-            Some(record) => vec![m.put(seq, key, record)],
+            Some(record) => vec![m.change(FeedChange {
+                position: seq,
+                key,
+                record: Some(record),
+            })],
             None => Vec::new(),
         },
-        FeedItem::Delete { seq, key } => vec![m.delete(seq, key)],
+        FeedItem::Delete { seq, key } => vec![m.change(FeedChange {
+            position: seq,
+            key,
+            record: None,
+        })],
         FeedItem::ResyncRequired { since, message } => {
             vec![m.resync(since, format!("{RESYNC_REQUIRED}: {message}"))]
         }
