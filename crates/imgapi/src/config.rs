@@ -20,8 +20,9 @@ pub const DEFAULT_MAX_FILE_BYTES: u64 = 20 * 1024 * 1024 * 1024;
 pub struct Config {
     /// gRPC listen address (`IMGAPI_LISTEN`); port 0 picks a free one.
     pub listen: String,
-    /// Who may connect and whether reflection is served (`[grpc]`; `IMGAPI_GRPC__ALLOW_FROM`
-    /// takes comma-separated CIDRs).
+    /// Who may connect, whether reflection is served, and the server's limits (`[grpc]`;
+    /// `IMGAPI_GRPC__ALLOW_FROM` takes comma-separated CIDRs). `request_timeout_ms` is 0
+    /// (none) by default here, as an upload lasts as long as its file takes to arrive.
     pub grpc: triton_common::grpc::ServerConfig,
     /// HTTP listen address for `GET /images/:uuid/file` (`IMGAPI_HTTP_LISTEN`).
     pub http_listen: String,
@@ -37,7 +38,12 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: DEFAULT_LISTEN.to_string(),
-            grpc: triton_common::grpc::ServerConfig::default(),
+            grpc: triton_common::grpc::ServerConfig {
+                // An upload (ImportImage, AddImageFile) is one request as long as the
+                // file takes to arrive: no per-request limit by default here.
+                request_timeout_ms: 0,
+                ..Default::default()
+            },
             http_listen: DEFAULT_HTTP_LISTEN.to_string(),
             moray_url: DEFAULT_MORAY_URL.to_string(),
             data_dir: DEFAULT_DATA_DIR.to_string(),
