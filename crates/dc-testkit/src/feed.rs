@@ -147,4 +147,19 @@ impl<E: WatchEvent> Feed<E> {
             other => panic!("expected a change, got {other:?}"),
         }
     }
+
+    /// A resumed stream's start: the marker at `position`, then `changes`, in order.
+    pub async fn resumes_with(&mut self, position: u64, changes: &[E::Change])
+    where
+        E::Change: PartialEq,
+    {
+        assert_eq!(
+            self.marker().await,
+            position,
+            "the marker is at the resume's"
+        );
+        for want in changes {
+            assert_eq!(&self.change().await, want);
+        }
+    }
 }
