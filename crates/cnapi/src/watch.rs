@@ -4,10 +4,9 @@
 //! sequence. The stream ends when the caller goes away (or with the gRPC server's drain).
 
 use moray_client::typed::Bucket;
-use moray_client::{FeedChange, FeedMessages, MorayError, WatchStream};
+use moray_client::{FeedMessages, MorayError, WatchStream};
 use tonic::{Code, Status};
 use triton_proto::cnapi::v1 as pb;
-use triton_proto::cnapi::v1::watch_servers_event::Event;
 
 use crate::error::Error;
 use crate::model::ServerRecord;
@@ -15,10 +14,6 @@ use crate::service::server_to_pb;
 use crate::store::Store;
 
 pub type WatchServersStream = WatchStream<pb::WatchServersEvent>;
-
-fn event(event: Event) -> pb::WatchServersEvent {
-    pb::WatchServersEvent { event: Some(event) }
-}
 
 /// WatchServers's messages; records are decoded as the store decodes them.
 struct ServerMessages(Bucket<ServerRecord>);
@@ -40,29 +35,15 @@ impl FeedMessages for ServerMessages {
         Ok(Some(server_to_pb(&record, etag)))
     }
 
-    fn page(&self, servers: Vec<pb::Server>, position: u64) -> pb::WatchServersEvent {
-        event(Event::Page(pb::WatchServersPage { servers, position }))
-    }
-
-    fn snapshot_done(&self, position: u64) -> pb::WatchServersEvent {
-        event(Event::SnapshotDone(pb::WatchServersSnapshotDone {
-            position,
-        }))
-    }
-
-    fn change(&self, c: FeedChange<pb::Server>) -> pb::WatchServersEvent {
-        let op = c.op();
-        event(Event::Change(pb::ServerChange {
-            position: c.position,
-            op,
-            uuid: c.key,
-            server: c.record,
-        }))
-    }
-
-    fn resync(&self, position: u64, message: String) -> pb::WatchServersEvent {
-        event(Event::Resync(pb::WatchServersResync { position, message }))
-    }
+    moray_client::feed_messages!(
+        pb,
+        WatchServersEvent,
+        watch_servers_event,
+        WatchServersPage { servers },
+        WatchServersSnapshotDone,
+        ServerChange { uuid, server },
+        WatchServersResync
+    );
 
     fn error(&self, e: MorayError) -> Status {
         Error::Store(format!("follow the servers' change feed: {e}")).into()

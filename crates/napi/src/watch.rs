@@ -4,13 +4,11 @@
 //! position is Moray's change feed sequence of the bucket.
 
 use moray_client::filter::Filter;
-use moray_client::{FeedChange, FeedMessages, MorayClient, MorayError, WatchStream};
+use moray_client::{FeedMessages, MorayClient, MorayError, WatchStream};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use triton_proto::napi::v1 as proto;
-use triton_proto::napi::v1::watch_networks_event::Event as NetworkEvent;
-use triton_proto::napi::v1::watch_nics_event::Event as NicEvent;
 
 use crate::app::Napi;
 use crate::error::Error;
@@ -49,10 +47,6 @@ struct NicMessages {
     only: Vec<(&'static str, String)>,
 }
 
-fn nic_event(event: NicEvent) -> proto::WatchNicsEvent {
-    proto::WatchNicsEvent { event: Some(event) }
-}
-
 impl FeedMessages for NicMessages {
     type Record = proto::Nic;
     type Message = proto::WatchNicsEvent;
@@ -75,29 +69,15 @@ impl FeedMessages for NicMessages {
         Ok(Some(nic.into_proto(network.as_ref())))
     }
 
-    fn page(&self, nics: Vec<proto::Nic>, position: u64) -> proto::WatchNicsEvent {
-        nic_event(NicEvent::Page(proto::WatchNicsPage { nics, position }))
-    }
-
-    fn snapshot_done(&self, position: u64) -> proto::WatchNicsEvent {
-        nic_event(NicEvent::SnapshotDone(proto::WatchSnapshotDone {
-            position,
-        }))
-    }
-
-    fn change(&self, c: FeedChange<proto::Nic>) -> proto::WatchNicsEvent {
-        let op = c.op();
-        nic_event(NicEvent::Change(proto::NicChange {
-            position: c.position,
-            op,
-            mac: c.key,
-            nic: c.record,
-        }))
-    }
-
-    fn resync(&self, position: u64, message: String) -> proto::WatchNicsEvent {
-        nic_event(NicEvent::Resync(proto::WatchResync { position, message }))
-    }
+    moray_client::feed_messages!(
+        proto,
+        WatchNicsEvent,
+        watch_nics_event,
+        WatchNicsPage { nics },
+        WatchSnapshotDone,
+        NicChange { mac, nic },
+        WatchResync
+    );
 
     fn error(&self, e: MorayError) -> Status {
         Error::moray("follow the NICs' change feed")(e).into()
@@ -107,10 +87,6 @@ impl FeedMessages for NicMessages {
 /// WatchNetworks's messages for one watcher (`owner`: only the networks listing it).
 struct NetworkMessages {
     owner: Option<String>,
-}
-
-fn network_event(event: NetworkEvent) -> proto::WatchNetworksEvent {
-    proto::WatchNetworksEvent { event: Some(event) }
 }
 
 impl FeedMessages for NetworkMessages {
@@ -131,35 +107,15 @@ impl FeedMessages for NetworkMessages {
             .then(|| network.into()))
     }
 
-    fn page(&self, networks: Vec<proto::Network>, position: u64) -> proto::WatchNetworksEvent {
-        network_event(NetworkEvent::Page(proto::WatchNetworksPage {
-            networks,
-            position,
-        }))
-    }
-
-    fn snapshot_done(&self, position: u64) -> proto::WatchNetworksEvent {
-        network_event(NetworkEvent::SnapshotDone(proto::WatchSnapshotDone {
-            position,
-        }))
-    }
-
-    fn change(&self, c: FeedChange<proto::Network>) -> proto::WatchNetworksEvent {
-        let op = c.op();
-        network_event(NetworkEvent::Change(proto::NetworkChange {
-            position: c.position,
-            op,
-            uuid: c.key,
-            network: c.record,
-        }))
-    }
-
-    fn resync(&self, position: u64, message: String) -> proto::WatchNetworksEvent {
-        network_event(NetworkEvent::Resync(proto::WatchResync {
-            position,
-            message,
-        }))
-    }
+    moray_client::feed_messages!(
+        proto,
+        WatchNetworksEvent,
+        watch_networks_event,
+        WatchNetworksPage { networks },
+        WatchSnapshotDone,
+        NetworkChange { uuid, network },
+        WatchResync
+    );
 
     fn error(&self, e: MorayError) -> Status {
         Error::moray("follow the networks' change feed")(e).into()

@@ -7,12 +7,10 @@
 
 use moray_client::filter::Filter;
 use moray_client::typed::Bucket;
-use moray_client::{FeedChange, FeedMessages, MorayClient, MorayError, WatchStream};
+use moray_client::{FeedMessages, MorayClient, MorayError, WatchStream};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use triton_proto::ufds::v1 as proto;
-use triton_proto::ufds::v1::watch_accounts_event::Event as AccountEvent;
-use triton_proto::ufds::v1::watch_keys_event::Event as KeyEvent;
 
 use crate::account::{Account, check_uuid};
 use crate::error::Error;
@@ -52,10 +50,6 @@ struct AccountMessages {
     uuid: Option<String>,
 }
 
-fn account_event(event: AccountEvent) -> proto::WatchAccountsEvent {
-    proto::WatchAccountsEvent { event: Some(event) }
-}
-
 impl FeedMessages for AccountMessages {
     type Record = proto::Account;
     type Message = proto::WatchAccountsEvent;
@@ -74,35 +68,15 @@ impl FeedMessages for AccountMessages {
             .then(|| account.into()))
     }
 
-    fn page(&self, accounts: Vec<proto::Account>, position: u64) -> proto::WatchAccountsEvent {
-        account_event(AccountEvent::Page(proto::WatchAccountsPage {
-            accounts,
-            position,
-        }))
-    }
-
-    fn snapshot_done(&self, position: u64) -> proto::WatchAccountsEvent {
-        account_event(AccountEvent::SnapshotDone(proto::WatchSnapshotDone {
-            position,
-        }))
-    }
-
-    fn change(&self, c: FeedChange<proto::Account>) -> proto::WatchAccountsEvent {
-        let op = c.op();
-        account_event(AccountEvent::Change(proto::AccountChange {
-            position: c.position,
-            op,
-            uuid: c.key,
-            account: c.record,
-        }))
-    }
-
-    fn resync(&self, position: u64, message: String) -> proto::WatchAccountsEvent {
-        account_event(AccountEvent::Resync(proto::WatchResync {
-            position,
-            message,
-        }))
-    }
+    moray_client::feed_messages!(
+        proto,
+        WatchAccountsEvent,
+        watch_accounts_event,
+        WatchAccountsPage { accounts },
+        WatchSnapshotDone,
+        AccountChange { uuid, account },
+        WatchResync
+    );
 
     fn error(&self, e: MorayError) -> Status {
         Error::moray("follow the accounts' change feed")(e).into()
@@ -113,10 +87,6 @@ impl FeedMessages for AccountMessages {
 struct KeyMessages {
     bucket: Bucket<StoredKey>,
     account: Option<String>,
-}
-
-fn key_event(event: KeyEvent) -> proto::WatchKeysEvent {
-    proto::WatchKeysEvent { event: Some(event) }
 }
 
 impl FeedMessages for KeyMessages {
@@ -140,29 +110,15 @@ impl FeedMessages for KeyMessages {
         Ok(Some(key_to_proto(key)?))
     }
 
-    fn page(&self, keys: Vec<proto::Key>, position: u64) -> proto::WatchKeysEvent {
-        key_event(KeyEvent::Page(proto::WatchKeysPage { keys, position }))
-    }
-
-    fn snapshot_done(&self, position: u64) -> proto::WatchKeysEvent {
-        key_event(KeyEvent::SnapshotDone(proto::WatchSnapshotDone {
-            position,
-        }))
-    }
-
-    fn change(&self, c: FeedChange<proto::Key>) -> proto::WatchKeysEvent {
-        let op = c.op();
-        key_event(KeyEvent::Change(proto::KeyChange {
-            position: c.position,
-            op,
-            id: c.key,
-            key: c.record,
-        }))
-    }
-
-    fn resync(&self, position: u64, message: String) -> proto::WatchKeysEvent {
-        key_event(KeyEvent::Resync(proto::WatchResync { position, message }))
-    }
+    moray_client::feed_messages!(
+        proto,
+        WatchKeysEvent,
+        watch_keys_event,
+        WatchKeysPage { keys },
+        WatchSnapshotDone,
+        KeyChange { id, key },
+        WatchResync
+    );
 
     fn error(&self, e: MorayError) -> Status {
         Error::moray("follow the keys' change feed")(e).into()

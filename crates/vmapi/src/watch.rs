@@ -4,11 +4,10 @@
 
 use futures::stream::BoxStream;
 use moray_client::filter::Filter;
-use moray_client::{FeedChange, FeedMessages, MorayClient, MorayError};
+use moray_client::{FeedMessages, MorayClient, MorayError};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use triton_proto::vmapi::v1 as pb;
-use triton_proto::vmapi::v1::watch_vms_event::Event;
 
 use crate::error::Error;
 use crate::model::VmRecord;
@@ -25,10 +24,6 @@ pub type WatchVmsStream = BoxStream<'static, Result<pb::WatchVmsEvent, Status>>;
 pub struct Watch {
     moray: MorayClient,
     shutdown: CancellationToken,
-}
-
-fn event(event: Event) -> pb::WatchVmsEvent {
-    pb::WatchVmsEvent { event: Some(event) }
 }
 
 /// WatchVms's messages, for one watcher (`owner`: only that owner's VMs).
@@ -56,27 +51,15 @@ impl FeedMessages for VmMessages {
             .then(|| vm.to_pb()))
     }
 
-    fn page(&self, vms: Vec<pb::Vm>, position: u64) -> pb::WatchVmsEvent {
-        event(Event::Page(pb::WatchVmsPage { vms, position }))
-    }
-
-    fn snapshot_done(&self, position: u64) -> pb::WatchVmsEvent {
-        event(Event::SnapshotDone(pb::WatchVmsSnapshotDone { position }))
-    }
-
-    fn change(&self, c: FeedChange<pb::Vm>) -> pb::WatchVmsEvent {
-        let op = c.op();
-        event(Event::Change(pb::VmChange {
-            position: c.position,
-            op,
-            uuid: c.key,
-            vm: c.record,
-        }))
-    }
-
-    fn resync(&self, position: u64, message: String) -> pb::WatchVmsEvent {
-        event(Event::Resync(pb::WatchVmsResync { position, message }))
-    }
+    moray_client::feed_messages!(
+        pb,
+        WatchVmsEvent,
+        watch_vms_event,
+        WatchVmsPage { vms },
+        WatchVmsSnapshotDone,
+        VmChange { uuid, vm },
+        WatchVmsResync
+    );
 
     fn error(&self, e: MorayError) -> Status {
         Error::moray("follow the VMs' change feed")(e).into()

@@ -327,6 +327,64 @@ pub trait FeedMessages: Send + Sync + 'static {
     fn error(&self, e: MorayError) -> Status;
 }
 
+/// The message constructors of a [`FeedMessages`] impl (`page`, `snapshot_done`,
+/// `change`, `resync`), for an owner whose Watch event has the common shape: `{ event }`, a
+/// oneof of `Page { <records>, position }`, `SnapshotDone { position }`,
+/// `Change { position, op, <key>, <record> }` and `Resync { position, message }`. The
+/// first argument is the owner's proto module:
+///
+/// ```ignore
+/// impl FeedMessages for NicMessages {
+///     type Record = proto::Nic;
+///     type Message = proto::WatchNicsEvent;
+///     moray_client::feed_messages!(proto, WatchNicsEvent, watch_nics_event,
+///         WatchNicsPage { nics }, WatchSnapshotDone, NicChange { mac, nic }, WatchResync);
+///     async fn record(...) { ... }
+///     fn error(...) { ... }
+/// }
+/// ```
+#[macro_export]
+macro_rules! feed_messages {
+    ($pb:ident, $event:ident, $oneof:ident, $page:ident { $records:ident }, $done:ident,
+     $change:ident { $key:ident, $record:ident }, $resync:ident $(,)?) => {
+        fn page(&self, records: Vec<Self::Record>, position: u64) -> Self::Message {
+            $pb::$event {
+                event: Some($pb::$oneof::Event::Page($pb::$page {
+                    $records: records,
+                    position,
+                })),
+            }
+        }
+
+        fn snapshot_done(&self, position: u64) -> Self::Message {
+            $pb::$event {
+                event: Some($pb::$oneof::Event::SnapshotDone($pb::$done { position })),
+            }
+        }
+
+        fn change(&self, c: $crate::FeedChange<Self::Record>) -> Self::Message {
+            let op = c.op();
+            $pb::$event {
+                event: Some($pb::$oneof::Event::Change($pb::$change {
+                    position: c.position,
+                    op,
+                    $key: c.key,
+                    $record: c.record,
+                })),
+            }
+        }
+
+        fn resync(&self, position: u64, message: String) -> Self::Message {
+            $pb::$event {
+                event: Some($pb::$oneof::Event::Resync($pb::$resync {
+                    position,
+                    message,
+                })),
+            }
+        }
+    };
+}
+
 /// The messages one feed item becomes (none for a change this watcher did not ask for).
 async fn messages_of<M: FeedMessages>(
     m: &M,
