@@ -20,11 +20,11 @@ use crate::allocation::{
     PackageRequest, VmRequest,
 };
 use crate::error::{Error, Result};
-use triton_common::status::ToStatus;
 use crate::fleet::FleetView;
 use crate::model::{OverprovisionRatios, ServerRecord, ServerVm};
 use crate::status::{self, apply_heartbeat, apply_sysinfo, materially_changed, unix_ms};
 use crate::store::{Cond, Reservation, ReservationDoc, Store, Versioned};
+use triton_common::status::ToStatus;
 
 /// ListServers' default and maximum page (Triton: 1000).
 const MAX_LIMIT: u32 = 1000;
