@@ -10,9 +10,11 @@
 pub mod channel;
 pub mod config;
 pub mod field_error;
+pub mod filter;
 pub mod grpc;
 pub mod listen;
 pub mod periodic;
+pub mod postgres;
 pub mod service;
 pub mod shutdown;
 pub mod status;

@@ -1,10 +1,9 @@
 //! A single-member etcd (Debian's `etcd-server`) in a temp dir on free ports.
 
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use crate::TestkitError;
-use crate::process::{spawn_tied, tail, wait_until};
+use crate::process::{log_file, spawn_tied, tail, temp_dir, wait_ready};
 
 /// A running etcd member. Killed and its data removed on drop.
 pub struct Etcd {
@@ -18,22 +17,13 @@ impl Etcd {
     /// answers.
     pub fn start() -> Result<Etcd, TestkitError> {
         let bin = std::env::var("ETCD_BIN").unwrap_or_else(|_| "etcd".to_string());
-        let dir = tempfile::Builder::new()
-            .prefix("triton-etcd-")
-            .tempdir()
-            .map_err(|source| TestkitError::Io {
-                path: std::env::temp_dir().display().to_string(),
-                source,
-            })?;
+        let dir = temp_dir("triton-etcd-")?;
         let client_port = crate::free_port();
         let peer_port = crate::free_port();
         let client = format!("http://127.0.0.1:{client_port}");
         let peer = format!("http://127.0.0.1:{peer_port}");
         let log = dir.path().join("etcd.log");
-        let log_file = std::fs::File::create(&log).map_err(|source| TestkitError::Io {
-            path: log.display().to_string(),
-            source,
-        })?;
+        let log_file = log_file(&log)?;
         let mut cmd = Command::new(&bin);
         cmd.arg("--name=testkit")
             .arg(format!("--data-dir={}", dir.path().join("data").display()))
@@ -61,18 +51,15 @@ impl Etcd {
             client_port,
             child: Some(child),
         };
-        let ready = wait_until(Duration::from_secs(30), || {
-            std::net::TcpStream::connect(("127.0.0.1", client_port)).is_ok()
-                && tail(&log, 200).contains("ready to serve client requests")
-        });
-        if !ready {
-            etcd.stop();
-            return Err(TestkitError::NotReady {
-                what: "etcd".into(),
-                seconds: 30,
-                log: tail(&log, 30),
-            });
-        }
+        wait_ready(
+            "etcd",
+            &log,
+            || {
+                std::net::TcpStream::connect(("127.0.0.1", client_port)).is_ok()
+                    && tail(&log, 200).contains("ready to serve client requests")
+            },
+            || etcd.stop(),
+        )?;
         Ok(etcd)
     }
 

@@ -5,10 +5,9 @@
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use crate::TestkitError;
-use crate::process::{spawn_tied, tail, wait_until};
+use crate::process::{log_file, spawn_tied, temp_dir, wait_ready};
 
 /// How a test cluster is set up.
 #[derive(Debug, Clone, Default)]
@@ -30,20 +29,23 @@ pub struct Postgres {
 /// The directory of the packaged PostgreSQL binaries: `$PG_BINDIR`, else the newest
 /// `/usr/lib/postgresql/<version>/bin`.
 pub fn pg_bin_dir() -> Result<PathBuf, TestkitError> {
-    if let Ok(dir) = std::env::var("PG_BINDIR") {
-        return Ok(PathBuf::from(dir));
+    triton_common::postgres::bin_dir().ok_or_else(not_installed)
+}
+
+/// Runs `cmd` (`what`, in errors) to its end: [`TestkitError::Spawn`] when it cannot
+/// start, [`TestkitError::Failed`] with its stderr when it exits non-zero.
+fn run(cmd: &mut Command, what: &str) -> Result<(), TestkitError> {
+    let out = cmd.output().map_err(|source| TestkitError::Spawn {
+        command: what.to_string(),
+        source,
+    })?;
+    if !out.status.success() {
+        return Err(TestkitError::Failed {
+            command: what.to_string(),
+            output: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
     }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .map_err(|_| not_installed())?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let v = e.file_name().to_str()?.parse::<u32>().ok()?;
-            let bin = e.path().join("bin");
-            bin.join("postgres").exists().then_some((v, bin))
-        })
-        .collect();
-    versions.sort();
-    versions.pop().map(|(_, p)| p).ok_or_else(not_installed)
+    Ok(())
 }
 
 fn not_installed() -> TestkitError {
@@ -96,30 +98,21 @@ impl Postgres {
     /// initdb + start with `options`.
     pub fn start_with(options: PostgresOptions) -> Result<Postgres, TestkitError> {
         let bin = pg_bin_dir()?;
-        let dir = tempfile::Builder::new()
-            .prefix("triton-pg-")
-            .tempdir()
-            .map_err(|source| TestkitError::Io {
-                path: std::env::temp_dir().display().to_string(),
-                source,
-            })?;
+        let dir = temp_dir("triton-pg-")?;
         chown_tree(dir.path())?;
         let data = dir.path().join("data");
-        let out = command(&bin, "initdb")
-            .args(["-D"])
-            .arg(&data)
-            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"])
-            .output()
-            .map_err(|source| TestkitError::Spawn {
-                command: "initdb".into(),
-                source,
-            })?;
-        if !out.status.success() {
-            return Err(TestkitError::Failed {
-                command: "initdb".into(),
-                output: String::from_utf8_lossy(&out.stderr).into_owned(),
-            });
-        }
+        run(
+            command(&bin, "initdb").args(["-D"]).arg(&data).args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ]),
+            "initdb",
+        )?;
         let port = crate::free_port();
         let mut conf = vec![
             format!("port = {port}"),
@@ -141,10 +134,7 @@ impl Postgres {
         })?;
 
         let log = dir.path().join("postgres.log");
-        let log_file = std::fs::File::create(&log).map_err(|source| TestkitError::Io {
-            path: log.display().to_string(),
-            source,
-        })?;
+        let log_file = log_file(&log)?;
         chown_tree(&log)?;
         let mut cmd = command(&bin, "postgres");
         cmd.arg("-D")
@@ -161,20 +151,17 @@ impl Postgres {
             port,
             child: Some(child),
         };
-        let ready = wait_until(Duration::from_secs(30), || {
-            command(&bin, "pg_isready")
-                .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
-                .status()
-                .is_ok_and(|s| s.success())
-        });
-        if !ready {
-            pg.stop();
-            return Err(TestkitError::NotReady {
-                what: "PostgreSQL".into(),
-                seconds: 30,
-                log: tail(&log, 30),
-            });
-        }
+        wait_ready(
+            "PostgreSQL",
+            &log,
+            || {
+                command(&bin, "pg_isready")
+                    .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+                    .status()
+                    .is_ok_and(|s| s.success())
+            },
+            || pg.stop(),
+        )?;
         Ok(pg)
     }
 
@@ -191,8 +178,8 @@ impl Postgres {
     /// Creates database `name` and returns its URL.
     pub fn create_database(&self, name: &str) -> Result<String, TestkitError> {
         let bin = pg_bin_dir()?;
-        let out = command(&bin, "createdb")
-            .args([
+        run(
+            command(&bin, "createdb").args([
                 "-h",
                 "127.0.0.1",
                 "-p",
@@ -200,18 +187,9 @@ impl Postgres {
                 "-U",
                 "postgres",
                 name,
-            ])
-            .output()
-            .map_err(|source| TestkitError::Spawn {
-                command: "createdb".into(),
-                source,
-            })?;
-        if !out.status.success() {
-            return Err(TestkitError::Failed {
-                command: format!("createdb {name}"),
-                output: String::from_utf8_lossy(&out.stderr).into_owned(),
-            });
-        }
+            ]),
+            &format!("createdb {name}"),
+        )?;
         Ok(self.url(name))
     }
 

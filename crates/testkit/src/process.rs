@@ -5,6 +5,8 @@ use std::sync::OnceLock;
 use std::sync::mpsc::{Sender, channel};
 use std::time::{Duration, Instant};
 
+use crate::TestkitError;
+
 type SpawnRequest = (Command, Sender<std::io::Result<Child>>);
 
 /// Spawns `command` so that it dies with the test process, never earlier.
@@ -74,3 +76,44 @@ pub(crate) fn tail(path: &std::path::Path, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
+
+/// A temp dir named `prefix...`, removed when dropped.
+pub(crate) fn temp_dir(prefix: &str) -> Result<tempfile::TempDir, TestkitError> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(|source| TestkitError::Io {
+            path: std::env::temp_dir().display().to_string(),
+            source,
+        })
+}
+
+/// A new (empty) log file at `path`, for a process's output.
+pub(crate) fn log_file(path: &std::path::Path) -> Result<std::fs::File, TestkitError> {
+    std::fs::File::create(path).map_err(|source| TestkitError::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Waits up to 30 s for `ready`; if it never is, calls `stop` and fails naming `what`,
+/// with the tail of its `log`.
+pub(crate) fn wait_ready(
+    what: &str,
+    log: &std::path::Path,
+    ready: impl FnMut() -> bool,
+    stop: impl FnOnce(),
+) -> Result<(), TestkitError> {
+    if wait_until(Duration::from_secs(READY_SECS), ready) {
+        return Ok(());
+    }
+    stop();
+    Err(TestkitError::NotReady {
+        what: what.into(),
+        seconds: READY_SECS,
+        log: tail(log, 30),
+    })
+}
+
+/// How long a started process may take to answer.
+const READY_SECS: u64 = 30;
