@@ -175,16 +175,21 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// The config the environment `vars` (and nothing else) gives.
+    fn from_env(vars: &[(&str, &str)]) -> Config {
+        let env: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        triton_common::config::load_from("moray", None, &env).unwrap()
+    }
+
     #[test]
     fn environment_overrides_defaults() {
-        let env = vec![
-            (
-                "MORAY_POSTGRES_URL".to_string(),
-                "postgres://x/y".to_string(),
-            ),
-            ("MORAY_MAX_CONNECTIONS".to_string(), "4".to_string()),
-        ];
-        let c: Config = triton_common::config::load_from("moray", None, &env).unwrap();
+        let c = from_env(&[
+            ("MORAY_POSTGRES_URL", "postgres://x/y"),
+            ("MORAY_MAX_CONNECTIONS", "4"),
+        ]);
         assert_eq!(c.postgres_url, "postgres://x/y");
         assert_eq!(c.max_connections, 4);
         assert_eq!(c.listen, DEFAULT_LISTEN);
@@ -193,14 +198,13 @@ mod tests {
 
     #[test]
     fn manatee_keys() {
-        let env = vec![
+        let c = from_env(&[
             (
-                "MORAY_MANATEE_ETCD".to_string(),
-                " http://10.0.0.5:2379, ,10.0.0.6:2379 ".to_string(),
+                "MORAY_MANATEE_ETCD",
+                " http://10.0.0.5:2379, ,10.0.0.6:2379 ",
             ),
-            ("MORAY_MANATEE_SHARD".to_string(), "2".to_string()),
-        ];
-        let c: Config = triton_common::config::load_from("moray", None, &env).unwrap();
+            ("MORAY_MANATEE_SHARD", "2"),
+        ]);
         assert_eq!(
             c.manatee_endpoints(),
             vec!["http://10.0.0.5:2379", "10.0.0.6:2379"]

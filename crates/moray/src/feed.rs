@@ -406,6 +406,16 @@ impl Snapshot {
     }
 }
 
+/// The snapshot's pages ([`Snapshot::into_pages`]), as the Snapshot RPC streams them.
+impl IntoIterator for Snapshot {
+    type Item = pb::SnapshotPage;
+    type IntoIter = std::vec::IntoIter<pb::SnapshotPage>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.into_pages().into_iter()
+    }
+}
+
 impl Store {
     /// The objects of a bucket matching a filter and the feed position they are at.
     pub async fn snapshot(&self, req: pb::SnapshotRequest) -> Result<Snapshot, MorayError> {

@@ -330,23 +330,10 @@ fn hex(c: u8) -> u8 {
 }
 
 /// Escapes a value for use in a filter string (RFC 4515): `*`, `(`, `)`, `\` and NUL as
-/// `\2a`, `\28`, `\29`, `\5c` and `\00`. The same escapes as the services' escaper,
-/// `moray_client::filter::escape` (its tests check that the two agree and that this
-/// parser reads every escaped value back exactly).
-pub fn escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '*' => out.push_str("\\2a"),
-            '(' => out.push_str("\\28"),
-            ')' => out.push_str("\\29"),
-            '\\' => out.push_str("\\5c"),
-            '\0' => out.push_str("\\00"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+/// `\2a`, `\28`, `\29`, `\5c` and `\00`: the services' escaper too
+/// (`moray_client::filter::escape`), whose tests check that this parser reads every
+/// escaped value back exactly.
+pub use triton_common::filter::escape;
 
 impl Filter {
     /// Every leaf, depth first.
@@ -430,80 +417,68 @@ mod tests {
         })
     }
 
+    fn substrings(initial: &str, any: &[&str], last: &str) -> Substrings {
+        Substrings {
+            initial: initial.into(),
+            any: any.iter().map(|s| s.to_string()).collect(),
+            last: last.into(),
+        }
+    }
+
+    /// Each text parses to the one leaf beside it.
+    fn assert_leaves(cases: Vec<(&str, &str, Op)>) {
+        for (text, attribute, op) in cases {
+            assert_eq!(parse(text), Ok(leaf(attribute, op)), "{text:?}");
+        }
+    }
+
+    /// Each text is refused.
+    fn assert_refused(texts: &[&str]) {
+        for text in texts {
+            assert!(parse(text).is_err(), "{text:?} should not parse");
+        }
+    }
+
     #[test]
     fn simple_operators() {
-        assert_eq!(parse("(a=1)").unwrap(), leaf("a", Op::Equal("1".into())));
-        assert_eq!(parse("a=1").unwrap(), leaf("a", Op::Equal("1".into())));
-        assert_eq!(parse("(a=)").unwrap(), leaf("a", Op::Equal("".into())));
-        assert_eq!(parse("(a=*)").unwrap(), leaf("a", Op::Present));
-        assert_eq!(
-            parse("(a>=5)").unwrap(),
-            leaf("a", Op::GreaterOrEqual("5".into()))
-        );
-        assert_eq!(
-            parse("(a<=5)").unwrap(),
-            leaf("a", Op::LessOrEqual("5".into()))
-        );
-        assert_eq!(
-            parse("(x-y_z=v)").unwrap(),
-            leaf("x-y_z", Op::Equal("v".into()))
-        );
+        assert_leaves(vec![
+            ("(a=1)", "a", Op::Equal("1".into())),
+            ("a=1", "a", Op::Equal("1".into())),
+            ("(a=)", "a", Op::Equal("".into())),
+            ("(a=*)", "a", Op::Present),
+            ("(a>=5)", "a", Op::GreaterOrEqual("5".into())),
+            ("(a<=5)", "a", Op::LessOrEqual("5".into())),
+            ("(x-y_z=v)", "x-y_z", Op::Equal("v".into())),
+        ]);
     }
 
     #[test]
     fn substrings_split_on_unescaped_stars() {
-        let Filter::Leaf(Leaf {
-            op: Op::Substring(s),
-            ..
-        }) = parse("(a=pre*mid*suf)").unwrap()
-        else {
-            panic!()
-        };
-        assert_eq!(s.initial, "pre");
-        assert_eq!(s.any, vec!["mid".to_string()]);
-        assert_eq!(s.last, "suf");
-        let Filter::Leaf(Leaf {
-            op: Op::Substring(s),
-            ..
-        }) = parse("(a=*foo*)").unwrap()
-        else {
-            panic!()
-        };
-        assert_eq!(
-            (s.initial.as_str(), s.any.as_slice(), s.last.as_str()),
-            ("", &["foo".to_string()][..], "")
-        );
-        assert_eq!(
-            parse("(a=x\\*y)").unwrap(),
-            leaf("a", Op::Equal("x*y".into()))
-        );
+        assert_leaves(vec![
+            (
+                "(a=pre*mid*suf)",
+                "a",
+                Op::Substring(substrings("pre", &["mid"], "suf")),
+            ),
+            (
+                "(a=*foo*)",
+                "a",
+                Op::Substring(substrings("", &["foo"], "")),
+            ),
+            ("(a=x\\*y)", "a", Op::Equal("x*y".into())),
+        ]);
     }
 
     #[test]
     fn escapes() {
-        assert_eq!(
-            parse("(a=\\(x\\))").unwrap(),
-            leaf("a", Op::Equal("(x)".into()))
-        );
-        assert_eq!(
-            parse("(a=C:\\\\dir)").unwrap(),
-            leaf("a", Op::Equal("C:\\dir".into()))
-        );
-        assert_eq!(
-            parse("(a=\\28\\29)").unwrap(),
-            leaf("a", Op::Equal("()".into()))
-        );
-        assert_eq!(
-            parse("(a=\\c3\\a9)").unwrap(),
-            leaf("a", Op::Equal("é".into()))
-        );
-        assert_eq!(
-            parse("(a=b\\=c)").unwrap(),
-            leaf("a", Op::Equal("b=c".into()))
-        );
-        assert!(parse("(a=\\q)").is_err());
-        assert!(parse("(a=x\\)").is_err());
-        assert!(parse("(a=(x)").is_err());
+        assert_leaves(vec![
+            ("(a=\\(x\\))", "a", Op::Equal("(x)".into())),
+            ("(a=C:\\\\dir)", "a", Op::Equal("C:\\dir".into())),
+            ("(a=\\28\\29)", "a", Op::Equal("()".into())),
+            ("(a=\\c3\\a9)", "a", Op::Equal("é".into())),
+            ("(a=b\\=c)", "a", Op::Equal("b=c".into())),
+        ]);
+        assert_refused(&["(a=\\q)", "(a=x\\)", "(a=(x)"]);
     }
 
     #[test]
@@ -537,48 +512,41 @@ mod tests {
 
     #[test]
     fn extensible_matches() {
-        assert_eq!(
-            parse("(a:caseIgnoreMatch:=Foo)").unwrap(),
-            leaf("a", Op::CaseIgnore("Foo".into()))
-        );
-        assert_eq!(
-            parse("(a:2.5.13.2:=Foo)").unwrap(),
-            leaf("a", Op::CaseIgnore("Foo".into()))
-        );
-        assert_eq!(
-            parse("(a:dn:caseIgnoreMatch:=Foo)").unwrap(),
-            leaf("a", Op::CaseIgnore("Foo".into()))
-        );
-        let Filter::Leaf(Leaf {
-            op: Op::CaseIgnoreSubstrings(s),
-            ..
-        }) = parse("(a:caseIgnoreSubstringsMatch:=F*o)").unwrap()
-        else {
-            panic!()
-        };
-        assert_eq!((s.initial.as_str(), s.last.as_str()), ("F", "o"));
-        assert_eq!(
-            parse("(a:overlaps:=[1,5\\))").unwrap(),
-            leaf("a", Op::Overlaps("[1,5)".into()))
-        );
-        assert_eq!(
-            parse("(a:contains:=5)").unwrap(),
-            leaf("a", Op::Contains("5".into()))
-        );
-        assert_eq!(
-            parse("(a:within:=10.0.0.0/8)").unwrap(),
-            leaf("a", Op::Within("10.0.0.0/8".into()))
-        );
-        assert_eq!(
-            parse("(a:within:=[2012-01-01T00:00:00Z,2013-01-01T00:00:00Z\\))").unwrap(),
-            leaf(
+        assert_leaves(vec![
+            (
+                "(a:caseIgnoreMatch:=Foo)",
                 "a",
-                Op::Within("[2012-01-01T00:00:00Z,2013-01-01T00:00:00Z)".into())
-            )
-        );
-        assert!(parse("(a:bogus:=1)").is_err());
-        assert!(parse("(a:caseIgnoreMatch=1)").is_err());
-        assert!(parse("(:caseIgnoreMatch:=1)").is_err());
+                Op::CaseIgnore("Foo".into()),
+            ),
+            ("(a:2.5.13.2:=Foo)", "a", Op::CaseIgnore("Foo".into())),
+            (
+                "(a:dn:caseIgnoreMatch:=Foo)",
+                "a",
+                Op::CaseIgnore("Foo".into()),
+            ),
+            (
+                "(a:caseIgnoreSubstringsMatch:=F*o)",
+                "a",
+                Op::CaseIgnoreSubstrings(substrings("F", &[], "o")),
+            ),
+            ("(a:overlaps:=[1,5\\))", "a", Op::Overlaps("[1,5)".into())),
+            ("(a:contains:=5)", "a", Op::Contains("5".into())),
+            (
+                "(a:within:=10.0.0.0/8)",
+                "a",
+                Op::Within("10.0.0.0/8".into()),
+            ),
+            (
+                "(a:within:=[2012-01-01T00:00:00Z,2013-01-01T00:00:00Z\\))",
+                "a",
+                Op::Within("[2012-01-01T00:00:00Z,2013-01-01T00:00:00Z)".into()),
+            ),
+        ]);
+        assert_refused(&[
+            "(a:bogus:=1)",
+            "(a:caseIgnoreMatch=1)",
+            "(:caseIgnoreMatch:=1)",
+        ]);
     }
 
     #[test]
@@ -589,7 +557,7 @@ mod tests {
 
     #[test]
     fn malformed() {
-        for bad in [
+        assert_refused(&[
             "",
             "(",
             ")",
@@ -607,9 +575,7 @@ mod tests {
             "(a=1)(b=2)",
             "(!(a=1)",
             "(&(a=1)x)",
-        ] {
-            assert!(parse(bad).is_err(), "{bad:?} should not parse");
-        }
+        ]);
     }
 
     #[test]

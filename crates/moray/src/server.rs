@@ -13,6 +13,7 @@ use tracing::Instrument;
 use triton_proto::moray::v1 as pb;
 use triton_proto::moray::v1::moray_server::Moray;
 
+use crate::error::MorayError;
 use crate::feed::WATCH_CHANNEL;
 use crate::store::Store;
 
@@ -89,212 +90,130 @@ async fn stream_from<T: Send + 'static>(
     }
 }
 
-#[tonic::async_trait]
-impl Moray for MorayService {
-    async fn create_bucket(
-        &self,
-        request: Request<pb::CreateBucketRequest>,
-    ) -> Result<Response<pb::CreateBucketResponse>, Status> {
-        let req = request.into_inner();
-        let span = span("CreateBucket", req.options.as_ref(), &req.name);
-        self.store.create_bucket(req).instrument(span).await?;
-        Ok(Response::new(pb::CreateBucketResponse {}))
-    }
+/// The streamed answer of a call whose rows a task sends (FindObjects, Sql): `run` gets the
+/// sender; its error, before the first row, is the call's status, after it the stream's
+/// last item.
+async fn spawn_stream<T, F, Fut>(
+    span: tracing::Span,
+    run: F,
+) -> Result<Response<BoxStream<T>>, Status>
+where
+    T: Send + 'static,
+    F: FnOnce(mpsc::Sender<Result<T, Status>>) -> Fut,
+    Fut: Future<Output = Result<(), MorayError>> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(STREAM_CHANNEL);
+    let task = run(tx.clone());
+    tokio::spawn(
+        async move {
+            if let Err(e) = task.await {
+                let _ = tx.send(Err(e.into())).await;
+            }
+        }
+        .instrument(span),
+    );
+    stream_from(rx).await
+}
 
-    async fn get_bucket(
-        &self,
-        request: Request<pb::GetBucketRequest>,
-    ) -> Result<Response<pb::Bucket>, Status> {
-        let req = request.into_inner();
-        let span = span("GetBucket", req.options.as_ref(), &req.name);
-        Ok(Response::new(
-            self.store.get_bucket(req).instrument(span).await?,
-        ))
-    }
+/// A streamed answer that is all in memory already (ListBuckets, Snapshot).
+fn iter_stream<I>(items: I) -> Response<BoxStream<I::Item>>
+where
+    I: IntoIterator,
+    I::IntoIter: Send + 'static,
+    I::Item: Send + 'static,
+{
+    Response::new(Box::pin(tokio_stream::iter(items.into_iter().map(Ok))))
+}
 
-    async fn update_bucket(
-        &self,
-        request: Request<pb::UpdateBucketRequest>,
-    ) -> Result<Response<pb::UpdateBucketResponse>, Status> {
-        let req = request.into_inner();
-        let span = span("UpdateBucket", req.options.as_ref(), &req.name);
-        self.store.update_bucket(req).instrument(span).await?;
-        Ok(Response::new(pb::UpdateBucketResponse {}))
-    }
+/// `impl Moray for MorayService`: the RPCs that run a [`Store`] method of the same name
+/// from one line each, then the rest as written. Each decodes its request and runs the
+/// method in the request's span (named for the RPC, with the bucket `on` picks); how it
+/// answers:
+///
+/// - `unary`: with what the method returns;
+/// - `empty`: with the empty response (the method returns nothing);
+/// - `listed`: streams the items the method returns;
+/// - `spawned`: streams the rows the method sends from a task of its own.
+macro_rules! moray_service {
+    (
+        rpcs {$(
+            $how:ident $method:ident($req:ident) -> $answer:ty
+            as $rpc:literal on |$r:ident| $bucket:expr;
+        )*}
+        $($rest:tt)*
+    ) => {
+        #[tonic::async_trait]
+        impl Moray for MorayService {
+            $(
+                async fn $method(
+                    &self,
+                    request: Request<pb::$req>,
+                ) -> Result<Response<$answer>, Status> {
+                    let $r = request.into_inner();
+                    let span = span($rpc, $r.options.as_ref(), $bucket);
+                    moray_service!(@$how self, $method, $r, span)
+                }
+            )*
+            $($rest)*
+        }
+    };
+    (@unary $self:ident, $method:ident, $req:ident, $span:ident) => {
+        Ok(Response::new($self.store.$method($req).instrument($span).await?))
+    };
+    (@empty $self:ident, $method:ident, $req:ident, $span:ident) => {{
+        $self.store.$method($req).instrument($span).await?;
+        Ok(Response::new(Default::default()))
+    }};
+    (@listed $self:ident, $method:ident, $req:ident, $span:ident) => {
+        Ok(iter_stream($self.store.$method($req).instrument($span).await?))
+    };
+    (@spawned $self:ident, $method:ident, $req:ident, $span:ident) => {{
+        let store = $self.store.clone();
+        spawn_stream($span, |tx| async move { store.$method($req, &tx).await }).await
+    }};
+}
 
-    async fn delete_bucket(
-        &self,
-        request: Request<pb::DeleteBucketRequest>,
-    ) -> Result<Response<pb::DeleteBucketResponse>, Status> {
-        let req = request.into_inner();
-        let span = span("DeleteBucket", req.options.as_ref(), &req.name);
-        self.store.delete_bucket(req).instrument(span).await?;
-        Ok(Response::new(pb::DeleteBucketResponse {}))
+moray_service! {
+    rpcs {
+        empty create_bucket(CreateBucketRequest) -> pb::CreateBucketResponse
+            as "CreateBucket" on |req| &req.name;
+        unary get_bucket(GetBucketRequest) -> pb::Bucket as "GetBucket" on |req| &req.name;
+        empty update_bucket(UpdateBucketRequest) -> pb::UpdateBucketResponse
+            as "UpdateBucket" on |req| &req.name;
+        empty delete_bucket(DeleteBucketRequest) -> pb::DeleteBucketResponse
+            as "DeleteBucket" on |req| &req.name;
+        listed list_buckets(ListBucketsRequest) -> Self::ListBucketsStream
+            as "ListBuckets" on |req| "";
+        unary put_object(PutObjectRequest) -> pb::PutObjectResponse
+            as "PutObject" on |req| &req.bucket;
+        unary get_object(GetObjectRequest) -> pb::MorayObject
+            as "GetObject" on |req| &req.bucket;
+        unary get_objects(GetObjectsRequest) -> pb::GetObjectsResponse
+            as "GetObjects" on |req| req.keys.first().map_or("", |k| k.bucket.as_str());
+        unary put_objects(PutObjectsRequest) -> pb::PutObjectsResponse
+            as "PutObjects" on |req| req.requests.first().map_or("", |p| p.bucket.as_str());
+        empty delete_object(DeleteObjectRequest) -> pb::DeleteObjectResponse
+            as "DeleteObject" on |req| &req.bucket;
+        spawned find_objects(FindObjectsRequest) -> Self::FindObjectsStream
+            as "FindObjects" on |req| &req.bucket;
+        unary update_objects(UpdateObjectsRequest) -> pb::UpdateObjectsResponse
+            as "UpdateObjects" on |req| &req.bucket;
+        unary delete_many(DeleteManyRequest) -> pb::DeleteManyResponse
+            as "DeleteMany" on |req| &req.bucket;
+        unary reindex_objects(ReindexObjectsRequest) -> pb::ReindexObjectsResponse
+            as "ReindexObjects" on |req| &req.bucket;
+        unary batch(BatchRequest) -> pb::BatchResponse as "Batch" on |req| "";
+        spawned sql(SqlRequest) -> Self::SqlStream as "Sql" on |req| "";
+        empty ping(PingRequest) -> pb::PingResponse as "Ping" on |req| "";
+        listed snapshot(SnapshotRequest) -> Self::SnapshotStream
+            as "Snapshot" on |req| &req.bucket;
     }
 
     type ListBucketsStream = BoxStream<pb::Bucket>;
-
-    async fn list_buckets(
-        &self,
-        request: Request<pb::ListBucketsRequest>,
-    ) -> Result<Response<Self::ListBucketsStream>, Status> {
-        let req = request.into_inner();
-        let span = span("ListBuckets", req.options.as_ref(), "");
-        let buckets = self.store.list_buckets(req).instrument(span).await?;
-        Ok(Response::new(Box::pin(tokio_stream::iter(
-            buckets.into_iter().map(Ok),
-        ))))
-    }
-
-    async fn put_object(
-        &self,
-        request: Request<pb::PutObjectRequest>,
-    ) -> Result<Response<pb::PutObjectResponse>, Status> {
-        let req = request.into_inner();
-        let span = span("PutObject", req.options.as_ref(), &req.bucket);
-        Ok(Response::new(
-            self.store.put_object(req).instrument(span).await?,
-        ))
-    }
-
-    async fn get_object(
-        &self,
-        request: Request<pb::GetObjectRequest>,
-    ) -> Result<Response<pb::MorayObject>, Status> {
-        let req = request.into_inner();
-        let span = span("GetObject", req.options.as_ref(), &req.bucket);
-        Ok(Response::new(
-            self.store.get_object(req).instrument(span).await?,
-        ))
-    }
-
-    async fn get_objects(
-        &self,
-        request: Request<pb::GetObjectsRequest>,
-    ) -> Result<Response<pb::GetObjectsResponse>, Status> {
-        let req = request.into_inner();
-        let bucket = req.keys.first().map_or("", |k| k.bucket.as_str());
-        let span = span("GetObjects", req.options.as_ref(), bucket);
-        Ok(Response::new(
-            self.store.get_objects(req).instrument(span).await?,
-        ))
-    }
-
-    async fn put_objects(
-        &self,
-        request: Request<pb::PutObjectsRequest>,
-    ) -> Result<Response<pb::PutObjectsResponse>, Status> {
-        let req = request.into_inner();
-        let bucket = req.requests.first().map_or("", |p| p.bucket.as_str());
-        let span = span("PutObjects", req.options.as_ref(), bucket);
-        Ok(Response::new(
-            self.store.put_objects(req).instrument(span).await?,
-        ))
-    }
-
-    async fn delete_object(
-        &self,
-        request: Request<pb::DeleteObjectRequest>,
-    ) -> Result<Response<pb::DeleteObjectResponse>, Status> {
-        let req = request.into_inner();
-        let span = span("DeleteObject", req.options.as_ref(), &req.bucket);
-        self.store.delete_object(req).instrument(span).await?;
-        Ok(Response::new(pb::DeleteObjectResponse {}))
-    }
-
     type FindObjectsStream = BoxStream<pb::MorayObject>;
-
-    async fn find_objects(
-        &self,
-        request: Request<pb::FindObjectsRequest>,
-    ) -> Result<Response<Self::FindObjectsStream>, Status> {
-        let req = request.into_inner();
-        let span = span("FindObjects", req.options.as_ref(), &req.bucket);
-        let (tx, rx) = mpsc::channel(STREAM_CHANNEL);
-        let store = self.store.clone();
-        tokio::spawn(
-            async move {
-                if let Err(e) = store.find(req, &tx).await {
-                    let _ = tx.send(Err(e.into())).await;
-                }
-            }
-            .instrument(span),
-        );
-        stream_from(rx).await
-    }
-
-    async fn update_objects(
-        &self,
-        request: Request<pb::UpdateObjectsRequest>,
-    ) -> Result<Response<pb::UpdateObjectsResponse>, Status> {
-        let req = request.into_inner();
-        let span = span("UpdateObjects", req.options.as_ref(), &req.bucket);
-        Ok(Response::new(
-            self.store.update_objects(req).instrument(span).await?,
-        ))
-    }
-
-    async fn delete_many(
-        &self,
-        request: Request<pb::DeleteManyRequest>,
-    ) -> Result<Response<pb::DeleteManyResponse>, Status> {
-        let req = request.into_inner();
-        let span = span("DeleteMany", req.options.as_ref(), &req.bucket);
-        Ok(Response::new(
-            self.store.delete_many(req).instrument(span).await?,
-        ))
-    }
-
-    async fn reindex_objects(
-        &self,
-        request: Request<pb::ReindexObjectsRequest>,
-    ) -> Result<Response<pb::ReindexObjectsResponse>, Status> {
-        let req = request.into_inner();
-        let span = span("ReindexObjects", req.options.as_ref(), &req.bucket);
-        Ok(Response::new(
-            self.store.reindex_objects(req).instrument(span).await?,
-        ))
-    }
-
-    async fn batch(
-        &self,
-        request: Request<pb::BatchRequest>,
-    ) -> Result<Response<pb::BatchResponse>, Status> {
-        let req = request.into_inner();
-        let span = span("Batch", req.options.as_ref(), "");
-        Ok(Response::new(self.store.batch(req).instrument(span).await?))
-    }
-
     type SqlStream = BoxStream<pb::SqlRow>;
-
-    async fn sql(
-        &self,
-        request: Request<pb::SqlRequest>,
-    ) -> Result<Response<Self::SqlStream>, Status> {
-        let req = request.into_inner();
-        let span = span("Sql", req.options.as_ref(), "");
-        let (tx, rx) = mpsc::channel(STREAM_CHANNEL);
-        let store = self.store.clone();
-        tokio::spawn(
-            async move {
-                if let Err(e) = store.sql(req, &tx).await {
-                    let _ = tx.send(Err(e.into())).await;
-                }
-            }
-            .instrument(span),
-        );
-        stream_from(rx).await
-    }
-
-    async fn ping(
-        &self,
-        request: Request<pb::PingRequest>,
-    ) -> Result<Response<pb::PingResponse>, Status> {
-        let req = request.into_inner();
-        let span = span("Ping", req.options.as_ref(), "");
-        self.store.ping(req).instrument(span).await?;
-        Ok(Response::new(pb::PingResponse {}))
-    }
+    type SnapshotStream = BoxStream<pb::SnapshotPage>;
+    type WatchStream = BoxStream<pb::ChangeEvent>;
 
     async fn version(
         &self,
@@ -305,8 +224,6 @@ impl Moray for MorayService {
             server: format!("triton-rs moray {}", env!("CARGO_PKG_VERSION")),
         }))
     }
-
-    type WatchStream = BoxStream<pb::ChangeEvent>;
 
     async fn watch(
         &self,
@@ -328,20 +245,6 @@ impl Moray for MorayService {
                 .instrument(span),
         );
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
-
-    type SnapshotStream = BoxStream<pb::SnapshotPage>;
-
-    async fn snapshot(
-        &self,
-        request: Request<pb::SnapshotRequest>,
-    ) -> Result<Response<Self::SnapshotStream>, Status> {
-        let req = request.into_inner();
-        let span = span("Snapshot", req.options.as_ref(), &req.bucket);
-        let snapshot = self.store.snapshot(req).instrument(span).await?;
-        Ok(Response::new(Box::pin(tokio_stream::iter(
-            snapshot.into_pages().into_iter().map(Ok),
-        ))))
     }
 }
 

@@ -101,6 +101,33 @@ impl Store {
         self.load_bucket(conn, name).await
     }
 
+    /// The bucket's config for try `attempt` of a statement retried on a stale schema
+    /// ([`Store::schema_changed`]): the cached one first, then the one read now.
+    pub async fn bucket_for_try(
+        &self,
+        conn: &mut PooledConn,
+        name: &str,
+        attempt: usize,
+    ) -> Result<Arc<Bucket>, MorayError> {
+        if attempt == 0 {
+            self.bucket(conn, name).await
+        } else {
+            self.load_bucket(conn, name).await
+        }
+    }
+
+    /// Whether `e` says a statement on bucket `name` was planned on a schema that changed
+    /// under it; if so the cached config and the connection's prepared statements are
+    /// dropped, so that the next try starts afresh.
+    pub fn schema_changed(&self, e: &MorayError, conn: &mut PooledConn, name: &str) -> bool {
+        let stale = is_stale_schema(e);
+        if stale {
+            self.cache.invalidate(name);
+            conn.forget_statements();
+        }
+        stale
+    }
+
     /// The bucket's config read now (and cached).
     pub async fn load_bucket(
         &self,

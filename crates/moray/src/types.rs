@@ -386,24 +386,12 @@ fn parse_iso8601(text: &str) -> Option<String> {
         .strip_prefix("+00")
         .or_else(|| date.strip_prefix("-00").filter(|_| false))
         .unwrap_or(date);
-    let mut dp = date.split('-');
-    let year: u32 = digits(dp.next()?, 1, 6)?;
-    let month: u32 = digits(dp.next()?, 1, 2)?;
-    let day: u32 = digits(dp.next()?, 1, 2)?;
-    if dp.next().is_some() {
-        return None;
-    }
+    let [year, month, day] = three_numbers(date, '-', 6)?;
     let (hms, frac) = match time.split_once('.') {
         Some((hms, frac)) => (hms, Some(frac)),
         None => (time, None),
     };
-    let mut tp = hms.split(':');
-    let hour: u32 = digits(tp.next()?, 1, 2)?;
-    let minute: u32 = digits(tp.next()?, 1, 2)?;
-    let second: u32 = digits(tp.next()?, 1, 2)?;
-    if tp.next().is_some() {
-        return None;
-    }
+    let [hour, minute, second] = three_numbers(hms, ':', 2)?;
     let millis = match frac {
         Some(f) => {
             if f.is_empty() || !f.bytes().all(|c| c.is_ascii_digit()) {
@@ -426,6 +414,17 @@ fn parse_iso8601(text: &str) -> Option<String> {
     Some(format!(
         "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{millis:03}Z"
     ))
+}
+
+/// Exactly three `sep`-separated numbers (`2012-01-02`, `03:04:05`): the first of 1 to
+/// `first_max` digits, the others of 1 or 2.
+fn three_numbers(text: &str, sep: char, first_max: usize) -> Option<[u32; 3]> {
+    let mut parts = text.split(sep);
+    let mut numbers = [0; 3];
+    for (i, n) in numbers.iter_mut().enumerate() {
+        *n = digits(parts.next()?, 1, if i == 0 { first_max } else { 2 })?;
+    }
+    parts.next().is_none().then_some(numbers)
 }
 
 fn digits(s: &str, min: usize, max: usize) -> Option<u32> {

@@ -24,38 +24,13 @@ async fn version_and_ping() {
         .into_inner();
     assert_eq!(v.version, 2);
     assert!(!v.server.is_empty());
-    m.client
-        .ping(pb::PingRequest {
-            deep: false,
-            options: None,
-        })
-        .await
-        .unwrap();
-    m.client
-        .ping(pb::PingRequest {
-            deep: true,
-            options: None,
-        })
-        .await
-        .unwrap();
+    m.client.ping(common::ping_request(false)).await.unwrap();
+    m.client.ping(common::ping_request(true)).await.unwrap();
     // A deep ping fails when PostgreSQL is gone; a shallow one does not.
     m.pg.stop();
-    let status = m
-        .client
-        .ping(pb::PingRequest {
-            deep: true,
-            options: None,
-        })
-        .await
-        .unwrap_err();
+    let status = m.client.ping(common::ping_request(true)).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
-    m.client
-        .ping(pb::PingRequest {
-            deep: false,
-            options: None,
-        })
-        .await
-        .unwrap();
+    m.client.ping(common::ping_request(false)).await.unwrap();
 }
 
 #[tokio::test]
@@ -152,13 +127,7 @@ async fn a_request_over_its_timeout_is_cancelled() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // And the server keeps serving.
-    m.client
-        .ping(pb::PingRequest {
-            deep: true,
-            options: None,
-        })
-        .await
-        .unwrap();
+    m.client.ping(common::ping_request(true)).await.unwrap();
 }
 
 async fn wait_for_deep_ping(
@@ -166,12 +135,7 @@ async fn wait_for_deep_ping(
 ) {
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
-        let r = client
-            .ping(pb::PingRequest {
-                deep: true,
-                options: None,
-            })
-            .await;
+        let r = client.ping(common::ping_request(true)).await;
         if r.is_ok() {
             return;
         }
@@ -204,13 +168,7 @@ async fn follows_the_primary_url() {
 
     // No primary: requests fail fast with a retryable error.
     let started = std::time::Instant::now();
-    let status = client
-        .ping(pb::PingRequest {
-            deep: true,
-            options: None,
-        })
-        .await
-        .unwrap_err();
+    let status = client.ping(common::ping_request(true)).await.unwrap_err();
     assert_eq!(common::name(&status), "NoDatabasePeersError");
     assert_eq!(status.code(), tonic::Code::Unavailable);
     assert!(started.elapsed() < Duration::from_secs(2));
@@ -262,13 +220,7 @@ async fn follows_the_primary_url() {
 
     // The primary goes away again.
     tx.send(None).unwrap();
-    let status = client
-        .ping(pb::PingRequest {
-            deep: true,
-            options: None,
-        })
-        .await
-        .unwrap_err();
+    let status = client.ping(common::ping_request(true)).await.unwrap_err();
     assert_eq!(common::name(&status), "NoDatabasePeersError");
     shutdown.cancel();
     running.task.await.unwrap().unwrap();
@@ -280,8 +232,8 @@ async fn follows_the_primary_url() {
 #[tokio::test]
 async fn read_only_primary_and_terminated_sessions() {
     let mut m = start().await;
-    m.create_bucket("b", &[("n", "number")], 0).await.unwrap();
-    m.put("b", "k1", json!({"n": 1})).await.unwrap();
+    m.bucket("b", &[("n", "number")]).await;
+    m.put_ok("b", "k1", json!({"n": 1})).await;
     let (db, conn) = tokio_postgres::connect(&m.url, tokio_postgres::NoTls)
         .await
         .unwrap();

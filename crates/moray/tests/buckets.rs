@@ -23,7 +23,7 @@ async fn create_get_list_delete() {
     )
     .await
     .unwrap();
-    m.create_bucket("cnapi_servers", &[], 0).await.unwrap();
+    m.bucket("cnapi_servers", &[]).await;
     expect_err(
         m.create_bucket("vmapi_vms", &[], 0).await,
         "BucketConflictError",
@@ -33,15 +33,7 @@ async fn create_get_list_delete() {
     assert_eq!(common::name(&status), "BucketConflictError");
     assert_eq!(status.code(), tonic::Code::AlreadyExists);
 
-    let b = m
-        .client
-        .get_bucket(pb::GetBucketRequest {
-            name: "vmapi_vms".into(),
-            options: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let b = m.get_bucket("vmapi_vms").await.unwrap();
     assert_eq!(b.name, "vmapi_vms");
     assert_eq!(b.index["ram"].r#type, "number");
     assert!(b.index["alias"].unique);
@@ -66,7 +58,7 @@ async fn create_get_list_delete() {
     }
     assert_eq!(names, vec!["cnapi_servers", "vmapi_vms"]);
 
-    m.put("vmapi_vms", "k", json!({"ram": 1})).await.unwrap();
+    m.put_ok("vmapi_vms", "k", json!({"ram": 1})).await;
     m.client
         .delete_bucket(pb::DeleteBucketRequest {
             name: "vmapi_vms".into(),
@@ -76,10 +68,7 @@ async fn create_get_list_delete() {
         .unwrap();
     expect_err(
         m.client
-            .get_bucket(pb::GetBucketRequest {
-                name: "vmapi_vms".into(),
-                options: None,
-            })
+            .get_bucket(common::get_bucket_request("vmapi_vms"))
             .await,
         "BucketNotFoundError",
     );
@@ -94,13 +83,9 @@ async fn create_get_list_delete() {
         "BucketNotFoundError",
     );
     // Recreated with another schema, it starts empty and serves the new schema.
-    m.create_bucket("vmapi_vms", &[("ram", "string")], 0)
-        .await
-        .unwrap();
+    m.bucket("vmapi_vms", &[("ram", "string")]).await;
     expect_err(m.get("vmapi_vms", "k").await, "ObjectNotFoundError");
-    m.put("vmapi_vms", "k", json!({"ram": "big"}))
-        .await
-        .unwrap();
+    m.put_ok("vmapi_vms", "k", json!({"ram": "big"})).await;
     assert_eq!(m.keys("vmapi_vms", "(ram=big)").await, vec!["k"]);
 }
 
@@ -150,12 +135,7 @@ async fn name_rules() {
     );
     // None of these left a bucket behind.
     expect_err(
-        m.client
-            .get_bucket(pb::GetBucketRequest {
-                name: "b".into(),
-                options: None,
-            })
-            .await,
+        m.client.get_bucket(common::get_bucket_request("b")).await,
         "BucketNotFoundError",
     );
     m.create_bucket(
@@ -189,18 +169,10 @@ async fn version_gate() {
         .await
         .unwrap();
     // An unversioned bucket is always replaced.
-    m.create_bucket("u", &[("a", "string")], 0).await.unwrap();
+    m.bucket("u", &[("a", "string")]).await;
     m.update_bucket("u", &[("b", "number")], 0).await.unwrap();
     m.update_bucket("u", &[("c", "number")], 0).await.unwrap();
-    let b = m
-        .client
-        .get_bucket(pb::GetBucketRequest {
-            name: "u".into(),
-            options: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let b = m.get_bucket("u").await.unwrap();
     assert_eq!(b.index.keys().collect::<Vec<_>>(), vec!["c"]);
     expect_err(m.update_bucket("nope", &[], 1).await, "BucketNotFoundError");
 }
@@ -209,48 +181,31 @@ async fn version_gate() {
 async fn adding_an_index_reindexes_then_serves_filters() {
     let mut m = start().await;
     m.create_bucket("r", &[("a", "string")], 1).await.unwrap();
-    for i in 0..25 {
-        m.put(
-            "r",
-            &format!("k{i:02}"),
-            json!({"a": "x", "size": i, "tags": ["t"]}),
-        )
-        .await
-        .unwrap();
-    }
+    m.put_all(
+        "r",
+        (0..25).map(|i| {
+            (
+                format!("k{i:02}"),
+                json!({"a": "x", "size": i, "tags": ["t"]}),
+            )
+        }),
+    )
+    .await;
     m.update_bucket("r", &[("a", "string"), ("size", "number")], 2)
         .await
         .unwrap();
-    let b = m
-        .client
-        .get_bucket(pb::GetBucketRequest {
-            name: "r".into(),
-            options: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let b = m.get_bucket("r").await.unwrap();
     assert_eq!(b.reindex_active[&2].fields, vec!["size"]);
     // While reindexing, the field is not usable as an index, and reads keep the value.
     assert_eq!(m.get_value("r", "k03").await["size"], json!(3));
     expect_err(
-        m.find_with(
-            "r",
-            "(size>=20)",
-            pb::FindOptions {
-                require_indexes: true,
-                ..Default::default()
-            },
-        )
-        .await,
+        m.find_with("r", "(size>=20)", common::indexed_only()).await,
         "NotIndexedError",
     );
     // ... but an AND with an indexed field still finds it, checked in-process.
     assert_eq!(m.keys("r", "(&(a=x)(size>=23))").await, vec!["k23", "k24"]);
     // Writes during reindexing are indexed at the new version.
-    m.put("r", "new", json!({"a": "y", "size": 99}))
-        .await
-        .unwrap();
+    m.put_ok("r", "new", json!({"a": "y", "size": 99})).await;
 
     let mut rounds = 0;
     loop {
@@ -276,25 +231,10 @@ async fn adding_an_index_reindexes_then_serves_filters() {
         rounds, 4,
         "25 stale rows in batches of 10, then one empty round"
     );
-    let b = m
-        .client
-        .get_bucket(pb::GetBucketRequest {
-            name: "r".into(),
-            options: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let b = m.get_bucket("r").await.unwrap();
     assert!(b.reindex_active.is_empty());
     let got = m
-        .find_with(
-            "r",
-            "(size>=20)",
-            pb::FindOptions {
-                require_indexes: true,
-                ..Default::default()
-            },
-        )
+        .find_with("r", "(size>=20)", common::indexed_only())
         .await
         .unwrap();
     let mut keys: Vec<String> = got.into_iter().map(|o| o.key).collect();
@@ -324,18 +264,10 @@ async fn removing_an_index_drops_its_column() {
     m.create_bucket("d", &[("a", "string"), ("b", "string")], 1)
         .await
         .unwrap();
-    m.put("d", "k", json!({"a": "1", "b": "2"})).await.unwrap();
+    m.put_ok("d", "k", json!({"a": "1", "b": "2"})).await;
     m.update_bucket("d", &[("a", "string")], 2).await.unwrap();
     expect_err(
-        m.find_with(
-            "d",
-            "(b=2)",
-            pb::FindOptions {
-                require_indexes: true,
-                ..Default::default()
-            },
-        )
-        .await,
+        m.find_with("d", "(b=2)", common::indexed_only()).await,
         "NotIndexedError",
     );
     // The value keeps the field; it is simply not indexed any more.
@@ -353,9 +285,7 @@ async fn another_morays_bucket_change_is_seen_by_puts() {
     m.create_bucket("shared", &[("a", "string")], 1)
         .await
         .unwrap();
-    m.put("shared", "k1", json!({"a": "x", "b": "y"}))
-        .await
-        .unwrap();
+    m.put_ok("shared", "k1", json!({"a": "x", "b": "y"})).await;
     // A second Moray on the same database changes the bucket; this one has it cached.
     let other_shutdown = tokio_util::sync::CancellationToken::new();
     let other = moray::start(
@@ -385,9 +315,7 @@ async fn another_morays_bucket_change_is_seen_by_puts() {
         .await
         .unwrap();
     // This Moray's put must write the new column although its cache is stale.
-    m.put("shared", "k2", json!({"a": "x", "b": "z"}))
-        .await
-        .unwrap();
+    m.put_ok("shared", "k2", json!({"a": "x", "b": "z"})).await;
     let rows = m
         .sql("SELECT b FROM shared WHERE _key = 'k2'", json!([]))
         .await

@@ -40,12 +40,12 @@ async fn next(stream: &mut Streaming<pb::ChangeEvent>) -> pb::ChangeEvent {
 #[tokio::test]
 async fn puts_and_deletes_arrive_in_order() {
     let mut m = start().await;
-    m.create_bucket("w", &[("n", "number")], 0).await.unwrap();
-    m.create_bucket("other", &[], 0).await.unwrap();
+    m.bucket("w", &[("n", "number")]).await;
+    m.bucket("other", &[]).await;
     let mut stream = watch(&mut m, "w", 0).await.unwrap();
-    let e1 = m.put("w", "a", json!({"n": 1})).await.unwrap();
-    m.put("other", "x", json!({})).await.unwrap();
-    m.put("w", "b", json!({"n": 2})).await.unwrap();
+    let e1 = m.put_ok("w", "a", json!({"n": 1})).await;
+    m.put_ok("other", "x", json!({})).await;
+    m.put_ok("w", "b", json!({"n": 2})).await;
     m.delete("w", "a", None).await.unwrap();
     let upd = m
         .client
@@ -113,7 +113,7 @@ async fn puts_and_deletes_arrive_in_order() {
     m.put_raw("w", "c", "{}", Some(Some("00000000")))
         .await
         .unwrap_err();
-    m.put("w", "d", json!({})).await.unwrap();
+    m.put_ok("w", "d", json!({})).await;
     assert_eq!(next(&mut again).await.key, "d");
 }
 
@@ -123,46 +123,9 @@ async fn puts_and_deletes_arrive_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_resuming_consumer_misses_nothing_under_concurrent_writes() {
     let mut m = start().await;
-    m.create_bucket("w", &[], 0).await.unwrap();
-    const WRITERS: usize = 4;
-    const WRITES: usize = 60;
-    let mut writers = Vec::new();
-    for w in 0..WRITERS {
-        let mut client = common::connect(m.addr).await;
-        writers.push(tokio::spawn(async move {
-            let mut acked = Vec::new();
-            for i in 0..WRITES {
-                // Each writer cycles over 5 keys of its own: puts, some deletes.
-                let key = format!("w{w}-k{}", i % 5);
-                if i % 7 == 6 {
-                    let r = client
-                        .delete_object(pb::DeleteObjectRequest {
-                            bucket: "w".into(),
-                            key: key.clone(),
-                            etag: None,
-                            options: None,
-                        })
-                        .await;
-                    if r.is_ok() {
-                        acked.push((key, Op::Delete, i));
-                    }
-                } else {
-                    client
-                        .put_object(pb::PutObjectRequest {
-                            bucket: "w".into(),
-                            key: key.clone(),
-                            value: json!({"i": i}).to_string(),
-                            etag: None,
-                            options: None,
-                        })
-                        .await
-                        .unwrap();
-                    acked.push((key, Op::Put, i));
-                }
-            }
-            acked
-        }));
-    }
+    m.bucket("w", &[]).await;
+    // Four writers of 60 changes each, over 5 keys of their own: puts, some deletes.
+    let writers = common::spawn_writers(&m, "w", 4, 60).await;
 
     let expected_total = async {
         let mut all = Vec::new();
@@ -234,7 +197,7 @@ async fn since_beyond_what_is_kept_needs_a_resync() {
         c.change_trim_interval_secs = 1;
     })
     .await;
-    m.create_bucket("w", &[], 0).await.unwrap();
+    m.bucket("w", &[]).await;
     expect_err(watch(&mut m, "nope", 0).await, "BucketNotFoundError");
     let status = watch(&mut m, "w", 1000).await.unwrap_err();
     assert_eq!(
@@ -243,9 +206,8 @@ async fn since_beyond_what_is_kept_needs_a_resync() {
         "since ahead of the feed"
     );
     let mut stream = watch(&mut m, "w", 0).await.unwrap();
-    for i in 0..3 {
-        m.put("w", &format!("k{i}"), json!({})).await.unwrap();
-    }
+    m.put_all("w", (0..3).map(|i| (format!("k{i}"), json!({}))))
+        .await;
     let mut last = 0;
     for _ in 0..3 {
         last = next(&mut stream).await.seq;
@@ -273,7 +235,7 @@ async fn since_beyond_what_is_kept_needs_a_resync() {
     assert!(status.message().contains("resync"), "{status:?}");
     // From the end, or from 0 (the oldest kept), a consumer follows on.
     let mut stream = watch(&mut m, "w", last).await.unwrap();
-    m.put("w", "after", json!({})).await.unwrap();
+    m.put_ok("w", "after", json!({})).await;
     let e = next(&mut stream).await;
     assert_eq!(e.key, "after");
     assert!(e.seq > last);
@@ -285,7 +247,7 @@ async fn since_beyond_what_is_kept_needs_a_resync() {
 #[tokio::test]
 async fn a_write_committing_late_is_not_skipped() {
     let mut m = start().await;
-    m.create_bucket("w", &[], 0).await.unwrap();
+    m.bucket("w", &[]).await;
     let (db, conn) = tokio_postgres::connect(&m.url, tokio_postgres::NoTls)
         .await
         .unwrap();
@@ -297,7 +259,7 @@ async fn a_write_committing_late_is_not_skipped() {
     .await
     .unwrap();
     let mut stream = watch(&mut m, "w", 0).await.unwrap();
-    m.put("w", "fast", json!({})).await.unwrap();
+    m.put_ok("w", "fast", json!({})).await;
     let fast = next(&mut stream).await;
     assert_eq!(fast.key, "fast");
     drop(stream);

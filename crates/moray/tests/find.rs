@@ -70,7 +70,7 @@ async fn fixture() -> TestMoray {
         ("d", json!({"free": "z"})),
     ];
     for (k, v) in rows {
-        m.put("t", k, v).await.unwrap();
+        m.put_ok("t", k, v).await;
     }
     m
 }
@@ -174,16 +174,16 @@ async fn extensible_matches() {
         assert_eq!(m.keys("t", filter).await, *want, "{filter}");
     }
     // Operators a type does not support, and those on unindexed fields.
-    expect_err(
-        m.find("t", "(name:within:=[1,2\\))").await,
-        "InvalidQueryError",
-    );
-    expect_err(
-        m.find("t", "(nr:within:=[1,2\\))").await,
-        "InvalidQueryError",
-    );
-    expect_err(m.find("t", "(free:contains:=1)").await, "NotIndexedError");
-    expect_err(m.find("t", "(n:bogusMatch:=1)").await, "InvalidQueryError");
+    m.assert_refused(
+        "t",
+        &[
+            ("(name:within:=[1,2\\))", "InvalidQueryError"),
+            ("(nr:within:=[1,2\\))", "InvalidQueryError"),
+            ("(free:contains:=1)", "NotIndexedError"),
+            ("(n:bogusMatch:=1)", "InvalidQueryError"),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -210,21 +210,22 @@ async fn bad_filters_are_refused_with_the_rule_broken() {
         );
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
     }
-    // A filter on an unindexed field alone cannot run.
-    expect_err(m.find("t", "(free=x1)").await, "InvalidQueryError");
-    // ... in an OR, nor in an AND without any indexed part.
-    expect_err(
-        m.find("t", "(|(name=beta)(free=x1))").await,
-        "NotIndexedError",
-    );
-    expect_err(
-        m.find("t", "(&(free=x1)(count=5))").await,
-        "NotIndexedError",
-    );
-    // Substrings on arrays are not indexed; on numbers they are invalid.
-    expect_err(m.find("t", "(tags=r*)").await, "NotIndexedError");
-    expect_err(m.find("t", "(n=1*)").await, "InvalidQueryError");
-    expect_err(m.find("nope", "(n=1)").await, "BucketNotFoundError");
+    m.assert_refused(
+        "t",
+        &[
+            // A filter on an unindexed field alone cannot run.
+            ("(free=x1)", "InvalidQueryError"),
+            // ... in an OR, nor in an AND without any indexed part.
+            ("(|(name=beta)(free=x1))", "NotIndexedError"),
+            ("(&(free=x1)(count=5))", "NotIndexedError"),
+            // Substrings on arrays are not indexed; on numbers they are invalid.
+            ("(tags=r*)", "NotIndexedError"),
+            ("(n=1*)", "InvalidQueryError"),
+        ],
+    )
+    .await;
+    m.assert_refused("nope", &[("(n=1)", "BucketNotFoundError")])
+        .await;
 }
 
 #[tokio::test]
@@ -240,14 +241,7 @@ async fn unindexed_fields_are_checked_in_process() {
     );
     // requireIndexes refuses them, naming the fields.
     let r = m
-        .find_with(
-            "t",
-            "(&(n>=1)(free=x1))",
-            pb::FindOptions {
-                require_indexes: true,
-                ..Default::default()
-            },
-        )
+        .find_with("t", "(&(n>=1)(free=x1))", common::indexed_only())
         .await;
     let msg = expect_err(r, "NotIndexedError");
     assert!(msg.contains("free"), "{msg}");
@@ -256,18 +250,17 @@ async fn unindexed_fields_are_checked_in_process() {
 #[tokio::test]
 async fn sort_limit_offset_and_count() {
     let mut m = start().await;
-    m.create_bucket("s", &[("n", "number"), ("g", "string")], 0)
-        .await
-        .unwrap();
-    for i in 0..30 {
-        m.put(
-            "s",
-            &format!("k{i:02}"),
-            json!({"n": i, "g": if i % 2 == 0 { "even" } else { "odd" }}),
-        )
-        .await
-        .unwrap();
-    }
+    m.bucket("s", &[("n", "number"), ("g", "string")]).await;
+    m.put_all(
+        "s",
+        (0..30).map(|i| {
+            (
+                format!("k{i:02}"),
+                json!({"n": i, "g": if i % 2 == 0 { "even" } else { "odd" }}),
+            )
+        }),
+    )
+    .await;
     let opts = |limit: Option<u64>, offset: u64, sort: &[(&str, &str)]| pb::FindOptions {
         limit,
         offset,
@@ -339,9 +332,7 @@ async fn sort_limit_offset_and_count() {
 #[tokio::test]
 async fn default_limit_is_1000_and_no_limit_lifts_it() {
     let mut m = start().await;
-    m.create_bucket("many", &[("n", "number")], 0)
-        .await
-        .unwrap();
+    m.bucket("many", &[("n", "number")]).await;
     m.sql(
         "INSERT INTO many (_key, _value, _etag, _mtime, n) SELECT 'k' || i, '{}', 'E', 0, i FROM generate_series(1, 1005) i",
         json!([]),

@@ -6,18 +6,16 @@
 
 mod common;
 
-use common::{expect_err, start, start_with};
+use common::{expect_err, put_item, start, start_with};
 use serde_json::{Value, json};
 use triton_proto::moray::v1 as pb;
 
 #[tokio::test]
 async fn put_get_delete_round_trip_with_envelope() {
     let mut m = start().await;
-    m.create_bucket("vms", &[("owner", "string")], 0)
-        .await
-        .unwrap();
+    m.bucket("vms", &[("owner", "string")]).await;
     let value = json!({"owner": "alice", "ram": 1024, "nested": {"a": [1, 2]}});
-    let etag = m.put("vms", "vm1", value.clone()).await.unwrap();
+    let etag = m.put_ok("vms", "vm1", value.clone()).await;
     assert_eq!(etag.len(), 8);
     assert_eq!(etag, format!("{:08X}", crc32fast_hash(&value.to_string())));
 
@@ -39,16 +37,14 @@ async fn put_get_delete_round_trip_with_envelope() {
     assert_eq!(serde_json::from_str::<Value>(&o.value).unwrap(), value);
 
     // An update keeps _id and changes etag; delete then put gives a new _id.
-    let etag2 = m.put("vms", "vm1", json!({"owner": "bob"})).await.unwrap();
+    let etag2 = m.put_ok("vms", "vm1", json!({"owner": "bob"})).await;
     assert_ne!(etag2, etag);
     let o2 = m.get("vms", "vm1").await.unwrap();
     assert_eq!(o2.id, o.id);
     m.delete("vms", "vm1", None).await.unwrap();
     expect_err(m.get("vms", "vm1").await, "ObjectNotFoundError");
     expect_err(m.delete("vms", "vm1", None).await, "ObjectNotFoundError");
-    m.put("vms", "vm1", json!({"owner": "carol"}))
-        .await
-        .unwrap();
+    m.put_ok("vms", "vm1", json!({"owner": "carol"})).await;
     assert!(m.get("vms", "vm1").await.unwrap().id > o.id);
 
     expect_err(m.get("nope", "x").await, "BucketNotFoundError");
@@ -74,7 +70,7 @@ fn crc32fast_hash(s: &str) -> u32 {
 #[tokio::test]
 async fn etag_conditions() {
     let mut m = start().await;
-    m.create_bucket("b", &[], 0).await.unwrap();
+    m.bucket("b", &[]).await;
     // etag null: must not exist.
     let e1 = m.put_raw("b", "k", "{\"v\":1}", Some(None)).await.unwrap();
     let msg = expect_err(
@@ -121,12 +117,8 @@ async fn etag_conditions() {
 #[tokio::test]
 async fn unique_indexes_name_the_attribute_and_value() {
     let mut m = start().await;
-    m.create_bucket("users", &[("email", "string!")], 0)
-        .await
-        .unwrap();
-    m.put("users", "a", json!({"email": "x@y.z"}))
-        .await
-        .unwrap();
+    m.bucket("users", &[("email", "string!")]).await;
+    m.put_ok("users", "a", json!({"email": "x@y.z"})).await;
     let status = m
         .put("users", "b", json!({"email": "x@y.z"}))
         .await
@@ -139,17 +131,14 @@ async fn unique_indexes_name_the_attribute_and_value() {
     );
     expect_err(m.get("users", "b").await, "ObjectNotFoundError");
     // Re-putting the holder of the value is fine.
-    m.put("users", "a", json!({"email": "x@y.z", "n": 1}))
-        .await
-        .unwrap();
+    m.put_ok("users", "a", json!({"email": "x@y.z", "n": 1}))
+        .await;
 }
 
 #[tokio::test]
 async fn values_are_checked() {
     let mut m = start_with(|c| c.max_value_bytes = 1000).await;
-    m.create_bucket("b", &[("n", "number"), ("ok", "boolean")], 0)
-        .await
-        .unwrap();
+    m.bucket("b", &[("n", "number"), ("ok", "boolean")]).await;
     let msg = expect_err(
         m.put_raw("b", "k", "{not json", None).await,
         "InvalidArgumentError",
@@ -202,7 +191,7 @@ async fn every_index_type_is_stored_and_merged_back() {
         ("macs", "[mac]"),
         ("nets", "[subnet]"),
     ];
-    m.create_bucket("t", &defs, 0).await.unwrap();
+    m.bucket("t", &defs).await;
     let value = json!({
         "s": "hello", "n": 42.5, "b": "TRUE", "d": "2012-01-02T03:04:05Z",
         "u": "4a8e1d8b-34a5-4b5a-9f6a-000000000001", "ip": "::ffff:10.0.0.1",
@@ -213,7 +202,7 @@ async fn every_index_type_is_stored_and_merged_back() {
         "macs": ["00:00:00:00:00:01"], "nets": ["192.168.0.0/16"],
         "other": {"kept": true}
     });
-    m.put("t", "k", value).await.unwrap();
+    m.put_ok("t", "k", value).await;
     let got = m.get_value("t", "k").await;
     assert_eq!(
         got,
@@ -266,9 +255,8 @@ async fn every_index_type_is_stored_and_merged_back() {
     }
     // Triton quirks: an unparseable number is NULL (the field disappears on read), an
     // array under a scalar string index is stored joined and left alone in the value.
-    m.put("t", "q", json!({"n": "abc", "s": ["x", "y"]}))
-        .await
-        .unwrap();
+    m.put_ok("t", "q", json!({"n": "abc", "s": ["x", "y"]}))
+        .await;
     assert_eq!(m.get_value("t", "q").await, json!({"s": ["x", "y"]}));
     assert_eq!(m.keys("t", "(s=x,y)").await, vec!["q"]);
 }
@@ -276,18 +264,18 @@ async fn every_index_type_is_stored_and_merged_back() {
 #[tokio::test]
 async fn update_objects_and_delete_many() {
     let mut m = start().await;
-    m.create_bucket("vms", &[("state", "string"), ("ram", "number")], 0)
-        .await
-        .unwrap();
-    for i in 0..5 {
-        m.put(
-            "vms",
-            &format!("vm{i}"),
-            json!({"state": "running", "ram": i * 100, "x": i}),
-        )
-        .await
-        .unwrap();
-    }
+    m.bucket("vms", &[("state", "string"), ("ram", "number")])
+        .await;
+    m.put_all(
+        "vms",
+        (0..5).map(|i| {
+            (
+                format!("vm{i}"),
+                json!({"state": "running", "ram": i * 100, "x": i}),
+            )
+        }),
+    )
+    .await;
     let r = m
         .client
         .update_objects(pb::UpdateObjectsRequest {
@@ -384,9 +372,7 @@ fn put_op(bucket: &str, key: &str, value: Value, etag: Option<Option<&str>>) -> 
             bucket: bucket.into(),
             key: key.into(),
             value: value.to_string(),
-            etag: etag.map(|e| pb::EtagCondition {
-                etag: e.map(String::from),
-            }),
+            etag: common::etag_if(etag),
         })),
     }
 }
@@ -394,12 +380,10 @@ fn put_op(bucket: &str, key: &str, value: Value, etag: Option<Option<&str>>) -> 
 #[tokio::test]
 async fn batch_is_all_or_nothing() {
     let mut m = start().await;
-    m.create_bucket("a", &[("n", "number")], 0).await.unwrap();
-    m.create_bucket("b", &[("email", "string!")], 0)
-        .await
-        .unwrap();
-    m.put("a", "old", json!({"n": 1})).await.unwrap();
-    m.put("b", "taken", json!({"email": "e"})).await.unwrap();
+    m.bucket("a", &[("n", "number")]).await;
+    m.bucket("b", &[("email", "string!")]).await;
+    m.put_ok("a", "old", json!({"n": 1})).await;
+    m.put_ok("b", "taken", json!({"email": "e"})).await;
 
     // The last op fails (unique violation): nothing of the batch remains.
     let r = m
@@ -516,8 +500,8 @@ async fn guarantee_order_buckets_number_their_writes() {
         })
         .await
         .unwrap();
-    m.put("ordered", "a", json!({"n": 1})).await.unwrap();
-    m.put("ordered", "b", json!({"n": 2})).await.unwrap();
+    m.put_ok("ordered", "a", json!({"n": 1})).await;
+    m.put_ok("ordered", "b", json!({"n": 2})).await;
     let a = m
         .get("ordered", "a")
         .await
@@ -599,17 +583,14 @@ fn object(result: &pb::get_object_result::Result) -> &pb::MorayObject {
 #[tokio::test]
 async fn get_objects_answers_each_key_as_get_object_does() {
     let mut m = start().await;
-    m.create_bucket("vms", &[("owner", "string"), ("ram", "number")], 0)
-        .await
-        .unwrap();
-    m.create_bucket("nets", &[], 0).await.unwrap();
-    m.put("vms", "vm1", json!({"owner": "alice", "ram": 1024}))
-        .await
-        .unwrap();
-    m.put("vms", "vm2", json!({"owner": "bob", "ram": "2048"}))
-        .await
-        .unwrap();
-    m.put("nets", "n1", json!({"vlan": 5})).await.unwrap();
+    m.bucket("vms", &[("owner", "string"), ("ram", "number")])
+        .await;
+    m.bucket("nets", &[]).await;
+    m.put_ok("vms", "vm1", json!({"owner": "alice", "ram": 1024}))
+        .await;
+    m.put_ok("vms", "vm2", json!({"owner": "bob", "ram": "2048"}))
+        .await;
+    m.put_ok("nets", "n1", json!({"vlan": 5})).await;
 
     // Found and missing keys, two buckets, a bucket that does not exist, a repeated key.
     let keys = [
@@ -645,21 +626,17 @@ async fn get_objects_answers_each_key_as_get_object_does() {
 #[tokio::test]
 async fn get_objects_sees_writes_made_between_calls() {
     let mut m = start().await;
-    m.create_bucket("b", &[("state", "string")], 0)
-        .await
-        .unwrap();
-    let e1 = m.put("b", "k1", json!({"state": "running"})).await.unwrap();
-    m.put("b", "k2", json!({"state": "stopped"})).await.unwrap();
+    m.bucket("b", &[("state", "string")]).await;
+    let e1 = m.put_ok("b", "k1", json!({"state": "running"})).await;
+    m.put_ok("b", "k2", json!({"state": "stopped"})).await;
     let keys = [("b", "k1"), ("b", "k2"), ("b", "k3")];
     let before = get_objects(&mut m, &keys).await.unwrap();
     assert_eq!(object(&before[0]).etag, e1);
     assert_eq!(error_name(&before[2]), "ObjectNotFoundError");
 
-    let e1b = m.put("b", "k1", json!({"state": "stopped"})).await.unwrap();
+    let e1b = m.put_ok("b", "k1", json!({"state": "stopped"})).await;
     m.delete("b", "k2", None).await.unwrap();
-    m.put("b", "k3", json!({"state": "provisioning"}))
-        .await
-        .unwrap();
+    m.put_ok("b", "k3", json!({"state": "provisioning"})).await;
     let after = get_objects(&mut m, &keys).await.unwrap();
     assert_eq!(object(&after[0]).etag, e1b);
     assert_eq!(object(&after[0]).id, object(&before[0]).id);
@@ -672,24 +649,9 @@ async fn get_objects_sees_writes_made_between_calls() {
 #[tokio::test]
 async fn get_objects_takes_up_to_a_thousand_keys() {
     let mut m = start().await;
-    m.create_bucket("many", &[], 0).await.unwrap();
-    let ops: Vec<pb::BatchOperation> = (0..300)
-        .map(|i| pb::BatchOperation {
-            operation: Some(pb::batch_operation::Operation::Put(pb::BatchPut {
-                bucket: "many".into(),
-                key: format!("k{i}"),
-                value: json!({"i": i}).to_string(),
-                etag: None,
-            })),
-        })
-        .collect();
-    m.client
-        .batch(pb::BatchRequest {
-            requests: ops,
-            options: None,
-        })
-        .await
-        .unwrap();
+    m.bucket("many", &[]).await;
+    m.batch_put("many", (0..300).map(|i| (format!("k{i}"), json!({"i": i}))))
+        .await;
     // k0..k999 in a scrambled order; k0..k299 exist.
     let names: Vec<String> = (0..moray::objects::MAX_GET_OBJECTS_KEYS)
         .map(|i| format!("k{}", i * 3 % 1000))
@@ -711,23 +673,6 @@ async fn get_objects_takes_up_to_a_thousand_keys() {
         .map(|_| ("many", "k1"))
         .collect();
     expect_err(get_objects(&mut m, &too_many).await, "InvalidArgumentError");
-}
-
-fn put_item(
-    bucket: &str,
-    key: &str,
-    value: &str,
-    etag: Option<Option<&str>>,
-) -> pb::PutObjectRequest {
-    pb::PutObjectRequest {
-        bucket: bucket.into(),
-        key: key.into(),
-        value: value.into(),
-        etag: etag.map(|e| pb::EtagCondition {
-            etag: e.map(String::from),
-        }),
-        options: None,
-    }
 }
 
 async fn put_objects(
@@ -792,6 +737,28 @@ async fn last_change_id(m: &mut common::TestMoray) -> i64 {
     rows[0]["id"].as_i64().unwrap()
 }
 
+/// PutObjects answered `results` for `values` put to `vms` as `{prefix}0`, `{prefix}1`,
+/// ...: each its etag, and each stored.
+async fn assert_items_stored(
+    m: &mut common::TestMoray,
+    results: &[Result<String, pb::ObjectError>],
+    prefix: &str,
+    values: &[String],
+) {
+    for (i, v) in values.iter().enumerate() {
+        let key = format!("{prefix}{i}");
+        assert_eq!(results[i].as_deref(), Ok(etag(v).as_str()), "{key}");
+        let stored: Value = serde_json::from_str(v).unwrap();
+        assert_eq!(m.get_value("vms", &key).await, stored, "{key}");
+    }
+}
+
+/// Every change of `changes` (key, etag, xid) was made by one transaction.
+fn assert_one_transaction(changes: &[(String, String, String)]) {
+    let xids: std::collections::HashSet<_> = changes.iter().map(|(_, _, x)| x).collect();
+    assert_eq!(xids.len(), 1, "one transaction: {changes:?}");
+}
+
 fn item_error_name(r: &Result<String, pb::ObjectError>) -> &str {
     match r {
         Err(e) => &e.name,
@@ -805,16 +772,10 @@ fn item_error_name(r: &Result<String, pb::ObjectError>) -> &str {
 #[tokio::test]
 async fn put_objects_answers_each_item_on_its_own() {
     let mut m = start().await;
-    m.create_bucket("users", &[("email", "string!")], 0)
-        .await
-        .unwrap();
-    m.put("users", "holder", json!({"email": "taken@x"}))
-        .await
-        .unwrap();
-    let old = m
-        .put("users", "old", json!({"email": "old@x"}))
-        .await
-        .unwrap();
+    m.bucket("users", &[("email", "string!")]).await;
+    m.put_ok("users", "holder", json!({"email": "taken@x"}))
+        .await;
+    let old = m.put_ok("users", "old", json!({"email": "old@x"})).await;
     let before = last_change_id(&mut m).await;
 
     let a = json!({"email": "a@x"}).to_string();
@@ -898,10 +859,8 @@ async fn put_objects_answers_each_item_on_its_own() {
 #[tokio::test]
 async fn put_objects_commits_its_items_together() {
     let mut m = start().await;
-    m.create_bucket("vms", &[("owner", "string")], 0)
-        .await
-        .unwrap();
-    let v1 = m.put("vms", "k", json!({"owner": "v1"})).await.unwrap();
+    m.bucket("vms", &[("owner", "string")]).await;
+    let v1 = m.put_ok("vms", "k", json!({"owner": "v1"})).await;
     let before = last_change_id(&mut m).await;
     let v2 = json!({"owner": "v2"}).to_string();
     let v3 = json!({"owner": "v3"}).to_string();
@@ -920,13 +879,7 @@ async fn put_objects_commits_its_items_together() {
     assert_eq!(results[1].as_deref(), Ok(etag(&v3).as_str()));
     assert_eq!(item_error_name(&results[2]), "EtagConflictError");
     assert_eq!(item_error_name(&results[3]), "BucketNotFoundError");
-    for (i, v) in items.iter().enumerate() {
-        assert_eq!(results[4 + i].as_deref(), Ok(etag(v).as_str()));
-        assert_eq!(
-            m.get_value("vms", &format!("z{i}")).await,
-            serde_json::from_str::<Value>(v).unwrap()
-        );
-    }
+    assert_items_stored(&mut m, &results[4..], "z", &items).await;
     assert_eq!(m.get_value("vms", "k").await, json!({"owner": "v3"}));
 
     let changes = changes_after(&mut m, "vms", before).await;
@@ -940,8 +893,7 @@ async fn put_objects_commits_its_items_together() {
         [etag(&v2), etag(&v3)],
         "puts of one key in request order"
     );
-    let xids: std::collections::HashSet<_> = changes.iter().map(|(_, _, x)| x).collect();
-    assert_eq!(xids.len(), 1, "one transaction: {changes:?}");
+    assert_one_transaction(&changes);
 
     // All good (the pipelined path): one transaction too, puts of one key in order.
     let before = last_change_id(&mut m).await;
@@ -957,20 +909,13 @@ async fn put_objects_commits_its_items_together() {
     let results = put_objects(&mut m, batch).await.unwrap();
     assert_eq!(results[0].as_deref(), Ok(etag(&v4).as_str()));
     assert_eq!(results[1].as_deref(), Ok(etag(&v5).as_str()));
-    for (i, v) in items.iter().enumerate() {
-        assert_eq!(results[2 + i].as_deref(), Ok(etag(v).as_str()));
-        assert_eq!(
-            m.get_value("vms", &format!("y{i}")).await,
-            serde_json::from_str::<Value>(v).unwrap()
-        );
-    }
+    assert_items_stored(&mut m, &results[2..], "y", &items).await;
     assert_eq!(m.get_value("vms", "k").await, json!({"owner": "v5"}));
     let changes = changes_after(&mut m, "vms", before).await;
     assert_eq!(changes.len(), 2 + items.len(), "{changes:?}");
     assert_eq!(changes[0].1, etag(&v4));
     assert_eq!(changes[1].1, etag(&v5));
-    let xids: std::collections::HashSet<_> = changes.iter().map(|(_, _, x)| x).collect();
-    assert_eq!(xids.len(), 1, "one transaction: {changes:?}");
+    assert_one_transaction(&changes);
 
     assert!(put_objects(&mut m, vec![]).await.unwrap().is_empty());
     let too_many: Vec<_> = (0..1001)

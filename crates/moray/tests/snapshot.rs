@@ -19,20 +19,12 @@ async fn snapshot(
     bucket: &str,
     filter: &str,
 ) -> Result<Vec<pb::SnapshotPage>, tonic::Status> {
-    let mut stream = m
-        .client
-        .snapshot(pb::SnapshotRequest {
-            bucket: bucket.into(),
-            filter: filter.into(),
-            options: None,
-        })
-        .await?
-        .into_inner();
-    let mut pages = Vec::new();
-    while let Some(page) = stream.message().await? {
-        pages.push(page);
-    }
-    Ok(pages)
+    common::collect(m.client.snapshot(pb::SnapshotRequest {
+        bucket: bucket.into(),
+        filter: filter.into(),
+        options: None,
+    }))
+    .await
 }
 
 /// Key -> (etag, value) of a snapshot's objects; checks the pages on the way.
@@ -58,29 +50,17 @@ fn state_of(pages: &[pb::SnapshotPage]) -> (u64, BTreeMap<String, (String, Value
 #[tokio::test]
 async fn pages_carry_the_position_and_the_filter_applies() {
     let mut m = start().await;
-    m.create_bucket("s", &[("n", "number")], 0).await.unwrap();
+    m.bucket("s", &[("n", "number")]).await;
 
     let pages = snapshot(&mut m, "s", "").await.unwrap();
     assert_eq!(pages.len(), 1, "an empty bucket is one empty last page");
     assert!(pages[0].objects.is_empty() && pages[0].last);
 
-    let puts: Vec<pb::BatchOperation> = (0..1201)
-        .map(|i| pb::BatchOperation {
-            operation: Some(pb::batch_operation::Operation::Put(pb::BatchPut {
-                bucket: "s".into(),
-                key: format!("k{i:04}"),
-                value: json!({"n": i}).to_string(),
-                etag: None,
-            })),
-        })
-        .collect();
-    m.client
-        .batch(pb::BatchRequest {
-            requests: puts,
-            options: None,
-        })
-        .await
-        .unwrap();
+    m.batch_put(
+        "s",
+        (0..1201).map(|i| (format!("k{i:04}"), json!({"n": i}))),
+    )
+    .await;
 
     let pages = snapshot(&mut m, "s", "").await.unwrap();
     let sizes: Vec<usize> = pages.iter().map(|p| p.objects.len()).collect();
@@ -111,7 +91,7 @@ async fn pages_carry_the_position_and_the_filter_applies() {
 #[tokio::test]
 async fn a_bad_bucket_or_filter_is_refused() {
     let mut m = start().await;
-    m.create_bucket("s", &[("n", "number")], 0).await.unwrap();
+    m.bucket("s", &[("n", "number")]).await;
     let msg = expect_err(snapshot(&mut m, "nope", "").await, "BucketNotFoundError");
     assert!(msg.contains("nope"), "{msg}");
     let msg = expect_err(snapshot(&mut m, "s", "(n>=").await, "InvalidQueryError");
@@ -126,7 +106,7 @@ async fn a_bad_bucket_or_filter_is_refused() {
         .await
         .unwrap()
         .into_inner();
-    m.put("s", "a", json!({"n": 1})).await.unwrap();
+    m.put_ok("s", "a", json!({"n": 1})).await;
     let e = tokio::time::timeout(Duration::from_secs(10), watch.message())
         .await
         .expect("an event within 10 s")
@@ -142,39 +122,9 @@ async fn a_bad_bucket_or_filter_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn snapshot_then_follow_misses_and_repeats_nothing_under_concurrent_writes() {
     let mut m = start().await;
-    m.create_bucket("s", &[], 0).await.unwrap();
-    const WRITERS: usize = 4;
-    const WRITES: usize = 80;
-    let mut writers = Vec::new();
-    for w in 0..WRITERS {
-        let mut client = common::connect(m.addr).await;
-        writers.push(tokio::spawn(async move {
-            for i in 0..WRITES {
-                let key = format!("w{w}-k{}", i % 5);
-                if i % 7 == 6 {
-                    let _ = client
-                        .delete_object(pb::DeleteObjectRequest {
-                            bucket: "s".into(),
-                            key,
-                            etag: None,
-                            options: None,
-                        })
-                        .await;
-                } else {
-                    client
-                        .put_object(pb::PutObjectRequest {
-                            bucket: "s".into(),
-                            key,
-                            value: json!({"i": i}).to_string(),
-                            etag: None,
-                            options: None,
-                        })
-                        .await
-                        .unwrap();
-                }
-            }
-        }));
-    }
+    m.bucket("s", &[]).await;
+    // Four writers of 80 changes each, over 5 keys of their own: puts, some deletes.
+    let writers = common::spawn_writers(&m, "s", 4, 80).await;
     let mut snapshots = Vec::new();
     while writers.iter().any(|w| !w.is_finished()) {
         snapshots.push(state_of(&snapshot(&mut m, "s", "").await.unwrap()));

@@ -7,8 +7,8 @@ use crate::error::MorayError;
 use crate::pool::PooledConn;
 use crate::store::{Store, begin, finish};
 
-use super::etag_condition;
 use super::find::FindOpts;
+use super::{Put, etag_condition};
 
 impl Store {
     /// Puts, deletes, updates and deleteManys in one transaction, in order; the first error
@@ -70,12 +70,17 @@ impl Store {
         let mut results = Vec::with_capacity(requests.len());
         for (op, value) in requests.into_iter().zip(values) {
             let result = match op.operation {
-                Some(Operation::Put(p)) => {
+                Some(Operation::Put(mut p)) => {
                     let value = value.unwrap_or_default();
-                    let etag = etag_condition(p.etag);
-                    let etag = self
-                        .put_in(conn, &p.bucket, &p.key, &p.value, &value, &etag)
-                        .await?;
+                    let etag = etag_condition(p.etag.take());
+                    let put = Put {
+                        bucket: &p.bucket,
+                        key: &p.key,
+                        raw: &p.value,
+                        value: &value,
+                        etag: &etag,
+                    };
+                    let etag = self.put_in(conn, put).await?;
                     pb::BatchResult {
                         bucket: p.bucket,
                         key: p.key,

@@ -10,7 +10,7 @@ use crate::compile;
 use crate::error::MorayError;
 use crate::filter;
 use crate::pool::PooledConn;
-use crate::store::{Store, is_stale_schema};
+use crate::store::Store;
 
 use super::DEFAULT_LIMIT;
 use super::rows::row_to_object;
@@ -84,7 +84,7 @@ pub type RowSender = mpsc::Sender<Result<pb::MorayObject, tonic::Status>>;
 
 impl Store {
     /// Streams the objects matching a filter into `tx`.
-    pub async fn find(
+    pub async fn find_objects(
         &self,
         req: pb::FindObjectsRequest,
         tx: &RowSender,
@@ -113,11 +113,7 @@ impl Store {
     ) -> Result<(), MorayError> {
         use futures::TryStreamExt;
         for attempt in 0..2 {
-            let bucket = if attempt == 0 {
-                self.bucket(conn, bucket_name).await?
-            } else {
-                self.load_bucket(conn, bucket_name).await?
-            };
+            let bucket = self.bucket_for_try(conn, bucket_name, attempt).await?;
             if opts.require_indexes {
                 compile::check_usable(&bucket.schema, filter)?;
             }
@@ -189,10 +185,8 @@ impl Store {
             }
             .await;
             match result {
-                Err(e) if is_stale_schema(&e) && attempt == 0 && !sent_any => {
-                    self.cache.invalidate(bucket_name);
-                    conn.forget_statements();
-                }
+                Err(e)
+                    if attempt == 0 && !sent_any && self.schema_changed(&e, conn, bucket_name) => {}
                 r => return r,
             }
         }

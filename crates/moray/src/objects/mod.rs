@@ -38,6 +38,33 @@ pub fn etag_condition(c: Option<pb::EtagCondition>) -> EtagCondition {
     c.map(|c| c.etag)
 }
 
+/// One object to write, as PutObject, PutObjects and Batch carry it: where, the value as
+/// sent (`raw`) and parsed, and the etag condition.
+#[derive(Clone, Copy)]
+pub(crate) struct Put<'a> {
+    pub bucket: &'a str,
+    pub key: &'a str,
+    pub raw: &'a str,
+    pub value: &'a serde_json::Map<String, serde_json::Value>,
+    pub etag: &'a EtagCondition,
+}
+
+impl<'a> Put<'a> {
+    pub fn new(
+        req: &'a pb::PutObjectRequest,
+        value: &'a serde_json::Map<String, serde_json::Value>,
+        etag: &'a EtagCondition,
+    ) -> Put<'a> {
+        Put {
+            bucket: &req.bucket,
+            key: &req.key,
+            raw: &req.value,
+            value,
+            etag,
+        }
+    }
+}
+
 /// The etag of a serialized value: CRC32, 8 upper-case hex digits.
 pub fn etag_of(value: &str) -> String {
     format!("{:08X}", crc32fast::hash(value.as_bytes()))

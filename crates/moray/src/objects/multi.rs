@@ -9,12 +9,12 @@ use triton_proto::moray::v1 as pb;
 use crate::buckets::Bucket;
 use crate::error::MorayError;
 use crate::pool::PooledConn;
-use crate::store::{Store, begin, finish, is_stale_schema, now_ms};
+use crate::store::{Store, begin, finish, now_ms};
 use crate::types::ColumnValue;
 
 use super::rows::{column_values, row_to_object, vnode_of};
 use super::{
-    MAX_GET_OBJECTS_KEYS, MAX_PUT_OBJECTS_ITEMS, error_of, etag_condition, etag_of,
+    MAX_GET_OBJECTS_KEYS, MAX_PUT_OBJECTS_ITEMS, Put, error_of, etag_condition, etag_of,
     keeps_transaction, object_error, put_result,
 };
 
@@ -43,15 +43,12 @@ impl Store {
         &self,
         req: pb::PutObjectsRequest,
     ) -> Result<pb::PutObjectsResponse, MorayError> {
-        if req.requests.len() > MAX_PUT_OBJECTS_ITEMS {
-            return Err(MorayError::invalid_argument(
-                "requests",
-                format!(
-                    "has {} items; at most {MAX_PUT_OBJECTS_ITEMS} per call",
-                    req.requests.len()
-                ),
-            ));
-        }
+        at_most(
+            "requests",
+            "items",
+            req.requests.len(),
+            MAX_PUT_OBJECTS_ITEMS,
+        )?;
         if req.requests.is_empty() {
             return Ok(pb::PutObjectsResponse::default());
         }
@@ -130,10 +127,7 @@ impl Store {
                 let p = &items[i];
                 let value = parsed[i].as_ref().expect("only parsed items are written");
                 let etag = etag_condition(p.etag.clone());
-                match self
-                    .put_in(conn, &p.bucket, &p.key, &p.value, value, &etag)
-                    .await
-                {
+                match self.put_in(conn, Put::new(p, value, &etag)).await {
                     Ok(etag) => outcomes[i] = Some(Ok(etag)),
                     Err(e) if keeps_transaction(&e) => outcomes[i] = Some(Err(error_of(&e))),
                     Err(e) => {
@@ -163,9 +157,7 @@ impl Store {
                         }
                         let p = &items[i];
                         let etag = etag_condition(p.etag.clone());
-                        let r = self
-                            .put_alone(conn, &p.bucket, &p.key, &p.value, value, &etag)
-                            .await;
+                        let r = self.put_alone(conn, Put::new(p, value, &etag)).await;
                         if let Err(e @ MorayError::ConnectionLost(_)) = &r {
                             // The items before this one committed and keep their etags.
                             lost = Some(error_of(e));
@@ -277,10 +269,7 @@ impl Store {
                 }
                 Err(e) => {
                     let e = MorayError::from(e);
-                    if is_stale_schema(&e) {
-                        self.cache.invalidate(&pr.bucket.name);
-                        conn.forget_statements();
-                    }
+                    self.schema_changed(&e, conn, &pr.bucket.name);
                     return Pipelined::Failed(e);
                 }
             }
@@ -295,15 +284,7 @@ impl Store {
         &self,
         req: pb::GetObjectsRequest,
     ) -> Result<pb::GetObjectsResponse, MorayError> {
-        if req.keys.len() > MAX_GET_OBJECTS_KEYS {
-            return Err(MorayError::invalid_argument(
-                "keys",
-                format!(
-                    "has {} keys; at most {MAX_GET_OBJECTS_KEYS} per call",
-                    req.keys.len()
-                ),
-            ));
-        }
+        at_most("keys", "keys", req.keys.len(), MAX_GET_OBJECTS_KEYS)?;
         if req.keys.is_empty() {
             return Ok(pb::GetObjectsResponse::default());
         }
@@ -386,11 +367,7 @@ impl Store {
         keys: &[&str],
     ) -> Result<std::collections::HashMap<String, (pb::MorayObject, usize)>, MorayError> {
         for attempt in 0..2 {
-            let bucket = if attempt == 0 {
-                self.bucket(conn, bucket_name).await?
-            } else {
-                self.load_bucket(conn, bucket_name).await?
-            };
+            let bucket = self.bucket_for_try(conn, bucket_name, attempt).await?;
             let result = async {
                 let stmt = conn.prepare(&bucket.sql.get_many).await?;
                 Ok::<_, MorayError>(conn.client.query(&stmt, &[&keys]).await?)
@@ -410,13 +387,21 @@ impl Store {
                     }
                     return Ok(found);
                 }
-                Err(e) if is_stale_schema(&e) && attempt == 0 => {
-                    self.cache.invalidate(bucket_name);
-                    conn.forget_statements();
-                }
+                Err(e) if attempt == 0 && self.schema_changed(&e, conn, bucket_name) => {}
                 Err(e) => return Err(e),
             }
         }
         Err(MorayError::Internal("get did not settle".into()))
     }
+}
+
+/// Refuses a call whose list `field` has more than `max` entries (`what`s).
+fn at_most(field: &str, what: &str, len: usize, max: usize) -> Result<(), MorayError> {
+    if len > max {
+        return Err(MorayError::invalid_argument(
+            field,
+            format!("has {len} {what}; at most {max} per call"),
+        ));
+    }
+    Ok(())
 }

@@ -1,15 +1,14 @@
 //! One object: put, get and delete, alone or in an open transaction.
 
-use serde_json::{Map, Value};
 use tokio_postgres::types::ToSql;
 use triton_proto::moray::v1 as pb;
 
 use crate::error::MorayError;
 use crate::pool::PooledConn;
-use crate::store::{Store, is_stale_schema, now_ms};
+use crate::store::{Store, now_ms};
 
 use super::rows::{column_values, row_to_object, vnode_of};
-use super::{EtagCondition, PUT_ATTEMPTS, check_key, etag_condition, etag_of};
+use super::{EtagCondition, PUT_ATTEMPTS, Put, check_key, etag_condition, etag_of};
 
 impl Store {
     /// [`Store::put_in`] for a put that commits by itself (no open transaction), where
@@ -21,16 +20,10 @@ impl Store {
     pub(super) async fn put_alone(
         &self,
         conn: &mut PooledConn,
-        bucket_name: &str,
-        key: &str,
-        raw: &str,
-        value: &Map<String, Value>,
-        etag: &EtagCondition,
+        put: Put<'_>,
     ) -> Result<String, MorayError> {
-        match self.put_in(conn, bucket_name, key, raw, value, etag).await {
-            Err(MorayError::UniqueAttribute { .. }) => {
-                self.put_in(conn, bucket_name, key, raw, value, etag).await
-            }
+        match self.put_in(conn, put).await {
+            Err(MorayError::UniqueAttribute { .. }) => self.put_in(conn, put).await,
             r => r,
         }
     }
@@ -38,22 +31,21 @@ impl Store {
     pub(crate) async fn put_in(
         &self,
         conn: &mut PooledConn,
-        bucket_name: &str,
-        key: &str,
-        raw: &str,
-        value: &Map<String, Value>,
-        etag: &EtagCondition,
+        put: Put<'_>,
     ) -> Result<String, MorayError> {
+        let Put {
+            bucket: bucket_name,
+            key,
+            raw,
+            value,
+            etag,
+        } = put;
         check_key(key)?;
         let new_etag = etag_of(raw);
         let mtime = now_ms();
         let vnode = vnode_of(value);
         for attempt in 0..PUT_ATTEMPTS {
-            let bucket = if attempt == 0 {
-                self.bucket(conn, bucket_name).await?
-            } else {
-                self.load_bucket(conn, bucket_name).await?
-            };
+            let bucket = self.bucket_for_try(conn, bucket_name, attempt).await?;
             let columns = column_values(&bucket, value)?;
             let rver: Option<i32> = bucket
                 .versioned()
@@ -88,9 +80,9 @@ impl Store {
             match result {
                 Ok(Some(_)) => return Ok(new_etag),
                 Ok(None) => {}
-                Err(e) if is_stale_schema(&e) && attempt + 1 < PUT_ATTEMPTS => {
-                    self.cache.invalidate(bucket_name);
-                    conn.forget_statements();
+                Err(e)
+                    if attempt + 1 < PUT_ATTEMPTS && self.schema_changed(&e, conn, bucket_name) =>
+                {
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -158,11 +150,7 @@ impl Store {
             actual,
         };
         for attempt in 0..2 {
-            let bucket = if attempt == 0 {
-                self.bucket(conn, bucket_name).await?
-            } else {
-                self.load_bucket(conn, bucket_name).await?
-            };
+            let bucket = self.bucket_for_try(conn, bucket_name, attempt).await?;
             let result = async {
                 let current = format!("SELECT _etag FROM {} WHERE _key = $1::text", bucket.table);
                 match etag {
@@ -198,10 +186,7 @@ impl Store {
             }
             .await;
             match result {
-                Err(e) if is_stale_schema(&e) && attempt == 0 => {
-                    self.cache.invalidate(bucket_name);
-                    conn.forget_statements();
-                }
+                Err(e) if attempt == 0 && self.schema_changed(&e, conn, bucket_name) => {}
                 r => return r,
             }
         }
@@ -215,11 +200,7 @@ impl Store {
         key: &str,
     ) -> Result<pb::MorayObject, MorayError> {
         for attempt in 0..2 {
-            let bucket = if attempt == 0 {
-                self.bucket(conn, bucket_name).await?
-            } else {
-                self.load_bucket(conn, bucket_name).await?
-            };
+            let bucket = self.bucket_for_try(conn, bucket_name, attempt).await?;
             let result = async {
                 let stmt = conn.prepare(&bucket.sql.get).await?;
                 Ok::<_, MorayError>(conn.client.query_opt(&stmt, &[&key]).await?)
@@ -233,10 +214,7 @@ impl Store {
                         key: key.to_string(),
                     });
                 }
-                Err(e) if is_stale_schema(&e) && attempt == 0 => {
-                    self.cache.invalidate(bucket_name);
-                    conn.forget_statements();
-                }
+                Err(e) if attempt == 0 && self.schema_changed(&e, conn, bucket_name) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -245,15 +223,15 @@ impl Store {
 
     pub async fn put_object(
         &self,
-        req: pb::PutObjectRequest,
+        mut req: pb::PutObjectRequest,
     ) -> Result<pb::PutObjectResponse, MorayError> {
         let value = self.parse_value("value", &req.value)?;
-        let etag = etag_condition(req.etag);
+        let etag = etag_condition(req.etag.take());
         let timeout = self.timeout(req.options.as_ref().map_or(0, |o| o.timeout_ms));
         let etag = self
             .with_conn(timeout, |mut conn| async move {
                 let r = self
-                    .put_alone(&mut conn, &req.bucket, &req.key, &req.value, &value, &etag)
+                    .put_alone(&mut conn, Put::new(&req, &value, &etag))
                     .await;
                 (conn, r)
             })

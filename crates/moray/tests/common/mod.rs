@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tonic::transport::Channel;
 use triton_proto::moray::v1 as pb;
+use triton_proto::moray::v1::change_event::Op;
 use triton_proto::moray::v1::moray_client::MorayClient;
 use triton_testkit::Postgres;
 
@@ -105,7 +106,192 @@ pub fn index(defs: &[(&str, &str)]) -> std::collections::HashMap<String, pb::Ind
         .collect()
 }
 
+/// A bucket's config: its indexes (as [`index`]) and version.
+pub fn bucket_config(defs: &[(&str, &str)], version: u32) -> Option<pb::BucketConfig> {
+    Some(pb::BucketConfig {
+        index: index(defs),
+        options: Some(pb::BucketOptions {
+            version,
+            guarantee_order: false,
+        }),
+    })
+}
+
+/// An etag condition: `None` no check, `Some(None)` must not exist, `Some(Some(e))` must
+/// match `e`.
+pub fn etag_if(etag: Option<Option<&str>>) -> Option<pb::EtagCondition> {
+    etag.map(|e| pb::EtagCondition {
+        etag: e.map(String::from),
+    })
+}
+
+/// A PutObject request (as PutObjects and Batch carry it too).
+pub fn put_item(
+    bucket: &str,
+    key: &str,
+    value: &str,
+    etag: Option<Option<&str>>,
+) -> pb::PutObjectRequest {
+    pb::PutObjectRequest {
+        bucket: bucket.into(),
+        key: key.into(),
+        value: value.into(),
+        etag: etag_if(etag),
+        options: None,
+    }
+}
+
+/// Every message of a server stream.
+pub async fn collect<T>(
+    answer: impl Future<Output = Result<tonic::Response<tonic::Streaming<T>>, Status>>,
+) -> Result<Vec<T>, Status> {
+    let mut stream = answer.await?.into_inner();
+    let mut out = Vec::new();
+    while let Some(item) = stream.message().await? {
+        out.push(item);
+    }
+    Ok(out)
+}
+
+/// A Ping request.
+pub fn ping_request(deep: bool) -> pb::PingRequest {
+    pb::PingRequest {
+        deep,
+        options: None,
+    }
+}
+
+/// A GetBucket request.
+pub fn get_bucket_request(name: impl Into<String>) -> pb::GetBucketRequest {
+    pb::GetBucketRequest {
+        name: name.into(),
+        options: None,
+    }
+}
+
+/// Find options that refuse a filter an index cannot serve (`require_indexes`).
+pub fn indexed_only() -> pb::FindOptions {
+    pb::FindOptions {
+        require_indexes: true,
+        ..Default::default()
+    }
+}
+
+/// Starts `writers` tasks writing `writes` changes each to `bucket` on connections of
+/// their own, each over 5 keys of its own (`w<writer>-k<n>`): puts of `{"i": i}`, every
+/// 7th change a delete. Each task returns the changes Moray acknowledged (key, op, `i`),
+/// in the order it made them; a failed put fails the test.
+pub async fn spawn_writers(
+    m: &TestMoray,
+    bucket: &str,
+    writers: usize,
+    writes: usize,
+) -> Vec<tokio::task::JoinHandle<Vec<(String, Op, usize)>>> {
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let mut client = connect(m.addr).await;
+        let bucket = bucket.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..writes {
+                let key = format!("w{w}-k{}", i % 5);
+                if i % 7 == 6 {
+                    let r = client
+                        .delete_object(pb::DeleteObjectRequest {
+                            bucket: bucket.clone(),
+                            key: key.clone(),
+                            etag: None,
+                            options: None,
+                        })
+                        .await;
+                    if r.is_ok() {
+                        acked.push((key, Op::Delete, i));
+                    }
+                } else {
+                    let value = serde_json::json!({"i": i}).to_string();
+                    client
+                        .put_object(put_item(&bucket, &key, &value, None))
+                        .await
+                        .unwrap_or_else(|e| panic!("put {bucket}/{key}: {e:?}"));
+                    acked.push((key, Op::Put, i));
+                }
+            }
+            acked
+        }));
+    }
+    tasks
+}
+
 impl TestMoray {
+    /// Creates an unversioned bucket for a test, which fails if it cannot.
+    pub async fn bucket(&mut self, name: &str, defs: &[(&str, &str)]) {
+        self.create_bucket(name, defs, 0)
+            .await
+            .unwrap_or_else(|e| panic!("create bucket {name}: {e:?}"));
+    }
+
+    /// Each filter is refused on `bucket` with the Triton error named beside it.
+    pub async fn assert_refused(&mut self, bucket: &str, cases: &[(&str, &str)]) {
+        for (filter, want) in cases {
+            match self.find(bucket, filter).await {
+                Ok(found) => panic!("{filter}: expected {want}, found {found:?}"),
+                Err(s) => assert_eq!(name(&s), *want, "{filter}: {s:?}"),
+            }
+        }
+    }
+
+    /// Puts an object for a test, which fails if it cannot; its etag.
+    pub async fn put_ok(&mut self, bucket: &str, key: &str, value: Value) -> String {
+        self.put(bucket, key, value)
+            .await
+            .unwrap_or_else(|e| panic!("put {bucket}/{key}: {e:?}"))
+    }
+
+    /// Puts every (key, value) in order, failing the test on the first error.
+    pub async fn put_all(
+        &mut self,
+        bucket: &str,
+        items: impl IntoIterator<Item = (String, Value)>,
+    ) {
+        for (key, value) in items {
+            self.put_ok(bucket, &key, value).await;
+        }
+    }
+
+    /// Puts every (key, value) in one Batch (one transaction), failing the test if it fails.
+    pub async fn batch_put(
+        &mut self,
+        bucket: &str,
+        items: impl IntoIterator<Item = (String, Value)>,
+    ) {
+        let requests = items
+            .into_iter()
+            .map(|(key, value)| pb::BatchOperation {
+                operation: Some(pb::batch_operation::Operation::Put(pb::BatchPut {
+                    bucket: bucket.into(),
+                    key,
+                    value: value.to_string(),
+                    etag: None,
+                })),
+            })
+            .collect();
+        self.client
+            .batch(pb::BatchRequest {
+                requests,
+                options: None,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("batch of puts to {bucket}: {e:?}"));
+    }
+
+    /// The bucket as GetBucket returns it.
+    pub async fn get_bucket(&mut self, name: &str) -> Result<pb::Bucket, Status> {
+        self.client
+            .get_bucket(get_bucket_request(name))
+            .await
+            .map(|r| r.into_inner())
+    }
+
     /// Creates a bucket; index types ending in `!` are unique.
     pub async fn create_bucket(
         &mut self,
@@ -116,13 +302,7 @@ impl TestMoray {
         self.client
             .create_bucket(pb::CreateBucketRequest {
                 name: name.into(),
-                config: Some(pb::BucketConfig {
-                    index: index(defs),
-                    options: Some(pb::BucketOptions {
-                        version,
-                        guarantee_order: false,
-                    }),
-                }),
+                config: bucket_config(defs, version),
                 options: None,
             })
             .await
@@ -138,13 +318,7 @@ impl TestMoray {
         self.client
             .update_bucket(pb::UpdateBucketRequest {
                 name: name.into(),
-                config: Some(pb::BucketConfig {
-                    index: index(defs),
-                    options: Some(pb::BucketOptions {
-                        version,
-                        guarantee_order: false,
-                    }),
-                }),
+                config: bucket_config(defs, version),
                 options: None,
                 no_reindex: false,
             })
@@ -164,15 +338,7 @@ impl TestMoray {
         etag: Option<Option<&str>>,
     ) -> Result<String, Status> {
         self.client
-            .put_object(pb::PutObjectRequest {
-                bucket: bucket.into(),
-                key: key.into(),
-                value: value.into(),
-                etag: etag.map(|e| pb::EtagCondition {
-                    etag: e.map(String::from),
-                }),
-                options: None,
-            })
+            .put_object(put_item(bucket, key, value, etag))
             .await
             .map(|r| r.into_inner().etag)
     }
@@ -203,9 +369,7 @@ impl TestMoray {
             .delete_object(pb::DeleteObjectRequest {
                 bucket: bucket.into(),
                 key: key.into(),
-                etag: etag.map(|e| pb::EtagCondition {
-                    etag: e.map(String::from),
-                }),
+                etag: etag_if(etag),
                 options: None,
             })
             .await
@@ -218,22 +382,14 @@ impl TestMoray {
         filter: &str,
         find: pb::FindOptions,
     ) -> Result<Vec<pb::MorayObject>, Status> {
-        let mut stream = self
-            .client
-            .find_objects(pb::FindObjectsRequest {
-                bucket: bucket.into(),
-                filter: filter.into(),
-                find: Some(find),
-                options: None,
-                sql_only: false,
-            })
-            .await?
-            .into_inner();
-        let mut out = Vec::new();
-        while let Some(o) = stream.message().await? {
-            out.push(o);
-        }
-        Ok(out)
+        collect(self.client.find_objects(pb::FindObjectsRequest {
+            bucket: bucket.into(),
+            filter: filter.into(),
+            find: Some(find),
+            options: None,
+            sql_only: false,
+        }))
+        .await
     }
 
     pub async fn find(
@@ -259,19 +415,15 @@ impl TestMoray {
     }
 
     pub async fn sql(&mut self, statement: &str, values: Value) -> Result<Vec<Value>, Status> {
-        let mut stream = self
-            .client
-            .sql(pb::SqlRequest {
-                statement: statement.into(),
-                values: values.to_string(),
-                options: None,
-            })
-            .await?
-            .into_inner();
-        let mut rows = Vec::new();
-        while let Some(r) = stream.message().await? {
-            rows.push(serde_json::from_str(&r.row).expect("row is JSON"));
-        }
-        Ok(rows)
+        let rows = collect(self.client.sql(pb::SqlRequest {
+            statement: statement.into(),
+            values: values.to_string(),
+            options: None,
+        }))
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| serde_json::from_str(&r.row).expect("row is JSON"))
+            .collect())
     }
 }
