@@ -210,39 +210,24 @@ mod tests {
         assert!(err.is_retryable());
     }
 
+    /// Named errors: (code, name), then whether each is retryable and an unknown
+    /// outcome. A lost connection or a timeout may have applied the write; no database
+    /// peers (a read-only primary, a full queue) never did, whatever its code.
     #[test]
-    fn connection_lost_is_an_unknown_outcome_not_retryable() {
-        let status = triton_common::status::named(
-            Code::Unavailable,
-            "ConnectionLostError",
-            "the connection to PostgreSQL was lost during the request",
-        );
-        let err = MorayError::from(status);
-        assert!(!err.is_retryable());
-        assert!(err.is_unknown_outcome());
-        let timeout = MorayError::from(triton_common::status::named(
-            Code::DeadlineExceeded,
-            "QueryTimeoutError",
-            "the request did not complete within 5000 ms",
-        ));
-        assert!(!timeout.is_retryable());
-        assert!(timeout.is_unknown_outcome());
-        let read_only = MorayError::from(triton_common::status::named(
-            Code::Unavailable,
-            "NoDatabasePeersError",
-            "the primary is read-only (SQLSTATE 25006); the statement was not applied",
-        ));
-        assert!(read_only.is_retryable());
-        assert!(!read_only.is_unknown_outcome());
-    }
-
-    #[test]
-    fn no_database_peers_is_retryable_whatever_its_code() {
-        let status = triton_common::status::named(
-            Code::ResourceExhausted,
-            "NoDatabasePeersError",
-            "queue full",
-        );
-        assert!(MorayError::from(status).is_retryable());
+    fn named_errors_are_retryable_or_unknown_outcomes_by_name() {
+        let cases = [
+            (Code::Unavailable, "ConnectionLostError", false, true),
+            (Code::DeadlineExceeded, "QueryTimeoutError", false, true),
+            (Code::Unavailable, "NoDatabasePeersError", true, false),
+            (Code::ResourceExhausted, "NoDatabasePeersError", true, false),
+        ];
+        for (code, name, retryable, unknown) in cases {
+            let err = MorayError::from(triton_common::status::named(code, name, "m"));
+            assert_eq!(
+                (err.is_retryable(), err.is_unknown_outcome()),
+                (retryable, unknown),
+                "{name} ({code:?})"
+            );
+        }
     }
 }

@@ -29,20 +29,7 @@ use std::fmt;
 
 /// Escapes a value for a Moray filter (RFC 4515): `*`, `(`, `)`, `\` and NUL as `\2a`,
 /// `\28`, `\29`, `\5c` and `\00`.
-pub fn escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '*' => out.push_str("\\2a"),
-            '(' => out.push_str("\\28"),
-            ')' => out.push_str("\\29"),
-            '\\' => out.push_str("\\5c"),
-            '\0' => out.push_str("\\00"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub use triton_common::filter::escape;
 
 /// A Moray filter. Build it with the constructors and render it with `to_string()`.
 #[derive(Debug, Clone, PartialEq, Eq)]

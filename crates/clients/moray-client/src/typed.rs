@@ -601,31 +601,31 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn run_does_not_retry_other_errors_and_returns_success() {
-        let mut calls = 0;
-        let out: Result<u32, &str> = RetryPolicy::DEFAULT
-            .run(
-                |e| *e == "conflict",
-                |_| {
-                    calls += 1;
-                    std::future::ready(Err("broken"))
-                },
-            )
-            .await;
-        assert_eq!((out, calls), (Err("broken"), 1));
-        let mut calls = 0;
-        let out: Result<u32, &str> = RetryPolicy::DEFAULT
-            .run(
-                |e| *e == "conflict",
-                |attempt| {
-                    calls += 1;
-                    std::future::ready(if attempt < 2 {
-                        Err("conflict")
-                    } else {
-                        Ok(attempt)
-                    })
-                },
-            )
-            .await;
-        assert_eq!((out, calls), (Ok(2), 3));
+        /// `answer` (of the attempt) under the default policy, retrying "conflict": the
+        /// outcome and how many calls it took.
+        async fn run(
+            answer: impl Fn(u32) -> Result<u32, &'static str>,
+        ) -> (Result<u32, &'static str>, u32) {
+            let mut calls = 0;
+            let out = RetryPolicy::DEFAULT
+                .run(
+                    |e| *e == "conflict",
+                    |attempt| {
+                        calls += 1;
+                        std::future::ready(answer(attempt))
+                    },
+                )
+                .await;
+            (out, calls)
+        }
+        assert_eq!(run(|_| Err("broken")).await, (Err("broken"), 1));
+        let conflicts_twice = |attempt| {
+            if attempt < 2 {
+                Err("conflict")
+            } else {
+                Ok(attempt)
+            }
+        };
+        assert_eq!(run(conflicts_twice).await, (Ok(2), 3));
     }
 }

@@ -8,20 +8,40 @@ mod common;
 use common::{TestMoray, cli_with_env};
 use serde_json::json;
 
-async fn accounts(moray: &TestMoray) {
+/// putbucket of the tests' bucket: `login` unique, `age` a number.
+const PUT_ACCOUNTS_V1: &[&str] = &[
+    "putbucket",
+    "-x",
+    "1",
+    "-u",
+    "login",
+    "-i",
+    "age:number",
+    "accounts",
+];
+/// Its version 2: `country` indexed too.
+const PUT_ACCOUNTS_V2: &[&str] = &[
+    "putbucket",
+    "-x",
+    "2",
+    "-u",
+    "login",
+    "-i",
+    "age:number",
+    "-i",
+    "country",
+    "accounts",
+];
+
+/// A Moray with the tests' bucket (version 1).
+async fn with_accounts() -> TestMoray {
+    let moray = TestMoray::start().await;
+    accounts(&moray).await;
     moray
-        .cli(&[
-            "putbucket",
-            "-x",
-            "1",
-            "-u",
-            "login",
-            "-i",
-            "age:number",
-            "accounts",
-        ])
-        .await
-        .ok();
+}
+
+async fn accounts(moray: &TestMoray) {
+    moray.cli(PUT_ACCOUNTS_V1).await.ok();
 }
 
 async fn put(moray: &TestMoray, key: &str, value: serde_json::Value) {
@@ -34,18 +54,7 @@ async fn put(moray: &TestMoray, key: &str, value: serde_json::Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn putbucket_creates_indexes_that_getbucket_and_listbuckets_show() {
     let moray = TestMoray::start().await;
-    let out = moray
-        .cli(&[
-            "putbucket",
-            "-x",
-            "1",
-            "-u",
-            "login",
-            "-i",
-            "age:number",
-            "accounts",
-        ])
-        .await;
+    let out = moray.cli(PUT_ACCOUNTS_V1).await;
     assert_eq!(out.ok(), "", "putbucket prints nothing");
 
     let bucket = moray.cli(&["getbucket", "accounts"]).await.json();
@@ -69,21 +78,7 @@ async fn putbucket_creates_indexes_that_getbucket_and_listbuckets_show() {
     assert_eq!(again["index"], bucket["index"]);
 
     // A newer version adds an index; an older one is refused.
-    moray
-        .cli(&[
-            "putbucket",
-            "-x",
-            "2",
-            "-u",
-            "login",
-            "-i",
-            "age:number",
-            "-i",
-            "country",
-            "accounts",
-        ])
-        .await
-        .ok();
+    moray.cli(PUT_ACCOUNTS_V2).await.ok();
     let v2 = moray.cli(&["getbucket", "accounts"]).await.json();
     assert_eq!(v2["options"]["version"], 2);
     assert_eq!(
@@ -91,9 +86,11 @@ async fn putbucket_creates_indexes_that_getbucket_and_listbuckets_show() {
         json!({"type": "string", "unique": false})
     );
     moray
-        .cli(&["putbucket", "-x", "1", "-u", "login", "accounts"])
-        .await
-        .fails_with("BucketVersionError");
+        .cli_fails(
+            &["putbucket", "-x", "1", "-u", "login", "accounts"],
+            "BucketVersionError",
+        )
+        .await;
 
     // A configuration on stdin (-s), as node-moray's putbucket takes it.
     moray
@@ -125,8 +122,7 @@ async fn putbucket_creates_indexes_that_getbucket_and_listbuckets_show() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn putobject_then_getobject_round_trips_the_value() {
-    let moray = TestMoray::start().await;
-    accounts(&moray).await;
+    let moray = with_accounts().await;
     let value = json!({"login": "lisa", "age": 8, "country": "USA", "tags": {"a": [1, 2]}});
     put(&moray, "lisa", value.clone()).await;
 
@@ -150,13 +146,14 @@ async fn putobject_then_getobject_round_trips_the_value() {
     assert_eq!(compact.json(), object);
 
     moray
-        .cli(&["getobject", "accounts", "nobody"])
-        .await
-        .fails_with("ObjectNotFoundError");
+        .cli_fails(&["getobject", "accounts", "nobody"], "ObjectNotFoundError")
+        .await;
     moray
-        .cli(&["getobject", "nosuchbucket", "lisa"])
-        .await
-        .fails_with("BucketNotFoundError");
+        .cli_fails(
+            &["getobject", "nosuchbucket", "lisa"],
+            "BucketNotFoundError",
+        )
+        .await;
     let bad = moray
         .cli(&["putobject", "-d", "{not json", "accounts", "x"])
         .await;
@@ -166,8 +163,7 @@ async fn putobject_then_getobject_round_trips_the_value() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn findobjects_filters_sorts_and_limits() {
-    let moray = TestMoray::start().await;
-    accounts(&moray).await;
+    let moray = with_accounts().await;
     for (login, age) in [("a", 30), ("b", 10), ("c", 20), ("d", 40)] {
         put(&moray, login, json!({"login": login, "age": age})).await;
     }
@@ -223,15 +219,16 @@ async fn findobjects_filters_sorts_and_limits() {
     assert_eq!(pretty.json()["value"]["age"], 10);
 
     moray
-        .cli(&["findobjects", "accounts", "(age<=30"])
-        .await
-        .fails_with("InvalidQueryError");
+        .cli_fails(
+            &["findobjects", "accounts", "(age<=30"],
+            "InvalidQueryError",
+        )
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn putobject_with_a_stale_etag_fails_with_etag_conflict() {
-    let moray = TestMoray::start().await;
-    accounts(&moray).await;
+    let moray = with_accounts().await;
     put(&moray, "lisa", json!({"login": "lisa", "age": 8})).await;
     let etag = moray.cli(&["getobject", "accounts", "lisa"]).await.json()["_etag"]
         .as_str()
@@ -239,17 +236,19 @@ async fn putobject_with_a_stale_etag_fails_with_etag_conflict() {
         .to_string();
 
     moray
-        .cli(&[
-            "putobject",
-            "-d",
-            r#"{"login":"lisa","age":9}"#,
-            "-e",
-            "0BADBAD0",
-            "accounts",
-            "lisa",
-        ])
-        .await
-        .fails_with("EtagConflictError");
+        .cli_fails(
+            &[
+                "putobject",
+                "-d",
+                r#"{"login":"lisa","age":9}"#,
+                "-e",
+                "0BADBAD0",
+                "accounts",
+                "lisa",
+            ],
+            "EtagConflictError",
+        )
+        .await;
     let unchanged = moray.cli(&["getobject", "accounts", "lisa"]).await.json();
     assert_eq!(unchanged["value"]["age"], 8, "a failed put changes nothing");
 
@@ -272,17 +271,19 @@ async fn putobject_with_a_stale_etag_fails_with_etag_conflict() {
 
     // -e null: only if the object does not exist yet.
     moray
-        .cli(&[
-            "putobject",
-            "-d",
-            r#"{"login":"lisa"}"#,
-            "-e",
-            "null",
-            "accounts",
-            "lisa",
-        ])
-        .await
-        .fails_with("EtagConflictError");
+        .cli_fails(
+            &[
+                "putobject",
+                "-d",
+                r#"{"login":"lisa"}"#,
+                "-e",
+                "null",
+                "accounts",
+                "lisa",
+            ],
+            "EtagConflictError",
+        )
+        .await;
     moray
         .cli(&[
             "putobject",
@@ -298,37 +299,35 @@ async fn putobject_with_a_stale_etag_fails_with_etag_conflict() {
 
     // A unique index refuses a second object with the same value.
     moray
-        .cli(&[
-            "putobject",
-            "-d",
-            r#"{"login":"hugh"}"#,
-            "accounts",
-            "hugh2",
-        ])
-        .await
-        .fails_with("UniqueAttributeError");
+        .cli_fails(
+            &[
+                "putobject",
+                "-d",
+                r#"{"login":"hugh"}"#,
+                "accounts",
+                "hugh2",
+            ],
+            "UniqueAttributeError",
+        )
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delobject_removes_the_object_and_then_reports_it_missing() {
-    let moray = TestMoray::start().await;
-    accounts(&moray).await;
+    let moray = with_accounts().await;
     put(&moray, "lisa", json!({"login": "lisa"})).await;
     assert_eq!(moray.cli(&["delobject", "accounts", "lisa"]).await.ok(), "");
     moray
-        .cli(&["getobject", "accounts", "lisa"])
-        .await
-        .fails_with("ObjectNotFoundError");
+        .cli_fails(&["getobject", "accounts", "lisa"], "ObjectNotFoundError")
+        .await;
     moray
-        .cli(&["delobject", "accounts", "lisa"])
-        .await
-        .fails_with("ObjectNotFoundError");
+        .cli_fails(&["delobject", "accounts", "lisa"], "ObjectNotFoundError")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn updatemany_and_delmany_act_on_the_filter_matches() {
-    let moray = TestMoray::start().await;
-    accounts(&moray).await;
+    let moray = with_accounts().await;
     for (login, age) in [("a", 5), ("b", 6), ("c", 50)] {
         put(&moray, login, json!({"login": login, "age": age})).await;
     }
@@ -369,25 +368,10 @@ async fn updatemany_and_delmany_act_on_the_filter_matches() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reindexobjects_fills_an_added_index() {
-    let moray = TestMoray::start().await;
-    accounts(&moray).await;
+    let moray = with_accounts().await;
     put(&moray, "lisa", json!({"login": "lisa", "country": "USA"})).await;
     put(&moray, "hugh", json!({"login": "hugh", "country": "UK"})).await;
-    moray
-        .cli(&[
-            "putbucket",
-            "-x",
-            "2",
-            "-u",
-            "login",
-            "-i",
-            "age:number",
-            "-i",
-            "country",
-            "accounts",
-        ])
-        .await
-        .ok();
+    moray.cli(PUT_ACCOUNTS_V2).await.ok();
 
     let out = moray.cli(&["reindexobjects", "accounts", "1"]).await;
     out.ok();
@@ -418,17 +402,15 @@ async fn reindexobjects_fills_an_added_index() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_ping_version_and_delbucket() {
-    let moray = TestMoray::start().await;
-    accounts(&moray).await;
+    let moray = with_accounts().await;
     let row = moray
         .cli(&["sql", "SELECT 1 AS one, 'x' AS two"])
         .await
         .json();
     assert_eq!(row, json!({"one": 1, "two": "x"}));
     moray
-        .cli(&["sql", "SELEKT nonsense"])
-        .await
-        .fails_with("InternalError");
+        .cli_fails(&["sql", "SELEKT nonsense"], "InternalError")
+        .await;
 
     assert_eq!(moray.cli(&["ping"]).await.ok(), "");
     assert_eq!(moray.cli(&["ping", "-d"]).await.ok(), "");
@@ -437,13 +419,11 @@ async fn sql_ping_version_and_delbucket() {
 
     moray.cli(&["delbucket", "accounts"]).await.ok();
     moray
-        .cli(&["getbucket", "accounts"])
-        .await
-        .fails_with("BucketNotFoundError");
+        .cli_fails(&["getbucket", "accounts"], "BucketNotFoundError")
+        .await;
     moray
-        .cli(&["delbucket", "accounts"])
-        .await
-        .fails_with("BucketNotFoundError");
+        .cli_fails(&["delbucket", "accounts"], "BucketNotFoundError")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

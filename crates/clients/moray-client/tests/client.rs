@@ -188,11 +188,7 @@ async fn ensure_bucket_waits_for_morays_database() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_put_get_find_delete_with_etags() {
     let moray = TestMoray::start().await;
-    let client = moray.client().await;
-    client
-        .put_bucket("vms", &vms_config(1))
-        .await
-        .expect("bucket");
+    let (client, _) = vms_client(&moray, ConnectOptions::default(), std::iter::empty()).await;
 
     assert_eq!(client.get_object("vms", "vm1").await.expect("get"), None);
     let value = json!({"owner_uuid": "o1", "ram": 1024, "alias": "web"});
@@ -290,11 +286,7 @@ async fn objects_put_get_find_delete_with_etags() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_is_all_or_nothing() {
     let moray = TestMoray::start().await;
-    let client = moray.client().await;
-    client
-        .put_bucket("vms", &vms_config(1))
-        .await
-        .expect("bucket");
+    let (client, _) = vms_client(&moray, ConnectOptions::default(), std::iter::empty()).await;
     let put = |key: &str, etag| BatchOp::Put {
         bucket: "vms".into(),
         key: key.into(),
@@ -356,11 +348,7 @@ async fn next(feed: &mut BoxStream<'static, moray_client::Result<ChangeEvent>>) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_sees_puts_and_deletes_and_resumes() {
     let moray = TestMoray::start().await;
-    let client = moray.client().await;
-    client
-        .put_bucket("vms", &vms_config(1))
-        .await
-        .expect("bucket");
+    let (client, _) = vms_client(&moray, ConnectOptions::default(), std::iter::empty()).await;
     let mut feed = client.watch("vms", 0).await.expect("watch");
     let v = json!({"owner_uuid": "o", "ram": 1});
     client
@@ -421,34 +409,59 @@ async fn connect_waits_for_a_late_server_within_its_bound() {
     assert!(err.is_retryable(), "{err} ({:?})", err.code());
 }
 
+/// Coalescing with one RPC in flight at most: whatever comes meanwhile waits and goes
+/// together.
+const ONE_IN_FLIGHT: Coalescing = Coalescing {
+    max_in_flight: 1,
+    max_batch: 16,
+};
+
+/// A client of `moray` with one kind of coalescing turned off by `off`.
+async fn without_coalescing(
+    moray: &TestMoray,
+    off: impl FnOnce(&mut ConnectOptions),
+) -> MorayClient {
+    let mut options = ConnectOptions::default();
+    off(&mut options);
+    MorayClient::connect_with(&moray.url, options)
+        .await
+        .expect("connect")
+}
+
+/// A client of `moray` with `options`, bucket `vms` (version 1) made and `objects` (key,
+/// value) put in it; their etags.
+async fn vms_client(
+    moray: &TestMoray,
+    options: ConnectOptions,
+    objects: impl Iterator<Item = (String, serde_json::Value)>,
+) -> (MorayClient, Vec<String>) {
+    let client = MorayClient::connect_with(&moray.url, options)
+        .await
+        .expect("connect");
+    client
+        .put_bucket("vms", &vms_config(1))
+        .await
+        .expect("put bucket vms");
+    let mut etags = Vec::new();
+    for (key, value) in objects {
+        let etag = client
+            .put_object("vms", &key, &value, EtagCondition::Any)
+            .await
+            .unwrap_or_else(|e| panic!("put vms/{key}: {e}"));
+        etags.push(etag);
+    }
+    (client, etags)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_gets_are_coalesced_and_each_returns_its_own_object() {
     let moray = TestMoray::start().await;
-    // One get RPC in flight at most: whatever comes meanwhile waits and goes together.
-    let client = MorayClient::connect_with(
-        &moray.url,
-        ConnectOptions {
-            coalesce_gets: Some(Coalescing {
-                max_in_flight: 1,
-                max_batch: 16,
-            }),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    client.put_bucket("vms", &vms_config(1)).await.unwrap();
-    for i in 0..40 {
-        client
-            .put_object(
-                "vms",
-                &format!("vm{i}"),
-                &json!({"i": i, "ram": i * 128}),
-                EtagCondition::Any,
-            )
-            .await
-            .unwrap();
-    }
+    let options = ConnectOptions {
+        coalesce_gets: Some(ONE_IN_FLIGHT),
+        ..Default::default()
+    };
+    let objects = (0..40).map(|i| (format!("vm{i}"), json!({"i": i, "ram": i * 128})));
+    let (client, _) = vms_client(&moray, options, objects).await;
 
     // 120 concurrent gets: existing keys, missing keys, and keys of a missing bucket.
     let gets: Vec<_> = (0..120u64)
@@ -512,15 +525,7 @@ async fn concurrent_gets_are_coalesced_and_each_returns_its_own_object() {
     }
 
     // Off: one RPC per get, nothing counted.
-    let single = MorayClient::connect_with(
-        &moray.url,
-        ConnectOptions {
-            coalesce_gets: None,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let single = without_coalescing(&moray, |o| o.coalesce_gets = None).await;
     assert_eq!(
         single
             .get_object("vms", "vm3")
@@ -536,8 +541,7 @@ async fn concurrent_gets_are_coalesced_and_each_returns_its_own_object() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_objects_returns_one_result_per_key() {
     let moray = TestMoray::start().await;
-    let client = moray.client().await;
-    client.put_bucket("vms", &vms_config(1)).await.unwrap();
+    let (client, _) = vms_client(&moray, ConnectOptions::default(), std::iter::empty()).await;
     let etag = client
         .put_object("vms", "a", &json!({"ram": 256}), EtagCondition::Any)
         .await
@@ -560,34 +564,12 @@ async fn get_objects_returns_one_result_per_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_puts_are_coalesced_and_each_gets_its_own_result() {
     let moray = TestMoray::start().await;
-    // One put RPC in flight at most: whatever comes meanwhile waits and goes together.
-    let client = MorayClient::connect_with(
-        &moray.url,
-        ConnectOptions {
-            coalesce_puts: Some(Coalescing {
-                max_in_flight: 1,
-                max_batch: 16,
-            }),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    client.put_bucket("vms", &vms_config(1)).await.unwrap();
-    let mut etags = Vec::new();
-    for i in 0..40 {
-        etags.push(
-            client
-                .put_object(
-                    "vms",
-                    &format!("q{i}"),
-                    &json!({"v": 0}),
-                    EtagCondition::Any,
-                )
-                .await
-                .unwrap(),
-        );
-    }
+    let options = ConnectOptions {
+        coalesce_puts: Some(ONE_IN_FLIGHT),
+        ..Default::default()
+    };
+    let objects = (0..40).map(|i| (format!("q{i}"), json!({"v": 0})));
+    let (client, etags) = vms_client(&moray, options, objects).await;
     let before = client.put_stats();
 
     // 100 concurrent puts: right etags (q0..q19), wrong etags (q20..q39), new keys, and
@@ -682,15 +664,7 @@ async fn concurrent_puts_are_coalesced_and_each_gets_its_own_result() {
     }
 
     // Off: one RPC per put, nothing counted.
-    let single = MorayClient::connect_with(
-        &moray.url,
-        ConnectOptions {
-            coalesce_puts: None,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let single = without_coalescing(&moray, |o| o.coalesce_puts = None).await;
     single
         .put_object("vms", "s", &json!({}), EtagCondition::Any)
         .await
@@ -701,8 +675,7 @@ async fn concurrent_puts_are_coalesced_and_each_gets_its_own_result() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_objects_returns_one_result_per_item() {
     let moray = TestMoray::start().await;
-    let client = moray.client().await;
-    client.put_bucket("vms", &vms_config(1)).await.unwrap();
+    let (client, _) = vms_client(&moray, ConnectOptions::default(), std::iter::empty()).await;
     let v = json!({"ram": 256});
     let results = client
         .put_objects(&[

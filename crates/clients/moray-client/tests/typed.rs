@@ -29,6 +29,23 @@ fn counters(moray: MorayClient) -> Bucket<Counter> {
     Bucket::new(moray, "typed_counters", config)
 }
 
+/// Upserts `key` with `change` under the default policy (always written); what is
+/// stored after.
+async fn upsert(
+    bucket: &Bucket<Counter>,
+    key: &str,
+    mut change: impl FnMut(&mut Option<Counter>),
+) -> Option<moray_client::typed::Versioned<Counter>> {
+    bucket
+        .upsert(&RetryPolicy::DEFAULT, key, |slot| {
+            change(slot);
+            Ok::<_, std::convert::Infallible>(Change::Write)
+        })
+        .await
+        .map_err(UpdateError::into_moray)
+        .unwrap_or_else(|e| panic!("upsert {key}: {e}"))
+}
+
 async fn started() -> (TestMoray, Bucket<Counter>) {
     let moray = TestMoray::start().await;
     let bucket = counters(moray.client().await);
@@ -210,26 +227,17 @@ async fn get_put_delete_find_and_batch_keep_morays_names() {
     assert!(matches!(err, UpdateError::Change("no, says the caller")));
 
     // Upsert creates, changes and deletes.
-    let policy = RetryPolicy::DEFAULT;
-    let made = bucket
-        .upsert(&policy, "b", |slot| {
-            assert!(slot.is_none());
-            *slot = Some(counter("b"));
-            Ok::<_, std::convert::Infallible>(Change::Write)
-        })
-        .await
-        .map_err(UpdateError::into_moray)
-        .expect("created");
+    let made = upsert(&bucket, "b", |slot| {
+        assert!(slot.is_none());
+        *slot = Some(counter("b"));
+    })
+    .await;
     assert_eq!(made.map(|v| v.value.name), Some("b".to_string()));
-    let gone = bucket
-        .upsert(&policy, "b", |slot| {
-            assert!(slot.is_some());
-            *slot = None;
-            Ok::<_, std::convert::Infallible>(Change::Write)
-        })
-        .await
-        .map_err(UpdateError::into_moray)
-        .expect("deleted");
+    let gone = upsert(&bucket, "b", |slot| {
+        assert!(slot.is_some());
+        *slot = None;
+    })
+    .await;
     assert!(gone.is_none());
     assert!(bucket.get("b").await.expect("get").is_none());
 

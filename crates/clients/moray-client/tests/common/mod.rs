@@ -32,6 +32,11 @@ impl TestMoray {
         cli_with_env(args, Some(&self.url), None).await
     }
 
+    /// Runs `moray-cli ARGS` and asserts it fails naming `error` ([`Cli::fails_with`]).
+    pub async fn cli_fails(&self, args: &[&str], error: &str) {
+        self.cli(args).await.fails_with(error);
+    }
+
     /// Runs `moray-cli ARGS` with `stdin` as its standard input.
     pub async fn cli_stdin(&self, args: &[&str], stdin: &str) -> Cli {
         cli_with_env(args, Some(&self.url), Some(stdin)).await

@@ -73,10 +73,7 @@ pub async fn run(moray: &MorayClient, command: Command) -> Outcome {
             bucket,
             key,
         } => {
-            let value = match data {
-                Some(text) => parse_data(&text)?,
-                None => Value::Object(Default::default()),
-            };
+            let value = parse_data(data.as_deref())?;
             let etag = match etag.as_deref() {
                 None => EtagCondition::Any,
                 Some("null") => EtagCondition::MustNotExist,
@@ -162,10 +159,7 @@ pub async fn run(moray: &MorayClient, command: Command) -> Outcome {
             bucket,
             filter,
         } => {
-            let fields = match data {
-                Some(text) => parse_data(&text)?,
-                None => Value::Object(Default::default()),
-            };
+            let fields = parse_data(data.as_deref())?;
             let options = FindOptions {
                 limit,
                 ..Default::default()
@@ -285,8 +279,14 @@ fn config_from_json(text: &str) -> Result<BucketConfig, Failure> {
     Ok(BucketConfig { index, options })
 }
 
-fn parse_data(text: &str) -> Result<Value, Failure> {
-    serde_json::from_str(text).map_err(|e| Failure(format!("parsing value for -d: {e}")))
+/// The JSON of `-d`; an empty object without it.
+fn parse_data(text: Option<&str>) -> Result<Value, Failure> {
+    match text {
+        Some(text) => {
+            serde_json::from_str(text).map_err(|e| Failure(format!("parsing value for -d: {e}")))
+        }
+        None => Ok(Value::Object(Default::default())),
+    }
 }
 
 /// A bucket as node-moray's getbucket prints it (field order included).
