@@ -180,6 +180,19 @@ where
     })
 }
 
+/// [`load_from`] with no file and the environment `pairs` (for tests):
+/// `load_env::<Config>("papi", &[("PAPI_LISTEN", "0.0.0.0:9")])`.
+pub fn load_env<T>(service: &str, pairs: &[(&str, &str)]) -> Result<T, ConfigError>
+where
+    T: Serialize + DeserializeOwned + Default,
+{
+    let env: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    load_from(service, None, &env)
+}
+
 /// Collects `(dotted key, message)` for each value of `layer` (at `path` in the config)
 /// that fails to deserialize when laid alone over the defaults.
 fn find_bad<T: DeserializeOwned>(

@@ -244,6 +244,35 @@ pub async fn bind(addr: &str) -> Result<TcpListener, ServeError> {
         })
 }
 
+/// The start-up every gRPC service shares: binds `listen` ("host:port"; port 0 picks a
+/// free one) and spawns [`serve`] on it with `routes`, reporting `services` as SERVING.
+/// Returns the bound address and the server's task, whose error is the service's own
+/// (`map_err`, e.g. `Error::Serve`); the task ends after `shutdown` is cancelled and
+/// requests drain.
+pub async fn start<E: Send + 'static>(
+    listen: &str,
+    routes: Routes,
+    services: &'static [&'static str],
+    config: &ServerConfig,
+    shutdown: CancellationToken,
+    map_err: fn(ServeError) -> E,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<Result<(), E>>), E> {
+    let listener = bind(listen).await.map_err(map_err)?;
+    let addr = listener.local_addr().map_err(|source| {
+        map_err(ServeError::Bind {
+            addr: listen.to_string(),
+            source,
+        })
+    })?;
+    let config = config.clone();
+    let task = tokio::spawn(async move {
+        serve(listener, routes, services, &config, shutdown)
+            .await
+            .map_err(map_err)
+    });
+    Ok((addr, task))
+}
+
 /// Serves `routes` on `listener` until `shutdown` is cancelled, then drains (see
 /// [`serve_routes`]). `services` are the full names (`triton.moray.v1.Moray`) reported as
 /// SERVING by the health service.

@@ -16,6 +16,7 @@ pub mod listen;
 pub mod periodic;
 pub mod postgres;
 pub mod service;
+pub mod service_config;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;

@@ -11,20 +11,17 @@
 //! Exit codes: 0 after a clean shutdown (SIGTERM or SIGINT), 1 when the service fails to
 //! start or fails while running, 2 for a bad command line or a bad config.
 //!
-//! A service's `main.rs` is then:
+//! A service's `main.rs` is then one [`crate::service_main!`]:
 //!
 //! ```ignore
-//! triton_common::global_allocator!();
-//!
-//! #[tokio::main]
-//! async fn main() -> std::process::ExitCode {
-//!     triton_common::service::Service::new("papi", "PAPI: packages, stored in Moray")
-//!         .run(|config: papi::Config, shutdown| async move {
-//!             let running = papi::start(config, shutdown).await?;
-//!             Ok(running.task.await??)
-//!         })
-//!         .await
-//! }
+//! triton_common::service_main!(
+//!     "papi",
+//!     "PAPI: packages, stored in Moray",
+//!     |config: papi::Config, shutdown| async move {
+//!         let running = papi::start(config, shutdown).await?;
+//!         Ok(running.task.await??)
+//!     }
+//! );
 //! ```
 
 use std::error::Error;
@@ -177,6 +174,29 @@ where
         }
     }
 
+    /// [`Service::run`] on a multi-threaded tokio runtime of its own: the whole body of a
+    /// service binary's `main` (see [`crate::service_main!`]).
+    pub fn main<F, Fut>(self, serve: F) -> ExitCode
+    where
+        F: FnOnce(C, CancellationToken) -> Fut,
+        Fut: Future<Output = Result<(), BoxError>>,
+    {
+        match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(self.run(serve)),
+            Err(e) => {
+                eprintln!(
+                    "{}: error: cannot start the tokio runtime: {}",
+                    self.name,
+                    chain(&e)
+                );
+                ExitCode::from(EXIT_FAILURE)
+            }
+        }
+    }
+
     /// [`Service::run`] with the command line given, returning the failure rather than
     /// printing it (for tests). `--check-config` still prints `OK`.
     pub async fn run_from<I, T, F, Fut>(self, args: I, serve: F) -> Result<(), Failure>
@@ -226,6 +246,36 @@ where
         }
         Ok(config)
     }
+}
+
+/// A service binary's whole `main.rs`: the allocator ([`crate::global_allocator!`]) and a
+/// `main` that runs [`Service::main`] with the service's name, its `--help` line, its
+/// serve function and, last, an optional config check (`check = Config::check`); the
+/// module's documentation has an example.
+///
+/// `start = papi::start` serves with a service's `start(config, shutdown)` whose
+/// running handle has a `task` that ends with the server's result, as most do:
+///
+/// ```ignore
+/// triton_common::service_main!("papi", "PAPI: packages, stored in Moray", start = papi::start);
+/// ```
+#[macro_export]
+macro_rules! service_main {
+    ($name:literal, $about:literal, start = $start:path $(, check = $check:expr)? $(,)?) => {
+        $crate::service_main!($name, $about, |config, shutdown| async move {
+            let running = $start(config, shutdown).await?;
+            Ok(running.task.await??)
+        } $(, check = $check)?);
+    };
+    ($name:literal, $about:literal, $serve:expr $(, check = $check:expr)? $(,)?) => {
+        $crate::global_allocator!();
+
+        fn main() -> ::std::process::ExitCode {
+            $crate::service::Service::new($name, $about)
+                $(.check($check))?
+                .main($serve)
+        }
+    };
 }
 
 #[cfg(test)]

@@ -145,6 +145,18 @@ impl Default for Options {
 }
 
 impl Options {
+    /// One service alone on Moray: UFDS, PAPI, IMGAPI or NAPI (IMGAPI's files come with
+    /// IMGAPI; for any other, Moray alone).
+    pub fn only(service: Service) -> Options {
+        Options {
+            ufds: service == Service::Ufds,
+            papi: service == Service::Papi,
+            imgapi: matches!(service, Service::Imgapi | Service::ImgapiFiles),
+            napi: service == Service::Napi,
+            ..Options::default()
+        }
+    }
+
     /// VMAPI's datacenter: every service but CloudAPI, two sim nodes (nic tag `admin`,
     /// and a `broken` one they claim but lack), seeded.
     pub fn vmapi() -> Options {
@@ -242,6 +254,12 @@ impl Drop for Dc {
     }
 }
 
+/// A service of the test datacenter: on a free port of 127.0.0.1, on its Moray.
+fn on_moray(service: &mut triton_common::service_config::ServiceConfig, moray_url: &str) {
+    service.listen = "127.0.0.1:0".into();
+    service.moray_url = moray_url.into();
+}
+
 fn grpc(addr: SocketAddr) -> Channel {
     tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .expect("url")
@@ -285,11 +303,8 @@ impl Dc {
         };
 
         if options.ufds {
-            let mut config = ufds::Config {
-                listen: "127.0.0.1:0".into(),
-                moray_url: moray_url.clone(),
-                ..Default::default()
-            };
+            let mut config = ufds::Config::default();
+            on_moray(&mut config.service, &moray_url);
             (options.configure_ufds)(&mut config);
             let running = ufds::start(config, shutdown.clone())
                 .await
@@ -297,11 +312,8 @@ impl Dc {
             dc.addrs.push((Service::Ufds, running.addr));
         }
         if options.papi {
-            let mut config = papi::Config {
-                listen: "127.0.0.1:0".into(),
-                moray_url: moray_url.clone(),
-                ..Default::default()
-            };
+            let mut config = papi::Config::default();
+            on_moray(&mut config.service, &moray_url);
             (options.configure_papi)(&mut config);
             let running = papi::start(config, shutdown.clone())
                 .await
@@ -309,28 +321,22 @@ impl Dc {
             dc.addrs.push((Service::Papi, running.addr));
         }
         if options.imgapi {
-            let running = imgapi::start(
-                imgapi::Config {
-                    listen: "127.0.0.1:0".into(),
-                    http_listen: "127.0.0.1:0".into(),
-                    moray_url: moray_url.clone(),
-                    data_dir: dc.dir.path().join("imgapi").display().to_string(),
-                    max_file_bytes: 256 * 1024 * 1024,
-                    ..Default::default()
-                },
-                shutdown.clone(),
-            )
-            .await
-            .expect("IMGAPI starts");
+            let mut config = imgapi::Config {
+                http_listen: "127.0.0.1:0".into(),
+                data_dir: dc.dir.path().join("imgapi").display().to_string(),
+                max_file_bytes: 256 * 1024 * 1024,
+                ..Default::default()
+            };
+            on_moray(&mut config.service, &moray_url);
+            let running = imgapi::start(config, shutdown.clone())
+                .await
+                .expect("IMGAPI starts");
             dc.addrs.push((Service::Imgapi, running.addr));
             dc.addrs.push((Service::ImgapiFiles, running.http_addr));
         }
         if options.napi {
-            let mut config = napi::Config {
-                listen: "127.0.0.1:0".into(),
-                moray_url: moray_url.clone(),
-                ..Default::default()
-            };
+            let mut config = napi::Config::default();
+            on_moray(&mut config.service, &moray_url);
             if options.coal_networks {
                 config.admin_uuid = ADMIN_UUID.into();
                 config.seed.enabled = true;

@@ -1,44 +1,13 @@
 //! IMGAPI's one error type, mapped once to a gRPC status and to the REST body
 //! `{"code", "message"}` with IMGAPI's names and HTTP statuses.
 
-use std::fmt;
-
 use tonic::Code;
 use triton_common::field_error::joined;
 use triton_common::status::ToStatus;
 
-/// Why one manifest or request field was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    pub field: String,
-    /// `Missing` or `Invalid`, as IMGAPI's `errors[].code`.
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError {
-            field: field.into(),
-            code: "Invalid",
-            message: message.into(),
-        }
-    }
-
-    pub fn missing(field: impl Into<String>) -> Self {
-        FieldError {
-            field: field.into(),
-            code: "Missing",
-            message: "is required".into(),
-        }
-    }
-}
-
-impl fmt::Display for FieldError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
-    }
-}
+/// Why one manifest or request field was refused; the code is `Missing` or `Invalid`,
+/// as IMGAPI's `errors[].code`.
+pub use triton_common::field_error::ParamError as FieldError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

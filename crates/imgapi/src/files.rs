@@ -199,11 +199,18 @@ impl Drop for TempFile {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn upload_hashes_and_persists_or_vanishes() {
+    /// Files in a new temporary directory, and an upload begun there limited to `limit`
+    /// bytes.
+    async fn upload_in_temp_dir(limit: u64) -> (tempfile::TempDir, Files, Upload) {
         let dir = tempfile::tempdir().unwrap();
         let files = Files::open(dir.path()).await.unwrap();
-        let mut up = files.begin(100).await.unwrap();
+        let up = files.begin(limit).await.unwrap();
+        (dir, files, up)
+    }
+
+    #[tokio::test]
+    async fn upload_hashes_and_persists_or_vanishes() {
+        let (_dir, files, mut up) = upload_in_temp_dir(100).await;
         up.write(b"hello ").await.unwrap();
         up.write(b"world").await.unwrap();
         let done = up.finish().await.unwrap();
@@ -229,9 +236,7 @@ mod tests {
 
     #[tokio::test]
     async fn uploads_over_the_limit_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let files = Files::open(dir.path()).await.unwrap();
-        let mut up = files.begin(4).await.unwrap();
+        let (dir, _files, mut up) = upload_in_temp_dir(4).await;
         up.write(b"1234").await.unwrap();
         let e = up.write(b"5").await.unwrap_err();
         assert_eq!(e.name(), "ValidationFailed");

@@ -60,21 +60,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         return Err(Error::Config("max_file_bytes must be above 0".into()));
     }
     let files = files::Files::open(&config.data_dir).await?;
-    let moray = moray_client::MorayClient::connect(&config.moray_url)
+    let svc = &config.service;
+    let moray = moray_client::MorayClient::connect(&svc.moray_url)
         .await
-        .map_err(Error::moray(format!("connect to {}", config.moray_url)))?;
+        .map_err(Error::moray(format!("connect to {}", svc.moray_url)))?;
     let store = store::Store::new(moray);
     store.ensure_bucket().await?;
     let app = Arc::new(Imgapi::new(store, files, config.max_file_bytes));
 
-    let grpc = config.grpc.clone();
-    let listener = triton_common::grpc::bind(&config.listen)
-        .await
-        .map_err(Error::Serve)?;
-    let addr = listener.local_addr().map_err(Error::io(format!(
-        "cannot read the address of {}",
-        config.listen
-    )))?;
     let http_listener = tokio::net::TcpListener::bind(&config.http_listen)
         .await
         .map_err(Error::io(format!(
@@ -85,26 +78,23 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         "cannot read the address of {}",
         config.http_listen
     )))?;
-
-    let service = ImgapiServer::new(server::ImgapiService::new(app.clone()))
+    // The gRPC server starts serving at once: bind the HTTP listener first, so a
+    // failure there leaves nothing running.
+    let grpc_service = ImgapiServer::new(server::ImgapiService::new(app.clone()))
         .max_decoding_message_size(MAX_REQUEST_BYTES);
-    let routes = Routes::new(service);
-    let grpc_shutdown = shutdown.clone();
-    let task = tokio::spawn(async move {
-        triton_common::grpc::serve(
-            listener,
-            routes,
+    let (addr, task) = svc
+        .start(
+            Routes::new(grpc_service),
             &[server::SERVICE_NAME],
-            &grpc,
-            grpc_shutdown,
+            shutdown.clone(),
+            Error::Serve,
         )
-        .await
-        .map_err(Error::Serve)
-    });
+        .await?;
+
     let router = http::router(app.clone());
     let http_listener = http::Admitted {
         inner: http_listener,
-        config: config.grpc.clone(),
+        config: svc.grpc.clone(),
     };
     let http_task = tokio::spawn(async move {
         axum::serve(http_listener, router)

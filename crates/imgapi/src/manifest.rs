@@ -49,17 +49,15 @@ pub struct RequirementNetwork {
     pub description: String,
 }
 
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Requirements {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub networks: Vec<RequirementNetwork>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub brand: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_key: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_ram: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ram: Option<u64>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub min_platform: BTreeMap<String, String>,
@@ -77,6 +75,7 @@ pub struct User {
 /// A manifest as stored in `imgapi_images` (key: uuid). Serialized, it is IMGAPI's
 /// manifest JSON plus two internal fields, `activated` and `tags_search`, which
 /// [`Manifest::to_api_json`] leaves out.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub v: u32,
@@ -93,7 +92,6 @@ pub struct Manifest {
     #[serde(default)]
     pub icon: bool,
     pub state: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ImageError>,
     #[serde(default)]
     pub disabled: bool,
@@ -102,22 +100,18 @@ pub struct Manifest {
     /// Internal: activated once (state is computed from it and `disabled`).
     #[serde(default)]
     pub activated: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub published_at: Option<String>,
     #[serde(rename = "type")]
     pub image_type: String,
     pub os: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
     #[serde(default)]
     pub files: Vec<ImageFile>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub acl: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requirements: Option<Requirements>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<User>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generate_passwords: Option<bool>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub billing_tags: Vec<String>,
@@ -136,7 +130,6 @@ pub struct Manifest {
     pub disk_driver: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub cpu_type: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_size: Option<u64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub channels: Vec<String>,
@@ -217,17 +210,9 @@ pub fn sha1(field: &str, value: &str) -> Result<String, FieldError> {
 }
 
 pub fn one_of(field: &str, value: &str, allowed: &[&str]) -> Result<String, FieldError> {
-    if value.is_empty() {
-        return Err(FieldError::missing(field));
-    }
-    if allowed.contains(&value) {
-        Ok(value.to_string())
-    } else {
-        Err(FieldError::invalid(
-            field,
-            format!("{value:?} must be one of {}", allowed.join(", ")),
-        ))
-    }
+    FieldError::one_of(field, value, allowed, |list| {
+        format!("{value:?} must be one of {list}")
+    })
 }
 
 /// An RFC 3339 UTC time as IMGAPI writes them (`2013-01-02T03:04:05Z`, with optional

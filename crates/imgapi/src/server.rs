@@ -34,46 +34,63 @@ fn image(m: crate::manifest::Manifest) -> R<proto::Image> {
     Ok(Response::new(m.into()))
 }
 
-/// The first message of an upload, which must be its header.
-fn header_first<T>(
-    first: Option<T>,
-    header: impl FnOnce(T) -> Option<T::Header>,
-) -> Result<T::Header, Error>
-where
-    T: Part,
-{
-    first.and_then(header).ok_or_else(|| {
-        Error::invalid(
-            "header",
-            "the first message of an upload must be its header",
-        )
-    })
-}
-
-/// Upload messages: a header or a chunk.
+/// Upload messages: a header (the first) or a chunk (every one after it).
 trait Part {
     type Header;
+    fn header(self) -> Option<Self::Header>;
     fn chunk(self) -> Option<Vec<u8>>;
 }
 
-impl Part for proto::ImportImageRequest {
-    type Header = proto::ImportImageHeader;
-    fn chunk(self) -> Option<Vec<u8>> {
-        match self.part {
-            Some(proto::import_image_request::Part::Chunk(c)) => Some(c),
-            _ => None,
+/// [`Part`] for an upload request `$request` whose `part` oneof is `$oneof::Part`.
+macro_rules! upload_part {
+    ($request:ident, $header:ident, $oneof:ident) => {
+        impl Part for proto::$request {
+            type Header = proto::$header;
+            fn header(self) -> Option<proto::$header> {
+                match self.part {
+                    Some(proto::$oneof::Part::Header(h)) => Some(h),
+                    _ => None,
+                }
+            }
+            fn chunk(self) -> Option<Vec<u8>> {
+                match self.part {
+                    Some(proto::$oneof::Part::Chunk(c)) => Some(c),
+                    _ => None,
+                }
+            }
         }
-    }
+    };
 }
 
-impl Part for proto::AddImageFileRequest {
-    type Header = proto::AddImageFileHeader;
-    fn chunk(self) -> Option<Vec<u8>> {
-        match self.part {
-            Some(proto::add_image_file_request::Part::Chunk(c)) => Some(c),
-            _ => None,
-        }
-    }
+upload_part!(ImportImageRequest, ImportImageHeader, import_image_request);
+upload_part!(
+    AddImageFileRequest,
+    AddImageFileHeader,
+    add_image_file_request
+);
+
+/// An upload: its header, which must be the first message, and the chunks after it.
+async fn upload<T: Part + Send + 'static>(
+    r: Request<Streaming<T>>,
+) -> Result<
+    (
+        T::Header,
+        impl Stream<Item = Result<Vec<u8>, Error>> + Unpin + Send,
+    ),
+    Status,
+> {
+    let mut stream = r.into_inner();
+    let header = stream
+        .message()
+        .await?
+        .and_then(Part::header)
+        .ok_or_else(|| {
+            Error::invalid(
+                "header",
+                "the first message of an upload must be its header",
+            )
+        })?;
+    Ok((header, chunks(stream)))
 }
 
 /// The messages after the header, as file chunks.
@@ -109,26 +126,16 @@ impl ImgapiRpc for ImgapiService {
         &self,
         r: Request<Streaming<proto::ImportImageRequest>>,
     ) -> R<proto::Image> {
-        let mut stream = r.into_inner();
-        let first = stream.message().await?;
-        let header = header_first(first, |m| match m.part {
-            Some(proto::import_image_request::Part::Header(h)) => Some(h),
-            _ => None,
-        })?;
-        image(self.app.import_image(header, chunks(stream)).await?)
+        let (header, chunks) = upload(r).await?;
+        image(self.app.import_image(header, chunks).await?)
     }
 
     async fn add_image_file(
         &self,
         r: Request<Streaming<proto::AddImageFileRequest>>,
     ) -> R<proto::Image> {
-        let mut stream = r.into_inner();
-        let first = stream.message().await?;
-        let header = header_first(first, |m| match m.part {
-            Some(proto::add_image_file_request::Part::Header(h)) => Some(h),
-            _ => None,
-        })?;
-        image(self.app.add_image_file(header, chunks(stream)).await?)
+        let (header, chunks) = upload(r).await?;
+        image(self.app.add_image_file(header, chunks).await?)
     }
 
     async fn activate_image(&self, r: Request<proto::ImageRequest>) -> R<proto::Image> {

@@ -30,19 +30,17 @@ impl TestImgapi {
         let moray = MorayFixture::start().await;
         let shutdown = CancellationToken::new();
         let data_dir = tempfile::tempdir().expect("temp dir");
-        let running = imgapi::start(
-            imgapi::Config {
-                listen: "127.0.0.1:0".into(),
-                http_listen: "127.0.0.1:0".into(),
-                moray_url: moray.url().to_string(),
-                data_dir: data_dir.path().display().to_string(),
-                max_file_bytes,
-                ..Default::default()
-            },
-            shutdown.clone(),
-        )
-        .await
-        .expect("IMGAPI starts");
+        let mut config = imgapi::Config {
+            http_listen: "127.0.0.1:0".into(),
+            data_dir: data_dir.path().display().to_string(),
+            max_file_bytes,
+            ..Default::default()
+        };
+        config.service.listen = "127.0.0.1:0".into();
+        config.service.moray_url = moray.url().to_string();
+        let running = imgapi::start(config, shutdown.clone())
+            .await
+            .expect("IMGAPI starts");
         let client = ImgapiClient::connect(format!("http://{}", running.addr))
             .await
             .expect("client connects");

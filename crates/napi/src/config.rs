@@ -2,25 +2,22 @@
 //! with `__`, e.g. `NAPI_SEED__ENABLED=true`); see [`triton_common::config`].
 
 use serde::{Deserialize, Serialize};
+pub use triton_common::service_config::DEFAULT_MORAY_URL;
+use triton_common::service_config::ServiceConfig;
 
 /// Default gRPC listen address. Triton's NAPI listens on HTTP 80 in its own zone; here
 /// every service shares one host in CoaL, so each gets its own port next to Moray's 2020.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:2023";
-/// Default Moray address (Triton's `MORAY_URL` form).
-pub const DEFAULT_MORAY_URL: &str = "tcp://127.0.0.1:2020";
 /// Triton NAPI's default MAC OUI (`macOUI` in its config): Joyent's 90:b8:d0.
 pub const DEFAULT_MAC_OUI: &str = "90b8d0";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct Config {
-    /// gRPC listen address, host:port (`NAPI_LISTEN`); port 0 picks a free one.
-    pub listen: String,
-    /// Who may connect and whether reflection is served (`[grpc]`; `NAPI_GRPC__ALLOW_FROM`
-    /// takes comma-separated CIDRs).
-    pub grpc: triton_common::grpc::ServerConfig,
-    /// Moray to keep every record in (`NAPI_MORAY_URL`).
-    pub moray_url: String,
+    /// `listen`, `[grpc]`, `moray_url` (where every record is kept):
+    /// `NAPI_LISTEN`, `NAPI_GRPC__ALLOW_FROM`, ...
+    #[serde(flatten)]
+    pub service: ServiceConfig,
     /// First three bytes of generated MAC addresses, 6 hex digits (`NAPI_MAC_OUI`).
     pub mac_oui: String,
     /// The operator account (`NAPI_ADMIN_UUID`): may provision on any network, and owns
@@ -33,9 +30,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listen: DEFAULT_LISTEN.to_string(),
-            grpc: triton_common::grpc::ServerConfig::default(),
-            moray_url: DEFAULT_MORAY_URL.to_string(),
+            service: ServiceConfig::new(DEFAULT_LISTEN),
             mac_oui: DEFAULT_MAC_OUI.to_string(),
             admin_uuid: String::new(),
             seed: SeedConfig::default(),
@@ -104,14 +99,11 @@ mod tests {
 
     #[test]
     fn defaults_and_environment() {
-        let env = vec![
-            ("NAPI_LISTEN".to_string(), "0.0.0.0:9".to_string()),
-            ("NAPI_SEED__ENABLED".to_string(), "true".to_string()),
-        ];
-        let c: Config = triton_common::config::load_from("napi", None, &env).unwrap();
-        assert_eq!(c.listen, "0.0.0.0:9");
+        let env = [("NAPI_LISTEN", "0.0.0.0:9"), ("NAPI_SEED__ENABLED", "true")];
+        let c: Config = triton_common::config::load_env("napi", &env).unwrap();
+        assert_eq!(c.service.listen, "0.0.0.0:9");
         assert!(c.seed.enabled);
-        assert_eq!(c.moray_url, DEFAULT_MORAY_URL);
+        assert_eq!(c.service.moray_url, DEFAULT_MORAY_URL);
         assert_eq!(c.seed.external.gateway, "10.88.88.2");
     }
 }

@@ -1,60 +1,13 @@
 //! NAPI's one error type, mapped once to a gRPC status carrying Triton's error names
 //! (`InvalidParameters`, `ResourceNotFound`, `InUse`, `SubnetFull`, ...).
 
-use std::fmt;
-
 use tonic::Code;
 use triton_common::field_error::joined;
 use triton_common::status::ToStatus;
 
-/// Why one request field was refused (Triton's `errors[]` entry: field, code, message).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    pub field: String,
-    /// `Missing`, `Invalid`, `Duplicate` or `UsedBy`, as in NAPI.
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError {
-            field: field.into(),
-            code: "Invalid",
-            message: message.into(),
-        }
-    }
-
-    pub fn missing(field: impl Into<String>) -> Self {
-        FieldError {
-            field: field.into(),
-            code: "Missing",
-            message: "is required".into(),
-        }
-    }
-
-    pub fn duplicate(field: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError {
-            field: field.into(),
-            code: "Duplicate",
-            message: message.into(),
-        }
-    }
-
-    pub fn used_by(field: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError {
-            field: field.into(),
-            code: "UsedBy",
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for FieldError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
-    }
-}
+/// Why one request field was refused (Triton's `errors[]` entry: field, code, message);
+/// the code is `Missing`, `Invalid`, `Duplicate` or `UsedBy`, as in NAPI.
+pub use triton_common::field_error::ParamError as FieldError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -51,9 +51,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         validate::uuid("admin_uuid", &config.admin_uuid)
             .map_err(|e| Error::Config(e.to_string()))?
     };
-    let moray = moray_client::MorayClient::connect(&config.moray_url)
+    let svc = &config.service;
+    let moray = moray_client::MorayClient::connect(&svc.moray_url)
         .await
-        .map_err(Error::moray(format!("connect to {}", config.moray_url)))?;
+        .map_err(Error::moray(format!("connect to {}", svc.moray_url)))?;
     let store = store::Store::new(moray.clone());
     store.ensure_buckets().await?;
     let app = Napi::new(store, oui, admin_uuid);
@@ -61,26 +62,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         app.seed(&config.seed).await?;
     }
 
-    let grpc = config.grpc.clone();
-    let listener = triton_common::grpc::bind(&config.listen)
-        .await
-        .map_err(Error::Serve)?;
-    let addr = listener.local_addr().map_err(|e| {
-        Error::Serve(triton_common::grpc::ServeError::Bind {
-            addr: config.listen.clone(),
-            source: e,
-        })
-    })?;
     let watch = watch::Watch::new(moray, app.clone(), shutdown.clone());
     let routes = Routes::new(NapiServer::new(server::NapiService::new(
         app.clone(),
         watch,
     )));
-    let task = tokio::spawn(async move {
-        triton_common::grpc::serve(listener, routes, &[server::SERVICE_NAME], &grpc, shutdown)
-            .await
-            .map_err(Error::Serve)
-    });
+    let (addr, task) = svc
+        .start(routes, &[server::SERVICE_NAME], shutdown, Error::Serve)
+        .await?;
     tracing::info!(%addr, "napi started");
     Ok(Running { addr, task, app })
 }

@@ -39,6 +39,7 @@ impl From<NicTag> for proto::NicTag {
     }
 }
 
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Network {
     pub uuid: String,
@@ -52,7 +53,6 @@ pub struct Network {
     pub provision_start_ip: String,
     pub provision_end_ip: String,
     pub nic_tag: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<String>,
     #[serde(default)]
     pub resolvers: Vec<String>,
@@ -67,10 +67,8 @@ pub struct Network {
     pub fabric: bool,
     #[serde(default)]
     pub internet_nat: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vnet_id: Option<u32>,
     /// Fabric networks: the account whose fabric it is on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fabric_owner: Option<String>,
 }
 
@@ -119,9 +117,7 @@ impl Network {
 
     /// Whether `owner` may provision on this network.
     pub fn provisionable_by(&self, owner: &str, admin_uuid: &str) -> bool {
-        self.owner_uuids.is_empty()
-            || self.owner_uuids.iter().any(|o| o == owner)
-            || (!admin_uuid.is_empty() && owner == admin_uuid)
+        may_provision(&self.owner_uuids, owner, admin_uuid)
     }
 
     fn corrupt(&self, reason: String) -> Error {
@@ -173,11 +169,18 @@ pub struct NetworkPool {
 }
 
 impl NetworkPool {
+    /// Whether `owner` may provision on this pool.
     pub fn provisionable_by(&self, owner: &str, admin_uuid: &str) -> bool {
-        self.owner_uuids.is_empty()
-            || self.owner_uuids.iter().any(|o| o == owner)
-            || (!admin_uuid.is_empty() && owner == admin_uuid)
+        may_provision(&self.owner_uuids, owner, admin_uuid)
     }
+}
+
+/// Whether `owner` may provision on a network or pool of `owner_uuids` (none: anyone may);
+/// the operator (`admin_uuid`, when set) always may.
+pub fn may_provision(owner_uuids: &[String], owner: &str, admin_uuid: &str) -> bool {
+    owner_uuids.is_empty()
+        || owner_uuids.iter().any(|o| o == owner)
+        || (!admin_uuid.is_empty() && owner == admin_uuid)
 }
 
 impl From<NetworkPool> for proto::NetworkPool {
@@ -197,6 +200,7 @@ impl From<NetworkPool> for proto::NetworkPool {
 
 /// One IP in use or reserved on a network; key `<network_uuid>/<ip>`. A free IP has no
 /// record, so "at most one record per key" is "never one address for two NICs".
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IpRecord {
     pub network_uuid: String,
@@ -205,13 +209,9 @@ pub struct IpRecord {
     pub ip_num: u32,
     #[serde(default)]
     pub reserved: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub belongs_to_uuid: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub belongs_to_type: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner_uuid: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
 }
 
@@ -250,6 +250,7 @@ impl From<IpRecord> for proto::Ip {
 }
 
 /// A NIC; key: its MAC, `aa:bb:cc:dd:ee:ff`.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Nic {
     pub mac: String,
@@ -258,15 +259,10 @@ pub struct Nic {
     pub belongs_to_type: String,
     pub primary: bool,
     pub state: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cn_uuid: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_uuid: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nic_tag: Option<String>,
     #[serde(default)]
     pub vlan_id: u32,

@@ -1,5 +1,6 @@
 //! NAPI's Moray buckets and typed access to them.
 
+use moray_client::filter::Filter;
 use moray_client::{
     BatchOp, BucketConfig, EtagCondition, FindOptions, IndexDef, MorayClient, MorayError, Sort,
     SortOrder,
@@ -155,6 +156,18 @@ impl Store {
             .collect()
     }
 
+    /// One object matching `filter`, if any (to show what still uses a thing).
+    pub async fn any<T: DeserializeOwned>(
+        &self,
+        bucket: &str,
+        filter: &Filter,
+    ) -> Result<Option<T>> {
+        let found = self
+            .find::<T>(bucket, &filter.to_string(), &FindOptions::limit(1))
+            .await?;
+        Ok(found.into_iter().next().map(|s| s.value))
+    }
+
     /// Every object matching `filter` (no row cap), sorted by `sort` ascending.
     pub async fn find_all<T: DeserializeOwned>(
         &self,
@@ -185,6 +198,25 @@ impl Store {
     ) -> Result<Result<String, MorayError>> {
         let value = encode(value)?;
         Ok(self.moray.put_object(bucket, key, &value, etag).await)
+    }
+
+    /// Writes `value` over the version read at `etag`: `false` when someone changed it
+    /// since (read it again and retry), any other failure an error.
+    pub async fn replace<T: Serialize>(
+        &self,
+        bucket: &str,
+        key: &str,
+        value: &T,
+        etag: String,
+    ) -> Result<bool> {
+        match self
+            .put(bucket, key, value, EtagCondition::Is(etag))
+            .await?
+        {
+            Ok(_) => Ok(true),
+            Err(e) if conflict(&e).is_some() => Ok(false),
+            Err(e) => Err(Error::moray(format!("putObject {bucket}"))(e)),
+        }
     }
 
     pub async fn delete(

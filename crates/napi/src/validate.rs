@@ -37,6 +37,29 @@ impl Checks {
         }
     }
 
+    /// The checked value of an optional field when the request gave one; a bad one is
+    /// recorded and gives `None`.
+    pub fn given<V, T>(
+        &mut self,
+        value: Option<V>,
+        check: impl FnOnce(V) -> Result<T, FieldError>,
+    ) -> Option<T> {
+        value.and_then(|v| self.take(check(v)))
+    }
+
+    /// For an update: when the request gave a `value`, checks it and sets `target` to the
+    /// checked value, or records the error and leaves `target` as it is.
+    pub fn set<V, T>(
+        &mut self,
+        target: &mut T,
+        value: Option<V>,
+        check: impl FnOnce(V) -> Result<T, FieldError>,
+    ) {
+        if let Some(v) = self.given(value, check) {
+            *target = v;
+        }
+    }
+
     pub fn push(&mut self, e: FieldError) {
         self.errors.push(e);
     }
@@ -145,20 +168,18 @@ pub fn vlan_id(field: &str, value: u32) -> Result<u32, FieldError> {
 }
 
 pub fn nic_tag_mtu(field: &str, value: u32) -> Result<u32, FieldError> {
-    if !(NIC_TAG_MTU_MIN..=MTU_MAX).contains(&value) {
-        return Err(FieldError::invalid(
-            field,
-            format!("mtu must be a number between {NIC_TAG_MTU_MIN} and {MTU_MAX}"),
-        ));
-    }
-    Ok(value)
+    mtu(field, value, NIC_TAG_MTU_MIN)
 }
 
 pub fn network_mtu(field: &str, value: u32) -> Result<u32, FieldError> {
-    if !(NETWORK_MTU_MIN..=MTU_MAX).contains(&value) {
+    mtu(field, value, NETWORK_MTU_MIN)
+}
+
+fn mtu(field: &str, value: u32, min: u32) -> Result<u32, FieldError> {
+    if !(min..=MTU_MAX).contains(&value) {
         return Err(FieldError::invalid(
             field,
-            format!("mtu must be a number between {NETWORK_MTU_MIN} and {MTU_MAX}"),
+            format!("mtu must be a number between {min} and {MTU_MAX}"),
         ));
     }
     Ok(value)
@@ -273,17 +294,9 @@ pub fn resolvers(field: &str, values: &[String]) -> Result<Vec<String>, FieldErr
 }
 
 pub fn one_of(field: &str, value: &str, allowed: &[&str]) -> Result<String, FieldError> {
-    if value.is_empty() {
-        return Err(FieldError::missing(field));
-    }
-    if allowed.contains(&value) {
-        Ok(value.to_string())
-    } else {
-        Err(FieldError::invalid(
-            field,
-            format!("must be one of {}", allowed.join(", ")),
-        ))
-    }
+    FieldError::one_of(field, value, allowed, |list| {
+        format!("must be one of {list}")
+    })
 }
 
 pub fn limit(field: &str, value: Option<u32>) -> Result<u32, FieldError> {

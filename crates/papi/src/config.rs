@@ -2,25 +2,22 @@
 //! (see [`triton_common::config`]).
 
 use serde::{Deserialize, Serialize};
+pub use triton_common::service_config::DEFAULT_MORAY_URL;
+use triton_common::service_config::ServiceConfig;
 
 /// Default gRPC listen address (Triton's PAPI listens on HTTP 80 in its own zone; on a
 /// shared host we take 2022, beside Moray's 2020).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:2022";
-/// Default Moray, as Triton's `MORAY_URL`.
-pub const DEFAULT_MORAY_URL: &str = "tcp://127.0.0.1:2020";
 /// How long start-up waits for Moray before giving up (seconds).
 pub const DEFAULT_MORAY_CONNECT_SECS: u64 = 30;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct Config {
-    /// gRPC listen address, host:port (`PAPI_LISTEN`); port 0 picks a free one.
-    pub listen: String,
-    /// Who may connect and whether reflection is served (`[grpc]`; `PAPI_GRPC__ALLOW_FROM`
-    /// takes comma-separated CIDRs).
-    pub grpc: triton_common::grpc::ServerConfig,
-    /// Moray to keep packages in (`PAPI_MORAY_URL`).
-    pub moray_url: String,
+    /// `listen`, `[grpc]` and `moray_url` (where packages are kept): `PAPI_LISTEN`,
+    /// `PAPI_GRPC__ALLOW_FROM`, ...
+    #[serde(flatten)]
+    pub service: ServiceConfig,
     /// Seconds to keep trying Moray at start-up (`PAPI_MORAY_CONNECT_SECS`).
     pub moray_connect_secs: u64,
     /// Triton's `IGNORE_CPU_CAP` (`PAPI_IGNORE_CPU_CAP`): packages may lack `cpu_cap`.
@@ -32,9 +29,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listen: DEFAULT_LISTEN.to_string(),
-            grpc: triton_common::grpc::ServerConfig::default(),
-            moray_url: DEFAULT_MORAY_URL.to_string(),
+            service: ServiceConfig::new(DEFAULT_LISTEN),
             moray_connect_secs: DEFAULT_MORAY_CONNECT_SECS,
             ignore_cpu_cap: false,
         }
@@ -47,16 +42,13 @@ mod tests {
 
     #[test]
     fn environment_overrides_defaults() {
-        let env = vec![
-            ("PAPI_IGNORE_CPU_CAP".to_string(), "true".to_string()),
-            (
-                "PAPI_MORAY_URL".to_string(),
-                "tcp://10.0.0.5:2020".to_string(),
-            ),
+        let env = [
+            ("PAPI_IGNORE_CPU_CAP", "true"),
+            ("PAPI_MORAY_URL", "tcp://10.0.0.5:2020"),
         ];
-        let c: Config = triton_common::config::load_from("papi", None, &env).unwrap();
+        let c: Config = triton_common::config::load_env("papi", &env).unwrap();
         assert!(c.ignore_cpu_cap);
-        assert_eq!(c.moray_url, "tcp://10.0.0.5:2020");
-        assert_eq!(c.listen, DEFAULT_LISTEN);
+        assert_eq!(c.service.moray_url, "tcp://10.0.0.5:2020");
+        assert_eq!(c.service.listen, DEFAULT_LISTEN);
     }
 }

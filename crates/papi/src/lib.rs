@@ -33,8 +33,9 @@ pub struct Running {
 
 /// Connects to Moray, ensures the bucket, binds and serves until `shutdown`.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
+    let svc = &config.service;
     let moray = moray_client::MorayClient::connect_with(
-        &config.moray_url,
+        &svc.moray_url,
         moray_client::ConnectOptions {
             connect_for: Duration::from_secs(config.moray_connect_secs),
             ..Default::default()
@@ -45,22 +46,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let papi = service::Papi::new(moray, config.ignore_cpu_cap);
     papi.ensure_buckets().await?;
 
-    let grpc = config.grpc.clone();
-    let listener = triton_common::grpc::bind(&config.listen)
-        .await
-        .map_err(Error::Serve)?;
-    let addr = listener.local_addr().map_err(|source| {
-        Error::Serve(triton_common::grpc::ServeError::Bind {
-            addr: config.listen.clone(),
-            source,
-        })
-    })?;
     let routes = tonic::service::Routes::new(server::service(papi));
-    let task = tokio::spawn(async move {
-        triton_common::grpc::serve(listener, routes, &[SERVICE_NAME], &grpc, shutdown)
-            .await
-            .map_err(Error::Serve)
-    });
-    tracing::info!(%addr, moray = %config.moray_url, "papi started");
+    let (addr, task) = svc
+        .start(routes, &[SERVICE_NAME], shutdown, Error::Serve)
+        .await?;
+    tracing::info!(%addr, moray = %svc.moray_url, "papi started");
     Ok(Running { addr, task })
 }

@@ -80,6 +80,7 @@ pub const REMOVABLE: &[&str] = &[
 
 /// A package as stored in `papi_packages` (key: uuid). Unset optional fields are left
 /// out, so an absent `owner_uuids` means "public" to Moray's presence filter too.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Package {
     pub uuid: String,
@@ -89,44 +90,27 @@ pub struct Package {
     pub max_physical_memory: u64,
     pub max_swap: u64,
     pub quota: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_cap: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vcpus: Option<u32>,
     pub max_lwps: u32,
     pub zfs_io_priority: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fss: Option<u32>,
     #[serde(default)]
     pub default: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub common_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner_uuids: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub networks: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traits: Option<Map<String, Value>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub billing_tag: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub brand: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub os: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_platform: Option<BTreeMap<String, String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flexible_disk: Option<bool>,
     /// `[{"size": MiB}, {"size": "remaining"}, {}]`, as Triton writes them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disks: Option<Vec<Value>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alloc_server_spread: Option<String>,
     pub created_at: String,
     pub updated_at: String,
@@ -219,6 +203,11 @@ pub fn immutable_changes(stored: &Package, fields: &proto::PackageFields) -> Vec
 
 /// Sets every field present in `fields`. An empty string clears an optional text field.
 pub fn apply(p: &mut Package, f: proto::PackageFields) {
+    fn set<T>(slot: &mut T, value: Option<T>) {
+        if let Some(v) = value {
+            *slot = v;
+        }
+    }
     fn text(slot: &mut Option<String>, value: Option<String>) {
         if let Some(v) = value {
             *slot = (!v.is_empty()).then_some(v);
@@ -229,42 +218,18 @@ pub fn apply(p: &mut Package, f: proto::PackageFields) {
             *slot = (!v.uuids.is_empty()).then_some(v.uuids);
         }
     }
-    if let Some(v) = f.name {
-        p.name = v;
-    }
-    if let Some(v) = f.version {
-        p.version = v;
-    }
-    if let Some(v) = f.active {
-        p.active = v;
-    }
-    if let Some(v) = f.max_physical_memory {
-        p.max_physical_memory = v;
-    }
-    if let Some(v) = f.max_swap {
-        p.max_swap = v;
-    }
-    if let Some(v) = f.quota {
-        p.quota = v;
-    }
-    if f.cpu_cap.is_some() {
-        p.cpu_cap = f.cpu_cap;
-    }
-    if f.vcpus.is_some() {
-        p.vcpus = f.vcpus;
-    }
-    if let Some(v) = f.max_lwps {
-        p.max_lwps = v;
-    }
-    if let Some(v) = f.zfs_io_priority {
-        p.zfs_io_priority = v;
-    }
-    if f.fss.is_some() {
-        p.fss = f.fss;
-    }
-    if let Some(v) = f.default {
-        p.default = v;
-    }
+    set(&mut p.name, f.name);
+    set(&mut p.version, f.version);
+    set(&mut p.active, f.active);
+    set(&mut p.max_physical_memory, f.max_physical_memory);
+    set(&mut p.max_swap, f.max_swap);
+    set(&mut p.quota, f.quota);
+    set(&mut p.cpu_cap, f.cpu_cap.map(Some));
+    set(&mut p.vcpus, f.vcpus.map(Some));
+    set(&mut p.max_lwps, f.max_lwps);
+    set(&mut p.zfs_io_priority, f.zfs_io_priority);
+    set(&mut p.fss, f.fss.map(Some));
+    set(&mut p.default, f.default);
     text(&mut p.group, f.group);
     text(&mut p.description, f.description);
     text(&mut p.common_name, f.common_name);
@@ -281,9 +246,7 @@ pub fn apply(p: &mut Package, f: proto::PackageFields) {
     if let Some(m) = f.min_platform {
         p.min_platform = (!m.entries.is_empty()).then(|| m.entries.into_iter().collect());
     }
-    if f.flexible_disk.is_some() {
-        p.flexible_disk = f.flexible_disk;
-    }
+    set(&mut p.flexible_disk, f.flexible_disk.map(Some));
     if let Some(d) = f.disks {
         p.disks = Some(d.disks.iter().map(disk_to_json).collect());
     }

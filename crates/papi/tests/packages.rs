@@ -53,11 +53,7 @@ fn traits(pairs: &[(&str, bool)]) -> prost_types::Struct {
 
 #[tokio::test]
 async fn package_lifecycle() {
-    let stack = Dc::start(Options {
-        papi: true,
-        ..Default::default()
-    })
-    .await;
+    let stack = Dc::start(Options::only(Service::Papi)).await;
     // SERVING (1) in the standard health service, under the service's full name.
     assert_eq!(
         dc_testkit::health(stack.addr(Service::Papi), papi::SERVICE_NAME).await,
@@ -237,11 +233,7 @@ async fn package_lifecycle() {
 
 #[tokio::test]
 async fn bad_packages_are_refused_naming_the_fields() {
-    let stack = Dc::start(Options {
-        papi: true,
-        ..Default::default()
-    })
-    .await;
+    let stack = Dc::start(Options::only(Service::Papi)).await;
     let c = &mut stack.papi();
 
     let msg = assert_error(
@@ -366,17 +358,15 @@ async fn bad_packages_are_refused_naming_the_fields() {
         .unwrap();
 
     // With ignore_cpu_cap (Triton's IGNORE_CPU_CAP) cpu_cap may be left out.
-    let lenient = papi::start(
-        papi::Config {
-            listen: "127.0.0.1:0".into(),
-            moray_url: stack.moray_url(),
-            ignore_cpu_cap: true,
-            ..Default::default()
-        },
-        stack.shutdown.clone(),
-    )
-    .await
-    .expect("second PAPI starts");
+    let mut config = papi::Config {
+        ignore_cpu_cap: true,
+        ..Default::default()
+    };
+    config.service.listen = "127.0.0.1:0".into();
+    config.service.moray_url = stack.moray_url();
+    let lenient = papi::start(config, stack.shutdown.clone())
+        .await
+        .expect("second PAPI starts");
     let mut lenient = proto::papi_client::PapiClient::connect(format!("http://{}", lenient.addr))
         .await
         .expect("client connects");
@@ -410,11 +400,7 @@ async fn bad_packages_are_refused_naming_the_fields() {
 
 #[tokio::test]
 async fn updates_refuse_immutable_fields_by_name() {
-    let stack = Dc::start(Options {
-        papi: true,
-        ..Default::default()
-    })
-    .await;
+    let stack = Dc::start(Options::only(Service::Papi)).await;
     let c = &mut stack.papi();
     let uuid = "b65b8ce2-29e7-4f63-b529-357f42bf0742";
     let created = c
@@ -509,11 +495,7 @@ async fn updates_refuse_immutable_fields_by_name() {
 
 #[tokio::test]
 async fn list_filters_sort_and_page() {
-    let stack = Dc::start(Options {
-        papi: true,
-        ..Default::default()
-    })
-    .await;
+    let stack = Dc::start(Options::only(Service::Papi)).await;
     let c = &mut stack.papi();
     let owned = |owner: &str| {
         Some(proto::UuidList {

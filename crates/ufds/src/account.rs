@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::FieldError;
+use crate::error::{FieldError, invalid_value};
 
 pub const MIN_LOGIN_LEN: usize = 3;
 pub const MAX_LOGIN_LEN: usize = 32;
@@ -107,23 +107,22 @@ pub fn check_login(login: &str) -> Option<FieldError> {
     }
     let len = login.chars().count();
     let reason = if !(MIN_LOGIN_LEN..=MAX_LOGIN_LEN).contains(&len) {
-        format!("must be {MIN_LOGIN_LEN} to {MAX_LOGIN_LEN} characters long")
+        Some(format!(
+            "must be {MIN_LOGIN_LEN} to {MAX_LOGIN_LEN} characters long"
+        ))
     } else if !login.starts_with(|c: char| c.is_ascii_alphabetic()) {
-        "must start with a letter".to_string()
+        Some("must start with a letter".into())
     } else if !login
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '@'))
     {
-        "may only contain letters, digits, '_', '.' and '@'".to_string()
+        Some("may only contain letters, digits, '_', '.' and '@'".into())
     } else if RESERVED_LOGINS.contains(&login) {
-        "is reserved".to_string()
+        Some("is reserved".into())
     } else {
-        return None;
+        None
     };
-    Some(FieldError::invalid(
-        "login",
-        format!("{login:?} is invalid: {reason}"),
-    ))
+    invalid_value("login", login, reason)
 }
 
 /// Email: `local@domain.tld`, no spaces, the domain with a dot and a TLD of two or more

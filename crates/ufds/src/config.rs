@@ -2,25 +2,22 @@
 //! (see [`triton_common::config`]).
 
 use serde::{Deserialize, Serialize};
+pub use triton_common::service_config::DEFAULT_MORAY_URL;
+use triton_common::service_config::ServiceConfig;
 
 /// Default gRPC listen address: LDAP's well-known port, 1389, is Triton's UFDS; we take
 /// the one above so an LDAP server and this one can share a machine during migration.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:1390";
-/// Default Moray, as Triton's `MORAY_URL`.
-pub const DEFAULT_MORAY_URL: &str = "tcp://127.0.0.1:2020";
 /// How long start-up waits for Moray before giving up (seconds).
 pub const DEFAULT_MORAY_CONNECT_SECS: u64 = 30;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct Config {
-    /// gRPC listen address, host:port (`UFDS_LISTEN`); port 0 picks a free one.
-    pub listen: String,
-    /// Who may connect and whether reflection is served (`[grpc]`; `UFDS_GRPC__ALLOW_FROM`
-    /// takes comma-separated CIDRs).
-    pub grpc: triton_common::grpc::ServerConfig,
-    /// Moray to keep accounts and keys in (`UFDS_MORAY_URL`).
-    pub moray_url: String,
+    /// `listen`, `[grpc]` and `moray_url` (where accounts and keys are kept): `UFDS_LISTEN`,
+    /// `UFDS_GRPC__ALLOW_FROM`, ...
+    #[serde(flatten)]
+    pub service: ServiceConfig,
     /// Seconds to keep trying Moray at start-up (`UFDS_MORAY_CONNECT_SECS`).
     pub moray_connect_secs: u64,
 }
@@ -28,9 +25,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listen: DEFAULT_LISTEN.to_string(),
-            grpc: triton_common::grpc::ServerConfig::default(),
-            moray_url: DEFAULT_MORAY_URL.to_string(),
+            service: ServiceConfig::new(DEFAULT_LISTEN),
             moray_connect_secs: DEFAULT_MORAY_CONNECT_SECS,
         }
     }
@@ -42,16 +37,17 @@ mod tests {
 
     #[test]
     fn environment_overrides_defaults() {
-        let env = vec![
-            ("UFDS_LISTEN".to_string(), "0.0.0.0:1390".to_string()),
-            (
-                "UFDS_MORAY_URL".to_string(),
-                "tcp://10.0.0.5:2020".to_string(),
-            ),
+        let env = [
+            ("UFDS_LISTEN", "0.0.0.0:1390"),
+            ("UFDS_MORAY_CONNECT_SECS", "5"),
         ];
-        let c: Config = triton_common::config::load_from("ufds", None, &env).unwrap();
-        assert_eq!(c.listen, "0.0.0.0:1390");
-        assert_eq!(c.moray_url, "tcp://10.0.0.5:2020");
-        assert_eq!(c.moray_connect_secs, DEFAULT_MORAY_CONNECT_SECS);
+        let c: Config = triton_common::config::load_env("ufds", &env).unwrap();
+        assert_eq!(c.service.listen, "0.0.0.0:1390");
+        assert_eq!(c.service.moray_url, DEFAULT_MORAY_URL);
+        assert_eq!(c.moray_connect_secs, 5);
+        assert_eq!(
+            Config::default().moray_connect_secs,
+            DEFAULT_MORAY_CONNECT_SECS
+        );
     }
 }

@@ -61,6 +61,11 @@ impl Error {
     }
 }
 
+/// `field`'s `value` broke the rule `reason` says, if any: `"<value>" is invalid: <reason>`.
+pub fn invalid_value(field: &str, value: &str, reason: Option<String>) -> Option<FieldError> {
+    reason.map(|r| FieldError::invalid(field, format!("{value:?} is invalid: {r}")))
+}
+
 impl ToStatus for Error {
     fn code_and_name(&self) -> (Code, &str) {
         match self {

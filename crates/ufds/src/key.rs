@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, FieldError};
+use crate::error::{Error, FieldError, invalid_value};
 use crate::ssh_key::PublicKey;
 
 /// Longest key name accepted.
@@ -81,20 +81,19 @@ pub fn account_name(account_uuid: &str, name: &str) -> String {
 /// `/`, no control characters. Empty is allowed here (it means "use the fingerprint").
 pub fn check_key_name(name: &str) -> Option<FieldError> {
     let reason = if name.chars().count() > MAX_KEY_NAME_LEN {
-        format!("must be at most {MAX_KEY_NAME_LEN} characters long")
+        Some(format!(
+            "must be at most {MAX_KEY_NAME_LEN} characters long"
+        ))
     } else if name.contains('/') {
-        "must not contain '/'".to_string()
+        Some("must not contain '/'".into())
     } else if name.chars().any(char::is_control) {
-        "must not contain control characters".to_string()
+        Some("must not contain control characters".into())
     } else if name != name.trim() {
-        "must not start or end with whitespace".to_string()
+        Some("must not start or end with whitespace".into())
     } else {
-        return None;
+        None
     };
-    Some(FieldError::invalid(
-        "name",
-        format!("{name:?} is invalid: {reason}"),
-    ))
+    invalid_value("name", name, reason)
 }
 
 #[cfg(test)]

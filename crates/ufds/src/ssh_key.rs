@@ -457,8 +457,12 @@ mod tests {
         v
     }
 
-    fn text_of(blob: &[u8]) -> String {
-        format!("ssh-ed25519 {}", STANDARD.encode(blob))
+    /// The text form of a `key_type` key whose blob is `strings`, each as an SSH wire
+    /// string, then the raw bytes `tail`.
+    fn key_text(key_type: &str, strings: &[&[u8]], tail: &[u8]) -> String {
+        let mut blob: Vec<u8> = strings.iter().flat_map(|s| wire_string(s)).collect();
+        blob.extend_from_slice(tail);
+        format!("{key_type} {}", STANDARD.encode(&blob))
     }
 
     #[test]
@@ -502,46 +506,45 @@ mod tests {
     }
 
     #[test]
-    fn truncated_and_trailing_blobs_are_refused() {
-        let mut blob = wire_string(b"ssh-ed25519");
-        blob.extend(wire_string(&[7u8; 31]));
-        let e = PublicKey::parse_openssh(&text_of(&blob)).unwrap_err();
-        assert!(e.0.contains("32 bytes"), "{e}");
-
-        let mut blob = wire_string(b"ssh-ed25519");
-        blob.extend(wire_string(&[7u8; 32]));
-        blob.push(0);
-        let e = PublicKey::parse_openssh(&text_of(&blob)).unwrap_err();
-        assert!(e.0.contains("trailing"), "{e}");
-
-        let mut blob = wire_string(b"ssh-ed25519");
-        blob.extend_from_slice(&[0, 0, 1, 0, 1, 2]);
-        let e = PublicKey::parse_openssh(&text_of(&blob)).unwrap_err();
-        assert!(e.0.contains("truncated"), "{e}");
-    }
-
-    #[test]
-    fn small_rsa_is_refused() {
-        let mut blob = wire_string(b"ssh-rsa");
-        blob.extend(wire_string(&[1, 0, 1]));
-        let mut n = vec![0u8];
-        n.extend([0xffu8; 64]); // 512 bits
-        blob.extend(wire_string(&n));
-        let text = format!("ssh-rsa {}", STANDARD.encode(&blob));
-        let e = PublicKey::parse_openssh(&text).unwrap_err();
-        assert!(e.0.contains("512 bits"), "{e}");
-    }
-
-    #[test]
-    fn ecdsa_curve_must_match_type() {
-        let mut blob = wire_string(b"ecdsa-sha2-nistp256");
-        blob.extend(wire_string(b"nistp384"));
-        let mut point = vec![4u8];
-        point.extend([1u8; 64]);
-        blob.extend(wire_string(&point));
-        let text = format!("ecdsa-sha2-nistp256 {}", STANDARD.encode(&blob));
-        let e = PublicKey::parse_openssh(&text).unwrap_err();
-        assert!(e.0.contains("nistp384"), "{e}");
+    fn malformed_blobs_are_refused_saying_why() {
+        let n_512_bits = [&[0u8][..], &[0xff; 64]].concat();
+        let point = [&[4u8][..], &[1; 64]].concat();
+        let ed25519 = b"ssh-ed25519".as_slice();
+        let cases: &[(&str, String, &str)] = &[
+            (
+                "an ed25519 key of 31 bytes",
+                key_text("ssh-ed25519", &[ed25519, &[7; 31]], &[]),
+                "32 bytes",
+            ),
+            (
+                "a byte after the key",
+                key_text("ssh-ed25519", &[ed25519, &[7; 32]], &[0]),
+                "trailing",
+            ),
+            (
+                "a string shorter than its length",
+                key_text("ssh-ed25519", &[ed25519], &[0, 0, 1, 0, 1, 2]),
+                "truncated",
+            ),
+            (
+                "a 512-bit RSA key",
+                key_text("ssh-rsa", &[b"ssh-rsa", &[1, 0, 1], &n_512_bits], &[]),
+                "512 bits",
+            ),
+            (
+                "an ECDSA curve other than its type's",
+                key_text(
+                    "ecdsa-sha2-nistp256",
+                    &[b"ecdsa-sha2-nistp256", b"nistp384", &point],
+                    &[],
+                ),
+                "nistp384",
+            ),
+        ];
+        for (what, text, want) in cases {
+            let e = PublicKey::parse_openssh(text).unwrap_err();
+            assert!(e.0.contains(want), "{what}: {e} should mention {want:?}");
+        }
     }
 
     #[test]

@@ -20,11 +20,7 @@ fn bob() -> proto::CreateAccountRequest {
 
 #[tokio::test]
 async fn account_lifecycle() {
-    let stack = Dc::start(Options {
-        ufds: true,
-        ..Default::default()
-    })
-    .await;
+    let stack = Dc::start(Options::only(Service::Ufds)).await;
     // SERVING (1) in the standard health service, under the service's full name.
     assert_eq!(
         dc_testkit::health(stack.addr(Service::Ufds), ufds::SERVICE_NAME).await,
@@ -189,11 +185,7 @@ async fn account_lifecycle() {
 
 #[tokio::test]
 async fn bad_account_input_is_refused_naming_the_field() {
-    let stack = Dc::start(Options {
-        ufds: true,
-        ..Default::default()
-    })
-    .await;
+    let stack = Dc::start(Options::only(Service::Ufds)).await;
     let c = &mut stack.ufds();
 
     assert_error(

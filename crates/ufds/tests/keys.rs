@@ -5,10 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use base64::Engine as _;
-use dc_testkit::{Dc, Options, assert_error};
+use dc_testkit::{Dc, Options, Service, assert_error};
 use triton_proto::ufds::v1 as proto;
 
 struct GeneratedKey {
@@ -20,17 +19,9 @@ struct GeneratedKey {
     text: String,
 }
 
+/// `ssh-keygen` (package openssh-client) with `args`; what it prints.
 fn ssh_keygen(args: &[&str]) -> String {
-    let out = Command::new("ssh-keygen")
-        .args(args)
-        .output()
-        .expect("ssh-keygen runs (package openssh-client)");
-    assert!(
-        out.status.success(),
-        "ssh-keygen {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("ssh-keygen prints text")
+    dc_testkit::run("ssh-keygen", args)
 }
 
 fn generate(dir: &Path, kind: &'static str, bits: Option<u32>, comment: &str) -> GeneratedKey {
@@ -78,11 +69,7 @@ async fn account(c: &Dc, login: &str) -> proto::Account {
 
 #[tokio::test]
 async fn fingerprints_match_ssh_keygen_for_every_key_type() {
-    let stack = Dc::start(Options {
-        ufds: true,
-        ..Default::default()
-    })
-    .await;
+    let stack = Dc::start(Options::only(Service::Ufds)).await;
     let bob = account(&stack, "bob").await;
     let dir = tempfile::tempdir().unwrap();
     let keys = [
@@ -146,11 +133,7 @@ async fn fingerprints_match_ssh_keygen_for_every_key_type() {
 
 #[tokio::test]
 async fn keys_are_found_by_name_fingerprint_login_and_uuid() {
-    let stack = Dc::start(Options {
-        ufds: true,
-        ..Default::default()
-    })
-    .await;
+    let stack = Dc::start(Options::only(Service::Ufds)).await;
     let bob = account(&stack, "bob").await;
     let alice = account(&stack, "alice").await;
     let dir = tempfile::tempdir().unwrap();
@@ -300,11 +283,7 @@ async fn keys_are_found_by_name_fingerprint_login_and_uuid() {
 
 #[tokio::test]
 async fn bad_keys_are_refused_with_the_reason() {
-    let stack = Dc::start(Options {
-        ufds: true,
-        ..Default::default()
-    })
-    .await;
+    let stack = Dc::start(Options::only(Service::Ufds)).await;
     account(&stack, "bob").await;
     let dir = tempfile::tempdir().unwrap();
     let good = generate(dir.path(), "ed25519", None, "bob@good");

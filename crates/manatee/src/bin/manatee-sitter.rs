@@ -3,20 +3,12 @@
 //! `manatee-sitter --config /etc/manatee/sitter.toml [--check-config]`; every key can also
 //! be set as `MANATEE_SITTER_<KEY>` (see docs/manatee.md and `triton_common::service`).
 
-use std::process::ExitCode;
-
-triton_common::global_allocator!();
-
-#[tokio::main]
-async fn main() -> ExitCode {
-    triton_common::service::Service::new(
-        "manatee-sitter",
-        "Runs one PostgreSQL peer of a Manatee shard",
-    )
-    .run(|cfg: manatee::SitterConfig, cancel| async move {
+triton_common::service_main!(
+    "manatee-sitter",
+    "Runs one PostgreSQL peer of a Manatee shard",
+    |cfg: manatee::SitterConfig, cancel| async move {
         let running = manatee::run_sitter(cfg, cancel).await?;
         tracing::info!(peer = %running.peer.id, status = %running.status_addr, "manatee-sitter running");
         Ok(running.wait().await?)
-    })
-    .await
-}
+    }
+);

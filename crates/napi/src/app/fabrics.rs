@@ -11,7 +11,7 @@ use crate::store::{self, Conflict, FABRIC_VLANS, FABRICS, NETWORKS, Stored};
 use crate::validate::{self, Checks};
 use moray_client::filter::Filter;
 
-use super::{Napi, check_range, new_uuid, not_found, one, random_u64};
+use super::{Napi, check_range, gave_up, new_uuid, not_found, one, random_u64};
 
 impl Napi {
     pub async fn get_fabric(&self, owner_uuid: &str) -> Result<Fabric> {
@@ -87,10 +87,7 @@ impl Napi {
                 None => return Err(Error::moray("batch create fabric VLAN")(e)),
             }
         }
-        Err(Error::Contention {
-            what: format!("create fabric VLAN {vlan_id} for {owner}"),
-            attempts: RetryPolicy::DEFAULT.attempts,
-        })
+        Err(gave_up(format!("create fabric VLAN {vlan_id} for {owner}")))
     }
 
     async fn fabric_vlan(&self, owner_uuid: &str, vlan_id: u32) -> Result<Stored<FabricVlan>> {
@@ -134,32 +131,23 @@ impl Napi {
             let stored = self.fabric_vlan(&req.owner_uuid, req.vlan_id).await?;
             let mut vlan = stored.value;
             let mut c = Checks::new();
-            if let Some(n) = &req.name
-                && let Some(n) = c.take(validate::name("name", n))
-            {
-                vlan.name = n;
-            }
-            if let Some(d) = &req.description
-                && let Some(d) = c.take(validate::description("description", d))
-            {
-                vlan.description = d;
-            }
+            c.set(&mut vlan.name, req.name.as_deref(), |n| {
+                validate::name("name", n)
+            });
+            c.set(&mut vlan.description, req.description.as_deref(), |d| {
+                validate::description("description", d)
+            });
             c.finish()?;
             let key = FabricVlan::key(&vlan.owner_uuid, vlan.vlan_id);
-            match self
+            if self
                 .store
-                .put(FABRIC_VLANS, &key, &vlan, EtagCondition::Is(stored.etag))
+                .replace(FABRIC_VLANS, &key, &vlan, stored.etag)
                 .await?
             {
-                Ok(_) => return Ok(vlan),
-                Err(e) if store::conflict(&e).is_some() => continue,
-                Err(e) => return Err(Error::moray("putObject napi_fabric_vlans")(e)),
+                return Ok(vlan);
             }
         }
-        Err(Error::Contention {
-            what: format!("update fabric VLAN {}", req.vlan_id),
-            attempts: RetryPolicy::DEFAULT.attempts,
-        })
+        Err(gave_up(format!("update fabric VLAN {}", req.vlan_id)))
     }
 
     pub async fn delete_fabric_vlan(&self, owner_uuid: &str, vlan_id: u32) -> Result<()> {

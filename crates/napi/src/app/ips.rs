@@ -11,7 +11,7 @@ use crate::store::{self, IPS, NETWORKS, Stored};
 use crate::validate;
 use moray_client::filter::Filter;
 
-use super::{IP_PAGE, Napi, not_found, one, paged};
+use super::{IP_PAGE, Napi, gave_up, not_found, one, paged};
 
 impl Napi {
     async fn network_for_field(&self, field: &str, uuid: &str) -> Result<Stored<Network>> {
@@ -95,10 +95,7 @@ impl Napi {
                 Err(e) => return Err(Error::moray("update IP")(e)),
             }
         }
-        Err(Error::Contention {
-            what: format!("update IP {key}"),
-            attempts: RetryPolicy::DEFAULT.attempts,
-        })
+        Err(gave_up(format!("update IP {key}")))
     }
 
     /// Up to [`allocation::CANDIDATES`] free addresses of the network's provision range,

@@ -19,8 +19,8 @@ use moray_client::{FindOptions, Sort, SortOrder};
 use crate::allocation;
 use crate::error::{Error, FieldError, Result};
 use crate::ip::Subnet;
-use crate::model::Network;
-use crate::store::Store;
+use crate::model::{Network, may_provision};
+use crate::store::{Store, Stored};
 use crate::validate::{self, Checks};
 
 /// Attempts at provisioning one NIC before giving up with `ConcurrentUpdate`: the one
@@ -56,6 +56,14 @@ fn not_found(kind: &'static str, id: impl Into<String>) -> Error {
     Error::NotFound {
         kind,
         id: id.into(),
+    }
+}
+
+/// `what` lost every one of [`RetryPolicy::DEFAULT`]'s attempts to concurrent writers.
+fn gave_up(what: String) -> Error {
+    Error::Contention {
+        what,
+        attempts: RetryPolicy::DEFAULT.attempts,
     }
 }
 
@@ -142,6 +150,28 @@ impl Napi {
             .ok_or_else(|| Error::SubnetFull {
                 what: format!("network {}", network.uuid),
             })
+    }
+
+    /// One page of a list of networks or pools: from `offset`, at most `limit` (default
+    /// [`validate::MAX_LIMIT`]), of those `provisionable_by` may provision on (all
+    /// without it). `owners` gives a record's `owner_uuids`.
+    fn page<T>(
+        &self,
+        found: Vec<Stored<T>>,
+        owners: fn(&T) -> &[String],
+        provisionable_by: Option<&str>,
+        offset: u32,
+        limit: Option<u32>,
+    ) -> Vec<T> {
+        found
+            .into_iter()
+            .map(|s| s.value)
+            .filter(|v| {
+                provisionable_by.is_none_or(|p| may_provision(owners(v), p, &self.admin_uuid))
+            })
+            .skip(offset as usize)
+            .take(limit.unwrap_or(validate::MAX_LIMIT) as usize)
+            .collect()
     }
 
     pub async fn ping(&self) -> Result<()> {

@@ -11,7 +11,7 @@ use crate::store::{self, Conflict, IPS, NETWORK_POOLS, NETWORKS, NICS, Stored};
 use crate::validate::{self, Checks};
 use moray_client::filter::Filter;
 
-use super::{Napi, check_range, new_uuid, not_found, one};
+use super::{Napi, check_range, gave_up, new_uuid, not_found, one};
 
 impl Napi {
     #[tracing::instrument(skip_all, fields(name = %req.name, subnet = %req.subnet))]
@@ -186,10 +186,9 @@ impl Napi {
         {
             terms.push(Filter::eq("owner_uuids", o));
         }
-        let provisionable_by = match &req.provisionable_by {
-            Some(p) => c.take(validate::uuid("provisionable_by", p)),
-            None => None,
-        };
+        let provisionable_by = c.given(req.provisionable_by.as_deref(), |p| {
+            validate::uuid("provisionable_by", p)
+        });
         c.finish()?;
         let found = self
             .store
@@ -199,16 +198,13 @@ impl Napi {
                 "name",
             )
             .await?;
-        Ok(found
-            .into_iter()
-            .map(|s| s.value)
-            .filter(|n| match &provisionable_by {
-                Some(p) => n.provisionable_by(p, &self.admin_uuid),
-                None => true,
-            })
-            .skip(req.offset as usize)
-            .take(limit.unwrap_or(validate::MAX_LIMIT) as usize)
-            .collect())
+        Ok(self.page(
+            found,
+            |r| r.owner_uuids.as_slice(),
+            provisionable_by.as_deref(),
+            req.offset,
+            limit,
+        ))
     }
 
     pub async fn update_network(&self, req: proto::UpdateNetworkRequest) -> Result<Network> {
@@ -228,21 +224,15 @@ impl Napi {
                 n.name_key = Network::name_key(&name, n.fabric_owner.as_deref());
                 n.name = name;
             }
-            if let Some(d) = &req.description
-                && let Some(d) = c.take(validate::description("description", d))
-            {
-                n.description = d;
-            }
-            if let Some(r) = &req.resolvers
-                && let Some(r) = c.take(validate::resolvers("resolvers", &r.values))
-            {
-                n.resolvers = r;
-            }
-            if let Some(r) = &req.routes
-                && let Some(r) = c.take(validate::routes("routes", &r.routes))
-            {
-                n.routes = r;
-            }
+            c.set(&mut n.description, req.description.as_deref(), |d| {
+                validate::description("description", d)
+            });
+            c.set(&mut n.resolvers, req.resolvers.as_ref(), |r| {
+                validate::resolvers("resolvers", &r.values)
+            });
+            c.set(&mut n.routes, req.routes.as_ref(), |r| {
+                validate::routes("routes", &r.routes)
+            });
             if let Some(o) = &req.owner_uuids
                 && let Some(o) = c.take(validate::uuids("owner_uuids", &o.values))
             {
@@ -300,10 +290,7 @@ impl Napi {
                 },
             }
         }
-        Err(Error::Contention {
-            what: format!("update network {}", req.uuid),
-            attempts: RetryPolicy::DEFAULT.attempts,
-        })
+        Err(gave_up(format!("update network {}", req.uuid)))
     }
 
     #[tracing::instrument(skip(self))]
@@ -318,33 +305,25 @@ impl Napi {
 
     pub(super) async fn delete_network_record(&self, stored: Stored<Network>) -> Result<()> {
         let uuid = stored.value.uuid.clone();
-        let pools = self
+        if let Some(p) = self
             .store
-            .find::<NetworkPool>(
-                NETWORK_POOLS,
-                &Filter::eq("networks", &uuid).to_string(),
-                &FindOptions::limit(1),
-            )
-            .await?;
-        if let Some(p) = pools.first() {
+            .any::<NetworkPool>(NETWORK_POOLS, &Filter::eq("networks", &uuid))
+            .await?
+        {
             return Err(Error::InUse(format!(
                 "network {uuid} is in network pool {} ({})",
-                p.value.uuid, p.value.name
+                p.uuid, p.name
             )));
         }
-        let nics = self
+        if let Some(nic) = self
             .store
-            .find::<Nic>(
-                NICS,
-                &Filter::eq("network_uuid", &uuid).to_string(),
-                &FindOptions::limit(1),
-            )
-            .await?;
-        if let Some(nic) = nics.first() {
+            .any::<Nic>(NICS, &Filter::eq("network_uuid", &uuid))
+            .await?
+        {
             return Err(Error::InUse(format!(
                 "network {uuid} has NICs (e.g. {} with IP {})",
-                nic.value.mac,
-                nic.value.ip.as_deref().unwrap_or("-")
+                nic.mac,
+                nic.ip.as_deref().unwrap_or("-")
             )));
         }
         let ops = vec![

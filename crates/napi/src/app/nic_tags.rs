@@ -1,7 +1,7 @@
 //! Nic tags: create, read, list, update and delete; the shared conditional delete.
 
+use moray_client::EtagCondition;
 use moray_client::typed::RetryPolicy;
-use moray_client::{EtagCondition, FindOptions};
 use triton_proto::napi::v1 as proto;
 
 use crate::error::{Error, FieldError, Result};
@@ -10,7 +10,7 @@ use crate::store::{self, NETWORKS, NIC_TAGS, Stored};
 use crate::validate::{self, Checks};
 use moray_client::filter::Filter;
 
-use super::{Napi, new_uuid, not_found, one, paged};
+use super::{Napi, gave_up, new_uuid, not_found, one, paged};
 
 impl Napi {
     pub async fn create_nic_tag(&self, req: proto::CreateNicTagRequest) -> Result<NicTag> {
@@ -94,20 +94,15 @@ impl Napi {
                 }
                 tag.mtu = mtu;
             }
-            match self
+            if self
                 .store
-                .put(NIC_TAGS, &tag.name, &tag, EtagCondition::Is(stored.etag))
+                .replace(NIC_TAGS, &tag.name, &tag, stored.etag)
                 .await?
             {
-                Ok(_) => return Ok(tag),
-                Err(e) if store::conflict(&e).is_some() => continue,
-                Err(e) => return Err(Error::moray("putObject napi_nic_tags")(e)),
+                return Ok(tag);
             }
         }
-        Err(Error::Contention {
-            what: format!("update nic tag {}", req.name),
-            attempts: RetryPolicy::DEFAULT.attempts,
-        })
+        Err(gave_up(format!("update nic tag {}", req.name)))
     }
 
     pub async fn delete_nic_tag(&self, name: &str) -> Result<()> {
@@ -115,18 +110,14 @@ impl Napi {
             .nic_tag(name)
             .await?
             .ok_or_else(|| not_found("nic tag", name))?;
-        let users = self
+        if let Some(n) = self
             .store
-            .find::<Network>(
-                NETWORKS,
-                &Filter::eq("nic_tag", name).to_string(),
-                &FindOptions::limit(1),
-            )
-            .await?;
-        if let Some(n) = users.first() {
+            .any::<Network>(NETWORKS, &Filter::eq("nic_tag", name))
+            .await?
+        {
             return Err(Error::InUse(format!(
                 "nic tag {name:?} is used by network {} ({})",
-                n.value.uuid, n.value.name
+                n.uuid, n.name
             )));
         }
         self.delete(NIC_TAGS, name, EtagCondition::Is(stored.etag), "nic tag")

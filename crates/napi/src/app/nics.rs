@@ -12,7 +12,7 @@ use crate::store::{self, Conflict, IPS, NETWORK_POOLS, NETWORKS, NICS, Stored};
 use crate::validate::{self, Checks};
 use moray_client::filter::Filter;
 
-use super::{IP_PROVISION, Napi, not_found, paged};
+use super::{IP_PROVISION, Napi, gave_up, not_found, paged};
 
 impl Napi {
     #[tracing::instrument(skip_all, fields(network_uuid = req.network_uuid.as_deref().unwrap_or(""), owner_uuid = %req.owner_uuid, belongs_to_uuid = %req.belongs_to_uuid))]
@@ -42,18 +42,9 @@ impl Napi {
             Some(v) => c.take(validate::vlan_id("vlan_id", v)),
             None => Some(0),
         };
-        let mut tags_provided = Vec::new();
-        for t in &req.nic_tags_provided {
-            if let Some(t) = c.take(validate::nic_tag_name("nic_tags_provided", t)) {
-                if self.nic_tag(&t).await?.is_none() {
-                    c.push(FieldError::invalid(
-                        "nic_tags_provided",
-                        format!("nic tag {t:?} does not exist"),
-                    ));
-                }
-                tags_provided.push(t);
-            }
-        }
+        let tags_provided = self
+            .nic_tags_provided(&mut c, &req.nic_tags_provided)
+            .await?;
         // The networks to try, in order: one, or a pool's.
         let mut targets: Vec<Network> = Vec::new();
         let mut pool: Option<NetworkPool> = None;
@@ -63,14 +54,8 @@ impl Napi {
                 if let Some(nu) = c.take(validate::uuid("network_uuid", nu)) {
                     if let Some(n) = self.store.get::<Network>(NETWORKS, &nu).await? {
                         let n = n.value;
-                        if let Some(owner) = &owner_uuid
-                            && !n.provisionable_by(owner, &self.admin_uuid)
-                        {
-                            c.push(FieldError::invalid(
-                                "owner_uuid",
-                                format!("owner cannot provision on network {}", n.uuid),
-                            ));
-                        }
+                        let allowed = |o: &str| n.provisionable_by(o, &self.admin_uuid);
+                        owner_may_use(&mut c, owner_uuid.as_deref(), allowed, "network", &n.uuid);
                         if let Some(ip) = &req.ip {
                             // The operator's own NICs may take any address of the
                             // subnet; everyone else's stay in the provision range.
@@ -89,14 +74,14 @@ impl Napi {
                         self.store.get::<NetworkPool>(NETWORK_POOLS, &nu).await?
                     {
                         let p = p.value;
-                        if let Some(owner) = &owner_uuid
-                            && !p.provisionable_by(owner, &self.admin_uuid)
-                        {
-                            c.push(FieldError::invalid(
-                                "owner_uuid",
-                                format!("owner cannot provision on network pool {}", p.uuid),
-                            ));
-                        }
+                        let allowed = |o: &str| p.provisionable_by(o, &self.admin_uuid);
+                        owner_may_use(
+                            &mut c,
+                            owner_uuid.as_deref(),
+                            allowed,
+                            "network pool",
+                            &p.uuid,
+                        );
                         if req.ip.is_some() {
                             c.push(FieldError::invalid(
                                 "ip",
@@ -506,19 +491,7 @@ impl Napi {
                 nic.model = Some(m.clone()).filter(|m| !m.is_empty());
             }
             if let Some(tags) = &req.nic_tags_provided {
-                let mut out = Vec::new();
-                for t in &tags.values {
-                    if let Some(t) = c.take(validate::nic_tag_name("nic_tags_provided", t)) {
-                        if self.nic_tag(&t).await?.is_none() {
-                            c.push(FieldError::invalid(
-                                "nic_tags_provided",
-                                format!("nic tag {t:?} does not exist"),
-                            ));
-                        }
-                        out.push(t);
-                    }
-                }
-                nic.nic_tags_provided = out;
+                nic.nic_tags_provided = self.nic_tags_provided(&mut c, &tags.values).await?;
             }
             for (value, field) in [
                 (req.allow_dhcp_spoofing, &mut nic.allow_dhcp_spoofing),
@@ -560,10 +533,7 @@ impl Napi {
                 Err(e) => return Err(Error::moray("batch update NIC")(e)),
             }
         }
-        Err(Error::Contention {
-            what: format!("update NIC {}", req.mac),
-            attempts: RetryPolicy::DEFAULT.attempts,
-        })
+        Err(gave_up(format!("update NIC {}", req.mac)))
     }
 
     /// Deletes the NIC and frees its IP in one transaction (a reserved IP stays
@@ -619,9 +589,43 @@ impl Napi {
                 Err(e) => return Err(Error::moray("batch delete NIC")(e)),
             }
         }
-        Err(Error::Contention {
-            what: format!("delete NIC {mac_text}"),
-            attempts: RetryPolicy::DEFAULT.attempts,
-        })
+        Err(gave_up(format!("delete NIC {mac_text}")))
+    }
+
+    /// The valid names of `tags` (NIC tags a NIC provides), each of which must exist;
+    /// every problem goes to `c`.
+    async fn nic_tags_provided(&self, c: &mut Checks, tags: &[String]) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for t in tags {
+            if let Some(t) = c.take(validate::nic_tag_name("nic_tags_provided", t)) {
+                if self.nic_tag(&t).await?.is_none() {
+                    c.push(FieldError::invalid(
+                        "nic_tags_provided",
+                        format!("nic tag {t:?} does not exist"),
+                    ));
+                }
+                out.push(t);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Records in `c` that `owner` (when given) cannot provision on the `kind` `uuid` unless
+/// `allowed` says it may.
+fn owner_may_use(
+    c: &mut Checks,
+    owner: Option<&str>,
+    allowed: impl FnOnce(&str) -> bool,
+    kind: &str,
+    uuid: &str,
+) {
+    if let Some(o) = owner
+        && !allowed(o)
+    {
+        c.push(FieldError::invalid(
+            "owner_uuid",
+            format!("owner cannot provision on {kind} {uuid}"),
+        ));
     }
 }

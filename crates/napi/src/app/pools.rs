@@ -51,6 +51,18 @@ impl Napi {
         Ok(Some((uuids, tags.swap_remove(0))))
     }
 
+    /// Writes `pool` under `etag`, naming a taken name as the caller's error.
+    async fn write_pool(&self, pool: NetworkPool, etag: EtagCondition) -> Result<NetworkPool> {
+        match self
+            .store
+            .put(NETWORK_POOLS, &pool.uuid, &pool, etag)
+            .await?
+        {
+            Ok(_) => Ok(pool),
+            Err(e) => Err(Self::pool_write_error(e, &pool)),
+        }
+    }
+
     fn pool_write_error(e: MorayError, pool: &NetworkPool) -> Error {
         match store::conflict(&e) {
             Some(Conflict::Unique { attribute }) if attribute == "name" => {
@@ -90,19 +102,7 @@ impl Napi {
             nic_tag,
             owner_uuids,
         };
-        match self
-            .store
-            .put(
-                NETWORK_POOLS,
-                &pool.uuid,
-                &pool,
-                EtagCondition::MustNotExist,
-            )
-            .await?
-        {
-            Ok(_) => Ok(pool),
-            Err(e) => Err(Self::pool_write_error(e, &pool)),
-        }
+        self.write_pool(pool, EtagCondition::MustNotExist).await
     }
 
     async fn network_pool(&self, uuid: &str) -> Result<Stored<NetworkPool>> {
@@ -123,25 +123,21 @@ impl Napi {
     ) -> Result<Vec<NetworkPool>> {
         let mut c = Checks::new();
         let limit = c.take(validate::limit("limit", req.limit));
-        let provisionable_by = match &req.provisionable_by {
-            Some(p) => c.take(validate::uuid("provisionable_by", p)),
-            None => None,
-        };
+        let provisionable_by = c.given(req.provisionable_by.as_deref(), |p| {
+            validate::uuid("provisionable_by", p)
+        });
         c.finish()?;
         let found = self
             .store
             .find_all::<NetworkPool>(NETWORK_POOLS, "(uuid=*)", "name")
             .await?;
-        Ok(found
-            .into_iter()
-            .map(|s| s.value)
-            .filter(|p| match &provisionable_by {
-                Some(o) => p.provisionable_by(o, &self.admin_uuid),
-                None => true,
-            })
-            .skip(req.offset as usize)
-            .take(limit.unwrap_or(validate::MAX_LIMIT) as usize)
-            .collect())
+        Ok(self.page(
+            found,
+            |r| r.owner_uuids.as_slice(),
+            provisionable_by.as_deref(),
+            req.offset,
+            limit,
+        ))
     }
 
     pub async fn update_network_pool(
@@ -151,21 +147,15 @@ impl Napi {
         let stored = self.network_pool(&req.uuid).await?;
         let mut pool = stored.value;
         let mut c = Checks::new();
-        if let Some(n) = &req.name
-            && let Some(n) = c.take(validate::name("name", n))
-        {
-            pool.name = n;
-        }
-        if let Some(d) = &req.description
-            && let Some(d) = c.take(validate::description("description", d))
-        {
-            pool.description = d;
-        }
-        if let Some(o) = &req.owner_uuids
-            && let Some(o) = c.take(validate::uuids("owner_uuids", &o.values))
-        {
-            pool.owner_uuids = o;
-        }
+        c.set(&mut pool.name, req.name.as_deref(), |n| {
+            validate::name("name", n)
+        });
+        c.set(&mut pool.description, req.description.as_deref(), |d| {
+            validate::description("description", d)
+        });
+        c.set(&mut pool.owner_uuids, req.owner_uuids.as_ref(), |o| {
+            validate::uuids("owner_uuids", &o.values)
+        });
         if let Some(n) = &req.networks
             && let Some((networks, tag)) = self.check_pool_networks(&mut c, &n.values).await?
         {
@@ -173,19 +163,7 @@ impl Napi {
             pool.nic_tag = tag;
         }
         c.finish()?;
-        match self
-            .store
-            .put(
-                NETWORK_POOLS,
-                &pool.uuid,
-                &pool,
-                EtagCondition::Is(stored.etag),
-            )
-            .await?
-        {
-            Ok(_) => Ok(pool),
-            Err(e) => Err(Self::pool_write_error(e, &pool)),
-        }
+        self.write_pool(pool, EtagCondition::Is(stored.etag)).await
     }
 
     pub async fn delete_network_pool(&self, uuid: &str) -> Result<()> {
