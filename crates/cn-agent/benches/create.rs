@@ -13,9 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cn_agent::agent::{AgentOptions, start};
-use cn_agent::linux::LinuxBackend;
-use cn_agent::sysinfo::NodeFacts;
+use cn_agent::agent::AgentOptions;
 use hdrhistogram::Histogram;
 use tokio_util::sync::CancellationToken;
 use triton_proto::cnagent::v1 as pb;
@@ -23,30 +21,17 @@ use triton_proto::cnagent::v1::cn_agent_client::CnAgentClient;
 use triton_proto::cnagent::v1::create_task_request::Task;
 use uuid::Uuid;
 
-use dc_testkit::linux::{BridgeSetup, Image, LinuxHost, Setup};
+use dc_testkit::linux::LinuxHost;
+use dc_testkit::node::{SimNode, httpd_init};
 
 /// The bench's bridge, cgroups, namespaces and links, removed on drop (also on panic).
 fn host() -> LinuxHost {
-    LinuxHost::set_up(&Setup {
-        who: "the create bench",
-        cgroup: "triton-bench-",
-        netns: "tb",
-        link: "b",
-        bridges: &[BridgeSetup {
-            nic_tag: "admin",
-            stem: "bb",
-            net: 99,
-            seed: 6..8,
-        }],
-        create_bridges: true,
-        // The test image of crates/cn-agent/tests/contract.rs: busybox, httpd as pid 1.
-        image: Image {
-            dirs: &["bin", "www", "etc", "tmp"],
-            applets: &["sh", "httpd", "hostname", "sleep", "cat", "ls", "ip"],
-            index: "hello\n",
-            init: None,
-        },
-    })
+    // The test image of crates/cn-agent/tests/contract.rs: busybox, httpd as pid 1.
+    LinuxHost::admin(
+        "the create bench",
+        'b',
+        &["sh", "httpd", "hostname", "sleep", "cat", "ls", "ip"],
+    )
 }
 
 async fn wait(c: &mut CnAgentClient<tonic::transport::Channel>, id: &str) -> pb::Task {
@@ -71,32 +56,20 @@ async fn bench() {
         println!("| linux: machine_create to running | skipped: needs root and /bin/busybox |");
         return;
     }
-    let runs: usize = std::env::var("CN_AGENT_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
+    let runs = dc_testkit::bench::env_or("CN_AGENT_BENCH_RUNS", 50);
     let host = host();
-    let backend = Arc::new(LinuxBackend::new(host.config.clone()).expect("linux backend"));
+    let backend = Arc::new(host.backend());
     let shutdown = CancellationToken::new();
-    let server_uuid = Uuid::new_v4();
-    let agent = start(
-        backend,
-        move |agent_port| NodeFacts::Sim {
-            uuid: server_uuid,
-            hostname: "bench0".into(),
-            ram_mib: 4096,
-            cpus: 2,
-            disk_bytes: 1 << 40,
-            nic_tags: vec!["admin".into()],
-            datacenter: "bench".into(),
-            agent_port,
-            boot_time: 0,
-        },
-        AgentOptions::default(),
-        shutdown.clone(),
-    )
-    .await
-    .expect("start cn-agent");
+    let agent = SimNode {
+        hostname: "bench0".into(),
+        ram_mib: 4096,
+        cpus: 2,
+        datacenter: "bench".into(),
+        boot_time: 0,
+        ..SimNode::default()
+    }
+    .start(backend, AgentOptions::default(), shutdown.clone())
+    .await;
     let mut c = CnAgentClient::connect(agent.agent_url.clone())
         .await
         .expect("connect");
@@ -115,10 +88,7 @@ async fn bench() {
             cpu_cap: 50,
             max_lwps: 64,
             autoboot: true,
-            init: ["/bin/httpd", "-f", "-p", "80", "-h", "/www"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            init: httpd_init(),
             nics: vec![pb::Nic {
                 mac: format!("02:98:00:{s:02x}:00:01"),
                 ip: format!("10.99.{s}.10"),
@@ -179,9 +149,5 @@ async fn bench() {
 triton_common::global_allocator!();
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    runtime.block_on(bench());
+    dc_testkit::bench::runtime().block_on(bench());
 }

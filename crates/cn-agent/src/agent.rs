@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use triton_common::grpc;
+use triton_common::periodic::Tasks;
 use triton_proto::cnagent::v1::cn_agent_server::CnAgentServer;
 use uuid::Uuid;
 
@@ -69,15 +71,12 @@ pub async fn start<B: ZoneBackend>(
     options: AgentOptions,
     shutdown: CancellationToken,
 ) -> Result<Running> {
-    let listener = triton_common::grpc::bind(&options.listen)
+    let (listener, addr) = grpc::bind_addr(&options.listen)
         .await
         .map_err(|e| Error::Spawn {
             command: format!("listen on {}", options.listen),
-            source: std::io::Error::other(e.to_string()),
+            source: std::io::Error::other(triton_common::service::chain(&e)),
         })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Error::io(options.listen.clone(), e))?;
     let facts = Arc::new(facts(addr.port()));
     let server_uuid = facts.uuid();
     let agent_url = if options.advertise_url.is_empty() {
@@ -117,18 +116,24 @@ pub async fn start<B: ZoneBackend>(
         datacenter: options.datacenter.clone(),
         interval: options.heartbeat_interval,
     });
-    let grpc = options.grpc.clone();
+    let beats = heartbeater.map(|h| tokio::spawn(h.run(shutdown.clone())));
+    let server = grpc::spawn_with_tasks(
+        listener,
+        routes,
+        &[SERVICE_NAME],
+        &options.grpc,
+        &Tasks::new(),
+        shutdown,
+        async move {
+            if let Some(beats) = beats {
+                let _ = beats.await;
+            }
+        },
+    );
     let task = tokio::spawn(async move {
-        let beats = heartbeater.map(|h| tokio::spawn(h.run(shutdown.clone())));
-        if let Err(e) =
-            triton_common::grpc::serve(listener, routes, &[SERVICE_NAME], &grpc, shutdown.clone())
-                .await
-        {
-            tracing::error!(error = %e, "cn-agent's gRPC server failed");
-        }
-        shutdown.cancel();
-        if let Some(beats) = beats {
-            let _ = beats.await;
+        if let Ok(Err(e)) = server.await {
+            let error = triton_common::service::chain(&e);
+            tracing::error!(%error, "cn-agent's gRPC server failed");
         }
     });
     tracing::info!(%addr, %server_uuid, "cn-agent started");

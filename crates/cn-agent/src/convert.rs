@@ -275,33 +275,40 @@ mod tests {
 
     #[test]
     fn bad_wire_specs_name_the_field() {
-        let spec = pb::InstanceSpec {
-            uuid: Uuid::new_v4().to_string(),
-            image_uuid: "not-a-uuid".into(),
-            ram: 64,
-            ..Default::default()
-        };
-        let err = spec_from_pb(&spec).unwrap_err();
-        assert!(
-            matches!(err, Error::Invalid { ref field, .. } if field == "image_uuid"),
-            "{err}"
-        );
-        let spec = pb::InstanceSpec {
+        let good = pb::InstanceSpec {
             uuid: Uuid::new_v4().to_string(),
             image_uuid: Uuid::new_v4().to_string(),
             ram: 64,
-            nics: vec![pb::Nic {
-                ip: "10.0.0.300".into(),
-                nic_tag: "admin".into(),
-                ..Default::default()
-            }],
             ..Default::default()
         };
-        let err = spec_from_pb(&spec).unwrap_err();
-        assert!(
-            matches!(err, Error::Invalid { ref field, .. } if field == "nics[0].ip"),
-            "{err}"
-        );
+        let bad_ip = vec![pb::Nic {
+            ip: "10.0.0.300".into(),
+            nic_tag: "admin".into(),
+            ..Default::default()
+        }];
+        for (spec, field) in [
+            (
+                pb::InstanceSpec {
+                    image_uuid: "not-a-uuid".into(),
+                    ..good.clone()
+                },
+                "image_uuid",
+            ),
+            (
+                pb::InstanceSpec {
+                    nics: bad_ip,
+                    ..good.clone()
+                },
+                "nics[0].ip",
+            ),
+        ] {
+            let err = spec_from_pb(&spec).unwrap_err();
+            assert!(
+                matches!(err, Error::Invalid { field: ref f, .. } if f == field),
+                "{field}: {err}"
+            );
+        }
+        spec_from_pb(&good).expect("the spec the bad ones start from is good");
     }
 
     #[test]

@@ -37,16 +37,13 @@ impl<B: ZoneBackend> CnAgent for AgentService<B> {
         request: Request<pb::CreateTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
         let req = request.into_inner();
-        let kind = task_from_pb(&req).map_err(|e| e.to_status())?;
+        let kind = task_from_pb(&req)?;
         let req_id = if req.req_id.is_empty() {
             Uuid::new_v4().to_string()
         } else {
             req.req_id
         };
-        let task = self
-            .queue
-            .submit(&req_id, kind)
-            .map_err(|e| e.to_status())?;
+        let task = self.queue.submit(&req_id, kind)?;
         Ok(Response::new(task_to_pb(&task, self.facts.uuid())))
     }
 
@@ -54,10 +51,7 @@ impl<B: ZoneBackend> CnAgent for AgentService<B> {
         &self,
         request: Request<pb::GetTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        let task = self
-            .queue
-            .get(&request.into_inner().id)
-            .map_err(|e| e.to_status())?;
+        let task = self.queue.get(&request.into_inner().id)?;
         Ok(Response::new(task_to_pb(&task, self.facts.uuid())))
     }
 
@@ -70,11 +64,7 @@ impl<B: ZoneBackend> CnAgent for AgentService<B> {
             0 => MAX_WAIT,
             ms => Duration::from_millis(u64::from(ms)).min(MAX_WAIT),
         };
-        let task = self
-            .queue
-            .wait(&req.id, timeout)
-            .await
-            .map_err(|e| e.to_status())?;
+        let task = self.queue.wait(&req.id, timeout).await?;
         Ok(Response::new(task_to_pb(&task, self.facts.uuid())))
     }
 
@@ -103,8 +93,7 @@ impl<B: ZoneBackend> CnAgent for AgentService<B> {
         let facts = self.facts.clone();
         let sysinfo = tokio::task::spawn_blocking(move || facts.sysinfo())
             .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| e.to_status())?;
+            .map_err(|e| Status::internal(e.to_string()))??;
         Ok(Response::new(pb::Sysinfo {
             server_uuid: self.facts.uuid().to_string(),
             sysinfo_json: sysinfo.to_string(),
@@ -115,12 +104,7 @@ impl<B: ZoneBackend> CnAgent for AgentService<B> {
         &self,
         _: Request<pb::ListInstancesRequest>,
     ) -> Result<Response<pb::ListInstancesResponse>, Status> {
-        let instances = self
-            .queue
-            .backend()
-            .list()
-            .await
-            .map_err(|e| e.to_status())?;
+        let instances = self.queue.backend().list().await?;
         Ok(Response::new(pb::ListInstancesResponse {
             instances: instances.iter().map(instance_to_pb).collect(),
         }))
@@ -133,15 +117,9 @@ impl<B: ZoneBackend> CnAgent for AgentService<B> {
         let req = request.into_inner();
         let backend = self.queue.backend();
         let uuids: Vec<Uuid> = if req.uuid.is_empty() {
-            backend
-                .list()
-                .await
-                .map_err(|e| e.to_status())?
-                .iter()
-                .map(|i| i.spec.uuid)
-                .collect()
+            backend.list().await?.iter().map(|i| i.spec.uuid).collect()
         } else {
-            vec![parse_uuid("uuid", &req.uuid).map_err(|e| e.to_status())?]
+            vec![parse_uuid("uuid", &req.uuid)?]
         };
         let mut usage = Vec::with_capacity(uuids.len());
         for uuid in uuids {

@@ -6,10 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cn_agent::agent::{AgentOptions, start};
+use cn_agent::agent::AgentOptions;
 use cn_agent::sim::{SimBackend, SimConfig, SimDelays};
-use cn_agent::sysinfo::NodeFacts;
+use dc_testkit::node::SimNode;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
 use triton_proto::cnagent::v1 as pb;
 use triton_proto::cnagent::v1::cn_agent_client::CnAgentClient;
 use triton_proto::cnagent::v1::create_task_request::Task;
@@ -35,6 +36,28 @@ fn spec(uuid: &str, image: &str) -> pb::InstanceSpec {
     }
 }
 
+/// Submits `task` as request `req_id`; the task as accepted.
+async fn submit(c: &mut CnAgentClient<Channel>, req_id: &str, task: Task) -> pb::Task {
+    c.create_task(pb::CreateTaskRequest {
+        req_id: req_id.into(),
+        task: Some(task),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+/// Task `id` once it has ended (waiting up to 5 s).
+async fn wait(c: &mut CnAgentClient<Channel>, id: &str) -> pb::Task {
+    c.wait_task(pb::WaitTaskRequest {
+        id: id.into(),
+        timeout_ms: 5000,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_over_grpc_with_ids_progress_and_results() {
     let shutdown = CancellationToken::new();
@@ -46,24 +69,14 @@ async fn tasks_over_grpc_with_ids_progress_and_results() {
         },
         ..Default::default()
     }));
-    let running = start(
-        backend,
-        move |agent_port| NodeFacts::Sim {
-            uuid: server_uuid,
-            hostname: "sim0".into(),
-            ram_mib: 4096,
-            cpus: 4,
-            disk_bytes: 1 << 40,
-            nic_tags: vec!["admin".into()],
-            datacenter: "test".into(),
-            agent_port,
-            boot_time: 1_700_000_000,
-        },
-        AgentOptions::default(),
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
+    let running = SimNode {
+        uuid: server_uuid,
+        ram_mib: 4096,
+        cpus: 4,
+        ..SimNode::default()
+    }
+    .start(backend, AgentOptions::default(), shutdown.clone())
+    .await;
     let mut c = CnAgentClient::connect(running.agent_url.clone())
         .await
         .unwrap();
@@ -96,32 +109,28 @@ async fn tasks_over_grpc_with_ids_progress_and_results() {
     assert!(err.message().contains("uuid"), "{}", err.message());
 
     let vm = Uuid::new_v4().to_string();
-    let created = c
-        .create_task(pb::CreateTaskRequest {
-            req_id: "req-1".into(),
-            task: Some(Task::MachineCreate(pb::MachineCreate {
-                spec: Some(spec(&vm, &Uuid::new_v4().to_string())),
-                image_source: "/images/base.tar.gz".into(),
-            })),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let created = submit(
+        &mut c,
+        "req-1",
+        Task::MachineCreate(pb::MachineCreate {
+            spec: Some(spec(&vm, &Uuid::new_v4().to_string())),
+            image_source: "/images/base.tar.gz".into(),
+        }),
+    )
+    .await;
     assert_eq!(created.status, "active");
     assert_eq!(created.task, "machine_create");
     assert_eq!(created.target_uuid, vm);
     // Queued right behind the create: waits its turn, then sees a running instance.
-    let stop = c
-        .create_task(pb::CreateTaskRequest {
-            req_id: "req-2".into(),
-            task: Some(Task::MachineShutdown(pb::MachineShutdown {
-                uuid: vm.clone(),
-                timeout_seconds: 1,
-            })),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let stop = submit(
+        &mut c,
+        "req-2",
+        Task::MachineShutdown(pb::MachineShutdown {
+            uuid: vm.clone(),
+            timeout_seconds: 1,
+        }),
+    )
+    .await;
     let mid = c
         .get_task(pb::GetTaskRequest {
             id: created.id.clone(),
@@ -131,70 +140,38 @@ async fn tasks_over_grpc_with_ids_progress_and_results() {
         .into_inner();
     assert_eq!(mid.status, "active");
     assert!(mid.progress >= 10, "{mid:?}");
-    let done = c
-        .wait_task(pb::WaitTaskRequest {
-            id: created.id.clone(),
-            timeout_ms: 5000,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let done = wait(&mut c, &created.id).await;
     assert_eq!(done.status, "complete");
     assert_eq!(done.progress, 100);
     assert_eq!(done.req_id, "req-1");
     assert_eq!(done.instance.as_ref().unwrap().state, "running");
     assert!(!done.finished.is_empty());
-    let stopped = c
-        .wait_task(pb::WaitTaskRequest {
-            id: stop.id.clone(),
-            timeout_ms: 5000,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let stopped = wait(&mut c, &stop.id).await;
     assert_eq!(stopped.status, "complete", "{stopped:?}");
     assert_eq!(stopped.instance.unwrap().state, "stopped");
 
     // Resize, and a failure with its Triton name.
-    let update = c
-        .create_task(pb::CreateTaskRequest {
-            req_id: String::new(),
-            task: Some(Task::MachineUpdate(pb::MachineUpdate {
-                uuid: vm.clone(),
-                ram: Some(512),
-                ..Default::default()
-            })),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let update = c
-        .wait_task(pb::WaitTaskRequest {
-            id: update.id,
-            timeout_ms: 5000,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let update = submit(
+        &mut c,
+        "",
+        Task::MachineUpdate(pb::MachineUpdate {
+            uuid: vm.clone(),
+            ram: Some(512),
+            ..Default::default()
+        }),
+    )
+    .await;
+    let update = wait(&mut c, &update.id).await;
     assert_eq!(update.instance.unwrap().spec.unwrap().ram, 512);
-    let boot_missing = c
-        .create_task(pb::CreateTaskRequest {
-            req_id: String::new(),
-            task: Some(Task::MachineBoot(pb::MachineBoot {
-                uuid: Uuid::new_v4().to_string(),
-            })),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let failed = c
-        .wait_task(pb::WaitTaskRequest {
-            id: boot_missing.id,
-            timeout_ms: 5000,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let boot_missing = submit(
+        &mut c,
+        "",
+        Task::MachineBoot(pb::MachineBoot {
+            uuid: Uuid::new_v4().to_string(),
+        }),
+    )
+    .await;
+    let failed = wait(&mut c, &boot_missing.id).await;
     assert_eq!(failed.status, "failure");
     assert_eq!(failed.error_name, "VmNotFoundError");
     assert_eq!(failed.history.last().unwrap().name, "error");

@@ -7,7 +7,7 @@
 // Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,10 @@ use cn_agent::sim::{SimBackend, SimConfig, SimDelays};
 use cn_agent::{
     Error, ImageSource, InstanceSpec, InstanceState, InstanceUpdate, NicSpec, ZoneBackend,
 };
+use dc_testkit::node::{httpd_init, instance_spec};
 use uuid::Uuid;
+
+mod common;
 
 const MIB: u64 = 1024 * 1024;
 const GIB: u64 = 1024 * MIB;
@@ -53,24 +56,14 @@ trait Harness {
 }
 
 fn spec(h: &impl Harness, hostname: &str, nics: Vec<NicSpec>) -> InstanceSpec {
-    InstanceSpec {
-        uuid: Uuid::new_v4(),
-        owner_uuid: Uuid::new_v4().to_string(),
-        alias: hostname.to_string(),
-        hostname: hostname.to_string(),
-        brand: "joyent-minimal".into(),
-        image_uuid: h.image().image_uuid,
-        ram: 64,
-        cpu_cap: 50,
-        quota: 1,
-        max_lwps: 64,
-        nics,
-        init: h.init(),
-        customer_metadata: Default::default(),
-        internal_metadata: Default::default(),
-        tags: Default::default(),
-        autoboot: true,
-        billing_id: String::new(),
+    instance_spec(h.image().image_uuid, hostname, nics, h.init())
+}
+
+/// An update of the disk quota (GiB) alone.
+fn quota(gib: u64) -> InstanceUpdate {
+    InstanceUpdate {
+        quota: Some(gib),
+        ..Default::default()
     }
 }
 
@@ -155,16 +148,7 @@ async fn contract<H: Harness>(h: &H) {
         .await
         .expect_err("1100 MiB on a 1 GiB disk");
     assert!(full.contains("No space left on device"), "{full}");
-    let grown = b
-        .update(
-            uuid,
-            InstanceUpdate {
-                quota: Some(2),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("grow the quota");
+    let grown = b.update(uuid, quota(2)).await.expect("grow the quota");
     assert_eq!(grown.spec.quota, 2);
     let size = h.disk_size(&b, uuid).await.expect("a disk");
     assert!(size > 3 * GIB / 2 && size <= 2 * GIB, "{size}");
@@ -174,16 +158,7 @@ async fn contract<H: Harness>(h: &H) {
     let usage = b.usage(uuid).await.expect("usage");
     assert!(usage.disk_used_bytes >= 1100 * MIB, "{usage:?}");
     assert_eq!(usage.disk_limit_bytes, 2 * GIB);
-    match b
-        .update(
-            uuid,
-            InstanceUpdate {
-                quota: Some(1),
-                ..Default::default()
-            },
-        )
-        .await
-    {
+    match b.update(uuid, quota(1)).await {
         Err(Error::Invalid { field, message }) => {
             assert_eq!(field, "quota");
             assert!(message.contains("in use"), "{message}");
@@ -450,17 +425,16 @@ impl Harness for SimHarness {
         self.image.clone()
     }
     fn nic(&self, n: u8) -> NicSpec {
+        let gateway = Ipv4Addr::new(10, 99, 0, 1);
         NicSpec {
-            interface: String::new(),
             mac: format!("02:00:00:00:00:{n:02x}"),
             ip: Some(Ipv4Addr::new(10, 99, 0, 10 + n)),
             prefix_len: 24,
-            gateway: Some(Ipv4Addr::new(10, 99, 0, 1)),
-            resolvers: vec![Ipv4Addr::new(10, 99, 0, 1)],
+            gateway: Some(gateway),
+            resolvers: vec![gateway],
             nic_tag: "admin".into(),
-            vlan_id: 0,
-            mtu: 0,
             primary: n == 0,
+            ..Default::default()
         }
     }
     fn init(&self) -> Vec<String> {
@@ -548,60 +522,20 @@ async fn sim_nodes_scale_to_hundreds_in_one_process() {
 
 // ------------------------------------------------------------------------- linux
 
-use dc_testkit::linux::{BridgeSetup, Image, LinuxHost, Setup};
+use common::{Host as LinuxHarness, in_instance, serves_page};
 use dc_testkit::run;
-
-/// Everything the linux test creates on the host carries a name unique to the run, and
-/// the guard removes all of it, also when the test fails.
-struct LinuxHarness(LinuxHost);
-
-impl std::ops::Deref for LinuxHarness {
-    type Target = LinuxHost;
-    fn deref(&self) -> &LinuxHost {
-        &self.0
-    }
-}
 
 impl LinuxHarness {
     fn new() -> LinuxHarness {
-        LinuxHarness(LinuxHost::set_up(&Setup {
-            who: "the linux backend test",
-            cgroup: "triton-test-",
-            netns: "tt",
-            link: "t",
-            bridges: &[BridgeSetup {
-                nic_tag: "admin",
-                stem: "tb",
-                net: 99,
-                seed: 6..8,
-            }],
-            create_bridges: true,
-            image: Image {
-                dirs: &["bin", "www", "etc", "tmp"],
-                applets: &[
-                    "sh", "httpd", "hostname", "sleep", "cat", "ls", "ip", "ps", "mkdir", "dd",
-                    "readlink",
-                ],
-                index: "hello from a triton instance\n",
-                init: None,
-            },
-        }))
+        LinuxHarness::admin(
+            "the linux backend test",
+            't',
+            &[
+                "sh", "httpd", "hostname", "sleep", "cat", "ls", "ip", "ps", "mkdir", "dd",
+                "readlink",
+            ],
+        )
     }
-}
-
-/// Runs `argv` inside the instance whose pid 1 has host pid `pid`: in its mount, PID,
-/// UTS, IPC and network namespaces. Entering the mount namespace makes its root the
-/// process's root, so the program and every path are the instance's.
-fn in_instance(pid: u32, argv: &[&str]) -> std::process::Output {
-    let target = pid.to_string();
-    let mut args = vec![
-        "--target", &target, "--mount", "--pid", "--uts", "--ipc", "--net", "--",
-    ];
-    args.extend_from_slice(argv);
-    std::process::Command::new("nsenter")
-        .args(&args)
-        .output()
-        .unwrap()
 }
 
 fn read_trim(path: PathBuf) -> String {
@@ -615,30 +549,19 @@ impl Harness for LinuxHarness {
     type B = LinuxBackend;
 
     fn backend(&self) -> LinuxBackend {
-        LinuxBackend::new(self.config.clone()).expect("linux backend")
+        self.0.backend()
     }
     fn image(&self) -> ImageSource {
         self.image.clone()
     }
     fn nic(&self, n: u8) -> NicSpec {
         NicSpec {
-            interface: String::new(),
-            mac: format!("02:99:00:{:02x}:00:{n:02x}", self.subnet()),
-            ip: Some(Ipv4Addr::new(10, 99, self.subnet(), 10 + n)),
-            prefix_len: 24,
-            gateway: Some(Ipv4Addr::new(10, 99, self.subnet(), 1)),
-            resolvers: vec![Ipv4Addr::new(10, 99, self.subnet(), 1)],
-            nic_tag: "admin".into(),
-            vlan_id: 0,
-            mtu: 0,
             primary: n == 0,
+            ..self.0.nic(0, n)
         }
     }
     fn init(&self) -> Vec<String> {
-        ["/bin/httpd", "-f", "-p", "80", "-h", "/www"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
+        httpd_init()
     }
     async fn hostname(&self, b: &LinuxBackend, uuid: Uuid) -> Option<String> {
         let pid = b.get(uuid).await.ok()?.pid?;
@@ -668,22 +591,10 @@ impl Harness for LinuxHarness {
         let deadline = Instant::now() + wait;
         let addr = SocketAddr::from((ip, 80));
         loop {
-            let answered = tokio::task::spawn_blocking(move || {
-                use std::io::{Read, Write};
-                let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(500))
-                else {
-                    return false;
-                };
-                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                if s.write_all(b"GET / HTTP/1.0\r\n\r\n").is_err() {
-                    return false;
-                }
-                let mut body = String::new();
-                let _ = s.read_to_string(&mut body);
-                body.contains("hello from a triton instance")
-            })
-            .await
-            .unwrap();
+            let answered =
+                tokio::task::spawn_blocking(move || serves_page(addr, Duration::from_millis(500)))
+                    .await
+                    .unwrap();
             if answered || Instant::now() >= deadline {
                 return answered;
             }

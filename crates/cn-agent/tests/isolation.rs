@@ -6,118 +6,42 @@
 // Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use cn_agent::linux::LinuxBackend;
 use cn_agent::linux::idmap::{FIRST_BASE, IdRange, RANGE_SIZE};
 use cn_agent::linux::sandbox::default_caps_mask;
-use cn_agent::{InstanceSpec, InstanceState, NicSpec, ZoneBackend};
+use cn_agent::{InstanceSpec, InstanceState, ZoneBackend};
 use uuid::Uuid;
 
-use dc_testkit::linux::{BridgeSetup, Image, LinuxHost, Setup};
+mod common;
 
-/// The test's linux host, with what this test adds to it.
-struct Host(LinuxHost);
-
-impl std::ops::Deref for Host {
-    type Target = LinuxHost;
-    fn deref(&self) -> &LinuxHost {
-        &self.0
-    }
-}
+use common::{Host, serves_page, set_recv_timeout};
 
 impl Host {
     fn new() -> Host {
-        Host(LinuxHost::set_up(&Setup {
-            who: "the isolation test",
-            cgroup: "triton-iso-",
-            netns: "ti",
-            link: "i",
-            bridges: &[BridgeSetup {
-                nic_tag: "admin",
-                stem: "ti",
-                net: 99,
-                seed: 6..8,
-            }],
-            create_bridges: true,
-            image: Image {
-                dirs: &["bin", "www", "etc", "tmp", "mnt"],
-                applets: &[
-                    "sh", "httpd", "id", "cat", "ls", "ps", "mknod", "mount", "touch", "chown",
-                    "echo", "stat", "hostname", "sleep",
-                ],
-                index: "hello from a sandbox\n",
-                init: None,
-            },
-        }))
+        Host::admin(
+            "the isolation test",
+            'i',
+            &[
+                "sh", "httpd", "id", "cat", "ls", "ps", "mknod", "mount", "touch", "chown", "echo",
+                "stat", "hostname", "sleep",
+            ],
+        )
     }
 
+    /// A 128 MiB instance with a whole CPU and 200 processes, its NIC `n` on the bridge.
     fn spec(&self, hostname: &str, n: u8) -> InstanceSpec {
         InstanceSpec {
-            uuid: Uuid::new_v4(),
-            owner_uuid: Uuid::new_v4().to_string(),
-            alias: hostname.into(),
-            hostname: hostname.into(),
-            brand: "joyent-minimal".into(),
-            image_uuid: self.image.image_uuid,
             ram: 128,
             cpu_cap: 100,
-            quota: 1,
             max_lwps: 200,
-            nics: vec![NicSpec {
-                interface: String::new(),
-                mac: format!("02:98:00:{:02x}:00:{n:02x}", self.subnet()),
-                ip: Some(self.ip(n)),
-                prefix_len: 24,
-                gateway: Some(Ipv4Addr::new(10, 99, self.subnet(), 1)),
-                resolvers: vec![],
-                nic_tag: "admin".into(),
-                vlan_id: 0,
-                mtu: 0,
-                primary: true,
-            }],
-            init: ["/bin/httpd", "-f", "-p", "80", "-h", "/www"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-            customer_metadata: Default::default(),
-            internal_metadata: Default::default(),
-            tags: Default::default(),
-            autoboot: true,
-            billing_id: String::new(),
+            ..self.0.spec(hostname, vec![self.nic(0, n)])
         }
-    }
-
-    /// `zlogin UUID argv...` as an operator runs it on the node.
-    fn zlogin(&self, uuid: Uuid, argv: &[&str]) -> Output {
-        std::process::Command::new(env!("CARGO_BIN_EXE_zlogin"))
-            .env_remove("CN_AGENT_CONFIG")
-            .env("CN_AGENT_LINUX__CGROUP_PARENT", &self.config.cgroup_parent)
-            .arg("--state-dir")
-            .arg(&self.config.state_dir)
-            .arg(uuid.to_string())
-            .args(argv)
-            .output()
-            .unwrap()
-    }
-
-    /// stdout of a command that must succeed inside.
-    fn inside(&self, uuid: Uuid, argv: &[&str]) -> String {
-        let out = self.zlogin(uuid, argv);
-        assert!(out.status.success(), "zlogin {argv:?}: {out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// What a command that must fail inside says.
-    fn refused(&self, uuid: Uuid, argv: &[&str]) -> String {
-        let out = self.zlogin(uuid, argv);
-        assert!(!out.status.success(), "zlogin {argv:?} worked: {out:?}");
-        String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
     fn ids(&self, b: &LinuxBackend, uuid: Uuid) -> IdRange {
@@ -174,13 +98,7 @@ fn icmp_echo_as(netns: &Path, id: u32, to: [u8; 4]) -> Result<(), i32> {
             if sock < 0 {
                 libc::_exit(errno());
             }
-            libc::setsockopt(
-                sock,
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&timeout as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            );
+            set_recv_timeout(sock, timeout);
             if libc::sendto(
                 sock,
                 echo.as_ptr().cast(),
@@ -206,29 +124,22 @@ fn icmp_echo_as(netns: &Path, id: u32, to: [u8; 4]) -> Result<(), i32> {
     }
 }
 
-fn http_get(ip: Ipv4Addr) -> String {
+/// Whether the instance on `ip` serves its page within 10 s.
+fn serves(ip: Ipv4Addr) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let addr = SocketAddr::from((ip, 80));
-        if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-            let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
-            let mut body = String::new();
-            let _ = s.read_to_string(&mut body);
-            if body.contains("hello") {
-                return body;
-            }
+    while !serves_page(SocketAddr::from((ip, 80)), Duration::from_millis(500)) {
+        if Instant::now() >= deadline {
+            return false;
         }
-        assert!(Instant::now() < deadline, "no answer from {ip}:80");
         std::thread::sleep(Duration::from_millis(100));
     }
+    true
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_is_root_only_in_its_own_sandbox() {
     let h = Host::new();
-    let b = h.backend();
-    b.image_ensure_present(h.image.clone()).await.unwrap();
+    let b = h.backend_with_image().await;
     let spec = h.spec("sandbox0", 1);
     let uuid = spec.uuid;
     b.create(spec).await.expect("create");
@@ -254,7 +165,7 @@ async fn an_instance_is_root_only_in_its_own_sandbox() {
     );
 
     // The init works: httpd on port 80, reached from the host.
-    assert!(http_get(h.ip(1)).contains("hello from a sandbox"));
+    assert!(serves(h.ip(1)), "the instance serves its page");
     // ping works for any user of the instance with ICMP datagram sockets (iputils'
     // ping; net.ipv4.ping_group_range covers the instance's groups): an echo to the
     // gateway from the instance's network namespace with its root's ids and no
@@ -460,15 +371,14 @@ async fn an_instance_is_root_only_in_its_own_sandbox() {
         .expect("reboot");
     assert_eq!(h.ids(&b, uuid), ids);
     assert_eq!(h.inside(uuid, &["id", "-u"]).trim(), "0");
-    assert!(http_get(h.ip(1)).contains("hello from a sandbox"));
+    assert!(serves(h.ip(1)), "the instance serves its page");
     b.destroy(uuid).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uid_ranges_are_disjoint_and_freed_by_destroy() {
     let h = Host::new();
-    let b = h.backend();
-    b.image_ensure_present(h.image.clone()).await.unwrap();
+    let b = h.backend_with_image().await;
     let mut specs = Vec::new();
     for n in 0..3 {
         let mut spec = h.spec(&format!("range{n}"), 10 + n);
@@ -498,8 +408,7 @@ async fn uid_ranges_are_disjoint_and_freed_by_destroy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_from_before_ranges_is_moved_into_one_at_boot() {
     let h = Host::new();
-    let b = h.backend();
-    b.image_ensure_present(h.image.clone()).await.unwrap();
+    let b = h.backend_with_image().await;
     let mut spec = h.spec("legacy0", 20);
     spec.autoboot = false;
     let uuid = spec.uuid;

@@ -11,12 +11,12 @@
 // Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::Duration;
 
+use cn_agent::linux::LinuxBackend;
 use cn_agent::linux::firewall::table_names;
 use cn_agent::{InstanceSpec, NicSpec, ZoneBackend};
 use uuid::Uuid;
@@ -24,18 +24,11 @@ use uuid::Uuid;
 /// A safety net for waits that end on an event; never what a check depends on.
 const WAIT: Duration = Duration::from_secs(10);
 
+mod common;
+
+use common::{Host as Net, serves_page, set_recv_timeout};
 use dc_testkit::linux::{BridgeSetup, Image, LinuxHost, Setup};
 use dc_testkit::run;
-
-/// The test's linux host, with what this test adds to it.
-struct Net(LinuxHost);
-
-impl std::ops::Deref for Net {
-    type Target = LinuxHost;
-    fn deref(&self) -> &LinuxHost {
-        &self.0
-    }
-}
 
 impl Net {
     fn new() -> Net {
@@ -59,12 +52,7 @@ impl Net {
                 },
             ],
             create_bridges: false,
-            image: Image {
-                dirs: &["bin", "www", "etc", "tmp"],
-                applets: &["sh", "httpd", "sleep", "ip", "ping", "nc", "cat", "printf"],
-                index: "hello from a triton instance\n",
-                init: None,
-            },
+            image: Image::web(&["sh", "httpd", "sleep", "ip", "ping", "nc", "cat", "printf"]),
         }))
     }
 
@@ -76,72 +64,45 @@ impl Net {
         &self.bridges[1].name
     }
 
-    /// The third octet of 10.98.x.0/24 (admin).
-    fn admin(&self) -> u8 {
-        self.bridges[0].subnet
-    }
-
-    /// The third octet of 10.99.x.0/24 (tenant).
-    fn tenant(&self) -> u8 {
-        self.bridges[1].subnet
-    }
-
     fn gateway(&self) -> Ipv4Addr {
-        Ipv4Addr::new(10, 99, self.tenant(), 1)
+        self.bridges[1].gateway()
     }
 
     fn admin_address(&self) -> Ipv4Addr {
-        Ipv4Addr::new(10, 98, self.admin(), 1)
+        self.bridges[0].gateway()
     }
 
     fn tenant_nic(&self, n: u8) -> NicSpec {
-        NicSpec {
-            interface: String::new(),
-            mac: format!("02:99:00:{:02x}:00:{n:02x}", self.tenant()),
-            ip: Some(Ipv4Addr::new(10, 99, self.tenant(), 10 + n)),
-            prefix_len: 24,
-            gateway: Some(self.gateway()),
-            resolvers: vec![],
-            nic_tag: "external".into(),
-            vlan_id: 0,
-            mtu: 0,
-            primary: true,
-        }
+        self.nic(1, n)
     }
 
     fn admin_nic(&self, n: u8) -> NicSpec {
-        NicSpec {
-            mac: format!("02:98:00:{:02x}:00:{n:02x}", self.admin()),
-            ip: Some(Ipv4Addr::new(10, 98, self.admin(), 10 + n)),
-            gateway: Some(self.admin_address()),
-            nic_tag: "admin".into(),
-            ..self.tenant_nic(n)
-        }
+        self.nic(0, n)
     }
 
     fn spec(&self, name: &str, nic: NicSpec) -> InstanceSpec {
-        InstanceSpec {
-            uuid: Uuid::new_v4(),
-            owner_uuid: Uuid::new_v4().to_string(),
-            alias: name.into(),
-            hostname: name.into(),
-            brand: "joyent-minimal".into(),
-            image_uuid: self.image.image_uuid,
-            ram: 64,
-            cpu_cap: 50,
-            quota: 1,
-            max_lwps: 64,
-            nics: vec![nic],
-            init: ["/bin/httpd", "-f", "-p", "80", "-h", "/www"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-            customer_metadata: Default::default(),
-            internal_metadata: Default::default(),
-            tags: Default::default(),
-            autoboot: true,
-            billing_id: String::new(),
+        self.0.spec(name, vec![nic])
+    }
+
+    /// Creates instances a, b and c on the tenant bridge (its NICs 0, 1 and 2) and z on
+    /// the admin bridge (its NIC 0) on `b`, which has the image; in that order, each
+    /// instance's UUID and NIC.
+    async fn create_abcz(&self, b: &LinuxBackend) -> [(Uuid, NicSpec); 4] {
+        let nics = [
+            ("a", self.tenant_nic(0)),
+            ("b", self.tenant_nic(1)),
+            ("c", self.tenant_nic(2)),
+            ("z", self.admin_nic(0)),
+        ];
+        let mut created = Vec::new();
+        for (name, nic) in nics {
+            let spec = self.spec(name, nic.clone());
+            created.push((spec.uuid, nic));
+            b.create(spec)
+                .await
+                .unwrap_or_else(|e| panic!("create {name}: {e}"));
         }
+        created.try_into().unwrap()
     }
 
     fn netns(&self, uuid: Uuid) -> String {
@@ -178,42 +139,11 @@ impl Net {
             .success()
     }
 
-    /// `zlogin UUID argv...` as an operator runs it on the node: the command runs as the
-    /// instance's root, with its namespaces, capabilities and seccomp filter.
-    fn zlogin(&self, uuid: Uuid, argv: &[&str]) -> std::process::Output {
-        std::process::Command::new(env!("CARGO_BIN_EXE_zlogin"))
-            .env_remove("CN_AGENT_CONFIG")
-            .env("CN_AGENT_LINUX__CGROUP_PARENT", &self.config.cgroup_parent)
-            .arg("--state-dir")
-            .arg(&self.config.state_dir)
-            .arg(uuid.to_string())
-            .args(argv)
-            .output()
-            .unwrap()
-    }
-
-    /// A command that must work inside.
-    fn inside(&self, uuid: Uuid, argv: &[&str]) -> String {
-        let out = self.zlogin(uuid, argv);
-        assert!(out.status.success(), "zlogin {argv:?}: {out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Whether a command inside exits 0.
-    fn works_inside(&self, uuid: Uuid, argv: &[&str]) -> bool {
-        self.zlogin(uuid, argv).status.success()
-    }
-
     /// Whether a command inside exits 0, or None if it is still running after `limit`
     /// (then zlogin is killed).
     fn ends_inside(&self, uuid: Uuid, argv: &[&str], limit: Duration) -> Option<bool> {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_zlogin"))
-            .env_remove("CN_AGENT_CONFIG")
-            .env("CN_AGENT_LINUX__CGROUP_PARENT", &self.config.cgroup_parent)
-            .arg("--state-dir")
-            .arg(&self.config.state_dir)
-            .arg(uuid.to_string())
-            .args(argv)
+        let mut child = self
+            .zlogin_command(uuid, argv)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .spawn()
@@ -307,18 +237,7 @@ fn connects_from(ns: &str, to: SocketAddr) -> bool {
 }
 
 fn http_get(ns: Option<&str>, to: SocketAddr) -> bool {
-    let get = move || {
-        let Ok(mut s) = TcpStream::connect_timeout(&to, Duration::from_secs(2)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-        if s.write_all(b"GET / HTTP/1.0\r\n\r\n").is_err() {
-            return false;
-        }
-        let mut body = String::new();
-        let _ = s.read_to_string(&mut body);
-        body.contains("hello from a triton instance")
-    };
+    let get = move || serves_page(to, Duration::from_secs(2));
     match ns {
         Some(ns) => in_netns(ns, get),
         None => get(),
@@ -345,16 +264,12 @@ impl EchoWatch {
                 assert_eq!(libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET), 0);
                 let sock = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP);
                 assert!(sock >= 0, "raw socket: {}", std::io::Error::last_os_error());
-                let timeout = libc::timeval {
-                    tv_sec: 0,
-                    tv_usec: 100_000,
-                };
-                libc::setsockopt(
+                set_recv_timeout(
                     sock,
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVTIMEO,
-                    (&timeout as *const libc::timeval).cast(),
-                    std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+                    libc::timeval {
+                        tv_sec: 0,
+                        tv_usec: 100_000,
+                    },
                 );
                 ready_tx.send(()).unwrap();
                 let mut seen = Vec::new();
@@ -400,36 +315,10 @@ fn set_forwarding(dev: &str, on: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_cannot_spoof_or_reach_the_host_or_the_admin_network() {
     let h = Net::new();
-    let b = h.backend();
-    b.image_ensure_present(h.image.clone()).await.unwrap();
-    let (nic_a, nic_b, nic_c) = (h.tenant_nic(0), h.tenant_nic(1), h.tenant_nic(2));
-    let (ip_a, ip_b, ip_c) = (nic_a.ip.unwrap(), nic_b.ip.unwrap(), nic_c.ip.unwrap());
+    let b = h.backend_with_image().await;
+    let [(a, nic_a), (bb, nic_b), (c, nic_c), (z, nic_z)] = h.create_abcz(&b).await;
+    let [ip_a, ip_b, ip_c, ip_z] = [&nic_a, &nic_b, &nic_c, &nic_z].map(|n| n.ip.unwrap());
     let mac_a = nic_a.mac.clone();
-    let a = b
-        .create(h.spec("a", nic_a))
-        .await
-        .expect("create a")
-        .spec
-        .uuid;
-    let bb = b
-        .create(h.spec("b", nic_b))
-        .await
-        .expect("create b")
-        .spec
-        .uuid;
-    let c = b
-        .create(h.spec("c", nic_c))
-        .await
-        .expect("create c")
-        .spec
-        .uuid;
-    let z = b
-        .create(h.spec("z", h.admin_nic(0)))
-        .await
-        .expect("create an instance on the admin network")
-        .spec
-        .uuid;
-    let ip_z = h.admin_nic(0).ip.unwrap();
     let (ns_b, ns_c) = (h.netns(bb), h.netns(c));
 
     // What works: neighbours, the gateway, the instance's own web server from the host.
@@ -592,8 +481,7 @@ async fn instances_cannot_spoof_or_reach_the_host_or_the_admin_network() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rules_of_ports_gone_while_the_agent_was_down_are_removed_at_start() {
     let h = Net::new();
-    let b = h.backend();
-    b.image_ensure_present(h.image.clone()).await.unwrap();
+    let b = h.backend_with_image().await;
     let a = b
         .create(h.spec("a", h.tenant_nic(0)))
         .await
@@ -618,26 +506,10 @@ async fn rules_of_ports_gone_while_the_agent_was_down_are_removed_at_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_manages_its_own_stack_but_cannot_spoof_through_it() {
     let h = Net::new();
-    let b = h.backend();
-    b.image_ensure_present(h.image.clone()).await.unwrap();
-    let (nic_a, nic_b, nic_c) = (h.tenant_nic(0), h.tenant_nic(1), h.tenant_nic(2));
-    let (ip_a, ip_b, ip_c) = (nic_a.ip.unwrap(), nic_b.ip.unwrap(), nic_c.ip.unwrap());
+    let b = h.backend_with_image().await;
+    let [(a, nic_a), (bb, nic_b), (c, nic_c), (z, nic_z)] = h.create_abcz(&b).await;
+    let [ip_a, ip_b, ip_c, ip_z] = [&nic_a, &nic_b, &nic_c, &nic_z].map(|n| n.ip.unwrap());
     let (mac_a, mac_b) = (nic_a.mac.clone(), nic_b.mac.clone());
-    let mut uuids = Vec::new();
-    for (name, nic) in [("a", nic_a), ("b", nic_b), ("c", nic_c)] {
-        let spec = h.spec(name, nic);
-        uuids.push(spec.uuid);
-        b.create(spec).await.expect("create");
-    }
-    let z = h.spec("z", h.admin_nic(0));
-    let (z, ip_z) = (z.uuid, h.admin_nic(0).ip.unwrap());
-    b.create(InstanceSpec {
-        uuid: z,
-        ..h.spec("z", h.admin_nic(0))
-    })
-    .await
-    .expect("create z");
-    let (a, bb, c) = (uuids[0], uuids[1], uuids[2]);
     let (ip_a_s, ip_b_s, ip_c_s) = (ip_a.to_string(), ip_b.to_string(), ip_c.to_string());
     let gateway = h.gateway().to_string();
 

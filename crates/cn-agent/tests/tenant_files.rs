@@ -11,110 +11,36 @@
 // Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cn_agent::agent::{AgentOptions, start};
+use cn_agent::agent::AgentOptions;
 use cn_agent::sim::{SimBackend, SimConfig, SimDelays};
-use cn_agent::sysinfo::NodeFacts;
-use cn_agent::{Error, ImageSource, InstanceSpec, InstanceState, NicSpec, ZoneBackend};
+use cn_agent::{Error, ImageSource, InstanceSpec, InstanceState, ZoneBackend};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 const STOP_GRACE: Duration = Duration::from_secs(1);
 
-use dc_testkit::linux::{BridgeSetup, Image, LinuxHost, Setup};
+mod common;
 
-/// A linux host for one test: its own state directory, bridge, cgroup parent and
-/// names, all removed by the guard, also when the test fails.
-/// The test's linux host, with what this test adds to it.
-struct Host(LinuxHost);
-
-impl std::ops::Deref for Host {
-    type Target = LinuxHost;
-    fn deref(&self) -> &LinuxHost {
-        &self.0
-    }
-}
+use common::{Host, cat_inside};
+use dc_testkit::node::{SimNode, instance_spec};
 
 impl Host {
     fn new() -> Host {
-        Host(LinuxHost::set_up(&Setup {
-            who: "the tenant-files test",
-            cgroup: "triton-test-",
-            netns: "tf",
-            link: "f",
-            bridges: &[BridgeSetup {
-                nic_tag: "admin",
-                stem: "tf",
-                net: 99,
-                seed: 6..8,
-            }],
-            create_bridges: true,
-            image: Image {
-                dirs: &["bin", "www", "etc", "tmp"],
-                applets: &["sh", "httpd", "cat", "ls", "readlink"],
-                index: "hello\n",
-                init: None,
-            },
-        }))
+        Host::admin(
+            "the tenant-files test",
+            'f',
+            &["sh", "httpd", "cat", "ls", "readlink"],
+        )
     }
 
-    fn spec(&self, hostname: &str, n: u8) -> InstanceSpec {
-        InstanceSpec {
-            uuid: Uuid::new_v4(),
-            owner_uuid: Uuid::new_v4().to_string(),
-            alias: hostname.to_string(),
-            hostname: hostname.to_string(),
-            brand: "joyent-minimal".into(),
-            image_uuid: self.image.image_uuid,
-            ram: 64,
-            cpu_cap: 50,
-            quota: 1,
-            max_lwps: 64,
-            nics: vec![NicSpec {
-                interface: String::new(),
-                mac: format!("02:98:00:{:02x}:00:{n:02x}", self.subnet()),
-                ip: Some(Ipv4Addr::new(10, 99, self.subnet(), 10 + n)),
-                prefix_len: 24,
-                gateway: Some(Ipv4Addr::new(10, 99, self.subnet(), 1)),
-                resolvers: vec![Ipv4Addr::new(10, 99, self.subnet(), 1)],
-                nic_tag: "admin".into(),
-                vlan_id: 0,
-                mtu: 0,
-                primary: true,
-            }],
-            init: ["/bin/httpd", "-f", "-p", "80", "-h", "/www"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-            customer_metadata: Default::default(),
-            internal_metadata: Default::default(),
-            tags: Default::default(),
-            autoboot: true,
-            billing_id: String::new(),
-        }
+    /// An instance with its NIC `n` on the bridge.
+    fn instance(&self, hostname: &str, n: u8) -> InstanceSpec {
+        self.spec(hostname, vec![self.nic(0, n)])
     }
-}
-
-/// `cat path` inside the instance whose pid 1 is `pid` (in its mount namespace, so
-/// every symlink resolves as the instance sees it).
-fn cat_inside(pid: u32, path: &str) -> String {
-    let out = std::process::Command::new("nsenter")
-        .args([
-            "--target",
-            &pid.to_string(),
-            "--mount",
-            "--",
-            "/bin/cat",
-            path,
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "cat {path} inside: {out:?}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Names and contents of the files in `dir`.
@@ -136,9 +62,8 @@ fn snapshot_of(dir: &Path) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn linux_a_planted_etc_symlink_never_reaches_the_host() {
     let h = Host::new();
-    let b = h.backend();
-    b.image_ensure_present(h.image.clone()).await.unwrap();
-    let spec = h.spec("planted", 1);
+    let b = h.backend_with_image().await;
+    let spec = h.instance("planted", 1);
     let uuid = spec.uuid;
     let ip = spec.nics[0].ip.unwrap();
     b.create(spec).await.expect("create");
@@ -161,31 +86,31 @@ async fn linux_a_planted_etc_symlink_never_reaches_the_host() {
     std::os::unix::fs::symlink(&host_etc, upper.join("etc")).unwrap();
     disk.unmount().unwrap();
 
-    let booted = b.boot(uuid).await.expect("boot with a planted etc link");
-    assert_eq!(booted.state, InstanceState::Running);
-    assert_eq!(
-        snapshot_of(&host_etc),
-        before,
-        "the host's directory changed"
+    // Boot writes the instance's /etc files inside it, and the host's are untouched.
+    let files_stay_inside = |instance: cn_agent::Instance, when: &str| {
+        assert_eq!(instance.state, InstanceState::Running, "{when}");
+        assert_eq!(
+            snapshot_of(&host_etc),
+            before,
+            "{when}: the host's directory changed"
+        );
+        let pid = instance.pid.expect("running");
+        let hosts = cat_inside(pid, "/etc/hosts");
+        assert!(hosts.contains(&format!("{ip}\tplanted")), "{when}: {hosts}");
+        assert_eq!(cat_inside(pid, "/etc/hostname"), "planted\n", "{when}");
+        let resolv = cat_inside(pid, "/etc/resolv.conf");
+        let gateway = h.bridges[0].gateway();
+        assert!(
+            resolv.contains(&format!("nameserver {gateway}")),
+            "{when}: {resolv}"
+        );
+    };
+    files_stay_inside(
+        b.boot(uuid).await.expect("boot with a planted etc link"),
+        "boot",
     );
-    let pid = booted.pid.expect("running");
-    let hosts = cat_inside(pid, "/etc/hosts");
-    assert!(hosts.contains(&format!("{ip}\tplanted")), "{hosts}");
-    assert_eq!(cat_inside(pid, "/etc/hostname"), "planted\n");
-    assert!(
-        cat_inside(pid, "/etc/resolv.conf").contains(&format!("nameserver 10.99.{}.1", h.subnet()))
-    );
-
     // A reboot writes them again: still inside.
-    let rebooted = b.reboot(uuid, STOP_GRACE).await.expect("reboot");
-    assert_eq!(
-        snapshot_of(&host_etc),
-        before,
-        "the host's directory changed"
-    );
-    let pid = rebooted.pid.expect("running");
-    let hosts = cat_inside(pid, "/etc/hosts");
-    assert!(hosts.contains(&format!("{ip}\tplanted")), "{hosts}");
+    files_stay_inside(b.reboot(uuid, STOP_GRACE).await.expect("reboot"), "reboot");
 
     // Destroy removes the link, not what it points to.
     b.destroy(uuid).await.expect("destroy");
@@ -198,38 +123,21 @@ async fn start_agent<B: ZoneBackend>(
     backend: Arc<B>,
 ) -> (CancellationToken, cn_agent::agent::Running) {
     let shutdown = CancellationToken::new();
-    let server_uuid = Uuid::new_v4();
-    let running = start(
-        backend,
-        move |agent_port| NodeFacts::Sim {
-            uuid: server_uuid,
-            hostname: "node0".into(),
-            ram_mib: 4096,
-            cpus: 2,
-            disk_bytes: 1 << 40,
-            nic_tags: vec!["admin".into()],
-            datacenter: "test".into(),
-            agent_port,
-            boot_time: 1_700_000_000,
-        },
-        AgentOptions::default(),
-        shutdown.clone(),
-    )
-    .await
-    .expect("agent starts");
+    let running = SimNode::default()
+        .start(backend, AgentOptions::default(), shutdown.clone())
+        .await;
     (shutdown, running)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn linux_a_create_cut_short_is_undone_at_agent_start() {
     let h = Host::new();
-    let b = h.backend();
-    b.image_ensure_present(h.image.clone()).await.unwrap();
+    let b = h.backend_with_image().await;
 
     // A create the agent died in: the record says provisioning, the disk is mounted
     // and only half made (the agent died before the mount points were made and the
     // disk unmounted). Made with a real create, then put back to that point.
-    let mut spec = h.spec("halfmade", 2);
+    let mut spec = h.instance("halfmade", 2);
     spec.autoboot = false;
     let uuid = spec.uuid;
     b.create(spec.clone()).await.expect("create");
@@ -315,23 +223,9 @@ async fn sim_a_create_cut_short_is_undone_at_agent_start() {
     };
     b.image_ensure_present(image.clone()).await.unwrap();
     let spec = InstanceSpec {
-        uuid: Uuid::new_v4(),
-        owner_uuid: Uuid::new_v4().to_string(),
-        alias: "cut".into(),
-        hostname: "cut".into(),
-        brand: "joyent-minimal".into(),
-        image_uuid: image.image_uuid,
-        ram: 64,
         cpu_cap: 0,
-        quota: 1,
         max_lwps: 0,
-        nics: vec![],
-        init: vec![],
-        customer_metadata: Default::default(),
-        internal_metadata: Default::default(),
-        tags: Default::default(),
-        autoboot: true,
-        billing_id: String::new(),
+        ..instance_spec(image.image_uuid, "cut", vec![], vec![])
     };
     let uuid = spec.uuid;
     let creating = tokio::spawn({

@@ -22,6 +22,7 @@ use cnapi::allocation::{AllocConfig, AllocationRequest, VmRequest, allocate};
 use cnapi::model::ServerRecord;
 use cnapi::service::Settings;
 use cnapi::store::{Cond, MemoryStore, MorayStore, Store};
+use dc_testkit::bench::{Parts, env_or};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use triton_proto::cnapi::v1 as pb;
@@ -31,13 +32,6 @@ use uuid::Uuid;
 
 const BUDGET: Duration = Duration::from_secs(20);
 const CLIENTS: usize = 16;
-
-fn env_or(key: &str, default: usize) -> usize {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn server(n: usize) -> ServerRecord {
     let mut s = ServerRecord {
@@ -166,22 +160,14 @@ fn report(what: &str, servers: usize, done: usize, took: Duration, cpu: Cpu) {
 triton_common::global_allocator!();
 
 fn main() {
-    let which: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let all = which.is_empty();
-    let wants = |w: &str| all || which.iter().any(|x| x == w);
+    let parts = Parts::from_args();
     let servers = env_or("CNAPI_BENCH_SERVERS", 1000);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    if wants("pure") {
+    let runtime = dc_testkit::bench::runtime();
+    if parts.wants("pure") {
         pure(servers, env_or("CNAPI_BENCH_ALLOCS", 2000));
     }
     runtime.block_on(async {
-        if wants("memory") {
+        if parts.wants("memory") {
             let allocs = env_or("CNAPI_BENCH_ALLOCS", 2000);
             service(
                 "Allocate via gRPC, in-memory store",
@@ -191,7 +177,7 @@ fn main() {
             )
             .await;
         }
-        if wants("moray") {
+        if parts.wants("moray") {
             let moray = triton_testkit::MorayFixture::start().await;
             let shutdown = CancellationToken::new();
             let store = MorayStore::connect(moray.url())

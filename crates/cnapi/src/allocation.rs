@@ -646,36 +646,18 @@ impl Chain<'_, '_> {
                 ram as f64 / pkg.ram
             };
             self.hard("hard-filter-min-ram", &mut cands, |c| {
-                ((c.unreserved_ram as f64) < need_ram).then(|| {
-                    format!(
-                        "server has {} MiB of unreserved RAM, the instance needs {}",
-                        c.unreserved_ram,
-                        need_ram.ceil()
-                    )
-                })
+                short(c.unreserved_ram, need_ram, "MiB of unreserved RAM")
             });
             if let Some(cap) = cpu_cap {
                 let need_cpu = f64::from(cap) / pkg.cpu;
                 self.hard("hard-filter-min-cpu", &mut cands, |c| {
-                    ((c.unreserved_cpu as f64) < need_cpu).then(|| {
-                        format!(
-                            "server has {} unreserved centi-CPUs, the instance needs {}",
-                            c.unreserved_cpu,
-                            need_cpu.ceil()
-                        )
-                    })
+                    short(c.unreserved_cpu, need_cpu, "unreserved centi-CPUs")
                 });
             }
             if config.filter_min_disk {
                 let need_disk = (req.quota() * 1024) as f64 / pkg.disk;
                 self.hard("hard-filter-min-disk", &mut cands, |c| {
-                    ((c.unreserved_disk as f64) < need_disk).then(|| {
-                        format!(
-                            "server has {} MiB of unreserved disk, the instance needs {}",
-                            c.unreserved_disk,
-                            need_disk.ceil()
-                        )
-                    })
+                    short(c.unreserved_disk, need_disk, "MiB of unreserved disk")
                 });
             }
         }
@@ -971,6 +953,17 @@ fn requested_traits(req: &AllocationRequest) -> Map<String, Value> {
 }
 
 /// Why a server's traits do not match the request, or `None` when they do.
+/// Why a server with `have` of a resource is dropped for an instance that needs `need`
+/// (`what` names the unit and the resource), or none when it has enough.
+fn short(have: i64, need: f64, what: &str) -> Verdict {
+    ((have as f64) < need).then(|| {
+        format!(
+            "server has {have} {what}, the instance needs {}",
+            need.ceil()
+        )
+    })
+}
+
 fn traits_mismatch(requested: &Map<String, Value>, server: &Map<String, Value>) -> Verdict {
     if requested.is_empty() {
         return (!server.is_empty()).then(|| {

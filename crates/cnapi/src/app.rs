@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use triton_common::grpc;
 use triton_common::periodic::{Periodic, Tasks};
 use triton_proto::cnapi::v1::cnapi_server::CnapiServer;
 
@@ -20,7 +21,7 @@ pub struct Running {
     pub addr: SocketAddr,
     /// Ends once the server has stopped (after `shutdown` is cancelled), with the gRPC
     /// server's error if it failed.
-    pub task: JoinHandle<Result<(), triton_common::grpc::ServeError>>,
+    pub task: JoinHandle<Result<(), grpc::ServeError>>,
 }
 
 /// Starts the CNAPI `config` describes: its store (Moray, or memory with a warning that
@@ -45,13 +46,10 @@ pub async fn start<S: Store>(
     listen: &str,
     shutdown: CancellationToken,
 ) -> Result<Running> {
-    let listener = triton_common::grpc::bind(listen)
+    let (listener, addr) = grpc::bind_addr(listen)
         .await
-        .map_err(|e| Error::Store(format!("cannot listen on {listen}: {e}")))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Error::Store(format!("cannot listen on {listen}: {e}")))?;
-    let grpc = settings.grpc.clone();
+        .map_err(|e| Error::Store(triton_common::service::chain(&e)))?;
+    let config = settings.grpc.clone();
     let service = Arc::new(CnapiService::new(Arc::new(store), settings));
     // Servers whose heartbeats stopped are marked `unknown` (health: `task:reconcile`).
     let tasks = Tasks::new();
@@ -61,20 +59,17 @@ pub async fn start<S: Store>(
             Box::pin(async move { service.reconcile().await.map(drop) })
         });
     let routes = tonic::service::Routes::new(CnapiServer::from_arc(service));
-    let task = tokio::spawn(async move {
-        let served = triton_common::grpc::serve_with_tasks(
-            listener,
-            routes,
-            &[SERVICE_NAME],
-            &grpc,
-            &tasks,
-            shutdown.clone(),
-        )
-        .await;
-        shutdown.cancel();
-        let _ = reconciler.await;
-        served
-    });
+    let task = grpc::spawn_with_tasks(
+        listener,
+        routes,
+        &[SERVICE_NAME],
+        &config,
+        &tasks,
+        shutdown,
+        async move {
+            let _ = reconciler.await;
+        },
+    );
     tracing::info!(%addr, "cnapi started");
     Ok(Running { addr, task })
 }

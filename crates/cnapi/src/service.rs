@@ -72,6 +72,13 @@ fn parse_uuid(field: &str, text: &str) -> Result<Uuid> {
     Uuid::parse_str(text).map_err(|_| Error::invalid(field, format!("{text:?} is not a UUID")))
 }
 
+/// An optional UUID: none when `text` is empty.
+fn parse_optional_uuid(field: &str, text: &str) -> Result<Option<Uuid>> {
+    (!text.is_empty())
+        .then(|| parse_uuid(field, text))
+        .transpose()
+}
+
 fn parse_json_object(field: &str, text: &str) -> Result<Option<Map<String, Value>>> {
     if text.trim().is_empty() {
         return Ok(None);
@@ -484,9 +491,7 @@ pub fn allocation_request_from_pb(req: &pb::AllocateRequest) -> Result<Allocatio
         .as_ref()
         .map(|p| -> Result<PackageRequest> {
             Ok(PackageRequest {
-                uuid: (!p.uuid.is_empty())
-                    .then(|| parse_uuid("package.uuid", &p.uuid))
-                    .transpose()?,
+                uuid: parse_optional_uuid("package.uuid", &p.uuid)?,
                 max_physical_memory: p.max_physical_memory,
                 quota: p.quota,
                 cpu_cap: (p.cpu_cap > 0).then_some(p.cpu_cap),
@@ -543,9 +548,7 @@ pub fn allocation_request_from_pb(req: &pb::AllocateRequest) -> Result<Allocatio
             .as_ref()
             .map(|i| -> Result<ImageRequest> {
                 Ok(ImageRequest {
-                    uuid: (!i.uuid.is_empty())
-                        .then(|| parse_uuid("image.uuid", &i.uuid))
-                        .transpose()?,
+                    uuid: parse_optional_uuid("image.uuid", &i.uuid)?,
                     traits: parse_json_object("image.traits_json", &i.traits_json)?,
                     min_platform: i.min_platform.clone(),
                     max_platform: i.max_platform.clone(),

@@ -128,6 +128,18 @@ fn from_json<T: for<'de> Deserialize<'de>>(what: &str, value: serde_json::Value)
     })
 }
 
+/// A stored value of `what` and its etag, decoded.
+fn versioned<T: for<'de> Deserialize<'de>>(
+    what: &str,
+    value: serde_json::Value,
+    etag: String,
+) -> Result<Versioned<T>> {
+    Ok(Versioned {
+        value: from_json(what, value)?,
+        etag,
+    })
+}
+
 // ---------------------------------------------------------------- memory
 
 /// Records in memory, with etags: for unit tests and a CNAPI without Moray.
@@ -160,24 +172,14 @@ impl Store for MemoryStore {
     async fn get_server(&self, uuid: Uuid) -> Result<Option<Versioned<ServerRecord>>> {
         let found = self.lock().servers.get(&uuid).cloned();
         found
-            .map(|(v, etag)| {
-                Ok(Versioned {
-                    value: from_json("server", v)?,
-                    etag,
-                })
-            })
+            .map(|(v, etag)| versioned("server", v, etag))
             .transpose()
     }
 
     async fn list_servers(&self) -> Result<Vec<Versioned<ServerRecord>>> {
         let all: Vec<_> = self.lock().servers.values().cloned().collect();
         all.into_iter()
-            .map(|(v, etag)| {
-                Ok(Versioned {
-                    value: from_json("server", v)?,
-                    etag,
-                })
-            })
+            .map(|(v, etag)| versioned("server", v, etag))
             .collect()
     }
 
@@ -197,12 +199,7 @@ impl Store for MemoryStore {
     async fn list_reservations(&self) -> Result<Vec<Versioned<ReservationDoc>>> {
         let all: Vec<_> = self.lock().reservations.values().cloned().collect();
         all.into_iter()
-            .map(|(v, etag)| {
-                Ok(Versioned {
-                    value: from_json("reservations", v)?,
-                    etag,
-                })
-            })
+            .map(|(v, etag)| versioned("reservations", v, etag))
             .collect()
     }
 
@@ -228,12 +225,7 @@ impl Store for MemoryStore {
     async fn get_reservations(&self, server: Uuid) -> Result<Option<Versioned<ReservationDoc>>> {
         let found = self.lock().reservations.get(&server).cloned();
         found
-            .map(|(v, etag)| {
-                Ok(Versioned {
-                    value: from_json("reservations", v)?,
-                    etag,
-                })
-            })
+            .map(|(v, etag)| versioned("reservations", v, etag))
             .transpose()
     }
 
@@ -275,12 +267,7 @@ impl Store for MemoryStore {
             .collect();
         matches
             .into_iter()
-            .map(|(v, etag)| {
-                Ok(Versioned {
-                    value: from_json("reservations", v)?,
-                    etag,
-                })
-            })
+            .map(|(v, etag)| versioned("reservations", v, etag))
             .collect()
     }
 }

@@ -4,15 +4,12 @@
 // Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use cn_agent::agent::AgentOptions;
-use cn_agent::sim::{SimBackend, SimConfig};
-use cn_agent::sysinfo::NodeFacts;
 use cnapi::service::Settings;
 use cnapi::store::MemoryStore;
-use dc_testkit::services::cn_agent;
+use dc_testkit::node::SimNode;
+use dc_testkit::{assert_error, eventually};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use triton_common::status::error_name;
@@ -22,159 +19,66 @@ use triton_proto::cnapi::v1 as pb;
 use triton_proto::cnapi::v1::cnapi_client::CnapiClient;
 use uuid::Uuid;
 
-fn spec(uuid: &str, nic_tag: &str, ram: u64) -> agent_pb::InstanceSpec {
-    agent_pb::InstanceSpec {
-        uuid: uuid.into(),
-        hostname: "web0".into(),
-        image_uuid: Uuid::new_v4().to_string(),
-        ram,
-        autoboot: true,
-        nics: vec![agent_pb::Nic {
-            nic_tag: nic_tag.into(),
-            ip: "10.99.0.5".into(),
-            netmask: "24".into(),
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
-}
+mod common;
 
-async fn run_task(
-    c: &mut CnapiClient<Channel>,
-    server: Uuid,
-    task: Task,
-) -> Result<agent_pb::Task, tonic::Status> {
-    let t = c
-        .server_task(pb::ServerTaskRequest {
-            server_uuid: server.to_string(),
-            task: Some(agent_pb::CreateTaskRequest {
-                req_id: String::new(),
-                task: Some(task),
-            }),
-        })
-        .await?
-        .into_inner();
-    Ok(c.wait_task(pb::WaitServerTaskRequest {
-        server_uuid: server.to_string(),
-        task_id: t.id,
-        timeout_ms: 10_000,
-    })
-    .await?
-    .into_inner())
-}
+use common::{alloc, create, exists, instance_spec, run_task, start_cnapi, start_sim_agent};
 
-fn alloc(ram: u64, nic_tag: &str) -> pb::AllocateRequest {
-    pb::AllocateRequest {
-        vm: Some(pb::AllocVm {
-            vm_uuid: Uuid::new_v4().to_string(),
-            owner_uuid: Uuid::new_v4().to_string(),
-            ram,
-            quota: 10,
-            ..Default::default()
-        }),
-        nic_tags: vec![nic_tag.into()],
-        ..Default::default()
-    }
-}
-
+/// Instance `vm` in `server`'s record, as its heartbeats put it there.
 async fn instance(c: &mut CnapiClient<Channel>, server: Uuid, vm: &str) -> Option<pb::ServerVm> {
-    c.get_server(pb::GetServerRequest {
-        uuid: server.to_string(),
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .vms
-    .get(vm)
-    .cloned()
+    common::server(c, server).await.vms.get(vm).cloned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_by_field_and_leaves_others_alone() {
     let shutdown = CancellationToken::new();
-    let cnapi = cnapi::app::start(
-        MemoryStore::default(),
-        Settings {
-            auto_setup: true,
-            ..Default::default()
-        },
-        "127.0.0.1:0",
+    let settings = Settings {
+        auto_setup: true,
+        ..Default::default()
+    };
+    let (cnapi, mut c) = start_cnapi(MemoryStore::default(), settings, &shutdown).await;
+    let server = start_sim_agent(
+        &format!("http://{}", cnapi.addr),
+        SimNode::default(),
+        Duration::from_millis(200),
         shutdown.clone(),
     )
-    .await
-    .unwrap();
-    let url = format!("http://{}", cnapi.addr);
-    let server = Uuid::new_v4();
-    cn_agent::agent::start(
-        Arc::new(SimBackend::in_memory(SimConfig::default())),
-        move |agent_port| NodeFacts::Sim {
-            uuid: server,
-            hostname: "sim0".into(),
-            ram_mib: 16384,
-            cpus: 8,
-            disk_bytes: 1 << 40,
-            nic_tags: vec!["admin".into()],
-            datacenter: "test".into(),
-            agent_port,
-            boot_time: 1_700_000_000,
-        },
-        AgentOptions {
-            cnapi_url: url.clone(),
-            heartbeat_interval: Duration::from_millis(200),
-            ..Default::default()
-        },
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
-    let mut c = CnapiClient::connect(url).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while c
-        .get_server(pb::GetServerRequest {
-            uuid: server.to_string(),
-        })
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "the server never registered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    .await;
+    eventually("the server registered", Duration::from_secs(10), || {
+        let mut c = c.clone();
+        async move { exists(&mut c, server).await }
+    })
+    .await;
 
     // An instance that must survive everything below.
     let keep = Uuid::new_v4().to_string();
     let created = run_task(
         &mut c,
         server,
-        Task::MachineCreate(agent_pb::MachineCreate {
-            spec: Some(spec(&keep, "admin", 1024)),
-            image_source: "/images/base.tar.gz".into(),
-        }),
+        "",
+        create(instance_spec(&keep, "admin", 1024)),
     )
     .await
     .unwrap();
     assert_eq!(created.status, "complete", "{created:?}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while instance(&mut c, server, &keep).await.is_none() {
-        assert!(Instant::now() < deadline, "the instance never heartbeated");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the instance heartbeated", Duration::from_secs(5), || {
+        let mut c = c.clone();
+        let keep = keep.clone();
+        async move { instance(&mut c, server, &keep).await.is_some() }
+    })
+    .await;
 
     // A NIC on a nic tag the server lacks: refused by allocation and by the agent.
-    let err = c.allocate(alloc(1024, "storage")).await.unwrap_err();
-    assert_eq!(error_name(&err), Some("NoAllocatableServersError"));
-    assert!(
-        err.message().contains("nic tag storage"),
-        "{}",
-        err.message()
+    assert_error(
+        c.allocate(alloc(1024, "storage")).await,
+        "NoAllocatableServersError",
+        &["nic tag storage"],
     );
     let other = Uuid::new_v4().to_string();
     let err = run_task(
         &mut c,
         server,
-        Task::MachineCreate(agent_pb::MachineCreate {
-            spec: Some(spec(&other, "storage", 1024)),
-            image_source: "/images/base.tar.gz".into(),
-        }),
+        "",
+        create(instance_spec(&other, "storage", 1024)),
     )
     .await;
     let message = match err {
@@ -191,13 +95,10 @@ async fn bad_input_is_refused_by_field_and_leaves_others_alone() {
     assert!(message.contains("storage"), "{message}");
 
     // More RAM than any server has.
-    let err = c.allocate(alloc(1 << 30, "admin")).await.unwrap_err();
-    assert_eq!(error_name(&err), Some("NoAllocatableServersError"));
-    assert!(err.message().contains("RAM"), "{}", err.message());
-    assert!(
-        err.message().contains(&server.to_string()),
-        "{}",
-        err.message()
+    assert_error(
+        c.allocate(alloc(1 << 30, "admin")).await,
+        "NoAllocatableServersError",
+        &["RAM", &server.to_string()],
     );
 
     // A task for an instance that does not exist.
@@ -205,6 +106,7 @@ async fn bad_input_is_refused_by_field_and_leaves_others_alone() {
     let failed = run_task(
         &mut c,
         server,
+        "",
         Task::MachineShutdown(agent_pb::MachineShutdown {
             uuid: missing.clone(),
             timeout_seconds: 1,
@@ -242,14 +144,8 @@ async fn bad_input_is_refused_by_field_and_leaves_others_alone() {
         let err = c.heartbeat(hb).await.unwrap_err();
         assert_eq!(error_name(&err), Some("ValidationFailedError"), "{err:?}");
         assert!(err.message().contains(field), "{field}: {}", err.message());
-        let s = c
-            .get_server(pb::GetServerRequest {
-                uuid: server.to_string(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(!s.vms.contains_key("garbage"));
+        let s = common::server(&mut c, server).await;
+        assert!(!s.vms.contains_key("garbage"), "{field}");
     }
     let err = c
         .heartbeat(pb::HeartbeatRequest {
@@ -268,6 +164,7 @@ async fn bad_input_is_refused_by_field_and_leaves_others_alone() {
     let listed = run_task(
         &mut c,
         server,
+        "",
         Task::MachineBoot(agent_pb::MachineBoot { uuid: keep.clone() }),
     )
     .await

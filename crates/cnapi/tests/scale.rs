@@ -8,39 +8,28 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cn_agent::agent::AgentOptions;
-use cn_agent::sim::{SimBackend, SimConfig};
-use cn_agent::sysinfo::NodeFacts;
 use cnapi::service::Settings;
 use cnapi::store::{MorayStore, Store};
-use dc_testkit::services::cn_agent;
+use dc_testkit::bench::env_or;
+use dc_testkit::node::SimNode;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use triton_proto::cnapi::v1 as pb;
 use triton_proto::cnapi::v1::cnapi_client::CnapiClient;
-use uuid::Uuid;
+
+mod common;
+
+use common::{alloc, list_servers, server, start_cnapi, start_sim_agent};
 
 const MIB: i64 = 1 << 20;
 const NODE_RAM_MIB: u64 = 16384;
 /// Eight GiB: one fits in a 16 GiB server's 13926 MiB, two do not.
 const VM_RAM_MIB: u64 = 8192;
 
-fn env_or(key: &str, default: usize) -> usize {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 async fn list(c: &mut CnapiClient<Channel>) -> Vec<pb::Server> {
-    c.list_servers(pb::ListServersRequest::default())
-        .await
-        .expect("list servers")
-        .into_inner()
-        .servers
+    list_servers(c, pb::ListServersRequest::default()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,45 +47,24 @@ async fn hundreds_of_nodes_on_moray_never_overcommit() {
         auto_setup: true,
         ..Default::default()
     };
-    let cnapi = cnapi::app::start(
+    let (cnapi, mut c) = start_cnapi(
         MorayStore::connect(&moray_url).await.unwrap(),
         settings,
-        "127.0.0.1:0",
-        shutdown.clone(),
+        &shutdown,
     )
-    .await
-    .unwrap();
+    .await;
     let cnapi_url = format!("http://{}", cnapi.addr);
-    let mut c = CnapiClient::connect(cnapi_url.clone()).await.unwrap();
 
     // The agents: each its own listener, heartbeats every 2 s.
     let mut agents = Vec::new();
     for n in 0..nodes {
         let token = shutdown.child_token();
-        let uuid = Uuid::new_v4();
-        let backend = Arc::new(SimBackend::in_memory(SimConfig::default()));
-        cn_agent::agent::start(
-            backend,
-            move |agent_port| NodeFacts::Sim {
-                uuid,
-                hostname: format!("sim{n:04}"),
-                ram_mib: NODE_RAM_MIB,
-                cpus: 8,
-                disk_bytes: 1 << 40,
-                nic_tags: vec!["admin".into()],
-                datacenter: "test".into(),
-                agent_port,
-                boot_time: 1_700_000_000,
-            },
-            AgentOptions {
-                cnapi_url: cnapi_url.clone(),
-                heartbeat_interval: Duration::from_secs(2),
-                ..Default::default()
-            },
-            token.clone(),
-        )
-        .await
-        .expect("start cn-agent");
+        let node = SimNode {
+            hostname: format!("sim{n:04}"),
+            ram_mib: NODE_RAM_MIB,
+            ..SimNode::default()
+        };
+        let uuid = start_sim_agent(&cnapi_url, node, Duration::from_secs(2), token.clone()).await;
         agents.push((uuid, token));
     }
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -131,21 +99,9 @@ async fn hundreds_of_nodes_on_moray_never_overcommit() {
     for i in 0..allocs {
         let mut c = conns[i % conns.len()].clone();
         calls.spawn(async move {
-            let vm_uuid = Uuid::new_v4().to_string();
-            let r = c
-                .allocate(pb::AllocateRequest {
-                    vm: Some(pb::AllocVm {
-                        vm_uuid: vm_uuid.clone(),
-                        owner_uuid: Uuid::new_v4().to_string(),
-                        ram: VM_RAM_MIB,
-                        quota: 10,
-                        ..Default::default()
-                    }),
-                    nic_tags: vec!["admin".into()],
-                    ..Default::default()
-                })
-                .await;
-            (vm_uuid, r)
+            let request = alloc(VM_RAM_MIB, "admin");
+            let vm_uuid = request.vm.as_ref().unwrap().vm_uuid.clone();
+            (vm_uuid, c.allocate(request).await)
         });
     }
     let mut placed: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -221,13 +177,7 @@ async fn hundreds_of_nodes_on_moray_never_overcommit() {
     token.cancel();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let s = c
-            .get_server(pb::GetServerRequest {
-                uuid: stopped.to_string(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let s = server(&mut c, *stopped).await;
         if s.status == "unknown" {
             break;
         }

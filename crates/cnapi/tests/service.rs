@@ -7,23 +7,26 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use cn_agent::agent::AgentOptions;
-use cn_agent::sim::{SimBackend, SimConfig};
-use cn_agent::sysinfo::NodeFacts;
 use cnapi::service::Settings;
 use cnapi::store::{MemoryStore, MorayStore, Store};
 use dc_testkit::eventually;
-use dc_testkit::services::cn_agent;
-use serde_json::json;
+use dc_testkit::node::SimNode;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use triton_proto::cnagent::v1 as agent_pb;
+use triton_proto::cnagent::v1::create_task_request::Task;
 use triton_proto::cnapi::v1 as pb;
 use triton_proto::cnapi::v1::cnapi_client::CnapiClient;
 use uuid::Uuid;
+
+mod common;
+
+use common::{
+    alloc, capacity, create, exists, instance_spec, list_servers, register, release, run_task,
+    server, start_cnapi, start_sim_agent,
+};
 
 const MIB: i64 = 1 << 20;
 
@@ -35,93 +38,46 @@ fn fast_settings() -> Settings {
     }
 }
 
-async fn client(addr: std::net::SocketAddr) -> CnapiClient<Channel> {
-    CnapiClient::connect(format!("http://{addr}"))
-        .await
-        .expect("connect to cnapi")
-}
-
-async fn start_sim_agent(cnapi_url: &str, n: u32) -> (Uuid, CancellationToken) {
+/// A cn-agent for a simulated 16 GiB node `sim<n>` with nic tags `admin` and `external`,
+/// heartbeating to `cnapi_url` every 200 ms; its server UUID and its shutdown token.
+async fn start_agent(cnapi_url: &str, n: u32) -> (Uuid, CancellationToken) {
     let shutdown = CancellationToken::new();
-    let uuid = Uuid::new_v4();
-    let backend = Arc::new(SimBackend::in_memory(SimConfig::default()));
-    let running = cn_agent::agent::start(
-        backend,
-        move |agent_port| NodeFacts::Sim {
-            uuid,
-            hostname: format!("sim{n}"),
-            ram_mib: 16384,
-            cpus: 8,
-            disk_bytes: 1 << 40,
-            nic_tags: vec!["admin".into(), "external".into()],
-            datacenter: "test".into(),
-            agent_port,
-            boot_time: 1_700_000_000,
-        },
-        AgentOptions {
-            cnapi_url: cnapi_url.to_string(),
-            heartbeat_interval: Duration::from_millis(200),
-            ..Default::default()
-        },
+    let node = SimNode {
+        hostname: format!("sim{n}"),
+        nic_tags: vec!["admin".into(), "external".into()],
+        ..SimNode::default()
+    };
+    let uuid = start_sim_agent(
+        cnapi_url,
+        node,
+        Duration::from_millis(200),
         shutdown.clone(),
     )
-    .await
-    .expect("start cn-agent");
-    assert_eq!(running.server_uuid, uuid);
+    .await;
     (uuid, shutdown)
 }
 
+/// An allocation of `ram` MiB on the `admin` nic tag.
 fn alloc_request(ram: u64) -> pb::AllocateRequest {
-    pb::AllocateRequest {
-        vm: Some(pb::AllocVm {
-            vm_uuid: Uuid::new_v4().to_string(),
-            owner_uuid: Uuid::new_v4().to_string(),
-            ram,
-            quota: 10,
-            ..Default::default()
-        }),
-        nic_tags: vec!["admin".into()],
-        ..Default::default()
-    }
-}
-
-async fn server(c: &mut CnapiClient<Channel>, uuid: Uuid) -> pb::Server {
-    c.get_server(pb::GetServerRequest {
-        uuid: uuid.to_string(),
-    })
-    .await
-    .expect("get server")
-    .into_inner()
+    alloc(ram, "admin")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_register_heartbeat_run_tasks_and_go_unknown() {
     let shutdown = CancellationToken::new();
-    let cnapi = cnapi::app::start(
-        MemoryStore::default(),
-        fast_settings(),
-        "127.0.0.1:0",
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
+    let (cnapi, mut c) = start_cnapi(MemoryStore::default(), fast_settings(), &shutdown).await;
     let url = format!("http://{}", cnapi.addr);
-    let mut c = client(cnapi.addr).await;
     let mut agents = Vec::new();
     for n in 0..3 {
-        agents.push(start_sim_agent(&url, n).await);
+        agents.push(start_agent(&url, n).await);
     }
 
     // Registered, running, not set up.
     eventually("three servers running", Duration::from_secs(10), || {
         let mut c = c.clone();
         async move {
-            let list = c
-                .list_servers(pb::ListServersRequest::default())
-                .await
-                .unwrap()
-                .into_inner();
-            list.servers.len() == 3 && list.servers.iter().all(|s| s.status == "running")
+            let list = list_servers(&mut c, pb::ListServersRequest::default()).await;
+            list.len() == 3 && list.iter().all(|s| s.status == "running")
         }
     })
     .await;
@@ -162,17 +118,17 @@ async fn agents_register_heartbeat_run_tasks_and_go_unknown() {
             .into_inner();
         assert!(s.setup);
     }
-    let listed = c
-        .list_servers(pb::ListServersRequest {
+    let listed = list_servers(
+        &mut c,
+        pb::ListServersRequest {
             setup: Some(true),
             hostname: "sim1".into(),
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(listed.servers.len(), 1);
-    assert_eq!(listed.servers[0].uuid, agents[1].0.to_string());
+        },
+    )
+    .await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].uuid, agents[1].0.to_string());
 
     // Allocate, then create the instance there through CNAPI's task pass-through.
     let req = alloc_request(4096);
@@ -181,59 +137,20 @@ async fn agents_register_heartbeat_run_tasks_and_go_unknown() {
     let target: Uuid = chosen.server_uuid.parse().unwrap();
     assert!(chosen.steps.iter().any(|s| s.step == "hard-filter-min-ram"));
     // The reservation already counts in the capacity.
-    let cap = c
-        .capacity(pb::CapacityRequest {
-            servers: vec![target.to_string()],
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(cap.capacities[0].ram, 13926 - 4096);
-    assert_eq!(
-        cap.capacities[0].cpu, 0,
-        "an uncapped reservation takes every CPU"
-    );
+    let cap = capacity(&mut c, target).await;
+    assert_eq!(cap.ram, 13926 - 4096);
+    assert_eq!(cap.cpu, 0, "an uncapped reservation takes every CPU");
 
-    let image = Uuid::new_v4().to_string();
-    let task = c
-        .server_task(pb::ServerTaskRequest {
-            server_uuid: target.to_string(),
-            task: Some(agent_pb::CreateTaskRequest {
-                req_id: "test".into(),
-                task: Some(agent_pb::create_task_request::Task::MachineCreate(
-                    agent_pb::MachineCreate {
-                        spec: Some(agent_pb::InstanceSpec {
-                            uuid: vm_uuid.clone(),
-                            hostname: "web0".into(),
-                            image_uuid: image,
-                            ram: 4096,
-                            autoboot: true,
-                            nics: vec![agent_pb::Nic {
-                                nic_tag: "admin".into(),
-                                ip: "10.99.0.5".into(),
-                                netmask: "24".into(),
-                                ..Default::default()
-                            }],
-                            ..Default::default()
-                        }),
-                        image_source: "/images/base.tar.gz".into(),
-                    },
-                )),
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(task.task, "machine_create");
-    let done = c
-        .wait_task(pb::WaitServerTaskRequest {
-            server_uuid: target.to_string(),
-            task_id: task.id.clone(),
-            timeout_ms: 10_000,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let done = run_task(
+        &mut c,
+        target,
+        "test",
+        create(instance_spec(&vm_uuid, "admin", 4096)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.task, "machine_create");
+    assert_eq!(done.req_id, "test");
     assert_eq!(done.status, "complete", "{done:?}");
     assert_eq!(done.instance.unwrap().state, "running");
 
@@ -257,28 +174,17 @@ async fn agents_register_heartbeat_run_tasks_and_go_unknown() {
         (16384.0 * 0.85 * MIB as f64) as i64 - 4096 * MIB
     );
     // Seen in heartbeats, the reservation no longer counts twice.
-    let cap = c
-        .capacity(pb::CapacityRequest {
-            servers: vec![target.to_string()],
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(cap.capacities[0].ram, 13926 - 4096);
+    assert_eq!(capacity(&mut c, target).await.ram, 13926 - 4096);
 
     // A task error from the agent reaches the caller with its name.
-    let err = c
-        .server_task(pb::ServerTaskRequest {
-            server_uuid: target.to_string(),
-            task: Some(agent_pb::CreateTaskRequest {
-                req_id: String::new(),
-                task: Some(agent_pb::create_task_request::Task::MachineBoot(
-                    agent_pb::MachineBoot { uuid: "bad".into() },
-                )),
-            }),
-        })
-        .await
-        .unwrap_err();
+    let err = run_task(
+        &mut c,
+        target,
+        "",
+        Task::MachineBoot(agent_pb::MachineBoot { uuid: "bad".into() }),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(
         triton_common::status::error_name(&err),
         Some("ValidationFailedError")
@@ -297,15 +203,15 @@ async fn agents_register_heartbeat_run_tasks_and_go_unknown() {
     )
     .await;
     assert_eq!(server(&mut c, agents[0].0).await.status, "running");
-    let unknown = c
-        .list_servers(pb::ListServersRequest {
+    let unknown = list_servers(
+        &mut c,
+        pb::ListServersRequest {
             status: "unknown".into(),
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(unknown.servers.len(), 1);
+        },
+    )
+    .await;
+    assert_eq!(unknown.len(), 1);
 
     // An operator deletes a server whose agent still runs: the agent registers again.
     let deleted = agents[0].0;
@@ -326,13 +232,7 @@ async fn agents_register_heartbeat_run_tasks_and_go_unknown() {
     );
     eventually("the deleted server back", Duration::from_secs(5), || {
         let mut c = c.clone();
-        async move {
-            c.get_server(pb::GetServerRequest {
-                uuid: deleted.to_string(),
-            })
-            .await
-            .is_ok()
-        }
+        async move { exists(&mut c, deleted).await }
     })
     .await;
     assert!(!server(&mut c, deleted).await.setup);
@@ -344,22 +244,8 @@ async fn agents_register_heartbeat_run_tasks_and_go_unknown() {
 }
 
 /// Registers a 16 GiB / 8 CPU server directly (no agent) and sets it up.
-async fn register(c: &mut CnapiClient<Channel>, n: u32) -> Uuid {
-    let uuid = Uuid::new_v4();
-    let sysinfo = json!({
-        "UUID": uuid.to_string(),
-        "Hostname": format!("cn{n}"),
-        "MiB of Memory": "16384",
-        "CPU Online Count": 8,
-        "Network Interfaces": {"eth0": {"NIC Names": ["admin"]}},
-    });
-    c.register_server(pb::RegisterServerRequest {
-        sysinfo_json: sysinfo.to_string(),
-        agent_url: String::new(),
-        datacenter: String::new(),
-    })
-    .await
-    .unwrap();
+async fn register_set_up(c: &mut CnapiClient<Channel>, n: u32) -> Uuid {
+    let uuid = register(c, n).await;
     c.server_setup(pb::ServerSetupRequest {
         uuid: uuid.to_string(),
         hostname: String::new(),
@@ -394,16 +280,10 @@ async fn concurrent_allocations_never_overcommit<S: Store + Clone>(store: S, oth
         heartbeat_lifetime: Duration::from_secs(600),
         ..Default::default()
     };
-    let a = cnapi::app::start(store, settings.clone(), "127.0.0.1:0", shutdown.clone())
-        .await
-        .unwrap();
-    let b = cnapi::app::start(other, settings, "127.0.0.1:0", shutdown.clone())
-        .await
-        .unwrap();
-    let mut ca = client(a.addr).await;
-    let cb = client(b.addr).await;
-    let s1 = register(&mut ca, 1).await;
-    let s2 = register(&mut ca, 2).await;
+    let (_a, mut ca) = start_cnapi(store, settings.clone(), &shutdown).await;
+    let (_b, cb) = start_cnapi(other, settings, &shutdown).await;
+    let s1 = register_set_up(&mut ca, 1).await;
+    let s2 = register_set_up(&mut ca, 2).await;
 
     let mut calls = tokio::task::JoinSet::new();
     for i in 0..16 {
@@ -438,14 +318,7 @@ async fn concurrent_allocations_never_overcommit<S: Store + Clone>(store: S, oth
     let mut one = alloc_request(4096);
     one.servers = vec![s1.to_string()];
     assert!(ca.allocate(one.clone()).await.is_err());
-    let cap = ca
-        .capacity(pb::CapacityRequest {
-            servers: vec![s1.to_string()],
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(cap.capacities[0].ram, 13926 - 3 * 4096);
+    assert_eq!(capacity(&mut ca, s1).await.ram, 13926 - 3 * 4096);
     shutdown.cancel();
 }
 
@@ -458,40 +331,15 @@ async fn concurrent_allocations_in_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reservations_release_and_expire() {
     let shutdown = CancellationToken::new();
-    let cnapi = cnapi::app::start(
-        MemoryStore::default(),
-        Settings::default(),
-        "127.0.0.1:0",
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
-    let mut c = client(cnapi.addr).await;
-    let s = register(&mut c, 1).await;
+    let (_cnapi, mut c) = start_cnapi(MemoryStore::default(), Settings::default(), &shutdown).await;
+    let s = register_set_up(&mut c, 1).await;
     let mut big = alloc_request(12_000);
     let vm = big.vm.as_ref().unwrap().vm_uuid.clone();
     big.reservation_ttl_seconds = 600;
     c.allocate(big.clone()).await.unwrap();
     assert!(c.allocate(alloc_request(12_000)).await.is_err());
-    let released = c
-        .release_reservation(pb::ReleaseReservationRequest {
-            vm_uuid: vm.clone(),
-            server_uuid: s.to_string(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(released.released);
-    assert!(
-        !c.release_reservation(pb::ReleaseReservationRequest {
-            vm_uuid: vm,
-            server_uuid: String::new()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .released
-    );
+    assert!(release(&mut c, &vm, &s.to_string()).await.unwrap());
+    assert!(!release(&mut c, &vm, "").await.unwrap());
     // A reservation with a 1 s lifetime stops counting after it.
     let mut short = alloc_request(12_000);
     short.reservation_ttl_seconds = 1;
@@ -515,11 +363,8 @@ async fn servers_live_in_moray() {
 
     // Operator updates and a restart of CNAPI: the record is in Moray.
     let store = MorayStore::connect(&moray_url).await.unwrap();
-    let first = cnapi::app::start(store, Settings::default(), "127.0.0.1:0", shutdown.clone())
-        .await
-        .unwrap();
-    let mut c = client(first.addr).await;
-    let uuid = register(&mut c, 9).await;
+    let (_first, mut c) = start_cnapi(store, Settings::default(), &shutdown).await;
+    let uuid = register_set_up(&mut c, 9).await;
     let updated = c
         .update_server(pb::UpdateServerRequest {
             uuid: uuid.to_string(),
@@ -551,28 +396,25 @@ async fn servers_live_in_moray() {
         Some("ValidationFailedError")
     );
 
-    let second = cnapi::app::start(
+    let (_second, mut c2) = start_cnapi(
         MorayStore::connect(&moray_url).await.unwrap(),
         Settings::default(),
-        "127.0.0.1:0",
-        shutdown.clone(),
+        &shutdown,
     )
-    .await
-    .unwrap();
-    let mut c2 = client(second.addr).await;
+    .await;
     let s = server(&mut c2, uuid).await;
     assert!(s.reserved && s.setup);
     assert_eq!(s.traits_json, r#"{"ssd":true}"#);
     assert_eq!(s.reservation_ratio, 0.25);
-    let reserved = c2
-        .list_servers(pb::ListServersRequest {
+    let reserved = list_servers(
+        &mut c2,
+        pb::ListServersRequest {
             reserved: Some(true),
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(reserved.servers.len(), 1);
+        },
+    )
+    .await;
+    assert_eq!(reserved.len(), 1);
     c2.delete_server(pb::DeleteServerRequest {
         uuid: uuid.to_string(),
     })
@@ -595,16 +437,13 @@ async fn reservations_survive_a_restart_of_cnapi() {
     let moray = triton_testkit::MorayFixture::start().await;
     let moray_url = moray.url().to_string();
     let first_down = CancellationToken::new();
-    let first = cnapi::app::start(
+    let (first, mut c) = start_cnapi(
         MorayStore::connect(&moray_url).await.unwrap(),
         Settings::default(),
-        "127.0.0.1:0",
-        first_down.clone(),
+        &first_down,
     )
-    .await
-    .unwrap();
-    let mut c = client(first.addr).await;
-    let s = register(&mut c, 1).await;
+    .await;
+    let s = register_set_up(&mut c, 1).await;
     let big = alloc_request(12_000);
     let vm = big.vm.as_ref().unwrap().vm_uuid.clone();
     let placed = c.allocate(big).await.unwrap().into_inner();
@@ -613,48 +452,22 @@ async fn reservations_survive_a_restart_of_cnapi() {
     let _ = first.task.await;
 
     let shutdown = CancellationToken::new();
-    let second = cnapi::app::start(
+    let (_second, mut c) = start_cnapi(
         MorayStore::connect(&moray_url).await.unwrap(),
         Settings::default(),
-        "127.0.0.1:0",
-        shutdown.clone(),
+        &shutdown,
     )
-    .await
-    .unwrap();
-    let mut c = client(second.addr).await;
-    let cap = c
-        .capacity(pb::CapacityRequest {
-            servers: vec![s.to_string()],
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(cap.capacities[0].ram, 13926 - 12_000);
+    .await;
+    assert_eq!(capacity(&mut c, s).await.ram, 13926 - 12_000);
     // An instance uuid with filter characters finds no reservation: `*` or `)(` do not
     // release the other instance's.
     for other in ["*", "x)(vm_uuids=*", "\\", "x)(|(vm_uuids=*"] {
-        let released = c
-            .release_reservation(pb::ReleaseReservationRequest {
-                vm_uuid: other.into(),
-                server_uuid: String::new(),
-            })
-            .await;
-        assert!(
-            released.as_ref().is_err() || !released.unwrap().into_inner().released,
-            "{other:?}"
-        );
+        let released = release(&mut c, other, "").await;
+        assert!(!released.unwrap_or(false), "{other:?}");
     }
     assert!(c.allocate(alloc_request(12_000)).await.is_err());
     // Released through the CNAPI that did not make it (found by the instance's uuid).
-    let released = c
-        .release_reservation(pb::ReleaseReservationRequest {
-            vm_uuid: vm,
-            server_uuid: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(released.released);
+    assert!(release(&mut c, &vm, "").await.unwrap());
     c.allocate(alloc_request(12_000)).await.unwrap();
     let refused = c.allocate(alloc_request(12_000)).await.unwrap_err();
     assert_eq!(

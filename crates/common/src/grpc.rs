@@ -273,6 +273,47 @@ pub async fn start<E: Send + 'static>(
     Ok((addr, task))
 }
 
+/// Binds `listen` as [`bind`] does and gives the address it got, for a service that needs
+/// its port before it builds its routes (cn-agent's sysinfo carries it).
+pub async fn bind_addr(listen: &str) -> Result<(TcpListener, SocketAddr), ServeError> {
+    let listener = bind(listen).await?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: listen.to_string(),
+        source,
+    })?;
+    Ok((listener, addr))
+}
+
+/// Spawns [`serve_with_tasks`] on `listener` for a service with background work. When
+/// the server stops (after `shutdown`, or failing), `shutdown` is cancelled so that work
+/// stops too, and `after` (which waits for it) runs before the task ends with the
+/// server's result.
+pub fn spawn_with_tasks(
+    listener: TcpListener,
+    routes: Routes,
+    services: &'static [&'static str],
+    config: &ServerConfig,
+    tasks: &crate::periodic::Tasks,
+    shutdown: CancellationToken,
+    after: impl std::future::Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<Result<(), ServeError>> {
+    let (config, tasks) = (config.clone(), tasks.clone());
+    tokio::spawn(async move {
+        let served = serve_with_tasks(
+            listener,
+            routes,
+            services,
+            &config,
+            &tasks,
+            shutdown.clone(),
+        )
+        .await;
+        shutdown.cancel();
+        after.await;
+        served
+    })
+}
+
 /// Serves `routes` on `listener` until `shutdown` is cancelled, then drains (see
 /// [`serve_routes`]). `services` are the full names (`triton.moray.v1.Moray`) reported as
 /// SERVING by the health service.

@@ -5,6 +5,8 @@
 //!
 //! - [`Dc`] and [`Options`]: which services, how many nodes, what is seeded.
 //! - [`linux`]: the host side of a linux compute node (bridges, cgroups, an image).
+//! - [`node`]: a compute node's agent started by hand (a simulated node's facts).
+//! - [`bench`]: the benches' runtime, parts and knobs.
 //! - [`cloudapi`]: tenants, the `triton` CLI, raw signed HTTP requests.
 //! - [`eventually`], [`error_of`], [`assert_error`], [`health`], [`run`]: what tests
 //!   check with.
@@ -16,10 +18,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod cloudapi;
 mod dc;
 pub mod feed;
 pub mod linux;
+pub mod node;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -7,8 +7,8 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cn_agent::ImageSource;
 use cn_agent::linux::LinuxConfig;
+use cn_agent::{ImageSource, InstanceSpec, NicSpec};
 use uuid::Uuid;
 
 use crate::run;
@@ -54,6 +54,19 @@ pub struct Image<'a> {
     pub index: &'a str,
     /// `/sbin/init`, when the image has one.
     pub init: Option<&'a str>,
+}
+
+impl<'a> Image<'a> {
+    /// An image of busybox's `applets` with `/www/index.html` [`NODE_PAGE`] for httpd, a
+    /// mount point `/mnt`, and no `/sbin/init` (instances name their pid 1).
+    pub fn web(applets: &'a [&'a str]) -> Image<'a> {
+        Image {
+            dirs: &["bin", "www", "etc", "tmp", "mnt"],
+            applets,
+            index: NODE_PAGE,
+            init: None,
+        }
+    }
 }
 
 /// The page every instance of [`LinuxHost::node`]'s image serves on port 80.
@@ -206,6 +219,56 @@ impl LinuxHost {
                 init: Some(NODE_INIT),
             },
         })
+    }
+
+    /// The host of cn-agent's own linux tests and bench: one bridge for nic tag `admin` on
+    /// a free 10.99.N.0/24 (which the backend may also make itself), names from the
+    /// letter `stem` (`triton-test-` cgroups, `t<stem>` netns, `<stem>` links, `t<stem>b`
+    /// bridge), and an image of busybox's `applets` whose `/www` holds [`NODE_PAGE`].
+    pub fn admin(who: &str, stem: char, applets: &[&str]) -> LinuxHost {
+        LinuxHost::set_up(&Setup {
+            who,
+            cgroup: "triton-test-",
+            netns: &format!("t{stem}"),
+            link: &stem.to_string(),
+            bridges: &[BridgeSetup {
+                nic_tag: "admin",
+                stem: &format!("t{stem}b"),
+                net: 99,
+                seed: 6..8,
+            }],
+            create_bridges: true,
+            image: Image::web(applets),
+        })
+    }
+
+    /// The `n`th instance's NIC on bridge `bridge` (in the order asked for): primary, on
+    /// the bridge's nic tag at .10+n, with the host's .1 as its gateway and resolver.
+    pub fn nic(&self, bridge: usize, n: u8) -> NicSpec {
+        let b = &self.bridges[bridge];
+        NicSpec {
+            interface: String::new(),
+            mac: format!("02:{:02x}:00:{:02x}:00:{n:02x}", b.net, b.subnet),
+            ip: Some(b.ip(n)),
+            prefix_len: 24,
+            gateway: Some(b.gateway()),
+            resolvers: vec![b.gateway()],
+            nic_tag: b.nic_tag.clone(),
+            vlan_id: 0,
+            mtu: 0,
+            primary: true,
+        }
+    }
+
+    /// An instance of the host's image named `hostname` with `nics`, httpd as pid 1
+    /// ([`crate::node::instance_spec`]).
+    pub fn spec(&self, hostname: &str, nics: Vec<NicSpec>) -> InstanceSpec {
+        crate::node::instance_spec(
+            self.image.image_uuid,
+            hostname,
+            nics,
+            crate::node::httpd_init(),
+        )
     }
 
     /// A compute node on this host, for [`crate::Options::linux`].

@@ -384,6 +384,16 @@ pub struct Rendered {
 }
 
 impl Deployment {
+    /// The admin account's UUID (`vars.admin_uuid`; empty when not set): the owner of
+    /// service zones and their images.
+    pub fn admin_uuid(&self) -> String {
+        self.vars
+            .get("admin_uuid")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    }
+
     /// Reads and checks the description.
     pub fn load(path: &Path) -> Result<Deployment, Error> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Io {

@@ -1,6 +1,7 @@
 //! sdcadm's one error type: each variant names what failed and where to look.
 
 use std::path::PathBuf;
+use std::process::Output;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -53,6 +54,22 @@ impl Error {
             source,
         }
     }
+}
+
+/// Runs `command` (named `shown` in errors) to its end and gives its output; an
+/// [`Error::Command`] when it cannot start (why) or exits non-zero (its standard error).
+pub fn output(command: &mut std::process::Command, shown: &str) -> Result<Output, Error> {
+    let out = command.output().map_err(|e| Error::Command {
+        command: shown.to_string(),
+        detail: e.to_string(),
+    })?;
+    if !out.status.success() {
+        return Err(Error::Command {
+            command: shown.to_string(),
+            detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    Ok(out)
 }
 
 /// `e` and its causes, joined with ": ".

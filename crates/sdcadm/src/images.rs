@@ -232,10 +232,7 @@ fn parents(path: &str, seen: &mut std::collections::BTreeSet<String>, out: &mut 
         }
         at.push_str(part);
         if seen.insert(at.clone()) {
-            out.push(Entry::Dir {
-                path: at.clone(),
-                mode: 0o755,
-            });
+            out.push(Entry::dir(at.clone()));
         }
     }
 }
@@ -244,19 +241,10 @@ fn parents(path: &str, seen: &mut std::collections::BTreeSet<String>, out: &mut 
 /// image's own), the usual top-level directories, and a passwd and group for root.
 fn busybox_entries(busybox: &Path) -> Result<Vec<Entry>, Error> {
     let bin = std::fs::read(busybox).map_err(|e| Error::io("read busybox", busybox, e))?;
-    let list = Command::new(busybox)
-        .arg("--list-full")
-        .output()
-        .map_err(|e| Error::Command {
-            command: format!("{} --list-full", busybox.display()),
-            detail: e.to_string(),
-        })?;
-    if !list.status.success() {
-        return Err(Error::Command {
-            command: format!("{} --list-full", busybox.display()),
-            detail: String::from_utf8_lossy(&list.stderr).into_owned(),
-        });
-    }
+    let list = crate::error::output(
+        Command::new(busybox).arg("--list-full"),
+        &format!("{} --list-full", busybox.display()),
+    )?;
     let mut entries = Vec::new();
     for d in [
         "bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "tmp", "root",
@@ -268,11 +256,7 @@ fn busybox_entries(busybox: &Path) -> Result<Vec<Entry>, Error> {
             mode,
         });
     }
-    entries.push(Entry::File {
-        path: "bin/busybox".into(),
-        mode: 0o755,
-        data: bin,
-    });
+    entries.push(Entry::file("bin/busybox", 0o755, bin));
     let mut applets: Vec<String> = String::from_utf8_lossy(&list.stdout)
         .lines()
         .map(|l| l.trim().to_string())
@@ -288,16 +272,16 @@ fn busybox_entries(busybox: &Path) -> Result<Vec<Entry>, Error> {
             target: "/bin/busybox".into(),
         });
     }
-    entries.push(Entry::File {
-        path: "etc/passwd".into(),
-        mode: 0o644,
-        data: b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n".to_vec(),
-    });
-    entries.push(Entry::File {
-        path: "etc/group".into(),
-        mode: 0o644,
-        data: b"root:x:0:\nnogroup:x:65534:\n".to_vec(),
-    });
+    entries.push(Entry::file(
+        "etc/passwd",
+        0o644,
+        b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+    ));
+    entries.push(Entry::file(
+        "etc/group",
+        0o644,
+        b"root:x:0:\nnogroup:x:65534:\n",
+    ));
     Ok(entries)
 }
 
@@ -368,64 +352,31 @@ pub fn service_entries(
         desc = service.description,
     );
     let mut entries = vec![
-        Entry::Dir {
-            path: "opt".into(),
-            mode: 0o755,
-        },
-        Entry::Dir {
-            path: "opt/triton".into(),
-            mode: 0o755,
-        },
-        Entry::Dir {
-            path: root.clone(),
-            mode: 0o755,
-        },
-        Entry::Dir {
-            path: format!("{root}/bin"),
-            mode: 0o755,
-        },
-        Entry::File {
-            path: format!("{root}/bin/{bin}"),
-            mode: 0o755,
-            data: bin_data,
-        },
-        Entry::Dir {
-            path: format!("{root}/etc"),
-            mode: 0o755,
-        },
-        Entry::File {
-            path: format!("{root}/etc/{name}.toml"),
-            mode: 0o644,
-            data: format!("{header}\n{config}").into_bytes(),
-        },
-        Entry::File {
-            path: format!("{root}/etc/{name}.toml.in"),
-            mode: 0o644,
-            data: format!("{header}# Placeholders as in deploy/services.toml.\n\n{template}")
-                .into_bytes(),
-        },
-        Entry::File {
-            path: format!("{root}/start"),
-            mode: 0o755,
-            data: start.into_bytes(),
-        },
-        Entry::Dir {
-            path: "etc".into(),
-            mode: 0o755,
-        },
-        Entry::Dir {
-            path: "etc/systemd".into(),
-            mode: 0o755,
-        },
-        Entry::Dir {
-            path: "etc/systemd/system".into(),
-            mode: 0o755,
-        },
-        Entry::File {
-            path: format!("etc/systemd/system/triton-{name}.service"),
-            mode: 0o644,
-            data: unit.into_bytes(),
-        },
+        Entry::dir("opt"),
+        Entry::dir("opt/triton"),
+        Entry::dir(root.clone()),
+        Entry::dir(format!("{root}/bin")),
+        Entry::file(format!("{root}/bin/{bin}"), 0o755, bin_data),
+        Entry::dir(format!("{root}/etc")),
+        Entry::file(
+            format!("{root}/etc/{name}.toml"),
+            0o644,
+            format!("{header}\n{config}"),
+        ),
+        Entry::file(
+            format!("{root}/etc/{name}.toml.in"),
+            0o644,
+            format!("{header}# Placeholders as in deploy/services.toml.\n\n{template}"),
+        ),
+        Entry::file(format!("{root}/start"), 0o755, start),
+        Entry::dir("etc"),
+        Entry::dir("etc/systemd"),
+        Entry::dir("etc/systemd/system"),
+        Entry::file(
+            format!("etc/systemd/system/triton-{name}.service"),
+            0o644,
+            unit,
+        ),
     ];
     // The zone's userland.
     let mut seen: std::collections::BTreeSet<String> = entries
@@ -445,27 +396,20 @@ pub fn service_entries(
         path: "sbin/init".into(),
         target: format!("/{root}/start"),
     });
-    entries.push(Entry::File {
-        path: "etc/nsswitch.conf".into(),
-        mode: 0o644,
-        data: b"passwd: files\ngroup: files\nhosts: files dns\n".to_vec(),
-    });
+    entries.push(Entry::file(
+        "etc/nsswitch.conf",
+        0o644,
+        b"passwd: files\ngroup: files\nhosts: files dns\n",
+    ));
     for d in ["var/lib", "var/lib/triton"] {
         if seen.insert(d.to_string()) {
-            entries.push(Entry::Dir {
-                path: d.into(),
-                mode: 0o755,
-            });
+            entries.push(Entry::dir(d));
         }
     }
     for (path, file) in shared_libraries(binary)? {
         parents(&path, &mut seen, &mut entries);
         let data = std::fs::read(&file).map_err(|e| Error::io("read a library", &file, e))?;
-        entries.push(Entry::File {
-            path,
-            mode: 0o755,
-            data,
-        });
+        entries.push(Entry::file(path, 0o755, data));
     }
     Ok(entries)
 }
@@ -490,12 +434,7 @@ pub fn build_service_image(
     let mut raw = Vec::new();
     tar::write(&mut raw, &entries).map_err(|e| Error::io("write the tarball", out, e))?;
     let file = gzip(&raw)?;
-    let owner = deployment
-        .vars
-        .get("admin_uuid")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default()
-        .to_string();
+    let owner = deployment.admin_uuid();
     let description = service
         .image
         .description
@@ -540,11 +479,7 @@ done
 /// `/sbin/init`. Returns the gzipped tarball.
 pub fn base_image(busybox: &Path) -> Result<Vec<u8>, Error> {
     let mut entries = busybox_entries(busybox)?;
-    entries.push(Entry::File {
-        path: "sbin/init".into(),
-        mode: 0o755,
-        data: BASE_INIT.as_bytes().to_vec(),
-    });
+    entries.push(Entry::file("sbin/init", 0o755, BASE_INIT.as_bytes()));
     let mut raw = Vec::new();
     tar::write(&mut raw, &entries).map_err(|e| Error::io("write the base image", busybox, e))?;
     gzip(&raw)

@@ -81,12 +81,7 @@ impl Datacenter {
                     )
                 })?,
         };
-        let admin_uuid = deployment
-            .vars
-            .get("admin_uuid")
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_string();
+        let admin_uuid = deployment.admin_uuid();
         let mut hosts = BTreeMap::new();
         if api_host.is_none() {
             let coal = Context::new(ContextKind::Coal, &deployment);
@@ -254,19 +249,25 @@ pub async fn import_files(
     Ok((m, outcome))
 }
 
-/// What `sdcadm create` is asked for.
-#[derive(Debug, Clone, Default)]
+/// What `sdcadm create` is asked for (its command line).
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct CreateOptions {
+    /// The service (a name in deploy/services.toml).
     pub service: String,
-    /// The image; default the newest active service image named after the service.
+    /// The image's uuid (default: the newest active image named after the service).
+    #[arg(long)]
     pub image: Option<String>,
-    /// Default `<service><N>`, the first N not taken.
+    /// Default: <service><N>, the first N not taken.
+    #[arg(long)]
     pub alias: Option<String>,
-    /// Default a running, set-up, non-simulated compute node (the headnode's first).
+    /// The compute node (default: a running, set-up one with a real agent).
+    #[arg(long)]
     pub server: Option<String>,
-    /// The admin IP; default the first free one of the network's provision range.
+    /// Its address on the admin network (default: the first free one).
+    #[arg(long)]
     pub ip: Option<Ipv4Addr>,
-    /// MiB.
+    /// Memory, MiB.
+    #[arg(long, default_value_t = 512)]
     pub ram: u64,
 }
 

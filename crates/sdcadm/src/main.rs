@@ -49,23 +49,8 @@ enum Command {
     /// Provision a zone of a service from its image in IMGAPI, through VMAPI, on a linux
     /// compute node; wait until the service in it is healthy.
     Create {
-        /// The service (a name in deploy/services.toml).
-        service: String,
-        /// The image's uuid (default: the newest active image named after the service).
-        #[arg(long)]
-        image: Option<String>,
-        /// Default: <service><N>, the first N not taken.
-        #[arg(long)]
-        alias: Option<String>,
-        /// The compute node (default: a running, set-up one with a real agent).
-        #[arg(long)]
-        server: Option<String>,
-        /// Its address on the admin network (default: the first free one).
-        #[arg(long)]
-        ip: Option<std::net::Ipv4Addr>,
-        /// Memory, MiB.
-        #[arg(long, default_value_t = 512)]
-        ram: u64,
+        #[command(flatten)]
+        options: CreateOptions,
         #[command(flatten)]
         dc: DcArgs,
     },
@@ -378,30 +363,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 Imported::AlreadyThere => println!("image {what} is already in IMGAPI"),
             }
         }
-        Command::Create {
-            service,
-            image,
-            alias,
-            server,
-            ip,
-            ram,
-            dc,
-        } => {
+        Command::Create { options, dc } => {
             let dc = dc.open(&root)?;
             let progress = sdcadm::coal::Progress::named("create");
-            let made = sdcadm::instances::create(
-                &dc,
-                &CreateOptions {
-                    service,
-                    image,
-                    alias,
-                    server,
-                    ip,
-                    ram,
-                },
-                &progress,
-            )
-            .await?;
+            let made = sdcadm::instances::create(&dc, &options, &progress).await?;
             println!("{} {} {} {}", made.alias, made.uuid, made.ip, made.state);
         }
         Command::Instances { service, dc } => {

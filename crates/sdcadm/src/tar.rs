@@ -23,6 +23,23 @@ pub enum Entry {
 }
 
 impl Entry {
+    /// A directory anyone may read and enter (0755).
+    pub fn dir(path: impl Into<String>) -> Entry {
+        Entry::Dir {
+            path: path.into(),
+            mode: 0o755,
+        }
+    }
+
+    /// A file of `data` with permissions `mode`.
+    pub fn file(path: impl Into<String>, mode: u32, data: impl Into<Vec<u8>>) -> Entry {
+        Entry::File {
+            path: path.into(),
+            mode,
+            data: data.into(),
+        }
+    }
+
     fn path(&self) -> &str {
         match self {
             Entry::Dir { path, .. } | Entry::File { path, .. } | Entry::Symlink { path, .. } => {

@@ -530,17 +530,22 @@ fn reservoir_servers_are_used_last() {
     );
 }
 
-#[test]
-fn the_emptiest_servers_are_kept_for_large_instances() {
-    // Ten servers with 0..9 GiB in use: 15 % (one) of the emptiest is set aside.
-    let servers: Vec<ServerRecord> = (0..10u8)
+/// Servers 1 to `n`, server `i + 1` with one instance of `i` times `step` MiB.
+fn filled(n: u8, step: u64) -> Vec<ServerRecord> {
+    (0..n)
         .map(|i| {
             with_vms(
                 server(i + 1),
-                vec![vm(&format!("v{i}"), OWNER, u64::from(i) * 1024, None)],
+                vec![vm(&format!("v{i}"), OWNER, u64::from(i) * step, None)],
             )
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn the_emptiest_servers_are_kept_for_large_instances() {
+    // Ten servers with 0..9 GiB in use: 15 % (one) of the emptiest is set aside.
+    let servers = filled(10, 1024);
     let config = AllocConfig {
         filter_large_servers: true,
         ..ram_only()
@@ -555,14 +560,7 @@ fn the_emptiest_servers_are_kept_for_large_instances() {
 
 #[test]
 fn scoring_spreads_by_default_and_packs_with_min_ram() {
-    let servers: Vec<ServerRecord> = (0..4u8)
-        .map(|i| {
-            with_vms(
-                server(i + 1),
-                vec![vm(&format!("v{i}"), OWNER, u64::from(i) * 2048, None)],
-            )
-        })
-        .collect();
+    let servers = filled(4, 2048);
     assert_eq!(alloc(&servers, &request(1024)).unwrap().server, uuid(1));
     let mut pack = request(1024);
     pack.package = Some(PackageRequest {

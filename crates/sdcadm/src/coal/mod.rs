@@ -623,20 +623,12 @@ impl Coal {
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default();
         if !listed.contains(fingerprint) {
-            let out = std::process::Command::new("ssh-add")
-                .arg(key)
-                .env("SSH_AUTH_SOCK", &sock)
-                .output()
-                .map_err(|e| Error::Command {
-                    command: "ssh-add".into(),
-                    detail: e.to_string(),
-                })?;
-            if !out.status.success() {
-                return Err(Error::Command {
-                    command: format!("ssh-add {}", key.display()),
-                    detail: String::from_utf8_lossy(&out.stderr).into_owned(),
-                });
-            }
+            crate::error::output(
+                std::process::Command::new("ssh-add")
+                    .arg(key)
+                    .env("SSH_AUTH_SOCK", &sock),
+                &format!("ssh-add {}", key.display()),
+            )?;
             self.progress.step(format!(
                 "ssh: admin key loaded into the agent at {}",
                 sock.display()
@@ -668,25 +660,8 @@ impl Coal {
             })
         };
         if self.is_up("ufds") {
-            let ch = seed::channel(&need("ufds", "grpc")?).await?;
-            let did = seed::admin(
-                ch,
-                &admin_uuid,
-                &coal.admin_login,
-                &coal.admin_email,
-                public,
-                fingerprint,
-            )
-            .await?;
-            for d in &did {
-                p.step(format!("ufds: seeded {d}"));
-            }
-            if did.is_empty() {
-                p.step(format!(
-                    "ufds: account {} with key {fingerprint} already there",
-                    coal.admin_login
-                ));
-            }
+            let ufds = need("ufds", "grpc")?;
+            seed::admin_account(p, "ufds", &ufds, &admin_uuid, coal, public, fingerprint).await?;
         }
         if self.is_up("papi") {
             let ch = seed::channel(&need("papi", "grpc")?).await?;

@@ -14,7 +14,7 @@ use triton_proto::papi::v1 as papi;
 use triton_proto::ufds::v1 as ufds;
 
 use crate::coal::Progress;
-use crate::deploy::{SeedImage, SeedPackage};
+use crate::deploy::{CoalSeed, SeedImage, SeedPackage};
 use crate::error::Error;
 use crate::instances::Datacenter;
 
@@ -229,6 +229,38 @@ pub async fn server_records(ch: Channel) -> Result<Vec<cnapi::Server>, Error> {
     Ok(got.servers)
 }
 
+/// Seeds the admin account of `seed` with `public_key` (of `fingerprint`) in the UFDS at
+/// `ufds` (only what is missing), and says what it did under `label`.
+pub async fn admin_account(
+    p: &Progress,
+    label: &str,
+    ufds: &str,
+    admin_uuid: &str,
+    seed: &CoalSeed,
+    public_key: &str,
+    fingerprint: &str,
+) -> Result<(), Error> {
+    let did = admin(
+        channel(ufds).await?,
+        admin_uuid,
+        &seed.admin_login,
+        &seed.admin_email,
+        public_key,
+        fingerprint,
+    )
+    .await?;
+    for d in &did {
+        p.step(format!("{label}: seeded {d}"));
+    }
+    if did.is_empty() {
+        p.step(format!(
+            "{label}: account {} with key {fingerprint} already there",
+            seed.admin_login
+        ));
+    }
+    Ok(())
+}
+
 /// Seeds a deployment CoaL did not start (docker compose, say) as `coal up` seeds its own:
 /// the admin account with `public_key` (UFDS), the sample packages (PAPI) and the base
 /// image (IMGAPI) of services.toml's `[coal]`, only what is missing; then checks NAPI's
@@ -237,24 +269,16 @@ pub async fn datacenter(dc: &Datacenter, public_key: &str, p: &Progress) -> Resu
     let seed = &dc.deployment.coal;
     let fingerprint = super::setup::md5_fingerprint(public_key)?;
     let ufds = dc.addr("ufds", "grpc")?;
-    let did = admin(
-        channel(&ufds).await?,
+    admin_account(
+        p,
+        &format!("ufds ({ufds})"),
+        &ufds,
         &dc.admin_uuid,
-        &seed.admin_login,
-        &seed.admin_email,
+        seed,
         public_key,
         &fingerprint,
     )
     .await?;
-    for d in &did {
-        p.step(format!("ufds ({ufds}): seeded {d}"));
-    }
-    if did.is_empty() {
-        p.step(format!(
-            "ufds ({ufds}): account {} with key {fingerprint} already there",
-            seed.admin_login
-        ));
-    }
     let papi = dc.addr("papi", "grpc")?;
     let did = packages(channel(&papi).await?, &seed.packages).await?;
     p.step(format!(
