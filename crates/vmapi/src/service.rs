@@ -130,6 +130,16 @@ impl VmapiService {
         Ok(vm)
     }
 
+    /// A new job of kind `name` for `vm`, stored and queued.
+    async fn start_job(
+        &self,
+        name: JobKind,
+        vm: &VmRecord,
+        params: &impl serde::Serialize,
+    ) -> Result<pb::JobRef> {
+        self.submit(self.new_job(name, vm, params)?).await
+    }
+
     async fn submit(&self, job: JobRecord) -> Result<pb::JobRef> {
         self.store
             .put_job(&job, EtagCondition::MustNotExist)
@@ -150,24 +160,7 @@ impl VmapiService {
             JobKind::Stop => "stop",
             _ => "reboot",
         };
-        match vm.state.as_str() {
-            state::PROVISIONING => {
-                return Err(Error::State(format!(
-                    "cannot {verb}: VM {} is still provisioning",
-                    vm.uuid
-                )));
-            }
-            state::FAILED => {
-                return Err(Error::State(format!(
-                    "cannot {verb}: VM {} failed to provision ({})",
-                    vm.uuid, vm.failure_reason
-                )));
-            }
-            _ => {}
-        }
-        if vm.server_uuid.is_empty() {
-            return Err(Error::Unallocated(vm.uuid));
-        }
+        Self::changeable(&vm, verb)?;
         let already = match name {
             JobKind::Start => vm.state == state::RUNNING,
             JobKind::Stop => vm.state == state::STOPPED,
@@ -190,7 +183,7 @@ impl VmapiService {
             timeout_seconds: req.timeout_seconds,
             req_id: rid,
         };
-        self.submit(self.new_job(name, &vm, &params)?).await
+        self.start_job(name, &vm, &params).await
     }
 
     // ------------------------------------------------------------ CreateVm
@@ -813,8 +806,7 @@ impl VmapiService {
             firewall_enabled: req.firewall_enabled,
             req_id: rid,
         };
-        self.submit(self.new_job(JobKind::Update, &vm, &params)?)
-            .await
+        self.start_job(JobKind::Update, &vm, &params).await
     }
 
     async fn delete(&self, r: Request<pb::DeleteVmRequest>) -> Result<pb::JobRef> {
@@ -825,15 +817,14 @@ impl VmapiService {
             req_id: rid,
             ..Default::default()
         };
-        self.submit(self.new_job(JobKind::Destroy, &vm, &params)?)
-            .await
+        self.start_job(JobKind::Destroy, &vm, &params).await
     }
 
     // ------------------------------------------------------------ AddNics / RemoveNics
 
-    /// A VM whose NICs may change: it has a server, and is neither provisioning nor
-    /// failed.
-    fn nics_changeable(vm: &VmRecord, verb: &str) -> Result<()> {
+    /// A VM an action or a change of NICs may touch: it has a server, and is neither
+    /// provisioning nor failed.
+    fn changeable(vm: &VmRecord, verb: &str) -> Result<()> {
         match vm.state.as_str() {
             state::PROVISIONING => Err(Error::State(format!(
                 "cannot {verb}: VM {} is still provisioning",
@@ -881,7 +872,7 @@ impl VmapiService {
             }
         }
         c.finish()?;
-        Self::nics_changeable(&vm, "add NICs")?;
+        Self::changeable(&vm, "add NICs")?;
 
         let mut networks = match self
             .resolve_networks(&wanted_networks, &vm.owner_uuid, &rid)
@@ -1007,8 +998,7 @@ impl VmapiService {
             macs,
             req_id: rid,
         };
-        self.submit(self.new_job(JobKind::AddNics, &vm, &params)?)
-            .await
+        self.start_job(JobKind::AddNics, &vm, &params).await
     }
 
     async fn accept_remove_nics(&self, r: Request<pb::RemoveNicsRequest>) -> Result<pb::JobRef> {
@@ -1028,7 +1018,7 @@ impl VmapiService {
             }
         }
         c.finish()?;
-        Self::nics_changeable(&vm, "remove NICs")?;
+        Self::changeable(&vm, "remove NICs")?;
         for mac in &macs {
             if !vm.nics.iter().any(|n| n.mac.eq_ignore_ascii_case(mac)) {
                 return Err(Error::NotFound(format!(
@@ -1057,8 +1047,7 @@ impl VmapiService {
             ));
         }
         let params = RemoveNicsParams { macs, req_id: rid };
-        self.submit(self.new_job(JobKind::RemoveNics, &vm, &params)?)
-            .await
+        self.start_job(JobKind::RemoveNics, &vm, &params).await
     }
 
     // ------------------------------------------------------------ snapshots
@@ -1082,7 +1071,7 @@ impl VmapiService {
             JobKind::RollbackSnapshot => "roll back",
             _ => "delete a snapshot of",
         };
-        Self::nics_changeable(&vm, verb)?;
+        Self::changeable(&vm, verb)?;
         let mut params = SnapshotParams {
             name: name.clone(),
             start: req.start,
@@ -1139,7 +1128,7 @@ impl VmapiService {
                 if s.state != snapshot_state::CREATED {
                     return Err(busy(&vm, s));
                 }
-                return self.submit(self.new_job(job_name, &vm, &params)?).await;
+                return self.start_job(job_name, &vm, &params).await;
             }
             _ => {
                 let mut before = String::new();

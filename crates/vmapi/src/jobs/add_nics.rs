@@ -6,45 +6,19 @@ use triton_proto::cnagent::v1 as agent;
 use triton_proto::napi::v1 as napi;
 
 use super::JobCtx;
-use super::kind::JobKind;
-use super::record::StepRecord;
+use super::saga::{Saga, step};
 use super::steps::*;
 use crate::clients::request;
-use crate::config::Timeouts;
 use crate::error::{Error, Result};
 use crate::model::VmNic;
 use crate::params::AddNicsParams;
 
-/// The steps in order: (name, has an undo, timeout).
-pub(super) fn chain(t: &Timeouts) -> Vec<StepRecord> {
-    let d = t.default_s;
-    vec![
-        StepRecord::new("check", false, d),
-        // undo: the job's NICs deleted
-        StepRecord::new("provision_nics", true, d),
-        // undo: the NICs removed from the instance
-        StepRecord::new("machine_update", true, t.task_s),
-        StepRecord::new("record", false, d),
-    ]
-}
-
-pub(super) async fn run(s: &Steps, ctx: &JobCtx, step: &str) -> Result<Value> {
-    match step {
-        "check" => s.check(ctx).await,
-        "provision_nics" => s.reserve_added_nics(ctx).await,
-        "machine_update" => s.add_nics_on_server(ctx).await,
-        "record" => s.record_added_nics(ctx).await,
-        _ => Err(JobKind::AddNics.no_step(step)),
-    }
-}
-
-pub(super) async fn undo(s: &Steps, ctx: &JobCtx, step: &str) -> Result<()> {
-    match step {
-        "provision_nics" => s.undo_reserve_added_nics(ctx).await,
-        "machine_update" => s.undo_add_nics_on_server(ctx).await,
-        _ => Ok(()),
-    }
-}
+pub(super) static SAGA: Saga = Saga::new(&[
+    CHECK,
+    step!("provision_nics", Default, reserve_added_nics, undo: undo_reserve_added_nics),
+    step!("machine_update", Task, add_nics_on_server, undo: undo_add_nics_on_server),
+    step!("record", Default, record_added_nics),
+]);
 
 impl Steps {
     /// add_nics: reserves a NIC in NAPI on each network (state `provisioning`), or
@@ -67,29 +41,9 @@ impl Steps {
             .collect();
         let mut reserved = Vec::new();
         for net in &p.networks {
-            let found = earlier
-                .iter()
-                .position(|n| n.network_uuid == net.network_uuid)
-                .map(|at| earlier.remove(at));
-            let nic = match found {
-                Some(nic) => nic,
-                None => napi
-                    .clone()
-                    .create_nic(request(
-                        nic_request(
-                            &job.owner_uuid,
-                            &job.vm_uuid,
-                            net,
-                            &server,
-                            Some("provisioning"),
-                        ),
-                        &p.req_id,
-                    ))
-                    .await
-                    .map_err(napi_err)?
-                    .into_inner(),
-            };
-            reserved.push(nic);
+            let provisioning = Some("provisioning");
+            let create = nic_request(&job.owner_uuid, &job.vm_uuid, net, &server, provisioning);
+            reserved.push(nic_for(&napi, &mut earlier, create, &p.req_id).await?);
         }
         for mac in &p.macs {
             let nic = match napi
@@ -168,7 +122,7 @@ impl Steps {
         let server = self.server_of(ctx).await?;
         let mut nics: Vec<VmNic> = ctx.data("add_nics").await.unwrap_or_default();
         if ctx.data::<String>("task.add_nics").await.is_none()
-            && Self::attempts(&job, "machine_update") > 1
+            && ctx.attempts().await > 1
             && let Some(instance) = self.load(ctx, &server, &job.vm_uuid).await?
         {
             nics.retain(|n| !instance_has(&instance, &n.mac));

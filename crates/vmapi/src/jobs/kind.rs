@@ -1,136 +1,72 @@
 //! The kinds of job. Each lives in its own file beside this one (`provision.rs`,
-//! `start.rs`, ...): its steps in order, each step's undo, and what each step runs.
-//! The steps all kinds share are in [`super::steps`].
+//! `start.rs`, ...) as a [`Saga`]: its steps in order, each with its timeout, its
+//! action and its undo. The steps several kinds share are in [`super::steps`].
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-use super::JobCtx;
 use super::record::StepRecord;
-use super::steps::Steps;
+use super::saga::Saga;
 use super::{
     add_nics, create_snapshot, delete_snapshot, destroy, mark_destroyed, provision, reboot,
     remove_nics, rollback_snapshot, start, stop, update,
 };
 use crate::config::Timeouts;
-use crate::error::{Error, Result};
 
-/// A kind of job, stored in the job record's `name` as the string of
-/// [`JobKind::as_str`]. A stored name that is none of these does not parse.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobKind {
-    Provision,
-    Start,
-    Stop,
-    Reboot,
-    Update,
-    Destroy,
-    AddNics,
-    RemoveNics,
-    CreateSnapshot,
-    RollbackSnapshot,
-    DeleteSnapshot,
+/// Declares [`JobKind`] from one row a kind: the variant, the string stored in the job
+/// record's `name`, and the module beside this one that holds the kind's saga.
+macro_rules! job_kinds {
+    ($($(#[$doc:meta])* $kind:ident = $name:literal in $module:ident,)+) => {
+        /// A kind of job, stored in the job record's `name` as the string of
+        /// [`JobKind::as_str`]. A stored name that is none of these does not parse.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum JobKind {
+            $($(#[$doc])* #[serde(rename = $name)] $kind,)+
+        }
+
+        impl JobKind {
+            pub const ALL: [JobKind; [$($name),+].len()] = [$(JobKind::$kind),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(JobKind::$kind => $name,)+
+                }
+            }
+
+            /// The kind's saga: its steps in order, each with its timeout, action and
+            /// undo, and what a failure leaves on the VM.
+            pub fn saga(self) -> &'static Saga {
+                match self {
+                    $(JobKind::$kind => &$module::SAGA,)+
+                }
+            }
+        }
+    };
+}
+
+job_kinds! {
+    Provision = "provision" in provision,
+    Start = "start" in start,
+    Stop = "stop" in stop,
+    Reboot = "reboot" in reboot,
+    Update = "update" in update,
+    Destroy = "destroy" in destroy,
+    AddNics = "add_nics" in add_nics,
+    RemoveNics = "remove_nics" in remove_nics,
+    CreateSnapshot = "create_snapshot" in create_snapshot,
+    RollbackSnapshot = "rollback_snapshot" in rollback_snapshot,
+    DeleteSnapshot = "delete_snapshot" in delete_snapshot,
     /// Made by the reconciler for a VM its server no longer reports.
-    MarkDestroyed,
+    MarkDestroyed = "mark_destroyed" in mark_destroyed,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 12] = [
-        JobKind::Provision,
-        JobKind::Start,
-        JobKind::Stop,
-        JobKind::Reboot,
-        JobKind::Update,
-        JobKind::Destroy,
-        JobKind::AddNics,
-        JobKind::RemoveNics,
-        JobKind::CreateSnapshot,
-        JobKind::RollbackSnapshot,
-        JobKind::DeleteSnapshot,
-        JobKind::MarkDestroyed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobKind::Provision => "provision",
-            JobKind::Start => "start",
-            JobKind::Stop => "stop",
-            JobKind::Reboot => "reboot",
-            JobKind::Update => "update",
-            JobKind::Destroy => "destroy",
-            JobKind::AddNics => "add_nics",
-            JobKind::RemoveNics => "remove_nics",
-            JobKind::CreateSnapshot => "create_snapshot",
-            JobKind::RollbackSnapshot => "rollback_snapshot",
-            JobKind::DeleteSnapshot => "delete_snapshot",
-            JobKind::MarkDestroyed => "mark_destroyed",
-        }
-    }
-
     /// The steps of a job of this kind, with their undo flags and timeouts, as stored
     /// at creation.
     pub fn chain(self, t: &Timeouts) -> Vec<StepRecord> {
-        match self {
-            JobKind::Provision => provision::chain(t),
-            JobKind::Start => start::chain(t),
-            JobKind::Stop => stop::chain(t),
-            JobKind::Reboot => reboot::chain(t),
-            JobKind::Update => update::chain(t),
-            JobKind::Destroy => destroy::chain(t),
-            JobKind::AddNics => add_nics::chain(t),
-            JobKind::RemoveNics => remove_nics::chain(t),
-            JobKind::CreateSnapshot => create_snapshot::chain(t),
-            JobKind::RollbackSnapshot => rollback_snapshot::chain(t),
-            JobKind::DeleteSnapshot => delete_snapshot::chain(t),
-            JobKind::MarkDestroyed => mark_destroyed::chain(t),
-        }
-    }
-
-    /// Runs `step` of a job of this kind.
-    pub(super) async fn run(self, s: &Steps, ctx: &JobCtx, step: &str) -> Result<Value> {
-        match self {
-            JobKind::Provision => provision::run(s, ctx, step).await,
-            JobKind::Start => start::run(s, ctx, step).await,
-            JobKind::Stop => stop::run(s, ctx, step).await,
-            JobKind::Reboot => reboot::run(s, ctx, step).await,
-            JobKind::Update => update::run(s, ctx, step).await,
-            JobKind::Destroy => destroy::run(s, ctx, step).await,
-            JobKind::AddNics => add_nics::run(s, ctx, step).await,
-            JobKind::RemoveNics => remove_nics::run(s, ctx, step).await,
-            JobKind::CreateSnapshot => create_snapshot::run(s, ctx, step).await,
-            JobKind::RollbackSnapshot => rollback_snapshot::run(s, ctx, step).await,
-            JobKind::DeleteSnapshot => delete_snapshot::run(s, ctx, step).await,
-            JobKind::MarkDestroyed => mark_destroyed::run(s, ctx, step).await,
-        }
-    }
-
-    /// Undoes `step` of a job of this kind (nothing for a step without an undo).
-    pub(super) async fn undo(self, s: &Steps, ctx: &JobCtx, step: &str) -> Result<()> {
-        match self {
-            JobKind::Provision => provision::undo(s, ctx, step).await,
-            JobKind::AddNics => add_nics::undo(s, ctx, step).await,
-            _ => Ok(()),
-        }
-    }
-
-    /// After an unwound failure: what the kind leaves on the VM (most leave it as it
-    /// is; its state is refreshed from the server).
-    pub(super) async fn on_failure(self, s: &Steps, ctx: &JobCtx) -> Result<()> {
-        match self {
-            JobKind::Provision => provision::on_failure(s, ctx).await,
-            JobKind::CreateSnapshot => create_snapshot::on_failure(s, ctx).await,
-            JobKind::DeleteSnapshot => delete_snapshot::on_failure(s, ctx).await,
-            _ => Ok(()),
-        }
-    }
-
-    /// The error for a step the kind does not have.
-    pub(super) fn no_step(self, step: &str) -> Error {
-        Error::Internal(format!("job {self} has no step {step}"))
+        self.saga().chain(t)
     }
 }
 
@@ -154,6 +90,76 @@ impl FromStr for JobKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
+
+    /// The chains as stored in Moray, a kind a line: each step's name, `+` where it
+    /// has an undo, and its timeout (`d`efault, `t`ask, `i`mage or `c`reate). A job
+    /// written before a change resumes only while these stay as they are.
+    const STORED_CHAINS: &str = "
+        provision: validate:d allocate+:d provision_nics+:d ensure_image:i machine_create+:c record:d
+        start: check:d machine_boot:t record:d
+        stop: check:d machine_shutdown:t record:d
+        reboot: check:d machine_reboot:t record:d
+        update: check:d machine_update:t record:d
+        destroy: check:d machine_destroy:t release_nics:d release_allocation:d record:d
+        add_nics: check:d provision_nics+:d machine_update+:t record:d
+        remove_nics: check:d machine_update:t release_nics:d record:d
+        create_snapshot: check:d machine_create_snapshot:t record:d
+        rollback_snapshot: check:d machine_rollback_snapshot:t record:d
+        delete_snapshot: check:d machine_delete_snapshot:t record:d
+        mark_destroyed: confirm_gone:t release_nics:d release_allocation:d record:d
+    ";
+
+    #[test]
+    fn every_kind_stores_the_chain_it_always_stored() {
+        let t = Timeouts {
+            default_s: 1,
+            task_s: 2,
+            image_s: 3,
+            create_s: 4,
+        };
+        let class = |s: u64| ["?", "d", "t", "i", "c"][s as usize];
+        let stored: Vec<String> = JobKind::ALL
+            .iter()
+            .map(|kind| {
+                let steps: Vec<String> = kind
+                    .chain(&t)
+                    .iter()
+                    .map(|s| {
+                        let undo = if s.undo { "+" } else { "" };
+                        format!("{}{undo}:{}", s.name, class(s.timeout_s))
+                    })
+                    .collect();
+                format!("{kind}: {}", steps.join(" "))
+            })
+            .collect();
+        let expected: Vec<&str> = STORED_CHAINS
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert_eq!(stored, expected);
+    }
+
+    #[test]
+    fn every_step_of_a_kind_has_its_own_name() {
+        for kind in JobKind::ALL {
+            let steps = kind.saga().steps;
+            for (i, step) in steps.iter().enumerate() {
+                assert!(
+                    steps[..i].iter().all(|s| s.name != step.name),
+                    "{kind} has two steps named {}",
+                    step.name
+                );
+                assert!(
+                    std::ptr::eq(kind.saga().step(step.name).unwrap(), step),
+                    "{kind}: step {} is not found by its name",
+                    step.name
+                );
+            }
+            assert!(kind.saga().step("no_such_step").is_none());
+        }
+    }
 
     #[test]
     fn every_kind_round_trips_through_its_stored_string_and_has_steps() {

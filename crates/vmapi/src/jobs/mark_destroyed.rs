@@ -4,32 +4,16 @@
 use serde_json::{Value, json};
 
 use super::JobCtx;
-use super::kind::JobKind;
-use super::record::StepRecord;
+use super::saga::{Saga, step};
 use super::steps::*;
-use crate::config::Timeouts;
 use crate::error::{Error, Result};
 
-/// The steps in order: (name, has an undo, timeout).
-pub(super) fn chain(t: &Timeouts) -> Vec<StepRecord> {
-    let d = t.default_s;
-    vec![
-        StepRecord::new("confirm_gone", false, t.task_s),
-        StepRecord::new("release_nics", false, d),
-        StepRecord::new("release_allocation", false, d),
-        StepRecord::new("record", false, d),
-    ]
-}
-
-pub(super) async fn run(s: &Steps, ctx: &JobCtx, step: &str) -> Result<Value> {
-    match step {
-        "confirm_gone" => s.confirm_gone(ctx).await,
-        "release_nics" => s.release_job_nics(ctx).await,
-        "release_allocation" => s.release_job_allocation(ctx).await,
-        "record" => s.record_action(ctx).await,
-        _ => Err(JobKind::MarkDestroyed.no_step(step)),
-    }
-}
+pub(super) static SAGA: Saga = Saga::new(&[
+    step!("confirm_gone", Task, confirm_gone),
+    RELEASE_NICS,
+    RELEASE_ALLOCATION,
+    RECORD,
+]);
 
 impl Steps {
     /// mark_destroyed: asks the VM's server itself whether the instance is gone (the

@@ -15,6 +15,7 @@
 
 pub mod kind;
 pub mod record;
+pub mod saga;
 pub mod steps;
 
 mod add_nics;
@@ -49,6 +50,7 @@ use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::jobs::record::{Action, Execution, JobRecord, next_action};
+use crate::jobs::saga::{Step, StepFuture};
 use crate::jobs::steps::Steps;
 use crate::store::{Store, Versioned};
 use triton_common::time::now_millis;
@@ -71,23 +73,35 @@ pub struct JobCtx {
     lost: CancellationToken,
     /// Calls of the running step so far in this attempt (retryable errors call again).
     tries: AtomicU32,
+    /// The name of the step running (or being undone).
+    step: Mutex<&'static str>,
 }
 
 impl JobCtx {
-    /// Whether the running step `step` is on its first call ever: no earlier attempt
-    /// (by a runner that died) and no retry in this one, so it has left nothing behind
-    /// for this call to find.
-    pub async fn first_try(&self, step: &str) -> bool {
-        let attempts = self
-            .inner
+    /// The name of the step running (or being undone), as its saga declares it.
+    pub fn step(&self) -> &'static str {
+        *self.step.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Attempts made so far of the running step, this one included (a runner that
+    /// died made the others).
+    pub async fn attempts(&self) -> u32 {
+        let step = self.step();
+        self.inner
             .lock()
             .await
             .value
             .chain
             .iter()
             .find(|s| s.name == step)
-            .map_or(0, |s| s.attempts);
-        attempts == 1 && self.tries.load(Ordering::Relaxed) == 1
+            .map_or(0, |s| s.attempts)
+    }
+
+    /// Whether the running step is on its first call ever: no earlier attempt (by a
+    /// runner that died) and no retry in this one, so it has left nothing behind for
+    /// this call to find.
+    pub async fn first_try(&self) -> bool {
+        self.attempts().await == 1 && self.tries.load(Ordering::Relaxed) == 1
     }
 
     pub async fn record(&self) -> JobRecord {
@@ -363,6 +377,7 @@ impl Engine {
             lease: self.lease,
             lost: CancellationToken::new(),
             tries: AtomicU32::new(0),
+            step: Mutex::new(""),
         });
         self.running.fetch_add(1, Ordering::Relaxed);
         let result = self.drive(ctx.clone(), begun).instrument(span).await;
@@ -449,76 +464,35 @@ impl Engine {
         loop {
             let record = ctx.record().await;
             let action = next_action(&record);
-            let recorded = begun.take() == Some(action);
+            // The start of a step, of an undo or the job's success, unless the last
+            // write recorded it.
+            let starts = matches!(action, Action::Run(_) | Action::Undo(_) | Action::Succeed);
+            if begun.take() != Some(action) && starts {
+                ctx.change(|j| {
+                    j.begin(action, now_millis());
+                })
+                .await?;
+            }
             match action {
                 Action::Done => return Ok(()),
-                Action::Run(i) => {
-                    let name = record.chain[i].name.clone();
-                    let timeout = Duration::from_secs(record.chain[i].timeout_s.max(1));
-                    if !recorded {
-                        ctx.change(|j| j.begin_step(i, now_millis())).await?;
-                    }
-                    tracing::debug!(step = %name, "step started");
-                    let Some(outcome) = self
-                        .attempt(ctx, timeout, |steps, ctx| {
-                            let name = name.clone();
-                            async move { steps.run(&ctx, &name).await }
-                        })
-                        .await
-                    else {
+                Action::Succeed => {}
+                Action::Run(i) | Action::Undo(i) => {
+                    let undo = matches!(action, Action::Undo(_));
+                    let Some(outcome) = self.step(ctx, &record, i, undo).await else {
                         return Ok(());
                     };
-                    if let Err(e) = &outcome {
-                        tracing::warn!(step = %name, error = %e, "step failed; unwinding");
-                    }
-                    ctx.change(|j| {
-                        let now = now_millis();
-                        j.finish_step(i, outcome, now);
-                        begun = j.advance(now);
-                    })
-                    .await?;
-                }
-                Action::Undo(i) => {
-                    let name = record.chain[i].name.clone();
-                    let timeout = Duration::from_secs(record.chain[i].timeout_s.max(1));
-                    if !recorded {
-                        ctx.change(|j| j.begin_undo(i)).await?;
-                    }
-                    let Some(outcome) = self
-                        .attempt(ctx, timeout, |steps, ctx| {
-                            let name = name.clone();
-                            async move { steps.undo(&ctx, &name).await.map(|()| Value::Null) }
-                        })
-                        .await
-                    else {
-                        return Ok(());
-                    };
-                    if let Err(e) = &outcome {
-                        tracing::error!(step = %name, error = %e, "undo failed; what the step made may be left over");
-                    }
-                    ctx.change(|j| {
-                        let now = now_millis();
-                        j.finish_undo(i, outcome.map(|_| ()), now);
-                        begun = j.advance(now);
-                    })
-                    .await?;
-                }
-                Action::Succeed => {
-                    ctx.change(|j| j.finish(Execution::Succeeded, now_millis()))
+                    ctx.change(|j| begun = j.end(action, outcome, now_millis()))
                         .await?;
                 }
                 Action::Fail => {
-                    let timeout = self.steps.default_timeout();
-                    let Some(outcome) = self
-                        .attempt(ctx, timeout, |steps, ctx| async move {
-                            steps.on_failure(&ctx).await.map(|()| Value::Null)
-                        })
-                        .await
-                    else {
-                        return Ok(());
-                    };
-                    if let Err(e) = outcome {
-                        tracing::error!(error = %e, "cannot record the failure on the VM");
+                    if let Some(on_failure) = record.name.saga().on_failure {
+                        let timeout = self.steps.default_timeout();
+                        let Some(outcome) = self.attempt(ctx, "", timeout, on_failure).await else {
+                            return Ok(());
+                        };
+                        if let Err(e) = outcome {
+                            tracing::error!(error = %e, "cannot record the failure on the VM");
+                        }
                     }
                     ctx.change(|j| j.finish(Execution::Failed, now_millis()))
                         .await?;
@@ -527,25 +501,63 @@ impl Engine {
         }
     }
 
-    /// One attempt of a step with its deadline, retrying retryable errors until then.
-    /// `None` when the engine is shutting down or the lease was lost (the job is left
-    /// as it stands, to be resumed).
-    async fn attempt<F, Fut>(
+    /// Runs step `i` of the job (or with `undo` its undo) as the job's saga declares it:
+    /// its outcome, or `None` when the job is left as it stands.
+    async fn step(
         &self,
-        ctx: &Arc<JobCtx>,
+        ctx: &JobCtx,
+        record: &JobRecord,
+        i: usize,
+        undo: bool,
+    ) -> Option<std::result::Result<Value, String>> {
+        let stored = &record.chain[i];
+        let timeout = Duration::from_secs(stored.timeout_s.max(1));
+        let step = record.name.saga().step(&stored.name);
+        if undo {
+            let outcome = match step {
+                Some(Step {
+                    name,
+                    undo: Some(undo),
+                    ..
+                }) => self.attempt(ctx, name, timeout, *undo).await?,
+                // A step its saga gives no undo has nothing to undo.
+                _ => Ok(()),
+            };
+            if let Err(e) = &outcome {
+                tracing::error!(step = %stored.name, error = %e, "undo failed; what the step made may be left over");
+            }
+            return Some(outcome.map(|()| Value::Null));
+        }
+        tracing::debug!(step = %stored.name, "step started");
+        let outcome = match step {
+            Some(step) => self.attempt(ctx, step.name, timeout, step.action).await?,
+            // Only a record written by another version can name it.
+            None => Err(format!("job {} has no step {}", record.name, stored.name)),
+        };
+        if let Err(e) = &outcome {
+            tracing::warn!(step = %stored.name, error = %e, "step failed; unwinding");
+        }
+        Some(outcome)
+    }
+
+    /// One attempt of step `step` (its action, its undo, or the kind's failure
+    /// handler) with its deadline, retrying retryable errors until then. `None` when
+    /// the engine is shutting down or the lease was lost (the job is left as it
+    /// stands, to be resumed).
+    async fn attempt<T>(
+        &self,
+        ctx: &JobCtx,
+        step: &'static str,
         timeout: Duration,
-        mut f: F,
-    ) -> Option<std::result::Result<Value, String>>
-    where
-        F: FnMut(Steps, Arc<JobCtx>) -> Fut,
-        Fut: std::future::Future<Output = Result<Value>>,
-    {
+        f: for<'a> fn(&'a Steps, &'a JobCtx) -> StepFuture<'a, T>,
+    ) -> Option<std::result::Result<T, String>> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut backoff = FIRST_BACKOFF;
+        *Self::lock(&ctx.step) = step;
         ctx.tries.store(0, Ordering::Relaxed);
         loop {
             ctx.tries.fetch_add(1, Ordering::Relaxed);
-            let call = tokio::time::timeout_at(deadline, f(self.steps.clone(), ctx.clone()));
+            let call = tokio::time::timeout_at(deadline, f(&self.steps, ctx));
             let outcome = tokio::select! {
                 _ = self.shutdown.cancelled() => return None,
                 _ = ctx.lost.cancelled() => return None,

@@ -7,55 +7,22 @@ use triton_proto::cnagent::v1 as agent;
 use triton_proto::cnapi::v1 as cnapi;
 
 use super::JobCtx;
-use super::kind::JobKind;
-use super::record::StepRecord;
+use super::saga::{Saga, step};
 use super::steps::*;
 use crate::clients::request;
-use crate::config::Timeouts;
 use crate::error::{Error, Result};
 use crate::model::{VmNic, state};
 use crate::params::ProvisionParams;
 
-/// The steps in order: (name, has an undo, timeout).
-pub(super) fn chain(t: &Timeouts) -> Vec<StepRecord> {
-    let d = t.default_s;
-    vec![
-        StepRecord::new("validate", false, d),
-        // undo: the allocation released
-        StepRecord::new("allocate", true, d),
-        // undo: the VM's NICs deleted
-        StepRecord::new("provision_nics", true, d),
-        StepRecord::new("ensure_image", false, t.image_s),
-        // undo: the instance destroyed on the server
-        StepRecord::new("machine_create", true, t.create_s),
-        StepRecord::new("record", false, d),
-    ]
-}
-
-pub(super) async fn run(s: &Steps, ctx: &JobCtx, step: &str) -> Result<Value> {
-    match step {
-        "validate" => s.validate(ctx).await,
-        "allocate" => s.allocate(ctx).await,
-        "provision_nics" => s.provision_nics(ctx).await,
-        "ensure_image" => s.ensure_image(ctx).await,
-        "machine_create" => s.machine_create(ctx).await,
-        "record" => s.record_provisioned(ctx).await,
-        _ => Err(JobKind::Provision.no_step(step)),
-    }
-}
-
-pub(super) async fn undo(s: &Steps, ctx: &JobCtx, step: &str) -> Result<()> {
-    match step {
-        "allocate" => s.undo_allocate(ctx).await,
-        "provision_nics" => s.undo_provision_nics(ctx).await,
-        "machine_create" => s.undo_machine_create(ctx).await,
-        _ => Ok(()),
-    }
-}
-
-pub(super) async fn on_failure(s: &Steps, ctx: &JobCtx) -> Result<()> {
-    s.provision_failed(ctx).await
-}
+pub(super) static SAGA: Saga = Saga::new(&[
+    step!("validate", Default, validate),
+    step!("allocate", Default, allocate, undo: undo_allocate),
+    step!("provision_nics", Default, provision_nics, undo: undo_provision_nics),
+    step!("ensure_image", Image, ensure_image),
+    step!("machine_create", Create, machine_create, undo: undo_machine_create),
+    step!("record", Default, record_provisioned),
+])
+.with_on_failure(|s, c| Box::pin(s.provision_failed(c)));
 
 impl Steps {
     pub(super) async fn provision_failed(&self, ctx: &JobCtx) -> Result<()> {
@@ -244,29 +211,15 @@ impl Steps {
         };
         // NICs an earlier attempt or try made are found and kept, not made twice (the
         // first try has none to find: a VM's NICs are made only here).
-        let mut existing = if ctx.first_try("provision_nics").await {
+        let mut existing = if ctx.first_try().await {
             Vec::new()
         } else {
             self.vm_nics(&job.vm_uuid, &p.req_id).await?
         };
         let mut nics = Vec::new();
         for (i, net) in p.networks.iter().enumerate() {
-            let found = existing
-                .iter()
-                .position(|n| n.network_uuid == net.network_uuid)
-                .map(|at| existing.remove(at));
-            let nic = match found {
-                Some(nic) => nic,
-                None => napi
-                    .clone()
-                    .create_nic(request(
-                        nic_request(&job.owner_uuid, &job.vm_uuid, net, &server, None),
-                        &p.req_id,
-                    ))
-                    .await
-                    .map_err(napi_err)?
-                    .into_inner(),
-            };
+            let create = nic_request(&job.owner_uuid, &job.vm_uuid, net, &server, None);
+            let nic = nic_for(&napi, &mut existing, create, &p.req_id).await?;
             nics.push(vm_nic(nic, format!("net{i}")));
         }
         ctx.stage("nics", &nics).await?;

@@ -287,6 +287,22 @@ impl JobRecord {
         Some(action)
     }
 
+    /// Records the end of `action`, a step or an undo, with its outcome (an undo's
+    /// value is not kept), and begins whatever comes next ([`JobRecord::advance`]).
+    pub fn end(
+        &mut self,
+        action: Action,
+        outcome: Result<Value, String>,
+        now: i64,
+    ) -> Option<Action> {
+        match action {
+            Action::Run(i) => self.finish_step(i, outcome, now),
+            Action::Undo(i) => self.finish_undo(i, outcome.map(|_| ()), now),
+            Action::Succeed | Action::Fail | Action::Done => {}
+        }
+        self.advance(now)
+    }
+
     /// Begins whatever the policy says comes next, so that one write records both the
     /// end of a transition and the start of the next (half the writes of recording
     /// each apart). A runner that dies after that write finds the next step `running`

@@ -6,34 +6,18 @@ use triton_proto::cnagent::v1 as agent;
 use triton_proto::napi::v1 as napi;
 
 use super::JobCtx;
-use super::kind::JobKind;
-use super::record::StepRecord;
+use super::saga::{Saga, step};
 use super::steps::*;
 use crate::clients::request;
-use crate::config::Timeouts;
 use crate::error::Result;
 use crate::params::RemoveNicsParams;
 
-/// The steps in order: (name, has an undo, timeout).
-pub(super) fn chain(t: &Timeouts) -> Vec<StepRecord> {
-    let d = t.default_s;
-    vec![
-        StepRecord::new("check", false, d),
-        StepRecord::new("machine_update", false, t.task_s),
-        StepRecord::new("release_nics", false, d),
-        StepRecord::new("record", false, d),
-    ]
-}
-
-pub(super) async fn run(s: &Steps, ctx: &JobCtx, step: &str) -> Result<Value> {
-    match step {
-        "check" => s.check(ctx).await,
-        "machine_update" => s.remove_nics_on_server(ctx).await,
-        "release_nics" => s.delete_removed_nics(ctx).await,
-        "record" => s.record_removed_nics(ctx).await,
-        _ => Err(JobKind::RemoveNics.no_step(step)),
-    }
-}
+pub(super) static SAGA: Saga = Saga::new(&[
+    CHECK,
+    step!("machine_update", Task, remove_nics_on_server),
+    step!("release_nics", Default, delete_removed_nics),
+    step!("record", Default, record_removed_nics),
+]);
 
 impl Steps {
     /// remove_nics: cn-agent `machine_update` with `remove_nics`. A re-run that cannot
@@ -44,7 +28,7 @@ impl Steps {
         let server = self.server_of(ctx).await?;
         let mut macs = p.macs.clone();
         if ctx.data::<String>("task.remove_nics").await.is_none()
-            && Self::attempts(&job, "machine_update") > 1
+            && ctx.attempts().await > 1
             && let Some(instance) = self.load(ctx, &server, &job.vm_uuid).await?
         {
             macs.retain(|m| instance_has(&instance, m));

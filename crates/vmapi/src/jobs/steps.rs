@@ -3,9 +3,10 @@
 //! the VM's NICs in NAPI, the task id in the job's data, an instance that exists) and
 //! carries on from there.
 //!
-//! Each job kind's file beside this one (`provision.rs`, `add_nics.rs`, ...) lists its
-//! steps and undos and holds the steps only it runs; the steps several kinds share
-//! (check, record, the cn-agent task helpers, NIC and allocation release) are here.
+//! Each job kind's file beside this one (`provision.rs`, `add_nics.rs`, ...) declares
+//! its saga (its steps, each with its undo) and holds the steps only it runs; the steps
+//! several kinds share ([`CHECK`], [`RECORD`], [`RECORD_SNAPSHOT`], [`RELEASE_NICS`],
+//! [`RELEASE_ALLOCATION`]) and the cn-agent task helpers are here.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -13,21 +14,40 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tonic::Code;
+use tonic::transport::Channel;
 use triton_proto::cnagent::v1 as agent;
 use triton_proto::cnapi::v1 as cnapi;
 use triton_proto::napi::v1 as napi;
+use triton_proto::napi::v1::napi_client::NapiClient;
 
 use crate::clients::{Clients, request};
 use crate::config::Timeouts;
 use crate::error::{Error, Result};
 use crate::jobs::JobCtx;
 use crate::jobs::kind::JobKind;
+use crate::jobs::saga::{Step, step};
 use crate::model::{VmNic, VmRecord, VmSnapshot, snapshot_state, state, tag_text};
 use crate::params::{ActionParams, NetworkParam, ProvisionParams, SnapshotParams, UpdateParams};
 use crate::store::Store;
 
 /// WaitTask asks the agent to block at most this long per call (its maximum is 60 s).
 pub(super) const WAIT_TASK_SLICE_MS: u32 = 20_000;
+
+/// Re-checks the VM at run time ([`Steps::check`]).
+pub(super) const CHECK: Step = step!("check", Default, check);
+
+/// Writes what an action did into the VM record ([`Steps::record_action`]).
+pub(super) const RECORD: Step = step!("record", Default, record_action);
+
+/// Writes what a snapshot job did into the VM record ([`Steps::record_snapshot`]).
+pub(super) const RECORD_SNAPSHOT: Step = step!("record", Default, record_snapshot);
+
+/// Deletes the VM's NICs in NAPI.
+pub(super) const RELEASE_NICS: Step = step!("release_nics", Default, release_job_nics);
+
+/// Drops the VM's reservation in CNAPI.
+pub(super) const RELEASE_ALLOCATION: Step =
+    step!("release_allocation", Default, release_job_allocation);
 
 #[derive(Clone)]
 pub struct Steps {
@@ -72,36 +92,17 @@ impl Steps {
         Duration::from_secs(self.timeouts.default_s)
     }
 
-    /// Runs `step` of the job in `ctx`, as its kind says.
-    pub async fn run(&self, ctx: &JobCtx, step: &str) -> Result<Value> {
-        let kind = ctx.record().await.name;
-        kind.run(self, ctx, step).await
-    }
-
-    /// Undoes `step` of the job in `ctx` (nothing for a step without an undo).
-    pub async fn undo(&self, ctx: &JobCtx, step: &str) -> Result<()> {
-        let kind = ctx.record().await.name;
-        kind.undo(self, ctx, step).await
-    }
-
-    /// After an unwound failure: a failed provision leaves the VM `failed` with the
-    /// reason and without the NICs it no longer has; a failed snapshot job leaves the
-    /// snapshot as its kind says; other jobs leave the VM as it is (its state is
-    /// refreshed from the server).
-    pub async fn on_failure(&self, ctx: &JobCtx) -> Result<()> {
-        let kind = ctx.record().await.name;
-        kind.on_failure(self, ctx).await
-    }
-
-    /// The job's snapshot put in the state `to` gives for the job's params.
-    pub(super) async fn snapshot_failed(
-        &self,
-        ctx: &JobCtx,
-        to: impl FnOnce(&SnapshotParams) -> String,
-    ) -> Result<()> {
+    /// What a failed snapshot job leaves: a snapshot that could not be taken is
+    /// `failed` (it can be deleted, or its name used again); one that could not be
+    /// deleted is back in the state it had before.
+    pub(super) async fn snapshot_failed(&self, ctx: &JobCtx) -> Result<()> {
         let job = ctx.record().await;
         let p: SnapshotParams = params(&job.params)?;
-        let to = to(&p);
+        let to = match job.name {
+            JobKind::CreateSnapshot => snapshot_state::FAILED.to_string(),
+            _ if p.previous_state.is_empty() => snapshot_state::CREATED.to_string(),
+            _ => p.previous_state.clone(),
+        };
         self.store
             .update_vm(&job.vm_uuid, |vm| {
                 let Some(snap) = vm.snapshots.iter_mut().find(|s| s.name == p.name) else {
@@ -174,10 +175,12 @@ impl Steps {
         Ok(json!({ "state": vm.state, "skip_task": nothing_to_do }))
     }
 
+    /// The task `make` builds from the VM's uuid and the action's params, sent to the
+    /// VM's server, its id kept under `task.<step>` (nothing when `check` found nothing
+    /// to do).
     pub(super) async fn vm_task(
         &self,
         ctx: &JobCtx,
-        step: &str,
         make: impl FnOnce(String, &ActionParams) -> agent::create_task_request::Task,
     ) -> Result<Value> {
         if ctx.data::<bool>("skip_task").await.unwrap_or(false) {
@@ -187,7 +190,8 @@ impl Steps {
         let p: ActionParams = params(&job.params)?;
         let server = self.server_of(ctx).await?;
         let task = make(job.vm_uuid.clone(), &p);
-        self.instance_task(ctx, &server, &format!("task.{step}"), task, &p.req_id)
+        let key = format!("task.{}", ctx.step());
+        self.instance_task(ctx, &server, &key, task, &p.req_id)
             .await
     }
 
@@ -308,7 +312,7 @@ impl Steps {
     /// The cn-agent task of a snapshot job. A re-run finds its task by the id kept in
     /// the job; should that task be lost, a create that finds the snapshot taken, or a
     /// delete that finds it gone, is done.
-    pub(super) async fn snapshot_task(&self, ctx: &JobCtx, step: &str) -> Result<Value> {
+    pub(super) async fn snapshot_task(&self, ctx: &JobCtx) -> Result<Value> {
         use agent::create_task_request::Task;
         let job = ctx.record().await;
         let p: SnapshotParams = params(&job.params)?;
@@ -332,9 +336,15 @@ impl Steps {
             }
             _ => Task::MachineDeleteSnapshot(agent::MachineDeleteSnapshot { uuid, name }),
         };
-        let rerun = Self::attempts(&job, step) > 1;
+        let rerun = ctx.attempts().await > 1;
         let instance = match self
-            .cn_task(ctx, &server, &format!("task.{step}"), task, &p.req_id)
+            .cn_task(
+                ctx,
+                &server,
+                &format!("task.{}", ctx.step()),
+                task,
+                &p.req_id,
+            )
             .await
         {
             Ok(done) => done.instance,
@@ -578,6 +588,26 @@ pub(super) fn req_id(params: &Value) -> String {
         .to_string()
 }
 
+/// The NIC `create` asks for: one of `existing` on its network if there is one (taken
+/// out of `existing`: an earlier attempt made it), else a new one made in NAPI.
+pub(super) async fn nic_for(
+    napi: &NapiClient<Channel>,
+    existing: &mut Vec<napi::Nic>,
+    create: napi::CreateNicRequest,
+    rid: &str,
+) -> Result<napi::Nic> {
+    let network = create.network_uuid.as_deref().unwrap_or_default();
+    if let Some(at) = existing.iter().position(|n| n.network_uuid == network) {
+        return Ok(existing.remove(at));
+    }
+    Ok(napi
+        .clone()
+        .create_nic(request(create, rid))
+        .await
+        .map_err(napi_err)?
+        .into_inner())
+}
+
 /// NAPI's CreateNic for one of a VM's networks (`state` None: NAPI's default, `running`).
 pub(super) fn nic_request(
     owner_uuid: &str,
@@ -785,15 +815,4 @@ pub(super) fn instance_has(instance: &agent::Instance, mac: &str) -> bool {
         .spec
         .as_ref()
         .is_some_and(|s| s.nics.iter().any(|n| n.mac.eq_ignore_ascii_case(mac)))
-}
-
-impl Steps {
-    /// Attempts made of `step` so far (this one included).
-    pub(super) fn attempts(job: &crate::jobs::record::JobRecord, step: &str) -> u32 {
-        job.chain
-            .iter()
-            .find(|s| s.name == step)
-            .map(|s| s.attempts)
-            .unwrap_or(0)
-    }
 }

@@ -5,35 +5,24 @@ use triton_proto::cnagent::v1 as agent;
 use triton_proto::cnagent::v1::create_task_request::Task;
 
 use super::JobCtx;
-use super::kind::JobKind;
-use super::record::StepRecord;
-use super::steps::Steps;
-use crate::config::Timeouts;
+use super::saga::{Saga, step};
+use super::steps::{CHECK, RECORD, Steps};
 use crate::error::Result;
 
-/// The steps in order: (name, has an undo, timeout).
-pub(super) fn chain(t: &Timeouts) -> Vec<StepRecord> {
-    let d = t.default_s;
-    vec![
-        StepRecord::new("check", false, d),
-        StepRecord::new("machine_shutdown", false, t.task_s),
-        StepRecord::new("record", false, d),
-    ]
-}
+pub(super) static SAGA: Saga = Saga::new(&[
+    CHECK,
+    step!("machine_shutdown", Task, machine_shutdown),
+    RECORD,
+]);
 
-pub(super) async fn run(s: &Steps, ctx: &JobCtx, step: &str) -> Result<Value> {
-    match step {
-        "check" => s.check(ctx).await,
-        "machine_shutdown" => {
-            s.vm_task(ctx, step, |uuid, p| {
-                Task::MachineShutdown(agent::MachineShutdown {
-                    uuid,
-                    timeout_seconds: p.timeout_seconds,
-                })
+impl Steps {
+    async fn machine_shutdown(&self, ctx: &JobCtx) -> Result<Value> {
+        self.vm_task(ctx, |uuid, p| {
+            Task::MachineShutdown(agent::MachineShutdown {
+                uuid,
+                timeout_seconds: p.timeout_seconds,
             })
-            .await
-        }
-        "record" => s.record_action(ctx).await,
-        _ => Err(JobKind::Stop.no_step(step)),
+        })
+        .await
     }
 }
