@@ -16,20 +16,17 @@
 // Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use common::{create_all, delete_vm, env_or, linux_dc};
 use dc_testkit::linux::LinuxHost;
-use dc_testkit::{Dc, Options, Seed};
+use dc_testkit::{Dc, Options};
 use hdrhistogram::Histogram;
 use triton_testkit::cpu::Cpu;
-
-fn env_or(key: &str, default: usize) -> usize {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 async fn linux() {
     // SAFETY: geteuid(2) has no preconditions.
@@ -38,20 +35,7 @@ async fn linux() {
         return;
     }
     let host = LinuxHost::node("v", "admin");
-    let s = host.subnet();
-    let dc = Dc::start(Options {
-        sim_nodes: 0,
-        seed: Some(Seed {
-            subnet: format!("10.99.{s}.0/24"),
-            first_ip: format!("10.99.{s}.10"),
-            last_ip: format!("10.99.{s}.250"),
-            gateway: Some(format!("10.99.{s}.1")),
-            image_file: Some(host.image.path.clone()),
-        }),
-        linux: Some(host.node_options()),
-        ..Options::vmapi()
-    })
-    .await;
+    let dc = linux_dc(&host).await;
     let runs = env_or("VMAPI_BENCH_LINUX_RUNS", 50);
     let mut hist = Histogram::<u64>::new(3).expect("histogram");
     let mut first = Duration::ZERO;
@@ -71,16 +55,7 @@ async fn linux() {
         }
         hist.record(took.as_micros() as u64).expect("record");
         // Not timed: make room for the next (a small CI host fits only a few).
-        let d = dc
-            .vmapi()
-            .delete_vm(triton_proto::vmapi::v1::DeleteVmRequest {
-                uuid: r.vm_uuid.clone(),
-                owner_uuid: String::new(),
-            })
-            .await
-            .expect("delete")
-            .into_inner();
-        assert_eq!(dc.wait_job(&d.job_uuid).await.execution, "succeeded");
+        assert_eq!(delete_vm(&dc, &r.vm_uuid).await.execution, "succeeded");
     }
     println!(
         "| linux: CreateVm to running, {runs} in a row | p50 {:.0} ms | p99 {:.0} ms | first (image download) {:.0} ms |",
@@ -108,26 +83,9 @@ async fn sim() {
     let before = table_stats(&moray).await;
     let cpu = Cpu::now();
     let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..vms {
-        let mut c = dc.vmapi();
-        let req = dc.create_request(&format!("vm{i}"));
-        tasks.spawn(async move {
-            loop {
-                match c.create_vm(req.clone()).await {
-                    Ok(r) => return r.into_inner(),
-                    Err(s) if s.code() == tonic::Code::Unavailable => {
-                        tokio::time::sleep(Duration::from_millis(100)).await
-                    }
-                    Err(s) => panic!("create: {s}"),
-                }
-            }
-        });
-    }
-    let mut refs = Vec::new();
-    while let Some(r) = tasks.join_next().await {
-        refs.push(r.expect("task"));
-    }
+    // A refused CreateVm is sent again every 100 ms.
+    let pause = Duration::from_millis(100);
+    let refs = create_all(&dc, vms, pause, pause).await;
     let accepted = started.elapsed();
     let mut failed = 0;
     let mut jobs = Vec::new();

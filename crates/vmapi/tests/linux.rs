@@ -5,33 +5,27 @@
 // Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use cn_agent::ZoneBackend;
 use cn_agent::linux::LinuxBackend;
 use cn_agent::linux::leftovers::kill_cgroup;
+use common::{action_on, delete_vm, job_of, linux_dc, network, succeeds, text};
 use dc_testkit::linux::{LinuxHost, pings};
 use dc_testkit::services::cn_agent;
-use dc_testkit::{Dc, Options, Seed, eventually, run};
-use triton_proto::napi::v1 as napi_pb;
+use dc_testkit::{Dc, eventually, run};
 use triton_proto::vmapi::v1 as pb;
 use uuid::Uuid;
 
+/// `which` of VM `uuid`, which must succeed.
 async fn act(dc: &Dc, which: &str, uuid: &str) {
     let req = pb::VmActionRequest {
-        uuid: uuid.into(),
         timeout_seconds: 1,
-        ..Default::default()
+        ..action_on(uuid)
     };
-    let mut c = dc.vmapi();
-    let r = match which {
-        "start" => c.start_vm(req).await,
-        "stop" => c.stop_vm(req).await,
-        _ => c.reboot_vm(req).await,
-    }
-    .unwrap()
-    .into_inner();
-    let job = dc.wait_job(&r.job_uuid).await;
+    let job = common::action(dc, which, req).await;
     assert_eq!(job.execution, "succeeded", "{which}: {job:?}");
 }
 
@@ -39,34 +33,17 @@ async fn act(dc: &Dc, which: &str, uuid: &str) {
 async fn linux_instances_through_vmapi() {
     let host = LinuxHost::node("v", "admin");
     let s = host.subnet();
-    let dc = Dc::start(Options {
-        sim_nodes: 0,
-        seed: Some(Seed {
-            subnet: format!("10.99.{s}.0/24"),
-            first_ip: format!("10.99.{s}.10"),
-            last_ip: format!("10.99.{s}.250"),
-            gateway: Some(format!("10.99.{s}.1")),
-            image_file: Some(host.image.path.clone()),
-        }),
-        linux: Some(host.node_options()),
-        ..Options::vmapi()
-    })
-    .await;
+    let dc = linux_dc(&host).await;
     let node = LinuxBackend::new(host.config.clone()).unwrap();
+    let mut c = dc.vmapi();
 
     // Provision: the image comes from IMGAPI, the IP from NAPI, and it answers.
     let started = Instant::now();
-    let r = dc
-        .vmapi()
-        .create_vm(dc.create_request("linux0"))
-        .await
-        .unwrap()
-        .into_inner();
-    let job = dc.wait_job(&r.job_uuid).await;
+    let job = job_of(&dc, c.create_vm(dc.create_request("linux0")).await).await;
     let took = started.elapsed();
     assert_eq!(job.execution, "succeeded", "{job:?}");
     eprintln!("first provision on linux (image download included): {took:?}");
-    let vm = dc.vm(&r.vm_uuid).await;
+    let vm = dc.vm(&job.vm_uuid).await;
     assert_eq!(vm.state, "running");
     let ip = vm.nics[0].ip.clone();
     assert!(ip.starts_with(&format!("10.99.{s}.")), "{ip}");
@@ -90,25 +67,16 @@ async fn linux_instances_through_vmapi() {
     assert!(pings(&ip));
 
     // resize + rename + tag.
-    let u = dc
-        .vmapi()
+    let update = c
         .update_vm(pb::UpdateVmRequest {
             uuid: vm.uuid.clone(),
             ram: Some(128),
             alias: Some("linux0-renamed".into()),
-            set_tags: [(
-                "env".to_string(),
-                prost_types::Value {
-                    kind: Some(prost_types::value::Kind::StringValue("test".into())),
-                },
-            )]
-            .into(),
+            set_tags: [("env".to_string(), text("test"))].into(),
             ..Default::default()
         })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(dc.wait_job(&u.job_uuid).await.execution, "succeeded");
+        .await;
+    succeeds(&dc, update).await;
     let after = dc.vm(&vm.uuid).await;
     assert_eq!((after.ram, after.alias.as_str()), (128, "linux0-renamed"));
     assert!(after.tags.contains_key("env"));
@@ -130,48 +98,24 @@ async fn linux_instances_through_vmapi() {
 
     // A second provision, image already on the node: the speed target.
     let started = Instant::now();
-    let r2 = dc
-        .vmapi()
-        .create_vm(dc.create_request("linux1"))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(dc.wait_job(&r2.job_uuid).await.execution, "succeeded");
+    let job = succeeds(&dc, c.create_vm(dc.create_request("linux1")).await).await;
     eprintln!("provision on linux, image present: {:?}", started.elapsed());
-    let vm2 = dc.vm(&r2.vm_uuid).await;
+    let vm2 = dc.vm(&job.vm_uuid).await;
     assert_ne!(vm2.nics[0].ip, ip, "two VMs, two IPs");
     assert!(pings(&vm2.nics[0].ip));
 
     // A second NIC on another network: the instance gets the interface at once;
     // removed, it goes from the instance, VMAPI and NAPI.
-    let second = dc
-        .napi()
-        .create_network(napi_pb::CreateNetworkRequest {
-            name: "second".into(),
-            subnet: format!("10.98.{s}.0/24"),
-            provision_start_ip: format!("10.98.{s}.10"),
-            provision_end_ip: format!("10.98.{s}.250"),
-            nic_tag: "admin".into(),
+    let second = network(&dc, "second", &format!("10.98.{s}.0/24"), "admin", vec![]).await;
+    let add = pb::AddNicsRequest {
+        uuid: vm.uuid.clone(),
+        networks: vec![pb::NetworkSpec {
+            ipv4_uuid: second.uuid.clone(),
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let a = dc
-        .vmapi()
-        .add_nics(pb::AddNicsRequest {
-            uuid: vm.uuid.clone(),
-            networks: vec![pb::NetworkSpec {
-                ipv4_uuid: second.uuid.clone(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let job = dc.wait_job(&a.job_uuid).await;
-    assert_eq!(job.execution, "succeeded", "{job:?}");
+        }],
+        ..Default::default()
+    };
+    succeeds(&dc, c.add_nics(add).await).await;
     let with_two = dc.vm(&vm.uuid).await;
     assert_eq!(with_two.nics.len(), 2);
     let nic = with_two.nics[1].clone();
@@ -198,17 +142,12 @@ async fn linux_instances_through_vmapi() {
         "{ip} learnt as {neigh}, not at {}",
         with_two.nics[0].mac
     );
-    let d = dc
-        .vmapi()
-        .remove_nics(pb::RemoveNicsRequest {
-            uuid: vm.uuid.clone(),
-            macs: vec![nic.mac.clone()],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(dc.wait_job(&d.job_uuid).await.execution, "succeeded");
+    let remove = pb::RemoveNicsRequest {
+        uuid: vm.uuid.clone(),
+        macs: vec![nic.mac.clone()],
+        ..Default::default()
+    };
+    succeeds(&dc, c.remove_nics(remove).await).await;
     assert_eq!(dc.vm(&vm.uuid).await.nics.len(), 1);
     assert!(
         dc.napi_nics(&vm.uuid)
@@ -231,28 +170,14 @@ async fn linux_instances_through_vmapi() {
         start,
         ..Default::default()
     };
-    let r = dc
-        .vmapi()
-        .create_snapshot(snap("before-change", false))
-        .await
-        .unwrap()
-        .into_inner();
-    let job = dc.wait_job(&r.job_uuid).await;
-    assert_eq!(job.execution, "succeeded", "{job:?}");
+    succeeds(&dc, c.create_snapshot(snap("before-change", false)).await).await;
     assert_eq!(dc.vm(&vm.uuid).await.snapshots[0].state, "created");
     let on_disk = node.disk(id).snapshots().join("before-change");
     assert!(on_disk.join("kept").exists(), "{}", on_disk.display());
     assert!(pings(&ip), "runs on after the snapshot");
     std::fs::write(inside(pid, "/kept"), "changed").unwrap();
     std::fs::write(inside(pid, "/new"), "new").unwrap();
-    let r = dc
-        .vmapi()
-        .rollback_snapshot(snap("before-change", true))
-        .await
-        .unwrap()
-        .into_inner();
-    let job = dc.wait_job(&r.job_uuid).await;
-    assert_eq!(job.execution, "succeeded", "{job:?}");
+    succeeds(&dc, c.rollback_snapshot(snap("before-change", true)).await).await;
     assert_eq!(dc.vm(&vm.uuid).await.state, "running");
     let pid = node.get(id).await.unwrap().pid.expect("booted again");
     assert_eq!(
@@ -261,13 +186,7 @@ async fn linux_instances_through_vmapi() {
     );
     assert!(!std::path::Path::new(&inside(pid, "/new")).exists());
     assert!(pings(&ip), "answers after the rollback");
-    let r = dc
-        .vmapi()
-        .delete_snapshot(snap("before-change", false))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(dc.wait_job(&r.job_uuid).await.execution, "succeeded");
+    succeeds(&dc, c.delete_snapshot(snap("before-change", false)).await).await;
     assert!(dc.vm(&vm.uuid).await.snapshots.is_empty());
     assert!(!on_disk.exists(), "{} is gone", on_disk.display());
 
@@ -284,16 +203,7 @@ async fn linux_instances_through_vmapi() {
     assert!(dc.napi_nics(&vm2.uuid).await.is_empty());
 
     // delete: gone from the node, IP released.
-    let d = dc
-        .vmapi()
-        .delete_vm(pb::DeleteVmRequest {
-            uuid: vm.uuid.clone(),
-            owner_uuid: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(dc.wait_job(&d.job_uuid).await.execution, "succeeded");
+    assert_eq!(delete_vm(&dc, &vm.uuid).await.execution, "succeeded");
     assert_eq!(dc.vm(&vm.uuid).await.state, "destroyed");
     assert!(node.get(id).await.is_err());
     assert!(dc.napi_nics(&vm.uuid).await.is_empty());

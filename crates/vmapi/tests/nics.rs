@@ -5,58 +5,20 @@
 // Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::time::Duration;
 
 use cn_agent::ZoneBackend;
+use common::{
+    assert_no_ip_held, broken_network, ips, job_of, network, restart_during, running_vm, sim_of,
+    step_status, succeeds,
+};
 use dc_testkit::services::cn_agent;
 use dc_testkit::{Dc, Options, error_of, eventually};
 use triton_proto::napi::v1 as napi_pb;
 use triton_proto::vmapi::v1 as pb;
 use uuid::Uuid;
-
-fn sim_of<'a>(dc: &'a Dc, server: &str) -> &'a cn_agent::sim::SimBackend {
-    let i = dc
-        .servers
-        .iter()
-        .position(|s| s.to_string() == server)
-        .expect("a known server");
-    &dc.sims[i]
-}
-
-async fn network(
-    dc: &Dc,
-    name: &str,
-    subnet: &str,
-    nic_tag: &str,
-    owners: Vec<String>,
-) -> napi_pb::Network {
-    let base = subnet.trim_end_matches("0/24");
-    dc.napi()
-        .create_network(napi_pb::CreateNetworkRequest {
-            name: name.into(),
-            subnet: subnet.into(),
-            provision_start_ip: format!("{base}10"),
-            provision_end_ip: format!("{base}250"),
-            nic_tag: nic_tag.into(),
-            owner_uuids: owners,
-            ..Default::default()
-        })
-        .await
-        .unwrap_or_else(|s| panic!("network {name}: {s}"))
-        .into_inner()
-}
-
-async fn running_vm(dc: &Dc, alias: &str) -> pb::Vm {
-    let r = dc
-        .vmapi()
-        .create_vm(dc.create_request(alias))
-        .await
-        .expect("create")
-        .into_inner();
-    let job = dc.wait_job(&r.job_uuid).await;
-    assert_eq!(job.execution, "succeeded", "{job:?}");
-    dc.vm(&r.vm_uuid).await
-}
 
 fn on_network(net: &napi_pb::Network) -> pb::NetworkSpec {
     pb::NetworkSpec {
@@ -65,19 +27,20 @@ fn on_network(net: &napi_pb::Network) -> pb::NetworkSpec {
     }
 }
 
+/// AddNics of VM `uuid` on `networks`.
+fn add_to(uuid: &str, networks: Vec<pb::NetworkSpec>) -> pb::AddNicsRequest {
+    pb::AddNicsRequest {
+        uuid: uuid.to_string(),
+        networks,
+        ..Default::default()
+    }
+}
+
 /// Who holds `ip` on `network` in NAPI (empty when it is free).
 async fn ip_holder(dc: &Dc, network: &str, ip: &str) -> String {
-    let ips = dc
-        .napi()
-        .list_ips(napi_pb::ListIpsRequest {
-            network_uuid: network.to_string(),
-            ..Default::default()
-        })
+    ips(dc, network)
         .await
-        .expect("list ips")
-        .into_inner()
-        .ips;
-    ips.iter()
+        .iter()
         .find(|i| i.ip == ip && !i.free)
         .map(|i| i.belongs_to_uuid.clone())
         .unwrap_or_default()
@@ -146,95 +109,80 @@ async fn a_nic_is_added_to_and_removed_from_a_running_vm() {
     // another account, an unknown one, a second primary.
     let someone = Uuid::new_v4().to_string();
     let private = network(&dc, "private", "10.204.0.0/24", "admin", vec![someone]).await;
-    let (name, msg) = error_of(
-        c.add_nics(pb::AddNicsRequest {
-            uuid: vm.uuid.clone(),
-            networks: vec![
-                on_network(&data),
-                on_network(&private),
-                pb::NetworkSpec {
-                    ipv4_uuid: Uuid::new_v4().to_string(),
-                    ..Default::default()
-                },
+    let primary = |ips: &[&str], spec: pb::NetworkSpec| pb::NetworkSpec {
+        primary: Some(true),
+        ipv4_ips: ips.iter().map(|ip| ip.to_string()).collect(),
+        ..spec
+    };
+    let refusals = [
+        (
+            "another account's network, an unknown one",
+            add_to(
+                &vm.uuid,
+                vec![
+                    on_network(&data),
+                    on_network(&private),
+                    pb::NetworkSpec {
+                        ipv4_uuid: Uuid::new_v4().to_string(),
+                        ..Default::default()
+                    },
+                ],
+            ),
+            "ValidationFailed",
+            &[
+                "networks[1]: network",
+                "is not available to owner",
+                "networks[2].ipv4_uuid: network does not exist",
+            ][..],
+        ),
+        (
+            "a second NIC on a network",
+            add_to(&vm.uuid, vec![on_network(&data)]),
+            "ValidationFailed",
+            &["networks[0]: VM", "already has a NIC on network"],
+        ),
+        (
+            "a second primary NIC",
+            add_to(&vm.uuid, vec![primary(&[], on_network(&private))]),
+            "ValidationFailed",
+            &["networks[0].primary:"],
+        ),
+        (
+            "no network, two primaries, two addresses, a bad address",
+            add_to(
+                &vm.uuid,
+                vec![
+                    pb::NetworkSpec::default(),
+                    primary(&["10.202.0.78", "10.202.0.79"], on_network(&data)),
+                    primary(&["10.202.0.300"], on_network(&private)),
+                ],
+            ),
+            "ValidationFailed",
+            &[
+                "networks[0]: needs ipv4_uuid or name",
+                "networks: at most one network may be primary",
+                "networks[1].ipv4_ips: at most one address per NIC",
+                "networks[2].ipv4_ips[0]:",
             ],
-            ..Default::default()
-        })
-        .await,
-    );
-    assert_eq!(name, "ValidationFailed", "{msg}");
-    for part in [
-        "networks[1]: network",
-        "is not available to owner",
-        "networks[2].ipv4_uuid: network does not exist",
-    ] {
-        assert!(msg.contains(part), "{part} missing in {msg}");
+        ),
+        // Another owner's VM is not found.
+        (
+            "another owner's VM",
+            pb::AddNicsRequest {
+                owner_uuid: Uuid::new_v4().to_string(),
+                ..add_to(&vm.uuid, vec![on_network(&data)])
+            },
+            "ResourceNotFound",
+            &[],
+        ),
+    ];
+    for (case, req, want, parts) in refusals {
+        let (name, msg) = error_of(c.add_nics(req).await);
+        assert_eq!(name, want, "{case}: {msg}");
+        for part in parts {
+            assert!(msg.contains(part), "{case}: {part} missing in {msg}");
+        }
     }
-    let (name, msg) = error_of(
-        c.add_nics(pb::AddNicsRequest {
-            uuid: vm.uuid.clone(),
-            networks: vec![on_network(&data)],
-            ..Default::default()
-        })
-        .await,
-    );
-    assert_eq!(name, "ValidationFailed", "{msg}");
-    assert!(
-        msg.contains("networks[0]: VM") && msg.contains("already has a NIC on network"),
-        "{msg}"
-    );
-    let (name, msg) = error_of(
-        c.add_nics(pb::AddNicsRequest {
-            uuid: vm.uuid.clone(),
-            networks: vec![pb::NetworkSpec {
-                primary: Some(true),
-                ..on_network(&private)
-            }],
-            ..Default::default()
-        })
-        .await,
-    );
-    assert_eq!(name, "ValidationFailed", "{msg}");
-    assert!(msg.contains("networks[0].primary:"), "{msg}");
-    let (name, msg) = error_of(
-        c.add_nics(pb::AddNicsRequest {
-            uuid: vm.uuid.clone(),
-            networks: vec![
-                pb::NetworkSpec::default(),
-                pb::NetworkSpec {
-                    primary: Some(true),
-                    ipv4_ips: vec!["10.202.0.78".into(), "10.202.0.79".into()],
-                    ..on_network(&data)
-                },
-                pb::NetworkSpec {
-                    primary: Some(true),
-                    ipv4_ips: vec!["10.202.0.300".into()],
-                    ..on_network(&private)
-                },
-            ],
-            ..Default::default()
-        })
-        .await,
-    );
-    assert_eq!(name, "ValidationFailed", "{msg}");
-    for part in [
-        "networks[0]: needs ipv4_uuid or name",
-        "networks: at most one network may be primary",
-        "networks[1].ipv4_ips: at most one address per NIC",
-        "networks[2].ipv4_ips[0]:",
-    ] {
-        assert!(msg.contains(part), "{part} missing in {msg}");
-    }
-    // Another owner's VM is not found.
-    let (name, _) = error_of(
-        c.add_nics(pb::AddNicsRequest {
-            uuid: vm.uuid.clone(),
-            owner_uuid: Uuid::new_v4().to_string(),
-            networks: vec![on_network(&data)],
-            ..Default::default()
-        })
-        .await,
-    );
-    assert_eq!(name, "ResourceNotFound");
     assert_eq!(
         dc.napi_nics(&vm.uuid).await.len(),
         2,
@@ -242,36 +190,39 @@ async fn a_nic_is_added_to_and_removed_from_a_running_vm() {
     );
 
     // Remove: an unknown MAC is named; the primary NIC stays while others remain.
-    let (name, msg) = error_of(
-        c.remove_nics(pb::RemoveNicsRequest {
-            uuid: vm.uuid.clone(),
-            macs: vec!["90:b8:d0:00:00:01".into()],
-            ..Default::default()
-        })
-        .await,
-    );
-    assert_eq!(name, "ResourceNotFound", "{msg}");
-    assert!(msg.contains("90:b8:d0:00:00:01"), "{msg}");
-    let (name, msg) = error_of(
-        c.remove_nics(pb::RemoveNicsRequest {
-            uuid: vm.uuid.clone(),
-            macs: vec!["not-a-mac".into()],
-            ..Default::default()
-        })
-        .await,
-    );
-    assert_eq!(name, "ValidationFailed", "{msg}");
-    assert!(msg.contains("macs[0]:"), "{msg}");
-    let (name, msg) = error_of(
-        c.remove_nics(pb::RemoveNicsRequest {
-            uuid: vm.uuid.clone(),
-            macs: vec![after.nics[0].mac.clone()],
-            ..Default::default()
-        })
-        .await,
-    );
-    assert_eq!(name, "ValidationFailed", "{msg}");
-    assert!(msg.contains("macs:") && msg.contains("primary"), "{msg}");
+    for (case, mac, want, parts) in [
+        (
+            "an unknown MAC",
+            "90:b8:d0:00:00:01",
+            "ResourceNotFound",
+            &["90:b8:d0:00:00:01"][..],
+        ),
+        (
+            "a malformed MAC",
+            "not-a-mac",
+            "ValidationFailed",
+            &["macs[0]:"],
+        ),
+        (
+            "the primary NIC",
+            after.nics[0].mac.as_str(),
+            "ValidationFailed",
+            &["macs:", "primary"],
+        ),
+    ] {
+        let (name, msg) = error_of(
+            c.remove_nics(pb::RemoveNicsRequest {
+                uuid: vm.uuid.clone(),
+                macs: vec![mac.to_string()],
+                ..Default::default()
+            })
+            .await,
+        );
+        assert_eq!(name, want, "{case}: {msg}");
+        for part in parts {
+            assert!(msg.contains(part), "{case}: {part} missing in {msg}");
+        }
+    }
 
     // The MAC in CloudAPI's form, without colons.
     let r = c
@@ -316,11 +267,7 @@ async fn a_nic_is_added_to_and_removed_from_a_running_vm() {
     assert!(dc.napi_nics(&vm.uuid).await.is_empty());
     // ... and a NIC added to a VM without NICs is its primary.
     let r = c
-        .add_nics(pb::AddNicsRequest {
-            uuid: vm.uuid.clone(),
-            networks: vec![on_network(&data)],
-            ..Default::default()
-        })
+        .add_nics(add_to(&vm.uuid, vec![on_network(&data)]))
         .await
         .expect("add to a VM without NICs")
         .into_inner();
@@ -335,42 +282,25 @@ async fn a_nic_is_added_to_and_removed_from_a_running_vm() {
 async fn a_nic_the_node_cannot_take_leaves_no_nic_in_napi() {
     let dc = Dc::start(Options::vmapi()).await;
     let mut napi = dc.napi();
-    napi.create_nic_tag(napi_pb::CreateNicTagRequest {
-        name: "broken".into(),
-        mtu: None,
-    })
-    .await
-    .unwrap();
     // The nodes claim the `broken` tag, but their backend has no such bridge: the
     // node's machine_update fails.
-    let broken = network(&dc, "broken", "10.201.0.0/24", "broken", vec![]).await;
+    let broken = broken_network(&dc).await;
     let vm = running_vm(&dc, "web0").await;
     let sim = sim_of(&dc, &vm.server_uuid);
     let vm_id: Uuid = vm.uuid.parse().unwrap();
 
     let r = dc
         .vmapi()
-        .add_nics(pb::AddNicsRequest {
-            uuid: vm.uuid.clone(),
-            networks: vec![on_network(&broken)],
-            ..Default::default()
-        })
+        .add_nics(add_to(&vm.uuid, vec![on_network(&broken)]))
         .await
         .expect("accepted")
         .into_inner();
     let job = dc.wait_job(&r.job_uuid).await;
     assert_eq!(job.execution, "failed", "{job:?}");
     assert!(job.error.starts_with("machine_update: "), "{}", job.error);
-    let status = |name: &str| {
-        job.chain
-            .iter()
-            .find(|s| s.name == name)
-            .map(|s| s.status.clone())
-            .unwrap()
-    };
-    assert_eq!(status("provision_nics"), "undone");
-    assert_eq!(status("machine_update"), "undone");
-    assert_eq!(status("record"), "pending");
+    assert_eq!(step_status(&job, "provision_nics"), "undone");
+    assert_eq!(step_status(&job, "machine_update"), "undone");
+    assert_eq!(step_status(&job, "record"), "pending");
     // As it was: one NIC on the VM, in NAPI and on the node; no IP held on `broken`.
     let after = dc.vm(&vm.uuid).await;
     assert_eq!(after.state, "running");
@@ -378,20 +308,7 @@ async fn a_nic_the_node_cannot_take_leaves_no_nic_in_napi() {
     let napi_nics = dc.napi_nics(&vm.uuid).await;
     assert_eq!(napi_nics.len(), 1);
     assert_eq!(napi_nics[0].network_uuid, dc.seed().network_uuid);
-    let ips = napi
-        .list_ips(napi_pb::ListIpsRequest {
-            network_uuid: broken.uuid.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .ips;
-    assert!(
-        ips.iter()
-            .all(|ip| ip.free || ip.belongs_to_uuid != vm.uuid),
-        "{ips:?}"
-    );
+    assert_no_ip_held(&dc, &broken.uuid, &vm.uuid).await;
     assert_eq!(sim.get(vm_id).await.unwrap().spec.nics.len(), 1);
 
     // The same with a NIC reserved beforehand (CloudAPI's way): it is deleted too.
@@ -459,34 +376,23 @@ async fn a_vm_destroyed_behind_vmapis_back_is_marked_destroyed() {
     assert!(dc.napi_nics(&gone.uuid).await.is_empty());
     assert_eq!(ip_holder(&dc, &dc.seed().network_uuid, &ip).await, "");
     // By a job, which says why.
-    let jobs = dc
-        .vmapi()
-        .list_jobs(pb::ListJobsRequest {
-            vm_uuid: gone.uuid.clone(),
+    let mark_destroyed_jobs = |vm_uuid: &str| {
+        let mut c = dc.vmapi();
+        let req = pb::ListJobsRequest {
+            vm_uuid: vm_uuid.to_string(),
             name: "mark_destroyed".into(),
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .jobs;
+        };
+        async move { c.list_jobs(req).await.unwrap().into_inner().jobs }
+    };
+    let jobs = mark_destroyed_jobs(&gone.uuid).await;
     assert_eq!(jobs.len(), 1, "{jobs:?}");
     assert_eq!(jobs[0].execution, "succeeded");
     // The other VM, still on its node, is left alone.
     let other = dc.vm(&kept.uuid).await;
     assert_eq!(other.state, "running");
     assert_eq!(dc.napi_nics(&kept.uuid).await.len(), 1);
-    let kept_jobs = dc
-        .vmapi()
-        .list_jobs(pb::ListJobsRequest {
-            vm_uuid: kept.uuid.clone(),
-            name: "mark_destroyed".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .jobs;
+    let kept_jobs = mark_destroyed_jobs(&kept.uuid).await;
     assert!(kept_jobs.is_empty(), "{kept_jobs:?}");
 }
 
@@ -504,32 +410,12 @@ async fn a_restart_of_vmapi_mid_add_finishes_the_job_once() {
     let vm = running_vm(&dc, "phoenix").await;
     let r = dc
         .vmapi()
-        .add_nics(pb::AddNicsRequest {
-            uuid: vm.uuid.clone(),
-            networks: vec![on_network(&data)],
-            ..Default::default()
-        })
+        .add_nics(add_to(&vm.uuid, vec![on_network(&data)]))
         .await
         .expect("add nics")
         .into_inner();
     // Restart VMAPI while the node is adding the NIC.
-    eventually("machine_update running", Duration::from_secs(30), || {
-        let mut c = dc.vmapi();
-        let uuid = r.job_uuid.clone();
-        async move {
-            let job = c
-                .get_job(pb::GetJobRequest { uuid })
-                .await
-                .unwrap()
-                .into_inner();
-            job.chain
-                .iter()
-                .any(|s| s.name == "machine_update" && s.status == "running")
-        }
-    })
-    .await;
-    dc.restart_vmapi().await;
-    let job = dc.wait_job(&r.job_uuid).await;
+    let job = restart_during(&mut dc, &r.job_uuid, "machine_update").await;
     assert_eq!(job.execution, "succeeded", "{job:?}");
     // One new NIC everywhere: nothing reserved or added twice.
     let after = dc.vm(&vm.uuid).await;
@@ -589,14 +475,8 @@ async fn explicit_ips_follow_the_networks_rules() {
     }
 
     // One VM holds .50; another owner asking for it learns only that it is taken.
-    let r = c
-        .create_vm(on("10.203.0.50"))
-        .await
-        .expect("create")
-        .into_inner();
-    let job = dc.wait_job(&r.job_uuid).await;
-    assert_eq!(job.execution, "succeeded", "{job:?}");
-    let holder = dc.vm(&r.vm_uuid).await;
+    let job = succeeds(&dc, c.create_vm(on("10.203.0.50")).await).await;
+    let holder = dc.vm(&job.vm_uuid).await;
     assert_eq!(holder.nics[0].ip, "10.203.0.50");
     let mut req = on("10.203.0.50");
     req.owner_uuid = Uuid::new_v4().to_string();
@@ -610,12 +490,7 @@ async fn explicit_ips_follow_the_networks_rules() {
     assert!(!msg.contains(&holder.owner_uuid), "{msg}");
 
     // Outside the provision range: NAPI's refusal ends the job.
-    let r = c
-        .create_vm(on("10.203.0.201"))
-        .await
-        .expect("accepted")
-        .into_inner();
-    let job = dc.wait_job(&r.job_uuid).await;
+    let job = job_of(&dc, c.create_vm(on("10.203.0.201")).await).await;
     assert_eq!(job.execution, "failed", "{job:?}");
     let text = format!("{job:?}");
     assert!(

@@ -4,40 +4,24 @@
 // Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use cn_agent::ZoneBackend;
 use cn_agent::sim::SimDelays;
+use common::{
+    action_on, assert_no_ip_held, broken_network, delete_vm, restart_during, running_vm, sim_of,
+    step_status, text,
+};
 use dc_testkit::services::cn_agent;
 use dc_testkit::{Dc, Options, error_of, eventually};
-use triton_proto::napi::v1 as napi_pb;
 use triton_proto::vmapi::v1 as pb;
 use uuid::Uuid;
 
-fn sim_of<'a>(dc: &'a Dc, server: &str) -> &'a cn_agent::sim::SimBackend {
-    let i = dc
-        .servers
-        .iter()
-        .position(|s| s.to_string() == server)
-        .expect("a known server");
-    &dc.sims[i]
-}
-
 async fn action(dc: &Dc, which: &str, uuid: &str) -> pb::Job {
-    let req = pb::VmActionRequest {
-        uuid: uuid.to_string(),
-        ..Default::default()
-    };
-    let mut c = dc.vmapi();
-    let r = match which {
-        "start" => c.start_vm(req).await,
-        "stop" => c.stop_vm(req).await,
-        _ => c.reboot_vm(req).await,
-    }
-    .unwrap_or_else(|s| panic!("{which}: {s}"))
-    .into_inner();
-    dc.wait_job(&r.job_uuid).await
+    common::action(dc, which, action_on(uuid)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,7 +31,7 @@ async fn a_vm_lives_its_whole_life_through_jobs() {
 
     // Provision: answered at once with a job, the VM `provisioning` until it ends.
     let mut req = dc.create_request("web0");
-    req.tags = [("role".to_string(), common_str("web"))].into();
+    req.tags = [("role".to_string(), text("web"))].into();
     let r = c.create_vm(req).await.expect("create").into_inner();
     let job = dc.wait_job(&r.job_uuid).await;
     assert_eq!(job.execution, "succeeded", "{job:?}");
@@ -95,22 +79,10 @@ async fn a_vm_lives_its_whole_life_through_jobs() {
     assert_eq!(action(&dc, "stop", &vm.uuid).await.execution, "succeeded");
     assert_eq!(dc.vm(&vm.uuid).await.state, "stopped");
     assert_eq!(sim.get(vm_id).await.unwrap().state.as_str(), "stopped");
-    let (name, msg) = error_of(
-        c.stop_vm(pb::VmActionRequest {
-            uuid: vm.uuid.clone(),
-            ..Default::default()
-        })
-        .await,
-    );
+    let (name, msg) = error_of(c.stop_vm(action_on(&vm.uuid)).await);
     assert_eq!(name, "VmStateError", "{msg}");
     assert!(msg.contains("already stopped"), "{msg}");
-    let (name, msg) = error_of(
-        c.reboot_vm(pb::VmActionRequest {
-            uuid: vm.uuid.clone(),
-            ..Default::default()
-        })
-        .await,
-    );
+    let (name, msg) = error_of(c.reboot_vm(action_on(&vm.uuid)).await);
     assert_eq!(name, "VmStateError", "{msg}");
     assert_eq!(action(&dc, "start", &vm.uuid).await.execution, "succeeded");
     assert_eq!(dc.vm(&vm.uuid).await.state, "running");
@@ -124,7 +96,7 @@ async fn a_vm_lives_its_whole_life_through_jobs() {
             uuid: vm.uuid.clone(),
             ram: Some(512),
             alias: Some("web0-renamed".into()),
-            set_tags: [("tier".to_string(), common_str("front"))].into(),
+            set_tags: [("tier".to_string(), text("front"))].into(),
             remove_tags: vec!["role".into()],
             set_customer_metadata: [("motd".to_string(), "hi".to_string())].into(),
             ..Default::default()
@@ -247,21 +219,9 @@ async fn a_vm_lives_its_whole_life_through_jobs() {
     assert!(!gone.destroyed.is_empty());
     assert!(sim.get(vm_id).await.is_err(), "instance still on the node");
     assert!(dc.napi_nics(&vm.uuid).await.is_empty());
-    let (name, msg) = error_of(
-        c.start_vm(pb::VmActionRequest {
-            uuid: vm.uuid.clone(),
-            ..Default::default()
-        })
-        .await,
-    );
+    let (name, msg) = error_of(c.start_vm(action_on(&vm.uuid)).await);
     assert_eq!(name, "VmDestroyed", "{msg}");
     assert!(msg.contains(&vm.uuid), "{msg}");
-}
-
-fn common_str(s: &str) -> prost_types::Value {
-    prost_types::Value {
-        kind: Some(prost_types::value::Kind::StringValue(s.into())),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -339,13 +299,7 @@ async fn bad_requests_are_refused_naming_the_field() {
         .await,
     );
     assert_eq!(name, "ResourceNotFound");
-    let (name, msg) = error_of(
-        c.stop_vm(pb::VmActionRequest {
-            uuid: "zzz".into(),
-            ..Default::default()
-        })
-        .await,
-    );
+    let (name, msg) = error_of(c.stop_vm(action_on("zzz")).await);
     assert_eq!(name, "ValidationFailed");
     assert!(msg.contains("uuid:"), "{msg}");
     let (name, _) = error_of(
@@ -392,25 +346,7 @@ async fn bad_requests_are_refused_naming_the_field() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provision_failing_on_the_node_leaves_no_ip_and_no_capacity() {
     let dc = Dc::start(Options::vmapi()).await;
-    let mut napi = dc.napi();
-    napi.create_nic_tag(napi_pb::CreateNicTagRequest {
-        name: "broken".into(),
-        mtu: None,
-    })
-    .await
-    .unwrap();
-    let broken = napi
-        .create_network(napi_pb::CreateNetworkRequest {
-            name: "broken".into(),
-            subnet: "10.201.0.0/24".into(),
-            provision_start_ip: "10.201.0.10".into(),
-            provision_end_ip: "10.201.0.250".into(),
-            nic_tag: "broken".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let broken = broken_network(&dc).await;
     let before = dc.capacity().await;
 
     let mut req = dc.create_request("doomed");
@@ -423,17 +359,14 @@ async fn a_provision_failing_on_the_node_leaves_no_ip_and_no_capacity() {
     assert_eq!(job.execution, "failed");
     assert!(job.error.starts_with("machine_create: "), "{}", job.error);
     assert!(job.error.contains("broken"), "{}", job.error);
-    let status = |name: &str| {
-        job.chain
-            .iter()
-            .find(|s| s.name == name)
-            .map(|s| s.status.clone())
-            .unwrap()
-    };
-    assert_eq!(status("machine_create"), "undone");
-    assert_eq!(status("provision_nics"), "undone");
-    assert_eq!(status("allocate"), "undone");
-    assert_eq!(status("record"), "pending");
+    for (step, status) in [
+        ("machine_create", "undone"),
+        ("provision_nics", "undone"),
+        ("allocate", "undone"),
+        ("record", "pending"),
+    ] {
+        assert_eq!(step_status(&job, step), status, "{step}");
+    }
 
     let vm = dc.vm(&r.vm_uuid).await;
     assert_eq!(vm.state, "failed");
@@ -446,20 +379,7 @@ async fn a_provision_failing_on_the_node_leaves_no_ip_and_no_capacity() {
     // No IP held, on either network.
     assert!(dc.napi_nics(&r.vm_uuid).await.is_empty());
     for net in [&dc.seed().network_uuid, &broken.uuid] {
-        let ips = napi
-            .list_ips(napi_pb::ListIpsRequest {
-                network_uuid: net.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .ips;
-        assert!(
-            ips.iter()
-                .all(|ip| ip.free || ip.belongs_to_uuid != r.vm_uuid),
-            "{ips:?}"
-        );
+        assert_no_ip_held(&dc, net, &r.vm_uuid).await;
     }
     // No capacity held: every server has what it had.
     eventually("capacity back", Duration::from_secs(10), || async {
@@ -467,26 +387,10 @@ async fn a_provision_failing_on_the_node_leaves_no_ip_and_no_capacity() {
     })
     .await;
     // Actions on a failed VM are refused with the reason; delete works.
-    let (name, msg) = error_of(
-        dc.vmapi()
-            .start_vm(pb::VmActionRequest {
-                uuid: r.vm_uuid.clone(),
-                ..Default::default()
-            })
-            .await,
-    );
+    let (name, msg) = error_of(dc.vmapi().start_vm(action_on(&r.vm_uuid)).await);
     assert_eq!(name, "VmStateError");
     assert!(msg.contains("failed to provision"), "{msg}");
-    let d = dc
-        .vmapi()
-        .delete_vm(pb::DeleteVmRequest {
-            uuid: r.vm_uuid.clone(),
-            owner_uuid: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(dc.wait_job(&d.job_uuid).await.execution, "succeeded");
+    assert_eq!(delete_vm(&dc, &r.vm_uuid).await.execution, "succeeded");
     assert_eq!(dc.vm(&r.vm_uuid).await.state, "destroyed");
 }
 
@@ -506,24 +410,8 @@ async fn a_restart_of_vmapi_mid_provision_finishes_the_job() {
         .await
         .unwrap()
         .into_inner();
-    // Wait until the instance is being created on the node, then restart VMAPI.
-    eventually("machine_create running", Duration::from_secs(30), || {
-        let mut c = dc.vmapi();
-        let uuid = r.job_uuid.clone();
-        async move {
-            let job = c
-                .get_job(pb::GetJobRequest { uuid })
-                .await
-                .unwrap()
-                .into_inner();
-            job.chain
-                .iter()
-                .any(|s| s.name == "machine_create" && s.status == "running")
-        }
-    })
-    .await;
-    dc.restart_vmapi().await;
-    let job = dc.wait_job(&r.job_uuid).await;
+    // Restart VMAPI while the instance is being created on the node.
+    let job = restart_during(&mut dc, &r.job_uuid, "machine_create").await;
     assert_eq!(job.execution, "succeeded", "{job:?}");
     let vm = dc.vm(&r.vm_uuid).await;
     assert_eq!(vm.state, "running");
@@ -558,23 +446,17 @@ async fn jobs_of_one_vm_run_one_at_a_time_in_order() {
         ..Options::vmapi()
     })
     .await;
-    let r = dc
-        .vmapi()
-        .create_vm(dc.create_request("busy"))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(dc.wait_job(&r.job_uuid).await.execution, "succeeded");
+    let vm = running_vm(&dc, "busy").await;
     // Five updates at once: accepted together, run one after another.
     let mut handles = Vec::new();
     for i in 0..5u64 {
         let mut c = dc.vmapi();
-        let uuid = r.vm_uuid.clone();
+        let uuid = vm.uuid.clone();
         handles.push(tokio::spawn(async move {
             c.update_vm(pb::UpdateVmRequest {
                 uuid,
                 ram: Some(256 + 64 * i),
-                set_tags: [(format!("t{i}"), common_str("x"))].into(),
+                set_tags: [(format!("t{i}"), text("x"))].into(),
                 ..Default::default()
             })
             .await
@@ -610,7 +492,7 @@ async fn jobs_of_one_vm_run_one_at_a_time_in_order() {
     for w in spans.windows(2) {
         assert!(w[0].1 <= w[1].0, "jobs overlapped: {spans:?}");
     }
-    let vm = dc.vm(&r.vm_uuid).await;
+    let vm = dc.vm(&vm.uuid).await;
     let tags: BTreeSet<&String> = vm.tags.keys().collect();
     assert_eq!(tags.len(), jobs.len());
 }

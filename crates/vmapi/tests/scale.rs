@@ -8,19 +8,15 @@
 // Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use common::{create_all, env_or};
 use dc_testkit::services::cn_agent;
 use dc_testkit::{Dc, Options};
 use triton_proto::vmapi::v1 as pb;
-
-fn env_or(key: &str, default: usize) -> usize {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// MiB of each node: with CNAPI's 15 % reservation 1615 MiB are provisionable, room for
 /// six 256 MiB VMs: 1000 VMs fill 200 nodes to 83 %.
@@ -41,29 +37,8 @@ async fn many_concurrent_provisions_on_many_nodes() {
     })
     .await;
     let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..vms {
-        let mut c = dc.vmapi();
-        let req = dc.create_request(&format!("vm{i}"));
-        tasks.spawn(async move {
-            let mut backoff = Duration::from_millis(50);
-            loop {
-                match c.create_vm(req.clone()).await {
-                    Ok(r) => return r.into_inner(),
-                    // Only a transient refusal may be retried; anything else fails.
-                    Err(s) if s.code() == tonic::Code::Unavailable => {
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(2));
-                    }
-                    Err(s) => panic!("create vm{i}: {s}"),
-                }
-            }
-        });
-    }
-    let mut refs = Vec::new();
-    while let Some(r) = tasks.join_next().await {
-        refs.push(r.unwrap());
-    }
+    // Only a transient refusal is sent again; anything else fails.
+    let refs = create_all(&dc, vms, Duration::from_millis(50), Duration::from_secs(2)).await;
     let accepted = started.elapsed();
     let mut failed = Vec::new();
     for r in &refs {

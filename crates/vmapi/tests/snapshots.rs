@@ -5,23 +5,17 @@
 // Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::time::Duration;
 
 use cn_agent::ZoneBackend;
 use cn_agent::sim::SimDelays;
+use common::{delete_vm, job_of, running_vm, sim_of, succeeds};
 use dc_testkit::services::cn_agent;
 use dc_testkit::{Dc, Options, error_of};
 use triton_proto::vmapi::v1 as pb;
 use uuid::Uuid;
-
-fn sim_of<'a>(dc: &'a Dc, server: &str) -> &'a cn_agent::sim::SimBackend {
-    let i = dc
-        .servers
-        .iter()
-        .position(|s| s.to_string() == server)
-        .expect("a known server");
-    &dc.sims[i]
-}
 
 fn snap(uuid: &str, name: &str) -> pb::SnapshotRequest {
     pb::SnapshotRequest {
@@ -55,13 +49,7 @@ async fn snapshots_are_taken_rolled_back_to_and_deleted_on_the_node() {
     })
     .await;
     let mut c = dc.vmapi();
-    let r = c
-        .create_vm(dc.create_request("snappy"))
-        .await
-        .expect("create")
-        .into_inner();
-    assert_eq!(dc.wait_job(&r.job_uuid).await.execution, "succeeded");
-    let vm = dc.vm(&r.vm_uuid).await;
+    let vm = running_vm(&dc, "snappy").await;
     let vm_id: Uuid = vm.uuid.parse().unwrap();
     let sim = sim_of(&dc, &vm.server_uuid);
     sim.disk_write(vm_id, "/before", "before").unwrap();
@@ -115,25 +103,14 @@ async fn snapshots_are_taken_rolled_back_to_and_deleted_on_the_node() {
     sim.disk_write(vm_id, "/after", "after").unwrap();
     let mut back = snap(&vm.uuid, "first");
     back.start = true;
-    let job = c
-        .rollback_snapshot(back)
-        .await
-        .expect("rollback")
-        .into_inner();
-    let job = dc.wait_job(&job.job_uuid).await;
-    assert_eq!(job.execution, "succeeded", "{job:?}");
+    succeeds(&dc, c.rollback_snapshot(back).await).await;
     assert_eq!(sim.disk_read(vm_id, "/before").as_deref(), Some("before"));
     assert_eq!(sim.disk_read(vm_id, "/after"), None);
     let rolled = dc.vm(&vm.uuid).await;
     assert_eq!(rolled.state, "running");
     assert_eq!(states(&rolled), [pair("first", "created")]);
     // Without `start` the instance is left stopped.
-    let job = c
-        .rollback_snapshot(snap(&vm.uuid, "first"))
-        .await
-        .expect("rollback")
-        .into_inner();
-    assert_eq!(dc.wait_job(&job.job_uuid).await.execution, "succeeded");
+    succeeds(&dc, c.rollback_snapshot(snap(&vm.uuid, "first")).await).await;
     assert_eq!(dc.vm(&vm.uuid).await.state, "stopped");
     assert_eq!(sim.get(vm_id).await.unwrap().state.as_str(), "stopped");
 
@@ -168,15 +145,7 @@ async fn snapshots_are_taken_rolled_back_to_and_deleted_on_the_node() {
     assert_eq!(names, ["second"]);
 
     // A destroyed VM takes no snapshots; its snapshots went with it.
-    let r = c
-        .delete_vm(pb::DeleteVmRequest {
-            uuid: vm.uuid.clone(),
-            ..Default::default()
-        })
-        .await
-        .expect("delete vm")
-        .into_inner();
-    assert_eq!(dc.wait_job(&r.job_uuid).await.execution, "succeeded");
+    assert_eq!(delete_vm(&dc, &vm.uuid).await.execution, "succeeded");
     assert!(dc.vm(&vm.uuid).await.snapshots.is_empty());
     let (name, msg) = error_of(c.create_snapshot(snap(&vm.uuid, "late")).await);
     assert_eq!(name, "VmDestroyed", "{msg}");
@@ -199,22 +168,11 @@ async fn a_snapshot_that_cannot_be_taken_is_failed_and_can_be_deleted() {
     let sim = sim_of(&dc, &vm.server_uuid);
     sim.destroy(vm.uuid.parse().unwrap()).await.unwrap();
 
-    let job = c
-        .create_snapshot(snap(&vm.uuid, "doomed"))
-        .await
-        .expect("accepted")
-        .into_inner();
-    let job = dc.wait_job(&job.job_uuid).await;
+    let job = job_of(&dc, c.create_snapshot(snap(&vm.uuid, "doomed")).await).await;
     assert_eq!(job.execution, "failed", "{job:?}");
     assert!(job.error.contains("does not exist"), "{}", job.error);
     assert_eq!(states(&dc.vm(&vm.uuid).await), [pair("doomed", "failed")]);
     // A failed snapshot can be deleted (there is nothing on the node to remove).
-    let job = c
-        .delete_snapshot(snap(&vm.uuid, "doomed"))
-        .await
-        .expect("delete the failed snapshot")
-        .into_inner();
-    let job = dc.wait_job(&job.job_uuid).await;
-    assert_eq!(job.execution, "succeeded", "{job:?}");
+    succeeds(&dc, c.delete_snapshot(snap(&vm.uuid, "doomed")).await).await;
     assert!(dc.vm(&vm.uuid).await.snapshots.is_empty());
 }
