@@ -581,30 +581,101 @@ async fn create_upload_transitions_and_list_filters() {
         list(all(Default::default())).await,
         vec!["centos@7", "ubuntu@22.04", "ubuntu@24.04"]
     );
-    assert_eq!(
-        list(proto::ListImagesRequest {
-            state: Some("unactivated".into()),
-            ..Default::default()
-        })
-        .await,
-        vec!["centos@7", "ubuntu@24.04"]
-    );
-    assert_eq!(
-        list(all(proto::ListImagesRequest {
-            name: Some("ubuntu".into()),
-            ..Default::default()
-        }))
-        .await,
-        vec!["ubuntu@22.04", "ubuntu@24.04"]
-    );
-    assert_eq!(
-        list(all(proto::ListImagesRequest {
-            name: Some("~ent".into()),
-            ..Default::default()
-        }))
-        .await,
-        vec!["centos@7"]
-    );
+    // Each filter alone (besides `state`, over every state), and what it finds.
+    let role_tag = |v: &str| [("role".to_string(), v.to_string())].into();
+    let filters: Vec<(&str, proto::ListImagesRequest, Vec<&str>)> = vec![
+        (
+            "state unactivated",
+            proto::ListImagesRequest {
+                state: Some("unactivated".into()),
+                ..Default::default()
+            },
+            vec!["centos@7", "ubuntu@24.04"],
+        ),
+        (
+            "name",
+            all(proto::ListImagesRequest {
+                name: Some("ubuntu".into()),
+                ..Default::default()
+            }),
+            vec!["ubuntu@22.04", "ubuntu@24.04"],
+        ),
+        (
+            "name ~substring",
+            all(proto::ListImagesRequest {
+                name: Some("~ent".into()),
+                ..Default::default()
+            }),
+            vec!["centos@7"],
+        ),
+        (
+            "a tag value with filter characters",
+            all(proto::ListImagesRequest {
+                tags: role_tag("*)(name=*"),
+                ..Default::default()
+            }),
+            vec![],
+        ),
+        (
+            "version",
+            all(proto::ListImagesRequest {
+                version: Some("24.04".into()),
+                ..Default::default()
+            }),
+            vec!["ubuntu@24.04"],
+        ),
+        (
+            "os",
+            all(proto::ListImagesRequest {
+                os: Some("linux".into()),
+                ..Default::default()
+            }),
+            vec!["centos@7"],
+        ),
+        (
+            "type, negated",
+            all(proto::ListImagesRequest {
+                r#type: Some("!zone-dataset".into()),
+                ..Default::default()
+            }),
+            vec!["centos@7"],
+        ),
+        (
+            "type",
+            all(proto::ListImagesRequest {
+                r#type: Some("zone-dataset".into()),
+                ..Default::default()
+            }),
+            vec!["ubuntu@22.04", "ubuntu@24.04"],
+        ),
+        (
+            "owner",
+            all(proto::ListImagesRequest {
+                owner: Some(OWNER.into()),
+                ..Default::default()
+            }),
+            vec!["centos@7", "ubuntu@22.04"],
+        ),
+        (
+            "public",
+            all(proto::ListImagesRequest {
+                public: Some(false),
+                ..Default::default()
+            }),
+            vec!["centos@7"],
+        ),
+        (
+            "tag",
+            all(proto::ListImagesRequest {
+                tags: role_tag("db"),
+                ..Default::default()
+            }),
+            vec!["centos@7"],
+        ),
+    ];
+    for (what, req, want) in filters {
+        assert_eq!(list(req).await, want, "{what}");
+    }
     // Values are taken literally: `*`, `)(` and `\` neither match every image nor widen
     // the filter, also inside a `~` substring.
     for name in [
@@ -629,70 +700,6 @@ async fn create_upload_transitions_and_list_filters() {
             assert_eq!(list(all(req)).await, Vec::<String>::new(), "{name:?}");
         }
     }
-    assert_eq!(
-        list(all(proto::ListImagesRequest {
-            tags: [("role".to_string(), "*)(name=*".to_string())].into(),
-            ..Default::default()
-        }))
-        .await,
-        Vec::<String>::new()
-    );
-    assert_eq!(
-        list(all(proto::ListImagesRequest {
-            version: Some("24.04".into()),
-            ..Default::default()
-        }))
-        .await,
-        vec!["ubuntu@24.04"]
-    );
-    assert_eq!(
-        list(all(proto::ListImagesRequest {
-            os: Some("linux".into()),
-            ..Default::default()
-        }))
-        .await,
-        vec!["centos@7"]
-    );
-    assert_eq!(
-        list(all(proto::ListImagesRequest {
-            r#type: Some("!zone-dataset".into()),
-            ..Default::default()
-        }))
-        .await,
-        vec!["centos@7"]
-    );
-    assert_eq!(
-        list(all(proto::ListImagesRequest {
-            r#type: Some("zone-dataset".into()),
-            ..Default::default()
-        }))
-        .await,
-        vec!["ubuntu@22.04", "ubuntu@24.04"]
-    );
-    assert_eq!(
-        list(all(proto::ListImagesRequest {
-            owner: Some(OWNER.into()),
-            ..Default::default()
-        }))
-        .await,
-        vec!["centos@7", "ubuntu@22.04"]
-    );
-    assert_eq!(
-        list(all(proto::ListImagesRequest {
-            public: Some(false),
-            ..Default::default()
-        }))
-        .await,
-        vec!["centos@7"]
-    );
-    assert_eq!(
-        list(all(proto::ListImagesRequest {
-            tags: [("role".to_string(), "db".to_string())].into(),
-            ..Default::default()
-        }))
-        .await,
-        vec!["centos@7"]
-    );
     // Paging by uuid.
     let mut uuids = [uuid.clone(), centos.uuid.clone(), ubuntu24.uuid.clone()];
     uuids.sort();

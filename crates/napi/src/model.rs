@@ -115,11 +115,6 @@ impl Network {
             .unwrap_or_default()
     }
 
-    /// Whether `owner` may provision on this network.
-    pub fn provisionable_by(&self, owner: &str, admin_uuid: &str) -> bool {
-        may_provision(&self.owner_uuids, owner, admin_uuid)
-    }
-
     fn corrupt(&self, reason: String) -> Error {
         Error::Corrupt {
             what: format!("network {}", self.uuid),
@@ -168,19 +163,32 @@ pub struct NetworkPool {
     pub owner_uuids: Vec<String>,
 }
 
-impl NetworkPool {
-    /// Whether `owner` may provision on this pool.
-    pub fn provisionable_by(&self, owner: &str, admin_uuid: &str) -> bool {
-        may_provision(&self.owner_uuids, owner, admin_uuid)
+/// A network or a network pool: NICs go on it for its owners (anyone when it has none)
+/// and for the operator.
+pub trait Provisionable {
+    /// The accounts it belongs to; empty: public.
+    fn owner_uuids(&self) -> &[String];
+
+    /// Whether `owner` may provision on it; the operator (`admin_uuid`, when set) always
+    /// may.
+    fn provisionable_by(&self, owner: &str, admin_uuid: &str) -> bool {
+        let owners = self.owner_uuids();
+        owners.is_empty()
+            || owners.iter().any(|o| o == owner)
+            || (!admin_uuid.is_empty() && owner == admin_uuid)
     }
 }
 
-/// Whether `owner` may provision on a network or pool of `owner_uuids` (none: anyone may);
-/// the operator (`admin_uuid`, when set) always may.
-pub fn may_provision(owner_uuids: &[String], owner: &str, admin_uuid: &str) -> bool {
-    owner_uuids.is_empty()
-        || owner_uuids.iter().any(|o| o == owner)
-        || (!admin_uuid.is_empty() && owner == admin_uuid)
+impl Provisionable for Network {
+    fn owner_uuids(&self) -> &[String] {
+        &self.owner_uuids
+    }
+}
+
+impl Provisionable for NetworkPool {
+    fn owner_uuids(&self) -> &[String] {
+        &self.owner_uuids
+    }
 }
 
 impl From<NetworkPool> for proto::NetworkPool {

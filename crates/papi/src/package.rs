@@ -208,15 +208,15 @@ pub fn apply(p: &mut Package, f: proto::PackageFields) {
             *slot = v;
         }
     }
+    // An empty text or list clears an optional field.
     fn text(slot: &mut Option<String>, value: Option<String>) {
-        if let Some(v) = value {
-            *slot = (!v.is_empty()).then_some(v);
-        }
+        set(slot, value.map(|v| (!v.is_empty()).then_some(v)));
     }
     fn list(slot: &mut Option<Vec<String>>, value: Option<proto::UuidList>) {
-        if let Some(v) = value {
-            *slot = (!v.uuids.is_empty()).then_some(v.uuids);
-        }
+        set(
+            slot,
+            value.map(|v| (!v.uuids.is_empty()).then_some(v.uuids)),
+        );
     }
     set(&mut p.name, f.name);
     set(&mut p.version, f.version);

@@ -19,7 +19,7 @@ use moray_client::{FindOptions, Sort, SortOrder};
 use crate::allocation;
 use crate::error::{Error, FieldError, Result};
 use crate::ip::Subnet;
-use crate::model::{Network, may_provision};
+use crate::model::{Network, Provisionable};
 use crate::store::{Store, Stored};
 use crate::validate::{self, Checks};
 
@@ -154,12 +154,11 @@ impl Napi {
 
     /// One page of a list of networks or pools: from `offset`, at most `limit` (default
     /// [`validate::MAX_LIMIT`]), of those `provisionable_by` may provision on (all
-    /// without it). `owners` gives a record's `owner_uuids`.
-    fn page<T>(
+    /// without it).
+    fn page<T: Provisionable>(
         &self,
         found: Vec<Stored<T>>,
-        owners: fn(&T) -> &[String],
-        provisionable_by: Option<&str>,
+        provisionable_by: Option<String>,
         offset: u32,
         limit: Option<u32>,
     ) -> Vec<T> {
@@ -167,7 +166,8 @@ impl Napi {
             .into_iter()
             .map(|s| s.value)
             .filter(|v| {
-                provisionable_by.is_none_or(|p| may_provision(owners(v), p, &self.admin_uuid))
+                let owner = provisionable_by.as_deref();
+                owner.is_none_or(|p| v.provisionable_by(p, &self.admin_uuid))
             })
             .skip(offset as usize)
             .take(limit.unwrap_or(validate::MAX_LIMIT) as usize)

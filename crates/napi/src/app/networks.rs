@@ -157,12 +157,16 @@ impl Napi {
         }
     }
 
-    pub async fn get_network(&self, uuid: &str) -> Result<Network> {
-        validate::uuid("uuid", uuid).map_err(one)?;
+    /// The network `uuid`, or ResourceNotFound.
+    async fn existing_network(&self, uuid: &str) -> Result<Stored<Network>> {
         self.network(uuid)
             .await?
-            .map(|s| s.value)
             .ok_or_else(|| not_found("network", uuid))
+    }
+
+    pub async fn get_network(&self, uuid: &str) -> Result<Network> {
+        validate::uuid("uuid", uuid).map_err(one)?;
+        Ok(self.existing_network(uuid).await?.value)
     }
 
     pub async fn list_networks(&self, req: proto::ListNetworksRequest) -> Result<Vec<Network>> {
@@ -198,23 +202,14 @@ impl Napi {
                 "name",
             )
             .await?;
-        Ok(self.page(
-            found,
-            |r| r.owner_uuids.as_slice(),
-            provisionable_by.as_deref(),
-            req.offset,
-            limit,
-        ))
+        Ok(self.page(found, provisionable_by, req.offset, limit))
     }
 
     pub async fn update_network(&self, req: proto::UpdateNetworkRequest) -> Result<Network> {
         validate::uuid("uuid", &req.uuid).map_err(one)?;
         let mut tries = RetryPolicy::DEFAULT.start();
         while tries.next().await {
-            let stored = self
-                .network(&req.uuid)
-                .await?
-                .ok_or_else(|| not_found("network", &req.uuid))?;
+            let stored = self.existing_network(&req.uuid).await?;
             let mut n = stored.value;
             let subnet = n.parsed_subnet()?;
             let mut c = Checks::new();
@@ -296,10 +291,7 @@ impl Napi {
     #[tracing::instrument(skip(self))]
     pub async fn delete_network(&self, uuid: &str) -> Result<()> {
         validate::uuid("uuid", uuid).map_err(one)?;
-        let stored = self
-            .network(uuid)
-            .await?
-            .ok_or_else(|| not_found("network", uuid))?;
+        let stored = self.existing_network(uuid).await?;
         self.delete_network_record(stored).await
     }
 

@@ -49,11 +49,15 @@ impl Napi {
         self.store.get(NIC_TAGS, name).await
     }
 
-    pub async fn get_nic_tag(&self, name: &str) -> Result<NicTag> {
+    /// The nic tag `name`, or ResourceNotFound.
+    async fn existing_nic_tag(&self, name: &str) -> Result<Stored<NicTag>> {
         self.nic_tag(name)
             .await?
-            .map(|s| s.value)
             .ok_or_else(|| not_found("nic tag", name))
+    }
+
+    pub async fn get_nic_tag(&self, name: &str) -> Result<NicTag> {
+        Ok(self.existing_nic_tag(name).await?.value)
     }
 
     pub async fn list_nic_tags(&self, req: proto::ListNicTagsRequest) -> Result<Vec<NicTag>> {
@@ -68,10 +72,7 @@ impl Napi {
     pub async fn update_nic_tag(&self, req: proto::UpdateNicTagRequest) -> Result<NicTag> {
         let mut tries = RetryPolicy::DEFAULT.start();
         while tries.next().await {
-            let stored = self
-                .nic_tag(&req.name)
-                .await?
-                .ok_or_else(|| not_found("nic tag", &req.name))?;
+            let stored = self.existing_nic_tag(&req.name).await?;
             let mut tag = stored.value;
             if let Some(mtu) = req.mtu {
                 let mtu = validate::nic_tag_mtu("mtu", mtu).map_err(one)?;
@@ -106,10 +107,7 @@ impl Napi {
     }
 
     pub async fn delete_nic_tag(&self, name: &str) -> Result<()> {
-        let stored = self
-            .nic_tag(name)
-            .await?
-            .ok_or_else(|| not_found("nic tag", name))?;
+        let stored = self.existing_nic_tag(name).await?;
         if let Some(n) = self
             .store
             .any::<Network>(NETWORKS, &Filter::eq("nic_tag", name))

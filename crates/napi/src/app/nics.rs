@@ -7,7 +7,7 @@ use triton_proto::napi::v1 as proto;
 use crate::error::{Error, FieldError, Result};
 use crate::ip;
 use crate::mac;
-use crate::model::{IpRecord, Network, NetworkPool, Nic};
+use crate::model::{IpRecord, Network, NetworkPool, Nic, Provisionable};
 use crate::store::{self, Conflict, IPS, NETWORK_POOLS, NETWORKS, NICS, Stored};
 use crate::validate::{self, Checks};
 use moray_client::filter::Filter;

@@ -131,13 +131,7 @@ impl Napi {
             .store
             .find_all::<NetworkPool>(NETWORK_POOLS, "(uuid=*)", "name")
             .await?;
-        Ok(self.page(
-            found,
-            |r| r.owner_uuids.as_slice(),
-            provisionable_by.as_deref(),
-            req.offset,
-            limit,
-        ))
+        Ok(self.page(found, provisionable_by, req.offset, limit))
     }
 
     pub async fn update_network_pool(
