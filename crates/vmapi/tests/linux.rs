@@ -67,16 +67,14 @@ async fn linux_instances_through_vmapi() {
     assert!(pings(&ip));
 
     // resize + rename + tag.
-    let update = c
-        .update_vm(pb::UpdateVmRequest {
-            uuid: vm.uuid.clone(),
-            ram: Some(128),
-            alias: Some("linux0-renamed".into()),
-            set_tags: [("env".to_string(), text("test"))].into(),
-            ..Default::default()
-        })
-        .await;
-    succeeds(&dc, update).await;
+    let update = pb::UpdateVmRequest {
+        uuid: vm.uuid.clone(),
+        ram: Some(128),
+        alias: Some("linux0-renamed".into()),
+        set_tags: [("env".to_string(), text("test"))].into(),
+        ..Default::default()
+    };
+    succeeds(&dc, c.update_vm(update).await).await;
     let after = dc.vm(&vm.uuid).await;
     assert_eq!((after.ram, after.alias.as_str()), (128, "linux0-renamed"));
     assert!(after.tags.contains_key("env"));

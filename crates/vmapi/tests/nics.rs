@@ -56,21 +56,16 @@ async fn a_nic_is_added_to_and_removed_from_a_running_vm() {
     let sim = sim_of(&dc, &vm.server_uuid);
 
     // Add: a NIC with the address asked for, on the node and in NAPI.
-    let r = c
-        .add_nics(pb::AddNicsRequest {
-            uuid: vm.uuid.clone(),
-            owner_uuid: dc.seed().owner.clone(),
-            networks: vec![pb::NetworkSpec {
-                ipv4_ips: vec!["10.202.0.77".into()],
-                ..on_network(&data)
-            }],
-            ..Default::default()
-        })
-        .await
-        .expect("add nics")
-        .into_inner();
-    let job = dc.wait_job(&r.job_uuid).await;
-    assert_eq!(job.execution, "succeeded", "{job:?}");
+    let add = pb::AddNicsRequest {
+        uuid: vm.uuid.clone(),
+        owner_uuid: dc.seed().owner.clone(),
+        networks: vec![pb::NetworkSpec {
+            ipv4_ips: vec!["10.202.0.77".into()],
+            ..on_network(&data)
+        }],
+        ..Default::default()
+    };
+    let job = succeeds(&dc, c.add_nics(add).await).await;
     assert_eq!(job.name, "add_nics");
     let names: Vec<&str> = job.chain.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(
@@ -225,17 +220,12 @@ async fn a_nic_is_added_to_and_removed_from_a_running_vm() {
     }
 
     // The MAC in CloudAPI's form, without colons.
-    let r = c
-        .remove_nics(pb::RemoveNicsRequest {
-            uuid: vm.uuid.clone(),
-            owner_uuid: dc.seed().owner.clone(),
-            macs: vec![added.mac.replace(':', "").to_uppercase()],
-        })
-        .await
-        .expect("remove nics")
-        .into_inner();
-    let job = dc.wait_job(&r.job_uuid).await;
-    assert_eq!(job.execution, "succeeded", "{job:?}");
+    let remove = pb::RemoveNicsRequest {
+        uuid: vm.uuid.clone(),
+        owner_uuid: dc.seed().owner.clone(),
+        macs: vec![added.mac.replace(':', "").to_uppercase()],
+    };
+    let job = succeeds(&dc, c.remove_nics(remove).await).await;
     assert_eq!(job.name, "remove_nics");
     let after = dc.vm(&vm.uuid).await;
     assert_eq!(after.nics.len(), 1);
@@ -253,25 +243,17 @@ async fn a_nic_is_added_to_and_removed_from_a_running_vm() {
     assert_ne!(on_node.spec.nics[0].mac, added.mac);
 
     // The last NIC, primary or not, may go.
-    let r = c
-        .remove_nics(pb::RemoveNicsRequest {
-            uuid: vm.uuid.clone(),
-            macs: vec![after.nics[0].mac.clone()],
-            ..Default::default()
-        })
-        .await
-        .expect("remove the last nic")
-        .into_inner();
-    assert_eq!(dc.wait_job(&r.job_uuid).await.execution, "succeeded");
+    let remove = pb::RemoveNicsRequest {
+        uuid: vm.uuid.clone(),
+        macs: vec![after.nics[0].mac.clone()],
+        ..Default::default()
+    };
+    succeeds(&dc, c.remove_nics(remove).await).await;
     assert!(dc.vm(&vm.uuid).await.nics.is_empty());
     assert!(dc.napi_nics(&vm.uuid).await.is_empty());
     // ... and a NIC added to a VM without NICs is its primary.
-    let r = c
-        .add_nics(add_to(&vm.uuid, vec![on_network(&data)]))
-        .await
-        .expect("add to a VM without NICs")
-        .into_inner();
-    assert_eq!(dc.wait_job(&r.job_uuid).await.execution, "succeeded");
+    let add = add_to(&vm.uuid, vec![on_network(&data)]);
+    succeeds(&dc, c.add_nics(add).await).await;
     let after = dc.vm(&vm.uuid).await;
     assert_eq!(after.nics.len(), 1);
     assert!(after.nics[0].primary);
@@ -289,13 +271,8 @@ async fn a_nic_the_node_cannot_take_leaves_no_nic_in_napi() {
     let sim = sim_of(&dc, &vm.server_uuid);
     let vm_id: Uuid = vm.uuid.parse().unwrap();
 
-    let r = dc
-        .vmapi()
-        .add_nics(add_to(&vm.uuid, vec![on_network(&broken)]))
-        .await
-        .expect("accepted")
-        .into_inner();
-    let job = dc.wait_job(&r.job_uuid).await;
+    let add = add_to(&vm.uuid, vec![on_network(&broken)]);
+    let job = job_of(&dc, dc.vmapi().add_nics(add).await).await;
     assert_eq!(job.execution, "failed", "{job:?}");
     assert!(job.error.starts_with("machine_update: "), "{}", job.error);
     assert_eq!(step_status(&job, "provision_nics"), "undone");

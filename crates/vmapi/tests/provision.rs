@@ -13,7 +13,7 @@ use cn_agent::ZoneBackend;
 use cn_agent::sim::SimDelays;
 use common::{
     action_on, assert_no_ip_held, broken_network, delete_vm, restart_during, running_vm, sim_of,
-    step_status, text,
+    step_status, succeeds, text,
 };
 use dc_testkit::services::cn_agent;
 use dc_testkit::{Dc, Options, error_of, eventually};
@@ -91,20 +91,16 @@ async fn a_vm_lives_its_whole_life_through_jobs() {
     assert_eq!(dc.vm(&vm.uuid).await.state, "running");
 
     // Resize, rename, tags and metadata.
-    let r = c
-        .update_vm(pb::UpdateVmRequest {
-            uuid: vm.uuid.clone(),
-            ram: Some(512),
-            alias: Some("web0-renamed".into()),
-            set_tags: [("tier".to_string(), text("front"))].into(),
-            remove_tags: vec!["role".into()],
-            set_customer_metadata: [("motd".to_string(), "hi".to_string())].into(),
-            ..Default::default()
-        })
-        .await
-        .expect("update")
-        .into_inner();
-    assert_eq!(dc.wait_job(&r.job_uuid).await.execution, "succeeded");
+    let update = pb::UpdateVmRequest {
+        uuid: vm.uuid.clone(),
+        ram: Some(512),
+        alias: Some("web0-renamed".into()),
+        set_tags: [("tier".to_string(), text("front"))].into(),
+        remove_tags: vec!["role".into()],
+        set_customer_metadata: [("motd".to_string(), "hi".to_string())].into(),
+        ..Default::default()
+    };
+    succeeds(&dc, c.update_vm(update).await).await;
     let updated = dc.vm(&vm.uuid).await;
     assert_eq!(updated.ram, 512);
     assert_eq!(updated.max_physical_memory, 512);
@@ -205,15 +201,11 @@ async fn a_vm_lives_its_whole_life_through_jobs() {
     assert_eq!(names, ["update", "reboot", "start", "stop", "provision"]);
 
     // Delete: the instance goes from the node, the IP back to the network.
-    let r = c
-        .delete_vm(pb::DeleteVmRequest {
-            uuid: vm.uuid.clone(),
-            owner_uuid: dc.seed().owner.clone(),
-        })
-        .await
-        .expect("delete")
-        .into_inner();
-    assert_eq!(dc.wait_job(&r.job_uuid).await.execution, "succeeded");
+    let delete = pb::DeleteVmRequest {
+        uuid: vm.uuid.clone(),
+        owner_uuid: dc.seed().owner.clone(),
+    };
+    succeeds(&dc, c.delete_vm(delete).await).await;
     let gone = dc.vm(&vm.uuid).await;
     assert_eq!(gone.state, "destroyed");
     assert!(!gone.destroyed.is_empty());
