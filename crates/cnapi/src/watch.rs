@@ -4,7 +4,7 @@
 //! sequence. The stream ends when the caller goes away (or with the gRPC server's drain).
 
 use moray_client::typed::Bucket;
-use moray_client::{FeedMessages, MorayError, WatchStream};
+use moray_client::{FeedObject, FeedRecords, MorayError, WatchStream};
 use tonic::{Code, Status};
 use triton_proto::cnapi::v1 as pb;
 
@@ -15,35 +15,19 @@ use crate::store::Store;
 
 pub type WatchServersStream = WatchStream<pb::WatchServersEvent>;
 
-/// WatchServers's messages; records are decoded as the store decodes them.
-struct ServerMessages(Bucket<ServerRecord>);
+/// WatchServers's records, decoded as the store decodes them.
+struct ServerRecords(Bucket<ServerRecord>);
 
-impl FeedMessages for ServerMessages {
-    type Record = pb::Server;
-    type Message = pb::WatchServersEvent;
+impl FeedRecords for ServerRecords {
+    type Event = pb::WatchServersEvent;
 
-    async fn record(
-        &self,
-        key: &str,
-        value: serde_json::Value,
-        etag: &str,
-    ) -> Result<Option<pb::Server>, Status> {
+    async fn record(&self, object: FeedObject) -> Result<Option<pb::Server>, Status> {
         let record = self
             .0
-            .decode(key, value)
+            .decode(&object.key, object.value)
             .map_err(|e| Error::Store(e.to_string()))?;
-        Ok(Some(server_to_pb(&record, etag)))
+        Ok(Some(server_to_pb(&record, &object.etag)))
     }
-
-    moray_client::feed_messages!(
-        pb,
-        WatchServersEvent,
-        watch_servers_event,
-        WatchServersPage { servers },
-        WatchServersSnapshotDone,
-        ServerChange { uuid, server },
-        WatchServersResync
-    );
 
     fn error(&self, e: MorayError) -> Status {
         Error::Store(format!("follow the servers' change feed: {e}")).into()
@@ -62,6 +46,6 @@ pub async fn watch_servers<S: Store>(
             "WatchServers needs the servers in Moray; this CNAPI keeps them in memory",
         ));
     };
-    let feed = bucket.client().follow(bucket.name(), None, req.position);
-    moray_client::serve_follow(feed, ServerMessages(bucket.clone()), std::future::pending()).await
+    let feed = bucket.follow(None, req.position);
+    moray_client::serve_follow(feed, ServerRecords(bucket.clone()), std::future::pending()).await
 }

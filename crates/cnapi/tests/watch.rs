@@ -8,13 +8,12 @@ use std::time::Duration;
 
 use cnapi::service::Settings;
 use cnapi::store::{MemoryStore, MorayStore, Store};
+use dc_testkit::feed::Feed;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-use tonic::Streaming;
 use tonic::transport::Channel;
 use triton_proto::cnapi::v1 as pb;
 use triton_proto::cnapi::v1::cnapi_client::CnapiClient;
-use triton_proto::cnapi::v1::watch_servers_event::Event;
 use uuid::Uuid;
 
 /// No reconciliation while the test runs: the only writes are the test's.
@@ -63,21 +62,12 @@ async fn get(c: &mut CnapiClient<Channel>, uuid: &str) -> pb::Server {
         .into_inner()
 }
 
-async fn next(stream: &mut Streaming<pb::WatchServersEvent>) -> Event {
-    tokio::time::timeout(Duration::from_secs(10), stream.message())
-        .await
-        .expect("an event within 10 s")
-        .expect("no stream error")
-        .expect("the stream goes on")
-        .event
-        .expect("an event kind")
-}
-
-async fn watch(c: &mut CnapiClient<Channel>, position: u64) -> Streaming<pb::WatchServersEvent> {
+async fn watch(c: &mut CnapiClient<Channel>, position: u64) -> Feed<pb::WatchServersEvent> {
     c.watch_servers(pb::WatchServersRequest { position })
         .await
         .unwrap()
         .into_inner()
+        .into()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,23 +77,11 @@ async fn servers_then_their_changes_in_order_and_resume() {
     let first = register(&mut c, 1).await;
 
     let mut stream = watch(&mut c, 0).await;
-    let Event::Page(page) = next(&mut stream).await else {
-        panic!("the snapshot comes first");
-    };
-    assert_eq!(page.servers, vec![get(&mut c, &first).await]);
-    let Event::SnapshotDone(done) = next(&mut stream).await else {
-        panic!("snapshot_done after the pages");
-    };
-    assert_eq!(done.position, page.position);
+    let (servers, at) = stream.snapshot().await;
+    assert_eq!(servers, vec![get(&mut c, &first).await]);
 
     let second = register(&mut c, 2).await;
-    let Event::Change(added) = next(&mut stream).await else {
-        panic!("a change");
-    };
-    assert_eq!(added.op(), pb::server_change::Op::Put);
-    assert_eq!(added.uuid, second);
-    assert_eq!(added.server, Some(get(&mut c, &second).await));
-    assert!(added.position > done.position);
+    let added = stream.put(at, &second, &get(&mut c, &second).await).await;
 
     c.update_server(pb::UpdateServerRequest {
         uuid: first.clone(),
@@ -112,9 +90,7 @@ async fn servers_then_their_changes_in_order_and_resume() {
     })
     .await
     .unwrap();
-    let Event::Change(reserved) = next(&mut stream).await else {
-        panic!("a change");
-    };
+    let reserved = stream.change().await;
     assert_eq!(reserved.uuid, first);
     assert!(reserved.server.as_ref().is_some_and(|s| s.reserved));
     c.delete_server(pb::DeleteServerRequest {
@@ -122,26 +98,15 @@ async fn servers_then_their_changes_in_order_and_resume() {
     })
     .await
     .unwrap();
-    let Event::Change(deleted) = next(&mut stream).await else {
-        panic!("a change");
-    };
-    assert_eq!(
-        (deleted.op(), deleted.uuid.as_str(), deleted.server.as_ref()),
-        (pb::server_change::Op::Delete, first.as_str(), None)
-    );
+    let deleted = stream.delete(reserved.position, &first).await;
     assert!(added.position < reserved.position && reserved.position < deleted.position);
     drop(stream);
 
     // From the position of the second server's registration: the rest, once.
     let mut resumed = watch(&mut c, added.position).await;
-    assert_eq!(
-        next(&mut resumed).await,
-        Event::SnapshotDone(pb::WatchServersSnapshotDone {
-            position: added.position
-        })
-    );
-    assert_eq!(next(&mut resumed).await, Event::Change(reserved));
-    assert_eq!(next(&mut resumed).await, Event::Change(deleted));
+    resumed
+        .resumes_with(added.position, &[reserved, deleted])
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,92 +1,13 @@
 //! Reading an owner's Watch stream in a test: every owner's event is a page, the
-//! snapshot-complete marker, a change or the resync answer ([`WatchEvent`]), so one
-//! [`Feed`] reads them all.
+//! snapshot-complete marker, a change or the resync answer
+//! ([`triton_proto::feed::WatchEvent`]), so one [`Feed`] reads them all.
 
 use std::fmt::Debug;
 use std::time::Duration;
 
 use tonic::Streaming;
-use triton_proto::napi::v1 as napi;
-use triton_proto::ufds::v1 as ufds;
-use triton_proto::vmapi::v1 as vmapi;
-
-/// One event of a Watch stream, whatever the owner.
-#[derive(Debug)]
-pub enum Seen<R, C> {
-    /// A snapshot page: records as they are at a position.
-    Page(Vec<R>, u64),
-    /// The snapshot is complete (or a resume starts) at a position.
-    SnapshotDone(u64),
-    /// A PUT or a DELETE.
-    Change(C),
-    /// The position asked for is too old; the message.
-    Resync(u64, String),
-}
-
-/// An owner's Watch event: its record and change messages.
-pub trait WatchEvent: Debug + Sized {
-    /// The public record (`Vm`, `Nic`, ...).
-    type Record: Debug;
-    /// The change message (`VmChange`, `NicChange`, ...).
-    type Change: Debug;
-    /// What kind of event this is.
-    fn seen(self) -> Seen<Self::Record, Self::Change>;
-}
-
-macro_rules! watch_event {
-    ($event:ty, $kind:path, $record:ty, $change:ty, $records:ident) => {
-        impl WatchEvent for $event {
-            type Record = $record;
-            type Change = $change;
-            fn seen(self) -> Seen<$record, $change> {
-                use $kind as E;
-                match self.event {
-                    Some(E::Page(p)) => Seen::Page(p.$records, p.position),
-                    Some(E::SnapshotDone(d)) => Seen::SnapshotDone(d.position),
-                    Some(E::Change(c)) => Seen::Change(c),
-                    Some(E::Resync(r)) => Seen::Resync(r.position, r.message),
-                    None => panic!("an event without a kind"),
-                }
-            }
-        }
-    };
-}
-
-watch_event!(
-    vmapi::WatchVmsEvent,
-    vmapi::watch_vms_event::Event,
-    vmapi::Vm,
-    vmapi::VmChange,
-    vms
-);
-watch_event!(
-    napi::WatchNicsEvent,
-    napi::watch_nics_event::Event,
-    napi::Nic,
-    napi::NicChange,
-    nics
-);
-watch_event!(
-    napi::WatchNetworksEvent,
-    napi::watch_networks_event::Event,
-    napi::Network,
-    napi::NetworkChange,
-    networks
-);
-watch_event!(
-    ufds::WatchAccountsEvent,
-    ufds::watch_accounts_event::Event,
-    ufds::Account,
-    ufds::AccountChange,
-    accounts
-);
-watch_event!(
-    ufds::WatchKeysEvent,
-    ufds::watch_keys_event::Event,
-    ufds::Key,
-    ufds::KeyChange,
-    keys
-);
+use triton_proto::feed::v1::ChangeOp;
+pub use triton_proto::feed::{ChangeMessage, Event, WatchEvent};
 
 /// A Watch stream being read; every read panics (the test fails) on anything but what
 /// it expects, or when nothing comes within 10 s.
@@ -94,21 +15,39 @@ pub struct Feed<E> {
     stream: Streaming<E>,
 }
 
-impl<E: WatchEvent> From<Streaming<E>> for Feed<E> {
+impl<E> From<Streaming<E>> for Feed<E> {
     fn from(stream: Streaming<E>) -> Self {
         Feed { stream }
     }
 }
 
-impl<E: WatchEvent> Feed<E> {
+impl<E> Feed<E>
+where
+    E: WatchEvent + Debug,
+    E::Record: Debug,
+    E::Change: Debug,
+{
     /// The next event.
-    pub async fn next(&mut self) -> Seen<E::Record, E::Change> {
+    pub async fn next(&mut self) -> Event<E::Record, E::Change> {
         tokio::time::timeout(Duration::from_secs(10), self.stream.message())
             .await
             .expect("an event within 10 s")
             .expect("no stream error")
             .expect("the stream goes on")
-            .seen()
+            .into_event()
+            .expect("an event with a kind")
+    }
+
+    /// The end of the stream (after a resync answer, say).
+    pub async fn end(&mut self) {
+        let last = tokio::time::timeout(Duration::from_secs(10), self.stream.message())
+            .await
+            .expect("the end within 10 s")
+            .expect("no stream error");
+        assert!(
+            last.is_none(),
+            "expected the end of the stream, got {last:?}"
+        );
     }
 
     /// The whole snapshot (every page, then the marker at the pages' position) and its
@@ -118,12 +57,12 @@ impl<E: WatchEvent> Feed<E> {
         let mut at = None;
         loop {
             match self.next().await {
-                Seen::Page(records, position) => {
+                Event::Page(records, position) => {
                     assert!(at.is_none_or(|a| a == position), "pages share a position");
                     at = Some(position);
                     all.extend(records);
                 }
-                Seen::SnapshotDone(position) => {
+                Event::SnapshotDone(position) => {
                     assert_eq!(Some(position), at, "the marker is at the pages' position");
                     return (all, position);
                 }
@@ -135,17 +74,62 @@ impl<E: WatchEvent> Feed<E> {
     /// The snapshot-complete marker (a resume starts with it); its position.
     pub async fn marker(&mut self) -> u64 {
         match self.next().await {
-            Seen::SnapshotDone(position) => position,
+            Event::SnapshotDone(position) => position,
             other => panic!("expected the marker, got {other:?}"),
+        }
+    }
+
+    /// The resync answer: its position and its message.
+    pub async fn resync(&mut self) -> (u64, String) {
+        match self.next().await {
+            Event::Resync(position, message) => (position, message),
+            other => panic!("expected the resync answer, got {other:?}"),
         }
     }
 
     /// The next change.
     pub async fn change(&mut self) -> E::Change {
         match self.next().await {
-            Seen::Change(c) => c,
+            Event::Change(c) => c,
             other => panic!("expected a change, got {other:?}"),
         }
+    }
+
+    /// The next change, which must be a PUT of `record` under `key` after `after`.
+    pub async fn put(&mut self, after: u64, key: &str, record: &E::Record) -> E::Change
+    where
+        E::Record: PartialEq,
+    {
+        self.change_after(after, ChangeOp::Put, key, Some(record))
+            .await
+    }
+
+    /// The next change, which must be a DELETE of `key` after `after`.
+    pub async fn delete(&mut self, after: u64, key: &str) -> E::Change
+    where
+        E::Record: PartialEq,
+    {
+        self.change_after(after, ChangeOp::Delete, key, None).await
+    }
+
+    async fn change_after(
+        &mut self,
+        after: u64,
+        op: ChangeOp,
+        key: &str,
+        record: Option<&E::Record>,
+    ) -> E::Change
+    where
+        E::Record: PartialEq,
+    {
+        let c = self.change().await;
+        assert!(c.position() > after, "a change after {after}, got {c:?}");
+        assert_eq!(
+            (c.op(), c.key(), c.record()),
+            (op, key, record),
+            "the change's op, key and record"
+        );
+        c
     }
 
     /// A resumed stream's start: the marker at `position`, then `changes`, in order.

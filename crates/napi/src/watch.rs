@@ -4,7 +4,7 @@
 //! position is Moray's change feed sequence of the bucket.
 
 use moray_client::filter::Filter;
-use moray_client::{FeedMessages, MorayClient, MorayError, WatchStream};
+use moray_client::{FeedObject, FeedRecords, MorayClient, MorayError, WatchStream};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
@@ -27,37 +27,27 @@ pub struct Watch {
     shutdown: CancellationToken,
 }
 
-fn decode<T: DeserializeOwned>(
-    what: &str,
-    key: &str,
-    value: serde_json::Value,
-) -> Result<T, Status> {
-    serde_json::from_value(value).map_err(|e| {
+fn decode<T: DeserializeOwned>(what: &str, object: FeedObject) -> Result<T, Status> {
+    serde_json::from_value(object.value).map_err(|e| {
         Error::Corrupt {
-            what: format!("{what} {key}"),
+            what: format!("{what} {}", object.key),
             reason: e.to_string(),
         }
         .into()
     })
 }
 
-/// WatchNics's messages for one watcher: only NICs with these `(field, value)`s.
-struct NicMessages {
+/// WatchNics's records for one watcher: only NICs with these `(field, value)`s.
+struct NicRecords {
     app: Napi,
     only: Vec<(&'static str, String)>,
 }
 
-impl FeedMessages for NicMessages {
-    type Record = proto::Nic;
-    type Message = proto::WatchNicsEvent;
+impl FeedRecords for NicRecords {
+    type Event = proto::WatchNicsEvent;
 
-    async fn record(
-        &self,
-        mac: &str,
-        value: serde_json::Value,
-        _etag: &str,
-    ) -> Result<Option<proto::Nic>, Status> {
-        let nic: Nic = decode("NIC", mac, value)?;
+    async fn record(&self, object: FeedObject) -> Result<Option<proto::Nic>, Status> {
+        let nic: Nic = decode("NIC", object)?;
         let wanted = self.only.iter().all(|(field, v)| match *field {
             "belongs_to_uuid" => nic.belongs_to_uuid == *v,
             _ => nic.owner_uuid == *v,
@@ -69,53 +59,27 @@ impl FeedMessages for NicMessages {
         Ok(Some(nic.into_proto(network.as_ref())))
     }
 
-    moray_client::feed_messages!(
-        proto,
-        WatchNicsEvent,
-        watch_nics_event,
-        WatchNicsPage { nics },
-        WatchSnapshotDone,
-        NicChange { mac, nic },
-        WatchResync
-    );
-
     fn error(&self, e: MorayError) -> Status {
         Error::moray("follow the NICs' change feed")(e).into()
     }
 }
 
-/// WatchNetworks's messages for one watcher (`owner`: only the networks listing it).
-struct NetworkMessages {
+/// WatchNetworks's records for one watcher (`owner`: only the networks listing it).
+struct NetworkRecords {
     owner: Option<String>,
 }
 
-impl FeedMessages for NetworkMessages {
-    type Record = proto::Network;
-    type Message = proto::WatchNetworksEvent;
+impl FeedRecords for NetworkRecords {
+    type Event = proto::WatchNetworksEvent;
 
-    async fn record(
-        &self,
-        uuid: &str,
-        value: serde_json::Value,
-        _etag: &str,
-    ) -> Result<Option<proto::Network>, Status> {
-        let network: Network = decode("network", uuid, value)?;
+    async fn record(&self, object: FeedObject) -> Result<Option<proto::Network>, Status> {
+        let network: Network = decode("network", object)?;
         Ok(self
             .owner
             .as_ref()
             .is_none_or(|o| network.owner_uuids.contains(o))
             .then(|| network.into()))
     }
-
-    moray_client::feed_messages!(
-        proto,
-        WatchNetworksEvent,
-        watch_networks_event,
-        WatchNetworksPage { networks },
-        WatchSnapshotDone,
-        NetworkChange { uuid, network },
-        WatchResync
-    );
 
     fn error(&self, e: MorayError) -> Status {
         Error::moray("follow the networks' change feed")(e).into()
@@ -152,11 +116,11 @@ impl Watch {
         let terms: Vec<Filter> = only.iter().map(|(f, v)| Filter::eq(f, v)).collect();
         let filter = Filter::and_else(terms, Filter::present("mac")).to_string();
         let feed = self.moray.follow(NICS, Some(&filter), req.position);
-        let messages = NicMessages {
+        let records = NicRecords {
             app: self.app.clone(),
             only,
         };
-        moray_client::serve_follow(feed, messages, self.shutdown.clone().cancelled_owned()).await
+        moray_client::serve_follow(feed, records, self.shutdown.clone().cancelled_owned()).await
     }
 
     /// Starts following the networks; a failure before the first event is the call's
@@ -176,7 +140,7 @@ impl Watch {
         let feed = self.moray.follow(NETWORKS, Some(&filter), req.position);
         moray_client::serve_follow(
             feed,
-            NetworkMessages { owner },
+            NetworkRecords { owner },
             self.shutdown.clone().cancelled_owned(),
         )
         .await

@@ -1,5 +1,6 @@
 //! Generated tonic/prost code for every service's `.proto` under `proto/`.
-//! One module per proto package: `triton.moray.v1` is [`moray::v1`], and so on.
+//! One module per proto package: `triton.moray.v1` is [`moray::v1`], and so on; [`feed`]
+//! also has what every owner's change feed shares.
 
 // Generated code: a oneof with an upload header beside a bytes chunk is meant to be
 // uneven (boxing is prost's choice, not ours).
@@ -9,56 +10,28 @@
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/triton_descriptor.bin"));
 
-pub mod moray {
-    pub mod v1 {
-        tonic::include_proto!("triton.moray.v1");
-    }
+pub mod feed;
+
+/// `pub mod <name> { pub mod v1 { <the generated code of package triton.<name>.v1> } }`
+/// for each package.
+macro_rules! packages {
+    ($($name:ident: $package:literal,)*) => {$(
+        pub mod $name {
+            pub mod v1 {
+                tonic::include_proto!($package);
+            }
+        }
+    )*};
 }
 
-pub mod cnapi {
-    pub mod v1 {
-        tonic::include_proto!("triton.cnapi.v1");
-    }
-}
-
-pub mod cnagent {
-    pub mod v1 {
-        tonic::include_proto!("triton.cnagent.v1");
-    }
-}
-
-pub mod napi {
-    pub mod v1 {
-        tonic::include_proto!("triton.napi.v1");
-    }
-}
-
-pub mod imgapi {
-    pub mod v1 {
-        tonic::include_proto!("triton.imgapi.v1");
-    }
-}
-
-pub mod manatee {
-    pub mod v1 {
-        tonic::include_proto!("triton.manatee.v1");
-    }
-}
-
-pub mod ufds {
-    pub mod v1 {
-        tonic::include_proto!("triton.ufds.v1");
-    }
-}
-
-pub mod papi {
-    pub mod v1 {
-        tonic::include_proto!("triton.papi.v1");
-    }
-}
-
-pub mod vmapi {
-    pub mod v1 {
-        tonic::include_proto!("triton.vmapi.v1");
-    }
+packages! {
+    moray: "triton.moray.v1",
+    cnapi: "triton.cnapi.v1",
+    cnagent: "triton.cnagent.v1",
+    napi: "triton.napi.v1",
+    imgapi: "triton.imgapi.v1",
+    manatee: "triton.manatee.v1",
+    ufds: "triton.ufds.v1",
+    papi: "triton.papi.v1",
+    vmapi: "triton.vmapi.v1",
 }

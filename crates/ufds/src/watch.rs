@@ -7,9 +7,12 @@
 
 use moray_client::filter::Filter;
 use moray_client::typed::Bucket;
-use moray_client::{FeedMessages, MorayClient, MorayError, WatchStream};
+use moray_client::{FeedObject, FeedRecords, MorayClient, WatchStream};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
+use triton_proto::feed::WatchEvent;
 use triton_proto::ufds::v1 as proto;
 
 use crate::account::{Account, check_uuid};
@@ -29,99 +32,68 @@ pub struct Watch {
     shutdown: CancellationToken,
 }
 
-/// An optional uuid filter, refused naming `field` when it is not a uuid.
-fn uuid_filter(field: &str, value: Option<&str>) -> Result<Option<String>, Status> {
-    match value {
-        None => Ok(None),
-        Some(v) => match check_uuid(field, v) {
-            Some(e) => Err(Error::Invalid(vec![e]).into()),
-            None => Ok(Some(v.to_string())),
-        },
+/// A stored record that a feed carries: the uuid field a watcher may filter on, and the
+/// public record it is.
+trait Watched: Serialize + DeserializeOwned + Send + Sync + 'static {
+    type Event: WatchEvent<Record: Send> + Send + 'static;
+    /// What following the feed is, for its errors.
+    const FOLLOW: &'static str;
+    /// The field a watcher filters on.
+    const FIELD: &'static str;
+    /// This record's value of [`Self::FIELD`].
+    fn field(&self) -> &str;
+    fn public(self) -> Result<<Self::Event as WatchEvent>::Record, Error>;
+}
+
+impl Watched for Account {
+    type Event = proto::WatchAccountsEvent;
+    const FOLLOW: &'static str = "follow the accounts' change feed";
+    const FIELD: &'static str = "uuid";
+    fn field(&self) -> &str {
+        &self.uuid
+    }
+    fn public(self) -> Result<proto::Account, Error> {
+        Ok(self.into())
     }
 }
 
-fn decode_error(e: MorayError) -> Status {
-    Error::moray("decode a watched record")(e).into()
+impl Watched for StoredKey {
+    type Event = proto::WatchKeysEvent;
+    const FOLLOW: &'static str = "follow the keys' change feed";
+    const FIELD: &'static str = "account_uuid";
+    fn field(&self) -> &str {
+        &self.account_uuid
+    }
+    fn public(self) -> Result<proto::Key, Error> {
+        key_to_proto(self)
+    }
 }
 
-/// WatchAccounts's messages for one watcher (`uuid`: only that account).
-struct AccountMessages {
-    bucket: Bucket<Account>,
-    uuid: Option<String>,
+/// One watcher's records of a bucket: with `only`, those whose field is `only`.
+struct Records<T> {
+    bucket: Bucket<T>,
+    only: Option<String>,
 }
 
-impl FeedMessages for AccountMessages {
-    type Record = proto::Account;
-    type Message = proto::WatchAccountsEvent;
+impl<T: Watched> FeedRecords for Records<T> {
+    type Event = T::Event;
 
     async fn record(
         &self,
-        key: &str,
-        value: serde_json::Value,
-        _etag: &str,
-    ) -> Result<Option<proto::Account>, Status> {
-        let account = self.bucket.decode(key, value).map_err(decode_error)?;
-        Ok(self
-            .uuid
-            .as_ref()
-            .is_none_or(|u| account.uuid == *u)
-            .then(|| account.into()))
-    }
-
-    moray_client::feed_messages!(
-        proto,
-        WatchAccountsEvent,
-        watch_accounts_event,
-        WatchAccountsPage { accounts },
-        WatchSnapshotDone,
-        AccountChange { uuid, account },
-        WatchResync
-    );
-
-    fn error(&self, e: MorayError) -> Status {
-        Error::moray("follow the accounts' change feed")(e).into()
-    }
-}
-
-/// WatchKeys's messages for one watcher (`account`: only that account's keys).
-struct KeyMessages {
-    bucket: Bucket<StoredKey>,
-    account: Option<String>,
-}
-
-impl FeedMessages for KeyMessages {
-    type Record = proto::Key;
-    type Message = proto::WatchKeysEvent;
-
-    async fn record(
-        &self,
-        id: &str,
-        value: serde_json::Value,
-        _etag: &str,
-    ) -> Result<Option<proto::Key>, Status> {
-        let key = self.bucket.decode(id, value).map_err(decode_error)?;
-        if self
-            .account
-            .as_ref()
-            .is_some_and(|a| key.account_uuid != *a)
-        {
+        object: FeedObject,
+    ) -> Result<Option<<T::Event as WatchEvent>::Record>, Status> {
+        let record = self
+            .bucket
+            .decode(&object.key, object.value)
+            .map_err(Error::moray("decode a watched record"))?;
+        if self.only.as_ref().is_some_and(|o| record.field() != o) {
             return Ok(None);
         }
-        Ok(Some(key_to_proto(key)?))
+        Ok(Some(record.public()?))
     }
 
-    moray_client::feed_messages!(
-        proto,
-        WatchKeysEvent,
-        watch_keys_event,
-        WatchKeysPage { keys },
-        WatchSnapshotDone,
-        KeyChange { id, key },
-        WatchResync
-    );
-
-    fn error(&self, e: MorayError) -> Status {
-        Error::moray("follow the keys' change feed")(e).into()
+    fn error(&self, e: moray_client::MorayError) -> Status {
+        Error::moray(T::FOLLOW)(e).into()
     }
 }
 
@@ -141,21 +113,8 @@ impl Watch {
         &self,
         req: proto::WatchAccountsRequest,
     ) -> Result<WatchAccountsStream, Status> {
-        let uuid = uuid_filter("uuid", req.uuid.as_deref())?;
-        let filter = match &uuid {
-            Some(u) => Filter::eq("uuid", u),
-            None => Filter::present("uuid"),
-        }
-        .to_string();
-        let feed = self
-            .accounts
-            .client()
-            .follow(self.accounts.name(), Some(&filter), req.position);
-        let messages = AccountMessages {
-            bucket: self.accounts.clone(),
-            uuid,
-        };
-        moray_client::serve_follow(feed, messages, self.shutdown.clone().cancelled_owned()).await
+        self.follow(&self.accounts, req.uuid.as_deref(), req.position)
+            .await
     }
 
     /// Starts following the keys; a failure before the first event is the call's error.
@@ -163,20 +122,30 @@ impl Watch {
         &self,
         req: proto::WatchKeysRequest,
     ) -> Result<WatchKeysStream, Status> {
-        let account = uuid_filter("account_uuid", req.account_uuid.as_deref())?;
-        let filter = match &account {
-            Some(a) => Filter::eq("account_uuid", a),
-            None => Filter::present("account_uuid"),
+        self.follow(&self.keys, req.account_uuid.as_deref(), req.position)
+            .await
+    }
+
+    /// `bucket`'s feed from `position`; with `only` (refused when it is not a uuid), the
+    /// records whose field is `only`.
+    async fn follow<T: Watched>(
+        &self,
+        bucket: &Bucket<T>,
+        only: Option<&str>,
+        position: u64,
+    ) -> Result<WatchStream<T::Event>, Status> {
+        if let Some(e) = only.and_then(|v| check_uuid(T::FIELD, v)) {
+            return Err(Error::Invalid(vec![e]).into());
         }
-        .to_string();
-        let feed = self
-            .keys
-            .client()
-            .follow(self.keys.name(), Some(&filter), req.position);
-        let messages = KeyMessages {
-            bucket: self.keys.clone(),
-            account,
+        let filter = match only {
+            Some(v) => Filter::eq(T::FIELD, v),
+            None => Filter::present(T::FIELD),
         };
-        moray_client::serve_follow(feed, messages, self.shutdown.clone().cancelled_owned()).await
+        let feed = bucket.follow(Some(&filter.to_string()), position);
+        let records = Records {
+            bucket: bucket.clone(),
+            only: only.map(str::to_string),
+        };
+        moray_client::serve_follow(feed, records, self.shutdown.clone().cancelled_owned()).await
     }
 }

@@ -5,10 +5,10 @@
 // Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
-
+use dc_testkit::cloudapi::ssh_public_key;
 use dc_testkit::feed::Feed;
 use dc_testkit::{Dc, Options, assert_error};
+use triton_proto::feed::v1::ChangeOp;
 use triton_proto::ufds::v1 as proto;
 
 async fn ufds() -> Dc {
@@ -96,24 +96,14 @@ async fn accounts_snapshot_then_changes_in_order_and_resume() {
         })
         .await
         .expect("delete account");
-    let put = all.change().await;
-    assert!(put.position > at);
-    assert_eq!(put.op, proto::ChangeOp::Put as i32);
-    assert_eq!(put.uuid, carol.uuid);
-    assert_eq!(put.account.as_ref(), Some(&carol));
-    let update = all.change().await;
-    assert!(update.position > put.position);
-    assert_eq!(update.account.as_ref(), Some(&carol2));
-    let delete = all.change().await;
-    assert!(delete.position > update.position);
-    assert_eq!(delete.op, proto::ChangeOp::Delete as i32);
-    assert_eq!(delete.uuid, carol.uuid);
-    assert_eq!(delete.account, None);
+    let put = all.put(at, &carol.uuid, &carol).await;
+    let update = all.put(put.position, &carol.uuid, &carol2).await;
+    let delete = all.delete(update.position, &carol.uuid).await;
 
     // Carol's PUTs are not bob's watcher's; every DELETE is; then bob's update.
     let bob2 = set_email(&dc, "bob", "bob@example.org").await;
     assert_eq!(of_bob.change().await, delete);
-    assert_eq!(of_bob.change().await.account.as_ref(), Some(&bob2));
+    let later = of_bob.put(delete.position, &bob.uuid, &bob2).await;
 
     // Resuming from the create's position: the update and the delete once, then on.
     let mut resumed = watch_accounts(
@@ -125,35 +115,17 @@ async fn accounts_snapshot_then_changes_in_order_and_resume() {
     )
     .await;
     resumed.resumes_with(put.position, &[update, delete]).await;
-    let after = resumed.change().await;
-    assert_eq!(after.account.as_ref(), Some(&bob2));
-    assert_eq!(after, all.change().await);
+    assert_eq!(resumed.change().await, later);
+    assert_eq!(all.change().await, later);
 }
 
-fn public_key(dir: &std::path::Path, name: &str) -> String {
-    let path = dir.join(name);
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
-        .arg(&path)
-        .output()
-        .expect("ssh-keygen runs (package openssh-client)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::read_to_string(path.with_extension("pub"))
-        .expect("read .pub")
-        .trim()
-        .to_string()
-}
-
-async fn add_key(dc: &Dc, account: &str, name: &str, key: String) -> proto::Key {
+/// A new ed25519 key of `account`, named `name`.
+async fn add_key(dc: &Dc, account: &str, name: &str) -> proto::Key {
     dc.ufds()
         .create_key(proto::CreateKeyRequest {
             account: account.into(),
             name: name.into(),
-            key,
+            key: ssh_public_key("ed25519").trim().to_string(),
         })
         .await
         .expect("create key")
@@ -163,12 +135,11 @@ async fn add_key(dc: &Dc, account: &str, name: &str, key: String) -> proto::Key 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_snapshot_then_changes_of_one_account() {
     let dc = ufds().await;
-    let dir = tempfile::tempdir().expect("temp dir");
     let bob = create(&dc, "bob").await;
     let alice = create(&dc, "alice").await;
-    add_key(&dc, "bob", "one", public_key(dir.path(), "one")).await;
-    add_key(&dc, "bob", "two", public_key(dir.path(), "two")).await;
-    add_key(&dc, "alice", "hers", public_key(dir.path(), "hers")).await;
+    add_key(&dc, "bob", "one").await;
+    add_key(&dc, "bob", "two").await;
+    add_key(&dc, "alice", "hers").await;
 
     let mut stream: Feed<_> = dc
         .ufds()
@@ -196,8 +167,8 @@ async fn keys_snapshot_then_changes_of_one_account() {
     assert_eq!(snapshot, listed);
 
     // Alice's new key is not bob's watcher's; bob's new key and its delete are.
-    add_key(&dc, "alice", "more", public_key(dir.path(), "more")).await;
-    let three = add_key(&dc, "bob", "three", public_key(dir.path(), "three")).await;
+    add_key(&dc, "alice", "more").await;
+    let three = add_key(&dc, "bob", "three").await;
     dc.ufds()
         .delete_key(proto::DeleteKeyRequest {
             account: "bob".into(),
@@ -205,15 +176,9 @@ async fn keys_snapshot_then_changes_of_one_account() {
         })
         .await
         .expect("delete key");
-    let put = stream.change().await;
-    assert!(put.position > at);
-    assert_eq!(put.op, proto::ChangeOp::Put as i32);
-    assert_eq!(put.id, format!("{}/{}", bob.uuid, three.fingerprint));
-    assert_eq!(put.key.as_ref(), Some(&three));
-    let delete = stream.change().await;
-    assert!(delete.position > put.position);
-    assert_eq!(delete.op, proto::ChangeOp::Delete as i32);
-    assert_eq!(delete.id, put.id);
+    let id = format!("{}/{}", bob.uuid, three.fingerprint);
+    let put = stream.put(at, &id, &three).await;
+    stream.delete(put.position, &id).await;
 
     // Deleting the account deletes its keys: a DELETE for each.
     dc.ufds()
@@ -225,7 +190,7 @@ async fn keys_snapshot_then_changes_of_one_account() {
     let mut gone = Vec::new();
     for _ in 0..2 {
         let c = stream.change().await;
-        assert_eq!(c.op, proto::ChangeOp::Delete as i32);
+        assert_eq!(c.op(), ChangeOp::Delete);
         gone.push(c.id);
     }
     gone.sort();

@@ -2,9 +2,8 @@
 //! ([`MorayClient::follow`]) over the `vmapi_vms` bucket, each record mapped to the public
 //! `Vm` that GetVm and ListVms return. The position is Moray's change feed sequence.
 
-use futures::stream::BoxStream;
 use moray_client::filter::Filter;
-use moray_client::{FeedMessages, MorayClient, MorayError};
+use moray_client::{FeedObject, FeedRecords, MorayClient, MorayError, WatchStream};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use triton_proto::vmapi::v1 as pb;
@@ -18,7 +17,7 @@ use crate::validate::Checker;
 /// with large metadata.
 pub const PAGE_VMS: usize = 100;
 
-pub type WatchVmsStream = BoxStream<'static, Result<pb::WatchVmsEvent, Status>>;
+pub type WatchVmsStream = WatchStream<pb::WatchVmsEvent>;
 
 /// Serves WatchVms calls until shutdown.
 pub struct Watch {
@@ -26,23 +25,18 @@ pub struct Watch {
     shutdown: CancellationToken,
 }
 
-/// WatchVms's messages, for one watcher (`owner`: only that owner's VMs).
-struct VmMessages {
+/// WatchVms's records, for one watcher (`owner`: only that owner's VMs).
+struct VmRecords {
     owner: Option<String>,
 }
 
-impl FeedMessages for VmMessages {
-    type Record = pb::Vm;
-    type Message = pb::WatchVmsEvent;
+impl FeedRecords for VmRecords {
+    type Event = pb::WatchVmsEvent;
     const PAGE: usize = PAGE_VMS;
 
-    async fn record(
-        &self,
-        uuid: &str,
-        value: serde_json::Value,
-        _etag: &str,
-    ) -> Result<Option<pb::Vm>, Status> {
-        let vm: VmRecord = serde_json::from_value(value)
+    async fn record(&self, object: FeedObject) -> Result<Option<pb::Vm>, Status> {
+        let uuid = object.key;
+        let vm: VmRecord = serde_json::from_value(object.value)
             .map_err(|e| Error::Internal(format!("stored VM {uuid} does not parse: {e}")))?;
         Ok(self
             .owner
@@ -50,16 +44,6 @@ impl FeedMessages for VmMessages {
             .is_none_or(|o| vm.owner_uuid == o)
             .then(|| vm.to_pb()))
     }
-
-    moray_client::feed_messages!(
-        pb,
-        WatchVmsEvent,
-        watch_vms_event,
-        WatchVmsPage { vms },
-        WatchVmsSnapshotDone,
-        VmChange { uuid, vm },
-        WatchVmsResync
-    );
 
     fn error(&self, e: MorayError) -> Status {
         Error::moray("follow the VMs' change feed")(e).into()
@@ -84,7 +68,7 @@ impl Watch {
             .follow(VMS_BUCKET, filter.as_deref(), req.position);
         moray_client::serve_follow(
             feed,
-            VmMessages { owner },
+            VmRecords { owner },
             self.shutdown.clone().cancelled_owned(),
         )
         .await

@@ -15,14 +15,13 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use checkpoint::Checkpoint;
+use dc_testkit::feed::Feed;
 use dc_testkit::{Dc, Options, eventually};
 use moray_client::{EtagCondition, MorayClient};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-use tonic::Streaming;
 use triton_proto::vmapi::v1 as pb;
 use triton_proto::vmapi::v1::vmapi_client::VmapiClient;
-use triton_proto::vmapi::v1::watch_vms_event::Event;
 use triton_testkit::MorayFixture;
 use vmapi::model::VmRecord;
 use vmapi::store::VMS_BUCKET;
@@ -88,14 +87,21 @@ async fn put(moray: &MorayClient, vm: &VmRecord) {
         .expect("put VM record");
 }
 
-async fn next(stream: &mut Streaming<pb::WatchVmsEvent>) -> Event {
-    tokio::time::timeout(Duration::from_secs(10), stream.message())
+async fn watch(
+    vmapi: &VmapiClient<tonic::transport::Channel>,
+    position: u64,
+    owner_uuid: &str,
+) -> Feed<pb::WatchVmsEvent> {
+    vmapi
+        .clone()
+        .watch_vms(pb::WatchVmsRequest {
+            position,
+            owner_uuid: owner_uuid.into(),
+        })
         .await
-        .expect("an event within 10 s")
-        .expect("no stream error")
-        .expect("the stream goes on")
-        .event
-        .expect("an event kind")
+        .expect("WatchVms")
+        .into_inner()
+        .into()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,18 +130,8 @@ async fn snapshot_then_changes_of_one_owner_and_resume() {
         "{status:?}"
     );
 
-    let mut stream = vmapi
-        .watch_vms(pb::WatchVmsRequest {
-            position: 0,
-            owner_uuid: owner.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let Event::Page(page) = next(&mut stream).await else {
-        panic!("the snapshot comes first");
-    };
-    let mut got: Vec<pb::Vm> = page.vms;
+    let mut stream = watch(&vmapi, 0, &owner).await;
+    let (mut got, at) = stream.snapshot().await;
     got.sort_by(|x, y| x.uuid.cmp(&y.uuid));
     let mut want = Vec::new();
     for vm in [&web, &db] {
@@ -151,52 +147,24 @@ async fn snapshot_then_changes_of_one_owner_and_resume() {
     }
     want.sort_by(|x, y| x.uuid.cmp(&y.uuid));
     assert_eq!(got, want, "the snapshot's VMs are GetVm's");
-    let Event::SnapshotDone(done) = next(&mut stream).await else {
-        panic!("snapshot_done after the pages");
-    };
-    assert_eq!(done.position, page.position);
 
     // Another owner's change is not seen; this owner's is, in order.
     put(&a.moray, &record(&other, "theirs-too")).await;
     let mut web2 = web.clone();
     web2.state = "stopped".into();
     put(&a.moray, &web2).await;
-    let Event::Change(change) = next(&mut stream).await else {
-        panic!("a change");
-    };
-    assert_eq!(change.op(), pb::vm_change::Op::Put);
-    assert_eq!(change.uuid, web.uuid);
-    assert_eq!(change.vm, Some(web2.to_pb()));
-    assert!(change.position > done.position + 1, "{change:?}");
+    // (`at + 1`: the other owner's change took a position.)
+    let change = stream.put(at + 1, &web.uuid, &web2.to_pb()).await;
     a.moray
         .delete_object(VMS_BUCKET, &db.uuid, EtagCondition::Any)
         .await
         .unwrap();
-    let Event::Change(deleted) = next(&mut stream).await else {
-        panic!("a change");
-    };
-    assert_eq!(
-        (deleted.op(), deleted.uuid.as_str(), deleted.vm.as_ref()),
-        (pb::vm_change::Op::Delete, db.uuid.as_str(), None)
-    );
+    let deleted = stream.delete(change.position, &db.uuid).await;
     drop(stream);
 
     // Resuming from a position gives what came after it, once.
-    let mut resumed = vmapi
-        .watch_vms(pb::WatchVmsRequest {
-            position: change.position,
-            owner_uuid: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        next(&mut resumed).await,
-        Event::SnapshotDone(pb::WatchVmsSnapshotDone {
-            position: change.position
-        })
-    );
-    assert_eq!(next(&mut resumed).await, Event::Change(deleted));
+    let mut resumed = watch(&vmapi, change.position, "").await;
+    resumed.resumes_with(change.position, &[deleted]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,37 +193,14 @@ async fn a_position_older_than_what_is_kept_is_answered_with_resync() {
         assert!(Instant::now() < deadline, "the change log was not trimmed");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let mut stream = a
-        .vmapi
-        .clone()
-        .watch_vms(pb::WatchVmsRequest {
-            position: 1,
-            owner_uuid: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let Event::Resync(resync) = next(&mut stream).await else {
-        panic!("a resync answer");
-    };
-    assert_eq!(resync.position, 1);
-    assert!(
-        resync.message.starts_with("ResyncRequiredError: "),
-        "{resync:?}"
-    );
-    assert!(stream.message().await.unwrap().is_none(), "then the end");
+    let mut stream = watch(&a.vmapi, 1, "").await;
+    let (position, message) = stream.resync().await;
+    assert_eq!(position, 1);
+    assert!(message.starts_with("ResyncRequiredError: "), "{message}");
+    stream.end().await;
     // From 0 the whole state comes again.
-    let mut again = a
-        .vmapi
-        .clone()
-        .watch_vms(pb::WatchVmsRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let Event::Page(page) = next(&mut again).await else {
-        panic!("the snapshot comes first");
-    };
-    assert_eq!(page.vms.len(), 3);
+    let (vms, _) = watch(&a.vmapi, 0, "").await.snapshot().await;
+    assert_eq!(vms.len(), 3);
 }
 
 // ------------------------------------------------------------ the follower process

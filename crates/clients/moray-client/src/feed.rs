@@ -1,7 +1,7 @@
 //! "Snapshot then follow": a bucket's objects at a change feed position, then every change
 //! after that position, in order. Every owner's Watch RPC (VMAPI's `WatchVms`, ...) is
-//! built on [`MorayClient::follow`]; the owner maps the objects and changes to its public
-//! records.
+//! built on [`MorayClient::follow`] and [`serve_follow`]; the owner maps the objects to
+//! its public records ([`FeedRecords`]).
 //!
 //! ```no_run
 //! # async fn example(moray: moray_client::MorayClient) -> Result<(), moray_client::MorayError> {
@@ -29,12 +29,16 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use futures::stream::{self, BoxStream};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tonic::{Status, Streaming};
+use triton_proto::feed::WatchEvent;
 use triton_proto::moray::v1 as proto;
 
 use crate::MorayClient;
 use crate::error::{MorayError, Result};
+use crate::typed::Bucket;
 use crate::types::{ChangeEvent, ChangeOp, Object};
 
 /// Triton's name of the answer to a position the feed no longer has.
@@ -98,15 +102,19 @@ enum State {
     Done,
 }
 
-fn resync(e: MorayError, since: u64) -> FeedItem {
-    FeedItem::ResyncRequired {
-        since,
-        message: e.message(),
-    }
-}
-
-fn is_resync(e: &MorayError) -> bool {
-    e.name() == RESYNC_REQUIRED
+/// The last item of a feed that failed following from `since`: the resync answer when
+/// Moray no longer has that position, else the error.
+fn failed(status: Status, since: u64) -> Option<(Result<FeedItem>, State)> {
+    let e = MorayError::from(status);
+    let item = if e.name() == RESYNC_REQUIRED {
+        Ok(FeedItem::ResyncRequired {
+            since,
+            message: e.message(),
+        })
+    } else {
+        Err(e)
+    };
+    Some((item, State::Done))
 }
 
 /// The next item and the state after it; `None` ends the stream.
@@ -196,14 +204,7 @@ async fn step(state: State) -> Option<(Result<FeedItem>, State)> {
                         last: since,
                     },
                 )),
-                Err(status) => {
-                    let e = MorayError::from(status);
-                    if is_resync(&e) {
-                        Some((Ok(resync(e, since)), State::Done))
-                    } else {
-                        Some((Err(e), State::Done))
-                    }
-                }
+                Err(status) => failed(status, since),
             }
         }
         State::Follow { mut events, last } => match events.message().await {
@@ -224,14 +225,7 @@ async fn step(state: State) -> Option<(Result<FeedItem>, State)> {
                 Err(e) => Some((Err(e), State::Done)),
             },
             Ok(None) => None,
-            Err(status) => {
-                let e = MorayError::from(status);
-                if is_resync(&e) {
-                    Some((Ok(resync(e, last)), State::Done))
-                } else {
-                    Some((Err(e), State::Done))
-                }
-            }
+            Err(status) => failed(status, last),
         },
     }
 }
@@ -274,122 +268,60 @@ impl MorayClient {
     }
 }
 
-/// An owner's Watch RPC answer: its messages, or the status that ended the stream.
-pub type WatchStream<T> = BoxStream<'static, std::result::Result<T, Status>>;
-
-/// A change as an owner's change message carries it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FeedChange<R> {
-    /// Strictly increasing along the stream; a follower resumes from it.
-    pub position: u64,
-    /// The object's key in the bucket.
-    pub key: String,
-    /// The record after a PUT; `None` for a DELETE.
-    pub record: Option<R>,
-}
-
-impl<R> FeedChange<R> {
-    /// The op as every owner's proto numbers it: `PUT` 1, `DELETE` 2.
-    pub fn op(&self) -> i32 {
-        if self.record.is_some() { 1 } else { 2 }
+impl<T: Serialize + DeserializeOwned> Bucket<T> {
+    /// Snapshot then follow this bucket ([`MorayClient::follow`]).
+    pub fn follow(
+        &self,
+        filter: Option<&str>,
+        position: u64,
+    ) -> BoxStream<'static, Result<FeedItem>> {
+        self.client().follow(self.name(), filter, position)
     }
 }
 
-/// How an owner's Watch messages are made from its feed, for [`serve_follow`]: each owner
-/// (VMAPI's `WatchVms`, NAPI's `WatchNics`, ...) has its own proto messages of the same
-/// shape (a snapshot page, the snapshot-complete marker, a change, the resync answer).
-pub trait FeedMessages: Send + Sync + 'static {
-    /// The public record, as the owner's Get and List return it (e.g. VMAPI's `Vm`).
-    type Record: Send + 'static;
-    /// The stream's message (e.g. `WatchVmsEvent`).
-    type Message: Send + 'static;
+/// An owner's Watch RPC answer: its events, or the status that ended the stream.
+pub type WatchStream<T> = BoxStream<'static, std::result::Result<T, Status>>;
+
+/// A stored object as the feed carries it (in a snapshot page or a PUT).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedObject {
+    /// The object's key in the bucket.
+    pub key: String,
+    /// The stored value.
+    pub value: Value,
+    /// The object's etag after the write.
+    pub etag: String,
+}
+
+/// The owner's record of a [`FeedRecords`] impl.
+pub type RecordOf<M> = <<M as FeedRecords>::Event as WatchEvent>::Record;
+
+/// What an owner adds to its feed for [`serve_follow`]: which stored objects a watcher
+/// gets and as what public record. The events themselves are the owner's proto messages,
+/// built through their [`WatchEvent`] impl (every owner's have the shape of
+/// proto/feed.proto).
+pub trait FeedRecords: Send + Sync + 'static {
+    /// The stream's event (e.g. VMAPI's `WatchVmsEvent`); its record is the public
+    /// record, as the owner's Get and List return it.
+    type Event: WatchEvent<Record: Send> + Send + 'static;
     /// Records per snapshot message: a page stays far below gRPC's 4 MiB message limit.
     const PAGE: usize = 100;
 
-    /// The record stored under `key` with `etag`, or `None` for one this watcher did not
-    /// ask for (another owner's: changes are the whole bucket's).
+    /// The record of a stored object, or `None` for one this watcher did not ask for
+    /// (another owner's: changes are the whole bucket's).
     fn record(
         &self,
-        key: &str,
-        value: Value,
-        etag: &str,
-    ) -> impl Future<Output = std::result::Result<Option<Self::Record>, Status>> + Send;
-    /// A snapshot page: records as they are at `position`.
-    fn page(&self, records: Vec<Self::Record>, position: u64) -> Self::Message;
-    /// Every page has been sent; the changes after `position` follow.
-    fn snapshot_done(&self, position: u64) -> Self::Message;
-    /// A PUT (with the record after it) or a DELETE.
-    fn change(&self, change: FeedChange<Self::Record>) -> Self::Message;
-    /// `position` is older than the feed keeps; `message` starts with
-    /// [`RESYNC_REQUIRED`].
-    fn resync(&self, position: u64, message: String) -> Self::Message;
+        object: FeedObject,
+    ) -> impl Future<Output = std::result::Result<Option<RecordOf<Self>>, Status>> + Send;
     /// The status of a failure following the feed (it ends the stream).
     fn error(&self, e: MorayError) -> Status;
 }
 
-/// The message constructors of a [`FeedMessages`] impl (`page`, `snapshot_done`,
-/// `change`, `resync`), for an owner whose Watch event has the common shape: `{ event }`, a
-/// oneof of `Page { <records>, position }`, `SnapshotDone { position }`,
-/// `Change { position, op, <key>, <record> }` and `Resync { position, message }`. The
-/// first argument is the owner's proto module:
-///
-/// ```ignore
-/// impl FeedMessages for NicMessages {
-///     type Record = proto::Nic;
-///     type Message = proto::WatchNicsEvent;
-///     moray_client::feed_messages!(proto, WatchNicsEvent, watch_nics_event,
-///         WatchNicsPage { nics }, WatchSnapshotDone, NicChange { mac, nic }, WatchResync);
-///     async fn record(...) { ... }
-///     fn error(...) { ... }
-/// }
-/// ```
-#[macro_export]
-macro_rules! feed_messages {
-    ($pb:ident, $event:ident, $oneof:ident, $page:ident { $records:ident }, $done:ident,
-     $change:ident { $key:ident, $record:ident }, $resync:ident $(,)?) => {
-        fn page(&self, records: Vec<Self::Record>, position: u64) -> Self::Message {
-            $pb::$event {
-                event: Some($pb::$oneof::Event::Page($pb::$page {
-                    $records: records,
-                    position,
-                })),
-            }
-        }
-
-        fn snapshot_done(&self, position: u64) -> Self::Message {
-            $pb::$event {
-                event: Some($pb::$oneof::Event::SnapshotDone($pb::$done { position })),
-            }
-        }
-
-        fn change(&self, c: $crate::FeedChange<Self::Record>) -> Self::Message {
-            let op = c.op();
-            $pb::$event {
-                event: Some($pb::$oneof::Event::Change($pb::$change {
-                    position: c.position,
-                    op,
-                    $key: c.key,
-                    $record: c.record,
-                })),
-            }
-        }
-
-        fn resync(&self, position: u64, message: String) -> Self::Message {
-            $pb::$event {
-                event: Some($pb::$oneof::Event::Resync($pb::$resync {
-                    position,
-                    message,
-                })),
-            }
-        }
-    };
-}
-
-/// The messages one feed item becomes (none for a change this watcher did not ask for).
-async fn messages_of<M: FeedMessages>(
+/// The events one feed item becomes (none for a change this watcher did not ask for).
+async fn events_of<M: FeedRecords>(
     m: &M,
     item: Result<FeedItem>,
-) -> std::result::Result<Vec<M::Message>, Status> {
+) -> std::result::Result<Vec<M::Event>, Status> {
     Ok(match item.map_err(|e| m.error(e))? {
         FeedItem::Snapshot { position, objects } => {
             let mut records = Vec::with_capacity(objects.len());
@@ -397,68 +329,70 @@ async fn messages_of<M: FeedMessages>(
                 key, value, etag, ..
             } in objects
             {
-                records.extend(m.record(&key, value, &etag).await?);
+                records.extend(m.record(FeedObject { key, value, etag }).await?);
             }
             if records.is_empty() {
                 // An empty snapshot is still a page, so a follower knows it began.
-                return Ok(vec![m.page(Vec::new(), position)]);
+                return Ok(vec![M::Event::page(Vec::new(), position)]);
             }
             let mut pages = Vec::with_capacity(records.len().div_ceil(M::PAGE.max(1)));
             let mut records = records.into_iter().peekable();
             while records.peek().is_some() {
                 let page = records.by_ref().take(M::PAGE.max(1)).collect();
-                pages.push(m.page(page, position));
+                pages.push(M::Event::page(page, position));
             }
             pages
         }
-        FeedItem::SnapshotDone { position } => vec![m.snapshot_done(position)],
+        FeedItem::SnapshotDone { position } => vec![M::Event::snapshot_done(position)],
         FeedItem::Put {
             seq,
             key,
             value,
             etag,
-        } => match m.record(&key, value, &etag).await? {
-            Some(record) => vec![m.change(FeedChange {
-                position: seq,
-                key,
-                record: Some(record),
-            })],
-            None => Vec::new(),
-        },
-        FeedItem::Delete { seq, key } => vec![m.change(FeedChange {
-            position: seq,
-            key,
-            record: None,
-        })],
+        } => {
+            let object = FeedObject {
+                key: key.clone(),
+                value,
+                etag,
+            };
+            match m.record(object).await? {
+                Some(record) => vec![M::Event::change(seq, key, Some(record))],
+                None => Vec::new(),
+            }
+        }
+        FeedItem::Delete { seq, key } => vec![M::Event::change(seq, key, None)],
         FeedItem::ResyncRequired { since, message } => {
-            vec![m.resync(since, format!("{RESYNC_REQUIRED}: {message}"))]
+            vec![M::Event::resync(
+                since,
+                format!("{RESYNC_REQUIRED}: {message}"),
+            )]
         }
     })
 }
 
 /// An owner's Watch RPC answer built from [`MorayClient::follow`]: each item becomes the
-/// owner's messages through `messages` ([`FeedMessages`]); a failure is sent as the
-/// stream's last item. The stream ends when the feed does or when `stop` completes (the
+/// owner's events, with the records `records` makes ([`FeedRecords`]); a failure is sent
+/// as the stream's last item. The stream ends when the feed does or when `stop` completes (the
 /// service shuts down). The first message is awaited here, so a failure before it (an
 /// unknown bucket, Moray away) is the call's status rather than a stream that fails at
 /// once.
 pub async fn serve_follow<M, S>(
     feed: BoxStream<'static, Result<FeedItem>>,
-    messages: M,
+    records: M,
     stop: S,
-) -> std::result::Result<WatchStream<M::Message>, Status>
+) -> std::result::Result<WatchStream<M::Event>, Status>
 where
-    M: FeedMessages,
+    M: FeedRecords,
     S: Future<Output = ()> + Send + 'static,
 {
-    let messages = Arc::new(messages);
+    let records = Arc::new(records);
     let mut out = feed
         .then(move |item| {
-            let messages = Arc::clone(&messages);
+            let records = Arc::clone(&records);
             async move {
-                let out: Vec<std::result::Result<M::Message, Status>> =
-                    match messages_of(&*messages, item).await {
-                        Ok(messages) => messages.into_iter().map(Ok).collect(),
+                let out: Vec<std::result::Result<M::Event, Status>> =
+                    match events_of(&*records, item).await {
+                        Ok(events) => events.into_iter().map(Ok).collect(),
                         Err(status) => vec![Err(status)],
                     };
                 stream::iter(out)

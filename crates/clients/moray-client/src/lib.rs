@@ -46,7 +46,9 @@ pub use coalesce::{
     CoalesceStats, Coalescing, DEFAULT_MAX_BATCH, DEFAULT_MAX_IN_FLIGHT, GetStats, PutStats,
 };
 pub use error::{MorayError, Result};
-pub use feed::{FeedChange, FeedItem, FeedMessages, RESYNC_REQUIRED, WatchStream, serve_follow};
+pub use feed::{
+    FeedItem, FeedObject, FeedRecords, RESYNC_REQUIRED, RecordOf, WatchStream, serve_follow,
+};
 pub use types::{
     BatchOp, BatchResult, Bucket, BucketConfig, BucketOptions, ChangeEvent, ChangeOp,
     EtagCondition, FindOptions, IndexDef, Object, ReindexResult, Sort, SortOrder, UpdateResult,

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use checkpoint::Checkpoint;
+use triton_proto::feed::v1::ChangeOp;
 use triton_proto::vmapi::v1 as pb;
 use triton_proto::vmapi::v1::vmapi_client::VmapiClient;
 use triton_proto::vmapi::v1::watch_vms_event::Event;
@@ -83,7 +84,7 @@ impl Follower {
                     .into());
                 }
                 match (change.op(), change.vm) {
-                    (pb::vm_change::Op::Put, Some(vm)) => {
+                    (ChangeOp::Put, Some(vm)) => {
                         self.vms.insert(change.uuid, vm);
                     }
                     _ => {
