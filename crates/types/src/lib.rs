@@ -8,6 +8,8 @@
 //!   `as_str`/`FromStr` are the strings the services store and the protos carry.
 //! - [`value`]: JSON <-> `google.protobuf.Value`/`Struct`, for tags, metadata and
 //!   package traits on the wire.
+//! - [`ssh_key`]: OpenSSH public keys: the one parser (UFDS stores them, CloudAPI
+//!   verifies signatures with them), their fingerprints and PEM form.
 //!
 //! ```
 //! use triton_types::{VmState, VmUuid};
@@ -23,6 +25,7 @@
 #![deny(missing_docs)]
 
 pub mod id;
+pub mod ssh_key;
 pub mod state;
 pub mod value;
 

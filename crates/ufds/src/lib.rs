@@ -10,7 +10,6 @@ pub mod error;
 pub mod key;
 pub mod server;
 pub mod service;
-pub mod ssh_key;
 pub mod watch;
 
 use std::net::SocketAddr;
@@ -21,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 pub use error::{Error, Result};
+pub use triton_types::ssh_key;
 
 /// Full gRPC name of the service, as the health service reports it.
 pub const SERVICE_NAME: &str = "triton.ufds.v1.Ufds";

@@ -109,10 +109,35 @@ impl Curve {
     }
 }
 
+/// A key's material ([`PublicKey::parts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyParts<'a> {
+    /// RSA: the public exponent and the modulus, big-endian, without leading zeros.
+    Rsa {
+        /// The public exponent.
+        e: &'a [u8],
+        /// The modulus.
+        n: &'a [u8],
+    },
+    /// ECDSA on `curve` (`nistp256`, `nistp384` or `nistp521`): the uncompressed SEC1
+    /// point (0x04 || x || y).
+    Ecdsa {
+        /// The curve's SSH name.
+        curve: &'static str,
+        /// The point.
+        point: &'a [u8],
+    },
+    /// Ed25519: the 32-byte public key.
+    Ed25519(&'a [u8]),
+}
+
 /// Why a key was refused. The message is meant for the person who pasted the key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct KeyError(pub String);
+pub struct KeyError(
+    /// What is wrong, in words.
+    pub String,
+);
 
 fn err(msg: impl Into<String>) -> KeyError {
     KeyError(msg.into())
@@ -250,6 +275,18 @@ impl PublicKey {
         })
     }
 
+    /// The key material, to verify a signature with.
+    pub fn parts(&self) -> KeyParts<'_> {
+        match &self.kind {
+            KeyKind::Rsa { e, n } => KeyParts::Rsa { e, n },
+            KeyKind::Ecdsa { curve, point } => KeyParts::Ecdsa {
+                curve: curve.ssh_name(),
+                point,
+            },
+            KeyKind::Ed25519 { key } => KeyParts::Ed25519(key),
+        }
+    }
+
     /// MD5 fingerprint, colon-separated lower-case hex (Triton's form, no `MD5:` prefix).
     pub fn md5_fingerprint(&self) -> String {
         let digest = Md5::digest(&self.blob);
@@ -347,7 +384,9 @@ pub fn normalize_fingerprint(text: &str) -> Option<Fingerprint> {
 /// A fingerprint a caller gave, in its normal form.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fingerprint {
+    /// Colon-separated lower-case hex, no prefix.
     Md5(String),
+    /// `SHA256:` and unpadded base64.
     Sha256(String),
 }
 
@@ -474,6 +513,15 @@ mod tests {
         assert_eq!(key.to_openssh(), ED25519);
         assert_eq!(key.md5_fingerprint(), ED25519_MD5);
         assert_eq!(key.sha256_fingerprint(), ED25519_SHA256);
+    }
+
+    #[test]
+    fn parts_give_the_key_material() {
+        let key = PublicKey::parse_openssh(ED25519).unwrap();
+        let KeyParts::Ed25519(k) = key.parts() else {
+            panic!("an Ed25519 key, got {:?}", key.parts());
+        };
+        assert_eq!(k, &key.blob[key.blob.len() - 32..]);
     }
 
     #[test]
