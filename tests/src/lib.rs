@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use manatee_testkit::faults::{Workload, assert_none_lost};
 use manatee_testkit::{Binaries, SHARD, Shard};
 use moray_client::{
     BucketConfig, ConnectOptions, EtagCondition, FindOptions, IndexDef, MorayClient,
@@ -27,6 +28,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 pub use manatee_testkit;
+pub use manatee_testkit::faults::median_max;
 
 /// The bucket the load writes.
 pub const BUCKET: &str = "e2e_acked";
@@ -117,51 +119,10 @@ impl MorayOnShard {
         }
     }
 
-    /// Checks, through Moray, that every acknowledged key holds its acknowledged value:
-    /// all of them with one find, and a sample of them (the newest) with GetObject.
+    /// Checks, through Moray, that every acknowledged key holds its acknowledged value
+    /// ([`check_acked`]).
     pub async fn check_acked(&self, acked: &BTreeMap<String, Value>, what: &str) {
-        let options = FindOptions {
-            no_limit: true,
-            no_count: true,
-            ..Default::default()
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let rows = loop {
-            match self.reader.find_objects(BUCKET, "(w=*)", &options).await {
-                Ok(rows) => break rows,
-                Err(e) if e.is_retryable() && Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(e) => panic!("{what}: reading back through moray: {e}"),
-            }
-        };
-        let found: BTreeMap<String, Value> = rows.into_iter().map(|o| (o.key, o.value)).collect();
-        let mut lost = Vec::new();
-        for (k, v) in acked {
-            match found.get(k) {
-                Some(x) if x == v => {}
-                other => lost.push(format!("{k}: acknowledged {v}, found {other:?}")),
-            }
-        }
-        assert!(
-            lost.is_empty(),
-            "{what}: {} of {} acknowledged writes lost or wrong through moray, e.g. {:?}",
-            lost.len(),
-            acked.len(),
-            &lost[..lost.len().min(5)]
-        );
-        for (k, v) in acked.iter().rev().take(100) {
-            let got = self
-                .reader
-                .get_object(BUCKET, k)
-                .await
-                .unwrap_or_else(|e| panic!("{what}: GetObject {k}: {e}"));
-            assert_eq!(
-                got.as_ref().map(|o| &o.value),
-                Some(v),
-                "{what}: GetObject {k}"
-            );
-        }
+        check_acked(&self.reader, acked, what).await;
     }
 
     pub async fn stop(mut self) {
@@ -175,6 +136,39 @@ impl MorayOnShard {
 impl Drop for MorayOnShard {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+/// Checks, through Moray, that every acknowledged key holds its acknowledged value:
+/// all of them with one find, and a sample of them (the newest) with GetObject.
+pub async fn check_acked(reader: &MorayClient, acked: &BTreeMap<String, Value>, what: &str) {
+    let options = FindOptions {
+        no_limit: true,
+        no_count: true,
+        ..Default::default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let rows = loop {
+        match reader.find_objects(BUCKET, "(w=*)", &options).await {
+            Ok(rows) => break rows,
+            Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("{what}: reading back through moray: {e}"),
+        }
+    };
+    let found: BTreeMap<String, Value> = rows.into_iter().map(|o| (o.key, o.value)).collect();
+    assert_none_lost(acked, &found, &format!("{what} (read through moray)"));
+    for (k, v) in acked.iter().rev().take(100) {
+        let got = reader
+            .get_object(BUCKET, k)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: GetObject {k}: {e}"));
+        assert_eq!(
+            got.as_ref().map(|o| &o.value),
+            Some(v),
+            "{what}: GetObject {k}"
+        );
     }
 }
 
@@ -195,6 +189,15 @@ pub struct Acked {
     pub wrong: Vec<String>,
     /// One example of each error name seen, for the log.
     pub examples: BTreeMap<String, String>,
+}
+
+impl Acked {
+    /// Keeps `e` as the example of its name, unless there is one already.
+    fn saw(&mut self, e: &moray_client::MorayError) {
+        self.examples
+            .entry(e.name().to_string())
+            .or_insert_with(|| e.to_string());
+    }
 }
 
 /// Concurrent writers, each putting new keys through Moray one after the other.
@@ -334,18 +337,14 @@ async fn write_loop(
                     retried = true;
                     record(&mut |a| {
                         a.retryable += 1;
-                        a.examples
-                            .entry(e.name().to_string())
-                            .or_insert_with(|| e.to_string());
+                        a.saw(&e);
                     });
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 Err(e) if e.is_unknown_outcome() => {
                     record(&mut |a| {
                         a.unknown += 1;
-                        a.examples
-                            .entry(e.name().to_string())
-                            .or_insert_with(|| e.to_string());
+                        a.saw(&e);
                     });
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue 'keys;
@@ -353,9 +352,7 @@ async fn write_loop(
                 Err(e) => {
                     record(&mut |a| {
                         a.wrong.push(format!("{key}: {e} (code {:?})", e.code()));
-                        a.examples
-                            .entry(e.name().to_string())
-                            .or_insert_with(|| e.to_string());
+                        a.saw(&e);
                     });
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue 'keys;
@@ -365,12 +362,24 @@ async fn write_loop(
     }
 }
 
-/// Median and maximum of `samples` (seconds).
-pub fn median_max(samples: &[f64]) -> (f64, f64) {
-    let mut sorted = samples.to_vec();
-    sorted.sort_by(|a, b| a.total_cmp(b));
-    if sorted.is_empty() {
-        return (0.0, 0.0);
+/// A [`Load`] read back through Moray with `reader`, as the shard's faults check it: every
+/// acknowledged write there, and no error misclassified.
+pub struct LoadThrough<'a> {
+    pub load: &'a Load,
+    pub reader: &'a MorayClient,
+}
+
+impl Workload for LoadThrough<'_> {
+    async fn wait_progress(&self, n: usize, timeout: Duration, what: &str) {
+        self.load.wait_progress(n, timeout, what).await;
     }
-    (sorted[sorted.len() / 2], sorted[sorted.len() - 1])
+
+    fn first_success_after(&self, t: Instant) -> Option<Instant> {
+        self.load.first_success_after(t)
+    }
+
+    async fn check(&self, _shard: &Shard, what: &str) {
+        check_acked(self.reader, &self.load.snapshot(), what).await;
+        self.load.assert_no_wrong(what);
+    }
 }

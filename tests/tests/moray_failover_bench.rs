@@ -10,18 +10,18 @@
 // Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use triton_e2e::manatee_testkit::LEASE_TTL_SECS;
-use triton_e2e::{Load, MORAY_CONNECT_TIMEOUT_MS, MorayOnShard, REQUEST_TIMEOUT, median_max};
+use triton_e2e::manatee_testkit::faults::{failover_trial, trials};
+use triton_e2e::{
+    Load, LoadThrough, MORAY_CONNECT_TIMEOUT_MS, MorayOnShard, REQUEST_TIMEOUT, median_max,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark: run with --ignored (scripts/bench manatee)"]
 async fn moray_failover_after_sigkill_of_the_primary() {
-    let trials: usize = std::env::var("MANATEE_BENCH_TRIALS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
+    let trials = trials();
     let settle = Duration::from_secs(120);
     let mut env = MorayOnShard::start(settle).await;
     let load = Load::start(&env.client, 4, Duration::from_millis(5));
@@ -29,35 +29,13 @@ async fn moray_failover_after_sigkill_of_the_primary() {
     let mut unavailable = Vec::new();
     let mut takeover = Vec::new();
     for trial in 1..=trials {
-        let before = env.shard.state().await.expect("state");
-        let p = env.shard.index_of(&before.primary.id);
-        // Kill at a varying moment relative to the lease keep-alives.
-        tokio::time::sleep(Duration::from_millis(500 + 137 * trial as u64 % 1000)).await;
-        // The clock starts once the signal is sent: writes sent before it may still be
-        // acknowledged by the old primary.
-        env.shard.sitters[p].signal(libc::SIGKILL);
-        let killed = Instant::now();
-        env.shard.sitters[p].kill();
-        env.shard
-            .wait_state(settle, "takeover", |s| s.generation > before.generation)
-            .await;
-        let declared = killed.elapsed().as_secs_f64();
-        load.wait_progress(10, settle, "writes after the kill")
-            .await;
-        let first = load
-            .first_success_after(killed)
-            .expect("a write after the kill");
-        let secs = first.duration_since(killed).as_secs_f64();
-        eprintln!(
-            "trial {trial}: new generation seen after {declared:.2} s, first PutObject \
-             acknowledged through moray after {secs:.2} s"
-        );
-        unavailable.push(secs);
-        takeover.push(declared);
-        env.shard.spawn(p);
-        let id = env.shard.sitters[p].id.clone();
-        env.shard.rebuild(&id, settle).await;
-        env.shard.wait_healthy(settle, "after rebuild").await;
+        let work = LoadThrough {
+            load: &load,
+            reader: &env.reader,
+        };
+        let trial = failover_trial(&mut env.shard, &work, trial, settle).await;
+        unavailable.push(trial.unavailable);
+        takeover.push(trial.takeover);
     }
     load.assert_no_wrong("bench");
     let acked = load.stop().await;

@@ -20,6 +20,7 @@ pub mod service_config;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;
+pub mod text_serde;
 pub mod time;
 pub mod tls;
 

@@ -20,6 +20,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod faults;
+
 use manatee_client::Observed;
 use manatee_client::etcd::Etcd as EtcdClient;
 use manatee_client::state::{ClusterState, ShardKeys};
@@ -319,11 +321,9 @@ impl Shard {
                 return;
             }
             if Instant::now() > deadline {
-                let (_, show) = self.adm(&["show", "-v"]);
-                panic!(
-                    "{what}: the shard is not healthy after {timeout:?}:\n{out}\n{show}\n{}",
-                    self.logs()
-                );
+                self.give_up(&format!(
+                    "{what}: the shard is not healthy after {timeout:?}:\n{out}"
+                ));
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
@@ -344,29 +344,30 @@ impl Shard {
                 return s;
             }
             if Instant::now() > deadline {
-                let (_, show) = self.adm(&["show", "-v"]);
-                panic!(
-                    "{what}: not reached after {timeout:?}:\n{show}\n{}",
-                    self.logs()
-                );
+                self.give_up(&format!("{what}: not reached after {timeout:?}:"));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
-    /// Runs `manatee-adm rebuild --id <id> -y --wait 120` until it is accepted (it is refused until the deposed peer's sitter runs and has stopped its
-    /// PostgreSQL). Panics after `timeout`, or on a refusal for any other reason.
+    /// Runs `manatee-adm rebuild --id <id> -y --wait 120` until it is accepted (it is
+    /// refused until the deposed peer's sitter runs and has stopped its PostgreSQL).
+    /// Panics after `timeout`, or on a refusal for any other reason.
     pub async fn rebuild(&self, id: &str, timeout: Duration) {
+        self.rebuild_waiting_for(id, timeout, faults::REBUILD_WAITS)
+            .await;
+    }
+
+    /// [`Shard::rebuild`], where a refusal is waited out only when it says one of
+    /// `refusals`.
+    pub async fn rebuild_waiting_for(&self, id: &str, timeout: Duration, refusals: &[&str]) {
         let deadline = Instant::now() + timeout;
         loop {
             let (code, out) = self.adm(&["rebuild", "--id", id, "-y", "--wait", "120"]);
             if code == 0 {
                 return;
             }
-            assert!(
-                out.contains("not yet stopped") || out.contains("does not answer"),
-                "rebuild: {out}"
-            );
+            assert!(refusals.iter().any(|r| out.contains(r)), "rebuild: {out}");
             assert!(
                 Instant::now() < deadline,
                 "rebuild of {id} kept refusing: {out}\n{}",
@@ -374,6 +375,13 @@ impl Shard {
             );
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+
+    /// Fails the test with `message`, what `manatee-adm show -v` says and the sitters'
+    /// logs.
+    fn give_up(&self, message: &str) -> ! {
+        let (_, show) = self.adm(&["show", "-v"]);
+        panic!("{message}\n{show}\n{}", self.logs());
     }
 
     /// The tail of every sitter's log, for failure messages.

@@ -222,19 +222,7 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
             count,
         } => {
             let cols = if columns.is_empty() {
-                [
-                    "role",
-                    "peername",
-                    "pg-online",
-                    "pg-repl",
-                    "pg-sent",
-                    "pg-flush",
-                    "pg-replay",
-                    "pg-lag",
-                ]
-                .iter()
-                .map(|s| s.to_string())
-                .collect()
+                peer_columns()
             } else {
                 columns
             };
@@ -449,19 +437,7 @@ impl Adm {
         }
         w(out, "");
         let reports = self.reports(state.as_ref(), &snap.active).await;
-        let cols: Vec<String> = [
-            "role",
-            "peername",
-            "pg-online",
-            "pg-repl",
-            "pg-sent",
-            "pg-flush",
-            "pg-replay",
-            "pg-lag",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let cols = peer_columns();
         print_table(&cols, &reports, state.as_ref(), false, None, out);
         if verbose {
             w(out, "");
@@ -1194,6 +1170,23 @@ fn cell(col: &str, r: &PeerReport, z: Option<&ClusterState>) -> String {
         },
         _ => dash(),
     }
+}
+
+/// The columns of the peers table `show` prints, and `pg-status` without `-c`.
+fn peer_columns() -> Vec<String> {
+    [
+        "role",
+        "peername",
+        "pg-online",
+        "pg-repl",
+        "pg-sent",
+        "pg-flush",
+        "pg-replay",
+        "pg-lag",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 fn print_table(

@@ -1332,20 +1332,7 @@ fn chown(path: &Path, to: Option<(u32, u32)>) -> Result<(), Error> {
 
 /// The newest `/usr/lib/postgresql/<version>/bin`, or `$PG_BINDIR`.
 pub fn default_bin_dir() -> Option<PathBuf> {
-    if let Ok(dir) = std::env::var("PG_BINDIR") {
-        return Some(PathBuf::from(dir));
-    }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let v = e.file_name().to_str()?.parse::<u32>().ok()?;
-            let bin = e.path().join("bin");
-            bin.join("postgres").exists().then_some((v, bin))
-        })
-        .collect();
-    versions.sort();
-    versions.pop().map(|(_, p)| p)
+    triton_common::postgres::bin_dir()
 }
 
 #[cfg(test)]

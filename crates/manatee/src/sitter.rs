@@ -108,16 +108,7 @@ fn hostname() -> String {
 impl SitterConfig {
     /// This peer as the cluster state names it.
     pub fn peer(&self) -> Peer {
-        Peer {
-            id: format!("{}:{}:{}", self.ip, self.pg_port, self.status_port),
-            ip: self.ip.clone(),
-            pg_url: format!(
-                "postgresql://postgres@{}:{}/postgres",
-                self.ip, self.pg_port
-            ),
-            zone_id: self.name.clone(),
-            backup_url: Some(format!("http://{}:{}", self.ip, self.status_port)),
-        }
+        Peer::new(&self.ip, self.pg_port, self.status_port, &self.name)
     }
 
     fn check(&self) -> Result<(), Error> {

@@ -181,15 +181,8 @@ fn next_generation(
     deposed: Vec<Peer>,
 ) -> ClusterState {
     ClusterState {
-        generation: z.generation + 1,
-        primary,
-        sync: Some(sync),
-        asyncs,
         deposed,
-        init_wal: Lsn(0),
-        freeze: None,
-        one_node_write_mode: false,
-        promote: None,
+        ..ClusterState::new(z.generation + 1, primary, sync, asyncs)
     }
 }
 
@@ -921,13 +914,7 @@ mod tests {
     use super::*;
 
     fn peer(n: u8) -> Peer {
-        Peer {
-            id: format!("10.0.0.{n}:5432:5433"),
-            ip: format!("10.0.0.{n}"),
-            pg_url: format!("postgresql://postgres@10.0.0.{n}:5432/postgres"),
-            zone_id: format!("z{n}"),
-            backup_url: None,
-        }
+        Peer::new(&format!("10.0.0.{n}"), 5432, 5433, &format!("z{n}"))
     }
 
     fn machine(n: u8, onwm: bool) -> PeerMachine {
@@ -946,16 +933,10 @@ mod tests {
     }
 
     fn state(generation: u64, p: u8, s: u8, asyncs: &[u8]) -> ClusterState {
+        let asyncs = asyncs.iter().map(|n| peer(*n)).collect();
         ClusterState {
-            generation,
-            primary: peer(p),
-            sync: Some(peer(s)),
-            asyncs: asyncs.iter().map(|n| peer(*n)).collect(),
-            deposed: vec![],
             init_wal: Lsn(100),
-            freeze: None,
-            one_node_write_mode: false,
-            promote: None,
+            ..ClusterState::new(generation, peer(p), peer(s), asyncs)
         }
     }
 
@@ -979,6 +960,18 @@ mod tests {
         a
     }
 
+    /// A new peer (no database yet) that finds no state and `active` peers registered.
+    fn set_up(m: &mut PeerMachine, active: &[u8], now: SystemTime) -> Vec<Action> {
+        m.handle(Event::PgInit { setup: false }, now);
+        m.handle(
+            Event::CoordInit {
+                state: Observed::Absent,
+                active: active.iter().map(|n| peer(*n)).collect(),
+            },
+            now,
+        )
+    }
+
     fn writes(actions: &[Action]) -> Vec<&ClusterState> {
         actions
             .iter()
@@ -993,14 +986,7 @@ mod tests {
     fn first_peer_sets_the_shard_up_with_a_sync() {
         let mut m = machine(1, false);
         let now = SystemTime::now();
-        m.handle(Event::PgInit { setup: false }, now);
-        let a = m.handle(
-            Event::CoordInit {
-                state: Observed::Absent,
-                active: vec![peer(2), peer(1), peer(3)],
-            },
-            now,
-        );
+        let a = set_up(&mut m, &[2, 1, 3], now);
         let w = writes(&a);
         assert_eq!(w.len(), 1);
         assert_eq!(w[0].generation, 1);
@@ -1108,14 +1094,7 @@ mod tests {
     fn one_node_write_mode_setup_and_conflict() {
         let mut m = machine(1, true);
         let now = SystemTime::now();
-        m.handle(Event::PgInit { setup: false }, now);
-        let a = m.handle(
-            Event::CoordInit {
-                state: Observed::Absent,
-                active: vec![peer(1)],
-            },
-            now,
-        );
+        let a = set_up(&mut m, &[1], now);
         let w = writes(&a);
         assert!(w[0].one_node_write_mode && w[0].sync.is_none() && w[0].freeze.is_some());
 

@@ -11,17 +11,15 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{LEASE_TTL_SECS, Writer, check_acked};
+use manatee_testkit::faults::{failover_trial, median_max, trials};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark: run with --ignored"]
 async fn failover_after_sigkill_of_the_primary() {
-    let trials: usize = std::env::var("MANATEE_BENCH_TRIALS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
+    let trials = trials();
     let settle = Duration::from_secs(120);
     let mut shard = common::start_shard(3);
     shard.wait_healthy(settle, "setup").await;
@@ -29,45 +27,12 @@ async fn failover_after_sigkill_of_the_primary() {
     writer.wait_progress(50, settle, "initial writes").await;
     let mut results = Vec::new();
     for trial in 1..=trials {
-        let before = shard.state().await.expect("state");
-        let p = shard.index_of(&before.primary.id);
-        // Let the lease be refreshed at a random moment relative to the kill.
-        tokio::time::sleep(Duration::from_millis(500 + 137 * trial as u64 % 1000)).await;
-        shard.sitters[p].signal(libc::SIGKILL);
-        let killed = Instant::now();
-        shard.sitters[p].kill();
-        writer
-            .wait_progress(10, settle, "writes after the kill")
-            .await;
-        let first = writer
-            .first_success_after(killed)
-            .expect("a commit after the kill");
-        let secs = first.duration_since(killed).as_secs_f64();
-        eprintln!("trial {trial}: {secs:.2} s without writes");
-        results.push(secs);
-        shard.spawn(p);
-        let id = shard.sitters[p].id.clone();
-        let deadline = Instant::now() + settle;
-        while shard
-            .adm(&["rebuild", "--id", &id, "-y", "--wait", "120"])
-            .0
-            != 0
-        {
-            assert!(
-                Instant::now() < deadline,
-                "rebuild kept refusing\n{}",
-                shard.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        shard.wait_healthy(settle, "after rebuild").await;
+        let trial = failover_trial(&mut shard, &writer, trial, settle).await;
+        results.push(trial.unavailable);
     }
     let acked = writer.stop().await;
     check_acked(&shard, &acked.keys, "after the trials").await;
-    let mut sorted = results.clone();
-    sorted.sort_by(|a, b| a.total_cmp(b));
-    let median = sorted[sorted.len() / 2];
-    let max = sorted[sorted.len() - 1];
+    let (median, max) = median_max(&results);
     println!(
         "manatee failover (SIGKILL of the primary -> first acknowledged write), {} trials, \
          lease TTL {LEASE_TTL_SECS} s (keep-alive every {:.1} s), pg poll 250 ms: median {median:.2} s, max {max:.2} s; \

@@ -1,15 +1,10 @@
 //! Faults, for real: a real etcd, three sitters each running its own PostgreSQL, and a
 //! writer committing continuously through whatever primary the cluster state names. After
 //! each fault every acknowledged key must be on the new primary with its value, and the
-//! shard must come back to three healthy peers (`manatee-adm verify` passes).
-//!
-//! 1. SIGKILL of the primary (sitter, PostgreSQL and backends): the sync takes over; the
-//!    old primary comes back deposed and rejoins after `manatee-adm rebuild`.
-//! 2. SIGSTOP of the primary past its lease, then SIGCONT: the sync takes over; the old
-//!    primary finds itself deposed and never acknowledges a write again.
-//! 3. SIGKILL of the sync: the primary takes the async as its sync; the old sync rejoins
-//!    by itself as an async when restarted.
-//! 4. SIGKILL of the async: it rejoins by itself when restarted.
+//! shard must come back to three healthy peers (`manatee-adm verify` passes). The faults
+//! are `manatee_testkit::faults::four_faults` (SIGKILL of the primary, SIGSTOP of the
+//! primary past its lease, SIGKILL of the sync, SIGKILL of the async), which the
+//! cross-service test in `tests/` runs through Moray.
 //!
 //! Then bad input: manatee-adm on a frozen shard and on a healthy peer, and a corrupt
 //! cluster state, each refused with a clear message and no change.
@@ -23,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::{Shard, Writer, check_acked};
 use manatee_client::state::ShardKeys;
+use manatee_testkit::faults::four_faults;
 
 const SETTLE: Duration = Duration::from_secs(90);
 
@@ -33,151 +29,16 @@ async fn faults_lose_no_acknowledged_write() {
     let writer = Writer::start(&shard).await;
     writer.wait_progress(50, SETTLE, "initial writes").await;
 
-    // 1. SIGKILL of the primary.
-    let before = shard.state().await.expect("state");
-    let p = shard.index_of(&before.primary.id);
-    shard.sitters[p].signal(libc::SIGKILL);
-    let killed_at = Instant::now();
-    shard.sitters[p].kill();
-    let after = shard
-        .wait_state(SETTLE, "takeover after SIGKILL", |s| {
-            s.generation > before.generation
-        })
-        .await;
-    assert_eq!(
-        after.primary.id,
-        before.sync.as_ref().expect("sync").id,
-        "only the sync may take over"
-    );
-    assert!(after.deposed.iter().any(|d| d.id == before.primary.id));
-    writer
-        .wait_progress(20, SETTLE, "writes after SIGKILL of the primary")
-        .await;
-    let first = writer
-        .first_success_after(killed_at)
-        .expect("a write after the kill");
-    eprintln!(
-        "SIGKILL of the primary: writes resumed after {:.2} s",
-        first.duration_since(killed_at).as_secs_f64()
-    );
-    check_acked(&shard, &writer.snapshot(), "after SIGKILL of the primary").await;
-    // It comes back deposed; rebuild lets it rejoin.
-    shard.spawn(p);
-    let id = shard.sitters[p].id.clone();
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        let (code, out) = shard.adm(&["rebuild", "--id", &id, "-y", "--wait", "120"]);
-        if code == 0 {
-            break;
-        }
-        // Refused until its sitter runs and reports itself deposed.
-        assert!(
-            out.contains("not yet stopped") || out.contains("does not answer"),
-            "rebuild: {out}"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "rebuild kept refusing: {out}\n{}",
-            shard.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    shard
-        .wait_healthy(SETTLE, "after rebuild of the killed primary")
-        .await;
-    check_acked(&shard, &writer.snapshot(), "after rebuild 1").await;
-
-    // 2. SIGSTOP of the primary past its lease, then SIGCONT.
-    let before = shard.state().await.expect("state");
-    let p = shard.index_of(&before.primary.id);
-    shard.sitters[p].signal(libc::SIGSTOP);
-    let after = shard
-        .wait_state(SETTLE, "takeover after SIGSTOP", |s| {
-            s.generation > before.generation
-        })
-        .await;
-    assert_eq!(after.primary.id, before.sync.as_ref().expect("sync").id);
-    writer
-        .wait_progress(20, SETTLE, "writes after SIGSTOP of the primary")
-        .await;
-    shard.sitters[p].signal(libc::SIGCONT);
-    // It must never acknowledge a write again: try one straight at its PostgreSQL.
-    let stale = shard.sitters[p].url();
-    let attempt = async {
-        let (client, conn) = tokio_postgres::connect(&stale, tokio_postgres::NoTls).await?;
-        tokio::spawn(conn);
-        client
-            .execute("INSERT INTO acked (k, v) VALUES ('stale', 'x')", &[])
-            .await
-    };
-    match tokio::time::timeout(Duration::from_secs(5), attempt).await {
-        Ok(Ok(_)) => panic!("the deposed primary acknowledged a write"),
-        Ok(Err(e)) => eprintln!("write to the resumed old primary refused: {e}"),
-        Err(_) => eprintln!("write to the resumed old primary never acknowledged (timed out)"),
-    }
-    let id = shard.sitters[p].id.clone();
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        let (code, out) = shard.adm(&["rebuild", "--id", &id, "-y", "--wait", "120"]);
-        if code == 0 {
-            break;
-        }
-        assert!(out.contains("not yet stopped"), "rebuild: {out}");
-        assert!(
-            Instant::now() < deadline,
-            "the resumed primary never stopped as deposed: {out}\n{}",
-            shard.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    shard
-        .wait_healthy(SETTLE, "after rebuild of the paused primary")
-        .await;
-    let acked = writer.snapshot();
-    check_acked(&shard, &acked, "after SIGSTOP of the primary").await;
-    assert!(!acked.contains_key("stale"));
-
-    // 3. SIGKILL of the sync: the primary takes the async; the old sync rejoins by itself.
-    let before = shard.state().await.expect("state");
-    let s = shard.index_of(&before.sync.as_ref().expect("sync").id);
-    shard.sitters[s].kill();
-    let after = shard
-        .wait_state(SETTLE, "new sync after SIGKILL of the sync", |z| {
-            z.generation > before.generation
-        })
-        .await;
-    assert_eq!(after.primary.id, before.primary.id, "the primary stays");
-    assert_eq!(
-        after.sync.as_ref().map(|x| &x.id),
-        before.asyncs.first().map(|x| &x.id)
-    );
-    writer
-        .wait_progress(20, SETTLE, "writes after SIGKILL of the sync")
-        .await;
-    shard.spawn(s);
-    shard
-        .wait_healthy(SETTLE, "after the killed sync restarted")
-        .await;
-    check_acked(&shard, &writer.snapshot(), "after SIGKILL of the sync").await;
-
-    // 4. SIGKILL of the async: nothing changes for writers; it rejoins by itself.
-    let before = shard.state().await.expect("state");
-    let a = shard.index_of(&before.asyncs.first().expect("an async").id);
-    shard.sitters[a].kill();
-    writer
-        .wait_progress(20, SETTLE, "writes after SIGKILL of the async")
-        .await;
-    shard.spawn(a);
-    shard
-        .wait_healthy(SETTLE, "after the killed async restarted")
-        .await;
-    let after = shard.state().await.expect("state");
-    assert_eq!(
-        after.generation, before.generation,
-        "losing the async declares no generation"
-    );
+    four_faults(
+        &mut shard,
+        &writer,
+        SETTLE,
+        "INSERT INTO acked (k, v) VALUES ('stale', 'x')",
+    )
+    .await;
 
     let acked = writer.stop().await;
+    assert!(!acked.keys.contains_key("stale"));
     assert!(
         acked.keys.len() > 200,
         "only {} writes acknowledged",

@@ -1,5 +1,5 @@
 //! A small etcd v3 client over tonic: the KV, Watch and Lease calls that Manatee needs,
-//! generated from the vendored subset of etcd's protos (see `proto/etcd/`).
+//! generated from the vendored subset of etcd's protos (see `third_party/etcd/`).
 //!
 //! Every unary call has a deadline ([`REQUEST_TIMEOUT`]) so an unreachable etcd is
 //! reported, not waited on forever. Streams (watch, lease keep-alive) have none: their
@@ -156,7 +156,6 @@ impl Etcd {
             range_end: prefix_end(prefix.as_bytes()),
             sort_order: rpc::range_request::SortOrder::Ascend as i32,
             sort_target: rpc::range_request::SortTarget::Key as i32,
-            ..Default::default()
         };
         let resp = self.call("get", self.kv().range(req)).await?;
         let rev = resp.header.map(|h| h.revision).unwrap_or(0);
@@ -169,7 +168,6 @@ impl Etcd {
             key: key.as_bytes().to_vec(),
             value,
             lease,
-            ..Default::default()
         };
         let resp = self.call("put", self.kv().put(req)).await?;
         Ok(resp.header.map(|h| h.revision).unwrap_or(0))
@@ -179,7 +177,6 @@ impl Etcd {
     pub async fn delete(&self, key: &str) -> Result<i64, Error> {
         let req = rpc::DeleteRangeRequest {
             key: key.as_bytes().to_vec(),
-            ..Default::default()
         };
         Ok(self
             .call("delete", self.kv().delete_range(req))
@@ -201,7 +198,6 @@ impl Etcd {
             target: rpc::compare::CompareTarget::Mod as i32,
             key: guard.as_bytes().to_vec(),
             target_union: Some(rpc::compare::TargetUnion::ModRevision(expected)),
-            range_end: Vec::new(),
         };
         let success = puts
             .into_iter()
@@ -216,7 +212,6 @@ impl Etcd {
         let req = rpc::TxnRequest {
             compare: vec![cmp],
             success,
-            failure: Vec::new(),
         };
         let resp = self.call("txn", self.kv().txn(req)).await?;
         let rev = resp.header.map(|h| h.revision).unwrap_or(0);
@@ -281,7 +276,6 @@ impl Etcd {
                     range_end,
                     start_revision,
                     prev_kv: true,
-                    ..Default::default()
                 },
             )),
         };

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// One PostgreSQL peer. Only `id` decides identity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,6 +23,20 @@ pub struct Peer {
     /// The sitter's status endpoint, `http://ip:statusPort` (gRPC `triton.manatee.v1.Sitter`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_url: Option<String>,
+}
+
+impl Peer {
+    /// The sitter at `ip` serving PostgreSQL on `pg_port` and its status on
+    /// `status_port`, named `zone_id`.
+    pub fn new(ip: &str, pg_port: u16, status_port: u16, zone_id: &str) -> Peer {
+        Peer {
+            id: format!("{ip}:{pg_port}:{status_port}"),
+            ip: ip.to_string(),
+            pg_url: format!("postgresql://postgres@{ip}:{pg_port}/postgres"),
+            zone_id: zone_id.to_string(),
+            backup_url: Some(format!("http://{ip}:{status_port}")),
+        }
+    }
 }
 
 impl Peer {
@@ -70,18 +84,7 @@ impl FromStr for Lsn {
     }
 }
 
-impl Serialize for Lsn {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Lsn {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Lsn, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
+triton_common::serde_as_text!(Lsn);
 
 /// Why and since when a shard is frozen (no new generation is declared while it is).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -194,6 +197,22 @@ impl fmt::Display for StateRole {
 }
 
 impl ClusterState {
+    /// Generation `generation` with `primary`, `sync` and `asyncs`: nobody deposed, no
+    /// WAL position recorded, not frozen, no promotion asked, not in one-node-write mode.
+    pub fn new(generation: u64, primary: Peer, sync: Peer, asyncs: Vec<Peer>) -> ClusterState {
+        ClusterState {
+            generation,
+            primary,
+            sync: Some(sync),
+            asyncs,
+            deposed: Vec::new(),
+            init_wal: Lsn(0),
+            freeze: None,
+            one_node_write_mode: false,
+            promote: None,
+        }
+    }
+
     /// Parses and checks a stored state; the error says what is wrong.
     pub fn parse(bytes: &[u8]) -> Result<ClusterState, String> {
         let state: ClusterState = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
@@ -336,13 +355,7 @@ mod tests {
     use super::*;
 
     fn peer(n: u8) -> Peer {
-        Peer {
-            id: format!("10.0.0.{n}:5432:5433"),
-            ip: format!("10.0.0.{n}"),
-            pg_url: format!("postgresql://postgres@10.0.0.{n}:5432/postgres"),
-            zone_id: format!("zone-{n}"),
-            backup_url: None,
-        }
+        Peer::new(&format!("10.0.0.{n}"), 5432, 5433, &format!("zone-{n}"))
     }
 
     #[test]
@@ -374,17 +387,7 @@ mod tests {
 
     #[test]
     fn freeze_may_be_a_boolean() {
-        let mut s = ClusterState {
-            generation: 1,
-            primary: peer(1),
-            sync: Some(peer(2)),
-            asyncs: vec![peer(3)],
-            deposed: vec![],
-            init_wal: Lsn(0),
-            freeze: None,
-            one_node_write_mode: false,
-            promote: None,
-        };
+        let mut s = ClusterState::new(1, peer(1), peer(2), vec![peer(3)]);
         let mut v: serde_json::Value = serde_json::from_slice(&s.to_json()).unwrap();
         v["freeze"] = serde_json::Value::Bool(true);
         let parsed = ClusterState::parse(v.to_string().as_bytes()).unwrap();
@@ -401,17 +404,7 @@ mod tests {
         assert!(ClusterState::parse(b"{not json").is_err());
         let err = ClusterState::parse(br#"{"generation":1}"#).unwrap_err();
         assert!(err.contains("primary"), "{err}");
-        let dup = ClusterState {
-            generation: 2,
-            primary: peer(1),
-            sync: Some(peer(1)),
-            asyncs: vec![],
-            deposed: vec![],
-            init_wal: Lsn(0),
-            freeze: None,
-            one_node_write_mode: false,
-            promote: None,
-        };
+        let dup = ClusterState::new(2, peer(1), peer(1), vec![]);
         let err = ClusterState::parse(&dup.to_json()).unwrap_err();
         assert!(err.contains("more than once"), "{err}");
         let mut no_sync = dup.clone();

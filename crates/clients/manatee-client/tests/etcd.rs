@@ -6,32 +6,24 @@
 use std::time::Duration;
 
 use manatee_client::etcd::Etcd;
-use manatee_client::state::{ClusterState, Lsn, Peer, ShardKeys};
+use manatee_client::state::{ClusterState, Peer, ShardKeys};
 use manatee_client::watch_primary;
 use tokio_util::sync::CancellationToken;
 
 fn peer(n: u8) -> Peer {
-    Peer {
-        id: format!("127.0.0.{n}:5432:5433"),
-        ip: format!("127.0.0.{n}"),
-        pg_url: format!("postgresql://postgres@127.0.0.{n}:5432/postgres"),
-        zone_id: format!("z{n}"),
-        backup_url: None,
-    }
+    Peer::new(&format!("127.0.0.{n}"), 5432, 5433, &format!("z{n}"))
 }
 
 fn state(generation: u64, primary: u8, sync: u8) -> ClusterState {
-    ClusterState {
-        generation,
-        primary: peer(primary),
-        sync: Some(peer(sync)),
-        asyncs: vec![],
-        deposed: vec![],
-        init_wal: Lsn(0),
-        freeze: None,
-        one_node_write_mode: false,
-        promote: None,
-    }
+    ClusterState::new(generation, peer(primary), peer(sync), vec![])
+}
+
+/// Writes `state` as the shard's state if its key's modification revision is `rev` (0:
+/// if there is none); the new revision, or None when the guard did not hold.
+async fn swap_state(etcd: &Etcd, keys: &ShardKeys, rev: i64, state: ClusterState) -> Option<i64> {
+    etcd.put_if_mod_revision(&keys.state(), rev, vec![(keys.state(), state.to_json())])
+        .await
+        .expect("txn")
 }
 
 async fn changed_to(rx: &mut tokio::sync::watch::Receiver<Option<String>>, want: Option<&str>) {
@@ -69,14 +61,8 @@ async fn compare_and_swap_and_primary_watch() {
     changed_to(&mut primary, None).await;
 
     // Create-if-absent, then a stale compare-and-swap loses.
-    let rev = etcd
-        .put_if_mod_revision(
-            &keys.state(),
-            0,
-            vec![(keys.state(), state(1, 1, 2).to_json())],
-        )
+    let rev = swap_state(&etcd, &keys, 0, state(1, 1, 2))
         .await
-        .expect("txn")
         .expect("created");
     changed_to(
         &mut primary,
@@ -84,38 +70,21 @@ async fn compare_and_swap_and_primary_watch() {
     )
     .await;
     assert!(
-        etcd.put_if_mod_revision(
-            &keys.state(),
-            0,
-            vec![(keys.state(), state(1, 2, 1).to_json())]
-        )
-        .await
-        .expect("txn")
-        .is_none(),
+        swap_state(&etcd, &keys, 0, state(1, 2, 1)).await.is_none(),
         "a second create must lose"
     );
-    etcd.put_if_mod_revision(
-        &keys.state(),
-        rev,
-        vec![(keys.state(), state(2, 2, 3).to_json())],
-    )
-    .await
-    .expect("txn")
-    .expect("swapped");
+    swap_state(&etcd, &keys, rev, state(2, 2, 3))
+        .await
+        .expect("swapped");
     changed_to(
         &mut primary,
         Some("postgresql://postgres@127.0.0.2:5432/moray"),
     )
     .await;
     assert!(
-        etcd.put_if_mod_revision(
-            &keys.state(),
-            rev,
-            vec![(keys.state(), state(3, 3, 1).to_json())]
-        )
-        .await
-        .expect("txn")
-        .is_none(),
+        swap_state(&etcd, &keys, rev, state(3, 3, 1))
+            .await
+            .is_none(),
         "a write on an old revision must lose"
     );
 

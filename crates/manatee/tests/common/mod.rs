@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use manatee_client::state::ShardKeys;
 use manatee_client::watch_primary;
+use manatee_testkit::faults::{Workload, assert_none_lost};
 pub use manatee_testkit::{Binaries, LEASE_TTL_SECS, SHARD, Shard};
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
@@ -200,18 +201,19 @@ pub async fn check_acked(shard: &Shard, acked: &BTreeMap<String, String>, what: 
         .await
         .expect("read back");
     let found: BTreeMap<String, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-    let mut lost = Vec::new();
-    for (k, v) in acked {
-        match found.get(k) {
-            Some(x) if x == v => {}
-            other => lost.push(format!("{k}: acknowledged {v:?}, found {other:?}")),
-        }
+    assert_none_lost(acked, &found, what);
+}
+
+impl Workload for Writer {
+    async fn wait_progress(&self, n: usize, timeout: Duration, what: &str) {
+        Writer::wait_progress(self, n, timeout, what).await;
     }
-    assert!(
-        lost.is_empty(),
-        "{what}: {} of {} acknowledged writes lost or wrong, e.g. {:?}",
-        lost.len(),
-        acked.len(),
-        &lost[..lost.len().min(5)]
-    );
+
+    fn first_success_after(&self, t: Instant) -> Option<Instant> {
+        Writer::first_success_after(self, t)
+    }
+
+    async fn check(&self, shard: &Shard, what: &str) {
+        check_acked(shard, &self.snapshot(), what).await;
+    }
 }
