@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 use tokio::time::Instant;
+use triton_proto::moray::v1 as pb;
 
 use crate::buckets::{Bucket, BucketCache};
 use crate::config::Config;
@@ -84,6 +85,36 @@ impl Store {
             }
             let (mut conn, r) = op(conn).await;
             let r = finish(&mut conn, r).await;
+            (conn, r)
+        })
+        .await
+    }
+
+    /// [`Store::with_conn`] for an `op` that borrows the connection, within the request's
+    /// timeout (`options`, else the default).
+    pub async fn on_conn<T>(
+        &self,
+        options: Option<&pb::RequestOptions>,
+        op: impl AsyncFnOnce(&mut PooledConn) -> Result<T, MorayError>,
+    ) -> Result<T, MorayError> {
+        let timeout = self.timeout(options.map_or(0, |o| o.timeout_ms));
+        self.with_conn(timeout, async move |mut conn| {
+            let r = op(&mut conn).await;
+            (conn, r)
+        })
+        .await
+    }
+
+    /// [`Store::with_tx`] for an `op` that borrows the connection, within the request's
+    /// timeout (`options`, else the default).
+    pub async fn on_tx<T>(
+        &self,
+        options: Option<&pb::RequestOptions>,
+        op: impl AsyncFnOnce(&mut PooledConn) -> Result<T, MorayError>,
+    ) -> Result<T, MorayError> {
+        let timeout = self.timeout(options.map_or(0, |o| o.timeout_ms));
+        self.with_tx(timeout, async move |mut conn| {
+            let r = op(&mut conn).await;
             (conn, r)
         })
         .await

@@ -94,20 +94,8 @@ impl MorayError {
     pub fn message(&self) -> String {
         match self {
             MorayError::Server { message, .. } => message.clone(),
-            other => {
-                let mut text = other.to_string();
-                let mut source = std::error::Error::source(other);
-                while let Some(s) = source {
-                    // Transport errors repeat their cause in their own text.
-                    let s_text = s.to_string();
-                    if !text.ends_with(&s_text) {
-                        text.push_str(": ");
-                        text.push_str(&s_text);
-                    }
-                    source = s.source();
-                }
-                text
-            }
+            // With its causes (transport errors repeat theirs; each is said once).
+            other => triton_common::service::chain(other),
         }
     }
 

@@ -107,15 +107,11 @@ impl Store {
     pub async fn create_bucket(&self, req: pb::CreateBucketRequest) -> Result<(), MorayError> {
         validate_bucket_name(&req.name)?;
         let config = config_from_proto(req.config)?;
-        let timeout = self.timeout(req.options.as_ref().map_or(0, |o| o.timeout_ms));
-        let name = req.name;
-        let n = name.as_str();
-        self.with_tx(timeout, |mut conn| async move {
-            let r = self.create_in(&mut conn, n, config).await;
-            (conn, r)
+        self.on_tx(req.options.as_ref(), async |conn| {
+            self.create_in(conn, &req.name, config).await
         })
         .await?;
-        self.cache.invalidate(&name);
+        self.cache.invalidate(&req.name);
         Ok(())
     }
 
@@ -158,15 +154,12 @@ impl Store {
     pub async fn update_bucket(&self, req: pb::UpdateBucketRequest) -> Result<(), MorayError> {
         validate_bucket_name(&req.name)?;
         let config = config_from_proto(req.config)?;
-        let timeout = self.timeout(req.options.as_ref().map_or(0, |o| o.timeout_ms));
-        let (name, no_reindex) = (req.name, req.no_reindex);
-        let n = name.as_str();
-        self.with_tx(timeout, |mut conn| async move {
-            let r = self.update_in_tx(&mut conn, n, config, no_reindex).await;
-            (conn, r)
+        self.on_tx(req.options.as_ref(), async |conn| {
+            self.update_in_tx(conn, &req.name, config, req.no_reindex)
+                .await
         })
         .await?;
-        self.cache.invalidate(&name);
+        self.cache.invalidate(&req.name);
         Ok(())
     }
 

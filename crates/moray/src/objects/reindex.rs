@@ -20,12 +20,9 @@ impl Store {
         if req.count < 1 {
             return Err(MorayError::invalid_argument("count", "must be at least 1"));
         }
-        let timeout = self.timeout(req.options.as_ref().map_or(0, |o| o.timeout_ms));
-        self.with_tx(timeout, |mut conn| async move {
-            let r = self
-                .reindex_in(&mut conn, &req.bucket, req.count, req.no_count)
-                .await;
-            (conn, r)
+        self.on_tx(req.options.as_ref(), async |conn| {
+            self.reindex_in(conn, &req.bucket, req.count, req.no_count)
+                .await
         })
         .await
     }

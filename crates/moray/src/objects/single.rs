@@ -254,12 +254,8 @@ impl Store {
 
     pub async fn delete_object(&self, req: pb::DeleteObjectRequest) -> Result<(), MorayError> {
         let etag = etag_condition(req.etag);
-        let timeout = self.timeout(req.options.as_ref().map_or(0, |o| o.timeout_ms));
-        self.with_conn(timeout, |mut conn| async move {
-            let r = self
-                .delete_in(&mut conn, &req.bucket, &req.key, &etag)
-                .await;
-            (conn, r)
+        self.on_conn(req.options.as_ref(), async |conn| {
+            self.delete_in(conn, &req.bucket, &req.key, &etag).await
         })
         .await?;
         self.feed.wrote();

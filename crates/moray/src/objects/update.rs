@@ -169,13 +169,10 @@ impl Store {
         req: pb::UpdateObjectsRequest,
     ) -> Result<pb::UpdateObjectsResponse, MorayError> {
         let opts = FindOpts::from(req.find);
-        let timeout = self.timeout(req.options.as_ref().map_or(0, |o| o.timeout_ms));
         let (count, etag) = self
-            .with_tx(timeout, |mut conn| async move {
-                let r = self
-                    .update_in(&mut conn, &req.bucket, &req.fields, &req.filter, &opts)
-                    .await;
-                (conn, r)
+            .on_tx(req.options.as_ref(), async |conn| {
+                self.update_in(conn, &req.bucket, &req.fields, &req.filter, &opts)
+                    .await
             })
             .await?;
         self.feed.wrote();
@@ -187,13 +184,10 @@ impl Store {
         req: pb::DeleteManyRequest,
     ) -> Result<pb::DeleteManyResponse, MorayError> {
         let opts = FindOpts::from(req.find);
-        let timeout = self.timeout(req.options.as_ref().map_or(0, |o| o.timeout_ms));
         let count = self
-            .with_conn(timeout, |mut conn| async move {
-                let r = self
-                    .delete_many_in(&mut conn, &req.bucket, &req.filter, &opts)
-                    .await;
-                (conn, r)
+            .on_conn(req.options.as_ref(), async |conn| {
+                self.delete_many_in(conn, &req.bucket, &req.filter, &opts)
+                    .await
             })
             .await?;
         self.feed.wrote();
