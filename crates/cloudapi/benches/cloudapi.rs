@@ -22,9 +22,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dc_testkit::cloudapi::{HandKey, raw_request};
+use dc_testkit::bench::env_or;
+use dc_testkit::cloudapi::HandKey;
 use dc_testkit::{ADMIN_UUID, Dc, Options};
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -36,13 +38,6 @@ use triton_proto::vmapi::v1 as vmapi;
 const WARM_UP: Duration = Duration::from_secs(1);
 const MACHINES: usize = 100;
 const PACKAGES: usize = 10;
-
-fn env_or(key: &str, default: u64) -> u64 {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// One keep-alive HTTP/1.1 connection, as a client library keeps one per socket.
 struct Conn {
@@ -117,7 +112,7 @@ enum Case {
     Http {
         path: String,
         /// Sign each request as `key_id`.
-        signed: Option<(std::sync::Arc<HandKey>, String)>,
+        signed: Option<(Arc<HandKey>, String)>,
     },
     UfdsAuth {
         client: triton_proto::ufds::v1::ufds_client::UfdsClient<tonic::transport::Channel>,
@@ -242,40 +237,13 @@ fn load() -> String {
 }
 
 async fn bench() {
-    let clients = env_or("CLOUDAPI_BENCH_CLIENTS", 32) as usize;
-    let secs = Duration::from_secs(env_or("CLOUDAPI_BENCH_SECS", 10));
-    let stack = Dc::start(Options {
-        compute: true,
-        ..Options::cloudapi()
-    })
-    .await;
+    let clients = env_or("CLOUDAPI_BENCH_CLIENTS", 32);
+    let secs = Duration::from_secs(env_or("CLOUDAPI_BENCH_SECS", 10) as u64);
+    let stack = Dc::start(Options::cloudapi_compute()).await;
 
     // The tenant, with an Ed25519 key the bench signs with.
-    let login = "bench".to_string();
-    let key = std::sync::Arc::new(HandKey::new());
-    let account = stack
-        .ufds()
-        .create_account(ufds::CreateAccountRequest {
-            login: login.clone(),
-            email: "bench@example.com".into(),
-            approved_for_provisioning: true,
-            ..Default::default()
-        })
-        .await
-        .expect("CreateAccount")
-        .into_inner();
-    let fingerprint = stack
-        .ufds()
-        .create_key(ufds::CreateKeyRequest {
-            account: account.uuid.clone(),
-            name: "bench".into(),
-            key: key.openssh.clone(),
-        })
-        .await
-        .expect("CreateKey")
-        .into_inner()
-        .fingerprint;
-    let key_id = format!("/{login}/keys/{fingerprint}");
+    let tenant = stack.hand_account("bench").await;
+    let login = tenant.login.clone();
 
     // The machines' package caps CPU at half a core, so that 100 fit the one simulated
     // node (16 CPUs); the others as the tests make them.
@@ -325,11 +293,9 @@ async fn bench() {
                 "name": format!("bench{}", batch * 10 + i),
             })
             .to_string();
-            let headers = key.sign(&key_id, 0);
-            let path = format!("/{login}/machines");
-            let addr = stack.cloudapi();
+            let tenant = tenant.clone();
             creates.spawn(async move {
-                let r = raw_request(addr, "POST", &path, &headers, &body).await;
+                let r = tenant.send("POST", "/bench/machines", &body).await;
                 assert_eq!(r.status, 201, "CreateMachine: {}", r.body);
             });
         }
@@ -339,14 +305,7 @@ async fn bench() {
     }
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let r = raw_request(
-            stack.cloudapi(),
-            "GET",
-            &format!("/{login}/machines"),
-            &key.sign(&key_id, 0),
-            "",
-        )
-        .await;
+        let r = tenant.send("GET", "/bench/machines", "").await;
         assert_eq!(r.status, 200, "{}", r.body);
         let listed = r.json();
         let states: Vec<&str> = listed
@@ -373,15 +332,11 @@ async fn bench() {
 
     // What the timed requests answer, checked once.
     let mut conn = Conn::new(stack.cloudapi());
-    let (_, body) = conn
-        .get(&format!("/{login}/machines"), &key.sign(&key_id, 0))
-        .await;
+    let (_, body) = conn.get("/bench/machines", &tenant.sign()).await;
     let machines: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
     assert_eq!(machines.as_array().map(Vec::len), Some(MACHINES));
     let machines_bytes = body.len();
-    let (_, body) = conn
-        .get(&format!("/{login}/packages"), &key.sign(&key_id, 0))
-        .await;
+    let (_, body) = conn.get("/bench/packages", &tenant.sign()).await;
     let listed: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
     assert_eq!(listed.as_array().map(Vec::len), Some(PACKAGES));
     let packages_bytes = body.len();
@@ -395,78 +350,51 @@ async fn bench() {
     println!();
     println!("| request | clients | requests/s | p50 ms | p99 ms |");
     println!("|---|---|---|---|---|");
-    let signed = Some((key.clone(), key_id.clone()));
-    let addr = stack.cloudapi();
-    let http = |path: String, signed: Option<(std::sync::Arc<HandKey>, String)>| Case::Http {
-        path,
+    let signed = Some((tenant.key.clone(), tenant.key_id()));
+    let http = |path: &str, signed: Option<(Arc<HandKey>, String)>| Case::Http {
+        path: path.to_string(),
         signed,
     };
-    run(
-        "`GET /--ping` (no auth)",
-        http("/--ping".into(), None),
-        addr,
-        clients,
-        secs,
-    )
-    .await;
-    run(
-        "`GET /:login` (auth alone)",
-        http(format!("/{login}"), signed.clone()),
-        addr,
-        clients,
-        secs,
-    )
-    .await;
-    run(
-        &format!("`GET /:login/packages` ({PACKAGES}, {packages_bytes} B)"),
-        http(format!("/{login}/packages"), signed.clone()),
-        addr,
-        clients,
-        secs,
-    )
-    .await;
-    run(
-        &format!("`GET /:login/machines` ({MACHINES}, {machines_bytes} B)"),
-        http(format!("/{login}/machines"), signed.clone()),
-        addr,
-        clients,
-        secs,
-    )
-    .await;
-    run(
-        "gRPC UFDS GetAccount + GetKey",
-        Case::UfdsAuth {
-            client: stack.ufds(),
-            login: login.clone(),
-            fingerprint: fingerprint.clone(),
-        },
-        addr,
-        clients,
-        secs,
-    )
-    .await;
-    run(
-        "gRPC PAPI ListPackages",
-        Case::PapiList {
-            client: stack.papi(),
-            owner: account.uuid.clone(),
-        },
-        addr,
-        clients,
-        secs,
-    )
-    .await;
-    run(
-        "gRPC VMAPI ListVms",
-        Case::VmapiList {
-            client: stack.vmapi(),
-            owner: account.uuid.clone(),
-        },
-        addr,
-        clients,
-        secs,
-    )
-    .await;
+    let cases = [
+        ("`GET /--ping` (no auth)".to_string(), http("/--ping", None)),
+        (
+            "`GET /:login` (auth alone)".to_string(),
+            http("/bench", signed.clone()),
+        ),
+        (
+            format!("`GET /:login/packages` ({PACKAGES}, {packages_bytes} B)"),
+            http("/bench/packages", signed.clone()),
+        ),
+        (
+            format!("`GET /:login/machines` ({MACHINES}, {machines_bytes} B)"),
+            http("/bench/machines", signed.clone()),
+        ),
+        (
+            "gRPC UFDS GetAccount + GetKey".to_string(),
+            Case::UfdsAuth {
+                client: stack.ufds(),
+                login: login.clone(),
+                fingerprint: tenant.fingerprint.clone(),
+            },
+        ),
+        (
+            "gRPC PAPI ListPackages".to_string(),
+            Case::PapiList {
+                client: stack.papi(),
+                owner: tenant.account.clone(),
+            },
+        ),
+        (
+            "gRPC VMAPI ListVms".to_string(),
+            Case::VmapiList {
+                client: stack.vmapi(),
+                owner: tenant.account.clone(),
+            },
+        ),
+    ];
+    for (what, case) in cases {
+        run(&what, case, stack.cloudapi(), clients, secs).await;
+    }
     println!();
     println!("load average after: {}", load());
 }
@@ -474,9 +402,5 @@ async fn bench() {
 triton_common::global_allocator!();
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    runtime.block_on(bench());
+    dc_testkit::bench::runtime().block_on(bench());
 }

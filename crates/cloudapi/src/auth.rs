@@ -81,24 +81,11 @@ pub async fn authenticate(app: &AppState, req: &RequestHead) -> Result<Caller, A
     }
 
     let mut ufds_client = app.backends.ufds.clone();
-    let account = match ufds_client
-        .get_account(ufds::GetAccountRequest {
-            account: key_id.login.clone(),
-        })
-        .await
-    {
-        Ok(a) => a.into_inner(),
-        Err(s) if is_not_found(&s) || s.code() == tonic::Code::InvalidArgument => {
-            return Err(ApiError::invalid_credentials(format!(
-                "Invalid account {}",
-                key_id.login
-            )));
-        }
-        Err(s) => {
-            tracing::error!(error = %s, "UFDS GetAccount failed during authentication");
-            return Err(ApiError::internal("Unexpected error fetching account"));
-        }
+    let request = ufds::GetAccountRequest {
+        account: key_id.login.clone(),
     };
+    let answer = ufds_client.get_account(request).await;
+    let account = credential(answer, "account", &key_id.login)?;
     // A login never contains '-', so a uuid in the keyId would find the account by
     // uuid: Triton's keyId names the login.
     if account.login != key_id.login {
@@ -107,25 +94,11 @@ pub async fn authenticate(app: &AppState, req: &RequestHead) -> Result<Caller, A
             key_id.login
         )));
     }
-    let key = match ufds_client
-        .get_key(ufds::GetKeyRequest {
-            account: account.uuid.clone(),
-            key: key_id.key.clone(),
-        })
-        .await
-    {
-        Ok(k) => k.into_inner(),
-        Err(s) if is_not_found(&s) || s.code() == tonic::Code::InvalidArgument => {
-            return Err(ApiError::invalid_credentials(format!(
-                "Invalid key {}",
-                key_id.key
-            )));
-        }
-        Err(s) => {
-            tracing::error!(error = %s, "UFDS GetKey failed during authentication");
-            return Err(ApiError::internal("Unexpected error fetching key"));
-        }
+    let request = ufds::GetKeyRequest {
+        account: account.uuid.clone(),
+        key: key_id.key.clone(),
     };
+    let key = credential(ufds_client.get_key(request).await, "key", &key_id.key)?;
     let public = PublicKey::from_ssh_blob(&key.blob).map_err(|e| {
         tracing::warn!(error = %e, key = %key.fingerprint, "stored key does not parse");
         ApiError::invalid_credentials(INVALID_SIGNATURE)
@@ -154,9 +127,33 @@ pub async fn authenticate(app: &AppState, req: &RequestHead) -> Result<Caller, A
     })
 }
 
-fn is_not_found(s: &tonic::Status) -> bool {
+/// Whether UFDS answered that what was asked for does not exist (or cannot, by its
+/// form).
+fn is_unknown(s: &tonic::Status) -> bool {
     s.code() == tonic::Code::NotFound
+        || s.code() == tonic::Code::InvalidArgument
         || triton_common::status::error_name(s) == Some("ResourceNotFound")
+}
+
+/// What a request authenticates with, as UFDS answered: one it does not have is
+/// `Invalid <what> <name>`; UFDS failing is an internal error.
+fn credential<T>(
+    answer: Result<tonic::Response<T>, tonic::Status>,
+    what: &str,
+    name: &str,
+) -> Result<T, ApiError> {
+    match answer {
+        Ok(r) => Ok(r.into_inner()),
+        Err(s) if is_unknown(&s) => Err(ApiError::invalid_credentials(format!(
+            "Invalid {what} {name}"
+        ))),
+        Err(s) => {
+            tracing::error!(error = %s, what, "UFDS failed during authentication");
+            Err(ApiError::internal(format!(
+                "Unexpected error fetching {what}"
+            )))
+        }
+    }
 }
 
 /// The first path segment names the account acted on: `my` or the caller's login.
@@ -182,9 +179,7 @@ async fn check_path_account(
         Ok(_) => Err(ApiError::not_authorized(format!(
             "You do not have permission to access {login}"
         ))),
-        Err(s) if is_not_found(&s) || s.code() == tonic::Code::InvalidArgument => {
-            Err(ApiError::not_found(format!("{login} does not exist")))
-        }
+        Err(s) if is_unknown(&s) => Err(ApiError::not_found(format!("{login} does not exist"))),
         Err(s) => Err(ApiError::backend("ufds", s)),
     }
 }

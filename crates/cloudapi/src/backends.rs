@@ -19,16 +19,6 @@ use crate::error::StartError;
 pub type Interceptor = fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>;
 pub type Chan = InterceptedService<Channel, Interceptor>;
 
-#[derive(Debug, Clone)]
-pub struct Backends {
-    pub ufds: UfdsClient<Chan>,
-    pub papi: PapiClient<Chan>,
-    pub imgapi: ImgapiClient<Chan>,
-    pub napi: NapiClient<Chan>,
-    pub vmapi: VmapiClient<Chan>,
-    pub cnapi: CnapiClient<Chan>,
-}
-
 /// A backend's channel with the common defaults: every call CloudAPI makes is a short
 /// read or write (state changes are jobs that answer at once).
 fn channel(service: &'static str, url: &str) -> Result<Chan, StartError> {
@@ -39,15 +29,31 @@ fn channel(service: &'static str, url: &str) -> Result<Chan, StartError> {
     Ok(InterceptedService::new(channel, interceptor))
 }
 
-impl Backends {
-    pub fn connect(config: &Config) -> Result<Backends, StartError> {
-        Ok(Backends {
-            ufds: UfdsClient::new(channel("ufds", &config.ufds_url)?),
-            papi: PapiClient::new(channel("papi", &config.papi_url)?),
-            imgapi: ImgapiClient::new(channel("imgapi", &config.imgapi_url)?),
-            napi: NapiClient::new(channel("napi", &config.napi_url)?),
-            vmapi: VmapiClient::new(channel("vmapi", &config.vmapi_url)?),
-            cnapi: CnapiClient::new(channel("cnapi", &config.cnapi_url)?),
-        })
-    }
+/// The clients, one field per service: its client type and the config key of its URL.
+macro_rules! backends {
+    ($($service:ident: $client:ident from $url:ident;)*) => {
+        /// A client of each service behind CloudAPI.
+        #[derive(Debug, Clone)]
+        pub struct Backends {
+            $(pub $service: $client<Chan>,)*
+        }
+
+        impl Backends {
+            /// Every client, on a lazy channel to its configured URL.
+            pub fn connect(config: &Config) -> Result<Backends, StartError> {
+                Ok(Backends {
+                    $($service: $client::new(channel(stringify!($service), &config.$url)?),)*
+                })
+            }
+        }
+    };
+}
+
+backends! {
+    ufds: UfdsClient from ufds_url;
+    papi: PapiClient from papi_url;
+    imgapi: ImgapiClient from imgapi_url;
+    napi: NapiClient from napi_url;
+    vmapi: VmapiClient from vmapi_url;
+    cnapi: CnapiClient from cnapi_url;
 }

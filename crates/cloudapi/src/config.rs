@@ -144,13 +144,11 @@ mod tests {
 
     #[test]
     fn environment_overrides_defaults() {
-        let env = vec![
-            ("CLOUDAPI_LISTEN".to_string(), "0.0.0.0:80".to_string()),
-            (
-                "CLOUDAPI_VMAPI_URL".to_string(),
-                "tcp://10.0.0.5:2025".to_string(),
-            ),
-        ];
+        let env = [
+            ("CLOUDAPI_LISTEN", "0.0.0.0:80"),
+            ("CLOUDAPI_VMAPI_URL", "tcp://10.0.0.5:2025"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
         let c: Config = triton_common::config::load_from("cloudapi", None, &env).unwrap();
         assert_eq!(c.listen, "0.0.0.0:80");
         assert_eq!(grpc_url(&c.vmapi_url), "http://10.0.0.5:2025");

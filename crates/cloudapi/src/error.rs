@@ -29,34 +29,6 @@ impl ApiError {
         }
     }
 
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "ResourceNotFound", message)
-    }
-    pub fn invalid_argument(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, "InvalidArgument", message)
-    }
-    pub fn missing_parameter(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, "MissingParameter", message)
-    }
-    pub fn invalid_credentials(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "InvalidCredentials", message)
-    }
-    pub fn not_authorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "NotAuthorized", message)
-    }
-    pub fn invalid_header(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "InvalidHeader", message)
-    }
-    pub fn invalid_state(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, "InvalidState", message)
-    }
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
-    }
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "BadRequest", message)
-    }
-
     /// A backend call failed. Triton passes on only validation and not-found errors
     /// with their messages; anything else keeps its class but hides its text
     /// (`lib/errors.js` vmapiErrorWrap / napiErrorWrap).
@@ -114,6 +86,32 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         crate::server::json_response(self.status, &self.body())
     }
+}
+
+/// One constructor per Triton error: its name, status and restCode.
+macro_rules! triton_errors {
+    ($($name:ident: $status:ident, $code:literal;)*) => {
+        impl ApiError {
+            $(
+                #[doc = concat!("`", $code, "`, ", stringify!($status), ".")]
+                pub fn $name(message: impl Into<String>) -> Self {
+                    Self::new(StatusCode::$status, $code, message)
+                }
+            )*
+        }
+    };
+}
+
+triton_errors! {
+    not_found: NOT_FOUND, "ResourceNotFound";
+    invalid_argument: CONFLICT, "InvalidArgument";
+    missing_parameter: CONFLICT, "MissingParameter";
+    invalid_credentials: UNAUTHORIZED, "InvalidCredentials";
+    not_authorized: FORBIDDEN, "NotAuthorized";
+    invalid_header: BAD_REQUEST, "InvalidHeader";
+    invalid_state: CONFLICT, "InvalidState";
+    internal: INTERNAL_SERVER_ERROR, "InternalError";
+    bad_request: BAD_REQUEST, "BadRequest";
 }
 
 /// Errors of start-up (bad config, cannot bind, bad certificate).

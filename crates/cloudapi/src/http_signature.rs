@@ -716,17 +716,19 @@ mod tests {
         (now, httpdate::fmt_http_date(now))
     }
 
+    /// A request dated now with `header: value`, parsed; and its date.
+    fn parse_dated(header: &str, value: &str) -> (ParsedSignature, String) {
+        let (now, date) = now_date();
+        let h = headers(&[("date", &date), (header, value)]);
+        (parse_request(&view(&h), SKEW, now).unwrap(), date)
+    }
+
     #[test]
     fn modern_header_with_default_headers() {
-        let (now, date) = now_date();
-        let h = headers(&[
-            ("date", &date),
-            (
-                "authorization",
-                r#"Signature keyId="/bob/keys/aa:bb",algorithm="RSA-SHA256",signature="AAAA""#,
-            ),
-        ]);
-        let p = parse_request(&view(&h), SKEW, now).unwrap();
+        let (p, date) = parse_dated(
+            "authorization",
+            r#"Signature keyId="/bob/keys/aa:bb",algorithm="RSA-SHA256",signature="AAAA""#,
+        );
         assert_eq!(p.grammar, Grammar::Modern);
         assert_eq!(p.key_id, "/bob/keys/aa:bb");
         assert_eq!(p.algorithm, "rsa-sha256");
@@ -756,15 +758,10 @@ mod tests {
 
     #[test]
     fn legacy_header_signs_bare_values() {
-        let (now, date) = now_date();
-        let h = headers(&[
-            ("date", &date),
-            (
-                "authorization",
-                r#"Signature keyId="/bob/keys/mykey",algorithm="rsa-sha256" AAAA"#,
-            ),
-        ]);
-        let p = parse_request(&view(&h), SKEW, now).unwrap();
+        let (p, date) = parse_dated(
+            "authorization",
+            r#"Signature keyId="/bob/keys/mykey",algorithm="rsa-sha256" AAAA"#,
+        );
         assert_eq!(p.grammar, Grammar::Legacy);
         assert_eq!(p.key_id, "/bob/keys/mykey");
         assert_eq!(p.signing_string, date);
@@ -817,103 +814,74 @@ mod tests {
 
     #[test]
     fn signature_header_without_scheme() {
-        let (now, date) = now_date();
-        let h = headers(&[
-            ("date", &date),
-            (
-                "signature",
-                r#"keyId="/bob/keys/k",algorithm="rsa-sha256",signature="AAAA""#,
-            ),
-        ]);
-        assert_eq!(
-            parse_request(&view(&h), SKEW, now).unwrap().key_id,
-            "/bob/keys/k"
+        let (p, _) = parse_dated(
+            "signature",
+            r#"keyId="/bob/keys/k",algorithm="rsa-sha256",signature="AAAA""#,
         );
+        assert_eq!(p.key_id, "/bob/keys/k");
     }
 
     #[test]
     fn refusals() {
         let (now, date) = now_date();
-        let none = headers(&[("date", &date)]);
-        assert_eq!(
-            parse_request(&view(&none), SKEW, now),
-            Err(ParseError::Missing)
-        );
-
-        let basic = headers(&[("date", &date), ("authorization", "Basic Ym9iOnB3")]);
-        assert_eq!(
-            parse_request(&view(&basic), SKEW, now),
-            Err(ParseError::Missing)
-        );
-
         let stale = httpdate::fmt_http_date(now - Duration::from_secs(301));
-        let h = headers(&[
-            ("date", &stale),
-            (
-                "authorization",
-                r#"Signature keyId="/b/keys/k",algorithm="rsa-sha256",signature="AAAA""#,
-            ),
-        ]);
-        assert!(matches!(
-            parse_request(&view(&h), SKEW, now),
-            Err(ParseError::Expired { allowed: 300, .. })
-        ));
         let future = httpdate::fmt_http_date(now + Duration::from_secs(400));
-        let h = headers(&[
-            ("date", &future),
+        let signed = |algorithm: &str, headers: &str| {
+            format!(
+                r#"Signature keyId="/b/keys/k",algorithm="{algorithm}",{headers}signature="AAAA""#
+            )
+        };
+        let rsa = signed("rsa-sha256", "");
+        let host_only = signed("rsa-sha256", r#"headers="host","#);
+        let hmac = signed("hmac-sha256", "");
+        // What is refused, the request's headers, and whether the error is the right one.
+        type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, fn(&ParseError) -> bool);
+        let cases: [Case; 8] = [
+            ("no authorization", vec![("date", &date)], |e| {
+                *e == ParseError::Missing
+            }),
             (
-                "authorization",
-                r#"Signature keyId="/b/keys/k",algorithm="rsa-sha256",signature="AAAA""#,
+                "basic auth",
+                vec![("date", &date), ("authorization", "Basic Ym9iOnB3")],
+                |e| *e == ParseError::Missing,
             ),
-        ]);
-        assert!(matches!(
-            parse_request(&view(&h), SKEW, now),
-            Err(ParseError::Expired { .. })
-        ));
-
-        let h = headers(&[
-            ("date", &date),
-            ("host", "x"),
             (
-                "authorization",
-                r#"Signature keyId="/b/keys/k",algorithm="rsa-sha256",headers="host",signature="AAAA""#,
+                "a stale date",
+                vec![("date", &stale), ("authorization", &rsa)],
+                |e| matches!(e, ParseError::Expired { allowed: 300, .. }),
             ),
-        ]);
-        assert_eq!(
-            parse_request(&view(&h), SKEW, now),
-            Err(ParseError::MissingHeader(
-                "date was not a signed header".into()
-            ))
-        );
-
-        let h = headers(&[(
-            "authorization",
-            r#"Signature keyId="/b/keys/k",algorithm="rsa-sha256",signature="AAAA""#,
-        )]);
-        assert_eq!(
-            parse_request(&view(&h), SKEW, now),
-            Err(ParseError::MissingHeader(
-                "date was not in the request".into()
-            ))
-        );
-
-        let h = headers(&[
-            ("date", &date),
             (
-                "authorization",
-                r#"Signature keyId="/b/keys/k",algorithm="hmac-sha256",signature="AAAA""#,
+                "a date in the future",
+                vec![("date", &future), ("authorization", &rsa)],
+                |e| matches!(e, ParseError::Expired { .. }),
             ),
-        ]);
-        assert_eq!(
-            parse_request(&view(&h), SKEW, now),
-            Err(ParseError::UnsupportedAlgorithm("HMAC-SHA256".into()))
-        );
-
-        let h = headers(&[("date", &date), ("authorization", "Signature garbage")]);
-        assert!(matches!(
-            parse_request(&view(&h), SKEW, now),
-            Err(ParseError::Invalid(_))
-        ));
+            (
+                "date not signed",
+                vec![
+                    ("date", &date),
+                    ("host", "x"),
+                    ("authorization", &host_only),
+                ],
+                |e| *e == ParseError::MissingHeader("date was not a signed header".into()),
+            ),
+            ("no date", vec![("authorization", &rsa)], |e| {
+                *e == ParseError::MissingHeader("date was not in the request".into())
+            }),
+            (
+                "an unsupported algorithm",
+                vec![("date", &date), ("authorization", &hmac)],
+                |e| *e == ParseError::UnsupportedAlgorithm("HMAC-SHA256".into()),
+            ),
+            (
+                "garbage",
+                vec![("date", &date), ("authorization", "Signature garbage")],
+                |e| matches!(e, ParseError::Invalid(_)),
+            ),
+        ];
+        for (case, pairs, expected) in cases {
+            let got = parse_request(&view(&headers(&pairs)), SKEW, now);
+            assert!(got.as_ref().is_err_and(expected), "{case}: {got:?}");
+        }
     }
 
     #[test]

@@ -60,13 +60,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let plain = if config.listen.is_empty() {
         None
     } else {
-        let l = tokio::net::TcpListener::bind(&config.listen)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: config.listen.clone(),
-                source,
-            })?;
-        Some(l)
+        Some(bind(&config.listen).await?)
     };
     let tls_files = if !config.serves_tls() {
         None
@@ -88,13 +82,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     };
     let secure = if let Some((cert, key)) = &tls_files {
         let acceptor = tls::acceptor(&cert.display().to_string(), &key.display().to_string())?;
-        let l = tokio::net::TcpListener::bind(&config.tls_listen)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: config.tls_listen.clone(),
-                source,
-            })?;
-        Some((l, acceptor))
+        Some((bind(&config.tls_listen).await?, acceptor))
     } else {
         None
     };
@@ -159,6 +147,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         tls_cert: tls_files.map(|(cert, _)| cert),
         task,
     })
+}
+
+async fn bind(addr: &str) -> Result<tokio::net::TcpListener, StartError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: addr.to_string(),
+            source,
+        })
 }
 
 /// The names a self-signed certificate is made for: loopback, this host's name, and the

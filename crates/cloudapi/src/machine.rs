@@ -210,26 +210,19 @@ mod tests {
 
     #[test]
     fn affinity_rules() {
-        let r = parse_affinity("instance!=db*").unwrap();
-        assert_eq!(
-            (
+        for (rule, want) in [
+            ("instance!=db*", ("instance", "!=", "db*", false)),
+            ("role==~/^web/", ("role", "==", "/^web/", true)),
+        ] {
+            let r = parse_affinity(rule).unwrap();
+            let got = (
                 r.key.as_str(),
                 r.operator.as_str(),
                 r.value.as_str(),
-                r.is_soft
-            ),
-            ("instance", "!=", "db*", false)
-        );
-        let r = parse_affinity("role==~/^web/").unwrap();
-        assert_eq!(
-            (
-                r.key.as_str(),
-                r.operator.as_str(),
-                r.value.as_str(),
-                r.is_soft
-            ),
-            ("role", "==", "/^web/", true)
-        );
+                r.is_soft,
+            );
+            assert_eq!(got, want, "{rule}");
+        }
         assert!(parse_affinity("instance<>x").is_err());
         assert!(parse_affinity("==x").is_err());
     }

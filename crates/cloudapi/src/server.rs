@@ -176,6 +176,14 @@ pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
     response
 }
 
+/// `response` with a `Location` header (a created resource, a redirect).
+pub fn with_location(mut response: Response, location: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    response
+}
+
 /// A response with no body (204, or 202 for accepted actions).
 pub fn empty_response(status: StatusCode) -> Response {
     status.into_response()

@@ -127,25 +127,29 @@ impl Range {
     }
 }
 
+/// `<=` or `>` of `p`: `full` of a full version, `partial` of the first version past a
+/// partial one (`<=1.2` is `<1.3.0`, `>1.2` is `>=1.3.0`).
+fn partial_bound(
+    p: &[u64],
+    full: fn(Version) -> Bound,
+    partial: fn(Version) -> Bound,
+) -> Vec<Bound> {
+    vec![if p.len() == 3 {
+        full(lower(p))
+    } else {
+        partial(next_after(p))
+    }]
+}
+
 fn comparator(t: &str) -> Option<Vec<Bound>> {
     if let Some(rest) = t.strip_prefix(">=") {
         return Some(vec![Bound::Ge(lower(&parse_partial(rest)?))]);
     }
     if let Some(rest) = t.strip_prefix("<=") {
-        let p = parse_partial(rest)?;
-        return Some(if p.len() == 3 {
-            vec![Bound::Le(lower(&p))]
-        } else {
-            vec![Bound::Lt(next_after(&p))]
-        });
+        return Some(partial_bound(&parse_partial(rest)?, Bound::Le, Bound::Lt));
     }
     if let Some(rest) = t.strip_prefix('>') {
-        let p = parse_partial(rest)?;
-        return Some(if p.len() == 3 {
-            vec![Bound::Gt(lower(&p))]
-        } else {
-            vec![Bound::Ge(next_after(&p))]
-        });
+        return Some(partial_bound(&parse_partial(rest)?, Bound::Gt, Bound::Ge));
     }
     if let Some(rest) = t.strip_prefix('<') {
         return Some(vec![Bound::Lt(lower(&parse_partial(rest)?))]);
@@ -180,24 +184,28 @@ mod tests {
 
     #[test]
     fn picks_the_highest_admitted_version() {
-        assert_eq!(negotiate("*"), Some("9.0.0"));
-        assert_eq!(negotiate(""), Some("9.0.0"));
-        assert_eq!(negotiate("~9||~8"), Some("9.0.0"));
-        assert_eq!(negotiate("~8||~7"), Some("8.0.0"));
-        assert_eq!(negotiate("~7"), Some("7.3.0"));
-        assert_eq!(negotiate("7.0.0"), Some("7.0.0"));
-        assert_eq!(negotiate("~7.1"), Some("7.1.0"));
-        assert_eq!(negotiate(">=8"), Some("9.0.0"));
-        assert_eq!(negotiate("<8"), Some("7.3.0"));
-        assert_eq!(negotiate("^8.0.0"), Some("8.0.0"));
-        assert_eq!(negotiate(">= 7.2.0 < 9"), Some("8.0.0"));
-        assert_eq!(negotiate("9.x"), Some("9.0.0"));
+        for (range, want) in [
+            ("*", "9.0.0"),
+            ("", "9.0.0"),
+            ("~9||~8", "9.0.0"),
+            ("~8||~7", "8.0.0"),
+            ("~7", "7.3.0"),
+            ("7.0.0", "7.0.0"),
+            ("~7.1", "7.1.0"),
+            (">=8", "9.0.0"),
+            ("<8", "7.3.0"),
+            ("^8.0.0", "8.0.0"),
+            (">= 7.2.0 < 9", "8.0.0"),
+            ("9.x", "9.0.0"),
+        ] {
+            assert_eq!(negotiate(range), Some(want), "{range:?}");
+        }
     }
 
     #[test]
     fn refuses_what_no_version_satisfies() {
-        assert_eq!(negotiate("~6"), None);
-        assert_eq!(negotiate("10.0.0"), None);
-        assert_eq!(negotiate("banana"), None);
+        for range in ["~6", "10.0.0", "banana"] {
+            assert_eq!(negotiate(range), None, "{range:?}");
+        }
     }
 }

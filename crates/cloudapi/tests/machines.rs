@@ -8,30 +8,20 @@
 
 use std::time::Duration;
 
+use dc_testkit::cloudapi::{Catalog, TwoTenants};
 use dc_testkit::linux::{LinuxHost, answers_http};
-use dc_testkit::{Dc, Options};
+use dc_testkit::{Dc, Options, eventually};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instance_lifecycle_through_the_cli() {
-    let stack = Dc::start(Options {
-        compute: true,
-        ..Options::cloudapi()
-    })
-    .await;
-    let alice = stack.tenant("alice", "rsa").await;
-    let bob = stack.tenant("bob", "ed25519").await;
-    let small = stack.package("g1-small", 1024, &[]).await;
+    let tenants = TwoTenants::start().await;
+    let (stack, alice, bob) = (&tenants.dc, &tenants.alice, &tenants.bob);
+    let Catalog {
+        package: small,
+        image,
+    } = &tenants.catalog;
     let large = stack.package("g1-large", 2048, &[]).await;
-    let image = stack
-        .image(
-            "base-64-lts",
-            "24.4.1",
-            true,
-            dc_testkit::ADMIN_UUID,
-            b"simulated".to_vec(),
-        )
-        .await;
 
     // Create: answers at once in `provisioning`; -w waits until it runs.
     let out = alice
@@ -67,25 +57,10 @@ async fn instance_lifecycle_through_the_cli() {
     );
 
     // And one made with -w from the start.
-    let out = alice
-        .ok(&[
-            "instance",
-            "create",
-            "-w",
-            "-j",
-            "-n",
-            "db0",
-            "base-64-lts",
-            "g1-small",
-        ])
-        .await;
-    let lines = out.json_lines();
-    let db = lines.last().unwrap();
-    assert_eq!(db["state"], "running", "{}", out.stdout);
-    let db_id = db["id"].as_str().unwrap().to_string();
+    let db_id = alice.create_instance("db0").await;
 
     // List, get, ip.
-    let list = alice.ok(&["instance", "list", "-j"]).await.json_lines();
+    let list = alice.json_lines(&["instance", "list", "-j"]).await;
     let names: Vec<&str> = list.iter().map(|m| m["name"].as_str().unwrap()).collect();
     assert_eq!(names.len(), 2, "{names:?}");
     assert!(names.contains(&"web0") && names.contains(&"db0"));
@@ -105,13 +80,10 @@ async fn instance_lifecycle_through_the_cli() {
             .await;
         assert!(out.json_lines().is_empty(), "name={name}: {}", out.stdout);
     }
-    let out = alice.ok(&["instance", "list"]).await;
-    assert!(
-        out.stdout.contains("web0") && out.stdout.contains("running"),
-        "{}",
-        out.stdout
-    );
-    let got = alice.ok(&["instance", "get", "-j", "web0"]).await.json();
+    alice
+        .prints(&["instance", "list"], &["web0", "running"])
+        .await;
+    let got = alice.json(&["instance", "get", "-j", "web0"]).await;
     assert_eq!(got["id"], id.as_str());
     assert_eq!(got["state"], "running");
     assert_eq!(got["package"], "g1-small");
@@ -119,12 +91,7 @@ async fn instance_lifecycle_through_the_cli() {
     assert_eq!(got["image"], image.uuid.as_str());
     assert_eq!(got["tags"], json!({"role": "web", "count": 3}));
     assert_eq!(got["metadata"]["foo"], "bar");
-    let ip = alice
-        .ok(&["instance", "ip", "web0"])
-        .await
-        .stdout
-        .trim()
-        .to_string();
+    let ip = alice.text(&["instance", "ip", "web0"]).await;
     assert!(ip.starts_with("10.88.88."), "{ip}");
     assert_eq!(got["primaryIp"], ip.as_str());
     assert_eq!(vm.nics.len(), 1);
@@ -135,23 +102,19 @@ async fn instance_lifecycle_through_the_cli() {
     alice
         .ok(&["instance", "tag", "set", "-w", "web0", "env=prod", "tier=1"])
         .await;
-    let tags = alice
-        .ok(&["instance", "tag", "list", "-j", "web0"])
-        .await
-        .json();
+    let tags = alice.json(&["instance", "tag", "list", "-j", "web0"]).await;
     assert_eq!(
         tags,
         json!({"role": "web", "count": 3, "env": "prod", "tier": 1})
     );
-    let out = alice.ok(&["instance", "tag", "get", "web0", "env"]).await;
-    assert_eq!(out.stdout.trim(), "prod");
+    assert_eq!(
+        alice.text(&["instance", "tag", "get", "web0", "env"]).await,
+        "prod"
+    );
     alice
         .ok(&["instance", "tag", "delete", "-w", "web0", "env"])
         .await;
-    let tags = alice
-        .ok(&["instance", "tag", "list", "-j", "web0"])
-        .await
-        .json();
+    let tags = alice.json(&["instance", "tag", "list", "-j", "web0"]).await;
     assert_eq!(tags, json!({"role": "web", "count": 3, "tier": 1}));
     let vm = stack.vm(&id).await;
     assert!(!vm.tags.contains_key("env"));
@@ -161,9 +124,8 @@ async fn instance_lifecycle_through_the_cli() {
         .ok(&["instance", "metadata", "set", "-w", "web0", "color=blue"])
         .await;
     let md = alice
-        .ok(&["instance", "metadata", "list", "-j", "web0"])
-        .await
-        .json();
+        .json(&["instance", "metadata", "list", "-j", "web0"])
+        .await;
     assert_eq!(md["color"], "blue");
     assert_eq!(md["foo"], "bar");
 
@@ -175,29 +137,34 @@ async fn instance_lifecycle_through_the_cli() {
     alice
         .ok(&["instance", "resize", "-w", "web1", "g1-large"])
         .await;
-    let got = alice.ok(&["instance", "get", "-j", "web1"]).await.json();
+    let got = alice.json(&["instance", "get", "-j", "web1"]).await;
     assert_eq!(got["package"], "g1-large");
     assert_eq!(got["memory"], 2048);
     assert_eq!(stack.vm(&id).await.billing_id, large.uuid);
 
     // Stop, start, reboot.
-    let out = alice.ok(&["instance", "stop", "-w", "web1"]).await;
-    assert!(out.stdout.contains("Stop instance web1"), "{}", out.stdout);
+    alice
+        .prints(&["instance", "stop", "-w", "web1"], &["Stop instance web1"])
+        .await;
     assert_eq!(stack.vm(&id).await.state, "stopped");
     assert_eq!(
-        alice.ok(&["instance", "get", "-j", "web1"]).await.json()["state"],
+        alice.json(&["instance", "get", "-j", "web1"]).await["state"],
         "stopped"
     );
     alice.ok(&["instance", "start", "-w", "web1"]).await;
     assert_eq!(stack.vm(&id).await.state, "running");
     let boot = stack.vm(&id).await.boot_timestamp;
-    let out = alice.ok(&["instance", "reboot", "-w", "web1"]).await;
-    assert!(out.stdout.contains("Rebooted instance"), "{}", out.stdout);
+    alice
+        .prints(
+            &["instance", "reboot", "-w", "web1"],
+            &["Rebooted instance"],
+        )
+        .await;
     assert_eq!(stack.vm(&id).await.state, "running");
     let _ = boot;
 
     // Bob sees and touches none of it: 404s, as Triton answers.
-    let bobs = bob.ok(&["instance", "list", "-j"]).await.json_lines();
+    let bobs = bob.json_lines(&["instance", "list", "-j"]).await;
     assert!(bobs.is_empty(), "{bobs:?}");
     let out = bob.fails(&["instance", "get", &id]).await;
     assert!(
@@ -218,7 +185,7 @@ async fn instance_lifecycle_through_the_cli() {
         .ok(&["instance", "enable-deletion-protection", "-w", "web1"])
         .await;
     assert_eq!(
-        alice.ok(&["instance", "get", "-j", "web1"]).await.json()["deletion_protection"],
+        alice.json(&["instance", "get", "-j", "web1"]).await["deletion_protection"],
         true
     );
     let out = alice.fails(&["instance", "delete", "-f", "web1"]).await;
@@ -228,13 +195,15 @@ async fn instance_lifecycle_through_the_cli() {
         .await;
 
     // Delete.
-    let out = alice
-        .ok(&["instance", "delete", "-f", "-w", "web1", &db_id])
+    alice
+        .prints(
+            &["instance", "delete", "-f", "-w", "web1", &db_id],
+            &["Delete instance"],
+        )
         .await;
-    assert!(out.stdout.contains("Delete instance"), "{}", out.stdout);
     assert_eq!(stack.vm(&id).await.state, "destroyed");
     assert_eq!(stack.vm(&db_id).await.state, "destroyed");
-    let list = alice.ok(&["instance", "list", "-j"]).await.json_lines();
+    let list = alice.json_lines(&["instance", "list", "-j"]).await;
     assert!(list.is_empty(), "{list:?}");
     alice.fails(&["instance", "get", &id]).await;
 }
@@ -251,59 +220,18 @@ async fn a_real_instance_runs_answers_and_stops() {
     })
     .await;
     let alice = stack.tenant("alice", "ed25519").await;
-    stack.package("g1-small", 256, &[]).await;
-    stack
-        .image(
-            "base-64-lts",
-            "24.4.1",
-            true,
-            dc_testkit::ADMIN_UUID,
-            tarball,
-        )
-        .await;
+    stack.catalog(256, tarball).await;
 
-    let out = alice
-        .ok(&[
-            "instance",
-            "create",
-            "-w",
-            "-j",
-            "-n",
-            "www",
-            "base-64-lts",
-            "g1-small",
-        ])
-        .await;
-    let created = out.json_lines();
-    assert_eq!(
-        created.last().unwrap()["state"],
-        "running",
-        "{}",
-        out.stdout
-    );
-    let ip = alice
-        .ok(&["instance", "ip", "www"])
-        .await
-        .stdout
-        .trim()
-        .to_string();
+    let id = alice.create_instance("www").await;
+    let ip = alice.text(&["instance", "ip", "www"]).await;
     let subnet = host.subnet();
     assert!(ip.starts_with(&format!("10.99.{subnet}.")), "{ip}");
-    assert!(
-        eventually_http(&ip, true).await,
-        "the instance answers HTTP on {ip}"
-    );
+    answers_eventually(&ip, true, &format!("the instance answers HTTP on {ip}")).await;
 
     alice.ok(&["instance", "stop", "-w", "www"]).await;
-    assert!(
-        eventually_http(&ip, false).await,
-        "a stopped instance does not answer"
-    );
+    answers_eventually(&ip, false, "a stopped instance does not answer").await;
     alice.ok(&["instance", "start", "-w", "www"]).await;
-    assert!(
-        eventually_http(&ip, true).await,
-        "a started instance answers again"
-    );
+    answers_eventually(&ip, true, "a started instance answers again").await;
 
     // A snapshot, the page changed inside the instance, and the instance started from
     // the snapshot: it serves the page as it was.
@@ -312,24 +240,21 @@ async fn a_real_instance_runs_answers_and_stops() {
             "instance", "snapshot", "create", "-w", "-n", "pristine", "www",
         ])
         .await;
-    let id = created.last().unwrap()["id"].as_str().unwrap().to_string();
     let root = host.instance_root(&id).expect("the instance runs");
     std::fs::write(root.join("www/index.html"), "defaced\n").unwrap();
-    assert!(
-        eventually_http(&ip, false).await,
-        "the changed page is served"
-    );
+    answers_eventually(&ip, false, "the changed page is served").await;
     alice
         .ok(&["instance", "start", "--snapshot=pristine", "www"])
         .await;
-    assert!(
-        eventually_http(&ip, true).await,
-        "started from the snapshot, the instance serves the page as it was"
-    );
+    answers_eventually(
+        &ip,
+        true,
+        "started from the snapshot, the instance serves the page as it was",
+    )
+    .await;
     let listed = alice
-        .ok(&["instance", "snapshot", "list", "-j", "www"])
-        .await
-        .json_lines();
+        .json_lines(&["instance", "snapshot", "list", "-j", "www"])
+        .await;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["state"], "created");
     alice
@@ -339,28 +264,20 @@ async fn a_real_instance_runs_answers_and_stops() {
         .await;
     assert!(
         alice
-            .ok(&["instance", "snapshot", "list", "-j", "www"])
+            .json_lines(&["instance", "snapshot", "list", "-j", "www"])
             .await
-            .json_lines()
             .is_empty()
     );
 
     alice.ok(&["instance", "delete", "-f", "-w", "www"]).await;
-    assert!(
-        eventually_http(&ip, false).await,
-        "a deleted instance is gone"
-    );
+    answers_eventually(&ip, false, "a deleted instance is gone").await;
 }
 
-async fn eventually_http(ip: &str, want: bool) -> bool {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if answers_http(ip).await == want {
-            return true;
-        }
-        if std::time::Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+/// Waits until the instance at `ip` answers HTTP (`want`) or does not, failing the
+/// test with `what` after 30 s.
+async fn answers_eventually(ip: &str, want: bool, what: &str) {
+    eventually(what, Duration::from_secs(30), || async move {
+        answers_http(ip).await == want
+    })
+    .await;
 }

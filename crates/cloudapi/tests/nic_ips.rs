@@ -7,59 +7,24 @@
 // Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use dc_testkit::cloudapi::raw_request;
-use dc_testkit::{Dc, Options};
+use dc_testkit::cloudapi::TwoTenants;
 use serde_json::json;
-use triton_proto::napi::v1 as napi;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explicit_ips_follow_the_networks_rules_and_never_name_another_tenant() {
-    let stack = Dc::start(Options {
-        compute: true,
-        ..Options::cloudapi()
-    })
-    .await;
-    let alice = stack.tenant("alice", "rsa").await;
-    let bob = stack.tenant("bob", "ed25519").await;
-    stack.package("g1-small", 1024, &[]).await;
-    let image = stack
-        .image(
-            "base-64-lts",
-            "24.4.1",
-            true,
-            dc_testkit::ADMIN_UUID,
-            b"simulated".to_vec(),
-        )
-        .await;
+    let tenants = TwoTenants::start().await;
+    let (stack, alice, bob) = (&tenants.dc, &tenants.alice, &tenants.bob);
+    let image = &tenants.catalog.image;
     // A network both tenants may use.
     let shared = stack
-        .napi()
-        .create_network(napi::CreateNetworkRequest {
-            name: "shared".into(),
-            subnet: "10.212.0.0/24".into(),
-            provision_start_ip: "10.212.0.10".into(),
-            provision_end_ip: "10.212.0.200".into(),
-            gateway: Some("10.212.0.1".into()),
-            nic_tag: "external".into(),
-            owner_uuids: vec![alice.uuid.clone(), bob.uuid.clone()],
-            ..Default::default()
+        .external_network("shared", "10.212.0", |n| {
+            n.provision_end_ip = "10.212.0.200".into();
+            n.gateway = Some("10.212.0.1".into());
+            n.owner_uuids = vec![alice.uuid.clone(), bob.uuid.clone()];
         })
-        .await
-        .expect("shared network")
-        .into_inner();
-    let create = |name: &'static str| ["instance", "create", "-w", "-j", "-n", name];
-    let mut args = create("web0").to_vec();
-    args.extend(["base-64-lts", "g1-small"]);
-    let web0 = alice.ok(&args).await.json_lines().last().unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let mut args = create("bob0").to_vec();
-    args.extend(["base-64-lts", "g1-small"]);
-    let bob0 = bob.ok(&args).await.json_lines().last().unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .await;
+    let web0 = alice.create_instance("web0").await;
+    let bob0 = bob.create_instance("bob0").await;
 
     // alice asks for .50 with the triton CLI, and gets it.
     let out = alice
@@ -78,7 +43,7 @@ async fn explicit_ips_follow_the_networks_rules_and_never_name_another_tenant() 
     let alices_mac = nic["mac"].as_str().unwrap().to_string();
 
     // bob, by hand: each rule refused, with Triton's code and the field named.
-    let signed = stack.hand_signer("bob", &bob.uuid).await;
+    let by_hand = stack.hand_client("bob", &bob.uuid).await;
     let nics_path = format!("/bob/machines/{bob0}/nics");
     let add_nic = |ip: &str| json!({"network": {"ipv4_uuid": shared.uuid, "ipv4_ips": [ip]}});
     for (ip, rule) in [
@@ -89,14 +54,9 @@ async fn explicit_ips_follow_the_networks_rules_and_never_name_another_tenant() 
         ("10.212.0.9", "is outside the provision range"),
         ("10.213.0.20", "is outside subnet"),
     ] {
-        let r = raw_request(
-            stack.cloudapi(),
-            "POST",
-            &nics_path,
-            &signed(),
-            &add_nic(ip).to_string(),
-        )
-        .await;
+        let r = by_hand
+            .send("POST", &nics_path, &add_nic(ip).to_string())
+            .await;
         let msg = r.assert_error(409, "InvalidArgument");
         assert!(msg.contains(&format!("ip: {ip} {rule}")), "{ip}: {msg}");
     }
@@ -124,14 +84,9 @@ async fn explicit_ips_follow_the_networks_rules_and_never_name_another_tenant() 
         alices_mac.as_str(),
         "alice",
     ];
-    let r = raw_request(
-        stack.cloudapi(),
-        "POST",
-        &nics_path,
-        &signed(),
-        &add_nic("10.212.0.50").to_string(),
-    )
-    .await;
+    let r = by_hand
+        .send("POST", &nics_path, &add_nic("10.212.0.50").to_string())
+        .await;
     let msg = r.assert_error(409, "InvalidArgument");
     assert!(msg.contains("ip 10.212.0.50 is already in use"), "{msg}");
     for s in secrets {
@@ -163,14 +118,9 @@ async fn explicit_ips_follow_the_networks_rules_and_never_name_another_tenant() 
             &["networks: ipv4_ips 10.212.0.201 is outside the provision range"][..],
         ),
     ] {
-        let r = raw_request(
-            stack.cloudapi(),
-            "POST",
-            "/bob/machines",
-            &signed(),
-            &create_body(ip),
-        )
-        .await;
+        let r = by_hand
+            .send("POST", "/bob/machines", &create_body(ip))
+            .await;
         let msg = r.assert_error(409, "InvalidArgument");
         for w in words {
             assert!(msg.contains(w), "{ip}: {msg}");
@@ -179,7 +129,7 @@ async fn explicit_ips_follow_the_networks_rules_and_never_name_another_tenant() 
             assert!(!r.body.contains(s), "{s} in {}", r.body);
         }
     }
-    let listed = bob.ok(&["instance", "list", "-j"]).await.json_lines();
+    let listed = bob.json_lines(&["instance", "list", "-j"]).await;
     assert_eq!(listed.len(), 1, "no machine was made: {listed:?}");
     assert_eq!(
         stack.vm(&bob0).await.nics.len(),

@@ -9,9 +9,30 @@ use std::time::Duration;
 use base64::Engine as _;
 use ring::signature::KeyPair as _;
 use serde_json::Value;
+use triton_proto::imgapi::v1 as imgapi;
+use triton_proto::napi::v1 as napi;
+use triton_proto::papi::v1 as papi;
 use triton_proto::ufds::v1 as ufds;
 
-use crate::{Dc, Service};
+use crate::{ADMIN_UUID, Dc, Options, Service};
+
+impl Options {
+    /// [`Options::cloudapi`] with compute: instances run on its sim node.
+    pub fn cloudapi_compute() -> Options {
+        Options {
+            compute: true,
+            ..Options::cloudapi()
+        }
+    }
+}
+
+/// What the CloudAPI tests provision from ([`Dc::catalog`]).
+pub struct Catalog {
+    /// `g1-small`.
+    pub package: papi::Package,
+    /// `base-64-lts` 24.4.1, public.
+    pub image: imgapi::Image,
+}
 
 impl Dc {
     /// CloudAPI's plain HTTP address.
@@ -34,17 +55,7 @@ impl Dc {
     /// `ecdsa-521`, `ed25519`) in its own `$HOME/.ssh`, registered in UFDS.
     pub async fn tenant(&self, login: &str, key_type: &str) -> Tenant {
         triton_cli();
-        let account = self
-            .ufds()
-            .create_account(ufds::CreateAccountRequest {
-                login: login.into(),
-                email: format!("{login}@example.com"),
-                approved_for_provisioning: true,
-                ..Default::default()
-            })
-            .await
-            .expect("CreateAccount")
-            .into_inner();
+        let account = self.account(login).await;
         let home = tempfile::tempdir().expect("home dir");
         let ssh = home.path().join(".ssh");
         std::fs::create_dir_all(&ssh).expect("mkdir .ssh");
@@ -74,16 +85,23 @@ impl Dc {
         }
     }
 
-    /// A new key of `login`'s account (uuid `account`), registered in UFDS, and a
-    /// function giving `Date` and `Authorization` headers signed with it now: for
-    /// requests made by hand, where the CLI cannot send what a test needs.
+    /// A new key named `hand` of `login`'s account (uuid `account`), registered in
+    /// UFDS, and a function giving `Date` and `Authorization` headers signed with it
+    /// now: for requests made by hand, where the CLI cannot send what a test needs.
     pub async fn hand_signer(
         &self,
         login: &str,
         account: &str,
     ) -> impl Fn() -> Vec<(&'static str, String)> + use<> {
+        let client = self.hand_client(login, account).await;
+        move || client.sign()
+    }
+
+    /// A new key named `hand` of `login`'s account (uuid `account`), registered in
+    /// UFDS, and a client that signs requests to CloudAPI with it.
+    pub async fn hand_client(&self, login: &str, account: &str) -> HandClient {
         let key = HandKey::new();
-        let fp = self
+        let fingerprint = self
             .ufds()
             .create_key(ufds::CreateKeyRequest {
                 account: account.to_string(),
@@ -91,11 +109,159 @@ impl Dc {
                 key: key.openssh.clone(),
             })
             .await
-            .expect("key created")
+            .expect("CreateKey")
             .into_inner()
             .fingerprint;
-        let key_id = format!("/{login}/keys/{fp}");
-        move || key.sign(&key_id, 0)
+        HandClient {
+            addr: self.cloudapi(),
+            login: login.to_string(),
+            account: account.to_string(),
+            key: std::sync::Arc::new(key),
+            fingerprint,
+        }
+    }
+
+    /// A new account `login` (approved for provisioning, with no key for the CLI) and
+    /// a [`HandClient`] signing with its one key, `hand`.
+    pub async fn hand_account(&self, login: &str) -> HandClient {
+        let account = self.account(login).await;
+        self.hand_client(login, &account.uuid).await
+    }
+
+    /// A new account `login` (`<login>@example.com`), approved for provisioning.
+    pub async fn account(&self, login: &str) -> ufds::Account {
+        self.ufds()
+            .create_account(ufds::CreateAccountRequest {
+                login: login.into(),
+                email: format!("{login}@example.com"),
+                approved_for_provisioning: true,
+                ..Default::default()
+            })
+            .await
+            .expect("CreateAccount")
+            .into_inner()
+    }
+
+    /// The keys UFDS holds for `account` (a login or a uuid).
+    pub async fn keys_of(&self, account: &str) -> Vec<ufds::Key> {
+        self.ufds()
+            .list_keys(ufds::ListKeysRequest {
+                account: account.to_string(),
+            })
+            .await
+            .expect("ListKeys")
+            .into_inner()
+            .keys
+    }
+
+    /// The IPs NAPI holds on network `network` (a uuid).
+    pub async fn ips_of(&self, network: &str) -> Vec<napi::Ip> {
+        self.napi()
+            .list_ips(napi::ListIpsRequest {
+                network_uuid: network.to_string(),
+                ..Default::default()
+            })
+            .await
+            .expect("ListIps")
+            .into_inner()
+            .ips
+    }
+
+    /// A network `name` on nic tag `external` (the sim node's): `<prefix>.0/24`, handing
+    /// out `<prefix>.10` to `<prefix>.250`, as `customize` leaves it.
+    pub async fn external_network(
+        &self,
+        name: &str,
+        prefix: &str,
+        customize: impl FnOnce(&mut napi::CreateNetworkRequest),
+    ) -> napi::Network {
+        let mut request = napi::CreateNetworkRequest {
+            name: name.into(),
+            subnet: format!("{prefix}.0/24"),
+            provision_start_ip: format!("{prefix}.10"),
+            provision_end_ip: format!("{prefix}.250"),
+            nic_tag: "external".into(),
+            ..Default::default()
+        };
+        customize(&mut request);
+        self.napi()
+            .create_network(request)
+            .await
+            .expect("CreateNetwork")
+            .into_inner()
+    }
+
+    /// What the CloudAPI tests provision from: package `g1-small` with `ram` MiB and
+    /// the public image `base-64-lts` 24.4.1 whose file is `file` (a gzip'd tar for a
+    /// linux node; anything for a sim node).
+    pub async fn catalog(&self, ram: u64, file: Vec<u8>) -> Catalog {
+        let package = self.package("g1-small", ram, &[]).await;
+        let image = self
+            .image("base-64-lts", "24.4.1", true, ADMIN_UUID, file)
+            .await;
+        Catalog { package, image }
+    }
+}
+
+/// Where the CloudAPI instance tests start: a datacenter with a sim node
+/// ([`Options::cloudapi_compute`]), the [`Dc::catalog`] (`g1-small` with 1 GiB), and two
+/// tenants, `alice` (an RSA key) and `bob` (Ed25519).
+pub struct TwoTenants {
+    /// The datacenter.
+    pub dc: Dc,
+    /// `alice`, with an RSA key.
+    pub alice: Tenant,
+    /// `bob`, with an Ed25519 key.
+    pub bob: Tenant,
+    /// What they provision from.
+    pub catalog: Catalog,
+}
+
+impl TwoTenants {
+    /// Starts the datacenter and makes the catalog and the tenants.
+    pub async fn start() -> TwoTenants {
+        let dc = Dc::start(Options::cloudapi_compute()).await;
+        let alice = dc.tenant("alice", "rsa").await;
+        let bob = dc.tenant("bob", "ed25519").await;
+        let catalog = dc.catalog(1024, b"simulated".to_vec()).await;
+        TwoTenants {
+            dc,
+            alice,
+            bob,
+            catalog,
+        }
+    }
+}
+
+/// Requests signed by hand with one key of an account: for what the CLI cannot send.
+#[derive(Clone)]
+pub struct HandClient {
+    /// CloudAPI's plain HTTP address.
+    pub addr: SocketAddr,
+    /// The account's login.
+    pub login: String,
+    /// The account's uuid.
+    pub account: String,
+    /// The key it signs with.
+    pub key: std::sync::Arc<HandKey>,
+    /// The key's fingerprint (MD5, colon-hex).
+    pub fingerprint: String,
+}
+
+impl HandClient {
+    /// The keyId requests are signed as: `/<login>/keys/<fingerprint>`.
+    pub fn key_id(&self) -> String {
+        format!("/{}/keys/{}", self.login, self.fingerprint)
+    }
+
+    /// `Date` and `Authorization` headers signed now.
+    pub fn sign(&self) -> Vec<(&'static str, String)> {
+        self.key.sign(&self.key_id(), 0)
+    }
+
+    /// Sends `method path` with `body` (JSON, or none when empty), signed now.
+    pub async fn send(&self, method: &str, path: &str, body: &str) -> RawResponse {
+        raw_request(self.addr, method, path, &self.sign(), body).await
     }
 }
 
@@ -114,33 +280,37 @@ pub fn triton_cli() -> PathBuf {
     );
 }
 
-fn ssh_keygen(path: &Path, key_type: &str) {
-    let mut cmd = std::process::Command::new("ssh-keygen");
-    cmd.args(["-q", "-N", "", "-C", "cloudapi-test", "-f"])
-        .arg(path);
-    match key_type {
-        "rsa" => cmd.args(["-t", "rsa", "-b", "2048", "-m", "PEM"]),
-        "ecdsa-256" => cmd.args(["-t", "ecdsa", "-b", "256", "-m", "PEM"]),
-        "ecdsa-384" => cmd.args(["-t", "ecdsa", "-b", "384", "-m", "PEM"]),
-        "ecdsa-521" => cmd.args(["-t", "ecdsa", "-b", "521", "-m", "PEM"]),
-        "ed25519" => cmd.args(["-t", "ed25519"]),
+/// An SSH key pair of `key_type` (as [`Dc::tenant`] takes it, or `rsa-1024`, too weak
+/// for CloudAPI) made by `ssh-keygen` at `path` and `path.pub`.
+pub fn ssh_keygen(path: &Path, key_type: &str) {
+    let kind: &[&str] = match key_type {
+        "rsa" => &["-t", "rsa", "-b", "2048", "-m", "PEM"],
+        "rsa-1024" => &["-t", "rsa", "-b", "1024"],
+        "ecdsa-256" => &["-t", "ecdsa", "-b", "256", "-m", "PEM"],
+        "ecdsa-384" => &["-t", "ecdsa", "-b", "384", "-m", "PEM"],
+        "ecdsa-521" => &["-t", "ecdsa", "-b", "521", "-m", "PEM"],
+        "ed25519" => &["-t", "ed25519"],
         other => panic!("unknown key type {other}"),
     };
-    let out = cmd
-        .output()
-        .expect("ssh-keygen runs (install openssh-client)");
-    assert!(
-        out.status.success(),
-        "ssh-keygen: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let file = crate::path_str(path);
+    let args = [&["-q", "-N", "", "-C", "cloudapi-test", "-f", file], kind].concat();
+    crate::run("ssh-keygen", &args);
+}
+
+/// A new public key of `key_type` (see [`ssh_keygen`]) in OpenSSH's one-line form.
+pub fn ssh_public_key(key_type: &str) -> String {
+    let dir = tempfile::tempdir().expect("key dir");
+    let path = dir.path().join("id");
+    ssh_keygen(&path, key_type);
+    std::fs::read_to_string(path.with_extension("pub")).expect("public key")
 }
 
 pub(crate) fn self_signed_certificate(dir: &Path) -> (PathBuf, PathBuf) {
     let cert = dir.join("cloudapi-cert.pem");
     let key = dir.join("cloudapi-key.pem");
-    let out = std::process::Command::new("openssl")
-        .args([
+    crate::run(
+        "openssl",
+        &[
             "req",
             "-x509",
             "-newkey",
@@ -150,18 +320,13 @@ pub(crate) fn self_signed_certificate(dir: &Path) -> (PathBuf, PathBuf) {
             "1",
             "-subj",
             "/CN=cloudapi.coal",
-        ])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl runs (install openssl)");
-    assert!(
-        out.status.success(),
-        "openssl req: {}",
-        String::from_utf8_lossy(&out.stderr)
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+            crate::path_str(&key),
+            "-out",
+            crate::path_str(&cert),
+        ],
     );
     (cert, key)
 }
@@ -257,6 +422,49 @@ impl Tenant {
             out.stderr
         );
         out
+    }
+
+    /// `triton instance create -w -j -n <name> base-64-lts g1-small` (the
+    /// [`Dc::catalog`]), which must succeed: the running instance's id.
+    pub async fn create_instance(&self, name: &str) -> String {
+        let args = ["instance", "create", "-w", "-j", "-n", name];
+        let out = self
+            .ok(&[&args[..], &["base-64-lts", "g1-small"]].concat())
+            .await;
+        let created = out.json_lines();
+        let last = created.last().expect("the created instance");
+        assert_eq!(last["state"], "running", "{}", out.stdout);
+        last["id"].as_str().expect("an id").to_string()
+    }
+
+    /// `triton <args>`, which must succeed and print every one of `words`; its output.
+    pub async fn prints(&self, args: &[&str], words: &[&str]) -> CliOutput {
+        let out = self.ok(args).await;
+        for w in words {
+            assert!(
+                out.stdout.contains(w),
+                "triton {} should print {w:?} but printed:\n{}",
+                args.join(" "),
+                out.stdout
+            );
+        }
+        out
+    }
+
+    /// `triton <args>`, which must succeed: what it printed, trimmed.
+    pub async fn text(&self, args: &[&str]) -> String {
+        self.ok(args).await.stdout.trim().to_string()
+    }
+
+    /// `triton <args>` (`-j` among them), which must succeed: its output as JSON.
+    pub async fn json(&self, args: &[&str]) -> Value {
+        self.ok(args).await.json()
+    }
+
+    /// `triton <args>` (a list, `-j` among them), which must succeed: one JSON object per
+    /// line.
+    pub async fn json_lines(&self, args: &[&str]) -> Vec<Value> {
+        self.ok(args).await.json_lines()
     }
 
     /// `triton <args>`, which must fail; its output.

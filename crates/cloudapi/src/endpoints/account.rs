@@ -1,15 +1,12 @@
 //! GetAccount, UpdateAccount, GetAccountLimits, Get/UpdateConfig.
 
-use std::sync::Arc;
-
 use axum::Extension;
-use axum::extract::State;
 use http::StatusCode;
 use serde_json::{Map, Value, json};
 use triton_proto::napi::v1 as napi;
 use triton_proto::ufds::v1 as ufds;
 
-use super::{Reply, put_str};
+use super::{Answer, Reply, Tenant, put_str};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -44,54 +41,36 @@ pub async fn get(Extension(caller): Extension<Caller>) -> Reply {
     ))
 }
 
-/// Fields of UpdateAccount: CloudAPI name, UFDS name.
-const UPDATABLE: &[(&str, &str)] = &[
-    ("email", "email"),
-    ("companyName", "company"),
-    ("firstName", "givenname"),
-    ("lastName", "sn"),
-    ("address", "address"),
-    ("postalCode", "postalcode"),
-    ("city", "city"),
-    ("state", "state"),
-    ("country", "country"),
-    ("phone", "phone"),
+/// A field of UpdateAccount in the request to UFDS.
+type Field = fn(&mut ufds::UpdateAccountRequest) -> &mut Option<String>;
+
+/// Fields of UpdateAccount: CloudAPI's name and UFDS's field.
+const UPDATABLE: &[(&str, Field)] = &[
+    ("email", |r| &mut r.email),
+    ("companyName", |r| &mut r.company),
+    ("firstName", |r| &mut r.givenname),
+    ("lastName", |r| &mut r.sn),
+    ("address", |r| &mut r.address),
+    ("postalCode", |r| &mut r.postalcode),
+    ("city", |r| &mut r.city),
+    ("state", |r| &mut r.state),
+    ("country", |r| &mut r.country),
+    ("phone", |r| &mut r.phone),
 ];
 
-pub async fn update(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    params: Params,
-) -> Reply {
+pub async fn update(t: Tenant, params: Params) -> Reply {
     let mut req = ufds::UpdateAccountRequest {
-        account: caller.account.uuid.clone(),
+        account: t.owner().to_string(),
         ..Default::default()
     };
     for (name, field) in UPDATABLE {
-        let Some(v) = params.str(name) else { continue };
-        let slot = match *field {
-            "email" => &mut req.email,
-            "company" => &mut req.company,
-            "givenname" => &mut req.givenname,
-            "sn" => &mut req.sn,
-            "address" => &mut req.address,
-            "postalcode" => &mut req.postalcode,
-            "city" => &mut req.city,
-            "state" => &mut req.state,
-            "country" => &mut req.country,
-            _ => &mut req.phone,
-        };
-        *slot = Some(v);
+        if let Some(v) = params.str(name) {
+            *field(&mut req) = Some(v);
+        }
     }
     req.triton_cns_enabled = params.bool("triton_cns_enabled")?;
-    let account = app
-        .backends
-        .ufds
-        .clone()
-        .update_account(req)
-        .await
-        .map_err(|s| ApiError::backend("ufds", s))?
-        .into_inner();
+    let mut client = t.app.backends.ufds.clone();
+    let account = client.update_account(req).await.answer("ufds")?;
     Ok(json_response(StatusCode::OK, &account_json(&account)))
 }
 
@@ -106,19 +85,13 @@ pub async fn default_network(
     app: &AppState,
     owner: &str,
 ) -> Result<Option<napi::Network>, ApiError> {
-    let networks = app
-        .backends
-        .napi
-        .clone()
-        .list_networks(napi::ListNetworksRequest {
-            provisionable_by: Some(owner.to_string()),
-            fabric: Some(false),
-            ..Default::default()
-        })
-        .await
-        .map_err(|s| ApiError::backend("napi", s))?
-        .into_inner()
-        .networks;
+    let request = napi::ListNetworksRequest {
+        provisionable_by: Some(owner.to_string()),
+        fabric: Some(false),
+        ..Default::default()
+    };
+    let mut client = app.backends.napi.clone();
+    let networks = client.list_networks(request).await.answer("napi")?.networks;
     let public: Vec<_> = networks.into_iter().filter(|n| n.public).collect();
     Ok(public
         .iter()
@@ -127,11 +100,8 @@ pub async fn default_network(
         .cloned())
 }
 
-pub async fn get_config(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-) -> Reply {
-    let net = default_network(&app, &caller.account.uuid).await?;
+pub async fn get_config(t: Tenant) -> Reply {
+    let net = default_network(&t.app, t.owner()).await?;
     let mut o = Map::new();
     if let Some(n) = net {
         o.insert("default_network".into(), json!(n.uuid));
@@ -141,17 +111,11 @@ pub async fn get_config(
 
 /// Per-account config is not stored (UFDS keeps no `dclocalconfig` yet): only the
 /// current default is accepted.
-pub async fn update_config(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    params: Params,
-) -> Reply {
-    let current = default_network(&app, &caller.account.uuid).await?;
+pub async fn update_config(t: Tenant, params: Params) -> Reply {
+    let current = default_network(&t.app, t.owner()).await?;
     match (params.str("default_network"), current) {
-        (None, _) => get_config(State(app), Extension(caller)).await,
-        (Some(asked), Some(n)) if asked == n.uuid => {
-            get_config(State(app), Extension(caller)).await
-        }
+        (None, _) => get_config(t).await,
+        (Some(asked), Some(n)) if asked == n.uuid => get_config(t).await,
         (Some(_), _) => Err(ApiError::invalid_argument(
             "default_network cannot be changed in this datacenter",
         )),

@@ -1,63 +1,45 @@
 //! ListDatacenters, GetDatacenter, ListServices.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 
-use axum::Extension;
-use axum::extract::{Path, State};
-use http::{HeaderValue, StatusCode, header};
+use axum::extract::Path;
+use http::StatusCode;
 use serde_json::{Map, Value, json};
 
-use super::Reply;
+use super::{IdPath, Reply, Tenant};
 use crate::AppState;
-use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::server::json_response;
+use crate::server::{json_response, with_location};
 
-fn datacenters(app: &AppState) -> Map<String, Value> {
-    let mut m: Map<String, Value> = app
-        .config
-        .datacenters
-        .iter()
-        .map(|(k, v)| (k.clone(), json!(v)))
-        .collect();
-    m.insert(app.config.datacenter.clone(), json!(app.external_url));
+/// `names` (name to URL) with `own` at this CloudAPI's URL.
+fn urls(app: &AppState, names: &BTreeMap<String, String>, own: &str) -> Map<String, Value> {
+    let mut m: Map<String, Value> = names.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    m.insert(own.to_string(), json!(app.external_url));
     m
 }
 
-pub async fn list(State(app): State<Arc<AppState>>, Extension(_c): Extension<Caller>) -> Reply {
+fn datacenters(app: &AppState) -> Map<String, Value> {
+    urls(app, &app.config.datacenters, &app.config.datacenter)
+}
+
+pub async fn list(t: Tenant) -> Reply {
     Ok(json_response(
         StatusCode::OK,
-        &Value::Object(datacenters(&app)),
+        &Value::Object(datacenters(&t.app)),
     ))
 }
 
-pub async fn get(
-    State(app): State<Arc<AppState>>,
-    Extension(_c): Extension<Caller>,
-    Path((_login, name)): Path<(String, String)>,
-) -> Reply {
-    let all = datacenters(&app);
+pub async fn get(t: Tenant, Path((_login, name)): IdPath) -> Reply {
+    let all = datacenters(&t.app);
     let url = all
         .get(&name)
         .and_then(|v| v.as_str())
         .ok_or_else(|| ApiError::not_found(format!("{name} does not exist")))?;
-    let mut response = json_response(
-        StatusCode::FOUND,
-        &json!({"code": "ResourceMoved", "message": format!("{name} {url}")}),
-    );
-    if let Ok(v) = HeaderValue::from_str(url) {
-        response.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(response)
+    let moved = json!({"code": "ResourceMoved", "message": format!("{name} {url}")});
+    Ok(with_location(json_response(StatusCode::FOUND, &moved), url))
 }
 
-pub async fn services(State(app): State<Arc<AppState>>, Extension(_c): Extension<Caller>) -> Reply {
-    let mut m: Map<String, Value> = app
-        .config
-        .services
-        .iter()
-        .map(|(k, v)| (k.clone(), json!(v)))
-        .collect();
-    m.insert("cloudapi".into(), json!(app.external_url));
+pub async fn services(t: Tenant) -> Reply {
+    let m = urls(&t.app, &t.app.config.services, "cloudapi");
     Ok(json_response(StatusCode::OK, &Value::Object(m)))
 }

@@ -1,18 +1,12 @@
 //! ListImages, GetImage: IMGAPI's images visible to the account (public, owned by
 //! it, or shared with it through the ACL).
 
-use std::sync::Arc;
-
-use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use http::StatusCode;
 use serde_json::{Map, Value, json};
 use triton_proto::imgapi::v1 as imgapi;
 
-use super::{Reply, found, put_str};
-use crate::AppState;
-use crate::auth::Caller;
-use crate::error::ApiError;
+use super::{Answer, IdPath, Reply, Tenant, list_of, put_str};
 use crate::params::Params;
 use crate::server::json_response;
 
@@ -71,12 +65,8 @@ pub fn image_json(i: &imgapi::Image) -> Value {
     Value::Object(o)
 }
 
-pub async fn list(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    params: Params,
-) -> Reply {
-    let owner = caller.account.uuid.clone();
+pub async fn list(t: Tenant, params: Params) -> Reply {
+    let owner = t.owner();
     let mut req = imgapi::ListImagesRequest {
         name: params.str("name"),
         version: params.str("version"),
@@ -85,7 +75,7 @@ pub async fn list(
         public: params.bool("public")?,
         state: Some(params.str("state").unwrap_or_else(|| "active".into())),
         owner: params.str("owner"),
-        account: Some(owner.clone()),
+        account: Some(owner.to_string()),
         ..Default::default()
     };
     for (k, v) in params.prefixed("tag") {
@@ -98,24 +88,17 @@ pub async fn list(
     }
     // Page through IMGAPI (ordered by uuid) so no visible image is left out.
     let mut images = Vec::new();
-    let mut marker: Option<String> = None;
+    let mut client = t.app.backends.imgapi.clone();
+    req.limit = Some(1000);
     loop {
-        let page = app
-            .backends
-            .imgapi
-            .clone()
-            .list_images(imgapi::ListImagesRequest {
-                marker: marker.clone(),
-                limit: Some(1000),
-                ..req.clone()
-            })
+        let page = client
+            .list_images(req.clone())
             .await
-            .map_err(|s| ApiError::backend("imgapi", s))?
-            .into_inner()
+            .answer("imgapi")?
             .images;
         let n = page.len();
-        marker = page.last().map(|i| i.uuid.clone());
-        images.extend(page.into_iter().filter(|i| visible_to(i, &owner)));
+        req.marker = page.last().map(|i| i.uuid.clone());
+        images.extend(page.into_iter().filter(|i| visible_to(i, owner)));
         if n < 1000 {
             break;
         }
@@ -126,39 +109,10 @@ pub async fn list(
             .cmp(&b.published_at)
             .then(a.name.cmp(&b.name))
     });
-    Ok(json_response(
-        StatusCode::OK,
-        &Value::Array(images.iter().map(image_json).collect()),
-    ))
+    list_of(&images, image_json)
 }
 
-/// An image visible to `owner`, or 404.
-pub async fn fetch(app: &AppState, owner: &str, id: &str) -> Result<imgapi::Image, ApiError> {
-    let not_found = || ApiError::not_found(format!("Image {id} does not exist"));
-    if !super::is_uuid(id) {
-        return Err(not_found());
-    }
-    let answer = app
-        .backends
-        .imgapi
-        .clone()
-        .get_image(imgapi::ImageRequest {
-            uuid: id.to_string(),
-            account: Some(owner.to_string()),
-        })
-        .await;
-    let image = found(answer, "imgapi", not_found)?;
-    if !visible_to(&image, owner) {
-        return Err(not_found());
-    }
-    Ok(image)
-}
-
-pub async fn get(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path((_login, id)): Path<(String, String)>,
-) -> Reply {
-    let image = fetch(&app, &caller.account.uuid, &id).await?;
+pub async fn get(t: Tenant, Path((_login, id)): IdPath) -> Reply {
+    let image = t.image(&id).await?;
     Ok(json_response(StatusCode::OK, &image_json(&image)))
 }

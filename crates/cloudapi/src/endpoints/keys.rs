@@ -1,19 +1,14 @@
 //! ListKeys, GetKey, CreateKey, DeleteKey: the account's SSH keys in UFDS.
 
-use std::sync::Arc;
-
-use axum::Extension;
-use axum::extract::{Path, State};
-use http::{HeaderValue, StatusCode, header};
+use axum::extract::Path;
+use http::StatusCode;
 use serde_json::{Value, json};
 use triton_proto::ufds::v1 as ufds;
 
-use super::Reply;
-use crate::AppState;
-use crate::auth::Caller;
+use super::{Answer, IdPath, Reply, Tenant, list_of};
 use crate::error::ApiError;
 use crate::params::Params;
-use crate::server::{empty_response, json_response};
+use crate::server::{empty_response, json_response, with_location};
 
 pub fn key_json(k: &ufds::Key) -> Value {
     json!({
@@ -25,57 +20,37 @@ pub fn key_json(k: &ufds::Key) -> Value {
     })
 }
 
-pub async fn list(State(app): State<Arc<AppState>>, Extension(caller): Extension<Caller>) -> Reply {
-    let keys = app
-        .backends
-        .ufds
-        .clone()
-        .list_keys(ufds::ListKeysRequest {
-            account: caller.account.uuid.clone(),
-        })
-        .await
-        .map_err(|s| ApiError::backend("ufds", s))?
-        .into_inner()
-        .keys;
-    Ok(json_response(
-        StatusCode::OK,
-        &Value::Array(keys.iter().map(key_json).collect()),
-    ))
+pub async fn list(t: Tenant) -> Reply {
+    let request = ufds::ListKeysRequest {
+        account: t.owner().to_string(),
+    };
+    let mut client = t.app.backends.ufds.clone();
+    let keys = client.list_keys(request).await.answer("ufds")?.keys;
+    list_of(&keys, key_json)
 }
 
-async fn fetch(app: &AppState, caller: &Caller, key: &str) -> Result<ufds::Key, ApiError> {
-    app.backends
-        .ufds
-        .clone()
-        .get_key(ufds::GetKeyRequest {
-            account: caller.account.uuid.clone(),
-            key: key.to_string(),
-        })
-        .await
-        .map(|r| r.into_inner())
-        .map_err(|s| match ApiError::backend("ufds", s) {
-            e if e.status == StatusCode::NOT_FOUND || e.code == "InvalidArgument" => {
-                ApiError::not_found(format!("{key} does not exist"))
-            }
-            e => e,
-        })
+/// A key of the caller's, by name or fingerprint, or 404.
+async fn fetch(t: &Tenant, key: &str) -> Result<ufds::Key, ApiError> {
+    let request = ufds::GetKeyRequest {
+        account: t.owner().to_string(),
+        key: key.to_string(),
+    };
+    let mut client = t.app.backends.ufds.clone();
+    client.get_key(request).await.answer("ufds").map_err(|e| {
+        if e.status == StatusCode::NOT_FOUND || e.code == "InvalidArgument" {
+            ApiError::not_found(format!("{key} does not exist"))
+        } else {
+            e
+        }
+    })
 }
 
-pub async fn get(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path((_login, key)): Path<(String, String)>,
-) -> Reply {
-    let k = fetch(&app, &caller, &key).await?;
+pub async fn get(t: Tenant, Path((_login, key)): IdPath) -> Reply {
+    let k = fetch(&t, &key).await?;
     Ok(json_response(StatusCode::OK, &key_json(&k)))
 }
 
-pub async fn create(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(login): Path<String>,
-    params: Params,
-) -> Reply {
+pub async fn create(t: Tenant, Path(login): Path<String>, params: Params) -> Reply {
     let key = params.required_str("key")?;
     // UFDS checks the key's form; CloudAPI's own rule is its strength, which the
     // signature check enforces too.
@@ -84,43 +59,28 @@ pub async fn create(
     {
         return Err(ApiError::invalid_argument(format!("key: {e}")));
     }
-    let name = params.str("name").unwrap_or_default();
-    let created = app
-        .backends
-        .ufds
-        .clone()
-        .create_key(ufds::CreateKeyRequest {
-            account: caller.account.uuid.clone(),
-            name,
-            key,
-        })
-        .await
-        .map_err(|s| ApiError::backend("ufds", s))?
-        .into_inner();
+    let request = ufds::CreateKeyRequest {
+        account: t.owner().to_string(),
+        name: params.str("name").unwrap_or_default(),
+        key,
+    };
+    let mut client = t.app.backends.ufds.clone();
+    let created = client.create_key(request).await.answer("ufds")?;
     tracing::info!(fingerprint = %created.fingerprint, name = %created.name, "key added");
-    let mut response = json_response(StatusCode::CREATED, &key_json(&created));
-    let location = format!("/{login}/keys/{}", created.name);
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(response)
+    Ok(with_location(
+        json_response(StatusCode::CREATED, &key_json(&created)),
+        &format!("/{login}/keys/{}", created.name),
+    ))
 }
 
-pub async fn delete(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path((_login, key)): Path<(String, String)>,
-) -> Reply {
-    let k = fetch(&app, &caller, &key).await?;
-    app.backends
-        .ufds
-        .clone()
-        .delete_key(ufds::DeleteKeyRequest {
-            account: caller.account.uuid.clone(),
-            key: k.fingerprint.clone(),
-        })
-        .await
-        .map_err(|s| ApiError::backend("ufds", s))?;
+pub async fn delete(t: Tenant, Path((_login, key)): IdPath) -> Reply {
+    let k = fetch(&t, &key).await?;
+    let request = ufds::DeleteKeyRequest {
+        account: t.owner().to_string(),
+        key: k.fingerprint.clone(),
+    };
+    let mut client = t.app.backends.ufds.clone();
+    client.delete_key(request).await.answer("ufds")?;
     tracing::info!(fingerprint = %k.fingerprint, "key deleted");
     Ok(empty_response(StatusCode::NO_CONTENT))
 }

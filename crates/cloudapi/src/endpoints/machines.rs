@@ -4,75 +4,32 @@
 //! change shows once the job has run.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
-use axum::Extension;
-use axum::extract::{Path, State};
-use http::{HeaderValue, StatusCode, header};
+use axum::extract::Path;
+use http::StatusCode;
 use serde_json::{Value, json};
 use triton_proto::vmapi::v1 as vmapi;
 
-use super::{Reply, found, is_uuid, listing, tags_json, to_proto_value};
-use crate::AppState;
-use crate::auth::Caller;
-use crate::endpoints::{images, networks, packages};
+use super::{Answer, IdPath, ItemPath, Reply, Tenant, listing, tags_json, to_proto_value};
 use crate::error::ApiError;
 use crate::machine::{self, DELETION_PROTECTION_KEY, machine_json};
 use crate::params::Params;
-use crate::server::{empty_response, json_response};
+use crate::server::{empty_response, json_response, with_location};
 
 /// Page size of ListMachines, and the most it returns (Triton's).
 pub const MAX_LIMIT: u64 = 1000;
 /// Longest instance name (VMAPI alias).
 const MAX_NAME_LEN: usize = 189;
 
-fn vmapi_err(s: tonic::Status) -> ApiError {
-    ApiError::backend("vmapi", s)
-}
-
-/// A VM of `owner` (destroyed ones included), or 404.
-pub async fn fetch_vm(app: &AppState, owner: &str, id: &str) -> Result<vmapi::Vm, ApiError> {
-    let not_found = || ApiError::not_found(format!("{id} does not exist"));
-    if !is_uuid(id) {
-        return Err(not_found());
-    }
-    let answer = app
-        .backends
-        .vmapi
-        .clone()
-        .get_vm(vmapi::GetVmRequest {
-            uuid: id.to_string(),
-            owner_uuid: owner.to_string(),
-        })
-        .await;
-    let vm = found(answer, "vmapi", not_found)?;
-    if vm.owner_uuid != owner {
-        return Err(not_found());
-    }
-    Ok(vm)
-}
-
-/// A VM of `owner` that still exists: a destroyed one answers 410 Gone.
-pub async fn live_vm(app: &AppState, owner: &str, id: &str) -> Result<vmapi::Vm, ApiError> {
-    let vm = fetch_vm(app, owner, id).await?;
-    if vm.state == "destroyed" {
-        return Err(ApiError::new(
-            StatusCode::GONE,
-            "ResourceNotFound",
-            format!("{id} has been deleted"),
-        ));
-    }
-    Ok(vm)
-}
-
 /// Package names by uuid, for the machines' `package` field.
-async fn package_names(app: &AppState, owner: &str, vms: &[vmapi::Vm]) -> HashMap<String, String> {
+async fn package_names(t: &Tenant, vms: &[vmapi::Vm]) -> HashMap<String, String> {
     let mut names = HashMap::new();
     for vm in vms {
         if vm.billing_id.is_empty() || names.contains_key(&vm.billing_id) {
             continue;
         }
-        let name = packages::resolve(app, owner, &vm.billing_id)
+        let name = t
+            .package(&vm.billing_id)
             .await
             .map(|p| p.name)
             .unwrap_or_default();
@@ -81,8 +38,8 @@ async fn package_names(app: &AppState, owner: &str, vms: &[vmapi::Vm]) -> HashMa
     names
 }
 
-async fn machine_of(app: &AppState, owner: &str, vm: &vmapi::Vm) -> Value {
-    let names = package_names(app, owner, std::slice::from_ref(vm)).await;
+async fn machine_of(t: &Tenant, vm: &vmapi::Vm) -> Value {
+    let names = package_names(t, std::slice::from_ref(vm)).await;
     machine_json(
         vm,
         names.get(&vm.billing_id).map(String::as_str).unwrap_or(""),
@@ -91,12 +48,8 @@ async fn machine_of(app: &AppState, owner: &str, vm: &vmapi::Vm) -> Value {
 
 // ------------------------------------------------------------------ list / get
 
-pub async fn list(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    params: Params,
-) -> Reply {
-    let owner = caller.account.uuid.clone();
+pub async fn list(t: Tenant, params: Params) -> Reply {
+    let owner = t.owner();
     let limit = params
         .u64("limit")?
         .unwrap_or(MAX_LIMIT)
@@ -109,7 +62,7 @@ pub async fn list(
     // below and a tenant's `name=*` matches only an instance named `*`.
     let name = params.str("name");
     let mut req = vmapi::ListVmsRequest {
-        owner_uuid: owner.clone(),
+        owner_uuid: owner.to_string(),
         alias: name.clone().unwrap_or_default(),
         brand: params.str("brand").unwrap_or_default(),
         image_uuid: params.str("image").unwrap_or_default(),
@@ -131,16 +84,9 @@ pub async fn list(
     let any_tags = params.str("tags").as_deref() == Some("*");
 
     let mut vms = Vec::new();
+    let mut client = t.vmapi();
     loop {
-        let page = app
-            .backends
-            .vmapi
-            .clone()
-            .list_vms(req.clone())
-            .await
-            .map_err(vmapi_err)?
-            .into_inner()
-            .vms;
+        let page = client.list_vms(req.clone()).await.answer("vmapi")?.vms;
         let n = page.len();
         if let Some(last) = page.last() {
             req.marker = last.uuid.clone();
@@ -171,7 +117,7 @@ pub async fn list(
         .skip(offset as usize)
         .take(limit as usize)
         .collect();
-    let names = package_names(&app, &owner, &page).await;
+    let names = package_names(&t, &page).await;
     let body: Vec<Value> = page
         .iter()
         .map(|vm| {
@@ -185,14 +131,9 @@ pub async fn list(
 }
 
 /// GetMachine: 410 Gone with the machine for a deleted one.
-pub async fn get(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path((_login, id)): Path<(String, String)>,
-) -> Reply {
-    let owner = caller.account.uuid.clone();
-    let vm = fetch_vm(&app, &owner, &id).await?;
-    let body = machine_of(&app, &owner, &vm).await;
+pub async fn get(t: Tenant, Path((_login, id)): IdPath) -> Reply {
+    let vm = t.machine(&id).await?;
+    let body = machine_of(&t, &vm).await;
     let status = if vm.state == "destroyed" {
         StatusCode::GONE
     } else {
@@ -237,13 +178,40 @@ fn tags_param(params: &Params) -> Result<BTreeMap<String, Value>, ApiError> {
     }
     tags.extend(params.prefixed("tag"));
     for (k, v) in &tags {
-        if !matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_)) {
-            return Err(ApiError::invalid_argument(format!(
-                "tag {k}: values must be strings, numbers or booleans"
-            )));
-        }
+        check_tag(k, v)?;
     }
     Ok(tags)
+}
+
+/// A tag's value is a string, a number or a boolean.
+fn check_tag(key: &str, value: &Value) -> Result<(), ApiError> {
+    if matches!(value, Value::String(_) | Value::Number(_) | Value::Bool(_)) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_argument(format!(
+            "tag {key}: values must be strings, numbers or booleans"
+        )))
+    }
+}
+
+/// `credentials` is kept for the operator: a tenant may not set or remove it.
+fn check_metadata_key(key: &str) -> Result<(), ApiError> {
+    if key == "credentials" {
+        Err(ApiError::invalid_argument(
+            "metadata: credentials is a reserved key",
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// The value of `key` in a machine's tags or metadata, or 404 saying `missing`.
+fn present<'a, V>(
+    map: &'a HashMap<String, V>,
+    key: &str,
+    missing: impl FnOnce() -> String,
+) -> Result<&'a V, ApiError> {
+    map.get(key).ok_or_else(|| ApiError::not_found(missing()))
 }
 
 fn metadata_value(v: &Value) -> String {
@@ -269,19 +237,11 @@ fn metadata_param(params: &Params) -> Result<BTreeMap<String, String>, ApiError>
             .iter()
             .map(|(k, v)| (k.clone(), metadata_value(v))),
     );
-    if md.contains_key("credentials") {
-        return Err(ApiError::invalid_argument(
-            "metadata: credentials is a reserved key",
-        ));
-    }
+    md.keys().try_for_each(|k| check_metadata_key(k))?;
     Ok(md)
 }
 
-async fn network_specs(
-    app: &AppState,
-    owner: &str,
-    params: &Params,
-) -> Result<Vec<vmapi::NetworkSpec>, ApiError> {
+async fn network_specs(t: &Tenant, params: &Params) -> Result<Vec<vmapi::NetworkSpec>, ApiError> {
     let mut specs = Vec::new();
     match params.list("networks") {
         Some(list) if !list.is_empty() => {
@@ -319,13 +279,9 @@ async fn network_specs(
                         ));
                     }
                 };
-                let n = networks::fetch(app, owner, &uuid).await.map_err(|e| {
-                    if e.status == StatusCode::NOT_FOUND {
-                        ApiError::invalid_argument(format!("Invalid Networks: {uuid}"))
-                    } else {
-                        e
-                    }
-                })?;
+                let n = t
+                    .network_to_use(&uuid, || format!("Invalid Networks: {uuid}"))
+                    .await?;
                 if !ips.is_empty() && n.public {
                     return Err(ApiError::invalid_argument(format!(
                         "Invalid Networks: cannot specify an IP on public network {uuid}"
@@ -345,7 +301,7 @@ async fn network_specs(
             }
         }
         _ => {
-            let n = crate::endpoints::account::default_network(app, owner)
+            let n = crate::endpoints::account::default_network(&t.app, t.owner())
                 .await?
                 .ok_or_else(|| {
                     ApiError::invalid_argument("no network is available to provision on")
@@ -360,22 +316,16 @@ async fn network_specs(
     Ok(specs)
 }
 
-pub async fn create(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(login): Path<String>,
-    params: Params,
-) -> Reply {
-    let owner = caller.account.uuid.clone();
+pub async fn create(t: Tenant, Path(login): Path<String>, params: Params) -> Reply {
     let image_id = params.required_str("image")?;
     let package_id = params.required_str("package")?;
-    let image = images::fetch(&app, &owner, &image_id).await?;
+    let image = t.image(&image_id).await?;
     if image.state != "active" {
         return Err(ApiError::invalid_argument(format!(
             "image {image_id} is not active"
         )));
     }
-    let package = packages::resolve(&app, &owner, &package_id).await?;
+    let package = t.package(&package_id).await?;
     if !package.active {
         return Err(ApiError::invalid_argument(format!(
             "package {package_id} is not active"
@@ -456,7 +406,7 @@ pub async fn create(
         }
         _ => None,
     };
-    let networks = network_specs(&app, &owner, &params).await?;
+    let networks = network_specs(&t, &params).await?;
     let mut internal_metadata = HashMap::new();
     if params.bool("deletion_protection")?.unwrap_or(false) {
         internal_metadata.insert(DELETION_PROTECTION_KEY.to_string(), "true".to_string());
@@ -464,7 +414,7 @@ pub async fn create(
 
     let request = vmapi::CreateVmRequest {
         uuid: uuid.clone(),
-        owner_uuid: owner.clone(),
+        owner_uuid: t.owner().to_string(),
         alias: name,
         brand,
         image_uuid: image.uuid.clone(),
@@ -481,29 +431,21 @@ pub async fn create(
         affinity,
         ..Default::default()
     };
-    let job = app
-        .backends
-        .vmapi
-        .clone()
-        .create_vm(request)
-        .await
-        .map_err(vmapi_err)?
-        .into_inner();
+    let job = t.vmapi().create_vm(request).await.answer("vmapi")?;
     tracing::info!(vm = %job.vm_uuid, job = %job.job_uuid, image = %image.uuid, package = %package.name, "provision accepted");
-    let vm = fetch_vm(&app, &owner, &job.vm_uuid).await?;
+    let vm = t.machine(&job.vm_uuid).await?;
     let body = machine_json(&vm, &package.name);
-    let mut response = json_response(StatusCode::CREATED, &body);
-    if let Ok(v) = HeaderValue::from_str(&format!("/{login}/machines/{}", vm.uuid)) {
-        response.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(response)
+    Ok(with_location(
+        json_response(StatusCode::CREATED, &body),
+        &format!("/{login}/machines/{}", vm.uuid),
+    ))
 }
 
 // ------------------------------------------------------------------ actions
 
 /// Asks VMAPI for an update of `vm`: the request `change` fills in.
 async fn update(
-    app: &AppState,
+    t: &Tenant,
     vm: &vmapi::Vm,
     change: impl FnOnce(&mut vmapi::UpdateVmRequest),
 ) -> Result<vmapi::JobRef, ApiError> {
@@ -513,35 +455,23 @@ async fn update(
         ..Default::default()
     };
     change(&mut req);
-    app.backends
-        .vmapi
-        .clone()
-        .update_vm(req)
-        .await
-        .map(|r| r.into_inner())
-        .map_err(vmapi_err)
+    t.vmapi().update_vm(req).await.answer("vmapi")
 }
 
 /// POST /:login/machines/:id?action=...
-pub async fn action(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path((_login, id)): Path<(String, String)>,
-    params: Params,
-) -> Reply {
-    let owner = caller.account.uuid.clone();
+pub async fn action(t: Tenant, Path((_login, id)): IdPath, params: Params) -> Reply {
     let action = params.required_str("action")?;
-    let vm = live_vm(&app, &owner, &id).await?;
+    let vm = t.live_machine(&id).await?;
     let act = vmapi::VmActionRequest {
         uuid: vm.uuid.clone(),
-        owner_uuid: owner.clone(),
+        owner_uuid: t.owner().to_string(),
         ..Default::default()
     };
-    let mut client = app.backends.vmapi.clone();
+    let mut client = t.vmapi();
     let job = match action.as_str() {
-        "start" => client.start_vm(act).await.map_err(vmapi_err)?.into_inner(),
-        "stop" => client.stop_vm(act).await.map_err(vmapi_err)?.into_inner(),
-        "reboot" => client.reboot_vm(act).await.map_err(vmapi_err)?.into_inner(),
+        "start" => client.start_vm(act).await.answer("vmapi")?,
+        "stop" => client.stop_vm(act).await.answer("vmapi")?,
+        "reboot" => client.reboot_vm(act).await.answer("vmapi")?,
         "resize" => {
             let pkg_id = params.required_str("package")?;
             if vm.brand == "kvm" {
@@ -549,34 +479,34 @@ pub async fn action(
                     "resize is not supported for kvm instances",
                 ));
             }
-            let pkg = packages::resolve(&app, &owner, &pkg_id).await?;
+            let pkg = t.package(&pkg_id).await?;
             if !pkg.active {
                 return Err(ApiError::invalid_argument(format!(
                     "package {pkg_id} is not active"
                 )));
             }
-            update(&app, &vm, |r| r.billing_id = Some(pkg.uuid.clone())).await?
+            update(&t, &vm, |r| r.billing_id = Some(pkg.uuid.clone())).await?
         }
         "rename" => {
             let name = params.required_str("name")?;
             validate_name(&name)?;
-            update(&app, &vm, |r| r.alias = Some(name)).await?
+            update(&t, &vm, |r| r.alias = Some(name)).await?
         }
         "enable_firewall" | "disable_firewall" => {
-            update(&app, &vm, |r| {
+            update(&t, &vm, |r| {
                 r.firewall_enabled = Some(action == "enable_firewall")
             })
             .await?
         }
         "enable_deletion_protection" => {
-            update(&app, &vm, |r| {
+            update(&t, &vm, |r| {
                 r.set_internal_metadata
                     .insert(DELETION_PROTECTION_KEY.to_string(), "true".to_string());
             })
             .await?
         }
         "disable_deletion_protection" => {
-            update(&app, &vm, |r| {
+            update(&t, &vm, |r| {
                 r.remove_internal_metadata
                     .push(DELETION_PROTECTION_KEY.to_string())
             })
@@ -592,13 +522,8 @@ pub async fn action(
     Ok(empty_response(StatusCode::ACCEPTED))
 }
 
-pub async fn delete(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path((_login, id)): Path<(String, String)>,
-) -> Reply {
-    let owner = caller.account.uuid.clone();
-    let vm = live_vm(&app, &owner, &id).await?;
+pub async fn delete(t: Tenant, Path((_login, id)): IdPath) -> Reply {
+    let vm = t.live_machine(&id).await?;
     if machine::deletion_protection(&vm) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -606,22 +531,27 @@ pub async fn delete(
             "Instance has \"deletion_protection\" enabled, preventing deletion",
         ));
     }
-    let job = app
-        .backends
-        .vmapi
-        .clone()
-        .delete_vm(vmapi::DeleteVmRequest {
-            uuid: vm.uuid.clone(),
-            owner_uuid: owner,
-        })
-        .await
-        .map_err(vmapi_err)?
-        .into_inner();
+    let request = vmapi::DeleteVmRequest {
+        uuid: vm.uuid.clone(),
+        owner_uuid: t.owner().to_string(),
+    };
+    let job = t.vmapi().delete_vm(request).await.answer("vmapi")?;
     tracing::info!(vm = %vm.uuid, job = %job.job_uuid, "delete accepted");
     Ok(empty_response(StatusCode::NO_CONTENT))
 }
 
 // ------------------------------------------------------------------ audit
+
+/// The audit action of an update by the parameter it sets, in the order they are asked.
+const UPDATE_ACTIONS: &[(&str, &str)] = &[
+    ("alias", "rename"),
+    ("billing_id", "resize"),
+    ("replace_tags", "replace_tags"),
+    ("set_tags", "set_tags"),
+    ("remove_tags", "remove_tags"),
+    ("set_customer_metadata", "set_metadata"),
+    ("remove_customer_metadata", "remove_metadata"),
+];
 
 /// The Triton audit action of a VMAPI job, from its name and parameters.
 fn audit_action(job: &vmapi::Job) -> String {
@@ -634,20 +564,8 @@ fn audit_action(job: &vmapi::Job) -> String {
             !v.is_null() && v != &json!({}) && v != &json!([]) && v != &json!(false)
         })
     };
-    if has("alias") {
-        "rename".into()
-    } else if has("billing_id") {
-        "resize".into()
-    } else if has("replace_tags") {
-        "replace_tags".into()
-    } else if has("set_tags") {
-        "set_tags".into()
-    } else if has("remove_tags") {
-        "remove_tags".into()
-    } else if has("set_customer_metadata") {
-        "set_metadata".into()
-    } else if has("remove_customer_metadata") {
-        "remove_metadata".into()
+    if let Some((_, action)) = UPDATE_ACTIONS.iter().find(|(param, _)| has(param)) {
+        action.to_string()
     } else if let Some(fw) = params.get("firewall_enabled").and_then(Value::as_bool) {
         if fw {
             "enable_firewall".into()
@@ -667,26 +585,14 @@ fn audit_action(job: &vmapi::Job) -> String {
 }
 
 /// MachineAudit: the VM's finished jobs, newest first.
-pub async fn audit(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path((_login, id)): Path<(String, String)>,
-) -> Reply {
-    let owner = caller.account.uuid.clone();
-    let vm = fetch_vm(&app, &owner, &id).await?;
-    let jobs = app
-        .backends
-        .vmapi
-        .clone()
-        .list_jobs(vmapi::ListJobsRequest {
-            vm_uuid: vm.uuid.clone(),
-            limit: 1000,
-            ..Default::default()
-        })
-        .await
-        .map_err(vmapi_err)?
-        .into_inner()
-        .jobs;
+pub async fn audit(t: Tenant, Path((_login, id)): IdPath) -> Reply {
+    let vm = t.machine(&id).await?;
+    let request = vmapi::ListJobsRequest {
+        vm_uuid: vm.uuid.clone(),
+        limit: 1000,
+        ..Default::default()
+    };
+    let jobs = t.vmapi().list_jobs(request).await.answer("vmapi")?.jobs;
     let mut records: Vec<(String, Value)> = jobs
         .iter()
         .filter(|j| matches!(j.execution.as_str(), "succeeded" | "failed" | "canceled"))
@@ -702,7 +608,7 @@ pub async fn audit(
                     "id": j.uuid,
                     "action": audit_action(j),
                     "success": if j.execution == "succeeded" { "yes" } else { "no" },
-                    "caller": {"type": "signature", "keyId": caller.key_id},
+                    "caller": {"type": "signature", "keyId": t.caller.key_id},
                     "time": time,
                 }),
             )
@@ -717,12 +623,8 @@ pub async fn audit(
 
 // ------------------------------------------------------------------ tags
 
-pub async fn list_tags(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path((_login, id)): Path<(String, String)>,
-) -> Reply {
-    let vm = live_vm(&app, &caller.account.uuid, &id).await?;
+pub async fn list_tags(t: Tenant, Path((_login, id)): IdPath) -> Reply {
+    let vm = t.live_machine(&id).await?;
     Ok(json_response(StatusCode::OK, &tags_json(&vm.tags)))
 }
 
@@ -733,26 +635,16 @@ fn tag_body(params: &Params) -> Result<BTreeMap<String, Value>, ApiError> {
         if k == "action" || k.is_empty() {
             continue;
         }
-        if !matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_)) {
-            return Err(ApiError::invalid_argument(format!(
-                "tag {k}: values must be strings, numbers or booleans"
-            )));
-        }
+        check_tag(k, v)?;
         tags.insert(k.clone(), v.clone());
     }
     Ok(tags)
 }
 
-async fn write_tags(
-    app: &AppState,
-    caller: &Caller,
-    id: &str,
-    params: &Params,
-    replace: bool,
-) -> Reply {
-    let vm = live_vm(app, &caller.account.uuid, id).await?;
+async fn write_tags(t: &Tenant, id: &str, params: &Params, replace: bool) -> Reply {
+    let vm = t.live_machine(id).await?;
     let tags = tag_body(params)?;
-    update(app, &vm, |r| {
+    update(t, &vm, |r| {
         r.replace_tags = replace;
         r.set_tags = tags
             .iter()
@@ -773,89 +665,49 @@ async fn write_tags(
     Ok(json_response(StatusCode::OK, &json!(result)))
 }
 
-pub async fn add_tags(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path((_login, id)): Path<(String, String)>,
-    params: Params,
-) -> Reply {
-    write_tags(&app, &caller, &id, &params, false).await
+pub async fn add_tags(t: Tenant, Path((_login, id)): IdPath, params: Params) -> Reply {
+    write_tags(&t, &id, &params, false).await
 }
 
-pub async fn replace_tags(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path((_login, id)): Path<(String, String)>,
-    params: Params,
-) -> Reply {
-    write_tags(&app, &caller, &id, &params, true).await
+pub async fn replace_tags(t: Tenant, Path((_login, id)): IdPath, params: Params) -> Reply {
+    write_tags(&t, &id, &params, true).await
 }
 
-pub async fn delete_tags(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path((_login, id)): Path<(String, String)>,
-) -> Reply {
-    let vm = live_vm(&app, &caller.account.uuid, &id).await?;
-    update(&app, &vm, |r| r.replace_tags = true).await?;
+pub async fn delete_tags(t: Tenant, Path((_login, id)): IdPath) -> Reply {
+    let vm = t.live_machine(&id).await?;
+    update(&t, &vm, |r| r.replace_tags = true).await?;
     Ok(empty_response(StatusCode::NO_CONTENT))
 }
 
-pub async fn get_tag(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path((_login, id, tag)): Path<(String, String, String)>,
-) -> Reply {
-    let vm = live_vm(&app, &caller.account.uuid, &id).await?;
-    let v = vm
-        .tags
-        .get(&tag)
-        .ok_or_else(|| ApiError::not_found(format!("tag {tag} does not exist")))?;
+pub async fn get_tag(t: Tenant, Path((_login, id, tag)): ItemPath) -> Reply {
+    let vm = t.live_machine(&id).await?;
+    let v = present(&vm.tags, &tag, || format!("tag {tag} does not exist"))?;
     Ok(json_response(StatusCode::OK, &super::from_proto_value(v)))
 }
 
-pub async fn delete_tag(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path((_login, id, tag)): Path<(String, String, String)>,
-) -> Reply {
-    let vm = live_vm(&app, &caller.account.uuid, &id).await?;
-    if !vm.tags.contains_key(&tag) {
-        return Err(ApiError::not_found(format!("tag {tag} does not exist")));
-    }
-    update(&app, &vm, |r| r.remove_tags.push(tag)).await?;
+pub async fn delete_tag(t: Tenant, Path((_login, id, tag)): ItemPath) -> Reply {
+    let vm = t.live_machine(&id).await?;
+    present(&vm.tags, &tag, || format!("tag {tag} does not exist"))?;
+    update(&t, &vm, |r| r.remove_tags.push(tag)).await?;
     Ok(empty_response(StatusCode::NO_CONTENT))
 }
 
 // ------------------------------------------------------------------ metadata
 
-pub async fn list_metadata(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path((_login, id)): Path<(String, String)>,
-) -> Reply {
-    let vm = live_vm(&app, &caller.account.uuid, &id).await?;
+pub async fn list_metadata(t: Tenant, Path((_login, id)): IdPath) -> Reply {
+    let vm = t.live_machine(&id).await?;
     let md: BTreeMap<&String, &String> = vm.customer_metadata.iter().collect();
     Ok(json_response(StatusCode::OK, &json!(md)))
 }
 
-pub async fn add_metadata(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path((_login, id)): Path<(String, String)>,
-    params: Params,
-) -> Reply {
-    let vm = live_vm(&app, &caller.account.uuid, &id).await?;
+pub async fn add_metadata(t: Tenant, Path((_login, id)): IdPath, params: Params) -> Reply {
+    let vm = t.live_machine(&id).await?;
     let mut set = BTreeMap::new();
     for (k, v) in &params.map {
-        if k == "credentials" {
-            return Err(ApiError::invalid_argument(
-                "metadata: credentials is a reserved key",
-            ));
-        }
+        check_metadata_key(k)?;
         set.insert(k.clone(), metadata_value(v));
     }
-    update(&app, &vm, |r| {
+    update(&t, &vm, |r| {
         r.set_customer_metadata = set.clone().into_iter().collect()
     })
     .await?;
@@ -864,46 +716,29 @@ pub async fn add_metadata(
     Ok(json_response(StatusCode::OK, &json!(result)))
 }
 
-pub async fn get_metadata(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path((_login, id, key)): Path<(String, String, String)>,
-) -> Reply {
-    let vm = live_vm(&app, &caller.account.uuid, &id).await?;
-    let v = vm
-        .customer_metadata
-        .get(&key)
-        .ok_or_else(|| ApiError::not_found(format!("{key} is not present")))?;
+pub async fn get_metadata(t: Tenant, Path((_login, id, key)): ItemPath) -> Reply {
+    let vm = t.live_machine(&id).await?;
+    let v = present(&vm.customer_metadata, &key, || {
+        format!("{key} is not present")
+    })?;
     Ok(json_response(StatusCode::OK, &json!(v)))
 }
 
-pub async fn delete_metadata(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path((_login, id, key)): Path<(String, String, String)>,
-) -> Reply {
-    let vm = live_vm(&app, &caller.account.uuid, &id).await?;
-    if key == "credentials" {
-        return Err(ApiError::invalid_argument(
-            "metadata: credentials is a reserved key",
-        ));
-    }
-    if !vm.customer_metadata.contains_key(&key) {
-        return Err(ApiError::not_found(format!("{key} is not present")));
-    }
-    update(&app, &vm, |r| r.remove_customer_metadata.push(key)).await?;
+pub async fn delete_metadata(t: Tenant, Path((_login, id, key)): ItemPath) -> Reply {
+    let vm = t.live_machine(&id).await?;
+    check_metadata_key(&key)?;
+    present(&vm.customer_metadata, &key, || {
+        format!("{key} is not present")
+    })?;
+    update(&t, &vm, |r| r.remove_customer_metadata.push(key)).await?;
     Ok(empty_response(StatusCode::NO_CONTENT))
 }
 
-pub async fn delete_all_metadata(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path((_login, id)): Path<(String, String)>,
-) -> Reply {
-    let vm = live_vm(&app, &caller.account.uuid, &id).await?;
+pub async fn delete_all_metadata(t: Tenant, Path((_login, id)): IdPath) -> Reply {
+    let vm = t.live_machine(&id).await?;
     let keys: Vec<String> = vm.customer_metadata.keys().cloned().collect();
     if !keys.is_empty() {
-        update(&app, &vm, |r| r.remove_customer_metadata = keys).await?;
+        update(&t, &vm, |r| r.remove_customer_metadata = keys).await?;
     }
     Ok(empty_response(StatusCode::NO_CONTENT))
 }

@@ -10,10 +10,20 @@ pub mod networks;
 pub mod nics;
 pub mod packages;
 pub mod snapshots;
+pub mod tenant;
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
+
+pub use tenant::Tenant;
+
+/// The path of one resource, `/:login/<resources>/:id`: the login (authentication
+/// checked it) and the id.
+pub type IdPath = axum::extract::Path<(String, String)>;
+
+/// The path of one item of a resource, `/:login/<resources>/:id/<items>/:name`.
+pub type ItemPath = axum::extract::Path<(String, String, String)>;
 
 /// Handler result: a response or a Triton error.
 pub type Reply = Result<axum::response::Response, crate::error::ApiError>;
@@ -32,6 +42,30 @@ pub fn found<T>(
             e => Err(e),
         },
     }
+}
+
+/// A backend's answer with its error as a tenant sees it ([`ApiError::backend`]).
+///
+/// [`ApiError::backend`]: crate::error::ApiError::backend
+pub trait Answer<T> {
+    /// The answer's message, or the mapped error of `service`.
+    fn answer(self, service: &'static str) -> Result<T, crate::error::ApiError>;
+}
+
+impl<T> Answer<T> for Result<tonic::Response<T>, tonic::Status> {
+    fn answer(self, service: &'static str) -> Result<T, crate::error::ApiError> {
+        self.map(tonic::Response::into_inner)
+            .map_err(|s| crate::error::ApiError::backend(service, s))
+    }
+}
+
+/// A list of `items` in CloudAPI's form: 200 with a JSON array.
+pub fn list_of<T>(items: &[T], to_json: impl Fn(&T) -> Value) -> Reply {
+    let rows = items.iter().map(to_json).collect();
+    Ok(crate::server::json_response(
+        http::StatusCode::OK,
+        &Value::Array(rows),
+    ))
 }
 
 /// A listing's answer: `rows`, with `x-resource-count` (how many there are in all) and,

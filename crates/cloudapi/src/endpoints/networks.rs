@@ -1,20 +1,17 @@
 //! Networks usable by the account, their IPs, and the account's fabric VLANs and
 //! fabric networks (NAPI).
 
-use std::sync::Arc;
+use std::collections::HashMap;
 
-use axum::Extension;
-use axum::extract::{Path, State};
-use http::{HeaderValue, StatusCode, header};
+use axum::extract::Path;
+use http::StatusCode;
 use serde_json::{Map, Value, json};
 use triton_proto::napi::v1 as napi;
 
-use super::{Reply, found, is_uuid, listing, put_str};
-use crate::AppState;
-use crate::auth::Caller;
+use super::{Answer, IdPath, ItemPath, Reply, Tenant, list_of, listing, put_str};
 use crate::error::ApiError;
 use crate::params::Params;
-use crate::server::{empty_response, json_response};
+use crate::server::{empty_response, json_response, with_location};
 
 /// Whether `owner` may see and provision on `n`.
 pub fn usable_by(n: &napi::Network, owner: &str) -> bool {
@@ -43,65 +40,25 @@ pub fn network_json(n: &napi::Network) -> Value {
     Value::Object(o)
 }
 
-fn napi_err(s: tonic::Status) -> ApiError {
-    ApiError::backend("napi", s)
-}
-
-/// Networks the account may provision on: public ones and its own (fabrics included).
-pub async fn usable_networks(app: &AppState, owner: &str) -> Result<Vec<napi::Network>, ApiError> {
-    let networks = app
-        .backends
-        .napi
-        .clone()
-        .list_networks(napi::ListNetworksRequest {
-            provisionable_by: Some(owner.to_string()),
-            ..Default::default()
-        })
+/// ListNetworks: the networks the account may provision on, public ones and its own
+/// (fabrics included).
+pub async fn list(t: Tenant) -> Reply {
+    let request = napi::ListNetworksRequest {
+        provisionable_by: Some(t.owner().to_string()),
+        ..Default::default()
+    };
+    let mut networks = t
+        .napi()
+        .list_networks(request)
         .await
-        .map_err(napi_err)?
-        .into_inner()
+        .answer("napi")?
         .networks;
-    Ok(networks
-        .into_iter()
-        .filter(|n| usable_by(n, owner))
-        .collect())
+    networks.retain(|n| usable_by(n, t.owner()));
+    list_of(&networks, network_json)
 }
 
-pub async fn list(State(app): State<Arc<AppState>>, Extension(caller): Extension<Caller>) -> Reply {
-    let networks = usable_networks(&app, &caller.account.uuid).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &Value::Array(networks.iter().map(network_json).collect()),
-    ))
-}
-
-/// A network the account may use, or 404.
-pub async fn fetch(app: &AppState, owner: &str, id: &str) -> Result<napi::Network, ApiError> {
-    let not_found = || ApiError::not_found(format!("network {id} does not exist"));
-    if !is_uuid(id) {
-        return Err(not_found());
-    }
-    let answer = app
-        .backends
-        .napi
-        .clone()
-        .get_network(napi::GetNetworkRequest {
-            uuid: id.to_string(),
-        })
-        .await;
-    let n = found(answer, "napi", not_found)?;
-    if !usable_by(&n, owner) {
-        return Err(not_found());
-    }
-    Ok(n)
-}
-
-pub async fn get(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path((_login, id)): Path<(String, String)>,
-) -> Reply {
-    let n = fetch(&app, &caller.account.uuid, &id).await?;
+pub async fn get(t: Tenant, Path((_login, id)): IdPath) -> Reply {
+    let n = t.network(&id).await?;
     Ok(json_response(StatusCode::OK, &network_json(&n)))
 }
 
@@ -119,57 +76,33 @@ fn ip_json(ip: &napi::Ip) -> Value {
 }
 
 /// ListNetworkIPs: on a public network only the account's own IPs are shown.
-pub async fn list_ips(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path((_login, id)): Path<(String, String)>,
-    params: Params,
-) -> Reply {
-    let owner = caller.account.uuid.clone();
-    let n = fetch(&app, &owner, &id).await?;
+pub async fn list_ips(t: Tenant, Path((_login, id)): IdPath, params: Params) -> Reply {
+    let n = t.network(&id).await?;
     let limit = params.u64("limit")?.unwrap_or(1000).clamp(1, 1000) as u32;
     let offset = params.u64("offset")?.unwrap_or(0) as u32;
-    let ips = app
-        .backends
-        .napi
-        .clone()
-        .list_ips(napi::ListIpsRequest {
-            network_uuid: n.uuid.clone(),
-            limit: Some(limit),
-            offset,
-        })
-        .await
-        .map_err(napi_err)?
-        .into_inner()
-        .ips;
+    let request = napi::ListIpsRequest {
+        network_uuid: n.uuid.clone(),
+        limit: Some(limit),
+        offset,
+    };
+    let ips = t.napi().list_ips(request).await.answer("napi")?.ips;
     let shown: Vec<Value> = ips
         .iter()
-        .filter(|ip| !n.public || ip.owner_uuid == owner)
+        .filter(|ip| !n.public || ip.owner_uuid == t.owner())
         .map(ip_json)
         .collect();
     let total = shown.len();
     Ok(listing(shown, total, Some(u64::from(limit))))
 }
 
-pub async fn get_ip(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path((_login, id, ip)): Path<(String, String, String)>,
-) -> Reply {
-    let owner = caller.account.uuid.clone();
-    let n = fetch(&app, &owner, &id).await?;
-    let found = app
-        .backends
-        .napi
-        .clone()
-        .get_ip(napi::GetIpRequest {
-            network_uuid: n.uuid.clone(),
-            ip: ip.clone(),
-        })
-        .await
-        .map_err(napi_err)?
-        .into_inner();
-    if n.public && found.owner_uuid != owner {
+pub async fn get_ip(t: Tenant, Path((_login, id, ip)): ItemPath) -> Reply {
+    let n = t.network(&id).await?;
+    let request = napi::GetIpRequest {
+        network_uuid: n.uuid.clone(),
+        ip: ip.clone(),
+    };
+    let found = t.napi().get_ip(request).await.answer("napi")?;
+    if n.public && found.owner_uuid != t.owner() {
         return Err(ApiError::not_found(format!("IP {ip} does not exist")));
     }
     Ok(json_response(StatusCode::OK, &ip_json(&found)))
@@ -192,165 +125,116 @@ fn parse_vlan_id(s: &str) -> Result<u32, ApiError> {
         .ok_or_else(|| ApiError::invalid_argument("vlan_id must be an integer from 0 to 4095"))
 }
 
-fn with_location(
-    mut response: axum::response::Response,
-    location: String,
-) -> axum::response::Response {
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, v);
-    }
-    response
-}
-
-pub async fn list_vlans(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-) -> Reply {
-    let vlans = app
-        .backends
-        .napi
-        .clone()
-        .list_fabric_vlans(napi::ListFabricVlansRequest {
-            owner_uuid: caller.account.uuid.clone(),
-        })
+pub async fn list_vlans(t: Tenant) -> Reply {
+    let request = napi::ListFabricVlansRequest {
+        owner_uuid: t.owner().to_string(),
+    };
+    let vlans = t
+        .napi()
+        .list_fabric_vlans(request)
         .await
-        .map_err(napi_err)?
-        .into_inner()
+        .answer("napi")?
         .vlans;
-    Ok(json_response(
-        StatusCode::OK,
-        &Value::Array(vlans.iter().map(vlan_json).collect()),
-    ))
+    list_of(&vlans, vlan_json)
 }
 
-pub async fn create_vlan(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(login): Path<String>,
-    params: Params,
-) -> Reply {
+pub async fn create_vlan(t: Tenant, Path(login): Path<String>, params: Params) -> Reply {
     let vlan_id = parse_vlan_id(&params.required_str("vlan_id")?)?;
-    let name = params.required_str("name")?;
-    let vlan = app
-        .backends
-        .napi
-        .clone()
-        .create_fabric_vlan(napi::CreateFabricVlanRequest {
-            owner_uuid: caller.account.uuid.clone(),
-            vlan_id,
-            name,
-            description: params.str("description").unwrap_or_default(),
-        })
-        .await
-        .map_err(napi_err)?
-        .into_inner();
+    let request = napi::CreateFabricVlanRequest {
+        owner_uuid: t.owner().to_string(),
+        vlan_id,
+        name: params.required_str("name")?,
+        description: params.str("description").unwrap_or_default(),
+    };
+    let vlan = t.napi().create_fabric_vlan(request).await.answer("napi")?;
     tracing::info!(vlan_id, "fabric VLAN created");
     Ok(with_location(
         json_response(StatusCode::CREATED, &vlan_json(&vlan)),
-        format!("/{login}/fabrics/default/vlans/{vlan_id}"),
+        &format!("/{login}/fabrics/default/vlans/{vlan_id}"),
     ))
 }
 
-async fn fetch_vlan(app: &AppState, owner: &str, vlan: &str) -> Result<napi::FabricVlan, ApiError> {
-    let vlan_id = parse_vlan_id(vlan)?;
-    app.backends
-        .napi
-        .clone()
-        .get_fabric_vlan(napi::GetFabricVlanRequest {
-            owner_uuid: owner.to_string(),
-            vlan_id,
-        })
-        .await
-        .map(|r| r.into_inner())
-        .map_err(napi_err)
-}
-
-pub async fn get_vlan(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path((_login, vlan)): Path<(String, String)>,
-) -> Reply {
-    let v = fetch_vlan(&app, &caller.account.uuid, &vlan).await?;
+pub async fn get_vlan(t: Tenant, Path((_login, vlan)): IdPath) -> Reply {
+    let request = napi::GetFabricVlanRequest {
+        owner_uuid: t.owner().to_string(),
+        vlan_id: parse_vlan_id(&vlan)?,
+    };
+    let v = t.napi().get_fabric_vlan(request).await.answer("napi")?;
     Ok(json_response(StatusCode::OK, &vlan_json(&v)))
 }
 
-pub async fn update_vlan(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path((_login, vlan)): Path<(String, String)>,
-    params: Params,
-) -> Reply {
-    let vlan_id = parse_vlan_id(&vlan)?;
-    let v = app
-        .backends
-        .napi
-        .clone()
-        .update_fabric_vlan(napi::UpdateFabricVlanRequest {
-            owner_uuid: caller.account.uuid.clone(),
-            vlan_id,
-            name: params.str("name"),
-            description: params.str("description"),
-        })
-        .await
-        .map_err(napi_err)?
-        .into_inner();
+pub async fn update_vlan(t: Tenant, Path((_login, vlan)): IdPath, params: Params) -> Reply {
+    let request = napi::UpdateFabricVlanRequest {
+        owner_uuid: t.owner().to_string(),
+        vlan_id: parse_vlan_id(&vlan)?,
+        name: params.str("name"),
+        description: params.str("description"),
+    };
+    let v = t.napi().update_fabric_vlan(request).await.answer("napi")?;
     Ok(json_response(StatusCode::ACCEPTED, &vlan_json(&v)))
 }
 
-pub async fn delete_vlan(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path((_login, vlan)): Path<(String, String)>,
-) -> Reply {
+pub async fn delete_vlan(t: Tenant, Path((_login, vlan)): IdPath) -> Reply {
     let vlan_id = parse_vlan_id(&vlan)?;
-    app.backends
-        .napi
-        .clone()
-        .delete_fabric_vlan(napi::DeleteFabricVlanRequest {
-            owner_uuid: caller.account.uuid.clone(),
-            vlan_id,
-        })
-        .await
-        .map_err(napi_err)?;
+    let request = napi::DeleteFabricVlanRequest {
+        owner_uuid: t.owner().to_string(),
+        vlan_id,
+    };
+    t.napi().delete_fabric_vlan(request).await.answer("napi")?;
     tracing::info!(vlan_id, "fabric VLAN deleted");
     Ok(empty_response(StatusCode::NO_CONTENT))
 }
 
 // ------------------------------------------------------------------ fabric networks
 
-pub async fn list_fabric_networks(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path((_login, vlan)): Path<(String, String)>,
-) -> Reply {
-    let vlan_id = parse_vlan_id(&vlan)?;
-    let networks = app
-        .backends
-        .napi
-        .clone()
-        .list_fabric_networks(napi::ListFabricNetworksRequest {
-            owner_uuid: caller.account.uuid.clone(),
-            vlan_id,
-        })
+pub async fn list_fabric_networks(t: Tenant, Path((_login, vlan)): IdPath) -> Reply {
+    let request = napi::ListFabricNetworksRequest {
+        owner_uuid: t.owner().to_string(),
+        vlan_id: parse_vlan_id(&vlan)?,
+    };
+    let networks = t
+        .napi()
+        .list_fabric_networks(request)
         .await
-        .map_err(napi_err)?
-        .into_inner()
-        .networks;
-    Ok(json_response(
-        StatusCode::OK,
-        &Value::Array(networks.iter().map(network_json).collect()),
-    ))
+        .answer("napi")?;
+    list_of(&networks.networks, network_json)
+}
+
+/// The `routes` parameter: `{destination: gateway}`, as an object or JSON text.
+fn routes_param(params: &Params) -> Result<HashMap<String, String>, ApiError> {
+    let mut routes = HashMap::new();
+    match params.get("routes") {
+        None => {}
+        Some(Value::Object(given)) => {
+            for (dest, gw) in given {
+                let gw = gw.as_str().ok_or_else(|| {
+                    ApiError::invalid_argument("routes values must be IP strings")
+                })?;
+                routes.insert(dest.clone(), gw.to_string());
+            }
+        }
+        Some(Value::String(s)) => {
+            let parsed: Map<String, Value> = serde_json::from_str(s)
+                .map_err(|_| ApiError::invalid_argument("routes must be an object"))?;
+            for (dest, gw) in parsed {
+                if let Some(gw) = gw.as_str() {
+                    routes.insert(dest, gw.to_string());
+                }
+            }
+        }
+        Some(_) => return Err(ApiError::invalid_argument("routes must be an object")),
+    }
+    Ok(routes)
 }
 
 pub async fn create_fabric_network(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path((login, vlan)): Path<(String, String)>,
+    t: Tenant,
+    Path((login, vlan)): IdPath,
     params: Params,
 ) -> Reply {
     let vlan_id = parse_vlan_id(&vlan)?;
-    let mut req = napi::CreateFabricNetworkRequest {
-        owner_uuid: caller.account.uuid.clone(),
+    let request = napi::CreateFabricNetworkRequest {
+        owner_uuid: t.owner().to_string(),
         vlan_id,
         name: params.required_str("name")?,
         subnet: params.required_str("subnet")?,
@@ -359,90 +243,51 @@ pub async fn create_fabric_network(
         gateway: params.str("gateway"),
         description: params.str("description").unwrap_or_default(),
         internet_nat: params.bool("internet_nat")?,
-        ..Default::default()
-    };
-    if let Some(resolvers) = params.list("resolvers") {
-        req.resolvers = resolvers
+        resolvers: params
+            .list("resolvers")
+            .unwrap_or_default()
             .iter()
             .filter_map(|v| v.as_str().map(str::to_string))
-            .collect();
-    }
-    match params.get("routes") {
-        None => {}
-        Some(Value::Object(routes)) => {
-            for (dest, gw) in routes {
-                let gw = gw.as_str().ok_or_else(|| {
-                    ApiError::invalid_argument("routes values must be IP strings")
-                })?;
-                req.routes.insert(dest.clone(), gw.to_string());
-            }
-        }
-        Some(Value::String(s)) => {
-            let parsed: Map<String, Value> = serde_json::from_str(s)
-                .map_err(|_| ApiError::invalid_argument("routes must be an object"))?;
-            for (dest, gw) in parsed {
-                if let Some(gw) = gw.as_str() {
-                    req.routes.insert(dest, gw.to_string());
-                }
-            }
-        }
-        Some(_) => return Err(ApiError::invalid_argument("routes must be an object")),
-    }
-    let n = app
-        .backends
-        .napi
-        .clone()
-        .create_fabric_network(req)
+            .collect(),
+        routes: routes_param(&params)?,
+        ..Default::default()
+    };
+    let n = t
+        .napi()
+        .create_fabric_network(request)
         .await
-        .map_err(napi_err)?
-        .into_inner();
+        .answer("napi")?;
     tracing::info!(network = %n.uuid, vlan_id, "fabric network created");
     Ok(with_location(
         json_response(StatusCode::CREATED, &network_json(&n)),
-        format!(
+        &format!(
             "/{login}/fabrics/default/vlans/{vlan_id}/networks/{}",
             n.uuid
         ),
     ))
 }
 
-pub async fn get_fabric_network(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path((_login, vlan, id)): Path<(String, String, String)>,
-) -> Reply {
-    let vlan_id = parse_vlan_id(&vlan)?;
-    let n = app
-        .backends
-        .napi
-        .clone()
-        .get_fabric_network(napi::GetFabricNetworkRequest {
-            owner_uuid: caller.account.uuid.clone(),
-            vlan_id,
-            uuid: id,
-        })
-        .await
-        .map_err(napi_err)?
-        .into_inner();
+pub async fn get_fabric_network(t: Tenant, Path((_login, vlan, id)): ItemPath) -> Reply {
+    let request = napi::GetFabricNetworkRequest {
+        owner_uuid: t.owner().to_string(),
+        vlan_id: parse_vlan_id(&vlan)?,
+        uuid: id,
+    };
+    let n = t.napi().get_fabric_network(request).await.answer("napi")?;
     Ok(json_response(StatusCode::OK, &network_json(&n)))
 }
 
-pub async fn delete_fabric_network(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path((_login, vlan, id)): Path<(String, String, String)>,
-) -> Reply {
+pub async fn delete_fabric_network(t: Tenant, Path((_login, vlan, id)): ItemPath) -> Reply {
     let vlan_id = parse_vlan_id(&vlan)?;
-    app.backends
-        .napi
-        .clone()
-        .delete_fabric_network(napi::DeleteFabricNetworkRequest {
-            owner_uuid: caller.account.uuid.clone(),
-            vlan_id,
-            uuid: id.clone(),
-        })
+    let request = napi::DeleteFabricNetworkRequest {
+        owner_uuid: t.owner().to_string(),
+        vlan_id,
+        uuid: id.clone(),
+    };
+    t.napi()
+        .delete_fabric_network(request)
         .await
-        .map_err(napi_err)?;
+        .answer("napi")?;
     tracing::info!(network = %id, vlan_id, "fabric network deleted");
     Ok(empty_response(StatusCode::NO_CONTENT))
 }

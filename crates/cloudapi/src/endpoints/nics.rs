@@ -5,24 +5,17 @@
 //! it again if the server cannot take it); RemoveNic queues a VMAPI `remove_nics`
 //! job. Another account's machine or NIC is 404.
 
-use std::sync::Arc;
-
-use axum::Extension;
-use axum::extract::{Path, State};
-use http::{HeaderValue, StatusCode, header};
+use axum::extract::Path;
+use http::StatusCode;
 use serde_json::{Map, Value, json};
 use triton_proto::napi::v1 as napi;
 use triton_proto::vmapi::v1 as vmapi;
 
-use super::{Reply, found, is_uuid, listing, put_str};
-use crate::AppState;
-use crate::auth::Caller;
-use crate::endpoints::machines::fetch_vm;
-use crate::endpoints::networks::usable_by;
+use super::{Answer, IdPath, ItemPath, Reply, Tenant, found, is_uuid, listing, put_str};
 use crate::error::ApiError;
 use crate::machine::translate_state;
 use crate::params::Params;
-use crate::server::{empty_response, json_response};
+use crate::server::{empty_response, json_response, with_location};
 
 /// `aabbccddeeff` (CloudAPI's path form) or `aa:bb:...` to the colon form; `None`
 /// when it is not a MAC address.
@@ -39,14 +32,6 @@ fn normalize_mac(mac: &str) -> Option<String> {
             .collect::<Vec<_>>()
             .join(":"),
     )
-}
-
-fn napi_err(s: tonic::Status) -> ApiError {
-    ApiError::backend("napi", s)
-}
-
-fn vmapi_err(s: tonic::Status) -> ApiError {
-    ApiError::backend("vmapi", s)
 }
 
 /// Triton's public form of a NIC (`formatNic`). A NIC NAPI holds as `provisioning` is
@@ -77,64 +62,40 @@ fn nic_path(login: &str, vm_uuid: &str, mac: &str) -> String {
 }
 
 /// The machine's NICs as NAPI holds them.
-async fn vm_nics(app: &AppState, vm_uuid: &str) -> Result<Vec<napi::Nic>, ApiError> {
-    Ok(app
-        .backends
-        .napi
-        .clone()
-        .list_nics(napi::ListNicsRequest {
-            belongs_to_uuid: Some(vm_uuid.to_string()),
-            belongs_to_type: Some("zone".into()),
-            ..Default::default()
-        })
-        .await
-        .map_err(napi_err)?
-        .into_inner()
-        .nics)
+async fn vm_nics(t: &Tenant, vm_uuid: &str) -> Result<Vec<napi::Nic>, ApiError> {
+    let request = napi::ListNicsRequest {
+        belongs_to_uuid: Some(vm_uuid.to_string()),
+        belongs_to_type: Some("zone".into()),
+        ..Default::default()
+    };
+    let mut client = t.napi();
+    Ok(client.list_nics(request).await.answer("napi")?.nics)
 }
 
 /// A NIC of the caller's machine `vm_uuid`, or 404.
-async fn fetch_nic(
-    app: &AppState,
-    owner: &str,
-    vm_uuid: &str,
-    mac: &str,
-) -> Result<napi::Nic, ApiError> {
+async fn fetch_nic(t: &Tenant, vm_uuid: &str, mac: &str) -> Result<napi::Nic, ApiError> {
     let Some(wanted) = normalize_mac(mac) else {
         return Err(ApiError::invalid_argument("mac has invalid format"));
     };
     let not_found = || ApiError::not_found(format!("nic {mac} not found"));
-    let answer = app
-        .backends
-        .napi
-        .clone()
-        .get_nic(napi::GetNicRequest { mac: wanted })
-        .await;
+    let answer = t.napi().get_nic(napi::GetNicRequest { mac: wanted }).await;
     let nic = found(answer, "napi", not_found)?;
-    if nic.owner_uuid != owner || nic.belongs_to_uuid != vm_uuid {
+    if nic.owner_uuid != t.owner() || nic.belongs_to_uuid != vm_uuid {
         return Err(not_found());
     }
     Ok(nic)
 }
 
-pub async fn list(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path((_login, id)): Path<(String, String)>,
-) -> Reply {
-    let vm = fetch_vm(&app, &caller.account.uuid, &id).await?;
-    let nics = vm_nics(&app, &vm.uuid).await?;
+pub async fn list(t: Tenant, Path((_login, id)): IdPath) -> Reply {
+    let vm = t.machine(&id).await?;
+    let nics = vm_nics(&t, &vm.uuid).await?;
     let rows = nics.iter().map(|n| nic_json(n, &vm.state)).collect();
     Ok(listing(rows, nics.len(), None))
 }
 
-pub async fn get(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path((_login, id, mac)): Path<(String, String, String)>,
-) -> Reply {
-    let vm = fetch_vm(&app, &caller.account.uuid, &id).await?;
-    let nic = fetch_nic(&app, &caller.account.uuid, &vm.uuid, &mac).await?;
+pub async fn get(t: Tenant, Path((_login, id, mac)): ItemPath) -> Reply {
+    let vm = t.machine(&id).await?;
+    let nic = fetch_nic(&t, &vm.uuid, &mac).await?;
     Ok(json_response(StatusCode::OK, &nic_json(&nic, &vm.state)))
 }
 
@@ -192,48 +153,27 @@ fn network_object(v: &Value) -> Result<(String, Option<String>), ApiError> {
 /// POST /:login/machines/:id/nics {network, primary?}: 201 with the NIC (state
 /// `provisioning` until the job ends) and its `Location`; 302 to the NIC the machine
 /// already has on that network.
-pub async fn add(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path((_login, id)): Path<(String, String)>,
-    params: Params,
-) -> Reply {
-    let owner = caller.account.uuid.clone();
-    let login = caller.account.login.clone();
-    let vm = fetch_vm(&app, &owner, &id).await?;
-    if vm.state == "destroyed" {
-        return Err(ApiError::new(
-            StatusCode::GONE,
-            "ResourceNotFound",
-            format!("{id} has been deleted"),
-        ));
-    }
+pub async fn add(t: Tenant, Path((_login, id)): IdPath, params: Params) -> Reply {
+    let owner = t.owner();
+    let login = &t.caller.account.login;
+    let vm = t.live_machine(&id).await?;
     let (network_uuid, ip) = network_param(&params)?;
     let primary = params.bool("primary")?.unwrap_or(false);
 
     // The network must exist and be usable by the account (Triton answers
     // InvalidArgument, not 404, for one that is not).
-    let not_found = || ApiError::invalid_argument(format!("network {network_uuid} not found"));
-    let answer = app
-        .backends
-        .napi
-        .clone()
-        .get_network(napi::GetNetworkRequest {
-            uuid: network_uuid.clone(),
+    let network = t
+        .network_to_use(&network_uuid, || {
+            format!("network {network_uuid} not found")
         })
-        .await;
-    let network = found(answer, "napi", not_found)?;
-    if !usable_by(&network, &owner) {
-        return Err(not_found());
-    }
+        .await?;
 
-    let existing = vm_nics(&app, &vm.uuid).await?;
+    let existing = vm_nics(&t, &vm.uuid).await?;
     if let Some(nic) = existing.iter().find(|n| n.network_uuid == network.uuid) {
-        let mut response = empty_response(StatusCode::FOUND);
-        if let Ok(v) = HeaderValue::from_str(&nic_path(&login, &vm.uuid, &nic.mac)) {
-            response.headers_mut().insert(header::LOCATION, v);
-        }
-        return Ok(response);
+        return Ok(with_location(
+            empty_response(StatusCode::FOUND),
+            &nic_path(login, &vm.uuid, &nic.mac),
+        ));
     }
     let has_primary = existing.iter().any(|n| n.primary);
     if primary && has_primary {
@@ -245,77 +185,53 @@ pub async fn add(
 
     // Reserve the NIC first, so that GetNic shows it at once; VMAPI's job adds it to
     // the instance and marks it running, or deletes it if the server cannot take it.
-    let nic = app
-        .backends
-        .napi
-        .clone()
-        .create_nic(napi::CreateNicRequest {
-            owner_uuid: owner.clone(),
-            belongs_to_uuid: vm.uuid.clone(),
-            belongs_to_type: "zone".into(),
-            network_uuid: Some(network.uuid.clone()),
-            ip,
-            primary: !has_primary,
-            state: Some("provisioning".into()),
-            cn_uuid: (!vm.server_uuid.is_empty()).then(|| vm.server_uuid.clone()),
-            ..Default::default()
-        })
-        .await
-        .map_err(napi_err)?
-        .into_inner();
-    let queued = app
-        .backends
-        .vmapi
-        .clone()
-        .add_nics(vmapi::AddNicsRequest {
-            uuid: vm.uuid.clone(),
-            owner_uuid: owner.clone(),
-            macs: vec![nic.mac.clone()],
-            ..Default::default()
-        })
-        .await;
+    let reservation = napi::CreateNicRequest {
+        owner_uuid: owner.to_string(),
+        belongs_to_uuid: vm.uuid.clone(),
+        belongs_to_type: "zone".into(),
+        network_uuid: Some(network.uuid.clone()),
+        ip,
+        primary: !has_primary,
+        state: Some("provisioning".into()),
+        cn_uuid: (!vm.server_uuid.is_empty()).then(|| vm.server_uuid.clone()),
+        ..Default::default()
+    };
+    let mut napi_client = t.napi();
+    let nic = napi_client.create_nic(reservation).await.answer("napi")?;
+    let job = vmapi::AddNicsRequest {
+        uuid: vm.uuid.clone(),
+        owner_uuid: owner.to_string(),
+        macs: vec![nic.mac.clone()],
+        ..Default::default()
+    };
+    let queued = t.vmapi().add_nics(job).await;
     if let Err(s) = queued {
         // Nothing will use the NIC: give its IP back.
-        if let Err(e) = app
-            .backends
-            .napi
-            .clone()
-            .delete_nic(napi::DeleteNicRequest {
-                mac: nic.mac.clone(),
-            })
-            .await
-        {
+        let release = napi::DeleteNicRequest {
+            mac: nic.mac.clone(),
+        };
+        if let Err(e) = napi_client.delete_nic(release).await {
             tracing::warn!(mac = %nic.mac, error = %e, "cannot delete a NIC VMAPI refused");
         }
-        return Err(vmapi_err(s));
+        return Err(ApiError::backend("vmapi", s));
     }
-    let mut response = json_response(StatusCode::CREATED, &nic_json(&nic, &vm.state));
-    if let Ok(v) = HeaderValue::from_str(&nic_path(&login, &vm.uuid, &nic.mac)) {
-        response.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(response)
+    Ok(with_location(
+        json_response(StatusCode::CREATED, &nic_json(&nic, &vm.state)),
+        &nic_path(login, &vm.uuid, &nic.mac),
+    ))
 }
 
 /// DELETE /:login/machines/:id/nics/:mac: 204 once VMAPI's `remove_nics` job is
 /// queued.
-pub async fn remove(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path((_login, id, mac)): Path<(String, String, String)>,
-) -> Reply {
-    let owner = caller.account.uuid.clone();
-    let vm = fetch_vm(&app, &owner, &id).await?;
-    let nic = fetch_nic(&app, &owner, &vm.uuid, &mac).await?;
-    app.backends
-        .vmapi
-        .clone()
-        .remove_nics(vmapi::RemoveNicsRequest {
-            uuid: vm.uuid.clone(),
-            owner_uuid: owner,
-            macs: vec![nic.mac],
-        })
-        .await
-        .map_err(vmapi_err)?;
+pub async fn remove(t: Tenant, Path((_login, id, mac)): ItemPath) -> Reply {
+    let vm = t.machine(&id).await?;
+    let nic = fetch_nic(&t, &vm.uuid, &mac).await?;
+    let job = vmapi::RemoveNicsRequest {
+        uuid: vm.uuid.clone(),
+        owner_uuid: t.owner().to_string(),
+        macs: vec![nic.mac],
+    };
+    t.vmapi().remove_nics(job).await.answer("vmapi")?;
     Ok(empty_response(StatusCode::NO_CONTENT))
 }
 

@@ -1,18 +1,12 @@
 //! ListPackages, GetPackage: PAPI's packages visible to the account (public, or owned
 //! by it), in CloudAPI's shape (sdc-cloudapi `lib/packages.js` translate).
 
-use std::sync::Arc;
-
-use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use http::StatusCode;
 use serde_json::{Map, Value, json};
 use triton_proto::papi::v1 as papi;
 
-use super::{Reply, found, is_uuid, put_str};
-use crate::AppState;
-use crate::auth::Caller;
-use crate::error::ApiError;
+use super::{Answer, IdPath, Reply, Tenant, list_of, put_str};
 use crate::params::Params;
 use crate::server::json_response;
 
@@ -36,18 +30,14 @@ pub fn package_json(p: &papi::Package) -> Value {
     Value::Object(o)
 }
 
-pub async fn list(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    params: Params,
-) -> Reply {
+pub async fn list(t: Tenant, params: Params) -> Reply {
     let req = papi::ListPackagesRequest {
         name: params.str("name").unwrap_or_default(),
         version: params.str("version").unwrap_or_default(),
         group: params.str("group").unwrap_or_default(),
         brand: params.str("brand").unwrap_or_default(),
         active: Some(true),
-        visible_to: caller.account.uuid.clone(),
+        visible_to: t.owner().to_string(),
         max_physical_memory: params.u64("memory")?,
         quota: params.u64("disk")?,
         max_swap: params.u64("swap")?,
@@ -56,65 +46,12 @@ pub async fn list(
         flexible_disk: params.bool("flexible_disk")?,
         ..Default::default()
     };
-    let packages = app
-        .backends
-        .papi
-        .clone()
-        .list_packages(req)
-        .await
-        .map_err(|s| ApiError::backend("papi", s))?
-        .into_inner()
-        .packages;
-    Ok(json_response(
-        StatusCode::OK,
-        &Value::Array(packages.iter().map(package_json).collect()),
-    ))
+    let mut client = t.app.backends.papi.clone();
+    let packages = client.list_packages(req).await.answer("papi")?.packages;
+    list_of(&packages, package_json)
 }
 
-/// Semver-ish ordering of package versions ("1.10.0" after "1.9.0").
-fn version_key(v: &str) -> Vec<u64> {
-    v.split('.').map(|p| p.parse().unwrap_or(0)).collect()
-}
-
-/// A package by uuid or name, visible to `owner`. By name, the highest active
-/// version wins.
-pub async fn resolve(app: &AppState, owner: &str, id: &str) -> Result<papi::Package, ApiError> {
-    let not_found = || ApiError::not_found(format!("Package {id} does not exist"));
-    if is_uuid(id) {
-        let answer = app
-            .backends
-            .papi
-            .clone()
-            .get_package(papi::GetPackageRequest {
-                uuid: id.to_string(),
-                owner_uuids: vec![owner.to_string()],
-            })
-            .await;
-        return found(answer, "papi", not_found);
-    }
-    let mut packages = app
-        .backends
-        .papi
-        .clone()
-        .list_packages(papi::ListPackagesRequest {
-            name: id.replace('*', ""),
-            visible_to: owner.to_string(),
-            active: Some(true),
-            ..Default::default()
-        })
-        .await
-        .map_err(|s| ApiError::backend("papi", s))?
-        .into_inner()
-        .packages;
-    packages.sort_by_key(|p| version_key(&p.version));
-    packages.pop().ok_or_else(not_found)
-}
-
-pub async fn get(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path((_login, id)): Path<(String, String)>,
-) -> Reply {
-    let p = resolve(&app, &caller.account.uuid, &id).await?;
+pub async fn get(t: Tenant, Path((_login, id)): IdPath) -> Reply {
+    let p = t.package(&id).await?;
     Ok(json_response(StatusCode::OK, &package_json(&p)))
 }

@@ -5,25 +5,15 @@
 //! so a new snapshot shows at once as `creating` and becomes `created` (or `failed`)
 //! when its job ends. Another account's machine is 404; a destroyed one 410.
 
-use std::sync::Arc;
-
-use axum::Extension;
-use axum::extract::{Path, State};
-use http::{HeaderValue, StatusCode, header};
+use axum::extract::Path;
+use http::StatusCode;
 use serde_json::{Value, json};
 use triton_proto::vmapi::v1 as vmapi;
 
-use super::Reply;
-use crate::AppState;
-use crate::auth::Caller;
-use crate::endpoints::machines::{fetch_vm, live_vm};
+use super::{Answer, IdPath, ItemPath, Reply, Tenant, list_of};
 use crate::error::ApiError;
 use crate::params::Params;
-use crate::server::{empty_response, json_response};
-
-fn vmapi_err(s: tonic::Status) -> ApiError {
-    ApiError::backend("vmapi", s)
-}
+use crate::server::{empty_response, json_response, with_location};
 
 /// A snapshot as CloudAPI shows it.
 fn snapshot_json(s: &vmapi::Snapshot) -> Value {
@@ -48,24 +38,37 @@ fn snapshot_path(login: &str, vm: &str, name: &str) -> String {
     format!("/{login}/machines/{vm}/snapshots/{name}")
 }
 
-fn request(vm: &vmapi::Vm, name: &str) -> vmapi::SnapshotRequest {
-    vmapi::SnapshotRequest {
+/// The VMAPI jobs a snapshot has.
+#[derive(Debug, Clone, Copy)]
+enum Job {
+    Create,
+    /// Roll back to the snapshot and start the instance.
+    Rollback,
+    Delete,
+}
+
+/// Queues `job` on snapshot `name` of `vm`.
+async fn queue(t: &Tenant, vm: &vmapi::Vm, name: &str, job: Job) -> Result<(), ApiError> {
+    let request = vmapi::SnapshotRequest {
         uuid: vm.uuid.clone(),
         owner_uuid: vm.owner_uuid.clone(),
         name: name.to_string(),
-        start: false,
+        start: matches!(job, Job::Rollback),
+    };
+    let mut client = t.vmapi();
+    let queued = match job {
+        Job::Create => client.create_snapshot(request).await,
+        Job::Rollback => client.rollback_snapshot(request).await,
+        Job::Delete => client.delete_snapshot(request).await,
     }
+    .answer("vmapi")?;
+    tracing::info!(vm = %vm.uuid, job = %queued.job_uuid, snapshot = %name, kind = ?job, "snapshot job accepted");
+    Ok(())
 }
 
 /// POST /:login/machines/:id/snapshots: 201 with the snapshot (`creating`).
-pub async fn create(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path((login, id)): Path<(String, String)>,
-    params: Params,
-) -> Reply {
-    let owner = caller.account.uuid.clone();
-    let vm = live_vm(&app, &owner, &id).await?;
+pub async fn create(t: Tenant, Path((login, id)): IdPath, params: Params) -> Reply {
+    let vm = t.live_machine(&id).await?;
     let name = match params.get("name") {
         None | Some(Value::Null) => default_name(),
         Some(Value::String(s)) if s.is_empty() => default_name(),
@@ -76,16 +79,8 @@ pub async fn create(
             )));
         }
     };
-    let job = app
-        .backends
-        .vmapi
-        .clone()
-        .create_snapshot(request(&vm, &name))
-        .await
-        .map_err(vmapi_err)?
-        .into_inner();
-    tracing::info!(vm = %vm.uuid, job = %job.job_uuid, snapshot = %name, "snapshot accepted");
-    let vm = fetch_vm(&app, &owner, &id).await?;
+    queue(&t, &vm, &name, Job::Create).await?;
+    let vm = t.machine(&id).await?;
     let body = vm
         .snapshots
         .iter()
@@ -93,22 +88,16 @@ pub async fn create(
         .map(snapshot_json)
         // Taken already and deleted again by a later request: say what was asked.
         .unwrap_or_else(|| json!({ "name": name, "state": "creating" }));
-    let mut response = json_response(StatusCode::CREATED, &body);
-    if let Ok(v) = HeaderValue::from_str(&snapshot_path(&login, &vm.uuid, &name)) {
-        response.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(response)
+    Ok(with_location(
+        json_response(StatusCode::CREATED, &body),
+        &snapshot_path(&login, &vm.uuid, &name),
+    ))
 }
 
 /// GET /:login/machines/:id/snapshots
-pub async fn list(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path((_login, id)): Path<(String, String)>,
-) -> Reply {
-    let vm = live_vm(&app, &caller.account.uuid, &id).await?;
-    let body: Vec<Value> = vm.snapshots.iter().map(snapshot_json).collect();
-    Ok(json_response(StatusCode::OK, &Value::Array(body)))
+pub async fn list(t: Tenant, Path((_login, id)): IdPath) -> Reply {
+    let vm = t.live_machine(&id).await?;
+    list_of(&vm.snapshots, snapshot_json)
 }
 
 fn find<'a>(vm: &'a vmapi::Vm, name: &str) -> Result<&'a vmapi::Snapshot, ApiError> {
@@ -119,12 +108,8 @@ fn find<'a>(vm: &'a vmapi::Vm, name: &str) -> Result<&'a vmapi::Snapshot, ApiErr
 }
 
 /// GET /:login/machines/:id/snapshots/:name
-pub async fn get(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path((_login, id, name)): Path<(String, String, String)>,
-) -> Reply {
-    let vm = live_vm(&app, &caller.account.uuid, &id).await?;
+pub async fn get(t: Tenant, Path((_login, id, name)): ItemPath) -> Reply {
+    let vm = t.live_machine(&id).await?;
     Ok(json_response(
         StatusCode::OK,
         &snapshot_json(find(&vm, &name)?),
@@ -133,45 +118,19 @@ pub async fn get(
 
 /// POST /:login/machines/:id/snapshots/:name: StartMachineFromSnapshot, 202. The
 /// instance is stopped, rolled back to the snapshot and booted.
-pub async fn start_from(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path((_login, id, name)): Path<(String, String, String)>,
-) -> Reply {
-    let vm = live_vm(&app, &caller.account.uuid, &id).await?;
+pub async fn start_from(t: Tenant, Path((_login, id, name)): ItemPath) -> Reply {
+    let vm = t.live_machine(&id).await?;
     find(&vm, &name)?;
-    let mut req = request(&vm, &name);
-    req.start = true;
-    let job = app
-        .backends
-        .vmapi
-        .clone()
-        .rollback_snapshot(req)
-        .await
-        .map_err(vmapi_err)?
-        .into_inner();
-    tracing::info!(vm = %vm.uuid, job = %job.job_uuid, snapshot = %name, "rollback accepted");
+    queue(&t, &vm, &name, Job::Rollback).await?;
     Ok(empty_response(StatusCode::ACCEPTED))
 }
 
 /// DELETE /:login/machines/:id/snapshots/:name: 204; the snapshot is `deleting` until
 /// its job has run.
-pub async fn delete(
-    State(app): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path((_login, id, name)): Path<(String, String, String)>,
-) -> Reply {
-    let vm = live_vm(&app, &caller.account.uuid, &id).await?;
+pub async fn delete(t: Tenant, Path((_login, id, name)): ItemPath) -> Reply {
+    let vm = t.live_machine(&id).await?;
     find(&vm, &name)?;
-    let job = app
-        .backends
-        .vmapi
-        .clone()
-        .delete_snapshot(request(&vm, &name))
-        .await
-        .map_err(vmapi_err)?
-        .into_inner();
-    tracing::info!(vm = %vm.uuid, job = %job.job_uuid, snapshot = %name, "snapshot delete accepted");
+    queue(&t, &vm, &name, Job::Delete).await?;
     Ok(empty_response(StatusCode::NO_CONTENT))
 }
 
