@@ -84,25 +84,28 @@ impl Net {
         self.0.spec(name, vec![nic])
     }
 
-    /// Creates instances a, b and c on the tenant bridge (its NICs 0, 1 and 2) and z on
-    /// the admin bridge (its NIC 0) on `b`, which has the image; in that order, each
-    /// instance's UUID and NIC.
-    async fn create_abcz(&self, b: &LinuxBackend) -> [(Uuid, NicSpec); 4] {
+    /// A host whose backend has made instances a, b and c on the tenant bridge (its NICs
+    /// 0, 1 and 2) and z on the admin bridge (its NIC 0): the host, the backend, and each
+    /// instance's UUID and NIC in that order.
+    async fn with_abcz() -> (Net, LinuxBackend, [(Uuid, NicSpec); 4]) {
+        let h = Net::new();
+        let b = h.backend_with_image().await;
         let nics = [
-            ("a", self.tenant_nic(0)),
-            ("b", self.tenant_nic(1)),
-            ("c", self.tenant_nic(2)),
-            ("z", self.admin_nic(0)),
+            ("a", h.tenant_nic(0)),
+            ("b", h.tenant_nic(1)),
+            ("c", h.tenant_nic(2)),
+            ("z", h.admin_nic(0)),
         ];
         let mut created = Vec::new();
         for (name, nic) in nics {
-            let spec = self.spec(name, nic.clone());
+            let spec = h.spec(name, nic.clone());
             created.push((spec.uuid, nic));
             b.create(spec)
                 .await
                 .unwrap_or_else(|e| panic!("create {name}: {e}"));
         }
-        created.try_into().unwrap()
+        let created = created.try_into().unwrap();
+        (h, b, created)
     }
 
     fn netns(&self, uuid: Uuid) -> String {
@@ -314,9 +317,7 @@ fn set_forwarding(dev: &str, on: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_cannot_spoof_or_reach_the_host_or_the_admin_network() {
-    let h = Net::new();
-    let b = h.backend_with_image().await;
-    let [(a, nic_a), (bb, nic_b), (c, nic_c), (z, nic_z)] = h.create_abcz(&b).await;
+    let (h, _b, [(a, nic_a), (bb, nic_b), (c, nic_c), (z, nic_z)]) = Net::with_abcz().await;
     let [ip_a, ip_b, ip_c, ip_z] = [&nic_a, &nic_b, &nic_c, &nic_z].map(|n| n.ip.unwrap());
     let mac_a = nic_a.mac.clone();
     let (ns_b, ns_c) = (h.netns(bb), h.netns(c));
@@ -505,9 +506,7 @@ async fn rules_of_ports_gone_while_the_agent_was_down_are_removed_at_start() {
 /// a neighbour's address or MAC, and the host and the admin network stay out of reach.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_manages_its_own_stack_but_cannot_spoof_through_it() {
-    let h = Net::new();
-    let b = h.backend_with_image().await;
-    let [(a, nic_a), (bb, nic_b), (c, nic_c), (z, nic_z)] = h.create_abcz(&b).await;
+    let (h, b, [(a, nic_a), (bb, nic_b), (c, nic_c), (z, nic_z)]) = Net::with_abcz().await;
     let [ip_a, ip_b, ip_c, ip_z] = [&nic_a, &nic_b, &nic_c, &nic_z].map(|n| n.ip.unwrap());
     let (mac_a, mac_b) = (nic_a.mac.clone(), nic_b.mac.clone());
     let (ip_a_s, ip_b_s, ip_c_s) = (ip_a.to_string(), ip_b.to_string(), ip_c.to_string());
