@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use dc_testkit::{Dc, Options, Service, assert_error};
+use triton_common::status::error_name;
 use triton_proto::ufds::v1 as proto;
 
 fn bob() -> proto::CreateAccountRequest {
@@ -194,42 +195,56 @@ async fn bad_account_input_is_refused_naming_the_field() {
         "MissingParameter",
         &["login is missing", "email is missing"],
     );
-    assert_error(
-        c.create_account(proto::CreateAccountRequest {
-            login: "9lives".into(),
-            ..bob()
-        })
-        .await,
-        "InvalidArgument",
-        &["login", "must start with a letter"],
-    );
-    assert_error(
-        c.create_account(proto::CreateAccountRequest {
-            login: "local".into(),
-            ..bob()
-        })
-        .await,
-        "InvalidArgument",
-        &["login", "reserved"],
-    );
-    assert_error(
-        c.create_account(proto::CreateAccountRequest {
-            email: "bob-at-example".into(),
-            ..bob()
-        })
-        .await,
-        "InvalidArgument",
-        &["email"],
-    );
-    assert_error(
-        c.create_account(proto::CreateAccountRequest {
-            uuid: "1234".into(),
-            ..bob()
-        })
-        .await,
-        "InvalidArgument",
-        &["uuid", "\"1234\" is not a UUID"],
-    );
+    // Bob's account with one field spoiled: the error's name and what its message says.
+    let spoiled: [(&str, proto::CreateAccountRequest, &str, &[&str]); 4] = [
+        (
+            "a login starting with a digit",
+            proto::CreateAccountRequest {
+                login: "9lives".into(),
+                ..bob()
+            },
+            "InvalidArgument",
+            &["login", "must start with a letter"],
+        ),
+        (
+            "a reserved login",
+            proto::CreateAccountRequest {
+                login: "local".into(),
+                ..bob()
+            },
+            "InvalidArgument",
+            &["login", "reserved"],
+        ),
+        (
+            "an email without @",
+            proto::CreateAccountRequest {
+                email: "bob-at-example".into(),
+                ..bob()
+            },
+            "InvalidArgument",
+            &["email"],
+        ),
+        (
+            "a uuid that is not one",
+            proto::CreateAccountRequest {
+                uuid: "1234".into(),
+                ..bob()
+            },
+            "InvalidArgument",
+            &["uuid", "\"1234\" is not a UUID"],
+        ),
+    ];
+    for (what, request, name, fragments) in spoiled {
+        let status = c.create_account(request).await.expect_err(what);
+        let message = triton_common::status::error_message(&status);
+        assert_eq!(error_name(&status), Some(name), "{what}: {status:?}");
+        for f in fragments {
+            assert!(
+                message.contains(f),
+                "{what}: {message:?} should contain {f:?}"
+            );
+        }
+    }
 
     let first = c.create_account(bob()).await.unwrap().into_inner();
     assert_error(
