@@ -18,9 +18,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
-use cnapi::allocation::{AllocConfig, AllocationRequest, VmRequest, allocate};
+use cnapi::allocation::{AllocConfig, allocate};
 use cnapi::model::ServerRecord;
-use cnapi::service::Settings;
+use cnapi::service::{Settings, allocation_request_from_pb};
 use cnapi::store::{Cond, MemoryStore, MorayStore, Store};
 use dc_testkit::bench::{Parts, env_or};
 use serde_json::json;
@@ -76,17 +76,8 @@ fn pure(servers: usize, allocs: usize) {
     let started = Instant::now();
     let mut done = 0;
     while done < allocs && started.elapsed() < BUDGET {
-        let req = AllocationRequest {
-            vm: VmRequest {
-                vm_uuid: Uuid::new_v4(),
-                owner_uuid: OWNER.into(),
-                ram: 1024,
-                quota: 10,
-                ..Default::default()
-            },
-            nic_tags: vec!["admin".into()],
-            ..Default::default()
-        };
+        // The request the gRPC benches send, as CNAPI's handler decodes it.
+        let req = allocation_request_from_pb(&pb_request()).expect("a valid request");
         let chosen = allocate(&records, &reservations, &req, &config, done as u64 + 1)
             .expect("room for every allocation");
         reservations
