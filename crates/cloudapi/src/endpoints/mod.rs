@@ -80,9 +80,10 @@ pub fn listing(rows: Vec<Value>, total: usize, limit: Option<u64>) -> axum::resp
     response
 }
 
-/// Whether `s` looks like a uuid (8-4-4-4-12 hex).
+/// Whether `s` is a hyphenated uuid (8-4-4-4-12 hex) of either case: a tenant may write
+/// one in upper case.
 pub fn is_uuid(s: &str) -> bool {
-    uuid::Uuid::try_parse(s).is_ok() && s.len() == 36
+    triton_types::id::is_uuid(&s.to_ascii_lowercase())
 }
 
 /// A protobuf `Value` as JSON, and JSON as a protobuf `Value`.
@@ -103,5 +104,29 @@ pub fn tags_json<'a>(
 pub fn put_str(obj: &mut serde_json::Map<String, Value>, key: &str, value: &str) {
     if !value.is_empty() {
         obj.insert(key.to_string(), Value::String(value.to_string()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuids_of_either_case_and_only_hyphenated() {
+        for ok in [
+            "6b6e8a2a-4bd6-4b5e-a7b4-0ad7e6c1d4f2",
+            "6B6E8A2A-4BD6-4B5E-A7B4-0AD7E6C1D4F2",
+        ] {
+            assert!(is_uuid(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "6b6e8a2a4bd64b5ea7b40ad7e6c1d4f2",
+            "{6b6e8a2a-4bd6-4b5e-a7b4-0ad7e6c1d4f2}",
+            "6b6e8a2a-4bd6-4b5e-a7b4-0ad7e6c1d4fg",
+            "g1-small",
+        ] {
+            assert!(!is_uuid(bad), "{bad}");
+        }
     }
 }
