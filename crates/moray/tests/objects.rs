@@ -366,6 +366,16 @@ async fn update_objects_and_delete_many() {
     );
 }
 
+fn delete_op(bucket: &str, key: &str) -> pb::BatchOperation {
+    pb::BatchOperation {
+        operation: Some(pb::batch_operation::Operation::Delete(pb::BatchDelete {
+            bucket: bucket.into(),
+            key: key.into(),
+            etag: None,
+        })),
+    }
+}
+
 fn put_op(bucket: &str, key: &str, value: Value, etag: Option<Option<&str>>) -> pb::BatchOperation {
     pb::BatchOperation {
         operation: Some(pb::batch_operation::Operation::Put(pb::BatchPut {
@@ -387,21 +397,11 @@ async fn batch_is_all_or_nothing() {
 
     // The last op fails (unique violation): nothing of the batch remains.
     let r = m
-        .client
-        .batch(pb::BatchRequest {
-            requests: vec![
-                put_op("a", "x", json!({"n": 5}), None),
-                pb::BatchOperation {
-                    operation: Some(pb::batch_operation::Operation::Delete(pb::BatchDelete {
-                        bucket: "a".into(),
-                        key: "old".into(),
-                        etag: None,
-                    })),
-                },
-                put_op("b", "y", json!({"email": "e"}), None),
-            ],
-            options: None,
-        })
+        .batch(vec![
+            put_op("a", "x", json!({"n": 5}), None),
+            delete_op("a", "old"),
+            put_op("b", "y", json!({"email": "e"}), None),
+        ])
         .await;
     expect_err(r, "UniqueAttributeError");
     expect_err(m.get("a", "x").await, "ObjectNotFoundError");
@@ -409,46 +409,38 @@ async fn batch_is_all_or_nothing() {
 
     // An etag conflict in the middle also rolls back.
     let r = m
-        .client
-        .batch(pb::BatchRequest {
-            requests: vec![
-                put_op("a", "x", json!({"n": 5}), None),
-                put_op("a", "old", json!({"n": 2}), Some(Some("00000000"))),
-            ],
-            options: None,
-        })
+        .batch(vec![
+            put_op("a", "x", json!({"n": 5}), None),
+            put_op("a", "old", json!({"n": 2}), Some(Some("00000000"))),
+        ])
         .await;
     expect_err(r, "EtagConflictError");
     expect_err(m.get("a", "x").await, "ObjectNotFoundError");
 
     // A good batch applies every op, in order, and reports each.
     let r = m
-        .client
-        .batch(pb::BatchRequest {
-            requests: vec![
-                put_op("a", "x", json!({"n": 5}), Some(None)),
-                put_op("a", "x", json!({"n": 6}), None),
-                put_op("b", "y", json!({"email": "f"}), None),
-                pb::BatchOperation {
-                    operation: Some(pb::batch_operation::Operation::Update(pb::BatchUpdate {
+        .batch(vec![
+            put_op("a", "x", json!({"n": 5}), Some(None)),
+            put_op("a", "x", json!({"n": 6}), None),
+            put_op("b", "y", json!({"email": "f"}), None),
+            pb::BatchOperation {
+                operation: Some(pb::batch_operation::Operation::Update(pb::BatchUpdate {
+                    bucket: "a".into(),
+                    fields: json!({"n": 7}).to_string(),
+                    filter: "(n>=6)".into(),
+                    find: None,
+                })),
+            },
+            pb::BatchOperation {
+                operation: Some(pb::batch_operation::Operation::DeleteMany(
+                    pb::BatchDeleteMany {
                         bucket: "a".into(),
-                        fields: json!({"n": 7}).to_string(),
-                        filter: "(n>=6)".into(),
+                        filter: "(n<=1)".into(),
                         find: None,
-                    })),
-                },
-                pb::BatchOperation {
-                    operation: Some(pb::batch_operation::Operation::DeleteMany(
-                        pb::BatchDeleteMany {
-                            bucket: "a".into(),
-                            filter: "(n<=1)".into(),
-                            find: None,
-                        },
-                    )),
-                },
-            ],
-            options: None,
-        })
+                    },
+                )),
+            },
+        ])
         .await
         .unwrap()
         .into_inner();
@@ -462,21 +454,17 @@ async fn batch_is_all_or_nothing() {
 
     // A bad value anywhere refuses the batch before anything runs.
     let r = m
-        .client
-        .batch(pb::BatchRequest {
-            requests: vec![
-                put_op("a", "z", json!({"n": 1}), None),
-                pb::BatchOperation {
-                    operation: Some(pb::batch_operation::Operation::Put(pb::BatchPut {
-                        bucket: "a".into(),
-                        key: "w".into(),
-                        value: "nope".into(),
-                        etag: None,
-                    })),
-                },
-            ],
-            options: None,
-        })
+        .batch(vec![
+            put_op("a", "z", json!({"n": 1}), None),
+            pb::BatchOperation {
+                operation: Some(pb::batch_operation::Operation::Put(pb::BatchPut {
+                    bucket: "a".into(),
+                    key: "w".into(),
+                    value: "nope".into(),
+                    etag: None,
+                })),
+            },
+        ])
         .await;
     let msg = expect_err(r, "InvalidArgumentError");
     assert!(msg.contains("requests[1].value"), "{msg}");

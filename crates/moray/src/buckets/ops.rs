@@ -105,13 +105,27 @@ async fn run_ddl(conn: &mut PooledConn, bucket: &str, ddl: &[String]) -> Result<
 
 impl Store {
     pub async fn create_bucket(&self, req: pb::CreateBucketRequest) -> Result<(), MorayError> {
-        validate_bucket_name(&req.name)?;
-        let config = config_from_proto(req.config)?;
-        self.on_tx(req.options.as_ref(), async |conn| {
+        let options = req.options.as_ref();
+        self.change_bucket(&req.name, req.config, options, async |conn, config| {
             self.create_in(conn, &req.name, config).await
         })
-        .await?;
-        self.cache.invalidate(&req.name);
+        .await
+    }
+
+    /// Checks bucket `name` and its new `config`, runs `change` with the config in one
+    /// transaction, then forgets the bucket's cached config.
+    async fn change_bucket(
+        &self,
+        name: &str,
+        config: Option<pb::BucketConfig>,
+        options: Option<&pb::RequestOptions>,
+        change: impl AsyncFnOnce(&mut PooledConn, BucketConfig) -> Result<(), MorayError>,
+    ) -> Result<(), MorayError> {
+        validate_bucket_name(name)?;
+        let config = config_from_proto(config)?;
+        self.on_tx(options, async |conn| change(conn, config).await)
+            .await?;
+        self.cache.invalidate(name);
         Ok(())
     }
 
@@ -152,15 +166,12 @@ impl Store {
     }
 
     pub async fn update_bucket(&self, req: pb::UpdateBucketRequest) -> Result<(), MorayError> {
-        validate_bucket_name(&req.name)?;
-        let config = config_from_proto(req.config)?;
-        self.on_tx(req.options.as_ref(), async |conn| {
+        let options = req.options.as_ref();
+        self.change_bucket(&req.name, req.config, options, async |conn, config| {
             self.update_in_tx(conn, &req.name, config, req.no_reindex)
                 .await
         })
-        .await?;
-        self.cache.invalidate(&req.name);
-        Ok(())
+        .await
     }
 
     async fn update_in_tx(

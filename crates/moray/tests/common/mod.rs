@@ -284,6 +284,19 @@ impl TestMoray {
             .unwrap_or_else(|e| panic!("batch of puts to {bucket}: {e:?}"));
     }
 
+    /// A Batch of `requests`: all applied in one transaction, or none.
+    pub async fn batch(
+        &mut self,
+        requests: Vec<pb::BatchOperation>,
+    ) -> Result<tonic::Response<pb::BatchResponse>, Status> {
+        self.client
+            .batch(pb::BatchRequest {
+                requests,
+                options: None,
+            })
+            .await
+    }
+
     /// The bucket as GetBucket returns it.
     pub async fn get_bucket(&mut self, name: &str) -> Result<pb::Bucket, Status> {
         self.client
