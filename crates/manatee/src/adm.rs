@@ -73,6 +73,32 @@ pub struct Target {
     pub name: Option<String>,
 }
 
+/// How `peers` and `pg-status` print their table.
+#[derive(clap::Args, Debug, Clone)]
+pub struct TableArgs {
+    /// Omit the header.
+    #[arg(short = 'H', long)]
+    pub omit_header: bool,
+    /// Columns: role, peername, peerabbr, ip, id; for pg-status also pg-online, pg-repl,
+    /// pg-sent, pg-write, pg-flush, pg-replay, pg-lag.
+    #[arg(short = 'o', long, value_delimiter = ',')]
+    pub columns: Vec<String>,
+    /// Only peers with this role.
+    #[arg(short = 'r', long)]
+    pub role: Option<String>,
+}
+
+impl TableArgs {
+    /// The columns asked for, else `default`'s.
+    fn columns_or(&self, default: impl FnOnce() -> Vec<String>) -> Vec<String> {
+        if self.columns.is_empty() {
+            default()
+        } else {
+            self.columns.clone()
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Topology, roles, replication and issues.
@@ -82,26 +108,13 @@ pub enum Command {
     },
     /// The peers and their roles.
     Peers {
-        /// Omit the header.
-        #[arg(short = 'H', long)]
-        omit_header: bool,
-        /// Columns: role, peername, peerabbr, ip, id.
-        #[arg(short = 'o', long, value_delimiter = ',')]
-        columns: Vec<String>,
-        /// Only peers with this role.
-        #[arg(short = 'r', long)]
-        role: Option<String>,
+        #[command(flatten)]
+        table: TableArgs,
     },
     /// PostgreSQL status of every peer, optionally every PERIOD seconds COUNT times.
     PgStatus {
-        #[arg(short = 'H', long)]
-        omit_header: bool,
-        /// Columns: role, peername, peerabbr, ip, id, pg-online, pg-repl, pg-sent,
-        /// pg-write, pg-flush, pg-replay, pg-lag.
-        #[arg(short = 'o', long, value_delimiter = ',')]
-        columns: Vec<String>,
-        #[arg(short = 'r', long)]
-        role: Option<String>,
+        #[command(flatten)]
+        table: TableArgs,
         period: Option<f64>,
         count: Option<u64>,
     },
@@ -200,32 +213,18 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
     let mut out = std::io::stdout().lock();
     match cli.command {
         Command::Show { verbose } => adm.show(verbose, &mut out).await,
-        Command::Peers {
-            omit_header,
-            columns,
-            role,
-        } => {
-            let cols = if columns.is_empty() {
-                vec!["role".into(), "peername".into(), "ip".into()]
-            } else {
-                columns
-            };
-            adm.table(&cols, omit_header, role.as_deref(), &mut out)
+        Command::Peers { table } => {
+            let cols = table.columns_or(|| vec!["role".into(), "peername".into(), "ip".into()]);
+            adm.table(&cols, table.omit_header, table.role.as_deref(), &mut out)
                 .await?;
             Ok(0)
         }
         Command::PgStatus {
-            omit_header,
-            columns,
-            role,
+            table,
             period,
             count,
         } => {
-            let cols = if columns.is_empty() {
-                peer_columns()
-            } else {
-                columns
-            };
+            let cols = table.columns_or(peer_columns);
             let n = match (period, count) {
                 (Some(_), Some(c)) => c,
                 (Some(_), None) => u64::MAX,
@@ -236,7 +235,7 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
                     tokio::time::sleep(Duration::from_secs_f64(period.unwrap_or(1.0))).await;
                     let _ = writeln!(out);
                 }
-                adm.table(&cols, omit_header, role.as_deref(), &mut out)
+                adm.table(&cols, table.omit_header, table.role.as_deref(), &mut out)
                     .await?;
             }
             Ok(0)
