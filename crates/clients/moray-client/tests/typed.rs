@@ -29,6 +29,17 @@ fn counters(moray: MorayClient) -> Bucket<Counter> {
     Bucket::new(moray, "typed_counters", config)
 }
 
+/// An update that writes `key`'s record back as it was read; Moray's error if it cannot.
+async fn rewrite(
+    bucket: &Bucket<Counter>,
+    key: &str,
+) -> Result<moray_client::typed::Versioned<Counter>, moray_client::MorayError> {
+    bucket
+        .update(key, |_| Ok::<_, std::convert::Infallible>(Change::Write))
+        .await
+        .map_err(UpdateError::into_moray)
+}
+
 /// Upserts `key` with `change` under the default policy (always written); what is
 /// stored after.
 async fn upsert(
@@ -169,11 +180,7 @@ async fn a_record_that_does_not_decode_names_bucket_key_and_field() {
     assert!(text.contains("\"bad\""), "{text}");
     assert!(text.contains("field writers[0]"), "{text}");
     // An update of it fails the same way, without writing.
-    let err = bucket
-        .update("bad", |_| Ok::<_, std::convert::Infallible>(Change::Write))
-        .await
-        .map_err(UpdateError::into_moray)
-        .expect_err("not decodable");
+    let err = rewrite(&bucket, "bad").await.expect_err("not decodable");
     assert_eq!(err.name(), "InvalidRecordError");
     // A find that meets it fails too, naming it.
     let err = bucket
@@ -189,11 +196,7 @@ async fn get_put_delete_find_and_batch_keep_morays_names() {
     assert!(bucket.get("none").await.expect("get").is_none());
     let err = bucket.fetch("none").await.expect_err("missing");
     assert_eq!(err.name(), "ObjectNotFoundError");
-    let err = bucket
-        .update("none", |_| Ok::<_, std::convert::Infallible>(Change::Write))
-        .await
-        .map_err(UpdateError::into_moray)
-        .expect_err("missing");
+    let err = rewrite(&bucket, "none").await.expect_err("missing");
     assert_eq!(err.name(), "ObjectNotFoundError");
 
     let etag = bucket.insert("a", &counter("a")).await.expect("insert");
