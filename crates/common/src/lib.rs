@@ -15,6 +15,7 @@ pub mod grpc;
 pub mod listen;
 pub mod periodic;
 pub mod postgres;
+pub mod running;
 pub mod service;
 pub mod service_config;
 pub mod shutdown;

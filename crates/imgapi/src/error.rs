@@ -1,6 +1,7 @@
 //! IMGAPI's one error type, mapped once to a gRPC status and to the REST body
 //! `{"code", "message"}` with IMGAPI's names and HTTP statuses.
 
+use moray_client::service::Dialect;
 use tonic::Code;
 use triton_common::field_error::joined;
 use triton_common::status::ToStatus;
@@ -55,13 +56,6 @@ pub enum Error {
     #[error("{what}: gave up after {attempts} conflicting concurrent updates; try again")]
     Contention { what: String, attempts: u32 },
 
-    #[error("Moray {what} failed")]
-    Moray {
-        what: String,
-        #[source]
-        source: moray_client::MorayError,
-    },
-
     #[error("{what}")]
     Io {
         what: String,
@@ -69,15 +63,26 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    #[error("stored {what} is invalid: {reason}")]
-    Corrupt { what: String, reason: String },
-
     #[error("invalid configuration: {0}")]
     Config(String),
 
-    #[error("cannot start the gRPC server")]
-    Serve(#[source] triton_common::grpc::ServeError),
+    /// Moray, stored-record and server failures, as every Moray-backed service has them.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
+
+/// IMGAPI's names and words for the failures every Moray-backed service shares.
+#[derive(Debug)]
+pub struct ImgapiNames;
+
+impl Dialect for ImgapiNames {
+    const UNAVAILABLE: &'static str = "StorageIsDown";
+    const BUSY: &'static str = "ConcurrentUpdate";
+    const CORRUPT: &'static str = "is invalid";
+    const SERVE: &'static str = "cannot start the gRPC server";
+}
+
+pub type StoreError = moray_client::service::StoreError<ImgapiNames>;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -87,8 +92,8 @@ impl Error {
     }
 
     pub fn moray(what: impl Into<String>) -> impl FnOnce(moray_client::MorayError) -> Error {
-        let what = what.into();
-        move |source| Error::Moray { what, source }
+        let store = StoreError::moray(what);
+        move |source| Error::Store(store(source))
     }
 
     pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
@@ -134,14 +139,8 @@ impl ToStatus for Error {
             Error::SizeMismatch { .. } => (Code::InvalidArgument, "SizeMismatch"),
             Error::Contention { .. } => (Code::Aborted, "ConcurrentUpdate"),
             Error::Upload(_) => (Code::Cancelled, "UploadError"),
-            Error::Moray { source, .. } if source.is_retryable() => {
-                (Code::Unavailable, "StorageIsDown")
-            }
-            Error::Moray { .. }
-            | Error::Io { .. }
-            | Error::Corrupt { .. }
-            | Error::Config(_)
-            | Error::Serve(_) => (Code::Internal, "InternalError"),
+            Error::Io { .. } | Error::Config(_) => (Code::Internal, "InternalError"),
+            Error::Store(e) => e.code_and_name(),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use sha1::{Digest, Sha1};
 use tokio::io::AsyncWriteExt;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct Files {
@@ -118,10 +118,10 @@ impl Upload {
                 format!("the file is over the limit of {} bytes", self.max_bytes),
             ));
         }
-        let file = self.file.as_mut().ok_or_else(|| Error::Corrupt {
-            what: "upload".into(),
-            reason: "written after finish".into(),
-        })?;
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| StoreError::corrupt("upload", "written after finish"))?;
         file.write_all(chunk)
             .await
             .map_err(Error::io("cannot write the upload"))?;

@@ -21,7 +21,7 @@ use triton_proto::imgapi::v1::imgapi_server::ImgapiServer;
 
 pub use app::Imgapi;
 pub use config::Config;
-pub use error::{Error, Result};
+pub use error::{Error, Result, StoreError};
 
 /// Largest gRPC request: an upload chunk. Clients send 1 MiB chunks; 8 MiB leaves room.
 const MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
@@ -87,7 +87,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             Routes::new(grpc_service),
             &[server::SERVICE_NAME],
             shutdown.clone(),
-            Error::Serve,
+            |e| StoreError::Serve(e).into(),
         )
         .await?;
 

@@ -1,6 +1,7 @@
 //! NAPI's one error type, mapped once to a gRPC status carrying Triton's error names
 //! (`InvalidParameters`, `ResourceNotFound`, `InUse`, `SubnetFull`, ...).
 
+use moray_client::service::Dialect;
 use tonic::Code;
 use triton_common::field_error::joined;
 use triton_common::status::ToStatus;
@@ -30,23 +31,26 @@ pub enum Error {
     #[error("{what}: gave up after {attempts} conflicting concurrent updates; try again")]
     Contention { what: String, attempts: u32 },
 
-    #[error("Moray {what} failed")]
-    Moray {
-        what: String,
-        #[source]
-        source: moray_client::MorayError,
-    },
-
-    /// A stored record that does not parse: a bug or a hand edit.
-    #[error("stored {what} is invalid: {reason}")]
-    Corrupt { what: String, reason: String },
-
     #[error("invalid configuration: {0}")]
     Config(String),
 
-    #[error("cannot start the gRPC server")]
-    Serve(#[source] triton_common::grpc::ServeError),
+    /// Moray, stored-record and server failures, as every Moray-backed service has them.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
+
+/// NAPI's names and words for the failures every Moray-backed service shares.
+#[derive(Debug)]
+pub struct NapiNames;
+
+impl Dialect for NapiNames {
+    const UNAVAILABLE: &'static str = "StorageError";
+    const BUSY: &'static str = "ConcurrentUpdate";
+    const CORRUPT: &'static str = "is invalid";
+    const SERVE: &'static str = "cannot start the gRPC server";
+}
+
+pub type StoreError = moray_client::service::StoreError<NapiNames>;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -56,8 +60,8 @@ impl Error {
     }
 
     pub fn moray(what: impl Into<String>) -> impl FnOnce(moray_client::MorayError) -> Error {
-        let what = what.into();
-        move |source| Error::Moray { what, source }
+        let store = StoreError::moray(what);
+        move |source| Error::Store(store(source))
     }
 
     /// Triton's name for the error.
@@ -82,12 +86,8 @@ impl ToStatus for Error {
             Error::InUse(_) => (Code::FailedPrecondition, "InUse"),
             Error::SubnetFull { .. } => (Code::ResourceExhausted, "SubnetFull"),
             Error::Contention { .. } => (Code::Aborted, "ConcurrentUpdate"),
-            Error::Moray { source, .. } if source.is_retryable() => {
-                (Code::Unavailable, "StorageError")
-            }
-            Error::Moray { .. } | Error::Corrupt { .. } | Error::Config(_) | Error::Serve(_) => {
-                (Code::Internal, "InternalError")
-            }
+            Error::Config(_) => (Code::Internal, "InternalError"),
+            Error::Store(e) => e.code_and_name(),
         }
     }
 }

@@ -28,7 +28,7 @@ use triton_proto::napi::v1::napi_server::NapiServer;
 
 pub use app::Napi;
 pub use config::Config;
-pub use error::{Error, Result};
+pub use error::{Error, Result, StoreError};
 
 /// A started NAPI.
 pub struct Running {
@@ -68,7 +68,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         watch,
     )));
     let (addr, task) = svc
-        .start(routes, &[server::SERVICE_NAME], shutdown, Error::Serve)
+        .start(routes, &[server::SERVICE_NAME], shutdown, |e| {
+            StoreError::Serve(e).into()
+        })
         .await?;
     tracing::info!(%addr, "napi started");
     Ok(Running { addr, task, app })

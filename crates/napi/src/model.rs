@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use triton_proto::napi::v1 as proto;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StoreError};
 use crate::ip::{self, Subnet};
 
 /// Nic tag MTU bounds (NAPI `MTU_NICTAG_MIN`, `MTU_MAX`).
@@ -116,10 +116,7 @@ impl Network {
     }
 
     fn corrupt(&self, reason: String) -> Error {
-        Error::Corrupt {
-            what: format!("network {}", self.uuid),
-            reason,
-        }
+        StoreError::corrupt(format!("network {}", self.uuid), reason).into()
     }
 }
 

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StoreError};
 
 pub const NIC_TAGS: &str = "napi_nic_tags";
 pub const NETWORKS: &str = "napi_networks";
@@ -257,17 +257,13 @@ pub fn delete_op(bucket: &str, key: &str, etag: EtagCondition) -> BatchOp {
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Value> {
-    serde_json::to_value(value).map_err(|e| Error::Corrupt {
-        what: "record to write".into(),
-        reason: e.to_string(),
-    })
+    serde_json::to_value(value)
+        .map_err(|e| StoreError::corrupt("record to write", e.to_string()).into())
 }
 
 fn decode<T: DeserializeOwned>(bucket: &str, key: &str, value: Value) -> Result<T> {
-    serde_json::from_value(value).map_err(|e| Error::Corrupt {
-        what: format!("{bucket}/{key}"),
-        reason: e.to_string(),
-    })
+    serde_json::from_value(value)
+        .map_err(|e| StoreError::corrupt(format!("{bucket}/{key}"), e.to_string()).into())
 }
 
 /// What a failed conditional write ran into.

@@ -11,7 +11,7 @@ use tonic::Status;
 use triton_proto::napi::v1 as proto;
 
 use crate::app::Napi;
-use crate::error::Error;
+use crate::error::{Error, StoreError};
 use crate::model::{Network, Nic};
 use crate::store::{NETWORKS, NICS};
 use crate::validate::{self, Checks};
@@ -29,10 +29,10 @@ pub struct Watch {
 
 fn decode<T: DeserializeOwned>(what: &str, object: FeedObject) -> Result<T, Status> {
     serde_json::from_value(object.value).map_err(|e| {
-        Error::Corrupt {
-            what: format!("{what} {}", object.key),
-            reason: e.to_string(),
-        }
+        Error::from(StoreError::corrupt(
+            format!("{what} {}", object.key),
+            e.to_string(),
+        ))
         .into()
     })
 }

@@ -2,6 +2,7 @@
 //! (`ResourceNotFound`, `InvalidArgument`, `MissingParameter`, `ConflictError`,
 //! `BadMethod`, ...).
 
+use moray_client::service::RestifyNames;
 use tonic::Code;
 use triton_common::field_error::{joined, missing_or_invalid};
 use triton_common::status::ToStatus;
@@ -21,31 +22,13 @@ pub enum Error {
     #[error("{0}")]
     BadMethod(String),
 
-    /// A unique value already taken: `field` names it.
-    #[error("{field} {value} is already in use{detail}")]
-    Conflict {
-        field: &'static str,
-        value: String,
-        detail: String,
-    },
-
-    /// A write lost every race against concurrent changes; the caller may retry.
-    #[error("{0}")]
-    Busy(String),
-
-    #[error("Moray {op} failed")]
-    Moray {
-        op: &'static str,
-        #[source]
-        source: moray_client::MorayError,
-    },
-
-    #[error("stored {what} cannot be read: {reason}")]
-    Corrupt { what: String, reason: String },
-
-    #[error("gRPC server")]
-    Serve(#[source] triton_common::grpc::ServeError),
+    /// Moray, stored-record, conflict, busy and server failures, as every Moray-backed
+    /// service has them.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
+
+pub type StoreError = moray_client::service::StoreError<RestifyNames>;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -59,7 +42,8 @@ impl Error {
     }
 
     pub fn moray(op: &'static str) -> impl FnOnce(moray_client::MorayError) -> Error {
-        move |source| Error::Moray { op, source }
+        let store = StoreError::moray(op);
+        move |source| Error::Store(store(source))
     }
 }
 
@@ -69,14 +53,7 @@ impl ToStatus for Error {
             Error::Invalid(errors) => (Code::InvalidArgument, missing_or_invalid(errors)),
             Error::PackageNotFound(_) => (Code::NotFound, "ResourceNotFound"),
             Error::BadMethod(_) => (Code::FailedPrecondition, "BadMethod"),
-            Error::Conflict { .. } => (Code::AlreadyExists, "ConflictError"),
-            Error::Busy(_) => (Code::Aborted, "ConflictError"),
-            Error::Moray { source, .. } if source.is_retryable() => {
-                (Code::Unavailable, "ServiceUnavailable")
-            }
-            Error::Moray { .. } | Error::Corrupt { .. } | Error::Serve(_) => {
-                (Code::Internal, "InternalError")
-            }
+            Error::Store(e) => e.code_and_name(),
         }
     }
 }
@@ -91,11 +68,11 @@ mod tests {
 
     #[test]
     fn conflict_names_the_field() {
-        let s = Status::from(Error::Conflict {
+        let s = Status::from(Error::from(StoreError::Conflict {
             field: "uuid",
             value: "\"x\"".into(),
             detail: String::new(),
-        });
+        }));
         assert_eq!(s.code(), Code::AlreadyExists);
         assert_eq!(error_name(&s), Some("ConflictError"));
         assert_eq!(error_message(&s), "uuid \"x\" is already in use");

@@ -9,7 +9,7 @@ use moray_client::{BucketConfig, EtagCondition, FindOptions, IndexDef, MorayClie
 use triton_common::time::now_rfc3339;
 use triton_proto::papi::v1 as proto;
 
-use crate::error::{Error, FieldError, Result};
+use crate::error::{Error, FieldError, Result, StoreError};
 use crate::package::{self, Package};
 
 pub const BUCKET: &str = "papi_packages";
@@ -120,17 +120,19 @@ impl Papi {
         match self.packages.insert(&pkg.uuid, &pkg).await {
             Ok(_) => Ok(pkg),
             Err(e) if is_etag_conflict(&e) || is_unique_violation(&e, "uuid") => {
-                Err(Error::Conflict {
+                Err(Error::from(StoreError::Conflict {
                     field: "uuid",
                     value: format!("{:?}", pkg.uuid),
                     detail: " (a package with this uuid exists)".to_string(),
-                })
+                }))
             }
-            Err(e) if is_unique_violation(&e, "name_version") => Err(Error::Conflict {
-                field: "name, version",
-                value: format!("{:?}, {:?}", pkg.name, pkg.version),
-                detail: " (a package with this name and version exists)".to_string(),
-            }),
+            Err(e) if is_unique_violation(&e, "name_version") => {
+                Err(Error::from(StoreError::Conflict {
+                    field: "name, version",
+                    value: format!("{:?}, {:?}", pkg.name, pkg.version),
+                    detail: " (a package with this name and version exists)".to_string(),
+                }))
+            }
             Err(e) => Err(Error::moray("putObject")(e)),
         }
     }
@@ -233,11 +235,13 @@ impl Papi {
             Err(UpdateError::Moray(e)) if e.name() == "ObjectNotFoundError" => {
                 Err(Error::PackageNotFound(req.uuid))
             }
-            Err(UpdateError::Moray(e)) if is_etag_conflict(&e) => Err(Error::Busy(format!(
-                "package {} changed {} times during the request; try again",
-                req.uuid,
-                RetryPolicy::DEFAULT.attempts
-            ))),
+            Err(UpdateError::Moray(e)) if is_etag_conflict(&e) => {
+                Err(Error::from(StoreError::Busy(format!(
+                    "package {} changed {} times during the request; try again",
+                    req.uuid,
+                    RetryPolicy::DEFAULT.attempts
+                ))))
+            }
             Err(e) => Err(e.map_moray(Error::moray("putObject"))),
         }
     }
@@ -257,9 +261,9 @@ impl Papi {
             Err(e) if e.name() == "ObjectNotFoundError" => {
                 Err(Error::PackageNotFound(uuid.to_string()))
             }
-            Err(e) if is_etag_conflict(&e) => Err(Error::Busy(format!(
+            Err(e) if is_etag_conflict(&e) => Err(Error::from(StoreError::Busy(format!(
                 "package {uuid} changed during the delete; try again"
-            ))),
+            )))),
             Err(e) => Err(Error::moray("delObject")(e)),
         }
     }

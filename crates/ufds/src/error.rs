@@ -1,6 +1,7 @@
 //! The one error type of UFDS, mapped once to a gRPC status carrying Triton's error name
 //! (`ResourceNotFound`, `InvalidArgument`, `MissingParameter`, `ConflictError`, ...).
 
+use moray_client::service::RestifyNames;
 use tonic::Code;
 use triton_common::field_error::{joined, missing_or_invalid};
 use triton_common::status::ToStatus;
@@ -19,31 +20,13 @@ pub enum Error {
     #[error("key {key} of account {account} does not exist")]
     KeyNotFound { account: String, key: String },
 
-    /// A unique value already taken: `field` names it.
-    #[error("{field} {value:?} is already in use{detail}")]
-    Conflict {
-        field: &'static str,
-        value: String,
-        detail: String,
-    },
-
-    /// A write lost every race against concurrent changes; the caller may retry.
-    #[error("{0}")]
-    Busy(String),
-
-    #[error("Moray {op} failed")]
-    Moray {
-        op: &'static str,
-        #[source]
-        source: moray_client::MorayError,
-    },
-
-    #[error("stored {what} cannot be read: {reason}")]
-    Corrupt { what: String, reason: String },
-
-    #[error("gRPC server")]
-    Serve(#[source] triton_common::grpc::ServeError),
+    /// Moray, stored-record, conflict, busy and server failures, as every Moray-backed
+    /// service has them.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
+
+pub type StoreError = moray_client::service::StoreError<RestifyNames>;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -57,7 +40,17 @@ impl Error {
     }
 
     pub fn moray(op: &'static str) -> impl FnOnce(moray_client::MorayError) -> Error {
-        move |source| Error::Moray { op, source }
+        let store = StoreError::moray(op);
+        move |source| Error::Store(store(source))
+    }
+
+    /// `value` of the unique `field` is taken; the message quotes it.
+    pub fn conflict(field: &'static str, value: &str, detail: &str) -> Error {
+        Error::Store(StoreError::Conflict {
+            field,
+            value: format!("{value:?}"),
+            detail: detail.to_string(),
+        })
     }
 }
 
@@ -73,14 +66,7 @@ impl ToStatus for Error {
             Error::AccountNotFound(_) | Error::KeyNotFound { .. } => {
                 (Code::NotFound, "ResourceNotFound")
             }
-            Error::Conflict { .. } => (Code::AlreadyExists, "ConflictError"),
-            Error::Busy(_) => (Code::Aborted, "ConflictError"),
-            Error::Moray { source, .. } if source.is_retryable() => {
-                (Code::Unavailable, "ServiceUnavailable")
-            }
-            Error::Moray { .. } | Error::Corrupt { .. } | Error::Serve(_) => {
-                (Code::Internal, "InternalError")
-            }
+            Error::Store(e) => e.code_and_name(),
         }
     }
 }
@@ -95,11 +81,7 @@ mod tests {
 
     #[test]
     fn conflict_names_the_field() {
-        let s = Status::from(Error::Conflict {
-            field: "login",
-            value: "bob".into(),
-            detail: String::new(),
-        });
+        let s = Status::from(Error::conflict("login", "bob", ""));
         assert_eq!(s.code(), Code::AlreadyExists);
         assert_eq!(error_name(&s), Some("ConflictError"));
         assert_eq!(error_message(&s), "login \"bob\" is already in use");

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, FieldError, invalid_value};
+use crate::error::{Error, FieldError, StoreError, invalid_value};
 use crate::ssh_key::PublicKey;
 
 /// Longest key name accepted.
@@ -62,9 +62,8 @@ impl StoredKey {
     pub fn blob(&self) -> Result<Vec<u8>, Error> {
         PublicKey::parse_openssh(&self.openssh)
             .map(|k| k.blob)
-            .map_err(|e| Error::Corrupt {
-                what: format!("key {}", self.moray_key()),
-                reason: e.to_string(),
+            .map_err(|e| {
+                StoreError::corrupt(format!("key {}", self.moray_key()), e.to_string()).into()
             })
     }
 }

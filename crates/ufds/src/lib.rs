@@ -12,47 +12,36 @@ pub mod server;
 pub mod service;
 pub mod watch;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
-pub use error::{Error, Result};
+pub use error::{Error, Result, StoreError};
 pub use triton_types::ssh_key;
 
 /// Full gRPC name of the service, as the health service reports it.
 pub const SERVICE_NAME: &str = "triton.ufds.v1.Ufds";
 
 /// A started UFDS.
-#[derive(Debug)]
-pub struct Running {
-    /// The address it listens on (the real port when the config said 0).
-    pub addr: SocketAddr,
-    /// The server; ends after the shutdown token is cancelled and requests drain.
-    pub task: JoinHandle<Result<()>>,
-}
+pub type Running = triton_common::running::Running<Error>;
 
 /// Connects to Moray, ensures the buckets, binds and serves until `shutdown`.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
     let svc = &config.service;
-    let moray = moray_client::MorayClient::connect_with(
-        &svc.moray_url,
-        moray_client::ConnectOptions {
-            connect_for: Duration::from_secs(config.moray_connect_secs),
-            ..Default::default()
-        },
-    )
-    .await
-    .map_err(Error::moray("connect"))?;
+    let connect_for = Duration::from_secs(config.moray_connect_secs);
+    let moray = moray_client::MorayClient::connect_for(&svc.moray_url, connect_for)
+        .await
+        .map_err(Error::moray("connect"))?;
     let watch = watch::Watch::new(moray.clone(), shutdown.clone());
     let ufds = service::Ufds::new(moray);
     ufds.ensure_buckets().await?;
 
     let routes = tonic::service::Routes::new(server::service(ufds, watch));
     let (addr, task) = svc
-        .start(routes, &[SERVICE_NAME], shutdown, Error::Serve)
+        .start(routes, &[SERVICE_NAME], shutdown, |e| {
+            StoreError::Serve(e).into()
+        })
         .await?;
     tracing::info!(%addr, moray = %svc.moray_url, "ufds started");
     Ok(Running { addr, task })

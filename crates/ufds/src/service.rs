@@ -16,7 +16,7 @@ use triton_common::time::now_rfc3339;
 use triton_proto::ufds::v1 as proto;
 
 use crate::account::{self, Account};
-use crate::error::{Error, FieldError, Result};
+use crate::error::{Error, FieldError, Result, StoreError};
 use crate::key::{self, StoredKey};
 use crate::ssh_key::{Fingerprint, PublicKey, normalize_fingerprint};
 
@@ -114,16 +114,10 @@ impl Ufds {
         }
         match self.accounts.insert(&account.uuid, &account).await {
             Ok(_) => Ok(account),
-            Err(e) if is_etag_conflict(&e) => Err(Error::Conflict {
-                field: "uuid",
-                value: account.uuid,
-                detail: String::new(),
-            }),
-            Err(e) if is_unique_violation(&e, "login") => Err(Error::Conflict {
-                field: "login",
-                value: account.login,
-                detail: String::new(),
-            }),
+            Err(e) if is_etag_conflict(&e) => Err(Error::conflict("uuid", &account.uuid, "")),
+            Err(e) if is_unique_violation(&e, "login") => {
+                Err(Error::conflict("login", &account.login, ""))
+            }
             Err(e) => Err(Error::moray("putObject")(e)),
         }
     }
@@ -459,24 +453,24 @@ impl Ufds {
 }
 
 fn fingerprint_conflict(record: &StoredKey) -> Error {
-    Error::Conflict {
-        field: "fingerprint",
-        value: record.fingerprint.clone(),
-        detail: " (the account already has this key)".to_string(),
-    }
+    Error::conflict(
+        "fingerprint",
+        &record.fingerprint,
+        " (the account already has this key)",
+    )
 }
 
 fn name_conflict(record: &StoredKey) -> Error {
-    Error::Conflict {
-        field: "name",
-        value: record.name.clone(),
-        detail: " (the account already has a key of this name)".to_string(),
-    }
+    Error::conflict(
+        "name",
+        &record.name,
+        " (the account already has a key of this name)",
+    )
 }
 
 fn busy(account: &str) -> Error {
-    Error::Busy(format!(
+    Error::Store(StoreError::Busy(format!(
         "account {account} changed {} times during the request; try again",
         RetryPolicy::DEFAULT.attempts
-    ))
+    )))
 }

@@ -37,6 +37,7 @@ mod coalesce;
 mod error;
 mod feed;
 pub mod filter;
+pub mod service;
 pub mod typed;
 mod types;
 mod url;

@@ -4,7 +4,7 @@ use moray_client::typed::RetryPolicy;
 use moray_client::{EtagCondition, FindOptions};
 use triton_proto::napi::v1 as proto;
 
-use crate::error::{Error, FieldError, Result};
+use crate::error::{Error, FieldError, Result, StoreError};
 use crate::ip;
 use crate::mac;
 use crate::model::{IpRecord, Network, NetworkPool, Nic, Provisionable};
@@ -550,10 +550,8 @@ impl Napi {
                 EtagCondition::Is(stored.etag),
             )];
             if let (Some(net), Some(ip)) = (&nic.network_uuid, &nic.ip) {
-                let ip_num = ip::parse_ip(ip).map_err(|reason| Error::Corrupt {
-                    what: format!("nic {}", nic.mac),
-                    reason,
-                })?;
+                let ip_num = ip::parse_ip(ip)
+                    .map_err(|reason| StoreError::corrupt(format!("nic {}", nic.mac), reason))?;
                 let key = IpRecord::key(net, ip_num);
                 if let Some(rec) = self.store.get::<IpRecord>(IPS, &key).await?
                     && rec.value.mac.as_deref() == Some(nic.mac.as_str())

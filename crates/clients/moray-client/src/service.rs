@@ -1,0 +1,180 @@
+//! What every Moray-backed service (PAPI, UFDS, NAPI, IMGAPI) shares: the connection at
+//! start-up and the failures that are not the service's own ([`StoreError`]).
+//!
+//! A service's `Error` keeps its own variants (not-found kinds, field errors) and wraps
+//! these with `#[error(transparent)] Store(#[from] StoreError<Names>)`; its
+//! [`Dialect`] says what Triton calls them in that service.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use tonic::Code;
+use triton_common::grpc::ServeError;
+use triton_common::status::ToStatus;
+
+use crate::{ConnectOptions, MorayClient, MorayError, Result};
+
+impl MorayClient {
+    /// Connects to `url`, retrying for `connect_for` (a service's `moray_connect_secs`).
+    pub async fn connect_for(url: &str, connect_for: Duration) -> Result<MorayClient> {
+        let options = ConnectOptions {
+            connect_for,
+            ..Default::default()
+        };
+        Self::connect_with(url, options).await
+    }
+}
+
+/// The names and words one service uses for the shared failures.
+pub trait Dialect: fmt::Debug + Send + Sync + 'static {
+    /// Triton's name for a retryable Moray failure (`ServiceUnavailable`, `StorageIsDown`).
+    const UNAVAILABLE: &'static str;
+    /// Triton's name for a write that lost every retry (`ConflictError`).
+    const BUSY: &'static str;
+    /// What a stored record that does not parse is said to be (`cannot be read`).
+    const CORRUPT: &'static str;
+    /// The message of a gRPC server failure (`gRPC server`).
+    const SERVE: &'static str;
+}
+
+/// restify's own error names (`ServiceUnavailable`, `ConflictError`), as PAPI and UFDS
+/// use them.
+#[derive(Debug)]
+pub struct RestifyNames;
+
+impl Dialect for RestifyNames {
+    const UNAVAILABLE: &'static str = "ServiceUnavailable";
+    const BUSY: &'static str = "ConflictError";
+    const CORRUPT: &'static str = "cannot be read";
+    const SERVE: &'static str = "gRPC server";
+}
+
+/// A failure of a Moray-backed service that is not about its own kinds of things.
+#[derive(Debug)]
+pub enum StoreError<D: Dialect> {
+    /// A Moray call failed; `what` names it (`putObject`, `find networks`).
+    Moray { what: String, source: MorayError },
+    /// A stored record that does not parse: a bug or a hand edit.
+    Corrupt { what: String, reason: String },
+    /// A write lost every race against concurrent changes; the caller may retry.
+    Busy(String),
+    /// A unique value already taken: `field` names it, `value` is shown as given.
+    Conflict {
+        field: &'static str,
+        value: String,
+        detail: String,
+    },
+    /// The gRPC server could not start or failed.
+    Serve(ServeError),
+    #[doc(hidden)]
+    Dialect(Infallible, PhantomData<D>),
+}
+
+impl<D: Dialect> StoreError<D> {
+    /// For `map_err`: the Moray failure of the call `what`.
+    pub fn moray(what: impl Into<String>) -> impl FnOnce(MorayError) -> Self {
+        let what = what.into();
+        move |source| StoreError::Moray { what, source }
+    }
+
+    /// A stored record that does not parse: `what` names it, `reason` says why.
+    pub fn corrupt(what: impl Into<String>, reason: impl Into<String>) -> Self {
+        StoreError::Corrupt {
+            what: what.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl<D: Dialect> fmt::Display for StoreError<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Moray { what, .. } => write!(f, "Moray {what} failed"),
+            StoreError::Corrupt { what, reason } => {
+                write!(f, "stored {what} {}: {reason}", D::CORRUPT)
+            }
+            StoreError::Busy(message) => f.write_str(message),
+            StoreError::Conflict {
+                field,
+                value,
+                detail,
+            } => write!(f, "{field} {value} is already in use{detail}"),
+            StoreError::Serve(_) => f.write_str(D::SERVE),
+            StoreError::Dialect(never, _) => match *never {},
+        }
+    }
+}
+
+impl<D: Dialect> std::error::Error for StoreError<D> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Moray { source, .. } => Some(source),
+            StoreError::Serve(source) => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl<D: Dialect> ToStatus for StoreError<D> {
+    fn code_and_name(&self) -> (Code, &str) {
+        match self {
+            StoreError::Moray { source, .. } if source.is_retryable() => {
+                (Code::Unavailable, D::UNAVAILABLE)
+            }
+            StoreError::Moray { .. } | StoreError::Corrupt { .. } | StoreError::Serve(_) => {
+                (Code::Internal, "InternalError")
+            }
+            StoreError::Busy(_) => (Code::Aborted, D::BUSY),
+            StoreError::Conflict { .. } => (Code::AlreadyExists, "ConflictError"),
+            StoreError::Dialect(never, _) => match *never {},
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use triton_common::status::{error_message, error_name};
+
+    #[derive(Debug)]
+    struct Names;
+
+    impl Dialect for Names {
+        const UNAVAILABLE: &'static str = "StorageIsDown";
+        const BUSY: &'static str = "ConcurrentUpdate";
+        const CORRUPT: &'static str = "is invalid";
+        const SERVE: &'static str = "gRPC server";
+    }
+
+    #[test]
+    fn the_dialect_names_the_shared_failures() {
+        let e = StoreError::<Names>::Corrupt {
+            what: "image u".into(),
+            reason: "no name".into(),
+        };
+        let s = e.to_status();
+        assert_eq!(s.code(), Code::Internal);
+        assert_eq!(error_name(&s), Some("InternalError"));
+        assert_eq!(error_message(&s), "stored image u is invalid: no name");
+
+        let s = StoreError::<Names>::Busy("image u changed; try again".into()).to_status();
+        assert_eq!(s.code(), Code::Aborted);
+        assert_eq!(error_name(&s), Some("ConcurrentUpdate"));
+        assert_eq!(error_message(&s), "image u changed; try again");
+    }
+
+    #[test]
+    fn conflict_shows_the_value_as_given() {
+        let s = StoreError::<Names>::Conflict {
+            field: "name",
+            value: "\"x\"".into(),
+            detail: " (taken)".into(),
+        }
+        .to_status();
+        assert_eq!(s.code(), Code::AlreadyExists);
+        assert_eq!(error_name(&s), Some("ConflictError"));
+        assert_eq!(error_message(&s), "name \"x\" is already in use (taken)");
+    }
+}
