@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
+use triton_common::rng::Rng;
 use uuid::Uuid;
 
 use crate::model::{OverprovisionRatios, ServerRecord, ServerVm, sysinfo_u64};
@@ -251,28 +252,6 @@ struct Cand<'a> {
     unreserved_ram: i64,
     unreserved_disk: i64,
     score: f64,
-}
-
-/// Deterministic random numbers (xorshift64*), seeded by the caller.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    /// In [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }
 
 /// Runs the chain. `reservations` are VMs allocated but not yet in heartbeats, per server.

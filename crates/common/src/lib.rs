@@ -10,11 +10,13 @@
 pub mod channel;
 pub mod config;
 pub mod field_error;
+mod field_error_constructors;
 pub mod filter;
 pub mod grpc;
 pub mod listen;
 pub mod periodic;
 pub mod postgres;
+pub mod rng;
 pub mod running;
 pub mod service;
 pub mod service_config;

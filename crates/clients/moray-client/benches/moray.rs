@@ -38,6 +38,7 @@ use moray_client::{
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
+use triton_common::rng::Rng;
 use triton_testkit::{Postgres, PostgresOptions};
 
 const BUCKET: &str = "bench_vms";
@@ -126,17 +127,6 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// xorshift64*: a fast, deterministic key picker per client.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
 }
 
 struct Measured {
@@ -275,14 +265,14 @@ where
             tokio::spawn(async move {
                 let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
                     .expect("valid histogram bounds");
-                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((c as u64 + 1) * 0x1000_0001));
+                let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15 ^ ((c as u64 + 1) * 0x1000_0001));
                 let (mut ops, mut all_ops) = (0u64, 0u64);
                 loop {
                     let t0 = Instant::now();
                     if t0 >= end {
                         break;
                     }
-                    let result = op(rng.next()).await;
+                    let result = op(rng.next_u64()).await;
                     let t1 = Instant::now();
                     match result {
                         Ok(()) if t0 >= measure_from => {

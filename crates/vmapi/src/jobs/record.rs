@@ -351,6 +351,7 @@ impl JobRecord {
 mod tests {
     use super::*;
     use std::collections::BTreeSet;
+    use triton_common::rng::Rng;
 
     fn job(steps: &[(&str, bool)]) -> JobRecord {
         JobRecord {
@@ -411,20 +412,6 @@ mod tests {
         j.begin_step(0, 1);
         j.finish_step(0, Err("bad image".into()), 2);
         assert_eq!(next_action(&j), Action::Fail);
-    }
-
-    /// xorshift64*: deterministic randomness without a dependency.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-        fn chance(&mut self, percent: u64) -> bool {
-            self.next() % 100 < percent
-        }
     }
 
     /// The world the steps act on: the resources step `i` holds.
@@ -535,8 +522,8 @@ mod tests {
         ];
         let mut total_crashes = 0;
         for seed in 1..=2000u64 {
-            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-            let fail_at = match rng.next() % (steps.len() as u64 + 1) {
+            let mut rng = Rng::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let fail_at = match rng.next_u64() % (steps.len() as u64 + 1) {
                 n if n == steps.len() as u64 => None,
                 n => Some(n as usize),
             };
