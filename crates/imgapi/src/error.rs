@@ -77,23 +77,15 @@ pub struct ImgapiNames;
 
 impl Dialect for ImgapiNames {
     const UNAVAILABLE: &'static str = "StorageIsDown";
-    const BUSY: &'static str = "ConcurrentUpdate";
-    const CORRUPT: &'static str = "is invalid";
-    const SERVE: &'static str = "cannot start the gRPC server";
 }
 
-pub type StoreError = moray_client::service::StoreError<ImgapiNames>;
+moray_client::store_error!(Error, ImgapiNames);
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         Error::Validation(vec![FieldError::invalid(field, message)])
-    }
-
-    pub fn moray(what: impl Into<String>) -> impl FnOnce(moray_client::MorayError) -> Error {
-        let store = StoreError::moray(what);
-        move |source| Error::Store(store(source))
     }
 
     pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {

@@ -45,23 +45,15 @@ pub struct NapiNames;
 
 impl Dialect for NapiNames {
     const UNAVAILABLE: &'static str = "StorageError";
-    const BUSY: &'static str = "ConcurrentUpdate";
-    const CORRUPT: &'static str = "is invalid";
-    const SERVE: &'static str = "cannot start the gRPC server";
 }
 
-pub type StoreError = moray_client::service::StoreError<NapiNames>;
+moray_client::store_error!(Error, NapiNames);
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         Error::InvalidParameters(vec![FieldError::invalid(field, message)])
-    }
-
-    pub fn moray(what: impl Into<String>) -> impl FnOnce(moray_client::MorayError) -> Error {
-        let store = StoreError::moray(what);
-        move |source| Error::Store(store(source))
     }
 
     /// Triton's name for the error.

@@ -28,24 +28,11 @@ pub enum Error {
     Store(#[from] StoreError),
 }
 
-pub type StoreError = moray_client::service::StoreError<RestifyNames>;
+moray_client::store_error!(Error, RestifyNames);
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-impl Error {
-    pub fn invalid(field: &str, message: impl Into<String>) -> Error {
-        Error::Invalid(vec![FieldError::invalid(field, message)])
-    }
-
-    pub fn missing(field: &str) -> Error {
-        Error::Invalid(vec![FieldError::missing(field)])
-    }
-
-    pub fn moray(op: &'static str) -> impl FnOnce(moray_client::MorayError) -> Error {
-        let store = StoreError::moray(op);
-        move |source| Error::Store(store(source))
-    }
-}
+triton_common::field_error_constructors!(Error::Invalid);
 
 impl ToStatus for Error {
     fn code_and_name(&self) -> (Code, &str) {

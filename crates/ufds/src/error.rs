@@ -26,24 +26,13 @@ pub enum Error {
     Store(#[from] StoreError),
 }
 
-pub type StoreError = moray_client::service::StoreError<RestifyNames>;
+moray_client::store_error!(Error, RestifyNames);
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+triton_common::field_error_constructors!(Error::Invalid);
+
 impl Error {
-    pub fn invalid(field: &str, message: impl Into<String>) -> Error {
-        Error::Invalid(vec![FieldError::invalid(field, message)])
-    }
-
-    pub fn missing(field: &str) -> Error {
-        Error::Invalid(vec![FieldError::missing(field)])
-    }
-
-    pub fn moray(op: &'static str) -> impl FnOnce(moray_client::MorayError) -> Error {
-        let store = StoreError::moray(op);
-        move |source| Error::Store(store(source))
-    }
-
     /// `value` of the unique `field` is taken; the message quotes it.
     pub fn conflict(field: &'static str, value: &str, detail: &str) -> Error {
         Error::Store(StoreError::Conflict {

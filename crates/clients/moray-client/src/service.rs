@@ -27,16 +27,36 @@ impl MorayClient {
     }
 }
 
-/// The names and words one service uses for the shared failures.
+/// The names and words one service uses for the shared failures; the defaults are NAPI's
+/// and IMGAPI's.
 pub trait Dialect: fmt::Debug + Send + Sync + 'static {
-    /// Triton's name for a retryable Moray failure (`ServiceUnavailable`, `StorageIsDown`).
+    /// Triton's name for a retryable Moray failure (`StorageError`, `StorageIsDown`).
     const UNAVAILABLE: &'static str;
-    /// Triton's name for a write that lost every retry (`ConflictError`).
-    const BUSY: &'static str;
-    /// What a stored record that does not parse is said to be (`cannot be read`).
-    const CORRUPT: &'static str;
-    /// The message of a gRPC server failure (`gRPC server`).
-    const SERVE: &'static str;
+    /// Triton's name for a write that lost every retry.
+    const BUSY: &'static str = "ConcurrentUpdate";
+    /// What a stored record that does not parse is said to be.
+    const CORRUPT: &'static str = "is invalid";
+    /// The message of a gRPC server failure.
+    const SERVE: &'static str = "cannot start the gRPC server";
+}
+
+/// A service error module's `StoreError` (the shared failures in its `dialect`) and
+/// `Error::moray(what)`, for `map_err`; its `Error` has a variant
+/// `Store(#[from] StoreError)`: `moray_client::store_error!(Error, Names)`.
+#[macro_export]
+macro_rules! store_error {
+    ($error:ident, $dialect:ty) => {
+        /// This service's failures that every Moray-backed service has.
+        pub type StoreError = $crate::service::StoreError<$dialect>;
+
+        impl $error {
+            /// For `map_err`: the Moray failure of the call `what`.
+            pub fn moray(what: impl Into<String>) -> impl FnOnce($crate::MorayError) -> $error {
+                let store = StoreError::moray(what);
+                move |source| $error::Store(store(source))
+            }
+        }
+    };
 }
 
 /// restify's own error names (`ServiceUnavailable`, `ConflictError`), as PAPI and UFDS
@@ -143,9 +163,6 @@ mod tests {
 
     impl Dialect for Names {
         const UNAVAILABLE: &'static str = "StorageIsDown";
-        const BUSY: &'static str = "ConcurrentUpdate";
-        const CORRUPT: &'static str = "is invalid";
-        const SERVE: &'static str = "gRPC server";
     }
 
     #[test]

@@ -1,0 +1,23 @@
+//! The `invalid` and `missing` constructors of a service error that carries
+//! [`FieldError`](crate::field_error::FieldError)s ([`crate::field_error_constructors!`]).
+
+/// `Error::invalid(field, message)` and `Error::missing(field)` for a service's `Error`
+/// whose `Variant` holds a `Vec<FieldError>`: `field_error_constructors!(Error::Invalid)`.
+#[macro_export]
+macro_rules! field_error_constructors {
+    ($error:ident :: $variant:ident) => {
+        impl $error {
+            /// `field` broke a rule; `message` says which.
+            pub fn invalid(field: &str, message: impl Into<String>) -> $error {
+                $error::$variant(vec![$crate::field_error::FieldError::invalid(
+                    field, message,
+                )])
+            }
+
+            /// `field` is required and was not given.
+            pub fn missing(field: &str) -> $error {
+                $error::$variant(vec![$crate::field_error::FieldError::missing(field)])
+            }
+        }
+    };
+}
