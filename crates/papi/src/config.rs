@@ -1,6 +1,8 @@
 //! PAPI's configuration: a TOML file, every key overridable by `PAPI_<KEY>`
 //! (see [`triton_common::config`]).
 
+pub use moray_client::service::DEFAULT_MORAY_CONNECT_SECS;
+use moray_client::service::MorayStartup;
 use serde::{Deserialize, Serialize};
 pub use triton_common::service_config::DEFAULT_MORAY_URL;
 use triton_common::service_config::ServiceConfig;
@@ -8,8 +10,6 @@ use triton_common::service_config::ServiceConfig;
 /// Default gRPC listen address (Triton's PAPI listens on HTTP 80 in its own zone; on a
 /// shared host we take 2022, beside Moray's 2020).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:2022";
-/// How long start-up waits for Moray before giving up (seconds).
-pub const DEFAULT_MORAY_CONNECT_SECS: u64 = 30;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -18,8 +18,10 @@ pub struct Config {
     /// `PAPI_GRPC__ALLOW_FROM`, ...
     #[serde(flatten)]
     pub service: ServiceConfig,
-    /// Seconds to keep trying Moray at start-up (`PAPI_MORAY_CONNECT_SECS`).
-    pub moray_connect_secs: u64,
+    /// `moray_connect_secs`: how long start-up keeps trying Moray
+    /// (`PAPI_MORAY_CONNECT_SECS`).
+    #[serde(flatten)]
+    pub moray: MorayStartup,
     /// Triton's `IGNORE_CPU_CAP` (`PAPI_IGNORE_CPU_CAP`): packages may lack `cpu_cap`.
     /// Only for fresh installs: capped and uncapped instances on one server confuse the
     /// allocator.
@@ -30,7 +32,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             service: ServiceConfig::new(DEFAULT_LISTEN),
-            moray_connect_secs: DEFAULT_MORAY_CONNECT_SECS,
+            moray: MorayStartup::default(),
             ignore_cpu_cap: false,
         }
     }

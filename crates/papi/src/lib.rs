@@ -10,8 +10,6 @@ pub mod package;
 pub mod server;
 pub mod service;
 
-use std::time::Duration;
-
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
@@ -26,8 +24,9 @@ pub type Running = triton_common::running::Running<Error>;
 /// Connects to Moray, ensures the bucket, binds and serves until `shutdown`.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
     let svc = &config.service;
-    let connect_for = Duration::from_secs(config.moray_connect_secs);
-    let moray = moray_client::MorayClient::connect_for(&svc.moray_url, connect_for)
+    let moray = config
+        .moray
+        .connect(&svc.moray_url)
         .await
         .map_err(Error::moray("connect"))?;
     let papi = service::Papi::new(moray, config.ignore_cpu_cap);

@@ -12,8 +12,6 @@ pub mod server;
 pub mod service;
 pub mod watch;
 
-use std::time::Duration;
-
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
@@ -29,8 +27,9 @@ pub type Running = triton_common::running::Running<Error>;
 /// Connects to Moray, ensures the buckets, binds and serves until `shutdown`.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
     let svc = &config.service;
-    let connect_for = Duration::from_secs(config.moray_connect_secs);
-    let moray = moray_client::MorayClient::connect_for(&svc.moray_url, connect_for)
+    let moray = config
+        .moray
+        .connect(&svc.moray_url)
         .await
         .map_err(Error::moray("connect"))?;
     let watch = watch::Watch::new(moray.clone(), shutdown.clone());

@@ -10,6 +10,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tonic::Code;
 use triton_common::grpc::ServeError;
 use triton_common::status::ToStatus;
@@ -24,6 +25,32 @@ impl MorayClient {
             ..Default::default()
         };
         Self::connect_with(url, options).await
+    }
+}
+
+/// The default of [`MorayStartup::moray_connect_secs`].
+pub const DEFAULT_MORAY_CONNECT_SECS: u64 = crate::DEFAULT_CONNECT_FOR.as_secs();
+
+/// A service's `moray_connect_secs` key, flattened into its config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MorayStartup {
+    /// Seconds to keep trying Moray at start-up (`<SERVICE>_MORAY_CONNECT_SECS`).
+    pub moray_connect_secs: u64,
+}
+
+impl Default for MorayStartup {
+    fn default() -> Self {
+        MorayStartup {
+            moray_connect_secs: DEFAULT_MORAY_CONNECT_SECS,
+        }
+    }
+}
+
+impl MorayStartup {
+    /// Connects to `url`, retrying for `moray_connect_secs`.
+    pub async fn connect(&self, url: &str) -> Result<MorayClient> {
+        MorayClient::connect_for(url, Duration::from_secs(self.moray_connect_secs)).await
     }
 }
 
