@@ -102,6 +102,9 @@ pub struct Options {
     /// One linux compute node ([`crate::linux::LinuxHost::node_options`]; the test keeps its
     /// `LinuxHost`, which removes what it made on drop).
     pub linux: Option<LinuxNode>,
+    /// Changes to Moray's config before it starts (e.g. a change log kept for 0 s, to test
+    /// a feed's resync answer).
+    pub configure_moray: Configure<moray::Config>,
     /// Changes to UFDS's config before it starts.
     pub configure_ufds: Configure<ufds::Config>,
     /// Changes to PAPI's config before it starts.
@@ -135,6 +138,7 @@ impl Default for Options {
             cnapi_in_memory: false,
             datacenter: "test".into(),
             linux: None,
+            configure_moray: Box::new(|_| {}),
             configure_ufds: Box::new(|_| {}),
             configure_papi: Box::new(|_| {}),
             configure_napi: Box::new(|_| {}),
@@ -282,7 +286,7 @@ impl Dc {
             options.napi = true;
         }
         let dir = tempfile::tempdir().expect("temp dir");
-        let moray = MorayFixture::start().await;
+        let moray = MorayFixture::start_with(|c| (options.configure_moray)(c)).await;
         let shutdown = CancellationToken::new();
         let moray_url = moray.url().to_string();
         let mut dc = Dc {
@@ -630,6 +634,31 @@ impl Dc {
     /// Moray's URL.
     pub fn moray_url(&self) -> String {
         self.moray.url().to_string()
+    }
+
+    /// Waits until Moray's change log no longer holds changes up to `position` (a trim ran:
+    /// see `configure_moray`), so that a feed asked for an older position answers resync.
+    pub async fn change_log_trimmed_through(&self, position: u64) {
+        let moray = moray_client::MorayClient::connect(&self.moray_url())
+            .await
+            .expect("connect to Moray");
+        crate::eventually(
+            "Moray's change log trimmed",
+            Duration::from_secs(60),
+            || {
+                let moray = moray.clone();
+                async move {
+                    let rows = moray
+                        .sql("SELECT purged_through FROM moray_changes_state", &[])
+                        .await
+                        .expect("read the change log's state");
+                    rows.first()
+                        .and_then(|r| r["purged_through"].as_u64())
+                        .is_some_and(|p| p >= position)
+                }
+            },
+        )
+        .await;
     }
 
     /// The Moray fixture (its PostgreSQL, stopping Moray).

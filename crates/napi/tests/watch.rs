@@ -132,6 +132,39 @@ async fn nics_snapshot_then_changes_in_order_and_resume() {
     assert_eq!(all.change().await, later);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_older_than_what_is_kept_is_answered_with_resync() {
+    let napi = TestNapi::start_with_moray(|c| {
+        c.change_retention_secs = 0;
+        c.change_trim_interval_secs = 1;
+    })
+    .await;
+    let network = napi.network("trimmed", "10.9.0", "external").await;
+    for _ in 0..3 {
+        create_nic(&napi, &network.uuid, &new_uuid()).await;
+    }
+    // With no retention, the next trim deletes those changes.
+    napi.dc.change_log_trimmed_through(3).await;
+
+    let mut stale = watch_nics(
+        &napi,
+        proto::WatchNicsRequest {
+            position: 1,
+            ..Default::default()
+        },
+    )
+    .await;
+    let (position, message) = stale.resync().await;
+    assert_eq!(position, 1);
+    assert!(message.starts_with("ResyncRequiredError: "), "{message}");
+    stale.end().await;
+
+    // From 0 the whole state comes again: ListNics's answer.
+    let (nics, _) = nic_snapshot(&mut watch_nics(&napi, Default::default()).await).await;
+    assert_eq!(nics.len(), 3);
+    assert_eq!(nics, list_nics(&napi, Default::default()).await);
+}
+
 #[tokio::test]
 async fn a_bad_filter_is_refused_naming_the_field() {
     let napi = TestNapi::start().await;

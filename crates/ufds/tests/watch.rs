@@ -203,6 +203,46 @@ async fn keys_snapshot_then_changes_of_one_account() {
     assert_ne!(alice.uuid, bob.uuid);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_older_than_what_is_kept_is_answered_with_resync() {
+    let dc = Dc::start(Options {
+        ufds: true,
+        configure_moray: Box::new(|c| {
+            c.change_retention_secs = 0;
+            c.change_trim_interval_secs = 1;
+        }),
+        ..Default::default()
+    })
+    .await;
+    for login in ["ann", "ben", "cat"] {
+        create(&dc, login).await;
+    }
+    // With no retention, the next trim deletes those changes.
+    dc.change_log_trimmed_through(3).await;
+
+    let mut stale = watch_accounts(
+        &dc,
+        proto::WatchAccountsRequest {
+            position: 1,
+            ..Default::default()
+        },
+    )
+    .await;
+    let (position, message) = stale.resync().await;
+    assert_eq!(position, 1);
+    assert!(message.starts_with("ResyncRequiredError: "), "{message}");
+    stale.end().await;
+
+    // From 0 the whole state comes again.
+    let (mut accounts, _) = watch_accounts(&dc, Default::default())
+        .await
+        .snapshot()
+        .await;
+    accounts.sort_by(|a, b| a.login.cmp(&b.login));
+    let logins: Vec<&str> = accounts.iter().map(|a| a.login.as_str()).collect();
+    assert_eq!(logins, ["ann", "ben", "cat"]);
+}
+
 #[tokio::test]
 async fn a_bad_filter_is_refused_naming_the_field() {
     let dc = ufds().await;

@@ -26,8 +26,23 @@ impl TestNapi {
     pub async fn start_with(
         configure: impl Fn(&mut napi::Config) + Send + Sync + 'static,
     ) -> TestNapi {
+        Self::start_on(configure, |_| {}).await
+    }
+
+    /// NAPI on a Moray whose config `moray` changes first.
+    pub async fn start_with_moray(
+        moray: impl Fn(&mut dc_testkit::services::moray::Config) + Send + Sync + 'static,
+    ) -> TestNapi {
+        Self::start_on(|_| {}, moray).await
+    }
+
+    async fn start_on(
+        configure: impl Fn(&mut napi::Config) + Send + Sync + 'static,
+        moray: impl Fn(&mut dc_testkit::services::moray::Config) + Send + Sync + 'static,
+    ) -> TestNapi {
         let dc = Dc::start(Options {
             napi: true,
+            configure_moray: Box::new(moray),
             configure_napi: Box::new(move |c| {
                 c.admin_uuid = ADMIN.into();
                 configure(c);
