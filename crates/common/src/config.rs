@@ -186,11 +186,15 @@ pub fn load_env<T>(service: &str, pairs: &[(&str, &str)]) -> Result<T, ConfigErr
 where
     T: Serialize + DeserializeOwned + Default,
 {
-    let env: Vec<(String, String)> = pairs
+    load_from(service, None, &owned_pairs(pairs))
+}
+
+/// `pairs` as the owned `(key, value)` list [`load_from`] takes.
+pub(crate) fn owned_pairs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    load_from(service, None, &env)
+        .collect()
 }
 
 /// Collects `(dotted key, message)` for each value of `layer` (at `path` in the config)
@@ -392,10 +396,7 @@ mod tests {
     }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect()
+        owned_pairs(pairs)
     }
 
     #[test]
