@@ -87,6 +87,18 @@ where
         }
     }
 
+    /// The resync answer for a watch asked from `asked`, naming `ResyncRequiredError`, and
+    /// then the end of the stream.
+    pub async fn resyncs(&mut self, asked: u64) {
+        let (position, message) = self.resync().await;
+        assert_eq!(
+            position, asked,
+            "the resync answer names the position asked for"
+        );
+        assert!(message.starts_with("ResyncRequiredError: "), "{message}");
+        self.end().await;
+    }
+
     /// The next change.
     pub async fn change(&mut self) -> E::Change {
         match self.next().await {

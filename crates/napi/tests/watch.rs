@@ -154,10 +154,7 @@ async fn a_position_older_than_what_is_kept_is_answered_with_resync() {
         },
     )
     .await;
-    let (position, message) = stale.resync().await;
-    assert_eq!(position, 1);
-    assert!(message.starts_with("ResyncRequiredError: "), "{message}");
-    stale.end().await;
+    stale.resyncs(1).await;
 
     // From 0 the whole state comes again: ListNics's answer.
     let (nics, _) = nic_snapshot(&mut watch_nics(&napi, Default::default()).await).await;

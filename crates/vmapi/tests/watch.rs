@@ -194,10 +194,7 @@ async fn a_position_older_than_what_is_kept_is_answered_with_resync() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let mut stream = watch(&a.vmapi, 1, "").await;
-    let (position, message) = stream.resync().await;
-    assert_eq!(position, 1);
-    assert!(message.starts_with("ResyncRequiredError: "), "{message}");
-    stream.end().await;
+    stream.resyncs(1).await;
     // From 0 the whole state comes again.
     let (vms, _) = watch(&a.vmapi, 0, "").await.snapshot().await;
     assert_eq!(vms.len(), 3);
