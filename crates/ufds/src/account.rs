@@ -46,6 +46,9 @@ pub struct Account {
     pub approved_for_provisioning: bool,
     #[serde(default)]
     pub triton_cns_enabled: bool,
+    /// The account's default network (a NAPI network uuid), empty when none is set.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub default_network: String,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -61,6 +64,11 @@ impl Account {
             errors.push(e);
         }
         if let Some(e) = check_email(&self.email) {
+            errors.push(e);
+        }
+        if !self.default_network.is_empty()
+            && let Some(e) = check_uuid("default_network", &self.default_network)
+        {
             errors.push(e);
         }
         for (field, value) in self.profile_fields() {
@@ -228,9 +236,13 @@ mod tests {
             login: "1x".into(),
             email: "bad".into(),
             phone: "1\n2".into(),
+            default_network: "external".into(),
             ..Default::default()
         };
         let fields: Vec<String> = account.validate().into_iter().map(|e| e.field).collect();
-        assert_eq!(fields, ["uuid", "login", "email", "phone"]);
+        assert_eq!(
+            fields,
+            ["uuid", "login", "email", "default_network", "phone"]
+        );
     }
 }

@@ -167,6 +167,7 @@ impl From<Account> for proto::Account {
             phone: a.phone,
             approved_for_provisioning: a.approved_for_provisioning,
             triton_cns_enabled: a.triton_cns_enabled,
+            default_network: a.default_network,
             created_at: a.created_at,
             updated_at: a.updated_at,
         }

@@ -105,6 +105,7 @@ impl Ufds {
             phone: req.phone,
             approved_for_provisioning: req.approved_for_provisioning,
             triton_cns_enabled: req.triton_cns_enabled,
+            default_network: String::new(),
             created_at: now.clone(),
             updated_at: now,
         };
@@ -182,6 +183,7 @@ impl Ufds {
                     (req.country, &mut account.country),
                     (req.phone, &mut account.phone),
                     (req.email, &mut account.email),
+                    (req.default_network, &mut account.default_network),
                 ];
                 for (value, slot) in sets {
                     if let Some(value) = value {

@@ -1,0 +1,100 @@
+//! An account's `default_network`: set, kept, cleared and refused through
+//! UpdateAccount, and carried in the WatchAccounts feed, on a real Moray and PostgreSQL.
+
+// Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use dc_testkit::feed::Feed;
+use dc_testkit::{Dc, Options, Service, assert_error};
+use triton_proto::ufds::v1 as proto;
+
+const NET: &str = "5c0ffee0-0000-4000-8000-00000000000a";
+
+fn set_default(account: &str, network: &str) -> proto::UpdateAccountRequest {
+    proto::UpdateAccountRequest {
+        account: account.into(),
+        default_network: Some(network.into()),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_network_is_set_kept_cleared_and_followed() {
+    let dc = Dc::start(Options::only(Service::Ufds)).await;
+    let c = &mut dc.ufds();
+    let bob = c
+        .create_account(proto::CreateAccountRequest {
+            login: "bob".into(),
+            email: "bob@example.com".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(bob.default_network, "");
+
+    let mut feed: Feed<proto::WatchAccountsEvent> = c
+        .watch_accounts(proto::WatchAccountsRequest {
+            uuid: Some(bob.uuid.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .into();
+    let (_, at) = feed.snapshot().await;
+
+    let set = c
+        .update_account(set_default("bob", NET))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(set.default_network, NET);
+    let got = c
+        .get_account(proto::GetAccountRequest {
+            account: bob.uuid.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got, set);
+    let change = feed.put(at, &bob.uuid, &set).await;
+
+    // Another field's update keeps it.
+    let renamed = c
+        .update_account(proto::UpdateAccountRequest {
+            account: "bob".into(),
+            cn: Some("Bob Smith".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(renamed.default_network, NET);
+    let change = feed.put(change.position, &bob.uuid, &renamed).await;
+
+    // Not a uuid: refused naming the field, the stored one kept.
+    assert_error(
+        c.update_account(set_default("bob", "My-Fabric-Network"))
+            .await,
+        "InvalidArgument",
+        &["default_network", "is not a UUID"],
+    );
+    let got = c
+        .get_account(proto::GetAccountRequest {
+            account: "bob".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.default_network, NET);
+
+    // "" clears it.
+    let cleared = c
+        .update_account(set_default("bob", ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cleared.default_network, "");
+    feed.put(change.position, &bob.uuid, &cleared).await;
+}
