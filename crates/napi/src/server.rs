@@ -276,6 +276,13 @@ impl NapiRpc for NapiService {
         ))
     }
 
+    async fn update_fabric_network(
+        &self,
+        r: Request<proto::UpdateFabricNetworkRequest>,
+    ) -> R<proto::Network> {
+        ok(self.app.update_fabric_network(r.into_inner()).await?.into())
+    }
+
     async fn delete_fabric_network(
         &self,
         r: Request<proto::DeleteFabricNetworkRequest>,

@@ -293,6 +293,30 @@ impl Napi {
         self.fabric_networks(&vlan.owner_uuid, vlan.vlan_id).await
     }
 
+    /// Triton's UpdateFabricNetwork: name, description, resolvers, routes and the
+    /// provision range, on a network of this owner's VLAN (NotFound otherwise). The
+    /// owner and VLAN of a fabric network never change, so checking them first and
+    /// then updating by uuid cannot update another's.
+    pub async fn update_fabric_network(
+        &self,
+        req: proto::UpdateFabricNetworkRequest,
+    ) -> Result<Network> {
+        let stored = self
+            .fabric_network(&req.owner_uuid, req.vlan_id, &req.uuid)
+            .await?;
+        self.update_network(proto::UpdateNetworkRequest {
+            uuid: stored.value.uuid,
+            name: req.name,
+            description: req.description,
+            resolvers: req.resolvers,
+            routes: req.routes,
+            provision_start_ip: req.provision_start_ip,
+            provision_end_ip: req.provision_end_ip,
+            ..Default::default()
+        })
+        .await
+    }
+
     pub async fn delete_fabric_network(&self, owner: &str, vlan_id: u32, uuid: &str) -> Result<()> {
         let stored = self.fabric_network(owner, vlan_id, uuid).await?;
         self.delete_network_record(stored).await
