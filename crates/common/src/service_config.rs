@@ -41,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
 use crate::grpc::{ServeError, ServerConfig};
+use crate::running::Running;
 
 /// Default Moray address, in Triton's `MORAY_URL` form.
 pub const DEFAULT_MORAY_URL: &str = "tcp://127.0.0.1:2020";
@@ -86,6 +87,21 @@ impl ServiceConfig {
             map_err,
         )
         .await
+    }
+
+    /// [`ServiceConfig::start`] where a service's `start` ends: the started service, and
+    /// the log line `<name> started` with its address and Moray.
+    pub async fn run<E: Send + 'static>(
+        &self,
+        name: &str,
+        routes: Routes,
+        services: &'static [&'static str],
+        shutdown: CancellationToken,
+        map_err: fn(ServeError) -> E,
+    ) -> Result<Running<E>, E> {
+        let (addr, task) = self.start(routes, services, shutdown, map_err).await?;
+        tracing::info!(%addr, moray = %self.moray_url, "{name} started");
+        Ok(Running { addr, task })
     }
 }
 

@@ -23,21 +23,19 @@ pub type Running = triton_common::running::Running<Error>;
 
 /// Connects to Moray, ensures the bucket, binds and serves until `shutdown`.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
-    let svc = &config.service;
     let moray = config
         .moray
-        .connect(&svc.moray_url)
+        .connect(&config.service.moray_url)
         .await
         .map_err(Error::moray("connect"))?;
     let papi = service::Papi::new(moray, config.ignore_cpu_cap);
     papi.ensure_buckets().await?;
 
     let routes = tonic::service::Routes::new(server::service(papi));
-    let (addr, task) = svc
-        .start(routes, &[SERVICE_NAME], shutdown, |e| {
+    config
+        .service
+        .run("papi", routes, &[SERVICE_NAME], shutdown, |e| {
             StoreError::Serve(e).into()
         })
-        .await?;
-    tracing::info!(%addr, moray = %svc.moray_url, "papi started");
-    Ok(Running { addr, task })
+        .await
 }

@@ -35,6 +35,30 @@ fn create(uuid: &str, fields: proto::PackageFields) -> proto::CreatePackageReque
     }
 }
 
+type Client = proto::papi_client::PapiClient<tonic::transport::Channel>;
+
+/// GetPackage of `uuid` as an operator would ask (no owner filter).
+async fn get(c: &mut Client, uuid: &str) -> Result<tonic::Response<proto::Package>, tonic::Status> {
+    c.get_package(proto::GetPackageRequest {
+        uuid: uuid.into(),
+        owner_uuids: vec![],
+    })
+    .await
+}
+
+/// DeletePackage of `uuid`.
+async fn delete(
+    c: &mut Client,
+    uuid: &str,
+    force: bool,
+) -> Result<tonic::Response<proto::DeletePackageResponse>, tonic::Status> {
+    c.delete_package(proto::DeletePackageRequest {
+        uuid: uuid.into(),
+        force,
+    })
+    .await
+}
+
 fn traits(pairs: &[(&str, bool)]) -> prost_types::Struct {
     prost_types::Struct {
         fields: pairs
@@ -129,14 +153,7 @@ async fn package_lifecycle() {
     );
     assert!(created.created_at.ends_with('Z'));
 
-    let got = c
-        .get_package(proto::GetPackageRequest {
-            uuid: uuid.into(),
-            owner_uuids: vec![],
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let got = get(c, uuid).await.unwrap().into_inner();
     assert_eq!(got, created);
 
     // A uuid is made when none is given.
@@ -179,56 +196,19 @@ async fn package_lifecycle() {
     assert_eq!(updated.common_name, "Standard 0.25");
     assert_eq!(updated.created_at, created.created_at);
     assert!(updated.updated_at >= created.updated_at);
-    let got = c
-        .get_package(proto::GetPackageRequest {
-            uuid: uuid.into(),
-            owner_uuids: vec![],
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let got = get(c, uuid).await.unwrap().into_inner();
     assert_eq!(got, updated);
 
     // Deleting needs force, as in Triton.
     assert_error(
-        c.delete_package(proto::DeletePackageRequest {
-            uuid: uuid.into(),
-            force: false,
-        })
-        .await,
+        delete(c, uuid, false).await,
         "BadMethod",
         &["cannot be deleted"],
     );
-    c.get_package(proto::GetPackageRequest {
-        uuid: uuid.into(),
-        owner_uuids: vec![],
-    })
-    .await
-    .unwrap();
-    c.delete_package(proto::DeletePackageRequest {
-        uuid: uuid.into(),
-        force: true,
-    })
-    .await
-    .unwrap();
-    assert_error(
-        c.get_package(proto::GetPackageRequest {
-            uuid: uuid.into(),
-            owner_uuids: vec![],
-        })
-        .await,
-        "ResourceNotFound",
-        &[uuid],
-    );
-    assert_error(
-        c.delete_package(proto::DeletePackageRequest {
-            uuid: uuid.into(),
-            force: true,
-        })
-        .await,
-        "ResourceNotFound",
-        &[uuid],
-    );
+    get(c, uuid).await.unwrap();
+    delete(c, uuid, true).await.unwrap();
+    assert_error(get(c, uuid).await, "ResourceNotFound", &[uuid]);
+    assert_error(delete(c, uuid, true).await, "ResourceNotFound", &[uuid]);
 }
 
 #[tokio::test]
@@ -254,9 +234,9 @@ async fn bad_packages_are_refused_naming_the_fields() {
     );
     assert!(!msg.message().contains("must be"), "{msg:?}");
 
-    assert_error(
-        c.create_package(create(
-            "",
+    // Each bad package is refused with every rule it breaks named.
+    let invalid: Vec<(proto::PackageFields, &[&str])> = vec![
+        (
             proto::PackageFields {
                 max_physical_memory: Some(32),
                 max_swap: Some(64),
@@ -267,56 +247,32 @@ async fn bad_packages_are_refused_naming_the_fields() {
                 vcpus: Some(65),
                 ..fields("small", "1.0.0")
             },
-        ))
-        .await,
-        "InvalidArgument",
-        &[
-            "max_physical_memory must be greater or equal to 64",
-            "max_swap must be greater or equal to 128",
-            "quota must be greater or equal to 1024",
-            "cpu_cap must be greater or equal to 20",
-            "max_lwps must be greater or equal to 250",
-            "zfs_io_priority must be greater or equal to 0, and less than or equal to 16383",
-            "vcpus must be greater or equal to 1, and less or equal to 64",
-        ],
-    );
-    assert_error(
-        c.create_package(create(
-            "",
+            &[
+                "max_physical_memory must be greater or equal to 64",
+                "max_swap must be greater or equal to 128",
+                "quota must be greater or equal to 1024",
+                "cpu_cap must be greater or equal to 20",
+                "max_lwps must be greater or equal to 250",
+                "zfs_io_priority must be greater or equal to 0, and less than or equal to 16383",
+                "vcpus must be greater or equal to 1, and less or equal to 64",
+            ],
+        ),
+        (
             proto::PackageFields {
                 max_physical_memory: Some(1024),
                 max_swap: Some(512),
                 quota: Some(10000),
                 ..fields("small", "1.0.0")
             },
-        ))
-        .await,
-        "InvalidArgument",
-        &[
-            "max_swap cannot be less than max_physical_memory",
-            "quota must be a multiple of 1024",
-        ],
-    );
-    for (name, version, field) in [
-        ("a--b", "1.0.0", "name"),
-        ("-ab", "1.0.0", "name"),
-        ("ok", "1.0", "version"),
-    ] {
-        assert_error(
-            c.create_package(create("", fields(name, version))).await,
-            "InvalidArgument",
-            &[field],
-        );
-    }
-    assert_error(
-        c.create_package(create("not-a-uuid", fields("ok", "1.0.0")))
-            .await,
-        "InvalidArgument",
-        &["uuid \"not-a-uuid\" is not a UUID"],
-    );
-    assert_error(
-        c.create_package(create(
-            "",
+            &[
+                "max_swap cannot be less than max_physical_memory",
+                "quota must be a multiple of 1024",
+            ],
+        ),
+        (fields("a--b", "1.0.0"), &["name"]),
+        (fields("-ab", "1.0.0"), &["name"]),
+        (fields("ok", "1.0"), &["version"]),
+        (
             proto::PackageFields {
                 brand: Some("solaris".into()),
                 owner_uuids: Some(proto::UuidList {
@@ -325,14 +281,25 @@ async fn bad_packages_are_refused_naming_the_fields() {
                 disks: Some(proto::DiskList { disks: vec![] }),
                 ..fields("ok", "1.0.0")
             },
-        ))
-        .await,
+            &[
+                "brand must be one of",
+                "owner_uuids must only contain UUIDs",
+                "disks",
+            ],
+        ),
+    ];
+    for (fields, complaints) in invalid {
+        assert_error(
+            c.create_package(create("", fields)).await,
+            "InvalidArgument",
+            complaints,
+        );
+    }
+    assert_error(
+        c.create_package(create("not-a-uuid", fields("ok", "1.0.0")))
+            .await,
         "InvalidArgument",
-        &[
-            "brand must be one of",
-            "owner_uuids must only contain UUIDs",
-            "disks",
-        ],
+        &["uuid \"not-a-uuid\" is not a UUID"],
     );
 
     // Duplicates: the uuid, and the (name, version) pair.
@@ -482,14 +449,7 @@ async fn updates_refuse_immutable_fields_by_name() {
         &["uuid"],
     );
     // Nothing above changed the package.
-    let got = c
-        .get_package(proto::GetPackageRequest {
-            uuid: uuid.into(),
-            owner_uuids: vec![],
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let got = get(c, uuid).await.unwrap().into_inner();
     assert_eq!(got, created);
 }
 
