@@ -30,6 +30,8 @@ pub mod launch;
 pub mod leftovers;
 pub mod metadata;
 pub mod net;
+pub mod netlink;
+pub mod overlay;
 pub mod safefs;
 pub mod sandbox;
 pub mod zlogin;

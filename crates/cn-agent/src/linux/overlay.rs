@@ -1,0 +1,679 @@
+//! The overlay data plane of fabric networks, as illumos's `overlay(7D)` with varpd's
+//! `svp` plugin does it on SmartOS, built from Linux's VXLAN devices:
+//!
+//! * per vnet a bridge `vb<vnet_id>` and a VXLAN device `vx<vnet_id>` in it (VNI the vnet
+//!   id, the node's underlay address as source, UDP port 4789, learning off, the ARP
+//!   proxy on, and the kernel told to report misses: `l2miss`, `l3miss`); an instance's
+//!   fabric NIC is a port of its vnet's bridge. Made on first use ([`Overlay::ensure`]),
+//!   removed when the vnet's last instance port on the node goes ([`Overlay::prune`]).
+//! * learning on demand ([`Overlay::start`]): a thread reads the kernel's miss notices
+//!   (netlink, [`super::netlink`]); an ARP request for an address the VXLAN device has no
+//!   answer for is a VL3 lookup at Portolan (a neighbour entry address -> MAC on the
+//!   device and a forwarding entry MAC -> underlay address), a frame for a MAC it has no
+//!   forwarding entry for is a VL2 lookup (the forwarding entry). NOTFOUND installs
+//!   nothing: the packet is dropped, as in Triton. Broadcast and multicast frames are
+//!   never looked up (the device drops them: no default forwarding entry).
+//! * the log: every 5 to 10 s (1 s while Portolan has more), the node's log entries (LOG
+//!   with its underlay address): a VL2 entry removes the MAC's forwarding entry, a VL3
+//!   entry looks the address up again and replaces (or removes) its entries; then
+//!   LOG_RM of every id handled.
+//!
+//! Entries live in the kernel with the devices, so what was learned outlives an agent
+//! restart. Neighbour entries are permanent until the log or a new answer replaces
+//! them; forwarding entries age out of the VXLAN device when unused (300 s) and are
+//! learned again on the next miss.
+//!
+//! Everything can run inside a given network namespace ([`Overlay::new`] with `netns`):
+//! commands run on a thread that entered it, and the netlink sockets are opened there.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use portolan_client::client::{SvpClient, Vl3Answer};
+use portolan_client::svp::{LogEntry, Underlay};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::command::{run, run_input};
+use super::netlink::{MissKind, Socket};
+use crate::error::{Error, Result};
+
+/// The nic tag of fabric NICs (NAPI's `sdc_overlay`; Triton's NICs may carry
+/// `sdc_overlay/<vnet_id>`).
+pub const OVERLAY_TAG: &str = "sdc_overlay";
+/// The nic tag of the node's underlay NIC.
+pub const UNDERLAY_TAG: &str = "sdc_underlay";
+/// The UDP port of VXLAN (IANA), where every node takes it.
+pub const VXLAN_PORT: u16 = 4789;
+/// Largest VXLAN network id (24 bits).
+pub const MAX_VNET_ID: u32 = (1 << 24) - 1;
+/// Bytes of log asked for at once (a VL3 entry is 44 bytes, a VL2 entry 32).
+const LOG_BYTES: u32 = 64 * 1024;
+/// How long an SVP answer may take.
+const SVP_TIMEOUT: Duration = Duration::from_secs(5);
+/// A NOTFOUND answer is not asked again for this long (an instance ARPs once a second).
+const NEGATIVE_TTL: Duration = Duration::from_millis(500);
+
+/// `[overlay]` of cn-agent's config: absent, the node has no overlay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverlayConfig {
+    /// The node's underlay address: the source of its VXLAN traffic, and how Portolan
+    /// knows the node (NAPI's `portolan_underlay_mappings`).
+    pub underlay_ip: Ipv4Addr,
+    /// Portolan's SVP address, `host:port` (Triton's port is 1296).
+    pub portolan: String,
+}
+
+impl OverlayConfig {
+    /// Checks the config, naming the field at fault.
+    pub fn validate(&self) -> Result<()> {
+        if self.underlay_ip.is_unspecified()
+            || self.underlay_ip.is_multicast()
+            || self.underlay_ip.is_broadcast()
+        {
+            return Err(Error::invalid(
+                "overlay.underlay_ip",
+                format!("{} is not a unicast address", self.underlay_ip),
+            ));
+        }
+        let port_ok = self
+            .portolan
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !port_ok {
+            return Err(Error::invalid(
+                "overlay.portolan",
+                format!("{:?} is not host:port", self.portolan),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Whether a NIC with this nic tag is a fabric NIC.
+pub fn is_fabric_tag(nic_tag: &str) -> bool {
+    nic_tag == OVERLAY_TAG || nic_tag.starts_with("sdc_overlay/")
+}
+
+/// The vnet of a fabric NIC: its `vnet_id`, else the one its tag names
+/// (`sdc_overlay/<vnet_id>`). An error names the field.
+pub fn fabric_vnet(field: &str, nic_tag: &str, vnet_id: u32) -> Result<u32> {
+    let vnet = match (vnet_id, nic_tag.strip_prefix("sdc_overlay/")) {
+        (0, Some(n)) => n.parse::<u32>().map_err(|_| {
+            Error::invalid(
+                &format!("{field}.nic_tag"),
+                format!("{nic_tag:?} does not end in a vnet id"),
+            )
+        })?,
+        (v, _) => v,
+    };
+    if vnet == 0 || vnet > MAX_VNET_ID {
+        return Err(Error::invalid(
+            &format!("{field}.vnet_id"),
+            format!("a fabric NIC needs a vnet id from 1 to {MAX_VNET_ID}, not {vnet}"),
+        ));
+    }
+    Ok(vnet)
+}
+
+/// The bridge of vnet `vnet`.
+pub fn bridge_name(vnet: u32) -> String {
+    format!("vb{vnet}")
+}
+
+/// The VXLAN device of vnet `vnet`.
+pub fn vxlan_name(vnet: u32) -> String {
+    format!("vx{vnet}")
+}
+
+/// The vnet of a VXLAN device name of ours.
+fn vnet_of(name: &str) -> Option<u32> {
+    let digits = name.strip_prefix("vx")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The overlay of one node.
+pub struct Overlay {
+    config: OverlayConfig,
+    /// The node's network namespace; `None`: the agent's own.
+    netns: Option<OwnedFd>,
+    /// Requests to the kernel, opened in the node's namespace.
+    kernel: Socket,
+    /// vnet -> index of its VXLAN device, for the vnets that have one.
+    devices: Mutex<BTreeMap<u32, u32>>,
+    /// Held while devices are made or removed.
+    setup: Mutex<()>,
+    svp: tokio::sync::Mutex<Option<SvpClient>>,
+    /// Misses answered NOTFOUND, and when.
+    negative: Mutex<HashMap<(u32, MissKind), Instant>>,
+}
+
+impl std::fmt::Debug for Overlay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Overlay")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Overlay {
+    /// The overlay of the node whose network namespace is `netns` (`None`: this
+    /// process's). Finds the vnets' devices already there (made before a restart).
+    pub fn new(config: OverlayConfig, netns: Option<OwnedFd>) -> Result<Arc<Overlay>> {
+        config.validate()?;
+        let kernel = in_netns(netns.as_ref(), || {
+            Socket::requests().map_err(|e| Error::io("netlink", e))
+        })?;
+        let overlay = Overlay {
+            config,
+            netns,
+            kernel,
+            devices: Mutex::new(BTreeMap::new()),
+            setup: Mutex::new(()),
+            svp: tokio::sync::Mutex::new(None),
+            negative: Mutex::new(HashMap::new()),
+        };
+        let found = overlay.in_netns(list_vxlans)?;
+        tracing::info!(vnets = ?found.keys().collect::<Vec<_>>(), "overlay devices found");
+        *overlay.devices() = found;
+        Ok(Arc::new(overlay))
+    }
+
+    pub fn config(&self) -> &OverlayConfig {
+        &self.config
+    }
+
+    fn devices(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, u32>> {
+        self.devices.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The vnets with devices on the node.
+    pub fn vnets(&self) -> Vec<u32> {
+        self.devices().keys().copied().collect()
+    }
+
+    /// Runs `f` in the node's network namespace (on a thread of its own when that is not
+    /// this process's).
+    pub fn in_netns<T: Send>(&self, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+        in_netns(self.netns.as_ref(), f)
+    }
+
+    /// The bridge of `vnet`, with its VXLAN device, made if it is not there.
+    pub fn ensure(&self, vnet: u32) -> Result<String> {
+        if vnet == 0 || vnet > MAX_VNET_ID {
+            return Err(Error::invalid(
+                "vnet_id",
+                format!("must be 1 to {MAX_VNET_ID}, not {vnet}"),
+            ));
+        }
+        let _held = self.setup.lock().unwrap_or_else(|e| e.into_inner());
+        let bridge = bridge_name(vnet);
+        let vxlan = vxlan_name(vnet);
+        let local = self.config.underlay_ip;
+        let index = self.in_netns(|| {
+            let mut script = String::new();
+            if ifindex(&bridge).is_none() {
+                script.push_str(&format!(
+                    "link add name {bridge} type bridge\nlink set dev {bridge} addrgenmode none\nlink set dev {bridge} up\n"
+                ));
+            }
+            if ifindex(&vxlan).is_none() {
+                script.push_str(&format!(
+                    "link add name {vxlan} type vxlan id {vnet} local {local} dstport {VXLAN_PORT} nolearning proxy l2miss l3miss\nlink set dev {vxlan} addrgenmode none\n"
+                ));
+            }
+            script.push_str(&format!("link set dev {vxlan} master {bridge} up\n"));
+            run_input("ip", &["-batch", "-"], &script)?;
+            ifindex(&vxlan).ok_or_else(|| Error::Command {
+                command: format!("ip link add {vxlan}"),
+                output: "the device is not there after it was made".into(),
+            })
+        })?;
+        if self.devices().insert(vnet, index).is_none() {
+            tracing::info!(vnet, %bridge, %vxlan, "overlay devices made");
+        }
+        Ok(bridge)
+    }
+
+    /// Removes the devices of every vnet whose bridge has no port but its VXLAN device
+    /// (its last instance NIC on the node went).
+    pub fn prune(&self) -> Result<()> {
+        let _held = self.setup.lock().unwrap_or_else(|e| e.into_inner());
+        let vnets = self.vnets();
+        let removed = self.in_netns(|| {
+            let mut removed = Vec::new();
+            for vnet in vnets {
+                let bridge = bridge_name(vnet);
+                let ports =
+                    run("ip", &["-o", "link", "show", "master", &bridge]).unwrap_or_default();
+                let vxlan = vxlan_name(vnet);
+                let others = ports
+                    .lines()
+                    .filter_map(|l| l.split(": ").nth(1))
+                    .map(|n| n.split('@').next().unwrap_or(n))
+                    .any(|n| n != vxlan);
+                if others {
+                    continue;
+                }
+                let mut script = String::new();
+                for dev in [&vxlan, &bridge] {
+                    if ifindex(dev).is_some() {
+                        script.push_str(&format!("link del dev {dev}\n"));
+                    }
+                }
+                if !script.is_empty() {
+                    run_input("ip", &["-batch", "-"], &script)?;
+                }
+                removed.push(vnet);
+            }
+            Ok(removed)
+        })?;
+        let mut devices = self.devices();
+        for vnet in removed {
+            devices.remove(&vnet);
+            tracing::info!(
+                vnet,
+                "overlay devices removed (no instance left on the vnet)"
+            );
+        }
+        Ok(())
+    }
+
+    /// Starts learning and the log on the runtime; both end with `shutdown`. What the
+    /// miss thread or Portolan fails at is logged, and the work goes on.
+    pub fn start(self: &Arc<Self>, shutdown: CancellationToken) -> Result<JoinHandle<()>> {
+        let (tx, rx) = mpsc::channel::<(u32, MissKind)>(1024);
+        let listener = {
+            let socket = self.in_netns(|| {
+                Socket::neighbour_notices(Duration::from_millis(250))
+                    .map_err(|e| Error::io("netlink", e))
+            })?;
+            let stop = shutdown.clone();
+            let names = NetnsNames::new(self.netns.as_ref().map(|fd| fd.as_raw_fd()));
+            std::thread::Builder::new()
+                .name("overlay-misses".into())
+                .spawn(move || read_misses(socket, names, tx, stop))
+                .map_err(|e| Error::Spawn {
+                    command: "the overlay miss thread".into(),
+                    source: e,
+                })?
+        };
+        let learner = tokio::spawn(self.clone().learn(rx, shutdown.clone()));
+        let log = tokio::spawn(self.clone().drain_log(shutdown));
+        Ok(tokio::spawn(async move {
+            let _ = learner.await;
+            let _ = log.await;
+            let _ = tokio::task::spawn_blocking(move || listener.join()).await;
+        }))
+    }
+
+    async fn learn(
+        self: Arc<Self>,
+        mut rx: mpsc::Receiver<(u32, MissKind)>,
+        stop: CancellationToken,
+    ) {
+        loop {
+            let miss = tokio::select! {
+                _ = stop.cancelled() => return,
+                miss = rx.recv() => match miss {
+                    Some(miss) => miss,
+                    None => return,
+                },
+            };
+            if let Err(e) = self.answer(miss.0, miss.1).await {
+                tracing::warn!(vnet = miss.0, miss = ?miss.1, error = %e.chain(), "overlay lookup failed");
+            }
+        }
+    }
+
+    /// Looks a miss up at Portolan and installs what it answers.
+    pub async fn answer(&self, vnet: u32, kind: MissKind) -> Result<()> {
+        let Some(index) = self.devices().get(&vnet).copied() else {
+            return Ok(());
+        };
+        {
+            let mut negative = self.negative.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            negative.retain(|_, at| now.duration_since(*at) < NEGATIVE_TTL);
+            if negative.contains_key(&(vnet, kind)) {
+                return Ok(());
+            }
+        }
+        let found = match kind {
+            MissKind::L3(ip) => {
+                let answer = self.vl3(ip, vnet).await?;
+                if let Some(Vl3Answer { mac, underlay }) = answer {
+                    self.install_l3(index, ip, mac, underlay)?;
+                    tracing::debug!(vnet, %ip, "learned an overlay address");
+                }
+                answer.is_some()
+            }
+            MissKind::L2(mac) => {
+                let answer = self.vl2(mac, vnet).await?;
+                if let Some(underlay) = answer {
+                    self.install_l2(index, mac, underlay)?;
+                }
+                answer.is_some()
+            }
+        };
+        if !found {
+            self.negative
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert((vnet, kind), Instant::now());
+        }
+        Ok(())
+    }
+
+    fn install_l2(&self, index: u32, mac: [u8; 6], underlay: Underlay) -> Result<()> {
+        let IpAddr::V4(ul) = underlay.ip.to_canonical() else {
+            return Err(Error::invalid(
+                "underlay",
+                format!(
+                    "{} is not IPv4, which this node's overlay uses",
+                    underlay.ip
+                ),
+            ));
+        };
+        self.kernel
+            .set_forwarding(index, mac, ul, underlay.port)
+            .map_err(|e| Error::io("netlink forwarding entry", e))
+    }
+
+    fn install_l3(&self, index: u32, ip: Ipv4Addr, mac: [u8; 6], underlay: Underlay) -> Result<()> {
+        // Where the MAC lives first, so the first frame to it finds it.
+        self.install_l2(index, mac, underlay)?;
+        self.kernel
+            .set_neighbour(index, ip, mac)
+            .map_err(|e| Error::io("netlink neighbour entry", e))
+    }
+
+    /// One SVP call on the connection to Portolan, made (again) when there is none.
+    async fn svp<T>(
+        &self,
+        call: impl AsyncFnOnce(
+            &mut SvpClient,
+        ) -> std::result::Result<T, portolan_client::client::SvpError>,
+    ) -> Result<T> {
+        let mut slot = self.svp.lock().await;
+        if slot.is_none() {
+            let client = SvpClient::connect(self.config.portolan.as_str())
+                .await
+                .map_err(svp_error)?;
+            *slot = Some(client.with_timeout(SVP_TIMEOUT));
+        }
+        let Some(client) = slot.as_mut() else {
+            return Err(Error::Command {
+                command: "svp".into(),
+                output: "no connection".into(),
+            });
+        };
+        let result = call(client).await;
+        if result.is_err() {
+            // A broken or confused connection is not used again.
+            *slot = None;
+        }
+        result.map_err(svp_error)
+    }
+
+    async fn vl3(&self, ip: Ipv4Addr, vnet: u32) -> Result<Option<Vl3Answer>> {
+        self.svp(async |c| c.vl3(IpAddr::V4(ip), vnet).await).await
+    }
+
+    async fn vl2(&self, mac: [u8; 6], vnet: u32) -> Result<Option<Underlay>> {
+        self.svp(async |c| c.vl2(mac, vnet).await).await
+    }
+
+    /// One round of the log: LOG, each entry applied, LOG_RM of them all. True when
+    /// Portolan may have more.
+    pub async fn drain_once(&self) -> Result<bool> {
+        let ul = IpAddr::V4(self.config.underlay_ip);
+        let entries = self.svp(async |c| c.log(ul, LOG_BYTES).await).await?;
+        if entries.is_empty() {
+            return Ok(false);
+        }
+        let used: usize = entries.iter().map(LogEntry::wire_len).sum();
+        let mut ids: Vec<Uuid> = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            self.apply(entry).await?;
+            ids.push(entry.id());
+        }
+        self.svp(async |c| c.log_rm(&ids).await).await?;
+        tracing::debug!(entries = ids.len(), "overlay log drained");
+        Ok(used + 44 > LOG_BYTES as usize)
+    }
+
+    async fn apply(&self, entry: &LogEntry) -> Result<()> {
+        match *entry {
+            LogEntry::Vl2 { mac, vnet_id, .. } => {
+                let Some(index) = self.devices().get(&vnet_id).copied() else {
+                    return Ok(());
+                };
+                self.kernel
+                    .remove_forwarding(index, mac)
+                    .map_err(|e| Error::io("netlink forwarding entry", e))
+            }
+            LogEntry::Vl3 { ip, vnet_id, .. } => {
+                let Some(index) = self.devices().get(&vnet_id).copied() else {
+                    return Ok(());
+                };
+                let IpAddr::V4(ip) = ip.to_canonical() else {
+                    return Ok(());
+                };
+                match self.vl3(ip, vnet_id).await? {
+                    Some(Vl3Answer { mac, underlay }) => self.install_l3(index, ip, mac, underlay),
+                    None => self
+                        .kernel
+                        .remove_neighbour(index, ip)
+                        .map_err(|e| Error::io("netlink neighbour entry", e)),
+                }
+            }
+        }
+    }
+
+    async fn drain_log(self: Arc<Self>, stop: CancellationToken) {
+        let mut rng = triton_common::rng::Rng::new(
+            u64::from(self.config.underlay_ip.to_bits()) ^ std::process::id() as u64,
+        );
+        loop {
+            let wait = match self.drain_once().await {
+                Ok(true) => Duration::from_secs(1),
+                Ok(false) => Duration::from_millis(5000 + rng.below(5000) as u64),
+                Err(e) => {
+                    tracing::warn!(error = %e.chain(), "overlay log round failed");
+                    Duration::from_millis(5000 + rng.below(5000) as u64)
+                }
+            };
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
+fn svp_error(e: portolan_client::client::SvpError) -> Error {
+    Error::Command {
+        command: "svp".into(),
+        output: e.to_string(),
+    }
+}
+
+/// Runs `f` in the network namespace `netns` (`None`: this thread's) on a thread of its
+/// own, so no thread of the caller changes namespace.
+fn in_netns<T: Send>(netns: Option<&OwnedFd>, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    let Some(fd) = netns else {
+        return f();
+    };
+    let fd = fd.as_raw_fd();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            enter_netns(fd)?;
+            f()
+        })
+        .join()
+        .map_err(|_| Error::Join("a thread in the node's network namespace panicked".into()))?
+    })
+}
+
+fn enter_netns(fd: i32) -> Result<()> {
+    // SAFETY: setns(2) on a namespace descriptor the caller keeps open.
+    if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } < 0 {
+        return Err(Error::io("setns", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// The index of the device `name` in this thread's network namespace.
+fn ifindex(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: if_nametoindex(3) on a NUL-terminated name.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
+/// The name of device `index` in this thread's network namespace.
+fn ifname(index: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: if_indextoname(3) into a buffer of IF_NAMESIZE.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: on success the buffer holds a NUL-terminated name.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    name.to_str().ok().map(str::to_string)
+}
+
+/// The VXLAN devices of ours in this thread's namespace: vnet -> index.
+fn list_vxlans() -> Result<BTreeMap<u32, u32>> {
+    let out = run("ip", &["-o", "link", "show", "type", "vxlan"])?;
+    let mut found = BTreeMap::new();
+    for line in out.lines() {
+        let Some(name) = line.split(": ").nth(1) else {
+            continue;
+        };
+        let name = name.split('@').next().unwrap_or(name);
+        if let (Some(vnet), Some(index)) = (vnet_of(name), ifindex(name)) {
+            found.insert(vnet, index);
+        }
+    }
+    Ok(found)
+}
+
+/// Device names by index, read in the node's namespace by the miss thread.
+struct NetnsNames {
+    netns: Option<i32>,
+    cache: HashMap<u32, Option<u32>>,
+}
+
+impl NetnsNames {
+    fn new(netns: Option<i32>) -> NetnsNames {
+        NetnsNames {
+            netns,
+            cache: HashMap::new(),
+        }
+    }
+
+    /// The vnet whose VXLAN device has index `index`, if it is one of ours.
+    fn vnet(&mut self, index: u32) -> Option<u32> {
+        if let Some(known) = self.cache.get(&index) {
+            return *known;
+        }
+        let vnet = ifname(index).and_then(|n| vnet_of(&n));
+        if vnet.is_some() {
+            self.cache.insert(index, vnet);
+        }
+        vnet
+    }
+}
+
+/// The miss thread: reads notices until `stop`, passing the misses of our VXLAN devices
+/// on. Runs in the node's namespace (device names are looked up there).
+fn read_misses(
+    socket: Socket,
+    mut names: NetnsNames,
+    tx: mpsc::Sender<(u32, MissKind)>,
+    stop: CancellationToken,
+) {
+    if let Some(fd) = names.netns
+        && let Err(e) = enter_netns(fd)
+    {
+        tracing::error!(error = %e.chain(), "the overlay miss thread cannot enter the node's namespace");
+        return;
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    while !stop.is_cancelled() {
+        let n = match socket.recv(&mut buf) {
+            Ok(Some(n)) => n,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::error!(error = %e, "reading overlay misses failed; learning stops");
+                return;
+            }
+        };
+        for miss in super::netlink::parse_misses(&buf[..n]) {
+            let Some(vnet) = names.vnet(miss.ifindex) else {
+                continue;
+            };
+            // A full queue drops the miss; the instance asks again.
+            let _ = tx.try_send((vnet, miss.kind));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fabric_nics_name_their_vnet() {
+        assert!(is_fabric_tag("sdc_overlay"));
+        assert!(is_fabric_tag("sdc_overlay/42"));
+        assert!(!is_fabric_tag("sdc_overlayx"));
+        assert!(!is_fabric_tag("external"));
+        assert_eq!(fabric_vnet("nics[0]", "sdc_overlay", 42).unwrap(), 42);
+        assert_eq!(fabric_vnet("nics[0]", "sdc_overlay/77", 0).unwrap(), 77);
+        let e = fabric_vnet("nics[1]", "sdc_overlay", 0).unwrap_err();
+        assert!(e.to_string().contains("nics[1].vnet_id"), "{e}");
+        let e = fabric_vnet("nics[0]", "sdc_overlay/x", 0).unwrap_err();
+        assert!(e.to_string().contains("nics[0].nic_tag"), "{e}");
+        assert!(fabric_vnet("nics[0]", "sdc_overlay", 1 << 24).is_err());
+        assert_eq!(vnet_of("vx123"), Some(123));
+        assert_eq!(vnet_of("vx"), None);
+        assert_eq!(vnet_of("vxa1"), None);
+    }
+
+    #[test]
+    fn bad_configs_name_the_field() {
+        let good = OverlayConfig {
+            underlay_ip: "192.0.2.1".parse().unwrap(),
+            portolan: "127.0.0.1:1296".into(),
+        };
+        good.validate().unwrap();
+        let e = OverlayConfig {
+            underlay_ip: Ipv4Addr::UNSPECIFIED,
+            ..good.clone()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.to_string().contains("overlay.underlay_ip"), "{e}");
+        let e = OverlayConfig {
+            portolan: "portolan".into(),
+            ..good
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.to_string().contains("overlay.portolan"), "{e}");
+    }
+}
