@@ -99,9 +99,13 @@ impl Store {
         Store { moray }
     }
 
-    /// Creates or updates every NAPI bucket.
+    /// Creates or updates every NAPI bucket, and the `portolan_*` buckets NAPI writes
+    /// for Portolan (`portolan_client::buckets`).
     pub async fn ensure_buckets(&self) -> Result<()> {
-        for (name, config) in buckets() {
+        for (name, config) in buckets()
+            .into_iter()
+            .chain(portolan_client::buckets::bucket_configs())
+        {
             self.moray
                 .ensure_bucket(name, &config)
                 .await

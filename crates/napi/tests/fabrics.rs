@@ -8,6 +8,9 @@
 mod common;
 
 use common::{TestNapi, assert_error, new_uuid};
+use moray_client::filter::Filter;
+use moray_client::{EtagCondition, FindOptions};
+use portolan_client::buckets::{self, CnNetEvent, LogRecord, UnderlayMapping, VnetMacIp};
 use triton_proto::napi::v1 as proto;
 
 /// A VLAN `vlan_id` on `owner`'s fabric and a /24 network `192.168.<third>.0` on it.
@@ -170,4 +173,355 @@ async fn update_fabric_network_changes_triton_fields_for_its_owner_only() {
         .unwrap()
         .into_inner();
     assert_eq!(after, changed);
+}
+
+/// Portolan's view: the `portolan_*` rows read straight from Moray, as Portolan reads
+/// them.
+struct Rows(moray_client::MorayClient);
+
+impl Rows {
+    async fn connect(napi: &TestNapi) -> Rows {
+        Rows(
+            moray_client::MorayClient::connect(&napi.dc.moray_url())
+                .await
+                .unwrap(),
+        )
+    }
+
+    /// The overlay row of `ip` on `vnet_id`.
+    async fn overlay(&self, ip: &str, vnet_id: u32) -> Option<VnetMacIp> {
+        let key = buckets::vnet_mac_ip_key(ip.parse().unwrap(), vnet_id);
+        let o = self
+            .0
+            .get_object(buckets::VNET_MAC_IP, &key)
+            .await
+            .unwrap()?;
+        Some(serde_json::from_value(o.value).unwrap())
+    }
+
+    async fn underlay(&self, cn: &str) -> Option<UnderlayMapping> {
+        let o = self
+            .0
+            .get_object(buckets::UNDERLAY_MAPPINGS, cn)
+            .await
+            .unwrap()?;
+        Some(serde_json::from_value(o.value).unwrap())
+    }
+
+    /// Takes `cn`'s log entries, as a node draining its log (LOG, then LOG_RM) would.
+    async fn drain(&self, cn: &str) -> Vec<(u32, LogRecord)> {
+        let found = self
+            .0
+            .find_objects(
+                buckets::CN_NET_EVENTS,
+                &Filter::eq("cn_uuid", cn).to_string(),
+                &FindOptions {
+                    no_limit: true,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        for o in found {
+            let e: CnNetEvent = serde_json::from_value(o.value).unwrap();
+            assert_eq!(e.cn_uuid.to_string(), cn);
+            assert_eq!(e.version, buckets::RECORD_VERSION);
+            out.push((e.vnet_id, e.record));
+            self.0
+                .delete_object(buckets::CN_NET_EVENTS, &o.key, EtagCondition::Any)
+                .await
+                .unwrap();
+        }
+        out
+    }
+}
+
+fn mac_number(mac: &str) -> u64 {
+    u64::from_str_radix(&mac.replace(':', ""), 16).unwrap()
+}
+
+fn vl3(nic: &proto::Nic, vlan: u16) -> (u32, LogRecord) {
+    let vnet_id = nic.vnet_id.unwrap();
+    let ip = buckets::ip_text(nic.ip.parse().unwrap());
+    let mac = mac_number(&nic.mac);
+    (
+        vnet_id,
+        LogRecord::Vl3 {
+            ip,
+            mac,
+            vlan,
+            vnet_id,
+        },
+    )
+}
+
+fn vl2(nic: &proto::Nic) -> (u32, LogRecord) {
+    let vnet_id = nic.vnet_id.unwrap();
+    (
+        vnet_id,
+        LogRecord::Vl2 {
+            mac: mac_number(&nic.mac),
+            vnet_id,
+        },
+    )
+}
+
+fn zone_nic(owner: &str, network: &str, cn: Option<&str>) -> proto::CreateNicRequest {
+    proto::CreateNicRequest {
+        owner_uuid: owner.into(),
+        belongs_to_uuid: new_uuid(),
+        belongs_to_type: "zone".into(),
+        network_uuid: Some(network.into()),
+        cn_uuid: cn.map(Into::into),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn fabric_nics_keep_portolan_rows_and_other_nodes_logs_with_them() {
+    let napi = TestNapi::start().await;
+    let rows = Rows::connect(&napi).await;
+    let mut c = napi.client();
+    let (alice, bob) = (new_uuid(), new_uuid());
+    let (cn1, cn2, cn3) = (new_uuid(), new_uuid(), new_uuid());
+    let net = fabric_network(&napi, &alice, 10, 10).await;
+    let vnet = net.vnet_id.unwrap();
+    let create = |req| {
+        let mut c = napi.client();
+        async move { c.create_nic(req).await.unwrap().into_inner() }
+    };
+    let set_cn = |mac: &str, cn: &str| {
+        let mut c = napi.client();
+        let req = proto::UpdateNicRequest {
+            mac: mac.into(),
+            cn_uuid: Some(cn.into()),
+            ..Default::default()
+        };
+        async move { c.update_nic(req).await.unwrap().into_inner() }
+    };
+
+    // The first NIC on the vnet: its row, no one to tell.
+    let a = create(zone_nic(&alice, &net.uuid, Some(&cn1))).await;
+    let row = rows.overlay(&a.ip, vnet).await.expect("a's row");
+    assert_eq!(
+        row,
+        VnetMacIp {
+            mac: mac_number(&a.mac),
+            ip: buckets::ip_text(a.ip.parse().unwrap()),
+            cn_uuid: cn1.parse().unwrap(),
+            vnet_id: vnet,
+            vlan_id: 10,
+            version: buckets::RECORD_VERSION,
+            deleted: false,
+        }
+    );
+    assert_eq!(rows.drain(&cn1).await, vec![]);
+
+    // A second on another node: cn1 is told of its address (VL3); cn2 of nothing.
+    let b = create(zone_nic(&alice, &net.uuid, Some(&cn2))).await;
+    assert_eq!(
+        rows.overlay(&b.ip, vnet).await.unwrap().cn_uuid.to_string(),
+        cn2
+    );
+    assert_eq!(rows.drain(&cn1).await, vec![vl3(&b, 10)]);
+    assert_eq!(rows.drain(&cn2).await, vec![]);
+
+    // Not placed yet: no row until it gets a node, then cn1 and cn2 are told.
+    let d = create(zone_nic(&alice, &net.uuid, None)).await;
+    assert_eq!(rows.overlay(&d.ip, vnet).await, None);
+    assert_eq!(rows.drain(&cn1).await, vec![]);
+    set_cn(&d.mac, &cn3).await;
+    assert_eq!(
+        rows.overlay(&d.ip, vnet).await.unwrap().cn_uuid.to_string(),
+        cn3
+    );
+    assert_eq!(rows.drain(&cn1).await, vec![vl3(&d, 10)]);
+    assert_eq!(rows.drain(&cn2).await, vec![vl3(&d, 10)]);
+    assert_eq!(rows.drain(&cn3).await, vec![]);
+
+    // b moves from cn2 to cn3: its row follows; cn1 forgets where b's MAC was (VL2);
+    // cn3 (where it is now) and cn2 (nothing else of the vnet there) hear nothing.
+    set_cn(&b.mac, &cn3).await;
+    let moved = rows.overlay(&b.ip, vnet).await.unwrap();
+    assert_eq!(moved.cn_uuid.to_string(), cn3);
+    assert!(!moved.deleted);
+    assert_eq!(rows.drain(&cn1).await, vec![vl2(&b)]);
+    assert_eq!(rows.drain(&cn2).await, vec![]);
+    assert_eq!(rows.drain(&cn3).await, vec![]);
+    // An update that does not move it writes nothing for Portolan.
+    c.update_nic(proto::UpdateNicRequest {
+        mac: b.mac.clone(),
+        state: Some("stopped".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(rows.drain(&cn1).await, vec![]);
+
+    // Other accounts' NICs, and NICs on plain networks, tell alice's nodes nothing,
+    // even on the same VLAN id and subnet.
+    let theirs = fabric_network(&napi, &bob, 10, 10).await;
+    assert_ne!(theirs.vnet_id, Some(vnet));
+    let e = create(zone_nic(&bob, &theirs.uuid, Some(&cn1))).await;
+    let f = create(zone_nic(&bob, &theirs.uuid, Some(&cn2))).await;
+    assert_eq!(e.ip, a.ip);
+    assert_eq!(
+        rows.overlay(&e.ip, vnet).await.unwrap().mac,
+        mac_number(&a.mac)
+    );
+    let bob_row = rows.overlay(&e.ip, theirs.vnet_id.unwrap()).await.unwrap();
+    assert_eq!(bob_row.mac, mac_number(&e.mac));
+    assert_eq!(rows.drain(&cn1).await, vec![vl3(&f, 10)]);
+    assert_eq!(rows.drain(&cn3).await, vec![]);
+    let plain = napi.network("plain", "10.50.0", "external").await;
+    create(zone_nic(&alice, &plain.uuid, Some(&cn1))).await;
+    assert_eq!(rows.drain(&cn2).await, vec![]);
+    assert_eq!(rows.drain(&cn3).await, vec![]);
+
+    // a goes: its row is marked deleted, and the nodes still on the vnet forget its MAC.
+    c.delete_nic(proto::DeleteNicRequest { mac: a.mac.clone() })
+        .await
+        .unwrap();
+    let gone = rows.overlay(&a.ip, vnet).await.unwrap();
+    assert!(gone.deleted);
+    assert_eq!(gone.mac, mac_number(&a.mac));
+    assert_eq!(rows.drain(&cn3).await, vec![vl2(&a)]);
+    assert_eq!(rows.drain(&cn1).await, vec![]);
+    assert_eq!(rows.drain(&cn2).await, vec![]);
+
+    // A new NIC that takes a's address is the row's again.
+    let mut again = zone_nic(&alice, &net.uuid, Some(&cn2));
+    again.ip = Some(a.ip.clone());
+    let g = create(again).await;
+    let row = rows.overlay(&a.ip, vnet).await.unwrap();
+    assert_eq!((row.mac, row.deleted), (mac_number(&g.mac), false));
+    assert_eq!(row.cn_uuid.to_string(), cn2);
+    assert_eq!(rows.drain(&cn3).await, vec![vl3(&g, 10)]);
+
+    // Taken off its node (cn3): the row is deleted and the other nodes forget it.
+    set_cn(&d.mac, "").await;
+    assert!(rows.overlay(&d.ip, vnet).await.unwrap().deleted);
+    assert_eq!(rows.drain(&cn2).await, vec![vl2(&d)]);
+    assert_eq!(rows.drain(&cn3).await, vec![]);
+}
+
+#[tokio::test]
+async fn a_servers_underlay_nic_is_its_underlay_mapping() {
+    let napi = TestNapi::start().await;
+    let rows = Rows::connect(&napi).await;
+    let mut c = napi.client();
+    // What an operator creates: the nic tag and a network on it (docs/napi.md).
+    let underlay = napi
+        .network("sdc_underlay", "10.77.0", "sdc_underlay")
+        .await;
+    let (cn1, cn2) = (new_uuid(), new_uuid());
+    let server_nic = |cn: &str| proto::CreateNicRequest {
+        owner_uuid: common::ADMIN.into(),
+        belongs_to_uuid: cn.into(),
+        belongs_to_type: "server".into(),
+        network_uuid: Some(underlay.uuid.clone()),
+        underlay: true,
+        ..Default::default()
+    };
+    let n1 = c.create_nic(server_nic(&cn1)).await.unwrap().into_inner();
+    let n2 = c.create_nic(server_nic(&cn2)).await.unwrap().into_inner();
+    assert_eq!(n1.nic_tag, "sdc_underlay");
+    assert_eq!(
+        rows.underlay(&cn1).await,
+        Some(UnderlayMapping {
+            cn_uuid: cn1.parse().unwrap(),
+            ip: format!("::ffff:{}", n1.ip),
+            port: 4789,
+        })
+    );
+    assert_eq!(
+        rows.underlay(&cn2).await.unwrap().ip,
+        format!("::ffff:{}", n2.ip)
+    );
+    // A zone's NIC on the underlay network is no node's underlay address.
+    let vm = new_uuid();
+    c.create_nic(proto::CreateNicRequest {
+        belongs_to_uuid: vm.clone(),
+        belongs_to_type: "zone".into(),
+        ..server_nic(&cn1)
+    })
+    .await
+    .unwrap();
+    assert_eq!(rows.underlay(&vm).await, None);
+    assert_eq!(
+        rows.underlay(&cn1).await.unwrap().ip,
+        format!("::ffff:{}", n1.ip)
+    );
+
+    c.delete_nic(proto::DeleteNicRequest { mac: n1.mac })
+        .await
+        .unwrap();
+    assert_eq!(rows.underlay(&cn1).await, None);
+    assert!(rows.underlay(&cn2).await.is_some());
+}
+
+/// A NIC create racing the delete of the NIC holding the same fabric IP: whichever
+/// order Moray takes them in, the row ends as NAPI's NICs say.
+#[tokio::test]
+async fn a_create_racing_a_delete_of_the_same_ip_leaves_the_row_as_napi_has_it() {
+    let napi = TestNapi::start().await;
+    let rows = Rows::connect(&napi).await;
+    let owner = new_uuid();
+    let net = fabric_network(&napi, &owner, 2, 20).await;
+    let vnet = net.vnet_id.unwrap();
+    let ip = "192.168.20.77".to_string();
+    let (cn1, cn2) = (new_uuid(), new_uuid());
+    let on = |cn: &str| {
+        let mut r = zone_nic(&owner, &net.uuid, Some(cn));
+        r.ip = Some(ip.clone());
+        r
+    };
+    let mut holder = napi
+        .client()
+        .create_nic(on(&cn1))
+        .await
+        .unwrap()
+        .into_inner();
+    for round in 0..20 {
+        let next_cn = if round % 2 == 0 { &cn2 } else { &cn1 };
+        let mut del = napi.client();
+        let old = holder.mac.clone();
+        let deleting = tokio::spawn(async move {
+            del.delete_nic(proto::DeleteNicRequest { mac: old })
+                .await
+                .unwrap();
+        });
+        // Keep trying until the address is free (the delete committed).
+        let create = on(next_cn);
+        let mut c = napi.client();
+        let created = loop {
+            match c.create_nic(create.clone()).await {
+                Ok(n) => break n.into_inner(),
+                Err(s) if s.message().contains("already in use") => tokio::task::yield_now().await,
+                Err(s) => panic!("round {round}: {s:?}"),
+            }
+        };
+        deleting.await.unwrap();
+        let row = rows.overlay(&ip, vnet).await.unwrap();
+        assert_eq!(
+            (row.mac, row.cn_uuid.to_string(), row.deleted),
+            (mac_number(&created.mac), next_cn.clone(), false),
+            "round {round}"
+        );
+        holder = created;
+    }
+    // NAPI and the row agree at the end too.
+    let nics = napi
+        .client()
+        .list_nics(proto::ListNicsRequest {
+            network_uuid: Some(net.uuid.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .nics;
+    assert_eq!(nics.len(), 1);
+    assert_eq!(nics[0].mac, holder.mac);
 }

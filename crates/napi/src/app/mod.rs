@@ -7,6 +7,7 @@ mod networks;
 mod nic_tags;
 mod nics;
 mod pools;
+mod portolan;
 mod seed;
 
 use std::collections::HashMap;
@@ -22,6 +23,8 @@ use crate::ip::Subnet;
 use crate::model::{Network, Provisionable};
 use crate::store::{Store, Stored};
 use crate::validate::{self, Checks};
+
+pub use portolan::{Mapping, Overlay, UNDERLAY_NIC_TAG};
 
 /// Attempts at provisioning one NIC before giving up with `ConcurrentUpdate`: the one
 /// place that raises the one policy's 20 attempts. Each attempt that loses a race

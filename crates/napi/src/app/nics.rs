@@ -12,7 +12,7 @@ use crate::store::{self, Conflict, IPS, NETWORK_POOLS, NETWORKS, NICS, Stored};
 use crate::validate::{self, Checks};
 use moray_client::filter::Filter;
 
-use super::{IP_PROVISION, Napi, gave_up, not_found, paged};
+use super::{IP_PROVISION, Mapping, Napi, gave_up, not_found, paged};
 
 impl Napi {
     #[tracing::instrument(skip_all, fields(network_uuid = req.network_uuid.as_deref().unwrap_or(""), owner_uuid = %req.owner_uuid, belongs_to_uuid = %req.belongs_to_uuid))]
@@ -253,12 +253,18 @@ impl Napi {
                 &nic,
                 EtagCondition::MustNotExist,
             ));
-            let ops = match ops.into_iter().collect::<Result<Vec<_>>>() {
-                Ok(mut ops) => {
+            // Portolan's rows for a fabric or underlay NIC, in the same batch.
+            let portolan = match Mapping::of(&nic, network.as_ref()) {
+                Ok(m) => self.portolan_ops(None, m.as_ref()).await,
+                Err(e) => Err(e),
+            };
+            let ops = match (ops.into_iter().collect::<Result<Vec<_>>>(), portolan) {
+                (Ok(mut ops), Ok(portolan)) => {
                     ops.extend(clear_primary);
+                    ops.extend(portolan);
                     ops
                 }
-                Err(e) => {
+                (Err(e), _) | (_, Err(e)) => {
                     if let Some((net, ip)) = &from_cursor {
                         self.cursor(net).lock().await.give_back(*ip);
                     }
@@ -473,6 +479,7 @@ impl Napi {
         let mut tries = RetryPolicy::DEFAULT.start();
         while tries.next().await {
             let stored = self.nic(&req.mac).await?;
+            let before = stored.value.clone();
             let mut nic = stored.value;
             let mut c = Checks::new();
             if let Some(s) = &req.state
@@ -527,6 +534,12 @@ impl Napi {
                 0,
                 store::put_op(NICS, &nic.mac, &nic, EtagCondition::Is(stored.etag))?,
             );
+            // Of what an update may change, only the compute node moves a mapping
+            // (placed, moved, or taken off a node).
+            if before.cn_uuid != nic.cn_uuid {
+                let (old, new) = (self.mapping(&before).await?, self.mapping(&nic).await?);
+                ops.extend(self.portolan_ops(old.as_ref(), new.as_ref()).await?);
+            }
             match self.store.batch(&ops).await {
                 Ok(()) => return self.with_network(nic).await,
                 Err(e) if store::conflict(&e).is_some() => continue,
@@ -549,6 +562,8 @@ impl Napi {
                 &nic.mac,
                 EtagCondition::Is(stored.etag),
             )];
+            let mapping = self.mapping(&nic).await?;
+            ops.extend(self.portolan_ops(mapping.as_ref(), None).await?);
             if let (Some(net), Some(ip)) = (&nic.network_uuid, &nic.ip) {
                 let ip_num = ip::parse_ip(ip)
                     .map_err(|reason| StoreError::corrupt(format!("nic {}", nic.mac), reason))?;
