@@ -247,7 +247,13 @@ triton instance reboot -w "${instances[0]}" >/dev/null
 after=$(cd "$probe" && ls -la --time-style=full-iso && cat ./*)
 check "after a reboot, the host's $probe is untouched" test "$before" = "$after"
 check "A still runs and answers after the reboot" wait_answers "${ip[a]}"
-hosts_names_ip() { zl "$A" cat /etc/hosts | grep -qF "${ip[a]}"; }
+# The file is read whole first: `zl ... | grep -q` under pipefail fails when grep stops
+# reading before zlogin has written everything (SIGPIPE), whatever the file says.
+hosts_names_ip() {
+    local hosts
+    hosts=$(zl "$A" cat /etc/hosts 2>&1) || { echo "zlogin cat /etc/hosts failed: $hosts" >&2; return 1; }
+    grep -qF "${ip[a]}" <<<"$hosts" || { echo "A's /etc/hosts: $hosts" >&2; return 1; }
+}
 check "A's /etc/hosts is written inside the instance (names its IP)" hosts_names_ip
 
 # --- triton instance lifecycle with the sandbox ------------------------------------------------
