@@ -51,6 +51,10 @@ pub enum Service {
     Vmapi,
     /// CloudAPI's plain HTTP listener.
     Cloudapi,
+    /// Portolan's SVP listener.
+    Portolan,
+    /// Portolan's gRPC (health) listener.
+    PortolanHealth,
 }
 
 type Configure<C> = Box<dyn Fn(&mut C) + Send + Sync>;
@@ -68,6 +72,8 @@ pub struct Options {
     pub imgapi: bool,
     /// NAPI: nic tags, networks and NICs.
     pub napi: bool,
+    /// Portolan: SVP lookups on the fabric buckets ([`Service::Portolan`], [`Dc::svp`]).
+    pub portolan: bool,
     /// CNAPI, its nodes (`sim_nodes` and `linux`) and VMAPI.
     pub compute: bool,
     /// CloudAPI in front (its VMAPI is the one of `compute`, or none: machine
@@ -111,6 +117,8 @@ pub struct Options {
     pub configure_papi: Configure<papi::Config>,
     /// Changes to NAPI's config before it starts.
     pub configure_napi: Configure<napi::Config>,
+    /// Changes to Portolan's config before it starts.
+    pub configure_portolan: Configure<portolan::Config>,
     /// Changes to VMAPI's config before it starts (also kept for restarts).
     pub configure_vmapi: Configure<vmapi::Config>,
     /// Changes to CloudAPI's config before it starts.
@@ -124,6 +132,7 @@ impl Default for Options {
             papi: false,
             imgapi: false,
             napi: false,
+            portolan: false,
             compute: false,
             cloudapi: false,
             tls: false,
@@ -142,6 +151,7 @@ impl Default for Options {
             configure_ufds: Box::new(|_| {}),
             configure_papi: Box::new(|_| {}),
             configure_napi: Box::new(|_| {}),
+            configure_portolan: Box::new(|_| {}),
             configure_vmapi: Box::new(|_| {}),
             configure_cloudapi: Box::new(|_| {}),
         }
@@ -149,14 +159,16 @@ impl Default for Options {
 }
 
 impl Options {
-    /// One service alone on Moray: UFDS, PAPI, IMGAPI or NAPI (IMGAPI's files come with
-    /// IMGAPI; for any other, Moray alone).
+    /// One service alone on Moray: UFDS, PAPI, IMGAPI, NAPI or Portolan (IMGAPI's files
+    /// come with IMGAPI, Portolan's health port with Portolan; for any other, Moray
+    /// alone).
     pub fn only(service: Service) -> Options {
         Options {
             ufds: service == Service::Ufds,
             papi: service == Service::Papi,
             imgapi: matches!(service, Service::Imgapi | Service::ImgapiFiles),
             napi: service == Service::Napi,
+            portolan: matches!(service, Service::Portolan | Service::PortolanHealth),
             ..Options::default()
         }
     }
@@ -360,6 +372,19 @@ impl Dc {
                 .expect("NAPI starts");
             dc.addrs.push((Service::Napi, running.addr));
             dc.napi_app = Some(running.app);
+        }
+        if options.portolan {
+            let mut config = portolan::Config {
+                svp_listen: "127.0.0.1:0".into(),
+                ..Default::default()
+            };
+            on_moray(&mut config.service, &moray_url);
+            (options.configure_portolan)(&mut config);
+            let running = portolan::start(config, shutdown.clone())
+                .await
+                .expect("Portolan starts");
+            dc.addrs.push((Service::Portolan, running.svp_addr));
+            dc.addrs.push((Service::PortolanHealth, running.addr));
         }
         if let Some(seed) = &options.seed {
             dc.seeded = Some(dc.seed_records(seed).await);
@@ -629,6 +654,13 @@ impl Dc {
         self.try_addr(service).unwrap_or_else(|| {
             panic!("{service:?} is not started in this test datacenter: set it in Options")
         })
+    }
+
+    /// A new SVP connection to Portolan.
+    pub async fn svp(&self) -> portolan_client::client::SvpClient {
+        portolan_client::client::SvpClient::connect(self.addr(Service::Portolan))
+            .await
+            .expect("connect to Portolan's SVP port")
     }
 
     /// Moray's URL.

@@ -36,7 +36,7 @@ pub use dc::{ADMIN_UUID, Dc, Options, Seed, Seeded, Service};
 /// backend, a service's config); a test names them through here, never as its own
 /// dependency.
 pub mod services {
-    pub use {cloudapi, cn_agent, cnapi, imgapi, moray, napi, papi, ufds, vmapi};
+    pub use {cloudapi, cn_agent, cnapi, imgapi, moray, napi, papi, portolan, ufds, vmapi};
 }
 
 /// Polls `check` every 50 ms until it holds, and fails the test naming `what` once

@@ -6,7 +6,8 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
-use moray_client::{BucketConfig, IndexDef};
+use moray_client::typed::Bucket;
+use moray_client::{BucketConfig, IndexDef, MorayClient};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -47,6 +48,47 @@ pub fn bucket_configs() -> Vec<(&'static str, BucketConfig)> {
                 .with_index("vnet_id", IndexDef::new("number")),
         ),
     ]
+}
+
+/// The three buckets, typed, on one Moray client: for the writer (NAPI), the reader
+/// (Portolan) and tests.
+#[derive(Debug, Clone)]
+pub struct Buckets {
+    /// [`VNET_MAC_IP`].
+    pub vnet_mac_ip: Bucket<VnetMacIp>,
+    /// [`UNDERLAY_MAPPINGS`].
+    pub underlay_mappings: Bucket<UnderlayMapping>,
+    /// [`CN_NET_EVENTS`].
+    pub cn_net_events: Bucket<CnNetEvent>,
+}
+
+impl Buckets {
+    /// The buckets of [`bucket_configs`] on `moray`.
+    pub fn new(moray: MorayClient) -> Buckets {
+        let config = |name: &str| {
+            bucket_configs()
+                .into_iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, c)| c)
+                .unwrap_or_else(|| BucketConfig::versioned(0))
+        };
+        Buckets {
+            vnet_mac_ip: Bucket::new(moray.clone(), VNET_MAC_IP, config(VNET_MAC_IP)),
+            underlay_mappings: Bucket::new(
+                moray.clone(),
+                UNDERLAY_MAPPINGS,
+                config(UNDERLAY_MAPPINGS),
+            ),
+            cn_net_events: Bucket::new(moray, CN_NET_EVENTS, config(CN_NET_EVENTS)),
+        }
+    }
+
+    /// Creates the buckets (or upgrades them to these indexes) where needed.
+    pub async fn ensure(&self) -> moray_client::Result<()> {
+        self.vnet_mac_ip.ensure().await?;
+        self.underlay_mappings.ensure().await?;
+        self.cn_net_events.ensure().await
+    }
 }
 
 /// An address as the buckets write it: IPv6 text, IPv4 in its mapped form.

@@ -1,0 +1,134 @@
+//! `portolan_client::client::SvpClient`, the compute node's client, against a real
+//! Portolan on real Moray.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::IpAddr;
+
+use common::*;
+use portolan_client::buckets::{LogRecord, VXLAN_PORT, mac_number};
+use portolan_client::client::{SvpClient, SvpError, Vl3Answer};
+use portolan_client::svp::{LogEntry, Op, Status, Underlay};
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn underlay(s: &str) -> Underlay {
+    Underlay {
+        ip: ip(s),
+        port: VXLAN_PORT,
+    }
+}
+
+#[tokio::test]
+async fn lookups_follow_the_buckets() {
+    let f = Fabric::start().await;
+    let mut svp = f.dc.svp().await;
+    svp.ping().await.unwrap();
+    assert_eq!(
+        svp.vl2(MAC_1, VNET_A).await.unwrap(),
+        Some(underlay(UNDERLAY_1))
+    );
+    assert_eq!(svp.vl2(MAC_GONE, VNET_A).await.unwrap(), None);
+    assert_eq!(
+        svp.vl3(ip(IP_1), VNET_A).await.unwrap(),
+        Some(Vl3Answer {
+            mac: MAC_1,
+            underlay: underlay(UNDERLAY_1)
+        })
+    );
+    assert_eq!(svp.vl3(ip(IP_B), VNET_A).await.unwrap(), None);
+    assert_eq!(
+        svp.vl3(ip(IP_6), VNET_A).await.unwrap().map(|a| a.mac),
+        Some(MAC_6)
+    );
+
+    // NAPI moves A's instance to node 2: the next answer says so.
+    let cn_2 = f.cn_2;
+    f.nic(IP_1, MAC_1, VNET_A, cn_2, false).await;
+    assert_eq!(
+        svp.vl3(ip(IP_1), VNET_A).await.unwrap().map(|a| a.underlay),
+        Some(underlay(UNDERLAY_2))
+    );
+    // ... and deletes it.
+    f.nic(IP_1, MAC_1, VNET_A, cn_2, true).await;
+    assert_eq!(svp.vl3(ip(IP_1), VNET_A).await.unwrap(), None);
+    assert_eq!(svp.vl2(MAC_1, VNET_A).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn the_log_drains() {
+    let f = Fabric::start().await;
+    let mut svp = SvpClient::connect(f.svp_addr()).await.unwrap();
+    let log = svp.log(ip(UNDERLAY_1), 4096).await.unwrap();
+    assert_eq!(
+        log,
+        vec![
+            LogEntry::Vl2 {
+                id: f.log_1[0],
+                mac: MAC_GONE,
+                vnet_id: VNET_A
+            },
+            LogEntry::Vl3 {
+                id: f.log_1[1],
+                ip: ip(IP_GONE),
+                vlan: VLAN,
+                vnet_id: VNET_A
+            },
+        ]
+    );
+    svp.log_rm(&f.log_1).await.unwrap();
+    assert_eq!(svp.log(ip(UNDERLAY_1), 4096).await.unwrap(), vec![]);
+
+    // A new event comes after the drain.
+    let id = f
+        .event(
+            f.cn_1,
+            LogRecord::Vl2 {
+                mac: mac_number(MAC_B),
+                vnet_id: VNET_B,
+            },
+        )
+        .await;
+    let log = svp.log(ip(UNDERLAY_1), 4096).await.unwrap();
+    assert_eq!(log.iter().map(LogEntry::id).collect::<Vec<_>>(), vec![id]);
+
+    // An address no node has: Portolan answers FATAL, an error here; the connection
+    // still serves.
+    let e = svp.log(ip(UNDERLAY_NONE), 4096).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            SvpError::Status {
+                op: Op::LogAck,
+                status: Status::Fatal
+            }
+        ),
+        "{e}"
+    );
+    svp.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn many_clients_at_once() {
+    let f = Fabric::start().await;
+    let addr = f.svp_addr();
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        tasks.push(tokio::spawn(async move {
+            let mut svp = SvpClient::connect(addr).await.unwrap();
+            for _ in 0..20 {
+                assert_eq!(
+                    svp.vl3(ip(IP_1), VNET_A).await.unwrap().map(|a| a.mac),
+                    Some(MAC_1)
+                );
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
