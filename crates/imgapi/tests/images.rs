@@ -219,6 +219,26 @@ fn add_file_stream(
     futures::stream::iter(msgs)
 }
 
+/// The answer of a call that must succeed.
+#[track_caller]
+fn ok<T>(result: Result<tonic::Response<T>, tonic::Status>) -> T {
+    match result {
+        Ok(r) => r.into_inner(),
+        Err(status) => panic!("the call should succeed: {status:?}"),
+    }
+}
+
+/// CreateImage of `manifest`.
+async fn create(
+    c: &mut ImgapiClient<Channel>,
+    manifest: proto::Image,
+) -> Result<tonic::Response<proto::Image>, tonic::Status> {
+    c.create_image(proto::CreateImageRequest {
+        manifest: Some(manifest),
+    })
+    .await
+}
+
 #[track_caller]
 fn assert_error<T: std::fmt::Debug>(
     result: Result<tonic::Response<T>, tonic::Status>,
@@ -315,11 +335,7 @@ async fn import_activate_and_fetch_over_grpc_and_http() {
         &[&uuid],
     );
 
-    let active = c
-        .activate_image(img(uuid.clone()))
-        .await
-        .unwrap()
-        .into_inner();
+    let active = ok(c.activate_image(img(uuid.clone())).await);
     assert_eq!(active.state, "active");
     assert!(
         active.published_at.ends_with('Z'),
@@ -375,11 +391,7 @@ async fn import_activate_and_fetch_over_grpc_and_http() {
     );
 
     // Disable and enable.
-    let disabled = c
-        .disable_image(img(uuid.clone()))
-        .await
-        .unwrap()
-        .into_inner();
+    let disabled = ok(c.disable_image(img(uuid.clone())).await);
     assert_eq!(disabled.state, "disabled");
     assert!(disabled.disabled);
     let listed = c
@@ -392,11 +404,7 @@ async fn import_activate_and_fetch_over_grpc_and_http() {
         listed.is_empty(),
         "a disabled image is not listed by default"
     );
-    let enabled = c
-        .enable_image(img(uuid.clone()))
-        .await
-        .unwrap()
-        .into_inner();
+    let enabled = ok(c.enable_image(img(uuid.clone())).await);
     assert_eq!(enabled.state, "active");
 
     // Delete removes the manifest and the file.
@@ -427,21 +435,12 @@ async fn create_upload_transitions_and_list_filters() {
     bad.os = "plan9".into();
     bad.uuid = new_uuid();
     assert_error(
-        c.create_image(proto::CreateImageRequest {
-            manifest: Some(bad),
-        })
-        .await,
+        create(&mut c, bad).await,
         "ValidationFailed",
         &["uuid:", "owner:", "name:", "version:", "type:", "os:"],
     );
 
-    let created = c
-        .create_image(proto::CreateImageRequest {
-            manifest: Some(manifest("ubuntu", "22.04")),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let created = ok(create(&mut c, manifest("ubuntu", "22.04")).await);
     let uuid = created.uuid.clone();
     assert_eq!(created.state, "unactivated");
     assert_eq!(created.v, 2);
@@ -529,11 +528,7 @@ async fn create_upload_transitions_and_list_filters() {
     assert_eq!(with_file.files[0].compression, "xz");
     assert_eq!(with_file.state, "unactivated");
     assert_eq!(get_file_grpc(&mut c, &uuid).await, data);
-    let active = c
-        .activate_image(img(uuid.clone()))
-        .await
-        .unwrap()
-        .into_inner();
+    let active = ok(c.activate_image(img(uuid.clone())).await);
     assert_eq!(active.state, "active");
 
     // More images for the filters.
@@ -542,22 +537,10 @@ async fn create_upload_transitions_and_list_filters() {
     linux.r#type = "lx-dataset".into();
     linux.public = false;
     linux.tags = [("role".to_string(), "db".to_string())].into();
-    let centos = c
-        .create_image(proto::CreateImageRequest {
-            manifest: Some(linux),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let centos = ok(create(&mut c, linux).await);
     let mut other_owner = manifest("ubuntu", "24.04");
     other_owner.owner = new_uuid();
-    let ubuntu24 = c
-        .create_image(proto::CreateImageRequest {
-            manifest: Some(other_owner.clone()),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let ubuntu24 = ok(create(&mut c, other_owner.clone()).await);
 
     let names = |r: proto::ListImagesResponse| -> Vec<String> {
         let mut v: Vec<String> = r
@@ -582,96 +565,64 @@ async fn create_upload_transitions_and_list_filters() {
         vec!["centos@7", "ubuntu@22.04", "ubuntu@24.04"]
     );
     // Each filter alone (besides `state`, over every state), and what it finds.
+    let with = |set: &dyn Fn(&mut proto::ListImagesRequest)| {
+        let mut req = all(Default::default());
+        set(&mut req);
+        req
+    };
     let role_tag = |v: &str| [("role".to_string(), v.to_string())].into();
     let filters: Vec<(&str, proto::ListImagesRequest, Vec<&str>)> = vec![
         (
             "state unactivated",
-            proto::ListImagesRequest {
-                state: Some("unactivated".into()),
-                ..Default::default()
-            },
+            with(&|r| r.state = Some("unactivated".into())),
             vec!["centos@7", "ubuntu@24.04"],
         ),
         (
             "name",
-            all(proto::ListImagesRequest {
-                name: Some("ubuntu".into()),
-                ..Default::default()
-            }),
+            with(&|r| r.name = Some("ubuntu".into())),
             vec!["ubuntu@22.04", "ubuntu@24.04"],
         ),
         (
             "name ~substring",
-            all(proto::ListImagesRequest {
-                name: Some("~ent".into()),
-                ..Default::default()
-            }),
+            with(&|r| r.name = Some("~ent".into())),
             vec!["centos@7"],
         ),
         (
             "a tag value with filter characters",
-            all(proto::ListImagesRequest {
-                tags: role_tag("*)(name=*"),
-                ..Default::default()
-            }),
+            with(&|r| r.tags = role_tag("*)(name=*")),
             vec![],
         ),
         (
             "version",
-            all(proto::ListImagesRequest {
-                version: Some("24.04".into()),
-                ..Default::default()
-            }),
+            with(&|r| r.version = Some("24.04".into())),
             vec!["ubuntu@24.04"],
         ),
         (
             "os",
-            all(proto::ListImagesRequest {
-                os: Some("linux".into()),
-                ..Default::default()
-            }),
+            with(&|r| r.os = Some("linux".into())),
             vec!["centos@7"],
         ),
         (
             "type, negated",
-            all(proto::ListImagesRequest {
-                r#type: Some("!zone-dataset".into()),
-                ..Default::default()
-            }),
+            with(&|r| r.r#type = Some("!zone-dataset".into())),
             vec!["centos@7"],
         ),
         (
             "type",
-            all(proto::ListImagesRequest {
-                r#type: Some("zone-dataset".into()),
-                ..Default::default()
-            }),
+            with(&|r| r.r#type = Some("zone-dataset".into())),
             vec!["ubuntu@22.04", "ubuntu@24.04"],
         ),
         (
             "owner",
-            all(proto::ListImagesRequest {
-                owner: Some(OWNER.into()),
-                ..Default::default()
-            }),
+            with(&|r| r.owner = Some(OWNER.into())),
             vec!["centos@7", "ubuntu@22.04"],
         ),
         (
             "public",
-            all(proto::ListImagesRequest {
-                public: Some(false),
-                ..Default::default()
-            }),
+            with(&|r| r.public = Some(false)),
             vec!["centos@7"],
         ),
-        (
-            "tag",
-            all(proto::ListImagesRequest {
-                tags: role_tag("db"),
-                ..Default::default()
-            }),
-            vec!["centos@7"],
-        ),
+        ("tag", with(&|r| r.tags = role_tag("db")), vec!["centos@7"]),
     ];
     for (what, req, want) in filters {
         assert_eq!(list(req).await, want, "{what}");
@@ -703,30 +654,16 @@ async fn create_upload_transitions_and_list_filters() {
     // Paging by uuid.
     let mut uuids = [uuid.clone(), centos.uuid.clone(), ubuntu24.uuid.clone()];
     uuids.sort();
-    let page = c
-        .list_images(all(proto::ListImagesRequest {
-            limit: Some(2),
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-        .into_inner()
-        .images;
+    let listed_uuids = |req: proto::ListImagesRequest| {
+        let mut c = t.c();
+        async move {
+            let images = ok(c.list_images(req).await).images;
+            images.into_iter().map(|i| i.uuid).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed_uuids(with(&|r| r.limit = Some(2))).await, uuids[..2]);
     assert_eq!(
-        page.iter().map(|i| i.uuid.clone()).collect::<Vec<_>>(),
-        uuids[..2]
-    );
-    let rest = c
-        .list_images(all(proto::ListImagesRequest {
-            marker: Some(uuids[1].clone()),
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-        .into_inner()
-        .images;
-    assert_eq!(
-        rest.iter().map(|i| i.uuid.clone()).collect::<Vec<_>>(),
+        listed_uuids(with(&|r| r.marker = Some(uuids[1].clone()))).await,
         uuids[2..]
     );
     assert_error(
@@ -748,13 +685,7 @@ async fn create_upload_transitions_and_list_filters() {
     let mut shared = manifest("shared", "1");
     shared.public = false;
     shared.acl = vec![stranger.clone()];
-    let shared = c
-        .create_image(proto::CreateImageRequest {
-            manifest: Some(shared),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let shared = ok(create(&mut c, shared).await);
     let as_account = |account: &str| {
         all(proto::ListImagesRequest {
             account: Some(account.to_string()),
@@ -791,21 +722,12 @@ async fn create_upload_transitions_and_list_filters() {
     let mut child = manifest("ubuntu-custom", "1");
     child.origin = new_uuid();
     assert_error(
-        c.create_image(proto::CreateImageRequest {
-            manifest: Some(child.clone()),
-        })
-        .await,
+        create(&mut c, child.clone()).await,
         "OriginDoesNotExist",
         &["origin"],
     );
     child.origin = uuid.clone();
-    let child = c
-        .create_image(proto::CreateImageRequest {
-            manifest: Some(child),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let child = ok(create(&mut c, child).await);
     assert_error(
         c.delete_image(img(uuid.clone())).await,
         "ImageHasDependentImages",

@@ -6,37 +6,13 @@
 
 mod common;
 
-use common::{TestMoray, expect_err, start};
+use common::{EVERY_INDEX_TYPE, TestMoray, expect_err, start};
 use serde_json::json;
 use triton_proto::moray::v1 as pb;
 
 async fn fixture() -> TestMoray {
     let mut m = start().await;
-    m.create_bucket(
-        "t",
-        &[
-            ("name", "string"),
-            ("n", "number"),
-            ("ok", "boolean"),
-            ("d", "date"),
-            ("u", "uuid"),
-            ("ip", "ip"),
-            ("mac", "mac"),
-            ("net", "subnet"),
-            ("nr", "numrange"),
-            ("dr", "daterange"),
-            ("tags", "[string]"),
-            ("ns", "[number]"),
-            ("oks", "[boolean]"),
-            ("ds", "[date]"),
-            ("ips", "[ip]"),
-            ("macs", "[mac]"),
-            ("nets", "[subnet]"),
-        ],
-        0,
-    )
-    .await
-    .unwrap();
+    m.bucket("t", EVERY_INDEX_TYPE).await;
     let rows = [
         (
             "a",
@@ -78,101 +54,104 @@ async fn fixture() -> TestMoray {
 #[tokio::test]
 async fn equality_ranges_presence_and_substrings_on_every_type() {
     let mut m = fixture().await;
-    let cases: &[(&str, &[&str])] = &[
-        ("(name=beta)", &["b"]),
-        ("(name=*)", &["a", "b", "c"]),
-        ("(name=*a)", &["a", "b"]),
-        ("(name=b*)", &["b"]),
-        ("(name=*amm*)", &["c"]),
-        ("(name=Gamma\\(1\\)\\*)", &["c"]),
-        ("(name>=b)", &["b"]),
-        ("(name<=B)", &["a"]),
-        ("(n>=10)", &["b", "c"]),
-        ("(n<=10)", &["a", "b"]),
-        ("(n=100)", &["c"]),
-        ("(ok=true)", &["a", "c"]),
-        ("(ok=FALSE)", &["b"]),
-        ("(d>=2013-01-01T00:00:00Z)", &["b", "c"]),
-        ("(d<=2012-12-31T23:59:59.999Z)", &["a"]),
-        ("(u=00000000-0000-0000-0000-00000000000b)", &["b"]),
-        ("(u>=00000000-0000-0000-0000-00000000000a)", &["a", "b"]),
-        ("(ip=192.168.1.7)", &["b"]),
-        ("(ip>=192.168.0.0)", &["b", "c"]),
-        ("(mac=00:00:00:00:00:02)", &["b"]),
-        ("(mac<=00:00:00:00:00:01)", &["a"]),
-        ("(net=10.0.0.0/8)", &["a"]),
-        ("(nr=[1,5\\))", &["a"]),
-        ("(tags=red)", &["a", "c"]),
-        ("(tags>=green)", &["a", "c"]),
-        ("(ns=5)", &["c"]),
-        ("(ns>=50)", &["c"]),
-        ("(ns<=1)", &["a"]),
-        ("(oks=false)", &["b"]),
-        ("(ds=2013-01-01T00:00:00Z)", &["b"]),
-        ("(ds>=2012-06-01T00:00:00Z)", &["b"]),
-        ("(ips=fd00::1)", &["b"]),
-        ("(ips<=10.0.0.2)", &["a"]),
-        ("(macs=00:00:00:00:00:01)", &["a"]),
-        ("(nets=192.168.0.0/16)", &["b"]),
-        ("(_key=b)", &["b"]),
-        ("(_key>=c)", &["c", "d"]),
-        ("(_id>=1)", &["a", "b", "c", "d"]),
-        ("(_mtime>=1)", &["a", "b", "c", "d"]),
-        ("(_etag=*)", &["a", "b", "c", "d"]),
-    ];
-    for (filter, want) in cases {
-        assert_eq!(m.keys("t", filter).await, *want, "{filter}");
-    }
+    m.assert_finds(
+        "t",
+        &[
+            ("(name=beta)", &["b"]),
+            ("(name=*)", &["a", "b", "c"]),
+            ("(name=*a)", &["a", "b"]),
+            ("(name=b*)", &["b"]),
+            ("(name=*amm*)", &["c"]),
+            ("(name=Gamma\\(1\\)\\*)", &["c"]),
+            ("(name>=b)", &["b"]),
+            ("(name<=B)", &["a"]),
+            ("(n>=10)", &["b", "c"]),
+            ("(n<=10)", &["a", "b"]),
+            ("(n=100)", &["c"]),
+            ("(ok=true)", &["a", "c"]),
+            ("(ok=FALSE)", &["b"]),
+            ("(d>=2013-01-01T00:00:00Z)", &["b", "c"]),
+            ("(d<=2012-12-31T23:59:59.999Z)", &["a"]),
+            ("(u=00000000-0000-0000-0000-00000000000b)", &["b"]),
+            ("(u>=00000000-0000-0000-0000-00000000000a)", &["a", "b"]),
+            ("(ip=192.168.1.7)", &["b"]),
+            ("(ip>=192.168.0.0)", &["b", "c"]),
+            ("(mac=00:00:00:00:00:02)", &["b"]),
+            ("(mac<=00:00:00:00:00:01)", &["a"]),
+            ("(net=10.0.0.0/8)", &["a"]),
+            ("(nr=[1,5\\))", &["a"]),
+            ("(tags=red)", &["a", "c"]),
+            ("(tags>=green)", &["a", "c"]),
+            ("(ns=5)", &["c"]),
+            ("(ns>=50)", &["c"]),
+            ("(ns<=1)", &["a"]),
+            ("(oks=false)", &["b"]),
+            ("(ds=2013-01-01T00:00:00Z)", &["b"]),
+            ("(ds>=2012-06-01T00:00:00Z)", &["b"]),
+            ("(ips=fd00::1)", &["b"]),
+            ("(ips<=10.0.0.2)", &["a"]),
+            ("(macs=00:00:00:00:00:01)", &["a"]),
+            ("(nets=192.168.0.0/16)", &["b"]),
+            ("(_key=b)", &["b"]),
+            ("(_key>=c)", &["c", "d"]),
+            ("(_id>=1)", &["a", "b", "c", "d"]),
+            ("(_mtime>=1)", &["a", "b", "c", "d"]),
+            ("(_etag=*)", &["a", "b", "c", "d"]),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn boolean_operators() {
     let mut m = fixture().await;
-    let cases: &[(&str, &[&str])] = &[
-        ("(&(n>=1)(ok=true))", &["a", "c"]),
-        ("(|(name=beta)(n=100))", &["b", "c"]),
-        ("(&(n>=1)(!(ok=true)))", &["b"]),
-        ("(&(n>=1)!(ok=true))", &["b"]),
-        ("(|(&(n>=1)(n<=1))(tags=blue))", &["a", "b"]),
-        // As in LDAP (and Triton), an object without the field matches its negation.
-        ("(!(name=beta))", &["a", "c", "d"]),
-        ("(&(name=*)(|(n=1)(n=10))(!(n=10)))", &["a"]),
-    ];
-    for (filter, want) in cases {
-        assert_eq!(m.keys("t", filter).await, *want, "{filter}");
-    }
+    m.assert_finds(
+        "t",
+        &[
+            ("(&(n>=1)(ok=true))", &["a", "c"]),
+            ("(|(name=beta)(n=100))", &["b", "c"]),
+            ("(&(n>=1)(!(ok=true)))", &["b"]),
+            ("(&(n>=1)!(ok=true))", &["b"]),
+            ("(|(&(n>=1)(n<=1))(tags=blue))", &["a", "b"]),
+            // As in LDAP (and Triton), an object without the field matches its negation.
+            ("(!(name=beta))", &["a", "c", "d"]),
+            ("(&(name=*)(|(n=1)(n=10))(!(n=10)))", &["a"]),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn extensible_matches() {
     let mut m = fixture().await;
-    let cases: &[(&str, &[&str])] = &[
-        ("(name:caseIgnoreMatch:=ALPHA)", &["a"]),
-        ("(name:2.5.13.2:=BETA)", &["b"]),
-        ("(name:caseIgnoreSubstringsMatch:=*MM*)", &["c"]),
-        ("(name:2.5.13.4:=a*)", &["a"]),
-        ("(tags:caseIgnoreMatch:=RED)", &["a", "c"]),
-        ("(n:within:=[5,50\\))", &["b"]),
-        (
-            "(d:within:=[2012-06-01T00:00:00Z,2015-01-01T00:00:00Z\\))",
-            &["b", "c"],
-        ),
-        ("(ip:within:=192.168.0.0/16)", &["b"]),
-        ("(ips:within:=fd00::/64)", &["b"]),
-        ("(ns:within:=[90,200])", &["c"]),
-        ("(net:contains:=10.9.8.7)", &["a"]),
-        ("(nets:contains:=192.168.3.4)", &["b"]),
-        ("(nr:contains:=3)", &["a"]),
-        ("(dr:contains:=2013-05-05T00:00:00Z)", &["b"]),
-        ("(nr:overlaps:=[4,11\\))", &["a", "b"]),
-        (
-            "(dr:overlaps:=[2012-05-01T00:00:00Z,2012-05-02T00:00:00Z\\))",
-            &["a"],
-        ),
-    ];
-    for (filter, want) in cases {
-        assert_eq!(m.keys("t", filter).await, *want, "{filter}");
-    }
+    m.assert_finds(
+        "t",
+        &[
+            ("(name:caseIgnoreMatch:=ALPHA)", &["a"]),
+            ("(name:2.5.13.2:=BETA)", &["b"]),
+            ("(name:caseIgnoreSubstringsMatch:=*MM*)", &["c"]),
+            ("(name:2.5.13.4:=a*)", &["a"]),
+            ("(tags:caseIgnoreMatch:=RED)", &["a", "c"]),
+            ("(n:within:=[5,50\\))", &["b"]),
+            (
+                "(d:within:=[2012-06-01T00:00:00Z,2015-01-01T00:00:00Z\\))",
+                &["b", "c"],
+            ),
+            ("(ip:within:=192.168.0.0/16)", &["b"]),
+            ("(ips:within:=fd00::/64)", &["b"]),
+            ("(ns:within:=[90,200])", &["c"]),
+            ("(net:contains:=10.9.8.7)", &["a"]),
+            ("(nets:contains:=192.168.3.4)", &["b"]),
+            ("(nr:contains:=3)", &["a"]),
+            ("(dr:contains:=2013-05-05T00:00:00Z)", &["b"]),
+            ("(nr:overlaps:=[4,11\\))", &["a", "b"]),
+            (
+                "(dr:overlaps:=[2012-05-01T00:00:00Z,2012-05-02T00:00:00Z\\))",
+                &["a"],
+            ),
+        ],
+    )
+    .await;
     // Operators a type does not support, and those on unindexed fields.
     m.assert_refused(
         "t",

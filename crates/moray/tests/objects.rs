@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{expect_err, put_item, start, start_with};
+use common::{EVERY_INDEX_TYPE, expect_err, put_item, start, start_with};
 use serde_json::{Value, json};
 use triton_proto::moray::v1 as pb;
 
@@ -172,32 +172,13 @@ async fn values_are_checked() {
 #[tokio::test]
 async fn every_index_type_is_stored_and_merged_back() {
     let mut m = start().await;
-    let defs = [
-        ("s", "string"),
-        ("n", "number"),
-        ("b", "boolean"),
-        ("d", "date"),
-        ("u", "uuid"),
-        ("ip", "ip"),
-        ("mac", "mac"),
-        ("net", "subnet"),
-        ("nr", "numrange"),
-        ("dr", "daterange"),
-        ("ss", "[string]"),
-        ("ns", "[number]"),
-        ("bs", "[boolean]"),
-        ("ds", "[date]"),
-        ("ips", "[ip]"),
-        ("macs", "[mac]"),
-        ("nets", "[subnet]"),
-    ];
-    m.bucket("t", &defs).await;
+    m.bucket("t", EVERY_INDEX_TYPE).await;
     let value = json!({
-        "s": "hello", "n": 42.5, "b": "TRUE", "d": "2012-01-02T03:04:05Z",
+        "name": "hello", "n": 42.5, "ok": "TRUE", "d": "2012-01-02T03:04:05Z",
         "u": "4a8e1d8b-34a5-4b5a-9f6a-000000000001", "ip": "::ffff:10.0.0.1",
         "mac": "AA-BB-CC-DD-EE-0F", "net": "10.1.2.3/8", "nr": "[1,10)",
         "dr": "[2012-01-01T00:00:00Z,2013-01-01T00:00:00Z)",
-        "ss": ["a", "b"], "ns": [1, 2.5], "bs": [true, false],
+        "tags": ["a", "b"], "ns": [1, 2.5], "oks": [true, false],
         "ds": ["2012-01-01T00:00:00.123Z"], "ips": ["192.168.0.1", "fd00::1"],
         "macs": ["00:00:00:00:00:01"], "nets": ["192.168.0.0/16"],
         "other": {"kept": true}
@@ -207,28 +188,28 @@ async fn every_index_type_is_stored_and_merged_back() {
     assert_eq!(
         got,
         json!({
-            "s": "hello", "n": 42.5, "b": true, "d": "2012-01-02T03:04:05.000Z",
+            "name": "hello", "n": 42.5, "ok": true, "d": "2012-01-02T03:04:05.000Z",
             "u": "4a8e1d8b-34a5-4b5a-9f6a-000000000001", "ip": "10.0.0.1",
             "mac": "aa:bb:cc:dd:ee:0f", "net": "10.0.0.0/8", "nr": "[1,10)",
             "dr": "[2012-01-01T00:00:00.000Z,2013-01-01T00:00:00.000Z)",
-            "ss": ["a", "b"], "ns": [1, 2.5], "bs": [true, false],
+            "tags": ["a", "b"], "ns": [1, 2.5], "oks": [true, false],
             "ds": ["2012-01-01T00:00:00.123Z"], "ips": ["192.168.0.1", "fd00::1"],
             "macs": ["00:00:00:00:00:01"], "nets": ["192.168.0.0/16"],
             "other": {"kept": true}
         })
     );
     for f in [
-        "(s=hello)",
+        "(name=hello)",
         "(n=42.5)",
-        "(b=true)",
+        "(ok=true)",
         "(d=2012-01-02T03:04:05.000Z)",
         "(u=4a8e1d8b-34a5-4b5a-9f6a-000000000001)",
         "(ip=10.0.0.1)",
         "(mac=aa:bb:cc:dd:ee:0f)",
         "(net=10.0.0.0/8)",
-        "(ss=b)",
+        "(tags=b)",
         "(ns=2.5)",
-        "(bs=false)",
+        "(oks=false)",
         "(ds=2012-01-01T00:00:00.123Z)",
         "(ips=fd00::1)",
         "(macs=00:00:00:00:00:01)",
@@ -255,10 +236,10 @@ async fn every_index_type_is_stored_and_merged_back() {
     }
     // Triton quirks: an unparseable number is NULL (the field disappears on read), an
     // array under a scalar string index is stored joined and left alone in the value.
-    m.put_ok("t", "q", json!({"n": "abc", "s": ["x", "y"]}))
+    m.put_ok("t", "q", json!({"n": "abc", "name": ["x", "y"]}))
         .await;
-    assert_eq!(m.get_value("t", "q").await, json!({"s": ["x", "y"]}));
-    assert_eq!(m.keys("t", "(s=x,y)").await, vec!["q"]);
+    assert_eq!(m.get_value("t", "q").await, json!({"name": ["x", "y"]}));
+    assert_eq!(m.keys("t", "(name=x,y)").await, vec!["q"]);
 }
 
 #[tokio::test]

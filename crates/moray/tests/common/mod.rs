@@ -14,6 +14,28 @@ use triton_proto::moray::v1::change_event::Op;
 use triton_proto::moray::v1::moray_client::MorayClient;
 use triton_testkit::Postgres;
 
+/// One index of every type Moray has, each named for the tests that store and find
+/// values of all of them (`find.rs`, `objects.rs`).
+pub const EVERY_INDEX_TYPE: &[(&str, &str)] = &[
+    ("name", "string"),
+    ("n", "number"),
+    ("ok", "boolean"),
+    ("d", "date"),
+    ("u", "uuid"),
+    ("ip", "ip"),
+    ("mac", "mac"),
+    ("net", "subnet"),
+    ("nr", "numrange"),
+    ("dr", "daterange"),
+    ("tags", "[string]"),
+    ("ns", "[number]"),
+    ("oks", "[boolean]"),
+    ("ds", "[date]"),
+    ("ips", "[ip]"),
+    ("macs", "[mac]"),
+    ("nets", "[subnet]"),
+];
+
 pub struct TestMoray {
     pub client: MorayClient<Channel>,
     pub addr: SocketAddr,
@@ -228,6 +250,13 @@ impl TestMoray {
         self.create_bucket(name, defs, 0)
             .await
             .unwrap_or_else(|e| panic!("create bucket {name}: {e:?}"));
+    }
+
+    /// Each filter finds on `bucket` exactly the keys beside it, in key order.
+    pub async fn assert_finds(&mut self, bucket: &str, cases: &[(&str, &[&str])]) {
+        for (filter, want) in cases {
+            assert_eq!(self.keys(bucket, filter).await, *want, "{filter}");
+        }
     }
 
     /// Each filter is refused on `bucket` with the Triton error named beside it.
