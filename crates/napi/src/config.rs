@@ -25,6 +25,38 @@ pub struct Config {
     pub admin_uuid: String,
     /// Networks created at start-up when missing (CoaL).
     pub seed: SeedConfig,
+    /// Every account's default fabric (`NAPI_FABRICS__ENABLED`, ...).
+    pub fabrics: FabricsConfig,
+}
+
+/// With `enabled`, NAPI follows UFDS's accounts and gives each account without a
+/// `default_network` Triton's default fabric (`My-Fabric-VLAN`, VLAN 2, and
+/// `My-Fabric-Network` on it), then makes that network the account's `default_network`
+/// (docs/napi.md, "Default fabrics").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FabricsConfig {
+    /// `NAPI_FABRICS__ENABLED`
+    pub enabled: bool,
+    /// UFDS's gRPC address (`NAPI_FABRICS__UFDS_URL`); required when enabled.
+    pub ufds_url: String,
+    /// The resolvers of each default fabric network (Triton: the datacenter's
+    /// `dns_resolvers`).
+    pub resolvers: Vec<String>,
+    /// Milliseconds between passes over UFDS's feed: each pass resumes where the last
+    /// one stopped and ends once the feed has been quiet for a second.
+    pub follow_interval_ms: u64,
+}
+
+impl Default for FabricsConfig {
+    fn default() -> Self {
+        FabricsConfig {
+            enabled: false,
+            ufds_url: String::new(),
+            resolvers: vec!["8.8.8.8".into(), "8.8.4.4".into()],
+            follow_interval_ms: 1000,
+        }
+    }
 }
 
 impl Default for Config {
@@ -34,6 +66,7 @@ impl Default for Config {
             mac_oui: DEFAULT_MAC_OUI.to_string(),
             admin_uuid: String::new(),
             seed: SeedConfig::default(),
+            fabrics: FabricsConfig::default(),
         }
     }
 }

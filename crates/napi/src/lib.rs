@@ -10,6 +10,7 @@
 pub mod allocation;
 pub mod app;
 pub mod config;
+pub mod default_fabrics;
 pub mod error;
 pub mod ip;
 pub mod mac;
@@ -20,6 +21,7 @@ pub mod validate;
 pub mod watch;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -67,11 +69,37 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         app.clone(),
         watch,
     )));
-    let (addr, task) = svc
-        .start(routes, &[server::SERVICE_NAME], shutdown, |e| {
-            StoreError::Serve(e).into()
-        })
-        .await?;
-    tracing::info!(%addr, "napi started");
+    // Background work (health: `task:<name>`): the default fabrics' follower.
+    let tasks = triton_common::periodic::Tasks::new();
+    let follower = if config.fabrics.enabled {
+        let follower =
+            default_fabrics::Follower::new(app.clone(), &config.fabrics, shutdown.clone())
+                .map_err(Error::Config)?;
+        let every = Duration::from_millis(config.fabrics.follow_interval_ms.max(1));
+        Some(follower.spawn(every, &tasks))
+    } else {
+        None
+    };
+    let (listener, addr) = triton_common::grpc::bind_addr(&svc.listen)
+        .await
+        .map_err(StoreError::Serve)?;
+    let grpc = svc.grpc.clone();
+    let task = tokio::spawn(async move {
+        let served = triton_common::grpc::serve_with_tasks(
+            listener,
+            routes,
+            &[server::SERVICE_NAME],
+            &grpc,
+            &tasks,
+            shutdown.clone(),
+        )
+        .await;
+        shutdown.cancel();
+        if let Some(f) = follower {
+            let _ = f.await;
+        }
+        served.map_err(|e| StoreError::Serve(e).into())
+    });
+    tracing::info!(%addr, fabrics = config.fabrics.enabled, "napi started");
     Ok(Running { addr, task, app })
 }

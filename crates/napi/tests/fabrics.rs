@@ -1,6 +1,6 @@
-//! Fabrics as Portolan and tenants see them: UpdateFabricNetwork, and the rows NAPI
-//! writes to the `portolan_*` buckets with each fabric or underlay NIC (read back from
-//! the real Moray).
+//! Fabrics as Portolan and tenants see them: UpdateFabricNetwork, the rows NAPI writes
+//! to the `portolan_*` buckets with each fabric or underlay NIC (read back from the real
+//! Moray), and every UFDS account's default fabric.
 
 // Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -11,7 +11,18 @@ use common::{TestNapi, assert_error, new_uuid};
 use moray_client::filter::Filter;
 use moray_client::{EtagCondition, FindOptions};
 use portolan_client::buckets::{self, CnNetEvent, LogRecord, UnderlayMapping, VnetMacIp};
+use std::time::Duration;
+
+use dc_testkit::{Dc, Options, Service, eventually};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 use triton_proto::napi::v1 as proto;
+use triton_proto::napi::v1::napi_client::NapiClient;
+use triton_proto::ufds::v1 as ufds_pb;
+use triton_proto::ufds::v1::ufds_client::UfdsClient;
 
 /// A VLAN `vlan_id` on `owner`'s fabric and a /24 network `192.168.<third>.0` on it.
 async fn fabric_network(napi: &TestNapi, owner: &str, vlan_id: u32, third: u8) -> proto::Network {
@@ -524,4 +535,208 @@ async fn a_create_racing_a_delete_of_the_same_ip_leaves_the_row_as_napi_has_it()
         .nics;
     assert_eq!(nics.len(), 1);
     assert_eq!(nics[0].mac, holder.mac);
+}
+
+/// NAPI with fabrics on, following the test datacenter's UFDS.
+async fn start_napi_following(dc: &Dc, shutdown: CancellationToken) -> napi::Running {
+    let mut config = napi::Config::default();
+    config.service.listen = "127.0.0.1:0".into();
+    config.service.moray_url = dc.moray_url();
+    config.fabrics.enabled = true;
+    config.fabrics.ufds_url = format!("http://{}", dc.addr(Service::Ufds));
+    config.fabrics.resolvers = vec!["10.99.99.11".into()];
+    config.fabrics.follow_interval_ms = 100;
+    napi::start(config, shutdown).await.expect("NAPI starts")
+}
+
+async fn account(ufds: &mut UfdsClient<Channel>, login: &str) -> ufds_pb::Account {
+    ufds.create_account(ufds_pb::CreateAccountRequest {
+        login: login.into(),
+        email: format!("{login}@example.com"),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+/// The account's default network, once NAPI set it.
+async fn default_network_of(ufds: &UfdsClient<Channel>, uuid: &str) -> String {
+    let found = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    eventually(
+        "the account's default_network set",
+        Duration::from_secs(30),
+        || {
+            let (mut ufds, uuid, found) = (ufds.clone(), uuid.to_string(), found.clone());
+            async move {
+                let a = ufds
+                    .get_account(ufds_pb::GetAccountRequest { account: uuid })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                let set = !a.default_network.is_empty();
+                *found.lock().unwrap() = a.default_network;
+                set
+            }
+        },
+    )
+    .await;
+    found.lock().unwrap().clone()
+}
+
+#[tokio::test]
+async fn every_account_gets_its_default_fabric_and_default_network() {
+    let dc = Dc::start(Options::only(Service::Ufds)).await;
+    let mut ufds = dc.ufds();
+    // Accounts from before NAPI started: one with no default network, one whose
+    // default network is already chosen.
+    let early = account(&mut ufds, "early").await;
+    let chosen = account(&mut ufds, "chosen").await;
+    let elsewhere = new_uuid();
+    ufds.update_account(ufds_pb::UpdateAccountRequest {
+        account: chosen.uuid.clone(),
+        default_network: Some(elsewhere.clone()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+
+    let shutdown = CancellationToken::new();
+    let running = start_napi_following(&dc, shutdown.clone()).await;
+    let mut napi = NapiClient::new(
+        Endpoint::from_shared(format!("http://{}", running.addr))
+            .unwrap()
+            .connect_lazy(),
+    );
+    let net_uuid = default_network_of(&ufds, &early.uuid).await;
+    let vlan = napi
+        .get_fabric_vlan(proto::GetFabricVlanRequest {
+            owner_uuid: early.uuid.clone(),
+            vlan_id: 2,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(vlan.name, "My-Fabric-VLAN");
+    let net = napi
+        .get_fabric_network(proto::GetFabricNetworkRequest {
+            owner_uuid: early.uuid.clone(),
+            vlan_id: 2,
+            uuid: net_uuid.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(net.name, "My-Fabric-Network");
+    assert_eq!(net.subnet, "192.168.128.0/22");
+    assert_eq!(net.gateway, "192.168.128.1");
+    assert_eq!(
+        (
+            net.provision_start_ip.as_str(),
+            net.provision_end_ip.as_str()
+        ),
+        ("192.168.128.5", "192.168.131.250")
+    );
+    assert_eq!(net.resolvers, vec!["10.99.99.11".to_string()]);
+    assert!(net.fabric && net.internet_nat);
+    assert_eq!(net.owner_uuids, vec![early.uuid.clone()]);
+
+    // An account made while NAPI runs gets its own, on its own vnet.
+    let late = account(&mut ufds, "late").await;
+    let late_net = default_network_of(&ufds, &late.uuid).await;
+    assert_ne!(late_net, net_uuid);
+    let late_vnet = napi
+        .get_fabric(proto::GetFabricRequest {
+            owner_uuid: late.uuid.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .vnet_id;
+    assert_ne!(Some(late_vnet), net.vnet_id);
+
+    // The account that had chosen its default network keeps it, and gets no fabric.
+    let got = ufds
+        .get_account(ufds_pb::GetAccountRequest {
+            account: chosen.uuid.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.default_network, elsewhere);
+    assert_error(
+        napi.get_fabric(proto::GetFabricRequest {
+            owner_uuid: chosen.uuid.clone(),
+        })
+        .await,
+        "ResourceNotFound",
+        &[],
+    );
+
+    // The follower's state is in the health service.
+    let mut health = HealthClient::new(
+        Endpoint::from_shared(format!("http://{}", running.addr))
+            .unwrap()
+            .connect_lazy(),
+    );
+    let status = health
+        .check(HealthCheckRequest {
+            service: "task:default_fabrics".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+
+    // A NAPI started again (the snapshot again) makes nothing twice. The tenant clears
+    // the default network first: it is set again to the same network.
+    shutdown.cancel();
+    running.task.await.unwrap().unwrap();
+    ufds.update_account(ufds_pb::UpdateAccountRequest {
+        account: early.uuid.clone(),
+        default_network: Some(String::new()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let again = start_napi_following(&dc, CancellationToken::new()).await;
+    assert_eq!(default_network_of(&ufds, &early.uuid).await, net_uuid);
+    let mut napi = NapiClient::new(
+        Endpoint::from_shared(format!("http://{}", again.addr))
+            .unwrap()
+            .connect_lazy(),
+    );
+    let vlans = napi
+        .list_fabric_vlans(proto::ListFabricVlansRequest {
+            owner_uuid: early.uuid.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .vlans;
+    assert_eq!(vlans.len(), 1);
+    let nets = napi
+        .list_fabric_networks(proto::ListFabricNetworksRequest {
+            owner_uuid: early.uuid.clone(),
+            vlan_id: 2,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .networks;
+    assert_eq!(nets.len(), 1);
+}
+
+#[tokio::test]
+async fn fabrics_on_without_a_ufds_url_is_a_config_error() {
+    let dc = Dc::start(Options::default()).await;
+    let mut config = napi::Config::default();
+    config.service.listen = "127.0.0.1:0".into();
+    config.service.moray_url = dc.moray_url();
+    config.fabrics.enabled = true;
+    let Err(e) = napi::start(config, CancellationToken::new()).await else {
+        panic!("NAPI started without fabrics.ufds_url");
+    };
+    assert!(e.to_string().contains("fabrics.ufds_url"), "{e}");
 }

@@ -13,7 +13,67 @@ use moray_client::filter::Filter;
 
 use super::{Napi, check_range, gave_up, new_uuid, not_found, one, random_u64};
 
+/// Triton's default fabric of an account, as sdcadm's `default-fabric` and
+/// napi-ufds-watcher make it (sdcadm `lib/default-fabric.js`: VLAN 2, subnet
+/// 192.168.128.0/22, gateway .1, addresses .128.5 to .131.250; the names are the ones
+/// CloudAPI shows every account).
+pub const DEFAULT_VLAN_ID: u32 = 2;
+pub const DEFAULT_VLAN_NAME: &str = "My-Fabric-VLAN";
+pub const DEFAULT_NETWORK_NAME: &str = "My-Fabric-Network";
+pub const DEFAULT_SUBNET: &str = "192.168.128.0/22";
+pub const DEFAULT_GATEWAY: &str = "192.168.128.1";
+pub const DEFAULT_PROVISION_START: &str = "192.168.128.5";
+pub const DEFAULT_PROVISION_END: &str = "192.168.131.250";
+
 impl Napi {
+    /// The account's default fabric network, made with its VLAN when missing: VLAN
+    /// [`DEFAULT_VLAN_ID`] (kept as it is when the account has one, whatever its name)
+    /// and the network [`DEFAULT_NETWORK_NAME`] on it (found by name when it exists).
+    /// Safe to call again and from several NAPIs at once.
+    pub async fn default_fabric(&self, owner_uuid: &str, resolvers: &[String]) -> Result<Network> {
+        if let Err(e) = self.fabric_vlan(owner_uuid, DEFAULT_VLAN_ID).await {
+            if !matches!(e, Error::NotFound { .. }) {
+                return Err(e);
+            }
+            let made = self
+                .create_fabric_vlan(proto::CreateFabricVlanRequest {
+                    owner_uuid: owner_uuid.to_string(),
+                    vlan_id: DEFAULT_VLAN_ID,
+                    name: DEFAULT_VLAN_NAME.into(),
+                    description: String::new(),
+                })
+                .await;
+            // Another request made it meanwhile: that is the one.
+            if let Err(e) = made
+                && self.fabric_vlan(owner_uuid, DEFAULT_VLAN_ID).await.is_err()
+            {
+                return Err(e);
+            }
+        }
+        let named = |nets: Vec<Network>| nets.into_iter().find(|n| n.name == DEFAULT_NETWORK_NAME);
+        let existing = self.fabric_networks(owner_uuid, DEFAULT_VLAN_ID).await?;
+        if let Some(n) = named(existing) {
+            return Ok(n);
+        }
+        let made = self
+            .create_fabric_network(proto::CreateFabricNetworkRequest {
+                owner_uuid: owner_uuid.to_string(),
+                vlan_id: DEFAULT_VLAN_ID,
+                name: DEFAULT_NETWORK_NAME.into(),
+                subnet: DEFAULT_SUBNET.into(),
+                provision_start_ip: DEFAULT_PROVISION_START.into(),
+                provision_end_ip: DEFAULT_PROVISION_END.into(),
+                gateway: Some(DEFAULT_GATEWAY.into()),
+                resolvers: resolvers.to_vec(),
+                ..Default::default()
+            })
+            .await;
+        match made {
+            Ok(n) => Ok(n),
+            Err(e) => named(self.fabric_networks(owner_uuid, DEFAULT_VLAN_ID).await?).ok_or(e),
+        }
+    }
+
     pub async fn get_fabric(&self, owner_uuid: &str) -> Result<Fabric> {
         let owner = validate::uuid("owner_uuid", owner_uuid).map_err(one)?;
         self.store
