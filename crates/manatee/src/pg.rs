@@ -177,6 +177,19 @@ pub struct PgView {
     pub rebuild: String,
 }
 
+/// What one poll of PostgreSQL saw: a primary its WAL position and replicas, a standby
+/// what it received and replayed ([`PgView`]'s fields of the same names).
+#[derive(Debug, Default)]
+struct Probed {
+    online: bool,
+    wal_current: Option<Lsn>,
+    wal_receive: Option<Lsn>,
+    wal_replay: Option<Lsn>,
+    replay_lag_seconds: Option<f64>,
+    receiver_status: String,
+    replicas: Vec<ReplicaRow>,
+}
+
 /// One row of `pg_stat_replication`.
 #[derive(Debug, Clone, Default)]
 pub struct ReplicaRow {
@@ -1041,6 +1054,19 @@ impl Pg {
 
     // ---- polling ----
 
+    /// Puts what one poll saw in the view; what it did not see is cleared.
+    fn show(&self, probed: Probed) {
+        self.view.send_modify(|v| {
+            v.online = probed.online;
+            v.wal_current = probed.wal_current;
+            v.wal_receive = probed.wal_receive;
+            v.wal_replay = probed.wal_replay;
+            v.replay_lag_seconds = probed.replay_lag_seconds;
+            v.receiver_status = probed.receiver_status;
+            v.replicas = probed.replicas;
+        });
+    }
+
     async fn poll(&mut self) -> Option<Event> {
         self.child.as_ref()?;
         match self.mode {
@@ -1081,15 +1107,11 @@ impl Pg {
                 Vec::new()
             }
         };
-        let online = current.is_some();
-        self.view.send_modify(|v| {
-            v.online = online;
-            v.wal_current = current;
-            v.wal_receive = None;
-            v.wal_replay = None;
-            v.replay_lag_seconds = None;
-            v.receiver_status.clear();
-            v.replicas = replicas.clone();
+        self.show(Probed {
+            online: current.is_some(),
+            wal_current: current,
+            replicas: replicas.clone(),
+            ..Default::default()
         });
         // The standby wait: writes are enabled once the sync streams and has flushed
         // everything the primary had when the wait began.
@@ -1170,14 +1192,14 @@ impl Pg {
         if !online {
             self.client = None;
         }
-        self.view.send_modify(|v| {
-            v.online = online;
-            v.wal_current = None;
-            v.wal_receive = receive;
-            v.wal_replay = replay;
-            v.replay_lag_seconds = lag;
-            v.receiver_status = status.clone();
-            v.replicas = cascading;
+        self.show(Probed {
+            online,
+            wal_receive: receive,
+            wal_replay: replay,
+            replay_lag_seconds: lag,
+            receiver_status: status.clone(),
+            replicas: cascading,
+            ..Default::default()
         });
         let watch = self.standby.as_mut()?;
         let up = &watch.upstream;
