@@ -87,7 +87,10 @@ struct Running {
     server: tokio::task::JoinHandle<Result<(), triton_common::grpc::ServeError>>,
 }
 
-async fn start(config: ServerConfig) -> Running {
+/// The test server, under the default `[grpc]` limits as `tune` changes them.
+async fn start(tune: impl FnOnce(&mut ServerConfig)) -> Running {
+    let mut config = ServerConfig::default();
+    tune(&mut config);
     let handler = Arc::new(Handler::default());
     let listener = triton_common::grpc::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -127,11 +130,7 @@ async fn check(client: &mut HealthClient<Channel>, name: &str) -> Result<i32, St
 
 #[tokio::test]
 async fn a_connection_over_the_limit_waits_until_one_closes() {
-    let config = ServerConfig {
-        max_connections: NonZeroUsize::new(LIMIT).unwrap(),
-        ..ServerConfig::default()
-    };
-    let running = start(config).await;
+    let running = start(|c| c.max_connections = NonZeroUsize::new(LIMIT).unwrap()).await;
 
     let mut first = connect(running.addr).await;
     check(&mut first, "first-1").await.unwrap();
@@ -158,11 +157,7 @@ async fn a_connection_over_the_limit_waits_until_one_closes() {
 
 #[tokio::test]
 async fn a_stuck_handler_meets_the_request_timeout() {
-    let config = ServerConfig {
-        request_timeout_ms: 200,
-        ..ServerConfig::default()
-    };
-    let running = start(config).await;
+    let running = start(|c| c.request_timeout_ms = 200).await;
     let mut client = connect(running.addr).await;
     let err = check(&mut client, "stuck").await.unwrap_err();
     assert_eq!(err.code(), Code::Cancelled, "{err:?}");
@@ -174,11 +169,7 @@ async fn a_stuck_handler_meets_the_request_timeout() {
 
 #[tokio::test]
 async fn a_stream_outlives_the_request_timeout() {
-    let config = ServerConfig {
-        request_timeout_ms: 200,
-        ..ServerConfig::default()
-    };
-    let running = start(config).await;
+    let running = start(|c| c.request_timeout_ms = 200).await;
     let (tx, rx) = mpsc::channel(4);
     *running.handler.watch.lock().unwrap() = Some(rx);
     let mut client = connect(running.addr).await;
@@ -208,7 +199,7 @@ async fn a_stream_outlives_the_request_timeout() {
 
 #[tokio::test]
 async fn shutdown_lets_an_in_flight_request_finish() {
-    let running = start(ServerConfig::default()).await;
+    let running = start(|_| {}).await;
     let mut client = connect(running.addr).await;
     let in_flight = tokio::spawn(async move { check(&mut client, "gated").await });
     running.handler.entered.notified().await;
@@ -233,11 +224,7 @@ async fn shutdown_lets_an_in_flight_request_finish() {
 
 #[tokio::test]
 async fn shutdown_cuts_what_outlasts_the_drain_timeout() {
-    let config = ServerConfig {
-        drain_timeout_ms: 200,
-        ..ServerConfig::default()
-    };
-    let running = start(config).await;
+    let running = start(|c| c.drain_timeout_ms = 200).await;
     let mut client = connect(running.addr).await;
     let (done_tx, done_rx) = oneshot::channel();
     tokio::spawn(async move {
