@@ -115,6 +115,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/{login}/fabrics/default/vlans/{vlan_id}",
             get(networks::get_vlan)
                 .put(networks::update_vlan)
+                .post(networks::update_vlan)
                 .delete(networks::delete_vlan),
         )
         .route(
@@ -123,7 +124,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route(
             "/{login}/fabrics/default/vlans/{vlan_id}/networks/{id}",
-            get(networks::get_fabric_network).delete(networks::delete_fabric_network),
+            get(networks::get_fabric_network)
+                .put(networks::update_fabric_network)
+                .delete(networks::delete_fabric_network),
         )
         .route("/", post(not_found).get(not_found))
         .fallback(not_found)

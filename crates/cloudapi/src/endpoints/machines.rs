@@ -8,9 +8,10 @@ use std::collections::{BTreeMap, HashMap};
 use axum::extract::Path;
 use http::StatusCode;
 use serde_json::{Value, json};
+use triton_proto::papi::v1 as papi;
 use triton_proto::vmapi::v1 as vmapi;
 
-use super::{Answer, IdPath, ItemPath, Reply, Tenant, listing, tags_json, to_proto_value};
+use super::{Answer, IdPath, ItemPath, Reply, Tenant, account, listing, tags_json, to_proto_value};
 use crate::error::ApiError;
 use crate::machine::{self, DELETION_PROTECTION_KEY, machine_json};
 use crate::params::Params;
@@ -241,7 +242,11 @@ fn metadata_param(params: &Params) -> Result<BTreeMap<String, String>, ApiError>
     Ok(md)
 }
 
-async fn network_specs(t: &Tenant, params: &Params) -> Result<Vec<vmapi::NetworkSpec>, ApiError> {
+async fn network_specs(
+    t: &Tenant,
+    params: &Params,
+    package: &papi::Package,
+) -> Result<Vec<vmapi::NetworkSpec>, ApiError> {
     let mut specs = Vec::new();
     match params.list("networks") {
         Some(list) if !list.is_empty() => {
@@ -300,18 +305,78 @@ async fn network_specs(t: &Tenant, params: &Params) -> Result<Vec<vmapi::Network
                 });
             }
         }
-        _ => {
-            let n = crate::endpoints::account::default_network(&t.app, t.owner())
-                .await?
-                .ok_or_else(|| {
-                    ApiError::invalid_argument("no network is available to provision on")
-                })?;
+        _ => specs = default_network_specs(t, params, package).await?,
+    }
+    Ok(specs)
+}
+
+/// Which of the default networks `default_networks` asks for: `(external, internal)`,
+/// both when it is not given.
+fn default_networks_param(params: &Params) -> Result<(bool, bool), ApiError> {
+    let Some(list) = params.list("default_networks") else {
+        return Ok((true, true));
+    };
+    let (mut external, mut internal) = (false, false);
+    for v in list {
+        match v.as_str() {
+            Some("external") => external = true,
+            Some("internal") => internal = true,
+            _ => {
+                return Err(ApiError::invalid_argument(format!(
+                    "property \"default_networks\": {v} is not one of \"external\", \"internal\""
+                )));
+            }
+        }
+    }
+    Ok((external, internal))
+}
+
+/// The networks of a provision that names none, as sdc-cloudapi's CreateMachine picks
+/// them: the package's `networks` when it has some; otherwise the external network
+/// (primary) and the internal one, which for an account with fabrics is its
+/// `default_network` (see [`account::internal_network`]), as `default_networks`
+/// (`["external", "internal"]` when not given) asks.
+async fn default_network_specs(
+    t: &Tenant,
+    params: &Params,
+    package: &papi::Package,
+) -> Result<Vec<vmapi::NetworkSpec>, ApiError> {
+    let mut specs = Vec::new();
+    if !package.networks.is_empty() {
+        for uuid in &package.networks {
+            let n = t
+                .network_to_use(uuid, || format!("Invalid Networks: {uuid}"))
+                .await?;
             specs.push(vmapi::NetworkSpec {
                 ipv4_uuid: n.uuid,
-                primary: Some(true),
                 ..Default::default()
             });
         }
+        return Ok(specs);
+    }
+    let (want_external, want_internal) = default_networks_param(params)?;
+    let networks = account::usable_networks(&t.app, t.owner()).await?;
+    let external = account::external_network(&networks).filter(|_| want_external);
+    if let Some(n) = external {
+        specs.push(vmapi::NetworkSpec {
+            ipv4_uuid: n.uuid.clone(),
+            primary: Some(true),
+            ..Default::default()
+        });
+    }
+    if want_internal
+        && let Some(n) = account::internal_network(&networks, &t.caller.account.default_network)
+        && external.is_none_or(|e| e.uuid != n.uuid)
+    {
+        specs.push(vmapi::NetworkSpec {
+            ipv4_uuid: n.uuid.clone(),
+            ..Default::default()
+        });
+    }
+    if specs.is_empty() {
+        return Err(ApiError::invalid_argument(
+            "no network is available to provision on",
+        ));
     }
     Ok(specs)
 }
@@ -406,7 +471,7 @@ pub async fn create(t: Tenant, Path(login): Path<String>, params: Params) -> Rep
         }
         _ => None,
     };
-    let networks = network_specs(&t, &params).await?;
+    let networks = network_specs(&t, &params, &package).await?;
     let mut internal_metadata = HashMap::new();
     if params.bool("deletion_protection")?.unwrap_or(false) {
         internal_metadata.insert(DELETION_PROTECTION_KEY.to_string(), "true".to_string());

@@ -108,6 +108,40 @@ pub async fn get_ip(t: Tenant, Path((_login, id, ip)): ItemPath) -> Reply {
     Ok(json_response(StatusCode::OK, &ip_json(&found)))
 }
 
+/// Most resolvers a fabric network takes (sdc-cloudapi's `MAX_RESOLVERS`).
+pub const MAX_RESOLVERS: usize = 4;
+
+/// Refuses a parameter outside `allowed`, as Triton's schemas (`additionalProperties:
+/// false`) do.
+fn only_properties(params: &Params, allowed: &[&str]) -> Result<(), ApiError> {
+    match params.map.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(other) => Err(ApiError::invalid_argument(format!(
+            "property \"{other}\": unsupported property"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The `resolvers` parameter, when given: at most [`MAX_RESOLVERS`] strings.
+fn resolvers_param(params: &Params) -> Result<Option<Vec<String>>, ApiError> {
+    let Some(list) = params.list("resolvers") else {
+        return Ok(None);
+    };
+    if list.len() > MAX_RESOLVERS {
+        return Err(ApiError::invalid_argument(format!(
+            "property \"resolvers\": maximum of {MAX_RESOLVERS} resolvers"
+        )));
+    }
+    list.iter()
+        .map(|v| {
+            v.as_str().map(str::to_string).ok_or_else(|| {
+                ApiError::invalid_argument("property \"resolvers\": must be IPv4 addresses")
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
 // ------------------------------------------------------------------ fabric VLANs
 
 fn vlan_json(v: &napi::FabricVlan) -> Value {
@@ -163,7 +197,10 @@ pub async fn get_vlan(t: Tenant, Path((_login, vlan)): IdPath) -> Reply {
     Ok(json_response(StatusCode::OK, &vlan_json(&v)))
 }
 
+/// UpdateFabricVLAN: `PUT` as Triton routes it, and `POST`, which node-triton's
+/// `CloudApi.updateFabricVlan` sends. 202 with the VLAN.
 pub async fn update_vlan(t: Tenant, Path((_login, vlan)): IdPath, params: Params) -> Reply {
+    only_properties(&params, &["vlan_id", "name", "description"])?;
     let request = napi::UpdateFabricVlanRequest {
         owner_uuid: t.owner().to_string(),
         vlan_id: parse_vlan_id(&vlan)?,
@@ -243,12 +280,7 @@ pub async fn create_fabric_network(
         gateway: params.str("gateway"),
         description: params.str("description").unwrap_or_default(),
         internet_nat: params.bool("internet_nat")?,
-        resolvers: params
-            .list("resolvers")
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect(),
+        resolvers: resolvers_param(&params)?.unwrap_or_default(),
         routes: routes_param(&params)?,
         ..Default::default()
     };
@@ -277,8 +309,63 @@ pub async fn get_fabric_network(t: Tenant, Path((_login, vlan, id)): ItemPath) -
     Ok(json_response(StatusCode::OK, &network_json(&n)))
 }
 
+/// The fields UpdateFabricNetwork changes (sdc-cloudapi's `UpdateFabricNetwork` schema).
+const UPDATABLE_FABRIC_NETWORK_FIELDS: &[&str] = &[
+    "vlan_id",
+    "name",
+    "description",
+    "resolvers",
+    "routes",
+    "provision_start_ip",
+    "provision_end_ip",
+];
+
+/// UpdateFabricNetwork (`PUT .../vlans/:vlan_id/networks/:id`): name, description,
+/// resolvers, routes and the provision range; 200 with the network. The subnet, gateway
+/// and `internet_nat` cannot change (refused naming the property), nor the id.
+pub async fn update_fabric_network(
+    t: Tenant,
+    Path((_login, vlan, id)): ItemPath,
+    params: Params,
+) -> Reply {
+    if params.get("id").is_some() {
+        return Err(ApiError::invalid_argument("property \"id\": cannot be set"));
+    }
+    only_properties(&params, UPDATABLE_FABRIC_NETWORK_FIELDS)?;
+    let vlan_id = parse_vlan_id(&vlan)?;
+    let request = napi::UpdateFabricNetworkRequest {
+        owner_uuid: t.owner().to_string(),
+        vlan_id,
+        uuid: id.clone(),
+        name: params.str("name"),
+        description: params.str("description"),
+        resolvers: resolvers_param(&params)?.map(|values| napi::StringList { values }),
+        routes: match params.get("routes") {
+            Some(_) => Some(napi::Routes {
+                routes: routes_param(&params)?,
+            }),
+            None => None,
+        },
+        provision_start_ip: params.str("provision_start_ip"),
+        provision_end_ip: params.str("provision_end_ip"),
+    };
+    let n = t
+        .napi()
+        .update_fabric_network(request)
+        .await
+        .answer("napi")?;
+    tracing::info!(network = %id, vlan_id, "fabric network updated");
+    Ok(json_response(StatusCode::OK, &network_json(&n)))
+}
+
+/// DeleteFabricNetwork: the account's default network cannot go (Triton: `cannot
+/// delete default network`).
 pub async fn delete_fabric_network(t: Tenant, Path((_login, vlan, id)): ItemPath) -> Reply {
     let vlan_id = parse_vlan_id(&vlan)?;
+    let default = &t.caller.account.default_network;
+    if !default.is_empty() && id.eq_ignore_ascii_case(default) {
+        return Err(ApiError::invalid_argument("cannot delete default network"));
+    }
     let request = napi::DeleteFabricNetworkRequest {
         owner_uuid: t.owner().to_string(),
         vlan_id,
