@@ -149,7 +149,12 @@ enum CoalCommand {
     /// Start every service (idempotent: healthy ones are left alone, dead ones restarted),
     /// seed the admin account, packages, base image and networks, and say how to use it.
     Up {
-        /// Simulated compute nodes beside the real one (kept for later `up`s).
+        /// Linux compute nodes (real instances): the headnode's cn-agent and N - 1 more,
+        /// each in its own network namespace on the admin, external and underlay
+        /// bridges (default 1; kept for later `up`s).
+        #[arg(long)]
+        linux_cns: Option<u32>,
+        /// Simulated compute nodes beside the real ones (kept for later `up`s).
         #[arg(long)]
         sim_cns: Option<u32>,
         /// One Manatee peer in one-node-write mode instead of three.
@@ -218,7 +223,13 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 coal_dir,
                 ..Default::default()
             };
-            if let CoalCommand::Up { sim_cns, one_node } = &command {
+            if let CoalCommand::Up {
+                linux_cns,
+                sim_cns,
+                one_node,
+            } = &command
+            {
+                opts.linux_cns = *linux_cns;
                 opts.sim_cns = *sim_cns;
                 opts.one_node = one_node.then_some(true);
             }

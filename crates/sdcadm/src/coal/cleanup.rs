@@ -1,21 +1,41 @@
 //! What `coal down` removes besides the services: anything carrying CoaL's names. The
 //! prefixes come from the headnode cn-agent's CoaL config in `deploy/services.toml`
-//! (`linux.cgroup_parent`, `linux.netns_prefix`, `linux.link_prefix`) and the bridges
-//! from `[coal] bridges`, so what is swept is exactly what CoaL told cn-agent to make,
-//! with cn-agent's nftables tables (`<netns_prefix>guard`, `<netns_prefix>host`).
+//! (`linux.cgroup_parent`, `linux.netns_prefix`, `linux.link_prefix`) and those of the
+//! other linux nodes made from it (`cns`), and the bridges from `[coal] bridges`, so
+//! what is swept is exactly what CoaL told the cn-agents to make, with their nftables
+//! tables (`<netns_prefix>guard`, `<netns_prefix>host`), and the nodes' own network
+//! namespaces and veths (`coalcn<i>`, `coalcn<i>-<tag>`).
 
 use std::path::{Path, PathBuf};
 
+use super::cns::Names;
 use super::process;
 
 #[derive(Debug, Clone)]
 pub struct Prefixes {
     pub coal_dir: PathBuf,
     pub cgroup_root: PathBuf,
-    pub cgroup_parent: String,
-    pub netns_prefix: String,
-    pub link_prefix: String,
+    /// The names of each linux node's agent.
+    pub agents: Vec<Names>,
+    /// The start of the linux nodes' own namespaces and of their veths' host ends.
+    pub node_netns: String,
     pub bridges: Vec<String>,
+}
+
+impl Prefixes {
+    fn netns_prefixes(&self) -> impl Iterator<Item = &str> {
+        self.agents
+            .iter()
+            .map(|a| a.netns_prefix.as_str())
+            .chain([self.node_netns.as_str()])
+    }
+
+    fn link_prefixes(&self) -> impl Iterator<Item = &str> {
+        self.agents
+            .iter()
+            .map(|a| a.link_prefix.as_str())
+            .chain([self.node_netns.as_str()])
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -71,12 +91,15 @@ impl Leftovers {
 
 /// The cgroup directories CoaL's instances live in, deepest first.
 fn cgroup_dirs(p: &Prefixes) -> Vec<PathBuf> {
-    let mut tops = vec![p.cgroup_root.join(&p.cgroup_parent)];
-    if let Ok(rd) = std::fs::read_dir(&p.cgroup_root) {
-        for e in rd.filter_map(|e| e.ok()) {
-            let d = e.path().join(&p.cgroup_parent);
-            if e.path().is_dir() && !e.path().join("cgroup.controllers").exists() {
-                tops.push(d);
+    let mut tops = Vec::new();
+    for parent in p.agents.iter().map(|a| &a.cgroup_parent) {
+        tops.push(p.cgroup_root.join(parent));
+        if let Ok(rd) = std::fs::read_dir(&p.cgroup_root) {
+            for e in rd.filter_map(|e| e.ok()) {
+                let d = e.path().join(parent);
+                if e.path().is_dir() && !e.path().join("cgroup.controllers").exists() {
+                    tops.push(d);
+                }
             }
         }
     }
@@ -160,7 +183,7 @@ pub fn find(p: &Prefixes) -> Leftovers {
     if let Ok(rd) = std::fs::read_dir("/run/netns") {
         for e in rd.filter_map(|e| e.ok()) {
             if let Some(n) = e.file_name().to_str()
-                && n.starts_with(&p.netns_prefix)
+                && p.netns_prefixes().any(|x| n.starts_with(x))
             {
                 l.netns.push(n.to_string());
             }
@@ -171,7 +194,7 @@ pub fn find(p: &Prefixes) -> Leftovers {
             if let Some(n) = e.file_name().to_str() {
                 if p.bridges.iter().any(|b| b == n) {
                     l.bridges.push(n.to_string());
-                } else if n.starts_with(&p.link_prefix) {
+                } else if p.link_prefixes().any(|x| n.starts_with(x)) {
                     l.links.push(n.to_string());
                 }
             }
@@ -180,7 +203,11 @@ pub fn find(p: &Prefixes) -> Leftovers {
     l.netns.sort();
     l.links.sort();
     l.bridges.sort();
-    l.tables = nft_tables(&p.netns_prefix);
+    l.tables = p
+        .agents
+        .iter()
+        .flat_map(|a| nft_tables(&a.netns_prefix))
+        .collect();
     l
 }
 

@@ -10,10 +10,11 @@
 //! run/<svc>.pid   "<pid> <start time>"; run/<svc>.skipped says why an optional one is not running
 //! ssh/            the admin's key pair and the ssh-agent socket holding it
 //! images/         the base image tarball
-//! coal.json       the options of the last `up` (--sim-cns, --one-node)
+//! coal.json       the options of the last `up` (--linux-cns, --sim-cns, --one-node)
 //! ```
 
 pub mod cleanup;
+pub mod cns;
 pub mod health;
 pub mod process;
 pub mod seed;
@@ -87,15 +88,24 @@ impl Default for Progress {
 }
 
 /// Options of `coal up` that persist for later commands.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct State {
+    /// Linux compute nodes (cn-agents with real instances): 1, the headnode's, unless
+    /// `--linux-cns` said more (a coal.json from before the option means 1).
+    #[serde(default = "one_linux_cn")]
+    pub linux_cns: u32,
     pub sim_cns: u32,
     pub one_node: bool,
+}
+
+fn one_linux_cn() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     pub coal_dir: Option<PathBuf>,
+    pub linux_cns: Option<u32>,
     pub sim_cns: Option<u32>,
     pub one_node: Option<bool>,
 }
@@ -105,6 +115,9 @@ pub struct Coal {
     pub ctx: Context,
     pub dir: PathBuf,
     pub state: State,
+    /// The linux compute nodes: the headnode's cn-agent, then `cn-agent-2`... in their
+    /// own network namespaces (`cns`), which `open` adds to `deployment.services`.
+    pub cns: Vec<cns::LinuxCn>,
     pub pg_bindir: PathBuf,
     pub progress: Progress,
 }
@@ -140,7 +153,16 @@ impl Coal {
             .get("one_node")
             .and_then(Value::as_bool)
             .unwrap_or(false);
+        let default_linux = deployment
+            .vars
+            .get("linux_cns")
+            .and_then(Value::as_integer)
+            .unwrap_or(1);
         let state = State {
+            linux_cns: opts
+                .linux_cns
+                .or(saved.as_ref().map(|s| s.linux_cns))
+                .unwrap_or(u32::try_from(default_linux).unwrap_or(1)),
             sim_cns: opts
                 .sim_cns
                 .or(saved.as_ref().map(|s| s.sim_cns))
@@ -151,12 +173,18 @@ impl Coal {
                 .unwrap_or(default_one),
         };
         let pg_bindir = setup::pg_bindir();
+        let mut deployment = deployment;
         let mut ctx = Context::new(ContextKind::Coal, &deployment);
         ctx.coal_dir = dir.clone();
+        let cns = linux_cns(&mut deployment, &mut ctx, state.linux_cns)?;
         ctx.vars
             .insert("sim_cns".into(), Value::Integer(i64::from(state.sim_cns)));
         ctx.vars
             .insert("one_node".into(), Value::Boolean(state.one_node));
+        ctx.vars.insert(
+            "linux_cns".into(),
+            Value::Integer(i64::from(state.linux_cns)),
+        );
         ctx.vars.insert(
             "pg_bindir".into(),
             Value::String(pg_bindir.display().to_string()),
@@ -166,6 +194,7 @@ impl Coal {
             ctx,
             dir,
             state,
+            cns,
             pg_bindir,
             progress: Progress::new(),
         })
@@ -219,8 +248,40 @@ impl Coal {
         out
     }
 
+    /// A service's config as CoaL runs it; a linux compute node's with its own
+    /// addresses and names, and its overlay section (`cns::configure`).
     fn render(&self, s: &Service) -> Result<Rendered, Error> {
-        self.deployment.render(s, &self.ctx)
+        let mut r = self.deployment.render(s, &self.ctx)?;
+        if let Some(cn) = self.linux_cn(&s.name) {
+            cns::configure(&mut r.config, cn, self.portolan().as_deref());
+        }
+        Ok(r)
+    }
+
+    /// The config file CoaL writes for `service` (`etc/<service>.toml`).
+    pub fn config_of(&self, service: &str) -> Result<toml::Table, Error> {
+        let s = self
+            .deployment
+            .service(service)
+            .ok_or_else(|| Error::Usage(format!("no service {service:?}")))?;
+        Ok(self.render(s)?.config)
+    }
+
+    /// The linux compute node a service is.
+    pub fn linux_cn(&self, service: &str) -> Option<&cns::LinuxCn> {
+        self.cns.iter().find(|c| c.service == service)
+    }
+
+    /// Portolan's SVP address (host:port), when services.toml has Portolan: the linux
+    /// nodes' `overlay.portolan`.
+    fn portolan(&self) -> Option<String> {
+        let s = self.deployment.service("portolan")?;
+        let port = s
+            .ports
+            .get("svp")
+            .or_else(|| s.ports.values().next())
+            .copied()?;
+        Some(format!("{}:{port}", self.ctx.host_of("portolan")))
     }
 
     fn program(&self, s: &Service, r: &Rendered) -> Option<PathBuf> {
@@ -262,9 +323,8 @@ impl Coal {
         let mut p = cleanup::Prefixes {
             coal_dir: self.dir.clone(),
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
-            cgroup_parent: "triton".into(),
-            netns_prefix: "triton-".into(),
-            link_prefix: "z".into(),
+            agents: self.cns.iter().map(|c| c.names.clone()).collect(),
+            node_netns: cns::NETNS_STEM.into(),
             bridges: self
                 .deployment
                 .coal
@@ -285,15 +345,6 @@ impl Coal {
         if let Some(v) = linux.get("cgroup_root").and_then(Value::as_str) {
             p.cgroup_root = PathBuf::from(v);
         }
-        if let Some(v) = linux.get("cgroup_parent").and_then(Value::as_str) {
-            p.cgroup_parent = v.into();
-        }
-        if let Some(v) = linux.get("netns_prefix").and_then(Value::as_str) {
-            p.netns_prefix = v.into();
-        }
-        if let Some(v) = linux.get("link_prefix").and_then(Value::as_str) {
-            p.link_prefix = v.into();
-        }
         p
     }
 
@@ -311,9 +362,11 @@ impl Coal {
         set_mode(&self.sub("ssh"), 0o700)?;
         let state = serde_json::to_string(&self.state).map_err(|e| Error::Check(e.to_string()))?;
         crate::images::write_atomically(&self.dir.join("coal.json"), state.as_bytes())?;
+        self.no_other_linux_cns()?;
         p.step(format!(
-            "bringing up CoaL in {} ({} simulated compute node(s), Manatee {})",
+            "bringing up CoaL in {} ({} linux and {} simulated compute node(s), Manatee {})",
             self.dir.display(),
+            self.cns.len(),
             self.state.sim_cns,
             if self.state.one_node {
                 "one-node"
@@ -359,6 +412,14 @@ impl Coal {
                     "made bridge {b} (the admin bridge's address is where the APIs listen)"
                 ));
             }
+        }
+        if !self.cns.is_empty() {
+            let wrapper = self.sub("bin").join("coal-zlogin");
+            crate::images::write_atomically(
+                &wrapper,
+                cns::zlogin_wrapper(&self.dir, &self.cns).as_bytes(),
+            )?;
+            set_mode(&wrapper, 0o755)?;
         }
         let mut skipped: Vec<(String, String)> = Vec::new();
         for s in active {
@@ -463,6 +524,13 @@ impl Coal {
         }
         let log = self.log_path(&s.name);
         p.step(format!("{}: starting on {addr}", s.name));
+        let netns = self
+            .linux_cn(&s.name)
+            .and_then(cns::LinuxCn::netns_path)
+            .map(|path| process::Netns {
+                path,
+                park: self.sub("run").join(format!("{}.cgroup", s.name)),
+            });
         let (pid, mut child) = process::spawn(&process::Spawn {
             program: &program,
             args: &args,
@@ -473,6 +541,7 @@ impl Coal {
             log: &log,
             run_as: s.run_as.as_deref(),
             cwd: &data,
+            netns: netns.as_ref(),
         })?;
         process::write_pid(&self.pid_path(&s.name), pid)?;
         let started = Instant::now();
@@ -572,7 +641,44 @@ impl Coal {
                 _ => {}
             }
         }
+        if let Some(cn) = self.linux_cn(&s.name) {
+            for made in cns::set_up(cn, &self.deployment.coal.bridges)? {
+                p.step(format!("{}: made {made}", s.name));
+            }
+        }
         Ok(())
+    }
+
+    /// `up` with fewer linux nodes than run now would leave the others running unseen:
+    /// refused, naming them.
+    fn no_other_linux_cns(&self) -> Result<(), Error> {
+        let Some(first) = self.cns.first() else {
+            return Ok(());
+        };
+        let Ok(rd) = std::fs::read_dir(self.sub("run")) else {
+            return Ok(());
+        };
+        let mut others: Vec<String> = rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_str()?.strip_suffix(".pid")?.to_string();
+                let i: u32 = name
+                    .strip_prefix(&format!("{}-", first.service))?
+                    .parse()
+                    .ok()?;
+                (i > self.state.linux_cns && process::read_pid(&e.path())?.alive()).then_some(name)
+            })
+            .collect();
+        others.sort();
+        if others.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Usage(format!(
+            "{} still run{} from an earlier `up` with more linux compute nodes; run `scripts/coal down` first to have {}",
+            others.join(", "),
+            if others.len() == 1 { "s" } else { "" },
+            self.state.linux_cns
+        )))
     }
 
     fn post_start(&self, s: &Service) -> Result<(), Error> {
@@ -607,6 +713,7 @@ impl Coal {
                 log: &self.log_path("ssh-agent"),
                 run_as: None,
                 cwd: &self.dir,
+                netns: None,
             })?;
             process::write_pid(&pid_path, pid)?;
             let deadline = Instant::now() + Duration::from_secs(5);
@@ -723,6 +830,12 @@ impl Coal {
                         self.log_path("napi").display()
                     ),
                 });
+            }
+            if let Some(b) = coal.bridges.iter().find(|b| b.nic_tag == cns::UNDERLAY_TAG) {
+                let ch = seed::channel(&need("napi", "grpc")?).await?;
+                for d in seed::underlay(ch, b, &admin_uuid).await? {
+                    p.step(format!("napi: seeded {d}"));
+                }
             }
         }
         Ok(())
@@ -1095,6 +1208,61 @@ impl Coal {
         }
         Ok(())
     }
+}
+
+/// CoaL's `n` linux compute nodes: the headnode's cn-agent of services.toml (its
+/// `backend = "linux"` entry) as node 1, and a copy of that service per further node,
+/// `cn-agent-<i>`, added to `deployment` right after it and reached at its own admin
+/// address (`ctx.hosts`). None when services.toml has no linux cn-agent.
+fn linux_cns(
+    deployment: &mut Deployment,
+    ctx: &mut Context,
+    n: u32,
+) -> Result<Vec<cns::LinuxCn>, Error> {
+    let is_linux = |s: &Service| {
+        s.binary == "cn-agent"
+            && s.config
+                .as_ref()
+                .and_then(|c| c.get("backend"))
+                .and_then(Value::as_str)
+                == Some("linux")
+    };
+    let Some(at) = deployment.services.iter().position(is_linux) else {
+        return Ok(Vec::new());
+    };
+    let base = deployment.services[at].clone();
+    let linux = base
+        .config
+        .as_ref()
+        .and_then(|c| c.get("linux"))
+        .and_then(Value::as_table);
+    let name = |key: &str, default: &str| {
+        linux
+            .and_then(|t| t.get(key))
+            .and_then(Value::as_str)
+            .unwrap_or(default)
+            .to_string()
+    };
+    // cn-agent's own defaults where services.toml says nothing.
+    let names = cns::Names {
+        cgroup_parent: name("cgroup_parent", "triton"),
+        netns_prefix: name("netns_prefix", "triton-"),
+        link_prefix: name("link_prefix", "z"),
+    };
+    let planned = cns::plan(n, &base.name, &names, &deployment.coal.bridges)?;
+    for (k, cn) in planned.iter().enumerate().skip(1) {
+        let mut s = base.clone();
+        s.name = cn.service.clone();
+        s.description = format!(
+            "linux compute node {} (network namespace {})",
+            cn.index,
+            cn.netns.as_deref().unwrap_or_default()
+        );
+        deployment.services.insert(at + k, s);
+        ctx.hosts
+            .insert(cn.service.clone(), cn.admin_ip.to_string());
+    }
+    Ok(planned)
 }
 
 /// Makes `$COAL_DIR` ours alone: created 0700, refused when it is a symlink or another

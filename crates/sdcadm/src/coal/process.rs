@@ -63,6 +63,20 @@ pub struct Spawn<'a> {
     pub log: &'a Path,
     pub run_as: Option<&'a str>,
     pub cwd: &'a Path,
+    /// Run inside this network namespace (a linux compute node of CoaL's).
+    pub netns: Option<&'a Netns>,
+}
+
+/// A network namespace to start a process in, as `ip netns exec` does (its own mount
+/// namespace, a slave of the host's, with a `/sys` of the namespace's links) but with
+/// the host's cgroup file systems kept at `/sys/fs/cgroup`, where cn-agent makes its
+/// instances' cgroups.
+#[derive(Debug, Clone)]
+pub struct Netns {
+    /// `/run/netns/<name>`.
+    pub path: PathBuf,
+    /// An empty directory the cgroup mounts are parked on while `/sys` is replaced.
+    pub park: PathBuf,
 }
 
 /// Starts a detached process: `setsid [setpriv --reuid U --regid U --init-groups --]
@@ -86,6 +100,9 @@ pub fn spawn(s: &Spawn<'_>) -> Result<(Pid, std::process::Child), Error> {
             "--",
         ]);
     }
+    if let Some(ns) = s.netns {
+        enter_on_exec(&mut cmd, ns)?;
+    }
     cmd.arg(s.program)
         .args(s.args)
         .envs(s.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -103,6 +120,69 @@ pub fn spawn(s: &Spawn<'_>) -> Result<(Pid, std::process::Child), Error> {
         detail: "exited at once".into(),
     })?;
     Ok((id, child))
+}
+
+/// Makes `cmd` enter `ns` between fork and exec.
+fn enter_on_exec(cmd: &mut Command, ns: &Netns) -> Result<(), Error> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::process::CommandExt;
+    let file = std::fs::File::open(&ns.path)
+        .map_err(|e| Error::io("open the network namespace", &ns.path, e))?;
+    std::fs::create_dir_all(&ns.park).map_err(|e| Error::io("create", &ns.park, e))?;
+    let c = |b: &[u8]| {
+        std::ffi::CString::new(b).map_err(|_| Error::Check(format!("{:?} holds a NUL", ns.park)))
+    };
+    let park = c(ns.park.as_os_str().as_bytes())?;
+    let (root, sys, cgroup, sysfs) = (c(b"/")?, c(b"/sys")?, c(b"/sys/fs/cgroup")?, c(b"sysfs")?);
+    let step = |rc: i32| {
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    // SAFETY: between fork and exec only system calls run here (no allocation, no
+    // lock): every string and the namespace's descriptor were made before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let none: *const libc::c_char = std::ptr::null();
+            let no_data: *const libc::c_void = std::ptr::null();
+            step(libc::unshare(libc::CLONE_NEWNS))?;
+            // Nothing mounted here goes back to the host.
+            step(libc::mount(
+                none,
+                root.as_ptr(),
+                none,
+                libc::MS_REC | libc::MS_SLAVE,
+                no_data,
+            ))?;
+            step(libc::mount(
+                cgroup.as_ptr(),
+                park.as_ptr(),
+                none,
+                libc::MS_BIND | libc::MS_REC,
+                no_data,
+            ))?;
+            step(libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET))?;
+            step(libc::umount2(sys.as_ptr(), libc::MNT_DETACH))?;
+            step(libc::mount(
+                sysfs.as_ptr(),
+                sys.as_ptr(),
+                sysfs.as_ptr(),
+                0,
+                no_data,
+            ))?;
+            step(libc::mount(
+                park.as_ptr(),
+                cgroup.as_ptr(),
+                none,
+                libc::MS_MOVE,
+                no_data,
+            ))
+        });
+    }
+    Ok(())
 }
 
 pub fn signal_number(name: Option<&str>) -> i32 {

@@ -3,6 +3,7 @@
 //! packages (PAPI), the base image (IMGAPI); the networks NAPI seeds itself (its
 //! `seed.enabled`) and are only checked here.
 
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use tonic::Code;
@@ -14,7 +15,7 @@ use triton_proto::papi::v1 as papi;
 use triton_proto::ufds::v1 as ufds;
 
 use crate::coal::Progress;
-use crate::deploy::{CoalSeed, SeedImage, SeedPackage};
+use crate::deploy::{Bridge, CoalSeed, SeedImage, SeedPackage, network_of, parse_cidr};
 use crate::error::Error;
 use crate::instances::Datacenter;
 
@@ -187,6 +188,76 @@ pub async fn networks(
         }
     }
     Ok(out)
+}
+
+/// The underlay of `bridge` in NAPI, where missing: its nic tag (`sdc_underlay`) and a
+/// network of that name on the bridge's subnet, owned by the admin (so no tenant
+/// provisions on it), whose addresses CNAPI gives the compute nodes' underlay NICs.
+/// Returns what it made.
+pub async fn underlay(
+    ch: Channel,
+    bridge: &Bridge,
+    admin_uuid: &str,
+) -> Result<Vec<String>, Error> {
+    let mut c = napi::napi_client::NapiClient::new(ch);
+    let tag = bridge.nic_tag.clone();
+    let mut did = Vec::new();
+    match c
+        .get_nic_tag(napi::GetNicTagRequest { name: tag.clone() })
+        .await
+    {
+        Ok(_) => {}
+        Err(s) if s.code() == Code::NotFound => {
+            c.create_nic_tag(napi::CreateNicTagRequest {
+                name: tag.clone(),
+                mtu: None,
+            })
+            .await
+            .map_err(|s| seed_err(&format!("napi nic tag {tag}"), s))?;
+            did.push(format!("nic tag {tag}"));
+        }
+        Err(s) => return Err(seed_err(&format!("napi nic tag {tag}"), s)),
+    }
+    let have = c
+        .list_networks(napi::ListNetworksRequest {
+            name: Some(tag.clone()),
+            ..Default::default()
+        })
+        .await
+        .map_err(|s| seed_err("napi networks", s))?
+        .into_inner();
+    if have.networks.is_empty() {
+        let bad = || Error::Seed {
+            what: format!("napi network {tag}"),
+            message: format!(
+                "bridge {}: {:?} is not a.b.c.d/n",
+                bridge.name, bridge.address
+            ),
+        };
+        let (host, len) = parse_cidr(&bridge.address).ok_or_else(bad)?;
+        let subnet = network_of(&bridge.address).ok_or_else(bad)?;
+        let size = 1u32.checked_shl(32 - u32::from(len)).unwrap_or(0);
+        if size < 8 {
+            return Err(bad());
+        }
+        let base = u32::from(host) & !(size - 1);
+        let start = Ipv4Addr::from(u32::from(host) + 1);
+        let end = Ipv4Addr::from(base + size - 6);
+        c.create_network(napi::CreateNetworkRequest {
+            name: tag.clone(),
+            subnet: subnet.clone(),
+            provision_start_ip: start.to_string(),
+            provision_end_ip: end.to_string(),
+            nic_tag: tag.clone(),
+            owner_uuids: vec![admin_uuid.to_string()],
+            description: "the compute nodes' underlay (VXLAN), made by CoaL".into(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|s| seed_err(&format!("napi network {tag}"), s))?;
+        did.push(format!("network {tag} {subnet}"));
+    }
+    Ok(did)
 }
 
 /// Compute nodes CNAPI knows: (hostname, status, setup).
