@@ -3,6 +3,9 @@
 // Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{lookup, ok};
 use dc_testkit::{Dc, Options, Service, assert_error};
 use triton_common::status::error_name;
 use triton_proto::ufds::v1 as proto;
@@ -29,7 +32,7 @@ async fn account_lifecycle() {
     );
     let c = &mut stack.ufds();
 
-    let created = c.create_account(bob()).await.unwrap().into_inner();
+    let created = ok(c.create_account(bob()).await);
     assert_eq!(created.uuid.len(), 36);
     assert_eq!(created.login, "bob");
     assert_eq!(created.givenname, "Bob");
@@ -37,13 +40,9 @@ async fn account_lifecycle() {
     assert_eq!(created.created_at, created.updated_at);
 
     // By uuid and by login.
-    for reference in [created.uuid.clone(), "bob".to_string()] {
-        let got = c
-            .get_account(proto::GetAccountRequest { account: reference })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(got, created);
+    for reference in [created.uuid.as_str(), "bob"] {
+        let got = ok(c.get_account(lookup(reference)).await);
+        assert_eq!(got, created, "{reference}");
     }
 
     let alice_uuid = "a0b1c2d3-0000-4000-8000-000000000001";
@@ -63,47 +62,37 @@ async fn account_lifecycle() {
     .await
     .unwrap();
 
-    let all = c
-        .list_accounts(proto::ListAccountsRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let all = ok(c.list_accounts(proto::ListAccountsRequest::default()).await);
     let logins: Vec<&str> = all.accounts.iter().map(|a| a.login.as_str()).collect();
     assert_eq!(logins, ["alice", "bob", "bobby"]);
     assert_eq!(all.total, 3);
 
-    let bobs = c
+    let bobs = ok(c
         .list_accounts(proto::ListAccountsRequest {
             login: "bob*".into(),
             limit: 1,
             ..Default::default()
         })
-        .await
-        .unwrap()
-        .into_inner();
+        .await);
     assert_eq!(bobs.accounts.len(), 1);
     assert_eq!(bobs.accounts[0].login, "bob");
     assert_eq!(bobs.total, 2);
 
-    let approved = c
+    let approved = ok(c
         .list_accounts(proto::ListAccountsRequest {
             approved_for_provisioning: Some(true),
             ..Default::default()
         })
-        .await
-        .unwrap()
-        .into_inner();
+        .await);
     assert_eq!(approved.accounts.len(), 1);
     assert_eq!(approved.accounts[0].login, "bob");
 
-    let by_email = c
+    let by_email = ok(c
         .list_accounts(proto::ListAccountsRequest {
             email: "*@example.org".into(),
             ..Default::default()
         })
-        .await
-        .unwrap()
-        .into_inner();
+        .await);
     assert_eq!(by_email.total, 2);
 
     // Besides the `*` globs, values are taken literally: `)(` and `\` neither widen the
@@ -115,30 +104,23 @@ async fn account_lifecycle() {
         ("", "alice@example.org)(email=*"),
         ("(", ""),
     ] {
-        let found = c
+        let found = ok(c
             .list_accounts(proto::ListAccountsRequest {
                 login: login.into(),
                 email: email.into(),
                 ..Default::default()
             })
-            .await
-            .unwrap()
-            .into_inner();
+            .await);
         assert_eq!(found.total, 0, "login {login:?} email {email:?}");
     }
     // A login reference with filter characters finds nothing.
     for reference in ["*", "bob)(login=*", "b*"] {
-        let err = c
-            .get_account(proto::GetAccountRequest {
-                account: reference.into(),
-            })
-            .await
-            .unwrap_err();
+        let err = c.get_account(lookup(reference)).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::NotFound, "{reference:?}: {err:?}");
     }
 
     // Update: set some fields, clear one, keep the rest.
-    let updated = c
+    let updated = ok(c
         .update_account(proto::UpdateAccountRequest {
             account: "bob".into(),
             email: Some("robert@example.com".into()),
@@ -147,9 +129,7 @@ async fn account_lifecycle() {
             triton_cns_enabled: Some(true),
             ..Default::default()
         })
-        .await
-        .unwrap()
-        .into_inner();
+        .await);
     assert_eq!(updated.email, "robert@example.com");
     assert_eq!(updated.company, "");
     assert_eq!(updated.phone, "+1 555 0100");
@@ -158,13 +138,7 @@ async fn account_lifecycle() {
     assert!(updated.approved_for_provisioning);
     assert_eq!(updated.created_at, created.created_at);
     assert!(updated.updated_at >= created.updated_at);
-    let got = c
-        .get_account(proto::GetAccountRequest {
-            account: created.uuid.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let got = ok(c.get_account(lookup(&created.uuid)).await);
     assert_eq!(got, updated);
 
     c.delete_account(proto::DeleteAccountRequest {
@@ -173,10 +147,7 @@ async fn account_lifecycle() {
     .await
     .unwrap();
     assert_error(
-        c.get_account(proto::GetAccountRequest {
-            account: created.uuid.clone(),
-        })
-        .await,
+        c.get_account(lookup(&created.uuid)).await,
         "ResourceNotFound",
         &[&created.uuid],
     );
@@ -246,7 +217,7 @@ async fn bad_account_input_is_refused_naming_the_field() {
         }
     }
 
-    let first = c.create_account(bob()).await.unwrap().into_inner();
+    let first = ok(c.create_account(bob()).await);
     assert_error(
         c.create_account(proto::CreateAccountRequest {
             email: "other@example.com".into(),
@@ -268,18 +239,12 @@ async fn bad_account_input_is_refused_naming_the_field() {
     );
 
     assert_error(
-        c.get_account(proto::GetAccountRequest {
-            account: "nobody".into(),
-        })
-        .await,
+        c.get_account(lookup("nobody")).await,
         "ResourceNotFound",
         &["nobody"],
     );
     assert_error(
-        c.get_account(proto::GetAccountRequest {
-            account: "abc-not-a-uuid".into(),
-        })
-        .await,
+        c.get_account(lookup("abc-not-a-uuid")).await,
         "InvalidArgument",
         &["account", "neither a UUID nor a login"],
     );
@@ -326,12 +291,6 @@ async fn bad_account_input_is_refused_naming_the_field() {
         &[],
     );
     // Nothing above changed the one good account.
-    let got = c
-        .get_account(proto::GetAccountRequest {
-            account: "bob".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let got = ok(c.get_account(lookup("bob")).await);
     assert_eq!(got, first);
 }

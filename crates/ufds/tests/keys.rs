@@ -4,9 +4,12 @@
 // Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
+use common::{account, new_key, ok};
 use dc_testkit::{Dc, Options, Service, assert_error};
 use triton_proto::ufds::v1 as proto;
 
@@ -55,16 +58,24 @@ fn keygen_fingerprint(pub_path: &Path, hash: &str) -> (u32, String) {
     (bits, fp)
 }
 
-async fn account(c: &Dc, login: &str) -> proto::Account {
-    c.ufds()
-        .create_account(proto::CreateAccountRequest {
-            login: login.into(),
-            email: format!("{login}@example.com"),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
+/// `key` (a name or a fingerprint) of `account` (a login or a uuid).
+fn key_of(account: &str, key: &str) -> proto::GetKeyRequest {
+    proto::GetKeyRequest {
+        account: account.into(),
+        key: key.into(),
+    }
+}
+
+fn with_fingerprint(fingerprint: &str) -> proto::FindKeysRequest {
+    proto::FindKeysRequest {
+        fingerprint: fingerprint.into(),
+    }
+}
+
+fn keys_of(account: &str) -> proto::ListKeysRequest {
+    proto::ListKeysRequest {
+        account: account.into(),
+    }
 }
 
 #[tokio::test]
@@ -118,15 +129,8 @@ async fn fingerprints_match_ssh_keygen_for_every_key_type() {
             );
         }
         // What comes back from storage is what was made.
-        let got = stack
-            .ufds()
-            .get_key(proto::GetKeyRequest {
-                account: bob.uuid.clone(),
-                key: created.fingerprint.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let stored = key_of(&bob.uuid, &created.fingerprint);
+        let got = ok(stack.ufds().get_key(stored).await);
         assert_eq!(got, created, "{what}");
     }
 }
@@ -141,36 +145,12 @@ async fn keys_are_found_by_name_fingerprint_login_and_uuid() {
     let desktop = generate(dir.path(), "ecdsa", Some(256), "bob@desktop");
 
     let c = &mut stack.ufds();
-    let k1 = c
-        .create_key(proto::CreateKeyRequest {
-            account: "bob".into(),
-            name: "laptop".into(),
-            key: laptop.text.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let k1 = ok(c.create_key(new_key("bob", "laptop", &laptop.text)).await);
     // No name: the MD5 fingerprint is the name, as in Triton.
-    let k2 = c
-        .create_key(proto::CreateKeyRequest {
-            account: bob.uuid.clone(),
-            name: String::new(),
-            key: desktop.text.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let k2 = ok(c.create_key(new_key(&bob.uuid, "", &desktop.text)).await);
     assert_eq!(k2.name, k2.fingerprint);
     // The same key may belong to another account.
-    let alices = c
-        .create_key(proto::CreateKeyRequest {
-            account: "alice".into(),
-            name: "shared".into(),
-            key: laptop.text.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let alices = ok(c.create_key(new_key("alice", "shared", &laptop.text)).await);
     assert_eq!(alices.fingerprint, k1.fingerprint);
     assert_eq!(alices.account_uuid, alice.uuid);
 
@@ -183,34 +163,19 @@ async fn keys_are_found_by_name_fingerprint_login_and_uuid() {
         (bob.uuid.as_str(), "laptop"),
     ] {
         let got = c
-            .get_key(proto::GetKeyRequest {
-                account: account.into(),
-                key: key.into(),
-            })
+            .get_key(key_of(account, key))
             .await
             .unwrap_or_else(|e| panic!("{account} {key}: {e:?}"))
             .into_inner();
         assert_eq!(got, k1, "{account} {key}");
     }
 
-    let list = c
-        .list_keys(proto::ListKeysRequest {
-            account: "bob".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let list = ok(c.list_keys(keys_of("bob")).await);
     let mut want = vec![k2.clone(), k1.clone()];
     want.sort_by(|a, b| a.name.cmp(&b.name));
     assert_eq!(list.keys, want);
 
-    let found = c
-        .find_keys(proto::FindKeysRequest {
-            fingerprint: k1.sha256_fingerprint.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let found = ok(c.find_keys(with_fingerprint(&k1.sha256_fingerprint)).await);
     let mut owners: Vec<&str> = found.keys.iter().map(|k| k.account_uuid.as_str()).collect();
     owners.sort();
     let mut expected = vec![bob.uuid.as_str(), alice.uuid.as_str()];
@@ -219,11 +184,7 @@ async fn keys_are_found_by_name_fingerprint_login_and_uuid() {
 
     // Another account's key is not bob's.
     assert_error(
-        c.get_key(proto::GetKeyRequest {
-            account: "bob".into(),
-            key: "shared".into(),
-        })
-        .await,
+        c.get_key(key_of("bob", "shared")).await,
         "ResourceNotFound",
         &["shared"],
     );
@@ -235,11 +196,7 @@ async fn keys_are_found_by_name_fingerprint_login_and_uuid() {
     .await
     .unwrap();
     assert_error(
-        c.get_key(proto::GetKeyRequest {
-            account: "bob".into(),
-            key: k1.fingerprint.clone(),
-        })
-        .await,
+        c.get_key(key_of("bob", &k1.fingerprint)).await,
         "ResourceNotFound",
         &[],
     );
@@ -254,30 +211,15 @@ async fn keys_are_found_by_name_fingerprint_login_and_uuid() {
     );
 
     // Deleting an account deletes its keys.
-    let deleted = c
-        .delete_account(proto::DeleteAccountRequest {
-            account: "bob".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let bobs = proto::DeleteAccountRequest {
+        account: "bob".into(),
+    };
+    let deleted = ok(c.delete_account(bobs).await);
     assert_eq!(deleted.keys_deleted, 1);
-    let found = c
-        .find_keys(proto::FindKeysRequest {
-            fingerprint: k2.fingerprint.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let found = ok(c.find_keys(with_fingerprint(&k2.fingerprint)).await);
     assert!(found.keys.is_empty(), "{found:?}");
     // Alice's copy of the shared key stays.
-    let found = c
-        .find_keys(proto::FindKeysRequest {
-            fingerprint: k1.fingerprint.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let found = ok(c.find_keys(with_fingerprint(&k1.fingerprint)).await);
     assert_eq!(found.keys, vec![alices]);
 }
 
@@ -291,11 +233,7 @@ async fn bad_keys_are_refused_with_the_reason() {
     let private_key = std::fs::read_to_string(&good.path).unwrap();
     let c = &mut stack.ufds();
 
-    let create = |name: &str, key: &str| proto::CreateKeyRequest {
-        account: "bob".into(),
-        name: name.into(),
-        key: key.into(),
-    };
+    let create = |name: &str, key: &str| new_key("bob", name, key);
     let blob_b64 = good.text.split_whitespace().nth(1).unwrap().to_string();
     let truncated = format!("ssh-ed25519 {}", &blob_b64[..40]);
     let cases: Vec<(String, &str)> = vec![
@@ -329,20 +267,12 @@ async fn bad_keys_are_refused_with_the_reason() {
         &["name", "'/'"],
     );
     assert_error(
-        c.create_key(proto::CreateKeyRequest {
-            account: "nobody".into(),
-            ..create("k", &good.text)
-        })
-        .await,
+        c.create_key(new_key("nobody", "k", &good.text)).await,
         "ResourceNotFound",
         &["nobody"],
     );
 
-    let first = c
-        .create_key(create("main", &good.text))
-        .await
-        .unwrap()
-        .into_inner();
+    let first = ok(c.create_key(create("main", &good.text)).await);
     assert_error(
         c.create_key(create("main", &other.text)).await,
         "ConflictError",
@@ -354,19 +284,10 @@ async fn bad_keys_are_refused_with_the_reason() {
         &["fingerprint", &first.fingerprint],
     );
     assert_error(
-        c.find_keys(proto::FindKeysRequest {
-            fingerprint: "laptop".into(),
-        })
-        .await,
+        c.find_keys(with_fingerprint("laptop")).await,
         "InvalidArgument",
         &["fingerprint"],
     );
-    let list = c
-        .list_keys(proto::ListKeysRequest {
-            account: "bob".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let list = ok(c.list_keys(keys_of("bob")).await);
     assert_eq!(list.keys, vec![first]);
 }

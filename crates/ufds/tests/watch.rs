@@ -5,6 +5,9 @@
 // Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{account, new_key, ok};
 use dc_testkit::cloudapi::ssh_public_key;
 use dc_testkit::feed::Feed;
 use dc_testkit::{Dc, Options, assert_error};
@@ -31,18 +34,6 @@ async fn watch_accounts(
         .into()
 }
 
-async fn create(dc: &Dc, login: &str) -> proto::Account {
-    dc.ufds()
-        .create_account(proto::CreateAccountRequest {
-            login: login.into(),
-            email: format!("{login}@example.com"),
-            ..Default::default()
-        })
-        .await
-        .expect("create account")
-        .into_inner()
-}
-
 async fn set_email(dc: &Dc, account: &str, email: &str) -> proto::Account {
     dc.ufds()
         .update_account(proto::UpdateAccountRequest {
@@ -58,8 +49,8 @@ async fn set_email(dc: &Dc, account: &str, email: &str) -> proto::Account {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accounts_snapshot_then_changes_in_order_and_resume() {
     let dc = ufds().await;
-    let bob = create(&dc, "bob").await;
-    create(&dc, "alice").await;
+    let bob = account(&dc, "bob").await;
+    account(&dc, "alice").await;
 
     // From an empty start: the snapshot is ListAccounts's answer.
     let mut all = watch_accounts(&dc, Default::default()).await;
@@ -88,7 +79,7 @@ async fn accounts_snapshot_then_changes_in_order_and_resume() {
     assert_eq!(only_bob, vec![bob.clone()]);
 
     // A create, an update and a delete arrive in order with increasing positions.
-    let carol = create(&dc, "carol").await;
+    let carol = account(&dc, "carol").await;
     let carol2 = set_email(&dc, "carol", "carol@example.org").await;
     dc.ufds()
         .delete_account(proto::DeleteAccountRequest {
@@ -121,22 +112,16 @@ async fn accounts_snapshot_then_changes_in_order_and_resume() {
 
 /// A new ed25519 key of `account`, named `name`.
 async fn add_key(dc: &Dc, account: &str, name: &str) -> proto::Key {
-    dc.ufds()
-        .create_key(proto::CreateKeyRequest {
-            account: account.into(),
-            name: name.into(),
-            key: ssh_public_key("ed25519").trim().to_string(),
-        })
-        .await
-        .expect("create key")
-        .into_inner()
+    let key = ssh_public_key("ed25519");
+    let request = new_key(account, name, key.trim());
+    ok(dc.ufds().create_key(request).await)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_snapshot_then_changes_of_one_account() {
     let dc = ufds().await;
-    let bob = create(&dc, "bob").await;
-    let alice = create(&dc, "alice").await;
+    let bob = account(&dc, "bob").await;
+    let alice = account(&dc, "alice").await;
     add_key(&dc, "bob", "one").await;
     add_key(&dc, "bob", "two").await;
     add_key(&dc, "alice", "hers").await;
@@ -215,7 +200,7 @@ async fn a_position_older_than_what_is_kept_is_answered_with_resync() {
     })
     .await;
     for login in ["ann", "ben", "cat"] {
-        create(&dc, login).await;
+        account(&dc, login).await;
     }
     // With no retention, the next trim deletes those changes.
     dc.change_log_trimmed_through(3).await;

@@ -1,0 +1,41 @@
+//! What the UFDS tests share: an account made the plain way, the account and key
+//! requests they make most, and the answer of a call that must succeed.
+#![allow(dead_code)]
+
+use dc_testkit::Dc;
+use triton_proto::ufds::v1 as proto;
+
+/// A new account `login`, e-mail `<login>@example.com`.
+pub async fn account(dc: &Dc, login: &str) -> proto::Account {
+    let request = proto::CreateAccountRequest {
+        login: login.into(),
+        email: format!("{login}@example.com"),
+        ..Default::default()
+    };
+    ok(dc.ufds().create_account(request).await)
+}
+
+/// GetAccount of `account` (a uuid or a login).
+pub fn lookup(account: &str) -> proto::GetAccountRequest {
+    proto::GetAccountRequest {
+        account: account.into(),
+    }
+}
+
+/// CreateKey of `key` (OpenSSH text) for `account` (a login or a uuid), named `name`.
+pub fn new_key(account: &str, name: &str, key: &str) -> proto::CreateKeyRequest {
+    proto::CreateKeyRequest {
+        account: account.into(),
+        name: name.into(),
+        key: key.into(),
+    }
+}
+
+/// The answer of a call that must succeed.
+#[track_caller]
+pub fn ok<T>(result: Result<tonic::Response<T>, tonic::Status>) -> T {
+    match result {
+        Ok(r) => r.into_inner(),
+        Err(status) => panic!("the call should succeed: {status:?}"),
+    }
+}
