@@ -595,9 +595,9 @@ impl Napi {
                     }
                     return Ok(());
                 }
-                Err(e) if e.name() == "ObjectNotFoundError" => {
-                    return Err(not_found("nic", nic.mac));
-                }
+                // The NIC, its IP record or its underlay row went meanwhile: read them
+                // again (a NIC gone is then ResourceNotFound).
+                Err(e) if e.name() == "ObjectNotFoundError" => continue,
                 Err(e) if store::conflict(&e).is_some() => continue,
                 Err(e) => return Err(Error::moray("batch delete NIC")(e)),
             }
