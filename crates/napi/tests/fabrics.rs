@@ -412,7 +412,10 @@ async fn fabric_nics_keep_portolan_rows_and_other_nodes_logs_with_them() {
 
     // b moves again, from cn3 to cn2: cn3 still hosts d, so it forgets where b is.
     set_cn(&b.mac, &cn2).await;
-    assert_eq!(rows.overlay(&b.ip, vnet).await.unwrap().cn_uuid.to_string(), cn2);
+    assert_eq!(
+        rows.overlay(&b.ip, vnet).await.unwrap().cn_uuid.to_string(),
+        cn2
+    );
     assert_eq!(rows.drain(&cn3).await, vec![vl2(&b)]);
     assert_eq!(rows.drain(&cn2).await, vec![]);
     assert_eq!(rows.drain(&cn1).await, vec![]);
