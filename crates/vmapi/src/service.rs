@@ -8,7 +8,10 @@ use std::time::Duration;
 use moray_client::filter::Filter;
 use moray_client::{EtagCondition, FindOptions, Sort, SortOrder};
 use serde_json::{Map, Value};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
+use triton_proto::napi::v1::napi_client::NapiClient;
+use triton_proto::napi::v1::{ListNetworksRequest, Network};
 use triton_proto::vmapi::v1 as pb;
 use triton_proto::vmapi::v1::vmapi_server::Vmapi;
 use uuid::Uuid;
@@ -78,17 +81,32 @@ fn not_usable(field: &str, what: impl std::fmt::Display) -> String {
     format!("{field}: {what}")
 }
 
+/// NAPI's networks that `filter` (a ListNetworks request) matches.
+async fn networks_where(
+    napi: &NapiClient<Channel>,
+    filter: ListNetworksRequest,
+    rid: &str,
+) -> Result<Vec<Network>, Status> {
+    let listed = napi.clone().list_networks(request(filter, rid)).await?;
+    Ok(listed.into_inner().networks)
+}
+
+/// A request refused for one problem with `field`.
+fn refused<T>(field: &str, what: impl std::fmt::Display) -> Result<T, Vec<String>> {
+    Err(vec![not_usable(field, what)])
+}
+
 /// The answer of a look-up made to check a request: a thing that does not exist is a
 /// problem with `field`, any other failure is `service`'s.
-fn looked_up<T>(
-    answer: Result<Response<T>, Status>,
+async fn looked_up<T>(
+    call: impl Future<Output = Result<Response<T>, Status>>,
     service: &'static str,
     field: &str,
     missing: impl FnOnce() -> String,
 ) -> Result<T, Vec<String>> {
-    match answer {
+    match call.await {
         Ok(r) => Ok(r.into_inner()),
-        Err(s) if s.code() == tonic::Code::NotFound => Err(vec![not_usable(field, missing())]),
+        Err(s) if s.code() == tonic::Code::NotFound => refused(field, missing()),
         Err(s) => Err(vec![upstream(service, s)]),
     }
 }
@@ -377,29 +395,25 @@ impl VmapiService {
     }
 
     async fn check_owner(&self, owner: &str, rid: &str) -> Result<(), Vec<String>> {
-        let Some(ufds) = self.clients.ufds.clone() else {
+        let Some(mut ufds) = self.clients.ufds.clone() else {
             return Ok(());
         };
-        let account = ufds
-            .clone()
-            .get_account(request(
-                triton_proto::ufds::v1::GetAccountRequest {
-                    account: owner.to_string(),
-                },
-                rid,
-            ))
-            .await;
-        let account = looked_up(account, "ufds", "owner_uuid", || {
-            format!("account {owner} does not exist")
-        })?;
+        let get = triton_proto::ufds::v1::GetAccountRequest {
+            account: owner.to_string(),
+        };
+        let account = looked_up(
+            ufds.get_account(request(get, rid)),
+            "ufds",
+            "owner_uuid",
+            || format!("account {owner} does not exist"),
+        )
+        .await?;
         if !account.approved_for_provisioning {
-            return Err(vec![not_usable(
+            let login = account.login;
+            return refused(
                 "owner_uuid",
-                format!(
-                    "account {} ({owner}) is not approved for provisioning",
-                    account.login
-                ),
-            )]);
+                format!("account {login} ({owner}) is not approved for provisioning"),
+            );
         }
         Ok(())
     }
@@ -410,36 +424,35 @@ impl VmapiService {
         owner: &str,
         rid: &str,
     ) -> Result<ImageParam, Vec<String>> {
-        let Some(imgapi) = self.clients.imgapi.clone() else {
+        let Some(mut imgapi) = self.clients.imgapi.clone() else {
             return Ok(ImageParam {
                 uuid: image_uuid.to_string(),
                 ..Default::default()
             });
         };
-        let image = imgapi
-            .clone()
-            .get_image(request(
-                triton_proto::imgapi::v1::ImageRequest {
-                    uuid: image_uuid.to_string(),
-                    account: None,
-                },
-                rid,
-            ))
-            .await;
-        let image = looked_up(image, "imgapi", "image_uuid", || {
-            format!("image {image_uuid} does not exist")
-        })?;
+        let get = triton_proto::imgapi::v1::ImageRequest {
+            uuid: image_uuid.to_string(),
+            account: None,
+        };
+        let image = looked_up(
+            imgapi.get_image(request(get, rid)),
+            "imgapi",
+            "image_uuid",
+            || format!("image {image_uuid} does not exist"),
+        )
+        .await?;
         if image.state != "active" {
-            return Err(vec![not_usable(
+            let state = &image.state;
+            return refused(
                 "image_uuid",
-                format!("image {image_uuid} is {}, not active", image.state),
-            )]);
+                format!("image {image_uuid} is {state}, not active"),
+            );
         }
         if !(image.public || image.owner == owner || image.acl.iter().any(|a| a == owner)) {
-            return Err(vec![not_usable(
+            return refused(
                 "image_uuid",
                 format!("image {image_uuid} is not available to owner {owner}"),
-            )]);
+            );
         }
         let traits: Map<String, Value> = image
             .traits
@@ -474,30 +487,26 @@ impl VmapiService {
         let Some(billing_id) = billing_id else {
             return Ok(None);
         };
-        let Some(papi) = self.clients.papi.clone() else {
-            return Err(vec![not_usable(
-                "billing_id",
-                "packages are not available (no papi_url)",
-            )]);
+        let Some(mut papi) = self.clients.papi.clone() else {
+            return refused("billing_id", "packages are not available (no papi_url)");
         };
-        let package = papi
-            .clone()
-            .get_package(request(
-                triton_proto::papi::v1::GetPackageRequest {
-                    uuid: billing_id.to_string(),
-                    owner_uuids: vec![owner.to_string()],
-                },
-                rid,
-            ))
-            .await;
-        let package = looked_up(package, "papi", "billing_id", || {
-            format!("package {billing_id} does not exist")
-        })?;
+        let get = triton_proto::papi::v1::GetPackageRequest {
+            uuid: billing_id.to_string(),
+            owner_uuids: vec![owner.to_string()],
+        };
+        let package = looked_up(
+            papi.get_package(request(get, rid)),
+            "papi",
+            "billing_id",
+            || format!("package {billing_id} does not exist"),
+        )
+        .await?;
         if !package.active {
-            return Err(vec![not_usable(
+            let name = &package.name;
+            return refused(
                 "billing_id",
-                format!("package {billing_id} ({}) is not active", package.name),
-            )]);
+                format!("package {billing_id} ({name}) is not active"),
+            );
         }
         let param = PackageParam {
             uuid: package.uuid.clone(),
@@ -533,10 +542,7 @@ impl VmapiService {
             return Ok(Vec::new());
         }
         let Some(napi) = self.clients.napi.clone() else {
-            return Err(vec![not_usable(
-                "networks",
-                "networks are not available (no napi_url)",
-            )]);
+            return refused("networks", "networks are not available (no napi_url)");
         };
         let explicit_primary = wanted.iter().any(|w| w.3.primary == Some(true));
         let mut problems = Vec::new();
@@ -552,17 +558,15 @@ impl VmapiService {
                     ))
                     .await
                     .map(|n| Some(n.into_inner())),
-                Some(NetRef::Name(name)) => napi
-                    .clone()
-                    .list_networks(request(
-                        triton_proto::napi::v1::ListNetworksRequest {
-                            name: Some(name.clone()),
-                            ..Default::default()
-                        },
-                        rid,
-                    ))
-                    .await
-                    .map(|l| l.into_inner().networks.into_iter().next()),
+                Some(NetRef::Name(name)) => {
+                    let named = ListNetworksRequest {
+                        name: Some(name.clone()),
+                        ..Default::default()
+                    };
+                    networks_where(&napi, named, rid)
+                        .await
+                        .map(|l| l.into_iter().next())
+                }
                 None => continue,
             };
             let network = match found {
@@ -588,23 +592,13 @@ impl VmapiService {
             };
             if !network.public && !network.owner_uuids.iter().any(|o| o == owner) {
                 // NAPI's own rule also lets its operator account use any network.
-                let allowed = napi
-                    .clone()
-                    .list_networks(request(
-                        triton_proto::napi::v1::ListNetworksRequest {
-                            provisionable_by: Some(owner.to_string()),
-                            ..Default::default()
-                        },
-                        rid,
-                    ))
+                let provisionable = ListNetworksRequest {
+                    provisionable_by: Some(owner.to_string()),
+                    ..Default::default()
+                };
+                let allowed = networks_where(&napi, provisionable, rid)
                     .await
-                    .map(|l| {
-                        l.into_inner()
-                            .networks
-                            .iter()
-                            .any(|n| n.uuid == network.uuid)
-                    })
-                    .unwrap_or(false);
+                    .is_ok_and(|l| l.iter().any(|n| n.uuid == network.uuid));
                 if !allowed {
                     problems.push(not_usable(
                         &field,
@@ -643,8 +637,8 @@ impl VmapiService {
     /// again (and the provision range) when the job makes the NIC.
     async fn check_ip(
         &self,
-        napi: &triton_proto::napi::v1::napi_client::NapiClient<tonic::transport::Channel>,
-        network: &triton_proto::napi::v1::Network,
+        napi: &NapiClient<Channel>,
+        network: &Network,
         field: &str,
         ip: &str,
         rid: &str,
@@ -685,29 +679,20 @@ impl VmapiService {
         let Some(server) = server else {
             return Ok(());
         };
-        match self
-            .clients
-            .cnapi
-            .clone()
-            .get_server(request(
-                triton_proto::cnapi::v1::GetServerRequest {
-                    uuid: server.to_string(),
-                },
-                rid,
-            ))
-            .await
-        {
-            Ok(s) if s.get_ref().setup => Ok(()),
-            Ok(_) => Err(vec![not_usable(
-                "server_uuid",
-                format!("server {server} is not set up"),
-            )]),
-            Err(s) if s.code() == tonic::Code::NotFound => Err(vec![not_usable(
-                "server_uuid",
-                format!("server {server} does not exist"),
-            )]),
-            Err(s) => Err(vec![upstream("cnapi", s)]),
+        let get = triton_proto::cnapi::v1::GetServerRequest {
+            uuid: server.to_string(),
+        };
+        let found = looked_up(
+            self.clients.cnapi.clone().get_server(request(get, rid)),
+            "cnapi",
+            "server_uuid",
+            || format!("server {server} does not exist"),
+        )
+        .await?;
+        if !found.setup {
+            return refused("server_uuid", format!("server {server} is not set up"));
         }
+        Ok(())
     }
 
     // ------------------------------------------------------------ UpdateVm / DeleteVm
