@@ -17,6 +17,7 @@ use crate::backend::{InstanceState, ZoneBackend};
 use crate::config::{BackendKind, Config};
 use crate::error::{Error, Result};
 use crate::heartbeat::{HEARTBEAT_INTERVAL, Heartbeater};
+use crate::linux::overlay::{self, Overlay};
 use crate::linux::{LinuxBackend, LinuxConfig};
 use crate::service::AgentService;
 use crate::sim::{SimBackend, SimConfig};
@@ -173,15 +174,31 @@ pub async fn start_configured(config: Config, shutdown: CancellationToken) -> Re
     match config.backend {
         BackendKind::Linux => {
             let uuid = server_uuid(&config.state_dir, configured)?;
-            let backend = LinuxBackend::new(LinuxConfig {
-                state_dir: config.state_dir.clone(),
-                cgroup_root: config.linux.cgroup_root.clone(),
-                cgroup_parent: config.linux.cgroup_parent.clone(),
-                netns_prefix: config.linux.netns_prefix.clone(),
-                link_prefix: config.linux.link_prefix.clone(),
-                bridges: bridges.clone(),
-                create_bridges: config.linux.create_bridges,
-            })?;
+            let overlay = match &config.overlay {
+                Some(c) => Some(Overlay::new(c.clone(), None)?),
+                None => None,
+            };
+            let backend = LinuxBackend::with_overlay(
+                LinuxConfig {
+                    state_dir: config.state_dir.clone(),
+                    cgroup_root: config.linux.cgroup_root.clone(),
+                    cgroup_parent: config.linux.cgroup_parent.clone(),
+                    netns_prefix: config.linux.netns_prefix.clone(),
+                    link_prefix: config.linux.link_prefix.clone(),
+                    bridges: bridges.clone(),
+                    create_bridges: config.linux.create_bridges,
+                },
+                overlay.clone(),
+            )?;
+            // The node provides the fabrics' nic tag once its overlay is up, on the
+            // interface of its underlay address (CNAPI places fabric NICs by it).
+            let mut node_tags = bridges.clone();
+            if let Some(overlay) = &overlay {
+                let underlay = overlay::interface_of(overlay.config().underlay_ip)?;
+                overlay.start(shutdown.clone())?;
+                node_tags.insert(overlay::OVERLAY_TAG.into(), underlay.clone());
+                node_tags.insert(overlay::UNDERLAY_TAG.into(), underlay);
+            }
             let state_dir = config.state_dir.clone();
             let datacenter = config.datacenter.clone();
             running.push(
@@ -190,7 +207,7 @@ pub async fn start_configured(config: Config, shutdown: CancellationToken) -> Re
                     move |agent_port| NodeFacts::Real {
                         uuid,
                         state_dir,
-                        nic_tags: bridges,
+                        nic_tags: node_tags,
                         datacenter,
                         agent_port,
                     },

@@ -35,6 +35,8 @@ pub struct NicSpec {
     pub mtu: u32,
     /// The primary NIC carries the default route.
     pub primary: bool,
+    /// A fabric NIC's VXLAN network id (NAPI's `vnet_id`); 0 for other NICs.
+    pub vnet_id: u32,
 }
 
 /// What an instance is: the `vmadm create` payload, reduced to what a Linux zone uses.
@@ -157,6 +159,13 @@ impl NicSpec {
         }
         if self.prefix_len > 32 {
             return Err(Error::invalid(&field("netmask"), "prefix longer than 32"));
+        }
+        if crate::linux::overlay::is_fabric_tag(&self.nic_tag) {
+            crate::linux::overlay::fabric_vnet(
+                &format!("nics[{index}]"),
+                &self.nic_tag,
+                self.vnet_id,
+            )?;
         }
         let name = self.interface_name(index);
         if name.is_empty()

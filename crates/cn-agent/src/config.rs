@@ -44,6 +44,9 @@ pub struct Config {
     pub nic_tags: Vec<String>,
     pub linux: LinuxSection,
     pub sim: SimSection,
+    /// The overlay of fabric networks (linux backend): `underlay_ip` and `portolan`;
+    /// absent, the node has none and takes no fabric NICs.
+    pub overlay: Option<crate::linux::overlay::OverlayConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +88,7 @@ impl Default for Config {
             nic_tags: vec!["admin=br-admin".into(), "external=br-external".into()],
             linux: LinuxSection::default(),
             sim: SimSection::default(),
+            overlay: None,
         }
     }
 }

@@ -59,6 +59,7 @@ pub fn nic_from_pb(field: &str, nic: &pb::Nic) -> Result<NicSpec> {
         vlan_id,
         mtu: nic.mtu,
         primary: nic.primary,
+        vnet_id: nic.vnet_id,
     })
 }
 
@@ -74,6 +75,7 @@ pub fn nic_to_pb(nic: &NicSpec) -> pb::Nic {
         vlan_id: u32::from(nic.vlan_id),
         mtu: nic.mtu,
         primary: nic.primary,
+        vnet_id: nic.vnet_id,
     }
 }
 

@@ -257,6 +257,7 @@ impl LinuxHost {
             vlan_id: 0,
             mtu: 0,
             primary: true,
+            vnet_id: 0,
         }
     }
 

@@ -40,6 +40,9 @@ pub struct VmNic {
     pub primary: bool,
     pub mtu: u32,
     pub resolvers: Vec<String>,
+    /// A fabric NIC's VXLAN network id (NAPI's), which the compute node's overlay needs;
+    /// 0 for other NICs.
+    pub vnet_id: u32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

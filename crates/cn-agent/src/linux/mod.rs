@@ -136,6 +136,14 @@ impl LinuxBackend {
     /// Opens (and creates) the state directory and detects the host's cgroups. Instances
     /// already there are found as they are, running or not.
     pub fn new(config: LinuxConfig) -> Result<LinuxBackend> {
+        LinuxBackend::with_overlay(config, None)
+    }
+
+    /// As [`LinuxBackend::new`], with the node's overlay for fabric NICs.
+    pub fn with_overlay(
+        config: LinuxConfig,
+        overlay: Option<Arc<overlay::Overlay>>,
+    ) -> Result<LinuxBackend> {
         if config.link_prefix.is_empty() || config.link_prefix.len() > LINK_PREFIX_MAX {
             return Err(Error::invalid("link_prefix", "must be 1 to 4 characters"));
         }
@@ -161,6 +169,7 @@ impl LinuxBackend {
             link_prefix: config.link_prefix,
             bridges: config.bridges,
             create_bridges: config.create_bridges,
+            overlay,
         };
         // Tenant bridges closed to the host, instance ports guarded (firewall.rs).
         net.install_firewall()?;

@@ -7,19 +7,22 @@
 //! inside. Each host end is guarded by nftables rules (see [`super::firewall`]) from
 //! before it is up until it is removed. The guard is on the host side of the veth, out of
 //! the instance's reach: an instance that takes another address or MAC loses its traffic,
-//! nobody else's.
+//! nobody else's. A fabric NIC (nic tag `sdc_overlay`) is plugged into its vnet's bridge
+//! of the overlay ([`super::overlay`]), made on first use, guarded the same way.
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use uuid::Uuid;
 
 use super::command::{run, run_input};
 use super::firewall::{Firewall, PortRules, normalize_mac};
 use super::idmap::RANGE_SIZE;
+use super::overlay::{Overlay, fabric_vnet, is_fabric_tag};
 use crate::backend::NicSpec;
 use crate::error::{Error, Result};
 
@@ -36,6 +39,8 @@ pub struct Network {
     pub bridges: BTreeMap<String, String>,
     /// Create a bridge that does not exist yet (else a missing bridge is an error).
     pub create_bridges: bool,
+    /// The node's overlay, for fabric NICs; none: a fabric NIC is an unknown nic tag.
+    pub overlay: Option<Arc<Overlay>>,
 }
 
 impl Network {
@@ -49,7 +54,14 @@ impl Network {
 
     /// The agent's nftables rules (tables named from `netns_prefix`).
     pub fn firewall(&self) -> Firewall {
-        Firewall::new(&self.netns_prefix, &self.bridges)
+        let mut firewall = Firewall::new(&self.netns_prefix, &self.bridges);
+        if self.overlay.is_some() {
+            // The vnets' bridges are tenants' too.
+            firewall
+                .tenant_bridges
+                .push(format!("{}*", super::overlay::BRIDGE_PREFIX));
+        }
+        firewall
     }
 
     /// At the agent's start: the guard table kept (running instances' ports stay guarded),
@@ -96,12 +108,29 @@ impl Network {
             .ok_or_else(|| Error::UnknownNicTag(nic_tag.to_string()))
     }
 
-    /// Checks that every NIC's tag has a bridge, before anything is built.
+    /// Checks that every NIC's tag has a bridge (a fabric NIC: that the node has an
+    /// overlay and the NIC a vnet), before anything is built.
     pub fn check_tags(&self, nics: &[NicSpec]) -> Result<()> {
-        for nic in nics {
+        for (i, nic) in nics.iter().enumerate() {
+            if is_fabric_tag(&nic.nic_tag) && self.overlay.is_some() {
+                fabric_vnet(&format!("nics[{i}]"), &nic.nic_tag, nic.vnet_id)?;
+                continue;
+            }
             self.bridge_for(&nic.nic_tag)?;
         }
         Ok(())
+    }
+
+    /// The bridge `nic` is plugged into, made if it is not there (`index`: its place
+    /// among the instance's NICs, for errors).
+    fn bridge_of(&self, nic: &NicSpec, index: usize) -> Result<String> {
+        if let (true, Some(overlay)) = (is_fabric_tag(&nic.nic_tag), &self.overlay) {
+            let vnet = fabric_vnet(&format!("nics[{index}]"), &nic.nic_tag, nic.vnet_id)?;
+            return overlay.ensure(vnet);
+        }
+        let bridge = self.bridge_for(&nic.nic_tag)?;
+        self.ensure_bridge(bridge)?;
+        Ok(bridge.to_string())
     }
 
     fn ensure_bridge(&self, bridge: &str) -> Result<()> {
@@ -156,8 +185,7 @@ impl Network {
         let mut attach = String::new();
         let mut inside = String::new();
         for &(index, nic) in nics {
-            let bridge = self.bridge_for(&nic.nic_tag)?;
-            self.ensure_bridge(bridge)?;
+            let bridge = self.bridge_of(nic, index)?;
             let host = self.host_link(uuid, nic, index);
             let inner = nic.interface_name(index);
             if Path::new("/sys/class/net").join(&host).exists() {
@@ -207,7 +235,7 @@ impl Network {
                     index,
                 ));
             }
-            if nic.vlan_id != 0 {
+            if nic.vlan_id != 0 && !is_fabric_tag(&nic.nic_tag) {
                 tracing::warn!(%uuid, vlan_id = nic.vlan_id, "VLAN tagging is not implemented; the NIC is untagged");
             }
         }
@@ -245,7 +273,18 @@ impl Network {
         if Path::new("/sys/class/net").join(&host).exists() {
             run("ip", &["link", "del", "dev", &host])?;
         }
-        self.firewall().unguard(&[host])
+        self.firewall().unguard(&[host])?;
+        self.prune_overlay();
+        Ok(())
+    }
+
+    /// Removes the overlay devices of vnets with no instance NIC left on the node.
+    fn prune_overlay(&self) {
+        if let Some(overlay) = &self.overlay
+            && let Err(e) = overlay.prune()
+        {
+            tracing::warn!(error = %e.chain(), "overlay devices of unused vnets are left");
+        }
     }
 
     /// Removes the namespace, every host link of the instance and their guard rules
@@ -259,7 +298,9 @@ impl Network {
             .into_iter()
             .filter(|p| p.starts_with(&stem))
             .collect();
-        firewall.unguard(&ports)
+        firewall.unguard(&ports)?;
+        self.prune_overlay();
+        Ok(())
     }
 
     /// Removes every host link of the instance (one `ip -batch`) and its namespace.

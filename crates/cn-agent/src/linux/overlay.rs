@@ -62,7 +62,6 @@ const NEGATIVE_TTL: Duration = Duration::from_millis(500);
 
 /// `[overlay]` of cn-agent's config: absent, the node has no overlay.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct OverlayConfig {
     /// The node's underlay address: the source of its VXLAN traffic, and how Portolan
     /// knows the node (NAPI's `portolan_underlay_mappings`).
@@ -97,6 +96,23 @@ impl OverlayConfig {
     }
 }
 
+/// The interface of this node (in this thread's network namespace) that holds `ip`.
+pub fn interface_of(ip: Ipv4Addr) -> Result<String> {
+    let out = run(
+        "ip",
+        &["-o", "-4", "addr", "show", "to", &format!("{ip}/32")],
+    )?;
+    out.lines()
+        .find_map(|l| l.split_whitespace().nth(1))
+        .map(str::to_string)
+        .ok_or_else(|| {
+            Error::invalid(
+                "overlay.underlay_ip",
+                format!("{ip} is not an address of this node"),
+            )
+        })
+}
+
 /// Whether a NIC with this nic tag is a fabric NIC.
 pub fn is_fabric_tag(nic_tag: &str) -> bool {
     nic_tag == OVERLAY_TAG || nic_tag.starts_with("sdc_overlay/")
@@ -123,9 +139,12 @@ pub fn fabric_vnet(field: &str, nic_tag: &str, vnet_id: u32) -> Result<u32> {
     Ok(vnet)
 }
 
+/// What the names of the vnets' bridges start with.
+pub const BRIDGE_PREFIX: &str = "vb";
+
 /// The bridge of vnet `vnet`.
 pub fn bridge_name(vnet: u32) -> String {
-    format!("vb{vnet}")
+    format!("{BRIDGE_PREFIX}{vnet}")
 }
 
 /// The VXLAN device of vnet `vnet`.

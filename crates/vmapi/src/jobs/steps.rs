@@ -766,6 +766,7 @@ pub fn vm_nic(nic: napi::Nic, interface: String) -> VmNic {
         primary: nic.primary,
         mtu: nic.mtu,
         resolvers: nic.resolvers,
+        vnet_id: nic.vnet_id.unwrap_or(0),
     }
 }
 
@@ -796,6 +797,7 @@ pub(super) fn agent_nic(n: &VmNic, interface: String) -> agent::Nic {
         vlan_id: n.vlan_id,
         mtu: n.mtu,
         primary: n.primary,
+        vnet_id: n.vnet_id,
     }
 }
 

@@ -1,0 +1,462 @@
+//! Fabrics across two compute nodes: cn-agent's overlay data plane
+//! (`cn_agent::linux::overlay`) in each node's network namespace, Portolan on Moray
+//! answering its lookups from the rows NAPI would write (`portolan_client::buckets`).
+//!
+//! Two nodes are two network namespaces, each with an underlay address on a bridge of a
+//! third ("the switch"). Instances are namespaces with a veth into their vnet's bridge
+//! on their node. Reachability is a TCP connection to a server inside the other instance
+//! that answers with its name (a thread of the test in the namespace: `setns(2)`).
+
+// Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cn_agent::linux::overlay::{Overlay, OverlayConfig, bridge_name, vxlan_name};
+use dc_testkit::{Dc, Options, Service, eventually, run};
+use moray_client::{EtagCondition, MorayClient};
+use portolan_client::buckets::{
+    Buckets, CnNetEvent, LogRecord, RECORD_VERSION, UnderlayMapping, VXLAN_PORT, VnetMacIp,
+    ip_text, mac_number, vnet_mac_ip_key,
+};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// A safety net for waits that end on an event; never what a check depends on.
+const WAIT: Duration = Duration::from_secs(20);
+const PORT: u16 = 8080;
+const VNET_A: u32 = 4100;
+const VNET_B: u32 = 4200;
+
+/// Runs `f` on a thread inside the named network namespace.
+fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("open the namespace");
+        // SAFETY: setns(2) on a namespace file we hold open.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .expect("thread in namespace")
+}
+
+fn ns_fd(ns: &str) -> OwnedFd {
+    std::fs::File::open(format!("/run/netns/{ns}"))
+        .expect("open the namespace")
+        .into()
+}
+
+/// What the server at `ip` in `from`'s network answers, or why there is none.
+fn fetch(from: &str, ip: Ipv4Addr, timeout: Duration) -> Result<String, String> {
+    in_ns(from, move || {
+        let addr = SocketAddr::from((ip, PORT));
+        let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(timeout))
+            .map_err(|e| e.to_string())?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+        Ok(text)
+    })
+}
+
+/// A server in namespace `ns` on `ip` that answers every connection with `name`.
+fn serve(ns: &str, ip: Ipv4Addr, name: &'static str) {
+    let listener = in_ns(ns, move || TcpListener::bind((ip, PORT)).expect("bind"));
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let _ = conn.write_all(name.as_bytes());
+        }
+    });
+}
+
+struct Instance {
+    ns: String,
+    ip: Ipv4Addr,
+    mac: [u8; 6],
+    vnet: u32,
+}
+
+fn mac_text(mac: [u8; 6]) -> String {
+    mac.map(|b| format!("{b:02x}")).join(":")
+}
+
+/// The namespaces and what is in them; all removed on drop (a node's devices go with
+/// its namespace, a veth with either end's).
+struct Lab {
+    id: String,
+    namespaces: Vec<String>,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in self.namespaces.iter().rev() {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", ns])
+                .status();
+        }
+    }
+}
+
+impl Lab {
+    fn new() -> Lab {
+        // SAFETY: geteuid(2) has no preconditions.
+        assert_eq!(unsafe { libc::geteuid() }, 0, "the fabrics test needs root");
+        let id = Uuid::new_v4().simple().to_string()[..6].to_string();
+        let mut lab = Lab {
+            id,
+            namespaces: Vec::new(),
+        };
+        let switch = lab.netns("sw");
+        run(
+            "ip",
+            &["-n", &switch, "link", "add", "ul", "type", "bridge"],
+        );
+        run("ip", &["-n", &switch, "link", "set", "ul", "up"]);
+        lab
+    }
+
+    fn netns(&mut self, what: &str) -> String {
+        let name = format!("fab{}-{what}", self.id);
+        run("ip", &["netns", "add", &name]);
+        self.namespaces.push(name.clone());
+        run("ip", &["-n", &name, "link", "set", "lo", "up"]);
+        name
+    }
+
+    /// Node `n`: its namespace, with `198.18.0.<n>` on a veth into the switch.
+    fn node(&mut self, n: u8) -> (String, Ipv4Addr) {
+        let ns = self.netns(&format!("n{n}"));
+        let switch = format!("fab{}-sw", self.id);
+        let ip = Ipv4Addr::new(198, 18, 0, n);
+        let port = format!("sw{n}");
+        run(
+            "ip",
+            &[
+                "-n", &switch, "link", "add", &port, "type", "veth", "peer", "name", "ul0",
+                "netns", &ns,
+            ],
+        );
+        run(
+            "ip",
+            &["-n", &switch, "link", "set", &port, "master", "ul", "up"],
+        );
+        run(
+            "ip",
+            &["-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", "ul0"],
+        );
+        run("ip", &["-n", &ns, "link", "set", "ul0", "up"]);
+        (ns, ip)
+    }
+
+    /// An instance on `node`'s bridge of its vnet (made by the node's overlay).
+    fn instance(&mut self, name: &str, node: &str, overlay: &Overlay, i: Instance) -> Instance {
+        let ns = self.netns(name);
+        let bridge = overlay.ensure(i.vnet).expect("the vnet's bridge");
+        let host = format!("h{name}");
+        run(
+            "ip",
+            &[
+                "-n", node, "link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns",
+                &ns,
+            ],
+        );
+        run(
+            "ip",
+            &["-n", node, "link", "set", &host, "master", &bridge, "up"],
+        );
+        run(
+            "ip",
+            &[
+                "-n",
+                &ns,
+                "link",
+                "set",
+                "eth0",
+                "address",
+                &mac_text(i.mac),
+                "mtu",
+                "1400",
+                "up",
+            ],
+        );
+        run(
+            "ip",
+            &[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{}/24", i.ip),
+                "dev",
+                "eth0",
+            ],
+        );
+        Instance { ns, ..i }
+    }
+}
+
+fn overlay(ns: &str, underlay_ip: Ipv4Addr, portolan: SocketAddr) -> Arc<Overlay> {
+    Overlay::new(
+        OverlayConfig {
+            underlay_ip,
+            portolan: portolan.to_string(),
+        },
+        Some(ns_fd(ns)),
+    )
+    .expect("overlay")
+}
+
+/// Writes what NAPI writes for a fabric NIC: its row in `portolan_vnet_mac_ip`.
+async fn nic_row(buckets: &Buckets, i: &Instance, cn: Uuid, deleted: bool) {
+    let row = VnetMacIp {
+        mac: mac_number(i.mac),
+        ip: ip_text(i.ip.into()),
+        cn_uuid: cn,
+        vnet_id: i.vnet,
+        vlan_id: 2,
+        version: RECORD_VERSION,
+        deleted,
+    };
+    buckets
+        .vnet_mac_ip
+        .put(
+            &vnet_mac_ip_key(i.ip.into(), i.vnet),
+            &row,
+            EtagCondition::Any,
+        )
+        .await
+        .expect("put the NIC's row");
+}
+
+/// Whether the node's VXLAN device of `vnet` has a forwarding entry for `mac` (to a
+/// remote node).
+fn has_forwarding(node: &str, vnet: u32, mac: [u8; 6]) -> bool {
+    run(
+        "bridge",
+        &["-n", node, "fdb", "show", "dev", &vxlan_name(vnet)],
+    )
+    .lines()
+    // The VXLAN device's own entries name the remote node; the bridge's (learned from
+    // frames that came through the device) do not.
+    .any(|l| l.starts_with(&mac_text(mac)) && l.contains(" dst "))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn instances_of_one_fabric_reach_each_other_across_nodes_and_no_one_else() {
+    let dc = Dc::start(Options {
+        portolan: true,
+        ..Default::default()
+    })
+    .await;
+    let svp = dc.addr(Service::Portolan);
+    let buckets = Buckets::new(
+        MorayClient::connect(&dc.moray_url())
+            .await
+            .expect("connect to Moray"),
+    );
+    let mut lab = Lab::new();
+    let (n1, ul1) = lab.node(1);
+    let (n2, ul2) = lab.node(2);
+    let (cn1, cn2) = (Uuid::new_v4(), Uuid::new_v4());
+    for (cn, ip) in [(cn1, ul1), (cn2, ul2)] {
+        buckets
+            .underlay_mappings
+            .put(
+                &cn.to_string(),
+                &UnderlayMapping {
+                    cn_uuid: cn,
+                    ip: ip_text(ip.into()),
+                    port: VXLAN_PORT,
+                },
+                EtagCondition::Any,
+            )
+            .await
+            .expect("underlay row");
+    }
+    let stop1 = CancellationToken::new();
+    let stop2 = CancellationToken::new();
+    let o1 = overlay(&n1, ul1, svp);
+    let o2 = overlay(&n2, ul2, svp);
+    o1.start(stop1.clone()).expect("node 1's overlay starts");
+    o2.start(stop2.clone()).expect("node 2's overlay starts");
+
+    // Account A on vnet A, one instance per node; account B on vnet B, on node 2, in
+    // the same subnet.
+    let a1 = lab.instance(
+        "a1",
+        &n1,
+        &o1,
+        Instance {
+            ns: String::new(),
+            ip: Ipv4Addr::new(10, 40, 0, 11),
+            mac: [0x02, 0xfa, 0, 0, 0, 0x11],
+            vnet: VNET_A,
+        },
+    );
+    let a2 = lab.instance(
+        "a2",
+        &n2,
+        &o2,
+        Instance {
+            ns: String::new(),
+            ip: Ipv4Addr::new(10, 40, 0, 12),
+            mac: [0x02, 0xfa, 0, 0, 0, 0x12],
+            vnet: VNET_A,
+        },
+    );
+    let b = lab.instance(
+        "b",
+        &n2,
+        &o2,
+        Instance {
+            ns: String::new(),
+            ip: Ipv4Addr::new(10, 40, 0, 13),
+            mac: [0x02, 0xfb, 0, 0, 0, 0x13],
+            vnet: VNET_B,
+        },
+    );
+    nic_row(&buckets, &a1, cn1, false).await;
+    nic_row(&buckets, &a2, cn2, false).await;
+    nic_row(&buckets, &b, cn2, false).await;
+    serve(&a1.ns, a1.ip, "a1");
+    serve(&a2.ns, a2.ip, "a2");
+
+    // Each side learns the other on demand (ARP misses answered from Portolan).
+    let (from, to) = (a1.ns.clone(), a2.ip);
+    eventually("a1 fetches from a2 across the nodes", WAIT, || {
+        let from = from.clone();
+        async move {
+            tokio::task::spawn_blocking(move || fetch(&from, to, Duration::from_secs(3)))
+                .await
+                .unwrap()
+                .as_deref()
+                == Ok("a2")
+        }
+    })
+    .await;
+    let back = tokio::task::spawn_blocking({
+        let ns = a2.ns.clone();
+        let ip = a1.ip;
+        move || fetch(&ns, ip, Duration::from_secs(5))
+    })
+    .await
+    .unwrap();
+    assert_eq!(back.as_deref(), Ok("a1"), "a2 fetches from a1");
+    assert!(
+        has_forwarding(&n1, VNET_A, a2.mac),
+        "node 1 learned where a2 is"
+    );
+
+    // B, on another vnet in the same subnet, reaches neither: not by ARP, and not with
+    // A2's MAC written into its neighbour table by hand.
+    for ip in [a1.ip, a2.ip] {
+        let ns = b.ns.clone();
+        let got = tokio::task::spawn_blocking(move || fetch(&ns, ip, Duration::from_secs(3)))
+            .await
+            .unwrap();
+        assert!(got.is_err(), "b reached {ip}: {got:?}");
+    }
+    run(
+        "ip",
+        &[
+            "-n",
+            &b.ns,
+            "neigh",
+            "replace",
+            &a2.ip.to_string(),
+            "lladdr",
+            &mac_text(a2.mac),
+            "dev",
+            "eth0",
+        ],
+    );
+    let ns = b.ns.clone();
+    let ip = a2.ip;
+    let got = tokio::task::spawn_blocking(move || fetch(&ns, ip, Duration::from_secs(3)))
+        .await
+        .unwrap();
+    assert!(got.is_err(), "b reached a2 with its MAC: {got:?}");
+    assert!(
+        !has_forwarding(&n2, VNET_B, a2.mac),
+        "node 2 installed a2's MAC on vnet B"
+    );
+
+    // Node 1's agent stops: what it learned stays in the kernel, and a new one goes on.
+    stop1.cancel();
+    drop(o1);
+    let ns = a1.ns.clone();
+    let ip = a2.ip;
+    let got = tokio::task::spawn_blocking(move || fetch(&ns, ip, Duration::from_secs(3)))
+        .await
+        .unwrap();
+    assert_eq!(
+        got.as_deref(),
+        Ok("a2"),
+        "reachable with node 1's agent stopped"
+    );
+    let stop1 = CancellationToken::new();
+    let o1 = overlay(&n1, ul1, svp);
+    assert_eq!(
+        o1.vnets(),
+        vec![VNET_A],
+        "the restarted overlay finds its devices"
+    );
+    o1.start(stop1.clone())
+        .expect("node 1's overlay starts again");
+
+    // A2 goes: NAPI marks its row deleted and logs a VL2 entry for node 1. Node 1
+    // drains its log (removing a2's forwarding entry, LOG_RM), and a2's address stops
+    // answering there.
+    nic_row(&buckets, &a2, cn2, true).await;
+    let event = Uuid::new_v4();
+    buckets
+        .cn_net_events
+        .put(
+            &event.to_string(),
+            &CnNetEvent {
+                cn_uuid: cn1,
+                vnet_id: VNET_A,
+                version: RECORD_VERSION,
+                record: LogRecord::Vl2 {
+                    mac: mac_number(a2.mac),
+                    vnet_id: VNET_A,
+                },
+            },
+            EtagCondition::Any,
+        )
+        .await
+        .expect("log entry");
+    let events = buckets.cn_net_events.clone();
+    eventually("node 1 drained its log entry", WAIT, || {
+        let events = events.clone();
+        async move { events.get(&event.to_string()).await.unwrap().is_none() }
+    })
+    .await;
+    assert!(
+        !has_forwarding(&n1, VNET_A, a2.mac),
+        "a2's forwarding entry is gone from node 1"
+    );
+    let ns = a1.ns.clone();
+    let ip = a2.ip;
+    let got = tokio::task::spawn_blocking(move || fetch(&ns, ip, Duration::from_secs(3)))
+        .await
+        .unwrap();
+    assert!(got.is_err(), "a2's address still answers: {got:?}");
+
+    stop1.cancel();
+    stop2.cancel();
+    // The last NIC of a vnet gone, its devices go.
+    run("ip", &["-n", &n2, "link", "del", "hb"]);
+    o2.prune().expect("prune");
+    assert_eq!(o2.vnets(), vec![VNET_A]);
+    assert!(
+        !run("ip", &["-n", &n2, "-o", "link", "show"]).contains(&bridge_name(VNET_B)),
+        "vnet B's bridge is gone from node 2"
+    );
+}
