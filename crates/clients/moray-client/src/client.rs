@@ -516,20 +516,51 @@ impl MorayClient {
         filter: &str,
         options: &FindOptions,
     ) -> Result<BoxStream<'static, Result<Object>>> {
-        let stream = self
-            .grpc()
-            .find_objects(proto::FindObjectsRequest {
-                bucket: bucket.to_string(),
-                filter: filter.to_string(),
-                find: Some(options.to_proto()),
-                options: self.options(),
-                sql_only: false,
-            })
-            .await?
-            .into_inner();
+        let stream = self.find_rpc(bucket, filter, options, false).await?;
         Ok(stream
             .map(|item| item.map_err(MorayError::from).and_then(Object::try_from))
             .boxed())
+    }
+
+    /// What FindObjects, UpdateObjects and DeleteMany act on, as their requests carry it:
+    /// the bucket, the filter, the find options and the call's options.
+    fn matching(
+        &self,
+        bucket: &str,
+        filter: &str,
+        options: &FindOptions,
+    ) -> (
+        String,
+        String,
+        Option<proto::FindOptions>,
+        Option<proto::RequestOptions>,
+    ) {
+        (
+            bucket.to_string(),
+            filter.to_string(),
+            Some(options.to_proto()),
+            self.options(),
+        )
+    }
+
+    /// FindObjects: the objects matching `filter`, or with `sql_only` the SQL Moray would
+    /// run for them.
+    async fn find_rpc(
+        &self,
+        bucket: &str,
+        filter: &str,
+        options: &FindOptions,
+        sql_only: bool,
+    ) -> Result<tonic::Streaming<proto::MorayObject>> {
+        let (bucket, filter, find, options) = self.matching(bucket, filter, options);
+        let request = proto::FindObjectsRequest {
+            bucket,
+            filter,
+            find,
+            options,
+            sql_only,
+        };
+        Ok(self.grpc().find_objects(request).await?.into_inner())
     }
 
     /// The objects matching `filter`, collected (at most `options.limit`, by default 1000).
@@ -553,17 +584,7 @@ impl MorayClient {
         filter: &str,
         options: &FindOptions,
     ) -> Result<Value> {
-        let mut stream = self
-            .grpc()
-            .find_objects(proto::FindObjectsRequest {
-                bucket: bucket.to_string(),
-                filter: filter.to_string(),
-                find: Some(options.to_proto()),
-                options: self.options(),
-                sql_only: true,
-            })
-            .await?
-            .into_inner();
+        let mut stream = self.find_rpc(bucket, filter, options, true).await?;
         match stream.message().await? {
             Some(object) => parse_json(&object.value, || "the SQL of a find".to_string()),
             None => Err(MorayError::InvalidResponse {
@@ -581,17 +602,15 @@ impl MorayClient {
         filter: &str,
         options: &FindOptions,
     ) -> Result<UpdateResult> {
-        let r = self
-            .grpc()
-            .update_objects(proto::UpdateObjectsRequest {
-                bucket: bucket.to_string(),
-                fields: fields.to_string(),
-                filter: filter.to_string(),
-                find: Some(options.to_proto()),
-                options: self.options(),
-            })
-            .await?
-            .into_inner();
+        let (bucket, filter, find, options) = self.matching(bucket, filter, options);
+        let request = proto::UpdateObjectsRequest {
+            bucket,
+            fields: fields.to_string(),
+            filter,
+            find,
+            options,
+        };
+        let r = self.grpc().update_objects(request).await?.into_inner();
         Ok(UpdateResult {
             count: r.count,
             etag: r.etag,
@@ -605,16 +624,14 @@ impl MorayClient {
         filter: &str,
         options: &FindOptions,
     ) -> Result<u64> {
-        let r = self
-            .grpc()
-            .delete_many(proto::DeleteManyRequest {
-                bucket: bucket.to_string(),
-                filter: filter.to_string(),
-                find: Some(options.to_proto()),
-                options: self.options(),
-            })
-            .await?
-            .into_inner();
+        let (bucket, filter, find, options) = self.matching(bucket, filter, options);
+        let request = proto::DeleteManyRequest {
+            bucket,
+            filter,
+            find,
+            options,
+        };
+        let r = self.grpc().delete_many(request).await?.into_inner();
         Ok(r.count)
     }
 
