@@ -9,9 +9,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use dc_testkit::cloudapi::Tenant;
-use dc_testkit::{Dc, Options};
+use std::time::Duration;
+
+use dc_testkit::{Dc, Options, eventually};
 use serde_json::{Value, json};
 use triton_proto::napi::v1 as napi;
+use triton_proto::papi::v1 as papi;
 use triton_proto::ufds::v1 as ufds;
 
 /// `triton vlan create <vlan_id>` and `triton network create` of a /24 on it, `web-net`
@@ -338,6 +341,75 @@ async fn create_machine_default_networks_with_and_without_a_default_fabric() {
     assert!(vm.nics[0].nic_tag.starts_with("sdc_overlay"));
     assert_eq!(vm.nics[0].vlan_id, 300);
 
+    // default_networks picks which of the two; anything else is refused naming it.
+    let alices = dc.hand_client("alice", &alice.uuid).await;
+    let create = |extra: Value| {
+        let mut body = json!({"image": catalog.image.uuid, "package": "g1-small"});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let alices = alices.clone();
+        async move {
+            alices
+                .send("POST", "/alice/machines", &body.to_string())
+                .await
+        }
+    };
+    let r = create(json!({"name": "inner", "default_networks": ["internal"]})).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    alice.ok(&["instance", "wait", &id]).await;
+    let vm = dc.vm(&id).await;
+    let nets: Vec<&str> = vm.nics.iter().map(|n| n.network_uuid.as_str()).collect();
+    assert_eq!(nets, [fabric_id.as_str()]);
+    let r = create(json!({"default_networks": ["external", "dmz"]})).await;
+    let msg = r.assert_error(409, "InvalidArgument");
+    assert!(msg.contains("default_networks"), "{msg}");
+
+    // A package with networks gives those.
+    let a_net = alice.json(&["network", "get", "-j", "a-net"]).await;
+    dc.papi()
+        .create_package(papi::CreatePackageRequest {
+            uuid: String::new(),
+            fields: Some(papi::PackageFields {
+                name: Some("g1-fabric".into()),
+                version: Some("1.0.0".into()),
+                active: Some(true),
+                max_physical_memory: Some(1024),
+                max_swap: Some(2048),
+                quota: Some(10240),
+                cpu_cap: Some(100),
+                max_lwps: Some(4000),
+                zfs_io_priority: Some(100),
+                networks: Some(papi::UuidList {
+                    uuids: vec![a_net["id"].as_str().unwrap().to_string()],
+                }),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let out = alice
+        .ok(&[
+            "instance",
+            "create",
+            "-w",
+            "-j",
+            "-n",
+            "pkg",
+            "base-64-lts",
+            "g1-fabric",
+        ])
+        .await;
+    let id = out.json_lines().last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let vm = dc.vm(&id).await;
+    let nets: Vec<&str> = vm.nics.iter().map(|n| n.network_uuid.as_str()).collect();
+    assert_eq!(nets, [a_net["id"].as_str().unwrap()]);
+    assert_eq!(vm.nics[0].vlan_id, 301);
+
     // bob, with no fabric, still gets the external network alone; alice's fabric
     // network is not his to name.
     let id = bob.create_instance("bobs").await;
@@ -359,4 +431,50 @@ async fn create_machine_default_networks_with_and_without_a_default_fabric() {
         .await;
     let msg = r.assert_error(409, "InvalidArgument");
     assert!(msg.contains(&fabric_id), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_with_napis_default_fabric_provisions_on_it() {
+    let dc = Dc::start(Options {
+        compute: true,
+        default_fabrics: true,
+        nic_tags: vec!["admin".into(), "external".into(), "sdc_overlay".into()],
+        ..Options::cloudapi()
+    })
+    .await;
+    let carol = dc.tenant("carol", "ed25519").await;
+    dc.catalog(1024, b"simulated".to_vec()).await;
+    let external = carol.json(&["network", "get", "-j", "external"]).await;
+
+    // NAPI gives the new account Triton's default fabric and makes it the default.
+    eventually(
+        "carol's default network is her fabric's",
+        Duration::from_secs(30),
+        || async { !account(&dc, &carol.uuid).await.default_network.is_empty() },
+    )
+    .await;
+    let default = carol.json(&["network", "get-default", "-j"]).await;
+    assert_eq!(default["name"], "My-Fabric-Network");
+    assert_eq!(default["fabric"], true);
+    let vlans = carol.json_lines(&["vlan", "list", "-j"]).await;
+    assert!(
+        vlans
+            .iter()
+            .any(|v| v["name"] == "My-Fabric-VLAN" && v["vlan_id"] == default["vlan_id"]),
+        "{vlans:?}"
+    );
+
+    // An instance with no network named: the external network (primary) and the
+    // default fabric network.
+    let id = carol.create_instance("web0").await;
+    let vm = dc.vm(&id).await;
+    assert_eq!(vm.nics.len(), 2, "{:?}", vm.nics);
+    assert!(vm.nics[0].primary);
+    assert_eq!(vm.nics[0].network_uuid, external["id"].as_str().unwrap());
+    assert_eq!(vm.nics[1].network_uuid, default["id"].as_str().unwrap());
+    assert!(vm.nics[1].nic_tag.starts_with("sdc_overlay"));
+    assert_eq!(
+        u64::from(vm.nics[1].vlan_id),
+        default["vlan_id"].as_u64().unwrap()
+    );
 }

@@ -87,6 +87,10 @@ pub struct Options {
     /// NAPI seeds CoaL's networks (owned by [`ADMIN_UUID`]); with a linux node, the
     /// external network is its host's bridge subnet, so the host reaches instances.
     pub coal_networks: bool,
+    /// NAPI gives every account its default fabric (`My-Fabric-VLAN`,
+    /// `My-Fabric-Network`) and sets its `default_network`, following UFDS's accounts
+    /// every 100 ms (NAPI's `fabrics.enabled`).
+    pub default_fabrics: bool,
     /// How many simulated compute nodes `compute` starts.
     pub sim_nodes: usize,
     /// Each sim node's RAM in MiB.
@@ -138,6 +142,7 @@ impl Default for Options {
             tls: false,
             seed: None,
             coal_networks: false,
+            default_fabrics: false,
             sim_nodes: 2,
             node_ram_mib: 16384,
             nic_tags: vec!["admin".into()],
@@ -365,6 +370,13 @@ impl Dc {
                     config.seed.external.provision_end_ip = format!("10.99.{s}.250");
                     config.seed.external.gateway = format!("10.99.{s}.1");
                 }
+            }
+            if options.default_fabrics
+                && let Some((_, ufds)) = dc.addrs.iter().find(|(s, _)| *s == Service::Ufds)
+            {
+                config.fabrics.enabled = true;
+                config.fabrics.ufds_url = format!("http://{ufds}");
+                config.fabrics.follow_interval_ms = 100;
             }
             (options.configure_napi)(&mut config);
             let running = napi::start(config, shutdown.clone())
