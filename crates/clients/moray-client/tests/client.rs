@@ -248,6 +248,18 @@ async fn objects_put_get_find_delete_with_etags() {
     }
     keys.sort();
     assert_eq!(keys, ["vm1", "vm4", "vm5"]);
+    // The same find as SQL only (`findobjects -s`): the query and its arguments, run on
+    // nothing.
+    let sql = client
+        .find_objects_sql("vms", "(ram>=1024)", &FindOptions::default())
+        .await
+        .expect("find SQL");
+    let query = sql["query"].as_str().expect("a query");
+    assert!(
+        query.starts_with("SELECT ") && query.contains("ram"),
+        "{sql}"
+    );
+    assert_eq!(sql["args"], json!(["1024"]), "{sql}");
 
     let err = client
         .delete_object("vms", "vm1", EtagCondition::Is(etag))
