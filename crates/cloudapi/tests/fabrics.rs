@@ -262,6 +262,20 @@ async fn default_network_fabric_network_and_vlan_updates() {
     let msg = r.assert_error(409, "InvalidArgument");
     assert!(msg.contains("vnet_id"), "{msg}");
 
+    // `?fabric=true` lists the account's fabric networks alone.
+    let r = alices.send("GET", "/alice/networks?fabric=true", "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let ids: Vec<Value> = r
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].clone())
+        .collect();
+    assert_eq!(ids, [json!(id)]);
+    let r = bobs.send("GET", "/bob/networks?fabric=true", "").await;
+    assert_eq!(r.json(), json!([]));
+
     // Another default: the old one can now go.
     let other = fabric_network(&alice, 200, "db-net", "192.168.200").await;
     alice.ok(&["network", "set-default", "db-net"]).await;

@@ -41,8 +41,10 @@ pub fn network_json(n: &napi::Network) -> Value {
 }
 
 /// ListNetworks: the networks the account may provision on, public ones and its own
-/// (fabrics included).
-pub async fn list(t: Tenant) -> Reply {
+/// (fabrics included); with `fabric=true`, only its fabric networks (as Triton's
+/// `?fabric` asks NAPI for the account's fabric networks alone).
+pub async fn list(t: Tenant, params: Params) -> Reply {
+    let fabrics_only = params.bool("fabric")?.unwrap_or(false);
     let request = napi::ListNetworksRequest {
         provisionable_by: Some(t.owner().to_string()),
         ..Default::default()
@@ -53,7 +55,7 @@ pub async fn list(t: Tenant) -> Reply {
         .await
         .answer("napi")?
         .networks;
-    networks.retain(|n| usable_by(n, t.owner()));
+    networks.retain(|n| usable_by(n, t.owner()) && (n.fabric || !fabrics_only));
     list_of(&networks, network_json)
 }
 
