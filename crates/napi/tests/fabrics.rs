@@ -750,3 +750,70 @@ async fn fabrics_on_without_a_ufds_url_is_a_config_error() {
     };
     assert!(e.to_string().contains("fabrics.ufds_url"), "{e}");
 }
+
+async fn get(ufds: &UfdsClient<Channel>, uuid: &str) -> ufds_pb::Account {
+    ufds.clone()
+        .get_account(ufds_pb::GetAccountRequest {
+            account: uuid.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The follower's passes by hand, on a Moray that keeps no change log: a position older
+/// than the log is answered with resync, and the next pass reads the snapshot again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_resync_the_follower_reads_every_account_again() {
+    let dc = Dc::start(Options {
+        ufds: true,
+        napi: true,
+        configure_moray: Box::new(|c| {
+            c.change_retention_secs = 0;
+            c.change_trim_interval_secs = 1;
+        }),
+        ..Default::default()
+    })
+    .await;
+    let config = napi::config::FabricsConfig {
+        enabled: true,
+        ufds_url: format!("http://{}", dc.addr(Service::Ufds)),
+        ..Default::default()
+    };
+    let app = dc.napi_app.clone().unwrap();
+    let mut follower =
+        napi::default_fabrics::Follower::new(app, &config, CancellationToken::new()).unwrap();
+    let mut ufds = dc.ufds();
+    // The first pass: the snapshot (one account), then the feed is quiet.
+    let zed = account(&mut ufds, "zed").await;
+    follower.pass().await.unwrap();
+    assert_ne!(get(&ufds, &zed.uuid).await.default_network, "");
+
+    let ann = account(&mut ufds, "ann").await;
+    let ben = account(&mut ufds, "ben").await;
+    let mut feed = dc_testkit::feed::Feed::from(
+        ufds.watch_accounts(ufds_pb::WatchAccountsRequest::default())
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    let (_, at) = feed.snapshot().await;
+    dc.change_log_trimmed_through(at).await;
+
+    // The follower's position is gone from the log: this pass only learns so.
+    follower.pass().await.unwrap();
+    assert_eq!(get(&ufds, &ann.uuid).await.default_network, "");
+    // The next reads the snapshot: both accounts get their default fabric.
+    follower.pass().await.unwrap();
+    for a in [&ann, &ben] {
+        let network = get(&ufds, &a.uuid).await.default_network;
+        let net = dc
+            .napi()
+            .get_network(proto::GetNetworkRequest { uuid: network })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(net.name, "My-Fabric-Network");
+        assert_eq!(net.owner_uuids, vec![a.uuid.clone()]);
+    }
+}
