@@ -328,6 +328,7 @@ async fn instances_of_one_fabric_reach_each_other_across_nodes_and_no_one_else()
     serve(&a2.ns, a2.ip, "a2");
 
     // Each side learns the other on demand (ARP misses answered from Portolan).
+    let first = std::time::Instant::now();
     let (from, to) = (a1.ns.clone(), a2.ip);
     eventually("a1 fetches from a2 across the nodes", WAIT, || {
         let from = from.clone();
@@ -340,6 +341,7 @@ async fn instances_of_one_fabric_reach_each_other_across_nodes_and_no_one_else()
         }
     })
     .await;
+    eprintln!("first connection across the nodes after {:?}", first.elapsed());
     let back = tokio::task::spawn_blocking({
         let ns = a2.ns.clone();
         let ip = a1.ip;

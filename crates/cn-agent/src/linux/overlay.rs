@@ -161,6 +161,14 @@ fn vnet_of(name: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
+/// The indexes of a vnet's devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Devices {
+    vxlan: u32,
+    /// 0 when the bridge is not there.
+    bridge: u32,
+}
+
 /// The overlay of one node.
 pub struct Overlay {
     config: OverlayConfig,
@@ -168,8 +176,10 @@ pub struct Overlay {
     netns: Option<OwnedFd>,
     /// Requests to the kernel, opened in the node's namespace.
     kernel: Socket,
-    /// vnet -> index of its VXLAN device, for the vnets that have one.
-    devices: Mutex<BTreeMap<u32, u32>>,
+    /// A packet socket in the node's namespace, for gratuitous ARP into the bridges.
+    packet: OwnedFd,
+    /// vnet -> its devices, for the vnets that have them.
+    devices: Mutex<BTreeMap<u32, Devices>>,
     /// Held while devices are made or removed.
     setup: Mutex<()>,
     svp: tokio::sync::Mutex<Option<SvpClient>>,
@@ -190,13 +200,15 @@ impl Overlay {
     /// process's). Finds the vnets' devices already there (made before a restart).
     pub fn new(config: OverlayConfig, netns: Option<OwnedFd>) -> Result<Arc<Overlay>> {
         config.validate()?;
-        let kernel = in_netns(netns.as_ref(), || {
-            Socket::requests().map_err(|e| Error::io("netlink", e))
+        let (kernel, packet) = in_netns(netns.as_ref(), || {
+            let kernel = Socket::requests().map_err(|e| Error::io("netlink", e))?;
+            Ok((kernel, packet_socket()?))
         })?;
         let overlay = Overlay {
             config,
             netns,
             kernel,
+            packet,
             devices: Mutex::new(BTreeMap::new()),
             setup: Mutex::new(()),
             svp: tokio::sync::Mutex::new(None),
@@ -212,7 +224,7 @@ impl Overlay {
         &self.config
     }
 
-    fn devices(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, u32>> {
+    fn devices(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, Devices>> {
         self.devices.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -239,7 +251,7 @@ impl Overlay {
         let bridge = bridge_name(vnet);
         let vxlan = vxlan_name(vnet);
         let local = self.config.underlay_ip;
-        let index = self.in_netns(|| {
+        let devices = self.in_netns(|| {
             let mut script = String::new();
             if ifindex(&bridge).is_none() {
                 script.push_str(&format!(
@@ -253,12 +265,15 @@ impl Overlay {
             }
             script.push_str(&format!("link set dev {vxlan} master {bridge} up\n"));
             run_input("ip", &["-batch", "-"], &script)?;
-            ifindex(&vxlan).ok_or_else(|| Error::Command {
-                command: format!("ip link add {vxlan}"),
-                output: "the device is not there after it was made".into(),
-            })
+            match (ifindex(&vxlan), ifindex(&bridge)) {
+                (Some(vxlan), Some(bridge)) => Ok(Devices { vxlan, bridge }),
+                _ => Err(Error::Command {
+                    command: format!("ip link add {vxlan}"),
+                    output: "the devices are not there after they were made".into(),
+                }),
+            }
         })?;
-        if self.devices().insert(vnet, index).is_none() {
+        if self.devices().insert(vnet, devices).is_none() {
             tracing::info!(vnet, %bridge, %vxlan, "overlay devices made");
         }
         Ok(bridge)
@@ -357,7 +372,7 @@ impl Overlay {
 
     /// Looks a miss up at Portolan and installs what it answers.
     pub async fn answer(&self, vnet: u32, kind: MissKind) -> Result<()> {
-        let Some(index) = self.devices().get(&vnet).copied() else {
+        let Some(devices) = self.devices().get(&vnet).copied() else {
             return Ok(());
         };
         {
@@ -372,7 +387,7 @@ impl Overlay {
             MissKind::L3(ip) => {
                 let answer = self.vl3(ip, vnet).await?;
                 if let Some(Vl3Answer { mac, underlay }) = answer {
-                    self.install_l3(index, ip, mac, underlay)?;
+                    self.install_l3(devices, ip, mac, underlay)?;
                     tracing::debug!(vnet, %ip, "learned an overlay address");
                 }
                 answer.is_some()
@@ -380,7 +395,7 @@ impl Overlay {
             MissKind::L2(mac) => {
                 let answer = self.vl2(mac, vnet).await?;
                 if let Some(underlay) = answer {
-                    self.install_l2(index, mac, underlay)?;
+                    self.install_l2(devices.vxlan, mac, underlay)?;
                 }
                 answer.is_some()
             }
@@ -409,12 +424,27 @@ impl Overlay {
             .map_err(|e| Error::io("netlink forwarding entry", e))
     }
 
-    fn install_l3(&self, index: u32, ip: Ipv4Addr, mac: [u8; 6], underlay: Underlay) -> Result<()> {
+    /// The VXLAN device's entries for `ip`, then a gratuitous ARP for it into the bridge:
+    /// the instance that asked takes the answer at once rather than at its next ARP
+    /// request (a second later), and one that held an older MAC for `ip` takes the new.
+    fn install_l3(
+        &self,
+        devices: Devices,
+        ip: Ipv4Addr,
+        mac: [u8; 6],
+        underlay: Underlay,
+    ) -> Result<()> {
         // Where the MAC lives first, so the first frame to it finds it.
-        self.install_l2(index, mac, underlay)?;
+        self.install_l2(devices.vxlan, mac, underlay)?;
         self.kernel
-            .set_neighbour(index, ip, mac)
-            .map_err(|e| Error::io("netlink neighbour entry", e))
+            .set_neighbour(devices.vxlan, ip, mac)
+            .map_err(|e| Error::io("netlink neighbour entry", e))?;
+        if devices.bridge != 0
+            && let Err(e) = announce(&self.packet, devices.bridge, ip, mac)
+        {
+            tracing::debug!(%ip, error = %e, "gratuitous ARP not sent");
+        }
+        Ok(())
     }
 
     /// One SVP call on the connection to Portolan, made (again) when there is none.
@@ -475,25 +505,27 @@ impl Overlay {
     async fn apply(&self, entry: &LogEntry) -> Result<()> {
         match *entry {
             LogEntry::Vl2 { mac, vnet_id, .. } => {
-                let Some(index) = self.devices().get(&vnet_id).copied() else {
+                let Some(devices) = self.devices().get(&vnet_id).copied() else {
                     return Ok(());
                 };
                 self.kernel
-                    .remove_forwarding(index, mac)
+                    .remove_forwarding(devices.vxlan, mac)
                     .map_err(|e| Error::io("netlink forwarding entry", e))
             }
             LogEntry::Vl3 { ip, vnet_id, .. } => {
-                let Some(index) = self.devices().get(&vnet_id).copied() else {
+                let Some(devices) = self.devices().get(&vnet_id).copied() else {
                     return Ok(());
                 };
                 let IpAddr::V4(ip) = ip.to_canonical() else {
                     return Ok(());
                 };
                 match self.vl3(ip, vnet_id).await? {
-                    Some(Vl3Answer { mac, underlay }) => self.install_l3(index, ip, mac, underlay),
+                    Some(Vl3Answer { mac, underlay }) => {
+                        self.install_l3(devices, ip, mac, underlay)
+                    }
                     None => self
                         .kernel
-                        .remove_neighbour(index, ip)
+                        .remove_neighbour(devices.vxlan, ip)
                         .map_err(|e| Error::io("netlink neighbour entry", e)),
                 }
             }
@@ -574,8 +606,8 @@ fn ifname(index: u32) -> Option<String> {
     name.to_str().ok().map(str::to_string)
 }
 
-/// The VXLAN devices of ours in this thread's namespace: vnet -> index.
-fn list_vxlans() -> Result<BTreeMap<u32, u32>> {
+/// The VXLAN devices of ours in this thread's namespace, with their bridges.
+fn list_vxlans() -> Result<BTreeMap<u32, Devices>> {
     let out = run("ip", &["-o", "link", "show", "type", "vxlan"])?;
     let mut found = BTreeMap::new();
     for line in out.lines() {
@@ -583,11 +615,70 @@ fn list_vxlans() -> Result<BTreeMap<u32, u32>> {
             continue;
         };
         let name = name.split('@').next().unwrap_or(name);
-        if let (Some(vnet), Some(index)) = (vnet_of(name), ifindex(name)) {
-            found.insert(vnet, index);
+        if let (Some(vnet), Some(vxlan)) = (vnet_of(name), ifindex(name)) {
+            let bridge = ifindex(&bridge_name(vnet)).unwrap_or(0);
+            found.insert(vnet, Devices { vxlan, bridge });
         }
     }
     Ok(found)
+}
+
+/// A raw packet socket (for sending only) in this thread's network namespace.
+fn packet_socket() -> Result<OwnedFd> {
+    // SAFETY: socket(2) with constant arguments; protocol 0 receives nothing.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(Error::io("packet socket", std::io::Error::last_os_error()));
+    }
+    // SAFETY: a fresh descriptor nothing else owns.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// The gratuitous ARP of `ip` at `mac` (an ARP reply to everyone, sender and target
+/// both `ip` at `mac`, as Linux takes a gratuitous reply).
+pub fn garp_frame(ip: Ipv4Addr, mac: [u8; 6]) -> [u8; 42] {
+    let mut f = [0u8; 42];
+    f[0..6].copy_from_slice(&[0xff; 6]);
+    f[6..12].copy_from_slice(&mac);
+    f[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    f[14..16].copy_from_slice(&1u16.to_be_bytes());
+    f[16..18].copy_from_slice(&0x0800u16.to_be_bytes());
+    f[18] = 6;
+    f[19] = 4;
+    f[20..22].copy_from_slice(&2u16.to_be_bytes());
+    f[22..28].copy_from_slice(&mac);
+    f[28..32].copy_from_slice(&ip.octets());
+    f[32..38].copy_from_slice(&mac);
+    f[38..42].copy_from_slice(&ip.octets());
+    f
+}
+
+/// Sends the gratuitous ARP of `ip` out of the bridge with index `bridge` to its ports
+/// (the VXLAN device drops it: it never leaves the node).
+fn announce(packet: &OwnedFd, bridge: u32, ip: Ipv4Addr, mac: [u8; 6]) -> std::io::Result<()> {
+    let frame = garp_frame(ip, mac);
+    // SAFETY: sockaddr_ll is plain data; all zeroes is valid.
+    let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    to.sll_family = libc::AF_PACKET as u16;
+    to.sll_protocol = 0x0806u16.to_be();
+    to.sll_ifindex = bridge as i32;
+    to.sll_halen = 6;
+    to.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+    // SAFETY: sendto(2) from a buffer and an address we own.
+    let n = unsafe {
+        libc::sendto(
+            packet.as_raw_fd(),
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&to as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Device names by index, read in the node's namespace by the miss thread.
