@@ -817,3 +817,74 @@ async fn after_a_resync_the_follower_reads_every_account_again() {
         assert_eq!(net.owner_uuids, vec![a.uuid.clone()]);
     }
 }
+
+/// An account whose default fabric cannot be made fails the pass (so the health shows
+/// it), naming the account, and is tried again at every pass until it works.
+#[tokio::test]
+async fn an_account_that_fails_is_named_and_tried_again() {
+    let dc = Dc::start(Options {
+        ufds: true,
+        napi: true,
+        ..Default::default()
+    })
+    .await;
+    let config = napi::config::FabricsConfig {
+        enabled: true,
+        ufds_url: format!("http://{}", dc.addr(Service::Ufds)),
+        ..Default::default()
+    };
+    let app = dc.napi_app.clone().unwrap();
+    let mut follower =
+        napi::default_fabrics::Follower::new(app, &config, CancellationToken::new()).unwrap();
+    let mut ufds = dc.ufds();
+    let mut napi = dc.napi();
+    // The tenant already has a network named My-Fabric-Network, on VLAN 3: the name is
+    // taken on the account's fabric, so none can be made on VLAN 2.
+    let dan = account(&mut ufds, "dan").await;
+    napi.create_fabric_vlan(proto::CreateFabricVlanRequest {
+        owner_uuid: dan.uuid.clone(),
+        vlan_id: 3,
+        name: "three".into(),
+        description: String::new(),
+    })
+    .await
+    .unwrap();
+    let theirs = napi
+        .create_fabric_network(proto::CreateFabricNetworkRequest {
+            owner_uuid: dan.uuid.clone(),
+            vlan_id: 3,
+            name: "My-Fabric-Network".into(),
+            subnet: "10.3.0.0/24".into(),
+            provision_start_ip: "10.3.0.5".into(),
+            provision_end_ip: "10.3.0.250".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let eve = account(&mut ufds, "eve").await;
+
+    let e = follower.pass().await.unwrap_err().to_string();
+    assert!(e.contains(&dan.uuid) && e.contains("name"), "{e}");
+    // Others are not held up.
+    assert_ne!(get(&ufds, &eve.uuid).await.default_network, "");
+    assert_eq!(get(&ufds, &dan.uuid).await.default_network, "");
+    // Still failing, with no change to the account.
+    let e = follower.pass().await.unwrap_err().to_string();
+    assert!(e.contains(&dan.uuid), "{e}");
+
+    // The tenant renames theirs: the next pass makes the default fabric.
+    napi.update_fabric_network(proto::UpdateFabricNetworkRequest {
+        owner_uuid: dan.uuid.clone(),
+        vlan_id: 3,
+        uuid: theirs.uuid.clone(),
+        name: Some("mine".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    follower.pass().await.unwrap();
+    let network = get(&ufds, &dan.uuid).await.default_network;
+    assert_ne!(network, "");
+    assert_ne!(network, theirs.uuid);
+}
