@@ -46,7 +46,59 @@ pub struct Config {
     pub sim: SimSection,
     /// The overlay of fabric networks (linux backend): `underlay_ip` and `portolan`;
     /// absent, the node has none and takes no fabric NICs.
+    #[serde(with = "optional_overlay")]
     pub overlay: Option<crate::linux::overlay::OverlayConfig>,
+}
+
+/// `[overlay]` in a config file. The config loader knows a key only if the defaults,
+/// written out, have it: no overlay is written as the section with empty values, and
+/// read back from it.
+mod optional_overlay {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::linux::overlay::OverlayConfig;
+
+    #[derive(Serialize, Deserialize)]
+    struct Section {
+        #[serde(default)]
+        underlay_ip: String,
+        #[serde(default)]
+        portolan: String,
+    }
+
+    pub fn serialize<S: Serializer>(v: &Option<OverlayConfig>, s: S) -> Result<S::Ok, S::Error> {
+        Section {
+            underlay_ip: v
+                .as_ref()
+                .map(|c| c.underlay_ip.to_string())
+                .unwrap_or_default(),
+            portolan: v.as_ref().map(|c| c.portolan.clone()).unwrap_or_default(),
+        }
+        .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<OverlayConfig>, D::Error> {
+        let Section {
+            underlay_ip,
+            portolan,
+        } = Option::<Section>::deserialize(d)?.unwrap_or(Section {
+            underlay_ip: String::new(),
+            portolan: String::new(),
+        });
+        if underlay_ip.is_empty() && portolan.is_empty() {
+            return Ok(None);
+        }
+        let underlay_ip = underlay_ip.parse().map_err(|_| {
+            D::Error::custom(format!(
+                "underlay_ip: {underlay_ip:?} is not an IPv4 address"
+            ))
+        })?;
+        Ok(Some(OverlayConfig {
+            underlay_ip,
+            portolan,
+        }))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,6 +239,31 @@ mod tests {
             ..Default::default()
         };
         assert!(bad.bridges().is_err());
+    }
+
+    #[test]
+    fn the_overlay_section_is_read_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cn-agent.toml");
+        std::fs::write(
+            &path,
+            "[overlay]\nunderlay_ip = \"10.99.100.22\"\nportolan = \"10.99.99.7:1296\"\n",
+        )
+        .unwrap();
+        let c: Config = triton_common::config::load_from("cn-agent", Some(&path), &[]).unwrap();
+        let overlay = c.overlay.unwrap();
+        assert_eq!(overlay.underlay_ip.to_string(), "10.99.100.22");
+        assert_eq!(overlay.portolan, "10.99.99.7:1296");
+        let none: Config = triton_common::config::load_from("cn-agent", None, &[]).unwrap();
+        assert_eq!(none.overlay, None);
+        std::fs::write(&path, "[overlay]\nunderlay_ip = \"nowhere\"\n").unwrap();
+        let e = triton_common::config::load_from::<Config>("cn-agent", Some(&path), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("overlay.underlay_ip") && e.contains("\"nowhere\""),
+            "{e}"
+        );
     }
 
     #[test]
