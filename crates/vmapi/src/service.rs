@@ -60,6 +60,35 @@ fn req_id<T>(r: &Request<T>) -> String {
         .unwrap_or_else(|| Uuid::new_v4().to_string())
 }
 
+/// A request that acts on one VM: the VM's uuid and the owner the caller says it has
+/// (empty: any owner).
+trait OnVm {
+    fn uuid(&self) -> &str;
+    fn owner_uuid(&self) -> &str;
+}
+
+macro_rules! on_vm {
+    ($($request:ty),+) => {$(
+        impl OnVm for $request {
+            fn uuid(&self) -> &str {
+                &self.uuid
+            }
+            fn owner_uuid(&self) -> &str {
+                &self.owner_uuid
+            }
+        }
+    )+};
+}
+
+on_vm!(
+    pb::VmActionRequest,
+    pb::UpdateVmRequest,
+    pb::DeleteVmRequest,
+    pb::AddNicsRequest,
+    pb::RemoveNicsRequest,
+    pb::SnapshotRequest
+);
+
 /// Marks a reference check that failed because the service did not answer.
 const UPSTREAM: &str = "\u{0}upstream: ";
 
@@ -89,6 +118,21 @@ async fn networks_where(
 ) -> Result<Vec<Network>, Status> {
     let listed = napi.clone().list_networks(request(filter, rid)).await?;
     Ok(listed.into_inner().networks)
+}
+
+/// The error for the reference problems found resolving a request. A service that could
+/// not answer is not the caller's fault: that is said as retryable
+/// (`ServiceUnavailable`) rather than as bad input.
+fn unusable(problems: Vec<String>) -> Error {
+    match problems.iter().find(|p| p.starts_with(UPSTREAM)) {
+        Some(p) => Error::Upstream {
+            service: "vmapi",
+            name: "ServiceUnavailable".into(),
+            message: p.trim_start_matches(UPSTREAM).to_string(),
+            code: tonic::Code::Unavailable,
+        },
+        None => Error::Validation(problems),
+    }
 }
 
 /// A request refused for one problem with `field`.
@@ -148,6 +192,15 @@ impl VmapiService {
         Ok(vm)
     }
 
+    /// What a request to act on one VM starts with: its request id, the request, and the
+    /// VM, which must exist, be the caller's and not be destroyed.
+    async fn on_vm<T: OnVm>(&self, r: Request<T>) -> Result<(String, T, VmRecord)> {
+        let rid = req_id(&r);
+        let req = r.into_inner();
+        let vm = self.actionable_vm(req.uuid(), req.owner_uuid()).await?;
+        Ok((rid, req, vm))
+    }
+
     /// A new job of kind `name` for `vm`, stored and queued.
     async fn start_job(
         &self,
@@ -170,9 +223,7 @@ impl VmapiService {
     }
 
     async fn action(&self, name: JobKind, r: Request<pb::VmActionRequest>) -> Result<pb::JobRef> {
-        let rid = req_id(&r);
-        let req = r.into_inner();
-        let vm = self.actionable_vm(&req.uuid, &req.owner_uuid).await?;
+        let (rid, req, vm) = self.on_vm(r).await?;
         let verb = match name {
             JobKind::Start => "start",
             JobKind::Stop => "stop",
@@ -293,21 +344,11 @@ impl VmapiService {
         let image = image.map_err(|p| problems.extend(p)).ok();
         let package = package.map_err(|p| problems.extend(p)).ok().flatten();
         let networks = networks.map_err(|p| problems.extend(p)).ok();
-        // A service that could not answer is not the caller's fault: say so, as
-        // retryable, rather than as bad input.
-        if let Some(p) = problems.iter().find(|p| p.starts_with(UPSTREAM)) {
-            return Err(Error::Upstream {
-                service: "vmapi",
-                name: "ServiceUnavailable".into(),
-                message: p.trim_start_matches(UPSTREAM).to_string(),
-                code: tonic::Code::Unavailable,
-            });
-        }
         let (Some(image), Some(networks)) = (image, networks) else {
-            return Err(Error::Validation(problems));
+            return Err(unusable(problems));
         };
         if !problems.is_empty() {
-            return Err(Error::Validation(problems));
+            return Err(unusable(problems));
         }
 
         let ram = ram
@@ -698,9 +739,7 @@ impl VmapiService {
     // ------------------------------------------------------------ UpdateVm / DeleteVm
 
     async fn update(&self, r: Request<pb::UpdateVmRequest>) -> Result<pb::JobRef> {
-        let rid = req_id(&r);
-        let req = r.into_inner();
-        let vm = self.actionable_vm(&req.uuid, &req.owner_uuid).await?;
+        let (rid, req, vm) = self.on_vm(r).await?;
         let mut c = Checker::default();
         if let Some(a) = &req.alias {
             validate::alias(&mut c, "alias", a);
@@ -795,9 +834,7 @@ impl VmapiService {
     }
 
     async fn delete(&self, r: Request<pb::DeleteVmRequest>) -> Result<pb::JobRef> {
-        let rid = req_id(&r);
-        let req = r.into_inner();
-        let vm = self.actionable_vm(&req.uuid, &req.owner_uuid).await?;
+        let (rid, _, vm) = self.on_vm(r).await?;
         let params = ActionParams {
             req_id: rid,
             ..Default::default()
@@ -825,9 +862,7 @@ impl VmapiService {
     }
 
     async fn accept_add_nics(&self, r: Request<pb::AddNicsRequest>) -> Result<pb::JobRef> {
-        let rid = req_id(&r);
-        let req = r.into_inner();
-        let vm = self.actionable_vm(&req.uuid, &req.owner_uuid).await?;
+        let (rid, req, vm) = self.on_vm(r).await?;
         let mut c = Checker::default();
         match (req.networks.is_empty(), req.macs.is_empty()) {
             (true, true) => c.add("networks", "is required (or macs)"),
@@ -864,17 +899,7 @@ impl VmapiService {
             .await
         {
             Ok(n) => n,
-            Err(problems) => {
-                if let Some(p) = problems.iter().find(|p| p.starts_with(UPSTREAM)) {
-                    return Err(Error::Upstream {
-                        service: "vmapi",
-                        name: "ServiceUnavailable".into(),
-                        message: p.trim_start_matches(UPSTREAM).to_string(),
-                        code: tonic::Code::Unavailable,
-                    });
-                }
-                return Err(Error::Validation(problems));
-            }
+            Err(problems) => return Err(unusable(problems)),
         };
         if vm_primary.is_some() {
             for n in &mut networks {
@@ -987,9 +1012,7 @@ impl VmapiService {
     }
 
     async fn accept_remove_nics(&self, r: Request<pb::RemoveNicsRequest>) -> Result<pb::JobRef> {
-        let rid = req_id(&r);
-        let req = r.into_inner();
-        let vm = self.actionable_vm(&req.uuid, &req.owner_uuid).await?;
+        let (rid, req, vm) = self.on_vm(r).await?;
         let mut c = Checker::default();
         if req.macs.is_empty() {
             c.add("macs", "is required");
@@ -1044,9 +1067,7 @@ impl VmapiService {
         job_name: JobKind,
         r: Request<pb::SnapshotRequest>,
     ) -> Result<pb::JobRef> {
-        let rid = req_id(&r);
-        let req = r.into_inner();
-        let vm = self.actionable_vm(&req.uuid, &req.owner_uuid).await?;
+        let (rid, req, vm) = self.on_vm(r).await?;
         let mut c = Checker::default();
         validate::snapshot_name(&mut c, "name", &req.name);
         c.finish()?;
