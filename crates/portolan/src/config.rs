@@ -13,6 +13,10 @@ pub const DEFAULT_SVP_LISTEN: &str = "127.0.0.1:1296";
 pub const DEFAULT_SVP_MAX_CONNECTIONS: usize = 4096;
 /// Default seconds an SVP connection may stay silent before it is closed.
 pub const DEFAULT_SVP_IDLE_SECS: u64 = 600;
+/// Default milliseconds a VL2 or VL3 answer is cached.
+pub const DEFAULT_CACHE_TTL_MS: u64 = 1000;
+/// Default most answers cached.
+pub const DEFAULT_CACHE_ENTRIES: usize = 100_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -32,6 +36,11 @@ pub struct Config {
     /// Seconds a connection may send nothing before it is closed
     /// (`PORTOLAN_SVP_IDLE_SECS`); compute nodes reconnect.
     pub svp_idle_secs: u64,
+    /// Milliseconds a VL2 or VL3 answer is kept (`PORTOLAN_CACHE_TTL_MS`); 0 turns the
+    /// cache off. A LOG reply drops the answers its entries name (`cache.rs`).
+    pub cache_ttl_ms: u64,
+    /// The most answers kept (`PORTOLAN_CACHE_ENTRIES`); when full, the cache empties.
+    pub cache_entries: usize,
 }
 
 impl Default for Config {
@@ -42,6 +51,8 @@ impl Default for Config {
             svp_listen: DEFAULT_SVP_LISTEN.to_string(),
             svp_max_connections: DEFAULT_SVP_MAX_CONNECTIONS,
             svp_idle_secs: DEFAULT_SVP_IDLE_SECS,
+            cache_ttl_ms: DEFAULT_CACHE_TTL_MS,
+            cache_entries: DEFAULT_CACHE_ENTRIES,
         }
     }
 }

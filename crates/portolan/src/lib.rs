@@ -7,6 +7,7 @@
 //! cancelled. See `docs/portolan.md`.
 
 pub mod app;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod server;
@@ -46,7 +47,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .ensure()
         .await
         .map_err(Error::moray("create the fabric buckets"))?;
-    let app = app::Portolan::new(store);
+    let cache = cache::Cache::new(
+        Duration::from_millis(config.cache_ttl_ms),
+        config.cache_entries,
+    );
+    let app = app::Portolan::new(store, cache);
 
     let listener = tokio::net::TcpListener::bind(&config.svp_listen)
         .await

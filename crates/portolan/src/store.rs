@@ -1,6 +1,5 @@
 //! Moray access: the lookups of Triton's `lib/backend/moray.js`, on the typed buckets of
-//! `portolan_client::buckets`. Nothing is cached: every lookup reads Moray, so an answer
-//! is never older than NAPI's last write.
+//! `portolan_client::buckets`. Every call reads Moray; the answers' cache is `cache.rs`.
 
 use std::net::{IpAddr, Ipv6Addr};
 

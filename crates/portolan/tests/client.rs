@@ -24,8 +24,8 @@ fn underlay(s: &str) -> Underlay {
 }
 
 #[tokio::test]
-async fn lookups_follow_the_buckets() {
-    let f = Fabric::start().await;
+async fn lookups_follow_the_buckets_without_the_cache() {
+    let f = Fabric::start_with(|c| c.cache_ttl_ms = 0).await;
     let mut svp = f.dc.svp().await;
     svp.ping().await.unwrap();
     assert_eq!(
@@ -57,6 +57,57 @@ async fn lookups_follow_the_buckets() {
     f.nic(IP_1, MAC_1, VNET_A, cn_2, true).await;
     assert_eq!(svp.vl3(ip(IP_1), VNET_A).await.unwrap(), None);
     assert_eq!(svp.vl2(MAC_1, VNET_A).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_drained_log_entry_makes_the_next_answer_fresh() {
+    // The default config: answers cached for 1 s.
+    let f = Fabric::start().await;
+    let mut svp = f.dc.svp().await;
+    let on_1 = Some(Vl3Answer {
+        mac: MAC_1,
+        underlay: underlay(UNDERLAY_1),
+    });
+    assert_eq!(svp.vl3(ip(IP_1), VNET_A).await.unwrap(), on_1);
+    assert_eq!(
+        svp.vl2(MAC_1, VNET_A).await.unwrap(),
+        Some(underlay(UNDERLAY_1))
+    );
+
+    // NAPI moves the NIC to node 2 and tells node 2's log; node 2 drains it, then asks.
+    f.nic(IP_1, MAC_1, VNET_A, f.cn_2, false).await;
+    f.event(
+        f.cn_2,
+        LogRecord::Vl3 {
+            ip: portolan_client::buckets::ip_text(ip(IP_1)),
+            mac: mac_number(MAC_1),
+            vlan: VLAN,
+            vnet_id: VNET_A,
+        },
+    )
+    .await;
+    let log = svp.log(ip(UNDERLAY_2), 4096).await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(
+        svp.vl3(ip(IP_1), VNET_A).await.unwrap().map(|a| a.underlay),
+        Some(underlay(UNDERLAY_2))
+    );
+
+    // NAPI deletes it and tells node 1 to forget the MAC: VL2 and VL3 both answer
+    // NOTFOUND once node 1 has drained its log.
+    f.nic(IP_1, MAC_1, VNET_A, f.cn_2, true).await;
+    f.event(
+        f.cn_1,
+        LogRecord::Vl2 {
+            mac: mac_number(MAC_1),
+            vnet_id: VNET_A,
+        },
+    )
+    .await;
+    let log = svp.log(ip(UNDERLAY_1), 4096).await.unwrap();
+    assert_eq!(log.len(), 3);
+    assert_eq!(svp.vl2(MAC_1, VNET_A).await.unwrap(), None);
+    assert_eq!(svp.vl3(ip(IP_1), VNET_A).await.unwrap(), None);
 }
 
 #[tokio::test]

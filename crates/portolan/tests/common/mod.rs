@@ -47,8 +47,19 @@ pub struct Fabric {
 }
 
 impl Fabric {
+    /// With Portolan's default config (its answers cached for 1 s).
     pub async fn start() -> Fabric {
-        let dc = Dc::start(Options::only(Service::Portolan)).await;
+        Fabric::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(
+        configure: impl Fn(&mut dc_testkit::services::portolan::Config) + Send + Sync + 'static,
+    ) -> Fabric {
+        let dc = Dc::start(Options {
+            configure_portolan: Box::new(configure),
+            ..Options::only(Service::Portolan)
+        })
+        .await;
         let moray = MorayClient::connect(&dc.moray_url()).await.unwrap();
         let buckets = Buckets::new(moray);
         let (cn_1, cn_2) = (Uuid::new_v4(), Uuid::new_v4());
