@@ -355,6 +355,37 @@ async fn create_machine_default_networks_with_and_without_a_default_fabric() {
     assert!(vm.nics[0].nic_tag.starts_with("sdc_overlay"));
     assert_eq!(vm.nics[0].vlan_id, 300);
 
+    // Named after a fabric network, the external network is still the primary one.
+    let out = alice
+        .ok(&[
+            "instance",
+            "create",
+            "-w",
+            "-j",
+            "-n",
+            "two",
+            "--network",
+            "my-net",
+            "--network",
+            "external",
+            "base-64-lts",
+            "g1-small",
+        ])
+        .await;
+    let id = out.json_lines().last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let vm = dc.vm(&id).await;
+    let primary: Vec<&str> = vm
+        .nics
+        .iter()
+        .filter(|n| n.primary)
+        .map(|n| n.network_uuid.as_str())
+        .collect();
+    assert_eq!(vm.nics.len(), 2, "{:?}", vm.nics);
+    assert_eq!(primary, [external["id"].as_str().unwrap()]);
+
     // default_networks picks which of the two; anything else is refused naming it.
     let alices = dc.hand_client("alice", &alice.uuid).await;
     let create = |extra: Value| {

@@ -248,6 +248,7 @@ async fn network_specs(
     package: &papi::Package,
 ) -> Result<Vec<vmapi::NetworkSpec>, ApiError> {
     let mut specs = Vec::new();
+    let mut external = Vec::new();
     match params.list("networks") {
         Some(list) if !list.is_empty() => {
             for entry in list {
@@ -297,6 +298,7 @@ async fn network_specs(
                 if let Some(ip) = ips.first() {
                     in_provision_range(&n, ip)?;
                 }
+                external.push(is_external(&n));
                 specs.push(vmapi::NetworkSpec {
                     ipv4_uuid: n.uuid,
                     ipv4_ips: ips,
@@ -304,10 +306,30 @@ async fn network_specs(
                     ..Default::default()
                 });
             }
+            external_primary(&mut specs, &external);
         }
         _ => specs = default_network_specs(t, params, package).await?,
     }
     Ok(specs)
+}
+
+/// Whether `n` is an external network (Triton's: on nic tag `external`).
+fn is_external(n: &triton_proto::napi::v1::Network) -> bool {
+    !n.fabric && n.nic_tag == account::EXTERNAL_NIC_TAG
+}
+
+/// When no network is asked to be primary, the first external one is (sdc-cloudapi's
+/// CreateMachine); with none, VMAPI makes the first primary. `external[i]` says whether
+/// `specs[i]` is on an external network.
+fn external_primary(specs: &mut [vmapi::NetworkSpec], external: &[bool]) {
+    if specs.iter().any(|s| s.primary == Some(true)) {
+        return;
+    }
+    if let Some(i) = external.iter().position(|e| *e)
+        && let Some(spec) = specs.get_mut(i)
+    {
+        spec.primary = Some(true);
+    }
 }
 
 /// Which of the default networks `default_networks` asks for: `(external, internal)`,
@@ -343,15 +365,18 @@ async fn default_network_specs(
 ) -> Result<Vec<vmapi::NetworkSpec>, ApiError> {
     let mut specs = Vec::new();
     if !package.networks.is_empty() {
+        let mut external = Vec::new();
         for uuid in &package.networks {
             let n = t
                 .network_to_use(uuid, || format!("Invalid Networks: {uuid}"))
                 .await?;
+            external.push(is_external(&n));
             specs.push(vmapi::NetworkSpec {
                 ipv4_uuid: n.uuid,
                 ..Default::default()
             });
         }
+        external_primary(&mut specs, &external);
         return Ok(specs);
     }
     let (want_external, want_internal) = default_networks_param(params)?;
