@@ -183,3 +183,11 @@ async fn many_clients_at_once() {
         t.await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn the_health_port_answers_serving() {
+    let f = Fabric::start().await;
+    let addr = f.dc.addr(dc_testkit::Service::PortolanHealth);
+    // grpc.health.v1 SERVING is 1.
+    assert_eq!(dc_testkit::health(addr, "").await, 1);
+}
