@@ -14,6 +14,7 @@ use crate::config::{Config, Storage};
 use crate::error::{Error, Result};
 use crate::service::{CnapiService, Settings};
 use crate::store::{MemoryStore, MorayStore, Store};
+use crate::underlay::Underlay;
 
 pub const SERVICE_NAME: &str = "triton.cnapi.v1.Cnapi";
 
@@ -50,6 +51,7 @@ pub async fn start<S: Store>(
         .await
         .map_err(|e| Error::Store(triton_common::service::chain(&e)))?;
     let config = settings.grpc.clone();
+    let underlay = settings.underlay.as_ref().map(Underlay::new).transpose()?;
     let service = Arc::new(CnapiService::new(Arc::new(store), settings));
     // Servers whose heartbeats stopped are marked `unknown` (health: `task:reconcile`).
     let tasks = Tasks::new();
@@ -58,6 +60,21 @@ pub async fn start<S: Store>(
         .spawn(&tasks, shutdown.clone(), service.clone(), |service| {
             Box::pin(async move { service.reconcile().await.map(drop) })
         });
+    // Nodes' underlay addresses registered in NAPI (health: `task:underlay`).
+    let underlay = underlay.map(|underlay| {
+        Periodic::new("underlay", service.settings().reconcile_period)
+            .at_start()
+            .spawn(
+                &tasks,
+                shutdown.clone(),
+                (service.clone(), underlay),
+                |(service, underlay)| {
+                    Box::pin(
+                        async move { underlay.sync(&service.underlay_addresses()).await.map(drop) },
+                    )
+                },
+            )
+    });
     let routes = tonic::service::Routes::new(CnapiServer::from_arc(service));
     let task = grpc::spawn_with_tasks(
         listener,
@@ -68,6 +85,9 @@ pub async fn start<S: Store>(
         shutdown,
         async move {
             let _ = reconciler.await;
+            if let Some(underlay) = underlay {
+                let _ = underlay.await;
+            }
         },
     );
     tracing::info!(%addr, "cnapi started");

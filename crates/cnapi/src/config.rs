@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::allocation::AllocConfig;
 use crate::service::Settings;
+use crate::underlay::UnderlaySettings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -31,6 +32,11 @@ pub struct Config {
     pub reservation_ttl_s: u64,
     pub auto_setup: bool,
     pub alloc: AllocConfig,
+    /// NAPI's gRPC URL: each node's underlay address (sysinfo) is registered there as
+    /// its underlay NIC (docs/compute.md, "Underlay"); empty: not done.
+    pub napi_url: String,
+    /// The operator account, owner of the underlay NICs (required with `napi_url`).
+    pub admin_uuid: String,
 }
 
 impl Default for Config {
@@ -46,6 +52,8 @@ impl Default for Config {
             reservation_ttl_s: 600,
             auto_setup: false,
             alloc: AllocConfig::default(),
+            napi_url: String::new(),
+            admin_uuid: String::new(),
         }
     }
 }
@@ -60,6 +68,10 @@ impl Config {
             auto_setup: self.auto_setup,
             alloc: self.alloc.clone(),
             grpc: self.grpc.clone(),
+            underlay: (!self.napi_url.is_empty()).then(|| UnderlaySettings {
+                napi_url: self.napi_url.clone(),
+                admin_uuid: self.admin_uuid.clone(),
+            }),
         }
     }
 }

@@ -31,6 +31,8 @@ pub enum Error {
     },
     #[error("cn-agent of server {server}: {status}")]
     Agent { server: Uuid, status: tonic::Status },
+    #[error("NAPI: cannot {what}: {}", status.message())]
+    Napi { what: String, status: tonic::Status },
     #[error("cannot encode or decode {what}")]
     Json {
         what: String,
@@ -59,6 +61,7 @@ impl ToStatus for Error {
             Error::EtagConflict => (Code::Aborted, "EtagConflictError"),
             Error::AgentUnreachable { .. } => (Code::Unavailable, "ServiceUnavailableError"),
             Error::Agent { status, .. } => (status.code(), "InternalError"),
+            Error::Napi { .. } => (Code::Unavailable, "ServiceUnavailableError"),
             Error::Store(_) | Error::Json { .. } => (Code::Internal, "InternalError"),
         }
     }

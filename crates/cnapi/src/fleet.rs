@@ -91,6 +91,11 @@ impl Fleet {
         (&self.servers, &self.live)
     }
 
+    /// Every server in the view.
+    pub fn servers(&self) -> &[ServerRecord] {
+        &self.servers
+    }
+
     pub fn server(&self, uuid: Uuid) -> Option<Versioned<ServerRecord>> {
         self.index.get(&uuid).map(|&i| Versioned {
             value: self.servers[i].clone(),

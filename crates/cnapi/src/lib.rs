@@ -6,7 +6,8 @@
 //! * [`status`]: registration, heartbeats and the 11-second staleness rule;
 //! * [`fleet`]: the servers and reservations in memory, and the batched reservation writer;
 //! * [`store`]: Moray (or memory) behind one trait, every write etag-conditional;
-//! * [`service`]: the gRPC API (`triton.cnapi.v1.Cnapi`); [`app::start`] runs it.
+//! * [`service`]: the gRPC API (`triton.cnapi.v1.Cnapi`); [`app::start`] runs it;
+//! * [`underlay`]: each node's underlay address registered in NAPI as its underlay NIC.
 
 pub mod allocation;
 pub mod app;
@@ -18,6 +19,7 @@ pub mod model;
 pub mod service;
 pub mod status;
 pub mod store;
+pub mod underlay;
 pub mod watch;
 
 pub use error::{Error, Result};

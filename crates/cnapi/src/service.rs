@@ -24,6 +24,7 @@ use crate::fleet::FleetView;
 use crate::model::{OverprovisionRatios, ServerRecord, ServerVm};
 use crate::status::{self, apply_heartbeat, apply_sysinfo, materially_changed, unix_ms};
 use crate::store::{Cond, Reservation, ReservationDoc, Store, Versioned};
+use crate::underlay::{UnderlaySettings, sysinfo_underlay_ip};
 use triton_common::status::ToStatus;
 
 /// ListServers' default and maximum page (Triton: 1000).
@@ -44,6 +45,8 @@ pub struct Settings {
     pub alloc: AllocConfig,
     /// Who may connect to the gRPC server, and reflection (the config's `[grpc]`).
     pub grpc: triton_common::grpc::ServerConfig,
+    /// Register nodes' underlay addresses in this NAPI (none: not done).
+    pub underlay: Option<UnderlaySettings>,
 }
 
 impl Default for Settings {
@@ -56,6 +59,7 @@ impl Default for Settings {
             auto_setup: false,
             alloc: AllocConfig::default(),
             grpc: triton_common::grpc::ServerConfig::default(),
+            underlay: None,
         }
     }
 }
@@ -164,6 +168,16 @@ impl<S: Store> CnapiService<S> {
             }
         }
         Ok(marked)
+    }
+
+    /// The servers in view whose sysinfo reports an underlay address, with it.
+    pub fn underlay_addresses(&self) -> Vec<(Uuid, std::net::Ipv4Addr)> {
+        self.fleet
+            .lock()
+            .servers()
+            .iter()
+            .filter_map(|s| Some((s.uuid, sysinfo_underlay_ip(&s.sysinfo)?)))
+            .collect()
     }
 
     fn agent(&self, server: &ServerRecord) -> Result<CnAgentClient<Channel>> {

@@ -75,6 +75,23 @@ fn three_linux_nodes_run_as_three_agents_with_their_own_addresses_and_names() {
             assert_eq!(a.nic_tags, b.nic_tags);
         }
     }
+    // Each node's overlay: its own underlay address, Portolan's SVP port on the admin
+    // address.
+    let overlays: Vec<(String, String)> = configs
+        .iter()
+        .map(|c| {
+            let o = c.overlay.as_ref().expect("an overlay section");
+            (o.underlay_ip.to_string(), o.portolan.clone())
+        })
+        .collect();
+    assert_eq!(
+        overlays,
+        [
+            ("10.99.100.7".to_string(), "10.99.99.7:1296".to_string()),
+            ("10.99.100.22".to_string(), "10.99.99.7:1296".to_string()),
+            ("10.99.100.23".to_string(), "10.99.99.7:1296".to_string()),
+        ]
+    );
     // CoaL checks each node's health where CNAPI reaches it.
     let addr = |name: &str| {
         let s = coal.deployment.service(name).unwrap();
