@@ -39,6 +39,7 @@ pub enum FollowError {
 /// The follower's state between passes.
 pub struct Follower {
     napi: Napi,
+    watch: UfdsClient<Channel>,
     ufds: UfdsClient<Channel>,
     resolvers: Vec<String>,
     shutdown: CancellationToken,
@@ -59,13 +60,15 @@ impl Follower {
         if config.ufds_url.is_empty() {
             return Err("fabrics.ufds_url: required when fabrics.enabled is true".into());
         }
-        let channel = triton_common::channel::ChannelBuilder::new(&config.ufds_url)
-            .request_timeout(None)
-            .lazy()
-            .map_err(|e| format!("fabrics.ufds_url: {e}"))?;
+        let builder = triton_common::channel::ChannelBuilder::new(&config.ufds_url);
+        let channel = |b: &triton_common::channel::ChannelBuilder| {
+            b.lazy().map_err(|e| format!("fabrics.ufds_url: {e}"))
+        };
         Ok(Follower {
             napi,
-            ufds: UfdsClient::new(channel),
+            // The feed's stream lasts a pass; the other calls keep the default timeout.
+            watch: UfdsClient::new(channel(&builder.clone().request_timeout(None))?),
+            ufds: UfdsClient::new(channel(&builder)?),
             resolvers: config.resolvers.clone(),
             shutdown,
             position: 0,
@@ -105,7 +108,7 @@ impl Follower {
             }
         }
         let mut stream = self
-            .ufds
+            .watch
             .watch_accounts(ufds::WatchAccountsRequest {
                 position: self.position,
                 uuid: None,
