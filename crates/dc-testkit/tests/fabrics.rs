@@ -341,7 +341,10 @@ async fn instances_of_one_fabric_reach_each_other_across_nodes_and_no_one_else()
         }
     })
     .await;
-    eprintln!("first connection across the nodes after {:?}", first.elapsed());
+    eprintln!(
+        "first connection across the nodes after {:?}",
+        first.elapsed()
+    );
     let back = tokio::task::spawn_blocking({
         let ns = a2.ns.clone();
         let ip = a1.ip;
@@ -450,6 +453,59 @@ async fn instances_of_one_fabric_reach_each_other_across_nodes_and_no_one_else()
         .await
         .unwrap();
     assert!(got.is_err(), "a2's address still answers: {got:?}");
+
+    // A new instance takes a2's address on node 2 with another MAC: NAPI writes its row
+    // and a VL3 entry for node 1, which looks the address up again (and tells a1 the
+    // new MAC): a1 reaches the new instance, nothing stale in the way.
+    let a3 = lab.instance(
+        "a3",
+        &n2,
+        &o2,
+        Instance {
+            ns: String::new(),
+            ip: a2.ip,
+            mac: [0x02, 0xfa, 0, 0, 0, 0x33],
+            vnet: VNET_A,
+        },
+    );
+    nic_row(&buckets, &a3, cn2, false).await;
+    serve(&a3.ns, a3.ip, "a3");
+    let event = Uuid::new_v4();
+    buckets
+        .cn_net_events
+        .put(
+            &event.to_string(),
+            &CnNetEvent {
+                cn_uuid: cn1,
+                vnet_id: VNET_A,
+                version: RECORD_VERSION,
+                record: LogRecord::Vl3 {
+                    ip: ip_text(a3.ip.into()),
+                    mac: mac_number(a3.mac),
+                    vlan: 2,
+                    vnet_id: VNET_A,
+                },
+            },
+            EtagCondition::Any,
+        )
+        .await
+        .expect("log entry");
+    let events = buckets.cn_net_events.clone();
+    eventually("node 1 drained the VL3 entry", WAIT, || {
+        let events = events.clone();
+        async move { events.get(&event.to_string()).await.unwrap().is_none() }
+    })
+    .await;
+    let ns = a1.ns.clone();
+    let ip = a3.ip;
+    let got = tokio::task::spawn_blocking(move || fetch(&ns, ip, Duration::from_secs(3)))
+        .await
+        .unwrap();
+    assert_eq!(
+        got.as_deref(),
+        Ok("a3"),
+        "a1 reaches the address's new instance"
+    );
 
     stop1.cancel();
     stop2.cancel();

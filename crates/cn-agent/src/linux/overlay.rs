@@ -419,6 +419,13 @@ impl Overlay {
                 ),
             ));
         };
+        if ul == self.config.underlay_ip {
+            // On this node: its bridge delivers it, and a stale entry to elsewhere goes.
+            return self
+                .kernel
+                .remove_forwarding(index, mac)
+                .map_err(|e| Error::io("netlink forwarding entry", e));
+        }
         self.kernel
             .set_forwarding(index, mac, ul, underlay.port)
             .map_err(|e| Error::io("netlink forwarding entry", e))
