@@ -303,8 +303,8 @@ async fn create_machine_default_networks_with_and_without_a_default_fabric() {
     let external = alice.json(&["network", "get", "-j", "external"]).await;
 
     // No fabric: the external network alone, primary.
-    let id = alice.create_instance("plain").await;
-    let vm = dc.vm(&id).await;
+    let plain = alice.create_instance("plain").await;
+    let vm = dc.vm(&plain).await;
     assert_eq!(vm.nics.len(), 1, "{:?}", vm.nics);
     assert_eq!(vm.nics[0].network_uuid, external["id"].as_str().unwrap());
     assert!(vm.nics[0].primary);
@@ -411,8 +411,32 @@ async fn create_machine_default_networks_with_and_without_a_default_fabric() {
     let msg = r.assert_error(409, "InvalidArgument");
     assert!(msg.contains("default_networks"), "{msg}");
 
-    // A package with networks gives those.
+    // A NIC on a fabric network added to the instance made without one.
     let a_net = alice.json(&["network", "get", "-j", "a-net"]).await;
+    let out = alice
+        .ok(&["instance", "nic", "create", "-w", "-j", "plain", "a-net"])
+        .await;
+    let nic = out.json();
+    assert!(
+        nic["ip"].as_str().unwrap().starts_with("192.168.31."),
+        "{}",
+        out.stdout
+    );
+    let vm = dc.vm(&plain).await;
+    let added = vm
+        .nics
+        .iter()
+        .find(|n| n.network_uuid == a_net["id"].as_str().unwrap())
+        .expect("the fabric NIC on the VM");
+    assert!(
+        added.nic_tag.starts_with("sdc_overlay"),
+        "{}",
+        added.nic_tag
+    );
+    assert_eq!(added.vlan_id, 301);
+    assert!(!added.primary);
+
+    // A package with networks gives those.
     dc.papi()
         .create_package(papi::CreatePackageRequest {
             uuid: String::new(),
