@@ -14,6 +14,7 @@ use cnapi::store::MemoryStore;
 use cnapi::underlay::UnderlaySettings;
 use common::{alloc, start_cnapi};
 use dc_testkit::{ADMIN_UUID, Dc, Options, Service, eventually};
+use moray_client::MorayClient;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -169,6 +170,21 @@ async fn a_nodes_underlay_address_becomes_its_underlay_nic_in_napi() {
     assert_eq!(nic.network_uuid, network.uuid);
     assert_eq!(nic.nic_tag, "sdc_underlay");
     assert!(nic.underlay);
+    // NAPI wrote Portolan's underlay row of each node with its NIC.
+    let moray = MorayClient::connect(&dc.moray_url()).await.unwrap();
+    let row = |server: Uuid| {
+        let moray = moray.clone();
+        async move {
+            moray
+                .get_object("portolan_underlay_mappings", &server.to_string())
+                .await
+                .unwrap()
+                .map(|o| o.value["ip"].as_str().unwrap_or_default().to_string())
+        }
+    };
+    assert_eq!(row(a).await.as_deref(), Some("::ffff:10.99.100.22"));
+    assert_eq!(row(b).await.as_deref(), Some("::ffff:10.99.100.23"));
+    assert_eq!(row(plain).await, None);
 
     // Node a comes back with another address: its old NIC (and address) go.
     register(&mut c, a, 1, Some("10.99.100.24")).await;
@@ -192,6 +208,7 @@ async fn a_nodes_underlay_address_becomes_its_underlay_nic_in_napi() {
         .unwrap()
         .into_inner();
     assert!(old.free, "{old:?}");
+    assert_eq!(row(a).await.as_deref(), Some("::ffff:10.99.100.24"));
     shutdown.cancel();
 }
 
