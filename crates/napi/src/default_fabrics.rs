@@ -120,16 +120,18 @@ impl Follower {
         loop {
             // Until the snapshot (or a resume's marker) there is no waiting limit; after
             // it, a quiet feed ends the pass.
-            let wait = if caught_up {
-                QUIET
-            } else {
-                Duration::from_secs(u64::from(u32::MAX))
+            let next = async {
+                if caught_up {
+                    tokio::time::timeout(QUIET, stream.message()).await.ok()
+                } else {
+                    Some(stream.message().await)
+                }
             };
             let message = tokio::select! {
                 _ = self.shutdown.cancelled() => break,
-                m = tokio::time::timeout(wait, stream.message()) => match m {
-                    Ok(m) => m,
-                    Err(_) => break,
+                m = next => match m {
+                    Some(m) => m,
+                    None => break,
                 },
             };
             let Some(event) = message.map_err(FollowError::Watch)? else {
