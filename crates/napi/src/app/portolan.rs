@@ -92,8 +92,8 @@ impl Mapping {
 }
 
 impl Napi {
-    /// The NIC's network when it may have a mapping ([`Mapping::possible`]); `None`
-    /// without a read otherwise.
+    /// The NIC's mapping, reading its network only when it may have one
+    /// ([`Mapping::possible`]).
     pub(super) async fn mapping(&self, nic: &Nic) -> Result<Option<Mapping>> {
         if !Mapping::possible(nic) {
             return Ok(None);
