@@ -401,3 +401,44 @@ async fn a_frame_over_the_limit_closes_only_its_connection() {
     let r = fresh.call(VL2_REQ, 2, &vl2_req(MAC_1, VNET_A)).await;
     assert_eq!(vl2_ack(&r).0, 0);
 }
+
+#[tokio::test]
+async fn garbage_on_many_connections_leaves_the_server_serving() {
+    let f = Fabric::start().await;
+    let mut bystander = Conn::open(f.svp_addr()).await;
+    let mut rng = triton_common::rng::Rng::new(14);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        // Frames with random ops and bodies, half of them with a right CRC, between
+        // random bytes.
+        let mut stream = Vec::new();
+        while stream.len() < 64 * 1024 {
+            let size = rng.below(64);
+            let body: Vec<u8> = (0..size).map(|_| rng.next_u64() as u8).collect();
+            let mut fr = frame(rng.below(16) as u16, rng.next_u64() as u32, &body);
+            if rng.chance(50) {
+                fr[12] ^= 1;
+            }
+            stream.extend_from_slice(&fr);
+            if rng.chance(10) {
+                stream.extend((0..rng.below(32)).map(|_| rng.next_u64() as u8));
+            }
+        }
+        let addr = f.svp_addr();
+        tasks.push(tokio::spawn(async move {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            // The server may close first (a random size over the limit); that is fine.
+            let _ = c.write_all(&stream).await;
+            let _ = c.shutdown().await;
+            let mut sink = Vec::new();
+            let _ = tokio::time::timeout(ANSWER_WITHIN, c.read_to_end(&mut sink)).await;
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(bystander.call(PING, 1, &[]).await.op, PONG);
+    let mut fresh = Conn::open(f.svp_addr()).await;
+    let r = fresh.call(VL3_REQ, 2, &vl3_req(IP_1, 1, VNET_A)).await;
+    assert_eq!(vl3_ack(&r).0, OK);
+}
