@@ -267,6 +267,35 @@ mod tests {
     }
 
     #[test]
+    fn the_overlay_keys_come_from_the_environment_too() {
+        let env = vec![
+            (
+                "CN_AGENT_OVERLAY__UNDERLAY_IP".to_string(),
+                "192.0.2.9".to_string(),
+            ),
+            (
+                "CN_AGENT_OVERLAY__PORTOLAN".to_string(),
+                "10.99.99.30:1296".to_string(),
+            ),
+        ];
+        let c: Config = triton_common::config::load_from("cn-agent", None, &env).unwrap();
+        let overlay = c.overlay.unwrap();
+        assert_eq!(overlay.underlay_ip.to_string(), "192.0.2.9");
+        assert_eq!(overlay.portolan, "10.99.99.30:1296");
+        let bad = vec![(
+            "CN_AGENT_OVERLAY__UNDERLAY_IP".to_string(),
+            "not-an-ip".to_string(),
+        )];
+        let e = triton_common::config::load_from::<Config>("cn-agent", None, &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("CN_AGENT_OVERLAY__UNDERLAY_IP") || e.contains("overlay.underlay_ip"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn sim_nodes_advertise_consecutive_ports() {
         let mut c = Config::default();
         assert_eq!(c.sim_advertise_url(3).unwrap(), "");
