@@ -16,6 +16,7 @@ pub mod jobs;
 pub mod model;
 pub mod params;
 pub mod reconcile;
+pub mod references;
 pub mod service;
 pub mod store;
 pub mod validate;

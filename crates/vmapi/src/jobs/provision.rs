@@ -13,6 +13,7 @@ use crate::clients::request;
 use crate::error::{Error, Result};
 use crate::model::{VmNic, state};
 use crate::params::ProvisionParams;
+use crate::references::unusable;
 
 pub(super) static SAGA: Saga = Saga::new(&[
     step!("validate", Default, validate),
@@ -52,70 +53,28 @@ impl Steps {
         self.release_job_nics(ctx).await.map(|_| ())
     }
 
+    /// Re-checks at run time what the request checked when it was accepted
+    /// ([`crate::references`]): the owner may provision, the image and the package may
+    /// be used by the owner.
     pub(super) async fn validate(&self, ctx: &JobCtx) -> Result<Value> {
         let job = ctx.record().await;
         let p: ProvisionParams = params(&job.params)?;
-        let rid = p.req_id.clone();
         let vm = self.vm(&job.vm_uuid).await?;
         not_destroyed(&vm)?;
-        if let Some(ufds) = &self.clients.ufds {
-            let account = ufds
-                .clone()
-                .get_account(request(
-                    triton_proto::ufds::v1::GetAccountRequest {
-                        account: job.owner_uuid.clone(),
-                    },
-                    &rid,
-                ))
-                .await
-                .map_err(Error::upstream("ufds"))?
-                .into_inner();
-            if !account.approved_for_provisioning {
-                return Err(Error::invalid(
-                    "owner_uuid",
-                    format!("account {} is not approved for provisioning", account.login),
-                ));
-            }
-        }
-        if let Some(imgapi) = &self.clients.imgapi {
-            let image = imgapi
-                .clone()
-                .get_image(request(
-                    triton_proto::imgapi::v1::ImageRequest {
-                        uuid: p.image.uuid.clone(),
-                        account: None,
-                    },
-                    &rid,
-                ))
-                .await
-                .map_err(Error::upstream("imgapi"))?
-                .into_inner();
-            if image.state != "active" {
-                return Err(Error::invalid(
-                    "image_uuid",
-                    format!("image {} is {}, not active", image.uuid, image.state),
-                ));
-            }
-        }
-        if let (Some(papi), Some(pkg)) = (&self.clients.papi, &p.package) {
-            let package = papi
-                .clone()
-                .get_package(request(
-                    triton_proto::papi::v1::GetPackageRequest {
-                        uuid: pkg.uuid.clone(),
-                        owner_uuids: vec![job.owner_uuid.clone()],
-                    },
-                    &rid,
-                ))
-                .await
-                .map_err(Error::upstream("papi"))?
-                .into_inner();
-            if !package.active {
-                return Err(Error::invalid(
-                    "billing_id",
-                    format!("package {} is not active", package.uuid),
-                ));
-            }
+        let (owner, rid) = (&job.owner_uuid, &p.req_id);
+        let package = p.package.as_ref().map(|pkg| pkg.uuid.as_str());
+        let (account, image, package) = tokio::join!(
+            self.clients.check_owner(owner, rid),
+            self.clients.resolve_image(&p.image.uuid, owner, rid),
+            self.clients.resolve_package(package, owner, rid),
+        );
+        let problems: Vec<String> = [account.err(), image.err(), package.err()]
+            .into_iter()
+            .flatten()
+            .flatten()
+            .collect();
+        if !problems.is_empty() {
+            return Err(unusable(problems));
         }
         Ok(json!({}))
     }
