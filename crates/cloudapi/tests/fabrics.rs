@@ -262,6 +262,14 @@ async fn default_network_fabric_network_and_vlan_updates() {
     let msg = r.assert_error(409, "InvalidArgument");
     assert!(msg.contains("vnet_id"), "{msg}");
 
+    // A VLAN with a network cannot go (InvalidArgument, as Triton's fabric endpoints
+    // answer NAPI's refusals).
+    let r = alices
+        .send("DELETE", "/alice/fabrics/default/vlans/100", "")
+        .await;
+    let msg = r.assert_error(409, "InvalidArgument");
+    assert!(msg.contains("has networks"), "{msg}");
+
     // `?fabric=true` lists the account's fabric networks alone.
     let r = alices.send("GET", "/alice/networks?fabric=true", "").await;
     assert_eq!(r.status, 200, "{}", r.body);

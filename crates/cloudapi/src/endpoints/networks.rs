@@ -144,6 +144,17 @@ fn resolvers_param(params: &Params) -> Result<Option<Vec<String>>, ApiError> {
         .map(Some)
 }
 
+/// Triton's fabric endpoints answer every NAPI refusal but a 404 as InvalidArgument
+/// (sdc-cloudapi `translateErr`): a VLAN that still has networks, a network that still
+/// has NICs.
+fn in_use_is_invalid(e: ApiError) -> ApiError {
+    if e.code == "InUseError" {
+        ApiError::invalid_argument(e.message)
+    } else {
+        e
+    }
+}
+
 // ------------------------------------------------------------------ fabric VLANs
 
 fn vlan_json(v: &napi::FabricVlan) -> Value {
@@ -219,7 +230,11 @@ pub async fn delete_vlan(t: Tenant, Path((_login, vlan)): IdPath) -> Reply {
         owner_uuid: t.owner().to_string(),
         vlan_id,
     };
-    t.napi().delete_fabric_vlan(request).await.answer("napi")?;
+    t.napi()
+        .delete_fabric_vlan(request)
+        .await
+        .answer("napi")
+        .map_err(in_use_is_invalid)?;
     tracing::info!(vlan_id, "fabric VLAN deleted");
     Ok(empty_response(StatusCode::NO_CONTENT))
 }
@@ -376,7 +391,8 @@ pub async fn delete_fabric_network(t: Tenant, Path((_login, vlan, id)): ItemPath
     t.napi()
         .delete_fabric_network(request)
         .await
-        .answer("napi")?;
+        .answer("napi")
+        .map_err(in_use_is_invalid)?;
     tracing::info!(network = %id, vlan_id, "fabric network deleted");
     Ok(empty_response(StatusCode::NO_CONTENT))
 }
