@@ -147,8 +147,8 @@ async fn the_log_drains() {
     let log = svp.log(ip(UNDERLAY_1), 4096).await.unwrap();
     assert_eq!(log.iter().map(LogEntry::id).collect::<Vec<_>>(), vec![id]);
 
-    // An address no node has: Portolan answers FATAL, an error here; the connection
-    // still serves.
+    // An address no node has: Portolan answers FATAL, an error here, and the client is
+    // spent (the protocol has the client close the connection on FATAL).
     let e = svp.log(ip(UNDERLAY_NONE), 4096).await.unwrap_err();
     assert!(
         matches!(
@@ -160,7 +160,9 @@ async fn the_log_drains() {
         ),
         "{e}"
     );
-    svp.ping().await.unwrap();
+    assert!(matches!(svp.ping().await, Err(SvpError::Broken)));
+    let mut again = f.dc.svp().await;
+    again.ping().await.unwrap();
 }
 
 #[tokio::test]

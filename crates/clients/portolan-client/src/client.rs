@@ -14,9 +14,11 @@
 //! # }
 //! ```
 //!
-//! NOTFOUND is `Ok(None)`; FATAL and the other non-OK statuses are errors. After any
-//! other error (a timeout, a broken or closed connection, a bad frame) the client is
-//! spent: every later call fails with [`SvpError::Broken`] and the caller connects again.
+//! NOTFOUND is `Ok(None)`; FATAL and the other non-OK statuses are errors. After a FATAL
+//! answer (the protocol says the client closes the connection then) and after any error
+//! that is not a status (a timeout, a broken or closed connection, a bad frame) the
+//! client is spent: every later call fails with [`SvpError::Broken`] and the caller
+//! connects again.
 
 use std::io;
 use std::net::IpAddr;
@@ -229,7 +231,7 @@ impl SvpClient {
                 });
             }
         };
-        self.broken = false;
+        self.broken = response.status() == Some(Status::Fatal);
         Ok(response)
     }
 

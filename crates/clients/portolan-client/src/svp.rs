@@ -522,6 +522,17 @@ impl Response {
         }
     }
 
+    /// Its status (PONG has none).
+    pub fn status(&self) -> Option<Status> {
+        match self {
+            Response::Pong => None,
+            Response::Vl2 { status, .. }
+            | Response::Vl3 { status, .. }
+            | Response::Log { status, .. }
+            | Response::LogRm { status } => Some(*status),
+        }
+    }
+
     /// The op it is sent with.
     pub fn op(&self) -> Op {
         match self {
