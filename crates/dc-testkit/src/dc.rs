@@ -358,6 +358,11 @@ impl Dc {
         if options.napi {
             let mut config = napi::Config::default();
             on_moray(&mut config.service, &moray_url);
+            // With UFDS here, `configure_napi` turns default fabrics on with
+            // `c.fabrics.enabled = true` alone.
+            if let Some((_, addr)) = dc.addrs.iter().find(|(s, _)| *s == Service::Ufds) {
+                config.fabrics.ufds_url = format!("http://{addr}");
+            }
             if options.coal_networks {
                 config.admin_uuid = ADMIN_UUID.into();
                 config.seed.enabled = true;
@@ -483,10 +488,21 @@ impl Dc {
     /// CNAPI, its agents and VMAPI.
     async fn start_compute(&mut self, options: &Options, moray_url: &str) {
         let shutdown = self.shutdown.clone();
+        // Nodes' underlay addresses become their underlay NICs in NAPI (and so
+        // Portolan's underlay rows), as in CoaL.
+        let underlay = self
+            .addrs
+            .iter()
+            .find(|(s, _)| *s == Service::Napi)
+            .map(|(_, addr)| cnapi::underlay::UnderlaySettings {
+                napi_url: format!("http://{addr}"),
+                admin_uuid: ADMIN_UUID.into(),
+            });
         let settings = cnapi::service::Settings {
             heartbeat_lifetime: options.heartbeat * 10,
             reconcile_period: options.heartbeat,
             auto_setup: true,
+            underlay,
             ..Default::default()
         };
         let cnapi_run = if options.cnapi_in_memory {
