@@ -79,6 +79,11 @@ pub async fn limits(Extension(_caller): Extension<Caller>) -> Reply {
     Ok(json_response(StatusCode::OK, &json!([])))
 }
 
+/// The nic tag of the networks CloudAPI counts as external (Triton's `external`).
+pub const EXTERNAL_NIC_TAG: &str = "external";
+/// The nic tag of the networks CloudAPI counts as internal (Triton's `internal`).
+pub const INTERNAL_NIC_TAG: &str = "internal";
+
 /// The networks `owner` may provision on (public ones and its own, fabrics included),
 /// as NAPI lists them.
 pub async fn usable_networks(app: &AppState, owner: &str) -> Result<Vec<napi::Network>, ApiError> {
@@ -110,11 +115,6 @@ pub fn external_network(networks: &[napi::Network]) -> Option<&napi::Network> {
         .or_else(|| public.first())
         .copied()
 }
-
-/// The nic tag of the networks CloudAPI counts as external (Triton's `external`).
-pub const EXTERNAL_NIC_TAG: &str = "external";
-/// The nic tag of the networks CloudAPI counts as internal (Triton's `internal`).
-pub const INTERNAL_NIC_TAG: &str = "internal";
 
 /// The internal network a provision that names none gets (sdc-cloudapi's first
 /// "internal" network: one on nic tag `internal`, or one of the account's fabric
