@@ -2,12 +2,11 @@
 //! failure to a FATAL ack of the same type, logged.
 
 use std::net::Ipv6Addr;
+use std::sync::Arc;
 
 use portolan_client::svp::{
     MAX_BODY_LEN, Request, Response, STATUS_LEN, Status, Underlay, VL3_TYPE_IP, VL3_TYPE_IPV6,
 };
-
-use std::sync::Arc;
 
 use crate::cache::Cache;
 use crate::store::{LookupError, Store};
