@@ -358,11 +358,6 @@ impl Dc {
         if options.napi {
             let mut config = napi::Config::default();
             on_moray(&mut config.service, &moray_url);
-            // With UFDS here, `configure_napi` turns default fabrics on with
-            // `c.fabrics.enabled = true` alone.
-            if let Some((_, addr)) = dc.addrs.iter().find(|(s, _)| *s == Service::Ufds) {
-                config.fabrics.ufds_url = format!("http://{addr}");
-            }
             if options.coal_networks {
                 config.admin_uuid = ADMIN_UUID.into();
                 config.seed.enabled = true;
