@@ -888,25 +888,3 @@ async fn an_account_that_fails_is_named_and_tried_again() {
     assert_ne!(network, "");
     assert_ne!(network, theirs.uuid);
 }
-
-/// In the test kit's datacenter, NAPI finds UFDS by itself: turning fabrics on is enough.
-#[tokio::test]
-async fn the_test_kits_napi_follows_its_ufds_when_fabrics_are_on() {
-    let dc = Dc::start(Options {
-        ufds: true,
-        napi: true,
-        configure_napi: Box::new(|c| c.fabrics.enabled = true),
-        ..Default::default()
-    })
-    .await;
-    let mut ufds = dc.ufds();
-    let fay = account(&mut ufds, "fay").await;
-    let network = default_network_of(&ufds, &fay.uuid).await;
-    let net = dc
-        .napi()
-        .get_network(proto::GetNetworkRequest { uuid: network })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(net.name, "My-Fabric-Network");
-}
