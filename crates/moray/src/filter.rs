@@ -12,6 +12,8 @@
 
 use std::fmt;
 
+use triton_common::filter::write_combined;
+
 /// Nesting beyond this is refused (the parser recurses once per level).
 pub const MAX_DEPTH: usize = 64;
 
@@ -371,17 +373,8 @@ impl fmt::Display for Substrings {
 impl fmt::Display for Filter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Filter::And(children) | Filter::Or(children) => {
-                f.write_str(if matches!(self, Filter::And(_)) {
-                    "(&"
-                } else {
-                    "(|"
-                })?;
-                for c in children {
-                    write!(f, "{c}")?;
-                }
-                f.write_str(")")
-            }
+            Filter::And(children) => write_combined(f, '&', children),
+            Filter::Or(children) => write_combined(f, '|', children),
             Filter::Not(child) => write!(f, "(!{child})"),
             Filter::Leaf(leaf) => write!(f, "{leaf}"),
         }

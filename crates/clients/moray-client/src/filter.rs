@@ -27,6 +27,8 @@
 
 use std::fmt;
 
+use triton_common::filter::write_combined;
+
 /// Escapes a value for a Moray filter (RFC 4515): `*`, `(`, `)`, `\` and NUL as `\2a`,
 /// `\28`, `\29`, `\5c` and `\00`.
 pub use triton_common::filter::escape;
@@ -181,17 +183,8 @@ impl Filter {
 impl fmt::Display for Filter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Filter::And(parts) | Filter::Or(parts) => {
-                f.write_str(if matches!(self, Filter::And(_)) {
-                    "(&"
-                } else {
-                    "(|"
-                })?;
-                for p in parts {
-                    write!(f, "{p}")?;
-                }
-                f.write_str(")")
-            }
+            Filter::And(parts) => write_combined(f, '&', parts),
+            Filter::Or(parts) => write_combined(f, '|', parts),
             Filter::Not(inner) => write!(f, "(!{inner})"),
             Filter::Eq(a, v) => write!(f, "({a}={})", escape(v)),
             Filter::Ge(a, v) => write!(f, "({a}>={})", escape(v)),
