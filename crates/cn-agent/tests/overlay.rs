@@ -63,6 +63,15 @@ async fn a_fabric_nic_joins_its_vnets_bridge_guarded_and_its_devices_go_with_it(
         .expect("linux backend with an overlay");
     b.image_ensure_present(h.image.clone()).await.unwrap();
 
+    // A vnet whose NIC is being plugged in is not pruned; once nothing holds it and no
+    // port is in its bridge, it is.
+    let (bridge, hold) = overlay.hold(vnet).unwrap();
+    overlay.prune().unwrap();
+    assert!(link_exists(&bridge), "a held vnet was pruned");
+    drop(hold);
+    overlay.prune().unwrap();
+    assert!(!link_exists(&bridge), "an unused vnet's bridge is left");
+
     // A fabric NIC must name its fabric.
     let err = b
         .create(h.spec("novnet", vec![fabric_nic(0)]))

@@ -22,7 +22,7 @@ use uuid::Uuid;
 use super::command::{run, run_input};
 use super::firewall::{Firewall, PortRules, normalize_mac};
 use super::idmap::RANGE_SIZE;
-use super::overlay::{Overlay, fabric_vnet, is_fabric_tag};
+use super::overlay::{Hold, Overlay, fabric_vnet, is_fabric_tag};
 use crate::backend::NicSpec;
 use crate::error::{Error, Result};
 
@@ -123,14 +123,16 @@ impl Network {
 
     /// The bridge `nic` is plugged into, made if it is not there (`index`: its place
     /// among the instance's NICs, for errors).
-    fn bridge_of(&self, nic: &NicSpec, index: usize) -> Result<String> {
+    /// A fabric NIC's comes with a hold: its vnet's devices stay until it is dropped.
+    fn bridge_of(&self, nic: &NicSpec, index: usize) -> Result<(String, Option<Hold>)> {
         if let (true, Some(overlay)) = (is_fabric_tag(&nic.nic_tag), &self.overlay) {
             let vnet = fabric_vnet(&format!("nics[{index}]"), &nic.nic_tag, nic.vnet_id)?;
-            return overlay.ensure(vnet);
+            let (bridge, hold) = overlay.hold(vnet)?;
+            return Ok((bridge, Some(hold)));
         }
         let bridge = self.bridge_for(&nic.nic_tag)?;
         self.ensure_bridge(bridge)?;
-        Ok(bridge.to_string())
+        Ok((bridge.to_string(), None))
     }
 
     fn ensure_bridge(&self, bridge: &str) -> Result<()> {
@@ -184,8 +186,11 @@ impl Network {
         let mut create = String::new();
         let mut attach = String::new();
         let mut inside = String::new();
+        // The vnets' devices of fabric NICs stay until the NICs are their ports.
+        let mut holds = Vec::new();
         for &(index, nic) in nics {
-            let bridge = self.bridge_of(nic, index)?;
+            let (bridge, hold) = self.bridge_of(nic, index)?;
+            holds.extend(hold);
             let host = self.host_link(uuid, nic, index);
             let inner = nic.interface_name(index);
             if Path::new("/sys/class/net").join(&host).exists() {

@@ -161,6 +161,24 @@ fn vnet_of(name: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
+/// A NIC on its way into a vnet's bridge ([`Overlay::hold`]).
+pub struct Hold {
+    overlay: Arc<Overlay>,
+    vnet: u32,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let mut users = self.overlay.users.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = users.get_mut(&self.vnet) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                users.remove(&self.vnet);
+            }
+        }
+    }
+}
+
 /// The indexes of a vnet's devices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Devices {
@@ -182,6 +200,8 @@ pub struct Overlay {
     devices: Mutex<BTreeMap<u32, Devices>>,
     /// Held while devices are made or removed.
     setup: Mutex<()>,
+    /// vnet -> NICs being plugged into its bridge now ([`Overlay::hold`]): not pruned.
+    users: Mutex<HashMap<u32, usize>>,
     svp: tokio::sync::Mutex<Option<SvpClient>>,
     /// Misses answered NOTFOUND, and when.
     negative: Mutex<HashMap<(u32, MissKind), Instant>>,
@@ -211,6 +231,7 @@ impl Overlay {
             packet,
             devices: Mutex::new(BTreeMap::new()),
             setup: Mutex::new(()),
+            users: Mutex::new(HashMap::new()),
             svp: tokio::sync::Mutex::new(None),
             negative: Mutex::new(HashMap::new()),
         };
@@ -237,6 +258,22 @@ impl Overlay {
     /// this process's).
     pub fn in_netns<T: Send>(&self, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
         in_netns(self.netns.as_ref(), f)
+    }
+
+    /// The bridge of `vnet`, made if it is not there, kept from [`Overlay::prune`] until
+    /// the [`Hold`] is dropped (once the NIC is a port of it).
+    pub fn hold(self: &Arc<Self>, vnet: u32) -> Result<(String, Hold)> {
+        *self
+            .users
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(vnet)
+            .or_default() += 1;
+        let hold = Hold {
+            overlay: self.clone(),
+            vnet,
+        };
+        Ok((self.ensure(vnet)?, hold))
     }
 
     /// The bridge of `vnet`, with its VXLAN device, made if it is not there.
@@ -283,7 +320,13 @@ impl Overlay {
     /// (its last instance NIC on the node went).
     pub fn prune(&self) -> Result<()> {
         let _held = self.setup.lock().unwrap_or_else(|e| e.into_inner());
-        let vnets = self.vnets();
+        let vnets: Vec<u32> = {
+            let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+            self.vnets()
+                .into_iter()
+                .filter(|v| users.get(v).copied().unwrap_or(0) == 0)
+                .collect()
+        };
         let removed = self.in_netns(|| {
             let mut removed = Vec::new();
             for vnet in vnets {
