@@ -144,6 +144,29 @@ fn one_linux_node_is_the_default_and_coal_json_keeps_the_count() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_with_fewer_linux_nodes_than_run_is_refused_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let coal_dir = dir.path().join("coal");
+    std::fs::create_dir_all(coal_dir.join("run")).unwrap();
+    // Node 3 of an earlier `up --linux-cns 3` still runs (this test's process stands in).
+    let me = coal::process::Pid::of(std::process::id()).unwrap();
+    coal::process::write_pid(&coal_dir.join("run/cn-agent-3.pid"), me).unwrap();
+    std::fs::write(
+        coal_dir.join("coal.json"),
+        r#"{"linux_cns":3,"sim_cns":0,"one_node":false}"#,
+    )
+    .unwrap();
+    let coal = open(&coal_dir, Some(2));
+    let e = coal.up().await.unwrap_err().to_string();
+    assert!(
+        e.contains("cn-agent-3 still runs") && e.contains("scripts/coal down"),
+        "{e}"
+    );
+    // coal.json still says 3, so `down` stops node 3 too.
+    assert_eq!(open(&coal_dir, None).state.linux_cns, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_underlay_is_seeded_in_napi_once() {
     let dc = Dc::start(Options {
         napi: true,

@@ -353,6 +353,8 @@ impl Coal {
     pub async fn up(&self) -> Result<(), Error> {
         let p = &self.progress;
         private_dir(&self.dir)?;
+        // Before coal.json says fewer nodes than run.
+        self.no_other_linux_cns()?;
         for d in ["bin", "etc", "logs", "run", "data", "ssh", "images"] {
             let path = self.sub(d);
             std::fs::create_dir_all(&path).map_err(|e| Error::io("create", &path, e))?;
@@ -362,7 +364,6 @@ impl Coal {
         set_mode(&self.sub("ssh"), 0o700)?;
         let state = serde_json::to_string(&self.state).map_err(|e| Error::Check(e.to_string()))?;
         crate::images::write_atomically(&self.dir.join("coal.json"), state.as_bytes())?;
-        self.no_other_linux_cns()?;
         p.step(format!(
             "bringing up CoaL in {} ({} linux and {} simulated compute node(s), Manatee {})",
             self.dir.display(),
