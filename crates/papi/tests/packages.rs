@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use dc_testkit::{Dc, Options, Service, assert_error};
+use triton_common::status::{error_message, error_name};
 use triton_proto::papi::v1 as proto;
 
 const OWNER_A: &str = "ecc73356-f797-4cd2-8f80-514c27031efe";
@@ -288,12 +289,24 @@ async fn bad_packages_are_refused_naming_the_fields() {
             ],
         ),
     ];
-    for (fields, complaints) in invalid {
-        assert_error(
-            c.create_package(create("", fields)).await,
-            "InvalidArgument",
-            complaints,
+    for (i, (fields, complaints)) in invalid.into_iter().enumerate() {
+        let case = format!("case {i} ({}@{})", fields.name(), fields.version());
+        let status = match c.create_package(create("", fields)).await {
+            Ok(created) => panic!("{case}: created {:?}", created.into_inner()),
+            Err(status) => status,
+        };
+        assert_eq!(
+            error_name(&status),
+            Some("InvalidArgument"),
+            "{case}: {status:?}"
         );
+        let message = error_message(&status);
+        for complaint in complaints {
+            assert!(
+                message.contains(complaint),
+                "{case}: {message:?} should contain {complaint:?}"
+            );
+        }
     }
     assert_error(
         c.create_package(create("not-a-uuid", fields("ok", "1.0.0")))
