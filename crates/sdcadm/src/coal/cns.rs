@@ -121,6 +121,13 @@ pub fn plan(
         Error::Usage("--linux-cns: [coal] bridges has no bridge with nic_tag \"admin\"".into())
     })?;
     let underlay = host(UNDERLAY_TAG)?;
+    // cn-agent takes link prefixes of 1 to 4 characters; node i's is node 1's and i.
+    let longest = format!("{}{n}", names.link_prefix);
+    if n > 1 && longest.chars().count() > 4 {
+        return Err(Error::Usage(format!(
+            "--linux-cns {n}: node {n}'s link prefix would be {longest:?}, longer than cn-agent's 4 characters; shorten the cn-agent's linux.link_prefix in services.toml"
+        )));
+    }
     let nth = |(ip, len): (Ipv4Addr, u8), i: u32| -> Result<Ipv4Addr, Error> {
         let size = 1u64 << (32 - u32::from(len));
         let host_no = HOST_BASE + i;
@@ -457,6 +464,24 @@ mod tests {
         assert!(e.to_string().contains("host 22 of 10.99.99.1/28"), "{e}");
         let e = plan(2, "cn-agent", &names(), &bridges()[1..]).unwrap_err();
         assert!(e.to_string().contains("nic_tag \"admin\""), "{e}");
+        // CoaL's "zc" leaves room for node 16; a longer prefix does not.
+        assert_eq!(
+            plan(16, "cn-agent", &names(), &bridges()).unwrap()[15]
+                .names
+                .link_prefix,
+            "zc16"
+        );
+        let long = Names {
+            link_prefix: "zcd".into(),
+            ..names()
+        };
+        let e = plan(10, "cn-agent", &long, &bridges()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("\"zcd10\", longer than cn-agent's 4"),
+            "{e}"
+        );
+        assert!(plan(9, "cn-agent", &long, &bridges()).is_ok());
     }
 
     #[test]
