@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-use common::{account, new_key, ok};
+use common::{account, assert_refused, new_key, ok};
 use dc_testkit::{Dc, Options, Service, assert_error};
 use triton_proto::ufds::v1 as proto;
 
@@ -250,7 +250,8 @@ async fn bad_keys_are_refused_with_the_reason() {
         ),
     ];
     for (text, reason) in &cases {
-        assert_error(
+        assert_refused(
+            text,
             c.create_key(create("k", text)).await,
             "InvalidArgument",
             &["key is invalid", reason],
