@@ -357,6 +357,32 @@ async fn instances_of_one_fabric_reach_each_other_across_nodes_and_no_one_else()
         has_forwarding(&n1, VNET_A, a2.mac),
         "node 1 learned where a2 is"
     );
+    // A forwarding entry that went (aged out) is learned again from the next frame to
+    // the MAC (an L2 miss, VL2), a1 still knowing a2's MAC.
+    run(
+        "bridge",
+        &[
+            "-n",
+            &n1,
+            "fdb",
+            "del",
+            &mac_text(a2.mac),
+            "dev",
+            &vxlan_name(VNET_A),
+            "self",
+        ],
+    );
+    assert!(!has_forwarding(&n1, VNET_A, a2.mac));
+    let ns = a1.ns.clone();
+    let ip = a2.ip;
+    let got = tokio::task::spawn_blocking(move || fetch(&ns, ip, Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert_eq!(got.as_deref(), Ok("a2"), "a1 reaches a2 after an L2 miss");
+    assert!(
+        has_forwarding(&n1, VNET_A, a2.mac),
+        "node 1 learned a2's MAC again"
+    );
 
     // B, on another vnet in the same subnet, reaches neither: not by ARP, and not with
     // A2's MAC written into its neighbour table by hand.
