@@ -68,7 +68,7 @@ fn a_second_node_has_its_own_links_the_host_cgroups_and_reaches_the_host() {
     let names = Names {
         cgroup_parent: "triton-cnst".into(),
         netns_prefix: "cnst-".into(),
-        link_prefix: "cnst".into(),
+        link_prefix: "cn".into(),
     };
     let mut cn = cns::plan(2, "cn-agent", &names, &bridges)
         .unwrap()
