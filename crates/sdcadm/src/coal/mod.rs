@@ -906,6 +906,12 @@ impl Coal {
                 self.deployment.coal.packages.first().map(|p| p.name.as_str()).unwrap_or("g1-small")
             ));
         }
+        if !self.cns.is_empty() {
+            text.push_str(&format!(
+                "    coal-zlogin <instance uuid> ps    # inside an instance, on whichever of the {} linux node(s) holds it\n",
+                self.cns.len()
+            ));
+        }
         text.push_str("    moray-cli ping\n    manatee-adm show\n\n");
         text.push_str("scripts/coal status          every service, its address and health\nscripts/coal logs SERVICE    follow one service's log\nscripts/coal down            stop everything and remove what CoaL made\n");
         for (name, why) in skipped {
