@@ -13,10 +13,9 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::{create_all, env_or};
+use common::{all_vms, create_all, env_or};
 use dc_testkit::services::cn_agent;
 use dc_testkit::{Dc, Options};
-use triton_proto::vmapi::v1 as pb;
 
 /// MiB of each node: with CNAPI's 15 % reservation 1615 MiB are provisionable, room for
 /// six 256 MiB VMs: 1000 VMs fill 200 nodes to 83 %.
@@ -60,27 +59,7 @@ async fn many_concurrent_provisions_on_many_nodes() {
     );
 
     // Every VM running, each IP once, no server over its memory.
-    let mut all = Vec::new();
-    let mut marker = String::new();
-    loop {
-        let page = dc
-            .vmapi()
-            .list_vms(pb::ListVmsRequest {
-                owner_uuid: dc.seed().owner.clone(),
-                marker: marker.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .vms;
-        let n = page.len();
-        marker = page.last().map(|v| v.uuid.clone()).unwrap_or_default();
-        all.extend(page);
-        if n < 1000 {
-            break;
-        }
-    }
+    let all = all_vms(&dc, &dc.seed().owner).await;
     assert_eq!(all.len(), vms);
     assert!(all.iter().all(|v| v.state == "running"));
     let ips: BTreeSet<&str> = all.iter().map(|v| v.nics[0].ip.as_str()).collect();

@@ -8,6 +8,7 @@
 #[allow(dead_code)] // the test only reads
 #[path = "../examples/follow_vms/checkpoint.rs"]
 mod checkpoint;
+mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use checkpoint::Checkpoint;
+use common::{all_at_once, all_vms, env_or};
 use dc_testkit::feed::Feed;
 use dc_testkit::{Dc, Options, eventually};
 use moray_client::{EtagCondition, MorayClient};
@@ -25,13 +27,6 @@ use triton_proto::vmapi::v1::vmapi_client::VmapiClient;
 use triton_testkit::MorayFixture;
 use vmapi::model::VmRecord;
 use vmapi::store::VMS_BUCKET;
-
-fn env_or(key: &str, default: usize) -> usize {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// VMAPI alone on its Moray (no compute: the tests write VM records themselves).
 struct Alone {
@@ -249,32 +244,8 @@ fn applied(state: &Path) -> usize {
     Checkpoint::load(state).map_or(0, |c| c.applied.len())
 }
 
-/// Every VM, as ListVms pages them.
-async fn list_all(dc: &Dc) -> BTreeMap<String, pb::Vm> {
-    let mut all = BTreeMap::new();
-    let mut marker = String::new();
-    loop {
-        let page = dc
-            .vmapi()
-            .list_vms(pb::ListVmsRequest {
-                limit: 1000,
-                marker: marker.clone(),
-                ..Default::default()
-            })
-            .await
-            .expect("list vms")
-            .into_inner()
-            .vms;
-        let Some(last) = page.last() else {
-            return all;
-        };
-        marker = last.uuid.clone();
-        all.extend(page.into_iter().map(|vm| (vm.uuid.clone(), vm)));
-    }
-}
-
-/// Makes one job per item (a VM's uuid, or a new VM's alias) at once (a call refused as
-/// unavailable, under load, is sent again), then waits for every job; all must succeed.
+/// Makes one job per item (a VM's uuid, or a new VM's alias) at once ([`all_at_once`]),
+/// then waits for every job; all must succeed.
 async fn jobs<F, Fut>(dc: &Dc, what: &str, items: &[String], call: F) -> Vec<pb::JobRef>
 where
     F: Fn(VmapiClient<tonic::transport::Channel>, String) -> Fut + Clone + Send + 'static,
@@ -282,30 +253,8 @@ where
         + Send
         + 'static,
 {
-    let mut tasks = tokio::task::JoinSet::new();
-    for item in items {
-        let (vmapi, uuid, call) = (dc.vmapi(), item.clone(), call.clone());
-        tasks.spawn(async move {
-            let mut backoff = Duration::from_millis(50);
-            loop {
-                match call(vmapi.clone(), uuid.clone()).await {
-                    Ok(r) => return Ok(r.into_inner()),
-                    Err(s) if s.code() == tonic::Code::Unavailable => {
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(2));
-                    }
-                    Err(s) => return Err(format!("{uuid}: {s}")),
-                }
-            }
-        });
-    }
-    let mut refs = Vec::new();
-    while let Some(r) = tasks.join_next().await {
-        match r.expect("task") {
-            Ok(r) => refs.push(r),
-            Err(e) => panic!("{what} {e}"),
-        }
-    }
+    let pauses = (Duration::from_millis(50), Duration::from_secs(2));
+    let refs = all_at_once(dc, what, items, pauses, call).await;
     for r in &refs {
         let job = dc.wait_job(&r.job_uuid).await;
         assert_eq!(
@@ -418,7 +367,11 @@ async fn a_follower_killed_twice_ends_with_exactly_vmapis_state() {
     // The follower's state converges to VMAPI's, field by field.
     let deadline = Instant::now() + Duration::from_secs(60);
     let (checkpoint, listed) = loop {
-        let listed = list_all(&dc).await;
+        let listed: BTreeMap<String, pb::Vm> = all_vms(&dc, "")
+            .await
+            .into_iter()
+            .map(|vm| (vm.uuid.clone(), vm))
+            .collect();
         let checkpoint = Checkpoint::load(&state).expect("the follower's file");
         let followed: BTreeMap<String, pb::Vm> = checkpoint
             .vms

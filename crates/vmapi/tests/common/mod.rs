@@ -9,8 +9,10 @@ use std::time::Duration;
 use dc_testkit::linux::LinuxHost;
 use dc_testkit::services::cn_agent;
 use dc_testkit::{Dc, Options, Seed, eventually};
+use tonic::transport::Channel;
 use triton_proto::napi::v1 as napi_pb;
 use triton_proto::vmapi::v1 as pb;
+use triton_proto::vmapi::v1::vmapi_client::VmapiClient;
 
 /// `key` from the environment as a number, else `default`.
 pub fn env_or(key: &str, default: usize) -> usize {
@@ -219,36 +221,95 @@ pub fn text(s: &str) -> prost_types::Value {
     }
 }
 
-/// CreateVm of `vms` VMs (`vm0`, `vm1`, ...) all at once; a transient refusal
-/// (Unavailable) is sent again after a pause that doubles from `pause` up to
-/// `max_pause`, anything else fails. The answers, in the order they came.
-pub async fn create_all(
+/// `call` for each of `items` (a VM's uuid, or a new VM's alias), all at once; a call
+/// refused as unavailable (under load) is sent again after a pause that doubles from
+/// `pause` up to `max_pause`, anything else fails the test naming `what` and the item.
+/// The answers, in the order they came.
+pub async fn all_at_once<F, Fut>(
     dc: &Dc,
-    vms: usize,
-    pause: Duration,
-    max_pause: Duration,
-) -> Vec<pb::JobRef> {
+    what: &str,
+    items: &[String],
+    (pause, max_pause): (Duration, Duration),
+    call: F,
+) -> Vec<pb::JobRef>
+where
+    F: Fn(VmapiClient<Channel>, String) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<tonic::Response<pb::JobRef>, tonic::Status>> + Send + 'static,
+{
     let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..vms {
-        let mut c = dc.vmapi();
-        let req = dc.create_request(&format!("vm{i}"));
+    for item in items {
+        let (vmapi, item, call) = (dc.vmapi(), item.clone(), call.clone());
         tasks.spawn(async move {
             let mut backoff = pause;
             loop {
-                match c.create_vm(req.clone()).await {
-                    Ok(r) => return r.into_inner(),
+                match call(vmapi.clone(), item.clone()).await {
+                    Ok(r) => return Ok(r.into_inner()),
                     Err(s) if s.code() == tonic::Code::Unavailable => {
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(max_pause);
                     }
-                    Err(s) => panic!("create vm{i}: {s}"),
+                    Err(s) => return Err(format!("{item}: {s}")),
                 }
             }
         });
     }
     let mut refs = Vec::new();
     while let Some(r) = tasks.join_next().await {
-        refs.push(r.expect("a CreateVm task"));
+        match r.expect("a call's task") {
+            Ok(r) => refs.push(r),
+            Err(e) => panic!("{what} {e}"),
+        }
     }
     refs
+}
+
+/// CreateVm of `vms` VMs (`vm0`, `vm1`, ...) all at once ([`all_at_once`], pausing from
+/// `pause` up to `max_pause`). The answers, in the order they came.
+pub async fn create_all(
+    dc: &Dc,
+    vms: usize,
+    pause: Duration,
+    max_pause: Duration,
+) -> Vec<pb::JobRef> {
+    let aliases: Vec<String> = (0..vms).map(|i| format!("vm{i}")).collect();
+    let template = dc.create_request("");
+    all_at_once(
+        dc,
+        "create",
+        &aliases,
+        (pause, max_pause),
+        move |mut c, alias| {
+            let req = pb::CreateVmRequest {
+                alias,
+                ..template.clone()
+            };
+            async move { c.create_vm(req).await }
+        },
+    )
+    .await
+}
+
+/// Every VM of `owner_uuid` (empty: every VM), as ListVms pages them.
+pub async fn all_vms(dc: &Dc, owner_uuid: &str) -> Vec<pb::Vm> {
+    let mut all = Vec::new();
+    let mut marker = String::new();
+    loop {
+        let page = dc
+            .vmapi()
+            .list_vms(pb::ListVmsRequest {
+                owner_uuid: owner_uuid.to_string(),
+                limit: 1000,
+                marker: marker.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("list VMs")
+            .into_inner()
+            .vms;
+        let Some(last) = page.last() else {
+            return all;
+        };
+        marker = last.uuid.clone();
+        all.extend(page);
+    }
 }
