@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Fabrics end to end, as a tenant would: on a CoaL with two linux compute nodes joined by
+# an underlay bridge, the account's default fabric network (NAPI made it), two instances
+# on it placed on different nodes (an affinity rule), and traffic between them through
+# the nodes' VXLAN devices, learned from Portolan:
+#   - each pings the other and fetches the other's HTTP;
+#   - after one is deleted, its address stops answering (the other node drained its log);
+#   - a new instance on the deleted one's address, with a new MAC, is reached (no stale
+#     neighbour or forwarding entry).
+# Isolation between two accounts' fabrics with the same VLAN id and subnet is shown on
+# namespaces by crates/dc-testkit/tests/fabrics.rs.
+#
+# With a CoaL up in $COAL_DIR with two linux nodes (tests/coal-e2e.sh runs this on its
+# own), that one is used; otherwise one is brought up here and taken down at the end.
+set -euo pipefail
+TRITON_TOOL=fabrics
+. "$(dirname "$0")/../scripts/lib.sh"
+cd "$TRITON_ROOT"
+
+export COAL_DIR=${COAL_DIR:-/var/tmp/triton-coal-fabrics}
+own_coal=0
+passed=0
+failures=()
+instances=()
+
+aborted_at=?
+trap 'aborted_at=$LINENO' ERR
+finish() {
+    local rc=$?
+    if [ "$rc" -ne 0 ] && [ ${#failures[@]} -eq 0 ]; then
+        failures+=("the suite stopped early (exit $rc) at line $aborted_at")
+    fi
+    for name in "${instances[@]}"; do
+        triton instance delete -f -w "$name" >/dev/null 2>&1 || true
+    done
+    if [ "$own_coal" = 1 ]; then scripts/coal down >/dev/null 2>&1 || true; fi
+    echo "fabrics: ${passed} passed, ${#failures[@]} failed"
+    if [ ${#failures[@]} -gt 0 ]; then
+        printf '  FAILED: %s\n' "${failures[@]}" >&2
+        exit 1
+    fi
+    exit "$rc"
+}
+trap finish EXIT
+
+ok() { passed=$((passed + 1)); step "ok: $1"; }
+bad() { failures+=("$1"); step "FAILED: $1"; }
+check() { # what, then a command that must succeed
+    local what=$1; shift
+    if "$@"; then ok "$what"; else bad "$what"; fi
+}
+
+if scripts/coal status >/dev/null 2>&1; then
+    step "using the CoaL up in $COAL_DIR"
+else
+    step "bringing up a CoaL with two linux compute nodes in $COAL_DIR"
+    own_coal=1
+    scripts/coal up --linux-cns 2
+fi
+eval "$(scripts/coal env)"
+zl="$COAL_DIR/bin/coal-zlogin"
+[ -x "$zl" ] || die "$zl is missing: CoaL installs it for its linux compute nodes"
+
+json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+# Runs a shell command inside instance $1 (on whichever node holds it).
+inside() { "$zl" "$1" /bin/sh -c "$2"; }
+pings() { inside "$1" "ping -c 1 -W 2 $2" >/dev/null 2>&1; }
+fetches() { # instance, ip: the other instance's httpd answers through the fabric
+    local got
+    got=$(inside "$1" "wget -q -T 5 -O - http://$2/" 2>/dev/null) || return 1
+    grep -q "hello from" <<<"$got"
+}
+# Waits up to 60 s (a hang guard, not a timing check) for `$@` to succeed; prints how long.
+within() {
+    local start=$SECONDS i
+    for i in $(seq 1 120); do
+        if "$@"; then
+            echo "    (after $((SECONDS - start)) s)" >&2
+            return 0
+        fi
+        sleep 0.5
+    done
+    return 1
+}
+not() { ! "$@"; }
+
+default_net=$(triton network get-default -j | json "d['id']")
+default_name=$(triton network get -j "$default_net" | json "d['name']")
+check "the account's default network is its default fabric (My-Fabric-Network: $default_name)" \
+    test "$default_name" = My-Fabric-Network
+check "the default fabric network is a fabric" \
+    test "$(triton network get -j "$default_net" | json "d['fabric']")" = True
+
+servers=$(sdcadm servers 2>/dev/null | awk 'NR > 1' | wc -l)
+step "$servers compute nodes"
+
+create() { # name, network and placement args...
+    local name=$1; shift
+    step "triton instance create -w -n $name $* base-64 g1-small"
+    triton instance create -w -n "$name" "$@" base-64 g1-small >/dev/null
+    instances+=("$name")
+}
+a1="fab-a1-$$" a2="fab-a2-$$" a3="fab-a3-$$"
+create "$a1" --network My-Fabric-Network
+create "$a2" --network My-Fabric-Network -a "instance!=$a1"
+node1=$(triton instance get -j "$a1" | json "d['compute_node']")
+node2=$(triton instance get -j "$a2" | json "d['compute_node']")
+check "the two instances are on different compute nodes ($node1, $node2)" test "$node1" != "$node2"
+ip1=$(triton instance ip "$a1")
+ip2=$(triton instance ip "$a2")
+u1=$(triton instance get -j "$a1" | json "d['id']")
+u2=$(triton instance get -j "$a2" | json "d['id']")
+check "both have addresses on the fabric network ($ip1, $ip2)" \
+    bash -c "[[ $ip1 == 192.168.* && $ip2 == 192.168.* ]]"
+
+check "a1 pings a2 across the nodes" within pings "$u1" "$ip2"
+check "a2 pings a1 across the nodes" within pings "$u2" "$ip1"
+check "a1 fetches a2's HTTP" within fetches "$u1" "$ip2"
+check "a2 fetches a1's HTTP" within fetches "$u2" "$ip1"
+
+mac2=$(triton instance nic list -j "$a2" | json "d['mac']")
+step "triton instance delete -w $a2"
+triton instance delete -w "$a2" >/dev/null
+check "after a2 is deleted, its address stops answering a1" within not pings "$u1" "$ip2"
+
+create "$a3" -a "instance!=$a1" --nic "ipv4_uuid=$default_net,ipv4_ips=$ip2"
+u3=$(triton instance get -j "$a3" | json "d['id']")
+mac3=$(triton instance nic list -j "$a3" | json "d['mac']")
+check "a3 took a2's address ($ip2) with another MAC ($mac2 -> $mac3)" \
+    bash -c "[ '$(triton instance ip "$a3")' = '$ip2' ] && [ '$mac2' != '$mac3' ]"
+check "a1 reaches a3 on that address (no stale entry for a2)" within fetches "$u1" "$ip2"
+check "a3 pings a1" within pings "$u3" "$ip1"
