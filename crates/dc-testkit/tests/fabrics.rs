@@ -441,9 +441,11 @@ async fn instances_of_one_fabric_reach_each_other_across_nodes_and_no_one_else()
     o1.start(stop1.clone())
         .expect("node 1's overlay starts again");
 
-    // A2 goes: NAPI marks its row deleted and logs a VL2 entry for node 1. Node 1
-    // drains its log (removing a2's forwarding entry, LOG_RM), and a2's address stops
-    // answering there.
+    // A2 goes: NAPI marks its row deleted and logs a VL2 entry for node 1. Node 1's
+    // agent drains its log on its own (removing a2's forwarding entry, LOG_RM), and a2's
+    // address stops answering there (its namespace, still serving, left in place to
+    // show it is the overlay that cuts it off).
+    let deleted = std::time::Instant::now();
     nic_row(&buckets, &a2, cn2, true).await;
     let event = Uuid::new_v4();
     buckets
@@ -463,8 +465,23 @@ async fn instances_of_one_fabric_reach_each_other_across_nodes_and_no_one_else()
         )
         .await
         .expect("log entry");
+    let (from, to) = (a1.ns.clone(), a2.ip);
+    eventually("a2's address stops answering a1", WAIT, || {
+        let from = from.clone();
+        async move {
+            tokio::task::spawn_blocking(move || fetch(&from, to, Duration::from_millis(200)))
+                .await
+                .unwrap()
+                .is_err()
+        }
+    })
+    .await;
+    eprintln!(
+        "a2's address stopped answering on node 1 {:?} after its row was deleted",
+        deleted.elapsed()
+    );
     let events = buckets.cn_net_events.clone();
-    eventually("node 1 drained its log entry", WAIT, || {
+    eventually("node 1 removed its log entry", WAIT, || {
         let events = events.clone();
         async move { events.get(&event.to_string()).await.unwrap().is_none() }
     })
@@ -478,7 +495,7 @@ async fn instances_of_one_fabric_reach_each_other_across_nodes_and_no_one_else()
     let got = tokio::task::spawn_blocking(move || fetch(&ns, ip, Duration::from_secs(3)))
         .await
         .unwrap();
-    assert!(got.is_err(), "a2's address still answers: {got:?}");
+    assert!(got.is_err(), "a2's address answers again: {got:?}");
 
     // A new instance takes a2's address on node 2 with another MAC: NAPI writes its row
     // and a VL3 entry for node 1, which looks the address up again (and tells a1 the

@@ -13,8 +13,8 @@
 //!   forwarding entry for is a VL2 lookup (the forwarding entry). NOTFOUND installs
 //!   nothing: the packet is dropped, as in Triton. Broadcast and multicast frames are
 //!   never looked up (the device drops them: no default forwarding entry).
-//! * the log: every 5 to 10 s (1 s while Portolan has more), the node's log entries (LOG
-//!   with its underlay address): a VL2 entry removes the MAC's forwarding entry, a VL3
+//! * the log: every 0.75 to 1 s (at once again while Portolan has more), the node's log
+//!   entries (LOG with its underlay address): a VL2 entry removes the MAC's forwarding entry, a VL3
 //!   entry looks the address up again and replaces (or removes) its entries; then
 //!   LOG_RM of every id handled.
 //!
@@ -57,6 +57,11 @@ pub const MAX_VNET_ID: u32 = (1 << 24) - 1;
 const LOG_BYTES: u32 = 64 * 1024;
 /// How long an SVP answer may take.
 const SVP_TIMEOUT: Duration = Duration::from_secs(5);
+/// The log is asked for this often (plus up to [`LOG_JITTER_MS`], so the nodes do not
+/// ask together), and at once again while Portolan has more: a mapping that moved or
+/// went is gone from the node within about a second.
+const LOG_INTERVAL: Duration = Duration::from_millis(750);
+const LOG_JITTER_MS: usize = 250;
 /// A NOTFOUND answer is not asked again for this long (an instance ARPs once a second).
 const NEGATIVE_TTL: Duration = Duration::from_millis(500);
 
@@ -588,11 +593,11 @@ impl Overlay {
         );
         loop {
             let wait = match self.drain_once().await {
-                Ok(true) => Duration::from_secs(1),
-                Ok(false) => Duration::from_millis(5000 + rng.below(5000) as u64),
+                Ok(true) => Duration::ZERO,
+                Ok(false) => LOG_INTERVAL + Duration::from_millis(rng.below(LOG_JITTER_MS) as u64),
                 Err(e) => {
                     tracing::warn!(error = %e.chain(), "overlay log round failed");
-                    Duration::from_millis(5000 + rng.below(5000) as u64)
+                    LOG_INTERVAL + Duration::from_millis(rng.below(LOG_JITTER_MS) as u64)
                 }
             };
             tokio::select! {
