@@ -163,31 +163,26 @@ pub enum PgCommand {
 /// What PostgreSQL is doing, for the status endpoint.
 #[derive(Debug, Clone, Default)]
 pub struct PgView {
-    pub online: bool,
     /// stopped, starting, primary, primary-read-only, standby, rebuilding.
     pub state: String,
     pub read_only: bool,
+    /// What the last poll saw.
+    pub polled: Polled,
+    pub last_error: String,
+    pub rebuild: String,
+}
+
+/// What one poll of PostgreSQL saw: a primary its WAL position and replicas, a standby
+/// what it received and replayed; what a poll did not see is empty.
+#[derive(Debug, Clone, Default)]
+pub struct Polled {
+    pub online: bool,
     pub wal_current: Option<Lsn>,
     pub wal_receive: Option<Lsn>,
     pub wal_replay: Option<Lsn>,
     pub replay_lag_seconds: Option<f64>,
     pub receiver_status: String,
     pub replicas: Vec<ReplicaRow>,
-    pub last_error: String,
-    pub rebuild: String,
-}
-
-/// What one poll of PostgreSQL saw: a primary its WAL position and replicas, a standby
-/// what it received and replayed ([`PgView`]'s fields of the same names).
-#[derive(Debug, Default)]
-struct Probed {
-    online: bool,
-    wal_current: Option<Lsn>,
-    wal_receive: Option<Lsn>,
-    wal_replay: Option<Lsn>,
-    replay_lag_seconds: Option<f64>,
-    receiver_status: String,
-    replicas: Vec<ReplicaRow>,
 }
 
 /// One row of `pg_stat_replication`.
@@ -687,7 +682,7 @@ impl Pg {
                 && client.simple_query("SELECT 1").await.is_ok()
             {
                 self.client = Some(client);
-                self.view.send_modify(|v| v.online = true);
+                self.view.send_modify(|v| v.polled.online = true);
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -709,7 +704,7 @@ impl Pg {
         self.standby = None;
         self.mode = Mode::Stopped;
         self.view.send_modify(|v| {
-            v.online = false;
+            v.polled.online = false;
             v.state = "stopped".into();
             v.read_only = false;
         });
@@ -1054,19 +1049,6 @@ impl Pg {
 
     // ---- polling ----
 
-    /// Puts what one poll saw in the view; what it did not see is cleared.
-    fn show(&self, probed: Probed) {
-        self.view.send_modify(|v| {
-            v.online = probed.online;
-            v.wal_current = probed.wal_current;
-            v.wal_receive = probed.wal_receive;
-            v.wal_replay = probed.wal_replay;
-            v.replay_lag_seconds = probed.replay_lag_seconds;
-            v.receiver_status = probed.receiver_status;
-            v.replicas = probed.replicas;
-        });
-    }
-
     async fn poll(&mut self) -> Option<Event> {
         self.child.as_ref()?;
         match self.mode {
@@ -1090,7 +1072,7 @@ impl Pg {
         }
         let url = self.url();
         let Ok(client) = self.client().await else {
-            self.view.send_modify(|v| v.online = false);
+            self.view.send_modify(|v| v.polled.online = false);
             return;
         };
         let current = client
@@ -1107,12 +1089,13 @@ impl Pg {
                 Vec::new()
             }
         };
-        self.show(Probed {
+        let polled = Polled {
             online: current.is_some(),
             wal_current: current,
             replicas: replicas.clone(),
             ..Default::default()
-        });
+        };
+        self.view.send_modify(|v| v.polled = polled);
         // The standby wait: writes are enabled once the sync streams and has flushed
         // everything the primary had when the wait began.
         let Some(wait) = self.primary_wait.as_mut() else {
@@ -1152,7 +1135,7 @@ impl Pg {
 
     async fn poll_standby(&mut self) -> Option<Event> {
         let Ok(client) = self.client().await else {
-            self.view.send_modify(|v| v.online = false);
+            self.view.send_modify(|v| v.polled.online = false);
             return None;
         };
         let positions = client
@@ -1192,7 +1175,7 @@ impl Pg {
         if !online {
             self.client = None;
         }
-        self.show(Probed {
+        let polled = Polled {
             online,
             wal_receive: receive,
             wal_replay: replay,
@@ -1200,7 +1183,8 @@ impl Pg {
             receiver_status: status.clone(),
             replicas: cascading,
             ..Default::default()
-        });
+        };
+        self.view.send_modify(|v| v.polled = polled);
         let watch = self.standby.as_mut()?;
         let up = &watch.upstream;
         let from_upstream = status == "streaming"

@@ -443,15 +443,16 @@ impl pb::sitter_server::Sitter for StatusService {
             async_index: m.async_index,
             generation: m.generation,
             upstream_id: m.upstream,
-            pg_online: pg.online,
+            pg_online: pg.polled.online,
             pg_state: pg.state,
             pg_read_only: pg.read_only,
-            wal_current: lsn(pg.wal_current),
-            wal_receive: lsn(pg.wal_receive),
-            wal_replay: lsn(pg.wal_replay),
-            replay_lag_seconds: pg.replay_lag_seconds,
-            wal_receiver_status: pg.receiver_status,
+            wal_current: lsn(pg.polled.wal_current),
+            wal_receive: lsn(pg.polled.wal_receive),
+            wal_replay: lsn(pg.polled.wal_replay),
+            replay_lag_seconds: pg.polled.replay_lag_seconds,
+            wal_receiver_status: pg.polled.receiver_status,
             replicas: pg
+                .polled
                 .replicas
                 .into_iter()
                 .map(|r| pb::Replica {
