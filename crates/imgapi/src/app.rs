@@ -4,7 +4,7 @@
 use futures::{Stream, StreamExt};
 use moray_client::EtagCondition;
 use moray_client::filter::Filter;
-use moray_client::typed::{Change, RetryPolicy, UpdateError, is_etag_conflict};
+use moray_client::typed::{Change, RetryPolicy};
 use tokio::sync::Mutex;
 use triton_proto::imgapi::v1 as proto;
 
@@ -227,18 +227,20 @@ impl Imgapi {
                 Ok(Change::Write)
             })
             .await;
-        match updated {
-            Ok(v) => {
-                tracing::info!(uuid = %v.value.uuid, state = %v.value.state, "image {what}");
-                Ok(v.value)
-            }
-            Err(UpdateError::Moray(e)) if e.name() == "ObjectNotFoundError" => Err(not_found(&u)),
-            Err(UpdateError::Moray(e)) if is_etag_conflict(&e) => Err(Error::Contention {
-                what: format!("{what} image {u}"),
-                attempts: RetryPolicy::DEFAULT.attempts,
-            }),
-            Err(e) => Err(e.map_moray(Error::moray("putObject imgapi_images"))),
-        }
+        let m = updated
+            .map_err(|e| {
+                e.resolve(
+                    || not_found(&u),
+                    || Error::Contention {
+                        what: format!("{what} image {u}"),
+                        attempts: RetryPolicy::DEFAULT.attempts,
+                    },
+                    Error::moray("putObject imgapi_images"),
+                )
+            })?
+            .value;
+        tracing::info!(uuid = %m.uuid, state = %m.state, "image {what}");
+        Ok(m)
     }
 
     #[tracing::instrument(skip(self))]

@@ -3,7 +3,7 @@
 
 use moray_client::filter::Filter;
 use moray_client::typed::{
-    Bucket, Change, RetryPolicy, UpdateError, Versioned, is_etag_conflict, is_unique_violation,
+    Bucket, Change, RetryPolicy, Versioned, is_etag_conflict, is_unique_violation,
 };
 use moray_client::{BucketConfig, EtagCondition, FindOptions, IndexDef, MorayClient, SortOrder};
 use triton_common::time::now_rfc3339;
@@ -230,20 +230,20 @@ impl Papi {
                 Ok(Change::Write)
             })
             .await;
-        match updated {
-            Ok(v) => Ok(v.value),
-            Err(UpdateError::Moray(e)) if e.name() == "ObjectNotFoundError" => {
-                Err(Error::PackageNotFound(req.uuid))
-            }
-            Err(UpdateError::Moray(e)) if is_etag_conflict(&e) => {
-                Err(Error::from(StoreError::Busy(format!(
-                    "package {} changed {} times during the request; try again",
-                    req.uuid,
-                    RetryPolicy::DEFAULT.attempts
-                ))))
-            }
-            Err(e) => Err(e.map_moray(Error::moray("putObject"))),
-        }
+        let uuid = &req.uuid;
+        let attempts = RetryPolicy::DEFAULT.attempts;
+        updated.map(|v| v.value).map_err(|e| {
+            e.resolve(
+                || Error::PackageNotFound(uuid.clone()),
+                || {
+                    let busy = format!(
+                        "package {uuid} changed {attempts} times during the request; try again"
+                    );
+                    StoreError::Busy(busy).into()
+                },
+                Error::moray("putObject"),
+            )
+        })
     }
 
     pub async fn delete(&self, uuid: &str, force: bool) -> Result<()> {

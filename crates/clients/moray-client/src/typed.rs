@@ -238,6 +238,25 @@ impl<E> UpdateError<E> {
     }
 }
 
+impl<E> UpdateError<E> {
+    /// The error as the caller's type: `missing()` for a record that does not exist
+    /// (`ObjectNotFoundError`), `busy()` for a write that lost every race
+    /// (`EtagConflictError` after the last attempt), any other Moray failure converted
+    /// with `moray`, and the change's own as it is.
+    pub fn resolve(
+        self,
+        missing: impl FnOnce() -> E,
+        busy: impl FnOnce() -> E,
+        moray: impl FnOnce(MorayError) -> E,
+    ) -> E {
+        match self {
+            UpdateError::Moray(e) if e.name() == "ObjectNotFoundError" => missing(),
+            UpdateError::Moray(e) if is_etag_conflict(&e) => busy(),
+            other => other.map_moray(moray),
+        }
+    }
+}
+
 impl UpdateError<std::convert::Infallible> {
     /// Moray's error, for changes that cannot fail.
     pub fn into_moray(self) -> MorayError {
@@ -587,6 +606,35 @@ mod tests {
             .await;
         assert_eq!(out, Err("conflict"));
         assert_eq!(calls, 4);
+    }
+
+    #[test]
+    fn resolve_tells_missing_busy_moray_and_the_changes_own_apart() {
+        let moray = |name: &str| MorayError::Server {
+            name: name.into(),
+            message: String::new(),
+            code: Code::Unknown,
+        };
+        let resolve = |e: UpdateError<String>| {
+            e.resolve(
+                || "missing".to_string(),
+                || "busy".to_string(),
+                |e| format!("moray {}", e.name()),
+            )
+        };
+        let cases = [
+            (UpdateError::Moray(not_found("b", "k")), "missing"),
+            (UpdateError::Moray(moray("EtagConflictError")), "busy"),
+            (
+                UpdateError::Moray(moray("NoDatabaseError")),
+                "moray NoDatabaseError",
+            ),
+            (UpdateError::Change("refused".to_string()), "refused"),
+        ];
+        for (error, want) in cases {
+            let shown = format!("{error:?}");
+            assert_eq!(resolve(error), want, "{shown}");
+        }
     }
 
     #[tokio::test(start_paused = true)]
