@@ -18,46 +18,8 @@ TRITON_TOOL=fabrics
 cd "$TRITON_ROOT"
 
 export COAL_DIR=${COAL_DIR:-/var/tmp/triton-coal-fabrics}
-own_coal=0
-passed=0
-failures=()
-instances=()
-
-aborted_at=?
-trap 'aborted_at=$LINENO' ERR
-finish() {
-    local rc=$?
-    if [ "$rc" -ne 0 ] && [ ${#failures[@]} -eq 0 ]; then
-        failures+=("the suite stopped early (exit $rc) at line $aborted_at")
-    fi
-    for name in "${instances[@]}"; do
-        triton instance delete -f -w "$name" >/dev/null 2>&1 || true
-    done
-    if [ "$own_coal" = 1 ]; then scripts/coal down >/dev/null 2>&1 || true; fi
-    echo "fabrics: ${passed} passed, ${#failures[@]} failed"
-    if [ ${#failures[@]} -gt 0 ]; then
-        printf '  FAILED: %s\n' "${failures[@]}" >&2
-        exit 1
-    fi
-    exit "$rc"
-}
-trap finish EXIT
-
-ok() { passed=$((passed + 1)); step "ok: $1"; }
-bad() { failures+=("$1"); step "FAILED: $1"; }
-check() { # what, then a command that must succeed
-    local what=$1; shift
-    if "$@"; then ok "$what"; else bad "$what"; fi
-}
-
-if scripts/coal status >/dev/null 2>&1; then
-    step "using the CoaL up in $COAL_DIR"
-else
-    step "bringing up a CoaL with two linux compute nodes in $COAL_DIR"
-    own_coal=1
-    scripts/coal up --linux-cns 2
-fi
-eval "$(scripts/coal env)"
+. tests/suite.sh
+coal_for_suite --linux-cns 2
 zl="$COAL_DIR/bin/coal-zlogin"
 [ -x "$zl" ] || die "$zl is missing: CoaL installs it for its linux compute nodes"
 

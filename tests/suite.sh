@@ -1,0 +1,50 @@
+# The harness of the tenant suites run on a CoaL (tests/isolation.sh, tests/fabrics.sh),
+# sourced after scripts/lib.sh with TRITON_TOOL set to the suite's name:
+#   ok/bad/check     count a check (a failed one is listed at the end; the suite goes on);
+#   instances+=(N)   instances the suite made, deleted at the end whatever happens;
+#   suite_cleanup    a function the suite may define, run at the end before that;
+#   coal_for_suite   uses the CoaL up in $COAL_DIR, or brings one up (with the given
+#                    `scripts/coal up` options) and takes it down at the end.
+own_coal=0
+passed=0
+failures=()
+instances=()
+
+aborted_at=?
+trap 'aborted_at=$LINENO' ERR
+finish() {
+    local rc=$?
+    if [ "$rc" -ne 0 ] && [ ${#failures[@]} -eq 0 ]; then
+        failures+=("the suite stopped early (exit $rc) at line $aborted_at")
+    fi
+    for name in "${instances[@]}"; do
+        triton instance delete -f -w "$name" >/dev/null 2>&1 || true
+    done
+    if declare -F suite_cleanup >/dev/null; then suite_cleanup || true; fi
+    if [ "$own_coal" = 1 ]; then scripts/coal down >/dev/null 2>&1 || true; fi
+    echo "$TRITON_TOOL: ${passed} passed, ${#failures[@]} failed"
+    if [ ${#failures[@]} -gt 0 ]; then
+        printf '  FAILED: %s\n' "${failures[@]}" >&2
+        exit 1
+    fi
+    exit "$rc"
+}
+trap finish EXIT
+
+ok() { passed=$((passed + 1)); step "ok: $1"; }
+bad() { failures+=("$1"); step "FAILED: $1"; }
+check() { # what, then a command that must succeed
+    local what=$1; shift
+    if "$@"; then ok "$what"; else bad "$what"; fi
+}
+
+coal_for_suite() { # scripts/coal up options
+    if scripts/coal status >/dev/null 2>&1; then
+        step "using the CoaL up in $COAL_DIR"
+    else
+        step "bringing up a CoaL in $COAL_DIR ${*:+($*)}"
+        own_coal=1
+        scripts/coal up "$@"
+    fi
+    eval "$(scripts/coal env)"
+}
