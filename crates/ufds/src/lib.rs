@@ -26,10 +26,9 @@ pub type Running = triton_common::running::Running<Error>;
 
 /// Connects to Moray, ensures the buckets, binds and serves until `shutdown`.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
-    let svc = &config.service;
     let moray = config
         .moray
-        .connect(&svc.moray_url)
+        .connect(&config.service.moray_url)
         .await
         .map_err(Error::moray("connect"))?;
     let watch = watch::Watch::new(moray.clone(), shutdown.clone());
@@ -37,11 +36,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     ufds.ensure_buckets().await?;
 
     let routes = tonic::service::Routes::new(server::service(ufds, watch));
-    let (addr, task) = svc
-        .start(routes, &[SERVICE_NAME], shutdown, |e| {
+    config
+        .service
+        .run("ufds", routes, &[SERVICE_NAME], shutdown, |e| {
             StoreError::Serve(e).into()
         })
-        .await?;
-    tracing::info!(%addr, moray = %svc.moray_url, "ufds started");
-    Ok(Running { addr, task })
+        .await
 }

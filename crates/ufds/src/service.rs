@@ -7,7 +7,7 @@
 
 use moray_client::filter::Filter;
 use moray_client::typed::{
-    Bucket, Change, RetryPolicy, UpdateError, Versioned, is_etag_conflict, is_unique_violation,
+    Bucket, Change, RetryPolicy, Versioned, is_etag_conflict, is_unique_violation,
 };
 use moray_client::{
     BatchOp, BucketConfig, EtagCondition, FindOptions, IndexDef, MorayClient, Sort, SortOrder,
@@ -204,14 +204,13 @@ impl Ufds {
                 Ok(Change::Write)
             })
             .await;
-        match updated {
-            Ok(v) => Ok(v.value),
-            Err(UpdateError::Moray(e)) if e.name() == "ObjectNotFoundError" => {
-                Err(Error::AccountNotFound(req.account))
-            }
-            Err(UpdateError::Moray(e)) if is_etag_conflict(&e) => Err(busy(&req.account)),
-            Err(e) => Err(e.map_moray(Error::moray("putObject"))),
-        }
+        updated.map(|v| v.value).map_err(|e| {
+            e.resolve(
+                || Error::AccountNotFound(req.account.clone()),
+                || busy(&req.account),
+                Error::moray("putObject"),
+            )
+        })
     }
 
     /// Deletes the account and its keys in one batch; returns how many keys went.
