@@ -339,24 +339,9 @@ async fn create_machine_default_networks_with_and_without_a_default_fabric() {
     assert_eq!(got["primaryIp"], ext.ip.as_str());
 
     // Named explicitly, the fabric network alone.
-    let out = alice
-        .ok(&[
-            "instance",
-            "create",
-            "-w",
-            "-j",
-            "-n",
-            "inside",
-            "--network",
-            "my-net",
-            "base-64-lts",
-            "g1-small",
-        ])
+    let id = alice
+        .create_instance_with("inside", &["--network", "my-net"], "g1-small")
         .await;
-    let id = out.json_lines().last().unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let vm = dc.vm(&id).await;
     assert_eq!(vm.nics.len(), 1, "{:?}", vm.nics);
     assert_eq!(vm.nics[0].network_uuid, fabric_id);
@@ -364,26 +349,10 @@ async fn create_machine_default_networks_with_and_without_a_default_fabric() {
     assert_eq!(vm.nics[0].vlan_id, 300);
 
     // Named after a fabric network, the external network is still the primary one.
-    let out = alice
-        .ok(&[
-            "instance",
-            "create",
-            "-w",
-            "-j",
-            "-n",
-            "two",
-            "--network",
-            "my-net",
-            "--network",
-            "external",
-            "base-64-lts",
-            "g1-small",
-        ])
+    let networks = ["--network", "my-net", "--network", "external"];
+    let id = alice
+        .create_instance_with("two", &networks, "g1-small")
         .await;
-    let id = out.json_lines().last().unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let vm = dc.vm(&id).await;
     let primary: Vec<&str> = vm
         .nics
@@ -466,22 +435,7 @@ async fn create_machine_default_networks_with_and_without_a_default_fabric() {
         })
         .await
         .unwrap();
-    let out = alice
-        .ok(&[
-            "instance",
-            "create",
-            "-w",
-            "-j",
-            "-n",
-            "pkg",
-            "base-64-lts",
-            "g1-fabric",
-        ])
-        .await;
-    let id = out.json_lines().last().unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = alice.create_instance_with("pkg", &[], "g1-fabric").await;
     let vm = dc.vm(&id).await;
     let nets: Vec<&str> = vm.nics.iter().map(|n| n.network_uuid.as_str()).collect();
     assert_eq!(nets, [a_net["id"].as_str().unwrap()]);

@@ -427,9 +427,20 @@ impl Tenant {
     /// `triton instance create -w -j -n <name> base-64-lts g1-small` (the
     /// [`Dc::catalog`]), which must succeed: the running instance's id.
     pub async fn create_instance(&self, name: &str) -> String {
+        self.create_instance_with(name, &[], "g1-small").await
+    }
+
+    /// `triton instance create -w -j -n <name> <options> base-64-lts <package>`, which
+    /// must succeed: the running instance's id.
+    pub async fn create_instance_with(
+        &self,
+        name: &str,
+        options: &[&str],
+        package: &str,
+    ) -> String {
         let args = ["instance", "create", "-w", "-j", "-n", name];
         let out = self
-            .ok(&[&args[..], &["base-64-lts", "g1-small"]].concat())
+            .ok(&[&args[..], options, &["base-64-lts", package]].concat())
             .await;
         let created = out.json_lines();
         let last = created.last().expect("the created instance");

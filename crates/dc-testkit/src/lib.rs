@@ -24,6 +24,7 @@ mod dc;
 pub mod feed;
 pub mod linux;
 pub mod node;
+pub mod watched;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -82,18 +83,32 @@ pub fn assert_error<T: std::fmt::Debug>(
     name: &str,
     fragments: &[&str],
 ) -> tonic::Status {
+    assert_refused("the call", result, name, fragments)
+}
+
+/// [`assert_error`] for case `what` of a table: a failure names the case.
+#[track_caller]
+pub fn assert_refused<T: std::fmt::Debug>(
+    what: &str,
+    result: Result<tonic::Response<T>, tonic::Status>,
+    name: &str,
+    fragments: &[&str],
+) -> tonic::Status {
     let status = match result {
-        Ok(r) => panic!("expected {name}, got {:?}", r.into_inner()),
+        Ok(r) => panic!("{what}: expected {name}, got {:?}", r.into_inner()),
         Err(s) => s,
     };
     assert_eq!(
         triton_common::status::error_name(&status),
         Some(name),
-        "status: {status:?}"
+        "{what}: status: {status:?}"
     );
     let message = triton_common::status::error_message(&status);
     for f in fragments {
-        assert!(message.contains(f), "{message:?} should contain {f:?}");
+        assert!(
+            message.contains(f),
+            "{what}: {message:?} should contain {f:?}"
+        );
     }
     status
 }
