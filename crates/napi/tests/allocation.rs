@@ -78,27 +78,9 @@ async fn concurrent_provisions_get_distinct_ips_until_the_network_is_full() {
     );
 
     // What Moray holds agrees: one IP record per NIC, none shared.
-    let listed = napi
-        .client()
-        .list_ips(proto::ListIpsRequest {
-            network_uuid: net.uuid.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .ips;
+    let listed = napi.ips_on(&net.uuid).await;
     assert_eq!(listed.len(), 253);
-    let nics = napi
-        .client()
-        .list_nics(proto::ListNicsRequest {
-            network_uuid: Some(net.uuid.clone()),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .nics;
+    let nics = napi.nics_on(&net.uuid).await;
     assert_eq!(nics.len(), 253);
     let nic_ips: HashSet<_> = nics.iter().map(|n| n.ip.clone()).collect();
     assert_eq!(nic_ips, ips);
@@ -114,15 +96,7 @@ async fn concurrent_provisions_get_distinct_ips_until_the_network_is_full() {
         })
         .await
         .expect("delete the NIC (MAC without colons)");
-    let free = napi
-        .client()
-        .get_ip(proto::GetIpRequest {
-            network_uuid: net.uuid.clone(),
-            ip: "10.20.30.77".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let free = napi.ip(&net.uuid, "10.20.30.77").await;
     assert!(free.free);
     let again = napi
         .client()
@@ -186,14 +160,7 @@ async fn lowest_free_first_reservations_and_requested_ips() {
     );
     assert_eq!(status.code(), tonic::Code::AlreadyExists);
 
-    let ip = client
-        .get_ip(proto::GetIpRequest {
-            network_uuid: net.uuid.clone(),
-            ip: "192.168.7.100".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let ip = napi.ip(&net.uuid, "192.168.7.100").await;
     assert_eq!(ip.mac, asked.mac);
     assert_eq!(ip.belongs_to_uuid, asked.belongs_to_uuid);
     assert!(!ip.free);
@@ -215,14 +182,7 @@ async fn lowest_free_first_reservations_and_requested_ips() {
             .unwrap();
     }
     // The reserved address stays reserved after the NICs are gone.
-    let still = client
-        .get_ip(proto::GetIpRequest {
-            network_uuid: net.uuid.clone(),
-            ip: "192.168.7.3".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let still = napi.ip(&net.uuid, "192.168.7.3").await;
     assert!(still.reserved);
     client
         .delete_network(proto::DeleteNetworkRequest {
@@ -285,15 +245,7 @@ async fn requested_ips_follow_the_networks_rules_and_never_name_the_holder() {
         assert_eq!(status.code(), tonic::Code::InvalidArgument, "{ip}");
     }
     // None of those left an IP record behind.
-    let used = client
-        .list_ips(proto::ListIpsRequest {
-            network_uuid: net.uuid.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .ips;
+    let used = napi.ips_on(&net.uuid).await;
     assert!(used.iter().all(|i| i.free), "{used:?}");
 
     // The operator may put its own NIC outside the range, never on the gateway.

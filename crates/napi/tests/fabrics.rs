@@ -8,6 +8,7 @@
 mod common;
 
 use common::{TestNapi, assert_error, new_uuid};
+use dc_testkit::assert_refused;
 use moray_client::filter::Filter;
 use moray_client::{EtagCondition, FindOptions};
 use portolan_client::buckets::{self, CnNetEvent, LogRecord, UnderlayMapping, VnetMacIp};
@@ -122,58 +123,68 @@ async fn update_fabric_network_changes_triton_fields_for_its_owner_only() {
         .into_inner();
     assert_eq!(nic.ip, "192.168.10.20");
 
-    // Another account's network answers as one that does not exist, and is unchanged.
-    assert_error(
-        c.update_fabric_network(proto::UpdateFabricNetworkRequest {
-            name: Some("mine".into()),
-            ..update(&bob, &web.uuid)
-        })
-        .await,
-        "ResourceNotFound",
-        &["fabric network"],
-    );
-    // So does one on another VLAN of the same owner.
-    assert_error(
-        c.update_fabric_network(proto::UpdateFabricNetworkRequest {
-            vlan_id: 11,
-            name: Some("x".into()),
-            ..update(&alice, &web.uuid)
-        })
-        .await,
-        "ResourceNotFound",
-        &[],
-    );
-    // Bad values name their fields; a name the owner already uses is refused.
-    assert_error(
-        c.update_fabric_network(proto::UpdateFabricNetworkRequest {
-            resolvers: Some(proto::StringList {
-                values: vec!["not-an-ip".into()],
-            }),
-            provision_start_ip: Some("10.0.0.1".into()),
-            ..update(&alice, &web.uuid)
-        })
-        .await,
-        "InvalidParameters",
-        &["resolvers", "provision_start_ip"],
-    );
-    assert_error(
-        c.update_fabric_network(proto::UpdateFabricNetworkRequest {
-            provision_start_ip: Some("192.168.10.40".into()),
-            ..update(&alice, &web.uuid)
-        })
-        .await,
-        "InvalidParameters",
-        &["provision_start_ip", "before provision_end_ip"],
-    );
-    assert_error(
-        c.update_fabric_network(proto::UpdateFabricNetworkRequest {
-            name: Some("net11".into()),
-            ..update(&alice, &web.uuid)
-        })
-        .await,
-        "InvalidParameters",
-        &["name", "already exists"],
-    );
+    // Refused, leaving the network unchanged: another account's network answers as one
+    // that does not exist, and so does one on another VLAN of the same owner; bad values
+    // name their fields; a name the owner already uses is refused.
+    let refused = [
+        (
+            "another account's network",
+            proto::UpdateFabricNetworkRequest {
+                name: Some("mine".into()),
+                ..update(&bob, &web.uuid)
+            },
+            "ResourceNotFound",
+            &["fabric network"][..],
+        ),
+        (
+            "the network on another VLAN",
+            proto::UpdateFabricNetworkRequest {
+                vlan_id: 11,
+                name: Some("x".into()),
+                ..update(&alice, &web.uuid)
+            },
+            "ResourceNotFound",
+            &[],
+        ),
+        (
+            "bad resolvers and a start outside the subnet",
+            proto::UpdateFabricNetworkRequest {
+                resolvers: Some(proto::StringList {
+                    values: vec!["not-an-ip".into()],
+                }),
+                provision_start_ip: Some("10.0.0.1".into()),
+                ..update(&alice, &web.uuid)
+            },
+            "InvalidParameters",
+            &["resolvers", "provision_start_ip"],
+        ),
+        (
+            "a start after the end",
+            proto::UpdateFabricNetworkRequest {
+                provision_start_ip: Some("192.168.10.40".into()),
+                ..update(&alice, &web.uuid)
+            },
+            "InvalidParameters",
+            &["provision_start_ip", "before provision_end_ip"],
+        ),
+        (
+            "a name the owner uses",
+            proto::UpdateFabricNetworkRequest {
+                name: Some("net11".into()),
+                ..update(&alice, &web.uuid)
+            },
+            "InvalidParameters",
+            &["name", "already exists"],
+        ),
+    ];
+    for (case, request, name, fragments) in refused {
+        assert_refused(
+            case,
+            c.update_fabric_network(request).await,
+            name,
+            fragments,
+        );
+    }
     let after = c
         .get_fabric_network(proto::GetFabricNetworkRequest {
             owner_uuid: alice.clone(),
@@ -533,16 +544,7 @@ async fn a_create_racing_a_delete_of_the_same_ip_leaves_the_row_as_napi_has_it()
         holder = created;
     }
     // NAPI and the row agree at the end too.
-    let nics = napi
-        .client()
-        .list_nics(proto::ListNicsRequest {
-            network_uuid: Some(net.uuid.clone()),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .nics;
+    let nics = napi.nics_on(&net.uuid).await;
     assert_eq!(nics.len(), 1);
     assert_eq!(nics[0].mac, holder.mac);
 }

@@ -9,6 +9,7 @@ mod common;
 
 use common::{OWNER, TestNapi, assert_error, new_uuid, nic_on};
 use dc_testkit::feed::Feed;
+use dc_testkit::watched::{lifecycle, resumes_over};
 use triton_proto::napi::v1 as proto;
 
 async fn watch_nics(napi: &TestNapi, req: proto::WatchNicsRequest) -> Feed<proto::WatchNicsEvent> {
@@ -107,29 +108,26 @@ async fn nics_snapshot_then_changes_in_order_and_resume() {
         .await
         .expect("delete NIC");
 
-    let put = all.put(at, &created.mac, &created).await;
-    let update = all.put(put.position, &created.mac, &updated).await;
     assert_eq!(updated.state, "stopped");
-    let delete = all.delete(update.position, &created.mac).await;
+    let life = lifecycle(&mut all, at, &created.mac, &created, &updated).await;
 
     // VM B's PUTs are not VM A's watcher's; every DELETE is (the owner of a deleted NIC
     // is not stored); then VM A's new NIC.
     let of_a_new = create_nic(&napi, &network.uuid, &vm_a).await;
-    assert_eq!(of_a.change().await, delete);
-    let later = of_a.put(delete.position, &of_a_new.mac, &of_a_new).await;
+    assert_eq!(of_a.change().await, life.delete);
+    let later = of_a
+        .put(life.delete.position, &of_a_new.mac, &of_a_new)
+        .await;
 
     // Resuming from the create's position: the update and the delete once, then on.
-    let mut resumed = watch_nics(
-        &napi,
-        proto::WatchNicsRequest {
-            position: put.position,
+    let resume = |position| {
+        let request = proto::WatchNicsRequest {
+            position,
             ..Default::default()
-        },
-    )
-    .await;
-    resumed.resumes_with(put.position, &[update, delete]).await;
-    assert_eq!(resumed.change().await, later);
-    assert_eq!(all.change().await, later);
+        };
+        watch_nics(&napi, request)
+    };
+    resumes_over(life, &later, &mut all, resume).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

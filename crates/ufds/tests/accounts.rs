@@ -5,7 +5,8 @@
 
 mod common;
 
-use common::{assert_refused, lookup, ok};
+use common::{lookup, ok};
+use dc_testkit::assert_refused;
 use dc_testkit::{Dc, Options, Service, assert_error};
 use triton_proto::ufds::v1 as proto;
 

@@ -9,7 +9,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-use common::{account, assert_refused, new_key, ok};
+use common::{account, new_key, ok};
+use dc_testkit::assert_refused;
 use dc_testkit::{Dc, Options, Service, assert_error};
 use triton_proto::ufds::v1 as proto;
 

@@ -10,6 +10,7 @@ mod common;
 use common::{account, new_key, ok};
 use dc_testkit::cloudapi::ssh_public_key;
 use dc_testkit::feed::Feed;
+use dc_testkit::watched::{lifecycle, resumes_over};
 use dc_testkit::{Dc, Options, assert_error};
 use triton_proto::feed::v1::ChangeOp;
 use triton_proto::ufds::v1 as proto;
@@ -87,27 +88,22 @@ async fn accounts_snapshot_then_changes_in_order_and_resume() {
         })
         .await
         .expect("delete account");
-    let put = all.put(at, &carol.uuid, &carol).await;
-    let update = all.put(put.position, &carol.uuid, &carol2).await;
-    let delete = all.delete(update.position, &carol.uuid).await;
+    let life = lifecycle(&mut all, at, &carol.uuid, &carol, &carol2).await;
 
     // Carol's PUTs are not bob's watcher's; every DELETE is; then bob's update.
     let bob2 = set_email(&dc, "bob", "bob@example.org").await;
-    assert_eq!(of_bob.change().await, delete);
-    let later = of_bob.put(delete.position, &bob.uuid, &bob2).await;
+    assert_eq!(of_bob.change().await, life.delete);
+    let later = of_bob.put(life.delete.position, &bob.uuid, &bob2).await;
 
     // Resuming from the create's position: the update and the delete once, then on.
-    let mut resumed = watch_accounts(
-        &dc,
-        proto::WatchAccountsRequest {
-            position: put.position,
+    let resume = |position| {
+        let request = proto::WatchAccountsRequest {
+            position,
             ..Default::default()
-        },
-    )
-    .await;
-    resumed.resumes_with(put.position, &[update, delete]).await;
-    assert_eq!(resumed.change().await, later);
-    assert_eq!(all.change().await, later);
+        };
+        watch_accounts(&dc, request)
+    };
+    resumes_over(life, &later, &mut all, resume).await;
 }
 
 /// A new ed25519 key of `account`, named `name`.

@@ -97,6 +97,44 @@ impl TestNapi {
             .expect("create network")
             .into_inner()
     }
+
+    /// The NICs ListNics gives for `network`.
+    pub async fn nics_on(&self, network: &str) -> Vec<proto::Nic> {
+        self.client()
+            .list_nics(proto::ListNicsRequest {
+                network_uuid: Some(network.into()),
+                ..Default::default()
+            })
+            .await
+            .expect("ListNics")
+            .into_inner()
+            .nics
+    }
+
+    /// The IP records ListIps gives for `network`.
+    pub async fn ips_on(&self, network: &str) -> Vec<proto::Ip> {
+        self.client()
+            .list_ips(proto::ListIpsRequest {
+                network_uuid: network.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("ListIps")
+            .into_inner()
+            .ips
+    }
+
+    /// GetIp's answer for `ip` on `network`.
+    pub async fn ip(&self, network: &str, ip: &str) -> proto::Ip {
+        self.client()
+            .get_ip(proto::GetIpRequest {
+                network_uuid: network.into(),
+                ip: ip.into(),
+            })
+            .await
+            .expect("GetIp")
+            .into_inner()
+    }
 }
 
 /// A NIC for VM `vm` (a uuid) on `network`.
