@@ -8,6 +8,7 @@
 //! - [`node`]: a compute node's agent started by hand (a simulated node's facts).
 //! - [`bench`]: the benches' runtime, parts and knobs.
 //! - [`cloudapi`]: tenants, the `triton` CLI, raw signed HTTP requests.
+//! - [`fabric`]: two compute nodes' overlays in network namespaces, instances on fabrics.
 //! - [`eventually`], [`error_of`], [`assert_error`], [`health`], [`run`]: what tests
 //!   check with.
 //!
@@ -21,6 +22,7 @@
 pub mod bench;
 pub mod cloudapi;
 mod dc;
+pub mod fabric;
 pub mod feed;
 pub mod linux;
 pub mod node;

@@ -10,242 +10,25 @@
 // Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::Arc;
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use cn_agent::linux::overlay::{Overlay, OverlayConfig, bridge_name, vxlan_name};
+use cn_agent::linux::overlay::{bridge_name, vxlan_name};
+use dc_testkit::fabric::{
+    Instance, Lab, fetch, has_forwarding, mac_text, nic_row, overlay, serve, underlay_row,
+};
 use dc_testkit::{Dc, Options, Service, eventually, run};
 use moray_client::{EtagCondition, MorayClient};
 use portolan_client::buckets::{
-    Buckets, CnNetEvent, LogRecord, RECORD_VERSION, UnderlayMapping, VXLAN_PORT, VnetMacIp,
-    ip_text, mac_number, vnet_mac_ip_key,
+    Buckets, CnNetEvent, LogRecord, RECORD_VERSION, ip_text, mac_number,
 };
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// A safety net for waits that end on an event; never what a check depends on.
 const WAIT: Duration = Duration::from_secs(20);
-const PORT: u16 = 8080;
 const VNET_A: u32 = 4100;
 const VNET_B: u32 = 4200;
-
-/// Runs `f` on a thread inside the named network namespace.
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).expect("open the namespace");
-        // SAFETY: setns(2) on a namespace file we hold open.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .expect("thread in namespace")
-}
-
-fn ns_fd(ns: &str) -> OwnedFd {
-    std::fs::File::open(format!("/run/netns/{ns}"))
-        .expect("open the namespace")
-        .into()
-}
-
-/// What the server at `ip` in `from`'s network answers, or why there is none.
-fn fetch(from: &str, ip: Ipv4Addr, timeout: Duration) -> Result<String, String> {
-    in_ns(from, move || {
-        let addr = SocketAddr::from((ip, PORT));
-        let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(timeout))
-            .map_err(|e| e.to_string())?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).map_err(|e| e.to_string())?;
-        Ok(text)
-    })
-}
-
-/// A server in namespace `ns` on `ip` that answers every connection with `name`.
-fn serve(ns: &str, ip: Ipv4Addr, name: &'static str) {
-    let listener = in_ns(ns, move || TcpListener::bind((ip, PORT)).expect("bind"));
-    std::thread::spawn(move || {
-        for mut conn in listener.incoming().flatten() {
-            let _ = conn.write_all(name.as_bytes());
-        }
-    });
-}
-
-struct Instance {
-    ns: String,
-    ip: Ipv4Addr,
-    mac: [u8; 6],
-    vnet: u32,
-}
-
-fn mac_text(mac: [u8; 6]) -> String {
-    mac.map(|b| format!("{b:02x}")).join(":")
-}
-
-/// The namespaces and what is in them; all removed on drop (a node's devices go with
-/// its namespace, a veth with either end's).
-struct Lab {
-    id: String,
-    namespaces: Vec<String>,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for ns in self.namespaces.iter().rev() {
-            let _ = std::process::Command::new("ip")
-                .args(["netns", "del", ns])
-                .status();
-        }
-    }
-}
-
-impl Lab {
-    fn new() -> Lab {
-        // SAFETY: geteuid(2) has no preconditions.
-        assert_eq!(unsafe { libc::geteuid() }, 0, "the fabrics test needs root");
-        let id = Uuid::new_v4().simple().to_string()[..6].to_string();
-        let mut lab = Lab {
-            id,
-            namespaces: Vec::new(),
-        };
-        let switch = lab.netns("sw");
-        run(
-            "ip",
-            &["-n", &switch, "link", "add", "ul", "type", "bridge"],
-        );
-        run("ip", &["-n", &switch, "link", "set", "ul", "up"]);
-        lab
-    }
-
-    fn netns(&mut self, what: &str) -> String {
-        let name = format!("fab{}-{what}", self.id);
-        run("ip", &["netns", "add", &name]);
-        self.namespaces.push(name.clone());
-        run("ip", &["-n", &name, "link", "set", "lo", "up"]);
-        name
-    }
-
-    /// Node `n`: its namespace, with `198.18.0.<n>` on a veth into the switch.
-    fn node(&mut self, n: u8) -> (String, Ipv4Addr) {
-        let ns = self.netns(&format!("n{n}"));
-        let switch = format!("fab{}-sw", self.id);
-        let ip = Ipv4Addr::new(198, 18, 0, n);
-        let port = format!("sw{n}");
-        run(
-            "ip",
-            &[
-                "-n", &switch, "link", "add", &port, "type", "veth", "peer", "name", "ul0",
-                "netns", &ns,
-            ],
-        );
-        run(
-            "ip",
-            &["-n", &switch, "link", "set", &port, "master", "ul", "up"],
-        );
-        run(
-            "ip",
-            &["-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", "ul0"],
-        );
-        run("ip", &["-n", &ns, "link", "set", "ul0", "up"]);
-        (ns, ip)
-    }
-
-    /// An instance on `node`'s bridge of its vnet (made by the node's overlay).
-    fn instance(&mut self, name: &str, node: &str, overlay: &Overlay, i: Instance) -> Instance {
-        let ns = self.netns(name);
-        let bridge = overlay.ensure(i.vnet).expect("the vnet's bridge");
-        let host = format!("h{name}");
-        run(
-            "ip",
-            &[
-                "-n", node, "link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns",
-                &ns,
-            ],
-        );
-        run(
-            "ip",
-            &["-n", node, "link", "set", &host, "master", &bridge, "up"],
-        );
-        run(
-            "ip",
-            &[
-                "-n",
-                &ns,
-                "link",
-                "set",
-                "eth0",
-                "address",
-                &mac_text(i.mac),
-                "mtu",
-                "1400",
-                "up",
-            ],
-        );
-        run(
-            "ip",
-            &[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{}/24", i.ip),
-                "dev",
-                "eth0",
-            ],
-        );
-        Instance { ns, ..i }
-    }
-}
-
-fn overlay(ns: &str, underlay_ip: Ipv4Addr, portolan: SocketAddr) -> Arc<Overlay> {
-    Overlay::new(
-        OverlayConfig {
-            underlay_ip,
-            portolan: portolan.to_string(),
-        },
-        Some(ns_fd(ns)),
-    )
-    .expect("overlay")
-}
-
-/// Writes what NAPI writes for a fabric NIC: its row in `portolan_vnet_mac_ip`.
-async fn nic_row(buckets: &Buckets, i: &Instance, cn: Uuid, deleted: bool) {
-    let row = VnetMacIp {
-        mac: mac_number(i.mac),
-        ip: ip_text(i.ip.into()),
-        cn_uuid: cn,
-        vnet_id: i.vnet,
-        vlan_id: 2,
-        version: RECORD_VERSION,
-        deleted,
-    };
-    buckets
-        .vnet_mac_ip
-        .put(
-            &vnet_mac_ip_key(i.ip.into(), i.vnet),
-            &row,
-            EtagCondition::Any,
-        )
-        .await
-        .expect("put the NIC's row");
-}
-
-/// Whether the node's VXLAN device of `vnet` has a forwarding entry for `mac` (to a
-/// remote node).
-fn has_forwarding(node: &str, vnet: u32, mac: [u8; 6]) -> bool {
-    run(
-        "bridge",
-        &["-n", node, "fdb", "show", "dev", &vxlan_name(vnet)],
-    )
-    .lines()
-    // The VXLAN device's own entries name the remote node; the bridge's (learned from
-    // frames that came through the device) do not.
-    .any(|l| l.starts_with(&mac_text(mac)) && l.contains(" dst "))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn instances_of_one_fabric_reach_each_other_across_nodes_and_no_one_else() {
@@ -264,21 +47,8 @@ async fn instances_of_one_fabric_reach_each_other_across_nodes_and_no_one_else()
     let (n1, ul1) = lab.node(1);
     let (n2, ul2) = lab.node(2);
     let (cn1, cn2) = (Uuid::new_v4(), Uuid::new_v4());
-    for (cn, ip) in [(cn1, ul1), (cn2, ul2)] {
-        buckets
-            .underlay_mappings
-            .put(
-                &cn.to_string(),
-                &UnderlayMapping {
-                    cn_uuid: cn,
-                    ip: ip_text(ip.into()),
-                    port: VXLAN_PORT,
-                },
-                EtagCondition::Any,
-            )
-            .await
-            .expect("underlay row");
-    }
+    underlay_row(&buckets, cn1, ul1).await;
+    underlay_row(&buckets, cn2, ul2).await;
     let stop1 = CancellationToken::new();
     let stop2 = CancellationToken::new();
     let o1 = overlay(&n1, ul1, svp);
