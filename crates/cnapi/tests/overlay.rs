@@ -12,7 +12,7 @@ use std::time::Duration;
 use cnapi::service::Settings;
 use cnapi::store::MemoryStore;
 use cnapi::underlay::UnderlaySettings;
-use common::{alloc, start_cnapi};
+use common::{alloc, register_sysinfo, start_cnapi, sysinfo};
 use dc_testkit::{ADMIN_UUID, Dc, Options, Service, eventually};
 use moray_client::MorayClient;
 use serde_json::json;
@@ -39,21 +39,10 @@ async fn register(c: &mut CnapiClient<Channel>, uuid: Uuid, n: u32, underlay: Op
             json!({"NIC Names": ["sdc_overlay", "sdc_underlay"], "ip4addr": ip}),
         );
     }
-    let sysinfo = json!({
-        "UUID": uuid.to_string(),
-        "Hostname": format!("cn{n}"),
-        "MiB of Memory": "16384",
-        "CPU Online Count": 8,
-        "Network Interfaces": {"eth0": {"NIC Names": ["admin"], "ip4addr": format!("10.99.99.{}", 30 + n)}},
-        "Virtual Network Interfaces": virtual_nics,
-    });
-    c.register_server(pb::RegisterServerRequest {
-        sysinfo_json: sysinfo.to_string(),
-        agent_url: String::new(),
-        datacenter: String::new(),
-    })
-    .await
-    .expect("register server");
+    let mut sysinfo = sysinfo(uuid, n);
+    sysinfo["Network Interfaces"]["eth0"]["ip4addr"] = json!(format!("10.99.99.{}", 30 + n));
+    sysinfo["Virtual Network Interfaces"] = virtual_nics.into();
+    register_sysinfo(c, &sysinfo).await;
     // Its memory and disk, as its heartbeats give them.
     c.heartbeat(pb::HeartbeatRequest {
         server_uuid: uuid.to_string(),

@@ -139,13 +139,23 @@ pub async fn release(
 /// Registers a 16 GiB / 8 CPU server named `cn<n>` directly (no agent); its UUID.
 pub async fn register(c: &mut CnapiClient<Channel>, n: u32) -> Uuid {
     let uuid = Uuid::new_v4();
-    let sysinfo = json!({
+    register_sysinfo(c, &sysinfo(uuid, n)).await;
+    uuid
+}
+
+/// The sysinfo of server `uuid` named `cn<n>`: 16 GiB, 8 CPUs, `eth0` on `admin`.
+pub fn sysinfo(uuid: Uuid, n: u32) -> serde_json::Value {
+    json!({
         "UUID": uuid.to_string(),
         "Hostname": format!("cn{n}"),
         "MiB of Memory": "16384",
         "CPU Online Count": 8,
         "Network Interfaces": {"eth0": {"NIC Names": ["admin"]}},
-    });
+    })
+}
+
+/// RegisterServer of a node reporting `sysinfo`.
+pub async fn register_sysinfo(c: &mut CnapiClient<Channel>, sysinfo: &serde_json::Value) {
     c.register_server(pb::RegisterServerRequest {
         sysinfo_json: sysinfo.to_string(),
         agent_url: String::new(),
@@ -153,7 +163,6 @@ pub async fn register(c: &mut CnapiClient<Channel>, n: u32) -> Uuid {
     })
     .await
     .expect("register server");
-    uuid
 }
 
 /// An instance `uuid` of `ram` MiB named `web0` with one NIC on `nic_tag`.
