@@ -31,32 +31,30 @@ impl Napi {
     /// and the network [`DEFAULT_NETWORK_NAME`] on it (found by name when it exists).
     /// Safe to call again and from several NAPIs at once.
     pub async fn default_fabric(&self, owner_uuid: &str, resolvers: &[String]) -> Result<Network> {
-        if let Err(e) = self.fabric_vlan(owner_uuid, DEFAULT_VLAN_ID).await {
-            if !matches!(e, Error::NotFound { .. }) {
-                return Err(e);
+        let vlan = move || async move {
+            match self.fabric_vlan(owner_uuid, DEFAULT_VLAN_ID).await {
+                Ok(_) => Ok(Some(())),
+                Err(Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
             }
-            let made = self
-                .create_fabric_vlan(proto::CreateFabricVlanRequest {
-                    owner_uuid: owner_uuid.to_string(),
-                    vlan_id: DEFAULT_VLAN_ID,
-                    name: DEFAULT_VLAN_NAME.into(),
-                    description: String::new(),
-                })
-                .await;
-            // Another request made it meanwhile: that is the one.
-            if let Err(e) = made
-                && self.fabric_vlan(owner_uuid, DEFAULT_VLAN_ID).await.is_err()
-            {
-                return Err(e);
-            }
-        }
-        let named = |nets: Vec<Network>| nets.into_iter().find(|n| n.name == DEFAULT_NETWORK_NAME);
-        let existing = self.fabric_networks(owner_uuid, DEFAULT_VLAN_ID).await?;
-        if let Some(n) = named(existing) {
-            return Ok(n);
-        }
-        let made = self
-            .create_fabric_network(proto::CreateFabricNetworkRequest {
+        };
+        find_or_make(vlan, move || async move {
+            self.create_fabric_vlan(proto::CreateFabricVlanRequest {
+                owner_uuid: owner_uuid.to_string(),
+                vlan_id: DEFAULT_VLAN_ID,
+                name: DEFAULT_VLAN_NAME.into(),
+                description: String::new(),
+            })
+            .await
+            .map(drop)
+        })
+        .await?;
+        let network = move || async move {
+            let nets = self.fabric_networks(owner_uuid, DEFAULT_VLAN_ID).await?;
+            Ok(nets.into_iter().find(|n| n.name == DEFAULT_NETWORK_NAME))
+        };
+        find_or_make(network, move || async move {
+            self.create_fabric_network(proto::CreateFabricNetworkRequest {
                 owner_uuid: owner_uuid.to_string(),
                 vlan_id: DEFAULT_VLAN_ID,
                 name: DEFAULT_NETWORK_NAME.into(),
@@ -67,11 +65,9 @@ impl Napi {
                 resolvers: resolvers.to_vec(),
                 ..Default::default()
             })
-            .await;
-        match made {
-            Ok(n) => Ok(n),
-            Err(e) => named(self.fabric_networks(owner_uuid, DEFAULT_VLAN_ID).await?).ok_or(e),
-        }
+            .await
+        })
+        .await
     }
 
     pub async fn get_fabric(&self, owner_uuid: &str) -> Result<Fabric> {
@@ -380,5 +376,27 @@ impl Napi {
     pub async fn delete_fabric_network(&self, owner: &str, vlan_id: u32, uuid: &str) -> Result<()> {
         let stored = self.fabric_network(owner, vlan_id, uuid).await?;
         self.delete_network_record(stored).await
+    }
+}
+
+/// What `find` finds, or else what `make` makes. When making fails because another
+/// request made it meanwhile, `find` finds that one; otherwise making's error stands.
+async fn find_or_make<T, Find, Made>(
+    find: impl Fn() -> Find,
+    make: impl FnOnce() -> Made,
+) -> Result<T>
+where
+    Find: Future<Output = Result<Option<T>>>,
+    Made: Future<Output = Result<T>>,
+{
+    if let Some(found) = find().await? {
+        return Ok(found);
+    }
+    match make().await {
+        Ok(made) => Ok(made),
+        Err(e) => match find().await {
+            Ok(Some(found)) => Ok(found),
+            _ => Err(e),
+        },
     }
 }
