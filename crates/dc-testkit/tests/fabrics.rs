@@ -13,7 +13,7 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use cn_agent::linux::overlay::{bridge_name, vxlan_name};
+use cn_agent::linux::overlay::{Overlay, OverlayConfig, bridge_name, vxlan_name};
 use dc_testkit::fabric::{
     Instance, Lab, fetch, has_forwarding, mac_text, nic_row, overlay, serve, underlay_row,
 };
@@ -329,5 +329,61 @@ async fn instances_of_one_fabric_reach_each_other_across_nodes_and_no_one_else()
     assert!(
         !run("ip", &["-n", &n2, "-o", "link", "show"]).contains(&bridge_name(VNET_B)),
         "vnet B's bridge is gone from node 2"
+    );
+}
+
+/// The node's SVP connection: Portolan named by host name (resolved, and again every
+/// 30 s), a failure answered at once while the backoff runs rather than by connecting
+/// again, and a working name used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_svp_connection_backs_off_and_takes_a_name() {
+    let dc = Dc::start(Options {
+        portolan: true,
+        ..Default::default()
+    })
+    .await;
+    let svp = dc.addr(Service::Portolan);
+    let mut lab = Lab::new();
+    let (n1, ul1) = lab.node(1);
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let down = Overlay::new(
+        OverlayConfig {
+            underlay_ip: ul1,
+            portolan: format!("localhost:{closed}"),
+        },
+        Some(dc_testkit::fabric::ns_fd(&n1)),
+    )
+    .expect("overlay");
+    let e = down.drain_once().await.expect_err("nothing listens");
+    assert!(
+        e.to_string().contains(&format!("localhost:{closed}")) || e.chain().contains("connect"),
+        "{}",
+        e.chain()
+    );
+    let e = down.drain_once().await.expect_err("still backing off");
+    assert!(e.to_string().contains("next try in"), "{}", e.chain());
+    drop(down);
+
+    // Portolan answers the log of a node it knows.
+    let buckets = Buckets::new(
+        MorayClient::connect(&dc.moray_url())
+            .await
+            .expect("connect to Moray"),
+    );
+    underlay_row(&buckets, Uuid::new_v4(), ul1).await;
+    let up = Overlay::new(
+        OverlayConfig {
+            underlay_ip: ul1,
+            portolan: format!("localhost:{}", svp.port()),
+        },
+        Some(dc_testkit::fabric::ns_fd(&n1)),
+    )
+    .expect("overlay");
+    assert!(
+        !up.drain_once().await.expect("Portolan reached by name"),
+        "an empty log"
     );
 }

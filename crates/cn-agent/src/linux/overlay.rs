@@ -27,7 +27,7 @@
 //! commands run on a thread that entered it, and the netlink sockets are opened there.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -207,7 +207,7 @@ pub struct Overlay {
     setup: Mutex<()>,
     /// vnet -> NICs being plugged into its bridge now ([`Overlay::hold`]): not pruned.
     users: Mutex<HashMap<u32, usize>>,
-    svp: tokio::sync::Mutex<Option<SvpClient>>,
+    svp: tokio::sync::Mutex<Connection>,
     /// Misses answered NOTFOUND, and when.
     negative: Mutex<HashMap<(u32, MissKind), Instant>>,
 }
@@ -229,6 +229,7 @@ impl Overlay {
             let kernel = Socket::requests().map_err(|e| Error::io("netlink", e))?;
             Ok((kernel, packet_socket()?))
         })?;
+        let seed = u64::from(config.underlay_ip.to_bits()) ^ u64::from(std::process::id());
         let overlay = Overlay {
             config,
             netns,
@@ -237,7 +238,7 @@ impl Overlay {
             devices: Mutex::new(BTreeMap::new()),
             setup: Mutex::new(()),
             users: Mutex::new(HashMap::new()),
-            svp: tokio::sync::Mutex::new(None),
+            svp: tokio::sync::Mutex::new(Connection::new(seed)),
             negative: Mutex::new(HashMap::new()),
         };
         let found = overlay.in_netns(list_vxlans)?;
@@ -502,30 +503,36 @@ impl Overlay {
         Ok(())
     }
 
-    /// One SVP call on the connection to Portolan, made (again) when there is none.
+    /// One SVP call on the connection to Portolan, made (again) when there is none: to
+    /// the addresses Portolan's name resolved to (again every [`RESOLVE_EVERY`]), but not
+    /// before the backoff of the last failure has passed (an error at once until then).
+    /// A call that fails (a broken connection, no answer, a FATAL) spends the connection.
     async fn svp<T>(
         &self,
         call: impl AsyncFnOnce(
             &mut SvpClient,
         ) -> std::result::Result<T, portolan_client::client::SvpError>,
     ) -> Result<T> {
-        let mut slot = self.svp.lock().await;
-        if slot.is_none() {
-            let client = SvpClient::connect(self.config.portolan.as_str())
-                .await
-                .map_err(svp_error)?;
-            *slot = Some(client.with_timeout(SVP_TIMEOUT));
+        let mut conn = self.svp.lock().await;
+        conn.resolve(&self.config.portolan).await?;
+        if conn.client.is_none() {
+            conn.connect(&self.config.portolan).await?;
         }
-        let Some(client) = slot.as_mut() else {
+        let Some(client) = conn.client.as_mut() else {
             return Err(Error::Command {
                 command: "svp".into(),
                 output: "no connection".into(),
             });
         };
         let result = call(client).await;
-        if result.is_err() {
-            // A broken or confused connection is not used again.
-            *slot = None;
+        match &result {
+            Ok(_) => conn.failures = 0,
+            Err(e) => {
+                // A broken or confused connection is not used again.
+                conn.client = None;
+                conn.failed();
+                tracing::warn!(error = %e, retry_in = ?conn.retry_in(), "SVP call failed; the connection is dropped");
+            }
         }
         result.map_err(svp_error)
     }
@@ -605,6 +612,141 @@ impl Overlay {
                 _ = tokio::time::sleep(wait) => {}
             }
         }
+    }
+}
+
+/// Portolan's name is looked up again this often (as varpd's svp plugin does).
+pub const RESOLVE_EVERY: Duration = Duration::from_secs(30);
+/// The first wait after a failure; it doubles with each failure in a row, up to
+/// [`BACKOFF_MAX`], plus up to a quarter more at random.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// The wait after `failures` failures in a row (without the random part).
+pub fn backoff(failures: u32) -> Duration {
+    if failures == 0 {
+        return Duration::ZERO;
+    }
+    BACKOFF_MIN
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(BACKOFF_MAX)
+}
+
+/// The connection to Portolan, with what it was resolved to and its backoff.
+struct Connection {
+    client: Option<SvpClient>,
+    /// The connected address.
+    peer: Option<SocketAddr>,
+    /// What Portolan's name resolved to, and when.
+    addrs: Vec<SocketAddr>,
+    resolved: Option<Instant>,
+    /// Failures in a row, and no connecting before `retry_at`.
+    failures: u32,
+    retry_at: Option<Instant>,
+    rng: triton_common::rng::Rng,
+}
+
+impl Connection {
+    fn new(seed: u64) -> Connection {
+        Connection {
+            client: None,
+            peer: None,
+            addrs: Vec::new(),
+            resolved: None,
+            failures: 0,
+            retry_at: None,
+            rng: triton_common::rng::Rng::new(seed),
+        }
+    }
+
+    /// Looks `portolan` (`host:port`) up when it has not been for [`RESOLVE_EVERY`]; a
+    /// connection to an address it no longer resolves to is dropped. A failed lookup
+    /// keeps the addresses known (an error only when there are none).
+    async fn resolve(&mut self, portolan: &str) -> Result<()> {
+        if self.resolved.is_some_and(|at| at.elapsed() < RESOLVE_EVERY) {
+            return Ok(());
+        }
+        self.resolved = Some(Instant::now());
+        match tokio::net::lookup_host(portolan).await {
+            Ok(found) => {
+                let found: Vec<SocketAddr> = found.collect();
+                if found.is_empty() {
+                    tracing::warn!(%portolan, "Portolan's name resolved to no address");
+                } else {
+                    if found != self.addrs {
+                        tracing::info!(%portolan, addrs = ?found, "Portolan resolved");
+                    }
+                    if self.peer.is_some_and(|p| !found.contains(&p)) {
+                        self.client = None;
+                        self.peer = None;
+                    }
+                    self.addrs = found;
+                }
+            }
+            Err(e) => tracing::warn!(%portolan, error = %e, "Portolan's name not resolved"),
+        }
+        if self.addrs.is_empty() {
+            return Err(Error::invalid(
+                "overlay.portolan",
+                format!("{portolan:?} resolves to no address"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Connects to the first address that answers, unless still backing off.
+    async fn connect(&mut self, portolan: &str) -> Result<()> {
+        if let Some(at) = self.retry_at
+            && Instant::now() < at
+        {
+            return Err(Error::Command {
+                command: "svp".into(),
+                output: format!(
+                    "Portolan at {portolan} failed {} times in a row; next try in {:?}",
+                    self.failures,
+                    at.saturating_duration_since(Instant::now())
+                ),
+            });
+        }
+        let mut last = None;
+        for addr in self.addrs.clone() {
+            match SvpClient::connect(addr).await {
+                Ok(client) => {
+                    self.client = Some(client.with_timeout(SVP_TIMEOUT));
+                    self.peer = Some(addr);
+                    self.retry_at = None;
+                    if self.failures > 0 {
+                        tracing::info!(%addr, "connected to Portolan again");
+                    }
+                    return Ok(());
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        self.failed();
+        // Failing to connect is a reason to look the name up again at once.
+        self.resolved = None;
+        Err(match last {
+            Some(e) => svp_error(e),
+            None => Error::invalid(
+                "overlay.portolan",
+                format!("{portolan:?} resolves to no address"),
+            ),
+        })
+    }
+
+    fn failed(&mut self) {
+        self.failures = self.failures.saturating_add(1);
+        let base = backoff(self.failures);
+        let jitter = self.rng.below(base.as_millis() as usize / 4 + 1) as u64;
+        self.retry_at = Some(Instant::now() + base + Duration::from_millis(jitter));
+    }
+
+    /// How long until the next connection may be tried.
+    fn retry_in(&self) -> Duration {
+        self.retry_at
+            .map(|at| at.saturating_duration_since(Instant::now()))
+            .unwrap_or_default()
     }
 }
 
@@ -817,6 +959,16 @@ mod tests {
         assert_eq!(vnet_of("vx123"), Some(123));
         assert_eq!(vnet_of("vx"), None);
         assert_eq!(vnet_of("vxa1"), None);
+    }
+
+    #[test]
+    fn backoff_doubles_to_its_ceiling() {
+        assert_eq!(backoff(0), Duration::ZERO);
+        assert_eq!(backoff(1), Duration::from_millis(100));
+        assert_eq!(backoff(2), Duration::from_millis(200));
+        assert_eq!(backoff(4), Duration::from_millis(800));
+        assert_eq!(backoff(7), Duration::from_secs(5));
+        assert_eq!(backoff(u32::MAX), Duration::from_secs(5));
     }
 
     #[test]
