@@ -7,10 +7,8 @@
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_util::sync::CancellationToken;
 
@@ -60,18 +58,8 @@ fn zone_config(data_dir: &Path) -> cloudapi::Config {
 /// `GET /--ping` over TLS, trusting only `cert` (a real certificate check, not an
 /// insecure client); the status line and body.
 async fn https_ping(addr: std::net::SocketAddr, cert: &Path, name: &str) -> String {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(cert).expect("read the certificate") {
-        roots.add(c.expect("a certificate")).expect("add the root");
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connector =
+        triton_common::tls::connector(cert.to_str().unwrap()).expect("the certificate as root");
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let server_name = ServerName::try_from(name.to_string()).expect("server name");
     let mut tls = connector

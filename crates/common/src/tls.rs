@@ -18,8 +18,8 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_util::sync::CancellationToken;
 
 use crate::listen::{Acceptor, Conn};
@@ -145,30 +145,17 @@ fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
 
 /// A TLS acceptor from PEM files.
 pub fn acceptor(cert_path: &str, key_path: &str) -> Result<TlsAcceptor, TlsError> {
-    let read = |what: &'static str, path: &str| {
-        std::fs::read(path).map_err(|source| TlsError::ReadTls {
-            what,
-            path: path.to_string(),
-            source,
-        })
-    };
     let bad = |what: &'static str, path: &str, message: String| TlsError::BadTls {
         what,
         path: path.to_string(),
         message,
     };
-    let cert_pem = read("certificate", cert_path)?;
-    let key_pem = read("key", key_path)?;
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| bad("certificate", cert_path, e.to_string()))?;
-    if certs.is_empty() {
-        return Err(bad(
-            "certificate",
-            cert_path,
-            "no CERTIFICATE in the file".into(),
-        ));
-    }
+    let certs = certificates(cert_path)?;
+    let key_pem = std::fs::read(key_path).map_err(|source| TlsError::ReadTls {
+        what: "key",
+        path: key_path.to_string(),
+        source,
+    })?;
     let key =
         PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| bad("key", key_path, e.to_string()))?;
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
@@ -182,6 +169,49 @@ pub fn acceptor(cert_path: &str, key_path: &str) -> Result<TlsAcceptor, TlsError
     let mut config = config;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// A TLS connector that trusts only the certificates in the PEM file `cert_path` (a
+/// service's self-signed one, say), checking them as any client would.
+pub fn connector(cert_path: &str) -> Result<TlsConnector, TlsError> {
+    let bad = |e: rustls::Error| TlsError::BadTls {
+        what: "certificate",
+        path: cert_path.to_string(),
+        message: e.to_string(),
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certificates(cert_path)? {
+        roots.add(cert).map_err(bad)?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(bad)?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+/// The certificates of the PEM file `path`; at least one.
+fn certificates(path: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bad = |message: String| TlsError::BadTls {
+        what: "certificate",
+        path: path.to_string(),
+        message,
+    };
+    let pem = std::fs::read(path).map_err(|source| TlsError::ReadTls {
+        what: "certificate",
+        path: path.to_string(),
+        source,
+    })?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad("no CERTIFICATE in the file".into()));
+    }
+    Ok(certs)
 }
 
 /// An [`axum::serve::Listener`] of TLS connections, at most `max_connections` open.

@@ -1,16 +1,15 @@
 //! The TLS listener as a client meets it: the self-signed certificate is made once and
 //! kept, HTTPS is served with it, and a connection over `max_connections` waits (its
-//! handshake does not even start) until an open one closes.
+//! handshake does not even start) until an open one closes; a client's connector
+//! refuses a certificate file it cannot use.
 
 // Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -18,19 +17,9 @@ use tokio_util::sync::CancellationToken;
 use triton_common::tls;
 
 async fn connect(addr: std::net::SocketAddr, cert: &Path) -> TlsStream<TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(cert).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let connector = tls::connector(cert.to_str().unwrap()).unwrap();
     let tcp = TcpStream::connect(addr).await.unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
+    connector
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
         .unwrap()
@@ -88,4 +77,27 @@ async fn https_with_a_kept_self_signed_certificate_and_a_connection_limit() {
     assert_eq!(second.await.unwrap(), "HTTP/1.1 200 OK");
     shutdown.cancel();
     server.await.unwrap().unwrap();
+}
+
+/// A client's connector refuses a certificate file it cannot use, naming the file.
+#[test]
+fn a_connector_refuses_a_missing_or_empty_certificate_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.pem").display().to_string();
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").unwrap();
+    let empty = empty.display().to_string();
+    for (case, path, words) in [
+        ("missing", &missing, &["cannot read TLS certificate"][..]),
+        ("empty", &empty, &["no CERTIFICATE in the file"]),
+    ] {
+        let message = match tls::connector(path) {
+            Ok(_) => panic!("{case}: the connector should be refused"),
+            Err(e) => triton_common::service::chain(&e),
+        };
+        assert!(message.contains(path.as_str()), "{case}: {message}");
+        for w in words {
+            assert!(message.contains(w), "{case}: {message} should say {w:?}");
+        }
+    }
 }
