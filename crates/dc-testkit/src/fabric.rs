@@ -195,6 +195,9 @@ pub struct Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         for ns in self.namespaces.iter().rev() {
+            if !std::path::Path::new("/run/netns").join(ns).exists() {
+                continue;
+            }
             let _ = std::process::Command::new("ip")
                 .args(["netns", "del", ns])
                 .status();
@@ -234,6 +237,11 @@ impl Lab {
         self.namespaces.push(name.clone());
         run("ip", &["-n", &name, "link", "set", "lo", "up"]);
         name
+    }
+
+    /// Removes namespace `ns` (made by someone else) with the lab's.
+    pub fn adopt(&mut self, ns: String) {
+        self.namespaces.push(ns);
     }
 
     /// Node `n`: its namespace, with `198.18.0.<n>` on a veth into the switch.

@@ -13,7 +13,7 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use cn_agent::linux::overlay::{Overlay, OverlayConfig, bridge_name, vxlan_name};
+use cn_agent::linux::overlay::{Nat, Overlay, OverlayConfig, bridge_name, nat_netns, vxlan_name};
 use dc_testkit::fabric::{
     Instance, Lab, fetch, has_forwarding, mac_text, nic_row, overlay, serve, underlay_row,
 };
@@ -386,4 +386,188 @@ async fn the_svp_connection_backs_off_and_takes_a_name() {
         !up.drain_once().await.expect("Portolan reached by name"),
         "an empty log"
     );
+}
+
+/// A fabric network with `internet_nat`: its instances reach the external network
+/// through the gateway address, answered on the node by its NAT namespace; another
+/// account's fabric with the same subnet and gateway does not get through it, and the
+/// external network cannot reach into the fabric.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_internet_nat_fabric_reaches_the_external_gateway() {
+    let dc = Dc::start(Options {
+        portolan: true,
+        ..Default::default()
+    })
+    .await;
+    let svp = dc.addr(Service::Portolan);
+    let mut lab = Lab::new();
+    let (n1, ul1) = lab.node(1);
+    // The node's external bridge, with the external network's gateway on it (a
+    // namespace of its own, serving).
+    let outside = lab.netns("x");
+    run("ip", &["-n", &n1, "link", "add", "extbr", "type", "bridge"]);
+    run("ip", &["-n", &n1, "link", "set", "extbr", "up"]);
+    run(
+        "ip",
+        &[
+            "-n", &n1, "link", "add", "xgw", "type", "veth", "peer", "name", "eth0", "netns",
+            &outside,
+        ],
+    );
+    run(
+        "ip",
+        &["-n", &n1, "link", "set", "xgw", "master", "extbr", "up"],
+    );
+    let ext_gw = Ipv4Addr::new(203, 0, 113, 1);
+    let nat_ip = Ipv4Addr::new(203, 0, 113, 10);
+    run(
+        "ip",
+        &[
+            "-n",
+            &outside,
+            "addr",
+            "add",
+            "203.0.113.1/24",
+            "dev",
+            "eth0",
+        ],
+    );
+    run("ip", &["-n", &outside, "link", "set", "eth0", "up"]);
+    serve(&outside, ext_gw, "outside");
+
+    let stop = CancellationToken::new();
+    let o1 = overlay(&n1, ul1, svp);
+    o1.start(stop.clone()).expect("the overlay starts");
+    let gateway = Ipv4Addr::new(10, 40, 0, 1);
+    let a = lab.instance(
+        "a",
+        &n1,
+        &o1,
+        Instance::new(
+            Ipv4Addr::new(10, 40, 0, 11),
+            [0x02, 0xfa, 0, 0, 0, 0x21],
+            VNET_A,
+        ),
+    );
+    let b = lab.instance(
+        "b",
+        &n1,
+        &o1,
+        Instance::new(
+            Ipv4Addr::new(10, 40, 0, 12),
+            [0x02, 0xfb, 0, 0, 0, 0x22],
+            VNET_B,
+        ),
+    );
+    for i in [&a, &b] {
+        run(
+            "ip",
+            &[
+                "-n",
+                &i.ns,
+                "route",
+                "add",
+                "default",
+                "via",
+                &gateway.to_string(),
+            ],
+        );
+    }
+    let nat = Nat {
+        gateway,
+        prefix: 24,
+        external_bridge: "extbr".into(),
+        external_ip: nat_ip,
+        external_prefix: 24,
+        external_gateway: ext_gw,
+    };
+    let ns = o1.ensure_nat(VNET_A, &nat).expect("vnet A's NAT");
+    lab_owns(&mut lab, ns);
+    assert!(
+        o1.ensure_nat(VNET_A, &nat).is_ok(),
+        "a second ensure is a no-op"
+    );
+    let bad = Nat {
+        external_bridge: "no such bridge!".into(),
+        ..nat.clone()
+    };
+    let e = o1.ensure_nat(VNET_B, &bad).unwrap_err();
+    assert!(e.to_string().contains("nat.external_bridge"), "{e}");
+
+    let (from, to) = (a.ns.clone(), gateway);
+    let got = tokio::task::spawn_blocking(move || {
+        dc_testkit::fabric::ping(&from, to, 1, Duration::from_secs(3))
+    })
+    .await
+    .unwrap();
+    assert!(got.is_some(), "a's gateway answers a ping");
+    let (from, to) = (a.ns.clone(), ext_gw);
+    let got = tokio::task::spawn_blocking(move || {
+        dc_testkit::fabric::ping(&from, to, 2, Duration::from_secs(3))
+    })
+    .await
+    .unwrap();
+    eprintln!("a pinged the external gateway through NAT: {got:?}");
+    assert!(got.is_some(), "a reaches the external gateway by ping");
+    let (from, to) = (a.ns.clone(), ext_gw);
+    let got = tokio::task::spawn_blocking(move || fetch(&from, to, Duration::from_secs(3)))
+        .await
+        .unwrap();
+    assert_eq!(got.as_deref(), Ok("outside"), "a fetches from outside");
+
+    // B, another account's fabric with the same subnet and gateway address, on the same
+    // node: no way out.
+    let (from, to) = (b.ns.clone(), ext_gw);
+    let got = tokio::task::spawn_blocking(move || {
+        dc_testkit::fabric::ping(&from, to, 3, Duration::from_secs(2))
+    })
+    .await
+    .unwrap();
+    assert!(got.is_none(), "b reached outside through A's NAT: {got:?}");
+    let (from, to) = (b.ns.clone(), ext_gw);
+    let got = tokio::task::spawn_blocking(move || fetch(&from, to, Duration::from_secs(2)))
+        .await
+        .unwrap();
+    assert!(got.is_err(), "b fetched from outside: {got:?}");
+
+    // The outside, routing the fabric's subnet at the NAT's address, does not get in.
+    run(
+        "ip",
+        &[
+            "-n",
+            &outside,
+            "route",
+            "add",
+            "10.40.0.0/24",
+            "via",
+            &nat_ip.to_string(),
+        ],
+    );
+    let (from, to) = (outside.clone(), a.ip);
+    let got = tokio::task::spawn_blocking(move || {
+        dc_testkit::fabric::ping(&from, to, 4, Duration::from_secs(2))
+    })
+    .await
+    .unwrap();
+    assert!(got.is_none(), "the outside reached a: {got:?}");
+
+    // The NAT goes with its vnet's last instance.
+    stop.cancel();
+    run("ip", &["-n", &n1, "link", "del", "ha"]);
+    o1.prune().expect("prune");
+    assert!(
+        !o1.vnets().contains(&VNET_A),
+        "vnet A's devices are gone with its NAT"
+    );
+    assert!(
+        !std::path::Path::new("/run/netns")
+            .join(nat_netns(ul1, VNET_A))
+            .exists(),
+        "the NAT namespace is gone"
+    );
+}
+
+/// The lab removes `ns` too when it ends (if the test fails before the NAT is pruned).
+fn lab_owns(lab: &mut Lab, ns: String) {
+    lab.adopt(ns);
 }

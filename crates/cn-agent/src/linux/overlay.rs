@@ -208,6 +208,9 @@ pub struct Overlay {
     /// vnet -> NICs being plugged into its bridge now ([`Overlay::hold`]): not pruned.
     users: Mutex<HashMap<u32, usize>>,
     svp: tokio::sync::Mutex<Connection>,
+    /// Addresses answered on the node itself (the NAT gateways of [`Overlay::ensure_nat`]):
+    /// never looked up at Portolan.
+    local: Mutex<std::collections::HashSet<(u32, Ipv4Addr)>>,
     /// Misses answered NOTFOUND, and when.
     negative: Mutex<HashMap<(u32, MissKind), Instant>>,
 }
@@ -239,6 +242,7 @@ impl Overlay {
             setup: Mutex::new(()),
             users: Mutex::new(HashMap::new()),
             svp: tokio::sync::Mutex::new(Connection::new(seed)),
+            local: Mutex::new(std::collections::HashSet::new()),
             negative: Mutex::new(HashMap::new()),
         };
         let found = overlay.in_netns(list_vxlans)?;
@@ -322,6 +326,96 @@ impl Overlay {
         Ok(bridge)
     }
 
+    /// The NAT of a fabric network with `internet_nat` on this node (Triton's NAT zone): a
+    /// network namespace `nat.netns` with one leg (`fab0`) in `vnet`'s bridge holding the
+    /// network's gateway address and one (`ext0`) on the node's external bridge holding
+    /// `nat.external_ip`, its default route via the external network's gateway, and
+    /// nftables masquerading what leaves `ext0`; nothing enters from `ext0` but answers.
+    /// The gateway is answered on the node (never looked up at Portolan). Made once;
+    /// removed with the vnet's devices ([`Overlay::prune`]) or [`Overlay::remove_nat`].
+    pub fn ensure_nat(&self, vnet: u32, nat: &Nat) -> Result<String> {
+        nat.validate()?;
+        let bridge = self.ensure(vnet)?;
+        let _held = self.setup.lock().unwrap_or_else(|e| e.into_inner());
+        let ns = nat_netns(self.config.underlay_ip, vnet);
+        let leg = nat_leg(vnet);
+        let ext = nat_ext_leg(vnet);
+        let made = self.in_netns(|| {
+            if ifindex(&leg).is_some() {
+                return Ok(false);
+            }
+            remove_nat_netns(&ns);
+            run("ip", &["netns", "add", &ns])?;
+            let script = format!(
+                "link add name {leg} type veth peer name fab0 netns {ns}\n\
+                 link add name {ext} type veth peer name ext0 netns {ns}\n\
+                 link set dev {leg} master {bridge} up\n\
+                 link set dev {ext} master {xbr} up\n",
+                xbr = nat.external_bridge,
+            );
+            run_input("ip", &["-batch", "-"], &script)?;
+            Ok(true)
+        })?;
+        if made {
+            let inner = format!(
+                "link set dev lo up\n\
+                 addr add {gw}/{gp} dev fab0\n\
+                 link set dev fab0 mtu 1400 up\n\
+                 addr add {xip}/{xp} dev ext0\n\
+                 link set dev ext0 up\n\
+                 route add default via {xgw} dev ext0\n",
+                gw = nat.gateway,
+                gp = nat.prefix,
+                xip = nat.external_ip,
+                xp = nat.external_prefix,
+                xgw = nat.external_gateway,
+            );
+            run_input("ip", &["-n", &ns, "-batch", "-"], &inner)?;
+            run(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &ns,
+                    "sysctl",
+                    "-qw",
+                    "net.ipv4.ip_forward=1",
+                ],
+            )?;
+            let rules = format!(
+                "table ip triton_nat {{\n\
+                 chain forward {{ type filter hook forward priority 0; policy drop;\n\
+                 ct state established,related accept\n\
+                 iifname \"fab0\" oifname \"ext0\" ip saddr {net} accept\n}}\n\
+                 chain input {{ type filter hook input priority 0; policy drop;\n\
+                 ct state established,related accept\n\
+                 iifname \"lo\" accept\n\
+                 iifname \"fab0\" ip daddr {gw} icmp type echo-request accept\n}}\n\
+                 chain postrouting {{ type nat hook postrouting priority 100;\n\
+                 oifname \"ext0\" masquerade\n}}\n}}\n",
+                net = nat.subnet(),
+                gw = nat.gateway,
+            );
+            run_input("ip", &["netns", "exec", &ns, "nft", "-f", "-"], &rules)?;
+            tracing::info!(vnet, gateway = %nat.gateway, external = %nat.external_ip, netns = %ns, "fabric NAT made");
+        }
+        self.local
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((vnet, nat.gateway));
+        Ok(ns)
+    }
+
+    /// Removes `vnet`'s NAT namespace on this node, if there is one.
+    pub fn remove_nat(&self, vnet: u32) {
+        let _held = self.setup.lock().unwrap_or_else(|e| e.into_inner());
+        remove_nat_netns(&nat_netns(self.config.underlay_ip, vnet));
+        self.local
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(v, _)| *v != vnet);
+    }
+
     /// Removes the devices of every vnet whose bridge has no port but its VXLAN device
     /// (its last instance NIC on the node went).
     pub fn prune(&self) -> Result<()> {
@@ -344,10 +438,11 @@ impl Overlay {
                     .lines()
                     .filter_map(|l| l.split(": ").nth(1))
                     .map(|n| n.split('@').next().unwrap_or(n))
-                    .any(|n| n != vxlan);
+                    .any(|n| n != vxlan && n != nat_leg(vnet));
                 if others {
                     continue;
                 }
+                remove_nat_netns(&nat_netns(self.config.underlay_ip, vnet));
                 let mut script = String::new();
                 for dev in [&vxlan, &bridge] {
                     if ifindex(dev).is_some() {
@@ -424,6 +519,15 @@ impl Overlay {
         let Some(devices) = self.devices().get(&vnet).copied() else {
             return Ok(());
         };
+        if let MissKind::L3(ip) = kind
+            && self
+                .local
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&(vnet, ip))
+        {
+            return Ok(());
+        }
         {
             let mut negative = self.negative.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();
@@ -612,6 +716,95 @@ impl Overlay {
                 _ = tokio::time::sleep(wait) => {}
             }
         }
+    }
+}
+
+/// The NAT of one fabric network on a node ([`Overlay::ensure_nat`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nat {
+    /// The fabric network's gateway address and prefix length.
+    pub gateway: Ipv4Addr,
+    pub prefix: u8,
+    /// The node's external bridge, and the NAT's address, prefix length and gateway on
+    /// the external network.
+    pub external_bridge: String,
+    pub external_ip: Ipv4Addr,
+    pub external_prefix: u8,
+    pub external_gateway: Ipv4Addr,
+}
+
+impl Nat {
+    /// Checks the NAT, naming the field at fault.
+    pub fn validate(&self) -> Result<()> {
+        for (field, prefix) in [
+            ("nat.prefix", self.prefix),
+            ("nat.external_prefix", self.external_prefix),
+        ] {
+            if !(1..=30).contains(&prefix) {
+                return Err(Error::invalid(
+                    field,
+                    format!("must be 1 to 30, not {prefix}"),
+                ));
+            }
+        }
+        for (field, ip) in [
+            ("nat.gateway", self.gateway),
+            ("nat.external_ip", self.external_ip),
+            ("nat.external_gateway", self.external_gateway),
+        ] {
+            if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || ip.is_loopback() {
+                return Err(Error::invalid(
+                    field,
+                    format!("{ip} is not a unicast address"),
+                ));
+            }
+        }
+        let name_ok = !self.external_bridge.is_empty()
+            && self.external_bridge.len() < libc::IF_NAMESIZE
+            && self
+                .external_bridge
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+        if !name_ok {
+            return Err(Error::invalid(
+                "nat.external_bridge",
+                format!("{:?} is not an interface name", self.external_bridge),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The fabric network, `a.b.c.d/n`.
+    fn subnet(&self) -> String {
+        let mask = u32::MAX << (32 - u32::from(self.prefix));
+        format!(
+            "{}/{}",
+            Ipv4Addr::from(self.gateway.to_bits() & mask),
+            self.prefix
+        )
+    }
+}
+
+/// The NAT namespace of `vnet` on the node with underlay address `underlay`.
+pub fn nat_netns(underlay: Ipv4Addr, vnet: u32) -> String {
+    format!("nat-{underlay}-{vnet}")
+}
+
+/// The node's end of the NAT's leg in the vnet's bridge.
+fn nat_leg(vnet: u32) -> String {
+    format!("ng{vnet}")
+}
+
+/// The node's end of the NAT's leg on the external bridge.
+fn nat_ext_leg(vnet: u32) -> String {
+    format!("ne{vnet}")
+}
+
+fn remove_nat_netns(ns: &str) {
+    if std::path::Path::new("/run/netns").join(ns).exists()
+        && let Err(e) = run("ip", &["netns", "del", ns])
+    {
+        tracing::warn!(netns = %ns, error = %e.chain(), "fabric NAT namespace not removed");
     }
 }
 
