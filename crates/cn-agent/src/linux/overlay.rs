@@ -18,6 +18,12 @@
 //!   entry looks the address up again and replaces (or removes) its entries; then
 //!   LOG_RM of every id handled.
 //!
+//! * NAT for `internet_nat` networks ([`Overlay::ensure_nat`]): a namespace per vnet with
+//!   the network's gateway in the vnet's bridge and a masquerading leg on the node's
+//!   external bridge (Triton's NAT zone); the gateway is never looked up at Portolan.
+//! * one SVP connection, kept; Portolan's name resolved again every 30 s; after a
+//!   failure no new connection before a backoff (100 ms doubling to 5 s).
+//!
 //! Entries live in the kernel with the devices, so what was learned outlives an agent
 //! restart. Neighbour entries are permanent until the log or a new answer replaces
 //! them; forwarding entries age out of the VXLAN device when unused (300 s) and are
