@@ -7,6 +7,7 @@
 mod common;
 
 use common::{ADMIN, OWNER, TestNapi, assert_error, new_uuid, nic_on};
+use dc_testkit::assert_refused;
 use triton_proto::napi::v1 as proto;
 
 fn network_req(name: &str) -> proto::CreateNetworkRequest {
@@ -736,36 +737,33 @@ async fn network_pools_provision_on_the_first_network_with_room() {
         .unwrap()
         .into_inner();
 
-    assert_error(
-        c.create_network_pool(proto::CreateNetworkPoolRequest {
-            name: "mixed".into(),
-            networks: vec![a.uuid.clone(), other.uuid.clone()],
+    // Refused pools name the fields at fault: networks of two nic tags, no network, a
+    // network that does not exist with a bad owner.
+    let refused = [
+        (
+            "mixed",
+            vec![a.uuid.clone(), other.uuid.clone()],
+            vec![],
+            &["networks", "nic tags"],
+        ),
+        ("empty", vec![], vec![], &["networks", "at least one"]),
+        (
+            "ghost",
+            vec![new_uuid()],
+            vec!["bad".into()],
+            &["networks", "owner_uuids"],
+        ),
+    ];
+    for (name, networks, owner_uuids, fragments) in refused {
+        let request = proto::CreateNetworkPoolRequest {
+            name: name.into(),
+            networks,
+            owner_uuids,
             ..Default::default()
-        })
-        .await,
-        "InvalidParameters",
-        &["networks", "nic tags"],
-    );
-    assert_error(
-        c.create_network_pool(proto::CreateNetworkPoolRequest {
-            name: "empty".into(),
-            ..Default::default()
-        })
-        .await,
-        "InvalidParameters",
-        &["networks", "at least one"],
-    );
-    assert_error(
-        c.create_network_pool(proto::CreateNetworkPoolRequest {
-            name: "ghost".into(),
-            networks: vec![new_uuid()],
-            owner_uuids: vec!["bad".into()],
-            ..Default::default()
-        })
-        .await,
-        "InvalidParameters",
-        &["networks", "owner_uuids"],
-    );
+        };
+        let result = c.create_network_pool(request).await;
+        assert_refused(name, result, "InvalidParameters", fragments);
+    }
     let pool = c
         .create_network_pool(proto::CreateNetworkPoolRequest {
             name: "public".into(),
