@@ -544,10 +544,18 @@ impl Overlay {
         }
         let found = match kind {
             MissKind::L3(ip) => {
+                let asked = Instant::now();
                 let answer = self.vl3(ip, vnet).await?;
+                let answered = asked.elapsed();
                 if let Some(Vl3Answer { mac, underlay }) = answer {
                     self.install_l3(devices, ip, mac, underlay)?;
-                    tracing::debug!(vnet, %ip, "learned an overlay address");
+                    tracing::debug!(
+                        vnet,
+                        %ip,
+                        lookup_us = answered.as_micros() as u64,
+                        installed_us = asked.elapsed().saturating_sub(answered).as_micros() as u64,
+                        "learned an overlay address"
+                    );
                 }
                 answer.is_some()
             }
