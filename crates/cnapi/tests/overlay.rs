@@ -79,6 +79,21 @@ async fn underlay_nics(napi: &mut NapiClient<Channel>) -> Vec<(String, String)> 
     out
 }
 
+/// Waits (30 s at most) until NAPI's underlay NICs of servers are `pairs` (server, ip).
+async fn underlay_nics_become(napi: &NapiClient<Channel>, what: &str, pairs: &[(Uuid, &str)]) {
+    let mut want: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(u, ip)| (u.to_string(), ip.to_string()))
+        .collect();
+    want.sort();
+    eventually(what, Duration::from_secs(30), || {
+        let mut napi = napi.clone();
+        let want = want.clone();
+        async move { underlay_nics(&mut napi).await == want }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nodes_underlay_address_becomes_its_underlay_nic_in_napi() {
     let dc = Dc::start(Options {
@@ -123,25 +138,8 @@ async fn a_nodes_underlay_address_becomes_its_underlay_nic_in_napi() {
         .await
         .unwrap()
         .into_inner();
-    let want = |pairs: &[(Uuid, &str)]| {
-        let mut v: Vec<(String, String)> = pairs
-            .iter()
-            .map(|(u, ip)| (u.to_string(), ip.to_string()))
-            .collect();
-        v.sort();
-        v
-    };
-    let both = want(&[(a, "10.99.100.22"), (b, "10.99.100.23")]);
-    eventually(
-        "both nodes' underlay NICs in NAPI",
-        Duration::from_secs(30),
-        || {
-            let mut napi = napi.clone();
-            let both = both.clone();
-            async move { underlay_nics(&mut napi).await == both }
-        },
-    )
-    .await;
+    let both = [(a, "10.99.100.22"), (b, "10.99.100.23")];
+    underlay_nics_become(&napi, "both nodes' underlay NICs in NAPI", &both).await;
     let nics = napi
         .list_nics(napi::ListNicsRequest {
             belongs_to_uuid: Some(a.to_string()),
@@ -177,17 +175,8 @@ async fn a_nodes_underlay_address_becomes_its_underlay_nic_in_napi() {
 
     // Node a comes back with another address: its old NIC (and address) go.
     register(&mut c, a, 1, Some("10.99.100.24")).await;
-    let moved = want(&[(a, "10.99.100.24"), (b, "10.99.100.23")]);
-    eventually(
-        "node a's underlay NIC moved",
-        Duration::from_secs(30),
-        || {
-            let mut napi = napi.clone();
-            let moved = moved.clone();
-            async move { underlay_nics(&mut napi).await == moved }
-        },
-    )
-    .await;
+    let moved = [(a, "10.99.100.24"), (b, "10.99.100.23")];
+    underlay_nics_become(&napi, "node a's underlay NIC moved", &moved).await;
     let old = napi
         .get_ip(napi::GetIpRequest {
             network_uuid: network.uuid.clone(),
