@@ -64,13 +64,13 @@ create() { # name, network and placement args...
 }
 a1="fab-a1-$$" a2="fab-a2-$$" a3="fab-a3-$$"
 create "$a1" --network My-Fabric-Network
-create "$a2" --network My-Fabric-Network -a "instance!=$a1"
+u1=$(triton instance get -j "$a1" | json "d['id']")
+create "$a2" --network My-Fabric-Network -a "instance!=$u1"
 node1=$(triton instance get -j "$a1" | json "d['compute_node']")
 node2=$(triton instance get -j "$a2" | json "d['compute_node']")
 check "the two instances are on different compute nodes ($node1, $node2)" test "$node1" != "$node2"
 ip1=$(triton instance ip "$a1")
 ip2=$(triton instance ip "$a2")
-u1=$(triton instance get -j "$a1" | json "d['id']")
 u2=$(triton instance get -j "$a2" | json "d['id']")
 check "both have addresses on the fabric network ($ip1, $ip2)" \
     bash -c "[[ $ip1 == 192.168.* && $ip2 == 192.168.* ]]"
@@ -88,7 +88,7 @@ step "triton instance delete -w $a2"
 triton instance delete -f -w "$a2" >/dev/null
 check "after a2 is deleted, its address stops answering a1" within not pings "$u1" "$ip2"
 
-create "$a3" -a "instance!=$a1" --nic "ipv4_uuid=$default_net,ipv4_ips=$ip2"
+create "$a3" -a "instance!=$u1" --nic "ipv4_uuid=$default_net,ipv4_ips=$ip2"
 u3=$(triton instance get -j "$a3" | json "d['id']")
 mac3=$(triton instance nic list -j "$a3" | json "d['mac']")
 check "a3 took a2's address ($ip2) with another MAC ($mac2 -> $mac3)" \

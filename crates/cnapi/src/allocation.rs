@@ -272,7 +272,7 @@ pub fn allocate(
         let j = rng.below(i + 1);
         pool.swap(i, j);
     }
-    let hints = Hints::from_request(req, servers);
+    let hints = Hints::from_request(req, servers, reservations);
     let mut dropped: BTreeMap<Uuid, String> = BTreeMap::new();
     let mut all_steps = Vec::new();
     for chunk in pool.chunks(CHUNK_SIZE) {
@@ -324,7 +324,13 @@ struct Hints {
 }
 
 impl Hints {
-    fn from_request(req: &AllocationRequest, servers: &[ServerRecord]) -> Hints {
+    /// `reservations` count as the servers' own instances: an instance allocated a moment
+    /// ago, before its node's heartbeat lists it, is still matched by a rule naming it.
+    fn from_request(
+        req: &AllocationRequest,
+        servers: &[ServerRecord],
+        reservations: &BTreeMap<Uuid, Vec<ServerVm>>,
+    ) -> Hints {
         let mut h = Hints::default();
         if let Some(l) = &req.vm.locality {
             let (near, far) = if l.strict {
@@ -338,6 +344,7 @@ impl Hints {
         let owner_vms: Vec<&ServerVm> = servers
             .iter()
             .flat_map(|s| s.vms.values())
+            .chain(reservations.values().flatten())
             .filter(|vm| vm.owner_uuid == req.vm.owner_uuid)
             .collect();
         for rule in &req.vm.affinity {

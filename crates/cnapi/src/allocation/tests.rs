@@ -507,6 +507,26 @@ fn affinity_rules_become_locality_hints() {
     );
     req.vm.affinity = vec![rule("instance", AffinityOp::Equal, "cache*", true)];
     assert!(alloc(&servers, &req).is_ok());
+    // An instance allocated on server 3 a moment ago, not yet in its heartbeat (only a
+    // reservation), is kept apart from by its uuid.
+    let just_made = request(1024);
+    let reservations = BTreeMap::from([(uuid(3), vec![just_made.as_server_vm()])]);
+    req.vm.affinity = vec![
+        rule("instance", AffinityOp::NotEqual, "web0", false),
+        rule("role", AffinityOp::NotEqual, "database", false),
+        rule(
+            "instance",
+            AffinityOp::NotEqual,
+            &just_made.vm.vm_uuid.to_string(),
+            false,
+        ),
+    ];
+    let err = allocate(&servers, &reservations, &req, &ram_only(), 1).unwrap_err();
+    assert!(
+        reason(&err, 3).contains("exclude: inst!="),
+        "{}",
+        reason(&err, 3)
+    );
     assert!(glob("web*", "web0") && glob("*b0", "web0") && glob("w*0", "web0"));
     assert!(!glob("web", "web0") && !glob("x*", "web0"));
 }
