@@ -34,4 +34,5 @@ packages! {
     ufds: "triton.ufds.v1",
     papi: "triton.papi.v1",
     vmapi: "triton.vmapi.v1",
+    cns: "triton.cns.v1",
 }

@@ -1,0 +1,3 @@
+//! CNS: authoritative DNS for every instance and service (docs/cns.md).
+
+pub mod zone;
