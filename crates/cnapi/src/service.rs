@@ -618,6 +618,20 @@ fn st<T>(r: Result<T>) -> std::result::Result<T, Status> {
 impl<S: Store> Cnapi for CnapiService<S> {
     type WatchServersStream = crate::watch::WatchServersStream;
 
+    async fn get_boot_params(
+        &self,
+        _request: Request<pb::GetBootParamsRequest>,
+    ) -> Reply<pb::BootParams> {
+        Err(Status::unimplemented("GetBootParams: not yet"))
+    }
+
+    async fn set_boot_params(
+        &self,
+        _request: Request<pb::SetBootParamsRequest>,
+    ) -> Reply<pb::BootParams> {
+        Err(Status::unimplemented("SetBootParams: not yet"))
+    }
+
     async fn watch_servers(
         &self,
         request: Request<pb::WatchServersRequest>,
