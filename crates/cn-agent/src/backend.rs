@@ -403,8 +403,10 @@ pub struct ImageSource {
     pub path: PathBuf,
 }
 
-/// Resource use of one instance, for heartbeats and CMon.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Resource use of one instance, for heartbeats and CMon. The linux backend reads the
+/// instance's cgroup and network namespace (each field names its source); the sim
+/// backend makes up numbers that grow while an instance runs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct InstanceUsage {
     pub uuid: Uuid,
     pub cpu_usage_ns: u64,
@@ -421,6 +423,76 @@ pub struct InstanceUsage {
     /// Size of the instance's disk (its quota); 0 is unlimited.
     #[serde(default)]
     pub disk_limit_bytes: u64,
+    /// cpu.stat user_usec, in ns.
+    #[serde(default)]
+    pub cpu_user_ns: u64,
+    /// cpu.stat system_usec, in ns.
+    #[serde(default)]
+    pub cpu_sys_ns: u64,
+    /// memory.swap.current.
+    #[serde(default)]
+    pub swap_bytes: u64,
+    /// memory.swap.max; 0 is unlimited.
+    #[serde(default)]
+    pub swap_limit_bytes: u64,
+    /// memory.events max + oom: times an allocation hit the memory limit.
+    #[serde(default)]
+    pub mem_anon_alloc_fail: u64,
+    /// cpu.pressure "some" avg10: the percentage of the last 10 s in which some task of
+    /// the instance waited for a CPU. Linux keeps no load average per cgroup.
+    #[serde(default)]
+    pub load_average: f64,
+    /// Per NIC, as the instance sees it.
+    #[serde(default)]
+    pub nics: Vec<NicUsage>,
+    /// The instance's /proc/net/snmp "Tcp:" counters.
+    #[serde(default)]
+    pub tcp: TcpUsage,
+    /// io.stat, summed over devices.
+    #[serde(default)]
+    pub io: IoUsage,
+}
+
+/// Counters of one NIC of an instance, inside its network namespace (rx is what the
+/// instance received), named from the instance's spec.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicUsage {
+    pub interface: String,
+    pub mac: String,
+    pub network_uuid: String,
+    pub nic_tag: String,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+}
+
+/// The "Tcp:" line of an instance's /proc/net/snmp.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TcpUsage {
+    /// ActiveOpens.
+    pub active_opens: u64,
+    /// PassiveOpens.
+    pub passive_opens: u64,
+    /// CurrEstab.
+    pub current_established: u64,
+    /// RetransSegs.
+    pub retransmitted_segments: u64,
+    /// AttemptFails.
+    pub failed_connection_attempts: u64,
+}
+
+/// An instance cgroup's io.stat, summed over devices.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IoUsage {
+    /// rbytes.
+    pub read_bytes: u64,
+    /// wbytes.
+    pub write_bytes: u64,
+    /// rios.
+    pub read_ops: u64,
+    /// wios.
+    pub write_ops: u64,
 }
 
 const GIB: u64 = 1024 * 1024 * 1024;

@@ -21,7 +21,7 @@ pub mod sysinfo;
 pub mod tasks;
 
 pub use backend::{
-    ImageSource, Instance, InstanceSpec, InstanceState, InstanceUpdate, InstanceUsage, NicSpec,
-    SNAPSHOT_NAME_MAX, Snapshot, ZoneBackend, validate_snapshot_name,
+    ImageSource, Instance, InstanceSpec, InstanceState, InstanceUpdate, InstanceUsage, IoUsage,
+    NicSpec, NicUsage, SNAPSHOT_NAME_MAX, Snapshot, TcpUsage, ZoneBackend, validate_snapshot_name,
 };
 pub use error::{Error, Result};

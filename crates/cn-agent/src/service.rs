@@ -134,6 +134,35 @@ impl<B: ZoneBackend> CnAgent for AgentService<B> {
                     processes: u.processes,
                     disk_used_bytes: u.disk_used_bytes,
                     disk_limit_bytes: u.disk_limit_bytes,
+                    cpu_user_ns: u.cpu_user_ns,
+                    cpu_sys_ns: u.cpu_sys_ns,
+                    swap_bytes: u.swap_bytes,
+                    swap_limit_bytes: u.swap_limit_bytes,
+                    mem_anon_alloc_fail: u.mem_anon_alloc_fail,
+                    load_average: u.load_average,
+                    nics: u
+                        .nics
+                        .into_iter()
+                        .map(|n| pb::NicUsage {
+                            interface: n.interface,
+                            mac: n.mac,
+                            network_uuid: n.network_uuid,
+                            nic_tag: n.nic_tag,
+                            rx_bytes: n.rx_bytes,
+                            tx_bytes: n.tx_bytes,
+                            rx_packets: n.rx_packets,
+                            tx_packets: n.tx_packets,
+                        })
+                        .collect(),
+                    tcp_active_opens: u.tcp.active_opens,
+                    tcp_passive_opens: u.tcp.passive_opens,
+                    tcp_current_established: u.tcp.current_established,
+                    tcp_retransmitted_segments: u.tcp.retransmitted_segments,
+                    tcp_failed_connection_attempts: u.tcp.failed_connection_attempts,
+                    io_read_bytes: u.io.read_bytes,
+                    io_write_bytes: u.io.write_bytes,
+                    io_read_ops: u.io.read_ops,
+                    io_write_ops: u.io.write_ops,
                 }),
                 // Destroyed between list and usage: it simply has none any more.
                 Err(crate::Error::VmNotFound(_)) if req.uuid.is_empty() => {}

@@ -618,6 +618,7 @@ impl ZoneBackend for SimBackend {
             processes: u64::from(running),
             disk_used_bytes: zone.used_bytes(),
             disk_limit_bytes: spec.quota << 30,
+            ..InstanceUsage::default()
         })
     }
 }

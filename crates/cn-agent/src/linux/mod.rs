@@ -898,6 +898,7 @@ impl Inner {
             processes,
             disk_used_bytes: self.disk(uuid).used_bytes(),
             disk_limit_bytes: instance.spec.quota << 30,
+            ..InstanceUsage::default()
         })
     }
 }
