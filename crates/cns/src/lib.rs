@@ -1,3 +1,4 @@
 //! CNS: authoritative DNS for every instance and service (docs/cns.md).
 
+pub mod peers;
 pub mod zone;
