@@ -145,6 +145,92 @@ fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
 
 /// A TLS acceptor from PEM files.
 pub fn acceptor(cert_path: &str, key_path: &str) -> Result<TlsAcceptor, TlsError> {
+    server_acceptor(cert_path, key_path, false)
+}
+
+/// A TLS acceptor from PEM files that asks every client for a certificate but refuses
+/// none at the TLS layer ([`AnyClientCert`]): the application reads the certificate
+/// (`TlsStream::get_ref().1.peer_certificates()`) and decides (CMon).
+pub fn acceptor_requesting_client_certs(
+    cert_path: &str,
+    key_path: &str,
+) -> Result<TlsAcceptor, TlsError> {
+    server_acceptor(cert_path, key_path, true)
+}
+
+/// Asks for a client certificate, takes any (or none): the handshake still checks that
+/// the client holds the certificate's private key (its CertificateVerify signature),
+/// but not who issued the certificate, which is for the application to judge.
+#[derive(Debug)]
+pub struct AnyClientCert {
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl AnyClientCert {
+    /// With ring's signature algorithms.
+    pub fn new() -> Self {
+        AnyClientCert {
+            algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        }
+    }
+}
+
+impl Default for AnyClientCert {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl rustls::server::danger::ClientCertVerifier for AnyClientCert {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+fn server_acceptor(
+    cert_path: &str,
+    key_path: &str,
+    client_certs: bool,
+) -> Result<TlsAcceptor, TlsError> {
     let bad = |what: &'static str, path: &str, message: String| TlsError::BadTls {
         what,
         path: path.to_string(),
@@ -162,11 +248,15 @@ pub fn acceptor(cert_path: &str, key_path: &str) -> Result<TlsAcceptor, TlsError
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map_err(|e| bad("certificate", cert_path, e.to_string()))?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .map_err(|e| bad("key", key_path, e.to_string()))?;
-    let mut config = config;
+    .map_err(|e| bad("certificate", cert_path, e.to_string()))?;
+    let config = if client_certs {
+        config.with_client_cert_verifier(Arc::new(AnyClientCert::new()))
+    } else {
+        config.with_no_client_auth()
+    };
+    let mut config = config
+        .with_single_cert(certs, key)
+        .map_err(|e| bad("key", key_path, e.to_string()))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
