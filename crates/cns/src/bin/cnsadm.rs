@@ -14,8 +14,8 @@
 //! syntax and the fields' types; CNS checks the values (a bad one is refused and nothing
 //! is written). `--url` (or `CNS_URL`) is CNS's gRPC address, CoaL's by default.
 //!
-//! Exit status: 0 on success, 1 when CNS refuses or cannot be reached (printed as
-//! `cnsadm: error: ...`), 2 on a usage error.
+//! Exit status: 0 on success; 1 when a modifier is bad, CNS refuses or cannot be reached
+//! (printed as `cnsadm: error: ...`, as Triton's); 2 when the command line does not parse.
 
 use std::collections::{BTreeMap, HashMap};
 use std::process::ExitCode;
@@ -92,8 +92,18 @@ enum Command {
 struct Failure(String);
 
 impl From<tonic::Status> for Failure {
+    /// CNS's refusals carry Triton's error name and the field in their message; anything
+    /// else is said to be a failed call, with its gRPC code.
     fn from(s: tonic::Status) -> Self {
-        Failure(s.message().to_string())
+        match s.code() {
+            tonic::Code::InvalidArgument | tonic::Code::NotFound => {
+                Failure(s.message().to_string())
+            }
+            code => Failure(format!(
+                "the call to CNS failed ({code:?}): {}",
+                s.message()
+            )),
+        }
     }
 }
 
@@ -145,6 +155,9 @@ async fn run(cli: Cli) -> Result<String, Failure> {
         }
         _ => None,
     };
+    if let Some(edit) = &edit {
+        edit.check()?;
+    }
     let channel = ChannelBuilder::new(&cli.url)
         .request_timeout(Some(CALL_TIMEOUT))
         .connect()
@@ -331,6 +344,21 @@ const ZONE_FIELDS: &str = "zone, networks, peers, hidden_primary";
 const REVERSE_FIELDS: &str = "peers, hidden_primary";
 
 impl Edit {
+    /// The modifiers' fields and types, checked on an empty config (before CNS is
+    /// asked; whether the zone exists is checked on CNS's config).
+    fn check(&self) -> Result<(), Failure> {
+        let mut probe = cns::Config::default();
+        if let Edit::Zone {
+            zone, add: false, ..
+        } = self
+        {
+            probe
+                .forward_zones
+                .insert(zone.to_ascii_lowercase(), Default::default());
+        }
+        self.apply(probe).map(|_| ())
+    }
+
     /// The config with this change made.
     fn apply(&self, mut c: cns::Config) -> Result<cns::Config, Failure> {
         match self {
