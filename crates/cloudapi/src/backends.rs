@@ -6,6 +6,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use triton_common::channel::ChannelBuilder;
 use triton_proto::cnapi::v1::cnapi_client::CnapiClient;
+use triton_proto::cns::v1::cns_client::CnsClient;
 use triton_proto::imgapi::v1::imgapi_client::ImgapiClient;
 use triton_proto::napi::v1::napi_client::NapiClient;
 use triton_proto::papi::v1::papi_client::PapiClient;
@@ -36,6 +37,8 @@ macro_rules! backends {
         #[derive(Debug, Clone)]
         pub struct Backends {
             $(pub $service: $client<Chan>,)*
+            /// CNS, when `cns_url` is configured (the machines' `dns_names`).
+            pub cns: Option<CnsClient<Chan>>,
         }
 
         impl Backends {
@@ -43,6 +46,11 @@ macro_rules! backends {
             pub fn connect(config: &Config) -> Result<Backends, StartError> {
                 Ok(Backends {
                     $($service: $client::new(channel(stringify!($service), &config.$url)?),)*
+                    cns: if config.cns_url.is_empty() {
+                        None
+                    } else {
+                        Some(CnsClient::new(channel("cns", &config.cns_url)?))
+                    },
                 })
             }
         }

@@ -55,6 +55,10 @@ pub struct Config {
     pub napi_url: String,
     pub vmapi_url: String,
     pub cnapi_url: String,
+    /// CNS's gRPC admin API (`CLOUDAPI_CNS_URL`), asked for the machines' `dns_names`
+    /// when the account has `triton_cns_enabled`. Empty (the default): no CNS, and
+    /// machines carry no `dns_names`.
+    pub cns_url: String,
     /// Allowed skew between the client's `Date` and ours (seconds).
     pub clock_skew_secs: u64,
 }
@@ -77,6 +81,7 @@ impl Default for Config {
             napi_url: DEFAULT_NAPI_URL.to_string(),
             vmapi_url: DEFAULT_VMAPI_URL.to_string(),
             cnapi_url: DEFAULT_CNAPI_URL.to_string(),
+            cns_url: String::new(),
             clock_skew_secs: DEFAULT_CLOCK_SKEW_SECS,
         }
     }

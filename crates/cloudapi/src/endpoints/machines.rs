@@ -47,6 +47,61 @@ async fn machine_of(t: &Tenant, vm: &vmapi::Vm) -> Value {
     )
 }
 
+/// Longest instance name on an account with `triton_cns_enabled`: a DNS label (CNS
+/// names instances by alias).
+const MAX_CNS_NAME_LEN: usize = 63;
+
+/// The machines' `dns_names` from CNS, one `GetVmNames` call for all of them, as
+/// sdc-cloudapi's GetMachine: only when CNS is configured (`cns_url`) and the account
+/// has `triton_cns_enabled` (else `None`: no `dns_names` field); a VM CNS lists nothing
+/// for gets `[]`.
+async fn dns_names(
+    t: &Tenant,
+    vms: &[vmapi::Vm],
+) -> Result<Option<HashMap<String, Vec<String>>>, tonic::Status> {
+    let Some(cns) = &t.app.backends.cns else {
+        return Ok(None);
+    };
+    if !t.caller.account.triton_cns_enabled || vms.is_empty() {
+        return Ok(None);
+    }
+    let uuids = vms.iter().map(|vm| vm.uuid.clone()).collect();
+    let answer = cns
+        .clone()
+        .get_vm_names(triton_proto::cns::v1::GetVmNamesRequest { uuids })
+        .await?
+        .into_inner();
+    let mut names: HashMap<String, Vec<String>> =
+        vms.iter().map(|vm| (vm.uuid.clone(), Vec::new())).collect();
+    for vm in answer.vms {
+        if let Some(n) = names.get_mut(&vm.uuid) {
+            *n = vm.names;
+        }
+    }
+    Ok(Some(names))
+}
+
+/// Adds `dns_names` to a machine object when CNS gave names for the account.
+fn put_dns_names(machine: &mut Value, names: Option<&HashMap<String, Vec<String>>>) {
+    let Some(names) = names else { return };
+    if let Some(o) = machine.as_object_mut() {
+        let id = o.get("id").and_then(Value::as_str).unwrap_or_default();
+        let mine = names.get(id).cloned().unwrap_or_default();
+        o.insert("dns_names".into(), json!(mine));
+    }
+}
+
+/// A name's extra rule on an account with `triton_cns_enabled` (sdc-cloudapi's).
+fn validate_cns_name(t: &Tenant, name: &str) -> Result<(), ApiError> {
+    if t.caller.account.triton_cns_enabled && name.len() > MAX_CNS_NAME_LEN {
+        return Err(ApiError::invalid_argument(format!(
+            "name: cannot be longer than {MAX_CNS_NAME_LEN} characters, because you have \
+             triton_cns_enabled set on your Account"
+        )));
+    }
+    Ok(())
+}
+
 // ------------------------------------------------------------------ list / get
 
 pub async fn list(t: Tenant, params: Params) -> Reply {
@@ -119,13 +174,23 @@ pub async fn list(t: Tenant, params: Params) -> Reply {
         .take(limit as usize)
         .collect();
     let names = package_names(&t, &page).await;
+    // A listing still answers when CNS does not: without `dns_names`.
+    let dns = match dns_names(&t, &page).await {
+        Ok(dns) => dns,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot get the machines' dns_names from CNS");
+            None
+        }
+    };
     let body: Vec<Value> = page
         .iter()
         .map(|vm| {
-            machine_json(
+            let mut m = machine_json(
                 vm,
                 names.get(&vm.billing_id).map(String::as_str).unwrap_or(""),
-            )
+            );
+            put_dns_names(&mut m, dns.as_ref());
+            m
         })
         .collect();
     Ok(listing(body, total, Some(limit)))
@@ -134,7 +199,15 @@ pub async fn list(t: Tenant, params: Params) -> Reply {
 /// GetMachine: 410 Gone with the machine for a deleted one.
 pub async fn get(t: Tenant, Path((_login, id)): IdPath) -> Reply {
     let vm = t.machine(&id).await?;
-    let body = machine_of(&t, &vm).await;
+    let mut body = machine_of(&t, &vm).await;
+    // As sdc-cloudapi: a GetMachine CNS cannot answer fails.
+    let dns = dns_names(&t, std::slice::from_ref(&vm))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, vm = %vm.uuid, "failed to look up the VM in CNS");
+            ApiError::internal("Unable to contact the Triton CNS API")
+        })?;
+    put_dns_names(&mut body, dns.as_ref());
     let status = if vm.state == "destroyed" {
         StatusCode::GONE
     } else {
@@ -463,6 +536,7 @@ pub async fn create(t: Tenant, Path(login): Path<String>, params: Params) -> Rep
         _ => short.clone(),
     };
     validate_name(&name)?;
+    validate_cns_name(&t, &name)?;
 
     let tags = tags_param(&params)?;
     let metadata = metadata_param(&params)?;
@@ -580,6 +654,7 @@ pub async fn action(t: Tenant, Path((_login, id)): IdPath, params: Params) -> Re
         "rename" => {
             let name = params.required_str("name")?;
             validate_name(&name)?;
+            validate_cns_name(&t, &name)?;
             update(&t, &vm, |r| r.alias = Some(name)).await?
         }
         "enable_firewall" | "disable_firewall" => {
@@ -900,5 +975,22 @@ mod tests {
             audit_action(&job("update", json!({"set_customer_metadata": {"a": "b"}}))),
             "set_metadata"
         );
+    }
+
+    #[test]
+    fn dns_names_only_when_cns_answered() {
+        let mut m = json!({"id": "a"});
+        put_dns_names(&mut m, None);
+        assert!(m.get("dns_names").is_none(), "{m}");
+        let names: HashMap<String, Vec<String>> = [(
+            "a".to_string(),
+            vec!["a.inst.o.coal.cns.triton.local".to_string()],
+        )]
+        .into();
+        put_dns_names(&mut m, Some(&names));
+        assert_eq!(m["dns_names"], json!(["a.inst.o.coal.cns.triton.local"]));
+        let mut other = json!({"id": "b"});
+        put_dns_names(&mut other, Some(&names));
+        assert_eq!(other["dns_names"], json!([]));
     }
 }
