@@ -19,7 +19,9 @@ die() {
 # missing, so a second run costs nothing.
 # xfsprogs: instances' disks (cn-agent's linux backend: mkfs.xfs, xfs_growfs).
 # nftables: cn-agent's anti-spoofing and tenant-network rules (`nft`).
-TRITON_PACKAGES=(postgresql etcd-server etcd-client iproute2 procps psmisc util-linux busybox-static openssh-client openssl xfsprogs nftables)
+# knot, nsd, dnsutils, dnsperf: CNS's tests and bench (a real secondary, `dig`, the NSD
+# baseline; docs/cns.md).
+TRITON_PACKAGES=(postgresql etcd-server etcd-client iproute2 procps psmisc util-linux busybox-static openssh-client openssl xfsprogs nftables knot nsd dnsutils dnsperf)
 
 ensure_packages() {
     local missing=()
@@ -38,6 +40,11 @@ ensure_packages() {
         || die "apt-get install ${missing[*]} failed"
     # Debian's postgresql package starts a cluster of its own on 5432; our PostgreSQL
     # instances run from their own directories and ports, so that one is not needed.
+    # Likewise knot's and nsd's services would take port 53 on every address, which CNS
+    # needs: the tests and the bench run their own from temp dirs.
+    if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+        systemctl disable --now knot nsd >/dev/null 2>&1 || true
+    fi
 }
 
 # The `triton` CLI (npm package triton, version 7): the tenants' client, used by the tests.
