@@ -636,9 +636,10 @@ impl Renderer<'_> {
                 Value::Array(a.iter().map(|x| self.value(x)).collect::<Result<_, _>>()?)
             }
             Value::Table(t) => {
+                // Keys take placeholders too (CNS's zone names are a var).
                 let mut out = Table::new();
                 for (k, x) in t {
-                    out.insert(k.clone(), self.value(x)?);
+                    out.insert(self.string(k)?, self.value(x)?);
                 }
                 Value::Table(out)
             }

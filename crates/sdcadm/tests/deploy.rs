@@ -47,8 +47,14 @@ fn crate_binaries(krate: &str) -> BTreeSet<String> {
                 .collect()
         })
         .unwrap_or_default();
-    // Cargo's auto-discovered binaries: src/main.rs and src/bin/*.rs.
-    if bins.is_empty() && dir.join("src/main.rs").is_file() {
+    // Cargo's auto-discovered binaries: src/main.rs and src/bin/*.rs (beside any listed
+    // ones, unless `autobins = false`).
+    let autobins = manifest
+        .get("package")
+        .and_then(|p| p.get("autobins"))
+        .and_then(|a| a.as_bool())
+        .unwrap_or(true);
+    if autobins && dir.join("src/main.rs").is_file() {
         bins.insert(manifest["package"]["name"].as_str().unwrap().to_string());
     }
     if let Ok(rd) = std::fs::read_dir(dir.join("src/bin")) {

@@ -891,6 +891,33 @@ impl Coal {
         }
     }
 
+    /// CNS's DNS address (`CNS_ADDR`, host:port), its admin API (`CNS_URL`, for
+    /// cnsadm) and its first forward zone (`CNS_SUFFIX`), from its rendered config.
+    fn cns_env(&self) -> Result<Option<(String, String, String)>, Error> {
+        let Some(s) = self.deployment.service("cns") else {
+            return Ok(None);
+        };
+        let r = self.render(s)?;
+        let get = |k: &str| {
+            r.config
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let suffix = r
+            .config
+            .get("forward_zones")
+            .and_then(Value::as_table)
+            .and_then(|t| t.keys().next().cloned())
+            .unwrap_or_default();
+        Ok(Some((
+            get("dns_listen"),
+            format!("http://{}", get("listen")),
+            suffix,
+        )))
+    }
+
     fn print_usage(&self, skipped: &[(String, String)]) {
         let secs = self.progress.secs();
         let mut text = format!(
@@ -910,6 +937,14 @@ impl Coal {
             text.push_str(&format!(
                 "    coal-zlogin <instance uuid> ps    # inside an instance, on whichever of the {} linux node(s) holds it\n",
                 self.cns.len()
+            ));
+        }
+        if self.is_up("cns")
+            && let Ok(Some((addr, _, suffix))) = self.cns_env()
+        {
+            let (host, port) = addr.rsplit_once(':').unwrap_or((addr.as_str(), "53"));
+            text.push_str(&format!(
+                "    triton instance get -j web0 | grep -o '\"dns_names\":[^]]*]'    # its names under {suffix}\n    dig @{host} -p {port} +short <one of those names>    # CNS answers\n    cnsadm status\n"
             ));
         }
         text.push_str("    moray-cli ping\n    manatee-adm show\n\n");
@@ -1051,6 +1086,14 @@ impl Coal {
                 &self.sub("ssh").join("agent.sock").display().to_string(),
             );
             out.push_str("unset TRITON_PROFILE\n");
+        }
+        if let Some((addr, url, suffix)) = self.cns_env()? {
+            out.push_str(&format!(
+                "export CNS_ADDR={}\nexport CNS_URL={}\nexport CNS_SUFFIX={}\n",
+                shell_quote(&addr),
+                shell_quote(&url),
+                shell_quote(&suffix)
+            ));
         }
         Ok(out)
     }

@@ -65,6 +65,8 @@ pub async fn admin(
                 email: email.into(),
                 cn: "CoaL Administrator".into(),
                 approved_for_provisioning: true,
+                // CNS names the admin's instances (CloudAPI's dns_names).
+                triton_cns_enabled: true,
                 ..Default::default()
             })
             .await
