@@ -57,6 +57,17 @@ pub async fn admin(
         })
         .await
     {
+        // An admin account from an earlier CoaL gets the flag too.
+        Ok(a) if !a.get_ref().triton_cns_enabled => {
+            c.update_account(ufds::UpdateAccountRequest {
+                account: login.into(),
+                triton_cns_enabled: Some(true),
+                ..Default::default()
+            })
+            .await
+            .map_err(|s| seed_err("ufds account", s))?;
+            did.push(format!("triton_cns_enabled on account {login}"));
+        }
         Ok(_) => {}
         Err(s) if s.code() == Code::NotFound => {
             c.create_account(ufds::CreateAccountRequest {
