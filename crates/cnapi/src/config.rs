@@ -30,7 +30,15 @@ pub struct Config {
     pub heartbeat_lifetime_ms: u64,
     pub reconcile_period_ms: u64,
     pub reservation_ttl_s: u64,
+    /// Mark a newly registered server set up at once, unless it booted from the network.
     pub auto_setup: bool,
+    /// Mark a newly registered network-booted server (its sysinfo's boot parameters
+    /// name `triton.cnapi_url`) set up at once too; else it waits for ServerSetup.
+    pub auto_setup_network_booted: bool,
+    /// The booter's `os/` directory (`<platform>/{vmlinuz,initrd}`): the platforms boot
+    /// parameters may name, the newest being the default until one is set. Empty: any
+    /// well-formed name is taken.
+    pub platforms_dir: String,
     pub alloc: AllocConfig,
     /// NAPI's gRPC URL: each node's underlay address (sysinfo) is registered there as
     /// its underlay NIC (docs/compute.md, "Underlay"); empty: not done.
@@ -51,6 +59,8 @@ impl Default for Config {
             reconcile_period_ms: 5_000,
             reservation_ttl_s: 600,
             auto_setup: false,
+            auto_setup_network_booted: false,
+            platforms_dir: String::new(),
             alloc: AllocConfig::default(),
             napi_url: String::new(),
             admin_uuid: String::new(),
@@ -66,6 +76,9 @@ impl Config {
             reconcile_period: Duration::from_millis(self.reconcile_period_ms.max(100)),
             reservation_ttl: Duration::from_secs(self.reservation_ttl_s),
             auto_setup: self.auto_setup,
+            auto_setup_network_booted: self.auto_setup_network_booted,
+            platforms_dir: (!self.platforms_dir.is_empty())
+                .then(|| std::path::PathBuf::from(&self.platforms_dir)),
             alloc: self.alloc.clone(),
             grpc: self.grpc.clone(),
             underlay: (!self.napi_url.is_empty()).then(|| UnderlaySettings {

@@ -1,5 +1,6 @@
 //! CNAPI: the compute nodes of a datacenter.
 //!
+//! * [`boot`]: boot parameters (Triton's `/boot/:uuid`), what network-booted nodes boot;
 //! * [`model`]: the server record (Moray bucket `cnapi_servers`);
 //! * [`capacity`]: provisionable memory as Triton computes it, and the ops-portal figures;
 //! * [`allocation`]: the DAPI chain, a pure function with its own tests;
@@ -11,6 +12,7 @@
 
 pub mod allocation;
 pub mod app;
+pub mod boot;
 pub mod capacity;
 pub mod config;
 pub mod error;

@@ -19,6 +19,7 @@ use crate::allocation::{
     self, AffinityOp, AffinityRule, AllocConfig, AllocationRequest, ImageRequest, Locality,
     PackageRequest, VmRequest,
 };
+use crate::boot::{self, BootParamsRecord};
 use crate::error::{Error, Result};
 use crate::fleet::FleetView;
 use crate::model::{OverprovisionRatios, ServerRecord, ServerVm};
@@ -40,8 +41,14 @@ pub struct Settings {
     pub heartbeat_lifetime: Duration,
     pub reconcile_period: Duration,
     pub reservation_ttl: Duration,
-    /// Mark newly registered servers set up at once (CoaL convenience).
+    /// Mark newly registered servers set up at once (CoaL convenience), except those
+    /// that booted from the network.
     pub auto_setup: bool,
+    /// Mark newly registered network-booted servers set up at once too.
+    pub auto_setup_network_booted: bool,
+    /// The booter's `os/` directory: the platforms boot parameters may name (none: any
+    /// well-formed name).
+    pub platforms_dir: Option<std::path::PathBuf>,
     pub alloc: AllocConfig,
     /// Who may connect to the gRPC server, and reflection (the config's `[grpc]`).
     pub grpc: triton_common::grpc::ServerConfig,
@@ -57,6 +64,8 @@ impl Default for Settings {
             reconcile_period: status::RECONCILE_PERIOD,
             reservation_ttl: Duration::from_secs(600),
             auto_setup: false,
+            auto_setup_network_booted: false,
+            platforms_dir: None,
             alloc: AllocConfig::default(),
             grpc: triton_common::grpc::ServerConfig::default(),
             underlay: None,
@@ -396,7 +405,12 @@ impl<S: Store> CnapiService<S> {
                 &datacenter,
                 SystemTime::now(),
             )?;
-            if created && self.settings.auto_setup {
+            let auto_setup = if crate::boot::network_booted(&record.sysinfo) {
+                self.settings.auto_setup_network_booted
+            } else {
+                self.settings.auto_setup
+            };
+            if created && auto_setup {
                 record.setup = true;
             }
             match self.store.put_server(&record, cond).await {
@@ -411,6 +425,109 @@ impl<S: Store> CnapiService<S> {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------- boot parameters
+
+impl<S: Store> CnapiService<S> {
+    /// The stored defaults; without a platform, the newest in the platforms directory.
+    async fn boot_defaults(&self) -> Result<BootParamsRecord> {
+        let mut defaults = self
+            .store
+            .get_boot_params(boot::DEFAULT_KEY)
+            .await?
+            .map(|v| v.value)
+            .unwrap_or_default();
+        if defaults.platform.is_empty()
+            && let Some(dir) = &self.settings.platforms_dir
+        {
+            defaults.platform = boot::platforms(dir).pop().unwrap_or_default();
+        }
+        Ok(defaults)
+    }
+
+    /// What the node whose admin NIC has `mac` boots: its server's parameters, or the
+    /// defaults when no server has that MAC.
+    async fn boot_params_of_mac(&self, mac: &str) -> Result<pb::BootParams> {
+        let defaults = self.boot_defaults().await?;
+        // A fresh read: a node that registered on another CNAPI is found too.
+        let server = self
+            .store
+            .list_servers()
+            .await?
+            .into_iter()
+            .map(|v| v.value)
+            .find(|s| boot::has_mac(&s.sysinfo, mac));
+        let Some(server) = server else {
+            return Ok(boot_params_to_pb(&defaults, "", ""));
+        };
+        let overrides = self
+            .store
+            .get_boot_params(&server.uuid.to_string())
+            .await?
+            .map(|v| v.value);
+        let params = boot::effective(&defaults, Some((&server, overrides.as_ref())));
+        Ok(boot_params_to_pb(
+            &params,
+            &server.uuid.to_string(),
+            &server.hostname,
+        ))
+    }
+
+    async fn set_boot_params(&self, req: &pb::SetBootParamsRequest) -> Result<pb::BootParams> {
+        let server = if req.server_uuid == boot::DEFAULT_KEY {
+            None
+        } else {
+            let uuid = parse_uuid("server_uuid", &req.server_uuid).map_err(|_| {
+                Error::invalid(
+                    "server_uuid",
+                    format!("{:?} is neither a UUID nor \"default\"", req.server_uuid),
+                )
+            })?;
+            Some(self.server(uuid).await?.value)
+        };
+        let change = boot::check_change(
+            &req.platform,
+            &req.kernel_args,
+            &req.kernel_flags,
+            req.replace,
+        )?;
+        if !change.platform.is_empty() {
+            boot::check_known(self.settings.platforms_dir.as_deref(), &change.platform)?;
+        }
+        let key = server
+            .as_ref()
+            .map_or_else(|| boot::DEFAULT_KEY.to_string(), |s| s.uuid.to_string());
+        let mut tries = RetryPolicy::DEFAULT.start();
+        let record = loop {
+            let stored = self.store.get_boot_params(&key).await?;
+            let cond = stored
+                .as_ref()
+                .map_or(Cond::MustNotExist, |v| Cond::Is(v.etag.clone()));
+            let record = boot::apply(stored.map(|v| v.value), &change);
+            match self.store.put_boot_params(&key, &record, cond).await {
+                Ok(_) => break record,
+                Err(Error::EtagConflict) if tries.again().await => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        tracing::info!(key = %key, platform = %record.platform, replace = req.replace, "boot parameters set");
+        Ok(boot_params_to_pb(
+            &record,
+            &key,
+            server.as_ref().map_or("", |s| s.hostname.as_str()),
+        ))
+    }
+}
+
+fn boot_params_to_pb(p: &BootParamsRecord, server_uuid: &str, hostname: &str) -> pb::BootParams {
+    pb::BootParams {
+        platform: p.platform.clone(),
+        kernel_args: p.kernel_args.clone().into_iter().collect(),
+        kernel_flags: p.kernel_flags.clone(),
+        server_uuid: server_uuid.to_string(),
+        hostname: hostname.to_string(),
     }
 }
 
@@ -620,16 +737,18 @@ impl<S: Store> Cnapi for CnapiService<S> {
 
     async fn get_boot_params(
         &self,
-        _request: Request<pb::GetBootParamsRequest>,
+        request: Request<pb::GetBootParamsRequest>,
     ) -> Reply<pb::BootParams> {
-        Err(Status::unimplemented("GetBootParams: not yet"))
+        let mac = st(boot::normalize_mac(&request.into_inner().mac))?;
+        Ok(Response::new(st(self.boot_params_of_mac(&mac).await)?))
     }
 
     async fn set_boot_params(
         &self,
-        _request: Request<pb::SetBootParamsRequest>,
+        request: Request<pb::SetBootParamsRequest>,
     ) -> Reply<pb::BootParams> {
-        Err(Status::unimplemented("SetBootParams: not yet"))
+        let req = request.into_inner();
+        Ok(Response::new(st(self.set_boot_params(&req).await)?))
     }
 
     async fn watch_servers(

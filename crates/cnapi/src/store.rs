@@ -3,6 +3,9 @@
 //! conditional on the etag read, which is what keeps concurrent CNAPIs (and concurrent
 //! requests in one) from clobbering each other or over-committing a server.
 //!
+//! Boot parameters (bucket `cnapi_boot_params`) are one record per key: `default` for
+//! the datacenter's defaults, a server's UUID for its overrides ([`crate::boot`]).
+//!
 //! A reservation document also carries `vm_uuids`, the instances it holds, as an
 //! indexed field, so the document holding one instance is found without reading them
 //! all (`ReleaseReservation` without a server).
@@ -17,11 +20,13 @@ use moray_client::{BucketConfig, FindOptions, IndexDef, MorayClient};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::boot::BootParamsRecord;
 use crate::error::{Error, Result};
 use crate::model::{ServerRecord, ServerVm};
 
 pub const SERVERS_BUCKET: &str = "cnapi_servers";
 pub const RESERVATIONS_BUCKET: &str = "cnapi_reservations";
+pub const BOOT_PARAMS_BUCKET: &str = "cnapi_boot_params";
 /// Version of our bucket schemas; raise it when an index is added.
 const BUCKET_VERSION: u32 = 1;
 /// Version of `cnapi_reservations`: 2 added the `vm_uuids` index.
@@ -91,6 +96,18 @@ pub trait Store: Send + Sync + 'static {
         &self,
         vm_uuid: &str,
     ) -> impl Future<Output = Result<Vec<Versioned<ReservationDoc>>>> + Send;
+    /// Boot parameters `key` (`default` or a server UUID).
+    fn get_boot_params(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<Versioned<BootParamsRecord>>>> + Send;
+    /// Writes boot parameters `key` if `cond` holds ([`Error::EtagConflict`] otherwise).
+    fn put_boot_params(
+        &self,
+        key: &str,
+        record: &BootParamsRecord,
+        cond: Cond,
+    ) -> impl Future<Output = Result<String>> + Send;
 }
 
 /// A reservation document as stored: the document plus its indexed `vm_uuids`.
@@ -152,6 +169,7 @@ pub struct MemoryStore {
 struct MemoryInner {
     servers: BTreeMap<Uuid, (serde_json::Value, String)>,
     reservations: BTreeMap<Uuid, (serde_json::Value, String)>,
+    boot_params: BTreeMap<String, (serde_json::Value, String)>,
 }
 
 impl MemoryStore {
@@ -270,6 +288,29 @@ impl Store for MemoryStore {
             .map(|(v, etag)| versioned("reservations", v, etag))
             .collect()
     }
+
+    async fn get_boot_params(&self, key: &str) -> Result<Option<Versioned<BootParamsRecord>>> {
+        let found = self.lock().boot_params.get(key).cloned();
+        found
+            .map(|(v, etag)| versioned("boot params", v, etag))
+            .transpose()
+    }
+
+    async fn put_boot_params(
+        &self,
+        key: &str,
+        record: &BootParamsRecord,
+        cond: Cond,
+    ) -> Result<String> {
+        let value = to_json("boot params", record)?;
+        let mut inner = self.lock();
+        check(inner.boot_params.get(key).map(|(_, e)| e), &cond)?;
+        let etag = Uuid::new_v4().simple().to_string();
+        inner
+            .boot_params
+            .insert(key.to_string(), (value, etag.clone()));
+        Ok(etag)
+    }
 }
 
 // ---------------------------------------------------------------- moray
@@ -279,6 +320,7 @@ impl Store for MemoryStore {
 pub struct MorayStore {
     servers: Bucket<ServerRecord>,
     reservations: Bucket<ReservationDoc>,
+    boot_params: Bucket<BootParamsRecord>,
 }
 
 fn moray_error(e: moray_client::MorayError) -> Error {
@@ -302,6 +344,12 @@ fn servers_bucket(moray: MorayClient) -> Bucket<ServerRecord> {
     Bucket::new(moray, SERVERS_BUCKET, config)
 }
 
+fn boot_params_bucket(moray: MorayClient) -> Bucket<BootParamsRecord> {
+    let config =
+        BucketConfig::versioned(BUCKET_VERSION).with_index("platform", IndexDef::new("string"));
+    Bucket::new(moray, BOOT_PARAMS_BUCKET, config)
+}
+
 fn reservations_bucket(moray: MorayClient) -> Bucket<ReservationDoc> {
     let config = BucketConfig::versioned(RESERVATIONS_BUCKET_VERSION)
         .with_index("server_uuid", IndexDef::unique("string"))
@@ -315,9 +363,11 @@ impl MorayStore {
         let moray = MorayClient::connect(url).await.map_err(moray_error)?;
         let store = MorayStore {
             servers: servers_bucket(moray.clone()),
-            reservations: reservations_bucket(moray),
+            reservations: reservations_bucket(moray.clone()),
+            boot_params: boot_params_bucket(moray),
         };
         store.servers.ensure().await.map_err(moray_error)?;
+        store.boot_params.ensure().await.map_err(moray_error)?;
         store.reservations.ensure().await.map_err(moray_error)?;
         store.index_old_reservations().await?;
         Ok(store)
@@ -441,5 +491,21 @@ impl Store for MorayStore {
     async fn find_reservations_of(&self, vm_uuid: &str) -> Result<Vec<Versioned<ReservationDoc>>> {
         self.find_reservations(&Filter::eq("vm_uuids", vm_uuid))
             .await
+    }
+
+    async fn get_boot_params(&self, key: &str) -> Result<Option<Versioned<BootParamsRecord>>> {
+        self.boot_params.get(key).await.map_err(moray_error)
+    }
+
+    async fn put_boot_params(
+        &self,
+        key: &str,
+        record: &BootParamsRecord,
+        cond: Cond,
+    ) -> Result<String> {
+        self.boot_params
+            .put(key, record, cond)
+            .await
+            .map_err(moray_error)
     }
 }

@@ -5,7 +5,8 @@
 //! * [`images`]: a zone image (tarball + IMGAPI manifest) per service;
 //! * [`instances`]: a service's image imported into IMGAPI and provisioned through VMAPI
 //!   as a zone, where the service joins the datacenter;
-//! * [`compose`]: writes `deploy/docker-compose.yml`.
+//! * [`compose`]: writes `deploy/docker-compose.yml`;
+//! * [`servers`]: the compute nodes (list, setup) and their boot parameters.
 
 pub mod coal;
 pub mod compose;
@@ -13,6 +14,7 @@ pub mod deploy;
 pub mod error;
 pub mod images;
 pub mod instances;
+pub mod servers;
 pub mod tar;
 
 pub use error::Error;

@@ -77,6 +77,11 @@ enum Command {
         #[arg(long)]
         port: Option<u16>,
     },
+    /// Compute nodes: list them, set one up, their boot parameters.
+    Server {
+        #[command(subcommand)]
+        command: ServerCommand,
+    },
     /// The compute nodes CNAPI knows, with the URL it reaches each one's agent at.
     Servers {
         /// Also call each agent at that URL (from where sdcadm runs) and check that the
@@ -173,6 +178,48 @@ enum CoalCommand {
     Down,
     /// "<crate> <binary>" per line: what scripts/coal builds and installs.
     Binaries,
+}
+
+#[derive(Subcommand)]
+enum ServerCommand {
+    /// Every compute node: uuid, hostname, admin IP, setup, status (as `sdc-server list`).
+    List {
+        #[command(flatten)]
+        dc: DcArgs,
+    },
+    /// Set up a node (CNAPI ServerSetup): it becomes usable for instances.
+    Setup {
+        uuid: String,
+        /// Its hostname from now on (only before it is set up).
+        #[arg(long)]
+        hostname: Option<String>,
+        #[command(flatten)]
+        dc: DcArgs,
+    },
+    /// What the node with this admin MAC boots (CNAPI GetBootParams).
+    BootParams {
+        mac: String,
+        #[command(flatten)]
+        dc: DcArgs,
+    },
+    /// Change the boot parameters of a server (uuid) or of `default` (CNAPI
+    /// SetBootParams): merged, or replaced with --replace.
+    SetBootParams {
+        /// A server uuid or `default`.
+        server: String,
+        #[arg(long, default_value = "")]
+        platform: String,
+        /// A kernel argument NAME=VALUE (repeatable); NAME= deletes it in a merge.
+        #[arg(long = "arg", value_name = "NAME=VALUE")]
+        args: Vec<String>,
+        /// A bare kernel flag (repeatable).
+        #[arg(long = "flag")]
+        flags: Vec<String>,
+        #[arg(long)]
+        replace: bool,
+        #[command(flatten)]
+        dc: DcArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -435,6 +482,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 }
             }
         }
+        Command::Server { command } => return server_command(&root, command).await,
         Command::Servers { agents, dc } => {
             let dc = dc.open(&root)?;
             let ch = sdcadm::coal::seed::channel(&dc.addr("cnapi", "grpc")?).await?;
@@ -486,6 +534,58 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                     println!("{:<13} {:<22} {}", s.name, ports.join(","), s.description);
                 }
             }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn server_command(root: &std::path::Path, command: ServerCommand) -> Result<ExitCode, Error> {
+    use sdcadm::servers;
+    let cnapi = |dc: DcArgs| async move {
+        let dc = dc.open(root)?;
+        sdcadm::coal::seed::channel(&dc.addr("cnapi", "grpc")?).await
+    };
+    match command {
+        ServerCommand::List { dc } => {
+            print!(
+                "{}",
+                servers::table(&servers::list(cnapi(dc).await?).await?)
+            );
+        }
+        ServerCommand::Setup { uuid, hostname, dc } => {
+            let s = servers::setup(cnapi(dc).await?, &uuid, hostname.as_deref()).await?;
+            println!(
+                "{} ({}): setup {}, status {}",
+                s.uuid, s.hostname, s.setup, s.status
+            );
+        }
+        ServerCommand::BootParams { mac, dc } => {
+            print!(
+                "{}",
+                servers::show_boot_params(&servers::get_boot_params(cnapi(dc).await?, &mac).await?)
+            );
+        }
+        ServerCommand::SetBootParams {
+            server,
+            platform,
+            args,
+            flags,
+            replace,
+            dc,
+        } => {
+            let request = triton_proto::cnapi::v1::SetBootParamsRequest {
+                server_uuid: server,
+                platform,
+                kernel_args: servers::parse_args(&args)?,
+                kernel_flags: flags,
+                replace,
+            };
+            print!(
+                "{}",
+                servers::show_boot_params(
+                    &servers::set_boot_params(cnapi(dc).await?, request).await?
+                )
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
