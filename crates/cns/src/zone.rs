@@ -286,6 +286,24 @@ impl Zones {
         Ok(change)
     }
 
+    /// Stops serving `origin` (a zone taken out of the config) and forgets its steps;
+    /// wakes subscribers. False when it was not served.
+    pub fn remove(&self, origin: &Name) -> bool {
+        if !self.snapshot().zones.contains_key(origin) {
+            return false;
+        }
+        self.swap(|set| {
+            set.zones.remove(origin);
+        });
+        let mut journal = match self.journal.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        journal.remove(origin);
+        self.generation.send_modify(|g| *g += 1);
+        true
+    }
+
     fn swap(&self, edit: impl FnOnce(&mut ZoneSet)) {
         let mut guard = match self.current.write() {
             Ok(g) => g,

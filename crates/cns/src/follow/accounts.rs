@@ -1,0 +1,46 @@
+//! UFDS's `WatchAccounts`: each account's login and its `triton_cns_enabled` and
+//! `approved_for_provisioning` flags.
+
+use std::collections::BTreeMap;
+
+use tonic::transport::Channel;
+use triton_proto::ufds::v1 as pb;
+use triton_proto::ufds::v1::ufds_client::UfdsClient;
+
+use super::Feed;
+use crate::build::Inputs;
+use crate::names::Owner;
+
+pub struct Accounts(pub UfdsClient<Channel>);
+
+impl Feed for Accounts {
+    type Event = pb::WatchAccountsEvent;
+    type Record = pb::Account;
+    type Value = Owner;
+    const INDEX: usize = 1;
+
+    async fn open(
+        &mut self,
+        position: u64,
+    ) -> Result<tonic::Streaming<pb::WatchAccountsEvent>, tonic::Status> {
+        let request = pb::WatchAccountsRequest {
+            position,
+            uuid: None,
+        };
+        Ok(self.0.watch_accounts(request).await?.into_inner())
+    }
+
+    fn convert(a: &pb::Account) -> (String, Option<Owner>) {
+        let owner = Owner {
+            uuid: a.uuid.to_ascii_lowercase(),
+            login: a.login.clone(),
+            triton_cns_enabled: a.triton_cns_enabled,
+            approved_for_provisioning: a.approved_for_provisioning,
+        };
+        (owner.uuid.clone(), Some(owner))
+    }
+
+    fn table(inputs: &mut Inputs) -> &mut BTreeMap<String, Owner> {
+        &mut inputs.owners
+    }
+}

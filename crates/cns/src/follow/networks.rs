@@ -1,0 +1,82 @@
+//! NAPI's `WatchNetworks`: each network's name and owners. The network pools have no
+//! feed: they are read (ListNetworkPools) after the snapshot and after each network
+//! change, so a pool edited alone is seen at the next network change or restart.
+
+use std::collections::BTreeMap;
+
+use tonic::transport::Channel;
+use triton_proto::napi::v1 as pb;
+use triton_proto::napi::v1::napi_client::NapiClient;
+
+use super::{Feed, Shared};
+use crate::build::Inputs;
+use crate::names::Network;
+
+pub struct Networks {
+    pub watch: NapiClient<Channel>,
+    pub napi: NapiClient<Channel>,
+}
+
+impl Feed for Networks {
+    type Event = pb::WatchNetworksEvent;
+    type Record = pb::Network;
+    type Value = Network;
+    const INDEX: usize = 2;
+
+    async fn open(
+        &mut self,
+        position: u64,
+    ) -> Result<tonic::Streaming<pb::WatchNetworksEvent>, tonic::Status> {
+        let request = pb::WatchNetworksRequest {
+            position,
+            owner_uuid: None,
+        };
+        Ok(self.watch.watch_networks(request).await?.into_inner())
+    }
+
+    fn convert(n: &pb::Network) -> (String, Option<Network>) {
+        let network = Network {
+            uuid: n.uuid.to_ascii_lowercase(),
+            name: n.name.clone(),
+            owner_uuids: n
+                .owner_uuids
+                .iter()
+                .map(|o| o.to_ascii_lowercase())
+                .collect(),
+            pools: Vec::new(),
+        };
+        (network.uuid.clone(), Some(network))
+    }
+
+    fn table(inputs: &mut Inputs) -> &mut BTreeMap<String, Network> {
+        &mut inputs.networks
+    }
+
+    async fn after(&mut self, shared: &Shared) {
+        let pools = match self
+            .napi
+            .list_network_pools(pb::ListNetworkPoolsRequest::default())
+            .await
+        {
+            Ok(p) => p.into_inner().pools,
+            Err(status) => {
+                tracing::warn!(%status, "NAPI ListNetworkPools failed; pools as before");
+                return;
+            }
+        };
+        let mut by_network: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for pool in pools {
+            for n in &pool.networks {
+                by_network
+                    .entry(n.to_ascii_lowercase())
+                    .or_default()
+                    .push(pool.uuid.to_ascii_lowercase());
+            }
+        }
+        let mut state = shared.lock();
+        if state.inputs.pools != by_network {
+            state.inputs.pools = by_network;
+            shared.touch(&mut state);
+        }
+    }
+}

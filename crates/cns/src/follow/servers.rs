@@ -1,0 +1,46 @@
+//! CNAPI's `WatchServers`: whether each compute node is up (reference 1.3's "CN down"
+//! rule, `build::Server::up`). Heartbeats change the record every few seconds; only a
+//! change of what the rule reads wakes the builder.
+
+use std::collections::BTreeMap;
+
+use tonic::transport::Channel;
+use triton_proto::cnapi::v1 as pb;
+use triton_proto::cnapi::v1::cnapi_client::CnapiClient;
+
+use super::Feed;
+use crate::build::{Inputs, Server};
+
+pub struct Servers(pub CnapiClient<Channel>);
+
+impl Feed for Servers {
+    type Event = pb::WatchServersEvent;
+    type Record = pb::Server;
+    type Value = Server;
+    const INDEX: usize = 3;
+
+    async fn open(
+        &mut self,
+        position: u64,
+    ) -> Result<tonic::Streaming<pb::WatchServersEvent>, tonic::Status> {
+        let request = pb::WatchServersRequest { position };
+        Ok(self.0.watch_servers(request).await?.into_inner())
+    }
+
+    fn convert(s: &pb::Server) -> (String, Option<Server>) {
+        let server = Server {
+            uuid: s.uuid.to_ascii_lowercase(),
+            hostname: s.hostname.clone(),
+            setup: s.setup,
+            status: s.status.clone(),
+            heartbeat: !s.last_heartbeat.is_empty(),
+            last_boot_ms: triton_common::time::parse_rfc3339_millis(&s.last_boot)
+                .and_then(|ms| u64::try_from(ms).ok()),
+        };
+        (server.uuid.clone(), Some(server))
+    }
+
+    fn table(inputs: &mut Inputs) -> &mut BTreeMap<String, Server> {
+        &mut inputs.servers
+    }
+}
