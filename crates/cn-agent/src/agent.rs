@@ -187,6 +187,7 @@ pub async fn start_configured(config: Config, shutdown: CancellationToken) -> Re
                     link_prefix: config.linux.link_prefix.clone(),
                     bridges: bridges.clone(),
                     create_bridges: config.linux.create_bridges,
+                    tenant_services: config.linux.tenant_services.clone(),
                 },
                 overlay.clone(),
             )?;

@@ -109,6 +109,9 @@ pub struct LinuxSection {
     pub netns_prefix: String,
     pub link_prefix: String,
     pub create_bridges: bool,
+    /// `host:port`s of this host that instances on tenant bridges may reach over UDP and
+    /// TCP (CoaL: CNS's DNS, `10.99.99.7:53`); every other host port is closed to them.
+    pub tenant_services: Vec<std::net::SocketAddrV4>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,6 +156,7 @@ impl Default for LinuxSection {
             netns_prefix: "triton-".into(),
             link_prefix: "z".into(),
             create_bridges: true,
+            tenant_services: Vec::new(),
         }
     }
 }

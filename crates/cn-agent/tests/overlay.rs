@@ -180,6 +180,7 @@ async fn a_node_with_an_overlay_reports_the_fabric_nic_tag_on_its_underlay_inter
             netns_prefix: h.config.netns_prefix.clone(),
             link_prefix: h.config.link_prefix.clone(),
             create_bridges: true,
+            ..Default::default()
         },
         overlay,
         ..Default::default()

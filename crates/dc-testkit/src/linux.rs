@@ -169,6 +169,7 @@ impl LinuxHost {
                 .map(|b| (b.nic_tag.clone(), b.name.clone()))
                 .collect(),
             create_bridges: setup.create_bridges,
+            tenant_services: Vec::new(),
         };
         let image = ImageSource {
             image_uuid: Uuid::new_v4(),

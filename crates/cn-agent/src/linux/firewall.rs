@@ -11,15 +11,17 @@
 //!   in one `nft -f -` transaction.
 //! * `<netns_prefix>host` (family `inet`): what arrives on the bridge of a non-admin nic tag
 //!   for an address of this host is dropped, except replies (conntrack established or
-//!   related) and ICMP echo requests; what would be forwarded from such a bridge to the
-//!   admin bridge is dropped too (except replies). Made again, atomically, at every start.
+//!   related), ICMP echo requests and UDP and TCP to the host services tenants use (the
+//!   agent's `linux.tenant_services`: CNS's DNS in CoaL); what would be forwarded from such
+//!   a bridge to the admin bridge is dropped too (except replies). Made again, atomically,
+//!   at every start.
 //!
 //! Both tables live in the kernel: an agent restart keeps them, and `leftovers` removes
 //! them.
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::process::{Command, Stdio};
 
 use crate::error::{Error, Result};
@@ -37,6 +39,9 @@ pub struct Firewall {
     pub admin_bridge: Option<String>,
     /// The bridges of every other nic tag (the admin bridge never among them).
     pub tenant_bridges: Vec<String>,
+    /// Host addresses and ports tenant bridges may reach, over UDP and TCP (a datacenter
+    /// DNS server such as CNS).
+    pub tenant_services: Vec<SocketAddrV4>,
 }
 
 /// What a port may send.
@@ -108,6 +113,7 @@ impl Firewall {
             host_table,
             admin_bridge,
             tenant_bridges,
+            tenant_services: Vec::new(),
         }
     }
 
@@ -137,8 +143,15 @@ impl Firewall {
             "  chain input {{\n    type filter hook input priority filter ; policy accept ;\n    iifname {tenants} jump from-tenant\n  }}\n"
         ));
         s.push_str(
-            "  chain from-tenant {\n    ct state established,related accept\n    icmp type echo-request accept\n    counter drop\n  }\n",
+            "  chain from-tenant {\n    ct state established,related accept\n    icmp type echo-request accept\n",
         );
+        for svc in &self.tenant_services {
+            let (ip, port) = (svc.ip(), svc.port());
+            s.push_str(&format!(
+                "    ip daddr {ip} udp dport {port} accept\n    ip daddr {ip} tcp dport {port} accept\n"
+            ));
+        }
+        s.push_str("    counter drop\n  }\n");
         s.push_str(
             "  chain forward {\n    type filter hook forward priority filter ; policy accept ;\n",
         );
@@ -402,6 +415,27 @@ mod tests {
             ]),
         );
         assert!(shared.tenant_bridges.is_empty());
+    }
+
+    #[test]
+    fn tenant_services_are_open_on_their_port_only() {
+        let mut f = Firewall::new("x-", &bridges());
+        f.tenant_services = vec!["10.99.99.7:53".parse().unwrap()];
+        let s = f.host_script();
+        let chain = s.split("chain from-tenant").nth(1).unwrap();
+        let opened = chain
+            .find("ip daddr 10.99.99.7 udp dport 53 accept")
+            .unwrap();
+        assert!(
+            chain.contains("ip daddr 10.99.99.7 tcp dport 53 accept"),
+            "{s}"
+        );
+        assert!(opened < chain.find("counter drop").unwrap(), "{s}");
+        assert!(
+            !Firewall::new("x-", &bridges())
+                .host_script()
+                .contains("dport")
+        );
     }
 
     #[test]

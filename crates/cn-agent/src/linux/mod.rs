@@ -83,6 +83,9 @@ pub struct LinuxConfig {
     pub bridges: BTreeMap<String, String>,
     /// Create a configured bridge that does not exist yet.
     pub create_bridges: bool,
+    /// Host addresses and ports instances on tenant bridges may reach over UDP and TCP
+    /// (the datacenter's DNS: CNS); every other host port is closed to them.
+    pub tenant_services: Vec<std::net::SocketAddrV4>,
 }
 
 impl Default for LinuxConfig {
@@ -95,6 +98,7 @@ impl Default for LinuxConfig {
             link_prefix: "z".into(),
             bridges: BTreeMap::from([("admin".to_string(), "br-admin".to_string())]),
             create_bridges: true,
+            tenant_services: Vec::new(),
         }
     }
 }
@@ -169,6 +173,7 @@ impl LinuxBackend {
             link_prefix: config.link_prefix,
             bridges: config.bridges,
             create_bridges: config.create_bridges,
+            tenant_services: config.tenant_services,
             overlay,
         };
         // Tenant bridges closed to the host, instance ports guarded (firewall.rs).

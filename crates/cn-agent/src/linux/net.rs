@@ -37,6 +37,8 @@ pub struct Network {
     pub link_prefix: String,
     /// nic tag -> bridge name.
     pub bridges: BTreeMap<String, String>,
+    /// Host addresses and ports tenant bridges may reach (UDP and TCP).
+    pub tenant_services: Vec<std::net::SocketAddrV4>,
     /// Create a bridge that does not exist yet (else a missing bridge is an error).
     pub create_bridges: bool,
     /// The node's overlay, for fabric NICs; none: a fabric NIC is an unknown nic tag.
@@ -55,6 +57,7 @@ impl Network {
     /// The agent's nftables rules (tables named from `netns_prefix`).
     pub fn firewall(&self) -> Firewall {
         let mut firewall = Firewall::new(&self.netns_prefix, &self.bridges);
+        firewall.tenant_services = self.tenant_services.clone();
         if self.overlay.is_some() {
             // The vnets' bridges are tenants' too.
             firewall
