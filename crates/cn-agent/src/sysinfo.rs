@@ -256,6 +256,22 @@ fn ipv4_addresses() -> BTreeMap<String, String> {
     out
 }
 
+/// The platform image's build stamp, written into its initramfs (images/platform): the
+/// node's "Live Image" when it booted one, else the kernel's release.
+pub const PLATFORM_FILE: &str = "/etc/triton/platform";
+
+/// A kernel command line as sysinfo's "Boot Parameters" (as Triton's): `name=value`
+/// words as they are, a bare word as `"true"`; the later of two equal names wins.
+pub fn boot_parameters(cmdline: &str) -> serde_json::Map<String, Value> {
+    cmdline
+        .split_whitespace()
+        .map(|w| match w.split_once('=') {
+            Some((k, v)) => (k.to_string(), Value::String(v.to_string())),
+            None => (w.to_string(), Value::String("true".into())),
+        })
+        .collect()
+}
+
 fn real_sysinfo(
     uuid: Uuid,
     state_dir: &Path,
@@ -345,7 +361,10 @@ fn real_sysinfo(
         "UUID": uuid.to_string(),
         "Hostname": read("/proc/sys/kernel/hostname").unwrap_or_default(),
         "System Type": "Linux",
-        "Live Image": read("/proc/sys/kernel/osrelease").unwrap_or_default(),
+        "Live Image": read(PLATFORM_FILE)
+            .or_else(|| read("/proc/sys/kernel/osrelease"))
+            .unwrap_or_default(),
+        "Boot Parameters": boot_parameters(&read("/proc/cmdline").unwrap_or_default()),
         "Boot Time": read_boot_time().unwrap_or(0).to_string(),
         "Datacenter Name": datacenter,
         "CPU Type": cpu_type,
@@ -371,6 +390,17 @@ mod tests {
         assert_eq!(count_cpu_list("0-3"), 4);
         assert_eq!(count_cpu_list("0-3,6,8-9"), 7);
         assert_eq!(count_cpu_list("0"), 1);
+    }
+
+    #[test]
+    fn a_kernel_command_line_becomes_boot_parameters() {
+        let p = boot_parameters(
+            "BOOT_IMAGE=/vmlinuz console=ttyS0 triton.cnapi_url=http://10.99.99.7:2030 quiet",
+        );
+        assert_eq!(p["triton.cnapi_url"], "http://10.99.99.7:2030");
+        assert_eq!(p["console"], "ttyS0");
+        assert_eq!(p["quiet"], "true");
+        assert!(boot_parameters("").is_empty());
     }
 
     #[test]
