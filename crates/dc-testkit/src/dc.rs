@@ -55,6 +55,10 @@ pub enum Service {
     Portolan,
     /// Portolan's gRPC (health) listener.
     PortolanHealth,
+    /// CNS's admin gRPC API.
+    Cns,
+    /// CNS's DNS (UDP and TCP).
+    CnsDns,
 }
 
 type Configure<C> = Box<dyn Fn(&mut C) + Send + Sync>;
@@ -81,6 +85,9 @@ pub struct Options {
     pub cloudapi: bool,
     /// CloudAPI serves HTTPS too, with a certificate made by `openssl req`.
     pub tls: bool,
+    /// CNS following VMAPI, UFDS, NAPI and CNAPI (brings compute), serving
+    /// [`crate::naming::CNS_ZONE`] ([`Dc::cns`], [`Dc::cns_dns_addr`]).
+    pub cns: bool,
     /// An approved account, a package, an active public image and an `admin` network,
     /// made through the services' APIs ([`Dc::seed`]).
     pub seed: Option<Seed>,
@@ -127,6 +134,8 @@ pub struct Options {
     pub configure_vmapi: Configure<vmapi::Config>,
     /// Changes to CloudAPI's config before it starts.
     pub configure_cloudapi: Configure<cloudapi::Config>,
+    /// Changes to CNS's config before it starts.
+    pub configure_cns: Configure<cns::Config>,
 }
 
 impl Default for Options {
@@ -140,6 +149,7 @@ impl Default for Options {
             compute: false,
             cloudapi: false,
             tls: false,
+            cns: false,
             seed: None,
             coal_networks: false,
             default_fabrics: false,
@@ -159,6 +169,7 @@ impl Default for Options {
             configure_portolan: Box::new(|_| {}),
             configure_vmapi: Box::new(|_| {}),
             configure_cloudapi: Box::new(|_| {}),
+            configure_cns: Box::new(|_| {}),
         }
     }
 }
@@ -246,7 +257,7 @@ pub struct Seeded {
 
 /// A running test datacenter; dropping it stops every service.
 pub struct Dc {
-    addrs: Vec<(Service, SocketAddr)>,
+    pub(crate) addrs: Vec<(Service, SocketAddr)>,
     vmapi: Option<VmapiClient<Channel>>,
     /// NAPI's logic, for tests that call it directly.
     pub napi_app: Option<napi::Napi>,
@@ -281,7 +292,7 @@ fn on_moray(service: &mut triton_common::service_config::ServiceConfig, moray_ur
     service.moray_url = moray_url.into();
 }
 
-fn grpc(addr: SocketAddr) -> Channel {
+pub(crate) fn grpc(addr: SocketAddr) -> Channel {
     tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .expect("url")
         .connect_lazy()
@@ -290,6 +301,7 @@ fn grpc(addr: SocketAddr) -> Channel {
 impl Dc {
     /// Starts what `options` asks for; returns once every compute node is set up.
     pub async fn start(mut options: Options) -> Dc {
+        options.compute |= options.cns;
         if options.compute || options.cloudapi {
             options.ufds = true;
             options.papi = true;
@@ -403,6 +415,9 @@ impl Dc {
         }
         if options.compute {
             dc.start_compute(&options, &moray_url).await;
+        }
+        if options.cns {
+            dc.start_cns(&options).await;
         }
         if options.cloudapi {
             dc.start_cloudapi(&options).await;
