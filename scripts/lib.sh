@@ -22,6 +22,10 @@ die() {
 # knot, nsd, dnsutils, dnsperf: CNS's tests and bench (a real secondary, `dig`, the NSD
 # baseline; docs/cns.md).
 TRITON_PACKAGES=(postgresql etcd-server etcd-client iproute2 procps psmisc util-linux busybox-static openssh-client openssl xfsprogs nftables knot nsd dnsutils dnsperf)
+# booter (dhcpd): its tests' clients (isc-dhcp-client, tftp-hpa, isc-dhcp-relay), the iPXE
+# binaries it serves (ipxe), and its bench's load and baseline (kea-admin has perfdhcp;
+# kea-dhcp4-server; docs/booter.md).
+TRITON_PACKAGES+=(isc-dhcp-client tftp-hpa isc-dhcp-relay ipxe kea-admin kea-dhcp4-server)
 
 ensure_packages() {
     local missing=()
@@ -44,6 +48,9 @@ ensure_packages() {
     # needs: the tests and the bench run their own from temp dirs.
     if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
         systemctl disable --now knot nsd >/dev/null 2>&1 || true
+        # Kea's and dhcrelay's services would answer DHCP beside dhcpd: its bench runs Kea
+        # itself.
+        systemctl disable --now kea-dhcp4-server isc-dhcp-relay >/dev/null 2>&1 || true
     fi
 }
 

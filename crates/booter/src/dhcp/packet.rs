@@ -40,6 +40,12 @@ impl std::fmt::Display for Mac {
 }
 
 impl Mac {
+    /// Twelve lower-case hex digits, no separators: the form in boot file names (a ':'
+    /// in a TFTP filename reads as host:file to tftp-hpa and others).
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// "aa:bb:cc:dd:ee:ff", "AA-BB-...", or twelve hex digits.
     pub fn parse(text: &str) -> Option<Mac> {
         let hex: String = text.chars().filter(|c| *c != ':' && *c != '-').collect();
@@ -268,12 +274,12 @@ pub enum Answer {
 }
 
 /// The boot file for a client (reference 4.6): iPXE's script, else the iPXE binary its
-/// firmware runs. The script's path is `boot/<mac>.ipxe`.
+/// firmware runs. The script's path is `boot/<mac>.ipxe`, the MAC as twelve hex digits.
 pub fn boot_file(req: &Request, facts: &Facts) -> String {
     match req.firmware {
         Firmware::Ipxe => match &facts.http_base {
-            Some(base) => format!("{base}/boot/{}.ipxe", req.mac),
-            None => format!("boot/{}.ipxe", req.mac),
+            Some(base) => format!("{base}/boot/{}.ipxe", req.mac.hex()),
+            None => format!("boot/{}.ipxe", req.mac.hex()),
         },
         Firmware::Uefi => "snponly.efi".into(),
         Firmware::Bios => "undionly.kpxe".into(),
@@ -495,13 +501,13 @@ mod tests {
         .unwrap();
         assert_eq!(
             boot_file(&ipxe, &facts()),
-            "http://10.0.0.2:8082/boot/02:00:00:00:00:01.ipxe"
+            "http://10.0.0.2:8082/boot/020000000001.ipxe"
         );
         let tftp = Facts {
             http_base: None,
             ..facts()
         };
-        assert_eq!(boot_file(&ipxe, &tftp), "boot/02:00:00:00:00:01.ipxe");
+        assert_eq!(boot_file(&ipxe, &tftp), "boot/020000000001.ipxe");
         for (arch, file) in [(7, "snponly.efi"), (9, "snponly.efi"), (0, "undionly.kpxe")] {
             let req = parse(&request(
                 MessageType::Discover,
