@@ -37,6 +37,9 @@ pub struct NicSpec {
     pub primary: bool,
     /// A fabric NIC's VXLAN network id (NAPI's `vnet_id`); 0 for other NICs.
     pub vnet_id: u32,
+    /// A fabric NIC whose network has `internet_nat`: the node answers its gateway and
+    /// NATs it to the external network ([`crate::linux::overlay::Overlay::ensure_nat`]).
+    pub internet_nat: bool,
 }
 
 /// What an instance is: the `vmadm create` payload, reduced to what a Linux zone uses.

@@ -45,7 +45,9 @@ pub struct Config {
     pub linux: LinuxSection,
     pub sim: SimSection,
     /// The overlay of fabric networks (linux backend): `underlay_ip` and `portolan`;
-    /// absent, the node has none and takes no fabric NICs.
+    /// absent, the node has none and takes no fabric NICs. `nat_ip` (`a.b.c.d/len`),
+    /// `nat_gateway` and `nat_nic_tag` (default `external`): the node's NAT address for
+    /// `internet_nat` fabric networks; empty, their instances reach only their fabric.
     #[serde(with = "optional_overlay")]
     pub overlay: Option<crate::linux::overlay::OverlayConfig>,
 }
@@ -57,23 +59,35 @@ mod optional_overlay {
     use serde::de::Error as _;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    use crate::linux::overlay::OverlayConfig;
+    use crate::linux::overlay::{NatConfig, OverlayConfig};
 
-    #[derive(Serialize, Deserialize)]
+    #[derive(Default, Serialize, Deserialize)]
     struct Section {
         #[serde(default)]
         underlay_ip: String,
         #[serde(default)]
         portolan: String,
+        #[serde(default)]
+        nat_ip: String,
+        #[serde(default)]
+        nat_gateway: String,
+        #[serde(default)]
+        nat_nic_tag: String,
     }
 
     pub fn serialize<S: Serializer>(v: &Option<OverlayConfig>, s: S) -> Result<S::Ok, S::Error> {
+        let nat = v.as_ref().and_then(|c| c.nat.as_ref());
         Section {
             underlay_ip: v
                 .as_ref()
                 .map(|c| c.underlay_ip.to_string())
                 .unwrap_or_default(),
             portolan: v.as_ref().map(|c| c.portolan.clone()).unwrap_or_default(),
+            nat_ip: nat
+                .map(|n| format!("{}/{}", n.ip, n.prefix))
+                .unwrap_or_default(),
+            nat_gateway: nat.map(|n| n.gateway.to_string()).unwrap_or_default(),
+            nat_nic_tag: nat.map(|n| n.nic_tag.clone()).unwrap_or_default(),
         }
         .serialize(s)
     }
@@ -82,10 +96,10 @@ mod optional_overlay {
         let Section {
             underlay_ip,
             portolan,
-        } = Option::<Section>::deserialize(d)?.unwrap_or(Section {
-            underlay_ip: String::new(),
-            portolan: String::new(),
-        });
+            nat_ip,
+            nat_gateway,
+            nat_nic_tag,
+        } = Option::<Section>::deserialize(d)?.unwrap_or_default();
         if underlay_ip.is_empty() && portolan.is_empty() {
             return Ok(None);
         }
@@ -94,9 +108,17 @@ mod optional_overlay {
                 "underlay_ip: {underlay_ip:?} is not an IPv4 address"
             ))
         })?;
+        let nat = match nat_ip.is_empty() && nat_gateway.is_empty() {
+            true => None,
+            false => Some(
+                NatConfig::parse(&nat_ip, &nat_gateway, &nat_nic_tag)
+                    .map_err(|e| D::Error::custom(e.to_string()))?,
+            ),
+        };
         Ok(Some(OverlayConfig {
             underlay_ip,
             portolan,
+            nat,
         }))
     }
 }

@@ -60,6 +60,7 @@ pub fn nic_from_pb(field: &str, nic: &pb::Nic) -> Result<NicSpec> {
         mtu: nic.mtu,
         primary: nic.primary,
         vnet_id: nic.vnet_id,
+        internet_nat: nic.internet_nat,
     })
 }
 
@@ -76,6 +77,7 @@ pub fn nic_to_pb(nic: &NicSpec) -> pb::Nic {
         mtu: nic.mtu,
         primary: nic.primary,
         vnet_id: nic.vnet_id,
+        internet_nat: nic.internet_nat,
     }
 }
 

@@ -1,14 +1,19 @@
 //! The linux backend with an overlay: a real instance's fabric NIC is a port of its vnet's
 //! bridge (made for it), guarded like every NIC, and the vnet's devices go with the
-//! instance. Learning across nodes is tested in `crates/dc-testkit/tests/fabrics.rs`.
+//! instance; a fabric NIC with `internet_nat` gets the node's NAT and reaches outside.
+//! Learning across nodes is tested in `crates/dc-testkit/tests/fabrics.rs`.
 
 // Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::net::Ipv4Addr;
 
 use cn_agent::linux::LinuxBackend;
-use cn_agent::linux::overlay::{Overlay, OverlayConfig, bridge_name, vxlan_name};
+use cn_agent::linux::overlay::{
+    NatConfig, Overlay, OverlayConfig, VXLAN_TABLE, bridge_name, nat_hub, nat_netns, vxlan_name,
+};
 use cn_agent::{NicSpec, ZoneBackend};
 use dc_testkit::linux::LinuxHost;
 use dc_testkit::run;
@@ -55,6 +60,7 @@ async fn a_fabric_nic_joins_its_vnets_bridge_guarded_and_its_devices_go_with_it(
         OverlayConfig {
             underlay_ip: Ipv4Addr::LOCALHOST,
             portolan: "127.0.0.1:9".into(),
+            nat: None,
         },
         None,
     )
@@ -224,6 +230,7 @@ async fn a_node_with_an_overlay_reports_the_fabric_nic_tag_on_its_underlay_inter
     let with = Some(OverlayConfig {
         underlay_ip: underlay.ip,
         portolan: "127.0.0.1:9".into(),
+        nat: None,
     });
     let running = cn_agent::agent::start_configured(config(with), shutdown.clone())
         .await
@@ -237,10 +244,159 @@ async fn a_node_with_an_overlay_reports_the_fabric_nic_tag_on_its_underlay_inter
     let wrong = Some(OverlayConfig {
         underlay_ip: Ipv4Addr::new(198, 19, 255, 254),
         portolan: "127.0.0.1:9".into(),
+        nat: None,
     });
     let Err(err) = cn_agent::agent::start_configured(config(wrong), CancellationToken::new()).await
     else {
         panic!("an agent started with an underlay address the node does not have");
     };
     assert!(err.to_string().contains("overlay.underlay_ip"), "{err}");
+}
+
+/// An external network on the host for a NAT test: a bridge and, on it, a namespace
+/// holding the network's gateway; both removed on drop.
+struct Outside {
+    bridge: String,
+    ns: String,
+}
+
+impl Outside {
+    fn new(gateway_cidr: &str) -> Outside {
+        let id = &uuid::Uuid::new_v4().simple().to_string()[..8];
+        let o = Outside {
+            bridge: format!("tx{id}"),
+            ns: format!("tout{id}"),
+        };
+        run("ip", &["link", "add", &o.bridge, "type", "bridge"]);
+        run("ip", &["link", "set", &o.bridge, "up"]);
+        run("ip", &["netns", "add", &o.ns]);
+        let host_end = format!("to{id}");
+        run(
+            "ip",
+            &[
+                "link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns", &o.ns,
+            ],
+        );
+        run("ip", &["link", "set", &host_end, "master", &o.bridge, "up"]);
+        run(
+            "ip",
+            &["-n", &o.ns, "addr", "add", gateway_cidr, "dev", "eth0"],
+        );
+        run("ip", &["-n", &o.ns, "link", "set", "eth0", "up"]);
+        run("ip", &["-n", &o.ns, "link", "set", "lo", "up"]);
+        o
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.ns])
+            .output();
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
+    }
+}
+
+/// Provisioning with `internet_nat`: an instance whose fabric NIC has it (its gateway,
+/// its vnet) reaches a server outside the overlay (a namespace on the node's external
+/// bridge), seen there as the node's NAT address; an instance of another fabric with
+/// the same subnet and gateway whose NIC has no `internet_nat` does not get out. The
+/// vnet's NAT and the node's hub go with the instance. The node's VXLAN port is kept to
+/// its underlay while it has vnets.
+#[tokio::test]
+async fn an_internet_nat_nic_reaches_outside_through_the_nodes_nat() {
+    let h = common::Host::admin(
+        "the overlay NAT test",
+        'w',
+        &["sh", "httpd", "sleep", "ping", "nc"],
+    );
+    let underlay = Underlay::new();
+    let outside = Outside::new("198.51.100.1/24");
+    dc_testkit::fabric::serve_peer(&outside.ns, Ipv4Addr::new(198, 51, 100, 1));
+    let base = 0x71_0000 + u32::from(uuid::Uuid::new_v4().as_bytes()[0]) * 256;
+    let (vnet_a, vnet_b) = (base + 8, base + 9);
+    let _devices = (Devices(vnet_a), Devices(vnet_b));
+    let nat_ip = Ipv4Addr::new(198, 51, 100, 10);
+    let overlay = Overlay::new(
+        OverlayConfig {
+            underlay_ip: underlay.ip,
+            portolan: "127.0.0.1:9".into(),
+            nat: Some(NatConfig {
+                ip: nat_ip,
+                prefix: 24,
+                gateway: Ipv4Addr::new(198, 51, 100, 1),
+                nic_tag: "external".into(),
+            }),
+        },
+        None,
+    )
+    .expect("overlay");
+    let mut config = h.config.clone();
+    config
+        .bridges
+        .insert("external".into(), outside.bridge.clone());
+    let b = LinuxBackend::with_overlay(config, Some(overlay.clone()))
+        .expect("linux backend with an overlay");
+    b.image_ensure_present(h.image.clone()).await.unwrap();
+
+    let nic = |vnet: u32, last: u8, internet_nat: bool| NicSpec {
+        mac: format!("02:77:00:00:01:{last:02x}"),
+        ip: Some(Ipv4Addr::new(10, 77, 0, last)),
+        gateway: Some(Ipv4Addr::new(10, 77, 0, 1)),
+        internet_nat,
+        ..fabric_nic(vnet)
+    };
+    let a = h.spec("nat-a", vec![nic(vnet_a, 11, true)]);
+    let a_uuid = a.uuid;
+    b.create(a)
+        .await
+        .expect("an instance with an internet_nat NIC");
+    let bb = h.spec("nat-b", vec![nic(vnet_b, 12, false)]);
+    let b_uuid = bb.uuid;
+    b.create(bb).await.expect("an instance without");
+    let exists = |ns: String| std::path::Path::new("/run/netns").join(ns).exists();
+    assert!(
+        exists(nat_netns(underlay.ip, vnet_a)),
+        "vnet A's NAT is made"
+    );
+    assert!(
+        !exists(nat_netns(underlay.ip, vnet_b)),
+        "vnet B, without internet_nat, has no NAT"
+    );
+    let table = run("nft", &["list", "table", "inet", VXLAN_TABLE]);
+    assert!(table.contains(&underlay.ip.to_string()), "{table}");
+
+    let fetch = ["sh", "-c", "nc -w 3 198.51.100.1 8080 </dev/null"];
+    assert!(
+        h.works_inside(a_uuid, &["ping", "-c", "1", "-W", "3", "10.77.0.1"]),
+        "a pings its gateway"
+    );
+    assert_eq!(
+        h.inside(a_uuid, &fetch).trim(),
+        nat_ip.to_string(),
+        "a reaches the outside server, seen as the node's NAT address"
+    );
+    assert!(
+        !h.works_inside(b_uuid, &["ping", "-c", "1", "-W", "2", "198.51.100.1"]),
+        "b, without internet_nat, pinged outside"
+    );
+    let out = h.zlogin(b_uuid, &fetch);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).trim().is_empty(),
+        "b fetched from outside: {out:?}"
+    );
+
+    b.destroy(a_uuid).await.expect("destroy a");
+    assert!(!exists(nat_netns(underlay.ip, vnet_a)), "A's NAT is left");
+    assert!(!exists(nat_hub(underlay.ip)), "the node's NAT hub is left");
+    b.destroy(b_uuid).await.expect("destroy b");
+    let tables = run("nft", &["list", "tables"]);
+    let ours = format!("{} . ", underlay.ip);
+    assert!(
+        !tables.contains(VXLAN_TABLE)
+            || !run("nft", &["list", "table", "inet", VXLAN_TABLE]).contains(&ours),
+        "the node's underlay is left in {VXLAN_TABLE}"
+    );
 }

@@ -6,7 +6,8 @@
 //! ([`Lab::instance`]) are namespaces with a veth into their vnet's bridge on their node.
 //! [`nic_row`] and [`underlay_row`] write what NAPI writes for Portolan; [`fetch`],
 //! [`serve`] and [`ping`] are what an instance does. Everything is removed when the
-//! [`Lab`] is dropped.
+//! [`Lab`] is dropped. [`TwoNodes::start`] is the usual start: Portolan on Moray and two
+//! nodes with their underlay rows written and their overlays started.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -16,13 +17,15 @@ use std::time::{Duration, Instant};
 
 use cn_agent::linux::overlay::{Overlay, OverlayConfig, vxlan_name};
 use moray_client::EtagCondition;
+use moray_client::MorayClient;
 use portolan_client::buckets::{
     Buckets, RECORD_VERSION, UnderlayMapping, VXLAN_PORT, VnetMacIp, ip_text, mac_number,
     vnet_mac_ip_key,
 };
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::run;
+use crate::{Dc, Options, Service, run};
 
 /// The TCP port [`serve`] listens on and [`fetch`] connects to.
 pub const PORT: u16 = 8080;
@@ -67,6 +70,18 @@ pub fn serve(ns: &str, ip: Ipv4Addr, name: &'static str) {
     std::thread::spawn(move || {
         for mut conn in listener.incoming().flatten() {
             let _ = conn.write_all(name.as_bytes());
+        }
+    });
+}
+
+/// A server in namespace `ns` on `ip` that answers every connection with the address it
+/// came from (what a host beyond a NAT sees).
+pub fn serve_peer(ns: &str, ip: Ipv4Addr) {
+    let listener = in_ns(ns, move || TcpListener::bind((ip, PORT)).expect("bind"));
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let peer = conn.peer_addr().map(|a| a.ip().to_string());
+            let _ = conn.write_all(peer.unwrap_or_default().as_bytes());
         }
     });
 }
@@ -141,6 +156,66 @@ pub fn ping(from: &str, ip: Ipv4Addr, seq: u16, timeout: Duration) -> Option<Dur
             }
         }
     })
+}
+
+/// A VXLAN packet's UDP payload (what goes to port 4789) carrying, on VNI `vni`, an
+/// Ethernet frame from `src_mac` to `to.mac` with an IPv4 UDP datagram from `src_ip`
+/// port 4000 to `to.ip` port `port` holding `payload`.
+pub fn vxlan_udp(
+    vni: u32,
+    to: &Instance,
+    src_mac: [u8; 6],
+    src_ip: Ipv4Addr,
+    port: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut p = vec![0x08, 0, 0, 0];
+    p.extend_from_slice(&(vni << 8).to_be_bytes());
+    p.extend_from_slice(&to.mac);
+    p.extend_from_slice(&src_mac);
+    p.extend_from_slice(&0x0800u16.to_be_bytes());
+    let total = (20 + 8 + payload.len()) as u16;
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&src_ip.octets());
+    ip[16..20].copy_from_slice(&to.ip.octets());
+    let sum = checksum(&ip);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    p.extend_from_slice(&ip);
+    p.extend_from_slice(&4000u16.to_be_bytes());
+    p.extend_from_slice(&port.to_be_bytes());
+    p.extend_from_slice(&(8 + payload.len() as u16).to_be_bytes());
+    // No UDP checksum (allowed over IPv4).
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(payload);
+    p
+}
+
+/// Sends one UDP datagram from namespace `from` to `to`.
+pub fn send_udp(from: &str, to: SocketAddr, data: Vec<u8>) {
+    in_ns(from, move || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind a UDP socket");
+        s.send_to(&data, to).expect("send a UDP datagram");
+    })
+}
+
+/// A UDP socket in namespace `ns` bound to `at`, waiting at most `timeout` per read.
+pub fn udp_listener(ns: &str, at: SocketAddr, timeout: Duration) -> std::net::UdpSocket {
+    in_ns(ns, move || {
+        let s = std::net::UdpSocket::bind(at).expect("bind a UDP listener");
+        s.set_read_timeout(Some(timeout)).expect("read timeout");
+        s
+    })
+}
+
+/// The next datagram `socket` receives, `None` when none came within its timeout.
+pub fn received(socket: &std::net::UdpSocket) -> Option<Vec<u8>> {
+    let mut buf = [0u8; 2048];
+    let (n, _) = socket.recv_from(&mut buf).ok()?;
+    Some(buf[..n].to_vec())
 }
 
 /// The Internet checksum of `data`.
@@ -323,10 +398,105 @@ pub fn overlay(ns: &str, underlay_ip: Ipv4Addr, portolan: SocketAddr) -> Arc<Ove
         OverlayConfig {
             underlay_ip,
             portolan: portolan.to_string(),
+            nat: None,
         },
         Some(ns_fd(ns)),
     )
     .expect("overlay")
+}
+
+/// A compute node of [`TwoNodes`]: its namespace, underlay address, server UUID and
+/// overlay, started until `stop` is cancelled.
+pub struct Node {
+    /// The node's network namespace.
+    pub ns: String,
+    /// Its underlay address (on `ul0`).
+    pub underlay: Ipv4Addr,
+    /// Its server UUID, as Portolan's rows name it.
+    pub cn: Uuid,
+    /// Its overlay.
+    pub overlay: Arc<Overlay>,
+    /// Ends the overlay's learning and log (as cn-agent stopping).
+    pub stop: CancellationToken,
+    portolan: SocketAddr,
+}
+
+impl Node {
+    /// A new overlay in place of the stopped one, started, as a restarted cn-agent makes
+    /// it (it finds the vnets' devices in the kernel).
+    pub fn restart(&mut self) {
+        self.stop.cancel();
+        self.stop = CancellationToken::new();
+        self.overlay = overlay(&self.ns, self.underlay, self.portolan);
+        self.overlay
+            .start(self.stop.clone())
+            .expect("the overlay starts again");
+    }
+}
+
+/// Portolan on Moray (a [`Dc`] of Portolan alone) and two compute nodes of a [`Lab`],
+/// their underlay rows written and their overlays started: where a fabrics test or
+/// bench begins.
+pub struct TwoNodes {
+    /// Node 1 (`198.18.0.1`) and node 2 (`198.18.0.2`).
+    pub nodes: [Node; 2],
+    /// The lab the nodes are in, for instances and more namespaces.
+    pub lab: Lab,
+    /// The fabric buckets, as NAPI writes them.
+    pub buckets: Buckets,
+    /// Portolan's SVP address.
+    pub svp: SocketAddr,
+    /// The datacenter: Moray and Portolan.
+    pub dc: Dc,
+}
+
+impl Drop for TwoNodes {
+    fn drop(&mut self) {
+        for n in &self.nodes {
+            n.stop.cancel();
+        }
+    }
+}
+
+impl TwoNodes {
+    /// Starts Portolan and the two nodes. Needs root.
+    pub async fn start() -> TwoNodes {
+        let dc = Dc::start(Options::only(Service::Portolan)).await;
+        let svp = dc.addr(Service::Portolan);
+        let buckets = Buckets::new(
+            MorayClient::connect(&dc.moray_url())
+                .await
+                .expect("connect to Moray"),
+        );
+        let mut lab = Lab::new();
+        let mut node = async |n: u8| {
+            let (ns, underlay) = lab.node(n);
+            let cn = Uuid::new_v4();
+            underlay_row(&buckets, cn, underlay).await;
+            let stop = CancellationToken::new();
+            let overlay = overlay(&ns, underlay, svp);
+            overlay
+                .start(stop.clone())
+                .unwrap_or_else(|e| panic!("node {n}'s overlay starts: {e}"));
+            Node {
+                ns,
+                underlay,
+                cn,
+                overlay,
+                stop,
+                portolan: svp,
+            }
+        };
+        let n1 = node(1).await;
+        let n2 = node(2).await;
+        TwoNodes {
+            nodes: [n1, n2],
+            lab,
+            buckets,
+            svp,
+            dc,
+        }
+    }
 }
 
 /// Writes what NAPI writes for a node's underlay NIC: its row in

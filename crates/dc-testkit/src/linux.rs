@@ -259,6 +259,7 @@ impl LinuxHost {
             mtu: 0,
             primary: true,
             vnet_id: 0,
+            internet_nat: false,
         }
     }
 

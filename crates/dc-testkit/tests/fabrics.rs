@@ -13,9 +13,12 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use cn_agent::linux::overlay::{Nat, Overlay, OverlayConfig, bridge_name, nat_netns, vxlan_name};
+use cn_agent::linux::overlay::{
+    Nat, Overlay, OverlayConfig, VXLAN_TABLE, bridge_name, nat_hub, nat_netns, vxlan_name,
+};
 use dc_testkit::fabric::{
-    Instance, Lab, fetch, has_forwarding, mac_text, nic_row, overlay, serve, underlay_row,
+    Instance, Lab, TwoNodes, fetch, has_forwarding, mac_text, nic_row, overlay, received, send_udp,
+    serve, serve_peer, udp_listener, underlay_row, vxlan_udp,
 };
 use dc_testkit::{Dc, Options, Service, eventually, run};
 use moray_client::{EtagCondition, MorayClient};
@@ -29,32 +32,17 @@ use uuid::Uuid;
 const WAIT: Duration = Duration::from_secs(20);
 const VNET_A: u32 = 4100;
 const VNET_B: u32 = 4200;
+const VNET_C: u32 = 4300;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn instances_of_one_fabric_reach_each_other_across_nodes_and_no_one_else() {
-    let dc = Dc::start(Options {
-        portolan: true,
-        ..Default::default()
-    })
-    .await;
-    let svp = dc.addr(Service::Portolan);
-    let buckets = Buckets::new(
-        MorayClient::connect(&dc.moray_url())
-            .await
-            .expect("connect to Moray"),
-    );
-    let mut lab = Lab::new();
-    let (n1, ul1) = lab.node(1);
-    let (n2, ul2) = lab.node(2);
-    let (cn1, cn2) = (Uuid::new_v4(), Uuid::new_v4());
-    underlay_row(&buckets, cn1, ul1).await;
-    underlay_row(&buckets, cn2, ul2).await;
-    let stop1 = CancellationToken::new();
-    let stop2 = CancellationToken::new();
-    let o1 = overlay(&n1, ul1, svp);
-    let o2 = overlay(&n2, ul2, svp);
-    o1.start(stop1.clone()).expect("node 1's overlay starts");
-    o2.start(stop2.clone()).expect("node 2's overlay starts");
+    let mut t = TwoNodes::start().await;
+    let buckets = t.buckets.clone();
+    let (n1, cn1) = (t.nodes[0].ns.clone(), t.nodes[0].cn);
+    let (n2, cn2) = (t.nodes[1].ns.clone(), t.nodes[1].cn);
+    let o1 = t.nodes[0].overlay.clone();
+    let o2 = t.nodes[1].overlay.clone();
+    let lab = &mut t.lab;
 
     // Account A on vnet A, one instance per node; account B on vnet B, on node 2, in
     // the same subnet.
@@ -189,7 +177,7 @@ async fn instances_of_one_fabric_reach_each_other_across_nodes_and_no_one_else()
     );
 
     // Node 1's agent stops: what it learned stays in the kernel, and a new one goes on.
-    stop1.cancel();
+    t.nodes[0].stop.cancel();
     drop(o1);
     let ns = a1.ns.clone();
     let ip = a2.ip;
@@ -201,15 +189,13 @@ async fn instances_of_one_fabric_reach_each_other_across_nodes_and_no_one_else()
         Ok("a2"),
         "reachable with node 1's agent stopped"
     );
-    let stop1 = CancellationToken::new();
-    let o1 = overlay(&n1, ul1, svp);
+    t.nodes[0].restart();
     assert_eq!(
-        o1.vnets(),
+        t.nodes[0].overlay.vnets(),
         vec![VNET_A],
         "the restarted overlay finds its devices"
     );
-    o1.start(stop1.clone())
-        .expect("node 1's overlay starts again");
+    let lab = &mut t.lab;
 
     // A2 goes: NAPI marks its row deleted and logs a VL2 entry for node 1. Node 1's
     // agent drains its log on its own (removing a2's forwarding entry, LOG_RM), and a2's
@@ -320,8 +306,9 @@ async fn instances_of_one_fabric_reach_each_other_across_nodes_and_no_one_else()
         "a1 reaches the address's new instance"
     );
 
-    stop1.cancel();
-    stop2.cancel();
+    for n in &t.nodes {
+        n.stop.cancel();
+    }
     // The last NIC of a vnet gone, its devices go.
     run("ip", &["-n", &n2, "link", "del", "hb"]);
     o2.prune().expect("prune");
@@ -353,6 +340,7 @@ async fn the_svp_connection_backs_off_and_takes_a_name() {
         OverlayConfig {
             underlay_ip: ul1,
             portolan: format!("localhost:{closed}"),
+            nat: None,
         },
         Some(dc_testkit::fabric::ns_fd(&n1)),
     )
@@ -378,6 +366,7 @@ async fn the_svp_connection_backs_off_and_takes_a_name() {
         OverlayConfig {
             underlay_ip: ul1,
             portolan: format!("localhost:{}", svp.port()),
+            nat: None,
         },
         Some(dc_testkit::fabric::ns_fd(&n1)),
     )
@@ -389,9 +378,11 @@ async fn the_svp_connection_backs_off_and_takes_a_name() {
 }
 
 /// A fabric network with `internet_nat`: its instances reach the external network
-/// through the gateway address, answered on the node by its NAT namespace; another
-/// account's fabric with the same subnet and gateway does not get through it, and the
-/// external network cannot reach into the fabric.
+/// through the gateway address, answered on the node by its vnet's NAT namespace, and are
+/// seen outside as the node's one NAT address (the hub's); a second account's NAT'd fabric
+/// with the same subnet and gateway goes out the same way; a third without NAT does not
+/// get through either; the external network cannot reach into a fabric; each vnet's NAT
+/// goes with its last instance and the hub with the last NAT.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_internet_nat_fabric_reaches_the_external_gateway() {
     let dc = Dc::start(Options {
@@ -433,33 +424,23 @@ async fn an_internet_nat_fabric_reaches_the_external_gateway() {
         ],
     );
     run("ip", &["-n", &outside, "link", "set", "eth0", "up"]);
-    serve(&outside, ext_gw, "outside");
+    serve_peer(&outside, ext_gw);
 
     let stop = CancellationToken::new();
     let o1 = overlay(&n1, ul1, svp);
     o1.start(stop.clone()).expect("the overlay starts");
     let gateway = Ipv4Addr::new(10, 40, 0, 1);
-    let a = lab.instance(
-        "a",
-        &n1,
-        &o1,
-        Instance::new(
-            Ipv4Addr::new(10, 40, 0, 11),
-            [0x02, 0xfa, 0, 0, 0, 0x21],
-            VNET_A,
-        ),
-    );
-    let b = lab.instance(
-        "b",
-        &n1,
-        &o1,
-        Instance::new(
-            Ipv4Addr::new(10, 40, 0, 12),
-            [0x02, 0xfb, 0, 0, 0, 0x22],
-            VNET_B,
-        ),
-    );
-    for i in [&a, &b] {
+    let mut instance = |name: &str, last: u8, vnet: u32| {
+        let i = lab.instance(
+            name,
+            &n1,
+            &o1,
+            Instance::new(
+                Ipv4Addr::new(10, 40, 0, last),
+                [0x02, 0xfa, 0, 0, 0, last],
+                vnet,
+            ),
+        );
         run(
             "ip",
             &[
@@ -472,7 +453,11 @@ async fn an_internet_nat_fabric_reaches_the_external_gateway() {
                 &gateway.to_string(),
             ],
         );
-    }
+        i
+    };
+    let a = instance("a", 11, VNET_A);
+    let b = instance("b", 12, VNET_B);
+    let c = instance("c", 13, VNET_C);
     let nat = Nat {
         gateway,
         prefix: 24,
@@ -481,53 +466,58 @@ async fn an_internet_nat_fabric_reaches_the_external_gateway() {
         external_prefix: 24,
         external_gateway: ext_gw,
     };
-    let ns = o1.ensure_nat(VNET_A, &nat).expect("vnet A's NAT");
-    lab_owns(&mut lab, ns);
-    assert!(
-        o1.ensure_nat(VNET_A, &nat).is_ok(),
-        "a second ensure is a no-op"
-    );
     let bad = Nat {
         external_bridge: "no such bridge!".into(),
         ..nat.clone()
     };
     let e = o1.ensure_nat(VNET_B, &bad).unwrap_err();
     assert!(e.to_string().contains("nat.external_bridge"), "{e}");
+    let ns = o1.ensure_nat(VNET_A, &nat).expect("vnet A's NAT");
+    lab.adopt(ns);
+    lab.adopt(nat_hub(ul1));
+    assert!(
+        o1.ensure_nat(VNET_A, &nat).is_ok(),
+        "a second ensure is a no-op"
+    );
+    let ns = o1.ensure_nat(VNET_C, &nat).expect("vnet C's NAT");
+    lab.adopt(ns);
 
-    let (from, to) = (a.ns.clone(), gateway);
-    let got = tokio::task::spawn_blocking(move || {
-        dc_testkit::fabric::ping(&from, to, 1, Duration::from_secs(3))
-    })
-    .await
-    .unwrap();
-    assert!(got.is_some(), "a's gateway answers a ping");
-    let (from, to) = (a.ns.clone(), ext_gw);
-    let got = tokio::task::spawn_blocking(move || {
-        dc_testkit::fabric::ping(&from, to, 2, Duration::from_secs(3))
-    })
-    .await
-    .unwrap();
-    eprintln!("a pinged the external gateway through NAT: {got:?}");
-    assert!(got.is_some(), "a reaches the external gateway by ping");
-    let (from, to) = (a.ns.clone(), ext_gw);
-    let got = tokio::task::spawn_blocking(move || fetch(&from, to, Duration::from_secs(3)))
-        .await
-        .unwrap();
-    assert_eq!(got.as_deref(), Ok("outside"), "a fetches from outside");
+    let pings = |from: &Instance, to: Ipv4Addr, seq: u16, secs: u64| {
+        let from = from.ns.clone();
+        tokio::task::spawn_blocking(move || {
+            dc_testkit::fabric::ping(&from, to, seq, Duration::from_secs(secs)).is_some()
+        })
+    };
+    let fetches = |from: &Instance, to: Ipv4Addr, secs: u64| {
+        let from = from.ns.clone();
+        tokio::task::spawn_blocking(move || fetch(&from, to, Duration::from_secs(secs)))
+    };
+    assert!(
+        pings(&a, gateway, 1, 3).await.unwrap(),
+        "a's gateway answers a ping"
+    );
+    assert!(
+        pings(&a, ext_gw, 2, 3).await.unwrap(),
+        "a reaches the external gateway by ping"
+    );
+    assert_eq!(
+        fetches(&a, ext_gw, 3).await.unwrap(),
+        Ok(nat_ip.to_string()),
+        "a fetches from outside, seen as the node's NAT address"
+    );
+    assert_eq!(
+        fetches(&c, ext_gw, 3).await.unwrap(),
+        Ok(nat_ip.to_string()),
+        "c, another NAT'd fabric with the same subnet, too"
+    );
 
-    // B, another account's fabric with the same subnet and gateway address, on the same
-    // node: no way out.
-    let (from, to) = (b.ns.clone(), ext_gw);
-    let got = tokio::task::spawn_blocking(move || {
-        dc_testkit::fabric::ping(&from, to, 3, Duration::from_secs(2))
-    })
-    .await
-    .unwrap();
-    assert!(got.is_none(), "b reached outside through A's NAT: {got:?}");
-    let (from, to) = (b.ns.clone(), ext_gw);
-    let got = tokio::task::spawn_blocking(move || fetch(&from, to, Duration::from_secs(2)))
-        .await
-        .unwrap();
+    // B, another account's fabric with the same subnet and gateway address but no NAT,
+    // on the same node: no way out.
+    assert!(
+        !pings(&b, ext_gw, 3, 2).await.unwrap(),
+        "b reached outside through another vnet's NAT"
+    );
+    let got = fetches(&b, ext_gw, 2).await.unwrap();
     assert!(got.is_err(), "b fetched from outside: {got:?}");
 
     // The outside, routing the fabric's subnet at the NAT's address, does not get in.
@@ -543,31 +533,186 @@ async fn an_internet_nat_fabric_reaches_the_external_gateway() {
             &nat_ip.to_string(),
         ],
     );
-    let (from, to) = (outside.clone(), a.ip);
+    let from = outside.clone();
     let got = tokio::task::spawn_blocking(move || {
-        dc_testkit::fabric::ping(&from, to, 4, Duration::from_secs(2))
+        dc_testkit::fabric::ping(
+            &from,
+            Ipv4Addr::new(10, 40, 0, 11),
+            4,
+            Duration::from_secs(2),
+        )
     })
     .await
     .unwrap();
     assert!(got.is_none(), "the outside reached a: {got:?}");
 
-    // The NAT goes with its vnet's last instance.
+    // A vnet's NAT goes with its last instance; the hub stays for C's, then goes too.
     stop.cancel();
+    let exists = |ns: String| std::path::Path::new("/run/netns").join(ns).exists();
     run("ip", &["-n", &n1, "link", "del", "ha"]);
     o1.prune().expect("prune");
     assert!(
         !o1.vnets().contains(&VNET_A),
         "vnet A's devices are gone with its NAT"
     );
-    assert!(
-        !std::path::Path::new("/run/netns")
-            .join(nat_netns(ul1, VNET_A))
-            .exists(),
-        "the NAT namespace is gone"
+    assert!(!exists(nat_netns(ul1, VNET_A)), "A's NAT namespace is gone");
+    assert!(exists(nat_hub(ul1)), "the hub stays for C's NAT");
+    assert_eq!(
+        fetches(&c, ext_gw, 3).await.unwrap(),
+        Ok(nat_ip.to_string()),
+        "c still goes out"
     );
+    run("ip", &["-n", &n1, "link", "del", "hc"]);
+    o1.prune().expect("prune");
+    assert!(!exists(nat_netns(ul1, VNET_C)), "C's NAT namespace is gone");
+    assert!(!exists(nat_hub(ul1)), "the hub is gone with the last NAT");
 }
 
-/// The lab removes `ns` too when it ends (if the test fails before the NAT is pruned).
-fn lab_owns(lab: &mut Lab, ns: String) {
-    lab.adopt(ns);
+/// The VXLAN port: a VXLAN packet for an instance sent to its node's other address (on
+/// another network, as an admin address) does not reach the instance, while the same
+/// packet to the node's underlay address from the underlay network does; with the
+/// node's `triton_vxlan` table removed by hand, the other address lets it in too (what
+/// the table stops). Its set goes with the node's last vnet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vxlan_port_takes_only_the_underlay() {
+    let mut t = TwoNodes::start().await;
+    let n1 = t.nodes[0].ns.clone();
+    let n2 = t.nodes[1].ns.clone();
+    let o1 = t.nodes[0].overlay.clone();
+    let a = t.lab.instance(
+        "a",
+        &n1,
+        &o1,
+        Instance::new(
+            Ipv4Addr::new(10, 40, 0, 11),
+            [0x02, 0xfa, 0, 0, 0, 0x41],
+            VNET_A,
+        ),
+    );
+    let rules = run("nft", &["-n", "-a", "list", "ruleset"]);
+    assert!(
+        !rules.contains(VXLAN_TABLE),
+        "the test's own namespace has no table"
+    );
+    let table = run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &n1,
+            "nft",
+            "list",
+            "table",
+            "inet",
+            VXLAN_TABLE,
+        ],
+    );
+    assert!(
+        table.contains(&format!("{} . 198.18.0.0/24", t.nodes[0].underlay)),
+        "{table}"
+    );
+
+    // Node 1's other network, from a namespace of its own.
+    let other = t.lab.netns("adm");
+    run(
+        "ip",
+        &[
+            "-n", &other, "link", "add", "eth0", "type", "veth", "peer", "name", "adm0", "netns",
+            &n1,
+        ],
+    );
+    run(
+        "ip",
+        &["-n", &n1, "addr", "add", "198.51.100.1/24", "dev", "adm0"],
+    );
+    run("ip", &["-n", &n1, "link", "set", "adm0", "up"]);
+    run(
+        "ip",
+        &[
+            "-n",
+            &other,
+            "addr",
+            "add",
+            "198.51.100.2/24",
+            "dev",
+            "eth0",
+        ],
+    );
+    run("ip", &["-n", &other, "link", "set", "eth0", "up"]);
+
+    let listener = udp_listener(
+        &a.ns,
+        std::net::SocketAddr::from((a.ip, 7777)),
+        Duration::from_secs(2),
+    );
+    let packet = |text: &[u8]| {
+        vxlan_udp(
+            VNET_A,
+            &a,
+            [0x02, 0xee, 0, 0, 0, 1],
+            Ipv4Addr::new(10, 40, 0, 99),
+            7777,
+            text,
+        )
+    };
+    let admin_addr = std::net::SocketAddr::from(([198, 51, 100, 1], 4789));
+    let underlay_addr = std::net::SocketAddr::from((t.nodes[0].underlay, 4789));
+
+    send_udp(&other, admin_addr, packet(b"by the admin address"));
+    assert_eq!(
+        received(&listener),
+        None,
+        "a VXLAN packet got in by another address"
+    );
+    send_udp(&n2, underlay_addr, packet(b"by the underlay"));
+    assert_eq!(
+        received(&listener).as_deref(),
+        Some(&b"by the underlay"[..]),
+        "the underlay path works"
+    );
+    // Without the table, the other address lets it in: the table is what stops it.
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &n1,
+            "nft",
+            "delete",
+            "table",
+            "inet",
+            VXLAN_TABLE,
+        ],
+    );
+    send_udp(&other, admin_addr, packet(b"unguarded"));
+    assert_eq!(
+        received(&listener).as_deref(),
+        Some(&b"unguarded"[..]),
+        "with no table the admin address takes VXLAN"
+    );
+
+    // A restarted agent's overlay that finds vnet devices makes the table again, and it
+    // goes with the node's last vnet.
+    let n1_overlay = Overlay::new(
+        OverlayConfig {
+            underlay_ip: t.nodes[0].underlay,
+            portolan: t.svp.to_string(),
+            nat: None,
+        },
+        Some(dc_testkit::fabric::ns_fd(&n1)),
+    )
+    .expect("a restarted overlay");
+    let table = run("ip", &["netns", "exec", &n1, "nft", "list", "tables"]);
+    assert!(
+        table.contains(VXLAN_TABLE),
+        "a restarted overlay that finds devices guards the port: {table}"
+    );
+    run("ip", &["-n", &n1, "link", "del", "ha"]);
+    n1_overlay.prune().expect("prune");
+    assert!(n1_overlay.vnets().is_empty());
+    let table = run("ip", &["netns", "exec", &n1, "nft", "list", "tables"]);
+    assert!(
+        !table.contains(VXLAN_TABLE),
+        "the table goes with the node's last vnet: {table}"
+    );
 }

@@ -4,7 +4,7 @@
 //! warm ping between the same two instances right after each.
 //!
 //! The two nodes are network namespaces running cn-agent's overlay
-//! (`cn_agent::linux::overlay`, through `dc_testkit::fabric`), with Portolan on Moray
+//! (`cn_agent::linux::overlay`, through `dc_testkit::fabric::TwoNodes`), with Portolan on Moray
 //! answering from rows written as NAPI writes them. Before each cold ping both nodes
 //! forget both instances (their VXLAN devices' neighbour and forwarding entries) and both
 //! instances empty their neighbour tables, so the ping waits for: instance 1's ARP
@@ -22,16 +22,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use dc_testkit::bench::{env_or, runtime};
-use dc_testkit::fabric::{
-    Instance, Lab, flush_neighbours, forget, nic_row, overlay, ping, underlay_row,
-};
-use dc_testkit::{Dc, Options, Service};
+use dc_testkit::fabric::{Instance, TwoNodes, flush_neighbours, forget, nic_row, ping};
 use hdrhistogram::Histogram;
-use moray_client::MorayClient;
-use portolan_client::buckets::Buckets;
 use portolan_client::client::SvpClient;
-use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 const VNET: u32 = 4300;
 
@@ -50,30 +43,21 @@ triton_common::global_allocator!();
 fn main() {
     let rounds = env_or("PORTOLAN_BENCH_COLD", 50).max(1);
     runtime().block_on(async {
-        let dc = Dc::start(Options::only(Service::Portolan)).await;
-        let svp = dc.addr(Service::Portolan);
-        let buckets = Buckets::new(MorayClient::connect(&dc.moray_url()).await.unwrap());
-        let mut lab = Lab::new();
-        let (n1, ul1) = lab.node(1);
-        let (n2, ul2) = lab.node(2);
-        let (cn1, cn2) = (Uuid::new_v4(), Uuid::new_v4());
-        underlay_row(&buckets, cn1, ul1).await;
-        underlay_row(&buckets, cn2, ul2).await;
-        let stop = CancellationToken::new();
-        let o1 = overlay(&n1, ul1, svp);
-        let o2 = overlay(&n2, ul2, svp);
-        o1.start(stop.clone()).unwrap();
-        o2.start(stop.clone()).unwrap();
-        let i1 = lab.instance(
+        let mut t = TwoNodes::start().await;
+        let svp = t.svp;
+        let buckets = t.buckets.clone();
+        let (n1, cn1) = (t.nodes[0].ns.clone(), t.nodes[0].cn);
+        let (n2, cn2) = (t.nodes[1].ns.clone(), t.nodes[1].cn);
+        let i1 = t.lab.instance(
             "i1",
             &n1,
-            &o1,
+            &t.nodes[0].overlay,
             Instance::new(Ipv4Addr::new(10, 43, 0, 1), [0x02, 0xfc, 0, 0, 0, 1], VNET),
         );
-        let i2 = lab.instance(
+        let i2 = t.lab.instance(
             "i2",
             &n2,
-            &o2,
+            &t.nodes[1].overlay,
             Instance::new(Ipv4Addr::new(10, 43, 0, 2), [0x02, 0xfc, 0, 0, 0, 2], VNET),
         );
         nic_row(&buckets, &i1, cn1, false).await;
@@ -130,6 +114,5 @@ fn main() {
             &lookups,
             0,
         );
-        stop.cancel();
     });
 }

@@ -43,6 +43,9 @@ pub struct VmNic {
     /// A fabric NIC's VXLAN network id (NAPI's), which the compute node's overlay needs;
     /// 0 for other NICs.
     pub vnet_id: u32,
+    /// The NIC's network has NAPI's `internet_nat` (a fabric network whose instances
+    /// reach out through NAT); the compute node needs it to set the NAT up.
+    pub internet_nat: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

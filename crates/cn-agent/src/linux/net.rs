@@ -8,7 +8,8 @@
 //! before it is up until it is removed. The guard is on the host side of the veth, out of
 //! the instance's reach: an instance that takes another address or MAC loses its traffic,
 //! nobody else's. A fabric NIC (nic tag `sdc_overlay`) is plugged into its vnet's bridge
-//! of the overlay ([`super::overlay`]), made on first use, guarded the same way.
+//! of the overlay ([`super::overlay`]), made on first use, guarded the same way; one whose
+//! network has `internet_nat` gets the node's NAT of its vnet ([`Network::ensure_nat`]).
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -22,7 +23,7 @@ use uuid::Uuid;
 use super::command::{run, run_input};
 use super::firewall::{Firewall, PortRules, normalize_mac};
 use super::idmap::RANGE_SIZE;
-use super::overlay::{Hold, Overlay, fabric_vnet, is_fabric_tag};
+use super::overlay::{Hold, Nat, Overlay, fabric_vnet, is_fabric_tag};
 use crate::backend::NicSpec;
 use crate::error::{Error, Result};
 
@@ -138,6 +139,49 @@ impl Network {
         Ok((bridge.to_string(), None))
     }
 
+    /// For a fabric NIC with `internet_nat` and a gateway: its vnet's NAT on this node
+    /// (the gateway answered here, what the instance sends through it masqueraded out of
+    /// the node's NAT address), made unless it is there. A node with no `[overlay]`
+    /// `nat_ip` logs a warning and plugs the NIC in anyway: its instance reaches only its
+    /// fabric.
+    pub fn ensure_nat(&self, uuid: Uuid, nic: &NicSpec, index: usize) -> Result<()> {
+        let (Some(overlay), true, true, Some(gateway)) = (
+            &self.overlay,
+            nic.internet_nat,
+            is_fabric_tag(&nic.nic_tag),
+            nic.gateway,
+        ) else {
+            return Ok(());
+        };
+        let Some(config) = &overlay.config().nat else {
+            tracing::warn!(%uuid, nic = index, %gateway, "the NIC's network has internet_nat, but this node has no NAT ([overlay] nat_ip): the instance reaches only its fabric");
+            return Ok(());
+        };
+        let vnet = fabric_vnet(&format!("nics[{index}]"), &nic.nic_tag, nic.vnet_id)?;
+        let bridge = self.bridges.get(&config.nic_tag).ok_or_else(|| {
+            Error::invalid(
+                "overlay.nat_nic_tag",
+                format!(
+                    "{:?} is not a nic tag of this node (nic_tags)",
+                    config.nic_tag
+                ),
+            )
+        })?;
+        self.ensure_bridge(bridge)?;
+        overlay.ensure_nat(
+            vnet,
+            &Nat {
+                gateway,
+                prefix: nic.prefix_len,
+                external_bridge: bridge.clone(),
+                external_ip: config.ip,
+                external_prefix: config.prefix,
+                external_gateway: config.gateway,
+            },
+        )?;
+        Ok(())
+    }
+
     fn ensure_bridge(&self, bridge: &str) -> Result<()> {
         if Path::new("/sys/class/net").join(bridge).exists() {
             return Ok(());
@@ -193,6 +237,10 @@ impl Network {
         let mut holds = Vec::new();
         for &(index, nic) in nics {
             let (bridge, hold) = self.bridge_of(nic, index)?;
+            if hold.is_some() {
+                // Made while the vnet is held, so no prune takes it meanwhile.
+                self.ensure_nat(uuid, nic, index)?;
+            }
             holds.extend(hold);
             let host = self.host_link(uuid, nic, index);
             let inner = nic.interface_name(index);

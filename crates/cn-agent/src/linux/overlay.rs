@@ -19,8 +19,12 @@
 //!   LOG_RM of every id handled.
 //!
 //! * NAT for `internet_nat` networks ([`Overlay::ensure_nat`]): a namespace per vnet with
-//!   the network's gateway in the vnet's bridge and a masquerading leg on the node's
-//!   external bridge (Triton's NAT zone); the gateway is never looked up at Portolan.
+//!   the network's gateway in the vnet's bridge, joined to the node's NAT hub, a namespace
+//!   with the node's one NAT address on its external bridge (`[overlay]` `nat_ip`); both
+//!   masquerade, so every fabric of the node goes out as that address. The gateway is
+//!   never looked up at Portolan.
+//! * the VXLAN port ([`VXLAN_TABLE`]): while the node has vnet devices, UDP 4789 is taken
+//!   only when addressed to the underlay address from the underlay network.
 //! * one SVP connection, kept; Portolan's name resolved again every 30 s; after a
 //!   failure no new connection before a backoff (100 ms doubling to 5 s).
 //!
@@ -79,6 +83,89 @@ pub struct OverlayConfig {
     pub underlay_ip: Ipv4Addr,
     /// Portolan's SVP address, `host:port` (Triton's port is 1296).
     pub portolan: String,
+    /// The node's NAT of `internet_nat` fabric networks; none: their instances reach
+    /// only their fabric from this node.
+    #[serde(default)]
+    pub nat: Option<NatConfig>,
+}
+
+/// The NAT of a node's `internet_nat` fabric networks (`[overlay]` `nat_ip`,
+/// `nat_gateway`, `nat_nic_tag`): one address of the node's own on the external network,
+/// shared by all of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NatConfig {
+    /// The node's NAT address and the external network's prefix length.
+    pub ip: Ipv4Addr,
+    pub prefix: u8,
+    /// The external network's gateway.
+    pub gateway: Ipv4Addr,
+    /// The nic tag of the external network (its bridge on the node, from `nic_tags`).
+    pub nic_tag: String,
+}
+
+impl NatConfig {
+    /// Parses `nat_ip` (`a.b.c.d/len`), `nat_gateway` and `nat_nic_tag` (empty:
+    /// `external`), naming the key at fault.
+    pub fn parse(ip: &str, gateway: &str, nic_tag: &str) -> Result<NatConfig> {
+        let bad_ip = || {
+            Error::invalid(
+                "overlay.nat_ip",
+                format!("{ip:?} is not an IPv4 address with a prefix length (a.b.c.d/len)"),
+            )
+        };
+        let (addr, len) = ip.split_once('/').ok_or_else(bad_ip)?;
+        let nat = NatConfig {
+            ip: addr.parse().map_err(|_| bad_ip())?,
+            prefix: len.parse().map_err(|_| bad_ip())?,
+            gateway: gateway.parse().map_err(|_| {
+                Error::invalid(
+                    "overlay.nat_gateway",
+                    format!("{gateway:?} is not an IPv4 address"),
+                )
+            })?,
+            nic_tag: match nic_tag {
+                "" => "external".into(),
+                tag => tag.into(),
+            },
+        };
+        nat.validate()?;
+        Ok(nat)
+    }
+
+    /// Checks the NAT, naming the key at fault.
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=30).contains(&self.prefix) {
+            return Err(Error::invalid(
+                "overlay.nat_ip",
+                format!("the prefix length must be 1 to 30, not {}", self.prefix),
+            ));
+        }
+        for (key, ip) in [
+            ("overlay.nat_ip", self.ip),
+            ("overlay.nat_gateway", self.gateway),
+        ] {
+            if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || ip.is_loopback() {
+                return Err(Error::invalid(
+                    key,
+                    format!("{ip} is not a unicast address"),
+                ));
+            }
+        }
+        let mask = u32::MAX << (32 - u32::from(self.prefix));
+        if self.gateway == self.ip || (self.gateway.to_bits() ^ self.ip.to_bits()) & mask != 0 {
+            return Err(Error::invalid(
+                "overlay.nat_gateway",
+                format!(
+                    "{} is not another address of {}/{}'s network",
+                    self.gateway, self.ip, self.prefix
+                ),
+            ));
+        }
+        if self.nic_tag.is_empty() {
+            return Err(Error::invalid("overlay.nat_nic_tag", "is empty"));
+        }
+        Ok(())
+    }
 }
 
 impl OverlayConfig {
@@ -103,25 +190,94 @@ impl OverlayConfig {
                 format!("{:?} is not host:port", self.portolan),
             ));
         }
+        if let Some(nat) = &self.nat {
+            nat.validate()?;
+        }
         Ok(())
     }
 }
 
 /// The interface of this node (in this thread's network namespace) that holds `ip`.
 pub fn interface_of(ip: Ipv4Addr) -> Result<String> {
+    Ok(address_of(ip)?.0)
+}
+
+/// The interface of this node (in this thread's network namespace) that holds `ip`, and
+/// the network of that address (`a.b.c.d/len`).
+fn address_of(ip: Ipv4Addr) -> Result<(String, String)> {
     let out = run(
         "ip",
         &["-o", "-4", "addr", "show", "to", &format!("{ip}/32")],
     )?;
-    out.lines()
-        .find_map(|l| l.split_whitespace().nth(1))
-        .map(str::to_string)
-        .ok_or_else(|| {
-            Error::invalid(
-                "overlay.underlay_ip",
-                format!("{ip} is not an address of this node"),
-            )
-        })
+    let not_here = || {
+        Error::invalid(
+            "overlay.underlay_ip",
+            format!("{ip} is not an address of this node"),
+        )
+    };
+    let line = out.lines().next().ok_or_else(not_here)?;
+    let mut words = line.split_whitespace();
+    let interface = words.nth(1).ok_or_else(not_here)?.to_string();
+    let prefix = words
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split_once('/'))
+        .and_then(|(_, len)| len.parse::<u8>().ok())
+        .filter(|len| *len <= 32)
+        .ok_or_else(not_here)?;
+    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+    let net = Ipv4Addr::from_bits(ip.to_bits() & mask);
+    Ok((interface, format!("{net}/{prefix}")))
+}
+
+/// The nftables table (family `inet`, in the node's namespace) that keeps the node's
+/// VXLAN port to its underlay: the kernel's VXLAN socket takes UDP 4789 on every address
+/// of the node (`local` is only the source of what it sends), so what is not addressed to
+/// an underlay address from its network is dropped. Its set `underlay` holds one
+/// `address . network` element per overlay of the namespace; the table is made with the
+/// first vnet's devices and removed with the last overlay's last ones.
+pub const VXLAN_TABLE: &str = "triton_vxlan";
+
+/// Adds this node's underlay (`ip`, from `net`) to [`VXLAN_TABLE`], making the table if
+/// it is not there. Idempotent.
+fn guard_vxlan_port(ip: Ipv4Addr, net: &str) -> Result<()> {
+    let t = VXLAN_TABLE;
+    let script = format!(
+        "table inet {t} {{\n\
+         set underlay {{ type ipv4_addr . ipv4_addr ; flags interval ; }}\n\
+         chain input {{ type filter hook input priority filter - 10 ; policy accept ; }}\n\
+         }}\n\
+         flush chain inet {t} input\n\
+         add rule inet {t} input udp dport {VXLAN_PORT} ip daddr . ip saddr @underlay accept\n\
+         add rule inet {t} input udp dport {VXLAN_PORT} counter drop\n\
+         add element inet {t} underlay {{ {ip} . {net} }}\n"
+    );
+    run_input("nft", &["-f", "-"], &script).map(|_| ())
+}
+
+/// Removes this node's underlay from [`VXLAN_TABLE`], and the table when no other
+/// overlay's is left in it.
+fn unguard_vxlan_port(ip: Ipv4Addr, net: &str) -> Result<()> {
+    let t = VXLAN_TABLE;
+    if run("nft", &["list", "table", "inet", t]).is_err() {
+        return Ok(());
+    }
+    let _ = run(
+        "nft",
+        &[
+            "delete",
+            "element",
+            "inet",
+            t,
+            "underlay",
+            &format!("{{ {ip} . {net} }}"),
+        ],
+    );
+    let left = run("nft", &["list", "set", "inet", t, "underlay"])?;
+    if !left.contains("elements") {
+        run("nft", &["delete", "table", "inet", t])?;
+    }
+    Ok(())
 }
 
 /// Whether a NIC with this nic tag is a fabric NIC.
@@ -219,6 +375,9 @@ pub struct Overlay {
     local: Mutex<std::collections::HashSet<(u32, Ipv4Addr)>>,
     /// Misses answered NOTFOUND, and when.
     negative: Mutex<HashMap<(u32, MissKind), Instant>>,
+    /// The underlay network this overlay's element of [`VXLAN_TABLE`] names, while it is
+    /// there.
+    guarded: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Overlay {
@@ -250,11 +409,47 @@ impl Overlay {
             svp: tokio::sync::Mutex::new(Connection::new(seed)),
             local: Mutex::new(std::collections::HashSet::new()),
             negative: Mutex::new(HashMap::new()),
+            guarded: Mutex::new(None),
         };
         let found = overlay.in_netns(list_vxlans)?;
         tracing::info!(vnets = ?found.keys().collect::<Vec<_>>(), "overlay devices found");
+        let any = !found.is_empty();
         *overlay.devices() = found;
+        if any {
+            // Devices from before a restart (or an agent without the guard).
+            overlay.guard_port()?;
+        }
         Ok(Arc::new(overlay))
+    }
+
+    /// Puts the node's underlay in [`VXLAN_TABLE`] unless this overlay did already.
+    fn guard_port(&self) -> Result<()> {
+        let mut guarded = self.guarded.lock().unwrap_or_else(|e| e.into_inner());
+        if guarded.is_some() {
+            return Ok(());
+        }
+        let ip = self.config.underlay_ip;
+        let net = self.in_netns(|| {
+            let (_, net) = address_of(ip)?;
+            guard_vxlan_port(ip, &net)?;
+            Ok(net)
+        })?;
+        tracing::info!(underlay = %ip, from = %net, table = VXLAN_TABLE, "VXLAN port kept to the underlay");
+        *guarded = Some(net);
+        Ok(())
+    }
+
+    /// Takes the node's underlay out of [`VXLAN_TABLE`] (once its last vnet's devices
+    /// went).
+    fn unguard_port(&self) -> Result<()> {
+        let mut guarded = self.guarded.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(net) = guarded.clone() else {
+            return Ok(());
+        };
+        let ip = self.config.underlay_ip;
+        self.in_netns(|| unguard_vxlan_port(ip, &net))?;
+        *guarded = None;
+        Ok(())
     }
 
     pub fn config(&self) -> &OverlayConfig {
@@ -304,6 +499,8 @@ impl Overlay {
         let bridge = bridge_name(vnet);
         let vxlan = vxlan_name(vnet);
         let local = self.config.underlay_ip;
+        // The port is closed to all but the underlay before the first device opens it.
+        self.guard_port()?;
         let devices = self.in_netns(|| {
             let mut script = String::new();
             if ifindex(&bridge).is_none() {
@@ -332,90 +529,78 @@ impl Overlay {
         Ok(bridge)
     }
 
-    /// The NAT of a fabric network with `internet_nat` on this node (Triton's NAT zone): a
-    /// network namespace `nat.netns` with one leg (`fab0`) in `vnet`'s bridge holding the
-    /// network's gateway address and one (`ext0`) on the node's external bridge holding
-    /// `nat.external_ip`, its default route via the external network's gateway, and
-    /// nftables masquerading what leaves `ext0`; nothing enters from `ext0` but answers.
-    /// The gateway is answered on the node (never looked up at Portolan). Made once;
-    /// removed with the vnet's devices ([`Overlay::prune`]) or [`Overlay::remove_nat`].
+    /// The NAT of a fabric network with `internet_nat` on this node (in place of Triton's
+    /// NAT zone), made or completed:
+    ///
+    /// * the node's NAT hub, a network namespace [`nat_hub`] made with the node's first
+    ///   NAT: one leg (`ext0`, node end `nx<underlay hex>`) on `nat.external_bridge`
+    ///   holding `nat.external_ip`, its default route via `nat.external_gateway`, and
+    ///   nftables that forward only from the vnets' legs out of `ext0` (and the answers
+    ///   back), masquerading them as `nat.external_ip`; nothing else enters it.
+    /// * `vnet`'s NAT, a namespace [`nat_netns`]: one leg (`fab0`, node end `ng<vnet>`) in
+    ///   the vnet's bridge holding the gateway of each of its NAT'd networks, one (`ext0`)
+    ///   into the hub on a link-local /31 of its own ([`transit`]), and nftables that
+    ///   forward only from those networks' addresses to the hub, masquerading them as
+    ///   its /31 address, and take nothing but pings of the gateways.
+    ///
+    /// The gateway is answered on the node (never looked up at Portolan). Idempotent; the
+    /// hub's external settings are those of the first call. `vnet`'s NAT goes with its
+    /// devices ([`Overlay::prune`]) or [`Overlay::remove_nat`], the hub with the last.
     pub fn ensure_nat(&self, vnet: u32, nat: &Nat) -> Result<String> {
         nat.validate()?;
         let bridge = self.ensure(vnet)?;
         let _held = self.setup.lock().unwrap_or_else(|e| e.into_inner());
-        let ns = nat_netns(self.config.underlay_ip, vnet);
-        let leg = nat_leg(vnet);
-        let ext = nat_ext_leg(vnet);
-        let made = self.in_netns(|| {
-            if ifindex(&leg).is_some() {
-                return Ok(false);
+        let underlay = self.config.underlay_ip;
+        let hub = nat_hub(underlay);
+        let ns = nat_netns(underlay, vnet);
+        self.in_netns(|| {
+            ensure_hub(underlay, nat)?;
+            ensure_vnet_nat(&hub, &ns, vnet, &bridge)?;
+            let subnet = nat.subnet();
+            let has = run("ip", &["-n", &ns, "-o", "-4", "addr", "show", "dev", "fab0"])?;
+            if !has.contains(&format!(" {}/{} ", nat.gateway, nat.prefix)) {
+                run(
+                    "ip",
+                    &[
+                        "-n",
+                        &ns,
+                        "addr",
+                        "add",
+                        &format!("{}/{}", nat.gateway, nat.prefix),
+                        "dev",
+                        "fab0",
+                    ],
+                )?;
             }
-            remove_nat_netns(&ns);
-            run("ip", &["netns", "add", &ns])?;
-            let script = format!(
-                "link add name {leg} type veth peer name fab0 netns {ns}\n\
-                 link add name {ext} type veth peer name ext0 netns {ns}\n\
-                 link set dev {leg} master {bridge} up\n\
-                 link set dev {ext} master {xbr} up\n",
-                xbr = nat.external_bridge,
+            let elements = format!(
+                "add element ip triton_nat nets {{ {subnet} }}\nadd element ip triton_nat gateways {{ {} }}\n",
+                nat.gateway
             );
-            run_input("ip", &["-batch", "-"], &script)?;
-            Ok(true)
+            run_input("ip", &["netns", "exec", &ns, "nft", "-f", "-"], &elements)?;
+            Ok(())
         })?;
-        if made {
-            let inner = format!(
-                "link set dev lo up\n\
-                 addr add {gw}/{gp} dev fab0\n\
-                 link set dev fab0 mtu 1400 up\n\
-                 addr add {xip}/{xp} dev ext0\n\
-                 link set dev ext0 up\n\
-                 route add default via {xgw} dev ext0\n",
-                gw = nat.gateway,
-                gp = nat.prefix,
-                xip = nat.external_ip,
-                xp = nat.external_prefix,
-                xgw = nat.external_gateway,
-            );
-            run_input("ip", &["-n", &ns, "-batch", "-"], &inner)?;
-            run(
-                "ip",
-                &[
-                    "netns",
-                    "exec",
-                    &ns,
-                    "sysctl",
-                    "-qw",
-                    "net.ipv4.ip_forward=1",
-                ],
-            )?;
-            let rules = format!(
-                "table ip triton_nat {{\n\
-                 chain forward {{ type filter hook forward priority 0; policy drop;\n\
-                 ct state established,related accept\n\
-                 iifname \"fab0\" oifname \"ext0\" ip saddr {net} accept\n}}\n\
-                 chain input {{ type filter hook input priority 0; policy drop;\n\
-                 ct state established,related accept\n\
-                 iifname \"lo\" accept\n\
-                 iifname \"fab0\" ip daddr {gw} icmp type echo-request accept\n}}\n\
-                 chain postrouting {{ type nat hook postrouting priority 100;\n\
-                 oifname \"ext0\" masquerade\n}}\n}}\n",
-                net = nat.subnet(),
-                gw = nat.gateway,
-            );
-            run_input("ip", &["netns", "exec", &ns, "nft", "-f", "-"], &rules)?;
-            tracing::info!(vnet, gateway = %nat.gateway, external = %nat.external_ip, netns = %ns, "fabric NAT made");
-        }
-        self.local
+        let new = self
+            .local
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert((vnet, nat.gateway));
+        if new {
+            tracing::info!(vnet, gateway = %nat.gateway, external = %nat.external_ip, netns = %ns, "fabric NAT ready");
+        }
         Ok(ns)
     }
 
-    /// Removes `vnet`'s NAT namespace on this node, if there is one.
+    /// Removes `vnet`'s NAT namespace on this node, if there is one (and the hub with the
+    /// last).
     pub fn remove_nat(&self, vnet: u32) {
         let _held = self.setup.lock().unwrap_or_else(|e| e.into_inner());
-        remove_nat_netns(&nat_netns(self.config.underlay_ip, vnet));
+        let underlay = self.config.underlay_ip;
+        if let Err(e) = self.in_netns(|| {
+            remove_vnet_nat(underlay, vnet);
+            Ok(())
+        }) {
+            tracing::warn!(vnet, error = %e.chain(), "fabric NAT not removed");
+        }
         self.local
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -448,7 +633,7 @@ impl Overlay {
                 if others {
                     continue;
                 }
-                remove_nat_netns(&nat_netns(self.config.underlay_ip, vnet));
+                remove_vnet_nat(self.config.underlay_ip, vnet);
                 let mut script = String::new();
                 for dev in [&vxlan, &bridge] {
                     if ifindex(dev).is_some() {
@@ -462,13 +647,23 @@ impl Overlay {
             }
             Ok(removed)
         })?;
-        let mut devices = self.devices();
-        for vnet in removed {
-            devices.remove(&vnet);
-            tracing::info!(
-                vnet,
-                "overlay devices removed (no instance left on the vnet)"
-            );
+        let none_left = {
+            let mut devices = self.devices();
+            for vnet in removed {
+                devices.remove(&vnet);
+                self.local
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retain(|(v, _)| *v != vnet);
+                tracing::info!(
+                    vnet,
+                    "overlay devices removed (no instance left on the vnet)"
+                );
+            }
+            devices.is_empty()
+        };
+        if none_left {
+            self.unguard_port()?;
         }
         Ok(())
     }
@@ -739,8 +934,8 @@ pub struct Nat {
     /// The fabric network's gateway address and prefix length.
     pub gateway: Ipv4Addr,
     pub prefix: u8,
-    /// The node's external bridge, and the NAT's address, prefix length and gateway on
-    /// the external network.
+    /// The node's external bridge, and the node's NAT address (shared by all its NAT'd
+    /// networks: [`NatConfig`]), prefix length and gateway on the external network.
     pub external_bridge: String,
     pub external_ip: Ipv4Addr,
     pub external_prefix: u8,
@@ -804,21 +999,212 @@ pub fn nat_netns(underlay: Ipv4Addr, vnet: u32) -> String {
     format!("nat-{underlay}-{vnet}")
 }
 
-/// The node's end of the NAT's leg in the vnet's bridge.
+/// The NAT hub of the node with underlay address `underlay`: the namespace holding the
+/// node's NAT address, shared by its vnets' NATs.
+pub fn nat_hub(underlay: Ipv4Addr) -> String {
+    format!("nat-{underlay}")
+}
+
+/// The node's end of a vnet NAT's leg in the vnet's bridge.
 fn nat_leg(vnet: u32) -> String {
     format!("ng{vnet}")
 }
 
-/// The node's end of the NAT's leg on the external bridge.
-fn nat_ext_leg(vnet: u32) -> String {
-    format!("ne{vnet}")
+/// The node's end of the hub's leg on the external bridge.
+fn hub_leg(underlay: Ipv4Addr) -> String {
+    format!("nx{:08x}", underlay.to_bits())
+}
+
+/// The hub's end of a vnet NAT's leg into it.
+fn transit_leg(vnet: u32) -> String {
+    format!("v{vnet}")
+}
+
+/// Transit /31s between a vnet's NAT and the hub: slot `n` is the hub's
+/// `169.254.1.0 + 2n` and the vnet's the next, in 169.254.1.0 to 169.254.250.255
+/// (link-local: never a destination beyond the link, never routed off the node).
+const TRANSIT_SLOTS: u32 = 32_000;
+
+/// The hub's and the vnet NAT's addresses of transit slot `slot`.
+pub fn transit(slot: u32) -> (Ipv4Addr, Ipv4Addr) {
+    let hub = Ipv4Addr::new(169, 254, 1, 0).to_bits() + 2 * slot;
+    (Ipv4Addr::from_bits(hub), Ipv4Addr::from_bits(hub + 1))
+}
+
+/// The slot of a hub address, if it is one.
+fn transit_slot(ip: Ipv4Addr) -> Option<u32> {
+    let off = ip
+        .to_bits()
+        .checked_sub(Ipv4Addr::new(169, 254, 1, 0).to_bits())?;
+    (off % 2 == 0 && off / 2 < TRANSIT_SLOTS).then_some(off / 2)
+}
+
+fn netns_exists(ns: &str) -> bool {
+    std::path::Path::new("/run/netns").join(ns).exists()
 }
 
 fn remove_nat_netns(ns: &str) {
-    if std::path::Path::new("/run/netns").join(ns).exists()
+    if netns_exists(ns)
         && let Err(e) = run("ip", &["netns", "del", ns])
     {
         tracing::warn!(netns = %ns, error = %e.chain(), "fabric NAT namespace not removed");
+    }
+}
+
+/// Makes the node's NAT hub unless it is there (in the node's namespace).
+fn ensure_hub(underlay: Ipv4Addr, nat: &Nat) -> Result<()> {
+    let hub = nat_hub(underlay);
+    let leg = hub_leg(underlay);
+    if netns_exists(&hub) && ifindex(&leg).is_some() {
+        return Ok(());
+    }
+    remove_nat_netns(&hub);
+    run("ip", &["netns", "add", &hub])?;
+    let script = format!(
+        "link add name {leg} type veth peer name ext0 netns {hub}\n\
+         link set dev {leg} master {xbr} up\n",
+        xbr = nat.external_bridge,
+    );
+    if let Err(e) = run_input("ip", &["-batch", "-"], &script) {
+        remove_nat_netns(&hub);
+        return Err(e);
+    }
+    let inner = format!(
+        "link set dev lo up\n\
+         addr add {xip}/{xp} dev ext0\n\
+         link set dev ext0 up\n\
+         route add default via {xgw} dev ext0\n",
+        xip = nat.external_ip,
+        xp = nat.external_prefix,
+        xgw = nat.external_gateway,
+    );
+    run_input("ip", &["-n", &hub, "-batch", "-"], &inner)?;
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &hub,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ],
+    )?;
+    let rules = "table ip triton_nat {\n\
+         chain forward { type filter hook forward priority 0; policy drop;\n\
+         ct state established,related accept\n\
+         iifname \"v*\" oifname \"ext0\" accept\n}\n\
+         chain input { type filter hook input priority 0; policy drop;\n\
+         ct state established,related accept\n\
+         iifname \"lo\" accept\n}\n\
+         chain postrouting { type nat hook postrouting priority 100;\n\
+         oifname \"ext0\" masquerade\n}\n}\n";
+    run_input("ip", &["netns", "exec", &hub, "nft", "-f", "-"], rules)?;
+    tracing::info!(netns = %hub, external = %nat.external_ip, bridge = %nat.external_bridge, "fabric NAT hub made");
+    Ok(())
+}
+
+/// Makes `vnet`'s NAT namespace `ns` unless it is there, joined to `bridge` and to the
+/// hub on a free transit slot (in the node's namespace).
+fn ensure_vnet_nat(hub: &str, ns: &str, vnet: u32, bridge: &str) -> Result<()> {
+    let leg = nat_leg(vnet);
+    if netns_exists(ns) && ifindex(&leg).is_some() {
+        return Ok(());
+    }
+    remove_nat_netns(ns);
+    let used: std::collections::BTreeSet<u32> =
+        run("ip", &["-n", hub, "-o", "-4", "addr", "show"])?
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace().skip_while(|w| *w != "inet");
+                let addr = w.nth(1)?.split('/').next()?;
+                transit_slot(addr.parse().ok()?)
+            })
+            .collect();
+    let slot = (0..TRANSIT_SLOTS)
+        .find(|n| !used.contains(n))
+        .ok_or_else(|| Error::Command {
+            command: format!("NAT of vnet {vnet}"),
+            output: format!(
+                "all {TRANSIT_SLOTS} transit addresses of the node's NAT hub are taken"
+            ),
+        })?;
+    let (hub_ip, vnet_ip) = transit(slot);
+    let transit = transit_leg(vnet);
+    run("ip", &["netns", "add", ns])?;
+    let script = format!(
+        "link add name {leg} type veth peer name fab0 netns {ns}\n\
+         link set dev {leg} master {bridge} up\n"
+    );
+    if let Err(e) = run_input("ip", &["-batch", "-"], &script) {
+        remove_nat_netns(ns);
+        return Err(e);
+    }
+    run(
+        "ip",
+        &[
+            "-n", ns, "link", "add", "ext0", "type", "veth", "peer", "name", &transit, "netns", hub,
+        ],
+    )?;
+    run_input(
+        "ip",
+        &["-n", hub, "-batch", "-"],
+        &format!("addr add {hub_ip}/31 dev {transit}\nlink set dev {transit} up\n"),
+    )?;
+    let inner = format!(
+        "link set dev lo up\n\
+         link set dev fab0 mtu 1400 up\n\
+         addr add {vnet_ip}/31 dev ext0\n\
+         link set dev ext0 up\n\
+         route add default via {hub_ip} dev ext0\n"
+    );
+    run_input("ip", &["-n", ns, "-batch", "-"], &inner)?;
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            ns,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ],
+    )?;
+    let rules = "table ip triton_nat {\n\
+         set nets { type ipv4_addr; flags interval; }\n\
+         set gateways { type ipv4_addr; }\n\
+         chain forward { type filter hook forward priority 0; policy drop;\n\
+         ct state established,related accept\n\
+         iifname \"fab0\" oifname \"ext0\" ip saddr @nets accept\n}\n\
+         chain input { type filter hook input priority 0; policy drop;\n\
+         ct state established,related accept\n\
+         iifname \"lo\" accept\n\
+         iifname \"fab0\" ip daddr @gateways icmp type echo-request accept\n}\n\
+         chain postrouting { type nat hook postrouting priority 100;\n\
+         oifname \"ext0\" masquerade\n}\n}\n";
+    run_input("ip", &["netns", "exec", ns, "nft", "-f", "-"], rules)?;
+    tracing::info!(vnet, netns = %ns, transit = %vnet_ip, "fabric NAT of a vnet made");
+    Ok(())
+}
+
+/// Removes `vnet`'s NAT namespace, and the hub when no vnet's is left (in the node's
+/// namespace).
+fn remove_vnet_nat(underlay: Ipv4Addr, vnet: u32) {
+    remove_nat_netns(&nat_netns(underlay, vnet));
+    let hub = nat_hub(underlay);
+    if !netns_exists(&hub) {
+        return;
+    }
+    let prefix = format!("{hub}-");
+    let others = std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .any(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        })
+        .unwrap_or(true);
+    if !others {
+        remove_nat_netns(&hub);
+        tracing::info!(netns = %hub, "fabric NAT hub removed (no NAT'd vnet left)");
     }
 }
 
@@ -1169,6 +1555,42 @@ mod tests {
     }
 
     #[test]
+    fn nat_keys_are_checked_naming_the_key() {
+        let nat = NatConfig::parse("10.88.88.22/24", "10.88.88.2", "").unwrap();
+        assert_eq!(nat.ip, Ipv4Addr::new(10, 88, 88, 22));
+        assert_eq!(nat.prefix, 24);
+        assert_eq!(nat.nic_tag, "external");
+        for (ip, gw, key) in [
+            ("10.88.88.22", "10.88.88.2", "overlay.nat_ip"),
+            ("10.88.88.22/33", "10.88.88.2", "overlay.nat_ip"),
+            ("10.88.88.22/31", "10.88.88.23", "overlay.nat_ip"),
+            ("nowhere/24", "10.88.88.2", "overlay.nat_ip"),
+            ("10.88.88.22/24", "10.88.89.2", "overlay.nat_gateway"),
+            ("10.88.88.22/24", "10.88.88.22", "overlay.nat_gateway"),
+            ("10.88.88.22/24", "gw", "overlay.nat_gateway"),
+            ("127.0.0.2/8", "127.0.0.1", "overlay.nat_ip"),
+        ] {
+            let e = NatConfig::parse(ip, gw, "external").unwrap_err();
+            assert!(e.to_string().contains(key), "{ip} {gw}: {e}");
+        }
+    }
+
+    #[test]
+    fn transit_slots_are_link_local_pairs() {
+        assert_eq!(
+            transit(0),
+            (Ipv4Addr::new(169, 254, 1, 0), Ipv4Addr::new(169, 254, 1, 1))
+        );
+        let (hub, vnet) = transit(TRANSIT_SLOTS - 1);
+        assert!(hub.is_link_local() && vnet.is_link_local());
+        assert!(hub < Ipv4Addr::new(169, 254, 251, 0), "{hub}");
+        assert_eq!(transit_slot(transit(77).0), Some(77));
+        assert_eq!(transit_slot(transit(77).1), None);
+        assert_eq!(transit_slot(Ipv4Addr::new(169, 254, 0, 2)), None);
+        assert_eq!(hub_leg(Ipv4Addr::new(10, 99, 100, 7)), "nx0a636407");
+    }
+
+    #[test]
     fn backoff_doubles_to_its_ceiling() {
         assert_eq!(backoff(0), Duration::ZERO);
         assert_eq!(backoff(1), Duration::from_millis(100));
@@ -1183,6 +1605,7 @@ mod tests {
         let good = OverlayConfig {
             underlay_ip: "192.0.2.1".parse().unwrap(),
             portolan: "127.0.0.1:1296".into(),
+            nat: None,
         };
         good.validate().unwrap();
         let e = OverlayConfig {

@@ -767,6 +767,7 @@ pub fn vm_nic(nic: napi::Nic, interface: String) -> VmNic {
         mtu: nic.mtu,
         resolvers: nic.resolvers,
         vnet_id: nic.vnet_id.unwrap_or(0),
+        internet_nat: nic.fabric && nic.internet_nat,
     }
 }
 
@@ -798,6 +799,7 @@ pub(super) fn agent_nic(n: &VmNic, interface: String) -> agent::Nic {
         mtu: n.mtu,
         primary: n.primary,
         vnet_id: n.vnet_id,
+        internet_nat: n.internet_nat,
     }
 }
 
