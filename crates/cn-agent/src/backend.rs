@@ -426,23 +426,23 @@ pub struct InstanceUsage {
     /// Size of the instance's disk (its quota); 0 is unlimited.
     #[serde(default)]
     pub disk_limit_bytes: u64,
-    /// cpu.stat user_usec, in ns.
+    /// cpu.stat user_usec (v2), in ns; see [`crate::linux::usage`].
     #[serde(default)]
     pub cpu_user_ns: u64,
-    /// cpu.stat system_usec, in ns.
+    /// cpu.stat system_usec (v2), in ns.
     #[serde(default)]
     pub cpu_sys_ns: u64,
-    /// memory.swap.current.
+    /// memory.swap.current (v2).
     #[serde(default)]
     pub swap_bytes: u64,
-    /// memory.swap.max; 0 is unlimited.
+    /// The limit on memory + swap (SmartOS's swap cap counts both); 0 is unlimited.
     #[serde(default)]
     pub swap_limit_bytes: u64,
-    /// memory.events max + oom: times an allocation hit the memory limit.
+    /// memory.events max + oom (v2): times an allocation hit the memory limit.
     #[serde(default)]
     pub mem_anon_alloc_fail: u64,
-    /// cpu.pressure "some" avg10: the percentage of the last 10 s in which some task of
-    /// the instance waited for a CPU. Linux keeps no load average per cgroup.
+    /// Linux keeps no load average per cgroup: the instance's threads in state R or D
+    /// now, the quantity the kernel's load average averages.
     #[serde(default)]
     pub load_average: f64,
     /// Per NIC, as the instance sees it.
@@ -451,7 +451,7 @@ pub struct InstanceUsage {
     /// The instance's /proc/net/snmp "Tcp:" counters.
     #[serde(default)]
     pub tcp: TcpUsage,
-    /// io.stat, summed over devices.
+    /// io.stat (v2), summed over devices.
     #[serde(default)]
     pub io: IoUsage,
 }

@@ -6,6 +6,9 @@
 //! What the linux backend makes real (hostname, addresses, cgroup limits, the disk and
 //! its quota) the simulator records, and [`SimBackend::observe`] and the `disk_*` methods
 //! expose it so the contract suite can check both backends the same way.
+//!
+//! Usage (CMon's numbers) is simulated: CPU time grows at a tenth of the instance's cap
+//! while it runs, and the NIC, TCP and I/O counters grow with it ([`sim_nics`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -17,8 +20,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::backend::{
-    ImageSource, Instance, InstanceSpec, InstanceState, InstanceUpdate, InstanceUsage, Snapshot,
-    ZoneBackend, check_new_snapshot, check_quota_change, find_snapshot, unix_now,
+    ImageSource, Instance, InstanceSpec, InstanceState, InstanceUpdate, InstanceUsage, IoUsage,
+    NicUsage, Snapshot, TcpUsage, ZoneBackend, check_new_snapshot, check_quota_change,
+    find_snapshot, unix_now,
 };
 use crate::error::{Error, Result};
 
@@ -373,6 +377,28 @@ fn cpu_ns(zone: &SimZone) -> u64 {
     zone.cpu_ns_before + running_for * 1_000_000_000 * cap / 1000
 }
 
+/// Simulated NIC counters, growing with the simulated CPU time (`cpu_ns`, which only
+/// grows): per NIC 100 bytes received and 50 sent per ms of CPU, in 1000-byte packets.
+/// Made up, for CMon's benchmark and tests on simulated nodes.
+fn sim_nics(spec: &InstanceSpec, cpu_ns: u64) -> Vec<NicUsage> {
+    let rx = cpu_ns / 10_000;
+    let tx = cpu_ns / 20_000;
+    spec.nics
+        .iter()
+        .enumerate()
+        .map(|(i, nic)| NicUsage {
+            interface: nic.interface_name(i),
+            mac: nic.mac.clone(),
+            network_uuid: String::new(),
+            nic_tag: nic.nic_tag.clone(),
+            rx_bytes: rx,
+            tx_bytes: tx,
+            rx_packets: rx / 1000,
+            tx_packets: tx / 1000,
+        })
+        .collect()
+}
+
 /// The agent's one way of writing a state file: temporary file, fsync, rename, fsync of
 /// the directory.
 pub(crate) use crate::linux::safefs::write_atomically;
@@ -607,18 +633,39 @@ impl ZoneBackend for SimBackend {
         let zone = state.zones.get(&uuid).ok_or(Error::VmNotFound(uuid))?;
         let running = zone.instance.state == InstanceState::Running;
         let spec = &zone.instance.spec;
+        let cpu = cpu_ns(zone);
+        let nics = sim_nics(spec, cpu);
         Ok(InstanceUsage {
             uuid,
-            cpu_usage_ns: cpu_ns(zone),
+            cpu_usage_ns: cpu,
             // A running simulated instance uses a quarter of its memory.
             memory_bytes: if running { spec.ram * MIB / 4 } else { 0 },
             memory_limit_bytes: spec.ram * MIB,
-            net_rx_bytes: 0,
-            net_tx_bytes: 0,
+            net_rx_bytes: nics.iter().map(|n| n.rx_bytes).sum(),
+            net_tx_bytes: nics.iter().map(|n| n.tx_bytes).sum(),
             processes: u64::from(running),
             disk_used_bytes: zone.used_bytes(),
             disk_limit_bytes: spec.quota << 30,
-            ..InstanceUsage::default()
+            cpu_user_ns: cpu / 5 * 4,
+            cpu_sys_ns: cpu - cpu / 5 * 4,
+            swap_bytes: 0,
+            swap_limit_bytes: spec.ram * MIB,
+            mem_anon_alloc_fail: 0,
+            load_average: if running { 0.1 } else { 0.0 },
+            nics,
+            tcp: TcpUsage {
+                active_opens: cpu / 10_000_000_000,
+                passive_opens: cpu / 1_000_000_000,
+                current_established: u64::from(running) * 2,
+                retransmitted_segments: cpu / 100_000_000_000,
+                failed_connection_attempts: cpu / 1_000_000_000_000,
+            },
+            io: IoUsage {
+                read_bytes: cpu / 25_000,
+                write_bytes: cpu / 12_500,
+                read_ops: cpu / 100_000_000,
+                write_ops: cpu / 50_000_000,
+            },
         })
     }
 }

@@ -39,6 +39,8 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
+use super::usage;
+use crate::backend::IoUsage;
 use crate::error::{Error, Result};
 
 /// CPU period for the CFS quota: 100 ms, the kernel default.
@@ -608,6 +610,102 @@ impl Cgroups {
                 .flatten()
                 .unwrap_or(0);
                 (cpu, mem, processes)
+            }
+        }
+    }
+}
+
+/// The counters of an instance's cgroup beyond [`Cgroups::usage`], for CMon.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub cpu_user_ns: u64,
+    pub cpu_sys_ns: u64,
+    /// Swap in use.
+    pub swap_bytes: u64,
+    /// The limit on memory + swap (SmartOS's swap cap counts both); 0 is unlimited.
+    pub swap_limit_bytes: u64,
+    /// Times the cgroup hit its memory limit.
+    pub mem_fail: u64,
+    pub io: IoUsage,
+    /// Threads running, runnable or in uninterruptible sleep now.
+    pub runnable: u64,
+}
+
+impl Cgroups {
+    /// v2: `cpu.stat` user/system, `memory.swap.current`, `memory.max` +
+    /// `memory.swap.max`, `memory.events` max + oom, `io.stat`, `cgroup.threads`.
+    /// v1: `cpuacct.usage` split as `cpuacct.stat` user:system (the ticks it counts
+    /// are sampled, `cpuacct.usage` is exact), `memory.memsw.usage_in_bytes` −
+    /// `memory.usage_in_bytes`, `memory.memsw.limit_in_bytes`, `memory.failcnt` +
+    /// `memory.oom_control` oom_kill, `blkio.throttle.io_service_bytes_recursive` and
+    /// `io_serviced_recursive`, the cpu hierarchy's `tasks`. A file the host lacks
+    /// counts 0.
+    pub fn counters(&self, uuid: Uuid) -> Counters {
+        let text = |controller: &str, file: &str| {
+            std::fs::read_to_string(self.controller_dir(uuid, controller).join(file))
+                .unwrap_or_default()
+        };
+        let number = |controller: &str, file: &str| {
+            read_u64(&self.controller_dir(uuid, controller).join(file))
+                .ok()
+                .flatten()
+        };
+        let tids = |controller: &str, file: &str| -> Vec<u32> {
+            text(controller, file)
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect()
+        };
+        match &self.hierarchy {
+            Hierarchy::V2(_) => {
+                let (cpu_user_ns, cpu_sys_ns) = usage::parse_cpu_stat(&text("cpu", "cpu.stat"));
+                let swap_limit_bytes = match (
+                    number("memory", "memory.max"),
+                    read_u64(&self.controller_dir(uuid, "memory").join("memory.swap.max")),
+                ) {
+                    (Some(mem), Ok(Some(swap))) => mem.saturating_add(swap),
+                    _ => 0,
+                };
+                Counters {
+                    cpu_user_ns,
+                    cpu_sys_ns,
+                    swap_bytes: number("memory", "memory.swap.current").unwrap_or(0),
+                    swap_limit_bytes,
+                    mem_fail: usage::parse_memory_events(&text("memory", "memory.events")),
+                    io: usage::parse_io_stat(&text("io", "io.stat")),
+                    runnable: usage::runnable(&tids("cpu", "cgroup.threads")),
+                }
+            }
+            Hierarchy::V1(_) => {
+                let memsw = number("memory", "memory.memsw.usage_in_bytes");
+                let mem = number("memory", "memory.usage_in_bytes").unwrap_or(0);
+                let (read_bytes, write_bytes) =
+                    usage::parse_blkio(&text("blkio", "blkio.throttle.io_service_bytes_recursive"));
+                let (read_ops, write_ops) =
+                    usage::parse_blkio(&text("blkio", "blkio.throttle.io_serviced_recursive"));
+                let (cpu_user_ns, cpu_sys_ns) = usage::split_cpu(
+                    number("cpuacct", "cpuacct.usage").unwrap_or(0),
+                    &text("cpuacct", "cpuacct.stat"),
+                );
+                Counters {
+                    cpu_user_ns,
+                    cpu_sys_ns,
+                    swap_bytes: memsw.map(|m| m.saturating_sub(mem)).unwrap_or(0),
+                    swap_limit_bytes: number("memory", "memory.memsw.limit_in_bytes").unwrap_or(0),
+                    mem_fail: number("memory", "memory.failcnt")
+                        .unwrap_or(0)
+                        .saturating_add(usage::parse_oom_kills(&text(
+                            "memory",
+                            "memory.oom_control",
+                        ))),
+                    io: IoUsage {
+                        read_bytes,
+                        write_bytes,
+                        read_ops,
+                        write_ops,
+                    },
+                    runnable: usage::runnable(&tids("cpu", "tasks")),
+                }
             }
         }
     }

@@ -34,6 +34,7 @@ pub mod netlink;
 pub mod overlay;
 pub mod safefs;
 pub mod sandbox;
+pub mod usage;
 pub mod zlogin;
 
 use std::collections::{BTreeMap, HashMap};
@@ -893,6 +894,9 @@ impl Inner {
             .map(|l| l.memory_bytes)
             .unwrap_or(instance.spec.ram * 1024 * 1024);
         let (rx, tx) = self.net.counters(uuid);
+        let counters = self.cgroups.counters(uuid);
+        let netns =
+            usage::read_netns(&self.net.netns_path(uuid), &instance.spec.nics).unwrap_or_default();
         Ok(InstanceUsage {
             uuid,
             cpu_usage_ns: cpu,
@@ -903,7 +907,15 @@ impl Inner {
             processes,
             disk_used_bytes: self.disk(uuid).used_bytes(),
             disk_limit_bytes: instance.spec.quota << 30,
-            ..InstanceUsage::default()
+            cpu_user_ns: counters.cpu_user_ns,
+            cpu_sys_ns: counters.cpu_sys_ns,
+            swap_bytes: counters.swap_bytes,
+            swap_limit_bytes: counters.swap_limit_bytes,
+            mem_anon_alloc_fail: counters.mem_fail,
+            load_average: counters.runnable as f64,
+            nics: netns.nics,
+            tcp: netns.tcp,
+            io: counters.io,
         })
     }
 }
