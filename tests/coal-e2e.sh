@@ -86,6 +86,10 @@ check "a deleted instance does not answer" bash -c "! curl -fsS --max-time 3 htt
 step "tenant isolation (tests/isolation.sh)"
 tests/isolation.sh
 
+# --- CNS: instances' names in DNS, from dig and from inside (tests/cns.sh) -----------------
+step "CNS (tests/cns.sh)"
+tests/cns.sh
+
 # --- the operator: a service deployed as a zone, as Triton deploys its own ---------------
 images=$(mktemp -d)
 zone_cleanup() { rm -rf "$images"; }
