@@ -30,7 +30,11 @@ fn zone(serial: u32, extra: u32) -> Zone {
     let inst = name("a.inst.u.coal.example.");
     let svc = name("web.svc.u.coal.example.");
     let r = |owner: &Name, data| {
-        let ttl = if matches!(data, RData::NS(_)) { NS_TTL } else { TTL };
+        let ttl = if matches!(data, RData::NS(_)) {
+            NS_TTL
+        } else {
+            TTL
+        };
         Record::from_rdata(owner.clone(), ttl, data)
     };
     let mut records = vec![
@@ -39,10 +43,22 @@ fn zone(serial: u32, extra: u32) -> Zone {
         r(&inst, RData::AAAA(AAAA(Ipv6Addr::LOCALHOST))),
         r(&inst, RData::TXT(TXT::new(vec!["a".into()]))),
         r(&svc, RData::SRV(SRV::new(0, 10, 80, inst.clone()))),
-        r(&name("c.cmon.coal.example."), RData::CNAME(CNAME(name("cmon.coal.example.")))),
-        r(&name("cmon.coal.example."), RData::A(A(Ipv4Addr::new(10, 0, 0, 9)))),
-        r(&name("l1.coal.example."), RData::CNAME(CNAME(name("l2.coal.example.")))),
-        r(&name("l2.coal.example."), RData::CNAME(CNAME(name("l1.coal.example.")))),
+        r(
+            &name("c.cmon.coal.example."),
+            RData::CNAME(CNAME(name("cmon.coal.example."))),
+        ),
+        r(
+            &name("cmon.coal.example."),
+            RData::A(A(Ipv4Addr::new(10, 0, 0, 9))),
+        ),
+        r(
+            &name("l1.coal.example."),
+            RData::CNAME(CNAME(name("l2.coal.example."))),
+        ),
+        r(
+            &name("l2.coal.example."),
+            RData::CNAME(CNAME(name("l1.coal.example."))),
+        ),
     ];
     for i in 0..extra {
         records.push(r(&svc, RData::A(A(Ipv4Addr::from(0x0a01_0000 + i)))));
@@ -99,10 +115,18 @@ fuzz_target!(|data: &[u8]| {
                     (Transport::Udp, true) => usize::from(UDP_MAX),
                     (Transport::Udp, false) => usize::from(UDP_MIN),
                 };
-                assert!(reply.bytes.len() <= limit, "{} > {limit}", reply.bytes.len());
+                assert!(
+                    reply.bytes.len() <= limit,
+                    "{} > {limit}",
+                    reply.bytes.len()
+                );
                 let m = Message::from_vec(&reply.bytes).expect("the answer decodes");
                 assert_eq!(m.message_type(), MessageType::Response);
-                assert_eq!(&reply.bytes[..2], &data[..2], "the answer has the request's id");
+                assert_eq!(
+                    &reply.bytes[..2],
+                    &data[..2],
+                    "the answer has the request's id"
+                );
             }
             Handled::Transfer(t) => {
                 let plan = Plan::for_request(zones, &t.zone, t.ixfr_from);

@@ -150,3 +150,6 @@ struct Server {
     shutdown: CancellationToken,
     probes: notify::Probes,
 }
+
+#[cfg(test)]
+mod tests;
