@@ -165,6 +165,10 @@ enum CoalCommand {
         /// One Manatee peer in one-node-write mode instead of three.
         #[arg(long)]
         one_node: bool,
+        /// Compute nodes that PXE-boot the platform image from the booter: QEMU guests
+        /// on the admin and external bridges (default 0; kept for later `up`s).
+        #[arg(long)]
+        pxe_cns: Option<u32>,
     },
     /// Every service, its address, pid and health, and the Manatee roles; exit 0 only if
     /// all are healthy.
@@ -274,11 +278,13 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 linux_cns,
                 sim_cns,
                 one_node,
+                pxe_cns,
             } = &command
             {
                 opts.linux_cns = *linux_cns;
                 opts.sim_cns = *sim_cns;
                 opts.one_node = one_node.then_some(true);
+                opts.pxe_cns = *pxe_cns;
             }
             let coal = Coal::open(&root, &opts)?;
             match command {

@@ -17,6 +17,7 @@ pub mod cleanup;
 pub mod cns;
 pub mod health;
 pub mod process;
+pub mod pxe;
 pub mod seed;
 pub mod setup;
 
@@ -96,6 +97,9 @@ pub struct State {
     pub linux_cns: u32,
     pub sim_cns: u32,
     pub one_node: bool,
+    /// Network-booted QEMU compute nodes (`--pxe-cns`, [`pxe`]); 0 before the option.
+    #[serde(default)]
+    pub pxe_cns: u32,
 }
 
 fn one_linux_cn() -> u32 {
@@ -108,6 +112,7 @@ pub struct Options {
     pub linux_cns: Option<u32>,
     pub sim_cns: Option<u32>,
     pub one_node: Option<bool>,
+    pub pxe_cns: Option<u32>,
 }
 
 pub struct Coal {
@@ -171,6 +176,10 @@ impl Coal {
                 .one_node
                 .or(saved.as_ref().map(|s| s.one_node))
                 .unwrap_or(default_one),
+            pxe_cns: opts
+                .pxe_cns
+                .or(saved.as_ref().map(|s| s.pxe_cns))
+                .unwrap_or(0),
         };
         let pg_bindir = setup::pg_bindir();
         let mut deployment = deployment;
@@ -441,6 +450,7 @@ impl Coal {
 
         self.seed(&public, &fingerprint).await?;
         self.wait_for_cns().await?;
+        self.pxe_up().await?;
         self.print_usage(&skipped);
         Ok(())
     }
@@ -1128,6 +1138,8 @@ impl Coal {
 
     pub async fn down(&self) -> Result<(), Error> {
         let p = &self.progress;
+        // 0. Network-booted guests (their instances go with them).
+        self.pxe_down();
         // 1. Instances, through the agents while they still run.
         for s in self
             .deployment
