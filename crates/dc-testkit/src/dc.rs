@@ -59,9 +59,11 @@ pub enum Service {
     Cns,
     /// CNS's DNS (UDP and TCP).
     CnsDns,
+    /// CMon's HTTPS listener.
+    Cmon,
 }
 
-type Configure<C> = Box<dyn Fn(&mut C) + Send + Sync>;
+pub(crate) type Configure<C> = Box<dyn Fn(&mut C) + Send + Sync>;
 
 /// What to start. `Options::default()` is Moray alone; set the services a test needs
 /// (each brings what it depends on: compute brings UFDS, PAPI, IMGAPI and NAPI;
@@ -85,6 +87,9 @@ pub struct Options {
     pub cloudapi: bool,
     /// CloudAPI serves HTTPS too, with a certificate made by `openssl req`.
     pub tls: bool,
+    /// CMon on HTTPS (brings compute), with its self-signed certificate
+    /// ([`Dc::cmon_cert`]); CloudAPI lists it as its `cmon` service.
+    pub cmon: bool,
     /// CNS following VMAPI, UFDS, NAPI and CNAPI (brings compute), serving
     /// [`crate::naming::CNS_ZONE`] ([`Dc::cns`], [`Dc::cns_dns_addr`]).
     pub cns: bool,
@@ -136,6 +141,8 @@ pub struct Options {
     pub configure_cloudapi: Configure<cloudapi::Config>,
     /// Changes to CNS's config before it starts.
     pub configure_cns: Configure<cns::Config>,
+    /// Changes to CMon's config before it starts.
+    pub configure_cmon: Configure<cmon::Config>,
 }
 
 impl Default for Options {
@@ -150,6 +157,7 @@ impl Default for Options {
             cloudapi: false,
             tls: false,
             cns: false,
+            cmon: false,
             seed: None,
             coal_networks: false,
             default_fabrics: false,
@@ -170,6 +178,7 @@ impl Default for Options {
             configure_vmapi: Box::new(|_| {}),
             configure_cloudapi: Box::new(|_| {}),
             configure_cns: Box::new(|_| {}),
+            configure_cmon: Box::new(|_| {}),
         }
     }
 }
@@ -302,6 +311,7 @@ impl Dc {
     /// Starts what `options` asks for; returns once every compute node is set up.
     pub async fn start(mut options: Options) -> Dc {
         options.compute |= options.cns;
+        options.compute |= options.cmon;
         if options.compute || options.cloudapi {
             options.ufds = true;
             options.papi = true;
@@ -418,6 +428,9 @@ impl Dc {
         }
         if options.cns {
             dc.start_cns(&options).await;
+        }
+        if options.cmon {
+            dc.start_cmon(&mut options).await;
         }
         if options.cloudapi {
             dc.start_cloudapi(&options).await;
@@ -657,6 +670,11 @@ impl Dc {
                 .map(|a| format!("http://{a}"))
                 .unwrap_or_else(|| "http://127.0.0.1:9".into()),
             cnapi_url: "http://127.0.0.1:9".into(),
+            // With CNS, machines carry dns_names for accounts with triton_cns_enabled.
+            cns_url: self
+                .try_addr(Service::Cns)
+                .map(|a| format!("http://{a}"))
+                .unwrap_or_default(),
             ..Default::default()
         };
         if options.tls {

@@ -8,6 +8,7 @@
 //! - [`node`]: a compute node's agent started by hand (a simulated node's facts).
 //! - [`bench`]: the benches' runtime, parts and knobs.
 //! - [`cloudapi`]: tenants, the `triton` CLI, raw signed HTTP requests.
+//! - [`monitor`]: CMon on HTTPS and a client presenting a client certificate.
 //! - [`naming`]: CNS, its admin API and its DNS address.
 //! - [`fabric`]: two compute nodes' overlays in network namespaces, instances on fabrics.
 //! - [`eventually`], [`error_of`], [`assert_error`], [`health`], [`run`]: what tests
@@ -27,6 +28,7 @@ pub mod fabric;
 pub mod feed;
 pub mod linux;
 pub mod naming;
+pub mod monitor;
 pub mod node;
 pub mod watched;
 
@@ -41,7 +43,7 @@ pub use dc::{ADMIN_UUID, Dc, Options, Seed, Seeded, Service};
 /// backend, a service's config); a test names them through here, never as its own
 /// dependency.
 pub mod services {
-    pub use {cloudapi, cn_agent, cns, cnapi, imgapi, moray, napi, papi, portolan, ufds, vmapi};
+    pub use {cloudapi, cmon, cn_agent, cns, cnapi, imgapi, moray, napi, papi, portolan, ufds, vmapi};
 }
 
 /// Polls `check` every 50 ms until it holds, and fails the test naming `what` once
