@@ -8,6 +8,7 @@
 //! * [`compose`]: writes `deploy/docker-compose.yml`;
 //! * [`servers`]: the compute nodes (list, setup) and their boot parameters.
 
+pub mod accounts;
 pub mod coal;
 pub mod compose;
 pub mod deploy;

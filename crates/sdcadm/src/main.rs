@@ -91,6 +91,11 @@ enum Command {
         #[command(flatten)]
         dc: DcArgs,
     },
+    /// Tenant accounts in UFDS: create one with an SSH key, or delete one.
+    Account {
+        #[command(subcommand)]
+        command: AccountCommand,
+    },
     /// Seed a running deployment as `coal up` seeds CoaL: the admin account with a public
     /// key, the sample packages and the base image; check NAPI's networks. Only what is
     /// missing is written. After `docker compose up`: `sdcadm seed --key ~/.ssh/id_ed25519.pub`.
@@ -98,6 +103,29 @@ enum Command {
         /// The admin account's SSH public key (a `.pub` file).
         #[arg(long)]
         key: PathBuf,
+        #[command(flatten)]
+        dc: DcArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum AccountCommand {
+    /// Make account LOGIN, approved for provisioning, with the SSH public key in --key;
+    /// prints its uuid.
+    Create {
+        login: String,
+        /// The account's SSH public key (a `.pub` file).
+        #[arg(long)]
+        key: PathBuf,
+        /// Default: LOGIN@<datacenter>.example.com.
+        #[arg(long)]
+        email: Option<String>,
+        #[command(flatten)]
+        dc: DcArgs,
+    },
+    /// Delete account LOGIN (or uuid) and its keys.
+    Delete {
+        login: String,
         #[command(flatten)]
         dc: DcArgs,
     },
@@ -197,6 +225,14 @@ enum ServerCommand {
         /// Its hostname from now on (only before it is set up).
         #[arg(long)]
         hostname: Option<String>,
+        #[command(flatten)]
+        dc: DcArgs,
+    },
+    /// Reserve a node (no new instances on it) or, with --reserved false, free it.
+    Reserve {
+        uuid: String,
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        reserved: bool,
         #[command(flatten)]
         dc: DcArgs,
     },
@@ -523,6 +559,28 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 return Ok(ExitCode::FAILURE);
             }
         }
+        Command::Account {
+            command:
+                AccountCommand::Create {
+                    login,
+                    key,
+                    email,
+                    dc,
+                },
+        } => {
+            let dc = dc.open(&root)?;
+            let public = std::fs::read_to_string(&key)
+                .map_err(|e| Error::io("read the public key", &key, e))?;
+            let uuid =
+                sdcadm::accounts::create(&dc, &login, email.as_deref(), public.trim()).await?;
+            println!("{uuid}");
+        }
+        Command::Account {
+            command: AccountCommand::Delete { login, dc },
+        } => {
+            let dc = dc.open(&root)?;
+            sdcadm::accounts::delete(&dc, &login).await?;
+        }
         Command::Seed { key, dc } => {
             let dc = dc.open(&root)?;
             let public = std::fs::read_to_string(&key)
@@ -564,6 +622,10 @@ async fn server_command(root: &std::path::Path, command: ServerCommand) -> Resul
                 "{} ({}): setup {}, status {}",
                 s.uuid, s.hostname, s.setup, s.status
             );
+        }
+        ServerCommand::Reserve { uuid, reserved, dc } => {
+            let s = servers::set_reserved(cnapi(dc).await?, &uuid, reserved).await?;
+            println!("{} ({}): reserved {}", s.uuid, s.hostname, s.reserved);
         }
         ServerCommand::BootParams { mac, dc } => {
             print!(

@@ -284,9 +284,11 @@ fn committed_compose_file_matches_the_description() {
             .as_array()
             .map(|a| a.iter().map(|p| p.as_str().unwrap().to_string()).collect())
             .unwrap_or_default();
-        // Only CloudAPI's TLS port is on the host; everything else on the compose network.
+        // Only CloudAPI's and CMon's TLS ports are on the host; everything else on the
+        // compose network.
         let want: Vec<String> = match s.name.as_str() {
             "cloudapi" => vec!["8443:8443".to_string()],
+            "cmon" => vec!["9163:9163".to_string()],
             _ => vec![],
         };
         assert_eq!(ports, want, "{} ports", s.name);
@@ -643,7 +645,8 @@ fn nothing_internal_listens_on_every_address() {
             let r = d.render(s, ctx).unwrap();
             for (key, addr) in listen_addresses(&r) {
                 seen += 1;
-                let public = s.name == "cloudapi" && key == "tls_listen";
+                let public = (s.name == "cloudapi" && key == "tls_listen")
+                    || (s.name == "cmon" && key == "listen");
                 if addr.contains("0.0.0.0") {
                     assert!(
                         public && ctx.kind != ContextKind::Coal,

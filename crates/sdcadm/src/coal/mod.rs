@@ -1105,6 +1105,15 @@ impl Coal {
                 shell_quote(&suffix)
             ));
         }
+        if let Some(s) = self.deployment.service("cmon") {
+            let r = self.render(s)?;
+            let get = |k: &str| r.config.get(k).and_then(Value::as_str).unwrap_or_default();
+            out.push_str(&format!(
+                "export CMON_URL={}\nexport CMON_SUFFIX={}\n",
+                shell_quote(&format!("https://{}", get("listen"))),
+                shell_quote(get("dns_suffix"))
+            ));
+        }
         Ok(out)
     }
 
