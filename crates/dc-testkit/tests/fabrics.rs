@@ -13,6 +13,7 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use cn_agent::ZoneBackend;
 use cn_agent::linux::overlay::{
     Nat, Overlay, OverlayConfig, VXLAN_TABLE, bridge_name, nat_hub, nat_netns, vxlan_name,
 };
@@ -715,4 +716,81 @@ async fn the_vxlan_port_takes_only_the_underlay() {
         !table.contains(VXLAN_TABLE),
         "the table goes with the node's last vnet: {table}"
     );
+}
+
+/// `internet_nat` on its way to the compute node: an instance created through CloudAPI
+/// with no network named gets the account's default fabric network (NAPI's, which has a
+/// gateway and `internet_nat`), and the NIC spec its node's agent holds says
+/// `internet_nat` on that NIC (with its vnet and gateway) and not on the external one; an
+/// instance on a fabric network made with a gateway but `--no-nat` gets it off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internet_nat_reaches_the_compute_nodes_nic_spec() {
+    let dc = Dc::start(Options {
+        compute: true,
+        default_fabrics: true,
+        nic_tags: vec!["admin".into(), "external".into(), "sdc_overlay".into()],
+        ..Options::cloudapi()
+    })
+    .await;
+    let carol = dc.tenant("carol", "ed25519").await;
+    dc.catalog(1024, b"simulated".to_vec()).await;
+    eventually("carol's default fabric network", WAIT, || async {
+        carol
+            .triton(&["network", "get-default", "-j"])
+            .await
+            .stdout
+            .contains("My-Fabric-Network")
+    })
+    .await;
+    let spec = async |id: &str| {
+        let uuid = Uuid::parse_str(id).unwrap();
+        dc.sims[0]
+            .get(uuid)
+            .await
+            .expect("the node's instance")
+            .spec
+    };
+
+    let id = carol.create_instance("web0").await;
+    let nics = spec(&id).await.nics;
+    assert_eq!(nics.len(), 2, "{nics:?}");
+    let fabric = nics.iter().find(|n| n.nic_tag.starts_with("sdc_overlay"));
+    let fabric = fabric.expect("a fabric NIC");
+    assert!(fabric.internet_nat, "{fabric:?}");
+    assert!(
+        fabric.vnet_id != 0 && fabric.gateway.is_some(),
+        "{fabric:?}"
+    );
+    let external = nics.iter().find(|n| n.nic_tag == "external").unwrap();
+    assert!(!external.internet_nat, "{external:?}");
+
+    carol
+        .ok(&["vlan", "create", "-n", "quiet", "-j", "310"])
+        .await;
+    carol
+        .ok(&[
+            "network",
+            "create",
+            "-j",
+            "--name",
+            "no-nat",
+            "--subnet",
+            "192.168.40.0/24",
+            "--start-ip",
+            "192.168.40.10",
+            "--end-ip",
+            "192.168.40.250",
+            "--gateway",
+            "192.168.40.1",
+            "--no-nat",
+            "310",
+        ])
+        .await;
+    let id = carol
+        .create_instance_with("quiet0", &["--network", "no-nat"], "g1-small")
+        .await;
+    let nics = spec(&id).await.nics;
+    assert_eq!(nics.len(), 1, "{nics:?}");
+    assert!(nics[0].nic_tag.starts_with("sdc_overlay"), "{nics:?}");
+    assert!(!nics[0].internet_nat, "{nics:?}");
 }
