@@ -55,7 +55,7 @@ pub async fn list(ch: Channel) -> Result<Vec<cnapi::Server>, Error> {
 }
 
 /// The `sdc-server list` table: uuid, hostname, admin IP, setup, status (one header line
-/// then a line per server).
+/// then a line per server; `-` for an unknown hostname or admin IP).
 pub fn table(servers: &[cnapi::Server]) -> String {
     let mut out = format!(
         "{:<36}  {:<20}  {:<15}  {:<5}  {:<8}\n",
@@ -70,8 +70,14 @@ pub fn table(servers: &[cnapi::Server]) -> String {
         out.push_str(&format!(
             "{:<36}  {:<20}  {:<15}  {:<5}  {:<8}\n",
             s.uuid,
-            s.hostname,
-            admin_ip(&s.sysinfo_json),
+            if s.hostname.is_empty() {
+                "-"
+            } else {
+                &s.hostname
+            },
+            Some(admin_ip(&s.sysinfo_json))
+                .filter(|ip| !ip.is_empty())
+                .unwrap_or_else(|| "-".into()),
             s.setup,
             status
         ));
@@ -92,6 +98,19 @@ pub async fn setup(
     })
     .await
     .map_err(|s| api_err(&format!("cnapi ServerSetup {uuid}"), s))?
+    .into_inner())
+}
+
+/// UpdateServer of `uuid`'s `reserved` (a reserved server gets no new instances).
+pub async fn set_reserved(ch: Channel, uuid: &str, reserved: bool) -> Result<cnapi::Server, Error> {
+    let mut c = CnapiClient::new(ch);
+    Ok(c.update_server(cnapi::UpdateServerRequest {
+        uuid: uuid.into(),
+        reserved: Some(reserved),
+        ..Default::default()
+    })
+    .await
+    .map_err(|s| api_err(&format!("cnapi UpdateServer {uuid}"), s))?
     .into_inner())
 }
 

@@ -9,7 +9,11 @@
 //!
 //! Guest i: admin MAC `52:54:00:c0:0a:<i>`, external MAC `52:54:00:c0:0e:<i>`, taps
 //! `coalpxe<i>a` and `coalpxe<i>e`, its serial console in `logs/pxe-cn<i>.log`, its pid
-//! in `run/pxe-cn<i>.pid`, its SMBIOS UUID (the server's UUID) fixed per CoaL and node.
+//! in `run/pxe-cn<i>.pid`, its SMBIOS UUID (the server's UUID) fixed per CoaL and node,
+//! and a sparse 64 GiB disk `data/pxe-cn<i>.qcow2` (`/dev/vda`, which the platform's init
+//! formats and mounts as cn-agent's state: `triton.disk` in CNAPI's default boot
+//! parameters), so the node keeps its instances across reboots and has room for their
+//! disks.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -26,6 +30,8 @@ pub const MAX_PXE_CNS: u32 = 8;
 const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
 /// The guests' memory, MiB: cn-agent, the instances' disks in tmpfs and the instances.
 const GUEST_RAM_MIB: u32 = 2048;
+/// The guests' disk (sparse).
+const GUEST_DISK: &str = "64G";
 
 /// One network-booted guest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,8 +178,9 @@ impl Coal {
         c.set_boot_params(cnapi::SetBootParamsRequest {
             server_uuid: "default".into(),
             platform: platform.clone(),
-            kernel_args: [("console".to_string(), "ttyS0".to_string())]
+            kernel_args: [("console", "ttyS0"), ("triton.disk", "/dev/vda")]
                 .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             kernel_flags: vec![],
             replace: false,
@@ -205,6 +212,14 @@ impl Coal {
             let qemu_pid = self.sub("run").join(format!("{}.qemu-pid", cn.name));
             let _ = std::fs::remove_file(&qemu_pid);
             let uuid = guest_uuid(&self.dir, i).to_string();
+            let disk = self.sub("data").join(format!("{}.qcow2", cn.name));
+            if !disk.exists() {
+                let disk_path = disk.display().to_string();
+                run(
+                    "qemu-img",
+                    &["create", "-q", "-f", "qcow2", &disk_path, GUEST_DISK],
+                )?;
+            }
             let args: Vec<String> = vec![
                 "-name".into(),
                 cn.name.clone(),
@@ -224,6 +239,8 @@ impl Coal {
                 format!("file:{}", log.display()),
                 "-boot".into(),
                 "n".into(),
+                "-drive".into(),
+                format!("file={},if=virtio,format=qcow2", disk.display()),
                 "-netdev".into(),
                 format!(
                     "tap,id=admin,ifname={},script=no,downscript=no",
