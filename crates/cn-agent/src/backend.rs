@@ -40,6 +40,8 @@ pub struct NicSpec {
     /// A fabric NIC whose network has `internet_nat`: the node answers its gateway and
     /// NATs it to the external network ([`crate::linux::overlay::Overlay::ensure_nat`]).
     pub internet_nat: bool,
+    /// NAPI's network of the NIC; it only labels the NIC's usage (CMon's `network_uuid`).
+    pub network_uuid: String,
 }
 
 /// What an instance is: the `vmadm create` payload, reduced to what a Linux zone uses.

@@ -61,6 +61,7 @@ pub fn nic_from_pb(field: &str, nic: &pb::Nic) -> Result<NicSpec> {
         primary: nic.primary,
         vnet_id: nic.vnet_id,
         internet_nat: nic.internet_nat,
+        network_uuid: nic.network_uuid.clone(),
     })
 }
 
@@ -78,6 +79,7 @@ pub fn nic_to_pb(nic: &NicSpec) -> pb::Nic {
         primary: nic.primary,
         vnet_id: nic.vnet_id,
         internet_nat: nic.internet_nat,
+        network_uuid: nic.network_uuid.clone(),
     }
 }
 

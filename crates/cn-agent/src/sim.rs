@@ -389,7 +389,7 @@ fn sim_nics(spec: &InstanceSpec, cpu_ns: u64) -> Vec<NicUsage> {
         .map(|(i, nic)| NicUsage {
             interface: nic.interface_name(i),
             mac: nic.mac.clone(),
-            network_uuid: String::new(),
+            network_uuid: nic.network_uuid.clone(),
             nic_tag: nic.nic_tag.clone(),
             rx_bytes: rx,
             tx_bytes: tx,

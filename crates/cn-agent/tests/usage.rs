@@ -12,7 +12,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cn_agent::{InstanceSpec, InstanceUsage, ZoneBackend};
+use cn_agent::{InstanceSpec, InstanceUsage, NicSpec, ZoneBackend};
 use uuid::Uuid;
 
 mod common;
@@ -31,13 +31,18 @@ impl Host {
         )
     }
 
-    /// A 128 MiB instance with one whole CPU, its NIC `n` on the bridge.
+    /// A 128 MiB instance with one whole CPU, its NIC `n` on the bridge (on a network
+    /// of its own uuid).
     fn spec(&self, hostname: &str, n: u8) -> InstanceSpec {
+        let nic = NicSpec {
+            network_uuid: Uuid::new_v4().to_string(),
+            ..self.nic(0, n)
+        };
         InstanceSpec {
             ram: 128,
             cpu_cap: 100,
             max_lwps: 100,
-            ..self.0.spec(hostname, vec![self.nic(0, n)])
+            ..self.0.spec(hostname, vec![nic])
         }
     }
 
@@ -74,6 +79,7 @@ async fn usage_counts_what_the_instance_does() {
     let spec = h.spec("usage0", 1);
     let uuid = spec.uuid;
     let mac = spec.nics[0].mac.clone();
+    let network = spec.nics[0].network_uuid.clone();
     b.create(spec).await.expect("create");
 
     // The NIC is named as in the spec.
@@ -84,9 +90,10 @@ async fn usage_counts_what_the_instance_does() {
         (
             nic.interface.as_str(),
             nic.mac.as_str(),
-            nic.nic_tag.as_str()
+            nic.nic_tag.as_str(),
+            nic.network_uuid.as_str()
         ),
-        ("eth0", mac.as_str(), "admin")
+        ("eth0", mac.as_str(), "admin", network.as_str())
     );
 
     // A shell loop burning CPU inside for 3 s shows as at least 1 s of user time (the

@@ -260,6 +260,7 @@ impl LinuxHost {
             primary: true,
             vnet_id: 0,
             internet_nat: false,
+            network_uuid: String::new(),
         }
     }
 

@@ -235,7 +235,7 @@ pub fn read_netns(netns: &Path, nics: &[NicSpec]) -> Option<NetnsCounters> {
             Some(NicUsage {
                 interface: name,
                 mac: nic.mac.clone(),
-                network_uuid: String::new(),
+                network_uuid: nic.network_uuid.clone(),
                 nic_tag: nic.nic_tag.clone(),
                 rx_bytes: c.rx_bytes,
                 tx_bytes: c.tx_bytes,

@@ -800,6 +800,7 @@ pub(super) fn agent_nic(n: &VmNic, interface: String) -> agent::Nic {
         primary: n.primary,
         vnet_id: n.vnet_id,
         internet_nat: n.internet_nat,
+        network_uuid: n.network_uuid.clone(),
     }
 }
 
