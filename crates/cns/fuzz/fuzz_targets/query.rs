@@ -2,6 +2,9 @@
 //! requests, over a zone with every record type CNS makes (A, AAAA, TXT, SRV, CNAME, NS,
 //! PTR) and a journal, so that AXFR and IXFR requests build their messages too.
 //!
+//! The UDP fast path (`dns::fast::Cache`) is asked first: when it answers, its answer
+//! must decode to the full path's.
+//!
 //! What must hold: it returns (no panic, no hang on compression loops or truncated
 //! names); nothing is sent only for input shorter than a header or a response (QR set);
 //! every answer decodes, carries the request's id with QR set, and fits: 1232 bytes over
@@ -9,11 +12,13 @@
 //! 65535 bytes, and the transfer's first and last records are the zone's SOA.
 #![no_main]
 
+use std::cell::RefCell;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 
 use cns::dns::answer::{Handled, Transport, UDP_MAX, UDP_MIN, handle};
+use cns::dns::fast::Cache;
 use cns::dns::transfer::{Plan, all_messages};
 use cns::zone::{NS_TTL, SoaFields, TTL, Zone, ZoneSet, Zones};
 use hickory_proto::op::{Message, MessageType};
@@ -101,6 +106,21 @@ fuzz_target!(|data: &[u8]| {
     let has_edns = Message::from_vec(data)
         .map(|m| m.extensions().is_some())
         .unwrap_or(false);
+    // The UDP fast path gives the full path's answer, or leaves the query to it.
+    thread_local! {
+        static CACHE: RefCell<(Cache, Vec<u8>)> = RefCell::new((Cache::new(), Vec::new()));
+    }
+    CACHE.with_borrow_mut(|(cache, out)| {
+        if cache.answer(set, data, out) {
+            let Handled::Reply(full) = handle(set, data, Transport::Udp) else {
+                panic!("the fast path answered what the full path does not");
+            };
+            let fast = Message::from_vec(out).expect("the fast answer decodes");
+            let full = Message::from_vec(&full.bytes).expect("the answer decodes");
+            assert_eq!(fast, full);
+            assert_eq!(&out[..2], &data[..2]);
+        }
+    });
     for transport in [Transport::Udp, Transport::Tcp] {
         match handle(set, data, transport) {
             Handled::Drop => {

@@ -8,10 +8,15 @@
 //! and a write timeout on each, messages no larger than their two-byte length, and at
 //! most `notify::MAX_IN_FLIGHT` NOTIFYs or SOA checks in flight.
 //!
+//! The query path is `answer.rs` (every rule, on hickory-proto's messages), with
+//! `fast.rs` in front of it on UDP: the common question's answer kept as bytes per
+//! snapshot.
+//!
 //! `bind` then `Listener::serve` (tests bind port 0 and read the address), or `serve`.
 
 pub mod acl;
 pub mod answer;
+pub mod fast;
 mod notify;
 mod tcp;
 pub mod transfer;

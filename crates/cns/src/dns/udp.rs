@@ -9,6 +9,7 @@ use tokio::net::UdpSocket;
 use super::Server;
 use super::acl::{is_local, unmap};
 use super::answer::{self, Handled, Transport};
+use super::fast::Cache;
 use super::transfer;
 
 /// A request larger than this is cut and answered FORMERR (DNS queries are tens of bytes).
@@ -29,6 +30,8 @@ pub(super) async fn serve(server: Arc<Server>, socket: Arc<UdpSocket>) {
 
 async fn worker(server: Arc<Server>, socket: Arc<UdpSocket>) {
     let mut buf = vec![0u8; MAX_REQUEST];
+    let mut cache = Cache::new();
+    let mut out = Vec::with_capacity(usize::from(answer::UDP_MAX));
     loop {
         let received = tokio::select! {
             _ = server.shutdown.cancelled() => return,
@@ -47,6 +50,12 @@ async fn worker(server: Arc<Server>, socket: Arc<UdpSocket>) {
             continue;
         }
         let zones = server.zones.snapshot();
+        if cache.answer(&zones, &buf[..n], &mut out) {
+            if let Err(e) = socket.send_to(&out, src).await {
+                tracing::debug!(peer = %src, error = %e, "DNS UDP send failed");
+            }
+            continue;
+        }
         let bytes = match answer::handle(&zones, &buf[..n], Transport::Udp) {
             Handled::Reply(reply) => {
                 let ip = unmap(src.ip());
