@@ -6,7 +6,10 @@
 #   - each pings the other and fetches the other's HTTP;
 #   - after one is deleted, its address stops answering (the other node drained its log);
 #   - a new instance on the deleted one's address, with a new MAC, is reached (no stale
-#     neighbour or forwarding entry).
+#     neighbour or forwarding entry);
+#   - NAT: instances on the default fabric network (internet_nat) ping the host's external
+#     address through their node's NAT ([overlay] nat_ip), on either node; one on a fabric
+#     network made with --no-nat on the same VLAN does not.
 # Isolation between two accounts' fabrics with the same VLAN id and subnet is shown on
 # namespaces by crates/dc-testkit/tests/fabrics.rs.
 #
@@ -95,3 +98,24 @@ check "a3 took a2's address ($ip2) with another MAC ($mac2 -> $mac3)" \
     bash -c "[ '$(triton instance ip "$a3")' = '$ip2' ] && [ '$mac2' != '$mac3' ]"
 check "a1 reaches a3 on that address (no stale entry for a2)" within fetches "$u1" "$ip2"
 check "a3 pings a1" within pings "$u3" "$ip1"
+
+# NAT. The external network's gateway is this machine (10.88.88.2 on coal-external); the
+# host takes pings from tenant networks, nothing else (docs/security.md).
+host_ext=10.88.88.2
+check "a1 (default fabric, internet_nat) pings the host's external address through its node's NAT" \
+    within pings "$u1" "$host_ext"
+check "a3, on the other node, too" within pings "$u3" "$host_ext"
+vlan=$(triton network get -j "$default_net" | json "d['vlan_id']")
+nonat="fab-nonat-$$"
+step "triton network create --no-nat --name $nonat (VLAN $vlan)"
+triton network create --name "$nonat" --subnet 192.168.250.0/24 --start-ip 192.168.250.10 \
+    --end-ip 192.168.250.200 --gateway 192.168.250.1 --no-nat "$vlan" >/dev/null
+a4="fab-a4-$$"
+suite_cleanup() { # the network goes after its instance
+    triton instance delete -f -w "$a4" >/dev/null 2>&1 || true
+    triton network delete "$nonat" >/dev/null 2>&1 || true
+}
+create "$a4" --network "$nonat"
+u4=$(triton instance get -j "$a4" | json "d['id']")
+check "a4 (a --no-nat fabric network) gets no answer from the host's external address" \
+    not pings "$u4" "$host_ext"

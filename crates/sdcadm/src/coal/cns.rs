@@ -14,7 +14,11 @@
 //! * its own state dir (`data/cn-agent-<i>`, hence its own server UUID), cgroup parent
 //!   (`<parent><i>`), netns prefix (`coal<i>-`) and link prefix (`zc<i>`, seen only
 //!   inside its namespace), so no two agents touch each other's instances;
-//! * its agent listens on its admin address, where CNAPI (on the host) reaches it.
+//! * its agent listens on its admin address, where CNAPI (on the host) reaches it;
+//! * with an external bridge in `[coal] bridges`, its fabrics' NAT address
+//!   (`[overlay] nat_ip`) is host 255 - i of the external network (10.88.88.253 for node
+//!   2), outside NAPI's provision range there, and its NAT gateway the host's address on
+//!   that bridge (10.88.88.2).
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -39,6 +43,10 @@ pub const MAX_LINUX_CNS: u32 = 16;
 const HOST_BASE: u32 = 20;
 /// The name of the underlay veth inside a node's namespace.
 pub const UNDERLAY_LINK: &str = "underlay0";
+/// The nic tag of the external network, where the nodes' fabric NATs are.
+pub const EXTERNAL_TAG: &str = "external";
+/// Node i's NAT address is host `NAT_TOP - i` of the external network.
+const NAT_TOP: u32 = 255;
 
 /// The names node 1 (the headnode's agent) uses, from its `linux` config section.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +71,9 @@ pub struct LinuxCn {
     /// Its underlay address (none without an underlay bridge in `[coal] bridges`).
     pub underlay_ip: Option<Ipv4Addr>,
     pub underlay_len: u8,
+    /// Its fabrics' NAT address on the external network, that network's prefix length,
+    /// and its gateway (the host's address there); none without an external bridge.
+    pub nat: Option<(Ipv4Addr, u8, Ipv4Addr)>,
     pub names: Names,
 }
 
@@ -121,6 +132,17 @@ pub fn plan(
         Error::Usage("--linux-cns: [coal] bridges has no bridge with nic_tag \"admin\"".into())
     })?;
     let underlay = host(UNDERLAY_TAG)?;
+    let external = host(EXTERNAL_TAG)?;
+    let nat = |i: u32| -> Option<(Ipv4Addr, u8, Ipv4Addr)> {
+        let (gateway, len) = external?;
+        let size = 1u64 << (32 - u32::from(len));
+        let host_no = NAT_TOP.checked_sub(i)?;
+        // Only on a network large enough to hold it above the gateway.
+        (u64::from(NAT_TOP) < size && host_no > 1).then_some(())?;
+        let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+        let ip = Ipv4Addr::from((u32::from(gateway) & mask) + host_no);
+        (ip != gateway).then_some((ip, len, gateway))
+    };
     // cn-agent takes link prefixes of 1 to 4 characters; node i's is node 1's and i.
     let longest = format!("{}{n}", names.link_prefix);
     if n > 1 && longest.chars().count() > 4 {
@@ -151,6 +173,7 @@ pub fn plan(
                 admin_len,
                 underlay_ip: underlay.map(|u| u.0),
                 underlay_len: underlay.map(|u| u.1).unwrap_or(0),
+                nat: nat(i),
                 names: names.clone(),
             }
         } else {
@@ -162,6 +185,7 @@ pub fn plan(
                 admin_len,
                 underlay_ip: underlay.map(|u| nth(u, i)).transpose()?,
                 underlay_len: underlay.map(|u| u.1).unwrap_or(0),
+                nat: nat(i),
                 names: Names {
                     cgroup_parent: format!("{}{i}", names.cgroup_parent),
                     netns_prefix: format!("{}{i}-", names.netns_prefix.trim_end_matches('-')),
@@ -215,6 +239,11 @@ pub fn configure(config: &mut Table, cn: &LinuxCn, portolan: Option<&str>) {
         let mut overlay = Table::new();
         overlay.insert("underlay_ip".into(), Value::String(ip.to_string()));
         overlay.insert("portolan".into(), Value::String(portolan.to_string()));
+        if let Some((ip, len, gateway)) = cn.nat {
+            overlay.insert("nat_ip".into(), Value::String(format!("{ip}/{len}")));
+            overlay.insert("nat_gateway".into(), Value::String(gateway.to_string()));
+            overlay.insert("nat_nic_tag".into(), Value::String(EXTERNAL_TAG.into()));
+        }
         config.insert("overlay".into(), Value::Table(overlay));
     }
 }
@@ -450,6 +479,26 @@ mod tests {
         let overlay = config["overlay"].as_table().unwrap();
         assert_eq!(overlay["underlay_ip"].as_str(), Some("10.99.100.22"));
         assert_eq!(overlay["portolan"].as_str(), Some("10.99.99.7:1296"));
+        assert_eq!(overlay["nat_ip"].as_str(), Some("10.88.88.253/24"));
+        assert_eq!(overlay["nat_gateway"].as_str(), Some("10.88.88.2"));
+        assert_eq!(overlay["nat_nic_tag"].as_str(), Some("external"));
+        // Node 1's is the top of the external network; none without an external bridge.
+        assert_eq!(
+            cns[0].nat,
+            Some((
+                "10.88.88.254".parse().unwrap(),
+                24,
+                "10.88.88.2".parse().unwrap()
+            ))
+        );
+        let no_external: Vec<Bridge> = bridges()
+            .into_iter()
+            .filter(|b| b.nic_tag != "external")
+            .collect();
+        assert_eq!(
+            plan(2, "cn-agent", &names(), &no_external).unwrap()[1].nat,
+            None
+        );
     }
 
     #[test]
