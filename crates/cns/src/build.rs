@@ -280,27 +280,29 @@ mod tests {
 
     #[test]
     fn zones_get_ns_soa_cmon_and_ptrs() {
-        let mut settings = Settings::default();
-        settings.forward_zones = [
-            (
-                "a.example".to_string(),
-                ForwardZone {
-                    networks: vec!["*".into()],
-                    peers: vec!["ns2.example".into()],
-                    hidden_primary: false,
-                },
-            ),
-            (
-                "b.example".to_string(),
-                ForwardZone {
-                    networks: vec!["*".into()],
-                    peers: vec!["ns3.example".into()],
-                    hidden_primary: true,
-                },
-            ),
-        ]
-        .into_iter()
-        .collect();
+        let settings = Settings {
+            forward_zones: [
+                (
+                    "a.example".to_string(),
+                    ForwardZone {
+                        networks: vec!["*".into()],
+                        peers: vec!["ns2.example".into()],
+                        hidden_primary: false,
+                    },
+                ),
+                (
+                    "b.example".to_string(),
+                    ForwardZone {
+                        networks: vec!["*".into()],
+                        peers: vec!["ns3.example".into()],
+                        hidden_primary: true,
+                    },
+                ),
+            ]
+            .into_iter()
+            .collect(),
+            ..Settings::default()
+        };
         let cmon = Cmon {
             label: "cmon".into(),
             address: Some("10.0.0.9".parse().unwrap()),
