@@ -19,7 +19,7 @@ use triton_proto::cns::v1 as pb;
 use crate::names;
 
 /// Default gRPC (admin API) listen address.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:2030";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:2040";
 /// Default DNS address (UDP and TCP).
 pub const DEFAULT_DNS_LISTEN: &str = "127.0.0.1:5353";
 
@@ -126,10 +126,10 @@ impl Default for Config {
             service: ServiceConfig::new(DEFAULT_LISTEN),
             moray: MorayStartup::default(),
             dns_listen: DEFAULT_DNS_LISTEN.into(),
-            vmapi_url: "http://127.0.0.1:2026".into(),
-            ufds_url: "http://127.0.0.1:2021".into(),
-            napi_url: "http://127.0.0.1:2024".into(),
-            cnapi_url: "http://127.0.0.1:2025".into(),
+            vmapi_url: "http://127.0.0.1:2025".into(),
+            ufds_url: "http://127.0.0.1:1390".into(),
+            napi_url: "http://127.0.0.1:2023".into(),
+            cnapi_url: "http://127.0.0.1:2030".into(),
             cmon_suffix_label: "cmon".into(),
             cmon_address: String::new(),
             commit_window_ms: 250,
