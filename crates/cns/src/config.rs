@@ -139,6 +139,41 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// What `--check-config` and start-up check beyond the keys' types: the initial
+    /// naming settings (as UpdateConfig checks them), `dns_listen`, `cmon_address` and
+    /// `cmon_suffix_label`; every problem at once.
+    pub fn check(&self) -> Result<(), String> {
+        let mut problems: Vec<String> = match self.initial.validated() {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        };
+        if self.dns_listen.parse::<std::net::SocketAddr>().is_err() {
+            problems.push(format!(
+                "dns_listen must be address:port (got {:?})",
+                self.dns_listen
+            ));
+        }
+        let address = self.cmon_address.trim();
+        if !address.is_empty() && address.parse::<IpAddr>().is_err() {
+            problems.push(format!(
+                "cmon_address must be an IP address or empty (got {address:?})"
+            ));
+        }
+        if !is_host_name(&self.cmon_suffix_label) || self.cmon_suffix_label.contains('.') {
+            problems.push(format!(
+                "cmon_suffix_label must be one DNS label (got {:?})",
+                self.cmon_suffix_label
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+}
+
 /// A DNS host name: labels of letters, digits and `-` (not first or last), each at most
 /// 63, at most 253 in all; a trailing dot is allowed.
 pub fn is_host_name(s: &str) -> bool {
@@ -447,6 +482,30 @@ mod tests {
             "{errors:#?}"
         );
         assert!(errors[1].message.contains("local@domain"));
+    }
+
+    #[test]
+    fn check_names_each_bad_key() {
+        assert_eq!(Config::default().check(), Ok(()));
+        let bad = Config {
+            dns_listen: "nowhere".into(),
+            cmon_address: "cmon-host".into(),
+            cmon_suffix_label: "a.b".into(),
+            initial: Settings {
+                hostmaster: "nobody".into(),
+                ..Settings::default()
+            },
+            ..Config::default()
+        };
+        let e = bad.check().unwrap_err();
+        for key in [
+            "hostmaster",
+            "dns_listen",
+            "cmon_address",
+            "cmon_suffix_label",
+        ] {
+            assert!(e.contains(key), "{key} not named in {e}");
+        }
     }
 
     #[test]

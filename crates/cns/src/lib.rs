@@ -51,6 +51,7 @@ pub struct Running {
 
 /// Starts CNS; see the crate doc.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
+    config.check().map_err(Error::Start)?;
     let moray = config
         .moray
         .connect(&config.service.moray_url)

@@ -5,5 +5,6 @@
 triton_common::service_main!(
     "cns",
     "CNS: authoritative DNS for every instance and service",
-    start = cns::start
+    start = cns::start,
+    check = cns::Config::check
 );
