@@ -21,7 +21,8 @@ die() {
 # nftables: cn-agent's anti-spoofing and tenant-network rules (`nft`).
 # knot, nsd, dnsutils, dnsperf: CNS's tests and bench (a real secondary, `dig`, the NSD
 # baseline; docs/cns.md).
-TRITON_PACKAGES=(postgresql etcd-server etcd-client iproute2 procps psmisc util-linux busybox-static openssh-client openssl xfsprogs nftables knot nsd dnsutils dnsperf)
+# prometheus: `promtool check metrics` reads CMon's text format in its tests.
+TRITON_PACKAGES=(postgresql etcd-server etcd-client iproute2 procps psmisc util-linux busybox-static openssh-client openssl xfsprogs nftables knot nsd dnsutils dnsperf prometheus)
 # booter (dhcpd): its tests' clients (isc-dhcp-client, tftp-hpa, isc-dhcp-relay), the iPXE
 # binaries it serves (ipxe), and its bench's load and baseline (kea-admin has perfdhcp;
 # kea-dhcp4-server; docs/booter.md).
