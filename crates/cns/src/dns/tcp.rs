@@ -143,6 +143,9 @@ async fn send_transfer(
     let mut sent = 0usize;
     for record in transfer::records(&t.zone, &plan) {
         for m in messages.push(record.into_owned()) {
+            if server.shutdown.is_cancelled() {
+                return Err(std::io::Error::other("shutting down"));
+            }
             write(stream, &m).await?;
             sent += 1;
         }
