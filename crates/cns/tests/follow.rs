@@ -23,8 +23,17 @@ const WAIT: Duration = Duration::from_secs(30);
 /// A datacenter with sim nodes that have an `external` nic tag, the seeded account
 /// with CNS on, and an `external` network (10.150.0.0/24) VMs get their addresses on.
 async fn datacenter(cns: bool) -> (Dc, String) {
-    let dc = Dc::start(Options {
+    datacenter_with(Options {
         cns,
+        ..Options::default()
+    })
+    .await
+}
+
+async fn datacenter_with(options: Options) -> (Dc, String) {
+    let dc = Dc::start(Options {
+        cns: options.cns,
+        configure_moray: options.configure_moray,
         seed: Some(Seed::default()),
         nic_tags: vec!["admin".into(), "external".into()],
         node_ram_mib: 1 << 20,
@@ -781,4 +790,54 @@ async fn killed_and_restarted_during_500_changes_it_ends_with_vmapis_state() {
         "IXFR from {recent:?} gives steps, not AXFR:\n{text}"
     );
     cns.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_resync_answer_the_vms_follower_starts_again_from_the_snapshot() {
+    // Moray keeps no change log: once VMAPI restarts, the follower's position is older
+    // than what the feed keeps, and it is answered with a resync.
+    let (mut dc, network) = datacenter_with(Options {
+        cns: true,
+        configure_moray: Box::new(|c| {
+            c.change_retention_secs = 0;
+            c.change_trim_interval_secs = 1;
+        }),
+        ..Options::default()
+    })
+    .await;
+    let dns = dc.cns_dns_addr();
+    let owner = dc.seed().owner.clone();
+    let r = dc
+        .vmapi()
+        .create_vm(create_request(&dc, &network, "before", None))
+        .await;
+    let before = job(&dc, r).await.vm_uuid;
+    let name = format!("before.inst.{owner}.{CNS_ZONE}");
+    eventually("the first VM's name", WAIT, || async {
+        !dig(dns, &name, "A").await.is_empty()
+    })
+    .await;
+    let moray = moray_client::MorayClient::connect(&dc.moray_url())
+        .await
+        .unwrap();
+    let position = moray
+        .sql("SELECT coalesce(max(seq), 0) AS m FROM moray_changes", &[])
+        .await
+        .ok()
+        .and_then(|rows| rows.first().and_then(|r| r["m"].as_u64()))
+        .unwrap_or(1);
+    dc.stop_vmapi().await;
+    dc.change_log_trimmed_through(position).await;
+    dc.start_vmapi().await;
+    delete(&dc, &before).await;
+    let r = dc
+        .vmapi()
+        .create_vm(create_request(&dc, &network, "after", None))
+        .await;
+    job(&dc, r).await;
+    let after = format!("after.inst.{owner}.{CNS_ZONE}");
+    eventually("the follower is back after the resync", WAIT, || async {
+        !dig(dns, &after, "A").await.is_empty() && dig(dns, &name, "A").await.is_empty()
+    })
+    .await;
 }
