@@ -100,6 +100,15 @@ mod optional_overlay {
             nat_gateway,
             nat_nic_tag,
         } = Option::<Section>::deserialize(d)?.unwrap_or_default();
+        // Parsed first, so a bad text is named by its own key (the loader tries each
+        // key alone).
+        let nat = match nat_ip.is_empty() && nat_gateway.is_empty() {
+            true => None,
+            false => Some(
+                NatConfig::parse(&nat_ip, &nat_gateway, &nat_nic_tag)
+                    .map_err(|e| D::Error::custom(e.to_string()))?,
+            ),
+        };
         if underlay_ip.is_empty() && portolan.is_empty() {
             return Ok(None);
         }
@@ -108,13 +117,6 @@ mod optional_overlay {
                 "underlay_ip: {underlay_ip:?} is not an IPv4 address"
             ))
         })?;
-        let nat = match nat_ip.is_empty() && nat_gateway.is_empty() {
-            true => None,
-            false => Some(
-                NatConfig::parse(&nat_ip, &nat_gateway, &nat_nic_tag)
-                    .map_err(|e| D::Error::custom(e.to_string()))?,
-            ),
-        };
         Ok(Some(OverlayConfig {
             underlay_ip,
             portolan,
@@ -290,6 +292,28 @@ mod tests {
             e.contains("overlay.underlay_ip") && e.contains("\"nowhere\""),
             "{e}"
         );
+        // The node's fabric NAT, and a bad one named.
+        let with_nat = "[overlay]\nunderlay_ip = \"10.99.100.22\"\nportolan = \"10.99.99.7:1296\"\nnat_ip = \"10.88.88.253/24\"\nnat_gateway = \"10.88.88.2\"\n";
+        std::fs::write(&path, with_nat).unwrap();
+        let c: Config = triton_common::config::load_from("cn-agent", Some(&path), &[]).unwrap();
+        let nat = c.overlay.unwrap().nat.unwrap();
+        assert_eq!(
+            (nat.ip.to_string(), nat.prefix),
+            ("10.88.88.253".into(), 24)
+        );
+        assert_eq!(nat.gateway.to_string(), "10.88.88.2");
+        assert_eq!(nat.nic_tag, "external");
+        // A gateway outside nat_ip's network: refused when the agent starts (the
+        // overlay's check), naming the key; text that is no address: at load.
+        std::fs::write(&path, with_nat.replace("10.88.88.2\"", "10.77.0.1\"")).unwrap();
+        let c: Config = triton_common::config::load_from("cn-agent", Some(&path), &[]).unwrap();
+        let e = c.overlay.unwrap().validate().unwrap_err().to_string();
+        assert!(e.contains("overlay.nat_gateway"), "{e}");
+        std::fs::write(&path, with_nat.replace("10.88.88.253/24", "nowhere")).unwrap();
+        let e = triton_common::config::load_from::<Config>("cn-agent", Some(&path), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("overlay.nat_ip") && e.contains("nowhere"), "{e}");
     }
 
     #[test]

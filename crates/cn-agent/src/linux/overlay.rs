@@ -105,7 +105,10 @@ pub struct NatConfig {
 
 impl NatConfig {
     /// Parses `nat_ip` (`a.b.c.d/len`), `nat_gateway` and `nat_nic_tag` (empty:
-    /// `external`), naming the key at fault.
+    /// `external`), naming the key whose text is not an address; an empty address is
+    /// 0.0.0.0 (prefix length 0), which [`NatConfig::validate`] refuses. The config loader
+    /// tries each key alone, so what involves two keys is checked by `validate`, when the
+    /// agent starts.
     pub fn parse(ip: &str, gateway: &str, nic_tag: &str) -> Result<NatConfig> {
         let bad_ip = || {
             Error::invalid(
@@ -113,23 +116,34 @@ impl NatConfig {
                 format!("{ip:?} is not an IPv4 address with a prefix length (a.b.c.d/len)"),
             )
         };
-        let (addr, len) = ip.split_once('/').ok_or_else(bad_ip)?;
-        let nat = NatConfig {
-            ip: addr.parse().map_err(|_| bad_ip())?,
-            prefix: len.parse().map_err(|_| bad_ip())?,
-            gateway: gateway.parse().map_err(|_| {
+        let (addr, prefix) = match ip {
+            "" => (Ipv4Addr::UNSPECIFIED, 0),
+            ip => {
+                let (addr, len) = ip.split_once('/').ok_or_else(bad_ip)?;
+                (
+                    addr.parse().map_err(|_| bad_ip())?,
+                    len.parse().map_err(|_| bad_ip())?,
+                )
+            }
+        };
+        let gateway = match gateway {
+            "" => Ipv4Addr::UNSPECIFIED,
+            gw => gw.parse().map_err(|_| {
                 Error::invalid(
                     "overlay.nat_gateway",
-                    format!("{gateway:?} is not an IPv4 address"),
+                    format!("{gw:?} is not an IPv4 address"),
                 )
             })?,
+        };
+        Ok(NatConfig {
+            ip: addr,
+            prefix,
+            gateway,
             nic_tag: match nic_tag {
                 "" => "external".into(),
                 tag => tag.into(),
             },
-        };
-        nat.validate()?;
-        Ok(nat)
+        })
     }
 
     /// Checks the NAT, naming the key at fault.
@@ -1560,7 +1574,14 @@ mod tests {
         assert_eq!(nat.ip, Ipv4Addr::new(10, 88, 88, 22));
         assert_eq!(nat.prefix, 24);
         assert_eq!(nat.nic_tag, "external");
+        let parse = |ip: &str, gw: &str| {
+            let nat = NatConfig::parse(ip, gw, "external")?;
+            nat.validate()?;
+            Ok::<_, Error>(nat)
+        };
         for (ip, gw, key) in [
+            ("", "10.88.88.2", "overlay.nat_ip"),
+            ("10.88.88.22/24", "", "overlay.nat_gateway"),
             ("10.88.88.22", "10.88.88.2", "overlay.nat_ip"),
             ("10.88.88.22/33", "10.88.88.2", "overlay.nat_ip"),
             ("10.88.88.22/31", "10.88.88.23", "overlay.nat_ip"),
@@ -1570,7 +1591,7 @@ mod tests {
             ("10.88.88.22/24", "gw", "overlay.nat_gateway"),
             ("127.0.0.2/8", "127.0.0.1", "overlay.nat_ip"),
         ] {
-            let e = NatConfig::parse(ip, gw, "external").unwrap_err();
+            let e = parse(ip, gw).unwrap_err();
             assert!(e.to_string().contains(key), "{ip} {gw}: {e}");
         }
     }
