@@ -145,6 +145,19 @@ fn walk_options(bytes: &[u8]) -> Result<Option<Vec<u8>>, Dropped> {
         if code == 82 {
             relay.get_or_insert_with(Vec::new).extend_from_slice(data);
         }
+        // Options of a fixed size that dhcproto only checks with debug assertions.
+        let fits = match code {
+            80 => len == 0,
+            81 => len >= 3,
+            94 => len == 3,
+            152..=155 => len == 4,
+            _ => true,
+        };
+        if !fits {
+            return Err(Dropped::Malformed(format!(
+                "option {code} at byte {at} has length {len}, not its fixed size"
+            )));
+        }
         at = end;
     }
     // RFC 2131 wants an end option; a packet without one is read up to its last option.
@@ -583,6 +596,10 @@ mod tests {
             parse(&token_ring),
             Err(Dropped::NotEthernet { htype: 6, .. })
         ));
+        let mut rapid = good.clone();
+        rapid.pop();
+        rapid.extend([80, 2, 0, 0, 255]);
+        assert!(matches!(parse(&rapid), Err(Dropped::Malformed(m)) if m.contains("option 80")));
         let unknown = request(MessageType::Unknown(42), &[]);
         assert_eq!(parse(&unknown).unwrap_err(), Dropped::UnknownType(42));
         let offer = request(MessageType::Offer, &[]);
