@@ -90,6 +90,10 @@ tests/isolation.sh
 step "CNS (tests/cns.sh)"
 tests/cns.sh
 
+# --- CMon: Debian's Prometheus discovers and scrapes instances through CNS (tests/cmon.sh) ---
+step "CMon (tests/cmon.sh)"
+tests/cmon.sh
+
 # --- the operator: a service deployed as a zone, as Triton deploys its own ---------------
 images=$(mktemp -d)
 zone_cleanup() { rm -rf "$images"; }
