@@ -82,7 +82,7 @@ node=$(triton instance get -j "$name" | json "d['compute_node']")
 check "the instance runs on the network-booted node ($node)" test "$node" = "$uuid"
 check "it is running" test "$(triton instance get -j "$name" | json "d['state']")" = running
 ip=$(triton instance ip "$name")
-pings() { ping -c 1 -W 2 "$1" >/dev/null 2>&1; }
-fetches() { echo 'GET / HTTP/1.0' | nc -w 3 "$1" 80 2>/dev/null | grep -q "hello from"; }
+pings() { busybox ping -c 1 -W 2 "$1" >/dev/null 2>&1; }
+fetches() { echo 'GET / HTTP/1.0' | busybox nc -w 3 "$1" 80 2>/dev/null | grep -q "hello from"; }
 check "it answers ping from this host ($ip)" within pings "$ip"
 check "its httpd answers from this host" within fetches "$ip"
