@@ -59,22 +59,20 @@ for other in $(sdcadm server list | awk -v u="$uuid" 'NR > 1 && $1 != u {print $
 done
 step "reserved the other nodes: ${reserved[*]}"
 
-name="pxe-web-$$"
-if triton instance create -w -n "$name" --network external base-64 g1-small >/dev/null 2>/tmp/pxe-create.$$; then
-    instances+=("$name")
-    bad "an instance was placed while the only unreserved node is not set up"
-else
-    check "no instance is placed while the only unreserved node is not set up" \
-        grep -q "NoAllocatableServers\|not set up\|no.*server" -i /tmp/pxe-create.$$
-    triton instance delete -f -w "$name" >/dev/null 2>&1 || true
-fi
-rm -f /tmp/pxe-create.$$
+refused="pxe-refused-$$"
+instances+=("$refused")
+triton instance create -w -n "$refused" --network external base-64 g1-small >/dev/null 2>&1 || true
+state=$(triton instance get -j "$refused" 2>/dev/null | json "d['state']" || echo none)
+check "no instance runs while the only unreserved node is not set up (state: $state)" \
+    test "$state" != running
+triton instance delete -f -w "$refused" >/dev/null 2>&1 || true
 
 step "sdcadm server setup $uuid --hostname pxe-cn1"
 sdcadm server setup "$uuid" --hostname pxe-cn1 >&2
 check "after setup it is set up, running and named pxe-cn1" \
     test "$(field "$uuid" 4) $(field "$uuid" 5) $(field "$uuid" 2)" = "true running pxe-cn1"
 
+name="pxe-web-$$"
 step "triton instance create -w -n $name --network external base-64 g1-small"
 instances+=("$name")
 triton instance create -w -n "$name" --network external base-64 g1-small >/dev/null
