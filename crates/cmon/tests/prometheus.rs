@@ -114,16 +114,19 @@ fn targets(port: u16, job: &str, vm: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The value of instant query `q` (one series), if any.
-fn value(port: u16, q: &str) -> Option<f64> {
-    let q: String = q
-        .bytes()
+/// `q` percent-encoded for a query string.
+fn encode(q: &str) -> String {
+    q.bytes()
         .map(|b| match b {
             b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'-' | b'.' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
-        .collect();
-    let body = prom_get(port, &format!("/api/v1/query?query={q}"));
+        .collect()
+}
+
+/// The value of instant query `q` (one series), if any.
+fn value(port: u16, q: &str) -> Option<f64> {
+    let body = prom_get(port, &format!("/api/v1/query?query={}", encode(q)));
     let r = body["data"]["result"].as_array()?;
     if r.len() != 1 {
         return None;
@@ -222,6 +225,17 @@ async fn prometheus_discovers_scrapes_and_forgets_an_instance() {
     .await;
     // bob's job, refreshed meanwhile, has nothing of alice's.
     assert!(targets(port, "triton-bob", &a1).is_empty());
+    // The NIC's series carries its network (VMAPI -> cn-agent -> CMon).
+    let network = alice.ok(&["instance", "get", "-j", "a1"]).await.json()["nics"][0]["network"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let q = format!("net_agg_bytes_in{{instance=\"{a1}\"}}");
+    let series = prom_get(port, &format!("/api/v1/query?query={}", encode(&q)));
+    assert_eq!(
+        series["data"]["result"][0]["metric"]["network_uuid"], network,
+        "{series}"
+    );
 
     alice.ok(&["instance", "delete", "-f", "-w", "a1"]).await;
     eventually("the deleted instance leaves discovery", WAIT, || async {
