@@ -160,6 +160,7 @@ impl Underlay {
 
 impl Drop for Underlay {
     fn drop(&mut self) {
+        forget_underlay(self.ip);
         let _ = std::process::Command::new("ip")
             .args(["link", "del", &self.link])
             .output();
@@ -299,6 +300,51 @@ impl Drop for Outside {
     }
 }
 
+/// Takes a test underlay's element out of the node's VXLAN table (an overlay that found
+/// another test's devices in the host's namespace put it there), and the table once
+/// empty.
+fn forget_underlay(ip: Ipv4Addr) {
+    let element = format!("{{ {} . {}/32 }}", ip, ip);
+    let _ = std::process::Command::new("nft")
+        .args([
+            "delete",
+            "element",
+            "inet",
+            VXLAN_TABLE,
+            "underlay",
+            &element,
+        ])
+        .output();
+    let left = std::process::Command::new("nft")
+        .args(["list", "set", "inet", VXLAN_TABLE, "underlay"])
+        .output();
+    let empty = left.is_ok_and(|o| {
+        o.status.success() && !String::from_utf8_lossy(&o.stdout).contains("elements")
+    });
+    if empty {
+        let _ = std::process::Command::new("nft")
+            .args(["delete", "table", "inet", VXLAN_TABLE])
+            .output();
+    }
+}
+
+/// Removes a NAT test's namespaces and its underlay's element of the VXLAN table however
+/// the test ends.
+struct NatLeft(Ipv4Addr, [u32; 2]);
+
+impl Drop for NatLeft {
+    fn drop(&mut self) {
+        let mut names: Vec<String> = self.1.iter().map(|v| nat_netns(self.0, *v)).collect();
+        names.push(nat_hub(self.0));
+        for ns in names {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &ns])
+                .output();
+        }
+        forget_underlay(self.0);
+    }
+}
+
 /// Provisioning with `internet_nat`: an instance whose fabric NIC has it (its gateway,
 /// its vnet) reaches a server outside the overlay (a namespace on the node's external
 /// bridge), seen there as the node's NAT address; an instance of another fabric with
@@ -318,6 +364,7 @@ async fn an_internet_nat_nic_reaches_outside_through_the_nodes_nat() {
     let base = 0x71_0000 + u32::from(uuid::Uuid::new_v4().as_bytes()[0]) * 256;
     let (vnet_a, vnet_b) = (base + 8, base + 9);
     let _devices = (Devices(vnet_a), Devices(vnet_b));
+    let _nat = NatLeft(underlay.ip, [vnet_a, vnet_b]);
     let nat_ip = Ipv4Addr::new(198, 51, 100, 10);
     let overlay = Overlay::new(
         OverlayConfig {

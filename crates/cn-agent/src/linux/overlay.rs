@@ -527,7 +527,12 @@ impl Overlay {
                     "link add name {vxlan} type vxlan id {vnet} local {local} dstport {VXLAN_PORT} nolearning proxy l2miss l3miss\nlink set dev {vxlan} addrgenmode none\n"
                 ));
             }
-            script.push_str(&format!("link set dev {vxlan} master {bridge} up\n"));
+            // Tenants' frames stay out of the node's IP firewall and conntrack even with
+            // br_netfilter loaded (accounts' subnets overlap).
+            script.push_str(&format!(
+                "link set dev {bridge} type bridge nf_call_iptables 0 nf_call_ip6tables 0 nf_call_arptables 0\n\
+                 link set dev {vxlan} master {bridge} up\n"
+            ));
             run_input("ip", &["-batch", "-"], &script)?;
             match (ifindex(&vxlan), ifindex(&bridge)) {
                 (Some(vxlan), Some(bridge)) => Ok(Devices { vxlan, bridge }),
@@ -1067,6 +1072,15 @@ fn remove_nat_netns(ns: &str) {
 
 /// Makes the node's NAT hub unless it is there (in the node's namespace).
 fn ensure_hub(underlay: Ipv4Addr, nat: &Nat) -> Result<()> {
+    let made = build_hub(underlay, nat);
+    if made.is_err() {
+        // Half made is not made: the next NAT starts again.
+        remove_nat_netns(&nat_hub(underlay));
+    }
+    made
+}
+
+fn build_hub(underlay: Ipv4Addr, nat: &Nat) -> Result<()> {
     let hub = nat_hub(underlay);
     let leg = hub_leg(underlay);
     if netns_exists(&hub) && ifindex(&leg).is_some() {
@@ -1121,6 +1135,14 @@ fn ensure_hub(underlay: Ipv4Addr, nat: &Nat) -> Result<()> {
 /// Makes `vnet`'s NAT namespace `ns` unless it is there, joined to `bridge` and to the
 /// hub on a free transit slot (in the node's namespace).
 fn ensure_vnet_nat(hub: &str, ns: &str, vnet: u32, bridge: &str) -> Result<()> {
+    let made = build_vnet_nat(hub, ns, vnet, bridge);
+    if made.is_err() {
+        remove_nat_netns(ns);
+    }
+    made
+}
+
+fn build_vnet_nat(hub: &str, ns: &str, vnet: u32, bridge: &str) -> Result<()> {
     let leg = nat_leg(vnet);
     if netns_exists(ns) && ifindex(&leg).is_some() {
         return Ok(());
