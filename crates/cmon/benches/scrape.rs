@@ -2,7 +2,8 @@
 //! floor of a plain HTTP server serving a static text of the same size, in one run.
 //!
 //! A test datacenter (PostgreSQL, Moray, UFDS, PAPI, IMGAPI, NAPI, CNAPI, VMAPI and
-//! `CMON_BENCH_NODES` (4) simulated compute nodes) runs in this process, with
+//! `CMON_BENCH_NODES` (10) simulated compute nodes (each takes about 60 of the
+//! 256 MiB, 25 % CPU instances)) runs in this process, with
 //! `CMON_BENCH_INSTANCES` (500) running instances of one account made through VMAPI.
 //! CMon runs as its own process (the release binary), so its CPU time is its own: read
 //! from `/proc/<pid>/stat` before and after each case. Then, for `CMON_BENCH_SECS` (10)
@@ -231,7 +232,7 @@ impl Plain {
 
 async fn bench() {
     let instances = env_or("CMON_BENCH_INSTANCES", 500);
-    let nodes = env_or("CMON_BENCH_NODES", 4);
+    let nodes = env_or("CMON_BENCH_NODES", 10);
     let clients = env_or("CMON_BENCH_CLIENTS", 32);
     let secs = env_or("CMON_BENCH_SECS", 10) as u64;
 

@@ -161,7 +161,7 @@ pub fn instance(u: &agent::InstanceUsage, now_ms: u64) -> String {
     o.one(
         "tcp_current_established_connections_total",
         Gauge,
-        "TCP connections currently established",
+        "TCP total established connections",
         u.tcp_current_established,
     );
     o.one(
