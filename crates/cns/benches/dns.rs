@@ -3,7 +3,7 @@
 //!
 //! The zone is `coal.example` with `CNS_BENCH_NAMES` (10000) instances, each an A and a
 //! TXT record as CNS makes them, and a service name over all of them. CNS serves it from
-//! `Zones` in this process; NSD (Debian's, `server-count` = the number of CPUs) serves
+//! `Zones` in this process; NSD (Debian's, `server-count` = the number of CPUs, response rate limiting off) serves
 //! the zone file written from CNS's AXFR (`dig axfr`), so both hold the same records.
 //! The queries: each instance's A (80%), TXT (10%), and names that do not exist (10%),
 //! shuffled.
@@ -157,6 +157,10 @@ async fn start_nsd(dir: &Path, zonefile: &Path) -> (SocketAddr, tokio::process::
     pidfile: "{d}/nsd.pid"
     logfile: "{d}/nsd.log"
     verbosity: 1
+    # Debian's NSD limits answers to 200/s per client network (RRL); dnsperf is one
+    # client, so the limit is off (CNS has none).
+    rrl-ratelimit: 0
+    rrl-whitelist-ratelimit: 0
 remote-control:
     control-enable: no
 zone:
