@@ -27,8 +27,8 @@ mod dc;
 pub mod fabric;
 pub mod feed;
 pub mod linux;
-pub mod naming;
 pub mod monitor;
+pub mod naming;
 pub mod node;
 pub mod watched;
 
@@ -43,7 +43,9 @@ pub use dc::{ADMIN_UUID, Dc, Options, Seed, Seeded, Service};
 /// backend, a service's config); a test names them through here, never as its own
 /// dependency.
 pub mod services {
-    pub use {cloudapi, cmon, cn_agent, cns, cnapi, imgapi, moray, napi, papi, portolan, ufds, vmapi};
+    pub use {
+        cloudapi, cmon, cn_agent, cnapi, cns, imgapi, moray, napi, papi, portolan, ufds, vmapi,
+    };
 }
 
 /// Polls `check` every 50 ms until it holds, and fails the test naming `what` once
