@@ -236,14 +236,6 @@ enum ServerCommand {
         #[command(flatten)]
         dc: DcArgs,
     },
-    /// Reserve a node (no new instances on it) or, with --reserved false, free it.
-    Reserve {
-        uuid: String,
-        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-        reserved: bool,
-        #[command(flatten)]
-        dc: DcArgs,
-    },
     /// What the node with this admin MAC boots (CNAPI GetBootParams).
     BootParams {
         mac: String,
@@ -630,10 +622,6 @@ async fn server_command(root: &std::path::Path, command: ServerCommand) -> Resul
                 "{} ({}): setup {}, status {}",
                 s.uuid, s.hostname, s.setup, s.status
             );
-        }
-        ServerCommand::Reserve { uuid, reserved, dc } => {
-            let s = servers::set_reserved(cnapi(dc).await?, &uuid, reserved).await?;
-            println!("{} ({}): reserved {}", s.uuid, s.hostname, s.reserved);
         }
         ServerCommand::Reserve { uuid, reserved, dc } => {
             let s = servers::set_reserved(cnapi(dc).await?, &uuid, reserved).await?;
