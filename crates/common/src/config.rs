@@ -279,6 +279,15 @@ fn overlay(
                 source: source.to_string(),
                 problem: "unknown key".to_string(),
             }),
+            // A table whose default is empty is a map (name -> value, CloudAPI's
+            // `services`): its keys are the operator's, not the service's, so all are
+            // taken; their values are checked when the whole config is read.
+            Some(Value::Table(known_inner)) if known_inner.is_empty() && value.is_table() => {
+                if source != "environment" {
+                    sources.push((full.clone(), source.to_string()));
+                }
+                merged.insert(key, value);
+            }
             Some(Value::Table(known_inner)) => match value {
                 Value::Table(inner) => {
                     let target = merged
@@ -397,6 +406,28 @@ mod tests {
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         owned_pairs(pairs)
+    }
+
+    #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+    #[serde(default, deny_unknown_fields)]
+    struct WithMap {
+        listen: String,
+        services: std::collections::BTreeMap<String, String>,
+    }
+
+    #[test]
+    fn a_map_takes_the_operators_keys_and_checks_their_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cloudapi.toml");
+        std::fs::write(&path, "services = { cmon = \"https://cmon:9163\" }\n").unwrap();
+        let conf: WithMap = load_from("cloudapi", Some(&path), &[]).unwrap();
+        assert_eq!(conf.services["cmon"], "https://cmon:9163");
+
+        std::fs::write(&path, "services = { cmon = 9163 }\nlisten2 = \"x\"\n").unwrap();
+        let err = load_from::<WithMap>("cloudapi", Some(&path), &[]).unwrap_err();
+        let shown = err.to_string();
+        assert!(shown.contains("listen2"), "{shown}");
+        assert!(shown.contains("services"), "{shown}");
     }
 
     #[test]
