@@ -35,4 +35,5 @@ packages! {
     papi: "triton.papi.v1",
     vmapi: "triton.vmapi.v1",
     cns: "triton.cns.v1",
+    volapi: "triton.volapi.v1",
 }
