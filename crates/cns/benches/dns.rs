@@ -187,6 +187,21 @@ struct Throughput {
     qps: f64,
     sent: u64,
     lost: u64,
+    /// How much `/proc/net/snmp`'s Udp RcvbufErrors grew over the run (datagrams the
+    /// kernel dropped from a full receive buffer, any socket of this namespace).
+    rcvbuf_errors: u64,
+}
+
+/// `/proc/net/snmp`'s Udp RcvbufErrors.
+fn rcvbuf_errors() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap();
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next().unwrap(), udp.next().unwrap());
+    let at = names
+        .split_whitespace()
+        .position(|n| n == "RcvbufErrors")
+        .unwrap();
+    values.split_whitespace().nth(at).unwrap().parse().unwrap()
 }
 
 struct Latency {
@@ -219,11 +234,13 @@ fn dnsperf_args(addr: SocketAddr, queries: &Path, secs: usize) -> Vec<String> {
 async fn throughput(addr: SocketAddr, queries: &Path, secs: usize, clients: usize) -> Throughput {
     let mut args = dnsperf_args(addr, queries, secs);
     args.extend(["-c".into(), clients.to_string(), "-q".into(), "200".into()]);
+    let before = rcvbuf_errors();
     let out = run("dnsperf", &args).await;
     Throughput {
         qps: field(&out, "Queries per second:").parse().unwrap(),
         sent: field(&out, "Queries sent:").parse().unwrap(),
         lost: field(&out, "Queries lost:").parse().unwrap(),
+        rcvbuf_errors: rcvbuf_errors() - before,
     }
 }
 
@@ -262,6 +279,7 @@ fn main() {
         let acl = Arc::new(TransferAcl::new(&[], &[]).unwrap());
         let listener = dns::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let cns = listener.local_addr();
+        let buffers = listener.udp_buffers().unwrap();
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(listener.serve(zones, acl, Peers::new(), shutdown.clone()));
 
@@ -303,15 +321,19 @@ fn main() {
 
         println!("\n### CNS vs NSD, {names} names, dnsperf {secs} s per run\n");
         println!(
-            "| server | queries/s (max) | lost (max) | p50 at {fixed_qps}/s | p99 at {fixed_qps}/s | max at {fixed_qps}/s | lost at {fixed_qps}/s |"
+            "| server | queries/s (max) | lost (max) | RcvbufErrors (max) | p50 at {fixed_qps}/s | p99 at {fixed_qps}/s | max at {fixed_qps}/s | lost at {fixed_qps}/s |"
         );
-        println!("|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|");
         for (label, t, l) in &rows {
             println!(
-                "| {label} | {:.0} | {} of {} | {} µs | {} µs | {} µs | {} |",
-                t.qps, t.lost, t.sent, l.p50_us, l.p99_us, l.max_us, l.lost
+                "| {label} | {:.0} | {} of {} | {} | {} µs | {} µs | {} µs | {} |",
+                t.qps, t.lost, t.sent, t.rcvbuf_errors, l.p50_us, l.p99_us, l.max_us, l.lost
             );
         }
+        println!(
+            "\nCNS's UDP socket buffers as the kernel reports them (twice the size asked): receive {} bytes, send {} bytes",
+            buffers.recv, buffers.send
+        );
         let ratio = rows[1].1.qps / rows[0].1.qps;
         println!("\nCNS / NSD queries per second: {ratio:.2}");
     });

@@ -100,6 +100,15 @@ pub struct Config {
     pub moray: MorayStartup,
     /// UDP and TCP address the DNS is served on (`CNS_DNS_LISTEN`).
     pub dns_listen: String,
+    /// The DNS UDP socket's receive buffer in bytes (`SO_RCVBUF`; the kernel caps it
+    /// at `net.core.rmem_max`, and CNS warns when it does).
+    pub dns_udp_recv_buffer: usize,
+    /// The DNS UDP socket's send buffer in bytes (`SO_SNDBUF`, capped at
+    /// `net.core.wmem_max`).
+    pub dns_udp_send_buffer: usize,
+    /// The port NOTIFYs are sent to on each secondary (53; tests run secondaries on
+    /// other ports).
+    pub notify_port: u16,
     /// The services followed (gRPC URLs).
     pub vmapi_url: String,
     pub ufds_url: String,
@@ -113,8 +122,10 @@ pub struct Config {
     /// Changes are gathered this long before a new serial is made (one serial per
     /// changed zone per window); an idle CNS commits the first change at once.
     pub commit_window_ms: u64,
-    /// IXFR steps kept per zone (in memory and in Moray).
+    /// At most this many IXFR steps are kept per zone (in memory and in Moray).
     pub journal_keep: usize,
+    /// Steps older than this many days are dropped, whatever the peers need.
+    pub journal_keep_days: u64,
     /// The initial naming settings (used when Moray holds none).
     #[serde(flatten)]
     pub initial: Settings,
@@ -126,6 +137,9 @@ impl Default for Config {
             service: ServiceConfig::new(DEFAULT_LISTEN),
             moray: MorayStartup::default(),
             dns_listen: DEFAULT_DNS_LISTEN.into(),
+            dns_udp_recv_buffer: crate::dns::DEFAULT_UDP_RECV_BUFFER,
+            dns_udp_send_buffer: crate::dns::DEFAULT_UDP_SEND_BUFFER,
+            notify_port: 53,
             vmapi_url: "http://127.0.0.1:2025".into(),
             ufds_url: "http://127.0.0.1:1390".into(),
             napi_url: "http://127.0.0.1:2023".into(),
@@ -134,6 +148,7 @@ impl Default for Config {
             cmon_address: String::new(),
             commit_window_ms: 250,
             journal_keep: 100,
+            journal_keep_days: 7,
             initial: Settings::default(),
         }
     }

@@ -84,6 +84,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     })?;
     let acl = dns::TransferAcl::new(&settings.allow_transfer, &app::peer_names(&settings))
         .map_err(|e| Error::Start(e.to_string()))?;
+    acl.set_notify_port(config.notify_port);
     let acl = Arc::new(acl);
     acl.resolve().await;
     let zones = Arc::new(zone::Zones::new(config.journal_keep));
@@ -102,7 +103,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     });
     cns.restore().await?;
 
-    let dns = dns::bind(dns_listen)
+    let buffers = dns::UdpBuffers {
+        recv: config.dns_udp_recv_buffer,
+        send: config.dns_udp_send_buffer,
+    };
+    let dns = dns::bind_with(dns_listen, buffers)
         .await
         .map_err(|e| Error::Start(triton_common::service::chain(&e)))?;
     let dns_addr = dns.local_addr();

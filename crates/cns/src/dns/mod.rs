@@ -36,6 +36,30 @@ use crate::zone::Zones;
 /// Open TCP connections at once; one more waits for a slot (not refused).
 pub const MAX_TCP_CONNECTIONS: usize = 256;
 
+/// The UDP socket's receive buffer asked for by default (`SO_RCVBUF`): 4 MiB, room
+/// for tens of thousands of queries while the workers are busy (the kernel's default,
+/// 208 KiB, overflowed at saturation). The kernel caps it at `net.core.rmem_max`.
+pub const DEFAULT_UDP_RECV_BUFFER: usize = 4 << 20;
+/// The UDP socket's send buffer asked for by default (`SO_SNDBUF`), capped at
+/// `net.core.wmem_max`.
+pub const DEFAULT_UDP_SEND_BUFFER: usize = 1 << 20;
+
+/// The UDP socket's buffer sizes (bytes) to ask the kernel for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UdpBuffers {
+    pub recv: usize,
+    pub send: usize,
+}
+
+impl Default for UdpBuffers {
+    fn default() -> Self {
+        UdpBuffers {
+            recv: DEFAULT_UDP_RECV_BUFFER,
+            send: DEFAULT_UDP_SEND_BUFFER,
+        }
+    }
+}
+
 /// The DNS server failed to bind or stopped on a socket error.
 #[derive(Debug, thiserror::Error)]
 pub enum DnsError {
@@ -55,8 +79,57 @@ pub struct Listener {
     addr: SocketAddr,
 }
 
-/// Binds UDP and TCP on `addr`; with port 0 both get the same free port.
+/// Binds UDP and TCP on `addr` with the default UDP buffers ([`bind_with`]).
 pub async fn bind(addr: SocketAddr) -> Result<Listener, DnsError> {
+    bind_with(addr, UdpBuffers::default()).await
+}
+
+/// Binds UDP and TCP on `addr`; with port 0 both get the same free port. The UDP
+/// socket's buffers are set to `buffers`; when the kernel gives less (its
+/// `net.core.rmem_max`/`wmem_max` cap), a warning names the sysctl.
+pub async fn bind_with(addr: SocketAddr, buffers: UdpBuffers) -> Result<Listener, DnsError> {
+    let listener = bind_sockets(addr).await?;
+    set_udp_buffers(&listener.udp, buffers);
+    Ok(listener)
+}
+
+/// Asks for `buffers` on `udp` and warns when the kernel gives less. Linux reports
+/// twice the size asked for (its bookkeeping), so less than the size asked means capped.
+fn set_udp_buffers(udp: &UdpSocket, buffers: UdpBuffers) {
+    let sock = socket2::SockRef::from(udp);
+    let sets = [
+        (
+            "receive",
+            "net.core.rmem_max",
+            buffers.recv,
+            sock.set_recv_buffer_size(buffers.recv)
+                .and_then(|_| sock.recv_buffer_size()),
+        ),
+        (
+            "send",
+            "net.core.wmem_max",
+            buffers.send,
+            sock.set_send_buffer_size(buffers.send)
+                .and_then(|_| sock.send_buffer_size()),
+        ),
+    ];
+    for (which, sysctl, asked, got) in sets {
+        match got {
+            Ok(got) if got >= asked => {
+                tracing::debug!(buffer = which, bytes = got, "DNS UDP socket buffer set");
+            }
+            Ok(got) => tracing::warn!(
+                buffer = which,
+                asked,
+                got,
+                "DNS UDP socket buffer smaller than asked: raise {sysctl} to at least {asked}"
+            ),
+            Err(e) => tracing::warn!(buffer = which, error = %e, "DNS UDP socket buffer not set"),
+        }
+    }
+}
+
+async fn bind_sockets(addr: SocketAddr) -> Result<Listener, DnsError> {
     let bind_err = |proto, addr, source| DnsError::Bind {
         proto,
         addr,
@@ -101,6 +174,15 @@ impl Listener {
     /// The address both sockets are bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The UDP socket's receive and send buffer sizes as the kernel reports them.
+    pub fn udp_buffers(&self) -> std::io::Result<UdpBuffers> {
+        let sock = socket2::SockRef::from(&self.udp);
+        Ok(UdpBuffers {
+            recv: sock.recv_buffer_size()?,
+            send: sock.send_buffer_size()?,
+        })
     }
 
     /// Serves until `shutdown` is cancelled: queries and transfers, NOTIFY on every
