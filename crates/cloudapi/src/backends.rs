@@ -12,6 +12,7 @@ use triton_proto::napi::v1::napi_client::NapiClient;
 use triton_proto::papi::v1::papi_client::PapiClient;
 use triton_proto::ufds::v1::ufds_client::UfdsClient;
 use triton_proto::vmapi::v1::vmapi_client::VmapiClient;
+use triton_proto::volapi::v1::vol_api_client::VolApiClient;
 
 use crate::config::Config;
 use crate::error::StartError;
@@ -39,6 +40,8 @@ macro_rules! backends {
             $(pub $service: $client<Chan>,)*
             /// CNS, when `cns_url` is configured (the machines' `dns_names`).
             pub cns: Option<CnsClient<Chan>>,
+            /// VolAPI, when `volapi_url` is configured (volumes).
+            pub volapi: Option<VolApiClient<Chan>>,
         }
 
         impl Backends {
@@ -50,6 +53,11 @@ macro_rules! backends {
                         None
                     } else {
                         Some(CnsClient::new(channel("cns", &config.cns_url)?))
+                    },
+                    volapi: if config.volapi_url.is_empty() {
+                        None
+                    } else {
+                        Some(VolApiClient::new(channel("volapi", &config.volapi_url)?))
                     },
                 })
             }

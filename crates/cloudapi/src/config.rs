@@ -59,6 +59,10 @@ pub struct Config {
     /// when the account has `triton_cns_enabled`. Empty (the default): no CNS, and
     /// machines carry no `dns_names`.
     pub cns_url: String,
+    /// VolAPI's gRPC API (`CLOUDAPI_VOLAPI_URL`), behind `/:login/volumes`,
+    /// `/:login/volumesizes` and CreateMachine's `volumes`. Empty (the default): this
+    /// datacenter has no volumes, and those answer `VolumesNotEnabled` (501).
+    pub volapi_url: String,
     /// Allowed skew between the client's `Date` and ours (seconds).
     pub clock_skew_secs: u64,
 }
@@ -82,6 +86,7 @@ impl Default for Config {
             vmapi_url: DEFAULT_VMAPI_URL.to_string(),
             cnapi_url: DEFAULT_CNAPI_URL.to_string(),
             cns_url: String::new(),
+            volapi_url: String::new(),
             clock_skew_secs: DEFAULT_CLOCK_SKEW_SECS,
         }
     }

@@ -16,7 +16,7 @@ use tracing::Instrument as _;
 
 use crate::AppState;
 use crate::endpoints::{
-    account, datacenters, images, keys, machines, networks, nics, packages, snapshots,
+    account, datacenters, images, keys, machines, networks, nics, packages, snapshots, volumes,
 };
 use crate::error::ApiError;
 use crate::version;
@@ -103,6 +103,14 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .post(snapshots::start_from)
                 .delete(snapshots::delete),
         )
+        .route("/{login}/volumes", get(volumes::list).post(volumes::create))
+        .route(
+            "/{login}/volumes/{id}",
+            get(volumes::get)
+                .post(volumes::update)
+                .delete(volumes::delete),
+        )
+        .route("/{login}/volumesizes", get(volumes::sizes))
         .route("/{login}/networks", get(networks::list))
         .route("/{login}/networks/{id}", get(networks::get))
         .route("/{login}/networks/{id}/ips", get(networks::list_ips))

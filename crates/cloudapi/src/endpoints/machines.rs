@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 use triton_proto::papi::v1 as papi;
 use triton_proto::vmapi::v1 as vmapi;
 
-use super::{Answer, IdPath, ItemPath, Reply, Tenant, account, listing, tags_json, to_proto_value};
+use super::{
+    Answer, IdPath, ItemPath, Reply, Tenant, account, listing, tags_json, to_proto_value, volumes,
+};
 use crate::error::ApiError;
 use crate::machine::{self, DELETION_PROTECTION_KEY, machine_json};
 use crate::params::Params;
@@ -154,6 +156,7 @@ pub async fn list(t: Tenant, params: Params) -> Reply {
     }
     vms.retain(|vm| {
         vm.owner_uuid == owner
+            && !volumes::is_volume_storage(vm)
             && match &wanted_states {
                 Some(states) => states.contains(&vm.state.as_str()),
                 None => vm.state != "destroyed",
@@ -570,6 +573,7 @@ pub async fn create(t: Tenant, Path(login): Path<String>, params: Params) -> Rep
         }
         _ => None,
     };
+    let volumes = volumes::machine_volumes(&t, &params, &brand)?;
     let networks = network_specs(&t, &params, &package).await?;
     let mut internal_metadata = HashMap::new();
     if params.bool("deletion_protection")?.unwrap_or(false) {
@@ -593,6 +597,7 @@ pub async fn create(t: Tenant, Path(login): Path<String>, params: Params) -> Rep
         firewall_enabled: params.bool("firewall_enabled")?.unwrap_or(false),
         locality,
         affinity,
+        volumes,
         ..Default::default()
     };
     let job = t.vmapi().create_vm(request).await.answer("vmapi")?;

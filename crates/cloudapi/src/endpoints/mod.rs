@@ -11,6 +11,7 @@ pub mod nics;
 pub mod packages;
 pub mod snapshots;
 pub mod tenant;
+pub mod volumes;
 
 use std::collections::BTreeMap;
 

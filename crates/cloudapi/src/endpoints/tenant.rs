@@ -15,7 +15,7 @@ use triton_proto::papi::v1 as papi;
 use triton_proto::vmapi::v1 as vmapi;
 use triton_proto::vmapi::v1::vmapi_client::VmapiClient;
 
-use super::{Answer, found, images, is_uuid, networks};
+use super::{Answer, found, images, is_uuid, networks, volumes};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::backends::Chan;
@@ -83,7 +83,8 @@ impl Tenant {
         self.app.backends.napi.clone()
     }
 
-    /// A VM of the caller's (destroyed ones included), or 404.
+    /// A VM of the caller's (destroyed ones included), or 404. A volume's storage VM
+    /// is not a machine of the caller's ([`volumes::is_volume_storage`]).
     pub async fn machine(&self, id: &str) -> Result<vmapi::Vm, ApiError> {
         let mut client = self.vmapi();
         let request = vmapi::GetVmRequest {
@@ -95,7 +96,7 @@ impl Tenant {
             id,
             || ApiError::not_found(format!("{id} does not exist")),
             client.get_vm(request),
-            |vm| vm.owner_uuid == self.owner(),
+            |vm| vm.owner_uuid == self.owner() && !volumes::is_volume_storage(vm),
         )
         .await
     }
