@@ -1,0 +1,199 @@
+//! The NFS server of a volume: NFSv3 and MOUNT v3 (RFC 1813) over ONC RPC on one TCP
+//! port, serving a local directory as the export `/exports/data`. See docs/volapi.md,
+//! "The NFS server".
+
+pub mod fs;
+pub mod proto;
+pub mod xdr;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+pub use proto::{EXPORT_PATH, MAX_IO};
+
+/// The largest RPC record a client may send: a WRITE of [`MAX_IO`] bytes and its header.
+/// A record announced larger closes the connection before anything is allocated.
+pub const MAX_RECORD: usize = MAX_IO as usize + 64 * 1024;
+/// At most this many clients are served at once; more wait to be accepted.
+pub const MAX_CONNECTIONS: usize = 512;
+
+/// Why the server stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The root could not be opened.
+    #[error("cannot open the export root {path}: {source}")]
+    Root {
+        /// the root
+        path: PathBuf,
+        /// the cause
+        #[source]
+        source: std::io::Error,
+    },
+    /// The root is not a directory.
+    #[error("the export root {0} is not a directory")]
+    NotDir(PathBuf),
+    /// Accepting connections failed.
+    #[error("accepting connections: {0}")]
+    Accept(#[source] std::io::Error),
+}
+
+/// Serves NFSv3 and MOUNT v3 on `listener` (both programs on this one port: no
+/// portmapper) exporting `/exports/data`, whose content is the directory `root`, until
+/// `shutdown` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    root: PathBuf,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let meta = std::fs::metadata(&root).map_err(|source| Error::Root {
+        path: root.clone(),
+        source,
+    })?;
+    if !meta.is_dir() {
+        return Err(Error::NotDir(root));
+    }
+    let tree = fs::Tree::open(&root).map_err(|source| Error::Root {
+        path: root.clone(),
+        source,
+    })?;
+    let server = Arc::new(proto::Server {
+        tree,
+        verf: boot_verifier(),
+    });
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let conns = tokio_util::task::TaskTracker::new();
+    tracing::info!(root = %root.display(), addr = ?listener.local_addr().ok(), "serving {EXPORT_PATH}");
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) if is_transient(&e) => {
+                    tracing::warn!(error = %e, "accept");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+                Err(e) => return Err(Error::Accept(e)),
+            },
+        };
+        let server = server.clone();
+        let shutdown = shutdown.clone();
+        conns.spawn(async move {
+            let _permit = permit;
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                r = connection(server, stream) => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "connection closed");
+                    }
+                }
+            }
+        });
+    }
+    conns.close();
+    conns.wait().await;
+    Ok(())
+}
+
+fn is_transient(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::EMFILE
+                | libc::ENFILE
+                | libc::ENOBUFS
+                | libc::ENOMEM
+                | libc::ECONNABORTED
+                | libc::EINTR
+        )
+    )
+}
+
+fn boot_verifier() -> [u8; 8] {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    (now ^ u64::from(std::process::id()).rotate_left(32)).to_be_bytes()
+}
+
+/// Why a connection's stream of records is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// A record (its fragments together) is over [`MAX_RECORD`].
+    #[error("RPC record of {0} bytes or more is over the limit of {MAX_RECORD}")]
+    TooLarge(usize),
+    /// The stream ended or failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads one RPC record (RFC 5531 record marking: fragments until the last one), never
+/// holding more than [`MAX_RECORD`] bytes. `None` at a clean end of stream.
+pub async fn read_record<R: AsyncReadExt + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+) -> Result<Option<()>, RecordError> {
+    buf.clear();
+    loop {
+        let mut mark = [0u8; 4];
+        match r.read_exact(&mut mark).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && buf.is_empty() => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let mark = u32::from_be_bytes(mark);
+        let last = mark & 0x8000_0000 != 0;
+        let len = (mark & 0x7fff_ffff) as usize;
+        if buf.len() + len > MAX_RECORD {
+            return Err(RecordError::TooLarge(buf.len() + len));
+        }
+        let at = buf.len();
+        buf.resize(at + len, 0);
+        r.read_exact(&mut buf[at..]).await?;
+        if last {
+            return Ok(Some(()));
+        }
+    }
+}
+
+/// Frames a reply as one record.
+pub fn frame(mut reply: Vec<u8>) -> Vec<u8> {
+    let len = reply.len() as u32 | 0x8000_0000;
+    reply.splice(0..0, len.to_be_bytes());
+    reply
+}
+
+async fn connection(server: Arc<proto::Server>, mut stream: TcpStream) -> Result<(), RecordError> {
+    stream.set_nodelay(true).ok();
+    let mut buf = Vec::new();
+    while read_record(&mut stream, &mut buf).await?.is_some() {
+        let record = std::mem::take(&mut buf);
+        let srv = server.clone();
+        let reply = tokio::task::spawn_blocking(move || {
+            let reply = proto::handle_record(&srv, &record);
+            (reply, record)
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+        buf = reply.1;
+        if let Some(reply) = reply.0 {
+            stream.write_all(&frame(reply)).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,892 @@
+//! A real NFSv3 client (the `nfs3_client` crate, over TCP) against `nfsserver::serve` on
+//! a temporary directory.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use nfs3_client::nfs3_types::nfs3::*;
+use nfs3_client::nfs3_types::rpc::{auth_unix, opaque_auth};
+use nfs3_client::nfs3_types::xdr_codec::Opaque;
+use nfs3_client::tokio::{TokioConnector, TokioIo};
+use nfs3_client::{Nfs3Connection, Nfs3ConnectionBuilder};
+use sha2::Digest;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+type Conn = Nfs3Connection<TokioIo<TcpStream>>;
+
+struct Server {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), nfsserver::Error>>,
+}
+
+impl Server {
+    async fn start(root: &Path) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(nfsserver::serve(listener, root.to_path_buf(), stop.clone()));
+        Self { addr, stop, task }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+
+    async fn connect(&self, uid: u32, gid: u32) -> Conn {
+        let cred = opaque_auth::auth_unix(&auth_unix {
+            stamp: 1,
+            machinename: Opaque::borrowed(b"test"),
+            uid,
+            gid,
+            gids: vec![gid],
+        });
+        Nfs3ConnectionBuilder::new(TokioConnector, self.addr.ip().to_string(), "/exports/data")
+            .mount_port(self.addr.port())
+            .nfs3_port(self.addr.port())
+            .connect_from_privileged_port(false)
+            .credential(cred)
+            .mount()
+            .await
+            .unwrap()
+    }
+}
+
+fn name(s: &str) -> filename3<'static> {
+    filename3(Opaque::owned(s.as_bytes().to_vec()))
+}
+
+fn dirop(dir: &nfs_fh3, n: &str) -> diropargs3<'static> {
+    diropargs3 {
+        dir: dir.clone(),
+        name: name(n),
+    }
+}
+
+async fn create(c: &mut Conn, dir: &nfs_fh3, n: &str) -> nfs_fh3 {
+    let res = c
+        .create(&CREATE3args {
+            where_: dirop(dir, n),
+            how: createhow3::GUARDED(sattr3::default()),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    res.obj.unwrap()
+}
+
+async fn mkdir(c: &mut Conn, dir: &nfs_fh3, n: &str) -> nfs_fh3 {
+    let res = c
+        .mkdir(&MKDIR3args {
+            where_: dirop(dir, n),
+            attributes: sattr3::default(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    res.obj.unwrap()
+}
+
+async fn lookup(c: &mut Conn, dir: &nfs_fh3, n: &str) -> Result<(nfs_fh3, fattr3), nfsstat3> {
+    match c
+        .lookup(&LOOKUP3args {
+            what: dirop(dir, n),
+        })
+        .await
+        .unwrap()
+    {
+        Nfs3Result::Ok(ok) => Ok((ok.object, ok.obj_attributes.unwrap())),
+        Nfs3Result::Err((e, _)) => Err(e),
+    }
+}
+
+async fn write(
+    c: &mut Conn,
+    fh: &nfs_fh3,
+    offset: u64,
+    data: &[u8],
+    stable: stable_how,
+) -> Result<WRITE3resok, nfsstat3> {
+    let args = WRITE3args {
+        file: fh.clone(),
+        offset,
+        count: data.len() as u32,
+        stable,
+        data: Opaque::borrowed(data),
+    };
+    match c.write(&args).await.unwrap() {
+        Nfs3Result::Ok(ok) => Ok(ok),
+        Nfs3Result::Err((e, _)) => Err(e),
+    }
+}
+
+async fn read_all(c: &mut Conn, fh: &nfs_fh3) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let res = c
+            .read(&READ3args {
+                file: fh.clone(),
+                offset: out.len() as u64,
+                count: 1024 * 1024,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        out.extend_from_slice(&res.data);
+        if res.eof {
+            return out;
+        }
+        assert!(res.count > 0, "a read short of the end returned nothing");
+    }
+}
+
+async fn getattr(c: &mut Conn, fh: &nfs_fh3) -> Result<fattr3, nfsstat3> {
+    match c
+        .getattr(&GETATTR3args { object: fh.clone() })
+        .await
+        .unwrap()
+    {
+        Nfs3Result::Ok(ok) => Ok(ok.obj_attributes),
+        Nfs3Result::Err((e, _)) => Err(e),
+    }
+}
+
+/// Every name READDIRPLUS (or READDIR) lists, a page of `count` bytes at a time.
+async fn list(c: &mut Conn, dir: &nfs_fh3, count: u32, plus: bool) -> (Vec<String>, usize) {
+    let mut names = Vec::new();
+    let mut cookie = 0;
+    let mut pages = 0;
+    loop {
+        pages += 1;
+        let (entries, eof): (Vec<(String, u64)>, bool) = if plus {
+            let r = c
+                .readdirplus(&READDIRPLUS3args {
+                    dir: dir.clone(),
+                    cookie,
+                    cookieverf: cookieverf3::default(),
+                    dircount: count,
+                    maxcount: count,
+                })
+                .await
+                .unwrap()
+                .unwrap();
+            for e in &r.reply.entries.0 {
+                assert!(
+                    e.name_handle.is_some() && e.name_attributes.is_some(),
+                    "READDIRPLUS gives a handle and attributes"
+                );
+            }
+            (
+                r.reply
+                    .entries
+                    .0
+                    .iter()
+                    .map(|e| {
+                        (
+                            String::from_utf8_lossy(e.name.as_ref()).into_owned(),
+                            e.cookie,
+                        )
+                    })
+                    .collect(),
+                r.reply.eof,
+            )
+        } else {
+            let r = c
+                .readdir(&READDIR3args {
+                    dir: dir.clone(),
+                    cookie,
+                    cookieverf: cookieverf3::default(),
+                    count,
+                })
+                .await
+                .unwrap()
+                .unwrap();
+            (
+                r.reply
+                    .entries
+                    .0
+                    .iter()
+                    .map(|e| {
+                        (
+                            String::from_utf8_lossy(e.name.as_ref()).into_owned(),
+                            e.cookie,
+                        )
+                    })
+                    .collect(),
+                r.reply.eof,
+            )
+        };
+        for (n, ck) in entries {
+            cookie = ck;
+            if n != "." && n != ".." {
+                names.push(n);
+            }
+        }
+        if eof {
+            return (names, pages);
+        }
+    }
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    let mut x: u32 = 0x1234_5678;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+#[tokio::test]
+async fn a_20_mb_file_reads_back_with_the_same_checksum() {
+    let dir = tempdir();
+    let server = Server::start(dir.path()).await;
+    let mut c = server.connect(0, 0).await;
+    let root = c.root_nfs_fh3();
+    let fh = create(&mut c, &root, "big.bin").await;
+    let data = pattern(20 * 1024 * 1024 + 123);
+    let mut verf = None;
+    for (i, chunk) in data.chunks(1024 * 1024).enumerate() {
+        let stable = if i % 2 == 0 {
+            stable_how::UNSTABLE
+        } else {
+            stable_how::FILE_SYNC
+        };
+        let ok = write(&mut c, &fh, (i * 1024 * 1024) as u64, chunk, stable)
+            .await
+            .unwrap();
+        assert_eq!(ok.count as usize, chunk.len());
+        assert_eq!(ok.committed, stable);
+        verf.get_or_insert(ok.verf);
+    }
+    let commit = c
+        .commit(&COMMIT3args {
+            file: fh.clone(),
+            offset: 0,
+            count: 0,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        Some(commit.verf),
+        verf,
+        "the write verifier stays the same while the server runs"
+    );
+    assert_eq!(getattr(&mut c, &fh).await.unwrap().size, data.len() as u64);
+    let back = read_all(&mut c, &fh).await;
+    assert_eq!(sha2::Sha256::digest(&back), sha2::Sha256::digest(&data));
+    // and on the server's disk
+    let local = std::fs::read(dir.path().join("big.bin")).unwrap();
+    assert_eq!(sha2::Sha256::digest(&local), sha2::Sha256::digest(&data));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn rename_moves_a_file_and_its_handle_keeps_working() {
+    let dir = tempdir();
+    let server = Server::start(dir.path()).await;
+    let mut c = server.connect(0, 0).await;
+    let root = c.root_nfs_fh3();
+    let sub = mkdir(&mut c, &root, "sub").await;
+    let fh = create(&mut c, &root, "a.txt").await;
+    write(&mut c, &fh, 0, b"hello", stable_how::FILE_SYNC)
+        .await
+        .unwrap();
+    c.rename(&RENAME3args {
+        from: dirop(&root, "a.txt"),
+        to: dirop(&sub, "b.txt"),
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        lookup(&mut c, &root, "a.txt").await.unwrap_err(),
+        nfsstat3::NFS3ERR_NOENT
+    );
+    let (moved, _) = lookup(&mut c, &sub, "b.txt").await.unwrap();
+    assert_eq!(moved, fh, "a file keeps its handle when renamed");
+    assert_eq!(read_all(&mut c, &fh).await, b"hello");
+    assert_eq!(
+        std::fs::read(dir.path().join("sub/b.txt")).unwrap(),
+        b"hello"
+    );
+    // renaming a directory keeps what is under it reachable by the old handles
+    c.rename(&RENAME3args {
+        from: dirop(&root, "sub"),
+        to: dirop(&root, "sub2"),
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(read_all(&mut c, &fh).await, b"hello");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn readdir_pages_2000_entries_with_cookies_that_stay_valid() {
+    let dir = tempdir();
+    for i in 0..2000 {
+        std::fs::write(dir.path().join(format!("file-{i:04}")), b"x").unwrap();
+    }
+    let server = Server::start(dir.path()).await;
+    let mut c = server.connect(0, 0).await;
+    let root = c.root_nfs_fh3();
+    for plus in [false, true] {
+        let (mut names, pages) = list(&mut c, &root, 8192, plus).await;
+        assert!(
+            pages > 5,
+            "2000 entries in 8 KiB pages take many pages, not {pages}"
+        );
+        names.sort();
+        let want: Vec<String> = (0..2000).map(|i| format!("file-{i:04}")).collect();
+        assert_eq!(names, want, "plus={plus}");
+    }
+    // removing entries between pages does not lose or repeat the others
+    let first = c
+        .readdir(&READDIR3args {
+            dir: root.clone(),
+            cookie: 0,
+            cookieverf: cookieverf3::default(),
+            count: 4096,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let seen: Vec<(String, u64)> = first
+        .reply
+        .entries
+        .0
+        .iter()
+        .map(|e| {
+            (
+                String::from_utf8_lossy(e.name.as_ref()).into_owned(),
+                e.cookie,
+            )
+        })
+        .collect();
+    let last_cookie = seen.last().unwrap().1;
+    for (n, _) in &seen {
+        if n != "." && n != ".." {
+            c.remove(&REMOVE3args {
+                object: dirop(&root, n),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        }
+    }
+    for i in (0..2000).step_by(7) {
+        let n = format!("file-{i:04}");
+        if !seen.iter().any(|(s, _)| *s == n) {
+            c.remove(&REMOVE3args {
+                object: dirop(&root, &n),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        }
+    }
+    let mut rest = Vec::new();
+    let mut cookie = last_cookie;
+    loop {
+        let r = c
+            .readdir(&READDIR3args {
+                dir: root.clone(),
+                cookie,
+                cookieverf: cookieverf3::default(),
+                count: 4096,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        for e in &r.reply.entries.0 {
+            rest.push(String::from_utf8_lossy(e.name.as_ref()).into_owned());
+            cookie = e.cookie;
+        }
+        if r.reply.eof {
+            break;
+        }
+    }
+    let mut on_disk: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    on_disk.sort();
+    rest.sort();
+    assert_eq!(
+        rest, on_disk,
+        "what is left is listed once each after the old cookie"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn remove_and_rmdir_of_a_directory_that_is_not_empty() {
+    let dir = tempdir();
+    let server = Server::start(dir.path()).await;
+    let mut c = server.connect(0, 0).await;
+    let root = c.root_nfs_fh3();
+    let d = mkdir(&mut c, &root, "d").await;
+    create(&mut c, &d, "f").await;
+    let r = c
+        .rmdir(&RMDIR3args {
+            object: dirop(&root, "d"),
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(r, Nfs3Result::Err((nfsstat3::NFS3ERR_NOTEMPTY, _))),
+        "{r:?}"
+    );
+    let r = c
+        .remove(&REMOVE3args {
+            object: dirop(&root, "d"),
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(r, Nfs3Result::Err((nfsstat3::NFS3ERR_ISDIR, _))),
+        "{r:?}"
+    );
+    let r = c
+        .mkdir(&MKDIR3args {
+            where_: dirop(&root, "d"),
+            attributes: sattr3::default(),
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(r, Nfs3Result::Err((nfsstat3::NFS3ERR_EXIST, _))),
+        "{r:?}"
+    );
+    c.remove(&REMOVE3args {
+        object: dirop(&d, "f"),
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    c.rmdir(&RMDIR3args {
+        object: dirop(&root, "d"),
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(!dir.path().join("d").exists());
+    assert_eq!(
+        getattr(&mut c, &d).await.unwrap_err(),
+        nfsstat3::NFS3ERR_STALE,
+        "a removed directory's handle is stale"
+    );
+    let r = c
+        .remove(&REMOVE3args {
+            object: dirop(&root, "nothing"),
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(r, Nfs3Result::Err((nfsstat3::NFS3ERR_NOENT, _))),
+        "{r:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn symlinks_out_of_the_root_are_never_followed() {
+    let outside = tempdir();
+    std::fs::write(outside.path().join("secret"), b"outside").unwrap();
+    let dir = tempdir();
+    let server = Server::start(dir.path()).await;
+    let mut c = server.connect(0, 0).await;
+    let root = c.root_nfs_fh3();
+    for (n, target) in [
+        ("abs", outside.path().to_str().unwrap().to_string()),
+        ("rel", "../../../..".to_string()),
+    ] {
+        let res = c
+            .symlink(&SYMLINK3args {
+                where_: dirop(&root, n),
+                symlink: symlinkdata3 {
+                    symlink_attributes: sattr3::default(),
+                    symlink_data: nfspath3(Opaque::owned(target.clone().into_bytes())),
+                },
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let link = res.obj.unwrap();
+        let (looked, attr) = lookup(&mut c, &root, n).await.unwrap();
+        assert_eq!(looked, link);
+        assert_eq!(attr.type_, ftype3::NF3LNK);
+        let rl = c
+            .readlink(&READLINK3args {
+                symlink: link.clone(),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            rl.data.0.as_ref(),
+            target.as_bytes(),
+            "the link reads back as written"
+        );
+        // looking a name up through the link, reading it, listing it: none goes out
+        let r = lookup(&mut c, &link, "secret").await.unwrap_err();
+        assert_eq!(r, nfsstat3::NFS3ERR_NOTDIR);
+        let r = c
+            .read(&READ3args {
+                file: link.clone(),
+                offset: 0,
+                count: 100,
+            })
+            .await
+            .unwrap();
+        assert!(
+            matches!(r, Nfs3Result::Err(_)),
+            "reading a symlink gives an error, not its target: {r:?}"
+        );
+        let r = c
+            .readdir(&READDIR3args {
+                dir: link.clone(),
+                cookie: 0,
+                cookieverf: cookieverf3::default(),
+                count: 4096,
+            })
+            .await
+            .unwrap();
+        assert!(
+            matches!(r, Nfs3Result::Err((nfsstat3::NFS3ERR_NOTDIR, _))),
+            "{r:?}"
+        );
+        let r = c
+            .create(&CREATE3args {
+                where_: dirop(&link, "planted"),
+                how: createhow3::UNCHECKED(sattr3::default()),
+            })
+            .await
+            .unwrap();
+        assert!(
+            matches!(r, Nfs3Result::Err((nfsstat3::NFS3ERR_NOTDIR, _))),
+            "{r:?}"
+        );
+    }
+    // `..` of the root is the root
+    let (up, _) = lookup(&mut c, &root, "..").await.unwrap();
+    assert_eq!(up, root);
+    assert_eq!(
+        lookup(&mut c, &root, "a/b").await.unwrap_err(),
+        nfsstat3::NFS3ERR_INVAL
+    );
+    assert!(!outside.path().join("planted").exists());
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn forged_handles_are_badhandle_or_stale() {
+    let dir = tempdir();
+    let server = Server::start(dir.path()).await;
+    let mut c = server.connect(0, 0).await;
+    let root = c.root_nfs_fh3();
+    let f = create(&mut c, &root, "f").await;
+    let junk = nfs_fh3 {
+        data: Opaque::owned(vec![7u8; 33]),
+    };
+    assert_eq!(
+        getattr(&mut c, &junk).await.unwrap_err(),
+        nfsstat3::NFS3ERR_BADHANDLE
+    );
+    let empty = nfs_fh3 {
+        data: Opaque::owned(vec![]),
+    };
+    assert_eq!(
+        getattr(&mut c, &empty).await.unwrap_err(),
+        nfsstat3::NFS3ERR_BADHANDLE
+    );
+    // our layout, an inode that is not there
+    let mut forged = f.data.to_vec();
+    forged[4..12].copy_from_slice(&u64::MAX.to_be_bytes());
+    let forged = nfs_fh3 {
+        data: Opaque::owned(forged),
+    };
+    assert_eq!(
+        getattr(&mut c, &forged).await.unwrap_err(),
+        nfsstat3::NFS3ERR_STALE
+    );
+    // the right inode with another birth time (a reused inode number)
+    let mut reborn = f.data.to_vec();
+    reborn[19] ^= 1;
+    let reborn = nfs_fh3 {
+        data: Opaque::owned(reborn),
+    };
+    let attr = getattr(&mut c, &f).await.unwrap();
+    let r = getattr(&mut c, &reborn).await;
+    if attr.fileid != 0 && f.data[12..20] != [0; 8] {
+        assert_eq!(r.unwrap_err(), nfsstat3::NFS3ERR_STALE);
+    }
+    let r = write(&mut c, &forged, 0, b"x", stable_how::FILE_SYNC).await;
+    assert_eq!(r.unwrap_err(), nfsstat3::NFS3ERR_STALE);
+    let r = c
+        .create(&CREATE3args {
+            where_: dirop(&junk, "x"),
+            how: createhow3::UNCHECKED(sattr3::default()),
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(r, Nfs3Result::Err((nfsstat3::NFS3ERR_BADHANDLE, _))),
+        "{r:?}"
+    );
+    // the server still answers
+    assert!(getattr(&mut c, &root).await.is_ok());
+    server.stop().await;
+}
+
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(size: &str) -> (tempfile::TempDir, Self) {
+        let dir = tempdir();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount -t tmpfs (the tests run as root)");
+        let path = dir.path().to_path_buf();
+        (dir, Self(path))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_is_nospc_and_leaves_no_partial_data() {
+    let (_dir, fs) = Tmpfs::mount("4m");
+    let server = Server::start(&fs.0).await;
+    let mut c = server.connect(0, 0).await;
+    let root = c.root_nfs_fh3();
+    let fsstat = c
+        .fsstat(&FSSTAT3args {
+            fsroot: root.clone(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        fsstat.tbytes,
+        4 * 1024 * 1024,
+        "the volume's size is its file system's"
+    );
+    let fh = create(&mut c, &root, "fill").await;
+    let chunk = pattern(512 * 1024);
+    let mut written = 0u64;
+    let err = loop {
+        match write(&mut c, &fh, written, &chunk, stable_how::FILE_SYNC).await {
+            Ok(ok) => {
+                assert_eq!(ok.count as usize, chunk.len());
+                written += chunk.len() as u64;
+                assert!(written <= 8 * 1024 * 1024, "4 MiB took more than 8 MiB");
+            }
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err, nfsstat3::NFS3ERR_NOSPC);
+    assert!(
+        written >= 2 * 1024 * 1024,
+        "the disk held only {written} bytes"
+    );
+    let attr = getattr(&mut c, &fh).await.unwrap();
+    assert_eq!(
+        attr.size, written,
+        "the failed write left nothing past what was acknowledged"
+    );
+    assert_eq!(std::fs::metadata(fs.0.join("fill")).unwrap().len(), written);
+    let back = read_all(&mut c, &fh).await;
+    assert!(back.chunks(chunk.len()).all(|c| c == &chunk[..]));
+    // removing the file frees the space again
+    c.remove(&REMOVE3args {
+        object: dirop(&root, "fill"),
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let fh = create(&mut c, &root, "again").await;
+    write(&mut c, &fh, 0, &chunk, stable_how::FILE_SYNC)
+        .await
+        .unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn handles_stay_valid_after_the_server_restarts() {
+    let dir = tempdir();
+    let server = Server::start(dir.path()).await;
+    let mut c = server.connect(0, 0).await;
+    let root = c.root_nfs_fh3();
+    let a = mkdir(&mut c, &root, "a").await;
+    let b = mkdir(&mut c, &a, "b").await;
+    let f = create(&mut c, &b, "f").await;
+    write(&mut c, &f, 0, b"kept", stable_how::FILE_SYNC)
+        .await
+        .unwrap();
+    server.stop().await;
+
+    let server = Server::start(dir.path()).await;
+    let mut c = server.connect(0, 0).await;
+    assert_eq!(c.root_nfs_fh3(), root, "the root's handle is the same");
+    // no LOOKUP first: the handles from before the restart
+    assert_eq!(read_all(&mut c, &f).await, b"kept");
+    write(&mut c, &f, 4, b"+more", stable_how::FILE_SYNC)
+        .await
+        .unwrap();
+    create(&mut c, &b, "g").await;
+    let (names, _) = list(&mut c, &a, 4096, true).await;
+    assert_eq!(names, vec!["b".to_string()]);
+    assert_eq!(
+        std::fs::read(dir.path().join("a/b/f")).unwrap(),
+        b"kept+more"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_4_gib_record_closes_the_connection() {
+    let dir = tempdir();
+    let server = Server::start(dir.path()).await;
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    s.write_all(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1])
+        .await
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let n = s.read(&mut buf).await.unwrap_or(0);
+    assert_eq!(n, 0, "the server closed the connection without a reply");
+    // fragments adding up to over the limit too
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    let frag = vec![0u8; 600 * 1024];
+    let mut closed = false;
+    for _ in 0..4 {
+        let mut rec = (frag.len() as u32).to_be_bytes().to_vec();
+        rec.extend_from_slice(&frag);
+        if s.write_all(&rec).await.is_err() {
+            closed = true;
+            break;
+        }
+    }
+    if !closed {
+        let n = s.read(&mut buf).await.unwrap_or(0);
+        assert_eq!(n, 0);
+    }
+    // others are still served
+    let mut c = server.connect(0, 0).await;
+    let root = c.root_nfs_fh3();
+    assert!(getattr(&mut c, &root).await.is_ok());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn files_belong_to_the_caller_and_permissions_hold() {
+    let dir = tempdir();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let server = Server::start(dir.path()).await;
+    let mut c = server.connect(1234, 4321).await;
+    let root = c.root_nfs_fh3();
+    let f = create(&mut c, &root, "mine").await;
+    let d = mkdir(&mut c, &root, "mydir").await;
+    let meta = std::fs::metadata(dir.path().join("mine")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (1234, 4321));
+    let attr = getattr(&mut c, &d).await.unwrap();
+    assert_eq!((attr.uid, attr.gid), (1234, 4321));
+    // setattr: mode, size, times
+    let mtime = nfstime3 {
+        seconds: 1_600_000_000,
+        nseconds: 5,
+    };
+    c.setattr(&SETATTR3args {
+        object: f.clone(),
+        new_attributes: sattr3 {
+            mode: Nfs3Option::Some(0o600),
+            size: Nfs3Option::Some(10),
+            mtime: set_mtime::SET_TO_CLIENT_TIME(mtime),
+            ..Default::default()
+        },
+        guard: Nfs3Option::None,
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let attr = getattr(&mut c, &f).await.unwrap();
+    assert_eq!((attr.mode, attr.size, attr.mtime), (0o600, 10, mtime));
+    let meta = std::fs::metadata(dir.path().join("mine")).unwrap();
+    assert_eq!((meta.mode() & 0o7777, meta.len()), (0o600, 10));
+    // another user cannot write the file (0600) nor read it
+    let mut other = server.connect(5678, 5678).await;
+    let r = write(&mut other, &f, 0, b"x", stable_how::FILE_SYNC).await;
+    assert_eq!(r.unwrap_err(), nfsstat3::NFS3ERR_ACCES);
+    let acc = other
+        .access(&ACCESS3args {
+            object: f.clone(),
+            access: 0x3f,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(acc.access, 0);
+    let acc = c
+        .access(&ACCESS3args {
+            object: f.clone(),
+            access: 0x3f,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(acc.access & 0x05, 0x05, "the owner may read and modify");
+    // root is not squashed
+    let mut root_c = server.connect(0, 0).await;
+    write(&mut root_c, &f, 0, b"root", stable_how::FILE_SYNC)
+        .await
+        .unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn mount_refuses_other_paths_and_exports_lists_the_one() {
+    let dir = tempdir();
+    let server = Server::start(dir.path()).await;
+    let r = Nfs3ConnectionBuilder::new(TokioConnector, "127.0.0.1", "/etc")
+        .mount_port(server.addr.port())
+        .nfs3_port(server.addr.port())
+        .connect_from_privileged_port(false)
+        .mount()
+        .await;
+    assert!(r.is_err(), "mounting /etc is refused");
+    let mut c = server.connect(0, 0).await;
+    let exports = c.mount_client.export().await.unwrap();
+    let paths: Vec<Vec<u8>> = exports.0.iter().map(|e| e.ex_dir.0.to_vec()).collect();
+    assert_eq!(paths, vec![b"/exports/data".to_vec()]);
+    let fsroot = c.root_nfs_fh3();
+    let info = c.fsinfo(&FSINFO3args { fsroot }).await.unwrap().unwrap();
+    assert_eq!(info.wtmax, nfsserver::MAX_IO);
+    server.stop().await;
+}
