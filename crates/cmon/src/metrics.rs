@@ -51,11 +51,54 @@ fn escape(value: &str) -> String {
     out
 }
 
-/// An instance's metrics; `now_ms` is `time_of_day` (milliseconds, as Triton's code
-/// sends, though its help says seconds).
-pub fn instance(u: &agent::InstanceUsage, now_ms: u64) -> String {
+/// The meta-metrics Triton's cmon-agent writes before each collector's block:
+/// whether its numbers were available, whether they came from a cache, and how long
+/// gathering them took.
+fn meta(o: &mut Out, collector: &str, available: bool, cached: bool, seconds: f64) {
+    use Kind::Gauge;
+    o.one(
+        &format!("{collector}_metrics_available_boolean"),
+        Gauge,
+        &format!("Whether {collector} metrics were available, 0 = false, 1 = true"),
+        u8::from(available),
+    );
+    o.one(
+        &format!("{collector}_metrics_cached_boolean"),
+        Gauge,
+        &format!("Whether {collector} metrics came from cache, 0 = false, 1 = true"),
+        u8::from(cached),
+    );
+    o.one(
+        &format!("{collector}_metrics_timer_seconds"),
+        Gauge,
+        &format!("How long it took to gather the {collector} metrics"),
+        seconds,
+    );
+}
+
+/// The agent's note on `name` (available, seconds); an agent that sends none (a
+/// simulated node) had the numbers at once.
+fn noted(collectors: &[agent::CollectorTime], name: &str) -> (bool, f64) {
+    collectors
+        .iter()
+        .find(|c| c.name == name)
+        .map(|c| (c.available, c.seconds))
+        .unwrap_or((true, 0.0))
+}
+
+/// An instance's metrics, in Triton's collector blocks each led by its meta-metrics;
+/// `cached`: the agent's answer was served from CMon's cache. `now_ms` is `time_of_day`
+/// (milliseconds, as Triton's code sends, though its help says seconds).
+pub fn instance(u: &agent::InstanceUsage, cached: bool, now_ms: u64) -> String {
     use Kind::{Counter, Gauge};
-    let mut o = Out(String::with_capacity(4096));
+    let mut o = Out(String::with_capacity(8192));
+    let block = |o: &mut Out, name: &str| {
+        let (available, seconds) = noted(&u.collectors, name);
+        meta(o, name, available, cached, seconds);
+        available
+    };
+
+    block(&mut o, "zone_misc");
     o.one(
         "cpu_user_usage",
         Counter,
@@ -68,7 +111,15 @@ pub fn instance(u: &agent::InstanceUsage, now_ms: u64) -> String {
         "System CPU usage in nanoseconds",
         u.cpu_sys_ns,
     );
+    o.one(
+        "cpu_wait_time",
+        Counter,
+        "CPU wait time in nanoseconds",
+        u.cpu_wait_ns,
+    );
     o.one("load_average", Gauge, "Load average", u.load_average);
+
+    block(&mut o, "memcap");
     o.one(
         "mem_agg_usage",
         Gauge,
@@ -98,6 +149,53 @@ pub fn instance(u: &agent::InstanceUsage, now_ms: u64) -> String {
         "Anonymous allocation failure count",
         u.mem_anon_alloc_fail,
     );
+
+    // As Triton's: an instance without a cap has no cpucap numbers (available 0).
+    let (_, seconds) = noted(&u.collectors, "cpucap");
+    meta(
+        &mut o,
+        "cpucap",
+        u.cpu_cap_percent.is_some(),
+        cached,
+        seconds,
+    );
+    if let Some(cap) = u.cpu_cap_percent {
+        let period_s = u.cpu_period_us as f64 / 1e6;
+        let above = u.cpu_throttled_periods as f64 * period_s;
+        let below = u.cpu_periods.saturating_sub(u.cpu_throttled_periods) as f64 * period_s;
+        o.one(
+            "cpucap_above_seconds_total",
+            Counter,
+            "Time (in seconds) a zone has spent over its cpu_cap",
+            above,
+        );
+        o.one(
+            "cpucap_below_seconds_total",
+            Counter,
+            "Time (in seconds) a zone has spent under its cpu_cap",
+            below,
+        );
+        o.one(
+            "cpucap_effective_percentage",
+            Gauge,
+            "Shows which cap is being used, the baseline value or the burst value",
+            cap,
+        );
+        o.one(
+            "cpucap_limit_percentage",
+            Gauge,
+            "The cpu_cap limit (percentage of a single CPU)",
+            cap,
+        );
+        o.one(
+            "cpucap_throttled_seconds_total",
+            Counter,
+            "Time (in seconds) the zone's threads were held back by its cpu_cap",
+            u.cpu_throttled_ns as f64 / 1e9,
+        );
+    }
+
+    block(&mut o, "link");
     let nics = |o: &mut Out, name: &str, help: &str, value: fn(&agent::NicUsage) -> u64| {
         if u.nics.is_empty() {
             return;
@@ -134,36 +232,62 @@ pub fn instance(u: &agent::InstanceUsage, now_ms: u64) -> String {
         "Aggregate outbound bytes",
         |n| n.tx_bytes,
     );
-    o.one(
-        "tcp_failed_connection_attempt_count",
-        Counter,
-        "Failed TCP connection attempts",
-        u.tcp_failed_connection_attempts,
-    );
-    o.one(
-        "tcp_retransmitted_segment_count",
-        Counter,
-        "Retransmitted TCP segments",
-        u.tcp_retransmitted_segments,
-    );
-    o.one(
-        "tcp_active_open_count",
-        Counter,
-        "TCP active open connections",
-        u.tcp_active_opens,
-    );
-    o.one(
-        "tcp_passive_open_count",
-        Counter,
-        "TCP passive open connections",
-        u.tcp_passive_opens,
-    );
-    o.one(
-        "tcp_current_established_connections_total",
-        Gauge,
-        "TCP total established connections",
-        u.tcp_current_established,
-    );
+
+    block(&mut o, "tcp");
+    for (name, kind, help, value) in [
+        (
+            "tcp_failed_connection_attempt_count",
+            Counter,
+            "Failed TCP connection attempts",
+            u.tcp_failed_connection_attempts,
+        ),
+        (
+            "tcp_retransmitted_segment_count",
+            Counter,
+            "Retransmitted TCP segments",
+            u.tcp_retransmitted_segments,
+        ),
+        (
+            "tcp_listen_drop_count",
+            Counter,
+            "TCP listen drops. Connection refused because backlog full",
+            u.tcp_listen_overflows,
+        ),
+        (
+            "tcp_listen_drop_Qzero_count",
+            Counter,
+            "Total # of connections refused due to half-open queue (q0) full",
+            u.tcp_request_queue_full_drops,
+        ),
+        (
+            "tcp_retransmit_timeout_drop_count",
+            Counter,
+            "TCP connection dropped due to retransmit timeout",
+            u.tcp_timeout_aborts,
+        ),
+        (
+            "tcp_active_open_count",
+            Counter,
+            "TCP active open connections",
+            u.tcp_active_opens,
+        ),
+        (
+            "tcp_passive_open_count",
+            Counter,
+            "TCP passive open connections",
+            u.tcp_passive_opens,
+        ),
+        (
+            "tcp_current_established_connections_total",
+            Gauge,
+            "TCP total established connections",
+            u.tcp_current_established,
+        ),
+    ] {
+        o.one(name, kind, help, value);
+    }
+
+    block(&mut o, "zone_vfs");
     o.one(
         "vfs_bytes_read_count",
         Counter,
@@ -188,6 +312,16 @@ pub fn instance(u: &agent::InstanceUsage, now_ms: u64) -> String {
         "VFS number of write operations",
         u.io_write_ops,
     );
+    if let Some(wait) = u.io_wait_ns {
+        o.one(
+            "vfs_wait_time_count",
+            Counter,
+            "VFS cumulative wait (pre-service) time",
+            wait,
+        );
+    }
+
+    block(&mut o, "zfs");
     o.one(
         "zfs_used",
         Gauge,
@@ -203,20 +337,146 @@ pub fn instance(u: &agent::InstanceUsage, now_ms: u64) -> String {
         );
         o.one("zfs_quota", Gauge, "zfs quota in bytes", u.disk_limit_bytes);
     }
-    o.one(
-        "time_of_day",
-        Counter,
-        "System time in seconds since epoch",
-        now_ms,
-    );
+
+    time(&mut o, now_ms);
     o.0
 }
 
-/// A compute node's metrics, for operators: its instances' usage summed (what its agent
-/// reports; the node's own kernel counters are not read yet).
-pub fn node(all: &[agent::InstanceUsage], now_ms: u64) -> String {
+/// The `time` collector: CMon's clock, never cached.
+fn time(o: &mut Out, now_ms: u64) {
+    meta(o, "time", true, false, 0.0);
+    o.one(
+        "time_of_day",
+        Kind::Counter,
+        "System time in seconds since epoch",
+        now_ms,
+    );
+}
+
+/// A compute node's metrics, for operators: the node's own numbers as Triton's
+/// global-zone collectors name them (read by its agent from the host's /proc and
+/// sysfs), then its instances' usage summed.
+pub fn node(r: &agent::GetUsageResponse, now_ms: u64) -> String {
     use Kind::{Counter, Gauge};
-    let mut o = Out(String::with_capacity(1024));
+    let mut o = Out(String::with_capacity(4096));
+    if let Some(n) = &r.node {
+        let block = |o: &mut Out, name: &str| {
+            let (available, seconds) = noted(&n.collectors, name);
+            meta(o, name, available, false, seconds);
+        };
+        block(&mut o, "cpu_util");
+        for (name, help, value) in [
+            (
+                "cpu_idle_seconds_total",
+                "CPU idle time in seconds",
+                (|c: &agent::CpuTimes| c.idle_ns) as fn(&agent::CpuTimes) -> u64,
+            ),
+            (
+                "cpu_kernel_seconds_total",
+                "CPU kernel time in seconds",
+                |c| c.kernel_ns,
+            ),
+            ("cpu_user_seconds_total", "CPU user time in seconds", |c| {
+                c.user_ns
+            }),
+        ] {
+            o.head(name, Counter, help);
+            for c in &n.cpus {
+                o.labelled(
+                    name,
+                    &format!("cpu_id=\"{}\"", c.cpu),
+                    value(c) as f64 / 1e9,
+                );
+            }
+        }
+        block(&mut o, "memory");
+        o.one(
+            "mem_agg_usage",
+            Gauge,
+            "Memory in use in bytes (total less available)",
+            n.memory_total_bytes
+                .saturating_sub(n.memory_available_bytes),
+        );
+        o.one("mem_limit", Gauge, "Memory in bytes", n.memory_total_bytes);
+        o.one(
+            "mem_swap",
+            Gauge,
+            "Swap in use in bytes",
+            n.swap_total_bytes.saturating_sub(n.swap_free_bytes),
+        );
+        if n.swap_total_bytes != 0 {
+            o.one("mem_swap_limit", Gauge, "Swap in bytes", n.swap_total_bytes);
+        }
+        block(&mut o, "loadavg");
+        o.one("load_average", Gauge, "Load average", n.load_1m);
+        block(&mut o, "net");
+        let nics = |o: &mut Out, name: &str, help: &str, value: fn(&agent::NodeNic) -> u64| {
+            if n.nics.is_empty() {
+                return;
+            }
+            o.head(name, Counter, help);
+            for nic in &n.nics {
+                o.labelled(
+                    name,
+                    &format!("interface=\"{}\"", escape(&nic.interface)),
+                    value(nic),
+                );
+            }
+        };
+        nics(
+            &mut o,
+            "net_agg_packets_in",
+            "Aggregate inbound packets",
+            |n| n.rx_packets,
+        );
+        nics(
+            &mut o,
+            "net_agg_packets_out",
+            "Aggregate outbound packets",
+            |n| n.tx_packets,
+        );
+        nics(&mut o, "net_agg_bytes_in", "Aggregate inbound bytes", |n| {
+            n.rx_bytes
+        });
+        nics(
+            &mut o,
+            "net_agg_bytes_out",
+            "Aggregate outbound bytes",
+            |n| n.tx_bytes,
+        );
+        nics(
+            &mut o,
+            "net_rxsdrops_total",
+            "Per software lane rx drops total",
+            |n| n.rx_dropped,
+        );
+        block(&mut o, "zpool");
+        for (name, help, value) in [
+            (
+                "zpool_allocated_bytes",
+                "zpool list stat: pool allocated bytes",
+                (|d: &agent::NodeDisk| d.used_bytes) as fn(&agent::NodeDisk) -> u64,
+            ),
+            (
+                "zpool_size_bytes",
+                "zpool list stat: pool size bytes",
+                |d| d.size_bytes,
+            ),
+        ] {
+            if n.disks.is_empty() {
+                continue;
+            }
+            o.head(name, Gauge, help);
+            for d in &n.disks {
+                o.labelled(
+                    name,
+                    &format!("pool=\"{}\"", escape(&d.mount_point)),
+                    value(d),
+                );
+            }
+        }
+    }
+    let all = &r.usage;
     let sum = |f: fn(&agent::InstanceUsage) -> u64| all.iter().map(f).sum::<u64>();
     o.one(
         "instances_running",
@@ -260,12 +520,7 @@ pub fn node(all: &[agent::InstanceUsage], now_ms: u64) -> String {
         "Disk of all instances in bytes",
         sum(|u| u.disk_used_bytes),
     );
-    o.one(
-        "time_of_day",
-        Counter,
-        "System time in seconds since epoch",
-        now_ms,
-    );
+    time(&mut o, now_ms);
     o.0
 }
 
@@ -287,7 +542,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let text = instance(&u, 1234);
+        let text = instance(&u, false, 1234);
         assert!(text.contains("mem_agg_usage 5\n"));
         assert!(text.contains("mem_limit 10\n"));
         assert!(!text.contains("mem_swap_limit"));

@@ -227,14 +227,14 @@ async fn metrics(
                 tracing::warn!(vm = %uuid, server = %vm.server_uuid, "instance's node unknown");
                 ApiError::internal()
             })?;
-        let usage = app.usage.instance(&node.agent_url, uuid).await?;
-        return Ok(text(metrics::instance(&usage, now_ms())));
+        let (usage, cached) = app.usage.instance(&node.agent_url, uuid).await?;
+        return Ok(text(metrics::instance(&usage, cached, now_ms())));
     }
     if caller.operator
         && let Some(node) = app.inventory.node(&uuid)
     {
-        let all = app.usage.node(&node.agent_url).await?;
-        return Ok(text(metrics::node(&all, now_ms())));
+        let answer = app.usage.node(&node.agent_url).await?;
+        return Ok(text(metrics::node(&answer, now_ms())));
     }
     Err(ApiError::not_found())
 }

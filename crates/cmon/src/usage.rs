@@ -56,11 +56,12 @@ impl Usage {
         &self,
         agent_url: &str,
         uuid: String,
-    ) -> Result<Vec<agent::InstanceUsage>, ApiError> {
+        node: bool,
+    ) -> Result<agent::GetUsageResponse, ApiError> {
         let mut client = self.client(agent_url)?;
-        let call = client.get_usage(agent::GetUsageRequest { uuid });
+        let call = client.get_usage(agent::GetUsageRequest { uuid, node });
         match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(r)) => Ok(r.into_inner().usage),
+            Ok(Ok(r)) => Ok(r.into_inner()),
             Ok(Err(s)) if s.code() == tonic::Code::NotFound => Err(ApiError::not_found()),
             Ok(Err(s)) => {
                 tracing::warn!(agent_url, error = %s, "usage call failed");
@@ -73,21 +74,22 @@ impl Usage {
         }
     }
 
-    /// `vm`'s usage from the agent at `agent_url`, or from the cache.
+    /// `vm`'s usage from the agent at `agent_url`, or from the cache (then `true`).
     pub async fn instance(
         &self,
         agent_url: &str,
         vm: Uuid,
-    ) -> Result<Arc<agent::InstanceUsage>, ApiError> {
+    ) -> Result<(Arc<agent::InstanceUsage>, bool), ApiError> {
         if let Ok(cache) = self.cache.lock()
             && let Some((at, u)) = cache.get(&vm)
             && at.elapsed() < self.ttl
         {
-            return Ok(u.clone());
+            return Ok((u.clone(), true));
         }
         let usage = self
-            .call(agent_url, vm.to_string())
+            .call(agent_url, vm.to_string(), false)
             .await?
+            .usage
             .into_iter()
             .find(|u| u.uuid == vm.to_string())
             .map(Arc::new)
@@ -98,11 +100,12 @@ impl Usage {
             }
             cache.insert(vm, (Instant::now(), usage.clone()));
         }
-        Ok(usage)
+        Ok((usage, false))
     }
 
-    /// Every instance's usage on the node of `agent_url` (not cached: operators only).
-    pub async fn node(&self, agent_url: &str) -> Result<Vec<agent::InstanceUsage>, ApiError> {
-        self.call(agent_url, String::new()).await
+    /// The node's own usage and every instance's on it, from the agent at `agent_url`
+    /// (not cached: operators only).
+    pub async fn node(&self, agent_url: &str) -> Result<agent::GetUsageResponse, ApiError> {
+        self.call(agent_url, String::new(), true).await
     }
 }

@@ -141,6 +141,7 @@ impl InstanceSpec {
         if self.init.iter().any(|a| a.contains('\0')) {
             return Err(Error::invalid("init", "must not contain NUL bytes"));
         }
+        crate::linux::volumes::parse(&self.internal_metadata)?;
         Ok(())
     }
 
@@ -456,6 +457,44 @@ pub struct InstanceUsage {
     /// io.stat (v2), summed over devices.
     #[serde(default)]
     pub io: IoUsage,
+    /// Run-queue wait of the instance's threads, ns: /proc/<tid>/schedstat's run delay
+    /// summed over the threads in its cgroup now.
+    #[serde(default)]
+    pub cpu_wait_ns: u64,
+    /// The CPU cap and how often it held the instance back.
+    #[serde(default)]
+    pub cpu_cap: CapUsage,
+    /// io.pressure "some" total (v2), ns; `None` where the host has no per-cgroup I/O
+    /// pressure (v1).
+    #[serde(default)]
+    pub io_wait_ns: Option<u64>,
+    /// How each part was read (CMon's per-collector meta-metrics).
+    #[serde(default)]
+    pub collectors: Vec<CollectorTime>,
+}
+
+/// The CPU cap of an instance's cgroup and its cpu.stat throttling counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapUsage {
+    /// Percent of one CPU (v2 cpu.max, v1 cfs_quota_us / cfs_period_us); `None`: no cap.
+    pub percent: Option<u32>,
+    /// The enforcement period, us.
+    pub period_us: u64,
+    /// nr_periods: periods in which the instance ran.
+    pub periods: u64,
+    /// nr_throttled: periods in which it reached its cap.
+    pub throttled_periods: u64,
+    /// v2 throttled_usec, v1 throttled_time, in ns.
+    pub throttled_ns: u64,
+}
+
+/// One part of a usage answer, named as Triton's cmon-agent collectors: whether the
+/// host has a source for it, and how long reading it took.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CollectorTime {
+    pub name: String,
+    pub available: bool,
+    pub seconds: f64,
 }
 
 /// Counters of one NIC of an instance, inside its network namespace (rx is what the
@@ -485,6 +524,15 @@ pub struct TcpUsage {
     pub retransmitted_segments: u64,
     /// AttemptFails.
     pub failed_connection_attempts: u64,
+    /// /proc/net/netstat TcpExt ListenOverflows: a full accept backlog.
+    #[serde(default)]
+    pub listen_overflows: u64,
+    /// TcpExt TCPReqQFullDrop: SYNs dropped on a full request (half-open) queue.
+    #[serde(default)]
+    pub request_queue_full_drops: u64,
+    /// TcpExt TCPAbortOnTimeout: connections dropped after retransmission timeouts.
+    #[serde(default)]
+    pub timeout_aborts: u64,
 }
 
 /// An instance cgroup's io.stat, summed over devices.

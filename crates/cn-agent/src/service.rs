@@ -163,12 +163,40 @@ impl<B: ZoneBackend> CnAgent for AgentService<B> {
                     io_write_bytes: u.io.write_bytes,
                     io_read_ops: u.io.read_ops,
                     io_write_ops: u.io.write_ops,
+                    cpu_wait_ns: u.cpu_wait_ns,
+                    cpu_cap_percent: u.cpu_cap.percent,
+                    cpu_period_us: u.cpu_cap.period_us,
+                    cpu_periods: u.cpu_cap.periods,
+                    cpu_throttled_periods: u.cpu_cap.throttled_periods,
+                    cpu_throttled_ns: u.cpu_cap.throttled_ns,
+                    tcp_listen_overflows: u.tcp.listen_overflows,
+                    tcp_request_queue_full_drops: u.tcp.request_queue_full_drops,
+                    tcp_timeout_aborts: u.tcp.timeout_aborts,
+                    io_wait_ns: u.io_wait_ns,
+                    collectors: u
+                        .collectors
+                        .into_iter()
+                        .map(|c| pb::CollectorTime {
+                            name: c.name,
+                            available: c.available,
+                            seconds: c.seconds,
+                        })
+                        .collect(),
                 }),
                 // Destroyed between list and usage: it simply has none any more.
                 Err(crate::Error::VmNotFound(_)) if req.uuid.is_empty() => {}
                 Err(e) => return Err(e.to_status()),
             }
         }
-        Ok(Response::new(pb::GetUsageResponse { usage }))
+        // The node's own numbers come from the host whatever the backend (a simulated
+        // node reports the machine it runs on).
+        let node = if req.node {
+            tokio::task::spawn_blocking(crate::linux::usage::read_node)
+                .await
+                .ok()
+        } else {
+            None
+        };
+        Ok(Response::new(pb::GetUsageResponse { usage, node }))
     }
 }

@@ -659,6 +659,7 @@ impl ZoneBackend for SimBackend {
                 current_established: u64::from(running) * 2,
                 retransmitted_segments: cpu / 100_000_000_000,
                 failed_connection_attempts: cpu / 1_000_000_000_000,
+                ..Default::default()
             },
             io: IoUsage {
                 read_bytes: cpu / 25_000,
@@ -666,6 +667,13 @@ impl ZoneBackend for SimBackend {
                 read_ops: cpu / 100_000_000,
                 write_ops: cpu / 50_000_000,
             },
+            cpu_wait_ns: cpu / 20,
+            cpu_cap: crate::backend::CapUsage {
+                percent: (spec.cpu_cap > 0).then_some(spec.cpu_cap),
+                period_us: 100_000,
+                ..Default::default()
+            },
+            ..Default::default()
         })
     }
 }

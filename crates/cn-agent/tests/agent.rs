@@ -185,6 +185,7 @@ async fn tasks_over_grpc_with_ids_progress_and_results() {
     let usage = c
         .get_usage(pb::GetUsageRequest {
             uuid: String::new(),
+            node: false,
         })
         .await
         .unwrap()

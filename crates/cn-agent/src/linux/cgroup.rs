@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use super::usage;
-use crate::backend::IoUsage;
+use crate::backend::{CapUsage, CollectorTime, IoUsage};
 use crate::error::{Error, Result};
 
 /// CPU period for the CFS quota: 100 ms, the kernel default.
@@ -616,7 +616,7 @@ impl Cgroups {
 }
 
 /// The counters of an instance's cgroup beyond [`Cgroups::usage`], for CMon.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Counters {
     pub cpu_user_ns: u64,
     pub cpu_sys_ns: u64,
@@ -629,17 +629,26 @@ pub struct Counters {
     pub io: IoUsage,
     /// Threads running, runnable or in uninterruptible sleep now.
     pub runnable: u64,
+    /// Run-queue wait of the threads now, ns (schedstat).
+    pub cpu_wait_ns: u64,
+    pub cap: CapUsage,
+    /// io.pressure "some" total (v2), ns.
+    pub io_wait_ns: Option<u64>,
+    /// Each part's source and reading time (zone_misc, memcap, cpucap, zone_vfs).
+    pub collectors: Vec<CollectorTime>,
 }
 
 impl Cgroups {
-    /// v2: `cpu.stat` user/system, `memory.swap.current`, `memory.max` +
-    /// `memory.swap.max`, `memory.events` max + oom, `io.stat`, `cgroup.threads`.
+    /// v2: `cpu.stat` user/system and throttling, `cpu.max`, `memory.swap.current`,
+    /// `memory.max` + `memory.swap.max`, `memory.events` max + oom, `io.stat`,
+    /// `io.pressure`, `cgroup.threads`.
     /// v1: `cpuacct.usage` split as `cpuacct.stat` user:system (the ticks it counts
-    /// are sampled, `cpuacct.usage` is exact), `memory.memsw.usage_in_bytes` −
+    /// are sampled, `cpuacct.usage` is exact), cpu's `cpu.stat` throttling and
+    /// `cpu.cfs_quota_us` / `cpu.cfs_period_us`, `memory.memsw.usage_in_bytes` −
     /// `memory.usage_in_bytes`, `memory.memsw.limit_in_bytes`, `memory.failcnt` +
     /// `memory.oom_control` oom_kill, `blkio.throttle.io_service_bytes_recursive` and
-    /// `io_serviced_recursive`, the cpu hierarchy's `tasks`. A file the host lacks
-    /// counts 0.
+    /// `io_serviced_recursive`, the cpu hierarchy's `tasks`. Both: the threads'
+    /// `/proc/<tid>/schedstat` run delay. A file the host lacks counts 0.
     pub fn counters(&self, uuid: Uuid) -> Counters {
         let text = |controller: &str, file: &str| {
             std::fs::read_to_string(self.controller_dir(uuid, controller).join(file))
@@ -656,9 +665,32 @@ impl Cgroups {
                 .filter_map(|l| l.trim().parse().ok())
                 .collect()
         };
-        match &self.hierarchy {
-            Hierarchy::V2(_) => {
-                let (cpu_user_ns, cpu_sys_ns) = usage::parse_cpu_stat(&text("cpu", "cpu.stat"));
+        let mut collectors = Vec::new();
+        let c = &mut collectors;
+        let v2 = matches!(self.hierarchy, Hierarchy::V2(_));
+        let threads_file = if v2 { "cgroup.threads" } else { "tasks" };
+        let ((cpu_user_ns, cpu_sys_ns), runnable, cpu_wait_ns) =
+            usage::timed(c, "zone_misc", || {
+                let threads = tids("cpu", threads_file);
+                let cpu = if v2 {
+                    usage::parse_cpu_stat(&text("cpu", "cpu.stat"))
+                } else {
+                    usage::split_cpu(
+                        number("cpuacct", "cpuacct.usage").unwrap_or(0),
+                        &text("cpuacct", "cpuacct.stat"),
+                    )
+                };
+                (
+                    (
+                        cpu,
+                        usage::runnable(&threads),
+                        usage::run_queue_wait(&threads),
+                    ),
+                    true,
+                )
+            });
+        let (swap_bytes, swap_limit_bytes, mem_fail) = usage::timed(c, "memcap", || {
+            let values = if v2 {
                 let swap_limit_bytes = match (
                     number("memory", "memory.max"),
                     read_u64(&self.controller_dir(uuid, "memory").join("memory.swap.max")),
@@ -666,47 +698,93 @@ impl Cgroups {
                     (Some(mem), Ok(Some(swap))) => mem.saturating_add(swap),
                     _ => 0,
                 };
-                Counters {
-                    cpu_user_ns,
-                    cpu_sys_ns,
-                    swap_bytes: number("memory", "memory.swap.current").unwrap_or(0),
+                (
+                    number("memory", "memory.swap.current").unwrap_or(0),
                     swap_limit_bytes,
-                    mem_fail: usage::parse_memory_events(&text("memory", "memory.events")),
-                    io: usage::parse_io_stat(&text("io", "io.stat")),
-                    runnable: usage::runnable(&tids("cpu", "cgroup.threads")),
-                }
-            }
-            Hierarchy::V1(_) => {
+                    usage::parse_memory_events(&text("memory", "memory.events")),
+                )
+            } else {
                 let memsw = number("memory", "memory.memsw.usage_in_bytes");
                 let mem = number("memory", "memory.usage_in_bytes").unwrap_or(0);
-                let (read_bytes, write_bytes) =
-                    usage::parse_blkio(&text("blkio", "blkio.throttle.io_service_bytes_recursive"));
-                let (read_ops, write_ops) =
-                    usage::parse_blkio(&text("blkio", "blkio.throttle.io_serviced_recursive"));
-                let (cpu_user_ns, cpu_sys_ns) = usage::split_cpu(
-                    number("cpuacct", "cpuacct.usage").unwrap_or(0),
-                    &text("cpuacct", "cpuacct.stat"),
-                );
-                Counters {
-                    cpu_user_ns,
-                    cpu_sys_ns,
-                    swap_bytes: memsw.map(|m| m.saturating_sub(mem)).unwrap_or(0),
-                    swap_limit_bytes: number("memory", "memory.memsw.limit_in_bytes").unwrap_or(0),
-                    mem_fail: number("memory", "memory.failcnt")
+                (
+                    memsw.map(|m| m.saturating_sub(mem)).unwrap_or(0),
+                    number("memory", "memory.memsw.limit_in_bytes").unwrap_or(0),
+                    number("memory", "memory.failcnt")
                         .unwrap_or(0)
                         .saturating_add(usage::parse_oom_kills(&text(
                             "memory",
                             "memory.oom_control",
                         ))),
-                    io: IoUsage {
-                        read_bytes,
-                        write_bytes,
-                        read_ops,
-                        write_ops,
-                    },
-                    runnable: usage::runnable(&tids("cpu", "tasks")),
+                )
+            };
+            (values, true)
+        });
+        let cap = usage::timed(c, "cpucap", || {
+            let (quota, period_us) = if v2 {
+                let max = text("cpu", "cpu.max");
+                let mut parts = max.split_whitespace();
+                let quota = parts.next().unwrap_or("max").to_string();
+                let period = parts
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(CPU_PERIOD_US);
+                (quota, period)
+            } else {
+                (
+                    text("cpu", "cpu.cfs_quota_us"),
+                    number("cpu", "cpu.cfs_period_us").unwrap_or(CPU_PERIOD_US),
+                )
+            };
+            let (periods, throttled_periods, throttled_ns) =
+                usage::parse_throttling(&text("cpu", "cpu.stat"));
+            let percent = usage::cap_percent(&quota, period_us);
+            // As Triton's cpucap collector: nothing to say of an instance with no cap.
+            let available = percent.is_some();
+            (
+                CapUsage {
+                    percent,
+                    period_us,
+                    periods,
+                    throttled_periods,
+                    throttled_ns,
+                },
+                available,
+            )
+        });
+        let (io, io_wait_ns) = usage::timed(c, "zone_vfs", || {
+            let io = if v2 {
+                usage::parse_io_stat(&text("io", "io.stat"))
+            } else {
+                let (read_bytes, write_bytes) =
+                    usage::parse_blkio(&text("blkio", "blkio.throttle.io_service_bytes_recursive"));
+                let (read_ops, write_ops) =
+                    usage::parse_blkio(&text("blkio", "blkio.throttle.io_serviced_recursive"));
+                IoUsage {
+                    read_bytes,
+                    write_bytes,
+                    read_ops,
+                    write_ops,
                 }
-            }
+            };
+            let wait = if v2 {
+                usage::parse_pressure_some(&text("io", "io.pressure"))
+            } else {
+                None
+            };
+            ((io, wait), true)
+        });
+        Counters {
+            cpu_user_ns,
+            cpu_sys_ns,
+            swap_bytes,
+            swap_limit_bytes,
+            mem_fail,
+            io,
+            runnable,
+            cpu_wait_ns,
+            cap,
+            io_wait_ns,
+            collectors,
         }
     }
 }

@@ -15,6 +15,8 @@
 //! * the image's init command as pid 1.
 //! * the instance's metadata as files under `/etc/triton/metadata/`, rewritten at each
 //!   boot ([`metadata`]).
+//! * its NFS volumes (`sdc:volumes`) mounted at their mountpoints before pid 1 starts,
+//!   each by a `volmount` of its own in the instance's network namespace ([`volumes`]).
 //!
 //! The backend keeps nothing in memory that matters: an instance's spec is
 //! `<state_dir>/zones/<uuid>/zone.json`, and whether it runs is read from its cgroup. A
@@ -35,6 +37,7 @@ pub mod overlay;
 pub mod safefs;
 pub mod sandbox;
 pub mod usage;
+pub mod volumes;
 pub mod zlogin;
 
 use std::collections::{BTreeMap, HashMap};
@@ -87,6 +90,9 @@ pub struct LinuxConfig {
     /// Host addresses and ports instances on tenant bridges may reach over UDP and TCP
     /// (the datacenter's DNS: CNS); every other host port is closed to them.
     pub tenant_services: Vec<std::net::SocketAddrV4>,
+    /// The `volmount` program that mounts instances' volumes; unset: `volmount` beside
+    /// the running executable.
+    pub volmount_bin: Option<PathBuf>,
 }
 
 impl Default for LinuxConfig {
@@ -100,6 +106,7 @@ impl Default for LinuxConfig {
             bridges: BTreeMap::from([("admin".to_string(), "br-admin".to_string())]),
             create_bridges: true,
             tenant_services: Vec::new(),
+            volmount_bin: None,
         }
     }
 }
@@ -135,6 +142,7 @@ struct Inner {
     image_locks: Mutex<HashMap<Uuid, Arc<Mutex<()>>>>,
     /// Held while a uid range is picked and recorded, so two instances never get one.
     ids_lock: Mutex<()>,
+    volmount: PathBuf,
 }
 
 impl LinuxBackend {
@@ -163,6 +171,7 @@ impl LinuxBackend {
                 ));
             }
         }
+        let volmount = volumes::program(config.volmount_bin.as_deref());
         let zones_dir = config.state_dir.join("zones");
         let images_dir = config.state_dir.join("images");
         for dir in [&zones_dir, &images_dir] {
@@ -187,6 +196,7 @@ impl LinuxBackend {
                 net,
                 image_locks: Mutex::new(HashMap::new()),
                 ids_lock: Mutex::new(()),
+                volmount,
             }),
         })
     }
@@ -545,11 +555,26 @@ impl Inner {
         // The user namespace first: the network namespace belongs to it.
         let userns = idmap::make_userns(ids)?;
         self.net.setup(uuid, &spec.nics, &userns)?;
+        let root = dir.join("root");
+        let lower = image::image_root(&self.images_dir, spec.image_uuid);
+        let netns = self.net.netns_path(uuid);
+        let volumes = volumes::start(
+            &volumes::Plan {
+                program: &self.volmount,
+                zone_dir: &dir,
+                netns: &netns,
+                ids,
+                upper: &disk.upper(),
+                lower: &lower,
+                root: &root,
+            },
+            &volumes::parse(&spec.internal_metadata)?,
+        )?;
         let plan = LaunchPlan {
             uuid,
-            netns: self.net.netns_path(uuid),
-            root: dir.join("root"),
-            lower: image::image_root(&self.images_dir, spec.image_uuid),
+            netns,
+            root,
+            lower,
             lower_mount,
             upper: disk.upper(),
             work: disk.work(),
@@ -559,6 +584,7 @@ impl Inner {
             console: dir.join("console.log"),
             ids,
             userns,
+            volumes,
         };
         let console_tail = || {
             let console = std::fs::read_to_string(&plan.console).unwrap_or_default();
@@ -619,6 +645,7 @@ impl Inner {
         if self.cgroups.exists(uuid) {
             self.cgroups.kill_all(uuid, KILL_TIMEOUT)?;
         }
+        volumes::stop(&self.zone_dir(uuid));
         self.net.teardown(uuid)?;
         self.unmount_disk(uuid);
         Ok(())
@@ -636,8 +663,9 @@ impl Inner {
         if instance.state == InstanceState::Running {
             self.stop_processes(uuid, Some(grace))?;
         } else {
-            // Its processes died without a stop (killed, crashed): the disk is still in
-            // use by nothing.
+            // Its processes died without a stop (killed, crashed): the disk and the
+            // volumes are still in use by nothing.
+            volumes::stop(&self.zone_dir(uuid));
             self.unmount_disk(uuid);
         }
         if matches!(
@@ -894,9 +922,21 @@ impl Inner {
             .map(|l| l.memory_bytes)
             .unwrap_or(instance.spec.ram * 1024 * 1024);
         let (rx, tx) = self.net.counters(uuid);
-        let counters = self.cgroups.counters(uuid);
-        let netns =
-            usage::read_netns(&self.net.netns_path(uuid), &instance.spec.nics).unwrap_or_default();
+        let mut counters = self.cgroups.counters(uuid);
+        let collectors = &mut counters.collectors;
+        let netns = usage::timed(collectors, "link", || {
+            match usage::read_netns(&self.net.netns_path(uuid), &instance.spec.nics) {
+                Some(n) => (n, true),
+                None => (usage::NetnsCounters::default(), false),
+            }
+        });
+        // Read together with the NICs (one visit to the namespace).
+        collectors.push(crate::backend::CollectorTime {
+            name: "tcp".into(),
+            ..collectors[collectors.len() - 1].clone()
+        });
+        let disk_used_bytes =
+            usage::timed(collectors, "zfs", || (self.disk(uuid).used_bytes(), true));
         Ok(InstanceUsage {
             uuid,
             cpu_usage_ns: cpu,
@@ -905,7 +945,7 @@ impl Inner {
             net_rx_bytes: rx,
             net_tx_bytes: tx,
             processes,
-            disk_used_bytes: self.disk(uuid).used_bytes(),
+            disk_used_bytes,
             disk_limit_bytes: instance.spec.quota << 30,
             cpu_user_ns: counters.cpu_user_ns,
             cpu_sys_ns: counters.cpu_sys_ns,
@@ -916,6 +956,10 @@ impl Inner {
             nics: netns.nics,
             tcp: netns.tcp,
             io: counters.io,
+            cpu_wait_ns: counters.cpu_wait_ns,
+            cpu_cap: counters.cap,
+            io_wait_ns: counters.io_wait_ns,
+            collectors: counters.collectors,
         })
     }
 }

@@ -14,8 +14,74 @@
 
 use std::os::fd::AsRawFd;
 use std::path::Path;
+use std::time::Instant;
 
-use crate::backend::{IoUsage, NicSpec, NicUsage, TcpUsage};
+use triton_proto::cnagent::v1 as pb;
+
+use crate::backend::{CollectorTime, IoUsage, NicSpec, NicUsage, TcpUsage};
+
+/// Runs `read` (which says whether the host had a source for what it read) and notes how
+/// long it took under `name` in `out`.
+pub fn timed<T>(out: &mut Vec<CollectorTime>, name: &str, read: impl FnOnce() -> (T, bool)) -> T {
+    let start = Instant::now();
+    let (value, available) = read();
+    out.push(CollectorTime {
+        name: name.to_string(),
+        available,
+        seconds: start.elapsed().as_secs_f64(),
+    });
+    value
+}
+
+/// cpu.stat's throttling counters: `nr_periods`, `nr_throttled` and the throttled time
+/// in ns (v2 `throttled_usec`, v1 `throttled_time` in ns).
+pub fn parse_throttling(text: &str) -> (u64, u64, u64) {
+    let (mut periods, mut throttled, mut ns) = (0, 0, 0);
+    for (key, value) in pairs(text) {
+        match key {
+            "nr_periods" => periods = value,
+            "nr_throttled" => throttled = value,
+            "throttled_usec" => ns = value.saturating_mul(1000),
+            "throttled_time" => ns = value,
+            _ => {}
+        }
+    }
+    (periods, throttled, ns)
+}
+
+/// A cap in percent of one CPU from a quota and a period (us); a quota that is not a
+/// number (v2 "max") or negative (v1 -1) is no cap.
+pub fn cap_percent(quota: &str, period_us: u64) -> Option<u32> {
+    let quota = quota.trim().parse::<u64>().ok()?;
+    u32::try_from(quota.saturating_mul(100) / period_us.max(1)).ok()
+}
+
+/// The "some" line's `total=` of a PSI file (`cpu.pressure`, `io.pressure`), in ns.
+pub fn parse_pressure_some(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("some "))?;
+    let total = line
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("total="))?;
+    total.parse::<u64>().ok().map(|us| us.saturating_mul(1000))
+}
+
+/// The run delay (ns waiting on a run queue) of a `/proc/<tid>/schedstat` line
+/// ("<on cpu ns> <run delay ns> <timeslices>").
+pub fn parse_schedstat_wait(text: &str) -> Option<u64> {
+    text.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The run delay of `threads`, summed: how long they waited for a CPU.
+pub fn run_queue_wait(threads: &[u32]) -> u64 {
+    threads
+        .iter()
+        .filter_map(|tid| {
+            std::fs::read_to_string(format!("/proc/{tid}/schedstat"))
+                .ok()
+                .and_then(|s| parse_schedstat_wait(&s))
+        })
+        .fold(0, u64::saturating_add)
+}
 
 /// `user_usec` and `system_usec` of a v2 `cpu.stat`, in ns.
 pub fn parse_cpu_stat(text: &str) -> (u64, u64) {
@@ -177,6 +243,30 @@ pub fn parse_snmp_tcp(text: &str) -> TcpUsage {
     tcp
 }
 
+/// The `TcpExt:` drop counters of `/proc/net/netstat` into `tcp`: ListenOverflows,
+/// TCPReqQFullDrop, TCPAbortOnTimeout.
+pub fn parse_netstat_tcpext(text: &str, tcp: &mut TcpUsage) {
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        return;
+    };
+    for (name, value) in names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .skip(1)
+    {
+        let Ok(value) = value.parse::<u64>() else {
+            continue;
+        };
+        match name {
+            "ListenOverflows" => tcp.listen_overflows = value,
+            "TCPReqQFullDrop" => tcp.request_queue_full_drops = value,
+            "TCPAbortOnTimeout" => tcp.timeout_aborts = value,
+            _ => {}
+        }
+    }
+}
+
 /// The state letter of a `/proc/<pid>/stat` line (after the command's closing paren).
 pub fn parse_stat_state(text: &str) -> Option<char> {
     let (_, rest) = text.rsplit_once(')')?;
@@ -218,7 +308,11 @@ pub fn read_netns(netns: &Path, nics: &[NicSpec]) -> Option<NetnsCounters> {
                 return None;
             }
             let dev = std::fs::read_to_string("/proc/thread-self/net/dev").ok()?;
-            let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").ok()?;
+            let mut snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").ok()?;
+            // netstat's TcpExt lines follow snmp's Tcp lines; each parser finds its own.
+            snmp.push_str(
+                &std::fs::read_to_string("/proc/thread-self/net/netstat").unwrap_or_default(),
+            );
             Some((dev, snmp))
         })
         .join()
@@ -244,10 +338,231 @@ pub fn read_netns(netns: &Path, nics: &[NicSpec]) -> Option<NetnsCounters> {
             })
         })
         .collect();
-    Some(NetnsCounters {
+    let mut tcp = parse_snmp_tcp(&snmp);
+    parse_netstat_tcpext(&snmp, &mut tcp);
+    Some(NetnsCounters { nics, tcp })
+}
+
+/// The node's own usage from the host's /proc and sysfs (what Triton's cmon-agent
+/// reads for the global zone), each part timed as a collector.
+pub fn read_node() -> pb::NodeUsage {
+    let mut collectors = Vec::new();
+    let text = |path: &str| std::fs::read_to_string(path).ok();
+    let cpus = timed(&mut collectors, "cpu_util", || {
+        let stat = text("/proc/stat");
+        let ok = stat.is_some();
+        (parse_proc_stat(&stat.unwrap_or_default(), tick_ns()), ok)
+    });
+    let mem = timed(&mut collectors, "memory", || {
+        let info = text("/proc/meminfo");
+        let ok = info.is_some();
+        (parse_meminfo(&info.unwrap_or_default()), ok)
+    });
+    let load = timed(&mut collectors, "loadavg", || match text("/proc/loadavg") {
+        Some(t) => (parse_loadavg(&t), true),
+        None => ([0.0; 3], false),
+    });
+    let nics = timed(&mut collectors, "net", || {
+        let dev = text("/proc/net/dev");
+        let ok = dev.is_some();
+        (node_nics(&dev.unwrap_or_default()), ok)
+    });
+    let disks = timed(&mut collectors, "zpool", || {
+        let mounts = text("/proc/self/mountinfo");
+        let ok = mounts.is_some();
+        (node_disks(&mounts.unwrap_or_default()), ok)
+    });
+    pb::NodeUsage {
+        cpus,
+        memory_total_bytes: mem.total,
+        memory_available_bytes: mem.available,
+        swap_total_bytes: mem.swap_total,
+        swap_free_bytes: mem.swap_free,
+        load_1m: load[0],
+        load_5m: load[1],
+        load_15m: load[2],
         nics,
-        tcp: parse_snmp_tcp(&snmp),
-    })
+        disks,
+        collectors: collectors
+            .into_iter()
+            .map(|c| pb::CollectorTime {
+                name: c.name,
+                available: c.available,
+                seconds: c.seconds,
+            })
+            .collect(),
+    }
+}
+
+/// Nanoseconds in one clock tick of /proc/stat (USER_HZ).
+fn tick_ns() -> u64 {
+    // SAFETY: sysconf(3) reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    1_000_000_000 / u64::try_from(hz).ok().filter(|h| *h > 0).unwrap_or(100)
+}
+
+/// The `cpuN` lines of /proc/stat (ticks of `tick_ns`): user + nice as user, system +
+/// irq + softirq as kernel, idle + iowait as idle.
+pub fn parse_proc_stat(text: &str, tick_ns: u64) -> Vec<pb::CpuTimes> {
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let cpu = fields.next()?.strip_prefix("cpu")?.parse::<u32>().ok()?;
+            let t: Vec<u64> = fields.map(|f| f.parse().unwrap_or(0)).collect();
+            let at = |i: usize| t.get(i).copied().unwrap_or(0).saturating_mul(tick_ns);
+            Some(pb::CpuTimes {
+                cpu,
+                user_ns: at(0).saturating_add(at(1)),
+                kernel_ns: at(2).saturating_add(at(5)).saturating_add(at(6)),
+                idle_ns: at(3).saturating_add(at(4)),
+            })
+        })
+        .collect()
+}
+
+/// /proc/meminfo's totals, in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemInfo {
+    pub total: u64,
+    pub available: u64,
+    pub swap_total: u64,
+    pub swap_free: u64,
+}
+
+/// MemTotal, MemAvailable, SwapTotal and SwapFree of /proc/meminfo ("kB" lines).
+pub fn parse_meminfo(text: &str) -> MemInfo {
+    let mut m = MemInfo::default();
+    for line in text.lines() {
+        let Some((key, rest)) = line.split_once(':') else {
+            continue;
+        };
+        let Some(kib) = rest
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let slot = match key {
+            "MemTotal" => &mut m.total,
+            "MemAvailable" => &mut m.available,
+            "SwapTotal" => &mut m.swap_total,
+            "SwapFree" => &mut m.swap_free,
+            _ => continue,
+        };
+        *slot = kib.saturating_mul(1024);
+    }
+    m
+}
+
+/// The three load averages of /proc/loadavg.
+pub fn parse_loadavg(text: &str) -> [f64; 3] {
+    let mut out = [0.0; 3];
+    for (slot, field) in out.iter_mut().zip(text.split_whitespace()) {
+        *slot = field.parse().unwrap_or(0.0);
+    }
+    out
+}
+
+/// The node's own NICs in /proc/net/dev: physical ones (`/sys/class/net/<if>/device`)
+/// and bridges (`.../bridge`), not the instances' veths, tunnels or lo.
+fn node_nics(dev: &str) -> Vec<pb::NodeNic> {
+    parse_net_dev_drops(dev)
+        .into_iter()
+        .filter(|(name, _, _)| {
+            let sys = Path::new("/sys/class/net").join(name);
+            sys.join("device").exists() || sys.join("bridge").exists()
+        })
+        .map(|(interface, c, rx_dropped)| pb::NodeNic {
+            interface,
+            rx_bytes: c.rx_bytes,
+            tx_bytes: c.tx_bytes,
+            rx_packets: c.rx_packets,
+            tx_packets: c.tx_packets,
+            rx_dropped,
+        })
+        .collect()
+}
+
+/// /proc/net/dev's counters with each interface's receive drops (the fourth field).
+pub fn parse_net_dev_drops(text: &str) -> Vec<(String, DevCounters, u64)> {
+    parse_net_dev(text)
+        .into_iter()
+        .map(|(name, c)| {
+            let drops = text
+                .lines()
+                .find_map(|l| {
+                    let (n, rest) = l.split_once(':')?;
+                    (n.trim() == name).then(|| rest.split_whitespace().nth(3))?
+                })
+                .and_then(|d| d.parse().ok())
+                .unwrap_or(0);
+            (name, c, drops)
+        })
+        .collect()
+}
+
+/// Mount points of file systems on block devices (`/dev/...`, not loop devices, which
+/// back the instances' own disks), once per device, from /proc/self/mountinfo.
+pub fn block_mounts(mountinfo: &str) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let dash = fields.iter().position(|f| *f == "-")?;
+            let source = fields.get(dash + 2)?;
+            let (device, root, mount_point) = (fields.get(2)?, fields.get(3)?, fields.get(4)?);
+            (source.starts_with("/dev/")
+                && !source.starts_with("/dev/loop")
+                && *root == "/"
+                && seen.insert(device.to_string()))
+            .then(|| unescape_mount(mount_point))
+        })
+        .collect()
+}
+
+/// mountinfo's octal escapes (`\040` for a space).
+fn unescape_mount(s: &str) -> String {
+    let mut out = Vec::with_capacity(s.len());
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && let Some(v) = s
+                .get(i + 1..i + 4)
+                .and_then(|o| u8::from_str_radix(o, 8).ok())
+        {
+            out.push(v);
+            i += 4;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn node_disks(mountinfo: &str) -> Vec<pb::NodeDisk> {
+    block_mounts(mountinfo)
+        .into_iter()
+        .filter_map(|mount_point| {
+            let c = std::ffi::CString::new(mount_point.as_bytes()).ok()?;
+            let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+            // SAFETY: statvfs(3) on a NUL-terminated path into a zeroed struct.
+            if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+                return None;
+            }
+            let frsize = st.f_frsize as u64;
+            let size = (st.f_blocks as u64).saturating_mul(frsize);
+            let free = (st.f_bfree as u64).saturating_mul(frsize);
+            Some(pb::NodeDisk {
+                mount_point,
+                size_bytes: size,
+                used_bytes: size.saturating_sub(free),
+            })
+        })
+        .collect()
 }
 
 /// `key value` lines, values that are not numbers skipped.
@@ -340,9 +655,96 @@ mod tests {
                 current_established: 3,
                 retransmitted_segments: 4,
                 failed_connection_attempts: 2,
+                ..Default::default()
             }
         );
         assert_eq!(parse_snmp_tcp("Tcp: A\n"), TcpUsage::default());
+    }
+
+    #[test]
+    fn throttling_reads_v1_and_v2() {
+        let v2 = "usage_usec 9\nnr_periods 40\nnr_throttled 30\nthrottled_usec 2500\n";
+        assert_eq!(parse_throttling(v2), (40, 30, 2_500_000));
+        let v1 = "nr_periods 5\nnr_throttled 2\nthrottled_time 777\nnr_bursts 0\n";
+        assert_eq!(parse_throttling(v1), (5, 2, 777));
+        assert_eq!(cap_percent("50000", 100_000), Some(50));
+        assert_eq!(cap_percent("max", 100_000), None);
+        assert_eq!(cap_percent("-1\n", 100_000), None);
+        assert_eq!(cap_percent("250000\n", 100_000), Some(250));
+    }
+
+    #[test]
+    fn pressure_and_schedstat() {
+        let psi = "some avg10=0.00 avg60=0.00 avg300=0.00 total=1234\n\
+                   full avg10=0.00 avg60=0.00 avg300=0.00 total=99\n";
+        assert_eq!(parse_pressure_some(psi), Some(1_234_000));
+        assert_eq!(parse_pressure_some("full total=3\n"), None);
+        assert_eq!(parse_schedstat_wait("103974 81711 2\n"), Some(81711));
+        assert_eq!(parse_schedstat_wait("1"), None);
+    }
+
+    #[test]
+    fn netstat_gives_the_drop_counters() {
+        let text = "TcpExt: SyncookiesSent ListenOverflows ListenDrops TCPReqQFullDrop TCPAbortOnTimeout\n\
+                    TcpExt: 1 7 9 3 2\nIpExt: InNoRoutes\nIpExt: 0\n";
+        let mut tcp = TcpUsage::default();
+        parse_netstat_tcpext(text, &mut tcp);
+        assert_eq!(
+            (
+                tcp.listen_overflows,
+                tcp.request_queue_full_drops,
+                tcp.timeout_aborts
+            ),
+            (7, 3, 2)
+        );
+    }
+
+    #[test]
+    fn node_files_parse() {
+        let stat = "cpu  10 1 5 100 4 1 1 0 0 0\ncpu0 6 1 3 50 2 1 0 0 0 0\n\
+                    cpu1 4 0 2 50 2 0 1 0 0 0\nintr 1 2\n";
+        let cpus = parse_proc_stat(stat, 10_000_000);
+        assert_eq!(cpus.len(), 2);
+        assert_eq!(cpus[0].cpu, 0);
+        assert_eq!(cpus[0].user_ns, 70_000_000);
+        assert_eq!(cpus[0].kernel_ns, 40_000_000);
+        assert_eq!(cpus[0].idle_ns, 520_000_000);
+        let mem = parse_meminfo(
+            "MemTotal:       2000 kB\nMemFree: 10 kB\nMemAvailable:   1500 kB\n\
+             SwapTotal: 0 kB\nSwapFree: 0 kB\n",
+        );
+        assert_eq!((mem.total, mem.available), (2_048_000, 1_536_000));
+        assert_eq!(parse_loadavg("0.50 1.25 2.00 1/99 42\n"), [0.5, 1.25, 2.0]);
+        let mounts = "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n\
+                      23 22 8:1 /var/x /mnt/bind rw - ext4 /dev/sda1 rw\n\
+                      24 22 7:0 / /zones/a rw - xfs /dev/loop0 rw\n\
+                      25 22 0:5 / /proc rw - proc proc rw\n\
+                      26 22 8:2 / /data\\040x rw - xfs /dev/sda2 rw\n";
+        assert_eq!(
+            block_mounts(mounts),
+            vec!["/".to_string(), "/data x".to_string()]
+        );
+    }
+
+    #[test]
+    fn this_node_reads_as_proc_says() {
+        let node = read_node();
+        let cpus = std::fs::read_to_string("/proc/stat")
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+            .count();
+        assert_eq!(node.cpus.len(), cpus);
+        let mem = parse_meminfo(&std::fs::read_to_string("/proc/meminfo").unwrap());
+        assert_eq!(node.memory_total_bytes, mem.total);
+        assert!(
+            node.disks.iter().any(|d| d.size_bytes > 0),
+            "{:?}",
+            node.disks
+        );
+        let names: Vec<_> = node.collectors.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["cpu_util", "memory", "loadavg", "net", "zpool"]);
+        assert!(node.collectors.iter().all(|c| c.available));
     }
 
     #[test]
