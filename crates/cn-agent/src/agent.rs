@@ -188,6 +188,7 @@ pub async fn start_configured(config: Config, shutdown: CancellationToken) -> Re
                     bridges: bridges.clone(),
                     create_bridges: config.linux.create_bridges,
                     tenant_services: config.linux.tenant_services.clone(),
+                    volmount_bin: config.linux.volmount_bin.clone(),
                 },
                 overlay.clone(),
             )?;

@@ -170,6 +170,7 @@ impl LinuxHost {
                 .collect(),
             create_bridges: setup.create_bridges,
             tenant_services: Vec::new(),
+            volmount_bin: Some(volmount_bin()),
         };
         let image = ImageSource {
             image_uuid: Uuid::new_v4(),
@@ -414,4 +415,23 @@ pub async fn answers_http(ip: &str) -> bool {
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut buf)).await;
     String::from_utf8_lossy(&buf).contains(NODE_PAGE.trim())
+}
+
+/// The `volmount` program the workspace builds (instances' NFS volumes): in the target
+/// directory, beside `deps/` where test executables live; built first if missing.
+pub fn volmount_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let profile = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("a test executable in <target>/<profile>/deps");
+    let bin = profile.join("volmount");
+    if !bin.exists() {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "-p", "volmount", "--bin", "volmount"])
+            .status()
+            .expect("cargo build -p volmount");
+        assert!(status.success(), "cargo build -p volmount failed");
+    }
+    bin
 }

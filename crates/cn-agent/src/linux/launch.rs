@@ -18,8 +18,9 @@
 //! 4. attaches the idmapped image root in it and mounts the overlay root (that as the
 //!    lower layer, the instance's disk as the upper one; `nodev,nosuid`) and, inside it,
 //!    a private /dev with only the allowed device nodes, /dev/shm, /dev/pts, the PID
-//!    namespace's own /proc with its dangerous files read-only or masked, and a
-//!    read-only /sys (no cgroup file system at all);
+//!    namespace's own /proc with its dangerous files read-only or masked, a
+//!    read-only /sys (no cgroup file system at all), and the instance's volumes (FUSE
+//!    mounts volmount made on the host, attached from detached copies);
 //! 5. joins the instance's cgroups and unshares a cgroup namespace, so its cgroup is `/`
 //!    inside;
 //! 6. `pivot_root`s into the overlay and detaches the old root, so no path inside
@@ -106,6 +107,9 @@ pub struct LaunchPlan {
     pub ids: IdRange,
     /// The instance's user namespace (with `ids` as its map).
     pub userns: OwnedFd,
+    /// Its volumes, mounted on the host, attached at their mountpoints under the
+    /// overlay root ([`super::volumes`]).
+    pub volumes: Vec<super::volumes::Attach>,
 }
 
 fn cstr(what: &str, bytes: &[u8]) -> Result<CString> {
@@ -138,6 +142,7 @@ struct Prepared {
     sys: CString,
     hostname: Vec<u8>,
     procs: Vec<CString>,
+    volumes: Vec<(OwnedFd, CString)>,
     filter: Filter,
 }
 
@@ -214,6 +219,16 @@ pub fn launch(plan: &LaunchPlan) -> Result<u32> {
             .cgroup_procs
             .iter()
             .map(|p| cpath(p))
+            .collect::<Result<_>>()?,
+        volumes: plan
+            .volumes
+            .iter()
+            .map(|v| {
+                v.tree
+                    .try_clone()
+                    .map(|tree| (tree, v.target.clone()))
+                    .map_err(|e| Error::io(Path::new("volume mount handle"), e))
+            })
             .collect::<Result<_>>()?,
         filter: Filter::container(),
     };
@@ -514,6 +529,20 @@ fn enter(p: &Prepared) -> std::io::Result<()> {
         );
         if rc < 0 && errno() != Some(libc::ENOENT) {
             return Err(fail(b"mount /sys"));
+        }
+        // The volumes, on mountpoints the agent made as directories of the disk.
+        for (tree, target) in &p.volumes {
+            check(
+                libc::syscall(
+                    libc::SYS_move_mount,
+                    tree.as_raw_fd(),
+                    c"".as_ptr(),
+                    libc::AT_FDCWD,
+                    target.as_ptr(),
+                    MOVE_MOUNT_F_EMPTY_PATH,
+                ) as libc::c_int,
+                b"attach a volume",
+            )?;
         }
         // "0" is the writing process itself, whatever PID namespace it is in.
         for file in &p.procs {

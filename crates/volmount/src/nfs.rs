@@ -1,0 +1,127 @@
+//! The NFSv3 and MOUNT v3 client (RFC 1813) on [`Transport`]: both programs on one
+//! TCP port (Triton's volume servers have no portmapper).
+
+use std::net::SocketAddr;
+
+use nfs3_types::mount::{MOUNT_PROGRAM, dirpath, mountres3};
+use nfs3_types::nfs3::{NFS_PROGRAM, Nfs3Result, nfs_fh3, nfsstat3};
+use nfs3_types::xdr_codec::{Opaque, Pack, Unpack};
+
+use crate::rpc::{Cred, RpcError, Transport};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Nfs(nfsstat3),
+    #[error("MOUNT of {path} refused: {status}")]
+    Mount { path: String, status: String },
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+}
+
+impl Error {
+    /// The errno a file system call gets for this error.
+    pub fn errno(&self) -> i32 {
+        match self {
+            Error::Nfs(status) => errno_of(*status),
+            Error::Mount { .. } => libc::EACCES,
+            Error::Rpc(RpcError::Unreachable { .. }) => libc::EIO,
+            Error::Rpc(_) => libc::EIO,
+        }
+    }
+}
+
+/// RFC 1813's status to the errno a local file system would give.
+pub fn errno_of(status: nfsstat3) -> i32 {
+    use nfsstat3::*;
+    match status {
+        NFS3_OK => 0,
+        NFS3ERR_PERM => libc::EPERM,
+        NFS3ERR_NOENT => libc::ENOENT,
+        NFS3ERR_IO => libc::EIO,
+        NFS3ERR_NXIO => libc::ENXIO,
+        NFS3ERR_ACCES => libc::EACCES,
+        NFS3ERR_EXIST => libc::EEXIST,
+        NFS3ERR_XDEV => libc::EXDEV,
+        NFS3ERR_NODEV => libc::ENODEV,
+        NFS3ERR_NOTDIR => libc::ENOTDIR,
+        NFS3ERR_ISDIR => libc::EISDIR,
+        NFS3ERR_INVAL => libc::EINVAL,
+        NFS3ERR_FBIG => libc::EFBIG,
+        NFS3ERR_NOSPC => libc::ENOSPC,
+        NFS3ERR_ROFS => libc::EROFS,
+        NFS3ERR_MLINK => libc::EMLINK,
+        NFS3ERR_NAMETOOLONG => libc::ENAMETOOLONG,
+        NFS3ERR_NOTEMPTY => libc::ENOTEMPTY,
+        NFS3ERR_DQUOT => libc::EDQUOT,
+        NFS3ERR_STALE | NFS3ERR_BADHANDLE => libc::ESTALE,
+        NFS3ERR_REMOTE => libc::EREMOTE,
+        NFS3ERR_NOT_SYNC | NFS3ERR_BAD_COOKIE | NFS3ERR_BADTYPE => libc::EINVAL,
+        NFS3ERR_NOTSUPP => libc::EOPNOTSUPP,
+        NFS3ERR_TOOSMALL => libc::ERANGE,
+        NFS3ERR_JUKEBOX => libc::EAGAIN,
+        NFS3ERR_SERVERFAULT => libc::EIO,
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// An NFS result's success, or its status as the error.
+pub fn ok<T, E>(result: Nfs3Result<T, E>) -> Result<T> {
+    match result {
+        Nfs3Result::Ok(v) => Ok(v),
+        Nfs3Result::Err((status, _)) => Err(Error::Nfs(status)),
+    }
+}
+
+pub struct Client {
+    transport: Transport,
+}
+
+impl Client {
+    pub fn new(addr: SocketAddr, max_connections: usize) -> Client {
+        Client {
+            transport: Transport::new(addr, max_connections),
+        }
+    }
+
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    pub fn transport_mut(&mut self) -> &mut Transport {
+        &mut self.transport
+    }
+
+    /// MOUNT v3 MNT of `path`: the export's root handle.
+    pub fn mount(&self, path: &str) -> Result<nfs_fh3> {
+        let args = dirpath(Opaque::borrowed(path.as_bytes()));
+        let res: mountres3 = self.transport.call(
+            nfs3_types::mount::PROGRAM,
+            nfs3_types::mount::VERSION,
+            MOUNT_PROGRAM::MOUNTPROC3_MNT as u32,
+            Cred::ROOT,
+            &args,
+        )?;
+        match res {
+            mountres3::Ok(ok) => Ok(nfs_fh3 {
+                data: Opaque::owned(ok.fhandle.0.to_vec()),
+            }),
+            mountres3::Err(status) => Err(Error::Mount {
+                path: path.to_string(),
+                status: status.to_string(),
+            }),
+        }
+    }
+
+    /// An NFSv3 procedure.
+    pub fn call<A: Pack, R: Unpack>(&self, proc: NFS_PROGRAM, cred: Cred, args: &A) -> Result<R> {
+        Ok(self.transport.call(
+            nfs3_types::nfs3::PROGRAM,
+            nfs3_types::nfs3::VERSION,
+            proc as u32,
+            cred,
+            args,
+        )?)
+    }
+}
