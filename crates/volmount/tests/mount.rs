@@ -266,9 +266,10 @@ fn the_server_restarted_mid_use_answers_the_next_read_on_the_same_handle() {
 
     server.stop();
     // The next request finds no server; it waits for one instead of failing.
+    let root = export.path().to_path_buf();
     let restarted = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(1500));
-        Server::start(export.path(), addr)
+        Server::start(&root, addr)
     });
     let mut rest = Vec::new();
     // O_DIRECT-like: past the page cache, the data comes from the server again.
