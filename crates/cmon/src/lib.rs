@@ -12,6 +12,7 @@ pub mod follow;
 pub mod host;
 pub mod inventory;
 pub mod metrics;
+pub mod plain;
 pub mod server;
 pub mod usage;
 
@@ -115,8 +116,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         tokio::spawn(follow::vms(vmapi, inventory.clone(), shutdown.clone())),
         tokio::spawn(follow::servers(cnapi, inventory, shutdown.clone())),
     ];
-    let listener =
-        tls::TlsListener::new(listener, acceptor, config.max_connections, shutdown.clone());
+    let listener = tls::TlsListener::with_plain(
+        listener,
+        acceptor,
+        config.max_connections,
+        shutdown.clone(),
+        Some(plain::handler()),
+    );
     let routes = server::router(app).into_make_service_with_connect_info::<server::Peer>();
     let task = tokio::spawn(async move {
         let token = shutdown.clone();

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
@@ -39,6 +41,8 @@ async fn start(operators: &[&str], auth_cache_secs: u64) -> Dc {
         configure_cmon: Box::new(move |c| {
             c.operators = operators.clone();
             c.auth_cache_secs = auth_cache_secs;
+            // Long enough that a second scrape is always served from the cache.
+            c.usage_cache_ms = 600_000;
         }),
         ..Options::cloudapi_compute()
     })
@@ -168,6 +172,50 @@ fn promtool_accepts(text: &str) {
             "promtool: {line}\n{text}"
         );
     }
+}
+
+/// Each CPU's idle seconds (idle + iowait) in /proc/stat, in CPU order.
+fn proc_stat_idle() -> Vec<f64> {
+    let getconf = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .expect("getconf runs");
+    let hz: f64 = String::from_utf8(getconf.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    std::fs::read_to_string("/proc/stat")
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+        .map(|l| {
+            let f: Vec<f64> = l
+                .split_whitespace()
+                .skip(1)
+                .map(|v| v.parse().unwrap())
+                .collect();
+            (f[3] + f[4]) / hz
+        })
+        .collect()
+}
+
+/// The samples of `name` in a text answer: their labels (inside the braces) and values.
+fn samples(text: &str, name: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, labels) = match series.split_once('{') {
+                Some((m, rest)) => (m, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            if metric != name {
+                return None;
+            }
+            Some((labels.to_string(), value.parse().ok()?))
+        })
+        .collect()
 }
 
 /// Metric name to type, from the `# TYPE` lines.
@@ -312,7 +360,37 @@ async fn tenants_discover_and_scrape_only_their_own_instances() {
             r.body
         );
     }
-    // The same through an old-style certificate, and with a Host in capitals.
+    // Each collector's block is led by Triton's meta-metrics; the first scrape asked
+    // the node's agent.
+    for collector in [
+        "zone_misc",
+        "memcap",
+        "cpucap",
+        "link",
+        "tcp",
+        "zone_vfs",
+        "zfs",
+        "time",
+    ] {
+        for (meta, value) in [("available_boolean", "1"), ("cached_boolean", "0")] {
+            let line = format!("\n{collector}_metrics_{meta} {value}\n");
+            assert!(r.body.contains(&line), "{line}: {}", r.body);
+        }
+        let timer = format!("{collector}_metrics_timer_seconds");
+        assert_eq!(t.get(&timer).map(String::as_str), Some("gauge"), "{timer}");
+    }
+    // The instance's package caps its CPU: the cap and its counters are there.
+    for (name, kind) in [
+        ("cpu_wait_time", "counter"),
+        ("cpucap_limit_percentage", "gauge"),
+        ("cpucap_above_seconds_total", "counter"),
+        ("tcp_listen_drop_count", "counter"),
+        ("tcp_retransmit_timeout_drop_count", "counter"),
+    ] {
+        assert_eq!(t.get(name).map(String::as_str), Some(kind), "{name}");
+    }
+    // The same through an old-style certificate, and with a Host in capitals: within
+    // the usage cache time, from CMon's cache.
     let r = get(
         &dc,
         alice_old.pair(),
@@ -321,6 +399,16 @@ async fn tenants_discover_and_scrape_only_their_own_instances() {
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body.contains("\nzone_misc_metrics_cached_boolean 1\n"),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body.contains("\ntime_metrics_cached_boolean 0\n"),
+        "{}",
+        r.body
+    );
 
     // Another account's instance, an unknown one, an unknown Host: 404, nothing named.
     for (id, host) in [
@@ -439,53 +527,63 @@ async fn tenants_discover_and_scrape_only_their_own_instances() {
             .any(|c| c["server_uuid"] == server.as_str() && c["server_hostname"].is_string())
     })
     .await;
+    let before = proc_stat_idle();
     let r = get(&dc, opsy_old.pair(), &vm_host(&server), "/metrics").await;
+    let after = proc_stat_idle();
     assert_eq!(r.status, 200, "{}", r.body);
     promtool_accepts(&r.body);
     assert!(r.body.contains("\ninstances_running 3\n"), "{}", r.body);
+    // The node's own numbers (its agent runs on this machine) are this machine's: each
+    // CPU's idle time between /proc/stat's before and after the scrape, its memory
+    // /proc/meminfo's.
+    assert_eq!(
+        samples(&r.body, "cpu_idle_seconds_total").len(),
+        before.len(),
+        "{}",
+        r.body
+    );
+    for (cpu, (lo, hi)) in before.iter().zip(&after).enumerate() {
+        let got = samples(&r.body, "cpu_idle_seconds_total")
+            .into_iter()
+            .find(|(labels, _)| *labels == format!("cpu_id=\"{cpu}\""))
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| panic!("cpu {cpu}: {}", r.body));
+        assert!(*lo <= got && got <= *hi, "cpu {cpu}: {lo} <= {got} <= {hi}");
+    }
+    let mem_total = std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap()
+        * 1024.0;
+    assert_eq!(
+        samples(&r.body, "mem_limit"),
+        vec![(String::new(), mem_total)]
+    );
+    let load = samples(&r.body, "load_average");
+    assert_eq!(load.len(), 1, "{}", r.body);
+    for collector in ["cpu_util", "memory", "loadavg", "net", "zpool"] {
+        let line = format!("\n{collector}_metrics_available_boolean 1\n");
+        assert!(r.body.contains(&line), "{line}: {}", r.body);
+    }
+    assert!(
+        !samples(&r.body, "zpool_size_bytes").is_empty(),
+        "{}",
+        r.body
+    );
     // An operator is still not the owner of a tenant's instance.
     let r = get(&dc, opsy_old.pair(), &vm_host(&a1), "/metrics").await;
     assert_eq!(r.status, 404, "{}", r.body);
 }
 
-/// Runs `triton profile cmon-certgen -y` as `tenant`, its key in an ssh-agent, in `dir`;
-/// the certificate and key it writes.
+/// The certificate and key `triton profile cmon-certgen` makes for `tenant` in `dir`.
 async fn certgen(tenant: &Tenant, dir: &Path) -> Identity {
-    let sock = dir.join("agent.sock");
-    let mut agent = tokio::process::Command::new("ssh-agent")
-        .arg("-D")
-        .arg("-a")
-        .arg(&sock)
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("ssh-agent runs");
-    eventually("ssh-agent listens", WAIT, || async { sock.exists() }).await;
-    let added = std::process::Command::new("ssh-add")
-        .arg(&tenant.key_path)
-        .env("SSH_AUTH_SOCK", &sock)
-        .output()
-        .expect("ssh-add runs");
-    assert!(added.status.success(), "{added:?}");
-    let out = tokio::process::Command::new(dc_testkit::cloudapi::triton_cli())
-        .args(["profile", "cmon-certgen", "-y"])
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", tenant.home.path())
-        .env("TRITON_URL", &tenant.url)
-        .env("TRITON_ACCOUNT", &tenant.login)
-        .env("TRITON_KEY_ID", &tenant.fingerprint)
-        .env("SSH_AUTH_SOCK", &sock)
-        .output()
-        .await
-        .expect("triton runs");
-    agent.kill().await.ok();
-    assert!(out.status.success(), "cmon-certgen: {out:?}");
-    let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect(f);
+    let (cert, key) = common::certgen(tenant, dir).await;
+    let read = |f: &Path| std::fs::read_to_string(f).expect("cmon-certgen wrote it");
     Identity {
-        cert: read(&format!("cmon-{}-cert.pem", tenant.login)),
-        key: read(&format!("cmon-{}-key.pem", tenant.login)),
+        cert: read(&cert),
+        key: read(&key),
     }
 }
 
@@ -543,4 +641,58 @@ fn rustls_pem(pem: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
         .decode(body)
         .unwrap()
+}
+
+/// Plain HTTP on CMon's HTTPS port, from curl: 403 `SecureTransportRequired` as
+/// Triton's CMon answers, after the Host check (an unknown Host is 404 first); bytes
+/// that are not HTTP get the connection closed; HTTPS still works on the port.
+#[tokio::test(flavor = "multi_thread")]
+async fn plain_http_on_the_https_port_is_told_to_use_tls() {
+    let dc = start(&[], 10).await;
+    let port = dc.cmon().port();
+    let curl = |host: &str, path: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "20", "-w", "\n%{http_code}", "-H"])
+            .arg(format!("Host: {host}"))
+            .arg(format!("http://127.0.0.1:{port}{path}"))
+            .output()
+            .expect("curl runs");
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (body, status) = text.rsplit_once('\n').unwrap();
+        (status.to_string(), body.to_string())
+    };
+    let (status, body) = curl(&cmon_host(), "/v1/discover");
+    assert_eq!(status, "403", "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "code": "SecureTransportRequired",
+            "message": "Container Monitor requires a secure transport (SSL/TLS)",
+        })
+    );
+    let (status, _) = curl(&vm_host(&uuid::Uuid::new_v4().to_string()), "/metrics");
+    assert_eq!(status, "403");
+    let (status, body) = curl(&format!("www.{CMON_SUFFIX}"), "/metrics");
+    assert_eq!(status, "404", "{body}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["code"],
+        "NotFound"
+    );
+
+    // Not HTTP and not TLS: closed without an answer.
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut tcp = tokio::net::TcpStream::connect(dc.cmon()).await.unwrap();
+    tcp.write_all(b"SSH-2.0-OpenSSH_9.2\r\n\r\n").await.unwrap();
+    let mut got = Vec::new();
+    let n = tokio::time::timeout(WAIT, tcp.read_to_end(&mut got))
+        .await
+        .expect("closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "{}", String::from_utf8_lossy(&got));
+
+    // HTTPS on the same port is unchanged.
+    let r = get(&dc, None, "cmon", "/_ping").await;
+    assert_eq!(r.status, 200);
 }

@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -17,45 +19,10 @@ use dc_testkit::{Dc, Options, eventually};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// `triton profile cmon-certgen -y` for `tenant` in `dir`, with its key in an ssh-agent
-/// of its own: the certificate's and key's paths.
+/// The paths of what `triton profile cmon-certgen` makes for `tenant` in `dir`.
 async fn certgen(tenant: &Tenant, dir: &Path) -> (String, String) {
-    let sock = dir.join("agent.sock");
-    let mut agent = tokio::process::Command::new("ssh-agent")
-        .arg("-D")
-        .arg("-a")
-        .arg(&sock)
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("ssh-agent runs");
-    eventually("ssh-agent listens", WAIT, || async { sock.exists() }).await;
-    let added = Command::new("ssh-add")
-        .arg(&tenant.key_path)
-        .env("SSH_AUTH_SOCK", &sock)
-        .output()
-        .expect("ssh-add runs");
-    assert!(added.status.success(), "{added:?}");
-    let out = tokio::process::Command::new(dc_testkit::cloudapi::triton_cli())
-        .args(["profile", "cmon-certgen", "-y"])
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", tenant.home.path())
-        .env("TRITON_URL", &tenant.url)
-        .env("TRITON_ACCOUNT", &tenant.login)
-        .env("TRITON_KEY_ID", &tenant.fingerprint)
-        .env("SSH_AUTH_SOCK", &sock)
-        .output()
-        .await
-        .expect("triton runs");
-    agent.kill().await.ok();
-    assert!(out.status.success(), "cmon-certgen: {out:?}");
-    let path = |f: String| dir.join(f).display().to_string();
-    (
-        path(format!("cmon-{}-cert.pem", tenant.login)),
-        path(format!("cmon-{}-key.pem", tenant.login)),
-    )
+    let (cert, key) = common::certgen(tenant, dir).await;
+    (cert.display().to_string(), key.display().to_string())
 }
 
 /// A scrape job of `login` as docs/cmon.md shows it, with short intervals.

@@ -310,6 +310,19 @@ pub struct TlsListener {
     ready: mpsc::Receiver<(TlsStream<Conn<TcpStream>>, SocketAddr)>,
 }
 
+/// What a [`TlsListener`] does with a connection whose first byte is not a TLS
+/// handshake record (plain HTTP on the HTTPS port, say): it owns the connection (and
+/// its permit) until the future ends, and must bound what it reads and how long it
+/// takes.
+pub type PlainHandler = Arc<
+    dyn Fn(Conn<TcpStream>, SocketAddr) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// The first byte of a TLS record carrying a handshake (RFC 8446 5.1, ContentType 22).
+const TLS_HANDSHAKE: u8 = 0x16;
+
 impl TlsListener {
     /// Accepts on `listener` until `shutdown`, handshakes with `acceptor`, and holds at
     /// most `max_connections` open.
@@ -318,6 +331,19 @@ impl TlsListener {
         acceptor: TlsAcceptor,
         max_connections: usize,
         shutdown: CancellationToken,
+    ) -> Self {
+        Self::with_plain(listener, acceptor, max_connections, shutdown, None)
+    }
+
+    /// As [`TlsListener::new`], and a connection that does not start with a TLS
+    /// handshake record goes to `plain` instead of being dropped (waiting for its first
+    /// byte is part of the handshake's [`HANDSHAKE_TIMEOUT`]).
+    pub fn with_plain(
+        listener: TcpListener,
+        acceptor: TlsAcceptor,
+        max_connections: usize,
+        shutdown: CancellationToken,
+        plain: Option<PlainHandler>,
     ) -> Self {
         let local = listener.local_addr();
         let (tx, ready) = mpsc::channel(ACCEPT_QUEUE);
@@ -330,8 +356,24 @@ impl TlsListener {
                 };
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
+                let plain = plain.clone();
                 tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+                    if let Some(plain) = plain {
+                        let mut first = [0u8; 1];
+                        let peeked =
+                            tokio::time::timeout_at(deadline, tcp.get_ref().peek(&mut first)).await;
+                        match peeked {
+                            Ok(Ok(1)) if first[0] != TLS_HANDSHAKE => {
+                                plain(tcp, peer).await;
+                                return;
+                            }
+                            Ok(Ok(1)) => {}
+                            // Closed, failed or silent before its first byte.
+                            _ => return,
+                        }
+                    }
+                    match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, peer)).await;
                         }
