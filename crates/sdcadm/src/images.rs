@@ -484,3 +484,106 @@ pub fn base_image(busybox: &Path) -> Result<Vec<u8>, Error> {
     tar::write(&mut raw, &entries).map_err(|e| Error::io("write the base image", busybox, e))?;
     gzip(&raw)
 }
+
+/// The name of the image a volume's storage instance runs (VolAPI finds it by name).
+pub const NFSSERVER_IMAGE: &str = "nfsserver";
+/// Its version.
+pub const NFSSERVER_IMAGE_VERSION: &str = "1.0.0";
+
+/// The init of the `nfsserver` image (pid 1): makes `/exports/data` (the volume's data,
+/// on the instance's own disk) at first boot and serves it over NFSv3 on port 2049,
+/// starting `nfsserver` again whenever it exits; SIGTERM stops both.
+pub const NFSSERVER_INIT: &str = r#"#!/bin/sh
+# nfsserver init (pid 1): serve /exports/data over NFSv3 and MOUNT v3 on TCP port 2049,
+# restart the server if it exits, stop on SIGTERM.
+/bin/busybox mount -t tmpfs tmpfs /tmp 2>/dev/null || true
+/bin/busybox mkdir -p /exports/data
+child=
+trap 'if [ -n "$child" ]; then kill -TERM "$child" 2>/dev/null; wait "$child"; fi; exit 0' TERM INT
+while :; do
+    /opt/triton/nfsserver/bin/nfsserver --listen 0.0.0.0:2049 --root /exports/data &
+    child=$!
+    wait "$child"
+    echo "nfsserver exited ($?); starting it again in 1s" >&2
+    /bin/busybox sleep 1
+done
+"#;
+
+/// The `nfsserver` image: busybox-static as in the base image, the `nfsserver` binary
+/// at `opt/triton/nfsserver/bin/nfsserver` with the shared libraries it needs, and
+/// [`NFSSERVER_INIT`] as `/sbin/init`. Returns the gzipped tarball.
+pub fn nfsserver_image(busybox: &Path, nfsserver: &Path) -> Result<Vec<u8>, Error> {
+    let bin = std::fs::read(nfsserver)
+        .map_err(|e| Error::io("read the nfsserver binary", nfsserver, e))?;
+    let mut entries = busybox_entries(busybox)?;
+    let mut seen: std::collections::BTreeSet<String> = entries
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Dir { path, .. } => Some(path.clone()),
+            _ => None,
+        })
+        .collect();
+    for d in [
+        "opt",
+        "opt/triton",
+        "opt/triton/nfsserver",
+        "opt/triton/nfsserver/bin",
+        "exports",
+    ] {
+        if seen.insert(d.to_string()) {
+            entries.push(Entry::dir(d));
+        }
+    }
+    entries.push(Entry::file(
+        "opt/triton/nfsserver/bin/nfsserver",
+        0o755,
+        bin,
+    ));
+    entries.push(Entry::file("sbin/init", 0o755, NFSSERVER_INIT.as_bytes()));
+    for (path, file) in shared_libraries(nfsserver)? {
+        parents(&path, &mut seen, &mut entries);
+        let data = std::fs::read(&file).map_err(|e| Error::io("read a library", &file, e))?;
+        entries.push(Entry::file(path, 0o755, data));
+    }
+    let mut raw = Vec::new();
+    tar::write(&mut raw, &entries)
+        .map_err(|e| Error::io("write the nfsserver image", nfsserver, e))?;
+    gzip(&raw)
+}
+
+/// The `nfsserver` image's manifest: owned by `owner` (the admin account), not public.
+pub fn nfsserver_manifest(owner: &str, file: &[u8]) -> Json {
+    let mut m = manifest(
+        NFSSERVER_IMAGE,
+        NFSSERVER_IMAGE_VERSION,
+        "A volume's NFS server: NFSv3 and MOUNT v3 on TCP port 2049 exporting /exports/data (userspace nfsserver on busybox)",
+        owner,
+        file,
+        false,
+    );
+    m["public"] = json!(false);
+    m
+}
+
+/// Builds the `nfsserver` image from the `nfsserver` binary into `out`
+/// (`nfsserver-<version>.tar.gz` and its manifest).
+pub fn build_nfsserver_image(
+    nfsserver: &Path,
+    out: &Path,
+    owner: &str,
+) -> Result<BuiltImage, Error> {
+    let userland = Userland::find()?;
+    let file = nfsserver_image(&userland.busybox, nfsserver)?;
+    let m = nfsserver_manifest(owner, &file);
+    std::fs::create_dir_all(out).map_err(|e| Error::io("create the image folder", out, e))?;
+    let (tarball, manifest_path) = artifact_paths(out, NFSSERVER_IMAGE, NFSSERVER_IMAGE_VERSION);
+    write_atomically(&tarball, &file)?;
+    let text = serde_json::to_string_pretty(&m).map_err(|e| Error::Check(e.to_string()))? + "\n";
+    write_atomically(&manifest_path, text.as_bytes())?;
+    Ok(BuiltImage {
+        name: NFSSERVER_IMAGE.to_string(),
+        tarball,
+        manifest_path,
+        manifest: m,
+    })
+}

@@ -264,7 +264,8 @@ enum ServerCommand {
 
 #[derive(Subcommand)]
 enum ImagesCommand {
-    /// Build every service's zone image from the release binaries.
+    /// Build every service's zone image from the release binaries, and the `nfsserver`
+    /// image of volumes' storage instances (`nfsserver` names only that one).
     Build {
         /// Where the images go.
         #[arg(long, default_value = "images/out")]
@@ -440,6 +441,28 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                     built.manifest["files"][0]["size"],
                     built.manifest["uuid"].as_str().unwrap_or("")
                 ));
+            }
+            // The volumes' NFS server image: not a service of the datacenter, an image
+            // VolAPI provisions storage instances from.
+            let nfs = sdcadm::images::NFSSERVER_IMAGE;
+            if services.is_empty() || services.iter().any(|s| s == nfs) {
+                let bin = bin_dir.join("nfsserver");
+                if bin.is_file() {
+                    let built = sdcadm::images::build_nfsserver_image(
+                        &bin,
+                        &out,
+                        &deployment.admin_uuid(),
+                    )?;
+                    progress.step(format!(
+                        "{nfs}: {} ({} bytes, uuid {})",
+                        built.tarball.display(),
+                        built.manifest["files"][0]["size"],
+                        built.manifest["uuid"].as_str().unwrap_or("")
+                    ));
+                } else {
+                    progress.step(format!("{nfs}: skipped, {} is not built", bin.display()));
+                    missing.push(nfs.to_string());
+                }
             }
             if !missing.is_empty() {
                 eprintln!("sdcadm: not built, so no image: {}", missing.join(", "));

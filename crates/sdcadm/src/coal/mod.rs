@@ -824,6 +824,26 @@ impl Coal {
                     coal.image.name, coal.image.version
                 )),
             }
+            // The volumes' NFS server image (VolAPI provisions storage instances from it,
+            // by name), from the nfsserver binary CoaL built (`[coal] tools`).
+            let nfsserver = self.sub("bin").join("nfsserver");
+            let built =
+                crate::images::build_nfsserver_image(&nfsserver, &self.sub("images"), &admin_uuid)?;
+            let file = std::fs::read(&built.tarball)
+                .map_err(|e| Error::io("read the nfsserver image", &built.tarball, e))?;
+            let ch = seed::channel(&need("imgapi", "grpc")?).await?;
+            let img = crate::deploy::SeedImage {
+                name: crate::images::NFSSERVER_IMAGE.to_string(),
+                version: crate::images::NFSSERVER_IMAGE_VERSION.to_string(),
+                description: String::new(),
+            };
+            match seed::image(ch, &img, &built.manifest, file).await? {
+                Some(d) => p.step(format!("imgapi: seeded {d}")),
+                None => p.step(format!(
+                    "imgapi: image {} {} already there",
+                    img.name, img.version
+                )),
+            }
         }
         if self.is_up("napi") {
             let ch = seed::channel(&need("napi", "grpc")?).await?;
