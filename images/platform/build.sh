@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # Builds the Linux platform image: Debian's kernel (package linux-image-amd64) and an
 # initramfs holding busybox, the kernel modules and tools cn-agent needs, cn-agent
-# itself and images/platform/init. Writes <out>/<stamp>/vmlinuz and initrd, the booter's
+# itself, volmount beside it (instances' NFS volumes, through FUSE) and
+# images/platform/init. Writes <out>/<stamp>/vmlinuz and initrd, the booter's
 # os/<platform>/ layout.
 #
-#   images/platform/build.sh --cn-agent PATH --out DIR [--stamp STAMP]
+#   images/platform/build.sh --cn-agent PATH [--volmount PATH] --out DIR [--stamp STAMP]
 #
+# --volmount defaults to the volmount beside --cn-agent (the same cargo target dir).
 # The stamp defaults to the build's UTC time, 20261206T0900Z. Progress lines on stderr.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-cn_agent="" out="" stamp=$(date -u +%Y%m%dT%H%MZ)
+cn_agent="" volmount="" out="" stamp=$(date -u +%Y%m%dT%H%MZ)
 while [ $# -gt 0 ]; do
     case "$1" in
     --cn-agent) cn_agent=$2; shift 2 ;;
+    --volmount) volmount=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --stamp) stamp=$2; shift 2 ;;
     *) echo "platform: unknown argument $1" >&2; exit 2 ;;
@@ -22,6 +25,8 @@ t0=$(date +%s)
 step() { printf '[platform %3ss] %s\n' "$(($(date +%s) - t0))" "$*" >&2; }
 die() { echo "platform: error: $*" >&2; exit 1; }
 [ -x "$cn_agent" ] || die "--cn-agent: $cn_agent is not an executable (cargo build --release -p cn-agent)"
+[ -n "$volmount" ] || volmount=$(dirname "$cn_agent")/volmount
+[ -x "$volmount" ] || die "--volmount: $volmount is not an executable (cargo build --release -p volmount)"
 [ -n "$out" ] || die "--out is required"
 case "$stamp" in
 *[!A-Za-z0-9_.-]* | "") die "--stamp: $stamp must match [A-Za-z0-9_.-]+" ;;
@@ -60,8 +65,10 @@ copy_binary() {
         [ -e "$root$lib" ] || install -D -m 0755 "$(readlink -f "$lib")" "$root$lib"
     done
 }
-step "cn-agent and the tools it runs (ip, nft, mkfs.xfs, xfs_growfs, losetup, xz)"
+step "cn-agent, volmount and the tools cn-agent runs (ip, nft, mkfs.xfs, xfs_growfs, losetup, xz)"
 copy_binary "$cn_agent" /usr/bin/cn-agent
+# cn-agent runs the volmount beside its own executable.
+copy_binary "$volmount" /usr/bin/volmount
 for tool in ip nft mkfs.xfs xfs_growfs losetup xz; do
     p=$(command -v "$tool") || die "$tool is not installed (scripts/lib.sh ensure_packages)"
     rm -f "$root/bin/$tool" "$root/sbin/$tool"
@@ -74,7 +81,7 @@ step "kernel modules"
 modules=(crc32c_generic virtio_pci virtio_net virtio_blk e1000 overlay veth bridge vxlan 8021q loop xfs
     nf_tables nft_ct nft_masq nft_nat nft_chain_nat nft_reject_inet nft_reject_bridge
     nft_limit nft_log nft_fib_inet nft_meta_bridge nf_conntrack_bridge br_netfilter
-    nf_nat nf_conntrack tun)
+    nf_nat nf_conntrack tun fuse)
 : > "$root/etc/triton/modules"
 for m in "${modules[@]}"; do
     deps=$(modprobe -S "$kver" --show-depends "$m" 2>/dev/null) || {

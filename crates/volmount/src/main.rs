@@ -9,6 +9,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
 use volmount::fs::{IdMap, Options, Volume};
@@ -52,6 +53,9 @@ struct Args {
     retry_seconds: u64,
 }
 
+/// Whether the FUSE mount is up (a signal before it ends the process at once).
+static MOUNTED: AtomicBool = AtomicBool::new(false);
+
 fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
@@ -76,14 +80,32 @@ fn run(args: Args) -> Result<(), String> {
     if args.id_count == 0 {
         return Err("--id-count must be at least 1".into());
     }
-    // SIGTERM and SIGINT are taken by a thread of their own (below); blocked here, before
-    // any thread is started, so every thread inherits the mask.
+    // SIGTERM and SIGINT are taken by a thread of their own; blocked here, before any
+    // other thread is started, so every thread inherits the mask.
     let signals = block_signals();
+    let mountpoint = CString::new(args.mountpoint.as_os_str().as_bytes())
+        .map_err(|_| "--mountpoint holds a NUL byte".to_string())?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut signal: libc::c_int = 0;
+            // SAFETY: sigwait(2) on a signal set built by block_signals.
+            unsafe { libc::sigwait(&signals, &mut signal) };
+            if !MOUNTED.load(Ordering::SeqCst) {
+                // Still connecting: nothing to unmount.
+                std::process::exit(1);
+            }
+            tracing::info!(signal, "unmounting");
+            // SAFETY: umount2(2) on a NUL-terminated path; the session's loop ends when
+            // the kernel drops the connection.
+            unsafe { libc::umount2(mountpoint.as_ptr(), libc::MNT_DETACH) };
+        })
+        .map_err(|e| format!("signal thread: {e}"))?;
     if let Some(netns) = &args.netns {
         let file =
             std::fs::File::open(netns).map_err(|e| format!("--netns {}: {e}", netns.display()))?;
-        // SAFETY: setns(2) on an open descriptor. This thread is the only one so far,
-        // and every thread started later (FUSE workers) inherits its namespace.
+        // SAFETY: setns(2) on an open descriptor, for this thread; every thread started
+        // later (FUSE workers) inherits its namespace. The signal thread opens no socket.
         if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
             return Err(format!(
                 "--netns {}: setns: {}",
@@ -125,20 +147,7 @@ fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("FUSE mount on {}: {e}", args.mountpoint.display()))?;
     tracing::info!(mountpoint = %args.mountpoint.display(), "mounted");
 
-    let mountpoint = CString::new(args.mountpoint.as_os_str().as_bytes())
-        .map_err(|_| "--mountpoint holds a NUL byte".to_string())?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            let mut signal: libc::c_int = 0;
-            // SAFETY: sigwait(2) on a signal set built by block_signals.
-            unsafe { libc::sigwait(&signals, &mut signal) };
-            tracing::info!(signal, "unmounting");
-            // SAFETY: umount2(2) on a NUL-terminated path; the session's loop ends when
-            // the kernel drops the connection.
-            unsafe { libc::umount2(mountpoint.as_ptr(), libc::MNT_DETACH) };
-        })
-        .map_err(|e| format!("signal thread: {e}"))?;
+    MOUNTED.store(true, Ordering::SeqCst);
     session.run().map_err(|e| format!("FUSE session: {e}"))?;
     tracing::info!("unmounted");
     Ok(())
