@@ -18,6 +18,9 @@
 
 triton_common::global_allocator!();
 
+#[path = "../tests/dc_common/mod.rs"]
+mod dc_common;
+
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::str::FromStr;
@@ -26,18 +29,9 @@ use std::time::{Duration, Instant};
 use cns::dns::answer::query;
 use dc_testkit::bench::{env_or, runtime};
 use dc_testkit::naming::CNS_ZONE;
-use dc_testkit::{Dc, Options, Seed};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
-use triton_proto::napi::v1 as napi_pb;
-use triton_proto::ufds::v1 as ufds_pb;
 use triton_proto::vmapi::v1 as pb;
-
-fn text(s: &str) -> prost_types::Value {
-    prost_types::Value {
-        kind: Some(prost_types::value::Kind::StringValue(s.into())),
-    }
-}
 
 /// Whether `name` A answers `ip` from `dns` (one UDP query, 50 ms to answer).
 async fn answers(
@@ -75,46 +69,11 @@ fn main() {
     let load_qps = env_or("CNS_BENCH_LOAD_QPS", 5000);
     runtime().block_on(async move {
         eprintln!("[cns propagation] starting a test datacenter with CNS");
-        let dc = Dc::start(Options {
-            cns: true,
-            seed: Some(Seed::default()),
-            nic_tags: vec!["admin".into(), "external".into()],
-            node_ram_mib: 1 << 20,
-            ..Options::vmapi()
-        })
-        .await;
-        let mut napi = dc.napi();
-        napi.create_nic_tag(napi_pb::CreateNicTagRequest {
-            name: "external".into(),
-            mtu: None,
-        })
-        .await
-        .unwrap();
-        let network = napi
-            .create_network(napi_pb::CreateNetworkRequest {
-                name: "external".into(),
-                subnet: "10.150.0.0/24".into(),
-                provision_start_ip: "10.150.0.10".into(),
-                provision_end_ip: "10.150.0.250".into(),
-                nic_tag: "external".into(),
-                gateway: Some("10.150.0.1".into()),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let (dc, network) = dc_common::datacenter(true).await;
         let owner = dc.seed().owner.clone();
-        dc.ufds()
-            .update_account(ufds_pb::UpdateAccountRequest {
-                account: owner.clone(),
-                triton_cns_enabled: Some(true),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
         let mut request = dc.create_request("prop");
         request.networks = vec![pb::NetworkSpec {
-            ipv4_uuid: network.uuid.clone(),
+            ipv4_uuid: network.clone(),
             ..Default::default()
         }];
         let created = dc.vmapi().create_vm(request).await.unwrap().into_inner();
@@ -154,7 +113,7 @@ fn main() {
             let sent = Instant::now();
             let update = pb::UpdateVmRequest {
                 uuid: vm.uuid.clone(),
-                set_tags: [("triton.cns.services".to_string(), text(&service))].into(),
+                set_tags: [("triton.cns.services".to_string(), dc_common::text(&service))].into(),
                 ..Default::default()
             };
             let mut vmapi = dc.vmapi();

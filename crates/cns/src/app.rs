@@ -19,6 +19,7 @@ use crate::config::Settings;
 use crate::dns::TransferAcl;
 use crate::error::{Error, Result};
 use crate::follow::Shared;
+use crate::journal::{Kept, Pass, Policy};
 use crate::model;
 use crate::peers::Peers;
 use crate::store::Store;
@@ -41,8 +42,8 @@ struct Names {
 
 #[derive(Debug, Default)]
 struct Journal {
-    /// Per zone, the `from` serials of the steps kept in Moray, oldest first.
-    steps: BTreeMap<String, VecDeque<u32>>,
+    /// Per zone, the steps kept in Moray, oldest first.
+    steps: BTreeMap<String, VecDeque<Kept>>,
     /// Invalid services tags already logged (vm -> reason).
     logged: BTreeMap<String, String>,
 }
@@ -62,7 +63,7 @@ struct Inner {
     peers: Peers,
     cmon: Cmon,
     window: Duration,
-    keep: usize,
+    policy: Policy,
     names: RwLock<Names>,
     journal: Mutex<Journal>,
 }
@@ -90,7 +91,8 @@ pub struct Parts {
     pub peers: Peers,
     pub cmon: Cmon,
     pub window: Duration,
-    pub keep: usize,
+    /// Which IXFR steps are kept (`journal.rs`).
+    pub policy: Policy,
 }
 
 impl Cns {
@@ -105,7 +107,7 @@ impl Cns {
                 peers: p.peers,
                 cmon: p.cmon,
                 window: p.window,
-                keep: p.keep.max(1),
+                policy: p.policy,
                 names: RwLock::new(Names::default()),
                 journal: Mutex::new(Journal::default()),
             }),
@@ -125,18 +127,79 @@ impl Cns {
     }
 
     /// Serves the zones and steps kept in Moray (start-up, before the followers).
+    /// Steps stored off a zone's chain (an older CNS's) are deleted.
     pub async fn restore(&self) -> Result<()> {
         let stored = self.inner.store.load_zones().await?;
         let mut journal = self.inner.journal.lock().await;
-        for (zone, steps) in stored {
-            let name = model::text(&zone.origin);
-            tracing::info!(zone = %name, serial = zone.serial, steps = steps.len(), "zone restored");
-            journal
-                .steps
-                .insert(name, steps.iter().map(|s| s.from).collect());
-            self.inner.zones.restore(zone, steps);
+        for s in stored {
+            let name = model::text(&s.zone.origin);
+            tracing::info!(zone = %name, serial = s.zone.serial, steps = s.steps.len(), "zone restored");
+            if !s.orphans.is_empty() {
+                self.inner.store.forget_steps(&name, &s.orphans).await?;
+                tracing::info!(zone = %name, steps = s.orphans.len(), "steps off the zone's chain deleted");
+            }
+            journal.steps.insert(
+                name,
+                s.steps
+                    .iter()
+                    .map(|(c, at_ms)| Kept {
+                        from: c.from,
+                        at_ms: *at_ms,
+                    })
+                    .collect(),
+            );
+            self.inner
+                .zones
+                .restore(s.zone, s.steps.into_iter().map(|(c, _)| c).collect());
         }
         Ok(())
+    }
+
+    /// The journal's periodic pass every `every` until `shutdown` (the first one
+    /// `every` after start).
+    pub async fn collect_loop(self, every: Duration, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            if let Err(e) = self.collect().await {
+                tracing::warn!(error = %triton_common::service::chain(&e), "IXFR journal not collected; trying again");
+            }
+        }
+    }
+
+    /// One full pass of the journal's collection (`journal.rs`): per zone, drops the
+    /// steps beyond the newest `journal_keep` that no known secondary needs, and any
+    /// beyond `journal_max` or `journal_keep_days`. Gives how many steps were dropped.
+    pub async fn collect(&self) -> Result<usize> {
+        let mut journal = self.inner.journal.lock().await;
+        let peers = self.inner.peers.all();
+        let now = triton_common::time::now_millis();
+        let mut dropped = 0;
+        for (zone, kept) in journal.steps.iter_mut() {
+            let serials: Vec<u32> = peers
+                .iter()
+                .filter(|(ip, _)| !crate::dns::acl::is_local(**ip))
+                .filter_map(|(_, p)| p.serials.get(zone).copied())
+                .collect();
+            let slice: Vec<Kept> = kept.iter().copied().collect();
+            let n = self
+                .inner
+                .policy
+                .drop_count(&slice, &serials, now, Pass::Full);
+            if n == 0 {
+                continue;
+            }
+            let froms: Vec<u32> = slice[..n].iter().map(|k| k.from).collect();
+            self.inner.store.forget_steps(zone, &froms).await?;
+            kept.drain(..n);
+            let origin = model::name(zone).map_err(Error::Corrupt)?;
+            self.inner.zones.forget_steps(&origin, &froms);
+            tracing::info!(zone = %zone, steps = n, kept = kept.len(), "IXFR steps collected");
+            dropped += n;
+        }
+        Ok(dropped)
     }
 
     /// Validates and stores `settings`, then rebuilds the zones under them.
@@ -309,6 +372,7 @@ impl Cns {
                             .remove(&name)
                             .unwrap_or_default()
                             .into_iter()
+                            .map(|k| k.from)
                             .collect::<Vec<_>>(),
                     )
                     .await?;
@@ -342,31 +406,39 @@ impl Cns {
             let mut zone = draft;
             zone.serial = serial;
             let step = old.map(|o| Change::between(o, &zone));
+            let at_ms = triton_common::time::now_millis();
             let kept = journal.steps.entry(name.clone()).or_default();
             if let Some(step) = &step {
-                kept.push_back(step.from);
+                kept.push_back(Kept {
+                    from: step.from,
+                    at_ms,
+                });
             }
-            let mut forget = Vec::new();
-            while kept.len() > self.inner.keep {
-                if let Some(f) = kept.pop_front() {
-                    forget.push(f);
-                }
-            }
-            if let Err(e) = self.inner.store.commit(&zone, step.as_ref(), &forget).await {
+            let slice: Vec<Kept> = kept.iter().copied().collect();
+            let n = self
+                .inner
+                .policy
+                .drop_count(&slice, &[], at_ms, Pass::Commit);
+            let forget: Vec<u32> = slice[..n].iter().map(|k| k.from).collect();
+            if let Err(e) = self
+                .inner
+                .store
+                .commit(&zone, step.as_ref().map(|s| (s, at_ms)), &forget)
+                .await
+            {
                 // Not served: the next rebuild tries again from the served state.
                 if step.is_some() {
                     kept.pop_back();
                 }
-                for f in forget.into_iter().rev() {
-                    kept.push_front(f);
-                }
                 return Err(e);
             }
+            kept.drain(..n);
             let records = zone.iter().count();
             if let Err(e) = self.inner.zones.commit(zone) {
                 tracing::warn!(error = %e, "commit refused");
                 continue;
             }
+            self.inner.zones.forget_steps(&origin, &forget);
             tracing::info!(zone = %name, serial, records, "zone committed");
         }
         Ok(built.wake_at)

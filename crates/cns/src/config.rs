@@ -25,7 +25,7 @@ pub const DEFAULT_DNS_LISTEN: &str = "127.0.0.1:5353";
 
 /// One forward zone's settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct ForwardZone {
     /// Network or network-pool uuids whose NICs' addresses go in this zone, or `*`.
     pub networks: Vec<String>,
@@ -72,12 +72,15 @@ pub struct Settings {
     pub use_login: bool,
 }
 
+/// The forward zone of a config that names none.
+pub const DEFAULT_ZONE: &str = "coal.cns.triton.local";
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             my_name: "cns.coal.triton.local".into(),
             hostmaster: "hostmaster@triton.local".into(),
-            forward_zones: [("coal.cns.triton.local".to_string(), ForwardZone::default())]
+            forward_zones: [(DEFAULT_ZONE.to_string(), ForwardZone::default())]
                 .into_iter()
                 .collect(),
             reverse_zones: ReverseZones::default(),
@@ -122,10 +125,17 @@ pub struct Config {
     /// Changes are gathered this long before a new serial is made (one serial per
     /// changed zone per window); an idle CNS commits the first change at once.
     pub commit_window_ms: u64,
-    /// At most this many IXFR steps are kept per zone (in memory and in Moray).
+    /// The newest this many IXFR steps of each zone are always kept (in memory and in
+    /// Moray) for any secondary.
     pub journal_keep: usize,
-    /// Steps older than this many days are dropped, whatever the peers need.
+    /// Steps beyond the newest `journal_keep` are kept while a known secondary needs
+    /// them, but never more than `journal_max` per zone ...
+    pub journal_max: usize,
+    /// ... and none older than this many days (`journal.rs`).
     pub journal_keep_days: u64,
+    /// How often the journal is collected (seconds; the first pass this long after
+    /// start, so secondaries are known again after a restart).
+    pub journal_gc_secs: u64,
     /// The initial naming settings (used when Moray holds none).
     #[serde(flatten)]
     pub initial: Settings,
@@ -148,18 +158,38 @@ impl Default for Config {
             cmon_address: String::new(),
             commit_window_ms: 250,
             journal_keep: 100,
+            journal_max: 10_000,
             journal_keep_days: 7,
-            initial: Settings::default(),
+            journal_gc_secs: 60,
+            // Empty here, so that the config loader takes `forward_zones` as a map of
+            // the operator's zone names (a table whose default is empty is a map; one
+            // with a default key is a struct and refuses other keys); a config naming
+            // no zone gets DEFAULT_ZONE (`initial_settings`).
+            initial: Settings {
+                forward_zones: BTreeMap::new(),
+                ..Settings::default()
+            },
         }
     }
 }
 
 impl Config {
+    /// The initial naming settings: the file's, with the zone [`DEFAULT_ZONE`] (every
+    /// network) when it names no forward zone.
+    pub fn initial_settings(&self) -> Settings {
+        let mut s = self.initial.clone();
+        if s.forward_zones.is_empty() {
+            s.forward_zones
+                .insert(DEFAULT_ZONE.to_string(), ForwardZone::default());
+        }
+        s
+    }
+
     /// What `--check-config` and start-up check beyond the keys' types: the initial
     /// naming settings (as UpdateConfig checks them), `dns_listen`, `cmon_address` and
     /// `cmon_suffix_label`; every problem at once.
     pub fn check(&self) -> Result<(), String> {
-        let mut problems: Vec<String> = match self.initial.validated() {
+        let mut problems: Vec<String> = match self.initial_settings().validated() {
             Ok(_) => Vec::new(),
             Err(errors) => errors.iter().map(ToString::to_string).collect(),
         };
@@ -180,6 +210,18 @@ impl Config {
                 "cmon_suffix_label must be one DNS label (got {:?})",
                 self.cmon_suffix_label
             ));
+        }
+        if self.journal_keep == 0 {
+            problems.push("journal_keep must be at least 1".to_string());
+        }
+        if self.journal_max < self.journal_keep {
+            problems.push(format!(
+                "journal_max must be at least journal_keep ({}; got {})",
+                self.journal_keep, self.journal_max
+            ));
+        }
+        if self.journal_gc_secs == 0 {
+            problems.push("journal_gc_secs must be at least 1".to_string());
         }
         if problems.is_empty() {
             Ok(())
@@ -430,6 +472,61 @@ mod tests {
         assert!(c.initial.use_login);
         assert!(c.initial.use_alias, "use_alias defaults to true");
         assert_eq!(c.service.listen, DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn the_file_names_its_own_forward_zones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cns.toml");
+        let load = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            triton_common::config::load_from::<Config>("cns", Some(&path), &[])
+        };
+        let c = load(
+            "my_name = \"ns1.example.com\"\n\
+             [forward_zones.\"example.com\"]\n\
+             networks = [\"*\"]\n\
+             peers = [\"ns2.example.com\"]\n\
+             [forward_zones.\"private.example.com\"]\n\
+             networks = [\"2bd7c6a4-3c5a-4b36-9a2e-6a5f14c0a001\"]\n",
+        )
+        .unwrap();
+        let zones: Vec<&str> = c.initial.forward_zones.keys().map(String::as_str).collect();
+        assert_eq!(zones, vec!["example.com", "private.example.com"]);
+        assert_eq!(
+            c.initial.forward_zones["example.com"].peers,
+            vec!["ns2.example.com"]
+        );
+        let seeded = c.initial_settings();
+        assert!(!seeded.forward_zones.contains_key(DEFAULT_ZONE));
+        assert_eq!(c.check(), Ok(()));
+
+        // No zone named: the default zone, every network.
+        let c = load("my_name = \"ns1.example.com\"\n").unwrap();
+        assert!(c.initial.forward_zones.is_empty());
+        let seeded = c.initial_settings();
+        assert_eq!(
+            seeded.forward_zones.keys().collect::<Vec<_>>(),
+            vec![DEFAULT_ZONE]
+        );
+        assert_eq!(seeded.forward_zones[DEFAULT_ZONE].networks, vec!["*"]);
+
+        // A misspelt key inside a zone, and a bad value, are refused.
+        let e = load("[forward_zones.\"example.com\"]\nnetwork = [\"*\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("forward_zones") && e.contains("network"), "{e}");
+        let e = load("[forward_zones.\"example.com\"]\nnetworks = \"*\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("forward_zones"), "{e}");
+        // Validation names the zone.
+        let c = load("[forward_zones.\"example.com\"]\nnetworks = [\"NOPE\"]\n").unwrap();
+        let e = c.check().unwrap_err();
+        assert!(
+            e.contains("forward_zones[\"example.com\"].networks[0]"),
+            "{e}"
+        );
     }
 
     #[test]

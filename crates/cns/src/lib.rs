@@ -12,6 +12,7 @@ pub mod config;
 pub mod dns;
 pub mod error;
 pub mod follow;
+pub mod journal;
 pub mod model;
 pub mod names;
 pub mod peers;
@@ -59,7 +60,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .map_err(Error::moray("connect"))?;
     let store = store::Store::new(moray);
     store.ensure().await?;
-    let settings = store.load_or_seed_config(&config.initial).await?;
+    let settings = store
+        .load_or_seed_config(&config.initial_settings())
+        .await?;
     let cmon =
         build::Cmon {
             label: config.cmon_suffix_label.to_ascii_lowercase(),
@@ -87,7 +90,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     acl.set_notify_port(config.notify_port);
     let acl = Arc::new(acl);
     acl.resolve().await;
-    let zones = Arc::new(zone::Zones::new(config.journal_keep));
+    let zones = Arc::new(zone::Zones::new(config.journal_max));
     let peers = peers::Peers::new();
     let shared = Arc::new(follow::Shared::default());
     let cns = Cns::new(app::Parts {
@@ -99,7 +102,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         peers: peers.clone(),
         cmon,
         window: Duration::from_millis(config.commit_window_ms),
-        keep: config.journal_keep,
+        policy: journal::Policy {
+            keep: config.journal_keep,
+            max: config.journal_max,
+            max_age_ms: i64::try_from(config.journal_keep_days)
+                .unwrap_or(i64::MAX / 86_400_000)
+                .saturating_mul(86_400_000),
+        },
     });
     cns.restore().await?;
 
@@ -153,6 +162,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .spawn("follow_servers", &tasks),
     ];
     handles.push(tokio::spawn(cns.clone().run(shutdown.clone())));
+    handles.push(tokio::spawn(cns.clone().collect_loop(
+        Duration::from_secs(config.journal_gc_secs),
+        shutdown.clone(),
+    )));
     let dns_shutdown = shutdown.child_token();
     let dns_task = tokio::spawn(dns.serve(zones, acl, peers, dns_shutdown));
 

@@ -41,6 +41,10 @@ pub struct StepRecord {
     pub to: u32,
     pub removed: Vec<StoredRecord>,
     pub added: Vec<StoredRecord>,
+    /// When it was committed (ms since the epoch; 0 in steps written before it was
+    /// kept, which the journal's age limit then drops).
+    #[serde(default)]
+    pub at_ms: i64,
 }
 
 /// An absolute DNS name from a name without its trailing dot.
@@ -152,13 +156,14 @@ impl StepRecord {
         format!("{zone}/{from:010}")
     }
 
-    pub fn of(zone: &str, change: &Change) -> StepRecord {
+    pub fn of(zone: &str, change: &Change, at_ms: i64) -> StepRecord {
         StepRecord {
             zone: zone.to_string(),
             from: change.from,
             to: change.to,
             removed: change.removed.iter().filter_map(from_record).collect(),
             added: change.added.iter().filter_map(from_record).collect(),
+            at_ms,
         }
     }
 

@@ -20,8 +20,21 @@ pub const STEPS_BUCKET: &str = "cns_changes";
 /// The one key of the config bucket.
 pub const CONFIG_KEY: &str = "config";
 
-/// A batch of at most this many deletes at a time when steps are trimmed.
+/// At most this many zones are read at start-up.
 const MAX_ZONES: u64 = 10_000;
+/// A batch of at most this many deletes at a time when steps are collected.
+const MAX_BATCH: usize = 500;
+
+/// A zone as stored, with its steps.
+#[derive(Debug)]
+pub struct StoredZone {
+    pub zone: Zone,
+    /// The steps that chain to the zone's serial, oldest first, with their commit
+    /// times (ms since the epoch).
+    pub steps: Vec<(Change, i64)>,
+    /// The `from` serials of stored steps off that chain (left by an older CNS).
+    pub orphans: Vec<u32>,
+}
 
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -94,8 +107,8 @@ impl Store {
     }
 
     /// Every stored zone with its retained steps (oldest first; only the run that ends
-    /// at the zone's serial).
-    pub async fn load_zones(&self) -> Result<Vec<(Zone, Vec<Change>)>> {
+    /// at the zone's serial) and the steps off that run (to be deleted).
+    pub async fn load_zones(&self) -> Result<Vec<StoredZone>> {
         let stored = self
             .zones
             .find_values(&Filter::present("zone"), &FindOptions::limit(MAX_ZONES))
@@ -119,17 +132,59 @@ impl Store {
                 .await
                 .map_err(Error::moray("findObjects cns_changes"))?;
             let mut changes = Vec::new();
+            let mut at = std::collections::BTreeMap::new();
             for s in &steps {
                 changes.push(s.to_change().map_err(Error::Corrupt)?);
+                at.insert(s.from, s.at_ms);
             }
-            out.push((zone, chain_to(changes, record.serial)));
+            let chain = chain_to(changes, record.serial);
+            let orphans = steps
+                .iter()
+                .map(|s| s.from)
+                .filter(|f| !chain.iter().any(|c| c.from == *f))
+                .collect();
+            let steps = chain
+                .into_iter()
+                .map(|c| {
+                    let at_ms = at.get(&c.from).copied().unwrap_or_default();
+                    (c, at_ms)
+                })
+                .collect();
+            out.push(StoredZone {
+                zone,
+                steps,
+                orphans,
+            });
         }
         Ok(out)
     }
 
+    /// Deletes `zone`'s steps from the serials `froms` (the journal's collection).
+    pub async fn forget_steps(&self, zone: &str, froms: &[u32]) -> Result<()> {
+        for chunk in froms.chunks(MAX_BATCH) {
+            let ops: Vec<BatchOp> = chunk
+                .iter()
+                .map(|from| {
+                    self.steps
+                        .delete_op(&StepRecord::key(zone, *from), EtagCondition::Any)
+                })
+                .collect();
+            self.moray
+                .batch(&ops)
+                .await
+                .map_err(Error::moray("batch cns_changes"))?;
+        }
+        Ok(())
+    }
+
     /// Writes `zone` and, when it is not the zone's first state, the step to it, and
     /// drops the steps from `forget` (serials no longer kept), in one batch.
-    pub async fn commit(&self, zone: &Zone, step: Option<&Change>, forget: &[u32]) -> Result<()> {
+    pub async fn commit(
+        &self,
+        zone: &Zone,
+        step: Option<(&Change, i64)>,
+        forget: &[u32],
+    ) -> Result<()> {
         let record = ZoneRecord::of(zone);
         let mut ops: Vec<BatchOp> = Vec::new();
         ops.push(
@@ -137,8 +192,8 @@ impl Store {
                 .put_op(&record.zone, &record, EtagCondition::Any)
                 .map_err(Error::moray("encode cns_zones"))?,
         );
-        if let Some(step) = step {
-            let s = StepRecord::of(&record.zone, step);
+        if let Some((step, at_ms)) = step {
+            let s = StepRecord::of(&record.zone, step, at_ms);
             ops.push(
                 self.steps
                     .put_op(

@@ -185,7 +185,8 @@ pub struct Zones {
     current: RwLock<Arc<ZoneSet>>,
     /// Per zone, the retained steps, oldest first (IXFR).
     journal: RwLock<BTreeMap<Name, VecDeque<Change>>>,
-    /// How many steps a zone keeps in memory.
+    /// At most this many steps a zone keeps in memory (CNS's `journal_max`; its
+    /// journal policy drops more, with `forget_steps`).
     keep: usize,
     generation: watch::Sender<u64>,
 }
@@ -284,6 +285,18 @@ impl Zones {
         }
         self.generation.send_modify(|g| *g += 1);
         Ok(change)
+    }
+
+    /// Forgets `origin`'s steps from the serials `froms` (the journal's collection):
+    /// an IXFR from one of them gets the whole zone.
+    pub fn forget_steps(&self, origin: &Name, froms: &[u32]) {
+        let mut journal = match self.journal.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(steps) = journal.get_mut(origin) {
+            steps.retain(|c| !froms.contains(&c.from));
+        }
     }
 
     /// Stops serving `origin` (a zone taken out of the config) and forgets its steps;

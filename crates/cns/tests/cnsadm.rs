@@ -3,13 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod dc_common;
+
 use std::time::Duration;
 
 use dc_testkit::naming::CNS_ZONE;
 use dc_testkit::{Dc, Options, Seed, Service, eventually};
 use triton_proto::cns::v1 as cns_pb;
-use triton_proto::napi::v1 as napi_pb;
-use triton_proto::ufds::v1 as ufds_pb;
 use triton_proto::vmapi::v1 as pb;
 
 struct Out {
@@ -200,37 +200,11 @@ async fn status_config_zones_peers_and_vm() {
     );
 
     // vm: the names of an instance of an account with CNS on.
-    let mut napi = dc.napi();
-    napi.create_nic_tag(napi_pb::CreateNicTagRequest {
-        name: "external".into(),
-        mtu: None,
-    })
-    .await
-    .unwrap();
-    let network = napi
-        .create_network(napi_pb::CreateNetworkRequest {
-            name: "external".into(),
-            subnet: "10.151.0.0/24".into(),
-            provision_start_ip: "10.151.0.10".into(),
-            provision_end_ip: "10.151.0.250".into(),
-            nic_tag: "external".into(),
-            gateway: Some("10.151.0.1".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    dc.ufds()
-        .update_account(ufds_pb::UpdateAccountRequest {
-            account: dc.seed().owner.clone(),
-            triton_cns_enabled: Some(true),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let network = dc_common::external_network(&dc, "10.151.0").await;
+    dc_common::set_cns_enabled(&dc, true).await;
     let mut request = dc.create_request("web-1");
     request.networks = vec![pb::NetworkSpec {
-        ipv4_uuid: network.uuid.clone(),
+        ipv4_uuid: network.clone(),
         ..Default::default()
     }];
     let created = dc.vmapi().create_vm(request).await.unwrap().into_inner();

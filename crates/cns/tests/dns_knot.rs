@@ -8,116 +8,14 @@
 
 mod dns_common;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cns::dns::TransferAcl;
 use cns::zone::Zones;
 use dc_testkit::eventually;
-use dns_common::{Server, ZONE, dig, inst, lines, require, zone};
-
-/// Knot's address: another loopback address than the server's, so that its transfers
-/// come from an address that is not the local host (which gets no NOTIFY).
-const KNOT_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
-
-struct Knot {
-    addr: SocketAddr,
-    dir: tempfile::TempDir,
-    child: tokio::process::Child,
-}
-
-impl Knot {
-    async fn start(primary: SocketAddr) -> Knot {
-        require("knotd");
-        let dir = tempfile::tempdir().unwrap();
-        // A free port for both UDP and TCP on Knot's address.
-        let port = cns::dns::bind(SocketAddr::new(IpAddr::V4(KNOT_IP), 0))
-            .await
-            .unwrap()
-            .local_addr()
-            .port();
-        let addr = SocketAddr::new(IpAddr::V4(KNOT_IP), port);
-        let d = dir.path().display();
-        let config = format!(
-            r#"server:
-    rundir: "{d}"
-    listen: {KNOT_IP}@{port}
-    identity: ""
-log:
-  - target: stderr
-    any: info
-database:
-    storage: "{d}/db"
-remote:
-  - id: cns
-    address: {ip}@{primary_port}
-    via: {KNOT_IP}
-acl:
-  - id: notify_from_cns
-    address: 127.0.0.0/8
-    action: notify
-template:
-  - id: default
-    storage: "{d}/zones"
-    zonefile-sync: -1
-    zonefile-load: none
-    journal-content: none
-zone:
-  - domain: {ZONE}
-    master: cns
-    acl: notify_from_cns
-"#,
-            ip = primary.ip(),
-            primary_port = primary.port(),
-        );
-        let conf = dir.path().join("knot.conf");
-        std::fs::write(&conf, config).unwrap();
-        let log = std::fs::File::create(dir.path().join("knot.log")).unwrap();
-        let child = tokio::process::Command::new("knotd")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("knotd starts");
-        Knot { addr, dir, child }
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.dir.path().join("knot.log")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.log_path()).unwrap_or_default()
-    }
-
-    /// Knot's log lines of finished incoming transfers of `kind` (AXFR, IXFR).
-    fn transfers(&self, kind: &str) -> usize {
-        self.log()
-            .lines()
-            .filter(|l| l.contains(&format!("{kind}, incoming")) && l.contains("finished"))
-            .count()
-    }
-
-    /// What Knot answers for `name` `A` (+short).
-    async fn a(&self, name: &str) -> Vec<String> {
-        lines(&dig(self.addr, &["+short", name, "A"]).await)
-    }
-
-    async fn serial(&self) -> Option<u32> {
-        let out = dig(self.addr, &["+short", ZONE, "SOA"]).await;
-        out.split_whitespace().nth(2).and_then(|s| s.parse().ok())
-    }
-}
-
-impl Drop for Knot {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
+use dns_common::{KNOT_IP, Knot, Server, ZONE, inst, require, zone};
 
 #[tokio::test]
 async fn knot_follows_by_axfr_then_notify_and_ixfr_across_a_restart() {
@@ -126,7 +24,7 @@ async fn knot_follows_by_axfr_then_notify_and_ixfr_across_a_restart() {
     zones.commit(zone(1, 0..3)).unwrap();
     let acl = Arc::new(TransferAcl::new(&[KNOT_IP.to_string()], &[]).unwrap());
     let server = Server::start(zones.clone(), acl.clone(), 0).await;
-    let knot = Knot::start(server.addr).await;
+    let knot = Knot::start(server.addr, ZONE).await;
     acl.set_notify_port(knot.addr.port());
 
     // The first transfer is an AXFR, at Knot's start.

@@ -6,230 +6,23 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod dc_common;
+mod dns_common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use dc_common::{
+    WAIT, action, axfr, create_request, datacenter, datacenter_with, delete, dig, job, names_of,
+    serial, set_cns_enabled, set_tags,
+};
 use dc_testkit::naming::CNS_ZONE;
-use dc_testkit::{Dc, Options, Seed, eventually};
-use tokio_util::sync::CancellationToken;
+use dc_testkit::{Dc, Options, eventually};
+use dns_common::Knot;
 use triton_proto::cns::v1 as cns_pb;
-use triton_proto::napi::v1 as napi_pb;
 use triton_proto::ufds::v1 as ufds_pb;
 use triton_proto::vmapi::v1 as pb;
-
-const WAIT: Duration = Duration::from_secs(30);
-
-/// A datacenter with sim nodes that have an `external` nic tag, the seeded account
-/// with CNS on, and an `external` network (10.150.0.0/24) VMs get their addresses on.
-async fn datacenter(cns: bool) -> (Dc, String) {
-    datacenter_with(Options {
-        cns,
-        ..Options::default()
-    })
-    .await
-}
-
-async fn datacenter_with(options: Options) -> (Dc, String) {
-    let dc = Dc::start(Options {
-        cns: options.cns,
-        configure_moray: options.configure_moray,
-        seed: Some(Seed::default()),
-        nic_tags: vec!["admin".into(), "external".into()],
-        node_ram_mib: 1 << 20,
-        ..Options::vmapi()
-    })
-    .await;
-    let mut napi = dc.napi();
-    napi.create_nic_tag(napi_pb::CreateNicTagRequest {
-        name: "external".into(),
-        mtu: None,
-    })
-    .await
-    .unwrap();
-    let network = napi
-        .create_network(napi_pb::CreateNetworkRequest {
-            name: "external".into(),
-            subnet: "10.150.0.0/24".into(),
-            provision_start_ip: "10.150.0.10".into(),
-            provision_end_ip: "10.150.0.250".into(),
-            nic_tag: "external".into(),
-            gateway: Some("10.150.0.1".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    set_cns_enabled(&dc, true).await;
-    (dc, network.uuid)
-}
-
-async fn set_cns_enabled(dc: &Dc, on: bool) {
-    dc.ufds()
-        .update_account(ufds_pb::UpdateAccountRequest {
-            account: dc.seed().owner.clone(),
-            triton_cns_enabled: Some(on),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-}
-
-fn create_request(
-    dc: &Dc,
-    network: &str,
-    alias: &str,
-    services: Option<&str>,
-) -> pb::CreateVmRequest {
-    let mut r = dc.create_request(alias);
-    r.networks = vec![pb::NetworkSpec {
-        ipv4_uuid: network.into(),
-        ..Default::default()
-    }];
-    if let Some(s) = services {
-        r.tags.insert("triton.cns.services".into(), text(s));
-    }
-    r
-}
-
-fn text(s: &str) -> prost_types::Value {
-    prost_types::Value {
-        kind: Some(prost_types::value::Kind::StringValue(s.into())),
-    }
-}
-
-async fn job(dc: &Dc, r: Result<tonic::Response<pb::JobRef>, tonic::Status>) -> pb::JobRef {
-    let r = r.unwrap().into_inner();
-    let job = dc.wait_job(&r.job_uuid).await;
-    assert_eq!(job.execution, "succeeded", "{job:?}");
-    r
-}
-
-async fn set_tags(dc: &Dc, uuid: &str, set: &[(&str, &str)], remove: &[&str]) {
-    let r = dc
-        .vmapi()
-        .update_vm(pb::UpdateVmRequest {
-            uuid: uuid.into(),
-            set_tags: set.iter().map(|(k, v)| (k.to_string(), text(v))).collect(),
-            remove_tags: remove.iter().map(|s| s.to_string()).collect(),
-            ..Default::default()
-        })
-        .await;
-    job(dc, r).await;
-}
-
-async fn action(dc: &Dc, which: &str, uuid: &str) {
-    let req = pb::VmActionRequest {
-        uuid: uuid.into(),
-        ..Default::default()
-    };
-    let mut c = dc.vmapi();
-    let r = match which {
-        "start" => c.start_vm(req).await,
-        _ => c.stop_vm(req).await,
-    };
-    job(dc, r).await;
-}
-
-async fn delete(dc: &Dc, uuid: &str) {
-    let r = dc
-        .vmapi()
-        .delete_vm(pb::DeleteVmRequest {
-            uuid: uuid.into(),
-            owner_uuid: String::new(),
-        })
-        .await;
-    job(dc, r).await;
-}
-
-/// `dig +short` of `name` and `kind` at `addr`, sorted.
-async fn dig(addr: SocketAddr, name: &str, kind: &str) -> Vec<String> {
-    let out = tokio::process::Command::new("dig")
-        .args([
-            "+short",
-            "+time=2",
-            "+tries=1",
-            "-p",
-            &addr.port().to_string(),
-            &format!("@{}", addr.ip()),
-            name,
-            kind,
-        ])
-        .output()
-        .await
-        .expect("dig runs");
-    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.trim().trim_matches('"').to_string())
-        .filter(|l| !l.is_empty() && !l.starts_with(';'))
-        .collect();
-    lines.sort();
-    lines
-}
-
-/// Every record of `zone` by AXFR from `addr`, as `name TYPE data` lines (no SOA),
-/// names and targets without their trailing dots.
-async fn axfr(addr: SocketAddr, zone: &str) -> BTreeSet<String> {
-    let out = tokio::process::Command::new("dig")
-        .args([
-            "+nocmd",
-            "+nostats",
-            "+noall",
-            "+answer",
-            "-p",
-            &addr.port().to_string(),
-            &format!("@{}", addr.ip()),
-            zone,
-            "AXFR",
-        ])
-        .output()
-        .await
-        .expect("dig runs");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            if f.len() < 5 || f[3] == "SOA" || l.starts_with(';') {
-                return None;
-            }
-            let data: Vec<String> = f[4..]
-                .iter()
-                .map(|d| d.trim_matches('"').trim_end_matches('.').to_string())
-                .collect();
-            Some(format!(
-                "{} {} {}",
-                f[0].trim_end_matches('.').to_ascii_lowercase(),
-                f[3],
-                data.join(" ")
-            ))
-        })
-        .collect()
-}
-
-async fn serial(dc: &Dc, zone: &str) -> Option<u32> {
-    let zones = dc
-        .cns()
-        .list_zones(cns_pb::ListZonesRequest {})
-        .await
-        .ok()?
-        .into_inner()
-        .zones;
-    zones.iter().find(|z| z.name == zone).map(|z| z.serial)
-}
-
-async fn names_of(dc: &Dc, uuid: &str) -> Vec<String> {
-    let r = dc
-        .cns()
-        .get_vm_names(cns_pb::GetVmNamesRequest {
-            uuids: vec![uuid.into()],
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut names = r.vms[0].names.clone();
-    names.sort();
-    names
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn names_follow_vms_tags_states_and_the_account_flag() {
@@ -575,30 +368,94 @@ fn diff(got: &BTreeSet<String>, want: &BTreeSet<String>) -> String {
     format!("extra: {extra:#?}\nmissing: {missing:#?}")
 }
 
-struct OwnCns {
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<cns::Result<()>>,
+/// The built `cns` binary (`CARGO_BIN_EXE_cns`), run from a config file on fixed
+/// loopback ports (so a restart is at the same addresses, as Knot's primary), killed with
+/// SIGKILL.
+struct CnsProcess {
+    child: tokio::process::Child,
     dns: SocketAddr,
     admin: SocketAddr,
 }
 
-async fn start_cns(config: &cns::Config) -> OwnCns {
-    let shutdown = CancellationToken::new();
-    let running = cns::start(config.clone(), shutdown.clone())
-        .await
-        .expect("CNS starts");
-    OwnCns {
-        shutdown,
-        task: running.task,
-        dns: running.dns_addr,
-        admin: running.addr,
-    }
+/// The config file of the test's CNS process: the test kit's CNS config, written out,
+/// with `127.0.0.3` (Knot) allowed transfers and NOTIFYs to `notify_port`.
+fn cns_config_file(
+    dir: &std::path::Path,
+    dc: &Dc,
+    dns: SocketAddr,
+    admin: SocketAddr,
+    notify_port: u16,
+) -> std::path::PathBuf {
+    let c = dc.cns_config();
+    let text = format!(
+        r#"listen = "{admin}"
+moray_url = "{moray}"
+dns_listen = "{dns}"
+vmapi_url = "{vmapi}"
+ufds_url = "{ufds}"
+napi_url = "{napi}"
+cnapi_url = "{cnapi}"
+cmon_address = "{cmon}"
+commit_window_ms = {window}
+notify_port = {notify_port}
+my_name = "{my_name}"
+hostmaster = "{hostmaster}"
+allow_transfer = ["{knot}"]
+[forward_zones."{CNS_ZONE}"]
+networks = ["*"]
+"#,
+        moray = c.service.moray_url,
+        vmapi = c.vmapi_url,
+        ufds = c.ufds_url,
+        napi = c.napi_url,
+        cnapi = c.cnapi_url,
+        cmon = c.cmon_address,
+        window = c.commit_window_ms,
+        my_name = c.initial.my_name,
+        hostmaster = c.initial.hostmaster,
+        knot = dns_common::KNOT_IP,
+    );
+    let path = dir.join("cns.toml");
+    std::fs::write(&path, text).unwrap();
+    path
 }
 
-impl OwnCns {
-    async fn kill(self) {
-        self.shutdown.cancel();
-        let _ = self.task.await;
+impl CnsProcess {
+    async fn start(config: &std::path::Path, dns: SocketAddr, admin: SocketAddr) -> CnsProcess {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(config.with_extension("log"))
+            .unwrap();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cns"))
+            .arg("-f")
+            .arg(config)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the cns binary starts");
+        let cns = CnsProcess { child, dns, admin };
+        eventually("the cns process serves its admin API", WAIT, || async {
+            cns.serial().await.is_some() || cns.answers().await
+        })
+        .await;
+        cns
+    }
+
+    async fn answers(&self) -> bool {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", self.admin))
+            .unwrap()
+            .connect()
+            .await
+            .is_ok()
+    }
+
+    /// SIGKILL, and waits for the process to be gone.
+    async fn kill(mut self) {
+        self.child.start_kill().unwrap();
+        let status = self.child.wait().await.unwrap();
+        assert!(!status.success(), "killed, not exited: {status:?}");
     }
 
     async fn serial(&self) -> Option<u32> {
@@ -615,6 +472,41 @@ impl OwnCns {
             .zones;
         zones.iter().find(|z| z.name == CNS_ZONE).map(|z| z.serial)
     }
+}
+
+/// A free loopback port for both UDP and TCP, and one for TCP.
+async fn free_ports() -> (SocketAddr, SocketAddr) {
+    let dns = cns::dns::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+        .local_addr();
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    (dns, admin)
+}
+
+/// How many SOA records `dig IXFR=<from>` of the zone from `dns` answers: 2 for the
+/// whole zone (AXFR-shaped), more for steps, 1 when current.
+async fn ixfr_soas(dns: SocketAddr, zone: &str, from: u32) -> usize {
+    let out = tokio::process::Command::new("dig")
+        .args([
+            "+noall",
+            "+answer",
+            "-p",
+            &dns.port().to_string(),
+            &format!("@{}", dns.ip()),
+            zone,
+            &format!("IXFR={from}"),
+        ])
+        .output()
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("\tSOA\t"))
+        .count()
 }
 
 /// One of the test's VM changes, chosen by its number.
@@ -699,35 +591,66 @@ async fn change(dc: &Dc, network: &str, n: usize, live: &mut Vec<String>) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn killed_and_restarted_during_500_changes_it_ends_with_vmapis_state() {
+async fn sigkilled_during_500_changes_it_loses_nothing_and_ends_with_vmapis_state() {
+    dns_common::require("knotd");
     let (dc, network) = datacenter(false).await;
-    let config = dc.cns_config();
-    let mut cns = start_cns(&config).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (dns, admin) = free_ports().await;
+    // Knot, a secondary of CNS's zone from the start (its first transfer is an AXFR).
+    let knot = Knot::start(dns, &format!("{CNS_ZONE}.")).await;
+    let config = cns_config_file(dir.path(), &dc, dns, admin, knot.addr.port());
+    let mut cns = CnsProcess::start(&config, dns, admin).await;
     let mut live: Vec<String> = Vec::new();
     let mut serials = Vec::new();
-    let mut recent = None;
     for n in 0..500 {
         change(&dc, &network, n, &mut live).await;
         if n == 150 || n == 350 {
-            if let Some(s) = cns.serial().await {
-                serials.push(s);
-            }
-            cns.kill().await;
-            // Changes while CNS is down.
+            // SIGKILL while changes are being made (their jobs running, CNS committing),
+            // then five more changes while it is down.
+            let acknowledged = cns.serial().await.unwrap();
+            let knot_had = knot.serial().await;
+            let mut batch = Vec::new();
+            let work = async {
+                for m in 0..8 {
+                    change(&dc, &network, 2000 + n + m, &mut live).await;
+                }
+            };
+            let kill = async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let last = cns.serial().await;
+                cns.kill().await;
+                last
+            };
+            let ((), last) = tokio::join!(work, kill);
+            batch.push(last.unwrap_or(acknowledged));
             for m in 0..5 {
                 change(&dc, &network, 1000 + n + m, &mut live).await;
             }
-            cns = start_cns(&config).await;
-        }
-        if n == 490 {
-            recent = cns.serial().await;
+            cns = CnsProcess::start(&config, dns, admin).await;
+            // Restored at the last serial it served (or later, once it rebuilt), never
+            // before it.
+            let restored = cns.serial().await.unwrap();
+            assert!(
+                restored >= batch[0] && batch[0] >= acknowledged,
+                "serial after the kill {restored}, before it {batch:?} (acknowledged {acknowledged})"
+            );
+            serials.push(acknowledged);
+            serials.extend(batch);
+            // The secondary's IXFR from the serial it had still answers with steps.
+            if let Some(k) = knot_had
+                && k != restored
+            {
+                assert!(
+                    ixfr_soas(dns, CNS_ZONE, k).await > 2,
+                    "IXFR from Knot's serial {k} after the restart gives steps"
+                );
+            }
         }
         if n % 50 == 49 {
             eprintln!("{} of 500 changes, {} VMs live", n + 1, live.len());
         }
     }
     let (want_fwd, want_rev) = expected(&dc).await;
-    let dns = cns.dns;
     let mut last = (BTreeSet::new(), BTreeSet::new());
     let reached = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
@@ -752,14 +675,24 @@ async fn killed_and_restarted_during_500_changes_it_ends_with_vmapis_state() {
     let end = cns.serial().await.unwrap();
     serials.push(end);
     assert!(
-        serials.windows(2).all(|w| w[0] < w[1]),
-        "serials only grow across restarts: {serials:?}"
+        serials.windows(2).all(|w| w[0] <= w[1]) && serials[0] < end,
+        "serials only grow across the kills: {serials:?}"
     );
 
+    // Knot followed across both kills by IXFR (its one AXFR was the first transfer)
+    // and holds what CNS serves.
+    eventually("Knot is at CNS's serial", WAIT, || async {
+        knot.serial().await == Some(end)
+    })
+    .await;
+    assert_eq!(knot.transfers("AXFR"), 1, "{}", knot.log());
+    assert_eq!(axfr(knot.addr, CNS_ZONE).await, want_fwd);
+
     // A restart with nothing changed keeps the serial, and IXFR from an older serial
-    // still answers.
+    // still answers with steps.
+    let recent = serials[serials.len() - 2];
     cns.kill().await;
-    let cns = start_cns(&config).await;
+    let cns = CnsProcess::start(&config, dns, admin).await;
     eventually("the restarted CNS serves the zone", WAIT, || async {
         axfr(cns.dns, CNS_ZONE).await == want_fwd
     })
@@ -770,26 +703,149 @@ async fn killed_and_restarted_during_500_changes_it_ends_with_vmapis_state() {
         Some(end),
         "nothing changed, no new serial"
     );
-    let out = tokio::process::Command::new("dig")
-        .args([
-            "+noall",
-            "+answer",
-            "-p",
-            &cns.dns.port().to_string(),
-            &format!("@{}", cns.dns.ip()),
-            CNS_ZONE,
-            &format!("IXFR={}", recent.unwrap()),
-        ])
-        .output()
+    if recent != end {
+        assert!(
+            ixfr_soas(cns.dns, CNS_ZONE, recent).await > 2,
+            "IXFR from {recent}"
+        );
+    }
+    cns.kill().await;
+}
+
+/// The `from` serials of the steps of the test zone kept in Moray, oldest first.
+async fn stored_steps(dc: &Dc) -> Vec<u32> {
+    let moray = moray_client::MorayClient::connect(&dc.moray_url())
         .await
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let soas = text.lines().filter(|l| l.contains("\tSOA\t")).count();
+    let zones = cns::store::Store::new(moray).load_zones().await.unwrap();
+    let z = zones
+        .iter()
+        .find(|z| z.zone.origin.to_string() == format!("{CNS_ZONE}."))
+        .unwrap();
+    let mut froms: Vec<u32> = z.steps.iter().map(|(c, _)| c.from).collect();
+    froms.extend(&z.orphans);
+    froms
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_journal_keeps_what_a_known_secondary_needs_within_its_bounds() {
+    let (dc, network) = datacenter_with(Options {
+        cns: true,
+        configure_cns: Box::new(|c| {
+            c.journal_keep = 2;
+            c.journal_max = 5;
+            c.journal_gc_secs = 1;
+            c.initial.allow_transfer = vec!["127.0.0.3".into()];
+        }),
+        ..Options::default()
+    })
+    .await;
+    let dns = dc.cns_dns_addr();
+    let r = dc
+        .vmapi()
+        .create_vm(create_request(&dc, &network, "gc", None))
+        .await;
+    let uuid = job(&dc, r).await.vm_uuid;
+    let mut serials = vec![];
+    // One commit per tag change: waits for the serial to move.
+    let commit = async |n: usize, serials: &mut Vec<u32>| {
+        let before = serial(&dc, CNS_ZONE).await;
+        set_tags(
+            &dc,
+            &uuid,
+            &[("triton.cns.services", &format!("g{n}"))],
+            &[],
+        )
+        .await;
+        eventually("a new serial", WAIT, || async {
+            serial(&dc, CNS_ZONE).await != before
+        })
+        .await;
+        serials.push(serial(&dc, CNS_ZONE).await.unwrap());
+    };
+    let transfer_as_peer = async || {
+        let out = tokio::process::Command::new("dig")
+            .args([
+                "-b",
+                "127.0.0.3",
+                "-p",
+                &dns.port().to_string(),
+                &format!("@{}", dns.ip()),
+            ])
+            .args([CNS_ZONE, "AXFR"])
+            .output()
+            .await
+            .unwrap();
+        assert!(String::from_utf8_lossy(&out.stdout).contains("SOA"));
+        let peers = dc
+            .cns()
+            .list_peers(cns_pb::ListPeersRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .peers;
+        // (127.0.0.1, the test's own IXFRs, is listed too; the collection ignores it.)
+        let peer = peers.iter().find(|p| p.address == "127.0.0.3");
+        peer.unwrap_or_else(|| panic!("{peers:?}")).serials[CNS_ZONE]
+    };
+    commit(0, &mut serials).await;
+    commit(1, &mut serials).await;
+    // A secondary at 127.0.0.3 transfers the zone at serials[1]: CNS records it.
+    let peer_at = transfer_as_peer().await;
+    assert_eq!(peer_at, serials[1]);
+    for n in 2..6 {
+        commit(n, &mut serials).await;
+    }
+    // Four steps from the peer's serial, more than journal_keep (2): the collection
+    // keeps them (the peer needs them) and drops the older ones.
+    eventually(
+        "the steps before the peer's serial are collected",
+        WAIT,
+        || async { stored_steps(&dc).await.first() == Some(&peer_at) },
+    )
+    .await;
+    assert_eq!(stored_steps(&dc).await, serials[1..5].to_vec());
     assert!(
-        soas > 2,
-        "IXFR from {recent:?} gives steps, not AXFR:\n{text}"
+        ixfr_soas(dns, CNS_ZONE, peer_at).await > 2,
+        "IXFR from the peer's serial: steps"
     );
-    cns.kill().await;
+    assert_eq!(
+        ixfr_soas(dns, CNS_ZONE, serials[0]).await,
+        2,
+        "IXFR from a serial older than the kept history: the whole zone"
+    );
+
+    // The peer forgotten (cnsadm peers -d): only the newest journal_keep steps stay.
+    dc.cns()
+        .delete_peer(cns_pb::DeletePeerRequest {
+            address: "127.0.0.3".into(),
+        })
+        .await
+        .unwrap();
+    eventually("down to journal_keep steps", WAIT, || async {
+        stored_steps(&dc).await.len() == 2
+    })
+    .await;
+    assert_eq!(stored_steps(&dc).await, serials[3..5].to_vec());
+    assert!(ixfr_soas(dns, CNS_ZONE, serials[3]).await > 2);
+    assert_eq!(ixfr_soas(dns, CNS_ZONE, serials[2]).await, 2);
+
+    // journal_max (5) is a hard limit: the peer back at serials[5], six more steps
+    // drop its oldest one, whatever it needs; it gets the whole zone.
+    let peer_at = transfer_as_peer().await;
+    assert_eq!(peer_at, serials[5]);
+    for n in 6..11 {
+        commit(n, &mut serials).await;
+    }
+    assert_eq!(stored_steps(&dc).await, serials[5..10].to_vec());
+    assert!(ixfr_soas(dns, CNS_ZONE, peer_at).await > 2);
+    commit(11, &mut serials).await;
+    assert_eq!(
+        ixfr_soas(dns, CNS_ZONE, peer_at).await,
+        2,
+        "past journal_max"
+    );
+    assert!(stored_steps(&dc).await.len() <= 5);
 }
 
 #[tokio::test(flavor = "multi_thread")]

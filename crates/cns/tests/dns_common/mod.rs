@@ -1,9 +1,10 @@
-//! What the DNS tests share: a zone like the ones CNS builds, a server on loopback, and
-//! `dig`.
+//! What the DNS tests share: a zone like the ones CNS builds, a server on loopback,
+//! `dig`, and Debian's Knot as a secondary.
 
 #![allow(dead_code)]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::process::Command;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -148,4 +149,116 @@ pub fn require(program: &str) {
         found,
         "{program} is not installed: run scripts/test once, or apt-get install knot nsd dnsutils dnsperf"
     );
+}
+
+/// Knot's address: another loopback address than the server's, so that its transfers
+/// come from an address that is not the local host (which gets no NOTIFY).
+pub const KNOT_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
+
+/// Debian's Knot as a secondary of one zone (`zone`, with its trailing dot) of the
+/// primary at `primary`, on [`KNOT_IP`] and a free port (`addr`), in a temp dir.
+pub struct Knot {
+    pub addr: SocketAddr,
+    pub zone: String,
+    dir: tempfile::TempDir,
+    child: tokio::process::Child,
+}
+
+impl Knot {
+    pub async fn start(primary: SocketAddr, zone: &str) -> Knot {
+        require("knotd");
+        let dir = tempfile::tempdir().unwrap();
+        // A free port for both UDP and TCP on Knot's address.
+        let port = cns::dns::bind(SocketAddr::new(IpAddr::V4(KNOT_IP), 0))
+            .await
+            .unwrap()
+            .local_addr()
+            .port();
+        let addr = SocketAddr::new(IpAddr::V4(KNOT_IP), port);
+        let d = dir.path().display();
+        let config = format!(
+            r#"server:
+    rundir: "{d}"
+    listen: {KNOT_IP}@{port}
+    identity: ""
+log:
+  - target: stderr
+    any: info
+database:
+    storage: "{d}/db"
+remote:
+  - id: cns
+    address: {ip}@{primary_port}
+    via: {KNOT_IP}
+acl:
+  - id: notify_from_cns
+    address: 127.0.0.0/8
+    action: notify
+  - id: transfer_to_tests
+    address: 127.0.0.0/8
+    action: transfer
+template:
+  - id: default
+    storage: "{d}/zones"
+    zonefile-sync: -1
+    zonefile-load: none
+    journal-content: none
+zone:
+  - domain: {zone}
+    master: cns
+    acl: [notify_from_cns, transfer_to_tests]
+"#,
+            ip = primary.ip(),
+            primary_port = primary.port(),
+        );
+        let conf = dir.path().join("knot.conf");
+        std::fs::write(&conf, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("knot.log")).unwrap();
+        let child = tokio::process::Command::new("knotd")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("knotd starts");
+        Knot {
+            addr,
+            zone: zone.to_string(),
+            dir,
+            child,
+        }
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("knot.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Knot's log lines of finished incoming transfers of `kind` (AXFR, IXFR).
+    pub fn transfers(&self, kind: &str) -> usize {
+        self.log()
+            .lines()
+            .filter(|l| l.contains(&format!("{kind}, incoming")) && l.contains("finished"))
+            .count()
+    }
+
+    /// What Knot answers for `name` `A` (+short).
+    pub async fn a(&self, name: &str) -> Vec<String> {
+        lines(&dig(self.addr, &["+short", name, "A"]).await)
+    }
+
+    pub async fn serial(&self) -> Option<u32> {
+        let out = dig(self.addr, &["+short", &self.zone, "SOA"]).await;
+        out.split_whitespace().nth(2).and_then(|s| s.parse().ok())
+    }
+}
+
+impl Drop for Knot {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
 }
