@@ -1,6 +1,8 @@
 //! What the linux backend's usage call reports for CMon, against a real instance: CPU
 //! burnt inside shows as user time, bytes sent to it from the host show on its NIC and
-//! its TCP counters, its memory matches its cgroup's, and a busy loop shows as load.
+//! its TCP counters, its memory matches its cgroup's, and a busy loop shows as load;
+//! loops over a CPU cap show as throttling and run-queue wait; a full accept backlog in
+//! a network namespace shows as listen drops.
 //!
 //! Needs root and /bin/busybox (busybox-static), as the linux tests of contract.rs.
 
@@ -211,5 +213,134 @@ async fn usage_counts_what_the_instance_does() {
     assert!(
         b.usage(uuid).await.is_err(),
         "a destroyed instance has none"
+    );
+}
+
+/// An instance capped at a fifth of a CPU running two busy loops: its cap is reported,
+/// cpu.stat's throttled periods and time rise, its threads' run-queue wait rises (they
+/// wait while the cap holds them back), and the cpucap collector is available.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capped_instance_shows_throttling_and_wait() {
+    let h = Host::new();
+    let b = h.backend_with_image().await;
+    let spec = InstanceSpec {
+        cpu_cap: 20,
+        ..h.spec("usage1", 2)
+    };
+    let uuid = spec.uuid;
+    b.create(spec).await.expect("create");
+    let before = usage(&b, uuid).await;
+    assert_eq!(before.cpu_cap.percent, Some(20), "{before:?}");
+    let names: Vec<&str> = before.collectors.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "zone_misc",
+            "memcap",
+            "cpucap",
+            "zone_vfs",
+            "link",
+            "tcp",
+            "zfs"
+        ]
+    );
+    assert!(before.collectors.iter().all(|c| c.available), "{before:?}");
+
+    let mut burner = h
+        .zlogin_command(
+            uuid,
+            &[
+                "timeout",
+                "-s",
+                "KILL",
+                "60",
+                "sh",
+                "-c",
+                "while :; do :; done & while :; do :; done",
+            ],
+        )
+        .spawn()
+        .unwrap();
+    // Read while the loops run (a thread's wait leaves the sum when it exits).
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut now = usage(&b, uuid).await;
+    while Instant::now() < deadline {
+        now = usage(&b, uuid).await;
+        if now.cpu_cap.throttled_periods >= before.cpu_cap.throttled_periods + 10
+            && now.cpu_wait_ns >= before.cpu_wait_ns + SECOND_NS / 2
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = burner.kill();
+    let _ = burner.wait();
+    eprintln!(
+        "before {:?} wait {}; now {:?} wait {}",
+        before.cpu_cap, before.cpu_wait_ns, now.cpu_cap, now.cpu_wait_ns
+    );
+    assert!(
+        now.cpu_cap.throttled_periods >= before.cpu_cap.throttled_periods + 10,
+        "throttled periods {:?} -> {:?}",
+        before.cpu_cap,
+        now.cpu_cap
+    );
+    assert!(now.cpu_cap.throttled_ns > before.cpu_cap.throttled_ns);
+    assert!(now.cpu_cap.periods >= now.cpu_cap.throttled_periods);
+    assert!(
+        now.cpu_wait_ns >= before.cpu_wait_ns + SECOND_NS / 2,
+        "run-queue wait {} -> {} ns",
+        before.cpu_wait_ns,
+        now.cpu_wait_ns
+    );
+    b.destroy(uuid).await.expect("destroy");
+}
+
+/// A listener whose accept backlog is full in a network namespace of its own: the
+/// SYNs the kernel drops for it count as ListenOverflows, which the namespace read
+/// (the one the instances' usage uses) reports as `listen_overflows`.
+#[test]
+fn a_full_backlog_counts_as_listen_drops() {
+    use std::os::fd::AsRawFd;
+    let name = format!("cmon-usage-{}", std::process::id());
+    let ip = |args: &[&str]| {
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ip {args:?}: {out:?}");
+    };
+    ip(&["netns", "add", &name]);
+    ip(&["-n", &name, "link", "set", "lo", "up"]);
+    let path = Path::new("/run/netns").join(&name);
+    let before = cn_agent::linux::usage::read_netns(&path, &[]).expect("the namespace");
+    let file = std::fs::File::open(&path).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setns(2) on an open namespace file, for this thread only.
+            assert_eq!(
+                unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
+                0
+            );
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            // SAFETY: listen(2) again on a listening socket only changes its backlog.
+            assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
+            let to = listener.local_addr().unwrap();
+            let clients: Vec<_> = (0..6)
+                .filter_map(|_| TcpStream::connect_timeout(&to, Duration::from_millis(300)).ok())
+                .collect();
+            drop(clients);
+        })
+        .join()
+        .unwrap();
+    });
+    let after = cn_agent::linux::usage::read_netns(&path, &[]).expect("the namespace");
+    ip(&["netns", "del", &name]);
+    eprintln!("{:?} -> {:?}", before.tcp, after.tcp);
+    assert!(
+        after.tcp.listen_overflows > before.tcp.listen_overflows,
+        "{:?} -> {:?}",
+        before.tcp,
+        after.tcp
     );
 }
