@@ -156,12 +156,7 @@ pub async fn read_record<R: AsyncReadExt + Unpin>(
             }
             Err(e) => return Err(e.into()),
         }
-        let mark = u32::from_be_bytes(mark);
-        let last = mark & 0x8000_0000 != 0;
-        let len = (mark & 0x7fff_ffff) as usize;
-        if buf.len() + len > MAX_RECORD {
-            return Err(RecordError::TooLarge(buf.len() + len));
-        }
+        let (len, last) = record_mark(mark, buf.len())?;
         let at = buf.len();
         buf.resize(at + len, 0);
         r.read_exact(&mut buf[at..]).await?;
@@ -169,6 +164,18 @@ pub async fn read_record<R: AsyncReadExt + Unpin>(
             return Ok(Some(()));
         }
     }
+}
+
+/// Reads a fragment's record mark: the fragment's length and whether it is the record's
+/// last, refused when the record (`have` bytes so far and this fragment) would be over
+/// [`MAX_RECORD`].
+pub fn record_mark(mark: [u8; 4], have: usize) -> Result<(usize, bool), RecordError> {
+    let mark = u32::from_be_bytes(mark);
+    let len = (mark & 0x7fff_ffff) as usize;
+    if have + len > MAX_RECORD {
+        return Err(RecordError::TooLarge(have + len));
+    }
+    Ok((len, mark & 0x8000_0000 != 0))
 }
 
 /// Frames a reply as one record.
