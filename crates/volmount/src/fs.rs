@@ -346,22 +346,18 @@ impl Volume {
         self.made(dir, name, ok.obj, ok.obj_attributes, cred)
     }
 
-    fn do_setattr(
+    /// The attributes a `setattr` changes, owners mapped back to the server's ids.
+    fn changes(
         &self,
-        req: &Request,
-        ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
-    ) -> Result<FileAttr, Errno> {
-        self.writable()?;
-        let fh = self.fh(ino)?;
-        let cred = self.cred(req);
+    ) -> sattr3 {
         let ids = self.opts.ids;
-        let new_attributes = sattr3 {
+        sattr3 {
             mode: mode.map_or(Nfs3Option::None, |m| Nfs3Option::Some(m & 0o7777)),
             uid: uid.map_or(Nfs3Option::None, |u| Nfs3Option::Some(ids.to_server(u))),
             gid: gid.map_or(Nfs3Option::None, |g| Nfs3Option::Some(ids.to_server(g))),
@@ -376,7 +372,18 @@ impl Volume {
                 Some((true, _)) => set_mtime::SET_TO_SERVER_TIME,
                 Some((false, t)) => set_mtime::SET_TO_CLIENT_TIME(t),
             },
-        };
+        }
+    }
+
+    fn do_setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        new_attributes: sattr3,
+    ) -> Result<FileAttr, Errno> {
+        self.writable()?;
+        let fh = self.fh(ino)?;
+        let cred = self.cred(req);
         let res: SETATTR3res = self
             .client
             .call(
@@ -657,7 +664,8 @@ impl Filesystem for Volume {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        match self.do_setattr(req, ino, mode, uid, gid, size, atime, mtime) {
+        let changes = self.changes(mode, uid, gid, size, atime, mtime);
+        match self.do_setattr(req, ino, changes) {
             Ok(attr) => reply.attr(&TTL, &attr),
             Err(e) => reply.error(e),
         }

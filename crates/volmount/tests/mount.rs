@@ -1,6 +1,9 @@
 //! volmount, the real binary, mounting the real NFS server (`nfsserver::serve` on a
 //! temporary directory) through FUSE. As root (FUSE mounts).
 
+// Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
