@@ -262,3 +262,80 @@ impl Drop for Knot {
         let _ = self.child.start_kill();
     }
 }
+
+/// NSD's address (another loopback address, so its transfers are a peer's).
+pub const NSD_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 5);
+
+/// Debian's NSD as a secondary of `zone` (with its trailing dot) of the primary at
+/// `primary`, transferring by AXFR only (`request-xfr: AXFR`), on [`NSD_IP`] and a
+/// free port, in a temp dir; its transfers go out from [`NSD_IP`].
+pub struct Nsd {
+    pub addr: SocketAddr,
+    dir: tempfile::TempDir,
+    child: tokio::process::Child,
+}
+
+impl Nsd {
+    pub async fn start(primary: SocketAddr, zone: &str) -> Nsd {
+        require("nsd");
+        let dir = tempfile::tempdir().unwrap();
+        let port = cns::dns::bind(SocketAddr::new(IpAddr::V4(NSD_IP), 0))
+            .await
+            .unwrap()
+            .local_addr()
+            .port();
+        let addr = SocketAddr::new(IpAddr::V4(NSD_IP), port);
+        let d = dir.path().display();
+        let config = format!(
+            r#"server:
+    ip-address: {NSD_IP}
+    port: {port}
+    server-count: 1
+    username: ""
+    chroot: ""
+    zonesdir: "{d}"
+    database: ""
+    zonelistfile: "{d}/zone.list"
+    xfrdfile: "{d}/xfrd.state"
+    xfrdir: "{d}"
+    pidfile: "{d}/nsd.pid"
+    logfile: "{d}/nsd.log"
+    verbosity: 2
+    rrl-ratelimit: 0
+    rrl-whitelist-ratelimit: 0
+remote-control:
+    control-enable: no
+zone:
+    name: {zone}
+    zonefile: "{d}/secondary.zone"
+    request-xfr: AXFR {ip}@{primary_port} NOKEY
+    allow-notify: {ip} NOKEY
+    outgoing-interface: {NSD_IP}
+"#,
+            ip = primary.ip(),
+            primary_port = primary.port(),
+        );
+        let conf = dir.path().join("nsd.conf");
+        std::fs::write(&conf, config).unwrap();
+        let child = tokio::process::Command::new("nsd")
+            .arg("-d")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("nsd starts");
+        Nsd { addr, dir, child }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("nsd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nsd {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
