@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use nfs3_types::mount::{MOUNT_PROGRAM, dirpath, mountres3};
+use nfs3_types::mount::{MOUNT_PROGRAM, dirpath};
 use nfs3_types::nfs3::{NFS_PROGRAM, Nfs3Result, nfs_fh3, nfsstat3};
 use nfs3_types::xdr_codec::{Opaque, Pack, Unpack};
 
@@ -96,7 +96,7 @@ impl Client {
     /// MOUNT v3 MNT of `path`: the export's root handle.
     pub fn mount(&self, path: &str) -> Result<nfs_fh3> {
         let args = dirpath(Opaque::borrowed(path.as_bytes()));
-        let res: mountres3 = self.transport.call(
+        let res: MountReply = self.transport.call(
             nfs3_types::mount::PROGRAM,
             nfs3_types::mount::VERSION,
             MOUNT_PROGRAM::MOUNTPROC3_MNT as u32,
@@ -104,12 +104,18 @@ impl Client {
             &args,
         )?;
         match res {
-            mountres3::Ok(ok) => Ok(nfs_fh3 {
-                data: Opaque::owned(ok.fhandle.0.to_vec()),
+            MountReply::Ok(fh) => Ok(nfs_fh3 {
+                data: Opaque::owned(fh),
             }),
-            mountres3::Err(status) => Err(Error::Mount {
+            MountReply::Err(status) => Err(Error::Mount {
                 path: path.to_string(),
-                status: status.to_string(),
+                status: match status {
+                    1 => "MNT3ERR_PERM".into(),
+                    2 => "MNT3ERR_NOENT".into(),
+                    13 => "MNT3ERR_ACCES".into(),
+                    20 => "MNT3ERR_NOTDIR".into(),
+                    other => format!("MOUNT status {other}"),
+                },
             }),
         }
     }
@@ -123,5 +129,40 @@ impl Client {
             cred,
             args,
         )?)
+    }
+}
+
+/// MNT's reply, read by hand: the handle (at most 64 bytes, RFC 1813) and nothing of the
+/// auth flavours after it, whose count a generic decoder would allocate for unchecked.
+#[derive(Debug)]
+pub enum MountReply {
+    Ok(Vec<u8>),
+    Err(u32),
+}
+
+impl nfs3_types::xdr_codec::Unpack for MountReply {
+    fn unpack(input: &mut impl std::io::Read) -> nfs3_types::xdr_codec::Result<(Self, usize)> {
+        let (status, mut n) = u32::unpack(input)?;
+        if status != 0 {
+            return Ok((MountReply::Err(status), n));
+        }
+        let (len, l) = u32::unpack(input)?;
+        n += l;
+        if len as usize > nfs3_types::mount::FHSIZE3 {
+            return Err(nfs3_types::xdr_codec::Error::InvalidEnumValue(len));
+        }
+        let padded = (len as usize).div_ceil(4) * 4;
+        let mut fh = vec![0u8; padded];
+        input
+            .read_exact(&mut fh)
+            .map_err(nfs3_types::xdr_codec::Error::Io)?;
+        fh.truncate(len as usize);
+        n += padded;
+        // The flavours: read through to the end, none kept.
+        let mut rest = Vec::new();
+        n += input
+            .read_to_end(&mut rest)
+            .map_err(nfs3_types::xdr_codec::Error::Io)?;
+        Ok((MountReply::Ok(fh), n))
     }
 }

@@ -256,7 +256,7 @@ fn exchange(conn: &mut TcpStream, xid: u32, record: &[u8]) -> std::io::Result<Ve
 }
 
 /// Reads one RPC record (all its fragments), at most [`MAX_RECORD`] bytes.
-pub fn read_record(r: &mut impl Read) -> std::io::Result<Vec<u8>> {
+pub fn read_record<R: Read>(r: &mut R) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::new();
     loop {
         let mut header = [0u8; 4];
@@ -269,9 +269,11 @@ pub fn read_record(r: &mut impl Read) -> std::io::Result<Vec<u8>> {
                 format!("a reply record over {MAX_RECORD} bytes"),
             ));
         }
-        let start = out.len();
-        out.resize(start + len, 0);
-        r.read_exact(&mut out[start..])?;
+        // Read as it arrives: memory follows the bytes sent, not the length announced.
+        let got = r.by_ref().take(len as u64).read_to_end(&mut out)?;
+        if got < len {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
         if header & 0x8000_0000 != 0 {
             return Ok(out);
         }
