@@ -106,37 +106,53 @@ impl Cred {
 
 /// Takes on a caller's identity for the file system calls of this thread (`setfsuid`,
 /// `setfsgid` and the thread's groups: Linux keeps them per thread), so the kernel checks
-/// permissions and new files belong to the caller; back to the server's own when dropped.
-/// A server not running as root keeps its own identity.
+/// permissions and new files belong to the caller; the identity before comes back when
+/// dropped (`None` is the server's own). A server not running as root keeps its own.
 pub struct AsCaller {
-    active: bool,
+    prev: Option<Option<Cred>>,
+}
+
+thread_local! {
+    static CURRENT: std::cell::RefCell<Option<Cred>> = const { std::cell::RefCell::new(None) };
+}
+
+fn apply(cred: Option<&Cred>) {
+    let (uid, gid, gids): (u32, u32, &[u32]) = match cred {
+        Some(c) => (c.uid, c.gid, &c.gids),
+        None => (0, 0, &[]),
+    };
+    // SAFETY: plain syscalls on this thread's credentials; the groups pointer and length
+    // describe a live slice.
+    unsafe {
+        libc::syscall(libc::SYS_setgroups, gids.len(), gids.as_ptr());
+        libc::syscall(libc::SYS_setfsgid, gid);
+        libc::syscall(libc::SYS_setfsuid, uid);
+    }
 }
 
 impl AsCaller {
-    fn new(cred: &Cred) -> Self {
-        // SAFETY: plain syscalls on this thread's credentials; the groups pointer and
-        // length describe a live slice.
-        unsafe {
-            if libc::geteuid() != 0 {
-                return Self { active: false };
-            }
-            libc::syscall(libc::SYS_setgroups, cred.gids.len(), cred.gids.as_ptr());
-            libc::syscall(libc::SYS_setfsgid, cred.gid);
-            libc::syscall(libc::SYS_setfsuid, cred.uid);
+    /// Acts as `cred` (`None`: as the server itself) until dropped.
+    pub fn new(cred: Option<&Cred>) -> Self {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Self { prev: None };
         }
-        Self { active: true }
+        let prev = CURRENT.with(|c| c.replace(cred.cloned()));
+        apply(cred);
+        Self { prev: Some(prev) }
+    }
+
+    /// The caller this thread acts as, if any.
+    pub fn current() -> Option<Cred> {
+        CURRENT.with(|c| c.borrow().clone())
     }
 }
 
 impl Drop for AsCaller {
     fn drop(&mut self) {
-        if self.active {
-            // SAFETY: as above; back to root with no supplementary groups.
-            unsafe {
-                libc::syscall(libc::SYS_setfsuid, 0);
-                libc::syscall(libc::SYS_setfsgid, 0);
-                libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<u32>());
-            }
+        if let Some(prev) = self.prev.take() {
+            apply(prev.as_ref());
+            CURRENT.with(|c| *c.borrow_mut() = prev);
         }
     }
 }
@@ -158,7 +174,10 @@ pub struct Tree {
     root_ino: u64,
     root_dev: (u32, u32),
     nodes: Mutex<Nodes>,
+    write_locks: Vec<Mutex<()>>,
 }
+
+const WRITE_LOCKS: usize = 64;
 
 /// What an operation returns: attributes of an object.
 pub type Attr = Statx;
@@ -213,6 +232,7 @@ impl Tree {
             root_ino: st.stx_ino,
             root_dev: (st.stx_dev_major, st.stx_dev_minor),
             nodes: Mutex::new(Nodes::default()),
+            write_locks: (0..WRITE_LOCKS).map(|_| Mutex::new(())).collect(),
         })
     }
 
@@ -223,7 +243,7 @@ impl Tree {
 
     /// Runs `f` as the caller.
     pub fn as_caller<T>(&self, cred: &Cred, f: impl FnOnce() -> T) -> T {
-        let _guard = AsCaller::new(cred);
+        let _guard = AsCaller::new(Some(cred));
         f()
     }
 
@@ -275,11 +295,7 @@ impl Tree {
 
     /// Walks the whole tree (as root) to learn every inode's place.
     fn scan(&self) {
-        let _root = AsCaller::new(&Cred {
-            uid: 0,
-            gid: 0,
-            gids: vec![],
-        });
+        let _root = AsCaller::new(None);
         let mut found = Vec::new();
         let mut stack = vec![(self.root_ino, PathBuf::from("."))];
         let mut seen = 0usize;
@@ -359,7 +375,19 @@ impl Tree {
     /// Opens what a handle names.
     pub fn open_handle(&self, fh: &[u8], flags: OFlags) -> Result<(OwnedFd, PathBuf), Nfsstat> {
         let (path, st) = self.resolve(fh)?;
-        let fd = self.open_rel(&path, flags)?;
+        let fd = match self.open_rel(&path, flags) {
+            // The owner may read and write their file whatever its mode, as with Linux's
+            // own NFS server: a client creates a file 0444 and then writes it (git's
+            // objects, tar, cp -p); the permission was checked when it was opened there.
+            Err(Errno::ACCESS)
+                if AsCaller::current().is_some_and(|c| c.uid == st.stx_uid)
+                    && st.stx_mode & libc::S_IFMT as u16 == libc::S_IFREG as u16 =>
+            {
+                let _own = AsCaller::new(None);
+                self.open_rel(&path, flags)?
+            }
+            r => r?,
+        };
         let now = stat_fd(&fd)?;
         if Handle::of(&now) != Handle::of(&st) {
             return Err(Nfsstat::Stale);
@@ -712,6 +740,11 @@ impl Tree {
         sync: bool,
     ) -> Result<(Attr, Attr), Nfsstat> {
         let (fd, _) = self.open_handle(fh, OFlags::WRONLY)?;
+        // one write at a time per file (striped by inode), so the size before is this
+        // write's own and cutting a failed write back removes nothing another one wrote
+        let _lock = self.write_locks[(Handle::decode(fh)?.ino % WRITE_LOCKS as u64) as usize]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let before = stat_fd(&fd)?;
         if before.stx_mode & libc::S_IFMT as u16 != libc::S_IFREG as u16 {
             return Err(Nfsstat::Inval);
@@ -732,8 +765,7 @@ impl Tree {
         })();
         if let Err(e) = result {
             if offset + done as u64 > before.stx_size {
-                let _ =
-                    rustix::fs::ftruncate(&fd, before.stx_size.max(offset.min(before.stx_size)));
+                let _ = rustix::fs::ftruncate(&fd, before.stx_size);
             }
             return Err(e.into());
         }

@@ -19,8 +19,13 @@ pub use proto::{EXPORT_PATH, MAX_IO};
 /// The largest RPC record a client may send: a WRITE of [`MAX_IO`] bytes and its header.
 /// A record announced larger closes the connection before anything is allocated.
 pub const MAX_RECORD: usize = MAX_IO as usize + 64 * 1024;
-/// At most this many clients are served at once; more wait to be accepted.
-pub const MAX_CONNECTIONS: usize = 512;
+/// At most this many clients are served at once; more wait to be accepted. (A volume's
+/// clients are the instances mounting it, one connection each.) With [`MAX_IN_FLIGHT`]
+/// this bounds the memory records take: each connection reads at most one record at a
+/// time, and at most `MAX_IN_FLIGHT` are being answered.
+pub const MAX_CONNECTIONS: usize = 64;
+/// At most this many calls are run at once, over all connections.
+pub const MAX_IN_FLIGHT: usize = 32;
 
 /// Why the server stopped.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +71,7 @@ pub async fn serve(
         verf: boot_verifier(),
     });
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let conns = tokio_util::task::TaskTracker::new();
     tracing::info!(root = %root.display(), addr = ?listener.local_addr().ok(), "serving {EXPORT_PATH}");
     loop {
@@ -89,12 +95,13 @@ pub async fn serve(
             },
         };
         let server = server.clone();
+        let in_flight = in_flight.clone();
         let shutdown = shutdown.clone();
         conns.spawn(async move {
             let _permit = permit;
             tokio::select! {
                 _ = shutdown.cancelled() => {}
-                r = connection(server, stream) => {
+                r = connection(server, in_flight, stream) => {
                     if let Err(e) = r {
                         tracing::debug!(%peer, error = %e, "connection closed");
                     }
@@ -185,22 +192,51 @@ pub fn frame(mut reply: Vec<u8>) -> Vec<u8> {
     reply
 }
 
-async fn connection(server: Arc<proto::Server>, mut stream: TcpStream) -> Result<(), RecordError> {
+/// Serves one client. Calls are answered as they finish, several at a time (a client may
+/// send the next before the last is answered; replies carry the calls' xids), at most
+/// [`MAX_IN_FLIGHT`] across all clients.
+async fn connection(
+    server: Arc<proto::Server>,
+    in_flight: Arc<Semaphore>,
+    stream: TcpStream,
+) -> Result<(), RecordError> {
     stream.set_nodelay(true).ok();
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(MAX_IN_FLIGHT);
+    let writer = tokio::spawn(async move {
+        while let Some(reply) = rx.recv().await {
+            wr.write_all(&frame(reply)).await?;
+        }
+        Ok::<_, std::io::Error>(())
+    });
     let mut buf = Vec::new();
-    while read_record(&mut stream, &mut buf).await?.is_some() {
+    let read = loop {
+        match read_record(&mut rd, &mut buf).await {
+            Ok(Some(())) => {}
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            break Ok(());
+        };
         let record = std::mem::take(&mut buf);
         let srv = server.clone();
-        let reply = tokio::task::spawn_blocking(move || {
-            let reply = proto::handle_record(&srv, &record);
-            (reply, record)
-        })
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
-        buf = reply.1;
-        if let Some(reply) = reply.0 {
-            stream.write_all(&frame(reply)).await?;
-        }
+        let tx = tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            if let Some(reply) = proto::handle_record(&srv, &record) {
+                // the writer is gone only when the connection failed
+                let _ = tx.blocking_send(reply);
+            }
+        });
+    };
+    drop(tx);
+    if read.is_err() {
+        writer.abort();
+        return read;
     }
-    Ok(())
+    writer
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
+    read
 }

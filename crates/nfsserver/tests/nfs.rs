@@ -890,3 +890,84 @@ async fn mount_refuses_other_paths_and_exports_lists_the_one() {
     assert_eq!(info.wtmax, nfsserver::MAX_IO);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_owner_writes_a_file_it_made_read_only() {
+    // git's objects, tar and cp -p: create with mode 0444, then write
+    let dir = tempdir();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let server = Server::start(dir.path()).await;
+    let mut c = server.connect(1000, 1000).await;
+    let root = c.root_nfs_fh3();
+    let res = c
+        .create(&CREATE3args {
+            where_: dirop(&root, "obj"),
+            how: createhow3::GUARDED(sattr3 {
+                mode: Nfs3Option::Some(0o444),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let fh = res.obj.unwrap();
+    assert_eq!(res.obj_attributes.unwrap().mode, 0o444);
+    write(&mut c, &fh, 0, b"blob", stable_how::FILE_SYNC)
+        .await
+        .unwrap();
+    assert_eq!(read_all(&mut c, &fh).await, b"blob");
+    // someone else may not
+    let mut other = server.connect(1001, 1001).await;
+    assert_eq!(
+        write(&mut other, &fh, 0, b"x", stable_how::FILE_SYNC)
+            .await
+            .unwrap_err(),
+        nfsstat3::NFS3ERR_ACCES
+    );
+    server.stop().await;
+}
+
+/// One NFSv3 GETATTR call of the root, as bytes on the wire.
+fn raw_getattr(xid: u32, fh: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for v in [xid, 0, 2, 100_003, 3, 1, 0, 0, 0, 0] {
+        body.extend_from_slice(&v.to_be_bytes());
+    }
+    body.extend_from_slice(&(fh.len() as u32).to_be_bytes());
+    body.extend_from_slice(fh);
+    let mut rec = (0x8000_0000u32 | body.len() as u32).to_be_bytes().to_vec();
+    rec.extend_from_slice(&body);
+    rec
+}
+
+#[tokio::test]
+async fn calls_sent_back_to_back_are_all_answered_by_xid() {
+    let dir = tempdir();
+    let server = Server::start(dir.path()).await;
+    let c = server.connect(0, 0).await;
+    let root = c.root_nfs_fh3().data.to_vec();
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    let mut calls = Vec::new();
+    for xid in 100..150u32 {
+        calls.extend_from_slice(&raw_getattr(xid, &root));
+    }
+    s.write_all(&calls).await.unwrap();
+    let mut xids = Vec::new();
+    for _ in 0..50 {
+        let mut mark = [0u8; 4];
+        s.read_exact(&mut mark).await.unwrap();
+        let len = (u32::from_be_bytes(mark) & 0x7fff_ffff) as usize;
+        let mut reply = vec![0u8; len];
+        s.read_exact(&mut reply).await.unwrap();
+        xids.push(u32::from_be_bytes([reply[0], reply[1], reply[2], reply[3]]));
+        // accepted, SUCCESS, NFS3_OK
+        assert_eq!(&reply[8..28], &[0u8; 20]);
+    }
+    xids.sort();
+    assert_eq!(xids, (100..150).collect::<Vec<_>>());
+    server.stop().await;
+}
