@@ -50,7 +50,6 @@ const NAME_MAX: usize = 256;
 
 /// One entry of `sdc:volumes`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Volume {
     pub name: String,
     #[serde(rename = "type", default = "tritonnfs")]
