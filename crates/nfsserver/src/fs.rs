@@ -692,7 +692,7 @@ impl Tree {
                     },
                 );
             }
-            let w = self.open_rel(&path, OFlags::WRONLY)?;
+            let (w, _) = self.open_handle(fh, OFlags::WRONLY)?;
             rustix::fs::ftruncate(&w, size)?;
         }
         let mut rest = s.clone();

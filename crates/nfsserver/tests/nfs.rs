@@ -920,6 +920,18 @@ async fn the_owner_writes_a_file_it_made_read_only() {
         .await
         .unwrap();
     assert_eq!(read_all(&mut c, &fh).await, b"blob");
+    c.setattr(&SETATTR3args {
+        object: fh.clone(),
+        new_attributes: sattr3 {
+            size: Nfs3Option::Some(2),
+            ..Default::default()
+        },
+        guard: Nfs3Option::None,
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(read_all(&mut c, &fh).await, b"bl");
     // someone else may not
     let mut other = server.connect(1001, 1001).await;
     assert_eq!(
