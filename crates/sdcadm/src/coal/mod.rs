@@ -825,24 +825,35 @@ impl Coal {
                 )),
             }
             // The volumes' NFS server image (VolAPI provisions storage instances from it,
-            // by name), from the nfsserver binary CoaL built (`[coal] tools`).
+            // by name), from the nfsserver binary CoaL built (`[coal] tools`). Without the
+            // binary the rest of CoaL still comes up; only volumes cannot be made.
             let nfsserver = self.sub("bin").join("nfsserver");
-            let built =
-                crate::images::build_nfsserver_image(&nfsserver, &self.sub("images"), &admin_uuid)?;
-            let file = std::fs::read(&built.tarball)
-                .map_err(|e| Error::io("read the nfsserver image", &built.tarball, e))?;
-            let ch = seed::channel(&need("imgapi", "grpc")?).await?;
-            let img = crate::deploy::SeedImage {
-                name: crate::images::NFSSERVER_IMAGE.to_string(),
-                version: crate::images::NFSSERVER_IMAGE_VERSION.to_string(),
-                description: String::new(),
-            };
-            match seed::image(ch, &img, &built.manifest, file).await? {
-                Some(d) => p.step(format!("imgapi: seeded {d}")),
-                None => p.step(format!(
-                    "imgapi: image {} {} already there",
-                    img.name, img.version
-                )),
+            if nfsserver.is_file() {
+                let built = crate::images::build_nfsserver_image(
+                    &nfsserver,
+                    &self.sub("images"),
+                    &admin_uuid,
+                )?;
+                let file = std::fs::read(&built.tarball)
+                    .map_err(|e| Error::io("read the nfsserver image", &built.tarball, e))?;
+                let ch = seed::channel(&need("imgapi", "grpc")?).await?;
+                let img = crate::deploy::SeedImage {
+                    name: crate::images::NFSSERVER_IMAGE.to_string(),
+                    version: crate::images::NFSSERVER_IMAGE_VERSION.to_string(),
+                    description: String::new(),
+                };
+                match seed::image(ch, &img, &built.manifest, file).await? {
+                    Some(d) => p.step(format!("imgapi: seeded {d}")),
+                    None => p.step(format!(
+                        "imgapi: image {} {} already there",
+                        img.name, img.version
+                    )),
+                }
+            } else {
+                p.step(format!(
+                    "imgapi: WARNING: no nfsserver image, {} is not built (volumes cannot be created)",
+                    nfsserver.display()
+                ));
             }
         }
         if self.is_up("napi") {
