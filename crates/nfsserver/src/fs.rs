@@ -533,8 +533,20 @@ impl Tree {
             name,
             Mode::from_raw_mode(sattr.mode.unwrap_or(0o755) & 0o7777),
         )?;
+        self.made(&dfd, &dst, name, sattr)
+    }
+
+    /// What MKDIR and SYMLINK return of the entry `name` they just made in a directory
+    /// (`dfd`, whose attributes were `dst`), once `sattr` is set on it.
+    fn made(
+        &self,
+        dfd: &OwnedFd,
+        dst: &Attr,
+        name: &OsStr,
+        sattr: &Sattr,
+    ) -> Result<(Handle, Attr, Attr), Nfsstat> {
         let fd = rustix::fs::openat(
-            &dfd,
+            dfd,
             name,
             OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
@@ -542,7 +554,7 @@ impl Tree {
         set_path_attrs(&fd, sattr)?;
         let st = stat_fd(&fd)?;
         self.remember(dst.stx_ino, name, st.stx_ino);
-        Ok((Handle::of(&st), st, self.stat_at(&dfd, OsStr::new("."))?))
+        Ok((Handle::of(&st), st, self.stat_at(dfd, OsStr::new("."))?))
     }
 
     /// Makes a symbolic link. Its target is stored as given: the server never follows it.
@@ -559,19 +571,11 @@ impl Tree {
         }
         let (dfd, dst, _) = self.dir(dir)?;
         rustix::fs::symlinkat(OsStr::from_bytes(target), &dfd, name)?;
-        let fd = rustix::fs::openat(
-            &dfd,
-            name,
-            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
+        // a symlink's mode and size are its own business
         let mut s = sattr.clone();
         s.mode = None;
         s.size = None;
-        set_path_attrs(&fd, &s)?;
-        let st = stat_fd(&fd)?;
-        self.remember(dst.stx_ino, name, st.stx_ino);
-        Ok((Handle::of(&st), st, self.stat_at(&dfd, OsStr::new("."))?))
+        self.made(&dfd, &dst, name, &s)
     }
 
     /// The target of a symbolic link.

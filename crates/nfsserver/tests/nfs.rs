@@ -250,6 +250,17 @@ fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
 
+/// A temporary root that users other than root may write in.
+fn world_writable_tempdir() -> tempfile::TempDir {
+    let dir = tempdir();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    dir
+}
+
 #[tokio::test]
 async fn a_20_mb_file_reads_back_with_the_same_checksum() {
     let dir = tempdir();
@@ -803,12 +814,7 @@ async fn a_4_gib_record_closes_the_connection() {
 
 #[tokio::test]
 async fn files_belong_to_the_caller_and_permissions_hold() {
-    let dir = tempdir();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .unwrap();
+    let dir = world_writable_tempdir();
     let server = Server::start(dir.path()).await;
     let mut c = server.connect(1234, 4321).await;
     let root = c.root_nfs_fh3();
@@ -894,12 +900,7 @@ async fn mount_refuses_other_paths_and_exports_lists_the_one() {
 #[tokio::test]
 async fn the_owner_writes_a_file_it_made_read_only() {
     // git's objects, tar and cp -p: create with mode 0444, then write
-    let dir = tempdir();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .unwrap();
+    let dir = world_writable_tempdir();
     let server = Server::start(dir.path()).await;
     let mut c = server.connect(1000, 1000).await;
     let root = c.root_nfs_fh3();

@@ -379,13 +379,7 @@ pub fn service_entries(
         ),
     ];
     // The zone's userland.
-    let mut seen: std::collections::BTreeSet<String> = entries
-        .iter()
-        .filter_map(|e| match e {
-            Entry::Dir { path, .. } => Some(path.clone()),
-            _ => None,
-        })
-        .collect();
+    let mut seen = dirs_of(&entries);
     for e in busybox_entries(&userland.busybox)? {
         match &e {
             Entry::Dir { path, .. } if !seen.insert(path.clone()) => {}
@@ -412,6 +406,17 @@ pub fn service_entries(
         entries.push(Entry::file(path, 0o755, data));
     }
     Ok(entries)
+}
+
+/// The directories among `entries`.
+fn dirs_of(entries: &[Entry]) -> std::collections::BTreeSet<String> {
+    entries
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Dir { path, .. } => Some(path.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// File names of a service image in `out`.
@@ -516,13 +521,7 @@ pub fn nfsserver_image(busybox: &Path, nfsserver: &Path) -> Result<Vec<u8>, Erro
     let bin = std::fs::read(nfsserver)
         .map_err(|e| Error::io("read the nfsserver binary", nfsserver, e))?;
     let mut entries = busybox_entries(busybox)?;
-    let mut seen: std::collections::BTreeSet<String> = entries
-        .iter()
-        .filter_map(|e| match e {
-            Entry::Dir { path, .. } => Some(path.clone()),
-            _ => None,
-        })
-        .collect();
+    let mut seen = dirs_of(&entries);
     for d in [
         "opt",
         "opt/triton",
