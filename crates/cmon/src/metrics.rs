@@ -35,6 +35,24 @@ impl Out {
     fn labelled(&mut self, name: &str, labels: &str, value: impl std::fmt::Display) {
         let _ = writeln!(self.0, "{name}{{{labels}}} {value}");
     }
+
+    /// A metric with a sample per item of `items`, labelled by `labels`; nothing at all
+    /// when there are none.
+    fn series<T, V: std::fmt::Display>(
+        &mut self,
+        (name, kind, help): (&str, Kind, &str),
+        items: &[T],
+        labels: impl Fn(&T) -> String,
+        value: impl Fn(&T) -> V,
+    ) {
+        if items.is_empty() {
+            return;
+        }
+        self.head(name, kind, help);
+        for item in items {
+            self.labelled(name, &labels(item), value(item));
+        }
+    }
 }
 
 /// A label value with `\`, `"` and newlines escaped.
@@ -196,42 +214,32 @@ pub fn instance(u: &agent::InstanceUsage, cached: bool, now_ms: u64) -> String {
     }
 
     block(&mut o, "link");
-    let nics = |o: &mut Out, name: &str, help: &str, value: fn(&agent::NicUsage) -> u64| {
-        if u.nics.is_empty() {
-            return;
-        }
-        o.head(name, Counter, help);
-        for nic in &u.nics {
-            let labels = format!(
-                "interface=\"{}\",nic_tag=\"{}\",network_uuid=\"{}\"",
-                escape(&nic.interface),
-                escape(&nic.nic_tag),
-                escape(&nic.network_uuid)
-            );
-            o.labelled(name, &labels, value(nic));
-        }
+    let nic_labels = |nic: &agent::NicUsage| {
+        format!(
+            "interface=\"{}\",nic_tag=\"{}\",network_uuid=\"{}\"",
+            escape(&nic.interface),
+            escape(&nic.nic_tag),
+            escape(&nic.network_uuid)
+        )
     };
-    nics(
-        &mut o,
-        "net_agg_packets_in",
-        "Aggregate inbound packets",
-        |n| n.rx_packets,
-    );
-    nics(
-        &mut o,
-        "net_agg_packets_out",
-        "Aggregate outbound packets",
-        |n| n.tx_packets,
-    );
-    nics(&mut o, "net_agg_bytes_in", "Aggregate inbound bytes", |n| {
-        n.rx_bytes
-    });
-    nics(
-        &mut o,
-        "net_agg_bytes_out",
-        "Aggregate outbound bytes",
-        |n| n.tx_bytes,
-    );
+    for (name, help, value) in [
+        (
+            "net_agg_packets_in",
+            "Aggregate inbound packets",
+            (|n: &agent::NicUsage| n.rx_packets) as fn(&agent::NicUsage) -> u64,
+        ),
+        ("net_agg_packets_out", "Aggregate outbound packets", |n| {
+            n.tx_packets
+        }),
+        ("net_agg_bytes_in", "Aggregate inbound bytes", |n| {
+            n.rx_bytes
+        }),
+        ("net_agg_bytes_out", "Aggregate outbound bytes", |n| {
+            n.tx_bytes
+        }),
+    ] {
+        o.series((name, Counter, help), &u.nics, nic_labels, value);
+    }
 
     block(&mut o, "tcp");
     for (name, kind, help, value) in [
@@ -380,14 +388,12 @@ pub fn node(r: &agent::GetUsageResponse, now_ms: u64) -> String {
                 c.user_ns
             }),
         ] {
-            o.head(name, Counter, help);
-            for c in &n.cpus {
-                o.labelled(
-                    name,
-                    &format!("cpu_id=\"{}\"", c.cpu),
-                    value(c) as f64 / 1e9,
-                );
-            }
+            o.series(
+                (name, Counter, help),
+                &n.cpus,
+                |c| format!("cpu_id=\"{}\"", c.cpu),
+                |c| value(c) as f64 / 1e9,
+            );
         }
         block(&mut o, "memory");
         o.one(
@@ -410,46 +416,34 @@ pub fn node(r: &agent::GetUsageResponse, now_ms: u64) -> String {
         block(&mut o, "loadavg");
         o.one("load_average", Gauge, "Load average", n.load_1m);
         block(&mut o, "net");
-        let nics = |o: &mut Out, name: &str, help: &str, value: fn(&agent::NodeNic) -> u64| {
-            if n.nics.is_empty() {
-                return;
-            }
-            o.head(name, Counter, help);
-            for nic in &n.nics {
-                o.labelled(
-                    name,
-                    &format!("interface=\"{}\"", escape(&nic.interface)),
-                    value(nic),
-                );
-            }
-        };
-        nics(
-            &mut o,
-            "net_agg_packets_in",
-            "Aggregate inbound packets",
-            |n| n.rx_packets,
-        );
-        nics(
-            &mut o,
-            "net_agg_packets_out",
-            "Aggregate outbound packets",
-            |n| n.tx_packets,
-        );
-        nics(&mut o, "net_agg_bytes_in", "Aggregate inbound bytes", |n| {
-            n.rx_bytes
-        });
-        nics(
-            &mut o,
-            "net_agg_bytes_out",
-            "Aggregate outbound bytes",
-            |n| n.tx_bytes,
-        );
-        nics(
-            &mut o,
-            "net_rxsdrops_total",
-            "Per software lane rx drops total",
-            |n| n.rx_dropped,
-        );
+        for (name, help, value) in [
+            (
+                "net_agg_packets_in",
+                "Aggregate inbound packets",
+                (|n: &agent::NodeNic| n.rx_packets) as fn(&agent::NodeNic) -> u64,
+            ),
+            ("net_agg_packets_out", "Aggregate outbound packets", |n| {
+                n.tx_packets
+            }),
+            ("net_agg_bytes_in", "Aggregate inbound bytes", |n| {
+                n.rx_bytes
+            }),
+            ("net_agg_bytes_out", "Aggregate outbound bytes", |n| {
+                n.tx_bytes
+            }),
+            (
+                "net_rxsdrops_total",
+                "Per software lane rx drops total",
+                |n| n.rx_dropped,
+            ),
+        ] {
+            o.series(
+                (name, Counter, help),
+                &n.nics,
+                |nic| format!("interface=\"{}\"", escape(&nic.interface)),
+                value,
+            );
+        }
         block(&mut o, "zpool");
         for (name, help, value) in [
             (
@@ -463,17 +457,12 @@ pub fn node(r: &agent::GetUsageResponse, now_ms: u64) -> String {
                 |d| d.size_bytes,
             ),
         ] {
-            if n.disks.is_empty() {
-                continue;
-            }
-            o.head(name, Gauge, help);
-            for d in &n.disks {
-                o.labelled(
-                    name,
-                    &format!("pool=\"{}\"", escape(&d.mount_point)),
-                    value(d),
-                );
-            }
+            o.series(
+                (name, Gauge, help),
+                &n.disks,
+                |d| format!("pool=\"{}\"", escape(&d.mount_point)),
+                value,
+            );
         }
     }
     let all = &r.usage;
