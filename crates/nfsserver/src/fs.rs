@@ -172,7 +172,7 @@ struct Nodes {
 pub struct Tree {
     root: OwnedFd,
     root_ino: u64,
-    root_dev: (u32, u32),
+    root_mnt: Option<u64>,
     nodes: Mutex<Nodes>,
     write_locks: Vec<Mutex<()>>,
 }
@@ -189,12 +189,18 @@ fn resolve_flags() -> ResolveFlags {
         | ResolveFlags::NO_MAGICLINKS
 }
 
+/// What every statx here asks for: the basic stats, the birth time handles carry, the
+/// mount id that tells the root's file system from one mounted under it.
+const STATX_WANTED: StatxFlags = StatxFlags::BASIC_STATS
+    .union(StatxFlags::BTIME)
+    .union(StatxFlags::MNT_ID);
+
 fn stat_fd(fd: impl AsFd) -> Result<Statx, Errno> {
     rustix::fs::statx(
         fd,
         c"",
         AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
-        StatxFlags::BASIC_STATS | StatxFlags::BTIME,
+        STATX_WANTED,
     )
 }
 
@@ -230,7 +236,7 @@ impl Tree {
         Ok(Self {
             root: fd,
             root_ino: st.stx_ino,
-            root_dev: (st.stx_dev_major, st.stx_dev_minor),
+            root_mnt: (st.stx_mask & StatxFlags::MNT_ID.bits() != 0).then_some(st.stx_mnt_id),
             nodes: Mutex::new(Nodes::default()),
             write_locks: (0..WRITE_LOCKS).map(|_| Mutex::new(())).collect(),
         })
@@ -303,23 +309,32 @@ impl Tree {
             let Ok(fd) = self.open_rel(&path, OFlags::RDONLY | OFlags::DIRECTORY) else {
                 continue;
             };
-            let Ok(dir) = rustix::fs::Dir::new(fd) else {
+            let Ok(dir) = rustix::fs::Dir::read_from(&fd) else {
                 continue;
             };
             for entry in dir.flatten() {
-                let name = entry.file_name().to_bytes();
-                if name == b"." || name == b".." {
+                let name = entry.file_name();
+                if name == c"." || name == c".." {
                     continue;
                 }
                 seen += 1;
                 if seen > SCAN_LIMIT {
                     break;
                 }
-                let name = OsStr::from_bytes(name).to_owned();
-                if entry.file_type() == rustix::fs::FileType::Directory {
-                    stack.push((entry.ino(), path.join(&name)));
+                // the inode number statx gives, which handles carry: on overlayfs a
+                // directory entry's d_ino may be another one
+                let Ok(st) = rustix::fs::statx(&fd, name, AtFlags::SYMLINK_NOFOLLOW, STATX_WANTED)
+                else {
+                    continue;
+                };
+                if !self.same_mount(&st) {
+                    continue;
                 }
-                found.push((entry.ino(), dir_ino, name));
+                let name = OsStr::from_bytes(name.to_bytes()).to_owned();
+                if st.stx_mode & libc::S_IFMT as u16 == libc::S_IFDIR as u16 {
+                    stack.push((st.stx_ino, path.join(&name)));
+                }
+                found.push((st.stx_ino, dir_ino, name));
             }
         }
         let mut nodes = self.nodes();
@@ -348,7 +363,7 @@ impl Tree {
                 && let Ok(fd) = self.open_rel(&path, OFlags::PATH)
                 && let Ok(st) = stat_fd(&fd)
                 && Handle::of(&st) == h
-                && self.same_dev(&st)
+                && self.same_mount(&st)
             {
                 return Ok((path, st));
             }
@@ -368,8 +383,14 @@ impl Tree {
         Err(Nfsstat::Stale)
     }
 
-    fn same_dev(&self, st: &Statx) -> bool {
-        (st.stx_dev_major, st.stx_dev_minor) == self.root_dev
+    /// Whether `st` is on the root's mount (not a file system mounted under it). By mount
+    /// id, not device: overlayfs may give a file the device of the layer it is on.
+    fn same_mount(&self, st: &Statx) -> bool {
+        if st.stx_mask & StatxFlags::MNT_ID.bits() != 0 && self.root_mnt.is_some() {
+            Some(st.stx_mnt_id) == self.root_mnt
+        } else {
+            true
+        }
     }
 
     /// Opens what a handle names.
@@ -436,13 +457,8 @@ impl Tree {
             let st = stat_fd(&fd)?;
             return Ok((Handle::of(&st), st));
         }
-        let st = rustix::fs::statx(
-            &dfd,
-            name,
-            AtFlags::SYMLINK_NOFOLLOW,
-            StatxFlags::BASIC_STATS | StatxFlags::BTIME,
-        )?;
-        if !self.same_dev(&st) {
+        let st = rustix::fs::statx(&dfd, name, AtFlags::SYMLINK_NOFOLLOW, STATX_WANTED)?;
+        if !self.same_mount(&st) {
             return Err(Nfsstat::Acces);
         }
         self.remember(dst.stx_ino, name, st.stx_ino);
@@ -454,7 +470,7 @@ impl Tree {
             dfd,
             name,
             AtFlags::SYMLINK_NOFOLLOW,
-            StatxFlags::BASIC_STATS | StatxFlags::BTIME,
+            STATX_WANTED,
         )?)
     }
 

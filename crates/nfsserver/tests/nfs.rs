@@ -984,3 +984,91 @@ async fn calls_sent_back_to_back_are_all_answered_by_xid() {
     assert_eq!(xids, (100..150).collect::<Vec<_>>());
     server.stop().await;
 }
+
+/// An overlayfs as an instance's root is: the image's files below (here a tmpfs), the
+/// instance's own above (here the temporary directory's file system), so the layers are
+/// on different file systems.
+struct Overlay {
+    merged: PathBuf,
+    // dropped in this order: unmounted, then removed
+    _lower: Tmpfs,
+    _lower_dir: tempfile::TempDir,
+    _dirs: tempfile::TempDir,
+}
+
+impl Overlay {
+    fn mount() -> Self {
+        let dirs = tempdir();
+        let (lower_dir, lower) = Tmpfs::mount("8m");
+        std::fs::create_dir_all(lower.0.join("exports")).unwrap();
+        std::fs::write(lower.0.join("image-file"), b"from the image").unwrap();
+        let (upper, work, merged) = (
+            dirs.path().join("upper"),
+            dirs.path().join("work"),
+            dirs.path().join("merged"),
+        );
+        for d in [&upper, &work, &merged] {
+            std::fs::create_dir(d).unwrap();
+        }
+        let st = std::process::Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o"])
+            .arg(format!(
+                "lowerdir={},upperdir={},workdir={}",
+                lower.0.display(),
+                upper.display(),
+                work.display()
+            ))
+            .arg(&merged)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount -t overlay");
+        Self {
+            merged,
+            _lower: lower,
+            _lower_dir: lower_dir,
+            _dirs: dirs,
+        }
+    }
+}
+
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.merged)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn an_export_on_overlayfs_keeps_its_handles_across_restarts() {
+    let ov = Overlay::mount();
+    // as the image's init does at first boot
+    let root = ov.merged.join("exports/data");
+    std::fs::create_dir_all(&root).unwrap();
+    let server = Server::start(&root).await;
+    let mut c = server.connect(0, 0).await;
+    let top = c.root_nfs_fh3();
+    let d = mkdir(&mut c, &top, "d").await;
+    let f = create(&mut c, &d, "f").await;
+    write(&mut c, &f, 0, b"on overlay", stable_how::FILE_SYNC)
+        .await
+        .unwrap();
+    let (names, _) = list(&mut c, &d, 4096, true).await;
+    assert_eq!(names, vec!["f".to_string()]);
+    let (looked, attr) = lookup(&mut c, &d, "f").await.unwrap();
+    assert_eq!(looked, f);
+    assert_eq!(attr.size, 10);
+    server.stop().await;
+
+    let server = Server::start(&root).await;
+    let mut c = server.connect(0, 0).await;
+    assert_eq!(read_all(&mut c, &f).await, b"on overlay");
+    assert_eq!(getattr(&mut c, &d).await.unwrap().type_, ftype3::NF3DIR);
+    // nothing of the image's own files is reachable from the export
+    assert_eq!(lookup(&mut c, &top, "..").await.unwrap().0, top);
+    assert_eq!(
+        lookup(&mut c, &top, "image-file").await.unwrap_err(),
+        nfsstat3::NFS3ERR_NOENT
+    );
+    server.stop().await;
+}
