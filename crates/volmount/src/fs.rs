@@ -96,7 +96,10 @@ pub struct Volume {
     handles: RwLock<HashMap<u64, nfs_fh3>>,
     /// Open directories' cookie verifiers.
     dirs: Mutex<HashMap<u64, cookieverf3>>,
-    next_dir: AtomicU64,
+    /// Open files and who opened them: the kernel's write-back of cached writes comes
+    /// from a kernel thread, and is sent as the opener.
+    opens: Mutex<HashMap<u64, Cred>>,
+    next_handle: AtomicU64,
     /// Files with UNSTABLE writes not yet committed, and the writes' verifier.
     unstable: Mutex<HashMap<u64, writeverf3>>,
 }
@@ -161,7 +164,8 @@ impl Volume {
             wtmax: size(info.wtmax),
             handles: RwLock::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
-            next_dir: AtomicU64::new(1),
+            opens: Mutex::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
             unstable: Mutex::new(HashMap::new()),
         })
     }
@@ -201,6 +205,26 @@ impl Volume {
             uid: self.opts.ids.to_server(req.uid()),
             gid: self.opts.ids.to_server(req.gid()),
         }
+    }
+
+    /// A handle for a file being opened, remembering who opens it.
+    fn opened(&self, req: &Request) -> FileHandle {
+        let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        self.opens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(handle, self.cred(req));
+        FileHandle(handle)
+    }
+
+    /// Who a request on open file `fh` is made as: its opener.
+    fn opener(&self, req: &Request, fh: FileHandle) -> Cred {
+        self.opens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&fh.0)
+            .copied()
+            .unwrap_or_else(|| self.cred(req))
     }
 
     fn writable(&self) -> Result<(), Errno> {
@@ -404,15 +428,8 @@ impl Volume {
         Ok(self.attr(&a))
     }
 
-    fn do_read(
-        &self,
-        req: &Request,
-        ino: INodeNo,
-        offset: u64,
-        size: u32,
-    ) -> Result<Vec<u8>, Errno> {
+    fn do_read(&self, cred: Cred, ino: INodeNo, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
         let fh = self.fh(ino)?;
-        let cred = self.cred(req);
         let mut out = Vec::with_capacity(size as usize);
         while out.len() < size as usize {
             let want = (size - out.len() as u32).min(self.rtmax);
@@ -439,16 +456,9 @@ impl Volume {
         Ok(out)
     }
 
-    fn do_write(
-        &self,
-        req: &Request,
-        ino: INodeNo,
-        offset: u64,
-        data: &[u8],
-    ) -> Result<u32, Errno> {
+    fn do_write(&self, cred: Cred, ino: INodeNo, offset: u64, data: &[u8]) -> Result<u32, Errno> {
         self.writable()?;
         let fh = self.fh(ino)?;
-        let cred = self.cred(req);
         let mut done = 0usize;
         while done < data.len() {
             let end = (done + self.wtmax as usize).min(data.len());
@@ -487,7 +497,7 @@ impl Volume {
         Ok(done as u32)
     }
 
-    fn commit(&self, req: &Request, ino: INodeNo) -> Result<(), Errno> {
+    fn commit(&self, cred: Cred, ino: INodeNo) -> Result<(), Errno> {
         let Some(verf) = self
             .unstable
             .lock()
@@ -501,7 +511,7 @@ impl Volume {
             .client
             .call(
                 NFS_PROGRAM::NFSPROC3_COMMIT,
-                self.cred(req),
+                cred,
                 &COMMIT3args {
                     file: fh,
                     offset: 0,
@@ -626,6 +636,12 @@ impl Filesystem for Volume {
         let _ = config.set_max_write(MAX_IO);
         let _ = config.set_max_readahead(MAX_IO);
         let _ = config.set_max_background(64);
+        if !self.opts.read_only {
+            // The kernel caches writes and sends them back in the background, several at
+            // once, as it does for a local disk; close and fsync still wait for them
+            // (and then COMMIT).
+            let _ = config.add_capabilities(fuser::InitFlags::FUSE_WRITEBACK_CACHE);
+        }
         Ok(())
     }
 
@@ -889,13 +905,13 @@ impl Filesystem for Volume {
         answer_entry(reply, result);
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         if self.opts.read_only && flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
             reply.error(Errno::EROFS);
             return;
         }
         match self.fh(ino) {
-            Ok(_) => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Ok(_) => reply.opened(self.opened(req), FopenFlags::empty()),
             Err(e) => reply.error(e),
         }
     }
@@ -904,14 +920,14 @@ impl Filesystem for Volume {
         &self,
         req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         size: u32,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.do_read(req, ino, offset, size) {
+        match self.do_read(self.opener(req, fh), ino, offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(e),
         }
@@ -921,7 +937,7 @@ impl Filesystem for Volume {
         &self,
         req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         data: &[u8],
         _write_flags: WriteFlags,
@@ -929,7 +945,7 @@ impl Filesystem for Volume {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.do_write(req, ino, offset, data) {
+        match self.do_write(self.opener(req, fh), ino, offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(e),
         }
@@ -939,22 +955,41 @@ impl Filesystem for Volume {
         &self,
         req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        answer_empty(reply, self.commit(req, ino));
+        answer_empty(reply, self.commit(self.opener(req, fh), ino));
     }
 
     fn fsync(
         &self,
         req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        answer_empty(reply, self.commit(req, ino));
+        answer_empty(reply, self.commit(self.opener(req, fh), ino));
+    }
+
+    fn release(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        // The last close: anything still uncommitted is committed as its opener.
+        let result = self.commit(self.opener(req, fh), ino);
+        self.opens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&fh.0);
+        answer_empty(reply, result);
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -962,7 +997,7 @@ impl Filesystem for Volume {
             reply.error(e);
             return;
         }
-        let handle = self.next_dir.fetch_add(1, Ordering::Relaxed);
+        let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
         reply.opened(FileHandle(handle), FopenFlags::empty());
     }
 
@@ -1031,7 +1066,7 @@ impl Filesystem for Volume {
                 &TTL,
                 &attr,
                 Generation(0),
-                FileHandle(0),
+                self.opened(req),
                 FopenFlags::empty(),
             ),
             Err(e) => reply.error(e),
