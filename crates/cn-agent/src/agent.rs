@@ -188,7 +188,8 @@ pub async fn start_configured(config: Config, shutdown: CancellationToken) -> Re
                     bridges: bridges.clone(),
                     create_bridges: config.linux.create_bridges,
                     tenant_services: config.linux.tenant_services.clone(),
-                    volmount_bin: config.linux.volmount_bin.clone(),
+                    volmount_bin: Some(config.linux.volmount_bin.clone())
+                        .filter(|p| !p.as_os_str().is_empty()),
                 },
                 overlay.clone(),
             )?;

@@ -136,9 +136,9 @@ pub struct LinuxSection {
     /// `host:port`s of this host that instances on tenant bridges may reach over UDP and
     /// TCP (CoaL: CNS's DNS, `10.99.99.7:53`); every other host port is closed to them.
     pub tenant_services: Vec<std::net::SocketAddrV4>,
-    /// The `volmount` program (instances' NFS volumes); unset: `volmount` beside the
+    /// The `volmount` program (instances' NFS volumes); empty: `volmount` beside the
     /// cn-agent executable.
-    pub volmount_bin: Option<PathBuf>,
+    pub volmount_bin: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,7 +184,7 @@ impl Default for LinuxSection {
             link_prefix: "z".into(),
             create_bridges: true,
             tenant_services: Vec::new(),
-            volmount_bin: None,
+            volmount_bin: PathBuf::new(),
         }
     }
 }

@@ -277,3 +277,137 @@ async fn linux_bad_volumes_fail_the_create_naming_the_volume_and_leave_nothing()
     assert!(err.contains("volume \"gone\""), "{err}");
     assert!(volmounts(&host, uuid).is_empty());
 }
+
+/// The real `cn-agent` binary on the test host's state (no CNAPI), started in a process
+/// group of its own; its stdout says when it listens.
+fn start_agent(host: &Host) -> std::process::Child {
+    let config = host.config.state_dir.join("agent.toml");
+    let bridges: Vec<String> = host
+        .config
+        .bridges
+        .iter()
+        .map(|(tag, bridge)| format!("\"{tag}={bridge}\""))
+        .collect();
+    std::fs::write(
+        &config,
+        format!(
+            r#"state_dir = "{}"
+backend = "linux"
+listen = "127.0.0.1:0"
+nic_tags = [{}]
+[linux]
+cgroup_parent = "{}"
+netns_prefix = "{}"
+link_prefix = "{}"
+create_bridges = false
+volmount_bin = "{}"
+"#,
+            host.config.state_dir.display(),
+            bridges.join(", "),
+            host.config.cgroup_parent,
+            host.config.netns_prefix,
+            host.config.link_prefix,
+            dc_testkit::linux::volmount_bin().display(),
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cn-agent"))
+        .arg("--config")
+        .arg(&config)
+        .env_remove("CN_AGENT_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(host.config.state_dir.join("agent.log"))
+                .unwrap(),
+        )
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(
+        line.contains("listening on"),
+        "cn-agent said {line:?}: {}",
+        std::fs::read_to_string(host.config.state_dir.join("agent.log")).unwrap_or_default()
+    );
+    child
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linux_the_volume_stays_mounted_across_a_kill_9_of_the_agent_binary() {
+    let host = Host::new();
+    let bridge = host.bridges[0].name.clone();
+    let server = NfsServer::start(&bridge, host.ip(202));
+    let backend = host.backend_with_image().await;
+    let spec = with_volumes(
+        host.spec("vol-k", vec![host.nic(0, 4)]),
+        &format!(
+            r#"[{{"name":"vol1","mountpoint":"/data","nfsvolume":"{}"}}]"#,
+            server.nfsvolume()
+        ),
+    );
+    let uuid = spec.uuid;
+    backend.create(spec).await.unwrap();
+    // The instance's processes die without a stop (as in a crash of the node): it is
+    // stopped and still autoboot, so the agent binary boots it, and its volmount is the
+    // agent's child.
+    backend
+        .cgroups()
+        .kill_all(uuid, Duration::from_secs(10))
+        .unwrap();
+    cn_agent::linux::volumes::stop(&host.config.state_dir.join("zones").join(uuid.to_string()));
+    assert_eq!(
+        backend.get(uuid).await.unwrap().state,
+        InstanceState::Stopped
+    );
+
+    let mut agent = start_agent(&host);
+    let mut booted = false;
+    for _ in 0..500 {
+        if backend.get(uuid).await.unwrap().state == InstanceState::Running
+            && volmounts(&host, uuid).len() == 1
+        {
+            booted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        booted,
+        "the agent did not boot the instance with its volume"
+    );
+    let pids = volmounts(&host, uuid);
+    host.inside(uuid, &["sh", "-c", "echo before > /data/f"]);
+
+    // kill -9: the volmount is not in the agent's process group or session.
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    assert!(
+        pids.iter().all(|p| alive(*p)),
+        "volmount died with the agent"
+    );
+    host.inside(uuid, &["sh", "-c", "echo after kill >> /data/f"]);
+    // Started again, the agent leaves the running volmount alone.
+    let mut agent = start_agent(&host);
+    host.inside(uuid, &["sh", "-c", "echo after restart >> /data/f"]);
+    assert_eq!(volmounts(&host, uuid), pids);
+    assert_eq!(
+        std::fs::read_to_string(server.root().join("f")).unwrap(),
+        "before\nafter kill\nafter restart\n"
+    );
+    // SAFETY: kill(2) of our child.
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    agent.wait().unwrap();
+    backend.destroy(uuid).await.unwrap();
+    assert!(!pids.iter().any(|p| alive(*p)));
+}
