@@ -61,6 +61,8 @@ pub enum Service {
     CnsDns,
     /// CMon's HTTPS listener.
     Cmon,
+    /// VolAPI (gRPC).
+    Volapi,
 }
 
 pub(crate) type Configure<C> = Box<dyn Fn(&mut C) + Send + Sync>;
@@ -93,6 +95,10 @@ pub struct Options {
     /// CNS following VMAPI, UFDS, NAPI and CNAPI (brings compute), serving
     /// [`crate::naming::CNS_ZONE`] ([`Dc::cns`], [`Dc::cns_dns_addr`]).
     pub cns: bool,
+    /// VolAPI (brings compute, its nodes carrying `sdc_overlay`; VMAPI and CloudAPI
+    /// get its URL), the
+    /// `sdc_volume_nfs_*` packages and an `nfsserver` image ([`Dc::volapi`]).
+    pub volapi: bool,
     /// An approved account, a package, an active public image and an `admin` network,
     /// made through the services' APIs ([`Dc::seed`]).
     pub seed: Option<Seed>,
@@ -143,6 +149,8 @@ pub struct Options {
     pub configure_cns: Configure<cns::Config>,
     /// Changes to CMon's config before it starts.
     pub configure_cmon: Configure<cmon::Config>,
+    /// Changes to VolAPI's config before it starts (also kept for restarts).
+    pub configure_volapi: Configure<volapi::Config>,
 }
 
 impl Default for Options {
@@ -158,6 +166,7 @@ impl Default for Options {
             tls: false,
             cns: false,
             cmon: false,
+            volapi: false,
             seed: None,
             coal_networks: false,
             default_fabrics: false,
@@ -179,6 +188,7 @@ impl Default for Options {
             configure_cloudapi: Box::new(|_| {}),
             configure_cns: Box::new(|_| {}),
             configure_cmon: Box::new(|_| {}),
+            configure_volapi: Box::new(|_| {}),
         }
     }
 }
@@ -278,6 +288,9 @@ pub struct Dc {
     vmapi_config: Option<vmapi::Config>,
     vmapi_shutdown: CancellationToken,
     vmapi_task: Option<tokio::task::JoinHandle<vmapi::Result<()>>>,
+    pub(crate) volapi_config: Option<volapi::Config>,
+    pub(crate) volapi_shutdown: CancellationToken,
+    pub(crate) volapi_task: Option<tokio::task::JoinHandle<volapi::Result<()>>>,
     /// The configuration CloudAPI runs with.
     pub cloudapi_config: Option<cloudapi::Config>,
     pub(crate) tls_addr: Option<SocketAddr>,
@@ -291,6 +304,7 @@ pub struct Dc {
 impl Drop for Dc {
     fn drop(&mut self) {
         self.vmapi_shutdown.cancel();
+        self.volapi_shutdown.cancel();
         self.shutdown.cancel();
     }
 }
@@ -312,6 +326,21 @@ impl Dc {
     pub async fn start(mut options: Options) -> Dc {
         options.compute |= options.cns;
         options.compute |= options.cmon;
+        options.compute |= options.volapi;
+        // Volumes live on fabric networks: the sim nodes carry the overlay.
+        if options.volapi && !options.nic_tags.iter().any(|t| t == "sdc_overlay") {
+            options.nic_tags.push("sdc_overlay".into());
+        }
+        // VMAPI is configured with VolAPI's URL before either starts.
+        let volapi_port = options.volapi.then(crate::volumes::hold_port);
+        if let Some(held) = &volapi_port {
+            let port = held.local_addr().expect("held port").port();
+            let configure = std::mem::replace(&mut options.configure_vmapi, Box::new(|_| {}));
+            options.configure_vmapi = Box::new(move |c| {
+                c.volapi_url = format!("http://127.0.0.1:{port}");
+                configure(c);
+            });
+        }
         if options.compute || options.cloudapi {
             options.ufds = true;
             options.papi = true;
@@ -338,6 +367,9 @@ impl Dc {
             vmapi_config: None,
             vmapi_shutdown: shutdown.child_token(),
             vmapi_task: None,
+            volapi_config: None,
+            volapi_shutdown: shutdown.child_token(),
+            volapi_task: None,
             cloudapi_config: None,
             tls_addr: None,
             shutdown: shutdown.clone(),
@@ -431,6 +463,9 @@ impl Dc {
         }
         if options.cmon {
             dc.start_cmon(&mut options).await;
+        }
+        if let Some(held) = volapi_port {
+            dc.start_volapi(&options, held).await;
         }
         if options.cloudapi {
             dc.start_cloudapi(&options).await;
@@ -673,6 +708,10 @@ impl Dc {
             // With CNS, machines carry dns_names for accounts with triton_cns_enabled.
             cns_url: self
                 .try_addr(Service::Cns)
+                .map(|a| format!("http://{a}"))
+                .unwrap_or_default(),
+            volapi_url: self
+                .try_addr(Service::Volapi)
                 .map(|a| format!("http://{a}"))
                 .unwrap_or_default(),
             ..Default::default()

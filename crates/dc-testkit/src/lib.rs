@@ -10,6 +10,7 @@
 //! - [`cloudapi`]: tenants, the `triton` CLI, raw signed HTTP requests.
 //! - [`monitor`]: CMon on HTTPS and a client presenting a client certificate.
 //! - [`naming`]: CNS, its admin API and its DNS address.
+//! - [`volumes`]: VolAPI, its packages and image.
 //! - [`fabric`]: two compute nodes' overlays in network namespaces, instances on fabrics.
 //! - [`eventually`], [`error_of`], [`assert_error`], [`health`], [`run`]: what tests
 //!   check with.
@@ -30,6 +31,7 @@ pub mod linux;
 pub mod monitor;
 pub mod naming;
 pub mod node;
+pub mod volumes;
 pub mod watched;
 
 use std::future::Future;
@@ -45,6 +47,7 @@ pub use dc::{ADMIN_UUID, Dc, Options, Seed, Seeded, Service};
 pub mod services {
     pub use {
         cloudapi, cmon, cn_agent, cnapi, cns, imgapi, moray, napi, papi, portolan, ufds, vmapi,
+        volapi,
     };
 }
 

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 /// The crates that are services (or the operator tool that deploys them).
 const SERVICES: &[&str] = &[
     "cloudapi", "vmapi", "napi", "cnapi", "imgapi", "papi", "ufds", "moray", "manatee", "cn-agent",
-    "portolan", "sdcadm", "booter", "cmon", "cns",
+    "portolan", "sdcadm", "booter", "cmon", "cns", "volapi",
 ];
 
 /// Crates that may depend on services in any way.

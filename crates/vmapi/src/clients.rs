@@ -11,6 +11,7 @@ use triton_proto::imgapi::v1::imgapi_client::ImgapiClient;
 use triton_proto::napi::v1::napi_client::NapiClient;
 use triton_proto::papi::v1::papi_client::PapiClient;
 use triton_proto::ufds::v1::ufds_client::UfdsClient;
+use triton_proto::volapi::v1::vol_api_client::VolApiClient;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -25,6 +26,8 @@ pub struct Clients {
     pub imgapi: Option<ImgapiClient<Channel>>,
     pub papi: Option<PapiClient<Channel>>,
     pub ufds: Option<UfdsClient<Channel>>,
+    /// VolAPI, for creates with volumes.
+    pub volapi: Option<VolApiClient<Channel>>,
     /// `<base>` of `<base>/images/<uuid>/file`; empty: images must already be on the
     /// servers.
     pub imgapi_file_url: String,
@@ -55,6 +58,7 @@ impl Clients {
             imgapi: optional("imgapi_url", &config.imgapi_url)?.map(ImgapiClient::new),
             papi: optional("papi_url", &config.papi_url)?.map(PapiClient::new),
             ufds: optional("ufds_url", &config.ufds_url)?.map(UfdsClient::new),
+            volapi: optional("volapi_url", &config.volapi_url)?.map(VolApiClient::new),
             imgapi_file_url: config.imgapi_file_url.trim_end_matches('/').to_string(),
         })
     }

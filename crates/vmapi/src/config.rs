@@ -55,6 +55,9 @@ pub struct Config {
     pub papi_url: String,
     /// UFDS's gRPC URL; empty: owners are not checked.
     pub ufds_url: String,
+    /// VolAPI's gRPC URL; empty: a create with `volumes` is refused (volumes are not
+    /// available).
+    pub volapi_url: String,
     /// Names this VMAPI in job leases. Jobs leased by this name are resumed at once
     /// after a restart; jobs of another VMAPI once its lease has run out. Empty: the
     /// host name.
@@ -84,6 +87,7 @@ impl Default for Config {
             imgapi_file_url: String::new(),
             papi_url: String::new(),
             ufds_url: String::new(),
+            volapi_url: String::new(),
             instance_id: String::new(),
             job_lease_ms: 30_000,
             max_running_jobs: 256,

@@ -16,6 +16,9 @@ use crate::model::pb_to_json;
 use crate::params::{ImageParam, PackageParam};
 
 /// Marks a reference check that failed because the service did not answer.
+/// The `internal_metadata` key of a service's own VM (e.g. `nfsvolumestorage`).
+pub const SYSTEM_ROLE_KEY: &str = "sdc:system_role";
+
 const UPSTREAM: &str = "\u{0}upstream: ";
 
 /// A failed call to `service` as a problem line: marked as the service's failure unless
@@ -110,11 +113,15 @@ impl Clients {
     }
 
     /// The image, active and available to `owner`, as a job takes it (when IMGAPI is
-    /// configured; else only its uuid).
+    /// configured; else only its uuid). A `system` VM (one with
+    /// `internal_metadata["sdc:system_role"]`, which only the internal services set, e.g.
+    /// VolAPI's storage VMs on the operator's private `nfsserver` image) may use any
+    /// active image, as Triton's VMAPI does not check an image's owner at all.
     pub async fn resolve_image(
         &self,
         image_uuid: &str,
         owner: &str,
+        system: bool,
         rid: &str,
     ) -> Result<ImageParam, Vec<String>> {
         let Some(mut imgapi) = self.imgapi.clone() else {
@@ -141,7 +148,8 @@ impl Clients {
                 format!("image {image_uuid} is {state}, not active"),
             );
         }
-        if !(image.public || image.owner == owner || image.acl.iter().any(|a| a == owner)) {
+        if !(system || image.public || image.owner == owner || image.acl.iter().any(|a| a == owner))
+        {
             return refused(
                 "image_uuid",
                 format!("image {image_uuid} is not available to owner {owner}"),

@@ -27,7 +27,9 @@ use crate::params::{
     ActionParams, AddNicsParams, Affinity, Locality, NetworkParam, ProvisionParams,
     RemoveNicsParams, SnapshotParams, UpdateParams,
 };
-use crate::references::{looked_up, networks_where, not_usable, refused, unusable, upstream};
+use crate::references::{
+    SYSTEM_ROLE_KEY, looked_up, networks_where, not_usable, refused, unusable, upstream,
+};
 use crate::store::Store;
 use crate::validate::{self, Checker};
 use triton_common::time::now_millis;
@@ -263,7 +265,12 @@ impl VmapiService {
         // References, all looked up at once; every unusable one is named.
         let (account, image, package, networks, server) = tokio::join!(
             self.clients.check_owner(&owner, &rid),
-            self.clients.resolve_image(&image_uuid, &owner, &rid),
+            self.clients.resolve_image(
+                &image_uuid,
+                &owner,
+                req.internal_metadata.contains_key(SYSTEM_ROLE_KEY),
+                &rid
+            ),
             self.clients
                 .resolve_package(billing_id.as_deref(), &owner, &rid),
             self.resolve_networks(&wanted_networks, &owner, &rid),

@@ -65,7 +65,13 @@ impl Steps {
         let package = p.package.as_ref().map(|pkg| pkg.uuid.as_str());
         let (account, image, package) = tokio::join!(
             self.clients.check_owner(owner, rid),
-            self.clients.resolve_image(&p.image.uuid, owner, rid),
+            self.clients.resolve_image(
+                &p.image.uuid,
+                owner,
+                vm.internal_metadata
+                    .contains_key(crate::references::SYSTEM_ROLE_KEY),
+                rid
+            ),
             self.clients.resolve_package(package, owner, rid),
         );
         let problems: Vec<String> = [account.err(), image.err(), package.err()]

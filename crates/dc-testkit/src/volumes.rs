@@ -1,0 +1,120 @@
+//! VolAPI in a test datacenter ([`crate::Options::volapi`], which brings compute):
+//! Triton's `sdc_volume_nfs_*` packages in PAPI and an admin-owned `nfsserver` image in
+//! IMGAPI (sim nodes run any image), VolAPI started in-process following the
+//! datacenter's VMAPI (which gets its `volapi_url`, as CloudAPI does), with UFDS for the
+//! owners' default networks. [`Dc::volapi`] is its client; [`Dc::restart_volapi`] stops
+//! and starts it on the same port.
+
+use std::time::Duration;
+
+use tonic::transport::Channel;
+use triton_proto::papi::v1 as papi_pb;
+use triton_proto::volapi::v1::vol_api_client::VolApiClient;
+
+use crate::{ADMIN_UUID, Dc, Options, Service};
+
+/// Triton's volume sizes in GiB: 10 to 100 by 10, then 200 to 1000 by 100.
+pub fn volume_sizes_gib() -> Vec<u64> {
+    (1..=10)
+        .map(|n| n * 10)
+        .chain((2..=10).map(|n| n * 100))
+        .collect()
+}
+
+/// A loopback port held (bound) until the service that needs it starts, for a service
+/// whose URL others need before it starts.
+pub(crate) fn hold_port() -> std::net::TcpListener {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port")
+}
+
+impl Dc {
+    pub(crate) async fn start_volapi(&mut self, options: &Options, held: std::net::TcpListener) {
+        for gib in volume_sizes_gib() {
+            self.papi()
+                .create_package(papi_pb::CreatePackageRequest {
+                    uuid: String::new(),
+                    fields: Some(papi_pb::PackageFields {
+                        name: Some(format!("sdc_volume_nfs_{gib}")),
+                        version: Some("1.0.0".into()),
+                        active: Some(true),
+                        max_physical_memory: Some(256),
+                        max_swap: Some(256),
+                        quota: Some(gib * 1024),
+                        cpu_cap: Some(100),
+                        max_lwps: Some(1000),
+                        zfs_io_priority: Some(100),
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .expect("create a volume package");
+        }
+        self.image(
+            "nfsserver",
+            "1.0.0",
+            false,
+            ADMIN_UUID,
+            b"a simulated nfsserver image".to_vec(),
+        )
+        .await;
+        let mut config = self.volapi_config();
+        let port = held.local_addr().expect("held port").port();
+        config.service.listen = format!("127.0.0.1:{port}");
+        drop(held);
+        (options.configure_volapi)(&mut config);
+        self.volapi_config = Some(config);
+        self.start_volapi_again().await;
+    }
+
+    /// The config the datacenter's VolAPI starts with (a loopback port picked at start,
+    /// reservations checked every 500 ms): a test that starts its own begins from it.
+    pub fn volapi_config(&self) -> volapi::Config {
+        let url = |s| format!("http://{}", self.addr(s));
+        let mut config = volapi::Config {
+            vmapi_url: url(Service::Vmapi),
+            papi_url: url(Service::Papi),
+            napi_url: url(Service::Napi),
+            imgapi_url: url(Service::Imgapi),
+            ufds_url: url(Service::Ufds),
+            reservation_gc_ms: 500,
+            ..Default::default()
+        };
+        config.service.listen = "127.0.0.1:0".into();
+        config.service.moray_url = self.moray_url();
+        config
+    }
+
+    /// VolAPI's client.
+    #[track_caller]
+    pub fn volapi(&self) -> VolApiClient<Channel> {
+        VolApiClient::new(crate::dc::grpc(self.addr(Service::Volapi)))
+    }
+
+    /// Stops VolAPI (waiting up to 30 s for it to end).
+    pub async fn stop_volapi(&mut self) {
+        self.volapi_shutdown.cancel();
+        if let Some(task) = self.volapi_task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+        }
+    }
+
+    /// Starts VolAPI again on its port (after [`Dc::stop_volapi`]).
+    pub async fn start_volapi_again(&mut self) {
+        let config = self
+            .volapi_config
+            .clone()
+            .expect("this test datacenter has no VolAPI: set Options::volapi");
+        self.volapi_shutdown = self.shutdown.child_token();
+        let running = volapi::start(config, self.volapi_shutdown.clone())
+            .await
+            .expect("VolAPI starts");
+        self.addrs.push((Service::Volapi, running.addr));
+        self.volapi_task = Some(running.task);
+    }
+
+    /// Stops VolAPI and starts it again on the same port.
+    pub async fn restart_volapi(&mut self) {
+        self.stop_volapi().await;
+        self.start_volapi_again().await;
+    }
+}

@@ -1,0 +1,209 @@
+//! VolAPI's records in Moray: `volapi_volumes` (one row per volume) and
+//! `volapi_volumes_reservations`, with the reference's indexes.
+
+use std::collections::BTreeMap;
+
+use moray_client::filter::Filter;
+use moray_client::typed::{Bucket, Change, UpdateError, Versioned};
+use moray_client::{BucketConfig, EtagCondition, FindOptions, IndexDef, MorayClient};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+pub const VOLUMES_BUCKET: &str = "volapi_volumes";
+pub const RESERVATIONS_BUCKET: &str = "volapi_volumes_reservations";
+
+/// At most this many rows are read by one listing.
+pub const MAX_ROWS: u64 = 10_000;
+
+/// The volume states (`deleted` rows are removed, as Triton's).
+pub mod state {
+    pub const CREATING: &str = "creating";
+    pub const READY: &str = "ready";
+    pub const FAILED: &str = "failed";
+    pub const DELETING: &str = "deleting";
+    pub const ALL: &[&str] = &[CREATING, READY, FAILED, DELETING];
+}
+
+/// A volume as stored. `labels` is kept as a JSON string, as Triton keeps it (so that it
+/// can be an indexed string column).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeRecord {
+    pub uuid: String,
+    pub owner_uuid: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// MiB
+    pub size: u64,
+    pub state: String,
+    pub networks: Vec<String>,
+    #[serde(default)]
+    pub filesystem_path: String,
+    /// The storage VM (chosen before it is made, so the updater knows it at once).
+    pub vm_uuid: String,
+    /// VMs that mount the volume: references, and VMs holding a reservation.
+    #[serde(default)]
+    pub refs: Vec<String>,
+    /// JSON object of strings.
+    #[serde(default)]
+    pub labels: String,
+    /// ms since the epoch
+    pub create_timestamp: i64,
+    /// Why the volume is `failed`.
+    #[serde(default)]
+    pub error: String,
+}
+
+impl VolumeRecord {
+    pub fn labels_map(&self) -> BTreeMap<String, String> {
+        serde_json::from_str(&self.labels).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReservationRecord {
+    pub uuid: String,
+    pub volume_name: String,
+    pub job_uuid: String,
+    pub owner_uuid: String,
+    pub vm_uuid: String,
+    /// ms since the epoch
+    pub create_timestamp: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub volumes: Bucket<VolumeRecord>,
+    pub reservations: Bucket<ReservationRecord>,
+}
+
+impl Store {
+    pub fn new(moray: MorayClient) -> Store {
+        let string = || IndexDef::new("string");
+        Store {
+            volumes: Bucket::new(
+                moray.clone(),
+                VOLUMES_BUCKET,
+                BucketConfig::versioned(1)
+                    .with_index("uuid", IndexDef::unique("string"))
+                    .with_index("owner_uuid", string())
+                    .with_index("name", string())
+                    .with_index("vm_uuid", string())
+                    .with_index("create_timestamp", IndexDef::new("number"))
+                    .with_index("labels", string())
+                    .with_index("type", string())
+                    .with_index("size", IndexDef::new("number"))
+                    .with_index("state", string())
+                    .with_index("refs", IndexDef::new("[string]")),
+            ),
+            reservations: Bucket::new(
+                moray,
+                RESERVATIONS_BUCKET,
+                BucketConfig::versioned(1)
+                    .with_index("uuid", IndexDef::unique("string"))
+                    .with_index("vm_uuid", string())
+                    .with_index("job_uuid", string())
+                    .with_index("owner_uuid", string())
+                    .with_index("volume_name", string())
+                    .with_index("create_timestamp", IndexDef::new("number")),
+            ),
+        }
+    }
+
+    pub async fn ensure(&self) -> Result<()> {
+        self.volumes
+            .ensure()
+            .await
+            .map_err(Error::moray(format!("putBucket {VOLUMES_BUCKET}")))?;
+        self.reservations
+            .ensure()
+            .await
+            .map_err(Error::moray(format!("putBucket {RESERVATIONS_BUCKET}")))
+    }
+
+    pub async fn volume(&self, uuid: &str) -> Result<Option<Versioned<VolumeRecord>>> {
+        self.volumes
+            .get(uuid)
+            .await
+            .map_err(Error::moray(format!("getObject {VOLUMES_BUCKET}")))
+    }
+
+    pub async fn find_volumes(&self, filter: &Filter) -> Result<Vec<VolumeRecord>> {
+        let mut found = self
+            .volumes
+            .find_values(filter, &FindOptions::limit(MAX_ROWS))
+            .await
+            .map_err(Error::moray(format!("findObjects {VOLUMES_BUCKET}")))?;
+        found.sort_by(|a, b| (a.create_timestamp, &a.uuid).cmp(&(b.create_timestamp, &b.uuid)));
+        Ok(found)
+    }
+
+    /// The owner's volume named `name` that is creating or ready (at most one is).
+    pub async fn live_by_name(&self, owner: &str, name: &str) -> Result<Option<VolumeRecord>> {
+        let filter = Filter::and([
+            Filter::eq("owner_uuid", owner),
+            Filter::eq("name", name),
+            Filter::or([
+                Filter::eq("state", state::CREATING),
+                Filter::eq("state", state::READY),
+            ]),
+        ]);
+        Ok(self.find_volumes(&filter).await?.into_iter().next())
+    }
+
+    pub async fn insert_volume(&self, v: &VolumeRecord) -> Result<()> {
+        self.volumes
+            .put(&v.uuid, v, EtagCondition::MustNotExist)
+            .await
+            .map_err(Error::moray(format!("putObject {VOLUMES_BUCKET}")))?;
+        Ok(())
+    }
+
+    /// Read-modify-write of one volume under the one retry policy; `None` when it is
+    /// gone. `change` may empty the slot: the row is then deleted.
+    pub async fn change_volume(
+        &self,
+        uuid: &str,
+        mut change: impl FnMut(&mut Option<VolumeRecord>) -> Result<Change>,
+    ) -> Result<Option<VolumeRecord>> {
+        self.volumes
+            .upsert(&moray_client::typed::RetryPolicy::DEFAULT, uuid, |slot| {
+                if slot.is_none() {
+                    return Ok(Change::Keep);
+                }
+                change(slot)
+            })
+            .await
+            .map(|v| v.map(|v| v.value))
+            .map_err(|e: UpdateError<Error>| {
+                e.map_moray(Error::moray(format!("update {VOLUMES_BUCKET} {uuid}")))
+            })
+    }
+
+    pub async fn find_reservations(&self, filter: &Filter) -> Result<Vec<ReservationRecord>> {
+        let mut found = self
+            .reservations
+            .find_values(filter, &FindOptions::limit(MAX_ROWS))
+            .await
+            .map_err(Error::moray(format!("findObjects {RESERVATIONS_BUCKET}")))?;
+        found.sort_by(|a, b| (a.create_timestamp, &a.uuid).cmp(&(b.create_timestamp, &b.uuid)));
+        Ok(found)
+    }
+
+    pub async fn put_reservation(&self, r: &ReservationRecord) -> Result<()> {
+        self.reservations
+            .put(&r.uuid, r, EtagCondition::MustNotExist)
+            .await
+            .map_err(Error::moray(format!("putObject {RESERVATIONS_BUCKET}")))?;
+        Ok(())
+    }
+
+    /// Deletes a reservation; false when there was none.
+    pub async fn remove_reservation(&self, uuid: &str) -> Result<bool> {
+        self.reservations
+            .remove(uuid)
+            .await
+            .map_err(Error::moray(format!("delObject {RESERVATIONS_BUCKET}")))
+    }
+}

@@ -1,0 +1,374 @@
+//! The updater (Triton's volapi-updater): follows VMAPI's `WatchVms`, snapshot then
+//! follow, and applies the reference's rules one event at a time, in order:
+//!
+//! - a storage VM (`sdc:system_role=nfsvolumestorage`) drives its volume's state:
+//!   running -> `ready` with `filesystem_path` (from creating or failed); failed ->
+//!   `failed` (from creating the VM is then deleted, so nothing half-made is left);
+//!   destroyed -> the row goes (from deleting) or `failed`; stopped -> `failed` unless
+//!   creating or deleting;
+//! - every VM whose `internal_metadata["sdc:volumes"]` names a volume is in its `refs`
+//!   while active, its reservation then goes; a VM failed, destroyed or gone leaves every
+//!   volume's refs.
+//!
+//! Nothing is kept on disk: every rule is a function of the VM's current state, so after
+//! a restart (or a resync) the snapshot from position 0 applies them again, and a
+//! reference no active VM nor reservation holds any more is dropped at the snapshot's
+//! end. An event whose writes fail is tried again: the stream is opened again at the
+//! last position applied. The reservation GC is [`gc_reservations`].
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use moray_client::filter::Filter;
+use moray_client::typed::Change;
+use tokio_util::sync::CancellationToken;
+use triton_proto::feed::{ChangeMessage as _, Event, WatchEvent as _};
+use triton_proto::vmapi::v1 as vm;
+
+use crate::error::{Error, Result};
+use crate::service::{EXPORT_PATH, STORAGE_ROLE, VolApi, vm_active};
+use crate::store::{VolumeRecord, state};
+
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The volume names a VM's `sdc:volumes` lists.
+pub fn mounted_names(v: &vm::Vm) -> Vec<String> {
+    let Some(text) = v.internal_metadata.get("sdc:volumes") else {
+        return Vec::new();
+    };
+    let Ok(serde_json::Value::Array(entries)) = serde_json::from_str(text) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .iter()
+        .filter_map(|e| e.get("name")?.as_str().map(str::to_string))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+fn is_storage(v: &vm::Vm) -> bool {
+    v.internal_metadata
+        .get("sdc:system_role")
+        .is_some_and(|r| r == STORAGE_ROLE)
+}
+
+/// Follows VMAPI until `shutdown`.
+pub async fn run(api: VolApi, shutdown: CancellationToken) {
+    let mut position = 0u64;
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let mut client = api.clients.vmapi.clone();
+        let opened = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            s = client.watch_vms(vm::WatchVmsRequest {
+                position,
+                owner_uuid: String::new(),
+            }) => s,
+        };
+        match opened {
+            Ok(stream) => {
+                let mut stream = stream.into_inner();
+                let mut snapshot = (position == 0).then(Vec::new);
+                loop {
+                    let item = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        m = stream.message() => m,
+                    };
+                    let event = match item {
+                        Ok(Some(e)) => e,
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "WatchVms failed; resuming");
+                            break;
+                        }
+                    };
+                    match event.into_event() {
+                        Some(Event::Page(records, _)) => {
+                            if let Some(s) = snapshot.as_mut() {
+                                s.extend(records);
+                            }
+                        }
+                        Some(Event::SnapshotDone(p)) => {
+                            if let Some(vms) = snapshot.take() {
+                                if let Err(e) = api.apply_snapshot(&vms).await {
+                                    tracing::warn!(error = %e, "applying the VM snapshot failed; starting again");
+                                    position = 0;
+                                    break;
+                                }
+                                tracing::info!(
+                                    vms = vms.len(),
+                                    position = p,
+                                    "updater: snapshot applied"
+                                );
+                            }
+                            position = p;
+                            backoff = MIN_BACKOFF;
+                        }
+                        Some(Event::Change(c)) => {
+                            if snapshot.is_some() {
+                                continue;
+                            }
+                            let r = match c.record() {
+                                Some(v) => api.apply_vm(v).await,
+                                None => api.apply_gone(c.key()).await,
+                            };
+                            if let Err(e) = r {
+                                tracing::warn!(vm = c.key(), error = %e, "updater: applying a change failed; resuming");
+                                break;
+                            }
+                            position = c.position();
+                        }
+                        Some(Event::Resync(_, message)) => {
+                            tracing::warn!(%message, "WatchVms asks for a resync");
+                            position = 0;
+                            break;
+                        }
+                        None => {}
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot open WatchVms"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+impl VolApi {
+    /// Every VM of the snapshot, then refs that neither an active VM nor a reservation
+    /// holds go.
+    pub async fn apply_snapshot(&self, vms: &[vm::Vm]) -> Result<()> {
+        let mut active = BTreeSet::new();
+        for v in vms {
+            self.apply_vm(v).await?;
+            if vm_active(v) {
+                active.insert(v.uuid.to_ascii_lowercase());
+            }
+        }
+        let reserved: BTreeSet<String> = self
+            .store
+            .find_reservations(&Filter::present("uuid"))
+            .await?
+            .into_iter()
+            .map(|r| r.vm_uuid)
+            .collect();
+        for volume in self.store.find_volumes(&Filter::present("refs")).await? {
+            for r in &volume.refs {
+                if !active.contains(r) && !reserved.contains(r) {
+                    self.remove_ref(&volume.uuid, r).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One VM as VMAPI now has it.
+    pub async fn apply_vm(&self, v: &vm::Vm) -> Result<()> {
+        let uuid = v.uuid.to_ascii_lowercase();
+        if is_storage(v) {
+            for volume in self
+                .store
+                .find_volumes(&Filter::eq("vm_uuid", &uuid))
+                .await?
+            {
+                self.storage_vm(&volume, v).await?;
+            }
+        }
+        if vm_active(v) {
+            let owner = v.owner_uuid.to_ascii_lowercase();
+            for name in mounted_names(v) {
+                if let Some(volume) = self.store.live_by_name(&owner, &name).await? {
+                    self.add_ref(&volume.uuid, &uuid).await?;
+                    self.drop_reservations(&owner, &name, &uuid).await?;
+                }
+            }
+            Ok(())
+        } else {
+            self.forget_vm(&uuid).await
+        }
+    }
+
+    /// A VM deleted from VMAPI's records.
+    pub async fn apply_gone(&self, uuid: &str) -> Result<()> {
+        let uuid = uuid.to_ascii_lowercase();
+        for volume in self
+            .store
+            .find_volumes(&Filter::eq("vm_uuid", &uuid))
+            .await?
+        {
+            self.storage_gone(&volume).await?;
+        }
+        self.forget_vm(&uuid).await
+    }
+
+    /// The VM leaves every volume's refs and its reservations go.
+    async fn forget_vm(&self, uuid: &str) -> Result<()> {
+        for volume in self.store.find_volumes(&Filter::eq("refs", uuid)).await? {
+            self.remove_ref(&volume.uuid, uuid).await?;
+        }
+        for r in self
+            .store
+            .find_reservations(&Filter::eq("vm_uuid", uuid))
+            .await?
+        {
+            self.store.remove_reservation(&r.uuid).await?;
+        }
+        Ok(())
+    }
+
+    async fn set_state(
+        &self,
+        uuid: &str,
+        to: &str,
+        path: Option<String>,
+        error: &str,
+    ) -> Result<()> {
+        self.store
+            .change_volume(uuid, |slot| {
+                let Some(v) = slot.as_mut() else {
+                    return Ok(Change::Keep);
+                };
+                let path_changes = path.as_ref().is_some_and(|p| *p != v.filesystem_path);
+                if v.state == to && !path_changes {
+                    return Ok(Change::Keep);
+                }
+                v.state = to.to_string();
+                if let Some(p) = &path {
+                    v.filesystem_path = p.clone();
+                }
+                v.error = error.to_string();
+                Ok(Change::Write)
+            })
+            .await?;
+        tracing::info!(volume = %uuid, state = to, "volume state");
+        Ok(())
+    }
+
+    /// The storage VM's state drives the volume's.
+    async fn storage_vm(&self, volume: &VolumeRecord, v: &vm::Vm) -> Result<()> {
+        let from = volume.state.as_str();
+        if !v.destroyed.is_empty() || v.state == "destroyed" {
+            return self.storage_gone(volume).await;
+        }
+        match v.state.as_str() {
+            "running" if matches!(from, state::CREATING | state::FAILED | state::READY) => {
+                let Some(ip) = v
+                    .nics
+                    .first()
+                    .map(|n| n.ip.clone())
+                    .filter(|ip| !ip.is_empty())
+                else {
+                    return Ok(());
+                };
+                let path = format!("{ip}:{EXPORT_PATH}");
+                self.set_state(&volume.uuid, state::READY, Some(path), "")
+                    .await
+            }
+            "failed" if from != state::DELETING => {
+                let why = if v.failure_reason.is_empty() {
+                    "the storage VM failed".to_string()
+                } else {
+                    format!("the storage VM failed: {}", v.failure_reason)
+                };
+                self.set_state(&volume.uuid, state::FAILED, None, &why)
+                    .await?;
+                if from == state::CREATING {
+                    self.delete_storage_vm(&volume.vm_uuid).await?;
+                }
+                Ok(())
+            }
+            "stopped" if from == state::READY => {
+                self.set_state(&volume.uuid, state::FAILED, None, "the storage VM stopped")
+                    .await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The storage VM is destroyed or gone: a deleting volume's row goes, any other
+    /// volume is failed.
+    async fn storage_gone(&self, volume: &VolumeRecord) -> Result<()> {
+        if volume.state == state::DELETING {
+            self.store
+                .change_volume(&volume.uuid, |slot| {
+                    *slot = None;
+                    Ok(Change::Write)
+                })
+                .await?;
+            tracing::info!(volume = %volume.uuid, "volume deleted");
+            return Ok(());
+        }
+        if volume.state == state::FAILED {
+            return Ok(());
+        }
+        self.set_state(
+            &volume.uuid,
+            state::FAILED,
+            None,
+            "the storage VM was destroyed",
+        )
+        .await
+    }
+
+    async fn delete_storage_vm(&self, vm_uuid: &str) -> Result<()> {
+        match self
+            .clients
+            .vmapi
+            .clone()
+            .delete_vm(vm::DeleteVmRequest {
+                uuid: vm_uuid.to_string(),
+                owner_uuid: String::new(),
+            })
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(vm = %vm_uuid, "failed storage VM deleted");
+                Ok(())
+            }
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
+            Err(s) => Err(Error::upstream("vmapi")(s)),
+        }
+    }
+}
+
+/// One pass of the reservation GC: a reservation whose job ended (succeeded, failed or
+/// canceled, or unknown to VMAPI) or that is older than `max_age` goes; its VM then
+/// leaves the volume's refs unless it is active.
+pub async fn gc_reservations(api: &VolApi, max_age: Duration) -> Result<()> {
+    let now = triton_common::time::now_millis();
+    for r in api
+        .store
+        .find_reservations(&Filter::present("uuid"))
+        .await?
+    {
+        let old = now.saturating_sub(r.create_timestamp) > max_age.as_millis() as i64;
+        let ended = old
+            || match api
+                .clients
+                .vmapi
+                .clone()
+                .get_job(vm::GetJobRequest {
+                    uuid: r.job_uuid.clone(),
+                })
+                .await
+            {
+                Ok(j) => matches!(
+                    j.into_inner().execution.as_str(),
+                    "succeeded" | "failed" | "canceled"
+                ),
+                Err(s) if s.code() == tonic::Code::NotFound => true,
+                Err(s) => return Err(Error::upstream("vmapi")(s)),
+            };
+        if ended {
+            tracing::info!(reservation = %r.uuid, job = %r.job_uuid, old, "reservation ended");
+            api.end_reservation(&r).await?;
+        }
+    }
+    Ok(())
+}
