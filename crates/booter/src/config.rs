@@ -10,11 +10,6 @@ use serde::{Deserialize, Serialize};
 /// static one in NAPI, so a node that never renews keeps it anyway.
 pub const DEFAULT_LEASE_SECS: u32 = 86_400;
 
-/// How long a DISCOVER's answer from NAPI serves the REQUEST that follows it (Triton's
-/// booter reads its `<mac>.json` cache for a REQUEST). Long enough for iPXE's and the
-/// kernel's DHCP rounds, short enough that a NIC moved in NAPI is seen within a minute.
-pub const DEFAULT_CACHE_SECS: u64 = 60;
-
 /// Requests handled at once; a DISCOVER beyond it is dropped (with a log line) and the
 /// client retransmits. Each holds a NAPI call at most.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
@@ -64,8 +59,6 @@ pub struct Config {
     pub resolvers: Vec<String>,
     /// Option 15; empty: not sent.
     pub dns_domain: String,
-    /// See [`DEFAULT_CACHE_SECS`].
-    pub cache_secs: u64,
     /// See [`DEFAULT_MAX_IN_FLIGHT`].
     pub max_in_flight: usize,
 }
@@ -89,7 +82,6 @@ impl Default for Config {
             lease_time_secs: DEFAULT_LEASE_SECS,
             resolvers: Vec::new(),
             dns_domain: String::new(),
-            cache_secs: DEFAULT_CACHE_SECS,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         }
     }

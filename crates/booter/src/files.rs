@@ -37,6 +37,12 @@ pub enum NotServed {
 }
 
 /// The served roots.
+/// dhcpd's own cache under `data_dir` (NAPI's NICs, CNAPI's boot parameters): never
+/// served.
+pub const CACHE_DIR: &str = "cache";
+/// The cache file, under `data_dir`.
+pub const CACHE_FILE: &str = "cache/booter.json";
+
 #[derive(Debug, Clone)]
 pub struct Files {
     data_dir: PathBuf,
@@ -59,6 +65,9 @@ impl Files {
         }
         let p = Path::new(rel);
         if !p.components().all(|c| matches!(c, Component::Normal(_))) {
+            return Err(NotServed::Outside(path.into()));
+        }
+        if p.starts_with(CACHE_DIR) {
             return Err(NotServed::Outside(path.into()));
         }
         if let Some(name) = rel.strip_prefix("boot/")

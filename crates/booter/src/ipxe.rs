@@ -16,9 +16,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use tonic::transport::Channel;
 use triton_proto::cnapi::v1 as cnapi_pb;
-use triton_proto::cnapi::v1::cnapi_client::CnapiClient;
 
 use crate::dhcp::leases::{LeaseError, Leases};
 use crate::dhcp::packet::{Lease, Mac};
@@ -38,7 +36,6 @@ pub enum ScriptError {
 /// Makes scripts.
 pub struct Scripts {
     pub leases: Arc<Leases>,
-    pub cnapi: CnapiClient<Channel>,
     /// Where iPXE fetches the kernel and initrd: `http://host:port` or `tftp://host`.
     pub base: String,
     /// What nodes are told as `triton.cnapi_url`.
@@ -57,14 +54,10 @@ impl Scripts {
             }
         };
         let params = self
-            .cnapi
-            .clone()
-            .get_boot_params(cnapi_pb::GetBootParamsRequest {
-                mac: mac.to_string(),
-            })
+            .leases
+            .boot_params(mac)
             .await
-            .map_err(ScriptError::Cnapi)?
-            .into_inner();
+            .map_err(ScriptError::Cnapi)?;
         render(mac, &lease, &params, &self.base, &self.cnapi_url)
     }
 }

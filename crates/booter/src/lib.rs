@@ -20,7 +20,6 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use triton_common::channel::ChannelBuilder;
-use triton_proto::cnapi::v1::cnapi_client::CnapiClient;
 
 pub use config::Config;
 pub use error::{Error, Result};
@@ -53,10 +52,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let cnapi = channel("CNAPI", &config.cnapi_url)?;
     let leases = Arc::new(dhcp::leases::Leases::new(
         napi,
-        cnapi.clone(),
+        cnapi,
         &config.admin_network,
         &config.admin_uuid,
-        Duration::from_secs(config.cache_secs),
+        Some(Path::new(&config.data_dir).join(files::CACHE_FILE)),
     ));
 
     let http_listener = tokio::net::TcpListener::bind(&config.http_listen)
@@ -73,7 +72,6 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let boot_over = config.boot_over();
     let scripts = Arc::new(ipxe::Scripts {
         leases: leases.clone(),
-        cnapi: CnapiClient::new(cnapi),
         base: match boot_over {
             config::BootOver::Http => http_base.clone(),
             config::BootOver::Tftp => format!("tftp://{server_ip}"),
@@ -93,7 +91,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .map_err(Error::bind("DHCP", config.dhcp_port))?;
     let dhcp = dhcp::Dhcp {
         socket: Arc::new(socket),
-        leases,
+        leases: leases.clone(),
         facts: Arc::new(dhcp::packet::Facts {
             server_ip,
             lease_secs: config.lease_time_secs,
@@ -146,9 +144,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                     }
                 }
             };
+            let follower = tokio::spawn(leases.run(shutdown.clone()));
             let result = tokio::try_join!(dhcp.serve(shutdown.clone()), tftp, http);
             // One failed: stop the others too.
             shutdown.cancel();
+            // The cache file's last write.
+            let _ = follower.await;
             result.map(|_| ())
         }
     });

@@ -313,3 +313,72 @@ async fn only_the_admin_network_is_served() {
         .into_inner();
     assert_eq!(nic.network_uuid, bed.rack_net.uuid);
 }
+
+/// Triton's booter cache: a MAC dhcpd has answered keeps booting from the cache file while
+/// NAPI and CNAPI cannot be reached. dhcpd is stopped and started again (the same data
+/// dir) with NAPI and CNAPI at an address nothing listens on, as when their zones are
+/// down: the known MAC gets its address, router and boot file, and its iPXE script with
+/// the boot parameters CNAPI gave before; a new MAC gets nothing. The cache file itself
+/// is not served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn known_macs_boot_while_napi_is_down() {
+    let mut bed = Bed::start("c").await;
+    bed.dc
+        .cnapi()
+        .set_boot_params(cnapi_pb::SetBootParamsRequest {
+            server_uuid: "default".into(),
+            platform: PLATFORM.into(),
+            kernel_args: [("console".to_string(), "ttyS0".to_string())].into(),
+            kernel_flags: vec![],
+            replace: true,
+        })
+        .await
+        .unwrap();
+    let mac = "02:b0:00:00:0c:01";
+    let c1 = bed.client("c1", 0, mac);
+    let got = c1.udhcpc(&[]).expect("udhcpc gets a lease");
+    let (status, before) = http_get(bed.booter.http_addr, &format!("/boot/{mac}.ipxe")).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&before));
+
+    // dhcpd writes its cache within a second of a change; it is written last on shutdown.
+    bed.stop.cancel();
+    (&mut bed.booter.task).await.unwrap().unwrap();
+    let cache = bed.data_dir.path().join("cache/booter.json");
+    let text = std::fs::read_to_string(&cache).expect("the cache file");
+    assert!(text.contains(mac) && text.contains(&got.ip), "{text}");
+
+    let down = booter::Config {
+        napi_url: "http://127.0.0.1:9".into(),
+        cnapi_url: "http://127.0.0.1:9".into(),
+        ..bed.config.clone()
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    let booter = booter::start(down.clone(), stop.clone())
+        .await
+        .expect("dhcpd starts without NAPI");
+
+    let again = c1.udhcpc(&[]).expect("a known MAC boots with NAPI down");
+    assert_eq!(again.ip, got.ip);
+    assert_eq!(again.router, bed.admin_net.gateway);
+    assert_eq!(again.boot_file, "undionly.kpxe");
+    let (status, body) = http_get(booter.http_addr, &format!("/boot/{mac}.ipxe")).await;
+    let script = String::from_utf8(body).unwrap();
+    assert_eq!(status, 200, "{script}");
+    for want in [
+        format!("/os/{PLATFORM}/vmlinuz "),
+        "console=ttyS0".to_string(),
+        format!("triton.admin_ip={} ", got.ip),
+        format!("triton.cnapi_url={}\n", down.cnapi_url),
+    ] {
+        assert!(script.contains(&want), "{want:?} not in {script}");
+    }
+
+    let c2 = bed.client("c2", 0, "02:b0:00:00:0c:02");
+    assert!(
+        c2.udhcpc(&[]).is_none(),
+        "a MAC NAPI never gave has no address while NAPI is down"
+    );
+    let (status, _) = http_get(booter.http_addr, "/cache/booter.json").await;
+    assert_eq!(status, 403);
+}

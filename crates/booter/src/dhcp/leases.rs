@@ -4,30 +4,50 @@
 //! relay's network when the request came through one. The hostname, when CNAPI knows the
 //! MAC's server, comes from CNAPI's boot parameters.
 //!
-//! A DISCOVER always asks NAPI. What it was told is kept for `cache_secs`, for the REQUEST
-//! that follows (Triton's booter reads its `<mac>.json` for a REQUEST).
+//! NAPI's NICs are kept in memory, followed from its `WatchNics` feed (snapshot, then
+//! changes; [`run`](Leases::run)), so a MAC NAPI knows is answered without a NAPI call.
+//! A MAC it does not know is created in NAPI on a task of its own: at most
+//! [`MAX_CREATES`] at once, one per MAC (a retransmit while its NIC is being made waits
+//! for that one and is answered from memory). The admin networks are re-read every
+//! [`NETWORKS_TTL`]; CNAPI's boot parameters are kept per MAC as last read.
+//!
+//! All of it is also kept in a cache file (`<data_dir>/cache/booter.json`, Triton's
+//! on-disk booter cache), written within a second of a change and read at start, so
+//! that while NAPI or CNAPI cannot be reached a known MAC still gets its address and its
+//! iPXE script.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::Channel;
 use triton_proto::cnapi::v1 as cnapi_pb;
 use triton_proto::cnapi::v1::cnapi_client::CnapiClient;
+use triton_proto::feed::{ChangeMessage as _, Event, WatchEvent as _};
 use triton_proto::napi::v1 as napi_pb;
 use triton_proto::napi::v1::napi_client::NapiClient;
 
 use super::packet::{Lease, Mac};
 
-/// How long the list of admin networks is kept before NAPI is asked again.
-const NETWORKS_TTL: Duration = Duration::from_secs(10);
+/// How often the list of admin networks is read again from NAPI.
+pub const NETWORKS_TTL: Duration = Duration::from_secs(10);
 /// CNAPI's hostname is a nicety: a DISCOVER does not wait longer for it.
 const HOSTNAME_TIMEOUT: Duration = Duration::from_secs(2);
-/// The most entries the REQUEST cache holds; when full, the expired ones go, and if none
-/// has, the cache starts over (a REQUEST then asks NAPI).
-const CACHE_MAX: usize = 65_536;
+/// NICs created in NAPI at once; more new MACs wait their turn (their requests hold one
+/// of `max_in_flight`'s places meanwhile).
+pub const MAX_CREATES: usize = 64;
+/// How often a changed state is written to the cache file.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
+/// The first wait after a failed or ended feed; it doubles up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Why a MAC gets no address; logged with the MAC.
 #[derive(Debug, thiserror::Error)]
@@ -46,8 +66,8 @@ pub enum LeaseError {
     UnknownRelay(Ipv4Addr),
 }
 
-/// An IPv4 network of NAPI's that dhcpd serves.
-#[derive(Debug, Clone)]
+/// An IPv4 network of NAPI's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct AdminNet {
     uuid: String,
     name: String,
@@ -87,43 +107,399 @@ struct AdminNets {
     all: Vec<AdminNet>,
 }
 
+impl AdminNets {
+    /// The admin networks among NAPI's `networks`.
+    fn of(networks: &[AdminNet], admin_network: &str) -> Result<AdminNets, LeaseError> {
+        let admin = networks
+            .iter()
+            .find(|n| n.name == admin_network)
+            .cloned()
+            .ok_or_else(|| LeaseError::NoAdminNetwork(admin_network.to_string()))?;
+        let all = networks
+            .iter()
+            .filter(|n| {
+                n.nic_tag == admin.nic_tag
+                    || n.nic_tag.to_ascii_lowercase().starts_with("admin_rack_")
+            })
+            .cloned()
+            .collect();
+        Ok(AdminNets { admin, all })
+    }
+}
+
+/// What dhcpd keeps of a NAPI NIC.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct NicRec {
+    ip: String,
+    netmask: String,
+    gateway: String,
+    resolvers: Vec<String>,
+    network_uuid: String,
+    nic_tag: String,
+    belongs_to_type: String,
+    belongs_to_uuid: String,
+}
+
+impl From<&napi_pb::Nic> for NicRec {
+    fn from(n: &napi_pb::Nic) -> NicRec {
+        NicRec {
+            ip: n.ip.clone(),
+            netmask: n.netmask.clone(),
+            gateway: n.gateway.clone(),
+            resolvers: n.resolvers.clone(),
+            network_uuid: n.network_uuid.clone(),
+            nic_tag: n.nic_tag.clone(),
+            belongs_to_type: n.belongs_to_type.clone(),
+            belongs_to_uuid: n.belongs_to_uuid.clone(),
+        }
+    }
+}
+
+/// CNAPI's boot parameters for a MAC, as last read.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct ParamsRec {
+    platform: String,
+    kernel_args: BTreeMap<String, String>,
+    kernel_flags: Vec<String>,
+    server_uuid: String,
+    hostname: String,
+}
+
+impl From<&cnapi_pb::BootParams> for ParamsRec {
+    fn from(p: &cnapi_pb::BootParams) -> ParamsRec {
+        ParamsRec {
+            platform: p.platform.clone(),
+            kernel_args: p
+                .kernel_args
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            kernel_flags: p.kernel_flags.clone(),
+            server_uuid: p.server_uuid.clone(),
+            hostname: p.hostname.clone(),
+        }
+    }
+}
+
+impl From<&ParamsRec> for cnapi_pb::BootParams {
+    fn from(p: &ParamsRec) -> cnapi_pb::BootParams {
+        cnapi_pb::BootParams {
+            platform: p.platform.clone(),
+            kernel_args: p
+                .kernel_args
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            kernel_flags: p.kernel_flags.clone(),
+            server_uuid: p.server_uuid.clone(),
+            hostname: p.hostname.clone(),
+        }
+    }
+}
+
+/// The cache file's content. MACs are written as `aa:bb:cc:dd:ee:ff`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct CacheFile {
+    networks: Vec<AdminNet>,
+    nics: BTreeMap<String, NicRec>,
+    boot_params: BTreeMap<String, ParamsRec>,
+}
+
+/// What dhcpd knows, in memory.
+#[derive(Debug, Default)]
+struct State {
+    /// NAPI's networks (not fabrics), as last read.
+    networks: Option<(Vec<AdminNet>, Arc<AdminNets>)>,
+    nics: HashMap<Mac, NicRec>,
+    params: HashMap<Mac, ParamsRec>,
+    /// The feed's snapshot has been applied: a MAC not in `nics` is not in NAPI (but for
+    /// the feed's lag).
+    followed: bool,
+}
+
 /// NAPI's and CNAPI's answers about MACs.
 pub struct Leases {
     napi: NapiClient<Channel>,
     cnapi: CnapiClient<Channel>,
     admin_network: String,
     admin_uuid: String,
-    cache_ttl: Duration,
-    networks: tokio::sync::Mutex<Option<(Instant, Arc<AdminNets>)>>,
-    cache: Mutex<HashMap<Mac, (Instant, Lease)>>,
+    state: RwLock<State>,
+    /// MACs whose NIC is being looked up or made: a second request waits on the first.
+    in_flight: Mutex<HashMap<Mac, Arc<tokio::sync::Mutex<()>>>>,
+    creates: Semaphore,
+    cache_file: Option<PathBuf>,
+    dirty: AtomicBool,
 }
 
 impl Leases {
+    /// `cache_file`: where the state is kept across restarts (`None`: nowhere); what it
+    /// holds is loaded here.
     pub fn new(
         napi: Channel,
         cnapi: Channel,
         admin_network: &str,
         admin_uuid: &str,
-        cache_ttl: Duration,
+        cache_file: Option<PathBuf>,
     ) -> Leases {
-        Leases {
+        let leases = Leases {
             napi: NapiClient::new(napi),
             cnapi: CnapiClient::new(cnapi),
             admin_network: admin_network.to_string(),
             admin_uuid: admin_uuid.to_string(),
-            cache_ttl,
-            networks: tokio::sync::Mutex::new(None),
-            cache: Mutex::new(HashMap::new()),
+            state: RwLock::new(State::default()),
+            in_flight: Mutex::new(HashMap::new()),
+            creates: Semaphore::new(MAX_CREATES),
+            cache_file,
+            dirty: AtomicBool::new(false),
+        };
+        if let Some(path) = &leases.cache_file {
+            leases.load(path);
+        }
+        leases
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads the cache file; a missing one is an empty cache, a bad one is logged and
+    /// ignored (NAPI's feed fills the state again).
+    fn load(&self, path: &Path) {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "booter cache not read");
+                return;
+            }
+        };
+        let file: CacheFile = match serde_json::from_slice(&bytes) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "booter cache ignored: not its JSON");
+                return;
+            }
+        };
+        let mut state = self.write();
+        let mac = |text: &str| {
+            let m = Mac::parse(text);
+            if m.is_none() {
+                tracing::warn!(path = %path.display(), key = text, "booter cache: an entry that is not a MAC skipped");
+            }
+            m
+        };
+        state.nics = file
+            .nics
+            .iter()
+            .filter_map(|(k, v)| Some((mac(k)?, v.clone())))
+            .collect();
+        state.params = file
+            .boot_params
+            .iter()
+            .filter_map(|(k, v)| Some((mac(k)?, v.clone())))
+            .collect();
+        if let Ok(nets) = AdminNets::of(&file.networks, &self.admin_network) {
+            state.networks = Some((file.networks, Arc::new(nets)));
+        }
+        tracing::info!(path = %path.display(), nics = state.nics.len(), boot_params = state.params.len(), "booter cache loaded");
+    }
+
+    /// Writes the cache file (a new file renamed over the old one): the networks, the
+    /// NICs on admin networks, the boot parameters.
+    fn save(&self, path: &Path) -> std::io::Result<()> {
+        let file = {
+            let state = self.read();
+            let admin: Option<Vec<&str>> = state
+                .networks
+                .as_ref()
+                .map(|(_, n)| n.all.iter().map(|n| n.uuid.as_str()).collect());
+            CacheFile {
+                networks: state
+                    .networks
+                    .as_ref()
+                    .map(|(n, _)| n.clone())
+                    .unwrap_or_default(),
+                nics: state
+                    .nics
+                    .iter()
+                    .filter(|(_, n)| {
+                        admin
+                            .as_ref()
+                            .is_none_or(|a| a.contains(&n.network_uuid.as_str()))
+                    })
+                    .map(|(m, n)| (m.to_string(), n.clone()))
+                    .collect(),
+                boot_params: state
+                    .params
+                    .iter()
+                    .map(|(m, p)| (m.to_string(), p.clone()))
+                    .collect(),
+            }
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("json.new");
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec(&file).map_err(std::io::Error::other)?,
+        )?;
+        std::fs::rename(&tmp, path)
+    }
+
+    fn changed(&self) {
+        self.dirty.store(true, Ordering::Release);
+    }
+
+    /// Follows NAPI's NICs, re-reads its networks every [`NETWORKS_TTL`] and writes the
+    /// cache file when something changed, until `shutdown` (then writes it a last time).
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let networks = {
+            let this = self.clone();
+            let shutdown = shutdown.clone();
+            async move {
+                loop {
+                    if let Err(e) = this.refresh_networks().await {
+                        tracing::warn!(error = %e, "admin networks not read again; keeping the last known");
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(NETWORKS_TTL) => {}
+                    }
+                }
+            }
+        };
+        let saver = {
+            let this = self.clone();
+            let shutdown = shutdown.clone();
+            async move {
+                let Some(path) = this.cache_file.clone() else {
+                    return;
+                };
+                loop {
+                    let stop = tokio::select! {
+                        _ = shutdown.cancelled() => true,
+                        _ = tokio::time::sleep(SAVE_EVERY) => false,
+                    };
+                    if this.dirty.swap(false, Ordering::AcqRel) {
+                        let (this, file) = (this.clone(), path.clone());
+                        let saved = tokio::task::spawn_blocking(move || this.save(&file)).await;
+                        match saved {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => {
+                                tracing::warn!(path = %path.display(), error = %e, "booter cache not written")
+                            }
+                            Err(e) => tracing::warn!(error = %e, "booter cache writer failed"),
+                        }
+                    }
+                    if stop {
+                        return;
+                    }
+                }
+            }
+        };
+        tokio::join!(self.clone().follow_nics(shutdown.clone()), networks, saver);
+    }
+
+    /// NAPI's `WatchNics` into the state: the snapshot replaces what was known, changes
+    /// follow; a dropped stream resumes at the last position, a resync starts over.
+    async fn follow_nics(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut position = 0u64;
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            let mut napi = self.napi.clone();
+            let request = napi_pb::WatchNicsRequest {
+                position,
+                ..Default::default()
+            };
+            let opened = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                s = napi.watch_nics(request) => s,
+            };
+            match opened {
+                Ok(stream) => {
+                    let mut stream = stream.into_inner();
+                    let mut snapshot = (position == 0).then(HashMap::new);
+                    loop {
+                        let item = tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            m = stream.message() => m,
+                        };
+                        let event = match item {
+                            Ok(Some(e)) => e,
+                            Ok(None) => {
+                                tracing::info!(position, "NAPI WatchNics ended; resuming");
+                                break;
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e.message(), "NAPI WatchNics failed; resuming");
+                                break;
+                            }
+                        };
+                        match event.into_event() {
+                            Some(Event::Page(nics, _)) => {
+                                if let Some(s) = snapshot.as_mut() {
+                                    s.extend(nics.iter().filter_map(|n| {
+                                        Some((Mac::parse(&n.mac)?, NicRec::from(n)))
+                                    }));
+                                }
+                            }
+                            Some(Event::SnapshotDone(p)) => {
+                                if let Some(nics) = snapshot.take() {
+                                    tracing::info!(
+                                        nics = nics.len(),
+                                        position = p,
+                                        "NAPI's NICs followed"
+                                    );
+                                    let mut state = self.write();
+                                    state.nics = nics;
+                                    state.followed = true;
+                                    drop(state);
+                                    self.changed();
+                                }
+                                position = p;
+                                backoff = MIN_BACKOFF;
+                            }
+                            Some(Event::Change(c)) => {
+                                if snapshot.is_some() {
+                                    continue;
+                                }
+                                position = c.position();
+                                let Some(mac) = Mac::parse(c.key()) else {
+                                    continue;
+                                };
+                                let mut state = self.write();
+                                match c.record() {
+                                    Some(nic) => state.nics.insert(mac, NicRec::from(nic)),
+                                    None => state.nics.remove(&mac),
+                                };
+                                drop(state);
+                                self.changed();
+                            }
+                            Some(Event::Resync(_, message)) => {
+                                tracing::warn!(%message, "NAPI WatchNics asks for a resync");
+                                position = 0;
+                                break;
+                            }
+                            None => {}
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e.message(), "cannot open NAPI WatchNics"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
-    async fn admin_nets(&self) -> Result<Arc<AdminNets>, LeaseError> {
-        let mut held = self.networks.lock().await;
-        if let Some((at, nets)) = held.as_ref()
-            && at.elapsed() < NETWORKS_TTL
-        {
-            return Ok(nets.clone());
-        }
+    async fn refresh_networks(&self) -> Result<Arc<AdminNets>, LeaseError> {
         let list = self
             .napi
             .clone()
@@ -148,21 +524,18 @@ impl Leases {
                 })
             })
             .collect();
-        let admin = parsed
-            .iter()
-            .find(|n| n.name == self.admin_network)
-            .cloned()
-            .ok_or_else(|| LeaseError::NoAdminNetwork(self.admin_network.clone()))?;
-        let all = parsed
-            .into_iter()
-            .filter(|n| {
-                n.nic_tag == admin.nic_tag
-                    || n.nic_tag.to_ascii_lowercase().starts_with("admin_rack_")
-            })
-            .collect();
-        let nets = Arc::new(AdminNets { admin, all });
-        *held = Some((Instant::now(), nets.clone()));
+        let nets = Arc::new(AdminNets::of(&parsed, &self.admin_network)?);
+        self.write().networks = Some((parsed, nets.clone()));
+        self.changed();
         Ok(nets)
+    }
+
+    /// The admin networks as last read; NAPI is asked only when they never were.
+    async fn admin_nets(&self) -> Result<Arc<AdminNets>, LeaseError> {
+        if let Some((_, nets)) = &self.read().networks {
+            return Ok(nets.clone());
+        }
+        self.refresh_networks().await
     }
 
     /// Whether `ip` is on one of the admin networks (a relay's `giaddr`, a client's
@@ -171,10 +544,31 @@ impl Leases {
         Ok(self.admin_nets().await?.all.iter().any(|n| n.contains(ip)))
     }
 
-    /// The address for `mac`: its admin NIC's, made on the admin network (or `giaddr`'s,
-    /// for a relayed request) when NAPI has none and `create` is set.
+    /// The lease of a MAC whose NIC is in memory (`None`: not there), with the hostname
+    /// CNAPI last gave.
+    fn known(&self, mac: Mac, nets: &AdminNets) -> Option<Result<Lease, LeaseError>> {
+        let state = self.read();
+        let nic = state.nics.get(&mac)?;
+        let hostname = state
+            .params
+            .get(&mac)
+            .map(|p| p.hostname.clone())
+            .filter(|h| !h.is_empty());
+        Some(lease_of(mac, nic, nets, hostname))
+    }
+
+    /// What memory holds for `mac` (the answer to a REQUEST after its DISCOVER, and to
+    /// the iPXE script's request).
+    pub fn cached(&self, mac: Mac) -> Option<Lease> {
+        let nets = self.read().networks.as_ref()?.1.clone();
+        self.known(mac, &nets)?.ok()
+    }
+
+    /// The address for `mac`: its admin NIC's, from memory when NAPI's feed (or the
+    /// cache file) has it; else from NAPI, made on the admin network (or `giaddr`'s, for
+    /// a relayed request) when NAPI has none and `create` is set.
     pub async fn lease(
-        &self,
+        self: &Arc<Self>,
         mac: Mac,
         giaddr: Ipv4Addr,
         create: bool,
@@ -190,43 +584,61 @@ impl Leases {
                     .ok_or(LeaseError::UnknownRelay(giaddr))?,
             )
         };
-        let hostname = self.hostname(mac);
-        let nic = async {
-            match self.get_nic(mac).await? {
-                Some(nic) => Ok(nic),
-                None if create => {
-                    let net = relay_net.unwrap_or(&nets.admin);
-                    self.create_nic(mac, net).await
-                }
-                None => Err(LeaseError::Unknown),
+        if let Some(known) = self.known(mac, &nets) {
+            if !self.read().params.contains_key(&mac) {
+                // The hostname comes with the next answer; this one does not wait.
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let _ = this.hostname(mac).await;
+                });
             }
-        };
-        let (nic, hostname) = tokio::join!(nic, hostname);
-        let nic = nic?;
-        let lease = lease_of(mac, &nic, &nets, hostname)?;
-        self.remember(mac, &lease);
-        Ok(lease)
-    }
-
-    /// What the last DISCOVER was told, while fresh.
-    pub fn cached(&self, mac: Mac) -> Option<Lease> {
-        let cache = self.cache.lock().ok()?;
-        let (at, lease) = cache.get(&mac)?;
-        (at.elapsed() < self.cache_ttl).then(|| lease.clone())
-    }
-
-    fn remember(&self, mac: Mac, lease: &Lease) {
-        let Ok(mut cache) = self.cache.lock() else {
-            return;
-        };
-        if cache.len() >= CACHE_MAX {
-            let ttl = self.cache_ttl;
-            cache.retain(|_, (at, _)| at.elapsed() < ttl);
-            if cache.len() >= CACHE_MAX {
-                cache.clear();
-            }
+            return known;
         }
-        cache.insert(mac, (Instant::now(), lease.clone()));
+        // One lookup (and creation) per MAC at once; a retransmit waits for it.
+        let gate = {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            in_flight.entry(mac).or_default().clone()
+        };
+        let held = gate.lock().await;
+        let result = async {
+            if let Some(known) = self.known(mac, &nets) {
+                return known;
+            }
+            let hostname = self.hostname(mac);
+            let nic = async {
+                // With the feed followed, a MAC not in memory is new (a NIC made since is
+                // found when the create says it exists).
+                let found = if create && self.read().followed {
+                    None
+                } else {
+                    self.get_nic(mac).await?
+                };
+                match found {
+                    Some(nic) => Ok(nic),
+                    None if create => {
+                        let net = relay_net.unwrap_or(&nets.admin);
+                        self.create_nic(mac, net).await
+                    }
+                    None => Err(LeaseError::Unknown),
+                }
+            };
+            let (nic, hostname) = tokio::join!(nic, hostname);
+            let nic = NicRec::from(&nic?);
+            self.write().nics.insert(mac, nic.clone());
+            self.changed();
+            lease_of(mac, &nic, &nets, hostname)
+        }
+        .await;
+        drop(held);
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        if in_flight
+            .get(&mac)
+            .is_some_and(|g| Arc::strong_count(g) == 1)
+        {
+            in_flight.remove(&mac);
+        }
+        drop(in_flight);
+        result
     }
 
     async fn get_nic(&self, mac: Mac) -> Result<Option<napi_pb::Nic>, LeaseError> {
@@ -250,6 +662,7 @@ impl Leases {
                 "a new MAC needs an admin NIC, and admin_uuid (its owner) is not configured".into(),
             ));
         }
+        let _turn = self.creates.acquire().await;
         tracing::info!(%mac, network = %net.name, "creating an admin NIC in NAPI for a new MAC");
         let made = self
             .napi
@@ -266,7 +679,7 @@ impl Leases {
             .await;
         match made {
             Ok(nic) => Ok(nic.into_inner()),
-            // Another request for the same MAC made it first.
+            // Another request (or NAPI's client) made it first.
             Err(s) if s.code() == Code::AlreadyExists => {
                 self.get_nic(mac).await?.ok_or(LeaseError::Napi(s))
             }
@@ -274,13 +687,49 @@ impl Leases {
         }
     }
 
+    /// CNAPI's boot parameters for `mac`, kept for when CNAPI cannot be reached: then
+    /// the last ones read are the answer (logged), or CNAPI's error when there are none.
+    pub async fn boot_params(&self, mac: Mac) -> Result<cnapi_pb::BootParams, tonic::Status> {
+        let asked = self
+            .cnapi
+            .clone()
+            .get_boot_params(cnapi_pb::GetBootParamsRequest {
+                mac: mac.to_string(),
+            })
+            .await;
+        match asked {
+            Ok(p) => {
+                let p = p.into_inner();
+                let rec = ParamsRec::from(&p);
+                let mut state = self.write();
+                if state.params.get(&mac) != Some(&rec) {
+                    state.params.insert(mac, rec);
+                    drop(state);
+                    self.changed();
+                }
+                Ok(p)
+            }
+            Err(s)
+                if matches!(
+                    s.code(),
+                    Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown
+                ) =>
+            {
+                match self.read().params.get(&mac) {
+                    Some(p) => {
+                        tracing::warn!(%mac, error = %s.message(), "CNAPI unreachable: the boot parameters last read");
+                        Ok(p.into())
+                    }
+                    None => Err(s),
+                }
+            }
+            Err(s) => Err(s),
+        }
+    }
+
     async fn hostname(&self, mac: Mac) -> Option<String> {
-        let mut cnapi = self.cnapi.clone();
-        let call = cnapi.get_boot_params(cnapi_pb::GetBootParamsRequest {
-            mac: mac.to_string(),
-        });
-        match tokio::time::timeout(HOSTNAME_TIMEOUT, call).await {
-            Ok(Ok(p)) => Some(p.into_inner().hostname).filter(|h| !h.is_empty()),
+        match tokio::time::timeout(HOSTNAME_TIMEOUT, self.boot_params(mac)).await {
+            Ok(Ok(p)) => Some(p.hostname).filter(|h| !h.is_empty()),
             Ok(Err(s)) => {
                 tracing::debug!(%mac, error = %s.message(), "no hostname from CNAPI");
                 None
@@ -296,7 +745,7 @@ impl Leases {
 /// The lease a NIC gives, or why it gives none.
 fn lease_of(
     mac: Mac,
-    nic: &napi_pb::Nic,
+    nic: &NicRec,
     nets: &AdminNets,
     hostname: Option<String>,
 ) -> Result<Lease, LeaseError> {
