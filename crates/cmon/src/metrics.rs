@@ -222,24 +222,9 @@ pub fn instance(u: &agent::InstanceUsage, cached: bool, now_ms: u64) -> String {
             escape(&nic.network_uuid)
         )
     };
-    for (name, help, value) in [
-        (
-            "net_agg_packets_in",
-            "Aggregate inbound packets",
-            (|n: &agent::NicUsage| n.rx_packets) as fn(&agent::NicUsage) -> u64,
-        ),
-        ("net_agg_packets_out", "Aggregate outbound packets", |n| {
-            n.tx_packets
-        }),
-        ("net_agg_bytes_in", "Aggregate inbound bytes", |n| {
-            n.rx_bytes
-        }),
-        ("net_agg_bytes_out", "Aggregate outbound bytes", |n| {
-            n.tx_bytes
-        }),
-    ] {
-        o.series((name, Counter, help), &u.nics, nic_labels, value);
-    }
+    nic_series(&mut o, &u.nics, nic_labels, |n| {
+        [n.rx_packets, n.tx_packets, n.rx_bytes, n.tx_bytes]
+    });
 
     block(&mut o, "tcp");
     for (name, kind, help, value) in [
@@ -350,6 +335,29 @@ pub fn instance(u: &agent::InstanceUsage, cached: bool, now_ms: u64) -> String {
     o.0
 }
 
+/// The four `net_agg_*` counters of `nics`, whose `counters` are packets in and out,
+/// bytes in and out.
+fn nic_series<T>(
+    o: &mut Out,
+    nics: &[T],
+    labels: impl Fn(&T) -> String,
+    counters: impl Fn(&T) -> [u64; 4],
+) {
+    for (i, (name, help)) in [
+        ("net_agg_packets_in", "Aggregate inbound packets"),
+        ("net_agg_packets_out", "Aggregate outbound packets"),
+        ("net_agg_bytes_in", "Aggregate inbound bytes"),
+        ("net_agg_bytes_out", "Aggregate outbound bytes"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        o.series((name, Kind::Counter, help), nics, &labels, |n| {
+            counters(n)[i]
+        });
+    }
+}
+
 /// The `time` collector: CMon's clock, never cached.
 fn time(o: &mut Out, now_ms: u64) {
     meta(o, "time", true, false, 0.0);
@@ -416,34 +424,20 @@ pub fn node(r: &agent::GetUsageResponse, now_ms: u64) -> String {
         block(&mut o, "loadavg");
         o.one("load_average", Gauge, "Load average", n.load_1m);
         block(&mut o, "net");
-        for (name, help, value) in [
-            (
-                "net_agg_packets_in",
-                "Aggregate inbound packets",
-                (|n: &agent::NodeNic| n.rx_packets) as fn(&agent::NodeNic) -> u64,
-            ),
-            ("net_agg_packets_out", "Aggregate outbound packets", |n| {
-                n.tx_packets
-            }),
-            ("net_agg_bytes_in", "Aggregate inbound bytes", |n| {
-                n.rx_bytes
-            }),
-            ("net_agg_bytes_out", "Aggregate outbound bytes", |n| {
-                n.tx_bytes
-            }),
+        let nic_labels = |nic: &agent::NodeNic| format!("interface=\"{}\"", escape(&nic.interface));
+        nic_series(&mut o, &n.nics, nic_labels, |n| {
+            [n.rx_packets, n.tx_packets, n.rx_bytes, n.tx_bytes]
+        });
+        o.series(
             (
                 "net_rxsdrops_total",
+                Counter,
                 "Per software lane rx drops total",
-                |n| n.rx_dropped,
             ),
-        ] {
-            o.series(
-                (name, Counter, help),
-                &n.nics,
-                |nic| format!("interface=\"{}\"", escape(&nic.interface)),
-                value,
-            );
-        }
+            &n.nics,
+            nic_labels,
+            |n| n.rx_dropped,
+        );
         block(&mut o, "zpool");
         for (name, help, value) in [
             (

@@ -176,11 +176,7 @@ impl<B: ZoneBackend> CnAgent for AgentService<B> {
                     collectors: u
                         .collectors
                         .into_iter()
-                        .map(|c| pb::CollectorTime {
-                            name: c.name,
-                            available: c.available,
-                            seconds: c.seconds,
-                        })
+                        .map(crate::linux::usage::collector_pb)
                         .collect(),
                 }),
                 // Destroyed between list and usage: it simply has none any more.

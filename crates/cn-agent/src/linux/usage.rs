@@ -215,22 +215,28 @@ pub fn parse_net_dev(text: &str) -> Vec<(String, DevCounters)> {
         .collect()
 }
 
-/// The `Tcp:` counters of `/proc/net/snmp`: a line of names, then one of values.
-pub fn parse_snmp_tcp(text: &str) -> TcpUsage {
-    let mut lines = text.lines().filter(|l| l.starts_with("Tcp:"));
+/// The counters of a `/proc/net/snmp` or `/proc/net/netstat` section (`Tcp:`,
+/// `TcpExt:`): its line of names paired with its line of values, values that are not
+/// counters (MaxConn is -1) left out.
+fn mib<'a>(text: &'a str, section: &str) -> Vec<(&'a str, u64)> {
+    let mut lines = text
+        .lines()
+        .filter(|l| l.split(' ').next() == Some(section));
     let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
-        return TcpUsage::default();
+        return Vec::new();
     };
-    let mut tcp = TcpUsage::default();
-    for (name, value) in names
+    names
         .split_whitespace()
         .zip(values.split_whitespace())
         .skip(1)
-    {
-        // CurrEstab is a gauge; the others count up. MaxConn is -1, so not u64.
-        let Ok(value) = value.parse::<u64>() else {
-            continue;
-        };
+        .filter_map(|(name, value)| Some((name, value.parse::<u64>().ok()?)))
+        .collect()
+}
+
+/// The `Tcp:` counters of `/proc/net/snmp` (CurrEstab is a gauge; the others count up).
+pub fn parse_snmp_tcp(text: &str) -> TcpUsage {
+    let mut tcp = TcpUsage::default();
+    for (name, value) in mib(text, "Tcp:") {
         match name {
             "ActiveOpens" => tcp.active_opens = value,
             "PassiveOpens" => tcp.passive_opens = value,
@@ -246,18 +252,7 @@ pub fn parse_snmp_tcp(text: &str) -> TcpUsage {
 /// The `TcpExt:` drop counters of `/proc/net/netstat` into `tcp`: ListenOverflows,
 /// TCPReqQFullDrop, TCPAbortOnTimeout.
 pub fn parse_netstat_tcpext(text: &str, tcp: &mut TcpUsage) {
-    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
-    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
-        return;
-    };
-    for (name, value) in names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .skip(1)
-    {
-        let Ok(value) = value.parse::<u64>() else {
-            continue;
-        };
+    for (name, value) in mib(text, "TcpExt:") {
         match name {
             "ListenOverflows" => tcp.listen_overflows = value,
             "TCPReqQFullDrop" => tcp.request_queue_full_drops = value,
@@ -383,14 +378,16 @@ pub fn read_node() -> pb::NodeUsage {
         load_15m: load[2],
         nics,
         disks,
-        collectors: collectors
-            .into_iter()
-            .map(|c| pb::CollectorTime {
-                name: c.name,
-                available: c.available,
-                seconds: c.seconds,
-            })
-            .collect(),
+        collectors: collectors.into_iter().map(collector_pb).collect(),
+    }
+}
+
+/// A collector's note as the agent's API sends it.
+pub fn collector_pb(c: CollectorTime) -> pb::CollectorTime {
+    pb::CollectorTime {
+        name: c.name,
+        available: c.available,
+        seconds: c.seconds,
     }
 }
 
