@@ -20,6 +20,7 @@ pub mod references;
 pub mod service;
 pub mod store;
 pub mod validate;
+pub mod volumes;
 pub mod watch;
 
 use std::net::SocketAddr;

@@ -70,7 +70,21 @@ pub struct ProvisionParams {
     pub server_uuid: Option<String>,
     pub locality: Option<Locality>,
     pub affinity: Vec<Affinity>,
+    /// VolAPI volumes of the owner to mount (the `volumes` step).
+    pub volumes: Vec<VolumeParam>,
     pub req_id: String,
+}
+
+/// One volume to mount, checked (`validate::volumes`): `kind` is `tritonnfs`, `mode`
+/// `rw` or `ro`, `mountpoint` absolute and normalized.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VolumeParam {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub mode: String,
+    pub mountpoint: String,
 }
 
 /// start, stop, reboot, destroy.

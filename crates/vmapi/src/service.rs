@@ -25,13 +25,14 @@ use crate::jobs::{Engine, JobKind};
 use crate::model::{VmRecord, VmSnapshot, pb_to_json, snapshot_state, state};
 use crate::params::{
     ActionParams, AddNicsParams, Affinity, Locality, NetworkParam, ProvisionParams,
-    RemoveNicsParams, SnapshotParams, UpdateParams,
+    RemoveNicsParams, SnapshotParams, UpdateParams, VolumeParam,
 };
 use crate::references::{
     SYSTEM_ROLE_KEY, looked_up, networks_where, not_usable, refused, unusable, upstream,
 };
 use crate::store::Store;
 use crate::validate::{self, Checker};
+use crate::volumes::VOLUMES_KEY;
 use triton_common::time::now_millis;
 
 /// Page size of ListVms and ListJobs: Triton's default and maximum.
@@ -250,6 +251,21 @@ impl VmapiService {
         validate::metadata(&mut c, "customer_metadata", req.customer_metadata.iter());
         validate::metadata(&mut c, "internal_metadata", req.internal_metadata.iter());
         let wanted_networks = wanted_networks(&mut c, &req.networks);
+        let volumes = validate::volumes(&mut c, &brand, &req.volumes);
+        if !volumes.is_empty() {
+            if req.internal_metadata.contains_key(VOLUMES_KEY) {
+                c.add(
+                    "internal_metadata",
+                    format!("{VOLUMES_KEY} is written from volumes: give one or the other"),
+                );
+            }
+            if self.clients.volapi.is_none() {
+                c.add(
+                    "volumes",
+                    "volumes are not available here (VMAPI has no volapi_url)",
+                );
+            }
+        }
         if let (Some(ram), Some(swap)) = (ram, max_swap)
             && swap < ram
         {
@@ -261,6 +277,10 @@ impl VmapiService {
             owner.unwrap_or_default(),
             image_uuid.unwrap_or_default(),
         );
+
+        // A volume that does not exist is refused now, nothing written (the job checks
+        // again that each is ready, and reserves it).
+        self.check_volumes(&owner, &volumes, &rid).await?;
 
         // References, all looked up at once; every unusable one is named.
         let (account, image, package, networks, server) = tokio::join!(
@@ -366,6 +386,7 @@ impl VmapiService {
                     is_soft: a.is_soft,
                 })
                 .collect(),
+            volumes,
             req_id: rid,
         };
         let job = self.new_job(JobKind::Provision, &vm, &params)?;
@@ -376,6 +397,30 @@ impl VmapiService {
             vm_uuid: vm.uuid,
             job_uuid: job.uuid,
         })
+    }
+
+    /// Each volume named exists among the owner's live (creating or ready) volumes:
+    /// else `VolumeNotFound` naming those that do not.
+    async fn check_volumes(&self, owner: &str, volumes: &[VolumeParam], rid: &str) -> Result<()> {
+        let Some(volapi) = self.clients.volapi.as_ref() else {
+            return Ok(());
+        };
+        let mut missing: Vec<&str> = Vec::new();
+        for v in volumes {
+            if missing.contains(&v.name.as_str()) {
+                continue;
+            }
+            if crate::volumes::find_live(volapi, owner, &v.name, rid)
+                .await?
+                .is_none()
+            {
+                missing.push(&v.name);
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(crate::volumes::not_found(&missing))
     }
 
     async fn resolve_networks(

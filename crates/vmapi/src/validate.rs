@@ -193,6 +193,133 @@ pub fn brand(c: &mut Checker, value: &str) -> String {
     value.to_string()
 }
 
+/// The one volume type (Triton's).
+pub const VOLUME_TYPE: &str = "tritonnfs";
+/// VolAPI's name rule: ≤ 256 chars, `^[a-zA-Z0-9][a-zA-Z0-9_.-]+$`.
+pub const VOLUME_NAME_MAX: usize = 256;
+/// Longest mountpoint (Linux's PATH_MAX less its NUL).
+pub const MOUNTPOINT_MAX: usize = 4095;
+/// Where no volume may be mounted (the instance's own kernel file systems), nor below.
+pub const RESERVED_MOUNTPOINTS: &[&str] = &["/proc", "/dev", "/sys"];
+
+/// The `volumes` of a create: each named field checked, defaults filled in (`type`
+/// tritonnfs, `mode` rw), one volume per mountpoint. HVM brands are refused: nothing in
+/// them would mount the volume (as Triton, which does not automount into kvm/bhyve).
+pub fn volumes(
+    c: &mut Checker,
+    brand: &str,
+    given: &[triton_proto::vmapi::v1::VolumeMount],
+) -> Vec<crate::params::VolumeParam> {
+    if given.is_empty() {
+        return Vec::new();
+    }
+    if matches!(brand, "kvm" | "bhyve") {
+        c.add(
+            "volumes",
+            format!(
+                "are not supported with brand {brand} (volumes are mounted only in containers)"
+            ),
+        );
+    }
+    let mut out: Vec<crate::params::VolumeParam> = Vec::new();
+    for (i, v) in given.iter().enumerate() {
+        let field = |f: &str| format!("volumes[{i}].{f}");
+        let name = &v.name;
+        let mut chars = name.chars();
+        let first_ok = chars.next().is_some_and(|ch| ch.is_ascii_alphanumeric());
+        let rest_ok = chars.all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.' | '-'));
+        if name.len() < 2 || name.len() > VOLUME_NAME_MAX || !first_ok || !rest_ok {
+            c.add(
+                &field("name"),
+                format!(
+                    "{name:?} must be 2 to {VOLUME_NAME_MAX} letters, digits, '_', '.' or '-', starting with a letter or digit"
+                ),
+            );
+        }
+        let kind = if v.r#type.is_empty() {
+            VOLUME_TYPE
+        } else {
+            v.r#type.as_str()
+        };
+        if kind != VOLUME_TYPE {
+            c.add(
+                &field("type"),
+                format!("volume {name}: type {kind:?} must be {VOLUME_TYPE}"),
+            );
+        }
+        let mode = if v.mode.is_empty() {
+            "rw"
+        } else {
+            v.mode.as_str()
+        };
+        if !matches!(mode, "rw" | "ro") {
+            c.add(
+                &field("mode"),
+                format!("volume {name}: mode {mode:?} must be one of ro, rw"),
+            );
+        }
+        let mp = v.mountpoint.as_str();
+        if let Some(why) = mountpoint_problem(mp) {
+            c.add(
+                &field("mountpoint"),
+                format!("volume {name}: mountpoint {mp:?} {why}"),
+            );
+        } else if let Some(other) = out.iter().find(|o| o.mountpoint == mp) {
+            c.add(
+                &field("mountpoint"),
+                format!(
+                    "volume {name}: mountpoint {mp:?} is already that of volume {}",
+                    other.name
+                ),
+            );
+        }
+        out.push(crate::params::VolumeParam {
+            name: name.clone(),
+            kind: kind.to_string(),
+            mode: mode.to_string(),
+            mountpoint: mp.to_string(),
+        });
+    }
+    out
+}
+
+/// Why `mp` cannot be a mountpoint, if it cannot.
+fn mountpoint_problem(mp: &str) -> Option<String> {
+    if mp.is_empty() {
+        return Some("is required".into());
+    }
+    if mp.len() > MOUNTPOINT_MAX {
+        return Some(format!("is longer than {MOUNTPOINT_MAX} bytes"));
+    }
+    if mp.chars().any(|ch| ch.is_control()) {
+        return Some("must not hold control characters".into());
+    }
+    if !mp.starts_with('/') {
+        return Some("must be absolute (start with /)".into());
+    }
+    if mp == "/" {
+        return Some("must not be / (the instance's root)".into());
+    }
+    let parts: Vec<&str> = mp[1..].split('/').collect();
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || *p == "." || *p == "..")
+    {
+        return Some("must be normalized (no empty, . or .. component, no trailing /)".into());
+    }
+    if let Some(r) = RESERVED_MOUNTPOINTS.iter().find(|r| {
+        mp == **r
+            || mp
+                .strip_prefix(**r)
+                .is_some_and(|rest| rest.starts_with('/'))
+    }) {
+        return Some(format!(
+            "is reserved ({r} and below are the instance's own)"
+        ));
+    }
+    None
+}
+
 pub fn ipv4(c: &mut Checker, field: &str, value: &str) -> Option<String> {
     match value.parse::<Ipv4Addr>() {
         Ok(ip) => Some(ip.to_string()),
@@ -318,5 +445,129 @@ mod tests {
         let mut c = Checker::default();
         alias(&mut c, "alias", "web-0.prod_1");
         assert!(c.is_empty());
+    }
+
+    fn mount(name: &str, mode: &str, mp: &str) -> triton_proto::vmapi::v1::VolumeMount {
+        triton_proto::vmapi::v1::VolumeMount {
+            name: name.into(),
+            r#type: String::new(),
+            mode: mode.into(),
+            mountpoint: mp.into(),
+        }
+    }
+
+    #[test]
+    fn volumes_take_defaults() {
+        let mut c = Checker::default();
+        let v = volumes(
+            &mut c,
+            "joyent",
+            &[mount("v1", "", "/data"), mount("v1", "ro", "/data/ro")],
+        );
+        assert!(c.is_empty());
+        assert_eq!(v[0].kind, "tritonnfs");
+        assert_eq!((v[0].mode.as_str(), v[1].mode.as_str()), ("rw", "ro"));
+        assert_eq!(v[1].mountpoint, "/data/ro");
+    }
+
+    #[test]
+    fn volumes_refuse_each_bad_field_by_name() {
+        for (m, field, says) in [
+            (
+                mount("v1", "rw", "data"),
+                "volumes[0].mountpoint",
+                "absolute",
+            ),
+            (mount("v1", "rw", "/"), "volumes[0].mountpoint", "root"),
+            (
+                mount("v1", "rw", "/proc"),
+                "volumes[0].mountpoint",
+                "reserved",
+            ),
+            (
+                mount("v1", "rw", "/dev/x"),
+                "volumes[0].mountpoint",
+                "reserved",
+            ),
+            (
+                mount("v1", "rw", "/sys/fs"),
+                "volumes[0].mountpoint",
+                "reserved",
+            ),
+            (
+                mount("v1", "rw", "/a/../etc"),
+                "volumes[0].mountpoint",
+                "normalized",
+            ),
+            (
+                mount("v1", "rw", "/a//b"),
+                "volumes[0].mountpoint",
+                "normalized",
+            ),
+            (
+                mount("v1", "rw", "/a/"),
+                "volumes[0].mountpoint",
+                "normalized",
+            ),
+            (
+                mount("v1", "rw", "/a/./b"),
+                "volumes[0].mountpoint",
+                "normalized",
+            ),
+            (mount("v1", "rw", ""), "volumes[0].mountpoint", "required"),
+            (
+                mount("v1", "rw", "/a\nb"),
+                "volumes[0].mountpoint",
+                "control",
+            ),
+            (mount("v1", "rx", "/a"), "volumes[0].mode", "one of ro, rw"),
+            (mount("-v", "rw", "/a"), "volumes[0].name", "starting with"),
+            (mount("", "rw", "/a"), "volumes[0].name", "starting with"),
+        ] {
+            let mut c = Checker::default();
+            volumes(&mut c, "joyent", std::slice::from_ref(&m));
+            let e = c.finish().unwrap_err().to_string();
+            assert!(e.contains(field) && e.contains(says), "{m:?}: {e}");
+        }
+        // /procfs and /device are fine: only the directories and below are reserved.
+        let mut c = Checker::default();
+        volumes(
+            &mut c,
+            "joyent",
+            &[mount("v1", "rw", "/procfs"), mount("v2", "rw", "/device")],
+        );
+        assert!(c.is_empty());
+        let mut c = Checker::default();
+        let mut t = mount("v1", "rw", "/a");
+        t.r#type = "nfs".into();
+        volumes(&mut c, "joyent", &[t]);
+        assert!(
+            c.finish()
+                .unwrap_err()
+                .to_string()
+                .contains("volumes[0].type")
+        );
+    }
+
+    #[test]
+    fn volumes_one_per_mountpoint_and_no_hvm() {
+        let mut c = Checker::default();
+        volumes(
+            &mut c,
+            "joyent",
+            &[mount("v1", "rw", "/a"), mount("v2", "ro", "/a")],
+        );
+        let e = c.finish().unwrap_err().to_string();
+        assert!(
+            e.contains("volumes[1].mountpoint") && e.contains("already that of volume v1"),
+            "{e}"
+        );
+        let mut c = Checker::default();
+        volumes(&mut c, "bhyve", &[mount("v1", "rw", "/a")]);
+        let e = c.finish().unwrap_err().to_string();
+        assert!(
+            e.contains("volumes: are not supported with brand bhyve"),
+            "{e}"
+        );
     }
 }

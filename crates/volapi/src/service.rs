@@ -325,7 +325,7 @@ impl VolApi {
             check_name(&mut errors, &r.name);
         }
         check_type(&mut errors, &r.r#type);
-        for (k, _) in &r.labels {
+        for k in r.labels.keys() {
             if k.is_empty() {
                 errors.push("labels: a label's key must not be empty".into());
             }

@@ -96,7 +96,7 @@ mod tests {
     /// has an undo, and its timeout (`d`efault, `t`ask, `i`mage or `c`reate). A job
     /// written before a change resumes only while these stay as they are.
     const STORED_CHAINS: &str = "
-        provision: validate:d allocate+:d provision_nics+:d ensure_image:i machine_create+:c record:d
+        provision: validate:d volumes+:d allocate+:d provision_nics+:d ensure_image:i machine_create+:c record:d
         start: check:d machine_boot:t record:d
         stop: check:d machine_shutdown:t record:d
         reboot: check:d machine_reboot:t record:d

@@ -14,9 +14,12 @@ use crate::error::{Error, Result};
 use crate::model::{VmNic, state};
 use crate::params::ProvisionParams;
 use crate::references::unusable;
+use crate::volumes::{self as vols, VOLUMES_KEY};
+use triton_proto::volapi::v1 as vol;
 
 pub(super) static SAGA: Saga = Saga::new(&[
     step!("validate", Default, validate),
+    step!("volumes", Default, reserve_volumes, undo: release_volumes),
     step!("allocate", Default, allocate, undo: undo_allocate),
     step!("provision_nics", Default, provision_nics, undo: undo_provision_nics),
     step!("ensure_image", Image, ensure_image),
@@ -83,6 +86,134 @@ impl Steps {
             return Err(unusable(problems));
         }
         Ok(json!({}))
+    }
+
+    /// Finds each volume the VM mounts, `ready`, among its owner's; reserves each for
+    /// the VM under this job (reservations an earlier try made are kept, not made
+    /// twice); writes `sdc:volumes` with each volume's `filesystem_path`. A VM without
+    /// volumes passes.
+    pub(super) async fn reserve_volumes(&self, ctx: &JobCtx) -> Result<Value> {
+        let job = ctx.record().await;
+        let p: ProvisionParams = params(&job.params)?;
+        if p.volumes.is_empty() {
+            return Ok(json!({ "volumes": [] }));
+        }
+        let Some(volapi) = self.clients.volapi.clone() else {
+            return Err(Error::Config("volumes need VolAPI (volapi_url)".into()));
+        };
+        let (owner, rid) = (&job.owner_uuid, &p.req_id);
+        let mut names: Vec<&str> = Vec::new();
+        for m in &p.volumes {
+            if !names.contains(&m.name.as_str()) {
+                names.push(&m.name);
+            }
+        }
+        let mut paths = std::collections::BTreeMap::new();
+        let mut missing = Vec::new();
+        for name in &names {
+            match vols::find_live(&volapi, owner, name, rid).await? {
+                None => missing.push(*name),
+                Some(v) if v.state != vols::READY || v.filesystem_path.is_empty() => {
+                    return Err(vols::not_ready(name, &v.state));
+                }
+                Some(v) => {
+                    paths.insert(name.to_string(), v.filesystem_path);
+                }
+            }
+        }
+        if !missing.is_empty() {
+            return Err(vols::not_found(&missing));
+        }
+        let held: Vec<String> = self
+            .volume_reservations(&volapi, &job.uuid, owner, rid)
+            .await?
+            .into_iter()
+            .map(|r| r.volume_name)
+            .collect();
+        for name in names.iter().filter(|n| !held.iter().any(|h| h == *n)) {
+            volapi
+                .clone()
+                .add_volume_reservation(request(
+                    vol::AddVolumeReservationRequest {
+                        volume_name: name.to_string(),
+                        job_uuid: job.uuid.clone(),
+                        owner_uuid: owner.clone(),
+                        vm_uuid: job.vm_uuid.clone(),
+                    },
+                    rid,
+                ))
+                .await
+                .map_err(Error::upstream("volapi"))?;
+        }
+        let value = vols::sdc_volumes(&p.volumes, |n| paths.get(n).cloned().unwrap_or_default());
+        let written = value.clone();
+        self.store
+            .update_vm(&job.vm_uuid, |vm| {
+                if vm.internal_metadata.get(VOLUMES_KEY) == Some(&written) {
+                    return Ok(false);
+                }
+                vm.internal_metadata
+                    .insert(VOLUMES_KEY.to_string(), written.clone());
+                Ok(true)
+            })
+            .await?;
+        Ok(json!({ "volumes": paths }))
+    }
+
+    /// Undo of provision's `volumes`: the job's reservations go (the VM is not made).
+    pub(super) async fn release_volumes(&self, ctx: &JobCtx) -> Result<()> {
+        let job = ctx.record().await;
+        let p: ProvisionParams = params(&job.params)?;
+        let Some(volapi) = self.clients.volapi.clone() else {
+            return Ok(());
+        };
+        if p.volumes.is_empty() {
+            return Ok(());
+        }
+        for r in self
+            .volume_reservations(&volapi, &job.uuid, &job.owner_uuid, &p.req_id)
+            .await?
+        {
+            match volapi
+                .clone()
+                .remove_volume_reservation(request(
+                    vol::RemoveVolumeReservationRequest {
+                        uuid: r.uuid.clone(),
+                        owner_uuid: job.owner_uuid.clone(),
+                    },
+                    &p.req_id,
+                ))
+                .await
+            {
+                Ok(_) => {}
+                Err(s) if s.code() == Code::NotFound => {}
+                Err(s) => return Err(Error::upstream("volapi")(s)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn volume_reservations(
+        &self,
+        volapi: &triton_proto::volapi::v1::vol_api_client::VolApiClient<tonic::transport::Channel>,
+        job_uuid: &str,
+        owner: &str,
+        rid: &str,
+    ) -> Result<Vec<vol::VolumeReservation>> {
+        Ok(volapi
+            .clone()
+            .list_volume_reservations(request(
+                vol::ListVolumeReservationsRequest {
+                    job_uuid: job_uuid.to_string(),
+                    owner_uuid: owner.to_string(),
+                    volume_name: String::new(),
+                },
+                rid,
+            ))
+            .await
+            .map_err(Error::upstream("volapi"))?
+            .into_inner()
+            .reservations)
     }
 
     pub(super) async fn allocate(&self, ctx: &JobCtx) -> Result<Value> {
