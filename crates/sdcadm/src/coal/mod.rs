@@ -1145,6 +1145,19 @@ impl Coal {
                 shell_quote(get("dns_suffix"))
             ));
         }
+        // VolAPI's gRPC URL (grpcurl, tests).
+        if let Some(s) = self.deployment.service("volapi") {
+            let r = self.render(s)?;
+            let listen = r
+                .config
+                .get("listen")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "export VOLAPI_URL={}\n",
+                shell_quote(&format!("http://{listen}"))
+            ));
+        }
         Ok(out)
     }
 
