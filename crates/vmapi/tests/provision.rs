@@ -40,6 +40,7 @@ async fn a_vm_lives_its_whole_life_through_jobs() {
         names,
         [
             "validate",
+            "volumes",
             "allocate",
             "provision_nics",
             "ensure_image",
