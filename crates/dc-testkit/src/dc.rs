@@ -95,7 +95,8 @@ pub struct Options {
     /// CNS following VMAPI, UFDS, NAPI and CNAPI (brings compute), serving
     /// [`crate::naming::CNS_ZONE`] ([`Dc::cns`], [`Dc::cns_dns_addr`]).
     pub cns: bool,
-    /// VolAPI (brings compute, its nodes carrying `sdc_overlay`; VMAPI and CloudAPI
+    /// VolAPI (brings compute, its nodes carrying `sdc_overlay` unless a test lists it
+    /// among `broken_nic_tags`; VMAPI and CloudAPI
     /// get its URL), the
     /// `sdc_volume_nfs_*` packages and an `nfsserver` image ([`Dc::volapi`]).
     pub volapi: bool,
@@ -328,7 +329,13 @@ impl Dc {
         options.compute |= options.cmon;
         options.compute |= options.volapi;
         // Volumes live on fabric networks: the sim nodes carry the overlay.
-        if options.volapi && !options.nic_tags.iter().any(|t| t == "sdc_overlay") {
+        if options.volapi
+            && !options
+                .nic_tags
+                .iter()
+                .chain(&options.broken_nic_tags)
+                .any(|t| t == "sdc_overlay")
+        {
             options.nic_tags.push("sdc_overlay".into());
         }
         // VMAPI is configured with VolAPI's URL before either starts.

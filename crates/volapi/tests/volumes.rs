@@ -16,10 +16,14 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// A datacenter with VolAPI and the seeded account's default fabric network.
 async fn dc() -> (Dc, String) {
+    dc_with(Options::vmapi()).await
+}
+
+async fn dc_with(options: Options) -> (Dc, String) {
     let dc = Dc::start(Options {
         volapi: true,
         default_fabrics: true,
-        ..Options::vmapi()
+        ..options
     })
     .await;
     let owner = dc.seed().owner.clone();
@@ -283,4 +287,361 @@ async fn bad_input_writes_nothing() {
         .into_inner()
         .volumes;
     assert_eq!(list.len(), 1);
+}
+
+async fn ready_volume(dc: &Dc, name: &str) -> pb::Volume {
+    let owner = dc.seed().owner.clone();
+    let v = dc
+        .volapi()
+        .create_volume(create(&owner, name))
+        .await
+        .unwrap()
+        .into_inner();
+    wait_state(dc, &v.uuid, "ready").await
+}
+
+/// A VM of the seeded account mounting `volumes` (name, mountpoint) on its default
+/// fabric; its job's uuid and the VM's.
+async fn vm_with_volumes(dc: &Dc, net: &str, alias: &str, volumes: &[(&str, &str)]) -> vm::JobRef {
+    let mut request = dc.create_request(alias);
+    request.networks = vec![vm::NetworkSpec {
+        ipv4_uuid: net.to_string(),
+        ..Default::default()
+    }];
+    request.volumes = volumes
+        .iter()
+        .map(|(name, mountpoint)| vm::VolumeMount {
+            name: name.to_string(),
+            mountpoint: mountpoint.to_string(),
+            ..Default::default()
+        })
+        .collect();
+    dc.vmapi().create_vm(request).await.unwrap().into_inner()
+}
+
+async fn reservations(dc: &Dc, name: &str) -> Vec<pb::VolumeReservation> {
+    dc.volapi()
+        .list_volume_reservations(pb::ListVolumeReservationsRequest {
+            volume_name: name.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .reservations
+}
+
+/// Waits until the volume's refs are `want`.
+async fn wait_refs(dc: &Dc, uuid: &str, want: &[&str]) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let v = get(dc, uuid).await.unwrap();
+        if v.refs == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "refs of {uuid}: {:?}, want {want:?}",
+            v.refs
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn delete(dc: &Dc, uuid: &str, force: bool) -> Result<(), tonic::Status> {
+    dc.volapi()
+        .delete_volume(pb::DeleteVolumeRequest {
+            uuid: uuid.into(),
+            owner_uuid: String::new(),
+            force,
+        })
+        .await
+        .map(|_| ())
+}
+
+async fn wait_destroyed(dc: &Dc, vm_uuid: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let v = dc.vm(vm_uuid).await;
+        if v.state == "destroyed" {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "VM {vm_uuid} not destroyed: {}",
+            v.state
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A VM made with a volume: its `sdc:volumes` names the volume's server, it holds a
+/// reservation while provisioning and is a reference once running (the reservation
+/// then goes); the volume cannot be deleted (VolumeInUse names the VM) until the VM is
+/// destroyed, which removes the reference; then the delete goes through `deleting`,
+/// destroys the storage VM and the volume is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn references_follow_the_vms_that_mount_a_volume() {
+    let (dc, net) = dc().await;
+    let v = ready_volume(&dc, "shared").await;
+
+    let job = vm_with_volumes(&dc, &net, "web0", &[("shared", "/data")]).await;
+    // The reservation exists from the job's volumes step until the VM is a reference.
+    let finished = dc.wait_job(&job.job_uuid).await;
+    assert_eq!(finished.execution, "succeeded", "{}", finished.error);
+    let web0 = dc.vm(&job.vm_uuid).await;
+    let mounted: serde_json::Value =
+        serde_json::from_str(&web0.internal_metadata["sdc:volumes"]).unwrap();
+    assert_eq!(
+        mounted,
+        serde_json::json!([{
+            "name": "shared",
+            "type": "tritonnfs",
+            "mode": "rw",
+            "mountpoint": "/data",
+            "nfsvolume": v.filesystem_path,
+        }])
+    );
+    wait_refs(&dc, &v.uuid, &[&job.vm_uuid]).await;
+    let deadline = Instant::now() + WAIT;
+    while !reservations(&dc, "shared").await.is_empty() {
+        assert!(Instant::now() < deadline, "the reservation stays");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refs = dc
+        .volapi()
+        .get_volume_references(pb::GetVolumeReferencesRequest {
+            uuid: v.uuid.clone(),
+            owner_uuid: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(refs.vm_uuids, vec![job.vm_uuid.clone()]);
+    let listed = dc
+        .volapi()
+        .list_volumes(pb::ListVolumesRequest {
+            r#ref: job.vm_uuid.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .volumes;
+    assert_eq!(listed.len(), 1);
+
+    // In use: refused, naming the VM; a rename is refused too.
+    assert_error(
+        dc.volapi()
+            .delete_volume(pb::DeleteVolumeRequest {
+                uuid: v.uuid.clone(),
+                owner_uuid: String::new(),
+                force: false,
+            })
+            .await,
+        "VolumeInUse",
+        &[&job.vm_uuid],
+    );
+    assert_eq!(get(&dc, &v.uuid).await.unwrap().state, "ready");
+
+    // The VM goes: so does the reference; then the volume can be deleted.
+    let del = dc
+        .vmapi()
+        .delete_vm(vm::DeleteVmRequest {
+            uuid: job.vm_uuid.clone(),
+            owner_uuid: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    dc.wait_job(&del.job_uuid).await;
+    wait_refs(&dc, &v.uuid, &[]).await;
+    delete(&dc, &v.uuid, false).await.unwrap();
+    let state = get(&dc, &v.uuid).await.map(|v| v.state);
+    assert!(
+        matches!(state.as_deref(), Ok("deleting") | Err(_)),
+        "{state:?}"
+    );
+    wait_gone(&dc, &v.uuid).await;
+    wait_destroyed(&dc, &v.vm_uuid).await;
+}
+
+/// The storage VM's provision job: one VMAPI knows and that has ended.
+async fn ended_job(dc: &Dc, vm_uuid: &str) -> String {
+    let jobs = dc
+        .vmapi()
+        .list_jobs(vm::ListJobsRequest {
+            vm_uuid: vm_uuid.to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    jobs[0].uuid.clone()
+}
+
+fn reserve(owner: &str, name: &str, job: &str, vm_uuid: &str) -> pb::AddVolumeReservationRequest {
+    pb::AddVolumeReservationRequest {
+        volume_name: name.into(),
+        job_uuid: job.into(),
+        owner_uuid: owner.into(),
+        vm_uuid: vm_uuid.into(),
+    }
+}
+
+/// A reservation puts its VM among the refs and blocks a delete (VolumeInUse names the
+/// VM) until it is removed; reserving an unknown volume or with a bad job uuid is
+/// refused. (No GC in this datacenter.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_blocks_a_delete_until_removed() {
+    let (dc, _net) = dc_with(Options {
+        configure_volapi: Box::new(|c| c.reservation_gc_ms = 3_600_000),
+        ..Options::vmapi()
+    })
+    .await;
+    let owner = dc.seed().owner.clone();
+    let v = ready_volume(&dc, "held").await;
+    let job = ended_job(&dc, &v.vm_uuid).await;
+    let waiting = uuid::Uuid::new_v4().to_string();
+    let mut volapi = dc.volapi();
+
+    let r = volapi
+        .add_volume_reservation(reserve(&owner, "held", &job, &waiting))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (r.volume_name.as_str(), r.job_uuid.as_str()),
+        ("held", job.as_str())
+    );
+    assert_eq!(get(&dc, &v.uuid).await.unwrap().refs, vec![waiting.clone()]);
+    assert_eq!(reservations(&dc, "held").await, vec![r.clone()]);
+    assert_error(
+        delete(&dc, &v.uuid, false).await.map(tonic::Response::new),
+        "VolumeInUse",
+        &[&waiting],
+    );
+
+    let r2 = volapi
+        .add_volume_reservation(reserve(&owner, "nope", &job, &waiting))
+        .await;
+    assert_error(r2, "VolumeNotFound", &["nope"]);
+    let r3 = volapi
+        .add_volume_reservation(reserve(&owner, "held", "x", &waiting))
+        .await;
+    assert_error(r3, "ValidationError", &["job_uuid"]);
+
+    volapi
+        .remove_volume_reservation(pb::RemoveVolumeReservationRequest {
+            uuid: r.uuid.clone(),
+            owner_uuid: owner.clone(),
+        })
+        .await
+        .unwrap();
+    assert!(get(&dc, &v.uuid).await.unwrap().refs.is_empty());
+    assert!(reservations(&dc, "held").await.is_empty());
+    let again = volapi
+        .remove_volume_reservation(pb::RemoveVolumeReservationRequest {
+            uuid: r.uuid.clone(),
+            owner_uuid: owner.clone(),
+        })
+        .await;
+    assert_error(again, "VolumeReservationNotFound", &[&r.uuid]);
+    delete(&dc, &v.uuid, false).await.unwrap();
+    wait_gone(&dc, &v.uuid).await;
+}
+
+/// The reservation GC (every 500 ms here): a reservation whose job has ended goes, and
+/// its VM (not active in VMAPI) leaves the refs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reservations_of_ended_jobs_go() {
+    let (dc, _net) = dc().await;
+    let owner = dc.seed().owner.clone();
+    let v = ready_volume(&dc, "gc").await;
+    let job = ended_job(&dc, &v.vm_uuid).await;
+    let waiting = uuid::Uuid::new_v4().to_string();
+    dc.volapi()
+        .add_volume_reservation(reserve(&owner, "gc", &job, &waiting))
+        .await
+        .unwrap();
+    wait_refs(&dc, &v.uuid, &[]).await;
+    assert!(reservations(&dc, "gc").await.is_empty());
+}
+
+/// A storage VM that fails leaves its volume `failed` with the reason, and the VM is
+/// destroyed; deleting the failed volume removes it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_storage_vm_fails_the_volume_and_is_removed() {
+    // The nodes claim the overlay but lack it: the VM fails on its node.
+    let dc = Dc::start(Options {
+        volapi: true,
+        default_fabrics: true,
+        broken_nic_tags: vec!["sdc_overlay".into()],
+        ..Options::vmapi()
+    })
+    .await;
+    let owner = dc.seed().owner.clone();
+    default_network(&dc, &owner).await;
+    let v = dc
+        .volapi()
+        .create_volume(create(&owner, "doomed"))
+        .await
+        .unwrap()
+        .into_inner();
+    let failed = wait_state(&dc, &v.uuid, "failed").await;
+    assert!(
+        failed.error.contains("storage VM failed"),
+        "{}",
+        failed.error
+    );
+    assert!(failed.filesystem_path.is_empty());
+    wait_destroyed(&dc, &v.vm_uuid).await;
+    // The name is free again.
+    let again = dc
+        .volapi()
+        .create_volume(create(&owner, "doomed"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(again.uuid, v.uuid);
+    delete(&dc, &v.uuid, false).await.unwrap();
+    assert_error(
+        dc.volapi()
+            .get_volume(pb::GetVolumeRequest {
+                uuid: v.uuid.clone(),
+                owner_uuid: String::new(),
+            })
+            .await,
+        "VolumeNotFound",
+        &[&v.uuid],
+    );
+}
+
+/// VolAPI stopped while a volume is being made and while one is being deleted: once it
+/// is back, the updater catches up from VMAPI's feed (the one ready, the other gone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_volapi_loses_nothing() {
+    let (mut dc, _net) = dc().await;
+    let owner = dc.seed().owner.clone();
+    let gone = ready_volume(&dc, "old").await;
+    let v = dc
+        .volapi()
+        .create_volume(create(&owner, "fresh"))
+        .await
+        .unwrap()
+        .into_inner();
+    delete(&dc, &gone.uuid, false).await.unwrap();
+    dc.stop_volapi().await;
+    // Meanwhile the storage VMs run and are destroyed.
+    let deadline = Instant::now() + WAIT;
+    while dc.vm(&v.vm_uuid).await.state != "running" {
+        assert!(Instant::now() < deadline, "storage VM not running");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_destroyed(&dc, &gone.vm_uuid).await;
+    dc.start_volapi_again().await;
+    let ready = wait_state(&dc, &v.uuid, "ready").await;
+    assert!(ready.filesystem_path.ends_with(":/exports/data"));
+    wait_gone(&dc, &gone.uuid).await;
 }
