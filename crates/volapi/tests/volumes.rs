@@ -442,6 +442,13 @@ async fn references_follow_the_vms_that_mount_a_volume() {
         "VolumeInUse",
         &[&job.vm_uuid],
     );
+    let rename = |name: &str| pb::UpdateVolumeRequest {
+        uuid: v.uuid.clone(),
+        owner_uuid: String::new(),
+        name: name.into(),
+    };
+    let r = dc.volapi().update_volume(rename("other")).await;
+    assert_error(r, "VolumeInUse", &[&job.vm_uuid]);
     assert_eq!(get(&dc, &v.uuid).await.unwrap().state, "ready");
 
     // The VM goes: so does the reference; then the volume can be deleted.
@@ -456,6 +463,15 @@ async fn references_follow_the_vms_that_mount_a_volume() {
         .into_inner();
     dc.wait_job(&del.job_uuid).await;
     wait_refs(&dc, &v.uuid, &[]).await;
+    // Unused: it may be renamed (and back).
+    let renamed = dc
+        .volapi()
+        .update_volume(rename("other"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(renamed.name, "other");
+    dc.volapi().update_volume(rename("shared")).await.unwrap();
     delete(&dc, &v.uuid, false).await.unwrap();
     let state = get(&dc, &v.uuid).await.map(|v| v.state);
     assert!(
