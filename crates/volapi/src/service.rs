@@ -674,30 +674,22 @@ impl VolApi {
         done(errors)?;
         let v = self.get(uuid, owner).await?;
         let vm_uuid = vm_uuid.to_ascii_lowercase();
-        self.add_ref(&v.uuid, &vm_uuid).await?;
+        self.set_ref(&v.uuid, &vm_uuid, true).await?;
         self.drop_reservations(&v.owner_uuid, &v.name, &vm_uuid)
             .await
     }
 
-    pub async fn add_ref(&self, volume: &str, vm_uuid: &str) -> Result<()> {
+    /// `vm_uuid` in (`present`) or out of the volume's refs.
+    pub async fn set_ref(&self, volume: &str, vm_uuid: &str, present: bool) -> Result<()> {
         self.store
             .change_volume(volume, |slot| match slot.as_mut() {
-                Some(v) if !v.refs.iter().any(|r| r == vm_uuid) => {
-                    v.refs.push(vm_uuid.to_string());
-                    v.refs.sort();
-                    Ok(Change::Write)
-                }
-                _ => Ok(Change::Keep),
-            })
-            .await?;
-        Ok(())
-    }
-
-    pub async fn remove_ref(&self, volume: &str, vm_uuid: &str) -> Result<()> {
-        self.store
-            .change_volume(volume, |slot| match slot.as_mut() {
-                Some(v) if v.refs.iter().any(|r| r == vm_uuid) => {
-                    v.refs.retain(|r| r != vm_uuid);
+                Some(v) if v.refs.iter().any(|r| r == vm_uuid) != present => {
+                    if present {
+                        v.refs.push(vm_uuid.to_string());
+                        v.refs.sort();
+                    } else {
+                        v.refs.retain(|r| r != vm_uuid);
+                    }
                     Ok(Change::Write)
                 }
                 _ => Ok(Change::Keep),
@@ -711,7 +703,7 @@ impl VolApi {
         check_uuid(&mut errors, "vm_uuid", vm_uuid, true);
         done(errors)?;
         let v = self.get(uuid, owner).await?;
-        self.remove_ref(&v.uuid, &vm_uuid.to_ascii_lowercase())
+        self.set_ref(&v.uuid, &vm_uuid.to_ascii_lowercase(), false)
             .await
     }
 
@@ -759,7 +751,7 @@ impl VolApi {
         };
         self.store.put_reservation(&record).await?;
         // As Triton: the reserving VM counts among the refs from now on.
-        self.add_ref(&volume.uuid, &vm_uuid).await?;
+        self.set_ref(&volume.uuid, &vm_uuid, true).await?;
         Ok(record)
     }
 
@@ -797,7 +789,7 @@ impl VolApi {
                 .live_by_name(&r.owner_uuid, &r.volume_name)
                 .await?
         {
-            self.remove_ref(&v.uuid, &r.vm_uuid).await?;
+            self.set_ref(&v.uuid, &r.vm_uuid, false).await?;
         }
         Ok(())
     }

@@ -130,13 +130,10 @@ impl Store {
     }
 
     pub async fn find_volumes(&self, filter: &Filter) -> Result<Vec<VolumeRecord>> {
-        let mut found = self
-            .volumes
-            .find_values(filter, &FindOptions::limit(MAX_ROWS))
-            .await
-            .map_err(Error::moray(format!("findObjects {VOLUMES_BUCKET}")))?;
-        found.sort_by(|a, b| (a.create_timestamp, &a.uuid).cmp(&(b.create_timestamp, &b.uuid)));
-        Ok(found)
+        find_oldest_first(&self.volumes, filter, |v| {
+            (v.create_timestamp, v.uuid.clone())
+        })
+        .await
     }
 
     /// The owner's volume named `name` that is creating or ready (at most one is).
@@ -182,13 +179,10 @@ impl Store {
     }
 
     pub async fn find_reservations(&self, filter: &Filter) -> Result<Vec<ReservationRecord>> {
-        let mut found = self
-            .reservations
-            .find_values(filter, &FindOptions::limit(MAX_ROWS))
-            .await
-            .map_err(Error::moray(format!("findObjects {RESERVATIONS_BUCKET}")))?;
-        found.sort_by(|a, b| (a.create_timestamp, &a.uuid).cmp(&(b.create_timestamp, &b.uuid)));
-        Ok(found)
+        find_oldest_first(&self.reservations, filter, |r| {
+            (r.create_timestamp, r.uuid.clone())
+        })
+        .await
     }
 
     pub async fn put_reservation(&self, r: &ReservationRecord) -> Result<()> {
@@ -206,4 +200,18 @@ impl Store {
             .await
             .map_err(Error::moray(format!("delObject {RESERVATIONS_BUCKET}")))
     }
+}
+
+/// The records `filter` matches (at most [`MAX_ROWS`]), oldest first.
+async fn find_oldest_first<T: Serialize + serde::de::DeserializeOwned>(
+    bucket: &Bucket<T>,
+    filter: &Filter,
+    key: impl Fn(&T) -> (i64, String),
+) -> Result<Vec<T>> {
+    let mut found = bucket
+        .find_values(filter, &FindOptions::limit(MAX_ROWS))
+        .await
+        .map_err(Error::moray(format!("findObjects {}", bucket.name())))?;
+    found.sort_by_key(|r| key(r));
+    Ok(found)
 }

@@ -161,7 +161,7 @@ impl VolApi {
         for volume in self.store.find_volumes(&Filter::present("refs")).await? {
             for r in &volume.refs {
                 if !active.contains(r) && !reserved.contains(r) {
-                    self.remove_ref(&volume.uuid, r).await?;
+                    self.set_ref(&volume.uuid, r, false).await?;
                 }
             }
         }
@@ -184,7 +184,7 @@ impl VolApi {
             let owner = v.owner_uuid.to_ascii_lowercase();
             for name in mounted_names(v) {
                 if let Some(volume) = self.store.live_by_name(&owner, &name).await? {
-                    self.add_ref(&volume.uuid, &uuid).await?;
+                    self.set_ref(&volume.uuid, &uuid, true).await?;
                     self.drop_reservations(&owner, &name, &uuid).await?;
                 }
             }
@@ -210,7 +210,7 @@ impl VolApi {
     /// The VM leaves every volume's refs and its reservations go.
     async fn forget_vm(&self, uuid: &str) -> Result<()> {
         for volume in self.store.find_volumes(&Filter::eq("refs", uuid)).await? {
-            self.remove_ref(&volume.uuid, uuid).await?;
+            self.set_ref(&volume.uuid, uuid, false).await?;
         }
         for r in self
             .store
