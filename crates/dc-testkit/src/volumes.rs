@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use tonic::transport::Channel;
 use triton_proto::papi::v1 as papi_pb;
+use triton_proto::ufds::v1 as ufds_pb;
+use triton_proto::vmapi::v1 as vm_pb;
+use triton_proto::volapi::v1 as vol_pb;
 use triton_proto::volapi::v1::vol_api_client::VolApiClient;
 
 use crate::{ADMIN_UUID, Dc, Options, Service};
@@ -88,6 +91,69 @@ impl Dc {
     #[track_caller]
     pub fn volapi(&self) -> VolApiClient<Channel> {
         VolApiClient::new(crate::dc::grpc(self.addr(Service::Volapi)))
+    }
+
+    /// A volume as VolAPI holds it (any owner's).
+    pub async fn volume(&self, uuid: &str) -> Result<vol_pb::Volume, tonic::Status> {
+        self.volapi()
+            .get_volume(vol_pb::GetVolumeRequest {
+                uuid: uuid.into(),
+                owner_uuid: String::new(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Waits (up to 60 s) until volume `uuid` is in `state`, and gives it.
+    pub async fn wait_volume(&self, uuid: &str, state: &str) -> vol_pb::Volume {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let v = self.volume(uuid).await.expect("GetVolume");
+            if v.state == state {
+                return v;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "volume {uuid} not {state}: {v:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits (up to 60 s) until `owner` has a default (fabric) network, and gives it.
+    pub async fn default_network(&self, owner: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let a = self
+                .ufds()
+                .get_account(ufds_pb::GetAccountRequest {
+                    account: owner.to_string(),
+                })
+                .await
+                .expect("GetAccount")
+                .into_inner();
+            if !a.default_network.is_empty() {
+                return a.default_network;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no default network for {owner}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// VMs (any owner's) whose alias matches `alias` (VMAPI's filter: `*` at the ends).
+    pub async fn vms_with_alias(&self, alias: &str) -> Vec<vm_pb::Vm> {
+        self.vmapi()
+            .list_vms(vm_pb::ListVmsRequest {
+                alias: alias.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("ListVms")
+            .into_inner()
+            .vms
     }
 
     /// Stops VolAPI (waiting up to 30 s for it to end).

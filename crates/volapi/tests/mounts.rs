@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use dc_testkit::{Dc, Options, assert_error, eventually};
 use serde_json::{Value, json};
-use triton_proto::ufds::v1 as ufds;
 use triton_proto::vmapi::v1 as vm;
 use triton_proto::volapi::v1 as pb;
 
@@ -20,18 +19,7 @@ const WAIT: Duration = Duration::from_secs(60);
 /// A ready volume `name` of the seeded owner (on its default fabric network).
 async fn ready_volume(dc: &Dc, name: &str) -> pb::Volume {
     let owner = dc.seed().owner.clone();
-    eventually("the owner's default fabric network", WAIT, || async {
-        let a = dc
-            .ufds()
-            .get_account(ufds::GetAccountRequest {
-                account: owner.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        !a.default_network.is_empty()
-    })
-    .await;
+    dc.default_network(&owner).await;
     let v = dc
         .volapi()
         .create_volume(pb::CreateVolumeRequest {
@@ -42,22 +30,11 @@ async fn ready_volume(dc: &Dc, name: &str) -> pb::Volume {
         .await
         .unwrap()
         .into_inner();
-    eventually(&format!("volume {name} ready"), WAIT, || async {
-        volume(dc, &v.uuid).await.state == "ready"
-    })
-    .await;
-    volume(dc, &v.uuid).await
+    dc.wait_volume(&v.uuid, "ready").await
 }
 
 async fn volume(dc: &Dc, uuid: &str) -> pb::Volume {
-    dc.volapi()
-        .get_volume(pb::GetVolumeRequest {
-            uuid: uuid.into(),
-            owner_uuid: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
+    dc.volume(uuid).await.unwrap()
 }
 
 async fn reservations_of_job(dc: &Dc, job_uuid: &str) -> Vec<pb::VolumeReservation> {
@@ -79,18 +56,6 @@ fn mount(name: &str, mode: &str, mountpoint: &str) -> vm::VolumeMount {
         mode: mode.into(),
         mountpoint: mountpoint.into(),
     }
-}
-
-async fn vms_with_alias(dc: &Dc, alias: &str) -> Vec<vm::Vm> {
-    dc.vmapi()
-        .list_vms(vm::ListVmsRequest {
-            alias: alias.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .vms
 }
 
 /// The whole life of a mount: bad mounts and unknown volumes refused with nothing
@@ -127,7 +92,7 @@ async fn a_vm_mounts_a_ready_volume_and_refers_to_it() {
     bad.volumes = vec![mount("v1", "rw", "/a"), mount("nope", "rw", "/b")];
     let r = dc.vmapi().create_vm(bad).await;
     assert_error(r, "VolumeNotFound", &["nope"]);
-    assert!(vms_with_alias(&dc, "bad0").await.is_empty());
+    assert!(dc.vms_with_alias("bad0").await.is_empty());
 
     // A VM with two mounts of v1.
     let mut req = dc.create_request("web0");
@@ -198,14 +163,7 @@ async fn a_vm_mounts_a_ready_volume_and_refers_to_it() {
         .await
         .unwrap();
     eventually("v1 gone", WAIT, || async {
-        let r = dc
-            .volapi()
-            .get_volume(pb::GetVolumeRequest {
-                uuid: v1.uuid.clone(),
-                owner_uuid: String::new(),
-            })
-            .await;
-        matches!(r, Err(s) if s.code() == tonic::Code::NotFound)
+        matches!(dc.volume(&v1.uuid).await, Err(s) if s.code() == tonic::Code::NotFound)
     })
     .await;
     let storage = dc.vm(&v1.vm_uuid).await;
