@@ -14,11 +14,10 @@
 //! * repeat: the same number of exchanges from a list of `DHCPD_BENCH_EXCHANGES` MACs
 //!   (perfdhcp draws from it at random) after warm-up passes over the list: for dhcpd
 //!   until NAPI holds a NIC for every MAC of it, for Kea four passes (about 98% of the
-//!   list). dhcpd's DISCOVER asks NAPI for the existing NIC and CNAPI for the hostname;
-//!   its REQUEST answers from what the DISCOVER was told.
+//!   list). dhcpd answers both from the NICs it follows from NAPI's `WatchNics`.
 //!
-//! Printed per pass: 4-way exchanges/s as perfdhcp reports them, and the drops of
-//! DISCOVER-OFFER and REQUEST-ACK. perfdhcp, NAPI, CNAPI, Moray and PostgreSQL all run on
+//! Printed per pass: 4-way exchanges/s as perfdhcp reports them, the drops of
+//! DISCOVER-OFFER and REQUEST-ACK, and perfdhcp's delays (answered exchanges). perfdhcp, NAPI, CNAPI, Moray and PostgreSQL all run on
 //! this machine and take CPU from the server measured.
 
 // Benches fail by panicking, as tests do.
@@ -100,6 +99,11 @@ struct Pass {
     drops_offer: u64,
     drops_ack: u64,
     sent: u64,
+    /// DISCOVER to OFFER, answered ones: average and most, ms.
+    offer_avg_ms: f64,
+    offer_max_ms: f64,
+    /// REQUEST to ACK, average, ms.
+    ack_avg_ms: f64,
 }
 
 fn perfdhcp(net: &Net, rate: usize, exchanges: usize, clients: &[&str]) -> Pass {
@@ -143,6 +147,14 @@ fn perfdhcp(net: &Net, rate: usize, exchanges: usize, clients: &[&str]) -> Pass 
                 "ack" => pass.drops_ack = num(l) as u64,
                 _ => {}
             }
+        } else if l.starts_with("avg delay:") {
+            match section {
+                "offer" => pass.offer_avg_ms = num(l),
+                "ack" => pass.ack_avg_ms = num(l),
+                _ => {}
+            }
+        } else if l.starts_with("max delay:") && section == "offer" {
+            pass.offer_max_ms = num(l);
         } else if l.starts_with("sent packets:") && section == "offer" {
             pass.sent = num(l) as u64;
         }
@@ -152,8 +164,8 @@ fn perfdhcp(net: &Net, rate: usize, exchanges: usize, clients: &[&str]) -> Pass 
 
 fn print(server: &str, pass: &str, p: &Pass) {
     println!(
-        "| {server} | {pass} | {:.0} | {} | {} | {} |",
-        p.rate, p.sent, p.drops_offer, p.drops_ack
+        "| {server} | {pass} | {:.0} | {} | {} | {} | {:.2} | {:.2} | {:.2} |",
+        p.rate, p.sent, p.drops_offer, p.drops_ack, p.offer_avg_ms, p.offer_max_ms, p.ack_avg_ms
     );
 }
 
@@ -250,8 +262,8 @@ fn main() {
     let list = ["-M", macs.as_str()];
     println!(
         "perfdhcp -r {rate} -n {exchanges}, broadcast from a namespace on the bridge\n\n\
-         | server | pass | 4-way exchanges/s | DISCOVERs sent | drops DISCOVER-OFFER | drops REQUEST-ACK |\n\
-         |---|---|---|---|---|---|"
+         | server | pass | 4-way exchanges/s | DISCOVERs sent | drops DISCOVER-OFFER | drops REQUEST-ACK | DISCOVER-OFFER avg ms | DISCOVER-OFFER max ms | REQUEST-ACK avg ms |\n\
+         |---|---|---|---|---|---|---|---|---|"
     );
 
     runtime().block_on(async {

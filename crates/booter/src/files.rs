@@ -93,7 +93,7 @@ impl Files {
             .join(p)
             .canonicalize()
             .map_err(|_| NotServed::Missing(path.into()))?;
-        if !real.starts_with(&root) {
+        if !real.starts_with(&root) || real.starts_with(root.join(CACHE_DIR)) {
             return Err(NotServed::Outside(path.into()));
         }
         if !real.is_file() {
@@ -118,6 +118,9 @@ mod tests {
         std::fs::write(ipxe.join("undionly.kpxe"), b"u").unwrap();
         std::fs::write(dir.path().join("secret"), b"s").unwrap();
         std::os::unix::fs::symlink(dir.path().join("secret"), data.join("os/p1/link")).unwrap();
+        std::fs::create_dir_all(data.join("cache")).unwrap();
+        std::fs::write(data.join(CACHE_FILE), b"{}").unwrap();
+        std::os::unix::fs::symlink(data.join(CACHE_FILE), data.join("os/p1/cached")).unwrap();
         let f = Files::new(&data, &ipxe);
         assert_eq!(
             f.resolve("/os/p1/vmlinuz").unwrap(),
@@ -136,6 +139,9 @@ mod tests {
             "os/../../secret",
             "/os/p1/link",
             "./os/p1/vmlinuz",
+            "cache/booter.json",
+            "/cache/booter.json",
+            "/os/p1/cached",
         ] {
             assert!(
                 matches!(f.resolve(bad), Err(NotServed::Outside(_))),

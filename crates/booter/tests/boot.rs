@@ -35,6 +35,31 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, Vec<u8>) {
     (status, buf[at + 4..].to_vec())
 }
 
+/// NAPI's NIC for `mac`.
+async fn nic_of(bed: &Bed, mac: &str) -> napi_pb::Nic {
+    bed.dc
+        .napi()
+        .get_nic(napi_pb::GetNicRequest { mac: mac.into() })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// CNAPI's default boot parameters: the test platform, `console=ttyS0`, `flags`.
+async fn set_default_params(bed: &Bed, flags: &[&str]) {
+    bed.dc
+        .cnapi()
+        .set_boot_params(cnapi_pb::SetBootParamsRequest {
+            server_uuid: "default".into(),
+            platform: PLATFORM.into(),
+            kernel_args: [("console".to_string(), "ttyS0".to_string())].into(),
+            kernel_flags: flags.iter().map(|f| f.to_string()).collect(),
+            replace: true,
+        })
+        .await
+        .unwrap();
+}
+
 fn in_range(ip: &str, net: &napi_pb::Network) -> bool {
     let prefix = net.subnet.trim_end_matches("0/24");
     ip.strip_prefix(prefix)
@@ -58,13 +83,7 @@ async fn admin_clients_boot() {
     assert_eq!(got.boot_file, "undionly.kpxe");
     assert_eq!(got.server, server);
     assert_eq!(got.domain, "test.example");
-    let nic = bed
-        .dc
-        .napi()
-        .get_nic(napi_pb::GetNicRequest { mac: mac.into() })
-        .await
-        .unwrap()
-        .into_inner();
+    let nic = nic_of(&bed, mac).await;
     assert_eq!(nic.ip, got.ip);
     assert_eq!(nic.network_uuid, bed.admin_net.uuid);
     assert_eq!(nic.belongs_to_type, "server");
@@ -131,17 +150,7 @@ async fn admin_clients_boot() {
     assert!(missing.contains("no such file"), "{missing}");
 
     // iPXE's script from CNAPI's boot parameters, over HTTP and TFTP.
-    bed.dc
-        .cnapi()
-        .set_boot_params(cnapi_pb::SetBootParamsRequest {
-            server_uuid: "default".into(),
-            platform: PLATFORM.into(),
-            kernel_args: [("console".to_string(), "ttyS0".to_string())].into(),
-            kernel_flags: vec!["quiet".into()],
-            replace: true,
-        })
-        .await
-        .unwrap();
+    set_default_params(&bed, &["quiet"]).await;
     let (status, body) = http_get(bed.booter.http_addr, &format!("/boot/{mac}.ipxe")).await;
     let script = String::from_utf8(body).unwrap();
     assert_eq!(status, 200, "{script}");
@@ -210,13 +219,7 @@ async fn only_the_admin_network_is_served() {
         .into_inner();
     let c = bed.client("t1", 0, taken);
     assert_eq!(c.udhcpc(&[]), None);
-    let after = bed
-        .dc
-        .napi()
-        .get_nic(napi_pb::GetNicRequest { mac: taken.into() })
-        .await
-        .unwrap()
-        .into_inner();
+    let after = nic_of(&bed, taken).await;
     assert_eq!((after.ip, after.network_uuid), (nic.ip, nic.network_uuid));
 
     // Behind ISC dhcrelay (rack bridge below, admin bridge above, option 82 added): an
@@ -302,15 +305,7 @@ async fn only_the_admin_network_is_served() {
     let got = got.expect("a lease through the relay");
     assert!(in_range(&got.ip, &bed.rack_net), "{got:?}");
     assert_eq!(got.router, bed.rack_net.gateway);
-    let nic = bed
-        .dc
-        .napi()
-        .get_nic(napi_pb::GetNicRequest {
-            mac: "02:b1:00:00:00:0b".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let nic = nic_of(&bed, "02:b1:00:00:00:0b").await;
     assert_eq!(nic.network_uuid, bed.rack_net.uuid);
 }
 
@@ -323,17 +318,7 @@ async fn only_the_admin_network_is_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn known_macs_boot_while_napi_is_down() {
     let mut bed = Bed::start("c").await;
-    bed.dc
-        .cnapi()
-        .set_boot_params(cnapi_pb::SetBootParamsRequest {
-            server_uuid: "default".into(),
-            platform: PLATFORM.into(),
-            kernel_args: [("console".to_string(), "ttyS0".to_string())].into(),
-            kernel_flags: vec![],
-            replace: true,
-        })
-        .await
-        .unwrap();
+    set_default_params(&bed, &[]).await;
     let mac = "02:b0:00:00:0c:01";
     let c1 = bed.client("c1", 0, mac);
     let got = c1.udhcpc(&[]).expect("udhcpc gets a lease");

@@ -808,4 +808,66 @@ mod tests {
         );
         assert_eq!(prefix_mask(0), 0);
     }
+
+    fn leases(cache: &Path) -> Leases {
+        let nowhere = || Channel::from_static("http://127.0.0.1:9").connect_lazy();
+        Leases::new(nowhere(), nowhere(), "admin", "", Some(cache.to_path_buf()))
+    }
+
+    /// What is saved is what a restart answers from; a cache file that is not ours is
+    /// ignored, not fatal.
+    #[tokio::test]
+    async fn the_cache_file_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache/booter.json");
+        let mac = Mac([2, 0, 0, 0, 0, 1]);
+        let admin = AdminNet {
+            uuid: "n1".into(),
+            name: "admin".into(),
+            base: Ipv4Addr::new(10, 99, 99, 0),
+            prefix: 24,
+            nic_tag: "admin".into(),
+        };
+        let nic = |network: &str| NicRec {
+            ip: "10.99.99.100".into(),
+            netmask: "255.255.255.0".into(),
+            gateway: "10.99.99.1".into(),
+            resolvers: vec!["10.99.99.53".into()],
+            network_uuid: network.into(),
+            nic_tag: "admin".into(),
+            belongs_to_type: "server".into(),
+            belongs_to_uuid: "s1".into(),
+        };
+        let first = leases(&path);
+        {
+            let mut state = first.write();
+            let nets = AdminNets::of(std::slice::from_ref(&admin), "admin").unwrap();
+            state.networks = Some((vec![admin.clone()], Arc::new(nets)));
+            state.nics.insert(mac, nic("n1"));
+            // Not on an admin network: not kept.
+            state.nics.insert(Mac([2, 0, 0, 0, 0, 2]), nic("elsewhere"));
+            state.params.insert(
+                mac,
+                ParamsRec {
+                    platform: "p1".into(),
+                    hostname: "cn1".into(),
+                    ..Default::default()
+                },
+            );
+        }
+        first.save(&path).unwrap();
+
+        let again = leases(&path);
+        let lease = again.cached(mac).expect("the MAC from the cache file");
+        assert_eq!(lease.ip, Ipv4Addr::new(10, 99, 99, 100));
+        assert_eq!(lease.gateway, Some(Ipv4Addr::new(10, 99, 99, 1)));
+        assert_eq!(lease.hostname.as_deref(), Some("cn1"));
+        assert_eq!(again.read().nics.len(), 1);
+        assert_eq!(again.read().params[&mac].platform, "p1");
+
+        std::fs::write(&path, b"{\"nics\": 7").unwrap();
+        let bad = leases(&path);
+        assert!(bad.cached(mac).is_none());
+        assert!(bad.read().nics.is_empty());
+    }
 }

@@ -209,6 +209,30 @@ impl Bed {
     }
 }
 
+/// The lease a client's script wrote (its `env`) into `out`, under the client's names
+/// for the address, router, resolvers, boot file, server id, hostname and domain (a
+/// value in single quotes, as dhclient's, unquoted); `None` without the file.
+fn given(out: &Path, names: [&str; 7]) -> Option<Given> {
+    let env = std::fs::read_to_string(out).ok()?;
+    let get = |k: &str| {
+        env.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or("")
+            .trim_matches('\'')
+            .to_string()
+    };
+    let [ip, router, dns, boot_file, server, hostname, domain] = names.map(get);
+    Some(Given {
+        ip,
+        router,
+        dns,
+        boot_file,
+        server,
+        hostname,
+        domain,
+    })
+}
+
 /// Bytes that stand for a kernel: a few blocks of every byte value.
 pub fn kernel_bytes() -> Vec<u8> {
     (0..70_000u32).map(|i| (i * 7 % 251) as u8).collect()
@@ -285,22 +309,18 @@ impl Client {
         if !status.status.success() {
             return None;
         }
-        let env = std::fs::read_to_string(&out).ok()?;
-        let get = |k: &str| {
-            env.lines()
-                .find_map(|l| l.strip_prefix(&format!("{k}=")))
-                .unwrap_or("")
-                .to_string()
-        };
-        Some(Given {
-            ip: get("ip"),
-            router: get("router"),
-            dns: get("dns"),
-            boot_file: get("boot_file"),
-            server: get("serverid"),
-            hostname: get("hostname"),
-            domain: get("domain"),
-        })
+        given(
+            &out,
+            [
+                "ip",
+                "router",
+                "dns",
+                "boot_file",
+                "serverid",
+                "hostname",
+                "domain",
+            ],
+        )
     }
 
     /// ISC `dhclient -1` (one try); `None` when it got no lease.
@@ -339,23 +359,18 @@ impl Client {
         if !run.status.success() {
             return None;
         }
-        let env = std::fs::read_to_string(&out).ok()?;
-        let get = |k: &str| {
-            env.lines()
-                .find_map(|l| l.strip_prefix(&format!("{k}=")))
-                .unwrap_or("")
-                .trim_matches('\'')
-                .to_string()
-        };
-        Some(Given {
-            ip: get("new_ip_address"),
-            router: get("new_routers"),
-            dns: get("new_domain_name_servers"),
-            boot_file: get("new_filename"),
-            server: get("new_dhcp_server_identifier"),
-            hostname: get("new_host_name"),
-            domain: get("new_domain_name"),
-        })
+        given(
+            &out,
+            [
+                "new_ip_address",
+                "new_routers",
+                "new_domain_name_servers",
+                "new_filename",
+                "new_dhcp_server_identifier",
+                "new_host_name",
+                "new_domain_name",
+            ],
+        )
     }
 
     /// tftp-hpa's `get` of `remote` from `server` in octet mode: the file's bytes, or the
