@@ -120,6 +120,23 @@ impl Dc {
         }
     }
 
+    /// A volume `name` of the seeded owner on its default fabric network, once `ready`.
+    pub async fn ready_volume(&self, name: &str) -> vol_pb::Volume {
+        let owner = self.seed().owner.clone();
+        self.default_network(&owner).await;
+        let v = self
+            .volapi()
+            .create_volume(vol_pb::CreateVolumeRequest {
+                owner_uuid: owner,
+                name: name.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("CreateVolume")
+            .into_inner();
+        self.wait_volume(&v.uuid, "ready").await
+    }
+
     /// Waits (up to 60 s) until `owner` has a default (fabric) network, and gives it.
     pub async fn default_network(&self, owner: &str) -> String {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);

@@ -16,23 +16,6 @@ use triton_proto::volapi::v1 as pb;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// A ready volume `name` of the seeded owner (on its default fabric network).
-async fn ready_volume(dc: &Dc, name: &str) -> pb::Volume {
-    let owner = dc.seed().owner.clone();
-    dc.default_network(&owner).await;
-    let v = dc
-        .volapi()
-        .create_volume(pb::CreateVolumeRequest {
-            owner_uuid: owner,
-            name: name.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    dc.wait_volume(&v.uuid, "ready").await
-}
-
 async fn volume(dc: &Dc, uuid: &str) -> pb::Volume {
     dc.volume(uuid).await.unwrap()
 }
@@ -71,7 +54,7 @@ async fn a_vm_mounts_a_ready_volume_and_refers_to_it() {
         ..Options::vmapi()
     })
     .await;
-    let v1 = ready_volume(&dc, "v1").await;
+    let v1 = dc.ready_volume("v1").await;
     assert!(v1.filesystem_path.ends_with(":/exports/data"), "{v1:?}");
 
     // Refused at the request, nothing written.
@@ -180,7 +163,7 @@ async fn a_failed_provision_gives_its_reservations_back() {
         ..Options::vmapi()
     })
     .await;
-    let v1 = ready_volume(&dc, "v1").await;
+    let v1 = dc.ready_volume("v1").await;
 
     // No server has 1 TiB of memory: the job fails at `allocate`, after `volumes`.
     let mut req = dc.create_request("huge");

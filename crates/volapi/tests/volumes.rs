@@ -27,27 +27,8 @@ async fn dc_with(options: Options) -> (Dc, String) {
     })
     .await;
     let owner = dc.seed().owner.clone();
-    let net = default_network(&dc, &owner).await;
+    let net = dc.default_network(&owner).await;
     (dc, net)
-}
-
-async fn default_network(dc: &Dc, owner: &str) -> String {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let a = dc
-            .ufds()
-            .get_account(ufds::GetAccountRequest {
-                account: owner.to_string(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        if !a.default_network.is_empty() {
-            return a.default_network;
-        }
-        assert!(Instant::now() < deadline, "no default network for {owner}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn create(owner: &str, name: &str) -> pb::CreateVolumeRequest {
@@ -58,35 +39,9 @@ fn create(owner: &str, name: &str) -> pb::CreateVolumeRequest {
     }
 }
 
-async fn get(dc: &Dc, uuid: &str) -> Result<pb::Volume, tonic::Status> {
-    dc.volapi()
-        .get_volume(pb::GetVolumeRequest {
-            uuid: uuid.into(),
-            owner_uuid: String::new(),
-        })
-        .await
-        .map(|r| r.into_inner())
-}
-
-/// Waits until the volume is in `state` and gives it.
-async fn wait_state(dc: &Dc, uuid: &str, state: &str) -> pb::Volume {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let v = get(dc, uuid).await.unwrap();
-        if v.state == state {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "volume {uuid} not {state}: {v:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn wait_gone(dc: &Dc, uuid: &str) {
     eventually(&format!("volume {uuid} gone"), WAIT, || async move {
-        matches!(get(dc, uuid).await, Err(s) if s.code() == tonic::Code::NotFound)
+        matches!(dc.volume(uuid).await, Err(s) if s.code() == tonic::Code::NotFound)
     })
     .await;
 }
@@ -98,18 +53,6 @@ async fn all_volumes(dc: &Dc) -> Vec<pb::Volume> {
         .unwrap()
         .into_inner()
         .volumes
-}
-
-async fn vms_with_alias(dc: &Dc, alias: &str) -> Vec<vm::Vm> {
-    dc.vmapi()
-        .list_vms(vm::ListVmsRequest {
-            alias: alias.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .vms
 }
 
 /// Create: the volume is `creating`, its storage VM is made as Triton makes it (alias,
@@ -180,7 +123,7 @@ async fn create_makes_a_storage_vm_and_becomes_ready() {
     assert_eq!(images.name, "nfsserver");
     assert!(storage.tags.contains_key("role"));
 
-    let ready = wait_state(&dc, &v.uuid, "ready").await;
+    let ready = dc.wait_volume(&v.uuid, "ready").await;
     let storage = dc.vm(&v.vm_uuid).await;
     assert_eq!(storage.state, "running");
     assert_eq!(storage.nics[0].network_uuid, net);
@@ -237,7 +180,7 @@ async fn bad_input_writes_nothing() {
         .await
         .unwrap()
         .into_inner();
-    let foreign = default_network(&dc, &other.uuid).await;
+    let foreign = dc.default_network(&other.uuid).await;
     let missing = "00000000-0000-4000-8000-000000000001".to_string();
     let mut request = create(&owner, "v1");
     request.networks = vec![admin.clone(), foreign.clone(), missing.clone()];
@@ -251,7 +194,7 @@ async fn bad_input_writes_nothing() {
     assert!(m.contains(&format!("nonFabric: [{admin}]")), "{m}");
 
     assert!(all_volumes(&dc).await.is_empty());
-    assert!(vms_with_alias(&dc, "nfs-shared-volume-*").await.is_empty());
+    assert!(dc.vms_with_alias("nfs-shared-volume-*").await.is_empty());
 
     // A duplicate name of the owner: VolumeAlreadyExists, one volume and one VM.
     let v = volapi
@@ -266,7 +209,7 @@ async fn bad_input_writes_nothing() {
     request.networks = vec![foreign.clone()];
     volapi.create_volume(request).await.unwrap();
     assert_eq!(all_volumes(&dc).await.len(), 2);
-    assert_eq!(vms_with_alias(&dc, "nfs-shared-volume-*").await.len(), 2);
+    assert_eq!(dc.vms_with_alias("nfs-shared-volume-*").await.len(), 2);
     assert_eq!(net, v.networks[0]);
 
     // Two racing creates of one name: one wins.
@@ -287,17 +230,6 @@ async fn bad_input_writes_nothing() {
         .into_inner()
         .volumes;
     assert_eq!(list.len(), 1);
-}
-
-async fn ready_volume(dc: &Dc, name: &str) -> pb::Volume {
-    let owner = dc.seed().owner.clone();
-    let v = dc
-        .volapi()
-        .create_volume(create(&owner, name))
-        .await
-        .unwrap()
-        .into_inner();
-    wait_state(dc, &v.uuid, "ready").await
 }
 
 /// A VM of the seeded account mounting `volumes` (name, mountpoint) on its default
@@ -335,7 +267,7 @@ async fn reservations(dc: &Dc, name: &str) -> Vec<pb::VolumeReservation> {
 async fn wait_refs(dc: &Dc, uuid: &str, want: &[&str]) {
     let deadline = Instant::now() + WAIT;
     loop {
-        let v = get(dc, uuid).await.unwrap();
+        let v = dc.volume(uuid).await.unwrap();
         if v.refs == want {
             return;
         }
@@ -383,7 +315,7 @@ async fn wait_destroyed(dc: &Dc, vm_uuid: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn references_follow_the_vms_that_mount_a_volume() {
     let (dc, net) = dc().await;
-    let v = ready_volume(&dc, "shared").await;
+    let v = dc.ready_volume("shared").await;
 
     let job = vm_with_volumes(&dc, &net, "web0", &[("shared", "/data")]).await;
     // The reservation exists from the job's volumes step until the VM is a reference.
@@ -449,7 +381,7 @@ async fn references_follow_the_vms_that_mount_a_volume() {
     };
     let r = dc.volapi().update_volume(rename("other")).await;
     assert_error(r, "VolumeInUse", &[&job.vm_uuid]);
-    assert_eq!(get(&dc, &v.uuid).await.unwrap().state, "ready");
+    assert_eq!(dc.volume(&v.uuid).await.unwrap().state, "ready");
 
     // The VM goes: so does the reference; then the volume can be deleted.
     let del = dc
@@ -473,7 +405,7 @@ async fn references_follow_the_vms_that_mount_a_volume() {
     assert_eq!(renamed.name, "other");
     dc.volapi().update_volume(rename("shared")).await.unwrap();
     delete(&dc, &v.uuid, false).await.unwrap();
-    let state = get(&dc, &v.uuid).await.map(|v| v.state);
+    let state = dc.volume(&v.uuid).await.map(|v| v.state);
     assert!(
         matches!(state.as_deref(), Ok("deleting") | Err(_)),
         "{state:?}"
@@ -517,7 +449,7 @@ async fn a_reservation_blocks_a_delete_until_removed() {
     })
     .await;
     let owner = dc.seed().owner.clone();
-    let v = ready_volume(&dc, "held").await;
+    let v = dc.ready_volume("held").await;
     let job = ended_job(&dc, &v.vm_uuid).await;
     let waiting = uuid::Uuid::new_v4().to_string();
     let mut volapi = dc.volapi();
@@ -531,7 +463,10 @@ async fn a_reservation_blocks_a_delete_until_removed() {
         (r.volume_name.as_str(), r.job_uuid.as_str()),
         ("held", job.as_str())
     );
-    assert_eq!(get(&dc, &v.uuid).await.unwrap().refs, vec![waiting.clone()]);
+    assert_eq!(
+        dc.volume(&v.uuid).await.unwrap().refs,
+        vec![waiting.clone()]
+    );
     assert_eq!(reservations(&dc, "held").await, vec![r.clone()]);
     assert_error(
         delete(&dc, &v.uuid, false).await.map(tonic::Response::new),
@@ -555,7 +490,7 @@ async fn a_reservation_blocks_a_delete_until_removed() {
         })
         .await
         .unwrap();
-    assert!(get(&dc, &v.uuid).await.unwrap().refs.is_empty());
+    assert!(dc.volume(&v.uuid).await.unwrap().refs.is_empty());
     assert!(reservations(&dc, "held").await.is_empty());
     let again = volapi
         .remove_volume_reservation(pb::RemoveVolumeReservationRequest {
@@ -574,7 +509,7 @@ async fn a_reservation_blocks_a_delete_until_removed() {
 async fn reservations_of_ended_jobs_go() {
     let (dc, _net) = dc().await;
     let owner = dc.seed().owner.clone();
-    let v = ready_volume(&dc, "gc").await;
+    let v = dc.ready_volume("gc").await;
     let job = ended_job(&dc, &v.vm_uuid).await;
     let waiting = uuid::Uuid::new_v4().to_string();
     dc.volapi()
@@ -598,14 +533,14 @@ async fn a_failed_storage_vm_fails_the_volume_and_is_removed() {
     })
     .await;
     let owner = dc.seed().owner.clone();
-    default_network(&dc, &owner).await;
+    dc.default_network(&owner).await;
     let v = dc
         .volapi()
         .create_volume(create(&owner, "doomed"))
         .await
         .unwrap()
         .into_inner();
-    let failed = wait_state(&dc, &v.uuid, "failed").await;
+    let failed = dc.wait_volume(&v.uuid, "failed").await;
     assert!(
         failed.error.contains("storage VM failed"),
         "{}",
@@ -640,7 +575,7 @@ async fn a_failed_storage_vm_fails_the_volume_and_is_removed() {
 async fn a_restarted_volapi_loses_nothing() {
     let (mut dc, _net) = dc().await;
     let owner = dc.seed().owner.clone();
-    let gone = ready_volume(&dc, "old").await;
+    let gone = dc.ready_volume("old").await;
     let v = dc
         .volapi()
         .create_volume(create(&owner, "fresh"))
@@ -657,7 +592,7 @@ async fn a_restarted_volapi_loses_nothing() {
     }
     wait_destroyed(&dc, &gone.vm_uuid).await;
     dc.start_volapi_again().await;
-    let ready = wait_state(&dc, &v.uuid, "ready").await;
+    let ready = dc.wait_volume(&v.uuid, "ready").await;
     assert!(ready.filesystem_path.ends_with(":/exports/data"));
     wait_gone(&dc, &gone.uuid).await;
 }
