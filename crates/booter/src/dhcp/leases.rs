@@ -181,18 +181,23 @@ impl From<&cnapi_pb::BootParams> for ParamsRec {
     }
 }
 
-impl From<&ParamsRec> for cnapi_pb::BootParams {
-    fn from(p: &ParamsRec) -> cnapi_pb::BootParams {
+impl From<ParamsRec> for cnapi_pb::BootParams {
+    fn from(p: ParamsRec) -> cnapi_pb::BootParams {
+        // Every field named: one added to the record is not forgotten here.
+        let ParamsRec {
+            platform,
+            kernel_args,
+            kernel_flags,
+            server_uuid,
+            hostname,
+        } = p;
+        let kernel_args = kernel_args.into_iter().collect();
         cnapi_pb::BootParams {
-            platform: p.platform.clone(),
-            kernel_args: p
-                .kernel_args
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            kernel_flags: p.kernel_flags.clone(),
-            server_uuid: p.server_uuid.clone(),
-            hostname: p.hostname.clone(),
+            platform,
+            kernel_args,
+            kernel_flags,
+            server_uuid,
+            hostname,
         }
     }
 }
@@ -718,7 +723,7 @@ impl Leases {
                 match self.read().params.get(&mac) {
                     Some(p) => {
                         tracing::warn!(%mac, error = %s.message(), "CNAPI unreachable: the boot parameters last read");
-                        Ok(p.into())
+                        Ok(p.clone().into())
                     }
                     None => Err(s),
                 }
