@@ -42,6 +42,7 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 step "network namespaces $srv (10.77.$(($$ % 250)).1, nfsserver) and $cli (.2, volmount), one veth pair"
 net=10.77.$(($$ % 250))
@@ -160,7 +161,7 @@ done
 
 # --- on a CoaL: triton volume create -w to ready --------------------------------------------
 export COAL_DIR=${COAL_DIR:-/var/tmp/triton-coal}
-if scripts/coal status >/dev/null 2>&1; then
+if [ -d "$COAL_DIR" ] && scripts/coal status >/dev/null 2>&1; then
     eval "$(scripts/coal env)"
     times=()
     for i in $(seq 1 "$VOLUMES"); do

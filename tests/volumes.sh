@@ -188,8 +188,11 @@ other_fails_saying() { # text, triton args...
     if out=$(as_other "$@" 2>&1); then echo "    it succeeded: $out" >&2; return 1; fi
     grep -qF -- "$says" <<<"$out" || { echo "    said: $out" >&2; return 1; }
 }
-check "$other does not see the volume by id (ResourceNotFound)" \
-    other_fails_saying ResourceNotFound volume get "$vid"
+check "$other does not see the volume by name (ResourceNotFound)" \
+    other_fails_saying ResourceNotFound volume get "$v1"
+# By id node-triton prints CloudAPI's error body (any code but ResourceNotFound).
+not_by_id() { local out; out=$(as_other volume get "$vid" 2>&1); grep -q '"VolumeNotFound"' <<<"$out" && ! grep -q "$v1" <<<"$out"; }
+check "$other gets VolumeNotFound for the volume's id, nothing of it" not_by_id
 check "$other's volume list is empty" test "$(as_other volume list -j | wc -l)" = 0
 # NAPI gives a new account its default fabric from UFDS's feed.
 has_fabric() { as_other network get-default -j >/dev/null 2>&1; }
