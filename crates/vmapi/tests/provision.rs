@@ -274,6 +274,19 @@ async fn bad_requests_are_refused_naming_the_field() {
     ] {
         assert!(msg.contains(field), "{field} missing in {msg}");
     }
+    // Volumes on a VMAPI without VolAPI: refused, naming the field and why.
+    let mut req = dc.create_request("x");
+    req.volumes = vec![pb::VolumeMount {
+        name: "v1".into(),
+        mountpoint: "/data".into(),
+        ..Default::default()
+    }];
+    let (name, msg) = error_of(c.create_vm(req).await);
+    assert_eq!(name, "ValidationFailed");
+    assert!(
+        msg.contains("volumes: volumes are not available here (VMAPI has no volapi_url)"),
+        "{msg}"
+    );
     // Nothing was written.
     let all = c
         .list_vms(pb::ListVmsRequest::default())
