@@ -472,58 +472,28 @@ mod tests {
 
     #[test]
     fn volumes_refuse_each_bad_field_by_name() {
-        for (m, field, says) in [
-            (
-                mount("v1", "rw", "data"),
-                "volumes[0].mountpoint",
-                "absolute",
-            ),
-            (mount("v1", "rw", "/"), "volumes[0].mountpoint", "root"),
-            (
-                mount("v1", "rw", "/proc"),
-                "volumes[0].mountpoint",
-                "reserved",
-            ),
-            (
-                mount("v1", "rw", "/dev/x"),
-                "volumes[0].mountpoint",
-                "reserved",
-            ),
-            (
-                mount("v1", "rw", "/sys/fs"),
-                "volumes[0].mountpoint",
-                "reserved",
-            ),
-            (
-                mount("v1", "rw", "/a/../etc"),
-                "volumes[0].mountpoint",
-                "normalized",
-            ),
-            (
-                mount("v1", "rw", "/a//b"),
-                "volumes[0].mountpoint",
-                "normalized",
-            ),
-            (
-                mount("v1", "rw", "/a/"),
-                "volumes[0].mountpoint",
-                "normalized",
-            ),
-            (
-                mount("v1", "rw", "/a/./b"),
-                "volumes[0].mountpoint",
-                "normalized",
-            ),
-            (mount("v1", "rw", ""), "volumes[0].mountpoint", "required"),
-            (
-                mount("v1", "rw", "/a\nb"),
-                "volumes[0].mountpoint",
-                "control",
-            ),
-            (mount("v1", "rx", "/a"), "volumes[0].mode", "one of ro, rw"),
-            (mount("-v", "rw", "/a"), "volumes[0].name", "starting with"),
-            (mount("", "rw", "/a"), "volumes[0].name", "starting with"),
-        ] {
+        let mountpoints = [
+            ("data", "absolute"),
+            ("/", "root"),
+            ("/proc", "reserved"),
+            ("/dev/x", "reserved"),
+            ("/sys/fs", "reserved"),
+            ("/a/../etc", "normalized"),
+            ("/a//b", "normalized"),
+            ("/a/", "normalized"),
+            ("/a/./b", "normalized"),
+            ("", "required"),
+            ("/a\nb", "control"),
+        ];
+        let cases = mountpoints
+            .iter()
+            .map(|(mp, says)| (mount("v1", "rw", mp), "volumes[0].mountpoint", *says))
+            .chain([
+                (mount("v1", "rx", "/a"), "volumes[0].mode", "one of ro, rw"),
+                (mount("-v", "rw", "/a"), "volumes[0].name", "starting with"),
+                (mount("", "rw", "/a"), "volumes[0].name", "starting with"),
+            ]);
+        for (m, field, says) in cases {
             let mut c = Checker::default();
             volumes(&mut c, "joyent", std::slice::from_ref(&m));
             let e = c.finish().unwrap_err().to_string();

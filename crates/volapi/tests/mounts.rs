@@ -16,6 +16,16 @@ use triton_proto::volapi::v1 as pb;
 
 const WAIT: Duration = Duration::from_secs(60);
 
+/// A datacenter with VolAPI and default fabric networks.
+async fn dc() -> Dc {
+    Dc::start(Options {
+        volapi: true,
+        default_fabrics: true,
+        ..Options::vmapi()
+    })
+    .await
+}
+
 async fn volume(dc: &Dc, uuid: &str) -> pb::Volume {
     dc.volume(uuid).await.unwrap()
 }
@@ -48,12 +58,7 @@ fn mount(name: &str, mode: &str, mountpoint: &str) -> vm::VolumeMount {
 /// volume goes through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vm_mounts_a_ready_volume_and_refers_to_it() {
-    let dc = Dc::start(Options {
-        volapi: true,
-        default_fabrics: true,
-        ..Options::vmapi()
-    })
-    .await;
+    let dc = dc().await;
     let v1 = dc.ready_volume("v1").await;
     assert!(v1.filesystem_path.ends_with(":/exports/data"), "{v1:?}");
 
@@ -157,12 +162,7 @@ async fn a_vm_mounts_a_ready_volume_and_refers_to_it() {
 /// VM is failed, the volume has no reservation of the job and no ref.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_provision_gives_its_reservations_back() {
-    let dc = Dc::start(Options {
-        volapi: true,
-        default_fabrics: true,
-        ..Options::vmapi()
-    })
-    .await;
+    let dc = dc().await;
     let v1 = dc.ready_volume("v1").await;
 
     // No server has 1 TiB of memory: the job fails at `allocate`, after `volumes`.
