@@ -186,3 +186,40 @@ async fn a_failed_provision_gives_its_reservations_back() {
     })
     .await;
 }
+
+/// A volume still `creating` (its storage VM takes a minute to create here) is found at the
+/// request but cannot be mounted: the provision fails at `volumes` naming the volume and
+/// its state, the VM is `failed` and holds no reservation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_not_ready_fails_the_provision() {
+    let mut options = Options {
+        volapi: true,
+        default_fabrics: true,
+        ..Options::vmapi()
+    };
+    options.sim_delays.create = Duration::from_secs(60);
+    let dc = Dc::start(options).await;
+    let owner = dc.seed().owner.clone();
+    dc.default_network(&owner).await;
+    dc.volapi()
+        .create_volume(pb::CreateVolumeRequest {
+            owner_uuid: owner,
+            name: "v2".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut req = dc.create_request("early");
+    req.volumes = vec![mount("v2", "rw", "/data")];
+    let job = dc.vmapi().create_vm(req).await.unwrap().into_inner();
+    let done = dc.wait_job(&job.job_uuid).await;
+    assert_eq!(done.execution, "failed");
+    assert!(
+        done.error.starts_with("volumes: ")
+            && done.error.contains("volume v2 is creating, not ready"),
+        "{}",
+        done.error
+    );
+    assert_eq!(dc.vm(&job.vm_uuid).await.state, "failed");
+    assert!(reservations_of_job(&dc, &job.job_uuid).await.is_empty());
+}
