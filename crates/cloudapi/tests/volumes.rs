@@ -133,6 +133,17 @@ async fn volumes_through_the_cli() {
     // reachable as a machine.
     let listed = alice.json_lines(&["instance", "list", "-j"]).await;
     assert!(listed.is_empty(), "{listed:?}");
+    let storage = dc.volume(&id).await.unwrap().vm_uuid;
+    assert_eq!(dc.vm(&storage).await.owner_uuid, alice.uuid);
+    for (method, path) in [
+        ("GET", format!("/alice/machines/{storage}")),
+        ("POST", format!("/alice/machines/{storage}?action=stop")),
+        ("DELETE", format!("/alice/machines/{storage}")),
+    ] {
+        hand.send(method, &path, "")
+            .await
+            .assert_error(404, "ResourceNotFound");
+    }
 
     // list, get by name and id, list with filters (node-triton sends predicates).
     let list = alice.json_lines(&["volume", "list", "-j"]).await;
