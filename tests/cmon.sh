@@ -53,19 +53,6 @@ cmon_host=${CMON_URL#https://}
 cmon_host=${cmon_host%:*}
 step "CMon at $CMON_URL, suffix $CMON_SUFFIX; CNS at $CNS_ADDR"
 
-json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
-# Waits up to $1 s (a hang guard, not a timing check) for `${@:2}` to succeed.
-within() {
-    local secs=$1 start=$SECONDS; shift
-    while [ $((SECONDS - start)) -lt "$secs" ]; do
-        if "$@"; then
-            echo "    (after $((SECONDS - start)) s)" >&2
-            return 0
-        fi
-        sleep 1
-    done
-    return 1
-}
 
 # --- the certificates, as a tenant makes them ---------------------------------------------
 step "triton profile cmon-certgen (account $TRITON_ACCOUNT)"

@@ -26,7 +26,6 @@ coal_for_suite --linux-cns 2
 zl="$COAL_DIR/bin/coal-zlogin"
 [ -x "$zl" ] || die "$zl is missing: CoaL installs it for its linux compute nodes"
 
-json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 # Runs a shell command inside instance $1 (on whichever node holds it).
 inside() { "$zl" "$1" /bin/sh -c "$2"; }
 pings() { inside "$1" "ping -c 1 -W 2 $2" >/dev/null 2>&1; }
@@ -35,19 +34,6 @@ fetches() { # instance, ip: the other instance's httpd answers through the fabri
     got=$(inside "$1" "echo 'GET / HTTP/1.0' | nc -w 3 $2 80" 2>/dev/null) || return 1
     grep -q "hello from" <<<"$got"
 }
-# Waits up to 60 s (a hang guard, not a timing check) for `$@` to succeed; prints how long.
-within() {
-    local start=$SECONDS i
-    for i in $(seq 1 120); do
-        if "$@"; then
-            echo "    (after $((SECONDS - start)) s)" >&2
-            return 0
-        fi
-        sleep 0.5
-    done
-    return 1
-}
-not() { ! "$@"; }
 
 default_net=$(triton network get-default -j | json "d['id']")
 default_name=$(triton network get -j "$default_net" | json "d['name']")
@@ -78,33 +64,33 @@ u2=$(triton instance get -j "$a2" | json "d['id']")
 check "both have addresses on the fabric network ($ip1, $ip2)" \
     bash -c "[[ $ip1 == 192.168.* && $ip2 == 192.168.* ]]"
 
-check "a1 pings a2 across the nodes" within pings "$u1" "$ip2"
-check "a2 pings a1 across the nodes" within pings "$u2" "$ip1"
+check "a1 pings a2 across the nodes" within 60 pings "$u1" "$ip2"
+check "a2 pings a1 across the nodes" within 60 pings "$u2" "$ip1"
 # The fabric's MTU (1400 in NAPI's default fabric) less the IP and ICMP headers.
 full_ping() { inside "$1" "ping -c 1 -W 2 -s 1372 $2" >/dev/null 2>&1; }
-check "a1 pings a2 with packets of the fabric's full MTU" within full_ping "$u1" "$ip2"
-check "a1 fetches a2's HTTP" within fetches "$u1" "$ip2"
-check "a2 fetches a1's HTTP" within fetches "$u2" "$ip1"
+check "a1 pings a2 with packets of the fabric's full MTU" within 60 full_ping "$u1" "$ip2"
+check "a1 fetches a2's HTTP" within 60 fetches "$u1" "$ip2"
+check "a2 fetches a1's HTTP" within 60 fetches "$u2" "$ip1"
 
 mac2=$(triton instance nic list -j "$a2" | json "d['mac']")
 step "triton instance delete -w $a2"
 triton instance delete -f -w "$a2" >/dev/null
-check "after a2 is deleted, its address stops answering a1" within not pings "$u1" "$ip2"
+check "after a2 is deleted, its address stops answering a1" within 60 not pings "$u1" "$ip2"
 
 create "$a3" -a "instance!=$u1" --nic "ipv4_uuid=$default_net,ipv4_ips=$ip2"
 u3=$(triton instance get -j "$a3" | json "d['id']")
 mac3=$(triton instance nic list -j "$a3" | json "d['mac']")
 check "a3 took a2's address ($ip2) with another MAC ($mac2 -> $mac3)" \
     bash -c "[ '$(triton instance ip "$a3")' = '$ip2' ] && [ '$mac2' != '$mac3' ]"
-check "a1 reaches a3 on that address (no stale entry for a2)" within fetches "$u1" "$ip2"
-check "a3 pings a1" within pings "$u3" "$ip1"
+check "a1 reaches a3 on that address (no stale entry for a2)" within 60 fetches "$u1" "$ip2"
+check "a3 pings a1" within 60 pings "$u3" "$ip1"
 
 # NAT. The external network's gateway is this machine (10.88.88.2 on coal-external); the
 # host takes pings from tenant networks, nothing else (docs/security.md).
 host_ext=10.88.88.2
 check "a1 (default fabric, internet_nat) pings the host's external address through its node's NAT" \
-    within pings "$u1" "$host_ext"
-check "a3, on the other node, too" within pings "$u3" "$host_ext"
+    within 60 pings "$u1" "$host_ext"
+check "a3, on the other node, too" within 60 pings "$u3" "$host_ext"
 vlan=$(triton network get -j "$default_net" | json "d['vlan_id']")
 nonat="fab-nonat-$$"
 step "triton network create --no-nat --name $nonat (VLAN $vlan)"

@@ -19,19 +19,6 @@ export COAL_DIR=${COAL_DIR:-/var/tmp/triton-coal-pxe}
 . tests/suite.sh
 coal_for_suite --pxe-cns 1
 
-json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
-# Waits up to 120 s (a hang guard, not a timing check) for `$@` to succeed; prints how long.
-within() {
-    local start=$SECONDS i
-    for i in $(seq 1 240); do
-        if "$@"; then
-            echo "    (after $((SECONDS - start)) s)" >&2
-            return 0
-        fi
-        sleep 0.5
-    done
-    return 1
-}
 # The guest's row of `sdcadm server list`: UUID HOSTNAME ADMIN_IP SETUP STATUS.
 row() { sdcadm server list | awk -v u="$1" '$1 == u'; }
 field() { row "$1" | awk -v f="$2" '{print $f}'; }
@@ -82,5 +69,5 @@ check "it is running" test "$(triton instance get -j "$name" | json "d['state']"
 ip=$(triton instance ip "$name")
 pings() { busybox ping -c 1 -W 2 "$1" >/dev/null 2>&1; }
 fetches() { echo 'GET / HTTP/1.0' | busybox nc -w 3 "$1" 80 2>/dev/null | grep -q "hello from"; }
-check "it answers ping from this host ($ip)" within pings "$ip"
-check "its httpd answers from this host" within fetches "$ip"
+check "it answers ping from this host ($ip)" within 120 pings "$ip"
+check "its httpd answers from this host" within 120 fetches "$ip"

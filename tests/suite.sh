@@ -48,3 +48,22 @@ coal_for_suite() { # scripts/coal up options
     fi
     eval "$(scripts/coal env)"
 }
+
+# Small helpers every suite uses:
+#   json EXPR        prints EXPR of the JSON on stdin, as `d` (python3);
+#   not CMD...       succeeds when CMD fails;
+#   within SECS CMD  retries CMD every 0.5 s for up to SECS s (a hang guard, not a timing
+#                    check) and prints how long it took.
+json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+not() { ! "$@"; }
+within() {
+    local secs=$1 start=$SECONDS; shift
+    while [ $((SECONDS - start)) -lt "$secs" ]; do
+        if "$@"; then
+            echo "    (after $((SECONDS - start)) s)" >&2
+            return 0
+        fi
+        sleep 0.5
+    done
+    return 1
+}

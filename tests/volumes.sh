@@ -44,21 +44,7 @@ coal_for_suite --linux-cns 2
 zl="$COAL_DIR/bin/coal-zlogin"
 [ -x "$zl" ] || die "$zl is missing: CoaL installs it for its linux compute nodes"
 
-json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 inside() { "$zl" "$1" /bin/sh -c "$2"; }
-# Waits up to $1 s (a hang guard, not a timing check) for `${@:2}` to succeed.
-within() {
-    local secs=$1 start=$SECONDS; shift
-    while [ $((SECONDS - start)) -lt "$secs" ]; do
-        if "$@"; then
-            echo "    (after $((SECONDS - start)) s)" >&2
-            return 0
-        fi
-        sleep 1
-    done
-    return 1
-}
-not() { ! "$@"; }
 # `triton ...` must fail and say $1 on stderr.
 fails_saying() { # text, triton args...
     local says=$1 out; shift
