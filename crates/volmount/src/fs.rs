@@ -28,17 +28,15 @@ use fuser::{
     WriteFlags,
 };
 use nfs3_types::nfs3::{
-    COMMIT3args, COMMIT3res, CREATE3args, CREATE3res, FSINFO3args, FSINFO3res, FSSTAT3args,
-    FSSTAT3res, GETATTR3args, GETATTR3res, LINK3args, LINK3res, LOOKUP3args, LOOKUP3res,
-    MKDIR3args, MKDIR3res, NFS_PROGRAM, Nfs3Option, READ3args, READ3res, READDIRPLUS3args,
-    READDIRPLUS3res, READLINK3args, READLINK3res, REMOVE3args, REMOVE3res, RENAME3args, RENAME3res,
-    RMDIR3args, RMDIR3res, SETATTR3args, SETATTR3res, SYMLINK3args, SYMLINK3res, WRITE3args,
-    WRITE3res, cookieverf3, createhow3, diropargs3, fattr3, filename3, ftype3, nfs_fh3, nfspath3,
+    COMMIT3args, CREATE3args, CREATE3resok, FSINFO3args, FSSTAT3args, GETATTR3args, LINK3args,
+    LOOKUP3args, MKDIR3args, MKDIR3resok, Nfs3Option, Nfs3Result, READ3args, READDIRPLUS3args,
+    READLINK3args, REMOVE3args, RENAME3args, RMDIR3args, SETATTR3args, SYMLINK3args, SYMLINK3resok,
+    WRITE3args, cookieverf3, createhow3, diropargs3, fattr3, filename3, ftype3, nfs_fh3, nfspath3,
     nfstime3, post_op_fh3, sattr3, set_atime, set_mtime, stable_how, symlinkdata3, writeverf3,
 };
-use nfs3_types::xdr_codec::Opaque;
+use nfs3_types::xdr_codec::{Opaque, Unpack};
 
-use crate::nfs::{self, Client};
+use crate::nfs::{self, Client, Procedure};
 use crate::rpc::Cred;
 
 /// The id a server id outside the range shows as (and a caller outside it is sent as).
@@ -138,22 +136,19 @@ impl Volume {
     /// MOUNTs `export` and reads the root's attributes and the server's sizes.
     pub fn connect(client: Client, export: &str, opts: Options) -> nfs::Result<Volume> {
         let root = client.mount(export)?;
-        let attrs: GETATTR3res = client.call(
-            NFS_PROGRAM::NFSPROC3_GETATTR,
+        let attrs = client.call(
             Cred::ROOT,
             &GETATTR3args {
                 object: root.clone(),
             },
         )?;
-        let root_fileid = nfs::ok(attrs)?.obj_attributes.fileid;
-        let info: FSINFO3res = client.call(
-            NFS_PROGRAM::NFSPROC3_FSINFO,
+        let root_fileid = attrs.obj_attributes.fileid;
+        let info = client.call(
             Cred::ROOT,
             &FSINFO3args {
                 fsroot: root.clone(),
             },
         )?;
-        let info = nfs::ok(info)?;
         let size = |max: u32| if max == 0 { MAX_IO } else { max.min(MAX_IO) };
         Ok(Volume {
             client,
@@ -198,6 +193,14 @@ impl Volume {
             .get(&ino.0)
             .cloned()
             .ok_or(Errno::ESTALE)
+    }
+
+    /// An NFSv3 procedure's success, or the errno of its failure.
+    fn nfs<A: Procedure>(&self, cred: Cred, args: &A) -> Result<A::Ok, Errno>
+    where
+        Nfs3Result<A::Ok, A::Fail>: Unpack,
+    {
+        self.client.call(cred, args).map_err(err)
     }
 
     fn cred(&self, req: &Request) -> Cred {
@@ -269,32 +272,20 @@ impl Volume {
     }
 
     fn getattr_fh(&self, fh: &nfs_fh3, cred: Cred) -> Result<fattr3, Errno> {
-        let res: GETATTR3res = self
-            .client
-            .call(
-                NFS_PROGRAM::NFSPROC3_GETATTR,
-                cred,
-                &GETATTR3args { object: fh.clone() },
-            )
-            .map_err(err)?;
-        Ok(nfs::ok(res).map_err(err)?.obj_attributes)
+        let ok = self.nfs(cred, &GETATTR3args { object: fh.clone() })?;
+        Ok(ok.obj_attributes)
     }
 
     fn lookup_in(&self, dir: nfs_fh3, name: &OsStr, cred: Cred) -> Result<FileAttr, Errno> {
-        let res: LOOKUP3res = self
-            .client
-            .call(
-                NFS_PROGRAM::NFSPROC3_LOOKUP,
-                cred,
-                &LOOKUP3args {
-                    what: diropargs3 {
-                        dir,
-                        name: name3(name),
-                    },
+        let ok = self.nfs(
+            cred,
+            &LOOKUP3args {
+                what: diropargs3 {
+                    dir,
+                    name: name3(name),
                 },
-            )
-            .map_err(err)?;
-        let ok = nfs::ok(res).map_err(err)?;
+            },
+        )?;
         let attrs = match ok.obj_attributes {
             Nfs3Option::Some(a) => a,
             Nfs3Option::None => self.getattr_fh(&ok.object, cred)?,
@@ -302,17 +293,28 @@ impl Volume {
         Ok(self.remember(ok.object, &attrs))
     }
 
-    /// The new object of a CREATE, MKDIR or SYMLINK: its handle and attributes, looked
-    /// up when the reply left them out.
-    fn made(
+    /// CREATE, MKDIR or SYMLINK (`args` makes the one or the other, for the caller) of
+    /// `name` in `parent`: the new object, its handle and attributes looked up when the
+    /// reply left them out.
+    fn make<'a, A>(
         &self,
-        dir: nfs_fh3,
-        name: &OsStr,
-        fh: post_op_fh3,
-        attrs: Nfs3Option<fattr3>,
-        cred: Cred,
-    ) -> Result<FileAttr, Errno> {
-        match (fh, attrs) {
+        req: &Request,
+        parent: INodeNo,
+        name: &'a OsStr,
+        args: impl FnOnce(diropargs3<'a>, Cred) -> A,
+    ) -> Result<FileAttr, Errno>
+    where
+        A: Procedure<Ok: Made>,
+        Nfs3Result<A::Ok, A::Fail>: Unpack,
+    {
+        self.writable()?;
+        let dir = self.fh(parent)?;
+        let cred = self.cred(req);
+        let where_ = diropargs3 {
+            dir: dir.clone(),
+            name: name3(name),
+        };
+        match self.nfs(cred, &args(where_, cred))?.made() {
             (Nfs3Option::Some(fh), Nfs3Option::Some(a)) => Ok(self.remember(fh, &a)),
             (Nfs3Option::Some(fh), Nfs3Option::None) => {
                 let a = self.getattr_fh(&fh, cred)?;
@@ -340,34 +342,37 @@ impl Volume {
         umask: u32,
         flags: i32,
     ) -> Result<FileAttr, Errno> {
+        self.make(req, parent, name, |where_, cred| {
+            let mut attrs = self.new_attrs(cred, Some(mode & !umask));
+            if flags & libc::O_TRUNC != 0 {
+                attrs.size = Nfs3Option::Some(0);
+            }
+            let how = if flags & libc::O_EXCL != 0 {
+                createhow3::GUARDED(attrs)
+            } else {
+                createhow3::UNCHECKED(attrs)
+            };
+            CREATE3args { where_, how }
+        })
+    }
+
+    /// REMOVE or RMDIR (`args` makes the one or the other) of `name` in `parent`.
+    fn remove<'a, A: Procedure>(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &'a OsStr,
+        args: impl FnOnce(diropargs3<'a>) -> A,
+    ) -> Result<(), Errno>
+    where
+        Nfs3Result<A::Ok, A::Fail>: Unpack,
+    {
         self.writable()?;
-        let dir = self.fh(parent)?;
-        let cred = self.cred(req);
-        let mut attrs = self.new_attrs(cred, Some(mode & !umask));
-        if flags & libc::O_TRUNC != 0 {
-            attrs.size = Nfs3Option::Some(0);
-        }
-        let how = if flags & libc::O_EXCL != 0 {
-            createhow3::GUARDED(attrs)
-        } else {
-            createhow3::UNCHECKED(attrs)
+        let object = diropargs3 {
+            dir: self.fh(parent)?,
+            name: name3(name),
         };
-        let res: CREATE3res = self
-            .client
-            .call(
-                NFS_PROGRAM::NFSPROC3_CREATE,
-                cred,
-                &CREATE3args {
-                    where_: diropargs3 {
-                        dir: dir.clone(),
-                        name: name3(name),
-                    },
-                    how,
-                },
-            )
-            .map_err(err)?;
-        let ok = nfs::ok(res).map_err(err)?;
-        self.made(dir, name, ok.obj, ok.obj_attributes, cred)
+        self.nfs(self.cred(req), &args(object)).map(drop)
     }
 
     /// The attributes a `setattr` changes, owners mapped back to the server's ids.
@@ -408,19 +413,14 @@ impl Volume {
         self.writable()?;
         let fh = self.fh(ino)?;
         let cred = self.cred(req);
-        let res: SETATTR3res = self
-            .client
-            .call(
-                NFS_PROGRAM::NFSPROC3_SETATTR,
-                cred,
-                &SETATTR3args {
-                    object: fh.clone(),
-                    new_attributes,
-                    guard: Nfs3Option::None,
-                },
-            )
-            .map_err(err)?;
-        let ok = nfs::ok(res).map_err(err)?;
+        let ok = self.nfs(
+            cred,
+            &SETATTR3args {
+                object: fh.clone(),
+                new_attributes,
+                guard: Nfs3Option::None,
+            },
+        )?;
         let a = match ok.obj_wcc.after {
             Nfs3Option::Some(a) => a,
             Nfs3Option::None => self.getattr_fh(&fh, cred)?,
@@ -433,19 +433,14 @@ impl Volume {
         let mut out = Vec::with_capacity(size as usize);
         while out.len() < size as usize {
             let want = (size - out.len() as u32).min(self.rtmax);
-            let res: READ3res<'static> = self
-                .client
-                .call(
-                    NFS_PROGRAM::NFSPROC3_READ,
-                    cred,
-                    &READ3args {
-                        file: fh.clone(),
-                        offset: offset + out.len() as u64,
-                        count: want,
-                    },
-                )
-                .map_err(err)?;
-            let ok = nfs::ok(res).map_err(err)?;
+            let ok = self.nfs(
+                cred,
+                &READ3args {
+                    file: fh.clone(),
+                    offset: offset + out.len() as u64,
+                    count: want,
+                },
+            )?;
             let data = ok.data.as_ref();
             let n = data.len().min(want as usize);
             out.extend_from_slice(&data[..n]);
@@ -463,21 +458,16 @@ impl Volume {
         while done < data.len() {
             let end = (done + self.wtmax as usize).min(data.len());
             let chunk = &data[done..end];
-            let res: WRITE3res = self
-                .client
-                .call(
-                    NFS_PROGRAM::NFSPROC3_WRITE,
-                    cred,
-                    &WRITE3args {
-                        file: fh.clone(),
-                        offset: offset + done as u64,
-                        count: chunk.len() as u32,
-                        stable: stable_how::UNSTABLE,
-                        data: Opaque::borrowed(chunk),
-                    },
-                )
-                .map_err(err)?;
-            let ok = nfs::ok(res).map_err(err)?;
+            let ok = self.nfs(
+                cred,
+                &WRITE3args {
+                    file: fh.clone(),
+                    offset: offset + done as u64,
+                    count: chunk.len() as u32,
+                    stable: stable_how::UNSTABLE,
+                    data: Opaque::borrowed(chunk),
+                },
+            )?;
             if ok.count == 0 {
                 return Err(Errno::EIO);
             }
@@ -507,19 +497,14 @@ impl Volume {
             return Ok(());
         };
         let fh = self.fh(ino)?;
-        let res: COMMIT3res = self
-            .client
-            .call(
-                NFS_PROGRAM::NFSPROC3_COMMIT,
-                cred,
-                &COMMIT3args {
-                    file: fh,
-                    offset: 0,
-                    count: 0,
-                },
-            )
-            .map_err(err)?;
-        let ok = nfs::ok(res).map_err(err)?;
+        let ok = self.nfs(
+            cred,
+            &COMMIT3args {
+                file: fh,
+                offset: 0,
+                count: 0,
+            },
+        )?;
         if ok.verf != verf {
             tracing::error!(
                 ino = ino.0,
@@ -552,21 +537,16 @@ impl Volume {
                 .unwrap_or_default()
         };
         loop {
-            let res: READDIRPLUS3res<'static> = self
-                .client
-                .call(
-                    NFS_PROGRAM::NFSPROC3_READDIRPLUS,
-                    cred,
-                    &READDIRPLUS3args {
-                        dir: dir.clone(),
-                        cookie,
-                        cookieverf: verf,
-                        dircount: DIRCOUNT,
-                        maxcount: MAXCOUNT,
-                    },
-                )
-                .map_err(err)?;
-            let ok = nfs::ok(res).map_err(err)?;
+            let ok = self.nfs(
+                cred,
+                &READDIRPLUS3args {
+                    dir: dir.clone(),
+                    cookie,
+                    cookieverf: verf,
+                    dircount: DIRCOUNT,
+                    maxcount: MAXCOUNT,
+                },
+            )?;
             verf = ok.cookieverf;
             self.dirs
                 .lock()
@@ -596,17 +576,12 @@ impl Volume {
     }
 
     fn do_statfs(&self, req: &Request) -> Result<[u64; 5], Errno> {
-        let res: FSSTAT3res = self
-            .client
-            .call(
-                NFS_PROGRAM::NFSPROC3_FSSTAT,
-                self.cred(req),
-                &FSSTAT3args {
-                    fsroot: self.root.clone(),
-                },
-            )
-            .map_err(err)?;
-        let ok = nfs::ok(res).map_err(err)?;
+        let ok = self.nfs(
+            self.cred(req),
+            &FSSTAT3args {
+                fsroot: self.root.clone(),
+            },
+        )?;
         Ok([
             ok.tbytes / 4096,
             ok.fbytes / 4096,
@@ -616,6 +591,23 @@ impl Volume {
         ])
     }
 }
+
+/// The reply of a procedure that makes an object: its handle and attributes, if given.
+trait Made {
+    fn made(self) -> (post_op_fh3, Nfs3Option<fattr3>);
+}
+
+macro_rules! made {
+    ($($ok:ty),*) => {$(
+        impl Made for $ok {
+            fn made(self) -> (post_op_fh3, Nfs3Option<fattr3>) {
+                (self.obj, self.obj_attributes)
+            }
+        }
+    )*};
+}
+
+made!(CREATE3resok, MKDIR3resok, SYMLINK3resok);
 
 fn answer_entry(reply: ReplyEntry, result: Result<FileAttr, Errno>) {
     match result {
@@ -689,15 +681,8 @@ impl Filesystem for Volume {
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
         let result = self.fh(ino).and_then(|fh| {
-            let res: READLINK3res<'static> = self
-                .client
-                .call(
-                    NFS_PROGRAM::NFSPROC3_READLINK,
-                    self.cred(req),
-                    &READLINK3args { symlink: fh },
-                )
-                .map_err(err)?;
-            Ok(nfs::ok(res).map_err(err)?.data.0.to_vec())
+            let ok = self.nfs(self.cred(req), &READLINK3args { symlink: fh })?;
+            Ok(ok.data.0.to_vec())
         });
         match result {
             Ok(target) => reply.data(&target),
@@ -735,67 +720,25 @@ impl Filesystem for Volume {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let result = self.writable().and_then(|()| {
-            let dir = self.fh(parent)?;
-            let cred = self.cred(req);
-            let res: MKDIR3res = self
-                .client
-                .call(
-                    NFS_PROGRAM::NFSPROC3_MKDIR,
-                    cred,
-                    &MKDIR3args {
-                        where_: diropargs3 {
-                            dir: dir.clone(),
-                            name: name3(name),
-                        },
-                        attributes: self.new_attrs(cred, Some(mode & !umask)),
-                    },
-                )
-                .map_err(err)?;
-            let ok = nfs::ok(res).map_err(err)?;
-            self.made(dir, name, ok.obj, ok.obj_attributes, cred)
+        let result = self.make(req, parent, name, |where_, cred| MKDIR3args {
+            where_,
+            attributes: self.new_attrs(cred, Some(mode & !umask)),
         });
         answer_entry(reply, result);
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let result = self.writable().and_then(|()| {
-            let res: REMOVE3res = self
-                .client
-                .call(
-                    NFS_PROGRAM::NFSPROC3_REMOVE,
-                    self.cred(req),
-                    &REMOVE3args {
-                        object: diropargs3 {
-                            dir: self.fh(parent)?,
-                            name: name3(name),
-                        },
-                    },
-                )
-                .map_err(err)?;
-            nfs::ok(res).map(|_| ()).map_err(err)
-        });
-        answer_empty(reply, result);
+        answer_empty(
+            reply,
+            self.remove(req, parent, name, |object| REMOVE3args { object }),
+        );
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let result = self.writable().and_then(|()| {
-            let res: RMDIR3res = self
-                .client
-                .call(
-                    NFS_PROGRAM::NFSPROC3_RMDIR,
-                    self.cred(req),
-                    &RMDIR3args {
-                        object: diropargs3 {
-                            dir: self.fh(parent)?,
-                            name: name3(name),
-                        },
-                    },
-                )
-                .map_err(err)?;
-            nfs::ok(res).map(|_| ()).map_err(err)
-        });
-        answer_empty(reply, result);
+        answer_empty(
+            reply,
+            self.remove(req, parent, name, |object| RMDIR3args { object }),
+        );
     }
 
     fn symlink(
@@ -806,28 +749,12 @@ impl Filesystem for Volume {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let result = self.writable().and_then(|()| {
-            let dir = self.fh(parent)?;
-            let cred = self.cred(req);
-            let res: SYMLINK3res = self
-                .client
-                .call(
-                    NFS_PROGRAM::NFSPROC3_SYMLINK,
-                    cred,
-                    &SYMLINK3args {
-                        where_: diropargs3 {
-                            dir: dir.clone(),
-                            name: name3(link_name),
-                        },
-                        symlink: symlinkdata3 {
-                            symlink_attributes: self.new_attrs(cred, None),
-                            symlink_data: nfspath3(Opaque::borrowed(target.as_os_str().as_bytes())),
-                        },
-                    },
-                )
-                .map_err(err)?;
-            let ok = nfs::ok(res).map_err(err)?;
-            self.made(dir, link_name, ok.obj, ok.obj_attributes, cred)
+        let result = self.make(req, parent, link_name, |where_, cred| SYMLINK3args {
+            where_,
+            symlink: symlinkdata3 {
+                symlink_attributes: self.new_attrs(cred, None),
+                symlink_data: nfspath3(Opaque::borrowed(target.as_os_str().as_bytes())),
+            },
         });
         answer_entry(reply, result);
     }
@@ -847,24 +774,20 @@ impl Filesystem for Volume {
                 // NFSv3 has no exchange and no no-replace.
                 return Err(Errno::EINVAL);
             }
-            let res: RENAME3res = self
-                .client
-                .call(
-                    NFS_PROGRAM::NFSPROC3_RENAME,
-                    self.cred(req),
-                    &RENAME3args {
-                        from: diropargs3 {
-                            dir: self.fh(parent)?,
-                            name: name3(name),
-                        },
-                        to: diropargs3 {
-                            dir: self.fh(newparent)?,
-                            name: name3(newname),
-                        },
+            self.nfs(
+                self.cred(req),
+                &RENAME3args {
+                    from: diropargs3 {
+                        dir: self.fh(parent)?,
+                        name: name3(name),
                     },
-                )
-                .map_err(err)?;
-            nfs::ok(res).map(|_| ()).map_err(err)
+                    to: diropargs3 {
+                        dir: self.fh(newparent)?,
+                        name: name3(newname),
+                    },
+                },
+            )
+            .map(drop)
         });
         answer_empty(reply, result);
     }
@@ -881,21 +804,16 @@ impl Filesystem for Volume {
             let file = self.fh(ino)?;
             let dir = self.fh(newparent)?;
             let cred = self.cred(req);
-            let res: LINK3res = self
-                .client
-                .call(
-                    NFS_PROGRAM::NFSPROC3_LINK,
-                    cred,
-                    &LINK3args {
-                        file: file.clone(),
-                        link: diropargs3 {
-                            dir,
-                            name: name3(newname),
-                        },
+            let ok = self.nfs(
+                cred,
+                &LINK3args {
+                    file: file.clone(),
+                    link: diropargs3 {
+                        dir,
+                        name: name3(newname),
                     },
-                )
-                .map_err(err)?;
-            let ok = nfs::ok(res).map_err(err)?;
+                },
+            )?;
             let a = match ok.file_attributes {
                 Nfs3Option::Some(a) => a,
                 Nfs3Option::None => self.getattr_fh(&file, cred)?,

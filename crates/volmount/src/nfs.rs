@@ -4,7 +4,18 @@
 use std::net::SocketAddr;
 
 use nfs3_types::mount::{MOUNT_PROGRAM, dirpath};
-use nfs3_types::nfs3::{NFS_PROGRAM, Nfs3Result, nfs_fh3, nfsstat3};
+use nfs3_types::nfs3::{
+    COMMIT3args, COMMIT3resfail, COMMIT3resok, CREATE3args, CREATE3resfail, CREATE3resok,
+    FSINFO3args, FSINFO3resfail, FSINFO3resok, FSSTAT3args, FSSTAT3resfail, FSSTAT3resok,
+    GETATTR3args, GETATTR3resok, LINK3args, LINK3resfail, LINK3resok, LOOKUP3args, LOOKUP3resfail,
+    LOOKUP3resok, MKDIR3args, MKDIR3resfail, MKDIR3resok, NFS_PROGRAM, Nfs3Result, READ3args,
+    READ3resfail, READ3resok, READDIRPLUS3args, READDIRPLUS3resfail, READDIRPLUS3resok,
+    READLINK3args, READLINK3resfail, READLINK3resok, REMOVE3args, REMOVE3resfail, REMOVE3resok,
+    RENAME3args, RENAME3resfail, RENAME3resok, RMDIR3args, RMDIR3resfail, RMDIR3resok,
+    SETATTR3args, SETATTR3resfail, SETATTR3resok, SYMLINK3args, SYMLINK3resfail, SYMLINK3resok,
+    WRITE3args, WRITE3resfail, WRITE3resok, nfs_fh3, nfsstat3,
+};
+use nfs3_types::xdr_codec::Void;
 use nfs3_types::xdr_codec::{Opaque, Pack, Unpack};
 
 use crate::rpc::{Cred, RpcError, Transport};
@@ -66,12 +77,42 @@ pub fn errno_of(status: nfsstat3) -> i32 {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// An NFS result's success, or its status as the error.
-pub fn ok<T, E>(result: Nfs3Result<T, E>) -> Result<T> {
-    match result {
-        Nfs3Result::Ok(v) => Ok(v),
-        Nfs3Result::Err((status, _)) => Err(Error::Nfs(status)),
-    }
+/// An NFSv3 procedure's arguments: which procedure they are for, and what its reply
+/// carries on success and on failure.
+pub trait Procedure: Pack {
+    const PROC: NFS_PROGRAM;
+    type Ok;
+    type Fail;
+}
+
+macro_rules! procedures {
+    ($($args:ty => $proc:ident, $ok:ty, $fail:ty;)*) => {$(
+        impl Procedure for $args {
+            const PROC: NFS_PROGRAM = NFS_PROGRAM::$proc;
+            type Ok = $ok;
+            type Fail = $fail;
+        }
+    )*};
+}
+
+procedures! {
+    GETATTR3args => NFSPROC3_GETATTR, GETATTR3resok, Void;
+    SETATTR3args => NFSPROC3_SETATTR, SETATTR3resok, SETATTR3resfail;
+    LOOKUP3args<'_> => NFSPROC3_LOOKUP, LOOKUP3resok, LOOKUP3resfail;
+    READLINK3args => NFSPROC3_READLINK, READLINK3resok<'static>, READLINK3resfail;
+    READ3args => NFSPROC3_READ, READ3resok<'static>, READ3resfail;
+    WRITE3args<'_> => NFSPROC3_WRITE, WRITE3resok, WRITE3resfail;
+    CREATE3args<'_> => NFSPROC3_CREATE, CREATE3resok, CREATE3resfail;
+    MKDIR3args<'_> => NFSPROC3_MKDIR, MKDIR3resok, MKDIR3resfail;
+    SYMLINK3args<'_> => NFSPROC3_SYMLINK, SYMLINK3resok, SYMLINK3resfail;
+    REMOVE3args<'_> => NFSPROC3_REMOVE, REMOVE3resok, REMOVE3resfail;
+    RMDIR3args<'_> => NFSPROC3_RMDIR, RMDIR3resok, RMDIR3resfail;
+    RENAME3args<'_, '_> => NFSPROC3_RENAME, RENAME3resok, RENAME3resfail;
+    LINK3args<'_> => NFSPROC3_LINK, LINK3resok, LINK3resfail;
+    READDIRPLUS3args => NFSPROC3_READDIRPLUS, READDIRPLUS3resok<'static>, READDIRPLUS3resfail;
+    FSSTAT3args => NFSPROC3_FSSTAT, FSSTAT3resok, FSSTAT3resfail;
+    FSINFO3args => NFSPROC3_FSINFO, FSINFO3resok, FSINFO3resfail;
+    COMMIT3args => NFSPROC3_COMMIT, COMMIT3resok, COMMIT3resfail;
 }
 
 pub struct Client {
@@ -120,15 +161,22 @@ impl Client {
         }
     }
 
-    /// An NFSv3 procedure.
-    pub fn call<A: Pack, R: Unpack>(&self, proc: NFS_PROGRAM, cred: Cred, args: &A) -> Result<R> {
-        Ok(self.transport.call(
+    /// An NFSv3 procedure: its success, or the reply's status as the error.
+    pub fn call<A: Procedure>(&self, cred: Cred, args: &A) -> Result<A::Ok>
+    where
+        Nfs3Result<A::Ok, A::Fail>: Unpack,
+    {
+        let res: Nfs3Result<A::Ok, A::Fail> = self.transport.call(
             nfs3_types::nfs3::PROGRAM,
             nfs3_types::nfs3::VERSION,
-            proc as u32,
+            A::PROC as u32,
             cred,
             args,
-        )?)
+        )?;
+        match res {
+            Nfs3Result::Ok(v) => Ok(v),
+            Nfs3Result::Err((status, _)) => Err(Error::Nfs(status)),
+        }
     }
 }
 
