@@ -34,6 +34,14 @@ impl Server {
         Self { addr, stop, task }
     }
 
+    /// A server on `root`, a connection as root and the export's root handle.
+    async fn start_as_root(root: &Path) -> (Self, Conn, nfs_fh3) {
+        let server = Self::start(root).await;
+        let c = server.connect(0, 0).await;
+        let fh = c.root_nfs_fh3();
+        (server, c, fh)
+    }
+
     async fn stop(self) {
         self.stop.cancel();
         self.task.await.unwrap().unwrap();
@@ -69,41 +77,66 @@ fn dirop(dir: &nfs_fh3, n: &str) -> diropargs3<'static> {
     }
 }
 
+/// A reply's success, or the status it was refused with.
+fn ok<T, E>(res: Nfs3Result<T, E>) -> Result<T, nfsstat3> {
+    match res {
+        Nfs3Result::Ok(ok) => Ok(ok),
+        Nfs3Result::Err((e, _)) => Err(e),
+    }
+}
+
+async fn try_create(
+    c: &mut Conn,
+    dir: &nfs_fh3,
+    n: &str,
+    how: createhow3,
+) -> Result<CREATE3resok, nfsstat3> {
+    let args = CREATE3args {
+        where_: dirop(dir, n),
+        how,
+    };
+    ok(c.create(&args).await.unwrap())
+}
+
 async fn create(c: &mut Conn, dir: &nfs_fh3, n: &str) -> nfs_fh3 {
-    let res = c
-        .create(&CREATE3args {
-            where_: dirop(dir, n),
-            how: createhow3::GUARDED(sattr3::default()),
-        })
-        .await
-        .unwrap()
-        .unwrap();
-    res.obj.unwrap()
+    let how = createhow3::GUARDED(sattr3::default());
+    try_create(c, dir, n, how).await.unwrap().obj.unwrap()
+}
+
+async fn try_mkdir(c: &mut Conn, dir: &nfs_fh3, n: &str) -> Result<nfs_fh3, nfsstat3> {
+    let args = MKDIR3args {
+        where_: dirop(dir, n),
+        attributes: sattr3::default(),
+    };
+    ok(c.mkdir(&args).await.unwrap()).map(|res| res.obj.unwrap())
 }
 
 async fn mkdir(c: &mut Conn, dir: &nfs_fh3, n: &str) -> nfs_fh3 {
-    let res = c
-        .mkdir(&MKDIR3args {
-            where_: dirop(dir, n),
-            attributes: sattr3::default(),
-        })
-        .await
-        .unwrap()
-        .unwrap();
-    res.obj.unwrap()
+    try_mkdir(c, dir, n).await.unwrap()
+}
+
+async fn remove(c: &mut Conn, dir: &nfs_fh3, n: &str) -> Result<(), nfsstat3> {
+    let object = dirop(dir, n);
+    ok(c.remove(&REMOVE3args { object }).await.unwrap()).map(drop)
+}
+
+async fn rmdir(c: &mut Conn, dir: &nfs_fh3, n: &str) -> Result<(), nfsstat3> {
+    let object = dirop(dir, n);
+    ok(c.rmdir(&RMDIR3args { object }).await.unwrap()).map(drop)
+}
+
+async fn rename(c: &mut Conn, from: (&nfs_fh3, &str), to: (&nfs_fh3, &str)) {
+    let args = RENAME3args {
+        from: dirop(from.0, from.1),
+        to: dirop(to.0, to.1),
+    };
+    ok(c.rename(&args).await.unwrap()).unwrap();
 }
 
 async fn lookup(c: &mut Conn, dir: &nfs_fh3, n: &str) -> Result<(nfs_fh3, fattr3), nfsstat3> {
-    match c
-        .lookup(&LOOKUP3args {
-            what: dirop(dir, n),
-        })
-        .await
-        .unwrap()
-    {
-        Nfs3Result::Ok(ok) => Ok((ok.object, ok.obj_attributes.unwrap())),
-        Nfs3Result::Err((e, _)) => Err(e),
-    }
+    let what = dirop(dir, n);
+    let res = ok(c.lookup(&LOOKUP3args { what }).await.unwrap())?;
+    Ok((res.object, res.obj_attributes.unwrap()))
 }
 
 async fn write(
@@ -120,24 +153,27 @@ async fn write(
         stable,
         data: Opaque::borrowed(data),
     };
-    match c.write(&args).await.unwrap() {
-        Nfs3Result::Ok(ok) => Ok(ok),
-        Nfs3Result::Err((e, _)) => Err(e),
-    }
+    ok(c.write(&args).await.unwrap())
+}
+
+async fn read(
+    c: &mut Conn,
+    fh: &nfs_fh3,
+    offset: u64,
+    count: u32,
+) -> Result<READ3resok<'static>, nfsstat3> {
+    let args = READ3args {
+        file: fh.clone(),
+        offset,
+        count,
+    };
+    ok(c.read(&args).await.unwrap())
 }
 
 async fn read_all(c: &mut Conn, fh: &nfs_fh3) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
-        let res = c
-            .read(&READ3args {
-                file: fh.clone(),
-                offset: out.len() as u64,
-                count: 1024 * 1024,
-            })
-            .await
-            .unwrap()
-            .unwrap();
+        let res = read(c, fh, out.len() as u64, 1024 * 1024).await.unwrap();
         out.extend_from_slice(&res.data);
         if res.eof {
             return out;
@@ -147,14 +183,49 @@ async fn read_all(c: &mut Conn, fh: &nfs_fh3) -> Vec<u8> {
 }
 
 async fn getattr(c: &mut Conn, fh: &nfs_fh3) -> Result<fattr3, nfsstat3> {
-    match c
-        .getattr(&GETATTR3args { object: fh.clone() })
-        .await
-        .unwrap()
-    {
-        Nfs3Result::Ok(ok) => Ok(ok.obj_attributes),
-        Nfs3Result::Err((e, _)) => Err(e),
-    }
+    let object = fh.clone();
+    ok(c.getattr(&GETATTR3args { object }).await.unwrap()).map(|res| res.obj_attributes)
+}
+
+async fn setattr(c: &mut Conn, fh: &nfs_fh3, new_attributes: sattr3) {
+    let args = SETATTR3args {
+        object: fh.clone(),
+        new_attributes,
+        guard: Nfs3Option::None,
+    };
+    ok(c.setattr(&args).await.unwrap()).unwrap();
+}
+
+/// What ACCESS grants of all six bits.
+async fn access(c: &mut Conn, fh: &nfs_fh3) -> u32 {
+    let args = ACCESS3args {
+        object: fh.clone(),
+        access: 0x3f,
+    };
+    ok(c.access(&args).await.unwrap()).unwrap().access
+}
+
+/// One READDIR page from `cookie`: its names and cookies, and whether it is the last.
+async fn readdir(
+    c: &mut Conn,
+    dir: &nfs_fh3,
+    cookie: u64,
+    count: u32,
+) -> Result<(Vec<(String, u64)>, bool), nfsstat3> {
+    let args = READDIR3args {
+        dir: dir.clone(),
+        cookie,
+        cookieverf: cookieverf3::default(),
+        count,
+    };
+    let res = ok(c.readdir(&args).await.unwrap())?;
+    let entries = res.reply.entries.0.iter();
+    let named = entries.map(|e| named(&e.name, e.cookie)).collect();
+    Ok((named, res.reply.eof))
+}
+
+fn named(name: &filename3, cookie: u64) -> (String, u64) {
+    (String::from_utf8_lossy(name.as_ref()).into_owned(), cookie)
 }
 
 /// Every name READDIRPLUS (or READDIR) lists, a page of `count` bytes at a time.
@@ -164,7 +235,7 @@ async fn list(c: &mut Conn, dir: &nfs_fh3, count: u32, plus: bool) -> (Vec<Strin
     let mut pages = 0;
     loop {
         pages += 1;
-        let (entries, eof): (Vec<(String, u64)>, bool) = if plus {
+        let (entries, eof) = if plus {
             let r = c
                 .readdirplus(&READDIRPLUS3args {
                     dir: dir.clone(),
@@ -182,45 +253,11 @@ async fn list(c: &mut Conn, dir: &nfs_fh3, count: u32, plus: bool) -> (Vec<Strin
                     "READDIRPLUS gives a handle and attributes"
                 );
             }
-            (
-                r.reply
-                    .entries
-                    .0
-                    .iter()
-                    .map(|e| {
-                        (
-                            String::from_utf8_lossy(e.name.as_ref()).into_owned(),
-                            e.cookie,
-                        )
-                    })
-                    .collect(),
-                r.reply.eof,
-            )
+            let entries = r.reply.entries.0.iter();
+            let named = entries.map(|e| named(&e.name, e.cookie)).collect();
+            (named, r.reply.eof)
         } else {
-            let r = c
-                .readdir(&READDIR3args {
-                    dir: dir.clone(),
-                    cookie,
-                    cookieverf: cookieverf3::default(),
-                    count,
-                })
-                .await
-                .unwrap()
-                .unwrap();
-            (
-                r.reply
-                    .entries
-                    .0
-                    .iter()
-                    .map(|e| {
-                        (
-                            String::from_utf8_lossy(e.name.as_ref()).into_owned(),
-                            e.cookie,
-                        )
-                    })
-                    .collect(),
-                r.reply.eof,
-            )
+            readdir(c, dir, cookie, count).await.unwrap()
         };
         for (n, ck) in entries {
             cookie = ck;
@@ -264,9 +301,7 @@ fn world_writable_tempdir() -> tempfile::TempDir {
 #[tokio::test]
 async fn a_20_mb_file_reads_back_with_the_same_checksum() {
     let dir = tempdir();
-    let server = Server::start(dir.path()).await;
-    let mut c = server.connect(0, 0).await;
-    let root = c.root_nfs_fh3();
+    let (server, mut c, root) = Server::start_as_root(dir.path()).await;
     let fh = create(&mut c, &root, "big.bin").await;
     let data = pattern(20 * 1024 * 1024 + 123);
     let mut verf = None;
@@ -309,21 +344,13 @@ async fn a_20_mb_file_reads_back_with_the_same_checksum() {
 #[tokio::test]
 async fn rename_moves_a_file_and_its_handle_keeps_working() {
     let dir = tempdir();
-    let server = Server::start(dir.path()).await;
-    let mut c = server.connect(0, 0).await;
-    let root = c.root_nfs_fh3();
+    let (server, mut c, root) = Server::start_as_root(dir.path()).await;
     let sub = mkdir(&mut c, &root, "sub").await;
     let fh = create(&mut c, &root, "a.txt").await;
     write(&mut c, &fh, 0, b"hello", stable_how::FILE_SYNC)
         .await
         .unwrap();
-    c.rename(&RENAME3args {
-        from: dirop(&root, "a.txt"),
-        to: dirop(&sub, "b.txt"),
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    rename(&mut c, (&root, "a.txt"), (&sub, "b.txt")).await;
     assert_eq!(
         lookup(&mut c, &root, "a.txt").await.unwrap_err(),
         nfsstat3::NFS3ERR_NOENT
@@ -336,13 +363,7 @@ async fn rename_moves_a_file_and_its_handle_keeps_working() {
         b"hello"
     );
     // renaming a directory keeps what is under it reachable by the old handles
-    c.rename(&RENAME3args {
-        from: dirop(&root, "sub"),
-        to: dirop(&root, "sub2"),
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    rename(&mut c, (&root, "sub"), (&root, "sub2")).await;
     assert_eq!(read_all(&mut c, &fh).await, b"hello");
     server.stop().await;
 }
@@ -353,9 +374,7 @@ async fn readdir_pages_2000_entries_with_cookies_that_stay_valid() {
     for i in 0..2000 {
         std::fs::write(dir.path().join(format!("file-{i:04}")), b"x").unwrap();
     }
-    let server = Server::start(dir.path()).await;
-    let mut c = server.connect(0, 0).await;
-    let root = c.root_nfs_fh3();
+    let (server, mut c, root) = Server::start_as_root(dir.path()).await;
     for plus in [false, true] {
         let (mut names, pages) = list(&mut c, &root, 8192, plus).await;
         assert!(
@@ -367,68 +386,28 @@ async fn readdir_pages_2000_entries_with_cookies_that_stay_valid() {
         assert_eq!(names, want, "plus={plus}");
     }
     // removing entries between pages does not lose or repeat the others
-    let first = c
-        .readdir(&READDIR3args {
-            dir: root.clone(),
-            cookie: 0,
-            cookieverf: cookieverf3::default(),
-            count: 4096,
-        })
-        .await
-        .unwrap()
-        .unwrap();
-    let seen: Vec<(String, u64)> = first
-        .reply
-        .entries
-        .0
-        .iter()
-        .map(|e| {
-            (
-                String::from_utf8_lossy(e.name.as_ref()).into_owned(),
-                e.cookie,
-            )
-        })
-        .collect();
+    let (seen, _) = readdir(&mut c, &root, 0, 4096).await.unwrap();
     let last_cookie = seen.last().unwrap().1;
     for (n, _) in &seen {
         if n != "." && n != ".." {
-            c.remove(&REMOVE3args {
-                object: dirop(&root, n),
-            })
-            .await
-            .unwrap()
-            .unwrap();
+            remove(&mut c, &root, n).await.unwrap();
         }
     }
     for i in (0..2000).step_by(7) {
         let n = format!("file-{i:04}");
         if !seen.iter().any(|(s, _)| *s == n) {
-            c.remove(&REMOVE3args {
-                object: dirop(&root, &n),
-            })
-            .await
-            .unwrap()
-            .unwrap();
+            remove(&mut c, &root, &n).await.unwrap();
         }
     }
     let mut rest = Vec::new();
     let mut cookie = last_cookie;
     loop {
-        let r = c
-            .readdir(&READDIR3args {
-                dir: root.clone(),
-                cookie,
-                cookieverf: cookieverf3::default(),
-                count: 4096,
-            })
-            .await
-            .unwrap()
-            .unwrap();
-        for e in &r.reply.entries.0 {
-            rest.push(String::from_utf8_lossy(e.name.as_ref()).into_owned());
-            cookie = e.cookie;
+        let (entries, eof) = readdir(&mut c, &root, cookie, 4096).await.unwrap();
+        for (n, ck) in entries {
+            rest.push(n);
+            cookie = ck;
         }
-        if r.reply.eof {
+        if eof {
             break;
         }
     }
@@ -448,69 +427,32 @@ async fn readdir_pages_2000_entries_with_cookies_that_stay_valid() {
 #[tokio::test]
 async fn remove_and_rmdir_of_a_directory_that_is_not_empty() {
     let dir = tempdir();
-    let server = Server::start(dir.path()).await;
-    let mut c = server.connect(0, 0).await;
-    let root = c.root_nfs_fh3();
+    let (server, mut c, root) = Server::start_as_root(dir.path()).await;
     let d = mkdir(&mut c, &root, "d").await;
     create(&mut c, &d, "f").await;
-    let r = c
-        .rmdir(&RMDIR3args {
-            object: dirop(&root, "d"),
-        })
-        .await
-        .unwrap();
-    assert!(
-        matches!(r, Nfs3Result::Err((nfsstat3::NFS3ERR_NOTEMPTY, _))),
-        "{r:?}"
+    assert_eq!(
+        rmdir(&mut c, &root, "d").await,
+        Err(nfsstat3::NFS3ERR_NOTEMPTY)
     );
-    let r = c
-        .remove(&REMOVE3args {
-            object: dirop(&root, "d"),
-        })
-        .await
-        .unwrap();
-    assert!(
-        matches!(r, Nfs3Result::Err((nfsstat3::NFS3ERR_ISDIR, _))),
-        "{r:?}"
+    assert_eq!(
+        remove(&mut c, &root, "d").await,
+        Err(nfsstat3::NFS3ERR_ISDIR)
     );
-    let r = c
-        .mkdir(&MKDIR3args {
-            where_: dirop(&root, "d"),
-            attributes: sattr3::default(),
-        })
-        .await
-        .unwrap();
-    assert!(
-        matches!(r, Nfs3Result::Err((nfsstat3::NFS3ERR_EXIST, _))),
-        "{r:?}"
+    assert_eq!(
+        try_mkdir(&mut c, &root, "d").await.unwrap_err(),
+        nfsstat3::NFS3ERR_EXIST
     );
-    c.remove(&REMOVE3args {
-        object: dirop(&d, "f"),
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    c.rmdir(&RMDIR3args {
-        object: dirop(&root, "d"),
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    remove(&mut c, &d, "f").await.unwrap();
+    rmdir(&mut c, &root, "d").await.unwrap();
     assert!(!dir.path().join("d").exists());
     assert_eq!(
         getattr(&mut c, &d).await.unwrap_err(),
         nfsstat3::NFS3ERR_STALE,
         "a removed directory's handle is stale"
     );
-    let r = c
-        .remove(&REMOVE3args {
-            object: dirop(&root, "nothing"),
-        })
-        .await
-        .unwrap();
-    assert!(
-        matches!(r, Nfs3Result::Err((nfsstat3::NFS3ERR_NOENT, _))),
-        "{r:?}"
+    assert_eq!(
+        remove(&mut c, &root, "nothing").await,
+        Err(nfsstat3::NFS3ERR_NOENT)
     );
     server.stop().await;
 }
@@ -520,9 +462,7 @@ async fn symlinks_out_of_the_root_are_never_followed() {
     let outside = tempdir();
     std::fs::write(outside.path().join("secret"), b"outside").unwrap();
     let dir = tempdir();
-    let server = Server::start(dir.path()).await;
-    let mut c = server.connect(0, 0).await;
-    let root = c.root_nfs_fh3();
+    let (server, mut c, root) = Server::start_as_root(dir.path()).await;
     for (n, target) in [
         ("abs", outside.path().to_str().unwrap().to_string()),
         ("rel", "../../../..".to_string()),
@@ -557,42 +497,16 @@ async fn symlinks_out_of_the_root_are_never_followed() {
         // looking a name up through the link, reading it, listing it: none goes out
         let r = lookup(&mut c, &link, "secret").await.unwrap_err();
         assert_eq!(r, nfsstat3::NFS3ERR_NOTDIR);
-        let r = c
-            .read(&READ3args {
-                file: link.clone(),
-                offset: 0,
-                count: 100,
-            })
-            .await
-            .unwrap();
+        let r = read(&mut c, &link, 0, 100).await;
         assert!(
-            matches!(r, Nfs3Result::Err(_)),
+            r.is_err(),
             "reading a symlink gives an error, not its target: {r:?}"
         );
-        let r = c
-            .readdir(&READDIR3args {
-                dir: link.clone(),
-                cookie: 0,
-                cookieverf: cookieverf3::default(),
-                count: 4096,
-            })
-            .await
-            .unwrap();
-        assert!(
-            matches!(r, Nfs3Result::Err((nfsstat3::NFS3ERR_NOTDIR, _))),
-            "{r:?}"
-        );
-        let r = c
-            .create(&CREATE3args {
-                where_: dirop(&link, "planted"),
-                how: createhow3::UNCHECKED(sattr3::default()),
-            })
-            .await
-            .unwrap();
-        assert!(
-            matches!(r, Nfs3Result::Err((nfsstat3::NFS3ERR_NOTDIR, _))),
-            "{r:?}"
-        );
+        let r = readdir(&mut c, &link, 0, 4096).await;
+        assert_eq!(r.unwrap_err(), nfsstat3::NFS3ERR_NOTDIR);
+        let how = createhow3::UNCHECKED(sattr3::default());
+        let r = try_create(&mut c, &link, "planted", how).await;
+        assert_eq!(r.unwrap_err(), nfsstat3::NFS3ERR_NOTDIR);
     }
     // `..` of the root is the root
     let (up, _) = lookup(&mut c, &root, "..").await.unwrap();
@@ -609,9 +523,7 @@ async fn symlinks_out_of_the_root_are_never_followed() {
 #[tokio::test]
 async fn forged_handles_are_badhandle_or_stale() {
     let dir = tempdir();
-    let server = Server::start(dir.path()).await;
-    let mut c = server.connect(0, 0).await;
-    let root = c.root_nfs_fh3();
+    let (server, mut c, root) = Server::start_as_root(dir.path()).await;
     let f = create(&mut c, &root, "f").await;
     let junk = nfs_fh3 {
         data: Opaque::owned(vec![7u8; 33]),
@@ -650,17 +562,9 @@ async fn forged_handles_are_badhandle_or_stale() {
     }
     let r = write(&mut c, &forged, 0, b"x", stable_how::FILE_SYNC).await;
     assert_eq!(r.unwrap_err(), nfsstat3::NFS3ERR_STALE);
-    let r = c
-        .create(&CREATE3args {
-            where_: dirop(&junk, "x"),
-            how: createhow3::UNCHECKED(sattr3::default()),
-        })
-        .await
-        .unwrap();
-    assert!(
-        matches!(r, Nfs3Result::Err((nfsstat3::NFS3ERR_BADHANDLE, _))),
-        "{r:?}"
-    );
+    let how = createhow3::UNCHECKED(sattr3::default());
+    let r = try_create(&mut c, &junk, "x", how).await;
+    assert_eq!(r.unwrap_err(), nfsstat3::NFS3ERR_BADHANDLE);
     // the server still answers
     assert!(getattr(&mut c, &root).await.is_ok());
     server.stop().await;
@@ -691,9 +595,7 @@ impl Drop for Tmpfs {
 #[tokio::test]
 async fn a_full_disk_is_nospc_and_leaves_no_partial_data() {
     let (_dir, fs) = Tmpfs::mount("4m");
-    let server = Server::start(&fs.0).await;
-    let mut c = server.connect(0, 0).await;
-    let root = c.root_nfs_fh3();
+    let (server, mut c, root) = Server::start_as_root(&fs.0).await;
     let fsstat = c
         .fsstat(&FSSTAT3args {
             fsroot: root.clone(),
@@ -733,12 +635,7 @@ async fn a_full_disk_is_nospc_and_leaves_no_partial_data() {
     let back = read_all(&mut c, &fh).await;
     assert!(back.chunks(chunk.len()).all(|c| c == &chunk[..]));
     // removing the file frees the space again
-    c.remove(&REMOVE3args {
-        object: dirop(&root, "fill"),
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    remove(&mut c, &root, "fill").await.unwrap();
     let fh = create(&mut c, &root, "again").await;
     write(&mut c, &fh, 0, &chunk, stable_how::FILE_SYNC)
         .await
@@ -749,9 +646,7 @@ async fn a_full_disk_is_nospc_and_leaves_no_partial_data() {
 #[tokio::test]
 async fn handles_stay_valid_after_the_server_restarts() {
     let dir = tempdir();
-    let server = Server::start(dir.path()).await;
-    let mut c = server.connect(0, 0).await;
-    let root = c.root_nfs_fh3();
+    let (server, mut c, root) = Server::start_as_root(dir.path()).await;
     let a = mkdir(&mut c, &root, "a").await;
     let b = mkdir(&mut c, &a, "b").await;
     let f = create(&mut c, &b, "f").await;
@@ -829,19 +724,13 @@ async fn files_belong_to_the_caller_and_permissions_hold() {
         seconds: 1_600_000_000,
         nseconds: 5,
     };
-    c.setattr(&SETATTR3args {
-        object: f.clone(),
-        new_attributes: sattr3 {
-            mode: Nfs3Option::Some(0o600),
-            size: Nfs3Option::Some(10),
-            mtime: set_mtime::SET_TO_CLIENT_TIME(mtime),
-            ..Default::default()
-        },
-        guard: Nfs3Option::None,
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let changes = sattr3 {
+        mode: Nfs3Option::Some(0o600),
+        size: Nfs3Option::Some(10),
+        mtime: set_mtime::SET_TO_CLIENT_TIME(mtime),
+        ..Default::default()
+    };
+    setattr(&mut c, &f, changes).await;
     let attr = getattr(&mut c, &f).await.unwrap();
     assert_eq!((attr.mode, attr.size, attr.mtime), (0o600, 10, mtime));
     let meta = std::fs::metadata(dir.path().join("mine")).unwrap();
@@ -850,24 +739,12 @@ async fn files_belong_to_the_caller_and_permissions_hold() {
     let mut other = server.connect(5678, 5678).await;
     let r = write(&mut other, &f, 0, b"x", stable_how::FILE_SYNC).await;
     assert_eq!(r.unwrap_err(), nfsstat3::NFS3ERR_ACCES);
-    let acc = other
-        .access(&ACCESS3args {
-            object: f.clone(),
-            access: 0x3f,
-        })
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(acc.access, 0);
-    let acc = c
-        .access(&ACCESS3args {
-            object: f.clone(),
-            access: 0x3f,
-        })
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(acc.access & 0x05, 0x05, "the owner may read and modify");
+    assert_eq!(access(&mut other, &f).await, 0);
+    assert_eq!(
+        access(&mut c, &f).await & 0x05,
+        0x05,
+        "the owner may read and modify"
+    );
     // root is not squashed
     let mut root_c = server.connect(0, 0).await;
     write(&mut root_c, &f, 0, b"root", stable_how::FILE_SYNC)
@@ -904,34 +781,22 @@ async fn the_owner_writes_a_file_it_made_read_only() {
     let server = Server::start(dir.path()).await;
     let mut c = server.connect(1000, 1000).await;
     let root = c.root_nfs_fh3();
-    let res = c
-        .create(&CREATE3args {
-            where_: dirop(&root, "obj"),
-            how: createhow3::GUARDED(sattr3 {
-                mode: Nfs3Option::Some(0o444),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let how = createhow3::GUARDED(sattr3 {
+        mode: Nfs3Option::Some(0o444),
+        ..Default::default()
+    });
+    let res = try_create(&mut c, &root, "obj", how).await.unwrap();
     let fh = res.obj.unwrap();
     assert_eq!(res.obj_attributes.unwrap().mode, 0o444);
     write(&mut c, &fh, 0, b"blob", stable_how::FILE_SYNC)
         .await
         .unwrap();
     assert_eq!(read_all(&mut c, &fh).await, b"blob");
-    c.setattr(&SETATTR3args {
-        object: fh.clone(),
-        new_attributes: sattr3 {
-            size: Nfs3Option::Some(2),
-            ..Default::default()
-        },
-        guard: Nfs3Option::None,
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let changes = sattr3 {
+        size: Nfs3Option::Some(2),
+        ..Default::default()
+    };
+    setattr(&mut c, &fh, changes).await;
     assert_eq!(read_all(&mut c, &fh).await, b"bl");
     // someone else may not
     let mut other = server.connect(1001, 1001).await;
@@ -1045,9 +910,7 @@ async fn an_export_on_overlayfs_keeps_its_handles_across_restarts() {
     // as the image's init does at first boot
     let root = ov.merged.join("exports/data");
     std::fs::create_dir_all(&root).unwrap();
-    let server = Server::start(&root).await;
-    let mut c = server.connect(0, 0).await;
-    let top = c.root_nfs_fh3();
+    let (server, mut c, top) = Server::start_as_root(&root).await;
     let d = mkdir(&mut c, &top, "d").await;
     let f = create(&mut c, &d, "f").await;
     write(&mut c, &f, 0, b"on overlay", stable_how::FILE_SYNC)
