@@ -165,11 +165,85 @@ pub struct MemoryStore {
     inner: Arc<Mutex<MemoryInner>>,
 }
 
-#[derive(Default)]
 struct MemoryInner {
-    servers: BTreeMap<Uuid, (serde_json::Value, String)>,
-    reservations: BTreeMap<Uuid, (serde_json::Value, String)>,
-    boot_params: BTreeMap<String, (serde_json::Value, String)>,
+    servers: Table<Uuid>,
+    reservations: Table<Uuid>,
+    boot_params: Table<String>,
+}
+
+/// One kind of record in memory: JSON values by key, each with its etag.
+struct Table<K> {
+    /// What the records are, for errors.
+    what: &'static str,
+    rows: BTreeMap<K, (serde_json::Value, String)>,
+}
+
+impl<K: Ord> Table<K> {
+    fn new(what: &'static str) -> Self {
+        Table {
+            what,
+            rows: BTreeMap::new(),
+        }
+    }
+
+    fn get<Q, T>(&self, key: &Q) -> Result<Option<Versioned<T>>>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Ord + ?Sized,
+        T: for<'de> Deserialize<'de>,
+    {
+        self.rows
+            .get(key)
+            .map(|(v, etag)| versioned(self.what, v.clone(), etag.clone()))
+            .transpose()
+    }
+
+    /// The records whose value `matches`, decoding only those (as Moray would by an
+    /// indexed field).
+    fn find<T: for<'de> Deserialize<'de>>(
+        &self,
+        matches: impl Fn(&serde_json::Value) -> bool,
+    ) -> Result<Vec<Versioned<T>>> {
+        self.rows
+            .values()
+            .filter(|(v, _)| matches(v))
+            .map(|(v, etag)| versioned(self.what, v.clone(), etag.clone()))
+            .collect()
+    }
+
+    /// Fails with [`Error::EtagConflict`] unless `cond` holds for the record at `key`.
+    fn check<Q: Ord + ?Sized>(&self, key: &Q, cond: &Cond) -> Result<()>
+    where
+        K: std::borrow::Borrow<Q>,
+    {
+        match (cond, self.rows.get(key)) {
+            (Cond::Any, _) | (Cond::MustNotExist, None) => Ok(()),
+            (Cond::Is(want), Some((_, have))) if want == have => Ok(()),
+            _ => Err(Error::EtagConflict),
+        }
+    }
+
+    /// Writes `value` at `key` under a new etag, which it answers; [`Table::check`] first.
+    fn put(&mut self, key: K, value: serde_json::Value, cond: &Cond) -> Result<String> {
+        self.check(&key, cond)?;
+        Ok(self.insert(key, value))
+    }
+
+    fn insert(&mut self, key: K, value: serde_json::Value) -> String {
+        let etag = Uuid::new_v4().simple().to_string();
+        self.rows.insert(key, (value, etag.clone()));
+        etag
+    }
+}
+
+impl Default for MemoryInner {
+    fn default() -> Self {
+        MemoryInner {
+            servers: Table::new("server"),
+            reservations: Table::new("reservations"),
+            boot_params: Table::new("boot params"),
+        }
+    }
 }
 
 impl MemoryStore {
@@ -178,73 +252,40 @@ impl MemoryStore {
     }
 }
 
-fn check(current: Option<&String>, cond: &Cond) -> Result<()> {
-    match (cond, current) {
-        (Cond::Any, _) | (Cond::MustNotExist, None) => Ok(()),
-        (Cond::Is(want), Some(have)) if want == have => Ok(()),
-        _ => Err(Error::EtagConflict),
-    }
-}
-
 impl Store for MemoryStore {
     async fn get_server(&self, uuid: Uuid) -> Result<Option<Versioned<ServerRecord>>> {
-        let found = self.lock().servers.get(&uuid).cloned();
-        found
-            .map(|(v, etag)| versioned("server", v, etag))
-            .transpose()
+        self.lock().servers.get(&uuid)
     }
 
     async fn list_servers(&self) -> Result<Vec<Versioned<ServerRecord>>> {
-        let all: Vec<_> = self.lock().servers.values().cloned().collect();
-        all.into_iter()
-            .map(|(v, etag)| versioned("server", v, etag))
-            .collect()
+        self.lock().servers.find(|_| true)
     }
 
     async fn put_server(&self, server: &ServerRecord, cond: Cond) -> Result<String> {
         let value = to_json("server", server)?;
-        let mut inner = self.lock();
-        check(inner.servers.get(&server.uuid).map(|(_, e)| e), &cond)?;
-        let etag = Uuid::new_v4().simple().to_string();
-        inner.servers.insert(server.uuid, (value, etag.clone()));
-        Ok(etag)
+        self.lock().servers.put(server.uuid, value, &cond)
     }
 
     async fn delete_server(&self, uuid: Uuid) -> Result<bool> {
-        Ok(self.lock().servers.remove(&uuid).is_some())
+        Ok(self.lock().servers.rows.remove(&uuid).is_some())
     }
 
     async fn list_reservations(&self) -> Result<Vec<Versioned<ReservationDoc>>> {
-        let all: Vec<_> = self.lock().reservations.values().cloned().collect();
-        all.into_iter()
-            .map(|(v, etag)| versioned("reservations", v, etag))
-            .collect()
+        self.lock().reservations.find(|_| true)
     }
 
     async fn put_reservations(&self, doc: &ReservationDoc, cond: Cond) -> Result<String> {
         let value = reservations_json(doc)?;
-        let mut inner = self.lock();
-        check(
-            inner.reservations.get(&doc.server_uuid).map(|(_, e)| e),
-            &cond,
-        )?;
-        let etag = Uuid::new_v4().simple().to_string();
-        inner
-            .reservations
-            .insert(doc.server_uuid, (value, etag.clone()));
-        Ok(etag)
+        self.lock().reservations.put(doc.server_uuid, value, &cond)
     }
 
     async fn delete_reservations(&self, server: Uuid) -> Result<()> {
-        self.lock().reservations.remove(&server);
+        self.lock().reservations.rows.remove(&server);
         Ok(())
     }
 
     async fn get_reservations(&self, server: Uuid) -> Result<Option<Versioned<ReservationDoc>>> {
-        let found = self.lock().reservations.get(&server).cloned();
-        found
-            .map(|(v, etag)| versioned("reservations", v, etag))
-            .transpose()
+        self.lock().reservations.get(&server)
     }
 
     async fn put_reservations_batch(&self, docs: &[(ReservationDoc, Cond)]) -> Result<Vec<String>> {
@@ -254,46 +295,25 @@ impl Store for MemoryStore {
             .collect::<Result<Vec<_>>>()?;
         let mut inner = self.lock();
         for (doc, cond) in docs {
-            check(
-                inner.reservations.get(&doc.server_uuid).map(|(_, e)| e),
-                cond,
-            )?;
+            inner.reservations.check(&doc.server_uuid, cond)?;
         }
-        let mut etags = Vec::with_capacity(docs.len());
-        for ((doc, _), value) in docs.iter().zip(values) {
-            let etag = Uuid::new_v4().simple().to_string();
-            inner
-                .reservations
-                .insert(doc.server_uuid, (value, etag.clone()));
-            etags.push(etag);
-        }
-        Ok(etags)
+        Ok(docs
+            .iter()
+            .zip(values)
+            .map(|((doc, _), value)| inner.reservations.insert(doc.server_uuid, value))
+            .collect())
     }
 
     async fn find_reservations_of(&self, vm_uuid: &str) -> Result<Vec<Versioned<ReservationDoc>>> {
-        // As Moray would: by the indexed field, decoding only the matches.
-        let matches: Vec<_> = self
-            .lock()
-            .reservations
-            .values()
-            .filter(|(v, _)| {
-                v.get("vm_uuids")
-                    .and_then(|u| u.as_array())
-                    .is_some_and(|u| u.iter().any(|u| u.as_str() == Some(vm_uuid)))
-            })
-            .cloned()
-            .collect();
-        matches
-            .into_iter()
-            .map(|(v, etag)| versioned("reservations", v, etag))
-            .collect()
+        self.lock().reservations.find(|v| {
+            v.get("vm_uuids")
+                .and_then(|u| u.as_array())
+                .is_some_and(|u| u.iter().any(|u| u.as_str() == Some(vm_uuid)))
+        })
     }
 
     async fn get_boot_params(&self, key: &str) -> Result<Option<Versioned<BootParamsRecord>>> {
-        let found = self.lock().boot_params.get(key).cloned();
-        found
-            .map(|(v, etag)| versioned("boot params", v, etag))
-            .transpose()
+        self.lock().boot_params.get(key)
     }
 
     async fn put_boot_params(
@@ -303,13 +323,7 @@ impl Store for MemoryStore {
         cond: Cond,
     ) -> Result<String> {
         let value = to_json("boot params", record)?;
-        let mut inner = self.lock();
-        check(inner.boot_params.get(key).map(|(_, e)| e), &cond)?;
-        let etag = Uuid::new_v4().simple().to_string();
-        inner
-            .boot_params
-            .insert(key.to_string(), (value, etag.clone()));
-        Ok(etag)
+        self.lock().boot_params.put(key.to_string(), value, &cond)
     }
 }
 
