@@ -47,7 +47,7 @@
 //! `trusted.overlay.*` attributes; the kernel creates each file in the upper layer with
 //! the creating process's host ids (`base + n`).
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -317,6 +317,16 @@ fn check(rc: libc::c_int, step: &[u8]) -> std::io::Result<()> {
     if rc < 0 { Err(fail(step)) } else { Ok(()) }
 }
 
+/// [`check`], but `ENOENT` (the kernel has no such entry, or the image no such
+/// directory) is no failure.
+fn check_unless_absent(rc: libc::c_int, step: &[u8]) -> std::io::Result<()> {
+    if rc < 0 && errno() != Some(libc::ENOENT) {
+        Err(fail(step))
+    } else {
+        Ok(())
+    }
+}
+
 fn errno() -> Option<i32> {
     std::io::Error::last_os_error().raw_os_error()
 }
@@ -345,15 +355,14 @@ unsafe fn write_file(path: &std::ffi::CStr, value: &[u8], step: &[u8]) -> std::i
 /// # Safety
 /// Raw system calls only: callable between fork and exec.
 unsafe fn bind_read_only(source: &std::ffi::CStr, target: &std::ffi::CStr) -> std::io::Result<()> {
-    let null = std::ptr::null::<libc::c_char>();
     // SAFETY: mount(2) with NUL-terminated strings.
     unsafe {
-        if libc::mount(
-            source.as_ptr(),
-            target.as_ptr(),
-            null,
+        if mount(
+            Some(source),
+            target,
+            None,
             libc::MS_BIND | libc::MS_REC,
-            std::ptr::null(),
+            None,
         ) < 0
         {
             if errno() == Some(libc::ENOENT) {
@@ -362,17 +371,17 @@ unsafe fn bind_read_only(source: &std::ffi::CStr, target: &std::ffi::CStr) -> st
             return Err(fail(b"bind a /proc entry"));
         }
         check(
-            libc::mount(
-                null,
-                target.as_ptr(),
-                null,
+            mount(
+                None,
+                target,
+                None,
                 libc::MS_BIND
                     | libc::MS_REMOUNT
                     | libc::MS_RDONLY
                     | libc::MS_NOSUID
                     | libc::MS_NODEV
                     | libc::MS_NOEXEC,
-                std::ptr::null(),
+                None,
             ),
             b"make a /proc entry read-only",
         )
@@ -382,7 +391,6 @@ unsafe fn bind_read_only(source: &std::ffi::CStr, target: &std::ffi::CStr) -> st
 /// The child's side: see the module documentation. It is pid 1 of the new PID
 /// namespace already, so the /proc it mounts is that namespace's.
 fn enter(p: &Prepared) -> std::io::Result<()> {
-    let null = std::ptr::null::<libc::c_char>();
     // SAFETY (whole block): plain system calls on NUL-terminated strings, buffers and
     // descriptors that `Prepared` owns and that outlive the calls.
     unsafe {
@@ -393,47 +401,34 @@ fn enter(p: &Prepared) -> std::io::Result<()> {
         )?;
         check(libc::unshare(libc::CLONE_NEWNS), b"unshare(mount)")?;
         check(
-            libc::mount(
-                null,
-                c"/".as_ptr(),
-                null,
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            ),
+            mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None),
             b"make / private",
         )?;
         check(
-            libc::syscall(
-                libc::SYS_move_mount,
-                p.lower_tree.as_raw_fd(),
-                c"".as_ptr(),
-                libc::AT_FDCWD,
-                p.lower_mount.as_ptr(),
-                MOVE_MOUNT_F_EMPTY_PATH,
-            ) as libc::c_int,
+            move_mount(&p.lower_tree, &p.lower_mount),
             b"attach the idmapped image",
         )?;
         // The overlay is a mount point of its own, which is what pivot_root asks of the
         // new root (no bind mount of the root onto itself is needed).
         check(
-            libc::mount(
-                c"overlay".as_ptr(),
-                p.root_mount.as_ptr(),
-                c"overlay".as_ptr(),
+            mount(
+                Some(c"overlay"),
+                &p.root_mount,
+                Some(c"overlay"),
                 libc::MS_NOSUID | libc::MS_NODEV,
-                p.overlay_opts.as_ptr().cast(),
+                Some(&p.overlay_opts),
             ),
             b"mount overlay",
         )?;
         // /dev: no node but the bind mounts below works (nodev), and root inside cannot
         // make one anyway (mknod of a device takes CAP_MKNOD on the host).
         check(
-            libc::mount(
-                c"tmpfs".as_ptr(),
-                p.dev.as_ptr(),
-                c"tmpfs".as_ptr(),
+            mount(
+                Some(c"tmpfs"),
+                &p.dev,
+                Some(c"tmpfs"),
                 libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_STRICTATIME,
-                p.dev_opts.as_ptr().cast(),
+                Some(&p.dev_opts),
             ),
             b"mount /dev",
         )?;
@@ -446,35 +441,29 @@ fn enter(p: &Prepared) -> std::io::Result<()> {
             check(fd, b"create device node")?;
             libc::close(fd);
             check(
-                libc::mount(
-                    src.as_ptr(),
-                    dst.as_ptr(),
-                    null,
-                    libc::MS_BIND,
-                    std::ptr::null(),
-                ),
+                mount(Some(src), dst, None, libc::MS_BIND, None),
                 b"bind device node",
             )?;
         }
         check(libc::mkdir(p.shm.as_ptr(), 0o1777), b"mkdir /dev/shm")?;
         check(
-            libc::mount(
-                c"shm".as_ptr(),
-                p.shm.as_ptr(),
-                c"tmpfs".as_ptr(),
+            mount(
+                Some(c"shm"),
+                &p.shm,
+                Some(c"tmpfs"),
                 libc::MS_NOSUID | libc::MS_NODEV,
-                p.shm_opts.as_ptr().cast(),
+                Some(&p.shm_opts),
             ),
             b"mount /dev/shm",
         )?;
         check(libc::mkdir(p.pts.as_ptr(), 0o755), b"mkdir /dev/pts")?;
         check(
-            libc::mount(
-                c"devpts".as_ptr(),
-                p.pts.as_ptr(),
-                c"devpts".as_ptr(),
+            mount(
+                Some(c"devpts"),
+                &p.pts,
+                Some(c"devpts"),
                 libc::MS_NOSUID | libc::MS_NOEXEC,
-                c"newinstance,ptmxmode=0666,mode=0620".as_ptr().cast(),
+                Some(c"newinstance,ptmxmode=0666,mode=0620"),
             ),
             b"mount /dev/pts",
         )?;
@@ -483,12 +472,12 @@ fn enter(p: &Prepared) -> std::io::Result<()> {
             b"link /dev/ptmx",
         )?;
         check(
-            libc::mount(
-                c"proc".as_ptr(),
-                p.proc.as_ptr(),
-                c"proc".as_ptr(),
+            mount(
+                Some(c"proc"),
+                &p.proc,
+                Some(c"proc"),
                 libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                std::ptr::null(),
+                None,
             ),
             b"mount /proc",
         )?;
@@ -496,53 +485,37 @@ fn enter(p: &Prepared) -> std::io::Result<()> {
             bind_read_only(entry, entry)?;
         }
         for entry in &p.proc_masked_files {
-            let rc = libc::mount(
-                c"/dev/null".as_ptr(),
-                entry.as_ptr(),
-                null,
-                libc::MS_BIND,
-                std::ptr::null(),
-            );
-            if rc < 0 && errno() != Some(libc::ENOENT) {
-                return Err(fail(b"mask a /proc file"));
-            }
+            check_unless_absent(
+                mount(Some(c"/dev/null"), entry, None, libc::MS_BIND, None),
+                b"mask a /proc file",
+            )?;
         }
         for entry in &p.proc_masked_dirs {
-            let rc = libc::mount(
-                c"tmpfs".as_ptr(),
-                entry.as_ptr(),
-                c"tmpfs".as_ptr(),
-                libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                c"size=0".as_ptr().cast(),
-            );
-            if rc < 0 && errno() != Some(libc::ENOENT) {
-                return Err(fail(b"mask a /proc directory"));
-            }
+            check_unless_absent(
+                mount(
+                    Some(c"tmpfs"),
+                    entry,
+                    Some(c"tmpfs"),
+                    libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    Some(c"size=0"),
+                ),
+                b"mask a /proc directory",
+            )?;
         }
         // /sys is optional: an image without the directory gets none.
-        let rc = libc::mount(
-            c"sysfs".as_ptr(),
-            p.sys.as_ptr(),
-            c"sysfs".as_ptr(),
-            libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-            std::ptr::null(),
-        );
-        if rc < 0 && errno() != Some(libc::ENOENT) {
-            return Err(fail(b"mount /sys"));
-        }
+        check_unless_absent(
+            mount(
+                Some(c"sysfs"),
+                &p.sys,
+                Some(c"sysfs"),
+                libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                None,
+            ),
+            b"mount /sys",
+        )?;
         // The volumes, on mountpoints the agent made as directories of the disk.
         for (tree, target) in &p.volumes {
-            check(
-                libc::syscall(
-                    libc::SYS_move_mount,
-                    tree.as_raw_fd(),
-                    c"".as_ptr(),
-                    libc::AT_FDCWD,
-                    target.as_ptr(),
-                    MOVE_MOUNT_F_EMPTY_PATH,
-                ) as libc::c_int,
-                b"attach a volume",
-            )?;
+            check(move_mount(tree, target), b"attach a volume")?;
         }
         // "0" is the writing process itself, whatever PID namespace it is in.
         for file in &p.procs {
@@ -575,6 +548,49 @@ fn enter(p: &Prepared) -> std::io::Result<()> {
         })?;
     }
     Ok(())
+}
+
+/// mount(2) with C strings, `None` for a null pointer.
+///
+/// # Safety
+/// A raw system call only: callable between fork and exec.
+unsafe fn mount(
+    source: Option<&CStr>,
+    target: &CStr,
+    fstype: Option<&CStr>,
+    flags: libc::c_ulong,
+    data: Option<&CStr>,
+) -> libc::c_int {
+    let ptr = |s: Option<&CStr>| s.map_or(std::ptr::null(), CStr::as_ptr);
+    // SAFETY: NUL-terminated strings or null pointers, as mount(2) takes them.
+    unsafe {
+        libc::mount(
+            ptr(source),
+            target.as_ptr(),
+            ptr(fstype),
+            flags,
+            ptr(data).cast(),
+        )
+    }
+}
+
+/// move_mount(2) of the detached mount `tree` (an open_tree(2) or fsmount(2) descriptor)
+/// onto `target`.
+///
+/// # Safety
+/// A raw system call only: callable between fork and exec.
+unsafe fn move_mount(tree: &OwnedFd, target: &CStr) -> libc::c_int {
+    // SAFETY: a descriptor we hold and NUL-terminated paths.
+    unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        ) as libc::c_int
+    }
 }
 
 /// linux/mount.h.
