@@ -167,6 +167,16 @@ impl NapiRpc for NapiService {
         ok(nic(self.app.create_nic(r.into_inner()).await?))
     }
 
+    async fn create_nics(
+        &self,
+        r: Request<proto::CreateNicsRequest>,
+    ) -> R<proto::CreateNicsResponse> {
+        let made = self.app.create_nics(r.into_inner().nics).await?;
+        ok(proto::CreateNicsResponse {
+            nics: made.into_iter().map(nic).collect(),
+        })
+    }
+
     async fn get_nic(&self, r: Request<proto::GetNicRequest>) -> R<proto::Nic> {
         ok(nic(self.app.get_nic(&r.into_inner().mac).await?))
     }

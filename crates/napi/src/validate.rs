@@ -68,6 +68,18 @@ impl Checks {
         self.errors.is_empty()
     }
 
+    /// What failed, each error's field named `<prefix><field>` (`nics[3].` for an entry
+    /// of a batch).
+    pub fn into_errors(self, prefix: &str) -> Vec<FieldError> {
+        self.errors
+            .into_iter()
+            .map(|e| FieldError {
+                field: format!("{prefix}{}", e.field),
+                ..e
+            })
+            .collect()
+    }
+
     /// `Ok` when nothing failed.
     pub fn finish(self) -> Result<(), Error> {
         if self.errors.is_empty() {

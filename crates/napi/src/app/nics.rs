@@ -1,5 +1,7 @@
 //! NICs: provisioning (MAC and IP), reads, updates and deletes.
 
+use std::collections::HashMap;
+
 use moray_client::typed::RetryPolicy;
 use moray_client::{EtagCondition, FindOptions};
 use triton_proto::napi::v1 as proto;
@@ -8,7 +10,7 @@ use crate::error::{Error, FieldError, Result, StoreError};
 use crate::ip;
 use crate::mac;
 use crate::model::{IpRecord, Network, NetworkPool, Nic, Provisionable};
-use crate::store::{self, Conflict, IPS, NETWORK_POOLS, NETWORKS, NICS, Stored};
+use crate::store::{self, Conflict, IPS, NETWORK_POOLS, NETWORKS, NICS, Store, Stored};
 use crate::validate::{self, Checks};
 use moray_client::filter::Filter;
 
@@ -18,6 +20,125 @@ impl Napi {
     #[tracing::instrument(skip_all, fields(network_uuid = req.network_uuid.as_deref().unwrap_or(""), owner_uuid = %req.owner_uuid, belongs_to_uuid = %req.belongs_to_uuid))]
     pub async fn create_nic(&self, req: proto::CreateNicRequest) -> Result<(Nic, Option<Network>)> {
         let mut c = Checks::new();
+        let plan = self.plan(&req, &mut c, &mut Lookups::default()).await?;
+        c.finish()?;
+        let Some(plan) = plan else {
+            return Err(Error::invalid("nic", "invalid"));
+        };
+        let Some(pool) = plan.pool else {
+            let one = Provision {
+                nic: plan.nic,
+                network: plan.targets.into_iter().next_back(),
+                requested_ip: plan.requested_ip,
+                given_mac: plan.given_mac,
+            };
+            return self.provision(vec![one], false).await.map(one_of);
+        };
+        for network in plan.targets {
+            let one = Provision {
+                nic: plan.nic.clone(),
+                network: Some(network),
+                requested_ip: None,
+                given_mac: plan.given_mac,
+            };
+            match self.provision(vec![one], false).await {
+                Err(Error::SubnetFull { what }) => {
+                    tracing::debug!(pool = %pool.uuid, %what, "pool network full; trying the next");
+                }
+                other => return other.map(one_of),
+            }
+        }
+        Err(Error::SubnetFull {
+            what: format!("network pool {} (all its networks are full)", pool.uuid),
+        })
+    }
+
+    /// Many NICs in one transaction: each entry checked as [`Napi::create_nic`] checks
+    /// it (its errors named `nics[i].<field>`), then every address allocated and every
+    /// NIC and IP record written in one Moray batch. All or nothing: any bad entry, a
+    /// taken MAC or IP, or a network without enough free addresses fails the whole call
+    /// and writes nothing. A network pool and `primary` are refused (CreateNic takes
+    /// them: a pool tries its networks one after the other, `primary` rewrites the
+    /// owner's other NICs).
+    #[tracing::instrument(skip_all, fields(nics = reqs.len()))]
+    pub async fn create_nics(
+        &self,
+        reqs: Vec<proto::CreateNicRequest>,
+    ) -> Result<Vec<(Nic, Option<Network>)>> {
+        if reqs.is_empty() {
+            return Err(Error::InvalidParameters(vec![FieldError::missing("nics")]));
+        }
+        if reqs.len() > MAX_CREATE_NICS {
+            return Err(Error::invalid(
+                "nics",
+                format!(
+                    "at most {MAX_CREATE_NICS} NICs in one call ({} given)",
+                    reqs.len()
+                ),
+            ));
+        }
+        let mut lookups = Lookups::default();
+        let mut errors = Vec::new();
+        let mut all = Vec::with_capacity(reqs.len());
+        // Within the batch, a MAC or an address asked for twice: entry numbers.
+        let mut macs: HashMap<u64, usize> = HashMap::new();
+        let mut ips: HashMap<(String, u32), usize> = HashMap::new();
+        for (i, req) in reqs.iter().enumerate() {
+            let mut c = Checks::new();
+            if req.primary {
+                c.push(FieldError::invalid(
+                    "primary",
+                    "not taken by CreateNics (it changes the owner's other NICs): use CreateNic",
+                ));
+            }
+            let plan = self.plan(req, &mut c, &mut lookups).await?;
+            if let Some(plan) = plan {
+                if plan.pool.is_some() {
+                    c.push(FieldError::invalid(
+                        "network_uuid",
+                        "a network pool is not taken by CreateNics: use CreateNic",
+                    ));
+                }
+                if let Some(m) = plan.given_mac
+                    && let Some(first) = macs.insert(m, i)
+                {
+                    c.push(FieldError::duplicate(
+                        "mac",
+                        format!("MAC {} is also nics[{first}]'s", mac::format(m)),
+                    ));
+                }
+                if let (Some(ip), Some(net)) = (plan.requested_ip, plan.targets.first())
+                    && let Some(first) = ips.insert((net.uuid.clone(), ip), i)
+                {
+                    c.push(FieldError::duplicate(
+                        "ip",
+                        format!("ip {} is also nics[{first}]'s", ip::format_ip(ip)),
+                    ));
+                }
+                all.push(Provision {
+                    nic: plan.nic,
+                    network: plan.targets.into_iter().next(),
+                    requested_ip: plan.requested_ip,
+                    given_mac: plan.given_mac,
+                });
+            }
+            errors.extend(c.into_errors(&format!("nics[{i}].")));
+        }
+        if !errors.is_empty() {
+            return Err(Error::InvalidParameters(errors));
+        }
+        self.provision(all, true).await
+    }
+
+    /// Checks one CreateNic request; every bad field goes to `c` (`None`: nothing to
+    /// provision). What it reads from Moray (nic tags, networks, pools) is kept in
+    /// `lookups` for the next entry of a batch.
+    async fn plan(
+        &self,
+        req: &proto::CreateNicRequest,
+        c: &mut Checks,
+        lookups: &mut Lookups,
+    ) -> Result<Option<Plan>> {
         let given_mac = match &req.mac {
             Some(m) => c.take(mac::parse(m).map_err(|e| FieldError::invalid("mac", e))),
             None => None,
@@ -43,7 +164,7 @@ impl Napi {
             None => Some(0),
         };
         let tags_provided = self
-            .nic_tags_provided(&mut c, &req.nic_tags_provided)
+            .nic_tags_provided(c, &req.nic_tags_provided, lookups)
             .await?;
         // The networks to try, in order: one, or a pool's.
         let mut targets: Vec<Network> = Vec::new();
@@ -52,10 +173,9 @@ impl Napi {
         match &req.network_uuid {
             Some(nu) => {
                 if let Some(nu) = c.take(validate::uuid("network_uuid", nu)) {
-                    if let Some(n) = self.store.get::<Network>(NETWORKS, &nu).await? {
-                        let n = n.value;
+                    if let Some(n) = lookups.network(&self.store, &nu).await? {
                         let allowed = |o: &str| n.provisionable_by(o, &self.admin_uuid);
-                        owner_may_use(&mut c, owner_uuid.as_deref(), allowed, "network", &n.uuid);
+                        owner_may_use(c, owner_uuid.as_deref(), allowed, "network", &n.uuid);
                         if let Some(ip) = &req.ip {
                             // The operator's own NICs may take any address of the
                             // subnet; everyone else's stay in the provision range.
@@ -70,18 +190,9 @@ impl Napi {
                             ));
                         }
                         targets.push(n);
-                    } else if let Some(p) =
-                        self.store.get::<NetworkPool>(NETWORK_POOLS, &nu).await?
-                    {
-                        let p = p.value;
+                    } else if let Some(p) = lookups.pool(&self.store, &nu).await? {
                         let allowed = |o: &str| p.provisionable_by(o, &self.admin_uuid);
-                        owner_may_use(
-                            &mut c,
-                            owner_uuid.as_deref(),
-                            allowed,
-                            "network pool",
-                            &p.uuid,
-                        );
+                        owner_may_use(c, owner_uuid.as_deref(), allowed, "network pool", &p.uuid);
                         if req.ip.is_some() {
                             c.push(FieldError::invalid(
                                 "ip",
@@ -89,12 +200,12 @@ impl Napi {
                             ));
                         }
                         for u in &p.networks {
-                            if let Some(n) = self.store.get::<Network>(NETWORKS, u).await?
+                            if let Some(n) = lookups.network(&self.store, u).await?
                                 && owner_uuid
                                     .as_ref()
-                                    .is_none_or(|o| n.value.provisionable_by(o, &self.admin_uuid))
+                                    .is_none_or(|o| n.provisionable_by(o, &self.admin_uuid))
                             {
-                                targets.push(n.value);
+                                targets.push(n);
                             }
                         }
                         pool = Some(p);
@@ -118,7 +229,7 @@ impl Napi {
                 }
                 if let Some(tag) = &req.nic_tag
                     && let Some(tag) = c.take(validate::nic_tag_name("nic_tag", tag))
-                    && self.nic_tag(&tag).await?.is_none()
+                    && !lookups.tag_exists(self, &tag).await?
                 {
                     c.push(FieldError::invalid(
                         "nic_tag",
@@ -127,7 +238,6 @@ impl Napi {
                 }
             }
         }
-        c.finish()?;
         let (
             Some(owner_uuid),
             Some(belongs_to_uuid),
@@ -136,14 +246,14 @@ impl Napi {
             Some(vlan_id),
         ) = (owner_uuid, belongs_to_uuid, belongs_to_type, state, vlan_id)
         else {
-            return Err(Error::invalid("nic", "invalid"));
+            return Ok(None);
         };
         let now = triton_common::time::now_rfc3339();
         let nic = Nic {
             mac: given_mac.map(mac::format).unwrap_or_default(),
-            owner_uuid: owner_uuid.clone(),
-            belongs_to_uuid: belongs_to_uuid.clone(),
-            belongs_to_type: belongs_to_type.clone(),
+            owner_uuid,
+            belongs_to_uuid,
+            belongs_to_type,
             primary: req.primary,
             state,
             cn_uuid,
@@ -162,80 +272,166 @@ impl Napi {
             created_timestamp: now.clone(),
             modified_timestamp: now,
         };
-
-        let Some(pool) = pool else {
-            let network = targets.pop();
-            return self
-                .provision_on(nic, network, requested_ip, given_mac.is_some())
-                .await;
-        };
-        for network in targets {
-            match self
-                .provision_on(nic.clone(), Some(network), None, given_mac.is_some())
-                .await
-            {
-                Err(Error::SubnetFull { what }) => {
-                    tracing::debug!(pool = %pool.uuid, %what, "pool network full; trying the next");
-                }
-                other => return other,
-            }
-        }
-        Err(Error::SubnetFull {
-            what: format!("network pool {} (all its networks are full)", pool.uuid),
-        })
+        Ok(Some(Plan {
+            nic,
+            targets,
+            pool,
+            requested_ip,
+            given_mac,
+        }))
     }
 
-    /// Writes `nic` (and, on a network, its IP: `requested_ip` or a free one) in one
-    /// batch, retrying lost races. `mac_given`: the NIC's MAC came from the caller (a
-    /// taken one is then an error, not a reason to draw another).
-    async fn provision_on(
+    /// Writes every NIC of `all` (and, on a network, its IP: the one asked for or a free
+    /// one) in one batch, retrying lost races; all are written or none. `batch`: the
+    /// NICs are a CreateNics call's, and an error names the entry (`nics[i].mac`).
+    async fn provision(
         &self,
-        mut nic: Nic,
-        network: Option<Network>,
-        requested_ip: Option<u32>,
-        mac_given: bool,
-    ) -> Result<(Nic, Option<Network>)> {
-        let given_mac = if mac_given {
-            Some(mac::parse(&nic.mac).map_err(|e| Error::invalid("mac", e))?)
-        } else {
-            None
+        mut all: Vec<Provision>,
+        batch: bool,
+    ) -> Result<Vec<(Nic, Option<Network>)>> {
+        let field = |i: usize, name: &str| {
+            if batch {
+                format!("nics[{i}].{name}")
+            } else {
+                name.to_string()
+            }
         };
-        if let Some(n) = &network {
-            nic.network_uuid = Some(n.uuid.clone());
-            nic.nic_tag = Some(n.nic_tag.clone());
-            nic.vlan_id = n.vlan_id;
+        for p in &mut all {
+            if let Some(n) = &p.network {
+                p.nic.network_uuid = Some(n.uuid.clone());
+                p.nic.nic_tag = Some(n.nic_tag.clone());
+                p.nic.vlan_id = n.vlan_id;
+            }
         }
-        let (owner_uuid, belongs_to_uuid, belongs_to_type) = (
-            nic.owner_uuid.clone(),
-            nic.belongs_to_uuid.clone(),
-            nic.belongs_to_type.clone(),
-        );
         let mut tries = IP_PROVISION.start();
         while tries.next().await {
             let attempt = tries.attempt();
-            nic.mac = mac::format(given_mac.unwrap_or_else(|| mac::random(self.oui)));
-            let clear_primary = if nic.primary {
-                self.clear_primary_ops(&nic.belongs_to_uuid, &nic.mac)
-                    .await?
-            } else {
-                Vec::new()
+            // Addresses from the networks' cursors, to give back or mark written.
+            let mut from_cursor: Vec<(String, u32)> = Vec::new();
+            let ops = self.provision_ops(&mut all, &mut from_cursor).await;
+            let ops = match ops {
+                Ok(ops) => ops,
+                Err(e) => {
+                    for (net, ip) in from_cursor.iter().rev() {
+                        self.cursor(net).lock().await.give_back(*ip);
+                    }
+                    return Err(e);
+                }
             };
-            let mut ops = Vec::new();
-            // An address from the network's cursor, to give back or mark written.
-            let mut from_cursor = None;
-            if let Some(net) = &network {
-                let ip_num = match requested_ip {
+            let written = self.store.batch(&ops).await;
+            let taken_ip = match &written {
+                Err(e) => match store::conflict(e) {
+                    Some(Conflict::Etag { bucket, key }) if bucket == IPS => Some(key),
+                    _ => None,
+                },
+                Ok(()) => None,
+            };
+            for (net, ip) in from_cursor.iter().rev() {
+                let cursor = self.cursor(net);
+                let mut c = cursor.lock().await;
+                if written.is_ok() {
+                    c.written(*ip);
+                } else if taken_ip.as_deref() == Some(IpRecord::key(net, *ip).as_str()) {
+                    // Taken by someone else: this scan is out of date.
+                    c.invalidate(Some(*ip));
+                } else {
+                    c.give_back(*ip);
+                }
+            }
+            let Err(e) = written else {
+                for p in &all {
+                    tracing::info!(mac = %p.nic.mac, ip = ?p.nic.ip, attempt, "NIC provisioned");
+                }
+                return Ok(all.into_iter().map(|p| (p.nic, p.network)).collect());
+            };
+            let mac_taken = |i: usize, p: &Provision| {
+                Error::InvalidParameters(vec![FieldError::duplicate(
+                    field(i, "mac"),
+                    format!("a NIC with MAC {} already exists", p.nic.mac),
+                )])
+            };
+            match store::conflict(&e) {
+                Some(Conflict::Etag { bucket, key }) if bucket == NICS => {
+                    if let Some((i, p)) = all
+                        .iter()
+                        .enumerate()
+                        .find(|(_, p)| p.given_mac.is_some() && p.nic.mac == key)
+                    {
+                        return Err(mac_taken(i, p));
+                    }
+                }
+                Some(Conflict::Unique { attribute }) if attribute == "mac" => {
+                    // The index does not say whose: a given MAC that exists now is.
+                    for (i, p) in all.iter().enumerate() {
+                        if p.given_mac.is_some()
+                            && self.store.get::<Nic>(NICS, &p.nic.mac).await?.is_some()
+                        {
+                            return Err(mac_taken(i, p));
+                        }
+                    }
+                }
+                Some(Conflict::Etag { bucket, key }) if bucket == IPS => {
+                    // Never who holds it (another tenant's VM, its owner, a
+                    // reservation): the caller may be anyone.
+                    if let Some((i, p)) = all.iter().enumerate().find(|(_, p)| {
+                        let net = p.network.as_ref().map(|n| n.uuid.as_str());
+                        p.requested_ip.zip(net).map(|(ip, n)| IpRecord::key(n, ip))
+                            == Some(key.clone())
+                    }) {
+                        let ip = p.nic.ip.clone().unwrap_or_default();
+                        return Err(Error::InvalidParameters(vec![FieldError::used_by(
+                            field(i, "ip"),
+                            format!("ip {ip} is already in use"),
+                        )]));
+                    }
+                }
+                Some(_) => {}
+                None => return Err(Error::moray("batch provision NIC")(e)),
+            }
+            tracing::debug!(attempt, nics = all.len(), "provision conflict; retrying");
+        }
+        let what = match all.as_slice() {
+            [one] => format!(
+                "provision a NIC on network {}",
+                one.network
+                    .as_ref()
+                    .map(|n| n.uuid.as_str())
+                    .unwrap_or_default()
+            ),
+            many => format!("provision {} NICs", many.len()),
+        };
+        Err(Error::Contention {
+            what,
+            attempts: IP_PROVISION.attempts,
+        })
+    }
+
+    /// One attempt's writes for `all`: a MAC for each (the given one or a new random
+    /// one), an address from the network's cursor (noted in `from_cursor`) unless one
+    /// was asked for, the IP and NIC records, Portolan's rows, and for a `primary` NIC
+    /// the owner's other NICs made not primary.
+    async fn provision_ops(
+        &self,
+        all: &mut [Provision],
+        from_cursor: &mut Vec<(String, u32)>,
+    ) -> Result<Vec<moray_client::BatchOp>> {
+        let mut ops = Vec::with_capacity(all.len() * 2);
+        for p in all.iter_mut() {
+            let nic = &mut p.nic;
+            nic.mac = mac::format(p.given_mac.unwrap_or_else(|| mac::random(self.oui)));
+            if let Some(net) = &p.network {
+                let ip_num = match p.requested_ip {
                     Some(ip) => ip,
                     None => {
                         let ip = self.next_free(net).await?;
-                        from_cursor = Some((net.uuid.clone(), ip));
+                        from_cursor.push((net.uuid.clone(), ip));
                         ip
                     }
                 };
                 let record = IpRecord {
-                    belongs_to_uuid: Some(belongs_to_uuid.clone()),
-                    belongs_to_type: Some(belongs_to_type.clone()),
-                    owner_uuid: Some(owner_uuid.clone()),
+                    belongs_to_uuid: Some(nic.belongs_to_uuid.clone()),
+                    belongs_to_type: Some(nic.belongs_to_type.clone()),
+                    owner_uuid: Some(nic.owner_uuid.clone()),
                     mac: Some(nic.mac.clone()),
                     ..IpRecord::free(&net.uuid, ip_num)
                 };
@@ -245,90 +441,25 @@ impl Napi {
                     &IpRecord::key(&net.uuid, ip_num),
                     &record,
                     EtagCondition::MustNotExist,
-                ));
+                )?);
             }
             ops.push(store::put_op(
                 NICS,
                 &nic.mac,
-                &nic,
+                &*nic,
                 EtagCondition::MustNotExist,
-            ));
+            )?);
+            if nic.primary {
+                ops.extend(
+                    self.clear_primary_ops(&nic.belongs_to_uuid, &nic.mac)
+                        .await?,
+                );
+            }
             // Portolan's rows for a fabric or underlay NIC, in the same batch.
-            let portolan = match Mapping::of(&nic, network.as_ref()) {
-                Ok(m) => self.portolan_ops(None, m.as_ref()).await,
-                Err(e) => Err(e),
-            };
-            let ops = match (ops.into_iter().collect::<Result<Vec<_>>>(), portolan) {
-                (Ok(mut ops), Ok(portolan)) => {
-                    ops.extend(clear_primary);
-                    ops.extend(portolan);
-                    ops
-                }
-                (Err(e), _) | (_, Err(e)) => {
-                    if let Some((net, ip)) = &from_cursor {
-                        self.cursor(net).lock().await.give_back(*ip);
-                    }
-                    return Err(e);
-                }
-            };
-            let written = self.store.batch(&ops).await;
-            if let Some((net, ip)) = &from_cursor {
-                let cursor = self.cursor(net);
-                let mut c = cursor.lock().await;
-                match &written {
-                    Ok(()) => c.written(*ip),
-                    Err(e) if matches!(store::conflict(e), Some(Conflict::Etag { bucket, .. }) if bucket == IPS) =>
-                    {
-                        // Taken by someone else: this scan is out of date.
-                        c.invalidate(Some(*ip));
-                    }
-                    Err(_) => c.give_back(*ip),
-                }
-            }
-            let Err(e) = written else {
-                tracing::info!(mac = %nic.mac, ip = ?nic.ip, attempt, "NIC provisioned");
-                return Ok((nic, network));
-            };
-            match store::conflict(&e) {
-                Some(Conflict::Etag { bucket, key }) if bucket == NICS && key == nic.mac => {
-                    if given_mac.is_some() {
-                        return Err(Error::InvalidParameters(vec![FieldError::duplicate(
-                            "mac",
-                            format!("a NIC with MAC {} already exists", nic.mac),
-                        )]));
-                    }
-                }
-                Some(Conflict::Unique { attribute }) if attribute == "mac" => {
-                    if given_mac.is_some() {
-                        return Err(Error::InvalidParameters(vec![FieldError::duplicate(
-                            "mac",
-                            format!("a NIC with MAC {} already exists", nic.mac),
-                        )]));
-                    }
-                }
-                Some(Conflict::Etag { bucket, .. }) if bucket == IPS => {
-                    if requested_ip.is_some() {
-                        // Never who holds it (another tenant's VM, its owner, a
-                        // reservation): the caller may be anyone.
-                        let ip = nic.ip.clone().unwrap_or_default();
-                        return Err(Error::InvalidParameters(vec![FieldError::used_by(
-                            "ip",
-                            format!("ip {ip} is already in use"),
-                        )]));
-                    }
-                }
-                Some(_) => {}
-                None => return Err(Error::moray("batch provision NIC")(e)),
-            }
-            tracing::debug!(attempt, mac = %nic.mac, ip = ?nic.ip, "provision conflict; retrying");
+            let mapping = Mapping::of(nic, p.network.as_ref())?;
+            ops.extend(self.portolan_ops(None, mapping.as_ref()).await?);
         }
-        Err(Error::Contention {
-            what: format!(
-                "provision a NIC on network {}",
-                network.map(|n| n.uuid).unwrap_or_default()
-            ),
-            attempts: IP_PROVISION.attempts,
-        })
+        Ok(ops)
     }
 
     /// Puts that clear `primary` on the other NICs of `belongs_to_uuid`.
@@ -498,7 +629,9 @@ impl Napi {
                 nic.model = Some(m.clone()).filter(|m| !m.is_empty());
             }
             if let Some(tags) = &req.nic_tags_provided {
-                nic.nic_tags_provided = self.nic_tags_provided(&mut c, &tags.values).await?;
+                nic.nic_tags_provided = self
+                    .nic_tags_provided(&mut c, &tags.values, &mut Lookups::default())
+                    .await?;
             }
             for (value, field) in [
                 (req.allow_dhcp_spoofing, &mut nic.allow_dhcp_spoofing),
@@ -607,11 +740,16 @@ impl Napi {
 
     /// The valid names of `tags` (NIC tags a NIC provides), each of which must exist;
     /// every problem goes to `c`.
-    async fn nic_tags_provided(&self, c: &mut Checks, tags: &[String]) -> Result<Vec<String>> {
+    async fn nic_tags_provided(
+        &self,
+        c: &mut Checks,
+        tags: &[String],
+        lookups: &mut Lookups,
+    ) -> Result<Vec<String>> {
         let mut out = Vec::new();
         for t in tags {
             if let Some(t) = c.take(validate::nic_tag_name("nic_tags_provided", t)) {
-                if self.nic_tag(&t).await?.is_none() {
+                if !lookups.tag_exists(self, &t).await? {
                     c.push(FieldError::invalid(
                         "nic_tags_provided",
                         format!("nic tag {t:?} does not exist"),
@@ -621,6 +759,73 @@ impl Napi {
             }
         }
         Ok(out)
+    }
+}
+
+/// NICs one CreateNics call takes at most.
+pub const MAX_CREATE_NICS: usize = 256;
+
+/// A CreateNic request checked: the NIC to write and where.
+struct Plan {
+    nic: Nic,
+    /// The networks to try, in order: one, or a pool's.
+    targets: Vec<Network>,
+    pool: Option<NetworkPool>,
+    requested_ip: Option<u32>,
+    given_mac: Option<u64>,
+}
+
+/// One NIC to write, on one network or none.
+struct Provision {
+    nic: Nic,
+    network: Option<Network>,
+    requested_ip: Option<u32>,
+    /// The caller's MAC (a taken one is then an error, not a reason to draw another).
+    given_mac: Option<u64>,
+}
+
+fn one_of(mut made: Vec<(Nic, Option<Network>)>) -> (Nic, Option<Network>) {
+    made.swap_remove(0)
+}
+
+/// What checking requests read from Moray (nic tags, networks, pools), kept across the
+/// entries of one CreateNics call so that a batch on one network reads it once.
+#[derive(Default)]
+struct Lookups {
+    tags: HashMap<String, bool>,
+    networks: HashMap<String, Option<Network>>,
+    pools: HashMap<String, Option<NetworkPool>>,
+}
+
+impl Lookups {
+    async fn tag_exists(&mut self, napi: &Napi, name: &str) -> Result<bool> {
+        if let Some(known) = self.tags.get(name) {
+            return Ok(*known);
+        }
+        let exists = napi.nic_tag(name).await?.is_some();
+        self.tags.insert(name.to_string(), exists);
+        Ok(exists)
+    }
+
+    async fn network(&mut self, store: &Store, uuid: &str) -> Result<Option<Network>> {
+        if let Some(known) = self.networks.get(uuid) {
+            return Ok(known.clone());
+        }
+        let n = store.get::<Network>(NETWORKS, uuid).await?.map(|s| s.value);
+        self.networks.insert(uuid.to_string(), n.clone());
+        Ok(n)
+    }
+
+    async fn pool(&mut self, store: &Store, uuid: &str) -> Result<Option<NetworkPool>> {
+        if let Some(known) = self.pools.get(uuid) {
+            return Ok(known.clone());
+        }
+        let p = store
+            .get::<NetworkPool>(NETWORK_POOLS, uuid)
+            .await?
+            .map(|s| s.value);
+        self.pools.insert(uuid.to_string(), p.clone());
+        Ok(p)
     }
 }
 
