@@ -191,24 +191,12 @@ pub fn build(settings: &Settings, cmon: &Cmon, inputs: &Inputs, now: SystemTime)
             built.vm_names.insert(uuid.clone(), r.names);
         }
     }
-    let reverse = &settings.reverse_zones;
     for (ip, target) in ptrs {
         let (zone, name) = names::reverse(ip);
-        let entry = built.zones.entry(zone.clone()).or_insert_with(|| {
-            let mut z = zone_head(
-                &settings.my_name,
-                &settings.hostmaster,
-                &reverse.peers,
-                reverse.hidden_primary,
-            );
-            z.records.extend(ns_set(
-                &zone,
-                &settings.my_name,
-                &reverse.peers,
-                reverse.hidden_primary,
-            ));
-            z
-        });
+        let entry = built
+            .zones
+            .entry(zone.clone())
+            .or_insert_with(|| empty_reverse(settings, &zone));
         entry.records.insert((name, Data::Ptr { target }));
     }
     built

@@ -515,6 +515,32 @@ fn instance_labels(vm: &Vm, owner: &Owner, rules: &Rules) -> (Vec<String>, Strin
     (names, primary)
 }
 
+/// The entries and names of one VM, as they are gathered.
+#[derive(Default)]
+struct Gathered {
+    entries: BTreeSet<Entry>,
+    names: BTreeSet<String>,
+}
+
+impl Gathered {
+    fn add(&mut self, zone: &str, name: String, data: Data) {
+        self.entries.insert(Entry {
+            zone: zone.to_string(),
+            name,
+            data,
+        });
+    }
+
+    /// `name` is listed: it, and the TXT of each ACME challenge token beside it.
+    fn name(&mut self, zone: &str, name: String, acme: &[&str]) {
+        for token in acme {
+            let text = token.to_string();
+            self.add(zone, format!("_acme-challenge.{name}"), Data::Txt { text });
+        }
+        self.names.insert(name);
+    }
+}
+
 /// Every record `vm` gives (reference 1.6), but the CMON CNAMEs and NS/SOA.
 pub fn vm_records(
     rules: &Rules,
@@ -544,16 +570,8 @@ pub fn vm_records(
         .get(ACME_KEY)
         .map(|s| s.split_whitespace().collect())
         .unwrap_or_default();
-    let mut entries: BTreeSet<Entry> = BTreeSet::new();
-    let mut names: BTreeSet<String> = BTreeSet::new();
+    let mut got = Gathered::default();
     let mut ptrs: BTreeMap<IpAddr, String> = BTreeMap::new();
-    let mut add = |zone: &str, name: String, data: Data| {
-        entries.insert(Entry {
-            zone: zone.to_string(),
-            name,
-            data,
-        });
-    };
     for nic in &vm.nics {
         let Some(ip) = nic_ip(&nic.ip) else { continue };
         let network = networks.get(&nic.network_uuid);
@@ -580,18 +598,9 @@ pub fn vm_records(
             if listing.instance {
                 for label in &labels {
                     for name in with_prefix(label) {
-                        add(zone, name.clone(), address.clone());
-                        add(zone, name.clone(), Data::Txt { text: v.clone() });
-                        for token in &acme {
-                            add(
-                                zone,
-                                format!("_acme-challenge.{name}"),
-                                Data::Txt {
-                                    text: token.to_string(),
-                                },
-                            );
-                        }
-                        names.insert(name);
+                        got.add(zone, name.clone(), address.clone());
+                        got.add(zone, name.clone(), Data::Txt { text: v.clone() });
+                        got.name(zone, name, &acme);
                     }
                 }
                 let target = listing
@@ -616,10 +625,10 @@ pub fn vm_records(
                 }
                 for name in svc_names {
                     if listing.services {
-                        add(zone, name.clone(), address.clone());
-                        add(zone, name.clone(), Data::Txt { text: v.clone() });
+                        got.add(zone, name.clone(), address.clone());
+                        got.add(zone, name.clone(), Data::Txt { text: v.clone() });
                         for p in &service.ports {
-                            add(
+                            got.add(
                                 zone,
                                 name.clone(),
                                 Data::Srv {
@@ -631,7 +640,7 @@ pub fn vm_records(
                             );
                         }
                     } else {
-                        add(
+                        got.add(
                             zone,
                             name.clone(),
                             Data::Txt {
@@ -639,23 +648,14 @@ pub fn vm_records(
                             },
                         );
                     }
-                    for token in &acme {
-                        add(
-                            zone,
-                            format!("_acme-challenge.{name}"),
-                            Data::Txt {
-                                text: token.to_string(),
-                            },
-                        );
-                    }
-                    names.insert(name);
+                    got.name(zone, name, &acme);
                 }
             }
         }
     }
     out.listing = listing;
-    out.entries = entries.into_iter().collect();
-    out.names = names.into_iter().collect();
+    out.entries = got.entries.into_iter().collect();
+    out.names = got.names.into_iter().collect();
     out.ptrs = ptrs.into_iter().collect();
     out
 }
