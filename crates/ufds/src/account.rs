@@ -15,6 +15,13 @@ pub const MAX_EMAIL_LEN: usize = 254;
 /// Longest profile field (name, company, address, ...): far past any real one, short
 /// enough that an account stays a small Moray object.
 pub const MAX_FIELD_LEN: usize = 1024;
+/// Longest group name.
+pub const MAX_GROUP_LEN: usize = 64;
+/// Most groups one account may be a member of.
+pub const MAX_GROUPS_PER_ACCOUNT: usize = 64;
+/// The group whose members are the datacenter's operators (Triton's
+/// `cn=operators, ou=groups, o=smartdc`).
+pub const OPERATORS_GROUP: &str = "operators";
 
 /// An account as stored in `ufds_accounts` (key: uuid). Empty profile fields are left out.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +56,9 @@ pub struct Account {
     /// The account's default network (a NAPI network uuid), empty when none is set.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub default_network: String,
+    /// The groups the account is a member of (Triton's `memberof`), sorted, each once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -69,6 +79,15 @@ impl Account {
         if !self.default_network.is_empty()
             && let Some(e) = check_uuid("default_network", &self.default_network)
         {
+            errors.push(e);
+        }
+        if self.groups.len() > MAX_GROUPS_PER_ACCOUNT {
+            errors.push(FieldError::invalid(
+                "groups",
+                format!("an account may be a member of at most {MAX_GROUPS_PER_ACCOUNT} groups"),
+            ));
+        }
+        if let Some(e) = self.groups.iter().find_map(|g| check_group("groups", g)) {
             errors.push(e);
         }
         for (field, value) in self.profile_fields() {
@@ -131,6 +150,28 @@ pub fn check_login(login: &str) -> Option<FieldError> {
         None
     };
     invalid_value("login", login, reason)
+}
+
+/// A group name in `field`: 1 to [`MAX_GROUP_LEN`] characters, a lower-case letter
+/// first, then lower-case letters, digits, `-` and `_` (names such as Triton's
+/// `operators` and `readers`, safe as an LDAP `cn` and in a URL).
+pub fn check_group(field: &str, name: &str) -> Option<FieldError> {
+    if name.is_empty() {
+        return Some(FieldError::missing(field));
+    }
+    let reason = if name.chars().count() > MAX_GROUP_LEN {
+        Some(format!("must be 1 to {MAX_GROUP_LEN} characters long"))
+    } else if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+        Some("must start with a lower-case letter".into())
+    } else if !name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+    {
+        Some("may only contain lower-case letters, digits, '-' and '_'".into())
+    } else {
+        None
+    };
+    invalid_value(field, name, reason)
 }
 
 /// Email: `local@domain.tld`, no spaces, the domain with a dot and a TLD of two or more
@@ -208,6 +249,27 @@ mod tests {
     }
 
     #[test]
+    fn group_names() {
+        for ok in ["operators", "readers", "a", "web-ops_2", &"g".repeat(64)] {
+            assert_eq!(check_group("group", ok), None, "{ok}");
+        }
+        for (bad, why) in [
+            (&"g".repeat(65) as &str, "1 to 64"),
+            ("Operators", "start with a lower-case letter"),
+            ("1ops", "start with a lower-case letter"),
+            ("-ops", "start with a lower-case letter"),
+            ("ops team", "may only contain"),
+            ("cn=operators", "may only contain"),
+            ("opérateurs", "may only contain"),
+        ] {
+            let e = check_group("group", bad).expect(bad);
+            assert_eq!(e.field, "group");
+            assert!(e.message.contains(why), "{bad}: {e}");
+        }
+        assert_eq!(check_group("group", ""), Some(FieldError::missing("group")));
+    }
+
+    #[test]
     fn emails() {
         for ok in [
             "a@b.co",
@@ -237,12 +299,20 @@ mod tests {
             email: "bad".into(),
             phone: "1\n2".into(),
             default_network: "external".into(),
+            groups: vec!["Ops".into()],
             ..Default::default()
         };
         let fields: Vec<String> = account.validate().into_iter().map(|e| e.field).collect();
         assert_eq!(
             fields,
-            ["uuid", "login", "email", "default_network", "phone"]
+            [
+                "uuid",
+                "login",
+                "email",
+                "default_network",
+                "groups",
+                "phone"
+            ]
         );
     }
 }

@@ -118,6 +118,38 @@ impl UfdsRpc for Handler {
         keys_response(keys)
     }
 
+    #[tracing::instrument(skip_all, fields(group = %request.get_ref().group, account = %request.get_ref().account))]
+    async fn add_group_member(
+        &self,
+        request: Request<proto::GroupMemberRequest>,
+    ) -> Reply<proto::Account> {
+        let account = self.ufds.add_group_member(request.get_ref()).await?;
+        tracing::info!(uuid = %account.uuid, "member of the group");
+        Ok(Response::new(account.into()))
+    }
+
+    #[tracing::instrument(skip_all, fields(group = %request.get_ref().group, account = %request.get_ref().account))]
+    async fn remove_group_member(
+        &self,
+        request: Request<proto::GroupMemberRequest>,
+    ) -> Reply<proto::Account> {
+        let account = self.ufds.remove_group_member(request.get_ref()).await?;
+        tracing::info!(uuid = %account.uuid, "not a member of the group");
+        Ok(Response::new(account.into()))
+    }
+
+    #[tracing::instrument(skip_all, fields(group = %request.get_ref().group))]
+    async fn list_group_members(
+        &self,
+        request: Request<proto::ListGroupMembersRequest>,
+    ) -> Reply<proto::ListAccountsResponse> {
+        let (accounts, total) = self.ufds.list_group_members(request.get_ref()).await?;
+        Ok(Response::new(proto::ListAccountsResponse {
+            accounts: accounts.into_iter().map(Into::into).collect(),
+            total,
+        }))
+    }
+
     type WatchAccountsStream = WatchAccountsStream;
 
     async fn watch_accounts(
@@ -168,6 +200,7 @@ impl From<Account> for proto::Account {
             approved_for_provisioning: a.approved_for_provisioning,
             triton_cns_enabled: a.triton_cns_enabled,
             default_network: a.default_network,
+            groups: a.groups,
             created_at: a.created_at,
             updated_at: a.updated_at,
         }

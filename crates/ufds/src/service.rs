@@ -22,8 +22,13 @@ use crate::ssh_key::{Fingerprint, PublicKey, normalize_fingerprint};
 
 pub const ACCOUNTS_BUCKET: &str = "ufds_accounts";
 pub const KEYS_BUCKET: &str = "ufds_keys";
-/// Version of both bucket configs; raise it when an index is added.
-pub const BUCKET_VERSION: u32 = 1;
+/// Version of the accounts bucket's config; raise it when an index is added. 2 added
+/// `groups`.
+pub const ACCOUNTS_BUCKET_VERSION: u32 = 2;
+/// Version of the keys bucket's config.
+pub const KEYS_BUCKET_VERSION: u32 = 1;
+/// Objects one `reindexObjects` call rewrites after an index is added.
+const REINDEX_BATCH: u32 = 500;
 /// Most accounts one ListAccounts returns (Triton's internal-API page limit).
 pub const MAX_LIMIT: u32 = 1000;
 /// Most keys one account may hold; ListKeys returns them all.
@@ -34,16 +39,17 @@ pub fn buckets() -> [(&'static str, BucketConfig); 2] {
     [
         (
             ACCOUNTS_BUCKET,
-            BucketConfig::versioned(BUCKET_VERSION)
+            BucketConfig::versioned(ACCOUNTS_BUCKET_VERSION)
                 .with_index("uuid", IndexDef::unique("string"))
                 .with_index("login", IndexDef::unique("string"))
                 .with_index("email", IndexDef::new("string"))
                 .with_index("approved_for_provisioning", IndexDef::new("boolean"))
-                .with_index("created_at", IndexDef::new("string")),
+                .with_index("created_at", IndexDef::new("string"))
+                .with_index("groups", IndexDef::new("[string]")),
         ),
         (
             KEYS_BUCKET,
-            BucketConfig::versioned(BUCKET_VERSION)
+            BucketConfig::versioned(KEYS_BUCKET_VERSION)
                 .with_index("account_uuid", IndexDef::new("string"))
                 .with_index("name", IndexDef::new("string"))
                 .with_index("fingerprint", IndexDef::new("string"))
@@ -72,13 +78,32 @@ impl Ufds {
         self.accounts.client()
     }
 
-    /// Creates or upgrades the buckets.
+    /// Creates or upgrades the buckets, then indexes accounts written before an index
+    /// was added (version 1 had no `groups`), so every filter works once UFDS serves.
     pub async fn ensure_buckets(&self) -> Result<()> {
         self.accounts
             .ensure()
             .await
             .map_err(Error::moray("putBucket"))?;
-        self.keys.ensure().await.map_err(Error::moray("putBucket"))
+        self.keys
+            .ensure()
+            .await
+            .map_err(Error::moray("putBucket"))?;
+        loop {
+            let r = self
+                .moray()
+                .reindex_objects(ACCOUNTS_BUCKET, REINDEX_BATCH)
+                .await
+                .map_err(Error::moray("reindexObjects"))?;
+            if r.processed == 0 {
+                return Ok(());
+            }
+            tracing::info!(
+                processed = r.processed,
+                remaining = r.remaining,
+                "reindexed accounts"
+            );
+        }
     }
 
     // ------------------------------------------------------------ accounts
@@ -106,6 +131,7 @@ impl Ufds {
             approved_for_provisioning: req.approved_for_provisioning,
             triton_cns_enabled: req.triton_cns_enabled,
             default_network: String::new(),
+            groups: Vec::new(),
             created_at: now.clone(),
             updated_at: now,
         };
@@ -211,6 +237,98 @@ impl Ufds {
                 Error::moray("putObject"),
             )
         })
+    }
+
+    // ------------------------------------------------------------ groups
+
+    /// Makes the account a member of `group` (no write when it is one already).
+    pub async fn add_group_member(&self, req: &proto::GroupMemberRequest) -> Result<Account> {
+        self.change_membership(req, true).await
+    }
+
+    /// Takes the account out of `group` (no write when it is not a member).
+    pub async fn remove_group_member(&self, req: &proto::GroupMemberRequest) -> Result<Account> {
+        self.change_membership(req, false).await
+    }
+
+    async fn change_membership(
+        &self,
+        req: &proto::GroupMemberRequest,
+        member: bool,
+    ) -> Result<Account> {
+        let mut errors = Vec::new();
+        if let Some(e) = account::check_group("group", &req.group) {
+            errors.push(e);
+        }
+        if req.account.is_empty() {
+            errors.push(FieldError::missing("account"));
+        }
+        if !errors.is_empty() {
+            return Err(Error::Invalid(errors));
+        }
+        let uuid = self.resolve(&req.account).await?.value.uuid;
+        let group = req.group.as_str();
+        let updated = self
+            .accounts
+            .update(&uuid, |account| {
+                let position = account.groups.binary_search_by(|g| g.as_str().cmp(group));
+                match (member, position) {
+                    (true, Ok(_)) | (false, Err(_)) => return Ok(Change::Keep),
+                    (true, Err(at)) => {
+                        if account.groups.len() >= account::MAX_GROUPS_PER_ACCOUNT {
+                            return Err(Error::invalid(
+                                "group",
+                                format!(
+                                    "{group:?} cannot be added: account {} is already a member \
+                                     of {} groups, the most allowed",
+                                    account.login,
+                                    account::MAX_GROUPS_PER_ACCOUNT
+                                ),
+                            ));
+                        }
+                        account.groups.insert(at, group.to_string());
+                    }
+                    (false, Ok(at)) => {
+                        account.groups.remove(at);
+                    }
+                }
+                account.updated_at = now_rfc3339();
+                Ok(Change::Write)
+            })
+            .await;
+        updated.map(|v| v.value).map_err(|e| {
+            e.resolve(
+                || Error::AccountNotFound(req.account.clone()),
+                || busy(&req.account),
+                Error::moray("putObject"),
+            )
+        })
+    }
+
+    /// The members of `group` ordered by login, and how many there are.
+    pub async fn list_group_members(
+        &self,
+        req: &proto::ListGroupMembersRequest,
+    ) -> Result<(Vec<Account>, u64)> {
+        let mut errors = Vec::new();
+        if let Some(e) = account::check_group("group", &req.group) {
+            errors.push(e);
+        }
+        if req.limit > MAX_LIMIT {
+            errors.push(FieldError::invalid(
+                "limit",
+                format!("must be at most {MAX_LIMIT}"),
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(Error::Invalid(errors));
+        }
+        let options =
+            FindOptions::listing("login", SortOrder::Asc, req.limit, MAX_LIMIT, req.offset);
+        self.accounts
+            .find_counted(&Filter::eq("groups", &req.group), &options)
+            .await
+            .map_err(Error::moray("findObjects"))
     }
 
     /// Deletes the account and its keys in one batch; returns how many keys went.
