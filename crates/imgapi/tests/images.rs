@@ -14,6 +14,7 @@ use tonic::transport::Channel;
 use triton_proto::imgapi::v1 as proto;
 use triton_proto::imgapi::v1::imgapi_client::ImgapiClient;
 use triton_testkit::MorayFixture;
+use triton_testkit::bytes::pattern;
 
 const OWNER: &str = "930896af-bf8c-48d4-885c-6573a94b1853";
 
@@ -146,19 +147,6 @@ fn sha1_hex(data: &[u8]) -> String {
         .collect()
 }
 
-/// Deterministic bytes that are not all alike.
-fn payload(len: usize) -> Vec<u8> {
-    let mut x = 0x9e37_79b9u32;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
-
 fn manifest(name: &str, version: &str) -> proto::Image {
     proto::Image {
         owner: OWNER.into(),
@@ -278,7 +266,7 @@ async fn get_file_grpc(c: &mut ImgapiClient<Channel>, uuid: &str) -> Vec<u8> {
 async fn import_activate_and_fetch_over_grpc_and_http() {
     let t = TestImgapi::start(64 * 1024 * 1024).await;
     let mut c = t.c();
-    let data = payload(3 * 1024 * 1024 + 17);
+    let data = pattern(3 * 1024 * 1024 + 17, 1);
     let uuid = new_uuid();
     let mut image = manifest("base-64", "24.4.0");
     image.uuid = uuid.clone();
@@ -463,7 +451,7 @@ async fn create_upload_transitions_and_list_filters() {
     );
 
     // Uploads: bad header, wrong sha1, too big; none leaves a file.
-    let data = payload(300_000);
+    let data = pattern(300_000, 2);
     let header = |sha1: Option<String>, size: Option<u64>| proto::AddImageFileHeader {
         uuid: uuid.clone(),
         compression: "xz".into(),
@@ -487,7 +475,7 @@ async fn create_upload_transitions_and_list_filters() {
     assert_error(
         c.add_image_file(add_file_stream(
             header(None, None),
-            &payload(1024 * 1024 + 1),
+            &pattern(1024 * 1024 + 1, 3),
         ))
         .await,
         "ValidationFailed",

@@ -16,6 +16,7 @@ use sha2::Digest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
+use triton_testkit::bytes::pattern;
 
 type Conn = Nfs3Connection<TokioIo<TcpStream>>;
 
@@ -271,18 +272,6 @@ async fn list(c: &mut Conn, dir: &nfs_fh3, count: u32, plus: bool) -> (Vec<Strin
     }
 }
 
-fn pattern(len: usize) -> Vec<u8> {
-    let mut x: u32 = 0x1234_5678;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
-
 fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
@@ -303,7 +292,7 @@ async fn a_20_mb_file_reads_back_with_the_same_checksum() {
     let dir = tempdir();
     let (server, mut c, root) = Server::start_as_root(dir.path()).await;
     let fh = create(&mut c, &root, "big.bin").await;
-    let data = pattern(20 * 1024 * 1024 + 123);
+    let data = pattern(20 * 1024 * 1024 + 123, 1);
     let mut verf = None;
     for (i, chunk) in data.chunks(1024 * 1024).enumerate() {
         let stable = if i % 2 == 0 {
@@ -609,7 +598,7 @@ async fn a_full_disk_is_nospc_and_leaves_no_partial_data() {
         "the volume's size is its file system's"
     );
     let fh = create(&mut c, &root, "fill").await;
-    let chunk = pattern(512 * 1024);
+    let chunk = pattern(512 * 1024, 2);
     let mut written = 0u64;
     let err = loop {
         match write(&mut c, &fh, written, &chunk, stable_how::FILE_SYNC).await {

@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![deny(missing_docs)]
 
+pub mod bytes;
 pub mod cpu;
 mod etcd;
 #[cfg(feature = "moray")]

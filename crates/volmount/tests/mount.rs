@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
+use triton_testkit::bytes::pattern;
 
 /// The NFS server on its own runtime thread.
 struct Server {
@@ -128,19 +129,6 @@ impl Drop for Mount {
 
 fn local() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
-}
-
-/// Bytes no two places of which are alike over short runs (a plain xorshift).
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 #[test]
