@@ -54,6 +54,15 @@ impl Error {
             source,
         }
     }
+
+    /// The [`Error::Api`] of a failed call `what` (for `map_err`): the status's code and
+    /// message.
+    pub fn api(what: impl Into<String>) -> impl FnOnce(tonic::Status) -> Error {
+        move |s| Error::Api {
+            what: what.into(),
+            message: format!("{:?}: {}", s.code(), s.message()),
+        }
+    }
 }
 
 /// Runs `command` (named `shown` in errors) to its end and gives its output; an

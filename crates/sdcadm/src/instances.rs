@@ -114,13 +114,6 @@ impl Datacenter {
     }
 }
 
-fn api_err(what: impl Into<String>, s: tonic::Status) -> Error {
-    Error::Api {
-        what: what.into(),
-        message: format!("{:?}: {}", s.code(), s.message()),
-    }
-}
-
 /// IMGAPI's form of a manifest as `sdcadm images build` (or CoaL) writes it.
 pub fn image_from_manifest(m: &Json) -> Result<imgapi::Image, Error> {
     let s = |k: &str| m[k].as_str().unwrap_or_default().to_string();
@@ -196,13 +189,13 @@ pub async fn import_image(ch: Channel, manifest: &Json, file: Vec<u8>) -> Result
                     account: None,
                 })
                 .await
-                .map_err(|s| api_err(format!("imgapi: activate {uuid}"), s))?;
+                .map_err(Error::api(format!("imgapi: activate {uuid}")))?;
                 return Ok(Imported::Activated);
             }
             return Ok(Imported::AlreadyThere);
         }
         Err(s) if s.code() == Code::NotFound => {}
-        Err(s) => return Err(api_err(format!("imgapi: get {uuid}"), s)),
+        Err(s) => return Err(Error::api(format!("imgapi: get {uuid}"))(s)),
     }
     let name = image.name.clone();
     let mut parts = vec![imgapi::ImportImageRequest {
@@ -220,7 +213,7 @@ pub async fn import_image(ch: Channel, manifest: &Json, file: Vec<u8>) -> Result
     }
     c.import_image(futures::stream::iter(parts))
         .await
-        .map_err(|s| api_err(format!("imgapi: import of {name} ({uuid})"), s))?;
+        .map_err(Error::api(format!("imgapi: import of {name} ({uuid})")))?;
     Ok(Imported::New)
 }
 
@@ -327,7 +320,7 @@ async fn find_image(
                 account: None,
             })
             .await
-            .map_err(|s| api_err(format!("imgapi: image {uuid}"), s))?
+            .map_err(Error::api(format!("imgapi: image {uuid}")))?
             .into_inner();
         return Ok(image);
     }
@@ -341,7 +334,7 @@ async fn find_image(
             ..Default::default()
         })
         .await
-        .map_err(|s| api_err("imgapi: list images", s))?
+        .map_err(Error::api("imgapi: list images"))?
         .into_inner()
         .images;
     images.sort_by(|a, b| a.published_at.cmp(&b.published_at));
@@ -359,7 +352,7 @@ async fn admin_network(dc: &Datacenter) -> Result<napi::Network, Error> {
         ..Default::default()
     })
     .await
-    .map_err(|s| api_err("napi: list networks", s))?
+    .map_err(Error::api("napi: list networks"))?
     .into_inner()
     .networks
     .into_iter()
@@ -381,7 +374,7 @@ async fn free_ip(dc: &Datacenter, network: &napi::Network) -> Result<Ipv4Addr, E
                 offset,
             })
             .await
-            .map_err(|s| api_err("napi: list IPs", s))?
+            .map_err(Error::api("napi: list IPs"))?
             .into_inner()
             .ips;
         let n = page.len();
@@ -422,7 +415,7 @@ async fn pick_server(dc: &Datacenter) -> Result<String, Error> {
             ..Default::default()
         })
         .await
-        .map_err(|s| api_err("cnapi: list servers", s))?
+        .map_err(Error::api("cnapi: list servers"))?
         .into_inner()
         .servers;
     servers.retain(|s| {
@@ -451,7 +444,7 @@ async fn vms(dc: &Datacenter, service: Option<&str>) -> Result<Vec<vmapi::Vm>, E
             ..Default::default()
         })
         .await
-        .map_err(|s| api_err("vmapi: list VMs", s))?
+        .map_err(Error::api("vmapi: list VMs"))?
         .into_inner()
         .vms;
     Ok(got)
@@ -479,7 +472,7 @@ async fn wait_job(dc: &Datacenter, job_uuid: &str, what: &str) -> Result<(), Err
                 timeout_ms: 20_000,
             })
             .await
-            .map_err(|s| api_err(format!("vmapi: job {job_uuid}"), s))?
+            .map_err(Error::api(format!("vmapi: job {job_uuid}")))?
             .into_inner();
         match job.execution.as_str() {
             "succeeded" => return Ok(()),
@@ -602,7 +595,7 @@ pub async fn create(
             ..Default::default()
         })
         .await
-        .map_err(|s| api_err(format!("vmapi: create {alias}"), s))?
+        .map_err(Error::api(format!("vmapi: create {alias}")))?
         .into_inner();
     wait_job(dc, &job.job_uuid, &format!("provision of {alias}")).await?;
     let vm = c
@@ -611,7 +604,7 @@ pub async fn create(
             ..Default::default()
         })
         .await
-        .map_err(|s| api_err(format!("vmapi: get {}", job.vm_uuid), s))?
+        .map_err(Error::api(format!("vmapi: get {}", job.vm_uuid)))?
         .into_inner();
     let instance = ServiceInstance::from_vm(&vm);
     progress.step(format!(
@@ -682,7 +675,7 @@ pub async fn delete(dc: &Datacenter, instance: &str) -> Result<ServiceInstance, 
             owner_uuid: dc.admin_uuid.clone(),
         })
         .await
-        .map_err(|s| api_err(format!("vmapi: delete {}", found.alias), s))?
+        .map_err(Error::api(format!("vmapi: delete {}", found.alias)))?
         .into_inner();
     wait_job(dc, &job.job_uuid, &format!("delete of {}", found.alias)).await?;
     Ok(found)

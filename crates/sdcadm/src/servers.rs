@@ -10,13 +10,6 @@ use triton_proto::cnapi::v1::cnapi_client::CnapiClient;
 
 use crate::error::Error;
 
-fn api_err(what: &str, s: tonic::Status) -> Error {
-    Error::Api {
-        what: what.into(),
-        message: s.message().to_string(),
-    }
-}
-
 /// The admin IP a server reports in its sysinfo: the address of its NIC (or bridge)
 /// carrying the `admin` nic tag; empty when none has one.
 pub fn admin_ip(sysinfo_json: &str) -> String {
@@ -47,7 +40,7 @@ pub async fn list(ch: Channel) -> Result<Vec<cnapi::Server>, Error> {
     let mut servers = c
         .list_servers(cnapi::ListServersRequest::default())
         .await
-        .map_err(|s| api_err("cnapi ListServers", s))?
+        .map_err(Error::api("cnapi ListServers"))?
         .into_inner()
         .servers;
     servers.sort_by(|a, b| (!a.headnode, &a.hostname).cmp(&(!b.headnode, &b.hostname)));
@@ -97,7 +90,7 @@ pub async fn setup(
         hostname: hostname.unwrap_or_default().into(),
     })
     .await
-    .map_err(|s| api_err(&format!("cnapi ServerSetup {uuid}"), s))?
+    .map_err(Error::api(format!("cnapi ServerSetup {uuid}")))?
     .into_inner())
 }
 
@@ -110,7 +103,7 @@ pub async fn set_reserved(ch: Channel, uuid: &str, reserved: bool) -> Result<cna
         ..Default::default()
     })
     .await
-    .map_err(|s| api_err(&format!("cnapi UpdateServer {uuid}"), s))?
+    .map_err(Error::api(format!("cnapi UpdateServer {uuid}")))?
     .into_inner())
 }
 
@@ -135,7 +128,7 @@ pub async fn set_boot_params(
     let mut c = CnapiClient::new(ch);
     Ok(c.set_boot_params(request)
         .await
-        .map_err(|s| api_err(&format!("cnapi SetBootParams {key}"), s))?
+        .map_err(Error::api(format!("cnapi SetBootParams {key}")))?
         .into_inner())
 }
 
@@ -145,7 +138,7 @@ pub async fn get_boot_params(ch: Channel, mac: &str) -> Result<cnapi::BootParams
     Ok(
         c.get_boot_params(cnapi::GetBootParamsRequest { mac: mac.into() })
             .await
-            .map_err(|s| api_err(&format!("cnapi GetBootParams {mac}"), s))?
+            .map_err(Error::api(format!("cnapi GetBootParams {mac}")))?
             .into_inner(),
     )
 }

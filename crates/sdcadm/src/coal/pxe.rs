@@ -186,10 +186,7 @@ impl Coal {
             replace: false,
         })
         .await
-        .map_err(|s| Error::Api {
-            what: "cnapi SetBootParams default".into(),
-            message: s.message().to_string(),
-        })?;
+        .map_err(Error::api("cnapi SetBootParams default"))?;
         p.step(format!(
             "pxe: platform {platform} in {} and CNAPI's default",
             os.display()
@@ -319,10 +316,7 @@ impl Coal {
                     mac: cn.admin_mac.clone(),
                 })
                 .await
-                .map_err(|s| Error::Api {
-                    what: "cnapi GetBootParams".into(),
-                    message: s.message().to_string(),
-                })?
+                .map_err(Error::api("cnapi GetBootParams"))?
                 .into_inner();
             if !params.server_uuid.is_empty() {
                 let server = c
@@ -330,10 +324,7 @@ impl Coal {
                         uuid: params.server_uuid.clone(),
                     })
                     .await
-                    .map_err(|s| Error::Api {
-                        what: "cnapi GetServer".into(),
-                        message: s.message().to_string(),
-                    })?
+                    .map_err(Error::api("cnapi GetServer"))?
                     .into_inner();
                 if !server.last_heartbeat.is_empty() {
                     self.progress.step(format!(
