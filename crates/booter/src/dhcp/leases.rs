@@ -6,10 +6,17 @@
 //!
 //! NAPI's NICs are kept in memory, followed from its `WatchNics` feed (snapshot, then
 //! changes; [`run`](Leases::run)), so a MAC NAPI knows is answered without a NAPI call.
-//! A MAC it does not know is created in NAPI on a task of its own: at most
-//! [`MAX_CREATES`] at once, one per MAC (a retransmit while its NIC is being made waits
-//! for that one and is answered from memory). The admin networks are re-read every
-//! [`NETWORKS_TTL`]; CNAPI's boot parameters are kept per MAC as last read.
+//! A MAC it does not know gets its NIC made in NAPI, one creation per MAC (a
+//! retransmit while its NIC is being made waits for that one and is answered from
+//! memory). New MACs are gathered: those that arrive within [`BATCH_WINDOW`] of the
+//! first (at most [`BATCH_MAX`]) go to NAPI in one `CreateNics` call, one transaction
+//! for all of them, at most [`MAX_BATCHES`] calls at once, and each is answered as soon
+//! as its call returns. At most [`MAX_WAITING`] new MACs wait for a call; one more is
+//! dropped with a logged reason (its client retransmits). A call NAPI refuses as a whole
+//! (a MAC made meanwhile by someone else, a full network, a NAPI without `CreateNics`)
+//! is made again one `CreateNic` per MAC, so each MAC gets its own answer. The admin
+//! networks are re-read every [`NETWORKS_TTL`]; CNAPI's boot parameters are kept per MAC
+//! as last read.
 //!
 //! All of it is also kept in a cache file (`<data_dir>/cache/booter.json`, Triton's
 //! on-disk booter cache), written within a second of a change and read at start, so
@@ -24,7 +31,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -40,9 +47,15 @@ use super::packet::{Lease, Mac};
 pub const NETWORKS_TTL: Duration = Duration::from_secs(10);
 /// CNAPI's hostname is a nicety: a DISCOVER does not wait longer for it.
 const HOSTNAME_TIMEOUT: Duration = Duration::from_secs(2);
-/// NICs created in NAPI at once; more new MACs wait their turn (their requests hold one
-/// of `max_in_flight`'s places meanwhile).
-pub const MAX_CREATES: usize = 64;
+/// How long the first new MAC of a `CreateNics` call waits for others to join it.
+pub const BATCH_WINDOW: Duration = Duration::from_millis(5);
+/// New MACs in one `CreateNics` call at most.
+pub const BATCH_MAX: usize = 128;
+/// `CreateNics` calls in flight at once; while all are, new MACs gather for the next.
+pub const MAX_BATCHES: usize = 4;
+/// New MACs waiting for a `CreateNics` call at most (their requests also hold one of
+/// `max_in_flight`'s places).
+pub const MAX_WAITING: usize = 1024;
 /// How often a changed state is written to the cache file.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
 /// The first wait after a failed or ended feed; it doubles up to [`MAX_BACKOFF`].
@@ -231,7 +244,9 @@ pub struct Leases {
     state: RwLock<State>,
     /// MACs whose NIC is being looked up or made: a second request waits on the first.
     in_flight: Mutex<HashMap<Mac, Arc<tokio::sync::Mutex<()>>>>,
-    creates: Semaphore,
+    /// New MACs for the next `CreateNics` call, taken by [`Leases::run`].
+    new_macs: mpsc::Sender<NewMac>,
+    new_macs_rx: Mutex<Option<mpsc::Receiver<NewMac>>>,
     cache_file: Option<PathBuf>,
     dirty: AtomicBool,
 }
@@ -246,6 +261,7 @@ impl Leases {
         admin_uuid: &str,
         cache_file: Option<PathBuf>,
     ) -> Leases {
+        let (new_macs, new_macs_rx) = mpsc::channel(MAX_WAITING);
         let leases = Leases {
             napi: NapiClient::new(napi),
             cnapi: CnapiClient::new(cnapi),
@@ -253,7 +269,8 @@ impl Leases {
             admin_uuid: admin_uuid.to_string(),
             state: RwLock::new(State::default()),
             in_flight: Mutex::new(HashMap::new()),
-            creates: Semaphore::new(MAX_CREATES),
+            new_macs,
+            new_macs_rx: Mutex::new(Some(new_macs_rx)),
             cache_file,
             dirty: AtomicBool::new(false),
         };
@@ -407,7 +424,112 @@ impl Leases {
                 }
             }
         };
-        tokio::join!(self.clone().follow_nics(shutdown.clone()), networks, saver);
+        tokio::join!(
+            self.clone().follow_nics(shutdown.clone()),
+            self.clone().create_new_macs(shutdown.clone()),
+            networks,
+            saver
+        );
+    }
+
+    /// Gathers new MACs into `CreateNics` calls until `shutdown` (a MAC still waiting
+    /// then is answered "dhcpd is stopping").
+    async fn create_new_macs(self: Arc<Self>, shutdown: CancellationToken) {
+        let taken = self
+            .new_macs_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let Some(mut waiting) = taken else {
+            return;
+        };
+        let turns = Arc::new(Semaphore::new(MAX_BATCHES));
+        loop {
+            let first = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                m = waiting.recv() => match m {
+                    Some(m) => m,
+                    None => return,
+                },
+            };
+            let mut batch = vec![first];
+            let until = tokio::time::Instant::now() + BATCH_WINDOW;
+            while batch.len() < BATCH_MAX {
+                match tokio::time::timeout_at(until, waiting.recv()).await {
+                    Ok(Some(m)) => batch.push(m),
+                    _ => break,
+                }
+            }
+            let turn = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                t = turns.clone().acquire_owned() => match t {
+                    Ok(t) => t,
+                    Err(_) => return,
+                },
+            };
+            // Those that came while every call was in flight join this one.
+            while batch.len() < BATCH_MAX {
+                match waiting.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            let this = self.clone();
+            tokio::spawn(async move {
+                this.create_batch(batch).await;
+                drop(turn);
+            });
+        }
+    }
+
+    /// One `CreateNics` call for `batch`, each MAC answered from it; when NAPI refuses
+    /// the call as a whole, one `CreateNic` per MAC instead.
+    async fn create_batch(&self, batch: Vec<NewMac>) {
+        if let [one] = batch.as_slice() {
+            let made = self.create_one(one.mac, &one.net).await;
+            if let Some(one) = batch.into_iter().next() {
+                let _ = one.reply.send(made);
+            }
+            return;
+        }
+        tracing::info!(
+            macs = batch.len(),
+            "creating admin NICs in NAPI for new MACs (one CreateNics)"
+        );
+        let nics = batch
+            .iter()
+            .map(|m| self.create_request(m.mac, &m.net))
+            .collect();
+        let made = self
+            .napi
+            .clone()
+            .create_nics(napi_pb::CreateNicsRequest { nics })
+            .await;
+        let why = match made {
+            Ok(made) => {
+                let made = made.into_inner().nics;
+                if made.len() == batch.len() {
+                    for (m, nic) in batch.into_iter().zip(made) {
+                        let _ = m.reply.send(Ok(nic));
+                    }
+                    return;
+                }
+                format!("{} NICs for {} MACs", made.len(), batch.len())
+            }
+            Err(s) if napi_unreachable(&s) => {
+                for m in batch {
+                    let _ = m.reply.send(Err(LeaseError::Napi(s.clone())));
+                }
+                return;
+            }
+            Err(s) => s.message().to_string(),
+        };
+        tracing::info!(macs = batch.len(), reason = %why, "CreateNics not taken; one CreateNic per MAC");
+        let made =
+            futures::future::join_all(batch.iter().map(|m| self.create_one(m.mac, &m.net))).await;
+        for (m, made) in batch.into_iter().zip(made) {
+            let _ = m.reply.send(made);
+        }
     }
 
     /// NAPI's `WatchNics` into the state: the snapshot replaces what was known, changes
@@ -661,26 +783,50 @@ impl Leases {
         }
     }
 
+    /// The admin NIC for a new `mac` on `net`, made with the next `CreateNics` call.
     async fn create_nic(&self, mac: Mac, net: &AdminNet) -> Result<napi_pb::Nic, LeaseError> {
         if self.admin_uuid.is_empty() {
             return Err(LeaseError::Refused(
                 "a new MAC needs an admin NIC, and admin_uuid (its owner) is not configured".into(),
             ));
         }
-        let _turn = self.creates.acquire().await;
+        let (reply, made) = oneshot::channel();
+        let waiting = NewMac {
+            mac,
+            net: net.clone(),
+            reply,
+        };
+        match self.new_macs.try_send(waiting) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                return Err(LeaseError::Refused(format!(
+                    "{MAX_WAITING} new MACs already wait for NAPI to make their NICs"
+                )));
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(stopping()),
+        }
+        made.await.unwrap_or_else(|_| Err(stopping()))
+    }
+
+    fn create_request(&self, mac: Mac, net: &AdminNet) -> napi_pb::CreateNicRequest {
+        napi_pb::CreateNicRequest {
+            mac: Some(mac.to_string()),
+            owner_uuid: self.admin_uuid.clone(),
+            belongs_to_uuid: self.admin_uuid.clone(),
+            belongs_to_type: "server".into(),
+            network_uuid: Some(net.uuid.clone()),
+            nic_tags_provided: vec![net.nic_tag.clone()],
+            ..Default::default()
+        }
+    }
+
+    /// One `CreateNic` for `mac`; a NIC made meanwhile by someone else is read.
+    async fn create_one(&self, mac: Mac, net: &AdminNet) -> Result<napi_pb::Nic, LeaseError> {
         tracing::info!(%mac, network = %net.name, "creating an admin NIC in NAPI for a new MAC");
         let made = self
             .napi
             .clone()
-            .create_nic(napi_pb::CreateNicRequest {
-                mac: Some(mac.to_string()),
-                owner_uuid: self.admin_uuid.clone(),
-                belongs_to_uuid: self.admin_uuid.clone(),
-                belongs_to_type: "server".into(),
-                network_uuid: Some(net.uuid.clone()),
-                nic_tags_provided: vec![net.nic_tag.clone()],
-                ..Default::default()
-            })
+            .create_nic(self.create_request(mac, net))
             .await;
         match made {
             Ok(nic) => Ok(nic.into_inner()),
@@ -745,6 +891,25 @@ impl Leases {
             }
         }
     }
+}
+
+/// A new MAC waiting for a `CreateNics` call.
+struct NewMac {
+    mac: Mac,
+    net: AdminNet,
+    reply: oneshot::Sender<Result<napi_pb::Nic, LeaseError>>,
+}
+
+fn stopping() -> LeaseError {
+    LeaseError::Refused("dhcpd is stopping".into())
+}
+
+/// NAPI could not be asked (a call per MAC would not fare better).
+fn napi_unreachable(s: &tonic::Status) -> bool {
+    matches!(
+        s.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled
+    )
 }
 
 /// The lease a NIC gives, or why it gives none.
