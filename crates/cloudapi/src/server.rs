@@ -25,8 +25,11 @@ use crate::version;
 /// metadata values are capped well below this.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
-/// `Server:` header: Triton sends the CloudAPI code version.
-pub const SERVER_NAME: &str = concat!("cloudapi/", env!("CARGO_PKG_VERSION"));
+/// `Server:` header. Triton sends its CloudAPI code version there, and clients gate
+/// features on it (node-triton's volume tests check a volume's tags and affinity only
+/// from cloudapi 9.8.6), so this names the sdc-cloudapi release whose endpoints this one
+/// follows, not the crate's own version.
+pub const SERVER_NAME: &str = "cloudapi/9.20.0";
 
 /// The API version a request negotiated (in the request's extensions).
 #[derive(Debug, Clone, Copy)]

@@ -406,4 +406,61 @@ async fn volumes_through_the_cli() {
     let r = hand.send("GET", &format!("/alice/volumes/{id}"), "").await;
     r.assert_error(404, "VolumeNotFound");
     assert!(alice.json_lines(&["volume", "list", "-j"]).await.is_empty());
+
+    // Tags and an affinity rule, as node-triton's cli-volumes test makes its volume: the
+    // tags read back through `volume get`. That test checks them only when the Server
+    // header names cloudapi 9.8.6 or later (its cloudapiVersionGtrOrEq), so the header
+    // must say so for the check to run at all.
+    let out = alice.ok(&["cloudapi", "/--ping", "-i"]).await;
+    let version = out
+        .stderr
+        .lines()
+        .chain(out.stdout.lines())
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("server: cloudapi/")
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| panic!("no Server header: {} {}", out.stdout, out.stderr));
+    let parts: Vec<u64> = version.split('.').map(|p| p.parse().unwrap()).collect();
+    assert!(
+        parts.as_slice() >= [9, 8, 6].as_slice(),
+        "Server: cloudapi/{version}"
+    );
+    // node-triton types `tier=2` as a number; Triton's volumes take string values only.
+    let out = alice
+        .fails(&["volume", "create", "-n", "tagged", "--tag", "tier=2"])
+        .await;
+    assert!(
+        out.stderr
+            .contains("Invalid tags: tags must be an object of key/value strings"),
+        "{}",
+        out.stderr
+    );
+    assert!(alice.json_lines(&["volume", "list", "-j"]).await.is_empty());
+    alice
+        .ok(&[
+            "volume",
+            "create",
+            "-n",
+            "tagged",
+            "--tag",
+            "role=volume",
+            "--tag",
+            "tier=gold",
+            "--affinity",
+            "sometag!=nosuchtag",
+            "-w",
+        ])
+        .await;
+    let got = alice.json(&["volume", "get", "--json", "tagged"]).await;
+    assert_eq!(got["state"], "ready", "{got}");
+    assert_eq!(
+        got["tags"],
+        json!({"role": "volume", "tier": "gold"}),
+        "{got}"
+    );
+    let listed = alice.json_lines(&["volume", "list", "-j"]).await;
+    assert_eq!(listed[0]["tags"], got["tags"], "{listed:?}");
+    alice.ok(&["volume", "delete", "-y", "-w", "tagged"]).await;
 }
