@@ -1,9 +1,10 @@
 //! Who is calling: the client certificate ([`crate::cert`]) against the account and key
 //! it names in UFDS, with a short cache so a scrape costs no UFDS call and no signature
 //! check. An entry lives `auth_cache_secs` (10 s by default): a key deleted from the
-//! account stops working within that.
+//! account stops working within that, and so does a removal from the `operators` group
+//! (read from the same account record).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -17,13 +18,16 @@ use crate::error::ApiError;
 
 /// Certificates remembered at once; past it the cache starts again empty.
 const MAX_ENTRIES: usize = 16_384;
+/// The UFDS group whose members are operators (Triton's `cn=operators, ou=groups,
+/// o=smartdc`, which mahi turns into `isOperator`).
+pub const OPERATORS_GROUP: &str = "operators";
 
 /// The authenticated account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub uuid: Uuid,
     pub login: String,
-    /// In the configured `operators`: sees compute nodes.
+    /// A member of UFDS's `operators` group: sees compute nodes.
     pub operator: bool,
 }
 
@@ -37,7 +41,6 @@ struct Entry {
 /// Checks certificates against UFDS, remembering each answer for a while.
 pub struct Authenticator {
     ufds: UfdsClient<Channel>,
-    operators: HashSet<String>,
     ttl: Duration,
     cache: Mutex<HashMap<Vec<u8>, Entry>>,
 }
@@ -56,10 +59,9 @@ fn is_unknown(s: &tonic::Status) -> bool {
 }
 
 impl Authenticator {
-    pub fn new(ufds: UfdsClient<Channel>, operators: &[String], ttl: Duration) -> Self {
+    pub fn new(ufds: UfdsClient<Channel>, ttl: Duration) -> Self {
         Authenticator {
             ufds,
-            operators: operators.iter().cloned().collect(),
             ttl,
             cache: Mutex::new(HashMap::new()),
         }
@@ -151,7 +153,7 @@ impl Authenticator {
         let verified = SshKey::from_blob(&key.blob).and_then(|k| k.verify(claim));
         Ok(verified.map(|()| Caller {
             uuid,
-            operator: self.operators.contains(&account.login),
+            operator: account.groups.iter().any(|g| g == OPERATORS_GROUP),
             login: account.login,
         }))
     }

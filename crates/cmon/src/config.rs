@@ -35,8 +35,9 @@ pub struct Config {
     pub ufds_url: String,
     pub vmapi_url: String,
     pub cnapi_url: String,
-    /// Logins of the operators: they discover and scrape compute nodes (Triton: the
-    /// UFDS `operators` group, which this UFDS does not keep).
+    /// Obsolete, empty by default; a list is ignored with a warning at start-up (so a
+    /// config from before still loads): operators are the members of UFDS's
+    /// `operators` group.
     pub operators: Vec<String>,
     /// Seconds an authenticated certificate is trusted without asking UFDS again.
     pub auth_cache_secs: u64,
@@ -59,7 +60,7 @@ impl Default for Config {
             ufds_url: "http://127.0.0.1:1390".to_string(),
             vmapi_url: "http://127.0.0.1:2025".to_string(),
             cnapi_url: "http://127.0.0.1:2030".to_string(),
-            operators: vec!["admin".to_string()],
+            operators: Vec::new(),
             auth_cache_secs: DEFAULT_AUTH_CACHE_SECS,
             usage_cache_ms: DEFAULT_USAGE_CACHE_MS,
             agent_timeout_ms: DEFAULT_AGENT_TIMEOUT_MS,
@@ -124,6 +125,20 @@ mod tests {
         let c: Config = triton_common::config::load_env("cmon", &env).unwrap();
         assert_eq!(c.auth_cache_secs, 2);
         assert_eq!(c.listen, "127.0.0.1:0");
+        assert!(c.operators.is_empty());
+        c.check().unwrap();
+    }
+
+    #[test]
+    fn an_old_operators_list_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cmon.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"/var/tmp/cmon\"\noperators = [\"admin\"]\n",
+        )
+        .unwrap();
+        let c: Config = triton_common::config::load_from("cmon", Some(&file), &[]).unwrap();
         assert_eq!(c.operators, vec!["admin".to_string()]);
         c.check().unwrap();
     }

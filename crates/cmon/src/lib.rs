@@ -53,6 +53,13 @@ pub struct Running {
 /// Binds, starts following VMAPI and CNAPI, and serves until `shutdown`.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
     config.check().map_err(StartError::Config)?;
+    if !config.operators.is_empty() {
+        tracing::warn!(
+            operators = ?config.operators,
+            "config key `operators` is ignored: operators are the members of UFDS's \
+             `operators` group (sdcadm account operator LOGIN)"
+        );
+    }
     let (cert, key) = if config.tls_cert.is_empty() {
         let names = vec![
             config.dns_suffix.clone(),
@@ -101,11 +108,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
 
     let inventory = Arc::new(inventory::Inventory::default());
     let app = Arc::new(App {
-        auth: auth::Authenticator::new(
-            ufds,
-            &config.operators,
-            Duration::from_secs(config.auth_cache_secs),
-        ),
+        auth: auth::Authenticator::new(ufds, Duration::from_secs(config.auth_cache_secs)),
         inventory: inventory.clone(),
         usage: usage::Usage::new(
             Duration::from_millis(config.usage_cache_ms),

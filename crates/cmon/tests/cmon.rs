@@ -34,12 +34,10 @@ impl Identity {
     }
 }
 
-async fn start(operators: &[&str], auth_cache_secs: u64) -> Dc {
-    let operators: Vec<String> = operators.iter().map(|s| s.to_string()).collect();
+async fn start(auth_cache_secs: u64) -> Dc {
     let dc = Dc::start(Options {
         cmon: true,
         configure_cmon: Box::new(move |c| {
-            c.operators = operators.clone();
             c.auth_cache_secs = auth_cache_secs;
             // Long enough that a second scrape is always served from the cache.
             c.usage_cache_ms = 600_000;
@@ -115,6 +113,35 @@ fn cmon_cert(login: &str, issuer: &str, signer: &KeyPair, from: i32, to: i32) ->
 
 async fn get(dc: &Dc, id: Option<(&str, &str)>, host: &str, path: &str) -> CmonResponse {
     dc.cmon_client(id).await.get(host, path).await
+}
+
+/// Makes `tenant` a member of UFDS's `operators` group (`add`) or takes it out.
+async fn set_operator(dc: &Dc, tenant: &Tenant, add: bool) {
+    let request = ufds::GroupMemberRequest {
+        group: "operators".into(),
+        account: tenant.uuid.clone(),
+    };
+    let mut c = dc.ufds();
+    let account = if add {
+        c.add_group_member(request).await
+    } else {
+        c.remove_group_member(request).await
+    }
+    .expect("group membership changes")
+    .into_inner();
+    assert_eq!(account.groups.contains(&"operators".to_string()), add);
+}
+
+/// The compute nodes `/v1/gz/discover` lists to `id`.
+async fn gz_discovered(dc: &Dc, id: Option<(&str, &str)>) -> Vec<String> {
+    let r = get(dc, id, &cmon_host(), "/v1/gz/discover").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["cns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["server_uuid"].as_str().unwrap().to_string())
+        .collect()
 }
 
 fn cmon_host() -> String {
@@ -231,10 +258,11 @@ fn types(text: &str) -> BTreeMap<String, String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tenants_discover_and_scrape_only_their_own_instances() {
-    let dc = start(&["opsy"], 10).await;
+    let dc = start(10).await;
     let alice = dc.tenant("alice", "ecdsa-256").await;
     let bob = dc.tenant("bob", "rsa").await;
     let opsy = dc.tenant("opsy", "ecdsa-256").await;
+    set_operator(&dc, &opsy, true).await;
     let a1 = alice.create_instance("a1").await;
     let a2 = alice
         .create_instance_with("a2", &["-t", "triton.cmon.groups=web,db"], "g1-small")
@@ -577,6 +605,52 @@ async fn tenants_discover_and_scrape_only_their_own_instances() {
     assert_eq!(r.status, 404, "{}", r.body);
 }
 
+/// Operators are the members of UFDS's `operators` group, read with the account on each
+/// authentication: a member discovers and scrapes compute nodes; a non-member gets an
+/// empty list and 404; joining and leaving take effect within the cache time (2 s).
+#[tokio::test(flavor = "multi_thread")]
+async fn operators_are_the_members_of_the_ufds_operators_group() {
+    let dc = start(2).await;
+    let ops = dc.tenant("ops", "ecdsa-256").await;
+    let id = self_signed("ops", &account_key(&ops));
+    let server = dc.servers[0].to_string();
+    let node_metrics = || async { get(&dc, id.pair(), &vm_host(&server), "/metrics").await };
+    // CMon knows the node: another account, an operator from the start, sees it.
+    let root = dc.tenant("root", "ecdsa-256").await;
+    set_operator(&dc, &root, true).await;
+    let root_id = self_signed("root", &account_key(&root));
+    eventually("an operator discovers the node", WAIT, || async {
+        gz_discovered(&dc, root_id.pair()).await == vec![server.clone()]
+    })
+    .await;
+
+    // Not a member: no compute nodes, and a node's metrics are 404.
+    assert_eq!(gz_discovered(&dc, id.pair()).await, Vec::<String>::new());
+    let r = node_metrics().await;
+    assert_eq!((r.status, code(&r)), (404, "NotFound".into()), "{}", r.body);
+
+    // A member: the node is listed and scraped.
+    set_operator(&dc, &ops, true).await;
+    eventually("the new operator discovers the node", WAIT, || async {
+        gz_discovered(&dc, id.pair()).await == vec![server.clone()]
+    })
+    .await;
+    let r = node_metrics().await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("\ninstances_running "), "{}", r.body);
+
+    // Taken out of the group: back to nothing.
+    set_operator(&dc, &ops, false).await;
+    eventually(
+        "the former operator no longer sees the node",
+        WAIT,
+        || async { gz_discovered(&dc, id.pair()).await.is_empty() },
+    )
+    .await;
+    let r = node_metrics().await;
+    assert_eq!(r.status, 404, "{}", r.body);
+}
+
 /// The certificate and key `triton profile cmon-certgen` makes for `tenant` in `dir`.
 async fn certgen(tenant: &Tenant, dir: &Path) -> Identity {
     let (cert, key) = common::certgen(tenant, dir).await;
@@ -589,7 +663,7 @@ async fn certgen(tenant: &Tenant, dir: &Path) -> Identity {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn certgen_certificates_work_until_the_key_or_instance_goes() {
-    let dc = start(&[], 2).await;
+    let dc = start(2).await;
     let alice = dc.tenant("alice", "ecdsa-256").await;
     let a1 = alice.create_instance("a1").await;
     let dir = tempfile::tempdir().unwrap();
@@ -648,7 +722,7 @@ fn rustls_pem(pem: &str) -> Vec<u8> {
 /// that are not HTTP get the connection closed; HTTPS still works on the port.
 #[tokio::test(flavor = "multi_thread")]
 async fn plain_http_on_the_https_port_is_told_to_use_tls() {
-    let dc = start(&[], 10).await;
+    let dc = start(10).await;
     let port = dc.cmon().port();
     let curl = |host: &str, path: &str| {
         let out = std::process::Command::new("curl")

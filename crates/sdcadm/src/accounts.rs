@@ -1,7 +1,10 @@
 //! Tenant accounts in UFDS, as an operator makes them (Triton: `sdc-useradm`):
 //! `sdcadm account create LOGIN --key FILE` makes an account approved for provisioning
 //! with that SSH public key (key name `LOGIN`); `sdcadm account delete LOGIN` removes it
-//! with its keys. Used by the e2e suites that need a second tenant.
+//! with its keys; `sdcadm account operator LOGIN [--remove]` makes it an operator (a
+//! member of UFDS's `operators` group: CMon shows it compute nodes) or takes that away,
+//! and `sdcadm account operators` lists them. Used by the e2e suites that need a second
+//! tenant.
 
 use triton_proto::ufds::v1 as ufds;
 
@@ -53,6 +56,46 @@ pub async fn create(
     .await
     .map_err(|s| ufds_err("ufds key", s))?;
     Ok(account.uuid)
+}
+
+/// The UFDS group of the operators (Triton's `cn=operators, ou=groups, o=smartdc`).
+pub const OPERATORS_GROUP: &str = "operators";
+
+/// Makes account `login` (or uuid) a member of `operators` (or, with `remove`, not);
+/// the account's groups after.
+pub async fn operator(dc: &Datacenter, login: &str, remove: bool) -> Result<Vec<String>, Error> {
+    let mut c = ufds::ufds_client::UfdsClient::new(channel(&dc.addr("ufds", "grpc")?).await?);
+    let request = ufds::GroupMemberRequest {
+        group: OPERATORS_GROUP.into(),
+        account: login.into(),
+    };
+    let answer = if remove {
+        c.remove_group_member(request).await
+    } else {
+        c.add_group_member(request).await
+    };
+    let account = answer
+        .map_err(|s| ufds_err("ufds operators group", s))?
+        .into_inner();
+    Ok(account.groups)
+}
+
+/// The operators: `(login, uuid)` of each member of `operators`, by login.
+pub async fn operators(dc: &Datacenter) -> Result<Vec<(String, String)>, Error> {
+    let mut c = ufds::ufds_client::UfdsClient::new(channel(&dc.addr("ufds", "grpc")?).await?);
+    let listed = c
+        .list_group_members(ufds::ListGroupMembersRequest {
+            group: OPERATORS_GROUP.into(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|s| ufds_err("ufds operators group", s))?
+        .into_inner();
+    Ok(listed
+        .accounts
+        .into_iter()
+        .map(|a| (a.login, a.uuid))
+        .collect())
 }
 
 /// Deletes account `login` (or uuid) and its keys.

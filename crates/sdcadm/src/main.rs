@@ -91,7 +91,8 @@ enum Command {
         #[command(flatten)]
         dc: DcArgs,
     },
-    /// Tenant accounts in UFDS: create one with an SSH key, or delete one.
+    /// Tenant accounts in UFDS: create one with an SSH key, delete one, make one an
+    /// operator.
     Account {
         #[command(subcommand)]
         command: AccountCommand,
@@ -126,6 +127,20 @@ enum AccountCommand {
     /// Delete account LOGIN (or uuid) and its keys.
     Delete {
         login: String,
+        #[command(flatten)]
+        dc: DcArgs,
+    },
+    /// Make account LOGIN (or uuid) an operator: a member of UFDS's `operators` group
+    /// (CMon shows it compute nodes); with --remove, no longer one. Prints its groups.
+    Operator {
+        login: String,
+        #[arg(long)]
+        remove: bool,
+        #[command(flatten)]
+        dc: DcArgs,
+    },
+    /// List the operators (members of UFDS's `operators` group): login and uuid.
+    Operators {
         #[command(flatten)]
         dc: DcArgs,
     },
@@ -603,6 +618,21 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         } => {
             let dc = dc.open(&root)?;
             sdcadm::accounts::delete(&dc, &login).await?;
+        }
+        Command::Account {
+            command: AccountCommand::Operator { login, remove, dc },
+        } => {
+            let dc = dc.open(&root)?;
+            let groups = sdcadm::accounts::operator(&dc, &login, remove).await?;
+            println!("{login}: groups [{}]", groups.join(", "));
+        }
+        Command::Account {
+            command: AccountCommand::Operators { dc },
+        } => {
+            let dc = dc.open(&root)?;
+            for (login, uuid) in sdcadm::accounts::operators(&dc).await? {
+                println!("{login:<32} {uuid}");
+            }
         }
         Command::Seed { key, dc } => {
             let dc = dc.open(&root)?;

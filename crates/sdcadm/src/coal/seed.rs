@@ -40,7 +40,8 @@ fn seed_err(what: &str, s: tonic::Status) -> Error {
     }
 }
 
-/// The admin account (with `uuid`) and `public_key` as key "coal". Returns what changed.
+/// The admin account (with `uuid`), a member of `operators`, and `public_key` as key
+/// "coal". Returns what changed.
 pub async fn admin(
     ch: Channel,
     uuid: &str,
@@ -85,6 +86,28 @@ pub async fn admin(
             did.push(format!("account {login} ({uuid})"));
         }
         Err(s) => return Err(seed_err("ufds account", s)),
+    }
+    // The admin is an operator (sdc-ufds's first boot puts admin in cn=operators):
+    // CMon shows it compute nodes.
+    let groups = c
+        .get_account(ufds::GetAccountRequest {
+            account: login.into(),
+        })
+        .await
+        .map_err(|s| seed_err("ufds account", s))?
+        .into_inner()
+        .groups;
+    if !groups.iter().any(|g| g == crate::accounts::OPERATORS_GROUP) {
+        c.add_group_member(ufds::GroupMemberRequest {
+            group: crate::accounts::OPERATORS_GROUP.into(),
+            account: login.into(),
+        })
+        .await
+        .map_err(|s| seed_err("ufds operators group", s))?;
+        did.push(format!(
+            "account {login} in group {}",
+            crate::accounts::OPERATORS_GROUP
+        ));
     }
     let keys = c
         .list_keys(ufds::ListKeysRequest {
