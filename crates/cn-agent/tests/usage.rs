@@ -70,6 +70,14 @@ async fn usage(b: &impl ZoneBackend, uuid: Uuid) -> InstanceUsage {
     b.usage(uuid).await.expect("usage")
 }
 
+/// Runs `script` (busy loops) in the instance, killed after `seconds` at the latest.
+fn busy(h: &Host, uuid: Uuid, seconds: u32, script: &str) -> std::process::Child {
+    let seconds = seconds.to_string();
+    h.zlogin_command(uuid, &["timeout", "-s", "KILL", &seconds, "sh", "-c", script])
+        .spawn()
+        .unwrap()
+}
+
 fn cores() -> u64 {
     std::thread::available_parallelism().map_or(1, |n| n.get() as u64)
 }
@@ -181,21 +189,7 @@ async fn usage_counts_what_the_instance_does() {
     );
 
     // A busy loop running shows as load.
-    let mut burner = h
-        .zlogin_command(
-            uuid,
-            &[
-                "timeout",
-                "-s",
-                "KILL",
-                "30",
-                "sh",
-                "-c",
-                "while :; do :; done",
-            ],
-        )
-        .spawn()
-        .unwrap();
+    let mut burner = busy(&h, uuid, 30, "while :; do :; done");
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut load = 0.0;
     while Instant::now() < deadline {
@@ -246,21 +240,7 @@ async fn a_capped_instance_shows_throttling_and_wait() {
     );
     assert!(before.collectors.iter().all(|c| c.available), "{before:?}");
 
-    let mut burner = h
-        .zlogin_command(
-            uuid,
-            &[
-                "timeout",
-                "-s",
-                "KILL",
-                "60",
-                "sh",
-                "-c",
-                "while :; do :; done & while :; do :; done",
-            ],
-        )
-        .spawn()
-        .unwrap();
+    let mut burner = busy(&h, uuid, 60, "while :; do :; done & while :; do :; done");
     // Read while the loops run (a thread's wait leaves the sum when it exits).
     let deadline = Instant::now() + Duration::from_secs(40);
     let mut now = usage(&b, uuid).await;

@@ -430,19 +430,13 @@ impl Cgroups {
             Hierarchy::V2(_) => {
                 let dir = self.controller_dir(uuid, "memory");
                 write(&dir.join("cgroup.freeze"), "1")?;
-                loop {
+                let frozen = || {
                     let events = read(&dir.join("cgroup.events"))?;
-                    if events.lines().any(|l| l.trim() == "frozen 1") {
-                        return Ok(());
-                    }
-                    if Instant::now() >= deadline {
-                        let _ = write(&dir.join("cgroup.freeze"), "0");
-                        return Err(Error::Timeout(format!(
-                            "instance {uuid} did not freeze within {wait:?}"
-                        )));
-                    }
-                    std::thread::sleep(Duration::from_millis(5));
-                }
+                    Ok(events.lines().any(|l| l.trim() == "frozen 1"))
+                };
+                until_frozen(uuid, wait, deadline, frozen, || {
+                    let _ = write(&dir.join("cgroup.freeze"), "0");
+                })
             }
             Hierarchy::V1(_) => match self.v1_freezer_dir(uuid) {
                 Some(dir) => {
@@ -475,18 +469,10 @@ impl Cgroups {
                         }
                     }
                     write(&dir.join("freezer.state"), "FROZEN")?;
-                    loop {
-                        if read(&dir.join("freezer.state"))?.trim() == "FROZEN" {
-                            return Ok(());
-                        }
-                        if Instant::now() >= deadline {
-                            let _ = write(&dir.join("freezer.state"), "THAWED");
-                            return Err(Error::Timeout(format!(
-                                "instance {uuid} did not freeze within {wait:?}"
-                            )));
-                        }
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
+                    let frozen = || Ok(read(&dir.join("freezer.state"))?.trim() == "FROZEN");
+                    until_frozen(uuid, wait, deadline, frozen, || {
+                        let _ = write(&dir.join("freezer.state"), "THAWED");
+                    })
                 }
                 None => {
                     let mut stopped: Vec<u32> = Vec::new();
@@ -858,6 +844,29 @@ fn read_u64(path: &Path) -> Result<Option<u64>> {
             &path.display().to_string(),
             format!("unexpected value {text:?}"),
         )),
+    }
+}
+
+/// Polls `frozen` until it holds; at `deadline` runs `thaw` (what undoes the freeze that
+/// did not take) and fails.
+fn until_frozen(
+    uuid: Uuid,
+    wait: Duration,
+    deadline: Instant,
+    frozen: impl Fn() -> Result<bool>,
+    thaw: impl FnOnce(),
+) -> Result<()> {
+    loop {
+        if frozen()? {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            thaw();
+            return Err(Error::Timeout(format!(
+                "instance {uuid} did not freeze within {wait:?}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

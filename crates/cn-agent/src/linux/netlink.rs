@@ -147,6 +147,25 @@ impl Message {
     }
 }
 
+/// setsockopt(2) of the `SOL_SOCKET` option `name` to `value`.
+fn set_option<T>(fd: &OwnedFd, name: libc::c_int, value: &T) -> std::io::Result<()> {
+    // SAFETY: setsockopt(2) on a descriptor we hold, with a value that outlives the call
+    // and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// A `NETLINK_ROUTE` socket.
 pub struct Socket {
     fd: OwnedFd,
@@ -168,31 +187,10 @@ impl Socket {
             tv_sec: timeout.as_secs() as libc::time_t,
             tv_usec: libc::suseconds_t::from(timeout.subsec_micros() as i32),
         };
-        // SAFETY: setsockopt(2) with a timeval we own.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // A burst of misses must not be lost to a small buffer.
+        set_option(&socket.fd, libc::SO_RCVTIMEO, &tv)?;
+        // A burst of misses must not be lost to a small buffer (best effort).
         let size: libc::c_int = 1 << 20;
-        // SAFETY: as above.
-        unsafe {
-            libc::setsockopt(
-                socket.fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
+        let _ = set_option(&socket.fd, libc::SO_RCVBUF, &size);
         Ok(socket)
     }
 

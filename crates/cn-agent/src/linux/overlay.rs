@@ -158,12 +158,7 @@ impl NatConfig {
             ("overlay.nat_ip", self.ip),
             ("overlay.nat_gateway", self.gateway),
         ] {
-            if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || ip.is_loopback() {
-                return Err(Error::invalid(
-                    key,
-                    format!("{ip} is not a unicast address"),
-                ));
-            }
+            unicast(key, ip)?;
         }
         let mask = u32::MAX << (32 - u32::from(self.prefix));
         if self.gateway == self.ip || (self.gateway.to_bits() ^ self.ip.to_bits()) & mask != 0 {
@@ -180,6 +175,17 @@ impl NatConfig {
         }
         Ok(())
     }
+}
+
+/// Fails naming `field` unless `ip` is a unicast address of a host (not loopback).
+fn unicast(field: &str, ip: Ipv4Addr) -> Result<()> {
+    if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || ip.is_loopback() {
+        return Err(Error::invalid(
+            field,
+            format!("{ip} is not a unicast address"),
+        ));
+    }
+    Ok(())
 }
 
 impl OverlayConfig {
@@ -980,12 +986,7 @@ impl Nat {
             ("nat.external_ip", self.external_ip),
             ("nat.external_gateway", self.external_gateway),
         ] {
-            if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || ip.is_loopback() {
-                return Err(Error::invalid(
-                    field,
-                    format!("{ip} is not a unicast address"),
-                ));
-            }
+            unicast(field, ip)?;
         }
         let name_ok = !self.external_bridge.is_empty()
             && self.external_bridge.len() < libc::IF_NAMESIZE

@@ -1048,29 +1048,37 @@ mod tests {
         assert!(listing(top.path()).is_empty());
     }
 
+    /// Runs `f` with a tmpfs mounted on `mnt` (which takes root), unmounted after.
+    fn on_tmpfs<T>(mnt: &Path, f: impl FnOnce() -> T) -> T {
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "tmpfs"])
+            .arg(mnt)
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "mount a tmpfs on {} (as root)",
+            mnt.display()
+        );
+        let out = f();
+        let _ = std::process::Command::new("umount")
+            .arg(mnt)
+            .status()
+            .unwrap();
+        out
+    }
+
     #[test]
     fn removal_does_not_cross_a_mount_point() {
-        // SAFETY: geteuid(2) has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: mounting a tmpfs needs root");
-            return;
-        }
         let (top, tree) = tree();
         let mnt = top.path().join("doomed/mnt");
         std::fs::create_dir_all(&mnt).unwrap();
         std::fs::write(top.path().join("doomed/file"), "x").unwrap();
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "tmpfs", mnt.to_str().unwrap()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        std::fs::write(mnt.join("on-the-mount"), "keep").unwrap();
-        let result = tree.remove_tree(Path::new("doomed"));
-        let kept = std::fs::read_to_string(mnt.join("on-the-mount"));
-        let _ = std::process::Command::new("umount")
-            .arg(&mnt)
-            .status()
-            .unwrap();
+        let (result, kept) = on_tmpfs(&mnt, || {
+            std::fs::write(mnt.join("on-the-mount"), "keep").unwrap();
+            let result = tree.remove_tree(Path::new("doomed"));
+            (result, std::fs::read_to_string(mnt.join("on-the-mount")))
+        });
         let err = result.unwrap_err();
         assert!(
             err.chain().contains("doomed/mnt") && err.chain().contains("a mount point"),
@@ -1085,25 +1093,13 @@ mod tests {
 
     #[test]
     fn writes_through_a_mount_point_are_refused() {
-        // SAFETY: geteuid(2) has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: mounting a tmpfs needs root");
-            return;
-        }
         let (top, tree) = tree();
         let mnt = top.path().join("etc");
         std::fs::create_dir(&mnt).unwrap();
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "tmpfs", mnt.to_str().unwrap()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let result = tree.write_file(Path::new("etc/hosts"), b"x", 0o644, Owner::ROOT);
-        let left = listing(&mnt);
-        let _ = std::process::Command::new("umount")
-            .arg(&mnt)
-            .status()
-            .unwrap();
+        let (result, left) = on_tmpfs(&mnt, || {
+            let result = tree.write_file(Path::new("etc/hosts"), b"x", 0o644, Owner::ROOT);
+            (result, listing(&mnt))
+        });
         let err = result.unwrap_err();
         assert!(err.chain().contains("mount point"), "{}", err.chain());
         assert!(left.is_empty(), "{left:?}");

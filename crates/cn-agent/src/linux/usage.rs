@@ -514,30 +514,9 @@ pub fn block_mounts(mountinfo: &str) -> Vec<String> {
                 && !source.starts_with("/dev/loop")
                 && *root == "/"
                 && seen.insert(device.to_string()))
-            .then(|| unescape_mount(mount_point))
+            .then(|| super::disk::unescape(mount_point))
         })
         .collect()
-}
-
-/// mountinfo's octal escapes (`\040` for a space).
-fn unescape_mount(s: &str) -> String {
-    let mut out = Vec::with_capacity(s.len());
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && let Some(v) = s
-                .get(i + 1..i + 4)
-                .and_then(|o| u8::from_str_radix(o, 8).ok())
-        {
-            out.push(v);
-            i += 4;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn node_disks(mountinfo: &str) -> Vec<pb::NodeDisk> {
