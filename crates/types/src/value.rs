@@ -27,8 +27,16 @@ pub fn to_json(v: &prost_types::Value) -> Value {
 
 /// A protobuf `Struct` as a JSON object.
 pub fn struct_to_json(s: &Struct) -> Map<String, Value> {
-    s.fields
-        .iter()
+    fields_to_json(&s.fields)
+}
+
+/// A map of protobuf `Value`s (a `Struct`'s fields, or a `map<string, Value>` field such
+/// as a VM's tags) as a JSON object.
+pub fn fields_to_json<'a>(
+    fields: impl IntoIterator<Item = (&'a String, &'a prost_types::Value)>,
+) -> Map<String, Value> {
+    fields
+        .into_iter()
         .map(|(k, v)| (k.clone(), to_json(v)))
         .collect()
 }

@@ -12,8 +12,8 @@ use triton_proto::napi::v1::{ListNetworksRequest, Network};
 
 use crate::clients::{Clients, request};
 use crate::error::Error;
-use crate::model::pb_to_json;
 use crate::params::{ImageParam, PackageParam};
+use triton_types::value::struct_to_json;
 
 /// Marks a reference check that failed because the service did not answer.
 /// The `internal_metadata` key of a service's own VM (e.g. `nfsvolumestorage`).
@@ -218,15 +218,7 @@ impl Clients {
                 .traits
                 .as_ref()
                 .filter(|t| !t.fields.is_empty())
-                .map(|t| {
-                    Value::Object(
-                        t.fields
-                            .iter()
-                            .map(|(k, v)| (k.clone(), pb_to_json(v)))
-                            .collect(),
-                    )
-                    .to_string()
-                })
+                .map(|t| Value::Object(struct_to_json(t)).to_string())
                 .unwrap_or_default(),
             alloc_server_spread: package.alloc_server_spread.clone(),
         };

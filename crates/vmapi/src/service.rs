@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use moray_client::filter::Filter;
 use moray_client::{EtagCondition, FindOptions, Sort, SortOrder};
-use serde_json::{Map, Value};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use triton_proto::napi::v1::napi_client::NapiClient;
 use triton_proto::napi::v1::{ListNetworksRequest, Network};
 use triton_proto::vmapi::v1 as pb;
 use triton_proto::vmapi::v1::vmapi_server::Vmapi;
+use triton_types::value::fields_to_json;
 use uuid::Uuid;
 
 use crate::clients::{Clients, request};
@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::jobs::record::{Execution, JobRecord};
 use crate::jobs::steps::not_destroyed;
 use crate::jobs::{Engine, JobKind};
-use crate::model::{VmRecord, VmSnapshot, pb_to_json, snapshot_state, state};
+use crate::model::{VmRecord, VmSnapshot, snapshot_state, state};
 use crate::params::{
     ActionParams, AddNicsParams, Affinity, Locality, NetworkParam, ProvisionParams,
     RemoveNicsParams, SnapshotParams, UpdateParams, VolumeParam,
@@ -242,11 +242,7 @@ impl VmapiService {
             " MiB",
         );
         let server_uuid = c.opt_uuid("server_uuid", &req.server_uuid);
-        let tags: Map<String, Value> = req
-            .tags
-            .iter()
-            .map(|(k, v)| (k.clone(), pb_to_json(v)))
-            .collect();
+        let tags = fields_to_json(&req.tags);
         validate::tags(&mut c, "tags", &tags);
         validate::metadata(&mut c, "customer_metadata", req.customer_metadata.iter());
         validate::metadata(&mut c, "internal_metadata", req.internal_metadata.iter());
@@ -621,11 +617,7 @@ impl VmapiService {
             validate::RAM_MAX * 4,
             " MiB",
         );
-        let set_tags: Map<String, Value> = req
-            .set_tags
-            .iter()
-            .map(|(k, v)| (k.clone(), pb_to_json(v)))
-            .collect();
+        let set_tags = fields_to_json(&req.set_tags);
         validate::tags(&mut c, "set_tags", &set_tags);
         validate::metadata(
             &mut c,
