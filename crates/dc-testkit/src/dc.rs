@@ -287,11 +287,9 @@ pub struct Dc {
     /// The sim nodes' backends: what is on their instances' disks.
     pub sims: Vec<Arc<SimBackend>>,
     vmapi_config: Option<vmapi::Config>,
-    vmapi_shutdown: CancellationToken,
-    vmapi_task: Option<tokio::task::JoinHandle<vmapi::Result<()>>>,
+    vmapi_run: Restartable<vmapi::Result<()>>,
     pub(crate) volapi_config: Option<volapi::Config>,
-    pub(crate) volapi_shutdown: CancellationToken,
-    pub(crate) volapi_task: Option<tokio::task::JoinHandle<volapi::Result<()>>>,
+    pub(crate) volapi_run: Restartable<volapi::Result<()>>,
     /// The configuration CloudAPI runs with.
     pub cloudapi_config: Option<cloudapi::Config>,
     pub(crate) tls_addr: Option<SocketAddr>,
@@ -304,9 +302,44 @@ pub struct Dc {
 
 impl Drop for Dc {
     fn drop(&mut self) {
-        self.vmapi_shutdown.cancel();
-        self.volapi_shutdown.cancel();
+        self.vmapi_run.shutdown.cancel();
+        self.volapi_run.shutdown.cancel();
         self.shutdown.cancel();
+    }
+}
+
+/// A service of the test datacenter that a test stops and starts again: its run's
+/// shutdown token (a child of the datacenter's) and task.
+pub(crate) struct Restartable<T> {
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<T>>,
+}
+
+impl<T> Restartable<T> {
+    fn new(parent: &CancellationToken) -> Self {
+        Restartable {
+            shutdown: parent.child_token(),
+            task: None,
+        }
+    }
+
+    /// A fresh shutdown token (a child of `parent`) for the next run.
+    pub(crate) fn next_run(&mut self, parent: &CancellationToken) -> CancellationToken {
+        self.shutdown = parent.child_token();
+        self.shutdown.clone()
+    }
+
+    /// The run's task, started with the token [`Restartable::next_run`] gave.
+    pub(crate) fn running(&mut self, task: tokio::task::JoinHandle<T>) {
+        self.task = Some(task);
+    }
+
+    /// Cancels the run and waits (up to 30 s) for its task to end.
+    pub(crate) async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+        }
     }
 }
 
@@ -372,11 +405,9 @@ impl Dc {
             servers: Vec::new(),
             sims: Vec::new(),
             vmapi_config: None,
-            vmapi_shutdown: shutdown.child_token(),
-            vmapi_task: None,
+            vmapi_run: Restartable::new(&shutdown),
             volapi_config: None,
-            volapi_shutdown: shutdown.child_token(),
-            volapi_task: None,
+            volapi_run: Restartable::new(&shutdown),
             cloudapi_config: None,
             tls_addr: None,
             shutdown: shutdown.clone(),
@@ -808,36 +839,6 @@ impl Dc {
             .expect("this test datacenter has no seeded records: set Options::seed")
     }
 
-    #[track_caller]
-    /// A UFDS client.
-    pub fn ufds(&self) -> UfdsClient<Channel> {
-        UfdsClient::new(grpc(self.addr(Service::Ufds)))
-    }
-
-    #[track_caller]
-    /// A PAPI client.
-    pub fn papi(&self) -> PapiClient<Channel> {
-        PapiClient::new(grpc(self.addr(Service::Papi)))
-    }
-
-    #[track_caller]
-    /// An IMGAPI client.
-    pub fn imgapi(&self) -> ImgapiClient<Channel> {
-        ImgapiClient::new(grpc(self.addr(Service::Imgapi)))
-    }
-
-    #[track_caller]
-    /// A NAPI client.
-    pub fn napi(&self) -> NapiClient<Channel> {
-        NapiClient::new(grpc(self.addr(Service::Napi)))
-    }
-
-    #[track_caller]
-    /// A CNAPI client.
-    pub fn cnapi(&self) -> CnapiClient<Channel> {
-        CnapiClient::new(grpc(self.addr(Service::Cnapi)))
-    }
-
     /// VMAPI (the one now running, after a restart).
     #[track_caller]
     pub fn vmapi(&self) -> VmapiClient<Channel> {
@@ -855,10 +856,7 @@ impl Dc {
 
     /// Stops VMAPI and waits (up to 30 s) for it to end.
     pub async fn stop_vmapi(&mut self) {
-        self.vmapi_shutdown.cancel();
-        if let Some(task) = self.vmapi_task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
-        }
+        self.vmapi_run.stop().await;
     }
 
     /// Starts VMAPI (again, on its port if it ran before).
@@ -870,13 +868,11 @@ impl Dc {
         if let Some(addr) = self.try_addr(Service::Vmapi) {
             config.listen = format!("127.0.0.1:{}", addr.port());
         }
-        self.vmapi_shutdown = self.shutdown.child_token();
-        let running = vmapi::start(config, self.vmapi_shutdown.clone())
-            .await
-            .expect("VMAPI starts");
+        let shutdown = self.vmapi_run.next_run(&self.shutdown);
+        let running = vmapi::start(config, shutdown).await.expect("VMAPI starts");
         self.addrs.push((Service::Vmapi, running.addr));
         self.vmapi = Some(VmapiClient::new(grpc(running.addr)));
-        self.vmapi_task = Some(running.task);
+        self.vmapi_run.running(running.task);
     }
 
     /// A request for a VM of the seeded account, package, image and network.
@@ -1034,4 +1030,32 @@ impl Dc {
             .expect("ImportImage")
             .into_inner()
     }
+}
+
+/// `Dc::name()`: a client of the service, for each gRPC service of the datacenter.
+macro_rules! clients {
+    ($($(#[$doc:meta])* $name:ident: $client:ident = $service:ident;)*) => {
+        impl Dc {
+            $(
+                $(#[$doc])*
+                #[track_caller]
+                pub fn $name(&self) -> $client<Channel> {
+                    $client::new(grpc(self.addr(Service::$service)))
+                }
+            )*
+        }
+    };
+}
+
+clients! {
+    /// A UFDS client.
+    ufds: UfdsClient = Ufds;
+    /// A PAPI client.
+    papi: PapiClient = Papi;
+    /// An IMGAPI client.
+    imgapi: ImgapiClient = Imgapi;
+    /// A NAPI client.
+    napi: NapiClient = Napi;
+    /// A CNAPI client.
+    cnapi: CnapiClient = Cnapi;
 }

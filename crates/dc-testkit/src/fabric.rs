@@ -19,8 +19,8 @@ use cn_agent::linux::overlay::{Overlay, OverlayConfig, vxlan_name};
 use moray_client::EtagCondition;
 use moray_client::MorayClient;
 use portolan_client::buckets::{
-    Buckets, RECORD_VERSION, UnderlayMapping, VXLAN_PORT, VnetMacIp, ip_text, mac_number,
-    vnet_mac_ip_key,
+    Buckets, CnNetEvent, LogRecord, RECORD_VERSION, UnderlayMapping, VXLAN_PORT, VnetMacIp,
+    ip_text, mac_number, vnet_mac_ip_key,
 };
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -62,6 +62,14 @@ pub fn fetch(from: &str, ip: Ipv4Addr, timeout: Duration) -> Result<String, Stri
         s.read_to_string(&mut text).map_err(|e| e.to_string())?;
         Ok(text)
     })
+}
+
+/// [`fetch`] from async code, on a blocking thread so that the runtime goes on.
+pub async fn fetch_from(from: &str, ip: Ipv4Addr, timeout: Duration) -> Result<String, String> {
+    let from = from.to_string();
+    tokio::task::spawn_blocking(move || fetch(&from, ip, timeout))
+        .await
+        .expect("fetch thread")
 }
 
 /// A server in namespace `ns` on `ip` that answers every connection with `name`.
@@ -392,8 +400,9 @@ impl Lab {
     }
 }
 
-/// The overlay of the node in namespace `ns`, not started.
-pub fn overlay(ns: &str, underlay_ip: Ipv4Addr, portolan: SocketAddr) -> Arc<Overlay> {
+/// The overlay of the node in namespace `ns`, not started, asking Portolan at `portolan`
+/// (an address, or a host name and port).
+pub fn overlay(ns: &str, underlay_ip: Ipv4Addr, portolan: impl ToString) -> Arc<Overlay> {
     Overlay::new(
         OverlayConfig {
             underlay_ip,
@@ -537,6 +546,37 @@ pub async fn nic_row(buckets: &Buckets, i: &Instance, cn: Uuid, deleted: bool) {
         )
         .await
         .expect("put the NIC's row");
+}
+
+/// Writes what NAPI writes to tell node `cn` of a change on `vnet`: an entry of its log
+/// in `portolan_cn_net_events`. Answers the entry's key.
+pub async fn log_entry(buckets: &Buckets, cn: Uuid, vnet: u32, record: LogRecord) -> String {
+    let key = Uuid::new_v4().to_string();
+    buckets
+        .cn_net_events
+        .put(
+            &key,
+            &CnNetEvent {
+                cn_uuid: cn,
+                vnet_id: vnet,
+                version: RECORD_VERSION,
+                record,
+            },
+            EtagCondition::Any,
+        )
+        .await
+        .expect("log entry");
+    key
+}
+
+/// Waits (up to `wait`) until the node's agent has drained (removed) the log entry `key`.
+pub async fn drained(buckets: &Buckets, key: &str, what: &str, wait: Duration) {
+    let events = buckets.cn_net_events.clone();
+    crate::eventually(what, wait, || {
+        let events = events.clone();
+        async move { events.get(key).await.expect("read the log").is_none() }
+    })
+    .await;
 }
 
 /// Whether the node's VXLAN device of `vnet` has a forwarding entry for `mac` (to a

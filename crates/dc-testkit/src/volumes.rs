@@ -175,10 +175,7 @@ impl Dc {
 
     /// Stops VolAPI (waiting up to 30 s for it to end).
     pub async fn stop_volapi(&mut self) {
-        self.volapi_shutdown.cancel();
-        if let Some(task) = self.volapi_task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
-        }
+        self.volapi_run.stop().await;
     }
 
     /// Starts VolAPI again on its port (after [`Dc::stop_volapi`]).
@@ -187,12 +184,12 @@ impl Dc {
             .volapi_config
             .clone()
             .expect("this test datacenter has no VolAPI: set Options::volapi");
-        self.volapi_shutdown = self.shutdown.child_token();
-        let running = volapi::start(config, self.volapi_shutdown.clone())
+        let shutdown = self.volapi_run.next_run(&self.shutdown);
+        let running = volapi::start(config, shutdown)
             .await
             .expect("VolAPI starts");
         self.addrs.push((Service::Volapi, running.addr));
-        self.volapi_task = Some(running.task);
+        self.volapi_run.running(running.task);
     }
 
     /// Stops VolAPI and starts it again on the same port.

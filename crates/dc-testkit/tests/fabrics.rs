@@ -10,22 +10,18 @@
 // Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use cn_agent::ZoneBackend;
-use cn_agent::linux::overlay::{
-    Nat, Overlay, OverlayConfig, VXLAN_TABLE, bridge_name, nat_hub, nat_netns, vxlan_name,
-};
+use cn_agent::linux::overlay::{Nat, VXLAN_TABLE, bridge_name, nat_hub, nat_netns, vxlan_name};
 use dc_testkit::fabric::{
-    Instance, Lab, TwoNodes, fetch, has_forwarding, mac_text, nic_row, overlay, received, send_udp,
-    serve, serve_peer, udp_listener, underlay_row, vxlan_udp,
+    Instance, Lab, TwoNodes, drained, fetch_from, has_forwarding, log_entry, mac_text, nic_row,
+    overlay, received, send_udp, serve, serve_peer, udp_listener, underlay_row, vxlan_udp,
 };
 use dc_testkit::{Dc, Options, Service, eventually, run};
-use moray_client::{EtagCondition, MorayClient};
-use portolan_client::buckets::{
-    Buckets, CnNetEvent, LogRecord, RECORD_VERSION, ip_text, mac_number,
-};
+use moray_client::MorayClient;
+use portolan_client::buckets::{Buckets, LogRecord, ip_text, mac_number};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -34,6 +30,20 @@ const WAIT: Duration = Duration::from_secs(20);
 const VNET_A: u32 = 4100;
 const VNET_B: u32 = 4200;
 const VNET_C: u32 = 4300;
+
+/// Portolan on Moray, and a lab with one node (its overlay not made): the datacenter,
+/// Portolan's SVP address, the lab, and the node's namespace and underlay address.
+async fn one_node() -> (Dc, SocketAddr, Lab, String, Ipv4Addr) {
+    let dc = Dc::start(Options {
+        portolan: true,
+        ..Default::default()
+    })
+    .await;
+    let svp = dc.addr(Service::Portolan);
+    let mut lab = Lab::new();
+    let (ns, underlay) = lab.node(1);
+    (dc, svp, lab, ns, underlay)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn instances_of_one_fabric_reach_each_other_across_nodes_and_no_one_else() {
@@ -51,34 +61,31 @@ async fn instances_of_one_fabric_reach_each_other_across_nodes_and_no_one_else()
         "a1",
         &n1,
         &o1,
-        Instance {
-            ns: String::new(),
-            ip: Ipv4Addr::new(10, 40, 0, 11),
-            mac: [0x02, 0xfa, 0, 0, 0, 0x11],
-            vnet: VNET_A,
-        },
+        Instance::new(
+            Ipv4Addr::new(10, 40, 0, 11),
+            [0x02, 0xfa, 0, 0, 0, 0x11],
+            VNET_A,
+        ),
     );
     let a2 = lab.instance(
         "a2",
         &n2,
         &o2,
-        Instance {
-            ns: String::new(),
-            ip: Ipv4Addr::new(10, 40, 0, 12),
-            mac: [0x02, 0xfa, 0, 0, 0, 0x12],
-            vnet: VNET_A,
-        },
+        Instance::new(
+            Ipv4Addr::new(10, 40, 0, 12),
+            [0x02, 0xfa, 0, 0, 0, 0x12],
+            VNET_A,
+        ),
     );
     let b = lab.instance(
         "b",
         &n2,
         &o2,
-        Instance {
-            ns: String::new(),
-            ip: Ipv4Addr::new(10, 40, 0, 13),
-            mac: [0x02, 0xfb, 0, 0, 0, 0x13],
-            vnet: VNET_B,
-        },
+        Instance::new(
+            Ipv4Addr::new(10, 40, 0, 13),
+            [0x02, 0xfb, 0, 0, 0, 0x13],
+            VNET_B,
+        ),
     );
     nic_row(&buckets, &a1, cn1, false).await;
     nic_row(&buckets, &a2, cn2, false).await;
@@ -88,29 +95,18 @@ async fn instances_of_one_fabric_reach_each_other_across_nodes_and_no_one_else()
 
     // Each side learns the other on demand (ARP misses answered from Portolan).
     let first = std::time::Instant::now();
-    let (from, to) = (a1.ns.clone(), a2.ip);
-    eventually("a1 fetches from a2 across the nodes", WAIT, || {
-        let from = from.clone();
-        async move {
-            tokio::task::spawn_blocking(move || fetch(&from, to, Duration::from_secs(3)))
-                .await
-                .unwrap()
-                .as_deref()
-                == Ok("a2")
-        }
+    eventually("a1 fetches from a2 across the nodes", WAIT, || async {
+        fetch_from(&a1.ns, a2.ip, Duration::from_secs(3))
+            .await
+            .as_deref()
+            == Ok("a2")
     })
     .await;
     eprintln!(
         "first connection across the nodes after {:?}",
         first.elapsed()
     );
-    let back = tokio::task::spawn_blocking({
-        let ns = a2.ns.clone();
-        let ip = a1.ip;
-        move || fetch(&ns, ip, Duration::from_secs(5))
-    })
-    .await
-    .unwrap();
+    let back = fetch_from(&a2.ns, a1.ip, Duration::from_secs(5)).await;
     assert_eq!(back.as_deref(), Ok("a1"), "a2 fetches from a1");
     assert!(
         has_forwarding(&n1, VNET_A, a2.mac),
@@ -132,11 +128,7 @@ async fn instances_of_one_fabric_reach_each_other_across_nodes_and_no_one_else()
         ],
     );
     assert!(!has_forwarding(&n1, VNET_A, a2.mac));
-    let ns = a1.ns.clone();
-    let ip = a2.ip;
-    let got = tokio::task::spawn_blocking(move || fetch(&ns, ip, Duration::from_secs(5)))
-        .await
-        .unwrap();
+    let got = fetch_from(&a1.ns, a2.ip, Duration::from_secs(5)).await;
     assert_eq!(got.as_deref(), Ok("a2"), "a1 reaches a2 after an L2 miss");
     assert!(
         has_forwarding(&n1, VNET_A, a2.mac),
@@ -146,10 +138,7 @@ async fn instances_of_one_fabric_reach_each_other_across_nodes_and_no_one_else()
     // B, on another vnet in the same subnet, reaches neither: not by ARP, and not with
     // A2's MAC written into its neighbour table by hand.
     for ip in [a1.ip, a2.ip] {
-        let ns = b.ns.clone();
-        let got = tokio::task::spawn_blocking(move || fetch(&ns, ip, Duration::from_secs(3)))
-            .await
-            .unwrap();
+        let got = fetch_from(&b.ns, ip, Duration::from_secs(3)).await;
         assert!(got.is_err(), "b reached {ip}: {got:?}");
     }
     run(
@@ -166,11 +155,7 @@ async fn instances_of_one_fabric_reach_each_other_across_nodes_and_no_one_else()
             "eth0",
         ],
     );
-    let ns = b.ns.clone();
-    let ip = a2.ip;
-    let got = tokio::task::spawn_blocking(move || fetch(&ns, ip, Duration::from_secs(3)))
-        .await
-        .unwrap();
+    let got = fetch_from(&b.ns, a2.ip, Duration::from_secs(3)).await;
     assert!(got.is_err(), "b reached a2 with its MAC: {got:?}");
     assert!(
         !has_forwarding(&n2, VNET_B, a2.mac),
@@ -180,11 +165,7 @@ async fn instances_of_one_fabric_reach_each_other_across_nodes_and_no_one_else()
     // Node 1's agent stops: what it learned stays in the kernel, and a new one goes on.
     t.nodes[0].stop.cancel();
     drop(o1);
-    let ns = a1.ns.clone();
-    let ip = a2.ip;
-    let got = tokio::task::spawn_blocking(move || fetch(&ns, ip, Duration::from_secs(3)))
-        .await
-        .unwrap();
+    let got = fetch_from(&a1.ns, a2.ip, Duration::from_secs(3)).await;
     assert_eq!(
         got.as_deref(),
         Ok("a2"),
@@ -204,54 +185,32 @@ async fn instances_of_one_fabric_reach_each_other_across_nodes_and_no_one_else()
     // show it is the overlay that cuts it off).
     let deleted = std::time::Instant::now();
     nic_row(&buckets, &a2, cn2, true).await;
-    let event = Uuid::new_v4();
-    buckets
-        .cn_net_events
-        .put(
-            &event.to_string(),
-            &CnNetEvent {
-                cn_uuid: cn1,
-                vnet_id: VNET_A,
-                version: RECORD_VERSION,
-                record: LogRecord::Vl2 {
-                    mac: mac_number(a2.mac),
-                    vnet_id: VNET_A,
-                },
-            },
-            EtagCondition::Any,
-        )
-        .await
-        .expect("log entry");
-    let (from, to) = (a1.ns.clone(), a2.ip);
-    eventually("a2's address stops answering a1", WAIT, || {
-        let from = from.clone();
-        async move {
-            tokio::task::spawn_blocking(move || fetch(&from, to, Duration::from_millis(200)))
-                .await
-                .unwrap()
-                .is_err()
-        }
+    let event = log_entry(
+        &buckets,
+        cn1,
+        VNET_A,
+        LogRecord::Vl2 {
+            mac: mac_number(a2.mac),
+            vnet_id: VNET_A,
+        },
+    )
+    .await;
+    eventually("a2's address stops answering a1", WAIT, || async {
+        fetch_from(&a1.ns, a2.ip, Duration::from_millis(200))
+            .await
+            .is_err()
     })
     .await;
     eprintln!(
         "a2's address stopped answering on node 1 {:?} after its row was deleted",
         deleted.elapsed()
     );
-    let events = buckets.cn_net_events.clone();
-    eventually("node 1 removed its log entry", WAIT, || {
-        let events = events.clone();
-        async move { events.get(&event.to_string()).await.unwrap().is_none() }
-    })
-    .await;
+    drained(&buckets, &event, "node 1 removed its log entry", WAIT).await;
     assert!(
         !has_forwarding(&n1, VNET_A, a2.mac),
         "a2's forwarding entry is gone from node 1"
     );
-    let ns = a1.ns.clone();
-    let ip = a2.ip;
-    let got = tokio::task::spawn_blocking(move || fetch(&ns, ip, Duration::from_secs(3)))
-        .await
-        .unwrap();
+    let got = fetch_from(&a1.ns, a2.ip, Duration::from_secs(3)).await;
     assert!(got.is_err(), "a2's address answers again: {got:?}");
 
     // A new instance takes a2's address on node 2 with another MAC: NAPI writes its row
@@ -261,46 +220,24 @@ async fn instances_of_one_fabric_reach_each_other_across_nodes_and_no_one_else()
         "a3",
         &n2,
         &o2,
-        Instance {
-            ns: String::new(),
-            ip: a2.ip,
-            mac: [0x02, 0xfa, 0, 0, 0, 0x33],
-            vnet: VNET_A,
-        },
+        Instance::new(a2.ip, [0x02, 0xfa, 0, 0, 0, 0x33], VNET_A),
     );
     nic_row(&buckets, &a3, cn2, false).await;
     serve(&a3.ns, a3.ip, "a3");
-    let event = Uuid::new_v4();
-    buckets
-        .cn_net_events
-        .put(
-            &event.to_string(),
-            &CnNetEvent {
-                cn_uuid: cn1,
-                vnet_id: VNET_A,
-                version: RECORD_VERSION,
-                record: LogRecord::Vl3 {
-                    ip: ip_text(a3.ip.into()),
-                    mac: mac_number(a3.mac),
-                    vlan: 2,
-                    vnet_id: VNET_A,
-                },
-            },
-            EtagCondition::Any,
-        )
-        .await
-        .expect("log entry");
-    let events = buckets.cn_net_events.clone();
-    eventually("node 1 drained the VL3 entry", WAIT, || {
-        let events = events.clone();
-        async move { events.get(&event.to_string()).await.unwrap().is_none() }
-    })
+    let event = log_entry(
+        &buckets,
+        cn1,
+        VNET_A,
+        LogRecord::Vl3 {
+            ip: ip_text(a3.ip.into()),
+            mac: mac_number(a3.mac),
+            vlan: 2,
+            vnet_id: VNET_A,
+        },
+    )
     .await;
-    let ns = a1.ns.clone();
-    let ip = a3.ip;
-    let got = tokio::task::spawn_blocking(move || fetch(&ns, ip, Duration::from_secs(3)))
-        .await
-        .unwrap();
+    drained(&buckets, &event, "node 1 drained the VL3 entry", WAIT).await;
+    let got = fetch_from(&a1.ns, a3.ip, Duration::from_secs(3)).await;
     assert_eq!(
         got.as_deref(),
         Ok("a3"),
@@ -325,27 +262,12 @@ async fn instances_of_one_fabric_reach_each_other_across_nodes_and_no_one_else()
 /// again, and a working name used.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_svp_connection_backs_off_and_takes_a_name() {
-    let dc = Dc::start(Options {
-        portolan: true,
-        ..Default::default()
-    })
-    .await;
-    let svp = dc.addr(Service::Portolan);
-    let mut lab = Lab::new();
-    let (n1, ul1) = lab.node(1);
+    let (dc, svp, _lab, n1, ul1) = one_node().await;
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let down = Overlay::new(
-        OverlayConfig {
-            underlay_ip: ul1,
-            portolan: format!("localhost:{closed}"),
-            nat: None,
-        },
-        Some(dc_testkit::fabric::ns_fd(&n1)),
-    )
-    .expect("overlay");
+    let down = overlay(&n1, ul1, format!("localhost:{closed}"));
     let e = down.drain_once().await.expect_err("nothing listens");
     assert!(
         e.to_string().contains(&format!("localhost:{closed}")) || e.chain().contains("connect"),
@@ -363,15 +285,7 @@ async fn the_svp_connection_backs_off_and_takes_a_name() {
             .expect("connect to Moray"),
     );
     underlay_row(&buckets, Uuid::new_v4(), ul1).await;
-    let up = Overlay::new(
-        OverlayConfig {
-            underlay_ip: ul1,
-            portolan: format!("localhost:{}", svp.port()),
-            nat: None,
-        },
-        Some(dc_testkit::fabric::ns_fd(&n1)),
-    )
-    .expect("overlay");
+    let up = overlay(&n1, ul1, format!("localhost:{}", svp.port()));
     assert!(
         !up.drain_once().await.expect("Portolan reached by name"),
         "an empty log"
@@ -386,14 +300,7 @@ async fn the_svp_connection_backs_off_and_takes_a_name() {
 /// goes with its last instance and the hub with the last NAT.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_internet_nat_fabric_reaches_the_external_gateway() {
-    let dc = Dc::start(Options {
-        portolan: true,
-        ..Default::default()
-    })
-    .await;
-    let svp = dc.addr(Service::Portolan);
-    let mut lab = Lab::new();
-    let (n1, ul1) = lab.node(1);
+    let (_dc, svp, mut lab, n1, ul1) = one_node().await;
     // The node's external bridge, with the external network's gateway on it (a
     // namespace of its own, serving).
     let outside = lab.netns("x");
@@ -491,7 +398,7 @@ async fn an_internet_nat_fabric_reaches_the_external_gateway() {
     };
     let fetches = |from: &Instance, to: Ipv4Addr, secs: u64| {
         let from = from.ns.clone();
-        tokio::task::spawn_blocking(move || fetch(&from, to, Duration::from_secs(secs)))
+        async move { fetch_from(&from, to, Duration::from_secs(secs)).await }
     };
     assert!(
         pings(&a, gateway, 1, 3).await.unwrap(),
@@ -502,12 +409,12 @@ async fn an_internet_nat_fabric_reaches_the_external_gateway() {
         "a reaches the external gateway by ping"
     );
     assert_eq!(
-        fetches(&a, ext_gw, 3).await.unwrap(),
+        fetches(&a, ext_gw, 3).await,
         Ok(nat_ip.to_string()),
         "a fetches from outside, seen as the node's NAT address"
     );
     assert_eq!(
-        fetches(&c, ext_gw, 3).await.unwrap(),
+        fetches(&c, ext_gw, 3).await,
         Ok(nat_ip.to_string()),
         "c, another NAT'd fabric with the same subnet, too"
     );
@@ -518,7 +425,7 @@ async fn an_internet_nat_fabric_reaches_the_external_gateway() {
         !pings(&b, ext_gw, 3, 2).await.unwrap(),
         "b reached outside through another vnet's NAT"
     );
-    let got = fetches(&b, ext_gw, 2).await.unwrap();
+    let got = fetches(&b, ext_gw, 2).await;
     assert!(got.is_err(), "b fetched from outside: {got:?}");
 
     // The outside, routing the fabric's subnet at the NAT's address, does not get in.
@@ -559,7 +466,7 @@ async fn an_internet_nat_fabric_reaches_the_external_gateway() {
     assert!(!exists(nat_netns(ul1, VNET_A)), "A's NAT namespace is gone");
     assert!(exists(nat_hub(ul1)), "the hub stays for C's NAT");
     assert_eq!(
-        fetches(&c, ext_gw, 3).await.unwrap(),
+        fetches(&c, ext_gw, 3).await,
         Ok(nat_ip.to_string()),
         "c still goes out"
     );
@@ -689,15 +596,7 @@ async fn the_vxlan_port_takes_only_the_underlay() {
 
     // A restarted agent's overlay that finds vnet devices makes the table again, and it
     // goes with the node's last vnet.
-    let n1_overlay = Overlay::new(
-        OverlayConfig {
-            underlay_ip: t.nodes[0].underlay,
-            portolan: t.svp.to_string(),
-            nat: None,
-        },
-        Some(dc_testkit::fabric::ns_fd(&n1)),
-    )
-    .expect("a restarted overlay");
+    let n1_overlay = overlay(&n1, t.nodes[0].underlay, t.svp);
     let table = run("ip", &["netns", "exec", &n1, "nft", "list", "tables"]);
     assert!(
         table.contains(VXLAN_TABLE),
