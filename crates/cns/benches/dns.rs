@@ -21,6 +21,9 @@
 
 triton_common::global_allocator!();
 
+#[path = "../tests/dns_common/mod.rs"]
+mod dns_common;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::Stdio;
@@ -140,46 +143,15 @@ async fn start_nsd(dir: &Path, zonefile: &Path) -> (SocketAddr, tokio::process::
         .local_addr()
         .port();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let d = dir.display();
+    let server = dns_common::nsd_server(dir, NSD_IP, port, cpus, 1);
     let conf = format!(
-        r#"server:
-    ip-address: {NSD_IP}
-    port: {port}
-    server-count: {cpus}
-    reuseport: yes
-    username: ""
-    chroot: ""
-    zonesdir: "{d}"
-    database: ""
-    zonelistfile: "{d}/zone.list"
-    xfrdfile: "{d}/xfrd.state"
-    xfrdir: "{d}"
-    pidfile: "{d}/nsd.pid"
-    logfile: "{d}/nsd.log"
-    verbosity: 1
-    # Debian's NSD limits answers to 200/s per client network (RRL); dnsperf is one
-    # client, so the limit is off (CNS has none).
-    rrl-ratelimit: 0
-    rrl-whitelist-ratelimit: 0
-remote-control:
-    control-enable: no
-zone:
+        r#"{server}zone:
     name: {ZONE}
     zonefile: "{zonefile}"
 "#,
         zonefile = zonefile.display()
     );
-    let path = dir.join("nsd.conf");
-    std::fs::write(&path, conf).unwrap();
-    let child = tokio::process::Command::new("nsd")
-        .arg("-d")
-        .arg("-c")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("nsd (scripts/lib.sh installs it)");
+    let child = dns_common::spawn_nsd(dir, &conf);
     (SocketAddr::new(IpAddr::V4(NSD_IP), port), child)
 }
 

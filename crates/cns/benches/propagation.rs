@@ -71,15 +71,8 @@ fn main() {
         eprintln!("[cns propagation] starting a test datacenter with CNS");
         let (dc, network) = dc_common::datacenter(true).await;
         let owner = dc.seed().owner.clone();
-        let mut request = dc.create_request("prop");
-        request.networks = vec![pb::NetworkSpec {
-            ipv4_uuid: network.clone(),
-            ..Default::default()
-        }];
-        let created = dc.vmapi().create_vm(request).await.unwrap().into_inner();
-        let job = dc.wait_job(&created.job_uuid).await;
-        assert_eq!(job.execution, "succeeded", "{job:?}");
-        let vm = dc.vm(&created.vm_uuid).await;
+        let uuid = dc_common::create(&dc, &network, "prop", None).await;
+        let vm = dc.vm(&uuid).await;
         let ip = vm.nics[0].ip.clone();
         let dns = dc.cns_dns_addr();
         let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();

@@ -10,7 +10,6 @@ use std::time::Duration;
 use dc_testkit::naming::CNS_ZONE;
 use dc_testkit::{Dc, Options, Seed, Service, eventually};
 use triton_proto::cns::v1 as cns_pb;
-use triton_proto::vmapi::v1 as pb;
 
 struct Out {
     code: i32,
@@ -202,15 +201,7 @@ async fn status_config_zones_peers_and_vm() {
     // vm: the names of an instance of an account with CNS on.
     let network = dc_common::external_network(&dc, "10.151.0").await;
     dc_common::set_cns_enabled(&dc, true).await;
-    let mut request = dc.create_request("web-1");
-    request.networks = vec![pb::NetworkSpec {
-        ipv4_uuid: network.clone(),
-        ..Default::default()
-    }];
-    let created = dc.vmapi().create_vm(request).await.unwrap().into_inner();
-    let job = dc.wait_job(&created.job_uuid).await;
-    assert_eq!(job.execution, "succeeded", "{job:?}");
-    let uuid = created.vm_uuid;
+    let uuid = dc_common::create(&dc, &network, "web-1", None).await;
     let want = format!("web-1.inst.{}.{CNS_ZONE}", dc.seed().owner);
     eventually(
         "cnsadm vm lists the instance's names",

@@ -14,8 +14,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use dc_common::{
-    WAIT, action, axfr, create_request, datacenter, datacenter_with, delete, dig, job, names_of,
-    serial, set_cns_enabled, set_tags,
+    WAIT, action, axfr, create, datacenter, datacenter_with, delete, dig, job, names_of, serial,
+    set_cns_enabled, set_tags,
 };
 use dc_testkit::naming::CNS_ZONE;
 use dc_testkit::{Dc, Options, eventually};
@@ -29,17 +29,8 @@ async fn names_follow_vms_tags_states_and_the_account_flag() {
     let (dc, network) = datacenter(true).await;
     let dns = dc.cns_dns_addr();
     let owner = dc.seed().owner.clone();
-    let r = dc
-        .vmapi()
-        .create_vm(create_request(
-            &dc,
-            &network,
-            "web-1",
-            Some("web:80:priority=5:weight=20"),
-        ))
-        .await;
-    let created = job(&dc, r).await;
-    let vm = dc.vm(&created.vm_uuid).await;
+    let services = Some("web:80:priority=5:weight=20");
+    let vm = dc.vm(&create(&dc, &network, "web-1", services).await).await;
     let ip = vm.nics[0].ip.clone();
     let uuid = vm.uuid.clone();
     let inst = format!("{uuid}.inst.{owner}.{CNS_ZONE}");
@@ -164,11 +155,7 @@ async fn config_updates_are_validated_kept_and_rebuild_the_zones() {
     let (dc, network) = datacenter(true).await;
     let dns = dc.cns_dns_addr();
     let owner = dc.seed().owner.clone();
-    let r = dc
-        .vmapi()
-        .create_vm(create_request(&dc, &network, "Db.Primary", None))
-        .await;
-    let uuid = job(&dc, r).await.vm_uuid;
+    let uuid = create(&dc, &network, "Db.Primary", None).await;
     let ip = dc.vm(&uuid).await.nics[0].ip.clone();
     let login = dc.seed().login.clone();
 
@@ -578,16 +565,7 @@ async fn change(dc: &Dc, network: &str, n: usize, live: &mut Vec<String>) {
         _ => {}
     }
     let services = n.is_multiple_of(4).then(|| format!("web:{}", 80 + n % 3));
-    let r = dc
-        .vmapi()
-        .create_vm(create_request(
-            dc,
-            network,
-            &format!("vm-{n}"),
-            services.as_deref(),
-        ))
-        .await;
-    live.push(job(dc, r).await.vm_uuid);
+    live.push(create(dc, network, &format!("vm-{n}"), services.as_deref()).await);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -741,11 +719,7 @@ async fn the_journal_keeps_what_a_known_secondary_needs_within_its_bounds() {
     })
     .await;
     let dns = dc.cns_dns_addr();
-    let r = dc
-        .vmapi()
-        .create_vm(create_request(&dc, &network, "gc", None))
-        .await;
-    let uuid = job(&dc, r).await.vm_uuid;
+    let uuid = create(&dc, &network, "gc", None).await;
     let mut serials = vec![];
     // One commit per tag change: waits for the serial to move.
     let commit = async |n: usize, serials: &mut Vec<u32>| {
@@ -863,11 +837,7 @@ async fn after_a_resync_answer_the_vms_follower_starts_again_from_the_snapshot()
     .await;
     let dns = dc.cns_dns_addr();
     let owner = dc.seed().owner.clone();
-    let r = dc
-        .vmapi()
-        .create_vm(create_request(&dc, &network, "before", None))
-        .await;
-    let before = job(&dc, r).await.vm_uuid;
+    let before = create(&dc, &network, "before", None).await;
     let name = format!("before.inst.{owner}.{CNS_ZONE}");
     eventually("the first VM's name", WAIT, || async {
         !dig(dns, &name, "A").await.is_empty()
@@ -886,11 +856,7 @@ async fn after_a_resync_answer_the_vms_follower_starts_again_from_the_snapshot()
     dc.change_log_trimmed_through(position).await;
     dc.start_vmapi().await;
     delete(&dc, &before).await;
-    let r = dc
-        .vmapi()
-        .create_vm(create_request(&dc, &network, "after", None))
-        .await;
-    job(&dc, r).await;
+    create(&dc, &network, "after", None).await;
     let after = format!("after.inst.{owner}.{CNS_ZONE}");
     eventually("the follower is back after the resync", WAIT, || async {
         !dig(dns, &after, "A").await.is_empty() && dig(dns, &name, "A").await.is_empty()

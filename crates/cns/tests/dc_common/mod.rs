@@ -70,6 +70,14 @@ pub fn create_request(
     r
 }
 
+/// Creates VM `alias` on `network` (with `triton.cns.services` when given) and waits
+/// for its job to succeed: the VM's uuid.
+pub async fn create(dc: &Dc, network: &str, alias: &str, services: Option<&str>) -> String {
+    let request = create_request(dc, network, alias, services);
+    let r = dc.vmapi().create_vm(request).await;
+    job(dc, r).await.vm_uuid
+}
+
 pub fn text(s: &str) -> prost_types::Value {
     prost_types::Value {
         kind: Some(prost_types::value::Kind::StringValue(s.into())),

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -286,26 +286,9 @@ impl Nsd {
             .port();
         let addr = SocketAddr::new(IpAddr::V4(NSD_IP), port);
         let d = dir.path().display();
+        let server = nsd_server(dir.path(), NSD_IP, port, 1, 2);
         let config = format!(
-            r#"server:
-    ip-address: {NSD_IP}
-    port: {port}
-    server-count: 1
-    username: ""
-    chroot: ""
-    zonesdir: "{d}"
-    database: ""
-    zonelistfile: "{d}/zone.list"
-    xfrdfile: "{d}/xfrd.state"
-    xfrdir: "{d}"
-    pidfile: "{d}/nsd.pid"
-    logfile: "{d}/nsd.log"
-    verbosity: 2
-    rrl-ratelimit: 0
-    rrl-whitelist-ratelimit: 0
-remote-control:
-    control-enable: no
-zone:
+            r#"{server}zone:
     name: {zone}
     zonefile: "{d}/secondary.zone"
     request-xfr: AXFR {ip}@{primary_port} NOKEY
@@ -315,23 +298,60 @@ zone:
             ip = primary.ip(),
             primary_port = primary.port(),
         );
-        let conf = dir.path().join("nsd.conf");
-        std::fs::write(&conf, config).unwrap();
-        let child = tokio::process::Command::new("nsd")
-            .arg("-d")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("nsd starts");
+        let child = spawn_nsd(dir.path(), &config);
         Nsd { addr, dir, child }
     }
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("nsd.log")).unwrap_or_default()
     }
+}
+
+/// NSD's `server:` and `remote-control:` sections: on `ip`:`port`, with its files in
+/// `dir`, `processes` server processes (sharing the port by SO_REUSEPORT when more than
+/// one), and no response rate limit (Debian's NSD limits answers to 200/s per client
+/// network; a test or dnsperf is one client, and CNS has no limit).
+pub fn nsd_server(dir: &Path, ip: Ipv4Addr, port: u16, processes: usize, verbosity: u8) -> String {
+    let d = dir.display();
+    let reuseport = if processes > 1 { "yes" } else { "no" };
+    format!(
+        r#"server:
+    ip-address: {ip}
+    port: {port}
+    server-count: {processes}
+    reuseport: {reuseport}
+    username: ""
+    chroot: ""
+    zonesdir: "{d}"
+    database: ""
+    zonelistfile: "{d}/zone.list"
+    xfrdfile: "{d}/xfrd.state"
+    xfrdir: "{d}"
+    pidfile: "{d}/nsd.pid"
+    logfile: "{d}/nsd.log"
+    verbosity: {verbosity}
+    rrl-ratelimit: 0
+    rrl-whitelist-ratelimit: 0
+remote-control:
+    control-enable: no
+"#
+    )
+}
+
+/// Debian's NSD in the foreground with `config` (written to `dir`/nsd.conf), its output
+/// dropped; killed when the child is dropped.
+pub fn spawn_nsd(dir: &Path, config: &str) -> tokio::process::Child {
+    let conf = dir.join("nsd.conf");
+    std::fs::write(&conf, config).unwrap();
+    tokio::process::Command::new("nsd")
+        .arg("-d")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("nsd (scripts/lib.sh installs it)")
 }
 
 impl Drop for Nsd {
