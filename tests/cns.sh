@@ -21,19 +21,13 @@
 # used; otherwise one is brought up here and taken down at the end.
 set -euo pipefail
 TRITON_TOOL=cns
-. "$(dirname "$0")/../scripts/lib.sh"
-cd "$TRITON_ROOT"
-
-export COAL_DIR=${COAL_DIR:-/var/tmp/triton-coal-cns}
-. tests/suite.sh
+. "$(dirname "$0")/suite.sh"
 coal_for_suite
 ensure_packages dnsutils
 [ -n "${CNS_ADDR:-}" ] && [ -n "${CNS_SUFFIX:-}" ] \
     || die "scripts/coal env exports no CNS_ADDR/CNS_SUFFIX: is cns in deploy/services.toml and up?"
 command -v cnsadm >/dev/null || die "cnsadm is missing from $COAL_DIR/bin (CoaL's tools)"
-zlogin_bin="$COAL_DIR/bin/zlogin"
-[ -x "$zlogin_bin" ] || die "$zlogin_bin is missing: CoaL installs zlogin beside cn-agent"
-zl() { "$zlogin_bin" --config "$COAL_DIR/etc/cn-agent.toml" "$@"; }
+coal_tool zlogin "beside cn-agent"
 
 cns_host=${CNS_ADDR%:*}
 cns_port=${CNS_ADDR##*:}

@@ -17,17 +17,10 @@
 # own), that one is used; otherwise one is brought up here and taken down at the end.
 set -euo pipefail
 TRITON_TOOL=fabrics
-. "$(dirname "$0")/../scripts/lib.sh"
-cd "$TRITON_ROOT"
-
-export COAL_DIR=${COAL_DIR:-/var/tmp/triton-coal-fabrics}
-. tests/suite.sh
+. "$(dirname "$0")/suite.sh"
 coal_for_suite --linux-cns 2
-zl="$COAL_DIR/bin/coal-zlogin"
-[ -x "$zl" ] || die "$zl is missing: CoaL installs it for its linux compute nodes"
+coal_tool coal-zlogin "for its linux compute nodes"
 
-# Runs a shell command inside instance $1 (on whichever node holds it).
-inside() { "$zl" "$1" /bin/sh -c "$2"; }
 pings() { inside "$1" "ping -c 1 -W 2 $2" >/dev/null 2>&1; }
 fetches() { # instance, ip: the other instance's httpd answers through the fabric
     local got

@@ -23,19 +23,11 @@
 # used; otherwise one is brought up here and taken down at the end.
 set -euo pipefail
 TRITON_TOOL=isolation
-. "$(dirname "$0")/../scripts/lib.sh"
-cd "$TRITON_ROOT"
-
-export COAL_DIR=${COAL_DIR:-/var/tmp/triton-coal-isolation}
-. tests/suite.sh
+. "$(dirname "$0")/suite.sh"
 probe_dirs=()
 suite_cleanup() { local d; for d in "${probe_dirs[@]}"; do rm -rf "$d"; done; }
 coal_for_suite
-zlogin_bin="$COAL_DIR/bin/zlogin"
-[ -x "$zlogin_bin" ] || die "$zlogin_bin is missing: CoaL installs zlogin beside cn-agent"
-
-# zlogin reads cn-agent's config for its state dir and cgroup parent.
-zl() { "$zlogin_bin" --config "$COAL_DIR/etc/cn-agent.toml" "$@"; }
+coal_tool zlogin "beside cn-agent"
 
 # Runs a shell command inside instance $1 and prints its exit status as the last line
 # ("rc=N"): zlogin itself must work for the answer to count.

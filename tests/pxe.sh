@@ -12,11 +12,7 @@
 # otherwise one is brought up here and taken down at the end.
 set -euo pipefail
 TRITON_TOOL=pxe
-. "$(dirname "$0")/../scripts/lib.sh"
-cd "$TRITON_ROOT"
-
-export COAL_DIR=${COAL_DIR:-/var/tmp/triton-coal-pxe}
-. tests/suite.sh
+. "$(dirname "$0")/suite.sh"
 coal_for_suite --pxe-cns 1
 
 # The guest's row of `sdcadm server list`: UUID HOSTNAME ADMIN_IP SETUP STATUS.

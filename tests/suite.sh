@@ -1,10 +1,21 @@
 # The harness of the tenant suites run on a CoaL (tests/isolation.sh, tests/fabrics.sh),
-# sourced after scripts/lib.sh with TRITON_TOOL set to the suite's name:
+# sourced with TRITON_TOOL set to the suite's name: it loads scripts/lib.sh (unless the
+# suite did), works from the repository's root, and takes the CoaL in $COAL_DIR
+# (by default /var/tmp/triton-coal-$TRITON_TOOL).
+#   set -euo pipefail
+#   TRITON_TOOL=name
+#   . "$(dirname "$0")/suite.sh"
+# It gives:
 #   ok/bad/check     count a check (a failed one is listed at the end; the suite goes on);
 #   instances+=(N)   instances the suite made, deleted at the end whatever happens;
 #   suite_cleanup    a function the suite may define, run at the end before that;
 #   coal_for_suite   uses the CoaL up in $COAL_DIR, or brings one up (with the given
 #                    `scripts/coal up` options) and takes it down at the end.
+if ! declare -F step >/dev/null; then
+    . "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
+    cd "$TRITON_ROOT"
+    export COAL_DIR=${COAL_DIR:-/var/tmp/triton-coal-$TRITON_TOOL}
+fi
 own_coal=0
 passed=0
 failures=()
@@ -67,3 +78,15 @@ within() {
     done
     return 1
 }
+
+# Running commands inside instances:
+#   coal_tool NAME WHERE  dies unless CoaL installed $COAL_DIR/bin/NAME (WHERE says where);
+#   zl ARGS...            CoaL's zlogin, which reads cn-agent's config for its state dir
+#                         and cgroup parent;
+#   inside INST CMD       runs shell command CMD inside instance INST, on whichever linux
+#                         node holds it (coal-zlogin).
+coal_tool() {
+    [ -x "$COAL_DIR/bin/$1" ] || die "$COAL_DIR/bin/$1 is missing: CoaL installs it $2"
+}
+zl() { "$COAL_DIR/bin/zlogin" --config "$COAL_DIR/etc/cn-agent.toml" "$@"; }
+inside() { "$COAL_DIR/bin/coal-zlogin" "$1" /bin/sh -c "$2"; }
