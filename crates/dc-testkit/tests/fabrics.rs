@@ -57,39 +57,20 @@ async fn instances_of_one_fabric_reach_each_other_across_nodes_and_no_one_else()
 
     // Account A on vnet A, one instance per node; account B on vnet B, on node 2, in
     // the same subnet.
-    let a1 = lab.instance(
-        "a1",
-        &n1,
-        &o1,
-        Instance::new(
-            Ipv4Addr::new(10, 40, 0, 11),
-            [0x02, 0xfa, 0, 0, 0, 0x11],
-            VNET_A,
-        ),
-    );
-    let a2 = lab.instance(
-        "a2",
-        &n2,
-        &o2,
-        Instance::new(
-            Ipv4Addr::new(10, 40, 0, 12),
-            [0x02, 0xfa, 0, 0, 0, 0x12],
-            VNET_A,
-        ),
-    );
-    let b = lab.instance(
-        "b",
-        &n2,
-        &o2,
-        Instance::new(
-            Ipv4Addr::new(10, 40, 0, 13),
-            [0x02, 0xfb, 0, 0, 0, 0x13],
-            VNET_B,
-        ),
-    );
-    nic_row(&buckets, &a1, cn1, false).await;
-    nic_row(&buckets, &a2, cn2, false).await;
-    nic_row(&buckets, &b, cn2, false).await;
+    let nodes = [(&n1, &o1, cn1), (&n2, &o2, cn2)];
+    let made = [
+        ("a1", 0, 11, [0x02, 0xfa, 0, 0, 0, 0x11], VNET_A),
+        ("a2", 1, 12, [0x02, 0xfa, 0, 0, 0, 0x12], VNET_A),
+        ("b", 1, 13, [0x02, 0xfb, 0, 0, 0, 0x13], VNET_B),
+    ];
+    let [a1, a2, b] = made.map(|(name, node, last, mac, vnet)| {
+        let (ns, overlay, _) = nodes[node];
+        let ip = Ipv4Addr::new(10, 40, 0, last);
+        lab.instance(name, ns, overlay, Instance::new(ip, mac, vnet))
+    });
+    for (i, (_, node, ..)) in [&a1, &a2, &b].into_iter().zip(made) {
+        nic_row(&buckets, i, nodes[node].2, false).await;
+    }
     serve(&a1.ns, a1.ip, "a1");
     serve(&a2.ns, a2.ip, "a2");
 
