@@ -41,14 +41,7 @@ pub enum Error {
     },
 }
 
-impl Error {
-    pub fn invalid(field: &str, message: impl Into<String>) -> Error {
-        Error::Invalid {
-            field: field.to_string(),
-            message: message.into(),
-        }
-    }
-}
+triton_common::field_error_constructors!(Error::Invalid { field, message });
 
 impl ToStatus for Error {
     fn code_and_name(&self) -> (Code, &str) {

@@ -3,8 +3,22 @@
 
 /// `Error::invalid(field, message)` and `Error::missing(field)` for a service's `Error`
 /// whose `Variant` holds a `Vec<FieldError>`: `field_error_constructors!(Error::Invalid)`.
+/// For an `Error` whose variant names one field, `Invalid { field: String, message:
+/// String }`: `field_error_constructors!(Error::Invalid { field, message })` gives
+/// `Error::invalid(field, message)`.
 #[macro_export]
 macro_rules! field_error_constructors {
+    ($error:ident :: $variant:ident { field, message }) => {
+        impl $error {
+            /// `field` broke a rule; `message` says which.
+            pub fn invalid(field: &str, message: impl Into<String>) -> $error {
+                $error::$variant {
+                    field: field.to_string(),
+                    message: message.into(),
+                }
+            }
+        }
+    };
     ($error:ident :: $variant:ident) => {
         impl $error {
             /// `field` broke a rule; `message` says which.
