@@ -96,11 +96,7 @@ async fn underlay_nics_become(napi: &NapiClient<Channel>, what: &str, pairs: &[(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nodes_underlay_address_becomes_its_underlay_nic_in_napi() {
-    let dc = Dc::start(Options {
-        napi: true,
-        ..Default::default()
-    })
-    .await;
+    let dc = Dc::start(Options::only(Service::Napi)).await;
     let mut napi = dc.napi();
     // What CoaL seeds: the nic tag now, the network only after the nodes registered.
     napi.create_nic_tag(napi::CreateNicTagRequest {

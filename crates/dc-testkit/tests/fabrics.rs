@@ -34,11 +34,7 @@ const VNET_C: u32 = 4300;
 /// Portolan on Moray, and a lab with one node (its overlay not made): the datacenter,
 /// Portolan's SVP address, the lab, and the node's namespace and underlay address.
 async fn one_node() -> (Dc, SocketAddr, Lab, String, Ipv4Addr) {
-    let dc = Dc::start(Options {
-        portolan: true,
-        ..Default::default()
-    })
-    .await;
+    let dc = Dc::start(Options::only(Service::Portolan)).await;
     let svp = dc.addr(Service::Portolan);
     let mut lab = Lab::new();
     let (ns, underlay) = lab.node(1);

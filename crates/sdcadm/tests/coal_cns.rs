@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use dc_testkit::services::cn_agent;
-use dc_testkit::{Dc, Options};
+use dc_testkit::{Dc, Options, Service};
 use sdcadm::coal::{self, Coal};
 use sdcadm::deploy::Bridge;
 use triton_proto::napi::v1 as napi;
@@ -168,11 +168,7 @@ async fn up_with_fewer_linux_nodes_than_run_is_refused_naming_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_underlay_is_seeded_in_napi_once() {
-    let dc = Dc::start(Options {
-        napi: true,
-        ..Default::default()
-    })
-    .await;
+    let dc = Dc::start(Options::only(Service::Napi)).await;
     let bridge = Bridge {
         name: "coal-underlay".into(),
         nic_tag: "sdc_underlay".into(),
