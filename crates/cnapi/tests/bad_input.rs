@@ -6,8 +6,6 @@
 
 use std::time::Duration;
 
-use cnapi::service::Settings;
-use cnapi::store::MemoryStore;
 use dc_testkit::node::SimNode;
 use dc_testkit::{assert_error, eventually};
 use tokio_util::sync::CancellationToken;
@@ -21,7 +19,7 @@ use uuid::Uuid;
 
 mod common;
 
-use common::{alloc, create, exists, instance_spec, run_task, start_cnapi, start_sim_agent};
+use common::{alloc, create, exists, instance_spec, run_task, start_auto_setup, start_sim_agent};
 
 /// Instance `vm` in `server`'s record, as its heartbeats put it there.
 async fn instance(c: &mut CnapiClient<Channel>, server: Uuid, vm: &str) -> Option<pb::ServerVm> {
@@ -31,11 +29,7 @@ async fn instance(c: &mut CnapiClient<Channel>, server: Uuid, vm: &str) -> Optio
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_by_field_and_leaves_others_alone() {
     let shutdown = CancellationToken::new();
-    let settings = Settings {
-        auto_setup: true,
-        ..Default::default()
-    };
-    let (cnapi, mut c) = start_cnapi(MemoryStore::default(), settings, &shutdown).await;
+    let (cnapi, mut c) = start_auto_setup(&shutdown).await;
     let server = start_sim_agent(
         &format!("http://{}", cnapi.addr),
         SimNode::default(),

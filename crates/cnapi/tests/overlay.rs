@@ -12,7 +12,7 @@ use std::time::Duration;
 use cnapi::service::Settings;
 use cnapi::store::MemoryStore;
 use cnapi::underlay::UnderlaySettings;
-use common::{alloc, register_sysinfo, start_cnapi, sysinfo};
+use common::{alloc, register_sysinfo, start_auto_setup, start_cnapi, sysinfo};
 use dc_testkit::{ADMIN_UUID, Dc, Options, Service, eventually};
 use moray_client::MorayClient;
 use serde_json::json;
@@ -189,11 +189,7 @@ async fn a_nodes_underlay_address_becomes_its_underlay_nic_in_napi() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fabric_nics_go_only_to_nodes_with_the_overlay() {
     let shutdown = CancellationToken::new();
-    let settings = Settings {
-        auto_setup: true,
-        ..Default::default()
-    };
-    let (_cnapi, mut c) = start_cnapi(MemoryStore::default(), settings, &shutdown).await;
+    let (_cnapi, mut c) = start_auto_setup(&shutdown).await;
     let plain = Uuid::new_v4();
     register(&mut c, plain, 1, None).await;
     // No node has the overlay yet: the refusal says so for the node there is.

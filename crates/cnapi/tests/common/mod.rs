@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use cnapi::app::Running;
 use cnapi::service::Settings;
-use cnapi::store::Store;
+use cnapi::store::{MemoryStore, Store};
 use dc_testkit::node::SimNode;
 use dc_testkit::services::cn_agent;
 use serde_json::json;
@@ -33,6 +33,15 @@ pub async fn start_cnapi<S: Store>(
         .expect("cnapi starts");
     let c = client(running.addr).await;
     (running, c)
+}
+
+/// A CNAPI keeping servers in memory that sets up every server that registers.
+pub async fn start_auto_setup(shutdown: &CancellationToken) -> (Running, CnapiClient<Channel>) {
+    let settings = Settings {
+        auto_setup: true,
+        ..Default::default()
+    };
+    start_cnapi(MemoryStore::default(), settings, shutdown).await
 }
 
 /// A client of the CNAPI on `addr`.
