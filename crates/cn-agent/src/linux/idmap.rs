@@ -26,6 +26,7 @@ use std::path::Path;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use serde::{Deserialize, Serialize};
 
+use super::safefs::{dot_if_empty, open_host_dir};
 use crate::error::{Error, Result};
 
 /// The first host id handed to instances (above any id a distribution gives its users).
@@ -305,18 +306,8 @@ pub fn own_paths(root: &Path, paths: &[&str], range: IdRange) -> Result<()> {
             continue;
         };
         let how = rustix::fs::ResolveFlags::NO_SYMLINKS | rustix::fs::ResolveFlags::NO_XDEV;
-        let rel_parent = parent.strip_prefix(root).unwrap_or(Path::new(""));
-        let rel_parent = if rel_parent.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            rel_parent
-        };
-        let top = rustix::fs::open(
-            root,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| Error::io(root, e.into()))?;
+        let rel_parent = dot_if_empty(parent.strip_prefix(root).unwrap_or(Path::new("")));
+        let top = open_host_dir(root).map_err(|e| Error::io(root, e.into()))?;
         let dir = match rustix::fs::openat2(
             &top,
             rel_parent,

@@ -509,6 +509,24 @@ impl Tree {
     }
 }
 
+/// The host's directory `path` (whose own components the host controls), open.
+pub(super) fn open_host_dir(path: &Path) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// `path`, or `.` for the empty path (a file name's parent with no directory).
+pub(super) fn dot_if_empty(path: &Path) -> &Path {
+    if path.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        path
+    }
+}
+
 /// Removes the tree at `path` (a host path whose own components the host controls, such
 /// as an instance's zone directory) without following symlinks below it or crossing a
 /// mount point. Nothing there is fine.
@@ -516,11 +534,7 @@ pub fn remove_host_tree(path: &Path) -> Result<()> {
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
         return Err(rule(path, Errno::INVAL, "not a path to remove"));
     };
-    let parent_fd = match rustix::fs::open(
-        parent,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) {
+    let parent_fd = match open_host_dir(parent) {
         Ok(fd) => fd,
         Err(Errno::NOENT) => return Ok(()),
         Err(e) => return Err(Error::io(parent, e.into())),
@@ -536,17 +550,8 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
         return Err(rule(path, Errno::INVAL, "not a path to write"));
     };
-    let parent = if parent.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        parent
-    };
-    let dir = rustix::fs::open(
-        parent,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| Error::io(parent, e.into()))?;
+    let parent = dot_if_empty(parent);
+    let dir = open_host_dir(parent).map_err(|e| Error::io(parent, e.into()))?;
     write_in(&dir, name, bytes, 0o644, None, true).map_err(|e| match e {
         WriteError::At(e) | WriteError::Other(e) => Error::io(path, e),
     })
