@@ -13,6 +13,9 @@ use sdcadm::deploy::{
 };
 use sha1::Digest;
 
+mod common;
+use common::unpack;
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
@@ -371,15 +374,7 @@ fn service_image_manifest_describes_its_tarball() {
 
     // The tarball holds what a zone needs, and GNU tar reads it.
     let x = dir.path().join("root");
-    std::fs::create_dir(&x).unwrap();
-    let st = std::process::Command::new("tar")
-        .arg("-xzf")
-        .arg(&built.tarball)
-        .arg("-C")
-        .arg(&x)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    unpack(&built.tarball, &x);
     assert_eq!(
         std::fs::read(x.join("opt/triton/papi/bin/papi")).unwrap(),
         std::fs::read(&bin).unwrap()
@@ -433,15 +428,7 @@ fn base_image_runs_an_http_init() {
     let t = dir.path().join("base.tar.gz");
     std::fs::write(&t, &file).unwrap();
     let x = dir.path().join("root");
-    std::fs::create_dir(&x).unwrap();
-    let st = std::process::Command::new("tar")
-        .arg("-xzf")
-        .arg(&t)
-        .arg("-C")
-        .arg(&x)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    unpack(&t, &x);
     let init = std::fs::read_to_string(x.join("sbin/init")).unwrap();
     assert!(init.contains("httpd -p 80"), "{init}");
     assert_eq!(
@@ -461,18 +448,6 @@ fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .map(|s| s.lines().any(|l| l.starts_with("Uid:\t0\t")))
         .unwrap_or(false)
-}
-
-fn unpack(tarball: &Path, into: &Path) {
-    std::fs::create_dir_all(into).unwrap();
-    let st = std::process::Command::new("tar")
-        .arg("-xzf")
-        .arg(tarball)
-        .arg("-C")
-        .arg(into)
-        .status()
-        .unwrap();
-    assert!(st.success());
 }
 
 /// Runs `argv` chrooted into `root`, with the environment a zone's pid 1 gets.

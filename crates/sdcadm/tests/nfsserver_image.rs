@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
@@ -143,15 +145,7 @@ fn the_nfsserver_image_serves_its_export_from_init() {
         )
     );
     let root = dir.path().join("zone");
-    std::fs::create_dir(&root).unwrap();
-    let st = Command::new("tar")
-        .arg("-xzf")
-        .arg(&built.tarball)
-        .arg("-C")
-        .arg(&root)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    common::unpack(&built.tarball, &root);
     let root = root.canonicalize().unwrap();
     assert!(
         !root.join("exports/data").exists(),
