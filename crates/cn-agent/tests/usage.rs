@@ -73,9 +73,12 @@ async fn usage(b: &impl ZoneBackend, uuid: Uuid) -> InstanceUsage {
 /// Runs `script` (busy loops) in the instance, killed after `seconds` at the latest.
 fn busy(h: &Host, uuid: Uuid, seconds: u32, script: &str) -> std::process::Child {
     let seconds = seconds.to_string();
-    h.zlogin_command(uuid, &["timeout", "-s", "KILL", &seconds, "sh", "-c", script])
-        .spawn()
-        .unwrap()
+    h.zlogin_command(
+        uuid,
+        &["timeout", "-s", "KILL", &seconds, "sh", "-c", script],
+    )
+    .spawn()
+    .unwrap()
 }
 
 fn cores() -> u64 {
