@@ -15,7 +15,11 @@
 #   - a deleted instance leaves discovery;
 #   - a second account (made with `sdcadm account create`), with its own cmon-certgen
 #     certificate in a second job of the same Prometheus, discovers nothing of the first's
-#     instance, and CMon answers its scrape of it with 404.
+#     instance, and CMon answers its scrape of it with 404;
+#   - operators are UFDS's `operators` group: the admin (CoaL's seed makes it a member)
+#     discovers the instance's compute node on /v1/gz/discover and scrapes its metrics;
+#     the second account gets an empty list and 404 until `sdcadm account operator`
+#     makes it a member, then sees and scrapes the node, and after `--remove` no longer.
 #
 # With a CoaL up in $COAL_DIR (tests/coal-e2e.sh runs this on its own CoaL), that one is
 # used; otherwise one is brought up here and taken down at the end.
@@ -150,6 +154,7 @@ step "triton instance create -w -n $name --network external base-64 g1-small"
 triton instance create -w -n "$name" --network external base-64 g1-small >/dev/null
 instances+=("$name")
 uuid=$(triton instance get -j "$name" | json "d['id']")
+cn=$(triton instance get -j "$name" | json "d['compute_node']")
 ip=$(triton instance ip "$name")
 up_target() { targets "triton-$TRITON_ACCOUNT" "$uuid" | grep -q '^up'; }
 check "Prometheus discovers $uuid and scrapes it (health up) within a refresh interval (${refresh} s) and two scrapes" \
@@ -219,6 +224,47 @@ code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 --cacert "$ca" \
     --resolve "$uuid.$CMON_SUFFIX:$cmon_port:$cmon_host" \
     "https://$uuid.$CMON_SUFFIX:$cmon_port/metrics" || true)
 check "CMon answers the second account's scrape of $uuid with 404 (got $code)" test "$code" = 404
+
+# --- operators: the members of UFDS's operators group ----------------------------------------
+# CMon over curl with account $2's cmon-certgen certificate (in $1), at Host $3.
+cmon_curl() { # dir, account, host, curl arguments...
+    local dir=$1 account=$2 host=$3; shift 3
+    curl -s --max-time 5 --cacert "$ca" --cert "$dir/cmon-$account-cert.pem" \
+        --key "$dir/cmon-$account-key.pem" --resolve "$host:$cmon_port:$cmon_host" "$@"
+}
+# The compute nodes /v1/gz/discover lists to account $2, space-separated.
+gz_cns() { # dir, account
+    cmon_curl "$1" "$2" "$CMON_SUFFIX" -f "https://$CMON_SUFFIX:$cmon_port/v1/gz/discover" |
+        json "' '.join(c['server_uuid'] for c in d['cns'])"
+}
+# The status of account $2's scrape of the instance's compute node.
+cn_code() { # dir, account
+    cmon_curl "$1" "$2" "$cn.$CMON_SUFFIX" -o /dev/null -w '%{http_code}' \
+        "https://$cn.$CMON_SUFFIX:$cmon_port/metrics" || true
+}
+lists_cn() { gz_cns "$1" "$2" | grep -qw "$cn"; }
+lists_none() { [ -z "$(gz_cns "$1" "$2")" ]; }
+admin_is_operator() { sdcadm account operators | awk '{print $1}' | grep -qx "$TRITON_ACCOUNT"; }
+check "sdcadm account operators lists $TRITON_ACCOUNT (CoaL's seed made it a member)" \
+    admin_is_operator
+check "$TRITON_ACCOUNT (an operator) discovers the instance's compute node $cn" \
+    within 10 lists_cn "$work/admin" "$TRITON_ACCOUNT"
+check "... and scrapes it (200)" test "$(cn_code "$work/admin" "$TRITON_ACCOUNT")" = 200
+check "$other (not an operator) discovers no compute node" lists_none "$work/other" "$other"
+code=$(cn_code "$work/other" "$other")
+check "... and its scrape of $cn is 404 (got $code)" test "$code" = 404
+step "sdcadm account operator $other"
+sdcadm account operator "$other" >&2
+# CMon reads membership with the account, trusted for its auth cache time (10 s).
+check "$other, now an operator, discovers $cn" within 20 lists_cn "$work/other" "$other"
+code=$(cn_code "$work/other" "$other")
+check "... and scrapes it (got $code)" test "$code" = 200
+step "sdcadm account operator $other --remove"
+sdcadm account operator "$other" --remove >&2
+check "$other, no longer an operator, discovers no compute node" \
+    within 20 lists_none "$work/other" "$other"
+code=$(cn_code "$work/other" "$other")
+check "... and its scrape of $cn is 404 again (got $code)" test "$code" = 404
 
 # --- a deleted instance leaves discovery ------------------------------------------------------
 step "triton instance delete -w $name"

@@ -134,14 +134,7 @@ async fn set_operator(dc: &Dc, tenant: &Tenant, add: bool) {
 
 /// The compute nodes `/v1/gz/discover` lists to `id`.
 async fn gz_discovered(dc: &Dc, id: Option<(&str, &str)>) -> Vec<String> {
-    let r = get(dc, id, &cmon_host(), "/v1/gz/discover").await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.json()["cns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["server_uuid"].as_str().unwrap().to_string())
-        .collect()
+    listed(dc, id, "/v1/gz/discover", "cns", "server_uuid").await
 }
 
 fn cmon_host() -> String {
@@ -153,13 +146,25 @@ fn vm_host(uuid: &str) -> String {
 }
 
 async fn discovered(dc: &Dc, id: Option<(&str, &str)>, query: &str) -> Vec<String> {
-    let r = get(dc, id, &cmon_host(), &format!("/v1/discover{query}")).await;
+    let path = format!("/v1/discover{query}");
+    listed(dc, id, &path, "containers", "vm_uuid").await
+}
+
+/// `field` of each entry of the `list` that `path` on CMon's own Host answers `id` (200).
+async fn listed(
+    dc: &Dc,
+    id: Option<(&str, &str)>,
+    path: &str,
+    list: &str,
+    field: &str,
+) -> Vec<String> {
+    let r = get(dc, id, &cmon_host(), path).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    r.json()["containers"]
+    r.json()[list]
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| c["vm_uuid"].as_str().unwrap().to_string())
+        .map(|c| c[field].as_str().unwrap().to_string())
         .collect()
 }
 

@@ -49,11 +49,7 @@ impl UfdsRpc for Handler {
         &self,
         request: Request<proto::ListAccountsRequest>,
     ) -> Reply<proto::ListAccountsResponse> {
-        let (accounts, total) = self.ufds.list_accounts(request.get_ref()).await?;
-        Ok(Response::new(proto::ListAccountsResponse {
-            accounts: accounts.into_iter().map(Into::into).collect(),
-            total,
-        }))
+        accounts_response(self.ufds.list_accounts(request.get_ref()).await?)
     }
 
     #[tracing::instrument(skip_all, fields(account = %request.get_ref().account))]
@@ -143,11 +139,7 @@ impl UfdsRpc for Handler {
         &self,
         request: Request<proto::ListGroupMembersRequest>,
     ) -> Reply<proto::ListAccountsResponse> {
-        let (accounts, total) = self.ufds.list_group_members(request.get_ref()).await?;
-        Ok(Response::new(proto::ListAccountsResponse {
-            accounts: accounts.into_iter().map(Into::into).collect(),
-            total,
-        }))
+        accounts_response(self.ufds.list_group_members(request.get_ref()).await?)
     }
 
     type WatchAccountsStream = WatchAccountsStream;
@@ -171,6 +163,13 @@ impl UfdsRpc for Handler {
             self.watch.watch_keys(request.into_inner()).await?,
         ))
     }
+}
+
+fn accounts_response((accounts, total): (Vec<Account>, u64)) -> Reply<proto::ListAccountsResponse> {
+    Ok(Response::new(proto::ListAccountsResponse {
+        accounts: accounts.into_iter().map(Into::into).collect(),
+        total,
+    }))
 }
 
 fn keys_response(keys: Vec<StoredKey>) -> Reply<proto::ListKeysResponse> {

@@ -157,21 +157,10 @@ impl Ufds {
         &self,
         req: &proto::ListAccountsRequest,
     ) -> Result<(Vec<Account>, u64)> {
-        let mut errors = Vec::new();
-        for (field, value) in [("login", &req.login), ("email", &req.email)] {
-            if let Some(e) = account::check_text(field, value) {
-                errors.push(e);
-            }
-        }
-        if req.limit > MAX_LIMIT {
-            errors.push(FieldError::invalid(
-                "limit",
-                format!("must be at most {MAX_LIMIT}"),
-            ));
-        }
-        if !errors.is_empty() {
-            return Err(Error::Invalid(errors));
-        }
+        let errors = [("login", &req.login), ("email", &req.email)]
+            .into_iter()
+            .filter_map(|(field, value)| account::check_text(field, value))
+            .collect();
         let mut terms = Vec::new();
         if !req.login.is_empty() {
             terms.push(Filter::glob("login", &req.login));
@@ -183,10 +172,31 @@ impl Ufds {
             terms.push(Filter::eq("approved_for_provisioning", approved));
         }
         let filter = Filter::and_else(terms, Filter::present("login"));
-        let options =
-            FindOptions::listing("login", SortOrder::Asc, req.limit, MAX_LIMIT, req.offset);
+        self.listing(errors, &filter, req.limit, req.offset).await
+    }
+
+    /// The accounts `filter` matches, ordered by login, a page of `limit` (at most
+    /// [`MAX_LIMIT`]) from `offset`, and how many match; refused with `errors` (the
+    /// request's other field errors) and a `limit` past the maximum.
+    async fn listing(
+        &self,
+        mut errors: Vec<FieldError>,
+        filter: &Filter,
+        limit: u32,
+        offset: u32,
+    ) -> Result<(Vec<Account>, u64)> {
+        if limit > MAX_LIMIT {
+            errors.push(FieldError::invalid(
+                "limit",
+                format!("must be at most {MAX_LIMIT}"),
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(Error::Invalid(errors));
+        }
+        let options = FindOptions::listing("login", SortOrder::Asc, limit, MAX_LIMIT, offset);
         self.accounts
-            .find_counted(&filter, &options)
+            .find_counted(filter, &options)
             .await
             .map_err(Error::moray("findObjects"))
     }
@@ -310,25 +320,11 @@ impl Ufds {
         &self,
         req: &proto::ListGroupMembersRequest,
     ) -> Result<(Vec<Account>, u64)> {
-        let mut errors = Vec::new();
-        if let Some(e) = account::check_group("group", &req.group) {
-            errors.push(e);
-        }
-        if req.limit > MAX_LIMIT {
-            errors.push(FieldError::invalid(
-                "limit",
-                format!("must be at most {MAX_LIMIT}"),
-            ));
-        }
-        if !errors.is_empty() {
-            return Err(Error::Invalid(errors));
-        }
-        let options =
-            FindOptions::listing("login", SortOrder::Asc, req.limit, MAX_LIMIT, req.offset);
-        self.accounts
-            .find_counted(&Filter::eq("groups", &req.group), &options)
-            .await
-            .map_err(Error::moray("findObjects"))
+        let errors = account::check_group("group", &req.group)
+            .into_iter()
+            .collect();
+        let filter = Filter::eq("groups", &req.group);
+        self.listing(errors, &filter, req.limit, req.offset).await
     }
 
     /// Deletes the account and its keys in one batch; returns how many keys went.

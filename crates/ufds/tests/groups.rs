@@ -9,8 +9,7 @@
 
 mod common;
 
-use common::{account, lookup, ok};
-use dc_testkit::feed::Feed;
+use common::{account, lookup, ok, watch_accounts};
 use dc_testkit::{Dc, Options, Service, assert_refused};
 use moray_client::{BucketConfig, EtagCondition, IndexDef, MorayClient};
 use tokio_util::sync::CancellationToken;
@@ -216,12 +215,7 @@ async fn membership_changes_reach_watch_accounts() {
     let admin = ok(c.add_group_member(member("operators", &admin.uuid)).await);
 
     // The snapshot carries the groups.
-    let mut feed: Feed<proto::WatchAccountsEvent> = c
-        .watch_accounts(proto::WatchAccountsRequest::default())
-        .await
-        .expect("WatchAccounts")
-        .into_inner()
-        .into();
+    let mut feed = watch_accounts(&dc, Default::default()).await;
     let (mut snapshot, at) = feed.snapshot().await;
     snapshot.sort_by(|a, b| a.login.cmp(&b.login));
     assert_eq!(snapshot, [admin, bob.clone()]);

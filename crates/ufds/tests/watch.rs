@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{account, new_key, ok};
+use common::{account, new_key, ok, watch_accounts};
 use dc_testkit::cloudapi::ssh_public_key;
 use dc_testkit::feed::Feed;
 use dc_testkit::watched::{lifecycle, resumes_over};
@@ -21,18 +21,6 @@ async fn ufds() -> Dc {
         ..Default::default()
     })
     .await
-}
-
-async fn watch_accounts(
-    dc: &Dc,
-    req: proto::WatchAccountsRequest,
-) -> Feed<proto::WatchAccountsEvent> {
-    dc.ufds()
-        .watch_accounts(req)
-        .await
-        .expect("WatchAccounts")
-        .into_inner()
-        .into()
 }
 
 async fn set_email(dc: &Dc, account: &str, email: &str) -> proto::Account {

@@ -52,24 +52,27 @@ pub async fn admin(
 ) -> Result<Vec<String>, Error> {
     let mut c = ufds::ufds_client::UfdsClient::new(ch);
     let mut did = Vec::new();
-    match c
+    let groups = match c
         .get_account(ufds::GetAccountRequest {
             account: login.into(),
         })
         .await
     {
-        // An admin account from an earlier CoaL gets the flag too.
-        Ok(a) if !a.get_ref().triton_cns_enabled => {
-            c.update_account(ufds::UpdateAccountRequest {
-                account: login.into(),
-                triton_cns_enabled: Some(true),
-                ..Default::default()
-            })
-            .await
-            .map_err(|s| seed_err("ufds account", s))?;
-            did.push(format!("triton_cns_enabled on account {login}"));
+        Ok(a) => {
+            let a = a.into_inner();
+            // An admin account from an earlier CoaL gets the flag too.
+            if !a.triton_cns_enabled {
+                c.update_account(ufds::UpdateAccountRequest {
+                    account: login.into(),
+                    triton_cns_enabled: Some(true),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|s| seed_err("ufds account", s))?;
+                did.push(format!("triton_cns_enabled on account {login}"));
+            }
+            a.groups
         }
-        Ok(_) => {}
         Err(s) if s.code() == Code::NotFound => {
             c.create_account(ufds::CreateAccountRequest {
                 uuid: uuid.into(),
@@ -84,30 +87,21 @@ pub async fn admin(
             .await
             .map_err(|s| seed_err("ufds account", s))?;
             did.push(format!("account {login} ({uuid})"));
+            Vec::new()
         }
         Err(s) => return Err(seed_err("ufds account", s)),
-    }
+    };
     // The admin is an operator (sdc-ufds's first boot puts admin in cn=operators):
     // CMon shows it compute nodes.
-    let groups = c
-        .get_account(ufds::GetAccountRequest {
-            account: login.into(),
-        })
-        .await
-        .map_err(|s| seed_err("ufds account", s))?
-        .into_inner()
-        .groups;
-    if !groups.iter().any(|g| g == crate::accounts::OPERATORS_GROUP) {
+    let operators = crate::accounts::OPERATORS_GROUP;
+    if !groups.iter().any(|g| g == operators) {
         c.add_group_member(ufds::GroupMemberRequest {
-            group: crate::accounts::OPERATORS_GROUP.into(),
+            group: operators.into(),
             account: login.into(),
         })
         .await
         .map_err(|s| seed_err("ufds operators group", s))?;
-        did.push(format!(
-            "account {login} in group {}",
-            crate::accounts::OPERATORS_GROUP
-        ));
+        did.push(format!("account {login} in group {operators}"));
     }
     let keys = c
         .list_keys(ufds::ListKeysRequest {

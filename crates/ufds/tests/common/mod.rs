@@ -1,9 +1,11 @@
 //! What the UFDS tests share: an account made the plain way, the account and key
-//! requests they make most, and the answer of a call that must succeed (the check of a
-//! refused one that names its case is `dc_testkit::assert_refused`).
+//! requests they make most, the accounts' feed, and the answer of a call that must
+//! succeed (the check of a refused one that names its case is
+//! `dc_testkit::assert_refused`).
 #![allow(dead_code)]
 
 use dc_testkit::Dc;
+use dc_testkit::feed::Feed;
 use triton_proto::ufds::v1 as proto;
 
 /// A new account `login`, e-mail `<login>@example.com`.
@@ -39,4 +41,17 @@ pub fn ok<T>(result: Result<tonic::Response<T>, tonic::Status>) -> T {
         Ok(r) => r.into_inner(),
         Err(status) => panic!("the call should succeed: {status:?}"),
     }
+}
+
+/// WatchAccounts with `req`, as a feed.
+pub async fn watch_accounts(
+    dc: &Dc,
+    req: proto::WatchAccountsRequest,
+) -> Feed<proto::WatchAccountsEvent> {
+    dc.ufds()
+        .watch_accounts(req)
+        .await
+        .expect("WatchAccounts")
+        .into_inner()
+        .into()
 }
