@@ -9,7 +9,10 @@
 #     dropped first, and BENCH_FILES small files (create + write 4 KiB + close) in one
 #     directory; each BENCH_RUNS times, the median and the range printed.
 #   - With a CoaL up in $COAL_DIR (and VolAPI in it): the time from `triton volume
-#     create -w` to ready, BENCH_VOLUMES volumes one after the other, then deleted.
+#     create -w` to ready, BENCH_VOLUMES (5) volumes one after the other, then deleted;
+#     the median, min and max. It includes the CLI's start, CloudAPI and VolAPI's
+#     create, VMAPI's provision of the storage instance on a compute node, its boot, the
+#     updater seeing it running, and the CLI's polling of GetVolume (once a second).
 # Excluded from the netns figures: the fabric overlay (VXLAN between two nodes) and the
 # instance's own namespaces and idmap; they are in the CoaL suite (tests/volumes.sh).
 # Root: network namespaces, FUSE and drop_caches.
@@ -23,7 +26,7 @@ cd "$TRITON_ROOT"
 MIB=${BENCH_MIB:-1024}
 FILES=${BENCH_FILES:-2000}
 RUNS=${BENCH_RUNS:-3}
-VOLUMES=${BENCH_VOLUMES:-3}
+VOLUMES=${BENCH_VOLUMES:-5}
 target=$(realpath -m "${CARGO_TARGET_DIR:-target}")/release
 step "building nfsserver and volmount (release)"
 cargo build --release -p nfsserver -p volmount --quiet
@@ -175,8 +178,13 @@ if [ -d "$COAL_DIR" ] && scripts/coal status >/dev/null 2>&1; then
     for i in $(seq 1 "$VOLUMES"); do
         triton volume delete -y -w "volbench-$$-$i" >/dev/null || true
     done
+    summary=$(python3 -c "
+import sys
+v = sorted(float(x) for x in sys.argv[1:])
+print(f'median {v[len(v) // 2]:.1f} s, min {v[0]:.1f} s, max {v[-1]:.1f} s')" "${times[@]}")
     echo
-    echo "CoaL ($COAL_DIR): \`triton volume create -w\` to ready, $VOLUMES one after the other: ${times[*]} s"
+    echo "CoaL ($COAL_DIR): \`triton volume create -w\` to ready, $VOLUMES one after the other:"
+    echo "$summary (each: ${times[*]} s)"
 else
     echo
     echo "(no CoaL up in $COAL_DIR: the time from triton volume create to ready is not measured)"

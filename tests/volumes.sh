@@ -16,8 +16,9 @@
 #   - once the instances are deleted the volume deletes, and its storage instance is
 #     destroyed (VMAPI's record, read with moray-cli).
 # node-triton's own volume tests (test/integration/cli-volumes*.test.js,
-# `allowVolumesTests`) are not in the npm package, so this suite covers their cases
-# (docs/volapi.md, "Tests").
+# `allowVolumesTests`) are not in the npm package and CI cannot fetch them from GitHub;
+# they were run by hand against a CoaL (docs/volapi.md, "CloudAPI and the end-to-end
+# suite"), and this suite covers their cases, a volume's tags read back included.
 #
 # With a CoaL up in $COAL_DIR with two linux nodes (scripts/test runs this after
 # tests/fabrics.sh on the same CoaL), that one is used; otherwise one is brought up here
@@ -76,11 +77,13 @@ check "nothing was made by the refused creates" \
 default_net=$(triton network get-default -j | json "d['id']")
 v20="vol20-$$"
 volumes+=("$v20")
-step "triton volume create -n $v20 -s 20G --network My-Fabric-Network -w"
-triton volume create -n "$v20" -s 20G --network My-Fabric-Network -w >/dev/null
+step "triton volume create -n $v20 -s 20G --network My-Fabric-Network --tag role=scratch -w"
+triton volume create -n "$v20" -s 20G --network My-Fabric-Network --tag role=scratch -w >/dev/null
 got=$(triton volume get "$v20")
 check "$v20 is ready, 20480 MiB, on the default fabric network" \
     test "$(json "d['state'], d['size'], d['networks']" <<<"$got")" = "ready 20480 ['$default_net']"
+check "its tags read back through triton volume get ({'role': 'scratch'})" \
+    test "$(json "d.get('tags')" <<<"$got")" = "{'role': 'scratch'}"
 step "triton volume delete -y -w $v20"
 check "$v20 deletes (-w waits until it is gone)" triton volume delete -y -w "$v20"
 check "then triton volume get $v20 answers ResourceNotFound" \
