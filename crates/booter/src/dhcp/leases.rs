@@ -731,7 +731,9 @@ impl Leases {
             if let Some(known) = self.known(mac, &nets) {
                 return known;
             }
-            let hostname = self.hostname(mac);
+            // No CNAPI call here: a MAC NAPI has no NIC for is a node CNAPI does not
+            // know yet, and a burst of them would wait on CNAPI. Its hostname comes from
+            // the boot parameters its iPXE script reads.
             let nic = async {
                 // With the feed followed, a MAC not in memory is new (a NIC made since is
                 // found when the create says it exists).
@@ -749,8 +751,13 @@ impl Leases {
                     None => Err(LeaseError::Unknown),
                 }
             };
-            let (nic, hostname) = tokio::join!(nic, hostname);
-            let nic = NicRec::from(&nic?);
+            let nic = NicRec::from(&nic.await?);
+            let hostname = self
+                .read()
+                .params
+                .get(&mac)
+                .map(|p| p.hostname.clone())
+                .filter(|h| !h.is_empty());
             self.write().nics.insert(mac, nic.clone());
             self.changed();
             lease_of(mac, &nic, &nets, hostname)

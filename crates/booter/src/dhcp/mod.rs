@@ -30,6 +30,8 @@ use packet::{Answer, Dropped, Facts, Kind, MAX_REQUEST_BYTES, Request};
 
 /// Port clients listen on.
 const CLIENT_PORT: u16 = 68;
+/// The DHCP socket's receive buffer asked for (SO_RCVBUF), bytes.
+pub const RECV_BUFFER: usize = 4 << 20;
 
 /// The running server's shared parts.
 pub struct Dhcp {
@@ -49,6 +51,10 @@ pub fn bind_on_interface(interface: &str, port: u16) -> Result<UdpSocket> {
         let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
         socket.bind_device(Some(interface.as_bytes()))?;
         socket.set_broadcast(true)?;
+        // A burst of PXE ROMs (a rack powered on) arrives faster than new MACs are
+        // answered; the default buffer (about 200 DISCOVERs) overflowed and the kernel
+        // dropped the rest. The kernel caps this at net.core.rmem_max.
+        socket.set_recv_buffer_size(RECV_BUFFER)?;
         socket.set_reuse_address(true)?;
         socket.set_nonblocking(true)?;
         socket.bind(&addr.into())?;
