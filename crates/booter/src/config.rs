@@ -12,7 +12,7 @@ pub const DEFAULT_LEASE_SECS: u32 = 86_400;
 
 /// Requests handled at once; a DISCOVER beyond it is dropped (with a log line) and the
 /// client retransmits. Each holds a NAPI call at most.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 2048;
 
 /// The configuration. Every address that serves is on the admin network: nothing listens
 /// on 0.0.0.0 but the DHCP socket, which is bound to the admin interface.
