@@ -187,6 +187,7 @@ impl Disk {
     /// Unmounts for good (destroy): a file system still busy is detached, and its loop
     /// device goes when the last user lets go of it.
     pub fn release(&self) {
+        let device = self.loop_device();
         if let Err(e) = self.unmount() {
             tracing::warn!(error = %e.chain(), "disk busy; detaching it");
             if let Ok(c) = cpath(&self.mount_point()) {
@@ -195,6 +196,21 @@ impl Disk {
                     libc::umount2(c.as_ptr(), libc::MNT_DETACH);
                 }
             }
+        }
+        // The kernel lets go of an autoclear loop device after the unmount returns (a
+        // deferred rundown); wait a bounded while so a destroyed instance leaves none.
+        if let Some(name) = device.as_deref().and_then(|d| d.strip_prefix("/dev/")) {
+            let backing = Path::new("/sys/block").join(name).join("loop/backing_file");
+            let image = self.image();
+            for _ in 0..UNMOUNT_TRIES * 5 {
+                let held = std::fs::read_to_string(&backing)
+                    .is_ok_and(|b| Path::new(b.trim().trim_end_matches(" (deleted)")) == image);
+                if !held {
+                    return;
+                }
+                std::thread::sleep(UNMOUNT_PAUSE);
+            }
+            tracing::warn!(device = name, "loop device still held after the unmount");
         }
     }
 
