@@ -25,11 +25,7 @@
 # used; otherwise one is brought up here and taken down at the end.
 set -euo pipefail
 TRITON_TOOL=cmon
-. "$(dirname "$0")/../scripts/lib.sh"
-cd "$TRITON_ROOT"
-
-export COAL_DIR=${COAL_DIR:-/var/tmp/triton-coal-cmon}
-. tests/suite.sh
+. "$(dirname "$0")/suite.sh"
 ensure_packages prometheus
 # Debian's package starts a Prometheus of its own on 9090 where systemd runs; this suite
 # runs its own.
@@ -46,8 +42,8 @@ suite_cleanup() {
     rm -rf "$work"
 }
 coal_for_suite
+coal_tool coal-zlogin "for its linux compute nodes"
 zl="$COAL_DIR/bin/coal-zlogin"
-[ -x "$zl" ] || die "$zl is missing: CoaL installs it for its linux compute nodes"
 [ -n "${CMON_URL:-}" ] && [ -n "${CMON_SUFFIX:-}" ] || die "scripts/coal env gives no CMON_URL/CMON_SUFFIX"
 [ -n "${CNS_ADDR:-}" ] || die "scripts/coal env gives no CNS_ADDR"
 cns_ip=${CNS_ADDR%:*}

@@ -1,6 +1,5 @@
 # The harness of the tenant suites run on a CoaL (tests/isolation.sh, tests/fabrics.sh),
-# sourced with TRITON_TOOL set to the suite's name: it loads scripts/lib.sh (unless the
-# suite did), works from the repository's root, and takes the CoaL in $COAL_DIR
+# sourced with TRITON_TOOL set to the suite's name: it loads scripts/lib.sh, works from the repository's root, and takes the CoaL in $COAL_DIR
 # (by default /var/tmp/triton-coal-$TRITON_TOOL).
 #   set -euo pipefail
 #   TRITON_TOOL=name
@@ -11,11 +10,9 @@
 #   suite_cleanup    a function the suite may define, run at the end before that;
 #   coal_for_suite   uses the CoaL up in $COAL_DIR, or brings one up (with the given
 #                    `scripts/coal up` options) and takes it down at the end.
-if ! declare -F step >/dev/null; then
-    . "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
-    cd "$TRITON_ROOT"
-    export COAL_DIR=${COAL_DIR:-/var/tmp/triton-coal-$TRITON_TOOL}
-fi
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
+cd "$TRITON_ROOT"
+export COAL_DIR=${COAL_DIR:-/var/tmp/triton-coal-$TRITON_TOOL}
 own_coal=0
 passed=0
 failures=()

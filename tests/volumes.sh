@@ -25,11 +25,7 @@
 # and taken down at the end.
 set -euo pipefail
 TRITON_TOOL=volumes
-. "$(dirname "$0")/../scripts/lib.sh"
-cd "$TRITON_ROOT"
-
-export COAL_DIR=${COAL_DIR:-/var/tmp/triton-coal-volumes}
-. tests/suite.sh
+. "$(dirname "$0")/suite.sh"
 work=$(mktemp -d /var/tmp/triton-volumes-e2e.XXXXXX)
 other=vol$$
 agent_pid=
@@ -42,10 +38,8 @@ suite_cleanup() {
     rm -rf "$work"
 }
 coal_for_suite --linux-cns 2
-zl="$COAL_DIR/bin/coal-zlogin"
-[ -x "$zl" ] || die "$zl is missing: CoaL installs it for its linux compute nodes"
+coal_tool coal-zlogin "for its linux compute nodes"
 
-inside() { "$zl" "$1" /bin/sh -c "$2"; }
 # `triton ...` must fail and say $1 on stderr.
 fails_saying() { # text, triton args...
     local says=$1 out; shift
