@@ -9,7 +9,8 @@
 //!   (`using_notify` false) until a transfer of its own shows it current again.
 //! - `PROBE_DELAY` after a transfer to a peer other than the local host, its SOA is
 //!   asked: the serial it has goes in the peers table, and if it is current `goodxfer`
-//!   counts one; then its version (`version.server`, else `version.bind`, class CH).
+//!   counts one (a peer still behind or silent is asked again after 2, 4 and 8 s, as a
+//!   secondary may apply a transfer a moment after it ends); then its version (`version.server`, else `version.bind`, class CH).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -41,6 +42,8 @@ const RECHECK: Duration = Duration::from_secs(5);
 const RESOLVE: Duration = Duration::from_secs(60);
 /// The wait after a transfer before asking the peer which serial it has.
 const PROBE_DELAY: Duration = Duration::from_secs(1);
+/// SOA checks after one transfer, the wait doubling each time, while the peer is behind.
+const PROBE_TRIES: u32 = 4;
 
 /// The NOTIFYs and SOA checks in flight, and each peer's consecutive NOTIFY failures.
 pub(super) struct Probes {
@@ -111,8 +114,16 @@ impl Probes {
             let server = server.clone();
             let zone = zone.clone();
             async move {
-                tokio::time::sleep(PROBE_DELAY).await;
-                check(&server, target, &zone).await;
+                // A secondary may apply the transfer a moment after it ends: a peer
+                // still behind (or silent) is asked again, a bounded number of times.
+                let mut delay = PROBE_DELAY;
+                for _ in 0..PROBE_TRIES {
+                    tokio::time::sleep(delay).await;
+                    if check(&server, target, &zone).await {
+                        break;
+                    }
+                    delay *= 2;
+                }
             }
         };
         self.start(&server, target, &zone.origin, Kind::Check, work);
@@ -228,8 +239,9 @@ async fn notify(server: &Arc<Server>, target: SocketAddr, zone: &Zone) {
     }
 }
 
-/// Asks `target` for `zone`'s SOA and its version, and records them.
-async fn check(server: &Arc<Server>, target: SocketAddr, zone: &Zone) {
+/// Asks `target` for `zone`'s SOA and its version, and records them; false when the
+/// peer did not answer or is still behind.
+async fn check(server: &Arc<Server>, target: SocketAddr, zone: &Zone) -> bool {
     let ip = target.ip();
     let mut soa = Message::new();
     soa.set_id(random_id())
@@ -244,14 +256,14 @@ async fn check(server: &Arc<Server>, target: SocketAddr, zone: &Zone) {
     });
     let Some(serial) = serial else {
         tracing::info!(peer = %target, zone = %zone.origin, "no SOA from the peer after its transfer");
-        return;
+        return false;
     };
     server
         .peers
         .set_serial(ip, &peer_zone_key(&zone.origin), serial);
     if serial_lt(serial, zone.serial) {
         tracing::warn!(peer = %target, zone = %zone.origin, serial, current = zone.serial, "peer still behind after its transfer");
-        return;
+        return false;
     }
     server.peers.count(ip, "goodxfer");
     server.peers.update(ip, |p| p.using_notify = true);
@@ -278,6 +290,7 @@ async fn check(server: &Arc<Server>, target: SocketAddr, zone: &Zone) {
             break;
         }
     }
+    true
 }
 
 /// Sends `message` to `target` over UDP from the server's IP, up to `tries` times,
