@@ -202,51 +202,41 @@ impl Ufds {
     }
 
     pub async fn update_account(&self, req: proto::UpdateAccountRequest) -> Result<Account> {
-        let uuid = self.resolve(&req.account).await?.value.uuid;
-        let updated = self
-            .accounts
-            .update(&uuid, |account| {
-                let req = req.clone();
-                let sets = [
-                    (req.cn, &mut account.cn),
-                    (req.givenname, &mut account.givenname),
-                    (req.sn, &mut account.sn),
-                    (req.company, &mut account.company),
-                    (req.address, &mut account.address),
-                    (req.city, &mut account.city),
-                    (req.state, &mut account.state),
-                    (req.postalcode, &mut account.postalcode),
-                    (req.country, &mut account.country),
-                    (req.phone, &mut account.phone),
-                    (req.email, &mut account.email),
-                    (req.default_network, &mut account.default_network),
-                ];
-                for (value, slot) in sets {
-                    if let Some(value) = value {
-                        *slot = value;
-                    }
+        self.change_account(&req.account, |account| {
+            let req = req.clone();
+            let sets = [
+                (req.cn, &mut account.cn),
+                (req.givenname, &mut account.givenname),
+                (req.sn, &mut account.sn),
+                (req.company, &mut account.company),
+                (req.address, &mut account.address),
+                (req.city, &mut account.city),
+                (req.state, &mut account.state),
+                (req.postalcode, &mut account.postalcode),
+                (req.country, &mut account.country),
+                (req.phone, &mut account.phone),
+                (req.email, &mut account.email),
+                (req.default_network, &mut account.default_network),
+            ];
+            for (value, slot) in sets {
+                if let Some(value) = value {
+                    *slot = value;
                 }
-                if let Some(v) = req.approved_for_provisioning {
-                    account.approved_for_provisioning = v;
-                }
-                if let Some(v) = req.triton_cns_enabled {
-                    account.triton_cns_enabled = v;
-                }
-                account.updated_at = now_rfc3339();
-                let errors = account.validate();
-                if !errors.is_empty() {
-                    return Err(Error::Invalid(errors));
-                }
-                Ok(Change::Write)
-            })
-            .await;
-        updated.map(|v| v.value).map_err(|e| {
-            e.resolve(
-                || Error::AccountNotFound(req.account.clone()),
-                || busy(&req.account),
-                Error::moray("putObject"),
-            )
+            }
+            if let Some(v) = req.approved_for_provisioning {
+                account.approved_for_provisioning = v;
+            }
+            if let Some(v) = req.triton_cns_enabled {
+                account.triton_cns_enabled = v;
+            }
+            account.updated_at = now_rfc3339();
+            let errors = account.validate();
+            if !errors.is_empty() {
+                return Err(Error::Invalid(errors));
+            }
+            Ok(Change::Write)
         })
+        .await
     }
 
     // ------------------------------------------------------------ groups
@@ -276,40 +266,49 @@ impl Ufds {
         if !errors.is_empty() {
             return Err(Error::Invalid(errors));
         }
-        let uuid = self.resolve(&req.account).await?.value.uuid;
         let group = req.group.as_str();
-        let updated = self
-            .accounts
-            .update(&uuid, |account| {
-                let position = account.groups.binary_search_by(|g| g.as_str().cmp(group));
-                match (member, position) {
-                    (true, Ok(_)) | (false, Err(_)) => return Ok(Change::Keep),
-                    (true, Err(at)) => {
-                        if account.groups.len() >= account::MAX_GROUPS_PER_ACCOUNT {
-                            return Err(Error::invalid(
-                                "group",
-                                format!(
-                                    "{group:?} cannot be added: account {} is already a member \
+        self.change_account(&req.account, |account| {
+            let position = account.groups.binary_search_by(|g| g.as_str().cmp(group));
+            match (member, position) {
+                (true, Ok(_)) | (false, Err(_)) => return Ok(Change::Keep),
+                (true, Err(at)) => {
+                    if account.groups.len() >= account::MAX_GROUPS_PER_ACCOUNT {
+                        return Err(Error::invalid(
+                            "group",
+                            format!(
+                                "{group:?} cannot be added: account {} is already a member \
                                      of {} groups, the most allowed",
-                                    account.login,
-                                    account::MAX_GROUPS_PER_ACCOUNT
-                                ),
-                            ));
-                        }
-                        account.groups.insert(at, group.to_string());
+                                account.login,
+                                account::MAX_GROUPS_PER_ACCOUNT
+                            ),
+                        ));
                     }
-                    (false, Ok(at)) => {
-                        account.groups.remove(at);
-                    }
+                    account.groups.insert(at, group.to_string());
                 }
-                account.updated_at = now_rfc3339();
-                Ok(Change::Write)
-            })
-            .await;
+                (false, Ok(at)) => {
+                    account.groups.remove(at);
+                }
+            }
+            account.updated_at = now_rfc3339();
+            Ok(Change::Write)
+        })
+        .await
+    }
+
+    /// Read-modify-write of the account `account` (uuid or login) names: `change` edits
+    /// it in place and says whether to write. A missing account, a write that lost every
+    /// race and Moray's failures come back as UFDS's errors.
+    async fn change_account(
+        &self,
+        account: &str,
+        change: impl FnMut(&mut Account) -> Result<Change>,
+    ) -> Result<Account> {
+        let uuid = self.resolve(account).await?.value.uuid;
+        let updated = self.accounts.update(&uuid, change).await;
         updated.map(|v| v.value).map_err(|e| {
             e.resolve(
-                || Error::AccountNotFound(req.account.clone()),
-                || busy(&req.account),
+                || Error::AccountNotFound(account.to_string()),
+                || busy(account),
                 Error::moray("putObject"),
             )
         })
