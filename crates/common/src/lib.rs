@@ -13,6 +13,7 @@ pub mod copy_fields;
 pub mod field_error;
 mod field_error_constructors;
 pub mod filter;
+pub mod follow;
 pub mod grpc;
 pub mod listen;
 pub mod periodic;
