@@ -4,6 +4,7 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, UNIX_EPOCH};
 
+use triton_common::copy_fields;
 use triton_common::time::rfc3339;
 use triton_proto::cnagent::v1 as pb;
 use uuid::Uuid;
@@ -48,39 +49,28 @@ pub fn nic_from_pb(field: &str, nic: &pb::Nic) -> Result<NicSpec> {
         .ok()
         .filter(|v| *v < 4095)
         .ok_or_else(|| Error::invalid(&format!("{field}.vlan_id"), "must be below 4095"))?;
-    Ok(NicSpec {
-        interface: nic.interface.clone(),
+    Ok(copy_fields!(nic => NicSpec [
+        interface, nic_tag, mtu, primary, vnet_id, internet_nat, network_uuid,
+    ] {
         mac: nic.mac.to_ascii_lowercase(),
         ip: parse_ip(&format!("{field}.ip"), &nic.ip)?,
         prefix_len,
         gateway: parse_ip(&format!("{field}.gateway"), &nic.gateway)?,
         resolvers,
-        nic_tag: nic.nic_tag.clone(),
         vlan_id,
-        mtu: nic.mtu,
-        primary: nic.primary,
-        vnet_id: nic.vnet_id,
-        internet_nat: nic.internet_nat,
-        network_uuid: nic.network_uuid.clone(),
-    })
+    }))
 }
 
 pub fn nic_to_pb(nic: &NicSpec) -> pb::Nic {
-    pb::Nic {
-        interface: nic.interface.clone(),
-        mac: nic.mac.clone(),
+    copy_fields!(nic => pb::Nic [
+        interface, mac, nic_tag, mtu, primary, vnet_id, internet_nat, network_uuid,
+    ] {
         ip: nic.ip.map(|i| i.to_string()).unwrap_or_default(),
         netmask: nic.prefix_len.to_string(),
         gateway: nic.gateway.map(|g| g.to_string()).unwrap_or_default(),
         resolvers: nic.resolvers.iter().map(|r| r.to_string()).collect(),
-        nic_tag: nic.nic_tag.clone(),
         vlan_id: u32::from(nic.vlan_id),
-        mtu: nic.mtu,
-        primary: nic.primary,
-        vnet_id: nic.vnet_id,
-        internet_nat: nic.internet_nat,
-        network_uuid: nic.network_uuid.clone(),
-    }
+    })
 }
 
 pub fn spec_from_pb(spec: &pb::InstanceSpec) -> Result<InstanceSpec> {
@@ -90,53 +80,31 @@ pub fn spec_from_pb(spec: &pb::InstanceSpec) -> Result<InstanceSpec> {
         .enumerate()
         .map(|(i, n)| nic_from_pb(&format!("nics[{i}]"), n))
         .collect::<Result<Vec<_>>>()?;
-    let out = InstanceSpec {
+    let out = copy_fields!(spec => InstanceSpec [
+        owner_uuid, alias, brand, ram, cpu_cap, quota, max_lwps, init, autoboot, billing_id,
+    ] collect [customer_metadata, internal_metadata, tags] {
         uuid: parse_uuid("uuid", &spec.uuid)?,
-        owner_uuid: spec.owner_uuid.clone(),
-        alias: spec.alias.clone(),
         hostname: if spec.hostname.is_empty() {
             spec.uuid.clone()
         } else {
             spec.hostname.clone()
         },
-        brand: spec.brand.clone(),
         image_uuid: parse_uuid("image_uuid", &spec.image_uuid)?,
-        ram: spec.ram,
-        cpu_cap: spec.cpu_cap,
-        quota: spec.quota,
-        max_lwps: spec.max_lwps,
         nics,
-        init: spec.init.clone(),
-        customer_metadata: spec.customer_metadata.clone().into_iter().collect(),
-        internal_metadata: spec.internal_metadata.clone().into_iter().collect(),
-        tags: spec.tags.clone().into_iter().collect(),
-        autoboot: spec.autoboot,
-        billing_id: spec.billing_id.clone(),
-    };
+    });
     out.validate()?;
     Ok(out)
 }
 
 pub fn spec_to_pb(spec: &InstanceSpec) -> pb::InstanceSpec {
-    pb::InstanceSpec {
+    copy_fields!(spec => pb::InstanceSpec [
+        owner_uuid, alias, hostname, brand, ram, cpu_cap, quota, max_lwps, init, autoboot,
+        billing_id,
+    ] collect [customer_metadata, internal_metadata, tags] {
         uuid: spec.uuid.to_string(),
-        owner_uuid: spec.owner_uuid.clone(),
-        alias: spec.alias.clone(),
-        hostname: spec.hostname.clone(),
-        brand: spec.brand.clone(),
         image_uuid: spec.image_uuid.to_string(),
-        ram: spec.ram,
-        cpu_cap: spec.cpu_cap,
-        quota: spec.quota,
-        max_lwps: spec.max_lwps,
         nics: spec.nics.iter().map(nic_to_pb).collect(),
-        init: spec.init.clone(),
-        customer_metadata: spec.customer_metadata.clone().into_iter().collect(),
-        internal_metadata: spec.internal_metadata.clone().into_iter().collect(),
-        tags: spec.tags.clone().into_iter().collect(),
-        autoboot: spec.autoboot,
-        billing_id: spec.billing_id.clone(),
-    }
+    })
 }
 
 pub fn instance_to_pb(i: &Instance) -> pb::Instance {

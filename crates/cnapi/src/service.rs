@@ -9,6 +9,7 @@ use moray_client::typed::RetryPolicy;
 use serde_json::{Map, Value};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
+use triton_common::copy_fields;
 use triton_proto::cnagent::v1 as agent_pb;
 use triton_proto::cnagent::v1::cn_agent_client::CnAgentClient;
 use triton_proto::cnapi::v1 as pb;
@@ -534,69 +535,30 @@ fn boot_params_to_pb(p: &BootParamsRecord, server_uuid: &str, hostname: &str) ->
 // ---------------------------------------------------------------- wire conversions
 
 pub fn server_to_pb(s: &ServerRecord, etag: &str) -> pb::Server {
-    pb::Server {
+    copy_fields!(s => pb::Server [
+        hostname, datacenter, status, transitional_status, setup, setting_up, headnode,
+        reserved, reservoir, reservation_ratio, ram, memory_total_bytes,
+        memory_available_bytes, memory_arc_bytes, memory_provisionable_bytes,
+        disk_pool_size_bytes, disk_pool_alloc_bytes, disk_installed_images_used_bytes,
+        disk_zone_quota_bytes, disk_zone_quota_used_bytes, disk_system_used_bytes, created,
+        current_platform, boot_platform, rack_identifier, comments, next_reboot, agent_url,
+        nic_tags,
+    ] {
         uuid: s.uuid.to_string(),
-        hostname: s.hostname.clone(),
-        datacenter: s.datacenter.clone(),
-        status: s.status.clone(),
-        transitional_status: s.transitional_status.clone(),
-        setup: s.setup,
-        setting_up: s.setting_up,
-        headnode: s.headnode,
-        reserved: s.reserved,
-        reservoir: s.reservoir,
-        reservation_ratio: s.reservation_ratio,
-        overprovision_ratios: s.overprovision_ratios.map(|r| pb::OverprovisionRatios {
-            cpu: r.cpu,
-            ram: r.ram,
-            disk: r.disk,
+        overprovision_ratios: s.overprovision_ratios.map(|r| {
+            copy_fields!(r => pb::OverprovisionRatios [cpu, ram, disk] {})
         }),
         traits_json: Value::Object(s.traits.clone()).to_string(),
         sysinfo_json: s.sysinfo.to_string(),
-        ram: s.ram,
-        memory_total_bytes: s.memory_total_bytes,
-        memory_available_bytes: s.memory_available_bytes,
-        memory_arc_bytes: s.memory_arc_bytes,
-        memory_provisionable_bytes: s.memory_provisionable_bytes,
-        disk_pool_size_bytes: s.disk_pool_size_bytes,
-        disk_pool_alloc_bytes: s.disk_pool_alloc_bytes,
-        disk_installed_images_used_bytes: s.disk_installed_images_used_bytes,
-        disk_zone_quota_bytes: s.disk_zone_quota_bytes,
-        disk_zone_quota_used_bytes: s.disk_zone_quota_used_bytes,
-        disk_system_used_bytes: s.disk_system_used_bytes,
         last_heartbeat: s.last_heartbeat.clone().unwrap_or_default(),
         last_boot: s.last_boot.clone().unwrap_or_default(),
-        created: s.created.clone(),
-        current_platform: s.current_platform.clone(),
-        boot_platform: s.boot_platform.clone(),
-        rack_identifier: s.rack_identifier.clone(),
-        comments: s.comments.clone(),
-        next_reboot: s.next_reboot.clone(),
         vms: s
             .vms
             .iter()
-            .map(|(k, vm)| {
-                (
-                    k.clone(),
-                    pb::ServerVm {
-                        uuid: vm.uuid.clone(),
-                        owner_uuid: vm.owner_uuid.clone(),
-                        alias: vm.alias.clone(),
-                        brand: vm.brand.clone(),
-                        state: vm.state.clone(),
-                        max_physical_memory: vm.max_physical_memory,
-                        quota: vm.quota,
-                        cpu_cap: vm.cpu_cap.unwrap_or(0),
-                        last_modified: vm.last_modified.clone(),
-                        tags: vm.tags.clone().into_iter().collect(),
-                    },
-                )
-            })
+            .map(|(k, vm)| (k.clone(), status::vm_to_pb(vm)))
             .collect(),
-        agent_url: s.agent_url.clone(),
-        nic_tags: s.nic_tags.clone(),
         etag: etag.to_string(),
-    }
+    })
 }
 
 fn ratio(field: &str, value: f64) -> Result<Option<f64>> {

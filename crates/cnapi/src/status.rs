@@ -5,6 +5,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
+use triton_common::copy_fields;
 use triton_common::time::rfc3339;
 use triton_proto::cnapi::v1 as pb;
 use uuid::Uuid;
@@ -104,18 +105,19 @@ pub fn apply_sysinfo(
 }
 
 pub fn vm_from_pb(vm: &pb::ServerVm) -> ServerVm {
-    ServerVm {
-        uuid: vm.uuid.clone(),
-        owner_uuid: vm.owner_uuid.clone(),
-        alias: vm.alias.clone(),
-        brand: vm.brand.clone(),
-        state: vm.state.clone(),
-        max_physical_memory: vm.max_physical_memory,
-        quota: vm.quota,
+    copy_fields!(vm => ServerVm [
+        uuid, owner_uuid, alias, brand, state, max_physical_memory, quota, last_modified,
+    ] collect [tags] {
         cpu_cap: (vm.cpu_cap > 0).then_some(vm.cpu_cap),
-        last_modified: vm.last_modified.clone(),
-        tags: vm.tags.clone().into_iter().collect(),
-    }
+    })
+}
+
+pub fn vm_to_pb(vm: &ServerVm) -> pb::ServerVm {
+    copy_fields!(vm => pb::ServerVm [
+        uuid, owner_uuid, alias, brand, state, max_physical_memory, quota, last_modified,
+    ] collect [tags] {
+        cpu_cap: vm.cpu_cap.unwrap_or(0),
+    })
 }
 
 /// A heartbeat: the server runs, with these instances and figures.
