@@ -67,16 +67,10 @@ check "its example config names CMon's suffix ($CMON_SUFFIX) as dns_suffix and e
              grep -q 'endpoint: $CMON_SUFFIX\$' '$work/admin/cmon-$TRITON_ACCOUNT-prometheus.yml'"
 
 # A second account with a key of its own, in an ssh-agent of its own.
-ssh-keygen -q -t ecdsa -b 256 -N '' -C "$other" -f "$work/other/id_ecdsa"
-step "sdcadm account create $other"
-sdcadm account create "$other" --key "$work/other/id_ecdsa.pub" >/dev/null
-# (Not eval'd: the admin's triton commands keep CoaL's agent.)
-agent_pid=$(ssh-agent -s -a "$work/other/agent.sock" | sed -n 's/^SSH_AGENT_PID=\([0-9]*\);.*/\1/p')
-SSH_AUTH_SOCK=$work/other/agent.sock ssh-add -q "$work/other/id_ecdsa"
-other_fp=$(ssh-keygen -E md5 -lf "$work/other/id_ecdsa.pub" | awk '{print $2}' | sed 's/^MD5://')
-(cd "$work/other" && SSH_AUTH_SOCK=$work/other/agent.sock TRITON_ACCOUNT=$other SDC_ACCOUNT=$other \
-    TRITON_KEY_ID=$other_fp SDC_KEY_ID=$other_fp triton profile cmon-certgen -y \
-    >"$work/other/certgen.out" 2>&1) || { cat "$work/other/certgen.out" >&2; die "cmon-certgen of $other failed"; }
+# (Its agent is not eval'd: the admin's triton commands keep CoaL's agent.)
+other_account "$other" "$work/other"
+(cd "$work/other" && as_other profile cmon-certgen -y >"$work/other/certgen.out" 2>&1) \
+    || { cat "$work/other/certgen.out" >&2; die "cmon-certgen of $other failed"; }
 
 # --- Prometheus -----------------------------------------------------------------------------
 refresh=5

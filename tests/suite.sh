@@ -87,3 +87,23 @@ coal_tool() {
 }
 zl() { "$COAL_DIR/bin/zlogin" --config "$COAL_DIR/etc/cn-agent.toml" "$@"; }
 inside() { "$COAL_DIR/bin/coal-zlogin" "$1" /bin/sh -c "$2"; }
+
+# A second account, for the checks of what one account may not see of another's:
+#   other_account NAME DIR  makes account NAME (`sdcadm account create`) with a new ECDSA
+#                           key in DIR, held by an ssh-agent of its own (DIR/agent.sock;
+#                           its pid in agent_pid, for the suite's cleanup to kill);
+#   as_other ARGS...        `triton ARGS` as that account.
+other_account() {
+    other_name=$1 other_dir=$2
+    mkdir -p "$other_dir"
+    ssh-keygen -q -t ecdsa -b 256 -N '' -C "$other_name" -f "$other_dir/id_ecdsa"
+    step "sdcadm account create $other_name"
+    sdcadm account create "$other_name" --key "$other_dir/id_ecdsa.pub" >/dev/null
+    agent_pid=$(ssh-agent -s -a "$other_dir/agent.sock" | sed -n 's/^SSH_AGENT_PID=\([0-9]*\);.*/\1/p')
+    SSH_AUTH_SOCK=$other_dir/agent.sock ssh-add -q "$other_dir/id_ecdsa"
+    other_fp=$(ssh-keygen -E md5 -lf "$other_dir/id_ecdsa.pub" | awk '{print $2}' | sed 's/^MD5://')
+}
+as_other() {
+    SSH_AUTH_SOCK=$other_dir/agent.sock TRITON_ACCOUNT=$other_name SDC_ACCOUNT=$other_name \
+        TRITON_KEY_ID=$other_fp SDC_KEY_ID=$other_fp triton "$@"
+}

@@ -155,17 +155,7 @@ reaches_server() { inside "$1" "nc -w 3 $server_ip 2049 </dev/null" >/dev/null 2
 check "the owner's instance reaches the volume server ($server_ip:2049)" reaches_server "$u1"
 
 # --- another account ---------------------------------------------------------------------
-mkdir -p "$work/other"
-ssh-keygen -q -t ecdsa -b 256 -N '' -C "$other" -f "$work/other/id_ecdsa"
-step "sdcadm account create $other"
-sdcadm account create "$other" --key "$work/other/id_ecdsa.pub" >/dev/null
-agent_pid=$(ssh-agent -s -a "$work/other/agent.sock" | sed -n 's/^SSH_AGENT_PID=\([0-9]*\);.*/\1/p')
-SSH_AUTH_SOCK=$work/other/agent.sock ssh-add -q "$work/other/id_ecdsa"
-other_fp=$(ssh-keygen -E md5 -lf "$work/other/id_ecdsa.pub" | awk '{print $2}' | sed 's/^MD5://')
-as_other() {
-    SSH_AUTH_SOCK=$work/other/agent.sock TRITON_ACCOUNT=$other SDC_ACCOUNT=$other \
-        TRITON_KEY_ID=$other_fp SDC_KEY_ID=$other_fp triton "$@"
-}
+other_account "$other" "$work/other"
 other_fails_saying() { # text, triton args...
     local says=$1 out; shift
     if out=$(as_other "$@" 2>&1); then echo "    it succeeded: $out" >&2; return 1; fi
