@@ -14,17 +14,10 @@ use triton_proto::napi::v1 as proto;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_provisions_get_distinct_ips_until_the_network_is_full() {
-    let napi = TestNapi::start().await;
-    let net = napi.network("net24", "10.20.30", "external").await;
+    let (napi, net) = TestNapi::with_network("net24", "10.20.30", "external").await;
     // 10.20.30.0/24, range .1-.254, gateway .1: 253 addresses to hand out.
 
-    let tasks: Vec<_> = (0..200)
-        .map(|_| {
-            let mut client = napi.client();
-            let req = nic_on(&net.uuid, &new_uuid());
-            tokio::spawn(async move { client.create_nic(req).await })
-        })
-        .collect();
+    let tasks = napi.spawn_nics(&net.uuid, 200);
     let mut ips = HashSet::new();
     let mut macs = HashSet::new();
     for t in tasks {
@@ -45,13 +38,7 @@ async fn concurrent_provisions_get_distinct_ips_until_the_network_is_full() {
     assert_eq!(ips.len(), 200);
 
     // The remaining 53, concurrently too, then nothing.
-    let tasks: Vec<_> = (0..60)
-        .map(|_| {
-            let mut client = napi.client();
-            let req = nic_on(&net.uuid, &new_uuid());
-            tokio::spawn(async move { client.create_nic(req).await })
-        })
-        .collect();
+    let tasks = napi.spawn_nics(&net.uuid, 60);
     let mut full = 0;
     for t in tasks {
         match t.await.expect("task") {
@@ -118,15 +105,10 @@ async fn concurrent_provisions_get_distinct_ips_until_the_network_is_full() {
 
 #[tokio::test]
 async fn lowest_free_first_reservations_and_requested_ips() {
-    let napi = TestNapi::start().await;
-    let net = napi.network("small", "192.168.7", "external").await;
+    let (napi, net) = TestNapi::with_network("small", "192.168.7", "external").await;
     let mut client = napi.client();
 
-    let first = client
-        .create_nic(nic_on(&net.uuid, &new_uuid()))
-        .await
-        .unwrap()
-        .into_inner();
+    let first = napi.new_nic(&net.uuid).await;
     assert_eq!(first.ip, "192.168.7.2", "lowest address after the gateway");
 
     // A reserved address is skipped by automatic allocation.
@@ -140,11 +122,7 @@ async fn lowest_free_first_reservations_and_requested_ips() {
         .unwrap()
         .into_inner();
     assert!(reserved.reserved && !reserved.free);
-    let second = client
-        .create_nic(nic_on(&net.uuid, &new_uuid()))
-        .await
-        .unwrap()
-        .into_inner();
+    let second = napi.new_nic(&net.uuid).await;
     assert_eq!(second.ip, "192.168.7.4");
 
     // A requested address is taken as asked, once.

@@ -696,11 +696,7 @@ async fn coal_seeds_admin_and_external_networks_once() {
     );
 
     // An instance on the external network gets CoaL's first external address.
-    let nic = c
-        .create_nic(nic_on(&external.uuid, &new_uuid()))
-        .await
-        .unwrap()
-        .into_inner();
+    let nic = napi.new_nic(&external.uuid).await;
     assert_eq!(nic.ip, "10.88.88.3");
     assert_eq!(nic.resolvers, vec!["8.8.8.8", "8.8.4.4"]);
     let ping = c.ping(proto::PingRequest {}).await.unwrap().into_inner();
@@ -788,11 +784,7 @@ async fn network_pools_provision_on_the_first_network_with_room() {
     // Two addresses per network: a, a, b, b, then full.
     let mut got = Vec::new();
     for _ in 0..4 {
-        let nic = c
-            .create_nic(nic_on(&pool.uuid, &new_uuid()))
-            .await
-            .unwrap()
-            .into_inner();
+        let nic = napi.new_nic(&pool.uuid).await;
         got.push((nic.network_uuid, nic.ip));
     }
     assert_eq!(

@@ -34,16 +34,10 @@ fn mac(i: usize) -> String {
 
 #[tokio::test]
 async fn a_batch_gets_distinct_addresses_next_to_the_existing_nics() {
-    let napi = TestNapi::start().await;
-    let net = napi.network("admin", "10.40.0", "admin").await;
+    let (napi, net) = TestNapi::with_network("admin", "10.40.0", "admin").await;
     let mut ips = HashSet::new();
     for _ in 0..10 {
-        let nic = napi
-            .client()
-            .create_nic(nic_on(&net.uuid, &new_uuid()))
-            .await
-            .unwrap()
-            .into_inner();
+        let nic = napi.new_nic(&net.uuid).await;
         ips.insert(nic.ip);
     }
     // Given MACs (dhcpd's) and drawn ones (NAPI's OUI) in one call.
@@ -100,8 +94,7 @@ async fn a_batch_gets_distinct_addresses_next_to_the_existing_nics() {
 
 #[tokio::test]
 async fn a_network_without_room_for_the_whole_batch_makes_none() {
-    let napi = TestNapi::start().await;
-    let net = napi.network("admin", "10.41.0", "admin").await;
+    let (napi, net) = TestNapi::with_network("admin", "10.41.0", "admin").await;
     // .1-.254, gateway .1: 253 addresses.
     let reqs = |from: usize, n: usize| {
         batch(
@@ -137,8 +130,7 @@ async fn a_network_without_room_for_the_whole_batch_makes_none() {
 
 #[tokio::test]
 async fn a_bad_entry_is_named_and_nothing_is_written() {
-    let napi = TestNapi::start().await;
-    let net = napi.network("admin", "10.42.0", "admin").await;
+    let (napi, net) = TestNapi::with_network("admin", "10.42.0", "admin").await;
     let other = napi.network("other", "10.42.1", "admin").await;
     let pool = napi
         .client()
@@ -258,8 +250,7 @@ async fn a_bad_entry_is_named_and_nothing_is_written() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_batches_and_single_creates_never_share_an_address() {
-    let napi = TestNapi::start().await;
-    let net = napi.network("admin", "10.43.0", "admin").await;
+    let (napi, net) = TestNapi::with_network("admin", "10.43.0", "admin").await;
     let batches: Vec<_> = (0..4)
         .map(|b| {
             let mut client = napi.client();
@@ -269,13 +260,7 @@ async fn concurrent_batches_and_single_creates_never_share_an_address() {
             tokio::spawn(async move { client.create_nics(batch(reqs)).await })
         })
         .collect();
-    let singles: Vec<_> = (0..20)
-        .map(|_| {
-            let mut client = napi.client();
-            let req = nic_on(&net.uuid, &new_uuid());
-            tokio::spawn(async move { client.create_nic(req).await })
-        })
-        .collect();
+    let singles = napi.spawn_nics(&net.uuid, 20);
     let mut ips = HashSet::new();
     for b in batches {
         let nics = b.await.unwrap().expect("CreateNics").into_inner().nics;

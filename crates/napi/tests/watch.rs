@@ -50,8 +50,7 @@ async fn create_nic(napi: &TestNapi, network: &str, vm: &str) -> proto::Nic {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nics_snapshot_then_changes_in_order_and_resume() {
-    let napi = TestNapi::start().await;
-    let network = napi.network("watched", "10.7.0", "external").await;
+    let (napi, network) = TestNapi::with_network("watched", "10.7.0", "external").await;
     let (vm_a, vm_b) = (new_uuid(), new_uuid());
     for vm in [&vm_a, &vm_a, &vm_b] {
         create_nic(&napi, &network.uuid, vm).await;

@@ -11,7 +11,7 @@ use crate::store::{self, Conflict, FABRIC_VLANS, FABRICS, NETWORKS, Stored};
 use crate::validate::{self, Checks};
 use moray_client::filter::Filter;
 
-use super::{Napi, check_range, gave_up, new_uuid, not_found, one, random_u64};
+use super::{Napi, check_requested_range, gave_up, new_uuid, not_found, one, random_u64};
 
 /// Triton's default fabric of an account, as sdcadm's `default-fabric` and
 /// napi-ufds-watcher make it (sdcadm `lib/default-fabric.js`: VLAN 2, subnet
@@ -271,15 +271,7 @@ impl Napi {
             "mtu",
             req.mtu.unwrap_or(FABRIC_MTU_DEFAULT),
         ));
-        let range = subnet.as_ref().and_then(|s| {
-            check_range(
-                &mut c,
-                s,
-                &req.provision_start_ip,
-                &req.provision_end_ip,
-                req.gateway.as_deref(),
-            )
-        });
+        let range = check_requested_range(&mut c, subnet.as_ref(), &req);
         c.finish()?;
         let (
             Some(name),

@@ -23,6 +23,7 @@ use crate::ip::Subnet;
 use crate::model::{Network, Provisionable};
 use crate::store::{Store, Stored};
 use crate::validate::{self, Checks};
+use triton_proto::napi::v1 as proto;
 
 pub use portolan::{Mapping, Overlay, UNDERLAY_NIC_TAG};
 
@@ -107,6 +108,41 @@ fn check_range(
         None => None,
     };
     Some((s?, e?, gw))
+}
+
+/// A create request's provision range and gateway, as [`check_range`] takes them.
+trait ProvisionRange {
+    fn start_end_gateway(&self) -> (&str, &str, Option<&str>);
+}
+
+impl ProvisionRange for proto::CreateNetworkRequest {
+    fn start_end_gateway(&self) -> (&str, &str, Option<&str>) {
+        (
+            &self.provision_start_ip,
+            &self.provision_end_ip,
+            self.gateway.as_deref(),
+        )
+    }
+}
+
+impl ProvisionRange for proto::CreateFabricNetworkRequest {
+    fn start_end_gateway(&self) -> (&str, &str, Option<&str>) {
+        (
+            &self.provision_start_ip,
+            &self.provision_end_ip,
+            self.gateway.as_deref(),
+        )
+    }
+}
+
+/// [`check_range`] of a create request, once its `subnet` is valid.
+fn check_requested_range(
+    c: &mut Checks,
+    subnet: Option<&Subnet>,
+    req: &impl ProvisionRange,
+) -> Option<(u32, u32, Option<u32>)> {
+    let (start, end, gateway) = req.start_end_gateway();
+    check_range(c, subnet?, start, end, gateway)
 }
 
 impl Napi {

@@ -11,7 +11,7 @@ use crate::store::{self, Conflict, IPS, NETWORK_POOLS, NETWORKS, NICS, Stored};
 use crate::validate::{self, Checks};
 use moray_client::filter::Filter;
 
-use super::{Napi, check_range, gave_up, new_uuid, not_found, one};
+use super::{Napi, check_range, check_requested_range, gave_up, new_uuid, not_found, one};
 
 impl Napi {
     #[tracing::instrument(skip_all, fields(name = %req.name, subnet = %req.subnet))]
@@ -30,15 +30,7 @@ impl Napi {
         let owner_uuids = c.take(validate::uuids("owner_uuids", &req.owner_uuids));
         let description = c.take(validate::description("description", &req.description));
         let mtu = c.take(validate::network_mtu("mtu", req.mtu.unwrap_or(MTU_DEFAULT)));
-        let range = subnet.as_ref().and_then(|s| {
-            check_range(
-                &mut c,
-                s,
-                &req.provision_start_ip,
-                &req.provision_end_ip,
-                req.gateway.as_deref(),
-            )
-        });
+        let range = check_requested_range(&mut c, subnet.as_ref(), &req);
         if let Some(tag) = &tag_name {
             match self.nic_tag(tag).await? {
                 None => c.push(FieldError::invalid(

@@ -3,7 +3,9 @@
 #![allow(dead_code)] // each test binary uses part of it
 
 use dc_testkit::{Dc, Options};
+use tokio::task::JoinHandle;
 use tonic::transport::Channel;
+use tonic::{Response, Status};
 use triton_proto::napi::v1 as proto;
 use triton_proto::napi::v1::napi_client::NapiClient;
 
@@ -21,6 +23,13 @@ pub struct TestNapi {
 impl TestNapi {
     pub async fn start() -> TestNapi {
         Self::start_with(|_| {}).await
+    }
+
+    /// NAPI with one network ([`TestNapi::network`]) to work on.
+    pub async fn with_network(name: &str, prefix: &str, tag: &str) -> (TestNapi, proto::Network) {
+        let napi = Self::start().await;
+        let net = napi.network(name, prefix, tag).await;
+        (napi, net)
     }
 
     pub async fn start_with(
@@ -96,6 +105,30 @@ impl TestNapi {
             .await
             .expect("create network")
             .into_inner()
+    }
+
+    /// A NIC for a new VM on `network` (a network or pool uuid).
+    pub async fn new_nic(&self, network: &str) -> proto::Nic {
+        self.client()
+            .create_nic(nic_on(network, &new_uuid()))
+            .await
+            .expect("create nic")
+            .into_inner()
+    }
+
+    /// `n` CreateNic calls at once, each for a new VM on `network`: their tasks.
+    pub fn spawn_nics(
+        &self,
+        network: &str,
+        n: usize,
+    ) -> Vec<JoinHandle<Result<Response<proto::Nic>, Status>>> {
+        (0..n)
+            .map(|_| {
+                let mut client = self.client();
+                let req = nic_on(network, &new_uuid());
+                tokio::spawn(async move { client.create_nic(req).await })
+            })
+            .collect()
     }
 
     /// The NICs ListNics gives for `network`.
