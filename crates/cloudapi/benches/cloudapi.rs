@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use dc_testkit::bench::env_or;
 use dc_testkit::cloudapi::HandKey;
-use dc_testkit::{ADMIN_UUID, Dc, Options};
+use dc_testkit::{ADMIN_UUID, Dc, Options, package_fields};
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -248,25 +248,11 @@ async fn bench() {
     // The machines' package caps CPU at half a core, so that 100 fit the one simulated
     // node (16 CPUs); the others as the tests make them.
     let small = stack
-        .papi()
-        .create_package(papi::CreatePackageRequest {
-            uuid: String::new(),
-            fields: Some(papi::PackageFields {
-                name: Some("bench-small".into()),
-                version: Some("1.0.0".into()),
-                active: Some(true),
-                max_physical_memory: Some(256),
-                max_swap: Some(512),
-                quota: Some(10240),
-                cpu_cap: Some(50),
-                max_lwps: Some(4000),
-                zfs_io_priority: Some(100),
-                ..Default::default()
-            }),
+        .create_package(papi::PackageFields {
+            cpu_cap: Some(50),
+            ..package_fields("bench-small", 256)
         })
-        .await
-        .expect("CreatePackage")
-        .into_inner();
+        .await;
     for i in 1..PACKAGES {
         stack
             .package(&format!("bench-{i}"), 256 * (i as u64 + 1), &[])

@@ -189,12 +189,10 @@ async fn rsa_keys_under_2048_bits_are_refused() {
     let r = add("strong", &ssh_public_key("rsa")).await;
     assert_eq!(r.status, 201, "{}", r.body);
 
-    let r = erin.send("GET", "/my/keys", "").await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    let names: Vec<String> = r
-        .json()
-        .as_array()
-        .unwrap()
+    let names: Vec<String> = erin
+        .send("GET", "/my/keys", "")
+        .await
+        .assert_list()
         .iter()
         .map(|k| k["name"].as_str().unwrap().to_string())
         .collect();

@@ -366,34 +366,36 @@ async fn instance_nics_create_list_get_delete() {
         out.stderr
     );
     let unknown = uuid::Uuid::new_v4().to_string();
-    let out = alice
-        .fails(&[
-            "instance",
-            "nic",
-            "create",
-            &inst,
-            &format!("ipv4_uuid={unknown}"),
-        ])
+    alice
+        .fails_saying(
+            &[
+                "instance",
+                "nic",
+                "create",
+                &inst,
+                &format!("ipv4_uuid={unknown}"),
+            ],
+            &format!("network {unknown} not found"),
+        )
         .await;
-    assert!(
-        out.stderr.contains(&format!("network {unknown} not found")),
-        "{}",
-        out.stderr
-    );
-    let out = bob.fails(&["instance", "nic", "list", &inst]).await;
-    assert!(out.stderr.contains("ResourceNotFound"), "{}", out.stderr);
-    let out = bob
-        .fails(&["instance", "nic", "create", &inst, &bobs.uuid])
+    bob.fails_saying(&["instance", "nic", "list", &inst], "ResourceNotFound")
         .await;
-    assert!(out.stderr.contains("ResourceNotFound"), "{}", out.stderr);
-    let out = bob
-        .fails(&["instance", "nic", "delete", "-f", &inst, &bare])
+    bob.fails_saying(
+        &["instance", "nic", "create", &inst, &bobs.uuid],
+        "ResourceNotFound",
+    )
+    .await;
+    bob.fails_saying(
+        &["instance", "nic", "delete", "-f", &inst, &bare],
+        "ResourceNotFound",
+    )
+    .await;
+    alice
+        .fails_saying(
+            &["instance", "nic", "get", &inst, "90b8d0000001"],
+            "ResourceNotFound",
+        )
         .await;
-    assert!(out.stderr.contains("ResourceNotFound"), "{}", out.stderr);
-    let out = alice
-        .fails(&["instance", "nic", "get", &inst, "90b8d0000001"])
-        .await;
-    assert!(out.stderr.contains("ResourceNotFound"), "{}", out.stderr);
     let out = alice
         .fails(&["instance", "nic", "delete", "-f", &inst, &primary_mac])
         .await;
@@ -427,8 +429,12 @@ async fn instance_nics_create_list_get_delete() {
         ips.iter().all(|i| i.ip != ip || i.free),
         "{ip} still held: {ips:?}"
     );
-    let out = alice.fails(&["instance", "nic", "get", &inst, &bare]).await;
-    assert!(out.stderr.contains("ResourceNotFound"), "{}", out.stderr);
+    alice
+        .fails_saying(
+            &["instance", "nic", "get", &inst, &bare],
+            "ResourceNotFound",
+        )
+        .await;
     let out = alice.ok(&["instance", "nic", "list", "-j", &inst]).await;
     assert_eq!(out.json_lines().len(), 1);
 
@@ -530,18 +536,22 @@ async fn instance_snapshots_create_list_get_start_from_delete() {
 
     // Refused: a name in use, a bad name (InvalidArgument naming `name`), an unknown
     // snapshot.
-    let out = alice
-        .fails(&["instance", "snapshot", "create", "-n", "first", "snappy"])
+    alice
+        .refuses(&[
+            (
+                &["instance", "snapshot", "create", "-n", "first", "snappy"],
+                "already",
+            ),
+            (
+                &["instance", "snapshot", "create", "-n", "no/slash", "snappy"],
+                "name",
+            ),
+            (
+                &["instance", "snapshot", "get", "snappy", "nope"],
+                "not found",
+            ),
+        ])
         .await;
-    assert!(out.stderr.contains("already"), "{}", out.stderr);
-    let out = alice
-        .fails(&["instance", "snapshot", "create", "-n", "no/slash", "snappy"])
-        .await;
-    assert!(out.stderr.contains("name"), "{}", out.stderr);
-    let out = alice
-        .fails(&["instance", "snapshot", "get", "snappy", "nope"])
-        .await;
-    assert!(out.stderr.contains("not found"), "{}", out.stderr);
 
     // start --snapshot: the instance goes back to the snapshot's disk and runs.
     sim.disk_write(vm_id, "/etc/motd", "changed").unwrap();
@@ -568,20 +578,16 @@ async fn instance_snapshots_create_list_get_start_from_delete() {
     assert!(actions.contains(&"create_snapshot"), "{actions:?}");
 
     // Another account sees none of it.
-    let out = bob.fails(&["instance", "snapshot", "list", &inst]).await;
-    assert!(
-        out.stderr.contains(&format!("{inst} does not exist")),
-        "{}",
-        out.stderr
-    );
-    let out = bob
-        .fails(&["instance", "snapshot", "delete", "-f", &inst, "first"])
-        .await;
-    assert!(
-        out.stderr.contains(&format!("{inst} does not exist")),
-        "{}",
-        out.stderr
-    );
+    bob.fails_saying(
+        &["instance", "snapshot", "list", &inst],
+        &format!("{inst} does not exist"),
+    )
+    .await;
+    bob.fails_saying(
+        &["instance", "snapshot", "delete", "-f", &inst, "first"],
+        &format!("{inst} does not exist"),
+    )
+    .await;
 
     // Triton's status codes, by hand.
     let by_hand = stack.hand_client("alice", &alice.uuid).await;
@@ -640,8 +646,10 @@ async fn instance_snapshots_create_list_get_start_from_delete() {
         .send("DELETE", &format!("{snaps}/by-hand"), "")
         .await;
     assert_eq!(r.status, 204, "{}", r.body);
-    let out = alice
-        .fails(&["instance", "snapshot", "delete", "-f", "snappy", "first"])
+    alice
+        .fails_saying(
+            &["instance", "snapshot", "delete", "-f", "snappy", "first"],
+            "not found",
+        )
         .await;
-    assert!(out.stderr.contains("not found"), "{}", out.stderr);
 }

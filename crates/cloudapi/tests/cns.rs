@@ -85,7 +85,7 @@ async fn instance_get_shows_dns_names_once_the_account_has_cns_on_and_they_resol
     }
 
     // A listing carries them too (one GetVmNames for the page).
-    let listed = alice.json_lines(&["instance", "list", "-j"]).await;
+    let listed = alice.instances().await;
     let web0 = listed.iter().find(|m| m["id"] == id.as_str()).unwrap();
     assert!(names_of(web0).contains(&by_uuid), "{web0}");
 
@@ -108,7 +108,7 @@ async fn without_cns_configured_there_are_no_dns_names_and_no_error() {
         .await;
     let machine = get(&alice, "web0").await;
     assert!(machine.get("dns_names").is_none(), "{machine}");
-    let listed = alice.json_lines(&["instance", "list", "-j"]).await;
+    let listed = alice.instances().await;
     assert!(
         listed.iter().all(|m| m.get("dns_names").is_none()),
         "{listed:?}"
@@ -127,13 +127,10 @@ async fn names_are_dns_labels_once_cns_is_on() {
     alice
         .ok(&["account", "update", "triton_cns_enabled=true"])
         .await;
-    let out = alice
-        .fails(&["instance", "rename", &id, &"b".repeat(64)])
+    alice
+        .fails_saying(
+            &["instance", "rename", &id, &"b".repeat(64)],
+            "cannot be longer than 63 characters, because you have triton_cns_enabled",
+        )
         .await;
-    assert!(
-        out.stderr
-            .contains("cannot be longer than 63 characters, because you have triton_cns_enabled"),
-        "{}",
-        out.stderr
-    );
 }

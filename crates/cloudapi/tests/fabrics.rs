@@ -11,7 +11,7 @@
 use dc_testkit::cloudapi::Tenant;
 use std::time::Duration;
 
-use dc_testkit::{Dc, Options, eventually};
+use dc_testkit::{Dc, Options, eventually, package_fields};
 use serde_json::{Value, json};
 use triton_proto::napi::v1 as napi;
 use triton_proto::papi::v1 as papi;
@@ -129,12 +129,12 @@ async fn default_network_fabric_network_and_vlan_updates() {
     );
 
     // The default network cannot be deleted.
-    let out = alice.fails(&["network", "delete", "web-net"]).await;
-    assert!(
-        out.stderr.contains("cannot delete default network"),
-        "{}",
-        out.stderr
-    );
+    alice
+        .fails_saying(
+            &["network", "delete", "web-net"],
+            "cannot delete default network",
+        )
+        .await;
 
     // UpdateFabricNetwork: what it changes shows in the CLI and in NAPI.
     let alices = dc.hand_client("alice", &alice.uuid).await;
@@ -272,14 +272,7 @@ async fn default_network_fabric_network_and_vlan_updates() {
 
     // `?fabric=true` lists the account's fabric networks alone.
     let r = alices.send("GET", "/alice/networks?fabric=true", "").await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    let ids: Vec<Value> = r
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["id"].clone())
-        .collect();
+    let ids: Vec<Value> = r.assert_list().iter().map(|n| n["id"].clone()).collect();
     assert_eq!(ids, [json!(id)]);
     let r = bobs.send("GET", "/bob/networks?fabric=true", "").await;
     assert_eq!(r.json(), json!([]));
@@ -414,27 +407,13 @@ async fn create_machine_default_networks_with_and_without_a_default_fabric() {
     assert!(!added.primary);
 
     // A package with networks gives those.
-    dc.papi()
-        .create_package(papi::CreatePackageRequest {
-            uuid: String::new(),
-            fields: Some(papi::PackageFields {
-                name: Some("g1-fabric".into()),
-                version: Some("1.0.0".into()),
-                active: Some(true),
-                max_physical_memory: Some(1024),
-                max_swap: Some(2048),
-                quota: Some(10240),
-                cpu_cap: Some(100),
-                max_lwps: Some(4000),
-                zfs_io_priority: Some(100),
-                networks: Some(papi::UuidList {
-                    uuids: vec![a_net["id"].as_str().unwrap().to_string()],
-                }),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap();
+    dc.create_package(papi::PackageFields {
+        networks: Some(papi::UuidList {
+            uuids: vec![a_net["id"].as_str().unwrap().to_string()],
+        }),
+        ..package_fields("g1-fabric", 1024)
+    })
+    .await;
     let id = alice.create_instance_with("pkg", &[], "g1-fabric").await;
     let vm = dc.vm(&id).await;
     let nets: Vec<&str> = vm.nics.iter().map(|n| n.network_uuid.as_str()).collect();
@@ -466,13 +445,7 @@ async fn create_machine_default_networks_with_and_without_a_default_fabric() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_account_with_napis_default_fabric_provisions_on_it() {
-    let dc = Dc::start(Options {
-        compute: true,
-        default_fabrics: true,
-        nic_tags: vec!["admin".into(), "external".into(), "sdc_overlay".into()],
-        ..Options::cloudapi()
-    })
-    .await;
+    let dc = Dc::start(Options::cloudapi_fabrics()).await;
     let carol = dc.tenant("carol", "ed25519").await;
     dc.catalog(1024, b"simulated".to_vec()).await;
     let external = carol.json(&["network", "get", "-j", "external"]).await;

@@ -60,7 +60,7 @@ async fn instance_lifecycle_through_the_cli() {
     let db_id = alice.create_instance("db0").await;
 
     // List, get, ip.
-    let list = alice.json_lines(&["instance", "list", "-j"]).await;
+    let list = alice.instances().await;
     let names: Vec<&str> = list.iter().map(|m| m["name"].as_str().unwrap()).collect();
     assert_eq!(names.len(), 2, "{names:?}");
     assert!(names.contains(&"web0") && names.contains(&"db0"));
@@ -164,7 +164,7 @@ async fn instance_lifecycle_through_the_cli() {
     let _ = boot;
 
     // Bob sees and touches none of it: 404s, as Triton answers.
-    let bobs = bob.json_lines(&["instance", "list", "-j"]).await;
+    let bobs = bob.instances().await;
     assert!(bobs.is_empty(), "{bobs:?}");
     let out = bob.fails(&["instance", "get", &id]).await;
     assert!(
@@ -188,8 +188,9 @@ async fn instance_lifecycle_through_the_cli() {
         alice.json(&["instance", "get", "-j", "web1"]).await["deletion_protection"],
         true
     );
-    let out = alice.fails(&["instance", "delete", "-f", "web1"]).await;
-    assert!(out.stderr.contains("deletion_protection"), "{}", out.stderr);
+    alice
+        .fails_saying(&["instance", "delete", "-f", "web1"], "deletion_protection")
+        .await;
     alice
         .ok(&["instance", "disable-deletion-protection", "-w", "web1"])
         .await;
@@ -203,7 +204,7 @@ async fn instance_lifecycle_through_the_cli() {
         .await;
     assert_eq!(stack.vm(&id).await.state, "destroyed");
     assert_eq!(stack.vm(&db_id).await.state, "destroyed");
-    let list = alice.json_lines(&["instance", "list", "-j"]).await;
+    let list = alice.instances().await;
     assert!(list.is_empty(), "{list:?}");
     alice.fails(&["instance", "get", &id]).await;
 }

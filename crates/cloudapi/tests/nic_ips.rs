@@ -129,7 +129,7 @@ async fn explicit_ips_follow_the_networks_rules_and_never_name_another_tenant() 
             assert!(!r.body.contains(s), "{s} in {}", r.body);
         }
     }
-    let listed = bob.json_lines(&["instance", "list", "-j"]).await;
+    let listed = bob.instances().await;
     assert_eq!(listed.len(), 1, "no machine was made: {listed:?}");
     assert_eq!(
         stack.vm(&bob0).await.nics.len(),

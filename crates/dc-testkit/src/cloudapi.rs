@@ -24,6 +24,16 @@ impl Options {
             ..Options::cloudapi()
         }
     }
+
+    /// [`Options::cloudapi_compute`] with fabrics: the sim node also carries
+    /// `sdc_overlay`, and NAPI gives every account its default fabric network.
+    pub fn cloudapi_fabrics() -> Options {
+        Options {
+            default_fabrics: true,
+            nic_tags: vec!["admin".into(), "external".into(), "sdc_overlay".into()],
+            ..Options::cloudapi_compute()
+        }
+    }
 }
 
 /// What the CloudAPI tests provision from ([`Dc::catalog`]).
@@ -451,14 +461,7 @@ impl Tenant {
     /// `triton <args>`, which must succeed and print every one of `words`; its output.
     pub async fn prints(&self, args: &[&str], words: &[&str]) -> CliOutput {
         let out = self.ok(args).await;
-        for w in words {
-            assert!(
-                out.stdout.contains(w),
-                "triton {} should print {w:?} but printed:\n{}",
-                args.join(" "),
-                out.stdout
-            );
-        }
+        assert_printed(args, &out.stdout, words);
         out
     }
 
@@ -478,6 +481,11 @@ impl Tenant {
         self.ok(args).await.json_lines()
     }
 
+    /// The tenant's instances (`triton instance list -j`).
+    pub async fn instances(&self) -> Vec<Value> {
+        self.json_lines(&["instance", "list", "-j"]).await
+    }
+
     /// `triton <args>`, which must fail; its output.
     pub async fn fails(&self, args: &[&str]) -> CliOutput {
         let out = self.triton(args).await;
@@ -488,6 +496,32 @@ impl Tenant {
             out.stdout
         );
         out
+    }
+
+    /// `triton <args>`, which must fail saying `says` on standard error; its output.
+    pub async fn fails_saying(&self, args: &[&str], says: &str) -> CliOutput {
+        let out = self.fails(args).await;
+        assert_printed(args, &out.stderr, &[says]);
+        out
+    }
+
+    /// [`Tenant::fails_saying`] for each `(args, says)` in turn.
+    pub async fn refuses(&self, cases: &[(&[&str], &str)]) {
+        for (args, says) in cases {
+            self.fails_saying(args, says).await;
+        }
+    }
+}
+
+/// Asserts that `printed`, what `triton <args>` printed, holds every one of `words`.
+#[track_caller]
+fn assert_printed(args: &[&str], printed: &str, words: &[&str]) {
+    for w in words {
+        assert!(
+            printed.contains(w),
+            "triton {} should print {w:?} but printed:\n{printed}",
+            args.join(" "),
+        );
     }
 }
 
@@ -517,6 +551,16 @@ impl RawResponse {
         serde_json::from_str(&self.body)
             .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
     }
+    /// Asserts a 200 whose body is a JSON array, and gives its items.
+    #[track_caller]
+    pub fn assert_list(&self) -> Vec<Value> {
+        assert_eq!(self.status, 200, "{}", self.body);
+        match self.json() {
+            Value::Array(items) => items,
+            other => panic!("not a JSON array: {other}"),
+        }
+    }
+
     /// Asserts a Triton error body with `code` and `status`.
     #[track_caller]
     pub fn assert_error(&self, status: u16, code: &str) -> String {

@@ -235,6 +235,25 @@ impl Options {
     }
 }
 
+/// An active, public package `name` 1.0.0 with `ram` MiB of memory and twice that of swap,
+/// 10 GiB of disk, a whole CPU, 4000 LWPs and I/O priority 100; a test changes what it
+/// needs (`PackageFields { quota: .., ..package_fields(name, ram) }`) and hands it to
+/// [`Dc::create_package`].
+pub fn package_fields(name: &str, ram: u64) -> papi_pb::PackageFields {
+    papi_pb::PackageFields {
+        name: Some(name.into()),
+        version: Some("1.0.0".into()),
+        active: Some(true),
+        max_physical_memory: Some(ram),
+        max_swap: Some(ram * 2),
+        quota: Some(10240),
+        cpu_cap: Some(100),
+        max_lwps: Some(4000),
+        zfs_io_priority: Some(100),
+        ..Default::default()
+    }
+}
+
 /// What [`Options::seed`] makes: the admin network's range and the image's file.
 pub struct Seed {
     /// `/16` or `/24` admin network, e.g. "10.200.0.0/16".
@@ -525,25 +544,11 @@ impl Dc {
             .expect("create account")
             .into_inner();
         let package = self
-            .papi()
-            .create_package(papi_pb::CreatePackageRequest {
-                uuid: String::new(),
-                fields: Some(papi_pb::PackageFields {
-                    name: Some("g1-small".into()),
-                    version: Some("1.0.0".into()),
-                    active: Some(true),
-                    max_physical_memory: Some(256),
-                    max_swap: Some(512),
-                    quota: Some(2048),
-                    cpu_cap: Some(100),
-                    max_lwps: Some(4000),
-                    zfs_io_priority: Some(100),
-                    ..Default::default()
-                }),
+            .create_package(papi_pb::PackageFields {
+                quota: Some(2048),
+                ..package_fields("g1-small", 256)
             })
-            .await
-            .expect("create package")
-            .into_inner();
+            .await;
         let data = match &seed.image_file {
             Some(p) => std::fs::read(p).expect("image file"),
             None => b"a simulated image".to_vec(),
@@ -957,28 +962,23 @@ impl Dc {
 
     /// Seeds a public (or, with `owners`, private) active package.
     pub async fn package(&self, name: &str, ram: u64, owners: &[&str]) -> papi_pb::Package {
+        let owner_uuids = (!owners.is_empty()).then(|| papi_pb::UuidList {
+            uuids: owners.iter().map(|s| s.to_string()).collect(),
+        });
+        self.create_package(papi_pb::PackageFields {
+            owner_uuids,
+            ..package_fields(name, ram)
+        })
+        .await
+    }
+
+    /// Creates a package with `fields` (PAPI picks its uuid); [`package_fields`] gives the
+    /// usual ones.
+    pub async fn create_package(&self, fields: papi_pb::PackageFields) -> papi_pb::Package {
         self.papi()
             .create_package(papi_pb::CreatePackageRequest {
                 uuid: String::new(),
-                fields: Some(papi_pb::PackageFields {
-                    name: Some(name.into()),
-                    version: Some("1.0.0".into()),
-                    active: Some(true),
-                    max_physical_memory: Some(ram),
-                    max_swap: Some(ram * 2),
-                    quota: Some(10240),
-                    cpu_cap: Some(100),
-                    max_lwps: Some(4000),
-                    zfs_io_priority: Some(100),
-                    owner_uuids: if owners.is_empty() {
-                        None
-                    } else {
-                        Some(papi_pb::UuidList {
-                            uuids: owners.iter().map(|s| s.to_string()).collect(),
-                        })
-                    },
-                    ..Default::default()
-                }),
+                fields: Some(fields),
             })
             .await
             .expect("CreatePackage")

@@ -39,7 +39,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-pub use dc::{ADMIN_UUID, Dc, Options, Seed, Seeded, Service};
+pub use dc::{ADMIN_UUID, Dc, Options, Seed, Seeded, Service, package_fields};
 
 /// The service crates the kit starts, for tests that reach inside one (a sim node's
 /// backend, a service's config); a test names them through here, never as its own

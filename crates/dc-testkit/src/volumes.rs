@@ -14,7 +14,7 @@ use triton_proto::vmapi::v1 as vm_pb;
 use triton_proto::volapi::v1 as vol_pb;
 use triton_proto::volapi::v1::vol_api_client::VolApiClient;
 
-use crate::{ADMIN_UUID, Dc, Options, Service};
+use crate::{ADMIN_UUID, Dc, Options, Service, package_fields};
 
 /// Triton's volume sizes in GiB: 10 to 100 by 10, then 200 to 1000 by 100.
 pub fn volume_sizes_gib() -> Vec<u64> {
@@ -33,24 +33,13 @@ pub(crate) fn hold_port() -> std::net::TcpListener {
 impl Dc {
     pub(crate) async fn start_volapi(&mut self, options: &Options, held: std::net::TcpListener) {
         for gib in volume_sizes_gib() {
-            self.papi()
-                .create_package(papi_pb::CreatePackageRequest {
-                    uuid: String::new(),
-                    fields: Some(papi_pb::PackageFields {
-                        name: Some(format!("sdc_volume_nfs_{gib}")),
-                        version: Some("1.0.0".into()),
-                        active: Some(true),
-                        max_physical_memory: Some(256),
-                        max_swap: Some(256),
-                        quota: Some(gib * 1024),
-                        cpu_cap: Some(100),
-                        max_lwps: Some(1000),
-                        zfs_io_priority: Some(100),
-                        ..Default::default()
-                    }),
-                })
-                .await
-                .expect("create a volume package");
+            self.create_package(papi_pb::PackageFields {
+                max_swap: Some(256),
+                quota: Some(gib * 1024),
+                max_lwps: Some(1000),
+                ..package_fields(&format!("sdc_volume_nfs_{gib}"), 256)
+            })
+            .await;
         }
         self.image(
             "nfsserver",

@@ -596,13 +596,7 @@ async fn the_vxlan_port_takes_only_the_underlay() {
 /// instance on a fabric network made with a gateway but `--no-nat` gets it off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn internet_nat_reaches_the_compute_nodes_nic_spec() {
-    let dc = Dc::start(Options {
-        compute: true,
-        default_fabrics: true,
-        nic_tags: vec!["admin".into(), "external".into(), "sdc_overlay".into()],
-        ..Options::cloudapi()
-    })
-    .await;
+    let dc = Dc::start(Options::cloudapi_fabrics()).await;
     let carol = dc.tenant("carol", "ed25519").await;
     dc.catalog(1024, b"simulated".to_vec()).await;
     eventually("carol's default fabric network", WAIT, || async {
