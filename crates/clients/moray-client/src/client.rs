@@ -18,7 +18,7 @@ use triton_common::channel::ChannelBuilder;
 use triton_proto::moray::v1 as proto;
 
 use crate::coalesce::{
-    Coalescer, Coalescing, GetStats, Gets, Kind, PutStats, Puts, Ticket, answer_of_status,
+    Coalescer, Coalescing, GetStats, Gets, Kind, PutStats, Puts, Ticket, answer_of_status, per_item,
 };
 use crate::error::{MorayError, Result};
 use crate::types::{
@@ -357,20 +357,7 @@ impl MorayClient {
             })
             .await?
             .into_inner();
-        if response.results.len() != puts.len() {
-            return Err(MorayError::InvalidResponse {
-                what: format!(
-                    "PutObjects answered {} results for {} items",
-                    response.results.len(),
-                    puts.len()
-                ),
-                source: None,
-            });
-        }
-        Ok(response
-            .results
-            .into_iter()
-            .zip(puts)
+        Ok(per_item("PutObjects", response.results, puts)?
             .map(|(result, (bucket, key, _, _))| {
                 crate::coalesce::put_answer_of(result, bucket, key)
             })
@@ -423,20 +410,7 @@ impl MorayClient {
             })
             .await?
             .into_inner();
-        if response.results.len() != keys.len() {
-            return Err(MorayError::InvalidResponse {
-                what: format!(
-                    "GetObjects answered {} results for {} keys",
-                    response.results.len(),
-                    keys.len()
-                ),
-                source: None,
-            });
-        }
-        Ok(response
-            .results
-            .into_iter()
-            .zip(keys)
+        Ok(per_item("GetObjects", response.results, keys)?
             .map(|(result, (bucket, key))| {
                 crate::coalesce::answer_of(result, bucket, key)?
                     .map(Object::try_from)

@@ -381,17 +381,9 @@ impl<K: Kind> Coalescer<K> {
             }
         };
         if answers.len() != replies.len() {
-            let what = format!(
-                "{} answered {} results for {} items",
-                K::BATCH_RPC,
-                answers.len(),
-                replies.len()
-            );
+            let asked = replies.len();
             for reply in replies {
-                let _ = reply.send(Err(MorayError::InvalidResponse {
-                    what: what.clone(),
-                    source: None,
-                }));
+                let _ = reply.send(Err(miscounted(K::BATCH_RPC, answers.len(), asked)));
             }
             return;
         }
@@ -467,4 +459,26 @@ pub(crate) fn put_answer_of(
             source: None,
         }),
     }
+}
+
+/// The error of a batch RPC (`rpc`) that answered `got` results for `asked` items (it
+/// owes one per item, in order).
+pub(crate) fn miscounted(rpc: &str, got: usize, asked: usize) -> MorayError {
+    MorayError::InvalidResponse {
+        what: format!("{rpc} answered {got} results for {asked} items"),
+        source: None,
+    }
+}
+
+/// A batch RPC's (`rpc`'s) results paired with the items asked, or [`miscounted`] when
+/// it did not answer one per item.
+pub(crate) fn per_item<'a, T, I>(
+    rpc: &str,
+    results: Vec<T>,
+    items: &'a [I],
+) -> Result<impl Iterator<Item = (T, &'a I)>> {
+    if results.len() != items.len() {
+        return Err(miscounted(rpc, results.len(), items.len()));
+    }
+    Ok(results.into_iter().zip(items))
 }
