@@ -8,6 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 use tokio::time::Instant;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 use triton_proto::moray::v1 as pb;
 
 use crate::buckets::{Bucket, BucketCache};
@@ -105,17 +107,16 @@ impl Store {
         .await
     }
 
-    /// [`Store::with_tx`] for an `op` that borrows the connection, within the request's
-    /// timeout (`options`, else the default).
+    /// [`Store::on_conn`] in a transaction, as [`Store::with_tx`] runs one.
     pub async fn on_tx<T>(
         &self,
         options: Option<&pb::RequestOptions>,
         op: impl AsyncFnOnce(&mut PooledConn) -> Result<T, MorayError>,
     ) -> Result<T, MorayError> {
-        let timeout = self.timeout(options.map_or(0, |o| o.timeout_ms));
-        self.with_tx(timeout, async move |mut conn| {
-            let r = op(&mut conn).await;
-            (conn, r)
+        self.on_conn(options, async move |conn| {
+            begin(conn, "BEGIN").await?;
+            let r = op(conn).await;
+            finish(conn, r).await
         })
         .await
     }
@@ -145,6 +146,35 @@ impl Store {
         } else {
             self.load_bucket(conn, name).await
         }
+    }
+
+    /// The rows of bucket `name`'s statement `sql` (picked from its config) with
+    /// `params`, run with the cached config and, when the schema changed under it
+    /// ([`Store::schema_changed`]), once more with the config read now; with the config
+    /// they were read with.
+    pub async fn query_bucket(
+        &self,
+        conn: &mut PooledConn,
+        name: &str,
+        sql: fn(&Bucket) -> &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<(Arc<Bucket>, Vec<Row>), MorayError> {
+        for attempt in 0..2 {
+            let bucket = self.bucket_for_try(conn, name, attempt).await?;
+            let result = async {
+                let stmt = conn.prepare(sql(&bucket)).await?;
+                Ok::<_, MorayError>(conn.client.query(&stmt, params).await?)
+            }
+            .await;
+            match result {
+                Ok(rows) => return Ok((bucket, rows)),
+                Err(e) if attempt == 0 && self.schema_changed(&e, conn, name) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(MorayError::Internal(format!(
+            "{name}: the schema kept changing"
+        )))
     }
 
     /// Whether `e` says a statement on bucket `name` was planned on a schema that changed

@@ -366,32 +366,20 @@ impl Store {
         bucket_name: &str,
         keys: &[&str],
     ) -> Result<std::collections::HashMap<String, (pb::MorayObject, usize)>, MorayError> {
-        for attempt in 0..2 {
-            let bucket = self.bucket_for_try(conn, bucket_name, attempt).await?;
-            let result = async {
-                let stmt = conn.prepare(&bucket.sql.get_many).await?;
-                Ok::<_, MorayError>(conn.client.query(&stmt, &[&keys]).await?)
-            }
-            .await;
-            match result {
-                Ok(rows) => {
-                    let mut found = std::collections::HashMap::with_capacity(rows.len());
-                    for row in &rows {
-                        let object = row_to_object(&bucket, row, None, false)?.0;
-                        found.insert(object.key.clone(), (object, 0));
-                    }
-                    for key in keys {
-                        if let Some((_, n)) = found.get_mut(*key) {
-                            *n += 1;
-                        }
-                    }
-                    return Ok(found);
-                }
-                Err(e) if attempt == 0 && self.schema_changed(&e, conn, bucket_name) => {}
-                Err(e) => return Err(e),
+        let (bucket, rows) = self
+            .query_bucket(conn, bucket_name, |b| &b.sql.get_many, &[&keys])
+            .await?;
+        let mut found = std::collections::HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let object = row_to_object(&bucket, row, None, false)?.0;
+            found.insert(object.key.clone(), (object, 0));
+        }
+        for key in keys {
+            if let Some((_, n)) = found.get_mut(*key) {
+                *n += 1;
             }
         }
-        Err(MorayError::Internal("get did not settle".into()))
+        Ok(found)
     }
 }
 

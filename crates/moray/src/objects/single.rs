@@ -199,26 +199,16 @@ impl Store {
         bucket_name: &str,
         key: &str,
     ) -> Result<pb::MorayObject, MorayError> {
-        for attempt in 0..2 {
-            let bucket = self.bucket_for_try(conn, bucket_name, attempt).await?;
-            let result = async {
-                let stmt = conn.prepare(&bucket.sql.get).await?;
-                Ok::<_, MorayError>(conn.client.query_opt(&stmt, &[&key]).await?)
-            }
-            .await;
-            match result {
-                Ok(Some(row)) => return Ok(row_to_object(&bucket, &row, None, false)?.0),
-                Ok(None) => {
-                    return Err(MorayError::ObjectNotFound {
-                        bucket: bucket_name.to_string(),
-                        key: key.to_string(),
-                    });
-                }
-                Err(e) if attempt == 0 && self.schema_changed(&e, conn, bucket_name) => {}
-                Err(e) => return Err(e),
-            }
+        let (bucket, rows) = self
+            .query_bucket(conn, bucket_name, |b| &b.sql.get, &[&key])
+            .await?;
+        match rows.first() {
+            Some(row) => Ok(row_to_object(&bucket, row, None, false)?.0),
+            None => Err(MorayError::ObjectNotFound {
+                bucket: bucket_name.to_string(),
+                key: key.to_string(),
+            }),
         }
-        Err(MorayError::Internal("get did not settle".into()))
     }
 
     pub async fn put_object(
