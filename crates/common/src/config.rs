@@ -197,6 +197,29 @@ pub(crate) fn owned_pairs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// What [`load_from`] finds wrong with `file` (the text of `<service>.toml`) and the
+/// environment `env`; panics when it loads.
+#[cfg(test)]
+pub(crate) fn problems_loading<T>(
+    service: &str,
+    file: &str,
+    env: &[(&str, &str)],
+) -> Vec<KeyProblem>
+where
+    T: Serialize + DeserializeOwned + Default,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(format!("{service}.toml"));
+    std::fs::write(&path, file).unwrap();
+    let err = load_from::<T>(service, Some(&path), &owned_pairs(env))
+        .err()
+        .expect("an invalid config");
+    let ConfigError::Invalid(problems) = err else {
+        panic!("expected Invalid, got {err:?}");
+    };
+    problems
+}
+
 /// Collects `(dotted key, message)` for each value of `layer` (at `path` in the config)
 /// that fails to deserialize when laid alone over the defaults.
 fn find_bad<T: DeserializeOwned>(
@@ -382,13 +405,8 @@ mod tests {
 
     #[test]
     fn bad_cidr_names_the_nested_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("napi.toml");
-        std::fs::write(&path, "[grpc]\nallow_from = [\"10.0.0.0/33\"]\n").unwrap();
-        let err = load_from::<WithGrpc>("napi", Some(&path), &[]).unwrap_err();
-        let ConfigError::Invalid(problems) = err else {
-            panic!("expected Invalid, got {err:?}");
-        };
+        let problems =
+            problems_loading::<WithGrpc>("napi", "[grpc]\nallow_from = [\"10.0.0.0/33\"]\n", &[]);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert_eq!(problems[0].key, "grpc.allow_from");
         assert!(problems[0].problem.contains("10.0.0.0/33"), "{problems:?}");
@@ -469,14 +487,11 @@ mod tests {
 
     #[test]
     fn every_bad_key_is_reported_at_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("moray.toml");
-        std::fs::write(&path, "port = \"high\"\nbogus = 1\n[pool]\nmax_conns = 2\n").unwrap();
-        let err = load_from::<Conf>("moray", Some(&path), &env(&[("MORAY_VERBOSE", "maybe")]))
-            .unwrap_err();
-        let ConfigError::Invalid(problems) = err else {
-            panic!("expected Invalid, got {err:?}");
-        };
+        let problems = problems_loading::<Conf>(
+            "moray",
+            "port = \"high\"\nbogus = 1\n[pool]\nmax_conns = 2\n",
+            &[("MORAY_VERBOSE", "maybe")],
+        );
         let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
         assert!(keys.contains(&"port"), "{problems:?}");
         assert!(keys.contains(&"bogus"), "{problems:?}");
