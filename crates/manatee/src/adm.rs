@@ -332,6 +332,20 @@ impl Adm {
         }
     }
 
+    /// [`Self::write`], then `said` to the operator.
+    async fn write_and_say(
+        &self,
+        revision: i64,
+        state: &ClusterState,
+        reason: &str,
+        out: &mut dyn Write,
+        said: &str,
+    ) -> Result<(), Error> {
+        self.write(revision, state, reason).await?;
+        w(out, said);
+        Ok(())
+    }
+
     async fn write(&self, revision: i64, state: &ClusterState, reason: &str) -> Result<(), Error> {
         match write_state(&self.etcd, &self.keys, revision, state, WRITER, reason).await? {
             Some(_) => Ok(()),
@@ -641,8 +655,8 @@ impl Adm {
             date: Some(triton_common::time::now_rfc3339()),
             reason: Some(reason.clone()),
         });
-        self.write(rev, &z, &format!("frozen: {reason}")).await?;
-        w(out, "Frozen.");
+        self.write_and_say(rev, &z, &format!("frozen: {reason}"), out, "Frozen.")
+            .await?;
         Ok(0)
     }
 
@@ -654,8 +668,8 @@ impl Adm {
             ));
         }
         z.freeze = None;
-        self.write(rev, &z, "unfrozen").await?;
-        w(out, "Unfrozen.");
+        self.write_and_say(rev, &z, "unfrozen", out, "Unfrozen.")
+            .await?;
         Ok(0)
     }
 
@@ -791,15 +805,12 @@ impl Adm {
             ));
         }
         z.deposed.retain(|p| p.id != peer.id);
-        self.write(rev, &z, &format!("rebuild of {}", peer.id))
-            .await?;
-        w(
-            out,
-            format!(
-                "Peer {} removed from the deposed list; it rebuilds from its upstream and rejoins as an async.",
-                peer.id
-            ),
+        let said = format!(
+            "Peer {} removed from the deposed list; it rebuilds from its upstream and rejoins as an async.",
+            peer.id
         );
+        self.write_and_say(rev, &z, &format!("rebuild of {}", peer.id), out, &said)
+            .await?;
         if registered.is_none() {
             w(
                 out,
@@ -854,11 +865,9 @@ impl Adm {
     async fn reap(&self, t: Target, out: &mut dyn Write) -> Result<u8, Error> {
         let (mut z, rev, peer) = self.deposed_target(&t, "reap").await?;
         z.deposed.retain(|p| p.id != peer.id);
-        self.write(rev, &z, &format!("reaped {}", peer.id)).await?;
-        w(
-            out,
-            format!("Peer {} removed from the deposed list.", peer.id),
-        );
+        let said = format!("Peer {} removed from the deposed list.", peer.id);
+        self.write_and_say(rev, &z, &format!("reaped {}", peer.id), out, &said)
+            .await?;
         Ok(0)
     }
 
@@ -1005,15 +1014,12 @@ impl Adm {
             generation: z.generation,
             expire_time: triton_common::time::rfc3339(SystemTime::now() + PROMOTE_EXPIRY),
         });
-        self.write(rev, &next, &format!("promote request for {}", peer.id))
-            .await?;
-        w(
-            out,
-            format!(
-                "Promote request for {} written; waiting for it to be carried out.",
-                peer.id
-            ),
+        let said = format!(
+            "Promote request for {} written; waiting for it to be carried out.",
+            peer.id
         );
+        let reason = format!("promote request for {}", peer.id);
+        self.write_and_say(rev, &next, &reason, out, &said).await?;
         let deadline = Instant::now() + Duration::from_secs(wait.max(1));
         loop {
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -1059,8 +1065,14 @@ impl Adm {
                 "there is no promote request; nothing was changed".into(),
             ));
         }
-        self.write(rev, &z, "promote request cleared").await?;
-        w(out, "Promote request cleared.");
+        self.write_and_say(
+            rev,
+            &z,
+            "promote request cleared",
+            out,
+            "Promote request cleared.",
+        )
+        .await?;
         Ok(0)
     }
 

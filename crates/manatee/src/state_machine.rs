@@ -394,6 +394,15 @@ impl PeerMachine {
         self.active.iter().any(|a| a.id == p.id)
     }
 
+    /// The asyncs of `z` that are present, in their order.
+    fn present_asyncs(&self, z: &ClusterState) -> Vec<Peer> {
+        z.asyncs
+            .iter()
+            .filter(|p| self.present(p))
+            .cloned()
+            .collect()
+    }
+
     fn arm_timer(&mut self, out: &mut Vec<Action>) {
         if !self.timer_armed {
             self.timer_armed = true;
@@ -650,12 +659,7 @@ impl PeerMachine {
     /// R10a/b/d: the new sync (the first present async) and the new asyncs (the other
     /// present ones) of a new generation.
     fn takeover_plan(&self, z: &ClusterState) -> Result<(Peer, Vec<Peer>), Refusal> {
-        let mut present: Vec<Peer> = z
-            .asyncs
-            .iter()
-            .filter(|p| self.present(p))
-            .cloned()
-            .collect();
+        let mut present = self.present_asyncs(z);
         if present.is_empty() {
             return Err(Refusal::NoAsyncPresent);
         }
@@ -722,12 +726,7 @@ impl PeerMachine {
             }
         }
         // R9d: async maintenance in the same generation.
-        let mut asyncs: Vec<Peer> = z
-            .asyncs
-            .iter()
-            .filter(|p| self.present(p))
-            .cloned()
-            .collect();
+        let mut asyncs = self.present_asyncs(z);
         for p in &self.active {
             let known = p.id == z.primary.id
                 || z.sync.as_ref().is_some_and(|s| s.id == p.id)
