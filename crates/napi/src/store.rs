@@ -172,6 +172,21 @@ impl Store {
         Ok(found.into_iter().next().map(|s| s.value))
     }
 
+    /// Refuses with `InUse` when a record of `bucket` has `field` = `value`: `holder`
+    /// says which record holds it.
+    pub async fn refuse_in_use<T: DeserializeOwned>(
+        &self,
+        bucket: &str,
+        field: &str,
+        value: &str,
+        holder: impl FnOnce(T) -> String,
+    ) -> Result<()> {
+        match self.any::<T>(bucket, &Filter::eq(field, value)).await? {
+            Some(record) => Err(Error::InUse(holder(record))),
+            None => Ok(()),
+        }
+    }
+
     /// Every object matching `filter` (no row cap), sorted by `sort` ascending.
     pub async fn find_all<T: DeserializeOwned>(
         &self,

@@ -289,27 +289,17 @@ impl Napi {
 
     pub(super) async fn delete_network_record(&self, stored: Stored<Network>) -> Result<()> {
         let uuid = stored.value.uuid.clone();
-        if let Some(p) = self
-            .store
-            .any::<NetworkPool>(NETWORK_POOLS, &Filter::eq("networks", &uuid))
-            .await?
-        {
-            return Err(Error::InUse(format!(
-                "network {uuid} is in network pool {} ({})",
-                p.uuid, p.name
-            )));
-        }
-        if let Some(nic) = self
-            .store
-            .any::<Nic>(NICS, &Filter::eq("network_uuid", &uuid))
-            .await?
-        {
-            return Err(Error::InUse(format!(
-                "network {uuid} has NICs (e.g. {} with IP {})",
-                nic.mac,
-                nic.ip.as_deref().unwrap_or("-")
-            )));
-        }
+        self.store
+            .refuse_in_use(NETWORK_POOLS, "networks", &uuid, |p: NetworkPool| {
+                format!("network {uuid} is in network pool {} ({})", p.uuid, p.name)
+            })
+            .await?;
+        self.store
+            .refuse_in_use(NICS, "network_uuid", &uuid, |nic: Nic| {
+                let ip = nic.ip.as_deref().unwrap_or("-");
+                format!("network {uuid} has NICs (e.g. {} with IP {ip})", nic.mac)
+            })
+            .await?;
         let ops = vec![
             moray_client::BatchOp::DeleteMany {
                 bucket: IPS.into(),

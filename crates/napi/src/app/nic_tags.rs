@@ -108,16 +108,14 @@ impl Napi {
 
     pub async fn delete_nic_tag(&self, name: &str) -> Result<()> {
         let stored = self.existing_nic_tag(name).await?;
-        if let Some(n) = self
-            .store
-            .any::<Network>(NETWORKS, &Filter::eq("nic_tag", name))
-            .await?
-        {
-            return Err(Error::InUse(format!(
-                "nic tag {name:?} is used by network {} ({})",
-                n.uuid, n.name
-            )));
-        }
+        self.store
+            .refuse_in_use(NETWORKS, "nic_tag", name, |n: Network| {
+                format!(
+                    "nic tag {name:?} is used by network {} ({})",
+                    n.uuid, n.name
+                )
+            })
+            .await?;
         self.delete(NIC_TAGS, name, EtagCondition::Is(stored.etag), "nic tag")
             .await
     }
