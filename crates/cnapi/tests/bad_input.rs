@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 mod common;
 
-use common::{alloc, create, exists, instance_spec, run_task, start_auto_setup, start_sim_agent};
+use common::{alloc, exists, run_create, run_task, start_auto_setup, start_sim_agent};
 
 /// Instance `vm` in `server`'s record, as its heartbeats put it there.
 async fn instance(c: &mut CnapiClient<Channel>, server: Uuid, vm: &str) -> Option<pb::ServerVm> {
@@ -45,14 +45,9 @@ async fn bad_input_is_refused_by_field_and_leaves_others_alone() {
 
     // An instance that must survive everything below.
     let keep = Uuid::new_v4().to_string();
-    let created = run_task(
-        &mut c,
-        server,
-        "",
-        create(instance_spec(&keep, "admin", 1024)),
-    )
-    .await
-    .unwrap();
+    let created = run_create(&mut c, server, "", &keep, "admin", 1024)
+        .await
+        .unwrap();
     assert_eq!(created.status, "complete", "{created:?}");
     eventually("the instance heartbeated", Duration::from_secs(5), || {
         let mut c = c.clone();
@@ -68,13 +63,7 @@ async fn bad_input_is_refused_by_field_and_leaves_others_alone() {
         &["nic tag storage"],
     );
     let other = Uuid::new_v4().to_string();
-    let err = run_task(
-        &mut c,
-        server,
-        "",
-        create(instance_spec(&other, "storage", 1024)),
-    )
-    .await;
+    let err = run_create(&mut c, server, "", &other, "storage", 1024).await;
     let message = match err {
         Err(status) => {
             assert_eq!(error_name(&status), Some("ValidationFailedError"));

@@ -10,19 +10,20 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use cnapi::app::Running;
 use cnapi::service::Settings;
-use cnapi::store::MorayStore;
 use dc_testkit::assert_refused;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use triton_proto::cnapi::v1 as pb;
 use triton_proto::cnapi::v1::cnapi_client::CnapiClient;
+use triton_testkit::MorayFixture;
 use uuid::Uuid;
 
 mod common;
 
-use common::{alloc, register_sysinfo, server, start_cnapi};
+use common::{alloc, register_sysinfo, server, start_on_moray};
 
 const OLD: &str = "20261201T0900Z";
 const NEW: &str = "20261206T0900Z";
@@ -39,12 +40,20 @@ fn platforms_dir() -> tempfile::TempDir {
     dir
 }
 
-fn settings(dir: &Path) -> Settings {
-    Settings {
+/// A CNAPI on `moray` that sets up the servers that register and boots them from the
+/// platforms in `dir`, until the token is cancelled, and a client of it.
+async fn boot_cnapi(
+    moray: &MorayFixture,
+    dir: &Path,
+) -> (CancellationToken, Running, CnapiClient<Channel>) {
+    let settings = Settings {
         auto_setup: true,
         platforms_dir: Some(dir.to_path_buf()),
         ..Default::default()
-    }
+    };
+    let shutdown = CancellationToken::new();
+    let (cnapi, c) = start_on_moray(moray.url(), settings, &shutdown).await;
+    (shutdown, cnapi, c)
 }
 
 /// The sysinfo of a node with admin NIC `mac`; `network` adds the boot parameters the
@@ -101,11 +110,9 @@ async fn set(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn boot_params_by_mac_defaults_overrides_and_setup() {
-    let moray = triton_testkit::MorayFixture::start().await;
+    let moray = MorayFixture::start().await;
     let dir = platforms_dir();
-    let shutdown = CancellationToken::new();
-    let store = MorayStore::connect(moray.url()).await.unwrap();
-    let (_cnapi, mut c) = start_cnapi(store, settings(dir.path()), &shutdown).await;
+    let (shutdown, _cnapi, mut c) = boot_cnapi(&moray, dir.path()).await;
 
     // Nothing set: an unknown MAC gets the newest platform and no server.
     let p = get(&mut c, "52:54:00:00:00:01").await;
@@ -208,9 +215,7 @@ async fn boot_params_by_mac_defaults_overrides_and_setup() {
 
     // A restart of CNAPI: the parameters are in Moray.
     shutdown.cancel();
-    let shutdown = CancellationToken::new();
-    let store = MorayStore::connect(moray.url()).await.unwrap();
-    let (_cnapi, mut c) = start_cnapi(store, settings(dir.path()), &shutdown).await;
+    let (shutdown, _cnapi, mut c) = boot_cnapi(&moray, dir.path()).await;
     let p = get(&mut c, "52:54:00:aa:00:01").await;
     assert_eq!(p.platform, NEW);
     assert_eq!(p.kernel_args["quiet"], "1");
@@ -220,11 +225,9 @@ async fn boot_params_by_mac_defaults_overrides_and_setup() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_boot_params_are_refused_naming_the_field() {
-    let moray = triton_testkit::MorayFixture::start().await;
+    let moray = MorayFixture::start().await;
     let dir = platforms_dir();
-    let shutdown = CancellationToken::new();
-    let store = MorayStore::connect(moray.url()).await.unwrap();
-    let (_cnapi, mut c) = start_cnapi(store, settings(dir.path()), &shutdown).await;
+    let (shutdown, _cnapi, mut c) = boot_cnapi(&moray, dir.path()).await;
 
     for mac in [
         "",

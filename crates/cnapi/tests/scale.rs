@@ -21,7 +21,7 @@ use triton_proto::cnapi::v1::cnapi_client::CnapiClient;
 
 mod common;
 
-use common::{alloc, list_servers, server, start_cnapi, start_sim_agent};
+use common::{alloc, list_servers, server, start_on_moray, start_sim_agent};
 
 const MIB: i64 = 1 << 20;
 const NODE_RAM_MIB: u64 = 16384;
@@ -47,12 +47,7 @@ async fn hundreds_of_nodes_on_moray_never_overcommit() {
         auto_setup: true,
         ..Default::default()
     };
-    let (cnapi, mut c) = start_cnapi(
-        MorayStore::connect(&moray_url).await.unwrap(),
-        settings,
-        &shutdown,
-    )
-    .await;
+    let (cnapi, mut c) = start_on_moray(&moray_url, settings, &shutdown).await;
     let cnapi_url = format!("http://{}", cnapi.addr);
 
     // The agents: each its own listener, heartbeats every 2 s.

@@ -24,8 +24,8 @@ use uuid::Uuid;
 mod common;
 
 use common::{
-    alloc, capacity, create, exists, instance_spec, list_servers, register, release, run_task,
-    server, start_cnapi, start_sim_agent,
+    alloc, capacity, exists, list_servers, register, release, run_create, run_task, server,
+    start_cnapi, start_on_moray, start_sim_agent,
 };
 
 const MIB: i64 = 1 << 20;
@@ -141,14 +141,9 @@ async fn agents_register_heartbeat_run_tasks_and_go_unknown() {
     assert_eq!(cap.ram, 13926 - 4096);
     assert_eq!(cap.cpu, 0, "an uncapped reservation takes every CPU");
 
-    let done = run_task(
-        &mut c,
-        target,
-        "test",
-        create(instance_spec(&vm_uuid, "admin", 4096)),
-    )
-    .await
-    .unwrap();
+    let done = run_create(&mut c, target, "test", &vm_uuid, "admin", 4096)
+        .await
+        .unwrap();
     assert_eq!(done.task, "machine_create");
     assert_eq!(done.req_id, "test");
     assert_eq!(done.status, "complete", "{done:?}");
@@ -362,8 +357,7 @@ async fn servers_live_in_moray() {
     concurrent_allocations_never_overcommit(a, b).await;
 
     // Operator updates and a restart of CNAPI: the record is in Moray.
-    let store = MorayStore::connect(&moray_url).await.unwrap();
-    let (_first, mut c) = start_cnapi(store, Settings::default(), &shutdown).await;
+    let (_first, mut c) = start_on_moray(&moray_url, Settings::default(), &shutdown).await;
     let uuid = register_set_up(&mut c, 9).await;
     let updated = c
         .update_server(pb::UpdateServerRequest {
@@ -396,12 +390,7 @@ async fn servers_live_in_moray() {
         Some("ValidationFailedError")
     );
 
-    let (_second, mut c2) = start_cnapi(
-        MorayStore::connect(&moray_url).await.unwrap(),
-        Settings::default(),
-        &shutdown,
-    )
-    .await;
+    let (_second, mut c2) = start_on_moray(&moray_url, Settings::default(), &shutdown).await;
     let s = server(&mut c2, uuid).await;
     assert!(s.reserved && s.setup);
     assert_eq!(s.traits_json, r#"{"ssd":true}"#);
@@ -437,12 +426,7 @@ async fn reservations_survive_a_restart_of_cnapi() {
     let moray = triton_testkit::MorayFixture::start().await;
     let moray_url = moray.url().to_string();
     let first_down = CancellationToken::new();
-    let (first, mut c) = start_cnapi(
-        MorayStore::connect(&moray_url).await.unwrap(),
-        Settings::default(),
-        &first_down,
-    )
-    .await;
+    let (first, mut c) = start_on_moray(&moray_url, Settings::default(), &first_down).await;
     let s = register_set_up(&mut c, 1).await;
     let big = alloc_request(12_000);
     let vm = big.vm.as_ref().unwrap().vm_uuid.clone();
@@ -452,12 +436,7 @@ async fn reservations_survive_a_restart_of_cnapi() {
     let _ = first.task.await;
 
     let shutdown = CancellationToken::new();
-    let (_second, mut c) = start_cnapi(
-        MorayStore::connect(&moray_url).await.unwrap(),
-        Settings::default(),
-        &shutdown,
-    )
-    .await;
+    let (_second, mut c) = start_on_moray(&moray_url, Settings::default(), &shutdown).await;
     assert_eq!(capacity(&mut c, s).await.ram, 13926 - 12_000);
     // An instance uuid with filter characters finds no reservation: `*` or `)(` do not
     // release the other instance's.

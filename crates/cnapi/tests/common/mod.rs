@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use cnapi::app::Running;
 use cnapi::service::Settings;
-use cnapi::store::{MemoryStore, Store};
+use cnapi::store::{MemoryStore, MorayStore, Store};
 use dc_testkit::node::SimNode;
 use dc_testkit::services::cn_agent;
 use serde_json::json;
@@ -42,6 +42,18 @@ pub async fn start_auto_setup(shutdown: &CancellationToken) -> (Running, CnapiCl
         ..Default::default()
     };
     start_cnapi(MemoryStore::default(), settings, shutdown).await
+}
+
+/// [`start_cnapi`] on a connection of its own to the Moray at `moray_url`.
+pub async fn start_on_moray(
+    moray_url: &str,
+    settings: Settings,
+    shutdown: &CancellationToken,
+) -> (Running, CnapiClient<Channel>) {
+    let store = MorayStore::connect(moray_url)
+        .await
+        .expect("connect to moray");
+    start_cnapi(store, settings, shutdown).await
 }
 
 /// A client of the CNAPI on `addr`.
@@ -192,12 +204,21 @@ pub fn instance_spec(uuid: &str, nic_tag: &str, ram: u64) -> agent_pb::InstanceS
     }
 }
 
-/// `machine_create` of `spec` from the sim's image path.
-pub fn create(spec: agent_pb::InstanceSpec) -> Task {
-    Task::MachineCreate(agent_pb::MachineCreate {
-        spec: Some(spec),
+/// `machine_create` of [`instance_spec`] (from the sim's image path) sent to `server`
+/// as [`run_task`] sends it.
+pub async fn run_create(
+    c: &mut CnapiClient<Channel>,
+    server: Uuid,
+    req_id: &str,
+    uuid: &str,
+    nic_tag: &str,
+    ram: u64,
+) -> Result<agent_pb::Task, tonic::Status> {
+    let create = Task::MachineCreate(agent_pb::MachineCreate {
+        spec: Some(instance_spec(uuid, nic_tag, ram)),
         image_source: "/images/base.tar.gz".into(),
-    })
+    });
+    run_task(c, server, req_id, create).await
 }
 
 /// Sends `task` to `server`'s agent through CNAPI and waits (up to 10 s) for its end.
