@@ -10,10 +10,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use moray_client::service::MorayStartup;
+use moray_client::service::MorayService;
 use serde::{Deserialize, Serialize};
 use triton_common::field_error::FieldError;
-use triton_common::service_config::ServiceConfig;
 use triton_proto::cns::v1 as pb;
 
 use crate::names;
@@ -94,13 +93,11 @@ impl Default for Settings {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
-    /// `listen` (the admin gRPC API), `[grpc]` and `moray_url` (where the config, zones
-    /// and IXFR steps are kept).
+    /// `listen` (the admin gRPC API), `[grpc]`, `moray_url` (where the config, zones
+    /// and IXFR steps are kept) and `moray_connect_secs` (how long start-up keeps trying
+    /// Moray).
     #[serde(flatten)]
-    pub service: ServiceConfig,
-    /// `moray_connect_secs`: how long start-up keeps trying Moray.
-    #[serde(flatten)]
-    pub moray: MorayStartup,
+    pub service: MorayService,
     /// UDP and TCP address the DNS is served on (`CNS_DNS_LISTEN`).
     pub dns_listen: String,
     /// The DNS UDP socket's receive buffer in bytes (`SO_RCVBUF`; the kernel caps it
@@ -144,8 +141,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            service: ServiceConfig::new(DEFAULT_LISTEN),
-            moray: MorayStartup::default(),
+            service: MorayService::new(DEFAULT_LISTEN),
             dns_listen: DEFAULT_DNS_LISTEN.into(),
             dns_udp_recv_buffer: crate::dns::DEFAULT_UDP_RECV_BUFFER,
             dns_udp_send_buffer: crate::dns::DEFAULT_UDP_SEND_BUFFER,

@@ -54,8 +54,8 @@ pub struct Running {
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
     config.check().map_err(Error::Start)?;
     let moray = config
-        .moray
-        .connect(&config.service.moray_url)
+        .service
+        .connect()
         .await
         .map_err(Error::moray("connect"))?;
     let store = store::Store::new(moray);

@@ -28,7 +28,6 @@ use portolan_client::buckets::{
 };
 use portolan_client::client::SvpClient;
 use tokio_util::sync::CancellationToken;
-use triton_common::service_config::ServiceConfig;
 use uuid::Uuid;
 
 const VNET: u32 = 4242;
@@ -145,16 +144,13 @@ fn main() {
             run(addr, Kind::Vl3, clients, secs, ips, &name).await;
         }
         if parts.wants("uncached") {
-            let config = portolan::Config {
+            let mut config = portolan::Config {
                 svp_listen: "127.0.0.1:0".into(),
                 cache_ttl_ms: 0,
-                service: ServiceConfig {
-                    listen: "127.0.0.1:0".into(),
-                    moray_url: dc.moray_url(),
-                    ..ServiceConfig::new("127.0.0.1:0")
-                },
                 ..Default::default()
             };
+            config.service.listen = "127.0.0.1:0".into();
+            config.service.moray_url = dc.moray_url();
             let uncached = portolan::start(config, CancellationToken::new())
                 .await
                 .expect("a second Portolan starts");

@@ -1,9 +1,8 @@
 //! Portolan's configuration: a TOML file, every key overridable by `PORTOLAN_<KEY>`
 //! (see [`triton_common::config`]).
 
-use moray_client::service::MorayStartup;
+use moray_client::service::MorayService;
 use serde::{Deserialize, Serialize};
-use triton_common::service_config::ServiceConfig;
 
 /// Default gRPC listen address: only health and reflection are served there.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:2027";
@@ -22,12 +21,10 @@ pub const DEFAULT_CACHE_ENTRIES: usize = 100_000;
 #[serde(default)]
 pub struct Config {
     /// `listen` (the gRPC health port), `[grpc]` and `moray_url` (where NAPI keeps the
-    /// fabric buckets): `PORTOLAN_LISTEN`, `PORTOLAN_MORAY_URL`, ...
+    /// fabric buckets): `PORTOLAN_LISTEN`, `PORTOLAN_MORAY_URL`, ...; and
+    /// `moray_connect_secs`, how long start-up keeps trying Moray.
     #[serde(flatten)]
-    pub service: ServiceConfig,
-    /// `moray_connect_secs`: how long start-up keeps trying Moray.
-    #[serde(flatten)]
-    pub moray: MorayStartup,
+    pub service: MorayService,
     /// Where SVP is served, host:port (`PORTOLAN_SVP_LISTEN`); port 0 picks a free one.
     pub svp_listen: String,
     /// SVP connections open at once (`PORTOLAN_SVP_MAX_CONNECTIONS`); one more waits in
@@ -46,8 +43,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            service: ServiceConfig::new(DEFAULT_LISTEN),
-            moray: MorayStartup::default(),
+            service: MorayService::new(DEFAULT_LISTEN),
             svp_listen: DEFAULT_SVP_LISTEN.to_string(),
             svp_max_connections: DEFAULT_SVP_MAX_CONNECTIONS,
             svp_idle_secs: DEFAULT_SVP_IDLE_SECS,

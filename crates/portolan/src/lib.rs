@@ -37,11 +37,7 @@ pub struct Running {
 /// Connects to Moray, ensures the buckets, binds both ports and serves until `shutdown`.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
     let svc = &config.service;
-    let moray = config
-        .moray
-        .connect(&svc.moray_url)
-        .await
-        .map_err(Error::moray("connect"))?;
+    let moray = svc.connect().await.map_err(Error::moray("connect"))?;
     let store = store::Store::new(moray);
     store
         .ensure()

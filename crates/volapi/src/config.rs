@@ -1,9 +1,8 @@
 //! VolAPI's configuration: a TOML file, every key overridable by `VOLAPI_<KEY>`
 //! (see [`triton_common::config`]).
 
-use moray_client::service::MorayStartup;
+use moray_client::service::MorayService;
 use serde::{Deserialize, Serialize};
-use triton_common::service_config::ServiceConfig;
 
 /// Default gRPC listen address (2050 in CoaL, on the admin network).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:2050";
@@ -11,11 +10,10 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:2050";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
-    /// `listen`, `[grpc]` and `moray_url` (the volumes and reservations).
+    /// `listen`, `[grpc]`, `moray_url` (the volumes and reservations) and
+    /// `moray_connect_secs`.
     #[serde(flatten)]
-    pub service: ServiceConfig,
-    #[serde(flatten)]
-    pub moray: MorayStartup,
+    pub service: MorayService,
     /// VMAPI (required; so are PAPI, NAPI and IMGAPI): storage VMs are made and deleted there, its `WatchVms` drives the
     /// volumes' states and references, its jobs end reservations.
     pub vmapi_url: String,
@@ -39,8 +37,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            service: ServiceConfig::new(DEFAULT_LISTEN),
-            moray: MorayStartup::default(),
+            service: MorayService::new(DEFAULT_LISTEN),
             vmapi_url: String::new(),
             papi_url: String::new(),
             napi_url: String::new(),

@@ -63,8 +63,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .lazy()
         .map_err(|e| Error::Start(format!("vmapi_url: {e}")))?;
     let moray = config
-        .moray
-        .connect(&config.service.moray_url)
+        .service
+        .connect()
         .await
         .map_err(Error::moray("connect"))?;
     let store = store::Store::new(moray);

@@ -8,11 +8,13 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tonic::Code;
 use triton_common::grpc::ServeError;
+use triton_common::service_config::ServiceConfig;
 use triton_common::status::ToStatus;
 
 use crate::{ConnectOptions, MorayClient, MorayError, Result};
@@ -51,6 +53,47 @@ impl MorayStartup {
     /// Connects to `url`, retrying for `moray_connect_secs`.
     pub async fn connect(&self, url: &str) -> Result<MorayClient> {
         MorayClient::connect_for(url, Duration::from_secs(self.moray_connect_secs)).await
+    }
+}
+
+/// A Moray-backed service's shared keys, flattened into its config: `listen`, `[grpc]`
+/// and `moray_url` ([`ServiceConfig`]) and `moray_connect_secs` ([`MorayStartup`]).
+/// It derefs to its [`ServiceConfig`], so `config.service.listen` reads as before.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MorayService {
+    #[serde(flatten)]
+    pub service: ServiceConfig,
+    #[serde(flatten)]
+    pub moray: MorayStartup,
+}
+
+impl MorayService {
+    /// Listening on `listen` (the service's own default port), with the defaults for
+    /// the rest.
+    pub fn new(listen: &str) -> Self {
+        MorayService {
+            service: ServiceConfig::new(listen),
+            moray: MorayStartup::default(),
+        }
+    }
+
+    /// Connects to `moray_url`, retrying for `moray_connect_secs`.
+    pub async fn connect(&self) -> Result<MorayClient> {
+        self.moray.connect(&self.service.moray_url).await
+    }
+}
+
+impl Deref for MorayService {
+    type Target = ServiceConfig;
+
+    fn deref(&self) -> &ServiceConfig {
+        &self.service
+    }
+}
+
+impl DerefMut for MorayService {
+    fn deref_mut(&mut self) -> &mut ServiceConfig {
+        &mut self.service
     }
 }
 
