@@ -132,34 +132,28 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .lazy()
         .map_err(|e| Error::Start(format!("napi_url: {e}")))?;
     let cnapi = follow::feed_channel(&config.cnapi_url, "cnapi_url")?;
+    let followers = follow::Followers {
+        shared: &shared,
+        shutdown: &shutdown,
+        tasks: &tasks,
+    };
     let mut handles = vec![
-        follow::Follower::new(
-            follow::vms::Vms(VmapiClient::new(vmapi)),
-            shared.clone(),
-            shutdown.clone(),
-        )
-        .spawn("follow_vms", &tasks),
-        follow::Follower::new(
-            follow::accounts::Accounts(UfdsClient::new(ufds)),
-            shared.clone(),
-            shutdown.clone(),
-        )
-        .spawn("follow_accounts", &tasks),
-        follow::Follower::new(
-            follow::networks::Networks {
-                watch: NapiClient::new(napi),
-                napi: NapiClient::new(napi_calls),
-            },
-            shared.clone(),
-            shutdown.clone(),
-        )
-        .spawn("follow_networks", &tasks),
-        follow::Follower::new(
-            follow::servers::Servers(CnapiClient::new(cnapi)),
-            shared.clone(),
-            shutdown.clone(),
-        )
-        .spawn("follow_servers", &tasks),
+        followers.spawn(follow::vms::Vms, VmapiClient::new(vmapi), "follow_vms"),
+        followers.spawn(
+            follow::accounts::Accounts,
+            UfdsClient::new(ufds),
+            "follow_accounts",
+        ),
+        followers.spawn(
+            follow::networks::Networks(NapiClient::new(napi_calls)),
+            NapiClient::new(napi),
+            "follow_networks",
+        ),
+        followers.spawn(
+            follow::servers::Servers,
+            CnapiClient::new(cnapi),
+            "follow_servers",
+        ),
     ];
     handles.push(tokio::spawn(cns.clone().run(shutdown.clone())));
     handles.push(tokio::spawn(cns.clone().collect_loop(

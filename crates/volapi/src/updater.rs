@@ -22,15 +22,12 @@ use std::time::Duration;
 use moray_client::filter::Filter;
 use moray_client::typed::Change;
 use tokio_util::sync::CancellationToken;
-use triton_proto::feed::{ChangeMessage as _, Event, WatchEvent as _};
+use triton_common::follow::{Apply, follow};
 use triton_proto::vmapi::v1 as vm;
 
 use crate::error::{Error, Result};
 use crate::service::{EXPORT_PATH, STORAGE_ROLE, VolApi, vm_active};
 use crate::store::{VolumeRecord, state};
-
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The volume names a VM's `sdc:volumes` lists.
 pub fn mounted_names(v: &vm::Vm) -> Vec<String> {
@@ -55,89 +52,28 @@ fn is_storage(v: &vm::Vm) -> bool {
         .is_some_and(|r| r == STORAGE_ROLE)
 }
 
+/// The updater's side of [`triton_common::follow`]: VMAPI's VMs into the volumes.
+struct Updater(VolApi);
+
+impl Apply<vm::Vm> for Updater {
+    type Error = Error;
+
+    async fn reset(&mut self, vms: Vec<vm::Vm>) -> Result<()> {
+        self.0.apply_snapshot(&vms).await
+    }
+
+    async fn change(&mut self, uuid: &str, v: Option<&vm::Vm>) -> Result<()> {
+        match v {
+            Some(v) => self.0.apply_vm(v).await,
+            None => self.0.apply_gone(uuid).await,
+        }
+    }
+}
+
 /// Follows VMAPI until `shutdown`.
 pub async fn run(api: VolApi, shutdown: CancellationToken) {
-    let mut position = 0u64;
-    let mut backoff = MIN_BACKOFF;
-    loop {
-        let mut client = api.clients.vmapi.clone();
-        let opened = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            s = client.watch_vms(vm::WatchVmsRequest {
-                position,
-                owner_uuid: String::new(),
-            }) => s,
-        };
-        match opened {
-            Ok(stream) => {
-                let mut stream = stream.into_inner();
-                let mut snapshot = (position == 0).then(Vec::new);
-                loop {
-                    let item = tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        m = stream.message() => m,
-                    };
-                    let event = match item {
-                        Ok(Some(e)) => e,
-                        Ok(None) => break,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "WatchVms failed; resuming");
-                            break;
-                        }
-                    };
-                    match event.into_event() {
-                        Some(Event::Page(records, _)) => {
-                            if let Some(s) = snapshot.as_mut() {
-                                s.extend(records);
-                            }
-                        }
-                        Some(Event::SnapshotDone(p)) => {
-                            if let Some(vms) = snapshot.take() {
-                                if let Err(e) = api.apply_snapshot(&vms).await {
-                                    tracing::warn!(error = %e, "applying the VM snapshot failed; starting again");
-                                    position = 0;
-                                    break;
-                                }
-                                tracing::info!(
-                                    vms = vms.len(),
-                                    position = p,
-                                    "updater: snapshot applied"
-                                );
-                            }
-                            position = p;
-                            backoff = MIN_BACKOFF;
-                        }
-                        Some(Event::Change(c)) => {
-                            if snapshot.is_some() {
-                                continue;
-                            }
-                            let r = match c.record() {
-                                Some(v) => api.apply_vm(v).await,
-                                None => api.apply_gone(c.key()).await,
-                            };
-                            if let Err(e) = r {
-                                tracing::warn!(vm = c.key(), error = %e, "updater: applying a change failed; resuming");
-                                break;
-                            }
-                            position = c.position();
-                        }
-                        Some(Event::Resync(_, message)) => {
-                            tracing::warn!(%message, "WatchVms asks for a resync");
-                            position = 0;
-                            break;
-                        }
-                        None => {}
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot open WatchVms"),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-    }
+    let client = api.clients.vmapi.clone();
+    follow::<vm::WatchVmsRequest, _>("vmapi WatchVms", client, Updater(api), shutdown).await
 }
 
 impl VolApi {

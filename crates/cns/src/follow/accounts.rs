@@ -3,32 +3,18 @@
 
 use std::collections::BTreeMap;
 
-use tonic::transport::Channel;
 use triton_proto::ufds::v1 as pb;
-use triton_proto::ufds::v1::ufds_client::UfdsClient;
 
 use super::Feed;
 use crate::build::Inputs;
 use crate::names::Owner;
 
-pub struct Accounts(pub UfdsClient<Channel>);
+pub struct Accounts;
 
 impl Feed for Accounts {
-    type Event = pb::WatchAccountsEvent;
-    type Record = pb::Account;
+    type Watch = pb::WatchAccountsRequest;
     type Value = Owner;
     const INDEX: usize = 1;
-
-    async fn open(
-        &mut self,
-        position: u64,
-    ) -> Result<tonic::Streaming<pb::WatchAccountsEvent>, tonic::Status> {
-        let request = pb::WatchAccountsRequest {
-            position,
-            uuid: None,
-        };
-        Ok(self.0.watch_accounts(request).await?.into_inner())
-    }
 
     fn convert(a: &pb::Account) -> (String, Option<Owner>) {
         let owner = Owner {

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use triton_common::follow::{Record, Watch};
 use triton_common::periodic::{Periodic, Tasks};
 use triton_proto::feed::{ChangeMessage, Event, WatchEvent};
 
@@ -81,22 +82,15 @@ pub enum FollowError {
     },
 }
 
-/// One owner's feed: how to open it and what CNS keeps of its records.
+/// One owner's feed ([`Watch`] opens it) and what CNS keeps of its records.
 pub trait Feed: Send + 'static {
-    type Event: WatchEvent<Record = Self::Record, Change: Send> + Send + 'static;
-    type Record: Send + 'static;
+    type Watch: Watch;
     type Value: PartialEq + Send + 'static;
     /// Its index in [`FEEDS`].
     const INDEX: usize;
 
-    /// The stream from `position` (0: the snapshot first).
-    fn open(
-        &mut self,
-        position: u64,
-    ) -> impl Future<Output = Result<tonic::Streaming<Self::Event>, tonic::Status>> + Send;
-
     /// The record's key and what CNS keeps of it; `None`: keep nothing (as a delete).
-    fn convert(record: &Self::Record) -> (String, Option<Self::Value>);
+    fn convert(record: &Record<Self::Watch>) -> (String, Option<Self::Value>);
 
     /// Its table.
     fn table(inputs: &mut Inputs) -> &mut BTreeMap<String, Self::Value>;
@@ -110,29 +104,45 @@ pub trait Feed: Send + 'static {
 /// A follower's state between passes.
 pub struct Follower<F: Feed> {
     feed: F,
+    client: <F::Watch as Watch>::Client,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
     position: u64,
 }
 
-impl<F: Feed> Follower<F> {
-    pub fn new(feed: F, shared: Arc<Shared>, shutdown: CancellationToken) -> Follower<F> {
-        Follower {
+/// What every follower shares: the tables, the shutdown and the health tasks.
+pub struct Followers<'a> {
+    pub shared: &'a Arc<Shared>,
+    pub shutdown: &'a CancellationToken,
+    pub tasks: &'a Tasks,
+}
+
+impl Followers<'_> {
+    /// Runs `feed`'s follower through `client`, pass after pass, until shutdown (health:
+    /// `task:<name>`).
+    pub fn spawn<F: Feed>(
+        &self,
+        feed: F,
+        client: <F::Watch as Watch>::Client,
+        name: &'static str,
+    ) -> tokio::task::JoinHandle<()> {
+        let follower = Follower {
             feed,
-            shared,
-            shutdown,
+            client,
+            shared: self.shared.clone(),
+            shutdown: self.shutdown.clone(),
             position: 0,
-        }
+        };
+        Periodic::new(name, RECONNECT).at_start().spawn(
+            self.tasks,
+            self.shutdown.clone(),
+            follower,
+            |f| Box::pin(f.pass()),
+        )
     }
+}
 
-    /// Runs passes until shutdown (health: `task:follow_<feed>`).
-    pub fn spawn(self, name: &'static str, tasks: &Tasks) -> tokio::task::JoinHandle<()> {
-        let shutdown = self.shutdown.clone();
-        Periodic::new(name, RECONNECT)
-            .at_start()
-            .spawn(tasks, shutdown, self, |f| Box::pin(f.pass()))
-    }
-
+impl<F: Feed> Follower<F> {
     fn apply(&self, key: String, value: Option<F::Value>) {
         let mut state = self.shared.lock();
         let table = F::table(&mut state.inputs);
@@ -156,9 +166,7 @@ impl<F: Feed> Follower<F> {
     /// shutdown.
     pub async fn pass(&mut self) -> Result<(), FollowError> {
         let feed = FEEDS[F::INDEX];
-        let mut stream = self
-            .feed
-            .open(self.position)
+        let mut stream = F::Watch::open(&mut self.client, self.position)
             .await
             .map_err(|status| FollowError::Watch { feed, status })?;
         let mut snapshot: Option<BTreeMap<String, F::Value>> =

@@ -12,27 +12,13 @@ use super::{Feed, Shared};
 use crate::build::Inputs;
 use crate::names::Network;
 
-pub struct Networks {
-    pub watch: NapiClient<Channel>,
-    pub napi: NapiClient<Channel>,
-}
+/// Its client for ListNetworkPools.
+pub struct Networks(pub NapiClient<Channel>);
 
 impl Feed for Networks {
-    type Event = pb::WatchNetworksEvent;
-    type Record = pb::Network;
+    type Watch = pb::WatchNetworksRequest;
     type Value = Network;
     const INDEX: usize = 2;
-
-    async fn open(
-        &mut self,
-        position: u64,
-    ) -> Result<tonic::Streaming<pb::WatchNetworksEvent>, tonic::Status> {
-        let request = pb::WatchNetworksRequest {
-            position,
-            owner_uuid: None,
-        };
-        Ok(self.watch.watch_networks(request).await?.into_inner())
-    }
 
     fn convert(n: &pb::Network) -> (String, Option<Network>) {
         let network = Network {
@@ -54,7 +40,7 @@ impl Feed for Networks {
 
     async fn after(&mut self, shared: &Shared) {
         let pools = match self
-            .napi
+            .0
             .list_network_pools(pb::ListNetworkPoolsRequest::default())
             .await
         {

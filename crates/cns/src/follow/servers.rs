@@ -4,28 +4,17 @@
 
 use std::collections::BTreeMap;
 
-use tonic::transport::Channel;
 use triton_proto::cnapi::v1 as pb;
-use triton_proto::cnapi::v1::cnapi_client::CnapiClient;
 
 use super::Feed;
 use crate::build::{Inputs, Server};
 
-pub struct Servers(pub CnapiClient<Channel>);
+pub struct Servers;
 
 impl Feed for Servers {
-    type Event = pb::WatchServersEvent;
-    type Record = pb::Server;
+    type Watch = pb::WatchServersRequest;
     type Value = Server;
     const INDEX: usize = 3;
-
-    async fn open(
-        &mut self,
-        position: u64,
-    ) -> Result<tonic::Streaming<pb::WatchServersEvent>, tonic::Status> {
-        let request = pb::WatchServersRequest { position };
-        Ok(self.0.watch_servers(request).await?.into_inner())
-    }
 
     fn convert(s: &pb::Server) -> (String, Option<Server>) {
         let server = Server {

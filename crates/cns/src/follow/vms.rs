@@ -3,32 +3,18 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
-use tonic::transport::Channel;
 use triton_proto::vmapi::v1 as pb;
-use triton_proto::vmapi::v1::vmapi_client::VmapiClient;
 
 use super::Feed;
 use crate::build::Inputs;
 use crate::names::{Nic, TagValue, Vm};
 
-pub struct Vms(pub VmapiClient<Channel>);
+pub struct Vms;
 
 impl Feed for Vms {
-    type Event = pb::WatchVmsEvent;
-    type Record = pb::Vm;
+    type Watch = pb::WatchVmsRequest;
     type Value = Vm;
     const INDEX: usize = 0;
-
-    async fn open(
-        &mut self,
-        position: u64,
-    ) -> Result<tonic::Streaming<pb::WatchVmsEvent>, tonic::Status> {
-        let request = pb::WatchVmsRequest {
-            position,
-            owner_uuid: String::new(),
-        };
-        Ok(self.0.watch_vms(request).await?.into_inner())
-    }
 
     fn convert(vm: &pb::Vm) -> (String, Option<Vm>) {
         let key = vm.uuid.clone();
