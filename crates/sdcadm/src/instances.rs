@@ -14,7 +14,7 @@
 //! sdcadm reaches the APIs at `api_host` (the headnode itself: 127.0.0.1) on the ports of
 //! services.toml.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -328,9 +328,7 @@ async fn find_image(
         .list_images(imgapi::ListImagesRequest {
             name: Some(service.into()),
             state: Some("active".into()),
-            tags: BTreeMap::from([("smartdc_service".to_string(), "true".to_string())])
-                .into_iter()
-                .collect(),
+            tags: HashMap::from([("smartdc_service".to_string(), "true".to_string())]),
             ..Default::default()
         })
         .await
@@ -438,9 +436,7 @@ async fn vms(dc: &Datacenter, service: Option<&str>) -> Result<Vec<vmapi::Vm>, E
         .list_vms(vmapi::ListVmsRequest {
             owner_uuid: dc.admin_uuid.clone(),
             state: "active".into(),
-            tags: BTreeMap::from([(ROLE_TAG.to_string(), service.unwrap_or("*").to_string())])
-                .into_iter()
-                .collect(),
+            tags: HashMap::from([(ROLE_TAG.to_string(), service.unwrap_or("*").to_string())]),
             ..Default::default()
         })
         .await
