@@ -65,7 +65,7 @@ async fn concurrent_provisions_get_distinct_ips_until_the_network_is_full() {
     );
 
     // What Moray holds agrees: one IP record per NIC, none shared.
-    let listed = napi.ips_on(&net.uuid).await;
+    let listed = napi.dc.ips_of(&net.uuid).await;
     assert_eq!(listed.len(), 253);
     let nics = napi.nics_on(&net.uuid).await;
     assert_eq!(nics.len(), 253);
@@ -223,7 +223,7 @@ async fn requested_ips_follow_the_networks_rules_and_never_name_the_holder() {
         assert_eq!(status.code(), tonic::Code::InvalidArgument, "{ip}");
     }
     // None of those left an IP record behind.
-    let used = napi.ips_on(&net.uuid).await;
+    let used = napi.dc.ips_of(&net.uuid).await;
     assert!(used.iter().all(|i| i.free), "{used:?}");
 
     // The operator may put its own NIC outside the range, never on the gateway.

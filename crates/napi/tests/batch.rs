@@ -89,7 +89,7 @@ async fn a_batch_gets_distinct_addresses_next_to_the_existing_nics() {
     }
     assert_eq!(ips.len(), 110);
     assert_eq!(napi.nics_on(&net.uuid).await.len(), 110);
-    assert_eq!(napi.ips_on(&net.uuid).await.len(), 110);
+    assert_eq!(napi.dc.ips_of(&net.uuid).await.len(), 110);
 }
 
 #[tokio::test]
@@ -115,12 +115,12 @@ async fn a_network_without_room_for_the_whole_batch_makes_none() {
         200,
         "none of the 60 made"
     );
-    assert_eq!(napi.ips_on(&net.uuid).await.len(), 200);
+    assert_eq!(napi.dc.ips_of(&net.uuid).await.len(), 200);
     // The addresses it had picked went back: the 53 left fit exactly.
     let rest = napi.client().create_nics(reqs(200, 53)).await.unwrap();
     let ips: HashSet<_> = rest.into_inner().nics.into_iter().map(|n| n.ip).collect();
     assert_eq!(ips.len(), 53);
-    assert_eq!(napi.ips_on(&net.uuid).await.len(), 253);
+    assert_eq!(napi.dc.ips_of(&net.uuid).await.len(), 253);
     assert_error(
         napi.client().create_nics(reqs(253, 1)).await,
         "SubnetFull",
@@ -233,7 +233,7 @@ async fn a_bad_entry_is_named_and_nothing_is_written() {
         assert_refused(what, result, name, &fragments);
         let nics = napi.nics_on(&net.uuid).await;
         assert_eq!(nics.len(), 1, "{what}: only the NIC made before");
-        assert_eq!(napi.ips_on(&net.uuid).await.len(), 1, "{what}");
+        assert_eq!(napi.dc.ips_of(&net.uuid).await.len(), 1, "{what}");
     }
     // The same entries, good, are made; the addresses skipped above are handed out.
     let made = napi

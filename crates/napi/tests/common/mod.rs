@@ -1,4 +1,5 @@
-//! NAPI alone on the test kit's Moray, and what its tests make again and again.
+//! NAPI alone on the test kit's Moray, and what its tests make again and again (the IP
+//! records of a network are `napi.dc.ips_of`).
 
 #![allow(dead_code)] // each test binary uses part of it
 
@@ -142,19 +143,6 @@ impl TestNapi {
             .expect("ListNics")
             .into_inner()
             .nics
-    }
-
-    /// The IP records ListIps gives for `network`.
-    pub async fn ips_on(&self, network: &str) -> Vec<proto::Ip> {
-        self.client()
-            .list_ips(proto::ListIpsRequest {
-                network_uuid: network.into(),
-                ..Default::default()
-            })
-            .await
-            .expect("ListIps")
-            .into_inner()
-            .ips
     }
 
     /// GetIp's answer for `ip` on `network`.
