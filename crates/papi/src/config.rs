@@ -2,10 +2,9 @@
 //! (see [`triton_common::config`]).
 
 pub use moray_client::service::DEFAULT_MORAY_CONNECT_SECS;
-use moray_client::service::MorayStartup;
+use moray_client::service::MorayService;
 use serde::{Deserialize, Serialize};
 pub use triton_common::service_config::DEFAULT_MORAY_URL;
-use triton_common::service_config::ServiceConfig;
 
 /// Default gRPC listen address (Triton's PAPI listens on HTTP 80 in its own zone; on a
 /// shared host we take 2022, beside Moray's 2020).
@@ -14,14 +13,11 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:2022";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
-    /// `listen`, `[grpc]` and `moray_url` (where packages are kept): `PAPI_LISTEN`,
-    /// `PAPI_GRPC__ALLOW_FROM`, ...
+    /// `listen`, `[grpc]`, `moray_url` (where packages are kept) and `moray_connect_secs`
+    /// (how long start-up keeps trying Moray): `PAPI_LISTEN`, `PAPI_GRPC__ALLOW_FROM`,
+    /// `PAPI_MORAY_CONNECT_SECS`, ...
     #[serde(flatten)]
-    pub service: ServiceConfig,
-    /// `moray_connect_secs`: how long start-up keeps trying Moray
-    /// (`PAPI_MORAY_CONNECT_SECS`).
-    #[serde(flatten)]
-    pub moray: MorayStartup,
+    pub service: MorayService,
     /// Triton's `IGNORE_CPU_CAP` (`PAPI_IGNORE_CPU_CAP`): packages may lack `cpu_cap`.
     /// Only for fresh installs: capped and uncapped instances on one server confuse the
     /// allocator.
@@ -31,8 +27,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            service: ServiceConfig::new(DEFAULT_LISTEN),
-            moray: MorayStartup::default(),
+            service: MorayService::new(DEFAULT_LISTEN),
             ignore_cpu_cap: false,
         }
     }

@@ -23,19 +23,14 @@ pub type Running = triton_common::running::Running<Error>;
 
 /// Connects to Moray, ensures the bucket, binds and serves until `shutdown`.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
-    let moray = config
-        .moray
-        .connect(&config.service.moray_url)
-        .await
-        .map_err(Error::moray("connect"))?;
+    let svc = &config.service;
+    let moray = svc.connect().await.map_err(Error::moray("connect"))?;
     let papi = service::Papi::new(moray, config.ignore_cpu_cap);
     papi.ensure_buckets().await?;
 
     let routes = tonic::service::Routes::new(server::service(papi));
-    config
-        .service
-        .run("papi", routes, &[SERVICE_NAME], shutdown, |e| {
-            StoreError::Serve(e).into()
-        })
-        .await
+    svc.run("papi", routes, &[SERVICE_NAME], shutdown, |e| {
+        StoreError::Serve(e).into()
+    })
+    .await
 }

@@ -26,20 +26,15 @@ pub type Running = triton_common::running::Running<Error>;
 
 /// Connects to Moray, ensures the buckets, binds and serves until `shutdown`.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
-    let moray = config
-        .moray
-        .connect(&config.service.moray_url)
-        .await
-        .map_err(Error::moray("connect"))?;
+    let svc = &config.service;
+    let moray = svc.connect().await.map_err(Error::moray("connect"))?;
     let watch = watch::Watch::new(moray.clone(), shutdown.clone());
     let ufds = service::Ufds::new(moray);
     ufds.ensure_buckets().await?;
 
     let routes = tonic::service::Routes::new(server::service(ufds, watch));
-    config
-        .service
-        .run("ufds", routes, &[SERVICE_NAME], shutdown, |e| {
-            StoreError::Serve(e).into()
-        })
-        .await
+    svc.run("ufds", routes, &[SERVICE_NAME], shutdown, |e| {
+        StoreError::Serve(e).into()
+    })
+    .await
 }
