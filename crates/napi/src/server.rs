@@ -109,7 +109,8 @@ napi_service! {
         update_network_pool(UpdateNetworkPoolRequest) -> NetworkPool;
         delete_network_pool(DeleteNetworkPoolRequest: r => &r.uuid) -> DeleteResponse, deleted;
 
-        list_ips(ListIpsRequest) -> ListIpsResponse, |ips| proto::ListIpsResponse { ips: listed(ips) };
+        list_ips(ListIpsRequest) -> ListIpsResponse,
+            |ips| proto::ListIpsResponse { ips: listed(ips) };
         get_ip(GetIpRequest: r => &r.network_uuid, &r.ip) -> Ip;
         update_ip(UpdateIpRequest) -> Ip;
 
