@@ -293,16 +293,7 @@ pub fn validate_snapshot_name(name: &str) -> Result<()> {
 /// an instance that has a disk (running or stopped).
 pub fn check_new_snapshot(instance: &Instance, name: &str) -> Result<()> {
     validate_snapshot_name(name)?;
-    if !matches!(
-        instance.state,
-        InstanceState::Running | InstanceState::Stopped
-    ) {
-        return Err(Error::WrongState {
-            uuid: instance.spec.uuid,
-            state: instance.state.as_str().into(),
-            action: "a snapshot",
-        });
-    }
+    check_has_disk(instance, "a snapshot")?;
     if instance.snapshots.iter().any(|s| s.name == name) {
         return Err(Error::invalid(
             "name",
@@ -310,6 +301,37 @@ pub fn check_new_snapshot(instance: &Instance, name: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// The checks of a rollback that both backends make: the snapshot exists and the
+/// instance has a disk (running or stopped).
+pub fn check_rollback(instance: &Instance, name: &str) -> Result<()> {
+    find_snapshot(instance, name)?;
+    check_has_disk(instance, "a rollback")
+}
+
+/// [`Error::WrongState`] for `action` unless the instance is running or stopped.
+fn check_has_disk(instance: &Instance, action: &'static str) -> Result<()> {
+    if matches!(
+        instance.state,
+        InstanceState::Running | InstanceState::Stopped
+    ) {
+        return Ok(());
+    }
+    Err(Error::WrongState {
+        uuid: instance.spec.uuid,
+        state: instance.state.as_str().into(),
+        action,
+    })
+}
+
+/// A `machine_rollback_snapshot`: the snapshot to put back, whether the instance boots
+/// after it, and the grace period of the stop before it (SIGKILL after `timeout`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rollback {
+    pub name: String,
+    pub boot: bool,
+    pub timeout: Duration,
 }
 
 /// The snapshot named `name` of the instance, or [`Error::SnapshotNotFound`].
@@ -635,14 +657,12 @@ pub trait ZoneBackend: Send + Sync + 'static {
         name: String,
     ) -> impl Future<Output = Result<Instance>> + Send;
 
-    /// Stops the instance (SIGTERM, SIGKILL after `timeout`), puts its disk back as the
-    /// snapshot has it, and boots it when `boot`. The snapshot is kept.
+    /// Stops the instance (SIGTERM, SIGKILL after the rollback's `timeout`), puts its disk
+    /// back as the snapshot has it, and boots it when `boot`. The snapshot is kept.
     fn rollback_snapshot(
         &self,
         uuid: Uuid,
-        name: String,
-        boot: bool,
-        timeout: Duration,
+        rollback: Rollback,
     ) -> impl Future<Output = Result<Instance>> + Send;
 
     /// Removes the snapshot and frees its space.

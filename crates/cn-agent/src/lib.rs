@@ -22,6 +22,7 @@ pub mod tasks;
 
 pub use backend::{
     ImageSource, Instance, InstanceSpec, InstanceState, InstanceUpdate, InstanceUsage, IoUsage,
-    NicSpec, NicUsage, SNAPSHOT_NAME_MAX, Snapshot, TcpUsage, ZoneBackend, validate_snapshot_name,
+    NicSpec, NicUsage, Rollback, SNAPSHOT_NAME_MAX, Snapshot, TcpUsage, ZoneBackend,
+    validate_snapshot_name,
 };
 pub use error::{Error, Result};

@@ -21,8 +21,8 @@ use uuid::Uuid;
 
 use crate::backend::{
     ImageSource, Instance, InstanceSpec, InstanceState, InstanceUpdate, InstanceUsage, IoUsage,
-    NicUsage, Snapshot, TcpUsage, ZoneBackend, check_new_snapshot, check_quota_change,
-    find_snapshot, unix_now,
+    NicUsage, Rollback, Snapshot, TcpUsage, ZoneBackend, check_new_snapshot, check_quota_change,
+    check_rollback, find_snapshot, unix_now,
 };
 use crate::error::{Error, Result};
 
@@ -556,21 +556,13 @@ impl ZoneBackend for SimBackend {
         })
     }
 
-    async fn rollback_snapshot(
-        &self,
-        uuid: Uuid,
-        name: String,
-        boot: bool,
-        timeout: Duration,
-    ) -> Result<Instance> {
-        let instance = self.get(uuid).await?;
-        find_snapshot(&instance, &name)?;
-        if !matches!(
-            instance.state,
-            InstanceState::Running | InstanceState::Stopped
-        ) {
-            return Err(wrong_state(&instance, "a rollback"));
-        }
+    async fn rollback_snapshot(&self, uuid: Uuid, rollback: Rollback) -> Result<Instance> {
+        let Rollback {
+            name,
+            boot,
+            timeout,
+        } = rollback;
+        check_rollback(&self.get(uuid).await?, &name)?;
         self.shutdown(uuid, timeout).await?;
         tokio::time::sleep(self.delays.snapshot).await;
         self.with_zone(uuid, |zone| {

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
-use crate::backend::{ImageSource, Instance, InstanceSpec, InstanceUpdate, ZoneBackend};
+use crate::backend::{ImageSource, Instance, InstanceSpec, InstanceUpdate, Rollback, ZoneBackend};
 use crate::error::{Error, Result};
 
 /// Most tasks queued or running at once; beyond it submissions are refused, so a flood
@@ -285,10 +285,15 @@ impl<B: ZoneBackend> TaskQueue<B> {
                 name,
                 boot,
                 timeout,
-            } => b
-                .rollback_snapshot(uuid, name, boot, timeout.unwrap_or(DEFAULT_STOP_TIMEOUT))
-                .await
-                .map(Some),
+            } => {
+                let timeout = timeout.unwrap_or(DEFAULT_STOP_TIMEOUT);
+                let rollback = Rollback {
+                    name,
+                    boot,
+                    timeout,
+                };
+                b.rollback_snapshot(uuid, rollback).await.map(Some)
+            }
             TaskKind::MachineDeleteSnapshot { uuid, name } => {
                 b.delete_snapshot(uuid, name).await.map(Some)
             }

@@ -15,7 +15,7 @@ use cn_agent::linux::LinuxBackend;
 use cn_agent::linux::leftovers::{cgroup_dirs, kill_cgroup};
 use cn_agent::sim::{SimBackend, SimConfig, SimDelays};
 use cn_agent::{
-    Error, ImageSource, InstanceSpec, InstanceState, InstanceUpdate, NicSpec, ZoneBackend,
+    Error, ImageSource, InstanceSpec, InstanceState, InstanceUpdate, NicSpec, Rollback, ZoneBackend,
 };
 use dc_testkit::node::{httpd_init, instance_spec};
 use uuid::Uuid;
@@ -278,6 +278,15 @@ async fn contract<H: Harness>(h: &H) {
     assert!(b.list().await.unwrap().is_empty());
 }
 
+/// A rollback to the snapshot `name` with the tests' grace period.
+fn rollback(name: &str, boot: bool) -> Rollback {
+    Rollback {
+        name: name.into(),
+        boot,
+        timeout: STOP_GRACE,
+    }
+}
+
 fn snapshot_names(instance: &cn_agent::Instance) -> Vec<&str> {
     instance.snapshots.iter().map(|s| s.name.as_str()).collect()
 }
@@ -308,8 +317,7 @@ async fn snapshots<H: Harness>(h: &H, b: &H::B, uuid: Uuid, ip: Ipv4Addr) {
     }
     assert_eq!(snapshot_names(&b.get(uuid).await.unwrap()), [NAME]);
     assert!(matches!(
-        b.rollback_snapshot(uuid, "nope".into(), true, STOP_GRACE)
-            .await,
+        b.rollback_snapshot(uuid, rollback("nope", true)).await,
         Err(Error::SnapshotNotFound { .. })
     ));
     assert!(matches!(
@@ -322,7 +330,7 @@ async fn snapshots<H: Harness>(h: &H, b: &H::B, uuid: Uuid, ip: Ipv4Addr) {
     h.write_file(b, uuid, "/before.txt", "changed").await;
     h.write_file(b, uuid, "/after.txt", "after").await;
     let rolled = b
-        .rollback_snapshot(uuid, NAME.into(), true, STOP_GRACE)
+        .rollback_snapshot(uuid, rollback(NAME, true))
         .await
         .expect("rollback");
     assert_eq!(rolled.state, InstanceState::Running);
@@ -346,7 +354,7 @@ async fn snapshots<H: Harness>(h: &H, b: &H::B, uuid: Uuid, ip: Ipv4Addr) {
         .expect("snapshot of a stopped instance");
     assert_eq!(cold.state, InstanceState::Stopped);
     let rolled = b
-        .rollback_snapshot(uuid, NAME.into(), false, STOP_GRACE)
+        .rollback_snapshot(uuid, rollback(NAME, false))
         .await
         .expect("rollback of a stopped instance");
     assert_eq!(rolled.state, InstanceState::Stopped);

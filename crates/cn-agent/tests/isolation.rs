@@ -139,10 +139,7 @@ fn serves(ip: Ipv4Addr) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_is_root_only_in_its_own_sandbox() {
     let h = Host::new();
-    let b = h.backend_with_image().await;
-    let spec = h.spec("sandbox0", 1);
-    let uuid = spec.uuid;
-    b.create(spec).await.expect("create");
+    let (b, uuid) = h.backend_with(h.spec("sandbox0", 1)).await;
     let init = b.get(uuid).await.unwrap().pid.expect("running");
     let ids = h.ids(&b, uuid);
     assert_eq!(ids.size, RANGE_SIZE);
@@ -408,11 +405,11 @@ async fn uid_ranges_are_disjoint_and_freed_by_destroy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_from_before_ranges_is_moved_into_one_at_boot() {
     let h = Host::new();
-    let b = h.backend_with_image().await;
-    let mut spec = h.spec("legacy0", 20);
-    spec.autoboot = false;
-    let uuid = spec.uuid;
-    b.create(spec).await.expect("create");
+    let spec = InstanceSpec {
+        autoboot: false,
+        ..h.spec("legacy0", 20)
+    };
+    let (b, uuid) = h.backend_with(spec).await;
     // As an instance made before: no range in its record, its files owned by host ids
     // below 65536 (root's and a user's), a symlink to a host file among them.
     let dir = b.zone_dir(uuid);

@@ -62,11 +62,9 @@ fn snapshot_of(dir: &Path) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn linux_a_planted_etc_symlink_never_reaches_the_host() {
     let h = Host::new();
-    let b = h.backend_with_image().await;
     let spec = h.instance("planted", 1);
-    let uuid = spec.uuid;
     let ip = spec.nics[0].ip.unwrap();
-    b.create(spec).await.expect("create");
+    let (b, uuid) = h.backend_with(spec).await;
     b.shutdown(uuid, STOP_GRACE).await.expect("stop");
 
     // The host's directory the tenant aims at, with files of the host's.

@@ -88,12 +88,9 @@ fn cores() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_counts_what_the_instance_does() {
     let h = Host::new();
-    let b = h.backend_with_image().await;
     let spec = h.spec("usage0", 1);
-    let uuid = spec.uuid;
-    let mac = spec.nics[0].mac.clone();
-    let network = spec.nics[0].network_uuid.clone();
-    b.create(spec).await.expect("create");
+    let spec_nic = spec.nics[0].clone();
+    let (b, uuid) = h.backend_with(spec).await;
 
     // The NIC is named as in the spec.
     let before = usage(&b, uuid).await;
@@ -106,7 +103,12 @@ async fn usage_counts_what_the_instance_does() {
             nic.nic_tag.as_str(),
             nic.network_uuid.as_str()
         ),
-        ("eth0", mac.as_str(), "admin", network.as_str())
+        (
+            "eth0",
+            spec_nic.mac.as_str(),
+            "admin",
+            spec_nic.network_uuid.as_str()
+        )
     );
 
     // A shell loop burning CPU inside for 3 s shows as at least 1 s of user time (the

@@ -55,8 +55,9 @@ use self::launch::LaunchPlan;
 use self::net::Network;
 use self::safefs::{Owner, Tree, write_atomically};
 use crate::backend::{
-    ImageSource, Instance, InstanceSpec, InstanceState, InstanceUpdate, InstanceUsage, Snapshot,
-    ZoneBackend, check_new_snapshot, check_quota_change, find_snapshot, unix_now,
+    ImageSource, Instance, InstanceSpec, InstanceState, InstanceUpdate, InstanceUsage, Rollback,
+    Snapshot, ZoneBackend, check_new_snapshot, check_quota_change, check_rollback, find_snapshot,
+    unix_now,
 };
 use crate::error::{Error, Result};
 
@@ -766,26 +767,14 @@ impl Inner {
 
     /// Stops the instance, makes its upper layer a copy of the snapshot (the snapshot
     /// stays as it is, for the next rollback), and boots it when `boot`.
-    fn rollback_snapshot(
-        &self,
-        uuid: Uuid,
-        name: &str,
-        boot: bool,
-        grace: Duration,
-    ) -> Result<Instance> {
-        let instance = self.get(uuid)?;
-        find_snapshot(&instance, name)?;
-        if !matches!(
-            instance.state,
-            InstanceState::Running | InstanceState::Stopped
-        ) {
-            return Err(Error::WrongState {
-                uuid,
-                state: instance.state.as_str().into(),
-                action: "a rollback",
-            });
-        }
-        self.shutdown(uuid, grace)?;
+    fn rollback_snapshot(&self, uuid: Uuid, rollback: &Rollback) -> Result<Instance> {
+        let Rollback {
+            name,
+            boot,
+            timeout,
+        } = rollback;
+        check_rollback(&self.get(uuid)?, name)?;
+        self.shutdown(uuid, *timeout)?;
         self.with_disk_mounted(uuid, |disk| {
             let base = disk.mount_point();
             let (staged, old) = (base.join("rollback"), base.join("upper.old"));
@@ -807,7 +796,7 @@ impl Inner {
         let mut record = self.read_record(uuid)?;
         record.last_modified = unix_now();
         self.write_record(&record)?;
-        if boot {
+        if *boot {
             self.boot(uuid)
         } else {
             self.get(uuid)
@@ -988,6 +977,16 @@ pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// [`ZoneBackend`] methods that run the inner backend's method of the same name on the
+/// blocking pool, with the instance's uuid and a reference to the argument.
+macro_rules! on_the_blocking_pool {
+    ($($method:ident($arg:ident: $ty:ty);)*) => {$(
+        async fn $method(&self, uuid: Uuid, $arg: $ty) -> Result<Instance> {
+            self.blocking(move |inner| inner.$method(uuid, &$arg)).await
+        }
+    )*};
+}
+
 impl ZoneBackend for LinuxBackend {
     fn kind(&self) -> &'static str {
         "linux"
@@ -1045,30 +1044,11 @@ impl ZoneBackend for LinuxBackend {
         .await
     }
 
-    async fn update(&self, uuid: Uuid, update: InstanceUpdate) -> Result<Instance> {
-        self.blocking(move |inner| inner.update(uuid, &update))
-            .await
-    }
-
-    async fn create_snapshot(&self, uuid: Uuid, name: String) -> Result<Instance> {
-        self.blocking(move |inner| inner.create_snapshot(uuid, &name))
-            .await
-    }
-
-    async fn rollback_snapshot(
-        &self,
-        uuid: Uuid,
-        name: String,
-        boot: bool,
-        timeout: Duration,
-    ) -> Result<Instance> {
-        self.blocking(move |inner| inner.rollback_snapshot(uuid, &name, boot, timeout))
-            .await
-    }
-
-    async fn delete_snapshot(&self, uuid: Uuid, name: String) -> Result<Instance> {
-        self.blocking(move |inner| inner.delete_snapshot(uuid, &name))
-            .await
+    on_the_blocking_pool! {
+        update(update: InstanceUpdate);
+        create_snapshot(name: String);
+        rollback_snapshot(rollback: Rollback);
+        delete_snapshot(name: String);
     }
 
     async fn destroy(&self, uuid: Uuid) -> Result<()> {

@@ -10,8 +10,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use cn_agent::ZoneBackend;
 use cn_agent::linux::LinuxBackend;
+use cn_agent::{InstanceSpec, ZoneBackend};
 use dc_testkit::linux::{LinuxHost, NODE_PAGE};
 use uuid::Uuid;
 
@@ -38,6 +38,15 @@ impl Host {
             .await
             .expect("the image is present");
         b
+    }
+
+    /// A `linux` backend on this host with the host's image present and the instance
+    /// `spec` created on it, and the instance's uuid.
+    pub async fn backend_with(&self, spec: InstanceSpec) -> (LinuxBackend, Uuid) {
+        let b = self.backend_with_image().await;
+        let uuid = spec.uuid;
+        b.create(spec).await.expect("create");
+        (b, uuid)
     }
 
     /// `zlogin UUID argv...` as an operator runs it on the node, not started yet: the
