@@ -31,45 +31,35 @@ fn uuid(kind: u32, i: usize) -> String {
     format!("{kind:08x}-0000-4000-8000-{i:012x}")
 }
 
+/// `n` records of `kind`, keyed by their uuid; `make` is given the uuid and the index.
+fn table<V>(kind: u32, n: usize, make: impl Fn(String, usize) -> V) -> BTreeMap<String, V> {
+    (0..n)
+        .map(|i| (uuid(kind, i), make(uuid(kind, i), i)))
+        .collect()
+}
+
 fn inputs(vms: usize) -> Inputs {
-    let mut inputs = Inputs::default();
     let network = uuid(3, 0);
-    inputs.networks.insert(
-        network.clone(),
-        Network {
-            uuid: network.clone(),
-            name: "external".into(),
-            ..Network::default()
-        },
-    );
-    for s in 0..10 {
-        let id = uuid(2, s);
-        inputs.servers.insert(
-            id.clone(),
-            Server {
-                uuid: id,
-                hostname: format!("cn{s}"),
-                setup: true,
-                status: "running".into(),
-                heartbeat: true,
-                last_boot_ms: Some(0),
-            },
-        );
-    }
-    for a in 0..100 {
-        let id = uuid(1, a);
-        inputs.owners.insert(
-            id.clone(),
-            Owner {
-                uuid: id,
-                login: format!("user{a}"),
-                triton_cns_enabled: true,
-                approved_for_provisioning: true,
-            },
-        );
-    }
-    for i in 0..vms {
-        let id = uuid(4, i);
+    let networks = table(3, 1, |uuid, _| Network {
+        uuid,
+        name: "external".into(),
+        ..Network::default()
+    });
+    let servers = table(2, 10, |uuid, s| Server {
+        uuid,
+        hostname: format!("cn{s}"),
+        setup: true,
+        status: "running".into(),
+        heartbeat: true,
+        last_boot_ms: Some(0),
+    });
+    let owners = table(1, 100, |uuid, a| Owner {
+        uuid,
+        login: format!("user{a}"),
+        triton_cns_enabled: true,
+        approved_for_provisioning: true,
+    });
+    let vms = table(4, vms, |id, i| {
         let mut tags = BTreeMap::new();
         if i % 4 == 0 {
             tags.insert(
@@ -78,27 +68,30 @@ fn inputs(vms: usize) -> Inputs {
             );
         }
         let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 0, 10)) + i as u32);
-        inputs.vms.insert(
-            id.clone(),
-            Vm {
-                uuid: id,
-                alias: format!("vm-{i}"),
-                owner_uuid: uuid(1, i % 100),
-                state: "running".into(),
-                destroyed: false,
-                server_uuid: uuid(2, i % 10),
-                tags,
-                customer_metadata: BTreeMap::new(),
-                nics: vec![Nic {
-                    network_uuid: network.clone(),
-                    ip: ip.to_string(),
-                    nic_tag: "external".into(),
-                    vlan_id: 0,
-                }],
-            },
-        );
+        Vm {
+            uuid: id,
+            alias: format!("vm-{i}"),
+            owner_uuid: uuid(1, i % 100),
+            state: "running".into(),
+            destroyed: false,
+            server_uuid: uuid(2, i % 10),
+            tags,
+            customer_metadata: BTreeMap::new(),
+            nics: vec![Nic {
+                network_uuid: network.clone(),
+                ip: ip.to_string(),
+                nic_tag: "external".into(),
+                vlan_id: 0,
+            }],
+        }
+    });
+    Inputs {
+        networks,
+        servers,
+        owners,
+        vms,
+        ..Inputs::default()
     }
-    inputs
 }
 
 /// One rebuild as the builder does it: every zone built, made DNS records, and

@@ -25,14 +25,29 @@ fn peer(address: std::net::IpAddr, p: crate::peers::Peer) -> pb::Peer {
     }
 }
 
-#[tonic::async_trait]
-impl CnsApi for Cns {
-    async fn get_vm_names(
-        &self,
-        request: Request<pb::GetVmNamesRequest>,
-    ) -> Result<Response<pb::GetVmNamesResponse>, Status> {
-        let uuids = request.into_inner().uuids;
-        let bad: Vec<FieldError> = uuids
+/// The handlers: each names its request and answer and makes the answer from the
+/// request `r` and the [`Cns`] `cns`.
+macro_rules! handlers {
+    ($($method:ident($req:ident) -> $answer:ident |$cns:ident, $r:tt| $body:expr;)*) => {
+        #[tonic::async_trait]
+        impl CnsApi for Cns {
+            $(
+                async fn $method(
+                    &self,
+                    request: Request<pb::$req>,
+                ) -> Result<Response<pb::$answer>, Status> {
+                    let ($cns, $r) = (self, request.into_inner());
+                    Ok(Response::new($body))
+                }
+            )*
+        }
+    };
+}
+
+handlers! {
+    get_vm_names(GetVmNamesRequest) -> GetVmNamesResponse |cns, r| {
+        let bad: Vec<FieldError> = r
+            .uuids
             .iter()
             .enumerate()
             .filter(|(_, u)| !triton_types::id::is_uuid(u))
@@ -46,8 +61,8 @@ impl CnsApi for Cns {
         if !bad.is_empty() {
             return Err(Error::Invalid(bad).into());
         }
-        let vms = self
-            .vm_names(&uuids)
+        let vms = cns
+            .vm_names(&r.uuids)
             .into_iter()
             .map(|(uuid, n)| pb::VmNames {
                 uuid,
@@ -55,14 +70,11 @@ impl CnsApi for Cns {
                 last_visit_ms: n.last_visit_ms,
             })
             .collect();
-        Ok(Response::new(pb::GetVmNamesResponse { vms }))
-    }
+        pb::GetVmNamesResponse { vms }
+    };
 
-    async fn list_zones(
-        &self,
-        _request: Request<pb::ListZonesRequest>,
-    ) -> Result<Response<pb::ListZonesResponse>, Status> {
-        let zones = self
+    list_zones(ListZonesRequest) -> ListZonesResponse |cns, _| {
+        let zones = cns
             .zones()
             .snapshot()
             .zones
@@ -72,53 +84,28 @@ impl CnsApi for Cns {
                 serial: z.serial,
             })
             .collect();
-        Ok(Response::new(pb::ListZonesResponse { zones }))
-    }
+        pb::ListZonesResponse { zones }
+    };
 
-    async fn list_peers(
-        &self,
-        _request: Request<pb::ListPeersRequest>,
-    ) -> Result<Response<pb::ListPeersResponse>, Status> {
-        let peers = self
-            .peers()
-            .all()
-            .into_iter()
-            .map(|(a, p)| peer(a, p))
-            .collect();
-        Ok(Response::new(pb::ListPeersResponse { peers }))
-    }
+    list_peers(ListPeersRequest) -> ListPeersResponse |cns, _| pb::ListPeersResponse {
+        peers: cns.peers().all().into_iter().map(|(a, p)| peer(a, p)).collect(),
+    };
 
-    async fn delete_peer(
-        &self,
-        request: Request<pb::DeletePeerRequest>,
-    ) -> Result<Response<pb::DeletePeerResponse>, Status> {
-        self.delete_peer(&request.into_inner().address)?;
-        Ok(Response::new(pb::DeletePeerResponse {}))
-    }
+    delete_peer(DeletePeerRequest) -> DeletePeerResponse |cns, r| {
+        cns.delete_peer(&r.address)?;
+        pb::DeletePeerResponse {}
+    };
 
-    async fn get_config(
-        &self,
-        _request: Request<pb::GetConfigRequest>,
-    ) -> Result<Response<pb::Config>, Status> {
-        Ok(Response::new(self.settings().to_proto()))
-    }
+    get_config(GetConfigRequest) -> Config |cns, _| cns.settings().to_proto();
 
-    async fn update_config(
-        &self,
-        request: Request<pb::UpdateConfigRequest>,
-    ) -> Result<Response<pb::Config>, Status> {
-        let Some(config) = request.into_inner().config else {
+    update_config(UpdateConfigRequest) -> Config |cns, r| {
+        let Some(config) = r.config else {
             return Err(Error::Invalid(vec![FieldError::missing("config")]).into());
         };
-        let settings = self.update_config(Settings::from_proto(config)).await?;
-        Ok(Response::new(settings.to_proto()))
-    }
+        cns.update_config(Settings::from_proto(config)).await?.to_proto()
+    };
 
-    async fn suffixes_for_vm(
-        &self,
-        request: Request<pb::SuffixesForVmRequest>,
-    ) -> Result<Response<pb::SuffixesForVmResponse>, Status> {
-        let r = request.into_inner();
+    suffixes_for_vm(SuffixesForVmRequest) -> SuffixesForVmResponse |cns, r| {
         let mut bad = Vec::new();
         if !triton_types::id::is_uuid(&r.owner_uuid) {
             bad.push(FieldError::invalid(
@@ -137,7 +124,8 @@ impl CnsApi for Cns {
         if !bad.is_empty() {
             return Err(Error::Invalid(bad).into());
         }
-        let suffixes = self.suffixes_for_vm(&r.owner_uuid, &r.networks);
-        Ok(Response::new(pb::SuffixesForVmResponse { suffixes }))
-    }
+        pb::SuffixesForVmResponse {
+            suffixes: cns.suffixes_for_vm(&r.owner_uuid, &r.networks),
+        }
+    };
 }

@@ -12,7 +12,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cns::dns::TransferAcl;
 use cns::zone::Zones;
 use dc_testkit::eventually;
 use dns_common::{KNOT_IP, Knot, Server, ZONE, inst, require, zone};
@@ -20,10 +19,8 @@ use dns_common::{KNOT_IP, Knot, Server, ZONE, inst, require, zone};
 #[tokio::test]
 async fn knot_follows_by_axfr_then_notify_and_ixfr_across_a_restart() {
     require("dig");
-    let zones = Arc::new(Zones::new(100));
-    zones.commit(zone(1, 0..3)).unwrap();
-    let acl = Arc::new(TransferAcl::new(&[KNOT_IP.to_string()], &[]).unwrap());
-    let server = Server::start(zones.clone(), acl.clone(), 0).await;
+    let server = Server::for_secondary(KNOT_IP).await;
+    let (zones, acl) = (server.zones.clone(), server.acl.clone());
     let knot = Knot::start(server.addr, ZONE).await;
     acl.set_notify_port(knot.addr.port());
 

@@ -8,11 +8,8 @@
 mod dns_common;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
-use cns::dns::TransferAcl;
-use cns::zone::Zones;
 use dc_testkit::eventually;
 use dns_common::{ACCOUNT, NSD_IP, Nsd, Server, ZONE, dig, inst, lines, require, zone};
 
@@ -42,10 +39,8 @@ async fn answer(addr: SocketAddr, name: &str, kind: &str) -> (String, Vec<String
 #[tokio::test]
 async fn nsd_transfers_by_axfr_and_answers_the_same_names() {
     require("dig");
-    let zones = Arc::new(Zones::new(100));
-    zones.commit(zone(1, 0..3)).unwrap();
-    let acl = Arc::new(TransferAcl::new(&[NSD_IP.to_string()], &[]).unwrap());
-    let server = Server::start(zones.clone(), acl.clone(), 0).await;
+    let server = Server::for_secondary(NSD_IP).await;
+    let (zones, acl) = (server.zones.clone(), server.acl.clone());
     let nsd = Nsd::start(server.addr, ZONE).await;
     acl.set_notify_port(nsd.addr.port());
 

@@ -14,8 +14,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use dc_common::{
-    WAIT, action, axfr, create, datacenter, datacenter_with, delete, dig, job, names_of, serial,
-    set_cns_enabled, set_tags,
+    WAIT, action, axfr, create, datacenter, datacenter_with, delete, dig, dig_at, job, names_of,
+    serial, set_cns_enabled, set_tags,
 };
 use dc_testkit::naming::CNS_ZONE;
 use dc_testkit::{Dc, Options, eventually};
@@ -477,20 +477,8 @@ async fn free_ports() -> (SocketAddr, SocketAddr) {
 /// How many SOA records `dig IXFR=<from>` of the zone from `dns` answers: 2 for the
 /// whole zone (AXFR-shaped), more for steps, 1 when current.
 async fn ixfr_soas(dns: SocketAddr, zone: &str, from: u32) -> usize {
-    let out = tokio::process::Command::new("dig")
-        .args([
-            "+noall",
-            "+answer",
-            "-p",
-            &dns.port().to_string(),
-            &format!("@{}", dns.ip()),
-            zone,
-            &format!("IXFR={from}"),
-        ])
-        .output()
+    dig_at(dns, &["+noall", "+answer", zone, &format!("IXFR={from}")])
         .await
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.contains("\tSOA\t"))
         .count()
@@ -738,19 +726,8 @@ async fn the_journal_keeps_what_a_known_secondary_needs_within_its_bounds() {
         serials.push(serial(&dc, CNS_ZONE).await.unwrap());
     };
     let transfer_as_peer = async || {
-        let out = tokio::process::Command::new("dig")
-            .args([
-                "-b",
-                "127.0.0.3",
-                "-p",
-                &dns.port().to_string(),
-                &format!("@{}", dns.ip()),
-            ])
-            .args([CNS_ZONE, "AXFR"])
-            .output()
-            .await
-            .unwrap();
-        assert!(String::from_utf8_lossy(&out.stdout).contains("SOA"));
+        let out = dig_at(dns, &["-b", "127.0.0.3", CNS_ZONE, "AXFR"]).await;
+        assert!(out.contains("SOA"));
         let peers = dc
             .cns()
             .list_peers(cns_pb::ListPeersRequest {})

@@ -128,23 +128,21 @@ pub async fn delete(dc: &Dc, uuid: &str) {
     job(dc, r).await;
 }
 
-/// `dig +short` of `name` and `kind` at `addr`, sorted.
-pub async fn dig(addr: SocketAddr, name: &str, kind: &str) -> Vec<String> {
+/// `dig -p PORT @IP ARGS` of `addr`, its standard output.
+pub async fn dig_at(addr: SocketAddr, args: &[&str]) -> String {
     let out = tokio::process::Command::new("dig")
-        .args([
-            "+short",
-            "+time=2",
-            "+tries=1",
-            "-p",
-            &addr.port().to_string(),
-            &format!("@{}", addr.ip()),
-            name,
-            kind,
-        ])
+        .args(["-p", &addr.port().to_string(), &format!("@{}", addr.ip())])
+        .args(args)
         .output()
         .await
         .expect("dig runs");
-    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `dig +short` of `name` and `kind` at `addr`, sorted.
+pub async fn dig(addr: SocketAddr, name: &str, kind: &str) -> Vec<String> {
+    let out = dig_at(addr, &["+short", "+time=2", "+tries=1", name, kind]).await;
+    let mut lines: Vec<String> = out
         .lines()
         .map(|l| l.trim().trim_matches('"').to_string())
         .filter(|l| !l.is_empty() && !l.starts_with(';'))
@@ -156,22 +154,9 @@ pub async fn dig(addr: SocketAddr, name: &str, kind: &str) -> Vec<String> {
 /// Every record of `zone` by AXFR from `addr`, as `name TYPE data` lines (no SOA),
 /// names and targets without their trailing dots.
 pub async fn axfr(addr: SocketAddr, zone: &str) -> BTreeSet<String> {
-    let out = tokio::process::Command::new("dig")
-        .args([
-            "+nocmd",
-            "+nostats",
-            "+noall",
-            "+answer",
-            "-p",
-            &addr.port().to_string(),
-            &format!("@{}", addr.ip()),
-            zone,
-            "AXFR",
-        ])
-        .output()
+    let args = ["+nocmd", "+nostats", "+noall", "+answer", zone, "AXFR"];
+    dig_at(addr, &args)
         .await
-        .expect("dig runs");
-    String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();

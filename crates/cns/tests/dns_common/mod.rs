@@ -104,6 +104,15 @@ impl Server {
         }
     }
 
+    /// A server over [`zone`] serial 1 (instances 0 to 2) that `secondary` may transfer
+    /// from.
+    pub async fn for_secondary(secondary: Ipv4Addr) -> Server {
+        let zones = Arc::new(Zones::new(100));
+        zones.commit(zone(1, 0..3)).unwrap();
+        let acl = Arc::new(TransferAcl::new(&[secondary.to_string()], &[]).unwrap());
+        Server::start(zones, acl, 0).await
+    }
+
     /// Stops the server and waits until its sockets are closed.
     pub async fn stop(self) {
         self.shutdown.cancel();
@@ -155,6 +164,19 @@ pub fn require(program: &str) {
 /// come from an address that is not the local host (which gets no NOTIFY).
 pub const KNOT_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
 
+/// For a secondary (`program`, required): a temp dir and an address on `ip` whose port
+/// is free for both UDP and TCP.
+async fn secondary_place(program: &str, ip: Ipv4Addr) -> (tempfile::TempDir, SocketAddr) {
+    require(program);
+    let dir = tempfile::tempdir().unwrap();
+    let port = cns::dns::bind(SocketAddr::new(IpAddr::V4(ip), 0))
+        .await
+        .unwrap()
+        .local_addr()
+        .port();
+    (dir, SocketAddr::new(IpAddr::V4(ip), port))
+}
+
 /// Debian's Knot as a secondary of one zone (`zone`, with its trailing dot) of the
 /// primary at `primary`, on [`KNOT_IP`] and a free port (`addr`), in a temp dir.
 pub struct Knot {
@@ -166,15 +188,8 @@ pub struct Knot {
 
 impl Knot {
     pub async fn start(primary: SocketAddr, zone: &str) -> Knot {
-        require("knotd");
-        let dir = tempfile::tempdir().unwrap();
-        // A free port for both UDP and TCP on Knot's address.
-        let port = cns::dns::bind(SocketAddr::new(IpAddr::V4(KNOT_IP), 0))
-            .await
-            .unwrap()
-            .local_addr()
-            .port();
-        let addr = SocketAddr::new(IpAddr::V4(KNOT_IP), port);
+        let (dir, addr) = secondary_place("knotd", KNOT_IP).await;
+        let port = addr.port();
         let d = dir.path().display();
         let config = format!(
             r#"server:
@@ -277,14 +292,8 @@ pub struct Nsd {
 
 impl Nsd {
     pub async fn start(primary: SocketAddr, zone: &str) -> Nsd {
-        require("nsd");
-        let dir = tempfile::tempdir().unwrap();
-        let port = cns::dns::bind(SocketAddr::new(IpAddr::V4(NSD_IP), 0))
-            .await
-            .unwrap()
-            .local_addr()
-            .port();
-        let addr = SocketAddr::new(IpAddr::V4(NSD_IP), port);
+        let (dir, addr) = secondary_place("nsd", NSD_IP).await;
+        let port = addr.port();
         let d = dir.path().display();
         let server = nsd_server(dir.path(), NSD_IP, port, 1, 2);
         let config = format!(
