@@ -58,6 +58,19 @@ fn is_unknown(s: &tonic::Status) -> bool {
         || triton_common::status::error_name(s) == Some("ResourceNotFound")
 }
 
+/// UFDS's answer; `None` when it knows no such account or key. Its other failures are
+/// logged and answered as an internal error.
+fn known<T>(answer: Result<tonic::Response<T>, tonic::Status>) -> Result<Option<T>, ApiError> {
+    match answer {
+        Ok(r) => Ok(Some(r.into_inner())),
+        Err(s) if is_unknown(&s) => Ok(None),
+        Err(s) => {
+            tracing::error!(error = %s, "UFDS failed during authentication");
+            Err(ApiError::internal())
+        }
+    }
+}
+
 impl Authenticator {
     pub fn new(ufds: UfdsClient<Channel>, ttl: Duration) -> Self {
         Authenticator {
@@ -114,19 +127,11 @@ impl Authenticator {
     /// UFDS itself (500, not remembered).
     async fn check(&self, claim: &cert::Claim) -> Result<Result<Caller, Refusal>, ApiError> {
         let mut client = self.ufds.clone();
-        let failed = |s: tonic::Status| {
-            tracing::error!(error = %s, "UFDS failed during authentication");
-            ApiError::internal()
+        let request = ufds::GetAccountRequest {
+            account: claim.login.clone(),
         };
-        let account = match client
-            .get_account(ufds::GetAccountRequest {
-                account: claim.login.clone(),
-            })
-            .await
-        {
-            Ok(a) => a.into_inner(),
-            Err(s) if is_unknown(&s) => return Ok(Err(Refusal::UnknownKey)),
-            Err(s) => return Err(failed(s)),
+        let Some(account) = known(client.get_account(request).await)? else {
+            return Ok(Err(Refusal::UnknownKey));
         };
         // GetAccount also finds by uuid: the certificate must name the login.
         if account.login != claim.login {
@@ -135,16 +140,12 @@ impl Authenticator {
         let Ok(uuid) = Uuid::parse_str(&account.uuid) else {
             return Ok(Err(Refusal::UnknownKey));
         };
-        let key = match client
-            .get_key(ufds::GetKeyRequest {
-                account: account.uuid.clone(),
-                key: claim.fingerprint.clone(),
-            })
-            .await
-        {
-            Ok(k) => k.into_inner(),
-            Err(s) if is_unknown(&s) => return Ok(Err(Refusal::UnknownKey)),
-            Err(s) => return Err(failed(s)),
+        let request = ufds::GetKeyRequest {
+            account: account.uuid.clone(),
+            key: claim.fingerprint.clone(),
+        };
+        let Some(key) = known(client.get_key(request).await)? else {
+            return Ok(Err(Refusal::UnknownKey));
         };
         // GetKey also finds by name: the fingerprint must be the key's.
         if key.fingerprint != claim.fingerprint {
