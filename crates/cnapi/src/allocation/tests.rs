@@ -621,6 +621,17 @@ fn far(names: &[&str], strict: bool) -> Option<Locality> {
     })
 }
 
+/// [`ram_only`] without the unreserved-RAM score either, then `set`: the one score it
+/// sets decides.
+fn scored_only_by(set: impl FnOnce(&mut AllocConfig)) -> AllocConfig {
+    let mut config = AllocConfig {
+        weight_unreserved_ram: 0.0,
+        ..ram_only()
+    };
+    set(&mut config);
+    config
+}
+
 /// The server a request for 64 MiB lands on, with nothing reserved.
 fn server_for_64(servers: &[ServerRecord], config: &AllocConfig, seed: u64) -> Uuid {
     allocate(servers, &BTreeMap::new(), &request(64), config, seed)
@@ -630,11 +641,7 @@ fn server_for_64(servers: &[ServerRecord], config: &AllocConfig, seed: u64) -> U
 
 #[test]
 fn owner_spread_and_platform_and_reboot_scores() {
-    let config = AllocConfig {
-        weight_unreserved_ram: 0.0,
-        weight_num_owner_zones: 1.0,
-        ..ram_only()
-    };
+    let config = scored_only_by(|c| c.weight_num_owner_zones = 1.0);
     let mine = with_vms(server(1), vec![vm("a", OWNER, 64, None)]);
     let other = with_vms(server(2), vec![vm("b", "other", 64, None)]);
     assert_eq!(
@@ -646,22 +653,14 @@ fn owner_spread_and_platform_and_reboot_scores() {
         current_platform: "20250101T000000Z".into(),
         ..server(3)
     };
-    let config = AllocConfig {
-        weight_unreserved_ram: 0.0,
-        weight_current_platform: 1.0,
-        ..ram_only()
-    };
+    let config = scored_only_by(|c| c.weight_current_platform = 1.0);
     assert_eq!(server_for_64(&[newer, server(4)], &config, 5), uuid(3));
 
     let rebooting = ServerRecord {
         next_reboot: "2025-01-01T00:00:00Z".into(),
         ..server(5)
     };
-    let config = AllocConfig {
-        weight_unreserved_ram: 0.0,
-        weight_next_reboot: 0.5,
-        ..ram_only()
-    };
+    let config = scored_only_by(|c| c.weight_next_reboot = 0.5);
     assert_eq!(server_for_64(&[server(6), rebooting], &config, 5), uuid(6));
 }
 
