@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use cn_agent::ZoneBackend;
 use common::{
-    assert_no_ip_held, broken_network, ips, job_of, network, restart_during, running_vm, sim_of,
+    assert_no_ip_held, broken_network, job_of, network, restart_during, running_vm, sim_of,
     step_status, succeeds,
 };
 use dc_testkit::services::cn_agent;
@@ -38,7 +38,7 @@ fn add_to(uuid: &str, networks: Vec<pb::NetworkSpec>) -> pb::AddNicsRequest {
 
 /// Who holds `ip` on `network` in NAPI (empty when it is free).
 async fn ip_holder(dc: &Dc, network: &str, ip: &str) -> String {
-    ips(dc, network)
+    dc.ips_of(network)
         .await
         .iter()
         .find(|i| i.ip == ip && !i.free)

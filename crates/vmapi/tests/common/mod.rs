@@ -158,22 +158,9 @@ pub async fn broken_network(dc: &Dc) -> napi_pb::Network {
     network(dc, "broken", "10.201.0.0/24", "broken", vec![]).await
 }
 
-/// The addresses NAPI has on `network`.
-pub async fn ips(dc: &Dc, network: &str) -> Vec<napi_pb::Ip> {
-    dc.napi()
-        .list_ips(napi_pb::ListIpsRequest {
-            network_uuid: network.to_string(),
-            ..Default::default()
-        })
-        .await
-        .expect("list ips")
-        .into_inner()
-        .ips
-}
-
 /// Asserts that `vm` holds no address on `network`.
 pub async fn assert_no_ip_held(dc: &Dc, network: &str, vm: &str) {
-    let ips = ips(dc, network).await;
+    let ips = dc.ips_of(network).await;
     assert!(
         ips.iter().all(|ip| ip.free || ip.belongs_to_uuid != vm),
         "{vm} holds an address on {network}: {ips:?}"
