@@ -93,6 +93,15 @@ impl Cursor {
         None
     }
 
+    /// How many free addresses a scan should collect: [`CANDIDATES`] more than are
+    /// handed out. The scan reads those in flight as free (their writes are not
+    /// committed), and [`Cursor::next`] skips them: with only [`CANDIDATES`], more than
+    /// that many in flight (concurrent `CreateNics` calls) left none to hand out, and a
+    /// network with thousands of free addresses answered `SubnetFull`.
+    pub fn scan_size(&self) -> usize {
+        CANDIDATES + self.out.len()
+    }
+
     /// A scan begins; pass the number to [`Cursor::end_scan`].
     pub fn begin_scan(&mut self) -> u64 {
         self.scans_begun += 1;
@@ -171,6 +180,35 @@ mod tests {
         assert_eq!(c.next(t0, &(1, 20, vec![])), None);
         c.invalidate(None);
         assert_eq!(c.next(t0, &shape), None);
+    }
+
+    /// More addresses in flight than [`CANDIDATES`] (e.g. four `CreateNics` calls of
+    /// 128 at once): a scan still finds free ones beyond them, not `SubnetFull`.
+    #[test]
+    fn a_scan_looks_past_the_addresses_in_flight() {
+        let shape = (1, 10_000, vec![]);
+        let t0 = Instant::now();
+        let mut c = Cursor::default();
+        // Nothing written yet: every scan reads the whole range as free.
+        let scan = |c: &mut Cursor| {
+            let mut free = Vec::new();
+            collect_free(1, 10_000, &[], &[], c.scan_size(), &mut free);
+            let n = c.begin_scan();
+            c.end_scan(n, free, shape.clone(), t0);
+        };
+        let mut handed = std::collections::HashSet::new();
+        for _ in 0..3 * CANDIDATES {
+            let ip = match c.next(t0, &shape) {
+                Some(ip) => ip,
+                None => {
+                    scan(&mut c);
+                    c.next(t0, &shape)
+                        .expect("free addresses beyond those in flight")
+                }
+            };
+            assert!(handed.insert(ip), "{ip} handed out twice");
+        }
+        assert_eq!(c.scan_size(), 4 * CANDIDATES);
     }
 
     #[test]

@@ -98,9 +98,9 @@ impl Napi {
         Err(gave_up(format!("update IP {key}")))
     }
 
-    /// Up to [`allocation::CANDIDATES`] free addresses of the network's provision range,
-    /// lowest first, read from the IP records page by page.
-    pub(super) async fn free_candidates(&self, network: &Network) -> Result<Vec<u32>> {
+    /// Up to `want` free addresses of the network's provision range, lowest first, read
+    /// from the IP records page by page.
+    pub(super) async fn free_candidates(&self, network: &Network, want: usize) -> Result<Vec<u32>> {
         let (start, end) = network.range()?;
         let excluded = network.excluded()?;
         let mut out = Vec::new();
@@ -120,14 +120,7 @@ impl Napi {
                 Some(last) if page.len() as u64 >= IP_PAGE => *last,
                 _ => end,
             };
-            let full = allocation::collect_free(
-                from,
-                known_to,
-                &used,
-                &excluded,
-                allocation::CANDIDATES,
-                &mut out,
-            );
+            let full = allocation::collect_free(from, known_to, &used, &excluded, want, &mut out);
             if full || known_to >= end {
                 return Ok(out);
             }

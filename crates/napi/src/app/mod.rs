@@ -183,7 +183,7 @@ impl Napi {
         // Scanning with the cursor held: concurrent allocators wait for this scan
         // instead of making their own.
         let n = c.begin_scan();
-        let free = self.free_candidates(network).await?;
+        let free = self.free_candidates(network, c.scan_size()).await?;
         c.end_scan(n, free, shape.clone(), Instant::now());
         c.next(Instant::now(), &shape)
             .ok_or_else(|| Error::SubnetFull {

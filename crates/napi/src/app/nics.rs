@@ -308,7 +308,9 @@ impl Napi {
             let attempt = tries.attempt();
             // Addresses from the networks' cursors, to give back or mark written.
             let mut from_cursor: Vec<(String, u32)> = Vec::new();
+            let began = std::time::Instant::now();
             let ops = self.provision_ops(&mut all, &mut from_cursor).await;
+            let ops_took = began.elapsed();
             let ops = match ops {
                 Ok(ops) => ops,
                 Err(e) => {
@@ -319,6 +321,16 @@ impl Napi {
                 }
             };
             let written = self.store.batch(&ops).await;
+            // Where a provision's time goes: choosing addresses (a scan now and then)
+            // and building the writes, then Moray's one transaction for all of them.
+            tracing::debug!(
+                nics = all.len(),
+                attempt,
+                ops_ms = ops_took.as_secs_f64() * 1e3,
+                batch_ms = (began.elapsed() - ops_took).as_secs_f64() * 1e3,
+                ok = written.is_ok(),
+                "provision timings"
+            );
             let taken_ip = match &written {
                 Err(e) => match store::conflict(e) {
                     Some(Conflict::Etag { bucket, key }) if bucket == IPS => Some(key),
