@@ -6,6 +6,8 @@
 //! runs (10.91.255.254, `-l eth0`: broadcast, as PXE ROMs). dhcpd runs in this process on
 //! a test datacenter (NAPI and CNAPI on one PostgreSQL and Moray; the admin network is
 //! 10.91.0.0/16), Kea from a temp dir with a pool over the same range; one at a time.
+//! For the bench's length the machine's `net.core.rmem_default` is 4 MiB, so perfdhcp's
+//! one socket for all its clients holds a burst of answers (put back after).
 //!
 //! Per server, at `DHCPD_BENCH_RATE` (4000) exchanges initiated per second:
 //! * first contact: `DHCPD_BENCH_EXCHANGES` (1000) exchanges from MACs drawn out of 16M
@@ -47,7 +49,11 @@ fn run(args: &[&str]) -> String {
 struct Net {
     bridge: String,
     ns: String,
+    /// The machine's `net.core.rmem_default` before the bench raised it, put back on drop.
+    rmem_default: String,
 }
+
+const RMEM_DEFAULT: &str = "/proc/sys/net/core/rmem_default";
 
 impl Net {
     fn up(id: &str) -> Net {
@@ -56,9 +62,17 @@ impl Net {
             !routes.contains("10.91."),
             "10.91.0.0/16 is in use on this machine: the bench needs it"
         );
+        // perfdhcp takes the answers of its thousand clients on one socket (a PXE client
+        // has its own) with the default receive buffer, about 90 packets: a burst of
+        // OFFERs for one CreateNics batch overflowed it (RcvbufErrors in its namespace).
+        // It gets dhcpd's 4 MiB, for both servers alike. rmem_default cannot be set inside
+        // a namespace on this kernel, so it is the machine's, for the bench's length.
+        let rmem_default = std::fs::read_to_string(RMEM_DEFAULT).unwrap();
+        std::fs::write(RMEM_DEFAULT, "4194304").unwrap();
         let net = Net {
             bridge: format!("bdb{id}"),
             ns: format!("bdn{id}"),
+            rmem_default,
         };
         let (veth, peer) = (format!("bdv{id}"), format!("bdp{id}"));
         run(&["ip", "link", "add", &net.bridge, "type", "bridge"]);
@@ -85,6 +99,7 @@ impl Net {
 
 impl Drop for Net {
     fn drop(&mut self) {
+        let _ = std::fs::write(RMEM_DEFAULT, self.rmem_default.trim());
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
         let _ = Command::new("ip")
             .args(["link", "del", &self.bridge])
