@@ -37,7 +37,6 @@ use tonic::Code;
 use tonic::transport::Channel;
 use triton_proto::cnapi::v1 as cnapi_pb;
 use triton_proto::cnapi::v1::cnapi_client::CnapiClient;
-use triton_proto::feed::{ChangeMessage as _, Event, WatchEvent as _};
 use triton_proto::napi::v1 as napi_pb;
 use triton_proto::napi::v1::napi_client::NapiClient;
 
@@ -58,9 +57,6 @@ pub const MAX_BATCHES: usize = 4;
 pub const MAX_WAITING: usize = 1024;
 /// How often a changed state is written to the cache file.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
-/// The first wait after a failed or ended feed; it doubles up to [`MAX_BACKOFF`].
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Why a MAC gets no address; logged with the MAC.
 #[derive(Debug, thiserror::Error)]
@@ -233,6 +229,41 @@ struct State {
     /// The feed's snapshot has been applied: a MAC not in `nics` is not in NAPI (but for
     /// the feed's lag).
     followed: bool,
+}
+
+/// NAPI's `WatchNics` into the state, through [`triton_common::follow`]: the snapshot
+/// replaces what was known, changes follow.
+struct FollowNics(Arc<Leases>);
+
+impl triton_common::follow::Apply<napi_pb::Nic> for FollowNics {
+    type Error = std::convert::Infallible;
+
+    async fn reset(&mut self, nics: Vec<napi_pb::Nic>) -> Result<(), Self::Error> {
+        let nics: HashMap<Mac, NicRec> = nics
+            .iter()
+            .filter_map(|n| Some((Mac::parse(&n.mac)?, NicRec::from(n))))
+            .collect();
+        let mut state = self.0.write();
+        state.nics = nics;
+        state.followed = true;
+        drop(state);
+        self.0.changed();
+        Ok(())
+    }
+
+    async fn change(&mut self, key: &str, nic: Option<&napi_pb::Nic>) -> Result<(), Self::Error> {
+        let Some(mac) = Mac::parse(key) else {
+            return Ok(());
+        };
+        let mut state = self.0.write();
+        match nic {
+            Some(nic) => state.nics.insert(mac, NicRec::from(nic)),
+            None => state.nics.remove(&mac),
+        };
+        drop(state);
+        self.0.changed();
+        Ok(())
+    }
 }
 
 /// NAPI's and CNAPI's answers about MACs.
@@ -425,7 +456,12 @@ impl Leases {
             }
         };
         tokio::join!(
-            self.clone().follow_nics(shutdown.clone()),
+            triton_common::follow::follow::<napi_pb::WatchNicsRequest, _>(
+                "napi WatchNics",
+                self.napi.clone(),
+                FollowNics(self.clone()),
+                shutdown.clone(),
+            ),
             self.clone().create_new_macs(shutdown.clone()),
             networks,
             saver
@@ -529,100 +565,6 @@ impl Leases {
             futures::future::join_all(batch.iter().map(|m| self.create_one(m.mac, &m.net))).await;
         for (m, made) in batch.into_iter().zip(made) {
             let _ = m.reply.send(made);
-        }
-    }
-
-    /// NAPI's `WatchNics` into the state: the snapshot replaces what was known, changes
-    /// follow; a dropped stream resumes at the last position, a resync starts over.
-    async fn follow_nics(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut position = 0u64;
-        let mut backoff = MIN_BACKOFF;
-        loop {
-            let mut napi = self.napi.clone();
-            let request = napi_pb::WatchNicsRequest {
-                position,
-                ..Default::default()
-            };
-            let opened = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                s = napi.watch_nics(request) => s,
-            };
-            match opened {
-                Ok(stream) => {
-                    let mut stream = stream.into_inner();
-                    let mut snapshot = (position == 0).then(HashMap::new);
-                    loop {
-                        let item = tokio::select! {
-                            _ = shutdown.cancelled() => return,
-                            m = stream.message() => m,
-                        };
-                        let event = match item {
-                            Ok(Some(e)) => e,
-                            Ok(None) => {
-                                tracing::info!(position, "NAPI WatchNics ended; resuming");
-                                break;
-                            }
-                            Err(e) => {
-                                tracing::warn!(error = %e.message(), "NAPI WatchNics failed; resuming");
-                                break;
-                            }
-                        };
-                        match event.into_event() {
-                            Some(Event::Page(nics, _)) => {
-                                if let Some(s) = snapshot.as_mut() {
-                                    s.extend(nics.iter().filter_map(|n| {
-                                        Some((Mac::parse(&n.mac)?, NicRec::from(n)))
-                                    }));
-                                }
-                            }
-                            Some(Event::SnapshotDone(p)) => {
-                                if let Some(nics) = snapshot.take() {
-                                    tracing::info!(
-                                        nics = nics.len(),
-                                        position = p,
-                                        "NAPI's NICs followed"
-                                    );
-                                    let mut state = self.write();
-                                    state.nics = nics;
-                                    state.followed = true;
-                                    drop(state);
-                                    self.changed();
-                                }
-                                position = p;
-                                backoff = MIN_BACKOFF;
-                            }
-                            Some(Event::Change(c)) => {
-                                if snapshot.is_some() {
-                                    continue;
-                                }
-                                position = c.position();
-                                let Some(mac) = Mac::parse(c.key()) else {
-                                    continue;
-                                };
-                                let mut state = self.write();
-                                match c.record() {
-                                    Some(nic) => state.nics.insert(mac, NicRec::from(nic)),
-                                    None => state.nics.remove(&mac),
-                                };
-                                drop(state);
-                                self.changed();
-                            }
-                            Some(Event::Resync(_, message)) => {
-                                tracing::warn!(%message, "NAPI WatchNics asks for a resync");
-                                position = 0;
-                                break;
-                            }
-                            None => {}
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e.message(), "cannot open NAPI WatchNics"),
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
