@@ -15,6 +15,7 @@ mod field_error_constructors;
 pub mod filter;
 pub mod follow;
 pub mod grpc;
+mod grpc_handlers;
 pub mod listen;
 pub mod periodic;
 pub mod postgres;
