@@ -33,10 +33,13 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+use dc_testkit::Dc;
 use dc_testkit::bench::{env_or, runtime};
-use dc_testkit::{Dc, Options};
 use tokio_util::sync::CancellationToken;
 use triton_proto::napi::v1 as napi_pb;
+
+#[path = "../tests/common/napi_dc.rs"]
+mod napi_dc;
 
 const RANGE_START: &str = "10.91.0.10";
 const RANGE_END: &str = "10.91.255.250";
@@ -312,19 +315,8 @@ fn main() {
     );
 
     runtime().block_on(async {
-        let dc = Dc::start(Options {
-            compute: true,
-            sim_nodes: 0,
-            ..Options::default()
-        })
-        .await;
+        let dc = napi_dc::start(&["admin"]).await;
         let mut napi = dc.napi();
-        napi.create_nic_tag(napi_pb::CreateNicTagRequest {
-            name: "admin".into(),
-            mtu: None,
-        })
-        .await
-        .unwrap();
         let admin = napi
             .create_network(napi_pb::CreateNetworkRequest {
                 name: "admin".into(),

@@ -11,29 +11,20 @@ use std::sync::Arc;
 
 use booter::dhcp::leases::Leases;
 use booter::dhcp::packet::Mac;
-use dc_testkit::{Dc, Options, Service};
+use dc_testkit::Service;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use triton_proto::napi::v1 as napi_pb;
+
+mod common;
 
 const MACS: usize = 300;
 const DISCOVERS_EACH: usize = 3;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_burst_of_new_macs_gets_one_address_each() {
-    let dc = Dc::start(Options {
-        compute: true,
-        sim_nodes: 0,
-        ..Options::default()
-    })
-    .await;
+    let dc = common::napi_dc::start(&["admin"]).await;
     let mut napi = dc.napi();
-    napi.create_nic_tag(napi_pb::CreateNicTagRequest {
-        name: "admin".into(),
-        mtu: None,
-    })
-    .await
-    .unwrap();
     let admin = napi
         .create_network(napi_pb::CreateNetworkRequest {
             name: "admin".into(),

@@ -8,10 +8,12 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use dc_testkit::Dc;
 use dc_testkit::linux::{BridgeSetup, Image, LinuxHost, Setup};
-use dc_testkit::{Dc, Options};
 use tokio_util::sync::CancellationToken;
 use triton_proto::napi::v1 as napi_pb;
+
+pub mod napi_dc;
 
 /// Debian's iPXE binaries, which dhcpd serves.
 pub const IPXE_DIR: &str = "/usr/lib/ipxe";
@@ -92,21 +94,8 @@ impl Bed {
             create_bridges: false,
             image: Image::web(&["sh"]),
         });
-        let dc = Dc::start(Options {
-            compute: true,
-            sim_nodes: 0,
-            ..Options::default()
-        })
-        .await;
+        let dc = napi_dc::start(&["admin", "external"]).await;
         let mut napi = dc.napi();
-        for tag in ["admin", "external"] {
-            napi.create_nic_tag(napi_pb::CreateNicTagRequest {
-                name: tag.into(),
-                mtu: None,
-            })
-            .await
-            .unwrap();
-        }
         let network = |name: &str, tag: &str, net: u8, subnet: u8, gateway: u8| {
             napi_pb::CreateNetworkRequest {
                 name: name.into(),
