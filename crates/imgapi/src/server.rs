@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use tokio_util::io::ReaderStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Status, Streaming};
 use triton_proto::imgapi::v1 as proto;
 use triton_proto::imgapi::v1::imgapi_server::Imgapi as ImgapiRpc;
 
@@ -26,12 +26,6 @@ impl ImgapiService {
     pub fn new(app: Arc<Imgapi>) -> Self {
         ImgapiService { app }
     }
-}
-
-type R<T> = Result<Response<T>, Status>;
-
-fn image(m: crate::manifest::Manifest) -> R<proto::Image> {
-    Ok(Response::new(m.into()))
 }
 
 /// Upload messages: a header (the first) or a chunk (every one after it).
@@ -71,7 +65,7 @@ upload_part!(
 
 /// An upload: its header, which must be the first message, and the chunks after it.
 async fn upload<T: Part + Send + 'static>(
-    r: Request<Streaming<T>>,
+    mut stream: Streaming<T>,
 ) -> Result<
     (
         T::Header,
@@ -79,7 +73,6 @@ async fn upload<T: Part + Send + 'static>(
     ),
     Status,
 > {
-    let mut stream = r.into_inner();
     let header = stream
         .message()
         .await?
@@ -105,86 +98,67 @@ fn chunks<T: Part + Send + 'static>(
     })
 }
 
-#[tonic::async_trait]
-impl ImgapiRpc for ImgapiService {
-    async fn ping(&self, _: Request<proto::PingRequest>) -> R<proto::PingResponse> {
-        self.app.ping().await?;
-        Ok(Response::new(proto::PingResponse {
-            status: "OK".into(),
-        }))
+type GetImageFileStream =
+    Pin<Box<dyn Stream<Item = Result<proto::ImageFileChunk, Status>> + Send + 'static>>;
+
+triton_common::grpc_handlers! {
+    impl ImgapiRpc for ImgapiService;
+    handlers {
+        ping(proto::PingRequest) -> proto::PingResponse [] |h, _r| {
+            h.app.ping().await?;
+            proto::PingResponse {
+                status: "OK".into(),
+            }
+        };
+        create_image(proto::CreateImageRequest) -> proto::Image [] |h, r| {
+            let manifest = r
+                .manifest
+                .ok_or_else(|| Error::invalid("manifest", "is required"))?;
+            h.app.create_image(manifest).await?.into()
+        };
+        import_image(Streaming<proto::ImportImageRequest>) -> proto::Image [] |h, r| {
+            let (header, chunks) = upload(r).await?;
+            h.app.import_image(header, chunks).await?.into()
+        };
+        add_image_file(Streaming<proto::AddImageFileRequest>) -> proto::Image [] |h, r| {
+            let (header, chunks) = upload(r).await?;
+            h.app.add_image_file(header, chunks).await?.into()
+        };
+        activate_image(proto::ImageRequest) -> proto::Image [uuid = uuid]
+            |h, r| h.app.activate_image(&r.uuid).await?.into();
+        disable_image(proto::ImageRequest) -> proto::Image [uuid = uuid]
+            |h, r| h.app.disable_image(&r.uuid).await?.into();
+        enable_image(proto::ImageRequest) -> proto::Image [uuid = uuid]
+            |h, r| h.app.enable_image(&r.uuid).await?.into();
+        get_image(proto::ImageRequest) -> proto::Image [uuid = uuid] |h, r| {
+            match &r.account {
+                Some(account) => h.app.get_image_for(&r.uuid, account).await?,
+                None => h.app.get_image(&r.uuid).await?,
+            }
+            .into()
+        };
+        list_images(proto::ListImagesRequest) -> proto::ListImagesResponse [] |h, r| {
+            let images = h.app.list_images(r).await?;
+            proto::ListImagesResponse {
+                images: images.into_iter().map(Into::into).collect(),
+            }
+        };
+        get_image_file(proto::ImageRequest) -> GetImageFileStream [uuid = uuid] |h, r| {
+            let (_, file) = h.app.open_file(&r.uuid).await?;
+            let stream = ReaderStream::with_capacity(file, FILE_CHUNK_BYTES).map(|chunk| {
+                chunk
+                    .map(|data| proto::ImageFileChunk {
+                        data: data.to_vec(),
+                    })
+                    .map_err(|e| Status::from(Error::io("cannot read the image file")(e)))
+            });
+            Box::pin(stream)
+        };
+        delete_image(proto::ImageRequest) -> proto::DeleteImageResponse [uuid = uuid] |h, r| {
+            h.app.delete_image(&r.uuid).await?;
+            proto::DeleteImageResponse {}
+        };
     }
 
-    async fn create_image(&self, r: Request<proto::CreateImageRequest>) -> R<proto::Image> {
-        let manifest = r
-            .into_inner()
-            .manifest
-            .ok_or_else(|| Error::invalid("manifest", "is required"))?;
-        image(self.app.create_image(manifest).await?)
-    }
-
-    async fn import_image(
-        &self,
-        r: Request<Streaming<proto::ImportImageRequest>>,
-    ) -> R<proto::Image> {
-        let (header, chunks) = upload(r).await?;
-        image(self.app.import_image(header, chunks).await?)
-    }
-
-    async fn add_image_file(
-        &self,
-        r: Request<Streaming<proto::AddImageFileRequest>>,
-    ) -> R<proto::Image> {
-        let (header, chunks) = upload(r).await?;
-        image(self.app.add_image_file(header, chunks).await?)
-    }
-
-    async fn activate_image(&self, r: Request<proto::ImageRequest>) -> R<proto::Image> {
-        image(self.app.activate_image(&r.into_inner().uuid).await?)
-    }
-
-    async fn disable_image(&self, r: Request<proto::ImageRequest>) -> R<proto::Image> {
-        image(self.app.disable_image(&r.into_inner().uuid).await?)
-    }
-
-    async fn enable_image(&self, r: Request<proto::ImageRequest>) -> R<proto::Image> {
-        image(self.app.enable_image(&r.into_inner().uuid).await?)
-    }
-
-    async fn get_image(&self, r: Request<proto::ImageRequest>) -> R<proto::Image> {
-        let r = r.into_inner();
-        match &r.account {
-            Some(account) => image(self.app.get_image_for(&r.uuid, account).await?),
-            None => image(self.app.get_image(&r.uuid).await?),
-        }
-    }
-
-    async fn list_images(
-        &self,
-        r: Request<proto::ListImagesRequest>,
-    ) -> R<proto::ListImagesResponse> {
-        let images = self.app.list_images(r.into_inner()).await?;
-        Ok(Response::new(proto::ListImagesResponse {
-            images: images.into_iter().map(Into::into).collect(),
-        }))
-    }
-
-    type GetImageFileStream =
-        Pin<Box<dyn Stream<Item = Result<proto::ImageFileChunk, Status>> + Send + 'static>>;
-
-    async fn get_image_file(&self, r: Request<proto::ImageRequest>) -> R<Self::GetImageFileStream> {
-        let (_, file) = self.app.open_file(&r.into_inner().uuid).await?;
-        let stream = ReaderStream::with_capacity(file, FILE_CHUNK_BYTES).map(|chunk| {
-            chunk
-                .map(|data| proto::ImageFileChunk {
-                    data: data.to_vec(),
-                })
-                .map_err(|e| Status::from(Error::io("cannot read the image file")(e)))
-        });
-        Ok(Response::new(Box::pin(stream)))
-    }
-
-    async fn delete_image(&self, r: Request<proto::ImageRequest>) -> R<proto::DeleteImageResponse> {
-        self.app.delete_image(&r.into_inner().uuid).await?;
-        Ok(Response::new(proto::DeleteImageResponse {}))
-    }
+    type GetImageFileStream = GetImageFileStream;
 }

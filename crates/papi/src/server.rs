@@ -1,6 +1,5 @@
 //! The gRPC face of PAPI: thin handlers that call [`Papi`] and convert to wire types.
 
-use tonic::{Request, Response, Status};
 use triton_proto::papi::v1 as proto;
 use triton_proto::papi::v1::papi_server::{Papi as PapiRpc, PapiServer};
 
@@ -17,61 +16,37 @@ pub struct Handler {
     papi: Papi,
 }
 
-type Reply<T> = Result<Response<T>, Status>;
-
-#[tonic::async_trait]
-impl PapiRpc for Handler {
-    #[tracing::instrument(skip_all, fields(uuid = %request.get_ref().uuid))]
-    async fn create_package(
-        &self,
-        request: Request<proto::CreatePackageRequest>,
-    ) -> Reply<proto::Package> {
-        let pkg = self.papi.create(request.into_inner()).await?;
-        tracing::info!(uuid = %pkg.uuid, name = %pkg.name, version = %pkg.version, "package created");
-        Ok(Response::new(to_proto(pkg)))
-    }
-
-    #[tracing::instrument(skip_all, fields(uuid = %request.get_ref().uuid))]
-    async fn get_package(
-        &self,
-        request: Request<proto::GetPackageRequest>,
-    ) -> Reply<proto::Package> {
-        let r = request.get_ref();
-        let pkg = self.papi.get(&r.uuid, &r.owner_uuids).await?;
-        Ok(Response::new(to_proto(pkg)))
-    }
-
-    #[tracing::instrument(skip_all)]
-    async fn list_packages(
-        &self,
-        request: Request<proto::ListPackagesRequest>,
-    ) -> Reply<proto::ListPackagesResponse> {
-        let (packages, total) = self.papi.list(request.get_ref()).await?;
-        Ok(Response::new(proto::ListPackagesResponse {
-            packages: packages.into_iter().map(to_proto).collect(),
-            total,
-        }))
-    }
-
-    #[tracing::instrument(skip_all, fields(uuid = %request.get_ref().uuid))]
-    async fn update_package(
-        &self,
-        request: Request<proto::UpdatePackageRequest>,
-    ) -> Reply<proto::Package> {
-        let pkg = self.papi.update(request.into_inner()).await?;
-        tracing::info!("package updated");
-        Ok(Response::new(to_proto(pkg)))
-    }
-
-    #[tracing::instrument(skip_all, fields(uuid = %request.get_ref().uuid))]
-    async fn delete_package(
-        &self,
-        request: Request<proto::DeletePackageRequest>,
-    ) -> Reply<proto::DeletePackageResponse> {
-        let r = request.get_ref();
-        self.papi.delete(&r.uuid, r.force).await?;
-        tracing::info!("package deleted");
-        Ok(Response::new(proto::DeletePackageResponse {}))
+triton_common::grpc_handlers! {
+    impl PapiRpc for Handler;
+    handlers {
+        create_package(proto::CreatePackageRequest) -> proto::Package [uuid = uuid]
+            |h, r| {
+                let pkg = h.papi.create(r).await?;
+                tracing::info!(uuid = %pkg.uuid, name = %pkg.name, version = %pkg.version, "package created");
+                to_proto(pkg)
+            };
+        get_package(proto::GetPackageRequest) -> proto::Package [uuid = uuid]
+            |h, r| to_proto(h.papi.get(&r.uuid, &r.owner_uuids).await?);
+        list_packages(proto::ListPackagesRequest) -> proto::ListPackagesResponse []
+            |h, r| {
+                let (packages, total) = h.papi.list(&r).await?;
+                proto::ListPackagesResponse {
+                    packages: packages.into_iter().map(to_proto).collect(),
+                    total,
+                }
+            };
+        update_package(proto::UpdatePackageRequest) -> proto::Package [uuid = uuid]
+            |h, r| {
+                let pkg = h.papi.update(r).await?;
+                tracing::info!("package updated");
+                to_proto(pkg)
+            };
+        delete_package(proto::DeletePackageRequest) -> proto::DeletePackageResponse [uuid = uuid]
+            |h, r| {
+                h.papi.delete(&r.uuid, r.force).await?;
+                tracing::info!("package deleted");
+                proto::DeletePackageResponse {}
+            };
     }
 }
 

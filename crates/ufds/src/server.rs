@@ -1,6 +1,5 @@
 //! The gRPC face of UFDS: thin handlers that call [`Ufds`] and convert to the wire types.
 
-use tonic::{Request, Response, Status};
 use triton_proto::ufds::v1 as proto;
 use triton_proto::ufds::v1::ufds_server::{Ufds as UfdsRpc, UfdsServer};
 
@@ -21,163 +20,88 @@ pub struct Handler {
     watch: Watch,
 }
 
-type Reply<T> = Result<Response<T>, Status>;
+triton_common::grpc_handlers! {
+    impl UfdsRpc for Handler;
+    handlers {
+        create_account(proto::CreateAccountRequest) -> proto::Account [login = login]
+            |h, r| {
+                let account = h.ufds.create_account(r).await?;
+                tracing::info!(uuid = %account.uuid, "account created");
+                account.into()
+            };
+        get_account(proto::GetAccountRequest) -> proto::Account [account = account]
+            |h, r| h.ufds.get_account(&r.account).await?.into();
+        list_accounts(proto::ListAccountsRequest) -> proto::ListAccountsResponse []
+            |h, r| accounts_response(h.ufds.list_accounts(&r).await?);
+        update_account(proto::UpdateAccountRequest) -> proto::Account [account = account]
+            |h, r| h.ufds.update_account(r).await?.into();
+        delete_account(proto::DeleteAccountRequest) -> proto::DeleteAccountResponse
+            [account = account]
+            |h, r| {
+                let keys_deleted = h.ufds.delete_account(&r.account).await?;
+                tracing::info!(keys_deleted, "account deleted");
+                proto::DeleteAccountResponse { keys_deleted }
+            };
 
-#[tonic::async_trait]
-impl UfdsRpc for Handler {
-    #[tracing::instrument(skip_all, fields(login = %request.get_ref().login))]
-    async fn create_account(
-        &self,
-        request: Request<proto::CreateAccountRequest>,
-    ) -> Reply<proto::Account> {
-        let account = self.ufds.create_account(request.into_inner()).await?;
-        tracing::info!(uuid = %account.uuid, "account created");
-        Ok(Response::new(account.into()))
-    }
+        create_key(proto::CreateKeyRequest) -> proto::Key [account = account]
+            |h, r| {
+                let key = h.ufds.create_key(r).await?;
+                tracing::info!(fingerprint = %key.fingerprint, name = %key.name, "key added");
+                key_to_proto(key)?
+            };
+        get_key(proto::GetKeyRequest) -> proto::Key [account = account, key = key]
+            |h, r| key_to_proto(h.ufds.get_key(&r.account, &r.key).await?)?;
+        list_keys(proto::ListKeysRequest) -> proto::ListKeysResponse [account = account]
+            |h, r| keys_response(h.ufds.list_keys(&r.account).await?)?;
+        delete_key(proto::DeleteKeyRequest) -> proto::DeleteKeyResponse
+            [account = account, key = key]
+            |h, r| {
+                h.ufds.delete_key(&r.account, &r.key).await?;
+                tracing::info!("key deleted");
+                proto::DeleteKeyResponse {}
+            };
+        find_keys(proto::FindKeysRequest) -> proto::ListKeysResponse [fingerprint = fingerprint]
+            |h, r| keys_response(h.ufds.find_keys(&r.fingerprint).await?)?;
 
-    #[tracing::instrument(skip_all, fields(account = %request.get_ref().account))]
-    async fn get_account(
-        &self,
-        request: Request<proto::GetAccountRequest>,
-    ) -> Reply<proto::Account> {
-        let account = self.ufds.get_account(&request.get_ref().account).await?;
-        Ok(Response::new(account.into()))
-    }
+        add_group_member(proto::GroupMemberRequest) -> proto::Account
+            [group = group, account = account]
+            |h, r| membership(h.ufds.add_group_member(&r).await?, "member of the group");
+        remove_group_member(proto::GroupMemberRequest) -> proto::Account
+            [group = group, account = account]
+            |h, r| membership(h.ufds.remove_group_member(&r).await?, "not a member of the group");
+        list_group_members(proto::ListGroupMembersRequest) -> proto::ListAccountsResponse
+            [group = group]
+            |h, r| accounts_response(h.ufds.list_group_members(&r).await?);
 
-    #[tracing::instrument(skip_all)]
-    async fn list_accounts(
-        &self,
-        request: Request<proto::ListAccountsRequest>,
-    ) -> Reply<proto::ListAccountsResponse> {
-        accounts_response(self.ufds.list_accounts(request.get_ref()).await?)
-    }
-
-    #[tracing::instrument(skip_all, fields(account = %request.get_ref().account))]
-    async fn update_account(
-        &self,
-        request: Request<proto::UpdateAccountRequest>,
-    ) -> Reply<proto::Account> {
-        let account = self.ufds.update_account(request.into_inner()).await?;
-        Ok(Response::new(account.into()))
-    }
-
-    #[tracing::instrument(skip_all, fields(account = %request.get_ref().account))]
-    async fn delete_account(
-        &self,
-        request: Request<proto::DeleteAccountRequest>,
-    ) -> Reply<proto::DeleteAccountResponse> {
-        let keys_deleted = self.ufds.delete_account(&request.get_ref().account).await?;
-        tracing::info!(keys_deleted, "account deleted");
-        Ok(Response::new(proto::DeleteAccountResponse { keys_deleted }))
-    }
-
-    #[tracing::instrument(skip_all, fields(account = %request.get_ref().account))]
-    async fn create_key(&self, request: Request<proto::CreateKeyRequest>) -> Reply<proto::Key> {
-        let key = self.ufds.create_key(request.into_inner()).await?;
-        tracing::info!(fingerprint = %key.fingerprint, name = %key.name, "key added");
-        Ok(Response::new(key_to_proto(key)?))
-    }
-
-    #[tracing::instrument(skip_all, fields(account = %request.get_ref().account, key = %request.get_ref().key))]
-    async fn get_key(&self, request: Request<proto::GetKeyRequest>) -> Reply<proto::Key> {
-        let r = request.get_ref();
-        let key = self.ufds.get_key(&r.account, &r.key).await?;
-        Ok(Response::new(key_to_proto(key)?))
-    }
-
-    #[tracing::instrument(skip_all, fields(account = %request.get_ref().account))]
-    async fn list_keys(
-        &self,
-        request: Request<proto::ListKeysRequest>,
-    ) -> Reply<proto::ListKeysResponse> {
-        let keys = self.ufds.list_keys(&request.get_ref().account).await?;
-        keys_response(keys)
-    }
-
-    #[tracing::instrument(skip_all, fields(account = %request.get_ref().account, key = %request.get_ref().key))]
-    async fn delete_key(
-        &self,
-        request: Request<proto::DeleteKeyRequest>,
-    ) -> Reply<proto::DeleteKeyResponse> {
-        let r = request.get_ref();
-        self.ufds.delete_key(&r.account, &r.key).await?;
-        tracing::info!("key deleted");
-        Ok(Response::new(proto::DeleteKeyResponse {}))
-    }
-
-    #[tracing::instrument(skip_all, fields(fingerprint = %request.get_ref().fingerprint))]
-    async fn find_keys(
-        &self,
-        request: Request<proto::FindKeysRequest>,
-    ) -> Reply<proto::ListKeysResponse> {
-        let keys = self.ufds.find_keys(&request.get_ref().fingerprint).await?;
-        keys_response(keys)
-    }
-
-    #[tracing::instrument(skip_all, fields(group = %request.get_ref().group, account = %request.get_ref().account))]
-    async fn add_group_member(
-        &self,
-        request: Request<proto::GroupMemberRequest>,
-    ) -> Reply<proto::Account> {
-        let account = self.ufds.add_group_member(request.get_ref()).await?;
-        tracing::info!(uuid = %account.uuid, "member of the group");
-        Ok(Response::new(account.into()))
-    }
-
-    #[tracing::instrument(skip_all, fields(group = %request.get_ref().group, account = %request.get_ref().account))]
-    async fn remove_group_member(
-        &self,
-        request: Request<proto::GroupMemberRequest>,
-    ) -> Reply<proto::Account> {
-        let account = self.ufds.remove_group_member(request.get_ref()).await?;
-        tracing::info!(uuid = %account.uuid, "not a member of the group");
-        Ok(Response::new(account.into()))
-    }
-
-    #[tracing::instrument(skip_all, fields(group = %request.get_ref().group))]
-    async fn list_group_members(
-        &self,
-        request: Request<proto::ListGroupMembersRequest>,
-    ) -> Reply<proto::ListAccountsResponse> {
-        accounts_response(self.ufds.list_group_members(request.get_ref()).await?)
+        watch_accounts(proto::WatchAccountsRequest) -> WatchAccountsStream []
+            |h, r| h.watch.watch_accounts(r).await?;
+        watch_keys(proto::WatchKeysRequest) -> WatchKeysStream []
+            |h, r| h.watch.watch_keys(r).await?;
     }
 
     type WatchAccountsStream = WatchAccountsStream;
-
-    async fn watch_accounts(
-        &self,
-        request: Request<proto::WatchAccountsRequest>,
-    ) -> Reply<Self::WatchAccountsStream> {
-        Ok(Response::new(
-            self.watch.watch_accounts(request.into_inner()).await?,
-        ))
-    }
-
     type WatchKeysStream = WatchKeysStream;
-
-    async fn watch_keys(
-        &self,
-        request: Request<proto::WatchKeysRequest>,
-    ) -> Reply<Self::WatchKeysStream> {
-        Ok(Response::new(
-            self.watch.watch_keys(request.into_inner()).await?,
-        ))
-    }
 }
 
-fn accounts_response((accounts, total): (Vec<Account>, u64)) -> Reply<proto::ListAccountsResponse> {
-    Ok(Response::new(proto::ListAccountsResponse {
+/// The account whose groups changed, logged with what it now is (`note`).
+fn membership(account: Account, note: &str) -> proto::Account {
+    tracing::info!(uuid = %account.uuid, "{note}");
+    account.into()
+}
+
+fn accounts_response((accounts, total): (Vec<Account>, u64)) -> proto::ListAccountsResponse {
+    proto::ListAccountsResponse {
         accounts: accounts.into_iter().map(Into::into).collect(),
         total,
-    }))
+    }
 }
 
-fn keys_response(keys: Vec<StoredKey>) -> Reply<proto::ListKeysResponse> {
+fn keys_response(keys: Vec<StoredKey>) -> Result<proto::ListKeysResponse, Error> {
     let keys = keys
         .into_iter()
         .map(key_to_proto)
-        .collect::<Result<Vec<_>, Error>>()?;
-    Ok(Response::new(proto::ListKeysResponse { keys }))
+        .collect::<Result<_, _>>()?;
+    Ok(proto::ListKeysResponse { keys })
 }
 
 impl From<Account> for proto::Account {
