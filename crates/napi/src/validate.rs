@@ -60,6 +60,32 @@ impl Checks {
         }
     }
 
+    /// For a create: the request's `name` and `description`, checked; `None` where one
+    /// is bad (the error is recorded).
+    pub fn name_and_description(
+        &mut self,
+        name_given: &str,
+        description_given: &str,
+    ) -> Option<(String, String)> {
+        let name = self.take(name("name", name_given));
+        let description = self.take(description("description", description_given));
+        name.zip(description)
+    }
+
+    /// For an update: the `name` and `description` a request gave, each checked and set
+    /// as [`Checks::set`] does.
+    pub fn set_name_and_description(
+        &mut self,
+        target: (&mut String, &mut String),
+        name_given: Option<&str>,
+        description_given: Option<&str>,
+    ) {
+        self.set(target.0, name_given, |n| name("name", n));
+        self.set(target.1, description_given, |d| {
+            description("description", d)
+        });
+    }
+
     pub fn push(&mut self, e: FieldError) {
         self.errors.push(e);
     }

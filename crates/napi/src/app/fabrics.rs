@@ -87,11 +87,9 @@ impl Napi {
         let mut c = Checks::new();
         let owner = c.take(validate::uuid("owner_uuid", &req.owner_uuid));
         let vlan_id = c.take(validate::vlan_id("vlan_id", req.vlan_id));
-        let name = c.take(validate::name("name", &req.name));
-        let description = c.take(validate::description("description", &req.description));
+        let named = c.name_and_description(&req.name, &req.description);
         c.finish()?;
-        let (Some(owner), Some(vlan_id), Some(name), Some(description)) =
-            (owner, vlan_id, name, description)
+        let (Some(owner), Some(vlan_id), Some((name, description))) = (owner, vlan_id, named)
         else {
             return Err(Error::invalid("vlan", "invalid"));
         };
@@ -187,12 +185,11 @@ impl Napi {
             let stored = self.fabric_vlan(&req.owner_uuid, req.vlan_id).await?;
             let mut vlan = stored.value;
             let mut c = Checks::new();
-            c.set(&mut vlan.name, req.name.as_deref(), |n| {
-                validate::name("name", n)
-            });
-            c.set(&mut vlan.description, req.description.as_deref(), |d| {
-                validate::description("description", d)
-            });
+            c.set_name_and_description(
+                (&mut vlan.name, &mut vlan.description),
+                req.name.as_deref(),
+                req.description.as_deref(),
+            );
             c.finish()?;
             let key = FabricVlan::key(&vlan.owner_uuid, vlan.vlan_id);
             if self

@@ -84,13 +84,12 @@ impl Napi {
         req: proto::CreateNetworkPoolRequest,
     ) -> Result<NetworkPool> {
         let mut c = Checks::new();
-        let name = c.take(validate::name("name", &req.name));
-        let description = c.take(validate::description("description", &req.description));
+        let named = c.name_and_description(&req.name, &req.description);
         let owner_uuids = c.take(validate::uuids("owner_uuids", &req.owner_uuids));
         let networks = self.check_pool_networks(&mut c, &req.networks).await?;
         c.finish()?;
-        let (Some(name), Some(description), Some(owner_uuids), Some((networks, nic_tag))) =
-            (name, description, owner_uuids, networks)
+        let (Some((name, description)), Some(owner_uuids), Some((networks, nic_tag))) =
+            (named, owner_uuids, networks)
         else {
             return Err(Error::invalid("network pool", "invalid"));
         };
@@ -141,12 +140,11 @@ impl Napi {
         let stored = self.network_pool(&req.uuid).await?;
         let mut pool = stored.value;
         let mut c = Checks::new();
-        c.set(&mut pool.name, req.name.as_deref(), |n| {
-            validate::name("name", n)
-        });
-        c.set(&mut pool.description, req.description.as_deref(), |d| {
-            validate::description("description", d)
-        });
+        c.set_name_and_description(
+            (&mut pool.name, &mut pool.description),
+            req.name.as_deref(),
+            req.description.as_deref(),
+        );
         c.set(&mut pool.owner_uuids, req.owner_uuids.as_ref(), |o| {
             validate::uuids("owner_uuids", &o.values)
         });
