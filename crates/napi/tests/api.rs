@@ -367,15 +367,7 @@ async fn nic_tags_and_networks_refuse_bad_input_naming_the_field() {
         .into_inner();
     assert!(back.primary);
     assert_eq!(back.state, "stopped");
-    let vm_nics = c
-        .list_nics(proto::ListNicsRequest {
-            belongs_to_uuid: Some(vm.clone()),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .nics;
+    let vm_nics = napi.dc.napi_nics(&vm).await;
     assert_eq!(vm_nics.len(), 2);
     assert_eq!(vm_nics.iter().filter(|n| n.primary).count(), 1);
     assert_error(

@@ -579,13 +579,9 @@ async fn default_network_of(ufds: &UfdsClient<Channel>, uuid: &str) -> String {
         "the account's default_network set",
         Duration::from_secs(30),
         || {
-            let (mut ufds, uuid, found) = (ufds.clone(), uuid.to_string(), found.clone());
+            let (ufds, uuid, found) = (ufds.clone(), uuid.to_string(), found.clone());
             async move {
-                let a = ufds
-                    .get_account(ufds_pb::GetAccountRequest { account: uuid })
-                    .await
-                    .unwrap()
-                    .into_inner();
+                let a = get(&ufds, &uuid).await;
                 let set = !a.default_network.is_empty();
                 *found.lock().unwrap() = a.default_network;
                 set
@@ -668,14 +664,7 @@ async fn every_account_gets_its_default_fabric_and_default_network() {
     assert_ne!(Some(late_vnet), net.vnet_id);
 
     // The account that had chosen its default network keeps it, and gets no fabric.
-    let got = ufds
-        .get_account(ufds_pb::GetAccountRequest {
-            account: chosen.uuid.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(got.default_network, elsewhere);
+    assert_eq!(get(&ufds, &chosen.uuid).await.default_network, elsewhere);
     assert_error(
         napi.get_fabric(proto::GetFabricRequest {
             owner_uuid: chosen.uuid.clone(),

@@ -4,7 +4,9 @@
 // Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use dc_testkit::feed::Feed;
+mod common;
+
+use common::{account, lookup, ok, watch_account};
 use dc_testkit::{Dc, Options, Service, assert_error};
 use triton_proto::ufds::v1 as proto;
 
@@ -22,54 +24,26 @@ fn set_default(account: &str, network: &str) -> proto::UpdateAccountRequest {
 async fn default_network_is_set_kept_cleared_and_followed() {
     let dc = Dc::start(Options::only(Service::Ufds)).await;
     let c = &mut dc.ufds();
-    let bob = c
-        .create_account(proto::CreateAccountRequest {
-            login: "bob".into(),
-            email: "bob@example.com".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let bob = account(&dc, "bob").await;
     assert_eq!(bob.default_network, "");
 
-    let mut feed: Feed<proto::WatchAccountsEvent> = c
-        .watch_accounts(proto::WatchAccountsRequest {
-            uuid: Some(bob.uuid.clone()),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .into();
+    let mut feed = watch_account(&dc, &bob.uuid).await;
     let (_, at) = feed.snapshot().await;
 
-    let set = c
-        .update_account(set_default("bob", NET))
-        .await
-        .unwrap()
-        .into_inner();
+    let set = ok(c.update_account(set_default("bob", NET)).await);
     assert_eq!(set.default_network, NET);
-    let got = c
-        .get_account(proto::GetAccountRequest {
-            account: bob.uuid.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let got = ok(c.get_account(lookup(&bob.uuid)).await);
     assert_eq!(got, set);
     let change = feed.put(at, &bob.uuid, &set).await;
 
     // Another field's update keeps it.
-    let renamed = c
+    let renamed = ok(c
         .update_account(proto::UpdateAccountRequest {
             account: "bob".into(),
             cn: Some("Bob Smith".into()),
             ..Default::default()
         })
-        .await
-        .unwrap()
-        .into_inner();
+        .await);
     assert_eq!(renamed.default_network, NET);
     let change = feed.put(change.position, &bob.uuid, &renamed).await;
 
@@ -80,21 +54,11 @@ async fn default_network_is_set_kept_cleared_and_followed() {
         "InvalidArgument",
         &["default_network", "is not a UUID"],
     );
-    let got = c
-        .get_account(proto::GetAccountRequest {
-            account: "bob".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let got = ok(c.get_account(lookup("bob")).await);
     assert_eq!(got.default_network, NET);
 
     // "" clears it.
-    let cleared = c
-        .update_account(set_default("bob", ""))
-        .await
-        .unwrap()
-        .into_inner();
+    let cleared = ok(c.update_account(set_default("bob", "")).await);
     assert_eq!(cleared.default_network, "");
     feed.put(change.position, &bob.uuid, &cleared).await;
 }

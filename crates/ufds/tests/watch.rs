@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{account, new_key, ok, watch_accounts};
+use common::{account, new_key, ok, watch_account, watch_accounts};
 use dc_testkit::cloudapi::ssh_public_key;
 use dc_testkit::feed::Feed;
 use dc_testkit::watched::{lifecycle, resumes_over};
@@ -56,14 +56,7 @@ async fn accounts_snapshot_then_changes_in_order_and_resume() {
     assert_eq!(snapshot, listed);
 
     // Only bob with his uuid.
-    let mut of_bob = watch_accounts(
-        &dc,
-        proto::WatchAccountsRequest {
-            uuid: Some(bob.uuid.clone()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let mut of_bob = watch_account(&dc, &bob.uuid).await;
     let (only_bob, _) = of_bob.snapshot().await;
     assert_eq!(only_bob, vec![bob.clone()]);
 

@@ -55,3 +55,12 @@ pub async fn watch_accounts(
         .into_inner()
         .into()
 }
+
+/// WatchAccounts of the one account `uuid`, as a feed.
+pub async fn watch_account(dc: &Dc, uuid: &str) -> Feed<proto::WatchAccountsEvent> {
+    let req = proto::WatchAccountsRequest {
+        uuid: Some(uuid.into()),
+        ..Default::default()
+    };
+    watch_accounts(dc, req).await
+}
