@@ -12,6 +12,42 @@
 //! the owners' state and diffs them against the zones restored from Moray, so a serial
 //! moves only if something changed while CNS was away.
 
+/// `impl Feed for $feed`: the feed `$watch` opens, kept as `$value` in `Inputs::$table`,
+/// at `$index` of [`FEEDS`]. Records convert either by `keep` (every record kept, keyed
+/// by the value's `uuid`) or by a `convert` of [`Feed::convert`]'s own; further items of
+/// the impl (an [`Feed::after`]) follow in braces.
+macro_rules! feed {
+    ($feed:ty: $watch:ty => $value:ty, FEEDS[$index:literal], inputs.$table:ident,
+     keep: |$record:ident| $keep:expr $(, { $($more:item)* })?) => {
+        feed!($feed: $watch => $value, FEEDS[$index], inputs.$table, convert: |$record| {
+            let value: $value = $keep;
+            (value.uuid.clone(), Some(value))
+        } $(, { $($more)* })?);
+    };
+    ($feed:ty: $watch:ty => $value:ty, FEEDS[$index:literal], inputs.$table:ident,
+     convert: |$record:ident| $convert:expr $(, { $($more:item)* })?) => {
+        impl $crate::follow::Feed for $feed {
+            type Watch = $watch;
+            type Value = $value;
+            const INDEX: usize = $index;
+
+            fn convert(
+                $record: &triton_common::follow::Record<$watch>,
+            ) -> (String, Option<$value>) {
+                $convert
+            }
+
+            fn table(
+                inputs: &mut $crate::build::Inputs,
+            ) -> &mut std::collections::BTreeMap<String, $value> {
+                &mut inputs.$table
+            }
+
+            $($($more)*)?
+        }
+    };
+}
+
 pub mod accounts;
 pub mod networks;
 pub mod servers;

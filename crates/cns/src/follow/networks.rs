@@ -8,37 +8,31 @@ use tonic::transport::Channel;
 use triton_proto::napi::v1 as pb;
 use triton_proto::napi::v1::napi_client::NapiClient;
 
-use super::{Feed, Shared};
-use crate::build::Inputs;
+use super::Shared;
 use crate::names::Network;
 
 /// Its client for ListNetworkPools.
 pub struct Networks(pub NapiClient<Channel>);
 
-impl Feed for Networks {
-    type Watch = pb::WatchNetworksRequest;
-    type Value = Network;
-    const INDEX: usize = 2;
-
-    fn convert(n: &pb::Network) -> (String, Option<Network>) {
-        let network = Network {
-            uuid: n.uuid.to_ascii_lowercase(),
-            name: n.name.clone(),
-            owner_uuids: n
-                .owner_uuids
-                .iter()
-                .map(|o| o.to_ascii_lowercase())
-                .collect(),
-            pools: Vec::new(),
-        };
-        (network.uuid.clone(), Some(network))
-    }
-
-    fn table(inputs: &mut Inputs) -> &mut BTreeMap<String, Network> {
-        &mut inputs.networks
-    }
-
+feed!(Networks: pb::WatchNetworksRequest => Network, FEEDS[2], inputs.networks,
+keep: |n| Network {
+    uuid: n.uuid.to_ascii_lowercase(),
+    name: n.name.clone(),
+    owner_uuids: n
+        .owner_uuids
+        .iter()
+        .map(|o| o.to_ascii_lowercase())
+        .collect(),
+    pools: Vec::new(),
+}, {
     async fn after(&mut self, shared: &Shared) {
+        self.read_pools(shared).await;
+    }
+});
+
+impl Networks {
+    /// Reads the pools again, and wakes the builder if they changed.
+    async fn read_pools(&mut self, shared: &Shared) {
         let pools = match self
             .0
             .list_network_pools(pb::ListNetworkPoolsRequest::default())

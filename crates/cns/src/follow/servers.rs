@@ -2,34 +2,18 @@
 //! rule, `build::Server::up`). Heartbeats change the record every few seconds; only a
 //! change of what the rule reads wakes the builder.
 
-use std::collections::BTreeMap;
-
 use triton_proto::cnapi::v1 as pb;
 
-use super::Feed;
-use crate::build::{Inputs, Server};
+use crate::build::Server;
 
 pub struct Servers;
 
-impl Feed for Servers {
-    type Watch = pb::WatchServersRequest;
-    type Value = Server;
-    const INDEX: usize = 3;
-
-    fn convert(s: &pb::Server) -> (String, Option<Server>) {
-        let server = Server {
-            uuid: s.uuid.to_ascii_lowercase(),
-            hostname: s.hostname.clone(),
-            setup: s.setup,
-            status: s.status.clone(),
-            heartbeat: !s.last_heartbeat.is_empty(),
-            last_boot_ms: triton_common::time::parse_rfc3339_millis(&s.last_boot)
-                .and_then(|ms| u64::try_from(ms).ok()),
-        };
-        (server.uuid.clone(), Some(server))
-    }
-
-    fn table(inputs: &mut Inputs) -> &mut BTreeMap<String, Server> {
-        &mut inputs.servers
-    }
-}
+feed!(Servers: pb::WatchServersRequest => Server, FEEDS[3], inputs.servers, keep: |s| Server {
+    uuid: s.uuid.to_ascii_lowercase(),
+    hostname: s.hostname.clone(),
+    setup: s.setup,
+    status: s.status.clone(),
+    heartbeat: !s.last_heartbeat.is_empty(),
+    last_boot_ms: triton_common::time::parse_rfc3339_millis(&s.last_boot)
+        .and_then(|ms| u64::try_from(ms).ok()),
+});

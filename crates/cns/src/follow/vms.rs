@@ -1,34 +1,20 @@
 //! VMAPI's `WatchVms`: every VM, as the naming rules see it.
 
-use std::collections::BTreeMap;
-
 use serde_json::Value;
 use triton_proto::vmapi::v1 as pb;
 
-use super::Feed;
-use crate::build::Inputs;
 use crate::names::{Nic, TagValue, Vm};
 
 pub struct Vms;
 
-impl Feed for Vms {
-    type Watch = pb::WatchVmsRequest;
-    type Value = Vm;
-    const INDEX: usize = 0;
-
-    fn convert(vm: &pb::Vm) -> (String, Option<Vm>) {
-        let key = vm.uuid.clone();
-        // A destroyed VM is kept by VMAPI but listed nowhere: CNS forgets it.
-        if !vm.destroyed.is_empty() || vm.state == "destroyed" {
-            return (key, None);
-        }
-        (key, Some(of(vm)))
+feed!(Vms: pb::WatchVmsRequest => Vm, FEEDS[0], inputs.vms, convert: |vm| {
+    let key = vm.uuid.clone();
+    // A destroyed VM is kept by VMAPI but listed nowhere: CNS forgets it.
+    if !vm.destroyed.is_empty() || vm.state == "destroyed" {
+        return (key, None);
     }
-
-    fn table(inputs: &mut Inputs) -> &mut BTreeMap<String, Vm> {
-        &mut inputs.vms
-    }
-}
+    (key, Some(of(vm)))
+});
 
 /// What the naming rules read of a VMAPI VM.
 pub fn of(vm: &pb::Vm) -> Vm {
