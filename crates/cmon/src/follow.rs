@@ -7,6 +7,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use triton_common::follow::{Apply, follow};
@@ -38,30 +39,36 @@ impl<R: Send + Sync + 'static> Apply<R> for Table<R> {
     }
 }
 
-/// Follows VMAPI's VMs into `inventory`.
-pub async fn vms(
-    client: VmapiClient<Channel>,
+/// Follows VMAPI's VMs and CNAPI's servers into `inventory`, each in a task of its own,
+/// until `shutdown`.
+pub fn spawn(
+    vmapi: VmapiClient<Channel>,
+    cnapi: CnapiClient<Channel>,
     inventory: Arc<Inventory>,
-    shutdown: CancellationToken,
-) {
-    let table = Table {
-        inventory,
+    shutdown: &CancellationToken,
+) -> [JoinHandle<()>; 2] {
+    let vms = Table {
+        inventory: inventory.clone(),
         reset: Inventory::reset_vms,
         put: Inventory::put_vm,
     };
-    follow::<vmapi::WatchVmsRequest, _>("vmapi WatchVms", client, table, shutdown).await
-}
-
-/// Follows CNAPI's servers into `inventory`.
-pub async fn servers(
-    client: CnapiClient<Channel>,
-    inventory: Arc<Inventory>,
-    shutdown: CancellationToken,
-) {
-    let table = Table {
+    let servers = Table {
         inventory,
         reset: Inventory::reset_nodes,
         put: Inventory::put_node,
     };
-    follow::<cnapi::WatchServersRequest, _>("cnapi WatchServers", client, table, shutdown).await
+    [
+        tokio::spawn(follow::<vmapi::WatchVmsRequest, _>(
+            "vmapi WatchVms",
+            vmapi,
+            vms,
+            shutdown.clone(),
+        )),
+        tokio::spawn(follow::<cnapi::WatchServersRequest, _>(
+            "cnapi WatchServers",
+            cnapi,
+            servers,
+            shutdown.clone(),
+        )),
+    ]
 }

@@ -115,10 +115,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             Duration::from_millis(config.agent_timeout_ms),
         ),
     });
-    let followers = [
-        tokio::spawn(follow::vms(vmapi, inventory.clone(), shutdown.clone())),
-        tokio::spawn(follow::servers(cnapi, inventory, shutdown.clone())),
-    ];
+    let followers = follow::spawn(vmapi, cnapi, inventory, &shutdown);
     let listener = tls::TlsListener::with_plain(
         listener,
         acceptor,
