@@ -795,19 +795,7 @@ impl Coal {
             }
         }
         if self.is_up("imgapi") {
-            let busybox = process::which("busybox").ok_or_else(|| Error::Seed {
-                what: "base image".into(),
-                message: "busybox is not installed (busybox-static)".into(),
-            })?;
-            let file = crate::images::base_image(&busybox)?;
-            let m = crate::images::manifest(
-                &coal.image.name,
-                &coal.image.version,
-                &coal.image.description,
-                &admin_uuid,
-                &file,
-                false,
-            );
+            let (file, m) = seed::base_image(&coal.image, &admin_uuid)?;
             let (tarball, manifest_path) = crate::images::artifact_paths(
                 &self.sub("images"),
                 &coal.image.name,

@@ -175,6 +175,24 @@ pub async fn packages(ch: Channel, packages: &[SeedPackage]) -> Result<Vec<Strin
     Ok(did)
 }
 
+/// The base image CoaL seeds (busybox and an init), and its manifest, owned by `owner`.
+pub fn base_image(img: &SeedImage, owner: &str) -> Result<(Vec<u8>, serde_json::Value), Error> {
+    let busybox = super::process::which("busybox").ok_or_else(|| Error::Seed {
+        what: "base image".into(),
+        message: "busybox is not installed (busybox-static)".into(),
+    })?;
+    let file = crate::images::base_image(&busybox)?;
+    let m = crate::images::manifest(
+        &img.name,
+        &img.version,
+        &img.description,
+        owner,
+        &file,
+        false,
+    );
+    Ok((file, m))
+}
+
 /// Imports and activates the base image unless it is there.
 pub async fn image(
     ch: Channel,
@@ -390,19 +408,7 @@ pub async fn datacenter(dc: &Datacenter, public_key: &str, p: &Progress) -> Resu
             format!("seeded {}", did.join(", "))
         }
     ));
-    let busybox = super::process::which("busybox").ok_or_else(|| Error::Seed {
-        what: "base image".into(),
-        message: "busybox is not installed (busybox-static)".into(),
-    })?;
-    let file = crate::images::base_image(&busybox)?;
-    let m = crate::images::manifest(
-        &seed.image.name,
-        &seed.image.version,
-        &seed.image.description,
-        &dc.admin_uuid,
-        &file,
-        false,
-    );
+    let (file, m) = base_image(&seed.image, &dc.admin_uuid)?;
     let imgapi = dc.addr("imgapi", "grpc")?;
     match image(channel(&imgapi).await?, &seed.image, &m, file).await? {
         Some(d) => p.step(format!("imgapi ({imgapi}): seeded {d}")),
