@@ -9,6 +9,7 @@
 
 pub mod channel;
 pub mod config;
+pub mod config_text;
 pub mod copy_fields;
 pub mod field_error;
 mod field_error_constructors;
@@ -23,6 +24,7 @@ pub mod rng;
 pub mod running;
 pub mod service;
 pub mod service_config;
+pub mod set_given;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;
