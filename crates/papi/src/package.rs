@@ -218,18 +218,20 @@ pub fn apply(p: &mut Package, f: proto::PackageFields) {
             value.map(|v| (!v.uuids.is_empty()).then_some(v.uuids)),
         );
     }
-    set(&mut p.name, f.name);
-    set(&mut p.version, f.version);
-    set(&mut p.active, f.active);
-    set(&mut p.max_physical_memory, f.max_physical_memory);
-    set(&mut p.max_swap, f.max_swap);
-    set(&mut p.quota, f.quota);
+    triton_common::set_given!(f => p [
+        name,
+        version,
+        active,
+        max_physical_memory,
+        max_swap,
+        quota,
+        max_lwps,
+        zfs_io_priority,
+        default,
+    ]);
     set(&mut p.cpu_cap, f.cpu_cap.map(Some));
     set(&mut p.vcpus, f.vcpus.map(Some));
-    set(&mut p.max_lwps, f.max_lwps);
-    set(&mut p.zfs_io_priority, f.zfs_io_priority);
     set(&mut p.fss, f.fss.map(Some));
-    set(&mut p.default, f.default);
     text(&mut p.group, f.group);
     text(&mut p.description, f.description);
     text(&mut p.common_name, f.common_name);

@@ -203,32 +203,22 @@ impl Ufds {
 
     pub async fn update_account(&self, req: proto::UpdateAccountRequest) -> Result<Account> {
         self.change_account(&req.account, |account| {
-            let req = req.clone();
-            let sets = [
-                (req.cn, &mut account.cn),
-                (req.givenname, &mut account.givenname),
-                (req.sn, &mut account.sn),
-                (req.company, &mut account.company),
-                (req.address, &mut account.address),
-                (req.city, &mut account.city),
-                (req.state, &mut account.state),
-                (req.postalcode, &mut account.postalcode),
-                (req.country, &mut account.country),
-                (req.phone, &mut account.phone),
-                (req.email, &mut account.email),
-                (req.default_network, &mut account.default_network),
-            ];
-            for (value, slot) in sets {
-                if let Some(value) = value {
-                    *slot = value;
-                }
-            }
-            if let Some(v) = req.approved_for_provisioning {
-                account.approved_for_provisioning = v;
-            }
-            if let Some(v) = req.triton_cns_enabled {
-                account.triton_cns_enabled = v;
-            }
+            triton_common::set_given!(req => account [
+                cn,
+                givenname,
+                sn,
+                company,
+                address,
+                city,
+                state,
+                postalcode,
+                country,
+                phone,
+                email,
+                default_network,
+                approved_for_provisioning,
+                triton_cns_enabled,
+            ]);
             account.updated_at = now_rfc3339();
             let errors = account.validate();
             if !errors.is_empty() {

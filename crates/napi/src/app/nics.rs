@@ -645,24 +645,14 @@ impl Napi {
                     .nic_tags_provided(&mut c, &tags.values, &mut Lookups::default())
                     .await?;
             }
-            for (value, field) in [
-                (req.allow_dhcp_spoofing, &mut nic.allow_dhcp_spoofing),
-                (req.allow_ip_spoofing, &mut nic.allow_ip_spoofing),
-                (req.allow_mac_spoofing, &mut nic.allow_mac_spoofing),
-                (
-                    req.allow_restricted_traffic,
-                    &mut nic.allow_restricted_traffic,
-                ),
-                (
-                    req.allow_unfiltered_promisc,
-                    &mut nic.allow_unfiltered_promisc,
-                ),
-                (req.underlay, &mut nic.underlay),
-            ] {
-                if let Some(v) = value {
-                    *field = v;
-                }
-            }
+            triton_common::set_given!(req => nic [
+                allow_dhcp_spoofing,
+                allow_ip_spoofing,
+                allow_mac_spoofing,
+                allow_restricted_traffic,
+                allow_unfiltered_promisc,
+                underlay,
+            ]);
             c.finish()?;
             let mut ops = Vec::new();
             if let Some(p) = req.primary {
