@@ -11,6 +11,7 @@ pub mod files;
 pub mod http;
 pub mod ipxe;
 pub mod tftp;
+pub mod udp;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;

@@ -250,15 +250,10 @@ impl Tftp {
         let permits = Arc::new(tokio::sync::Semaphore::new(MAX_TRANSFERS));
         let mut buf = vec![0u8; 1024];
         loop {
-            let (n, peer) = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                r = this.socket.recv_from(&mut buf) => match r {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "TFTP receive");
-                        continue;
-                    }
-                },
+            let Some((n, peer)) =
+                crate::udp::next_datagram(&this.socket, &mut buf, &shutdown, "TFTP").await
+            else {
+                return Ok(());
             };
             let req = match parse_request(&buf[..n]) {
                 Ok(r) => r,

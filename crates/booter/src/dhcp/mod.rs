@@ -110,16 +110,10 @@ impl Dhcp {
         // One byte over the most we read, to tell an oversized datagram.
         let mut buf = vec![0u8; MAX_REQUEST_BYTES + 1];
         loop {
-            let (n, src) = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                r = this.socket.recv_from(&mut buf) => match r {
-                    Ok(r) => r,
-                    Err(e) => {
-                        // ICMP errors of earlier sends come back here; they are not fatal.
-                        tracing::debug!(error = %e, "DHCP receive");
-                        continue;
-                    }
-                },
+            let Some((n, src)) =
+                crate::udp::next_datagram(&this.socket, &mut buf, &shutdown, "DHCP").await
+            else {
+                return Ok(());
             };
             let req = match packet::parse(&buf[..n]) {
                 Ok(req) => req,
