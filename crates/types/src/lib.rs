@@ -8,6 +8,7 @@
 //!   `as_str`/`FromStr` are the strings the services store and the protos carry.
 //! - [`value`]: JSON <-> `google.protobuf.Value`/`Struct`, for tags, metadata and
 //!   package traits on the wire.
+//! - [`mac`]: MAC addresses in the colon form the services keep them in.
 //! - [`ssh_key`]: OpenSSH public keys: the one parser (UFDS stores them, CloudAPI
 //!   verifies signatures with them), their fingerprints and PEM form.
 //!
@@ -25,6 +26,7 @@
 #![deny(missing_docs)]
 
 pub mod id;
+pub mod mac;
 pub mod ssh_key;
 pub mod state;
 pub mod value;

@@ -333,21 +333,12 @@ pub fn ipv4(c: &mut Checker, field: &str, value: &str) -> Option<String> {
 /// A MAC address as NAPI keeps it (`aa:bb:cc:dd:ee:ff`), from that form or from
 /// CloudAPI's path form without colons (`aabbccddeeff`).
 pub fn mac(c: &mut Checker, field: &str, value: &str) -> Option<String> {
-    let hex: String = value.chars().filter(|ch| *ch != ':').collect();
     let colons = value.chars().filter(|ch| *ch == ':').count();
-    if hex.len() != 12 || !hex.chars().all(|ch| ch.is_ascii_hexdigit()) || !matches!(colons, 0 | 5)
-    {
+    let mac = triton_types::mac::colon_form(value).filter(|_| matches!(colons, 0 | 5));
+    if mac.is_none() {
         c.add(field, format!("{value:?} is not a MAC address"));
-        return None;
     }
-    let hex = hex.to_ascii_lowercase();
-    Some(
-        hex.as_bytes()
-            .chunks(2)
-            .map(|b| String::from_utf8_lossy(b).into_owned())
-            .collect::<Vec<_>>()
-            .join(":"),
-    )
+    mac
 }
 
 pub fn tags(c: &mut Checker, field: &str, tags: &Map<String, Value>) {
