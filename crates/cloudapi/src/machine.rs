@@ -1,10 +1,10 @@
 //! The machine object: VMAPI's VM as CloudAPI shows it (sdc-cloudapi
 //! `lib/machines.js` translate / translateState), and the affinity rule grammar.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use triton_proto::vmapi::v1 as vmapi;
 
-use crate::endpoints::{put_str, tags_json};
+use crate::endpoints::{object, put_str, tags_json};
 
 /// `internal_metadata` key holding deletion protection (Triton's
 /// `indestructible_zoneroot`), until VMAPI carries the field itself.
@@ -81,84 +81,70 @@ pub fn primary_ip(vm: &vmapi::Vm) -> String {
 
 /// A NIC as CloudAPI shows it (`mac` keeps its colons in the body).
 pub fn nic_json(n: &vmapi::Nic, vm_state: &str) -> Value {
-    let mut o = Map::new();
-    o.insert("ip".into(), json!(n.ip));
-    o.insert("mac".into(), json!(n.mac));
-    o.insert("primary".into(), json!(n.primary));
-    o.insert("netmask".into(), json!(n.netmask));
+    let mut o = object(json!({
+        "ip": n.ip,
+        "mac": n.mac,
+        "primary": n.primary,
+        "netmask": n.netmask,
+        "state": nic_state(vm_state),
+        "network": n.network_uuid,
+    }));
     put_str(&mut o, "gateway", &n.gateway);
-    o.insert(
-        "state".into(),
-        json!(match translate_state(vm_state) {
-            "running" => "running",
-            "provisioning" => "provisioning",
-            _ => "stopped",
-        }),
-    );
-    o.insert("network".into(), json!(n.network_uuid));
     Value::Object(o)
+}
+
+/// A NIC's state as CloudAPI shows it, from its machine's VMAPI state.
+pub fn nic_state(vm_state: &str) -> &'static str {
+    match translate_state(vm_state) {
+        "running" => "running",
+        "provisioning" => "provisioning",
+        _ => "stopped",
+    }
 }
 
 /// The machine object. `package` is the PAPI package's name ("" when unknown).
 pub fn machine_json(vm: &vmapi::Vm, package: &str) -> Value {
-    let mut o = Map::new();
-    o.insert("id".into(), json!(vm.uuid));
-    o.insert("name".into(), json!(vm.alias));
-    o.insert(
-        "type".into(),
-        json!(if is_hvm(&vm.brand) {
-            "virtualmachine"
-        } else {
-            "smartmachine"
-        }),
-    );
-    o.insert("brand".into(), json!(vm.brand));
-    o.insert("state".into(), json!(translate_state(&vm.state)));
-    o.insert("image".into(), json!(vm.image_uuid));
-    o.insert(
-        "ips".into(),
-        json!(
-            vm.nics
-                .iter()
-                .filter(|n| !n.ip.is_empty())
-                .map(|n| &n.ip)
-                .collect::<Vec<_>>()
-        ),
-    );
-    o.insert("memory".into(), json!(vm.ram));
-    o.insert("disk".into(), json!(vm.quota * 1024));
-    o.insert("deletion_protection".into(), json!(deletion_protection(vm)));
-    o.insert("metadata".into(), json!(vm.customer_metadata));
-    o.insert("tags".into(), tags_json(&vm.tags));
-    o.insert("created".into(), json!(vm.create_timestamp));
-    o.insert(
-        "updated".into(),
-        json!(if vm.last_modified.is_empty() {
-            &vm.create_timestamp
-        } else {
-            &vm.last_modified
-        }),
-    );
-    o.insert(
-        "networks".into(),
-        json!(vm.nics.iter().map(|n| &n.network_uuid).collect::<Vec<_>>()),
-    );
-    o.insert("primaryIp".into(), json!(primary_ip(vm)));
-    o.insert("firewall_enabled".into(), json!(vm.firewall_enabled));
-    o.insert(
-        "compute_node".into(),
-        if vm.server_uuid.is_empty() {
-            Value::Null
-        } else {
-            json!(vm.server_uuid)
-        },
-    );
-    o.insert("package".into(), json!(package));
-    o.insert(
-        "nics".into(),
-        Value::Array(vm.nics.iter().map(|n| nic_json(n, &vm.state)).collect()),
-    );
-    Value::Object(o)
+    let kind = if is_hvm(&vm.brand) {
+        "virtualmachine"
+    } else {
+        "smartmachine"
+    };
+    let ips: Vec<&String> = vm
+        .nics
+        .iter()
+        .filter(|n| !n.ip.is_empty())
+        .map(|n| &n.ip)
+        .collect();
+    let updated = if vm.last_modified.is_empty() {
+        &vm.create_timestamp
+    } else {
+        &vm.last_modified
+    };
+    let networks: Vec<&String> = vm.nics.iter().map(|n| &n.network_uuid).collect();
+    let compute_node = (!vm.server_uuid.is_empty()).then_some(&vm.server_uuid);
+    let nics: Vec<Value> = vm.nics.iter().map(|n| nic_json(n, &vm.state)).collect();
+    json!({
+        "id": vm.uuid,
+        "name": vm.alias,
+        "type": kind,
+        "brand": vm.brand,
+        "state": translate_state(&vm.state),
+        "image": vm.image_uuid,
+        "ips": ips,
+        "memory": vm.ram,
+        "disk": vm.quota * 1024,
+        "deletion_protection": deletion_protection(vm),
+        "metadata": vm.customer_metadata,
+        "tags": tags_json(&vm.tags),
+        "created": vm.create_timestamp,
+        "updated": updated,
+        "networks": networks,
+        "primaryIp": primary_ip(vm),
+        "firewall_enabled": vm.firewall_enabled,
+        "compute_node": compute_node,
+        "package": package,
+        "nics": nics,
+    })
 }
 
 /// An affinity rule, `(instance|container|<tag>)(==|!=|==~|!=~)<value>`, as VMAPI's.

@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 use triton_proto::napi::v1 as napi;
 use triton_proto::ufds::v1 as ufds;
 
-use super::{Answer, Reply, Tenant, put_str};
+use super::{Answer, Reply, Tenant, object, put_str};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -15,22 +15,28 @@ use crate::server::json_response;
 
 /// The account as CloudAPI shows it (UFDS names translated).
 pub fn account_json(a: &ufds::Account) -> Value {
-    let mut o = Map::new();
-    o.insert("id".into(), json!(a.uuid));
-    o.insert("login".into(), json!(a.login));
-    o.insert("email".into(), json!(a.email));
-    put_str(&mut o, "companyName", &a.company);
-    put_str(&mut o, "firstName", &a.givenname);
-    put_str(&mut o, "lastName", &a.sn);
-    put_str(&mut o, "address", &a.address);
-    put_str(&mut o, "postalCode", &a.postalcode);
-    put_str(&mut o, "city", &a.city);
-    put_str(&mut o, "state", &a.state);
-    put_str(&mut o, "country", &a.country);
-    put_str(&mut o, "phone", &a.phone);
-    o.insert("triton_cns_enabled".into(), json!(a.triton_cns_enabled));
-    o.insert("created".into(), json!(a.created_at));
-    o.insert("updated".into(), json!(a.updated_at));
+    let mut o = object(json!({
+        "id": a.uuid,
+        "login": a.login,
+        "email": a.email,
+        "triton_cns_enabled": a.triton_cns_enabled,
+        "created": a.created_at,
+        "updated": a.updated_at,
+    }));
+    let shown_when_set = [
+        ("companyName", &a.company),
+        ("firstName", &a.givenname),
+        ("lastName", &a.sn),
+        ("address", &a.address),
+        ("postalCode", &a.postalcode),
+        ("city", &a.city),
+        ("state", &a.state),
+        ("country", &a.country),
+        ("phone", &a.phone),
+    ];
+    for (key, value) in shown_when_set {
+        put_str(&mut o, key, value);
+    }
     Value::Object(o)
 }
 

@@ -6,7 +6,7 @@ use http::StatusCode;
 use serde_json::{Map, Value, json};
 use triton_proto::imgapi::v1 as imgapi;
 
-use super::{Answer, IdPath, Reply, Tenant, list_of, put_str};
+use super::{Answer, IdPath, Reply, Tenant, list_of, object, put_str};
 use crate::params::Params;
 use crate::server::json_response;
 
@@ -15,16 +15,28 @@ pub fn visible_to(image: &imgapi::Image, owner: &str) -> bool {
 }
 
 pub fn image_json(i: &imgapi::Image) -> Value {
-    let mut o = Map::new();
-    o.insert("id".into(), json!(i.uuid));
-    o.insert("name".into(), json!(i.name));
-    o.insert("version".into(), json!(i.version));
-    o.insert("os".into(), json!(i.os));
-    o.insert("type".into(), json!(i.r#type));
+    let files: Vec<Value> = i
+        .files
+        .iter()
+        .map(|f| json!({"compression": f.compression, "sha1": f.sha1, "size": f.size}))
+        .collect();
+    let mut o = object(json!({
+        "id": i.uuid,
+        "name": i.name,
+        "version": i.version,
+        "os": i.os,
+        "type": i.r#type,
+        "files": files,
+        "owner": i.owner,
+        "public": i.public,
+        "state": i.state,
+        "tags": i.tags,
+    }));
     put_str(&mut o, "description", &i.description);
     put_str(&mut o, "homepage", &i.homepage);
     put_str(&mut o, "eula", &i.eula);
     put_str(&mut o, "origin", &i.origin);
+    put_str(&mut o, "published_at", &i.published_at);
     let mut req = Map::new();
     if let Some(r) = &i.requirements {
         if let Some(v) = r.min_ram {
@@ -39,20 +51,6 @@ pub fn image_json(i: &imgapi::Image) -> Value {
         put_str(&mut req, "bootrom", &r.bootrom);
     }
     o.insert("requirements".into(), Value::Object(req));
-    o.insert(
-        "files".into(),
-        Value::Array(
-            i.files
-                .iter()
-                .map(|f| json!({"compression": f.compression, "sha1": f.sha1, "size": f.size}))
-                .collect(),
-        ),
-    );
-    put_str(&mut o, "published_at", &i.published_at);
-    o.insert("owner".into(), json!(i.owner));
-    o.insert("public".into(), json!(i.public));
-    o.insert("state".into(), json!(i.state));
-    o.insert("tags".into(), json!(i.tags));
     if !i.acl.is_empty() {
         o.insert("acl".into(), json!(i.acl));
     }

@@ -101,6 +101,15 @@ pub fn tags_json<'a>(
     serde_json::to_value(sorted).unwrap_or(Value::Null)
 }
 
+/// The fields of `fields`, a `json!({...})` literal of the ones always shown, for the
+/// optional ones to be added to (with [`put_str`]).
+pub fn object(fields: Value) -> serde_json::Map<String, Value> {
+    match fields {
+        Value::Object(o) => o,
+        other => panic!("{other} is not a JSON object"),
+    }
+}
+
 /// Inserts `key: value` when `value` is not empty.
 pub fn put_str(obj: &mut serde_json::Map<String, Value>, key: &str, value: &str) {
     if !value.is_empty() {

@@ -8,7 +8,7 @@ use http::StatusCode;
 use serde_json::{Map, Value, json};
 use triton_proto::napi::v1 as napi;
 
-use super::{Answer, IdPath, ItemPath, Reply, Tenant, list_of, listing, put_str};
+use super::{Answer, IdPath, ItemPath, Reply, Tenant, list_of, listing, object, put_str};
 use crate::error::ApiError;
 use crate::params::Params;
 use crate::server::{empty_response, json_response, with_location};
@@ -19,11 +19,12 @@ pub fn usable_by(n: &napi::Network, owner: &str) -> bool {
 }
 
 pub fn network_json(n: &napi::Network) -> Value {
-    let mut o = Map::new();
-    o.insert("id".into(), json!(n.uuid));
-    o.insert("name".into(), json!(n.name));
-    o.insert("public".into(), json!(n.public));
-    o.insert("fabric".into(), json!(n.fabric));
+    let mut o = object(json!({
+        "id": n.uuid,
+        "name": n.name,
+        "public": n.public,
+        "fabric": n.fabric,
+    }));
     put_str(&mut o, "description", &n.description);
     if n.fabric {
         o.insert("subnet".into(), json!(n.subnet));
@@ -65,13 +66,11 @@ pub async fn get(t: Tenant, Path((_login, id)): IdPath) -> Reply {
 }
 
 fn ip_json(ip: &napi::Ip) -> Value {
-    let mut o = Map::new();
-    o.insert("ip".into(), json!(ip.ip));
-    o.insert("reserved".into(), json!(ip.reserved));
-    o.insert(
-        "managed".into(),
-        json!(ip.belongs_to_type == "other" || ip.belongs_to_type == "server"),
-    );
+    let mut o = object(json!({
+        "ip": ip.ip,
+        "reserved": ip.reserved,
+        "managed": ip.belongs_to_type == "other" || ip.belongs_to_type == "server",
+    }));
     put_str(&mut o, "owner_uuid", &ip.owner_uuid);
     put_str(&mut o, "belongs_to_uuid", &ip.belongs_to_uuid);
     Value::Object(o)
@@ -158,9 +157,7 @@ fn in_use_is_invalid(e: ApiError) -> ApiError {
 // ------------------------------------------------------------------ fabric VLANs
 
 fn vlan_json(v: &napi::FabricVlan) -> Value {
-    let mut o = Map::new();
-    o.insert("vlan_id".into(), json!(v.vlan_id));
-    o.insert("name".into(), json!(v.name));
+    let mut o = object(json!({"vlan_id": v.vlan_id, "name": v.name}));
     put_str(&mut o, "description", &v.description);
     Value::Object(o)
 }

@@ -7,53 +7,34 @@
 
 use axum::extract::Path;
 use http::StatusCode;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use triton_proto::napi::v1 as napi;
 use triton_proto::vmapi::v1 as vmapi;
+use triton_types::mac::colon_form;
 
-use super::{Answer, IdPath, ItemPath, Reply, Tenant, found, is_uuid, listing, put_str};
+use super::{Answer, IdPath, ItemPath, Reply, Tenant, found, is_uuid, listing, object, put_str};
 use crate::error::ApiError;
-use crate::machine::translate_state;
+use crate::machine::nic_state;
 use crate::params::Params;
 use crate::server::{empty_response, json_response, with_location};
-
-/// `aabbccddeeff` (CloudAPI's path form) or `aa:bb:...` to the colon form; `None`
-/// when it is not a MAC address.
-fn normalize_mac(mac: &str) -> Option<String> {
-    let hex: String = mac.chars().filter(|c| *c != ':').collect();
-    if hex.len() != 12 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        return None;
-    }
-    let hex = hex.to_ascii_lowercase();
-    Some(
-        hex.as_bytes()
-            .chunks(2)
-            .map(|c| String::from_utf8_lossy(c).into_owned())
-            .collect::<Vec<_>>()
-            .join(":"),
-    )
-}
 
 /// Triton's public form of a NIC (`formatNic`). A NIC NAPI holds as `provisioning` is
 /// still being added; otherwise its state follows the machine's.
 fn nic_json(n: &napi::Nic, vm_state: &str) -> Value {
-    let mut o = Map::new();
-    o.insert("mac".into(), json!(n.mac));
-    o.insert("ip".into(), json!(n.ip));
-    o.insert("primary".into(), json!(n.primary));
-    put_str(&mut o, "gateway", &n.gateway);
-    o.insert("netmask".into(), json!(n.netmask));
     let state = if n.state == "provisioning" {
         "provisioning"
     } else {
-        match translate_state(vm_state) {
-            "running" => "running",
-            "provisioning" => "provisioning",
-            _ => "stopped",
-        }
+        nic_state(vm_state)
     };
-    o.insert("state".into(), json!(state));
-    o.insert("network".into(), json!(n.network_uuid));
+    let mut o = object(json!({
+        "mac": n.mac,
+        "ip": n.ip,
+        "primary": n.primary,
+        "netmask": n.netmask,
+        "state": state,
+        "network": n.network_uuid,
+    }));
+    put_str(&mut o, "gateway", &n.gateway);
     Value::Object(o)
 }
 
@@ -74,7 +55,7 @@ async fn vm_nics(t: &Tenant, vm_uuid: &str) -> Result<Vec<napi::Nic>, ApiError> 
 
 /// A NIC of the caller's machine `vm_uuid`, or 404.
 async fn fetch_nic(t: &Tenant, vm_uuid: &str, mac: &str) -> Result<napi::Nic, ApiError> {
-    let Some(wanted) = normalize_mac(mac) else {
+    let Some(wanted) = colon_form(mac) else {
         return Err(ApiError::invalid_argument("mac has invalid format"));
     };
     let not_found = || ApiError::not_found(format!("nic {mac} not found"));
@@ -242,15 +223,15 @@ mod tests {
     #[test]
     fn macs() {
         assert_eq!(
-            normalize_mac("90B8D0C0FFEE").as_deref(),
+            colon_form("90B8D0C0FFEE").as_deref(),
             Some("90:b8:d0:c0:ff:ee")
         );
         assert_eq!(
-            normalize_mac("90:b8:d0:c0:ff:ee").as_deref(),
+            colon_form("90:b8:d0:c0:ff:ee").as_deref(),
             Some("90:b8:d0:c0:ff:ee")
         );
-        assert_eq!(normalize_mac("90b8d0"), None);
-        assert_eq!(normalize_mac("zzb8d0c0ffee"), None);
+        assert_eq!(colon_form("90b8d0"), None);
+        assert_eq!(colon_form("zzb8d0c0ffee"), None);
     }
 
     #[test]

@@ -3,26 +3,27 @@
 
 use axum::extract::Path;
 use http::StatusCode;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use triton_proto::papi::v1 as papi;
 
-use super::{Answer, IdPath, Reply, Tenant, list_of, put_str};
+use super::{Answer, IdPath, Reply, Tenant, list_of, object, put_str};
 use crate::params::Params;
 use crate::server::json_response;
 
 pub fn package_json(p: &papi::Package) -> Value {
-    let mut o = Map::new();
-    o.insert("id".into(), json!(p.uuid));
-    o.insert("name".into(), json!(p.name));
-    o.insert("memory".into(), json!(p.max_physical_memory));
-    o.insert("disk".into(), json!(p.quota));
-    o.insert("swap".into(), json!(p.max_swap));
-    o.insert("lwps".into(), json!(p.max_lwps));
-    o.insert("vcpus".into(), json!(p.vcpus.unwrap_or(0)));
-    o.insert("version".into(), json!(p.version));
+    let mut o = object(json!({
+        "id": p.uuid,
+        "name": p.name,
+        "memory": p.max_physical_memory,
+        "disk": p.quota,
+        "swap": p.max_swap,
+        "lwps": p.max_lwps,
+        "vcpus": p.vcpus.unwrap_or(0),
+        "version": p.version,
+        "default": p.default,
+    }));
     put_str(&mut o, "group", &p.group);
     put_str(&mut o, "description", &p.description);
-    o.insert("default".into(), json!(p.default));
     put_str(&mut o, "brand", &p.brand);
     if p.flexible_disk {
         o.insert("flexible_disk".into(), json!(true));

@@ -12,12 +12,12 @@
 
 use axum::extract::Path;
 use http::StatusCode;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use triton_proto::vmapi::v1 as vmapi;
 use triton_proto::volapi::v1 as volapi;
 use triton_proto::volapi::v1::vol_api_client::VolApiClient;
 
-use super::{IdPath, Reply, Tenant, is_uuid, listing};
+use super::{IdPath, Reply, Tenant, is_uuid, listing, object, put_str};
 use crate::backends::Chan;
 use crate::error::ApiError;
 use crate::params::Params;
@@ -97,23 +97,22 @@ impl<T> VolAnswer<T> for Result<tonic::Response<T>, tonic::Status> {
 /// The volume object (sdc-cloudapi `translateVolumeFromVolApi`): `uuid` as `id`,
 /// `create_timestamp` as `created`, labels as `tags`, no `vm_uuid`.
 pub fn volume_json(v: &volapi::Volume) -> Value {
-    let mut o = Map::new();
-    o.insert("id".into(), json!(v.uuid));
-    o.insert("owner_uuid".into(), json!(v.owner_uuid));
-    o.insert("name".into(), json!(v.name));
-    o.insert("type".into(), json!(v.r#type));
-    o.insert("size".into(), json!(v.size));
-    o.insert("state".into(), json!(v.state));
-    o.insert("networks".into(), json!(v.networks));
-    if !v.filesystem_path.is_empty() {
-        o.insert("filesystem_path".into(), json!(v.filesystem_path));
-    }
-    o.insert("refs".into(), json!(v.refs));
+    let mut o = object(json!({
+        "id": v.uuid,
+        "owner_uuid": v.owner_uuid,
+        "name": v.name,
+        "type": v.r#type,
+        "size": v.size,
+        "state": v.state,
+        "networks": v.networks,
+        "refs": v.refs,
+        "created": v.create_timestamp,
+    }));
+    put_str(&mut o, "filesystem_path", &v.filesystem_path);
     if !v.labels.is_empty() {
         let tags: std::collections::BTreeMap<_, _> = v.labels.iter().collect();
         o.insert("tags".into(), json!(tags));
     }
-    o.insert("created".into(), json!(v.create_timestamp));
     Value::Object(o)
 }
 
