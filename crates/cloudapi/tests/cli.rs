@@ -331,11 +331,7 @@ async fn instance_nics_create_list_get_delete() {
     let by_hand = stack.hand_client("alice", &alice.uuid).await;
     let nics_path = format!("/alice/machines/{inst}/nics");
     let r = by_hand
-        .send(
-            "POST",
-            &nics_path,
-            &json!({ "network": internal.uuid }).to_string(),
-        )
+        .send_json("POST", &nics_path, &json!({ "network": internal.uuid }))
         .await;
     assert_eq!(r.status, 302, "{}", r.body);
     assert_eq!(
@@ -605,11 +601,7 @@ async fn instance_snapshots_create_list_get_start_from_delete() {
         "{body}"
     );
     let r = by_hand
-        .send(
-            "POST",
-            &snaps,
-            &json!({ "name": "x".repeat(65) }).to_string(),
-        )
+        .send_json("POST", &snaps, &json!({ "name": "x".repeat(65) }))
         .await;
     let msg = r.assert_error(409, "InvalidArgument");
     assert!(msg.contains("name"), "{msg}");

@@ -86,7 +86,7 @@ async fn default_network_fabric_network_and_vlan_updates() {
     let refused = |body: Value, words: &'static [&'static str]| {
         let bobs = bobs.clone();
         async move {
-            let r = bobs.send("PUT", "/bob/config", &body.to_string()).await;
+            let r = bobs.send_json("PUT", "/bob/config", &body).await;
             let msg = r.assert_error(409, "InvalidArgument");
             for w in words {
                 assert!(msg.contains(w), "{body}: {msg}");
@@ -115,10 +115,10 @@ async fn default_network_fabric_network_and_vlan_updates() {
     assert_eq!(r.json(), json!({"default_network": external["id"]}));
     // A public network is his to choose.
     let r = bobs
-        .send(
+        .send_json(
             "PUT",
             "/bob/config",
-            &json!({"default_network": external["id"]}).to_string(),
+            &json!({"default_network": external["id"]}),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -140,7 +140,7 @@ async fn default_network_fabric_network_and_vlan_updates() {
     let alices = dc.hand_client("alice", &alice.uuid).await;
     let path = format!("/alice/fabrics/default/vlans/100/networks/{id}");
     let r = alices
-        .send(
+        .send_json(
             "PUT",
             &path,
             &json!({
@@ -149,8 +149,7 @@ async fn default_network_fabric_network_and_vlan_updates() {
                 "resolvers": ["1.1.1.1", "8.8.4.4"],
                 "routes": {"10.50.0.0/16": "192.168.100.5"},
                 "provision_end_ip": "192.168.100.200",
-            })
-            .to_string(),
+            }),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -189,7 +188,7 @@ async fn default_network_fabric_network_and_vlan_updates() {
             &["resolvers", "maximum of 4"],
         ),
     ] {
-        let r = alices.send("PUT", &path, &body.to_string()).await;
+        let r = alices.send_json("PUT", &path, &body).await;
         let msg = r.assert_error(409, "InvalidArgument");
         for w in words {
             assert!(msg.contains(w), "{body}: {msg}");
@@ -199,38 +198,29 @@ async fn default_network_fabric_network_and_vlan_updates() {
     assert_eq!(shown["gateway"], "192.168.100.1");
     assert_eq!(shown["resolvers"], json!(["1.1.1.1", "8.8.4.4"]));
     // bob reaches neither alice's network nor her VLAN.
-    let r = bobs
-        .send(
-            "PUT",
-            &format!("/bob/fabrics/default/vlans/100/networks/{id}"),
-            &json!({"name": "mine"}).to_string(),
-        )
-        .await;
-    r.assert_error(404, "ResourceNotFound");
-    let r = bobs
-        .send(
-            "PUT",
-            "/bob/fabrics/default/vlans/100",
-            &json!({"name": "mine"}).to_string(),
-        )
-        .await;
-    r.assert_error(404, "ResourceNotFound");
+    for path in [
+        format!("/bob/fabrics/default/vlans/100/networks/{id}"),
+        "/bob/fabrics/default/vlans/100".to_string(),
+    ] {
+        let r = bobs.send_json("PUT", &path, &json!({"name": "mine"})).await;
+        r.assert_error(404, "ResourceNotFound");
+    }
 
     // UpdateFabricVLAN: PUT as Triton routes it, POST as node-triton's client sends it.
     let r = alices
-        .send(
+        .send_json(
             "PUT",
             "/alice/fabrics/default/vlans/100",
-            &json!({"name": "web", "description": "web tier"}).to_string(),
+            &json!({"name": "web", "description": "web tier"}),
         )
         .await;
     assert_eq!(r.status, 202, "{}", r.body);
     assert_eq!(r.json()["name"], "web");
     let r = alices
-        .send(
+        .send_json(
             "POST",
             "/alice/fabrics/default/vlans/100",
-            &json!({"description": "the web tier"}).to_string(),
+            &json!({"description": "the web tier"}),
         )
         .await;
     assert_eq!(r.status, 202, "{}", r.body);
@@ -253,10 +243,10 @@ async fn default_network_fabric_network_and_vlan_updates() {
     let vlan = alice.json(&["vlan", "get", "-j", "100"]).await;
     assert_eq!(vlan["name"], "front");
     let r = alices
-        .send(
+        .send_json(
             "PUT",
             "/alice/fabrics/default/vlans/100",
-            &json!({"vnet_id": 7}).to_string(),
+            &json!({"vnet_id": 7}),
         )
         .await;
     let msg = r.assert_error(409, "InvalidArgument");
@@ -364,11 +354,7 @@ async fn create_machine_default_networks_with_and_without_a_default_fabric() {
             body[k] = v.clone();
         }
         let alices = alices.clone();
-        async move {
-            alices
-                .send("POST", "/alice/machines", &body.to_string())
-                .await
-        }
+        async move { alices.send_json("POST", "/alice/machines", &body).await }
     };
     let r = create(json!({"name": "inner", "default_networks": ["internal"]})).await;
     assert_eq!(r.status, 201, "{}", r.body);
@@ -428,15 +414,14 @@ async fn create_machine_default_networks_with_and_without_a_default_fabric() {
     assert_eq!(vm.nics[0].network_uuid, external["id"].as_str().unwrap());
     let by_hand = dc.hand_client("bob", &bob.uuid).await;
     let r = by_hand
-        .send(
+        .send_json(
             "POST",
             "/bob/machines",
             &json!({
                 "image": catalog.image.uuid,
                 "package": "g1-small",
                 "networks": [fabric_id],
-            })
-            .to_string(),
+            }),
         )
         .await;
     let msg = r.assert_error(409, "InvalidArgument");

@@ -251,7 +251,7 @@ async fn volumes_through_the_cli() {
         (json!(["nope"]), "is not a network uuid"),
     ] {
         let body = json!({"name": "v3", "type": "tritonnfs", "networks": networks});
-        let r = hand.send("POST", "/alice/volumes", &body.to_string()).await;
+        let r = hand.send_json("POST", "/alice/volumes", &body).await;
         let m = r.assert_error(409, "InvalidArgument");
         assert!(
             m.contains("Invalid networks") && m.contains(says),
@@ -316,16 +316,12 @@ async fn volumes_through_the_cli() {
     }
     let body = json!({"image": image, "package": "g1-small", "name": "bad",
         "volumes": [{"name": "v1", "mountpoint": "/a", "mode": "rx"}]});
-    let r = hand
-        .send("POST", "/alice/machines", &body.to_string())
-        .await;
+    let r = hand.send_json("POST", "/alice/machines", &body).await;
     let m = r.assert_error(409, "InvalidArgument");
     assert!(m.contains("mode \"rx\" must be one of ro, rw"), "{m}");
     let body = json!({"image": image, "package": "g1-small", "name": "bad",
         "volumes": [{"name": "v1", "mountpoint": "/a"}, {"name": "v1", "mountpoint": "/a"}]});
-    let r = hand
-        .send("POST", "/alice/machines", &body.to_string())
-        .await;
+    let r = hand.send_json("POST", "/alice/machines", &body).await;
     let m = r.assert_error(409, "InvalidArgument");
     assert!(m.contains("already that of volume v1"), "{m}");
     assert!(alice.instances().await.is_empty());

@@ -273,6 +273,11 @@ impl HandClient {
     pub async fn send(&self, method: &str, path: &str, body: &str) -> RawResponse {
         raw_request(self.addr, method, path, &self.sign(), body).await
     }
+
+    /// Sends `method path` with `body` as its JSON body, signed now.
+    pub async fn send_json(&self, method: &str, path: &str, body: &Value) -> RawResponse {
+        self.send(method, path, &body.to_string()).await
+    }
 }
 
 /// The `triton` CLI, or a failure saying how to install it.
@@ -396,8 +401,8 @@ impl CliOutput {
 }
 
 impl Tenant {
-    /// Runs `triton <args>` as this tenant, in a fresh environment.
-    pub async fn triton(&self, args: &[&str]) -> CliOutput {
+    /// `triton <args>` as this tenant, in a fresh environment, to be run.
+    pub fn command(&self, args: &[&str]) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(triton_cli());
         cmd.args(args)
             .env_clear()
@@ -410,6 +415,12 @@ impl Tenant {
         if self.insecure {
             cmd.env("TRITON_TLS_INSECURE", "1");
         }
+        cmd
+    }
+
+    /// Runs `triton <args>` as this tenant, in a fresh environment.
+    pub async fn triton(&self, args: &[&str]) -> CliOutput {
+        let mut cmd = self.command(args);
         let out = tokio::time::timeout(Duration::from_secs(600), cmd.output())
             .await
             .expect("triton finishes within 10 minutes")

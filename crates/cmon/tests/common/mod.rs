@@ -29,15 +29,9 @@ pub async fn certgen(tenant: &Tenant, dir: &Path) -> (PathBuf, PathBuf) {
         .output()
         .expect("ssh-add runs");
     assert!(added.status.success(), "{added:?}");
-    let out = tokio::process::Command::new(dc_testkit::cloudapi::triton_cli())
-        .args(["profile", "cmon-certgen", "-y"])
+    let out = tenant
+        .command(&["profile", "cmon-certgen", "-y"])
         .current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", tenant.home.path())
-        .env("TRITON_URL", &tenant.url)
-        .env("TRITON_ACCOUNT", &tenant.login)
-        .env("TRITON_KEY_ID", &tenant.fingerprint)
         .env("SSH_AUTH_SOCK", &sock)
         .output()
         .await
