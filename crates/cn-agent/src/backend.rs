@@ -365,24 +365,7 @@ impl InstanceUpdate {
     /// The spec after the update (NIC changes included), validated.
     pub fn apply_to(&self, spec: &InstanceSpec) -> Result<InstanceSpec> {
         let mut next = spec.clone();
-        if let Some(ram) = self.ram {
-            next.ram = ram;
-        }
-        if let Some(cap) = self.cpu_cap {
-            next.cpu_cap = cap;
-        }
-        if let Some(quota) = self.quota {
-            next.quota = quota;
-        }
-        if let Some(lwps) = self.max_lwps {
-            next.max_lwps = lwps;
-        }
-        if let Some(alias) = &self.alias {
-            next.alias = alias.clone();
-        }
-        if let Some(hostname) = &self.hostname {
-            next.hostname = hostname.clone();
-        }
+        triton_common::set_given!(self => next [ram, cpu_cap, quota, max_lwps, alias, hostname]);
         for mac in &self.remove_nics {
             let before = next.nics.len();
             next.nics.retain(|n| !n.mac.eq_ignore_ascii_case(mac));

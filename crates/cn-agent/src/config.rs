@@ -245,22 +245,19 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    use triton_common::config::load_env;
+    use triton_common::config_text::load_text;
+
     use super::*;
 
     #[test]
     fn file_and_environment_set_the_keys() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("cn-agent.toml");
-        std::fs::write(
-            &path,
+        let c: Config = load_text(
+            "cn-agent",
             "backend = \"sim\"\nnic_tags = [\"admin=br0\"]\n[sim]\nnodes = 3\n[sim.delays]\nboot = 250\n",
+            &[("CN_AGENT_CNAPI_URL", "http://10.0.0.1:8080")],
         )
         .unwrap();
-        let env = vec![(
-            "CN_AGENT_CNAPI_URL".to_string(),
-            "http://10.0.0.1:8080".to_string(),
-        )];
-        let c: Config = triton_common::config::load_from("cn-agent", Some(&path), &env).unwrap();
         assert_eq!(c.backend, BackendKind::Sim);
         assert_eq!(c.sim.nodes, 3);
         assert_eq!(c.sim.delays.boot, std::time::Duration::from_millis(250));
@@ -275,21 +272,18 @@ mod tests {
 
     #[test]
     fn the_overlay_section_is_read_from_a_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("cn-agent.toml");
-        std::fs::write(
-            &path,
+        let c: Config = load_text(
+            "cn-agent",
             "[overlay]\nunderlay_ip = \"10.99.100.22\"\nportolan = \"10.99.99.7:1296\"\n",
+            &[],
         )
         .unwrap();
-        let c: Config = triton_common::config::load_from("cn-agent", Some(&path), &[]).unwrap();
         let overlay = c.overlay.unwrap();
         assert_eq!(overlay.underlay_ip.to_string(), "10.99.100.22");
         assert_eq!(overlay.portolan, "10.99.99.7:1296");
-        let none: Config = triton_common::config::load_from("cn-agent", None, &[]).unwrap();
+        let none: Config = load_env("cn-agent", &[]).unwrap();
         assert_eq!(none.overlay, None);
-        std::fs::write(&path, "[overlay]\nunderlay_ip = \"nowhere\"\n").unwrap();
-        let e = triton_common::config::load_from::<Config>("cn-agent", Some(&path), &[])
+        let e = load_text::<Config>("cn-agent", "[overlay]\nunderlay_ip = \"nowhere\"\n", &[])
             .unwrap_err()
             .to_string();
         assert!(
@@ -298,8 +292,7 @@ mod tests {
         );
         // The node's fabric NAT, and a bad one named.
         let with_nat = "[overlay]\nunderlay_ip = \"10.99.100.22\"\nportolan = \"10.99.99.7:1296\"\nnat_ip = \"10.88.88.253/24\"\nnat_gateway = \"10.88.88.2\"\n";
-        std::fs::write(&path, with_nat).unwrap();
-        let c: Config = triton_common::config::load_from("cn-agent", Some(&path), &[]).unwrap();
+        let c: Config = load_text("cn-agent", with_nat, &[]).unwrap();
         let nat = c.overlay.unwrap().nat.unwrap();
         assert_eq!(
             (nat.ip.to_string(), nat.prefix),
@@ -309,12 +302,12 @@ mod tests {
         assert_eq!(nat.nic_tag, "external");
         // A gateway outside nat_ip's network: refused when the agent starts (the
         // overlay's check), naming the key; text that is no address: at load.
-        std::fs::write(&path, with_nat.replace("10.88.88.2\"", "10.77.0.1\"")).unwrap();
-        let c: Config = triton_common::config::load_from("cn-agent", Some(&path), &[]).unwrap();
+        let far_gateway = with_nat.replace("10.88.88.2\"", "10.77.0.1\"");
+        let c: Config = load_text("cn-agent", &far_gateway, &[]).unwrap();
         let e = c.overlay.unwrap().validate().unwrap_err().to_string();
         assert!(e.contains("overlay.nat_gateway"), "{e}");
-        std::fs::write(&path, with_nat.replace("10.88.88.253/24", "nowhere")).unwrap();
-        let e = triton_common::config::load_from::<Config>("cn-agent", Some(&path), &[])
+        let bad_nat = with_nat.replace("10.88.88.253/24", "nowhere");
+        let e = load_text::<Config>("cn-agent", &bad_nat, &[])
             .unwrap_err()
             .to_string();
         assert!(e.contains("overlay.nat_ip") && e.contains("nowhere"), "{e}");
@@ -322,25 +315,18 @@ mod tests {
 
     #[test]
     fn the_overlay_keys_come_from_the_environment_too() {
-        let env = vec![
-            (
-                "CN_AGENT_OVERLAY__UNDERLAY_IP".to_string(),
-                "192.0.2.9".to_string(),
-            ),
-            (
-                "CN_AGENT_OVERLAY__PORTOLAN".to_string(),
-                "10.99.99.30:1296".to_string(),
-            ),
-        ];
-        let c: Config = triton_common::config::load_from("cn-agent", None, &env).unwrap();
+        let c: Config = load_env(
+            "cn-agent",
+            &[
+                ("CN_AGENT_OVERLAY__UNDERLAY_IP", "192.0.2.9"),
+                ("CN_AGENT_OVERLAY__PORTOLAN", "10.99.99.30:1296"),
+            ],
+        )
+        .unwrap();
         let overlay = c.overlay.unwrap();
         assert_eq!(overlay.underlay_ip.to_string(), "192.0.2.9");
         assert_eq!(overlay.portolan, "10.99.99.30:1296");
-        let bad = vec![(
-            "CN_AGENT_OVERLAY__UNDERLAY_IP".to_string(),
-            "not-an-ip".to_string(),
-        )];
-        let e = triton_common::config::load_from::<Config>("cn-agent", None, &bad)
+        let e = load_env::<Config>("cn-agent", &[("CN_AGENT_OVERLAY__UNDERLAY_IP", "not-an-ip")])
             .unwrap_err()
             .to_string();
         assert!(

@@ -91,22 +91,18 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    use triton_common::config_text::load_text;
+
     use super::*;
 
     #[test]
     fn alloc_weights_come_from_file_and_environment() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("cnapi.toml");
-        std::fs::write(
-            &path,
+        let c: Config = load_text(
+            "cnapi",
             "storage = \"memory\"\n[alloc]\nweight_unreserved_ram = -2.0\n",
+            &[("CNAPI_ALLOC__FILTER_HEADNODE", "false")],
         )
         .unwrap();
-        let env = vec![(
-            "CNAPI_ALLOC__FILTER_HEADNODE".to_string(),
-            "false".to_string(),
-        )];
-        let c: Config = triton_common::config::load_from("cnapi", Some(&path), &env).unwrap();
         assert_eq!(c.storage, Storage::Memory);
         assert_eq!(c.alloc.weight_unreserved_ram, -2.0);
         assert!(!c.alloc.filter_headnode);

@@ -9,7 +9,7 @@ use moray_client::typed::RetryPolicy;
 use serde_json::{Map, Value};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
-use triton_common::copy_fields;
+use triton_common::{copy_fields, set_given};
 use triton_proto::cnagent::v1 as agent_pb;
 use triton_proto::cnagent::v1::cn_agent_client::CnAgentClient;
 use triton_proto::cnapi::v1 as pb;
@@ -787,32 +787,15 @@ impl<S: Store> Cnapi for CnapiService<S> {
         };
         let (record, etag) = st(self
             .modify(uuid, |s| {
-                if let Some(v) = req.reserved {
-                    s.reserved = v;
-                }
-                if let Some(v) = req.reservoir {
-                    s.reservoir = v;
-                }
+                set_given!(req => s [
+                    reserved, reservoir, reservation_ratio, rack_identifier, comments,
+                    next_reboot, headnode,
+                ]);
                 if let Some(t) = &traits {
                     s.traits = t.clone();
                 }
                 if let Some(r) = ratios {
                     s.overprovision_ratios = Some(r);
-                }
-                if let Some(r) = req.reservation_ratio {
-                    s.reservation_ratio = r;
-                }
-                if let Some(v) = &req.rack_identifier {
-                    s.rack_identifier = v.clone();
-                }
-                if let Some(v) = &req.comments {
-                    s.comments = v.clone();
-                }
-                if let Some(v) = &req.next_reboot {
-                    s.next_reboot = v.clone();
-                }
-                if let Some(v) = req.headnode {
-                    s.headnode = v;
                 }
                 crate::capacity::refresh(s);
                 Ok(())

@@ -1,8 +1,6 @@
 //! reboot: reboots the VM on its server.
 
 use serde_json::Value;
-use triton_proto::cnagent::v1 as agent;
-use triton_proto::cnagent::v1::create_task_request::Task;
 
 use super::JobCtx;
 use super::saga::{Saga, step};
@@ -14,12 +12,6 @@ pub(super) static SAGA: Saga =
 
 impl Steps {
     async fn machine_reboot(&self, ctx: &JobCtx) -> Result<Value> {
-        self.vm_task(ctx, |uuid, p| {
-            Task::MachineReboot(agent::MachineReboot {
-                uuid,
-                timeout_seconds: p.timeout_seconds,
-            })
-        })
-        .await
+        self.halt_task(ctx, true).await
     }
 }

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use tonic::Code;
 use tonic::transport::Channel;
 use triton_proto::cnagent::v1 as agent;
+use triton_proto::cnagent::v1::create_task_request::Task;
 use triton_proto::cnapi::v1 as cnapi;
 use triton_proto::napi::v1 as napi;
 use triton_proto::napi::v1::napi_client::NapiClient;
@@ -137,7 +138,7 @@ impl Steps {
         server: &str,
         uuid: &str,
     ) -> Result<Option<agent::Instance>> {
-        let task = agent::create_task_request::Task::MachineUpdate(agent::MachineUpdate {
+        let task = Task::MachineUpdate(agent::MachineUpdate {
             uuid: uuid.to_string(),
             ..Default::default()
         });
@@ -175,13 +176,34 @@ impl Steps {
         Ok(json!({ "state": vm.state, "skip_task": nothing_to_do }))
     }
 
+    /// The stop (or, when `reboot`, the reboot) of the VM on its server
+    /// ([`Steps::vm_task`]): SIGTERM, SIGKILL after the job's `timeout_seconds`, and for
+    /// a reboot the boot after.
+    pub(super) async fn halt_task(&self, ctx: &JobCtx, reboot: bool) -> Result<Value> {
+        self.vm_task(ctx, |uuid, p| {
+            let timeout_seconds = p.timeout_seconds;
+            if reboot {
+                Task::MachineReboot(agent::MachineReboot {
+                    uuid,
+                    timeout_seconds,
+                })
+            } else {
+                Task::MachineShutdown(agent::MachineShutdown {
+                    uuid,
+                    timeout_seconds,
+                })
+            }
+        })
+        .await
+    }
+
     /// The task `make` builds from the VM's uuid and the action's params, sent to the
     /// VM's server, its id kept under `task.<step>` (nothing when `check` found nothing
     /// to do).
     pub(super) async fn vm_task(
         &self,
         ctx: &JobCtx,
-        make: impl FnOnce(String, &ActionParams) -> agent::create_task_request::Task,
+        make: impl FnOnce(String, &ActionParams) -> Task,
     ) -> Result<Value> {
         if ctx.data::<bool>("skip_task").await.unwrap_or(false) {
             return Ok(json!({ "skipped": true }));
@@ -202,7 +224,7 @@ impl Steps {
         ctx: &JobCtx,
         server: &str,
         key: &str,
-        task: agent::create_task_request::Task,
+        task: Task,
         rid: &str,
     ) -> Result<Value> {
         let done = self.cn_task(ctx, server, key, task, rid).await?;
@@ -229,7 +251,7 @@ impl Steps {
         let job = ctx.record().await;
         let p: UpdateParams = params(&job.params)?;
         let server = self.server_of(ctx).await?;
-        let task = agent::create_task_request::Task::MachineUpdate(agent::MachineUpdate {
+        let task = Task::MachineUpdate(agent::MachineUpdate {
             uuid: job.vm_uuid.clone(),
             ram: p.ram,
             cpu_cap: p.cpu_cap,
@@ -248,7 +270,7 @@ impl Steps {
         }
         let job = ctx.record().await;
         let server = self.server_of(ctx).await?;
-        let task = agent::create_task_request::Task::MachineDestroy(agent::MachineDestroy {
+        let task = Task::MachineDestroy(agent::MachineDestroy {
             uuid: job.vm_uuid.clone(),
         });
         match self
@@ -313,7 +335,6 @@ impl Steps {
     /// the job; should that task be lost, a create that finds the snapshot taken, or a
     /// delete that finds it gone, is done.
     pub(super) async fn snapshot_task(&self, ctx: &JobCtx) -> Result<Value> {
-        use agent::create_task_request::Task;
         let job = ctx.record().await;
         let p: SnapshotParams = params(&job.params)?;
         if job.name == JobKind::DeleteSnapshot && p.previous_state == snapshot_state::FAILED {
@@ -509,7 +530,7 @@ impl Steps {
         ctx: &JobCtx,
         server: &str,
         key: &str,
-        task: agent::create_task_request::Task,
+        task: Task,
         rid: &str,
     ) -> Result<agent::Task> {
         let cnapi = self.clients.cnapi.clone();
@@ -676,30 +697,12 @@ pub fn instance_spec(vm: &VmRecord, nics: &[VmNic]) -> agent::InstanceSpec {
 
 /// An accepted update, applied to the record.
 pub fn apply_update(vm: &mut VmRecord, u: &UpdateParams) {
-    if let Some(a) = &u.alias {
-        vm.alias = a.clone();
-    }
-    if let Some(b) = &u.billing_id {
-        vm.billing_id = b.clone();
-    }
+    triton_common::set_given!(u => vm [
+        alias, billing_id, quota, cpu_cap, max_lwps, max_swap, firewall_enabled,
+    ]);
     if let Some(ram) = u.ram {
         vm.ram = ram;
         vm.max_physical_memory = ram;
-    }
-    if let Some(q) = u.quota {
-        vm.quota = q;
-    }
-    if let Some(c) = u.cpu_cap {
-        vm.cpu_cap = c;
-    }
-    if let Some(l) = u.max_lwps {
-        vm.max_lwps = l;
-    }
-    if let Some(s) = u.max_swap {
-        vm.max_swap = s;
-    }
-    if let Some(f) = u.firewall_enabled {
-        vm.firewall_enabled = f;
     }
     if u.replace_tags {
         vm.tags = u.set_tags.clone();

@@ -1,8 +1,6 @@
 //! stop: shuts the VM down on its server.
 
 use serde_json::Value;
-use triton_proto::cnagent::v1 as agent;
-use triton_proto::cnagent::v1::create_task_request::Task;
 
 use super::JobCtx;
 use super::saga::{Saga, step};
@@ -17,12 +15,6 @@ pub(super) static SAGA: Saga = Saga::new(&[
 
 impl Steps {
     async fn machine_shutdown(&self, ctx: &JobCtx) -> Result<Value> {
-        self.vm_task(ctx, |uuid, p| {
-            Task::MachineShutdown(agent::MachineShutdown {
-                uuid,
-                timeout_seconds: p.timeout_seconds,
-            })
-        })
-        .await
+        self.halt_task(ctx, false).await
     }
 }
