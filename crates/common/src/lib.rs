@@ -31,6 +31,7 @@ pub mod telemetry;
 pub mod text_serde;
 pub mod time;
 pub mod tls;
+pub mod tool;
 
 #[doc(hidden)]
 pub use mimalloc;
