@@ -81,13 +81,7 @@ impl Ufds {
     /// Creates or upgrades the buckets, then indexes accounts written before an index
     /// was added (version 1 had no `groups`), so every filter works once UFDS serves.
     pub async fn ensure_buckets(&self) -> Result<()> {
-        self.accounts
-            .ensure()
-            .await
-            .map_err(Error::moray("putBucket"))?;
-        self.keys
-            .ensure()
-            .await
+        tokio::try_join!(self.accounts.ensure(), self.keys.ensure())
             .map_err(Error::moray("putBucket"))?;
         loop {
             let r = self
