@@ -264,20 +264,16 @@ impl Client {
     /// busybox `udhcpc` for one lease (3 DISCOVERs, 1 s apart), with `extra` arguments;
     /// `None` when it got none. The script sets the address on eth0.
     pub fn udhcpc(&self, extra: &[&str]) -> Option<Given> {
-        let out = self.dir.join("udhcpc.env");
-        let _ = std::fs::remove_file(&out);
-        let script = self.dir.join("udhcpc.sh");
-        write_script(
-            &script,
-            &format!(
+        let (out, script) = self.hook("udhcpc", |out| {
+            format!(
                 "#!/bin/sh\n\
                  [ \"$1\" = bound ] || exit 0\n\
                  env > {out}\n\
                  /bin/busybox ip addr flush dev \"$interface\"\n\
                  /bin/busybox ip addr add \"$ip/$mask\" dev \"$interface\"\n",
                 out = out.display()
-            ),
-        );
+            )
+        });
         let mut args = vec![
             "/bin/busybox",
             "udhcpc",
@@ -314,16 +310,12 @@ impl Client {
 
     /// ISC `dhclient -1` (one try); `None` when it got no lease.
     pub fn dhclient(&self) -> Option<Given> {
-        let out = self.dir.join("dhclient.env");
-        let _ = std::fs::remove_file(&out);
-        let script = self.dir.join("dhclient.sh");
-        write_script(
-            &script,
-            &format!(
+        let (out, script) = self.hook("dhclient", |out| {
+            format!(
                 "#!/bin/sh\ncase \"$reason\" in BOUND|REBOOT) env > {} ;; esac\nexit 0\n",
                 out.display()
-            ),
-        );
+            )
+        });
         let pid = self.dir.join("dhclient.pid");
         let lease = self.dir.join("dhclient.leases");
         let run = self
@@ -365,22 +357,10 @@ impl Client {
     /// tftp-hpa's `get` of `remote` from `server` in octet mode: the file's bytes, or the
     /// client's output when it failed.
     pub fn tftp_get(&self, server: Ipv4Addr, remote: &str) -> Result<Vec<u8>, String> {
-        let local = self.dir.join("tftp.out");
-        let _ = std::fs::remove_file(&local);
-        let out = self
-            .cmd(&[
-                "tftp",
-                "-m",
-                "binary",
-                &server.to_string(),
-                "-c",
-                "get",
-                remote,
-                local.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
-        read_back(&local, &out)
+        let server = server.to_string();
+        self.fetch("tftp.out", |local| {
+            ["tftp", "-m", "binary", &server, "-c", "get", remote, local].map(String::from)
+        })
     }
 
     /// busybox `tftp -g` with blksize `blksize` (and tsize): the file's bytes, or the
@@ -391,21 +371,53 @@ impl Client {
         remote: &str,
         blksize: u32,
     ) -> Result<Vec<u8>, String> {
-        let local = self.dir.join("tftp-bb.out");
-        let _ = std::fs::remove_file(&local);
-        let out = self
-            .cmd(&[
+        let (server, blksize) = (server.to_string(), blksize.to_string());
+        self.fetch("tftp-bb.out", |local| {
+            [
                 "/bin/busybox",
                 "tftp",
                 "-g",
                 "-b",
-                &blksize.to_string(),
+                &blksize,
                 "-r",
                 remote,
                 "-l",
-                local.to_str().unwrap(),
-                &server.to_string(),
-            ])
+                local,
+                &server,
+            ]
+            .map(String::from)
+        })
+    }
+
+    /// The path of `name` in the namespace's directory, any file of an earlier run there
+    /// removed.
+    fn fresh(&self, name: &str) -> PathBuf {
+        let path = self.dir.join(name);
+        let _ = std::fs::remove_file(&path);
+        path
+    }
+
+    /// A DHCP client's hook script `<client>.sh`, made of `script` given the fresh file
+    /// `<client>.env` it writes the lease's environment to: (the env file, the script).
+    fn hook(&self, client: &str, script: impl FnOnce(&Path) -> String) -> (PathBuf, PathBuf) {
+        let out = self.fresh(&format!("{client}.env"));
+        let path = self.dir.join(format!("{client}.sh"));
+        write_script(&path, &script(&out));
+        (out, path)
+    }
+
+    /// A client run in the namespace that fetches into the file `name` of its directory
+    /// (`args` given that file's path, and removed before): the file's bytes, or the
+    /// client's output when it failed.
+    fn fetch<const N: usize>(
+        &self,
+        name: &str,
+        args: impl FnOnce(&str) -> [String; N],
+    ) -> Result<Vec<u8>, String> {
+        let local = self.fresh(name);
+        let args = args(local.to_str().unwrap());
+        let out = self
+            .cmd(&args.each_ref().map(String::as_str))
             .output()
             .unwrap();
         read_back(&local, &out)
