@@ -109,19 +109,13 @@ impl From<tonic::Status> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return fail(Failure(format!("cannot start the runtime: {e}"))),
-    };
-    match runtime.block_on(run(cli)) {
-        Ok(out) => {
+    match triton_common::tool::block_on(run(cli)) {
+        Ok(Ok(out)) => {
             print!("{out}");
             ExitCode::SUCCESS
         }
-        Err(failure) => fail(failure),
+        Ok(Err(failure)) => fail(failure),
+        Err(e) => fail(Failure(format!("cannot start the runtime: {e}"))),
     }
 }
 

@@ -21,16 +21,10 @@ const PING_WAIT: Duration = Duration::from_secs(3600);
 fn main() -> ExitCode {
     let cli = Cli::parse_from(argv());
     let _telemetry = (cli.common.verbose > 0).then(|| triton_common::telemetry::init("moray-cli"));
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return fail(Failure(format!("cannot start the runtime: {e}"))),
-    };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(failure) => fail(failure),
+    match triton_common::tool::block_on(run(cli)) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(failure)) => fail(failure),
+        Err(e) => fail(Failure(format!("cannot start the runtime: {e}"))),
     }
 }
 
