@@ -74,24 +74,6 @@ impl Store {
         }
     }
 
-    /// Runs `op` in a transaction on a connection, all within `timeout`: `BEGIN`, then
-    /// COMMIT when `op` succeeds, else ROLLBACK (see [`finish`]).
-    pub async fn with_tx<T, F, Fut>(&self, timeout: Duration, op: F) -> Result<T, MorayError>
-    where
-        F: FnOnce(PooledConn) -> Fut,
-        Fut: Future<Output = (PooledConn, Result<T, MorayError>)>,
-    {
-        self.with_conn(timeout, |mut conn| async move {
-            if let Err(e) = begin(&mut conn, "BEGIN").await {
-                return (conn, Err(e));
-            }
-            let (mut conn, r) = op(conn).await;
-            let r = finish(&mut conn, r).await;
-            (conn, r)
-        })
-        .await
-    }
-
     /// [`Store::with_conn`] for an `op` that borrows the connection, within the request's
     /// timeout (`options`, else the default).
     pub async fn on_conn<T>(
@@ -107,7 +89,8 @@ impl Store {
         .await
     }
 
-    /// [`Store::on_conn`] in a transaction, as [`Store::with_tx`] runs one.
+    /// [`Store::on_conn`] in a transaction: `BEGIN`, then COMMIT when `op` succeeds, else
+    /// ROLLBACK (see [`finish`]).
     pub async fn on_tx<T>(
         &self,
         options: Option<&pb::RequestOptions>,

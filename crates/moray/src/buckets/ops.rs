@@ -247,23 +247,16 @@ impl Store {
     }
 
     pub async fn delete_bucket(&self, req: pb::DeleteBucketRequest) -> Result<(), MorayError> {
-        let timeout = self.timeout(req.options.as_ref().map_or(0, |o| o.timeout_ms));
-        let name = req.name;
-        let n = name.as_str();
-        self.with_tx(timeout, |mut conn| async move {
-            let name = n;
-            let r = async {
-                let bucket = locked_config(&mut conn, name).await?;
-                conn.client
-                    .execute("DELETE FROM buckets_config WHERE name = $1::text", &[&name])
-                    .await?;
-                run_ddl(&mut conn, name, &bucket.drop_ddl()).await
-            }
-            .await;
-            (conn, r)
+        let name = req.name.as_str();
+        self.on_tx(req.options.as_ref(), async |conn| {
+            let bucket = locked_config(conn, name).await?;
+            conn.client
+                .execute("DELETE FROM buckets_config WHERE name = $1::text", &[&name])
+                .await?;
+            run_ddl(conn, name, &bucket.drop_ddl()).await
         })
         .await?;
-        self.cache.invalidate(&name);
+        self.cache.invalidate(name);
         Ok(())
     }
 

@@ -244,6 +244,24 @@ pub async fn spawn_writers(
     tasks
 }
 
+/// `TestMoray::<method>(name, defs, version)`: the RPC `<method>` with `<Request>` for
+/// the bucket `name` with the indexes `defs` at `version`, the other fields default.
+macro_rules! bucket_calls {
+    ($($(#[$doc:meta])* $method:ident($request:ident);)*) => {$(
+        $(#[$doc])*
+        pub async fn $method(
+            &mut self,
+            name: &str,
+            defs: &[(&str, &str)],
+            version: u32,
+        ) -> Result<(), Status> {
+            let config = bucket_config(defs, version);
+            let request = pb::$request { name: name.into(), config, ..Default::default() };
+            self.client.$method(request).await.map(|_| ())
+        }
+    )*};
+}
+
 impl TestMoray {
     /// Creates an unversioned bucket for a test, which fails if it cannot.
     pub async fn bucket(&mut self, name: &str, defs: &[(&str, &str)]) {
@@ -334,38 +352,11 @@ impl TestMoray {
             .map(|r| r.into_inner())
     }
 
-    /// Creates a bucket; index types ending in `!` are unique.
-    pub async fn create_bucket(
-        &mut self,
-        name: &str,
-        defs: &[(&str, &str)],
-        version: u32,
-    ) -> Result<(), Status> {
-        self.client
-            .create_bucket(pb::CreateBucketRequest {
-                name: name.into(),
-                config: bucket_config(defs, version),
-                options: None,
-            })
-            .await
-            .map(|_| ())
-    }
-
-    pub async fn update_bucket(
-        &mut self,
-        name: &str,
-        defs: &[(&str, &str)],
-        version: u32,
-    ) -> Result<(), Status> {
-        self.client
-            .update_bucket(pb::UpdateBucketRequest {
-                name: name.into(),
-                config: bucket_config(defs, version),
-                options: None,
-                no_reindex: false,
-            })
-            .await
-            .map(|_| ())
+    bucket_calls! {
+        /// Creates a bucket; index types ending in `!` are unique.
+        create_bucket(CreateBucketRequest);
+        /// Updates a bucket (reindexing).
+        update_bucket(UpdateBucketRequest);
     }
 
     pub async fn put(&mut self, bucket: &str, key: &str, value: Value) -> Result<String, Status> {
