@@ -805,13 +805,7 @@ impl Coal {
             let text = serde_json::to_string_pretty(&m).map_err(|e| Error::Check(e.to_string()))?;
             crate::images::write_atomically(&manifest_path, text.as_bytes())?;
             let ch = seed::channel(&need("imgapi", "grpc")?).await?;
-            match seed::image(ch, &coal.image, &m, file).await? {
-                Some(d) => p.step(format!("imgapi: seeded {d}")),
-                None => p.step(format!(
-                    "imgapi: image {} {} already there",
-                    coal.image.name, coal.image.version
-                )),
-            }
+            seed::image_step(p, "imgapi", ch, &coal.image, &m, file).await?;
             // The volumes' NFS server image (VolAPI provisions storage instances from it,
             // by name), from the nfsserver binary CoaL built (`[coal] tools`). Without the
             // binary the rest of CoaL still comes up; only volumes cannot be made.
@@ -846,21 +840,13 @@ impl Coal {
         }
         if self.is_up("napi") {
             let ch = seed::channel(&need("napi", "grpc")?).await?;
-            let wanted = ["admin", "external"];
-            let have = seed::networks(ch, &wanted).await?;
-            for (name, subnet, uuid) in &have {
-                p.step(format!("napi: network {name} {subnet} ({uuid})"));
-            }
-            if have.len() < wanted.len() {
-                return Err(Error::Seed {
-                    what: "napi networks".into(),
-                    message: format!(
-                        "NAPI has {} of the admin and external networks; its seed.enabled should make them (log: {})",
-                        have.len(),
-                        self.log_path("napi").display()
-                    ),
-                });
-            }
+            seed::networks_step(p, "napi", ch, |have| {
+                format!(
+                    "NAPI has {have} of the admin and external networks; its seed.enabled should make them (log: {})",
+                    self.log_path("napi").display()
+                )
+            })
+            .await?;
             if let Some(b) = coal.bridges.iter().find(|b| b.nic_tag == cns::UNDERLAY_TAG) {
                 let ch = seed::channel(&need("napi", "grpc")?).await?;
                 for d in seed::underlay(ch, b, &admin_uuid).await? {

@@ -193,6 +193,47 @@ pub fn base_image(img: &SeedImage, owner: &str) -> Result<(Vec<u8>, serde_json::
     Ok((file, m))
 }
 
+/// Seeds `img` (see [`image`]) and says so as `who` (`imgapi`, or `imgapi (<address>)`).
+pub async fn image_step(
+    p: &Progress,
+    who: &str,
+    ch: Channel,
+    img: &SeedImage,
+    manifest: &serde_json::Value,
+    file: Vec<u8>,
+) -> Result<(), Error> {
+    match image(ch, img, manifest, file).await? {
+        Some(d) => p.step(format!("{who}: seeded {d}")),
+        None => p.step(format!(
+            "{who}: image {} {} already there",
+            img.name, img.version
+        )),
+    }
+    Ok(())
+}
+
+/// Lists NAPI's admin and external networks as `who` (`napi`, or `napi (<address>)`);
+/// without both, an error whose message `missing` writes from how many there are.
+pub async fn networks_step(
+    p: &Progress,
+    who: &str,
+    ch: Channel,
+    missing: impl FnOnce(usize) -> String,
+) -> Result<(), Error> {
+    let wanted = ["admin", "external"];
+    let have = networks(ch, &wanted).await?;
+    for (name, subnet, uuid) in &have {
+        p.step(format!("{who}: network {name} {subnet} ({uuid})"));
+    }
+    if have.len() < wanted.len() {
+        return Err(Error::Seed {
+            what: "napi networks".into(),
+            message: missing(have.len()),
+        });
+    }
+    Ok(())
+}
+
 /// Imports and activates the base image unless it is there.
 pub async fn image(
     ch: Channel,
@@ -410,28 +451,15 @@ pub async fn datacenter(dc: &Datacenter, public_key: &str, p: &Progress) -> Resu
     ));
     let (file, m) = base_image(&seed.image, &dc.admin_uuid)?;
     let imgapi = dc.addr("imgapi", "grpc")?;
-    match image(channel(&imgapi).await?, &seed.image, &m, file).await? {
-        Some(d) => p.step(format!("imgapi ({imgapi}): seeded {d}")),
-        None => p.step(format!(
-            "imgapi ({imgapi}): image {} {} already there",
-            seed.image.name, seed.image.version
-        )),
-    }
+    let ch = channel(&imgapi).await?;
+    image_step(p, &format!("imgapi ({imgapi})"), ch, &seed.image, &m, file).await?;
     let napi = dc.addr("napi", "grpc")?;
-    let wanted = ["admin", "external"];
-    let have = networks(channel(&napi).await?, &wanted).await?;
-    for (name, subnet, uuid) in &have {
-        p.step(format!("napi ({napi}): network {name} {subnet} ({uuid})"));
-    }
-    if have.len() < wanted.len() {
-        return Err(Error::Seed {
-            what: "napi networks".into(),
-            message: format!(
-                "NAPI at {napi} has {} of the admin and external networks (its seed.enabled makes them)",
-                have.len()
-            ),
-        });
-    }
+    networks_step(p, &format!("napi ({napi})"), channel(&napi).await?, |have| {
+        format!(
+            "NAPI at {napi} has {have} of the admin and external networks (its seed.enabled makes them)"
+        )
+    })
+    .await?;
     let cnapi = dc.addr("cnapi", "grpc")?;
     for (host, status, setup) in servers(channel(&cnapi).await?).await? {
         p.step(format!(
