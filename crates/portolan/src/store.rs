@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use futures::{StreamExt, TryStreamExt};
 use moray_client::filter::Filter;
+use moray_client::typed::Bucket;
 use moray_client::{FindOptions, MorayClient, MorayError, Sort, SortOrder};
 use portolan_client::buckets::{
     Buckets, CnNetEvent, LogRecord, UnderlayMapping, ip_text, mac_bytes, mac_number,
@@ -48,6 +49,18 @@ fn moray(what: &'static str) -> impl FnOnce(MorayError) -> LookupError {
         what: what.to_string(),
         source,
     }
+}
+
+/// The value of `key` in `bucket`, if it has a row there.
+async fn get_value<T: serde::Serialize + serde::de::DeserializeOwned>(
+    bucket: &Bucket<T>,
+    key: &str,
+) -> Result<Option<T>, LookupError> {
+    let row = bucket.get(key).await.map_err(|source| LookupError::Moray {
+        what: format!("get {}", bucket.name()),
+        source,
+    })?;
+    Ok(row.map(|v| v.value))
 }
 
 /// The fabric buckets, read.
@@ -96,13 +109,8 @@ impl Store {
         vnet_id: u32,
     ) -> Result<Option<([u8; 6], Underlay)>, LookupError> {
         let key = vnet_mac_ip_key(IpAddr::V6(ip), vnet_id);
-        let row = self
-            .buckets
-            .vnet_mac_ip
-            .get(&key)
-            .await
-            .map_err(moray("get portolan_vnet_mac_ip"))?;
-        let Some(row) = row.map(|v| v.value).filter(|r| !r.deleted) else {
+        let row = get_value(&self.buckets.vnet_mac_ip, &key).await?;
+        let Some(row) = row.filter(|r| !r.deleted) else {
             return Ok(None);
         };
         Ok(self
@@ -113,13 +121,8 @@ impl Store {
 
     async fn underlay(&self, cn_uuid: Uuid) -> Result<Option<Underlay>, LookupError> {
         let key = cn_uuid.to_string();
-        let row = self
-            .buckets
-            .underlay_mappings
-            .get(&key)
-            .await
-            .map_err(moray("get portolan_underlay_mappings"))?;
-        row.map(|v| underlay_of(&key, &v.value)).transpose()
+        let row = get_value(&self.buckets.underlay_mappings, &key).await?;
+        row.map(|v| underlay_of(&key, &v)).transpose()
     }
 
     /// LOG: the node whose underlay address is `ip`, then its oldest events, as many as
