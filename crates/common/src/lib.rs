@@ -18,6 +18,7 @@ pub mod follow;
 pub mod grpc;
 mod grpc_handlers;
 pub mod listen;
+pub mod pairs;
 pub mod periodic;
 pub mod postgres;
 pub mod rng;
