@@ -326,9 +326,12 @@ mod tests {
         let overlay = c.overlay.unwrap();
         assert_eq!(overlay.underlay_ip.to_string(), "192.0.2.9");
         assert_eq!(overlay.portolan, "10.99.99.30:1296");
-        let e = load_env::<Config>("cn-agent", &[("CN_AGENT_OVERLAY__UNDERLAY_IP", "not-an-ip")])
-            .unwrap_err()
-            .to_string();
+        let e = load_env::<Config>(
+            "cn-agent",
+            &[("CN_AGENT_OVERLAY__UNDERLAY_IP", "not-an-ip")],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             e.contains("CN_AGENT_OVERLAY__UNDERLAY_IP") || e.contains("overlay.underlay_ip"),
             "{e}"

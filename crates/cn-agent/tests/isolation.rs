@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use cn_agent::linux::LinuxBackend;
 use cn_agent::linux::idmap::{FIRST_BASE, IdRange, RANGE_SIZE};
+use cn_agent::linux::net::send_to;
 use cn_agent::linux::sandbox::default_caps_mask;
 use cn_agent::{InstanceSpec, InstanceState, ZoneBackend};
 use uuid::Uuid;
@@ -99,15 +100,7 @@ fn icmp_echo_as(netns: &Path, id: u32, to: [u8; 4]) -> Result<(), i32> {
                 libc::_exit(errno());
             }
             set_recv_timeout(sock, timeout);
-            if libc::sendto(
-                sock,
-                echo.as_ptr().cast(),
-                echo.len(),
-                0,
-                (&addr as *const libc::sockaddr_in).cast(),
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            ) < 0
-            {
+            if send_to(sock, &echo, &addr).is_err() {
                 libc::_exit(errno());
             }
             let mut reply = [0u8; 64];

@@ -274,14 +274,7 @@ pub fn check_known(dir: Option<&Path>, platform: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    fn args(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use triton_common::pairs::owned as args;
 
     #[test]
     fn merge_adds_changes_and_deletes_replace_replaces() {

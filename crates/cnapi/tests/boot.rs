@@ -7,8 +7,8 @@
 // Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
 use std::path::Path;
+use triton_common::pairs::owned as args;
 
 use cnapi::app::Running;
 use cnapi::service::Settings;
@@ -73,13 +73,6 @@ fn sysinfo(uuid: Uuid, mac: &str, network: bool) -> serde_json::Value {
         });
     }
     s
-}
-
-fn args(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }
 
 async fn get(c: &mut CnapiClient<Channel>, mac: &str) -> pb::BootParams {

@@ -12,8 +12,8 @@ use std::time::Duration;
 use cn_agent::ZoneBackend;
 use cn_agent::sim::SimDelays;
 use common::{
-    action_on, assert_no_ip_held, broken_network, delete_vm, restart_during, running_vm, sim_of,
-    step_status, succeeds, text,
+    action_on, all_vms, assert_no_ip_held, broken_network, delete_vm, restart_during, running_vm,
+    sim_of, step_status, succeeds, text,
 };
 use dc_testkit::services::cn_agent;
 use dc_testkit::{Dc, Options, assert_refused, error_of, eventually};
@@ -288,12 +288,7 @@ async fn bad_requests_are_refused_naming_the_field() {
         "{msg}"
     );
     // Nothing was written.
-    let all = c
-        .list_vms(pb::ListVmsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .vms;
+    let all = all_vms(&dc, "").await;
     assert!(all.is_empty(), "{all:?}");
 
     // Unknown VM, job; malformed ids.

@@ -381,12 +381,20 @@ impl Cgroups {
         let mut pids: Vec<u32> = Vec::new();
         for file in self.procs_files(uuid) {
             if let Ok(text) = std::fs::read_to_string(&file) {
-                pids.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+                pids.extend(parse_pids(&text));
             }
         }
         pids.sort_unstable();
         pids.dedup();
         pids
+    }
+
+    /// The instance's processes ([`Cgroups::pids`]) that are not in `known`.
+    fn pids_not_in(&self, uuid: Uuid, known: &[u32]) -> Vec<u32> {
+        self.pids(uuid)
+            .into_iter()
+            .filter(|p| !known.contains(p))
+            .collect()
     }
 
     /// SIGKILLs every process of the instance and waits up to `wait` for them to go.
@@ -445,16 +453,8 @@ impl Cgroups {
                     // forked meanwhile by one already moved is born there, one by a
                     // process not yet moved is caught by the next round.
                     loop {
-                        let inside = read(&dir.join("cgroup.procs"))?;
-                        let inside: Vec<u32> = inside
-                            .lines()
-                            .filter_map(|l| l.trim().parse().ok())
-                            .collect();
-                        let outside: Vec<u32> = self
-                            .pids(uuid)
-                            .into_iter()
-                            .filter(|p| !inside.contains(p))
-                            .collect();
+                        let inside = parse_pids(&read(&dir.join("cgroup.procs"))?);
+                        let outside = self.pids_not_in(uuid, &inside);
                         if outside.is_empty() {
                             break;
                         }
@@ -477,11 +477,7 @@ impl Cgroups {
                 None => {
                     let mut stopped: Vec<u32> = Vec::new();
                     loop {
-                        let new: Vec<u32> = self
-                            .pids(uuid)
-                            .into_iter()
-                            .filter(|p| !stopped.contains(p))
-                            .collect();
+                        let new = self.pids_not_in(uuid, &stopped);
                         if new.is_empty() {
                             return Ok(());
                         }
@@ -791,6 +787,11 @@ fn parse_cpu_max(text: &str) -> Option<u32> {
 
 fn cpu_quota_us(percent: u32) -> u64 {
     u64::from(percent) * CPU_PERIOD_US / 100
+}
+
+/// The pids of a `cgroup.procs` file, one a line.
+fn parse_pids(text: &str) -> Vec<u32> {
+    text.lines().filter_map(|l| l.trim().parse().ok()).collect()
 }
 
 fn pids_value(max: Option<u64>) -> String {

@@ -60,13 +60,7 @@ pub fn write(
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
-
-    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use triton_common::pairs::owned as map;
 
     #[test]
     fn each_key_is_a_file_and_a_reboot_drops_removed_keys() {

@@ -12,7 +12,7 @@
 //! network has `internet_nat` gets the node's NAT of its vnet ([`Network::ensure_nat`]).
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -466,6 +466,25 @@ fn sysctls() -> [(&'static std::ffi::CStr, Vec<u8>); 4] {
             format!("0 {}", RANGE_SIZE - 1).into_bytes(),
         ),
     ]
+}
+
+/// sendto(2) of `buf` on the socket `fd` to the address `to` (a `sockaddr_in`, a
+/// `sockaddr_ll`, ...: the kernel reads its family); answers the bytes sent. It
+/// allocates nothing, so a forked child may call it before it execs or exits.
+pub fn send_to<A>(fd: RawFd, buf: &[u8], to: &A) -> std::io::Result<usize> {
+    // SAFETY: sendto(2) from a buffer and an address borrowed for the call, each with
+    // its length.
+    let n = unsafe {
+        libc::sendto(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            0,
+            (to as *const A).cast(),
+            std::mem::size_of::<A>() as libc::socklen_t,
+        )
+    };
+    usize::try_from(n).map_err(|_| std::io::Error::last_os_error())
 }
 
 /// Makes the instance's network namespace, owned by its user namespace `userns`, and

@@ -1491,20 +1491,7 @@ fn announce(packet: &OwnedFd, bridge: u32, ip: Ipv4Addr, mac: [u8; 6]) -> std::i
     to.sll_ifindex = bridge as i32;
     to.sll_halen = 6;
     to.sll_addr[..6].copy_from_slice(&[0xff; 6]);
-    // SAFETY: sendto(2) from a buffer and an address we own.
-    let n = unsafe {
-        libc::sendto(
-            packet.as_raw_fd(),
-            frame.as_ptr().cast(),
-            frame.len(),
-            0,
-            (&to as *const libc::sockaddr_ll).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-        )
-    };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    super::net::send_to(packet.as_raw_fd(), &frame, &to)?;
     Ok(())
 }
 
