@@ -380,23 +380,21 @@ mod tests {
 
     #[test]
     fn list_from_environment_is_comma_separated_or_toml() {
-        let conf: WithGrpc = load_from(
+        let conf: WithGrpc = load_env(
             "napi",
-            None,
-            &env(&[("NAPI_GRPC__ALLOW_FROM", "10.99.99.0/24, 127.0.0.1")]),
+            &[("NAPI_GRPC__ALLOW_FROM", "10.99.99.0/24, 127.0.0.1")],
         )
         .unwrap();
         let shown: Vec<String> = conf.grpc.allow_from.iter().map(|c| c.to_string()).collect();
         assert_eq!(shown, ["10.99.99.0/24", "127.0.0.1/32"]);
         assert!(conf.grpc.reflection);
 
-        let conf: WithGrpc = load_from(
+        let conf: WithGrpc = load_env(
             "napi",
-            None,
-            &env(&[
+            &[
                 ("NAPI_GRPC__ALLOW_FROM", r#"["::1/128"]"#),
                 ("NAPI_GRPC__REFLECTION", "false"),
-            ]),
+            ],
         )
         .unwrap();
         assert_eq!(conf.grpc.allow_from.len(), 1);
@@ -412,8 +410,7 @@ mod tests {
         assert!(problems[0].problem.contains("10.0.0.0/33"), "{problems:?}");
         assert!(problems[0].problem.contains("prefix"), "{problems:?}");
 
-        let err = load_from::<WithGrpc>("napi", None, &env(&[("NAPI_GRPC__ALLOW_FROM", "ten")]))
-            .unwrap_err();
+        let err = load_env::<WithGrpc>("napi", &[("NAPI_GRPC__ALLOW_FROM", "ten")]).unwrap_err();
         let shown = err.to_string();
         assert!(
             shown.contains("grpc.allow_from (from NAPI_GRPC__ALLOW_FROM)"),
@@ -470,18 +467,13 @@ mod tests {
 
     #[test]
     fn string_key_keeps_numeric_text_from_environment() {
-        let conf: Conf = load_from("moray", None, &env(&[("MORAY_LISTEN", "1")])).unwrap();
+        let conf: Conf = load_env("moray", &[("MORAY_LISTEN", "1")]).unwrap();
         assert_eq!(conf.listen, "1");
     }
 
     #[test]
     fn nested_key_from_environment() {
-        let conf: Conf = load_from(
-            "moray",
-            None,
-            &env(&[("MORAY_POOL__MAX_CONNECTIONS", "16")]),
-        )
-        .unwrap();
+        let conf: Conf = load_env("moray", &[("MORAY_POOL__MAX_CONNECTIONS", "16")]).unwrap();
         assert_eq!(conf.pool.max_connections, 16);
     }
 
