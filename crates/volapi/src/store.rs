@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use moray_client::filter::Filter;
 use moray_client::typed::{Bucket, Change, UpdateError, Versioned};
-use moray_client::{BucketConfig, EtagCondition, FindOptions, IndexDef, MorayClient};
+use moray_client::{BucketConfig, FindOptions, IndexDef, MorayClient};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -78,35 +78,43 @@ pub struct Store {
     pub reservations: Bucket<ReservationRecord>,
 }
 
+/// A bucket of version 1 indexed by its unique `uuid` and by each of `indexes` (field,
+/// Moray index type).
+fn indexed(indexes: &[(&str, &str)]) -> BucketConfig {
+    indexes.iter().fold(
+        BucketConfig::versioned(1).with_index("uuid", IndexDef::unique("string")),
+        |config, (field, kind)| config.with_index(*field, IndexDef::new(*kind)),
+    )
+}
+
 impl Store {
     pub fn new(moray: MorayClient) -> Store {
-        let string = || IndexDef::new("string");
         Store {
             volumes: Bucket::new(
                 moray.clone(),
                 VOLUMES_BUCKET,
-                BucketConfig::versioned(1)
-                    .with_index("uuid", IndexDef::unique("string"))
-                    .with_index("owner_uuid", string())
-                    .with_index("name", string())
-                    .with_index("vm_uuid", string())
-                    .with_index("create_timestamp", IndexDef::new("number"))
-                    .with_index("labels", string())
-                    .with_index("type", string())
-                    .with_index("size", IndexDef::new("number"))
-                    .with_index("state", string())
-                    .with_index("refs", IndexDef::new("[string]")),
+                indexed(&[
+                    ("owner_uuid", "string"),
+                    ("name", "string"),
+                    ("vm_uuid", "string"),
+                    ("create_timestamp", "number"),
+                    ("labels", "string"),
+                    ("type", "string"),
+                    ("size", "number"),
+                    ("state", "string"),
+                    ("refs", "[string]"),
+                ]),
             ),
             reservations: Bucket::new(
                 moray,
                 RESERVATIONS_BUCKET,
-                BucketConfig::versioned(1)
-                    .with_index("uuid", IndexDef::unique("string"))
-                    .with_index("vm_uuid", string())
-                    .with_index("job_uuid", string())
-                    .with_index("owner_uuid", string())
-                    .with_index("volume_name", string())
-                    .with_index("create_timestamp", IndexDef::new("number")),
+                indexed(&[
+                    ("vm_uuid", "string"),
+                    ("job_uuid", "string"),
+                    ("owner_uuid", "string"),
+                    ("volume_name", "string"),
+                    ("create_timestamp", "number"),
+                ]),
             ),
         }
     }
@@ -150,11 +158,7 @@ impl Store {
     }
 
     pub async fn insert_volume(&self, v: &VolumeRecord) -> Result<()> {
-        self.volumes
-            .put(&v.uuid, v, EtagCondition::MustNotExist)
-            .await
-            .map_err(Error::moray(format!("putObject {VOLUMES_BUCKET}")))?;
-        Ok(())
+        insert_new(&self.volumes, &v.uuid, v).await
     }
 
     /// Read-modify-write of one volume under the one retry policy; `None` when it is
@@ -186,11 +190,7 @@ impl Store {
     }
 
     pub async fn put_reservation(&self, r: &ReservationRecord) -> Result<()> {
-        self.reservations
-            .put(&r.uuid, r, EtagCondition::MustNotExist)
-            .await
-            .map_err(Error::moray(format!("putObject {RESERVATIONS_BUCKET}")))?;
-        Ok(())
+        insert_new(&self.reservations, &r.uuid, r).await
     }
 
     /// Deletes a reservation; false when there was none.
@@ -200,6 +200,19 @@ impl Store {
             .await
             .map_err(Error::moray(format!("delObject {RESERVATIONS_BUCKET}")))
     }
+}
+
+/// Writes `record` under `key`, a conflict when there is one there already.
+async fn insert_new<T: Serialize + serde::de::DeserializeOwned>(
+    bucket: &Bucket<T>,
+    key: &str,
+    record: &T,
+) -> Result<()> {
+    bucket
+        .insert(key, record)
+        .await
+        .map_err(Error::moray(format!("putObject {}", bucket.name())))?;
+    Ok(())
 }
 
 /// The records `filter` matches (at most [`MAX_ROWS`]), oldest first.
