@@ -96,14 +96,7 @@ async fn a_drained_log_entry_makes_the_next_answer_fresh() {
     // NAPI deletes it and tells node 1 to forget the MAC: VL2 and VL3 both answer
     // NOTFOUND once node 1 has drained its log.
     f.nic(IP_1, MAC_1, VNET_A, f.cn_2, true).await;
-    f.event(
-        f.cn_1,
-        LogRecord::Vl2 {
-            mac: mac_number(MAC_1),
-            vnet_id: VNET_A,
-        },
-    )
-    .await;
+    f.vl2_event(f.cn_1, MAC_1, VNET_A).await;
     let log = svp.log(ip(UNDERLAY_1), 4096).await.unwrap();
     assert_eq!(log.len(), 3);
     assert_eq!(svp.vl2(MAC_1, VNET_A).await.unwrap(), None);
@@ -135,15 +128,7 @@ async fn the_log_drains() {
     assert_eq!(svp.log(ip(UNDERLAY_1), 4096).await.unwrap(), vec![]);
 
     // A new event comes after the drain.
-    let id = f
-        .event(
-            f.cn_1,
-            LogRecord::Vl2 {
-                mac: mac_number(MAC_B),
-                vnet_id: VNET_B,
-            },
-        )
-        .await;
+    let id = f.vl2_event(f.cn_1, MAC_B, VNET_B).await;
     let log = svp.log(ip(UNDERLAY_1), 4096).await.unwrap();
     assert_eq!(log.iter().map(LogEntry::id).collect::<Vec<_>>(), vec![id]);
 

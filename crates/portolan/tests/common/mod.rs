@@ -76,15 +76,7 @@ impl Fabric {
         fabric.nic(IP_GONE, MAC_GONE, VNET_A, cn_2, true).await;
         fabric.nic(IP_B, MAC_B, VNET_B, cn_2, false).await;
         fabric.nic(IP_6, MAC_6, VNET_A, cn_2, false).await;
-        let vl2 = fabric
-            .event(
-                cn_1,
-                LogRecord::Vl2 {
-                    mac: mac_number(MAC_GONE),
-                    vnet_id: VNET_A,
-                },
-            )
-            .await;
+        let vl2 = fabric.vl2_event(cn_1, MAC_GONE, VNET_A).await;
         let vl3 = fabric
             .event(
                 cn_1,
@@ -153,5 +145,11 @@ impl Fabric {
             .await
             .unwrap();
         id
+    }
+
+    /// A VL2 event for `cn`: forget `mac` on `vnet_id`.
+    pub async fn vl2_event(&self, cn: Uuid, mac: [u8; 6], vnet_id: u32) -> Uuid {
+        let mac = mac_number(mac);
+        self.event(cn, LogRecord::Vl2 { mac, vnet_id }).await
     }
 }
