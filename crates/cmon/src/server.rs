@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::connect_info::Connected;
-use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::extract::{ConnectInfo, FromRequestParts, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::IncomingStream;
-use http::{HeaderMap, StatusCode, header};
+use http::request::Parts;
+use http::{StatusCode, header};
 use triton_common::tls::TlsListener;
 
 use crate::App;
@@ -61,12 +62,27 @@ async fn unknown() -> ApiError {
     ApiError::not_found()
 }
 
-/// The Host's target, then the caller.
-async fn caller(app: &App, headers: &HeaderMap, peer: &Peer) -> Result<(Target, Caller), ApiError> {
-    let target = host::parse(headers.get(header::HOST).map(|h| h.as_bytes()))
-        .ok_or_else(ApiError::not_found)?;
-    let caller = app.auth.authenticate(peer.cert.as_deref()).await?;
-    Ok((target, caller))
+/// The request's target (its Host; an unknown one is 404), then its caller (the client
+/// certificate authenticated; 401 when it does not), before any handler that answers
+/// for an account.
+struct Authed {
+    target: Target,
+    caller: Caller,
+}
+
+impl FromRequestParts<Arc<App>> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        let target = host::parse(parts.headers.get(header::HOST).map(|h| h.as_bytes()))
+            .ok_or_else(ApiError::not_found)?;
+        let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<Peer>>() else {
+            tracing::warn!("a request without its connection's info");
+            return Err(ApiError::internal());
+        };
+        let caller = app.auth.authenticate(peer.cert.as_deref()).await?;
+        Ok(Authed { target, caller })
+    }
 }
 
 /// `groups=a,b`: each of Triton's tag grammar `[a-zA-Z0-9_-]*`.
@@ -140,11 +156,9 @@ fn json(body: serde_json::Value) -> Response {
 /// matches an instance in any of its groups).
 async fn discover(
     State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
+    Authed { target, caller }: Authed,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (target, caller) = caller(&app, &headers, &peer).await?;
     if target != Target::Cmon {
         return Err(ApiError::not_found());
     }
@@ -166,10 +180,8 @@ async fn discover(
 /// (Triton lists them to any account; here only operators learn of them).
 async fn gz_discover(
     State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
-    headers: HeaderMap,
+    Authed { target, caller }: Authed,
 ) -> Result<Response, ApiError> {
-    let (target, caller) = caller(&app, &headers, &peer).await?;
     if target != Target::Cmon {
         return Err(ApiError::not_found());
     }
@@ -210,10 +222,8 @@ fn text(body: String) -> Response {
 /// operator a compute node; anything else is 404, as if it did not exist.
 async fn metrics(
     State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
-    headers: HeaderMap,
+    Authed { target, caller }: Authed,
 ) -> Result<Response, ApiError> {
-    let (target, caller) = caller(&app, &headers, &peer).await?;
     let Target::Uuid(uuid) = target else {
         return Err(ApiError::not_found());
     };
