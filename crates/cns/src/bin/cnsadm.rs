@@ -279,25 +279,25 @@ fn split_list(value: &str) -> Vec<String> {
         .collect()
 }
 
-fn apply_bool(target: &mut bool, m: &Modifier) -> Result<(), Failure> {
+/// The value of `m`, a `field=value` of a single `kind` (`boolean`, `string`): `+=` and
+/// `-=` are refused.
+fn set_only<'a>(m: &'a Modifier, kind: &str) -> Result<&'a str, Failure> {
     if m.op != Op::Set {
         return Err(Failure(format!(
-            "{}: a boolean takes only {}=value (+= and -= are for lists)",
+            "{}: a {kind} takes only {}=value (+= and -= are for lists)",
             m.field, m.field
         )));
     }
-    *target = parse_bool(&m.field, &m.value)?;
+    Ok(&m.value)
+}
+
+fn apply_bool(target: &mut bool, m: &Modifier) -> Result<(), Failure> {
+    *target = parse_bool(&m.field, set_only(m, "boolean")?)?;
     Ok(())
 }
 
 fn apply_string(target: &mut String, m: &Modifier) -> Result<(), Failure> {
-    if m.op != Op::Set {
-        return Err(Failure(format!(
-            "{}: a string takes only {}=value (+= and -= are for lists)",
-            m.field, m.field
-        )));
-    }
-    *target = m.value.clone();
+    *target = set_only(m, "string")?.to_string();
     Ok(())
 }
 
