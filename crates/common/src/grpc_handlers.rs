@@ -3,7 +3,7 @@
 
 /// `impl Rpc for Handler` from one entry per RPC: its name, request and answer types, the
 /// request fields its trace span shows, and the answer made from the handler `h` (the
-/// `&self` of the impl) and the request `r` (taken by value; `?` turns the service's
+/// `&self` of the impl) and the request `r` (taken by value, `_` when unused; `?` turns the service's
 /// errors into a `Status`). Items written by hand (stream types, handlers that do more)
 /// follow the `handlers { ... }` block.
 ///
@@ -25,7 +25,7 @@ macro_rules! grpc_handlers {
         impl $rpc:ident for $handler:ty;
         handlers {$(
             $method:ident($req:ty) -> $answer:ty [$($span:ident = $field:ident),*]
-                |$h:ident, $r:ident| $body:expr;
+                |$h:ident, $r:tt| $body:expr;
         )*}
         $($rest:tt)*
     ) => {
