@@ -72,8 +72,10 @@ impl Net {
         // OFFERs for one CreateNics batch overflowed it (RcvbufErrors in its namespace).
         // It gets dhcpd's 4 MiB, for both servers alike. rmem_default cannot be set inside
         // a namespace on this kernel, so it is the machine's, for the bench's length.
-        let rmem_default = std::fs::read_to_string(RMEM_DEFAULT).unwrap();
-        std::fs::write(RMEM_DEFAULT, "4194304").unwrap();
+        let rmem_default = std::fs::read_to_string(RMEM_DEFAULT)
+            .unwrap_or_else(|e| panic!("reading {RMEM_DEFAULT}: {e}"));
+        std::fs::write(RMEM_DEFAULT, "4194304")
+            .unwrap_or_else(|e| panic!("writing {RMEM_DEFAULT} (the bench runs as root): {e}"));
         let net = Net {
             bridge: format!("bdb{id}"),
             ns: format!("bdn{id}"),
@@ -133,14 +135,10 @@ struct Pass {
 fn client_rcvbuf_errors(net: &Net) -> u64 {
     let snmp = run(&["ip", "netns", "exec", &net.ns, "cat", "/proc/net/snmp"]);
     let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
-    let (names, values) = (udp.next().unwrap(), udp.next().unwrap());
-    let at = names.split_whitespace().position(|n| n == "RcvbufErrors");
-    values
-        .split_whitespace()
-        .nth(at.unwrap())
-        .unwrap()
-        .parse()
-        .unwrap()
+    let (names, values) = (udp.next(), udp.next());
+    let at = names.and_then(|n| n.split_whitespace().position(|n| n == "RcvbufErrors"));
+    at.and_then(|at| values?.split_whitespace().nth(at)?.parse().ok())
+        .unwrap_or_else(|| panic!("no UDP RcvbufErrors count in /proc/net/snmp:\n{snmp}"))
 }
 
 fn perfdhcp(net: &Net, rate: usize, exchanges: usize, clients: &[&str]) -> Pass {
