@@ -186,15 +186,7 @@ pub fn load_env<T>(service: &str, pairs: &[(&str, &str)]) -> Result<T, ConfigErr
 where
     T: Serialize + DeserializeOwned + Default,
 {
-    load_from(service, None, &owned_pairs(pairs))
-}
-
-/// `pairs` as the owned `(key, value)` list [`load_from`] takes.
-pub(crate) fn owned_pairs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    load_from(service, None, &crate::pairs::owned::<Vec<_>>(pairs))
 }
 
 /// What [`load_from`] finds wrong with `file` (the text of `<service>.toml`) and the
@@ -211,7 +203,7 @@ where
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(format!("{service}.toml"));
     std::fs::write(&path, file).unwrap();
-    let err = load_from::<T>(service, Some(&path), &owned_pairs(env))
+    let err = load_from::<T>(service, Some(&path), &crate::pairs::owned::<Vec<_>>(env))
         .err()
         .expect("an invalid config");
     let ConfigError::Invalid(problems) = err else {
@@ -420,7 +412,7 @@ mod tests {
     }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        owned_pairs(pairs)
+        crate::pairs::owned(pairs)
     }
 
     #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::config::{ConfigError, load_from, owned_pairs};
+use crate::config::{ConfigError, load_from};
 
 /// [`load_from`] of `text` as the file `<service>.toml`, with the environment `pairs`:
 /// `load_text::<Config>("cnapi", "storage = \"memory\"\n", &[("CNAPI_LISTEN", "0.0.0.0:9")])`.
@@ -32,7 +32,7 @@ where
             path: path.display().to_string(),
             source,
         })
-        .and_then(|()| load_from(service, Some(&path), &owned_pairs(pairs)));
+        .and_then(|()| load_from(service, Some(&path), &crate::pairs::owned::<Vec<_>>(pairs)));
     // Only the test's own directory; a leftover in the temporary directory is harmless.
     let _ = std::fs::remove_dir_all(&dir);
     loaded

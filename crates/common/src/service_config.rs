@@ -128,7 +128,7 @@ mod tests {
     }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        crate::config::owned_pairs(pairs)
+        crate::pairs::owned(pairs)
     }
 
     #[test]
