@@ -81,14 +81,14 @@ pub fn primary_ip(vm: &vmapi::Vm) -> String {
 
 /// A NIC as CloudAPI shows it (`mac` keeps its colons in the body).
 pub fn nic_json(n: &vmapi::Nic, vm_state: &str) -> Value {
-    let mut o = object(json!({
+    let mut o = object!({
         "ip": n.ip,
         "mac": n.mac,
         "primary": n.primary,
         "netmask": n.netmask,
         "state": nic_state(vm_state),
         "network": n.network_uuid,
-    }));
+    });
     put_str(&mut o, "gateway", &n.gateway);
     Value::Object(o)
 }

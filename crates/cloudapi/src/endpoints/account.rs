@@ -15,14 +15,14 @@ use crate::server::json_response;
 
 /// The account as CloudAPI shows it (UFDS names translated).
 pub fn account_json(a: &ufds::Account) -> Value {
-    let mut o = object(json!({
+    let mut o = object!({
         "id": a.uuid,
         "login": a.login,
         "email": a.email,
         "triton_cns_enabled": a.triton_cns_enabled,
         "created": a.created_at,
         "updated": a.updated_at,
-    }));
+    });
     let shown_when_set = [
         ("companyName", &a.company),
         ("firstName", &a.givenname),

@@ -20,7 +20,7 @@ pub fn image_json(i: &imgapi::Image) -> Value {
         .iter()
         .map(|f| json!({"compression": f.compression, "sha1": f.sha1, "size": f.size}))
         .collect();
-    let mut o = object(json!({
+    let mut o = object!({
         "id": i.uuid,
         "name": i.name,
         "version": i.version,
@@ -31,7 +31,7 @@ pub fn image_json(i: &imgapi::Image) -> Value {
         "public": i.public,
         "state": i.state,
         "tags": i.tags,
-    }));
+    });
     put_str(&mut o, "description", &i.description);
     put_str(&mut o, "homepage", &i.homepage);
     put_str(&mut o, "eula", &i.eula);

@@ -101,14 +101,17 @@ pub fn tags_json<'a>(
     serde_json::to_value(sorted).unwrap_or(Value::Null)
 }
 
-/// The fields of `fields`, a `json!({...})` literal of the ones always shown, for the
-/// optional ones to be added to (with [`put_str`]).
-pub fn object(fields: Value) -> serde_json::Map<String, Value> {
-    match fields {
-        Value::Object(o) => o,
-        other => panic!("{other} is not a JSON object"),
-    }
+/// `object!({"key": value, ...})`: a JSON object (a `serde_json::Map`) of the fields
+/// always shown, each value through `json!`, for the optional ones to be added to (with
+/// [`put_str`]).
+macro_rules! object {
+    ({ $($key:literal : $value:expr),* $(,)? }) => {{
+        let mut o = ::serde_json::Map::new();
+        $( o.insert($key.to_string(), ::serde_json::json!($value)); )*
+        o
+    }};
 }
+pub(crate) use object;
 
 /// Inserts `key: value` when `value` is not empty.
 pub fn put_str(obj: &mut serde_json::Map<String, Value>, key: &str, value: &str) {

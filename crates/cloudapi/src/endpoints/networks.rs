@@ -19,12 +19,12 @@ pub fn usable_by(n: &napi::Network, owner: &str) -> bool {
 }
 
 pub fn network_json(n: &napi::Network) -> Value {
-    let mut o = object(json!({
+    let mut o = object!({
         "id": n.uuid,
         "name": n.name,
         "public": n.public,
         "fabric": n.fabric,
-    }));
+    });
     put_str(&mut o, "description", &n.description);
     if n.fabric {
         o.insert("subnet".into(), json!(n.subnet));
@@ -66,11 +66,11 @@ pub async fn get(t: Tenant, Path((_login, id)): IdPath) -> Reply {
 }
 
 fn ip_json(ip: &napi::Ip) -> Value {
-    let mut o = object(json!({
+    let mut o = object!({
         "ip": ip.ip,
         "reserved": ip.reserved,
         "managed": ip.belongs_to_type == "other" || ip.belongs_to_type == "server",
-    }));
+    });
     put_str(&mut o, "owner_uuid", &ip.owner_uuid);
     put_str(&mut o, "belongs_to_uuid", &ip.belongs_to_uuid);
     Value::Object(o)
@@ -157,7 +157,7 @@ fn in_use_is_invalid(e: ApiError) -> ApiError {
 // ------------------------------------------------------------------ fabric VLANs
 
 fn vlan_json(v: &napi::FabricVlan) -> Value {
-    let mut o = object(json!({"vlan_id": v.vlan_id, "name": v.name}));
+    let mut o = object!({"vlan_id": v.vlan_id, "name": v.name});
     put_str(&mut o, "description", &v.description);
     Value::Object(o)
 }

@@ -7,7 +7,7 @@
 
 use axum::extract::Path;
 use http::StatusCode;
-use serde_json::{Value, json};
+use serde_json::Value;
 use triton_proto::napi::v1 as napi;
 use triton_proto::vmapi::v1 as vmapi;
 use triton_types::mac::colon_form;
@@ -26,14 +26,14 @@ fn nic_json(n: &napi::Nic, vm_state: &str) -> Value {
     } else {
         nic_state(vm_state)
     };
-    let mut o = object(json!({
+    let mut o = object!({
         "mac": n.mac,
         "ip": n.ip,
         "primary": n.primary,
         "netmask": n.netmask,
         "state": state,
         "network": n.network_uuid,
-    }));
+    });
     put_str(&mut o, "gateway", &n.gateway);
     Value::Object(o)
 }
@@ -219,6 +219,7 @@ pub async fn remove(t: Tenant, Path((_login, id, mac)): ItemPath) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn macs() {

@@ -11,7 +11,7 @@ use crate::params::Params;
 use crate::server::json_response;
 
 pub fn package_json(p: &papi::Package) -> Value {
-    let mut o = object(json!({
+    let mut o = object!({
         "id": p.uuid,
         "name": p.name,
         "memory": p.max_physical_memory,
@@ -21,7 +21,7 @@ pub fn package_json(p: &papi::Package) -> Value {
         "vcpus": p.vcpus.unwrap_or(0),
         "version": p.version,
         "default": p.default,
-    }));
+    });
     put_str(&mut o, "group", &p.group);
     put_str(&mut o, "description", &p.description);
     put_str(&mut o, "brand", &p.brand);

@@ -97,7 +97,7 @@ impl<T> VolAnswer<T> for Result<tonic::Response<T>, tonic::Status> {
 /// The volume object (sdc-cloudapi `translateVolumeFromVolApi`): `uuid` as `id`,
 /// `create_timestamp` as `created`, labels as `tags`, no `vm_uuid`.
 pub fn volume_json(v: &volapi::Volume) -> Value {
-    let mut o = object(json!({
+    let mut o = object!({
         "id": v.uuid,
         "owner_uuid": v.owner_uuid,
         "name": v.name,
@@ -107,7 +107,7 @@ pub fn volume_json(v: &volapi::Volume) -> Value {
         "networks": v.networks,
         "refs": v.refs,
         "created": v.create_timestamp,
-    }));
+    });
     put_str(&mut o, "filesystem_path", &v.filesystem_path);
     if !v.labels.is_empty() {
         let tags: std::collections::BTreeMap<_, _> = v.labels.iter().collect();
