@@ -205,7 +205,7 @@ fn parse(q: &[u8]) -> Option<Plain> {
             return None;
         }
         let rdlen = usize::from(u16::from_be_bytes([opt[9], opt[10]]));
-        if question_end + 11 + rdlen != q.len() {
+        if question_end + 11 + rdlen != q.len() || !plain_options(&q[question_end + 11..]) {
             return None;
         }
         edns = Some(u16::from_be_bytes([opt[3], opt[4]]));
@@ -222,12 +222,31 @@ fn parse(q: &[u8]) -> Option<Plain> {
     })
 }
 
+/// Whether an OPT record's data is options the full path reads as this path does: each a
+/// code and a length whose data lies inside the record, none of them a Client Subnet
+/// (which the full path parses, and may refuse).
+fn plain_options(mut data: &[u8]) -> bool {
+    const CLIENT_SUBNET: u16 = 8;
+    while !data.is_empty() {
+        let Some(head) = data.get(..4) else {
+            return false;
+        };
+        let code = u16::from_be_bytes([head[0], head[1]]);
+        let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+        if code == CLIENT_SUBNET || data.len() < 4 + len {
+            return false;
+        }
+        data = &data[4 + len..];
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::dns::answer::query;
     use crate::zone::{NS_TTL, SoaFields, TTL, Zone};
-    use hickory_proto::op::Message;
+    use hickory_proto::op::{Message, ResponseCode};
     use hickory_proto::rr::rdata::{A, CNAME, NS, SRV};
     use hickory_proto::rr::{Name, RData, Record, RecordType};
     use std::net::Ipv4Addr;
@@ -344,6 +363,40 @@ mod tests {
         let mut longer = good.clone();
         longer.push(0);
         assert!(!cache.answer(&big, &longer, &mut out));
+    }
+
+    #[test]
+    fn edns_options_are_answered_only_when_well_formed() {
+        let small = set(1, 0);
+        let mut cache = Cache::new();
+        let mut out = Vec::new();
+        let with_options = |options: &[u8]| {
+            let mut q = query(1, &name("a.inst.u.coal.example."), RecordType::A, None)
+                .to_vec()
+                .unwrap();
+            q[11] = 1;
+            q.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0]);
+            q.extend_from_slice(&u16::try_from(options.len()).unwrap().to_be_bytes());
+            q.extend_from_slice(options);
+            q
+        };
+        // A cookie (code 10, 8 bytes) as dig sends: the same answer as the full path.
+        let cookie = with_options(&[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]);
+        assert!(cache.answer(&small, &cookie, &mut out));
+        assert_eq!(
+            Message::from_vec(&out).unwrap(),
+            Message::from_vec(&full(&small, &cookie)).unwrap()
+        );
+        // Found by the fuzz target: an option whose length runs past the record's data,
+        // which the full path answers with FORMERR.
+        let overrun = with_options(&[0, 0, 0, 0, 0, 1, 1, 1, 0x61]);
+        assert!(!cache.answer(&small, &overrun, &mut out));
+        let formerr = Message::from_vec(&full(&small, &overrun)).unwrap();
+        assert_eq!(formerr.response_code(), ResponseCode::FormErr);
+        // A cut option header, and a Client Subnet option: the full path.
+        assert!(!cache.answer(&small, &with_options(&[0, 10, 0]), &mut out));
+        let subnet = with_options(&[0, 8, 0, 4, 0, 1, 0, 0]);
+        assert!(!cache.answer(&small, &subnet, &mut out));
     }
 
     #[test]
