@@ -21,6 +21,7 @@ pub mod listen;
 pub mod pairs;
 pub mod periodic;
 pub mod postgres;
+pub mod problems;
 pub mod rng;
 pub mod running;
 pub mod service;
