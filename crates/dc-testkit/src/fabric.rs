@@ -15,6 +15,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cn_agent::linux::net::send_to;
 use cn_agent::linux::overlay::{Overlay, OverlayConfig, vxlan_name};
 use moray_client::EtagCondition;
 use moray_client::MorayClient;
@@ -124,18 +125,7 @@ pub fn ping(from: &str, ip: Ipv4Addr, seq: u16, timeout: Duration) -> Option<Dur
         to.sin_family = libc::AF_INET as libc::sa_family_t;
         to.sin_addr.s_addr = u32::from(ip).to_be();
         let start = Instant::now();
-        // SAFETY: sendto(2) from a buffer and an address we own.
-        let n = unsafe {
-            libc::sendto(
-                sock.as_raw_fd(),
-                req.as_ptr().cast(),
-                req.len(),
-                0,
-                (&to as *const libc::sockaddr_in).cast(),
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
-        };
-        assert!(n >= 0, "send echo: {}", std::io::Error::last_os_error());
+        send_to(sock.as_raw_fd(), &req, &to).expect("send echo");
         let mut buf = [0u8; 1500];
         loop {
             let left = timeout.checked_sub(start.elapsed())?;
