@@ -345,6 +345,26 @@ fn status(w: &mut Writer, s: Nfsstat) {
     w.u32(s as u32);
 }
 
+/// Writes NFS3_OK and the object's attributes: how most successful replies begin.
+fn ok_attr(w: &mut Writer, st: &Attr) {
+    w.u32(0);
+    post_op(w, Some(st));
+}
+
+/// Writes a failure with the object's attributes, if known (post_op_attr): the whole
+/// of most failed replies.
+fn fail_attr(w: &mut Writer, e: Nfsstat, attr: Option<&Attr>) {
+    status(w, e);
+    post_op(w, attr);
+}
+
+/// Writes a failure with the wcc data of the object changed: no attributes before,
+/// `now` after.
+fn fail_wcc(w: &mut Writer, e: Nfsstat, now: Option<&Attr>) {
+    status(w, e);
+    wcc(w, None, now);
+}
+
 fn post_op_fh(w: &mut Writer, h: &Handle) {
     w.bool(true);
     w.opaque(&h.encode());
@@ -352,9 +372,7 @@ fn post_op_fh(w: &mut Writer, h: &Handle) {
 
 /// Writes a failure with the wcc data of the directory `dir` (its attributes now).
 fn fail_dir(w: &mut Writer, server: &Server, e: Nfsstat, dir: &[u8]) {
-    status(w, e);
-    let now = server.tree.dir_attr(dir);
-    wcc(w, None, now.as_ref());
+    fail_wcc(w, e, server.tree.dir_attr(dir).as_ref());
 }
 
 fn access_bits(st: &Attr, cred: &Cred, want: u32) -> u32 {
@@ -437,11 +455,7 @@ fn nfs(
                     w.u32(0);
                     wcc(w, Some(&before), Some(&after));
                 }
-                Err(e) => {
-                    status(w, e);
-                    let now = tree.getattr(h).ok();
-                    wcc(w, None, now.as_ref());
-                }
+                Err(e) => fail_wcc(w, e, tree.getattr(h).ok().as_ref()),
             }
         }
         3 => {
@@ -454,10 +468,7 @@ fn nfs(
                     post_op(w, Some(&st));
                     post_op(w, tree.dir_attr(dir).as_ref());
                 }
-                Err(e) => {
-                    status(w, e);
-                    post_op(w, tree.dir_attr(dir).as_ref());
-                }
+                Err(e) => fail_attr(w, e, tree.dir_attr(dir).as_ref()),
             }
         }
         4 => {
@@ -465,28 +476,20 @@ fn nfs(
             let want = r.u32()?;
             match tree.getattr(h) {
                 Ok(st) => {
-                    w.u32(0);
-                    post_op(w, Some(&st));
+                    ok_attr(w, &st);
                     w.u32(access_bits(&st, cred, want));
                 }
-                Err(e) => {
-                    status(w, e);
-                    post_op(w, None);
-                }
+                Err(e) => fail_attr(w, e, None),
             }
         }
         5 => {
             let h = fh(r)?;
             match tree.readlink(h) {
                 Ok((target, st)) => {
-                    w.u32(0);
-                    post_op(w, Some(&st));
+                    ok_attr(w, &st);
                     w.opaque(&target);
                 }
-                Err(e) => {
-                    status(w, e);
-                    post_op(w, tree.getattr(h).ok().as_ref());
-                }
+                Err(e) => fail_attr(w, e, tree.getattr(h).ok().as_ref()),
             }
         }
         6 => {
@@ -495,16 +498,12 @@ fn nfs(
             let count = r.u32()?.min(MAX_IO);
             match tree.read(h, offset, count) {
                 Ok((data, eof, st)) => {
-                    w.u32(0);
-                    post_op(w, Some(&st));
+                    ok_attr(w, &st);
                     w.u32(data.len() as u32);
                     w.bool(eof);
                     w.opaque(&data);
                 }
-                Err(e) => {
-                    status(w, e);
-                    post_op(w, tree.getattr(h).ok().as_ref());
-                }
+                Err(e) => fail_attr(w, e, tree.getattr(h).ok().as_ref()),
             }
         }
         7 => {
@@ -525,11 +524,7 @@ fn nfs(
                     w.u32(if stable == 0 { 0 } else { 2 });
                     w.fixed(&server.verf);
                 }
-                Err(e) => {
-                    status(w, e);
-                    let now = tree.getattr(h).ok();
-                    wcc(w, None, now.as_ref());
-                }
+                Err(e) => fail_wcc(w, e, tree.getattr(h).ok().as_ref()),
             }
         }
         8 => {
@@ -541,29 +536,20 @@ fn nfs(
                 2 => CreateHow::Exclusive(r.fixed::<8>()?),
                 v => return Err(XdrError::BadDiscriminant(v).into()),
             };
-            match tree.create(dir, n, how) {
-                Ok((h, st, dst)) => created(w, &h, &st, &dst),
-                Err(e) => fail_dir(w, server, e, dir),
-            }
+            made(w, server, dir, tree.create(dir, n, how));
         }
         9 => {
             let dir = fh(r)?;
             let n = name(r)?;
             let s = sattr(r)?;
-            match tree.mkdir(dir, n, &s) {
-                Ok((h, st, dst)) => created(w, &h, &st, &dst),
-                Err(e) => fail_dir(w, server, e, dir),
-            }
+            made(w, server, dir, tree.mkdir(dir, n, &s));
         }
         10 => {
             let dir = fh(r)?;
             let n = name(r)?;
             let s = sattr(r)?;
             let target = r.opaque(4096)?;
-            match tree.symlink(dir, n, target, &s) {
-                Ok((h, st, dst)) => created(w, &h, &st, &dst),
-                Err(e) => fail_dir(w, server, e, dir),
-            }
+            made(w, server, dir, tree.symlink(dir, n, target, &s));
         }
         11 => {
             // MKNOD: devices, sockets and fifos are not stored on a volume
@@ -593,8 +579,7 @@ fn nfs(
                     wcc(w, None, Some(&t));
                 }
                 Err(e) => {
-                    status(w, e);
-                    wcc(w, None, tree.dir_attr(from_dir).as_ref());
+                    fail_wcc(w, e, tree.dir_attr(from_dir).as_ref());
                     wcc(w, None, tree.dir_attr(to_dir).as_ref());
                 }
             }
@@ -605,13 +590,11 @@ fn nfs(
             let n = name(r)?;
             match tree.link(file, dir, n) {
                 Ok((st, dst)) => {
-                    w.u32(0);
-                    post_op(w, Some(&st));
+                    ok_attr(w, &st);
                     wcc(w, None, Some(&dst));
                 }
                 Err(e) => {
-                    status(w, e);
-                    post_op(w, tree.getattr(file).ok().as_ref());
+                    fail_attr(w, e, tree.getattr(file).ok().as_ref());
                     wcc(w, None, tree.dir_attr(dir).as_ref());
                 }
             }
@@ -640,8 +623,7 @@ fn nfs(
             let h = fh(r)?;
             match (tree.getattr(h), tree.statvfs()) {
                 (Ok(st), Ok(vfs)) => {
-                    w.u32(0);
-                    post_op(w, Some(&st));
+                    ok_attr(w, &st);
                     let frsize = vfs.f_frsize.max(1);
                     w.u64(vfs.f_blocks.saturating_mul(frsize));
                     w.u64(vfs.f_bfree.saturating_mul(frsize));
@@ -651,18 +633,14 @@ fn nfs(
                     w.u64(vfs.f_favail);
                     w.u32(0); // invarsec
                 }
-                (Err(e), _) | (_, Err(e)) => {
-                    status(w, e);
-                    post_op(w, None);
-                }
+                (Err(e), _) | (_, Err(e)) => fail_attr(w, e, None),
             }
         }
         19 => {
             let h = fh(r)?;
             match tree.getattr(h) {
                 Ok(st) => {
-                    w.u32(0);
-                    post_op(w, Some(&st));
+                    ok_attr(w, &st);
                     w.u32(MAX_IO); // rtmax
                     w.u32(MAX_IO); // rtpref
                     w.u32(4096); // rtmult
@@ -675,18 +653,14 @@ fn nfs(
                     w.u32(1);
                     w.u32(0x1 | 0x2 | 0x8 | 0x10); // LINK, SYMLINK, HOMOGENEOUS, CANSETTIME
                 }
-                Err(e) => {
-                    status(w, e);
-                    post_op(w, None);
-                }
+                Err(e) => fail_attr(w, e, None),
             }
         }
         20 => {
             let h = fh(r)?;
             match tree.getattr(h) {
                 Ok(st) => {
-                    w.u32(0);
-                    post_op(w, Some(&st));
+                    ok_attr(w, &st);
                     w.u32(65000); // linkmax
                     w.u32(crate::fs::NAME_MAX as u32);
                     w.bool(true); // no_trunc
@@ -694,10 +668,7 @@ fn nfs(
                     w.bool(false); // case_insensitive
                     w.bool(true); // case_preserving
                 }
-                Err(e) => {
-                    status(w, e);
-                    post_op(w, None);
-                }
+                Err(e) => fail_attr(w, e, None),
             }
         }
         21 => {
@@ -710,10 +681,7 @@ fn nfs(
                     wcc(w, Some(&before), Some(&after));
                     w.fixed(&server.verf);
                 }
-                Err(e) => {
-                    status(w, e);
-                    wcc(w, None, tree.getattr(h).ok().as_ref());
-                }
+                Err(e) => fail_wcc(w, e, tree.getattr(h).ok().as_ref()),
             }
         }
         _ => return Err(CallError::NoProc),
@@ -721,11 +689,18 @@ fn nfs(
     Ok(())
 }
 
-fn created(w: &mut Writer, h: &Handle, st: &Attr, dst: &Attr) {
-    w.u32(0);
-    post_op_fh(w, h);
-    post_op(w, Some(st));
-    wcc(w, None, Some(dst));
+/// Writes the reply of CREATE, MKDIR or SYMLINK in `dir`: the new object's handle and
+/// attributes and the directory's wcc data, or the failure with the directory's.
+fn made(w: &mut Writer, server: &Server, dir: &[u8], made: Result<(Handle, Attr, Attr), Nfsstat>) {
+    match made {
+        Ok((h, st, dst)) => {
+            w.u32(0);
+            post_op_fh(w, &h);
+            post_op(w, Some(&st));
+            wcc(w, None, Some(&dst));
+        }
+        Err(e) => fail_dir(w, server, e, dir),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -741,19 +716,11 @@ fn readdir(
     let tree = &server.tree;
     let (mut entries, dst) = match tree.list(dir) {
         Ok(l) => l,
-        Err(e) => {
-            status(w, e);
-            post_op(w, tree.dir_attr(dir).as_ref());
-            return;
-        }
+        Err(e) => return fail_attr(w, e, tree.dir_attr(dir).as_ref()),
     };
     let (self_h, parent) = match (tree.lookup(dir, b"."), tree.lookup(dir, b"..")) {
         (Ok(s), Ok(p)) => (s, p),
-        (Err(e), _) | (_, Err(e)) => {
-            status(w, e);
-            post_op(w, None);
-            return;
-        }
+        (Err(e), _) | (_, Err(e)) => return fail_attr(w, e, None),
     };
     let mut all: Vec<(u64, Vec<u8>, u64)> = Vec::with_capacity(entries.len() + 2);
     all.push((1, b".".to_vec(), self_h.1.stx_ino));
@@ -764,8 +731,7 @@ fn readdir(
     }
     all.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
     let start = w.len();
-    w.u32(0);
-    post_op(w, Some(&dst));
+    ok_attr(w, &dst);
     w.fixed(&[0u8; 8]); // cookieverf: cookies never expire
     // what is left once the list's end (false, eof) is written
     let limit = maxcount.max(512) as usize;
@@ -807,8 +773,7 @@ fn readdir(
     }
     if !any && !eof {
         w.truncate(start);
-        status(w, Nfsstat::TooSmall);
-        post_op(w, Some(&dst));
+        fail_attr(w, Nfsstat::TooSmall, Some(&dst));
         return;
     }
     w.bool(false);
