@@ -5,6 +5,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
+use triton_common::problems::Problems;
 
 /// Triton's `dhcp_lease_time` default: a day. Only advertised: the address is the NIC's
 /// static one in NAPI, so a node that never renews keeps it anyway.
@@ -99,14 +100,14 @@ pub enum BootOver {
 impl Config {
     /// Every problem at once, each naming its key and the rule.
     pub fn check(&self) -> Result<(), String> {
-        let mut problems = Vec::new();
+        let mut problems = Problems::new();
         match self.server_ip.parse::<Ipv4Addr>() {
             Ok(ip) if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() => problems
-                .push(format!(
+                .push(format_args!(
                     "server_ip: must be the booter's own unicast IPv4 admin address, not {ip}"
                 )),
             Ok(_) => {}
-            Err(_) => problems.push(format!(
+            Err(_) => problems.push(format_args!(
                 "server_ip: must be an IPv4 address (the booter's admin address), not {:?}",
                 self.server_ip
             )),
@@ -119,51 +120,49 @@ impl Config {
                 continue;
             }
             match value.parse::<SocketAddr>() {
-                Ok(a) if a.ip().is_unspecified() => problems.push(format!(
+                Ok(a) if a.ip().is_unspecified() => problems.push(format_args!(
                     "{key}: must be an admin address (host:port), not every address ({value})"
                 )),
                 Ok(_) => {}
-                Err(_) => problems.push(format!("{key}: must be host:port, not {value:?}")),
+                Err(_) => problems.push(format_args!("{key}: must be host:port, not {value:?}")),
             }
         }
-        if self.interface.len() > 15 || self.interface.contains('/') {
-            problems.push(format!(
+        problems.when(
+            self.interface.len() > 15 || self.interface.contains('/'),
+            format_args!(
                 "interface: must be a network interface name (at most 15 characters, no '/'), \
                  not {:?}",
                 self.interface
-            ));
-        }
-        if !matches!(self.boot_over.as_str(), "http" | "tftp") {
-            problems.push(format!(
+            ),
+        );
+        problems.when(
+            !matches!(self.boot_over.as_str(), "http" | "tftp"),
+            format_args!(
                 "boot_over: must be \"http\" or \"tftp\", not {:?}",
                 self.boot_over
-            ));
-        }
-        if self.boot_over == "tftp" && self.tftp_listen.is_empty() {
-            problems.push("boot_over: \"tftp\" needs tftp_listen".to_string());
-        }
+            ),
+        );
+        problems.when(
+            self.boot_over == "tftp" && self.tftp_listen.is_empty(),
+            "boot_over: \"tftp\" needs tftp_listen",
+        );
         for r in &self.resolvers {
-            if r.parse::<Ipv4Addr>().is_err() {
-                problems.push(format!("resolvers: {r:?} is not an IPv4 address"));
-            }
+            problems.when(
+                r.parse::<Ipv4Addr>().is_err(),
+                format_args!("resolvers: {r:?} is not an IPv4 address"),
+            );
         }
-        if self.admin_network.is_empty() {
-            problems.push("admin_network: must name NAPI's admin network".to_string());
-        }
-        if self.data_dir.is_empty() {
-            problems.push("data_dir: must be a directory".to_string());
-        }
-        if self.lease_time_secs == 0 {
-            problems.push("lease_time_secs: must be at least 1".to_string());
-        }
-        if self.max_in_flight == 0 {
-            problems.push("max_in_flight: must be at least 1".to_string());
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems.join("; "))
-        }
+        problems.when(
+            self.admin_network.is_empty(),
+            "admin_network: must name NAPI's admin network",
+        );
+        problems.when(self.data_dir.is_empty(), "data_dir: must be a directory");
+        problems.when(
+            self.lease_time_secs == 0,
+            "lease_time_secs: must be at least 1",
+        );
+        problems.when(self.max_in_flight == 0, "max_in_flight: must be at least 1");
+        problems.into_result()
     }
 
     /// `boot_over` as its enum (after [`Config::check`]).

@@ -2,6 +2,7 @@
 //! (see [`triton_common::config`]).
 
 use serde::{Deserialize, Serialize};
+use triton_common::problems::Problems;
 
 /// Default plain-HTTP listen address (Triton's CloudAPI serves HTTPS on 443 behind its
 /// own haproxy; plain HTTP on 8080 is for local use and tests, and only ever on a
@@ -106,32 +107,26 @@ impl Config {
 
     /// Every problem at once, each naming its key and the rule.
     pub fn check(&self) -> Result<(), String> {
-        let mut problems = Vec::new();
-        if !self.listen.is_empty() && !is_loopback(&self.listen) {
-            problems.push(format!(
+        let mut problems = Problems::new();
+        problems.when(
+            !self.listen.is_empty() && !is_loopback(&self.listen),
+            format_args!(
                 "listen: plain HTTP is served only on a loopback address (127.0.0.0/8, ::1, \
                  localhost) or not at all (empty), not on {:?}; tenants reach CloudAPI over \
                  TLS (tls_listen)",
                 self.listen
-            ));
-        }
-        if self.tls_cert.is_empty() != self.tls_key.is_empty() {
-            problems.push(
-                "tls_cert, tls_key: give both (a certificate and its key) or neither".to_string(),
-            );
-        }
-        if self.listen.is_empty() && !self.serves_tls() {
-            problems.push(
-                "tls_listen: with no plain listen, HTTPS needs tls_listen and a certificate \
-                 (tls_cert and tls_key, or data_dir for a self-signed one)"
-                    .to_string(),
-            );
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems.join("; "))
-        }
+            ),
+        );
+        problems.when(
+            self.tls_cert.is_empty() != self.tls_key.is_empty(),
+            "tls_cert, tls_key: give both (a certificate and its key) or neither",
+        );
+        problems.when(
+            self.listen.is_empty() && !self.serves_tls(),
+            "tls_listen: with no plain listen, HTTPS needs tls_listen and a certificate \
+             (tls_cert and tls_key, or data_dir for a self-signed one)",
+        );
+        problems.into_result()
     }
 }
 

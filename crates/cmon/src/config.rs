@@ -2,6 +2,7 @@
 //! [`triton_common::config`]).
 
 use serde::{Deserialize, Serialize};
+use triton_common::problems::Problems;
 
 /// Triton's CMon port, on every address of its zone.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9163";
@@ -72,42 +73,35 @@ impl Default for Config {
 impl Config {
     /// Every problem at once, each naming its key and rule.
     pub fn check(&self) -> Result<(), String> {
-        let mut problems = Vec::new();
-        if self.listen.parse::<std::net::SocketAddr>().is_err() {
-            problems.push(format!(
-                "listen: {:?} is not an address host:port",
-                self.listen
-            ));
-        }
-        if self.tls_cert.is_empty() != self.tls_key.is_empty() {
-            problems.push("tls_cert and tls_key: set both or neither".to_string());
-        }
-        if self.tls_cert.is_empty() && self.data_dir.is_empty() {
-            problems.push(
-                "data_dir: needed for the self-signed certificate when tls_cert is not set"
-                    .to_string(),
-            );
-        }
+        let mut problems = Problems::new();
+        problems.when(
+            self.listen.parse::<std::net::SocketAddr>().is_err(),
+            format_args!("listen: {:?} is not an address host:port", self.listen),
+        );
+        problems.when(
+            self.tls_cert.is_empty() != self.tls_key.is_empty(),
+            "tls_cert and tls_key: set both or neither",
+        );
+        problems.when(
+            self.tls_cert.is_empty() && self.data_dir.is_empty(),
+            "data_dir: needed for the self-signed certificate when tls_cert is not set",
+        );
         for (key, url) in [
             ("ufds_url", &self.ufds_url),
             ("vmapi_url", &self.vmapi_url),
             ("cnapi_url", &self.cnapi_url),
         ] {
-            if url.is_empty() {
-                problems.push(format!("{key}: must be set"));
-            }
+            problems.when(url.is_empty(), format_args!("{key}: must be set"));
         }
-        if self.agent_timeout_ms == 0 {
-            problems.push("agent_timeout_ms: must be more than 0".to_string());
-        }
-        if self.max_connections == 0 {
-            problems.push("max_connections: must be more than 0".to_string());
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems.join("; "))
-        }
+        problems.when(
+            self.agent_timeout_ms == 0,
+            "agent_timeout_ms: must be more than 0",
+        );
+        problems.when(
+            self.max_connections == 0,
+            "max_connections: must be more than 0",
+        );
+        problems.into_result()
     }
 }
 

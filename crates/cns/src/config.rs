@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use moray_client::service::MorayService;
 use serde::{Deserialize, Serialize};
 use triton_common::field_error::FieldError;
+use triton_common::problems::Problems;
 use triton_proto::cns::v1 as pb;
 
 use crate::names;
@@ -185,45 +186,42 @@ impl Config {
     /// naming settings (as UpdateConfig checks them), `dns_listen`, `cmon_address` and
     /// `cmon_suffix_label`; every problem at once.
     pub fn check(&self) -> Result<(), String> {
-        let mut problems: Vec<String> = match self.initial_settings().validated() {
-            Ok(_) => Vec::new(),
-            Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        let mut problems = match self.initial_settings().validated() {
+            Ok(_) => Problems::new(),
+            Err(errors) => Problems::from_found(errors),
         };
-        if self.dns_listen.parse::<std::net::SocketAddr>().is_err() {
-            problems.push(format!(
+        problems.when(
+            self.dns_listen.parse::<std::net::SocketAddr>().is_err(),
+            format_args!(
                 "dns_listen must be address:port (got {:?})",
                 self.dns_listen
-            ));
-        }
+            ),
+        );
         let address = self.cmon_address.trim();
-        if !address.is_empty() && address.parse::<IpAddr>().is_err() {
-            problems.push(format!(
-                "cmon_address must be an IP address or empty (got {address:?})"
-            ));
-        }
-        if !is_host_name(&self.cmon_suffix_label) || self.cmon_suffix_label.contains('.') {
-            problems.push(format!(
+        problems.when(
+            !address.is_empty() && address.parse::<IpAddr>().is_err(),
+            format_args!("cmon_address must be an IP address or empty (got {address:?})"),
+        );
+        problems.when(
+            !is_host_name(&self.cmon_suffix_label) || self.cmon_suffix_label.contains('.'),
+            format_args!(
                 "cmon_suffix_label must be one DNS label (got {:?})",
                 self.cmon_suffix_label
-            ));
-        }
-        if self.journal_keep == 0 {
-            problems.push("journal_keep must be at least 1".to_string());
-        }
-        if self.journal_max < self.journal_keep {
-            problems.push(format!(
+            ),
+        );
+        problems.when(self.journal_keep == 0, "journal_keep must be at least 1");
+        problems.when(
+            self.journal_max < self.journal_keep,
+            format_args!(
                 "journal_max must be at least journal_keep ({}; got {})",
                 self.journal_keep, self.journal_max
-            ));
-        }
-        if self.journal_gc_secs == 0 {
-            problems.push("journal_gc_secs must be at least 1".to_string());
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems.join("; "))
-        }
+            ),
+        );
+        problems.when(
+            self.journal_gc_secs == 0,
+            "journal_gc_secs must be at least 1",
+        );
+        problems.into_result()
     }
 }
 

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use triton_common::problems::Problems;
 
 /// Triton's VMAPI listens on 80 over HTTP; our gRPC VMAPI takes the port after IMGAPI's.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:2025";
@@ -101,34 +102,26 @@ impl Default for Config {
 impl Config {
     /// Every problem at once.
     pub fn check(&self) -> Result<(), String> {
-        let mut problems = Vec::new();
-        if self.cnapi_url.is_empty() {
-            problems.push("cnapi_url: is required".to_string());
-        }
-        if self.moray_url.is_empty() {
-            problems.push("moray_url: is required".to_string());
-        }
-        if self.job_lease_ms < 300 {
-            problems.push("job_lease_ms: must be at least 300".to_string());
-        }
-        if self.max_running_jobs == 0 {
-            problems.push("max_running_jobs: must be at least 1".to_string());
-        }
+        let mut problems = Problems::new();
+        problems.when(self.cnapi_url.is_empty(), "cnapi_url: is required");
+        problems.when(self.moray_url.is_empty(), "moray_url: is required");
+        problems.when(
+            self.job_lease_ms < 300,
+            "job_lease_ms: must be at least 300",
+        );
+        problems.when(
+            self.max_running_jobs == 0,
+            "max_running_jobs: must be at least 1",
+        );
         for (key, value) in [
             ("timeouts.default_s", self.timeouts.default_s),
             ("timeouts.image_s", self.timeouts.image_s),
             ("timeouts.create_s", self.timeouts.create_s),
             ("timeouts.task_s", self.timeouts.task_s),
         ] {
-            if value == 0 {
-                problems.push(format!("{key}: must be at least 1"));
-            }
+            problems.when(value == 0, format_args!("{key}: must be at least 1"));
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems.join("; "))
-        }
+        problems.into_result()
     }
 
     pub fn instance_id(&self) -> String {
