@@ -139,7 +139,7 @@ impl NodeFacts {
     /// Memory of the node; for a sim, total minus what its instances have.
     pub fn meminfo(&self, instances_ram_mib: u64) -> MemInfo {
         match self {
-            NodeFacts::Real { .. } => read_meminfo().unwrap_or_default(),
+            NodeFacts::Real { .. } => read_meminfo(),
             NodeFacts::Sim { ram_mib, .. } => MemInfo {
                 total_bytes: ram_mib << 20,
                 available_bytes: ram_mib.saturating_sub(instances_ram_mib) << 20,
@@ -176,24 +176,15 @@ fn read(path: impl AsRef<Path>) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
-fn read_meminfo() -> Option<MemInfo> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| {
-                rest.trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            })
-            .map(|kib| kib * 1024)
-    };
-    Some(MemInfo {
-        total_bytes: field("MemTotal:")?,
-        available_bytes: field("MemAvailable:").unwrap_or(0),
-    })
+/// The node's memory as /proc/meminfo has it; zeroes where it cannot be read.
+fn read_meminfo() -> MemInfo {
+    let m = std::fs::read_to_string("/proc/meminfo")
+        .map(|text| crate::linux::usage::parse_meminfo(&text))
+        .unwrap_or_default();
+    MemInfo {
+        total_bytes: m.total,
+        available_bytes: m.available,
+    }
 }
 
 fn read_boot_time() -> Option<u64> {
@@ -292,7 +283,7 @@ fn real_sysinfo(
         .find_map(|l| l.strip_prefix("model name"))
         .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_string())
         .unwrap_or_default();
-    let mem = read_meminfo().unwrap_or_default();
+    let mem = read_meminfo();
 
     let mut disks = serde_json::Map::new();
     if let Ok(entries) = std::fs::read_dir("/sys/block") {

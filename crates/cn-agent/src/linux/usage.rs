@@ -139,13 +139,7 @@ pub fn parse_oom_kills(text: &str) -> u64 {
 /// summed over devices.
 pub fn parse_io_stat(text: &str) -> IoUsage {
     let mut io = IoUsage::default();
-    for field in text.split_whitespace() {
-        let Some((key, value)) = field.split_once('=') else {
-            continue;
-        };
-        let Ok(value) = value.parse::<u64>() else {
-            continue;
-        };
+    for (key, value) in keyed(text.split_whitespace(), '=') {
         let slot = match key {
             "rbytes" => &mut io.read_bytes,
             "wbytes" => &mut io.write_bytes,
@@ -428,28 +422,17 @@ pub struct MemInfo {
 
 /// MemTotal, MemAvailable, SwapTotal and SwapFree of /proc/meminfo ("kB" lines).
 pub fn parse_meminfo(text: &str) -> MemInfo {
-    let mut m = MemInfo::default();
-    for line in text.lines() {
-        let Some((key, rest)) = line.split_once(':') else {
-            continue;
-        };
-        let Some(kib) = rest
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.parse::<u64>().ok())
-        else {
-            continue;
-        };
-        let slot = match key {
-            "MemTotal" => &mut m.total,
-            "MemAvailable" => &mut m.available,
-            "SwapTotal" => &mut m.swap_total,
-            "SwapFree" => &mut m.swap_free,
-            _ => continue,
-        };
-        *slot = kib.saturating_mul(1024);
+    let bytes = |name: &str| {
+        keyed(text.lines(), ':')
+            .find(|(key, _)| *key == name)
+            .map_or(0, |(_, kib)| kib.saturating_mul(1024))
+    };
+    MemInfo {
+        total: bytes("MemTotal"),
+        available: bytes("MemAvailable"),
+        swap_total: bytes("SwapTotal"),
+        swap_free: bytes("SwapFree"),
     }
-    m
 }
 
 /// The three load averages of /proc/loadavg.
@@ -543,9 +526,18 @@ fn node_disks(mountinfo: &str) -> Vec<pb::NodeDisk> {
 
 /// `key value` lines, values that are not numbers skipped.
 fn pairs(text: &str) -> impl Iterator<Item = (&str, u64)> {
-    text.lines().filter_map(|l| {
-        let (k, v) = l.split_once(' ')?;
-        Some((k, v.trim().parse::<u64>().ok()?))
+    keyed(text.lines(), ' ')
+}
+
+/// `key<sep>value` items, the value the first word after `sep` (`MemTotal: 16 kB` is
+/// 16); items without `sep` or whose value is not a number are skipped.
+fn keyed<'a>(
+    items: impl Iterator<Item = &'a str>,
+    sep: char,
+) -> impl Iterator<Item = (&'a str, u64)> {
+    items.filter_map(move |item| {
+        let (key, rest) = item.split_once(sep)?;
+        Some((key, rest.split_whitespace().next()?.parse().ok()?))
     })
 }
 
