@@ -729,59 +729,16 @@ impl Raw<'_> {
     }
 }
 
-/// The first request in `buf` (a server's decoder).
-pub fn decode_request(buf: &[u8]) -> Result<Decoded<Request>, FrameError> {
+/// The first frame in `buf`, its body read by `message` (given the frame's op).
+fn decode<M>(
+    buf: &[u8],
+    message: impl FnOnce(&Raw<'_>, Op) -> Result<M, FrameError>,
+) -> Result<Decoded<M>, FrameError> {
     let Some(raw) = raw_frame(buf)? else {
         return Ok(Decoded::Incomplete);
     };
-    let b = raw.body;
     let op = Op::from_code(raw.op).ok_or_else(|| raw.unknown_op())?;
-    let message = match op {
-        Op::Ping => {
-            raw.exact(op, 0)?;
-            Request::Ping
-        }
-        Op::Vl2Req => {
-            raw.exact(op, VL2_REQ_LEN)?;
-            Request::Vl2 {
-                mac: mac_at(b, 0),
-                vnet_id: u32_at(b, 8).unwrap_or_default(),
-            }
-        }
-        Op::Vl3Req => {
-            raw.exact(op, VL3_REQ_LEN)?;
-            Request::Vl3 {
-                ip: ip_at(b, 0),
-                l3_type: u32_at(b, 16).unwrap_or_default(),
-                vnet_id: u32_at(b, 20).unwrap_or_default(),
-            }
-        }
-        Op::LogReq => {
-            raw.exact(op, LOG_REQ_LEN)?;
-            Request::Log {
-                count: u32_at(b, 0).unwrap_or_default(),
-                ip: ip_at(b, 4),
-            }
-        }
-        Op::LogRm => {
-            let Some(count) = u32_at(b, 0) else {
-                return Err(raw.size_error(op, "must be at least 4 bytes (count)".into()));
-            };
-            let want = u64::from(count) * 16 + 4;
-            if b.len() as u64 != want {
-                return Err(raw.size_error(
-                    op,
-                    format!("must be 4 + 16 * count ({count}) = {want} bytes"),
-                ));
-            }
-            let ids = b[4..]
-                .chunks_exact(16)
-                .map(|c| Uuid::from_bytes(c.try_into().unwrap_or_default()))
-                .collect();
-            Request::LogRm { ids }
-        }
-        _ => return Err(raw.unknown_op()),
-    };
+    let message = message(&raw, op)?;
     Ok(Decoded::Frame {
         id: raw.id,
         message,
@@ -789,92 +746,139 @@ pub fn decode_request(buf: &[u8]) -> Result<Decoded<Request>, FrameError> {
     })
 }
 
+/// The first request in `buf` (a server's decoder).
+pub fn decode_request(buf: &[u8]) -> Result<Decoded<Request>, FrameError> {
+    decode(buf, |raw, op| {
+        let b = raw.body;
+        Ok(match op {
+            Op::Ping => {
+                raw.exact(op, 0)?;
+                Request::Ping
+            }
+            Op::Vl2Req => {
+                raw.exact(op, VL2_REQ_LEN)?;
+                Request::Vl2 {
+                    mac: mac_at(b, 0),
+                    vnet_id: u32_at(b, 8).unwrap_or_default(),
+                }
+            }
+            Op::Vl3Req => {
+                raw.exact(op, VL3_REQ_LEN)?;
+                Request::Vl3 {
+                    ip: ip_at(b, 0),
+                    l3_type: u32_at(b, 16).unwrap_or_default(),
+                    vnet_id: u32_at(b, 20).unwrap_or_default(),
+                }
+            }
+            Op::LogReq => {
+                raw.exact(op, LOG_REQ_LEN)?;
+                Request::Log {
+                    count: u32_at(b, 0).unwrap_or_default(),
+                    ip: ip_at(b, 4),
+                }
+            }
+            Op::LogRm => {
+                let Some(count) = u32_at(b, 0) else {
+                    return Err(raw.size_error(op, "must be at least 4 bytes (count)".into()));
+                };
+                let want = u64::from(count) * 16 + 4;
+                if b.len() as u64 != want {
+                    return Err(raw.size_error(
+                        op,
+                        format!("must be 4 + 16 * count ({count}) = {want} bytes"),
+                    ));
+                }
+                let ids = b[4..]
+                    .chunks_exact(16)
+                    .map(|c| Uuid::from_bytes(c.try_into().unwrap_or_default()))
+                    .collect();
+                Request::LogRm { ids }
+            }
+            _ => return Err(raw.unknown_op()),
+        })
+    })
+}
+
 /// The first response in `buf` (a client's decoder).
 pub fn decode_response(buf: &[u8]) -> Result<Decoded<Response>, FrameError> {
-    let Some(raw) = raw_frame(buf)? else {
-        return Ok(Decoded::Incomplete);
-    };
-    let b = raw.body;
-    let op = Op::from_code(raw.op).ok_or_else(|| raw.unknown_op())?;
-    let message = match op {
-        Op::Pong => {
-            raw.exact(op, 0)?;
-            Response::Pong
-        }
-        Op::Vl2Ack => {
-            raw.exact(op, VL2_ACK_LEN)?;
-            let code = u16_at(b, 0).unwrap_or_default();
-            Response::Vl2 {
-                status: raw.status(op, u32::from(code))?,
-                underlay: Underlay {
-                    ip: ip_at(b, 4).to_canonical(),
-                    port: u16_at(b, 2).unwrap_or_default(),
-                },
+    decode(buf, |raw, op| {
+        let b = raw.body;
+        Ok(match op {
+            Op::Pong => {
+                raw.exact(op, 0)?;
+                Response::Pong
             }
-        }
-        Op::Vl3Ack => {
-            raw.exact(op, VL3_ACK_LEN)?;
-            Response::Vl3 {
-                status: raw.status(op, u32_at(b, 0).unwrap_or_default())?,
-                mac: mac_at(b, 4),
-                underlay: Underlay {
-                    ip: ip_at(b, 12).to_canonical(),
-                    port: u16_at(b, 10).unwrap_or_default(),
-                },
+            Op::Vl2Ack => {
+                raw.exact(op, VL2_ACK_LEN)?;
+                let code = u16_at(b, 0).unwrap_or_default();
+                Response::Vl2 {
+                    status: raw.status(op, u32::from(code))?,
+                    underlay: Underlay {
+                        ip: ip_at(b, 4).to_canonical(),
+                        port: u16_at(b, 2).unwrap_or_default(),
+                    },
+                }
             }
-        }
-        Op::LogAck => {
-            let Some(code) = u32_at(b, 0) else {
-                return Err(raw.size_error(op, "must be at least 4 bytes (status)".into()));
-            };
-            let status = raw.status(op, code)?;
-            let mut entries = Vec::new();
-            let mut at = STATUS_LEN;
-            while at < b.len() {
-                let Some(kind) = u32_at(b, at) else {
-                    return Err(raw.size_error(op, format!("ends inside a log entry at {at}")));
+            Op::Vl3Ack => {
+                raw.exact(op, VL3_ACK_LEN)?;
+                Response::Vl3 {
+                    status: raw.status(op, u32_at(b, 0).unwrap_or_default())?,
+                    mac: mac_at(b, 4),
+                    underlay: Underlay {
+                        ip: ip_at(b, 12).to_canonical(),
+                        port: u16_at(b, 10).unwrap_or_default(),
+                    },
+                }
+            }
+            Op::LogAck => {
+                let Some(code) = u32_at(b, 0) else {
+                    return Err(raw.size_error(op, "must be at least 4 bytes (status)".into()));
                 };
-                let want = match kind {
-                    LOG_TYPE_VL2 => LOG_VL2_LEN,
-                    LOG_TYPE_VL3 => LOG_VL3_LEN,
-                    other => return Err(raw.bad_field(op, "log entry type", u64::from(other))),
-                };
-                let Some(e) = b.get(at..at + want) else {
-                    return Err(
-                        raw.size_error(op, format!("ends inside a {want}-byte log entry at {at}"))
-                    );
-                };
-                let id = Uuid::from_bytes(e[4..20].try_into().unwrap_or_default());
-                entries.push(if kind == LOG_TYPE_VL2 {
-                    LogEntry::Vl2 {
-                        id,
-                        mac: mac_at(e, 20),
-                        vnet_id: u32_at(e, 28).unwrap_or_default(),
-                    }
-                } else {
-                    LogEntry::Vl3 {
-                        id,
-                        ip: ip_at(e, 20).to_canonical(),
-                        vlan: u16_at(e, 38).unwrap_or_default(),
-                        vnet_id: u32_at(e, 40).unwrap_or_default(),
-                    }
-                });
-                at += want;
+                let status = raw.status(op, code)?;
+                let mut entries = Vec::new();
+                let mut at = STATUS_LEN;
+                while at < b.len() {
+                    let Some(kind) = u32_at(b, at) else {
+                        return Err(raw.size_error(op, format!("ends inside a log entry at {at}")));
+                    };
+                    let want = match kind {
+                        LOG_TYPE_VL2 => LOG_VL2_LEN,
+                        LOG_TYPE_VL3 => LOG_VL3_LEN,
+                        other => return Err(raw.bad_field(op, "log entry type", u64::from(other))),
+                    };
+                    let Some(e) = b.get(at..at + want) else {
+                        return Err(raw.size_error(
+                            op,
+                            format!("ends inside a {want}-byte log entry at {at}"),
+                        ));
+                    };
+                    let id = Uuid::from_bytes(e[4..20].try_into().unwrap_or_default());
+                    entries.push(if kind == LOG_TYPE_VL2 {
+                        LogEntry::Vl2 {
+                            id,
+                            mac: mac_at(e, 20),
+                            vnet_id: u32_at(e, 28).unwrap_or_default(),
+                        }
+                    } else {
+                        LogEntry::Vl3 {
+                            id,
+                            ip: ip_at(e, 20).to_canonical(),
+                            vlan: u16_at(e, 38).unwrap_or_default(),
+                            vnet_id: u32_at(e, 40).unwrap_or_default(),
+                        }
+                    });
+                    at += want;
+                }
+                Response::Log { status, entries }
             }
-            Response::Log { status, entries }
-        }
-        Op::LogRmAck => {
-            raw.exact(op, STATUS_LEN)?;
-            Response::LogRm {
-                status: raw.status(op, u32_at(b, 0).unwrap_or_default())?,
+            Op::LogRmAck => {
+                raw.exact(op, STATUS_LEN)?;
+                Response::LogRm {
+                    status: raw.status(op, u32_at(b, 0).unwrap_or_default())?,
+                }
             }
-        }
-        _ => return Err(raw.unknown_op()),
-    };
-    Ok(Decoded::Frame {
-        id: raw.id,
-        message,
-        len: raw.len,
+            _ => return Err(raw.unknown_op()),
+        })
     })
 }
 
