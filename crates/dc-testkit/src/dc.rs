@@ -807,28 +807,10 @@ impl Dc {
     }
 
     /// Waits until Moray's change log no longer holds changes up to `position` (a trim ran:
-    /// see `configure_moray`), so that a feed asked for an older position answers resync.
+    /// see `configure_moray` and [`triton_testkit::keep_no_change_log`]), so that a feed
+    /// asked for an older position answers resync.
     pub async fn change_log_trimmed_through(&self, position: u64) {
-        let moray = moray_client::MorayClient::connect(&self.moray_url())
-            .await
-            .expect("connect to Moray");
-        crate::eventually(
-            "Moray's change log trimmed",
-            Duration::from_secs(60),
-            || {
-                let moray = moray.clone();
-                async move {
-                    let rows = moray
-                        .sql("SELECT purged_through FROM moray_changes_state", &[])
-                        .await
-                        .expect("read the change log's state");
-                    rows.first()
-                        .and_then(|r| r["purged_through"].as_u64())
-                        .is_some_and(|p| p >= position)
-                }
-            },
-        )
-        .await;
+        self.moray.change_log_trimmed_through(position).await;
     }
 
     /// The Moray fixture (its PostgreSQL, stopping Moray).

@@ -40,6 +40,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 pub use dc::{ADMIN_UUID, Dc, Options, Seed, Seeded, Service, package_fields};
+/// For `Options::configure_moray`: a Moray that keeps no change log.
+pub use triton_testkit::keep_no_change_log;
 
 /// The service crates the kit starts, for tests that reach inside one (a sim node's
 /// backend, a service's config); a test names them through here, never as its own

@@ -1,6 +1,7 @@
 //! One record's create, update and delete as a Watch test checks them: the unfiltered
 //! stream's three changes in order, and a stream resumed from the create's position that
-//! gets each later change once. The NAPI and UFDS watch tests share these.
+//! gets each later change once; and a stream asked for a position the trimmed change log
+//! no longer holds. The NAPI, UFDS and VMAPI watch tests share these.
 
 use std::fmt::Debug;
 
@@ -63,4 +64,21 @@ pub async fn resumes_over<E, F, Fut>(
     resumed.resumes_with(at, &[life.update, life.delete]).await;
     assert_eq!(&resumed.change().await, later, "the resumed stream goes on");
     assert_eq!(&all.change().await, later, "the unfiltered stream goes on");
+}
+
+/// On a Moray that keeps no change log ([`crate::keep_no_change_log`]), once its trim has
+/// deleted the changes a test made: a stream `watch` opens from position 1 answers resync
+/// (and ends), and one opened from 0 starts with the whole state again. Returns that
+/// snapshot's records, for the caller to compare.
+pub async fn resync_then_snapshot<E, F, Fut>(watch: F) -> Vec<E::Record>
+where
+    E: WatchEvent + Debug,
+    E::Record: Debug,
+    E::Change: Debug,
+    F: Fn(u64) -> Fut,
+    Fut: Future<Output = Feed<E>>,
+{
+    watch(1).await.resyncs(1).await;
+    let (records, _) = watch(0).await.snapshot().await;
+    records
 }

@@ -14,7 +14,7 @@ use moray_client::{EtagCondition, FindOptions};
 use portolan_client::buckets::{self, CnNetEvent, LogRecord, UnderlayMapping, VnetMacIp};
 use std::time::Duration;
 
-use dc_testkit::{Dc, Options, Service, eventually};
+use dc_testkit::{Dc, Options, Service, eventually, keep_no_change_log};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
@@ -759,10 +759,7 @@ async fn after_a_resync_the_follower_reads_every_account_again() {
     let dc = Dc::start(Options {
         ufds: true,
         napi: true,
-        configure_moray: Box::new(|c| {
-            c.change_retention_secs = 0;
-            c.change_trim_interval_secs = 1;
-        }),
+        configure_moray: Box::new(keep_no_change_log),
         ..Default::default()
     })
     .await;

@@ -9,7 +9,8 @@ mod common;
 
 use common::{OWNER, TestNapi, assert_error, new_uuid, nic_on};
 use dc_testkit::feed::Feed;
-use dc_testkit::watched::{lifecycle, resumes_over};
+use dc_testkit::keep_no_change_log;
+use dc_testkit::watched::{lifecycle, resumes_over, resync_then_snapshot};
 use triton_proto::napi::v1 as proto;
 
 async fn watch_nics(napi: &TestNapi, req: proto::WatchNicsRequest) -> Feed<proto::WatchNicsEvent> {
@@ -131,11 +132,7 @@ async fn nics_snapshot_then_changes_in_order_and_resume() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_position_older_than_what_is_kept_is_answered_with_resync() {
-    let napi = TestNapi::start_with_moray(|c| {
-        c.change_retention_secs = 0;
-        c.change_trim_interval_secs = 1;
-    })
-    .await;
+    let napi = TestNapi::start_with_moray(keep_no_change_log).await;
     let network = napi.network("trimmed", "10.9.0", "external").await;
     for _ in 0..3 {
         create_nic(&napi, &network.uuid, &new_uuid()).await;
@@ -143,18 +140,16 @@ async fn a_position_older_than_what_is_kept_is_answered_with_resync() {
     // With no retention, the next trim deletes those changes.
     napi.dc.change_log_trimmed_through(3).await;
 
-    let mut stale = watch_nics(
-        &napi,
-        proto::WatchNicsRequest {
-            position: 1,
-            ..Default::default()
-        },
-    )
-    .await;
-    stale.resyncs(1).await;
-
     // From 0 the whole state comes again: ListNics's answer.
-    let (nics, _) = nic_snapshot(&mut watch_nics(&napi, Default::default()).await).await;
+    let mut nics = resync_then_snapshot(|position| {
+        let request = proto::WatchNicsRequest {
+            position,
+            ..Default::default()
+        };
+        watch_nics(&napi, request)
+    })
+    .await;
+    nics.sort_by(|a, b| a.mac.cmp(&b.mac));
     assert_eq!(nics.len(), 3);
     assert_eq!(nics, list_nics(&napi, Default::default()).await);
 }

@@ -22,7 +22,7 @@ mod process;
 
 pub use etcd::Etcd;
 #[cfg(feature = "moray")]
-pub use moray_fixture::MorayFixture;
+pub use moray_fixture::{MorayFixture, keep_no_change_log};
 pub use port::free_port;
 pub use postgres::{Postgres, PostgresOptions, pg_bin_dir};
 pub use process::{spawn_tied, wait_until};

@@ -1,11 +1,21 @@
 //! A real Moray on a real PostgreSQL, started in-process for one test (feature `moray`).
 
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::Postgres;
+
+/// Tunes Moray to keep no change log: every change is trimmed at the next trim, which runs
+/// every second. For tests of a position older than what the feed keeps (resync); pass it
+/// to [`MorayFixture::start_with`], then wait with
+/// [`MorayFixture::change_log_trimmed_through`].
+pub fn keep_no_change_log(config: &mut moray::Config) {
+    config.change_retention_secs = 0;
+    config.change_trim_interval_secs = 1;
+}
 
 /// PostgreSQL (from [`Postgres`]) with a `moray` database, and Moray serving it on
 /// 127.0.0.1:0 inside the test's tokio runtime. Dropping it cancels Moray and then stops
@@ -70,6 +80,26 @@ impl MorayFixture {
     /// The PostgreSQL Moray stores into.
     pub fn postgres(&self) -> &Postgres {
         &self.postgres
+    }
+
+    /// Waits (up to a minute) until Moray's trim has deleted its change log through
+    /// `position`, as its `moray_changes_state.purged_through` says.
+    pub async fn change_log_trimmed_through(&self, position: u64) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let purged = self
+                .postgres
+                .query("moray", "SELECT purged_through FROM moray_changes_state")
+                .expect("read the change log's state");
+            if purged.trim().parse::<u64>().is_ok_and(|p| p >= position) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Moray's change log was not trimmed through {position} (purged through {purged:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Stops Moray and waits for it to finish; PostgreSQL keeps running until drop.

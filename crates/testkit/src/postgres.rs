@@ -32,9 +32,10 @@ pub fn pg_bin_dir() -> Result<PathBuf, TestkitError> {
     triton_common::postgres::bin_dir().ok_or_else(not_installed)
 }
 
-/// Runs `cmd` (`what`, in errors) to its end: [`TestkitError::Spawn`] when it cannot
-/// start, [`TestkitError::Failed`] with its stderr when it exits non-zero.
-fn run(cmd: &mut Command, what: &str) -> Result<(), TestkitError> {
+/// Runs `cmd` (`what`, in errors) to its end and returns its stdout:
+/// [`TestkitError::Spawn`] when it cannot start, [`TestkitError::Failed`] with its stderr
+/// when it exits non-zero.
+fn run(cmd: &mut Command, what: &str) -> Result<Vec<u8>, TestkitError> {
     let out = cmd.output().map_err(|source| TestkitError::Spawn {
         command: what.to_string(),
         source,
@@ -45,7 +46,7 @@ fn run(cmd: &mut Command, what: &str) -> Result<(), TestkitError> {
             output: String::from_utf8_lossy(&out.stderr).into_owned(),
         });
     }
-    Ok(())
+    Ok(out.stdout)
 }
 
 fn not_installed() -> TestkitError {
@@ -191,6 +192,20 @@ impl Postgres {
             &format!("createdb {name}"),
         )?;
         Ok(self.url(name))
+    }
+
+    /// Runs `sql` with `psql` on database `db` and returns what it printed: tuples only,
+    /// unaligned (a line a row, `|` between columns).
+    pub fn query(&self, db: &str, sql: &str) -> Result<String, TestkitError> {
+        let bin = pg_bin_dir()?;
+        let out = run(
+            command(&bin, "psql")
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .args(["-U", "postgres", "-d", db, "-At", "-v", "ON_ERROR_STOP=1"])
+                .args(["-c", sql]),
+            &format!("psql -c {sql:?}"),
+        )?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
     }
 
     /// The cluster's directory (data is in `data/`, the log in `postgres.log`).

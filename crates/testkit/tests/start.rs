@@ -16,6 +16,11 @@ fn postgres_accepts_connections_and_is_removed_on_drop() {
         .output()
         .expect("psql");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42", "{out:?}");
+    // Postgres::query: a line a row, `|` between columns; a bad statement is an error.
+    let rows = pg.query("moray", "select n, 'x' from generate_series(1, 2) n");
+    assert_eq!(rows.expect("query"), "1|x\n2|x\n");
+    let bad = pg.query("moray", "select nope").expect_err("an unknown column");
+    assert!(bad.to_string().contains("does not exist"), "{bad}");
     drop(pg);
     assert!(!dir.exists(), "the cluster's directory must be removed");
 }

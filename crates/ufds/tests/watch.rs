@@ -10,8 +10,8 @@ mod common;
 use common::{account, new_key, ok, watch_account, watch_accounts};
 use dc_testkit::cloudapi::ssh_public_key;
 use dc_testkit::feed::Feed;
-use dc_testkit::watched::{lifecycle, resumes_over};
-use dc_testkit::{Dc, Options, assert_error};
+use dc_testkit::watched::{lifecycle, resumes_over, resync_then_snapshot};
+use dc_testkit::{Dc, Options, assert_error, keep_no_change_log};
 use triton_proto::feed::v1::ChangeOp;
 use triton_proto::ufds::v1 as proto;
 
@@ -169,10 +169,7 @@ async fn keys_snapshot_then_changes_of_one_account() {
 async fn a_position_older_than_what_is_kept_is_answered_with_resync() {
     let dc = Dc::start(Options {
         ufds: true,
-        configure_moray: Box::new(|c| {
-            c.change_retention_secs = 0;
-            c.change_trim_interval_secs = 1;
-        }),
+        configure_moray: Box::new(keep_no_change_log),
         ..Default::default()
     })
     .await;
@@ -182,21 +179,15 @@ async fn a_position_older_than_what_is_kept_is_answered_with_resync() {
     // With no retention, the next trim deletes those changes.
     dc.change_log_trimmed_through(3).await;
 
-    let mut stale = watch_accounts(
-        &dc,
-        proto::WatchAccountsRequest {
-            position: 1,
-            ..Default::default()
-        },
-    )
-    .await;
-    stale.resyncs(1).await;
-
     // From 0 the whole state comes again.
-    let (mut accounts, _) = watch_accounts(&dc, Default::default())
-        .await
-        .snapshot()
-        .await;
+    let mut accounts = resync_then_snapshot(|position| {
+        let request = proto::WatchAccountsRequest {
+            position,
+            ..Default::default()
+        };
+        watch_accounts(&dc, request)
+    })
+    .await;
     accounts.sort_by(|a, b| a.login.cmp(&b.login));
     let logins: Vec<&str> = accounts.iter().map(|a| a.login.as_str()).collect();
     assert_eq!(logins, ["ann", "ben", "cat"]);

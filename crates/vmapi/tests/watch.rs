@@ -18,13 +18,14 @@ use std::time::{Duration, Instant};
 use checkpoint::Checkpoint;
 use common::{all_at_once, all_vms, env_or};
 use dc_testkit::feed::Feed;
+use dc_testkit::watched::resync_then_snapshot;
 use dc_testkit::{Dc, Options, eventually};
 use moray_client::{EtagCondition, MorayClient};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use triton_proto::vmapi::v1 as pb;
 use triton_proto::vmapi::v1::vmapi_client::VmapiClient;
-use triton_testkit::MorayFixture;
+use triton_testkit::{MorayFixture, keep_no_change_log};
 use vmapi::model::VmRecord;
 use vmapi::store::VMS_BUCKET;
 
@@ -33,7 +34,7 @@ struct Alone {
     vmapi: VmapiClient<tonic::transport::Channel>,
     moray: MorayClient,
     _shutdown: tokio_util::sync::DropGuard,
-    _fixture: MorayFixture,
+    fixture: MorayFixture,
 }
 
 async fn alone(fixture: MorayFixture) -> Alone {
@@ -55,7 +56,7 @@ async fn alone(fixture: MorayFixture) -> Alone {
         vmapi,
         moray,
         _shutdown: shutdown.drop_guard(),
-        _fixture: fixture,
+        fixture,
     }
 }
 
@@ -164,34 +165,16 @@ async fn snapshot_then_changes_of_one_owner_and_resume() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_position_older_than_what_is_kept_is_answered_with_resync() {
-    let fixture = MorayFixture::start_with(|c| {
-        c.change_retention_secs = 0;
-        c.change_trim_interval_secs = 1;
-    })
-    .await;
+    let fixture = MorayFixture::start_with(keep_no_change_log).await;
     let a = alone(fixture).await;
     let owner = uuid::Uuid::new_v4().to_string();
     for alias in ["a", "b", "c"] {
         put(&a.moray, &record(&owner, alias)).await;
     }
     // With no retention, the next trim deletes those changes.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let rows = a
-            .moray
-            .sql("SELECT purged_through FROM moray_changes_state", &[])
-            .await
-            .unwrap();
-        if rows[0]["purged_through"].as_u64().unwrap_or(0) >= 3 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the change log was not trimmed");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let mut stream = watch(&a.vmapi, 1, "").await;
-    stream.resyncs(1).await;
+    a.fixture.change_log_trimmed_through(3).await;
     // From 0 the whole state comes again.
-    let (vms, _) = watch(&a.vmapi, 0, "").await.snapshot().await;
+    let vms = resync_then_snapshot(|position| watch(&a.vmapi, position, "")).await;
     assert_eq!(vms.len(), 3);
 }
 

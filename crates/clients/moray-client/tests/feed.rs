@@ -10,7 +10,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use moray_client::{BucketConfig, EtagCondition, FeedItem, IndexDef, MorayClient, Result};
 use serde_json::json;
-use triton_testkit::MorayFixture;
+use triton_testkit::{MorayFixture, keep_no_change_log};
 
 async fn next(feed: &mut BoxStream<'static, Result<FeedItem>>) -> FeedItem {
     tokio::time::timeout(Duration::from_secs(10), feed.next())
@@ -105,11 +105,7 @@ async fn follow_gives_the_snapshot_then_every_change_and_resumes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_position_the_feed_no_longer_has_is_answered_with_resync() {
-    let moray = MorayFixture::start_with(|c| {
-        c.change_retention_secs = 0;
-        c.change_trim_interval_secs = 1;
-    })
-    .await;
+    let moray = MorayFixture::start_with(keep_no_change_log).await;
     let client = client(&moray).await;
     let mut last = 0;
     for key in ["a", "b", "c"] {
@@ -124,18 +120,7 @@ async fn a_position_the_feed_no_longer_has_is_answered_with_resync() {
     }
     drop(feed);
     // With no retention, the next trim deletes those changes.
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let rows = client
-            .sql("SELECT purged_through FROM moray_changes_state", &[])
-            .await
-            .unwrap();
-        if rows[0]["purged_through"].as_u64().unwrap() >= last {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "no trim");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    moray.change_log_trimmed_through(last).await;
     let mut old = client.follow("things", None, 1);
     let item = next(&mut old).await;
     assert!(
