@@ -669,11 +669,7 @@ impl VolApi {
 
     /// Adds `vm` to the volume's refs and drops its reservations for the volume.
     pub async fn add_reference(&self, uuid: &str, owner: &str, vm_uuid: &str) -> Result<()> {
-        let mut errors = Vec::new();
-        check_uuid(&mut errors, "vm_uuid", vm_uuid, true);
-        done(errors)?;
-        let v = self.get(uuid, owner).await?;
-        let vm_uuid = vm_uuid.to_ascii_lowercase();
+        let (v, vm_uuid) = self.referenced(uuid, owner, vm_uuid).await?;
         self.set_ref(&v.uuid, &vm_uuid, true).await?;
         self.drop_reservations(&v.owner_uuid, &v.name, &vm_uuid)
             .await
@@ -699,12 +695,23 @@ impl VolApi {
     }
 
     pub async fn remove_reference(&self, uuid: &str, owner: &str, vm_uuid: &str) -> Result<()> {
+        let (v, vm_uuid) = self.referenced(uuid, owner, vm_uuid).await?;
+        self.set_ref(&v.uuid, &vm_uuid, false).await
+    }
+
+    /// What a reference change acts on: the owner's volume `uuid` and `vm_uuid`
+    /// (checked, lower-case).
+    async fn referenced(
+        &self,
+        uuid: &str,
+        owner: &str,
+        vm_uuid: &str,
+    ) -> Result<(VolumeRecord, String)> {
         let mut errors = Vec::new();
         check_uuid(&mut errors, "vm_uuid", vm_uuid, true);
         done(errors)?;
         let v = self.get(uuid, owner).await?;
-        self.set_ref(&v.uuid, &vm_uuid.to_ascii_lowercase(), false)
-            .await
+        Ok((v, vm_uuid.to_ascii_lowercase()))
     }
 
     /// Reservations of `vm` for the owner's volume `name` go (it is a reference now).
