@@ -157,6 +157,14 @@ async fn write(
     ok(c.write(&args).await.unwrap())
 }
 
+/// A FILE_SYNC write that must succeed and take all of `data`.
+async fn write_synced(c: &mut Conn, fh: &nfs_fh3, offset: u64, data: &[u8]) {
+    let ok = write(c, fh, offset, data, stable_how::FILE_SYNC)
+        .await
+        .expect("WRITE");
+    assert_eq!(ok.count as usize, data.len(), "a short write");
+}
+
 async fn read(
     c: &mut Conn,
     fh: &nfs_fh3,
@@ -336,9 +344,7 @@ async fn rename_moves_a_file_and_its_handle_keeps_working() {
     let (server, mut c, root) = Server::start_as_root(dir.path()).await;
     let sub = mkdir(&mut c, &root, "sub").await;
     let fh = create(&mut c, &root, "a.txt").await;
-    write(&mut c, &fh, 0, b"hello", stable_how::FILE_SYNC)
-        .await
-        .unwrap();
+    write_synced(&mut c, &fh, 0, b"hello").await;
     rename(&mut c, (&root, "a.txt"), (&sub, "b.txt")).await;
     assert_eq!(
         lookup(&mut c, &root, "a.txt").await.unwrap_err(),
@@ -626,9 +632,7 @@ async fn a_full_disk_is_nospc_and_leaves_no_partial_data() {
     // removing the file frees the space again
     remove(&mut c, &root, "fill").await.unwrap();
     let fh = create(&mut c, &root, "again").await;
-    write(&mut c, &fh, 0, &chunk, stable_how::FILE_SYNC)
-        .await
-        .unwrap();
+    write_synced(&mut c, &fh, 0, &chunk).await;
     server.stop().await;
 }
 
@@ -639,9 +643,7 @@ async fn handles_stay_valid_after_the_server_restarts() {
     let a = mkdir(&mut c, &root, "a").await;
     let b = mkdir(&mut c, &a, "b").await;
     let f = create(&mut c, &b, "f").await;
-    write(&mut c, &f, 0, b"kept", stable_how::FILE_SYNC)
-        .await
-        .unwrap();
+    write_synced(&mut c, &f, 0, b"kept").await;
     server.stop().await;
 
     let server = Server::start(dir.path()).await;
@@ -649,9 +651,7 @@ async fn handles_stay_valid_after_the_server_restarts() {
     assert_eq!(c.root_nfs_fh3(), root, "the root's handle is the same");
     // no LOOKUP first: the handles from before the restart
     assert_eq!(read_all(&mut c, &f).await, b"kept");
-    write(&mut c, &f, 4, b"+more", stable_how::FILE_SYNC)
-        .await
-        .unwrap();
+    write_synced(&mut c, &f, 4, b"+more").await;
     create(&mut c, &b, "g").await;
     let (names, _) = list(&mut c, &a, 4096, true).await;
     assert_eq!(names, vec!["b".to_string()]);
@@ -736,9 +736,7 @@ async fn files_belong_to_the_caller_and_permissions_hold() {
     );
     // root is not squashed
     let mut root_c = server.connect(0, 0).await;
-    write(&mut root_c, &f, 0, b"root", stable_how::FILE_SYNC)
-        .await
-        .unwrap();
+    write_synced(&mut root_c, &f, 0, b"root").await;
     server.stop().await;
 }
 
@@ -777,9 +775,7 @@ async fn the_owner_writes_a_file_it_made_read_only() {
     let res = try_create(&mut c, &root, "obj", how).await.unwrap();
     let fh = res.obj.unwrap();
     assert_eq!(res.obj_attributes.unwrap().mode, 0o444);
-    write(&mut c, &fh, 0, b"blob", stable_how::FILE_SYNC)
-        .await
-        .unwrap();
+    write_synced(&mut c, &fh, 0, b"blob").await;
     assert_eq!(read_all(&mut c, &fh).await, b"blob");
     let changes = sattr3 {
         size: Nfs3Option::Some(2),
@@ -902,9 +898,7 @@ async fn an_export_on_overlayfs_keeps_its_handles_across_restarts() {
     let (server, mut c, top) = Server::start_as_root(&root).await;
     let d = mkdir(&mut c, &top, "d").await;
     let f = create(&mut c, &d, "f").await;
-    write(&mut c, &f, 0, b"on overlay", stable_how::FILE_SYNC)
-        .await
-        .unwrap();
+    write_synced(&mut c, &f, 0, b"on overlay").await;
     let (names, _) = list(&mut c, &d, 4096, true).await;
     assert_eq!(names, vec!["f".to_string()]);
     let (looked, attr) = lookup(&mut c, &d, "f").await.unwrap();
