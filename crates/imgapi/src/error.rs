@@ -83,11 +83,9 @@ moray_client::store_error!(Error, ImgapiNames);
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-impl Error {
-    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::Validation(vec![FieldError::invalid(field, message)])
-    }
+triton_common::field_error_constructors!(Error::Validation(FieldError));
 
+impl Error {
     pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
         let what = what.into();
         move |source| Error::Io { what, source }

@@ -51,11 +51,9 @@ moray_client::store_error!(Error, NapiNames);
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-impl Error {
-    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::InvalidParameters(vec![FieldError::invalid(field, message)])
-    }
+triton_common::field_error_constructors!(Error::InvalidParameters(FieldError));
 
+impl Error {
     /// Triton's name for the error.
     pub fn name(&self) -> &str {
         self.code_and_name().1
