@@ -4,11 +4,11 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
-use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, PTR, SRV, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
-use super::answer::{Handled, Transport, handle, query};
+use super::answer::{Handled, Transport, UDP_MIN, handle, query};
 use super::transfer::{Plan, all_messages};
 use crate::zone::{NS_TTL, SoaFields, TTL, Zone, ZoneSet, Zones};
 
@@ -481,4 +481,37 @@ fn ixfr_sends_the_steps_or_the_soa_or_falls_back_to_axfr() {
     let q = query(1, &name("coal.example."), RecordType::IXFR, None);
     let m = ask_bytes(&set, &q.to_vec().unwrap(), Transport::Tcp).unwrap();
     assert_eq!(m.response_code(), ResponseCode::FormErr);
+}
+
+/// Found by the query fuzz target: a request of 256 questions (a NOTIFY here, answered
+/// NOTIMP) had every question echoed, 1330 bytes over UDP to a client without EDNS.
+#[test]
+fn many_questions_get_a_truncated_header_within_the_udp_size() {
+    let mut request = query(7, &Name::root(), RecordType::A, None);
+    request.set_op_code(OpCode::Notify);
+    for _ in 1..256 {
+        request.add_query(Query::query(Name::root(), RecordType::A));
+    }
+    for (op_code, code) in [
+        (OpCode::Notify, ResponseCode::NotImp),
+        (OpCode::Query, ResponseCode::FormErr),
+    ] {
+        request.set_op_code(op_code);
+        let bytes = request.to_vec().unwrap();
+        let Handled::Reply(reply) = handle(&ZoneSet::default(), &bytes, Transport::Udp) else {
+            panic!("{op_code:?}: no answer");
+        };
+        assert!(reply.bytes.len() <= usize::from(UDP_MIN), "{op_code:?}");
+        let answer = Message::from_vec(&reply.bytes).unwrap();
+        assert_eq!(answer.id(), 7);
+        assert!(answer.truncated(), "{op_code:?}: TC set");
+        assert_eq!(answer.response_code(), code);
+        // Over TCP the whole answer fits, questions and all.
+        let Handled::Reply(reply) = handle(&ZoneSet::default(), &bytes, Transport::Tcp) else {
+            panic!("{op_code:?}: no answer over TCP");
+        };
+        let answer = Message::from_vec(&reply.bytes).unwrap();
+        assert_eq!(answer.queries().len(), 256);
+        assert!(!answer.truncated());
+    }
 }
