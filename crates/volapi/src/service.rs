@@ -47,6 +47,19 @@ pub struct Clients {
     pub ufds: Option<UfdsClient<Channel>>,
 }
 
+/// An upstream service's answer: `None` when it does not know the object (NotFound);
+/// any other failure is an upstream error of `service`.
+pub(crate) fn found<T>(
+    service: &'static str,
+    answer: std::result::Result<tonic::Response<T>, tonic::Status>,
+) -> Result<Option<T>> {
+    match answer {
+        Ok(r) => Ok(Some(r.into_inner())),
+        Err(s) if s.code() == Code::NotFound => Ok(None),
+        Err(s) => Err(Error::upstream(service)(s)),
+    }
+}
+
 #[derive(Clone)]
 pub struct VolApi {
     pub store: Store,
@@ -270,9 +283,8 @@ impl VolApi {
                 .clone()
                 .get_network(napi::GetNetworkRequest { uuid: id.clone() })
                 .await;
-            match r {
-                Ok(n) => {
-                    let n = n.into_inner();
+            match found("napi", r)? {
+                Some(n) => {
                     if !n.fabric {
                         non_fabric.push(id.clone());
                     }
@@ -280,8 +292,7 @@ impl VolApi {
                         non_owned.push(id.clone());
                     }
                 }
-                Err(s) if s.code() == Code::NotFound => missing.push(id.clone()),
-                Err(s) => return Err(Error::upstream("napi")(s)),
+                None => missing.push(id.clone()),
             }
         }
         if missing.is_empty() && non_owned.is_empty() && non_fabric.is_empty() {
@@ -615,7 +626,7 @@ impl VolApi {
                 )));
             }
         }
-        let gone = match self
+        let storage_vm = self
             .clients
             .vmapi
             .clone()
@@ -623,13 +634,8 @@ impl VolApi {
                 uuid: current.vm_uuid.clone(),
                 owner_uuid: String::new(),
             })
-            .await
-        {
-            Ok(v) => !vm_active(&v.into_inner()),
-            Err(s) if s.code() == Code::NotFound => true,
-            Err(s) => return Err(Error::upstream("vmapi")(s)),
-        };
-        if gone {
+            .await;
+        if !found("vmapi", storage_vm)?.is_some_and(|v| vm_active(&v)) {
             // No storage VM (never made, or destroyed): the volume goes at once.
             let uuid = current.uuid.clone();
             self.store
@@ -648,21 +654,8 @@ impl VolApi {
                 Ok(Change::Write)
             })
             .await?;
-        match self
-            .clients
-            .vmapi
-            .clone()
-            .delete_vm(vm::DeleteVmRequest {
-                uuid: current.vm_uuid.clone(),
-                owner_uuid: String::new(),
-            })
-            .await
-        {
-            Ok(_) => {}
-            // Gone meanwhile: the updater sees it destroyed.
-            Err(s) if s.code() == Code::NotFound => {}
-            Err(s) => return Err(Error::upstream("vmapi")(s)),
-        }
+        // Gone meanwhile (false): the updater sees it destroyed.
+        self.delete_storage_vm(&current.vm_uuid).await?;
         tracing::info!(volume = %current.uuid, vm = %current.vm_uuid, "volume deleting");
         Ok(())
     }

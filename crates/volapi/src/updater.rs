@@ -26,7 +26,7 @@ use triton_common::follow::{Apply, follow};
 use triton_proto::vmapi::v1 as vm;
 
 use crate::error::{Error, Result};
-use crate::service::{EXPORT_PATH, STORAGE_ROLE, VolApi, vm_active};
+use crate::service::{EXPORT_PATH, STORAGE_ROLE, VolApi, found, vm_active};
 use crate::store::{VolumeRecord, state};
 
 /// The volume names a VM's `sdc:volumes` lists.
@@ -214,8 +214,8 @@ impl VolApi {
                 };
                 self.set_state(&volume.uuid, state::FAILED, None, &why)
                     .await?;
-                if from == state::CREATING {
-                    self.delete_storage_vm(&volume.vm_uuid).await?;
+                if from == state::CREATING && self.delete_storage_vm(&volume.vm_uuid).await? {
+                    tracing::info!(vm = %volume.vm_uuid, "failed storage VM deleted");
                 }
                 Ok(())
             }
@@ -252,8 +252,10 @@ impl VolApi {
         .await
     }
 
-    async fn delete_storage_vm(&self, vm_uuid: &str) -> Result<()> {
-        match self
+    /// Asks VMAPI to destroy the storage VM `vm_uuid`; false when VMAPI no longer
+    /// knows it.
+    pub(crate) async fn delete_storage_vm(&self, vm_uuid: &str) -> Result<bool> {
+        let deleted = self
             .clients
             .vmapi
             .clone()
@@ -261,15 +263,8 @@ impl VolApi {
                 uuid: vm_uuid.to_string(),
                 owner_uuid: String::new(),
             })
-            .await
-        {
-            Ok(_) => {
-                tracing::info!(vm = %vm_uuid, "failed storage VM deleted");
-                Ok(())
-            }
-            Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
-            Err(s) => Err(Error::upstream("vmapi")(s)),
-        }
+            .await;
+        Ok(found("vmapi", deleted)?.is_some())
     }
 }
 
@@ -284,23 +279,18 @@ pub async fn gc_reservations(api: &VolApi, max_age: Duration) -> Result<()> {
         .await?
     {
         let old = now.saturating_sub(r.create_timestamp) > max_age.as_millis() as i64;
-        let ended = old
-            || match api
+        let ended = old || {
+            let job = api
                 .clients
                 .vmapi
                 .clone()
                 .get_job(vm::GetJobRequest {
                     uuid: r.job_uuid.clone(),
                 })
-                .await
-            {
-                Ok(j) => matches!(
-                    j.into_inner().execution.as_str(),
-                    "succeeded" | "failed" | "canceled"
-                ),
-                Err(s) if s.code() == tonic::Code::NotFound => true,
-                Err(s) => return Err(Error::upstream("vmapi")(s)),
-            };
+                .await;
+            found("vmapi", job)?
+                .is_none_or(|j| matches!(j.execution.as_str(), "succeeded" | "failed" | "canceled"))
+        };
         if ended {
             tracing::info!(reservation = %r.uuid, job = %r.job_uuid, old, "reservation ended");
             api.end_reservation(&r).await?;
