@@ -26,6 +26,7 @@ use std::path::Path;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use serde::{Deserialize, Serialize};
 
+use super::held::HeldChild;
 use super::safefs::{dot_if_empty, open_host_dir};
 use crate::error::{Error, Result};
 
@@ -97,72 +98,36 @@ pub fn free_slot(used: &[IdRange]) -> Result<IdRange> {
     Ok(IdRange::of_slot(slot))
 }
 
-fn os_err(what: &str) -> Error {
-    Error::io(Path::new(what), std::io::Error::last_os_error())
-}
-
 /// A new user namespace that maps 0..size to `range` (uids and gids), as a handle.
 ///
 /// A forked child unshares it and waits; the agent writes its maps (which takes
 /// CAP_SETUID in the parent namespace: the child cannot), opens the namespace and kills
 /// the child. The handle keeps the namespace alive.
 pub fn make_userns(range: IdRange) -> Result<OwnedFd> {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: pipe2(2) fills the two-int array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(os_err("pipe2"));
-    }
-    // SAFETY: pipe2 returned two fresh fds that nothing else owns.
-    let (read_end, write_end) =
-        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     let map = range.map_line();
-    // SAFETY: the child makes system calls only (no allocation, no locks) and ends with
-    // _exit or is killed, which is what a child of a multi-threaded process may do.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(os_err("fork"));
+    // SAFETY: the child makes one system call.
+    let child = unsafe {
+        HeldChild::spawn(|| {
+            let unshared = libc::unshare(libc::CLONE_NEWUSER) == 0;
+            [u8::from(unshared)]
+        })
     }
-    if pid == 0 {
-        // SAFETY: see above.
-        unsafe {
-            let ok: u8 = if libc::unshare(libc::CLONE_NEWUSER) == 0 {
-                1
-            } else {
-                0
-            };
-            libc::write(write_end.as_raw_fd(), (&ok as *const u8).cast(), 1);
-            loop {
-                libc::pause();
-            }
-        }
+    .map_err(|(step, e)| Error::io(step, e))?;
+    if child.answer() != Some([1]) {
+        return Err(Error::invalid(
+            "user namespace",
+            "the kernel refused to make one (unshare(CLONE_NEWUSER))",
+        ));
     }
-    drop(write_end);
-    let result = (|| {
-        let mut answer = [0u8; 1];
-        // SAFETY: read(2) into a one-byte buffer we own.
-        let n = unsafe { libc::read(read_end.as_raw_fd(), answer.as_mut_ptr().cast(), 1) };
-        if n != 1 || answer[0] != 1 {
-            return Err(Error::invalid(
-                "user namespace",
-                "the kernel refused to make one (unshare(CLONE_NEWUSER))",
-            ));
-        }
-        for file in ["uid_map", "gid_map"] {
-            let path = format!("/proc/{pid}/{file}");
-            std::fs::write(&path, &map).map_err(|e| Error::io(Path::new(&path), e))?;
-        }
-        let path = format!("/proc/{pid}/ns/user");
-        std::fs::File::open(&path)
-            .map(OwnedFd::from)
-            .map_err(|e| Error::io(Path::new(&path), e))
-    })();
-    // SAFETY: kill(2) and waitpid(2) on our own child.
-    unsafe {
-        libc::kill(pid, libc::SIGKILL);
-        let mut status = 0;
-        libc::waitpid(pid, &mut status, 0);
+    let pid = child.pid();
+    for file in ["uid_map", "gid_map"] {
+        let path = format!("/proc/{pid}/{file}");
+        std::fs::write(&path, &map).map_err(|e| Error::io(Path::new(&path), e))?;
     }
-    result
+    let path = format!("/proc/{pid}/ns/user");
+    std::fs::File::open(&path)
+        .map(OwnedFd::from)
+        .map_err(|e| Error::io(Path::new(&path), e))
 }
 
 /// A detached copy of the mount tree at `dir`, idmapped through `userns` (on-disk id `n`

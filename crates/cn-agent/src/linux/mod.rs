@@ -26,6 +26,7 @@ pub mod cgroup;
 mod command;
 pub mod disk;
 pub mod firewall;
+mod held;
 pub mod idmap;
 pub mod image;
 pub mod launch;

@@ -12,7 +12,7 @@
 //! network has `internet_nat` gets the node's NAT of its vnet ([`Network::ensure_nat`]).
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use super::command::{run, run_input};
 use super::firewall::{Firewall, PortRules, normalize_mac};
+use super::held::HeldChild;
 use super::idmap::RANGE_SIZE;
 use super::overlay::{Hold, Nat, Overlay, fabric_vnet, is_fabric_tag};
 use crate::backend::NicSpec;
@@ -583,75 +584,45 @@ fn bind_new_netns(path: &Path, userns: &OwnedFd) -> Result<()> {
     for (dst, src) in lo.ifr_name.iter_mut().zip(b"lo") {
         *dst = *src as libc::c_char;
     }
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: pipe2(2) fills the two-int array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(fail(format!("pipe2: {}", std::io::Error::last_os_error())));
-    }
-    // SAFETY: pipe2 returned two fresh fds that nothing else owns.
-    let (read_end, write_end) =
-        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    // SAFETY: the child makes system calls only, on memory prepared above (no
-    // allocation, no locks), and is killed: what a child of a multi-threaded process may
-    // do.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(fail(format!("fork: {}", std::io::Error::last_os_error())));
-    }
-    if pid == 0 {
-        // SAFETY: see above.
-        unsafe {
+    // SAFETY: the child makes system calls only, on memory prepared above.
+    let child = unsafe {
+        HeldChild::spawn(|| {
             let step = child_make_netns(userns.as_raw_fd(), &sysctls, &mut lo);
             let errno = *libc::__errno_location();
             let mut report = [0u8; 5];
             report[0] = step;
             report[1..].copy_from_slice(&errno.to_le_bytes());
-            libc::write(write_end.as_raw_fd(), report.as_ptr().cast(), report.len());
-            loop {
-                libc::pause();
-            }
-        }
+            report
+        })
     }
-    drop(write_end);
-    let result = (|| {
-        let mut report = [0u8; 5];
-        // SAFETY: read(2) into a buffer we own.
-        let n = unsafe { libc::read(read_end.as_raw_fd(), report.as_mut_ptr().cast(), 5) };
-        if n != 5 {
-            return Err(fail("the child ended without an answer".into()));
-        }
-        if report[0] != 0 {
-            let errno = i32::from_le_bytes([report[1], report[2], report[3], report[4]]);
-            let step = CHILD_STEPS.get(usize::from(report[0])).unwrap_or(&"?");
-            return Err(fail(format!(
-                "{step}: {}",
-                std::io::Error::from_raw_os_error(errno)
-            )));
-        }
-        let source = std::ffi::CString::new(format!("/proc/{pid}/ns/net"))
-            .map_err(|_| fail("pid path".into()))?;
-        // SAFETY: mount(2) with NUL-terminated strings.
-        let rc = unsafe {
-            libc::mount(
-                source.as_ptr(),
-                target.as_ptr(),
-                c"none".as_ptr(),
-                libc::MS_BIND,
-                std::ptr::null(),
-            )
-        };
-        if rc < 0 {
-            return Err(Error::io(path, std::io::Error::last_os_error()));
-        }
-        Ok(())
-    })();
-    // SAFETY: kill(2) and waitpid(2) on our own child.
-    unsafe {
-        libc::kill(pid, libc::SIGKILL);
-        let mut status = 0;
-        libc::waitpid(pid, &mut status, 0);
+    .map_err(|(step, e)| fail(format!("{step}: {e}")))?;
+    let Some(report) = child.answer::<5>() else {
+        return Err(fail("the child ended without an answer".into()));
+    };
+    if report[0] != 0 {
+        let errno = i32::from_le_bytes([report[1], report[2], report[3], report[4]]);
+        let step = CHILD_STEPS.get(usize::from(report[0])).unwrap_or(&"?");
+        return Err(fail(format!(
+            "{step}: {}",
+            std::io::Error::from_raw_os_error(errno)
+        )));
     }
-    result
+    let source = std::ffi::CString::new(format!("/proc/{}/ns/net", child.pid()))
+        .map_err(|_| fail("pid path".into()))?;
+    // SAFETY: mount(2) with NUL-terminated strings.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            c"none".as_ptr(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        )
+    };
+    if rc < 0 {
+        return Err(Error::io(path, std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 /// The child's side of [`bind_new_netns`]: 0 when done, else the failed step (errno
