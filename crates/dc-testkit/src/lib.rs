@@ -56,18 +56,42 @@ pub mod services {
 /// Polls `check` every 50 ms until it holds, and fails the test naming `what` once
 /// `timeout` has passed without it.
 #[track_caller]
-pub fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F) -> impl Future<Output = ()>
+pub fn eventually<F, Fut>(what: &str, timeout: Duration, check: F) -> impl Future<Output = ()>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
+    let held = wait_for(what, timeout, check, |held| *held);
+    async move {
+        held.await;
+    }
+}
+
+/// Reads `read` every 50 ms until `done` holds for what it gave, and returns that; fails
+/// the test naming `what`, with the last value read, once `timeout` has passed without it.
+#[track_caller]
+pub fn wait_for<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut read: F,
+    done: impl Fn(&T) -> bool,
+) -> impl Future<Output = T>
+where
+    T: std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = T>,
+{
     let caller = std::panic::Location::caller();
     async move {
         let deadline = Instant::now() + timeout;
-        while !check().await {
+        loop {
+            let value = read().await;
+            if done(&value) {
+                return value;
+            }
             assert!(
                 Instant::now() < deadline,
-                "{caller}: timed out after {timeout:?} waiting for: {what}"
+                "{caller}: timed out after {timeout:?} waiting for: {what} (last read: {value:?})"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -14,7 +14,7 @@ use triton_proto::vmapi::v1 as vm_pb;
 use triton_proto::volapi::v1 as vol_pb;
 use triton_proto::volapi::v1::vol_api_client::VolApiClient;
 
-use crate::{ADMIN_UUID, Dc, Options, Service, package_fields};
+use crate::{ADMIN_UUID, Dc, Options, Service, package_fields, wait_for};
 
 /// Triton's volume sizes in GiB: 10 to 100 by 10, then 200 to 1000 by 100.
 pub fn volume_sizes_gib() -> Vec<u64> {
@@ -95,18 +95,9 @@ impl Dc {
 
     /// Waits (up to 60 s) until volume `uuid` is in `state`, and gives it.
     pub async fn wait_volume(&self, uuid: &str, state: &str) -> vol_pb::Volume {
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let v = self.volume(uuid).await.expect("GetVolume");
-            if v.state == state {
-                return v;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "volume {uuid} not {state}: {v:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let read = || async { self.volume(uuid).await.expect("GetVolume") };
+        let what = format!("volume {uuid} {state}");
+        wait_for(&what, Duration::from_secs(60), read, |v| v.state == state).await
     }
 
     /// A volume `name` of the seeded owner on its default fabric network, once `ready`.
@@ -128,25 +119,20 @@ impl Dc {
 
     /// Waits (up to 60 s) until `owner` has a default (fabric) network, and gives it.
     pub async fn default_network(&self, owner: &str) -> String {
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let a = self
-                .ufds()
+        let read = || async {
+            self.ufds()
                 .get_account(ufds_pb::GetAccountRequest {
                     account: owner.to_string(),
                 })
                 .await
                 .expect("GetAccount")
-                .into_inner();
-            if !a.default_network.is_empty() {
-                return a.default_network;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no default network for {owner}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+                .into_inner()
+        };
+        let what = format!("a default network for {owner}");
+        let has_one = |a: &ufds_pb::Account| !a.default_network.is_empty();
+        wait_for(&what, Duration::from_secs(60), read, has_one)
+            .await
+            .default_network
     }
 
     /// VMs (any owner's) whose alias matches `alias` (VMAPI's filter: `*` at the ends).

@@ -5,9 +5,9 @@
 // Tests fail by panicking; clippy.toml allows it in #[test] functions, this in helpers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use dc_testkit::{Dc, Options, assert_error, eventually};
+use dc_testkit::{Dc, Options, assert_error, eventually, wait_for};
 use triton_proto::ufds::v1 as ufds;
 use triton_proto::vmapi::v1 as vm;
 use triton_proto::volapi::v1 as pb;
@@ -265,19 +265,9 @@ async fn reservations(dc: &Dc, name: &str) -> Vec<pb::VolumeReservation> {
 
 /// Waits until the volume's refs are `want`.
 async fn wait_refs(dc: &Dc, uuid: &str, want: &[&str]) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let v = dc.volume(uuid).await.unwrap();
-        if v.refs == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "refs of {uuid}: {:?}, want {want:?}",
-            v.refs
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let read = || async { dc.volume(uuid).await.unwrap() };
+    let what = format!("refs of {uuid}: {want:?}");
+    wait_for(&what, WAIT, read, |v| v.refs == want).await;
 }
 
 async fn delete(dc: &Dc, uuid: &str, force: bool) -> Result<(), tonic::Status> {
@@ -292,19 +282,8 @@ async fn delete(dc: &Dc, uuid: &str, force: bool) -> Result<(), tonic::Status> {
 }
 
 async fn wait_destroyed(dc: &Dc, vm_uuid: &str) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let v = dc.vm(vm_uuid).await;
-        if v.state == "destroyed" {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "VM {vm_uuid} not destroyed: {}",
-            v.state
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!("VM {vm_uuid} destroyed");
+    wait_for(&what, WAIT, || dc.vm(vm_uuid), |v| v.state == "destroyed").await;
 }
 
 /// A VM made with a volume: its `sdc:volumes` names the volume's server, it holds a
@@ -335,11 +314,10 @@ async fn references_follow_the_vms_that_mount_a_volume() {
         }])
     );
     wait_refs(&dc, &v.uuid, &[&job.vm_uuid]).await;
-    let deadline = Instant::now() + WAIT;
-    while !reservations(&dc, "shared").await.is_empty() {
-        assert!(Instant::now() < deadline, "the reservation stays");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the reservation gone", WAIT, || async {
+        reservations(&dc, "shared").await.is_empty()
+    })
+    .await;
     let refs = dc
         .volapi()
         .get_volume_references(pb::GetVolumeReferencesRequest {
@@ -585,11 +563,14 @@ async fn a_restarted_volapi_loses_nothing() {
     delete(&dc, &gone.uuid, false).await.unwrap();
     dc.stop_volapi().await;
     // Meanwhile the storage VMs run and are destroyed.
-    let deadline = Instant::now() + WAIT;
-    while dc.vm(&v.vm_uuid).await.state != "running" {
-        assert!(Instant::now() < deadline, "storage VM not running");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let running = |vm: &vm::Vm| vm.state == "running";
+    wait_for(
+        "the storage VM running",
+        WAIT,
+        || dc.vm(&v.vm_uuid),
+        running,
+    )
+    .await;
     wait_destroyed(&dc, &gone.vm_uuid).await;
     dc.start_volapi_again().await;
     let ready = dc.wait_volume(&v.uuid, "ready").await;
