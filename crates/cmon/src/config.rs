@@ -125,14 +125,12 @@ mod tests {
 
     #[test]
     fn an_old_operators_list_still_loads() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("cmon.toml");
-        std::fs::write(
-            &file,
+        let c: Config = triton_common::config_text::load_text(
+            "cmon",
             "data_dir = \"/var/tmp/cmon\"\noperators = [\"admin\"]\n",
+            &[],
         )
         .unwrap();
-        let c: Config = triton_common::config::load_from("cmon", Some(&file), &[]).unwrap();
         assert_eq!(c.operators, vec!["admin".to_string()]);
         c.check().unwrap();
     }

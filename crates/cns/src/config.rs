@@ -470,12 +470,7 @@ mod tests {
 
     #[test]
     fn the_file_names_its_own_forward_zones() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("cns.toml");
-        let load = |text: &str| {
-            std::fs::write(&path, text).unwrap();
-            triton_common::config::load_from::<Config>("cns", Some(&path), &[])
-        };
+        let load = |text: &str| triton_common::config_text::load_text::<Config>("cns", text, &[]);
         let c = load(
             "my_name = \"ns1.example.com\"\n\
              [forward_zones.\"example.com\"]\n\

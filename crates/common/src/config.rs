@@ -200,10 +200,7 @@ pub(crate) fn problems_loading<T>(
 where
     T: Serialize + DeserializeOwned + Default,
 {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(format!("{service}.toml"));
-    std::fs::write(&path, file).unwrap();
-    let err = load_from::<T>(service, Some(&path), &crate::pairs::owned::<Vec<_>>(env))
+    let err = crate::config_text::load_text::<T>(service, file, env)
         .err()
         .expect("an invalid config");
     let ConfigError::Invalid(problems) = err else {
@@ -331,6 +328,7 @@ fn overlay(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config_text::load_text;
     use serde::Deserialize;
 
     #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -411,10 +409,6 @@ mod tests {
         assert!(shown.contains("`ten` is not an IP address"), "{shown}");
     }
 
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        crate::pairs::owned(pairs)
-    }
-
     #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
     #[serde(default, deny_unknown_fields)]
     struct WithMap {
@@ -424,14 +418,12 @@ mod tests {
 
     #[test]
     fn a_map_takes_the_operators_keys_and_checks_their_values() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("cloudapi.toml");
-        std::fs::write(&path, "services = { cmon = \"https://cmon:9163\" }\n").unwrap();
-        let conf: WithMap = load_from("cloudapi", Some(&path), &[]).unwrap();
+        let text = "services = { cmon = \"https://cmon:9163\" }\n";
+        let conf: WithMap = load_text("cloudapi", text, &[]).unwrap();
         assert_eq!(conf.services["cmon"], "https://cmon:9163");
 
-        std::fs::write(&path, "services = { cmon = 9163 }\nlisten2 = \"x\"\n").unwrap();
-        let err = load_from::<WithMap>("cloudapi", Some(&path), &[]).unwrap_err();
+        let text = "services = { cmon = 9163 }\nlisten2 = \"x\"\n";
+        let err = load_text::<WithMap>("cloudapi", text, &[]).unwrap_err();
         let shown = err.to_string();
         assert!(shown.contains("listen2"), "{shown}");
         assert!(shown.contains("services"), "{shown}");
@@ -439,17 +431,14 @@ mod tests {
 
     #[test]
     fn environment_overrides_file_and_defaults() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("moray.toml");
-        std::fs::write(&path, "port = 3000\n[pool]\nmax_connections = 9\n").unwrap();
-        let conf: Conf = load_from(
+        let conf: Conf = load_text(
             "moray",
-            Some(&path),
-            &env(&[
+            "port = 3000\n[pool]\nmax_connections = 9\n",
+            &[
                 ("MORAY_PORT", "4000"),
                 ("MORAY_URL", "ignored"),
                 ("OTHER_PORT", "1"),
-            ]),
+            ],
         )
         .unwrap();
         assert_eq!(conf.port, 4000);

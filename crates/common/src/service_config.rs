@@ -109,6 +109,7 @@ impl ServiceConfig {
 mod tests {
     use super::*;
     use crate::config::{load_from, problems_loading};
+    use crate::config_text::load_text;
 
     #[derive(Debug, Serialize, Deserialize)]
     #[serde(default)]
@@ -127,26 +128,15 @@ mod tests {
         }
     }
 
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        crate::pairs::owned(pairs)
-    }
-
     #[test]
     fn flattened_keys_load_from_file_and_environment() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("svc.toml");
-        std::fs::write(
-            &path,
-            "listen = \"0.0.0.0:1\"\nextra = 5\n[grpc]\nreflection = false\n",
-        )
-        .unwrap();
-        let c: Conf = load_from(
+        let c: Conf = load_text(
             "svc",
-            Some(&path),
-            &env(&[
+            "listen = \"0.0.0.0:1\"\nextra = 5\n[grpc]\nreflection = false\n",
+            &[
                 ("SVC_MORAY_URL", "tcp://10.0.0.5:2020"),
                 ("SVC_GRPC__ALLOW_FROM", "10.99.99.0/24"),
-            ]),
+            ],
         )
         .unwrap();
         assert_eq!(c.service.listen, "0.0.0.0:1");
