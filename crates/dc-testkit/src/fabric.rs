@@ -295,11 +295,8 @@ impl Lab {
             namespaces: Vec::new(),
         };
         let switch = lab.netns("sw");
-        run(
-            "ip",
-            &["-n", &switch, "link", "add", "ul", "type", "bridge"],
-        );
-        run("ip", &["-n", &switch, "link", "set", "ul", "up"]);
+        ip_in(&switch, &["link", "add", "ul", "type", "bridge"]);
+        ip_in(&switch, &["link", "set", "ul", "up"]);
         lab
     }
 
@@ -308,7 +305,7 @@ impl Lab {
         let name = format!("fab{}-{what}", self.id);
         run("ip", &["netns", "add", &name]);
         self.namespaces.push(name.clone());
-        run("ip", &["-n", &name, "link", "set", "lo", "up"]);
+        ip_in(&name, &["link", "set", "lo", "up"]);
         name
     }
 
@@ -323,22 +320,15 @@ impl Lab {
         let switch = format!("fab{}-sw", self.id);
         let ip = Ipv4Addr::new(198, 18, 0, n);
         let port = format!("sw{n}");
-        run(
-            "ip",
+        ip_in(
+            &switch,
             &[
-                "-n", &switch, "link", "add", &port, "type", "veth", "peer", "name", "ul0",
-                "netns", &ns,
+                "link", "add", &port, "type", "veth", "peer", "name", "ul0", "netns", &ns,
             ],
         );
-        run(
-            "ip",
-            &["-n", &switch, "link", "set", &port, "master", "ul", "up"],
-        );
-        run(
-            "ip",
-            &["-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", "ul0"],
-        );
-        run("ip", &["-n", &ns, "link", "set", "ul0", "up"]);
+        ip_in(&switch, &["link", "set", &port, "master", "ul", "up"]);
+        ip_in(&ns, &["addr", "add", &format!("{ip}/24"), "dev", "ul0"]);
+        ip_in(&ns, &["link", "set", "ul0", "up"]);
         (ns, ip)
     }
 
@@ -348,22 +338,16 @@ impl Lab {
         let ns = self.netns(name);
         let bridge = overlay.ensure(i.vnet).expect("the vnet's bridge");
         let host = format!("h{name}");
-        run(
-            "ip",
+        ip_in(
+            node,
             &[
-                "-n", node, "link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns",
-                &ns,
+                "link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns", &ns,
             ],
         );
-        run(
-            "ip",
-            &["-n", node, "link", "set", &host, "master", &bridge, "up"],
-        );
-        run(
-            "ip",
+        ip_in(node, &["link", "set", &host, "master", &bridge, "up"]);
+        ip_in(
+            &ns,
             &[
-                "-n",
-                &ns,
                 "link",
                 "set",
                 "eth0",
@@ -374,17 +358,9 @@ impl Lab {
                 "up",
             ],
         );
-        run(
-            "ip",
-            &[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{}/24", i.ip),
-                "dev",
-                "eth0",
-            ],
+        ip_in(
+            &ns,
+            &["addr", "add", &format!("{}/24", i.ip), "dev", "eth0"],
         );
         Instance { ns, ..i }
     }
@@ -600,7 +576,14 @@ pub fn forget(node: &str, vnet: u32, i: &Instance) {
     }
 }
 
+/// `ip -n NS ARGS...`: `ip` on namespace `ns`.
+fn ip_in(ns: &str, args: &[&str]) {
+    let mut argv = vec!["-n", ns];
+    argv.extend_from_slice(args);
+    run("ip", &argv);
+}
+
 /// Empties the neighbour table of instance namespace `ns`.
 pub fn flush_neighbours(ns: &str) {
-    run("ip", &["-n", ns, "neigh", "flush", "all"]);
+    ip_in(ns, &["neigh", "flush", "all"]);
 }
