@@ -66,6 +66,11 @@ async fn update_fabric_network_changes_triton_fields_for_its_owner_only() {
         uuid: uuid.into(),
         ..Default::default()
     };
+    let get_web = proto::GetFabricNetworkRequest {
+        owner_uuid: alice.clone(),
+        vlan_id: 10,
+        uuid: web.uuid.clone(),
+    };
     let changed = c
         .update_fabric_network(proto::UpdateFabricNetworkRequest {
             name: Some("frontend".into()),
@@ -99,11 +104,7 @@ async fn update_fabric_network_changes_triton_fields_for_its_owner_only() {
     assert_eq!(changed.gateway, web.gateway);
     assert_eq!(changed.vnet_id, web.vnet_id);
     let got = c
-        .get_fabric_network(proto::GetFabricNetworkRequest {
-            owner_uuid: alice.clone(),
-            vlan_id: 10,
-            uuid: web.uuid.clone(),
-        })
+        .get_fabric_network(get_web.clone())
         .await
         .unwrap()
         .into_inner();
@@ -186,11 +187,7 @@ async fn update_fabric_network_changes_triton_fields_for_its_owner_only() {
         );
     }
     let after = c
-        .get_fabric_network(proto::GetFabricNetworkRequest {
-            owner_uuid: alice.clone(),
-            vlan_id: 10,
-            uuid: web.uuid.clone(),
-        })
+        .get_fabric_network(get_web.clone())
         .await
         .unwrap()
         .into_inner();
@@ -752,6 +749,18 @@ async fn get(ufds: &UfdsClient<Channel>, uuid: &str) -> ufds_pb::Account {
         .into_inner()
 }
 
+/// The default-fabrics follower of `dc`'s NAPI, following its UFDS, for a test to run
+/// its passes by hand.
+fn follower_by_hand(dc: &Dc) -> napi::default_fabrics::Follower {
+    let config = napi::config::FabricsConfig {
+        enabled: true,
+        ufds_url: format!("http://{}", dc.addr(Service::Ufds)),
+        ..Default::default()
+    };
+    let app = dc.napi_app.clone().unwrap();
+    napi::default_fabrics::Follower::new(app, &config, CancellationToken::new()).unwrap()
+}
+
 /// The follower's passes by hand, on a Moray that keeps no change log: a position older
 /// than the log is answered with resync, and the next pass reads the snapshot again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -763,14 +772,7 @@ async fn after_a_resync_the_follower_reads_every_account_again() {
         ..Default::default()
     })
     .await;
-    let config = napi::config::FabricsConfig {
-        enabled: true,
-        ufds_url: format!("http://{}", dc.addr(Service::Ufds)),
-        ..Default::default()
-    };
-    let app = dc.napi_app.clone().unwrap();
-    let mut follower =
-        napi::default_fabrics::Follower::new(app, &config, CancellationToken::new()).unwrap();
+    let mut follower = follower_by_hand(&dc);
     let mut ufds = dc.ufds();
     // The first pass: the snapshot (one account), then the feed is quiet.
     let zed = account(&mut ufds, "zed").await;
@@ -816,14 +818,7 @@ async fn an_account_that_fails_is_named_and_tried_again() {
         ..Default::default()
     })
     .await;
-    let config = napi::config::FabricsConfig {
-        enabled: true,
-        ufds_url: format!("http://{}", dc.addr(Service::Ufds)),
-        ..Default::default()
-    };
-    let app = dc.napi_app.clone().unwrap();
-    let mut follower =
-        napi::default_fabrics::Follower::new(app, &config, CancellationToken::new()).unwrap();
+    let mut follower = follower_by_hand(&dc);
     let mut ufds = dc.ufds();
     let mut napi = dc.napi();
     // The tenant already has a network named My-Fabric-Network, on VLAN 3: the name is
