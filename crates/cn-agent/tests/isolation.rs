@@ -13,7 +13,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cn_agent::linux::LinuxBackend;
-use cn_agent::linux::cgroup::V1_DEVICES_ALLOWED;
 use cn_agent::linux::idmap::{FIRST_BASE, IdRange, RANGE_SIZE};
 use cn_agent::linux::net::send_to;
 use cn_agent::linux::sandbox::default_caps_mask;
@@ -231,9 +230,21 @@ async fn an_instance_is_root_only_in_its_own_sandbox() {
         let list = std::fs::read_to_string(&devices).unwrap();
         let mut list: Vec<&str> = list.lines().collect();
         list.sort();
-        let mut allowed = V1_DEVICES_ALLOWED.to_vec();
-        allowed.sort();
-        assert_eq!(list, allowed);
+        // The policy spelled out here, not taken from the agent's own constant: a device
+        // added to that list by mistake must fail this test.
+        assert_eq!(
+            list,
+            [
+                "c 136:* rwm",
+                "c 1:3 rwm",
+                "c 1:5 rwm",
+                "c 1:7 rwm",
+                "c 1:8 rwm",
+                "c 1:9 rwm",
+                "c 5:0 rwm",
+                "c 5:2 rwm"
+            ]
+        );
     }
 
     // No host process is visible: pid 1 is the init, the rest is the command itself.
