@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use dc_testkit::{Dc, Options, Service, assert_error};
+use dc_testkit::{Dc, Options, Service, assert_error, assert_refused};
 use triton_common::status::{error_message, error_name};
 use triton_proto::papi::v1 as proto;
 
@@ -394,73 +394,79 @@ async fn updates_refuse_immutable_fields_by_name() {
         fields: Some(fields),
         remove: remove.iter().map(|s| s.to_string()).collect(),
     };
-    assert_error(
-        c.update_package(update(
-            proto::PackageFields {
-                max_physical_memory: Some(512),
-                version: Some("2.0.0".into()),
-                cpu_cap: Some(50),
-                brand: Some("lx".into()),
-                description: Some("bigger".into()),
-                ..Default::default()
-            },
-            &[],
-        ))
-        .await,
-        "InvalidArgument",
-        &[
-            "version is immutable (it is 1.0.0)",
-            "max_physical_memory is immutable (it is 256)",
-            "cpu_cap is immutable (it is 25)",
-            "brand is immutable (it is unset)",
-        ],
-    );
-    assert_error(
-        c.update_package(update(Default::default(), &["quota", "active", "colour"]))
-            .await,
-        "InvalidArgument",
-        &[
-            "quota is immutable and cannot be removed",
-            "active is required and cannot be removed",
-            "remove \"colour\" is not a package field",
-        ],
-    );
-    assert_error(
-        c.update_package(update(
-            proto::PackageFields {
-                owner_uuids: Some(proto::UuidList {
-                    uuids: vec!["nope".into()],
+    // Each refused, naming what is wrong; none changes the package.
+    let refused = [
+        (
+            "immutable fields",
+            update(
+                proto::PackageFields {
+                    max_physical_memory: Some(512),
+                    version: Some("2.0.0".into()),
+                    cpu_cap: Some(50),
+                    brand: Some("lx".into()),
+                    description: Some("bigger".into()),
+                    ..Default::default()
+                },
+                &[],
+            ),
+            "InvalidArgument",
+            &[
+                "version is immutable (it is 1.0.0)",
+                "max_physical_memory is immutable (it is 256)",
+                "cpu_cap is immutable (it is 25)",
+                "brand is immutable (it is unset)",
+            ][..],
+        ),
+        (
+            "removing fields",
+            update(Default::default(), &["quota", "active", "colour"]),
+            "InvalidArgument",
+            &[
+                "quota is immutable and cannot be removed",
+                "active is required and cannot be removed",
+                "remove \"colour\" is not a package field",
+            ],
+        ),
+        (
+            "a bad owner uuid",
+            update(
+                proto::PackageFields {
+                    owner_uuids: Some(proto::UuidList {
+                        uuids: vec!["nope".into()],
+                    }),
+                    ..Default::default()
+                },
+                &[],
+            ),
+            "InvalidArgument",
+            &["owner_uuids"],
+        ),
+        (
+            "a package that does not exist",
+            proto::UpdatePackageRequest {
+                uuid: "c65b8ce2-29e7-4f63-b529-357f42bf0742".into(),
+                fields: Some(proto::PackageFields {
+                    active: Some(false),
+                    ..Default::default()
                 }),
+                remove: vec![],
+            },
+            "ResourceNotFound",
+            &["c65b8ce2"],
+        ),
+        (
+            "a bad uuid",
+            proto::UpdatePackageRequest {
+                uuid: "NOT-A-UUID".into(),
                 ..Default::default()
             },
-            &[],
-        ))
-        .await,
-        "InvalidArgument",
-        &["owner_uuids"],
-    );
-    assert_error(
-        c.update_package(proto::UpdatePackageRequest {
-            uuid: "c65b8ce2-29e7-4f63-b529-357f42bf0742".into(),
-            fields: Some(proto::PackageFields {
-                active: Some(false),
-                ..Default::default()
-            }),
-            remove: vec![],
-        })
-        .await,
-        "ResourceNotFound",
-        &["c65b8ce2"],
-    );
-    assert_error(
-        c.update_package(proto::UpdatePackageRequest {
-            uuid: "NOT-A-UUID".into(),
-            ..Default::default()
-        })
-        .await,
-        "InvalidArgument",
-        &["uuid"],
-    );
+            "InvalidArgument",
+            &["uuid"],
+        ),
+    ];
+    for (case, request, name, fragments) in refused {
+        assert_refused(case, c.update_package(request).await, name, fragments);
+    }
     // Nothing above changed the package.
     let got = get(c, uuid).await.unwrap().into_inner();
     assert_eq!(got, created);
