@@ -93,6 +93,19 @@ impl Dc {
             .map(|r| r.into_inner())
     }
 
+    /// The reservations ListVolumeReservations gives for `request`.
+    pub async fn volume_reservations(
+        &self,
+        request: vol_pb::ListVolumeReservationsRequest,
+    ) -> Vec<vol_pb::VolumeReservation> {
+        self.volapi()
+            .list_volume_reservations(request)
+            .await
+            .expect("ListVolumeReservations")
+            .into_inner()
+            .reservations
+    }
+
     /// Waits (up to 60 s) until volume `uuid` is in `state`, and gives it.
     pub async fn wait_volume(&self, uuid: &str, state: &str) -> vol_pb::Volume {
         let read = || async { self.volume(uuid).await.expect("GetVolume") };

@@ -31,15 +31,11 @@ async fn volume(dc: &Dc, uuid: &str) -> pb::Volume {
 }
 
 async fn reservations_of_job(dc: &Dc, job_uuid: &str) -> Vec<pb::VolumeReservation> {
-    dc.volapi()
-        .list_volume_reservations(pb::ListVolumeReservationsRequest {
-            job_uuid: job_uuid.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .reservations
+    dc.volume_reservations(pb::ListVolumeReservationsRequest {
+        job_uuid: job_uuid.into(),
+        ..Default::default()
+    })
+    .await
 }
 
 fn mount(name: &str, mode: &str, mountpoint: &str) -> vm::VolumeMount {

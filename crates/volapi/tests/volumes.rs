@@ -252,15 +252,11 @@ async fn vm_with_volumes(dc: &Dc, net: &str, alias: &str, volumes: &[(&str, &str
 }
 
 async fn reservations(dc: &Dc, name: &str) -> Vec<pb::VolumeReservation> {
-    dc.volapi()
-        .list_volume_reservations(pb::ListVolumeReservationsRequest {
-            volume_name: name.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .reservations
+    dc.volume_reservations(pb::ListVolumeReservationsRequest {
+        volume_name: name.into(),
+        ..Default::default()
+    })
+    .await
 }
 
 /// Waits until the volume's refs are `want`.
