@@ -54,14 +54,37 @@ mod tests {
     use triton_common::status::{error_message, error_name};
 
     #[test]
-    fn conflict_names_the_field() {
-        let s = Status::from(Error::from(StoreError::Conflict {
-            field: "uuid",
-            value: "\"x\"".into(),
-            detail: String::new(),
-        }));
-        assert_eq!(s.code(), Code::AlreadyExists);
-        assert_eq!(error_name(&s), Some("ConflictError"));
-        assert_eq!(error_message(&s), "uuid \"x\" is already in use");
+    fn each_error_has_its_code_and_triton_name() {
+        for (error, code, name, message) in [
+            (
+                Error::conflict("uuid", "x", ""),
+                Code::AlreadyExists,
+                "ConflictError",
+                "uuid \"x\" is already in use",
+            ),
+            (
+                Error::PackageNotFound("p".into()),
+                Code::NotFound,
+                "ResourceNotFound",
+                "package p does not exist",
+            ),
+            (
+                Error::BadMethod("packages cannot be deleted".into()),
+                Code::FailedPrecondition,
+                "BadMethod",
+                "packages cannot be deleted",
+            ),
+            (
+                Error::missing("name"),
+                Code::InvalidArgument,
+                "MissingParameter",
+                "name is missing",
+            ),
+        ] {
+            let s = Status::from(error);
+            assert_eq!(s.code(), code, "{name}");
+            assert_eq!(error_name(&s), Some(name));
+            assert_eq!(error_message(&s), message);
+        }
     }
 }

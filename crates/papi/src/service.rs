@@ -119,13 +119,9 @@ impl Papi {
         }
         match self.packages.insert(&pkg.uuid, &pkg).await {
             Ok(_) => Ok(pkg),
-            Err(e) if is_etag_conflict(&e) || is_unique_violation(&e, "uuid") => {
-                Err(Error::from(StoreError::Conflict {
-                    field: "uuid",
-                    value: format!("{:?}", pkg.uuid),
-                    detail: " (a package with this uuid exists)".to_string(),
-                }))
-            }
+            Err(e) if is_etag_conflict(&e) || is_unique_violation(&e, "uuid") => Err(
+                Error::conflict("uuid", &pkg.uuid, " (a package with this uuid exists)"),
+            ),
             Err(e) if is_unique_violation(&e, "name_version") => {
                 Err(Error::from(StoreError::Conflict {
                     field: "name, version",

@@ -32,17 +32,6 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 triton_common::field_error_constructors!(Error::Invalid);
 
-impl Error {
-    /// `value` of the unique `field` is taken; the message quotes it.
-    pub fn conflict(field: &'static str, value: &str, detail: &str) -> Error {
-        Error::Store(StoreError::Conflict {
-            field,
-            value: format!("{value:?}"),
-            detail: detail.to_string(),
-        })
-    }
-}
-
 /// `field`'s `value` broke the rule `reason` says, if any: `"<value>" is invalid: <reason>`.
 pub fn invalid_value(field: &str, value: &str, reason: Option<String>) -> Option<FieldError> {
     reason.map(|r| FieldError::invalid(field, format!("{value:?} is invalid: {r}")))

@@ -111,7 +111,8 @@ pub trait Dialect: fmt::Debug + Send + Sync + 'static {
 }
 
 /// A service error module's `StoreError` (the shared failures in its `dialect`) and
-/// `Error::moray(what)`, for `map_err`; its `Error` has a variant
+/// `Error::moray(what)`, for `map_err`, and `Error::conflict(field, value, detail)`; its
+/// `Error` has a variant
 /// `Store(#[from] StoreError)`: `moray_client::store_error!(Error, Names)`.
 #[macro_export]
 macro_rules! store_error {
@@ -124,6 +125,11 @@ macro_rules! store_error {
             pub fn moray(what: impl Into<String>) -> impl FnOnce($crate::MorayError) -> $error {
                 let store = StoreError::moray(what);
                 move |source| $error::Store(store(source))
+            }
+
+            /// `value` of the unique `field` is taken; the message quotes it.
+            pub fn conflict(field: &'static str, value: &str, detail: &str) -> $error {
+                $error::Store(StoreError::conflict(field, value, detail))
             }
         }
     };
@@ -167,6 +173,16 @@ impl<D: Dialect> StoreError<D> {
     pub fn moray(what: impl Into<String>) -> impl FnOnce(MorayError) -> Self {
         let what = what.into();
         move |source| StoreError::Moray { what, source }
+    }
+
+    /// `value` of the unique `field` is taken: the message quotes it, then `detail`
+    /// (` (the account already has this key)`, or empty).
+    pub fn conflict(field: &'static str, value: &str, detail: &str) -> Self {
+        StoreError::Conflict {
+            field,
+            value: format!("{value:?}"),
+            detail: detail.to_string(),
+        }
     }
 
     /// A stored record that does not parse: `what` names it, `reason` says why.
@@ -263,5 +279,9 @@ mod tests {
         assert_eq!(s.code(), Code::AlreadyExists);
         assert_eq!(error_name(&s), Some("ConflictError"));
         assert_eq!(error_message(&s), "name \"x\" is already in use (taken)");
+
+        let quoted = StoreError::<Names>::conflict("login", "bob", "").to_status();
+        assert_eq!(quoted.code(), Code::AlreadyExists);
+        assert_eq!(error_message(&quoted), "login \"bob\" is already in use");
     }
 }
