@@ -96,20 +96,7 @@ impl Steps {
             if on_vm || !ours {
                 continue;
             }
-            match napi
-                .clone()
-                .delete_nic(request(
-                    napi::DeleteNicRequest {
-                        mac: nic.mac.clone(),
-                    },
-                    &p.req_id,
-                ))
-                .await
-            {
-                Ok(_) => {}
-                Err(s) if s.code() == Code::NotFound => {}
-                Err(s) => return Err(napi_err(s)),
-            }
+            delete_nic(&napi, &nic.mac, &p.req_id).await?;
         }
         Ok(())
     }

@@ -1,14 +1,11 @@
 //! remove_nics: NICs removed from the instance on its server, then deleted in NAPI.
 
 use serde_json::{Value, json};
-use tonic::Code;
 use triton_proto::cnagent::v1 as agent;
-use triton_proto::napi::v1 as napi;
 
 use super::JobCtx;
 use super::saga::{Saga, step};
 use super::steps::*;
-use crate::clients::request;
 use crate::error::Result;
 use crate::params::RemoveNicsParams;
 
@@ -53,18 +50,7 @@ impl Steps {
             return Ok(json!({ "released": 0 }));
         };
         for mac in &p.macs {
-            match napi
-                .clone()
-                .delete_nic(request(
-                    napi::DeleteNicRequest { mac: mac.clone() },
-                    &p.req_id,
-                ))
-                .await
-            {
-                Ok(_) => {}
-                Err(s) if s.code() == Code::NotFound => {}
-                Err(s) => return Err(napi_err(s)),
-            }
+            delete_nic(&napi, mac, &p.req_id).await?;
         }
         Ok(json!({ "released": p.macs.len() }))
     }

@@ -74,6 +74,22 @@ pub(super) fn napi_err(status: tonic::Status) -> Error {
     Error::upstream("napi")(status)
 }
 
+/// Deletes the NIC `mac` in NAPI (its IPs go back to their networks); a NIC NAPI no
+/// longer has is no error.
+pub(super) async fn delete_nic(napi: &NapiClient<Channel>, mac: &str, rid: &str) -> Result<()> {
+    let request = request(
+        napi::DeleteNicRequest {
+            mac: mac.to_string(),
+        },
+        rid,
+    );
+    match napi.clone().delete_nic(request).await {
+        Ok(_) => Ok(()),
+        Err(s) if s.code() == Code::NotFound => Ok(()),
+        Err(s) => Err(napi_err(s)),
+    }
+}
+
 /// A task that ended in failure, as an error that is not retried.
 pub(super) fn task_failed(task: &agent::Task) -> Error {
     Error::Upstream {
@@ -482,20 +498,7 @@ impl Steps {
         };
         let nics = self.vm_nics(vm_uuid, rid).await?;
         for nic in &nics {
-            match napi
-                .clone()
-                .delete_nic(request(
-                    napi::DeleteNicRequest {
-                        mac: nic.mac.clone(),
-                    },
-                    rid,
-                ))
-                .await
-            {
-                Ok(_) => {}
-                Err(s) if s.code() == Code::NotFound => {}
-                Err(s) => return Err(napi_err(s)),
-            }
+            delete_nic(&napi, &nic.mac, rid).await?;
         }
         Ok(json!({ "released": nics.len() }))
     }
