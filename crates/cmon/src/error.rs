@@ -90,3 +90,11 @@ pub enum StartError {
     #[error(transparent)]
     Channel(#[from] triton_common::channel::ChannelError),
 }
+
+impl StartError {
+    /// For `map_err`: the listener could not be bound to `addr`.
+    pub fn listen(addr: &str) -> impl FnOnce(std::io::Error) -> StartError {
+        let addr = addr.to_string();
+        move |source| StartError::Listen { addr, source }
+    }
+}

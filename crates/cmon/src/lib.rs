@@ -95,16 +95,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             .request_timeout(None)
             .lazy()?,
     );
-    let listener = tokio::net::TcpListener::bind(&config.listen)
+    let (listener, addr) = triton_common::listen::bind(&config.listen)
         .await
-        .map_err(|source| StartError::Listen {
-            addr: config.listen.clone(),
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Listen {
-        addr: config.listen.clone(),
-        source,
-    })?;
+        .map_err(StartError::listen(&config.listen))?;
 
     let inventory = Arc::new(inventory::Inventory::default());
     let app = Arc::new(App {

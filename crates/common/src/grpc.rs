@@ -257,13 +257,7 @@ pub async fn start<E: Send + 'static>(
     shutdown: CancellationToken,
     map_err: fn(ServeError) -> E,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<Result<(), E>>), E> {
-    let listener = bind(listen).await.map_err(map_err)?;
-    let addr = listener.local_addr().map_err(|source| {
-        map_err(ServeError::Bind {
-            addr: listen.to_string(),
-            source,
-        })
-    })?;
+    let (listener, addr) = bind_addr(listen).await.map_err(map_err)?;
     let config = config.clone();
     let task = tokio::spawn(async move {
         serve(listener, routes, services, &config, shutdown)
@@ -276,12 +270,12 @@ pub async fn start<E: Send + 'static>(
 /// Binds `listen` as [`bind`] does and gives the address it got, for a service that needs
 /// its port before it builds its routes (cn-agent's sysinfo carries it).
 pub async fn bind_addr(listen: &str) -> Result<(TcpListener, SocketAddr), ServeError> {
-    let listener = bind(listen).await?;
-    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
-        addr: listen.to_string(),
-        source,
-    })?;
-    Ok((listener, addr))
+    crate::listen::bind(listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: listen.to_string(),
+            source,
+        })
 }
 
 /// Spawns [`serve_with_tasks`] on `listener` for a service with background work. When

@@ -20,6 +20,14 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 /// say), so it does not spin while the condition lasts.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
+/// Binds `addr` ("host:port"; port 0 picks a free one) and gives the address it got, for
+/// a server that reports or advertises its real port; the caller's error names `addr`.
+pub async fn bind(addr: &str) -> io::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    Ok((listener, bound))
+}
+
 /// A listener that holds at most `max_connections` connections open at once.
 pub struct Acceptor {
     listener: TcpListener,

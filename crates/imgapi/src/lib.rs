@@ -68,16 +68,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     store.ensure_bucket().await?;
     let app = Arc::new(Imgapi::new(store, files, config.max_file_bytes));
 
-    let http_listener = tokio::net::TcpListener::bind(&config.http_listen)
+    let (http_listener, http_addr) = triton_common::listen::bind(&config.http_listen)
         .await
         .map_err(Error::io(format!(
             "cannot listen on {}",
             config.http_listen
         )))?;
-    let http_addr = http_listener.local_addr().map_err(Error::io(format!(
-        "cannot read the address of {}",
-        config.http_listen
-    )))?;
     // The gRPC server starts serving at once: bind the HTTP listener first, so a
     // failure there leaves nothing running.
     let grpc_service = ImgapiServer::new(server::ImgapiService::new(app.clone()))

@@ -34,6 +34,12 @@ impl Error {
         let what = what.into();
         move |source| Error::Moray { what, source }
     }
+
+    /// For `map_err`: the SVP listener could not be bound to `addr`.
+    pub fn listen(addr: &str) -> impl FnOnce(std::io::Error) -> Error {
+        let addr = addr.to_string();
+        move |source| Error::Listen { addr, source }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -49,17 +49,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     );
     let app = app::Portolan::new(store, cache);
 
-    let listener = tokio::net::TcpListener::bind(&config.svp_listen)
+    let (listener, svp_addr) = triton_common::listen::bind(&config.svp_listen)
         .await
-        .map_err(|source| Error::Listen {
-            addr: config.svp_listen.clone(),
-            source,
-        })?;
+        .map_err(Error::listen(&config.svp_listen))?;
     let acceptor = Acceptor::new(listener, config.svp_max_connections, "SVP");
-    let svp_addr = acceptor.local_addr().map_err(|source| Error::Listen {
-        addr: config.svp_listen.clone(),
-        source,
-    })?;
 
     let (addr, grpc) = svc
         .start(
