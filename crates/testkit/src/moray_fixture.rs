@@ -89,7 +89,8 @@ impl MorayFixture {
         loop {
             let purged = self
                 .postgres
-                .query("moray", "SELECT purged_through FROM moray_changes_state")
+                .query_async("moray", "SELECT purged_through FROM moray_changes_state")
+                .await
                 .expect("read the change log's state");
             if purged.trim().parse::<u64>().is_ok_and(|p| p >= position) {
                 return;

@@ -197,15 +197,39 @@ impl Postgres {
     /// Runs `sql` with `psql` on database `db` and returns what it printed: tuples only,
     /// unaligned (a line a row, `|` between columns).
     pub fn query(&self, db: &str, sql: &str) -> Result<String, TestkitError> {
-        let bin = pg_bin_dir()?;
-        let out = run(
-            command(&bin, "psql")
-                .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-                .args(["-U", "postgres", "-d", db, "-At", "-v", "ON_ERROR_STOP=1"])
-                .args(["-c", sql]),
-            &format!("psql -c {sql:?}"),
-        )?;
+        let out = run(&mut self.psql(db, sql)?, &format!("psql -c {sql:?}"))?;
         Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// [`Postgres::query`] without blocking the runtime: a test that runs Moray in its own
+    /// (current-thread) runtime keeps serving while psql runs.
+    #[cfg(feature = "moray")]
+    pub async fn query_async(&self, db: &str, sql: &str) -> Result<String, TestkitError> {
+        let what = format!("psql -c {sql:?}");
+        let out = tokio::process::Command::from(self.psql(db, sql)?)
+            .output()
+            .await
+            .map_err(|source| TestkitError::Spawn {
+                command: what.clone(),
+                source,
+            })?;
+        if !out.status.success() {
+            return Err(TestkitError::Failed {
+                command: what,
+                output: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The psql command that runs `sql` on `db`: tuples only, unaligned, stopping at the
+    /// first error.
+    fn psql(&self, db: &str, sql: &str) -> Result<Command, TestkitError> {
+        let mut psql = command(&pg_bin_dir()?, "psql");
+        psql.args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", "postgres", "-d", db, "-At", "-v", "ON_ERROR_STOP=1"])
+            .args(["-c", sql]);
+        Ok(psql)
     }
 
     /// The cluster's directory (data is in `data/`, the log in `postgres.log`).

@@ -19,7 +19,9 @@ fn postgres_accepts_connections_and_is_removed_on_drop() {
     // Postgres::query: a line a row, `|` between columns; a bad statement is an error.
     let rows = pg.query("moray", "select n, 'x' from generate_series(1, 2) n");
     assert_eq!(rows.expect("query"), "1|x\n2|x\n");
-    let bad = pg.query("moray", "select nope").expect_err("an unknown column");
+    let bad = pg
+        .query("moray", "select nope")
+        .expect_err("an unknown column");
     assert!(bad.to_string().contains("does not exist"), "{bad}");
     drop(pg);
     assert!(!dir.exists(), "the cluster's directory must be removed");
