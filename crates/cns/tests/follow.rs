@@ -833,10 +833,7 @@ async fn after_a_resync_answer_the_vms_follower_starts_again_from_the_snapshot()
     // than what the feed keeps, and it is answered with a resync.
     let (mut dc, network) = datacenter_with(Options {
         cns: true,
-        configure_moray: Box::new(|c| {
-            c.change_retention_secs = 0;
-            c.change_trim_interval_secs = 1;
-        }),
+        configure_moray: Box::new(dc_testkit::keep_no_change_log),
         ..Options::default()
     })
     .await;
