@@ -4,7 +4,7 @@
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 use crate::TestkitError;
 use crate::process::{log_file, spawn_tied, temp_dir, wait_ready};
@@ -36,7 +36,12 @@ pub fn pg_bin_dir() -> Result<PathBuf, TestkitError> {
 /// [`TestkitError::Spawn`] when it cannot start, [`TestkitError::Failed`] with its stderr
 /// when it exits non-zero.
 fn run(cmd: &mut Command, what: &str) -> Result<Vec<u8>, TestkitError> {
-    let out = cmd.output().map_err(|source| TestkitError::Spawn {
+    checked(cmd.output(), what)
+}
+
+/// A finished command's output: its stdout when it succeeded, else an error with its stderr.
+fn checked(out: std::io::Result<Output>, what: &str) -> Result<Vec<u8>, TestkitError> {
+    let out = out.map_err(|source| TestkitError::Spawn {
         command: what.to_string(),
         source,
     })?;
@@ -205,21 +210,11 @@ impl Postgres {
     /// (current-thread) runtime keeps serving while psql runs.
     #[cfg(feature = "moray")]
     pub async fn query_async(&self, db: &str, sql: &str) -> Result<String, TestkitError> {
-        let what = format!("psql -c {sql:?}");
         let out = tokio::process::Command::from(self.psql(db, sql)?)
             .output()
-            .await
-            .map_err(|source| TestkitError::Spawn {
-                command: what.clone(),
-                source,
-            })?;
-        if !out.status.success() {
-            return Err(TestkitError::Failed {
-                command: what,
-                output: String::from_utf8_lossy(&out.stderr).into_owned(),
-            });
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+            .await;
+        let out = checked(out, &format!("psql -c {sql:?}"))?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
     }
 
     /// The psql command that runs `sql` on `db`: tuples only, unaligned, stopping at the
