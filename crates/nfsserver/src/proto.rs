@@ -271,8 +271,9 @@ fn set_time(r: &mut Reader<'_>) -> Result<Option<SetTime>, XdrError> {
 fn sattr(r: &mut Reader<'_>) -> Result<Sattr, XdrError> {
     Ok(Sattr {
         mode: if r.bool()? { Some(r.u32()?) } else { None },
-        uid: if r.bool()? { Some(r.u32()?) } else { None },
-        gid: if r.bool()? { Some(r.u32()?) } else { None },
+        // An id of -1 leaves it unchanged, as chown(2) reads it.
+        uid: if r.bool()? { Some(r.u32()?) } else { None }.filter(|&id| id != u32::MAX),
+        gid: if r.bool()? { Some(r.u32()?) } else { None }.filter(|&id| id != u32::MAX),
         size: if r.bool()? { Some(r.u64()?) } else { None },
         atime: set_time(r)?,
         mtime: set_time(r)?,
@@ -778,4 +779,23 @@ fn readdir(
     }
     w.bool(false);
     w.bool(eof);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the rpc fuzz target: a SETATTR owner of -1 reached rustix's `Uid::from_raw`,
+    /// which refuses it; -1 now leaves the owner as it is, as chown(2) reads it.
+    #[test]
+    fn an_owner_of_minus_one_is_no_change() {
+        let mut bytes = Vec::new();
+        // mode not set; uid set to -1; gid set to 7; size, atime, mtime not set.
+        for word in [0u32, 1, u32::MAX, 1, 7, 0, 0, 0] {
+            bytes.extend_from_slice(&word.to_be_bytes());
+        }
+        let s = sattr(&mut Reader::new(&bytes)).unwrap();
+        assert_eq!(s.uid, None);
+        assert_eq!(s.gid, Some(7));
+    }
 }

@@ -118,6 +118,9 @@ pub enum Dropped {
 /// The options' walk: where each option is, that each fits, and option 82's bytes.
 fn walk_options(bytes: &[u8]) -> Result<Option<Vec<u8>>, Dropped> {
     let mut relay: Option<Vec<u8>> = None;
+    // Fixed-size options seen: dhcproto joins repeats of an option (RFC 3396) before it
+    // reads one, so a second occurrence would change its size too.
+    let mut fixed_seen: Vec<u8> = Vec::new();
     let mut at = OPTIONS_START;
     while at < bytes.len() {
         let code = bytes[at];
@@ -156,6 +159,22 @@ fn walk_options(bytes: &[u8]) -> Result<Option<Vec<u8>>, Dropped> {
         if !fits {
             return Err(Dropped::Malformed(format!(
                 "option {code} at byte {at} has length {len}, not its fixed size"
+            )));
+        }
+        if matches!(code, 80 | 81 | 94 | 152..=155) {
+            if fixed_seen.contains(&code) {
+                return Err(Dropped::Malformed(format!(
+                    "option {code} at byte {at} repeats an option of a fixed size"
+                )));
+            }
+            fixed_seen.push(code);
+        }
+        // Options carried in the sname and file fields are not walked here, so they are
+        // not taken (no PXE client sends them).
+        if code == 52 {
+            return Err(Dropped::Malformed(format!(
+                "option overload (52) at byte {at}: options in the sname and file fields are \
+                 not read"
             )));
         }
         at = end;
@@ -600,6 +619,20 @@ mod tests {
         rapid.pop();
         rapid.extend([80, 2, 0, 0, 255]);
         assert!(matches!(parse(&rapid), Err(Dropped::Malformed(m)) if m.contains("option 80")));
+        // Found by the packet fuzz target: dhcproto joins a repeated option, so two option
+        // 154s of 4 bytes each were read as one of 8.
+        let mut twice = good.clone();
+        twice.pop();
+        twice.extend([154, 4, 0, 0, 0, 1, 154, 4, 0, 0, 0, 2, 255]);
+        assert!(
+            matches!(parse(&twice), Err(Dropped::Malformed(m)) if m.contains("option 154") && m.contains("repeats"))
+        );
+        let mut overload = good.clone();
+        overload.pop();
+        overload.extend([52, 1, 3, 255]);
+        assert!(
+            matches!(parse(&overload), Err(Dropped::Malformed(m)) if m.contains("option overload"))
+        );
         let unknown = request(MessageType::Unknown(42), &[]);
         assert_eq!(parse(&unknown).unwrap_err(), Dropped::UnknownType(42));
         let offer = request(MessageType::Offer, &[]);
