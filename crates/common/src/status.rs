@@ -88,6 +88,17 @@ pub fn error_message(status: &Status) -> &str {
     }
 }
 
+/// Another service's answer to a look-up, with `NotFound` read as "it is not there":
+/// `Ok(Some(message))` when it answered, `Ok(None)` when it does not know the object (or
+/// it is gone already), and every other status as it came, for the caller to name.
+pub fn found<T>(answer: Result<tonic::Response<T>, Status>) -> Result<Option<T>, Status> {
+    match answer {
+        Ok(r) => Ok(Some(r.into_inner())),
+        Err(s) if s.code() == Code::NotFound => Ok(None),
+        Err(s) => Err(s),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +150,17 @@ mod tests {
         let s = Status::internal("boom");
         assert_eq!(error_name(&s), None);
         assert_eq!(error_message(&s), "boom");
+    }
+
+    #[test]
+    fn found_reads_not_found_as_absent_and_passes_other_failures_on() {
+        assert_eq!(found(Ok(tonic::Response::new("nic"))).unwrap(), Some("nic"));
+        let gone = named(Code::NotFound, "ResourceNotFound", "nic 1 does not exist");
+        assert_eq!(found::<()>(Err(gone)).unwrap(), None);
+        for code in [Code::Unavailable, Code::PermissionDenied, Code::Internal] {
+            let failed = found::<()>(Err(named(code, "Failed", "no"))).unwrap_err();
+            assert_eq!(failed.code(), code);
+            assert_eq!(error_name(&failed), Some("Failed"));
+        }
     }
 }
