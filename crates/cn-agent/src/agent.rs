@@ -125,11 +125,7 @@ pub async fn start<B: ZoneBackend>(
         &options.grpc,
         &Tasks::new(),
         shutdown,
-        async move {
-            if let Some(beats) = beats {
-                let _ = beats.await;
-            }
-        },
+        beats,
     );
     let task = tokio::spawn(async move {
         if let Ok(Err(e)) = server.await {

@@ -83,12 +83,7 @@ pub async fn start<S: Store>(
         &config,
         &tasks,
         shutdown,
-        async move {
-            let _ = reconciler.await;
-            if let Some(underlay) = underlay {
-                let _ = underlay.await;
-            }
-        },
+        std::iter::once(reconciler).chain(underlay),
     );
     tracing::info!(%addr, "cnapi started");
     Ok(Running { addr, task })

@@ -171,11 +171,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         &config.service.grpc,
         &tasks,
         shutdown,
-        async move {
-            for h in handles {
-                let _ = h.await;
-            }
-        },
+        handles,
     );
     let task = tokio::spawn(async move {
         let served = served

@@ -280,8 +280,8 @@ pub async fn bind_addr(listen: &str) -> Result<(TcpListener, SocketAddr), ServeE
 
 /// Spawns [`serve_with_tasks`] on `listener` for a service with background work. When
 /// the server stops (after `shutdown`, or failing), `shutdown` is cancelled so that work
-/// stops too, and `after` (which waits for it) runs before the task ends with the
-/// server's result.
+/// stops too, and each of `handles` (that work's tasks) is awaited, in order, before the
+/// task ends with the server's result (a task that panicked does not change it).
 pub fn spawn_with_tasks(
     listener: TcpListener,
     routes: Routes,
@@ -289,9 +289,10 @@ pub fn spawn_with_tasks(
     config: &ServerConfig,
     tasks: &crate::periodic::Tasks,
     shutdown: CancellationToken,
-    after: impl std::future::Future<Output = ()> + Send + 'static,
+    handles: impl IntoIterator<Item = tokio::task::JoinHandle<()>>,
 ) -> tokio::task::JoinHandle<Result<(), ServeError>> {
     let (config, tasks) = (config.clone(), tasks.clone());
+    let handles: Vec<_> = handles.into_iter().collect();
     tokio::spawn(async move {
         let served = serve_with_tasks(
             listener,
@@ -303,7 +304,9 @@ pub fn spawn_with_tasks(
         )
         .await;
         shutdown.cancel();
-        after.await;
+        for handle in handles {
+            let _ = handle.await;
+        }
         served
     })
 }

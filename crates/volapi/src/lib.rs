@@ -95,10 +95,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         &config.service.grpc,
         &tasks,
         shutdown,
-        async move {
-            let _ = updater.await;
-            let _ = gc.await;
-        },
+        [updater, gc],
     );
     let task = tokio::spawn(async move {
         served
