@@ -10,6 +10,8 @@ use tonic::{Response, Status};
 use triton_proto::napi::v1::napi_client::NapiClient;
 use triton_proto::napi::v1::{ListNetworksRequest, Network};
 
+use triton_common::status::found;
+
 use crate::clients::{Clients, request};
 use crate::error::Error;
 use crate::params::{ImageParam, PackageParam};
@@ -79,9 +81,9 @@ pub(crate) async fn looked_up<T>(
     field: &str,
     missing: impl FnOnce() -> String,
 ) -> Result<T, Vec<String>> {
-    match call.await {
-        Ok(r) => Ok(r.into_inner()),
-        Err(s) if s.code() == tonic::Code::NotFound => refused(field, missing()),
+    match found(call.await) {
+        Ok(Some(answer)) => Ok(answer),
+        Ok(None) => refused(field, missing()),
         Err(s) => Err(vec![upstream(service, s)]),
     }
 }

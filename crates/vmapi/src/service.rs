@@ -33,6 +33,7 @@ use crate::references::{
 use crate::store::Store;
 use crate::validate::{self, Checker};
 use crate::volumes::VOLUMES_KEY;
+use triton_common::status::found;
 use triton_common::time::now_millis;
 
 /// Page size of ListVms and ListJobs: Triton's default and maximum.
@@ -436,40 +437,28 @@ impl VmapiService {
         let mut out = Vec::new();
         for (i, id, ip, spec) in wanted {
             let field = format!("networks[{i}]");
-            let found = match id {
-                Some(NetRef::Uuid(u)) => napi
-                    .clone()
-                    .get_network(request(
-                        triton_proto::napi::v1::GetNetworkRequest { uuid: u.clone() },
-                        rid,
-                    ))
-                    .await
-                    .map(|n| Some(n.into_inner())),
+            let (answer, key, missing) = match id {
+                Some(NetRef::Uuid(u)) => {
+                    let get = triton_proto::napi::v1::GetNetworkRequest { uuid: u.clone() };
+                    let got = napi.clone().get_network(request(get, rid)).await;
+                    (found(got), "ipv4_uuid", "network does not exist")
+                }
                 Some(NetRef::Name(name)) => {
                     let named = ListNetworksRequest {
                         name: Some(name.clone()),
                         ..Default::default()
                     };
-                    networks_where(&napi, named, rid)
+                    let first = networks_where(&napi, named, rid)
                         .await
-                        .map(|l| l.into_iter().next())
+                        .map(|l| l.into_iter().next());
+                    (first, "name", "no network has that name")
                 }
                 None => continue,
             };
-            let network = match found {
+            let network = match answer {
                 Ok(Some(n)) => n,
                 Ok(None) => {
-                    problems.push(not_usable(
-                        &format!("{field}.name"),
-                        "no network has that name",
-                    ));
-                    continue;
-                }
-                Err(s) if s.code() == tonic::Code::NotFound => {
-                    problems.push(not_usable(
-                        &format!("{field}.ipv4_uuid"),
-                        "network does not exist",
-                    ));
+                    problems.push(not_usable(&format!("{field}.{key}"), missing));
                     continue;
                 }
                 Err(s) => {
@@ -802,47 +791,36 @@ impl VmapiService {
             };
             for (i, mac) in macs.iter().enumerate() {
                 let field = format!("macs[{i}]");
-                match napi
-                    .clone()
-                    .get_nic(request(
-                        triton_proto::napi::v1::GetNicRequest { mac: mac.clone() },
-                        &rid,
-                    ))
-                    .await
+                let get = triton_proto::napi::v1::GetNicRequest { mac: mac.clone() };
+                let got = napi.clone().get_nic(request(get, &rid)).await;
+                let Some(nic) = found(got).map_err(Error::upstream("napi"))? else {
+                    return Err(Error::NotFound(format!(
+                        "{field}: NIC {mac} does not exist"
+                    )));
+                };
+                if nic.belongs_to_uuid != vm.uuid || nic.owner_uuid != vm.owner_uuid {
+                    problems.push(not_usable(
+                        &field,
+                        format!("NIC {mac} is not reserved for VM {}", vm.uuid),
+                    ));
+                } else if let (true, Some(p)) = (nic.primary, vm_primary) {
+                    problems.push(not_usable(
+                        &field,
+                        format!(
+                            "NIC {mac} is primary, and VM {} already has a primary NIC ({})",
+                            vm.uuid, p.mac
+                        ),
+                    ));
+                } else if !nic.nic_tag.starts_with("sdc_overlay")
+                    && !server_tags.contains(&nic.nic_tag)
                 {
-                    Ok(nic) => {
-                        let nic = nic.into_inner();
-                        if nic.belongs_to_uuid != vm.uuid || nic.owner_uuid != vm.owner_uuid {
-                            problems.push(not_usable(
-                                &field,
-                                format!("NIC {mac} is not reserved for VM {}", vm.uuid),
-                            ));
-                        } else if let (true, Some(p)) = (nic.primary, vm_primary) {
-                            problems.push(not_usable(
-                                &field,
-                                format!(
-                                    "NIC {mac} is primary, and VM {} already has a primary NIC ({})",
-                                    vm.uuid, p.mac
-                                ),
-                            ));
-                        } else if !nic.nic_tag.starts_with("sdc_overlay")
-                            && !server_tags.contains(&nic.nic_tag)
-                        {
-                            problems.push(not_usable(
-                                &field,
-                                format!(
-                                    "server {} does not provide nic tag {} of NIC {mac}",
-                                    vm.server_uuid, nic.nic_tag
-                                ),
-                            ));
-                        }
-                    }
-                    Err(s) if s.code() == tonic::Code::NotFound => {
-                        return Err(Error::NotFound(format!(
-                            "{field}: NIC {mac} does not exist"
-                        )));
-                    }
-                    Err(s) => return Err(Error::upstream("napi")(s)),
+                    problems.push(not_usable(
+                        &field,
+                        format!(
+                            "server {} does not provide nic tag {} of NIC {mac}",
+                            vm.server_uuid, nic.nic_tag
+                        ),
+                    ));
                 }
             }
         }

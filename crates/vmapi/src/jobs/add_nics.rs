@@ -1,7 +1,7 @@
 //! add_nics: NICs reserved in NAPI and added to the instance on its server.
 
 use serde_json::{Value, json};
-use tonic::Code;
+use triton_common::status::found;
 use triton_proto::cnagent::v1 as agent;
 use triton_proto::napi::v1 as napi;
 
@@ -46,18 +46,11 @@ impl Steps {
             reserved.push(nic_for(&napi, &mut earlier, create, &p.req_id).await?);
         }
         for mac in &p.macs {
-            let nic = match napi
-                .clone()
-                .get_nic(request(napi::GetNicRequest { mac: mac.clone() }, &p.req_id))
-                .await
-            {
-                Ok(n) => n.into_inner(),
-                Err(s) if s.code() == Code::NotFound => {
-                    return Err(Error::NotFound(format!(
-                        "macs: NIC {mac} does not exist in NAPI"
-                    )));
-                }
-                Err(s) => return Err(napi_err(s)),
+            let get = request(napi::GetNicRequest { mac: mac.clone() }, &p.req_id);
+            let Some(nic) = found(napi.clone().get_nic(get).await).map_err(napi_err)? else {
+                return Err(Error::NotFound(format!(
+                    "macs: NIC {mac} does not exist in NAPI"
+                )));
             };
             if nic.belongs_to_uuid != job.vm_uuid {
                 return Err(Error::invalid(

@@ -3,6 +3,7 @@
 
 use serde_json::{Value, json};
 use tonic::Code;
+use triton_common::status::found;
 use triton_proto::cnagent::v1 as agent;
 use triton_proto::cnapi::v1 as cnapi;
 
@@ -174,21 +175,16 @@ impl Steps {
             .volume_reservations(&volapi, &job.uuid, &job.owner_uuid, &p.req_id)
             .await?
         {
-            match volapi
-                .clone()
-                .remove_volume_reservation(request(
-                    vol::RemoveVolumeReservationRequest {
-                        uuid: r.uuid.clone(),
-                        owner_uuid: job.owner_uuid.clone(),
-                    },
-                    &p.req_id,
-                ))
-                .await
-            {
-                Ok(_) => {}
-                Err(s) if s.code() == Code::NotFound => {}
-                Err(s) => return Err(Error::upstream("volapi")(s)),
-            }
+            let remove = request(
+                vol::RemoveVolumeReservationRequest {
+                    uuid: r.uuid.clone(),
+                    owner_uuid: job.owner_uuid.clone(),
+                },
+                &p.req_id,
+            );
+            // A reservation gone already is no error.
+            found(volapi.clone().remove_volume_reservation(remove).await)
+                .map_err(Error::upstream("volapi"))?;
         }
         Ok(())
     }

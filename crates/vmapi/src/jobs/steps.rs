@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tonic::Code;
 use tonic::transport::Channel;
+use triton_common::status::found;
 use triton_proto::cnagent::v1 as agent;
 use triton_proto::cnagent::v1::create_task_request::Task;
 use triton_proto::cnapi::v1 as cnapi;
@@ -83,11 +84,8 @@ pub(super) async fn delete_nic(napi: &NapiClient<Channel>, mac: &str, rid: &str)
         },
         rid,
     );
-    match napi.clone().delete_nic(request).await {
-        Ok(_) => Ok(()),
-        Err(s) if s.code() == Code::NotFound => Ok(()),
-        Err(s) => Err(napi_err(s)),
-    }
+    found(napi.clone().delete_nic(request).await).map_err(napi_err)?;
+    Ok(())
 }
 
 /// A task that ended in failure, as an error that is not retried.
