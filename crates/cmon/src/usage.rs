@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use tonic::transport::Channel;
 use triton_common::channel::ChannelBuilder;
+use triton_common::status::found;
 use triton_proto::cnagent::v1 as agent;
 use triton_proto::cnagent::v1::cn_agent_client::CnAgentClient;
 use uuid::Uuid;
@@ -60,18 +61,16 @@ impl Usage {
     ) -> Result<agent::GetUsageResponse, ApiError> {
         let mut client = self.client(agent_url)?;
         let call = client.get_usage(agent::GetUsageRequest { uuid, node });
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(r)) => Ok(r.into_inner()),
-            Ok(Err(s)) if s.code() == tonic::Code::NotFound => Err(ApiError::not_found()),
-            Ok(Err(s)) => {
+        let Ok(answer) = tokio::time::timeout(self.timeout, call).await else {
+            tracing::warn!(agent_url, "usage call timed out");
+            return Err(ApiError::internal());
+        };
+        found(answer)
+            .map_err(|s| {
                 tracing::warn!(agent_url, error = %s, "usage call failed");
-                Err(ApiError::internal())
-            }
-            Err(_) => {
-                tracing::warn!(agent_url, "usage call timed out");
-                Err(ApiError::internal())
-            }
-        }
+                ApiError::internal()
+            })?
+            .ok_or_else(ApiError::not_found)
     }
 
     /// `vm`'s usage from the agent at `agent_url`, or from the cache (then `true`).

@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use triton_common::periodic::{Periodic, Tasks};
+use triton_common::status::found;
 use triton_proto::feed::{ChangeMessage, Event, WatchEvent};
 use triton_proto::ufds::v1 as ufds;
 use triton_proto::ufds::v1::ufds_client::UfdsClient;
@@ -89,15 +90,13 @@ impl Follower {
     pub async fn pass(&mut self) -> Result<(), FollowError> {
         let mut failed = None;
         for uuid in std::mem::take(&mut self.pending) {
-            let account = self
-                .ufds
-                .get_account(ufds::GetAccountRequest {
-                    account: uuid.clone(),
-                })
-                .await;
-            match account {
-                Ok(a) => self.apply(&a.into_inner(), &mut failed).await,
-                Err(s) if s.code() == tonic::Code::NotFound => {}
+            let get = ufds::GetAccountRequest {
+                account: uuid.clone(),
+            };
+            match found(self.ufds.get_account(get).await) {
+                Ok(Some(account)) => self.apply(&account, &mut failed).await,
+                // The account is gone: nothing to make for it.
+                Ok(None) => {}
                 Err(s) => {
                     self.pending.insert(uuid.clone());
                     failed.get_or_insert(FollowError::Account {
@@ -196,16 +195,13 @@ impl Follower {
             .await
             .map_err(|e| triton_common::service::chain(&e))?;
         // Set only if still unset: the tenant may have chosen one meanwhile.
-        let current = match self
-            .ufds
-            .get_account(ufds::GetAccountRequest {
-                account: account.uuid.clone(),
-            })
-            .await
-        {
-            Ok(a) => a.into_inner(),
-            Err(s) if s.code() == tonic::Code::NotFound => return Ok(()),
-            Err(s) => return Err(format!("UFDS GetAccount: {}", s.message())),
+        let get = ufds::GetAccountRequest {
+            account: account.uuid.clone(),
+        };
+        let Some(current) = found(self.ufds.get_account(get).await)
+            .map_err(|s| format!("UFDS GetAccount: {}", s.message()))?
+        else {
+            return Ok(()); // the account is gone
         };
         if !current.default_network.is_empty() {
             return Ok(());

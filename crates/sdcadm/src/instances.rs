@@ -19,8 +19,8 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
-use tonic::Code;
 use tonic::transport::Channel;
+use triton_common::status::found;
 use triton_proto::cnapi::v1 as cnapi;
 use triton_proto::imgapi::v1 as imgapi;
 use triton_proto::napi::v1 as napi;
@@ -175,27 +175,23 @@ pub async fn import_image(ch: Channel, manifest: &Json, file: Vec<u8>) -> Result
     let image = image_from_manifest(manifest)?;
     let mut c = imgapi::imgapi_client::ImgapiClient::new(ch);
     let uuid = image.uuid.clone();
-    match c
-        .get_image(imgapi::ImageRequest {
-            uuid: uuid.clone(),
-            account: None,
-        })
-        .await
-    {
-        Ok(found) => {
-            if found.into_inner().state == "unactivated" {
-                c.activate_image(imgapi::ImageRequest {
-                    uuid: uuid.clone(),
-                    account: None,
-                })
-                .await
-                .map_err(Error::api(format!("imgapi: activate {uuid}")))?;
-                return Ok(Imported::Activated);
-            }
-            return Ok(Imported::AlreadyThere);
+    let get = imgapi::ImageRequest {
+        uuid: uuid.clone(),
+        account: None,
+    };
+    let existing =
+        found(c.get_image(get).await).map_err(Error::api(format!("imgapi: get {uuid}")))?;
+    if let Some(existing) = existing {
+        if existing.state == "unactivated" {
+            c.activate_image(imgapi::ImageRequest {
+                uuid: uuid.clone(),
+                account: None,
+            })
+            .await
+            .map_err(Error::api(format!("imgapi: activate {uuid}")))?;
+            return Ok(Imported::Activated);
         }
-        Err(s) if s.code() == Code::NotFound => {}
-        Err(s) => return Err(Error::api(format!("imgapi: get {uuid}"))(s)),
+        return Ok(Imported::AlreadyThere);
     }
     let name = image.name.clone();
     let mut parts = vec![imgapi::ImportImageRequest {

@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 
 use moray_client::filter::Filter;
 use moray_client::typed::Change;
-use tonic::Code;
 use tonic::transport::Channel;
 use triton_proto::imgapi::v1 as img;
 use triton_proto::imgapi::v1::imgapi_client::ImgapiClient;
@@ -53,11 +52,7 @@ pub(crate) fn found<T>(
     service: &'static str,
     answer: std::result::Result<tonic::Response<T>, tonic::Status>,
 ) -> Result<Option<T>> {
-    match answer {
-        Ok(r) => Ok(Some(r.into_inner())),
-        Err(s) if s.code() == Code::NotFound => Ok(None),
-        Err(s) => Err(Error::upstream(service)(s)),
-    }
+    triton_common::status::found(answer).map_err(Error::upstream(service))
 }
 
 #[derive(Clone)]
@@ -250,17 +245,12 @@ impl VolApi {
                     "is required (this VolAPI has no ufds_url to find the owner's default network)",
                 ));
             };
-            let account = ufds
-                .clone()
-                .get_account(ufds::GetAccountRequest {
-                    account: owner.to_string(),
-                })
-                .await
-                .map_err(|s| match s.code() {
-                    Code::NotFound => Error::invalid("owner_uuid", format!("no account {owner}")),
-                    _ => Error::upstream("ufds")(s),
-                })?
-                .into_inner();
+            let get = ufds::GetAccountRequest {
+                account: owner.to_string(),
+            };
+            let Some(account) = found("ufds", ufds.clone().get_account(get).await)? else {
+                return Err(Error::invalid("owner_uuid", format!("no account {owner}")));
+            };
             if account.default_network.is_empty() {
                 return Err(Error::invalid(
                     "networks",

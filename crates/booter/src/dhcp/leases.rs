@@ -35,6 +35,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::Channel;
+use triton_common::status::found;
 use triton_proto::cnapi::v1 as cnapi_pb;
 use triton_proto::cnapi::v1::cnapi_client::CnapiClient;
 use triton_proto::napi::v1 as napi_pb;
@@ -718,18 +719,10 @@ impl Leases {
     }
 
     async fn get_nic(&self, mac: Mac) -> Result<Option<napi_pb::Nic>, LeaseError> {
-        match self
-            .napi
-            .clone()
-            .get_nic(napi_pb::GetNicRequest {
-                mac: mac.to_string(),
-            })
-            .await
-        {
-            Ok(nic) => Ok(Some(nic.into_inner())),
-            Err(s) if s.code() == Code::NotFound => Ok(None),
-            Err(s) => Err(LeaseError::Napi(s)),
-        }
+        let get = napi_pb::GetNicRequest {
+            mac: mac.to_string(),
+        };
+        found(self.napi.clone().get_nic(get).await).map_err(LeaseError::Napi)
     }
 
     /// The admin NIC for a new `mac` on `net`, made with the next `CreateNics` call.

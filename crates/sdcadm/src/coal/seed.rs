@@ -6,9 +6,9 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use tonic::Code;
 use tonic::transport::Channel;
 use triton_common::channel::ChannelBuilder;
+use triton_common::status::found;
 use triton_proto::cnapi::v1 as cnapi;
 use triton_proto::napi::v1 as napi;
 use triton_proto::papi::v1 as papi;
@@ -52,14 +52,12 @@ pub async fn admin(
 ) -> Result<Vec<String>, Error> {
     let mut c = ufds::ufds_client::UfdsClient::new(ch);
     let mut did = Vec::new();
-    let groups = match c
-        .get_account(ufds::GetAccountRequest {
-            account: login.into(),
-        })
-        .await
-    {
-        Ok(a) => {
-            let a = a.into_inner();
+    let get = ufds::GetAccountRequest {
+        account: login.into(),
+    };
+    let account = found(c.get_account(get).await).map_err(|s| seed_err("ufds account", s))?;
+    let groups = match account {
+        Some(a) => {
             // An admin account from an earlier CoaL gets the flag too.
             if !a.triton_cns_enabled {
                 c.update_account(ufds::UpdateAccountRequest {
@@ -73,7 +71,7 @@ pub async fn admin(
             }
             a.groups
         }
-        Err(s) if s.code() == Code::NotFound => {
+        None => {
             c.create_account(ufds::CreateAccountRequest {
                 uuid: uuid.into(),
                 login: login.into(),
@@ -89,7 +87,6 @@ pub async fn admin(
             did.push(format!("account {login} ({uuid})"));
             Vec::new()
         }
-        Err(s) => return Err(seed_err("ufds account", s)),
     };
     // The admin is an operator (sdc-ufds's first boot puts admin in cn=operators):
     // CMon shows it compute nodes.
@@ -291,21 +288,16 @@ pub async fn underlay(
     let mut c = napi::napi_client::NapiClient::new(ch);
     let tag = bridge.nic_tag.clone();
     let mut did = Vec::new();
-    match c
-        .get_nic_tag(napi::GetNicTagRequest { name: tag.clone() })
+    let tag_err = |s| seed_err(&format!("napi nic tag {tag}"), s);
+    let get = napi::GetNicTagRequest { name: tag.clone() };
+    if found(c.get_nic_tag(get).await).map_err(tag_err)?.is_none() {
+        c.create_nic_tag(napi::CreateNicTagRequest {
+            name: tag.clone(),
+            mtu: None,
+        })
         .await
-    {
-        Ok(_) => {}
-        Err(s) if s.code() == Code::NotFound => {
-            c.create_nic_tag(napi::CreateNicTagRequest {
-                name: tag.clone(),
-                mtu: None,
-            })
-            .await
-            .map_err(|s| seed_err(&format!("napi nic tag {tag}"), s))?;
-            did.push(format!("nic tag {tag}"));
-        }
-        Err(s) => return Err(seed_err(&format!("napi nic tag {tag}"), s)),
+        .map_err(tag_err)?;
+        did.push(format!("nic tag {tag}"));
     }
     let have = c
         .list_networks(napi::ListNetworksRequest {
