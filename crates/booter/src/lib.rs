@@ -59,11 +59,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         Some(Path::new(&config.data_dir).join(files::CACHE_FILE)),
     ));
 
-    let http_listener = tokio::net::TcpListener::bind(&config.http_listen)
+    let (http_listener, http_addr) = triton_common::listen::bind(&config.http_listen)
         .await
-        .map_err(Error::bind("HTTP", &config.http_listen))?;
-    let http_addr = http_listener
-        .local_addr()
         .map_err(Error::bind("HTTP", &config.http_listen))?;
     let http_base = if config.http_url.is_empty() {
         format!("http://{server_ip}:{}", http_addr.port())

@@ -94,11 +94,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     });
 
     let grpc = config.grpc.clone();
-    let listener = triton_common::grpc::bind(&config.listen)
+    let (listener, addr) = triton_common::grpc::bind_addr(&config.listen)
         .await
-        .map_err(|e| Error::Config(format!("listen: {e}")))?;
-    let addr = listener
-        .local_addr()
         .map_err(|e| Error::Config(format!("listen: {e}")))?;
     let service = service::VmapiService {
         create_permits: tokio::sync::Semaphore::new(service::MAX_CONCURRENT_CREATES),
