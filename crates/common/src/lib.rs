@@ -2,8 +2,8 @@
 //! traces ([`telemetry`]), gRPC server start-up with health and reflection ([`grpc`]),
 //! graceful shutdown ([`shutdown`]), the `main` every service binary shares and the
 //! error-chain printer ([`service`]), the mapping of errors to gRPC statuses
-//! ([`status`]), RFC 3339 timestamps ([`time`]) and the allocator every binary uses
-//! ([`global_allocator!`]).
+//! ([`status`]), the REST APIs' error body ([`rest`]), RFC 3339 timestamps ([`time`])
+//! and the allocator every binary uses ([`global_allocator!`]).
 
 #![deny(missing_docs)]
 
@@ -22,6 +22,7 @@ pub mod pairs;
 pub mod periodic;
 pub mod postgres;
 pub mod problems;
+pub mod rest;
 pub mod rng;
 pub mod running;
 pub mod service;
