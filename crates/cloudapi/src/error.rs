@@ -2,17 +2,18 @@
 //! restify status of each code, and the one place backend (gRPC) errors are mapped to
 //! it.
 
+use std::ops::Deref;
+
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
+use triton_common::rest::RestError;
 
-/// An error as a tenant sees it.
+/// An error as a tenant sees it: Triton's REST error (its `status`, restCode `code` and
+/// `message` read through `Deref`) and, for a few, more fields in its body.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{code}: {message}")]
+#[error("{rest}")]
 pub struct ApiError {
-    pub status: StatusCode,
-    /// Triton's restCode: `ResourceNotFound`, `InvalidArgument`, ...
-    pub code: &'static str,
-    pub message: String,
+    pub rest: RestError,
     /// Sent with `InvalidVersion` and friends; none for most errors.
     pub body_extra: Option<serde_json::Value>,
 }
@@ -22,9 +23,7 @@ pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
-            status,
-            code,
-            message: message.into(),
+            rest: RestError::new(status, code, message),
             body_extra: None,
         }
     }
@@ -70,7 +69,7 @@ impl ApiError {
 
     /// The JSON body.
     pub fn body(&self) -> serde_json::Value {
-        let mut body = serde_json::json!({"code": self.code, "message": self.message});
+        let mut body = self.rest.body();
         if let (Some(serde_json::Value::Object(extra)), Some(map)) =
             (&self.body_extra, body.as_object_mut())
         {
@@ -79,6 +78,14 @@ impl ApiError {
             }
         }
         body
+    }
+}
+
+impl Deref for ApiError {
+    type Target = RestError;
+
+    fn deref(&self) -> &RestError {
+        &self.rest
     }
 }
 

@@ -2,75 +2,77 @@
 //! Triton's CMon answers (`Unauthorized`, `NotFound`, `BadRequest`,
 //! `SecureTransportRequired`, `InternalServer`), and what stops it starting.
 
-use axum::response::{IntoResponse, Response};
-use http::{StatusCode, header};
+use std::ops::Deref;
 
-/// An error as a client sees it.
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use triton_common::rest::RestError;
+
+/// An error as a client sees it: Triton's REST error (its `status`, `code` and `message`
+/// read through `Deref`), made only with CMon's codes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{code}: {message}")]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
-}
+#[error(transparent)]
+pub struct ApiError(RestError);
 
 impl ApiError {
     /// 401: no certificate, or one that does not authenticate (the reason is about the
     /// caller's own certificate, never another account's things).
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        ApiError {
-            status: StatusCode::UNAUTHORIZED,
-            code: "Unauthorized",
-            message: message.into(),
-        }
+        ApiError(RestError::new(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            message,
+        ))
     }
 
     /// 404: an unknown Host, or an instance or node the caller may not see: the same
     /// answer as one that does not exist.
     pub fn not_found() -> Self {
-        ApiError {
-            status: StatusCode::NOT_FOUND,
-            code: "NotFound",
-            message: "not found".to_string(),
-        }
+        ApiError(RestError::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "not found",
+        ))
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
-        ApiError {
-            status: StatusCode::BAD_REQUEST,
-            code: "BadRequest",
-            message: message.into(),
-        }
+        ApiError(RestError::new(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            message,
+        ))
     }
 
     /// 500: a backend (UFDS, a compute node's agent) failed; the text is logged, not sent.
     pub fn internal() -> Self {
-        ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            code: "InternalServer",
-            message: "internal error".to_string(),
-        }
+        ApiError(RestError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServer",
+            "internal error",
+        ))
     }
 
     /// 403 for plain HTTP on the HTTPS port.
     pub fn secure_transport_required() -> Self {
-        ApiError {
-            status: StatusCode::FORBIDDEN,
-            code: "SecureTransportRequired",
-            message: "Container Monitor requires a secure transport (SSL/TLS)".to_string(),
-        }
+        ApiError(RestError::new(
+            StatusCode::FORBIDDEN,
+            "SecureTransportRequired",
+            "Container Monitor requires a secure transport (SSL/TLS)",
+        ))
+    }
+}
+
+impl Deref for ApiError {
+    type Target = RestError;
+
+    fn deref(&self) -> &RestError {
+        &self.0
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "code": self.code, "message": self.message });
-        (
-            self.status,
-            [(header::CONTENT_TYPE, "application/json")],
-            body.to_string(),
-        )
-            .into_response()
+        self.0.into_response()
     }
 }
 

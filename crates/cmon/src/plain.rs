@@ -89,7 +89,7 @@ pub fn answer(bytes: &[u8]) -> Option<Vec<u8>> {
         Some(_) => ApiError::secure_transport_required(),
         None => ApiError::not_found(),
     };
-    let body = serde_json::json!({ "code": error.code, "message": error.message }).to_string();
+    let body = error.body().to_string();
     Some(
         format!(
             "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\

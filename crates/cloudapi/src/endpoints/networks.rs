@@ -148,7 +148,7 @@ fn resolvers_param(params: &Params) -> Result<Option<Vec<String>>, ApiError> {
 /// has NICs.
 fn in_use_is_invalid(e: ApiError) -> ApiError {
     if e.code == "InUseError" {
-        ApiError::invalid_argument(e.message)
+        ApiError::invalid_argument(e.rest.message)
     } else {
         e
     }
