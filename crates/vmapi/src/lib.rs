@@ -93,7 +93,6 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         )
     });
 
-    let grpc = config.grpc.clone();
     let (listener, addr) = triton_common::grpc::bind_addr(&config.listen)
         .await
         .map_err(|e| Error::Config(format!("listen: {e}")))?;
@@ -106,24 +105,22 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         watch,
     };
     let routes = tonic::service::Routes::new(VmapiServer::new(service));
+    let served = triton_common::grpc::spawn_with_tasks(
+        listener,
+        routes,
+        &[SERVICE_NAME],
+        &config.grpc,
+        &tasks,
+        shutdown,
+        std::iter::once(scanner).chain(reconciler),
+    );
     let serving_engine = engine.clone();
     let task = tokio::spawn(async move {
-        let served = triton_common::grpc::serve_with_tasks(
-            listener,
-            routes,
-            &[SERVICE_NAME],
-            &grpc,
-            &tasks,
-            shutdown.clone(),
-        )
-        .await;
-        shutdown.cancel();
-        let _ = scanner.await;
-        if let Some(r) = reconciler {
-            let _ = r.await;
-        }
+        let served = served.await;
         serving_engine.drained().await;
-        served.map_err(|e| Error::Internal(format!("gRPC server failed: {e}")))
+        served
+            .map_err(|e| Error::Internal(format!("gRPC server task: {e}")))?
+            .map_err(|e| Error::Internal(format!("gRPC server failed: {e}")))
     });
     tracing::info!(%addr, instance_id = %engine.instance_id(), "vmapi started");
     Ok(Running { addr, task, engine })
