@@ -148,20 +148,21 @@ fn walk_options(bytes: &[u8]) -> Result<Option<Vec<u8>>, Dropped> {
         if code == 82 {
             relay.get_or_insert_with(Vec::new).extend_from_slice(data);
         }
-        // Options of a fixed size that dhcproto only checks with debug assertions.
-        let fits = match code {
-            80 => len == 0,
-            81 => len >= 3,
-            94 => len == 3,
-            152..=155 => len == 4,
-            _ => true,
+        // Options of a fixed size that dhcproto only checks with debug assertions: whether
+        // this one has its size (None: not one of them).
+        let fixed_fits = match code {
+            80 => Some(len == 0),
+            81 => Some(len >= 3),
+            94 => Some(len == 3),
+            152..=155 => Some(len == 4),
+            _ => None,
         };
-        if !fits {
+        if fixed_fits == Some(false) {
             return Err(Dropped::Malformed(format!(
                 "option {code} at byte {at} has length {len}, not its fixed size"
             )));
         }
-        if matches!(code, 80 | 81 | 94 | 152..=155) {
+        if fixed_fits.is_some() {
             if fixed_seen.contains(&code) {
                 return Err(Dropped::Malformed(format!(
                     "option {code} at byte {at} repeats an option of a fixed size"
